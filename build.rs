@@ -1,0 +1,40 @@
+//! Records the build a benchmark number came from: git commit and dirty flag, rustc
+//! version, enabled cargo features, rustflags (target-cpu) and profile.
+
+use std::process::Command;
+
+fn run(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn main() {
+    let commit = run("git", &["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = match run("git", &["status", "--porcelain", "--untracked-files=no"]) {
+        Some(s) => (!s.is_empty()).to_string(),
+        None => "unknown".into(),
+    };
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let rustc_version = run(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into());
+    let mut features: Vec<String> = std::env::vars()
+        .filter_map(|(k, _)| k.strip_prefix("CARGO_FEATURE_").map(|f| f.to_lowercase().replace('_', "-")))
+        .collect();
+    features.sort();
+    let rustflags = std::env::var("CARGO_ENCODED_RUSTFLAGS")
+        .unwrap_or_default()
+        .replace('\x1f', " ");
+    let profile = std::env::var("PROFILE").unwrap_or_default();
+    let opt = std::env::var("OPT_LEVEL").unwrap_or_default();
+    println!("cargo:rustc-env=MODELBENCH_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=MODELBENCH_GIT_DIRTY={dirty}");
+    println!("cargo:rustc-env=MODELBENCH_RUSTC={rustc_version}");
+    println!("cargo:rustc-env=MODELBENCH_FEATURES={}", features.join(","));
+    println!("cargo:rustc-env=MODELBENCH_RUSTFLAGS={rustflags}");
+    println!("cargo:rustc-env=MODELBENCH_PROFILE={profile} (opt-level {opt})");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/index");
+    println!("cargo:rerun-if-changed=.git/logs/HEAD");
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+}

@@ -1,0 +1,327 @@
+//! The `modelbench` CLI: the seed-003 harness (`run`), run folders (`report`, `compare`,
+//! `export`), and what is available (`list`). Same library as the criterion benches.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use modelbench::compare::{compare, parse_threshold, render};
+use modelbench::device::{parse_dtype, DeviceSpec};
+use modelbench::generate::{generate, scenario_prompt, Trace};
+use modelbench::options::{check_label, parse_models, parse_seed, Plan, KNOBS};
+use modelbench::report::{read_run, reports_root, table, latency_table, write_artifacts, RunDir};
+use modelbench::runner::{open, prepare};
+use modelbench::sampling::{Sampler, SamplingParams};
+use modelbench::scenario::{Scenario, Tier};
+use modelbench::source::{fixture_cache_dir, hub_cache_dir, offline, SOURCES_HELP, SYNTHETIC};
+
+#[global_allocator]
+static ALLOC: modelbench::memory::CountingAlloc = modelbench::memory::CountingAlloc;
+
+#[derive(Parser)]
+#[command(name = "modelbench", version, about = "Benchmarks language models on Hugging Face Candle", after_help = after_help())]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+fn after_help() -> String {
+    let mut s = String::from("Environment knobs (for `cargo bench`; the CLI takes flags):\n");
+    for (k, v) in KNOBS {
+        s.push_str(&format!("  {k:<26} {v}\n"));
+    }
+    s.push_str("\nExit codes: 0 success; 1 regression found (compare); 2 bad input.");
+    s
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Scenarios, tiers, model sources and which models are already in the cache.
+    List,
+    /// Run a suite tier (or one ad-hoc scenario) on one or more models and save a run.
+    Run(RunArgs),
+    /// Re-render the artifacts (README.md, results.csv, summary.json) of a run.
+    Report {
+        /// Run folder (default: the newest under target-reports/).
+        run: Option<PathBuf>,
+    },
+    /// Compare two runs; exit 1 when a benchmark is slower beyond the threshold with 95%
+    /// confidence (bootstrap CI of the median ratio), 0 otherwise, 2 on unusable input.
+    Compare {
+        base: PathBuf,
+        new: PathBuf,
+        /// Slowdown that counts as a regression, e.g. 5% or 0.05.
+        #[arg(long, default_value = "5%")]
+        threshold: String,
+        /// Compare runs taken on different hardware anyway.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Export a run as metric-registry JSONL (id, value, unit, higher_is_better).
+    Export {
+        run: Option<PathBuf>,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// quick (short, medium), standard (+ prefill, decode, sampled) or full (all seven).
+    #[arg(long, default_value = "quick")]
+    suite: String,
+    /// Model reference, repeatable: fixture:<family>, synthetic:<name>, owner/repo[@rev], or a directory.
+    #[arg(long = "model", required = true)]
+    models: Vec<String>,
+    /// Untimed runs of each scenario before the trials.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed trials per scenario (their median is the headline).
+    #[arg(long, default_value_t = 3)]
+    trials: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long)]
+    dtype: Option<String>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Run folder suffix.
+    #[arg(long)]
+    label: Option<String>,
+    /// Do not write a run folder.
+    #[arg(long)]
+    no_save: bool,
+    /// Also pack the run folder into <run>.zip.
+    #[arg(long)]
+    zip: bool,
+    /// Ad hoc: prompt length (with --max-new-tokens, replaces the suite).
+    #[arg(long)]
+    prompt_tokens: Option<usize>,
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = match cli.cmd {
+        Cmd::List => list().map(|_| ExitCode::SUCCESS),
+        Cmd::Run(a) => run(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Report { run } => report(run).map(|_| ExitCode::SUCCESS),
+        Cmd::Compare { base, new, threshold, force } => compare_cmd(&base, &new, &threshold, force),
+        Cmd::Export { run, out } => export(run, out).map(|_| ExitCode::SUCCESS),
+    };
+    match out {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn list() -> anyhow::Result<()> {
+    println!("Scenarios (prompt/new tokens, sampling):");
+    for s in Scenario::all() {
+        println!("  {:<10} {:>5}/{:<4} {:<34} {}", s.name, s.prompt_tokens, s.new_tokens, s.sampling.describe(), s.purpose);
+    }
+    println!("\nTiers:");
+    for t in [Tier::Quick, Tier::Standard, Tier::Full] {
+        println!("  {:<9} {}", t.name(), t.scenario_names().join(", "));
+    }
+    println!("\nModel sources: {SOURCES_HELP}");
+    println!("  synthetic shapes: {}", SYNTHETIC.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "));
+    println!("\nFixtures written under {}:", fixture_cache_dir().display());
+    print_cached(&fixture_cache_dir());
+    println!("\nHugging Face cache {} (offline: {}):", hub_cache_dir().display(), offline());
+    print_cached(&hub_cache_dir());
+    Ok(())
+}
+
+fn print_cached(dir: &Path) {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_prefix("models--").map(|r| r.replacen("--", "/", 1))
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        println!("  (none)");
+    }
+    for f in found {
+        println!("  {f}");
+    }
+}
+
+fn scenarios_of(a: &RunArgs) -> anyhow::Result<Vec<Scenario>> {
+    match (a.prompt_tokens, a.max_new_tokens) {
+        (Some(p), Some(g)) => {
+            let sampling = SamplingParams {
+                temperature: a.temperature,
+                top_k: a.top_k,
+                top_p: a.top_p,
+                repetition_penalty: a.repetition_penalty,
+                repeat_last_n: 64,
+            };
+            sampling.validate().map_err(|e| anyhow::anyhow!("--temperature/--top-k/--top-p/--repetition-penalty: {e}"))?;
+            anyhow::ensure!(p > 0 && g > 0, "--prompt-tokens and --max-new-tokens must be at least 1");
+            Ok(vec![Scenario::custom(p, g, sampling)])
+        }
+        (None, None) => {
+            let t = Tier::parse(&a.suite).ok_or_else(|| anyhow::anyhow!("--suite {:?}: unknown tier (allowed: {})", a.suite, Tier::ALLOWED))?;
+            Ok(t.scenarios())
+        }
+        _ => anyhow::bail!("--prompt-tokens and --max-new-tokens go together"),
+    }
+}
+
+fn run(a: RunArgs) -> anyhow::Result<()> {
+    let scenarios = scenarios_of(&a)?;
+    anyhow::ensure!(a.trials >= 1, "--trials must be at least 1");
+    let device: DeviceSpec = a.device.parse().map_err(|e: String| anyhow::anyhow!("--device {:?}: {e} (allowed: {})", a.device, DeviceSpec::ALLOWED))?;
+    let dtype = match &a.dtype {
+        Some(d) => parse_dtype(d).map_err(|e| anyhow::anyhow!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?,
+        None => device.default_dtype(),
+    };
+    let label = a.label.as_deref().map(|l| check_label(l, "--label")).transpose()?;
+    let plan = Plan {
+        models: parse_models(&a.models.join(","), "--model")?,
+        tier: Tier::parse(&a.suite),
+        scenarios,
+        device,
+        dtype,
+        seed: parse_seed(&a.seed.to_string(), "--seed")?,
+        min_measure: std::time::Duration::ZERO,
+        label,
+    };
+    let mut prepared = Vec::new();
+    for (l, r) in &plan.models {
+        prepared.push(prepare(l, r, &plan.scenarios)?);
+    }
+    let dev = plan.device.open()?;
+    let mut run = RunDir::new(&reports_root(), plan.label.as_deref());
+    run_suite(&plan, prepared, &dev, &a, &mut run)?;
+    println!("\n{}", table(run.records()));
+    println!("{}", latency_table(run.records()));
+    if a.no_save {
+        return Ok(());
+    }
+    println!("saved {}", run.path.display());
+    if a.zip {
+        let z = modelbench::report::zip_run(&run.path)?;
+        println!("packed {}", z.display());
+    }
+    Ok(())
+}
+
+fn run_suite(
+    plan: &Plan,
+    prepared: Vec<modelbench::source::Resolved>,
+    dev: &candle_core::Device,
+    a: &RunArgs,
+    run: &mut RunDir,
+) -> anyhow::Result<()> {
+    let total = prepared.len() * plan.scenarios.len() * (a.warmup + a.trials);
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs {msg}").expect("valid template"),
+    );
+    for res in prepared {
+        let label = res.label.clone();
+        bar.set_message(format!("loading {label}"));
+        // One load per suite and model; dropped (memory released) before the next model.
+        let mut loaded = open(res, dev, plan.dtype, Some(plan.context_cap()))?;
+        for s in &plan.scenarios {
+            let mut traces: Vec<Trace> = Vec::new();
+            modelbench::memory::reset_peak();
+            for i in 0..(a.warmup + a.trials) {
+                bar.set_message(format!("{label} {} {}", s.name, if i < a.warmup { "warm-up" } else { "trial" }));
+                let trial = i as u64;
+                let prompt = scenario_prompt(s, loaded.model.meta().vocab, loaded.tokenizer.as_ref(), plan.seed, trial)?;
+                let mut sampler = Sampler::new(s.sampling, plan.seed ^ trial);
+                let t = generate(loaded.model.as_mut(), &prompt, s.new_tokens, &mut sampler, loaded.tokenizer.as_ref())
+                    .with_context(|| format!("{label} / {}", s.name))?;
+                if i >= a.warmup {
+                    traces.push(t);
+                }
+                bar.inc(1);
+            }
+            let mut rec = modelbench::bench::generation_record(&loaded, s, plan, &traces);
+            rec.harness = "cli".into();
+            rec.memory.host_peak_bytes = modelbench::memory::heap_peak();
+            bar.println(format!(
+                "{label:>24} {:<10} {:>9.1} tok/s  TTFT p50 {:>8.2} ms  TPOT p50 {:>7.2} ms",
+                s.name,
+                rec.tok_s,
+                rec.gen.as_ref().and_then(|g| g.ttft_ms).map(|p| p.p50).unwrap_or(f64::NAN),
+                rec.gen.as_ref().and_then(|g| g.tpot_ms).map(|p| p.p50).unwrap_or(f64::NAN),
+            ));
+            if a.no_save {
+                run.push_unsaved(rec);
+            } else {
+                run.push(rec)?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn latest_run() -> anyhow::Result<PathBuf> {
+    let root = reports_root();
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .with_context(|| format!("{}: no runs yet", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("results.jsonl").is_file())
+        .collect();
+    runs.sort();
+    runs.pop().ok_or_else(|| anyhow::anyhow!("{}: no runs yet", root.display()))
+}
+
+fn report(run: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = match run {
+        Some(r) => r,
+        None => latest_run()?,
+    };
+    let records = read_run(&dir)?;
+    write_artifacts(&dir, &records)?;
+    modelbench::report::write_index(dir.parent().unwrap_or(Path::new(".")))?;
+    print!("{}", modelbench::report::markdown(&dir, &records));
+    Ok(())
+}
+
+fn compare_cmd(base: &Path, new: &Path, threshold: &str, force: bool) -> anyhow::Result<ExitCode> {
+    let t = parse_threshold(threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
+    let b = read_run(base)?;
+    let n = read_run(new)?;
+    let c = compare(&b, &n, t, force)?;
+    print!("{}", render(&c));
+    Ok(if c.regressions() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn export(run: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = match run {
+        Some(r) => r,
+        None => latest_run()?,
+    };
+    let lines = modelbench::report::registry_lines(&read_run(&dir)?);
+    match out {
+        Some(p) => modelbench::atomic_write(&p, lines.as_bytes())?,
+        None => print!("{lines}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! modelbench: criterion-native benchmarks of language models on Hugging Face Candle.
+//!
+//! Data flows one way: knobs -> [`options::Plan`] -> [`source::resolve`] -> [`model::load`]
+//! -> [`generate::generate`] -> [`generate::Trace`] -> records.
+
+pub mod device;
+pub mod error;
+pub mod fill;
+pub mod fsio;
+pub mod generate;
+pub mod model;
+pub mod sampling;
+pub mod scenario;
+pub mod source;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+pub use fsio::atomic_write;
+pub mod bench;
+pub mod memory;
+pub mod options;
+pub mod record;
+pub mod report;
+pub mod runner;
+pub mod stats;
+pub mod compare;

@@ -1,0 +1,378 @@
+//! Per-family config parsing and the adapters from candle-transformers models to
+//! [`CausalLm`]. Each family's quirks are handled here and nowhere else.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::{gemma3, llama, qwen3, qwen3_moe};
+use serde_json::Value;
+
+use super::{CausalLm, Family, ModelMeta};
+use crate::error::{one_line, Error, Result};
+
+/// A family's typed config, deserialised straight from config.json (candle's own structs).
+#[derive(Debug, Clone)]
+pub enum Arch {
+    Llama(llama::Config),
+    Qwen3(qwen3::Config),
+    Qwen3Moe(qwen3_moe::Config),
+    Gemma3(gemma3::Config),
+}
+
+fn config_err(path: &str, family: Family, reason: impl Into<String>) -> Error {
+    Error::Config {
+        path: path.to_string(),
+        family: family.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(v: Value, path: &str, family: Family) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| config_err(path, family, e.to_string()))
+}
+
+/// Newer Gemma 3 exports (270M, and transformers >= 4.50 in general) write
+/// `_sliding_window_pattern` and `layer_types` instead of the `sliding_window_pattern` key
+/// candle 0.11 requires; derive it from whichever is present. Multimodal Gemma 3 configs
+/// nest the text model under `text_config`.
+fn patch_gemma3(mut v: Value) -> Value {
+    if let Some(text) = v.get("text_config").cloned() {
+        v = text;
+    }
+    if let Some(obj) = v.as_object_mut() {
+        if !obj.contains_key("sliding_window_pattern") {
+            let from_private = obj.get("_sliding_window_pattern").cloned();
+            let from_types = obj.get("layer_types").and_then(|t| t.as_array()).and_then(|t| {
+                t.iter()
+                    .position(|x| x.as_str() == Some("full_attention"))
+                    .map(|i| Value::from(i + 1))
+            });
+            if let Some(p) = from_private.or(from_types) {
+                obj.insert("sliding_window_pattern".into(), p);
+            }
+        }
+    }
+    v
+}
+
+impl Arch {
+    pub fn from_json(family: Family, v: &Value, path: &str) -> Result<Arch> {
+        let v = v.clone();
+        let arch = match family {
+            Family::Llama => {
+                let c: llama::LlamaConfig = parse(v, path, family)?;
+                Arch::Llama(c.into_config(cfg!(feature = "flash-attn")))
+            }
+            Family::Qwen3 => Arch::Qwen3(parse(v, path, family)?),
+            Family::Qwen3Moe => Arch::Qwen3Moe(parse(v, path, family)?),
+            Family::Gemma3 => Arch::Gemma3(parse(patch_gemma3(v), path, family)?),
+        };
+        arch.validate()
+            .map_err(|reason| config_err(path, family, reason))?;
+        Ok(arch)
+    }
+
+    pub fn family(&self) -> Family {
+        match self {
+            Arch::Llama(_) => Family::Llama,
+            Arch::Qwen3(_) => Family::Qwen3,
+            Arch::Qwen3Moe(_) => Family::Qwen3Moe,
+            Arch::Gemma3(_) => Family::Gemma3,
+        }
+    }
+
+    /// (layers, hidden, heads, kv_heads, head_dim, intermediate, vocab, max_context)
+    fn dims(&self) -> [usize; 8] {
+        match self {
+            Arch::Llama(c) => [
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.hidden_size / c.num_attention_heads.max(1),
+                c.intermediate_size,
+                c.vocab_size,
+                c.max_position_embeddings,
+            ],
+            Arch::Qwen3(c) => [
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim,
+                c.intermediate_size,
+                c.vocab_size,
+                c.max_position_embeddings,
+            ],
+            Arch::Qwen3Moe(c) => [
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim,
+                c.moe_intermediate_size,
+                c.vocab_size,
+                c.max_position_embeddings,
+            ],
+            Arch::Gemma3(c) => [
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim,
+                c.intermediate_size,
+                c.vocab_size,
+                c.max_position_embeddings,
+            ],
+        }
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let [layers, hidden, heads, kv, head_dim, inter, vocab, ctx] = self.dims();
+        for (name, v) in [
+            ("num_hidden_layers", layers),
+            ("hidden_size", hidden),
+            ("num_attention_heads", heads),
+            ("num_key_value_heads", kv),
+            ("head_dim", head_dim),
+            ("intermediate_size", inter),
+            ("vocab_size", vocab),
+            ("max_position_embeddings", ctx),
+        ] {
+            if v == 0 {
+                return Err(format!("`{name}` must be positive"));
+            }
+        }
+        if heads % kv != 0 {
+            return Err(format!(
+                "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}"
+            ));
+        }
+        if let Arch::Llama(c) = self {
+            if c.hidden_size % c.num_attention_heads != 0 {
+                return Err(format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    c.hidden_size, c.num_attention_heads
+                ));
+            }
+        }
+        if let Arch::Qwen3Moe(c) = self {
+            if c.num_experts_per_tok == 0 || c.num_experts_per_tok > c.num_experts {
+                return Err(format!(
+                    "num_experts_per_tok {} must be in 1..={}",
+                    c.num_experts_per_tok, c.num_experts
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn max_context(&self) -> usize {
+        self.dims()[7]
+    }
+
+    /// Sizes RoPE tables and caches for `cap` positions instead of the config's maximum
+    /// (Llama-3's 131072-position tables cost 0.08 s per cache reset and real memory).
+    pub fn cap_context(&mut self, cap: usize) {
+        let m = match self {
+            Arch::Llama(c) => &mut c.max_position_embeddings,
+            Arch::Qwen3(c) => &mut c.max_position_embeddings,
+            Arch::Qwen3Moe(c) => &mut c.max_position_embeddings,
+            Arch::Gemma3(c) => &mut c.max_position_embeddings,
+        };
+        *m = (*m).min(cap.max(1));
+    }
+
+    pub fn meta(&self, params: u64, dtype: DType) -> ModelMeta {
+        let [layers, hidden, heads, kv_heads, head_dim, intermediate, vocab, built] = self.dims();
+        let prefill = match self {
+            Arch::Gemma3(c) if c.num_key_value_heads > 1 => "token-by-token",
+            _ => "single-call",
+        };
+        ModelMeta {
+            family: self.family(),
+            params,
+            weight_bytes: params * dtype.size_in_bytes() as u64,
+            layers,
+            hidden,
+            heads,
+            kv_heads,
+            head_dim,
+            intermediate,
+            vocab,
+            dtype: dtype.as_str().to_string(),
+            max_context: built,
+            built_context: built,
+            prefill: prefill.into(),
+            experts: match self {
+                Arch::Qwen3Moe(c) => Some((c.num_experts, c.num_experts_per_tok)),
+                _ => None,
+            },
+        }
+    }
+
+    /// Builds the model; `meta.max_context` should hold the uncapped config value.
+    pub fn build(&self, vb: VarBuilder, meta: ModelMeta) -> candle_core::Result<Box<dyn CausalLm>> {
+        let device = vb.device().clone();
+        let dtype = vb.dtype();
+        Ok(match self {
+            Arch::Llama(c) => {
+                let model = llama::Llama::load(vb, c)?;
+                let cache = llama::Cache::new(true, dtype, c, &device)?;
+                Box::new(LlamaLm {
+                    model,
+                    cache,
+                    cfg: c.clone(),
+                    dtype,
+                    device,
+                    meta,
+                })
+            }
+            Arch::Qwen3(c) => Box::new(Qwen3Lm {
+                model: qwen3::ModelForCausalLM::new(c, vb)?,
+                device,
+                meta,
+            }),
+            Arch::Qwen3Moe(c) => Box::new(Qwen3MoeLm {
+                model: qwen3_moe::ModelForCausalLM::new(c, vb)?,
+                device,
+                meta,
+            }),
+            Arch::Gemma3(c) => Box::new(Gemma3Lm {
+                model: gemma3::Model::new(cfg!(feature = "flash-attn"), c, vb)?,
+                token_by_token: c.num_key_value_heads > 1,
+                device,
+                meta,
+            }),
+        })
+    }
+}
+
+fn input(tokens: &[u32], dev: &Device) -> candle_core::Result<Tensor> {
+    Tensor::new(tokens, dev)?.unsqueeze(0)
+}
+
+fn wrap(e: candle_core::Error) -> Error {
+    Error::Candle(candle_core::Error::Msg(one_line(&e.to_string())))
+}
+
+struct LlamaLm {
+    model: llama::Llama,
+    cache: llama::Cache,
+    cfg: llama::Config,
+    dtype: DType,
+    device: Device,
+    meta: ModelMeta,
+}
+
+impl CausalLm for LlamaLm {
+    fn reset(&mut self) -> Result<()> {
+        // candle's llama Cache has no reset and private fields: build a new one.
+        self.cache = llama::Cache::new(true, self.dtype, &self.cfg, &self.device).map_err(wrap)?;
+        Ok(())
+    }
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
+        let x = input(tokens, &self.device).map_err(wrap)?;
+        // (b, vocab) f32
+        self.model
+            .forward(&x, pos, &mut self.cache)
+            .and_then(|l| l.flatten_all())
+            .map_err(wrap)
+    }
+    fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+struct Qwen3Lm {
+    model: qwen3::ModelForCausalLM,
+    device: Device,
+    meta: ModelMeta,
+}
+
+impl CausalLm for Qwen3Lm {
+    fn reset(&mut self) -> Result<()> {
+        self.model.clear_kv_cache();
+        Ok(())
+    }
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
+        let x = input(tokens, &self.device).map_err(wrap)?;
+        // (b, 1, vocab) in the model dtype
+        self.model
+            .forward(&x, pos)
+            .and_then(|l| l.flatten_all())
+            .map_err(wrap)
+    }
+    fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+struct Qwen3MoeLm {
+    model: qwen3_moe::ModelForCausalLM,
+    device: Device,
+    meta: ModelMeta,
+}
+
+impl CausalLm for Qwen3MoeLm {
+    fn reset(&mut self) -> Result<()> {
+        self.model.clear_kv_cache();
+        Ok(())
+    }
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
+        let x = input(tokens, &self.device).map_err(wrap)?;
+        self.model
+            .forward(&x, pos)
+            .and_then(|l| l.flatten_all())
+            .map_err(wrap)
+    }
+    fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+struct Gemma3Lm {
+    model: gemma3::Model,
+    /// candle 0.11's Gemma3 fails a multi-token forward with more than one KV head
+    /// (`slice-set only supports contiguous tensors` in the KV cache); such models prefill
+    /// one token at a time, and their records say so.
+    token_by_token: bool,
+    device: Device,
+    meta: ModelMeta,
+}
+
+impl CausalLm for Gemma3Lm {
+    fn reset(&mut self) -> Result<()> {
+        self.model.clear_kv_cache();
+        Ok(())
+    }
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
+        let run = |m: &mut gemma3::Model, t: &[u32], p: usize| -> candle_core::Result<Tensor> {
+            m.forward(&input(t, &self.device)?, p)?.flatten_all()
+        };
+        let out = if self.token_by_token && tokens.len() > 1 {
+            let mut last = Err(candle_core::Error::Msg("empty prompt".into()));
+            for (i, t) in tokens.iter().enumerate() {
+                last = Ok(run(&mut self.model, std::slice::from_ref(t), pos + i).map_err(wrap)?);
+            }
+            last
+        } else {
+            run(&mut self.model, tokens, pos)
+        };
+        out.map_err(wrap)
+    }
+    fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}

@@ -1,0 +1,424 @@
+//! Run folders under target-reports/ and their artifacts: results.jsonl (the records),
+//! results.csv, summary.json, README.md (the seed-003 table), plus target-reports/index.html
+//! linking every run and criterion's report. Every file is rewritten atomically after each
+//! benchmark, so an interrupted run leaves complete files, and no earlier run is touched.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::fsio::atomic_write;
+use crate::record::Record;
+
+/// (year, month, day, hour, minute, second) in UTC.
+fn utc_parts(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let (days, sod) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, (sod / 3600) as u32, (sod % 3600 / 60) as u32, (sod % 60) as u32)
+}
+
+pub fn now_rfc3339() -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(SystemTime::now());
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+fn stamp() -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(SystemTime::now());
+    format!("{y:04}{mo:02}{d:02}_{h:02}{mi:02}{s:02}")
+}
+
+/// target-reports/ (MODELBENCH_REPORTS overrides it).
+pub fn reports_root() -> PathBuf {
+    std::env::var_os("MODELBENCH_REPORTS")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target-reports"))
+}
+
+/// A run folder `target-reports/<YYYYMMDD_HHMMSS>[-label]/`, created on the first record.
+pub struct RunDir {
+    pub path: PathBuf,
+    records: Vec<Record>,
+    /// Extra artifacts workloads add (file name -> content), rewritten with the rest.
+    extra_files: BTreeMap<String, Vec<u8>>,
+}
+
+impl RunDir {
+    /// A new run folder name under `root`; never an existing one.
+    pub fn new(root: &Path, label: Option<&str>) -> RunDir {
+        let base = match label {
+            Some(l) => format!("{}-{l}", stamp()),
+            None => stamp(),
+        };
+        let mut path = root.join(&base);
+        let mut i = 2;
+        while path.exists() {
+            path = root.join(format!("{base}.{i}"));
+            i += 1;
+        }
+        RunDir {
+            path,
+            records: Vec::new(),
+            extra_files: BTreeMap::new(),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Keeps a record in memory only (`--no-save`).
+    pub fn push_unsaved(&mut self, r: Record) {
+        self.records.push(r);
+    }
+
+    /// Adds a record and rewrites every artifact.
+    pub fn push(&mut self, r: Record) -> Result<()> {
+        self.records.push(r);
+        self.flush()
+    }
+
+    /// Adds (or replaces) a workload artifact such as throughput.csv or memory.json.
+    pub fn put_file(&mut self, name: &str, content: Vec<u8>) -> Result<()> {
+        self.extra_files.insert(name.to_string(), content);
+        self.flush()
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        write_artifacts(&self.path, &self.records)?;
+        for (name, content) in &self.extra_files {
+            atomic_write(&self.path.join(name), content)?;
+        }
+        if let Some(root) = self.path.parent() {
+            write_index(root)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes results.jsonl, results.csv, summary.json and README.md for `records`.
+pub fn write_artifacts(dir: &Path, records: &[Record]) -> Result<()> {
+    let mut jsonl = String::new();
+    for r in records {
+        jsonl.push_str(&serde_json::to_string(r).map_err(|e| Error::Report(e.to_string()))?);
+        jsonl.push('\n');
+    }
+    atomic_write(&dir.join("results.jsonl"), jsonl.as_bytes())?;
+    atomic_write(&dir.join("results.csv"), csv(records).as_bytes())?;
+    let summary = summary_json(dir, records);
+    atomic_write(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary).expect("json").as_bytes(),
+    )?;
+    atomic_write(&dir.join("README.md"), markdown(dir, records).as_bytes())?;
+    Ok(())
+}
+
+/// Reads the records of a run folder.
+pub fn read_run(dir: &Path) -> Result<Vec<Record>> {
+    let f = dir.join("results.jsonl");
+    if !dir.is_dir() {
+        return Err(Error::Report(format!("{}: not a run folder (no such directory)", dir.display())));
+    }
+    let text = std::fs::read_to_string(&f)
+        .map_err(|e| Error::Report(format!("{}: cannot read results.jsonl: {e}", dir.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        out.push(serde_json::from_str(line).map_err(|e| {
+            Error::Report(format!("{}:{}: not a modelbench record: {e}", f.display(), i + 1))
+        })?);
+    }
+    if out.is_empty() {
+        return Err(Error::Report(format!("{}: the run holds no records", dir.display())));
+    }
+    Ok(out)
+}
+
+fn opt_ms(p: Option<crate::stats::Percentiles>, f: fn(&crate::stats::Percentiles) -> f64) -> String {
+    p.map(|p| format!("{:.3}", f(&p))).unwrap_or_default()
+}
+
+pub fn csv(records: &[Record]) -> String {
+    let mut s = String::from(
+        "timestamp,kind,scenario,model,family,dtype,device,prompt_tokens,new_tokens,sampling,seed,samples,median_s,mean_s,stddev_s,mad_s,tok_s,ttft_p50_ms,ttft_p90_ms,ttft_p99_ms,tpot_p50_ms,tpot_p90_ms,tpot_p99_ms,itl_p50_ms,itl_p90_ms,itl_p99_ms,prefill_tok_s,decode_tok_s,load_s,host_peak_bytes,params,git_commit\n",
+    );
+    for r in records {
+        let g = r.gen.clone().unwrap_or_default();
+        let q = |x: &str| format!("\"{}\"", x.replace('"', "\"\""));
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.3},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{},{}",
+            r.timestamp,
+            r.kind,
+            q(&r.scenario),
+            q(&r.model.label),
+            r.model.family,
+            r.dtype,
+            r.device,
+            r.prompt_tokens,
+            r.new_tokens,
+            q(&r.sampling_desc),
+            r.seed,
+            r.stats.n,
+            r.stats.median,
+            r.stats.mean,
+            r.stats.stddev,
+            r.stats.mad,
+            r.tok_s,
+            opt_ms(g.ttft_ms, |p| p.p50),
+            opt_ms(g.ttft_ms, |p| p.p90),
+            opt_ms(g.ttft_ms, |p| p.p99),
+            opt_ms(g.tpot_ms, |p| p.p50),
+            opt_ms(g.tpot_ms, |p| p.p90),
+            opt_ms(g.tpot_ms, |p| p.p99),
+            opt_ms(g.itl_ms, |p| p.p50),
+            opt_ms(g.itl_ms, |p| p.p90),
+            opt_ms(g.itl_ms, |p| p.p99),
+            g.prefill_tok_s,
+            g.decode_tok_s,
+            r.model.load_seconds,
+            r.memory.host_peak_bytes.map(|b| b.to_string()).unwrap_or_default(),
+            r.model.params,
+            r.build.git_commit,
+        );
+    }
+    s
+}
+
+fn summary_json(dir: &Path, records: &[Record]) -> serde_json::Value {
+    let rows: Vec<_> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "kind": r.kind, "scenario": r.scenario, "model": r.model.label, "dtype": r.dtype,
+                "device": r.device, "median_s": r.stats.median, "tok_s": r.tok_s,
+                "ttft_p50_ms": r.gen.as_ref().and_then(|g| g.ttft_ms).map(|p| p.p50),
+                "tpot_p50_ms": r.gen.as_ref().and_then(|g| g.tpot_ms).map(|p| p.p50),
+                "samples": r.stats.n,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "run": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "records": records.len(),
+        "hardware": records.first().map(|r| r.hardware.describe()),
+        "build": records.first().map(|r| &r.build),
+        "results": rows,
+    })
+}
+
+/// The seed-003 table: rows = scenario, columns = models, cells = median E2E tok/s.
+pub fn table(records: &[Record]) -> String {
+    let gen: Vec<&Record> = records.iter().filter(|r| r.kind == "generation").collect();
+    let mut models: Vec<String> = Vec::new();
+    let mut scenarios: Vec<String> = Vec::new();
+    for r in &gen {
+        let m = format!("{} ({})", r.model.label, r.dtype);
+        if !models.contains(&m) {
+            models.push(m);
+        }
+        if !scenarios.contains(&r.scenario) {
+            scenarios.push(r.scenario.clone());
+        }
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "| Scenario | Prompt | Gen | Sampling | {} |", models.join(" | "));
+    let _ = writeln!(s, "|---|---:|---:|---|{}", "---:|".repeat(models.len()));
+    for sc in &scenarios {
+        let first = gen.iter().find(|r| &r.scenario == sc).expect("present");
+        let cells: Vec<String> = models
+            .iter()
+            .map(|m| {
+                gen.iter()
+                    .find(|r| &r.scenario == sc && &format!("{} ({})", r.model.label, r.dtype) == m)
+                    .map(|r| format!("{:.1}", r.tok_s))
+                    .unwrap_or_else(|| "-".into())
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {sc} | {} | {} | {} | {} |",
+            first.prompt_tokens,
+            first.new_tokens,
+            first.sampling_desc,
+            cells.join(" | ")
+        );
+    }
+    s
+}
+
+/// Latency detail: one row per record.
+pub fn latency_table(records: &[Record]) -> String {
+    let mut s = String::from("| Scenario | Model | E2E tok/s | TTFT p50 ms | TPOT p50 ms | ITL p90 ms | ITL p99 ms | prefill tok/s | decode tok/s | trials |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in records.iter().filter(|r| r.kind == "generation") {
+        let g = r.gen.clone().unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.1} | {} |",
+            r.scenario,
+            r.model.label,
+            r.tok_s,
+            opt_ms(g.ttft_ms, |p| p.p50),
+            opt_ms(g.tpot_ms, |p| p.p50),
+            opt_ms(g.itl_ms, |p| p.p90),
+            opt_ms(g.itl_ms, |p| p.p99),
+            g.prefill_tok_s,
+            g.decode_tok_s,
+            r.stats.n
+        );
+    }
+    s
+}
+
+/// Rows for non-generation workloads.
+pub fn other_table(records: &[Record]) -> String {
+    let mut s = String::from("| Workload | Benchmark | median | tok/s | samples |\n|---|---|---:|---:|---:|\n");
+    for r in records.iter().filter(|r| r.kind != "generation") {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.3} ms | {:.1} | {} |",
+            r.kind,
+            r.scenario,
+            r.stats.median * 1e3,
+            r.tok_s,
+            r.stats.n
+        );
+    }
+    s
+}
+
+pub fn markdown(dir: &Path, records: &[Record]) -> String {
+    let mut s = String::new();
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let _ = writeln!(s, "# modelbench run {name}\n");
+    if let Some(r) = records.first() {
+        let _ = writeln!(s, "**Hardware**: {}\n", r.hardware.describe());
+        let _ = writeln!(
+            s,
+            "**Build**: {} (dirty: {}), {}, features [{}], rustflags `{}`, {}\n",
+            r.build.git_commit, r.build.git_dirty, r.build.rustc, r.build.features, r.build.rustflags, r.build.profile
+        );
+    }
+    if records.iter().any(|r| r.kind == "generation") {
+        let _ = writeln!(s, "E2E throughput (generated tokens / median end-to-end time, tok/s). Higher is better.\n");
+        s.push_str(&table(records));
+        s.push('\n');
+        s.push_str(&latency_table(records));
+        s.push('\n');
+    }
+    if records.iter().any(|r| r.kind != "generation") {
+        s.push_str(&other_table(records));
+    }
+    s
+}
+
+/// target-reports/index.html: every run folder, newest first, and criterion's report.
+pub fn write_index(root: &Path) -> Result<()> {
+    let mut runs: Vec<String> = std::fs::read_dir(root)
+        .map_err(Error::io(root))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("results.jsonl").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    runs.sort();
+    runs.reverse();
+    let crit = crate::source::target_dir().join("criterion/report/index.html");
+    let mut h = String::from("<!doctype html><meta charset=utf-8><title>modelbench runs</title>\n<h1>modelbench runs</h1>\n");
+    let _ = writeln!(h, "<p><a href=\"file://{}\">criterion report</a> (target/criterion/report/index.html)</p>\n<ul>", crit.display());
+    for r in &runs {
+        let _ = writeln!(
+            h,
+            "<li>{r}: <a href=\"{r}/README.md\">README.md</a> · <a href=\"{r}/summary.json\">summary.json</a> · <a href=\"{r}/results.csv\">results.csv</a> · <a href=\"{r}/results.jsonl\">results.jsonl</a></li>"
+        );
+    }
+    h.push_str("</ul>\n");
+    atomic_write(&root.join("index.html"), h.as_bytes())
+}
+
+/// Packs a run folder into `<run>.zip` beside it (seed 001's `--zip`).
+pub fn zip_run(dir: &Path) -> Result<PathBuf> {
+    use std::io::Write;
+    let target = dir.with_extension("zip");
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(Error::io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        for f in files {
+            let bytes = std::fs::read(&f).map_err(Error::io(&f))?;
+            let entry = format!("{name}/{}", f.file_name().expect("file").to_string_lossy());
+            z.start_file(entry, opts).map_err(|e| Error::Report(e.to_string()))?;
+            z.write_all(&bytes).map_err(Error::io(&f))?;
+        }
+        z.finish().map_err(|e| Error::Report(e.to_string()))?;
+    }
+    atomic_write(&target, &buf.into_inner())?;
+    Ok(target)
+}
+
+/// Metric-registry lines (seed 001): one JSON object per metric, with a stable id.
+pub fn registry_lines(records: &[Record]) -> String {
+    let mut s = String::new();
+    for r in records {
+        let base = format!("modelbench.{}.{}.{}.{}.{}", r.kind, r.scenario, r.model.label, r.dtype, r.device);
+        let mut put = |metric: &str, value: f64, unit: &str, higher: bool| {
+            let line = serde_json::json!({
+                "id": format!("{base}.{metric}"), "value": value, "unit": unit,
+                "higher_is_better": higher, "timestamp": r.timestamp,
+                "git_commit": r.build.git_commit, "hardware": r.hardware.fingerprint(),
+            });
+            let _ = writeln!(s, "{line}");
+        };
+        put("tok_s", r.tok_s, "tok/s", true);
+        put("median_s", r.stats.median, "s", false);
+        if let Some(g) = &r.gen {
+            if let Some(p) = g.ttft_ms {
+                put("ttft_p50_ms", p.p50, "ms", false);
+            }
+            if let Some(p) = g.tpot_ms {
+                put("tpot_p50_ms", p.p50, "ms", false);
+            }
+            put("prefill_tok_s", g.prefill_tok_s, "tok/s", true);
+            put("decode_tok_s", g.decode_tok_s, "tok/s", true);
+        }
+        if let Some(b) = r.memory.host_peak_bytes {
+            put("host_peak_bytes", b as f64, "bytes", false);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(utc_parts(UNIX_EPOCH), (1970, 1, 1, 0, 0, 0));
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_260_000);
+        assert_eq!(utc_parts(t), (2026, 11, 21, 11, 20, 0));
+    }
+}

@@ -1,0 +1,160 @@
+//! Tokenizers: the project's own fixture tokenizer (a word-level vocabulary of exactly the
+//! model's size, so LM-head and sampling costs stay realistic) and streaming detokenization.
+
+use std::path::Path;
+
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+
+/// Ids 0..3 of the fixture tokenizer are special.
+pub const FIXTURE_SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
+
+/// The `i`-th fixture word: bijective base-26 over `a..z` ("a", .., "z", "aa", ..).
+pub fn fixture_word(mut i: usize) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b'a' + (i % 26) as u8);
+        if i < 26 {
+            break;
+        }
+        i = i / 26 - 1;
+    }
+    s.reverse();
+    String::from_utf8(s).expect("ascii")
+}
+
+/// The tokenizer.json of a fixture model: a WordLevel model over whitespace-split words
+/// covering ids `0..vocab_size`, the first three being special tokens.
+pub fn fixture_tokenizer_json(vocab_size: usize) -> String {
+    let mut vocab = serde_json::Map::with_capacity(vocab_size);
+    for (i, s) in FIXTURE_SPECIALS.iter().enumerate() {
+        vocab.insert(s.to_string(), i.into());
+    }
+    for id in FIXTURE_SPECIALS.len()..vocab_size {
+        vocab.insert(fixture_word(id - FIXTURE_SPECIALS.len()), id.into());
+    }
+    let added: Vec<_> = FIXTURE_SPECIALS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            serde_json::json!({"id": i, "content": s, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    })
+    .to_string()
+}
+
+pub fn load(path: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        path: path.display().to_string(),
+        reason: crate::error::one_line(&e.to_string()),
+    })
+}
+
+pub fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    tok.encode(text, false)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| Error::Tokenizer {
+            path: "(loaded)".into(),
+            reason: e.to_string(),
+        })
+}
+
+pub fn decode(tok: &Tokenizer, ids: &[u32]) -> Result<String> {
+    tok.decode(ids, false).map_err(|e| Error::Tokenizer {
+        path: "(loaded)".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Streaming detokenizer: emits the text each new token adds, decoding only a short window
+/// of recent tokens (the approach of candle-examples' `TokenOutputStream`), so its per-token
+/// cost does not grow with the length of the output.
+pub struct StreamDecoder<'a> {
+    tok: &'a Tokenizer,
+    tokens: Vec<u32>,
+    prev: usize,
+    current: usize,
+}
+
+impl<'a> StreamDecoder<'a> {
+    pub fn new(tok: &'a Tokenizer) -> Self {
+        StreamDecoder {
+            tok,
+            tokens: Vec::new(),
+            prev: 0,
+            current: 0,
+        }
+    }
+
+    /// Adds a token; returns the new text it completes, if any.
+    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+        let prev_text = if self.tokens.is_empty() {
+            String::new()
+        } else {
+            decode(self.tok, &self.tokens[self.prev..self.current])?
+        };
+        self.tokens.push(id);
+        let text = decode(self.tok, &self.tokens[self.prev..])?;
+        if text.len() > prev_text.len() && !text.ends_with('\u{FFFD}') {
+            let (_, new) = text.split_at(floor_char_boundary(&text, prev_text.len()));
+            self.prev = self.current;
+            self.current = self.tokens.len();
+            Ok(Some(new.to_string()))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_unique_and_cover_vocab() {
+        assert_eq!(fixture_word(0), "a");
+        assert_eq!(fixture_word(25), "z");
+        assert_eq!(fixture_word(26), "aa");
+        let n = 5000;
+        let set: std::collections::HashSet<_> = (0..n).map(fixture_word).collect();
+        assert_eq!(set.len(), n);
+    }
+
+    #[test]
+    fn fixture_tokenizer_round_trips_and_streams() {
+        let json = fixture_tokenizer_json(1000);
+        let tok: Tokenizer = json.parse().unwrap();
+        assert_eq!(tok.get_vocab_size(true), 1000);
+        let ids: Vec<u32> = vec![3, 17, 999, 500];
+        let text = decode(&tok, &ids).unwrap();
+        assert_eq!(encode(&tok, &text).unwrap(), ids);
+        let mut s = StreamDecoder::new(&tok);
+        let mut out = String::new();
+        for &id in &ids {
+            if let Some(t) = s.push(id).unwrap() {
+                out.push_str(&t);
+            }
+        }
+        assert_eq!(out.trim(), text.trim());
+    }
+}
