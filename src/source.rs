@@ -201,9 +201,28 @@ pub fn cached_file(cache_dir: &Path, repo: &str, revision: &str, file: &str) -> 
     p.is_file().then_some(p)
 }
 
+/// How the hub is reached: its cache, whether the network may be used, and the token.
+#[derive(Debug, Clone)]
+pub struct HubEnv {
+    pub cache_dir: PathBuf,
+    pub offline: bool,
+    pub token: Option<String>,
+}
+
+impl HubEnv {
+    /// From HF_HUB_CACHE / HF_HOME / ..., HF_HUB_OFFLINE or MODELBENCH_OFFLINE, and HF_TOKEN.
+    pub fn from_env() -> HubEnv {
+        HubEnv {
+            cache_dir: hub_cache_dir(),
+            offline: offline(),
+            token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+        }
+    }
+}
+
 /// Fetches (or finds) one file of a hub repo. Offline: cache only, no network at all.
-fn hub_file(repo: &str, revision: &str, file: &str, required: bool) -> Result<Option<PathBuf>> {
-    let cache_dir = hub_cache_dir();
+fn hub_file(hub: &HubEnv, repo: &str, revision: &str, file: &str, required: bool) -> Result<Option<PathBuf>> {
+    let cache_dir = hub.cache_dir.clone();
     if let Some(p) = cached_file(&cache_dir, repo, revision, file) {
         return Ok(Some(p));
     }
@@ -213,7 +232,7 @@ fn hub_file(repo: &str, revision: &str, file: &str, required: bool) -> Result<Op
         cache: cache_dir.clone(),
         hint,
     };
-    if offline() {
+    if hub.offline {
         return if required {
             Err(miss(format!(
                 "offline (HF_HUB_OFFLINE/MODELBENCH_OFFLINE is set); fetch it where the hub is reachable with `huggingface-cli download {repo}` and point HF_HOME or HF_HUB_CACHE at that cache"
@@ -222,10 +241,9 @@ fn hub_file(repo: &str, revision: &str, file: &str, required: bool) -> Result<Op
             Ok(None)
         };
     }
-    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
     let api = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
         .with_progress(false)
-        .with_token(token)
+        .with_token(hub.token.clone())
         .build()
         .map_err(|e| Error::Hub {
             repo: repo.to_string(),
@@ -283,8 +301,14 @@ fn index_shards(index: &Path) -> Result<Vec<String>> {
     Ok(shards)
 }
 
-/// Resolves a reference to files (or seeded weights).
+/// Resolves a reference to files (or seeded weights), with the hub settings of the
+/// environment.
 pub fn resolve(r: &ModelRef, label: &str) -> Result<Resolved> {
+    resolve_in(r, label, &HubEnv::from_env())
+}
+
+/// [`resolve`] with explicit hub settings.
+pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
     match r {
         ModelRef::Fixture(family) => {
             let (repo, revision) = ensure_fixture(*family)?;
@@ -331,27 +355,27 @@ pub fn resolve(r: &ModelRef, label: &str) -> Result<Resolved> {
             })
         }
         ModelRef::Hub { repo, revision } => {
-            let config_path = hub_file(repo, revision, "config.json", true)?.expect("required");
-            let weights = match hub_file(repo, revision, "model.safetensors", false)? {
+            let config_path = hub_file(hub, repo, revision, "config.json", true)?.expect("required");
+            let weights = match hub_file(hub, repo, revision, "model.safetensors", false)? {
                 Some(p) => vec![p],
                 None => {
-                    let index = hub_file(repo, revision, "model.safetensors.index.json", false)?
+                    let index = hub_file(hub, repo, revision, "model.safetensors.index.json", false)?
                         .ok_or_else(|| Error::CacheMiss {
                             repo: format!("{repo}@{revision}"),
                             file: "model.safetensors (or model.safetensors.index.json)".into(),
-                            cache: hub_cache_dir(),
+                            cache: hub.cache_dir.clone(),
                             hint: format!("fetch the weights with `huggingface-cli download {repo}`"),
                         })?;
                     index_shards(&index)?
                         .iter()
-                        .map(|s| hub_file(repo, revision, s, true).map(|p| p.expect("required")))
+                        .map(|s| hub_file(hub, repo, revision, s, true).map(|p| p.expect("required")))
                         .collect::<Result<Vec<_>>>()?
                 }
             };
-            let tokenizer = hub_file(repo, revision, "tokenizer.json", false)?;
+            let tokenizer = hub_file(hub, repo, revision, "tokenizer.json", false)?;
             resolved_from_files(
                 label,
-                format!("hub {repo}@{revision} ({})", hub_cache_dir().display()),
+                format!("hub {repo}@{revision} ({})", hub.cache_dir.display()),
                 &config_path,
                 weights,
                 tokenizer,

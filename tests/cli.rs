@@ -1,0 +1,92 @@
+//! The `modelbench` binary seen from outside: runs, reports, compare and bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn modelbench(reports: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args(args)
+        .env("MODELBENCH_REPORTS", reports)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit 2, one `error:` line naming `needle`, no panic.
+fn assert_bad_input(o: &Output, needle: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let lines: Vec<_> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {e}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{e}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path();
+    assert_bad_input(&modelbench(r, &["run", "--suite", "huge", "--model", "fixture:llama"]), "--suite");
+    assert_bad_input(&modelbench(r, &["run", "--model", "fixture:gpt2"]), "fixture:gpt2");
+    assert_bad_input(&modelbench(r, &["run", "--model", "fixture:llama", "--dtype", "f8"]), "--dtype");
+    assert_bad_input(&modelbench(r, &["run", "--model", "fixture:llama", "--device", "tpu"]), "--device");
+    assert_bad_input(
+        &modelbench(r, &["run", "--model", "fixture:llama", "--prompt-tokens", "5000", "--max-new-tokens", "8"]),
+        "max_position_embeddings",
+    );
+    assert_bad_input(&modelbench(r, &["run", "--model", "acme/not-cached"]), "not in the Hugging Face cache");
+    assert_bad_input(&modelbench(r, &["report", "/nonexistent/run"]), "not a run folder");
+    // nothing half-written
+    assert!(std::fs::read_dir(r).unwrap().next().is_none());
+}
+
+#[test]
+fn run_report_export_and_compare() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path();
+    let run = |label: &str| {
+        let o = modelbench(
+            r,
+            &["run", "--model", "fixture:llama", "--prompt-tokens", "32", "--max-new-tokens", "16", "--warmup", "1", "--trials", "5", "--label", label],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(out.contains("| custom-p32-g16 |"), "{out}");
+        std::fs::read_dir(r)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.to_string_lossy().ends_with(label))
+            .unwrap()
+    };
+    let a = run("a");
+    for f in ["results.jsonl", "results.csv", "summary.json", "README.md"] {
+        assert!(a.join(f).is_file(), "{f}");
+    }
+    assert!(r.join("index.html").is_file());
+    let records = modelbench::report::read_run(&a).unwrap();
+    assert_eq!(records.len(), 1);
+    let rec = &records[0];
+    assert_eq!(rec.samples_s.len(), 5);
+    assert_eq!(rec.harness, "cli");
+    assert!(rec.gen.as_ref().unwrap().ttft_ms.is_some());
+    assert!(rec.model.load_seconds > 0.0);
+    assert!(rec.memory.host_peak_bytes.unwrap() > rec.model.weight_bytes);
+    // report re-renders the same README
+    let before = std::fs::read_to_string(a.join("README.md")).unwrap();
+    let o = modelbench(r, &["report", a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(before, std::fs::read_to_string(a.join("README.md")).unwrap());
+    // export: one JSON object per line with the registry fields
+    let o = modelbench(r, &["export", a.to_str().unwrap()]);
+    let line = String::from_utf8_lossy(&o.stdout).lines().next().unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(v["id"].as_str().unwrap().starts_with("modelbench.generation.custom-p32-g16.fixture:llama"));
+    assert_eq!(v["higher_is_better"], true);
+    // a run compared with itself is no regression
+    let o = modelbench(r, &["compare", a.to_str().unwrap(), a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
