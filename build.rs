@@ -27,12 +27,12 @@ fn main() {
         .replace('\x1f', " ");
     let profile = std::env::var("PROFILE").unwrap_or_default();
     let opt = std::env::var("OPT_LEVEL").unwrap_or_default();
-    println!("cargo:rustc-env=MODELBENCH_GIT_COMMIT={commit}");
-    println!("cargo:rustc-env=MODELBENCH_GIT_DIRTY={dirty}");
-    println!("cargo:rustc-env=MODELBENCH_RUSTC={rustc_version}");
-    println!("cargo:rustc-env=MODELBENCH_FEATURES={}", features.join(","));
-    println!("cargo:rustc-env=MODELBENCH_RUSTFLAGS={rustflags}");
-    println!("cargo:rustc-env=MODELBENCH_PROFILE={profile} (opt-level {opt})");
+    println!("cargo:rustc-env=BUILDINFO_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=BUILDINFO_GIT_DIRTY={dirty}");
+    println!("cargo:rustc-env=BUILDINFO_RUSTC={rustc_version}");
+    println!("cargo:rustc-env=BUILDINFO_FEATURES={}", features.join(","));
+    println!("cargo:rustc-env=BUILDINFO_RUSTFLAGS={rustflags}");
+    println!("cargo:rustc-env=BUILDINFO_PROFILE={profile} (opt-level {opt})");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-changed=.git/logs/HEAD");

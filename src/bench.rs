@@ -29,9 +29,14 @@ pub fn exit_on_error<T>(r: Result<T>) -> T {
     }
 }
 
+/// Above this, a benchmark takes criterion's minimum: 10 samples of one iteration each.
+pub const LONG_BUDGET: Duration = Duration::from_secs(120);
+
 /// A group configured for long iterations: flat sampling, the minimum 10 samples, a warm-up
 /// of exactly one full iteration (the first routine call), and a measurement window sized
-/// from an estimate of one iteration so criterion does not warn about it.
+/// from an estimate of one iteration: at least two iterations per sample where that fits in
+/// [`LONG_BUDGET`], else one (criterion then prints its "unable to complete" note, which is
+/// expected for multi-second generations).
 pub fn long_group<'a>(
     c: &'a mut Criterion,
     name: &str,
@@ -39,10 +44,16 @@ pub fn long_group<'a>(
     min_measure: Duration,
 ) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
+    let two_per_sample = est_iter.mul_f64(10.0 * 1.5);
+    let window = if two_per_sample > LONG_BUDGET {
+        est_iter.mul_f64(10.0 * 0.9)
+    } else {
+        two_per_sample.max(min_measure)
+    };
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_nanos(1))
-        .measurement_time(min_measure.max(est_iter.mul_f64(10.0 * 1.5)));
+        .measurement_time(window.max(Duration::from_millis(1)));
     g
 }
 
@@ -192,7 +203,12 @@ pub fn generation_record(loaded: &Loaded, s: &Scenario, plan: &Plan, traces: &[T
     } else {
         "not available (counting allocator not installed)".into()
     };
-    r.memory.gpu_method = "not available".into();
+    r.memory.gpu_used_bytes = crate::record::gpu_used_bytes();
+    r.memory.gpu_method = if r.memory.gpu_used_bytes.is_some() {
+        "NVML device memory in use after the trials".into()
+    } else {
+        "not available (no NVIDIA driver / NVML)".into()
+    };
     r
 }
 

@@ -84,6 +84,13 @@ pub fn hardware() -> Hardware {
     }
 }
 
+/// GPU memory in use (NVML), or None where no NVIDIA driver is present.
+pub fn gpu_used_bytes() -> Option<u64> {
+    let nvml = nvml_wrapper::Nvml::init().ok()?;
+    let d = nvml.device_by_index(0).ok()?;
+    d.memory_info().ok().map(|m| m.used)
+}
+
 fn gpu() -> Option<Gpu> {
     use nvml_wrapper::Nvml;
     let nvml = Nvml::init().ok()?;
@@ -120,12 +127,12 @@ pub struct Build {
 
 pub fn build() -> Build {
     Build {
-        git_commit: env!("MODELBENCH_GIT_COMMIT").into(),
-        git_dirty: env!("MODELBENCH_GIT_DIRTY").into(),
-        rustc: env!("MODELBENCH_RUSTC").into(),
-        features: env!("MODELBENCH_FEATURES").into(),
-        rustflags: env!("MODELBENCH_RUSTFLAGS").into(),
-        profile: env!("MODELBENCH_PROFILE").into(),
+        git_commit: env!("BUILDINFO_GIT_COMMIT").into(),
+        git_dirty: env!("BUILDINFO_GIT_DIRTY").into(),
+        rustc: env!("BUILDINFO_RUSTC").into(),
+        features: env!("BUILDINFO_FEATURES").into(),
+        rustflags: env!("BUILDINFO_RUSTFLAGS").into(),
+        profile: env!("BUILDINFO_PROFILE").into(),
         crate_version: env!("CARGO_PKG_VERSION").into(),
     }
 }

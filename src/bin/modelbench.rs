@@ -58,6 +58,15 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Continuous benchmarking: run the benchmarks a JSON config lists, save a run labelled
+    /// `cont-<name>`, compare it with the previous run of the same config, exit 1 on a
+    /// regression (see scripts/continuous.sh and scripts/continuous.example.json).
+    Continuous {
+        config: PathBuf,
+        /// Compare runs taken on different hardware anyway.
+        #[arg(long)]
+        force: bool,
+    },
     /// Export a run as metric-registry JSONL (id, value, unit, higher_is_better).
     Export {
         run: Option<PathBuf>,
@@ -120,6 +129,7 @@ fn main() -> ExitCode {
         Cmd::Report { run } => report(run).map(|_| ExitCode::SUCCESS),
         Cmd::Compare { base, new, threshold, force } => compare_cmd(&base, &new, &threshold, force),
         Cmd::Export { run, out } => export(run, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Continuous { config, force } => continuous(&config, force),
     };
     match out {
         Ok(c) => c,
@@ -190,6 +200,11 @@ fn scenarios_of(a: &RunArgs) -> anyhow::Result<Vec<Scenario>> {
 }
 
 fn run(a: RunArgs) -> anyhow::Result<()> {
+    execute(&a).map(|_| ())
+}
+
+/// Runs the suite and prints the tables; returns the run folder (not written with --no-save).
+fn execute(a: &RunArgs) -> anyhow::Result<PathBuf> {
     let scenarios = scenarios_of(&a)?;
     anyhow::ensure!(a.trials >= 1, "--trials must be at least 1");
     let device: DeviceSpec = a.device.parse().map_err(|e: String| anyhow::anyhow!("--device {:?}: {e} (allowed: {})", a.device, DeviceSpec::ALLOWED))?;
@@ -214,18 +229,114 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let dev = plan.device.open()?;
     let mut run = RunDir::new(&reports_root(), plan.label.as_deref());
-    run_suite(&plan, prepared, &dev, &a, &mut run)?;
+    run_suite(&plan, prepared, &dev, a, &mut run)?;
     println!("\n{}", table(run.records()));
     println!("{}", latency_table(run.records()));
     if a.no_save {
-        return Ok(());
+        return Ok(run.path);
     }
     println!("saved {}", run.path.display());
     if a.zip {
         let z = modelbench::report::zip_run(&run.path)?;
         println!("packed {}", z.display());
     }
-    Ok(())
+    Ok(run.path)
+}
+
+/// A continuous-benchmarking config.
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct ContinuousConfig {
+    name: String,
+    models: Vec<String>,
+    #[serde(default = "default_suite")]
+    suite: String,
+    #[serde(default)]
+    prompt_tokens: Option<usize>,
+    #[serde(default)]
+    max_new_tokens: Option<usize>,
+    #[serde(default = "one")]
+    warmup: usize,
+    #[serde(default = "five")]
+    trials: usize,
+    #[serde(default = "default_threshold")]
+    threshold: String,
+    #[serde(default)]
+    dtype: Option<String>,
+    #[serde(default = "default_device")]
+    device: String,
+    #[serde(default = "default_seed")]
+    seed: u64,
+}
+
+fn default_suite() -> String {
+    "quick".into()
+}
+fn one() -> usize {
+    1
+}
+fn five() -> usize {
+    5
+}
+fn default_threshold() -> String {
+    "5%".into()
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_seed() -> u64 {
+    42
+}
+
+fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(config).with_context(|| format!("{}: cannot read", config.display()))?;
+    let c: ContinuousConfig =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: invalid config: {e}", config.display()))?;
+    let label = format!("cont-{}", c.name);
+    check_label(&label, "name")?;
+    let threshold = parse_threshold(&c.threshold).map_err(|e| anyhow::anyhow!("{}: threshold: {e}", config.display()))?;
+    let previous = runs_with_suffix(&format!("-{label}")).pop();
+    let args = RunArgs {
+        suite: c.suite.clone(),
+        models: c.models.clone(),
+        warmup: c.warmup,
+        trials: c.trials,
+        device: c.device.clone(),
+        dtype: c.dtype.clone(),
+        seed: c.seed,
+        label: Some(label),
+        no_save: false,
+        zip: false,
+        prompt_tokens: c.prompt_tokens,
+        max_new_tokens: c.max_new_tokens,
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
+        repetition_penalty: None,
+    };
+    let dir = execute(&args)?;
+    modelbench::atomic_write(&dir.join("continuous.json"), serde_json::to_string_pretty(&c)?.as_bytes())?;
+    let Some(prev) = previous else {
+        println!("no previous run of `{}`: this run is the first baseline", c.name);
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!("comparing with {}", prev.display());
+    let cmp = compare(&read_run(&prev)?, &read_run(&dir)?, threshold, force)?;
+    print!("{}", render(&cmp));
+    Ok(if cmp.regressions() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Run folders whose name ends with `suffix`, oldest first.
+fn runs_with_suffix(suffix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(reports_root())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("results.jsonl").is_file())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(suffix)))
+        .collect();
+    v.sort();
+    v
 }
 
 fn run_suite(
