@@ -53,7 +53,10 @@ pub struct Comparison {
 
 impl Comparison {
     pub fn regressions(&self) -> usize {
-        self.rows.iter().filter(|r| r.verdict == Verdict::Regression).count()
+        self.rows
+            .iter()
+            .filter(|r| r.verdict == Verdict::Regression)
+            .count()
     }
 }
 
@@ -63,7 +66,8 @@ pub fn parse_threshold(s: &str) -> std::result::Result<f64, String> {
     let v = if let Some(p) = t.strip_suffix('%') {
         p.trim().parse::<f64>().map(|x| x / 100.0)
     } else {
-        t.parse::<f64>().map(|x| if x >= 1.0 { x / 100.0 } else { x })
+        t.parse::<f64>()
+            .map(|x| if x >= 1.0 { x / 100.0 } else { x })
     }
     .map_err(|_| format!("`{s}` is not a percentage (e.g. 5%)"))?;
     if !(0.0..1.0).contains(&v) {
@@ -93,7 +97,11 @@ pub fn bootstrap_ratio(base: &[f64], new: &[f64], seed: u64) -> (f64, f64) {
 
 /// Compares two runs. Refuses runs from different hardware unless `force`.
 pub fn compare(base: &[Record], new: &[Record], threshold: f64, force: bool) -> Result<Comparison> {
-    let fp = |rs: &[Record]| rs.first().map(|r| r.hardware.fingerprint()).unwrap_or_default();
+    let fp = |rs: &[Record]| {
+        rs.first()
+            .map(|r| r.hardware.fingerprint())
+            .unwrap_or_default()
+    };
     if !force && fp(base) != fp(new) {
         return Err(Error::Report(format!(
             "runs come from different hardware ({} vs {}); compare like with like, or pass --force",
@@ -137,7 +145,8 @@ pub fn compare(base: &[Record], new: &[Record], threshold: f64, force: bool) -> 
     }
     if rows.is_empty() {
         return Err(Error::Report(
-            "the runs share no benchmark (scenario, model, dtype, device); nothing to compare".into(),
+            "the runs share no benchmark (scenario, model, dtype, device); nothing to compare"
+                .into(),
         ));
     }
     Ok(Comparison {
@@ -154,7 +163,16 @@ pub fn render(c: &Comparison) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {:.4} s | {:.4} s | {:.3} | [{:.3}, {:.3}] | {:?} |",
-            r.scenario, r.model, r.dtype, r.device, r.base_median_s, r.new_median_s, r.ratio, r.ci_low, r.ci_high, r.verdict
+            r.scenario,
+            r.model,
+            r.dtype,
+            r.device,
+            r.base_median_s,
+            r.new_median_s,
+            r.ratio,
+            r.ci_low,
+            r.ci_high,
+            r.verdict
         );
     }
     for k in &c.only_in_base {

@@ -41,7 +41,10 @@ fn open_cuda(n: usize) -> Result<Device> {
         Error::knob(
             "MODELBENCH_DEVICE",
             format!("cuda:{n}"),
-            format!("cannot open CUDA device {n}: {}", crate::error::one_line(&e.to_string())),
+            format!(
+                "cannot open CUDA device {n}: {}",
+                crate::error::one_line(&e.to_string())
+            ),
             DeviceSpec::ALLOWED,
         )
     })

@@ -178,24 +178,54 @@ mod tests {
     #[test]
     fn fill_is_deterministic_nonzero_and_bounded() {
         let s = Shape::from((300, 700));
-        let a = seeded_tensor(&s, 42, "w", Init::Randn { mean: 0., stdev: 1. }, DType::F32, &Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = seeded_tensor(&s, 42, "w", Init::Randn { mean: 0., stdev: 1. }, DType::F32, &Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let c = seeded_tensor(&s, 42, "v", Init::Randn { mean: 0., stdev: 1. }, DType::F32, &Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let a = seeded_tensor(
+            &s,
+            42,
+            "w",
+            Init::Randn {
+                mean: 0.,
+                stdev: 1.,
+            },
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+        let b = seeded_tensor(
+            &s,
+            42,
+            "w",
+            Init::Randn {
+                mean: 0.,
+                stdev: 1.,
+            },
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+        let c = seeded_tensor(
+            &s,
+            42,
+            "v",
+            Init::Randn {
+                mean: 0.,
+                stdev: 1.,
+            },
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
         let bound = FILL_STD * 3f32.sqrt();
@@ -205,6 +235,9 @@ mod tests {
         let var = a.iter().map(|x| x * x).sum::<f32>() / a.len() as f32;
         assert!((var.sqrt() - FILL_STD).abs() < 0.001, "std {}", var.sqrt());
         let ones = seeded_tensor(&s, 1, "n", Init::Const(1.0), DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(ones.sum_all().unwrap().to_scalar::<f32>().unwrap(), 210000.0);
+        assert_eq!(
+            ones.sum_all().unwrap().to_scalar::<f32>().unwrap(),
+            210000.0
+        );
     }
 }

@@ -26,7 +26,9 @@ pub const FIRST_PROMPT_ID: u32 = 3;
 pub fn prompt_ids(n: usize, vocab: usize, seed: u64, trial: u64) -> Vec<u32> {
     let mut rng = StdRng::seed_from_u64(seed ^ trial.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let hi = vocab.max(FIRST_PROMPT_ID as usize + 1) as u32;
-    (0..n).map(|_| rng.random_range(FIRST_PROMPT_ID..hi)).collect()
+    (0..n)
+        .map(|_| rng.random_range(FIRST_PROMPT_ID..hi))
+        .collect()
 }
 
 /// What a generation consumes.

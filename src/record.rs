@@ -34,7 +34,11 @@ pub struct Gpu {
 impl Hardware {
     /// A key that identifies like-for-like hardware for comparisons.
     pub fn fingerprint(&self) -> String {
-        let gpu = self.gpu.as_ref().map(|g| g.name.as_str()).unwrap_or("no-gpu");
+        let gpu = self
+            .gpu
+            .as_ref()
+            .map(|g| g.name.as_str())
+            .unwrap_or("no-gpu");
         format!("{} x{} | {}", self.cpu, self.cores, gpu)
     }
 
@@ -48,14 +52,19 @@ impl Hardware {
                 "{} ({:.0} GiB VRAM, {} SMs, compute {}, driver {}, CUDA {})",
                 g.name,
                 g.vram_total_bytes as f64 / (1u64 << 30) as f64,
-                g.sm_count.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                g.sm_count
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "?".into()),
                 g.compute_capability,
                 g.driver,
                 g.cuda_version
             ),
             None => "GPU: not available".into(),
         };
-        format!("{} ({} threads), {ram}, {}; {gpu}", self.cpu, self.cores, self.os)
+        format!(
+            "{} ({} threads), {ram}, {}; {gpu}",
+            self.cpu, self.cores, self.os
+        )
     }
 }
 
@@ -77,7 +86,9 @@ pub fn hardware() -> Hardware {
     });
     Hardware {
         cpu,
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         ram_bytes,
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         gpu: gpu(),
@@ -107,7 +118,9 @@ fn gpu() -> Option<Gpu> {
         compute_capability: cc
             .map(|c| format!("{}.{}", c.major, c.minor))
             .unwrap_or_else(|| "unknown".into()),
-        driver: nvml.sys_driver_version().unwrap_or_else(|_| "unknown".into()),
+        driver: nvml
+            .sys_driver_version()
+            .unwrap_or_else(|_| "unknown".into()),
         cuda_version: cuda
             .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
             .unwrap_or_else(|| "unknown".into()),
@@ -233,7 +246,12 @@ impl Record {
     }
 
     /// A record of timed samples (seconds), each processing `tokens_per_sample` tokens.
-    pub fn from_samples(kind: &str, scenario: &str, samples_s: Vec<f64>, tokens_per_sample: u64) -> Record {
+    pub fn from_samples(
+        kind: &str,
+        scenario: &str,
+        samples_s: Vec<f64>,
+        tokens_per_sample: u64,
+    ) -> Record {
         let stats = summarize(&samples_s);
         Record {
             schema: SCHEMA,
@@ -294,8 +312,16 @@ pub fn gen_metrics(traces: &[Trace]) -> GenMetrics {
         ttft_ms: percentiles(&ttft),
         tpot_ms: percentiles(&tpot),
         itl_ms: percentiles(&itl),
-        prefill_tok_s: if pp.is_empty() { 0.0 } else { crate::stats::median(&pp) },
-        decode_tok_s: if tg.is_empty() { 0.0 } else { crate::stats::median(&tg) },
+        prefill_tok_s: if pp.is_empty() {
+            0.0
+        } else {
+            crate::stats::median(&pp)
+        },
+        decode_tok_s: if tg.is_empty() {
+            0.0
+        } else {
+            crate::stats::median(&tg)
+        },
         tokenize_ms: (!tok.is_empty()).then(|| crate::stats::median(&tok)),
     }
 }

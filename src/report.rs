@@ -14,7 +14,10 @@ use crate::record::Record;
 
 /// (year, month, day, hour, minute, second) in UTC.
 fn utc_parts(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let (days, sod) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -26,7 +29,14 @@ fn utc_parts(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, (sod / 3600) as u32, (sod % 3600 / 60) as u32, (sod % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (sod / 3600) as u32,
+        (sod % 3600 / 60) as u32,
+        (sod % 60) as u32,
+    )
 }
 
 pub fn now_rfc3339() -> String {
@@ -76,7 +86,10 @@ impl RunDir {
     }
 
     pub fn name(&self) -> String {
-        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     pub fn records(&self) -> &[Record] {
@@ -124,7 +137,9 @@ pub fn write_artifacts(dir: &Path, records: &[Record]) -> Result<()> {
     let summary = summary_json(dir, records);
     atomic_write(
         &dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary).expect("json").as_bytes(),
+        serde_json::to_string_pretty(&summary)
+            .expect("json")
+            .as_bytes(),
     )?;
     atomic_write(&dir.join("README.md"), markdown(dir, records).as_bytes())?;
     Ok(())
@@ -134,23 +149,40 @@ pub fn write_artifacts(dir: &Path, records: &[Record]) -> Result<()> {
 pub fn read_run(dir: &Path) -> Result<Vec<Record>> {
     let f = dir.join("results.jsonl");
     if !dir.is_dir() {
-        return Err(Error::Report(format!("{}: not a run folder (no such directory)", dir.display())));
+        return Err(Error::Report(format!(
+            "{}: not a run folder (no such directory)",
+            dir.display()
+        )));
     }
     let text = std::fs::read_to_string(&f)
         .map_err(|e| Error::Report(format!("{}: cannot read results.jsonl: {e}", dir.display())))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         out.push(serde_json::from_str(line).map_err(|e| {
-            Error::Report(format!("{}:{}: not a modelbench record: {e}", f.display(), i + 1))
+            Error::Report(format!(
+                "{}:{}: not a modelbench record: {e}",
+                f.display(),
+                i + 1
+            ))
         })?);
     }
     if out.is_empty() {
-        return Err(Error::Report(format!("{}: the run holds no records", dir.display())));
+        return Err(Error::Report(format!(
+            "{}: the run holds no records",
+            dir.display()
+        )));
     }
     Ok(out)
 }
 
-fn opt_ms(p: Option<crate::stats::Percentiles>, f: fn(&crate::stats::Percentiles) -> f64) -> String {
+fn opt_ms(
+    p: Option<crate::stats::Percentiles>,
+    f: fn(&crate::stats::Percentiles) -> f64,
+) -> String {
     p.map(|p| format!("{:.3}", f(&p))).unwrap_or_default()
 }
 
@@ -238,7 +270,11 @@ pub fn table(records: &[Record]) -> String {
         }
     }
     let mut s = String::new();
-    let _ = writeln!(s, "| Scenario | Prompt | Gen | Sampling | {} |", models.join(" | "));
+    let _ = writeln!(
+        s,
+        "| Scenario | Prompt | Gen | Sampling | {} |",
+        models.join(" | ")
+    );
     let _ = writeln!(s, "|---|---:|---:|---|{}", "---:|".repeat(models.len()));
     for sc in &scenarios {
         let first = gen.iter().find(|r| &r.scenario == sc).expect("present");
@@ -288,7 +324,9 @@ pub fn latency_table(records: &[Record]) -> String {
 
 /// Rows for non-generation workloads.
 pub fn other_table(records: &[Record]) -> String {
-    let mut s = String::from("| Workload | Benchmark | median | tok/s | samples |\n|---|---|---:|---:|---:|\n");
+    let mut s = String::from(
+        "| Workload | Benchmark | median | tok/s | samples |\n|---|---|---:|---:|---:|\n",
+    );
     for r in records.iter().filter(|r| r.kind != "generation") {
         let _ = writeln!(
             s,
@@ -305,14 +343,22 @@ pub fn other_table(records: &[Record]) -> String {
 
 pub fn markdown(dir: &Path, records: &[Record]) -> String {
     let mut s = String::new();
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let _ = writeln!(s, "# modelbench run {name}\n");
     if let Some(r) = records.first() {
         let _ = writeln!(s, "**Hardware**: {}\n", r.hardware.describe());
         let _ = writeln!(
             s,
             "**Build**: {} (dirty: {}), {}, features [{}], rustflags `{}`, {}\n",
-            r.build.git_commit, r.build.git_dirty, r.build.rustc, r.build.features, r.build.rustflags, r.build.profile
+            r.build.git_commit,
+            r.build.git_dirty,
+            r.build.rustc,
+            r.build.features,
+            r.build.rustflags,
+            r.build.profile
         );
     }
     if records.iter().any(|r| r.kind == "generation") {
@@ -360,7 +406,10 @@ pub fn zip_run(dir: &Path) -> Result<PathBuf> {
         let mut z = zip::ZipWriter::new(&mut buf);
         let opts = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated);
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(Error::io(dir))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -370,7 +419,8 @@ pub fn zip_run(dir: &Path) -> Result<PathBuf> {
         for f in files {
             let bytes = std::fs::read(&f).map_err(Error::io(&f))?;
             let entry = format!("{name}/{}", f.file_name().expect("file").to_string_lossy());
-            z.start_file(entry, opts).map_err(|e| Error::Report(e.to_string()))?;
+            z.start_file(entry, opts)
+                .map_err(|e| Error::Report(e.to_string()))?;
             z.write_all(&bytes).map_err(Error::io(&f))?;
         }
         z.finish().map_err(|e| Error::Report(e.to_string()))?;
@@ -383,7 +433,10 @@ pub fn zip_run(dir: &Path) -> Result<PathBuf> {
 pub fn registry_lines(records: &[Record]) -> String {
     let mut s = String::new();
     for r in records {
-        let base = format!("modelbench.{}.{}.{}.{}.{}", r.kind, r.scenario, r.model.label, r.dtype, r.device);
+        let base = format!(
+            "modelbench.{}.{}.{}.{}.{}",
+            r.kind, r.scenario, r.model.label, r.dtype, r.device
+        );
         let mut put = |metric: &str, value: f64, unit: &str, higher: bool| {
             let line = serde_json::json!({
                 "id": format!("{base}.{metric}"), "value": value, "unit": unit,

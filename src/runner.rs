@@ -65,7 +65,12 @@ pub fn prepare(label: &str, r: &ModelRef, scenarios: &[Scenario]) -> Result<Reso
 }
 
 /// Loads weights and tokenizer, measuring time and memory of the load.
-pub fn open(res: Resolved, device: &Device, dtype: DType, context_cap: Option<usize>) -> Result<Loaded> {
+pub fn open(
+    res: Resolved,
+    device: &Device,
+    dtype: DType,
+    context_cap: Option<usize>,
+) -> Result<Loaded> {
     let heap_before = memory::heap_current().unwrap_or(0);
     memory::reset_peak();
     let rss_reset = memory::reset_rss_peak();
@@ -75,7 +80,13 @@ pub fn open(res: Resolved, device: &Device, dtype: DType, context_cap: Option<us
         dtype,
         context_cap,
     };
-    let model = model::load(res.family, &res.config, &res.config_path, &res.weights, &opts)?;
+    let model = model::load(
+        res.family,
+        &res.config,
+        &res.config_path,
+        &res.weights,
+        &opts,
+    )?;
     let tokenizer = res
         .tokenizer
         .as_deref()

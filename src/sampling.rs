@@ -82,7 +82,11 @@ pub fn apply_repetition_penalty(logits: &mut [f32], penalty: f32, context: &[u32
             continue;
         }
         if let Some(l) = logits.get_mut(id as usize) {
-            *l = if *l >= 0.0 { *l / penalty } else { *l * penalty };
+            *l = if *l >= 0.0 {
+                *l / penalty
+            } else {
+                *l * penalty
+            };
         }
     }
 }
@@ -265,7 +269,9 @@ mod tests {
 
     #[test]
     fn greedy_ignores_rng_and_sampling_is_seeded() {
-        let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect();
+        let logits: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
+            .collect();
         let mut g = Sampler::new(SamplingParams::GREEDY, 1);
         assert_eq!(g.sample(&mut logits.clone(), &[]), argmax(&logits));
         let p = SamplingParams {

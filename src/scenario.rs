@@ -32,13 +32,62 @@ const FULL_PIPE: SamplingParams = SamplingParams {
 
 /// (name, prompt, generated, sampling, pipeline, purpose) as in the seed's table.
 const TABLE: [(&str, usize, usize, SamplingParams, bool, &str); 7] = [
-    ("short", 64, 64, SamplingParams::GREEDY, false, "Quick Q&A, baseline latency"),
-    ("medium", 256, 256, SamplingParams::GREEDY, false, "Standard chat (headline number)"),
-    ("prefill", 1024, 64, SamplingParams::GREEDY, false, "Isolates prefill performance"),
-    ("decode", 64, 512, SamplingParams::GREEDY, false, "Isolates decode performance"),
-    ("long", 1024, 512, SamplingParams::GREEDY, false, "Stress test, longest sequence"),
-    ("sampled", 256, 256, SAMPLED, false, "Sampling transform overhead"),
-    ("full-pipe", 256, 256, FULL_PIPE, true, "All transforms active, tokenize + detokenize"),
+    (
+        "short",
+        64,
+        64,
+        SamplingParams::GREEDY,
+        false,
+        "Quick Q&A, baseline latency",
+    ),
+    (
+        "medium",
+        256,
+        256,
+        SamplingParams::GREEDY,
+        false,
+        "Standard chat (headline number)",
+    ),
+    (
+        "prefill",
+        1024,
+        64,
+        SamplingParams::GREEDY,
+        false,
+        "Isolates prefill performance",
+    ),
+    (
+        "decode",
+        64,
+        512,
+        SamplingParams::GREEDY,
+        false,
+        "Isolates decode performance",
+    ),
+    (
+        "long",
+        1024,
+        512,
+        SamplingParams::GREEDY,
+        false,
+        "Stress test, longest sequence",
+    ),
+    (
+        "sampled",
+        256,
+        256,
+        SAMPLED,
+        false,
+        "Sampling transform overhead",
+    ),
+    (
+        "full-pipe",
+        256,
+        256,
+        FULL_PIPE,
+        true,
+        "All transforms active, tokenize + detokenize",
+    ),
 ];
 
 pub const SCENARIO_NAMES: &str = "short, medium, prefill, decode, long, sampled, full-pipe";
@@ -120,7 +169,13 @@ impl Tier {
             Tier::Quick => &["short", "medium"],
             Tier::Standard => &["short", "medium", "prefill", "decode", "sampled"],
             Tier::Full => &[
-                "short", "medium", "prefill", "decode", "long", "sampled", "full-pipe",
+                "short",
+                "medium",
+                "prefill",
+                "decode",
+                "long",
+                "sampled",
+                "full-pipe",
             ],
         }
     }

@@ -42,13 +42,22 @@ pub const SYNTHETIC: [(&str, &str); 3] = [
 ];
 
 const FIXTURES: [(Family, &str); 4] = [
-    (Family::Llama, include_str!("../fixtures/models/llama/config.json")),
-    (Family::Qwen3, include_str!("../fixtures/models/qwen3/config.json")),
+    (
+        Family::Llama,
+        include_str!("../fixtures/models/llama/config.json"),
+    ),
+    (
+        Family::Qwen3,
+        include_str!("../fixtures/models/qwen3/config.json"),
+    ),
     (
         Family::Qwen3Moe,
         include_str!("../fixtures/models/qwen3-moe/config.json"),
     ),
-    (Family::Gemma3, include_str!("../fixtures/models/gemma3/config.json")),
+    (
+        Family::Gemma3,
+        include_str!("../fixtures/models/gemma3/config.json"),
+    ),
 ];
 
 /// Seed of fixture and synthetic weights: fixed, so a fixture is the same model everywhere
@@ -78,7 +87,10 @@ impl ModelRef {
                 Ok(ModelRef::Synthetic(n.to_string()))
             } else {
                 let names: Vec<_> = SYNTHETIC.iter().map(|(k, _)| *k).collect();
-                Err(bad(format!("unknown synthetic model (expected one of {})", names.join(", "))))
+                Err(bad(format!(
+                    "unknown synthetic model (expected one of {})",
+                    names.join(", ")
+                )))
             };
         }
         if let Some(p) = s.strip_prefix("dir:") {
@@ -142,7 +154,11 @@ pub fn offline() -> bool {
 /// The hub cache directory, as huggingface_hub resolves it: HF_HUB_CACHE,
 /// HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub.
 pub fn hub_cache_dir() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     var("HF_HUB_CACHE")
         .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
         .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
@@ -221,7 +237,13 @@ impl HubEnv {
 }
 
 /// Fetches (or finds) one file of a hub repo. Offline: cache only, no network at all.
-fn hub_file(hub: &HubEnv, repo: &str, revision: &str, file: &str, required: bool) -> Result<Option<PathBuf>> {
+fn hub_file(
+    hub: &HubEnv,
+    repo: &str,
+    revision: &str,
+    file: &str,
+    required: bool,
+) -> Result<Option<PathBuf>> {
     let cache_dir = hub.cache_dir.clone();
     if let Some(p) = cached_file(&cache_dir, repo, revision, file) {
         return Ok(Some(p));
@@ -281,7 +303,10 @@ fn family_of(config: &Value, path: &str) -> Result<Family> {
     Family::from_model_type(t).ok_or_else(|| Error::Config {
         path: path.to_string(),
         family: t.to_string(),
-        reason: format!("model_type `{t}` is not supported (supported: {})", Family::ALLOWED),
+        reason: format!(
+            "model_type `{t}` is not supported (supported: {})",
+            Family::ALLOWED
+        ),
     })
 }
 
@@ -324,7 +349,12 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
             let config_path = get("config.json")?;
             let mut res = resolved_from_files(
                 label,
-                format!("fixture ({})", cache.join(format!("models--{FIXTURE_ORG}--fixture-{family}")).display()),
+                format!(
+                    "fixture ({})",
+                    cache
+                        .join(format!("models--{FIXTURE_ORG}--fixture-{family}"))
+                        .display()
+                ),
                 &config_path,
                 vec![get("model.safetensors")?],
                 Some(get("tokenizer.json")?),
@@ -355,20 +385,26 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
             })
         }
         ModelRef::Hub { repo, revision } => {
-            let config_path = hub_file(hub, repo, revision, "config.json", true)?.expect("required");
+            let config_path =
+                hub_file(hub, repo, revision, "config.json", true)?.expect("required");
             let weights = match hub_file(hub, repo, revision, "model.safetensors", false)? {
                 Some(p) => vec![p],
                 None => {
-                    let index = hub_file(hub, repo, revision, "model.safetensors.index.json", false)?
-                        .ok_or_else(|| Error::CacheMiss {
-                            repo: format!("{repo}@{revision}"),
-                            file: "model.safetensors (or model.safetensors.index.json)".into(),
-                            cache: hub.cache_dir.clone(),
-                            hint: format!("fetch the weights with `huggingface-cli download {repo}`"),
-                        })?;
+                    let index =
+                        hub_file(hub, repo, revision, "model.safetensors.index.json", false)?
+                            .ok_or_else(|| Error::CacheMiss {
+                                repo: format!("{repo}@{revision}"),
+                                file: "model.safetensors (or model.safetensors.index.json)".into(),
+                                cache: hub.cache_dir.clone(),
+                                hint: format!(
+                                    "fetch the weights with `huggingface-cli download {repo}`"
+                                ),
+                            })?;
                     index_shards(&index)?
                         .iter()
-                        .map(|s| hub_file(hub, repo, revision, s, true).map(|p| p.expect("required")))
+                        .map(|s| {
+                            hub_file(hub, repo, revision, s, true).map(|p| p.expect("required"))
+                        })
                         .collect::<Result<Vec<_>>>()?
                 }
             };
@@ -409,7 +445,10 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                 w
             };
             if weights.is_empty() {
-                return Err(Error::weights(dir.display(), "no *.safetensors files in the directory"));
+                return Err(Error::weights(
+                    dir.display(),
+                    "no *.safetensors files in the directory",
+                ));
             }
             let tok = dir.join("tokenizer.json");
             resolved_from_files(
@@ -559,12 +598,22 @@ mod tests {
                 revision: "abc".into()
             }
         );
-        assert!(matches!(ModelRef::parse("./models/x").unwrap(), ModelRef::Dir(_)));
+        assert!(matches!(
+            ModelRef::parse("./models/x").unwrap(),
+            ModelRef::Dir(_)
+        ));
         assert!(matches!(
             ModelRef::parse("synthetic:llama-3.2-1b").unwrap(),
             ModelRef::Synthetic(_)
         ));
-        for bad in ["fixture:gpt2", "synthetic:llama-70b", "nonsense", "a/b/c", "", "x:y"] {
+        for bad in [
+            "fixture:gpt2",
+            "synthetic:llama-70b",
+            "nonsense",
+            "a/b/c",
+            "",
+            "x:y",
+        ] {
             assert!(ModelRef::parse(bad).is_err(), "{bad}");
         }
     }

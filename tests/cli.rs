@@ -23,23 +23,55 @@ fn assert_bad_input(o: &Output, needle: &str) {
     assert!(!e.contains("panicked"), "{e}");
     let lines: Vec<_> = e.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {e}");
-    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{e}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
     let r = tmp.path();
-    assert_bad_input(&modelbench(r, &["run", "--suite", "huge", "--model", "fixture:llama"]), "--suite");
-    assert_bad_input(&modelbench(r, &["run", "--model", "fixture:gpt2"]), "fixture:gpt2");
-    assert_bad_input(&modelbench(r, &["run", "--model", "fixture:llama", "--dtype", "f8"]), "--dtype");
-    assert_bad_input(&modelbench(r, &["run", "--model", "fixture:llama", "--device", "tpu"]), "--device");
     assert_bad_input(
-        &modelbench(r, &["run", "--model", "fixture:llama", "--prompt-tokens", "5000", "--max-new-tokens", "8"]),
+        &modelbench(r, &["run", "--suite", "huge", "--model", "fixture:llama"]),
+        "--suite",
+    );
+    assert_bad_input(
+        &modelbench(r, &["run", "--model", "fixture:gpt2"]),
+        "fixture:gpt2",
+    );
+    assert_bad_input(
+        &modelbench(r, &["run", "--model", "fixture:llama", "--dtype", "f8"]),
+        "--dtype",
+    );
+    assert_bad_input(
+        &modelbench(r, &["run", "--model", "fixture:llama", "--device", "tpu"]),
+        "--device",
+    );
+    assert_bad_input(
+        &modelbench(
+            r,
+            &[
+                "run",
+                "--model",
+                "fixture:llama",
+                "--prompt-tokens",
+                "5000",
+                "--max-new-tokens",
+                "8",
+            ],
+        ),
         "max_position_embeddings",
     );
-    assert_bad_input(&modelbench(r, &["run", "--model", "acme/not-cached"]), "not in the Hugging Face cache");
-    assert_bad_input(&modelbench(r, &["report", "/nonexistent/run"]), "not a run folder");
+    assert_bad_input(
+        &modelbench(r, &["run", "--model", "acme/not-cached"]),
+        "not in the Hugging Face cache",
+    );
+    assert_bad_input(
+        &modelbench(r, &["report", "/nonexistent/run"]),
+        "not a run folder",
+    );
     // nothing half-written
     assert!(std::fs::read_dir(r).unwrap().next().is_none());
 }
@@ -51,7 +83,21 @@ fn run_report_export_and_compare() {
     let run = |label: &str| {
         let o = modelbench(
             r,
-            &["run", "--model", "fixture:llama", "--prompt-tokens", "32", "--max-new-tokens", "16", "--warmup", "1", "--trials", "5", "--label", label],
+            &[
+                "run",
+                "--model",
+                "fixture:llama",
+                "--prompt-tokens",
+                "32",
+                "--max-new-tokens",
+                "16",
+                "--warmup",
+                "1",
+                "--trials",
+                "5",
+                "--label",
+                label,
+            ],
         );
         assert!(o.status.success(), "{}", stderr(&o));
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -79,12 +125,22 @@ fn run_report_export_and_compare() {
     let before = std::fs::read_to_string(a.join("README.md")).unwrap();
     let o = modelbench(r, &["report", a.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(before, std::fs::read_to_string(a.join("README.md")).unwrap());
+    assert_eq!(
+        before,
+        std::fs::read_to_string(a.join("README.md")).unwrap()
+    );
     // export: one JSON object per line with the registry fields
     let o = modelbench(r, &["export", a.to_str().unwrap()]);
-    let line = String::from_utf8_lossy(&o.stdout).lines().next().unwrap().to_string();
+    let line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert!(v["id"].as_str().unwrap().starts_with("modelbench.generation.custom-p32-g16.fixture:llama"));
+    assert!(v["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("modelbench.generation.custom-p32-g16.fixture:llama"));
     assert_eq!(v["higher_is_better"], true);
     // a run compared with itself is no regression
     let o = modelbench(r, &["compare", a.to_str().unwrap(), a.to_str().unwrap()]);

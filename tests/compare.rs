@@ -7,7 +7,15 @@ use std::process::Command;
 
 fn run(reports: &Path, label: &str, threads: &str) -> PathBuf {
     let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(["run", "--model", "fixture:qwen3", "--prompt-tokens", "1024", "--max-new-tokens", "4"])
+        .args([
+            "run",
+            "--model",
+            "fixture:qwen3",
+            "--prompt-tokens",
+            "1024",
+            "--max-new-tokens",
+            "4",
+        ])
         .args(["--warmup", "1", "--trials", "7", "--label", label])
         .env("MODELBENCH_REPORTS", reports)
         .env("RAYON_NUM_THREADS", threads)
@@ -23,15 +31,28 @@ fn run(reports: &Path, label: &str, threads: &str) -> PathBuf {
 
 fn compare(base: &Path, new: &Path) -> (i32, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(["compare", base.to_str().unwrap(), new.to_str().unwrap(), "--threshold", "5%"])
+        .args([
+            "compare",
+            base.to_str().unwrap(),
+            new.to_str().unwrap(),
+            "--threshold",
+            "5%",
+        ])
         .output()
         .unwrap();
-    (o.status.code().unwrap(), String::from_utf8_lossy(&o.stdout).into_owned())
+    (
+        o.status.code().unwrap(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
 }
 
 #[test]
 fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
-    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+    if std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        < 2
+    {
         eprintln!("skipped: needs 2 cores to make a one-thread run slower");
         return;
     }

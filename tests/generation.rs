@@ -15,14 +15,27 @@ fn every_scenario_generates_exactly_its_length_on_every_family() {
         for s in Scenario::all() {
             let p = scenario_prompt(&s, m.model.meta().vocab, m.tokenizer.as_ref(), 42, 0).unwrap();
             let mut sampler = Sampler::new(s.sampling, 42);
-            let t = generate(m.model.as_mut(), &p, s.new_tokens, &mut sampler, m.tokenizer.as_ref()).unwrap();
+            let t = generate(
+                m.model.as_mut(),
+                &p,
+                s.new_tokens,
+                &mut sampler,
+                m.tokenizer.as_ref(),
+            )
+            .unwrap();
             assert_eq!(t.tokens.len(), s.new_tokens, "{fam}/{}", s.name);
             assert_eq!(t.token_times.len(), s.new_tokens);
             assert_eq!(t.prompt_tokens, s.prompt_tokens, "{fam}/{}", s.name);
             assert!(t.token_times.windows(2).all(|w| w[0] <= w[1]));
-            assert!(t.tokens.iter().all(|&id| (id as usize) < m.model.meta().vocab));
+            assert!(t
+                .tokens
+                .iter()
+                .all(|&id| (id as usize) < m.model.meta().vocab));
             if s.pipeline {
-                assert!(!t.text.as_deref().unwrap_or("").is_empty(), "pipeline detokenizes");
+                assert!(
+                    !t.text.as_deref().unwrap_or("").is_empty(),
+                    "pipeline detokenizes"
+                );
                 assert!(t.tokenize > std::time::Duration::ZERO);
             } else {
                 assert!(t.text.is_none());
@@ -39,14 +52,24 @@ fn greedy_and_seeded_sampling_reproduce() {
         let prompt = Prompt::Ids(prompt_ids(32, vocab, 7, 0));
         let run = |m: &mut modelbench::runner::Loaded, p: SamplingParams, seed| {
             let mut s = Sampler::new(p, seed);
-            generate(m.model.as_mut(), &prompt, 24, &mut s, None).unwrap().tokens
+            generate(m.model.as_mut(), &prompt, 24, &mut s, None)
+                .unwrap()
+                .tokens
         };
         let greedy = SamplingParams::GREEDY;
-        assert_eq!(run(&mut m, greedy, 1), run(&mut m, greedy, 2), "{fam}: greedy ignores the seed");
+        assert_eq!(
+            run(&mut m, greedy, 1),
+            run(&mut m, greedy, 2),
+            "{fam}: greedy ignores the seed"
+        );
         let sampled = Scenario::by_name("sampled").unwrap().sampling;
         let a = run(&mut m, sampled, 42);
         assert_eq!(a, run(&mut m, sampled, 42), "{fam}: same seed, same tokens");
-        assert_ne!(a, run(&mut m, sampled, 43), "{fam}: another seed, other tokens");
+        assert_ne!(
+            a,
+            run(&mut m, sampled, 43),
+            "{fam}: another seed, other tokens"
+        );
     }
 }
 
@@ -65,14 +88,23 @@ fn kv_cache_decode_matches_a_fresh_full_forward() {
             inc = logits(&m.model.forward(&toks[i..i + 1], i).unwrap());
         }
         let scale = full.iter().fold(1e-3f32, |a, x| a.max(x.abs()));
-        let diff = full.iter().zip(&inc).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-        assert!(diff <= 1e-4 * scale, "{fam}: max |diff| {diff} at scale {scale}");
+        let diff = full
+            .iter()
+            .zip(&inc)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(
+            diff <= 1e-4 * scale,
+            "{fam}: max |diff| {diff} at scale {scale}"
+        );
         // and a different last token really changes the logits (the check can fail)
         let mut other = toks.clone();
         other[23] = other[23] % 1000 + 5;
         m.model.reset().unwrap();
         let changed = logits(&m.model.forward(&other, 0).unwrap());
-        assert!(changed.iter().zip(&full).any(|(a, b)| (a - b).abs() > 1e-6), "{fam}");
+        assert!(
+            changed.iter().zip(&full).any(|(a, b)| (a - b).abs() > 1e-6),
+            "{fam}"
+        );
     }
 }
 
@@ -83,7 +115,11 @@ fn gemma3_with_several_kv_heads_prefills_token_by_token() {
     let mut cfg: serde_json::Value =
         serde_json::from_str(include_str!("../fixtures/models/gemma3/config.json")).unwrap();
     cfg["num_key_value_heads"] = 2.into();
-    let opts = LoadOptions { device: candle_core::Device::Cpu, dtype: candle_core::DType::F32, context_cap: Some(256) };
+    let opts = LoadOptions {
+        device: candle_core::Device::Cpu,
+        dtype: candle_core::DType::F32,
+        context_cap: Some(256),
+    };
     let mut m = load(Family::Gemma3, &cfg, "test", &Weights::Seeded(1), &opts).unwrap();
     assert_eq!(m.meta().prefill, "token-by-token");
     let toks = prompt_ids(16, 1000, 1, 0);

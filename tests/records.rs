@@ -20,7 +20,10 @@ fn record(scenario: &str, model: &str, samples: &[f64], tokens: u64) -> Record {
 #[test]
 fn record_round_trips_through_a_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let recs = vec![record("short", "a", &[0.5, 0.4, 0.6], 64), record("short", "b", &[1.0, 1.0, 1.0], 64)];
+    let recs = vec![
+        record("short", "a", &[0.5, 0.4, 0.6], 64),
+        record("short", "b", &[1.0, 1.0, 1.0], 64),
+    ];
     write_artifacts(tmp.path(), &recs).unwrap();
     assert_eq!(read_run(tmp.path()).unwrap(), recs);
     let csv = std::fs::read_to_string(tmp.path().join("results.csv")).unwrap();
@@ -36,9 +39,18 @@ fn summary_table_from_known_records() {
         record("medium", "a", &[2.0], 256),
     ];
     let t = table(&recs);
-    assert!(t.contains("| Scenario | Prompt | Gen | Sampling | a (f32) | b (f32) |"), "{t}");
-    assert!(t.contains("| short | 64 | 64 | greedy | 128.0 | 64.0 |"), "{t}");
-    assert!(t.contains("| medium | 64 | 256 | greedy | 128.0 | - |"), "{t}");
+    assert!(
+        t.contains("| Scenario | Prompt | Gen | Sampling | a (f32) | b (f32) |"),
+        "{t}"
+    );
+    assert!(
+        t.contains("| short | 64 | 64 | greedy | 128.0 | 64.0 |"),
+        "{t}"
+    );
+    assert!(
+        t.contains("| medium | 64 | 256 | greedy | 128.0 | - |"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -47,7 +59,11 @@ fn a_failed_write_leaves_the_old_file() {
     let f = tmp.path().join("results.jsonl");
     modelbench::atomic_write(&f, b"old\n").unwrap();
     // Make the temporary file impossible to create: the write fails before any rename.
-    std::fs::create_dir(tmp.path().join(format!(".results.jsonl.tmp-{}", std::process::id()))).unwrap();
+    std::fs::create_dir(
+        tmp.path()
+            .join(format!(".results.jsonl.tmp-{}", std::process::id())),
+    )
+    .unwrap();
     assert!(modelbench::atomic_write(&f, b"new content").is_err());
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "old\n");
 }
@@ -56,7 +72,19 @@ fn a_failed_write_leaves_the_old_file() {
 fn a_killed_run_leaves_readable_files() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(["run", "--suite", "full", "--model", "fixture:llama", "--warmup", "0", "--trials", "2", "--label", "killed"])
+        .args([
+            "run",
+            "--suite",
+            "full",
+            "--model",
+            "fixture:llama",
+            "--warmup",
+            "0",
+            "--trials",
+            "2",
+            "--label",
+            "killed",
+        ])
         .env("MODELBENCH_REPORTS", tmp.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -79,7 +107,11 @@ fn a_killed_run_leaves_readable_files() {
     child.kill().unwrap();
     child.wait().unwrap();
     let recs = read_run(&dir).unwrap();
-    assert!(!recs.is_empty() && recs.len() < 7, "killed mid-run: {}", recs.len());
+    assert!(
+        !recs.is_empty() && recs.len() < 7,
+        "killed mid-run: {}",
+        recs.len()
+    );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert!(summary["records"].as_u64().unwrap() >= 1);
@@ -93,7 +125,10 @@ fn compare_code(base: &Path, new: &Path, extra: &[&str]) -> (i32, String) {
         .args(extra)
         .output()
         .unwrap();
-    (o.status.code().unwrap(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code().unwrap(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -111,7 +146,10 @@ fn compare_refuses_unusable_input_with_exit_2() {
 
     let (code, e) = compare_code(&a, &other_hw, &[]);
     assert_eq!(code, 2, "{e}");
-    assert!(e.contains("different hardware") && e.contains("--force"), "{e}");
+    assert!(
+        e.contains("different hardware") && e.contains("--force"),
+        "{e}"
+    );
     assert_eq!(compare_code(&a, &other_hw, &["--force"]).0, 0);
     let (code, e) = compare_code(&a, &empty, &[]);
     assert_eq!(code, 2);

@@ -19,7 +19,11 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn offline_hub(dir: &Path) -> HubEnv {
-    HubEnv { cache_dir: dir.to_path_buf(), offline: true, token: None }
+    HubEnv {
+        cache_dir: dir.to_path_buf(),
+        offline: true,
+        token: None,
+    }
 }
 
 #[test]
@@ -27,7 +31,10 @@ fn hub_resolution_from_a_temporary_cache_without_network() {
     let tmp = tempfile::tempdir().unwrap();
     let sha = "0123456789abcdef0123456789abcdef01234567";
     let repo = tmp.path().join("models--acme--tiny-llama");
-    copy_dir(&fixture_snapshot("llama"), &repo.join("snapshots").join(sha));
+    copy_dir(
+        &fixture_snapshot("llama"),
+        &repo.join("snapshots").join(sha),
+    );
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     // huggingface_hub writes no newline; hf-hub 0.4 fails on one: both must work.
     std::fs::write(repo.join("refs/main"), format!("{sha}\n")).unwrap();
@@ -41,10 +48,19 @@ fn hub_resolution_from_a_temporary_cache_without_network() {
         assert_eq!(m.model.forward(&[5, 6, 7], 0).unwrap().dims(), &[128256]);
     }
     // A miss names the repo, the file and how to get it.
-    let e = resolve_in(&ModelRef::parse("acme/absent").unwrap(), "acme/absent", &hub)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("config.json") && e.contains("acme/absent") && e.contains("huggingface-cli download"), "{e}");
+    let e = resolve_in(
+        &ModelRef::parse("acme/absent").unwrap(),
+        "acme/absent",
+        &hub,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("config.json")
+            && e.contains("acme/absent")
+            && e.contains("huggingface-cli download"),
+        "{e}"
+    );
     assert!(!e.contains('\n'));
 }
 
@@ -59,10 +75,11 @@ fn broken_dir(edit: impl FnOnce(&Path)) -> (tempfile::TempDir, String) {
 
 fn load_err(dir: &str) -> String {
     let r = ModelRef::parse(dir).unwrap();
-    let e = match prepare(dir, &r, &[]).and_then(|res| open(res, &Device::Cpu, DType::F32, Some(64))) {
-        Ok(_) => panic!("{dir} loaded"),
-        Err(e) => e.to_string(),
-    };
+    let e =
+        match prepare(dir, &r, &[]).and_then(|res| open(res, &Device::Cpu, DType::F32, Some(64))) {
+            Ok(_) => panic!("{dir} loaded"),
+            Err(e) => e.to_string(),
+        };
     assert!(!e.contains('\n'), "one line: {e}");
     e
 }
@@ -81,19 +98,26 @@ fn truncated_weights_are_a_clear_error() {
         std::fs::write(&p, &b[..b.len() / 2]).unwrap();
     });
     let e = load_err(&d);
-    assert!(e.contains("model.safetensors") && e.contains("truncated or corrupt"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("truncated or corrupt"),
+        "{e}"
+    );
 }
 
 #[test]
 fn config_with_a_missing_key_is_a_clear_error() {
     let (_t, d) = broken_dir(|d| {
         let p = d.join("config.json");
-        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         v.as_object_mut().unwrap().remove("hidden_size");
         std::fs::write(&p, v.to_string()).unwrap();
     });
     let e = load_err(&d);
-    assert!(e.contains("config.json") && e.contains("hidden_size"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("hidden_size"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -107,7 +131,10 @@ fn a_checkpoint_lacking_a_tensor_is_an_error_not_a_panic() {
     t.remove("model.layers.1.mlp.up_proj.weight").unwrap();
     candle_core::safetensors::save(&t, &p).unwrap();
     let e = load_err(&d.display().to_string());
-    assert!(e.contains("lacks tensor `model.layers.1.mlp.up_proj.weight`"), "{e}");
+    assert!(
+        e.contains("lacks tensor `model.layers.1.mlp.up_proj.weight`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -115,15 +142,27 @@ fn a_scenario_longer_than_the_context_is_refused_before_loading() {
     let r = ModelRef::parse("fixture:llama").unwrap();
     let s = Scenario::custom(4000, 200, modelbench::sampling::SamplingParams::GREEDY);
     let e = prepare("fixture:llama", &r, &[s]).unwrap_err().to_string();
-    assert!(e.contains("4200 positions") && e.contains("max_position_embeddings is 4096"), "{e}");
+    assert!(
+        e.contains("4200 positions") && e.contains("max_position_embeddings is 4096"),
+        "{e}"
+    );
 }
 
 #[test]
 fn synthetic_shapes_have_the_real_parameter_counts() {
     // Parameter counts of the real models (tied embeddings), from the config alone.
-    for (name, params) in [("llama-3.2-1b", 1_235_814_400u64), ("qwen3-1.7b", 1_720_574_976), ("gemma-3-1b", 999_885_952)] {
-        let res = resolve(&ModelRef::parse(&format!("synthetic:{name}")).unwrap(), name).unwrap();
-        let arch = modelbench::model::Arch::from_json(res.family, &res.config, &res.config_path).unwrap();
+    for (name, params) in [
+        ("llama-3.2-1b", 1_235_814_400u64),
+        ("qwen3-1.7b", 1_720_574_976),
+        ("gemma-3-1b", 999_885_952),
+    ] {
+        let res = resolve(
+            &ModelRef::parse(&format!("synthetic:{name}")).unwrap(),
+            name,
+        )
+        .unwrap();
+        let arch =
+            modelbench::model::Arch::from_json(res.family, &res.config, &res.config_path).unwrap();
         let got: u64 = modelbench::model::expected_tensors(&arch)
             .unwrap()
             .values()

@@ -10,7 +10,7 @@ use modelbench::compare::{compare, parse_threshold, render};
 use modelbench::device::{parse_dtype, DeviceSpec};
 use modelbench::generate::{generate, scenario_prompt, Trace};
 use modelbench::options::{check_label, parse_models, parse_seed, Plan, KNOBS};
-use modelbench::report::{read_run, reports_root, table, latency_table, write_artifacts, RunDir};
+use modelbench::report::{latency_table, read_run, reports_root, table, write_artifacts, RunDir};
 use modelbench::runner::{open, prepare};
 use modelbench::sampling::{Sampler, SamplingParams};
 use modelbench::scenario::{Scenario, Tier};
@@ -67,6 +67,9 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine): latency
+    /// median and p90, tokens/s; saved as records like the generation runs.
+    Moe(MoeArgs),
     /// Export a run as metric-registry JSONL (id, value, unit, higher_is_better).
     Export {
         run: Option<PathBuf>,
@@ -74,6 +77,37 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct MoeArgs {
+    #[arg(long, default_value_t = 16)]
+    num_experts: usize,
+    #[arg(long, default_value_t = 2)]
+    top_k: usize,
+    /// Tokens per call (1 = decode, hundreds = prefill).
+    #[arg(long, default_value_t = 128)]
+    tokens: usize,
+    #[arg(long, default_value_t = modelbench::moe::MoeConfig::DEFAULT_HIDDEN)]
+    hidden: usize,
+    /// Per-expert intermediate size.
+    #[arg(long, default_value_t = modelbench::moe::MoeConfig::DEFAULT_EXPERT_INTERMEDIATE)]
+    intermediate: usize,
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// Timed calls.
+    #[arg(long, default_value_t = 50)]
+    iters: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    dtype: Option<String>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long)]
+    label: Option<String>,
+    #[arg(long)]
+    no_save: bool,
 }
 
 #[derive(Args)]
@@ -127,9 +161,15 @@ fn main() -> ExitCode {
         Cmd::List => list().map(|_| ExitCode::SUCCESS),
         Cmd::Run(a) => run(a).map(|_| ExitCode::SUCCESS),
         Cmd::Report { run } => report(run).map(|_| ExitCode::SUCCESS),
-        Cmd::Compare { base, new, threshold, force } => compare_cmd(&base, &new, &threshold, force),
+        Cmd::Compare {
+            base,
+            new,
+            threshold,
+            force,
+        } => compare_cmd(&base, &new, &threshold, force),
         Cmd::Export { run, out } => export(run, out).map(|_| ExitCode::SUCCESS),
         Cmd::Continuous { config, force } => continuous(&config, force),
+        Cmd::Moe(a) => moe(a).map(|_| ExitCode::SUCCESS),
     };
     match out {
         Ok(c) => c,
@@ -143,17 +183,38 @@ fn main() -> ExitCode {
 fn list() -> anyhow::Result<()> {
     println!("Scenarios (prompt/new tokens, sampling):");
     for s in Scenario::all() {
-        println!("  {:<10} {:>5}/{:<4} {:<34} {}", s.name, s.prompt_tokens, s.new_tokens, s.sampling.describe(), s.purpose);
+        println!(
+            "  {:<10} {:>5}/{:<4} {:<34} {}",
+            s.name,
+            s.prompt_tokens,
+            s.new_tokens,
+            s.sampling.describe(),
+            s.purpose
+        );
     }
     println!("\nTiers:");
     for t in [Tier::Quick, Tier::Standard, Tier::Full] {
         println!("  {:<9} {}", t.name(), t.scenario_names().join(", "));
     }
     println!("\nModel sources: {SOURCES_HELP}");
-    println!("  synthetic shapes: {}", SYNTHETIC.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "));
-    println!("\nFixtures written under {}:", fixture_cache_dir().display());
+    println!(
+        "  synthetic shapes: {}",
+        SYNTHETIC
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "\nFixtures written under {}:",
+        fixture_cache_dir().display()
+    );
     print_cached(&fixture_cache_dir());
-    println!("\nHugging Face cache {} (offline: {}):", hub_cache_dir().display(), offline());
+    println!(
+        "\nHugging Face cache {} (offline: {}):",
+        hub_cache_dir().display(),
+        offline()
+    );
     print_cached(&hub_cache_dir());
     Ok(())
 }
@@ -187,12 +248,23 @@ fn scenarios_of(a: &RunArgs) -> anyhow::Result<Vec<Scenario>> {
                 repetition_penalty: a.repetition_penalty,
                 repeat_last_n: 64,
             };
-            sampling.validate().map_err(|e| anyhow::anyhow!("--temperature/--top-k/--top-p/--repetition-penalty: {e}"))?;
-            anyhow::ensure!(p > 0 && g > 0, "--prompt-tokens and --max-new-tokens must be at least 1");
+            sampling.validate().map_err(|e| {
+                anyhow::anyhow!("--temperature/--top-k/--top-p/--repetition-penalty: {e}")
+            })?;
+            anyhow::ensure!(
+                p > 0 && g > 0,
+                "--prompt-tokens and --max-new-tokens must be at least 1"
+            );
             Ok(vec![Scenario::custom(p, g, sampling)])
         }
         (None, None) => {
-            let t = Tier::parse(&a.suite).ok_or_else(|| anyhow::anyhow!("--suite {:?}: unknown tier (allowed: {})", a.suite, Tier::ALLOWED))?;
+            let t = Tier::parse(&a.suite).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--suite {:?}: unknown tier (allowed: {})",
+                    a.suite,
+                    Tier::ALLOWED
+                )
+            })?;
             Ok(t.scenarios())
         }
         _ => anyhow::bail!("--prompt-tokens and --max-new-tokens go together"),
@@ -207,12 +279,23 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
 fn execute(a: &RunArgs) -> anyhow::Result<PathBuf> {
     let scenarios = scenarios_of(&a)?;
     anyhow::ensure!(a.trials >= 1, "--trials must be at least 1");
-    let device: DeviceSpec = a.device.parse().map_err(|e: String| anyhow::anyhow!("--device {:?}: {e} (allowed: {})", a.device, DeviceSpec::ALLOWED))?;
+    let device: DeviceSpec = a.device.parse().map_err(|e: String| {
+        anyhow::anyhow!(
+            "--device {:?}: {e} (allowed: {})",
+            a.device,
+            DeviceSpec::ALLOWED
+        )
+    })?;
     let dtype = match &a.dtype {
-        Some(d) => parse_dtype(d).map_err(|e| anyhow::anyhow!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?,
+        Some(d) => parse_dtype(d)
+            .map_err(|e| anyhow::anyhow!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?,
         None => device.default_dtype(),
     };
-    let label = a.label.as_deref().map(|l| check_label(l, "--label")).transpose()?;
+    let label = a
+        .label
+        .as_deref()
+        .map(|l| check_label(l, "--label"))
+        .transpose()?;
     let plan = Plan {
         models: parse_models(&a.models.join(","), "--model")?,
         tier: Tier::parse(&a.suite),
@@ -289,12 +372,14 @@ fn default_seed() -> u64 {
 }
 
 fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(config).with_context(|| format!("{}: cannot read", config.display()))?;
-    let c: ContinuousConfig =
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: invalid config: {e}", config.display()))?;
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("{}: cannot read", config.display()))?;
+    let c: ContinuousConfig = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: invalid config: {e}", config.display()))?;
     let label = format!("cont-{}", c.name);
     check_label(&label, "name")?;
-    let threshold = parse_threshold(&c.threshold).map_err(|e| anyhow::anyhow!("{}: threshold: {e}", config.display()))?;
+    let threshold = parse_threshold(&c.threshold)
+        .map_err(|e| anyhow::anyhow!("{}: threshold: {e}", config.display()))?;
     let previous = runs_with_suffix(&format!("-{label}")).pop();
     let args = RunArgs {
         suite: c.suite.clone(),
@@ -315,15 +400,25 @@ fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         repetition_penalty: None,
     };
     let dir = execute(&args)?;
-    modelbench::atomic_write(&dir.join("continuous.json"), serde_json::to_string_pretty(&c)?.as_bytes())?;
+    modelbench::atomic_write(
+        &dir.join("continuous.json"),
+        serde_json::to_string_pretty(&c)?.as_bytes(),
+    )?;
     let Some(prev) = previous else {
-        println!("no previous run of `{}`: this run is the first baseline", c.name);
+        println!(
+            "no previous run of `{}`: this run is the first baseline",
+            c.name
+        );
         return Ok(ExitCode::SUCCESS);
     };
     println!("comparing with {}", prev.display());
     let cmp = compare(&read_run(&prev)?, &read_run(&dir)?, threshold, force)?;
     print!("{}", render(&cmp));
-    Ok(if cmp.regressions() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if cmp.regressions() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Run folders whose name ends with `suffix`, oldest first.
@@ -333,7 +428,10 @@ fn runs_with_suffix(suffix: &str) -> Vec<PathBuf> {
         .flatten()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("results.jsonl").is_file())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(suffix)))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(suffix))
+        })
         .collect();
     v.sort();
     v
@@ -349,7 +447,8 @@ fn run_suite(
     let total = prepared.len() * plan.scenarios.len() * (a.warmup + a.trials);
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs {msg}").expect("valid template"),
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs {msg}")
+            .expect("valid template"),
     );
     for res in prepared {
         let label = res.label.clone();
@@ -360,12 +459,28 @@ fn run_suite(
             let mut traces: Vec<Trace> = Vec::new();
             modelbench::memory::reset_peak();
             for i in 0..(a.warmup + a.trials) {
-                bar.set_message(format!("{label} {} {}", s.name, if i < a.warmup { "warm-up" } else { "trial" }));
+                bar.set_message(format!(
+                    "{label} {} {}",
+                    s.name,
+                    if i < a.warmup { "warm-up" } else { "trial" }
+                ));
                 let trial = i as u64;
-                let prompt = scenario_prompt(s, loaded.model.meta().vocab, loaded.tokenizer.as_ref(), plan.seed, trial)?;
+                let prompt = scenario_prompt(
+                    s,
+                    loaded.model.meta().vocab,
+                    loaded.tokenizer.as_ref(),
+                    plan.seed,
+                    trial,
+                )?;
                 let mut sampler = Sampler::new(s.sampling, plan.seed ^ trial);
-                let t = generate(loaded.model.as_mut(), &prompt, s.new_tokens, &mut sampler, loaded.tokenizer.as_ref())
-                    .with_context(|| format!("{label} / {}", s.name))?;
+                let t = generate(
+                    loaded.model.as_mut(),
+                    &prompt,
+                    s.new_tokens,
+                    &mut sampler,
+                    loaded.tokenizer.as_ref(),
+                )
+                .with_context(|| format!("{label} / {}", s.name))?;
                 if i >= a.warmup {
                     traces.push(t);
                 }
@@ -378,8 +493,16 @@ fn run_suite(
                 "{label:>24} {:<10} {:>9.1} tok/s  TTFT p50 {:>8.2} ms  TPOT p50 {:>7.2} ms",
                 s.name,
                 rec.tok_s,
-                rec.gen.as_ref().and_then(|g| g.ttft_ms).map(|p| p.p50).unwrap_or(f64::NAN),
-                rec.gen.as_ref().and_then(|g| g.tpot_ms).map(|p| p.p50).unwrap_or(f64::NAN),
+                rec.gen
+                    .as_ref()
+                    .and_then(|g| g.ttft_ms)
+                    .map(|p| p.p50)
+                    .unwrap_or(f64::NAN),
+                rec.gen
+                    .as_ref()
+                    .and_then(|g| g.tpot_ms)
+                    .map(|p| p.p50)
+                    .unwrap_or(f64::NAN),
             ));
             if a.no_save {
                 run.push_unsaved(rec);
@@ -392,6 +515,97 @@ fn run_suite(
     Ok(())
 }
 
+fn device_and_dtype(
+    device: &str,
+    dtype: Option<&str>,
+) -> anyhow::Result<(DeviceSpec, candle_core::DType)> {
+    let spec: DeviceSpec = device.parse().map_err(|e: String| {
+        anyhow::anyhow!(
+            "--device {device:?}: {e} (allowed: {})",
+            DeviceSpec::ALLOWED
+        )
+    })?;
+    let dt = match dtype {
+        Some(d) => parse_dtype(d)
+            .map_err(|e| anyhow::anyhow!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?,
+        None => spec.default_dtype(),
+    };
+    Ok((spec, dt))
+}
+
+fn moe(a: MoeArgs) -> anyhow::Result<()> {
+    use modelbench::moe::{MoeBlock, MoeConfig};
+    let cfg = MoeConfig {
+        hidden: a.hidden,
+        expert_intermediate: a.intermediate,
+        num_experts: a.num_experts,
+        top_k: a.top_k,
+        norm_topk_prob: true,
+    };
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("--num-experts/--top-k: {e}"))?;
+    anyhow::ensure!(
+        a.tokens > 0 && a.iters > 0,
+        "--tokens and --iters must be at least 1"
+    );
+    let (spec, dtype) = device_and_dtype(&a.device, a.dtype.as_deref())?;
+    let label = a
+        .label
+        .as_deref()
+        .map(|l| check_label(l, "--label"))
+        .transpose()?;
+    let dev = spec.open()?;
+    let m = MoeBlock::seeded(cfg, a.seed, dtype, &dev)?;
+    let x = (modelbench::fill::seeded_tensor(
+        &(a.tokens, a.hidden).into(),
+        a.seed,
+        "moe-input",
+        candle_nn::Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        },
+        dtype,
+        &dev,
+    )? * 50.0)?;
+    let mut samples = Vec::with_capacity(a.iters);
+    for i in 0..(a.warmup + a.iters) {
+        let t = std::time::Instant::now();
+        std::hint::black_box(m.forward(&x)?);
+        modelbench::device::sync(&dev)?;
+        if i >= a.warmup {
+            samples.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let id = format!("moe_topk/e{}-k{}/t{}", a.num_experts, a.top_k, a.tokens);
+    let mut r = modelbench::record::Record::from_samples("moe", &id, samples, a.tokens as u64);
+    r.harness = "cli".into();
+    r.model.label = format!("MoE e{}-k{}", a.num_experts, a.top_k);
+    r.dtype = dtype.as_str().into();
+    r.device = spec.to_string();
+    r.seed = a.seed;
+    r.prompt_tokens = a.tokens;
+    r.extra = serde_json::json!({"hidden": a.hidden, "expert_intermediate": a.intermediate, "num_experts": a.num_experts,
+        "top_k": a.top_k, "tokens": a.tokens, "flops_per_token": cfg.flops_per_token()});
+    let mut sorted = r.samples_s.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "{id}: median {:.3} ms, p90 {:.3} ms, {:.1} tokens/s ({} calls, hidden {}, expert intermediate {}, {})",
+        r.stats.median * 1e3,
+        modelbench::stats::percentile(&sorted, 0.9) * 1e3,
+        r.tok_s,
+        r.stats.n,
+        a.hidden,
+        a.intermediate,
+        r.dtype
+    );
+    if !a.no_save {
+        let mut run = RunDir::new(&reports_root(), label.as_deref());
+        run.push(r)?;
+        println!("saved {}", run.path.display());
+    }
+    Ok(())
+}
+
 fn latest_run() -> anyhow::Result<PathBuf> {
     let root = reports_root();
     let mut runs: Vec<PathBuf> = std::fs::read_dir(&root)
@@ -400,7 +614,8 @@ fn latest_run() -> anyhow::Result<PathBuf> {
         .filter(|p| p.join("results.jsonl").is_file())
         .collect();
     runs.sort();
-    runs.pop().ok_or_else(|| anyhow::anyhow!("{}: no runs yet", root.display()))
+    runs.pop()
+        .ok_or_else(|| anyhow::anyhow!("{}: no runs yet", root.display()))
 }
 
 fn report(run: Option<PathBuf>) -> anyhow::Result<()> {
@@ -421,7 +636,11 @@ fn compare_cmd(base: &Path, new: &Path, threshold: &str, force: bool) -> anyhow:
     let n = read_run(new)?;
     let c = compare(&b, &n, t, force)?;
     print!("{}", render(&c));
-    Ok(if c.regressions() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if c.regressions() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn export(run: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {

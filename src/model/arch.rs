@@ -41,11 +41,14 @@ fn patch_gemma3(mut v: Value) -> Value {
     if let Some(obj) = v.as_object_mut() {
         if !obj.contains_key("sliding_window_pattern") {
             let from_private = obj.get("_sliding_window_pattern").cloned();
-            let from_types = obj.get("layer_types").and_then(|t| t.as_array()).and_then(|t| {
-                t.iter()
-                    .position(|x| x.as_str() == Some("full_attention"))
-                    .map(|i| Value::from(i + 1))
-            });
+            let from_types = obj
+                .get("layer_types")
+                .and_then(|t| t.as_array())
+                .and_then(|t| {
+                    t.iter()
+                        .position(|x| x.as_str() == Some("full_attention"))
+                        .map(|i| Value::from(i + 1))
+                });
             if let Some(p) = from_private.or(from_types) {
                 obj.insert("sliding_window_pattern".into(), p);
             }

@@ -39,7 +39,12 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [Family::Llama, Family::Qwen3, Family::Qwen3Moe, Family::Gemma3];
+    pub const ALL: [Family; 4] = [
+        Family::Llama,
+        Family::Qwen3,
+        Family::Qwen3Moe,
+        Family::Gemma3,
+    ];
     pub const ALLOWED: &'static str = "llama, qwen3, qwen3-moe, gemma3";
 
     pub fn name(self) -> &'static str {
@@ -166,12 +171,17 @@ pub fn load(
 /// over lazily-zeroed CPU tensors (no memory is touched).
 pub fn expected_tensors(arch: &Arch) -> Result<BTreeMap<String, Vec<usize>>> {
     let probe = std::sync::Arc::new(Filler::shapes_only());
-    let vb = VarBuilder::from_backend(Box::new(SharedFiller(probe.clone())), DType::F32, Device::Cpu);
-    arch.build(vb, arch.meta(0, DType::F32)).map_err(|e| Error::Config {
-        path: "config.json".into(),
-        family: arch.family().to_string(),
-        reason: one_line(&e.to_string()),
-    })?;
+    let vb = VarBuilder::from_backend(
+        Box::new(SharedFiller(probe.clone())),
+        DType::F32,
+        Device::Cpu,
+    );
+    arch.build(vb, arch.meta(0, DType::F32))
+        .map_err(|e| Error::Config {
+            path: "config.json".into(),
+            family: arch.family().to_string(),
+            reason: one_line(&e.to_string()),
+        })?;
     Ok(probe.shapes())
 }
 

@@ -18,11 +18,16 @@ pub fn fixture(family: &str) -> Loaded {
 pub fn fixture_snapshot(family: &str) -> std::path::PathBuf {
     let fam: modelbench::model::Family = family.parse().unwrap();
     let (repo, rev) = modelbench::source::ensure_fixture(fam).unwrap();
-    modelbench::source::cached_file(&modelbench::source::fixture_cache_dir(), &repo, &rev, "config.json")
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    modelbench::source::cached_file(
+        &modelbench::source::fixture_cache_dir(),
+        &repo,
+        &rev,
+        "config.json",
+    )
+    .unwrap()
+    .parent()
+    .unwrap()
+    .to_path_buf()
 }
 
 pub fn logits(t: &candle_core::Tensor) -> Vec<f32> {
