@@ -176,6 +176,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn explicit_distributions_have_their_moments() {
+        let s = Shape::from(100_000);
+        let v = |d| seeded(&s, 1, "t", d, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+        let n = v(Dist::Normal(0.0, 0.02));
+        let mean = n.iter().sum::<f32>() / n.len() as f32;
+        let std = (n.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n.len() as f32).sqrt();
+        assert!(mean.abs() < 5e-4 && (std - 0.02).abs() < 5e-4, "{mean} {std}");
+        let u = v(Dist::Uniform(-0.1, 0.3));
+        assert!(u.iter().all(|x| (-0.1..0.3).contains(x)));
+        assert!(v(Dist::Const(2.5)).iter().all(|x| *x == 2.5));
+    }
+
+    #[test]
     fn fill_is_deterministic_nonzero_and_bounded() {
         let s = Shape::from((300, 700));
         let a = seeded_tensor(
@@ -240,4 +253,42 @@ mod tests {
             210000.0
         );
     }
+}
+
+/// An explicit distribution for [`seeded`] (model code that specifies its own init).
+#[derive(Debug, Clone, Copy)]
+pub enum Dist {
+    Const(f32),
+    Uniform(f32, f32),
+    /// Normal(mean, std) by Box-Muller.
+    Normal(f32, f32),
+}
+
+/// An f32 tensor of seeded values from `dist`, deterministic in (seed, name).
+pub fn seeded(shape: &Shape, seed: u64, name: &str, dist: Dist, dev: &Device) -> candle_core::Result<Tensor> {
+    let n = shape.elem_count();
+    let seed = splitmix(seed ^ name_hash(name));
+    let mut v = vec![0f32; n];
+    match dist {
+        Dist::Const(c) => v.iter_mut().for_each(|x| *x = c),
+        Dist::Uniform(lo, hi) => {
+            let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+            fill_uniform(&mut v, seed, half, |x| mid + x);
+        }
+        Dist::Normal(mean, std) => {
+            let mut u = vec![0f32; n + 1];
+            fill_uniform(&mut u, seed, 0.5, |x| x + 0.5); // [0, 1)
+            for (i, pair) in v.chunks_mut(2).enumerate() {
+                let u1 = u[2 * i].max(1e-7);
+                let u2 = u[2 * i + 1];
+                let r = (-2.0 * u1.ln()).sqrt();
+                let th = 2.0 * std::f32::consts::PI * u2;
+                pair[0] = mean + std * r * th.cos();
+                if pair.len() > 1 {
+                    pair[1] = mean + std * r * th.sin();
+                }
+            }
+        }
+    }
+    Tensor::from_vec(v, shape.clone(), dev)
 }

@@ -25,3 +25,4 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod stats;
+pub mod psann;
