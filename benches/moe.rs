@@ -10,6 +10,7 @@ use modelbench::options::MoePlan;
 static ALLOC: modelbench::memory::CountingAlloc = modelbench::memory::CountingAlloc;
 
 fn main() {
+    modelbench::plot::register_fonts();
     let plan = exit_on_error(MoePlan::from_env());
     let mut c = Criterion::default().configure_from_args();
     let mut run = run_dir(plan.common.label.as_deref());

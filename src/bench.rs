@@ -30,7 +30,7 @@ pub fn exit_on_error<T>(r: Result<T>) -> T {
 }
 
 /// Above this, a benchmark takes criterion's minimum: 10 samples of one iteration each.
-pub const LONG_BUDGET: Duration = Duration::from_secs(120);
+pub const LONG_BUDGET: Duration = Duration::from_secs(30);
 
 /// A group configured for long iterations: flat sampling, the minimum 10 samples, a warm-up
 /// of exactly one full iteration (the first routine call), and a measurement window sized
@@ -274,7 +274,18 @@ pub fn generation_record(loaded: &Loaded, s: &Scenario, plan: &Plan, traces: &[T
     r.seed = plan.seed;
     r.eos_ignored = true;
     r.pipeline = s.pipeline;
-    r.gen = Some(gen_metrics(traces));
+    let g = gen_metrics(traces);
+    let ttft_s = g.ttft_ms.map(|p| p.p50 / 1e3).unwrap_or(0.0);
+    let cal = crate::roofline::cached(plan.device);
+    r.roofline = Some(crate::roofline::roofline(
+        loaded.model.meta(),
+        s.prompt_tokens,
+        s.new_tokens,
+        g.decode_tok_s,
+        ttft_s,
+        cal.as_ref(),
+    ));
+    r.gen = Some(g);
     r.memory.host_method = if memory::heap_current().is_some() {
         "counting global allocator (live heap, model included)".into()
     } else {
@@ -418,5 +429,446 @@ pub fn moe_grid(c: &mut Criterion, plan: &crate::options::MoePlan, run: &mut Run
         }
     }
     g.finish();
+    Ok(())
+}
+
+/// GPU-03's throughput procedure as criterion groups: `psann_throughput` (fp32 forward
+/// only, logits materialised, ids `<base>/<batch_tokens>`) and `psann_train` (one full
+/// step: forward, backward, clipping, AdamW). Writes throughput.csv, throughput.md and
+/// throughput.png into the run folder.
+pub fn psann_grid(
+    c: &mut Criterion,
+    plan: &crate::options::PsannPlan,
+    run: &mut RunDir,
+) -> Result<()> {
+    use crate::psann::train::{TrainConfig, Trainer};
+    use crate::psann::{gpu03_shape, random_ids, PsannConfig, PsannLm};
+    let dev = plan.common.device.open()?;
+    if plan.common.dtype != candle_core::DType::F32 {
+        eprintln!("note: the PSANN grid runs in f32 (GPU-03 measures FP32); MODELBENCH_DTYPE is ignored here");
+    }
+    let seed = plan.common.seed;
+    let shapes: Vec<(usize, usize, usize)> = plan
+        .batch_tokens
+        .iter()
+        .map(|&n| {
+            let (b, t) = gpu03_shape(n, plan.max_t, plan.max_b);
+            (n, b, t)
+        })
+        .collect();
+    let cfg0 = PsannConfig::gpu03(plan.bases[0]);
+    for &(n, b, t) in &shapes {
+        // One fp32 score tensor B*H*T^2 (two alive at the softmax) and the logits B*T*V.
+        let gib = |x: f64| x / (1u64 << 30) as f64;
+        let scores = (b * cfg0.n_heads * t * t * 4) as f64;
+        let logits = (b * t * cfg0.vocab * 4) as f64;
+        if gib(2.0 * scores + logits) > 4.0 {
+            eprintln!(
+                "warning: batch_tokens {n} (B={b}, T={t}) needs about {:.1} GiB at peak ({:.1} GiB of attention scores x2, {:.1} GiB of logits)",
+                gib(2.0 * scores + logits),
+                gib(scores),
+                gib(logits)
+            );
+        }
+    }
+    let mut tput: Vec<(String, usize, f64)> = Vec::new();
+    for group in ["psann_throughput", "psann_train"] {
+        let train = group == "psann_train";
+        for &base in &plan.bases {
+            let cfg = PsannConfig::gpu03(base);
+            for &(n, b, t) in &shapes {
+                let ids = random_ids(b, t, cfg.vocab, seed, &dev)?;
+                let targets = random_ids(b, t, cfg.vocab, seed ^ 1, &dev)?;
+                let mut step: Box<dyn FnMut() -> Result<()>> = if train {
+                    let model = PsannLm::new(cfg, seed, &dev, true)?;
+                    let mut tr = Trainer::new(model, TrainConfig::default())?;
+                    let (ids, targets) = (ids.clone(), targets.clone());
+                    Box::new(move || tr.step(&ids, &targets).map(|_| ()))
+                } else {
+                    let model = PsannLm::new(cfg, seed, &dev, false)?;
+                    let ids = ids.clone();
+                    Box::new(move || {
+                        let logits = model.forward(&ids)?;
+                        std::hint::black_box(logits);
+                        Ok(())
+                    })
+                };
+                // Probe (also a warm-up of the exact shape) to size the window.
+                let t0 = std::time::Instant::now();
+                step()?;
+                crate::device::sync(&dev)?;
+                let est = t0.elapsed();
+                let mut g = long_group(c, group, est, Duration::from_secs(3));
+                g.throughput(Throughput::Elements((b * t) as u64));
+                let id = BenchmarkId::new(base.name(), n);
+                let samples = timed(&mut g, id, &dev, &mut step)?;
+                g.finish();
+                if let Some(samples) = samples {
+                    let kind = if train { "psann-train" } else { "psann" };
+                    let mut r = Record::from_samples(
+                        kind,
+                        &format!("{group}/{}/{n}", base.name()),
+                        samples,
+                        (b * t) as u64,
+                    );
+                    r.model.label = base.name().into();
+                    r.model.family = "psann".into();
+                    r.model.params = cfg.param_count();
+                    r.model.weight_bytes = cfg.param_count() * 4;
+                    r.model.layers = cfg.n_layers;
+                    r.model.hidden = cfg.d_model;
+                    r.model.vocab = cfg.vocab;
+                    r.dtype = "f32".into();
+                    r.device = plan.common.device.to_string();
+                    r.seed = seed;
+                    r.prompt_tokens = t;
+                    r.extra = serde_json::json!({
+                        "grid": plan.grid, "base": base.name(), "batch_tokens": n, "B": b, "T": t,
+                        "procedure": if train { "one train step: forward, mean CE, backward, clip 1.0, AdamW (lr 2e-4, betas 0.9/0.95, wd 0.01)" } else { "GPU-03: fp32 forward only, math attention, logits materialised" },
+                        "forward_flops_per_token": cfg.forward_flops_per_token(t),
+                        "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_mlp": cfg.d_mlp,
+                    });
+                    if !train {
+                        tput.push((base.name().to_string(), n, r.tok_s));
+                    }
+                    run.push(r)?;
+                }
+            }
+        }
+    }
+    if !tput.is_empty() {
+        write_psann_artifacts(run, plan, &tput)?;
+    }
+    Ok(())
+}
+
+/// throughput.csv (seed 002's columns), throughput.md (best numbers) and throughput.png.
+fn write_psann_artifacts(
+    run: &mut RunDir,
+    plan: &crate::options::PsannPlan,
+    tput: &[(String, usize, f64)],
+) -> Result<()> {
+    use std::fmt::Write as _;
+    let ts = crate::report::now_rfc3339();
+    let mut csv = String::from("timestamp,base,batch_tokens,tokens_per_s\n");
+    for (b, n, v) in tput {
+        let _ = writeln!(csv, "{ts},{b},{n},{v:.1}");
+    }
+    run.put_file("throughput.csv", csv.into_bytes())?;
+    let mut md = format!("# PSANN-LM throughput ({} grid, fp32 forward, d_model 256, 4 layers, vocab 32000)\n\n| base | best tokens/s | at batch_tokens |\n|---|---:|---:|\n", plan.grid);
+    for base in &plan.bases {
+        if let Some((_, n, v)) = tput
+            .iter()
+            .filter(|x| x.0 == base.name())
+            .max_by(|a, b| a.2.total_cmp(&b.2))
+        {
+            let _ = writeln!(md, "| {} | {v:.0} | {n} |", base.name());
+        }
+    }
+    md.push_str("\n| base | batch_tokens | tokens/s |\n|---|---:|---:|\n");
+    for (b, n, v) in tput {
+        let _ = writeln!(md, "| {b} | {n} | {v:.0} |");
+    }
+    run.put_file("throughput.md", md.into_bytes())?;
+    let series: Vec<(String, Vec<(f64, f64)>)> = plan
+        .bases
+        .iter()
+        .map(|b| {
+            (
+                b.name().to_string(),
+                tput.iter()
+                    .filter(|x| x.0 == b.name())
+                    .map(|x| (x.1 as f64, x.2))
+                    .collect(),
+            )
+        })
+        .collect();
+    crate::plot::lines_png(
+        &run.path.join("throughput.png"),
+        "PSANN-LM forward throughput (fp32)",
+        "batch_tokens",
+        "tokens/s",
+        &series,
+    )
+}
+
+/// A criterion [`Measurement`](criterion::measurement::Measurement) of peak live heap bytes
+/// (counting allocator) above the live heap at the start of the measured routine, so
+/// criterion's statistics, baselines and regression reports apply to memory.
+pub struct PeakBytes;
+
+struct BytesFormatter;
+
+impl criterion::measurement::ValueFormatter for BytesFormatter {
+    fn scale_values(&self, _typical: f64, values: &mut [f64]) -> &'static str {
+        values.iter_mut().for_each(|v| *v /= (1u64 << 20) as f64);
+        "MiB"
+    }
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        let n = match t {
+            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
+                *n as f64
+            }
+            Throughput::ElementsAndBytes { elements, .. } => *elements as f64,
+            Throughput::Bits(n) => *n as f64,
+        };
+        values.iter_mut().for_each(|v| *v = *v / n / 1024.0);
+        "KiB/elem"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "B"
+    }
+}
+
+impl criterion::measurement::Measurement for PeakBytes {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        memory::reset_peak();
+        memory::heap_current().unwrap_or(0)
+    }
+    fn end(&self, base: u64) -> u64 {
+        memory::heap_peak().unwrap_or(0).saturating_sub(base)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        &BytesFormatter
+    }
+}
+
+/// The checkpoint-memory workload: BMRK-03's medium waveresnet (d_model 512, 8 layers,
+/// 8 heads, d_mlp 2048) on GPU-04's character vocabulary (31), one train step per iteration.
+pub const CKPT_BATCH: usize = 2;
+pub const CKPT_SEQ: usize = 256;
+pub const CKPT_VOCAB: usize = 31;
+
+/// Groups `checkpoint_memory` (peak bytes per train step, through [`PeakBytes`]) and
+/// `checkpoint_time` (wall time of the same steps), ids `waveresnet-d512-l8/ckpt|no-ckpt`;
+/// writes memory.json (seed 002's fields plus batch, sequence length and method).
+pub fn checkpoint_groups(
+    c_mem: &mut Criterion<PeakBytes>,
+    c_time: &mut Criterion,
+    common: &crate::options::Common,
+    run: &mut RunDir,
+) -> Result<()> {
+    use crate::psann::train::{TrainConfig, Trainer};
+    use crate::psann::{random_ids, Base, PsannConfig, PsannLm};
+    let dev = common.device.open()?;
+    let cfg = PsannConfig::medium(Base::Waveresnet, CKPT_VOCAB);
+    let ids = random_ids(CKPT_BATCH, CKPT_SEQ, CKPT_VOCAB, common.seed, &dev)?;
+    let targets = random_ids(CKPT_BATCH, CKPT_SEQ, CKPT_VOCAB, common.seed ^ 1, &dev)?;
+    let mut entries = Vec::new();
+    for ckpt in [true, false] {
+        let name = if ckpt { "ckpt" } else { "no-ckpt" };
+        let model = PsannLm::new(cfg, common.seed, &dev, true)?;
+        let mut tr = Trainer::new(
+            model,
+            TrainConfig {
+                grad_checkpoint: ckpt,
+                ..Default::default()
+            },
+        )?;
+        // First step allocates AdamW state; it is part of the "post-load baseline".
+        let t0 = std::time::Instant::now();
+        tr.step(&ids, &targets)?;
+        crate::device::sync(&dev)?;
+        let est = t0.elapsed();
+        let id = BenchmarkId::new("waveresnet-d512-l8", name);
+        // Memory: peak bytes of one step.
+        let mem: RefCell<Samples<u64>> = RefCell::default();
+        {
+            let mut g = c_mem.benchmark_group("checkpoint_memory");
+            g.sampling_mode(SamplingMode::Flat)
+                .sample_size(SAMPLE_SIZE)
+                .warm_up_time(Duration::from_nanos(1))
+                .measurement_time(est.mul_f64(10.0 * 1.5).max(Duration::from_millis(1)));
+            g.bench_function(id.clone(), |b| {
+                b.iter_custom(|iters| {
+                    let mut st = mem.borrow_mut();
+                    st.start_call();
+                    let mut total = 0;
+                    for _ in 0..iters {
+                        let m = PeakBytes;
+                        use criterion::measurement::Measurement;
+                        let s = m.start();
+                        if let Err(e) = tr
+                            .step(&ids, &targets)
+                            .and_then(|_| crate::device::sync(&dev))
+                        {
+                            st.error = Some(e);
+                            return 0;
+                        }
+                        let v = m.end(s);
+                        st.push(v);
+                        total += v;
+                    }
+                    total
+                })
+            });
+            g.finish();
+        }
+        let mem = mem.into_inner();
+        if let Some(e) = mem.error {
+            return Err(e);
+        }
+        let mut g = long_group(c_time, "checkpoint_time", est, Duration::from_secs(3));
+        g.throughput(Throughput::Elements((CKPT_BATCH * CKPT_SEQ) as u64));
+        let times = timed(&mut g, id, &dev, || tr.step(&ids, &targets).map(|_| ()))?;
+        g.finish();
+        let (Some(peaks), Some(times)) = (mem.measured(), times) else {
+            continue;
+        };
+        let peak = crate::stats::median(&peaks.iter().map(|&p| p as f64).collect::<Vec<_>>());
+        let mut r = Record::from_samples(
+            "checkpoint",
+            &format!("checkpoint/waveresnet-d512-l8/{name}"),
+            times,
+            (CKPT_BATCH * CKPT_SEQ) as u64,
+        );
+        r.model.label = "waveresnet-d512-l8".into();
+        r.model.family = "psann".into();
+        r.model.params = cfg.param_count();
+        r.dtype = "f32".into();
+        r.device = common.device.to_string();
+        r.seed = common.seed;
+        r.memory.host_peak_bytes = Some(peak as u64);
+        r.memory.host_method = "counting global allocator: peak live heap of one train step above the live heap before it (parameters, AdamW state excluded; gradients and activations included)".into();
+        let entry = serde_json::json!({
+            "base": "waveresnet", "d_model": cfg.d_model, "n_layers": cfg.n_layers, "grad_checkpoint": ckpt,
+            "amp": "none (fp32: candle's CPU bf16 matmul is ~10x slower, and the PSANN port computes in f32)",
+            "max_memory_mb": peak / (1u64 << 20) as f64,
+            "elapsed_s": r.stats.median,
+            "batch": CKPT_BATCH, "seq_len": CKPT_SEQ, "vocab": CKPT_VOCAB,
+            "method": if common.device == crate::device::DeviceSpec::Cpu { "counting global allocator (host heap), median of 10 steps" } else { "counting global allocator (host heap); GPU memory is not tracked by this measurement" },
+            "params": cfg.param_count(),
+        });
+        r.extra = entry.clone();
+        entries.push(entry);
+        run.push(r)?;
+    }
+    if !entries.is_empty() {
+        run.put_file(
+            "memory.json",
+            serde_json::to_string_pretty(&entries)
+                .expect("json")
+                .into_bytes(),
+        )?;
+        for e in &entries {
+            eprintln!(
+                "checkpoint {}: peak {:.1} MiB, step {:.3} s",
+                if e["grad_checkpoint"] == true {
+                    "on "
+                } else {
+                    "off"
+                },
+                e["max_memory_mb"].as_f64().unwrap_or(0.0),
+                e["elapsed_s"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Criterion group `overhead`: per fixture family, the engine's greedy generation against a
+/// bare loop of forward + argmax on the same model and lengths (64/64), so the suite's own
+/// cost is visible; and the sampling pipeline's cost per token (sampled and full-pipe
+/// settings) at the family's real vocabulary size.
+pub fn overhead(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> {
+    use crate::generate::{bare_greedy, prompt_ids, Prompt};
+    use crate::source::ModelRef;
+    let dev = plan.device.open()?;
+    for fam in ["llama", "qwen3", "gemma3"] {
+        let label = format!("fixture:{fam}");
+        let res = prepare(&label, &ModelRef::parse(&label)?, &[])?;
+        let mut l = open(res, &dev, plan.dtype, Some(256))?;
+        let vocab = l.model.meta().vocab;
+        let ids = prompt_ids(64, vocab, plan.seed, 0);
+        let prompt = Prompt::Ids(ids.clone());
+        let t = std::time::Instant::now();
+        bare_greedy(l.model.as_mut(), &ids, 64)?;
+        let est = t.elapsed();
+        let mut g = long_group(c, "overhead", est, Duration::from_secs(3));
+        g.throughput(Throughput::Elements(64));
+        let m = &mut l.model;
+        let engine = timed(&mut g, BenchmarkId::new(fam, "engine"), &dev, || {
+            let mut s = Sampler::new(crate::sampling::SamplingParams::GREEDY, plan.seed);
+            generate(m.as_mut(), &prompt, 64, &mut s, None).map(|_| ())
+        })?;
+        let bare = timed(&mut g, BenchmarkId::new(fam, "bare"), &dev, || {
+            bare_greedy(m.as_mut(), &ids, 64).map(|_| ())
+        })?;
+        g.finish();
+        // Sampling cost per token at this vocabulary.
+        let logits: Vec<f32> = crate::fill::seeded(
+            &vocab.into(),
+            plan.seed,
+            "logits",
+            crate::fill::Dist::Normal(0.0, 3.0),
+            &candle_core::Device::Cpu,
+        )?
+        .to_vec1()?;
+        let context: Vec<u32> = prompt_ids(320, vocab, plan.seed, 1);
+        let mut gs = short_group(c, "overhead", Duration::from_secs(2));
+        gs.throughput(Throughput::Elements(1));
+        let mut sampling = Vec::new();
+        for sc in ["sampled", "full-pipe"] {
+            let params = Scenario::by_name(sc)?.sampling;
+            let mut s = Sampler::new(params, plan.seed);
+            let mut buf = logits.clone();
+            let cpu = candle_core::Device::Cpu;
+            let r = timed(
+                &mut gs,
+                BenchmarkId::new(fam, format!("sample-{sc}")),
+                &cpu,
+                || {
+                    buf.copy_from_slice(&logits);
+                    std::hint::black_box(s.sample(&mut buf, &context));
+                    Ok(())
+                },
+            )?;
+            sampling.push((sc, r));
+        }
+        gs.finish();
+        if let (Some(e), Some(b)) = (engine, bare) {
+            let (me, mb) = (crate::stats::median(&e), crate::stats::median(&b));
+            let mut r = Record::from_samples("overhead", &format!("overhead/{fam}/engine"), e, 64);
+            r.model = model_info(&l);
+            r.dtype = plan.dtype.as_str().into();
+            r.device = plan.device.to_string();
+            r.extra = serde_json::json!({"bare_median_s": mb, "engine_median_s": me, "overhead_pct": 100.0 * (me - mb) / mb,
+                "bare_samples_s": b, "lengths": "64/64 greedy"});
+            eprintln!(
+                "overhead {fam}: engine {:.2} ms vs bare {:.2} ms ({:+.2}%)",
+                me * 1e3,
+                mb * 1e3,
+                100.0 * (me - mb) / mb
+            );
+            run.push(r)?;
+        }
+        for (sc, r) in sampling {
+            if let Some(samples) = r {
+                let per = crate::stats::median(&samples);
+                let mut rec = Record::from_samples(
+                    "overhead",
+                    &format!("overhead/{fam}/sample-{sc}"),
+                    samples,
+                    1,
+                );
+                rec.model = model_info(&l);
+                rec.extra =
+                    serde_json::json!({"vocab": vocab, "sampling": sc, "per_token_us": per * 1e6});
+                eprintln!("sampling {sc} at vocab {vocab}: {:.1} us/token", per * 1e6);
+                run.push(rec)?;
+            }
+        }
+    }
     Ok(())
 }

@@ -178,11 +178,19 @@ mod tests {
     #[test]
     fn explicit_distributions_have_their_moments() {
         let s = Shape::from(100_000);
-        let v = |d| seeded(&s, 1, "t", d, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+        let v = |d| {
+            seeded(&s, 1, "t", d, &Device::Cpu)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
         let n = v(Dist::Normal(0.0, 0.02));
         let mean = n.iter().sum::<f32>() / n.len() as f32;
         let std = (n.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n.len() as f32).sqrt();
-        assert!(mean.abs() < 5e-4 && (std - 0.02).abs() < 5e-4, "{mean} {std}");
+        assert!(
+            mean.abs() < 5e-4 && (std - 0.02).abs() < 5e-4,
+            "{mean} {std}"
+        );
         let u = v(Dist::Uniform(-0.1, 0.3));
         assert!(u.iter().all(|x| (-0.1..0.3).contains(x)));
         assert!(v(Dist::Const(2.5)).iter().all(|x| *x == 2.5));
@@ -265,7 +273,13 @@ pub enum Dist {
 }
 
 /// An f32 tensor of seeded values from `dist`, deterministic in (seed, name).
-pub fn seeded(shape: &Shape, seed: u64, name: &str, dist: Dist, dev: &Device) -> candle_core::Result<Tensor> {
+pub fn seeded(
+    shape: &Shape,
+    seed: u64,
+    name: &str,
+    dist: Dist,
+    dev: &Device,
+) -> candle_core::Result<Tensor> {
     let n = shape.elem_count();
     let seed = splitmix(seed ^ name_hash(name));
     let mut v = vec![0f32; n];

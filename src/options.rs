@@ -120,7 +120,7 @@ impl RawKnobs {
 
 /// Knobs owned by other workloads (their benches validate them).
 fn extra_knob(k: &str) -> bool {
-    k.starts_with("MODELBENCH_PSANN_") || k.starts_with("MODELBENCH_CKPT_")
+    k.starts_with("MODELBENCH_CKPT_")
 }
 
 /// The validated plan: models x scenarios x dtype x device.
@@ -413,6 +413,71 @@ impl MoePlan {
             tokens,
             hidden: hidden.unwrap_or(crate::moe::MoeConfig::DEFAULT_HIDDEN),
             intermediate: inter.unwrap_or(crate::moe::MoeConfig::DEFAULT_EXPERT_INTERMEDIATE),
+            common,
+        })
+    }
+}
+
+/// The PSANN throughput grid (groups `psann_throughput` and `psann_train`).
+#[derive(Debug, Clone)]
+pub struct PsannPlan {
+    /// `default` or `gpu03`.
+    pub grid: String,
+    pub bases: Vec<crate::psann::Base>,
+    pub batch_tokens: Vec<usize>,
+    /// GPU-03's caps on sequence length and batch.
+    pub max_t: usize,
+    pub max_b: usize,
+    pub common: Common,
+}
+
+impl PsannPlan {
+    pub fn from_env() -> Result<PsannPlan> {
+        PsannPlan::from_lookup(Common::from_env()?, &env)
+    }
+
+    pub fn from_lookup(common: Common, env: &dyn Fn(&str) -> Option<String>) -> Result<PsannPlan> {
+        let grid = env("MODELBENCH_PSANN_GRID").unwrap_or_else(|| "default".into());
+        let (default_tokens, max_t) = match grid.trim() {
+            "default" => ("1024,2048,4096", 256),
+            "gpu03" => ("65536,131072,262144", 4096),
+            other => {
+                return Err(Error::knob(
+                    "MODELBENCH_PSANN_GRID",
+                    other,
+                    "unknown grid",
+                    "default, gpu03",
+                ))
+            }
+        };
+        let bases_s = env("MODELBENCH_PSANN_BASES").unwrap_or_else(|| "respsann,waveresnet".into());
+        let mut bases = Vec::new();
+        for b in bases_s.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            bases.push(crate::psann::Base::parse(b).ok_or_else(|| {
+                Error::knob(
+                    "MODELBENCH_PSANN_BASES",
+                    &bases_s,
+                    format!("unknown base `{b}`"),
+                    crate::psann::Base::ALLOWED,
+                )
+            })?);
+        }
+        if bases.is_empty() {
+            return Err(Error::knob(
+                "MODELBENCH_PSANN_BASES",
+                &bases_s,
+                "no bases",
+                crate::psann::Base::ALLOWED,
+            ));
+        }
+        let tokens = env("MODELBENCH_PSANN_BATCH_TOKENS").unwrap_or_else(|| default_tokens.into());
+        let batch_tokens = parse_list("MODELBENCH_PSANN_BATCH_TOKENS", &tokens)?;
+        Ok(PsannPlan {
+            grid: grid.trim().to_string(),
+            bases,
+            batch_tokens,
+            max_t,
+            max_b: 64,
             common,
         })
     }

@@ -232,6 +232,9 @@ pub struct Record {
     /// Workload-specific fields.
     #[serde(default)]
     pub extra: serde_json::Value,
+    /// Achieved bandwidth / FLOP rate and their share of the calibrated peaks.
+    #[serde(default)]
+    pub roofline: Option<crate::roofline::Roofline>,
 }
 
 impl Record {
@@ -283,6 +286,7 @@ impl Record {
             build: build(),
             quality: None,
             extra: serde_json::Value::Null,
+            roofline: None,
         }
     }
 }

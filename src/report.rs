@@ -301,12 +301,14 @@ pub fn table(records: &[Record]) -> String {
 
 /// Latency detail: one row per record.
 pub fn latency_table(records: &[Record]) -> String {
-    let mut s = String::from("| Scenario | Model | E2E tok/s | TTFT p50 ms | TPOT p50 ms | ITL p90 ms | ITL p99 ms | prefill tok/s | decode tok/s | trials |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut s = String::from("| Scenario | Model | E2E tok/s | TTFT p50 ms | TPOT p50 ms | ITL p90 ms | ITL p99 ms | prefill tok/s | decode tok/s | decode GB/s (% BW) | prefill GFLOP/s (% peak) | trials |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in records.iter().filter(|r| r.kind == "generation") {
         let g = r.gen.clone().unwrap_or_default();
+        let rl = r.roofline.clone().unwrap_or_default();
+        let pct = |p: Option<f64>| p.map(|p| format!(" ({p:.0}%)")).unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {} | {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1}{} | {:.1}{} | {} |",
             r.scenario,
             r.model.label,
             r.tok_s,
@@ -316,6 +318,10 @@ pub fn latency_table(records: &[Record]) -> String {
             opt_ms(g.itl_ms, |p| p.p99),
             g.prefill_tok_s,
             g.decode_tok_s,
+            rl.decode_gbs,
+            pct(rl.mem_bw_util_pct),
+            rl.prefill_gflops,
+            pct(rl.compute_util_pct),
             r.stats.n
         );
     }

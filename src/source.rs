@@ -555,7 +555,9 @@ pub fn ensure_fixture(family: Family) -> Result<(String, String)> {
     Ok((repo, revision))
 }
 
-fn write_fixture(family: Family, config_text: &str, dir: &Path) -> Result<()> {
+/// Writes a model directory (config.json, seeded model.safetensors in bf16, fixture
+/// tokenizer.json) for any config of a supported family.
+pub fn write_fixture(family: Family, config_text: &str, dir: &Path) -> Result<()> {
     let config: Value = serde_json::from_str(config_text).expect("embedded configs are valid");
     let arch = Arch::from_json(family, &config, "fixture config.json")?;
     let filler = std::sync::Arc::new(Filler::keeping(WEIGHT_SEED));

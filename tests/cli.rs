@@ -146,3 +146,27 @@ fn run_report_export_and_compare() {
     let o = modelbench(r, &["compare", a.to_str().unwrap(), a.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+#[test]
+fn calibration_is_cached_and_force_remeasures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path();
+    let first = modelbench(r, &["calibrate"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let out = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        out.contains("calibrating") && out.contains("GB/s") && out.contains("GFLOP/s"),
+        "{out}"
+    );
+    let json = std::fs::read_to_string(r.join("machine.json")).unwrap();
+    let second = String::from_utf8_lossy(&modelbench(r, &["calibrate"]).stdout).into_owned();
+    assert!(second.contains("cached calibration"), "{second}");
+    assert_eq!(
+        json,
+        std::fs::read_to_string(r.join("machine.json")).unwrap(),
+        "a cache hit writes nothing"
+    );
+    let forced =
+        String::from_utf8_lossy(&modelbench(r, &["calibrate", "--force"]).stdout).into_owned();
+    assert!(forced.contains("calibrating"), "{forced}");
+}

@@ -1,22 +1,31 @@
-//! `modelbench compare` on real runs: a truly slower run (one thread instead of two, on a
-//! prefill-heavy shape: about 1.5x slower here) is flagged with exit 1; two runs of the same
-//! configuration are not. One test per binary, so no other test competes for the cores.
+//! `modelbench compare` on real runs: a truly slower run (one thread instead of two, and
+//! two busy threads competing for the 2 cores: about 2x slower) is flagged with exit 1; two
+//! runs of the same configuration are not. (One thread alone is not reliably slower here:
+//! the 2 vCPUs behave like SMT siblings, so the matmul speed-up of a second thread is small
+//! and noisy.) Threshold 15%: above the run-to-run drift of a shared 2-core
+//! machine, far below the slowdown. One test per binary, so no other test competes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn run(reports: &Path, label: &str, threads: &str) -> PathBuf {
+/// A Llama with 512-wide layers: its 256-token prefill is dominated by GEMMs that use both
+/// cores, so one thread is truly slower (the tiny fixtures are overhead-bound).
+const MID_LLAMA: &str = r#"{"model_type": "llama", "hidden_size": 512, "intermediate_size": 2048,
+  "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 2048,
+  "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 1024, "tie_word_embeddings": true}"#;
+
+fn run(reports: &Path, model: &Path, label: &str, threads: &str) -> PathBuf {
     let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
         .args([
             "run",
             "--model",
-            "fixture:qwen3",
+            model.to_str().unwrap(),
             "--prompt-tokens",
-            "1024",
+            "256",
             "--max-new-tokens",
-            "4",
+            "2",
         ])
-        .args(["--warmup", "1", "--trials", "7", "--label", label])
+        .args(["--warmup", "2", "--trials", "9", "--label", label])
         .env("MODELBENCH_REPORTS", reports)
         .env("RAYON_NUM_THREADS", threads)
         .output()
@@ -36,7 +45,7 @@ fn compare(base: &Path, new: &Path) -> (i32, String) {
             base.to_str().unwrap(),
             new.to_str().unwrap(),
             "--threshold",
-            "5%",
+            "15%",
         ])
         .output()
         .unwrap();
@@ -57,9 +66,27 @@ fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let fast = run(tmp.path(), "fast", "2");
-    let again = run(tmp.path(), "again", "2");
-    let slow = run(tmp.path(), "slow", "1");
+    let model = tmp.path().join("mid-llama");
+    std::fs::create_dir_all(&model).unwrap();
+    modelbench::source::write_fixture(modelbench::model::Family::Llama, MID_LLAMA, &model).unwrap();
+    let reports = tmp.path().join("reports");
+    let fast = run(&reports, &model, "fast", "2");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let slow = run(&reports, &model, "slow", "1");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hogs.into_iter().for_each(|h| h.join().unwrap());
+    let again = run(&reports, &model, "again", "2");
     let (code, out) = compare(&fast, &slow);
     assert_eq!(code, 1, "one thread must be flagged:\n{out}");
     assert!(out.contains("Regression"), "{out}");

@@ -15,12 +15,32 @@ fn tiny(base: Base) -> PsannConfig {
 
 #[test]
 fn parameter_counts_match_the_spec() {
-    assert_eq!(PsannConfig::medium(Base::Respsann, 32000).param_count(), 58_012_168);
-    assert_eq!(PsannConfig::medium(Base::Waveresnet, 32000).param_count(), 58_012_168);
-    assert_eq!(PsannConfig::medium(Base::Sgrpsann, 32000).param_count(), 58_151_432);
-    assert_eq!(PsannConfig::medium(Base::Waveresnet, 31).param_count() > 0, true);
-    assert_eq!(PsannConfig::new(Base::Waveresnet, 31, 128, 2, 4).param_count(), 406_146, "GPU-04");
-    assert_eq!(PsannConfig::gpu03(Base::Respsann).param_count(), 19_549_444, "GPU-03");
+    assert_eq!(
+        PsannConfig::medium(Base::Respsann, 32000).param_count(),
+        58_012_168
+    );
+    assert_eq!(
+        PsannConfig::medium(Base::Waveresnet, 32000).param_count(),
+        58_012_168
+    );
+    assert_eq!(
+        PsannConfig::medium(Base::Sgrpsann, 32000).param_count(),
+        58_151_432
+    );
+    assert_eq!(
+        PsannConfig::medium(Base::Waveresnet, 31).param_count() > 0,
+        true
+    );
+    assert_eq!(
+        PsannConfig::new(Base::Waveresnet, 31, 128, 2, 4).param_count(),
+        406_146,
+        "GPU-04"
+    );
+    assert_eq!(
+        PsannConfig::gpu03(Base::Respsann).param_count(),
+        19_549_444,
+        "GPU-03"
+    );
     // and the built model has exactly those parameters
     for base in BASES {
         let m = PsannLm::new(PsannConfig::medium(base, 32000), 1, &Device::Cpu, true).unwrap();
@@ -48,10 +68,29 @@ fn logits_shape_and_causality() {
         }
         let mut v: Vec<u32> = ids.flatten_all().unwrap().to_vec1().unwrap();
         v[11] = (v[11] + 1) % 50; // change the last token of the first row
-        let b = m.forward(&Tensor::from_vec(v, (2, 12), &Device::Cpu).unwrap()).unwrap();
-        let diff = (a.narrow(1, 0, 11).unwrap() - b.narrow(1, 0, 11).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert_eq!(diff, 0.0, "{base:?}: earlier positions must not see a later token");
-        let last = (a.narrow(1, 11, 1).unwrap() - b.narrow(1, 11, 1).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let b = m
+            .forward(&Tensor::from_vec(v, (2, 12), &Device::Cpu).unwrap())
+            .unwrap();
+        let diff = (a.narrow(1, 0, 11).unwrap() - b.narrow(1, 0, 11).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(
+            diff, 0.0,
+            "{base:?}: earlier positions must not see a later token"
+        );
+        let last = (a.narrow(1, 11, 1).unwrap() - b.narrow(1, 11, 1).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(last > 0.0);
     }
 }
@@ -60,8 +99,21 @@ fn logits_shape_and_causality() {
 fn sine_param_matches_its_formula() {
     let cfg = tiny(Base::Respsann);
     let m = PsannLm::new(cfg, 3, &Device::Cpu, true).unwrap();
-    let get = |n: &str| m.vars.iter().find(|(k, _)| k == n).unwrap().1.as_tensor().to_vec1::<f32>().unwrap()[0];
-    let (a_raw, f_raw, d_raw) = (get("blocks.0.mlp.act._A"), get("blocks.0.mlp.act._f"), get("blocks.0.mlp.act._d"));
+    let get = |n: &str| {
+        m.vars
+            .iter()
+            .find(|(k, _)| k == n)
+            .unwrap()
+            .1
+            .as_tensor()
+            .to_vec1::<f32>()
+            .unwrap()[0]
+    };
+    let (a_raw, f_raw, d_raw) = (
+        get("blocks.0.mlp.act._A"),
+        get("blocks.0.mlp.act._f"),
+        get("blocks.0.mlp.act._d"),
+    );
     assert!((a_raw - 0.541_324_9).abs() < 1e-6 && (d_raw - (-4.600_166)).abs() < 1e-4);
     let sp = |x: f32| (1.0 + x.exp()).ln();
     let act = modelbench::psann::SineParam {
@@ -70,7 +122,11 @@ fn sine_param_matches_its_formula() {
         d_raw: Tensor::full(d_raw, 128, &Device::Cpu).unwrap(),
     };
     let z: Vec<f32> = (0..128).map(|i| (i as f32 - 64.0) * 0.37).collect();
-    let y = act.forward(&Tensor::new(z.as_slice(), &Device::Cpu).unwrap()).unwrap().to_vec1::<f32>().unwrap();
+    let y = act
+        .forward(&Tensor::new(z.as_slice(), &Device::Cpu).unwrap())
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     for (zi, yi) in z.iter().zip(&y) {
         let want = sp(a_raw) * (-sp(d_raw) * zi.abs()).exp() * ((sp(f_raw) + 1e-6) * zi).sin();
         assert!((want - yi).abs() < 1e-5, "z={zi}: {yi} vs {want}");
@@ -85,15 +141,36 @@ fn every_parameter_gets_a_gradient_and_training_lowers_the_loss() {
         let ids = random_ids(2, 16, 50, 2, &Device::Cpu).unwrap();
         let (_, g) = grads(&m, &ids, &ids, false).unwrap();
         for (name, v) in &m.vars {
-            let gn = g.get(v.as_tensor()).unwrap_or_else(|| panic!("{base:?}: {name} has no gradient"));
-            let n = gn.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let gn = g
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{base:?}: {name} has no gradient"));
+            let n = gn
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(n > 0.0, "{base:?}: {name} has a zero gradient");
         }
         // A tiny repeated text: next-token prediction of a cycle.
         let text: Vec<u32> = (0..33).map(|i| (i % 7) as u32 + 3).collect();
-        let x = Tensor::new(&text[..32], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let y = Tensor::new(&text[1..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let mut t = Trainer::new(m, TrainConfig { lr: 3e-3, ..Default::default() }).unwrap();
+        let x = Tensor::new(&text[..32], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let y = Tensor::new(&text[1..], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mut t = Trainer::new(
+            m,
+            TrainConfig {
+                lr: 3e-3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let first = t.step(&x, &y).unwrap();
         let mut last = first;
         for _ in 0..15 {
@@ -114,10 +191,29 @@ fn checkpointed_gradients_equal_plain_ones() {
         assert_eq!(l1, l2);
         for (name, v) in &m.vars {
             let a = g1.get(v.as_tensor()).unwrap();
-            let b = g2.get(v.as_tensor()).unwrap_or_else(|| panic!("{name} missing with checkpointing"));
-            let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12);
-            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(diff <= 1e-5 * scale, "{base:?} {name}: {diff} at scale {scale}");
+            let b = g2
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{name} missing with checkpointing"));
+            let scale = a
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .max(1e-12);
+            let diff = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff <= 1e-5 * scale,
+                "{base:?} {name}: {diff} at scale {scale}"
+            );
         }
     }
 }
@@ -129,19 +225,43 @@ fn spectral_gate_at_init_is_half_the_window() {
     // checks the forward and inverse DFT matrices.
     let m = PsannLm::new(tiny(Base::Sgrpsann), 11, &Device::Cpu, false).unwrap();
     for t in [12usize, 5] {
-        let u = modelbench::fill::seeded(&(2, t, 32).into(), 1, "u", modelbench::fill::Dist::Normal(0.0, 1.0), &Device::Cpu).unwrap();
+        let u = modelbench::fill::seeded(
+            &(2, t, 32).into(),
+            1,
+            "u",
+            modelbench::fill::Dist::Normal(0.0, 1.0),
+            &Device::Cpu,
+        )
+        .unwrap();
         let g = m.blocks[0].spectral_gate(&u).unwrap().unwrap();
         assert_eq!(g.dims(), u.dims());
         let w = t.min(8);
         let want = (u.narrow(1, t - w, w).unwrap() * 0.5).unwrap();
-        let diff = (g.narrow(1, t - w, w).unwrap() - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (g.narrow(1, t - w, w).unwrap() - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-5, "T={t}: {diff}");
         if t > w {
-            let before = g.narrow(1, 0, t - w).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let before = g
+                .narrow(1, 0, t - w)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert_eq!(before, 0.0);
         }
     }
-    assert!(PsannLm::new(tiny(Base::Respsann), 11, &Device::Cpu, false).unwrap().blocks[0]
+    assert!(PsannLm::new(tiny(Base::Respsann), 11, &Device::Cpu, false)
+        .unwrap()
+        .blocks[0]
         .spectral_gate(&Tensor::zeros((1, 2, 32), candle_core::DType::F32, &Device::Cpu).unwrap())
         .is_none());
 }

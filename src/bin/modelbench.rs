@@ -70,6 +70,18 @@ enum Cmd {
     /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine): latency
     /// median and p90, tokens/s; saved as records like the generation runs.
     Moe(MoeArgs),
+    /// Measure this machine's limits (memory read bandwidth, matmul throughput) once and
+    /// cache them in target-reports/machine.json; records then show utilisation.
+    Calibrate {
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Dtypes to calibrate (default: the device's default dtype).
+        #[arg(long = "dtype")]
+        dtypes: Vec<String>,
+        /// Measure again even if a calibration is cached.
+        #[arg(long)]
+        force: bool,
+    },
     /// Export a run as metric-registry JSONL (id, value, unit, higher_is_better).
     Export {
         run: Option<PathBuf>,
@@ -170,6 +182,11 @@ fn main() -> ExitCode {
         Cmd::Export { run, out } => export(run, out).map(|_| ExitCode::SUCCESS),
         Cmd::Continuous { config, force } => continuous(&config, force),
         Cmd::Moe(a) => moe(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Calibrate {
+            device,
+            dtypes,
+            force,
+        } => calibrate(&device, &dtypes, force).map(|_| ExitCode::SUCCESS),
     };
     match out {
         Ok(c) => c,
@@ -602,6 +619,51 @@ fn moe(a: MoeArgs) -> anyhow::Result<()> {
         let mut run = RunDir::new(&reports_root(), label.as_deref());
         run.push(r)?;
         println!("saved {}", run.path.display());
+    }
+    Ok(())
+}
+
+fn calibrate(device: &str, dtypes: &[String], force: bool) -> anyhow::Result<()> {
+    let (spec, default) = device_and_dtype(device, None)?;
+    let mut dts = Vec::new();
+    for d in dtypes {
+        dts.push(
+            parse_dtype(d)
+                .map_err(|e| anyhow::anyhow!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?,
+        );
+    }
+    if dts.is_empty() {
+        dts.push(default);
+    }
+    let cached = modelbench::roofline::cached(spec);
+    let have_all = cached
+        .as_ref()
+        .is_some_and(|c| dts.iter().all(|d| c.mem_read_gbs.contains_key(d.as_str())));
+    let cal = if have_all && !force {
+        println!(
+            "cached calibration ({}; --force re-measures):",
+            modelbench::roofline::machine_json().display()
+        );
+        cached.expect("checked")
+    } else {
+        println!(
+            "calibrating {spec} for {} ...",
+            dts.iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        modelbench::roofline::calibrate(spec, &dts)?
+    };
+    println!(
+        "{} | {} (measured {})",
+        cal.fingerprint, cal.device, cal.measured_at
+    );
+    for (d, v) in &cal.mem_read_gbs {
+        println!(
+            "  {d:<5} memory read {v:>8.1} GB/s   matmul {:>9.1} GFLOP/s",
+            cal.matmul_gflops.get(d).copied().unwrap_or(f64::NAN)
+        );
     }
     Ok(())
 }

@@ -210,6 +210,14 @@ impl Arch {
                 Arch::Qwen3Moe(c) => Some((c.num_experts, c.num_experts_per_tok)),
                 _ => None,
             },
+            matmul_params: 0,
+            expert_params: 0,
+            tied_embeddings: match self {
+                Arch::Llama(c) => c.tie_word_embeddings,
+                Arch::Qwen3(c) => c.tie_word_embeddings,
+                Arch::Qwen3Moe(c) => c.tie_word_embeddings,
+                Arch::Gemma3(_) => true,
+            },
         }
     }
 

@@ -107,6 +107,15 @@ pub struct ModelMeta {
     pub prefill: String,
     /// (experts, active per token) for MoE models.
     pub experts: Option<(usize, usize)>,
+    /// Parameters of the 2-D projection weights (everything a token multiplies by, except the
+    /// embedding table and LM head), from the checkpoint layout.
+    #[serde(default)]
+    pub matmul_params: u64,
+    /// Of those, the parameters inside MoE experts.
+    #[serde(default)]
+    pub expert_params: u64,
+    #[serde(default)]
+    pub tied_embeddings: bool,
 }
 
 /// Where weights come from.
@@ -136,16 +145,8 @@ pub fn load(
     weights: &Weights,
     opts: &LoadOptions,
 ) -> Result<Box<dyn CausalLm>> {
-    let mut arch = Arch::from_json(family, config, config_path)?;
-    let max_context = arch.max_context();
-    if let Some(cap) = opts.context_cap {
-        arch.cap_context(cap);
-    }
-    let expected = expected_tensors(&arch)?;
-    let params: u64 = expected
-        .values()
-        .map(|s| s.iter().product::<usize>() as u64)
-        .sum();
+    let (arch, expected, meta) =
+        describe_full(family, config, config_path, opts.dtype, opts.context_cap)?;
     let vb = match weights {
         Weights::Seeded(seed) => VarBuilder::from_backend(
             Box::new(Filler::seeded(*seed)),
@@ -158,13 +159,60 @@ pub fn load(
             VarBuilder::from_backend(Box::new(st), opts.dtype, opts.device.clone())
         }
     };
-    let mut meta = arch.meta(params, opts.dtype);
-    meta.max_context = max_context;
     arch.build(vb, meta).map_err(|e| Error::Config {
         path: config_path.to_string(),
         family: family.to_string(),
         reason: one_line(&e.to_string()),
     })
+}
+
+/// What a model is, from its config alone (no weights read): parameters, projection
+/// parameters, shapes and context.
+pub fn describe(
+    family: Family,
+    config: &serde_json::Value,
+    config_path: &str,
+    dtype: DType,
+    context_cap: Option<usize>,
+) -> Result<ModelMeta> {
+    describe_full(family, config, config_path, dtype, context_cap).map(|(_, _, m)| m)
+}
+
+type Described = (Arch, BTreeMap<String, Vec<usize>>, ModelMeta);
+
+fn describe_full(
+    family: Family,
+    config: &serde_json::Value,
+    config_path: &str,
+    dtype: DType,
+    context_cap: Option<usize>,
+) -> Result<Described> {
+    let mut arch = Arch::from_json(family, config, config_path)?;
+    let max_context = arch.max_context();
+    if let Some(cap) = context_cap {
+        arch.cap_context(cap);
+    }
+    let expected = expected_tensors(&arch)?;
+    let params: u64 = expected
+        .values()
+        .map(|s| s.iter().product::<usize>() as u64)
+        .sum();
+    let mut meta = arch.meta(params, dtype);
+    meta.max_context = max_context;
+    let is_proj = |n: &str, s: &Vec<usize>| {
+        s.len() == 2 && !n.contains("embed_tokens") && !n.starts_with("lm_head")
+    };
+    meta.matmul_params = expected
+        .iter()
+        .filter(|(n, s)| is_proj(n, s))
+        .map(|(_, s)| (s[0] * s[1]) as u64)
+        .sum();
+    meta.expert_params = expected
+        .iter()
+        .filter(|(n, s)| is_proj(n, s) && n.contains(".experts."))
+        .map(|(_, s)| (s[0] * s[1]) as u64)
+        .sum();
+    Ok((arch, expected, meta))
 }
 
 /// Names and shapes of every tensor the model of `arch` reads, learned by building it once

@@ -88,12 +88,20 @@ impl PsannConfig {
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.n_heads == 0 || self.d_model % self.n_heads != 0 {
-            return Err(format!("d_model {} must be a multiple of n_heads {}", self.d_model, self.n_heads));
+            return Err(format!(
+                "d_model {} must be a multiple of n_heads {}",
+                self.d_model, self.n_heads
+            ));
         }
         if (self.d_model / self.n_heads) % 2 != 0 {
             return Err("interleaved RoPE needs an even head dimension".into());
         }
-        if self.vocab == 0 || self.n_layers == 0 || self.d_mlp == 0 || self.k_fft < 2 || self.k_fft % 2 != 0 {
+        if self.vocab == 0
+            || self.n_layers == 0
+            || self.d_mlp == 0
+            || self.k_fft < 2
+            || self.k_fft % 2 != 0
+        {
             return Err("vocab, n_layers and d_mlp must be positive and k_fft even".into());
         }
         Ok(())
@@ -112,7 +120,12 @@ impl PsannConfig {
     /// Forward FLOPs per token at sequence length `t` (2 per multiply-add): the linear
     /// layers, the full T x T "math" attention (QK^T and PV), and the LM head.
     pub fn forward_flops_per_token(&self, t: usize) -> f64 {
-        let (d, m, v, l) = (self.d_model as f64, self.d_mlp as f64, self.vocab as f64, self.n_layers as f64);
+        let (d, m, v, l) = (
+            self.d_model as f64,
+            self.d_mlp as f64,
+            self.vocab as f64,
+            self.n_layers as f64,
+        );
         2.0 * l * (4.0 * d * d + 2.0 * d * m) + 4.0 * l * t as f64 * d + 2.0 * d * v
     }
 }
@@ -127,7 +140,12 @@ pub struct Params {
 
 impl Params {
     pub fn new(seed: u64, dev: &Device, trainable: bool) -> Self {
-        Params { seed, dev: dev.clone(), trainable, vars: Vec::new() }
+        Params {
+            seed,
+            dev: dev.clone(),
+            trainable,
+            vars: Vec::new(),
+        }
     }
 
     fn get(&mut self, name: &str, shape: &[usize], dist: Dist) -> Result<Tensor> {
@@ -143,10 +161,24 @@ impl Params {
     }
 
     /// A Linear with Xavier-uniform weight and zero bias.
-    fn linear(&mut self, name: &str, fan_in: usize, fan_out: usize, bias: bool) -> Result<candle_nn::Linear> {
+    fn linear(
+        &mut self,
+        name: &str,
+        fan_in: usize,
+        fan_out: usize,
+        bias: bool,
+    ) -> Result<candle_nn::Linear> {
         let a = (6.0 / (fan_in + fan_out) as f32).sqrt();
-        let w = self.get(&format!("{name}.weight"), &[fan_out, fan_in], Dist::Uniform(-a, a))?;
-        let b = if bias { Some(self.get(&format!("{name}.bias"), &[fan_out], Dist::Const(0.0))?) } else { None };
+        let w = self.get(
+            &format!("{name}.weight"),
+            &[fan_out, fan_in],
+            Dist::Uniform(-a, a),
+        )?;
+        let b = if bias {
+            Some(self.get(&format!("{name}.bias"), &[fan_out], Dist::Const(0.0))?)
+        } else {
+            None
+        };
         Ok(candle_nn::Linear::new(w, b))
     }
 }
@@ -175,9 +207,21 @@ pub struct SineParam {
 impl SineParam {
     fn new(p: &mut Params, name: &str, n: usize, cfg: &PsannConfig) -> Result<Self> {
         Ok(SineParam {
-            a_raw: p.get(&format!("{name}._A"), &[n], Dist::Const(softplus_inverse(cfg.amp_init)))?,
-            f_raw: p.get(&format!("{name}._f"), &[n], Dist::Const(softplus_inverse(cfg.freq_init)))?,
-            d_raw: p.get(&format!("{name}._d"), &[n], Dist::Const(softplus_inverse(cfg.damp_init)))?,
+            a_raw: p.get(
+                &format!("{name}._A"),
+                &[n],
+                Dist::Const(softplus_inverse(cfg.amp_init)),
+            )?,
+            f_raw: p.get(
+                &format!("{name}._f"),
+                &[n],
+                Dist::Const(softplus_inverse(cfg.freq_init)),
+            )?,
+            d_raw: p.get(
+                &format!("{name}._d"),
+                &[n],
+                Dist::Const(softplus_inverse(cfg.damp_init)),
+            )?,
         })
     }
 }
@@ -202,7 +246,8 @@ struct RmsNorm {
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        x.broadcast_div(&(ms + 1e-6)?.sqrt()?)?.broadcast_mul(&self.scale)
+        x.broadcast_div(&(ms + 1e-6)?.sqrt()?)?
+            .broadcast_mul(&self.scale)
     }
 }
 
@@ -217,7 +262,9 @@ impl Ctx {
     /// Interleaved RoPE (base 10000, full head dim) for positions 0..t, and the T x T mask.
     pub fn new(t: usize, head_dim: usize, dev: &Device) -> candle_core::Result<Ctx> {
         let half = head_dim / 2;
-        let inv: Vec<f32> = (0..half).map(|i| 10000f32.powf(-2.0 * i as f32 / head_dim as f32)).collect();
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 10000f32.powf(-2.0 * i as f32 / head_dim as f32))
+            .collect();
         let mut ang = Vec::with_capacity(t * half);
         for p in 0..t {
             for f in &inv {
@@ -225,8 +272,20 @@ impl Ctx {
             }
         }
         let ang = Tensor::from_vec(ang, (t, half), dev)?;
-        let mask: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { f32::NEG_INFINITY } else { 0.0 }).collect();
-        Ok(Ctx { cos: ang.cos()?, sin: ang.sin()?, mask: Tensor::from_vec(mask, (t, t), dev)? })
+        let mask: Vec<f32> = (0..t * t)
+            .map(|i| {
+                if i % t > i / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(Ctx {
+            cos: ang.cos()?,
+            sin: ang.sin()?,
+            mask: Tensor::from_vec(mask, (t, t), dev)?,
+        })
     }
 }
 
@@ -243,11 +302,18 @@ impl Attention {
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let h = d / self.heads;
-        let split = |y: Tensor| y.reshape((b, t, self.heads, h))?.transpose(1, 2)?.contiguous();
-        let q = candle_nn::rotary_emb::rope_i_slow(&split(self.q.forward(x)?)?, &ctx.cos, &ctx.sin)?;
-        let k = candle_nn::rotary_emb::rope_i_slow(&split(self.k.forward(x)?)?, &ctx.cos, &ctx.sin)?;
+        let split = |y: Tensor| {
+            y.reshape((b, t, self.heads, h))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q =
+            candle_nn::rotary_emb::rope_i_slow(&split(self.q.forward(x)?)?, &ctx.cos, &ctx.sin)?;
+        let k =
+            candle_nn::rotary_emb::rope_i_slow(&split(self.k.forward(x)?)?, &ctx.cos, &ctx.sin)?;
         let v = split(self.v.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (h as f64).sqrt()))?.broadcast_add(&ctx.mask)?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (h as f64).sqrt()))?
+            .broadcast_add(&ctx.mask)?;
         let p = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         self.o.forward(&o)
@@ -304,7 +370,10 @@ impl Spectral {
         let k_out = t.min(k);
         let mut w = u.narrow(1, t - k_out, k_out)?;
         if t < k {
-            w = Tensor::cat(&[Tensor::zeros((b, k - t, d), u.dtype(), u.device())?, w], 1)?;
+            w = Tensor::cat(
+                &[Tensor::zeros((b, k - t, d), u.dtype(), u.device())?, w],
+                1,
+            )?;
         }
         let w = w.transpose(1, 2)?.contiguous()?; // (B, d, K)
         let re = w.broadcast_matmul(&self.c)?;
@@ -317,7 +386,10 @@ impl Spectral {
         let r = r.broadcast_mul(&self.mix.reshape((1, d, 1))?)?; // depthwise 1x1 conv, no bias
         let r = r.transpose(1, 2)?.narrow(1, k - k_out, k_out)?; // (B, k_out, d)
         if t > k_out {
-            Tensor::cat(&[Tensor::zeros((b, t - k_out, d), u.dtype(), u.device())?, r], 1)
+            Tensor::cat(
+                &[Tensor::zeros((b, t - k_out, d), u.dtype(), u.device())?, r],
+                1,
+            )
         } else {
             Ok(r)
         }
@@ -341,7 +413,9 @@ impl Block {
         let (d, m) = (cfg.d_model, cfg.d_mlp);
         let n = |s: &str| format!("blocks.{l}.{s}");
         Ok(Block {
-            norm1: RmsNorm { scale: p.get(&n("norm1.scale"), &[d], Dist::Const(1.0))? },
+            norm1: RmsNorm {
+                scale: p.get(&n("norm1.scale"), &[d], Dist::Const(1.0))?,
+            },
             attn: Attention {
                 q: p.linear(&n("attn.q_proj"), d, d, false)?,
                 k: p.linear(&n("attn.k_proj"), d, d, false)?,
@@ -349,7 +423,9 @@ impl Block {
                 o: p.linear(&n("attn.o_proj"), d, d, false)?,
                 heads: cfg.n_heads,
             },
-            norm2: RmsNorm { scale: p.get(&n("norm2.scale"), &[d], Dist::Const(1.0))? },
+            norm2: RmsNorm {
+                scale: p.get(&n("norm2.scale"), &[d], Dist::Const(1.0))?,
+            },
             fc1: p.linear(&n("mlp.fc1"), d, m, true)?,
             act: SineParam::new(p, &n("mlp.act"), m, cfg)?,
             fc2: p.linear(&n("mlp.fc2"), m, d, true)?,
@@ -368,7 +444,9 @@ impl Block {
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> candle_core::Result<Tensor> {
         let x = (x + self.attn.forward(&self.norm1.forward(x)?, ctx)?)?;
-        let h = self.act.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
+        let h = self
+            .act
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
         let mut m = self.fc2.forward(&h)?.broadcast_mul(&self.alpha)?;
         if let Some(s) = &self.spectral {
             m = (&m + s.forward(&m)?)?;
@@ -392,13 +470,33 @@ impl PsannLm {
     /// Builds the model with the spec's initialisation from `seed`. `trainable` makes every
     /// parameter a [`Var`]; otherwise plain tensors (forward-only, no autograd graph).
     pub fn new(cfg: PsannConfig, seed: u64, dev: &Device, trainable: bool) -> Result<Self> {
-        cfg.validate().map_err(|e| Error::Config { path: "psann config".into(), family: cfg.base.name().into(), reason: e })?;
+        cfg.validate().map_err(|e| Error::Config {
+            path: "psann config".into(),
+            family: cfg.base.name().into(),
+            reason: e,
+        })?;
         let mut p = Params::new(seed, dev, trainable);
-        let embed = p.get("embed.weight", &[cfg.vocab, cfg.d_model], Dist::Normal(0.0, 0.02))?;
-        let blocks = (0..cfg.n_layers).map(|l| Block::new(&mut p, l, &cfg, dev)).collect::<Result<Vec<_>>>()?;
-        let ln_f = RmsNorm { scale: p.get("ln_f.scale", &[cfg.d_model], Dist::Const(1.0))? };
+        let embed = p.get(
+            "embed.weight",
+            &[cfg.vocab, cfg.d_model],
+            Dist::Normal(0.0, 0.02),
+        )?;
+        let blocks = (0..cfg.n_layers)
+            .map(|l| Block::new(&mut p, l, &cfg, dev))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = RmsNorm {
+            scale: p.get("ln_f.scale", &[cfg.d_model], Dist::Const(1.0))?,
+        };
         let head = p.linear("lm_head", cfg.d_model, cfg.vocab, false)?;
-        Ok(PsannLm { cfg, embed, blocks, ln_f, head, vars: p.vars, dev: dev.clone() })
+        Ok(PsannLm {
+            cfg,
+            embed,
+            blocks,
+            ln_f,
+            head,
+            vars: p.vars,
+            dev: dev.clone(),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -412,7 +510,9 @@ impl PsannLm {
     /// Token embeddings (B, T, d); no scaling, no positional add (RoPE is in attention).
     pub fn embed(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.d_model))
+        self.embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.d_model))
     }
 
     /// Final norm and untied head: (B, T, d) -> (B, T, V) logits.
@@ -453,8 +553,22 @@ pub fn gpu03_shape(n: usize, max_t: usize, max_b: usize) -> (usize, usize) {
 }
 
 /// Uniform random ids (B, T) in [0, vocab), seeded.
-pub fn random_ids(b: usize, t: usize, vocab: usize, seed: u64, dev: &Device) -> candle_core::Result<Tensor> {
-    let ids = crate::generate::prompt_ids(b * t, vocab + crate::generate::FIRST_PROMPT_ID as usize, seed, 0);
-    let ids: Vec<u32> = ids.into_iter().map(|i| i - crate::generate::FIRST_PROMPT_ID).collect();
+pub fn random_ids(
+    b: usize,
+    t: usize,
+    vocab: usize,
+    seed: u64,
+    dev: &Device,
+) -> candle_core::Result<Tensor> {
+    let ids = crate::generate::prompt_ids(
+        b * t,
+        vocab + crate::generate::FIRST_PROMPT_ID as usize,
+        seed,
+        0,
+    );
+    let ids: Vec<u32> = ids
+        .into_iter()
+        .map(|i| i - crate::generate::FIRST_PROMPT_ID)
+        .collect();
     Tensor::from_vec(ids, (b, t), dev)
 }

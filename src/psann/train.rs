@@ -28,7 +28,12 @@ impl Default for TrainConfig {
     /// The spec's TrainConfig defaults (lr 2e-4; the warm-up schedule is not modelled: a
     /// benchmark step's cost does not depend on the learning rate).
     fn default() -> Self {
-        TrainConfig { lr: 2e-4, weight_decay: 0.01, grad_clip: 1.0, grad_checkpoint: false }
+        TrainConfig {
+            lr: 2e-4,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            grad_checkpoint: false,
+        }
     }
 }
 
@@ -39,7 +44,12 @@ pub fn loss(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// Loss and gradients of every parameter, with or without checkpointing.
-pub fn grads(model: &PsannLm, ids: &Tensor, targets: &Tensor, checkpoint: bool) -> Result<(f32, GradStore)> {
+pub fn grads(
+    model: &PsannLm,
+    ids: &Tensor,
+    targets: &Tensor,
+    checkpoint: bool,
+) -> Result<(f32, GradStore)> {
     if !checkpoint {
         let l = loss(&model.forward(ids)?, targets)?;
         let g = l.backward()?;
@@ -56,12 +66,17 @@ pub fn grads(model: &PsannLm, ids: &Tensor, targets: &Tensor, checkpoint: bool) 
     let top = Var::from_tensor(&x)?;
     let l = loss(&model.head(top.as_tensor())?, targets)?;
     let mut store = l.backward()?;
-    let mut g = store.remove(top.as_tensor()).expect("the head depends on its input");
+    let mut g = store
+        .remove(top.as_tensor())
+        .expect("the head depends on its input");
     for (b, xin) in model.blocks.iter().zip(&inputs).rev() {
         let v = Var::from_tensor(xin)?;
         let y = b.forward(v.as_tensor(), &ctx)?;
         let part = (y * &g)?.sum_all()?.backward()?;
-        g = part.get(v.as_tensor()).expect("a block depends on its input").clone();
+        g = part
+            .get(v.as_tensor())
+            .expect("a block depends on its input")
+            .clone();
         merge(&mut store, &part, model);
     }
     let part = (x0 * &g)?.sum_all()?.backward()?;
@@ -108,7 +123,13 @@ impl Trainer {
         let vars = model.vars.iter().map(|(_, v)| v.clone()).collect();
         let opt = AdamW::new(
             vars,
-            ParamsAdamW { lr: cfg.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: cfg.weight_decay },
+            ParamsAdamW {
+                lr: cfg.lr,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay: cfg.weight_decay,
+            },
         )?;
         Ok(Trainer { model, opt, cfg })
     }

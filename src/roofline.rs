@@ -1,0 +1,263 @@
+//! How close a result is to the machine's limits: calibration of memory-read bandwidth and
+//! matmul throughput (cached per hardware fingerprint in target-reports/machine.json), and the
+//! work a model does per token, from its config and checkpoint layout (not guessed).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+
+use crate::device::{sync, DeviceSpec};
+use crate::error::{Error, Result};
+use crate::model::ModelMeta;
+
+/// A measured result may exceed a calibrated peak by this much before it is flagged
+/// (the calibration's own run-to-run noise on this machine).
+pub const NOISE: f64 = 0.10;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub fingerprint: String,
+    pub device: String,
+    /// Sustained read bandwidth through a candle GEMV (1 x K times K x N), GB/s, per dtype.
+    pub mem_read_gbs: BTreeMap<String, f64>,
+    /// Large square matmul throughput, GFLOP/s, per dtype.
+    pub matmul_gflops: BTreeMap<String, f64>,
+    pub measured_at: String,
+    pub method: String,
+}
+
+pub fn machine_json() -> PathBuf {
+    crate::report::reports_root().join("machine.json")
+}
+
+fn key(spec: DeviceSpec) -> String {
+    format!("{} | {}", crate::record::hardware().fingerprint(), spec)
+}
+
+/// The cached calibration of this machine and device, if any.
+pub fn cached(spec: DeviceSpec) -> Option<Calibration> {
+    let text = std::fs::read_to_string(machine_json()).ok()?;
+    let all: BTreeMap<String, Calibration> = serde_json::from_str(&text).ok()?;
+    all.get(&key(spec)).cloned()
+}
+
+fn best_of<F: FnMut() -> Result<()>>(n: usize, dev: &Device, mut f: F) -> Result<f64> {
+    f()?; // warm-up
+    sync(dev)?;
+    let mut best = f64::MAX;
+    for _ in 0..n {
+        let t = Instant::now();
+        f()?;
+        sync(dev)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+/// Measures read bandwidth and matmul throughput for `dtypes`, merges them into
+/// machine.json, and returns the calibration.
+pub fn calibrate(spec: DeviceSpec, dtypes: &[DType]) -> Result<Calibration> {
+    let dev = spec.open()?;
+    let mut bw = BTreeMap::new();
+    let mut mm = BTreeMap::new();
+    for &dt in dtypes {
+        // 512 MiB of f32 (256 MiB in half precision): far beyond any cache.
+        let (k, n) = (16384usize, 8192usize);
+        let w = crate::fill::seeded_tensor(
+            &(k, n).into(),
+            1,
+            "cal-w",
+            candle_nn::Init::Const(0.5),
+            dt,
+            &dev,
+        )?;
+        let x = crate::fill::seeded_tensor(
+            &(1, k).into(),
+            2,
+            "cal-x",
+            candle_nn::Init::Const(1.0),
+            dt,
+            &dev,
+        )?;
+        let secs = best_of(5, &dev, || {
+            std::hint::black_box(x.matmul(&w)?);
+            Ok(())
+        })?;
+        bw.insert(
+            dt.as_str().to_string(),
+            (k * n * dt.size_in_bytes()) as f64 / secs / 1e9,
+        );
+        // bf16 on CPU widens on every call (slow): a smaller square keeps this under a minute.
+        let s = if dt == DType::BF16 && spec == DeviceSpec::Cpu {
+            1024
+        } else {
+            2048
+        };
+        let a = crate::fill::seeded_tensor(
+            &(s, s).into(),
+            3,
+            "cal-a",
+            candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+            dt,
+            &dev,
+        )?;
+        let b = crate::fill::seeded_tensor(
+            &(s, s).into(),
+            4,
+            "cal-b",
+            candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+            dt,
+            &dev,
+        )?;
+        let secs = best_of(3, &dev, || {
+            std::hint::black_box(a.matmul(&b)?);
+            Ok(())
+        })?;
+        mm.insert(
+            dt.as_str().to_string(),
+            2.0 * (s * s * s) as f64 / secs / 1e9,
+        );
+    }
+    let cal = Calibration {
+        fingerprint: crate::record::hardware().fingerprint(),
+        device: spec.to_string(),
+        mem_read_gbs: bw,
+        matmul_gflops: mm,
+        measured_at: crate::report::now_rfc3339(),
+        method: "best of 5 GEMVs (1x16384 by 16384x8192) for bandwidth; best of 3 square matmuls (2048, or 1024 for CPU bf16) for FLOP/s; through candle on the device".into(),
+    };
+    let path = machine_json();
+    let mut all: BTreeMap<String, Calibration> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let entry = all.entry(key(spec)).or_insert_with(|| cal.clone());
+    entry.mem_read_gbs.extend(cal.mem_read_gbs.clone());
+    entry.matmul_gflops.extend(cal.matmul_gflops.clone());
+    entry.measured_at = cal.measured_at.clone();
+    let merged = entry.clone();
+    crate::atomic_write(
+        &path,
+        serde_json::to_string_pretty(&all)
+            .map_err(|e| Error::Report(e.to_string()))?
+            .as_bytes(),
+    )?;
+    Ok(merged)
+}
+
+/// Work per token of a model, from its layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Work<'a> {
+    pub meta: &'a ModelMeta,
+}
+
+impl Work<'_> {
+    fn active_matmul_params(&self) -> f64 {
+        let m = self.meta;
+        let inactive = match m.experts {
+            Some((e, k)) if e > 0 => m.expert_params as f64 * (1.0 - k as f64 / e as f64),
+            _ => 0.0,
+        };
+        m.matmul_params as f64 - inactive
+    }
+
+    /// Bytes read to decode one token at cache position `pos`: the active projection weights,
+    /// the LM head (vocab x hidden), one embedding row, and the K and V cache of every layer
+    /// (full attention assumed: an upper bound for sliding-window layers).
+    pub fn decode_bytes(&self, pos: usize) -> f64 {
+        let m = self.meta;
+        let size = DType::size_in_bytes(&dtype_of(&m.dtype)) as f64;
+        let weights = self.active_matmul_params() + (m.vocab * m.hidden + m.hidden) as f64;
+        let kv = 2.0 * (m.layers * m.kv_heads * m.head_dim * pos) as f64;
+        (weights + kv) * size
+    }
+
+    /// FLOPs of a prefill of `p` tokens (one forward call): projections for every token,
+    /// causal attention (QK^T and PV over the p(p+1)/2 visible pairs), and the LM head for
+    /// the last position only (as candle's models compute it).
+    pub fn prefill_flops(&self, p: usize) -> f64 {
+        let m = self.meta;
+        let pairs = (p * (p + 1) / 2) as f64;
+        2.0 * self.active_matmul_params() * p as f64
+            + 4.0 * (m.layers * m.heads * m.head_dim) as f64 * pairs
+            + 2.0 * (m.hidden * m.vocab) as f64
+    }
+}
+
+fn dtype_of(s: &str) -> DType {
+    match s {
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        "f64" => DType::F64,
+        _ => DType::F32,
+    }
+}
+
+/// Roofline figures of one generation record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Roofline {
+    /// Mean bytes read per decode token over the decoded positions.
+    pub decode_bytes_per_token: f64,
+    pub prefill_flops: f64,
+    pub decode_gbs: f64,
+    pub prefill_gflops: f64,
+    /// Percent of the calibrated read bandwidth / matmul peak (None without calibration).
+    pub mem_bw_util_pct: Option<f64>,
+    pub compute_util_pct: Option<f64>,
+    pub calibration: String,
+    /// Set when a figure exceeds its calibrated peak by more than the noise allowance.
+    pub flag: Option<String>,
+}
+
+pub fn roofline(
+    meta: &ModelMeta,
+    prompt: usize,
+    new: usize,
+    decode_tok_s: f64,
+    ttft_s: f64,
+    cal: Option<&Calibration>,
+) -> Roofline {
+    let w = Work { meta };
+    let positions = new.saturating_sub(1).max(1);
+    let bytes = (0..positions)
+        .map(|i| w.decode_bytes(prompt + i))
+        .sum::<f64>()
+        / positions as f64;
+    let flops = w.prefill_flops(prompt);
+    let decode_gbs = bytes * decode_tok_s / 1e9;
+    let prefill_gflops = if ttft_s > 0.0 {
+        flops / ttft_s / 1e9
+    } else {
+        0.0
+    };
+    let bw = cal.and_then(|c| c.mem_read_gbs.get(&meta.dtype)).copied();
+    let mm = cal.and_then(|c| c.matmul_gflops.get(&meta.dtype)).copied();
+    let mem_bw_util_pct = bw.map(|b| 100.0 * decode_gbs / b);
+    let compute_util_pct = mm.map(|m| 100.0 * prefill_gflops / m);
+    let over = |p: Option<f64>| p.is_some_and(|p| p > 100.0 * (1.0 + NOISE));
+    let flag = (over(mem_bw_util_pct) || over(compute_util_pct)).then(|| {
+        "above the calibrated peak by more than its noise: caches or a stale calibration; re-run `modelbench calibrate --force`".to_string()
+    });
+    Roofline {
+        decode_bytes_per_token: bytes,
+        prefill_flops: flops,
+        decode_gbs,
+        prefill_gflops,
+        mem_bw_util_pct,
+        compute_util_pct,
+        calibration: match cal {
+            Some(c) if bw.is_some() => format!("{} ({})", c.measured_at, machine_json().display()),
+            _ => format!("none for {}: run `modelbench calibrate`", meta.dtype),
+        },
+        flag,
+    }
+}
