@@ -175,9 +175,14 @@ pub fn generation(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()
         eprintln!("loading {label} ({}) ...", res.source);
         let mut loaded = open(res, &device, plan.dtype, Some(plan.context_cap()))?;
         eprintln!(
-            "loaded {label}: {} params, {:.2} s",
+            "loaded {label}: {} params, {:.2} s{}",
             loaded.model.meta().params,
-            loaded.load.seconds
+            loaded.load.seconds,
+            loaded
+                .load
+                .fill_gbs
+                .map(|g| format!(" (seeded fill {g:.2} GB/s)"))
+                .unwrap_or_default()
         );
         if let Some(w) = loaded.model.meta().exact_context {
             for s in plan.scenarios.iter().filter(|s| s.context_needed() > w) {
@@ -325,6 +330,7 @@ pub fn model_info(l: &Loaded) -> ModelInfo {
         load_seconds: l.load.seconds,
         load_heap_peak_bytes: l.load.heap_peak_bytes,
         load_rss_peak_bytes: l.load.rss_peak_bytes,
+        load_fill_gbs: l.load.fill_gbs,
         exact_context: m.exact_context,
     }
 }

@@ -168,6 +168,8 @@ pub struct ModelInfo {
     pub load_seconds: f64,
     pub load_heap_peak_bytes: Option<u64>,
     pub load_rss_peak_bytes: Option<u64>,
+    #[serde(default)]
+    pub load_fill_gbs: Option<f64>,
     /// Positions up to which the model's outputs are exact (see ModelMeta::exact_context).
     #[serde(default)]
     pub exact_context: Option<usize>,

@@ -25,6 +25,9 @@ pub struct LoadStats {
     pub heap_after_bytes: Option<u64>,
     /// Peak resident set of the process during the load (/proc; None elsewhere).
     pub rss_peak_bytes: Option<u64>,
+    /// Seeded (synthetic) weights: bytes filled per second of load.
+    #[serde(default)]
+    pub fill_gbs: Option<f64>,
 }
 
 pub struct Loaded {
@@ -94,6 +97,7 @@ pub fn open(
         &res.weights,
         &opts,
     )?;
+    let fill_secs = t.elapsed().as_secs_f64();
     let tokenizer = res
         .tokenizer
         .as_deref()
@@ -110,6 +114,8 @@ pub fn open(
         } else {
             None
         },
+        fill_gbs: matches!(res.weights, model::Weights::Seeded(_))
+            .then(|| model.meta().weight_bytes as f64 / fill_secs.max(1e-9) / 1e9),
     };
     Ok(Loaded {
         resolved: res,

@@ -70,7 +70,7 @@ pub const WEIGHT_SEED: u64 = 0x5EED_0001;
 const FIXTURE_FORMAT: &str = "modelbench-fixture-v1";
 pub const FIXTURE_ORG: &str = "modelbench";
 
-pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file or cached repo>, or a directory with config.json + *.safetensors";
+pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<llama|qwen3|gemma3>>, or a directory with config.json + *.safetensors";
 
 /// Where scripts/fetch-offline-models.sh installs the real tokenizers, per family.
 pub const REAL_TOKENIZERS: [(Family, &str); 3] = [
@@ -466,7 +466,13 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
             )
         }
         ModelRef::Gguf(spec) => {
-            let file = if spec.ends_with(".gguf") || Path::new(spec).is_file() {
+            let file = if let Some(f) = spec.strip_prefix("fixture:") {
+                let fam: Family = f.parse().map_err(|e: String| Error::ModelRef {
+                    reference: label.to_string(),
+                    reason: e,
+                })?;
+                crate::model::gguf_fixture::ensure(fam)?
+            } else if spec.ends_with(".gguf") || Path::new(spec).is_file() {
                 expand_tilde(Path::new(spec))
             } else {
                 let (repo, rev) = spec.split_once('@').unwrap_or((spec.as_str(), "main"));

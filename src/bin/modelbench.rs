@@ -511,6 +511,7 @@ fn run_suite(
         bar.set_message(format!("loading {label}"));
         // One load per suite and model; dropped (memory released) before the next model.
         let mut loaded = open(res, dev, plan.dtype, Some(plan.context_cap()))?;
+        bar.println(load_line(&loaded));
         for s in &plan.scenarios {
             let mut traces: Vec<Trace> = Vec::new();
             modelbench::memory::reset_peak();
@@ -771,6 +772,32 @@ fn calibrate(device: &str, dtypes: &[String], force: bool) -> anyhow::Result<()>
         );
     }
     Ok(())
+}
+
+/// The load cost of a model, as `run` prints it.
+fn load_line(l: &modelbench::runner::Loaded) -> String {
+    let m = l.model.meta();
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let peak = l.load.rss_peak_bytes.or(l.load.heap_peak_bytes);
+    format!(
+        "loaded {}: {} params, {:.2} GiB of weights ({}), {:.2} s{}, peak {} during load{}",
+        l.resolved.label,
+        m.params,
+        gib(m.weight_bytes),
+        m.dtype,
+        l.load.seconds,
+        l.load
+            .fill_gbs
+            .map(|g| format!(" (seeded fill {g:.2} GB/s)"))
+            .unwrap_or_default(),
+        peak.map(|p| format!("{:.2} GiB", gib(p)))
+            .unwrap_or_else(|| "not available".into()),
+        peak.map(|p| format!(
+            " = {:.2}x the weights",
+            p as f64 / m.weight_bytes.max(1) as f64
+        ))
+        .unwrap_or_default(),
+    )
 }
 
 fn latest_run() -> anyhow::Result<PathBuf> {

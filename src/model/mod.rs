@@ -15,6 +15,7 @@ use crate::error::{one_line, Error, Result};
 use crate::fill::Filler;
 
 mod arch;
+pub mod gguf_fixture;
 pub mod quantized;
 pub use arch::Arch;
 
