@@ -438,6 +438,13 @@ pub fn moe_grid(c: &mut Criterion, plan: &crate::options::MoePlan, run: &mut Run
                     "active_params_per_token": if dense { (3 * cfg.hidden * cfg.top_k * cfg.expert_intermediate) as u64 } else { cfg.active_params() },
                     "flops_per_token": if dense { (6 * cfg.hidden * cfg.top_k * cfg.expert_intermediate) as u64 } else { cfg.flops_per_token() },
                 });
+                let fpt = r.extra["flops_per_token"].as_f64().unwrap_or(0.0);
+                r.roofline = Some(crate::roofline::compute_only(
+                    fpt,
+                    r.tok_s,
+                    dtype.as_str(),
+                    crate::roofline::cached(plan.common.device).as_ref(),
+                ));
                 run.push(r)?;
             }
         }
@@ -542,6 +549,14 @@ pub fn psann_grid(
                         "forward_flops_per_token": cfg.forward_flops_per_token(t),
                         "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_mlp": cfg.d_mlp,
                     });
+                    // A train step is about 3x the forward FLOPs (forward + backward).
+                    let fpt = cfg.forward_flops_per_token(t) * if train { 3.0 } else { 1.0 };
+                    r.roofline = Some(crate::roofline::compute_only(
+                        fpt,
+                        r.tok_s,
+                        "f32",
+                        crate::roofline::cached(plan.common.device).as_ref(),
+                    ));
                     if !train {
                         tput.push((base.name().to_string(), n, r.tok_s));
                     }

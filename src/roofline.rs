@@ -222,6 +222,32 @@ pub struct Roofline {
     pub flag: Option<String>,
 }
 
+/// Compute utilisation of a FLOP-counted workload (MoE block, PSANN forward): achieved
+/// GFLOP/s and its share of the calibrated matmul peak for `dtype`.
+pub fn compute_only(
+    flops_per_token: f64,
+    tok_s: f64,
+    dtype: &str,
+    cal: Option<&Calibration>,
+) -> Roofline {
+    let gflops = flops_per_token * tok_s / 1e9;
+    let peak = cal.and_then(|c| c.matmul_gflops.get(dtype)).copied();
+    let pct = peak.map(|p| 100.0 * gflops / p);
+    Roofline {
+        prefill_flops: flops_per_token,
+        prefill_gflops: gflops,
+        compute_util_pct: pct,
+        calibration: match (cal, peak) {
+            (Some(c), Some(_)) => format!("{} ({})", c.measured_at, machine_json().display()),
+            _ => format!("none for {dtype}: run `modelbench calibrate`"),
+        },
+        flag: pct
+            .filter(|p| *p > 100.0 * (1.0 + NOISE))
+            .map(|_| "above the calibrated matmul peak by more than its noise".to_string()),
+        ..Roofline::default()
+    }
+}
+
 pub fn roofline(
     meta: &ModelMeta,
     prompt: usize,
