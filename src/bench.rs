@@ -46,7 +46,7 @@ pub fn long_group<'a, M: criterion::measurement::Measurement>(
     let mut g = c.benchmark_group(name);
     let two_per_sample = est_iter.mul_f64(10.0 * 1.5);
     let window = if two_per_sample > LONG_BUDGET {
-        est_iter.mul_f64(10.0 * 0.9)
+        est_iter.mul_f64(10.0 * 0.5)
     } else {
         two_per_sample.max(min_measure)
     };
@@ -275,7 +275,13 @@ pub fn generation_record(loaded: &Loaded, s: &Scenario, plan: &Plan, traces: &[T
     let samples: Vec<f64> = traces.iter().map(|t| t.e2e().as_secs_f64()).collect();
     let mut r = Record::from_samples("generation", &s.name, samples, s.new_tokens as u64);
     r.model = model_info(loaded);
-    r.dtype = plan.dtype.as_str().to_string();
+    // Quantized models say what their weights are (activations run in f32).
+    let md = &loaded.model.meta().dtype;
+    r.dtype = if md.starts_with("gguf") {
+        md.clone()
+    } else {
+        plan.dtype.as_str().to_string()
+    };
     r.device = plan.device.to_string();
     r.prompt_tokens = s.prompt_tokens;
     r.new_tokens = s.new_tokens;
@@ -571,54 +577,27 @@ pub fn psann_grid(
     Ok(())
 }
 
-/// throughput.csv (seed 002's columns), throughput.md (best numbers) and throughput.png.
+/// throughput.csv (seed 002's columns), throughput.md and throughput.png of a grid run.
 fn write_psann_artifacts(
     run: &mut RunDir,
     plan: &crate::options::PsannPlan,
     tput: &[(String, usize, f64)],
 ) -> Result<()> {
-    use std::fmt::Write as _;
     let ts = crate::report::now_rfc3339();
-    let mut csv = String::from("timestamp,base,batch_tokens,tokens_per_s\n");
-    for (b, n, v) in tput {
-        let _ = writeln!(csv, "{ts},{b},{n},{v:.1}");
-    }
-    run.put_file("throughput.csv", csv.into_bytes())?;
-    let mut md = format!("# PSANN-LM throughput ({} grid, fp32 forward, d_model 256, 4 layers, vocab 32000)\n\n| base | best tokens/s | at batch_tokens |\n|---|---:|---:|\n", plan.grid);
-    for base in &plan.bases {
-        if let Some((_, n, v)) = tput
-            .iter()
-            .filter(|x| x.0 == base.name())
-            .max_by(|a, b| a.2.total_cmp(&b.2))
-        {
-            let _ = writeln!(md, "| {} | {v:.0} | {n} |", base.name());
-        }
-    }
-    md.push_str("\n| base | batch_tokens | tokens/s |\n|---|---:|---:|\n");
-    for (b, n, v) in tput {
-        let _ = writeln!(md, "| {b} | {n} | {v:.0} |");
-    }
-    run.put_file("throughput.md", md.into_bytes())?;
-    let series: Vec<(String, Vec<(f64, f64)>)> = plan
-        .bases
+    let rows: Vec<crate::report::ThroughputRow> = tput
         .iter()
-        .map(|b| {
-            (
-                b.name().to_string(),
-                tput.iter()
-                    .filter(|x| x.0 == b.name())
-                    .map(|x| (x.1 as f64, x.2))
-                    .collect(),
-            )
+        .map(|(b, n, v)| crate::report::ThroughputRow {
+            timestamp: ts.clone(),
+            base: b.clone(),
+            batch_tokens: *n,
+            tokens_per_s: *v,
         })
         .collect();
-    crate::plot::lines_png(
-        &run.path.join("throughput.png"),
-        "PSANN-LM forward throughput (fp32)",
-        "batch_tokens",
-        "tokens/s",
-        &series,
-    )
+    run.put_file(
+        "throughput.csv",
+        crate::report::throughput_csv(&rows).into_bytes(),
+    )?;
+    crate::report::write_throughput_views(&run.path, &plan.grid, &rows)
 }
 
 /// A criterion [`Measurement`](criterion::measurement::Measurement) of peak live heap bytes

@@ -42,7 +42,8 @@ pub fn lines_png(
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let ymax = pts.iter().fold(0f64, |a, p| a.max(p.1)) * 1.15;
-    let tmp = path.with_extension("png.tmp");
+    // The image encoder picks the format from the extension: keep `.png` last.
+    let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, (900, 560)).into_drawing_area();
         root.fill(&WHITE).map_err(perr)?;

@@ -403,6 +403,105 @@ pub fn write_index(root: &Path) -> Result<()> {
     atomic_write(&root.join("index.html"), h.as_bytes())
 }
 
+/// One row of a PSANN grid's throughput.csv (seed 002's columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThroughputRow {
+    pub timestamp: String,
+    pub base: String,
+    pub batch_tokens: usize,
+    pub tokens_per_s: f64,
+}
+
+pub fn throughput_csv(rows: &[ThroughputRow]) -> String {
+    let mut csv = String::from("timestamp,base,batch_tokens,tokens_per_s\n");
+    for r in rows {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{:.1}",
+            r.timestamp, r.base, r.batch_tokens, r.tokens_per_s
+        );
+    }
+    csv
+}
+
+pub fn read_throughput_csv(path: &Path) -> Result<Vec<ThroughputRow>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let mut rows = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = || {
+            Error::Report(format!(
+                "{}:{}: not a throughput.csv row",
+                path.display(),
+                i + 1
+            ))
+        };
+        if f.len() != 4 {
+            return Err(bad());
+        }
+        rows.push(ThroughputRow {
+            timestamp: f[0].into(),
+            base: f[1].into(),
+            batch_tokens: f[2].parse().map_err(|_| bad())?,
+            tokens_per_s: f[3].parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(rows)
+}
+
+/// throughput.md (best number per base, then every point) and throughput.png.
+pub fn write_throughput_views(dir: &Path, grid: &str, rows: &[ThroughputRow]) -> Result<()> {
+    let mut bases: Vec<&str> = Vec::new();
+    for r in rows {
+        if !bases.contains(&r.base.as_str()) {
+            bases.push(&r.base);
+        }
+    }
+    let mut md = format!("# PSANN-LM throughput ({grid} grid, fp32 forward, d_model 256, 4 layers, vocab 32000)\n\n| base | best tokens/s | at batch_tokens |\n|---|---:|---:|\n");
+    for b in &bases {
+        if let Some(r) = rows
+            .iter()
+            .filter(|r| r.base == *b)
+            .max_by(|x, y| x.tokens_per_s.total_cmp(&y.tokens_per_s))
+        {
+            let _ = writeln!(md, "| {b} | {:.0} | {} |", r.tokens_per_s, r.batch_tokens);
+        }
+    }
+    md.push_str("\n| base | batch_tokens | tokens/s |\n|---|---:|---:|\n");
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} |",
+            r.base, r.batch_tokens, r.tokens_per_s
+        );
+    }
+    atomic_write(&dir.join("throughput.md"), md.as_bytes())?;
+    let series: Vec<(String, Vec<(f64, f64)>)> = bases
+        .iter()
+        .map(|b| {
+            (
+                b.to_string(),
+                rows.iter()
+                    .filter(|r| r.base == *b)
+                    .map(|r| (r.batch_tokens as f64, r.tokens_per_s))
+                    .collect(),
+            )
+        })
+        .collect();
+    crate::plot::lines_png(
+        &dir.join("throughput.png"),
+        "PSANN-LM forward throughput (fp32)",
+        "batch_tokens",
+        "tokens/s",
+        &series,
+    )
+}
+
 /// Packs a run folder into `<run>.zip` beside it (seed 001's `--zip`).
 pub fn zip_run(dir: &Path) -> Result<PathBuf> {
     use std::io::Write;

@@ -248,16 +248,7 @@ pub fn cached_file(cache_dir: &Path, repo: &str, revision: &str, file: &str) -> 
     if let Some(p) = cache.repo(r.clone()).get(file) {
         return Some(p);
     }
-    let folder = cache_dir.join(r.folder_name());
-    let commit = if revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()) {
-        revision.to_string()
-    } else {
-        std::fs::read_to_string(folder.join("refs").join(revision))
-            .ok()?
-            .trim()
-            .to_string()
-    };
-    let p = folder.join("snapshots").join(commit).join(file);
+    let p = cached_snapshot(cache_dir, repo, revision)?.join(file);
     p.is_file().then_some(p)
 }
 

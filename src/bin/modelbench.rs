@@ -819,6 +819,23 @@ fn report(run: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let records = read_run(&dir)?;
     write_artifacts(&dir, &records)?;
+    let tput = dir.join("throughput.csv");
+    if tput.is_file() {
+        let grid = records
+            .iter()
+            .find_map(|r| {
+                r.extra
+                    .get("grid")
+                    .and_then(|g| g.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "default".into());
+        modelbench::report::write_throughput_views(
+            &dir,
+            &grid,
+            &modelbench::report::read_throughput_csv(&tput)?,
+        )?;
+    }
     modelbench::report::write_index(dir.parent().unwrap_or(Path::new(".")))?;
     print!("{}", modelbench::report::markdown(&dir, &records));
     Ok(())

@@ -299,58 +299,41 @@ impl CausalLm for LlamaLm {
     }
 }
 
-struct Qwen3Lm {
-    model: qwen3::ModelForCausalLM,
-    device: Device,
-    meta: ModelMeta,
+/// Adapter for candle models with `forward(&mut self, ids, offset) -> (b, 1, vocab)` and
+/// `clear_kv_cache()` (Qwen3 and Qwen3-MoE).
+macro_rules! cached_adapter {
+    ($name:ident, $model:ty) => {
+        struct $name {
+            model: $model,
+            device: Device,
+            meta: ModelMeta,
+        }
+
+        impl CausalLm for $name {
+            fn reset(&mut self) -> Result<()> {
+                self.model.clear_kv_cache();
+                Ok(())
+            }
+            fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
+                let x = input(tokens, &self.device).map_err(wrap)?;
+                // (b, 1, vocab) in the model dtype
+                self.model
+                    .forward(&x, pos)
+                    .and_then(|l| l.flatten_all())
+                    .map_err(wrap)
+            }
+            fn meta(&self) -> &ModelMeta {
+                &self.meta
+            }
+            fn device(&self) -> &Device {
+                &self.device
+            }
+        }
+    };
 }
 
-impl CausalLm for Qwen3Lm {
-    fn reset(&mut self) -> Result<()> {
-        self.model.clear_kv_cache();
-        Ok(())
-    }
-    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
-        let x = input(tokens, &self.device).map_err(wrap)?;
-        // (b, 1, vocab) in the model dtype
-        self.model
-            .forward(&x, pos)
-            .and_then(|l| l.flatten_all())
-            .map_err(wrap)
-    }
-    fn meta(&self) -> &ModelMeta {
-        &self.meta
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-}
-
-struct Qwen3MoeLm {
-    model: qwen3_moe::ModelForCausalLM,
-    device: Device,
-    meta: ModelMeta,
-}
-
-impl CausalLm for Qwen3MoeLm {
-    fn reset(&mut self) -> Result<()> {
-        self.model.clear_kv_cache();
-        Ok(())
-    }
-    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
-        let x = input(tokens, &self.device).map_err(wrap)?;
-        self.model
-            .forward(&x, pos)
-            .and_then(|l| l.flatten_all())
-            .map_err(wrap)
-    }
-    fn meta(&self) -> &ModelMeta {
-        &self.meta
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-}
+cached_adapter!(Qwen3Lm, qwen3::ModelForCausalLM);
+cached_adapter!(Qwen3MoeLm, qwen3_moe::ModelForCausalLM);
 
 struct Gemma3Lm {
     model: gemma3::Model,
