@@ -676,7 +676,7 @@ pub fn checkpoint_groups(
     let mut entries = Vec::new();
     for ckpt in [true, false] {
         let name = if ckpt { "ckpt" } else { "no-ckpt" };
-        let model = PsannLm::new(cfg, common.seed, &dev, true)?;
+        let model = PsannLm::with_compute(cfg, common.seed, &dev, true, common.dtype)?;
         let mut tr = Trainer::new(
             model,
             TrainConfig {
@@ -740,14 +740,18 @@ pub fn checkpoint_groups(
         r.model.label = "waveresnet-d512-l8".into();
         r.model.family = "psann".into();
         r.model.params = cfg.param_count();
-        r.dtype = "f32".into();
+        r.dtype = common.dtype.as_str().into();
         r.device = common.device.to_string();
         r.seed = common.seed;
         r.memory.host_peak_bytes = Some(peak as u64);
         r.memory.host_method = "counting global allocator: peak live heap of one train step above the live heap before it (parameters, AdamW state excluded; gradients and activations included)".into();
         let entry = serde_json::json!({
             "base": "waveresnet", "d_model": cfg.d_model, "n_layers": cfg.n_layers, "grad_checkpoint": ckpt,
-            "amp": "none (fp32: candle's CPU bf16 matmul is ~10x slower, and the PSANN port computes in f32)",
+            "amp": if common.dtype == candle_core::DType::F32 {
+                "none (fp32; MODELBENCH_DTYPE=bf16 enables autocast; the CPU default is f32 because candle's CPU bf16 matmul is ~10x slower)".to_string()
+            } else {
+                format!("{} autocast (f32 master weights, {} matmuls, f32 norms/SineParam/softmax/residual)", common.dtype.as_str(), common.dtype.as_str())
+            },
             "max_memory_mb": peak / (1u64 << 20) as f64,
             "elapsed_s": r.stats.median,
             "batch": CKPT_BATCH, "seq_len": CKPT_SEQ, "vocab": CKPT_VOCAB,

@@ -261,3 +261,59 @@ fn spectral_gate_at_init_is_half_the_window() {
         .spectral_gate(&Tensor::zeros((1, 2, 32), candle_core::DType::F32, &Device::Cpu).unwrap())
         .is_none());
 }
+
+#[test]
+fn bf16_autocast_trains_and_checkpointing_still_matches() {
+    // f32 master weights, bf16 matmuls. Tolerance 1e-3 relative: the recompute repeats the
+    // same bf16 ops, so the gradients should agree to rounding.
+    let m = PsannLm::with_compute(
+        tiny(Base::Waveresnet),
+        5,
+        &Device::Cpu,
+        true,
+        candle_core::DType::BF16,
+    )
+    .unwrap();
+    let ids = random_ids(2, 16, 50, 2, &Device::Cpu).unwrap();
+    let (l1, g1) = grads(&m, &ids, &ids, false).unwrap();
+    let (l2, g2) = grads(&m, &ids, &ids, true).unwrap();
+    assert!(l1.is_finite() && (l1 - l2).abs() < 1e-4, "{l1} vs {l2}");
+    let f32m = PsannLm::new(tiny(Base::Waveresnet), 5, &Device::Cpu, true).unwrap();
+    let (lf, _) = grads(&f32m, &ids, &ids, false).unwrap();
+    assert!(
+        (l1 - lf).abs() < 0.05 * lf,
+        "bf16 loss {l1} near f32 loss {lf}"
+    );
+    assert_ne!(l1, lf, "the matmuls really ran in bf16");
+    for (name, v) in &m.vars {
+        let a = g1
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        assert_eq!(
+            a.dtype(),
+            candle_core::DType::F32,
+            "{name}: f32 master gradient"
+        );
+        let b = g2.get(v.as_tensor()).unwrap();
+        let scale = a
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1e-12);
+        let diff = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            scale > 0.0 && diff <= 1e-3 * scale,
+            "{name}: {diff} at scale {scale}"
+        );
+    }
+}

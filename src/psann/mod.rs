@@ -8,7 +8,7 @@
 
 pub mod train;
 
-use candle_core::{Device, Module, Tensor, Var, D};
+use candle_core::{DType, Device, Module, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -135,15 +135,44 @@ pub struct Params {
     seed: u64,
     dev: Device,
     trainable: bool,
+    /// Matmul dtype (autocast): parameters stay f32, matmuls run in this dtype.
+    compute: DType,
     pub vars: Vec<(String, Var)>,
 }
 
+/// A Linear under autocast: f32 master weight, matmul in the compute dtype (PyTorch AMP's
+/// bf16 autocast), f32 output so the residual stream stays f32. The casts are
+/// differentiable, so gradients reach the f32 parameters.
+#[derive(Debug, Clone)]
+pub struct AmpLinear {
+    inner: candle_nn::Linear,
+    compute: DType,
+}
+
+impl Module for AmpLinear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.compute == DType::F32 {
+            return self.inner.forward(x);
+        }
+        let w = self.inner.weight().to_dtype(self.compute)?;
+        let b = self
+            .inner
+            .bias()
+            .map(|b| b.to_dtype(self.compute))
+            .transpose()?;
+        candle_nn::Linear::new(w, b)
+            .forward(&x.to_dtype(self.compute)?)?
+            .to_dtype(DType::F32)
+    }
+}
+
 impl Params {
-    pub fn new(seed: u64, dev: &Device, trainable: bool) -> Self {
+    pub fn new(seed: u64, dev: &Device, trainable: bool, compute: DType) -> Self {
         Params {
             seed,
             dev: dev.clone(),
             trainable,
+            compute,
             vars: Vec::new(),
         }
     }
@@ -167,7 +196,7 @@ impl Params {
         fan_in: usize,
         fan_out: usize,
         bias: bool,
-    ) -> Result<candle_nn::Linear> {
+    ) -> Result<AmpLinear> {
         let a = (6.0 / (fan_in + fan_out) as f32).sqrt();
         let w = self.get(
             &format!("{name}.weight"),
@@ -179,7 +208,10 @@ impl Params {
         } else {
             None
         };
-        Ok(candle_nn::Linear::new(w, b))
+        Ok(AmpLinear {
+            inner: candle_nn::Linear::new(w, b),
+            compute: self.compute,
+        })
     }
 }
 
@@ -291,10 +323,10 @@ impl Ctx {
 
 #[derive(Debug, Clone)]
 struct Attention {
-    q: candle_nn::Linear,
-    k: candle_nn::Linear,
-    v: candle_nn::Linear,
-    o: candle_nn::Linear,
+    q: AmpLinear,
+    k: AmpLinear,
+    v: AmpLinear,
+    o: AmpLinear,
     heads: usize,
 }
 
@@ -312,10 +344,17 @@ impl Attention {
         let k =
             candle_nn::rotary_emb::rope_i_slow(&split(self.k.forward(x)?)?, &ctx.cos, &ctx.sin)?;
         let v = split(self.v.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (h as f64).sqrt()))?
-            .broadcast_add(&ctx.mask)?;
+        // Autocast: QK^T and PV in the compute dtype, scale/mask/softmax in f32.
+        let c = self.o.compute;
+        let qk = q.to_dtype(c)?.matmul(&k.to_dtype(c)?.t()?.contiguous()?)?;
+        let scores =
+            (qk.to_dtype(DType::F32)? * (1.0 / (h as f64).sqrt()))?.broadcast_add(&ctx.mask)?;
         let p = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let o = p
+            .to_dtype(c)?
+            .matmul(&v.to_dtype(c)?)?
+            .to_dtype(DType::F32)?;
+        let o = o.transpose(1, 2)?.reshape((b, t, d))?;
         self.o.forward(&o)
     }
 }
@@ -401,9 +440,9 @@ pub struct Block {
     norm1: RmsNorm,
     attn: Attention,
     norm2: RmsNorm,
-    fc1: candle_nn::Linear,
+    fc1: AmpLinear,
     act: SineParam,
-    fc2: candle_nn::Linear,
+    fc2: AmpLinear,
     alpha: Tensor,
     spectral: Option<Spectral>,
 }
@@ -460,7 +499,7 @@ pub struct PsannLm {
     embed: Tensor,
     pub blocks: Vec<Block>,
     ln_f: RmsNorm,
-    head: candle_nn::Linear,
+    head: AmpLinear,
     /// Trainable parameters by state-dict name (empty for an inference model).
     pub vars: Vec<(String, Var)>,
     dev: Device,
@@ -470,12 +509,24 @@ impl PsannLm {
     /// Builds the model with the spec's initialisation from `seed`. `trainable` makes every
     /// parameter a [`Var`]; otherwise plain tensors (forward-only, no autograd graph).
     pub fn new(cfg: PsannConfig, seed: u64, dev: &Device, trainable: bool) -> Result<Self> {
+        Self::with_compute(cfg, seed, dev, trainable, DType::F32)
+    }
+
+    /// [`PsannLm::new`] with matmuls in `compute` (bf16/f16 autocast; parameters, norms,
+    /// SineParam, softmax and the residual stream stay f32, as under PyTorch AMP).
+    pub fn with_compute(
+        cfg: PsannConfig,
+        seed: u64,
+        dev: &Device,
+        trainable: bool,
+        compute: DType,
+    ) -> Result<Self> {
         cfg.validate().map_err(|e| Error::Config {
             path: "psann config".into(),
             family: cfg.base.name().into(),
             reason: e,
         })?;
-        let mut p = Params::new(seed, dev, trainable);
+        let mut p = Params::new(seed, dev, trainable, compute);
         let embed = p.get(
             "embed.weight",
             &[cfg.vocab, cfg.d_model],
