@@ -350,20 +350,7 @@ pub fn moe_grid(c: &mut Criterion, plan: &crate::options::MoePlan, run: &mut Run
     let dtype = plan.common.dtype;
     let seed = plan.common.seed;
     let mut g = short_group(c, "moe_topk", Duration::from_secs(2));
-    let input = |t: usize| {
-        crate::fill::seeded_tensor(
-            &(t, plan.hidden).into(),
-            seed,
-            "moe-input",
-            candle_nn::Init::Randn {
-                mean: 0.0,
-                stdev: 1.0,
-            },
-            dtype,
-            &dev,
-        )
-        .map(|x| (x * 50.0).expect("scale")) // unit-scale activations
-    };
+    let input = |t: usize| crate::moe::seeded_input(t, plan.hidden, seed, dtype, &dev);
     let mut points: Vec<(String, MoeConfig, bool)> = Vec::new();
     for &e in &plan.experts {
         for &k in &plan.top_k {

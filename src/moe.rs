@@ -210,6 +210,30 @@ impl MoeBlock {
     }
 }
 
+/// Seeded unit-scale activations (tokens x hidden) to feed a block.
+pub fn seeded_input(
+    tokens: usize,
+    hidden: usize,
+    seed: u64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Tensor> {
+    let hint = candle_nn::Init::Randn {
+        mean: 0.0,
+        stdev: 1.0,
+    };
+    // The fill's std is 0.02; scale to unit variance.
+    let x = crate::fill::seeded_tensor(
+        &(tokens, hidden).into(),
+        seed,
+        "moe-input",
+        hint,
+        dtype,
+        dev,
+    )?;
+    Ok((x * 50.0)?)
+}
+
 /// The dense SwiGLU with the same active parameters per token as a top-k MoE (intermediate
 /// k x expert size): the reference that makes the routing overhead visible.
 pub fn dense_reference(cfg: &MoeConfig, seed: u64, dtype: DType, dev: &Device) -> Result<SwiGlu> {

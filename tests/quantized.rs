@@ -1,15 +1,13 @@
 //! The quantized (GGUF) path of every family, on the project's own Q8_0 fixtures.
 
+mod common;
+
 use candle_core::{DType, Device};
-use modelbench::generate::{generate, prompt_ids, scenario_prompt};
+use modelbench::generate::{generate, scenario_prompt};
 use modelbench::runner::{open, prepare};
 use modelbench::sampling::Sampler;
 use modelbench::scenario::Scenario;
 use modelbench::source::ModelRef;
-
-fn logits(t: &candle_core::Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().to_vec1().unwrap()
-}
 
 #[test]
 fn gguf_fixtures_generate_and_their_kv_cache_is_exact() {
@@ -38,19 +36,6 @@ fn gguf_fixtures_generate_and_their_kv_cache_is_exact() {
         }
         // Tolerance: 1e-3 of the logit scale (activations are quantized per row to Q8 in
         // both paths; only summation order differs).
-        let toks = prompt_ids(24, m.model.meta().vocab, 3, 0);
-        m.model.reset().unwrap();
-        let full = logits(&m.model.forward(&toks, 0).unwrap());
-        m.model.reset().unwrap();
-        let mut inc = logits(&m.model.forward(&toks[..20], 0).unwrap());
-        for i in 20..24 {
-            inc = logits(&m.model.forward(&toks[i..i + 1], i).unwrap());
-        }
-        let scale = full.iter().fold(1e-3f32, |a, x| a.max(x.abs()));
-        let diff = full
-            .iter()
-            .zip(&inc)
-            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-        assert!(diff <= 1e-3 * scale, "{fam}: {diff} at scale {scale}");
+        common::assert_kv_cache_exact(m.model.as_mut(), fam, 1e-3);
     }
 }

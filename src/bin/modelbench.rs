@@ -613,17 +613,7 @@ fn moe(a: MoeArgs) -> anyhow::Result<()> {
         .transpose()?;
     let dev = spec.open()?;
     let m = MoeBlock::seeded(cfg, a.seed, dtype, &dev)?;
-    let x = (modelbench::fill::seeded_tensor(
-        &(a.tokens, a.hidden).into(),
-        a.seed,
-        "moe-input",
-        candle_nn::Init::Randn {
-            mean: 0.0,
-            stdev: 1.0,
-        },
-        dtype,
-        &dev,
-    )? * 50.0)?;
+    let x = modelbench::moe::seeded_input(a.tokens, a.hidden, a.seed, dtype, &dev)?;
     let mut samples = Vec::with_capacity(a.iters);
     for i in 0..(a.warmup + a.iters) {
         let t = std::time::Instant::now();

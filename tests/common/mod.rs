@@ -33,3 +33,25 @@ pub fn fixture_snapshot(family: &str) -> std::path::PathBuf {
 pub fn logits(t: &candle_core::Tensor) -> Vec<f32> {
     t.to_dtype(DType::F32).unwrap().to_vec1().unwrap()
 }
+
+/// Logits after a 20-token prefill and 4 single-token decode steps must equal those of one
+/// fresh 24-token forward, within `tol` of the logit scale.
+pub fn assert_kv_cache_exact(m: &mut dyn modelbench::model::CausalLm, what: &str, tol: f32) {
+    let toks = modelbench::generate::prompt_ids(24, m.meta().vocab, 3, 0);
+    m.reset().unwrap();
+    let full = logits(&m.forward(&toks, 0).unwrap());
+    m.reset().unwrap();
+    let mut inc = logits(&m.forward(&toks[..20], 0).unwrap());
+    for i in 20..24 {
+        inc = logits(&m.forward(&toks[i..i + 1], i).unwrap());
+    }
+    let scale = full.iter().fold(1e-3f32, |a, x| a.max(x.abs()));
+    let diff = full
+        .iter()
+        .zip(&inc)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(
+        diff <= tol * scale,
+        "{what}: max |diff| {diff} at scale {scale}"
+    );
+}
