@@ -199,54 +199,19 @@ mod tests {
     #[test]
     fn fill_is_deterministic_nonzero_and_bounded() {
         let s = Shape::from((300, 700));
-        let a = seeded_tensor(
-            &s,
-            42,
-            "w",
-            Init::Randn {
+        let draw = |name: &str| {
+            let hint = Init::Randn {
                 mean: 0.,
                 stdev: 1.,
-            },
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-        let b = seeded_tensor(
-            &s,
-            42,
-            "w",
-            Init::Randn {
-                mean: 0.,
-                stdev: 1.,
-            },
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-        let c = seeded_tensor(
-            &s,
-            42,
-            "v",
-            Init::Randn {
-                mean: 0.,
-                stdev: 1.,
-            },
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+            };
+            seeded_tensor(&s, 42, name, hint, DType::F32, &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (a, b, c) = (draw("w"), draw("w"), draw("v"));
         assert_eq!(a, b);
         assert_ne!(a, c);
         let bound = FILL_STD * 3f32.sqrt();

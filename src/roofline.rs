@@ -106,28 +106,14 @@ pub fn calibrate(spec: DeviceSpec, dtypes: &[DType]) -> Result<Calibration> {
         } else {
             2048
         };
-        let a = crate::fill::seeded_tensor(
-            &(s, s).into(),
-            3,
-            "cal-a",
-            candle_nn::Init::Randn {
+        let square = |seed: u64, name: &str| {
+            let hint = candle_nn::Init::Randn {
                 mean: 0.0,
                 stdev: 1.0,
-            },
-            dt,
-            &dev,
-        )?;
-        let b = crate::fill::seeded_tensor(
-            &(s, s).into(),
-            4,
-            "cal-b",
-            candle_nn::Init::Randn {
-                mean: 0.0,
-                stdev: 1.0,
-            },
-            dt,
-            &dev,
-        )?;
+            };
+            crate::fill::seeded_tensor(&(s, s).into(), seed, name, hint, dt, &dev)
+        };
+        let (a, b) = (square(3, "cal-a")?, square(4, "cal-b")?);
         let secs = best_of(3, &dev, || {
             std::hint::black_box(a.matmul(&b)?);
             Ok(())
