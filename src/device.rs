@@ -97,10 +97,6 @@ pub fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     }
 }
 
-pub fn dtype_name(d: DType) -> &'static str {
-    d.as_str()
-}
-
 /// Waits for all queued work on the device. Call before every clock read that ends a timed
 /// region (a no-op on CPU, where every op is synchronous).
 pub fn sync(dev: &Device) -> Result<()> {
