@@ -36,6 +36,24 @@ fn main() {
     println!("cargo:rustc-env=BUILDINFO_FEATURES={}", features.join(","));
     println!("cargo:rustc-env=BUILDINFO_RUSTFLAGS={rustflags}");
     println!("cargo:rustc-env=BUILDINFO_PROFILE={profile} (opt-level {opt})");
+    // A CUDA build also records the toolkit and the architecture its kernels target.
+    let cuda = if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
+        let release = run(&nvcc, &["--version"])
+            .and_then(|v| {
+                v.lines()
+                    .find_map(|l| l.split("release ").nth(1))
+                    .map(|r| r.split(',').next().unwrap_or(r).to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "from nvidia-smi".into());
+        format!("nvcc {release}, compute cap {cap}")
+    } else {
+        String::new()
+    };
+    println!("cargo:rustc-env=BUILDINFO_CUDA={cuda}");
+    println!("cargo:rerun-if-env-changed=NVCC");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-changed=.git/logs/HEAD");

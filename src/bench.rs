@@ -10,9 +10,10 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput
 
 use crate::error::{Error, Result};
 use crate::generate::{generate, scenario_prompt, Trace};
+use crate::gpu::PowerMeter;
 use crate::memory;
 use crate::options::Plan;
-use crate::record::{gen_metrics, ModelInfo, Record};
+use crate::record::{gen_metrics, ModelInfo, Power, Record};
 use crate::report::{reports_root, RunDir};
 use crate::runner::{open, prepare, probe_rates, Loaded};
 use crate::sampling::Sampler;
@@ -121,18 +122,28 @@ pub fn short_group<'a>(
     g
 }
 
+/// What [`timed`] measured: per-iteration seconds, one per criterion sample, and the GPU
+/// power of the measured calls.
+pub struct Timed {
+    pub samples_s: Vec<f64>,
+    pub power: Power,
+}
+
 /// Benchmarks `f` with the device synchronised before the clock stops; returns the measured
-/// per-iteration seconds, one per criterion sample (None in test/list mode).
+/// per-iteration seconds and the power of the measured calls, each iteration counting
+/// `tokens_per_iter` tokens (None in test/list mode).
 pub fn timed<F>(
     g: &mut BenchmarkGroup<'_, WallTime>,
     id: BenchmarkId,
     dev: &candle_core::Device,
+    tokens_per_iter: u64,
     mut f: F,
-) -> Result<Option<Vec<f64>>>
+) -> Result<Option<Timed>>
 where
     F: FnMut() -> Result<()>,
 {
     let samples: RefCell<Samples<f64>> = RefCell::default();
+    let meter = RefCell::new(PowerMeter::new());
     g.bench_function(id, |b| {
         b.iter_custom(|iters| {
             let mut st = samples.borrow_mut();
@@ -140,6 +151,8 @@ where
             if st.error.is_some() {
                 return Duration::from_nanos(iters);
             }
+            let mut meter = meter.borrow_mut();
+            meter.start();
             let t = std::time::Instant::now();
             for _ in 0..iters {
                 if let Err(e) = f().and_then(|_| crate::device::sync(dev)) {
@@ -148,6 +161,7 @@ where
                 }
             }
             let d = t.elapsed();
+            meter.stop(iters);
             st.push(d.as_secs_f64() / iters as f64);
             d
         })
@@ -156,7 +170,15 @@ where
     if let Some(e) = st.error {
         return Err(e);
     }
-    Ok(st.measured())
+    let Some(samples_s) = st.measured() else {
+        return Ok(None);
+    };
+    let mut meter = meter.into_inner();
+    meter.keep_last(SAMPLE_SIZE);
+    Ok(Some(Timed {
+        samples_s,
+        power: meter.reading(tokens_per_iter),
+    }))
 }
 
 /// Runs every scenario of the plan on every model: one criterion group per scenario, one
@@ -210,6 +232,7 @@ fn bench_scenario(
     let label = loaded.resolved.label.clone();
     let samples: RefCell<Samples<Trace>> = RefCell::default();
     let peak: RefCell<Option<u64>> = RefCell::default();
+    let meter = RefCell::new(PowerMeter::new());
     {
         let mut g = long_group(c, &s.name, est, plan.min_measure);
         g.throughput(Throughput::Elements(s.new_tokens as u64));
@@ -225,6 +248,8 @@ fn bench_scenario(
                     memory::reset_peak(); // the first measured call (call 0 is the warm-up)
                 }
                 let mut total = Duration::ZERO;
+                let mut meter = meter.borrow_mut();
+                meter.start();
                 for i in 0..iters {
                     if st.error.is_some() {
                         return Duration::from_nanos(1);
@@ -251,6 +276,7 @@ fn bench_scenario(
                         Err(e) => st.error = Some(e),
                     }
                 }
+                meter.stop(iters);
                 *peak.borrow_mut() = memory::heap_peak();
                 total
             })
@@ -266,6 +292,9 @@ fn bench_scenario(
     };
     let mut rec = generation_record(loaded, s, plan, &traces);
     rec.memory.host_peak_bytes = peak.into_inner();
+    let mut meter = meter.into_inner();
+    meter.keep_last(SAMPLE_SIZE);
+    rec.power = meter.reading(s.new_tokens as u64);
     run.push(rec)?;
     Ok(())
 }
@@ -309,7 +338,7 @@ pub fn generation_record(loaded: &Loaded, s: &Scenario, plan: &Plan, traces: &[T
     } else {
         "not available (counting allocator not installed)".into()
     };
-    r.memory.gpu_used_bytes = crate::record::gpu_used_bytes();
+    r.memory.gpu_used_bytes = crate::gpu::used_bytes();
     r.memory.gpu_method = if r.memory.gpu_used_bytes.is_some() {
         "NVML device memory in use after the trials".into()
     } else {
@@ -389,7 +418,7 @@ pub fn moe_grid(c: &mut Criterion, plan: &crate::options::MoePlan, run: &mut Run
             let x = input(t)?;
             g.throughput(Throughput::Elements(t as u64));
             let id = BenchmarkId::new(&name, format!("t{t}"));
-            let samples = timed(&mut g, id, &dev, || {
+            let samples = timed(&mut g, id, &dev, t as u64, || {
                 let y = match (&moe, &mlp) {
                     (Some(m), _) => m.forward(&x)?,
                     (_, Some(d)) => d.forward(&x)?,
@@ -398,13 +427,9 @@ pub fn moe_grid(c: &mut Criterion, plan: &crate::options::MoePlan, run: &mut Run
                 std::hint::black_box(y);
                 Ok(())
             })?;
-            if let Some(samples) = samples {
-                let mut r = Record::from_samples(
-                    "moe",
-                    &format!("moe_topk/{name}/t{t}"),
-                    samples,
-                    t as u64,
-                );
+            if let Some(timed) = samples {
+                let mut r =
+                    Record::from_timed("moe", &format!("moe_topk/{name}/t{t}"), timed, t as u64);
                 r.model.label = if dense {
                     format!(
                         "dense SwiGLU (intermediate {})",
@@ -515,14 +540,14 @@ pub fn psann_grid(
                 let mut g = long_group(c, group, est, Duration::from_secs(3));
                 g.throughput(Throughput::Elements((b * t) as u64));
                 let id = BenchmarkId::new(base.name(), n);
-                let samples = timed(&mut g, id, &dev, &mut step)?;
+                let samples = timed(&mut g, id, &dev, (b * t) as u64, &mut step)?;
                 g.finish();
-                if let Some(samples) = samples {
+                if let Some(timed) = samples {
                     let kind = if train { "psann-train" } else { "psann" };
-                    let mut r = Record::from_samples(
+                    let mut r = Record::from_timed(
                         kind,
                         &format!("{group}/{}/{n}", base.name()),
-                        samples,
+                        timed,
                         (b * t) as u64,
                     );
                     r.model.label = base.name().into();
@@ -712,13 +737,15 @@ pub fn checkpoint_groups(
         }
         let mut g = long_group(c_time, "checkpoint_time", est, Duration::from_secs(3));
         g.throughput(Throughput::Elements((CKPT_BATCH * CKPT_SEQ) as u64));
-        let times = timed(&mut g, id, &dev, || tr.step(&ids, &targets).map(|_| ()))?;
+        let times = timed(&mut g, id, &dev, (CKPT_BATCH * CKPT_SEQ) as u64, || {
+            tr.step(&ids, &targets).map(|_| ())
+        })?;
         g.finish();
         let (Some(peaks), Some(times)) = (mem.measured(), times) else {
             continue;
         };
         let peak = crate::stats::median(&peaks.iter().map(|&p| p as f64).collect::<Vec<_>>());
-        let mut r = Record::from_samples(
+        let mut r = Record::from_timed(
             "checkpoint",
             &format!("checkpoint/waveresnet-d512-l8/{name}"),
             times,
@@ -793,11 +820,11 @@ pub fn overhead(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> 
         let mut g = long_group(c, "overhead", est, Duration::from_secs(3));
         g.throughput(Throughput::Elements(64));
         let m = &mut l.model;
-        let engine = timed(&mut g, BenchmarkId::new(fam, "engine"), &dev, || {
+        let engine = timed(&mut g, BenchmarkId::new(fam, "engine"), &dev, 64, || {
             let mut s = Sampler::new(crate::sampling::SamplingParams::GREEDY, plan.seed);
             generate(m.as_mut(), &prompt, 64, &mut s, None).map(|_| ())
         })?;
-        let bare = timed(&mut g, BenchmarkId::new(fam, "bare"), &dev, || {
+        let bare = timed(&mut g, BenchmarkId::new(fam, "bare"), &dev, 64, || {
             bare_greedy(m.as_mut(), &ids, 64).map(|_| ())
         })?;
         g.finish();
@@ -823,6 +850,7 @@ pub fn overhead(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> 
                 &mut gs,
                 BenchmarkId::new(fam, format!("sample-{sc}")),
                 &cpu,
+                1,
                 || {
                     buf.copy_from_slice(&logits);
                     std::hint::black_box(s.sample(&mut buf, &context));
@@ -833,8 +861,9 @@ pub fn overhead(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> 
         }
         gs.finish();
         if let (Some(e), Some(b)) = (engine, bare) {
-            let (me, mb) = (crate::stats::median(&e), crate::stats::median(&b));
-            let mut r = Record::from_samples("overhead", &format!("overhead/{fam}/engine"), e, 64);
+            let b = b.samples_s;
+            let (me, mb) = (crate::stats::median(&e.samples_s), crate::stats::median(&b));
+            let mut r = Record::from_timed("overhead", &format!("overhead/{fam}/engine"), e, 64);
             r.model = model_info(&l);
             r.dtype = plan.dtype.as_str().into();
             r.device = plan.device.to_string();
@@ -849,12 +878,12 @@ pub fn overhead(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> 
             run.push(r)?;
         }
         for (sc, r) in sampling {
-            if let Some(samples) = r {
-                let per = crate::stats::median(&samples);
-                let mut rec = Record::from_samples(
+            if let Some(timed) = r {
+                let per = crate::stats::median(&timed.samples_s);
+                let mut rec = Record::from_timed(
                     "overhead",
                     &format!("overhead/{fam}/sample-{sc}"),
-                    samples,
+                    timed,
                     1,
                 );
                 rec.model = model_info(&l);

@@ -21,7 +21,11 @@ impl DeviceSpec {
     pub fn open(self) -> Result<Device> {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(n) => open_cuda(n),
+            DeviceSpec::Cuda(n) => {
+                let d = open_cuda(n)?;
+                crate::gpu::select(&d);
+                Ok(d)
+            }
         }
     }
 

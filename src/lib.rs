@@ -8,6 +8,7 @@ pub mod error;
 pub mod fill;
 pub mod fsio;
 pub mod generate;
+pub mod gpu;
 pub mod model;
 pub mod sampling;
 pub mod scenario;

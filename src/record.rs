@@ -49,12 +49,12 @@ impl Hardware {
             .unwrap_or_else(|| "RAM not available".into());
         let gpu = match &self.gpu {
             Some(g) => format!(
-                "{} ({:.0} GiB VRAM, {} SMs, compute {}, driver {}, CUDA {})",
+                "{} ({:.0} GiB VRAM, {}, compute {}, driver {}, CUDA {})",
                 g.name,
                 g.vram_total_bytes as f64 / (1u64 << 30) as f64,
                 g.sm_count
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "?".into()),
+                    .map(|s| format!("{s} SMs"))
+                    .unwrap_or_else(|| "SM count not available".into()),
                 g.compute_capability,
                 g.driver,
                 g.cuda_version
@@ -91,40 +91,8 @@ pub fn hardware() -> Hardware {
             .unwrap_or(1),
         ram_bytes,
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-        gpu: gpu(),
+        gpu: crate::gpu::facts(),
     }
-}
-
-/// GPU memory in use (NVML), or None where no NVIDIA driver is present.
-pub fn gpu_used_bytes() -> Option<u64> {
-    let nvml = nvml_wrapper::Nvml::init().ok()?;
-    let d = nvml.device_by_index(0).ok()?;
-    d.memory_info().ok().map(|m| m.used)
-}
-
-fn gpu() -> Option<Gpu> {
-    use nvml_wrapper::Nvml;
-    let nvml = Nvml::init().ok()?;
-    let d = nvml.device_by_index(0).ok()?;
-    let mem = d.memory_info().ok()?;
-    let cc = d.cuda_compute_capability().ok();
-    let cuda = nvml.sys_cuda_driver_version().ok();
-    Some(Gpu {
-        name: d.name().unwrap_or_else(|_| "unknown".into()),
-        vram_total_bytes: mem.total,
-        vram_used_bytes: mem.used,
-        // NVML has no SM count (num_cores is CUDA cores); not available here.
-        sm_count: None,
-        compute_capability: cc
-            .map(|c| format!("{}.{}", c.major, c.minor))
-            .unwrap_or_else(|| "unknown".into()),
-        driver: nvml
-            .sys_driver_version()
-            .unwrap_or_else(|_| "unknown".into()),
-        cuda_version: cuda
-            .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
-            .unwrap_or_else(|| "unknown".into()),
-    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +104,9 @@ pub struct Build {
     pub rustflags: String,
     pub profile: String,
     pub crate_version: String,
+    /// CUDA builds: nvcc release and the compute capability the kernels were built for.
+    #[serde(default)]
+    pub cuda: String,
 }
 
 pub fn build() -> Build {
@@ -147,6 +118,7 @@ pub fn build() -> Build {
         rustflags: env!("BUILDINFO_RUSTFLAGS").into(),
         profile: env!("BUILDINFO_PROFILE").into(),
         crate_version: env!("CARGO_PKG_VERSION").into(),
+        cuda: env!("BUILDINFO_CUDA").into(),
     }
 }
 
@@ -184,6 +156,43 @@ pub struct Memory {
     /// GPU memory in use after the trials (NVML); None: not available.
     pub gpu_used_bytes: Option<u64>,
     pub gpu_method: String,
+}
+
+/// GPU power during the timed region and the energy per token. On machines without an
+/// NVIDIA driver every number is None and `method` says "not available (...)".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Power {
+    /// How it was measured, or why it was not.
+    pub method: String,
+    /// Power readings taken.
+    pub samples: usize,
+    pub mean_w: Option<f64>,
+    pub max_w: Option<f64>,
+    /// Energy of the timed region (all measured samples together), joules.
+    pub energy_j: Option<f64>,
+    /// Seconds the meter ran (the measured routine calls or trials).
+    pub timed_s: f64,
+    /// Tokens generated (or processed) in that time.
+    pub tokens: u64,
+    pub j_per_token: Option<f64>,
+}
+
+impl Power {
+    pub fn not_available(why: &str) -> Power {
+        Power {
+            method: why.into(),
+            ..Power::default()
+        }
+    }
+
+    /// "123.4 W, 0.567 J/tok", or "not available".
+    pub fn describe(&self) -> String {
+        match (self.mean_w, self.j_per_token) {
+            (Some(w), Some(j)) => format!("{w:.1} W, {j:.4} J/tok"),
+            (Some(w), None) => format!("{w:.1} W"),
+            _ => "not available".into(),
+        }
+    }
 }
 
 /// Per-token metrics of a generation benchmark (vLLM definitions; see README).
@@ -230,6 +239,9 @@ pub struct Record {
     pub tok_s: f64,
     pub gen: Option<GenMetrics>,
     pub memory: Memory,
+    /// GPU power and energy per token of the timed region.
+    #[serde(default)]
+    pub power: Power,
     pub hardware: Hardware,
     pub build: Build,
     /// Result of a quality gate, when one ran.
@@ -251,6 +263,18 @@ impl Record {
             self.dtype.clone(),
             self.device.clone(),
         )
+    }
+
+    /// A record of what [`crate::bench::timed`] measured.
+    pub fn from_timed(
+        kind: &str,
+        scenario: &str,
+        t: crate::bench::Timed,
+        tokens_per_sample: u64,
+    ) -> Record {
+        let mut r = Record::from_samples(kind, scenario, t.samples_s, tokens_per_sample);
+        r.power = t.power;
+        r
     }
 
     /// A record of timed samples (seconds), each processing `tokens_per_sample` tokens.
@@ -287,6 +311,9 @@ impl Record {
             stats,
             gen: None,
             memory: Memory::default(),
+            power: Power::not_available(
+                "not measured (no power meter in this workload's timed region)",
+            ),
             hardware: hardware(),
             build: build(),
             quality: None,

@@ -179,6 +179,10 @@ pub fn read_run(dir: &Path) -> Result<Vec<Record>> {
     Ok(out)
 }
 
+fn opt_num(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}")).unwrap_or_default()
+}
+
 fn opt_ms(
     p: Option<crate::stats::Percentiles>,
     f: fn(&crate::stats::Percentiles) -> f64,
@@ -188,14 +192,14 @@ fn opt_ms(
 
 pub fn csv(records: &[Record]) -> String {
     let mut s = String::from(
-        "timestamp,kind,scenario,model,family,dtype,device,prompt_tokens,new_tokens,sampling,seed,samples,median_s,mean_s,stddev_s,mad_s,tok_s,ttft_p50_ms,ttft_p90_ms,ttft_p99_ms,tpot_p50_ms,tpot_p90_ms,tpot_p99_ms,itl_p50_ms,itl_p90_ms,itl_p99_ms,prefill_tok_s,decode_tok_s,load_s,host_peak_bytes,params,git_commit\n",
+        "timestamp,kind,scenario,model,family,dtype,device,prompt_tokens,new_tokens,sampling,seed,samples,median_s,mean_s,stddev_s,mad_s,tok_s,ttft_p50_ms,ttft_p90_ms,ttft_p99_ms,tpot_p50_ms,tpot_p90_ms,tpot_p99_ms,itl_p50_ms,itl_p90_ms,itl_p99_ms,prefill_tok_s,decode_tok_s,load_s,host_peak_bytes,gpu_mean_w,gpu_max_w,energy_j,j_per_token,params,git_commit\n",
     );
     for r in records {
         let g = r.gen.clone().unwrap_or_default();
         let q = |x: &str| format!("\"{}\"", x.replace('"', "\"\""));
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.3},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.3},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{}",
             r.timestamp,
             r.kind,
             q(&r.scenario),
@@ -226,6 +230,10 @@ pub fn csv(records: &[Record]) -> String {
             g.decode_tok_s,
             r.model.load_seconds,
             r.memory.host_peak_bytes.map(|b| b.to_string()).unwrap_or_default(),
+            opt_num(r.power.mean_w, 2),
+            opt_num(r.power.max_w, 2),
+            opt_num(r.power.energy_j, 3),
+            opt_num(r.power.j_per_token, 6),
             r.model.params,
             r.build.git_commit,
         );
@@ -301,14 +309,14 @@ pub fn table(records: &[Record]) -> String {
 
 /// Latency detail: one row per record.
 pub fn latency_table(records: &[Record]) -> String {
-    let mut s = String::from("| Scenario | Model | E2E tok/s | TTFT p50 ms | TPOT p50 ms | ITL p90 ms | ITL p99 ms | prefill tok/s | decode tok/s | decode GB/s (% BW) | prefill GFLOP/s (% peak) | trials |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut s = String::from("| Scenario | Model | E2E tok/s | TTFT p50 ms | TPOT p50 ms | ITL p90 ms | ITL p99 ms | prefill tok/s | decode tok/s | decode GB/s (% BW) | prefill GFLOP/s (% peak) | GPU power, energy | trials |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in records.iter().filter(|r| r.kind == "generation") {
         let g = r.gen.clone().unwrap_or_default();
         let rl = r.roofline.clone().unwrap_or_default();
         let pct = |p: Option<f64>| p.map(|p| format!(" ({p:.0}%)")).unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {} | {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1}{} | {:.1}{} | {} |",
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1}{} | {:.1}{} | {} | {} |",
             r.scenario,
             r.model.label,
             r.tok_s,
@@ -322,6 +330,7 @@ pub fn latency_table(records: &[Record]) -> String {
             pct(rl.mem_bw_util_pct),
             rl.prefill_gflops,
             pct(rl.compute_util_pct),
+            r.power.describe(),
             r.stats.n
         );
     }
@@ -358,13 +367,18 @@ pub fn markdown(dir: &Path, records: &[Record]) -> String {
         let _ = writeln!(s, "**Hardware**: {}\n", r.hardware.describe());
         let _ = writeln!(
             s,
-            "**Build**: {} (dirty: {}), {}, features [{}], rustflags `{}`, {}\n",
+            "**Build**: {} (dirty: {}), {}, features [{}], rustflags `{}`, {}{}\n",
             r.build.git_commit,
             r.build.git_dirty,
             r.build.rustc,
             r.build.features,
             r.build.rustflags,
-            r.build.profile
+            r.build.profile,
+            if r.build.cuda.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", r.build.cuda)
+            }
         );
     }
     if records.iter().any(|r| r.kind == "generation") {

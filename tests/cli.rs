@@ -123,6 +123,33 @@ fn run_report_export_and_compare() {
     assert!(rec.memory.host_peak_bytes.unwrap() > rec.model.weight_bytes);
     // report re-renders the same README
     let before = std::fs::read_to_string(a.join("README.md")).unwrap();
+    // GPU fields: measured where NVML answers, "not available" (never a number) where not.
+    match &rec.hardware.gpu {
+        None => {
+            assert!(
+                rec.power.method.starts_with("not available"),
+                "{:?}",
+                rec.power
+            );
+            assert_eq!(
+                (rec.power.mean_w, rec.power.energy_j, rec.power.j_per_token),
+                (None, None, None)
+            );
+            assert!(before.contains("GPU: not available"), "{before}");
+            assert!(before.contains("| not available |"), "{before}");
+            let csv = std::fs::read_to_string(a.join("results.csv")).unwrap();
+            let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+            let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+            let col = head.iter().position(|h| *h == "j_per_token").unwrap();
+            assert_eq!(row[row.len() - head.len() + col], "");
+        }
+        Some(g) => {
+            assert!(g.vram_total_bytes > 0);
+            if let Some(w) = rec.power.mean_w {
+                assert!(w > 0.0 && rec.power.j_per_token.unwrap() > 0.0);
+            }
+        }
+    }
     let o = modelbench(r, &["report", a.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(

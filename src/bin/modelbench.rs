@@ -514,6 +514,7 @@ fn run_suite(
         bar.println(load_line(&loaded));
         for s in &plan.scenarios {
             let mut traces: Vec<Trace> = Vec::new();
+            let mut meter = modelbench::gpu::PowerMeter::new();
             modelbench::memory::reset_peak();
             for i in 0..(a.warmup + a.trials) {
                 bar.set_message(format!(
@@ -530,6 +531,9 @@ fn run_suite(
                     trial,
                 )?;
                 let mut sampler = Sampler::new(s.sampling, plan.seed ^ trial);
+                if i >= a.warmup {
+                    meter.start();
+                }
                 let t = generate(
                     loaded.model.as_mut(),
                     &prompt,
@@ -539,6 +543,7 @@ fn run_suite(
                 )
                 .with_context(|| format!("{label} / {}", s.name))?;
                 if i >= a.warmup {
+                    meter.stop(1);
                     traces.push(t);
                 }
                 bar.inc(1);
@@ -546,8 +551,14 @@ fn run_suite(
             let mut rec = modelbench::bench::generation_record(&loaded, s, plan, &traces);
             rec.harness = "cli".into();
             rec.memory.host_peak_bytes = modelbench::memory::heap_peak();
+            rec.power = meter.reading(s.new_tokens as u64);
+            let power = if meter.available() {
+                format!("  GPU {}", rec.power.describe())
+            } else {
+                String::new()
+            };
             bar.println(format!(
-                "{label:>24} {:<10} {:>9.1} tok/s  TTFT p50 {:>8.2} ms  TPOT p50 {:>7.2} ms",
+                "{label:>24} {:<10} {:>9.1} tok/s  TTFT p50 {:>8.2} ms  TPOT p50 {:>7.2} ms{power}",
                 s.name,
                 rec.tok_s,
                 rec.gen
@@ -615,16 +626,22 @@ fn moe(a: MoeArgs) -> anyhow::Result<()> {
     let m = MoeBlock::seeded(cfg, a.seed, dtype, &dev)?;
     let x = modelbench::moe::seeded_input(a.tokens, a.hidden, a.seed, dtype, &dev)?;
     let mut samples = Vec::with_capacity(a.iters);
+    let mut meter = modelbench::gpu::PowerMeter::new();
     for i in 0..(a.warmup + a.iters) {
+        if i >= a.warmup {
+            meter.start();
+        }
         let t = std::time::Instant::now();
         std::hint::black_box(m.forward(&x)?);
         modelbench::device::sync(&dev)?;
         if i >= a.warmup {
             samples.push(t.elapsed().as_secs_f64());
+            meter.stop(1);
         }
     }
     let id = format!("moe_topk/e{}-k{}/t{}", a.num_experts, a.top_k, a.tokens);
     let mut r = modelbench::record::Record::from_samples("moe", &id, samples, a.tokens as u64);
+    r.power = meter.reading(a.tokens as u64);
     r.harness = "cli".into();
     r.model.label = format!("MoE e{}-k{}", a.num_experts, a.top_k);
     r.dtype = dtype.as_str().into();
