@@ -108,15 +108,16 @@ else
   done
   # libcuda link stub from the driver entry points of the locked cudarc
   cudarc_ver=$(awk '/^name = "cudarc"/{getline; gsub(/[^0-9.]/,""); print; exit}' "$root/Cargo.lock")
-  sys=""
-  for reg in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
-    [ -f "$reg/cudarc-$cudarc_ver/src/driver/sys/mod.rs" ] && sys=$reg/cudarc-$cudarc_ver/src/driver/sys/mod.rs
-  done
+  find_sys() {
+    local f
+    for f in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$cudarc_ver"/src/driver/sys/mod.rs; do
+      [ -f "$f" ] && { echo "$f"; return; }
+    done
+  }
+  sys=$(find_sys)
   if [ -z "$sys" ]; then
     (cd "$root" && cargo fetch --quiet) >&2
-    for reg in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
-      [ -f "$reg/cudarc-$cudarc_ver/src/driver/sys/mod.rs" ] && sys=$reg/cudarc-$cudarc_ver/src/driver/sys/mod.rs
-    done
+    sys=$(find_sys)
   fi
   [ -n "$sys" ] || { echo "error: cudarc $cudarc_ver sources not found after cargo fetch" >&2; exit 1; }
   mkdir -p "$lib/stubs"
