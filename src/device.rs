@@ -17,12 +17,18 @@ pub enum DeviceSpec {
 impl DeviceSpec {
     pub const ALLOWED: &'static str = "cpu, cuda, cuda:N";
 
-    /// Opens the device. CUDA needs a binary built with `--features cuda`.
+    /// Opens the device chosen by `MODELBENCH_DEVICE`. CUDA needs a binary built with
+    /// `--features cuda`.
     pub fn open(self) -> Result<Device> {
+        self.open_for("MODELBENCH_DEVICE")
+    }
+
+    /// Opens the device; `source` (the knob or flag that chose it) names it in errors.
+    pub fn open_for(self, source: &str) -> Result<Device> {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
             DeviceSpec::Cuda(n) => {
-                let d = open_cuda(n)?;
+                let d = open_cuda(n, source)?;
                 crate::gpu::select(&d);
                 Ok(d)
             }
@@ -40,10 +46,10 @@ impl DeviceSpec {
 }
 
 #[cfg(feature = "cuda")]
-fn open_cuda(n: usize) -> Result<Device> {
+fn open_cuda(n: usize, source: &str) -> Result<Device> {
     Device::new_cuda(n).map_err(|e| {
         Error::knob(
-            "MODELBENCH_DEVICE",
+            source,
             format!("cuda:{n}"),
             format!(
                 "cannot open CUDA device {n}: {}",
@@ -55,9 +61,9 @@ fn open_cuda(n: usize) -> Result<Device> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda(n: usize) -> Result<Device> {
+fn open_cuda(n: usize, source: &str) -> Result<Device> {
     Err(Error::knob(
-        "MODELBENCH_DEVICE",
+        source,
         format!("cuda:{n}"),
         "this binary was built without CUDA; rebuild with `--features cuda`",
         "cpu",

@@ -49,6 +49,13 @@ fn bad_input_is_one_line_and_exit_2() {
         &modelbench(r, &["run", "--model", "fixture:llama", "--device", "tpu"]),
         "--device",
     );
+    // CUDA asked of a build without it (with it but no GPU: the driver's error, same form)
+    if !cfg!(feature = "cuda") {
+        assert_bad_input(
+            &modelbench(r, &["run", "--model", "fixture:llama", "--device", "cuda"]),
+            "--device=\"cuda:0\" is invalid: this binary was built without CUDA; rebuild with `--features cuda`",
+        );
+    }
     assert_bad_input(
         &modelbench(
             r,

@@ -366,7 +366,7 @@ fn execute(a: &RunArgs) -> anyhow::Result<PathBuf> {
     for (l, r) in &plan.models {
         prepared.push(prepare(l, r, &plan.scenarios)?);
     }
-    let dev = plan.device.open()?;
+    let dev = plan.device.open_for("--device")?;
     let mut run = RunDir::new(&reports_root(), plan.label.as_deref());
     run_suite(&plan, prepared, &dev, a, &mut run)?;
     println!("\n{}", table(run.records()));
@@ -622,7 +622,7 @@ fn moe(a: MoeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|l| check_label(l, "--label"))
         .transpose()?;
-    let dev = spec.open()?;
+    let dev = spec.open_for("--device")?;
     let m = MoeBlock::seeded(cfg, a.seed, dtype, &dev)?;
     let x = modelbench::moe::seeded_input(a.tokens, a.hidden, a.seed, dtype, &dev)?;
     let mut samples = Vec::with_capacity(a.iters);
@@ -692,7 +692,7 @@ fn perplexity(
         .tokenizer
         .clone()
         .ok_or_else(|| anyhow::anyhow!("{l}: perplexity needs the model's tokenizer.json"))?;
-    let dev = spec.open()?;
+    let dev = spec.open_for("--device")?;
     let mut loaded = open(res, &dev, dt, Some(seq_len))?;
     if let Some(w) = loaded.model.meta().exact_context {
         anyhow::ensure!(
@@ -748,6 +748,8 @@ fn calibrate(device: &str, dtypes: &[String], force: bool) -> anyhow::Result<()>
     if dts.is_empty() {
         dts.push(default);
     }
+    // A device this binary cannot open is a --device error, cached or not.
+    spec.open_for("--device")?;
     let cached = modelbench::roofline::cached(spec);
     let have_all = cached
         .as_ref()
