@@ -383,24 +383,12 @@ pub fn moe_grid(c: &mut Criterion, plan: &crate::options::MoePlan, run: &mut Run
     let mut points: Vec<(String, MoeConfig, bool)> = Vec::new();
     for &e in &plan.experts {
         for &k in &plan.top_k {
-            let cfg = MoeConfig {
-                hidden: plan.hidden,
-                expert_intermediate: plan.intermediate,
-                num_experts: e,
-                top_k: k,
-                norm_topk_prob: true,
-            };
+            let cfg = MoeConfig::new(plan.hidden, plan.intermediate, e, k);
             points.push((format!("e{e}-k{k}"), cfg, false));
         }
     }
     for &k in &plan.top_k {
-        let cfg = MoeConfig {
-            hidden: plan.hidden,
-            expert_intermediate: plan.intermediate,
-            num_experts: k,
-            top_k: k,
-            norm_topk_prob: true,
-        };
+        let cfg = MoeConfig::new(plan.hidden, plan.intermediate, k, k);
         points.push((format!("dense-k{k}"), cfg, true));
     }
     for (name, cfg, dense) in points {

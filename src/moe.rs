@@ -36,6 +36,23 @@ impl MoeConfig {
     pub const DEFAULT_HIDDEN: usize = 512;
     pub const DEFAULT_EXPERT_INTERMEDIATE: usize = 192;
 
+    /// A grid point: `num_experts` experts of `expert_intermediate`, top-k routing with the
+    /// k weights renormalised (Qwen3-MoE's `norm_topk_prob: true`).
+    pub fn new(
+        hidden: usize,
+        expert_intermediate: usize,
+        num_experts: usize,
+        top_k: usize,
+    ) -> MoeConfig {
+        MoeConfig {
+            hidden,
+            expert_intermediate,
+            num_experts,
+            top_k,
+            norm_topk_prob: true,
+        }
+    }
+
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.num_experts == 0 {
             return Err("the number of experts must be at least 1".into());
@@ -268,13 +285,7 @@ mod tests {
     fn grouped_dispatch_equals_the_naive_loop() {
         // Tolerance 1e-5 absolute: f32, the same products summed in a different order.
         for (e, k) in [(8, 1), (8, 2), (4, 4)] {
-            let cfg = MoeConfig {
-                hidden: 32,
-                expert_intermediate: 16,
-                num_experts: e,
-                top_k: k,
-                norm_topk_prob: true,
-            };
+            let cfg = MoeConfig::new(32, 16, e, k);
             let m = MoeBlock::seeded(cfg, 7, DType::F32, &Device::Cpu).unwrap();
             let x = (crate::fill::seeded_tensor(
                 &(9, 32).into(),

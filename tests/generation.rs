@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{fixture, logits, FAMILIES};
-use modelbench::generate::{generate, prompt_ids, scenario_prompt, Prompt};
+use common::{fixture, logits, run_scenario, FAMILIES};
+use modelbench::generate::{generate, prompt_ids, Prompt};
 use modelbench::model::{load, Family, LoadOptions, Weights};
 use modelbench::sampling::{Sampler, SamplingParams};
 use modelbench::scenario::Scenario;
@@ -13,16 +13,7 @@ fn every_scenario_generates_exactly_its_length_on_every_family() {
     for fam in FAMILIES {
         let mut m = fixture(fam);
         for s in Scenario::all() {
-            let p = scenario_prompt(&s, m.model.meta().vocab, m.tokenizer.as_ref(), 42, 0).unwrap();
-            let mut sampler = Sampler::new(s.sampling, 42);
-            let t = generate(
-                m.model.as_mut(),
-                &p,
-                s.new_tokens,
-                &mut sampler,
-                m.tokenizer.as_ref(),
-            )
-            .unwrap();
+            let t = run_scenario(&mut m, &s, 42);
             assert_eq!(t.tokens.len(), s.new_tokens, "{fam}/{}", s.name);
             assert_eq!(t.token_times.len(), s.new_tokens);
             assert_eq!(t.prompt_tokens, s.prompt_tokens, "{fam}/{}", s.name);

@@ -13,6 +13,22 @@ fn tiny(base: Base) -> PsannConfig {
     c
 }
 
+/// The largest absolute element of a tensor, as f32.
+trait MaxAbs {
+    fn max_abs(&self) -> f32;
+}
+
+impl MaxAbs for Tensor {
+    fn max_abs(&self) -> f32 {
+        self.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+}
+
 #[test]
 fn parameter_counts_match_the_spec() {
     assert_eq!(
@@ -69,24 +85,14 @@ fn logits_shape_and_causality() {
             .unwrap();
         let diff = (a.narrow(1, 0, 11).unwrap() - b.narrow(1, 0, 11).unwrap())
             .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+            .max_abs();
         assert_eq!(
             diff, 0.0,
             "{base:?}: earlier positions must not see a later token"
         );
         let last = (a.narrow(1, 11, 1).unwrap() - b.narrow(1, 11, 1).unwrap())
             .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+            .max_abs();
         assert!(last > 0.0);
     }
 }
@@ -190,22 +196,8 @@ fn checkpointed_gradients_equal_plain_ones() {
             let b = g2
                 .get(v.as_tensor())
                 .unwrap_or_else(|| panic!("{name} missing with checkpointing"));
-            let scale = a
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .max(1e-12);
-            let diff = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = a.max_abs().max(1e-12);
+            let diff = (a - b).unwrap().max_abs();
             assert!(
                 diff <= 1e-5 * scale,
                 "{base:?} {name}: {diff} at scale {scale}"
@@ -233,25 +225,10 @@ fn spectral_gate_at_init_is_half_the_window() {
         assert_eq!(g.dims(), u.dims());
         let w = t.min(8);
         let want = (u.narrow(1, t - w, w).unwrap() * 0.5).unwrap();
-        let diff = (g.narrow(1, t - w, w).unwrap() - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = (g.narrow(1, t - w, w).unwrap() - want).unwrap().max_abs();
         assert!(diff < 1e-5, "T={t}: {diff}");
         if t > w {
-            let before = g
-                .narrow(1, 0, t - w)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let before = g.narrow(1, 0, t - w).unwrap().max_abs();
             assert_eq!(before, 0.0);
         }
     }
@@ -295,22 +272,8 @@ fn bf16_autocast_trains_and_checkpointing_still_matches() {
             "{name}: f32 master gradient"
         );
         let b = g2.get(v.as_tensor()).unwrap();
-        let scale = a
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1e-12);
-        let diff = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = a.max_abs().max(1e-12);
+        let diff = (a - b).unwrap().max_abs();
         assert!(
             scale > 0.0 && diff <= 1e-3 * scale,
             "{name}: {diff} at scale {scale}"

@@ -3,9 +3,7 @@
 mod common;
 
 use candle_core::{DType, Device};
-use modelbench::generate::{generate, scenario_prompt};
 use modelbench::runner::{open, prepare};
-use modelbench::sampling::Sampler;
 use modelbench::scenario::Scenario;
 use modelbench::source::ModelRef;
 
@@ -22,16 +20,7 @@ fn gguf_fixtures_generate_and_their_kv_cache_is_exact() {
         );
         for name in ["short", "full-pipe"] {
             let s = Scenario::by_name(name).unwrap();
-            let p = scenario_prompt(&s, m.model.meta().vocab, m.tokenizer.as_ref(), 1, 0).unwrap();
-            let mut sampler = Sampler::new(s.sampling, 1);
-            let t = generate(
-                m.model.as_mut(),
-                &p,
-                s.new_tokens,
-                &mut sampler,
-                m.tokenizer.as_ref(),
-            )
-            .unwrap();
+            let t = common::run_scenario(&mut m, &s, 1);
             assert_eq!(t.tokens.len(), s.new_tokens, "{fam}/{name}");
         }
         // Tolerance: 1e-3 of the logit scale (activations are quantized per row to Q8 in

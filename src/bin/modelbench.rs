@@ -90,14 +90,8 @@ enum Cmd {
         seq_len: usize,
         #[arg(long, default_value_t = 256)]
         stride: usize,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        #[arg(long)]
-        dtype: Option<String>,
-        #[arg(long)]
-        label: Option<String>,
-        #[arg(long)]
-        no_save: bool,
+        #[command(flatten)]
+        target: TargetArgs,
         /// UTF-8 text to score.
         file: PathBuf,
     },
@@ -129,16 +123,39 @@ struct MoeArgs {
     /// Timed calls.
     #[arg(long, default_value_t = 50)]
     iters: usize,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    #[arg(long)]
-    dtype: Option<String>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+/// Where a CLI measurement runs and where its record goes (run, moe, perplexity).
+#[derive(Args)]
+struct TargetArgs {
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Run folder suffix.
     #[arg(long)]
     label: Option<String>,
+    /// Do not write a run folder.
     #[arg(long)]
     no_save: bool,
+}
+
+impl TargetArgs {
+    /// The validated device, dtype (the device's default when not given) and label.
+    fn resolve(&self) -> anyhow::Result<(DeviceSpec, candle_core::DType, Option<String>)> {
+        let (spec, dtype) = device_and_dtype(&self.device, self.dtype.as_deref())?;
+        let label = self
+            .label
+            .as_deref()
+            .map(|l| check_label(l, "--label"))
+            .transpose()?;
+        Ok((spec, dtype, label))
+    }
 }
 
 #[derive(Args)]
@@ -155,19 +172,10 @@ struct RunArgs {
     /// Timed trials per scenario (their median is the headline).
     #[arg(long, default_value_t = 3)]
     trials: usize,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
-    #[arg(long)]
-    dtype: Option<String>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Run folder suffix.
-    #[arg(long)]
-    label: Option<String>,
-    /// Do not write a run folder.
-    #[arg(long)]
-    no_save: bool,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Also pack the run folder into <run>.zip.
     #[arg(long)]
     zip: bool,
@@ -205,22 +213,9 @@ fn main() -> ExitCode {
             model,
             seq_len,
             stride,
-            device,
-            dtype,
-            label,
-            no_save,
+            target,
             file,
-        } => perplexity(
-            &model,
-            seq_len,
-            stride,
-            &device,
-            dtype.as_deref(),
-            label.as_deref(),
-            no_save,
-            &file,
-        )
-        .map(|_| ExitCode::SUCCESS),
+        } => perplexity(&model, seq_len, stride, &target, &file).map(|_| ExitCode::SUCCESS),
         Cmd::Calibrate {
             device,
             dtypes,
@@ -335,23 +330,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
 fn execute(a: &RunArgs) -> anyhow::Result<PathBuf> {
     let scenarios = scenarios_of(a)?;
     anyhow::ensure!(a.trials >= 1, "--trials must be at least 1");
-    let device: DeviceSpec = a.device.parse().map_err(|e: String| {
-        anyhow::anyhow!(
-            "--device {:?}: {e} (allowed: {})",
-            a.device,
-            DeviceSpec::ALLOWED
-        )
-    })?;
-    let dtype = match &a.dtype {
-        Some(d) => parse_dtype(d)
-            .map_err(|e| anyhow::anyhow!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?,
-        None => device.default_dtype(),
-    };
-    let label = a
-        .label
-        .as_deref()
-        .map(|l| check_label(l, "--label"))
-        .transpose()?;
+    let (device, dtype, label) = a.target.resolve()?;
     let plan = Plan {
         models: parse_models(&a.models.join(","), "--model")?,
         tier: Tier::parse(&a.suite),
@@ -371,7 +350,7 @@ fn execute(a: &RunArgs) -> anyhow::Result<PathBuf> {
     run_suite(&plan, prepared, &dev, a, &mut run)?;
     println!("\n{}", table(run.records()));
     println!("{}", latency_table(run.records()));
-    if a.no_save {
+    if a.target.no_save {
         return Ok(run.path);
     }
     println!("saved {}", run.path.display());
@@ -442,11 +421,13 @@ fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         models: c.models.clone(),
         warmup: c.warmup,
         trials: c.trials,
-        device: c.device.clone(),
-        dtype: c.dtype.clone(),
         seed: c.seed,
-        label: Some(label),
-        no_save: false,
+        target: TargetArgs {
+            device: c.device.clone(),
+            dtype: c.dtype.clone(),
+            label: Some(label),
+            no_save: false,
+        },
         zip: false,
         prompt_tokens: c.prompt_tokens,
         max_new_tokens: c.max_new_tokens,
@@ -572,7 +553,7 @@ fn run_suite(
                     .map(|p| p.p50)
                     .unwrap_or(f64::NAN),
             ));
-            if a.no_save {
+            if a.target.no_save {
                 run.push_unsaved(rec);
             } else {
                 run.push(rec)?;
@@ -603,25 +584,14 @@ fn device_and_dtype(
 
 fn moe(a: MoeArgs) -> anyhow::Result<()> {
     use modelbench::moe::{MoeBlock, MoeConfig};
-    let cfg = MoeConfig {
-        hidden: a.hidden,
-        expert_intermediate: a.intermediate,
-        num_experts: a.num_experts,
-        top_k: a.top_k,
-        norm_topk_prob: true,
-    };
+    let cfg = MoeConfig::new(a.hidden, a.intermediate, a.num_experts, a.top_k);
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("--num-experts/--top-k: {e}"))?;
     anyhow::ensure!(
         a.tokens > 0 && a.iters > 0,
         "--tokens and --iters must be at least 1"
     );
-    let (spec, dtype) = device_and_dtype(&a.device, a.dtype.as_deref())?;
-    let label = a
-        .label
-        .as_deref()
-        .map(|l| check_label(l, "--label"))
-        .transpose()?;
+    let (spec, dtype, label) = a.target.resolve()?;
     let dev = spec.open_for("--device")?;
     let m = MoeBlock::seeded(cfg, a.seed, dtype, &dev)?;
     let x = modelbench::moe::seeded_input(a.tokens, a.hidden, a.seed, dtype, &dev)?;
@@ -662,7 +632,7 @@ fn moe(a: MoeArgs) -> anyhow::Result<()> {
         a.intermediate,
         r.dtype
     );
-    if !a.no_save {
+    if !a.target.no_save {
         let mut run = RunDir::new(&reports_root(), label.as_deref());
         run.push(r)?;
         println!("saved {}", run.path.display());
@@ -670,21 +640,16 @@ fn moe(a: MoeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn perplexity(
     model: &str,
     seq_len: usize,
     stride: usize,
-    device: &str,
-    dtype: Option<&str>,
-    label: Option<&str>,
-    no_save: bool,
+    target: &TargetArgs,
     file: &Path,
 ) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("{}: cannot read the text", file.display()))?;
-    let (spec, dt) = device_and_dtype(device, dtype)?;
-    let label = label.map(|l| check_label(l, "--label")).transpose()?;
+    let (spec, dt, label) = target.resolve()?;
     let models = parse_models(model, "--model")?;
     let (l, r) = &models[0];
     let res = prepare(l, r, &[])?;
@@ -712,7 +677,7 @@ fn perplexity(
         "{l} on {}: perplexity {:.3} (mean NLL {:.4} nats), {} tokens scored in {} windows (seq-len {}, stride {}), {:.1} tok/s, {:.1} s; tokenizer {}",
         file.display(), p.perplexity, p.mean_nll, p.tokens_scored, p.windows, p.seq_len, p.stride, p.tok_s, p.seconds, tok_path.display()
     );
-    if !no_save {
+    if !target.no_save {
         let mut r = modelbench::record::Record::from_samples(
             "perplexity",
             &format!(

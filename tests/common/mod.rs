@@ -30,6 +30,31 @@ pub fn fixture_snapshot(family: &str) -> std::path::PathBuf {
     .to_path_buf()
 }
 
+/// One generation of scenario `s` (trial 0), prompt and sampler seeded with `seed`.
+pub fn run_scenario(
+    m: &mut Loaded,
+    s: &modelbench::scenario::Scenario,
+    seed: u64,
+) -> modelbench::generate::Trace {
+    let p = modelbench::generate::scenario_prompt(
+        s,
+        m.model.meta().vocab,
+        m.tokenizer.as_ref(),
+        seed,
+        0,
+    )
+    .unwrap();
+    let mut sampler = modelbench::sampling::Sampler::new(s.sampling, seed);
+    modelbench::generate::generate(
+        m.model.as_mut(),
+        &p,
+        s.new_tokens,
+        &mut sampler,
+        m.tokenizer.as_ref(),
+    )
+    .unwrap()
+}
+
 pub fn logits(t: &candle_core::Tensor) -> Vec<f32> {
     t.to_dtype(DType::F32).unwrap().to_vec1().unwrap()
 }
