@@ -9,7 +9,7 @@
 //! NVIDIA driver, every GPU field is "not available"; nothing is estimated.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,12 @@ pub struct Selected {
 }
 
 static SELECTED: Mutex<Option<Selected>> = Mutex::new(None);
+
+/// NVML, initialised once per process; None where there is no NVIDIA driver.
+fn nvml() -> Option<&'static Nvml> {
+    static NVML: OnceLock<Option<Nvml>> = OnceLock::new();
+    NVML.get_or_init(|| Nvml::init().ok()).as_ref()
+}
 
 /// Remembers the CUDA device `dev` as the one the records describe (a no-op on CPU).
 pub fn select(dev: &candle_core::Device) {
@@ -78,9 +84,9 @@ fn nvml_device<'n>(nvml: &'n Nvml, sel: Option<&Selected>) -> Option<nvml_wrappe
 
 /// GPU facts, or None where NVML (the NVIDIA driver) is not present.
 pub fn facts() -> Option<Gpu> {
-    let nvml = Nvml::init().ok()?;
+    let nvml = nvml()?;
     let sel = selected();
-    let d = nvml_device(&nvml, sel.as_ref())?;
+    let d = nvml_device(nvml, sel.as_ref())?;
     let mem = d.memory_info().ok()?;
     let cc = d.cuda_compute_capability().ok();
     let cuda = nvml.sys_cuda_driver_version().ok();
@@ -105,8 +111,7 @@ pub fn facts() -> Option<Gpu> {
 
 /// GPU memory in use (NVML), or None where no NVIDIA driver is present.
 pub fn used_bytes() -> Option<u64> {
-    let nvml = Nvml::init().ok()?;
-    let d = nvml_device(&nvml, selected().as_ref())?;
+    let d = nvml_device(nvml()?, selected().as_ref())?;
     d.memory_info().ok().map(|m| m.used)
 }
 
@@ -116,7 +121,7 @@ pub fn used_bytes() -> Option<u64> {
 /// building and record writing are not counted; [`PowerMeter::keep_last`] drops the warm-up
 /// segments. Without NVML it measures nothing and says why.
 pub struct PowerMeter {
-    nvml: Option<Arc<Nvml>>,
+    nvml: Option<&'static Nvml>,
     sel: Option<Selected>,
     why_not: String,
     running: Option<Running>,
@@ -149,13 +154,13 @@ impl PowerMeter {
     /// A meter for the GPU the run uses (see [`select`]).
     pub fn new() -> PowerMeter {
         let sel = selected();
-        let (nvml, why_not) = match Nvml::init() {
-            Ok(n) => {
-                let ok = nvml_device(&n, sel.as_ref())
+        let (nvml, why_not) = match nvml() {
+            Some(n) => {
+                let ok = nvml_device(n, sel.as_ref())
                     .map(|d| d.power_usage().is_ok())
                     .unwrap_or(false);
                 if ok {
-                    (Some(Arc::new(n)), String::new())
+                    (Some(n), String::new())
                 } else {
                     (
                         None,
@@ -163,7 +168,7 @@ impl PowerMeter {
                     )
                 }
             }
-            Err(_) => (None, "not available (no NVIDIA driver / NVML)".into()),
+            None => (None, "not available (no NVIDIA driver / NVML)".into()),
         };
         PowerMeter {
             nvml,
@@ -181,20 +186,20 @@ impl PowerMeter {
 
     /// Starts a timed segment (no-op when already running or unavailable).
     pub fn start(&mut self) {
-        let Some(nvml) = self.nvml.clone() else {
+        let Some(nvml) = self.nvml else {
             return;
         };
         if self.running.is_some() {
             return;
         }
         let energy0 =
-            nvml_device(&nvml, self.sel.as_ref()).and_then(|d| d.total_energy_consumption().ok());
+            nvml_device(nvml, self.sel.as_ref()).and_then(|d| d.total_energy_consumption().ok());
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let sel = self.sel.clone();
         let handle = std::thread::spawn(move || {
             let mut w = Vec::new();
-            let Some(d) = nvml_device(&nvml, sel.as_ref()) else {
+            let Some(d) = nvml_device(nvml, sel.as_ref()) else {
                 return w;
             };
             loop {
@@ -224,7 +229,6 @@ impl PowerMeter {
         let seconds = r.t0.elapsed().as_secs_f64();
         let energy1 = self
             .nvml
-            .as_ref()
             .and_then(|n| nvml_device(n, self.sel.as_ref()))
             .and_then(|d| d.total_energy_consumption().ok());
         r.stop.store(true, Ordering::Relaxed);
