@@ -1,33 +1,31 @@
 //! modelbench: criterion-native benchmarks of language models on Hugging Face Candle.
 //!
-//! Data flows one way: knobs -> [`options::Plan`] -> [`source::resolve`] -> [`model::load`]
-//! -> [`generate::generate`] -> [`generate::Trace`] -> records.
+//! The folders are the layers, and imports point one way (a test, `tests/layers.rs`, fails
+//! on one that points back up):
+//!
+//! `util`, `error` <- [`measure`] <- [`models`] <- [`engine`] <- [`output`] <- [`workloads`]
+//! <- [`config`] <- {[`harness`], the `modelbench` binary}
+//!
+//! Data flows: knobs ([`config`]) -> plans -> [`models::source::resolve`] ->
+//! [`models::loading::open`] -> a [`workloads::Workload`] run by the one trial loop
+//! ([`workloads::TrialLoop`]) under criterion ([`harness`]) or the CLI -> one record builder
+//! per workload -> [`output`].
 
-pub mod device;
 pub mod error;
-pub mod fill;
-pub mod fsio;
-pub mod generate;
-pub mod gpu;
-pub mod model;
-pub mod sampling;
-pub mod scenario;
-pub mod source;
-pub mod tokenizer;
+pub mod util;
+
+pub mod measure;
+
+pub mod models;
+
+pub mod engine;
+
+pub mod output;
+
+pub mod workloads;
+
+pub mod config;
+
+pub mod harness;
 
 pub use error::{Error, Result};
-pub use fsio::atomic_write;
-pub mod bench;
-pub mod compare;
-pub mod memory;
-pub mod moe;
-pub mod options;
-pub mod perplexity;
-pub mod plot;
-pub mod psann;
-pub mod quality;
-pub mod record;
-pub mod report;
-pub mod roofline;
-pub mod runner;
-pub mod stats;

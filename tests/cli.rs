@@ -120,11 +120,11 @@ fn run_report_export_and_compare() {
         assert!(a.join(f).is_file(), "{f}");
     }
     assert!(r.join("index.html").is_file());
-    let records = modelbench::report::read_run(&a).unwrap();
+    let records = modelbench::output::report::read_run(&a).unwrap();
     assert_eq!(records.len(), 1);
     let rec = &records[0];
     assert_eq!(rec.samples_s.len(), 5);
-    assert_eq!(rec.harness, "cli");
+    assert_eq!(rec.harness, modelbench::output::record::Harness::Cli);
     assert!(rec.gen.as_ref().unwrap().ttft_ms.is_some());
     assert!(rec.model.load_seconds > 0.0);
     assert!(rec.memory.host_peak_bytes.unwrap() > rec.model.weight_bytes);

@@ -3,10 +3,10 @@
 mod common;
 
 use common::{fixture, logits, run_scenario, FAMILIES};
-use modelbench::generate::{generate, prompt_ids, Prompt};
-use modelbench::model::{load, Family, LoadOptions, Weights};
-use modelbench::sampling::{Sampler, SamplingParams};
-use modelbench::scenario::Scenario;
+use modelbench::engine::generate::{generate, prompt_ids, Prompt};
+use modelbench::engine::sampling::{Sampler, SamplingParams};
+use modelbench::engine::scenario::Scenario;
+use modelbench::models::{load, Family, LoadOptions, Weights};
 
 #[test]
 fn every_scenario_generates_exactly_its_length_on_every_family() {
@@ -41,7 +41,7 @@ fn greedy_and_seeded_sampling_reproduce() {
         let mut m = fixture(fam);
         let vocab = m.model.meta().vocab;
         let prompt = Prompt::Ids(prompt_ids(32, vocab, 7, 0));
-        let run = |m: &mut modelbench::runner::Loaded, p: SamplingParams, seed| {
+        let run = |m: &mut modelbench::models::loading::Loaded, p: SamplingParams, seed| {
             let mut s = Sampler::new(p, seed);
             generate(m.model.as_mut(), &prompt, 24, &mut s, None)
                 .unwrap()

@@ -2,12 +2,13 @@
 //! other test in this binary allocates while it measures.
 
 use candle_core::Device;
-use modelbench::memory::{heap_current, heap_peak, reset_peak};
-use modelbench::psann::train::grads;
-use modelbench::psann::{random_ids, Base, PsannConfig, PsannLm};
+use modelbench::measure::memory::{heap_current, heap_peak, reset_peak};
+use modelbench::models::psann::train::grads;
+use modelbench::models::psann::{random_ids, Base, PsannConfig, PsannLm};
 
 #[global_allocator]
-static ALLOC: modelbench::memory::CountingAlloc = modelbench::memory::CountingAlloc;
+static ALLOC: modelbench::measure::memory::CountingAlloc =
+    modelbench::measure::memory::CountingAlloc;
 
 fn peak_of(f: impl FnOnce()) -> u64 {
     let base = heap_current().unwrap();

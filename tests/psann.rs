@@ -2,8 +2,10 @@
 //! gradient checkpointing.
 
 use candle_core::{Device, Module, Tensor};
-use modelbench::psann::train::{grads, TrainConfig, Trainer};
-use modelbench::psann::{gpu03_shape, random_ids, softplus_inverse, Base, PsannConfig, PsannLm};
+use modelbench::models::psann::train::{grads, TrainConfig, Trainer};
+use modelbench::models::psann::{
+    gpu03_shape, random_ids, softplus_inverse, Base, PsannConfig, PsannLm,
+};
 
 const BASES: [Base; 3] = [Base::Respsann, Base::Sgrpsann, Base::Waveresnet];
 
@@ -118,7 +120,7 @@ fn sine_param_matches_its_formula() {
     );
     assert!((a_raw - 0.541_324_9).abs() < 1e-6 && (d_raw - (-4.600_166)).abs() < 1e-4);
     let sp = |x: f32| (1.0 + x.exp()).ln();
-    let act = modelbench::psann::SineParam {
+    let act = modelbench::models::psann::SineParam {
         a_raw: Tensor::full(a_raw, 128, &Device::Cpu).unwrap(),
         f_raw: Tensor::full(f_raw, 128, &Device::Cpu).unwrap(),
         d_raw: Tensor::full(d_raw, 128, &Device::Cpu).unwrap(),
@@ -213,11 +215,11 @@ fn spectral_gate_at_init_is_half_the_window() {
     // checks the forward and inverse DFT matrices.
     let m = PsannLm::new(tiny(Base::Sgrpsann), 11, &Device::Cpu, false).unwrap();
     for t in [12usize, 5] {
-        let u = modelbench::fill::seeded(
+        let u = modelbench::util::fill::seeded(
             &(2, t, 32).into(),
             1,
             "u",
-            modelbench::fill::Dist::Normal(0.0, 1.0),
+            modelbench::util::fill::Dist::Normal(0.0, 1.0),
             &Device::Cpu,
         )
         .unwrap();

@@ -13,12 +13,13 @@
 //! Regenerate the golden file with MODELBENCH_WRITE_GOLDEN=1 cargo test --test quality.
 
 use candle_core::{DType, Device};
-use modelbench::generate::{generate, Prompt, CORPUS};
-use modelbench::perplexity::perplexity;
-use modelbench::runner::{open, prepare};
-use modelbench::sampling::{Sampler, SamplingParams};
-use modelbench::source::ModelRef;
-use modelbench::tokenizer::{bos_id, encode};
+use modelbench::engine::generate::{generate, Prompt, CORPUS};
+use modelbench::engine::perplexity::perplexity;
+use modelbench::engine::sampling::{Sampler, SamplingParams};
+use modelbench::engine::scenario::prepare;
+use modelbench::models::loading::open;
+use modelbench::models::source::ModelRef;
+use modelbench::models::tokenizer::{bos_id, encode};
 use serde::{Deserialize, Serialize};
 
 const MODEL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
@@ -76,7 +77,7 @@ fn gemma3_270m_quality_gate() {
         )
         .unwrap()
         .tokens;
-        let continuation_text = modelbench::tokenizer::decode(&tok, &out).unwrap();
+        let continuation_text = modelbench::models::tokenizer::decode(&tok, &out).unwrap();
         cases.push(Case {
             text: text.into(),
             prompt_ids: ids,
@@ -120,7 +121,7 @@ fn gemma3_270m_quality_gate() {
         p.perplexity, p.tokens_scored, p.tok_s
     );
     let passed = matched == golden.prompts.len() && p.perplexity < PPL_MAX;
-    modelbench::quality::save(&modelbench::quality::Verdict {
+    modelbench::models::quality::save(&modelbench::models::quality::Verdict {
         model: MODEL.into(),
         passed,
         perplexity: p.perplexity,
@@ -128,7 +129,7 @@ fn gemma3_270m_quality_gate() {
         corpus: "fixtures/corpus/kjv-genesis-1-2.txt (seq-len 511, stride 256)".into(),
         golden_prompts_matched: matched,
         golden_prompts: golden.prompts.len(),
-        checked_at: modelbench::report::now_rfc3339(),
+        checked_at: modelbench::util::time::now_rfc3339(),
     })
     .unwrap();
     assert_eq!(
@@ -143,12 +144,12 @@ fn gemma3_270m_quality_gate() {
     );
 
     // The gate can fail: the same weights read through another family's tokenizer.
-    let llama_tok = modelbench::source::real_tokenizer(
-        modelbench::model::Family::Llama,
-        &modelbench::source::HubEnv::from_env(),
+    let llama_tok = modelbench::models::source::real_tokenizer(
+        modelbench::models::Family::Llama,
+        &modelbench::models::source::HubEnv::from_env(),
     );
     if let Some(path) = llama_tok {
-        let other = modelbench::tokenizer::load(&path).unwrap();
+        let other = modelbench::models::tokenizer::load(&path).unwrap();
         let ids = encode(&other, &CORPUS[..1500]).unwrap();
         let bad = perplexity(m.model.as_mut(), &ids, SEQ_LEN, 256, bos).unwrap();
         assert!(

@@ -3,9 +3,10 @@
 mod common;
 
 use candle_core::{DType, Device};
-use modelbench::runner::{open, prepare};
-use modelbench::scenario::Scenario;
-use modelbench::source::ModelRef;
+use modelbench::engine::scenario::prepare;
+use modelbench::engine::scenario::Scenario;
+use modelbench::models::loading::open;
+use modelbench::models::source::ModelRef;
 
 #[test]
 fn gguf_fixtures_generate_and_their_kv_cache_is_exact() {

@@ -3,13 +3,13 @@
 use std::path::Path;
 use std::process::Command;
 
-use modelbench::record::Record;
-use modelbench::report::{read_run, table, write_artifacts};
+use modelbench::output::record::{Kind, Precision, Record};
+use modelbench::output::report::{read_run, table, write_artifacts};
 
 fn record(scenario: &str, model: &str, samples: &[f64], tokens: u64) -> Record {
-    let mut r = Record::from_samples("generation", scenario, samples.to_vec(), tokens);
+    let mut r = Record::from_samples(Kind::Generation, scenario, samples.to_vec(), tokens);
     r.model.label = model.into();
-    r.dtype = "f32".into();
+    r.dtype = Precision::Float(candle_core::DType::F32);
     r.device = "cpu".into();
     r.prompt_tokens = 64;
     r.new_tokens = tokens as usize;
@@ -57,14 +57,14 @@ fn summary_table_from_known_records() {
 fn a_failed_write_leaves_the_old_file() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("results.jsonl");
-    modelbench::atomic_write(&f, b"old\n").unwrap();
+    modelbench::util::fsio::atomic_write(&f, b"old\n").unwrap();
     // Make the temporary file impossible to create: the write fails before any rename.
     std::fs::create_dir(
         tmp.path()
             .join(format!(".results.jsonl.tmp-{}", std::process::id())),
     )
     .unwrap();
-    assert!(modelbench::atomic_write(&f, b"new content").is_err());
+    assert!(modelbench::util::fsio::atomic_write(&f, b"new content").is_err());
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "old\n");
 }
 

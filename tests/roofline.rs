@@ -1,11 +1,12 @@
 //! Work accounting against hand computations, utilisation bounds, calibration caching.
 
 use candle_core::DType;
-use modelbench::model::describe;
-use modelbench::roofline::{roofline, Calibration, Work};
-use modelbench::source::{resolve, ModelRef};
+use modelbench::measure::calibration::Calibration;
+use modelbench::models::describe;
+use modelbench::models::source::{resolve, ModelRef};
+use modelbench::workloads::work::{roofline, Work};
 
-fn llama_1b(dtype: DType) -> modelbench::model::ModelMeta {
+fn llama_1b(dtype: DType) -> modelbench::models::ModelMeta {
     let res = resolve(&ModelRef::parse("synthetic:llama-3.2-1b").unwrap(), "l").unwrap();
     describe(res.family, &res.config, &res.config_path, dtype, Some(2048)).unwrap()
 }
@@ -54,14 +55,14 @@ fn utilisation_is_bounded_and_flagged_when_above_the_peak() {
         method: "test".into(),
     };
     // 4 tok/s of ~4.9 GB each is ~19.8 GB/s: 99% of 20 GB/s, not flagged.
-    let r = roofline(&m, 64, 64, 4.0, 30.0, Some(&cal));
+    let r = roofline(&m, 64, 64, Some(4.0), Some(30.0), Some(&cal));
     let bw = r.mem_bw_util_pct.unwrap();
     assert!(bw > 95.0 && bw < 101.0, "{bw}");
     assert!(r.flag.is_none());
     // 8 tok/s would be ~198%: flagged.
-    let r = roofline(&m, 64, 64, 8.0, 30.0, Some(&cal));
+    let r = roofline(&m, 64, 64, Some(8.0), Some(30.0), Some(&cal));
     assert!(r.flag.is_some());
     // no calibration: no percentages, and it says how to get one
-    let r = roofline(&m, 64, 64, 4.0, 30.0, None);
+    let r = roofline(&m, 64, 64, Some(4.0), Some(30.0), None);
     assert!(r.mem_bw_util_pct.is_none() && r.calibration.contains("modelbench calibrate"));
 }

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use common::fixture_snapshot;
-use modelbench::runner::{open, prepare};
-use modelbench::scenario::Scenario;
-use modelbench::source::{resolve, resolve_in, HubEnv, ModelRef};
+use modelbench::engine::scenario::prepare;
+use modelbench::engine::scenario::Scenario;
+use modelbench::models::loading::open;
+use modelbench::models::source::{resolve, resolve_in, HubEnv, ModelRef};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -42,7 +43,7 @@ fn hub_resolution_from_a_temporary_cache_without_network() {
     for reference in ["acme/tiny-llama", &format!("acme/tiny-llama@{sha}")] {
         let r = ModelRef::parse(reference).unwrap();
         let res = resolve_in(&r, reference, &hub).unwrap();
-        assert_eq!(res.family, modelbench::model::Family::Llama);
+        assert_eq!(res.family, modelbench::models::Family::Llama);
         assert!(res.tokenizer.is_some());
         let mut m = open(res, &Device::Cpu, DType::F32, Some(128)).unwrap();
         assert_eq!(m.model.forward(&[5, 6, 7], 0).unwrap().dims(), &[128256]);
@@ -140,7 +141,11 @@ fn a_checkpoint_lacking_a_tensor_is_an_error_not_a_panic() {
 #[test]
 fn a_scenario_longer_than_the_context_is_refused_before_loading() {
     let r = ModelRef::parse("fixture:llama").unwrap();
-    let s = Scenario::custom(4000, 200, modelbench::sampling::SamplingParams::GREEDY);
+    let s = Scenario::custom(
+        4000,
+        200,
+        modelbench::engine::sampling::SamplingParams::GREEDY,
+    );
     let e = prepare("fixture:llama", &r, &[s]).unwrap_err().to_string();
     assert!(
         e.contains("4200 positions") && e.contains("max_position_embeddings is 4096"),
@@ -162,8 +167,8 @@ fn synthetic_shapes_have_the_real_parameter_counts() {
         )
         .unwrap();
         let arch =
-            modelbench::model::Arch::from_json(res.family, &res.config, &res.config_path).unwrap();
-        let got: u64 = modelbench::model::expected_tensors(&arch)
+            modelbench::models::Arch::from_json(res.family, &res.config, &res.config_path).unwrap();
+        let got: u64 = modelbench::models::expected_tensors(&arch)
             .unwrap()
             .values()
             .map(|s| s.iter().product::<usize>() as u64)

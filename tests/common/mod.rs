@@ -1,8 +1,9 @@
 #![allow(dead_code)]
 
 use candle_core::{DType, Device};
-use modelbench::runner::{open, prepare, Loaded};
-use modelbench::source::ModelRef;
+use modelbench::engine::scenario::prepare;
+use modelbench::models::loading::{open, Loaded};
+use modelbench::models::source::ModelRef;
 
 pub const FAMILIES: [&str; 4] = ["llama", "qwen3", "qwen3-moe", "gemma3"];
 
@@ -16,10 +17,10 @@ pub fn fixture(family: &str) -> Loaded {
 
 /// The snapshot folder of a fixture (config.json, model.safetensors, tokenizer.json).
 pub fn fixture_snapshot(family: &str) -> std::path::PathBuf {
-    let fam: modelbench::model::Family = family.parse().unwrap();
-    let (repo, rev) = modelbench::source::ensure_fixture(fam).unwrap();
-    modelbench::source::cached_file(
-        &modelbench::source::fixture_cache_dir(),
+    let fam: modelbench::models::Family = family.parse().unwrap();
+    let (repo, rev) = modelbench::models::source::ensure_fixture(fam).unwrap();
+    modelbench::models::source::cached_file(
+        &modelbench::models::source::fixture_cache_dir(),
         &repo,
         &rev,
         "config.json",
@@ -30,29 +31,24 @@ pub fn fixture_snapshot(family: &str) -> std::path::PathBuf {
     .to_path_buf()
 }
 
-/// One generation of scenario `s` (trial 0), prompt and sampler seeded with `seed`.
+/// One generation of scenario `s` (trial 0), prompt and sampler seeded with `seed`: one
+/// iteration of the generation workload, as the benches and the CLI run it.
 pub fn run_scenario(
     m: &mut Loaded,
-    s: &modelbench::scenario::Scenario,
+    s: &modelbench::engine::scenario::Scenario,
     seed: u64,
-) -> modelbench::generate::Trace {
-    let p = modelbench::generate::scenario_prompt(
-        s,
-        m.model.meta().vocab,
-        m.tokenizer.as_ref(),
+) -> modelbench::engine::generate::Trace {
+    use modelbench::workloads::Workload;
+    let dtype = m.model.meta().dtype.clone();
+    let mut w = modelbench::workloads::generation::Generation {
+        loaded: m,
+        scenario: s,
         seed,
-        0,
-    )
-    .unwrap();
-    let mut sampler = modelbench::sampling::Sampler::new(s.sampling, seed);
-    modelbench::generate::generate(
-        m.model.as_mut(),
-        &p,
-        s.new_tokens,
-        &mut sampler,
-        m.tokenizer.as_ref(),
-    )
-    .unwrap()
+        device: modelbench::measure::device::DeviceSpec::Cpu,
+        dtype: modelbench::measure::device::parse_dtype(&dtype).unwrap_or(DType::F32),
+        calibration: None,
+    };
+    w.iterate(0).unwrap().1
 }
 
 pub fn logits(t: &candle_core::Tensor) -> Vec<f32> {
@@ -61,8 +57,8 @@ pub fn logits(t: &candle_core::Tensor) -> Vec<f32> {
 
 /// Logits after a 20-token prefill and 4 single-token decode steps must equal those of one
 /// fresh 24-token forward, within `tol` of the logit scale.
-pub fn assert_kv_cache_exact(m: &mut dyn modelbench::model::CausalLm, what: &str, tol: f32) {
-    let toks = modelbench::generate::prompt_ids(24, m.meta().vocab, 3, 0);
+pub fn assert_kv_cache_exact(m: &mut dyn modelbench::models::CausalLm, what: &str, tol: f32) {
+    let toks = modelbench::engine::generate::prompt_ids(24, m.meta().vocab, 3, 0);
     m.reset().unwrap();
     let full = logits(&m.forward(&toks, 0).unwrap());
     m.reset().unwrap();

@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# Builds llama.cpp's CPU tools, the independent reference for modelbench's quality gate
+# (issue 14), from the llama.cpp source vendored in the llama-cpp-python sdist on PyPI:
+#
+#   llama-cpp-python 0.3.36 sdist (llama_cpp_python-0.3.36.tar.gz, sha256 832db069...),
+#       vendor/llama.cpp = ggml-org/llama.cpp@0c1e57098 (per the sdist's CHANGELOG.md)
+#   cmake 4.4.4 from PyPI (wheel, sha256-pinned), installed privately under the build folder
+#
+# Built: Release, CPU only, GGML_NATIVE=ON (-march=native: the binaries are for this CPU),
+# static libraries, no HTTPS/network support, and these programs in <dir>/bin:
+#   llama-perplexity   the perplexity tool
+#   llama-tokenize     the tokenizer tool (--ids)
+#   llama-simple       llama.cpp's minimal greedy example (text only; used as a cross-check)
+#   llama-greedy-ids   a small program of ours (its source is below and is kept as
+#                      <dir>/llama-greedy-ids.cpp) linked against the same libllama: plain
+#                      argmax decoding with no sampler, no EOS stop, printing token ids and the
+#                      top-1/top-2 logit margin of every step
+# and <dir>/build-info.json (versions, sha256s, compiler, cmake flags, llama.cpp's own
+# --version output, CPU).
+#
+# Usage: scripts/build-llama-cpp.sh [DIR]
+#   DIR (or $LLAMA_CPP_DIR) defaults to target/llama-cpp/0.3.36 in the repository.
+# Idempotent: with a complete build in DIR it builds nothing and prints where it is. The build
+# runs in DIR.partial and is moved to DIR only when complete, so DIR is never half built.
+# Takes about half an hour on 2 cores (-j2; override with $LLAMA_CPP_JOBS).
+set -euo pipefail
+
+VERSION=0.3.36
+SDIST=llama_cpp_python-$VERSION.tar.gz
+SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_CPP_COMMIT=0c1e57098
+CMAKE_VERSION=4.4.4
+CMAKE_WHEEL_SHA256_X86_64=f773a0544c66370408f451acd487c2c643b0dfebb48c5d64f3638bc1bb820238
+CMAKE_WHEEL_SHA256_AARCH64=b3029f586853e01ddf2824c1ff124a1c5284f8ae897994758e9c4eeb45903b58
+JOBS=${LLAMA_CPP_JOBS:-2}
+TOOLS=(llama-perplexity llama-tokenize llama-simple)
+
+if [ $# -gt 1 ]; then echo "usage: $0 [DIR]" >&2; exit 2; fi
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dest=${1:-${LLAMA_CPP_DIR:-$repo/target/llama-cpp/$VERSION}}
+case $dest in /*) ;; *) dest=$PWD/$dest ;; esac
+
+if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ]; then
+  echo "already built: llama.cpp $LLAMA_CPP_COMMIT (llama-cpp-python $VERSION) in $dest"
+  echo "bin: $dest/bin"
+  exit 0
+fi
+if [ -e "$dest" ]; then
+  echo "error: $dest exists but is not a complete build (no build-info.json or bin/llama-greedy-ids); remove it" >&2
+  exit 2
+fi
+
+need() { command -v "$1" >/dev/null || { echo "error: $1 is required ($2)" >&2; exit 2; }; }
+need python3 "for pip and build-info.json"
+need sha256sum "coreutils"
+need g++ "apt-get install -y g++"
+need gcc "apt-get install -y gcc"
+need make "apt-get install -y make"
+python3 -m pip --version >/dev/null 2>&1 || { echo "error: python3 -m pip is required" >&2; exit 2; }
+
+work=$dest.partial
+mkdir -p "$work"
+started=$(date +%s)
+
+# 1. The sdist, verified.
+if [ ! -s "$work/dl/$SDIST" ] || [ "$(sha256sum "$work/dl/$SDIST" | cut -d' ' -f1)" != "$SDIST_SHA256" ]; then
+  rm -rf "$work/dl" && mkdir -p "$work/dl"
+  # --no-binary for this package only: its build dependencies come as wheels, so preparing
+  # its metadata takes seconds (with :all: pip would compile cmake from source first).
+  printf 'llama-cpp-python==%s --hash=sha256:%s\n' "$VERSION" "$SDIST_SHA256" > "$work/dl/req.txt"
+  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python --require-hashes \
+    -r "$work/dl/req.txt" -d "$work/dl" >"$work/dl/pip.log" 2>&1 \
+    || { echo "error: pip download of llama-cpp-python==$VERSION failed: $(tail -1 "$work/dl/pip.log")" >&2; exit 1; }
+fi
+got=$(sha256sum "$work/dl/$SDIST" | cut -d' ' -f1)
+[ "$got" = "$SDIST_SHA256" ] || { echo "error: $SDIST has sha256 $got, expected $SDIST_SHA256" >&2; exit 1; }
+
+# 2. cmake, pinned, private to this build.
+case $(uname -m) in
+  x86_64) cmake_sha=$CMAKE_WHEEL_SHA256_X86_64 ;;
+  aarch64) cmake_sha=$CMAKE_WHEEL_SHA256_AARCH64 ;;
+  *) echo "error: no pinned cmake wheel for $(uname -m)" >&2; exit 2 ;;
+esac
+cmake_home=$work/cmake
+if [ ! -x "$cmake_home/bin/cmake" ]; then
+  rm -rf "$cmake_home" "$work/cmake.tmp" && mkdir -p "$work/cmake.tmp"
+  printf 'cmake==%s --hash=sha256:%s\n' "$CMAKE_VERSION" "$cmake_sha" > "$work/cmake.tmp/req.txt"
+  python3 -m pip install --quiet --no-deps --only-binary :all: --require-hashes --no-warn-script-location \
+    --target "$work/cmake.tmp/site" -r "$work/cmake.tmp/req.txt" >"$work/cmake.tmp/pip.log" 2>&1 \
+    || { echo "error: pip install of cmake==$CMAKE_VERSION failed: $(tail -1 "$work/cmake.tmp/pip.log")" >&2; exit 1; }
+  [ -x "$work/cmake.tmp/site/cmake/data/bin/cmake" ] || { echo "error: the cmake wheel has no cmake/data/bin/cmake" >&2; exit 1; }
+  mv "$work/cmake.tmp/site/cmake/data" "$cmake_home"
+  rm -rf "$work/cmake.tmp"
+fi
+cmake=$cmake_home/bin/cmake
+"$cmake" --version >/dev/null || { echo "error: $cmake does not run" >&2; exit 1; }
+
+# 3. Source.
+src=$work/src/llama_cpp_python-$VERSION/vendor/llama.cpp
+if [ ! -s "$src/CMakeLists.txt" ]; then
+  rm -rf "$work/src" && mkdir -p "$work/src"
+  tar -xzf "$work/dl/$SDIST" -C "$work/src"
+fi
+grep -q "^- feat: update llama.cpp to ggml-org/llama.cpp@$LLAMA_CPP_COMMIT" \
+  "$work/src/llama_cpp_python-$VERSION/CHANGELOG.md" \
+  || { echo "error: the sdist's CHANGELOG.md does not name llama.cpp@$LLAMA_CPP_COMMIT" >&2; exit 1; }
+
+# 4. Configure and build. The sdist has no .git: keep git from finding an enclosing
+# repository (this one) and stamping its commit into llama.cpp's build info.
+export GIT_CEILING_DIRECTORIES=$work/src
+cmake_flags=(
+  -DCMAKE_BUILD_TYPE=Release
+  -DBUILD_SHARED_LIBS=OFF
+  -DGGML_NATIVE=ON
+  -DGGML_CPU=ON
+  -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BACKEND_DL=OFF
+  -DLLAMA_OPENSSL=OFF
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+  -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
+)
+# (LLAMA_CURL no longer exists in this llama.cpp: its downloader is built on cpp-httplib and
+# LLAMA_OPENSSL=OFF leaves it without HTTPS; the tools are only ever given local files.)
+build=$work/build
+"$cmake" -S "$src" -B "$build" "${cmake_flags[@]}" >"$work/configure.log" 2>&1 \
+  || { echo "error: cmake configure failed; see $work/configure.log" >&2; exit 1; }
+echo "building ${TOOLS[*]} with -j$JOBS (log: $work/build.log) ..."
+"$cmake" --build "$build" --config Release -j"$JOBS" --target "${TOOLS[@]}" >"$work/build.log" 2>&1 \
+  || { echo "error: the build failed; see the end of $work/build.log" >&2; exit 1; }
+
+# 5. llama-greedy-ids, against the same static libraries.
+cat > "$work/llama-greedy-ids.cpp" <<'CPP'
+// llama-greedy-ids: exact greedy decoding with llama.cpp, printing token ids.
+// Part of modelbench (scripts/build-llama-cpp.sh). No sampler: every step takes the argmax of
+// the last position's logits (the lowest id on a tie), feeds it back, and never stops on EOS.
+// The prompt is tokenized with llama_tokenize(add_special=true, parse_special=false), so the
+// model's BOS is prepended when its vocab asks for one (Gemma: <bos> = 2).
+//
+// usage: llama-greedy-ids -m MODEL [-t THREADS] [-n N_PREDICT] [--kv-f32] [--fa on|off|auto] -p PROMPT
+//        llama-greedy-ids --system-info
+// Output: tab-separated lines (ids space-separated, bytes hex-encoded):
+//   prompt_ids, generated_ids, eog (0/1 per generated token), top1_logit, margin (top1 - top2
+//   logit), piece_hex (each generated token's piece, special tokens rendered), settings.
+#include "llama.h"
+#include <clocale>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+static std::string hex(const std::string & s) {
+    static const char * d = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : s) { out += d[c >> 4]; out += d[c & 15]; }
+    return out;
+}
+
+static void quiet_log(ggml_log_level level, const char * text, void *) {
+    if (level == GGML_LOG_LEVEL_ERROR || level == GGML_LOG_LEVEL_WARN) fputs(text, stderr);
+}
+
+int main(int argc, char ** argv) {
+    std::setlocale(LC_NUMERIC, "C");
+    std::string model_path, prompt;
+    bool have_prompt = false, kv_f32 = false;
+    int n_threads = 2, n_predict = 32;
+    llama_flash_attn_type fa = LLAMA_FLASH_ATTN_TYPE_AUTO;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        auto next = [&]() -> std::string {
+            if (i + 1 >= argc) { fprintf(stderr, "error: %s needs a value\n", a.c_str()); exit(2); }
+            return argv[++i];
+        };
+        if (a == "-m") model_path = next();
+        else if (a == "-p") { prompt = next(); have_prompt = true; }
+        else if (a == "-t") n_threads = atoi(next().c_str());
+        else if (a == "-n") n_predict = atoi(next().c_str());
+        else if (a == "--kv-f32") kv_f32 = true;
+        else if (a == "--fa") {
+            std::string v = next();
+            if (v == "on") fa = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+            else if (v == "off") fa = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+            else if (v == "auto") fa = LLAMA_FLASH_ATTN_TYPE_AUTO;
+            else { fprintf(stderr, "error: --fa on|off|auto\n"); return 2; }
+        }
+        else if (a == "--system-info") { printf("%s\n", llama_print_system_info()); return 0; }
+        else { fprintf(stderr, "error: unknown argument %s\n", a.c_str()); return 2; }
+    }
+    if (model_path.empty() || !have_prompt || n_threads < 1 || n_predict < 1) {
+        fprintf(stderr, "usage: %s -m MODEL [-t THREADS] [-n N_PREDICT] [--kv-f32] [--fa on|off|auto] -p PROMPT\n", argv[0]);
+        return 2;
+    }
+    llama_log_set(quiet_log, nullptr);
+    llama_backend_init();
+
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    llama_model * model = llama_model_load_from_file(model_path.c_str(), mp);
+    if (!model) { fprintf(stderr, "error: unable to load %s\n", model_path.c_str()); return 1; }
+    const llama_vocab * vocab = llama_model_get_vocab(model);
+    const int n_vocab = llama_vocab_n_tokens(vocab);
+
+    const int n_prompt = -llama_tokenize(vocab, prompt.c_str(), prompt.size(), nullptr, 0, true, false);
+    std::vector<llama_token> toks(n_prompt);
+    if (n_prompt <= 0 || llama_tokenize(vocab, prompt.c_str(), prompt.size(), toks.data(), toks.size(), true, false) != n_prompt) {
+        fprintf(stderr, "error: failed to tokenize the prompt\n"); return 1;
+    }
+
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = n_prompt + n_predict;
+    cp.n_batch = n_prompt;
+    cp.n_ubatch = n_prompt;
+    cp.n_seq_max = 1;
+    cp.n_threads = n_threads;
+    cp.n_threads_batch = n_threads;
+    cp.flash_attn_type = fa;
+    if (kv_f32) { cp.type_k = GGML_TYPE_F32; cp.type_v = GGML_TYPE_F32; }
+    llama_context * ctx = llama_init_from_model(model, cp);
+    if (!ctx) { fprintf(stderr, "error: failed to create the context\n"); return 1; }
+
+    llama_batch_ext * batch = llama_batch_ext_init(ctx);
+    auto set_tokens = [&](const llama_token * t, int n, llama_pos pos0) {
+        llama_batch_ext_clear(batch);
+        for (int i = 0; i < n; i++) {
+            const int32_t idx = llama_batch_ext_add_token(batch, 0, t[i]);
+            const llama_pos pos = pos0 + i;
+            llama_batch_ext_set_pos(batch, idx, &pos);
+        }
+        llama_batch_ext_set_output_logits(batch, n - 1, true);
+    };
+
+    std::vector<llama_token> gen;
+    std::vector<int> eog;
+    std::vector<float> top1, margin;
+    std::vector<std::string> pieces;
+    set_tokens(toks.data(), n_prompt, 0);
+    llama_pos n_past = 0;
+    int n_in_batch = n_prompt;
+    for (int step = 0; step < n_predict; step++) {
+        if (llama_process(ctx, LLAMA_PROCESS_TYPE_DECODE, batch)) { fprintf(stderr, "error: decode failed\n"); return 1; }
+        n_past += n_in_batch;
+        const float * lg = llama_get_logits_ith(ctx, -1);
+        int best = 0;
+        for (int v = 1; v < n_vocab; v++) if (lg[v] > lg[best]) best = v;
+        float second = -INFINITY;
+        for (int v = 0; v < n_vocab; v++) if (v != best && lg[v] > second) second = lg[v];
+        gen.push_back(best);
+        eog.push_back(llama_vocab_is_eog(vocab, best) ? 1 : 0);
+        top1.push_back(lg[best]);
+        margin.push_back(lg[best] - second);
+        char buf[256];
+        int n = llama_token_to_piece(vocab, best, buf, sizeof(buf), 0, true);
+        pieces.push_back(n >= 0 ? std::string(buf, n) : std::string());
+        llama_token t = best;
+        set_tokens(&t, 1, n_past);
+        n_in_batch = 1;
+    }
+
+    auto ids = [](const std::vector<llama_token> & v) {
+        std::string s; for (size_t i = 0; i < v.size(); i++) { if (i) s += ' '; s += std::to_string(v[i]); } return s;
+    };
+    printf("prompt_ids\t%s\n", ids(toks).c_str());
+    printf("generated_ids\t%s\n", ids(gen).c_str());
+    printf("eog\t"); for (size_t i = 0; i < eog.size(); i++) printf(i ? " %d" : "%d", eog[i]); printf("\n");
+    printf("top1_logit\t"); for (size_t i = 0; i < top1.size(); i++) printf(i ? " %.6f" : "%.6f", top1[i]); printf("\n");
+    printf("margin\t"); for (size_t i = 0; i < margin.size(); i++) printf(i ? " %.6f" : "%.6f", margin[i]); printf("\n");
+    printf("piece_hex\t"); for (size_t i = 0; i < pieces.size(); i++) printf(i ? " %s" : "%s", hex(pieces[i]).c_str()); printf("\n");
+    printf("settings\tn_threads=%d n_ctx=%u n_batch=%u type_k=%s type_v=%s flash_attn=%s add_bos=%d bos=%d\n",
+           n_threads, llama_n_ctx(ctx), llama_n_batch(ctx), kv_f32 ? "f32" : "f16", kv_f32 ? "f32" : "f16",
+           llama_flash_attn_type_name(fa), llama_vocab_get_add_bos(vocab) ? 1 : 0, llama_vocab_bos(vocab));
+
+    llama_batch_ext_free(batch);
+    llama_free(ctx);
+    llama_model_free(model);
+    llama_backend_free();
+    return 0;
+}
+CPP
+libs=("$build/src/libllama.a" "$build/ggml/src/libggml.a" "$build/ggml/src/libggml-cpu.a" "$build/ggml/src/libggml-base.a")
+for l in "${libs[@]}"; do [ -s "$l" ] || { echo "error: the build has no $l" >&2; exit 1; }; done
+g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$work/llama-greedy-ids.cpp" \
+  -o "$work/llama-greedy-ids" -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
+  >"$work/greedy.log" 2>&1 || { echo "error: compiling llama-greedy-ids failed; see $work/greedy.log" >&2; exit 1; }
+
+# 6. Assemble DIR: binaries, the greedy program's source, build-info.json.
+out=$work/out
+rm -rf "$out" && mkdir -p "$out/bin"
+for t in "${TOOLS[@]}"; do cp "$build/bin/$t" "$out/bin/"; done
+cp "$work/llama-greedy-ids" "$out/bin/"
+cp "$work/llama-greedy-ids.cpp" "$out/"
+cp "$src/LICENSE" "$out/LICENSE-llama.cpp"
+"$out/bin/llama-perplexity" --version >"$work/version.txt" 2>&1 || true
+"$out/bin/llama-greedy-ids" --system-info >"$work/system-info.txt" 2>/dev/null || true
+finished=$(date +%s)
+python3 - "$out/build-info.json" "$work" <<PY
+import json, platform, subprocess, sys
+out, work = sys.argv[1], sys.argv[2]
+def run(*a):
+    return subprocess.run(a, capture_output=True, text=True).stdout.strip()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+info = {
+    "llama_cpp_python_version": "$VERSION",
+    "sdist": "$SDIST",
+    "sdist_sha256": "$SDIST_SHA256",
+    "sdist_source": "PyPI: pip download --no-deps --no-binary llama-cpp-python llama-cpp-python==$VERSION",
+    "llama_cpp_commit": "$LLAMA_CPP_COMMIT",
+    "llama_cpp_commit_source": "CHANGELOG.md of the sdist: 'update llama.cpp to ggml-org/llama.cpp@$LLAMA_CPP_COMMIT' (the sdist has no .git, so llama.cpp's own build number/commit read 0/unknown)",
+    "llama_cpp_version_output": open(work + "/version.txt").read().strip().splitlines(),
+    "cmake_version": "$CMAKE_VERSION",
+    "cmake_wheel_sha256": "$cmake_sha",
+    "cmake_flags": """${cmake_flags[*]}""".split(),
+    "build_command": "cmake --build build --config Release -j$JOBS --target ${TOOLS[*]}",
+    "greedy_tool": "bin/llama-greedy-ids, source llama-greedy-ids.cpp, compiled with: g++ -std=c++17 -O2 against the static libllama.a, libggml*.a of this build",
+    "compiler": run("g++", "--version").splitlines()[0],
+    "system_info": open(work + "/system-info.txt").read().strip(),
+    "cpu": cpu,
+    "machine": platform.machine(),
+    "binaries": sorted(["${TOOLS[0]}", "${TOOLS[1]}", "${TOOLS[2]}", "llama-greedy-ids"]),
+    "build_seconds": $finished - $started,
+    "built_at": run("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
+}
+json.dump(info, open(out, "w"), indent=2)
+open(out, "a").write("\n")
+PY
+mkdir -p "$(dirname "$dest")"
+mv "$out" "$dest"
+rm -rf "$work"
+echo "built llama.cpp $LLAMA_CPP_COMMIT (llama-cpp-python $VERSION) in $(( finished - started ))s"
+echo "bin: $dest/bin"

@@ -1,0 +1,317 @@
+//! The one knob table. `cargo bench` hands argv to criterion, so the suite is configured by
+//! environment variables; each is declared here once with its doc, default and parser. The
+//! table drives env validation ([`validate_env`]), the CLI's `--help` ([`help`]) and README's
+//! knob table ([`readme_table`], checked by a test), and the plans read knobs only through
+//! [`get`], which refuses a name that is not in the table.
+
+use crate::error::{Error, Result};
+
+use super::plans as p;
+
+/// Which benches read a knob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every bench.
+    All,
+    Generation,
+    Moe,
+    Psann,
+    Checkpoint,
+    /// Read while resolving models and writing reports, by every bench and the CLI.
+    Paths,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::All => "all benches",
+            Scope::Generation => "generation",
+            Scope::Moe => "moe",
+            Scope::Psann => "psann",
+            Scope::Checkpoint => "checkpoint",
+            Scope::Paths => "all (and the CLI)",
+        }
+    }
+}
+
+pub struct Knob {
+    pub name: &'static str,
+    pub scope: Scope,
+    /// Allowed values, as a user reads them.
+    pub values: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+    /// The parser the plans use (the parsed value is dropped here).
+    pub check: fn(&str) -> Result<()>,
+    /// A valid and an invalid value: the knob test runs both.
+    pub examples: (&'static str, &'static str),
+}
+
+fn ok<T>(r: Result<T>) -> Result<()> {
+    r.map(|_| ())
+}
+
+pub const KNOBS: &[Knob] = &[
+    Knob {
+        name: "MODELBENCH_MODELS",
+        scope: Scope::Generation,
+        values: "comma list of model references (see Real models)",
+        default: p::DEFAULT_MODELS,
+        doc: "models of the generation scenarios (the overhead group always uses the three fixtures)",
+        check: |v| ok(p::parse_models(v, "MODELBENCH_MODELS")),
+        examples: ("fixture:llama", "fixture:gpt2"),
+    },
+    Knob {
+        name: "MODELBENCH_TIER",
+        scope: Scope::Generation,
+        values: "`quick` (short, medium), `standard` (+ prefill, decode, sampled), `full` (all seven)",
+        default: "quick",
+        doc: "which scenarios run",
+        check: |v| ok(p::parse_tier(v)),
+        examples: ("full", "huge"),
+    },
+    Knob {
+        name: "MODELBENCH_SCENARIOS",
+        scope: Scope::Generation,
+        values: "comma list of scenario names",
+        default: "",
+        doc: "scenarios to run instead of a tier (not with MODELBENCH_TIER)",
+        check: |v| ok(p::parse_scenarios(v)),
+        examples: ("short,decode", "short,huge"),
+    },
+    Knob {
+        name: "MODELBENCH_DEVICE",
+        scope: Scope::All,
+        values: "`cpu`, `cuda`, `cuda:N` (CUDA needs `--features cuda`)",
+        default: "cpu",
+        doc: "device every workload runs on",
+        check: |v| ok(p::parse_device(v, "MODELBENCH_DEVICE")),
+        examples: ("cpu", "tpu"),
+    },
+    Knob {
+        name: "MODELBENCH_DTYPE",
+        scope: Scope::All,
+        values: "`f32`, `f16`, `bf16`",
+        default: "f32 on CPU (candle's CPU bf16 matmul is ~10x slower), bf16 on CUDA",
+        doc: "precision of float models (GGUF models run their own weight types; PSANN's grid is fp32 by its spec)",
+        check: |v| ok(p::parse_dtype_knob(v, "MODELBENCH_DTYPE")),
+        examples: ("bf16", "f8"),
+    },
+    Knob {
+        name: "MODELBENCH_SEED",
+        scope: Scope::All,
+        values: "integer",
+        default: "42",
+        doc: "seed of prompts, sampling, inputs and seeded weights",
+        check: |v| ok(p::parse_seed(v, "MODELBENCH_SEED")),
+        examples: ("7", "-1"),
+    },
+    Knob {
+        name: "MODELBENCH_MEASURE_SECS",
+        scope: Scope::All,
+        values: "seconds > 0",
+        default: "2",
+        doc: "least criterion measurement window per benchmark (long iterations stretch it to 10 samples of 2 iterations)",
+        check: |v| ok(p::parse_secs(v, "MODELBENCH_MEASURE_SECS")),
+        examples: ("1.5", "0"),
+    },
+    Knob {
+        name: "MODELBENCH_LABEL",
+        scope: Scope::All,
+        values: "1-64 of `[A-Za-z0-9._-]`",
+        default: "",
+        doc: "suffix of the run folder under target-reports/",
+        check: |v| ok(p::check_label(v, "MODELBENCH_LABEL")),
+        examples: ("nightly", "a/b"),
+    },
+    Knob {
+        name: "MODELBENCH_OFFLINE",
+        scope: Scope::Paths,
+        values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
+        default: "0",
+        doc: "never touch the network (as HF_HUB_OFFLINE=1)",
+        check: |v| ok(p::parse_bool(v, "MODELBENCH_OFFLINE")),
+        examples: ("1", "maybe"),
+    },
+    Knob {
+        name: "MODELBENCH_FIXTURE_CACHE",
+        scope: Scope::Paths,
+        values: "a directory",
+        default: "target/modelbench-fixtures/hub",
+        doc: "where fixture models are written",
+        check: |v| ok(p::parse_dir(v, "MODELBENCH_FIXTURE_CACHE")),
+        examples: ("target/modelbench-fixtures/hub", "/dev/null/x"),
+    },
+    Knob {
+        name: "MODELBENCH_REPORTS",
+        scope: Scope::Paths,
+        values: "a directory",
+        default: "target-reports/",
+        doc: "where run folders go",
+        check: |v| ok(p::parse_dir(v, "MODELBENCH_REPORTS")),
+        examples: ("target-reports", "/dev/null/x"),
+    },
+    Knob {
+        name: "MODELBENCH_MOE_EXPERTS",
+        scope: Scope::Moe,
+        values: "comma list of positive integers",
+        default: "8,32",
+        doc: "expert counts of the moe_topk grid",
+        check: |v| ok(p::parse_list("MODELBENCH_MOE_EXPERTS", v)),
+        examples: ("8,16,32", "0"),
+    },
+    Knob {
+        name: "MODELBENCH_MOE_TOPK",
+        scope: Scope::Moe,
+        values: "comma list of positive integers, none above the smallest expert count",
+        default: "1,4",
+        doc: "top-k values of the moe_topk grid (also the dense-k rows)",
+        check: |v| ok(p::parse_list("MODELBENCH_MOE_TOPK", v)),
+        examples: ("1,2,4", "2,x"),
+    },
+    Knob {
+        name: "MODELBENCH_MOE_TOKENS",
+        scope: Scope::Moe,
+        values: "comma list of positive integers",
+        default: "1,512",
+        doc: "tokens per forward (1 = decode, hundreds = prefill)",
+        check: |v| ok(p::parse_list("MODELBENCH_MOE_TOKENS", v)),
+        examples: ("1,128,512", "1,-5"),
+    },
+    Knob {
+        name: "MODELBENCH_MOE_HIDDEN",
+        scope: Scope::Moe,
+        values: "positive integer",
+        default: "512",
+        doc: "hidden size (Qwen3-30B-A3B's 2048 / 4)",
+        check: |v| ok(p::positive("MODELBENCH_MOE_HIDDEN", v)),
+        examples: ("256", "-3"),
+    },
+    Knob {
+        name: "MODELBENCH_MOE_INTERMEDIATE",
+        scope: Scope::Moe,
+        values: "positive integer",
+        default: "192",
+        doc: "per-expert intermediate size (Qwen3-30B-A3B's 768 / 4)",
+        check: |v| ok(p::positive("MODELBENCH_MOE_INTERMEDIATE", v)),
+        examples: ("96", "0"),
+    },
+    Knob {
+        name: "MODELBENCH_PSANN_GRID",
+        scope: Scope::Psann,
+        values: "`default` (d256 L4, T <= 256), `gpu03` (GPU-03's grid: 64K-256K tokens, T <= 4096; needs ~24-48 GiB)",
+        default: "default",
+        doc: "which PSANN-LM throughput grid",
+        check: |v| ok(p::parse_grid(v)),
+        examples: ("gpu03", "huge"),
+    },
+    Knob {
+        name: "MODELBENCH_PSANN_BASES",
+        scope: Scope::Psann,
+        values: "comma list of `respsann`, `sgrpsann`, `waveresnet`",
+        default: "respsann,waveresnet",
+        doc: "PSANN-LM bases of the grid",
+        check: |v| ok(p::parse_bases(v)),
+        examples: ("waveresnet", "transformer"),
+    },
+    Knob {
+        name: "MODELBENCH_PSANN_BATCH_TOKENS",
+        scope: Scope::Psann,
+        values: "comma list of positive integers",
+        default: "1024,4096 (gpu03: 65536,131072,262144)",
+        doc: "tokens per forward of `psann_throughput` (B x T by GPU-03's shape rule)",
+        check: |v| ok(p::parse_list("MODELBENCH_PSANN_BATCH_TOKENS", v)),
+        examples: ("2048", "0,1"),
+    },
+    Knob {
+        name: "MODELBENCH_PSANN_TRAIN_TOKENS",
+        scope: Scope::Psann,
+        values: "comma list of positive integers, or `none`",
+        default: "1024 (gpu03: the batch tokens)",
+        doc: "tokens per step of `psann_train` (a full train step is ~3x a forward)",
+        check: |v| ok(p::parse_optional_list("MODELBENCH_PSANN_TRAIN_TOKENS", v)),
+        examples: ("none", "many"),
+    },
+];
+
+/// The knob of that name.
+pub fn knob(name: &str) -> Option<&'static Knob> {
+    KNOBS.iter().find(|k| k.name == name)
+}
+
+/// A knob's value from `lookup` (blank counts as unset). Panics on a name missing from the
+/// table: every knob a plan reads must be declared (a test runs every plan).
+pub fn get(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    assert!(
+        knob(name).is_some(),
+        "{name} is read but not declared in config::knobs::KNOBS"
+    );
+    lookup(name).filter(|v| !v.trim().is_empty())
+}
+
+/// The process environment as a lookup.
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Validates every `MODELBENCH_*` variable of `vars`: an unknown name is an error (a typo
+/// such as MODELBENCH_MODEL would otherwise be ignored), and each set knob must parse, even
+/// one that another bench reads (`cargo bench` runs every bench with the same environment).
+pub fn validate(vars: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+    for (k, v) in vars {
+        if !k.starts_with("MODELBENCH_") {
+            continue;
+        }
+        match knob(&k) {
+            None => {
+                let known: Vec<_> = KNOBS.iter().map(|k| k.name).collect();
+                return Err(Error::knob(k, v, "not a known knob", known.join(", ")));
+            }
+            Some(kn) if !v.trim().is_empty() => (kn.check)(&v)?,
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// [`validate`] on the process environment.
+pub fn validate_env() -> Result<()> {
+    validate(std::env::vars())
+}
+
+/// The knob list of `modelbench --help`.
+pub fn help() -> String {
+    let mut s = String::from("Environment knobs (for `cargo bench`; the CLI takes flags):\n");
+    for k in KNOBS {
+        s.push_str(&format!(
+            "  {:<30} {} [{}; default: {}]\n",
+            k.name,
+            k.doc,
+            k.scope.name(),
+            if k.default.is_empty() {
+                "unset"
+            } else {
+                k.default
+            }
+        ));
+    }
+    s
+}
+
+/// README's knob table (between `<!-- knobs:begin -->` and `<!-- knobs:end -->`).
+pub fn readme_table() -> String {
+    let mut s = String::from(
+        "| variable | bench | values | default | what it does |\n|---|---|---|---|---|\n",
+    );
+    for k in KNOBS {
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            k.name,
+            k.scope.name(),
+            k.values,
+            if k.default.is_empty() { " " } else { k.default },
+            k.doc
+        ));
+    }
+    s
+}

@@ -1,0 +1,531 @@
+//! Plans: the validated form of the knobs (see [`super::knobs`]) for each bench, and the
+//! parsers the knob table uses, which write the messages for bad values.
+
+use std::time::Duration;
+
+use candle_core::DType;
+
+use crate::engine::scenario::{Scenario, Tier, SCENARIO_NAMES};
+use crate::error::{Error, Result};
+use crate::measure::device::{parse_dtype, DeviceSpec, DTYPES_ALLOWED};
+use crate::models::source::{ModelRef, SOURCES_HELP};
+
+use super::knobs;
+
+pub const DEFAULT_MODELS: &str = "fixture:llama,fixture:qwen3,fixture:gemma3";
+/// The default tier: short and medium on the three fixtures, a few minutes; `full` is one
+/// knob away.
+pub const DEFAULT_TIER: &str = "quick";
+/// The default least measurement window per benchmark.
+pub const DEFAULT_MEASURE: Duration = Duration::from_secs(2);
+
+/// The validated plan: models x scenarios x dtype x device.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// (label as written, parsed reference)
+    pub models: Vec<(String, ModelRef)>,
+    pub tier: Option<Tier>,
+    pub scenarios: Vec<Scenario>,
+    pub device: DeviceSpec,
+    pub dtype: DType,
+    pub seed: u64,
+    pub min_measure: Duration,
+    pub label: Option<String>,
+}
+
+pub fn parse_models(list: &str, knob: &str) -> Result<Vec<(String, ModelRef)>> {
+    let mut out = Vec::new();
+    for m in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let r =
+            ModelRef::parse(m).map_err(|e| Error::knob(knob, list, e.to_string(), SOURCES_HELP))?;
+        if out.iter().any(|(l, _): &(String, ModelRef)| l == m) {
+            return Err(Error::knob(
+                knob,
+                list,
+                format!("`{m}` is listed twice"),
+                SOURCES_HELP,
+            ));
+        }
+        out.push((m.to_string(), r));
+    }
+    if out.is_empty() {
+        return Err(Error::knob(knob, list, "no models", SOURCES_HELP));
+    }
+    Ok(out)
+}
+
+pub fn parse_seed(v: &str, knob: &str) -> Result<u64> {
+    v.trim().parse().map_err(|_| {
+        Error::knob(
+            knob,
+            v,
+            "not a non-negative integer",
+            "0..=18446744073709551615",
+        )
+    })
+}
+
+/// A run-folder label: letters, digits, `-`, `_`, `.`.
+pub fn check_label(v: &str, knob: &str) -> Result<String> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(Error::knob(
+            knob,
+            v,
+            "not usable in a folder name",
+            "1-64 of [A-Za-z0-9._-]",
+        ))
+    }
+}
+
+pub fn parse_tier(v: &str) -> Result<Tier> {
+    Tier::parse(v.trim())
+        .ok_or_else(|| Error::knob("MODELBENCH_TIER", v, "unknown tier", Tier::ALLOWED))
+}
+
+pub fn parse_scenarios(list: &str) -> Result<Vec<Scenario>> {
+    let mut v = Vec::new();
+    for n in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        v.push(Scenario::by_name(n).map_err(|_| {
+            Error::knob(
+                "MODELBENCH_SCENARIOS",
+                list,
+                format!("unknown scenario `{n}`"),
+                SCENARIO_NAMES,
+            )
+        })?);
+    }
+    if v.is_empty() {
+        return Err(Error::knob(
+            "MODELBENCH_SCENARIOS",
+            list,
+            "no scenarios",
+            SCENARIO_NAMES,
+        ));
+    }
+    Ok(v)
+}
+
+pub fn parse_device(v: &str, knob: &str) -> Result<DeviceSpec> {
+    v.trim()
+        .parse()
+        .map_err(|e: String| Error::knob(knob, v, e, DeviceSpec::ALLOWED))
+}
+
+pub fn parse_dtype_knob(v: &str, knob: &str) -> Result<DType> {
+    parse_dtype(v.trim()).map_err(|e| Error::knob(knob, v, e, DTYPES_ALLOWED))
+}
+
+pub fn parse_secs(s: &str, knob: &str) -> Result<Duration> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| Error::knob(knob, s, "not a number", "a number of seconds > 0"))?;
+    if !(v > 0.0 && v < 86400.0) {
+        return Err(Error::knob(
+            knob,
+            s,
+            "out of range",
+            "a number of seconds in (0, 86400)",
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+pub fn parse_bool(v: &str, knob: &str) -> Result<bool> {
+    match v.trim() {
+        "1" | "true" | "TRUE" | "yes" | "on" => Ok(true),
+        "0" | "false" | "FALSE" | "no" | "off" => Ok(false),
+        _ => Err(Error::knob(
+            knob,
+            v,
+            "not a boolean",
+            "1, true, yes, on, 0, false, no, off",
+        )),
+    }
+}
+
+/// A directory that exists or can be created (its nearest existing ancestor is a directory).
+pub fn parse_dir(v: &str, knob: &str) -> Result<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(v.trim());
+    let mut a = Some(p.as_path());
+    while let Some(d) = a {
+        if d.as_os_str().is_empty() {
+            break;
+        }
+        if d.exists() {
+            return if d.is_dir() {
+                Ok(p.clone())
+            } else {
+                Err(Error::knob(
+                    knob,
+                    v,
+                    format!("{} is not a directory", d.display()),
+                    "a directory path",
+                ))
+            };
+        }
+        a = d.parent();
+    }
+    Ok(p)
+}
+
+pub fn parse_grid(v: &str) -> Result<&'static str> {
+    match v.trim() {
+        "default" => Ok("default"),
+        "gpu03" => Ok("gpu03"),
+        _ => Err(Error::knob(
+            "MODELBENCH_PSANN_GRID",
+            v,
+            "unknown grid",
+            "default, gpu03",
+        )),
+    }
+}
+
+pub fn parse_bases(v: &str) -> Result<Vec<crate::models::psann::Base>> {
+    use crate::models::psann::Base;
+    let mut bases = Vec::new();
+    for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        bases.push(Base::parse(b).ok_or_else(|| {
+            Error::knob(
+                "MODELBENCH_PSANN_BASES",
+                v,
+                format!("unknown base `{b}`"),
+                Base::ALLOWED,
+            )
+        })?);
+    }
+    if bases.is_empty() {
+        return Err(Error::knob(
+            "MODELBENCH_PSANN_BASES",
+            v,
+            "no bases",
+            Base::ALLOWED,
+        ));
+    }
+    Ok(bases)
+}
+
+/// A comma list of positive integers, or `none` (an empty list).
+pub fn parse_optional_list(name: &str, v: &str) -> Result<Vec<usize>> {
+    if v.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    parse_list(name, v)
+}
+
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Plan {
+    /// From the environment, after every MODELBENCH_* variable has been validated.
+    pub fn from_env() -> Result<Plan> {
+        knobs::validate_env()?;
+        Plan::from_lookup(&knobs::env)
+    }
+
+    /// From knob values given by `lookup` (the environment, or a test's map).
+    pub fn from_lookup(lookup: Lookup) -> Result<Plan> {
+        let get = |k: &str| knobs::get(lookup, k);
+        let models = parse_models(
+            get("MODELBENCH_MODELS")
+                .as_deref()
+                .unwrap_or(DEFAULT_MODELS),
+            "MODELBENCH_MODELS",
+        )?;
+        let (tier, scenarios) = match (get("MODELBENCH_SCENARIOS"), get("MODELBENCH_TIER")) {
+            (Some(_), Some(t)) => {
+                return Err(Error::knob(
+                    "MODELBENCH_TIER",
+                    t,
+                    "set either MODELBENCH_TIER or MODELBENCH_SCENARIOS, not both",
+                    Tier::ALLOWED,
+                ))
+            }
+            (Some(list), None) => (None, parse_scenarios(&list)?),
+            (None, t) => {
+                let tier = parse_tier(t.as_deref().unwrap_or(DEFAULT_TIER))?;
+                (Some(tier), tier.scenarios())
+            }
+        };
+        let c = Common::from_lookup(lookup)?;
+        Ok(Plan {
+            models,
+            tier,
+            scenarios,
+            device: c.device,
+            dtype: c.dtype,
+            seed: c.seed,
+            min_measure: c.min_measure,
+            label: c.label,
+        })
+    }
+
+    /// Positions the longest scenario needs: models are built for no more than this.
+    pub fn context_cap(&self) -> usize {
+        self.scenarios
+            .iter()
+            .map(Scenario::context_needed)
+            .max()
+            .unwrap_or(1)
+    }
+}
+
+/// A comma list of positive integers.
+pub fn parse_list(name: &str, v: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match p.parse::<usize>() {
+            Ok(n) if n > 0 => out.push(n),
+            _ => {
+                return Err(Error::knob(
+                    name,
+                    v,
+                    format!("`{p}` is not a positive integer"),
+                    "a comma list of positive integers",
+                ))
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::knob(
+            name,
+            v,
+            "empty list",
+            "a comma list of positive integers",
+        ));
+    }
+    Ok(out)
+}
+
+pub fn positive(name: &str, v: &str) -> Result<usize> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::knob(
+            name,
+            v,
+            "not a positive integer",
+            "an integer >= 1",
+        )),
+    }
+}
+
+/// Knobs shared by every workload bench: device, dtype, seed, measurement window, label.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub device: DeviceSpec,
+    pub dtype: DType,
+    pub seed: u64,
+    pub min_measure: Duration,
+    pub label: Option<String>,
+}
+
+impl Common {
+    pub fn from_env() -> Result<Common> {
+        knobs::validate_env()?;
+        Common::from_lookup(&knobs::env)
+    }
+
+    pub fn from_lookup(lookup: Lookup) -> Result<Common> {
+        let get = |k: &str| knobs::get(lookup, k);
+        let device = get("MODELBENCH_DEVICE")
+            .map(|d| parse_device(&d, "MODELBENCH_DEVICE"))
+            .transpose()?
+            .unwrap_or(DeviceSpec::Cpu);
+        let dtype = get("MODELBENCH_DTYPE")
+            .map(|d| parse_dtype_knob(&d, "MODELBENCH_DTYPE"))
+            .transpose()?
+            .unwrap_or_else(|| device.default_dtype());
+        Ok(Common {
+            device,
+            dtype,
+            seed: get("MODELBENCH_SEED")
+                .map(|s| parse_seed(&s, "MODELBENCH_SEED"))
+                .transpose()?
+                .unwrap_or(42),
+            min_measure: get("MODELBENCH_MEASURE_SECS")
+                .map(|s| parse_secs(&s, "MODELBENCH_MEASURE_SECS"))
+                .transpose()?
+                .unwrap_or(DEFAULT_MEASURE),
+            label: get("MODELBENCH_LABEL")
+                .map(|l| check_label(&l, "MODELBENCH_LABEL"))
+                .transpose()?,
+        })
+    }
+}
+
+/// The MoE grid (criterion group `moe_topk`).
+#[derive(Debug, Clone)]
+pub struct MoePlan {
+    pub experts: Vec<usize>,
+    pub top_k: Vec<usize>,
+    pub tokens: Vec<usize>,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub common: Common,
+}
+
+impl MoePlan {
+    pub fn from_env() -> Result<MoePlan> {
+        knobs::validate_env()?;
+        MoePlan::from_lookup(&knobs::env)
+    }
+
+    /// From knob values given by `lookup` (the environment, or a test's map).
+    pub fn from_lookup(lookup: Lookup) -> Result<MoePlan> {
+        let common = Common::from_lookup(lookup)?;
+        let env = |k: &str| knobs::get(lookup, k);
+        let list = |k: &str, d: &str| parse_list(k, &env(k).unwrap_or_else(|| d.to_string()));
+        let experts = list("MODELBENCH_MOE_EXPERTS", "8,32")?;
+        let top_k = list("MODELBENCH_MOE_TOPK", "1,4")?;
+        let tokens = list("MODELBENCH_MOE_TOKENS", "1,512")?;
+        let hidden = env("MODELBENCH_MOE_HIDDEN")
+            .map(|v| positive("MODELBENCH_MOE_HIDDEN", &v))
+            .transpose()?;
+        let inter = env("MODELBENCH_MOE_INTERMEDIATE")
+            .map(|v| positive("MODELBENCH_MOE_INTERMEDIATE", &v))
+            .transpose()?;
+        let min_e = *experts.iter().min().expect("non-empty");
+        if let Some(&k) = top_k.iter().find(|&&k| k > min_e) {
+            return Err(Error::knob(
+                "MODELBENCH_MOE_TOPK",
+                top_k
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                format!("top-k {k} exceeds {min_e} experts (MODELBENCH_MOE_EXPERTS)"),
+                "values no larger than the smallest expert count",
+            ));
+        }
+        Ok(MoePlan {
+            experts,
+            top_k,
+            tokens,
+            hidden: hidden.unwrap_or(crate::models::moe::MoeConfig::DEFAULT_HIDDEN),
+            intermediate: inter
+                .unwrap_or(crate::models::moe::MoeConfig::DEFAULT_EXPERT_INTERMEDIATE),
+            common,
+        })
+    }
+}
+
+/// The PSANN throughput grid (groups `psann_throughput` and `psann_train`).
+#[derive(Debug, Clone)]
+pub struct PsannPlan {
+    /// `default` or `gpu03`.
+    pub grid: String,
+    pub bases: Vec<crate::models::psann::Base>,
+    pub batch_tokens: Vec<usize>,
+    /// Batch tokens of the train-step group (empty: no train steps).
+    pub train_tokens: Vec<usize>,
+    /// GPU-03's caps on sequence length and batch.
+    pub max_t: usize,
+    pub max_b: usize,
+    pub common: Common,
+}
+
+impl PsannPlan {
+    pub fn from_env() -> Result<PsannPlan> {
+        knobs::validate_env()?;
+        PsannPlan::from_lookup(&knobs::env)
+    }
+
+    pub fn from_lookup(lookup: Lookup) -> Result<PsannPlan> {
+        let common = Common::from_lookup(lookup)?;
+        let env = |k: &str| knobs::get(lookup, k);
+        let grid = parse_grid(&env("MODELBENCH_PSANN_GRID").unwrap_or_else(|| "default".into()))?;
+        let (default_tokens, default_train, max_t) = match grid {
+            "gpu03" => ("65536,131072,262144", "65536,131072,262144", 4096),
+            _ => ("1024,4096", "1024", 256),
+        };
+        let bases = parse_bases(
+            &env("MODELBENCH_PSANN_BASES").unwrap_or_else(|| "respsann,waveresnet".into()),
+        )?;
+        let batch_tokens = parse_list(
+            "MODELBENCH_PSANN_BATCH_TOKENS",
+            &env("MODELBENCH_PSANN_BATCH_TOKENS").unwrap_or_else(|| default_tokens.into()),
+        )?;
+        let train_tokens = parse_optional_list(
+            "MODELBENCH_PSANN_TRAIN_TOKENS",
+            &env("MODELBENCH_PSANN_TRAIN_TOKENS").unwrap_or_else(|| default_train.into()),
+        )?;
+        Ok(PsannPlan {
+            grid: grid.to_string(),
+            bases,
+            batch_tokens,
+            train_tokens,
+            max_t,
+            max_b: 64,
+            common,
+        })
+    }
+
+    /// (batch_tokens, B, T) of each grid point by GPU-03's shape rule.
+    pub fn shapes(&self, tokens: &[usize]) -> Vec<(usize, usize, usize)> {
+        tokens
+            .iter()
+            .map(|&n| {
+                let (b, t) = crate::models::psann::gpu03_shape(n, self.max_t, self.max_b);
+                (n, b, t)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults() {
+        let p = Plan::from_lookup(&with(&[])).unwrap();
+        assert_eq!(p.models.len(), 3);
+        assert_eq!(p.tier, Some(Tier::Quick));
+        assert_eq!(p.dtype, DType::F32);
+        assert_eq!(p.seed, 42);
+        let full = Plan::from_lookup(&with(&[("MODELBENCH_TIER", "full")])).unwrap();
+        assert_eq!(full.scenarios.len(), 7);
+        assert_eq!(full.context_cap(), 1536);
+    }
+
+    #[test]
+    fn moe_knobs_are_validated() {
+        let p = MoePlan::from_lookup(&with(&[])).unwrap();
+        assert_eq!((p.experts.len(), p.top_k.len(), p.tokens.len()), (2, 2, 2));
+        let e = MoePlan::from_lookup(&with(&[
+            ("MODELBENCH_MOE_EXPERTS", "4"),
+            ("MODELBENCH_MOE_TOPK", "2,8"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("MODELBENCH_MOE_TOPK") && e.contains("top-k 8 exceeds 4 experts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tier_and_scenarios_exclude_each_other() {
+        let e = Plan::from_lookup(&with(&[
+            ("MODELBENCH_TIER", "quick"),
+            ("MODELBENCH_SCENARIOS", "short"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not both"), "{e}");
+    }
+}

@@ -1,0 +1,100 @@
+//! Sliding-window perplexity (the method of HF transformers' perplexity guide): windows of
+//! `seq_len` tokens advance by `stride`; each window scores only the tokens no earlier
+//! window scored, with the rest of the window as context. The first token of the text has no
+//! context and is never scored.
+//!
+//! The models return last-position logits only, so a window prefills its context in one call
+//! and then feeds the scored tokens one at a time, reading each next-token distribution.
+
+use std::time::Instant;
+
+use candle_core::DType;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::models::CausalLm;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Perplexity {
+    /// The BOS id put before each window, if any.
+    pub bos: Option<u32>,
+    pub seq_len: usize,
+    pub stride: usize,
+    pub windows: usize,
+    pub tokens_scored: usize,
+    pub mean_nll: f64,
+    pub perplexity: f64,
+    pub seconds: f64,
+    /// Scored tokens per second (context prefill included in the time).
+    pub tok_s: f64,
+}
+
+fn nll(logits: &candle_core::Tensor, target: u32) -> Result<f64> {
+    let l = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+    let t = l.get(target as usize).ok_or_else(|| {
+        Error::Report(format!(
+            "token id {target} is outside the model's vocabulary"
+        ))
+    })?;
+    Ok(lse - *t as f64)
+}
+
+/// `bos`: a token to put before every window's context (models such as Gemma are trained to
+/// always see one; it is not scored and does not count toward `seq_len`).
+pub fn perplexity(
+    m: &mut dyn CausalLm,
+    ids: &[u32],
+    seq_len: usize,
+    stride: usize,
+    bos: Option<u32>,
+) -> Result<Perplexity> {
+    if seq_len < 2 || stride == 0 || stride > seq_len {
+        return Err(Error::Report(format!(
+            "--seq-len {seq_len} / --stride {stride}: need seq-len >= 2 and 1 <= stride <= seq-len"
+        )));
+    }
+    if ids.len() < 2 {
+        return Err(Error::Report(
+            "the text encodes to fewer than 2 tokens: nothing to score".into(),
+        ));
+    }
+    let t0 = Instant::now();
+    let (mut total, mut scored, mut windows, mut prev_end) = (0f64, 0usize, 0usize, 0usize);
+    let mut begin = 0;
+    while prev_end < ids.len() {
+        let end = (begin + seq_len).min(ids.len());
+        // Targets: positions prev_end..end (never position 0).
+        let first_target = prev_end.max(begin + 1);
+        let mut ctx: Vec<u32> = bos.into_iter().collect();
+        ctx.extend_from_slice(&ids[begin..first_target]);
+        m.reset()?;
+        let mut logits = m.forward(&ctx, 0)?;
+        let mut pos = ctx.len();
+        for t in first_target..end {
+            total += nll(&logits, ids[t])?;
+            scored += 1;
+            if t + 1 < end {
+                logits = m.forward(&ids[t..t + 1], pos)?;
+                pos += 1;
+            }
+        }
+        windows += 1;
+        prev_end = end;
+        begin += stride;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let mean_nll = total / scored as f64;
+    Ok(Perplexity {
+        bos,
+        seq_len,
+        stride,
+        windows,
+        tokens_scored: scored,
+        mean_nll,
+        perplexity: mean_nll.exp(),
+        seconds,
+        tok_s: scored as f64 / seconds,
+    })
+}

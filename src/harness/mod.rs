@@ -1,0 +1,467 @@
+//! Criterion glue, and nothing else: group settings for multi-second iterations, benchmark ids
+//! that carry device and dtype, the one routine every benchmark uses (`iter_custom` over the
+//! shared [`TrialLoop`]), a peak-bytes [`Measurement`](criterion::measurement::Measurement),
+//! and the entry of each file in benches/ ([`main`]). Workloads know nothing of criterion.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use criterion::measurement::Measurement;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+
+use crate::config::plans::{Common, MoePlan, Plan, PsannPlan};
+use crate::engine::generate::probe_rates;
+use crate::engine::scenario::prepare;
+use crate::error::Result;
+use crate::measure::calibration::cached;
+use crate::measure::memory;
+use crate::measure::timing::{Measured, TrialLoop, SAMPLE_SIZE};
+use crate::models::loading::open;
+use crate::models::moe::MoeConfig;
+use crate::models::source::ModelRef;
+use crate::output::record::Harness;
+use crate::output::report::{reports_root, RunDir};
+use crate::workloads::checkpoint::Checkpoint;
+use crate::workloads::generation::Generation;
+use crate::workloads::moe::Moe;
+use crate::workloads::overhead::{Overhead, SamplingCost};
+use crate::workloads::psann::Psann;
+use crate::workloads::{stamp, Workload};
+
+/// The benches of benches/*.rs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bench {
+    /// The generation scenarios and the `overhead` group.
+    Generation,
+    Moe,
+    Psann,
+    Checkpoint,
+}
+
+/// The whole `main` of a bench: validate the knobs, run its groups, print where the records
+/// went and how long it took. Bad input is one line on stderr and exit status 2.
+pub fn main(bench: Bench) {
+    crate::output::plot::register_fonts();
+    let t = Instant::now();
+    let out = match bench {
+        Bench::Generation => Plan::from_env().and_then(|plan| {
+            let mut c = Criterion::default().configure_from_args();
+            let mut run = run_dir(plan.label.as_deref());
+            generation(&mut c, &plan, &mut run)?;
+            overhead(&mut c, &plan, &mut run)?;
+            c.final_summary();
+            Ok(run)
+        }),
+        Bench::Moe => MoePlan::from_env().and_then(|plan| {
+            let mut c = Criterion::default().configure_from_args();
+            let mut run = run_dir(plan.common.label.as_deref());
+            moe(&mut c, &plan, &mut run)?;
+            c.final_summary();
+            Ok(run)
+        }),
+        Bench::Psann => PsannPlan::from_env().and_then(|plan| {
+            let mut c = Criterion::default().configure_from_args();
+            let mut run = run_dir(plan.common.label.as_deref());
+            psann(&mut c, &plan, &mut run)?;
+            c.final_summary();
+            Ok(run)
+        }),
+        Bench::Checkpoint => Common::from_env().and_then(|common| {
+            // Peak bytes of a deterministic step are identical from sample to sample: criterion's
+            // plots (KDE of the t-test against the last run) cannot be drawn from zero spread, so
+            // the memory group keeps criterion's statistics and baselines but no HTML plots.
+            let mut c_mem = Criterion::default()
+                .with_measurement(PeakBytes)
+                .configure_from_args()
+                .without_plots();
+            let mut c_time = Criterion::default().configure_from_args();
+            let mut run = run_dir(common.label.as_deref());
+            checkpoint(&mut c_mem, &mut c_time, &common, &mut run)?;
+            c_mem.final_summary();
+            c_time.final_summary();
+            Ok(run)
+        }),
+    };
+    let run = exit_on_error(out);
+    if !run.records().is_empty() {
+        eprintln!("records: {}", run.path.display());
+    }
+    eprintln!(
+        "bench {bench:?} took {:.1} s ({} records)",
+        t.elapsed().as_secs_f64(),
+        run.records().len()
+    );
+}
+
+/// Prints a one-line error and exits non-zero: the bench's answer to bad input.
+pub fn exit_on_error<T>(r: Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The current run folder for `cargo bench` (created on the first record).
+pub fn run_dir(plan_label: Option<&str>) -> RunDir {
+    RunDir::new(&reports_root(), plan_label)
+}
+
+/// Criterion was asked only to list the benchmarks (`cargo bench -- --list`): nothing is run,
+/// so no probe either.
+pub fn listing() -> bool {
+    std::env::args().any(|a| a == "--list")
+}
+
+/// Above this, a benchmark takes criterion's minimum: 10 samples of one iteration each.
+pub const LONG_BUDGET: Duration = Duration::from_secs(30);
+
+/// Group settings for one benchmark: flat sampling, [`SAMPLE_SIZE`] samples, a warm-up of
+/// exactly one routine call (criterion runs the routine once with one iteration when the
+/// warm-up time is a nanosecond), and a measurement window sized from an estimate of one
+/// iteration: at least two iterations per sample where that fits in [`LONG_BUDGET`], else one
+/// (criterion then prints its "unable to complete" note, which is expected).
+pub fn group<'a, M: Measurement>(
+    c: &'a mut Criterion<M>,
+    name: &str,
+    est_iter: Duration,
+    min_measure: Duration,
+) -> BenchmarkGroup<'a, M> {
+    let mut g = c.benchmark_group(name);
+    let two_per_sample = est_iter.mul_f64(SAMPLE_SIZE as f64 * 1.5);
+    let window = if two_per_sample > LONG_BUDGET {
+        est_iter.mul_f64(SAMPLE_SIZE as f64 * 0.5)
+    } else {
+        two_per_sample.max(min_measure)
+    };
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(SAMPLE_SIZE)
+        .warm_up_time(Duration::from_nanos(1))
+        .measurement_time(window.max(Duration::from_millis(1)));
+    g
+}
+
+/// Benchmarks one workload in its criterion group under id `<device>-<dtype>/<name>`, through
+/// the shared trial loop. `est`: one iteration's duration if already known (else one untimed
+/// iteration estimates it). Returns what the measured samples gave (None in criterion's test
+/// and list modes, or when the benchmark was filtered out).
+pub fn bench<W: Workload>(
+    c: &mut Criterion,
+    w: &mut W,
+    est: Option<Duration>,
+    min_measure: Duration,
+) -> Result<Option<Measured<W::Out>>> {
+    let est = match est {
+        Some(e) => e,
+        None if listing() => Duration::from_millis(1),
+        None => w.estimate()?,
+    };
+    let tokens = w.tokens_per_iter();
+    let trials: RefCell<TrialLoop<W::Out>> = RefCell::default();
+    let id = BenchmarkId::new(w.target().tag(), w.name());
+    {
+        let mut g = group(c, &w.group(), est, min_measure);
+        g.throughput(Throughput::Elements(tokens));
+        g.bench_function(id, |b| {
+            b.iter_custom(|iters| trials.borrow_mut().call(iters, &mut |t| w.iterate(t)))
+        });
+        g.finish();
+    }
+    trials.into_inner().finish(SAMPLE_SIZE, tokens)
+}
+
+/// [`bench`], then the workload's record (stamped `criterion`) into the run folder.
+pub fn bench_and_record<W: Workload>(
+    c: &mut Criterion,
+    w: &mut W,
+    est: Option<Duration>,
+    min_measure: Duration,
+    run: &mut RunDir,
+) -> Result<Option<crate::output::record::Record>> {
+    let Some(m) = bench(c, w, est, min_measure)? else {
+        return Ok(None);
+    };
+    let mut r = w.record(&m);
+    stamp(w, &mut r, Harness::Criterion);
+    run.push(r.clone())?;
+    Ok(Some(r))
+}
+
+/// Every scenario of the plan on every model: one criterion group per scenario, one benchmark
+/// per model (`medium/cpu-f32/fixture:llama`), `Throughput::Elements(new tokens)` so
+/// criterion prints tokens/s. Each model is loaded once, runs all its scenarios, and is
+/// dropped before the next loads.
+pub fn generation(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> {
+    // Resolve everything first: a bad model or an impossible scenario fails before any
+    // weights load.
+    let mut prepared = Vec::new();
+    for (label, r) in &plan.models {
+        prepared.push(prepare(label, r, &plan.scenarios)?);
+    }
+    let device = plan.device.open()?;
+    let calibration = cached(plan.device);
+    for res in prepared {
+        let label = res.label.clone();
+        eprintln!("loading {label} ({}) ...", res.source);
+        let mut loaded = open(res, &device, plan.dtype, Some(plan.context_cap()))?;
+        eprintln!("{}", crate::models::loading::load_line(&loaded));
+        if let Some(w) = loaded.model.meta().exact_context {
+            for s in plan.scenarios.iter().filter(|s| s.context_needed() > w) {
+                eprintln!("warning: {label} / {}: {} positions exceed the {w} this model computes exactly; timings are valid, outputs past {w} are degraded", s.name, s.context_needed());
+            }
+        }
+        let (pp, tg) = if listing() {
+            (1e9, 1e9)
+        } else {
+            probe_rates(loaded.model.as_mut(), plan.seed)?
+        };
+        for s in &plan.scenarios {
+            let est =
+                Duration::from_secs_f64(s.prompt_tokens as f64 / pp + s.new_tokens as f64 / tg);
+            let mut w = Generation {
+                loaded: &mut loaded,
+                scenario: s,
+                seed: plan.seed,
+                device: plan.device,
+                dtype: plan.dtype,
+                calibration: calibration.clone(),
+            };
+            bench_and_record(c, &mut w, Some(est), plan.min_measure, run)?;
+        }
+    }
+    Ok(())
+}
+
+/// Group `overhead`: per fixture family, the engine against the bare loop (interleaved), and
+/// the sampling pipeline's cost per token at the family's vocabulary size.
+pub fn overhead(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> {
+    let dev = plan.device.open()?;
+    for fam in ["llama", "qwen3", "gemma3"] {
+        let label = format!("fixture:{fam}");
+        let res = prepare(&label, &ModelRef::parse(&label)?, &[])?;
+        let mut l = open(res, &dev, plan.dtype, Some(256))?;
+        let vocab = l.model.meta().vocab;
+        let mut w = Overhead {
+            loaded: &mut l,
+            seed: plan.seed,
+            device: plan.device,
+            dtype: plan.dtype,
+        };
+        if let Some(r) = bench_and_record(c, &mut w, None, plan.min_measure, run)? {
+            eprintln!(
+                "overhead {label}: engine/bare {:.4} (95% CI {}), {:+.2}%",
+                r.extra["ratio_median"].as_f64().unwrap_or(f64::NAN),
+                r.extra["ratio_ci95"],
+                r.extra["overhead_pct"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+        for sc in ["sampled", "full-pipe"] {
+            let mut w = SamplingCost::new(&label, sc, vocab, plan.seed)?;
+            let est = Some(Duration::from_millis(1));
+            if let Some(r) = bench_and_record(c, &mut w, est, plan.min_measure, run)? {
+                eprintln!(
+                    "sampling {sc} at vocab {vocab}: {:.1} us/token",
+                    r.extra["per_token_us"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `moe_topk` grid: experts x top-k x tokens, plus the dense rows (`dense-k<k>`).
+pub fn moe(c: &mut Criterion, plan: &MoePlan, run: &mut RunDir) -> Result<()> {
+    let dev = plan.common.device.open()?;
+    let cal = cached(plan.common.device);
+    let mut points: Vec<(MoeConfig, bool)> = Vec::new();
+    for &e in &plan.experts {
+        for &k in &plan.top_k {
+            points.push((MoeConfig::new(plan.hidden, plan.intermediate, e, k), false));
+        }
+    }
+    for &k in &plan.top_k {
+        points.push((MoeConfig::new(plan.hidden, plan.intermediate, k, k), true));
+    }
+    for (cfg, dense) in points {
+        for &t in &plan.tokens {
+            let mut w = Moe::new(
+                cfg,
+                dense,
+                t,
+                plan.common.seed,
+                plan.common.device,
+                plan.common.dtype,
+                &dev,
+                cal.clone(),
+            )?;
+            bench_and_record(c, &mut w, None, plan.common.min_measure, run)?;
+        }
+    }
+    Ok(())
+}
+
+/// GPU-03's procedure as groups `psann_throughput` (fp32 forward, ids `<base>/<batch_tokens>`)
+/// and `psann_train` (one full step); throughput.csv, .md and .png in the run folder.
+pub fn psann(c: &mut Criterion, plan: &PsannPlan, run: &mut RunDir) -> Result<()> {
+    let dev = plan.common.device.open()?;
+    if plan.common.dtype != candle_core::DType::F32 {
+        eprintln!("note: the PSANN grid runs in f32 (GPU-03 measures FP32); MODELBENCH_DTYPE is ignored here");
+    }
+    let cal = cached(plan.common.device);
+    let cfg0 = crate::models::psann::PsannConfig::gpu03(plan.bases[0]);
+    for (n, b, t) in plan.shapes(&plan.batch_tokens) {
+        let need = crate::workloads::psann::peak_estimate_gib(&cfg0, b, t);
+        if need > 4.0 {
+            eprintln!("warning: batch_tokens {n} (B={b}, T={t}) needs about {need:.1} GiB at peak (attention scores and logits)");
+        }
+    }
+    let mut tput: Vec<(String, usize, f64)> = Vec::new();
+    for train in [false, true] {
+        let tokens = if train {
+            &plan.train_tokens
+        } else {
+            &plan.batch_tokens
+        };
+        for &base in &plan.bases {
+            for shape in plan.shapes(tokens) {
+                let mut w = Psann::new(
+                    &plan.grid,
+                    base,
+                    shape,
+                    train,
+                    plan.common.seed,
+                    plan.common.device,
+                    &dev,
+                    cal.clone(),
+                )?;
+                let r = bench_and_record(c, &mut w, None, plan.common.min_measure, run)?;
+                if let (Some(r), false) = (r, train) {
+                    if let Some(v) = r.tok_s {
+                        tput.push((base.name().to_string(), shape.0, v));
+                    }
+                }
+            }
+        }
+    }
+    if !tput.is_empty() {
+        crate::output::report::write_psann_artifacts(run, &plan.grid, &tput)?;
+    }
+    Ok(())
+}
+
+/// Groups `checkpoint_memory` (peak bytes per train step, through [`PeakBytes`]) and
+/// `checkpoint_time` (wall time and the peak of the same steps); memory.json in the run
+/// folder (seed 002's fields plus batch, sequence length and method).
+pub fn checkpoint(
+    c_mem: &mut Criterion<PeakBytes>,
+    c_time: &mut Criterion,
+    common: &Common,
+    run: &mut RunDir,
+) -> Result<()> {
+    let dev = common.device.open()?;
+    let mut entries = Vec::new();
+    for ckpt in [true, false] {
+        let mut w = Checkpoint::new(ckpt, common.seed, common.device, common.dtype, &dev)?;
+        let est = if listing() {
+            Duration::from_millis(1)
+        } else {
+            w.estimate()?
+        };
+        // Memory: criterion's statistics and baselines of the peak bytes of a step.
+        let trials: RefCell<TrialLoop<u64>> = RefCell::default();
+        {
+            let mut g = group(c_mem, "checkpoint_memory", est, Duration::from_secs(1));
+            g.bench_function(BenchmarkId::new(w.target().tag(), w.name()), |b| {
+                b.iter_custom(|iters| {
+                    let mut l = trials.borrow_mut();
+                    l.call(iters, &mut |t| w.iterate(t));
+                    l.last_outs().iter().sum::<u64>()
+                })
+            });
+            g.finish();
+        }
+        trials.into_inner().finish(SAMPLE_SIZE, 0)?;
+        // Time (and the peak of the same steps, for the record).
+        if let Some(r) = bench_and_record(c_time, &mut w, Some(est), common.min_measure, run)? {
+            entries.push(r.extra.clone());
+        }
+    }
+    if !entries.is_empty() {
+        run.put_file(
+            "memory.json",
+            serde_json::to_string_pretty(&entries)
+                .expect("json")
+                .into_bytes(),
+        )?;
+        for e in &entries {
+            let mib = e["max_memory_mb"]
+                .as_f64()
+                .map(|m| format!("{m:.1} MiB"))
+                .unwrap_or_else(|| "not available".into());
+            eprintln!(
+                "checkpoint {}: peak {mib}, step {:.3} s",
+                if e["grad_checkpoint"] == true {
+                    "on "
+                } else {
+                    "off"
+                },
+                e["elapsed_s"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A criterion [`Measurement`] of bytes: the routine returns the peak live heap (counting
+/// allocator) of its iterations above the live heap at their start, so criterion's
+/// statistics, baselines and regression reports apply to memory.
+pub struct PeakBytes;
+
+struct BytesFormatter;
+
+impl criterion::measurement::ValueFormatter for BytesFormatter {
+    fn scale_values(&self, _typical: f64, values: &mut [f64]) -> &'static str {
+        values.iter_mut().for_each(|v| *v /= (1u64 << 20) as f64);
+        "MiB"
+    }
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        let n = match t {
+            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
+                *n as f64
+            }
+            Throughput::ElementsAndBytes { elements, .. } => *elements as f64,
+            Throughput::Bits(n) => *n as f64,
+        };
+        values.iter_mut().for_each(|v| *v = *v / n / 1024.0);
+        "KiB/elem"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "B"
+    }
+}
+
+impl Measurement for PeakBytes {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        memory::reset_peak();
+        memory::heap_current().unwrap_or(0)
+    }
+    fn end(&self, base: u64) -> u64 {
+        memory::heap_peak().unwrap_or(0).saturating_sub(base)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        &BytesFormatter
+    }
+}

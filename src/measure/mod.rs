@@ -1,0 +1,11 @@
+//! Measurement: statistics, the device and its synchronisation, memory (counting allocator,
+//! RSS, device memory), GPU facts and power, hardware and build (once per run), and the
+//! machine's roof (calibration).
+
+pub mod calibration;
+pub mod device;
+pub mod gpu;
+pub mod hardware;
+pub mod memory;
+pub mod stats;
+pub mod timing;

@@ -1,0 +1,161 @@
+//! Quantized fixtures: the tiny fixture weights quantized with candle's quantization API
+//! (Q8_0 for 2-D weights: k-quants need 256-wide rows, the fixtures are 64 wide) and written
+//! as GGUF with llama.cpp's tensor names and metadata, so the quantized path of every family
+//! is tested without downloads. Referenced as `gguf:fixture:<family>`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device};
+
+use super::Family;
+use crate::error::{one_line, Error, Result};
+
+/// HF checkpoint name -> GGUF name (llama.cpp's convention).
+fn gguf_name(family: Family, hf: &str) -> Option<String> {
+    match hf {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, name) = rest.split_once('.')?;
+    let g = match (family, name) {
+        (_, "self_attn.q_proj.weight") => "attn_q.weight",
+        (_, "self_attn.k_proj.weight") => "attn_k.weight",
+        (_, "self_attn.v_proj.weight") => "attn_v.weight",
+        (_, "self_attn.o_proj.weight") => "attn_output.weight",
+        (_, "self_attn.q_norm.weight") => "attn_q_norm.weight",
+        (_, "self_attn.k_norm.weight") => "attn_k_norm.weight",
+        (_, "input_layernorm.weight") => "attn_norm.weight",
+        (Family::Gemma3, "post_attention_layernorm.weight") => "post_attention_norm.weight",
+        (Family::Gemma3, "pre_feedforward_layernorm.weight") => "ffn_norm.weight",
+        (Family::Gemma3, "post_feedforward_layernorm.weight") => "post_ffw_norm.weight",
+        (_, "post_attention_layernorm.weight") => "ffn_norm.weight",
+        (_, "mlp.gate_proj.weight") => "ffn_gate.weight",
+        (_, "mlp.up_proj.weight") => "ffn_up.weight",
+        (_, "mlp.down_proj.weight") => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{g}"))
+}
+
+fn metadata(family: Family, c: &serde_json::Value) -> Vec<(String, Value)> {
+    let u = |k: &str| Value::U32(c[k].as_u64().unwrap_or(0) as u32);
+    let f = |k: &str| Value::F32(c[k].as_f64().unwrap_or(0.0) as f32);
+    let heads = c["num_attention_heads"].as_u64().unwrap_or(1);
+    let head_dim = c["head_dim"]
+        .as_u64()
+        .unwrap_or(c["hidden_size"].as_u64().unwrap_or(0) / heads.max(1)) as u32;
+    let (a, arch) = match family {
+        Family::Llama => ("llama", "llama"),
+        Family::Qwen3 => ("qwen3", "qwen3"),
+        _ => ("gemma3", "gemma3"),
+    };
+    let mut m = vec![
+        (
+            "general.architecture".to_string(),
+            Value::String(arch.into()),
+        ),
+        (
+            "general.name".into(),
+            Value::String(format!("modelbench fixture {family} (Q8_0)")),
+        ),
+        (
+            format!("{a}.attention.head_count"),
+            u("num_attention_heads"),
+        ),
+        (
+            format!("{a}.attention.head_count_kv"),
+            u("num_key_value_heads"),
+        ),
+        (format!("{a}.block_count"), u("num_hidden_layers")),
+        (format!("{a}.embedding_length"), u("hidden_size")),
+        (format!("{a}.feed_forward_length"), u("intermediate_size")),
+        (format!("{a}.context_length"), u("max_position_embeddings")),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            f("rms_norm_eps"),
+        ),
+        (format!("{a}.rope.freq_base"), f("rope_theta")),
+        (format!("{a}.attention.key_length"), Value::U32(head_dim)),
+        (format!("{a}.attention.value_length"), Value::U32(head_dim)),
+        (format!("{a}.rope.dimension_count"), Value::U32(head_dim)),
+    ];
+    if family == Family::Gemma3 {
+        m.push((
+            "gemma3.attention.sliding_window".into(),
+            u("sliding_window"),
+        ));
+        m.push((
+            "gemma3.attention.sliding_window_type".into(),
+            u("_sliding_window_pattern"),
+        ));
+        m.push((
+            "gemma3.rope.local_freq_base".into(),
+            f("rope_local_base_freq"),
+        ));
+    }
+    m
+}
+
+/// Writes (once) the quantized fixture of `family` with its tokenizer.json beside it, and
+/// returns the .gguf path.
+pub fn ensure(family: Family) -> Result<PathBuf> {
+    if !matches!(family, Family::Llama | Family::Qwen3 | Family::Gemma3) {
+        return Err(Error::ModelRef {
+            reference: format!("gguf:fixture:{family}"),
+            reason: "quantized fixtures exist for llama, qwen3 and gemma3".into(),
+        });
+    }
+    let (repo, rev) = crate::models::source::ensure_fixture(family)?;
+    let cache = crate::models::source::fixture_cache_dir();
+    let get =
+        |f: &str| crate::models::source::cached_file(&cache, &repo, &rev, f).expect("ensured");
+    let dir = cache
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("gguf")
+        .join(format!("{family}-{}", &rev[..12]));
+    let out = dir.join(format!("fixture-{family}-q8_0.gguf"));
+    if out.is_file() {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(get("config.json")).map_err(Error::io(get("config.json")))?,
+    )
+    .map_err(|e| Error::Report(e.to_string()))?;
+    let st = get("model.safetensors");
+    let tensors: HashMap<String, candle_core::Tensor> =
+        candle_core::safetensors::load(&st, &Device::Cpu)?;
+    let mut q: Vec<(String, QTensor)> = Vec::new();
+    for (name, t) in &tensors {
+        let Some(g) = gguf_name(family, name) else {
+            return Err(Error::weights(
+                st.display(),
+                format!("no GGUF name for `{name}`"),
+            ));
+        };
+        let t = t.to_dtype(DType::F32)?;
+        let dt = if t.rank() == 2 {
+            GgmlDType::Q8_0
+        } else {
+            GgmlDType::F32
+        };
+        q.push((g, QTensor::quantize(&t, dt)?));
+    }
+    q.sort_by(|a, b| a.0.cmp(&b.0));
+    let md = metadata(family, &config);
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut buf = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut buf, &md_refs, &t_refs)
+        .map_err(|e| Error::weights(out.display(), one_line(&e.to_string())))?;
+    std::fs::copy(get("tokenizer.json"), dir.join("tokenizer.json")).map_err(Error::io(&dir))?;
+    crate::util::fsio::atomic_write(&out, &buf.into_inner())?;
+    Ok(out)
+}

@@ -1,0 +1,336 @@
+//! "A causal LM under benchmark": one small trait over candle-transformers' Llama, Qwen3,
+//! Qwen3-MoE and Gemma3, their config.json handling (with the known candle quirks routed
+//! around), and loading from safetensors or from seeded in-memory weights.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{one_line, Error, Result};
+use crate::util::fill::Filler;
+
+mod arch;
+pub mod gguf_fixture;
+pub mod loading;
+pub mod moe;
+pub mod psann;
+pub mod quality;
+pub mod quantized;
+pub mod source;
+pub mod tokenizer;
+pub use arch::Arch;
+
+/// A model under benchmark: a KV cache that can be reset, and a forward that returns the
+/// logits of the last position.
+pub trait CausalLm: Send {
+    /// Empties the KV cache (untimed in every benchmark).
+    fn reset(&mut self) -> Result<()>;
+    /// Runs `tokens` at positions `pos..pos+len` and returns the last position's logits as a
+    /// rank-1 tensor of `vocab` entries on the model's device, in any float dtype.
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor>;
+    fn meta(&self) -> &ModelMeta;
+    fn device(&self) -> &Device;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    Llama,
+    Qwen3,
+    Qwen3Moe,
+    Gemma3,
+}
+
+impl Family {
+    pub const ALL: [Family; 4] = [
+        Family::Llama,
+        Family::Qwen3,
+        Family::Qwen3Moe,
+        Family::Gemma3,
+    ];
+    pub const ALLOWED: &'static str = "llama, qwen3, qwen3-moe, gemma3";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Qwen3 => "qwen3",
+            Family::Qwen3Moe => "qwen3-moe",
+            Family::Gemma3 => "gemma3",
+        }
+    }
+
+    /// The family of a config.json, from its `model_type`.
+    pub fn from_model_type(t: &str) -> Option<Family> {
+        match t {
+            "llama" => Some(Family::Llama),
+            "qwen3" => Some(Family::Qwen3),
+            "qwen3_moe" => Some(Family::Qwen3Moe),
+            "gemma3" | "gemma3_text" => Some(Family::Gemma3),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Family {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown family `{s}` (expected one of {})", Family::ALLOWED))
+    }
+}
+
+/// What a record needs to know about a model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub family: Family,
+    pub params: u64,
+    /// Bytes of the weights as loaded (parameters x dtype size).
+    pub weight_bytes: u64,
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+    pub vocab: usize,
+    pub dtype: String,
+    /// max_position_embeddings of the config.
+    pub max_context: usize,
+    /// Positions the RoPE tables and caches were built for (capped to what the plan needs).
+    pub built_context: usize,
+    /// `single-call`, or `token-by-token` where a candle bug forbids batched prefill.
+    pub prefill: String,
+    /// (experts, active per token) for MoE models.
+    pub experts: Option<(usize, usize)>,
+    /// Parameters of the 2-D projection weights (everything a token multiplies by, except the
+    /// embedding table and LM head), from the checkpoint layout.
+    #[serde(default)]
+    pub matmul_params: u64,
+    /// Of those, the parameters inside MoE experts.
+    #[serde(default)]
+    pub expert_params: u64,
+    #[serde(default)]
+    pub tied_embeddings: bool,
+    /// Weight bytes read per decode token when known exactly (quantized files).
+    #[serde(default)]
+    pub decode_weight_bytes: Option<f64>,
+    /// Positions up to which the model computes exactly what it should. candle 0.11's
+    /// quantized Gemma3 decodes without a mask and an unbounded cache, so its sliding-window
+    /// layers see the whole history past the window (measured: perplexity 8 at 512 positions,
+    /// 47 at 1024). Timings past it still measure the work done; the outputs are degraded.
+    #[serde(default)]
+    pub exact_context: Option<usize>,
+}
+
+/// Where weights come from.
+#[derive(Debug, Clone)]
+pub enum Weights {
+    /// One or more safetensors files (shards).
+    Safetensors(Vec<PathBuf>),
+    /// Seeded values filled in memory (synthetic shapes).
+    Seeded(u64),
+    /// A GGUF file (quantized models; the config is in its metadata).
+    Gguf(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub dtype: DType,
+    /// Build RoPE tables / caches for at most this many positions (None: the config's).
+    pub context_cap: Option<usize>,
+}
+
+/// Loads a model: parses the config, checks the weights against what the config expects
+/// (names and shapes, so a missing or mismatched tensor is an error, never a panic inside
+/// candle), and builds the model on the device.
+pub fn load(
+    family: Family,
+    config: &serde_json::Value,
+    config_path: &str,
+    weights: &Weights,
+    opts: &LoadOptions,
+) -> Result<Box<dyn CausalLm>> {
+    if let Weights::Gguf(path) = weights {
+        return quantized::load(path, &opts.device, opts.context_cap);
+    }
+    let (arch, expected, meta) =
+        describe_full(family, config, config_path, opts.dtype, opts.context_cap)?;
+    let vb = match weights {
+        Weights::Seeded(seed) => VarBuilder::from_backend(
+            Box::new(Filler::seeded(*seed)),
+            opts.dtype,
+            opts.device.clone(),
+        ),
+        Weights::Safetensors(paths) => {
+            let st = open_safetensors(paths)?;
+            check_tensors(&st, &expected, paths)?;
+            VarBuilder::from_backend(Box::new(st), opts.dtype, opts.device.clone())
+        }
+        Weights::Gguf(_) => unreachable!("handled above"),
+    };
+    arch.build(vb, meta).map_err(|e| Error::Config {
+        path: config_path.to_string(),
+        family: family.to_string(),
+        reason: one_line(&e.to_string()),
+    })
+}
+
+/// What a model is, from its config alone (no weights read): parameters, projection
+/// parameters, shapes and context.
+pub fn describe(
+    family: Family,
+    config: &serde_json::Value,
+    config_path: &str,
+    dtype: DType,
+    context_cap: Option<usize>,
+) -> Result<ModelMeta> {
+    describe_full(family, config, config_path, dtype, context_cap).map(|(_, _, m)| m)
+}
+
+type Described = (Arch, BTreeMap<String, Vec<usize>>, ModelMeta);
+
+fn describe_full(
+    family: Family,
+    config: &serde_json::Value,
+    config_path: &str,
+    dtype: DType,
+    context_cap: Option<usize>,
+) -> Result<Described> {
+    let mut arch = Arch::from_json(family, config, config_path)?;
+    let max_context = arch.max_context();
+    if let Some(cap) = context_cap {
+        arch.cap_context(cap);
+    }
+    let expected = expected_tensors(&arch)?;
+    let params: u64 = expected
+        .values()
+        .map(|s| s.iter().product::<usize>() as u64)
+        .sum();
+    let mut meta = arch.meta(params, dtype);
+    meta.max_context = max_context;
+    let is_proj = |n: &str, s: &Vec<usize>| {
+        s.len() == 2 && !n.contains("embed_tokens") && !n.starts_with("lm_head")
+    };
+    meta.matmul_params = expected
+        .iter()
+        .filter(|(n, s)| is_proj(n, s))
+        .map(|(_, s)| (s[0] * s[1]) as u64)
+        .sum();
+    meta.expert_params = expected
+        .iter()
+        .filter(|(n, s)| is_proj(n, s) && n.contains(".experts."))
+        .map(|(_, s)| (s[0] * s[1]) as u64)
+        .sum();
+    Ok((arch, expected, meta))
+}
+
+/// Names and shapes of every tensor the model of `arch` reads, learned by building it once
+/// over lazily-zeroed CPU tensors (no memory is touched).
+pub fn expected_tensors(arch: &Arch) -> Result<BTreeMap<String, Vec<usize>>> {
+    let probe = std::sync::Arc::new(Filler::shapes_only());
+    let vb = VarBuilder::from_backend(
+        Box::new(SharedFiller(probe.clone())),
+        DType::F32,
+        Device::Cpu,
+    );
+    arch.build(vb, arch.meta(0, DType::F32))
+        .map_err(|e| Error::Config {
+            path: "config.json".into(),
+            family: arch.family().to_string(),
+            reason: one_line(&e.to_string()),
+        })?;
+    Ok(probe.shapes())
+}
+
+/// Lets a [`Filler`] be shared with the code that reads back what it handed out.
+pub(crate) struct SharedFiller(pub std::sync::Arc<Filler>);
+
+impl candle_nn::var_builder::SimpleBackend for SharedFiller {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0.get(s, name, h, dtype, dev)
+    }
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.get_unchecked(name, dtype, dev)
+    }
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_tensor(name)
+    }
+}
+
+fn describe_paths(paths: &[PathBuf]) -> String {
+    match paths {
+        [one] => one.display().to_string(),
+        [first, ..] => format!("{} (+{} more shards)", first.display(), paths.len() - 1),
+        [] => "(no weight files)".into(),
+    }
+}
+
+fn open_safetensors(paths: &[PathBuf]) -> Result<candle_core::safetensors::MmapedSafetensors> {
+    if paths.is_empty() {
+        return Err(Error::weights("model", "no *.safetensors files"));
+    }
+    for p in paths {
+        if !p.is_file() {
+            return Err(Error::weights(p.display(), "weight file is missing"));
+        }
+    }
+    // SAFETY: the files are mapped read-only and not modified while the benchmark runs.
+    unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }.map_err(|e| {
+        Error::weights(
+            describe_paths(paths),
+            format!(
+                "not a readable safetensors file ({}); it is truncated or corrupt: fetch it again",
+                one_line(&e.to_string())
+            ),
+        )
+    })
+}
+
+fn check_tensors(
+    st: &candle_core::safetensors::MmapedSafetensors,
+    expected: &BTreeMap<String, Vec<usize>>,
+    paths: &[PathBuf],
+) -> Result<()> {
+    for (name, shape) in expected {
+        match st.get(name) {
+            Ok(view) if view.shape() == shape.as_slice() => {}
+            Ok(view) => {
+                return Err(Error::weights(
+                    describe_paths(paths),
+                    format!(
+                        "tensor `{name}` has shape {:?} but config.json implies {shape:?}: the weights and config.json are from different models",
+                        view.shape()
+                    ),
+                ))
+            }
+            Err(_) => {
+                return Err(Error::weights(
+                    describe_paths(paths),
+                    format!("lacks tensor `{name}` that config.json implies: the checkpoint is incomplete or for another model"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}

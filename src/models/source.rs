@@ -1,0 +1,714 @@
+//! Model references and their one resolution path. Every source ends as a [`Resolved`]:
+//! a family, a config.json, weights and (optionally) a tokenizer.json. Fixtures are written
+//! once into an HF-cache layout under target/ and then found through hf-hub like any
+//! downloaded model.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::{Cache, Repo, RepoType};
+use serde_json::Value;
+
+use crate::error::{one_line, Error, Result};
+use crate::models::{Arch, Family, Weights};
+use crate::util::fill::Filler;
+
+/// A parsed `--model` / MODELBENCH_MODELS value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelRef {
+    /// `fixture:<family>`: tiny config, real vocabulary size, seeded weights on disk.
+    Fixture(Family),
+    /// `synthetic:<name>`: a real model's shapes, seeded weights filled in memory.
+    Synthetic(String),
+    /// `owner/name[@revision]` on the Hugging Face hub (through its local cache).
+    Hub { repo: String, revision: String },
+    /// A directory with config.json, *.safetensors and tokenizer.json.
+    Dir(PathBuf),
+    /// `gguf:<file.gguf>` or `gguf:<owner>/<repo>[@rev]` (a cached repo holding one .gguf):
+    /// quantized models, tokenizer.json beside the file.
+    Gguf(String),
+}
+
+/// The real shapes the synthetic source knows (configs stored in fixtures/synthetic/).
+pub const SYNTHETIC: [(&str, &str); 3] = [
+    (
+        "llama-3.2-1b",
+        include_str!("../../fixtures/synthetic/llama-3.2-1b/config.json"),
+    ),
+    (
+        "qwen3-1.7b",
+        include_str!("../../fixtures/synthetic/qwen3-1.7b/config.json"),
+    ),
+    (
+        "gemma-3-1b",
+        include_str!("../../fixtures/synthetic/gemma-3-1b/config.json"),
+    ),
+];
+
+const FIXTURES: [(Family, &str); 4] = [
+    (
+        Family::Llama,
+        include_str!("../../fixtures/models/llama/config.json"),
+    ),
+    (
+        Family::Qwen3,
+        include_str!("../../fixtures/models/qwen3/config.json"),
+    ),
+    (
+        Family::Qwen3Moe,
+        include_str!("../../fixtures/models/qwen3-moe/config.json"),
+    ),
+    (
+        Family::Gemma3,
+        include_str!("../../fixtures/models/gemma3/config.json"),
+    ),
+];
+
+/// Seed of fixture and synthetic weights: fixed, so a fixture is the same model everywhere
+/// (MODELBENCH_SEED drives prompts and sampling, not weights).
+pub const WEIGHT_SEED: u64 = 0x5EED_0001;
+/// Bump when the fixture generator changes, so stale fixtures are regenerated.
+const FIXTURE_FORMAT: &str = "modelbench-fixture-v1";
+pub const FIXTURE_ORG: &str = "modelbench";
+
+pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<llama|qwen3|gemma3>>, or a directory with config.json + *.safetensors";
+
+/// Where scripts/fetch-offline-models.sh installs the real tokenizers, per family.
+pub const REAL_TOKENIZERS: [(Family, &str); 3] = [
+    (Family::Llama, "modelbench-offline/llama3-tokenizer"),
+    (Family::Qwen3, "modelbench-offline/qwen3-tokenizer"),
+    (Family::Gemma3, "modelbench-offline/gemma3-tokenizer"),
+];
+
+/// The family's real tokenizer.json if the offline fetch installed it (never the network).
+pub fn real_tokenizer(family: Family, hub: &HubEnv) -> Option<PathBuf> {
+    let fam = if family == Family::Qwen3Moe {
+        Family::Qwen3
+    } else {
+        family
+    };
+    let repo = REAL_TOKENIZERS.iter().find(|(f, _)| *f == fam)?.1;
+    cached_file(&hub.cache_dir, repo, "main", "tokenizer.json")
+}
+
+/// The snapshot folder of a cached repo (no network).
+fn cached_snapshot(cache_dir: &Path, repo: &str, revision: &str) -> Option<PathBuf> {
+    let folder = cache_dir.join(format!("models--{}", repo.replace('/', "--")));
+    let commit = if revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()) {
+        revision.to_string()
+    } else {
+        std::fs::read_to_string(folder.join("refs").join(revision))
+            .ok()?
+            .trim()
+            .to_string()
+    };
+    let p = folder.join("snapshots").join(commit);
+    p.is_dir().then_some(p)
+}
+
+impl ModelRef {
+    pub fn parse(s: &str) -> Result<ModelRef> {
+        let s = s.trim();
+        let bad = |reason: String| Error::ModelRef {
+            reference: s.to_string(),
+            reason,
+        };
+        if s.is_empty() {
+            return Err(bad(format!("empty model reference; use {SOURCES_HELP}")));
+        }
+        if let Some(f) = s.strip_prefix("fixture:") {
+            return f.parse().map(ModelRef::Fixture).map_err(bad);
+        }
+        if let Some(n) = s.strip_prefix("synthetic:") {
+            return if SYNTHETIC.iter().any(|(k, _)| *k == n) {
+                Ok(ModelRef::Synthetic(n.to_string()))
+            } else {
+                let names: Vec<_> = SYNTHETIC.iter().map(|(k, _)| *k).collect();
+                Err(bad(format!(
+                    "unknown synthetic model (expected one of {})",
+                    names.join(", ")
+                )))
+            };
+        }
+        if let Some(g) = s.strip_prefix("gguf:") {
+            if g.is_empty() {
+                return Err(bad(
+                    "empty GGUF reference; use gguf:<file.gguf> or gguf:<owner>/<repo>".into(),
+                ));
+            }
+            return Ok(ModelRef::Gguf(g.to_string()));
+        }
+        if let Some(p) = s.strip_prefix("dir:") {
+            return Ok(ModelRef::Dir(PathBuf::from(p)));
+        }
+        if s.starts_with('/') || s.starts_with('.') || s.starts_with('~') || Path::new(s).is_dir() {
+            return Ok(ModelRef::Dir(PathBuf::from(s)));
+        }
+        if s.contains(':') {
+            return Err(bad(format!("unknown source prefix; use {SOURCES_HELP}")));
+        }
+        let (repo, revision) = match s.split_once('@') {
+            Some((r, rev)) if !rev.is_empty() => (r, rev),
+            Some(_) => return Err(bad("empty revision after `@`".into())),
+            None => (s, "main"),
+        };
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        match repo.split_once('/') {
+            Some((owner, name)) if valid(owner) && valid(name) => Ok(ModelRef::Hub {
+                repo: repo.to_string(),
+                revision: revision.to_string(),
+            }),
+            _ => Err(bad(format!(
+                "not a hub id (owner/name) nor an existing directory; use {SOURCES_HELP}"
+            ))),
+        }
+    }
+}
+
+/// A model ready to load.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The reference as the user wrote it (also the label in tables and criterion ids).
+    pub label: String,
+    /// `fixture`, `synthetic`, `hub` or `dir`, plus where it was found.
+    pub source: String,
+    pub family: Family,
+    pub config: Value,
+    pub config_path: String,
+    pub weights: Weights,
+    pub tokenizer: Option<PathBuf>,
+    /// Which tokenizer that is (`fixture word-level` or `model tokenizer.json`).
+    pub tokenizer_kind: String,
+}
+
+/// Offline mode: no network at all. hf-hub itself does not read HF_HUB_OFFLINE.
+pub fn offline() -> bool {
+    let on = |k: &str| {
+        std::env::var(k)
+            .map(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "on"))
+            .unwrap_or(false)
+    };
+    on("HF_HUB_OFFLINE") || on("MODELBENCH_OFFLINE")
+}
+
+/// The hub cache directory, as huggingface_hub resolves it: HF_HUB_CACHE,
+/// HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub.
+pub fn hub_cache_dir() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("HF_HUB_CACHE")
+        .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
+        .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
+        .or_else(|| var("XDG_CACHE_HOME").map(|h| h.join("huggingface").join("hub")))
+        .unwrap_or_else(|| {
+            var("HOME")
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join(".cache")
+                .join("huggingface")
+                .join("hub")
+        })
+}
+
+/// Where fixture models are written (an HF hub cache of their own).
+pub fn fixture_cache_dir() -> PathBuf {
+    std::env::var_os("MODELBENCH_FIXTURE_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            crate::util::fsio::target_dir()
+                .join("modelbench-fixtures")
+                .join("hub")
+        })
+}
+
+/// Looks a file up in a hub cache without any network: through hf-hub's `Cache`, plus the two
+/// cases hf-hub 0.4 misses (a `refs/<rev>` written with a trailing newline, and a revision
+/// given as a commit sha).
+pub fn cached_file(cache_dir: &Path, repo: &str, revision: &str, file: &str) -> Option<PathBuf> {
+    let cache = Cache::new(cache_dir.to_path_buf());
+    let r = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
+    if let Some(p) = cache.repo(r.clone()).get(file) {
+        return Some(p);
+    }
+    let p = cached_snapshot(cache_dir, repo, revision)?.join(file);
+    p.is_file().then_some(p)
+}
+
+/// How the hub is reached: its cache, whether the network may be used, and the token.
+#[derive(Debug, Clone)]
+pub struct HubEnv {
+    pub cache_dir: PathBuf,
+    pub offline: bool,
+    pub token: Option<String>,
+}
+
+impl HubEnv {
+    /// From HF_HUB_CACHE / HF_HOME / ..., HF_HUB_OFFLINE or MODELBENCH_OFFLINE, and HF_TOKEN.
+    pub fn from_env() -> HubEnv {
+        HubEnv {
+            cache_dir: hub_cache_dir(),
+            offline: offline(),
+            token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+/// Fetches (or finds) one file of a hub repo. Offline: cache only, no network at all.
+fn hub_file(
+    hub: &HubEnv,
+    repo: &str,
+    revision: &str,
+    file: &str,
+    required: bool,
+) -> Result<Option<PathBuf>> {
+    let cache_dir = hub.cache_dir.clone();
+    if let Some(p) = cached_file(&cache_dir, repo, revision, file) {
+        return Ok(Some(p));
+    }
+    let miss = |hint: String| Error::CacheMiss {
+        repo: format!("{repo}@{revision}"),
+        file: file.to_string(),
+        cache: cache_dir.clone(),
+        hint,
+    };
+    if hub.offline {
+        return if required {
+            Err(miss(format!(
+                "offline (HF_HUB_OFFLINE/MODELBENCH_OFFLINE is set); fetch it where the hub is reachable with `huggingface-cli download {repo}` and point HF_HOME or HF_HUB_CACHE at that cache"
+            )))
+        } else {
+            Ok(None)
+        };
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
+        .with_progress(false)
+        .with_token(hub.token.clone())
+        .build()
+        .map_err(|e| Error::Hub {
+            repo: repo.to_string(),
+            reason: one_line(&e.to_string()),
+        })?;
+    let r = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
+    match api.repo(r).get(file) {
+        Ok(p) => Ok(Some(p)),
+        Err(_) if !required => Ok(None),
+        Err(e) => Err(miss(format!(
+            "download failed ({}); check the repo id, HF_TOKEN for gated models, or set HF_HUB_OFFLINE=1 and use a cache that has it",
+            one_line(&e.to_string())
+        ))),
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.display().to_string(),
+        family: "?".into(),
+        reason: format!("not valid JSON: {e}"),
+    })
+}
+
+fn family_of(config: &Value, path: &str) -> Result<Family> {
+    let t = config
+        .get("model_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Config {
+            path: path.to_string(),
+            family: "?".into(),
+            reason: "missing `model_type`".into(),
+        })?;
+    Family::from_model_type(t).ok_or_else(|| Error::Config {
+        path: path.to_string(),
+        family: t.to_string(),
+        reason: format!(
+            "model_type `{t}` is not supported (supported: {})",
+            Family::ALLOWED
+        ),
+    })
+}
+
+/// Shard list of a `model.safetensors.index.json`, in order, without repeats.
+fn index_shards(index: &Path) -> Result<Vec<String>> {
+    let v = read_json(index)?;
+    let map = v
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::weights(index.display(), "index has no `weight_map`"))?;
+    let mut shards: Vec<String> = map
+        .values()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    shards.sort();
+    shards.dedup();
+    Ok(shards)
+}
+
+/// Resolves a reference to files (or seeded weights), with the hub settings of the
+/// environment.
+pub fn resolve(r: &ModelRef, label: &str) -> Result<Resolved> {
+    resolve_in(r, label, &HubEnv::from_env())
+}
+
+/// [`resolve`] with explicit hub settings.
+pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
+    match r {
+        ModelRef::Fixture(family) => {
+            let (repo, revision) = ensure_fixture(*family)?;
+            let cache = fixture_cache_dir();
+            let get = |f: &str| {
+                cached_file(&cache, &repo, &revision, f).ok_or_else(|| Error::CacheMiss {
+                    repo: repo.clone(),
+                    file: f.into(),
+                    cache: cache.clone(),
+                    hint: "the fixture cache is damaged; delete it and run again".into(),
+                })
+            };
+            let config_path = get("config.json")?;
+            let mut res = resolved_from_files(
+                label,
+                format!(
+                    "fixture ({})",
+                    cache
+                        .join(format!("models--{FIXTURE_ORG}--fixture-{family}"))
+                        .display()
+                ),
+                &config_path,
+                vec![get("model.safetensors")?],
+                Some(get("tokenizer.json")?),
+            )?;
+            res.tokenizer_kind = "fixture word-level (project-made)".into();
+            Ok(res)
+        }
+        ModelRef::Synthetic(name) => {
+            let text = SYNTHETIC
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, t)| *t)
+                .expect("parse checked the name");
+            let config: Value = serde_json::from_str(text).expect("embedded configs are valid");
+            let path = format!("fixtures/synthetic/{name}/config.json");
+            let family = family_of(&config, &path)?;
+            // The tokenizer: the project's own for the family (same vocabulary size).
+            let fixture = resolve_in(
+                &ModelRef::Fixture(family),
+                &format!("fixture:{family}"),
+                hub,
+            )?;
+            Ok(Resolved {
+                label: label.to_string(),
+                source: format!("synthetic (shapes of {name}, seeded weights in memory)"),
+                family,
+                config,
+                config_path: path,
+                weights: Weights::Seeded(WEIGHT_SEED),
+                tokenizer: fixture.tokenizer,
+                tokenizer_kind: fixture.tokenizer_kind,
+            })
+        }
+        ModelRef::Hub { repo, revision } => {
+            let config_path =
+                hub_file(hub, repo, revision, "config.json", true)?.expect("required");
+            let weights = match hub_file(hub, repo, revision, "model.safetensors", false)? {
+                Some(p) => vec![p],
+                None => {
+                    let index =
+                        hub_file(hub, repo, revision, "model.safetensors.index.json", false)?
+                            .ok_or_else(|| Error::CacheMiss {
+                                repo: format!("{repo}@{revision}"),
+                                file: "model.safetensors (or model.safetensors.index.json)".into(),
+                                cache: hub.cache_dir.clone(),
+                                hint: format!(
+                                    "fetch the weights with `huggingface-cli download {repo}`"
+                                ),
+                            })?;
+                    index_shards(&index)?
+                        .iter()
+                        .map(|s| {
+                            hub_file(hub, repo, revision, s, true).map(|p| p.expect("required"))
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                }
+            };
+            let tokenizer = hub_file(hub, repo, revision, "tokenizer.json", false)?;
+            resolved_from_files(
+                label,
+                format!("hub {repo}@{revision} ({})", hub.cache_dir.display()),
+                &config_path,
+                weights,
+                tokenizer,
+            )
+        }
+        ModelRef::Gguf(spec) => {
+            let file = if let Some(f) = spec.strip_prefix("fixture:") {
+                let fam: Family = f.parse().map_err(|e: String| Error::ModelRef {
+                    reference: label.to_string(),
+                    reason: e,
+                })?;
+                crate::models::gguf_fixture::ensure(fam)?
+            } else if spec.ends_with(".gguf") || Path::new(spec).is_file() {
+                expand_tilde(Path::new(spec))
+            } else {
+                let (repo, rev) = spec.split_once('@').unwrap_or((spec.as_str(), "main"));
+                let snap = cached_snapshot(&hub.cache_dir, repo, rev).ok_or_else(|| Error::CacheMiss {
+                    repo: format!("{repo}@{rev}"),
+                    file: "*.gguf".into(),
+                    cache: hub.cache_dir.clone(),
+                    hint: "install it with scripts/fetch-offline-models.sh (modelbench-offline/gemma-3-270m-Q4_K_M-GGUF) or give a .gguf path".into(),
+                })?;
+                let mut ggufs: Vec<PathBuf> = std::fs::read_dir(&snap)
+                    .map_err(Error::io(&snap))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+                    .collect();
+                ggufs.sort();
+                match ggufs.as_slice() {
+                    [one] => one.clone(),
+                    [] => {
+                        return Err(Error::weights(
+                            snap.display(),
+                            "no .gguf file in the cached repo",
+                        ))
+                    }
+                    many => {
+                        return Err(Error::weights(
+                            snap.display(),
+                            format!("{} .gguf files; name one with gguf:<path>", many.len()),
+                        ))
+                    }
+                }
+            };
+            if !file.is_file() {
+                return Err(Error::weights(file.display(), "GGUF file is missing"));
+            }
+            let ct = crate::models::quantized::read_header(&file)?;
+            let family = crate::models::quantized::family(&file, &ct)?;
+            let tok = file.with_file_name("tokenizer.json");
+            let tokenizer = tok
+                .is_file()
+                .then_some(tok)
+                .or_else(|| real_tokenizer(family, hub));
+            Ok(Resolved {
+                label: label.to_string(),
+                source: format!("gguf {}", file.display()),
+                family,
+                config: Value::Null,
+                config_path: file.display().to_string(),
+                tokenizer_kind: if tokenizer.is_some() {
+                    format!("real {family} tokenizer.json")
+                } else {
+                    "none".into()
+                },
+                tokenizer,
+                weights: Weights::Gguf(file),
+            })
+        }
+        ModelRef::Dir(dir) => {
+            let dir = expand_tilde(dir);
+            if !dir.is_dir() {
+                return Err(Error::ModelRef {
+                    reference: label.to_string(),
+                    reason: format!("{} is not a directory", dir.display()),
+                });
+            }
+            let config_path = dir.join("config.json");
+            if !config_path.is_file() {
+                return Err(Error::ModelRef {
+                    reference: label.to_string(),
+                    reason: format!("{} has no config.json", dir.display()),
+                });
+            }
+            let index = dir.join("model.safetensors.index.json");
+            let weights = if index.is_file() {
+                index_shards(&index)?.iter().map(|s| dir.join(s)).collect()
+            } else {
+                let mut w: Vec<PathBuf> = std::fs::read_dir(&dir)
+                    .map_err(Error::io(&dir))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+                    .collect();
+                w.sort();
+                w
+            };
+            if weights.is_empty() {
+                return Err(Error::weights(
+                    dir.display(),
+                    "no *.safetensors files in the directory",
+                ));
+            }
+            let tok = dir.join("tokenizer.json");
+            resolved_from_files(
+                label,
+                format!("dir {}", dir.display()),
+                &config_path,
+                weights,
+                tok.is_file().then_some(tok),
+            )
+        }
+    }
+}
+
+fn expand_tilde(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_path_buf(),
+    }
+}
+
+fn resolved_from_files(
+    label: &str,
+    source: String,
+    config_path: &Path,
+    weights: Vec<PathBuf>,
+    tokenizer: Option<PathBuf>,
+) -> Result<Resolved> {
+    let config = read_json(config_path)?;
+    let path = config_path.display().to_string();
+    let family = family_of(&config, &path)?;
+    Ok(Resolved {
+        label: label.to_string(),
+        source,
+        family,
+        config,
+        config_path: path,
+        weights: Weights::Safetensors(weights),
+        tokenizer_kind: if tokenizer.is_some() {
+            "model tokenizer.json".into()
+        } else {
+            "none".into()
+        },
+        tokenizer,
+    })
+}
+
+fn fixture_config(family: Family) -> &'static str {
+    FIXTURES
+        .iter()
+        .find(|(f, _)| *f == family)
+        .map(|(_, c)| *c)
+        .expect("every family has a fixture")
+}
+
+/// A 40-hex "commit" that changes whenever the fixture's content would.
+fn fixture_revision(config: &str) -> String {
+    let h = |salt: u64| {
+        format!("{FIXTURE_FORMAT}{config}{WEIGHT_SEED}")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64 ^ salt, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
+            })
+    };
+    format!("{:016x}{:016x}{:08x}", h(1), h(2), h(3) as u32)
+}
+
+/// Writes the fixture of `family` into the fixture cache if it is not there yet, as a hub
+/// snapshot (config.json, model.safetensors in bf16 like real checkpoints, tokenizer.json).
+/// Safe against concurrent writers: the snapshot is built in a private folder and renamed
+/// into place in one step. Returns (repo id, revision).
+pub fn ensure_fixture(family: Family) -> Result<(String, String)> {
+    let config_text = fixture_config(family);
+    let revision = fixture_revision(config_text);
+    let repo = format!("{FIXTURE_ORG}/fixture-{family}");
+    let cache = fixture_cache_dir();
+    let folder = cache.join(format!("models--{FIXTURE_ORG}--fixture-{family}"));
+    let snap = folder.join("snapshots").join(&revision);
+    if !snap.join("model.safetensors").is_file() {
+        let tmp = folder.join("snapshots").join(format!(
+            ".tmp-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
+        write_fixture(family, config_text, &tmp)?;
+        if std::fs::rename(&tmp, &snap).is_err() {
+            // Another writer won the race; its snapshot is identical.
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !snap.join("model.safetensors").is_file() {
+                return Err(Error::Io {
+                    path: snap,
+                    source: std::io::Error::other("cannot install the fixture snapshot"),
+                });
+            }
+        }
+    }
+    let refs = folder.join("refs");
+    std::fs::create_dir_all(&refs).map_err(Error::io(&refs))?;
+    let main = refs.join("main");
+    if std::fs::read_to_string(&main).ok().as_deref() != Some(revision.as_str()) {
+        crate::util::fsio::atomic_write(&main, revision.as_bytes())?;
+    }
+    Ok((repo, revision))
+}
+
+/// Writes a model directory (config.json, seeded model.safetensors in bf16, fixture
+/// tokenizer.json) for any config of a supported family.
+pub fn write_fixture(family: Family, config_text: &str, dir: &Path) -> Result<()> {
+    let config: Value = serde_json::from_str(config_text).expect("embedded configs are valid");
+    let arch = Arch::from_json(family, &config, "fixture config.json")?;
+    let filler = std::sync::Arc::new(Filler::keeping(WEIGHT_SEED));
+    let vb = candle_nn::VarBuilder::from_backend(
+        Box::new(crate::models::SharedFiller(filler.clone())),
+        candle_core::DType::BF16,
+        candle_core::Device::Cpu,
+    );
+    arch.build(vb, arch.meta(0, candle_core::DType::BF16))
+        .map_err(|e| Error::weights(dir.display(), one_line(&e.to_string())))?;
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> =
+        filler.take_tensors().into_iter().collect();
+    let path = dir.join("model.safetensors");
+    candle_core::safetensors::save(&tensors, &path)
+        .map_err(|e| Error::weights(path.display(), one_line(&e.to_string())))?;
+    std::fs::write(dir.join("config.json"), config_text).map_err(Error::io(dir))?;
+    let vocab = arch.meta(0, candle_core::DType::F32).vocab;
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        crate::models::tokenizer::fixture_tokenizer_json(vocab),
+    )
+    .map_err(Error::io(dir))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_source_kind() {
+        assert_eq!(
+            ModelRef::parse("fixture:qwen3").unwrap(),
+            ModelRef::Fixture(Family::Qwen3)
+        );
+        assert_eq!(
+            ModelRef::parse("Qwen/Qwen3-1.7B@abc").unwrap(),
+            ModelRef::Hub {
+                repo: "Qwen/Qwen3-1.7B".into(),
+                revision: "abc".into()
+            }
+        );
+        assert!(matches!(
+            ModelRef::parse("./models/x").unwrap(),
+            ModelRef::Dir(_)
+        ));
+        assert!(matches!(
+            ModelRef::parse("synthetic:llama-3.2-1b").unwrap(),
+            ModelRef::Synthetic(_)
+        ));
+        for bad in [
+            "fixture:gpt2",
+            "synthetic:llama-70b",
+            "nonsense",
+            "a/b/c",
+            "",
+            "x:y",
+        ] {
+            assert!(ModelRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Records: one JSON object per measured benchmark, whether `cargo bench` or the CLI ran it,
+//! holding what criterion cannot: every timed sample, TTFT / TPOT / ITL percentiles, load
+//! cost, memory, hardware and build. Run folders and their artifacts are in [`crate::output::report`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::generate::Trace;
+use crate::engine::sampling::SamplingParams;
+pub use crate::measure::gpu::{Gpu, Power};
+pub use crate::measure::hardware::{Build, Hardware};
+use crate::measure::stats::{percentiles, summarize, Percentiles, Summary};
+
+/// Schema 2: typed kind/harness/dtype, `id` (criterion's benchmark id), `shape` (the join
+/// key's workload shape), and metrics that were not measured are null instead of 0.
+pub const SCHEMA: u32 = 2;
+
+/// The workload a record measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Generation,
+    Overhead,
+    Moe,
+    Psann,
+    PsannTrain,
+    Checkpoint,
+    Perplexity,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Generation => "generation",
+            Kind::Overhead => "overhead",
+            Kind::Moe => "moe",
+            Kind::Psann => "psann",
+            Kind::PsannTrain => "psann-train",
+            Kind::Checkpoint => "checkpoint",
+            Kind::Perplexity => "perplexity",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What produced a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Harness {
+    /// `cargo bench`.
+    Criterion,
+    /// `modelbench run`, `moe`, `perplexity`.
+    Cli,
+}
+
+/// The precision a record ran at: a float dtype, or quantized GGUF weights (activations in
+/// f32), written as before: `f32`, `f16`, `bf16`, `gguf-q4_k_m`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Precision {
+    Float(candle_core::DType),
+    /// GGUF weights; the string is the file type (`q8_0`, `q4_k_m`, ...).
+    Gguf(String),
+}
+
+impl Precision {
+    pub fn name(&self) -> String {
+        match self {
+            Precision::Float(d) => d.as_str().to_string(),
+            Precision::Gguf(t) => format!("gguf-{t}"),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Precision> {
+        if let Some(t) = s.strip_prefix("gguf-") {
+            return Some(Precision::Gguf(t.to_string()));
+        }
+        crate::measure::device::parse_dtype(s)
+            .ok()
+            .or(match s {
+                "f64" => Some(candle_core::DType::F64),
+                _ => None,
+            })
+            .map(Precision::Float)
+    }
+}
+
+impl Default for Precision {
+    fn default() -> Self {
+        Precision::Float(candle_core::DType::F32)
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Serialize for Precision {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Precision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Precision::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown precision `{s}`")))
+    }
+}
+
+/// The model a record measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub label: String,
+    pub source: String,
+    pub family: String,
+    pub params: u64,
+    pub weight_bytes: u64,
+    pub layers: usize,
+    pub hidden: usize,
+    pub vocab: usize,
+    pub max_context: usize,
+    pub built_context: usize,
+    pub prefill_mode: String,
+    pub tokenizer: String,
+    pub load_seconds: f64,
+    pub load_heap_peak_bytes: Option<u64>,
+    pub load_rss_peak_bytes: Option<u64>,
+    #[serde(default)]
+    pub load_fill_gbs: Option<f64>,
+    /// Positions up to which the model's outputs are exact (see ModelMeta::exact_context).
+    #[serde(default)]
+    pub exact_context: Option<usize>,
+}
+
+/// Memory of the timed region.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Peak live host heap during the timed trials (counting allocator), model included.
+    pub host_peak_bytes: Option<u64>,
+    pub host_method: String,
+    /// GPU memory in use after the trials (NVML); None: not available.
+    pub gpu_used_bytes: Option<u64>,
+    pub gpu_method: String,
+}
+
+/// Per-token metrics of a generation benchmark (vLLM definitions; see README).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenMetrics {
+    pub ttft_ms: Option<Percentiles>,
+    pub tpot_ms: Option<Percentiles>,
+    pub itl_ms: Option<Percentiles>,
+    /// Median over trials of prompt_tokens / TTFT.
+    pub prefill_tok_s: Option<f64>,
+    /// Median over trials of (new_tokens - 1) / (E2E - TTFT); None for one-token runs.
+    pub decode_tok_s: Option<f64>,
+    pub tokenize_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub schema: u32,
+    pub timestamp: String,
+    pub harness: Harness,
+    pub kind: Kind,
+    /// Criterion group (the scenario for generation).
+    pub scenario: String,
+    /// Criterion's benchmark id, `<group>/<device>-<dtype>/<name>` (e.g.
+    /// `medium/cpu-f32/fixture:llama`): baselines of different devices or dtypes never mix.
+    #[serde(default)]
+    pub id: String,
+    /// The workload's shape (lengths, batch, grid point): with `id`, kind and sampling, what
+    /// two runs are joined on.
+    #[serde(default)]
+    pub shape: serde_json::Value,
+    pub model: ModelInfo,
+    pub dtype: Precision,
+    pub device: String,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub sampling: Option<SamplingParams>,
+    pub sampling_desc: String,
+    pub seed: u64,
+    /// Generation length is fixed: EOS never stops a run.
+    pub eos_ignored: bool,
+    /// The timed region includes tokenization and streaming detokenization.
+    pub pipeline: bool,
+    /// Tokens one sample processes (new tokens for generation): the tok/s numerator.
+    pub tokens_per_sample: u64,
+    /// Every timed sample, seconds.
+    pub samples_s: Vec<f64>,
+    pub stats: Summary,
+    /// tokens_per_sample / median sample (None when the median is not positive).
+    pub tok_s: Option<f64>,
+    pub gen: Option<GenMetrics>,
+    pub memory: Memory,
+    /// GPU power and energy per token of the timed region.
+    #[serde(default)]
+    pub power: Power,
+    pub hardware: Hardware,
+    pub build: Build,
+    /// Result of a quality gate, when one ran.
+    pub quality: Option<serde_json::Value>,
+    /// Workload-specific fields.
+    #[serde(default)]
+    pub extra: serde_json::Value,
+    /// Achieved bandwidth / FLOP rate and their share of the calibrated peaks.
+    #[serde(default)]
+    pub roofline: Option<crate::measure::calibration::Roofline>,
+}
+
+impl Record {
+    /// The key two runs are joined on: workload, benchmark id (group, device, dtype, name),
+    /// model, sampling and the workload's shape.
+    pub fn key(&self) -> String {
+        format!(
+            "{} | {} | {} | {} | {}",
+            self.kind,
+            if self.id.is_empty() {
+                format!("{}/{}-{}", self.scenario, self.device, self.dtype)
+            } else {
+                self.id.clone()
+            },
+            self.model.label,
+            self.sampling_desc,
+            self.shape
+        )
+    }
+
+    /// A record of what the trial loop measured: criterion's samples (per-iteration means of
+    /// each measured routine call), the heap peak and the power of the measured calls.
+    pub fn from_measured<O>(
+        kind: Kind,
+        scenario: &str,
+        m: &crate::measure::timing::Measured<O>,
+        tokens_per_sample: u64,
+    ) -> Record {
+        let mut r = Record::from_samples(kind, scenario, m.sample_s.clone(), tokens_per_sample);
+        r.power = m.power.clone();
+        r.memory.host_peak_bytes = m.heap_peak_bytes;
+        r
+    }
+
+    /// A record of timed samples (seconds), each processing `tokens_per_sample` tokens.
+    pub fn from_samples(
+        kind: Kind,
+        scenario: &str,
+        samples_s: Vec<f64>,
+        tokens_per_sample: u64,
+    ) -> Record {
+        let stats = summarize(&samples_s);
+        let ctx = crate::measure::hardware::context();
+        Record {
+            schema: SCHEMA,
+            timestamp: crate::util::time::now_rfc3339(),
+            harness: Harness::Criterion,
+            kind,
+            scenario: scenario.into(),
+            id: String::new(),
+            shape: serde_json::Value::Null,
+            model: ModelInfo::default(),
+            dtype: Precision::default(),
+            device: String::new(),
+            prompt_tokens: 0,
+            new_tokens: 0,
+            sampling: None,
+            sampling_desc: String::new(),
+            seed: 0,
+            eos_ignored: false,
+            pipeline: false,
+            tokens_per_sample,
+            tok_s: (stats.median > 0.0).then(|| tokens_per_sample as f64 / stats.median),
+            samples_s,
+            stats,
+            gen: None,
+            memory: Memory::default(),
+            power: Power::not_available(
+                "not measured (no power meter in this workload's timed region)",
+            ),
+            hardware: ctx.hardware.clone(),
+            build: ctx.build.clone(),
+            quality: None,
+            extra: serde_json::Value::Null,
+            roofline: None,
+        }
+    }
+}
+
+/// Per-token metrics of a set of traces: TTFT per trial, TPOT per trial (trials with more
+/// than one token), ITL pooled over all gaps of all trials.
+pub fn gen_metrics(traces: &[Trace]) -> GenMetrics {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let ttft: Vec<f64> = traces.iter().map(|t| ms(t.ttft())).collect();
+    let tpot: Vec<f64> = traces.iter().filter_map(|t| t.tpot().map(ms)).collect();
+    let itl: Vec<f64> = traces.iter().flat_map(|t| t.itl()).map(ms).collect();
+    let pp: Vec<f64> = traces
+        .iter()
+        .map(|t| t.prompt_tokens as f64 / t.ttft().as_secs_f64().max(1e-12))
+        .collect();
+    let tg: Vec<f64> = traces
+        .iter()
+        .filter(|t| t.tokens.len() > 1)
+        .map(|t| (t.tokens.len() - 1) as f64 / (t.e2e() - t.ttft()).as_secs_f64().max(1e-12))
+        .collect();
+    let tok: Vec<f64> = traces
+        .iter()
+        .filter(|t| t.text.is_some())
+        .map(|t| ms(t.tokenize))
+        .collect();
+    GenMetrics {
+        ttft_ms: percentiles(&ttft),
+        tpot_ms: percentiles(&tpot),
+        itl_ms: percentiles(&itl),
+        prefill_tok_s: (!pp.is_empty()).then(|| crate::measure::stats::median(&pp)),
+        decode_tok_s: (!tg.is_empty()).then(|| crate::measure::stats::median(&tg)),
+        tokenize_ms: (!tok.is_empty()).then(|| crate::measure::stats::median(&tok)),
+    }
+}

@@ -1,0 +1,159 @@
+//! Gradient checkpointing: BMRK-03's medium waveresnet (d_model 512, 8 layers, 8 heads,
+//! d_mlp 2048) on GPU-04's character vocabulary (31), one train step per iteration, with and
+//! without per-block checkpointing. Each iteration yields its wall time and the peak live heap
+//! of the step above the heap before it (gradients and activations; parameters and AdamW
+//! state excluded), measured in the same steps.
+
+use std::time::Duration;
+
+use candle_core::{Device, Tensor};
+
+use crate::error::Result;
+use crate::measure::device::DeviceSpec;
+use crate::measure::memory;
+use crate::measure::stats::median;
+use crate::models::psann::train::{TrainConfig, Trainer};
+use crate::models::psann::{random_ids, Base, PsannConfig, PsannLm};
+use crate::output::record::{Kind, Precision, Record};
+
+use super::{Measured, Target, Workload};
+
+pub const BATCH: usize = 1;
+pub const SEQ: usize = 128;
+pub const VOCAB: usize = 31;
+pub const LABEL: &str = "waveresnet-d512-l8";
+
+pub struct Checkpoint {
+    pub ckpt: bool,
+    cfg: PsannConfig,
+    tr: Trainer,
+    ids: Tensor,
+    targets: Tensor,
+    seed: u64,
+    device: DeviceSpec,
+    dtype: candle_core::DType,
+    dev: Device,
+}
+
+impl Checkpoint {
+    /// Builds the model and takes one untimed step (AdamW allocates its state there: part of
+    /// the post-load baseline, not of a step's peak).
+    pub fn new(
+        ckpt: bool,
+        seed: u64,
+        device: DeviceSpec,
+        dtype: candle_core::DType,
+        dev: &Device,
+    ) -> Result<Checkpoint> {
+        let cfg = PsannConfig::medium(Base::Waveresnet, VOCAB);
+        let model = PsannLm::with_compute(cfg, seed, dev, true, dtype)?;
+        let tr = Trainer::new(
+            model,
+            TrainConfig {
+                grad_checkpoint: ckpt,
+                ..Default::default()
+            },
+        )?;
+        Ok(Checkpoint {
+            ckpt,
+            cfg,
+            tr,
+            ids: random_ids(BATCH, SEQ, VOCAB, seed, dev)?,
+            targets: random_ids(BATCH, SEQ, VOCAB, seed ^ 1, dev)?,
+            seed,
+            device,
+            dtype,
+            dev: dev.clone(),
+        })
+    }
+
+    pub fn mode(&self) -> &'static str {
+        if self.ckpt {
+            "ckpt"
+        } else {
+            "no-ckpt"
+        }
+    }
+
+    /// What memory.json says about how the peak was measured.
+    fn method(&self) -> &'static str {
+        if self.device == DeviceSpec::Cpu {
+            "counting global allocator (host heap), median over the measured steps"
+        } else {
+            "not available on this device: the counting allocator sees only host memory, and parameters, gradients and activations live on the GPU"
+        }
+    }
+}
+
+impl Workload for Checkpoint {
+    /// Peak live host heap of the step above the heap before it.
+    type Out = u64;
+
+    fn group(&self) -> String {
+        "checkpoint_time".into()
+    }
+
+    fn name(&self) -> String {
+        format!("{LABEL}/{}", self.mode())
+    }
+
+    fn target(&self) -> Target {
+        Target::new(self.device, Precision::Float(self.dtype))
+    }
+
+    fn tokens_per_iter(&self) -> u64 {
+        (BATCH * SEQ) as u64
+    }
+
+    fn iterate(&mut self, _trial: u64) -> Result<(Duration, u64)> {
+        crate::measure::device::sync(&self.dev)?;
+        memory::reset_peak();
+        let base = memory::heap_current().unwrap_or(0);
+        let t = std::time::Instant::now();
+        self.tr.step(&self.ids, &self.targets)?;
+        crate::measure::device::sync(&self.dev)?;
+        let d = t.elapsed();
+        let peak = memory::heap_peak().unwrap_or(0).saturating_sub(base);
+        Ok((d, peak))
+    }
+
+    fn record(&self, m: &Measured<u64>) -> Record {
+        let mut r = Record::from_measured(
+            Kind::Checkpoint,
+            &format!("checkpoint/{LABEL}/{}", self.mode()),
+            m,
+            self.tokens_per_iter(),
+        );
+        r.model.label = LABEL.into();
+        r.model.family = "psann".into();
+        r.model.params = self.cfg.param_count();
+        r.seed = self.seed;
+        r.shape = serde_json::json!({"batch": BATCH, "seq_len": SEQ, "vocab": VOCAB, "grad_checkpoint": self.ckpt});
+        let on_host = self.device == DeviceSpec::Cpu && memory::heap_current().is_some();
+        let peak = on_host.then(|| median(&m.outs.iter().map(|&p| p as f64).collect::<Vec<_>>()));
+        r.memory.host_peak_bytes = peak.map(|p| p as u64);
+        r.memory.host_method = "counting global allocator: peak live heap of one train step above the live heap before it (parameters, AdamW state excluded; gradients and activations included)".into();
+        r.memory.gpu_used_bytes = crate::measure::gpu::used_bytes();
+        r.memory.gpu_method = if r.memory.gpu_used_bytes.is_some() {
+            "NVML device memory in use after the steps (whole device)".into()
+        } else {
+            "not available (no NVIDIA driver / NVML)".into()
+        };
+        let amp = if self.dtype == candle_core::DType::F32 {
+            "none (fp32; MODELBENCH_DTYPE=bf16 enables autocast; the CPU default is f32 because candle's CPU bf16 matmul is ~10x slower)".to_string()
+        } else {
+            format!("{} autocast (f32 master weights, {} matmuls, f32 norms/SineParam/softmax/residual)", self.dtype.as_str(), self.dtype.as_str())
+        };
+        r.extra = serde_json::json!({
+            "base": "waveresnet", "d_model": self.cfg.d_model, "n_layers": self.cfg.n_layers,
+            "grad_checkpoint": self.ckpt,
+            "amp": amp,
+            "max_memory_mb": peak.map(|p| p / (1u64 << 20) as f64),
+            "elapsed_s": r.stats.median,
+            "batch": BATCH, "seq_len": SEQ, "vocab": VOCAB,
+            "method": self.method(),
+            "params": self.cfg.param_count(),
+        });
+        r
+    }
+}

@@ -1,0 +1,153 @@
+//! Generation: one scenario (prompt length, new tokens, sampling) on one loaded model. One
+//! iteration is one fixed-length generation; its timed region is the engine's (KV cache reset
+//! and prompt construction outside the clock).
+
+use std::time::Duration;
+
+use crate::engine::generate::{generate, scenario_prompt, Trace};
+use crate::engine::sampling::Sampler;
+use crate::engine::scenario::Scenario;
+use crate::error::Result;
+use crate::measure::calibration::Calibration;
+use crate::measure::device::DeviceSpec;
+use crate::measure::memory;
+use crate::models::loading::Loaded;
+use crate::output::record::{gen_metrics, Kind, ModelInfo, Precision, Record};
+
+use super::{Measured, Target, Workload};
+
+/// The precision a loaded model runs at: GGUF models name their weight type.
+pub fn precision_of(loaded: &Loaded, dtype: candle_core::DType) -> Precision {
+    let md = &loaded.model.meta().dtype;
+    match md.strip_prefix("gguf-") {
+        Some(t) => Precision::Gguf(t.to_string()),
+        None => Precision::Float(dtype),
+    }
+}
+
+pub struct Generation<'a> {
+    pub loaded: &'a mut Loaded,
+    pub scenario: &'a Scenario,
+    pub seed: u64,
+    pub device: DeviceSpec,
+    pub dtype: candle_core::DType,
+    /// The machine's roof for utilisation figures (None: not calibrated).
+    pub calibration: Option<Calibration>,
+}
+
+impl Workload for Generation<'_> {
+    type Out = Trace;
+
+    fn group(&self) -> String {
+        self.scenario.name.clone()
+    }
+
+    fn name(&self) -> String {
+        self.loaded.resolved.label.clone()
+    }
+
+    fn target(&self) -> Target {
+        Target::new(self.device, precision_of(self.loaded, self.dtype))
+    }
+
+    fn tokens_per_iter(&self) -> u64 {
+        self.scenario.new_tokens as u64
+    }
+
+    /// Prompt and sampler are a function of (seed, trial): trials differ, runs repeat.
+    fn iterate(&mut self, trial: u64) -> Result<(Duration, Trace)> {
+        let s = self.scenario;
+        let l = &mut *self.loaded;
+        let prompt = scenario_prompt(
+            s,
+            l.model.meta().vocab,
+            l.tokenizer.as_ref(),
+            self.seed,
+            trial,
+        )?;
+        let mut sampler = Sampler::new(s.sampling, self.seed ^ trial);
+        let t = generate(
+            l.model.as_mut(),
+            &prompt,
+            s.new_tokens,
+            &mut sampler,
+            l.tokenizer.as_ref(),
+        )?;
+        Ok((t.e2e(), t))
+    }
+
+    /// Samples are the end-to-end seconds of every measured generation.
+    fn record(&self, m: &Measured<Trace>) -> Record {
+        let s = self.scenario;
+        let mut r = Record::from_samples(
+            Kind::Generation,
+            &s.name,
+            m.iter_s.clone(),
+            s.new_tokens as u64,
+        );
+        r.power = m.power.clone();
+        r.memory.host_peak_bytes = m.heap_peak_bytes;
+        r.model = model_info(self.loaded);
+        r.dtype = self.target().precision;
+        r.device = self.device.to_string();
+        r.prompt_tokens = s.prompt_tokens;
+        r.new_tokens = s.new_tokens;
+        r.sampling = Some(s.sampling);
+        r.sampling_desc = s.sampling.describe();
+        r.shape = serde_json::json!({"prompt_tokens": s.prompt_tokens, "new_tokens": s.new_tokens,
+            "pipeline": s.pipeline});
+        r.seed = self.seed;
+        r.eos_ignored = true;
+        r.pipeline = s.pipeline;
+        let g = gen_metrics(&m.outs);
+        let ttft_s = g.ttft_ms.map(|p| p.p50 / 1e3);
+        r.roofline = Some(super::work::roofline(
+            self.loaded.model.meta(),
+            s.prompt_tokens,
+            s.new_tokens,
+            g.decode_tok_s,
+            ttft_s,
+            self.calibration.as_ref(),
+        ));
+        r.gen = Some(g);
+        r.quality = Some(crate::models::quality::verdict_value(
+            &self.loaded.resolved.label,
+        ));
+        r.memory.host_method = if memory::heap_current().is_some() {
+            "counting global allocator: peak live heap over the measured trials, model included"
+                .into()
+        } else {
+            "not available (counting allocator not installed)".into()
+        };
+        r.memory.gpu_used_bytes = crate::measure::gpu::used_bytes();
+        r.memory.gpu_method = if r.memory.gpu_used_bytes.is_some() {
+            "NVML device memory in use after the trials".into()
+        } else {
+            "not available (no NVIDIA driver / NVML)".into()
+        };
+        r
+    }
+}
+
+pub fn model_info(l: &Loaded) -> ModelInfo {
+    let m = l.model.meta();
+    ModelInfo {
+        label: l.resolved.label.clone(),
+        source: l.resolved.source.clone(),
+        family: m.family.to_string(),
+        params: m.params,
+        weight_bytes: m.weight_bytes,
+        layers: m.layers,
+        hidden: m.hidden,
+        vocab: m.vocab,
+        max_context: m.max_context,
+        built_context: m.built_context,
+        prefill_mode: m.prefill.clone(),
+        tokenizer: l.resolved.tokenizer_kind.clone(),
+        load_seconds: l.load.seconds,
+        load_heap_peak_bytes: l.load.heap_peak_bytes,
+        load_rss_peak_bytes: l.load.rss_peak_bytes,
+        load_fill_gbs: l.load.fill_gbs,
+        exact_context: m.exact_context,
+    }
+}

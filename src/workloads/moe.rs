@@ -1,0 +1,168 @@
+//! One MoE feed-forward block (router, top-k, SwiGLU experts, combine) at one grid point, or
+//! the dense SwiGLU with the same active parameters per token (the `dense-k<k>` rows), so the
+//! cost of routing is visible. One iteration is one forward of `tokens` tokens.
+
+use std::time::Duration;
+
+use candle_core::{Device, Module, Tensor};
+
+use crate::error::Result;
+use crate::measure::calibration::{compute_only, Calibration};
+use crate::measure::device::DeviceSpec;
+use crate::measure::timing::time_region;
+use crate::models::moe::{dense_reference, seeded_input, MoeBlock, MoeConfig, SwiGlu};
+use crate::output::record::{Kind, Precision, Record};
+
+use super::{Measured, Target, Workload};
+
+enum Block {
+    Moe(MoeBlock),
+    Dense(SwiGlu),
+}
+
+pub struct Moe {
+    cfg: MoeConfig,
+    block: Block,
+    x: Tensor,
+    tokens: usize,
+    seed: u64,
+    device: DeviceSpec,
+    dtype: candle_core::DType,
+    dev: Device,
+    calibration: Option<Calibration>,
+}
+
+impl Moe {
+    /// Seeded weights and input. `dense`: the dense SwiGLU of intermediate top_k x expert size.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: MoeConfig,
+        dense: bool,
+        tokens: usize,
+        seed: u64,
+        device: DeviceSpec,
+        dtype: candle_core::DType,
+        dev: &Device,
+        calibration: Option<Calibration>,
+    ) -> Result<Moe> {
+        let block = if dense {
+            Block::Dense(dense_reference(&cfg, seed, dtype, dev)?)
+        } else {
+            Block::Moe(MoeBlock::seeded(cfg, seed, dtype, dev)?)
+        };
+        Ok(Moe {
+            cfg,
+            block,
+            x: seeded_input(tokens, cfg.hidden, seed, dtype, dev)?,
+            tokens,
+            seed,
+            device,
+            dtype,
+            dev: dev.clone(),
+            calibration,
+        })
+    }
+
+    fn dense(&self) -> bool {
+        matches!(self.block, Block::Dense(_))
+    }
+
+    /// `e16-k2` or `dense-k2`.
+    pub fn point(&self) -> String {
+        if self.dense() {
+            format!("dense-k{}", self.cfg.top_k)
+        } else {
+            format!("e{}-k{}", self.cfg.num_experts, self.cfg.top_k)
+        }
+    }
+
+    fn active_params(&self) -> u64 {
+        if self.dense() {
+            (3 * self.cfg.hidden * self.cfg.top_k * self.cfg.expert_intermediate) as u64
+        } else {
+            self.cfg.active_params()
+        }
+    }
+
+    fn flops_per_token(&self) -> u64 {
+        if self.dense() {
+            (6 * self.cfg.hidden * self.cfg.top_k * self.cfg.expert_intermediate) as u64
+        } else {
+            self.cfg.flops_per_token()
+        }
+    }
+}
+
+impl Workload for Moe {
+    type Out = ();
+
+    fn group(&self) -> String {
+        "moe_topk".into()
+    }
+
+    fn name(&self) -> String {
+        format!("{}/t{}", self.point(), self.tokens)
+    }
+
+    fn target(&self) -> Target {
+        Target::new(self.device, Precision::Float(self.dtype))
+    }
+
+    fn tokens_per_iter(&self) -> u64 {
+        self.tokens as u64
+    }
+
+    fn iterate(&mut self, _trial: u64) -> Result<(Duration, ())> {
+        let (d, y) = time_region(&self.dev, || {
+            Ok(match &self.block {
+                Block::Moe(m) => m.forward(&self.x)?,
+                Block::Dense(d) => d.forward(&self.x)?,
+            })
+        })?;
+        std::hint::black_box(y);
+        Ok((d, ()))
+    }
+
+    fn record(&self, m: &Measured<()>) -> Record {
+        let cfg = &self.cfg;
+        let dense = self.dense();
+        let mut r = Record::from_measured(
+            Kind::Moe,
+            &format!("moe_topk/{}/t{}", self.point(), self.tokens),
+            m,
+            self.tokens as u64,
+        );
+        r.model.label = if dense {
+            format!(
+                "dense SwiGLU (intermediate {})",
+                cfg.top_k * cfg.expert_intermediate
+            )
+        } else {
+            format!("MoE {}", self.point())
+        };
+        r.model.params = if dense {
+            self.active_params()
+        } else {
+            (cfg.hidden * cfg.num_experts
+                + cfg.num_experts * 3 * cfg.hidden * cfg.expert_intermediate) as u64
+        };
+        r.seed = self.seed;
+        r.prompt_tokens = self.tokens;
+        r.shape = serde_json::json!({"hidden": cfg.hidden, "expert_intermediate": cfg.expert_intermediate,
+            "num_experts": if dense { 0 } else { cfg.num_experts }, "top_k": cfg.top_k, "tokens": self.tokens});
+        r.extra = serde_json::json!({
+            "hidden": cfg.hidden, "expert_intermediate": cfg.expert_intermediate,
+            "num_experts": if dense { 0 } else { cfg.num_experts }, "top_k": cfg.top_k,
+            "tokens": self.tokens, "dense_reference": dense, "norm_topk_prob": cfg.norm_topk_prob,
+            "active_params_per_token": self.active_params(),
+            "flops_per_token": self.flops_per_token(),
+        });
+        r.roofline = Some(compute_only(
+            self.flops_per_token() as f64,
+            r.tok_s,
+            self.dtype.as_str(),
+            self.calibration.as_ref(),
+        ));
+        r
+    }
+}

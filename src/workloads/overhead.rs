@@ -1,0 +1,190 @@
+//! The suite's own cost. `Overhead`: the engine's greedy generation against a bare loop doing
+//! exactly the engine's model work (same cache reset outside the clock, same device-side
+//! argmax), interleaved A/B/B/A so drift hits both alike; the figure is the median of the
+//! paired engine/bare ratios with a bootstrap 95% confidence interval. `SamplingCost`: the
+//! sampling pipeline per token at a model's real vocabulary size.
+
+use std::time::Duration;
+
+use crate::engine::generate::{bare_greedy, generate, prompt_ids, Prompt};
+use crate::engine::sampling::{Sampler, SamplingParams};
+use crate::error::Result;
+use crate::measure::device::DeviceSpec;
+use crate::measure::stats::{bootstrap_median_ci, median};
+use crate::models::loading::Loaded;
+use crate::output::record::{Kind, Record};
+
+use super::generation::{model_info, precision_of};
+use super::{Measured, Target, Workload};
+
+/// Prompt and generation length of the overhead comparison.
+pub const LENGTHS: (usize, usize) = (64, 64);
+
+/// Engine vs bare on one model. The timed duration of an iteration (what criterion sees) is
+/// the engine's; the bare loop's time rides along in the output.
+pub struct Overhead<'a> {
+    pub loaded: &'a mut Loaded,
+    pub seed: u64,
+    pub device: DeviceSpec,
+    pub dtype: candle_core::DType,
+}
+
+/// One A/B pair: engine seconds, bare seconds.
+pub type Pair = (f64, f64);
+
+impl Overhead<'_> {
+    fn engine(&mut self, ids: &[u32]) -> Result<Duration> {
+        let mut s = Sampler::new(SamplingParams::GREEDY, self.seed);
+        let t = generate(
+            self.loaded.model.as_mut(),
+            &Prompt::Ids(ids.to_vec()),
+            LENGTHS.1,
+            &mut s,
+            None,
+        )?;
+        Ok(t.e2e())
+    }
+
+    fn bare(&mut self, ids: &[u32]) -> Result<Duration> {
+        bare_greedy(self.loaded.model.as_mut(), ids, LENGTHS.1).map(|(d, _)| d)
+    }
+}
+
+impl Workload for Overhead<'_> {
+    type Out = Pair;
+
+    fn group(&self) -> String {
+        "overhead".into()
+    }
+
+    fn name(&self) -> String {
+        format!("{}/engine-vs-bare", self.loaded.resolved.label)
+    }
+
+    fn target(&self) -> Target {
+        Target::new(self.device, precision_of(self.loaded, self.dtype))
+    }
+
+    fn tokens_per_iter(&self) -> u64 {
+        LENGTHS.1 as u64
+    }
+
+    /// Both loops on the same prompt; even trials run the engine first, odd ones the bare
+    /// loop first.
+    fn iterate(&mut self, trial: u64) -> Result<(Duration, Pair)> {
+        let ids = prompt_ids(LENGTHS.0, self.loaded.model.meta().vocab, self.seed, trial);
+        let (e, b) = if trial % 2 == 0 {
+            let e = self.engine(&ids)?;
+            (e, self.bare(&ids)?)
+        } else {
+            let b = self.bare(&ids)?;
+            (self.engine(&ids)?, b)
+        };
+        Ok((e, (e.as_secs_f64(), b.as_secs_f64())))
+    }
+
+    fn record(&self, m: &Measured<Pair>) -> Record {
+        let mut r = Record::from_measured(Kind::Overhead, "overhead", m, LENGTHS.1 as u64);
+        r.model = model_info(self.loaded);
+        r.seed = self.seed;
+        r.prompt_tokens = LENGTHS.0;
+        r.new_tokens = LENGTHS.1;
+        r.shape = serde_json::json!({"prompt_tokens": LENGTHS.0, "new_tokens": LENGTHS.1});
+        let ratios: Vec<f64> = m.outs.iter().map(|(e, b)| e / b).collect();
+        let engine: Vec<f64> = m.outs.iter().map(|p| p.0).collect();
+        let bare: Vec<f64> = m.outs.iter().map(|p| p.1).collect();
+        let ratio = median(&ratios);
+        let ci = bootstrap_median_ci(&ratios, 10_000, 0x0BAD_5EED);
+        r.extra = serde_json::json!({
+            "lengths": "64/64 greedy",
+            "order": "interleaved: even trials engine then bare, odd trials bare then engine",
+            "engine_median_s": median(&engine),
+            "bare_median_s": median(&bare),
+            "ratio_median": ratio,
+            "ratio_ci95": ci.map(|(lo, hi)| vec![lo, hi]),
+            "overhead_pct": 100.0 * (ratio - 1.0),
+            "overhead_pct_ci95": ci.map(|(lo, hi)| vec![100.0 * (lo - 1.0), 100.0 * (hi - 1.0)]),
+            "pairs": m.outs.len(),
+            "engine_s": engine,
+            "bare_s": bare,
+        });
+        r
+    }
+}
+
+/// The sampling pipeline's cost per token at a vocabulary size (host work only).
+pub struct SamplingCost {
+    /// Whose vocabulary: the model label.
+    pub label: String,
+    pub scenario: &'static str,
+    pub params: SamplingParams,
+    pub logits: Vec<f32>,
+    pub context: Vec<u32>,
+    pub sampler: Sampler,
+    pub buf: Vec<f32>,
+}
+
+impl SamplingCost {
+    pub fn new(label: &str, scenario: &'static str, vocab: usize, seed: u64) -> Result<Self> {
+        let params = crate::engine::scenario::Scenario::by_name(scenario)?.sampling;
+        let logits: Vec<f32> = crate::util::fill::seeded(
+            &vocab.into(),
+            seed,
+            "logits",
+            crate::util::fill::Dist::Normal(0.0, 3.0),
+            &candle_core::Device::Cpu,
+        )?
+        .to_vec1()?;
+        Ok(SamplingCost {
+            label: label.into(),
+            scenario,
+            params,
+            buf: logits.clone(),
+            logits,
+            context: prompt_ids(320, vocab, seed, 1),
+            sampler: Sampler::new(params, seed),
+        })
+    }
+}
+
+impl Workload for SamplingCost {
+    type Out = ();
+
+    fn group(&self) -> String {
+        "overhead".into()
+    }
+
+    fn name(&self) -> String {
+        format!("{}/sample-{}", self.label, self.scenario)
+    }
+
+    fn target(&self) -> Target {
+        Target::new(
+            DeviceSpec::Cpu,
+            crate::output::record::Precision::Float(candle_core::DType::F32),
+        )
+    }
+
+    fn tokens_per_iter(&self) -> u64 {
+        1
+    }
+
+    fn iterate(&mut self, _trial: u64) -> Result<(Duration, ())> {
+        self.buf.copy_from_slice(&self.logits);
+        let t = std::time::Instant::now();
+        std::hint::black_box(self.sampler.sample(&mut self.buf, &self.context));
+        Ok((t.elapsed(), ()))
+    }
+
+    fn record(&self, m: &Measured<()>) -> Record {
+        let mut r = Record::from_measured(Kind::Overhead, "overhead", m, 1);
+        r.model.label = self.label.clone();
+        r.model.vocab = self.logits.len();
+        r.sampling = Some(self.params);
+        r.sampling_desc = self.params.describe();
+        r.shape = serde_json::json!({"vocab": self.logits.len(), "context": self.context.len()});
+        r.extra = serde_json::json!({"vocab": self.logits.len(), "sampling": self.scenario,
+            "per_token_us": median(&m.sample_s) * 1e6});
+        r
+    }
+}

@@ -1,0 +1,77 @@
+//! Sliding-window perplexity of a text on a loaded model: one iteration scores the whole text
+//! (see [`crate::engine::perplexity`]); its record holds the quality figure and the time.
+
+use std::time::{Duration, Instant};
+
+use crate::engine::perplexity::{perplexity, Perplexity as Ppl};
+use crate::error::Result;
+use crate::measure::device::DeviceSpec;
+use crate::models::loading::Loaded;
+use crate::output::record::{Kind, Record};
+
+use super::generation::{model_info, precision_of};
+use super::{Measured, Target, Workload};
+
+pub struct Perplexity<'a> {
+    pub loaded: &'a mut Loaded,
+    /// The text's name (its file name): the record's scenario.
+    pub text_name: String,
+    pub ids: Vec<u32>,
+    pub seq_len: usize,
+    pub stride: usize,
+    pub bos: Option<u32>,
+    pub device: DeviceSpec,
+    pub dtype: candle_core::DType,
+}
+
+impl Workload for Perplexity<'_> {
+    type Out = Ppl;
+
+    fn group(&self) -> String {
+        "perplexity".into()
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{}/{}/s{}-w{}",
+            self.loaded.resolved.label, self.text_name, self.seq_len, self.stride
+        )
+    }
+
+    fn target(&self) -> Target {
+        Target::new(self.device, precision_of(self.loaded, self.dtype))
+    }
+
+    /// Not known before the run (the windows decide); the record uses the scored count.
+    fn tokens_per_iter(&self) -> u64 {
+        self.ids.len().saturating_sub(1) as u64
+    }
+
+    fn iterate(&mut self, _trial: u64) -> Result<(Duration, Ppl)> {
+        let t = Instant::now();
+        let p = perplexity(
+            self.loaded.model.as_mut(),
+            &self.ids,
+            self.seq_len,
+            self.stride,
+            self.bos,
+        )?;
+        Ok((t.elapsed(), p))
+    }
+
+    fn record(&self, m: &Measured<Ppl>) -> Record {
+        let p = m.outs.last().expect("one measured run");
+        let mut r = Record::from_samples(
+            Kind::Perplexity,
+            &format!("perplexity/{}", self.text_name),
+            m.iter_s.clone(),
+            p.tokens_scored as u64,
+        );
+        r.power = m.power.clone();
+        r.model = model_info(self.loaded);
+        r.shape = serde_json::json!({"text": self.text_name, "seq_len": self.seq_len,
+            "stride": self.stride, "tokens": self.ids.len()});
+        r.extra = serde_json::to_value(p).expect("perplexity serialises");
+        r
+    }
+}
