@@ -369,15 +369,25 @@ pub fn markdown(dir: &Path, records: &[Record]) -> String {
 }
 
 /// target-reports/index.html: every run folder, newest first, and criterion's report.
-pub fn write_index(root: &Path) -> Result<()> {
-    let mut runs: Vec<String> = std::fs::read_dir(root)
-        .map_err(Error::io(root))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("results.jsonl").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+/// The run folders under `root` (those holding results.jsonl), oldest first (their names
+/// start with the UTC time they were made). Empty when `root` does not exist.
+pub fn list_runs(root: &Path) -> Vec<PathBuf> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("results.jsonl").is_file())
         .collect();
     runs.sort();
-    runs.reverse();
+    runs
+}
+
+pub fn write_index(root: &Path) -> Result<()> {
+    let runs: Vec<String> = list_runs(root)
+        .iter()
+        .rev()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
     let crit = crate::util::fsio::target_dir().join("criterion/report/index.html");
     let mut h = String::from("<!doctype html><meta charset=utf-8><title>modelbench runs</title>\n<h1>modelbench runs</h1>\n");
     let _ = writeln!(h, "<p><a href=\"file://{}\">criterion report</a> (target/criterion/report/index.html)</p>\n<ul>", crit.display());

@@ -1,0 +1,113 @@
+//! Flags shared by several commands, and their validation into library types.
+
+use clap::Args;
+use modelbench::config::plans::check_label;
+use modelbench::measure::device::{parse_dtype, DeviceSpec};
+
+#[derive(Args)]
+pub struct MoeArgs {
+    #[arg(long, default_value_t = 16)]
+    pub num_experts: usize,
+    #[arg(long, default_value_t = 2)]
+    pub top_k: usize,
+    /// Tokens per call (1 = decode, hundreds = prefill).
+    #[arg(long, default_value_t = 128)]
+    pub tokens: usize,
+    #[arg(long, default_value_t = modelbench::models::moe::MoeConfig::DEFAULT_HIDDEN)]
+    pub hidden: usize,
+    /// Per-expert intermediate size.
+    #[arg(long, default_value_t = modelbench::models::moe::MoeConfig::DEFAULT_EXPERT_INTERMEDIATE)]
+    pub intermediate: usize,
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Timed calls.
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Where a CLI measurement runs and where its record goes (run, moe, perplexity).
+#[derive(Args)]
+pub struct TargetArgs {
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Run folder suffix.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Do not write a run folder.
+    #[arg(long)]
+    pub no_save: bool,
+}
+
+impl TargetArgs {
+    /// The validated device, dtype (the device's default when not given) and label.
+    pub fn resolve(&self) -> anyhow::Result<(DeviceSpec, candle_core::DType, Option<String>)> {
+        let (spec, dtype) = device_and_dtype(&self.device, self.dtype.as_deref())?;
+        let label = self
+            .label
+            .as_deref()
+            .map(|l| check_label(l, "--label"))
+            .transpose()?;
+        Ok((spec, dtype, label))
+    }
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// quick (short, medium), standard (+ prefill, decode, sampled) or full (all seven).
+    #[arg(long, default_value = "quick")]
+    pub suite: String,
+    /// Model reference, repeatable: fixture:<family>, synthetic:<name>, owner/repo[@rev], or a directory.
+    #[arg(long = "model", required = true)]
+    pub models: Vec<String>,
+    /// Untimed runs of each scenario before the trials.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed trials per scenario (their median is the headline).
+    #[arg(long, default_value_t = 3)]
+    pub trials: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Also pack the run folder into <run>.zip.
+    #[arg(long)]
+    pub zip: bool,
+    /// Ad hoc: prompt length (with --max-new-tokens, replaces the suite).
+    #[arg(long)]
+    pub prompt_tokens: Option<usize>,
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+}
+
+pub fn device_and_dtype(
+    device: &str,
+    dtype: Option<&str>,
+) -> anyhow::Result<(DeviceSpec, candle_core::DType)> {
+    let spec: DeviceSpec = device.parse().map_err(|e: String| {
+        anyhow::anyhow!(
+            "--device {device:?}: {e} (allowed: {})",
+            DeviceSpec::ALLOWED
+        )
+    })?;
+    let dt = match dtype {
+        Some(d) => parse_dtype(d)
+            .map_err(|e| anyhow::anyhow!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?,
+        None => spec.default_dtype(),
+    };
+    Ok((spec, dt))
+}

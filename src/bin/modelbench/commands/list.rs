@@ -1,0 +1,66 @@
+//! `modelbench list`: scenarios, tiers, model sources and what is cached.
+
+use std::path::Path;
+
+use modelbench::engine::scenario::{Scenario, Tier};
+use modelbench::models::source::{
+    fixture_cache_dir, hub_cache_dir, offline, SOURCES_HELP, SYNTHETIC,
+};
+
+pub fn list() -> anyhow::Result<()> {
+    println!("Scenarios (prompt/new tokens, sampling):");
+    for s in Scenario::all() {
+        println!(
+            "  {:<10} {:>5}/{:<4} {:<34} {}",
+            s.name,
+            s.prompt_tokens,
+            s.new_tokens,
+            s.sampling.describe(),
+            s.purpose
+        );
+    }
+    println!("\nTiers:");
+    for t in [Tier::Quick, Tier::Standard, Tier::Full] {
+        println!("  {:<9} {}", t.name(), t.scenario_names().join(", "));
+    }
+    println!("\nModel sources: {SOURCES_HELP}");
+    println!(
+        "  synthetic shapes: {}",
+        SYNTHETIC
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "\nFixtures written under {}:",
+        fixture_cache_dir().display()
+    );
+    print_cached(&fixture_cache_dir());
+    println!(
+        "\nHugging Face cache {} (offline: {}):",
+        hub_cache_dir().display(),
+        offline()
+    );
+    print_cached(&hub_cache_dir());
+    Ok(())
+}
+
+pub fn print_cached(dir: &Path) {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_prefix("models--").map(|r| r.replacen("--", "/", 1))
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        println!("  (none)");
+    }
+    for f in found {
+        println!("  {f}");
+    }
+}

@@ -1,0 +1,10 @@
+//! One file per subcommand.
+
+pub mod calibrate;
+pub mod compare;
+pub mod continuous;
+pub mod list;
+pub mod moe;
+pub mod perplexity;
+pub mod report;
+pub mod run;

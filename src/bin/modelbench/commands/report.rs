@@ -1,0 +1,54 @@
+//! `modelbench report` and `export`: re-render a run, or export it as metric-registry lines.
+
+use std::path::{Path, PathBuf};
+
+use modelbench::output::report::{list_runs, read_run, reports_root, write_artifacts};
+
+pub fn latest_run() -> anyhow::Result<PathBuf> {
+    let root = reports_root();
+    list_runs(&root)
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("{}: no runs yet", root.display()))
+}
+
+pub fn report(run: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = match run {
+        Some(r) => r,
+        None => latest_run()?,
+    };
+    let records = read_run(&dir)?;
+    write_artifacts(&dir, &records)?;
+    let tput = dir.join("throughput.csv");
+    if tput.is_file() {
+        let grid = records
+            .iter()
+            .find_map(|r| {
+                r.extra
+                    .get("grid")
+                    .and_then(|g| g.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "default".into());
+        modelbench::output::report::write_throughput_views(
+            &dir,
+            &grid,
+            &modelbench::output::report::read_throughput_csv(&tput)?,
+        )?;
+    }
+    modelbench::output::report::write_index(dir.parent().unwrap_or(Path::new(".")))?;
+    print!("{}", modelbench::output::report::markdown(&dir, &records));
+    Ok(())
+}
+
+pub fn export(run: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = match run {
+        Some(r) => r,
+        None => latest_run()?,
+    };
+    let lines = modelbench::output::report::registry_lines(&read_run(&dir)?);
+    match out {
+        Some(p) => modelbench::util::fsio::atomic_write(&p, lines.as_bytes())?,
+        None => print!("{lines}"),
+    }
+    Ok(())
+}
