@@ -54,6 +54,11 @@ fn main() {
     println!("cargo:rustc-env=BUILDINFO_CUDA={cuda}");
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    // Any edit of a tracked source re-runs this script, so `git_dirty` is true whenever the
+    // sources compiled differ from HEAD (cargo scans a directory recursively by mtime).
+    for p in ["src", "benches", "tests", "build.rs", "Cargo.toml", "Cargo.lock", "fixtures"] {
+        println!("cargo:rerun-if-changed={p}");
+    }
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-changed=.git/logs/HEAD");
