@@ -124,6 +124,19 @@ pub fn generate(
     sampler: &mut Sampler,
     tok: Option<&Tokenizer>,
 ) -> Result<Trace> {
+    generate_with(model, prompt, new_tokens, sampler, tok, &mut |_| {})
+}
+
+/// [`generate`], calling `on_token` with each generated id as soon as it is on the host
+/// (`modelbench generate` streams text through it; the benchmarks pass a no-op).
+pub fn generate_with(
+    model: &mut dyn CausalLm,
+    prompt: &Prompt,
+    new_tokens: usize,
+    sampler: &mut Sampler,
+    tok: Option<&Tokenizer>,
+    on_token: &mut dyn FnMut(u32),
+) -> Result<Trace> {
     if new_tokens == 0 {
         return Err(Error::Report("new_tokens must be at least 1".into()));
     }
@@ -162,6 +175,7 @@ pub fn generate(
         }
         sync(&dev)?;
         token_times.push(start.elapsed());
+        on_token(next);
         context.push(next);
         input.clear();
         input.push(next);

@@ -111,3 +111,35 @@ pub fn device_and_dtype(
     };
     Ok((spec, dt))
 }
+
+/// `modelbench generate`.
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Model reference (fixture:, synthetic:, gguf:, a hub repo or a directory).
+    #[arg(long)]
+    pub model: String,
+    /// Text to continue.
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 = greedy (argmax).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Also print the generated token ids.
+    #[arg(long)]
+    pub ids: bool,
+}

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 mod args;
 mod commands;
 
-use args::{MoeArgs, RunArgs, TargetArgs};
+use args::{GenerateArgs, MoeArgs, RunArgs, TargetArgs};
 
 #[global_allocator]
 static ALLOC: modelbench::measure::memory::CountingAlloc =
@@ -34,6 +34,9 @@ fn after_help() -> String {
 enum Cmd {
     /// Scenarios, tiers, model sources and which models are already in the cache.
     List,
+    /// Stream a model's continuation of a prompt (greedy by default) and one timing line:
+    /// see what a model produces before trusting its speed.
+    Generate(GenerateArgs),
     /// Run a suite tier (or one ad-hoc scenario) on one or more models and save a run.
     Run(RunArgs),
     /// Re-render the artifacts (README.md, results.csv, summary.json) of a run.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = match cli.cmd {
         Cmd::List => commands::list::list().map(|_| ExitCode::SUCCESS),
+        Cmd::Generate(a) => commands::generate::generate(a).map(|_| ExitCode::SUCCESS),
         Cmd::Run(a) => commands::run::run(a).map(|_| ExitCode::SUCCESS),
         Cmd::Report { run } => commands::report::report(run).map(|_| ExitCode::SUCCESS),
         Cmd::Compare {

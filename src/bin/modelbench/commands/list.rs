@@ -46,6 +46,8 @@ pub fn list() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Cached repos as references a user can paste: `gguf:owner/repo` for a repo whose snapshot
+/// holds a .gguf file (as `--model`, a bare `owner/repo` means safetensors), else `owner/repo`.
 pub fn print_cached(dir: &Path) {
     let mut found: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
@@ -53,7 +55,16 @@ pub fn print_cached(dir: &Path) {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_prefix("models--").map(|r| r.replacen("--", "/", 1))
+            let repo = n.strip_prefix("models--")?.replacen("--", "/", 1);
+            let has_gguf = std::fs::read_dir(e.path().join("snapshots"))
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.ok())
+                .filter_map(|s| std::fs::read_dir(s.path()).ok())
+                .flatten()
+                .filter_map(|f| f.ok())
+                .any(|f| f.path().extension().is_some_and(|x| x == "gguf"));
+            Some(if has_gguf { format!("gguf:{repo}") } else { repo })
         })
         .collect();
     found.sort();
