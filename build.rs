@@ -56,7 +56,15 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     // Any edit of a tracked source re-runs this script, so `git_dirty` is true whenever the
     // sources compiled differ from HEAD (cargo scans a directory recursively by mtime).
-    for p in ["src", "benches", "tests", "build.rs", "Cargo.toml", "Cargo.lock", "fixtures"] {
+    for p in [
+        "src",
+        "benches",
+        "tests",
+        "build.rs",
+        "Cargo.toml",
+        "Cargo.lock",
+        "fixtures",
+    ] {
         println!("cargo:rerun-if-changed={p}");
     }
     println!("cargo:rerun-if-changed=.git/HEAD");

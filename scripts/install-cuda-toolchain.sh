@@ -30,6 +30,9 @@
 # driver's own libcuda.so.1 is loaded, and the stub, if it were ever loaded, answers every call
 # with CUDA_ERROR_STUB_LIBRARY (34), which candle reports as an error.
 set -euo pipefail
+# Any command that stops the script under `set -e` says so in one line (explicit failures
+# below print their own line and `exit`, which this trap does not see).
+trap 'rc=$?; echo "error: ${BASH_SOURCE[0]##*/}: line $LINENO: \`$BASH_COMMAND\` failed (exit $rc)" >&2' ERR
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 prefix=$root/.toolchains/cuda-13.0
@@ -108,18 +111,29 @@ else
   done
   # libcuda link stub from the driver entry points of the locked cudarc
   cudarc_ver=$(awk '/^name = "cudarc"/{getline; gsub(/[^0-9.]/,""); print; exit}' "$root/Cargo.lock")
+  [ -n "$cudarc_ver" ] || { echo "error: no cudarc in $root/Cargo.lock (the libcuda stub is generated from its sources)" >&2; exit 1; }
+  # The sources are in cargo's registry once anything built the `cuda` feature; else
+  # `cargo fetch` puts them there. Prints nothing and succeeds when they are absent (the
+  # caller checks): a bare `[ -f ] && ...` as the loop's last command would make the
+  # function fail, and `sys=$(find_sys)` would then end the script under `set -e`.
   find_sys() {
     local f
     for f in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$cudarc_ver"/src/driver/sys/mod.rs; do
-      [ -f "$f" ] && { echo "$f"; return; }
+      if [ -f "$f" ]; then
+        echo "$f"
+        return 0
+      fi
     done
+    return 0
   }
   sys=$(find_sys)
   if [ -z "$sys" ]; then
-    (cd "$root" && cargo fetch --quiet) >&2
+    log "fetching the crate sources (cudarc $cudarc_ver's driver API, for the libcuda stub) with cargo fetch"
+    (cd "$root" && cargo fetch --quiet) >&2 \
+      || { echo "error: cargo fetch failed, so cudarc $cudarc_ver's sources (for the libcuda stub) are missing (is crates.io reachable?)" >&2; exit 1; }
     sys=$(find_sys)
   fi
-  [ -n "$sys" ] || { echo "error: cudarc $cudarc_ver sources not found after cargo fetch" >&2; exit 1; }
+  [ -n "$sys" ] || { echo "error: cudarc $cudarc_ver sources not found under ${CARGO_HOME:-$HOME/.cargo}/registry/src after cargo fetch" >&2; exit 1; }
   mkdir -p "$lib/stubs"
   {
     echo "/* Link-time stub of the CUDA driver API, generated from $(basename "$(dirname "$(dirname "$(dirname "$(dirname "$sys")")")")"). */"

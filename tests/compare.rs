@@ -1,69 +1,243 @@
-//! `modelbench compare` on real runs: a truly slower run (one thread instead of two, and four
-//! busy threads competing for the 2 cores: 2-3x slower) is flagged with exit 1; two
-//! runs of the same configuration are not. (One thread alone is not reliably slower here:
-//! the 2 vCPUs behave like SMT siblings, so the matmul speed-up of a second thread is small
-//! and noisy.) Threshold 15%: above the run-to-run drift of a shared 2-core
-//! machine, far below the slowdown. One test per binary, so no other test competes.
+//! `modelbench compare` and `modelbench continuous` seen from outside. The verdict rules are
+//! carried by the deterministic unit tests in src/output/compare.rs; here the CLI's exit
+//! codes on synthetic run folders with known samples (no timing): 1 on a regression, 0
+//! otherwise (also when the only finding is "insufficient samples"), 2 on unusable input;
+//! and `continuous` comparing with the previous run and with a fixed baseline.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
-/// A Llama with 512-wide layers: its 256-token prefill is dominated by GEMMs that use both
-/// cores, so one thread is truly slower (the tiny fixtures are overhead-bound).
-const MID_LLAMA: &str = r#"{"model_type": "llama", "hidden_size": 512, "intermediate_size": 2048,
-  "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 2048,
-  "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 1024, "tie_word_embeddings": true}"#;
+use modelbench::output::record::{Kind, Precision, Record};
+use modelbench::output::report::{read_run, write_artifacts};
 
-fn run(reports: &Path, model: &Path, label: &str, threads: &str) -> PathBuf {
-    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args([
-            "run",
-            "--model",
-            model.to_str().unwrap(),
-            "--prompt-tokens",
-            "256",
-            "--max-new-tokens",
-            "2",
-        ])
-        .args(["--warmup", "2", "--trials", "15", "--label", label])
+/// `n` samples around `center` with a fixed +-1% spread (deterministic, no RNG).
+fn samples(center: f64, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| center * (1.0 + 0.01 * (((i * 7) % 11) as f64 - 5.0) / 5.0))
+        .collect()
+}
+
+fn record(name: &str, samples: Vec<f64>) -> Record {
+    let mut r = Record::from_samples(Kind::Generation, "short", samples, 16);
+    r.id = format!("short/cpu-f32/{name}");
+    r.model.label = name.into();
+    r.dtype = Precision::Float(candle_core::DType::F32);
+    r.device = "cpu".into();
+    r.sampling_desc = "greedy".into();
+    r.shape = serde_json::json!({"prompt": 32, "gen": 16});
+    r
+}
+
+/// A run folder with one record per (model, center, samples).
+fn run_dir(root: &Path, name: &str, recs: &[(&str, f64, usize)]) -> PathBuf {
+    let dir = root.join(name);
+    let recs: Vec<Record> = recs
+        .iter()
+        .map(|(m, c, n)| record(m, samples(*c, *n)))
+        .collect();
+    write_artifacts(&dir, &recs).unwrap();
+    dir
+}
+
+fn modelbench(reports: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args(args)
         .env("MODELBENCH_REPORTS", reports)
-        .env("RAYON_NUM_THREADS", threads)
+        .env("HF_HUB_OFFLINE", "1")
         .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read_dir(reports)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.to_string_lossy().ends_with(label))
         .unwrap()
 }
 
-fn compare(base: &Path, new: &Path) -> (i32, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args([
+fn compare(base: &Path, new: &Path) -> (i32, String, String) {
+    let o = modelbench(
+        base.parent().unwrap(),
+        &[
             "compare",
             base.to_str().unwrap(),
             new.to_str().unwrap(),
             "--threshold",
-            "15%",
-        ])
-        .output()
-        .unwrap();
+            "5%",
+        ],
+    );
     (
         o.status.code().unwrap(),
         String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
 
 #[test]
+fn compare_exit_codes_on_known_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = run_dir(t, "base", &[("a", 1.0, 10), ("b", 2.0, 10)]);
+    let slower = run_dir(t, "slower", &[("a", 1.5, 10), ("b", 2.0, 10)]);
+    let same = run_dir(t, "same", &[("a", 1.0, 10), ("b", 2.0, 10)]);
+    let faster = run_dir(t, "faster", &[("a", 0.5, 10), ("b", 2.0, 10)]);
+    let few_base = run_dir(t, "few-base", &[("a", 1.0, 3), ("b", 2.0, 10)]);
+    let few_slow = run_dir(t, "few-slow", &[("a", 1.5, 3), ("b", 2.0, 10)]);
+
+    let (code, out, err) = compare(&base, &slower);
+    assert_eq!(code, 1, "x1.5 must be flagged:\n{out}{err}");
+    assert!(
+        out.contains("| Regression |") && out.contains("1 regression(s)"),
+        "{out}"
+    );
+
+    let (code, out, err) = compare(&base, &same);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("0 regression(s), 0 improvement(s), 2 unchanged"),
+        "{out}"
+    );
+
+    let (code, out, err) = compare(&base, &faster);
+    assert_eq!(code, 0, "an improvement is no failure:\n{out}{err}");
+    assert!(out.contains("| Improvement |"), "{out}");
+
+    // x1.5 slower on 3 samples a side: no verdict, said so, exit 0.
+    let (code, out, err) = compare(&few_base, &few_slow);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("insufficient samples (3, 3); need >= 5 a side")
+            && out.contains("1 with insufficient samples")
+            && out.contains("0 regression(s)"),
+        "{out}"
+    );
+
+    // unusable input: exit 2
+    let (code, _, err) = compare(&base, &t.join("missing"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a run folder"), "{err}");
+    let dup = run_dir(t, "dup", &[("a", 1.0, 10), ("a", 1.1, 10)]);
+    let (code, _, err) = compare(&base, &dup);
+    assert_eq!(code, 2, "{err}");
+    let key = record("a", vec![]).key();
+    assert!(
+        err.contains(&key) && err.contains(dup.to_str().unwrap()),
+        "names the key and the run: {err}"
+    );
+}
+
+fn cont_runs(reports: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(reports)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("continuous.json").is_file())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Three real runs of one config; the first is then made to look twice as fast, so the
+/// third is a regression against the fixed baseline whatever the machine's noise does
+/// between the second and the third (their comparison is printed, not asserted).
+#[test]
+fn continuous_compares_with_previous_and_baseline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = tmp.path().join("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let config = |name: &str, baseline: Option<&str>| {
+        let mut c = serde_json::json!({
+            "name": name, "models": ["fixture:llama"], "prompt_tokens": 16,
+            "max_new_tokens": 4, "warmup": 1, "trials": 5, "threshold": "5%"
+        });
+        if let Some(b) = baseline {
+            c["baseline"] = b.into();
+        }
+        let p = tmp.path().join(format!("{name}.json"));
+        std::fs::write(&p, c.to_string()).unwrap();
+        p
+    };
+    let cont = |cfg: &Path| {
+        let o = modelbench(&reports, &["continuous", cfg.to_str().unwrap()]);
+        (
+            o.status.code().unwrap(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let cfg = config("drift", None);
+
+    let (code, out) = cont(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("this run is the first baseline"), "{out}");
+    let (code, out) = cont(&cfg);
+    assert!(code == 0 || code == 1, "{out}");
+    assert!(
+        out.contains("## against the previous run")
+            && out.contains("the baseline is the previous run: compared once"),
+        "{out}"
+    );
+    let runs = cont_runs(&reports);
+    assert_eq!(runs.len(), 2);
+    let first = &runs[0];
+    let mut recs = read_run(first).unwrap();
+    for r in &mut recs {
+        r.samples_s.iter_mut().for_each(|s| *s *= 0.5);
+        r.stats = modelbench::measure::stats::summarize(&r.samples_s);
+    }
+    write_artifacts(first, &recs).unwrap();
+
+    let (code, out) = cont(&cfg);
+    assert_eq!(code, 1, "drift against the first run must fail:\n{out}");
+    let (step, drift) = out.split_once("## against the baseline").expect(&out);
+    assert!(step.contains("## against the previous run"), "{out}");
+    assert!(
+        drift.contains(first.to_str().unwrap()) && drift.contains("| Regression |"),
+        "{out}"
+    );
+
+    // A named baseline that is not a run folder: exit 2 before anything runs.
+    let before = std::fs::read_dir(&reports).unwrap().count();
+    let (code, out) = cont(&config("drift", Some("no-such-run")));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("baseline `no-such-run`"), "{out}");
+    assert_eq!(std::fs::read_dir(&reports).unwrap().count(), before);
+    // A named baseline (a folder name under the reports root) applies from the first run.
+    let name = first.file_name().unwrap().to_str().unwrap().to_string();
+    let (code, out) = cont(&config("named", Some(&name)));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("## against the baseline"), "{out}");
+}
+
+/// The old end-to-end check on real timing: one thread with four busy threads competing for
+/// the 2 cores is 2-3x slower than two threads, and a rerun is not flagged.
+#[test]
+#[ignore = "slow (~50 s) and timing-dependent by design (CPU contention on a shared machine); \
+            the verdict rules are carried by the deterministic tests in src/output/compare.rs \
+            and compare_exit_codes_on_known_samples"]
 fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
-    if std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        < 2
-    {
-        eprintln!("skipped: needs 2 cores to make a one-thread run slower");
-        return;
+    /// A Llama with 512-wide layers: its 256-token prefill is dominated by GEMMs that use
+    /// both cores, so one thread is truly slower (the tiny fixtures are overhead-bound).
+    const MID_LLAMA: &str = r#"{"model_type": "llama", "hidden_size": 512, "intermediate_size": 2048,
+  "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 2048,
+  "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 1024, "tie_word_embeddings": true}"#;
+    fn run(reports: &Path, model: &Path, label: &str, threads: &str) -> PathBuf {
+        let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+            .args([
+                "run",
+                "--model",
+                model.to_str().unwrap(),
+                "--prompt-tokens",
+                "256",
+                "--max-new-tokens",
+                "2",
+            ])
+            .args(["--warmup", "2", "--trials", "15", "--label", label])
+            .env("MODELBENCH_REPORTS", reports)
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_dir(reports)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.to_string_lossy().ends_with(label))
+            .unwrap()
     }
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("mid-llama");
@@ -88,9 +262,25 @@ fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     hogs.into_iter().for_each(|h| h.join().unwrap());
     let again = run(&reports, &model, "again", "2");
-    let (code, out) = compare(&fast, &slow);
+    let cmp15 = |b: &Path, n: &Path| {
+        let o = modelbench(
+            &reports,
+            &[
+                "compare",
+                b.to_str().unwrap(),
+                n.to_str().unwrap(),
+                "--threshold",
+                "15%",
+            ],
+        );
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, out) = cmp15(&fast, &slow);
     assert_eq!(code, 1, "one thread must be flagged:\n{out}");
     assert!(out.contains("Regression"), "{out}");
-    let (code, out) = compare(&fast, &again);
+    let (code, out) = cmp15(&fast, &again);
     assert_eq!(code, 0, "a rerun must not be flagged:\n{out}");
 }

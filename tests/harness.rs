@@ -18,7 +18,12 @@ fn step() -> Vec<u8> {
 
 fn run_memory_group(dir: &std::path::Path, c: Criterion) {
     let mut c = memory_criterion(c.output_directory(dir));
-    let mut g = group(&mut c, "mem", Duration::from_millis(1), Duration::from_millis(50));
+    let mut g = group(
+        &mut c,
+        "mem",
+        Duration::from_millis(1),
+        Duration::from_millis(50),
+    );
     g.bench_function(BenchmarkId::new("cpu-f32", "alloc"), |b| {
         b.iter_custom(|iters| {
             let mut total = 0u64;
@@ -51,5 +56,9 @@ fn a_memory_group_runs_twice_against_its_baseline() {
         Criterion::default().retain_baseline("base".into(), true),
     );
     let est = tmp.path().join("mem/cpu-f32/alloc/new/estimates.json");
-    assert!(est.is_file(), "criterion wrote no estimates at {}", est.display());
+    assert!(
+        est.is_file(),
+        "criterion wrote no estimates at {}",
+        est.display()
+    );
 }

@@ -19,6 +19,8 @@ pub enum Scope {
     Checkpoint,
     /// Read while resolving models and writing reports, by every bench and the CLI.
     Paths,
+    /// Read by the test suite (`cargo test`), not by the benches.
+    Tests,
 }
 
 impl Scope {
@@ -30,6 +32,7 @@ impl Scope {
             Scope::Psann => "psann",
             Scope::Checkpoint => "checkpoint",
             Scope::Paths => "all (and the CLI)",
+            Scope::Tests => "`cargo test`",
         }
     }
 }
@@ -231,6 +234,15 @@ pub const KNOBS: &[Knob] = &[
         doc: "tokens per step of `psann_train` (a full train step is ~3x a forward)",
         check: |v| ok(p::parse_optional_list("MODELBENCH_PSANN_TRAIN_TOKENS", v)),
         examples: ("none", "many"),
+    },
+    Knob {
+        name: "MODELBENCH_REQUIRE_QUALITY",
+        scope: Scope::Tests,
+        values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
+        default: "0",
+        doc: "the quality gate test (tests/quality.rs) fails instead of skipping when the real Gemma 3 270M is not installed; `.ci/run` sets it from the outcome of the model fetch",
+        check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_QUALITY")),
+        examples: ("1", "required"),
     },
 ];
 

@@ -1,11 +1,18 @@
-//! Comparing two runs: join on (scenario, model, dtype, device), ratio of median times with a
-//! bootstrap confidence interval from the raw samples, and a verdict that can fail CI.
+//! Comparing two runs: join on the full record key ([`Record::key`]: kind, benchmark id,
+//! model, sampling, shape), ratio of median times with a bootstrap confidence interval from
+//! the raw samples, and a verdict that can fail CI.
 //!
-//! Method: for each benchmark, 10,000 bootstrap resamples (seeded, so a comparison is
-//! reproducible) of both sample sets give the distribution of median(new) / median(base);
-//! the 95% interval is its 2.5th..97.5th percentile. A benchmark is a regression when the
-//! whole interval lies above 1 + threshold (slower beyond the threshold with confidence),
-//! an improvement when it lies below 1 - threshold, and unchanged otherwise.
+//! Rules, in order:
+//! - a run that holds two records with the same key is refused (an error naming the key and
+//!   the run): joining it would silently keep one of them;
+//! - runs from different hardware are refused unless forced;
+//! - a benchmark with fewer than [`MIN_SAMPLES`] samples on either side gets the verdict
+//!   `InsufficientSamples`: never a regression, whatever its medians say;
+//! - otherwise 10,000 bootstrap resamples (seeded, so a comparison is reproducible) of both
+//!   sample sets give the distribution of median(new) / median(base); its 2.5th..97.5th
+//!   percentiles are the 95% interval. A benchmark is a regression when the whole interval
+//!   lies above 1 + threshold (slower beyond the threshold with confidence), an improvement
+//!   when it lies below 1 - threshold (faster beyond the threshold), and unchanged otherwise.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,27 +27,67 @@ use crate::output::record::Record;
 
 pub const RESAMPLES: usize = 10_000;
 
+/// Fewer samples than this on either side: no verdict.
+pub const MIN_SAMPLES: usize = 5;
+
+/// The bootstrap's seed: the same two runs always get the same interval.
+pub const SEED: u64 = 0xC0FFEE;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Regression,
     Improvement,
     Unchanged,
+    /// Fewer than [`MIN_SAMPLES`] samples on a side: not judged, never a regression.
+    InsufficientSamples,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Regression => "Regression",
+            Verdict::Improvement => "Improvement",
+            Verdict::Unchanged => "Unchanged",
+            Verdict::InsufficientSamples => "Insufficient samples",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// The join key ([`Record::key`]).
+    pub key: String,
+    pub kind: String,
+    /// Criterion's benchmark id (or `<scenario>/<device>-<dtype>` for records without one).
+    pub id: String,
     pub scenario: String,
     pub model: String,
     pub dtype: String,
     pub device: String,
+    pub sampling: String,
+    /// The workload's shape as JSON (`null` when the record has none).
+    pub shape: String,
+    pub n_base: usize,
+    pub n_new: usize,
     pub base_median_s: f64,
     pub new_median_s: f64,
-    /// median(new) / median(base): above 1 is slower.
-    pub ratio: f64,
-    pub ci_low: f64,
-    pub ci_high: f64,
+    /// median(new) / median(base): above 1 is slower. None without samples on a side.
+    pub ratio: Option<f64>,
+    /// The bootstrap 95% interval of the ratio; None for `InsufficientSamples`.
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
     pub verdict: Verdict,
+}
+
+impl Row {
+    /// Why a row has no verdict, e.g. `insufficient samples (3, 3); need >= 5 a side`.
+    pub fn insufficient_note(&self) -> String {
+        format!(
+            "insufficient samples ({}, {}); need >= {MIN_SAMPLES} a side",
+            self.n_base, self.n_new
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,11 +99,16 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    pub fn count(&self, v: Verdict) -> usize {
+        self.rows.iter().filter(|r| r.verdict == v).count()
+    }
+
     pub fn regressions(&self) -> usize {
-        self.rows
-            .iter()
-            .filter(|r| r.verdict == Verdict::Regression)
-            .count()
+        self.count(Verdict::Regression)
+    }
+
+    pub fn insufficient(&self) -> usize {
+        self.count(Verdict::InsufficientSamples)
     }
 }
 
@@ -95,8 +147,55 @@ pub fn bootstrap_ratio(base: &[f64], new: &[f64], seed: u64) -> (f64, f64) {
     (percentile(&ratios, 0.025), percentile(&ratios, 0.975))
 }
 
-/// Compares two runs. Refuses runs from different hardware unless `force`.
+/// The verdict of one benchmark from its raw samples (the rules in the module docs).
+/// Returns the verdict and, when there were enough samples, the 95% interval.
+pub fn judge(base: &[f64], new: &[f64], threshold: f64) -> (Verdict, Option<(f64, f64)>) {
+    if base.len() < MIN_SAMPLES || new.len() < MIN_SAMPLES {
+        return (Verdict::InsufficientSamples, None);
+    }
+    let (lo, hi) = bootstrap_ratio(base, new, SEED);
+    let verdict = if lo > 1.0 + threshold {
+        Verdict::Regression
+    } else if hi < 1.0 - threshold {
+        Verdict::Improvement
+    } else {
+        Verdict::Unchanged
+    };
+    (verdict, Some((lo, hi)))
+}
+
+/// The records of a run by key; an error naming the key and the run when two share one.
+fn by_key<'a>(run: &str, records: &'a [Record]) -> Result<BTreeMap<String, &'a Record>> {
+    let mut m = BTreeMap::new();
+    for r in records {
+        let k = r.key();
+        if m.insert(k.clone(), r).is_some() {
+            return Err(Error::Report(format!(
+                "{run}: two records share the key `{k}` (kind | id | model | sampling | shape); \
+                 a run must hold each benchmark once to be compared"
+            )));
+        }
+    }
+    Ok(m)
+}
+
+/// Compares two runs, named "base run" and "new run" in errors. See [`compare_runs`].
 pub fn compare(base: &[Record], new: &[Record], threshold: f64, force: bool) -> Result<Comparison> {
+    compare_runs("base run", base, "new run", new, threshold, force)
+}
+
+/// Compares two runs (`base_name` and `new_name` name them in errors, e.g. their folders).
+/// Refuses duplicate keys within a run, and runs from different hardware unless `force`.
+pub fn compare_runs(
+    base_name: &str,
+    base: &[Record],
+    new_name: &str,
+    new: &[Record],
+    threshold: f64,
+    force: bool,
+) -> Result<Comparison> {
+    let b = by_key(base_name, base)?;
+    let n = by_key(new_name, new)?;
     let fp = |rs: &[Record]| {
         rs.first()
             .map(|r| r.hardware.fingerprint())
@@ -109,40 +208,40 @@ pub fn compare(base: &[Record], new: &[Record], threshold: f64, force: bool) -> 
             fp(new)
         )));
     }
-    let key = |r: &Record| r.key();
-    let b: BTreeMap<String, &Record> = base.iter().map(|r| (key(r), r)).collect();
-    let n: BTreeMap<String, &Record> = new.iter().map(|r| (key(r), r)).collect();
     let mut rows = Vec::new();
     for (k, rb) in &b {
         let Some(rn) = n.get(k) else { continue };
-        if rb.samples_s.is_empty() || rn.samples_s.is_empty() {
-            continue;
-        }
-        let ratio = rn.stats.median / rb.stats.median;
-        let (lo, hi) = bootstrap_ratio(&rb.samples_s, &rn.samples_s, 0xC0FFEE);
-        let verdict = if lo > 1.0 + threshold {
-            Verdict::Regression
-        } else if hi < 1.0 - threshold {
-            Verdict::Improvement
-        } else {
-            Verdict::Unchanged
-        };
+        let (bs, ns) = (&rb.samples_s, &rn.samples_s);
+        let base_median_s = median(bs);
+        let new_median_s = median(ns);
+        let (verdict, ci) = judge(bs, ns, threshold);
         rows.push(Row {
+            key: k.clone(),
+            kind: rb.kind.to_string(),
+            id: if rb.id.is_empty() {
+                format!("{}/{}-{}", rb.scenario, rb.device, rb.dtype)
+            } else {
+                rb.id.clone()
+            },
             scenario: rb.scenario.clone(),
             model: rb.model.label.clone(),
             dtype: rb.dtype.to_string(),
             device: rb.device.clone(),
-            base_median_s: rb.stats.median,
-            new_median_s: rn.stats.median,
-            ratio,
-            ci_low: lo,
-            ci_high: hi,
+            sampling: rb.sampling_desc.clone(),
+            shape: rb.shape.to_string(),
+            n_base: bs.len(),
+            n_new: ns.len(),
+            base_median_s,
+            new_median_s,
+            ratio: (!bs.is_empty() && !ns.is_empty()).then(|| new_median_s / base_median_s),
+            ci_low: ci.map(|c| c.0),
+            ci_high: ci.map(|c| c.1),
             verdict,
         });
     }
     if rows.is_empty() {
         return Err(Error::Report(
-            "the runs share no benchmark (scenario, model, dtype, device); nothing to compare"
+            "the runs share no benchmark (kind | id | model | sampling | shape); nothing to compare"
                 .into(),
         ));
     }
@@ -154,22 +253,60 @@ pub fn compare(base: &[Record], new: &[Record], threshold: f64, force: bool) -> 
     })
 }
 
+/// A markdown cell: pipes escaped, empty as `-`.
+fn cell(s: &str) -> String {
+    if s.is_empty() || s == "null" {
+        "-".into()
+    } else {
+        s.replace('|', "\\|")
+    }
+}
+
+fn num(v: Option<f64>, prec: usize) -> String {
+    v.filter(|x| x.is_finite())
+        .map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// The comparison as a markdown table (one row per joined benchmark, with its verdict), a
+/// line per benchmark without a verdict or present in one run only, and a summary line.
 pub fn render(c: &Comparison) -> String {
-    let mut s = String::from("| Scenario | Model | dtype | device | base median | new median | new/base | 95% CI | verdict |\n|---|---|---|---|---:|---:|---:|---|---|\n");
+    let mut s = String::from(
+        "| Kind | Benchmark | Model | Sampling | Shape | samples (base, new) | base median | new median | new/base | 95% CI | verdict |\n\
+         |---|---|---|---|---|---:|---:|---:|---:|---|---|\n",
+    );
     for r in &c.rows {
+        let ci = match (r.ci_low, r.ci_high) {
+            (Some(lo), Some(hi)) => format!("[{lo:.3}, {hi:.3}]"),
+            _ => "n/a".into(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.4} s | {:.4} s | {:.3} | [{:.3}, {:.3}] | {:?} |",
-            r.scenario,
-            r.model,
-            r.dtype,
-            r.device,
-            r.base_median_s,
-            r.new_median_s,
-            r.ratio,
-            r.ci_low,
-            r.ci_high,
+            "| {} | {} | {} | {} | {} | {}, {} | {} s | {} s | {} | {} | {} |",
+            cell(&r.kind),
+            cell(&r.id),
+            cell(&r.model),
+            cell(&r.sampling),
+            cell(&r.shape),
+            r.n_base,
+            r.n_new,
+            num(Some(r.base_median_s), 4),
+            num(Some(r.new_median_s), 4),
+            num(r.ratio, 3),
+            ci,
             r.verdict
+        );
+    }
+    for r in c
+        .rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::InsufficientSamples)
+    {
+        let _ = writeln!(
+            s,
+            "{}: no verdict, not a regression: {}",
+            r.insufficient_note(),
+            r.key
         );
     }
     for k in &c.only_in_base {
@@ -180,9 +317,13 @@ pub fn render(c: &Comparison) -> String {
     }
     let _ = writeln!(
         s,
-        "{} regression(s) beyond {:.1}% with 95% confidence, {} benchmark(s) compared",
+        "{} regression(s), {} improvement(s), {} unchanged (threshold {:.1}%, 95% confidence); \
+         {} with insufficient samples (< {MIN_SAMPLES} a side); {} benchmark(s) compared",
         c.regressions(),
+        c.count(Verdict::Improvement),
+        c.count(Verdict::Unchanged),
         c.threshold * 100.0,
+        c.insufficient(),
         c.rows.len()
     );
     s
@@ -190,7 +331,54 @@ pub fn render(c: &Comparison) -> String {
 
 #[cfg(test)]
 mod tests {
+    //! The verdict rules on synthetic, seeded samples (no timing). Each test was checked to
+    //! fail when its rule is broken, by temporarily breaking the rule and running
+    //! `cargo test --lib compare`:
+    //! - `slower_by_half_is_a_regression`: regression test `lo > 1 + t` changed to
+    //!   `lo > 2.0 + t` (never flags) -> fails;
+    //! - `ten_percent_within_wide_noise_is_not_flagged`: verdict from the point ratio
+    //!   (`ratio > 1 + t`) instead of the CI's low end -> fails;
+    //! - `twice_as_fast_is_an_improvement`: improvement branch removed (falls to
+    //!   unchanged) -> fails;
+    //! - `too_few_samples_is_no_verdict_and_no_regression`: MIN_SAMPLES check removed, or
+    //!   MIN_SAMPLES set to 3 or 6 -> fails;
+    //! - `duplicate_key_is_refused`: `by_key` collecting into a map without the check
+    //!   (the old silent overwrite) -> fails;
+    //! - `join_uses_the_whole_key`: key without the shape (the old join) -> fails;
+    //! - `different_hardware_needs_force`: fingerprint check removed -> fails.
     use super::*;
+    use crate::output::record::Kind;
+
+    /// `n` samples around `center`, uniform relative noise of +-`noise`, seeded.
+    fn samples(center: f64, noise: f64, n: usize, seed: u64) -> Vec<f64> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| center * (1.0 + noise * rng.random_range(-1.0..=1.0)))
+            .collect()
+    }
+
+    fn rec(name: &str, shape: serde_json::Value, s: Vec<f64>) -> Record {
+        let mut r = Record::from_samples(Kind::Generation, "short", s, 16);
+        r.id = format!("short/cpu-f32/{name}");
+        r.model.label = name.into();
+        r.device = "cpu".into();
+        r.sampling_desc = "greedy".into();
+        r.shape = shape;
+        r
+    }
+
+    fn one(base: Vec<f64>, new: Vec<f64>, threshold: f64) -> Row {
+        let shape = serde_json::json!({"prompt": 32, "gen": 16});
+        let c = compare(
+            &[rec("m", shape.clone(), base)],
+            &[rec("m", shape, new)],
+            threshold,
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.rows.len(), 1);
+        c.rows[0].clone()
+    }
 
     #[test]
     fn thresholds() {
@@ -209,5 +397,129 @@ mod tests {
         assert!(lo > 1.3);
         let (lo, hi) = bootstrap_ratio(&base, &base, 1);
         assert!(lo < 1.0 && hi > 1.0);
+    }
+
+    #[test]
+    fn slower_by_half_is_a_regression() {
+        let r = one(samples(1.0, 0.01, 10, 1), samples(1.5, 0.01, 10, 2), 0.05);
+        assert_eq!(r.verdict, Verdict::Regression, "{r:?}");
+        assert!(r.ci_low.unwrap() > 1.4, "{r:?}");
+        // The boundary: with exactly MIN_SAMPLES a side the rule applies.
+        let r = one(samples(1.0, 0.01, 5, 3), samples(1.5, 0.01, 5, 4), 0.05);
+        assert_eq!(r.verdict, Verdict::Regression, "{r:?}");
+    }
+
+    #[test]
+    fn ten_percent_within_wide_noise_is_not_flagged() {
+        let r = one(samples(1.0, 0.3, 10, 5), samples(1.1, 0.3, 10, 6), 0.05);
+        // The point estimate alone is beyond the threshold: only the interval saves it.
+        assert!(r.ratio.unwrap() > 1.05, "{r:?}");
+        assert!(r.ci_low.unwrap() <= 1.05, "{r:?}");
+        assert_eq!(r.verdict, Verdict::Unchanged, "{r:?}");
+        // The same runs are no regression either way round.
+        let r = one(samples(1.1, 0.3, 10, 6), samples(1.0, 0.3, 10, 5), 0.05);
+        assert_eq!(r.verdict, Verdict::Unchanged, "{r:?}");
+    }
+
+    #[test]
+    fn twice_as_fast_is_an_improvement() {
+        let r = one(samples(1.0, 0.01, 10, 7), samples(0.5, 0.01, 10, 8), 0.05);
+        assert_eq!(r.verdict, Verdict::Improvement, "{r:?}");
+        assert!(r.ci_high.unwrap() < 0.95, "{r:?}");
+    }
+
+    #[test]
+    fn too_few_samples_is_no_verdict_and_no_regression() {
+        // x1.5 slower: a regression with enough samples, but only 3 a side.
+        let r = one(samples(1.0, 0.01, 3, 9), samples(1.5, 0.01, 3, 10), 0.05);
+        assert_eq!(r.verdict, Verdict::InsufficientSamples, "{r:?}");
+        assert_eq!((r.n_base, r.n_new), (3, 3));
+        assert_eq!((r.ci_low, r.ci_high), (None, None));
+        assert_eq!(
+            r.insufficient_note(),
+            "insufficient samples (3, 3); need >= 5 a side"
+        );
+        // One side short is enough to withhold the verdict.
+        let r = one(samples(1.0, 0.01, 10, 11), samples(1.5, 0.01, 4, 12), 0.05);
+        assert_eq!(r.verdict, Verdict::InsufficientSamples, "{r:?}");
+        let c = Comparison {
+            rows: vec![r],
+            only_in_base: vec![],
+            only_in_new: vec![],
+            threshold: 0.05,
+        };
+        assert_eq!(c.regressions(), 0);
+        let text = render(&c);
+        assert!(
+            text.contains("insufficient samples (10, 4); need >= 5 a side: no verdict"),
+            "{text}"
+        );
+        assert!(text.contains("| Insufficient samples |"), "{text}");
+        assert!(
+            text.contains("0 regression(s)") && text.contains("1 with insufficient samples"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn duplicate_key_is_refused() {
+        let shape = serde_json::json!({"prompt": 32});
+        let a = rec("m", shape.clone(), samples(1.0, 0.01, 10, 13));
+        let b = rec("m", shape, samples(2.0, 0.01, 10, 14));
+        let key = a.key();
+        let dup = [a, b];
+        let e = compare_runs("runs/new", &dup[..1], "runs/dup", &dup, 0.05, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("runs/dup") && e.contains(&key), "{e}");
+        assert!(!e.contains("runs/new"), "{e}");
+    }
+
+    #[test]
+    fn join_uses_the_whole_key() {
+        // Same kind, id, model and sampling; only the shape differs: two benchmarks.
+        let p32 = serde_json::json!({"prompt": 32});
+        let p64 = serde_json::json!({"prompt": 64});
+        let base = [
+            rec("m", p32.clone(), samples(1.0, 0.01, 10, 15)),
+            rec("m", p64.clone(), samples(2.0, 0.01, 10, 16)),
+        ];
+        let new = [
+            rec("m", p32, samples(1.0, 0.01, 10, 17)),
+            rec("m", p64, samples(3.0, 0.01, 10, 18)),
+        ];
+        let c = compare(&base, &new, 0.05, false).unwrap();
+        assert_eq!(c.rows.len(), 2);
+        let by_shape = |s: &str| c.rows.iter().find(|r| r.shape == s).unwrap().verdict;
+        assert_eq!(by_shape(r#"{"prompt":32}"#), Verdict::Unchanged);
+        assert_eq!(by_shape(r#"{"prompt":64}"#), Verdict::Regression);
+        let text = render(&c);
+        assert!(text.contains("| Regression |") && text.contains("| Unchanged |"));
+        assert!(
+            text.contains("1 regression(s), 0 improvement(s), 1 unchanged"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn different_hardware_needs_force() {
+        let shape = serde_json::Value::Null;
+        let a = rec("m", shape.clone(), samples(1.0, 0.01, 10, 19));
+        let mut b = rec("m", shape, samples(1.0, 0.01, 10, 20));
+        b.hardware.cpu = "Some Other CPU".into();
+        let e = compare(
+            std::slice::from_ref(&a),
+            std::slice::from_ref(&b),
+            0.05,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("different hardware") && e.contains("--force"),
+            "{e}"
+        );
+        let c = compare(&[a], &[b], 0.05, true).unwrap();
+        assert_eq!(c.rows[0].verdict, Verdict::Unchanged);
     }
 }

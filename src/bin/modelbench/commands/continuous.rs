@@ -1,12 +1,14 @@
-//! `modelbench continuous`: run a config, compare with the previous run of it.
+//! `modelbench continuous`: run a config, compare with the previous run of it (a step) and
+//! with a fixed baseline (drift: a series of small steps, each within the threshold, adds up
+//! against the baseline); exit 1 when either comparison finds a regression.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use modelbench::config::plans::check_label;
-use modelbench::output::compare::{compare, parse_threshold, render};
-use modelbench::output::report::{list_runs, read_run, reports_root};
+use modelbench::output::compare::{parse_threshold, render, Comparison};
+use modelbench::output::report::{list_runs, reports_root};
 
 use crate::args::{RunArgs, TargetArgs};
 
@@ -34,6 +36,10 @@ struct ContinuousConfig {
     device: String,
     #[serde(default = "default_seed")]
     seed: u64,
+    /// The fixed baseline every run is also compared with: a run folder (a path, or a
+    /// folder name under the reports root), or `first`: the first run of this config.
+    #[serde(default = "default_baseline")]
+    baseline: String,
 }
 
 pub fn default_suite() -> String {
@@ -54,6 +60,57 @@ pub fn default_device() -> String {
 pub fn default_seed() -> u64 {
     42
 }
+pub fn default_baseline() -> String {
+    FIRST.into()
+}
+
+/// `baseline` value meaning the first run of the config.
+const FIRST: &str = "first";
+
+/// Whether a run folder name is `<YYYYMMDD_HHMMSS>-<label>` (or `.N`, when that folder name
+/// was taken): exactly this config's runs, not those of a config whose name ends like it.
+fn is_run_of(name: &str, label: &str) -> bool {
+    let Some((stamp, rest)) = name.split_at_checked(15) else {
+        return false;
+    };
+    let stamp_ok = stamp
+        .char_indices()
+        .all(|(i, c)| if i == 8 { c == '_' } else { c.is_ascii_digit() });
+    let Some(rest) = rest.strip_prefix('-').and_then(|r| r.strip_prefix(label)) else {
+        return false;
+    };
+    stamp_ok
+        && (rest.is_empty()
+            || rest
+                .strip_prefix('.')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// The fixed baseline named by the config: Ok(None) for `first` when the config never ran.
+fn resolve_baseline(
+    baseline: &str,
+    runs: &[PathBuf],
+    config: &Path,
+) -> anyhow::Result<Option<PathBuf>> {
+    if baseline == FIRST {
+        return Ok(runs.first().cloned());
+    }
+    let given = PathBuf::from(baseline);
+    let under_root = reports_root().join(baseline);
+    [given.clone(), under_root.clone()]
+        .into_iter()
+        .find(|p| p.join("results.jsonl").is_file())
+        .map(Some)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: baseline `{baseline}` is not a run folder (looked at {} and {}); \
+                 give a run folder or `{FIRST}`",
+                config.display(),
+                given.display(),
+                under_root.display()
+            )
+        })
+}
 
 pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(config)
@@ -64,13 +121,16 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
     check_label(&label, "name")?;
     let threshold = parse_threshold(&c.threshold)
         .map_err(|e| anyhow::anyhow!("{}: threshold: {e}", config.display()))?;
-    let previous = list_runs(&reports_root())
+    let runs: Vec<PathBuf> = list_runs(&reports_root())
         .into_iter()
         .filter(|p| {
             p.file_name()
-                .is_some_and(|n| n.to_string_lossy().ends_with(&format!("-{label}")))
+                .is_some_and(|n| is_run_of(&n.to_string_lossy(), &label))
         })
-        .next_back();
+        .collect();
+    let previous = runs.last().cloned();
+    // Checked before the benchmarks run: a wrong baseline fails fast (exit 2).
+    let baseline = resolve_baseline(&c.baseline, &runs, config)?;
     let args = RunArgs {
         suite: c.suite.clone(),
         models: c.models.clone(),
@@ -97,18 +157,87 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         serde_json::to_string_pretty(&c)?.as_bytes(),
     )?;
     let Some(prev) = previous else {
-        println!(
-            "no previous run of `{}`: this run is the first baseline",
-            c.name
-        );
+        if c.baseline == FIRST {
+            println!(
+                "no previous run of `{}`: this run is the first baseline",
+                c.name
+            );
+        } else {
+            println!("no previous run of `{}`", c.name);
+        }
+        if let Some(b) = &baseline {
+            // A named baseline from elsewhere still applies to the first run.
+            let cmp = report("the baseline", b, &dir, threshold, force)?;
+            return Ok(super::compare::exit_code(&cmp));
+        }
         return Ok(ExitCode::SUCCESS);
     };
-    println!("comparing with {}", prev.display());
-    let cmp = compare(&read_run(&prev)?, &read_run(&dir)?, threshold, force)?;
-    print!("{}", render(&cmp));
-    Ok(if cmp.regressions() > 0 {
+    let step = report("the previous run", &prev, &dir, threshold, force)?;
+    let drift = match &baseline {
+        Some(b) if !same_dir(b, &prev) => Some(report("the baseline", b, &dir, threshold, force)?),
+        _ => {
+            println!("the baseline is the previous run: compared once");
+            None
+        }
+    };
+    let (r_step, r_drift) = (step.regressions(), drift.as_ref().map(|d| d.regressions()));
+    println!(
+        "continuous `{}`: {r_step} regression(s) against the previous run, {} against the baseline",
+        c.name,
+        r_drift.map_or("same comparison".to_string(), |r| r.to_string())
+    );
+    Ok(if r_step > 0 || r_drift.unwrap_or(0) > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Compares `base` with the new run and prints the comparison under a heading.
+fn report(
+    what: &str,
+    base: &Path,
+    new: &Path,
+    threshold: f64,
+    force: bool,
+) -> anyhow::Result<Comparison> {
+    println!("\n## against {what}: {}\n", base.display());
+    let cmp = super::compare::compare_dirs(base, new, threshold, force)?;
+    print!("{}", render(&cmp));
+    Ok(cmp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_folders_of_a_config() {
+        assert!(is_run_of("20250101_120000-cont-x", "cont-x"));
+        assert!(is_run_of("20250101_120000-cont-x.2", "cont-x"));
+        assert!(!is_run_of("20250101_120000-cont-foo-cont-x", "cont-x"));
+        assert!(!is_run_of("20250101_120000-cont-x-y", "cont-x"));
+        assert!(!is_run_of("20250101_120000-cont-x.", "cont-x"));
+        assert!(!is_run_of("2025010a_120000-cont-x", "cont-x"));
+        assert!(!is_run_of("cont-x", "cont-x"));
+    }
+
+    #[test]
+    fn baseline_field_defaults_to_first() {
+        let c: ContinuousConfig =
+            serde_json::from_str(r#"{"name": "n", "models": ["fixture:llama"]}"#).unwrap();
+        assert_eq!(c.baseline, FIRST);
+        let c: ContinuousConfig = serde_json::from_str(
+            r#"{"name": "n", "models": ["fixture:llama"], "baseline": "runs/x"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.baseline, "runs/x");
+    }
 }

@@ -64,7 +64,11 @@ pub fn print_cached(dir: &Path) {
                 .flatten()
                 .filter_map(|f| f.ok())
                 .any(|f| f.path().extension().is_some_and(|x| x == "gguf"));
-            Some(if has_gguf { format!("gguf:{repo}") } else { repo })
+            Some(if has_gguf {
+                format!("gguf:{repo}")
+            } else {
+                repo
+            })
         })
         .collect();
     found.sort();

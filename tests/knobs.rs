@@ -1,0 +1,282 @@
+//! The knob table (src/config/knobs.rs) against everything that reads it: validation, the
+//! four plan constructors, README's table and `modelbench --help`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use modelbench::config::knobs::{self, Knob, Scope, KNOBS};
+use modelbench::config::plans::{Common, MoePlan, Plan, PsannPlan};
+
+const BEGIN: &str = "<!-- knobs:begin -->";
+const END: &str = "<!-- knobs:end -->";
+
+fn pair(name: &str, value: &str) -> Vec<(String, String)> {
+    vec![(name.to_string(), value.to_string())]
+}
+
+/// An error as the user sees it: one line that starts with the knob's name.
+fn assert_one_line_naming(e: &str, name: &str, what: &str) {
+    assert!(
+        !e.contains('\n') && e.starts_with(name),
+        "{what}: expected one line starting with {name}, got:\n{e}"
+    );
+}
+
+#[test]
+fn every_knob_has_a_passing_and_a_failing_example() {
+    assert!(KNOBS.len() >= 20, "only {} knobs: table lost?", KNOBS.len());
+    let mut names = BTreeSet::new();
+    for k in KNOBS {
+        assert!(names.insert(k.name), "{} is declared twice", k.name);
+        assert!(k.name.starts_with("MODELBENCH_"), "{}", k.name);
+        let (good, bad) = k.examples;
+        if let Err(e) = knobs::validate(pair(k.name, good)) {
+            panic!("{}={good:?} (the valid example) fails: {e}", k.name);
+        }
+        let e = knobs::validate(pair(k.name, bad))
+            .err()
+            .unwrap_or_else(|| panic!("{}={bad:?} (the invalid example) passes", k.name))
+            .to_string();
+        assert_one_line_naming(&e, k.name, &format!("validate {}={bad:?}", k.name));
+        // Blank means unset.
+        knobs::validate(pair(k.name, " ")).unwrap();
+    }
+}
+
+#[test]
+fn an_unknown_knob_fails_validation() {
+    let e = knobs::validate(pair("MODELBENCH_FOO", "1"))
+        .unwrap_err()
+        .to_string();
+    assert_one_line_naming(&e, "MODELBENCH_FOO", "validate MODELBENCH_FOO");
+    assert!(e.contains("not a known knob"), "{e}");
+    assert!(
+        e.contains("MODELBENCH_MODELS"),
+        "the message lists the known ones: {e}"
+    );
+    // A typo of a real knob is unknown too; other variables are none of our business.
+    assert!(knobs::validate(pair("MODELBENCH_MODEL", "fixture:llama")).is_err());
+    knobs::validate(pair("HF_HUB_OFFLINE", "whatever")).unwrap();
+    // Valid knobs before the unknown one do not hide it.
+    let mut vars = pair("MODELBENCH_SEED", "1");
+    vars.extend(pair("MODELBENCH_FOO", "1"));
+    assert!(knobs::validate(vars).is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// The plans.
+
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// A plan constructor, by name, and the scopes of the knobs it reads.
+struct PlanKind {
+    name: &'static str,
+    build: fn(Lookup) -> Result<(), String>,
+    reads: &'static [Scope],
+}
+
+const PLANS: &[PlanKind] = &[
+    PlanKind {
+        name: "Plan (generation)",
+        build: |l| Plan::from_lookup(l).map(|_| ()).map_err(|e| e.to_string()),
+        reads: &[Scope::All, Scope::Generation],
+    },
+    PlanKind {
+        name: "MoePlan",
+        build: |l| {
+            MoePlan::from_lookup(l)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+        reads: &[Scope::All, Scope::Moe],
+    },
+    PlanKind {
+        name: "PsannPlan",
+        build: |l| {
+            PsannPlan::from_lookup(l)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+        reads: &[Scope::All, Scope::Psann],
+    },
+    PlanKind {
+        name: "Common (checkpoint)",
+        build: |l| {
+            Common::from_lookup(l)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+        reads: &[Scope::All],
+    },
+];
+
+fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn reads(p: &PlanKind, k: &Knob) -> bool {
+    p.reads.contains(&k.scope)
+}
+
+#[test]
+fn every_plan_accepts_valid_and_rejects_invalid_values_of_the_knobs_it_reads() {
+    for p in PLANS {
+        for k in KNOBS {
+            let (good, bad) = k.examples;
+            let m = map(&[(k.name, good)]);
+            if let Err(e) = (p.build)(&|n| m.get(n).cloned()) {
+                panic!(
+                    "{}: {}={good:?} (the valid example) fails: {e}",
+                    p.name, k.name
+                );
+            }
+            let m = map(&[(k.name, bad)]);
+            let r = (p.build)(&|n| m.get(n).cloned());
+            if reads(p, k) {
+                let e = r.err().unwrap_or_else(|| {
+                    panic!(
+                        "{}: {}={bad:?} (the invalid example) is accepted, but the knob's scope ({}) says this plan reads it",
+                        p.name,
+                        k.name,
+                        k.scope.name()
+                    )
+                });
+                assert_one_line_naming(&e, k.name, &format!("{} with {}={bad:?}", p.name, k.name));
+            } else if let Err(e) = r {
+                panic!(
+                    "{}: {}={bad:?} fails ({e}), but the knob's scope ({}) says this plan does not read it: fix the scope in src/config/knobs.rs",
+                    p.name,
+                    k.name,
+                    k.scope.name()
+                );
+            }
+        }
+    }
+}
+
+/// Every plan, with nothing set, reads only declared knobs (`knobs::get` panics on any
+/// other name), builds its defaults, and reads exactly the knobs of its scopes.
+#[test]
+fn plans_read_only_declared_knobs_and_all_of_their_scopes() {
+    for p in PLANS {
+        let seen = Mutex::new(BTreeSet::new());
+        let lookup = |n: &str| {
+            seen.lock().unwrap().insert(n.to_string());
+            None
+        };
+        if let Err(e) = (p.build)(&lookup) {
+            panic!("{} fails with no knob set: {e}", p.name);
+        }
+        let seen = seen.into_inner().unwrap();
+        for n in &seen {
+            assert!(
+                knobs::knob(n).is_some(),
+                "{} read {n}, which is not in KNOBS",
+                p.name
+            );
+        }
+        let expected: BTreeSet<String> = KNOBS
+            .iter()
+            .filter(|k| reads(p, k))
+            .map(|k| k.name.to_string())
+            .collect();
+        let unscoped: Vec<_> = seen.difference(&expected).collect();
+        let unread: Vec<_> = expected.difference(&seen).collect();
+        assert!(
+            unscoped.is_empty() && unread.is_empty(),
+            "{}: reads {unscoped:?}, whose scope it does not cover, and does not read {unread:?}, \
+             whose scope it covers: fix the scopes in src/config/knobs.rs",
+            p.name
+        );
+    }
+}
+
+#[test]
+fn get_panics_on_an_undeclared_name() {
+    let r = std::panic::catch_unwind(|| knobs::get(&|_| Some("1".into()), "MODELBENCH_FOO"));
+    let msg = r.expect_err("knobs::get accepted an undeclared name");
+    let msg = msg
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_else(|| msg.downcast_ref::<&str>().unwrap_or(&"").to_string());
+    assert!(
+        msg.contains("MODELBENCH_FOO") && msg.contains("not declared"),
+        "{msg}"
+    );
+    // Declared: blank counts as unset.
+    assert_eq!(knobs::get(&|_| Some("  ".into()), "MODELBENCH_SEED"), None);
+    assert_eq!(
+        knobs::get(&|_| Some("7".into()), "MODELBENCH_SEED").as_deref(),
+        Some("7")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// README and --help.
+
+fn readme_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")
+}
+
+/// (text before the table, the table, text from the end marker on).
+fn split_readme(readme: &str) -> (String, String, String) {
+    let b = readme
+        .find(BEGIN)
+        .unwrap_or_else(|| panic!("README.md has no {BEGIN} marker"));
+    let e = readme
+        .find(END)
+        .unwrap_or_else(|| panic!("README.md has no {END} marker"));
+    assert!(b < e, "README.md: {END} comes before {BEGIN}");
+    assert_eq!(readme.matches(BEGIN).count(), 1, "README.md: two {BEGIN}");
+    let inner = &readme[b + BEGIN.len()..e];
+    (
+        readme[..b + BEGIN.len()].to_string(),
+        inner.to_string(),
+        readme[e..].to_string(),
+    )
+}
+
+#[test]
+fn readme_knob_table_is_the_generated_one() {
+    let readme = std::fs::read_to_string(readme_path()).unwrap();
+    let (_, inner, _) = split_readme(&readme);
+    let table = knobs::readme_table();
+    assert!(
+        inner == format!("\n{table}"),
+        "README.md's knob table differs from src/config/knobs.rs. Paste this between {BEGIN} and {END} \
+         (or run `cargo test --test knobs -- --ignored write_readme_table`):\n\n{table}"
+    );
+}
+
+/// Rewrites README's table from the knob table: `cargo test --test knobs -- --ignored
+/// write_readme_table`.
+#[test]
+#[ignore = "writes README.md"]
+fn write_readme_table() {
+    let readme = std::fs::read_to_string(readme_path()).unwrap();
+    let (head, _, tail) = split_readme(&readme);
+    let new = format!("{head}\n{}{tail}", knobs::readme_table());
+    std::fs::write(readme_path(), new).unwrap();
+}
+
+#[test]
+fn help_lists_every_knob() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let missing: Vec<_> = KNOBS
+        .iter()
+        .map(|k| k.name)
+        .filter(|n| !text.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "`modelbench --help` does not list {missing:?}:\n{text}"
+    );
+}
