@@ -185,22 +185,64 @@ fn run_report_export_and_compare() {
 fn calibration_is_cached_and_force_remeasures() {
     let tmp = tempfile::tempdir().unwrap();
     let r = tmp.path();
-    let first = modelbench(r, &["calibrate"]);
+    // The cache lives under the target directory: a temporary one, not the real cache.
+    let target = r.join("target");
+    let calibrate = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_modelbench"))
+            .args(args)
+            .env("MODELBENCH_REPORTS", r)
+            .env("HF_HUB_OFFLINE", "1")
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap()
+    };
+    let cache = target.join("modelbench-machine.json");
+    // an old-format cache does not parse and is re-measured
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(&cache, r#"{"x": {"fingerprint": "x", "method": "old"}}"#).unwrap();
+    let first = calibrate(&["calibrate", "--dtype", "f32"]);
     assert!(first.status.success(), "{}", stderr(&first));
     let out = String::from_utf8_lossy(&first.stdout).into_owned();
+    for want in [
+        "calibrating",
+        "memory roof (streaming read",
+        "candle GEMV attainable",
+        "GB/s",
+        "GFLOP/s",
+        "matmul",
+        cache.to_str().unwrap(),
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
+    let json = std::fs::read_to_string(&cache).unwrap();
     assert!(
-        out.contains("calibrating") && out.contains("GB/s") && out.contains("GFLOP/s"),
-        "{out}"
+        !json.contains("\"old\"") && json.contains("mem_read_gbs"),
+        "{json}"
     );
-    let json = std::fs::read_to_string(r.join("machine.json")).unwrap();
-    let second = String::from_utf8_lossy(&modelbench(r, &["calibrate"]).stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let entry = v.as_object().unwrap().values().next().unwrap();
+    assert!(entry["mem_read_gbs"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(entry["methods"]["mem_read"]
+        .as_str()
+        .unwrap()
+        .contains("streaming read"));
+    let second =
+        String::from_utf8_lossy(&calibrate(&["calibrate", "--dtype", "f32"]).stdout).into_owned();
     assert!(second.contains("cached calibration"), "{second}");
     assert_eq!(
         json,
-        std::fs::read_to_string(r.join("machine.json")).unwrap(),
+        std::fs::read_to_string(&cache).unwrap(),
         "a cache hit writes nothing"
     );
     let forced =
-        String::from_utf8_lossy(&modelbench(r, &["calibrate", "--force"]).stdout).into_owned();
+        String::from_utf8_lossy(&calibrate(&["calibrate", "--dtype", "f32", "--force"]).stdout)
+            .into_owned();
     assert!(forced.contains("calibrating"), "{forced}");
+    assert_ne!(
+        json,
+        std::fs::read_to_string(&cache).unwrap(),
+        "--force re-measures"
+    );
+    // nothing is written beside the reports any more
+    assert!(!r.join("machine.json").exists());
 }

@@ -47,18 +47,47 @@ fn llama_3_2_1b_bytes_and_flops_match_a_hand_computation() {
 fn utilisation_is_bounded_and_flagged_when_above_the_peak() {
     let m = llama_1b(DType::F32);
     let cal = Calibration {
-        fingerprint: "x".into(),
+        key: "x".into(),
         device: "cpu".into(),
-        mem_read_gbs: [("f32".to_string(), 20.0)].into(),
+        mem_read_gbs: 20.0,
+        // candle's GEMV figure is not the roof: a model at candle's speed is not at 100%
+        candle_gemv_gbs: [("f32".to_string(), 8.0)].into(),
         matmul_gflops: [("f32".to_string(), 100.0)].into(),
+        methods: [
+            ("mem_read".to_string(), "streaming read (rayon)".to_string()),
+            (
+                "matmul.f32".to_string(),
+                "candle matmul f32 2048^3".to_string(),
+            ),
+        ]
+        .into(),
         measured_at: "t".into(),
-        method: "test".into(),
     };
     // 4 tok/s of ~4.9 GB each is ~19.8 GB/s: 99% of 20 GB/s, not flagged.
     let r = roofline(&m, 64, 64, Some(4.0), Some(30.0), Some(&cal));
     let bw = r.mem_bw_util_pct.unwrap();
     assert!(bw > 95.0 && bw < 101.0, "{bw}");
     assert!(r.flag.is_none());
+    // the text names the roofs it used
+    assert!(
+        r.calibration.contains("memory: 20.0 GB/s streaming read")
+            && r.calibration
+                .contains("compute: 100.0 GFLOP/s candle matmul f32"),
+        "{}",
+        r.calibration
+    );
+    // the memory roof is the same for every dtype (bytes are bytes); no f16 matmul figure
+    let r16 = roofline(
+        &llama_1b(DType::F16),
+        64,
+        64,
+        Some(8.0),
+        Some(30.0),
+        Some(&cal),
+    );
+    let bw16 = r16.mem_bw_util_pct.unwrap();
+    assert!(bw16 > 95.0 && bw16 < 101.0, "{bw16}");
+    assert!(r16.compute_util_pct.is_none() && r16.calibration.contains("compute: none for f16"));
     // 8 tok/s would be ~198%: flagged.
     let r = roofline(&m, 64, 64, Some(8.0), Some(30.0), Some(&cal));
     assert!(r.flag.is_some());

@@ -3,7 +3,7 @@
 
 use candle_core::DType;
 
-use crate::measure::calibration::{machine_json, Calibration, Roofline, NOISE};
+use crate::measure::calibration::{Calibration, Roofline, NOISE};
 use crate::models::ModelMeta;
 
 /// Work per token of a model, from its layout.
@@ -75,13 +75,9 @@ pub fn roofline(
     let flops = w.prefill_flops(prompt);
     let decode_gbs = decode_tok_s.map(|r| bytes * r / 1e9);
     let prefill_gflops = ttft_s.filter(|t| *t > 0.0).map(|t| flops / t / 1e9);
-    // Quantized weights: bytes are bytes, so the f32 streaming bandwidth is the reference.
-    let bw_key = if meta.dtype.starts_with("gguf") {
-        "f32"
-    } else {
-        meta.dtype.as_str()
-    };
-    let bw = cal.and_then(|c| c.mem_read_gbs.get(bw_key)).copied();
+    // The memory roof is the streaming read of RAM: bytes are bytes, for every dtype and for
+    // quantized (gguf) weights alike.
+    let bw = cal.map(|c| c.mem_read_gbs).filter(|b| *b > 0.0);
     let mm = cal.and_then(|c| c.matmul_gflops.get(&meta.dtype)).copied();
     let mem_bw_util_pct = bw.zip(decode_gbs).map(|(b, g)| 100.0 * g / b);
     let compute_util_pct = mm.zip(prefill_gflops).map(|(m, g)| 100.0 * g / m);
@@ -96,9 +92,15 @@ pub fn roofline(
         prefill_gflops,
         mem_bw_util_pct,
         compute_util_pct,
-        calibration: match cal {
-            Some(c) if bw.is_some() => format!("{} ({})", c.measured_at, machine_json().display()),
-            _ => format!("none for {}: run `modelbench calibrate`", meta.dtype),
+        calibration: match cal.filter(|_| bw.is_some()) {
+            Some(c) => format!(
+                "memory: {}; compute: {} {}",
+                c.memory_roof(),
+                c.compute_roof(&meta.dtype)
+                    .unwrap_or_else(|| format!("none for {}", meta.dtype)),
+                c.provenance()
+            ),
+            None => format!("none for {}: run `modelbench calibrate`", meta.dtype),
         },
         flag,
     }

@@ -1,5 +1,6 @@
 //! `modelbench calibrate`: the machine's roof, cached.
 
+use modelbench::measure::calibration::{method_key, Calibration, METHOD_MEM_READ};
 use modelbench::measure::device::parse_dtype;
 
 use crate::args::device_and_dtype;
@@ -19,14 +20,13 @@ pub fn calibrate(device: &str, dtypes: &[String], force: bool) -> anyhow::Result
     // A device this binary cannot open is a --device error, cached or not.
     spec.open_for("--device")?;
     let cached = modelbench::measure::calibration::cached(spec);
-    let have_all = cached
-        .as_ref()
-        .is_some_and(|c| dts.iter().all(|d| c.mem_read_gbs.contains_key(d.as_str())));
+    let have_all = cached.as_ref().is_some_and(|c| {
+        dts.iter().all(|d| {
+            c.candle_gemv_gbs.contains_key(d.as_str()) && c.matmul_gflops.contains_key(d.as_str())
+        })
+    });
     let cal = if have_all && !force {
-        println!(
-            "cached calibration ({}; --force re-measures):",
-            modelbench::measure::calibration::machine_json().display()
-        );
+        println!("cached calibration (--force re-measures):");
         cached.expect("checked")
     } else {
         println!(
@@ -38,15 +38,46 @@ pub fn calibrate(device: &str, dtypes: &[String], force: bool) -> anyhow::Result
         );
         modelbench::measure::calibration::calibrate(spec, &dts)?
     };
+    print(&cal);
+    Ok(())
+}
+
+fn print(cal: &Calibration) {
+    let method = |k: &str| {
+        cal.methods
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or("method not recorded")
+    };
+    println!("{}", cal.key);
     println!(
-        "{} | {} (measured {})",
-        cal.fingerprint, cal.device, cal.measured_at
+        "measured {}, cached in {}",
+        cal.measured_at,
+        modelbench::measure::calibration::machine_json().display()
     );
-    for (d, v) in &cal.mem_read_gbs {
+    println!(
+        "  memory roof (streaming read, every dtype) {:>8.1} GB/s   {}",
+        cal.mem_read_gbs,
+        method(METHOD_MEM_READ)
+    );
+    let dtypes: std::collections::BTreeSet<&String> = cal
+        .candle_gemv_gbs
+        .keys()
+        .chain(cal.matmul_gflops.keys())
+        .collect();
+    for d in dtypes {
+        let fig =
+            |m: &std::collections::BTreeMap<String, f64>| m.get(d).copied().unwrap_or(f64::NAN);
         println!(
-            "  {d:<5} memory read {v:>8.1} GB/s   matmul {:>9.1} GFLOP/s",
-            cal.matmul_gflops.get(d).copied().unwrap_or(f64::NAN)
+            "  {d:<5} candle GEMV attainable {:>8.1} GB/s ({:.0}% of the memory roof)   {}",
+            fig(&cal.candle_gemv_gbs),
+            100.0 * fig(&cal.candle_gemv_gbs) / cal.mem_read_gbs,
+            method(&method_key("candle_gemv", d))
+        );
+        println!(
+            "  {d:<5} matmul peak           {:>8.1} GFLOP/s   {}",
+            fig(&cal.matmul_gflops),
+            method(&method_key("matmul", d))
         );
     }
-    Ok(())
 }
