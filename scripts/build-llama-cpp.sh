@@ -3,7 +3,8 @@
 # (issue 14), from the llama.cpp source vendored in the llama-cpp-python sdist on PyPI:
 #
 #   llama-cpp-python 0.3.36 sdist (llama_cpp_python-0.3.36.tar.gz, sha256 832db069...),
-#       vendor/llama.cpp = ggml-org/llama.cpp@0c1e57098 (per the sdist's CHANGELOG.md)
+#       vendor/llama.cpp = ggml-org/llama.cpp@0c1e57098bba43ac29e6e3b677cdceebdd22334f (the
+#       sdist's CHANGELOG.md names it, and vendor/llama.cpp carries a depth-1 .git at it)
 #   cmake 4.4.4 from PyPI (wheel, sha256-pinned), installed privately under the build folder
 #
 # Built: Release, CPU only, GGML_NATIVE=ON (-march=native: the binaries are for this CPU),
@@ -22,13 +23,13 @@
 #   DIR (or $LLAMA_CPP_DIR) defaults to target/llama-cpp/0.3.36 in the repository.
 # Idempotent: with a complete build in DIR it builds nothing and prints where it is. The build
 # runs in DIR.partial and is moved to DIR only when complete, so DIR is never half built.
-# Takes about half an hour on 2 cores (-j2; override with $LLAMA_CPP_JOBS).
+# Takes 10-25 minutes on 2 cores, depending on load (-j2; override with $LLAMA_CPP_JOBS).
 set -euo pipefail
 
 VERSION=0.3.36
 SDIST=llama_cpp_python-$VERSION.tar.gz
 SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
-LLAMA_CPP_COMMIT=0c1e57098
+LLAMA_CPP_COMMIT=0c1e57098bba43ac29e6e3b677cdceebdd22334f
 CMAKE_VERSION=4.4.4
 CMAKE_WHEEL_SHA256_X86_64=f773a0544c66370408f451acd487c2c643b0dfebb48c5d64f3638bc1bb820238
 CMAKE_WHEEL_SHA256_AARCH64=b3029f586853e01ddf2824c1ff124a1c5284f8ae897994758e9c4eeb45903b58
@@ -101,13 +102,21 @@ if [ ! -s "$src/CMakeLists.txt" ]; then
   rm -rf "$work/src" && mkdir -p "$work/src"
   tar -xzf "$work/dl/$SDIST" -C "$work/src"
 fi
-grep -q "^- feat: update llama.cpp to ggml-org/llama.cpp@$LLAMA_CPP_COMMIT" \
+grep -q "^- feat: update llama.cpp to ggml-org/llama.cpp@${LLAMA_CPP_COMMIT:0:9}" \
   "$work/src/llama_cpp_python-$VERSION/CHANGELOG.md" \
-  || { echo "error: the sdist's CHANGELOG.md does not name llama.cpp@$LLAMA_CPP_COMMIT" >&2; exit 1; }
-
-# 4. Configure and build. The sdist has no .git: keep git from finding an enclosing
-# repository (this one) and stamping its commit into llama.cpp's build info.
+  || { echo "error: the sdist's CHANGELOG.md does not name llama.cpp@${LLAMA_CPP_COMMIT:0:9}" >&2; exit 1; }
+# vendor/llama.cpp has its own shallow .git; never let git look above it (into this
+# repository) when llama.cpp's cmake stamps a commit into its build info.
 export GIT_CEILING_DIRECTORIES=$work/src
+commit_date=unknown commit_subject=unknown
+if command -v git >/dev/null && [ -e "$src/.git" ]; then
+  head=$(git -C "$src" rev-parse HEAD 2>/dev/null || true)
+  [ "$head" = "$LLAMA_CPP_COMMIT" ] || { echo "error: vendor/llama.cpp is at '$head', expected $LLAMA_CPP_COMMIT" >&2; exit 1; }
+  commit_date=$(git -C "$src" log -1 --format=%cI)
+  commit_subject=$(git -C "$src" log -1 --format=%s)
+fi
+
+# 4. Configure and build.
 cmake_flags=(
   -DCMAKE_BUILD_TYPE=Release
   -DBUILD_SHARED_LIBS=OFF
@@ -293,7 +302,7 @@ cp "$src/LICENSE" "$out/LICENSE-llama.cpp"
 "$out/bin/llama-perplexity" --version >"$work/version.txt" 2>&1 || true
 "$out/bin/llama-greedy-ids" --system-info >"$work/system-info.txt" 2>/dev/null || true
 finished=$(date +%s)
-python3 - "$out/build-info.json" "$work" <<PY
+python3 - "$out/build-info.json" "$work" "$commit_subject" <<PY
 import json, platform, subprocess, sys
 out, work = sys.argv[1], sys.argv[2]
 def run(*a):
@@ -305,7 +314,9 @@ info = {
     "sdist_sha256": "$SDIST_SHA256",
     "sdist_source": "PyPI: pip download --no-deps --no-binary llama-cpp-python llama-cpp-python==$VERSION",
     "llama_cpp_commit": "$LLAMA_CPP_COMMIT",
-    "llama_cpp_commit_source": "CHANGELOG.md of the sdist: 'update llama.cpp to ggml-org/llama.cpp@$LLAMA_CPP_COMMIT' (the sdist has no .git, so llama.cpp's own build number/commit read 0/unknown)",
+    "llama_cpp_commit_date": "$commit_date",
+    "llama_cpp_commit_subject": sys.argv[3],
+    "llama_cpp_commit_source": "the sdist's CHANGELOG.md ('update llama.cpp to ggml-org/llama.cpp@${LLAMA_CPP_COMMIT:0:9}') and the HEAD of the depth-1 .git in vendor/llama.cpp; being a depth-1 clone, llama.cpp's own build number reads 1, not upstream's b-number",
     "llama_cpp_version_output": open(work + "/version.txt").read().strip().splitlines(),
     "cmake_version": "$CMAKE_VERSION",
     "cmake_wheel_sha256": "$cmake_sha",

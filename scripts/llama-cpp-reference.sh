@@ -7,14 +7,17 @@
 #   corpus       fixtures/corpus/kjv-genesis-1-2.txt tokenized exactly as llama-perplexity
 #                tokenizes it (token ids, BOS included)
 #   perplexity   llama-perplexity at -c 512 (and -c 1024 when the corpus has 2048 tokens):
-#                final "PPL = X +/- Y", running value after each chunk, and a precise
-#                description of the windowing (which tokens are scored, where BOS goes)
-#   greedy       for five prompts: prompt ids (BOS included), 32 argmax token ids, their
-#                text, the top-1/top-2 logit margin of every step, and cross-checks against
-#                an f32 KV cache run and against llama.cpp's own llama-simple example
+#                final "PPL = X +/- Y", running values after each chunk, and a precise
+#                description of the windowing (which tokens are scored, where BOS goes); with
+#                llama.cpp's defaults (f16 KV cache, flash attention) and with an f32 KV cache
+#                and no flash attention (closest to an f32 implementation), plus a no-BOS
+#                diagnostic run
+#   greedy       for five prompts: prompt ids (BOS included), 32 argmax token ids and their
+#                text, the top-1/top-2 logit margin of every step, in both settings, and a
+#                cross-check of the text against llama.cpp's own llama-simple example
 #
 # Needs scripts/build-llama-cpp.sh (its build folder) and scripts/fetch-offline-models.sh (the
-# GGUF). Runs on 2 threads (-t 2) and takes a few minutes.
+# GGUF). Runs on 2 threads (-t 2) and takes about 6-8 minutes on 2 cores.
 #
 # Usage: scripts/llama-cpp-reference.sh [--force] [--llama-cpp DIR] [--model GGUF] [--out FILE]
 #   --llama-cpp  the build folder (default $LLAMA_CPP_DIR or target/llama-cpp/0.3.36)
@@ -117,38 +120,43 @@ fail() { echo "error: $1 failed: $(tail -1 "$tmp/$1.err")" >&2; exit 1; }
 
 # 1. The corpus as llama-perplexity reads it: its -f drops exactly one trailing '\n', and it
 # does no escape processing; then common_tokenize(add_special=true, parse_special=false).
-python3 - "$corpus" "$tmp/corpus-as-read.txt" <<'PY'
+python3 - "$corpus" "$tmp/corpus-without-final-newline.txt" <<'PY'
 import sys
 b = open(sys.argv[1], "rb").read()
 open(sys.argv[2], "wb").write(b[:-1] if b.endswith(b"\n") else b)
 PY
-run tokenize_corpus "$bin/llama-tokenize" -m "$model" -f "$tmp/corpus-as-read.txt" --ids --no-parse-special --no-escape --log-disable \
+run tokenize_corpus "$bin/llama-tokenize" -m "$model" -f "$tmp/corpus-without-final-newline.txt" --ids --no-parse-special --no-escape --log-disable \
   || fail tokenize_corpus
 n_tokens=$(python3 -c 'import ast,sys; print(len(ast.literal_eval(open(sys.argv[1]).read().strip())))' "$tmp/tokenize_corpus.out")
 echo "corpus: $n_tokens tokens (BOS included)"
 
 # 2. Perplexity. -c 512 always; -c 1024 runs only to completion when there are 2*1024 tokens
 # (otherwise llama-perplexity refuses, and its refusal, with its own token count, is recorded).
-echo "llama-perplexity -c 512 ..."
-run ppl_512 "$bin/llama-perplexity" -m "$model" -f "$corpus" -c 512 -t $THREADS || fail ppl_512
-run ppl_512_nll "$bin/llama-perplexity" -m "$model" -f "$corpus" -c 512 -t $THREADS --ppl-output-type 1 || fail ppl_512_nll
-echo "llama-perplexity -c 1024 ..."
+# --ppl-output-type 1 prints, per chunk, the running PPL and running mean NLL (6 decimals).
+ppl() { run "$1" "$bin/llama-perplexity" -m "$model" -f "$corpus" -t $THREADS "${@:2}" || fail "$1"; }
+echo "llama-perplexity -c 512 (4 runs) ..."
+ppl ppl_512 -c 512
+ppl ppl_512_nll -c 512 --ppl-output-type 1
+ppl ppl_512_f32kv_nll -c 512 -ctk f32 -ctv f32 -fa off --ppl-output-type 1
+ppl ppl_512_nobos_nll -c 512 --override-kv tokenizer.ggml.add_bos_token=bool:false --ppl-output-type 1
 if [ "$n_tokens" -ge 2048 ]; then
-  run ppl_1024 "$bin/llama-perplexity" -m "$model" -f "$corpus" -c 1024 -t $THREADS || fail ppl_1024
-  run ppl_1024_nll "$bin/llama-perplexity" -m "$model" -f "$corpus" -c 1024 -t $THREADS --ppl-output-type 1 || fail ppl_1024_nll
+  echo "llama-perplexity -c 1024 (3 runs) ..."
+  ppl ppl_1024 -c 1024
+  ppl ppl_1024_nll -c 1024 --ppl-output-type 1
+  ppl ppl_1024_f32kv_nll -c 1024 -ctk f32 -ctv f32 -fa off --ppl-output-type 1
 else
   # expected to refuse (whatever its exit code): only its message and token count are used
-  run ppl_1024 "$bin/llama-perplexity" -m "$model" -f "$corpus" -c 1024 -t $THREADS || true
+  run ppl_1024 "$bin/llama-perplexity" -m "$model" -f "$corpus" -t $THREADS -c 1024 || true
 fi
 
-# 3. Greedy continuations: llama-greedy-ids (llama.cpp's default f16 KV cache), the same with
-# an f32 KV cache and no flash attention (a numerics cross-check), and llama-simple (llama.cpp's
-# own greedy example, text only, stops at EOS).
+# 3. Greedy continuations: llama-greedy-ids with an f32 KV cache and no flash attention, the
+# same with llama.cpp's defaults (f16 KV cache, flash attention auto), and llama-simple
+# (llama.cpp's own greedy example, default settings, text only, stops at EOS).
 i=0
 for p in "${PROMPTS[@]}"; do
   echo "greedy: $p"
-  run "greedy_$i" "$bin/llama-greedy-ids" -m "$model" -t $THREADS -n $N_PREDICT -p "$p" || fail "greedy_$i"
-  run "greedy_f32_$i" "$bin/llama-greedy-ids" -m "$model" -t $THREADS -n $N_PREDICT --kv-f32 --fa off -p "$p" || fail "greedy_f32_$i"
+  run "greedy_f32kv_$i" "$bin/llama-greedy-ids" -m "$model" -t $THREADS -n $N_PREDICT --kv-f32 --fa off -p "$p" || fail "greedy_f32kv_$i"
+  run "greedy_default_$i" "$bin/llama-greedy-ids" -m "$model" -t $THREADS -n $N_PREDICT -p "$p" || fail "greedy_default_$i"
   run "simple_$i" "$bin/llama-simple" -m "$model" -n $N_PREDICT "$p" || fail "simple_$i"
   i=$((i + 1))
 done
@@ -162,6 +170,9 @@ prompts = sys.argv[11:]
 threads, n_predict = int(threads), int(n_predict)
 bi = json.load(open(build_info))
 
+def fail(msg):
+    sys.exit("error: " + msg)
+
 def rd(name, ext):
     return open(os.path.join(tmp, f"{name}.{ext}"), encoding="utf-8", errors="replace").read()
 
@@ -171,50 +182,53 @@ for line in open(os.path.join(tmp, "commands.tsv"), encoding="utf-8"):
     commands[name] = cmd
 
 corpus_ids = ast.literal_eval(rd("tokenize_corpus", "out").strip())
-assert corpus_ids[0] == 2, "the corpus ids do not start with <bos>=2"
+if corpus_ids[0] != 2:
+    fail("the corpus ids do not start with <bos>=2")
+N = len(corpus_ids)
 
-def fail(msg):
-    sys.exit("error: " + msg)
+DEFAULTS = {"kv_cache": "f16", "flash_attn": "auto (enabled on this CPU build)", "bos": True}
+F32KV = {"kv_cache": "f32", "flash_attn": "off", "bos": True}
+NOBOS = {"kv_cache": "f16", "flash_attn": "auto (enabled on this CPU build)", "bos": False}
 
-def parse_ppl(name):
+def final(name):
     log = rd(name, "out") + rd(name, "err")
     m = re.search(r"calculating perplexity over (\d+) chunks, n_ctx=(\d+), batch_size=(\d+), n_seq=(\d+)", log)
     f = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", log)
     if not m or not f:
         fail(f"{name}: no perplexity result in its output")
-    return log, int(m[1]), int(m[2]), int(m[3]), int(m[4]), float(f[1]), float(f[2])
+    return [int(x) for x in m.groups()], float(f[1]), float(f[2])
 
-def perplexity(n_ctx):
-    name = f"ppl_{n_ctx}"
-    log, n_chunk, nc, n_batch, n_seq, ppl, err = parse_ppl(name)
-    assert nc == n_ctx
-    running = [float(v) for _, v in re.findall(r"\[(\d+)\]([0-9.]+),", rd(name, "out"))]
-    if len(running) != n_chunk:
-        fail(f"{name}: {len(running)} running values for {n_chunk} chunks")
-    # --ppl-output-type 1 prints per chunk: "<i*n_ctx>  <running ppl>  <running mean nll>  <its standard error>"
-    rows = re.findall(r"^\s*(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*$", rd(f"{name}_nll", "out"), re.M)
+def perplexity(n_ctx, name, settings, plain=None):
+    (n_chunk, nc, n_batch, n_seq), ppl, err = final(name)
+    if nc != n_ctx:
+        fail(f"{name}: n_ctx {nc}")
+    # --ppl-output-type 1, per chunk: "<i*n_ctx of the outer loop, which steps by n_seq>  <running ppl>  <running mean nll>  <its standard error>"
+    rows = re.findall(r"^\s*(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*$", rd(name, "out"), re.M)
     if len(rows) != n_chunk:
-        fail(f"{name}_nll: {len(rows)} rows for {n_chunk} chunks")
-    _, _, _, _, _, ppl2, err2 = parse_ppl(f"{name}_nll")
-    if (ppl2, err2) != (ppl, err):
-        fail(f"{name}: two runs disagree: PPL {ppl} +/- {err} and {ppl2} +/- {err2}")
+        fail(f"{name}: {len(rows)} rows for {n_chunk} chunks")
+    cmds = [commands[name]]
+    if plain:
+        # the plain run: "[k]running ppl," per chunk; must agree with the --ppl-output-type 1 run
+        _, ppl2, err2 = final(plain)
+        running = [float(v) for _, v in re.findall(r"\[(\d+)\]([0-9.]+),", rd(plain, "out"))]
+        if (ppl2, err2) != (ppl, err) or running != [float(r[1]) for r in rows]:
+            fail(f"{plain} and {name} disagree")
+        cmds.insert(0, commands[plain])
     first = n_ctx // 2
     per_chunk = n_ctx - first - 1
-    chunks = []
-    for k in range(n_chunk):
-        # (its first column is i*n_ctx of the outer loop, which steps by n_seq: not per chunk)
-        _, rp, mean_nll, se = rows[k]
-        chunks.append({
-            "chunk": k + 1,
-            "token_range": [k * n_ctx, (k + 1) * n_ctx],
-            "scored_token_range": [k * n_ctx + first + 1, (k + 1) * n_ctx],
-            "running_ppl": running[k],
-            "running_mean_nll": float(mean_nll),
-            "running_nll_standard_error": float(se),
-            "scored_tokens_so_far": (k + 1) * per_chunk,
-        })
+    off = 0 if settings["bos"] else 1  # without BOS the ids are corpus.token_ids[1:]
+    chunks = [{
+        "chunk": k + 1,
+        "token_range": [off + k * n_ctx, off + (k + 1) * n_ctx],
+        "scored_token_range": [off + k * n_ctx + first + 1, off + (k + 1) * n_ctx],
+        "running_ppl": float(rows[k][1]),
+        "running_mean_nll": float(rows[k][2]),
+        "running_nll_standard_error": float(rows[k][3]),
+        "scored_tokens_so_far": (k + 1) * per_chunk,
+    } for k in range(n_chunk)]
     return {
         "n_ctx": n_ctx,
+        "settings": settings,
         "n_chunks": n_chunk,
         "n_batch": n_batch,
         "n_seq": n_seq,
@@ -224,98 +238,115 @@ def perplexity(n_ctx):
         "ppl_uncertainty": err,
         "final_estimate": f"PPL = {ppl:.4f} +/- {err:.5f}",
         "chunks": chunks,
-        "commands": [commands[name], commands[f"{name}_nll"]],
+        "commands": cmds,
     }
 
-ppl = {"n_corpus_tokens": len(corpus_ids), "runs": [perplexity(512)], "absent": []}
+runs = [perplexity(512, "ppl_512_nll", DEFAULTS, "ppl_512"),
+        perplexity(512, "ppl_512_f32kv_nll", F32KV)]
+absent = []
 log1024 = rd("ppl_1024", "out") + rd("ppl_1024", "err")
-if len(corpus_ids) >= 2048:
-    ppl["runs"].append(perplexity(1024))
+if N >= 2048:
+    runs += [perplexity(1024, "ppl_1024_nll", DEFAULTS, "ppl_1024"),
+             perplexity(1024, "ppl_1024_f32kv_nll", F32KV)]
+    count_check = "llama-perplexity ran at -c 1024 (it prints no token count then)"
 else:
     m = re.search(r"the data file you provided tokenizes to only (\d+) tokens", log1024)
     if not m:
         fail("ppl_1024: expected llama-perplexity to refuse the short corpus")
-    if int(m[1]) != len(corpus_ids):
-        fail(f"llama-perplexity counts {m[1]} corpus tokens, llama-tokenize {len(corpus_ids)}")
-    ppl["absent"].append({
+    if int(m[1]) != N:
+        fail(f"llama-perplexity counts {m[1]} corpus tokens, llama-tokenize {N}")
+    absent.append({
         "n_ctx": 1024,
-        "reason": f"the corpus tokenizes to {len(corpus_ids)} tokens (BOS included) and llama-perplexity needs at least 2*n_ctx = 2048; it refused with: 'you need at least 2048 tokens to evaluate perplexity with a context of 1024' / 'the data file you provided tokenizes to only {m[1]} tokens'",
+        "reason": f"the corpus tokenizes to {N} tokens (BOS included) and llama-perplexity needs at least 2*n_ctx = 2048; it refused: 'you need at least 2048 tokens to evaluate perplexity with a context of 1024' / 'the data file you provided tokenizes to only {m[1]} tokens'",
         "command": commands["ppl_1024"],
     })
-# llama-perplexity's own token count (printed when it refuses -c 1024) must match llama-tokenize's.
-m = re.search(r"tokenizes to only (\d+) tokens", log1024)
-ppl["token_count_cross_check"] = (
-    f"llama-perplexity -c 1024 reported {m[1]} tokens for the corpus, the same as corpus.token_ids" if m
-    else "llama-perplexity ran at -c 1024 (no token count printed)")
-ppl["windowing"] = {
-    "source": "tools/perplexity/perplexity.cpp, function perplexity() (the default mode: no --ppl-stride), llama.cpp@" + bi["llama_cpp_commit"],
-    "text": "The whole corpus file is read at once (-f); llama.cpp's -f handler removes exactly one trailing '\\n' if present; llama-perplexity sets escape=false, so no escape processing.",
-    "tokenization": "The whole text is tokenized once: common_tokenize(ctx, text, add_special=true, parse_special=false). Gemma's GGUF has add_bos_token=true and add_eos_token=false, so ids = [2 (<bos>)] + tokens(text). These are corpus.token_ids (N tokens).",
-    "minimum": "N >= 2*n_ctx is required, else the tool refuses.",
-    "chunks": "n_chunks = floor(N / n_ctx). Chunk k (k = 0 .. n_chunks-1) is ids[k*n_ctx : (k+1)*n_ctx], non-overlapping, no stride; the last N mod n_ctx ids are never evaluated.",
-    "bos": "Before evaluation the FIRST token of every chunk is REPLACED by <bos>=2 (not prepended; the chunk stays n_ctx tokens long). For chunk 0 it already is <bos>; for k>0 the replaced id ids[k*n_ctx] is not seen by the model at all. Positions are 0 .. n_ctx-1 in each chunk, and each chunk starts from an empty KV cache (independent sequences; llama-perplexity batches n_seq = n_batch/n_ctx of them into one decode, which does not change the result).",
-    "scored": "Let first = n_ctx/2. For chunk k the logits at positions j = first .. n_ctx-2 are scored against the next ORIGINAL id: target = ids[k*n_ctx + j + 1]; nll = -log_softmax(logits_j)[target] (computed in double from float logits; max-subtracted). So the scored targets are ids[k*n_ctx + first + 1 .. k*n_ctx + n_ctx - 1] inclusive: n_ctx - first - 1 tokens per chunk (255 for n_ctx=512, 511 for 1024). The id at position `first` is context only, and the logits at the last position n_ctx-1 are not used.",
-    "ppl": "ppl = exp(sum(nll) / count) over all scored tokens of all chunks so far; the running value after chunk k+1 is printed as [k+1]. The +/- is ppl * sqrt((mean(nll^2) - mean(nll)^2) / (count - 1)).",
-    "rust_recipe": "ids = corpus.token_ids; for k in 0..N/n_ctx: w = ids[k*n_ctx..(k+1)*n_ctx].to_vec(); w[0] = 2; logits = forward(w) from an empty cache at positions 0..n_ctx; for j in n_ctx/2..n_ctx-1: nll += -log_softmax(logits[j])[ids[k*n_ctx+j+1]]; count += 1. ppl = exp(nll/count).",
+    count_check = f"llama-perplexity's own count (printed when it refused -c 1024) is {m[1]} tokens, the same as len(corpus.token_ids)"
+
+perplexity_doc = {
+    "n_corpus_tokens": N,
+    "token_count_cross_check": count_check,
+    "recommended_for_f32_implementations": "the run with settings.kv_cache = f32 (no flash attention): llama.cpp's defaults store K/V in f16 and use its flash-attention kernel, which moves PPL by about 1% here",
+    "runs": runs,
+    "absent": absent,
+    "diagnostic_without_bos": dict(perplexity(512, "ppl_512_nobos_nll", NOBOS),
+        note="llama-perplexity with --override-kv tokenizer.ggml.add_bos_token=bool:false: the text is tokenized without BOS (ids = corpus.token_ids[1:]) and no chunk's first token is replaced; same chunking and scoring otherwise. Shows what a missing <bos> does to Gemma."),
+    "windowing": {
+        "source": "tools/perplexity/perplexity.cpp, perplexity() (the default mode, no --ppl-stride) and llama_perplexity() (its main); llama.cpp@" + bi["llama_cpp_commit"],
+        "text": "The corpus file is read whole (-f); llama.cpp's -f handler removes exactly one trailing '\\n' if present; llama-perplexity sets escape=false, so no escape processing.",
+        "tokenization": "The whole text is tokenized once: common_tokenize(ctx, text, add_special=true, parse_special=false). The GGUF has tokenizer.ggml.add_bos_token=true (and add_eos false), so ids = [2 (<bos>)] + tokens(text). These are corpus.token_ids (N = len).",
+        "minimum": "N >= 2*n_ctx is required, else the tool refuses.",
+        "chunks": "n_chunks = floor(N / n_ctx). Chunk k (k = 0 .. n_chunks-1) is ids[k*n_ctx : (k+1)*n_ctx]: non-overlapping, no stride; the last N mod n_ctx ids are never evaluated.",
+        "bos": "Before evaluation the FIRST token of every chunk is REPLACED by <bos>=2 (not prepended: the chunk stays n_ctx tokens long). For chunk 0 it already is <bos>; for k>0 the id ids[k*n_ctx] is not seen by the model at all.",
+        "positions": "Positions 0 .. n_ctx-1 in every chunk; every chunk starts from an empty KV cache, causal attention. (llama-perplexity puts n_seq = n_batch/n_ctx chunks into one decode as separate sequences; this does not change any result.) Gemma 3 270M's sliding window is 512 (llama.cpp masks key p0 for query p1 when p1 - p0 >= 512), so at n_ctx = 512 the local layers see the whole chunk too.",
+        "scored": "Let first = n_ctx/2. In chunk k the logits at positions j = first .. n_ctx-2 are scored against the next ORIGINAL id, target = ids[k*n_ctx + j + 1]: nll = -log_softmax(logits_j)[target] (computed in double from float logits, max-subtracted). The scored targets are thus ids[k*n_ctx + first + 1 ..= k*n_ctx + n_ctx - 1]: n_ctx - first - 1 tokens per chunk (255 for n_ctx = 512, 511 for 1024). The id at position `first` is context only (never a target), and the logits of the last position n_ctx-1 are unused. chunks[].scored_token_range is that range, half-open, as indices into corpus.token_ids.",
+        "ppl": "ppl = exp(sum(nll) / count) over all scored tokens of the chunks so far (running value after chunk k+1 printed as [k+1]). The +/- is ppl * sqrt((mean(nll^2) - mean(nll)^2) / (count - 1)).",
+        "rust_recipe": "ids = corpus.token_ids; first = n_ctx/2; for k in 0..ids.len()/n_ctx { let mut w = ids[k*n_ctx..(k+1)*n_ctx].to_vec(); w[0] = 2; let logits = forward(&w) /* fresh cache, positions 0..n_ctx */; for j in first..n_ctx-1 { nll += -log_softmax(&logits[j])[ids[k*n_ctx + j + 1]]; count += 1; } } ppl = (nll / count).exp()",
+    },
 }
 
-greedy = []
-for i, p in enumerate(prompts):
-    def fields(name):
-        d = {}
-        for line in rd(name, "out").splitlines():
-            if "\t" in line:
-                k, v = line.split("\t", 1)
-                d[k] = v
-        return d
-    g, g32 = fields(f"greedy_{i}"), fields(f"greedy_f32_{i}")
+def fields(name):
+    d = {}
+    for line in rd(name, "out").splitlines():
+        if "\t" in line:
+            k, v = line.split("\t", 1)
+            d[k] = v
+    return d
+
+def greedy_run(name):
+    g = fields(name)
     ids = [int(x) for x in g["generated_ids"].split()]
     pids = [int(x) for x in g["prompt_ids"].split()]
     if len(ids) != n_predict or pids[0] != 2:
-        fail(f"greedy_{i}: unexpected output")
-    pieces = [bytes.fromhex(h) for h in g["piece_hex"].split(" ")] if g["piece_hex"] else []
-    eog = [int(x) for x in g["eog"].split()]
+        fail(f"{name}: unexpected output")
+    pieces = [bytes.fromhex(h) for h in g["piece_hex"].split(" ")]
+    eog = [j for j, e in enumerate(g["eog"].split()) if e == "1"]
     margins = [float(x) for x in g["margin"].split()]
-    ids32 = [int(x) for x in g32["generated_ids"].split()]
-    first_diff = next((j for j, (a, b) in enumerate(zip(ids, ids32)) if a != b), None)
-    text = b"".join(pieces).decode("utf-8", errors="replace")
-    # llama-simple prints the prompt's pieces (<bos> rendered), then the generated text, then '\n';
-    # it stops at an EOG token.
-    simple = rd(f"simple_{i}", "out")
-    prefix = "<bos>" + p
-    simple_text = simple[len(prefix):].rstrip("\n") if simple.startswith(prefix) else None
-    eog_at = [j for j, e in enumerate(eog) if e]
-    upto = eog_at[0] if eog_at else n_predict
-    expect = b"".join(pieces[:upto]).decode("utf-8", errors="replace")
-    greedy.append({
-        "prompt": p,
-        "prompt_token_ids": pids,
+    return pids, {
         "generated_token_ids": ids,
-        "generated_text": text,
+        "generated_text": b"".join(pieces).decode("utf-8", errors="replace"),
         "generated_pieces": [x.decode("utf-8", errors="replace") for x in pieces],
-        "eog_positions": eog_at,
+        "eog_positions": eog,
         "top1_minus_top2_logit": margins,
         "min_margin": min(margins),
         "settings": g["settings"],
-        "command": commands[f"greedy_{i}"],
-        "cross_check_f32_kv_cache": {
-            "command": commands[f"greedy_f32_{i}"],
-            "generated_token_ids": ids32,
-            "identical": ids == ids32,
-            "first_difference": first_diff,
-        },
-        "cross_check_llama_simple": {
+        "command": commands[name],
+    }, pieces
+
+greedy = []
+for i, p in enumerate(prompts):
+    pids, f32, _ = greedy_run(f"greedy_f32kv_{i}")
+    pids2, dflt, pieces = greedy_run(f"greedy_default_{i}")
+    if pids != pids2:
+        fail(f"prompt {i}: the two runs tokenized the prompt differently")
+    a, b = f32["generated_token_ids"], dflt["generated_token_ids"]
+    agree = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+    # llama-simple prints the prompt's pieces (<bos> rendered), the generated text, then '\n';
+    # it stops at an EOG token. Compared with the default-settings run (same settings).
+    simple = rd(f"simple_{i}", "out")
+    prefix = "<bos>" + p
+    simple_text = simple[len(prefix):].rstrip("\n") if simple.startswith(prefix) else None
+    upto = dflt["eog_positions"][0] if dflt["eog_positions"] else n_predict
+    expect = b"".join(pieces[:upto]).decode("utf-8", errors="replace")
+    if simple_text != expect:
+        print(f"warning: llama-simple's text differs for {p!r}", file=sys.stderr)
+    greedy.append(dict(
+        {"prompt": p, "prompt_token_ids": pids},
+        **f32,
+        steps_identical_in_both_settings=agree,
+        llama_cpp_defaults=dict(dflt, cross_check_llama_simple={
             "command": commands[f"simple_{i}"],
             "text": simple_text,
             "matches": simple_text == expect,
-        },
-    })
+        }),
+    ))
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 doc = {
-    "description": "Reference values from llama.cpp for the Gemma 3 270M Q4_K_M GGUF, written by scripts/llama-cpp-reference.sh; see perplexity.windowing for exactly which tokens llama-perplexity scores.",
+    "description": "Reference values from llama.cpp for the Gemma 3 270M Q4_K_M GGUF, written by scripts/llama-cpp-reference.sh. perplexity.windowing says exactly which tokens llama-perplexity scores; greedy.how says how the ids were produced.",
     "provenance": {
         "llama_cpp_commit": bi["llama_cpp_commit"],
+        "llama_cpp_commit_date": bi.get("llama_cpp_commit_date"),
+        "llama_cpp_commit_subject": bi.get("llama_cpp_commit_subject"),
         "llama_cpp_commit_source": bi["llama_cpp_commit_source"],
         "llama_cpp_version_output": bi["llama_cpp_version_output"],
         "llama_cpp_python_version": bi["llama_cpp_python_version"],
@@ -330,17 +361,17 @@ doc = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "script": "scripts/llama-cpp-reference.sh",
         "script_sha256": self_sha,
-        "commands": [commands[k] for k in commands],
+        "commands": list(commands.values()),
     },
     "corpus": {
-        "token_ids": corpus_ids,
-        "n_tokens": len(corpus_ids),
-        "how": "llama-tokenize --ids --no-parse-special --no-escape on the corpus with its one trailing '\\n' removed (what llama-perplexity's -f reads), BOS added because the vocab asks for it: the same common_tokenize(add_special=true, parse_special=false) call llama-perplexity makes",
+        "n_tokens": N,
+        "how": "llama-tokenize --ids --no-parse-special --no-escape on the corpus with its one trailing '\\n' removed (the temporary file in the command; that is the text llama-perplexity's -f reads), with BOS because the vocab asks for it: the same common_tokenize(add_special=true, parse_special=false) call llama-perplexity makes. Checked against llama-perplexity's own token count.",
         "command": commands["tokenize_corpus"],
+        "token_ids": corpus_ids,
     },
-    "perplexity": ppl,
+    "perplexity": perplexity_doc,
     "greedy": {
-        "how": "llama-greedy-ids (built by scripts/build-llama-cpp.sh against the same libllama): prompt tokenized with llama_tokenize(add_special=true, parse_special=false) so <bos>=2 is prepended; the prompt is decoded in one batch, then each step takes the argmax of the last logits (lowest id on ties; no sampler, no temperature, no penalties, no top-k/top-p) and feeds it back; no EOS stop (eog_positions lists any EOG token generated). llama.cpp defaults otherwise: f16 KV cache, flash attention auto. top1_minus_top2_logit is the margin of every step: near-ties are where another implementation may legitimately differ.",
+        "how": "llama-greedy-ids (built by scripts/build-llama-cpp.sh against the same libllama; source in the build folder): the prompt is tokenized with llama_tokenize(add_special=true, parse_special=false), so <bos>=2 is prepended; it is decoded in one batch, then every step takes the argmax of the last position's logits (lowest id on a tie; no sampler: no temperature, penalties, top-k or top-p) and feeds it back, 32 steps, never stopping at EOS (eog_positions lists any end-of-generation token produced). The top-level ids are from an f32 KV cache without flash attention (closest to an f32 implementation); llama_cpp_defaults are from llama.cpp's default f16 KV cache with flash attention. top1_minus_top2_logit is each step's margin: the two settings part ways only at small margins, and a gate should expect another correct implementation to do the same there.",
         "n_predict": n_predict,
         "threads": threads,
         "prompts": greedy,
@@ -354,9 +385,10 @@ mv "$out.tmp.$$" "$out"
 python3 - "$out" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
-for r in d["perplexity"]["runs"]:
-    print(f"c={r['n_ctx']}: {r['final_estimate']} over {r['n_chunks']} chunks")
+p = d["perplexity"]
+for r in p["runs"] + [p["diagnostic_without_bos"]]:
+    print(f"c={r['n_ctx']} kv={r['settings']['kv_cache']} bos={r['settings']['bos']}: {r['final_estimate']} over {r['n_chunks']} chunks")
 for g in d["greedy"]["prompts"]:
-    print(f"{g['prompt']!r} -> {g['generated_text']!r}")
+    print(f"{g['prompt']!r} -> {g['generated_text']!r} (same in both settings for {g['steps_identical_in_both_settings']} steps)")
 PY
 echo "wrote $out"

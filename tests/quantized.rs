@@ -29,3 +29,349 @@ fn gguf_fixtures_generate_and_their_kv_cache_is_exact() {
         common::assert_kv_cache_exact(m.model.as_mut(), fam, 1e-3);
     }
 }
+
+// ---- Gemma 3: the project's own quantized model (modelbench::models::gemma3_quantized) ----
+
+use candle_core::quantized::gguf_file;
+use modelbench::models::{CausalLm, Family};
+
+/// `gguf:fixture:gemma3` with every norm weight plus 1, as llama.cpp's converter writes Gemma
+/// norms (HF stores `w` and computes `x * (1 + w)`; the fixture keeps HF's zero-initialised
+/// `w`, so with GGUF's plain RmsNorm every activation and logit of the fixture itself is 0 and
+/// no comparison on it can fail). 2 layers: layer 0 sliding with a window of 64, layer 1
+/// global. Written once per test process; returns a `gguf:<path>` reference.
+fn gemma3_unit_norms() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        use candle_core::quantized::QTensor;
+        let src = modelbench::models::gguf_fixture::ensure(Family::Gemma3).unwrap();
+        // Beside the fixture (its folder is keyed by the fixture's revision, and holds the
+        // tokenizer.json), written atomically since test processes run in parallel.
+        let out = src.with_file_name("gemma3-unit-norms-q8_0.gguf");
+        if out.is_file() {
+            return format!("gguf:{}", out.display());
+        }
+        let mut f = std::fs::File::open(&src).unwrap();
+        let ct = gguf_file::Content::read(&mut f).unwrap();
+        let mut tensors: Vec<(String, QTensor)> = Vec::new();
+        for name in ct.tensor_infos.keys() {
+            let q = ct.tensor(&mut f, name, &Device::Cpu).unwrap();
+            let q = if name.ends_with("norm.weight") {
+                let w = (q.dequantize(&Device::Cpu).unwrap() + 1.0).unwrap();
+                QTensor::quantize(&w, q.dtype()).unwrap()
+            } else {
+                q
+            };
+            tensors.push((name.clone(), q));
+        }
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let md: Vec<(&str, &gguf_file::Value)> =
+            ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+        let mut w = std::fs::File::create(&tmp).unwrap();
+        gguf_file::write(&mut w, &md, &ts).unwrap();
+        drop(w);
+        std::fs::rename(&tmp, &out).unwrap();
+        format!("gguf:{}", out.display())
+    })
+    .clone()
+}
+
+/// A Gemma 3 GGUF reference loaded on the CPU, built for `cap` positions.
+fn gemma3(reference: &str, cap: usize) -> modelbench::models::loading::Loaded {
+    let res = prepare(reference, &ModelRef::parse(reference).unwrap(), &[]).unwrap();
+    open(res, &Device::Cpu, DType::F32, Some(cap)).unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
+    let scale = a.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    (diff, scale)
+}
+
+fn run(m: &mut dyn CausalLm, toks: &[u32], chunks: &[usize]) -> Vec<f32> {
+    m.reset().unwrap();
+    let (mut pos, mut out) = (0, Vec::new());
+    for &c in chunks {
+        out = common::logits(&m.forward(&toks[pos..pos + c], pos).unwrap());
+        pos += c;
+    }
+    assert_eq!(pos, toks.len());
+    out
+}
+
+#[test]
+fn gemma3_gguf_is_the_projects_own_model_and_exact_past_the_window() {
+    let m = gemma3("gguf:fixture:gemma3", 1024);
+    let meta = m.model.meta();
+    assert!(
+        meta.implementation
+            .starts_with("modelbench quantized_gemma3"),
+        "{}",
+        meta.implementation
+    );
+    assert_eq!(meta.exact_context, None);
+    assert_eq!(meta.built_context, 1024);
+    let up = gemma3("gguf:fixture:gemma3?impl=candle-transformers", 1024);
+    assert!(up
+        .model
+        .meta()
+        .implementation
+        .starts_with("candle-transformers"));
+    assert_eq!(up.model.meta().exact_context, Some(64));
+    let bad = ModelRef::parse("gguf:fixture:gemma3?impl=llama.cpp").unwrap_err();
+    let msg = bad.to_string();
+    assert!(
+        msg.contains("modelbench, candle-transformers") && !msg.contains('\n'),
+        "{msg}"
+    );
+    // impl=modelbench exists only for Gemma 3.
+    let r = "gguf:fixture:llama?impl=modelbench";
+    assert!(prepare(r, &ModelRef::parse(r).unwrap(), &[]).is_err());
+}
+
+#[test]
+fn gemma3_kv_cache_chunked_prefill_and_reset() {
+    let mut m = gemma3(&gemma3_unit_norms(), 1024);
+    let m = m.model.as_mut();
+    common::assert_kv_cache_exact(m, "gemma3 (modelbench)", 1e-3);
+    // 150 tokens, past the window of 64: one call, chunks straddling the window (several
+    // tokens at index_pos > 0), and token by token after a prefill.
+    let toks = modelbench::engine::generate::prompt_ids(150, m.meta().vocab, 7, 0);
+    let full = run(m, &toks, &[150]);
+    for chunks in [
+        vec![30, 1, 40, 79],
+        vec![63, 2, 64, 21],
+        vec![100, 50],
+        [vec![70], vec![1; 80]].concat(),
+    ] {
+        let got = run(m, &toks, &chunks);
+        let (d, s) = max_diff(&full, &got);
+        assert!(
+            d <= 1e-3 * s,
+            "chunks {chunks:?}: max |diff| {d} at scale {s}"
+        );
+    }
+    // reset empties every cache: the same forward gives the same logits, bit for bit.
+    let a = run(m, &toks[..40], &[40]);
+    m.forward(&toks[40..45], 40).unwrap();
+    m.reset().unwrap();
+    let b = common::logits(&m.forward(&toks[..40], 0).unwrap());
+    assert_eq!(a, b);
+    // A forward that does not continue the cache is an error, not a silent mix.
+    let e = m.forward(&toks[..1], 7).unwrap_err().to_string();
+    assert!(e.contains("KV cache holds 40"), "{e}");
+}
+
+#[test]
+fn gemma3_past_the_built_context_is_an_error() {
+    let mut m = gemma3(&gemma3_unit_norms(), 64);
+    assert_eq!(m.model.meta().built_context, 64);
+    let toks = modelbench::engine::generate::prompt_ids(65, m.model.meta().vocab, 1, 0);
+    m.model.forward(&toks[..64], 0).unwrap();
+    let e = m.model.forward(&toks[64..], 64).unwrap_err().to_string();
+    assert!(e.contains("built for") && !e.contains('\n'), "{e}");
+    assert!(m.model.forward(&toks, 0).is_err());
+}
+
+/// Gemma 3 computed naively in f32 from the dequantized fixture, without any cache: every
+/// query attends to the keys `attends` allows (`window`: None for no sliding window at all).
+struct Reference {
+    md: std::collections::HashMap<String, gguf_file::Value>,
+    t: std::collections::HashMap<String, (Vec<f32>, Vec<usize>)>,
+}
+
+impl Reference {
+    fn load(reference: &str) -> Reference {
+        let path = reference.strip_prefix("gguf:").unwrap();
+        let mut f = std::fs::File::open(path).unwrap();
+        let ct = gguf_file::Content::read(&mut f).unwrap();
+        let mut t = std::collections::HashMap::new();
+        for name in ct.tensor_infos.keys() {
+            let q = ct.tensor(&mut f, name, &Device::Cpu).unwrap();
+            let d = q.dequantize(&Device::Cpu).unwrap();
+            let dims = d.dims().to_vec();
+            t.insert(
+                name.clone(),
+                (d.flatten_all().unwrap().to_vec1().unwrap(), dims),
+            );
+        }
+        Reference { md: ct.metadata, t }
+    }
+    fn u(&self, k: &str) -> usize {
+        self.md[&format!("gemma3.{k}")].to_u32().unwrap() as usize
+    }
+    fn f(&self, k: &str) -> f32 {
+        self.md[&format!("gemma3.{k}")].to_f32().unwrap()
+    }
+    fn w(&self, n: &str) -> &(Vec<f32>, Vec<usize>) {
+        &self.t[n]
+    }
+    fn linear(&self, n: &str, x: &[f32]) -> Vec<f32> {
+        let (w, d) = self.w(n);
+        (0..d[0])
+            .map(|o| {
+                w[o * d[1]..(o + 1) * d[1]]
+                    .iter()
+                    .zip(x)
+                    .map(|(a, b)| a * b)
+                    .sum()
+            })
+            .collect()
+    }
+    fn rms(&self, n: &str, x: &[f32]) -> Vec<f32> {
+        let eps = self.f("attention.layer_norm_rms_epsilon");
+        let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+        let r = 1.0 / (ms + eps).sqrt();
+        x.iter().zip(&self.w(n).0).map(|(v, w)| v * r * w).collect()
+    }
+    fn rope(x: &mut [f32], pos: usize, base: f32) {
+        let h = x.len() / 2;
+        for i in 0..h {
+            let a = pos as f32 * base.powf(-((2 * i) as f32) / x.len() as f32);
+            let (c, s) = (a.cos(), a.sin());
+            let (x1, x2) = (x[i], x[i + h]);
+            x[i] = x1 * c - x2 * s;
+            x[i + h] = x2 * c + x1 * s;
+        }
+    }
+    fn logits(&self, toks: &[u32], window: Option<usize>) -> Vec<f32> {
+        let (heads, kvh, hd) = (
+            self.u("attention.head_count"),
+            self.u("attention.head_count_kv"),
+            self.u("attention.key_length"),
+        );
+        let hidden = self.u("embedding_length");
+        let pattern = self.u("attention.sliding_window_type");
+        let (embd, _) = self.w("token_embd.weight");
+        let mut xs: Vec<Vec<f32>> = toks
+            .iter()
+            .map(|&t| {
+                let r = &embd[t as usize * hidden..(t as usize + 1) * hidden];
+                r.iter().map(|v| v * (hidden as f32).sqrt()).collect()
+            })
+            .collect();
+        for l in 0..self.u("block_count") {
+            let p = |n: &str| format!("blk.{l}.{n}.weight");
+            let sliding = (l + 1) % pattern != 0;
+            let base = if sliding {
+                self.f("rope.local_freq_base")
+            } else {
+                self.f("rope.freq_base")
+            };
+            let win = if sliding { window } else { None };
+            let (mut q, mut k, mut v) = (vec![], vec![], vec![]);
+            for (pos, x) in xs.iter().enumerate() {
+                let a = self.rms(&p("attn_norm"), x);
+                let head = |n: &str, count: usize, norm: Option<&str>| -> Vec<Vec<f32>> {
+                    let y = self.linear(&p(n), &a);
+                    (0..count)
+                        .map(|h| {
+                            let mut s = y[h * hd..(h + 1) * hd].to_vec();
+                            if let Some(nm) = norm {
+                                s = self.rms(&p(nm), &s);
+                                Self::rope(&mut s, pos, base);
+                            }
+                            s
+                        })
+                        .collect()
+                };
+                q.push(head("attn_q", heads, Some("attn_q_norm")));
+                k.push(head("attn_k", kvh, Some("attn_k_norm")));
+                v.push(head("attn_v", kvh, None));
+            }
+            for (pos, x) in xs.iter_mut().enumerate() {
+                let mut att = vec![0f32; heads * hd];
+                for h in 0..heads {
+                    let g = h / (heads / kvh);
+                    let keys: Vec<usize> =
+                        (0..=pos).filter(|&kp| window_ok(pos, kp, win)).collect();
+                    let sc: Vec<f32> = keys
+                        .iter()
+                        .map(|&kp| {
+                            q[pos][h]
+                                .iter()
+                                .zip(&k[kp][g])
+                                .map(|(a, b)| a * b)
+                                .sum::<f32>()
+                                / (hd as f32).sqrt()
+                        })
+                        .collect();
+                    let mx = sc.iter().cloned().fold(f32::MIN, f32::max);
+                    let e: Vec<f32> = sc.iter().map(|s| (s - mx).exp()).collect();
+                    let z: f32 = e.iter().sum();
+                    for (j, &kp) in keys.iter().enumerate() {
+                        for d in 0..hd {
+                            att[h * hd + d] += e[j] / z * v[kp][g][d];
+                        }
+                    }
+                }
+                let o = self.linear(&p("attn_output"), &att);
+                let o = self.rms(&p("post_attention_norm"), &o);
+                x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+                let a = self.rms(&p("ffn_norm"), x);
+                let gate = self.linear(&p("ffn_gate"), &a);
+                let up = self.linear(&p("ffn_up"), &a);
+                let gelu = |x: f32| {
+                    0.5 * x
+                        * (1.0
+                            + ((2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x))
+                                .tanh())
+                };
+                let hmid: Vec<f32> = gate.iter().zip(&up).map(|(g, u)| gelu(*g) * u).collect();
+                let d = self.linear(&p("ffn_down"), &hmid);
+                let d = self.rms(&p("post_ffw_norm"), &d);
+                x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+            }
+        }
+        let last = self.rms("output_norm.weight", xs.last().unwrap());
+        let out = if self.t.contains_key("output.weight") {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
+        self.linear(out, &last)
+    }
+}
+
+fn window_ok(q: usize, k: usize, w: Option<usize>) -> bool {
+    k <= q && w.is_none_or(|w| q - k < w)
+}
+
+#[test]
+fn gemma3_matches_a_dequantized_f32_reference_with_its_sliding_window() {
+    use modelbench::models::gemma3_quantized::attends;
+    // The mask function states the semantics: a window of 64 sees the token and 63 before it.
+    assert!(attends(63, 0, Some(64)) && !attends(64, 0, Some(64)) && attends(64, 1, Some(64)));
+    let r = Reference::load(&gemma3_unit_norms());
+    let window = r.u("attention.sliding_window");
+    assert_eq!(
+        window, 64,
+        "the fixture's window (the test needs more tokens than it)"
+    );
+    let mut m = gemma3(&gemma3_unit_norms(), 1024);
+    let m = m.model.as_mut();
+    let toks = modelbench::engine::generate::prompt_ids(130, m.meta().vocab, 11, 0);
+    let want = r.logits(&toks, Some(window));
+    let unwindowed = r.logits(&toks, None);
+    let (gap, _) = max_diff(&want, &unwindowed);
+    for chunks in [
+        vec![130],
+        [vec![80], vec![1; 50]].concat(),
+        vec![50, 50, 30],
+    ] {
+        let got = run(m, &toks, &chunks);
+        let (d, s) = max_diff(&want, &got);
+        // Q8_0 activations in candle's quantized matmuls against f32 here: ~1e-3 relative.
+        assert!(
+            d <= 2e-2 * s,
+            "chunks {chunks:?}: max |diff| {d} at scale {s}"
+        );
+        assert!(
+            gap > 5.0 * d,
+            "the window must matter here: gap {gap} vs diff {d}"
+        );
+        eprintln!("chunks {chunks:?}: max |diff| {d} at scale {s}; without the window: {gap}");
+    }
+}

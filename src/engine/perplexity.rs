@@ -98,3 +98,55 @@ pub fn perplexity(
         tok_s: scored as f64 / seconds,
     })
 }
+
+/// Perplexity as llama.cpp's `llama-perplexity` computes it (its default mode), so the two
+/// can be compared number for number: non-overlapping chunks of `n_ctx` ids (the last
+/// `len % n_ctx` ids are never used); the first id of every chunk is REPLACED by `bos`; each
+/// chunk starts from an empty cache at position 0; the logits at positions
+/// `n_ctx/2 .. n_ctx-2` are scored against the next id (`n_ctx - n_ctx/2 - 1` tokens a chunk).
+/// `ids` must be the tokenization of the whole text with `<bos>` first, as llama.cpp makes it.
+pub fn chunked_perplexity(
+    m: &mut dyn CausalLm,
+    ids: &[u32],
+    n_ctx: usize,
+    bos: u32,
+) -> Result<Perplexity> {
+    if n_ctx < 4 || ids.len() < 2 * n_ctx {
+        return Err(Error::Report(format!(
+            "chunked perplexity needs n_ctx >= 4 and at least 2 x n_ctx ids ({} given, n_ctx {n_ctx})",
+            ids.len()
+        )));
+    }
+    let t0 = Instant::now();
+    let first = n_ctx / 2;
+    let (mut total, mut scored) = (0f64, 0usize);
+    let chunks = ids.len() / n_ctx;
+    for k in 0..chunks {
+        let mut w = ids[k * n_ctx..(k + 1) * n_ctx].to_vec();
+        w[0] = bos;
+        m.reset()?;
+        // Context up to position `first` in one call gives the logits at `first`; then one
+        // token at a time (the models return last-position logits only).
+        let mut logits = m.forward(&w[..=first], 0)?;
+        for j in first..n_ctx - 1 {
+            total += nll(&logits, w[j + 1])?;
+            scored += 1;
+            if j + 1 < n_ctx - 1 {
+                logits = m.forward(&w[j + 1..j + 2], j + 1)?;
+            }
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let mean_nll = total / scored as f64;
+    Ok(Perplexity {
+        bos: Some(bos),
+        seq_len: n_ctx,
+        stride: n_ctx,
+        windows: chunks,
+        tokens_scored: scored,
+        mean_nll,
+        perplexity: mean_nll.exp(),
+        seconds,
+        tok_s: scored as f64 / seconds,
+    })
+}

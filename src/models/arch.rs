@@ -220,6 +220,7 @@ impl Arch {
             },
             decode_weight_bytes: None,
             exact_context: None,
+            implementation: String::new(),
         }
     }
 

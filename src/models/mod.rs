@@ -15,6 +15,7 @@ use crate::error::{one_line, Error, Result};
 use crate::util::fill::Filler;
 
 mod arch;
+pub mod gemma3_quantized;
 pub mod gguf_fixture;
 pub mod loading;
 pub mod moe;
@@ -127,12 +128,17 @@ pub struct ModelMeta {
     /// Weight bytes read per decode token when known exactly (quantized files).
     #[serde(default)]
     pub decode_weight_bytes: Option<f64>,
-    /// Positions up to which the model computes exactly what it should. candle 0.11's
-    /// quantized Gemma3 decodes without a mask and an unbounded cache, so its sliding-window
-    /// layers see the whole history past the window (measured: perplexity 8 at 512 positions,
-    /// 47 at 1024). Timings past it still measure the work done; the outputs are degraded.
+    /// Positions up to which the model computes exactly what it should (None: every built
+    /// position, as the project's own quantized Gemma 3). candle 0.11's quantized Gemma3
+    /// (`gguf:...?impl=candle-transformers`) decodes without a mask and an unbounded cache,
+    /// so its sliding-window layers see the whole history past the window (measured:
+    /// perplexity 8 at 512 positions, 47 at 1024). Timings past it still measure the work done; the outputs are degraded.
     #[serde(default)]
     pub exact_context: Option<usize>,
+    /// Which code computes the model, and why where it is not candle-transformers' model of
+    /// the family (empty: candle-transformers' model, from a config.json).
+    #[serde(default)]
+    pub implementation: String,
 }
 
 /// Where weights come from.
@@ -165,7 +171,8 @@ pub fn load(
     opts: &LoadOptions,
 ) -> Result<Box<dyn CausalLm>> {
     if let Weights::Gguf(path) = weights {
-        return quantized::load(path, &opts.device, opts.context_cap);
+        let imp = quantized::GgufImpl::from_config(config);
+        return quantized::load_with(path, imp, &opts.device, opts.context_cap);
     }
     let (arch, expected, meta) =
         describe_full(family, config, config_path, opts.dtype, opts.context_cap)?;

@@ -5,16 +5,49 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// The verdict of a quality gate against an independent reference (llama.cpp).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub model: String,
+    /// Which implementation ran (see ModelMeta::implementation).
+    #[serde(default)]
+    pub implementation: String,
     pub passed: bool,
-    pub perplexity: f64,
-    pub perplexity_threshold: f64,
+    /// What it was checked against: the reference file and its llama.cpp build.
+    pub reference: String,
     pub corpus: String,
-    pub golden_prompts_matched: usize,
-    pub golden_prompts: usize,
+    /// llama-perplexity's windowing: chunk length.
+    pub n_ctx: usize,
+    pub perplexity: f64,
+    pub reference_perplexity: f64,
+    /// |ppl / reference - 1| allowed.
+    pub perplexity_tolerance: f64,
+    pub perplexity_ok: bool,
+    /// Per prompt: greedy tokens agreeing with the reference before the first difference.
+    pub prompts: Vec<PromptAgreement>,
+    /// Every prompt must agree on at least this many tokens.
+    pub min_agreement: usize,
     pub checked_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptAgreement {
+    pub prompt: String,
+    /// Leading tokens equal to the reference's.
+    pub agree: usize,
+    /// Tokens compared.
+    pub of: usize,
+    /// When the first difference falls on a near-tie of the reference: its top-1 minus top-2
+    /// logit there.
+    #[serde(default)]
+    pub tie_margin: Option<f64>,
+}
+
+impl PromptAgreement {
+    /// At least `min` leading tokens agree, or the first difference is at a reference near-tie.
+    pub fn ok(&self, min: usize) -> bool {
+        self.agree >= min.min(self.of) || self.tie_margin.is_some()
+    }
 }
 
 fn dir() -> PathBuf {

@@ -70,7 +70,7 @@ pub const WEIGHT_SEED: u64 = 0x5EED_0001;
 const FIXTURE_FORMAT: &str = "modelbench-fixture-v1";
 pub const FIXTURE_ORG: &str = "modelbench";
 
-pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<llama|qwen3|gemma3>>, or a directory with config.json + *.safetensors";
+pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<llama|qwen3|gemma3>>[?impl=modelbench|candle-transformers], or a directory with config.json + *.safetensors";
 
 /// Where scripts/fetch-offline-models.sh installs the real tokenizers, per family.
 pub const REAL_TOKENIZERS: [(Family, &str); 3] = [
@@ -135,6 +135,7 @@ impl ModelRef {
                     "empty GGUF reference; use gguf:<file.gguf> or gguf:<owner>/<repo>".into(),
                 ));
             }
+            split_gguf_impl(g).map_err(bad)?;
             return Ok(ModelRef::Gguf(g.to_string()));
         }
         if let Some(p) = s.strip_prefix("dir:") {
@@ -166,6 +167,27 @@ impl ModelRef {
                 "not a hub id (owner/name) nor an existing directory; use {SOURCES_HELP}"
             ))),
         }
+    }
+}
+
+/// Splits a GGUF reference (after `gguf:`) into the file / repo part and the implementation
+/// chosen with a `?impl=<modelbench|candle-transformers>` suffix (None: the family's default).
+pub fn split_gguf_impl(
+    g: &str,
+) -> std::result::Result<(&str, Option<crate::models::quantized::GgufImpl>), String> {
+    use crate::models::quantized::GgufImpl;
+    let Some((spec, query)) = g.split_once('?') else {
+        return Ok((g, None));
+    };
+    if spec.is_empty() {
+        return Err("empty GGUF reference before `?`; use gguf:<file.gguf>[?impl=...] or gguf:<owner>/<repo>[?impl=...]".into());
+    }
+    match query.strip_prefix("impl=") {
+        Some(v) => GgufImpl::parse(v).map(|i| (spec, Some(i))),
+        None => Err(format!(
+            "unknown GGUF option `{query}`; the only option is impl=<{}>",
+            GgufImpl::ALLOWED.replace(", ", "|")
+        )),
     }
 }
 
@@ -445,7 +467,11 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                 tokenizer,
             )
         }
-        ModelRef::Gguf(spec) => {
+        ModelRef::Gguf(full) => {
+            let (spec, imp) = split_gguf_impl(full).map_err(|reason| Error::ModelRef {
+                reference: label.to_string(),
+                reason,
+            })?;
             let file = if let Some(f) = spec.strip_prefix("fixture:") {
                 let fam: Family = f.parse().map_err(|e: String| Error::ModelRef {
                     reference: label.to_string(),
@@ -455,7 +481,7 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
             } else if spec.ends_with(".gguf") || Path::new(spec).is_file() {
                 expand_tilde(Path::new(spec))
             } else {
-                let (repo, rev) = spec.split_once('@').unwrap_or((spec.as_str(), "main"));
+                let (repo, rev) = spec.split_once('@').unwrap_or((spec, "main"));
                 let snap = cached_snapshot(&hub.cache_dir, repo, rev).ok_or_else(|| Error::CacheMiss {
                     repo: format!("{repo}@{rev}"),
                     file: "*.gguf".into(),
@@ -489,6 +515,15 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
             }
             let ct = crate::models::quantized::read_header(&file)?;
             let family = crate::models::quantized::family(&file, &ct)?;
+            if let Some(i) = imp.filter(|i| !i.supports(family)) {
+                return Err(Error::ModelRef {
+                    reference: label.to_string(),
+                    reason: format!(
+                        "impl={} exists only for gemma3 GGUF files; this one is {family} (use impl=candle-transformers or leave it out)",
+                        i.name()
+                    ),
+                });
+            }
             let tok = file.with_file_name("tokenizer.json");
             let tokenizer = tok
                 .is_file()
@@ -498,7 +533,14 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                 label: label.to_string(),
                 source: format!("gguf {}", file.display()),
                 family,
-                config: Value::Null,
+                // GGUF files carry their config in their metadata; this only says which
+                // implementation runs the model (read by models::load).
+                config: match imp {
+                    Some(i) => {
+                        serde_json::json!({ (crate::models::quantized::GgufImpl::CONFIG_KEY): i.name() })
+                    }
+                    None => Value::Null,
+                },
                 config_path: file.display().to_string(),
                 tokenizer_kind: if tokenizer.is_some() {
                     format!("real {family} tokenizer.json")
@@ -680,6 +722,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn gguf_references_take_an_impl_option() {
+        use crate::models::quantized::GgufImpl;
+        assert_eq!(split_gguf_impl("a/b").unwrap(), ("a/b", None));
+        assert_eq!(
+            split_gguf_impl("a/b@main?impl=candle-transformers").unwrap(),
+            ("a/b@main", Some(GgufImpl::CandleTransformers))
+        );
+        assert_eq!(
+            split_gguf_impl("x.gguf?impl=modelbench").unwrap(),
+            ("x.gguf", Some(GgufImpl::Modelbench))
+        );
+        let e = split_gguf_impl("x.gguf?impl=ggml").unwrap_err();
+        assert!(
+            e.contains("modelbench, candle-transformers") && !e.contains('\n'),
+            "{e}"
+        );
+        assert_eq!(
+            ModelRef::parse("gguf:x.gguf?impl=modelbench").unwrap(),
+            ModelRef::Gguf("x.gguf?impl=modelbench".into())
+        );
+    }
+
+    #[test]
     fn parses_every_source_kind() {
         assert_eq!(
             ModelRef::parse("fixture:qwen3").unwrap(),
@@ -707,6 +772,9 @@ mod tests {
             "a/b/c",
             "",
             "x:y",
+            "gguf:fixture:gemma3?impl=llamacpp",
+            "gguf:fixture:gemma3?foo=bar",
+            "gguf:?impl=modelbench",
         ] {
             assert!(ModelRef::parse(bad).is_err(), "{bad}");
         }

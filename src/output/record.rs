@@ -137,6 +137,9 @@ pub struct ModelInfo {
     /// Positions up to which the model's outputs are exact (see ModelMeta::exact_context).
     #[serde(default)]
     pub exact_context: Option<usize>,
+    /// Which implementation computed it, and why that one (see ModelMeta::implementation).
+    #[serde(default)]
+    pub implementation: String,
 }
 
 /// Memory of the timed region.

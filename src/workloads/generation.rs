@@ -149,5 +149,6 @@ pub fn model_info(l: &Loaded) -> ModelInfo {
         load_rss_peak_bytes: l.load.rss_peak_bytes,
         load_fill_gbs: l.load.fill_gbs,
         exact_context: m.exact_context,
+        implementation: m.implementation.clone(),
     }
 }

@@ -17,6 +17,7 @@ pub mod moe;
 pub mod overhead;
 pub mod perplexity;
 pub mod psann;
+pub mod quality;
 pub mod work;
 
 /// Where a workload runs: the device and the precision. Part of every benchmark id, so a

@@ -29,13 +29,21 @@ pub fn perplexity(
         .ok_or_else(|| anyhow::anyhow!("{l}: perplexity needs the model's tokenizer.json"))?;
     let dev = spec.open_for("--device")?;
     let mut loaded = open(res, &dev, dt, Some(seq_len))?;
+    // The project's Gemma 3 is exact at every built position (exact_context None); the
+    // candle-transformers one (`?impl=candle-transformers`) only up to its sliding window.
     if let Some(w) = loaded.model.meta().exact_context {
         anyhow::ensure!(
             seq_len < w,
-            "--seq-len {seq_len}: {l} computes exactly only up to {w} positions in candle 0.11 (quantized Gemma3 decodes without its sliding-window mask); use --seq-len {} or less",
+            "--seq-len {seq_len}: {l} computes exactly only up to {w} positions ({}); use --seq-len {} or less, or the default implementation",
+            loaded.model.meta().implementation,
             w - 1
         );
     }
+    let built = loaded.model.meta().built_context;
+    anyhow::ensure!(
+        seq_len <= built,
+        "--seq-len {seq_len}: {l} was built for {built} positions (its context length); use --seq-len {built} or less"
+    );
     let tok = loaded
         .tokenizer
         .as_ref()

@@ -1,0 +1,592 @@
+//! Gemma 3 on candle's quantized ops: the project's own model for `gguf:` Gemma 3 files.
+//!
+//! Same GGUF tensor names and metadata keys as candle-transformers 0.11.1's
+//! `quantized_gemma3`, with what that model gets wrong fixed (issue 14):
+//! - the MLP is `down(gelu_tanh(gate) * up)`, as Gemma 3 (HF `gelu_pytorch_tanh`) and
+//!   llama.cpp compute it; upstream applies SiLU to the gate;
+//! - the sliding window holds in prefill, chunked prefill and decode: a query at position `p`
+//!   of a sliding-window layer attends to the keys at positions `k` with `p - window < k <= p`
+//!   (HF transformers' and llama.cpp's semantics: `sliding_window = 512` lets a token see itself
+//!   and the 511 tokens before it). Sliding layers keep a bounded cache of `window - 1`
+//!   positions; global layers keep every position. Upstream has no mask in decode and an
+//!   unbounded cache;
+//! - RoPE tables cover the positions the model is built for (the plan's context cap), shared
+//!   by all layers of the same base, instead of 131072 positions in every layer; a forward past
+//!   them is an error, not a panic;
+//! - [`ModelWeights::reset`] empties every cache, and several tokens at `index_pos > 0`
+//!   (chunked prefill) work;
+//! - the token embedding stays quantized: only the looked-up rows are dequantized on the CPU,
+//!   and the tied output projection multiplies by the same quantized tensor.
+//!
+//! Kept from upstream: embeddings scaled by `sqrt(hidden)`; RmsNorm on q and k per head;
+//! pre/post attention and pre/post feed-forward norms as plain RmsNorm (llama.cpp's converter
+//! already adds 1 to Gemma's norm weights in GGUF files); attention scaled by
+//! `1/sqrt(key_length)` (llama.cpp's rule for every Gemma 3 size but 27B); every
+//! `sliding_window_type`-th layer (default 6) global, the others sliding; RoPE in the NeoX
+//! layout (`candle_nn::rotary_emb::rope`, llama.cpp's `LLAMA_ROPE_TYPE_NEOX`) with base
+//! `rope.local_freq_base` (default 10000) on sliding layers and `rope.freq_base` (default 1e6)
+//! on global ones; `output.weight`, or the tied `token_embd.weight` when it is absent.
+//! Added where the metadata asks for it (absent in Gemma 3 270M): linear RoPE scaling
+//! (`rope.scaling.factor`) on global layers as llama.cpp applies it, and final / attention
+//! logit soft-capping (`final_logit_softcapping`, `attn_logit_softcapping`).
+
+use std::sync::Arc;
+
+use candle_core::quantized::{ggml_file, gguf_file, QMatMul, QTensor};
+use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor};
+use candle_nn::kv_cache::KvCache;
+use candle_transformers::quantized_nn::RmsNorm;
+
+pub const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
+pub const DEFAULT_ROPE_FREQUENCY: f32 = 1_000_000.;
+pub const DEFAULT_ROPE_FREQUENCY_SLIDING: f32 = 10_000.;
+
+/// The model's shape and settings, from GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub hidden: usize,
+    pub rms_norm_eps: f64,
+    pub sliding_window: usize,
+    /// Every `sliding_window_type`-th layer is global (0 or 1: all global).
+    pub sliding_window_type: usize,
+    pub rope_base: f32,
+    pub rope_base_local: f32,
+    /// Positions of global layers are divided by this (linear RoPE scaling; 1 when absent).
+    pub rope_scale_global: f32,
+    pub final_logit_softcapping: Option<f64>,
+    pub attn_logit_softcapping: Option<f64>,
+    /// `context_length` of the metadata (0 when absent).
+    pub max_context: usize,
+}
+
+impl Config {
+    pub fn from_gguf(ct: &gguf_file::Content) -> Result<Config> {
+        let prefix = ["gemma3", "gemma2", "gemma", "gemma-embedding"]
+            .iter()
+            .find(|p| {
+                ct.metadata
+                    .contains_key(&format!("{p}.attention.head_count"))
+            })
+            .copied()
+            .unwrap_or("gemma3");
+        let get = |s: &str| ct.metadata.get(&format!("{prefix}.{s}"));
+        let need = |s: &str| match get(s) {
+            Some(v) => Ok(v),
+            None => bail!("cannot find {prefix}.{s} in metadata"),
+        };
+        let u = |s: &str| -> Result<usize> { Ok(need(s)?.to_u32()? as usize) };
+        let opt_f = |s: &str| get(s).and_then(|v| v.to_f32().ok());
+        let heads = u("attention.head_count")?;
+        let scale_type = get("rope.scaling.type")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        let factor = opt_f("rope.scaling.factor").filter(|f| *f > 0.0 && *f != 1.0);
+        if let (Some(f), Some(t)) = (factor, scale_type.as_deref()) {
+            if t != "linear" && t != "none" {
+                bail!("rope.scaling.type `{t}` (factor {f}) is not supported (linear only)");
+            }
+        }
+        let rope_scale_global = match scale_type.as_deref() {
+            Some("none") => 1.0,
+            _ => factor.unwrap_or(1.0),
+        };
+        Ok(Config {
+            layers: u("block_count")?,
+            heads,
+            kv_heads: u("attention.head_count_kv")?,
+            head_dim: u("attention.key_length")?,
+            hidden: u("embedding_length")?,
+            rms_norm_eps: need("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
+            sliding_window: u("attention.sliding_window")?,
+            sliding_window_type: get("attention.sliding_window_type")
+                .and_then(|v| v.to_u32().ok())
+                .map(|v| v as usize)
+                .unwrap_or(DEFAULT_SLIDING_WINDOW_TYPE),
+            rope_base: opt_f("rope.freq_base").unwrap_or(DEFAULT_ROPE_FREQUENCY),
+            rope_base_local: opt_f("rope.local_freq_base")
+                .unwrap_or(DEFAULT_ROPE_FREQUENCY_SLIDING),
+            rope_scale_global,
+            final_logit_softcapping: opt_f("final_logit_softcapping")
+                .filter(|c| *c > 0.0)
+                .map(f64::from),
+            attn_logit_softcapping: opt_f("attn_logit_softcapping")
+                .filter(|c| *c > 0.0)
+                .map(f64::from),
+            max_context: get("context_length")
+                .and_then(|v| v.to_u32().ok())
+                .map(|v| v as usize)
+                .unwrap_or(0),
+        })
+    }
+
+    /// Whether layer `layer` uses the sliding window (upstream's and llama.cpp's pattern:
+    /// every `sliding_window_type`-th layer, counting from 1, is global).
+    pub fn is_sliding(&self, layer: usize) -> bool {
+        self.sliding_window_type > 1 && (layer + 1) % self.sliding_window_type != 0
+    }
+}
+
+/// Whether a query at position `q` may attend to the key at position `k`: causal, and with a
+/// sliding window `w`, only `q - k < w` (the token itself and the `w - 1` before it).
+pub fn attends(q: usize, k: usize, window: Option<usize>) -> bool {
+    k <= q && window.is_none_or(|w| q - k < w)
+}
+
+/// Additive mask (0 or -inf), row-major `(n_q, n_k)`, of `n_q` queries at positions
+/// `q0..q0+n_q` over `n_k` keys at positions `k0..k0+n_k`; `None` when nothing is masked.
+pub fn attention_mask(
+    q0: usize,
+    n_q: usize,
+    k0: usize,
+    n_k: usize,
+    window: Option<usize>,
+) -> Option<Vec<f32>> {
+    let mut any = false;
+    let mut m = Vec::with_capacity(n_q * n_k);
+    for i in 0..n_q {
+        for j in 0..n_k {
+            if attends(q0 + i, k0 + j, window) {
+                m.push(0.0);
+            } else {
+                any = true;
+                m.push(f32::NEG_INFINITY);
+            }
+        }
+    }
+    any.then_some(m)
+}
+
+/// RoPE tables (NeoX layout) for `positions` positions.
+#[derive(Debug, Clone)]
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(head_dim: usize, base: f32, scale: f32, positions: usize, dev: &Device) -> Result<Self> {
+        let inv: Vec<f32> = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32) / scale)
+            .collect();
+        let inv = Tensor::new(inv.as_slice(), dev)?;
+        let t = Tensor::arange(0u32, positions as u32, dev)?
+            .to_dtype(DType::F32)?
+            .reshape((positions, 1))?;
+        let freqs = t.matmul(&inv.reshape((1, inv.elem_count()))?)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+        })
+    }
+
+    /// `x`: (b, heads, len, head_dim), contiguous, at positions `pos..pos+len`.
+    fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        let len = x.dim(2)?;
+        let cos = self.cos.narrow(0, pos, len)?;
+        let sin = self.sin.narrow(0, pos, len)?;
+        candle_nn::rotary_emb::rope(x, &cos, &sin)
+    }
+}
+
+/// The token embedding: quantized rows looked up and dequantized one by one on the CPU; on
+/// other devices the table is dequantized once (as upstream does).
+#[derive(Debug, Clone)]
+enum Embedding {
+    Rows {
+        q: Arc<QTensor>,
+        vocab: usize,
+        hidden: usize,
+    },
+    Dense(candle_nn::Embedding),
+}
+
+impl Embedding {
+    fn new(q: Arc<QTensor>, dev: &Device) -> Result<Self> {
+        let (vocab, hidden) = q.shape().dims2()?;
+        if dev.is_cpu() && hidden % q.dtype().block_size() == 0 {
+            Ok(Self::Rows { q, vocab, hidden })
+        } else {
+            Ok(Self::Dense(candle_nn::Embedding::new(
+                q.dequantize(dev)?,
+                hidden,
+            )))
+        }
+    }
+
+    /// `ids`: (b, len) u32 -> (b, len, hidden) f32.
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(e) => e.forward(ids),
+            Self::Rows { q, vocab, hidden } => {
+                let (b, len) = ids.dims2()?;
+                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                let dt = q.dtype();
+                let row = hidden / dt.block_size() * dt.type_size();
+                let data = q.data()?;
+                let mut buf = Vec::with_capacity(row * ids.len());
+                for &id in &ids {
+                    let id = id as usize;
+                    if id >= *vocab {
+                        bail!("token id {id} is out of the vocabulary ({vocab} entries)");
+                    }
+                    buf.extend_from_slice(&data[id * row..(id + 1) * row]);
+                }
+                let rows =
+                    ggml_file::qtensor_from_ggml(dt, &buf, vec![ids.len(), *hidden], &Device::Cpu)?;
+                rows.dequantize(&Device::Cpu)?.reshape((b, len, *hidden))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Cache {
+    /// Every position, preallocated for the built context.
+    Global(KvCache),
+    /// The last `window - 1` positions at most (all a next query can see).
+    Sliding(Option<(Tensor, Tensor)>),
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    attn_norm: RmsNorm,
+    post_attn_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+    post_ffn_norm: RmsNorm,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+    window: Option<usize>,
+    cache: Cache,
+}
+
+struct Shape {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    scale: f64,
+    attn_softcap: Option<f64>,
+}
+
+impl Layer {
+    fn reset(&mut self) {
+        match &mut self.cache {
+            Cache::Global(c) => c.reset(),
+            Cache::Sliding(c) => *c = None,
+        }
+    }
+
+    /// Attention of `x` (b, len, hidden) at positions `pos..`; `mask` (len, keys) additive.
+    fn attention(
+        &mut self,
+        x: &Tensor,
+        pos: usize,
+        rope: &Rope,
+        mask: Option<&Tensor>,
+        s: &Shape,
+    ) -> Result<Tensor> {
+        let (b, len, _) = x.dims3()?;
+        let q = self.wq.forward(x)?.reshape((b, len, s.heads, s.head_dim))?;
+        let k = self
+            .wk
+            .forward(x)?
+            .reshape((b, len, s.kv_heads, s.head_dim))?;
+        let v = self
+            .wv
+            .forward(x)?
+            .reshape((b, len, s.kv_heads, s.head_dim))?;
+        let q = self.q_norm.forward(&q)?.transpose(1, 2)?.contiguous()?;
+        let k = self.k_norm.forward(&k)?.transpose(1, 2)?.contiguous()?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let q = rope.apply(&q, pos)?;
+        let k = rope.apply(&k, pos)?;
+
+        let (k, v) = match &mut self.cache {
+            Cache::Global(c) => c.append(&k, &v)?,
+            Cache::Sliding(c) => {
+                let (k, v) = match c.take() {
+                    Some((ck, cv)) => (Tensor::cat(&[&ck, &k], 2)?, Tensor::cat(&[&cv, &v], 2)?),
+                    None => (k, v),
+                };
+                let keys = k.dim(2)?;
+                let keep = keys.min(self.window.unwrap_or(1).saturating_sub(1));
+                if keep > 0 {
+                    *c = Some((
+                        k.narrow(2, keys - keep, keep)?,
+                        v.narrow(2, keys - keep, keep)?,
+                    ));
+                }
+                (k, v)
+            }
+        };
+        let (k, v) = (k.contiguous()?, v.contiguous()?);
+        let keys = k.dim(2)?;
+
+        // Grouped-query attention without copying K/V: the `rep` query heads of one KV head
+        // (heads kv*rep .. kv*rep+rep, as repeat_kv orders them) become rows of one matmul.
+        let rep = s.heads / s.kv_heads;
+        let q = q.reshape((b, s.kv_heads, rep * len, s.head_dim))?;
+        let mut att = (q.matmul(&k.t()?)? * s.scale)?;
+        if let Some(cap) = s.attn_softcap {
+            att = ((att / cap)?.tanh()? * cap)?;
+        }
+        if let Some(mask) = mask {
+            att = att
+                .reshape((b, s.kv_heads, rep, len, keys))?
+                .broadcast_add(mask)?
+                .reshape((b, s.kv_heads, rep * len, keys))?;
+        }
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let out = att
+            .matmul(&v)?
+            .reshape((b, s.heads, len, s.head_dim))?
+            .transpose(1, 2)?
+            .reshape((b, len, s.heads * s.head_dim))?;
+        self.wo.forward(&out)
+    }
+
+    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate.forward(x)?.gelu()?; // tanh approximation, as Gemma 3
+        let up = self.up.forward(x)?;
+        self.down.forward(&(gate * up)?)
+    }
+}
+
+/// Quantized Gemma 3 with a KV cache (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct ModelWeights {
+    cfg: Config,
+    embed: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QMatMul,
+    rope_local: Rope,
+    rope_global: Rope,
+    /// Positions the RoPE tables and global caches were built for.
+    context: usize,
+    /// Positions in the cache (the next forward must start here, or at 0).
+    pos: usize,
+    /// Positions the sliding layers' caches hold.
+    sliding_len: usize,
+    device: Device,
+}
+
+impl ModelWeights {
+    /// Loads the model, built for `context` positions (RoPE tables and global caches).
+    pub fn from_gguf<R: std::io::Seek + std::io::Read>(
+        ct: gguf_file::Content,
+        reader: &mut R,
+        device: &Device,
+        context: usize,
+    ) -> Result<Self> {
+        let cfg = Config::from_gguf(&ct)?;
+        if cfg.heads == 0 || cfg.kv_heads == 0 || cfg.heads % cfg.kv_heads != 0 {
+            bail!(
+                "head_count {} is not a multiple of head_count_kv {}",
+                cfg.heads,
+                cfg.kv_heads
+            );
+        }
+        if context == 0 {
+            bail!("the model must be built for at least one position");
+        }
+        let eps = cfg.rms_norm_eps;
+        let mut get = |name: &str| ct.tensor(reader, name, device);
+        let embd = Arc::new(get("token_embd.weight")?);
+        let norm = RmsNorm::from_qtensor(get("output_norm.weight")?, eps)?;
+        let output = if ct.tensor_infos.contains_key("output.weight") {
+            QMatMul::from_qtensor(get("output.weight")?)?
+        } else {
+            QMatMul::from_arc(embd.clone())?
+        };
+        let embed = Embedding::new(embd, device)?;
+        let mut layers = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let mut t = |n: &str| get(&format!("blk.{i}.{n}.weight"));
+            let mut mm = |n: &str| QMatMul::from_qtensor(t(n)?);
+            let (wq, wk, wv, wo) = (
+                mm("attn_q")?,
+                mm("attn_k")?,
+                mm("attn_v")?,
+                mm("attn_output")?,
+            );
+            let (gate, up, down) = (mm("ffn_gate")?, mm("ffn_up")?, mm("ffn_down")?);
+            let mut n = |n: &str| RmsNorm::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?, eps);
+            let sliding = cfg.is_sliding(i);
+            layers.push(Layer {
+                wq,
+                wk,
+                wv,
+                wo,
+                q_norm: n("attn_q_norm")?,
+                k_norm: n("attn_k_norm")?,
+                attn_norm: n("attn_norm")?,
+                post_attn_norm: n("post_attention_norm")?,
+                ffn_norm: n("ffn_norm")?,
+                post_ffn_norm: n("post_ffw_norm")?,
+                gate,
+                up,
+                down,
+                window: sliding.then_some(cfg.sliding_window.max(1)),
+                cache: if sliding {
+                    Cache::Sliding(None)
+                } else {
+                    Cache::Global(KvCache::new(2, context))
+                },
+            });
+        }
+        let rope_local = Rope::new(cfg.head_dim, cfg.rope_base_local, 1.0, context, device)?;
+        let rope_global = Rope::new(
+            cfg.head_dim,
+            cfg.rope_base,
+            cfg.rope_scale_global,
+            context,
+            device,
+        )?;
+        Ok(Self {
+            cfg,
+            embed,
+            layers,
+            norm,
+            output,
+            rope_local,
+            rope_global,
+            context,
+            pos: 0,
+            sliding_len: 0,
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Positions the model was built for.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// Empties every layer's KV cache.
+    pub fn reset(&mut self) {
+        for l in &mut self.layers {
+            l.reset();
+        }
+        self.pos = 0;
+        self.sliding_len = 0;
+    }
+
+    /// Runs `x` (b, len) u32 at positions `index_pos..index_pos+len` and returns the logits of
+    /// the last position, (b, vocab) f32. `index_pos` must be the number of positions already
+    /// in the cache, or 0 (which empties the cache first, as upstream's forward does).
+    pub fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor> {
+        let (b, len) = x.dims2()?;
+        if len == 0 {
+            bail!("forward of zero tokens");
+        }
+        if index_pos == 0 {
+            self.reset();
+        } else if index_pos != self.pos {
+            bail!(
+                "forward at position {index_pos} but the KV cache holds {} positions (reset, or continue at {})",
+                self.pos,
+                self.pos
+            );
+        }
+        if index_pos + len > self.context {
+            bail!(
+                "positions {index_pos}..{} exceed the {} positions this model was built for (its context cap); load it with a larger one",
+                index_pos + len,
+                self.context
+            );
+        }
+        let mut h = (self.embed.forward(x)? * (self.cfg.hidden as f64).sqrt())?;
+
+        let mask = |k0: usize, n_k: usize, window: Option<usize>| -> Result<Option<Tensor>> {
+            attention_mask(index_pos, len, k0, n_k, window)
+                .map(|m| Tensor::from_vec(m, (len, n_k), &self.device))
+                .transpose()
+        };
+        let window = self.cfg.sliding_window.max(1);
+        let global_mask = mask(0, index_pos + len, None)?;
+        let sliding_mask = mask(
+            index_pos - self.sliding_len,
+            self.sliding_len + len,
+            Some(window),
+        )?;
+        let shape = Shape {
+            heads: self.cfg.heads,
+            kv_heads: self.cfg.kv_heads,
+            head_dim: self.cfg.head_dim,
+            scale: 1.0 / (self.cfg.head_dim as f64).sqrt(),
+            attn_softcap: self.cfg.attn_logit_softcapping,
+        };
+        for layer in self.layers.iter_mut() {
+            let (rope, mask) = if layer.window.is_some() {
+                (&self.rope_local, sliding_mask.as_ref())
+            } else {
+                (&self.rope_global, global_mask.as_ref())
+            };
+            let a = layer.attn_norm.forward(&h)?;
+            let a = layer.attention(&a, index_pos, rope, mask, &shape)?;
+            h = (layer.post_attn_norm.forward(&a)? + h)?;
+            let m = layer.mlp(&layer.ffn_norm.forward(&h)?)?;
+            h = (layer.post_ffn_norm.forward(&m)? + h)?;
+        }
+        self.pos = index_pos + len;
+        self.sliding_len = (self.sliding_len + len).min(window - 1);
+
+        let last = h.i((.., len - 1, ..))?.reshape((b, self.cfg.hidden))?;
+        let mut logits = self.output.forward(&self.norm.forward(&last)?)?;
+        if let Some(cap) = self.cfg.final_logit_softcapping {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        logits.to_dtype(DType::F32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_keeps_the_token_and_the_window_minus_one_before_it() {
+        assert!(attends(511, 0, Some(512)));
+        assert!(!attends(512, 0, Some(512)));
+        assert!(attends(512, 1, Some(512)));
+        assert!(!attends(3, 4, Some(512)));
+        assert!(attends(100_000, 0, None));
+        assert!(!attends(0, 1, None));
+    }
+
+    #[test]
+    fn masks_are_causal_and_windowed() {
+        // 3 queries at positions 4..7 over keys 2..7, window 3.
+        let m = attention_mask(4, 3, 2, 5, Some(3)).unwrap();
+        let ok: Vec<Vec<bool>> = m
+            .chunks(5)
+            .map(|r| r.iter().map(|x| *x == 0.0).collect())
+            .collect();
+        assert_eq!(
+            ok,
+            vec![
+                vec![true, true, true, false, false],
+                vec![false, true, true, true, false],
+                vec![false, false, true, true, true],
+            ]
+        );
+        assert!(attention_mask(5, 1, 0, 6, None).is_none());
+        assert!(attention_mask(5, 1, 3, 3, Some(3)).is_none());
+    }
+}

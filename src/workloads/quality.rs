@@ -1,0 +1,169 @@
+//! The quality gate: a model's perplexity and greedy continuations against reference values
+//! from an independent implementation (llama.cpp; fixtures/reference/, made by
+//! scripts/llama-cpp-reference.sh, never by this code). A speed number counts only for a model
+//! that computes the right function.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::engine::generate::{generate, Prompt};
+use crate::engine::perplexity::chunked_perplexity;
+use crate::engine::sampling::{Sampler, SamplingParams};
+use crate::error::{Error, Result};
+use crate::models::quality::{PromptAgreement, Verdict};
+use crate::models::CausalLm;
+
+/// Allowed relative difference of perplexity from llama.cpp's on the same chunks. llama.cpp
+/// keeps its KV cache in f16 and may use flash attention; candle computes in f32.
+pub const PPL_TOLERANCE: f64 = 0.03;
+/// Every prompt's greedy continuation must equal the reference's for at least this many tokens,
+/// unless the first difference falls on a near-tie of the reference (see [`TIE_MARGIN`]).
+pub const MIN_AGREEMENT: usize = 8;
+/// A reference step whose top two logits are closer than this is a near-tie: another correct
+/// implementation may pick the other token there (llama.cpp's own f16- and f32-KV-cache runs
+/// of these prompts differ at steps with margins of 0.004-0.13).
+pub const TIE_MARGIN: f64 = 0.05;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Reference {
+    pub provenance: serde_json::Value,
+    pub corpus: RefCorpus,
+    pub perplexity: RefPerplexity,
+    pub greedy: RefGreedy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefCorpus {
+    pub token_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefPerplexity {
+    pub runs: Vec<RefPplRun>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefPplRun {
+    pub n_ctx: usize,
+    pub ppl: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefGreedy {
+    pub n_predict: usize,
+    pub prompts: Vec<RefPrompt>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefPrompt {
+    pub prompt: String,
+    pub prompt_token_ids: Vec<u32>,
+    pub generated_token_ids: Vec<u32>,
+    /// llama.cpp's top-1 minus top-2 logit at every step.
+    #[serde(default)]
+    pub top1_minus_top2_logit: Vec<f64>,
+    /// The same run with an f32 KV cache and no flash attention (closest to candle's f32).
+    #[serde(default)]
+    pub cross_check_f32_kv_cache: Option<RefCrossCheck>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefCrossCheck {
+    pub generated_token_ids: Vec<u32>,
+}
+
+impl Reference {
+    pub fn load(path: &Path) -> Result<Reference> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Report(format!(
+                "{}: not a reference file ({e}); regenerate it with scripts/llama-cpp-reference.sh",
+                path.display()
+            ))
+        })
+    }
+
+    /// "llama.cpp <commit> (llama-cpp-python <version>)".
+    pub fn source(&self) -> String {
+        let p = &self.provenance;
+        format!(
+            "llama.cpp {} (llama-cpp-python {} sdist), {}",
+            p["llama_cpp_commit"].as_str().unwrap_or("?"),
+            p["llama_cpp_python_version"].as_str().unwrap_or("?"),
+            p["date"].as_str().unwrap_or("?")
+        )
+    }
+}
+
+/// Leading tokens two sequences share.
+pub fn agreement(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Runs the gate on a loaded model: llama-perplexity's chunked perplexity on the reference's
+/// own corpus ids (the model's function, independent of tokenizers), and greedy continuations
+/// of the reference's prompt ids. A prompt's agreement is the longer of its agreement with
+/// llama.cpp's default run and with its f32-KV-cache run (the two differ from each other at
+/// near-ties of the top two logits).
+pub fn run_gate(
+    model: &mut dyn CausalLm,
+    label: &str,
+    implementation: &str,
+    reference: &Reference,
+    reference_name: &str,
+) -> Result<Verdict> {
+    let run = reference
+        .perplexity
+        .runs
+        .iter()
+        .min_by_key(|r| r.n_ctx)
+        .ok_or_else(|| Error::Report("the reference has no perplexity run".into()))?;
+    let bos = reference.corpus.token_ids.first().copied().unwrap_or(2);
+    let p = chunked_perplexity(model, &reference.corpus.token_ids, run.n_ctx, bos)?;
+    let rel = (p.perplexity / run.ppl - 1.0).abs();
+    let mut prompts = Vec::new();
+    for rp in &reference.greedy.prompts {
+        let n = reference.greedy.n_predict;
+        let mut sampler = Sampler::new(SamplingParams::GREEDY, 0);
+        let t = generate(
+            model,
+            &Prompt::Ids(rp.prompt_token_ids.clone()),
+            n,
+            &mut sampler,
+            None,
+        )?;
+        let mut agree = agreement(&t.tokens, &rp.generated_token_ids);
+        if let Some(c) = &rp.cross_check_f32_kv_cache {
+            agree = agree.max(agreement(&t.tokens, &c.generated_token_ids));
+        }
+        // The first difference at a reference near-tie is no evidence of a wrong function.
+        let tie_margin = (agree < n)
+            .then(|| rp.top1_minus_top2_logit.get(agree).copied())
+            .flatten()
+            .filter(|m| *m < TIE_MARGIN);
+        prompts.push(PromptAgreement {
+            prompt: rp.prompt.clone(),
+            agree,
+            of: n,
+            tie_margin,
+        });
+    }
+    let perplexity_ok = rel <= PPL_TOLERANCE;
+    let passed = perplexity_ok && prompts.iter().all(|p| p.ok(MIN_AGREEMENT));
+    Ok(Verdict {
+        model: label.into(),
+        implementation: implementation.into(),
+        passed,
+        reference: format!("{reference_name}: {}", reference.source()),
+        corpus: "fixtures/corpus/kjv-genesis-1-2.txt (llama.cpp's token ids)".into(),
+        n_ctx: run.n_ctx,
+        perplexity: p.perplexity,
+        reference_perplexity: run.ppl,
+        perplexity_tolerance: PPL_TOLERANCE,
+        perplexity_ok,
+        prompts,
+        min_agreement: MIN_AGREEMENT,
+        checked_at: crate::util::time::now_rfc3339(),
+    })
+}
