@@ -57,8 +57,9 @@ enum Cmd {
         force: bool,
     },
     /// Continuous benchmarking: run the benchmarks a JSON config lists, save a run labelled
-    /// `cont-<name>`, compare it with the previous run of the same config, exit 1 on a
-    /// regression (see scripts/continuous.sh and scripts/continuous.example.json).
+    /// `cont-<name>`, compare it with the previous run of the same config and with a fixed
+    /// baseline (the config's `baseline`, default its first run), exit 1 on a regression in
+    /// either (see scripts/continuous.sh and scripts/continuous.example.json).
     Continuous {
         config: PathBuf,
         /// Compare runs taken on different hardware anyway.
