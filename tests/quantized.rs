@@ -35,47 +35,23 @@ fn gguf_fixtures_generate_and_their_kv_cache_is_exact() {
 use candle_core::quantized::gguf_file;
 use modelbench::models::{CausalLm, Family};
 
-/// `gguf:fixture:gemma3` with every norm weight plus 1, as llama.cpp's converter writes Gemma
-/// norms (HF stores `w` and computes `x * (1 + w)`; the fixture keeps HF's zero-initialised
-/// `w`, so with GGUF's plain RmsNorm every activation and logit of the fixture itself is 0 and
-/// no comparison on it can fail). 2 layers: layer 0 sliding with a window of 64, layer 1
-/// global. Written once per test process; returns a `gguf:<path>` reference.
+/// `gguf:fixture:gemma3`: its norm weights are stored as llama.cpp's converter writes Gemma
+/// norms (1 + w; HF's `w` is zero-initialised, so before that fix every activation and logit
+/// of the fixture was 0 and no comparison on it could fail). 2 layers: layer 0 sliding with a
+/// window of 64, layer 1 global.
 fn gemma3_unit_norms() -> String {
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        use candle_core::quantized::QTensor;
-        let src = modelbench::models::gguf_fixture::ensure(Family::Gemma3).unwrap();
-        // Beside the fixture (its folder is keyed by the fixture's revision, and holds the
-        // tokenizer.json), written atomically since test processes run in parallel.
-        let out = src.with_file_name("gemma3-unit-norms-q8_0.gguf");
-        if out.is_file() {
-            return format!("gguf:{}", out.display());
-        }
-        let mut f = std::fs::File::open(&src).unwrap();
-        let ct = gguf_file::Content::read(&mut f).unwrap();
-        let mut tensors: Vec<(String, QTensor)> = Vec::new();
-        for name in ct.tensor_infos.keys() {
-            let q = ct.tensor(&mut f, name, &Device::Cpu).unwrap();
-            let q = if name.ends_with("norm.weight") {
-                let w = (q.dequantize(&Device::Cpu).unwrap() + 1.0).unwrap();
-                QTensor::quantize(&w, q.dtype()).unwrap()
-            } else {
-                q
-            };
-            tensors.push((name.clone(), q));
-        }
-        tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        let md: Vec<(&str, &gguf_file::Value)> =
-            ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
-        let mut w = std::fs::File::create(&tmp).unwrap();
-        gguf_file::write(&mut w, &md, &ts).unwrap();
-        drop(w);
-        std::fs::rename(&tmp, &out).unwrap();
-        format!("gguf:{}", out.display())
-    })
-    .clone()
+    let path = modelbench::models::gguf_fixture::ensure(Family::Gemma3).unwrap();
+    let mut f = std::fs::File::open(&path).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let norm = ct
+        .tensor(&mut f, "output_norm.weight", &Device::Cpu)
+        .unwrap();
+    let w: Vec<f32> = norm.dequantize(&Device::Cpu).unwrap().to_vec1().unwrap();
+    assert!(
+        w.iter().all(|x| (*x - 1.0).abs() < 1e-6),
+        "Gemma GGUF norms store 1 + w"
+    );
+    format!("gguf:{}", path.display())
 }
 
 /// A Gemma 3 GGUF reference loaded on the CPU, built for `cap` positions.

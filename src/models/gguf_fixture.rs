@@ -120,7 +120,8 @@ pub fn ensure(family: Family) -> Result<PathBuf> {
         .unwrap_or(Path::new("."))
         .join("gguf")
         .join(format!("{family}-{}", &rev[..12]));
-    let out = dir.join(format!("fixture-{family}-q8_0.gguf"));
+    // v2: Gemma norm weights stored as llama.cpp's converter stores them (1 + w).
+    let out = dir.join(format!("fixture-{family}-q8_0-v2.gguf"));
     if out.is_file() {
         return Ok(out);
     }
@@ -140,7 +141,13 @@ pub fn ensure(family: Family) -> Result<PathBuf> {
                 format!("no GGUF name for `{name}`"),
             ));
         };
-        let t = t.to_dtype(DType::F32)?;
+        let mut t = t.to_dtype(DType::F32)?;
+        // HF Gemma RmsNorm scales by (1 + w); GGUF Gemma files (llama.cpp's converter) store
+        // 1 + w and use a plain RmsNorm, as candle's and our quantized Gemma 3 read them.
+        // Without this the fixture's norms would be zero and every logit 0.
+        if family == Family::Gemma3 && t.rank() == 1 && g.ends_with("norm.weight") {
+            t = (t + 1.0)?;
+        }
         let dt = if t.rank() == 2 {
             GgmlDType::Q8_0
         } else {
