@@ -84,14 +84,8 @@ pub struct RunArgs {
     pub prompt_tokens: Option<usize>,
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    #[arg(long)]
-    pub repetition_penalty: Option<f32>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 pub fn device_and_dtype(
@@ -123,15 +117,8 @@ pub struct GenerateArgs {
     pub prompt: String,
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
-    /// 0 = greedy (argmax).
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    #[arg(long)]
-    pub repetition_penalty: Option<f32>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -142,4 +129,35 @@ pub struct GenerateArgs {
     /// Also print the generated token ids.
     #[arg(long)]
     pub ids: bool,
+}
+
+/// Sampling flags of `run` (ad-hoc scenarios) and `generate`.
+#[derive(Args, Default)]
+pub struct SamplingArgs {
+    /// 0 = greedy (argmax).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+}
+
+impl SamplingArgs {
+    /// The validated sampling parameters (repetition window 64, as the scenarios use).
+    pub fn params(&self) -> anyhow::Result<modelbench::engine::sampling::SamplingParams> {
+        let p = modelbench::engine::sampling::SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            repeat_last_n: 64,
+        };
+        p.validate().map_err(|e| {
+            anyhow::anyhow!("--temperature/--top-k/--top-p/--repetition-penalty: {e}")
+        })?;
+        Ok(p)
+    }
 }

@@ -146,10 +146,7 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         zip: false,
         prompt_tokens: c.prompt_tokens,
         max_new_tokens: c.max_new_tokens,
-        temperature: 0.0,
-        top_k: None,
-        top_p: None,
-        repetition_penalty: None,
+        sampling: crate::args::SamplingArgs::default(),
     };
     let dir = super::run::execute(&args)?;
     modelbench::util::fsio::atomic_write(

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use modelbench::config::plans::parse_models;
 use modelbench::engine::generate::{generate_with, Prompt};
-use modelbench::engine::sampling::{Sampler, SamplingParams};
+use modelbench::engine::sampling::Sampler;
 use modelbench::engine::scenario::prepare;
 use modelbench::models::loading::{load_line, open};
 use modelbench::models::tokenizer::{bos_id, encode, StreamDecoder};
@@ -15,16 +15,7 @@ use crate::args::{device_and_dtype, GenerateArgs};
 
 pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.max_new_tokens >= 1, "--max-new-tokens must be at least 1");
-    let sampling = SamplingParams {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        repetition_penalty: a.repetition_penalty,
-        repeat_last_n: 64,
-    };
-    sampling
-        .validate()
-        .map_err(|e| anyhow::anyhow!("--temperature/--top-k/--top-p/--repetition-penalty: {e}"))?;
+    let sampling = a.sampling.params()?;
     let (spec, dtype) = device_and_dtype(&a.device, a.dtype.as_deref())?;
     let models = parse_models(&a.model, "--model")?;
     let (label, r) = &models[0];

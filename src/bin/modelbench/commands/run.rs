@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use modelbench::config::plans::{parse_models, parse_seed, Plan};
-use modelbench::engine::sampling::SamplingParams;
 use modelbench::engine::scenario::{prepare, Scenario, Tier};
 use modelbench::models::loading::{load_line, open};
 use modelbench::output::report::{latency_table, reports_root, table, RunDir};
@@ -14,16 +13,7 @@ use crate::args::RunArgs;
 pub fn scenarios_of(a: &RunArgs) -> anyhow::Result<Vec<Scenario>> {
     match (a.prompt_tokens, a.max_new_tokens) {
         (Some(p), Some(g)) => {
-            let sampling = SamplingParams {
-                temperature: a.temperature,
-                top_k: a.top_k,
-                top_p: a.top_p,
-                repetition_penalty: a.repetition_penalty,
-                repeat_last_n: 64,
-            };
-            sampling.validate().map_err(|e| {
-                anyhow::anyhow!("--temperature/--top-k/--top-p/--repetition-penalty: {e}")
-            })?;
+            let sampling = a.sampling.params()?;
             anyhow::ensure!(
                 p > 0 && g > 0,
                 "--prompt-tokens and --max-new-tokens must be at least 1"
