@@ -190,23 +190,6 @@ impl Tier {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_matches_seed() {
-        let s = Scenario::by_name("long").unwrap();
-        assert_eq!((s.prompt_tokens, s.new_tokens), (1024, 512));
-        let f = Scenario::by_name("full-pipe").unwrap();
-        assert!(f.pipeline && f.sampling.repetition_penalty == Some(1.1));
-        assert_eq!(Tier::Full.scenarios().len(), 7);
-        assert_eq!(Tier::Standard.scenarios().len(), 5);
-        assert!(Scenario::by_name("nope").is_err());
-        assert!(Tier::parse("huge").is_none());
-    }
-}
-
 /// Resolves a reference (no weights are read) and checks that every scenario fits the
 /// model's context, so an impossible plan fails before anything heavy happens.
 pub fn prepare(label: &str, r: &ModelRef, scenarios: &[Scenario]) -> Result<Resolved> {
@@ -242,4 +225,21 @@ pub fn prepare(label: &str, r: &ModelRef, scenarios: &[Scenario]) -> Result<Reso
         }
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_seed() {
+        let s = Scenario::by_name("long").unwrap();
+        assert_eq!((s.prompt_tokens, s.new_tokens), (1024, 512));
+        let f = Scenario::by_name("full-pipe").unwrap();
+        assert!(f.pipeline && f.sampling.repetition_penalty == Some(1.1));
+        assert_eq!(Tier::Full.scenarios().len(), 7);
+        assert_eq!(Tier::Standard.scenarios().len(), 5);
+        assert!(Scenario::by_name("nope").is_err());
+        assert!(Tier::parse("huge").is_none());
+    }
 }
