@@ -13,6 +13,42 @@ use candle_core::{DType, Device};
 use super::Family;
 use crate::error::{one_line, Error, Result};
 
+/// GGUF name -> HF checkpoint name: the inverse of [`gguf_name`] for the layers a model has.
+pub fn hf_name(family: Family, gguf: &str, layers: usize) -> Option<String> {
+    const PER_LAYER: [&str; 13] = [
+        "self_attn.q_proj.weight",
+        "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight",
+        "self_attn.q_norm.weight",
+        "self_attn.k_norm.weight",
+        "input_layernorm.weight",
+        "post_attention_layernorm.weight",
+        "pre_feedforward_layernorm.weight",
+        "post_feedforward_layernorm.weight",
+        "mlp.gate_proj.weight",
+        "mlp.up_proj.weight",
+        "mlp.down_proj.weight",
+    ];
+    let top = [
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+    ];
+    if let Some(t) = top
+        .iter()
+        .find(|t| gguf_name(family, t).as_deref() == Some(gguf))
+    {
+        return Some(t.to_string());
+    }
+    (0..layers).find_map(|l| {
+        PER_LAYER.iter().find_map(|n| {
+            let hf = format!("model.layers.{l}.{n}");
+            (gguf_name(family, &hf).as_deref() == Some(gguf)).then_some(hf)
+        })
+    })
+}
+
 /// HF checkpoint name -> GGUF name (llama.cpp's convention).
 fn gguf_name(family: Family, hf: &str) -> Option<String> {
     match hf {

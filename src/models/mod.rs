@@ -15,6 +15,7 @@ use crate::error::{one_line, Error, Result};
 use crate::util::fill::Filler;
 
 mod arch;
+pub mod dequantize;
 pub mod gemma3_quantized;
 pub mod gguf_fixture;
 pub mod loading;

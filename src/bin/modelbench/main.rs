@@ -37,6 +37,15 @@ enum Cmd {
     /// Stream a model's continuation of a prompt (greedy by default) and one timing line:
     /// see what a model produces before trusting its speed.
     Generate(GenerateArgs),
+    /// Write a GGUF Gemma 3 as a Hugging Face folder (f32 safetensors + config.json +
+    /// tokenizer.json) for the non-quantized path.
+    Dequantize {
+        #[arg(long)]
+        model: String,
+        /// Output folder (must not hold a model yet).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run a suite tier (or one ad-hoc scenario) on one or more models and save a run.
     Run(RunArgs),
     /// Re-render the artifacts (README.md, results.csv, summary.json) of a run.
@@ -107,6 +116,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = match cli.cmd {
         Cmd::List => commands::list::list().map(|_| ExitCode::SUCCESS),
+        Cmd::Dequantize { model, out } => {
+            commands::dequantize::dequantize(&model, &out).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Generate(a) => commands::generate::generate(a).map(|_| ExitCode::SUCCESS),
         Cmd::Run(a) => commands::run::run(a).map(|_| ExitCode::SUCCESS),
         Cmd::Report { run } => commands::report::report(run).map(|_| ExitCode::SUCCESS),
