@@ -373,7 +373,7 @@ fn dequantized_gemma3_fixture_matches_the_quantized_model() {
     for m in [&mut a, &mut b] {
         m.model.reset().unwrap();
     }
-    let mut check = |n: usize,
+    let check = |n: usize,
                      pos: usize,
                      a: &mut modelbench::models::loading::Loaded,
                      b: &mut modelbench::models::loading::Loaded| {
