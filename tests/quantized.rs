@@ -374,9 +374,9 @@ fn dequantized_gemma3_fixture_matches_the_quantized_model() {
         m.model.reset().unwrap();
     }
     let check = |n: usize,
-                     pos: usize,
-                     a: &mut modelbench::models::loading::Loaded,
-                     b: &mut modelbench::models::loading::Loaded| {
+                 pos: usize,
+                 a: &mut modelbench::models::loading::Loaded,
+                 b: &mut modelbench::models::loading::Loaded| {
         let la = common::logits(&a.model.forward(&toks[pos..pos + n], pos).unwrap());
         let lb = common::logits(&b.model.forward(&toks[pos..pos + n], pos).unwrap());
         let scale = lb.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
