@@ -266,6 +266,24 @@ impl Plan {
         })
     }
 
+    /// The generation workload of scenario `s` on a loaded model under this plan (the one
+    /// construction the benches and `modelbench run` share).
+    pub fn generation<'a>(
+        &self,
+        loaded: &'a mut crate::models::loading::Loaded,
+        s: &'a Scenario,
+        calibration: Option<crate::measure::calibration::Calibration>,
+    ) -> crate::workloads::generation::Generation<'a> {
+        crate::workloads::generation::Generation {
+            loaded,
+            scenario: s,
+            seed: self.seed,
+            device: self.device,
+            dtype: self.dtype,
+            calibration,
+        }
+    }
+
     /// Positions the longest scenario needs: models are built for no more than this.
     pub fn context_cap(&self) -> usize {
         self.scenarios

@@ -22,7 +22,6 @@ use crate::models::source::ModelRef;
 use crate::output::record::Harness;
 use crate::output::report::{reports_root, RunDir};
 use crate::workloads::checkpoint::Checkpoint;
-use crate::workloads::generation::Generation;
 use crate::workloads::moe::Moe;
 use crate::workloads::overhead::{Overhead, SamplingCost};
 use crate::workloads::psann::Psann;
@@ -223,14 +222,7 @@ pub fn generation(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()
         for s in &plan.scenarios {
             let est =
                 Duration::from_secs_f64(s.prompt_tokens as f64 / pp + s.new_tokens as f64 / tg);
-            let mut w = Generation {
-                loaded: &mut loaded,
-                scenario: s,
-                seed: plan.seed,
-                device: plan.device,
-                dtype: plan.dtype,
-                calibration: calibration.clone(),
-            };
+            let mut w = plan.generation(&mut loaded, s, calibration.clone());
             bench_and_record(c, &mut w, Some(est), plan.min_measure, run)?;
         }
     }

@@ -80,7 +80,6 @@ pub fn run_suite(
     a: &RunArgs,
     run: &mut RunDir,
 ) -> anyhow::Result<()> {
-    use modelbench::workloads::generation::Generation;
     let total = prepared.len() * plan.scenarios.len() * (a.warmup + a.trials);
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
@@ -95,14 +94,7 @@ pub fn run_suite(
         let mut loaded = open(res, dev, plan.dtype, Some(plan.context_cap()))?;
         bar.println(load_line(&loaded));
         for s in &plan.scenarios {
-            let mut w = Generation {
-                loaded: &mut loaded,
-                scenario: s,
-                seed: plan.seed,
-                device: plan.device,
-                dtype: plan.dtype,
-                calibration: calibration.clone(),
-            };
+            let mut w = plan.generation(&mut loaded, s, calibration.clone());
             let rec = modelbench::workloads::run_trials_with(
                 &mut w,
                 a.warmup,
