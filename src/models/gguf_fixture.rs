@@ -198,7 +198,9 @@ pub fn ensure(family: Family) -> Result<PathBuf> {
     let mut buf = std::io::Cursor::new(Vec::new());
     gguf_file::write(&mut buf, &md_refs, &t_refs)
         .map_err(|e| Error::weights(out.display(), one_line(&e.to_string())))?;
-    std::fs::copy(get("tokenizer.json"), dir.join("tokenizer.json")).map_err(Error::io(&dir))?;
+    // Atomic too: another thread may already read the tokenizer of a finished fixture.
+    let tok = std::fs::read(get("tokenizer.json")).map_err(Error::io(get("tokenizer.json")))?;
+    crate::util::fsio::atomic_write(&dir.join("tokenizer.json"), &tok)?;
     crate::util::fsio::atomic_write(&out, &buf.into_inner())?;
     Ok(out)
 }
