@@ -16,14 +16,19 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{seq}", std::process::id()));
+    write_via(path, &tmp, bytes)
+}
+
+/// Writes `bytes` to `tmp`, then renames `tmp` over `path`; removes `tmp` when anything fails.
+fn write_via(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<()> {
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::File::create(tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(tmp, path)
     })();
     if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
         return Err(Error::Io {
             path: path.to_path_buf(),
             source: e,
@@ -49,6 +54,20 @@ pub fn target_dir() -> std::path::PathBuf {
 
 #[cfg(test)]
 mod tests {
+    /// A write that fails before the rename (here: the temporary file cannot be created) returns
+    /// an error naming the file and leaves the old content in place.
+    #[test]
+    fn a_failed_write_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.jsonl");
+        super::atomic_write(&path, b"old\n").unwrap();
+        let blocker = dir.path().join("blocker");
+        std::fs::create_dir(&blocker).unwrap();
+        let err = super::write_via(&path, &blocker, b"new content").unwrap_err();
+        assert!(err.to_string().contains("results.jsonl"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\n");
+    }
+
     /// Parallel tests make the same fixture from several threads of one process: every writer
     /// must succeed and the file must be one writer's whole content.
     #[test]
