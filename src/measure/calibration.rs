@@ -394,10 +394,11 @@ pub fn calibrate(spec: DeviceSpec, dtypes: &[DType]) -> Result<Calibration> {
             ),
         );
         // bf16 on CPU widens on every call (slow): a smaller square keeps this under a minute.
-        let s = if dt == DType::BF16 && spec == DeviceSpec::Cpu {
-            1024
-        } else {
-            2048
+        // A GPU needs a large square to fill its SMs (2048^3 is launch-bound on an H100).
+        let s = match spec {
+            DeviceSpec::Cuda(_) => 8192,
+            DeviceSpec::Cpu if dt == DType::BF16 => 1024,
+            DeviceSpec::Cpu => 2048,
         };
         let square = |seed: u64, name: &str| {
             let hint = candle_nn::Init::Randn {

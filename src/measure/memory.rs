@@ -87,3 +87,97 @@ pub fn rss() -> Option<(u64, u64)> {
 pub fn reset_rss_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
+
+/// Device memory of the pool candle's CUDA backend allocates from (cudarc allocates with
+/// `cuMemAllocAsync` from the device's current memory pool where the driver supports it):
+/// `(in use now, high-water mark since the last [`reset_device_peak`])`, exact and in bytes.
+/// None on CPU, in a binary built without CUDA, or where the driver has no memory pools
+/// (then candle allocates with plain `cuMemAlloc`, which no pool counts). cuBLAS workspaces
+/// and the CUDA context are outside the pool and not counted.
+pub fn device_pool(dev: &candle_core::Device) -> Option<(u64, u64)> {
+    cuda_pool::read(dev)
+}
+
+/// Starts a new device-pool high-water window (false where [`device_pool`] is None).
+pub fn reset_device_peak(dev: &candle_core::Device) -> bool {
+    cuda_pool::reset_high(dev)
+}
+
+/// Peak device-pool bytes in use during `f` above those in use before it (None where
+/// [`device_pool`] is None). The device is synchronized before and after `f`.
+pub fn device_peak_during<T>(
+    dev: &candle_core::Device,
+    f: impl FnOnce() -> crate::error::Result<T>,
+) -> crate::error::Result<(T, Option<u64>)> {
+    crate::measure::device::sync(dev)?;
+    let before = device_pool(dev).map(|(cur, _)| cur);
+    let reset = reset_device_peak(dev);
+    let out = f()?;
+    crate::measure::device::sync(dev)?;
+    let peak = match (before, reset, device_pool(dev)) {
+        (Some(b), true, Some((_, high))) => Some(high.max(b) - b),
+        _ => None,
+    };
+    Ok((out, peak))
+}
+
+#[cfg(feature = "cuda")]
+mod cuda_pool {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    use sys::CUmemPool_attribute as A;
+
+    fn pool(dev: &candle_core::Device) -> Option<sys::CUmemoryPool> {
+        let candle_core::Device::Cuda(d) = dev else {
+            return None;
+        };
+        let stream = d.cuda_stream();
+        let ctx = stream.context();
+        if !ctx.has_async_alloc() {
+            return None;
+        }
+        ctx.bind_to_thread().ok()?;
+        // SAFETY: the device handle comes from a live context bound to this thread.
+        unsafe { result::device::get_mem_pool(ctx.cu_device()) }.ok()
+    }
+
+    fn get(pool: sys::CUmemoryPool, a: A) -> Option<u64> {
+        let mut v: u64 = 0;
+        // SAFETY: both USED_MEM attributes are cuuint64_t, written into `v`.
+        unsafe { result::mem_pool::get_attribute(pool, a, (&mut v as *mut u64).cast()) }.ok()?;
+        Some(v)
+    }
+
+    pub fn read(dev: &candle_core::Device) -> Option<(u64, u64)> {
+        let p = pool(dev)?;
+        Some((
+            get(p, A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
+            get(p, A::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
+        ))
+    }
+
+    pub fn reset_high(dev: &candle_core::Device) -> bool {
+        let Some(p) = pool(dev) else {
+            return false;
+        };
+        let mut zero: u64 = 0;
+        // SAFETY: USED_MEM_HIGH is cuuint64_t and may only be set to 0 (a reset).
+        unsafe {
+            result::mem_pool::set_attribute(
+                p,
+                A::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                (&mut zero as *mut u64).cast(),
+            )
+        }
+        .is_ok()
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda_pool {
+    pub fn read(_dev: &candle_core::Device) -> Option<(u64, u64)> {
+        None
+    }
+    pub fn reset_high(_dev: &candle_core::Device) -> bool {
+        false
+    }
+}

@@ -18,6 +18,7 @@ struct Call<O> {
     seconds: Vec<f64>,
     outs: Vec<O>,
     heap_peak: Option<u64>,
+    device_peak: Option<u64>,
 }
 
 /// What the measured calls of a [`TrialLoop`] gave.
@@ -33,6 +34,10 @@ pub struct Measured<O> {
     pub first_trial: u64,
     /// Peak live heap (counting allocator) over the measured calls; None without it.
     pub heap_peak_bytes: Option<u64>,
+    /// High-water mark of the CUDA memory pool candle allocates from (weights, KV cache and
+    /// activations) over the measured calls; None on CPU or where the pool cannot be read
+    /// (see [`TrialLoop::on_device`]).
+    pub device_peak_bytes: Option<u64>,
     /// GPU power and energy of the measured calls ("not available" without NVML).
     pub power: Power,
 }
@@ -43,6 +48,8 @@ pub struct TrialLoop<O> {
     calls: Vec<Call<O>>,
     error: Option<Error>,
     meter: PowerMeter,
+    /// Where the device-pool peak is read (None: not read).
+    device: Option<candle_core::Device>,
 }
 
 impl<O> Default for TrialLoop<O> {
@@ -52,6 +59,7 @@ impl<O> Default for TrialLoop<O> {
             calls: Vec::new(),
             error: None,
             meter: PowerMeter::new(),
+            device: None,
         }
     }
 }
@@ -59,6 +67,13 @@ impl<O> Default for TrialLoop<O> {
 impl<O> TrialLoop<O> {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Also reads the device memory pool's high-water mark over each call (CUDA devices;
+    /// elsewhere nothing is read and the peak stays None).
+    pub fn on_device(mut self, dev: Option<&candle_core::Device>) -> Self {
+        self.device = dev.filter(|d| d.is_cuda()).cloned();
+        self
     }
 
     /// One routine call of `iters` iterations; `iteration(trial)` runs one iteration and
@@ -78,7 +93,10 @@ impl<O> TrialLoop<O> {
             seconds: Vec::with_capacity(iters as usize),
             outs: Vec::with_capacity(iters as usize),
             heap_peak: None,
+            device_peak: None,
         };
+        // Outside the timed regions: the device is idle after the previous call's last sync.
+        let pool_reset = self.device.as_ref().is_some_and(memory::reset_device_peak);
         memory::reset_peak();
         self.meter.start();
         let mut total = Duration::ZERO;
@@ -99,6 +117,13 @@ impl<O> TrialLoop<O> {
         }
         self.meter.stop(iters);
         call.heap_peak = memory::heap_peak();
+        if pool_reset {
+            call.device_peak = self
+                .device
+                .as_ref()
+                .and_then(memory::device_pool)
+                .map(|(_, high)| high);
+        }
         self.calls.push(call);
         total.max(Duration::from_nanos(1))
     }
@@ -131,6 +156,7 @@ impl<O> TrialLoop<O> {
             outs: Vec::new(),
             first_trial: skipped,
             heap_peak_bytes: None,
+            device_peak_bytes: None,
             power: meter.reading(tokens_per_iter),
         };
         for c in self.calls.into_iter().skip(n - keep) {
@@ -141,6 +167,10 @@ impl<O> TrialLoop<O> {
             m.iter_s.extend(c.seconds);
             m.outs.extend(c.outs);
             m.heap_peak_bytes = match (m.heap_peak_bytes, c.heap_peak) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            m.device_peak_bytes = match (m.device_peak_bytes, c.device_peak) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };

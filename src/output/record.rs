@@ -151,6 +151,12 @@ pub struct Memory {
     /// GPU memory in use after the trials (NVML); None: not available.
     pub gpu_used_bytes: Option<u64>,
     pub gpu_method: String,
+    /// Peak bytes of candle's CUDA memory pool (see measure::memory::device_pool): for
+    /// generation the pool's high-water mark over the measured calls (weights, KV cache,
+    /// activations); for checkpoint one step's peak above the bytes in use before it (see the
+    /// record's `extra.method`). None: not measured.
+    #[serde(default)]
+    pub gpu_peak_bytes: Option<u64>,
 }
 
 /// Per-token metrics of a generation benchmark (vLLM definitions; see README).

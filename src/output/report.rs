@@ -162,14 +162,14 @@ pub fn na(v: Option<f64>, prec: usize) -> String {
 
 pub fn csv(records: &[Record]) -> String {
     let mut s = String::from(
-        "timestamp,kind,scenario,model,family,dtype,device,prompt_tokens,new_tokens,sampling,seed,samples,median_s,mean_s,stddev_s,mad_s,tok_s,ttft_p50_ms,ttft_p90_ms,ttft_p99_ms,tpot_p50_ms,tpot_p90_ms,tpot_p99_ms,itl_p50_ms,itl_p90_ms,itl_p99_ms,prefill_tok_s,decode_tok_s,load_s,host_peak_bytes,gpu_mean_w,gpu_max_w,energy_j,j_per_token,params,git_commit\n",
+        "timestamp,kind,scenario,model,family,dtype,device,prompt_tokens,new_tokens,sampling,seed,samples,median_s,mean_s,stddev_s,mad_s,tok_s,ttft_p50_ms,ttft_p90_ms,ttft_p99_ms,tpot_p50_ms,tpot_p90_ms,tpot_p99_ms,itl_p50_ms,itl_p90_ms,itl_p99_ms,prefill_tok_s,decode_tok_s,load_s,host_peak_bytes,gpu_peak_bytes,gpu_mean_w,gpu_max_w,energy_j,j_per_token,params,git_commit\n",
     );
     for r in records {
         let g = r.gen.clone().unwrap_or_default();
         let q = |x: &str| format!("\"{}\"", x.replace('"', "\"\""));
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.timestamp,
             r.kind,
             q(&r.scenario),
@@ -201,6 +201,7 @@ pub fn csv(records: &[Record]) -> String {
             // Only generation-style records load a model.
             opt_num((r.model.load_seconds > 0.0).then_some(r.model.load_seconds), 3),
             r.memory.host_peak_bytes.map(|b| b.to_string()).unwrap_or_default(),
+            r.memory.gpu_peak_bytes.map(|b| b.to_string()).unwrap_or_default(),
             opt_num(r.power.mean_w, 2),
             opt_num(r.power.max_w, 2),
             opt_num(r.power.energy_j, 3),
@@ -566,6 +567,9 @@ pub fn registry_lines(records: &[Record]) -> String {
         }
         if let Some(b) = r.memory.host_peak_bytes {
             put("host_peak_bytes", Some(b as f64), "bytes", false);
+        }
+        if let Some(b) = r.memory.gpu_peak_bytes {
+            put("gpu_peak_bytes", Some(b as f64), "bytes", false);
         }
     }
     s

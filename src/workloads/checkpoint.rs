@@ -1,8 +1,9 @@
 //! Gradient checkpointing: BMRK-03's medium waveresnet (d_model 512, 8 layers, 8 heads,
 //! d_mlp 2048) on GPU-04's character vocabulary (31), one train step per iteration, with and
-//! without per-block checkpointing. Each iteration yields its wall time and the peak live heap
-//! of the step above the heap before it (gradients and activations; parameters and AdamW
-//! state excluded), measured in the same steps.
+//! without per-block checkpointing. Each iteration yields its wall time and the peak memory of
+//! the step above the memory in use before it (gradients and activations; parameters and
+//! AdamW state excluded), measured in the same steps: the live host heap on CPU, the CUDA
+//! memory pool candle allocates from on a GPU.
 
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct Checkpoint {
     device: DeviceSpec,
     dtype: candle_core::DType,
     dev: Device,
+    /// Wall time of the last step (set inside the device-peak window).
+    last: Duration,
 }
 
 impl Checkpoint {
@@ -64,6 +67,7 @@ impl Checkpoint {
             device,
             dtype,
             dev: dev.clone(),
+            last: Duration::ZERO,
         })
     }
 
@@ -75,19 +79,30 @@ impl Checkpoint {
         }
     }
 
+    /// Whether this device's step peak can be measured here: the counting allocator on CPU,
+    /// the CUDA memory pool on a GPU.
+    pub fn peak_available(&self) -> bool {
+        match self.device {
+            DeviceSpec::Cpu => memory::heap_current().is_some(),
+            DeviceSpec::Cuda(_) => memory::device_pool(&self.dev).is_some(),
+        }
+    }
+
     /// What memory.json says about how the peak was measured.
     fn method(&self) -> &'static str {
-        if self.device == DeviceSpec::Cpu {
-            "counting global allocator (host heap), median over the measured steps"
-        } else {
-            "not available on this device: the counting allocator sees only host memory, and parameters, gradients and activations live on the GPU"
+        match (self.device, self.peak_available()) {
+            (DeviceSpec::Cpu, true) => "counting global allocator (host heap), median over the measured steps",
+            (DeviceSpec::Cuda(_), true) => "CUDA memory pool (cuMemPool USED_MEM_HIGH reset before each step, minus USED_MEM_CURRENT before it; cuBLAS workspaces outside the pool), median over the measured steps",
+            (DeviceSpec::Cpu, false) => "not available: the counting allocator is not this binary's global allocator",
+            (DeviceSpec::Cuda(_), false) => "not available: the driver gives candle no stream-ordered memory pool to read",
         }
     }
 }
 
 impl Workload for Checkpoint {
-    /// Peak live host heap of the step above the heap before it.
-    type Out = u64;
+    /// Peak memory of the step above the memory before it (host heap on CPU, device pool on
+    /// CUDA); None where it cannot be measured.
+    type Out = Option<u64>;
 
     fn group(&self) -> String {
         "checkpoint_time".into()
@@ -105,19 +120,28 @@ impl Workload for Checkpoint {
         (BATCH * SEQ) as u64
     }
 
-    fn iterate(&mut self, _trial: u64) -> Result<(Duration, u64)> {
+    fn iterate(&mut self, _trial: u64) -> Result<(Duration, Option<u64>)> {
         crate::measure::device::sync(&self.dev)?;
+        if self.device != DeviceSpec::Cpu {
+            let ((), peak) = memory::device_peak_during(&self.dev, || {
+                let t = std::time::Instant::now();
+                self.tr.step(&self.ids, &self.targets)?;
+                crate::measure::device::sync(&self.dev)?;
+                self.last = t.elapsed();
+                Ok(())
+            })?;
+            return Ok((self.last, peak));
+        }
         memory::reset_peak();
-        let base = memory::heap_current().unwrap_or(0);
+        let base = memory::heap_current();
         let t = std::time::Instant::now();
         self.tr.step(&self.ids, &self.targets)?;
-        crate::measure::device::sync(&self.dev)?;
         let d = t.elapsed();
-        let peak = memory::heap_peak().unwrap_or(0).saturating_sub(base);
+        let peak = base.and_then(|b| Some(memory::heap_peak()?.saturating_sub(b)));
         Ok((d, peak))
     }
 
-    fn record(&self, m: &Measured<u64>) -> Record {
+    fn record(&self, m: &Measured<Option<u64>>) -> Record {
         let mut r = Record::from_measured(
             Kind::Checkpoint,
             &format!("checkpoint/{LABEL}/{}", self.mode()),
@@ -129,16 +153,22 @@ impl Workload for Checkpoint {
         r.model.params = self.cfg.param_count();
         r.seed = self.seed;
         r.shape = serde_json::json!({"batch": BATCH, "seq_len": SEQ, "vocab": VOCAB, "grad_checkpoint": self.ckpt});
-        let on_host = self.device == DeviceSpec::Cpu && memory::heap_current().is_some();
-        let peak = on_host.then(|| median(&m.outs.iter().map(|&p| p as f64).collect::<Vec<_>>()));
-        r.memory.host_peak_bytes = peak.map(|p| p as u64);
-        r.memory.host_method = "counting global allocator: peak live heap of one train step above the live heap before it (parameters, AdamW state excluded; gradients and activations included)".into();
+        let peaks: Vec<f64> = m.outs.iter().flatten().map(|&p| p as f64).collect();
+        let peak = (!peaks.is_empty() && peaks.len() == m.outs.len()).then(|| median(&peaks));
         r.memory.gpu_used_bytes = crate::measure::gpu::used_bytes();
         r.memory.gpu_method = if r.memory.gpu_used_bytes.is_some() {
             "NVML device memory in use after the steps (whole device)".into()
         } else {
             "not available (no NVIDIA driver / NVML)".into()
         };
+        if self.device == DeviceSpec::Cpu {
+            r.memory.host_peak_bytes = peak.map(|p| p as u64);
+            r.memory.host_method = "counting global allocator: peak live heap of one train step above the live heap before it (parameters, AdamW state excluded; gradients and activations included)".into();
+        } else {
+            r.memory.gpu_peak_bytes = peak.map(|p| p as u64);
+            r.memory.host_method =
+                "not measured: the step's tensors live on the GPU (see gpu_peak_bytes)".into();
+        }
         let amp = if self.dtype == candle_core::DType::F32 {
             "none (fp32; MODELBENCH_DTYPE=bf16 enables autocast; the CPU default is f32 because candle's CPU bf16 matmul is ~10x slower)".to_string()
         } else {
@@ -151,6 +181,7 @@ impl Workload for Checkpoint {
             "max_memory_mb": peak.map(|p| p / (1u64 << 20) as f64),
             "elapsed_s": r.stats.median,
             "batch": BATCH, "seq_len": SEQ, "vocab": VOCAB,
+            "memory_space": if self.device == DeviceSpec::Cpu { "host heap" } else { "device (CUDA memory pool)" },
             "method": self.method(),
             "params": self.cfg.param_count(),
         });

@@ -54,6 +54,10 @@ impl Workload for Generation<'_> {
         self.scenario.new_tokens as u64
     }
 
+    fn pool_device(&self) -> Option<&candle_core::Device> {
+        Some(self.loaded.model.device())
+    }
+
     /// Prompt and sampler are a function of (seed, trial): trials differ, runs repeat.
     fn iterate(&mut self, trial: u64) -> Result<(Duration, Trace)> {
         let s = self.scenario;
@@ -87,6 +91,7 @@ impl Workload for Generation<'_> {
         );
         r.power = m.power.clone();
         r.memory.host_peak_bytes = m.heap_peak_bytes;
+        r.memory.gpu_peak_bytes = m.device_peak_bytes;
         r.model = model_info(self.loaded);
         r.dtype = self.target().precision;
         r.device = self.device.to_string();
@@ -125,6 +130,9 @@ impl Workload for Generation<'_> {
         } else {
             "not available (no NVIDIA driver / NVML)".into()
         };
+        if r.memory.gpu_peak_bytes.is_some() {
+            r.memory.gpu_method.push_str("; gpu_peak_bytes: high-water mark of the CUDA memory pool candle allocates from over the measured trials (weights, KV cache, activations; cuBLAS workspace and context outside it)");
+        }
         r
     }
 }

@@ -64,6 +64,12 @@ pub trait Workload {
     /// The record of the measured iterations (`harness` is set by the caller).
     fn record(&self, m: &Measured<Self::Out>) -> Record;
 
+    /// The device whose memory pool the trial loop reads for [`Measured::device_peak_bytes`]
+    /// (None: not read; workloads that measure their own peak leave it None).
+    fn pool_device(&self) -> Option<&candle_core::Device> {
+        None
+    }
+
     /// An estimate of one iteration's duration, from an untimed run of the same shape (which
     /// also warms it up). Used only to size criterion's measurement window.
     fn estimate(&mut self) -> Result<Duration> {
@@ -104,7 +110,7 @@ pub fn run_trials_with<W: Workload>(
             "at least one timed trial is needed".into(),
         ));
     }
-    let mut l: TrialLoop<W::Out> = TrialLoop::new();
+    let mut l: TrialLoop<W::Out> = TrialLoop::new().on_device(w.pool_device());
     for i in 0..warmup + trials {
         progress(i, i < warmup);
         l.call(1, &mut |trial| w.iterate(trial));

@@ -79,7 +79,7 @@ enum Cmd {
     /// median and p90, tokens/s; saved as records like the generation runs.
     Moe(MoeArgs),
     /// Measure this machine's limits (memory read bandwidth, matmul throughput) once and
-    /// cache them in target-reports/machine.json; records then show utilisation.
+    /// cache them in target/modelbench-machine.json; records then show utilisation.
     Calibrate {
         #[arg(long, default_value = "cpu")]
         device: String,
