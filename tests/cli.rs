@@ -79,6 +79,42 @@ fn bad_input_is_one_line_and_exit_2() {
         &modelbench(r, &["report", "/nonexistent/run"]),
         "not a run folder",
     );
+    let corpus = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/corpus/kjv-genesis-1-3.txt"
+    );
+    assert_bad_input(
+        &modelbench(
+            r,
+            &[
+                "perplexity",
+                "--model",
+                "fixture:llama",
+                "--method",
+                "llama-cpp",
+                "--stride",
+                "64",
+                corpus,
+            ],
+        ),
+        "--stride 64: --method llama-cpp does not use a stride",
+    );
+    assert_bad_input(
+        &modelbench(
+            r,
+            &[
+                "perplexity",
+                "--model",
+                "fixture:llama",
+                "--method",
+                "llama-cpp",
+                "--seq-len",
+                "2048",
+                corpus,
+            ],
+        ),
+        "--seq-len 2048",
+    );
     // nothing half-written
     assert!(std::fs::read_dir(r).unwrap().next().is_none());
 }

@@ -29,6 +29,27 @@ pub struct Perplexity {
     pub tok_s: f64,
 }
 
+/// How a text is cut into scored windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Windowing {
+    /// HF transformers' sliding window ([`perplexity`]): windows of `seq_len` advancing by
+    /// `stride`, every token after the first scored once.
+    Sliding { stride: usize },
+    /// llama.cpp's `llama-perplexity` default ([`chunked_perplexity`]): non-overlapping chunks
+    /// of `seq_len`, the second half of each scored; comparable number for number with it.
+    LlamaCpp,
+}
+
+impl Windowing {
+    /// Short name for records and ids: `sliding` or `llama-cpp`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Windowing::Sliding { .. } => "sliding",
+            Windowing::LlamaCpp => "llama-cpp",
+        }
+    }
+}
+
 fn nll(logits: &candle_core::Tensor, target: u32) -> Result<f64> {
     let l = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
     let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -104,12 +125,14 @@ pub fn perplexity(
 /// `len % n_ctx` ids are never used); the first id of every chunk is REPLACED by `bos`; each
 /// chunk starts from an empty cache at position 0; the logits at positions
 /// `n_ctx/2 .. n_ctx-2` are scored against the next id (`n_ctx - n_ctx/2 - 1` tokens a chunk).
-/// `ids` must be the tokenization of the whole text with `<bos>` first, as llama.cpp makes it.
+/// `ids` must be the tokenization of the whole text with `<bos>` first, as llama.cpp makes it
+/// for a model whose tokenizer adds one; for a model without `<bos>` (`bos` None) llama.cpp
+/// replaces nothing, and neither does this.
 pub fn chunked_perplexity(
     m: &mut dyn CausalLm,
     ids: &[u32],
     n_ctx: usize,
-    bos: u32,
+    bos: Option<u32>,
 ) -> Result<Perplexity> {
     if n_ctx < 4 || ids.len() < 2 * n_ctx {
         return Err(Error::Report(format!(
@@ -123,7 +146,9 @@ pub fn chunked_perplexity(
     let chunks = ids.len() / n_ctx;
     for k in 0..chunks {
         let mut w = ids[k * n_ctx..(k + 1) * n_ctx].to_vec();
-        w[0] = bos;
+        if let Some(b) = bos {
+            w[0] = b;
+        }
         m.reset()?;
         // Context up to position `first` in one call gives the logits at `first`; then one
         // token at a time (the models return last-position logits only).
@@ -139,7 +164,7 @@ pub fn chunked_perplexity(
     let seconds = t0.elapsed().as_secs_f64();
     let mean_nll = total / scored as f64;
     Ok(Perplexity {
-        bos: Some(bos),
+        bos,
         seq_len: n_ctx,
         stride: n_ctx,
         windows: chunks,

@@ -1,9 +1,10 @@
-//! Sliding-window perplexity of a text on a loaded model: one iteration scores the whole text
-//! (see [`crate::engine::perplexity`]); its record holds the quality figure and the time.
+//! Perplexity of a text on a loaded model, sliding-window or llama-perplexity's chunks: one
+//! iteration scores the whole text (see [`crate::engine::perplexity`]); its record holds the
+//! quality figure and the time.
 
 use std::time::{Duration, Instant};
 
-use crate::engine::perplexity::{perplexity, Perplexity as Ppl};
+use crate::engine::perplexity::{chunked_perplexity, perplexity, Perplexity as Ppl, Windowing};
 use crate::error::Result;
 use crate::measure::device::DeviceSpec;
 use crate::models::loading::Loaded;
@@ -16,9 +17,11 @@ pub struct Perplexity<'a> {
     pub loaded: &'a mut Loaded,
     /// The text's name (its file name): the record's scenario.
     pub text_name: String,
+    /// The text's ids; for [`Windowing::LlamaCpp`] with `<bos>` first when the tokenizer
+    /// has one (llama.cpp's tokenization of the file).
     pub ids: Vec<u32>,
     pub seq_len: usize,
-    pub stride: usize,
+    pub windowing: Windowing,
     pub bos: Option<u32>,
     pub device: DeviceSpec,
     pub dtype: candle_core::DType,
@@ -32,10 +35,11 @@ impl Workload for Perplexity<'_> {
     }
 
     fn name(&self) -> String {
-        format!(
-            "{}/{}/s{}-w{}",
-            self.loaded.resolved.label, self.text_name, self.seq_len, self.stride
-        )
+        let w = match self.windowing {
+            Windowing::Sliding { stride } => format!("s{}-w{stride}", self.seq_len),
+            Windowing::LlamaCpp => format!("c{}-llama-cpp", self.seq_len),
+        };
+        format!("{}/{}/{w}", self.loaded.resolved.label, self.text_name)
     }
 
     fn target(&self) -> Target {
@@ -49,13 +53,13 @@ impl Workload for Perplexity<'_> {
 
     fn iterate(&mut self, _trial: u64) -> Result<(Duration, Ppl)> {
         let t = Instant::now();
-        let p = perplexity(
-            self.loaded.model.as_mut(),
-            &self.ids,
-            self.seq_len,
-            self.stride,
-            self.bos,
-        )?;
+        let m = self.loaded.model.as_mut();
+        let p = match self.windowing {
+            Windowing::Sliding { stride } => {
+                perplexity(m, &self.ids, self.seq_len, stride, self.bos)?
+            }
+            Windowing::LlamaCpp => chunked_perplexity(m, &self.ids, self.seq_len, self.bos)?,
+        };
         Ok((t.elapsed(), p))
     }
 
@@ -70,7 +74,7 @@ impl Workload for Perplexity<'_> {
         r.power = m.power.clone();
         r.model = model_info(self.loaded);
         r.shape = serde_json::json!({"text": self.text_name, "seq_len": self.seq_len,
-            "stride": self.stride, "tokens": self.ids.len()});
+            "windowing": self.windowing.name(), "stride": p.stride, "tokens": self.ids.len()});
         r.extra = serde_json::to_value(p).expect("perplexity serialises");
         r
     }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 mod args;
 mod commands;
@@ -28,6 +28,13 @@ fn after_help() -> String {
     let mut s = modelbench::config::knobs::help();
     s.push_str("\nExit codes: 0 success; 1 regression found (compare); 2 bad input.");
     s
+}
+
+/// `modelbench perplexity --method`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Method {
+    Sliding,
+    LlamaCpp,
 }
 
 #[derive(Subcommand)]
@@ -90,14 +97,22 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Sliding-window perplexity of a text file: mean NLL, perplexity, tokens scored, tok/s.
+    /// Perplexity of a text file: mean NLL, perplexity, tokens scored, tok/s.
     Perplexity {
         #[arg(long)]
         model: String,
+        /// Window length in tokens (with `--method llama-cpp`: the chunk length, llama.cpp's -c).
         #[arg(long, default_value_t = 1024)]
         seq_len: usize,
-        #[arg(long, default_value_t = 256)]
-        stride: usize,
+        /// How far each sliding window advances (default 256); not used by `--method llama-cpp`.
+        #[arg(long)]
+        stride: Option<usize>,
+        /// `sliding`: HF transformers' sliding window (every token after the first scored once).
+        /// `llama-cpp`: llama-perplexity's default windowing (non-overlapping --seq-len chunks,
+        /// <bos> replacing each chunk's first token, the second half of each chunk scored), to
+        /// compare number for number with llama.cpp on the same file.
+        #[arg(long, value_enum, default_value_t = Method::Sliding)]
+        method: Method,
         #[command(flatten)]
         target: TargetArgs,
         /// UTF-8 text to score.
@@ -135,9 +150,11 @@ fn main() -> ExitCode {
             model,
             seq_len,
             stride,
+            method,
             target,
             file,
-        } => commands::perplexity::perplexity(&model, seq_len, stride, &target, &file)
+        } => commands::perplexity::windowing(method == Method::LlamaCpp, stride)
+            .and_then(|w| commands::perplexity::perplexity(&model, seq_len, w, &target, &file))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Calibrate {
             device,

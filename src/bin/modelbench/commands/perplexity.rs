@@ -1,19 +1,34 @@
-//! `modelbench perplexity`: sliding-window perplexity of a text file.
+//! `modelbench perplexity`: perplexity of a text file, sliding-window or with llama-perplexity's
+//! chunks.
 
 use std::path::Path;
 
 use anyhow::Context;
 use modelbench::config::plans::parse_models;
+use modelbench::engine::perplexity::Windowing;
 use modelbench::engine::scenario::prepare;
 use modelbench::models::loading::open;
 use modelbench::output::report::{reports_root, RunDir};
 
 use crate::args::TargetArgs;
 
+/// The windowing of `--method` and `--stride`: a stride belongs to sliding windows only.
+pub fn windowing(llama_cpp: bool, stride: Option<usize>) -> anyhow::Result<Windowing> {
+    match (llama_cpp, stride) {
+        (false, s) => Ok(Windowing::Sliding {
+            stride: s.unwrap_or(256),
+        }),
+        (true, None) => Ok(Windowing::LlamaCpp),
+        (true, Some(s)) => anyhow::bail!(
+            "--stride {s}: --method llama-cpp does not use a stride (its chunks do not overlap); drop --stride or use --method sliding"
+        ),
+    }
+}
+
 pub fn perplexity(
     model: &str,
     seq_len: usize,
-    stride: usize,
+    windowing: Windowing,
     target: &TargetArgs,
     file: &Path,
 ) -> anyhow::Result<()> {
@@ -48,8 +63,26 @@ pub fn perplexity(
         .tokenizer
         .as_ref()
         .expect("loaded with the tokenizer");
-    let ids = modelbench::models::tokenizer::encode(tok, &text)?;
     let bos = modelbench::models::tokenizer::bos_id(tok);
+    let ids = match windowing {
+        Windowing::Sliding { .. } => modelbench::models::tokenizer::encode(tok, &text)?,
+        Windowing::LlamaCpp => {
+            // As llama-perplexity reads the file: one trailing newline removed, the whole text
+            // tokenized once with <bos> first when the model has one.
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let mut ids: Vec<u32> = bos.into_iter().collect();
+            ids.extend(modelbench::models::tokenizer::encode(tok, text)?);
+            anyhow::ensure!(
+                ids.len() >= 2 * seq_len,
+                "--seq-len {seq_len}: {} is {} tokens and llama-perplexity's windowing needs at least 2 x seq-len = {}; use --seq-len {} or less, or a longer text",
+                file.display(),
+                ids.len(),
+                2 * seq_len,
+                ids.len() / 2
+            );
+            ids
+        }
+    };
     let mut w = modelbench::workloads::perplexity::Perplexity {
         loaded: &mut loaded,
         text_name: file
@@ -58,16 +91,20 @@ pub fn perplexity(
             .unwrap_or_default(),
         ids,
         seq_len,
-        stride,
+        windowing,
         bos,
         device: spec,
         dtype: dt,
     };
     let r = modelbench::workloads::run_trials(&mut w, 0, 1)?;
     let p: modelbench::engine::perplexity::Perplexity = serde_json::from_value(r.extra.clone())?;
+    let how = match windowing {
+        Windowing::Sliding { stride } => format!("seq-len {}, stride {stride}", p.seq_len),
+        Windowing::LlamaCpp => format!("llama-perplexity chunks of {}", p.seq_len),
+    };
     println!(
-        "{l} on {}: perplexity {:.3} (mean NLL {:.4} nats), {} tokens scored in {} windows (seq-len {}, stride {}), {:.1} tok/s, {:.1} s; tokenizer {}",
-        file.display(), p.perplexity, p.mean_nll, p.tokens_scored, p.windows, p.seq_len, p.stride, p.tok_s, p.seconds, tok_path.display()
+        "{l} on {}: perplexity {:.4} (mean NLL {:.4} nats), {} tokens scored in {} windows ({how}), {:.1} tok/s, {:.1} s; tokenizer {}",
+        file.display(), p.perplexity, p.mean_nll, p.tokens_scored, p.windows, p.tok_s, p.seconds, tok_path.display()
     );
     if !target.no_save {
         let mut run = RunDir::new(&reports_root(), label.as_deref());
