@@ -49,6 +49,9 @@ struct Import {
     text: String,
     /// The top-level module it lands in (`engine`), or a root item (`Result`).
     top: String,
+    /// The module inside that layer it lands in (`generate` of `crate::engine::generate::x`),
+    /// when the path names one (not for `crate::x::{a, b}` groups below the top).
+    sub: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -290,19 +293,23 @@ fn scan(rel: &str, src: &str, root_items: &BTreeMap<String, String>) -> Vec<Impo
         }
         // The next segment: an identifier, a `{` group, or `*`.
         let mut tops: Vec<String> = Vec::new();
+        // The identifiers after the first segment of a plain path (`generate`, `x` of
+        // `crate::engine::generate::x`).
+        let mut rest: Vec<String> = Vec::new();
         if is(j, &Tok::PathSep) {
             j += 1;
             if let Some(seg) = ident(j) {
                 text.push_str("::");
                 text.push_str(seg);
                 tops.push(seg.to_string());
-                // The rest of the path, for the message.
+                // The rest of the path, for the message and `sub`.
                 let mut m = j + 1;
                 while is(m, &Tok::PathSep) {
                     match ident(m + 1) {
                         Some(s) => {
                             text.push_str("::");
                             text.push_str(s);
+                            rest.push(s.to_string());
                             m += 2;
                         }
                         None => break,
@@ -348,11 +355,19 @@ fn scan(rel: &str, src: &str, root_items: &BTreeMap<String, String>) -> Vec<Impo
                     s => root_items.get(s).cloned().unwrap_or_else(|| s.to_string()),
                 },
             };
+            // The absolute path: base, this segment, and for a plain path the rest.
+            let mut full = base.clone();
+            full.push(seg.clone());
+            full.extend(rest.iter().cloned());
+            let sub = (full.first() == Some(&top))
+                .then(|| full.get(1).cloned())
+                .flatten();
             out.push(Import {
                 file: rel.to_string(),
                 line,
                 text: text.clone(),
                 top,
+                sub,
             });
         }
         k = j.max(k + 1);
@@ -428,6 +443,73 @@ fn violations(imports: &[Import], modules: &[String]) -> Vec<String> {
     bad.sort();
     bad.dedup();
     bad
+}
+
+/// Import cycles between the modules of one layer (`models::source` -> `models::gguf_fixture`
+/// -> `models::source`): the layer rule holds inside a layer too, so its modules form a
+/// graph without cycles. Imports from or into a layer's root module (its mod.rs: the types
+/// the layer shares) are not edges. One line per cycle found, naming each import on it.
+fn module_cycles(imports: &[Import]) -> Vec<String> {
+    // (layer, from module) -> (to module -> the first import that makes the edge)
+    let mut edges: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
+    for i in imports {
+        let Some(m) = module_of(&i.file) else {
+            continue;
+        };
+        let (Some(layer), Some(from), Some(to)) = (m.first(), m.get(1), i.sub.as_ref()) else {
+            continue;
+        };
+        if *layer != i.top || from == to {
+            continue;
+        }
+        edges
+            .entry((layer.clone(), from.clone()))
+            .or_default()
+            .entry(to.clone())
+            .or_insert_with(|| format!("{}:{} `{}`", i.file, i.line, i.text));
+    }
+    // Depth-first search from every module; a back edge closes a cycle.
+    fn visit(
+        layer: &str,
+        node: &str,
+        edges: &BTreeMap<(String, String), BTreeMap<String, String>>,
+        stack: &mut Vec<String>,
+        done: &mut Vec<String>,
+        found: &mut Vec<String>,
+    ) {
+        if done.iter().any(|d| d == node) {
+            return;
+        }
+        if let Some(at) = stack.iter().position(|s| s == node) {
+            let mut cycle: Vec<String> = stack[at..].to_vec();
+            cycle.push(node.to_string());
+            let how: Vec<&str> = cycle
+                .windows(2)
+                .map(|w| edges[&(layer.to_string(), w[0].clone())][&w[1]].as_str())
+                .collect();
+            found.push(format!(
+                "{layer}: {} ({})",
+                cycle.join(" -> "),
+                how.join("; ")
+            ));
+            return;
+        }
+        stack.push(node.to_string());
+        if let Some(next) = edges.get(&(layer.to_string(), node.to_string())) {
+            for to in next.keys() {
+                visit(layer, to, edges, stack, done, found);
+            }
+        }
+        stack.pop();
+        done.push(node.to_string());
+    }
+    let mut found = Vec::new();
+    let mut done_per_layer: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (layer, from) in edges.keys() {
+        let done = done_per_layer.entry(layer.clone()).or_default();
+        visit(layer, from, &edges, &mut Vec::new(), done, &mut found);
+    }
+    found
 }
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -538,9 +620,51 @@ fn imports_point_down_the_layers() {
     );
 }
 
+#[test]
+fn modules_of_a_layer_import_each_other_without_cycles() {
+    let (imports, _) = check(&sources());
+    assert!(
+        imports.iter().filter(|i| i.sub.is_some()).count() > MIN_PATHS / 2,
+        "too few paths name a module inside a layer: the scanner is broken"
+    );
+    let cycles = module_cycles(&imports);
+    assert!(
+        cycles.is_empty(),
+        "import cycle(s) between the modules of a layer:\n  {}\n\
+         Move the shared piece to one of them (or the layer's mod.rs), or pass it as an argument.",
+        cycles.join("\n  ")
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // The checker on synthetic sources: it must catch each form of a bad import, and not flag
 // comments, strings or legal paths.
+
+#[test]
+fn checker_reports_a_cycle_inside_a_layer() {
+    let (imports, bad) = synthetic(&[
+        (
+            "src/models/source.rs",
+            "fn f() { crate::models::gguf_fixture::ensure(); }",
+        ),
+        (
+            "src/models/gguf_fixture.rs",
+            "use super::Family;\nuse super::source::ensure_fixture;",
+        ),
+        // not a cycle: loading uses both, neither uses loading
+        (
+            "src/models/loading.rs",
+            "use super::source::x;\nuse crate::models::gguf_fixture::y;",
+        ),
+    ]);
+    assert!(bad.is_empty(), "{bad:?}");
+    let cycles = module_cycles(&imports);
+    assert_eq!(cycles.len(), 1, "{cycles:?}");
+    assert!(
+        cycles[0].starts_with("models: gguf_fixture -> source -> gguf_fixture (src/models/gguf_fixture.rs:2 `super::source::ensure_fixture`; src/models/source.rs:1 `crate::models::gguf_fixture::ensure`)"),
+        "{cycles:?}"
+    );
+}
 
 fn synthetic(files: &[(&str, &str)]) -> (Vec<Import>, Vec<String>) {
     let lib = "//! doc [`crate::harness`]\npub mod error;\npub mod util;\npub mod measure;\n\

@@ -40,7 +40,7 @@ use modelbench::models::{CausalLm, Family};
 /// of the fixture was 0 and no comparison on it could fail). 2 layers: layer 0 sliding with a
 /// window of 64, layer 1 global.
 fn gemma3_unit_norms() -> String {
-    let path = modelbench::models::gguf_fixture::ensure(Family::Gemma3).unwrap();
+    let path = modelbench::models::source::gguf_fixture(Family::Gemma3).unwrap();
     let mut f = std::fs::File::open(&path).unwrap();
     let ct = gguf_file::Content::read(&mut f).unwrap();
     let norm = ct
@@ -358,7 +358,7 @@ fn gemma3_matches_a_dequantized_f32_reference_with_its_sliding_window() {
 /// difference Q8 activation quantization makes (measured ~1.5% of the logit scale).
 #[test]
 fn dequantized_gemma3_fixture_matches_the_quantized_model() {
-    let gguf = modelbench::models::gguf_fixture::ensure(Family::Gemma3).unwrap();
+    let gguf = modelbench::models::source::gguf_fixture(Family::Gemma3).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("gemma3-f32");
     modelbench::models::dequantize::gemma3_to_hf(&gguf, None, &out).unwrap();

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 
-use super::plans as p;
+use super::values as p;
 
 /// Which benches read a knob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

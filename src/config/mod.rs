@@ -1,4 +1,6 @@
-//! Configuration: the one knob table (name, doc, default, parser) and the plans built from it.
+//! Configuration: the one knob table (name, doc, default, parser), the value parsers it checks
+//! with, and the plans built from it.
 
 pub mod knobs;
 pub mod plans;
+pub mod values;

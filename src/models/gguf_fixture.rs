@@ -138,30 +138,30 @@ fn metadata(family: Family, c: &serde_json::Value) -> Vec<(String, Value)> {
     m
 }
 
-/// Writes (once) the quantized fixture of `family` with its tokenizer.json beside it, and
-/// returns the .gguf path.
-pub fn ensure(family: Family) -> Result<PathBuf> {
-    if !matches!(family, Family::Llama | Family::Qwen3 | Family::Gemma3) {
-        return Err(Error::ModelRef {
-            reference: format!("gguf:fixture:{family}"),
-            reason: "quantized fixtures exist for llama, qwen3 and gemma3".into(),
-        });
+/// Whether `family` has a quantized fixture (llama, qwen3, gemma3); the error names the choice.
+pub fn check(family: Family) -> Result<()> {
+    if matches!(family, Family::Llama | Family::Qwen3 | Family::Gemma3) {
+        return Ok(());
     }
-    let (repo, rev) = crate::models::source::ensure_fixture(family)?;
-    let cache = crate::models::source::fixture_cache_dir();
-    let get =
-        |f: &str| crate::models::source::cached_file(&cache, &repo, &rev, f).expect("ensured");
-    let dir = cache
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("gguf")
-        .join(format!("{family}-{}", &rev[..12]));
+    Err(Error::ModelRef {
+        reference: format!("gguf:fixture:{family}"),
+        reason: "quantized fixtures exist for llama, qwen3 and gemma3".into(),
+    })
+}
+
+/// Writes (once) into `dir` the quantized fixture of `family` made from its safetensors
+/// fixture (`snapshot`: the folder holding its config.json, model.safetensors and
+/// tokenizer.json), with the tokenizer.json beside it, and returns the .gguf path.
+/// The source module finds the snapshot and the folder for `gguf:fixture:<family>`.
+pub fn ensure(family: Family, snapshot: &Path, dir: &Path) -> Result<PathBuf> {
+    check(family)?;
+    let get = |f: &str| snapshot.join(f);
     // v2: Gemma norm weights stored as llama.cpp's converter stores them (1 + w).
     let out = dir.join(format!("fixture-{family}-q8_0-v2.gguf"));
     if out.is_file() {
         return Ok(out);
     }
-    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let config: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(get("config.json")).map_err(Error::io(get("config.json")))?,
     )

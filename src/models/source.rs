@@ -477,7 +477,7 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                     reference: label.to_string(),
                     reason: e,
                 })?;
-                crate::models::gguf_fixture::ensure(fam)?
+                gguf_fixture(fam)?
             } else if spec.ends_with(".gguf") || Path::new(spec).is_file() {
                 expand_tilde(Path::new(spec))
             } else {
@@ -687,6 +687,25 @@ pub fn ensure_fixture(family: Family) -> Result<(String, String)> {
         crate::util::fsio::atomic_write(&main, revision.as_bytes())?;
     }
     Ok((repo, revision))
+}
+
+/// `gguf:fixture:<family>`: the family's safetensors fixture quantized to Q8_0 and written as
+/// GGUF (once, under the fixture cache's parent, by [`crate::models::gguf_fixture`]); returns
+/// the .gguf path.
+pub fn gguf_fixture(family: Family) -> Result<PathBuf> {
+    crate::models::gguf_fixture::check(family)?;
+    let (repo, rev) = ensure_fixture(family)?;
+    let cache = fixture_cache_dir();
+    let snapshot = cached_snapshot(&cache, &repo, &rev).ok_or_else(|| Error::Io {
+        path: cache.clone(),
+        source: std::io::Error::other(format!("the fixture snapshot {repo}@{rev} is missing")),
+    })?;
+    let dir = cache
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("gguf")
+        .join(format!("{family}-{}", &rev[..12]));
+    crate::models::gguf_fixture::ensure(family, &snapshot, &dir)
 }
 
 /// Writes a model directory (config.json, seeded model.safetensors in bf16, fixture

@@ -1,0 +1,246 @@
+//! Value parsers of the knob table and the CLI: each turns one knob's text into a typed
+//! value or an error naming the knob, the value and what is allowed. The knob table
+//! ([`super::knobs`]) checks with them and the plans ([`super::plans`]) build with them; they
+//! use neither, so the three modules import one way (knobs -> values <- plans -> knobs).
+
+use std::time::Duration;
+
+use candle_core::DType;
+
+use crate::engine::scenario::{Scenario, Tier, SCENARIO_NAMES};
+use crate::error::{Error, Result};
+use crate::measure::device::{parse_dtype, DeviceSpec, DTYPES_ALLOWED};
+use crate::models::source::{ModelRef, SOURCES_HELP};
+
+pub const DEFAULT_MODELS: &str = "fixture:llama,fixture:qwen3,fixture:gemma3";
+/// The default tier: short and medium on the three fixtures, a few minutes; `full` is one
+/// knob away.
+pub const DEFAULT_TIER: &str = "quick";
+/// The default least measurement window per benchmark.
+pub const DEFAULT_MEASURE: Duration = Duration::from_secs(2);
+
+pub fn parse_models(list: &str, knob: &str) -> Result<Vec<(String, ModelRef)>> {
+    let mut out = Vec::new();
+    for m in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let r =
+            ModelRef::parse(m).map_err(|e| Error::knob(knob, list, e.to_string(), SOURCES_HELP))?;
+        if out.iter().any(|(l, _): &(String, ModelRef)| l == m) {
+            return Err(Error::knob(
+                knob,
+                list,
+                format!("`{m}` is listed twice"),
+                SOURCES_HELP,
+            ));
+        }
+        out.push((m.to_string(), r));
+    }
+    if out.is_empty() {
+        return Err(Error::knob(knob, list, "no models", SOURCES_HELP));
+    }
+    Ok(out)
+}
+
+pub fn parse_seed(v: &str, knob: &str) -> Result<u64> {
+    v.trim().parse().map_err(|_| {
+        Error::knob(
+            knob,
+            v,
+            "not a non-negative integer",
+            "0..=18446744073709551615",
+        )
+    })
+}
+
+/// A run-folder label: letters, digits, `-`, `_`, `.`.
+pub fn check_label(v: &str, knob: &str) -> Result<String> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(Error::knob(
+            knob,
+            v,
+            "not usable in a folder name",
+            "1-64 of [A-Za-z0-9._-]",
+        ))
+    }
+}
+
+pub fn parse_tier(v: &str) -> Result<Tier> {
+    Tier::parse(v.trim())
+        .ok_or_else(|| Error::knob("MODELBENCH_TIER", v, "unknown tier", Tier::ALLOWED))
+}
+
+pub fn parse_scenarios(list: &str) -> Result<Vec<Scenario>> {
+    let mut v = Vec::new();
+    for n in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        v.push(Scenario::by_name(n).map_err(|_| {
+            Error::knob(
+                "MODELBENCH_SCENARIOS",
+                list,
+                format!("unknown scenario `{n}`"),
+                SCENARIO_NAMES,
+            )
+        })?);
+    }
+    if v.is_empty() {
+        return Err(Error::knob(
+            "MODELBENCH_SCENARIOS",
+            list,
+            "no scenarios",
+            SCENARIO_NAMES,
+        ));
+    }
+    Ok(v)
+}
+
+pub fn parse_device(v: &str, knob: &str) -> Result<DeviceSpec> {
+    v.trim()
+        .parse()
+        .map_err(|e: String| Error::knob(knob, v, e, DeviceSpec::ALLOWED))
+}
+
+pub fn parse_dtype_knob(v: &str, knob: &str) -> Result<DType> {
+    parse_dtype(v.trim()).map_err(|e| Error::knob(knob, v, e, DTYPES_ALLOWED))
+}
+
+pub fn parse_secs(s: &str, knob: &str) -> Result<Duration> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| Error::knob(knob, s, "not a number", "a number of seconds > 0"))?;
+    if !(v > 0.0 && v < 86400.0) {
+        return Err(Error::knob(
+            knob,
+            s,
+            "out of range",
+            "a number of seconds in (0, 86400)",
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+pub fn parse_bool(v: &str, knob: &str) -> Result<bool> {
+    match v.trim() {
+        "1" | "true" | "TRUE" | "yes" | "on" => Ok(true),
+        "0" | "false" | "FALSE" | "no" | "off" => Ok(false),
+        _ => Err(Error::knob(
+            knob,
+            v,
+            "not a boolean",
+            "1, true, yes, on, 0, false, no, off",
+        )),
+    }
+}
+
+/// A directory that exists or can be created (its nearest existing ancestor is a directory).
+pub fn parse_dir(v: &str, knob: &str) -> Result<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(v.trim());
+    let mut a = Some(p.as_path());
+    while let Some(d) = a {
+        if d.as_os_str().is_empty() {
+            break;
+        }
+        if d.exists() {
+            return if d.is_dir() {
+                Ok(p.clone())
+            } else {
+                Err(Error::knob(
+                    knob,
+                    v,
+                    format!("{} is not a directory", d.display()),
+                    "a directory path",
+                ))
+            };
+        }
+        a = d.parent();
+    }
+    Ok(p)
+}
+
+pub fn parse_grid(v: &str) -> Result<&'static str> {
+    match v.trim() {
+        "default" => Ok("default"),
+        "gpu03" => Ok("gpu03"),
+        _ => Err(Error::knob(
+            "MODELBENCH_PSANN_GRID",
+            v,
+            "unknown grid",
+            "default, gpu03",
+        )),
+    }
+}
+
+pub fn parse_bases(v: &str) -> Result<Vec<crate::models::psann::Base>> {
+    use crate::models::psann::Base;
+    let mut bases = Vec::new();
+    for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        bases.push(Base::parse(b).ok_or_else(|| {
+            Error::knob(
+                "MODELBENCH_PSANN_BASES",
+                v,
+                format!("unknown base `{b}`"),
+                Base::ALLOWED,
+            )
+        })?);
+    }
+    if bases.is_empty() {
+        return Err(Error::knob(
+            "MODELBENCH_PSANN_BASES",
+            v,
+            "no bases",
+            Base::ALLOWED,
+        ));
+    }
+    Ok(bases)
+}
+
+/// A comma list of positive integers, or `none` (an empty list).
+pub fn parse_optional_list(name: &str, v: &str) -> Result<Vec<usize>> {
+    if v.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    parse_list(name, v)
+}
+
+/// A comma list of positive integers.
+pub fn parse_list(name: &str, v: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match p.parse::<usize>() {
+            Ok(n) if n > 0 => out.push(n),
+            _ => {
+                return Err(Error::knob(
+                    name,
+                    v,
+                    format!("`{p}` is not a positive integer"),
+                    "a comma list of positive integers",
+                ))
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::knob(
+            name,
+            v,
+            "empty list",
+            "a comma list of positive integers",
+        ));
+    }
+    Ok(out)
+}
+
+pub fn positive(name: &str, v: &str) -> Result<usize> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::knob(
+            name,
+            v,
+            "not a positive integer",
+            "an integer >= 1",
+        )),
+    }
+}
