@@ -220,7 +220,15 @@ impl Arch {
             },
             decode_weight_bytes: None,
             exact_context: None,
-            implementation: String::new(),
+            implementation: format!(
+                "candle-transformers 0.11.1 {}",
+                match self {
+                    Arch::Llama(_) => "llama",
+                    Arch::Qwen3(_) => "qwen3",
+                    Arch::Qwen3Moe(_) => "qwen3_moe",
+                    Arch::Gemma3(_) => "gemma3",
+                }
+            ),
         }
     }
 

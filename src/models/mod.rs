@@ -136,8 +136,9 @@ pub struct ModelMeta {
     /// perplexity 8 at 512 positions, 47 at 1024). Timings past it still measure the work done; the outputs are degraded.
     #[serde(default)]
     pub exact_context: Option<usize>,
-    /// Which code computes the model, and why where it is not candle-transformers' model of
-    /// the family (empty: candle-transformers' model, from a config.json).
+    /// Which code computes the model (e.g. `candle-transformers 0.11.1 llama`), and why where
+    /// it is not candle-transformers' model of the family. Empty only in records written
+    /// before this field was filled for config.json models.
     #[serde(default)]
     pub implementation: String,
 }
