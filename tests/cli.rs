@@ -83,38 +83,26 @@ fn bad_input_is_one_line_and_exit_2() {
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/corpus/kjv-genesis-1-3.txt"
     );
-    assert_bad_input(
-        &modelbench(
-            r,
-            &[
-                "perplexity",
-                "--model",
-                "fixture:llama",
-                "--method",
-                "llama-cpp",
-                "--stride",
-                "64",
-                corpus,
-            ],
+    for (flag, value, needle) in [
+        (
+            "--stride",
+            "64",
+            "--stride 64: --method llama-cpp does not use a stride",
         ),
-        "--stride 64: --method llama-cpp does not use a stride",
-    );
-    assert_bad_input(
-        &modelbench(
-            r,
-            &[
-                "perplexity",
-                "--model",
-                "fixture:llama",
-                "--method",
-                "llama-cpp",
-                "--seq-len",
-                "2048",
-                corpus,
-            ],
-        ),
-        "--seq-len 2048",
-    );
+        ("--seq-len", "2048", "--seq-len 2048"),
+    ] {
+        let args = [
+            "perplexity",
+            "--model",
+            "fixture:llama",
+            "--method",
+            "llama-cpp",
+            flag,
+            value,
+            corpus,
+        ];
+        assert_bad_input(&modelbench(r, &args), needle);
+    }
     // nothing half-written
     assert!(std::fs::read_dir(r).unwrap().next().is_none());
 }

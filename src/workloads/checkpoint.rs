@@ -34,8 +34,6 @@ pub struct Checkpoint {
     device: DeviceSpec,
     dtype: candle_core::DType,
     dev: Device,
-    /// Wall time of the last step (set inside the device-peak window).
-    last: Duration,
 }
 
 impl Checkpoint {
@@ -67,7 +65,6 @@ impl Checkpoint {
             device,
             dtype,
             dev: dev.clone(),
-            last: Duration::ZERO,
         })
     }
 
@@ -123,14 +120,13 @@ impl Workload for Checkpoint {
     fn iterate(&mut self, _trial: u64) -> Result<(Duration, Option<u64>)> {
         crate::measure::device::sync(&self.dev)?;
         if self.device != DeviceSpec::Cpu {
-            let ((), peak) = memory::device_peak_during(&self.dev, || {
+            let (d, peak) = memory::device_peak_during(&self.dev, || {
                 let t = std::time::Instant::now();
                 self.tr.step(&self.ids, &self.targets)?;
                 crate::measure::device::sync(&self.dev)?;
-                self.last = t.elapsed();
-                Ok(())
+                Ok(t.elapsed())
             })?;
-            return Ok((self.last, peak));
+            return Ok((d, peak));
         }
         memory::reset_peak();
         let base = memory::heap_current();
