@@ -69,6 +69,10 @@ pub enum Error {
     #[error("{0}")]
     Report(String),
 
+    /// The results database (see output::db): what failed, on which database.
+    #[error("database {0}")]
+    Db(String),
+
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
 }

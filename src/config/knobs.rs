@@ -155,6 +155,19 @@ pub const KNOBS: &[Knob] = &[
         examples: ("target-reports", "/dev/null/x"),
     },
     Knob {
+        name: "MODELBENCH_DB",
+        scope: Scope::Paths,
+        values: "`off`, `sqlite:PATH`, a file path, or `postgres://USER@HOST:PORT/DB`",
+        default: "target-reports/modelbench.db",
+        doc: "results history database every run's records also go into (`--db` overrides it)",
+        check: |v| {
+            crate::output::db::DbTarget::parse(v)
+                .map(|_| ())
+                .map_err(|reason| Error::knob("MODELBENCH_DB", v, reason, crate::output::db::DbTarget::ALLOWED))
+        },
+        examples: ("off", "mysql://x"),
+    },
+    Knob {
         name: "MODELBENCH_MOE_EXPERTS",
         scope: Scope::Moe,
         values: "comma list of positive integers",
@@ -242,6 +255,15 @@ pub const KNOBS: &[Knob] = &[
         default: "0",
         doc: "the quality gate test (tests/quality.rs) fails instead of skipping when the real Gemma 3 270M is not installed; `.ci/run` sets it from the outcome of the model fetch",
         check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_QUALITY")),
+        examples: ("1", "required"),
+    },
+    Knob {
+        name: "MODELBENCH_REQUIRE_POSTGRES",
+        scope: Scope::Tests,
+        values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
+        default: "0",
+        doc: "the PostgreSQL tests (tests/db.rs) fail instead of skipping when the `postgresql` package's initdb/pg_ctl are not installed; `.ci/run` sets it after installing the package",
+        check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_POSTGRES")),
         examples: ("1", "required"),
     },
 ];

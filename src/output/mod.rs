@@ -1,7 +1,8 @@
 //! What a run leaves behind: typed records, run folders and their tables, comparison of two
-//! runs, plots.
+//! runs, plots, the results history database.
 
 pub mod compare;
+pub mod db;
 pub mod plot;
 pub mod record;
 pub mod report;

@@ -85,3 +85,65 @@ pub fn lines_png(
     }
     std::fs::rename(&tmp, path).map_err(Error::io(path))
 }
+
+/// A trend: a line per series of (x, y) points on linear axes (x: the position in time
+/// order), e.g. tok/s per hardware across runs. Written atomically as PNG.
+pub fn trend_png(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    register_fonts();
+    let pts: Vec<(f64, f64)> = series.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+    if pts.is_empty() {
+        return Err(Error::Report("plot: no points".into()));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    }
+    let xmax = pts.iter().fold(1f64, |a, p| a.max(p.0));
+    let ymax = pts.iter().fold(0f64, |a, p| a.max(p.1)) * 1.15;
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (900, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..xmax + 1.0, 0f64..ymax.max(1e-9))
+            .map_err(perr)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()
+            .map_err(perr)?;
+        let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+        for (i, (name, v)) in series.iter().enumerate() {
+            let c = colors[i % colors.len()];
+            chart
+                .draw_series(LineSeries::new(v.iter().copied(), c.stroke_width(2)))
+                .map_err(perr)?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(v.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .map_err(perr)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(perr)?;
+        root.present().map_err(perr)?;
+    }
+    std::fs::rename(&tmp, path).map_err(Error::io(path))
+}

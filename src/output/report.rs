@@ -26,6 +26,8 @@ pub struct RunDir {
     records: Vec<Record>,
     /// Extra artifacts workloads add (file name -> content), rewritten with the rest.
     extra_files: BTreeMap<String, Vec<u8>>,
+    /// Records already pushed to the results database (see [`crate::output::db`]).
+    db_synced: std::cell::Cell<usize>,
 }
 
 impl RunDir {
@@ -45,6 +47,7 @@ impl RunDir {
             path,
             records: Vec::new(),
             extra_files: BTreeMap::new(),
+            db_synced: std::cell::Cell::new(0),
         }
     }
 
@@ -80,6 +83,13 @@ impl RunDir {
         write_artifacts(&self.path, &self.records)?;
         for (name, content) in &self.extra_files {
             atomic_write(&self.path.join(name), content)?;
+        }
+        // The database after the files: when it fails, the run folder already holds every
+        // record (the error says how to push them later). One transaction per flush; rows
+        // already there are skipped, so each record is added once.
+        if self.records.len() > self.db_synced.get() {
+            crate::output::db::sync_run(&self.path, &self.records)?;
+            self.db_synced.set(self.records.len());
         }
         if let Some(root) = self.path.parent() {
             write_index(root)?;
@@ -399,6 +409,19 @@ pub fn write_index(root: &Path) -> Result<()> {
         );
     }
     h.push_str("</ul>\n");
+    // Trend charts from the results database; a failure there never fails the run.
+    match crate::output::db::index_trends(root, 8) {
+        Ok(charts) if !charts.is_empty() => {
+            h.push_str("<h2>Trends (results database, tok/s per hardware)</h2>\n");
+            for (title, file) in charts {
+                let _ = writeln!(h, "<h3>{title}</h3>\n<img src=\"{file}\" alt=\"{title}\">");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let _ = writeln!(h, "<p>trend charts not available: {e}</p>");
+        }
+    }
     atomic_write(&root.join("index.html"), h.as_bytes())
 }
 
@@ -573,6 +596,58 @@ pub fn registry_lines(records: &[Record]) -> String {
         }
     }
     s
+}
+
+/// Bencher Metric Format (`{"<benchmark>": {"<measure>": {"value", "lower_value",
+/// "upper_value"}}}`) of a run's records: tok/s (bounds: the slowest and fastest sample's
+/// rate), TTFT p99 (ms), % of the calibrated memory bandwidth and energy per token (J). A
+/// measure that was not measured is left out; a record with none is left out. The benchmark
+/// is the record's id, or its whole key when two records of the run share the id.
+pub fn bencher_json(records: &[Record]) -> serde_json::Value {
+    let id = |r: &Record| {
+        if r.id.is_empty() {
+            format!("{}/{}-{}", r.scenario, r.device, r.dtype)
+        } else {
+            r.id.clone()
+        }
+    };
+    let mut out = serde_json::Map::new();
+    for r in records {
+        let mut m = serde_json::Map::new();
+        let fin = |v: Option<f64>| v.filter(|x| x.is_finite());
+        let mut put = |name: &str, value: Option<f64>, bounds: Option<(f64, f64)>| {
+            let Some(value) = fin(value) else { return };
+            let mut o = serde_json::json!({ "value": value });
+            if let Some((lo, hi)) = bounds.filter(|(lo, hi)| lo.is_finite() && hi.is_finite()) {
+                o["lower_value"] = lo.into();
+                o["upper_value"] = hi.into();
+            }
+            m.insert(name.to_string(), o);
+        };
+        let rate_bounds = (r.stats.n > 0 && r.stats.min > 0.0).then(|| {
+            let t = r.tokens_per_sample as f64;
+            (t / r.stats.max, t / r.stats.min)
+        });
+        put("tokens-per-second", r.tok_s, rate_bounds);
+        put(
+            "ttft-p99-ms",
+            r.gen.as_ref().and_then(|g| g.ttft_ms).map(|p| p.p99),
+            None,
+        );
+        put(
+            "memory-bandwidth-pct",
+            r.roofline.as_ref().and_then(|x| x.mem_bw_util_pct),
+            None,
+        );
+        put("energy-per-token-j", r.power.j_per_token, None);
+        if m.is_empty() {
+            continue;
+        }
+        let shared = records.iter().filter(|x| id(x) == id(r)).count() > 1;
+        let name = if shared { r.key() } else { id(r) };
+        out.insert(name, serde_json::Value::Object(m));
+    }
+    serde_json::Value::Object(out)
 }
 
 /// throughput.csv (seed 002's columns), throughput.md and throughput.png of a PSANN grid run,

@@ -1,5 +1,5 @@
 //! The `modelbench` CLI: the seed-003 harness (`run`), run folders (`report`, `compare`,
-//! `export`, `continuous`), single workloads (`moe`, `perplexity`), the machine's roof
+//! `export`, `continuous`), the results history database (`db`, `history`, `bisect`), single workloads (`moe`, `perplexity`), the machine's roof
 //! (`calibrate`) and what is available (`list`). Same library as the criterion benches; this
 //! file only parses and dispatches (one file per command under commands/).
 
@@ -37,6 +37,24 @@ enum Method {
     LlamaCpp,
 }
 
+/// `modelbench db ...`.
+#[derive(Subcommand)]
+pub enum DbCmd {
+    /// Upload run folders (target-reports/<run>/results.jsonl): every folder is read first,
+    /// then all go in one transaction; records already there are skipped.
+    Push {
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long)]
+        db: Option<String>,
+    },
+    /// Schema version, rows and runs (per machine) the database holds.
+    Info {
+        #[arg(long)]
+        db: Option<String>,
+    },
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Scenarios, tiers, model sources and which models are already in the cache.
@@ -62,6 +80,10 @@ enum Cmd {
     },
     /// Compare two runs; exit 1 when a benchmark is slower beyond the threshold with 95%
     /// confidence (bootstrap CI of the median ratio), 0 otherwise, 2 on unusable input.
+    ///
+    /// A ref is a run folder, or a commit (prefix) or branch name: resolved with
+    /// `git rev-parse`, then the newest run of that commit in the results database (on the
+    /// other ref's hardware when there is one).
     Compare {
         base: PathBuf,
         new: PathBuf,
@@ -71,7 +93,39 @@ enum Cmd {
         /// Compare runs taken on different hardware anyway.
         #[arg(long)]
         force: bool,
+        /// Results database for commit and branch refs (default: MODELBENCH_DB, else
+        /// target-reports/modelbench.db).
+        #[arg(long)]
+        db: Option<String>,
     },
+    /// The results history database: `db push RUN...` uploads run folders (idempotent, one
+    /// transaction), `db info` shows what it holds.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+    },
+    /// One benchmark of one model across commits and machines from the results database: a
+    /// table ordered by time and a PNG trend (tok/s, one line per hardware).
+    History {
+        /// Benchmark id (`medium/cpu-f32/fixture:llama`) or its group (`medium`).
+        #[arg(long)]
+        bench: String,
+        /// Model label as records name it (e.g. `fixture:llama`).
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        db: Option<String>,
+        /// The PNG (default: target-reports/history-<bench>-<model>.png).
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
+    /// Find the first commit where a benchmark got slower: `git bisect run` with a build, the
+    /// one benchmark and the compare gate against GOOD's numbers (run in the repository).
+    Bisect(commands::bisect::BisectArgs),
+    /// One step of `bisect` (what `git bisect run` calls): exit 0 good, 1 regression,
+    /// 125 skip (build or run failed), 128 abort.
+    #[command(hide = true)]
+    BisectStep(commands::bisect::StepArgs),
     /// Continuous benchmarking: run the benchmarks a JSON config lists, save a run labelled
     /// `cont-<name>`, compare it with the previous run of the same config and with a fixed
     /// baseline (the config's `baseline`, default its first run), exit 1 on a regression in
@@ -118,9 +172,13 @@ enum Cmd {
         /// UTF-8 text to score.
         file: PathBuf,
     },
-    /// Export a run as metric-registry JSONL (id, value, unit, higher_is_better).
+    /// Export a run: metric-registry JSONL (id, value, unit, higher_is_better), or Bencher
+    /// Metric Format JSON (`--format bencher`: tok/s, TTFT p99, % of bandwidth, energy per
+    /// token; unmeasured measures left out).
     Export {
         run: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = commands::report::ExportFormat::Registry)]
+        format: commands::report::ExportFormat,
         /// Output file (default: stdout).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -142,8 +200,21 @@ fn main() -> ExitCode {
             new,
             threshold,
             force,
-        } => commands::compare::compare_cmd(&base, &new, &threshold, force),
-        Cmd::Export { run, out } => commands::report::export(run, out).map(|_| ExitCode::SUCCESS),
+            db,
+        } => commands::compare::compare_cmd(&base, &new, &threshold, force, db.as_deref()),
+        Cmd::Db { cmd } => commands::db::db(cmd).map(|_| ExitCode::SUCCESS),
+        Cmd::History {
+            bench,
+            model,
+            db,
+            png,
+        } => commands::history::history(&bench, &model, db.as_deref(), png)
+            .map(|_| ExitCode::SUCCESS),
+        Cmd::Bisect(a) => commands::bisect::bisect(&a),
+        Cmd::BisectStep(a) => Ok(commands::bisect::step(&a)),
+        Cmd::Export { run, format, out } => {
+            commands::report::export(run, format, out).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Continuous { config, force } => commands::continuous::continuous(&config, force),
         Cmd::Moe(a) => commands::moe::moe(a).map(|_| ExitCode::SUCCESS),
         Cmd::Perplexity {

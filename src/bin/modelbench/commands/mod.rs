@@ -1,10 +1,13 @@
 //! One file per subcommand.
 
+pub mod bisect;
 pub mod calibrate;
 pub mod compare;
 pub mod continuous;
+pub mod db;
 pub mod dequantize;
 pub mod generate;
+pub mod history;
 pub mod list;
 pub mod moe;
 pub mod perplexity;

@@ -1,4 +1,5 @@
-//! `modelbench report` and `export`: re-render a run, or export it as metric-registry lines.
+//! `modelbench report` and `export`: re-render a run, or export it as metric-registry lines
+//! or Bencher Metric Format JSON.
 
 use std::path::{Path, PathBuf};
 
@@ -40,12 +41,34 @@ pub fn report(run: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn export(run: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+/// `modelbench export --format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Metric-registry JSONL: one object per metric.
+    Registry,
+    /// Bencher Metric Format JSON (`bencher run --adapter json`).
+    Bencher,
+}
+
+pub fn export(
+    run: Option<PathBuf>,
+    format: ExportFormat,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let dir = match run {
         Some(r) => r,
         None => latest_run()?,
     };
-    let lines = modelbench::output::report::registry_lines(&read_run(&dir)?);
+    let records = read_run(&dir)?;
+    let lines = match format {
+        ExportFormat::Registry => modelbench::output::report::registry_lines(&records),
+        ExportFormat::Bencher => {
+            let mut s =
+                serde_json::to_string_pretty(&modelbench::output::report::bencher_json(&records))?;
+            s.push('\n');
+            s
+        }
+    };
     match out {
         Some(p) => modelbench::util::fsio::atomic_write(&p, lines.as_bytes())?,
         None => print!("{lines}"),

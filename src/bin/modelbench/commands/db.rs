@@ -1,0 +1,80 @@
+//! `modelbench db push RUN...` and `db info`: the results history database.
+
+use std::path::Path;
+
+use modelbench::output::db::{Db, DbTarget};
+use modelbench::output::report::{read_run, reports_root};
+
+use crate::DbCmd;
+
+/// The database `--db` (or MODELBENCH_DB, or the default) names; an error when it is `off`.
+pub fn open(flag: Option<&str>) -> anyhow::Result<Db> {
+    let target = DbTarget::resolve(flag, &reports_root())?;
+    Db::open(&target)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the results database is `off` (--db / MODELBENCH_DB); this command needs one: pass --db PATH or --db postgres://..."
+        )
+    })
+}
+
+pub fn db(cmd: DbCmd) -> anyhow::Result<()> {
+    match cmd {
+        DbCmd::Push { runs, db } => push(&runs, db.as_deref()),
+        DbCmd::Info { db } => info(db.as_deref()),
+    }
+}
+
+/// The run name of a folder (its last component).
+pub fn run_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn push(runs: &[std::path::PathBuf], flag: Option<&str>) -> anyhow::Result<()> {
+    // Every folder is read before the database is touched: a bad one writes nothing.
+    let mut all = Vec::new();
+    for dir in runs {
+        all.push((run_name(dir), read_run(dir)?));
+    }
+    let mut db = open(flag)?;
+    let added = db.push_runs(&all)?;
+    let total: usize = all.iter().map(|(_, r)| r.len()).sum();
+    println!(
+        "{}: {added} record(s) added from {} run(s) ({} already there); {} rows in all",
+        db.target().describe(),
+        all.len(),
+        total as u64 - added,
+        db.count()?
+    );
+    Ok(())
+}
+
+fn info(flag: Option<&str>) -> anyhow::Result<()> {
+    let mut db = open(flag)?;
+    println!(
+        "{}: schema version {}, {} record(s)",
+        db.target().describe(),
+        db.version()?,
+        db.count()?
+    );
+    println!("| run | hardware | commit | started | records |\n|---|---|---|---|---:|");
+    for r in db.runs(None)? {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.run,
+            r.hardware_fp,
+            short(&r.git_commit),
+            r.started,
+            r.records
+        );
+    }
+    Ok(())
+}
+
+/// The first 10 characters of a commit hash.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}

@@ -1,0 +1,108 @@
+//! `modelbench bisect` in a scratch git repository: five commits whose committed `work` file
+//! tells the run script how many CPU-burning loops to run beside the benchmark (real work
+//! competing for the cores, so the benchmark itself is slower with the same shape and key);
+//! commit 4 of 5 turns it on. Bisect must name that commit.
+
+use std::path::Path;
+use std::process::Command;
+
+fn git(repo: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .args(args)
+        .current_dir(repo)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn head(repo: &Path) -> String {
+    let o = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The benchmark: fixture:llama, 16 prompt + 32 generated tokens, 7 trials; with `work` = N,
+/// N busy loops run beside it for its whole duration.
+const RUN_SH: &str = r#"#!/bin/sh
+n=$(cat work)
+pids=""
+i=0
+while [ "$i" -lt "$n" ]; do
+  ( while :; do :; done ) &
+  pids="$pids $!"
+  i=$((i + 1))
+done
+"$MB" run --model fixture:llama --prompt-tokens 16 --max-new-tokens 32 --warmup 1 --trials 7 --label bisect >/dev/null
+rc=$?
+[ -n "$pids" ] && kill $pids
+exit $rc
+"#;
+
+#[test]
+fn bisect_names_the_slowed_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("run.sh"), RUN_SH).unwrap();
+    let mut commits = Vec::new();
+    for (i, work) in [0, 0, 0, 3, 3].iter().enumerate() {
+        std::fs::write(repo.join("work"), format!("{work}\n")).unwrap();
+        std::fs::write(repo.join("notes"), format!("change {i}\n")).unwrap();
+        git(&repo, &["add", "."]);
+        git(
+            &repo,
+            &["commit", "-q", "-m", &format!("commit {i}: work {work}")],
+        );
+        commits.push(head(&repo));
+    }
+    let reports = tmp.path().join("reports");
+    let t0 = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args([
+            "bisect",
+            &commits[0],
+            &commits[4],
+            "--bench",
+            "custom-p16-g32",
+            "--threshold",
+            "25%",
+            "--build",
+            "true",
+            "--run",
+            "sh run.sh",
+        ])
+        .current_dir(&repo)
+        .env("MB", env!("CARGO_BIN_EXE_modelbench"))
+        .env("MODELBENCH_REPORTS", &reports)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("MODELBENCH_DB")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "first bad commit: {} commit 3: work 3",
+            commits[3]
+        )),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("Regression"), "its numbers: {out}");
+    // The repository is back on its branch, not bisecting.
+    assert_eq!(head(&repo), commits[4]);
+    assert!(!repo.join(".git/BISECT_LOG").exists());
+    eprintln!("bisect took {:.1} s", t0.elapsed().as_secs_f64());
+}
