@@ -104,5 +104,5 @@ fn bisect_names_the_slowed_commit() {
     // The repository is back on its branch, not bisecting.
     assert_eq!(head(&repo), commits[4]);
     assert!(!repo.join(".git/BISECT_LOG").exists());
-    eprintln!("bisect took {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!("{out}bisect took {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -306,8 +306,11 @@ const NOT_NULL: &[&str] = &[
     "record_json",
 ];
 
+/// A migration: its description and its statements in a dialect.
+pub type Migration = (&'static str, fn(Dialect) -> Vec<String>);
+
 /// Ordered migrations: version `i + 1` is `MIGRATIONS[i]`, applied once, in order.
-pub const MIGRATIONS: &[(&str, fn(Dialect) -> Vec<String>)] = &[
+pub const MIGRATIONS: &[Migration] = &[
     ("records table", migration_1),
     ("query indexes", migration_2),
 ];

@@ -140,7 +140,7 @@ struct Restore {
 impl Drop for Restore {
     fn drop(&mut self) {
         if self.bisecting {
-            let _ = git(&["bisect", "reset", "--quiet"]);
+            let _ = git(&["bisect", "reset"]);
         }
         let _ = git(&["checkout", "--quiet", &self.orig]);
     }
