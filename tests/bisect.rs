@@ -1,7 +1,7 @@
 //! `modelbench bisect` in a scratch git repository: five commits whose committed `work` file
 //! tells the run script how many CPU-burning loops to run beside the benchmark (real work
 //! competing for the cores, so the benchmark itself is slower with the same shape and key);
-//! commit 4 of 5 turns it on. Bisect must name that commit.
+//! commit 4 of 5 turns it on (6 loops on this 2-core machine: well beyond the 50% threshold, while unchanged commits stay far below it). Bisect must name that commit.
 
 use std::path::Path;
 use std::process::Command;
@@ -32,7 +32,7 @@ fn head(repo: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-/// The benchmark: fixture:llama, 16 prompt + 32 generated tokens, 7 trials; with `work` = N,
+/// The benchmark: fixture:llama, 16 prompt + 32 generated tokens, 9 trials; with `work` = N,
 /// N busy loops run beside it for its whole duration.
 const RUN_SH: &str = r#"#!/bin/sh
 n=$(cat work)
@@ -43,7 +43,7 @@ while [ "$i" -lt "$n" ]; do
   pids="$pids $!"
   i=$((i + 1))
 done
-"$MB" run --model fixture:llama --prompt-tokens 16 --max-new-tokens 32 --warmup 1 --trials 7 --label bisect >/dev/null
+"$MB" run --model fixture:llama --prompt-tokens 16 --max-new-tokens 32 --warmup 1 --trials 9 --label bisect >/dev/null
 rc=$?
 [ -n "$pids" ] && kill $pids
 exit $rc
@@ -57,7 +57,7 @@ fn bisect_names_the_slowed_commit() {
     git(&repo, &["init", "-q", "-b", "main"]);
     std::fs::write(repo.join("run.sh"), RUN_SH).unwrap();
     let mut commits = Vec::new();
-    for (i, work) in [0, 0, 0, 3, 3].iter().enumerate() {
+    for (i, work) in [0, 0, 0, 6, 6].iter().enumerate() {
         std::fs::write(repo.join("work"), format!("{work}\n")).unwrap();
         std::fs::write(repo.join("notes"), format!("change {i}\n")).unwrap();
         git(&repo, &["add", "."]);
@@ -77,7 +77,7 @@ fn bisect_names_the_slowed_commit() {
             "--bench",
             "custom-p16-g32",
             "--threshold",
-            "25%",
+            "50%",
             "--build",
             "true",
             "--run",
@@ -95,7 +95,7 @@ fn bisect_names_the_slowed_commit() {
     assert!(o.status.success(), "{out}\n{err}");
     assert!(
         out.contains(&format!(
-            "first bad commit: {} commit 3: work 3",
+            "first bad commit: {} commit 3: work 6",
             commits[3]
         )),
         "{out}\n{err}"

@@ -120,7 +120,14 @@ pub fn trend_png(
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(y_label)
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            // Runs are whole numbers: label only the integer ticks.
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-9 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .draw()
             .map_err(perr)?;
         let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];

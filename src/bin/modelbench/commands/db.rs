@@ -64,8 +64,8 @@ fn info(flag: Option<&str>) -> anyhow::Result<()> {
     for r in db.runs(None)? {
         println!(
             "| {} | {} | {} | {} | {} |",
-            r.run,
-            r.hardware_fp,
+            cell(&r.run),
+            cell(&r.hardware_fp),
             short(&r.git_commit),
             r.started,
             r.records
@@ -77,4 +77,9 @@ fn info(flag: Option<&str>) -> anyhow::Result<()> {
 /// The first 10 characters of a commit hash.
 pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(10)]
+}
+
+/// A markdown table cell: `|` escaped (hardware fingerprints hold one).
+pub fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use modelbench::output::report::{na, reports_root};
 
-use super::db::{open, short};
+use super::db::{cell, open, short};
 
 pub fn history(
     bench: &str,
@@ -41,9 +41,9 @@ pub fn history(
             r.timestamp,
             short(&r.git_commit),
             r.git_dirty,
-            r.hardware_fp,
-            r.bench_id,
-            r.shape,
+            cell(&r.hardware_fp),
+            cell(&r.bench_id),
+            cell(&r.shape),
             r.n_samples,
             na(r.median_s, 4),
             na(r.tok_s, 1),
