@@ -244,3 +244,43 @@ pub fn positive(name: &str, v: &str) -> Result<usize> {
         )),
     }
 }
+
+/// An attention backend (`eager`, `flash`, `chunked`, `chunked:N`).
+pub fn parse_attention(v: &str, knob: &str) -> Result<crate::models::attention::Attention> {
+    use crate::models::attention::Attention;
+    Attention::parse(v).map_err(|reason| Error::knob(knob, v, reason, Attention::ALLOWED))
+}
+
+/// A count that may be 0.
+pub fn parse_count(v: &str, knob: &str) -> Result<usize> {
+    v.trim()
+        .parse::<usize>()
+        .map_err(|_| Error::knob(knob, v, "not an integer >= 0", "an integer >= 0"))
+}
+
+/// KV-cache depths: a comma list of integers >= 0, sorted, without repeats.
+pub fn parse_depths(v: &str, knob: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let n = p.parse::<usize>().map_err(|_| {
+            Error::knob(
+                knob,
+                v,
+                format!("`{p}` is not an integer >= 0"),
+                "a comma list of integers >= 0",
+            )
+        })?;
+        out.push(n);
+    }
+    if out.is_empty() {
+        return Err(Error::knob(
+            knob,
+            v,
+            "empty list",
+            "a comma list of integers >= 0",
+        ));
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}

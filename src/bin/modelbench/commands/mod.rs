@@ -3,6 +3,7 @@
 pub mod calibrate;
 pub mod compare;
 pub mod continuous;
+pub mod depth;
 pub mod dequantize;
 pub mod generate;
 pub mod list;
