@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// quick (short, medium), standard (+ prefill, decode, sampled) or full (all seven).
     #[arg(long, default_value = "quick")]
     pub suite: String,
+    /// Scenario by name, repeatable, instead of the suite (e.g. long-8k, long-16k, in no tier).
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<String>,
     /// Model reference, repeatable: fixture:<family>, synthetic:<name>, owner/repo[@rev], or a directory.
     #[arg(long = "model", required = true)]
     pub models: Vec<String>,

@@ -11,6 +11,19 @@ use modelbench::output::report::{latency_table, reports_root, table, RunDir};
 use crate::args::RunArgs;
 
 pub fn scenarios_of(a: &RunArgs) -> anyhow::Result<Vec<Scenario>> {
+    if !a.scenarios.is_empty() {
+        anyhow::ensure!(
+            a.prompt_tokens.is_none() && a.max_new_tokens.is_none(),
+            "--scenario and --prompt-tokens/--max-new-tokens exclude each other"
+        );
+        return modelbench::config::plans::parse_scenarios(&a.scenarios.join(",")).map_err(|_| {
+            anyhow::anyhow!(
+                "--scenario {}: unknown scenario (allowed: {})",
+                a.scenarios.join(","),
+                modelbench::engine::scenario::SCENARIO_NAMES
+            )
+        });
+    }
     match (a.prompt_tokens, a.max_new_tokens) {
         (Some(p), Some(g)) => {
             let sampling = a.sampling.params()?;
@@ -45,7 +58,11 @@ pub fn execute(a: &RunArgs) -> anyhow::Result<PathBuf> {
     let (device, dtype, label) = a.target.resolve()?;
     let plan = Plan {
         models: parse_models(&a.models.join(","), "--model")?,
-        tier: Tier::parse(&a.suite),
+        tier: if a.scenarios.is_empty() {
+            Tier::parse(&a.suite)
+        } else {
+            None
+        },
         scenarios,
         device,
         dtype,
