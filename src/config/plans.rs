@@ -176,7 +176,7 @@ impl DepthPlan {
         let models = parse_models(
             env("MODELBENCH_DEPTH_MODELS")
                 .as_deref()
-                .unwrap_or(DEFAULT_MODELS),
+                .unwrap_or(DEFAULT_DEPTH_MODELS),
             "MODELBENCH_DEPTH_MODELS",
         )?;
         let depths = parse_depths(
