@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use modelbench::config::knobs::{self, Knob, Scope, KNOBS};
-use modelbench::config::plans::{Common, MoePlan, Plan, PsannPlan};
+use modelbench::config::plans::{Common, DepthPlan, MoePlan, Plan, PsannPlan};
 
 const BEGIN: &str = "<!-- knobs:begin -->";
 const END: &str = "<!-- knobs:end -->";
@@ -98,6 +98,15 @@ const PLANS: &[PlanKind] = &[
                 .map_err(|e| e.to_string())
         },
         reads: &[Scope::All, Scope::Psann],
+    },
+    PlanKind {
+        name: "DepthPlan",
+        build: |l| {
+            DepthPlan::from_lookup(l)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+        reads: &[Scope::All, Scope::Depth],
     },
     PlanKind {
         name: "Common (checkpoint)",

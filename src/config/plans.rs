@@ -25,6 +25,8 @@ pub struct Plan {
     pub seed: u64,
     pub min_measure: Duration,
     pub label: Option<String>,
+    /// Attention backend (MODELBENCH_ATTENTION).
+    pub attention: crate::models::attention::Attention,
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -70,6 +72,7 @@ impl Plan {
             seed: c.seed,
             min_measure: c.min_measure,
             label: c.label,
+            attention: c.attention,
         })
     }
 
@@ -109,6 +112,7 @@ pub struct Common {
     pub seed: u64,
     pub min_measure: Duration,
     pub label: Option<String>,
+    pub attention: crate::models::attention::Attention,
 }
 
 impl Common {
@@ -141,7 +145,72 @@ impl Common {
             label: get("MODELBENCH_LABEL")
                 .map(|l| check_label(&l, "MODELBENCH_LABEL"))
                 .transpose()?,
+            attention: get("MODELBENCH_ATTENTION")
+                .map(|v| parse_attention(&v, "MODELBENCH_ATTENTION"))
+                .transpose()?
+                .unwrap_or_default(),
         })
+    }
+}
+
+/// The `depth` group: models x depths, a prefill of `prompt` and a decode of `gen` tokens
+/// timed at each depth.
+#[derive(Debug, Clone)]
+pub struct DepthPlan {
+    pub models: Vec<(String, ModelRef)>,
+    pub depths: Vec<usize>,
+    pub prompt: usize,
+    pub gen: usize,
+    pub common: Common,
+}
+
+impl DepthPlan {
+    pub fn from_env() -> Result<DepthPlan> {
+        knobs::validate_env()?;
+        DepthPlan::from_lookup(&knobs::env)
+    }
+
+    pub fn from_lookup(lookup: Lookup) -> Result<DepthPlan> {
+        let common = Common::from_lookup(lookup)?;
+        let env = |k: &str| knobs::get(lookup, k);
+        let models = parse_models(
+            env("MODELBENCH_DEPTH_MODELS")
+                .as_deref()
+                .unwrap_or(DEFAULT_DEPTH_MODELS),
+            "MODELBENCH_DEPTH_MODELS",
+        )?;
+        let depths = parse_depths(
+            &env("MODELBENCH_DEPTHS").unwrap_or_else(|| "0,256,1024".into()),
+            "MODELBENCH_DEPTHS",
+        )?;
+        let count = |k: &str, d: usize| {
+            env(k)
+                .map(|v| parse_count(&v, k))
+                .transpose()
+                .map(|v| v.unwrap_or(d))
+        };
+        let prompt = count("MODELBENCH_DEPTH_PROMPT", 64)?;
+        let gen = count("MODELBENCH_DEPTH_GEN", 16)?;
+        if prompt == 0 && gen == 0 {
+            return Err(Error::knob(
+                "MODELBENCH_DEPTH_PROMPT",
+                "0",
+                "MODELBENCH_DEPTH_PROMPT and MODELBENCH_DEPTH_GEN are both 0: nothing to time",
+                "at least one of them positive",
+            ));
+        }
+        Ok(DepthPlan {
+            models,
+            depths,
+            prompt,
+            gen,
+            common,
+        })
+    }
+
+    /// Positions the deepest point needs: models are built for this many.
+    pub fn context_cap(&self) -> usize {
+        self.depths.iter().max().copied().unwrap_or(0) + self.prompt.max(self.gen)
     }
 }
 

@@ -13,6 +13,11 @@ use crate::measure::device::{parse_dtype, DeviceSpec, DTYPES_ALLOWED};
 use crate::models::source::{ModelRef, SOURCES_HELP};
 
 pub const DEFAULT_MODELS: &str = "fixture:llama,fixture:qwen3,fixture:gemma3";
+
+/// Models of the `depth` group: llama and qwen3 restore by copy at every depth. The gemma3
+/// fixture's 64-token sliding window makes candle's Gemma3 restore by replaying its fill past
+/// it (token by token), minutes under criterion's iteration counts: name it to include it.
+pub const DEFAULT_DEPTH_MODELS: &str = "fixture:llama,fixture:qwen3";
 /// The default tier: short and medium on the three fixtures, a few minutes; `full` is one
 /// knob away.
 pub const DEFAULT_TIER: &str = "quick";
@@ -243,4 +248,44 @@ pub fn positive(name: &str, v: &str) -> Result<usize> {
             "an integer >= 1",
         )),
     }
+}
+
+/// An attention backend (`eager`, `flash`, `chunked`, `chunked:N`).
+pub fn parse_attention(v: &str, knob: &str) -> Result<crate::models::attention::Attention> {
+    use crate::models::attention::Attention;
+    Attention::parse(v).map_err(|reason| Error::knob(knob, v, reason, Attention::ALLOWED))
+}
+
+/// A count that may be 0.
+pub fn parse_count(v: &str, knob: &str) -> Result<usize> {
+    v.trim()
+        .parse::<usize>()
+        .map_err(|_| Error::knob(knob, v, "not an integer >= 0", "an integer >= 0"))
+}
+
+/// KV-cache depths: a comma list of integers >= 0, sorted, without repeats.
+pub fn parse_depths(v: &str, knob: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let n = p.parse::<usize>().map_err(|_| {
+            Error::knob(
+                knob,
+                v,
+                format!("`{p}` is not an integer >= 0"),
+                "a comma list of integers >= 0",
+            )
+        })?;
+        out.push(n);
+    }
+    if out.is_empty() {
+        return Err(Error::knob(
+            knob,
+            v,
+            "empty list",
+            "a comma list of integers >= 0",
+        ));
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }

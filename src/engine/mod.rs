@@ -3,5 +3,6 @@
 
 pub mod generate;
 pub mod perplexity;
+pub mod preflight;
 pub mod sampling;
 pub mod scenario;

@@ -92,7 +92,16 @@ const TABLE: [(&str, usize, usize, SamplingParams, bool, &str); 7] = [
     ),
 ];
 
-pub const SCENARIO_NAMES: &str = "short, medium, prefill, decode, long, sampled, full-pipe";
+pub const SCENARIO_NAMES: &str =
+    "short, medium, prefill, decode, long, sampled, full-pipe, long-8k, long-16k";
+
+/// Long-context scenarios (seed 004: 8K-16K tokens, batch 1): in no tier, run only when named
+/// (`MODELBENCH_SCENARIOS=long-8k`); a memory preflight ([`crate::engine::preflight`]) checks
+/// them against the machine before any weights load.
+const LONG: [(&str, usize, usize, &str); 2] = [
+    ("long-8k", 8192, 16, "Long context: 8K-token prompt"),
+    ("long-16k", 16384, 16, "Long context: 16K-token prompt"),
+];
 
 impl Scenario {
     pub fn all() -> Vec<Scenario> {
@@ -109,9 +118,24 @@ impl Scenario {
             .collect()
     }
 
+    /// The long-context scenarios (in no tier).
+    pub fn long() -> Vec<Scenario> {
+        LONG.iter()
+            .map(|&(name, p, g, purpose)| Scenario {
+                name: name.to_string(),
+                prompt_tokens: p,
+                new_tokens: g,
+                sampling: SamplingParams::GREEDY,
+                pipeline: false,
+                purpose,
+            })
+            .collect()
+    }
+
     pub fn by_name(name: &str) -> Result<Scenario> {
         Scenario::all()
             .into_iter()
+            .chain(Scenario::long())
             .find(|s| s.name == name.trim())
             .ok_or_else(|| Error::Scenario {
                 scenario: name.to_string(),
@@ -240,6 +264,11 @@ mod tests {
         assert_eq!(Tier::Full.scenarios().len(), 7);
         assert_eq!(Tier::Standard.scenarios().len(), 5);
         assert!(Scenario::by_name("nope").is_err());
+        let l = Scenario::by_name("long-16k").unwrap();
+        assert_eq!((l.prompt_tokens, l.new_tokens), (16384, 16));
+        for t in [Tier::Quick, Tier::Standard, Tier::Full] {
+            assert!(t.scenario_names().iter().all(|n| !n.starts_with("long-")));
+        }
         assert!(Tier::parse("huge").is_none());
     }
 }

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use criterion::measurement::Measurement;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 
-use crate::config::plans::{Common, MoePlan, Plan, PsannPlan};
+use crate::config::plans::{Common, DepthPlan, MoePlan, Plan, PsannPlan};
 use crate::engine::generate::probe_rates;
 use crate::engine::scenario::prepare;
 use crate::error::Result;
 use crate::measure::calibration::cached;
 use crate::measure::memory;
 use crate::measure::timing::{Measured, TrialLoop, SAMPLE_SIZE};
-use crate::models::loading::open;
+use crate::models::loading::{open, open_with};
 use crate::models::moe::MoeConfig;
 use crate::models::source::ModelRef;
 use crate::output::record::Harness;
@@ -35,6 +35,8 @@ pub enum Bench {
     Moe,
     Psann,
     Checkpoint,
+    /// Speed against KV-cache depth (group `depth`).
+    Depth,
 }
 
 /// The whole `main` of a bench: validate the knobs, run its groups, print where the records
@@ -62,6 +64,13 @@ pub fn main(bench: Bench) {
             let mut c = Criterion::default().configure_from_args();
             let mut run = run_dir(plan.common.label.as_deref());
             psann(&mut c, &plan, &mut run)?;
+            c.final_summary();
+            Ok(run)
+        }),
+        Bench::Depth => DepthPlan::from_env().and_then(|plan| {
+            let mut c = Criterion::default().configure_from_args();
+            let mut run = run_dir(plan.common.label.as_deref());
+            depth(&mut c, &plan, &mut run)?;
             c.final_summary();
             Ok(run)
         }),
@@ -203,11 +212,26 @@ pub fn generation(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()
         prepared.push(prepare(label, r, &plan.scenarios)?);
     }
     let device = plan.device.open()?;
+    for res in &prepared {
+        crate::engine::preflight::check_scenarios(
+            res,
+            &plan.scenarios,
+            plan.dtype,
+            &device,
+            plan.attention,
+        )?;
+    }
     let calibration = cached(plan.device);
     for res in prepared {
         let label = res.label.clone();
         eprintln!("loading {label} ({}) ...", res.source);
-        let mut loaded = open(res, &device, plan.dtype, Some(plan.context_cap()))?;
+        let mut loaded = open_with(
+            res,
+            &device,
+            plan.dtype,
+            Some(plan.context_cap()),
+            plan.attention,
+        )?;
         eprintln!("{}", crate::models::loading::load_line(&loaded));
         if let Some(w) = loaded.model.meta().exact_context {
             for s in plan.scenarios.iter().filter(|s| s.context_needed() > w) {
@@ -227,6 +251,76 @@ pub fn generation(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Group `depth`: per model (loaded once, built for the deepest point), per depth, one
+/// benchmark `depth/<device>-<dtype>/<model>/d<depth>-p<P>-n<N>`; depth.png and depth.csv in
+/// the run folder.
+pub fn depth(c: &mut Criterion, plan: &DepthPlan, run: &mut RunDir) -> Result<()> {
+    let cm = &plan.common;
+    let cap = plan.context_cap();
+    let mut prepared = Vec::new();
+    for (label, r) in &plan.models {
+        prepared.push(prepare(label, r, &[])?);
+    }
+    let device = cm.device.open()?;
+    let deepest = plan.depths.iter().max().copied().unwrap_or(0);
+    for res in &prepared {
+        let meta = crate::engine::preflight::meta_of(res, cm.dtype, cap)?;
+        if cap > meta.max_context {
+            return Err(crate::error::Error::Scenario {
+                scenario: format!("depth {deepest}"),
+                model: res.label.clone(),
+                reason: format!(
+                    "needs {cap} positions but the model's max_position_embeddings is {}",
+                    meta.max_context
+                ),
+            });
+        }
+        let e = crate::engine::preflight::estimate(
+            &meta,
+            crate::workloads::depth::FILL_CHUNK
+                .min(deepest)
+                .max(plan.prompt),
+            cap,
+            cm.attention,
+        );
+        crate::engine::preflight::check_fits(
+            &format!("depth {deepest}"),
+            &res.label,
+            &e,
+            cm.attention,
+            crate::engine::preflight::available(&device),
+        )?;
+    }
+    let calibration = cached(cm.device);
+    for res in prepared {
+        eprintln!("loading {} ({}) ...", res.label, res.source);
+        let mut loaded = open_with(res, &device, cm.dtype, Some(cap), cm.attention)?;
+        eprintln!("{}", crate::models::loading::load_line(&loaded));
+        for &d in &plan.depths {
+            let mut w = crate::workloads::depth::Depth::new(
+                &mut loaded,
+                d,
+                plan.prompt,
+                plan.gen,
+                cm.seed,
+                cm.device,
+                cm.dtype,
+                calibration.clone(),
+            )?;
+            if let Some(r) = bench_and_record(c, &mut w, None, cm.min_measure, run)? {
+                let g = r.gen.clone().unwrap_or_default();
+                eprintln!(
+                    "depth {d}: prefill {} tok/s, decode {} tok/s (restore: {})",
+                    crate::output::report::na(g.prefill_tok_s, 1),
+                    crate::output::report::na(g.decode_tok_s, 1),
+                    r.extra["restore"]
+                );
+            }
+        }
+    }
+    crate::workloads::depth::write_artifacts(run)
 }
 
 /// Group `overhead`: per fixture family, the engine against the bare loop (interleaved), and

@@ -181,3 +181,34 @@ mod cuda_pool {
         false
     }
 }
+
+/// Memory the kernel says can be allocated without swapping (`MemAvailable` of
+/// /proc/meminfo); None where there is no /proc.
+pub fn available_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&s)
+}
+
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Free device memory of the selected GPU (NVML: total - used); None without NVML.
+pub fn device_available_bytes() -> Option<u64> {
+    let g = crate::measure::gpu::facts()?;
+    let used = crate::measure::gpu::used_bytes()?;
+    Some(g.vram_total_bytes.saturating_sub(used))
+}
+
+#[cfg(test)]
+mod available_tests {
+    #[test]
+    fn reads_mem_available() {
+        let s =
+            "MemTotal:       24576000 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(super::parse_mem_available(s), Some(20_000_000 * 1024));
+        assert_eq!(super::parse_mem_available("MemTotal: 1 kB\n"), None);
+    }
+}

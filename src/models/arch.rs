@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::{gemma3, llama, qwen3, qwen3_moe};
 use serde_json::Value;
 
-use super::{CausalLm, Family, ModelMeta};
+use super::{CausalLm, Family, KvState, ModelMeta, Restored};
 use crate::error::{one_line, Error, Result};
 
 /// A family's typed config, deserialised straight from config.json (candle's own structs).
@@ -220,6 +220,7 @@ impl Arch {
             },
             decode_weight_bytes: None,
             exact_context: None,
+            attention: "eager".into(),
             implementation: format!(
                 "candle-transformers 0.11.1 {}",
                 match self {
@@ -243,6 +244,7 @@ impl Arch {
                 Box::new(LlamaLm {
                     model,
                     cache,
+                    len: 0,
                     cfg: c.clone(),
                     dtype,
                     device,
@@ -251,17 +253,22 @@ impl Arch {
             }
             Arch::Qwen3(c) => Box::new(Qwen3Lm {
                 model: qwen3::ModelForCausalLM::new(c, vb)?,
+                len: 0,
                 device,
                 meta,
             }),
             Arch::Qwen3Moe(c) => Box::new(Qwen3MoeLm {
                 model: qwen3_moe::ModelForCausalLM::new(c, vb)?,
+                len: 0,
                 device,
                 meta,
             }),
             Arch::Gemma3(c) => Box::new(Gemma3Lm {
                 model: gemma3::Model::new(cfg!(feature = "flash-attn"), c, vb)?,
                 token_by_token: c.num_key_value_heads > 1,
+                window: c.sliding_window,
+                log: Vec::new(),
+                shared: None,
                 device,
                 meta,
             }),
@@ -279,7 +286,10 @@ fn wrap(e: candle_core::Error) -> Error {
 
 struct LlamaLm {
     model: llama::Llama,
+    /// candle's llama `Cache` grows by `Tensor::cat` (new tensors every step, never written in
+    /// place), so a clone of it is a real snapshot.
     cache: llama::Cache,
+    len: usize,
     cfg: llama::Config,
     dtype: DType,
     device: Device,
@@ -290,15 +300,30 @@ impl CausalLm for LlamaLm {
     fn reset(&mut self) -> Result<()> {
         // candle's llama Cache has no reset and private fields: build a new one.
         self.cache = llama::Cache::new(true, self.dtype, &self.cfg, &self.device).map_err(wrap)?;
+        self.len = 0;
         Ok(())
     }
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
         let x = input(tokens, &self.device).map_err(wrap)?;
         // (b, vocab) f32
-        self.model
+        let out = self
+            .model
             .forward(&x, pos, &mut self.cache)
             .and_then(|l| l.flatten_all())
-            .map_err(wrap)
+            .map_err(wrap)?;
+        self.len = pos + tokens.len();
+        Ok(out)
+    }
+    fn depth(&self) -> usize {
+        self.len
+    }
+    fn snapshot(&mut self) -> Result<KvState> {
+        Ok(KvState::new(self.len, self.cache.clone()))
+    }
+    fn restore(&mut self, s: &KvState) -> Result<Restored> {
+        self.cache = s.get::<llama::Cache>()?.clone();
+        self.len = s.depth();
+        Ok(Restored::Copy)
     }
     fn meta(&self) -> &ModelMeta {
         &self.meta
@@ -309,11 +334,14 @@ impl CausalLm for LlamaLm {
 }
 
 /// Adapter for candle models with `forward(&mut self, ids, offset) -> (b, 1, vocab)` and
-/// `clear_kv_cache()` (Qwen3 and Qwen3-MoE).
+/// `clear_kv_cache()` (Qwen3 and Qwen3-MoE). Their attention keeps a `ConcatKvCache`
+/// (`Tensor::cat`, never written in place), so a clone of the model (weights shared) is a
+/// real snapshot of the cache.
 macro_rules! cached_adapter {
     ($name:ident, $model:ty) => {
         struct $name {
             model: $model,
+            len: usize,
             device: Device,
             meta: ModelMeta,
         }
@@ -321,15 +349,30 @@ macro_rules! cached_adapter {
         impl CausalLm for $name {
             fn reset(&mut self) -> Result<()> {
                 self.model.clear_kv_cache();
+                self.len = 0;
                 Ok(())
             }
             fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
                 let x = input(tokens, &self.device).map_err(wrap)?;
                 // (b, 1, vocab) in the model dtype
-                self.model
+                let out = self
+                    .model
                     .forward(&x, pos)
                     .and_then(|l| l.flatten_all())
-                    .map_err(wrap)
+                    .map_err(wrap)?;
+                self.len = pos + tokens.len();
+                Ok(out)
+            }
+            fn depth(&self) -> usize {
+                self.len
+            }
+            fn snapshot(&mut self) -> Result<KvState> {
+                Ok(KvState::new(self.len, self.model.clone()))
+            }
+            fn restore(&mut self, s: &KvState) -> Result<Restored> {
+                self.model = s.get::<$model>()?.clone();
+                self.len = s.depth();
+                Ok(Restored::Copy)
             }
             fn meta(&self) -> &ModelMeta {
                 &self.meta
@@ -350,20 +393,90 @@ struct Gemma3Lm {
     /// (`slice-set only supports contiguous tensors` in the KV cache); such models prefill
     /// one token at a time, and their records say so.
     token_by_token: bool,
+    /// The sliding window of its local layers.
+    window: usize,
+    /// Every forward since the last reset (tokens, position): replayed by a recompute restore.
+    log: Vec<(Vec<u32>, usize)>,
+    /// Set while the live model shares KV buffers with a snapshot: raised when a write may
+    /// have overwritten that snapshot's part of a RotatingKvCache ring.
+    shared: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     device: Device,
     meta: ModelMeta,
+}
+
+/// A snapshot of candle-transformers' Gemma3: a clone of the model (its KV tensors share
+/// storage with the live model's) and the forwards that built it.
+#[derive(Clone)]
+struct Gemma3State {
+    model: gemma3::Model,
+    log: Vec<(Vec<u32>, usize)>,
+    /// Raised once a live write may have overwritten the shared ring (see Gemma3Lm::shared).
+    clobbered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gemma3Lm {
+    fn cached_len(&self) -> usize {
+        self.log.last().map_or(0, |(t, p)| p + t.len())
+    }
 }
 
 impl CausalLm for Gemma3Lm {
     fn reset(&mut self) -> Result<()> {
         self.model.clear_kv_cache();
+        self.log.clear();
+        self.shared = None;
         Ok(())
     }
+    fn depth(&self) -> usize {
+        self.cached_len()
+    }
+    /// candle's Gemma3 writes its KV caches in place (`KvCache` and `RotatingKvCache` with
+    /// `slice_set`) and keeps them private, so the snapshot is a clone sharing those buffers.
+    /// The full-attention layers' `KvCache` is only written past its length, so the saved
+    /// part stays intact; the sliding layers' ring is overwritten once a position reaches the
+    /// window, which is tracked: such a restore replays the logged forwards instead.
+    fn snapshot(&mut self) -> Result<KvState> {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = Gemma3State {
+            model: self.model.clone(),
+            log: self.log.clone(),
+            clobbered: flag.clone(),
+        };
+        self.shared = Some(flag);
+        Ok(KvState::new(self.cached_len(), st))
+    }
+    fn restore(&mut self, s: &KvState) -> Result<Restored> {
+        use std::sync::atomic::Ordering;
+        let st = s.get::<Gemma3State>()?;
+        // The live model shares the snapshot's buffers only when the snapshot was taken from
+        // it or restored into it by copy; `shared` then points at that snapshot's flag.
+        if !st.clobbered.load(Ordering::SeqCst) {
+            self.model = st.model.clone();
+            self.log = st.log.clone();
+            self.shared = Some(st.clobbered.clone());
+            return Ok(Restored::Copy);
+        }
+        self.reset()?;
+        for (t, p) in st.log.clone() {
+            self.forward(&t, p)?;
+        }
+        Ok(Restored::Recompute)
+    }
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
+        if pos + tokens.len() > self.window {
+            if let Some(f) = &self.shared {
+                f.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        self.log.push((tokens.to_vec(), pos));
         let run = |m: &mut gemma3::Model, t: &[u32], p: usize| -> candle_core::Result<Tensor> {
             m.forward(&input(t, &self.device)?, p)?.flatten_all()
         };
-        let out = if self.token_by_token && tokens.len() > 1 {
+        // candle 0.11's Gemma3 masks a chunk at offset > 0 with `offset + len` key columns,
+        // but its sliding layers' ring returns at most `window` keys: a chunk that ends past
+        // the window goes one token at a time (exact, as decode is).
+        let split = self.token_by_token || (pos > 0 && pos + tokens.len() > self.window);
+        let out = if split && tokens.len() > 1 {
             let mut last = Err(candle_core::Error::Msg("empty prompt".into()));
             for (i, t) in tokens.iter().enumerate() {
                 last = Ok(run(&mut self.model, std::slice::from_ref(t), pos + i).map_err(wrap)?);

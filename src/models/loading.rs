@@ -8,6 +8,7 @@ use tokenizers::Tokenizer;
 
 use crate::error::Result;
 use crate::measure::memory;
+use crate::models::attention::Attention;
 use crate::models::source::Resolved;
 use crate::models::{self, CausalLm};
 
@@ -33,13 +34,32 @@ pub struct Loaded {
     pub load: LoadStats,
 }
 
-/// Loads weights and tokenizer, measuring time and memory of the load.
+/// Loads weights and tokenizer, measuring time and memory of the load (eager attention).
 pub fn open(
     res: Resolved,
     device: &Device,
     dtype: DType,
     context_cap: Option<usize>,
 ) -> Result<Loaded> {
+    open_with(res, device, dtype, context_cap, Attention::Eager)
+}
+
+/// [`open`] with an attention backend (see [`crate::models::attention`]).
+pub fn open_with(
+    res: Resolved,
+    device: &Device,
+    dtype: DType,
+    context_cap: Option<usize>,
+    attention: Attention,
+) -> Result<Loaded> {
+    attention.check(device).map_err(|reason| {
+        crate::error::Error::knob(
+            "MODELBENCH_ATTENTION",
+            attention.name(),
+            reason,
+            Attention::ALLOWED,
+        )
+    })?;
     let heap_before = memory::heap_current().unwrap_or(0);
     memory::reset_peak();
     let rss_reset = memory::reset_rss_peak();
@@ -56,6 +76,7 @@ pub fn open(
         &res.weights,
         &opts,
     )?;
+    let model = crate::models::attention::apply(model, attention)?;
     let fill_secs = t.elapsed().as_secs_f64();
     let tokenizer = res
         .tokenizer

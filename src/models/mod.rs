@@ -15,6 +15,7 @@ use crate::error::{one_line, Error, Result};
 use crate::util::fill::Filler;
 
 mod arch;
+pub mod attention;
 pub mod dequantize;
 pub mod gemma3_quantized;
 pub mod gguf_fixture;
@@ -37,6 +38,73 @@ pub trait CausalLm: Send {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor>;
     fn meta(&self) -> &ModelMeta;
     fn device(&self) -> &Device;
+    /// Positions the KV cache holds (where the next forward continues).
+    fn depth(&self) -> usize {
+        0
+    }
+    /// A copy of the KV cache as it is now, to [`restore`](CausalLm::restore) later (the
+    /// depth workload fills a cache once per depth and restores it between repetitions).
+    fn snapshot(&mut self) -> Result<KvState> {
+        Err(Error::Report(format!(
+            "{}: KV snapshot not implemented for this model",
+            self.meta().implementation
+        )))
+    }
+    /// Puts back the KV cache of `s`; the next forward continues at `s.depth()` exactly as
+    /// after a fresh fill. Returns how it was restored.
+    fn restore(&mut self, s: &KvState) -> Result<Restored> {
+        let _ = s;
+        Err(Error::Report(format!(
+            "{}: KV restore not implemented for this model",
+            self.meta().implementation
+        )))
+    }
+}
+
+/// How a KV state came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restored {
+    /// The saved cache tensors were put back (nothing recomputed).
+    Copy,
+    /// The cache was refilled by replaying the forwards that built it (candle-transformers'
+    /// Gemma3 past its sliding window: its RotatingKvCache is written in place and its fields
+    /// are private, so a saved copy shares storage the ring has since overwritten).
+    Recompute,
+}
+
+impl Restored {
+    pub fn name(self) -> &'static str {
+        match self {
+            Restored::Copy => "copy",
+            Restored::Recompute => "recompute",
+        }
+    }
+}
+
+/// A saved KV cache of one model (opaque: each implementation keeps what it needs).
+pub struct KvState {
+    depth: usize,
+    inner: Box<dyn std::any::Any + Send>,
+}
+
+impl KvState {
+    pub fn new<T: std::any::Any + Send>(depth: usize, inner: T) -> KvState {
+        KvState {
+            depth,
+            inner: Box::new(inner),
+        }
+    }
+    /// Positions the saved cache holds.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+    /// The saved state as the type its model stored (an error for another model's state).
+    pub fn get<T: 'static>(&self) -> Result<&T> {
+        self.inner.downcast_ref::<T>().ok_or_else(|| {
+            Error::Report("KV state restored into a different model than it was taken from".into())
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -141,6 +209,9 @@ pub struct ModelMeta {
     /// before this field was filled for config.json models.
     #[serde(default)]
     pub implementation: String,
+    /// The attention backend it runs (`eager`, `flash`, `chunked:N`; see [`attention`]).
+    #[serde(default)]
+    pub attention: String,
 }
 
 /// Where weights come from.

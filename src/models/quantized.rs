@@ -222,6 +222,7 @@ pub fn describe_impl(
         // The project's Gemma 3 is exact at every position it was built for.
         exact_context: if own { None } else { window },
         implementation,
+        attention: "eager".into(),
         experts: None,
         matmul_params: matmul,
         expert_params: 0,
@@ -230,6 +231,12 @@ pub fn describe_impl(
     })
 }
 
+/// Every variant is `Clone` with weights shared (`Arc`): a clone is a KV snapshot because
+/// quantized Llama and candle's Gemma3 grow their caches by `Tensor::cat`, quantized Qwen3 on
+/// CPU keeps a `Vec<f32>` (cloned deeply) or a cat-grown tensor, and the project's Gemma 3
+/// writes its global `KvCache` in place only past the saved length (see
+/// [`gemma3_quantized::ModelWeights`]).
+#[derive(Clone)]
 enum Q {
     Llama(quantized_llama::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
@@ -240,6 +247,7 @@ enum Q {
 
 pub struct QuantizedLm {
     q: Q,
+    len: usize,
     device: Device,
     meta: ModelMeta,
 }
@@ -289,6 +297,7 @@ pub fn load_with(
     };
     Ok(Box::new(QuantizedLm {
         q,
+        len: 0,
         device: device.clone(),
         meta,
     }))
@@ -302,10 +311,35 @@ impl CausalLm for QuantizedLm {
             Q::Gemma3(_) => {}
             Q::Gemma3Own(m) => m.reset(),
         }
+        self.len = 0;
         Ok(())
     }
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
-        self.forward_raw(tokens, pos)
+        // candle 0.11's quantized_gemma3 fails a multi-token forward at index_pos > 0 (its
+        // mask concatenates f32 zeros with a u32 mask: "dtype mismatch in cat"), so such a
+        // chunk goes one token at a time there.
+        let out = if matches!(self.q, Q::Gemma3(_)) && pos > 0 && tokens.len() > 1 {
+            let mut last = None;
+            for (i, t) in tokens.iter().enumerate() {
+                last = Some(self.forward_raw(std::slice::from_ref(t), pos + i)?);
+            }
+            last.expect("more than one token")
+        } else {
+            self.forward_raw(tokens, pos)?
+        };
+        self.len = pos + tokens.len();
+        Ok(out)
+    }
+    fn depth(&self) -> usize {
+        self.len
+    }
+    fn snapshot(&mut self) -> Result<crate::models::KvState> {
+        Ok(crate::models::KvState::new(self.len, self.q.clone()))
+    }
+    fn restore(&mut self, s: &crate::models::KvState) -> Result<crate::models::Restored> {
+        self.q = s.get::<Q>()?.clone();
+        self.len = s.depth();
+        Ok(crate::models::Restored::Copy)
     }
     fn meta(&self) -> &ModelMeta {
         &self.meta

@@ -25,6 +25,7 @@ pub enum Kind {
     PsannTrain,
     Checkpoint,
     Perplexity,
+    Depth,
 }
 
 impl Kind {
@@ -37,6 +38,7 @@ impl Kind {
             Kind::PsannTrain => "psann-train",
             Kind::Checkpoint => "checkpoint",
             Kind::Perplexity => "perplexity",
+            Kind::Depth => "depth",
         }
     }
 }
@@ -140,6 +142,10 @@ pub struct ModelInfo {
     /// Which implementation computed it, and why that one (see ModelMeta::implementation).
     #[serde(default)]
     pub implementation: String,
+    /// The attention backend that ran (`eager`, `flash`, `chunked:N`); empty in records
+    /// written before it was recorded.
+    #[serde(default)]
+    pub attention: String,
 }
 
 /// Memory of the timed region.

@@ -332,7 +332,7 @@ pub fn other_table(records: &[Record]) -> String {
             s,
             "| {} | {} | {:.3} ms | {} | {} |",
             r.kind,
-            r.scenario,
+            if r.id.is_empty() { &r.scenario } else { &r.id },
             r.stats.median * 1e3,
             na(r.tok_s, 1),
             r.stats.n

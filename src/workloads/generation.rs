@@ -158,5 +158,6 @@ pub fn model_info(l: &Loaded) -> ModelInfo {
         load_fill_gbs: l.load.fill_gbs,
         exact_context: m.exact_context,
         implementation: m.implementation.clone(),
+        attention: m.attention.clone(),
     }
 }

@@ -12,6 +12,7 @@ pub use crate::measure::timing::{Measured, TrialLoop, SAMPLE_SIZE};
 use crate::output::record::{Harness, Precision, Record};
 
 pub mod checkpoint;
+pub mod depth;
 pub mod generation;
 pub mod moe;
 pub mod overhead;

@@ -41,8 +41,14 @@ impl Work<'_> {
     /// causal attention (QK^T and PV over the p(p+1)/2 visible pairs), and the LM head for
     /// the last position only (as candle's models compute it).
     pub fn prefill_flops(&self, p: usize) -> f64 {
+        self.prefill_flops_at(p, 0)
+    }
+
+    /// FLOPs of a prefill of `p` tokens after `depth` positions already in the KV cache: the
+    /// same, with token i attending to depth + i keys (p x depth + p(p+1)/2 pairs).
+    pub fn prefill_flops_at(&self, p: usize, depth: usize) -> f64 {
         let m = self.meta;
-        let pairs = (p * (p + 1) / 2) as f64;
+        let pairs = (p * depth + p * (p + 1) / 2) as f64;
         2.0 * self.active_matmul_params() * p as f64
             + 4.0 * (m.layers * m.heads * m.head_dim) as f64 * pairs
             + 2.0 * (m.hidden * m.vocab) as f64
@@ -68,11 +74,54 @@ pub fn roofline(
 ) -> Roofline {
     let w = Work { meta };
     let positions = new.saturating_sub(1).max(1);
+    roofline_of(
+        meta,
+        prompt,
+        positions,
+        w.prefill_flops(prompt),
+        decode_tok_s,
+        ttft_s,
+        cal,
+    )
+}
+
+/// The roofline of a depth record: decode of `new` tokens at cache positions depth..,
+/// prefill of `prompt` tokens after `depth` positions (its time `prefill_s`).
+pub fn roofline_depth(
+    meta: &ModelMeta,
+    depth: usize,
+    prompt: usize,
+    new: usize,
+    decode_tok_s: Option<f64>,
+    prefill_s: Option<f64>,
+    cal: Option<&Calibration>,
+) -> Roofline {
+    let w = Work { meta };
+    roofline_of(
+        meta,
+        depth,
+        new.max(1),
+        w.prefill_flops_at(prompt, depth),
+        decode_tok_s,
+        prefill_s.filter(|_| prompt > 0),
+        cal,
+    )
+}
+
+fn roofline_of(
+    meta: &ModelMeta,
+    first_pos: usize,
+    positions: usize,
+    flops: f64,
+    decode_tok_s: Option<f64>,
+    ttft_s: Option<f64>,
+    cal: Option<&Calibration>,
+) -> Roofline {
+    let w = Work { meta };
     let bytes = (0..positions)
-        .map(|i| w.decode_bytes(prompt + i))
+        .map(|i| w.decode_bytes(first_pos + i))
         .sum::<f64>()
         / positions as f64;
-    let flops = w.prefill_flops(prompt);
     let decode_gbs = decode_tok_s.map(|r| bytes * r / 1e9);
     let prefill_gflops = ttft_s.filter(|t| *t > 0.0).map(|t| flops / t / 1e9);
     // The memory roof is the streaming read of RAM: bytes are bytes, for every dtype and for

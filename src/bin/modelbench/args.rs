@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// quick (short, medium), standard (+ prefill, decode, sampled) or full (all seven).
     #[arg(long, default_value = "quick")]
     pub suite: String,
+    /// Scenario by name, repeatable, instead of the suite (e.g. long-8k, long-16k, in no tier).
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<String>,
     /// Model reference, repeatable: fixture:<family>, synthetic:<name>, owner/repo[@rev], or a directory.
     #[arg(long = "model", required = true)]
     pub models: Vec<String>,
@@ -86,6 +89,40 @@ pub struct RunArgs {
     pub max_new_tokens: Option<usize>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Attention backend: eager, flash (CUDA builds with --features flash-attn), chunked or
+    /// chunked:N (the prompt in N-token chunks at increasing positions).
+    #[arg(long, default_value = "eager")]
+    pub attention: String,
+}
+
+/// `modelbench depth`.
+#[derive(Args)]
+pub struct DepthArgs {
+    /// Model reference, repeatable (one line per model in the plot).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<String>,
+    /// KV-cache depths, comma list of integers >= 0.
+    #[arg(long, default_value = "0,512,1024")]
+    pub depths: String,
+    /// Prefill tokens timed at each depth (0: none).
+    #[arg(long, default_value_t = 64)]
+    pub prompt: usize,
+    /// Decode tokens timed at each depth (0: none).
+    #[arg(long, default_value_t = 16)]
+    pub gen: usize,
+    /// Untimed iterations per depth before the trials.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Timed iterations per depth.
+    #[arg(long, default_value_t = 3)]
+    pub trials: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Attention backend: eager, flash, chunked or chunked:N.
+    #[arg(long, default_value = "eager")]
+    pub attention: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 pub fn device_and_dtype(

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod args;
 mod commands;
 
-use args::{GenerateArgs, MoeArgs, RunArgs, TargetArgs};
+use args::{DepthArgs, GenerateArgs, MoeArgs, RunArgs, TargetArgs};
 
 #[global_allocator]
 static ALLOC: modelbench::measure::memory::CountingAlloc =
@@ -73,6 +73,10 @@ enum Cmd {
     },
     /// Run a suite tier (or one ad-hoc scenario) on one or more models and save a run.
     Run(RunArgs),
+    /// Prefill and decode speed against KV-cache depth: the cache is filled to each depth once
+    /// (untimed), restored before every timed prefill / decode; records, depth.csv and
+    /// depth.png (tok/s against depth, one line per model) in a run folder.
+    Depth(DepthArgs),
     /// Re-render the artifacts (README.md, results.csv, summary.json) of a run.
     Report {
         /// Run folder (default: the newest under target-reports/).
@@ -194,6 +198,7 @@ fn main() -> ExitCode {
         }
         Cmd::Generate(a) => commands::generate::generate(a).map(|_| ExitCode::SUCCESS),
         Cmd::Run(a) => commands::run::run(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Depth(a) => commands::depth::depth(a).map(|_| ExitCode::SUCCESS),
         Cmd::Report { run } => commands::report::report(run).map(|_| ExitCode::SUCCESS),
         Cmd::Compare {
             base,

@@ -147,6 +147,8 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         prompt_tokens: c.prompt_tokens,
         max_new_tokens: c.max_new_tokens,
         sampling: crate::args::SamplingArgs::default(),
+        attention: "eager".into(),
+        scenarios: Vec::new(),
     };
     let dir = super::run::execute(&args)?;
     modelbench::util::fsio::atomic_write(

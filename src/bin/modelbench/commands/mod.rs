@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod compare;
 pub mod continuous;
 pub mod db;
+pub mod depth;
 pub mod dequantize;
 pub mod generate;
 pub mod history;

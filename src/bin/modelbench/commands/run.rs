@@ -5,12 +5,25 @@ use std::path::PathBuf;
 use anyhow::Context;
 use modelbench::config::plans::{parse_models, parse_seed, Plan};
 use modelbench::engine::scenario::{prepare, Scenario, Tier};
-use modelbench::models::loading::{load_line, open};
+use modelbench::models::loading::{load_line, open_with};
 use modelbench::output::report::{latency_table, reports_root, table, RunDir};
 
 use crate::args::RunArgs;
 
 pub fn scenarios_of(a: &RunArgs) -> anyhow::Result<Vec<Scenario>> {
+    if !a.scenarios.is_empty() {
+        anyhow::ensure!(
+            a.prompt_tokens.is_none() && a.max_new_tokens.is_none(),
+            "--scenario and --prompt-tokens/--max-new-tokens exclude each other"
+        );
+        return modelbench::config::plans::parse_scenarios(&a.scenarios.join(",")).map_err(|_| {
+            anyhow::anyhow!(
+                "--scenario {}: unknown scenario (allowed: {})",
+                a.scenarios.join(","),
+                modelbench::engine::scenario::SCENARIO_NAMES
+            )
+        });
+    }
     match (a.prompt_tokens, a.max_new_tokens) {
         (Some(p), Some(g)) => {
             let sampling = a.sampling.params()?;
@@ -45,19 +58,36 @@ pub fn execute(a: &RunArgs) -> anyhow::Result<PathBuf> {
     let (device, dtype, label) = a.target.resolve()?;
     let plan = Plan {
         models: parse_models(&a.models.join(","), "--model")?,
-        tier: Tier::parse(&a.suite),
+        tier: if a.scenarios.is_empty() {
+            Tier::parse(&a.suite)
+        } else {
+            None
+        },
         scenarios,
         device,
         dtype,
         seed: parse_seed(&a.seed.to_string(), "--seed")?,
         min_measure: std::time::Duration::ZERO,
         label,
+        attention: modelbench::config::plans::parse_attention(&a.attention, "--attention")?,
     };
     let mut prepared = Vec::new();
     for (l, r) in &plan.models {
         prepared.push(prepare(l, r, &plan.scenarios)?);
     }
     let dev = plan.device.open_for("--device")?;
+    plan.attention
+        .check(&dev)
+        .map_err(|e| anyhow::anyhow!("--attention {}: {e}", plan.attention))?;
+    for res in &prepared {
+        modelbench::engine::preflight::check_scenarios(
+            res,
+            &plan.scenarios,
+            plan.dtype,
+            &dev,
+            plan.attention,
+        )?;
+    }
     let mut run = RunDir::new(&reports_root(), plan.label.as_deref());
     run_suite(&plan, prepared, &dev, a, &mut run)?;
     println!("\n{}", table(run.records()));
@@ -91,7 +121,13 @@ pub fn run_suite(
         let label = res.label.clone();
         bar.set_message(format!("loading {label}"));
         // One load per suite and model; dropped (memory released) before the next model.
-        let mut loaded = open(res, dev, plan.dtype, Some(plan.context_cap()))?;
+        let mut loaded = open_with(
+            res,
+            dev,
+            plan.dtype,
+            Some(plan.context_cap()),
+            plan.attention,
+        )?;
         bar.println(load_line(&loaded));
         for s in &plan.scenarios {
             let mut w = plan.generation(&mut loaded, s, calibration.clone());

@@ -1,0 +1,319 @@
+//! Speed against KV-cache depth (llama-bench's `-d`): the cache is filled to depth d once,
+//! outside any timed region, and snapshotted ([`CausalLm::snapshot`]); each iteration
+//! restores it (untimed) and times a prefill of P tokens at positions d.., then restores again
+//! (untimed) and times a greedy decode of N tokens at positions d.. (device synchronised
+//! before each clock read that ends a timed region). Records carry the depth in their id and
+//! shape, so `compare` joins on it; the roofline counts the KV cache read at that depth.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::engine::generate::prompt_ids;
+use crate::error::{Error, Result};
+use crate::measure::calibration::Calibration;
+use crate::measure::device::{sync, DeviceSpec};
+use crate::measure::memory;
+use crate::measure::stats::{median, percentiles};
+use crate::models::loading::Loaded;
+use crate::models::{CausalLm, KvState};
+use crate::output::record::{GenMetrics, Kind, Record};
+
+use super::generation::{model_info, precision_of};
+use super::{Measured, Target, Workload};
+
+/// Chunk of the untimed fill (bounds its attention scores to FILL_CHUNK x depth).
+pub const FILL_CHUNK: usize = 512;
+
+/// The timed parts of one iteration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DepthTimes {
+    pub prefill: Option<Duration>,
+    pub decode: Option<Duration>,
+}
+
+pub struct Depth<'a> {
+    pub loaded: &'a mut Loaded,
+    pub depth: usize,
+    /// Prefill tokens timed at the depth (0: no prefill).
+    pub prompt: usize,
+    /// Decode tokens timed at the depth (0: no decode).
+    pub gen: usize,
+    pub seed: u64,
+    pub device: DeviceSpec,
+    pub dtype: candle_core::DType,
+    pub calibration: Option<Calibration>,
+    state: Option<KvState>,
+    fill_s: Option<f64>,
+    restores: BTreeSet<&'static str>,
+}
+
+impl<'a> Depth<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        loaded: &'a mut Loaded,
+        depth: usize,
+        prompt: usize,
+        gen: usize,
+        seed: u64,
+        device: DeviceSpec,
+        dtype: candle_core::DType,
+        calibration: Option<Calibration>,
+    ) -> Result<Depth<'a>> {
+        if prompt == 0 && gen == 0 {
+            return Err(Error::Report(
+                "depth: nothing to time (prefill and decode tokens are both 0)".into(),
+            ));
+        }
+        let need = depth + prompt.max(gen);
+        let built = loaded.model.meta().built_context;
+        if need > built {
+            return Err(Error::Scenario {
+                scenario: format!("depth {depth}"),
+                model: loaded.resolved.label.clone(),
+                reason: format!(
+                    "needs {need} positions but the model was built for {built} (load it with a larger context cap)"
+                ),
+            });
+        }
+        Ok(Depth {
+            loaded,
+            depth,
+            prompt,
+            gen,
+            seed,
+            device,
+            dtype,
+            calibration,
+            state: None,
+            fill_s: None,
+            restores: BTreeSet::new(),
+        })
+    }
+
+    /// Fills the cache to the depth (once) and keeps its snapshot.
+    fn ensure_filled(&mut self) -> Result<()> {
+        if self.state.is_some() {
+            return Ok(());
+        }
+        let m = self.loaded.model.as_mut();
+        let t = Instant::now();
+        m.reset()?;
+        let ids = prompt_ids(self.depth, m.meta().vocab, self.seed, u64::MAX - 1);
+        let mut pos = 0;
+        for c in ids.chunks(FILL_CHUNK) {
+            m.forward(c, pos)?;
+            pos += c.len();
+        }
+        sync(m.device())?;
+        self.fill_s = Some(t.elapsed().as_secs_f64());
+        self.state = Some(m.snapshot()?);
+        Ok(())
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let s = self.state.as_ref().expect("filled");
+        let how = self.loaded.model.restore(s)?;
+        self.restores.insert(how.name());
+        sync(self.loaded.model.device())
+    }
+}
+
+/// Greedy argmax of the last logits, on the host (a device sync).
+fn argmax(m: &mut dyn CausalLm, tokens: &[u32], pos: usize) -> Result<u32> {
+    Ok(m.forward(tokens, pos)?.argmax(0)?.to_scalar::<u32>()?)
+}
+
+impl Workload for Depth<'_> {
+    type Out = DepthTimes;
+
+    fn group(&self) -> String {
+        "depth".into()
+    }
+
+    /// `<model>/d<depth>-p<prompt>-n<gen>`.
+    fn name(&self) -> String {
+        format!(
+            "{}/d{}-p{}-n{}",
+            self.loaded.resolved.label, self.depth, self.prompt, self.gen
+        )
+    }
+
+    fn target(&self) -> Target {
+        Target::new(self.device, precision_of(self.loaded, self.dtype))
+    }
+
+    fn tokens_per_iter(&self) -> u64 {
+        (self.prompt + self.gen) as u64
+    }
+
+    fn pool_device(&self) -> Option<&candle_core::Device> {
+        Some(self.loaded.model.device())
+    }
+
+    fn iterate(&mut self, trial: u64) -> Result<(Duration, DepthTimes)> {
+        self.ensure_filled()?;
+        let d = self.depth;
+        let vocab = self.loaded.model.meta().vocab;
+        let mut out = DepthTimes::default();
+        if self.prompt > 0 {
+            let ids = prompt_ids(self.prompt, vocab, self.seed, trial);
+            self.restore()?;
+            let m = self.loaded.model.as_mut();
+            let t = Instant::now();
+            argmax(m, &ids, d)?;
+            sync(m.device())?;
+            out.prefill = Some(t.elapsed());
+        }
+        if self.gen > 0 {
+            let first = prompt_ids(1, vocab, self.seed ^ 0x5eed, trial)[0];
+            self.restore()?;
+            let m = self.loaded.model.as_mut();
+            let t = Instant::now();
+            let mut next = first;
+            for i in 0..self.gen {
+                next = argmax(m, &[next], d + i)?;
+            }
+            sync(m.device())?;
+            out.decode = Some(t.elapsed());
+        }
+        let total = out.prefill.unwrap_or_default() + out.decode.unwrap_or_default();
+        Ok((total, out))
+    }
+
+    /// Samples are prefill + decode seconds of each iteration; prefill and decode tok/s are
+    /// medians over iterations of P / prefill time and N / decode time.
+    fn record(&self, m: &Measured<DepthTimes>) -> Record {
+        let mut r = Record::from_samples(
+            Kind::Depth,
+            "depth",
+            m.iter_s.clone(),
+            self.tokens_per_iter(),
+        );
+        r.power = m.power.clone();
+        r.memory.host_peak_bytes = m.heap_peak_bytes;
+        r.memory.gpu_peak_bytes = m.device_peak_bytes;
+        r.memory.host_method = if memory::heap_current().is_some() {
+            "counting global allocator: peak live heap over the measured iterations (model, filled KV cache and its snapshot included)".into()
+        } else {
+            "not available (counting allocator not installed)".into()
+        };
+        r.model = model_info(self.loaded);
+        r.dtype = self.target().precision;
+        r.device = self.device.to_string();
+        r.prompt_tokens = self.prompt;
+        r.new_tokens = self.gen;
+        r.sampling_desc = "greedy".into();
+        r.seed = self.seed;
+        r.eos_ignored = true;
+        let meta = self.loaded.model.meta();
+        r.shape = serde_json::json!({"depth": self.depth, "prompt_tokens": self.prompt,
+            "new_tokens": self.gen, "attention": meta.attention});
+        let secs = |f: fn(&DepthTimes) -> Option<Duration>| -> Vec<f64> {
+            m.outs
+                .iter()
+                .filter_map(|o| f(o).map(|d| d.as_secs_f64()))
+                .collect()
+        };
+        let pre = secs(|o| o.prefill);
+        let dec = secs(|o| o.decode);
+        let rate = |xs: &[f64], n: usize| -> Option<f64> {
+            let v: Vec<f64> = xs
+                .iter()
+                .filter(|s| **s > 0.0)
+                .map(|s| n as f64 / s)
+                .collect();
+            (!v.is_empty() && n > 0).then(|| median(&v))
+        };
+        let prefill_tok_s = rate(&pre, self.prompt);
+        let decode_tok_s = rate(&dec, self.gen);
+        let per_token_ms: Vec<f64> = dec
+            .iter()
+            .map(|s| s * 1e3 / self.gen.max(1) as f64)
+            .collect();
+        r.gen = Some(GenMetrics {
+            ttft_ms: None,
+            tpot_ms: percentiles(&per_token_ms),
+            itl_ms: None,
+            prefill_tok_s,
+            decode_tok_s,
+            tokenize_ms: None,
+        });
+        r.roofline = Some(super::work::roofline_depth(
+            meta,
+            self.depth,
+            self.prompt,
+            self.gen,
+            decode_tok_s,
+            (!pre.is_empty()).then(|| median(&pre)),
+            self.calibration.as_ref(),
+        ));
+        let kv_elem = if meta.dtype.starts_with("gguf-") {
+            4
+        } else {
+            self.dtype.size_in_bytes()
+        };
+        r.extra = serde_json::json!({
+            "depth": self.depth,
+            "attention": meta.attention,
+            "prefill_s": pre,
+            "decode_s": dec,
+            "fill_s": self.fill_s,
+            "fill_chunk": FILL_CHUNK,
+            "restore": self.restores.iter().collect::<Vec<_>>(),
+            "kv_bytes_at_depth": 2 * meta.layers * meta.kv_heads * meta.head_dim * self.depth * kv_elem,
+            "method": "cache filled to the depth once (untimed, chunks of fill_chunk), snapshotted, restored before each timed prefill and each timed decode",
+        });
+        r
+    }
+}
+
+/// depth.png (prefill and decode tok/s against depth, one line per model and precision) and
+/// depth.csv in the run folder, from its depth records.
+pub fn write_artifacts(run: &mut crate::output::report::RunDir) -> Result<()> {
+    let mut pre: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
+    let mut dec: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
+    let mut csv = String::from(
+        "model,precision,attention,depth,prompt_tokens,new_tokens,prefill_tok_s,decode_tok_s\n",
+    );
+    for r in run.records().iter().filter(|r| r.kind == Kind::Depth) {
+        let depth = r.extra["depth"].as_u64().unwrap_or(0) as f64;
+        let key = format!("{} ({})", r.model.label, r.dtype);
+        let g = r.gen.clone().unwrap_or_default();
+        if let Some(v) = g.prefill_tok_s {
+            pre.entry(key.clone()).or_default().push((depth, v));
+        }
+        if let Some(v) = g.decode_tok_s {
+            dec.entry(key.clone()).or_default().push((depth, v));
+        }
+        let cell = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\n",
+            r.model.label,
+            r.dtype,
+            r.model.attention,
+            depth,
+            r.prompt_tokens,
+            r.new_tokens,
+            cell(g.prefill_tok_s),
+            cell(g.decode_tok_s)
+        ));
+    }
+    if pre.is_empty() && dec.is_empty() {
+        return Ok(());
+    }
+    run.put_file("depth.csv", csv.into_bytes())?;
+    let sorted = |m: std::collections::BTreeMap<String, Vec<(f64, f64)>>| {
+        m.into_iter()
+            .map(|(k, mut v)| {
+                v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                (k, v)
+            })
+            .collect::<Vec<_>>()
+    };
+    crate::output::plot::depth_png(
+        &run.path.join("depth.png"),
+        "speed against KV-cache depth",
+        &sorted(pre),
+        &sorted(dec),
+    )
+}

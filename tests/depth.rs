@@ -1,0 +1,145 @@
+//! `modelbench depth` seen from outside: records carrying the depth, depth.csv, depth.png,
+//! and bad input (backend, depths) as one line with exit 2.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn modelbench(reports: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args(args)
+        .env("MODELBENCH_REPORTS", reports)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+fn assert_bad_input(o: &Output, needle: &str) {
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    let lines: Vec<_> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {e}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{e}"
+    );
+}
+
+#[test]
+fn depth_sweep_writes_records_csv_and_png() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = modelbench(
+        tmp.path(),
+        &[
+            "depth",
+            "--model",
+            "fixture:llama",
+            "--model",
+            "fixture:gemma3",
+            "--depths",
+            "0,96",
+            "--prompt",
+            "8",
+            "--gen",
+            "4",
+            "--trials",
+            "2",
+            "--warmup",
+            "0",
+            "--attention",
+            "chunked:32",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let run = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("a run folder");
+    let recs: Vec<serde_json::Value> = std::fs::read_to_string(run.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 4);
+    for r in &recs {
+        assert_eq!(r["kind"], "depth");
+        let d = r["shape"]["depth"].as_u64().unwrap();
+        assert!(d == 0 || d == 96, "{}", r["shape"]);
+        assert!(
+            r["id"].as_str().unwrap().contains(&format!("/d{d}-p8-n4")),
+            "{}",
+            r["id"]
+        );
+        assert_eq!(r["model"]["attention"], "chunked:32");
+        assert_eq!(r["samples_s"].as_array().unwrap().len(), 2);
+        assert!(r["gen"]["prefill_tok_s"].as_f64().unwrap() > 0.0);
+        assert!(r["gen"]["decode_tok_s"].as_f64().unwrap() > 0.0);
+        // KV bytes read per decode token grow with the depth.
+        let kv = r["extra"]["kv_bytes_at_depth"].as_u64().unwrap();
+        assert_eq!(kv == 0, d == 0, "{}", r["extra"]);
+    }
+    // gemma3's sliding window is 64: at depth 96 the first restore is a copy, and once a
+    // timed forward has overwritten the shared ring, restores replay the fill.
+    let g96 = recs
+        .iter()
+        .find(|r| r["model"]["label"] == "fixture:gemma3" && r["shape"]["depth"] == 96)
+        .unwrap();
+    assert_eq!(
+        g96["extra"]["restore"],
+        serde_json::json!(["copy", "recompute"])
+    );
+    let l96 = recs
+        .iter()
+        .find(|r| r["model"]["label"] == "fixture:llama" && r["shape"]["depth"] == 96)
+        .unwrap();
+    assert_eq!(l96["extra"]["restore"], serde_json::json!(["copy"]));
+    let csv = std::fs::read_to_string(run.join("depth.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    let png = std::fs::read(run.join("depth.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn bad_depth_input_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path();
+    assert_bad_input(
+        &modelbench(
+            r,
+            &["depth", "--model", "fixture:llama", "--depths", "0,-1"],
+        ),
+        "--depths",
+    );
+    assert_bad_input(
+        &modelbench(
+            r,
+            &["depth", "--model", "fixture:llama", "--attention", "sdpa"],
+        ),
+        "--attention",
+    );
+    if !cfg!(feature = "flash-attn") {
+        assert_bad_input(
+            &modelbench(
+                r,
+                &["depth", "--model", "fixture:llama", "--attention", "flash"],
+            ),
+            "--features flash-attn",
+        );
+    }
+    assert_bad_input(
+        &modelbench(
+            r,
+            &["depth", "--model", "fixture:llama", "--depths", "1000000"],
+        ),
+        "max_position_embeddings",
+    );
+    assert!(
+        std::fs::read_dir(r).unwrap().next().is_none(),
+        "nothing written"
+    );
+}
