@@ -18,7 +18,7 @@ fn step() -> Vec<u8> {
 
 fn run_memory_group(dir: &std::path::Path, c: Criterion) {
     let mut c = memory_criterion(c.output_directory(dir));
-    let mut g = group(
+    let (mut g, _) = group(
         &mut c,
         "mem",
         Duration::from_millis(1),

@@ -126,32 +126,65 @@ pub fn listing() -> bool {
     std::env::args().any(|a| a == "--list")
 }
 
-/// Above this, a benchmark takes criterion's minimum: 10 samples of one iteration each.
+/// Above this, a benchmark takes criterion's minimum: [`SAMPLE_SIZE`] samples of one iteration
+/// each (criterion then prints its "unable to complete" note, which is expected).
 pub const LONG_BUDGET: Duration = Duration::from_secs(30);
 
-/// Group settings for one benchmark: flat sampling, [`SAMPLE_SIZE`] samples, a warm-up of
-/// exactly one routine call (criterion runs the routine once with one iteration when the
-/// warm-up time is a nanosecond), and a measurement window sized from an estimate of one
-/// iteration: at least two iterations per sample where that fits in [`LONG_BUDGET`], else one
-/// (criterion then prints its "unable to complete" note, which is expected).
+/// The most samples a benchmark takes: short iterations get more samples (not longer ones), so
+/// the bootstrap interval of the median narrows (its width falls about as 1/sqrt(samples)).
+pub const MAX_SAMPLES: usize = 50;
+
+/// How criterion measures one benchmark: the sample count and the measurement window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizing {
+    pub samples: usize,
+    pub window: Duration,
+}
+
+/// Sizes a benchmark from an estimate of one iteration and the minimum measurement time.
+/// Each flat sample holds two iterations (criterion warns on one), and there are as many
+/// samples as fit in `min_measure`, between [`SAMPLE_SIZE`] and [`MAX_SAMPLES`]; iterations
+/// shorter than `min_measure / (2 * MAX_SAMPLES)` get more iterations per sample instead.
+/// Where even ten two-iteration samples exceed [`LONG_BUDGET`], one iteration per sample.
+pub fn sizing(est_iter: Duration, min_measure: Duration) -> Sizing {
+    let est = est_iter.max(Duration::from_nanos(1));
+    let two = est.mul_f64(2.0);
+    if two.mul_f64(SAMPLE_SIZE as f64) > LONG_BUDGET {
+        return Sizing {
+            samples: SAMPLE_SIZE,
+            window: est.mul_f64(SAMPLE_SIZE as f64 * 0.5),
+        };
+    }
+    let fit = (min_measure.as_secs_f64() / two.as_secs_f64()).floor() as usize;
+    let samples = fit.clamp(SAMPLE_SIZE, MAX_SAMPLES);
+    // 1.5 iterations' time per sample: criterion rounds it up to two iterations.
+    let window = if fit > MAX_SAMPLES {
+        min_measure
+    } else {
+        est.mul_f64(samples as f64 * 1.5)
+    };
+    Sizing {
+        samples,
+        window: window.max(Duration::from_millis(1)),
+    }
+}
+
+/// Group settings for one benchmark: flat sampling, [`sizing`]'s samples and window, and a
+/// warm-up of exactly one routine call (criterion runs the routine once with one iteration
+/// when the warm-up time is a nanosecond). Returns the group and its sample count.
 pub fn group<'a, M: Measurement>(
     c: &'a mut Criterion<M>,
     name: &str,
     est_iter: Duration,
     min_measure: Duration,
-) -> BenchmarkGroup<'a, M> {
+) -> (BenchmarkGroup<'a, M>, usize) {
     let mut g = c.benchmark_group(name);
-    let two_per_sample = est_iter.mul_f64(SAMPLE_SIZE as f64 * 1.5);
-    let window = if two_per_sample > LONG_BUDGET {
-        est_iter.mul_f64(SAMPLE_SIZE as f64 * 0.5)
-    } else {
-        two_per_sample.max(min_measure)
-    };
+    let s = sizing(est_iter, min_measure);
     g.sampling_mode(SamplingMode::Flat)
-        .sample_size(SAMPLE_SIZE)
+        .sample_size(s.samples)
         .warm_up_time(Duration::from_nanos(1))
-        .measurement_time(window.max(Duration::from_millis(1)));
-    g
+        .measurement_time(s.window);
+    (g, s.samples)
 }
 
 /// Benchmarks one workload in its criterion group under id `<device>-<dtype>/<name>`, through
@@ -172,15 +205,16 @@ pub fn bench<W: Workload>(
     let tokens = w.tokens_per_iter();
     let trials = RefCell::new(TrialLoop::<W::Out>::new().on_device(w.pool_device()));
     let id = BenchmarkId::new(w.target().tag(), w.name());
-    {
-        let mut g = group(c, &w.group(), est, min_measure);
+    let samples = {
+        let (mut g, samples) = group(c, &w.group(), est, min_measure);
         g.throughput(Throughput::Elements(tokens));
         g.bench_function(id, |b| {
             b.iter_custom(|iters| trials.borrow_mut().call(iters, &mut |t| w.iterate(t)))
         });
         g.finish();
-    }
-    trials.into_inner().finish(SAMPLE_SIZE, tokens)
+        samples
+    };
+    trials.into_inner().finish(samples, tokens)
 }
 
 /// [`bench`], then the workload's record (stamped `criterion`) into the run folder.
@@ -453,14 +487,17 @@ pub fn checkpoint(
     let mut entries = Vec::new();
     for ckpt in [true, false] {
         let mut w = Checkpoint::new(ckpt, common.seed, common.device, common.dtype, &dev)?;
-        let est = if listing() {
-            Duration::from_millis(1)
+        // One untimed step: its duration sizes the time group, its peak bytes the memory
+        // group (whose criterion "time" unit is bytes).
+        let (est, peak) = if listing() {
+            (Duration::from_millis(1), None)
         } else {
-            w.estimate()?
+            w.iterate(u64::MAX)?
         };
         // Memory: criterion's statistics and baselines of the peak bytes of a step, where the
         // device's peak can be measured (a missing peak is left out, never counted as 0).
         let trials: RefCell<TrialLoop<Option<u64>>> = RefCell::default();
+        let mut mem_samples = SAMPLE_SIZE;
         if !w.peak_available() {
             eprintln!(
                 "checkpoint_memory/{}/{}: not available on {} (no memory counter for it; see memory.json's method)",
@@ -469,7 +506,11 @@ pub fn checkpoint(
                 common.device
             );
         } else {
-            let mut g = group(c_mem, "checkpoint_memory", est, Duration::from_secs(1));
+            // Peak bytes of a step are the same from step to step: the fewest samples, two
+            // steps each (criterion sizes flat samples from the warm-up's bytes).
+            let bytes = Duration::from_nanos(peak.unwrap_or(1).max(1));
+            let (mut g, samples) = group(c_mem, "checkpoint_memory", bytes, Duration::ZERO);
+            mem_samples = samples;
             g.bench_function(BenchmarkId::new(w.target().tag(), w.name()), |b| {
                 b.iter_custom(|iters| {
                     let mut l = trials.borrow_mut();
@@ -479,7 +520,7 @@ pub fn checkpoint(
             });
             g.finish();
         }
-        trials.into_inner().finish(SAMPLE_SIZE, 0)?;
+        trials.into_inner().finish(mem_samples, 0)?;
         // Time (and the peak of the same steps, for the record).
         if let Some(r) = bench_and_record(c_time, &mut w, Some(est), common.min_measure, run)? {
             entries.push(r.extra.clone());
@@ -560,5 +601,45 @@ impl Measurement for PeakBytes {
     }
     fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
         &BytesFormatter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn sizing_trades_samples_for_iteration_length() {
+        // Short iterations: the most samples, the window is the minimum measurement time.
+        assert_eq!(
+            sizing(ms(1), ms(2000)),
+            Sizing {
+                samples: MAX_SAMPLES,
+                window: ms(2000)
+            }
+        );
+        // As many two-iteration samples as fit: 2000 / (2 * 40) = 25, window 25 * 1.5 * 40 ms.
+        assert_eq!(
+            sizing(ms(40), ms(2000)),
+            Sizing {
+                samples: 25,
+                window: ms(1500)
+            }
+        );
+        // Never fewer than criterion's minimum: ten samples of two iterations.
+        assert_eq!(sizing(ms(500), ms(2000)).samples, SAMPLE_SIZE);
+        assert_eq!(sizing(ms(500), ms(2000)).window, ms(7500));
+        // Past the long budget: ten samples of one iteration.
+        assert_eq!(
+            sizing(ms(2000), ms(2000)),
+            Sizing {
+                samples: SAMPLE_SIZE,
+                window: ms(10000)
+            }
+        );
     }
 }
