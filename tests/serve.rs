@@ -499,3 +499,33 @@ fn power_runs_the_command_and_passes_its_exit_code() {
             .contains("not available"));
     }
 }
+
+#[test]
+fn a_stop_string_ends_the_text_before_it() {
+    let s = server();
+    let req = |stop: Value| {
+        post_json(
+            &s,
+            "/v1/completions",
+            json!({"model": "fixture:llama", "prompt": "a b c", "max_tokens": 6,
+                   "temperature": 0, "ignore_eos": true, "stop": stop}),
+        )
+    };
+    let (c, full) = req(Value::Null);
+    assert_eq!(c, 200, "{full}");
+    let full = full["choices"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    let third = full.split_whitespace().nth(2).expect("6 words");
+    let stop = format!(" {third}");
+    let (c, v) = req(json!([stop]));
+    assert_eq!(c, 200, "{v}");
+    let cut = &full[..full.find(&stop).expect("present")];
+    assert_eq!(
+        v["choices"][0]["text"], cut,
+        "full text {full:?}, stop {stop:?}"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["usage"]["completion_tokens"].as_u64().expect("n") <= 3);
+}
