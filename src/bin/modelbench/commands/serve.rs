@@ -135,6 +135,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     };
     let loaded = open(res, &dev, dtype, Some(context))?;
     eprintln!("{}", load_line(&loaded));
+    // What the weights are (`f32`, `gguf-q4_k_m`, ...), not only the activation dtype.
+    let precision = loaded.model.meta().dtype.clone();
     let (qtx, qrx) = std::sync::mpsc::sync_channel::<Job>(a.max_queue);
     let model = loaded.model;
     let wtok = tok.clone();
@@ -154,7 +156,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         device: spec.to_string(),
-        dtype: dtype.as_str().to_string(),
+        dtype: precision.clone(),
     });
     let app = Router::new()
         .route("/health", get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }))
@@ -180,8 +182,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot bind {addr}: {e} (pick another --port)"))?;
         let bound = listener.local_addr()?;
         println!(
-            "modelbench serve: {label} on {} ({}), context {context}, batch 1 (FIFO); listening on http://{bound}",
-            spec, dtype.as_str()
+            "modelbench serve: {label} on {spec} ({precision}), context {context}, batch 1 (FIFO); listening on http://{bound}"
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
