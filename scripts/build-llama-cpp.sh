@@ -12,6 +12,7 @@
 #   llama-perplexity   the perplexity tool
 #   llama-tokenize     the tokenizer tool (--ids)
 #   llama-simple       llama.cpp's minimal greedy example (text only; used as a cross-check)
+#   llama-server       llama.cpp's OpenAI-compatible HTTP server (`modelbench load` target)
 #   llama-greedy-ids   a small program of ours (its source is below and is kept as
 #                      <dir>/llama-greedy-ids.cpp) linked against the same libllama: plain
 #                      argmax decoding with no sampler, no EOS stop, printing token ids and the
@@ -34,20 +35,20 @@ CMAKE_VERSION=4.4.4
 CMAKE_WHEEL_SHA256_X86_64=f773a0544c66370408f451acd487c2c643b0dfebb48c5d64f3638bc1bb820238
 CMAKE_WHEEL_SHA256_AARCH64=b3029f586853e01ddf2824c1ff124a1c5284f8ae897994758e9c4eeb45903b58
 JOBS=${LLAMA_CPP_JOBS:-2}
-TOOLS=(llama-perplexity llama-tokenize llama-simple)
+TOOLS=(llama-perplexity llama-tokenize llama-simple llama-server)
 
 if [ $# -gt 1 ]; then echo "usage: $0 [DIR]" >&2; exit 2; fi
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dest=${1:-${LLAMA_CPP_DIR:-$repo/target/llama-cpp/$VERSION}}
 case $dest in /*) ;; *) dest=$PWD/$dest ;; esac
 
-if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ]; then
+if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/llama-server" ]; then
   echo "already built: llama.cpp $LLAMA_CPP_COMMIT (llama-cpp-python $VERSION) in $dest"
   echo "bin: $dest/bin"
   exit 0
 fi
 if [ -e "$dest" ]; then
-  echo "error: $dest exists but is not a complete build (no build-info.json or bin/llama-greedy-ids); remove it" >&2
+  echo "error: $dest exists but is not a complete build (no build-info.json, bin/llama-greedy-ids or bin/llama-server: builds before llama-server was added lack it); remove it" >&2
   exit 2
 fi
 
@@ -124,7 +125,7 @@ cmake_flags=(
   -DGGML_CPU=ON
   -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BACKEND_DL=OFF
   -DLLAMA_OPENSSL=OFF
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF
   -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
 )
 # (LLAMA_CURL no longer exists in this llama.cpp: its downloader is built on cpp-httplib and
@@ -327,7 +328,7 @@ info = {
     "system_info": open(work + "/system-info.txt").read().strip(),
     "cpu": cpu,
     "machine": platform.machine(),
-    "binaries": sorted(["${TOOLS[0]}", "${TOOLS[1]}", "${TOOLS[2]}", "llama-greedy-ids"]),
+    "binaries": sorted(["${TOOLS[0]}", "${TOOLS[1]}", "${TOOLS[2]}", "${TOOLS[3]}", "llama-greedy-ids"]),
     "build_seconds": $finished - $started,
     "built_at": run("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
 }

@@ -137,6 +137,24 @@ pub fn generate_with(
     tok: Option<&Tokenizer>,
     on_token: &mut dyn FnMut(u32),
 ) -> Result<Trace> {
+    generate_until(model, prompt, new_tokens, sampler, tok, &mut |t| {
+        on_token(t);
+        true
+    })
+}
+
+/// The one generation loop: [`generate_with`] where `on_token` returns whether to go on.
+/// `false` ends the generation after that token (the server's EOS, stop strings and clients
+/// that went away); the trace then holds the tokens generated so far. The benchmarks always
+/// go on, so their length stays fixed.
+pub fn generate_until(
+    model: &mut dyn CausalLm,
+    prompt: &Prompt,
+    new_tokens: usize,
+    sampler: &mut Sampler,
+    tok: Option<&Tokenizer>,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<Trace> {
     if new_tokens == 0 {
         return Err(Error::Report("new_tokens must be at least 1".into()));
     }
@@ -175,12 +193,14 @@ pub fn generate_with(
         }
         sync(&dev)?;
         token_times.push(start.elapsed());
-        on_token(next);
         context.push(next);
+        if !on_token(next) {
+            break;
+        }
         input.clear();
         input.push(next);
     }
-    let prompt_tokens = context.len() - new_tokens;
+    let prompt_tokens = context.len() - token_times.len();
     Ok(Trace {
         prompt_tokens,
         tokens: context.split_off(prompt_tokens),

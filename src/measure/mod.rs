@@ -6,6 +6,7 @@ pub mod calibration;
 pub mod device;
 pub mod gpu;
 pub mod hardware;
+pub mod latency;
 pub mod memory;
 pub mod stats;
 pub mod timing;

@@ -91,6 +91,24 @@ pub fn bos_id(tok: &Tokenizer) -> Option<u32> {
     tok.token_to_id("<|begin_of_text|>")
 }
 
+/// End-of-sequence tokens the tokenizer knows, by their usual names (`</s>` of Llama 2 and the
+/// fixture tokenizer, Gemma's `<eos>` and `<end_of_turn>`, Llama 3's `<|end_of_text|>` and
+/// `<|eot_id|>`, Qwen's `<|endoftext|>` and `<|im_end|>`). Empty when it knows none.
+pub fn eos_ids(tok: &Tokenizer) -> Vec<u32> {
+    [
+        "</s>",
+        "<eos>",
+        "<end_of_turn>",
+        "<|end_of_text|>",
+        "<|eot_id|>",
+        "<|endoftext|>",
+        "<|im_end|>",
+    ]
+    .iter()
+    .filter_map(|n| tok.token_to_id(n))
+    .collect()
+}
+
 /// Streaming detokenizer: emits the text each new token adds, decoding only a short window
 /// of recent tokens (the approach of candle-examples' `TokenOutputStream`), so its per-token
 /// cost does not grow with the length of the output.

@@ -6,3 +6,4 @@ pub mod db;
 pub mod plot;
 pub mod record;
 pub mod report;
+pub mod serving;

@@ -26,6 +26,8 @@ pub enum Kind {
     Checkpoint,
     Perplexity,
     Depth,
+    /// `modelbench load`: one load level against an OpenAI-compatible server.
+    ServingLoad,
 }
 
 impl Kind {
@@ -39,6 +41,7 @@ impl Kind {
             Kind::Checkpoint => "checkpoint",
             Kind::Perplexity => "perplexity",
             Kind::Depth => "depth",
+            Kind::ServingLoad => "serving-load",
         }
     }
 }

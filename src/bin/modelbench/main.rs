@@ -1,6 +1,6 @@
 //! The `modelbench` CLI: the seed-003 harness (`run`), run folders (`report`, `compare`,
 //! `export`, `continuous`), the results history database (`db`, `history`, `bisect`), single workloads (`moe`, `perplexity`), the machine's roof
-//! (`calibrate`) and what is available (`list`). Same library as the criterion benches; this
+//! (`calibrate`), serving (`serve`, `load`, `power`) and what is available (`list`). Same library as the criterion benches; this
 //! file only parses and dispatches (one file per command under commands/).
 
 use std::path::PathBuf;
@@ -140,6 +140,17 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// An OpenAI-compatible HTTP server over one model (`/v1/completions`,
+    /// `/v1/chat/completions` with SSE streaming, `/v1/models`, `/health`); one model thread,
+    /// requests one at a time in FIFO order (see README).
+    Serve(commands::serve::ServeArgs),
+    /// Load test of any OpenAI-compatible server: closed-loop concurrency or Poisson
+    /// arrivals, streaming requests; TTFT / TPOT / ITL / E2E percentiles, throughput and
+    /// goodput per level; records, load.md, load.csv and load.png in a run folder.
+    Load(commands::load::LoadArgs),
+    /// GPU power and energy (NVML) while a command runs, as JSON; null ("not available")
+    /// without an NVIDIA driver. Exits with the command's exit code.
+    Power(commands::power::PowerArgs),
     /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine): latency
     /// median and p90, tokens/s; saved as records like the generation runs.
     Moe(MoeArgs),
@@ -221,6 +232,9 @@ fn main() -> ExitCode {
             commands::report::export(run, format, out).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Continuous { config, force } => commands::continuous::continuous(&config, force),
+        Cmd::Serve(a) => commands::serve::serve(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Load(a) => commands::load::load(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Power(a) => commands::power::power(a),
         Cmd::Moe(a) => commands::moe::moe(a).map(|_| ExitCode::SUCCESS),
         Cmd::Perplexity {
             model,

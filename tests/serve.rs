@@ -1,0 +1,531 @@
+//! `modelbench serve` and `modelbench load` seen from outside: the built binary serves
+//! fixture:llama on a free loopback port; the tests check the SSE stream chunk by chunk, the
+//! non-streamed body, every error body, a client leaving mid-stream, and a tiny load run.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server of its own for each test (killed when the test ends; the model loads in under a
+/// second), on a port the OS picks.
+fn server() -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args([
+            "serve",
+            "--model",
+            "fixture:llama",
+            "--port",
+            "0",
+            "--context",
+            "512",
+        ])
+        .env("MODELBENCH_REPORTS", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn modelbench serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let url = match line.split("listening on ").nth(1) {
+        Some(u) => u.trim().to_string(),
+        None => {
+            let _ = child.kill();
+            panic!(
+                "no listening line: {line:?}; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        }
+    };
+    Server {
+        child,
+        url,
+        log,
+        _dir: dir,
+    }
+}
+
+/// Status and body of a POST (any status).
+fn post(s: &Server, path: &str, body: &str) -> (u16, String) {
+    match ureq::post(&format!("{}{path}", s.url))
+        .set("Content-Type", "application/json")
+        .send_string(body)
+    {
+        Ok(r) => (r.status(), r.into_string().expect("body")),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().expect("body")),
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+fn post_json(s: &Server, path: &str, v: Value) -> (u16, Value) {
+    let (c, b) = post(s, path, &v.to_string());
+    (
+        c,
+        serde_json::from_str(&b).unwrap_or_else(|e| panic!("not JSON ({e}): {b:?}")),
+    )
+}
+
+/// The error body must be exactly OpenAI's shape.
+fn check_error(v: &Value, kind: &str, param: Option<&str>, code: Option<&str>) -> String {
+    let e = v
+        .get("error")
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| panic!("no error object: {v}"));
+    let mut keys: Vec<&str> = e.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["code", "message", "param", "type"], "{v}");
+    assert_eq!(e["type"], kind, "{v}");
+    assert_eq!(e["param"].as_str(), param, "{v}");
+    assert_eq!(e["code"].as_str(), code, "{v}");
+    let m = e["message"].as_str().expect("message").to_string();
+    assert!(!m.is_empty());
+    m
+}
+
+/// Splits an SSE body into its `data:` payloads, checking the framing.
+fn events(body: &str) -> Vec<String> {
+    assert!(
+        body.ends_with("\n\n"),
+        "events end with a blank line: {body:?}"
+    );
+    body.trim_end_matches("\n\n")
+        .split("\n\n")
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("event without `data: `: {e:?}"))
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn health_and_models() {
+    let s = server();
+    let h: Value = ureq::get(&format!("{}/health", s.url))
+        .call()
+        .expect("health")
+        .into_string()
+        .map(|b| serde_json::from_str::<Value>(&b).expect("json"))
+        .expect("body");
+    assert_eq!(h["status"], "ok");
+    let m: Value = ureq::get(&format!("{}/v1/models", s.url))
+        .call()
+        .expect("models")
+        .into_string()
+        .map(|b| serde_json::from_str::<Value>(&b).expect("json"))
+        .expect("body");
+    assert_eq!(m["object"], "list");
+    assert_eq!(m["data"][0]["id"], "fixture:llama");
+    assert_eq!(m["data"][0]["object"], "model");
+}
+
+#[test]
+fn completion_stream_is_openai_sse() {
+    let s = server();
+    let (code, body) = post(
+        &s,
+        "/v1/completions",
+        &json!({"model": "fixture:llama", "prompt": "a b c d", "max_tokens": 5,
+                "temperature": 0, "ignore_eos": true, "stream": true,
+                "stream_options": {"include_usage": true}})
+        .to_string(),
+    );
+    assert_eq!(code, 200, "{body}");
+    let ev = events(&body);
+    // 5 token chunks, the finish chunk, the usage chunk, [DONE]
+    assert_eq!(ev.len(), 8, "{body}");
+    assert_eq!(ev[7], "[DONE]");
+    let chunks: Vec<Value> = ev[..7]
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("chunk JSON"))
+        .collect();
+    let id = chunks[0]["id"].as_str().expect("id").to_string();
+    let mut text = String::new();
+    for c in &chunks[..5] {
+        assert_eq!(c["object"], "text_completion");
+        assert_eq!(c["id"], id.as_str(), "one id for the whole stream");
+        assert_eq!(c["model"], "fixture:llama");
+        assert!(c["created"].is_u64());
+        let ch = &c["choices"][0];
+        assert_eq!(ch["index"], 0);
+        assert!(ch["finish_reason"].is_null());
+        let piece = ch["text"].as_str().expect("text");
+        assert!(
+            !piece.trim().is_empty(),
+            "each fixture token is a word: {c}"
+        );
+        text.push_str(piece);
+    }
+    assert_eq!(text.split_whitespace().count(), 5, "{text:?}");
+    assert_eq!(chunks[5]["choices"][0]["finish_reason"], "length");
+    assert_eq!(chunks[5]["choices"][0]["text"], "");
+    assert_eq!(chunks[6]["choices"], json!([]));
+    // "a b c d" is 4 words of the fixture's word-level vocabulary (no BOS token)
+    assert_eq!(
+        chunks[6]["usage"],
+        json!({"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9})
+    );
+
+    // Greedy and the same prompt: the non-streamed body has the same text.
+    let (code, v) = post_json(
+        &s,
+        "/v1/completions",
+        json!({"model": "fixture:llama", "prompt": "a b c d", "max_tokens": 5,
+               "temperature": 0, "ignore_eos": true}),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], text.as_str());
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9})
+    );
+}
+
+#[test]
+fn chat_stream_and_body() {
+    let s = server();
+    let (code, body) = post(
+        &s,
+        "/v1/chat/completions",
+        &json!({"model": "fixture:llama", "messages": [{"role": "user", "content": "a b"}],
+                "max_tokens": 3, "ignore_eos": true, "stream": true, "seed": 1})
+        .to_string(),
+    );
+    assert_eq!(code, 200, "{body}");
+    let ev = events(&body);
+    assert_eq!(
+        ev.len(),
+        5,
+        "3 tokens, finish, [DONE] (no usage unless asked): {body}"
+    );
+    assert_eq!(ev[4], "[DONE]");
+    let c: Vec<Value> = ev[..4]
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("json"))
+        .collect();
+    assert!(c.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(c[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(c[1]["choices"][0]["delta"].get("role").is_none());
+    assert!(c[1]["choices"][0]["delta"]["content"].is_string());
+    assert_eq!(c[3]["choices"][0]["delta"], json!({}));
+    assert_eq!(c[3]["choices"][0]["finish_reason"], "length");
+
+    let (code, v) = post_json(
+        &s,
+        "/v1/chat/completions",
+        json!({"model": "fixture:llama", "messages": [{"role": "user", "content": "a b"}],
+               "max_tokens": 3, "ignore_eos": true}),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+}
+
+#[test]
+fn error_bodies() {
+    let s = server();
+    // prompt beyond the context (512 positions)
+    let (c, v) = post_json(
+        &s,
+        "/v1/completions",
+        json!({"model": "fixture:llama", "prompt": "a b c", "max_tokens": 600}),
+    );
+    assert_eq!(c, 400);
+    let m = check_error(
+        &v,
+        "invalid_request_error",
+        Some("prompt"),
+        Some("context_length_exceeded"),
+    );
+    assert!(m.contains("512") && m.contains("603"), "{m}");
+    // bad parameters
+    for (field, value) in [
+        ("temperature", json!(-1)),
+        ("top_p", json!(1.5)),
+        ("max_tokens", json!(0)),
+        ("stop", json!(7)),
+        ("stream", json!("yes")),
+    ] {
+        let mut body = json!({"model": "fixture:llama", "prompt": "a"});
+        body[field] = value;
+        let (c, v) = post_json(&s, "/v1/completions", body);
+        assert_eq!(c, 400, "{field}: {v}");
+        check_error(&v, "invalid_request_error", Some(field), None);
+    }
+    let (c, v) = post_json(
+        &s,
+        "/v1/chat/completions",
+        json!({"model": "fixture:llama", "messages": "hi"}),
+    );
+    assert_eq!(c, 400);
+    check_error(&v, "invalid_request_error", Some("messages"), None);
+    // unknown model
+    let (c, v) = post_json(
+        &s,
+        "/v1/completions",
+        json!({"model": "gpt-4", "prompt": "a"}),
+    );
+    assert_eq!(c, 404);
+    check_error(
+        &v,
+        "invalid_request_error",
+        Some("model"),
+        Some("model_not_found"),
+    );
+    // malformed JSON
+    let (c, b) = post(&s, "/v1/completions", "{\"model\": \"fixture:llama\", ");
+    assert_eq!(c, 400);
+    let v: Value = serde_json::from_str(&b).expect("JSON error body");
+    let m = check_error(&v, "invalid_request_error", None, None);
+    assert!(m.contains("malformed JSON"), "{m}");
+    // unknown route
+    let (c, b) = post(&s, "/v1/embeddings", "{}");
+    assert_eq!(c, 404);
+    check_error(
+        &serde_json::from_str(&b).expect("json"),
+        "invalid_request_error",
+        None,
+        Some("not_found"),
+    );
+}
+
+fn log_text(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[test]
+fn a_client_leaving_mid_stream_frees_its_slot() {
+    let s = server();
+    let resp = ureq::post(&format!("{}/v1/completions", s.url))
+        .set("Content-Type", "application/json")
+        .send_string(
+            &json!({"model": "fixture:llama", "prompt": "a b", "max_tokens": 500,
+                    "ignore_eos": true, "stream": true, "temperature": 0})
+            .to_string(),
+        )
+        .expect("stream");
+    let mut r = resp.into_reader();
+    let mut first = [0u8; 64];
+    r.read_exact(&mut first).expect("first bytes");
+    assert!(first.starts_with(b"data: {"));
+    drop(r); // the connection closes with ~500 tokens still to go
+    let t = Instant::now();
+    let (c, v) = post_json(
+        &s,
+        "/v1/completions",
+        json!({"model": "fixture:llama", "prompt": "a b", "max_tokens": 2, "ignore_eos": true}),
+    );
+    assert_eq!(c, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 2);
+    // The worker logs the abandoned request as "client gone" with fewer than 500 tokens.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = log_text(&s.log);
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("client gone") && l.contains("2 prompt"))
+        {
+            let n: usize = line
+                .split(" + ")
+                .nth(1)
+                .and_then(|x| x.split(' ').next())
+                .and_then(|x| x.parse().ok())
+                .expect("token count");
+            assert!(n < 500, "stopped early: {line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no `client gone` line in {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "next request served {:.0} ms after the disconnect",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+}
+
+#[test]
+fn tiny_load_run_writes_records_table_and_plot() {
+    let s = server();
+    let reports = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args([
+            "load",
+            "--url",
+            &s.url,
+            "--model",
+            "fixture:llama",
+            "--prompt-tokens",
+            "16",
+            "--max-tokens",
+            "6",
+            "--concurrency",
+            "1,2",
+            "--requests",
+            "4",
+            "--warmup",
+            "1",
+            "--slo",
+            "ttft=10s,tpot=5s",
+        ])
+        .env("MODELBENCH_REPORTS", reports.path())
+        .output()
+        .expect("run load");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("-> 16 prompt tokens"), "{out}");
+    let run = std::fs::read_dir(reports.path())
+        .expect("reports")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.join("results.jsonl").exists())
+        .expect("a run folder");
+    let recs: Vec<Value> = std::fs::read_to_string(run.join("results.jsonl"))
+        .expect("jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    assert_eq!(recs.len(), 2);
+    for (r, level) in recs.iter().zip(["c=1", "c=2"]) {
+        assert_eq!(r["kind"], "serving-load");
+        assert_eq!(r["extra"]["level"], level);
+        let x = &r["extra"]["summary"];
+        assert_eq!(x["requests"], 4);
+        assert_eq!(x["errors"], 0);
+        assert_eq!(x["output_tokens"], 24, "4 x 6 tokens, EOS ignored");
+        assert_eq!(r["extra"]["prompt_tokens_measured"], 16.0);
+        assert_eq!(x["slo_attained"], 1.0);
+        assert!(x["ttft_ms"]["p99"].as_f64().expect("ttft") > 0.0);
+        assert!(r["gen"]["tpot_ms"]["p50"].as_f64().expect("tpot") > 0.0);
+        assert_eq!(r["samples_s"].as_array().expect("e2e").len(), 4);
+    }
+    let md = std::fs::read_to_string(run.join("load.md")).expect("load.md");
+    assert_eq!(
+        md.lines()
+            .filter(|l| l.starts_with("| fixture:llama"))
+            .count(),
+        2,
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(run.join("load.csv")).expect("load.csv");
+    assert_eq!(csv.lines().count(), 3);
+    let reqs = std::fs::read_to_string(run.join("requests.jsonl")).expect("requests");
+    assert_eq!(reqs.lines().count(), 8);
+    let png = std::fs::read(run.join("load.png")).expect("load.png");
+    assert!(png.starts_with(b"\x89PNG"));
+}
+
+#[test]
+fn load_rejects_bad_flags_in_one_line() {
+    for args in [
+        vec!["--concurrency", "0", "--requests", "1"],
+        vec!["--concurrency", "1", "--duration", "30"],
+        vec!["--concurrency", "1"],
+        vec!["--rate", "0", "--requests", "1"],
+        vec![
+            "--concurrency",
+            "1",
+            "--requests",
+            "1",
+            "--slo",
+            "ttft=fast",
+        ],
+        vec![
+            "--concurrency",
+            "1",
+            "--requests",
+            "1",
+            "--slo-preset",
+            "gpt-5",
+        ],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+            .args(["load", "--url", "http://127.0.0.1:9", "--model", "m"])
+            .args(&args)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+    }
+}
+
+#[test]
+fn power_runs_the_command_and_passes_its_exit_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("power.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args(["power", "--out"])
+        .arg(&out)
+        .args(["--", "sh", "-c", "exit 3"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(3));
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("json")).expect("json");
+    assert_eq!(v["exit_code"], 3);
+    assert_eq!(v["command"], json!(["sh", "-c", "exit 3"]));
+    if v["power"]["available"] == false {
+        assert!(v["power"]["mean_w"].is_null() && v["power"]["energy_j"].is_null());
+        assert!(v["power"]["method"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not available"));
+    }
+}
+
+#[test]
+fn a_stop_string_ends_the_text_before_it() {
+    let s = server();
+    let req = |stop: Value| {
+        post_json(
+            &s,
+            "/v1/completions",
+            json!({"model": "fixture:llama", "prompt": "a b c", "max_tokens": 6,
+                   "temperature": 0, "ignore_eos": true, "stop": stop}),
+        )
+    };
+    let (c, full) = req(Value::Null);
+    assert_eq!(c, 200, "{full}");
+    let full = full["choices"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    let third = full.split_whitespace().nth(2).expect("6 words");
+    let stop = format!(" {third}");
+    let (c, v) = req(json!([stop]));
+    assert_eq!(c, 200, "{v}");
+    let cut = &full[..full.find(&stop).expect("present")];
+    assert_eq!(
+        v["choices"][0]["text"], cut,
+        "full text {full:?}, stop {stop:?}"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["usage"]["completion_tokens"].as_u64().expect("n") <= 3);
+}
