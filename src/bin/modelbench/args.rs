@@ -198,3 +198,37 @@ impl SamplingArgs {
         Ok(p)
     }
 }
+
+/// `modelbench train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Training config (flat TOML; default configs/tiny_corpus_benchmark.toml, or
+    /// configs/base_shootout.toml with --shootout).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Override the config's corpus file.
+    #[arg(long)]
+    pub corpus: Option<std::path::PathBuf>,
+    /// Override the config's max_steps (optimizer steps per run).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Override the config's peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// BMRK-04: train every base of --bases with every seed of --seeds on the config's budget;
+    /// summary.json, summary.csv, leaderboard.md and runs/<base>_seed<seed>/metrics.json.
+    #[arg(long)]
+    pub shootout: bool,
+    /// Bases of the shootout, comma list.
+    #[arg(long, default_value = "respsann,sgrpsann,waveresnet")]
+    pub bases: String,
+    /// Seeds of the shootout, comma list.
+    #[arg(long, default_value = "1337,1338")]
+    pub seeds: String,
+    /// Run folder suffix (default: train or shootout).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Also pack the run folder into <run>.zip.
+    #[arg(long)]
+    pub zip: bool,
+}

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod args;
 mod commands;
 
-use args::{DepthArgs, GenerateArgs, MoeArgs, RunArgs, TargetArgs};
+use args::{DepthArgs, GenerateArgs, MoeArgs, RunArgs, TargetArgs, TrainArgs};
 
 #[global_allocator]
 static ALLOC: modelbench::measure::memory::CountingAlloc =
@@ -140,6 +140,11 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Train PSANN-LM on a text corpus from a config (BMRK-01: metrics.json, steps.csv,
+    /// loss_curve.png, config_used.toml), or `--shootout` the bases x seeds on one budget
+    /// (BMRK-04: summary.json, summary.csv, leaderboard.md). Every step logs loss, gradient
+    /// norm and lr; a NaN/Inf stops the run (exit 2) naming the step and the tensor.
+    Train(TrainArgs),
     /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine): latency
     /// median and p90, tokens/s; saved as records like the generation runs.
     Moe(MoeArgs),
@@ -221,6 +226,7 @@ fn main() -> ExitCode {
             commands::report::export(run, format, out).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Continuous { config, force } => commands::continuous::continuous(&config, force),
+        Cmd::Train(a) => commands::train::train(a).map(|_| ExitCode::SUCCESS),
         Cmd::Moe(a) => commands::moe::moe(a).map(|_| ExitCode::SUCCESS),
         Cmd::Perplexity {
             model,

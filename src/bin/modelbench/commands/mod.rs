@@ -14,3 +14,4 @@ pub mod moe;
 pub mod perplexity;
 pub mod report;
 pub mod run;
+pub mod train;
