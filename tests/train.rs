@@ -290,3 +290,67 @@ fn bad_training_input_is_one_line() {
         assert!(line.contains("CUDA"), "{line}");
     }
 }
+
+#[test]
+fn sweep_writes_bench_results_per_precision_and_zips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = tmp.path().join("reports");
+    let o = modelbench(
+        &reports,
+        &[
+            "train-sweep",
+            "--precision",
+            "f32,bf16",
+            "--seq",
+            "16",
+            "--batch",
+            "1,2",
+            "--steps",
+            "1",
+            "--zip",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = only_run(&reports);
+    assert!(run.with_extension("zip").is_file());
+    let jsonl = std::fs::read_to_string(run.join("bench_results.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    let points: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["precision"].as_str().unwrap().to_string(),
+                r["batch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        points,
+        [
+            ("f32".into(), 1),
+            ("f32".into(), 2),
+            ("bf16".into(), 1),
+            ("bf16".into(), 2)
+        ]
+    );
+    for r in &rows {
+        // Either measured, or refused with a reason and no numbers: never a made-up 0.
+        if r["status"] == "ok" {
+            assert!(r["train_tokens_per_s"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(r["infer_ms_per_step"].as_f64().unwrap() > 0.0, "{r}");
+        } else {
+            assert_eq!(r["status"], "refused");
+            assert!(!r["reason"].as_str().unwrap().is_empty(), "{r}");
+        }
+        assert_eq!(r["seq_len"], 16);
+        assert!(r["params"].as_u64().unwrap() > 0);
+    }
+    let csv = std::fs::read_to_string(run.join("bench_results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5);
+    let line = one_error_line(&modelbench(&reports, &["train-sweep", "--precision", "f8"]));
+    assert!(line.contains("--precision"), "{line}");
+}

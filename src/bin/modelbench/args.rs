@@ -232,3 +232,33 @@ pub struct TrainArgs {
     #[arg(long)]
     pub zip: bool,
 }
+
+/// `modelbench train-sweep` (seed 001).
+#[derive(Args)]
+pub struct TrainSweepArgs {
+    /// Matmul precisions, comma list of f32, f16, bf16 (parameters stay f32).
+    #[arg(long, default_value = "f32,f16,bf16")]
+    pub precision: String,
+    /// Sequence lengths, comma list.
+    #[arg(long, default_value = "64,128")]
+    pub seq: String,
+    /// Batch sizes (sequences), comma list.
+    #[arg(long, default_value = "2,4")]
+    pub batch: String,
+    /// Timed steps per point (after one untimed warm-up step).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// respsann, sgrpsann or waveresnet (byte vocabulary, d_model 64, 2 layers, 4 heads).
+    #[arg(long, default_value = "waveresnet")]
+    pub base: String,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Run folder suffix (default: sweep).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Also pack the run folder into <run>.zip.
+    #[arg(long)]
+    pub zip: bool,
+}

@@ -15,3 +15,4 @@ pub mod perplexity;
 pub mod report;
 pub mod run;
 pub mod train;
+pub mod train_sweep;
