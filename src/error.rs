@@ -73,6 +73,10 @@ pub enum Error {
     #[error("database {0}")]
     Db(String),
 
+    /// Training hit a NaN or infinite value (see workloads::train).
+    #[error("training stopped at step {step}: {tensor} is NaN or infinite (lower lr, or check the data and the initialisation)")]
+    NonFinite { step: usize, tensor: String },
+
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -3,4 +3,5 @@
 
 pub mod knobs;
 pub mod plans;
+pub mod train;
 pub mod values;

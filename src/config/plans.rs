@@ -282,6 +282,10 @@ pub struct PsannPlan {
     /// GPU-03's caps on sequence length and batch.
     pub max_t: usize,
     pub max_b: usize,
+    /// Group `train_step` (seed 001's sweep): matmul dtypes x sequence lengths x batches.
+    pub step_dtypes: Vec<candle_core::DType>,
+    pub step_seqs: Vec<usize>,
+    pub step_batches: Vec<usize>,
     pub common: Common,
 }
 
@@ -310,6 +314,18 @@ impl PsannPlan {
             "MODELBENCH_PSANN_TRAIN_TOKENS",
             &env("MODELBENCH_PSANN_TRAIN_TOKENS").unwrap_or_else(|| default_train.into()),
         )?;
+        let step_dtypes = crate::config::values::parse_dtypes(
+            &env("MODELBENCH_TRAIN_STEP_DTYPES").unwrap_or_else(|| "f32".into()),
+            "MODELBENCH_TRAIN_STEP_DTYPES",
+        )?;
+        let step_seqs = parse_list(
+            "MODELBENCH_TRAIN_STEP_SEQS",
+            &env("MODELBENCH_TRAIN_STEP_SEQS").unwrap_or_else(|| "64".into()),
+        )?;
+        let step_batches = parse_list(
+            "MODELBENCH_TRAIN_STEP_BATCHES",
+            &env("MODELBENCH_TRAIN_STEP_BATCHES").unwrap_or_else(|| "2,4".into()),
+        )?;
         Ok(PsannPlan {
             grid: grid.to_string(),
             bases,
@@ -317,6 +333,9 @@ impl PsannPlan {
             train_tokens,
             max_t,
             max_b: 64,
+            step_dtypes,
+            step_seqs,
+            step_batches,
             common,
         })
     }

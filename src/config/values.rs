@@ -112,6 +112,23 @@ pub fn parse_dtype_knob(v: &str, knob: &str) -> Result<DType> {
     parse_dtype(v.trim()).map_err(|e| Error::knob(knob, v, e, DTYPES_ALLOWED))
 }
 
+/// A comma list of dtypes, or `none` (empty).
+pub fn parse_dtypes(v: &str, knob: &str) -> Result<Vec<DType>> {
+    if v.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    let out: Vec<DType> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| parse_dtype_knob(d, knob))
+        .collect::<Result<_>>()?;
+    if out.is_empty() {
+        return Err(Error::knob(knob, v, "empty list", DTYPES_ALLOWED));
+    }
+    Ok(out)
+}
+
 pub fn parse_secs(s: &str, knob: &str) -> Result<Duration> {
     let v: f64 = s
         .trim()

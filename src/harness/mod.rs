@@ -425,8 +425,9 @@ pub fn moe(c: &mut Criterion, plan: &MoePlan, run: &mut RunDir) -> Result<()> {
     Ok(())
 }
 
-/// GPU-03's procedure as groups `psann_throughput` (fp32 forward, ids `<base>/<batch_tokens>`)
-/// and `psann_train` (one full step); throughput.csv, .md and .png in the run folder.
+/// GPU-03's procedure as groups `psann_throughput` (fp32 forward, ids `<base>/<batch_tokens>`),
+/// `psann_train` (one full step), then seed 001's sweep `train_step` (train and forward per
+/// precision x T x B, MODELBENCH_TRAIN_STEP_*); throughput.csv, .md and .png in the run folder.
 pub fn psann(c: &mut Criterion, plan: &PsannPlan, run: &mut RunDir) -> Result<()> {
     let dev = plan.common.device.open()?;
     if plan.common.dtype != candle_core::DType::F32 {
@@ -470,6 +471,32 @@ pub fn psann(c: &mut Criterion, plan: &PsannPlan, run: &mut RunDir) -> Result<()
     }
     if !tput.is_empty() {
         crate::output::report::write_psann_artifacts(run, &plan.grid, &tput)?;
+    }
+    // Seed 001's sweep, group `train_step`: train step and forward per precision x T x B.
+    let cfg = crate::models::psann::PsannConfig::sweep(crate::models::psann::Base::Waveresnet);
+    for &dtype in &plan.step_dtypes {
+        for &t in &plan.step_seqs {
+            for &b in &plan.step_batches {
+                for train in [true, false] {
+                    let mut w = Psann::sweep(
+                        cfg,
+                        dtype,
+                        (b, t),
+                        train,
+                        plan.common.seed,
+                        plan.common.device,
+                        &dev,
+                        cal.clone(),
+                    )?;
+                    // A precision the backend cannot run is refused with its reason, not timed.
+                    if let Err(e) = w.estimate() {
+                        eprintln!("train_step {}: refused: {e}", w.id());
+                        continue;
+                    }
+                    bench_and_record(c, &mut w, None, plan.common.min_measure, run)?;
+                }
+            }
+        }
     }
     Ok(())
 }

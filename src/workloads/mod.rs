@@ -19,6 +19,7 @@ pub mod overhead;
 pub mod perplexity;
 pub mod psann;
 pub mod quality;
+pub mod train;
 pub mod work;
 
 /// Where a workload runs: the device and the precision. Part of every benchmark id, so a

@@ -2,6 +2,11 @@
 //! materialised; group `psann_throughput`) or one full train step (forward, mean CE, backward,
 //! clip 1.0, AdamW; group `psann_train`) of B x T tokens. RoPE tables and the causal mask are
 //! built once per shape, on the device, by the untimed warm-up.
+//!
+//! [`Psann::sweep`] builds the same forward / train step on any model config and precision for
+//! seed 001's sweep (group `train_step`, `modelbench train-sweep`): precision x sequence length
+//! x batch, with the memory allocated once built (parameters, and AdamW state after the warm-up
+//! step) and the peak over the timed steps.
 
 use std::time::Duration;
 
@@ -37,6 +42,9 @@ pub struct Psann {
     device: DeviceSpec,
     dev: Device,
     calibration: Option<Calibration>,
+    dtype: candle_core::DType,
+    /// The sweep's group and name (None: GPU-03's `psann_throughput` / `psann_train`).
+    sweep: Option<(String, String)>,
 }
 
 /// Peak memory of a forward of B x T tokens, GiB: one fp32 score tensor B*H*T^2 (two alive
@@ -82,6 +90,50 @@ impl Psann {
             device,
             dev: dev.clone(),
             calibration,
+            dtype: candle_core::DType::F32,
+            sweep: None,
+        })
+    }
+
+    /// Seed 001's sweep point: a model of `cfg` with matmuls in `dtype` (parameters f32),
+    /// one forward (`train` false) or one train step of B x T random ids; group `train_step`,
+    /// name `<train|infer>/B<b>xT<t>`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sweep(
+        cfg: PsannConfig,
+        dtype: candle_core::DType,
+        (b, t): (usize, usize),
+        train: bool,
+        seed: u64,
+        device: DeviceSpec,
+        dev: &Device,
+        calibration: Option<Calibration>,
+    ) -> Result<Psann> {
+        let ids = random_ids(b, t, cfg.vocab, seed, dev)?;
+        let targets = random_ids(b, t, cfg.vocab, seed ^ 1, dev)?;
+        let step = if train {
+            let model = PsannLm::with_compute(cfg, seed, dev, true, dtype)?;
+            Step::Train(Box::new(Trainer::new(model, TrainConfig::default())?))
+        } else {
+            Step::Forward(PsannLm::with_compute(cfg, seed, dev, false, dtype)?)
+        };
+        let mode = if train { "train" } else { "infer" };
+        Ok(Psann {
+            grid: "sweep".into(),
+            base: cfg.base,
+            cfg,
+            n: b * t,
+            b,
+            t,
+            step,
+            ids,
+            targets,
+            seed,
+            device,
+            dev: dev.clone(),
+            calibration,
+            dtype,
+            sweep: Some(("train_step".into(), format!("{mode}/B{b}xT{t}"))),
         })
     }
 
@@ -94,6 +146,9 @@ impl Workload for Psann {
     type Out = ();
 
     fn group(&self) -> String {
+        if let Some((g, _)) = &self.sweep {
+            return g.clone();
+        }
         if self.train() {
             "psann_train".into()
         } else {
@@ -102,11 +157,18 @@ impl Workload for Psann {
     }
 
     fn name(&self) -> String {
+        if let Some((_, n)) = &self.sweep {
+            return n.clone();
+        }
         format!("{}/{}", self.base.name(), self.n)
     }
 
     fn target(&self) -> Target {
-        Target::new(self.device, Precision::Float(candle_core::DType::F32))
+        Target::new(self.device, Precision::Float(self.dtype))
+    }
+
+    fn pool_device(&self) -> Option<&Device> {
+        self.sweep.as_ref().map(|_| &self.dev)
     }
 
     fn tokens_per_iter(&self) -> u64 {
@@ -128,7 +190,10 @@ impl Workload for Psann {
     fn record(&self, m: &Measured<()>) -> Record {
         let (cfg, train) = (&self.cfg, self.train());
         let kind = if train { Kind::PsannTrain } else { Kind::Psann };
-        let scenario = format!("{}/{}/{}", self.group(), self.base.name(), self.n);
+        let scenario = match &self.sweep {
+            Some((g, n)) => format!("{g}/{}/{n}", self.base.name()),
+            None => format!("{}/{}/{}", self.group(), self.base.name(), self.n),
+        };
         let mut r = Record::from_measured(kind, &scenario, m, self.tokens_per_iter());
         r.model.label = self.base.name().into();
         r.model.family = "psann".into();
@@ -143,13 +208,172 @@ impl Workload for Psann {
             "d_model": cfg.d_model, "n_layers": cfg.n_layers});
         r.extra = serde_json::json!({
             "grid": self.grid, "base": self.base.name(), "batch_tokens": self.n, "B": self.b, "T": self.t,
-            "procedure": if train { "one train step: forward, mean CE, backward, clip 1.0, AdamW (lr 2e-4, betas 0.9/0.95, wd 0.01)" } else { "GPU-03: fp32 forward only, math attention, logits materialised" },
+            "procedure": match (train, self.sweep.is_some()) {
+                (true, _) => "one train step: forward, mean CE, backward, clip 1.0, AdamW (lr 2e-4, betas 0.9/0.95, wd 0.01)",
+                (false, false) => "GPU-03: fp32 forward only, math attention, logits materialised",
+                (false, true) => "forward only, math attention, logits materialised (inference)",
+            },
+            "matmul_dtype": self.dtype.as_str(),
             "forward_flops_per_token": cfg.forward_flops_per_token(self.t),
             "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_mlp": cfg.d_mlp,
         });
         // A train step is about 3x the forward FLOPs (forward + backward).
         let fpt = cfg.forward_flops_per_token(self.t) * if train { 3.0 } else { 1.0 };
-        r.roofline = Some(compute_only(fpt, r.tok_s, "f32", self.calibration.as_ref()));
+        r.roofline = Some(compute_only(
+            fpt,
+            r.tok_s,
+            self.dtype.as_str(),
+            self.calibration.as_ref(),
+        ));
+        r.memory.gpu_peak_bytes = m.device_peak_bytes;
         r
     }
+}
+
+/// One point of seed 001's CLI sweep (`modelbench train-sweep`): a train step and a forward
+/// at one precision, sequence length and batch. Unmeasured values are None; a precision the
+/// backend refuses has `status` "refused" and the reason.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SweepRow {
+    pub base: String,
+    pub precision: String,
+    pub seq_len: usize,
+    pub batch: usize,
+    pub params: u64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub train_tokens_per_s: Option<f64>,
+    pub train_ms_per_step: Option<f64>,
+    pub infer_tokens_per_s: Option<f64>,
+    pub infer_ms_per_step: Option<f64>,
+    /// Memory in use once built and warmed up (parameters, AdamW state for train), and the
+    /// peak over the timed steps: host heap on CPU, candle's CUDA pool on a GPU.
+    pub train_allocated_bytes: Option<u64>,
+    pub train_peak_bytes: Option<u64>,
+    pub infer_allocated_bytes: Option<u64>,
+    pub infer_peak_bytes: Option<u64>,
+    pub memory_kind: String,
+    pub device: String,
+}
+
+impl SweepRow {
+    pub const CSV_HEADER: &'static str = "base,precision,seq_len,batch,params,status,reason,train_tokens_per_s,train_ms_per_step,infer_tokens_per_s,infer_ms_per_step,train_allocated_bytes,train_peak_bytes,infer_allocated_bytes,infer_peak_bytes,memory_kind,device";
+
+    pub fn csv_line(&self) -> String {
+        let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+        let u = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            self.base,
+            self.precision,
+            self.seq_len,
+            self.batch,
+            self.params,
+            self.status,
+            self.reason
+                .as_deref()
+                .unwrap_or("")
+                .replace([',', '\n'], ";"),
+            f(self.train_tokens_per_s),
+            f(self.train_ms_per_step),
+            f(self.infer_tokens_per_s),
+            f(self.infer_ms_per_step),
+            u(self.train_allocated_bytes),
+            u(self.train_peak_bytes),
+            u(self.infer_allocated_bytes),
+            u(self.infer_peak_bytes),
+            self.memory_kind,
+            self.device
+        )
+    }
+}
+
+/// Measures one sweep point: for train and forward, build, one untimed warm-up step (which
+/// also allocates AdamW's state), read the memory in use, then `trials` timed steps through
+/// the trial loop. Returns the row and the records of what was measured.
+#[allow(clippy::too_many_arguments)]
+pub fn sweep_point(
+    cfg: PsannConfig,
+    dtype: candle_core::DType,
+    (b, t): (usize, usize),
+    trials: usize,
+    seed: u64,
+    device: DeviceSpec,
+    dev: &Device,
+    calibration: Option<Calibration>,
+) -> (SweepRow, Vec<Record>) {
+    let cuda = dev.is_cuda();
+    let mut row = SweepRow {
+        base: cfg.base.name().into(),
+        precision: dtype.as_str().into(),
+        seq_len: t,
+        batch: b,
+        params: cfg.param_count(),
+        status: "ok".into(),
+        reason: None,
+        train_tokens_per_s: None,
+        train_ms_per_step: None,
+        infer_tokens_per_s: None,
+        infer_ms_per_step: None,
+        train_allocated_bytes: None,
+        train_peak_bytes: None,
+        infer_allocated_bytes: None,
+        infer_peak_bytes: None,
+        memory_kind: if cuda { "device pool" } else { "host heap" }.into(),
+        device: device.to_string(),
+    };
+    let mut records = Vec::new();
+    for train in [true, false] {
+        let measured = (|| -> Result<(Option<u64>, Record)> {
+            let mut w = Psann::sweep(
+                cfg,
+                dtype,
+                (b, t),
+                train,
+                seed,
+                device,
+                dev,
+                calibration.clone(),
+            )?;
+            w.estimate()?;
+            let allocated = if cuda {
+                crate::measure::memory::device_pool(dev).map(|(now, _)| now)
+            } else {
+                crate::measure::memory::heap_current()
+            };
+            Ok((allocated, super::run_trials(&mut w, 0, trials)?))
+        })();
+        match measured {
+            Ok((allocated, r)) => {
+                let ms = r.stats.median * 1e3;
+                let peak = if cuda {
+                    r.memory.gpu_peak_bytes
+                } else {
+                    r.memory.host_peak_bytes
+                };
+                if train {
+                    row.train_tokens_per_s = r.tok_s;
+                    row.train_ms_per_step = Some(ms);
+                    row.train_allocated_bytes = allocated;
+                    row.train_peak_bytes = peak;
+                } else {
+                    row.infer_tokens_per_s = r.tok_s;
+                    row.infer_ms_per_step = Some(ms);
+                    row.infer_allocated_bytes = allocated;
+                    row.infer_peak_bytes = peak;
+                }
+                records.push(r);
+            }
+            Err(e) => {
+                row.status = "refused".into();
+                let what = if train { "train step" } else { "forward" };
+                let reason = format!("{what}: {}", crate::error::one_line(&e.to_string()));
+                row.reason = Some(match row.reason.take() {
+                    Some(r) => format!("{r}; {reason}"),
+                    None => reason,
+                });
+            }
+        }
+    }
+    (row, records)
 }

@@ -198,3 +198,67 @@ impl SamplingArgs {
         Ok(p)
     }
 }
+
+/// `modelbench train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Training config (flat TOML; default configs/tiny_corpus_benchmark.toml, or
+    /// configs/base_shootout.toml with --shootout).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Override the config's corpus file.
+    #[arg(long)]
+    pub corpus: Option<std::path::PathBuf>,
+    /// Override the config's max_steps (optimizer steps per run).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Override the config's peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// BMRK-04: train every base of --bases with every seed of --seeds on the config's budget;
+    /// summary.json, summary.csv, leaderboard.md and runs/<base>_seed<seed>/metrics.json.
+    #[arg(long)]
+    pub shootout: bool,
+    /// Bases of the shootout, comma list.
+    #[arg(long, default_value = "respsann,sgrpsann,waveresnet")]
+    pub bases: String,
+    /// Seeds of the shootout, comma list.
+    #[arg(long, default_value = "1337,1338")]
+    pub seeds: String,
+    /// Run folder suffix (default: train or shootout).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Also pack the run folder into <run>.zip.
+    #[arg(long)]
+    pub zip: bool,
+}
+
+/// `modelbench train-sweep` (seed 001).
+#[derive(Args)]
+pub struct TrainSweepArgs {
+    /// Matmul precisions, comma list of f32, f16, bf16 (parameters stay f32).
+    #[arg(long, default_value = "f32,f16,bf16")]
+    pub precision: String,
+    /// Sequence lengths, comma list.
+    #[arg(long, default_value = "64,128")]
+    pub seq: String,
+    /// Batch sizes (sequences), comma list.
+    #[arg(long, default_value = "2,4")]
+    pub batch: String,
+    /// Timed steps per point (after one untimed warm-up step).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// respsann, sgrpsann or waveresnet (byte vocabulary, d_model 64, 2 layers, 4 heads).
+    #[arg(long, default_value = "waveresnet")]
+    pub base: String,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Run folder suffix (default: sweep).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Also pack the run folder into <run>.zip.
+    #[arg(long)]
+    pub zip: bool,
+}

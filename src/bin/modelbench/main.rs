@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod args;
 mod commands;
 
-use args::{DepthArgs, GenerateArgs, MoeArgs, RunArgs, TargetArgs};
+use args::{DepthArgs, GenerateArgs, MoeArgs, RunArgs, TargetArgs, TrainArgs, TrainSweepArgs};
 
 #[global_allocator]
 static ALLOC: modelbench::measure::memory::CountingAlloc =
@@ -151,6 +151,15 @@ enum Cmd {
     /// GPU power and energy (NVML) while a command runs, as JSON; null ("not available")
     /// without an NVIDIA driver. Exits with the command's exit code.
     Power(commands::power::PowerArgs),
+    /// Train PSANN-LM on a text corpus from a config (BMRK-01: metrics.json, steps.csv,
+    /// loss_curve.png, config_used.toml), or `--shootout` the bases x seeds on one budget
+    /// (BMRK-04: summary.json, summary.csv, leaderboard.md). Every step logs loss, gradient
+    /// norm and lr; a NaN/Inf stops the run (exit 2) naming the step and the tensor.
+    Train(TrainArgs),
+    /// Seed 001's sweep: PSANN-LM train-step and inference tokens/s, ms/step, allocated and
+    /// peak memory and parameter count over precision x sequence length x batch;
+    /// bench_results.jsonl and bench_results.csv in a run folder (`--zip` packs it).
+    TrainSweep(TrainSweepArgs),
     /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine): latency
     /// median and p90, tokens/s; saved as records like the generation runs.
     Moe(MoeArgs),
@@ -235,6 +244,8 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => commands::serve::serve(a).map(|_| ExitCode::SUCCESS),
         Cmd::Load(a) => commands::load::load(a).map(|_| ExitCode::SUCCESS),
         Cmd::Power(a) => commands::power::power(a),
+        Cmd::Train(a) => commands::train::train(a).map(|_| ExitCode::SUCCESS),
+        Cmd::TrainSweep(a) => commands::train_sweep::train_sweep(a).map(|_| ExitCode::SUCCESS),
         Cmd::Moe(a) => commands::moe::moe(a).map(|_| ExitCode::SUCCESS),
         Cmd::Perplexity {
             model,

@@ -70,6 +70,11 @@ impl PsannConfig {
         Self::new(base, vocab, 512, 8, 8)
     }
 
+    /// Seed 001's sweep model: byte vocabulary (256), d_model 64, 2 layers, 4 heads, d_mlp 256.
+    pub fn sweep(base: Base) -> Self {
+        Self::new(base, 256, 64, 2, 4)
+    }
+
     /// A model with the spec's defaults (d_mlp = 4 d_model, sine 1.0 / 1.0 / 0.01, k_fft 64).
     pub fn new(base: Base, vocab: usize, d_model: usize, n_layers: usize, n_heads: usize) -> Self {
         PsannConfig {

@@ -136,9 +136,69 @@ impl Trainer {
 
     /// One optimizer step on a batch; returns the loss before the step.
     pub fn step(&mut self, ids: &Tensor, targets: &Tensor) -> Result<f32> {
-        let (l, mut g) = grads(&self.model, ids, targets, self.cfg.grad_checkpoint)?;
-        clip_grad_norm(&mut g, &self.model, self.cfg.grad_clip)?;
-        self.opt.step(&g)?;
-        Ok(l)
+        self.step_checked(ids, targets).map(|s| s.loss)
     }
+
+    /// The optimizer's learning rate from now on (a schedule sets it before each step).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.opt.set_learning_rate(lr);
+    }
+
+    /// One optimizer step with its stability signals: the loss, the global gradient norm
+    /// before clipping, and, when either is NaN or infinite, the first tensor that is (a
+    /// parameter, else a parameter's gradient, else the loss). A non-finite step is NOT
+    /// applied: the parameters stay as they were.
+    pub fn step_checked(&mut self, ids: &Tensor, targets: &Tensor) -> Result<StepStats> {
+        let (l, mut g) = grads(&self.model, ids, targets, self.cfg.grad_checkpoint)?;
+        let norm = clip_grad_norm(&mut g, &self.model, self.cfg.grad_clip)?;
+        let mut stats = StepStats {
+            loss: l,
+            grad_norm: norm,
+            non_finite: None,
+        };
+        if !l.is_finite() || !norm.is_finite() {
+            stats.non_finite = Some(first_non_finite(&self.model, &g, l)?);
+            return Ok(stats);
+        }
+        self.opt.step(&g)?;
+        Ok(stats)
+    }
+}
+
+/// What one checked step saw.
+#[derive(Debug, Clone)]
+pub struct StepStats {
+    pub loss: f32,
+    /// Global L2 norm of all gradients before clipping.
+    pub grad_norm: f64,
+    /// The first non-finite tensor, e.g. `parameter blocks.0.mlp.fc1.weight`, `gradient of
+    /// lm_head.weight` or `loss`; None when the step was finite (and applied).
+    pub non_finite: Option<String>,
+}
+
+fn finite(t: &Tensor) -> Result<bool> {
+    let s = t
+        .to_dtype(candle_core::DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    // A sum is finite only if no element is NaN or infinite (or the finite ones overflow,
+    // which a real parameter or gradient tensor does not).
+    Ok(s.is_finite())
+}
+
+/// Names the first non-finite tensor: a parameter, else a gradient, else the loss.
+pub fn first_non_finite(model: &PsannLm, g: &GradStore, loss: f32) -> Result<String> {
+    for (name, v) in &model.vars {
+        if !finite(v.as_tensor())? {
+            return Ok(format!("parameter {name}"));
+        }
+    }
+    for (name, v) in &model.vars {
+        if let Some(t) = g.get(v.as_tensor()) {
+            if !finite(t)? {
+                return Ok(format!("gradient of {name}"));
+            }
+        }
+    }
+    Ok(format!("loss ({loss})"))
 }

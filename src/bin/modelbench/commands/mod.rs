@@ -17,3 +17,5 @@ pub mod power;
 pub mod report;
 pub mod run;
 pub mod serve;
+pub mod train;
+pub mod train_sweep;
