@@ -301,7 +301,7 @@ impl PsannPlan {
         let grid = parse_grid(&env("MODELBENCH_PSANN_GRID").unwrap_or_else(|| "default".into()))?;
         let (default_tokens, default_train, max_t) = match grid {
             "gpu03" => ("65536,131072,262144", "65536,131072,262144", 4096),
-            _ => ("1024,4096", "1024", 256),
+            _ => ("256,1024", "256", 256),
         };
         let bases = parse_bases(
             &env("MODELBENCH_PSANN_BASES").unwrap_or_else(|| "respsann,waveresnet".into()),
