@@ -1,7 +1,8 @@
 //! The results history database seen from outside: runs of two machines pushed into SQLite
 //! and into a REAL PostgreSQL server (the Debian `postgresql` package: a temporary data
 //! directory, loopback only, stopped at the end); the same queries give the same answers on
-//! both; a push that fails mid-way leaves the database unchanged; a second push adds nothing;
+//! both; a push that fails mid-way, or is killed with SIGKILL inside its transaction, leaves
+//! the database unchanged and intact; a second push adds nothing;
 //! the CLI's `db push`, `history`, `compare COMMIT COMMIT` and `export --format bencher`.
 //!
 //! Without the package's initdb/pg_ctl the PostgreSQL test prints why and returns, unless
@@ -511,4 +512,108 @@ fn postgres_gives_the_same_answers_as_sqlite() {
         "{}",
         text(&o)
     );
+}
+
+/// `modelbench db push` killed with SIGKILL inside its transaction leaves the SQLite
+/// database consistent: the hot journal is rolled back on the next open, no row of the killed
+/// push remains (one transaction for the whole push), the file passes SQLite's own
+/// integrity check, and a later push adds exactly the whole set once.
+#[test]
+fn a_killed_push_leaves_the_database_consistent() {
+    use std::time::Instant;
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = tmp.path().join("reports");
+    // 12 runs x 300 records: a push long enough (seconds) to be killed while it inserts.
+    let (runs, per_run) = (12, 300);
+    let dirs: Vec<String> = (0..runs)
+        .map(|i| {
+            let recs: Vec<Record> = (0..per_run)
+                .map(|k| {
+                    let s: Vec<f64> = (0..8).map(|j| 1.0 + 0.01 * (k + j) as f64).collect();
+                    record(
+                        "laptop",
+                        COMMIT_A,
+                        "2026-11-21T10:00:00Z",
+                        &format!("m{k}"),
+                        &s,
+                    )
+                })
+                .collect();
+            let d = reports.join(format!("20261121_1000{i:02}-laptop"));
+            std::fs::create_dir_all(&d).unwrap();
+            write_artifacts(&d, &recs).unwrap();
+            d.to_str().unwrap().to_string()
+        })
+        .collect();
+    let total = (runs * per_run) as i64;
+    let path = tmp.path().join("killed.db");
+    let journal = tmp.path().join("killed.db-journal");
+    let db = format!("sqlite:{}", path.display());
+    let push = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_modelbench"));
+        c.args(["db", "push"])
+            .args(&dirs)
+            .args(["--db", &db])
+            .env("MODELBENCH_REPORTS", &reports)
+            .env_remove("MODELBENCH_DB")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let count = || {
+        let mut d = Db::open(&DbTarget::Sqlite(path.clone())).unwrap().unwrap();
+        d.count().unwrap()
+    };
+    let integrity = || {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+            .unwrap()
+    };
+
+    // How long a whole push takes here (it also creates the schema).
+    let t = Instant::now();
+    assert!(push().status().unwrap().success());
+    let full = t.elapsed();
+    assert_eq!(count(), total);
+
+    // Kill fresh pushes at points spread over that time until one dies inside its insert
+    // transaction (its rollback journal is still on disk after the kill).
+    let mut mid_txn = 0;
+    for k in 1..=20u32 {
+        std::fs::remove_file(&path).unwrap();
+        let _ = std::fs::remove_file(&journal);
+        // The schema first, so that the kill meets the push's own transaction.
+        assert_eq!(count(), 0);
+        let mut child = push().spawn().unwrap();
+        std::thread::sleep(full.mul_f64(0.3 + 0.6 * f64::from(k % 10) / 10.0));
+        if child.try_wait().unwrap().is_some() {
+            continue; // finished before the kill: nothing to learn from this point
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let hot = std::fs::metadata(&journal)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
+        let n = count(); // opening rolls a hot journal back
+        assert_eq!(integrity(), "ok", "after a kill at point {k}");
+        if hot {
+            mid_txn += 1;
+            assert_eq!(n, 0, "a push killed inside its transaction left {n} rows");
+        } else {
+            assert!(n == 0 || n == total, "{n} of {total} rows: a half push");
+        }
+        if mid_txn >= 2 {
+            break;
+        }
+    }
+    eprintln!("a whole push: {full:?}; kills inside its transaction: {mid_txn}");
+    assert!(
+        mid_txn >= 1,
+        "no kill landed inside the transaction (a whole push took {full:?})"
+    );
+    // The next push completes it exactly once.
+    assert!(push().status().unwrap().success());
+    assert_eq!(count(), total);
+    assert!(push().status().unwrap().success());
+    assert_eq!(count(), total, "a second push added rows");
 }
