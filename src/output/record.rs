@@ -63,12 +63,15 @@ pub enum Harness {
 }
 
 /// The precision a record ran at: a float dtype, or quantized GGUF weights (activations in
-/// f32), written as before: `f32`, `f16`, `bf16`, `gguf-q4_k_m`.
+/// f32), written as before: `f32`, `f16`, `bf16`, `gguf-q4_k_m`; or `unreported` where the
+/// code that ran is not ours and does not say (a load test of another server).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Precision {
     Float(candle_core::DType),
     /// GGUF weights; the string is the file type (`q8_0`, `q4_k_m`, ...).
     Gguf(String),
+    /// Not known to this process: never guessed as f32.
+    Unreported,
 }
 
 impl Precision {
@@ -76,12 +79,16 @@ impl Precision {
         match self {
             Precision::Float(d) => d.as_str().to_string(),
             Precision::Gguf(t) => format!("gguf-{t}"),
+            Precision::Unreported => "unreported".to_string(),
         }
     }
 
     pub fn parse(s: &str) -> Option<Precision> {
         if let Some(t) = s.strip_prefix("gguf-") {
             return Some(Precision::Gguf(t.to_string()));
+        }
+        if s == "unreported" {
+            return Some(Precision::Unreported);
         }
         crate::measure::device::parse_dtype(s)
             .ok()
@@ -338,5 +345,24 @@ pub fn gen_metrics(traces: &[Trace]) -> GenMetrics {
         prefill_tok_s: (!pp.is_empty()).then(|| crate::measure::stats::median(&pp)),
         decode_tok_s: (!tg.is_empty()).then(|| crate::measure::stats::median(&tg)),
         tokenize_ms: (!tok.is_empty()).then(|| crate::measure::stats::median(&tok)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Precision;
+
+    #[test]
+    fn precision_names_round_trip_and_unknown_is_not_f32() {
+        for p in [
+            Precision::Float(candle_core::DType::BF16),
+            Precision::Gguf("q4_k_m".into()),
+            Precision::Unreported,
+        ] {
+            let s = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<Precision>(&s).unwrap(), p, "{s}");
+        }
+        assert_eq!(Precision::Unreported.name(), "unreported");
+        assert_eq!(Precision::parse("q7"), None);
     }
 }

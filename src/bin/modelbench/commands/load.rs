@@ -550,12 +550,11 @@ pub fn load(a: LoadArgs) -> anyhow::Result<()> {
             .and_then(|m| m["modelbench"]["device"].as_str())
             .map(|d| d.to_string())
             .unwrap_or_else(|| "remote".into());
-        if let Some(p) = entry
+        // Only our server says what precision it runs; another server's is not guessed.
+        rec.dtype = entry
             .and_then(|m| m["modelbench"]["dtype"].as_str())
             .and_then(Precision::parse)
-        {
-            rec.dtype = p;
-        }
+            .unwrap_or(Precision::Unreported);
         rec.prompt_tokens = a.prompt_tokens;
         rec.new_tokens = a.max_tokens;
         rec.seed = a.seed;
