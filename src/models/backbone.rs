@@ -356,7 +356,7 @@ fn moe_forward(m: &MoeBlock, x: &Tensor) -> candle_core::Result<Tensor> {
         }
         let idx = Tensor::new(r.as_slice(), dev)?;
         let y = m.expert(e).forward(&x.index_select(&idx, 0)?)?;
-        let we = w.narrow(1, e, 1)?.index_select(&idx, 0)?;
+        let we = w.narrow(1, e, 1)?.contiguous()?.index_select(&idx, 0)?;
         out = out.index_add(&idx, &y.broadcast_mul(&we)?, 0)?;
     }
     Ok(out)
@@ -508,19 +508,27 @@ impl SsmLayer {
         let cm = dbc.narrow(D::Minus1, self.dt_rank + n, n)?;
         let delta = softplus(&self.dt_proj.forward(&dt)?)?; // (B, T, E)
         let a = self.a_log.exp()?.neg()?; // (E, N)
-        let da = delta.unsqueeze(D::Minus1)?.broadcast_mul(&a)?.exp()?; // (B, T, E, N)
-        let dbu = (&delta * &u)?
-            .unsqueeze(D::Minus1)?
-            .broadcast_mul(&bm.unsqueeze(2)?)?; // (B, T, E, N)
-                                                // Sequential selective scan: h_t = exp(dt A) h_{t-1} + dt B_t u_t.
+                                          // Sequential selective scan: h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t, y_t = C_t h_t.
+                                          // Each step slices the (B, T, E) / (B, T, N) inputs, not a (B, T, E, N) tensor: the
+                                          // backward of a slice is a zero-padded full tensor, so slicing the small ones keeps
+                                          // the backward's extra work at O(T * B * T * E) instead of O(T * B * T * E * N).
+        let du = (&delta * &u)?;
         let mut h = Tensor::zeros((b, e, n), x.dtype(), x.device())?;
-        let mut hs = Vec::with_capacity(t);
+        let mut ys = Vec::with_capacity(t);
         for i in 0..t {
-            h = (da.narrow(1, i, 1)?.squeeze(1)?.mul(&h)? + dbu.narrow(1, i, 1)?.squeeze(1)?)?;
-            hs.push(h.clone());
+            let dt_i = delta.narrow(1, i, 1)?.squeeze(1)?.unsqueeze(D::Minus1)?; // (B, E, 1)
+            let da = dt_i.broadcast_mul(&a.unsqueeze(0)?)?.exp()?; // (B, E, N)
+            let b_i = bm.narrow(1, i, 1)?; // (B, 1, N)
+            let dbu = du
+                .narrow(1, i, 1)?
+                .squeeze(1)?
+                .unsqueeze(D::Minus1)?
+                .broadcast_mul(&b_i)?;
+            h = ((da * &h)? + dbu)?;
+            let c_i = cm.narrow(1, i, 1)?; // (B, 1, N)
+            ys.push(h.broadcast_mul(&c_i)?.sum(D::Minus1)?); // (B, E)
         }
-        let hs = Tensor::stack(&hs, 1)?; // (B, T, E, N)
-        let y = hs.broadcast_mul(&cm.unsqueeze(2)?)?.sum(D::Minus1)?; // (B, T, E)
+        let y = Tensor::stack(&ys, 1)?; // (B, T, E)
         let y = (y + u.broadcast_mul(&self.d_skip)?)?;
         self.out_proj.forward(&(y * z.silu()?)?)
     }

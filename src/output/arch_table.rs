@@ -176,7 +176,7 @@ pub fn parquet_bytes(rows: &[ArchRow]) -> Result<Vec<u8>> {
             .next_column()
             .map_err(err)?
             .expect("one writer per column");
-        match *c {
+        let written = match *c {
             Col::Str(f) => {
                 let v: Vec<ByteArray> = rows.iter().map(|r| bytes(f(r))).collect();
                 col.typed::<ByteArrayType>().write_batch(&v, None, None)
@@ -201,8 +201,8 @@ pub fn parquet_bytes(rows: &[ArchRow]) -> Result<Vec<u8>> {
                 let (v, d) = present(rows.iter().map(f).collect());
                 col.typed::<DoubleType>().write_batch(&v, Some(&d), None)
             }
-        }
-        .map_err(err)?;
+        };
+        written.map_err(err)?;
         col.close().map_err(err)?;
     }
     rg.close().map_err(err)?;
