@@ -766,9 +766,19 @@ mod tests {
             let m = Backbone::new(c, 3, DType::F32, &Device::Cpu).unwrap();
             let seq = ids(2, 8 + 2, 32);
             let g = m.loss(&seq).unwrap().backward().unwrap();
+            // (An expert that no token was routed to gets none: experts are counted apart.)
+            let mut experts_hit = 0;
             for (name, v) in &m.vars {
                 let gr = g.get(v.as_tensor());
+                if name.contains(".experts.") {
+                    experts_hit += usize::from(gr.is_some());
+                    continue;
+                }
                 assert!(gr.is_some(), "{fam}: no gradient for {name}");
+            }
+            if fam == Family::Mixture {
+                // 2 layers x at least top-2 experts x 3 matrices.
+                assert!(experts_hit >= 2 * 2 * 3, "{experts_hit}");
             }
             if fam == Family::Dense {
                 let d = 32u64;
