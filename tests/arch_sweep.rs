@@ -264,3 +264,35 @@ fn gpu_queues_and_bad_flags_are_refused_with_one_line_and_nothing_written() {
     assert_one_line_refusal(&o, "heads");
     assert!(!out.exists());
 }
+
+#[test]
+fn the_committed_baseline_cpu_parquet_reads_back_with_one_row_of_the_schema() {
+    // docs/benchmarks/baseline_cpu.parquet: the seed's baseline-cpu command, as run and
+    // committed (README "Architecture sweep").
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks/baseline_cpu.parquet");
+    let reader = SerializedFileReader::new(std::fs::File::open(&p).unwrap()).unwrap();
+    let meta = reader.metadata().file_metadata();
+    let names: Vec<&str> = meta
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    let want: Vec<&str> = SCHEMA.iter().map(|(n, _, _)| *n).collect();
+    assert_eq!(names, want);
+    assert_eq!(meta.num_rows(), 1);
+    let row = reader.get_row_iter(None).unwrap().next().unwrap().unwrap();
+    assert_eq!(text(&row, "queue"), "baseline-cpu");
+    assert_eq!(text(&row, "architecture"), "state_space");
+    assert_eq!(num(&row, "model_dim"), Some(256.0));
+    assert_eq!(num(&row, "depth"), Some(6.0));
+    assert_eq!(num(&row, "horizons"), Some(5.0));
+    assert!(num(&row, "train_ms_median").is_some_and(|v| v > 0.0));
+    println!(
+        "rows {} | train {:.1} ms/step | {:.2} samples/s | host heap peak {} B",
+        meta.num_rows(),
+        num(&row, "train_ms_median").unwrap(),
+        num(&row, "train_samples_per_s").unwrap(),
+        num(&row, "train_peak_bytes").unwrap()
+    );
+}

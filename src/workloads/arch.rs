@@ -24,7 +24,7 @@ use super::{Measured, Target, Workload};
 
 enum Step {
     Forward(Backbone),
-    Train(Box<BackboneTrainer>),
+    Train(BackboneTrainer),
 }
 
 pub struct ArchStep {
@@ -57,7 +57,7 @@ impl ArchStep {
         let model = Backbone::new(cfg, seed, dtype, dev)?;
         let (params, active_params) = (model.params(), model.active_params());
         let step = if train {
-            Step::Train(Box::new(BackboneTrainer::new(model)?))
+            Step::Train(BackboneTrainer::new(model)?)
         } else {
             Step::Forward(model)
         };
