@@ -109,6 +109,15 @@ const PLANS: &[PlanKind] = &[
         reads: &[Scope::All, Scope::Depth],
     },
     PlanKind {
+        name: "ArchPlan",
+        build: |l| {
+            modelbench::config::sweep::ArchPlan::from_lookup(l)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+        reads: &[Scope::All, Scope::Arch],
+    },
+    PlanKind {
         name: "Common (checkpoint)",
         build: |l| {
             Common::from_lookup(l)

@@ -18,6 +18,8 @@ pub enum Scope {
     Psann,
     Checkpoint,
     Depth,
+    /// The `arch` bench (group `arch_sweep`).
+    Arch,
     /// Read while resolving models and writing reports, by every bench and the CLI.
     Paths,
     /// Read by the test suite (`cargo test`), not by the benches.
@@ -33,6 +35,7 @@ impl Scope {
             Scope::Psann => "psann",
             Scope::Checkpoint => "checkpoint",
             Scope::Depth => "depth",
+            Scope::Arch => "arch",
             Scope::Paths => "all (and the CLI)",
             Scope::Tests => "`cargo test`",
         }
@@ -285,6 +288,33 @@ pub const KNOBS: &[Knob] = &[
         doc: "attention backend of the generation and depth benches; `chunked` feeds a prompt in chunks at increasing positions (scores C x context instead of T x T); records name it (`model.attention`)",
         check: |v| ok(p::parse_attention(v, "MODELBENCH_ATTENTION")),
         examples: ("chunked:256", "sdpa"),
+    },
+    Knob {
+        name: "MODELBENCH_ARCH_FAMILIES",
+        scope: Scope::Arch,
+        values: "comma list of `dense`, `mixture` (`omni_mixture`), `state_space`, `hybrid` (`hybrid_transformer`)",
+        default: "dense,mixture,state_space,hybrid",
+        doc: "backbone families of group `arch_sweep` (each a forward and a train step of B 2 x T 32, 2 horizon heads, vocab 256)",
+        check: |v| ok(p::parse_families(v, "MODELBENCH_ARCH_FAMILIES")),
+        examples: ("dense,hybrid", "rnn"),
+    },
+    Knob {
+        name: "MODELBENCH_ARCH_DIMS",
+        scope: Scope::Arch,
+        values: "comma list of positive even integers (multiples of 64 above 64)",
+        default: "64",
+        doc: "model widths of group `arch_sweep`",
+        check: |v| ok(p::parse_list("MODELBENCH_ARCH_DIMS", v)),
+        examples: ("64,128", "0"),
+    },
+    Knob {
+        name: "MODELBENCH_ARCH_DEPTHS",
+        scope: Scope::Arch,
+        values: "comma list of positive integers",
+        default: "2",
+        doc: "layer counts of group `arch_sweep` (hybrid: one attention layer in 4, at least one)",
+        check: |v| ok(p::parse_list("MODELBENCH_ARCH_DEPTHS", v)),
+        examples: ("2,4", "two"),
     },
     Knob {
         name: "MODELBENCH_DEPTH_MODELS",

@@ -3,5 +3,6 @@
 
 pub mod knobs;
 pub mod plans;
+pub mod sweep;
 pub mod train;
 pub mod values;

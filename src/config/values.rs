@@ -306,3 +306,42 @@ pub fn parse_depths(v: &str, knob: &str) -> Result<Vec<usize>> {
     out.dedup();
     Ok(out)
 }
+
+/// A comma list of backbone families (the seed's names `omni_mixture`, `hybrid_transformer`
+/// too), duplicates dropped.
+pub fn parse_families(v: &str, name: &str) -> Result<Vec<crate::models::backbone::Family>> {
+    let mut out = Vec::new();
+    for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let f = crate::models::backbone::Family::parse(p).ok_or_else(|| {
+            Error::knob(
+                name,
+                v,
+                format!("unknown architecture `{p}`"),
+                crate::models::backbone::Family::ALLOWED,
+            )
+        })?;
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::knob(
+            name,
+            v,
+            "empty list",
+            crate::models::backbone::Family::ALLOWED,
+        ));
+    }
+    Ok(out)
+}
+
+/// `cpu` or `gpu` (`cuda`, `cuda:N` also accepted) to a device.
+pub fn parse_accelerator(v: &str, name: &str) -> Result<DeviceSpec> {
+    match v.trim() {
+        "cpu" => Ok(DeviceSpec::Cpu),
+        "gpu" => Ok(DeviceSpec::Cuda(0)),
+        other => other
+            .parse::<DeviceSpec>()
+            .map_err(|e| Error::knob(name, v, e, "cpu, gpu (CUDA device 0), cuda:N")),
+    }
+}

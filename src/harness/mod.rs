@@ -37,6 +37,8 @@ pub enum Bench {
     Checkpoint,
     /// Speed against KV-cache depth (group `depth`).
     Depth,
+    /// The architecture sweep's small grid (group `arch_sweep`).
+    Arch,
 }
 
 /// The whole `main` of a bench: validate the knobs, run its groups, print where the records
@@ -71,6 +73,13 @@ pub fn main(bench: Bench) {
             let mut c = criterion();
             let mut run = run_dir(plan.common.label.as_deref());
             depth(&mut c, &plan, &mut run)?;
+            c.final_summary();
+            Ok(run)
+        }),
+        Bench::Arch => crate::config::sweep::ArchPlan::from_env().and_then(|plan| {
+            let mut c = criterion();
+            let mut run = run_dir(plan.common.label.as_deref());
+            arch(&mut c, &plan, &mut run)?;
             c.final_summary();
             Ok(run)
         }),
@@ -428,6 +437,35 @@ pub fn moe(c: &mut Criterion, plan: &MoePlan, run: &mut RunDir) -> Result<()> {
                 cfg,
                 dense,
                 t,
+                plan.common.seed,
+                plan.common.device,
+                plan.common.dtype,
+                &dev,
+                cal.clone(),
+            )?;
+            bench_and_record(c, &mut w, None, plan.common.min_measure, run)?;
+        }
+    }
+    Ok(())
+}
+
+/// Group `arch_sweep` (seed 000's sweep, small): every family x dim x depth of the plan at
+/// [`ArchPlan::HORIZONS`](crate::config::sweep::ArchPlan) horizons, a forward and a train step
+/// each (`arch_sweep/cpu-f32/hybrid/d64/L2/h2/train`).
+pub fn arch(
+    c: &mut Criterion,
+    plan: &crate::config::sweep::ArchPlan,
+    run: &mut RunDir,
+) -> Result<()> {
+    use crate::config::sweep::ArchPlan;
+    let dev = plan.common.device.open()?;
+    let cal = cached(plan.common.device);
+    for cfg in plan.configs() {
+        for train in [false, true] {
+            let mut w = crate::workloads::arch::ArchStep::new(
+                cfg,
+                (ArchPlan::BATCH, ArchPlan::SEQ),
+                train,
                 plan.common.seed,
                 plan.common.device,
                 plan.common.dtype,

@@ -16,6 +16,7 @@ use crate::util::fill::Filler;
 
 mod arch;
 pub mod attention;
+pub mod backbone;
 pub mod dequantize;
 pub mod gemma3_quantized;
 pub mod gguf_fixture;

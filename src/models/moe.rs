@@ -194,6 +194,11 @@ impl MoeBlock {
         ))
     }
 
+    /// The router (hidden -> experts logits).
+    pub fn router(&self) -> &Linear {
+        &self.router
+    }
+
     pub fn expert(&self, e: usize) -> &SwiGlu {
         &self.experts[e]
     }

@@ -1,6 +1,7 @@
 //! What a run leaves behind: typed records, run folders and their tables, comparison of two
 //! runs, plots, the results history database.
 
+pub mod arch_table;
 pub mod compare;
 pub mod db;
 pub mod plot;

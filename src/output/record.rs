@@ -26,6 +26,8 @@ pub enum Kind {
     Checkpoint,
     Perplexity,
     Depth,
+    /// One architecture-sweep grid point (a forward or a train step of a backbone family).
+    ArchSweep,
     /// `modelbench load`: one load level against an OpenAI-compatible server.
     ServingLoad,
 }
@@ -41,6 +43,7 @@ impl Kind {
             Kind::Checkpoint => "checkpoint",
             Kind::Perplexity => "perplexity",
             Kind::Depth => "depth",
+            Kind::ArchSweep => "arch-sweep",
             Kind::ServingLoad => "serving-load",
         }
     }

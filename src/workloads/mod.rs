@@ -11,6 +11,7 @@ use crate::measure::device::DeviceSpec;
 pub use crate::measure::timing::{Measured, TrialLoop, SAMPLE_SIZE};
 use crate::output::record::{Harness, Precision, Record};
 
+pub mod arch;
 pub mod checkpoint;
 pub mod depth;
 pub mod generation;

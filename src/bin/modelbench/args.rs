@@ -262,3 +262,33 @@ pub struct TrainSweepArgs {
     #[arg(long)]
     pub zip: bool,
 }
+
+/// `modelbench sweep` (seed 000): the architecture sweep. Every flag given replaces the
+/// config's value.
+#[derive(Args)]
+pub struct SweepArgs {
+    /// Queue config (configs/benchmarks/{baseline_cpu,omni_gpu,hybrid_gpu}.yaml).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Comma list: dense, mixture (omni_mixture), state_space, hybrid (hybrid_transformer).
+    #[arg(long)]
+    pub architectures: Option<String>,
+    /// Model widths, comma list.
+    #[arg(long)]
+    pub model_dims: Option<String>,
+    /// Layer counts, comma list.
+    #[arg(long)]
+    pub depths: Option<String>,
+    /// Future tokens predicted per position (heads), comma list.
+    #[arg(long)]
+    pub horizons: Option<String>,
+    /// cpu or gpu (CUDA device 0; needs a `--features cuda` build and a GPU).
+    #[arg(long)]
+    pub accelerator: Option<String>,
+    /// The parquet file (one row per grid point); the telemetry table goes beside it as .md.
+    #[arg(long)]
+    pub output: std::path::PathBuf,
+    /// Do not also save the records in a run folder.
+    #[arg(long)]
+    pub no_save: bool,
+}

@@ -160,6 +160,11 @@ enum Cmd {
     /// peak memory and parameter count over precision x sequence length x batch;
     /// bench_results.jsonl and bench_results.csv in a run folder (`--zip` packs it).
     TrainSweep(TrainSweepArgs),
+    /// Seed 000's architecture sweep: dense, mixture, state-space and hybrid backbones over
+    /// model dims x depths x horizons; forward and train-step latency (median, p90),
+    /// samples/s and tokens/s, peak memory, FLOPs and % of the calibrated matmul roof; one
+    /// parquet row per grid point and the telemetry table (.md) beside it.
+    Sweep(args::SweepArgs),
     /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine): latency
     /// median and p90, tokens/s; saved as records like the generation runs.
     Moe(MoeArgs),
@@ -246,6 +251,7 @@ fn main() -> ExitCode {
         Cmd::Power(a) => commands::power::power(a),
         Cmd::Train(a) => commands::train::train(a).map(|_| ExitCode::SUCCESS),
         Cmd::TrainSweep(a) => commands::train_sweep::train_sweep(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Sweep(a) => commands::sweep::sweep(a).map(|_| ExitCode::SUCCESS),
         Cmd::Moe(a) => commands::moe::moe(a).map(|_| ExitCode::SUCCESS),
         Cmd::Perplexity {
             model,

@@ -17,5 +17,6 @@ pub mod power;
 pub mod report;
 pub mod run;
 pub mod serve;
+pub mod sweep;
 pub mod train;
 pub mod train_sweep;
