@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod db;
+pub mod peers;
 pub mod plot;
 pub mod record;
 pub mod report;

@@ -28,6 +28,9 @@ pub enum Kind {
     Depth,
     /// `modelbench load`: one load level against an OpenAI-compatible server.
     ServingLoad,
+    /// `modelbench peers`: one scenario run by another engine (llama.cpp, PyTorch); the
+    /// record's `engine` names it.
+    Peer,
 }
 
 impl Kind {
@@ -42,6 +45,7 @@ impl Kind {
             Kind::Perplexity => "perplexity",
             Kind::Depth => "depth",
             Kind::ServingLoad => "serving-load",
+            Kind::Peer => "peer",
         }
     }
 }
@@ -181,6 +185,21 @@ pub struct GenMetrics {
     pub tokenize_ms: Option<f64>,
 }
 
+/// The engine that produced a record's numbers. None in a record means modelbench on candle
+/// (every record written before `modelbench peers` existed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Engine {
+    /// `candle`, `llama.cpp`, `torch`.
+    pub name: String,
+    /// The engine's version (`candle 0.11.1`, llama.cpp's commit, `torch 2.15.0 / transformers
+    /// 5.23.0`).
+    pub version: String,
+    /// How it was built and run: build flags, backend, dtype, the settings that matter.
+    pub flags: String,
+    /// Threads the engine computed with, as the engine itself reported them (None: not known).
+    pub threads: Option<usize>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub schema: u32,
@@ -231,6 +250,9 @@ pub struct Record {
     /// Achieved bandwidth / FLOP rate and their share of the calibrated peaks.
     #[serde(default)]
     pub roofline: Option<crate::measure::calibration::Roofline>,
+    /// The engine that ran it (`modelbench peers`); None: modelbench on candle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
 }
 
 impl Record {
@@ -306,6 +328,7 @@ impl Record {
             quality: None,
             extra: serde_json::Value::Null,
             roofline: None,
+            engine: None,
         }
     }
 }
