@@ -443,10 +443,9 @@ pub fn torch_record(s: &Scenario, out: &TorchOut, raw: &Value) -> Record {
             out.torch_version, out.transformers_version
         ),
         flags: format!(
-            "generate() on {}, dtype {}, min_new_tokens = max_new_tokens = {}, {}",
+            "generate() on {}, dtype {}, min_new_tokens = max_new_tokens, {}",
             out.device,
             out.dtype,
-            out.new_tokens,
             raw["attn_implementation"]
                 .as_str()
                 .map(|a| format!("attention {a}"))

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use modelbench::config::plans::{parse_models, parse_seed, Plan};
-use modelbench::engine::scenario::{prepare, Scenario, Tier};
+use modelbench::engine::scenario::{prepare, Tier};
 use modelbench::models::loading::{load_line, open_with};
 use modelbench::models::Weights;
 use modelbench::output::peers::{engines_list, peers_png, peers_table};
