@@ -204,7 +204,8 @@ pub fn peers_png(path: &Path, title: &str, records: &[Record]) -> Result<bool> {
             engines.push(r.engine.clone());
         }
     }
-    let panels: [(&str, fn(&PeerRow) -> Option<f64>); 3] = [
+    type Metric = fn(&PeerRow) -> Option<f64>;
+    let panels: [(&str, Metric); 3] = [
         ("E2E tok/s", |r| r.e2e_tok_s),
         ("prefill tok/s", |r| r.prefill_tok_s),
         ("decode tok/s", |r| r.decode_tok_s),
