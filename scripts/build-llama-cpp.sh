@@ -13,6 +13,7 @@
 #   llama-tokenize     the tokenizer tool (--ids)
 #   llama-simple       llama.cpp's minimal greedy example (text only; used as a cross-check)
 #   llama-server       llama.cpp's OpenAI-compatible HTTP server (`modelbench load` target)
+#   llama-bench        llama.cpp's own throughput benchmark (`modelbench peers`, issue 15)
 #   llama-greedy-ids   a small program of ours (its source is below and is kept as
 #                      <dir>/llama-greedy-ids.cpp) linked against the same libllama: plain
 #                      argmax decoding with no sampler, no EOS stop, printing token ids and the
@@ -22,7 +23,8 @@
 #
 # Usage: scripts/build-llama-cpp.sh [DIR]
 #   DIR (or $LLAMA_CPP_DIR) defaults to target/llama-cpp/0.3.36 in the repository.
-# Idempotent: with a complete build in DIR it builds nothing and prints where it is. The build
+# Idempotent: with a complete build in DIR it builds nothing and prints where it is; an
+# incomplete one (e.g. from before llama-bench was added) is rebuilt. The build
 # runs in DIR.partial and is moved to DIR only when complete, so DIR is never half built.
 # Takes 10-25 minutes on 2 cores, depending on load (-j2; override with $LLAMA_CPP_JOBS).
 set -euo pipefail
@@ -35,21 +37,22 @@ CMAKE_VERSION=4.4.4
 CMAKE_WHEEL_SHA256_X86_64=f773a0544c66370408f451acd487c2c643b0dfebb48c5d64f3638bc1bb820238
 CMAKE_WHEEL_SHA256_AARCH64=b3029f586853e01ddf2824c1ff124a1c5284f8ae897994758e9c4eeb45903b58
 JOBS=${LLAMA_CPP_JOBS:-2}
-TOOLS=(llama-perplexity llama-tokenize llama-simple llama-server)
+TOOLS=(llama-perplexity llama-tokenize llama-simple llama-server llama-bench)
 
 if [ $# -gt 1 ]; then echo "usage: $0 [DIR]" >&2; exit 2; fi
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dest=${1:-${LLAMA_CPP_DIR:-$repo/target/llama-cpp/$VERSION}}
 case $dest in /*) ;; *) dest=$PWD/$dest ;; esac
 
-if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/llama-server" ]; then
+if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/llama-server" ] && [ -x "$dest/bin/llama-bench" ]; then
   echo "already built: llama.cpp $LLAMA_CPP_COMMIT (llama-cpp-python $VERSION) in $dest"
   echo "bin: $dest/bin"
   exit 0
 fi
 if [ -e "$dest" ]; then
-  echo "error: $dest exists but is not a complete build (no build-info.json, bin/llama-greedy-ids or bin/llama-server: builds before llama-server was added lack it); remove it" >&2
-  exit 2
+  # An older build (before llama-server or llama-bench were added) or a damaged one: build
+  # again in DIR.partial; DIR is replaced only when the new build is complete.
+  echo "$dest is not a complete build (no build-info.json, bin/llama-greedy-ids, bin/llama-server or bin/llama-bench): rebuilding"
 fi
 
 need() { command -v "$1" >/dev/null || { echo "error: $1 is required ($2)" >&2; exit 2; }; }
@@ -328,7 +331,7 @@ info = {
     "system_info": open(work + "/system-info.txt").read().strip(),
     "cpu": cpu,
     "machine": platform.machine(),
-    "binaries": sorted(["${TOOLS[0]}", "${TOOLS[1]}", "${TOOLS[2]}", "${TOOLS[3]}", "llama-greedy-ids"]),
+    "binaries": sorted("""${TOOLS[*]}""".split() + ["llama-greedy-ids"]),
     "build_seconds": $finished - $started,
     "built_at": run("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
 }
@@ -336,6 +339,7 @@ json.dump(info, open(out, "w"), indent=2)
 open(out, "a").write("\n")
 PY
 mkdir -p "$(dirname "$dest")"
+rm -rf "$dest"
 mv "$out" "$dest"
 rm -rf "$work"
 echo "built llama.cpp $LLAMA_CPP_COMMIT (llama-cpp-python $VERSION) in $(( finished - started ))s"

@@ -708,25 +708,43 @@ pub fn gguf_fixture(family: Family) -> Result<PathBuf> {
     crate::models::gguf_fixture::ensure(family, &snapshot, &dir)
 }
 
-/// Writes a model directory (config.json, seeded model.safetensors in bf16, fixture
-/// tokenizer.json) for any config of a supported family.
-pub fn write_fixture(family: Family, config_text: &str, dir: &Path) -> Result<()> {
-    let config: Value = serde_json::from_str(config_text).expect("embedded configs are valid");
-    let arch = Arch::from_json(family, &config, "fixture config.json")?;
+/// Writes config.json and model.safetensors holding the seeded weights ([`WEIGHT_SEED`]) in
+/// `dtype`: the very numbers a `synthetic:` model of that config and dtype computes with (the
+/// same filler hands them out), for engines that load files (`modelbench peers`' PyTorch).
+pub fn write_seeded(
+    family: Family,
+    config_text: &str,
+    dir: &Path,
+    dtype: candle_core::DType,
+) -> Result<()> {
+    let config: Value = serde_json::from_str(config_text).map_err(|e| Error::Config {
+        path: dir.join("config.json").display().to_string(),
+        family: family.to_string(),
+        reason: e.to_string(),
+    })?;
+    let arch = Arch::from_json(family, &config, "config.json")?;
     let filler = std::sync::Arc::new(Filler::keeping(WEIGHT_SEED));
     let vb = candle_nn::VarBuilder::from_backend(
         Box::new(crate::models::SharedFiller(filler.clone())),
-        candle_core::DType::BF16,
+        dtype,
         candle_core::Device::Cpu,
     );
-    arch.build(vb, arch.meta(0, candle_core::DType::BF16))
+    arch.build(vb, arch.meta(0, dtype))
         .map_err(|e| Error::weights(dir.display(), one_line(&e.to_string())))?;
     let tensors: std::collections::HashMap<String, candle_core::Tensor> =
         filler.take_tensors().into_iter().collect();
     let path = dir.join("model.safetensors");
     candle_core::safetensors::save(&tensors, &path)
         .map_err(|e| Error::weights(path.display(), one_line(&e.to_string())))?;
-    std::fs::write(dir.join("config.json"), config_text).map_err(Error::io(dir))?;
+    std::fs::write(dir.join("config.json"), config_text).map_err(Error::io(dir))
+}
+
+/// Writes a model directory (config.json, seeded model.safetensors in bf16, fixture
+/// tokenizer.json) for any config of a supported family.
+pub fn write_fixture(family: Family, config_text: &str, dir: &Path) -> Result<()> {
+    write_seeded(family, config_text, dir, candle_core::DType::BF16)?;
+    let config: Value = serde_json::from_str(config_text).expect("embedded configs are valid");
+    let arch = Arch::from_json(family, &config, "fixture config.json")?;
     let vocab = arch.meta(0, candle_core::DType::F32).vocab;
     std::fs::write(
         dir.join("tokenizer.json"),

@@ -30,6 +30,9 @@ pub enum Kind {
     ArchSweep,
     /// `modelbench load`: one load level against an OpenAI-compatible server.
     ServingLoad,
+    /// `modelbench peers`: one scenario run by another engine (llama.cpp, PyTorch); the
+    /// record's `engine` names it.
+    Peer,
 }
 
 impl Kind {
@@ -45,6 +48,7 @@ impl Kind {
             Kind::Depth => "depth",
             Kind::ArchSweep => "arch-sweep",
             Kind::ServingLoad => "serving-load",
+            Kind::Peer => "peer",
         }
     }
 }
@@ -191,6 +195,21 @@ pub struct GenMetrics {
     pub tokenize_ms: Option<f64>,
 }
 
+/// The engine that produced a record's numbers. None in a record means modelbench on candle
+/// (every record written before `modelbench peers` existed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Engine {
+    /// `candle`, `llama.cpp`, `torch`.
+    pub name: String,
+    /// The engine's version (`candle 0.11.1`, llama.cpp's commit, `torch 2.15.0 / transformers
+    /// 5.23.0`).
+    pub version: String,
+    /// How it was built and run: build flags, backend, dtype, the settings that matter.
+    pub flags: String,
+    /// Threads the engine computed with, as the engine itself reported them (None: not known).
+    pub threads: Option<usize>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub schema: u32,
@@ -241,6 +260,9 @@ pub struct Record {
     /// Achieved bandwidth / FLOP rate and their share of the calibrated peaks.
     #[serde(default)]
     pub roofline: Option<crate::measure::calibration::Roofline>,
+    /// The engine that ran it (`modelbench peers`); None: modelbench on candle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
 }
 
 impl Record {
@@ -316,6 +338,7 @@ impl Record {
             quality: None,
             extra: serde_json::Value::Null,
             roofline: None,
+            engine: None,
         }
     }
 }

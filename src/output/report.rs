@@ -373,7 +373,23 @@ pub fn markdown(dir: &Path, records: &[Record]) -> String {
         s.push_str(&latency_table(records));
         s.push('\n');
     }
-    if records.iter().any(|r| r.kind != Kind::Generation) {
+    if records
+        .iter()
+        .any(|r| r.kind == Kind::Peer || (r.kind == Kind::Generation && r.engine.is_some()))
+    {
+        let _ = writeln!(
+            s,
+            "## Peers\n\nThe same scenarios run by each engine in turn, at the same lengths and thread count. Ratios are candle / peer (above 1: candle is faster). Chart: peers.png.\n"
+        );
+        s.push_str(&crate::output::peers::peers_table(records));
+        s.push('\n');
+        s.push_str(&crate::output::peers::engines_list(records));
+        s.push('\n');
+    }
+    if records
+        .iter()
+        .any(|r| r.kind != Kind::Generation && r.kind != Kind::Peer)
+    {
         s.push_str(&other_table(records));
     }
     s

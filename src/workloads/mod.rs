@@ -17,6 +17,7 @@ pub mod depth;
 pub mod generation;
 pub mod moe;
 pub mod overhead;
+pub mod peers;
 pub mod perplexity;
 pub mod psann;
 pub mod quality;

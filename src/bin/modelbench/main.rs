@@ -1,6 +1,6 @@
 //! The `modelbench` CLI: the seed-003 harness (`run`), run folders (`report`, `compare`,
 //! `export`, `continuous`), the results history database (`db`, `history`, `bisect`), single workloads (`moe`, `perplexity`), the machine's roof
-//! (`calibrate`), serving (`serve`, `load`, `power`) and what is available (`list`). Same library as the criterion benches; this
+//! (`calibrate`), serving (`serve`, `load`, `power`), peers (`peers`) and what is available (`list`). Same library as the criterion benches; this
 //! file only parses and dispatches (one file per command under commands/).
 
 use std::path::PathBuf;
@@ -148,6 +148,11 @@ enum Cmd {
     /// arrivals, streaming requests; TTFT / TPOT / ITL / E2E percentiles, throughput and
     /// goodput per level; records, load.md, load.csv and load.png in a run folder.
     Load(commands::load::LoadArgs),
+    /// Candle side by side with llama.cpp (llama-bench, GGUF models) and PyTorch +
+    /// transformers (safetensors and synthetic models) on the same model, lengths and thread
+    /// count, engines in turn: one table with candle/peer ratios, peers.png and records in a
+    /// run folder. A peer that is not installed is a one-line skip naming its setup script.
+    Peers(commands::peers::PeersArgs),
     /// GPU power and energy (NVML) while a command runs, as JSON; null ("not available")
     /// without an NVIDIA driver. Exits with the command's exit code.
     Power(commands::power::PowerArgs),
@@ -249,6 +254,7 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => commands::serve::serve(a).map(|_| ExitCode::SUCCESS),
         Cmd::Load(a) => commands::load::load(a).map(|_| ExitCode::SUCCESS),
         Cmd::Power(a) => commands::power::power(a),
+        Cmd::Peers(a) => commands::peers::peers(a).map(|_| ExitCode::SUCCESS),
         Cmd::Train(a) => commands::train::train(a).map(|_| ExitCode::SUCCESS),
         Cmd::TrainSweep(a) => commands::train_sweep::train_sweep(a).map(|_| ExitCode::SUCCESS),
         Cmd::Sweep(a) => commands::sweep::sweep(a).map(|_| ExitCode::SUCCESS),

@@ -12,6 +12,7 @@ pub mod history;
 pub mod list;
 pub mod load;
 pub mod moe;
+pub mod peers;
 pub mod perplexity;
 pub mod power;
 pub mod report;

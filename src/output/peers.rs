@@ -1,0 +1,300 @@
+//! Views of `modelbench peers` runs: one table (per scenario, candle's row then each peer's,
+//! with candle/peer ratios of E2E, prefill and decode tok/s, and TTFT / TPOT side by side) and
+//! a PNG bar chart of the same rates. Built from the records alone, so `modelbench report`
+//! redraws them.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::output::record::{Kind, Record};
+
+/// A number with `prec` decimals, or `n/a` when it was not measured (as report's tables; kept
+/// here so that report, which shows this table, and this module do not import each other).
+fn na(v: Option<f64>, prec: usize) -> String {
+    v.filter(|x| x.is_finite())
+        .map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// candle / peer for a higher-is-better rate; None when either was not measured.
+pub fn ratio(candle: Option<f64>, peer: Option<f64>) -> Option<f64> {
+    match (candle, peer) {
+        (Some(c), Some(p)) if c.is_finite() && p.is_finite() && p > 0.0 => Some(c / p),
+        _ => None,
+    }
+}
+
+/// One row of the peers table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerRow {
+    pub scenario: String,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub engine: String,
+    pub version: String,
+    pub dtype: String,
+    pub threads: Option<usize>,
+    pub e2e_tok_s: Option<f64>,
+    pub prefill_tok_s: Option<f64>,
+    pub decode_tok_s: Option<f64>,
+    pub ttft_p50_ms: Option<f64>,
+    pub tpot_p50_ms: Option<f64>,
+    /// candle / this engine (None on candle's own row and where not measured).
+    pub ratio_e2e: Option<f64>,
+    pub ratio_prefill: Option<f64>,
+    pub ratio_decode: Option<f64>,
+}
+
+fn engine_of(r: &Record) -> String {
+    r.engine
+        .as_ref()
+        .map(|e| e.name.clone())
+        .unwrap_or_else(|| "candle".into())
+}
+
+fn row(r: &Record, candle: Option<&PeerRow>) -> PeerRow {
+    let g = r.gen.clone().unwrap_or_default();
+    let mut x = PeerRow {
+        scenario: r.scenario.clone(),
+        prompt_tokens: r.prompt_tokens,
+        new_tokens: r.new_tokens,
+        engine: engine_of(r),
+        version: r
+            .engine
+            .as_ref()
+            .map(|e| e.version.clone())
+            .unwrap_or_default(),
+        dtype: r.dtype.to_string(),
+        threads: r.engine.as_ref().and_then(|e| e.threads),
+        e2e_tok_s: r.tok_s,
+        prefill_tok_s: g.prefill_tok_s,
+        decode_tok_s: g.decode_tok_s,
+        ttft_p50_ms: g.ttft_ms.map(|p| p.p50),
+        tpot_p50_ms: g.tpot_ms.map(|p| p.p50),
+        ratio_e2e: None,
+        ratio_prefill: None,
+        ratio_decode: None,
+    };
+    if let Some(c) = candle {
+        x.ratio_e2e = ratio(c.e2e_tok_s, x.e2e_tok_s);
+        x.ratio_prefill = ratio(c.prefill_tok_s, x.prefill_tok_s);
+        x.ratio_decode = ratio(c.decode_tok_s, x.decode_tok_s);
+    }
+    x
+}
+
+/// The rows: for each scenario of a peers run, candle's generation record of the same scenario
+/// and model first, then each peer's, in record order.
+pub fn peer_rows(records: &[Record]) -> Vec<PeerRow> {
+    let mut scenarios: Vec<(String, String)> = Vec::new();
+    // A peers run: peer records, and candle's generation records (which name their engine;
+    // other runs' generation records do not).
+    for r in records
+        .iter()
+        .filter(|r| r.kind == Kind::Peer || (r.kind == Kind::Generation && r.engine.is_some()))
+    {
+        let k = (r.scenario.clone(), r.model.label.clone());
+        if !scenarios.contains(&k) {
+            scenarios.push(k);
+        }
+    }
+    let mut rows = Vec::new();
+    for (sc, model) in scenarios {
+        let same = |r: &&Record| r.scenario == sc && r.model.label == model;
+        let candle = records
+            .iter()
+            .filter(same)
+            .find(|r| r.kind == Kind::Generation)
+            .map(|r| row(r, None));
+        if let Some(c) = &candle {
+            rows.push(c.clone());
+        }
+        for r in records.iter().filter(same).filter(|r| r.kind == Kind::Peer) {
+            rows.push(row(r, candle.as_ref()));
+        }
+    }
+    rows
+}
+
+fn ratio_cell(v: Option<f64>, engine: &str) -> String {
+    if engine == "candle" {
+        return "-".into();
+    }
+    v.filter(|x| x.is_finite())
+        .map(|x| format!("{x:.2}x"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// The peers table (Markdown).
+pub fn peers_table(records: &[Record]) -> String {
+    let mut s = String::from(
+        "| Scenario | Prompt | Gen | Engine | dtype | threads | E2E tok/s | prefill tok/s | decode tok/s | TTFT p50 ms | TPOT p50 ms | candle/peer E2E | candle/peer prefill | candle/peer decode |\n|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in peer_rows(records) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.prompt_tokens,
+            r.new_tokens,
+            r.engine,
+            r.dtype,
+            r.threads
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "n/a".into()),
+            na(r.e2e_tok_s, 1),
+            na(r.prefill_tok_s, 1),
+            na(r.decode_tok_s, 1),
+            na(r.ttft_p50_ms, 2),
+            na(r.tpot_p50_ms, 2),
+            ratio_cell(r.ratio_e2e, &r.engine),
+            ratio_cell(r.ratio_prefill, &r.engine),
+            ratio_cell(r.ratio_decode, &r.engine),
+        );
+    }
+    s
+}
+
+/// The engines of a run and their versions and flags, one line each (for the run README).
+pub fn engines_list(records: &[Record]) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    let mut s = String::new();
+    for r in records {
+        let Some(e) = &r.engine else { continue };
+        let line = format!(
+            "- **{}**: {}; {}; threads {}",
+            e.name,
+            e.version,
+            e.flags,
+            e.threads
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "n/a".into())
+        );
+        if !seen.contains(&line) {
+            let _ = writeln!(s, "{line}");
+            seen.push(line);
+        }
+    }
+    s
+}
+
+fn perr(e: impl std::fmt::Display) -> Error {
+    Error::Report(format!("plot: {e}"))
+}
+
+/// Three panels (E2E, prefill, decode tok/s), a group of bars per scenario, one bar per
+/// engine; an unmeasured value draws no bar. Written atomically as PNG. Returns false (and
+/// writes nothing) when the records hold no peer rows.
+pub fn peers_png(path: &Path, title: &str, records: &[Record]) -> Result<bool> {
+    let rows = peer_rows(records);
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    crate::output::plot::register_fonts();
+    let mut scenarios: Vec<String> = Vec::new();
+    let mut engines: Vec<String> = Vec::new();
+    for r in &rows {
+        if !scenarios.contains(&r.scenario) {
+            scenarios.push(r.scenario.clone());
+        }
+        if !engines.contains(&r.engine) {
+            engines.push(r.engine.clone());
+        }
+    }
+    type Metric = fn(&PeerRow) -> Option<f64>;
+    let panels: [(&str, Metric); 3] = [
+        ("E2E tok/s", |r| r.e2e_tok_s),
+        ("prefill tok/s", |r| r.prefill_tok_s),
+        ("decode tok/s", |r| r.decode_tok_s),
+    ];
+    let colors = [RGBColor(220, 90, 40), BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (1200, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        let root = root.titled(title, ("sans-serif", 22)).map_err(perr)?;
+        let areas = root.split_evenly((1, 3));
+        let nb = engines.len() as f64;
+        for (area, (label, get)) in areas.iter().zip(panels.iter()) {
+            let ymax = rows
+                .iter()
+                .filter_map(get)
+                .filter(|v| v.is_finite())
+                .fold(0f64, f64::max)
+                * 1.15;
+            let mut chart = ChartBuilder::on(area)
+                .margin(12)
+                .caption(*label, ("sans-serif", 18))
+                .x_label_area_size(36)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0f64..scenarios.len() as f64, 0f64..ymax.max(1.0))
+                .map_err(perr)?;
+            let sc = scenarios.clone();
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(scenarios.len() * 2 + 1)
+                .x_label_formatter(&move |x| {
+                    let i = x.floor() as usize;
+                    if (x - i as f64 - 0.5).abs() < 1e-6 && i < sc.len() {
+                        sc[i].clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .y_desc(*label)
+                .draw()
+                .map_err(perr)?;
+            for (ei, engine) in engines.iter().enumerate() {
+                let c = colors[ei % colors.len()];
+                let bars: Vec<Rectangle<(f64, f64)>> = scenarios
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(si, s)| {
+                        let v = rows
+                            .iter()
+                            .find(|r| &r.scenario == s && &r.engine == engine)
+                            .and_then(get)
+                            .filter(|v| v.is_finite())?;
+                        let w = 0.8 / nb;
+                        let x0 = si as f64 + 0.1 + ei as f64 * w;
+                        Some(Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], c.filled()))
+                    })
+                    .collect();
+                chart
+                    .draw_series(bars)
+                    .map_err(perr)?
+                    .label(engine.as_str())
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled())
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(perr)?;
+        }
+        root.present().map_err(perr)?;
+    }
+    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_is_candle_over_peer_and_null_when_unmeasured() {
+        assert_eq!(ratio(Some(30.0), Some(20.0)), Some(1.5));
+        assert_eq!(ratio(None, Some(20.0)), None);
+        assert_eq!(ratio(Some(30.0), None), None);
+        assert_eq!(ratio(Some(30.0), Some(0.0)), None);
+    }
+}
