@@ -236,28 +236,8 @@ pub fn run_llama_bench(
 ) -> Result<Vec<(LlamaBenchTest, Value)>> {
     let mut all = Vec::new();
     for args in llama_bench_args(gguf, s, threads, reps) {
-        let out = Command::new(bin)
-            .args(&args)
-            .output()
-            .map_err(Error::io(bin))?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let last = err
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            return Err(Error::Report(format!(
-                "{} {} failed ({}): {last}",
-                bin.display(),
-                args.join(" "),
-                out.status
-            )));
-        }
-        all.extend(parse_llama_bench(
-            &String::from_utf8_lossy(&out.stdout),
-            &bin.display().to_string(),
-        )?);
+        let stdout = run_peer(Command::new(bin).args(&args), bin, &args.join(" "))?;
+        all.extend(parse_llama_bench(&stdout, &bin.display().to_string())?);
     }
     Ok(all)
 }
@@ -468,12 +448,21 @@ pub fn torch_record(s: &Scenario, out: &TorchOut, raw: &Value) -> Record {
 pub fn run_torch(python: &Path, spec: &Value, spec_path: &Path) -> Result<(TorchOut, Value)> {
     crate::util::fsio::atomic_write(spec_path, spec.to_string().as_bytes())?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/peer_torch.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .arg("--spec")
-        .arg(spec_path)
-        .output()
-        .map_err(Error::io(python))?;
+    let stdout = run_peer(
+        Command::new(python)
+            .arg(&script)
+            .arg("--spec")
+            .arg(spec_path),
+        python,
+        &script.display().to_string(),
+    )?;
+    parse_torch(&stdout, &script.display().to_string())
+}
+
+/// Runs a peer program to completion and returns its stdout; a failure is one error naming
+/// `program`, `what` it was given, its exit status and the last line of its stderr.
+fn run_peer(cmd: &mut Command, program: &Path, what: &str) -> Result<String> {
+    let out = cmd.output().map_err(Error::io(program))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err
@@ -482,16 +471,12 @@ pub fn run_torch(python: &Path, spec: &Value, spec_path: &Path) -> Result<(Torch
             .find(|l| !l.trim().is_empty())
             .unwrap_or("");
         return Err(Error::Report(format!(
-            "{} {} failed ({}): {last}",
-            python.display(),
-            script.display(),
+            "{} {what} failed ({}): {last}",
+            program.display(),
             out.status
         )));
     }
-    parse_torch(
-        &String::from_utf8_lossy(&out.stdout),
-        &script.display().to_string(),
-    )
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Sets the fields a peer record shares with candle's record of the same scenario: model,
