@@ -353,6 +353,15 @@ pub const KNOBS: &[Knob] = &[
         examples: ("32", "-4"),
     },
     Knob {
+        name: "MODELBENCH_INJECT_SLOWDOWN",
+        scope: Scope::All,
+        values: "`PHASE:PCT%` (PHASE `prefill`, `decode`, `all`), `PHASE:work=N`, `off`",
+        default: "off",
+        doc: "calibration only: the generation engine busy-waits PCT% of each step's own time inside the timed region (or runs N iterations of a fixed loop, for instruction counts), to measure what slowdown the verdicts detect; records carry it",
+        check: |v| ok(p::parse_injection(v, "MODELBENCH_INJECT_SLOWDOWN")),
+        examples: ("decode:5%", "decode:fast"),
+    },
+    Knob {
         name: "MODELBENCH_REQUIRE_QUALITY",
         scope: Scope::Tests,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
@@ -414,7 +423,20 @@ pub fn validate(vars: impl IntoIterator<Item = (String, String)>) -> Result<()> 
 
 /// [`validate`] on the process environment.
 pub fn validate_env() -> Result<()> {
-    validate(std::env::vars())
+    validate(std::env::vars())?;
+    install_injection(&env)
+}
+
+/// Installs `MODELBENCH_INJECT_SLOWDOWN` process-wide (`measure::inject`), or clears it.
+/// Every plan's `from_env` and the CLI's start call this, so a bench, a CLI run and a paired
+/// worker all inject the same way.
+pub fn install_injection(lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+    let inj = match get(lookup, "MODELBENCH_INJECT_SLOWDOWN") {
+        Some(v) => p::parse_injection(&v, "MODELBENCH_INJECT_SLOWDOWN")?,
+        None => None,
+    };
+    crate::measure::inject::set(inj);
+    Ok(())
 }
 
 /// The knob list of `modelbench --help`.

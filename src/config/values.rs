@@ -345,3 +345,15 @@ pub fn parse_accelerator(v: &str, name: &str) -> Result<DeviceSpec> {
             .map_err(|e| Error::knob(name, v, e, "cpu, gpu (CUDA device 0), cuda:N")),
     }
 }
+
+/// An injected slowdown (`decode:5%`, `all:work=1000`, `off`): see `measure::inject`.
+pub fn parse_injection(v: &str, knob: &str) -> Result<Option<crate::measure::inject::Injection>> {
+    crate::measure::inject::parse(v).map_err(|e| {
+        Error::knob(
+            knob,
+            v,
+            e,
+            "PHASE:PCT% (PHASE prefill, decode or all; e.g. decode:5%), PHASE:work=N, off",
+        )
+    })
+}

@@ -11,6 +11,7 @@ use crate::engine::sampling::{Sampler, SamplingParams};
 use crate::engine::scenario::Scenario;
 use crate::error::{Error, Result};
 use crate::measure::device::sync;
+use crate::measure::inject;
 use crate::models::tokenizer::{decode, encode, StreamDecoder};
 use crate::models::CausalLm;
 
@@ -192,6 +193,10 @@ pub fn generate_until(
             }
         }
         sync(&dev)?;
+        // A deliberate slowdown of a stated fraction (MODELBENCH_INJECT_SLOWDOWN), inside
+        // the timed region: the calibration of the verdicts' power. A no-op when unset.
+        let prev = token_times.last().copied().unwrap_or(Duration::ZERO);
+        inject::after_step(token_times.is_empty(), start.elapsed().saturating_sub(prev));
         token_times.push(start.elapsed());
         context.push(next);
         if !on_token(next) {

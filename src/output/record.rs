@@ -263,6 +263,10 @@ pub struct Record {
     /// The engine that ran it (`modelbench peers`); None: modelbench on candle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<Engine>,
+    /// A deliberate slowdown this run carried (`MODELBENCH_INJECT_SLOWDOWN`, e.g.
+    /// `decode:5%`): calibration runs only; absent in real runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected: Option<String>,
 }
 
 impl Record {
@@ -339,6 +343,7 @@ impl Record {
             extra: serde_json::Value::Null,
             roofline: None,
             engine: None,
+            injected: crate::measure::inject::current().map(|i| i.to_string()),
         }
     }
 }

@@ -221,6 +221,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = modelbench::config::knobs::install_injection(&modelbench::config::knobs::env) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let out = match cli.cmd {
         Cmd::List => commands::list::list().map(|_| ExitCode::SUCCESS),
         Cmd::Dequantize { model, out } => {

@@ -1,0 +1,101 @@
+//! Paired A/B statistics (the method of Tango.rs's paired benchmarking): A and B run in
+//! alternation in the same minutes, in ABBA order, and each pair gives one ratio B/A. Drift of
+//! the machine (frequency, other tenants, memory placement) moves both halves of a pair alike,
+//! so the per-pair ratios are far tighter than the ratio of two separately taken medians.
+//!
+//! The estimate is the median of the per-pair ratios; its 95% interval is a percentile
+//! bootstrap of that median over the pairs (seeded, so a result is reproducible).
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::measure::stats::{median, percentile};
+
+/// Bootstrap resamples of the median of per-pair ratios.
+pub const RESAMPLES: usize = 10_000;
+
+/// The bootstrap's seed: the same pairs always give the same interval.
+pub const SEED: u64 = 0xAB_BA;
+
+/// Fewer pairs than this: no interval (and no verdict).
+pub const MIN_PAIRS: usize = 5;
+
+/// Whether A runs first in pair `i`: ABBA ABBA ... (pairs 0, 3, 4, 7, 8, ... start with A), so
+/// neither side is systematically first after a warm cache or last before a context switch.
+pub fn a_first(i: usize) -> bool {
+    matches!(i % 4, 0 | 3)
+}
+
+/// The median of per-pair ratios B/A with its bootstrap 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PairedRatio {
+    pub pairs: usize,
+    /// Median of b[i] / a[i].
+    pub ratio: f64,
+    /// 95% interval of that median; None with fewer than [`MIN_PAIRS`] pairs.
+    pub ci: Option<(f64, f64)>,
+}
+
+/// Per-pair ratios `b[i] / a[i]` (pairs with a non-positive or non-finite side are dropped).
+pub fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && **x > 0.0 && **y > 0.0)
+        .map(|(x, y)| y / x)
+        .collect()
+}
+
+/// The paired estimate from per-pair ratios.
+pub fn paired_ratio(r: &[f64]) -> PairedRatio {
+    let ci = (r.len() >= MIN_PAIRS).then(|| {
+        let mut rng = StdRng::seed_from_u64(SEED);
+        let mut buf = vec![0.0; r.len()];
+        let mut meds = Vec::with_capacity(RESAMPLES);
+        for _ in 0..RESAMPLES {
+            for x in buf.iter_mut() {
+                *x = r[rng.random_range(0..r.len())];
+            }
+            meds.push(median(&buf));
+        }
+        meds.sort_by(f64::total_cmp);
+        (percentile(&meds, 0.025), percentile(&meds, 0.975))
+    });
+    PairedRatio {
+        pairs: r.len(),
+        ratio: if r.is_empty() { f64::NAN } else { median(r) },
+        ci,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abba_order() {
+        let o: Vec<bool> = (0..8).map(a_first).collect();
+        assert_eq!(o, [true, false, false, true, true, false, false, true]);
+    }
+
+    #[test]
+    fn drift_cancels_in_pairs() {
+        // A slow drift of +-20% over the run moves both halves of each pair: B is 3% slower
+        // in every pair, and the paired interval sees exactly that.
+        let a: Vec<f64> = (0..20)
+            .map(|i| 1.0 + 0.2 * ((i as f64) / 3.0).sin())
+            .collect();
+        let b: Vec<f64> = a.iter().map(|x| x * 1.03).collect();
+        let p = paired_ratio(&ratios(&a, &b));
+        let (lo, hi) = p.ci.unwrap();
+        assert!(
+            (p.ratio - 1.03).abs() < 1e-9 && lo > 1.029 && hi < 1.031,
+            "{p:?}"
+        );
+        // Identical halves: the interval holds 1.
+        let p = paired_ratio(&ratios(&a, &a));
+        assert_eq!(p.ci, Some((1.0, 1.0)));
+        // Too few pairs: no interval.
+        assert_eq!(paired_ratio(&ratios(&a[..4], &b[..4])).ci, None);
+    }
+}
