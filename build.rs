@@ -28,6 +28,18 @@ fn main() {
     let rustflags = std::env::var("CARGO_ENCODED_RUSTFLAGS")
         .unwrap_or_default()
         .replace('\x1f', " ");
+    // The candle version the build resolved (Cargo.lock), so runs from two candle versions
+    // are never compared as like for like.
+    let candle = std::fs::read_to_string("Cargo.lock")
+        .ok()
+        .and_then(|lock| {
+            let at = lock.find("name = \"candle-core\"")?;
+            let rest = &lock[at..];
+            let v = rest.lines().nth(1)?.trim().strip_prefix("version = \"")?;
+            Some(v.trim_end_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=BUILDINFO_CANDLE={candle}");
     let profile = std::env::var("PROFILE").unwrap_or_default();
     let opt = std::env::var("OPT_LEVEL").unwrap_or_default();
     println!("cargo:rustc-env=BUILDINFO_GIT_COMMIT={commit}");

@@ -88,6 +88,37 @@ pub struct Build {
     /// CUDA builds: nvcc release and the compute capability the kernels were built for.
     #[serde(default)]
     pub cuda: String,
+    /// candle-core's version from Cargo.lock.
+    #[serde(default)]
+    pub candle: String,
+}
+
+impl Build {
+    /// The settings that make two builds' timings incomparable, each `name: a vs b`, for
+    /// those that differ: profile, features, rustflags (target-cpu), rustc, candle version and
+    /// CUDA. Not the commit (what a comparison is for) nor the dirty flag. A field one side
+    /// does not record (an older record) is not compared.
+    pub fn differences(&self, other: &Build) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, a, b) in [
+            ("profile", &self.profile, &other.profile),
+            ("features", &self.features, &other.features),
+            ("rustflags", &self.rustflags, &other.rustflags),
+            ("rustc", &self.rustc, &other.rustc),
+            ("candle", &self.candle, &other.candle),
+            ("cuda", &self.cuda, &other.cuda),
+        ] {
+            let known = |s: &str| !s.is_empty() && s != "unknown";
+            if a != b && (known(a) && known(b) || name == "features" || name == "cuda") {
+                out.push(format!(
+                    "{name}: `{}` vs `{}`",
+                    if a.is_empty() { "none" } else { a },
+                    if b.is_empty() { "none" } else { b }
+                ));
+            }
+        }
+        out
+    }
 }
 
 pub fn build() -> Build {
@@ -100,6 +131,7 @@ pub fn build() -> Build {
         profile: env!("BUILDINFO_PROFILE").into(),
         crate_version: env!("CARGO_PKG_VERSION").into(),
         cuda: env!("BUILDINFO_CUDA").into(),
+        candle: env!("BUILDINFO_CANDLE").into(),
     }
 }
 

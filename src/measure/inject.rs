@@ -163,7 +163,9 @@ pub fn after_step(prefill: bool, step: Duration) {
     }
     match i.extra {
         Extra::Spin(x) => spin(step.mul_f64(x)),
-        Extra::Work(n) => work(n),
+        Extra::Work(n) => {
+            work(n);
+        }
     }
 }
 

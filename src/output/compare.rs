@@ -5,7 +5,11 @@
 //! Rules, in order:
 //! - a run that holds two records with the same key is refused (an error naming the key and
 //!   the run): joining it would silently keep one of them;
-//! - runs from different hardware are refused unless forced;
+//! - runs from different hardware, or from builds with different settings (profile,
+//!   features, rustflags, rustc, candle version: [`Build::differences`](crate::measure::hardware::Build::differences)), are refused unless
+//!   forced, and the error names what differs;
+//! - a benchmark of the base run missing from the new run (crashed, renamed, relabelled) is
+//!   listed and fails the comparison ([`Comparison::failed`]) unless missing ones are allowed;
 //! - a benchmark with fewer than [`MIN_SAMPLES`] samples on either side gets the verdict
 //!   `InsufficientSamples`: never a regression, whatever its medians say;
 //! - otherwise 10,000 bootstrap resamples (seeded, so a comparison is reproducible) of both
@@ -96,6 +100,12 @@ pub struct Comparison {
     pub only_in_base: Vec<String>,
     pub only_in_new: Vec<String>,
     pub threshold: f64,
+    /// Injected slowdowns the runs carried (`MODELBENCH_INJECT_SLOWDOWN`), `side: spec`.
+    #[serde(default)]
+    pub injected: Vec<String>,
+    /// Build settings that differ and were compared anyway (`--force`).
+    #[serde(default)]
+    pub forced: Vec<String>,
 }
 
 impl Comparison {
@@ -109,6 +119,17 @@ impl Comparison {
 
     pub fn insufficient(&self) -> usize {
         self.count(Verdict::InsufficientSamples)
+    }
+
+    /// Benchmarks of the base run that the new run lacks.
+    pub fn missing(&self) -> usize {
+        self.only_in_base.len()
+    }
+
+    /// The comparison's verdict for CI: a regression, or (unless `allow_missing`) a benchmark
+    /// of the base run missing from the new one.
+    pub fn failed(&self, allow_missing: bool) -> bool {
+        self.regressions() > 0 || (!allow_missing && self.missing() > 0)
     }
 }
 
@@ -208,6 +229,24 @@ pub fn compare_runs(
             fp(new)
         )));
     }
+    let forced = match (base.first(), new.first()) {
+        (Some(a), Some(b)) => a.build.differences(&b.build),
+        _ => Vec::new(),
+    };
+    if !force && !forced.is_empty() {
+        return Err(Error::Report(format!(
+            "{base_name} and {new_name} come from different build settings ({}); rebuild one \
+             side with the other's settings, or pass --force",
+            forced.join("; ")
+        )));
+    }
+    let mut injected = Vec::new();
+    for (side, rs) in [("base", base), ("new", new)] {
+        let mut specs: Vec<&str> = rs.iter().filter_map(|r| r.injected.as_deref()).collect();
+        specs.sort_unstable();
+        specs.dedup();
+        injected.extend(specs.iter().map(|s| format!("{side}: {s}")));
+    }
     let mut rows = Vec::new();
     for (k, rb) in &b {
         let Some(rn) = n.get(k) else { continue };
@@ -250,6 +289,8 @@ pub fn compare_runs(
         only_in_new: n.keys().filter(|k| !b.contains_key(*k)).cloned().collect(),
         rows,
         threshold,
+        injected,
+        forced,
     })
 }
 
@@ -310,20 +351,31 @@ pub fn render(c: &Comparison) -> String {
         );
     }
     for k in &c.only_in_base {
-        let _ = writeln!(s, "only in base: {k}");
+        let _ = writeln!(
+            s,
+            "missing from the new run (fails the comparison unless --allow-missing): {k}"
+        );
     }
     for k in &c.only_in_new {
         let _ = writeln!(s, "only in new: {k}");
     }
+    for i in &c.injected {
+        let _ = writeln!(s, "injected slowdown (a calibration run, not a real one): {i}");
+    }
+    for f in &c.forced {
+        let _ = writeln!(s, "different build settings, compared because forced: {f}");
+    }
     let _ = writeln!(
         s,
         "{} regression(s), {} improvement(s), {} unchanged (threshold {:.1}%, 95% confidence); \
-         {} with insufficient samples (< {MIN_SAMPLES} a side); {} benchmark(s) compared",
+         {} with insufficient samples (< {MIN_SAMPLES} a side); {} missing from the new run; \
+         {} benchmark(s) compared",
         c.regressions(),
         c.count(Verdict::Improvement),
         c.count(Verdict::Unchanged),
         c.threshold * 100.0,
         c.insufficient(),
+        c.missing(),
         c.rows.len()
     );
     s
@@ -447,6 +499,8 @@ mod tests {
             only_in_base: vec![],
             only_in_new: vec![],
             threshold: 0.05,
+            injected: vec![],
+            forced: vec![],
         };
         assert_eq!(c.regressions(), 0);
         let text = render(&c);
@@ -499,6 +553,59 @@ mod tests {
             text.contains("1 regression(s), 0 improvement(s), 1 unchanged"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_missing_benchmark_fails_unless_allowed() {
+        let p = serde_json::json!({"prompt": 32});
+        let base = [
+            rec("a", p.clone(), samples(1.0, 0.01, 10, 21)),
+            rec("b", p.clone(), samples(1.0, 0.01, 10, 22)),
+        ];
+        let new = [rec("a", p.clone(), samples(1.0, 0.01, 10, 23))];
+        let c = compare(&base, &new, 0.05, false).unwrap();
+        assert_eq!((c.regressions(), c.missing()), (0, 1));
+        assert!(c.failed(false) && !c.failed(true));
+        assert!(render(&c).contains("missing from the new run"), "{}", render(&c));
+        // Both present: nothing fails; a benchmark only in the new run never fails.
+        let c = compare(&base[..1], &base, 0.05, false).unwrap();
+        assert_eq!(c.missing(), 0);
+        assert!(!c.failed(false));
+    }
+
+    #[test]
+    fn different_build_settings_need_force_and_are_named() {
+        let shape = serde_json::Value::Null;
+        let a = rec("m", shape.clone(), samples(1.0, 0.01, 10, 24));
+        let mut b = rec("m", shape, samples(1.0, 0.01, 10, 25));
+        b.build.profile = "debug (opt-level 1)".into();
+        b.build.git_commit = "another commit".into();
+        let e = compare(
+            std::slice::from_ref(&a),
+            std::slice::from_ref(&b),
+            0.05,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("profile") && e.contains("debug (opt-level 1)") && e.contains("--force"),
+            "{e}"
+        );
+        assert!(!e.contains("git_commit") && !e.contains("another commit"), "{e}");
+        let c = compare(
+            std::slice::from_ref(&a),
+            std::slice::from_ref(&b),
+            0.05,
+            true,
+        )
+        .unwrap();
+        assert!(render(&c).contains("compared because forced: profile"));
+        // Only the commit differs: compared without a word.
+        let mut b2 = a.clone();
+        b2.build.git_commit = "another commit".into();
+        let c = compare(&[a], &[b2], 0.05, false).unwrap();
+        assert!(c.forced.is_empty());
     }
 
     #[test]

@@ -72,8 +72,9 @@ pub struct RunArgs {
     /// Untimed runs of each scenario before the trials.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Timed trials per scenario (their median is the headline).
-    #[arg(long, default_value_t = 3)]
+    /// Timed trials per scenario (their median is the headline). The default, 10, gives
+    /// `compare` enough samples for a verdict (it needs at least 5 a side).
+    #[arg(long, default_value_t = 10)]
     pub trials: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

@@ -83,7 +83,8 @@ enum Cmd {
         run: Option<PathBuf>,
     },
     /// Compare two runs; exit 1 when a benchmark is slower beyond the threshold with 95%
-    /// confidence (bootstrap CI of the median ratio), 0 otherwise, 2 on unusable input.
+    /// confidence (bootstrap CI of the median ratio) or one of the base run is missing from
+    /// the new run, 0 otherwise, 2 on unusable input.
     ///
     /// A ref is a run folder, or a commit (prefix) or branch name: resolved with
     /// `git rev-parse`, then the newest run of that commit in the results database (on the
@@ -94,9 +95,13 @@ enum Cmd {
         /// Slowdown that counts as a regression, e.g. 5% or 0.05.
         #[arg(long, default_value = "5%")]
         threshold: String,
-        /// Compare runs taken on different hardware anyway.
+        /// Compare runs taken on different hardware or with different build settings
+        /// (profile, features, rustflags, rustc, candle version) anyway.
         #[arg(long)]
         force: bool,
+        /// A benchmark of the base run missing from the new run is listed but does not fail.
+        #[arg(long)]
+        allow_missing: bool,
         /// Results database for commit and branch refs (default: MODELBENCH_DB, else
         /// target-reports/modelbench.db).
         #[arg(long)]
@@ -239,8 +244,16 @@ fn main() -> ExitCode {
             new,
             threshold,
             force,
+            allow_missing,
             db,
-        } => commands::compare::compare_cmd(&base, &new, &threshold, force, db.as_deref()),
+        } => commands::compare::compare_cmd(
+            &base,
+            &new,
+            &threshold,
+            force,
+            allow_missing,
+            db.as_deref(),
+        ),
         Cmd::Db { cmd } => commands::db::db(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::History {
             bench,

@@ -1,5 +1,7 @@
-//! `modelbench compare`: two runs; exit 1 on a regression, 0 otherwise (benchmarks with too
-//! few samples get no verdict and say so, but never fail), 2 on unusable input.
+//! `modelbench compare`: two runs; exit 1 on a regression or on a benchmark of the base run
+//! missing from the new one (unless `--allow-missing`), 0 otherwise (benchmarks with too few
+//! samples get no verdict and say so, but never fail), 2 on unusable input (including runs
+//! from different hardware or build settings without `--force`).
 //!
 //! A ref is a run folder, or a commit (prefix) or branch name: `git rev-parse` turns it into
 //! a commit, and the results database gives the newest run of that commit (preferring the
@@ -18,6 +20,7 @@ pub fn compare_cmd(
     new: &Path,
     threshold: &str,
     force: bool,
+    allow_missing: bool,
     db: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let t = parse_threshold(threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
@@ -27,7 +30,7 @@ pub fn compare_cmd(
         compare_refs(base, new, t, force, db)?
     };
     print!("{}", render(&c));
-    Ok(exit_code(&c))
+    Ok(exit_code(&c, allow_missing))
 }
 
 /// Reads two run folders and compares them (errors name the folders).
@@ -151,9 +154,10 @@ fn resolve(
     ))
 }
 
-/// 1 when any benchmark regressed, 0 otherwise (insufficient samples included).
-pub fn exit_code(c: &Comparison) -> ExitCode {
-    if c.regressions() > 0 {
+/// 1 when any benchmark regressed or (unless `allow_missing`) one of the base run is missing
+/// from the new run, 0 otherwise (insufficient samples included).
+pub fn exit_code(c: &Comparison, allow_missing: bool) -> ExitCode {
+    if c.failed(allow_missing) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

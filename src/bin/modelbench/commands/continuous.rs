@@ -167,7 +167,7 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         if let Some(b) = &baseline {
             // A named baseline from elsewhere still applies to the first run.
             let cmp = report("the baseline", b, &dir, threshold, force)?;
-            return Ok(super::compare::exit_code(&cmp));
+            return Ok(super::compare::exit_code(&cmp, false));
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -185,7 +185,11 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         c.name,
         r_drift.map_or("same comparison".to_string(), |r| r.to_string())
     );
-    Ok(if r_step > 0 || r_drift.unwrap_or(0) > 0 {
+    let missing = step.missing() + drift.as_ref().map_or(0, |d| d.missing());
+    if missing > 0 {
+        println!("continuous `{}`: {missing} benchmark(s) of an earlier run missing from this one: fails", c.name);
+    }
+    Ok(if step.failed(false) || drift.as_ref().is_some_and(|d| d.failed(false)) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
