@@ -105,6 +105,69 @@ fn compare_exit_codes_on_known_samples() {
         "{out}"
     );
 
+    // A benchmark of the base run missing from the new run fails (exit 1), named, unless
+    // --allow-missing; one only in the new run does not.
+    let only_a = run_dir(t, "only-a", &[("a", 1.0, 10)]);
+    let (code, out, err) = compare(&base, &only_a);
+    assert_eq!(code, 1, "a missing benchmark must fail:\n{out}{err}");
+    assert!(
+        out.contains("missing from the new run (fails the comparison unless --allow-missing)")
+            && out.contains(&record("b", vec![]).key())
+            && out.contains("1 missing from the new run"),
+        "{out}"
+    );
+    let o = modelbench(
+        t,
+        &[
+            "compare",
+            base.to_str().unwrap(),
+            only_a.to_str().unwrap(),
+            "--allow-missing",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let (code, out, err) = compare(&only_a, &base);
+    assert_eq!(
+        code, 0,
+        "a benchmark only in the new run is no failure:\n{out}{err}"
+    );
+
+    // Different build settings: refused (exit 2) naming them, unless --force.
+    let other = t.join("other-build");
+    let mut recs = read_run(&same).unwrap();
+    for r in &mut recs {
+        r.build.rustflags = "-C target-cpu=x86-64".into();
+        r.build.candle = "0.9.1".into();
+    }
+    write_artifacts(&other, &recs).unwrap();
+    let (code, _, err) = compare(&base, &other);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("different build settings")
+            && err.contains("rustflags")
+            && err.contains("x86-64")
+            && err.contains("candle: `")
+            && err.contains("--force"),
+        "{err}"
+    );
+    let o = modelbench(
+        t,
+        &[
+            "compare",
+            base.to_str().unwrap(),
+            other.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("compared because forced: rustflags"), "{out}");
+
     // unusable input: exit 2
     let (code, _, err) = compare(&base, &t.join("missing"));
     assert_eq!(code, 2, "{err}");
@@ -285,4 +348,66 @@ fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
     assert!(out.contains("Regression"), "{out}");
     let (code, out) = cmp15(&fast, &again);
     assert_eq!(code, 0, "a rerun must not be flagged:\n{out}");
+}
+
+/// The gate a user runs, end to end with default flags: `modelbench run` (default trials and
+/// warm-up) twice and once with a 2x injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=all:100%`,
+/// a busy-wait as long as each step, inside the timed region), then `modelbench compare` with
+/// its default threshold. The injected run is flagged (exit 1), the unchanged rerun is not.
+/// Before issue 28 `run` took 3 trials and `compare` needed 5 a side: every row was
+/// "insufficient samples" and this test failed on the injected run (exit 0).
+#[test]
+fn run_and_compare_with_defaults_flag_an_injected_2x_slowdown_not_a_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = tmp.path().join("reports");
+    let run = |label: &str, inject: Option<&str>| -> PathBuf {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_modelbench"));
+        c.args(["run", "--model", "fixture:llama", "--scenario", "short"])
+            .args(["--label", label])
+            .env("MODELBENCH_REPORTS", &reports)
+            .env("MODELBENCH_DB", "off")
+            .env("HF_HUB_OFFLINE", "1")
+            .env_remove("MODELBENCH_INJECT_SLOWDOWN");
+        if let Some(i) = inject {
+            c.env("MODELBENCH_INJECT_SLOWDOWN", i);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_dir(&reports)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.to_string_lossy().ends_with(label))
+            .unwrap()
+    };
+    let base = run("base", None);
+    let slow = run("slow", Some("all:100%"));
+    let again = run("again", None);
+    let recs = read_run(&slow).unwrap();
+    assert_eq!(recs[0].injected.as_deref(), Some("all:100%"));
+    assert!(
+        recs[0].samples_s.len() >= 5,
+        "run's default trials reach a verdict"
+    );
+    let cmp = |n: &Path| {
+        let o = modelbench(
+            &reports,
+            &["compare", base.to_str().unwrap(), n.to_str().unwrap()],
+        );
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, out) = cmp(&slow);
+    assert_eq!(
+        code, 1,
+        "a 2x slowdown must be flagged with default flags:\n{out}"
+    );
+    assert!(
+        out.contains("| Regression |")
+            && out.contains("injected slowdown (a calibration run, not a real one): new: all:100%"),
+        "{out}"
+    );
+    let (code, out) = cmp(&again);
+    assert_eq!(code, 0, "an unchanged rerun must not be flagged:\n{out}");
 }

@@ -19,6 +19,7 @@ use crate::measure::timing::{Measured, TrialLoop, SAMPLE_SIZE};
 use crate::models::loading::{open, open_with};
 use crate::models::moe::MoeConfig;
 use crate::models::source::ModelRef;
+use crate::output::noise::{self, NoiseProfile};
 use crate::output::record::Harness;
 use crate::output::report::{reports_root, RunDir};
 use crate::workloads::checkpoint::Checkpoint;
@@ -46,6 +47,12 @@ pub enum Bench {
 pub fn main(bench: Bench) {
     crate::output::plot::register_fonts();
     let t = Instant::now();
+    if !listing() {
+        for w in crate::measure::system::check().iter().filter(|c| !c.ok) {
+            eprintln!("warning: {}: {}", w.what, w.detail);
+        }
+    }
+    exit_on_error(install_noise());
     let out = match bench {
         Bench::Generation => Plan::from_env().and_then(|plan| {
             let mut c = criterion();
@@ -111,6 +118,43 @@ pub fn main(bench: Bench) {
 /// a median's 95% interval with 10,000 resamples varied by at most 3% of the interval's width.
 /// `-- --nresamples N` still overrides it.
 pub const NRESAMPLES: usize = 10_000;
+
+static NOISE: std::sync::OnceLock<Option<NoiseProfile>> = std::sync::OnceLock::new();
+
+/// Loads this machine's noise profile (`target-reports/noise/<machine>.json`, see
+/// `output::noise`) once; a profile that exists but does not parse is an error.
+pub fn install_noise() -> Result<()> {
+    let fp = crate::measure::hardware::context().hardware.fingerprint();
+    let p = noise::load(&reports_root(), &fp)?;
+    match &p {
+        Some(p) => eprintln!(
+            "criterion noise thresholds: measured on this machine ({} runs of {}, {} benchmarks; {}); {:.0}% for benchmarks without a measurement",
+            p.runs.len(),
+            &p.build.git_commit[..p.build.git_commit.len().min(10)],
+            p.benches.len(),
+            noise::path_for(&reports_root(), &fp).display(),
+            noise::DEFAULT_THRESHOLD * 100.0
+        ),
+        None => eprintln!(
+            "criterion noise thresholds: none measured for `{fp}`; every benchmark uses the default {:.0}% (measure them with `modelbench noise --measure 4`)",
+            noise::DEFAULT_THRESHOLD * 100.0
+        ),
+    }
+    let _ = NOISE.set(p);
+    Ok(())
+}
+
+/// The noise threshold criterion gets for benchmark `id` (`group/device-dtype/name`): the
+/// measured one of this machine, else [`noise::DEFAULT_THRESHOLD`].
+pub fn noise_threshold(id: &str) -> (f64, noise::Source) {
+    if id.starts_with("checkpoint_memory/") {
+        return (noise::FLOOR, noise::Source::Deterministic);
+    }
+    match NOISE.get().and_then(|p| p.as_ref()) {
+        Some(p) => p.threshold(id),
+        None => (noise::DEFAULT_THRESHOLD, noise::Source::Default),
+    }
+}
 
 /// Criterion as every bench configures it: [`NRESAMPLES`], then criterion's own flags.
 pub fn criterion() -> Criterion {
@@ -196,18 +240,36 @@ pub fn sizing(est_iter: Duration, min_measure: Duration) -> Sizing {
 /// Group settings for one benchmark: flat sampling, [`sizing`]'s samples and window, and a
 /// warm-up of exactly one routine call (criterion runs the routine once with one iteration
 /// when the warm-up time is a nanosecond). Returns the group and its sample count.
+///
+/// The group's noise threshold is the benchmark's measured run-to-run spread on this machine
+/// ([`noise_threshold`] of `id`, the full `group/device-dtype/name`): criterion then calls a
+/// change within it "within noise" instead of "regressed".
 pub fn group<'a, M: Measurement>(
     c: &'a mut Criterion<M>,
     name: &str,
+    id: &str,
     est_iter: Duration,
     min_measure: Duration,
 ) -> (BenchmarkGroup<'a, M>, usize) {
     let mut g = c.benchmark_group(name);
     let s = sizing(est_iter, min_measure);
+    let (thr, src) = noise_threshold(id);
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(s.samples)
         .warm_up_time(Duration::from_nanos(1))
-        .measurement_time(s.window);
+        .measurement_time(s.window)
+        .noise_threshold(thr);
+    if !listing() {
+        eprintln!(
+            "{id}: noise threshold {:.1}% ({})",
+            thr * 100.0,
+            match src {
+                noise::Source::Measured(n) => format!("run-to-run spread of {n} runs here"),
+                noise::Source::Default => "default: not measured on this machine".into(),
+                noise::Source::Deterministic => "peak bytes are deterministic".into(),
+            }
+        );
+    }
     (g, s.samples)
 }
 
@@ -230,7 +292,7 @@ pub fn bench<W: Workload>(
     let trials = RefCell::new(TrialLoop::<W::Out>::new().on_device(w.pool_device()));
     let id = BenchmarkId::new(w.target().tag(), w.name());
     let samples = {
-        let (mut g, samples) = group(c, &w.group(), est, min_measure);
+        let (mut g, samples) = group(c, &w.group(), &w.id(), est, min_measure);
         g.throughput(Throughput::Elements(tokens));
         g.bench_function(id, |b| {
             b.iter_custom(|iters| trials.borrow_mut().call(iters, &mut |t| w.iterate(t)))
@@ -589,7 +651,8 @@ pub fn checkpoint(
             // Peak bytes of a step are the same from step to step: the fewest samples, two
             // steps each (criterion sizes flat samples from the warm-up's bytes).
             let bytes = Duration::from_nanos(peak.unwrap_or(1).max(1));
-            let (mut g, samples) = group(c_mem, "checkpoint_memory", bytes, Duration::ZERO);
+            let id = format!("checkpoint_memory/{}/{}", w.target().tag(), w.name());
+            let (mut g, samples) = group(c_mem, "checkpoint_memory", &id, bytes, Duration::ZERO);
             mem_samples = samples;
             g.bench_function(BenchmarkId::new(w.target().tag(), w.name()), |b| {
                 b.iter_custom(|iters| {

@@ -11,4 +11,5 @@ pub mod latency;
 pub mod memory;
 pub mod paired;
 pub mod stats;
+pub mod system;
 pub mod timing;

@@ -360,7 +360,10 @@ pub fn render(c: &Comparison) -> String {
         let _ = writeln!(s, "only in new: {k}");
     }
     for i in &c.injected {
-        let _ = writeln!(s, "injected slowdown (a calibration run, not a real one): {i}");
+        let _ = writeln!(
+            s,
+            "injected slowdown (a calibration run, not a real one): {i}"
+        );
     }
     for f in &c.forced {
         let _ = writeln!(s, "different build settings, compared because forced: {f}");
@@ -566,7 +569,11 @@ mod tests {
         let c = compare(&base, &new, 0.05, false).unwrap();
         assert_eq!((c.regressions(), c.missing()), (0, 1));
         assert!(c.failed(false) && !c.failed(true));
-        assert!(render(&c).contains("missing from the new run"), "{}", render(&c));
+        assert!(
+            render(&c).contains("missing from the new run"),
+            "{}",
+            render(&c)
+        );
         // Both present: nothing fails; a benchmark only in the new run never fails.
         let c = compare(&base[..1], &base, 0.05, false).unwrap();
         assert_eq!(c.missing(), 0);
@@ -578,7 +585,7 @@ mod tests {
         let shape = serde_json::Value::Null;
         let a = rec("m", shape.clone(), samples(1.0, 0.01, 10, 24));
         let mut b = rec("m", shape, samples(1.0, 0.01, 10, 25));
-        b.build.profile = "debug (opt-level 1)".into();
+        b.build.profile = "custom-lto (opt-level s)".into();
         b.build.git_commit = "another commit".into();
         let e = compare(
             std::slice::from_ref(&a),
@@ -589,10 +596,15 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("profile") && e.contains("debug (opt-level 1)") && e.contains("--force"),
+            e.contains("profile")
+                && e.contains("custom-lto (opt-level s)")
+                && e.contains("--force"),
             "{e}"
         );
-        assert!(!e.contains("git_commit") && !e.contains("another commit"), "{e}");
+        assert!(
+            !e.contains("git_commit") && !e.contains("another commit"),
+            "{e}"
+        );
         let c = compare(
             std::slice::from_ref(&a),
             std::slice::from_ref(&b),

@@ -178,8 +178,19 @@ enum Cmd {
     /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine): latency
     /// median and p90, tokens/s; saved as records like the generation runs.
     Moe(MoeArgs),
+    /// This machine's run-to-run noise per benchmark, from repeated runs of one build
+    /// (`--measure K` runs `cargo bench` K times first): the noise thresholds the benches give
+    /// criterion, saved in target-reports/noise/<machine>.json.
+    Noise(commands::noise::NoiseArgs),
+    /// The power of `run` + `compare` on this machine, measured: per try a base run, an
+    /// unchanged rerun and runs with injected slowdowns (MODELBENCH_INJECT_SLOWDOWN), each
+    /// compared with the base; false alarms, detections per slowdown, and the smallest
+    /// slowdown flagged in every try, per benchmark.
+    Sensitivity(commands::sensitivity::SensitivityArgs),
     /// Measure this machine's limits (memory read bandwidth, matmul throughput) once and
-    /// cache them in target/modelbench-machine.json; records then show utilisation.
+    /// cache them in target/modelbench-machine.json; records then show utilisation. Also
+    /// shows the machine checks (other load, steal, frequency scaling, huge pages, NUMA) and
+    /// the measured run-to-run noise.
     Calibrate {
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -286,6 +297,8 @@ fn main() -> ExitCode {
         } => commands::perplexity::windowing(method == Method::LlamaCpp, stride)
             .and_then(|w| commands::perplexity::perplexity(&model, seq_len, w, &target, &file))
             .map(|_| ExitCode::SUCCESS),
+        Cmd::Noise(a) => commands::noise::noise_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Cmd::Sensitivity(a) => commands::sensitivity::sensitivity(&a).map(|_| ExitCode::SUCCESS),
         Cmd::Calibrate {
             device,
             dtypes,

@@ -39,6 +39,27 @@ pub fn calibrate(device: &str, dtypes: &[String], force: bool) -> anyhow::Result
         modelbench::measure::calibration::calibrate(spec, &dts)?
     };
     print(&cal);
+    println!("\nmachine checks (what the suite cannot control):");
+    for c in modelbench::measure::system::check() {
+        println!(
+            "  {:<5} {:<28} {}",
+            if c.ok { "ok" } else { "WARN" },
+            c.what,
+            c.detail
+        );
+    }
+    let root = modelbench::output::report::reports_root();
+    let fp = modelbench::measure::hardware::context()
+        .hardware
+        .fingerprint();
+    match modelbench::output::noise::load(&root, &fp)? {
+        Some(p) => println!("\n{}", p.render(false)),
+        None => println!(
+            "\nno run-to-run noise measured for `{fp}`: the benches give criterion the default \
+             {:.0}% threshold (`modelbench noise --measure 4` measures it)",
+            modelbench::output::noise::DEFAULT_THRESHOLD * 100.0
+        ),
+    }
     Ok(())
 }
 

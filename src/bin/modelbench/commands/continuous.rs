@@ -189,11 +189,13 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
     if missing > 0 {
         println!("continuous `{}`: {missing} benchmark(s) of an earlier run missing from this one: fails", c.name);
     }
-    Ok(if step.failed(false) || drift.as_ref().is_some_and(|d| d.failed(false)) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if step.failed(false) || drift.as_ref().is_some_and(|d| d.failed(false)) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -1,0 +1,245 @@
+//! `modelbench sensitivity`: the power of the `run` + `compare` gate on this machine, measured.
+//!
+//! Each try runs the suite as a user would (separate `modelbench run` processes, default
+//! trials): a base run, an unchanged rerun, and one run per injected slowdown
+//! (`MODELBENCH_INJECT_SLOWDOWN=<phase>:<pct>`, a busy-wait of that fraction of each step's
+//! time inside the timed region), in a shuffled order after the base. Every run is compared
+//! with the base by the compare gate (`output::compare`, the same threshold). The table gives,
+//! per model and scenario, the false alarms of the unchanged reruns, how many tries flagged each
+//! slowdown, and the smallest slowdown flagged in every try.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use modelbench::output::compare::{compare_runs, parse_threshold, Verdict};
+use modelbench::output::record::Record;
+use modelbench::output::report::{list_runs, read_run, reports_root};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+#[derive(clap::Args)]
+pub struct SensitivityArgs {
+    /// Model reference, repeatable.
+    #[arg(long = "model", default_values_t = ["fixture:llama".to_string()])]
+    pub models: Vec<String>,
+    /// Suite tier of each run (as `modelbench run --suite`).
+    #[arg(long, default_value = "quick")]
+    pub suite: String,
+    /// Tries: each is a base run, an unchanged rerun and one run per slowdown.
+    #[arg(long, default_value_t = 5)]
+    pub tries: usize,
+    /// Injected slowdowns, comma-separated percentages.
+    #[arg(long, default_value = "2%,5%,10%,20%,50%,100%")]
+    pub slowdowns: String,
+    /// Which steps the slowdown follows: prefill, decode or all.
+    #[arg(long, default_value = "all")]
+    pub phase: String,
+    /// The compare gate's threshold (as `modelbench compare --threshold`).
+    #[arg(long, default_value = "5%")]
+    pub threshold: String,
+    /// Timed trials per run (as `modelbench run --trials`; its default).
+    #[arg(long, default_value_t = 10)]
+    pub trials: usize,
+    /// Warm-up runs per scenario (as `modelbench run --warmup`; its default).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+}
+
+struct Tally {
+    key: String,
+    false_alarms: usize,
+    /// Per slowdown: tries that flagged it.
+    flagged: Vec<usize>,
+}
+
+pub fn sensitivity(a: &SensitivityArgs) -> anyhow::Result<()> {
+    let threshold =
+        parse_threshold(&a.threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
+    anyhow::ensure!(a.tries >= 1, "--tries must be at least 1");
+    let mut slowdowns: Vec<(String, f64)> = Vec::new();
+    for s in a
+        .slowdowns
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let spec = format!(
+            "{}:{}",
+            a.phase,
+            if s.ends_with('%') {
+                s.to_string()
+            } else {
+                format!("{s}%")
+            }
+        );
+        let inj = modelbench::measure::inject::parse(&spec)
+            .map_err(|e| anyhow::anyhow!("--slowdowns / --phase: {e}"))?
+            .ok_or_else(|| anyhow::anyhow!("--slowdowns: `{s}` is not a slowdown"))?;
+        let frac = match inj.extra {
+            modelbench::measure::inject::Extra::Spin(x) => x,
+            modelbench::measure::inject::Extra::Work(_) => unreachable!("percent parsed"),
+        };
+        slowdowns.push((inj.to_string(), frac));
+    }
+    anyhow::ensure!(
+        !slowdowns.is_empty(),
+        "--slowdowns: give at least one percentage"
+    );
+    slowdowns.sort_by(|x, y| x.1.total_cmp(&y.1));
+    let root = reports_root();
+    let stamp = modelbench::util::time::stamp();
+    let scratch = modelbench::util::fsio::target_dir().join(format!("sensitivity-{stamp}"));
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let mut tallies: Vec<Tally> = Vec::new();
+    let t0 = std::time::Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5E45);
+    for t in 0..a.tries {
+        let base = one_run(&exe, a, &scratch, None)?;
+        // The unchanged rerun and the injected runs, in a shuffled order.
+        let mut order: Vec<Option<usize>> = std::iter::once(None)
+            .chain((0..slowdowns.len()).map(Some))
+            .collect();
+        order.shuffle(&mut rng);
+        for which in order {
+            let spec = which.map(|i| slowdowns[i].0.as_str());
+            let new = one_run(&exe, a, &scratch, spec)?;
+            let c = compare_runs("base run", &base, "new run", &new, threshold, false)?;
+            for r in &c.rows {
+                let i = match tallies.iter().position(|x| x.key == r.id) {
+                    Some(i) => i,
+                    None => {
+                        tallies.push(Tally {
+                            key: r.id.clone(),
+                            false_alarms: 0,
+                            flagged: vec![0; slowdowns.len()],
+                        });
+                        tallies.len() - 1
+                    }
+                };
+                let hit = r.verdict == Verdict::Regression;
+                match which {
+                    None => tallies[i].false_alarms += usize::from(hit),
+                    Some(k) => tallies[i].flagged[k] += usize::from(hit),
+                }
+            }
+            eprintln!(
+                "try {}/{}: {} -> {} regression(s) of {}",
+                t + 1,
+                a.tries,
+                spec.unwrap_or("unchanged rerun"),
+                c.regressions(),
+                c.rows.len()
+            );
+        }
+    }
+    let text = render(
+        a,
+        threshold,
+        &slowdowns,
+        &tallies,
+        t0.elapsed().as_secs_f64(),
+    );
+    println!("{text}");
+    let out = root.join(format!("{stamp}-sensitivity"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    modelbench::util::fsio::atomic_write(&out.join("sensitivity.md"), text.as_bytes())?;
+    println!("saved {}", out.join("sensitivity.md").display());
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// One `modelbench run` in its own process, into the scratch reports root; its records.
+fn one_run(
+    exe: &Path,
+    a: &SensitivityArgs,
+    scratch: &Path,
+    inject: Option<&str>,
+) -> anyhow::Result<Vec<Record>> {
+    let before = list_runs(scratch);
+    let mut cmd = Command::new(exe);
+    cmd.arg("run")
+        .args(["--suite", &a.suite])
+        .args(["--trials", &a.trials.to_string()])
+        .args(["--warmup", &a.warmup.to_string()]);
+    for m in &a.models {
+        cmd.args(["--model", m]);
+    }
+    cmd.env("MODELBENCH_REPORTS", scratch)
+        .env("MODELBENCH_DB", "off")
+        .env_remove("MODELBENCH_INJECT_SLOWDOWN");
+    if let Some(s) = inject {
+        cmd.env("MODELBENCH_INJECT_SLOWDOWN", s);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "modelbench run ({}) failed: {}",
+        inject.unwrap_or("no injection"),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
+    );
+    let dir: PathBuf = list_runs(scratch)
+        .into_iter()
+        .find(|d| !before.contains(d))
+        .ok_or_else(|| anyhow::anyhow!("modelbench run wrote no run folder"))?;
+    Ok(read_run(&dir)?)
+}
+
+fn render(
+    a: &SensitivityArgs,
+    threshold: f64,
+    slowdowns: &[(String, f64)],
+    tallies: &[Tally],
+    secs: f64,
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "Sensitivity of `modelbench run` + `modelbench compare` on `{}` ({} tries; each: a base run, an unchanged rerun and one run per slowdown, {} trials + {} warm-up per scenario; threshold {:.1}%, 95% CI; {} phase; {:.0} s)\n\n| benchmark | false alarms | {} | smallest slowdown flagged in every try |\n|---|---:|{}---|\n",
+        modelbench::measure::hardware::context().hardware.fingerprint(),
+        a.tries,
+        a.trials,
+        a.warmup,
+        threshold * 100.0,
+        a.phase,
+        secs,
+        slowdowns
+            .iter()
+            .map(|(_, f)| format!("+{}%", fmt_pct(*f)))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---:|".repeat(slowdowns.len())
+    );
+    for t in tallies {
+        let smallest = slowdowns
+            .iter()
+            .zip(&t.flagged)
+            .find(|(_, n)| **n == a.tries)
+            .map(|((_, f), _)| format!("+{}%", fmt_pct(*f)))
+            .unwrap_or_else(|| "none of those tried".into());
+        let _ = writeln!(
+            s,
+            "| {} | {}/{} | {} | {smallest} |",
+            t.key,
+            t.false_alarms,
+            a.tries,
+            t.flagged
+                .iter()
+                .map(|n| format!("{n}/{}", a.tries))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    s
+}
+
+fn fmt_pct(x: f64) -> String {
+    let s = format!("{:.2}", x * 100.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
