@@ -338,13 +338,23 @@ fn sweep_writes_bench_results_per_precision_and_zips() {
         ]
     );
     for r in &rows {
-        // Either measured, or refused with a reason and no numbers: never a made-up 0.
+        // f32 runs everywhere: always measured, never refused. Another precision is measured
+        // or refused as one the device cannot run (the reason names it and the device), with
+        // no numbers for what was refused: never a made-up 0.
+        if r["precision"] == "f32" {
+            assert_eq!(r["status"], "ok", "{r}");
+        }
         if r["status"] == "ok" {
             assert!(r["train_tokens_per_s"].as_f64().unwrap() > 0.0, "{r}");
             assert!(r["infer_ms_per_step"].as_f64().unwrap() > 0.0, "{r}");
         } else {
             assert_eq!(r["status"], "refused");
-            assert!(!r["reason"].as_str().unwrap().is_empty(), "{r}");
+            let reason = r["reason"].as_str().unwrap();
+            let p = r["precision"].as_str().unwrap();
+            assert!(
+                reason.contains(&format!("{p} cannot run on cpu")),
+                "{r}"
+            );
         }
         assert_eq!(r["seq_len"], 16);
         assert!(r["params"].as_u64().unwrap() > 0);
@@ -353,4 +363,46 @@ fn sweep_writes_bench_results_per_precision_and_zips() {
     assert_eq!(csv.lines().count(), 5);
     let line = one_error_line(&modelbench(&reports, &["train-sweep", "--precision", "f8"]));
     assert!(line.contains("--precision"), "{line}");
+    let line = one_error_line(&modelbench(&reports, &["train-sweep", "--lr", "0"]));
+    assert!(line.contains("--lr"), "{line}");
+}
+
+/// A point that fails for any reason other than a precision the device cannot run fails the
+/// command: exit 1, one line naming the point and what failed, and no run folder at all. The
+/// failure is real: an absurd learning rate makes the first timed train step non-finite.
+/// (Checked to fail when any error is turned into `refused` again, as before: exit 0.)
+#[test]
+fn a_failing_sweep_point_fails_the_command_and_saves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = tmp.path().join("reports");
+    let args = [
+        "train-sweep",
+        "--precision",
+        "f32",
+        "--seq",
+        "16",
+        "--batch",
+        "1",
+        "--steps",
+        "1",
+    ];
+    // The same point with a sane learning rate is measured.
+    let ok = modelbench(&reports, &args);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    std::fs::remove_dir_all(&reports).unwrap();
+    let o = modelbench(&reports, &[&args[..], &["--lr", "1e38"]].concat());
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let lines: Vec<_> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {e}");
+    assert!(
+        lines[0].starts_with("error: train-sweep: sweep point f32 seq 16 batch 1 on cpu, train step: training stopped at step 2: ")
+            && lines[0].contains("is NaN or infinite"),
+        "{e}"
+    );
+    assert!(
+        !reports.exists() || std::fs::read_dir(&reports).unwrap().next().is_none(),
+        "nothing half-written"
+    );
 }

@@ -603,9 +603,16 @@ pub fn psann(c: &mut Criterion, plan: &PsannPlan, run: &mut RunDir) -> Result<()
                         &dev,
                         cal.clone(),
                     )?;
-                    // A precision the backend cannot run is refused with its reason, not timed.
+                    // A precision the device cannot run is refused with its reason, not
+                    // timed; any other failure fails the bench.
                     if let Err(e) = w.estimate() {
-                        eprintln!("train_step {}: refused: {e}", w.id());
+                        let why = crate::workloads::psann::dtype_refusal(
+                            &e,
+                            dtype,
+                            plan.common.device,
+                        )
+                        .ok_or(e)?;
+                        eprintln!("train_step {}: refused: {why}", w.id());
                         continue;
                     }
                     bench_and_record(c, &mut w, None, plan.common.min_measure, run)?;

@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
-use crate::error::Result;
+use crate::error::{one_line, Error, Result};
 use crate::measure::calibration::{compute_only, Calibration};
 use crate::measure::device::DeviceSpec;
 use crate::measure::timing::time_region;
@@ -45,6 +45,10 @@ pub struct Psann {
     dtype: candle_core::DType,
     /// The sweep's group and name (None: GPU-03's `psann_throughput` / `psann_train`).
     sweep: Option<(String, String)>,
+    /// AdamW's learning rate (train steps).
+    lr: f64,
+    /// Train steps taken so far (warm-up included): the step a non-finite one is named by.
+    steps: usize,
 }
 
 /// Peak memory of a forward of B x T tokens, GiB: one fp32 score tensor B*H*T^2 (two alive
@@ -92,6 +96,8 @@ impl Psann {
             calibration,
             dtype: candle_core::DType::F32,
             sweep: None,
+            lr: TrainConfig::default().lr,
+            steps: 0,
         })
     }
 
@@ -134,7 +140,18 @@ impl Psann {
             calibration,
             dtype,
             sweep: Some(("train_step".into(), format!("{mode}/B{b}xT{t}"))),
+            lr: TrainConfig::default().lr,
+            steps: 0,
         })
+    }
+
+    /// AdamW's learning rate from the next train step on (no effect on a forward). A step's
+    /// cost does not depend on it; a rate that makes a step NaN or infinite fails the step.
+    pub fn set_lr(&mut self, lr: f64) {
+        if let Step::Train(tr) = &mut self.step {
+            tr.set_lr(lr);
+        }
+        self.lr = lr;
     }
 
     fn train(&self) -> bool {
@@ -175,16 +192,30 @@ impl Workload for Psann {
         (self.b * self.t) as u64
     }
 
+    /// A train step whose loss, gradients or parameters are NaN or infinite fails (naming the
+    /// step and the tensor): its time would not be the time of a train step.
     fn iterate(&mut self, _trial: u64) -> Result<(Duration, ())> {
         let (ids, targets) = (&self.ids, &self.targets);
-        let (d, ()) = match &mut self.step {
-            Step::Forward(m) => time_region(&self.dev, || {
-                std::hint::black_box(m.forward(ids)?);
-                Ok(())
-            })?,
-            Step::Train(tr) => time_region(&self.dev, || tr.step(ids, targets).map(|_| ()))?,
-        };
-        Ok((d, ()))
+        match &mut self.step {
+            Step::Forward(m) => {
+                let (d, ()) = time_region(&self.dev, || {
+                    std::hint::black_box(m.forward(ids)?);
+                    Ok(())
+                })?;
+                Ok((d, ()))
+            }
+            Step::Train(tr) => {
+                let (d, stats) = time_region(&self.dev, || tr.step_checked(ids, targets))?;
+                self.steps += 1;
+                match stats.non_finite {
+                    Some(tensor) => Err(Error::NonFinite {
+                        step: self.steps,
+                        tensor,
+                    }),
+                    None => Ok((d, ())),
+                }
+            }
+        }
     }
 
     fn record(&self, m: &Measured<()>) -> Record {
@@ -209,9 +240,9 @@ impl Workload for Psann {
         r.extra = serde_json::json!({
             "grid": self.grid, "base": self.base.name(), "batch_tokens": self.n, "B": self.b, "T": self.t,
             "procedure": match (train, self.sweep.is_some()) {
-                (true, _) => "one train step: forward, mean CE, backward, clip 1.0, AdamW (lr 2e-4, betas 0.9/0.95, wd 0.01)",
-                (false, false) => "GPU-03: fp32 forward only, math attention, logits materialised",
-                (false, true) => "forward only, math attention, logits materialised (inference)",
+                (true, _) => format!("one train step: forward, mean CE, backward, clip 1.0, AdamW (lr {:e}, betas 0.9/0.95, wd 0.01)", self.lr),
+                (false, false) => "GPU-03: fp32 forward only, math attention, logits materialised".into(),
+                (false, true) => "forward only, math attention, logits materialised (inference)".into(),
             },
             "matmul_dtype": self.dtype.as_str(),
             "forward_flops_per_token": cfg.forward_flops_per_token(self.t),
@@ -232,7 +263,7 @@ impl Workload for Psann {
 
 /// One point of seed 001's CLI sweep (`modelbench train-sweep`): a train step and a forward
 /// at one precision, sequence length and batch. Unmeasured values are None; a precision the
-/// backend refuses has `status` "refused" and the reason.
+/// device cannot run ([`dtype_refusal`]) has `status` "refused" and the reason.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SweepRow {
     pub base: String,
@@ -288,20 +319,49 @@ impl SweepRow {
     }
 }
 
+/// Why `dtype` cannot run on `device`, when `e` is candle refusing an op in that very dtype
+/// there (`UnsupportedDTypeForOp`): "bf16 cannot run on cpu: candle has no bf16 matmul there".
+/// f32 is never refused (every backend runs it), and no other error is a refusal: a failed
+/// f32 step, a bad shape or a NaN is a failure, not a precision the device lacks.
+pub fn dtype_refusal(e: &Error, dtype: DType, device: DeviceSpec) -> Option<String> {
+    fn unsupported(e: &candle_core::Error) -> Option<(DType, &'static str)> {
+        use candle_core::Error as C;
+        match e {
+            C::UnsupportedDTypeForOp(d, op) => Some((*d, op)),
+            C::WithBacktrace { inner, .. } | C::Context { inner, .. } | C::WithPath { inner, .. } => {
+                unsupported(inner)
+            }
+            _ => None,
+        }
+    }
+    let Error::Candle(c) = e else { return None };
+    let (d, op) = unsupported(c)?;
+    (d == dtype && dtype != DType::F32).then(|| {
+        format!(
+            "{} cannot run on {device}: candle has no {} {op} there",
+            dtype.as_str(),
+            d.as_str()
+        )
+    })
+}
+
 /// Measures one sweep point: for train and forward, build, one untimed warm-up step (which
 /// also allocates AdamW's state), read the memory in use, then `trials` timed steps through
-/// the trial loop. Returns the row and the records of what was measured.
+/// the trial loop. Train steps use AdamW at `lr`. Returns the row and the records of what was
+/// measured. A mode whose precision the device cannot run ([`dtype_refusal`]) leaves its cells
+/// None and the row `refused` with the reason; any other error fails the point, naming it.
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_point(
     cfg: PsannConfig,
-    dtype: candle_core::DType,
+    dtype: DType,
     (b, t): (usize, usize),
     trials: usize,
     seed: u64,
+    lr: f64,
     device: DeviceSpec,
     dev: &Device,
     calibration: Option<Calibration>,
-) -> (SweepRow, Vec<Record>) {
+) -> Result<(SweepRow, Vec<Record>)> {
     let cuda = dev.is_cuda();
     let mut row = SweepRow {
         base: cfg.base.name().into(),
@@ -335,6 +395,7 @@ pub fn sweep_point(
                 dev,
                 calibration.clone(),
             )?;
+            w.set_lr(lr);
             w.estimate()?;
             let allocated = if cuda {
                 crate::measure::memory::device_pool(dev).map(|(now, _)| now)
@@ -343,6 +404,7 @@ pub fn sweep_point(
             };
             Ok((allocated, super::run_trials(&mut w, 0, trials)?))
         })();
+        let what = if train { "train step" } else { "forward" };
         match measured {
             Ok((allocated, r)) => {
                 let ms = r.stats.median * 1e3;
@@ -365,9 +427,15 @@ pub fn sweep_point(
                 records.push(r);
             }
             Err(e) => {
+                let Some(why) = dtype_refusal(&e, dtype, device) else {
+                    return Err(Error::Report(format!(
+                        "sweep point {} seq {t} batch {b} on {device}, {what}: {}",
+                        dtype.as_str(),
+                        one_line(&e.to_string())
+                    )));
+                };
                 row.status = "refused".into();
-                let what = if train { "train step" } else { "forward" };
-                let reason = format!("{what}: {}", crate::error::one_line(&e.to_string()));
+                let reason = format!("{what}: {why}");
                 row.reason = Some(match row.reason.take() {
                     Some(r) => format!("{r}; {reason}"),
                     None => reason,
@@ -375,5 +443,36 @@ pub fn sweep_point(
             }
         }
     }
-    (row, records)
+    Ok((row, records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusal is candle's own "no such op in this dtype" for the point's dtype, through
+    /// its wrappers; f32, another dtype's refusal and any other error are failures. (Making
+    /// every error a refusal, the old behaviour, fails the last three asserts.)
+    #[test]
+    fn only_the_devices_missing_dtype_is_a_refusal() {
+        let cpu = DeviceSpec::Cpu;
+        let bf16 = Error::Candle(
+            candle_core::Error::UnsupportedDTypeForOp(DType::BF16, "matmul")
+                .context("autocast")
+                .with_path("x"),
+        );
+        let r = dtype_refusal(&bf16, DType::BF16, cpu).unwrap();
+        assert_eq!(r, "bf16 cannot run on cpu: candle has no bf16 matmul there");
+        let f32 = Error::Candle(candle_core::Error::UnsupportedDTypeForOp(
+            DType::F32,
+            "matmul",
+        ));
+        assert_eq!(dtype_refusal(&f32, DType::F32, cpu), None);
+        assert_eq!(dtype_refusal(&bf16, DType::F16, cpu), None);
+        let other = Error::NonFinite {
+            step: 2,
+            tensor: "loss".into(),
+        };
+        assert_eq!(dtype_refusal(&other, DType::BF16, cpu), None);
+    }
 }

@@ -249,6 +249,10 @@ pub struct TrainSweepArgs {
     /// Timed steps per point (after one untimed warm-up step).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
+    /// AdamW learning rate of the train steps (TrainConfig's 2e-4; a step's cost does not
+    /// depend on it). A step that turns NaN or infinite fails the command (exit 1).
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
     /// respsann, sgrpsann or waveresnet (byte vocabulary, d_model 64, 2 layers, 4 heads).
     #[arg(long, default_value = "waveresnet")]
     pub base: String,

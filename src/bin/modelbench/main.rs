@@ -284,7 +284,7 @@ fn main() -> ExitCode {
         Cmd::Power(a) => commands::power::power(a),
         Cmd::Peers(a) => commands::peers::peers(a).map(|_| ExitCode::SUCCESS),
         Cmd::Train(a) => commands::train::train(a).map(|_| ExitCode::SUCCESS),
-        Cmd::TrainSweep(a) => commands::train_sweep::train_sweep(a).map(|_| ExitCode::SUCCESS),
+        Cmd::TrainSweep(a) => commands::train_sweep::train_sweep(a),
         Cmd::Sweep(a) => commands::sweep::sweep(a).map(|_| ExitCode::SUCCESS),
         Cmd::Moe(a) => commands::moe::moe(a).map(|_| ExitCode::SUCCESS),
         Cmd::Perplexity {

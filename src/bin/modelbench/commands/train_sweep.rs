@@ -1,7 +1,11 @@
 //! `modelbench train-sweep`: seed 001's sweep of PSANN-LM train steps and forwards over
 //! precision x sequence length x batch (workloads::psann::sweep_point, the same workload as the
 //! criterion group `train_step`): bench_results.jsonl and bench_results.csv (one row per point,
-//! refused precisions with their reason), the records, and `--zip`.
+//! precisions the device cannot run refused with their reason), the records, and `--zip`.
+//! Any other failure of a point is the command's failure: exit 1, one line naming the point,
+//! and no run folder (everything is written once every point is measured).
+
+use std::process::ExitCode;
 
 use modelbench::config::plans::check_label;
 use modelbench::config::values::{parse_dtypes, parse_list};
@@ -11,7 +15,7 @@ use modelbench::workloads::psann::{sweep_point, SweepRow};
 
 use crate::args::TrainSweepArgs;
 
-pub fn train_sweep(a: TrainSweepArgs) -> anyhow::Result<()> {
+pub fn train_sweep(a: TrainSweepArgs) -> anyhow::Result<ExitCode> {
     let dtypes = parse_dtypes(&a.precision, "--precision")?;
     anyhow::ensure!(
         !dtypes.is_empty(),
@@ -20,6 +24,11 @@ pub fn train_sweep(a: TrainSweepArgs) -> anyhow::Result<()> {
     let seqs = parse_list("--seq", &a.seq)?;
     let batches = parse_list("--batch", &a.batch)?;
     anyhow::ensure!(a.steps >= 1, "--steps must be at least 1");
+    anyhow::ensure!(
+        a.lr.is_finite() && a.lr > 0.0,
+        "--lr {}: must be a positive number",
+        a.lr
+    );
     let base = Base::parse(&a.base).ok_or_else(|| {
         anyhow::anyhow!("--base {:?}: unknown (allowed: {})", a.base, Base::ALLOWED)
     })?;
@@ -34,6 +43,7 @@ pub fn train_sweep(a: TrainSweepArgs) -> anyhow::Result<()> {
     let cal = modelbench::measure::calibration::cached(device);
     let mut rd = RunDir::new(&reports_root(), Some(label.as_deref().unwrap_or("sweep")));
     let mut rows: Vec<SweepRow> = Vec::new();
+    let mut records = Vec::new();
     println!(
         "{} (byte vocab, d_model {}, {} layers, {} heads, d_mlp {}): {} params on {device}",
         base.name(),
@@ -48,16 +58,24 @@ pub fn train_sweep(a: TrainSweepArgs) -> anyhow::Result<()> {
     for &dtype in &dtypes {
         for &t in &seqs {
             for &b in &batches {
-                let (row, records) = sweep_point(
+                let point = sweep_point(
                     cfg,
                     dtype,
                     (b, t),
                     a.steps,
                     a.seed,
+                    a.lr,
                     device,
                     &dev,
                     cal.clone(),
                 );
+                let (row, point_records) = match point {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("error: train-sweep: {e} (nothing saved)");
+                        return Ok(ExitCode::from(1));
+                    }
+                };
                 println!(
                     "{:>5} T {:>5} B {:>3}: train {:>9} tok/s {:>9} ms/step (alloc {} / peak {} MiB)  infer {:>9} tok/s {:>8} ms  {}",
                     row.precision, t, b,
@@ -66,24 +84,25 @@ pub fn train_sweep(a: TrainSweepArgs) -> anyhow::Result<()> {
                     na(row.infer_tokens_per_s, 1), na(row.infer_ms_per_step, 2),
                     row.reason.as_deref().map(|r| format!("REFUSED: {r}")).unwrap_or_default()
                 );
-                for r in records {
-                    rd.push(r)?;
-                }
+                records.extend(point_records);
                 rows.push(row);
-                let jsonl: String = rows
-                    .iter()
-                    .map(|r| serde_json::to_string(r).expect("serializable") + "\n")
-                    .collect();
-                rd.put_file("bench_results.jsonl", jsonl.into_bytes())?;
-                let mut csv = format!("{}\n", SweepRow::CSV_HEADER);
-                for r in &rows {
-                    csv.push_str(&r.csv_line());
-                    csv.push('\n');
-                }
-                rd.put_file("bench_results.csv", csv.into_bytes())?;
             }
         }
     }
+    for r in records {
+        rd.push_unsaved(r);
+    }
+    let jsonl: String = rows
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("serializable") + "\n")
+        .collect();
+    rd.put_file("bench_results.jsonl", jsonl.into_bytes())?;
+    let mut csv = format!("{}\n", SweepRow::CSV_HEADER);
+    for r in &rows {
+        csv.push_str(&r.csv_line());
+        csv.push('\n');
+    }
+    rd.put_file("bench_results.csv", csv.into_bytes())?;
     println!(
         "saved {} (bench_results.jsonl, bench_results.csv)",
         rd.path.display()
@@ -91,5 +110,5 @@ pub fn train_sweep(a: TrainSweepArgs) -> anyhow::Result<()> {
     if a.zip {
         println!("zipped {}", zip_run(&rd.path)?.display());
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
