@@ -77,6 +77,11 @@ pub enum Error {
     #[error("training stopped at step {step}: {tensor} is NaN or infinite (lower lr, or check the data and the initialisation)")]
     NonFinite { step: usize, tensor: String },
 
+    /// Counting instructions under valgrind (see measure::instructions): what failed, and
+    /// the fix.
+    #[error("valgrind: {0}")]
+    Valgrind(String),
+
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -379,6 +379,15 @@ pub const KNOBS: &[Knob] = &[
         check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_POSTGRES")),
         examples: ("1", "required"),
     },
+    Knob {
+        name: "MODELBENCH_REQUIRE_VALGRIND",
+        scope: Scope::Tests,
+        values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
+        default: "0",
+        doc: "the instruction-count test (tests/instructions.rs) fails instead of skipping when valgrind is not installed; `.ci/run` sets it after installing the package",
+        check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_VALGRIND")),
+        examples: ("1", "required"),
+    },
 ];
 
 /// The knob of that name.

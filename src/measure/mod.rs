@@ -7,6 +7,7 @@ pub mod device;
 pub mod gpu;
 pub mod hardware;
 pub mod inject;
+pub mod instructions;
 pub mod latency;
 pub mod memory;
 pub mod paired;

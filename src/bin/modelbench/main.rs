@@ -201,6 +201,15 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Instructions per prefill and per decode token under valgrind (callgrind, 1 thread):
+    /// a deterministic cost metric where the machine has no hardware counters. Writes
+    /// instructions.jsonl in a run folder (or --out); with --baseline exits 1 when a count
+    /// differs by more than --tolerance.
+    Instructions(commands::instructions::InstructionsArgs),
+    /// What `instructions` runs under valgrind: load, one warm-up generation, then the two
+    /// counted generations (1 and N tokens).
+    #[command(hide = true)]
+    InstructionsWorker(commands::instructions::WorkerArgs),
     /// Perplexity of a text file: mean NLL, perplexity, tokens scored, tok/s.
     Perplexity {
         #[arg(long)]
@@ -287,6 +296,8 @@ fn main() -> ExitCode {
         Cmd::TrainSweep(a) => commands::train_sweep::train_sweep(a),
         Cmd::Sweep(a) => commands::sweep::sweep(a).map(|_| ExitCode::SUCCESS),
         Cmd::Moe(a) => commands::moe::moe(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Instructions(a) => commands::instructions::instructions(a),
+        Cmd::InstructionsWorker(a) => commands::instructions::worker(a).map(|_| ExitCode::SUCCESS),
         Cmd::Perplexity {
             model,
             seq_len,

@@ -9,6 +9,7 @@ pub mod depth;
 pub mod dequantize;
 pub mod generate;
 pub mod history;
+pub mod instructions;
 pub mod list;
 pub mod load;
 pub mod moe;
