@@ -351,10 +351,7 @@ fn sweep_writes_bench_results_per_precision_and_zips() {
             assert_eq!(r["status"], "refused");
             let reason = r["reason"].as_str().unwrap();
             let p = r["precision"].as_str().unwrap();
-            assert!(
-                reason.contains(&format!("{p} cannot run on cpu")),
-                "{r}"
-            );
+            assert!(reason.contains(&format!("{p} cannot run on cpu")), "{r}");
         }
         assert_eq!(r["seq_len"], 16);
         assert!(r["params"].as_u64().unwrap() > 0);
@@ -388,7 +385,11 @@ fn a_failing_sweep_point_fails_the_command_and_saves_nothing() {
     ];
     // The same point with a sane learning rate is measured.
     let ok = modelbench(&reports, &args);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     std::fs::remove_dir_all(&reports).unwrap();
     let o = modelbench(&reports, &[&args[..], &["--lr", "1e38"]].concat());
     let e = String::from_utf8_lossy(&o.stderr).into_owned();

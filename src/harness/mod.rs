@@ -606,12 +606,9 @@ pub fn psann(c: &mut Criterion, plan: &PsannPlan, run: &mut RunDir) -> Result<()
                     // A precision the device cannot run is refused with its reason, not
                     // timed; any other failure fails the bench.
                     if let Err(e) = w.estimate() {
-                        let why = crate::workloads::psann::dtype_refusal(
-                            &e,
-                            dtype,
-                            plan.common.device,
-                        )
-                        .ok_or(e)?;
+                        let why =
+                            crate::workloads::psann::dtype_refusal(&e, dtype, plan.common.device)
+                                .ok_or(e)?;
                         eprintln!("train_step {}: refused: {why}", w.id());
                         continue;
                     }

@@ -328,9 +328,9 @@ pub fn dtype_refusal(e: &Error, dtype: DType, device: DeviceSpec) -> Option<Stri
         use candle_core::Error as C;
         match e {
             C::UnsupportedDTypeForOp(d, op) => Some((*d, op)),
-            C::WithBacktrace { inner, .. } | C::Context { inner, .. } | C::WithPath { inner, .. } => {
-                unsupported(inner)
-            }
+            C::WithBacktrace { inner, .. }
+            | C::Context { inner, .. }
+            | C::WithPath { inner, .. } => unsupported(inner),
             _ => None,
         }
     }

@@ -92,9 +92,10 @@ enum Cmd {
     Compare {
         base: PathBuf,
         new: PathBuf,
-        /// Slowdown that counts as a regression, e.g. 5% or 0.05.
-        #[arg(long, default_value = "5%")]
-        threshold: String,
+        /// Slowdown that counts as a regression, e.g. 5% or 0.05 (default 5%; with --paired
+        /// 2%, see README's paired comparisons).
+        #[arg(long)]
+        threshold: Option<String>,
         /// Compare runs taken on different hardware or with different build settings
         /// (profile, features, rustflags, rustc, candle version) anyway.
         #[arg(long)]
@@ -102,11 +103,16 @@ enum Cmd {
         /// A benchmark of the base run missing from the new run is listed but does not fail.
         #[arg(long)]
         allow_missing: bool,
+        #[command(flatten)]
+        paired: commands::paired::PairedOpts,
         /// Results database for commit and branch refs (default: MODELBENCH_DB, else
         /// target-reports/modelbench.db).
         #[arg(long)]
         db: Option<String>,
     },
+    /// What `compare --paired` starts: a model loaded once, one trial per stdin line.
+    #[command(hide = true)]
+    Worker(commands::paired::WorkerArgs),
     /// The results history database: `db push RUN...` uploads run folders (idempotent, one
     /// transaction), `db info` shows what it holds.
     Db {
@@ -263,17 +269,33 @@ fn main() -> ExitCode {
             base,
             new,
             threshold,
+            paired,
+            ..
+        } if paired.paired => commands::paired::paired_cmd(
+            &base,
+            &new,
+            threshold
+                .as_deref()
+                .unwrap_or(commands::paired::DEFAULT_THRESHOLD),
+            &paired,
+        ),
+        Cmd::Compare {
+            base,
+            new,
+            threshold,
             force,
             allow_missing,
             db,
+            ..
         } => commands::compare::compare_cmd(
             &base,
             &new,
-            &threshold,
+            threshold.as_deref().unwrap_or("5%"),
             force,
             allow_missing,
             db.as_deref(),
         ),
+        Cmd::Worker(a) => commands::paired::worker(a).map(|_| ExitCode::SUCCESS),
         Cmd::Db { cmd } => commands::db::db(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::History {
             bench,

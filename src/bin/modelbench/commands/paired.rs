@@ -1,0 +1,376 @@
+//! `modelbench compare --paired A B`: paired A/B verdicts (Tango.rs's method). A and B are
+//! commits or branches (each built once in a worktree under target/paired/) or paths to
+//! `modelbench` executables. Both start as long-lived workers (`modelbench worker`) with the
+//! model loaded and warmed up; the parent asks them for one trial each, in ABBA order, pair
+//! after pair, in the same minutes, with the same prompt ids (same seed, same trial number on
+//! both sides). Each pair gives ratios B/A of end-to-end time, prefill time (TTFT) and time
+//! per output token after the first (decode); the verdict of each metric is the median of its
+//! per-pair ratios with a bootstrap 95% CI (`measure::paired`) against the threshold.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+
+use anyhow::Context;
+use modelbench::config::plans::{parse_models, Plan};
+use modelbench::engine::scenario::{prepare, Scenario, Tier};
+use modelbench::measure::paired::{a_first, paired_ratio, ratios, PairedRatio};
+use modelbench::measure::timing::TrialLoop;
+use modelbench::models::loading::open_with;
+use modelbench::output::compare::parse_threshold;
+use modelbench::output::report::reports_root;
+
+/// The options of `compare --paired`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PairedOpts {
+    /// Paired A/B: BASE and NEW are commits/branches (built once each in a worktree under
+    /// target/paired/) or paths to modelbench executables; both run as workers, alternating
+    /// trials ABBA in the same minutes.
+    #[arg(long)]
+    pub paired: bool,
+    /// With --paired: the model (one).
+    #[arg(long = "paired-model", default_value = "fixture:llama")]
+    pub model: String,
+    /// With --paired: the suite tier (quick: short and medium).
+    #[arg(long = "paired-suite", default_value = "quick")]
+    pub suite: String,
+    /// With --paired: pairs per scenario.
+    #[arg(long, default_value_t = 30)]
+    pub pairs: usize,
+    /// With --paired: MODELBENCH_INJECT_SLOWDOWN for NEW's worker only (calibration, e.g.
+    /// decode:5%).
+    #[arg(long)]
+    pub inject: Option<String>,
+}
+
+/// `modelbench worker`: what `compare --paired` starts. Loads the model, warms each scenario
+/// up once, then answers each stdin line `run <scenario>` with one JSON line of that trial's
+/// seconds; exits at end of input.
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, default_value = "quick")]
+    pub suite: String,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+fn scenarios(suite: &str) -> anyhow::Result<Vec<Scenario>> {
+    Ok(Tier::parse(suite)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--paired-suite {suite:?}: unknown tier (allowed: {})",
+                Tier::ALLOWED
+            )
+        })?
+        .scenarios())
+}
+
+pub fn worker(a: WorkerArgs) -> anyhow::Result<()> {
+    let scen = scenarios(&a.suite)?;
+    let (device, dtype) = crate::args::device_and_dtype("cpu", None)?;
+    let plan = Plan {
+        models: parse_models(&a.model, "--model")?,
+        tier: Tier::parse(&a.suite),
+        scenarios: scen.clone(),
+        device,
+        dtype,
+        seed: a.seed,
+        min_measure: std::time::Duration::ZERO,
+        label: None,
+        attention: modelbench::models::attention::Attention::default(),
+    };
+    let (label, r) = plan.models.first().cloned().context("no model")?;
+    let res = prepare(&label, &r, &plan.scenarios)?;
+    let dev = plan.device.open_for("--device")?;
+    let mut loaded = open_with(
+        res,
+        &dev,
+        plan.dtype,
+        Some(plan.context_cap()),
+        plan.attention,
+    )?;
+    let mut loops: Vec<TrialLoop<modelbench::engine::generate::Trace>> =
+        scen.iter().map(|_| TrialLoop::new()).collect();
+    // Warm-up: one untimed trial of each shape.
+    for (i, s) in scen.iter().enumerate() {
+        let mut w = plan.generation(&mut loaded, s, None);
+        loops[i].call(1, &mut |t| {
+            use modelbench::workloads::Workload;
+            w.iterate(t)
+        });
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let name = line.strip_prefix("run ").unwrap_or("").trim();
+        let i = scen
+            .iter()
+            .position(|s| s.name == name)
+            .with_context(|| format!("worker: unknown request `{line}`"))?;
+        let mut w = plan.generation(&mut loaded, &scen[i], None);
+        loops[i].call(1, &mut |t| {
+            use modelbench::workloads::Workload;
+            w.iterate(t)
+        });
+        let tr = loops[i]
+            .last_outs()
+            .first()
+            .context("worker: the trial failed")?;
+        let e2e = tr.e2e().as_secs_f64();
+        let ttft = tr.ttft().as_secs_f64();
+        let tpot = tr.tpot().map(|d| d.as_secs_f64()).unwrap_or(f64::NAN);
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"e2e": e2e, "prefill": ttft, "decode": tpot})
+        )?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+struct Worker {
+    side: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    err_path: PathBuf,
+}
+
+impl Worker {
+    fn start(
+        side: &'static str,
+        exe: &Path,
+        o: &PairedOpts,
+        inject: Option<&str>,
+        scratch: &Path,
+    ) -> anyhow::Result<Worker> {
+        let err_path = scratch.join(format!("worker-{side}.stderr"));
+        let err = std::fs::File::create(&err_path)?;
+        let mut c = Command::new(exe);
+        c.args(["worker", "--model", &o.model, "--suite", &o.suite])
+            .env_remove("MODELBENCH_INJECT_SLOWDOWN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err);
+        if let Some(i) = inject {
+            c.env("MODELBENCH_INJECT_SLOWDOWN", i);
+        }
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("{side}: cannot start {}", exe.display()))?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut w = Worker {
+            side,
+            child,
+            stdin,
+            stdout,
+            err_path,
+        };
+        let l = w.line()?;
+        anyhow::ensure!(l == "ready", "{side}: worker said `{l}` instead of ready");
+        Ok(w)
+    }
+
+    fn line(&mut self) -> anyhow::Result<String> {
+        let mut s = String::new();
+        let n = self.stdout.read_line(&mut s)?;
+        if n == 0 {
+            let err = std::fs::read_to_string(&self.err_path).unwrap_or_default();
+            anyhow::bail!(
+                "{} worker exited: {}",
+                self.side,
+                err.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no message")
+            );
+        }
+        Ok(s.trim().to_string())
+    }
+
+    fn trial(&mut self, scenario: &str) -> anyhow::Result<[f64; 3]> {
+        writeln!(self.stdin, "run {scenario}")?;
+        self.stdin.flush()?;
+        let l = self.line()?;
+        let v: serde_json::Value =
+            serde_json::from_str(&l).with_context(|| format!("{}: bad reply `{l}`", self.side))?;
+        let g = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        Ok([g("e2e"), g("prefill"), g("decode")])
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An executable for a side: a path to a file as is, else a commit/branch built once.
+fn executable(r: &Path, side: &str) -> anyhow::Result<(PathBuf, String)> {
+    if r.is_file() {
+        return Ok((r.to_path_buf(), r.display().to_string()));
+    }
+    let name = r.display().to_string();
+    let commit = super::compare::rev_parse(&name).ok_or_else(|| {
+        anyhow::anyhow!("{side} `{name}`: not an executable, and `git rev-parse` knows no such commit or branch here")
+    })?;
+    let root = modelbench::util::fsio::target_dir().join("paired");
+    let bin = root.join("bin").join(&commit).join("modelbench");
+    if bin.is_file() {
+        return Ok((bin, format!("{name} ({})", &commit[..10])));
+    }
+    let wt = root.join(&commit);
+    if !wt.join("Cargo.toml").is_file() {
+        let st = Command::new("git")
+            .args(["worktree", "add", "--detach", "--force"])
+            .arg(&wt)
+            .arg(&commit)
+            .status()
+            .context("git")?;
+        anyhow::ensure!(
+            st.success(),
+            "git worktree add {} {commit} failed",
+            wt.display()
+        );
+    }
+    eprintln!(
+        "building {name} ({}) in {} ...",
+        &commit[..10],
+        wt.display()
+    );
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--bin", "modelbench"])
+        .current_dir(&wt)
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        .status()
+        .context("cannot start cargo")?;
+    anyhow::ensure!(
+        st.success(),
+        "{side} `{name}`: cargo build --release failed"
+    );
+    std::fs::create_dir_all(bin.parent().expect("parent"))?;
+    std::fs::copy(root.join("target/release/modelbench"), &bin)?;
+    Ok((bin, format!("{name} ({})", &commit[..10])))
+}
+
+/// The paired gate's default threshold: a per-pair median ratio whose whole 95% interval lies
+/// beyond 2% (measured A/A intervals and the 5% decode calibration are in README).
+pub const DEFAULT_THRESHOLD: &str = "2%";
+
+const METRICS: [&str; 3] = ["e2e", "prefill", "decode"];
+
+pub fn paired_cmd(
+    base: &Path,
+    new: &Path,
+    threshold: &str,
+    o: &PairedOpts,
+) -> anyhow::Result<ExitCode> {
+    let t = parse_threshold(threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
+    anyhow::ensure!(
+        o.pairs >= modelbench::measure::paired::MIN_PAIRS,
+        "--pairs {}: at least {} pairs are needed for an interval",
+        o.pairs,
+        modelbench::measure::paired::MIN_PAIRS
+    );
+    if let Some(i) = &o.inject {
+        modelbench::measure::inject::parse(i).map_err(|e| anyhow::anyhow!("--inject: {e}"))?;
+    }
+    let scen = scenarios(&o.suite)?;
+    let (ea, na) = executable(base, "BASE")?;
+    let (eb, nb) = executable(new, "NEW")?;
+    let stamp = modelbench::util::time::stamp();
+    let scratch =
+        std::env::temp_dir().join(format!("modelbench-paired-{stamp}-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    println!(
+        "A (base): {na}\nB (new):  {nb}{}",
+        o.inject
+            .as_deref()
+            .map(|i| format!("\ninjected slowdown in B only (calibration): {i}"))
+            .unwrap_or_default()
+    );
+    let t0 = std::time::Instant::now();
+    let mut wa = Worker::start("A", &ea, o, None, &scratch)?;
+    let mut wb = Worker::start("B", &eb, o, o.inject.as_deref(), &scratch)?;
+    let mut rows = Vec::new();
+    for s in &scen {
+        let mut a: Vec<[f64; 3]> = Vec::new();
+        let mut b: Vec<[f64; 3]> = Vec::new();
+        for i in 0..o.pairs {
+            if a_first(i) {
+                a.push(wa.trial(&s.name)?);
+                b.push(wb.trial(&s.name)?);
+            } else {
+                b.push(wb.trial(&s.name)?);
+                a.push(wa.trial(&s.name)?);
+            }
+        }
+        for (m, metric) in METRICS.iter().enumerate() {
+            let xa: Vec<f64> = a.iter().map(|x| x[m]).collect();
+            let xb: Vec<f64> = b.iter().map(|x| x[m]).collect();
+            let p = paired_ratio(&ratios(&xa, &xb));
+            rows.push((s.name.clone(), metric.to_string(), p, xa, xb));
+        }
+    }
+    drop(wa);
+    drop(wb);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let verdict = |p: &PairedRatio| match p.ci {
+        Some((lo, _)) if lo > 1.0 + t => "Regression",
+        Some((_, hi)) if hi < 1.0 - t => "Improvement",
+        Some(_) => "Unchanged",
+        None => "no verdict (too few pairs)",
+    };
+    let mut md = format!(
+        "| scenario | metric | pairs | B/A (median of per-pair ratios) | 95% CI | verdict |\n|---|---|---:|---:|---|---|\n"
+    );
+    let mut regressions = 0;
+    let mut json = Vec::new();
+    for (s, m, p, xa, xb) in &rows {
+        let v = verdict(p);
+        regressions += usize::from(v == "Regression");
+        let ci =
+            p.ci.map(|(l, h)| format!("[{l:.3}, {h:.3}]"))
+                .unwrap_or_else(|| "n/a".into());
+        md.push_str(&format!(
+            "| {s} | {m} | {} | {:.3}x | {ci} | {v} |\n",
+            p.pairs, p.ratio
+        ));
+        json.push(
+            serde_json::json!({"scenario": s, "metric": m, "pairs": p.pairs, "ratio": p.ratio,
+            "ci95": p.ci.map(|(l, h)| [l, h]), "verdict": v, "a_s": xa, "b_s": xb}),
+        );
+    }
+    md.push_str(&format!(
+        "{regressions} regression(s) (threshold {:.1}%, 95% confidence; model {}, {} pairs per scenario, ABBA order, {:.0} s)\n",
+        t * 100.0,
+        o.model,
+        o.pairs,
+        t0.elapsed().as_secs_f64()
+    ));
+    print!("{md}");
+    let out = reports_root().join(format!("{stamp}-paired"));
+    std::fs::create_dir_all(&out)?;
+    let doc = serde_json::json!({"base": na, "new": nb, "inject": o.inject, "threshold": t,
+        "model": o.model, "pairs": o.pairs,
+        "hardware": modelbench::measure::hardware::context().hardware.fingerprint(), "rows": json});
+    modelbench::util::fsio::atomic_write(
+        &out.join("paired.json"),
+        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    )?;
+    modelbench::util::fsio::atomic_write(&out.join("paired.md"), md.as_bytes())?;
+    println!("saved {}", out.display());
+    Ok(if regressions > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,56 @@
+//! `modelbench compare --paired`: two workers of this very binary (nothing is built), the
+//! short and medium scenarios of fixture:llama, trials alternated ABBA. An A/A comparison
+//! flags nothing (exit 0); the same with a large injected decode slowdown in B only
+//! (`--inject decode:30%`, large so the test holds on a loaded CI machine) is flagged on the
+//! decode metric (exit 1). Checked to fail when B's injection is dropped (no regression) and
+//! when the verdict ignores the interval's low end.
+
+use std::process::Command;
+
+fn paired(reports: &std::path::Path, inject: Option<&str>) -> (i32, String) {
+    let exe = env!("CARGO_BIN_EXE_modelbench");
+    let mut c = Command::new(exe);
+    c.args(["compare", exe, exe, "--paired", "--pairs", "12"])
+        .env("MODELBENCH_REPORTS", reports)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("MODELBENCH_INJECT_SLOWDOWN");
+    if let Some(i) = inject {
+        c.args(["--inject", i]);
+    }
+    let o = c.output().unwrap();
+    (
+        o.status.code().unwrap(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+#[test]
+fn paired_a_a_is_silent_and_an_injected_decode_slowdown_is_flagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, out) = paired(tmp.path(), None);
+    assert_eq!(code, 0, "A/A must not be flagged:\n{out}");
+    assert!(out.contains("0 regression(s)"), "{out}");
+    let (code, out) = paired(tmp.path(), Some("decode:30%"));
+    assert_eq!(code, 1, "a 30% decode slowdown must be flagged:\n{out}");
+    let decode_rows: Vec<&str> = out.lines().filter(|l| l.contains("| decode |")).collect();
+    assert_eq!(decode_rows.len(), 2, "{out}");
+    assert!(
+        decode_rows.iter().all(|l| l.ends_with("| Regression |")),
+        "{out}"
+    );
+    assert!(
+        out.contains("injected slowdown in B only (calibration): decode:30%"),
+        "{out}"
+    );
+    // Bad input: too few pairs, exit 2 with one line.
+    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args(["compare", "HEAD", "HEAD", "--paired", "--pairs", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--pairs 2"));
+}
