@@ -354,7 +354,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_INJECT_SLOWDOWN",
-        scope: Scope::All,
+        scope: Scope::Paths,
         values: "`PHASE:PCT%` (PHASE `prefill`, `decode`, `all`), `PHASE:work=N`, `off`",
         default: "off",
         doc: "calibration only: the generation engine busy-waits PCT% of each step's own time inside the timed region (or runs N iterations of a fixed loop, for instruction counts), to measure what slowdown the verdicts detect; records carry it",

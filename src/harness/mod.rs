@@ -128,7 +128,7 @@ pub fn install_noise() -> Result<()> {
     let p = noise::load(&reports_root(), &fp)?;
     match &p {
         Some(p) => eprintln!(
-            "criterion noise thresholds: measured on this machine ({} runs of {}, {} benchmarks; {}); {:.0}% for benchmarks without a measurement",
+            "criterion noise thresholds: measured on this machine ({} run folders of {}, {} benchmarks; {}); {:.0}% for benchmarks without a measurement",
             p.runs.len(),
             &p.build.git_commit[..p.build.git_commit.len().min(10)],
             p.benches.len(),

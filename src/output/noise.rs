@@ -255,7 +255,7 @@ impl NoiseProfile {
             groups.entry(g).or_default().push(n.threshold);
         }
         let mut s = format!(
-            "noise profile of `{}`: {} runs of commit {} ({} .. {}), Z = {}\n\n\
+            "noise profile of `{}`: {} run folders of commit {} ({} .. {}), Z = {}\n\n\
              | group | benchmarks | median threshold | largest threshold |\n|---|---:|---:|---:|\n",
             self.hardware,
             self.runs.len(),
