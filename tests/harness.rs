@@ -21,6 +21,7 @@ fn run_memory_group(dir: &std::path::Path, c: Criterion) {
     let (mut g, _) = group(
         &mut c,
         "mem",
+        "checkpoint_memory/cpu-f32/alloc",
         Duration::from_millis(1),
         Duration::from_millis(50),
     );

@@ -353,8 +353,8 @@ pub fn paired_cmd(
         Some(_) => "Unchanged",
         None => "no verdict (too few pairs)",
     };
-    let mut md = format!(
-        "| scenario | metric | pairs | B/A (median of per-pair ratios) | 95% CI | verdict |\n|---|---|---:|---:|---|---|\n"
+    let mut md = String::from(
+        "| scenario | metric | pairs | B/A (median of per-pair ratios) | 95% CI | verdict |\n|---|---|---:|---:|---|---|\n",
     );
     let mut regressions = 0;
     let mut json = Vec::new();
