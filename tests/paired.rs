@@ -10,7 +10,9 @@ use std::process::Command;
 fn paired(reports: &std::path::Path, inject: Option<&str>) -> (i32, String) {
     let exe = env!("CARGO_BIN_EXE_modelbench");
     let mut c = Command::new(exe);
-    c.args(["compare", exe, exe, "--paired", "--pairs", "12"])
+    // A 10% threshold (the default is 2%): this test runs beside other tests on a loaded CI
+    // machine; the 2% default's calibration is README's measured table.
+    c.args(["compare", exe, exe, "--paired", "--pairs", "12", "--threshold", "10%"])
         .env("MODELBENCH_REPORTS", reports)
         .env("HF_HUB_OFFLINE", "1")
         .env_remove("MODELBENCH_INJECT_SLOWDOWN");
