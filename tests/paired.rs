@@ -12,10 +12,19 @@ fn paired(reports: &std::path::Path, inject: Option<&str>) -> (i32, String) {
     let mut c = Command::new(exe);
     // A 10% threshold (the default is 2%): this test runs beside other tests on a loaded CI
     // machine; the 2% default's calibration is README's measured table.
-    c.args(["compare", exe, exe, "--paired", "--pairs", "12", "--threshold", "10%"])
-        .env("MODELBENCH_REPORTS", reports)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("MODELBENCH_INJECT_SLOWDOWN");
+    c.args([
+        "compare",
+        exe,
+        exe,
+        "--paired",
+        "--pairs",
+        "12",
+        "--threshold",
+        "10%",
+    ])
+    .env("MODELBENCH_REPORTS", reports)
+    .env("HF_HUB_OFFLINE", "1")
+    .env_remove("MODELBENCH_INJECT_SLOWDOWN");
     if let Some(i) = inject {
         c.args(["--inject", i]);
     }
