@@ -106,3 +106,81 @@ fn bisect_names_the_slowed_commit() {
     assert!(!repo.join(".git/BISECT_LOG").exists());
     eprintln!("{out}bisect took {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+/// The build of the paired bisection's scratch commits: a `modelbench` that is this test's
+/// binary with the commit's `inject` file as MODELBENCH_INJECT_SLOWDOWN (a real, measured
+/// slowdown inside the timed region of the commits that carry one).
+const PAIRED_BUILD: &str = r#"mkdir -p target/release && printf '#!/bin/sh\nMODELBENCH_INJECT_SLOWDOWN=%s exec "$MB" "$@"\n' "$(cat inject)" > target/release/modelbench && chmod +x target/release/modelbench"#;
+
+/// `bisect --paired`: each commit's executable kept, every verdict a paired A/B of GOOD's
+/// workers against the commit's. Commit 2 of 4 adds a 30% decode slowdown; bisect names it.
+#[test]
+fn bisect_paired_names_the_slowed_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let mut commits = Vec::new();
+    for (i, inject) in ["off", "off", "decode:30%", "decode:30%"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(repo.join("inject"), format!("{inject}\n")).unwrap();
+        std::fs::write(repo.join("notes"), format!("change {i}\n")).unwrap();
+        git(&repo, &["add", "."]);
+        git(
+            &repo,
+            &["commit", "-q", "-m", &format!("commit {i}: {inject}")],
+        );
+        commits.push(head(&repo));
+    }
+    let reports = tmp.path().join("reports");
+    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args([
+            "bisect",
+            &commits[0],
+            &commits[3],
+            "--bench",
+            "short/cpu-f32/fixture:llama",
+            "--paired",
+            "--pairs",
+            "10",
+            "--threshold",
+            "10%",
+            "--build",
+            PAIRED_BUILD,
+        ])
+        .current_dir(&repo)
+        .env("MB", env!("CARGO_BIN_EXE_modelbench"))
+        .env("MODELBENCH_REPORTS", &reports)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("MODELBENCH_INJECT_SLOWDOWN")
+        .env_remove("MODELBENCH_DB")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "first bad commit: {} commit 2: decode:30%",
+            commits[2]
+        )),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("| decode | 10 |"), "its paired table: {out}");
+    assert_eq!(head(&repo), commits[3]);
+    assert!(!repo.join(".git/BISECT_LOG").exists());
+    // The executables were kept, one per measured commit.
+    let kept = std::fs::read_dir(&reports)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("bisect-"))
+        .expect("the bisection's folder");
+    assert!(kept
+        .path()
+        .join(&commits[0][..10])
+        .join("modelbench")
+        .is_file());
+}

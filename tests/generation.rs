@@ -109,3 +109,39 @@ fn gemma3_with_several_kv_heads_prefills_token_by_token() {
     }
     assert_eq!(a, b);
 }
+
+/// The overhead group compares the engine with a bare loop doing the same model work: on
+/// every fixture both produce the same greedy tokens for several prompts, and an iteration
+/// (one untimed loop, then ABBA/BAAB) checks all four timed loops against it. The check
+/// itself flags tokens that differ (the engine's on one prompt against the bare loop's on
+/// another).
+#[test]
+fn overhead_engine_and_bare_loops_produce_the_same_tokens() {
+    use modelbench::measure::device::DeviceSpec;
+    use modelbench::workloads::overhead::{first_difference, Overhead, LENGTHS};
+    use modelbench::workloads::Workload;
+    for fam in FAMILIES {
+        let mut l = fixture(fam);
+        let mut w = Overhead {
+            loaded: &mut l,
+            seed: 42,
+            device: DeviceSpec::Cpu,
+            dtype: candle_core::DType::F32,
+        };
+        for trial in 0..2 {
+            let (e, b) = w.tokens(trial).unwrap();
+            assert_eq!(e.len(), LENGTHS.1, "{fam}: engine tokens");
+            assert_eq!(first_difference(&e, &b), None, "{fam} trial {trial}");
+            let (d, (es, bs)) = w.iterate(trial).unwrap();
+            assert!(d.as_secs_f64() > 0.0 && es > 0.0 && bs > 0.0, "{fam}");
+        }
+        let (e0, _) = w.tokens(0).unwrap();
+        let (_, b1) = w.tokens(1).unwrap();
+        assert!(
+            first_difference(&e0, &b1).is_some(),
+            "{fam}: two prompts gave the same 64 tokens; the check could not fail"
+        );
+    }
+    assert_eq!(first_difference(&[1, 2, 3], &[1, 2, 4]), Some(2));
+    assert_eq!(first_difference(&[1, 2], &[1, 2, 3]), Some(2));
+}

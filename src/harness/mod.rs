@@ -459,10 +459,15 @@ pub fn overhead(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> 
             dtype: plan.dtype,
         };
         if let Some(r) = bench_and_record(c, &mut w, None, plan.min_measure, run)? {
+            let ci = r.extra["ratio_ci95"]
+                .as_array()
+                .and_then(|v| Some((v.first()?.as_f64()?, v.get(1)?.as_f64()?)))
+                .map_or("not available: too few pairs".to_string(), |(lo, hi)| {
+                    format!("[{lo:.3}, {hi:.3}]")
+                });
             eprintln!(
-                "overhead {label}: engine/bare {:.4} (95% CI {}), {:+.2}%",
+                "overhead {label}: engine/bare {:.3} (95% CI {ci}), {:+.2}%",
                 r.extra["ratio_median"].as_f64().unwrap_or(f64::NAN),
-                r.extra["ratio_ci95"],
                 r.extra["overhead_pct"].as_f64().unwrap_or(f64::NAN),
             );
         }

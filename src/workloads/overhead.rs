@@ -1,14 +1,17 @@
 //! The suite's own cost. `Overhead`: the engine's greedy generation against a bare loop doing
 //! exactly the engine's model work (same cache reset outside the clock, same device-side
-//! argmax), interleaved A/B/B/A so drift hits both alike; the figure is the median of the
-//! paired engine/bare ratios with a bootstrap 95% confidence interval. `SamplingCost`: the
+//! argmax). Each iteration first runs the bare loop once untimed on its prompt (the first
+//! loop on a new prompt ran slower, which favoured whichever loop went second), then the two
+//! loops twice each in ABBA order (BAAB on odd trials) so drift within the iteration hits both
+//! alike; every loop must produce the same tokens. The figure is the median of the
+//! per-iteration engine/bare ratios with a bootstrap 95% confidence interval. `SamplingCost`: the
 //! sampling pipeline per token at a model's real vocabulary size.
 
 use std::time::Duration;
 
 use crate::engine::generate::{bare_greedy, generate, prompt_ids, Prompt};
 use crate::engine::sampling::{Sampler, SamplingParams};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::measure::device::DeviceSpec;
 use crate::measure::stats::{bootstrap_median_ci, median};
 use crate::models::loading::Loaded;
@@ -33,7 +36,7 @@ pub struct Overhead<'a> {
 pub type Pair = (f64, f64);
 
 impl Overhead<'_> {
-    fn engine(&mut self, ids: &[u32]) -> Result<Duration> {
+    fn engine(&mut self, ids: &[u32]) -> Result<(Duration, Vec<u32>)> {
         let mut s = Sampler::new(SamplingParams::GREEDY, self.seed);
         let t = generate(
             self.loaded.model.as_mut(),
@@ -42,12 +45,29 @@ impl Overhead<'_> {
             &mut s,
             None,
         )?;
-        Ok(t.e2e())
+        Ok((t.e2e(), t.tokens))
     }
 
-    fn bare(&mut self, ids: &[u32]) -> Result<Duration> {
-        bare_greedy(self.loaded.model.as_mut(), ids, LENGTHS.1).map(|(d, _)| d)
+    fn bare(&mut self, ids: &[u32]) -> Result<(Duration, Vec<u32>)> {
+        bare_greedy(self.loaded.model.as_mut(), ids, LENGTHS.1)
     }
+
+    /// The engine's and the bare loop's tokens on trial `trial`'s prompt (untimed; the
+    /// same-work check of the tests).
+    pub fn tokens(&mut self, trial: u64) -> Result<(Vec<u32>, Vec<u32>)> {
+        let ids = prompt_ids(LENGTHS.0, self.loaded.model.meta().vocab, self.seed, trial);
+        Ok((self.engine(&ids)?.1, self.bare(&ids)?.1))
+    }
+}
+
+/// Where two greedy token sequences first differ (None: identical).
+pub fn first_difference(a: &[u32], b: &[u32]) -> Option<usize> {
+    (a != b).then(|| {
+        a.iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()))
+    })
 }
 
 impl Workload for Overhead<'_> {
@@ -69,17 +89,39 @@ impl Workload for Overhead<'_> {
         LENGTHS.1 as u64
     }
 
-    /// Both loops on the same prompt; even trials run the engine first, odd ones the bare
-    /// loop first.
+    /// One untimed bare loop on the trial's prompt, then engine and bare twice each: ABBA on
+    /// even trials, BAAB on odd ones. Every loop's tokens must equal the untimed loop's (an
+    /// error otherwise: the two loops would not be doing the same work). The timed duration
+    /// (criterion's) is the engine's mean; the pair is (engine mean, bare mean) in seconds.
     fn iterate(&mut self, trial: u64) -> Result<(Duration, Pair)> {
         let ids = prompt_ids(LENGTHS.0, self.loaded.model.meta().vocab, self.seed, trial);
-        let (e, b) = if trial % 2 == 0 {
-            let e = self.engine(&ids)?;
-            (e, self.bare(&ids)?)
-        } else {
-            let b = self.bare(&ids)?;
-            (self.engine(&ids)?, b)
-        };
+        let (_, reference) = self.bare(&ids)?;
+        let engine_first = trial % 2 == 0;
+        let (mut e, mut b) = (Duration::ZERO, Duration::ZERO);
+        for slot in 0..4 {
+            let is_engine = (slot == 0 || slot == 3) == engine_first;
+            let (d, tokens) = if is_engine {
+                self.engine(&ids)?
+            } else {
+                self.bare(&ids)?
+            };
+            if let Some(i) = first_difference(&tokens, &reference) {
+                return Err(Error::Report(format!(
+                    "overhead {}: the {} loop's token {i} differs from the bare loop's on trial \
+                     {trial} ({} vs {}); the two loops must do the same work",
+                    self.loaded.resolved.label,
+                    if is_engine { "engine" } else { "bare" },
+                    tokens.get(i).map_or("none".into(), |t| t.to_string()),
+                    reference.get(i).map_or("none".into(), |t| t.to_string()),
+                )));
+            }
+            if is_engine {
+                e += d;
+            } else {
+                b += d;
+            }
+        }
+        let (e, b) = (e / 2, b / 2);
         Ok((e, (e.as_secs_f64(), b.as_secs_f64())))
     }
 
@@ -97,7 +139,7 @@ impl Workload for Overhead<'_> {
         let ci = bootstrap_median_ci(&ratios, 10_000, 0x0BAD_5EED);
         r.extra = serde_json::json!({
             "lengths": "64/64 greedy",
-            "order": "interleaved: even trials engine then bare, odd trials bare then engine",
+            "order": "per iteration: one untimed bare loop, then ABBA (even trials, A = engine) or BAAB (odd); engine and bare are the means of their two loops",
             "engine_median_s": median(&engine),
             "bare_median_s": median(&bare),
             "ratio_median": ratio,

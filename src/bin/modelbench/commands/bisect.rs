@@ -8,6 +8,11 @@
 //! first bad commit with its numbers, then `git bisect reset` and the original checkout are
 //! restored (also on error).
 //!
+//! With `--paired` each measurement is a paired A/B instead (`compare --paired`): GOOD's and
+//! every step's `modelbench` executable are kept (built once per commit), and the gate runs
+//! GOOD's and the step's workers side by side, ABBA, on the benchmark's scenario and model, so
+//! machine drift between the two builds' measurements does not enter the verdict.
+//!
 //! Every step's run folder is kept under target-reports/bisect-<time>/<commit>/ (the
 //! commands see MODELBENCH_REPORTS pointing there, and MODELBENCH_DB=off so the scratch runs
 //! stay out of the history). `{bench}` in --build/--run is replaced by the benchmark id.
@@ -28,16 +33,54 @@ pub struct BisectArgs {
     /// Benchmark id (`medium/cpu-f32/fixture:llama`) or its group (`medium`).
     #[arg(long)]
     pub bench: String,
-    /// Slowdown that counts as a regression, e.g. 5% or 0.05.
-    #[arg(long, default_value = "5%")]
-    pub threshold: String,
+    /// Slowdown that counts as a regression, e.g. 5% or 0.05 (default 5%; with --paired 2%).
+    #[arg(long)]
+    pub threshold: Option<String>,
     /// Shell command that builds the checked-out commit (failure: the commit is skipped).
-    #[arg(long, default_value = "cargo build --release --benches")]
-    pub build: String,
+    /// Default: `cargo build --release --benches`; with --paired `cargo build --release --bin
+    /// modelbench`.
+    #[arg(long)]
+    pub build: Option<String>,
     /// Shell command that runs the benchmark and writes a run folder under
-    /// $MODELBENCH_REPORTS (failure: the commit is skipped).
+    /// $MODELBENCH_REPORTS (failure: the commit is skipped). Not used with --paired.
     #[arg(long, default_value = "cargo bench --bench generation -- '{bench}'")]
     pub run: String,
+    /// Paired verdicts: GOOD's and each commit's modelbench run side by side as workers
+    /// (`compare --paired`) on the benchmark's scenario and model (`--bench
+    /// medium/cpu-f32/fixture:llama`, or a scenario: fixture:llama); default threshold 2%.
+    #[arg(long)]
+    pub paired: bool,
+    /// With --paired: pairs per comparison.
+    #[arg(long, default_value_t = 30)]
+    pub pairs: usize,
+}
+
+/// The build command of a bisection.
+fn build_cmd(build: &Option<String>, paired: bool) -> String {
+    build.clone().unwrap_or_else(|| {
+        if paired {
+            "cargo build --release --bin modelbench".into()
+        } else {
+            "cargo build --release --benches".into()
+        }
+    })
+}
+
+/// `--bench` as a paired comparison's scenario and model: `scenario[/target/model]`.
+fn paired_target(bench: &str, pairs: usize) -> anyhow::Result<super::paired::PairedOpts> {
+    let mut parts = bench.splitn(3, '/');
+    let scenario = parts.next().unwrap_or_default();
+    let model = parts.nth(1).unwrap_or("fixture:llama");
+    modelbench::engine::scenario::Scenario::by_name(scenario).map_err(|_| {
+        anyhow::anyhow!(
+            "--bench `{bench}`: --paired needs a generation benchmark (`medium/cpu-f32/fixture:llama` or a scenario name such as `medium`)"
+        )
+    })?;
+    let mut o = super::paired::PairedOpts::for_model(model, scenario);
+    o.pairs = pairs;
+    o.blocks = o.blocks.min(pairs / 2).max(1);
+    super::paired::check(&o)?;
+    Ok(o)
 }
 
 /// `bisect-step`: what `git bisect run` calls for each commit.
@@ -45,7 +88,7 @@ pub struct BisectArgs {
 pub struct StepArgs {
     /// GOOD's run folder.
     #[arg(long)]
-    pub good_run: PathBuf,
+    pub good_run: Option<PathBuf>,
     /// Where this bisection keeps its run folders.
     #[arg(long)]
     pub work: PathBuf,
@@ -57,6 +100,11 @@ pub struct StepArgs {
     pub build: String,
     #[arg(long)]
     pub run: String,
+    /// Paired mode: GOOD's executable (the gate runs it beside this commit's).
+    #[arg(long)]
+    pub good_exe: Option<PathBuf>,
+    #[arg(long, default_value_t = 30)]
+    pub pairs: usize,
 }
 
 fn git(args: &[&str]) -> anyhow::Result<String> {
@@ -131,6 +179,48 @@ fn measure(build: &str, run: &str, bench: &str, dir: &Path) -> Result<PathBuf, S
     })
 }
 
+/// Paired mode: builds the checked-out commit and keeps its executable as `dir/modelbench`.
+fn build_exe(build: &str, dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    eprintln!("bisect: build: {build}");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(build)
+        .status()
+        .map_err(|e| format!("build command `{build}`: cannot start sh: {e}"))?;
+    if !st.success() {
+        return Err(format!("build command `{build}` failed ({st})"));
+    }
+    let top = git(&["rev-parse", "--show-toplevel"]).map_err(|e| e.to_string())?;
+    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(t) if Path::new(&t).is_absolute() => PathBuf::from(t),
+        Some(t) => Path::new(&top).join(t),
+        None => Path::new(&top).join("target"),
+    };
+    let built = target.join("release").join("modelbench");
+    let exe = dir.join("modelbench");
+    std::fs::copy(&built, &exe).map_err(|e| {
+        format!(
+            "the build command left no {} ({e}); a --build for --paired must build the release modelbench binary",
+            built.display()
+        )
+    })?;
+    Ok(exe)
+}
+
+/// Paired mode's gate: GOOD's executable against this one on the benchmark.
+fn paired_gate(
+    good: &Path,
+    new: &Path,
+    new_name: &str,
+    bench: &str,
+    pairs: usize,
+    t: f64,
+) -> anyhow::Result<super::paired::PairedOutcome> {
+    let o = paired_target(bench, pairs)?;
+    super::paired::run_paired((good, "GOOD"), (new, new_name), t, &o)
+}
+
 /// Puts the repository back as it was: ends the bisection, checks the original ref out.
 struct Restore {
     orig: String,
@@ -147,7 +237,16 @@ impl Drop for Restore {
 }
 
 pub fn bisect(a: &BisectArgs) -> anyhow::Result<ExitCode> {
-    let t = parse_threshold(&a.threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
+    let threshold = match (&a.threshold, a.paired) {
+        (Some(t), _) => t.clone(),
+        (None, true) => super::paired::DEFAULT_THRESHOLD.to_string(),
+        (None, false) => "5%".to_string(),
+    };
+    let t = parse_threshold(&threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
+    let build = build_cmd(&a.build, a.paired);
+    if a.paired {
+        paired_target(&a.bench, a.pairs)?;
+    }
     git(&["rev-parse", "--show-toplevel"])
         .map_err(|_| anyhow::anyhow!("bisect: run it inside the git repository to bisect"))?;
     anyhow::ensure!(
@@ -164,25 +263,48 @@ pub fn bisect(a: &BisectArgs) -> anyhow::Result<ExitCode> {
     };
     let work = reports_root().join(format!("bisect-{}", modelbench::util::time::stamp()));
     let short = |c: &str| c[..c.len().min(10)].to_string();
-
-    git(&["checkout", "--quiet", "--detach", &good])?;
-    let good_run = measure(&a.build, &a.run, &a.bench, &work.join(short(&good)))
-        .map_err(|e| anyhow::anyhow!("GOOD {}: {e}", short(&good)))?;
-    let good_records = read_run(&good_run)?;
-    git(&["checkout", "--quiet", "--detach", &bad])?;
-    let bad_run = measure(&a.build, &a.run, &a.bench, &work.join(short(&bad)))
-        .map_err(|e| anyhow::anyhow!("BAD {}: {e}", short(&bad)))?;
-    let c = gate(&good_records, &read_run(&bad_run)?, &a.bench, t)?;
-    if c.regressions() == 0 {
-        print!("{}", render(&c));
+    let nothing = |table: &str| -> anyhow::Result<ExitCode> {
+        print!("{table}");
         anyhow::bail!(
-            "BAD {} is not slower than GOOD {} beyond {} on `{}` (95% confidence): nothing to bisect",
+            "BAD {} is not slower than GOOD {} beyond {threshold} on `{}` (95% confidence): nothing to bisect",
             short(&bad),
             short(&good),
-            a.threshold,
             a.bench
-        );
-    }
+        )
+    };
+
+    // GOOD and BAD measured first (BAD must be slower, else there is nothing to find).
+    git(&["checkout", "--quiet", "--detach", &good])?;
+    let (good_ref, bad_table) = if a.paired {
+        let good_exe = build_exe(&build, &work.join(short(&good)))
+            .map_err(|e| anyhow::anyhow!("GOOD {}: {e}", short(&good)))?;
+        git(&["checkout", "--quiet", "--detach", &bad])?;
+        let bad_exe = build_exe(&build, &work.join(short(&bad)))
+            .map_err(|e| anyhow::anyhow!("BAD {}: {e}", short(&bad)))?;
+        let p = paired_gate(
+            &good_exe,
+            &bad_exe,
+            &format!("BAD {}", short(&bad)),
+            &a.bench,
+            a.pairs,
+            t,
+        )?;
+        if p.regressions == 0 {
+            return nothing(&p.table);
+        }
+        (("--good-exe", good_exe), p.table)
+    } else {
+        let good_run = measure(&build, &a.run, &a.bench, &work.join(short(&good)))
+            .map_err(|e| anyhow::anyhow!("GOOD {}: {e}", short(&good)))?;
+        git(&["checkout", "--quiet", "--detach", &bad])?;
+        let bad_run = measure(&build, &a.run, &a.bench, &work.join(short(&bad)))
+            .map_err(|e| anyhow::anyhow!("BAD {}: {e}", short(&bad)))?;
+        let c = gate(&read_run(&good_run)?, &read_run(&bad_run)?, &a.bench, t)?;
+        if c.regressions() == 0 {
+            return nothing(&render(&c));
+        }
+        (("--good-run", good_run), render(&c))
+    };
 
     git(&["bisect", "start", &bad, &good])?;
     restore.bisecting = true;
@@ -191,17 +313,18 @@ pub fn bisect(a: &BisectArgs) -> anyhow::Result<ExitCode> {
         .args(["bisect", "run"])
         .arg(&exe)
         .arg("bisect-step")
-        .arg("--good-run")
-        .arg(&good_run)
+        .arg(good_ref.0)
+        .arg(&good_ref.1)
         .arg("--work")
         .arg(&work)
         .args([
             "--bench",
             a.bench.as_str(),
             "--threshold",
-            a.threshold.as_str(),
+            threshold.as_str(),
         ])
-        .args(["--build", a.build.as_str(), "--run", a.run.as_str()])
+        .args(["--build", build.as_str(), "--run", a.run.as_str()])
+        .args(["--pairs", &a.pairs.to_string()])
         .output()?;
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
@@ -215,22 +338,32 @@ pub fn bisect(a: &BisectArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("git bisect run found no first bad commit (see its output above)");
     };
     let subject = git(&["log", "-1", "--format=%s", &first])?;
-    let first_run = list_runs(&work.join(short(&first))).pop();
     drop(restore);
     println!("first bad commit: {first} {subject}");
-    match first_run {
-        Some(dir) => {
-            let c = gate(&good_records, &read_run(&dir)?, &a.bench, t)?;
-            println!(
-                "its numbers against GOOD {} (run folders under {}):",
-                short(&good),
-                work.display()
-            );
-            print!("{}", render(&c));
-        }
+    let first_dir = work.join(short(&first));
+    let table = if first == bad {
         // BAD itself, measured before the bisection.
-        None => print!("{}", render(&c)),
-    }
+        bad_table
+    } else if a.paired {
+        // The step's own table, saved by its paired comparison.
+        std::fs::read_to_string(first_dir.join("paired.md")).unwrap_or(bad_table)
+    } else {
+        match list_runs(&first_dir).pop() {
+            Some(dir) => render(&gate(
+                &read_run(&good_ref.1)?,
+                &read_run(&dir)?,
+                &a.bench,
+                t,
+            )?),
+            None => bad_table,
+        }
+    };
+    println!(
+        "its numbers against GOOD {} (kept under {}):",
+        short(&good),
+        work.display()
+    );
+    print!("{table}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -240,6 +373,21 @@ pub fn step(a: &StepArgs) -> ExitCode {
         let t = parse_threshold(&a.threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
         let head = git(&["rev-parse", "HEAD"])?;
         let dir = a.work.join(&head[..head.len().min(10)]);
+        if let Some(good_exe) = &a.good_exe {
+            let exe = match build_exe(&a.build, &dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("bisect: {head}: {e}; skipping this commit");
+                    return Ok(125);
+                }
+            };
+            let p = paired_gate(good_exe, &exe, &head[..10], &a.bench, a.pairs, t)?;
+            let _ = std::fs::write(dir.join("paired.md"), &p.table);
+            return Ok(if p.regressions > 0 { 1 } else { 0 });
+        }
+        let Some(good_run) = &a.good_run else {
+            anyhow::bail!("bisect-step: --good-run or --good-exe is needed");
+        };
         let run = match measure(&a.build, &a.run, &a.bench, &dir) {
             Ok(r) => r,
             Err(e) => {
@@ -247,7 +395,7 @@ pub fn step(a: &StepArgs) -> ExitCode {
                 return Ok(125);
             }
         };
-        let c = gate(&read_run(&a.good_run)?, &read_run(&run)?, &a.bench, t)?;
+        let c = gate(&read_run(good_run)?, &read_run(&run)?, &a.bench, t)?;
         print!("{}", render(&c));
         Ok(if c.regressions() > 0 { 1 } else { 0 })
     };

@@ -40,6 +40,15 @@ struct ContinuousConfig {
     /// folder name under the reports root), or `first`: the first run of this config.
     #[serde(default = "default_baseline")]
     baseline: String,
+    /// A commit, branch or modelbench executable to compare this binary with, paired
+    /// (`compare --paired`: both as workers side by side, ABBA) on the first model and the
+    /// suite; its regressions fail the run like the others. Drift between the run and the
+    /// stored runs cannot enter this verdict.
+    #[serde(default)]
+    paired_base: Option<String>,
+    /// The paired comparison's threshold (default 2%).
+    #[serde(default)]
+    paired_threshold: Option<String>,
 }
 
 pub fn default_suite() -> String {
@@ -129,6 +138,24 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let previous = runs.last().cloned();
+    let paired_t = parse_threshold(
+        c.paired_threshold
+            .as_deref()
+            .unwrap_or(super::paired::DEFAULT_THRESHOLD),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: paired_threshold: {e}", config.display()))?;
+    let paired_model = c.models.first().cloned().unwrap_or_default();
+    // Checked and built before the benchmarks run: a wrong base fails fast.
+    let paired_exe = match &c.paired_base {
+        Some(base) => {
+            super::paired::check(&super::paired::PairedOpts::for_model(
+                &paired_model,
+                &c.suite,
+            ))?;
+            Some(super::paired::executable(Path::new(base), "paired_base")?)
+        }
+        None => None,
+    };
     // Checked before the benchmarks run: a wrong baseline fails fast (exit 2).
     let baseline = resolve_baseline(&c.baseline, &runs, config)?;
     let args = RunArgs {
@@ -155,6 +182,21 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         &dir.join("continuous.json"),
         serde_json::to_string_pretty(&c)?.as_bytes(),
     )?;
+    // The paired verdict against `paired_base`: this executable against that one.
+    let paired_regressions = match &paired_exe {
+        Some((ea, na)) => {
+            let me = std::env::current_exe()?;
+            let o = super::paired::PairedOpts::for_model(&paired_model, &c.suite);
+            let p = super::paired::run_paired((ea, na), (&me, "this build"), paired_t, &o)?;
+            println!(
+                "continuous `{}`: {} paired regression(s) against {na}",
+                c.name, p.regressions
+            );
+            p.regressions
+        }
+        None => 0,
+    };
+    let paired_failed = paired_regressions > 0;
     let Some(prev) = previous else {
         if c.baseline == FIRST {
             println!(
@@ -167,9 +209,17 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         if let Some(b) = &baseline {
             // A named baseline from elsewhere still applies to the first run.
             let cmp = report("the baseline", b, &dir, threshold, force)?;
-            return Ok(super::compare::exit_code(&cmp, false));
+            return Ok(if paired_failed {
+                ExitCode::from(1)
+            } else {
+                super::compare::exit_code(&cmp, false)
+            });
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if paired_failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
     };
     let step = report("the previous run", &prev, &dir, threshold, force)?;
     let drift = match &baseline {
@@ -190,7 +240,7 @@ pub fn continuous(config: &Path, force: bool) -> anyhow::Result<ExitCode> {
         println!("continuous `{}`: {missing} benchmark(s) of an earlier run missing from this one: fails", c.name);
     }
     Ok(
-        if step.failed(false) || drift.as_ref().is_some_and(|d| d.failed(false)) {
+        if paired_failed || step.failed(false) || drift.as_ref().is_some_and(|d| d.failed(false)) {
             ExitCode::from(1)
         } else {
             ExitCode::SUCCESS

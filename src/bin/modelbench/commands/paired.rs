@@ -31,7 +31,7 @@ pub struct PairedOpts {
     /// With --paired: the model (one).
     #[arg(long = "paired-model", default_value = "fixture:llama")]
     pub model: String,
-    /// With --paired: the suite tier (quick: short and medium).
+    /// With --paired: the suite tier (quick: short and medium) or one scenario name.
     #[arg(long = "paired-suite", default_value = "quick")]
     pub suite: String,
     /// With --paired: pairs per scenario.
@@ -47,6 +47,21 @@ pub struct PairedOpts {
     pub inject: Option<String>,
 }
 
+impl PairedOpts {
+    /// The options `bisect --paired` and `continuous` use: `model` on `suite`, the default
+    /// pairs and blocks, nothing injected.
+    pub fn for_model(model: &str, suite: &str) -> PairedOpts {
+        PairedOpts {
+            paired: true,
+            model: model.to_string(),
+            suite: suite.to_string(),
+            pairs: 30,
+            blocks: 6,
+            inject: None,
+        }
+    }
+}
+
 /// `modelbench worker`: what `compare --paired` starts. Loads the model, warms each scenario
 /// up once, then answers each stdin line `run <scenario>` with one JSON line of that trial's
 /// seconds; exits at end of input.
@@ -60,15 +75,17 @@ pub struct WorkerArgs {
     pub seed: u64,
 }
 
+/// A tier's scenarios, or one scenario by name (what `bisect --paired` asks for).
 fn scenarios(suite: &str) -> anyhow::Result<Vec<Scenario>> {
-    Ok(Tier::parse(suite)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "--paired-suite {suite:?}: unknown tier (allowed: {})",
-                Tier::ALLOWED
-            )
-        })?
-        .scenarios())
+    if let Some(t) = Tier::parse(suite) {
+        return Ok(t.scenarios());
+    }
+    Scenario::by_name(suite).map(|s| vec![s]).map_err(|_| {
+        anyhow::anyhow!(
+            "--paired-suite {suite:?}: neither a tier ({}) nor a scenario name",
+            Tier::ALLOWED
+        )
+    })
 }
 
 pub fn worker(a: WorkerArgs) -> anyhow::Result<()> {
@@ -218,7 +235,7 @@ impl Drop for Worker {
 }
 
 /// An executable for a side: a path to a file as is, else a commit/branch built once.
-fn executable(r: &Path, side: &str) -> anyhow::Result<(PathBuf, String)> {
+pub fn executable(r: &Path, side: &str) -> anyhow::Result<(PathBuf, String)> {
     if r.is_file() {
         return Ok((r.to_path_buf(), r.display().to_string()));
     }
@@ -278,6 +295,19 @@ pub fn paired_cmd(
     o: &PairedOpts,
 ) -> anyhow::Result<ExitCode> {
     let t = parse_threshold(threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
+    check(o)?;
+    let (ea, na) = executable(base, "BASE")?;
+    let (eb, nb) = executable(new, "NEW")?;
+    let out = run_paired((&ea, &na), (&eb, &nb), t, o)?;
+    Ok(if out.regressions > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The options' own checks (before anything is built or started).
+pub fn check(o: &PairedOpts) -> anyhow::Result<()> {
     anyhow::ensure!(
         o.pairs >= modelbench::measure::paired::MIN_PAIRS,
         "--pairs {}: at least {} pairs are needed for an interval",
@@ -287,9 +317,29 @@ pub fn paired_cmd(
     if let Some(i) = &o.inject {
         modelbench::measure::inject::parse(i).map_err(|e| anyhow::anyhow!("--inject: {e}"))?;
     }
+    scenarios(&o.suite)?;
+    Ok(())
+}
+
+/// What one paired comparison found.
+pub struct PairedOutcome {
+    /// Metrics (scenario x e2e/prefill/decode) flagged as regressions.
+    pub regressions: usize,
+    /// The table as printed (also saved as paired.md beside paired.json).
+    pub table: String,
+    /// (scenario, metric, flagged as a regression) per row.
+    pub rows: Vec<(String, String, bool)>,
+}
+
+/// Runs the paired comparison of executable A (base) against B (new), prints the table and
+/// saves paired.json / paired.md in a new folder under the reports root.
+pub fn run_paired(
+    (ea, na): (&Path, &str),
+    (eb, nb): (&Path, &str),
+    t: f64,
+    o: &PairedOpts,
+) -> anyhow::Result<PairedOutcome> {
     let scen = scenarios(&o.suite)?;
-    let (ea, na) = executable(base, "BASE")?;
-    let (eb, nb) = executable(new, "NEW")?;
     let stamp = modelbench::util::time::stamp();
     let scratch =
         std::env::temp_dir().join(format!("modelbench-paired-{stamp}-{}", std::process::id()));
@@ -314,14 +364,14 @@ pub fn paired_cmd(
     for blk in 0..blocks {
         let n = o.pairs / blocks + usize::from(blk < o.pairs % blocks);
         let (mut wa, mut wb) = if blk % 2 == 0 {
-            let wa = Worker::start("A", &ea, o, None, &scratch)?;
+            let wa = Worker::start("A", ea, o, None, &scratch)?;
             (
                 wa,
-                Worker::start("B", &eb, o, o.inject.as_deref(), &scratch)?,
+                Worker::start("B", eb, o, o.inject.as_deref(), &scratch)?,
             )
         } else {
-            let wb = Worker::start("B", &eb, o, o.inject.as_deref(), &scratch)?;
-            (Worker::start("A", &ea, o, None, &scratch)?, wb)
+            let wb = Worker::start("B", eb, o, o.inject.as_deref(), &scratch)?;
+            (Worker::start("A", ea, o, None, &scratch)?, wb)
         };
         for _ in 0..n {
             for (k, s) in scen.iter().enumerate() {
@@ -358,9 +408,11 @@ pub fn paired_cmd(
     );
     let mut regressions = 0;
     let mut json = Vec::new();
+    let mut flagged = Vec::new();
     for (s, m, p, xa, xb) in &rows {
         let v = verdict(p);
         regressions += usize::from(v == "Regression");
+        flagged.push((s.clone(), m.clone(), v == "Regression"));
         let ci =
             p.ci.map(|(l, h)| format!("[{l:.3}, {h:.3}]"))
                 .unwrap_or_else(|| "n/a".into());
@@ -393,9 +445,9 @@ pub fn paired_cmd(
     )?;
     modelbench::util::fsio::atomic_write(&out.join("paired.md"), md.as_bytes())?;
     println!("saved {}", out.display());
-    Ok(if regressions > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+    Ok(PairedOutcome {
+        regressions,
+        table: md,
+        rows: flagged,
     })
 }

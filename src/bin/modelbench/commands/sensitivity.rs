@@ -35,9 +35,17 @@ pub struct SensitivityArgs {
     /// Which steps the slowdown follows: prefill, decode or all.
     #[arg(long, default_value = "all")]
     pub phase: String,
-    /// The compare gate's threshold (as `modelbench compare --threshold`).
-    #[arg(long, default_value = "5%")]
-    pub threshold: String,
+    /// The compare gate's threshold (as `modelbench compare --threshold`; default 5%, with
+    /// --paired 2%).
+    #[arg(long)]
+    pub threshold: Option<String>,
+    /// Measure the paired gate instead (`compare --paired`: this executable as both workers,
+    /// the slowdown injected in B only) on the first model and the suite.
+    #[arg(long)]
+    pub paired: bool,
+    /// With --paired: pairs per comparison (as `compare --pairs`).
+    #[arg(long, default_value_t = 30)]
+    pub pairs: usize,
     /// Timed trials per run (as `modelbench run --trials`; its default).
     #[arg(long, default_value_t = 10)]
     pub trials: usize,
@@ -54,8 +62,15 @@ struct Tally {
 }
 
 pub fn sensitivity(a: &SensitivityArgs) -> anyhow::Result<()> {
+    let threshold_s = a.threshold.clone().unwrap_or_else(|| {
+        if a.paired {
+            super::paired::DEFAULT_THRESHOLD.to_string()
+        } else {
+            "5%".to_string()
+        }
+    });
     let threshold =
-        parse_threshold(&a.threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
+        parse_threshold(&threshold_s).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
     anyhow::ensure!(a.tries >= 1, "--tries must be at least 1");
     let mut slowdowns: Vec<(String, f64)> = Vec::new();
     for s in a
@@ -96,7 +111,22 @@ pub fn sensitivity(a: &SensitivityArgs) -> anyhow::Result<()> {
     let mut tallies: Vec<Tally> = Vec::new();
     let t0 = std::time::Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5E45);
+    let paired = if a.paired {
+        let mut o = super::paired::PairedOpts::for_model(
+            a.models.first().map_or("fixture:llama", |m| m.as_str()),
+            &a.suite,
+        );
+        o.pairs = a.pairs;
+        super::paired::check(&o)?;
+        Some(o)
+    } else {
+        None
+    };
     for t in 0..a.tries {
+        if let Some(o) = &paired {
+            paired_try(&exe, o, a, threshold, &slowdowns, &mut tallies, &mut rng, t)?;
+            continue;
+        }
         let base = one_run(&exe, a, &scratch, None)?;
         // The unchanged rerun and the injected runs, in a shuffled order.
         let mut order: Vec<Option<usize>> = std::iter::once(None)
@@ -151,6 +181,65 @@ pub fn sensitivity(a: &SensitivityArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One try of the paired gate: an A/A comparison and one per slowdown (injected in B only),
+/// in a shuffled order; tallies per scenario and metric (only the metrics the phase slows
+/// count toward power; every metric counts toward false alarms).
+#[allow(clippy::too_many_arguments)]
+fn paired_try(
+    exe: &Path,
+    o: &super::paired::PairedOpts,
+    a: &SensitivityArgs,
+    threshold: f64,
+    slowdowns: &[(String, f64)],
+    tallies: &mut Vec<Tally>,
+    rng: &mut rand::rngs::StdRng,
+    t: usize,
+) -> anyhow::Result<()> {
+    let mut order: Vec<Option<usize>> = std::iter::once(None)
+        .chain((0..slowdowns.len()).map(Some))
+        .collect();
+    order.shuffle(rng);
+    for which in order {
+        let mut o = o.clone();
+        o.inject = which.map(|i| slowdowns[i].0.clone());
+        let p = super::paired::run_paired((exe, "this build"), (exe, "this build"), threshold, &o)?;
+        for (scenario, metric, hit) in &p.rows {
+            let slowed = match a.phase.as_str() {
+                "decode" => metric != "prefill",
+                "prefill" => metric != "decode",
+                _ => true,
+            };
+            if which.is_some() && !slowed {
+                continue;
+            }
+            let key = format!("{scenario} {metric}");
+            let i = match tallies.iter().position(|x| x.key == key) {
+                Some(i) => i,
+                None => {
+                    tallies.push(Tally {
+                        key,
+                        false_alarms: 0,
+                        flagged: vec![0; slowdowns.len()],
+                    });
+                    tallies.len() - 1
+                }
+            };
+            match which {
+                None => tallies[i].false_alarms += usize::from(*hit),
+                Some(k) => tallies[i].flagged[k] += usize::from(*hit),
+            }
+        }
+        eprintln!(
+            "try {}/{}: paired {} -> {} regression(s)",
+            t + 1,
+            a.tries,
+            o.inject.as_deref().unwrap_or("A/A"),
+            p.regressions
+        );
+    }
+    Ok(())
+}
+
 /// One `modelbench run` in its own process, into the scratch reports root; its records.
 fn one_run(
     exe: &Path,
@@ -200,12 +289,24 @@ fn render(
     secs: f64,
 ) -> String {
     use std::fmt::Write as _;
+    let what = if a.paired {
+        format!(
+            "the paired gate (`modelbench compare --paired`, this executable on both sides) on `{}` ({} tries; each: an A/A comparison and one per slowdown injected in B only, {} pairs per scenario",
+            modelbench::measure::hardware::context().hardware.fingerprint(),
+            a.tries,
+            a.pairs,
+        )
+    } else {
+        format!(
+            "`modelbench run` + `modelbench compare` on `{}` ({} tries; each: a base run, an unchanged rerun and one run per slowdown, {} trials + {} warm-up per scenario",
+            modelbench::measure::hardware::context().hardware.fingerprint(),
+            a.tries,
+            a.trials,
+            a.warmup,
+        )
+    };
     let mut s = format!(
-        "Sensitivity of `modelbench run` + `modelbench compare` on `{}` ({} tries; each: a base run, an unchanged rerun and one run per slowdown, {} trials + {} warm-up per scenario; threshold {:.1}%, 95% CI; {} phase; {:.0} s)\n\n| benchmark | false alarms | {} | smallest slowdown flagged in every try (and every larger one) |\n|---|---:|{}---|\n",
-        modelbench::measure::hardware::context().hardware.fingerprint(),
-        a.tries,
-        a.trials,
-        a.warmup,
+        "Sensitivity of {what}; threshold {:.1}%, 95% CI; {} phase; {:.0} s)\n\n| benchmark | false alarms | {} | smallest slowdown flagged in every try (and every larger one) |\n|---|---:|{}---|\n",
         threshold * 100.0,
         a.phase,
         secs,
