@@ -249,7 +249,10 @@ pub fn tokenizer_metadata(family: Family, vocab: usize) -> Result<Vec<(String, V
             tokenizers::PreTokenizer::pre_tokenize(&pt, &mut pts)
                 .map_err(|e| Error::Report(format!("fixture pre-tokenizer: {e}")))?;
             let words: Vec<Vec<String>> = pts
-                .get_splits(tokenizers::OffsetReferential::Original, tokenizers::OffsetType::Char)
+                .get_splits(
+                    tokenizers::OffsetReferential::Original,
+                    tokenizers::OffsetType::Char,
+                )
                 .into_iter()
                 .map(|(w, _, _)| w.chars().map(String::from).collect())
                 .collect();
@@ -282,7 +285,10 @@ pub fn tokenizer_metadata(family: Family, vocab: usize) -> Result<Vec<(String, V
                     ("<think>", TYPE_USER_DEFINED),
                     ("</think>", TYPE_USER_DEFINED),
                 ];
-                (151643, names.iter().map(|(n, t)| (n.to_string(), *t)).collect())
+                (
+                    151643,
+                    names.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+                )
             };
             v.pad_to(first);
             for (n, t) in &specials {
@@ -327,7 +333,10 @@ pub fn tokenizer_metadata(family: Family, vocab: usize) -> Result<Vec<(String, V
                 }
             }
             let merges = learn_merges(&counted(words), FIXTURE_MERGES);
-            for (i, n) in ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"].iter().enumerate() {
+            for (i, n) in ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+                .iter()
+                .enumerate()
+            {
                 v.push(n, if i == 3 { TYPE_UNKNOWN } else { TYPE_CONTROL }, 0.0);
             }
             v.push("<start_of_turn>", TYPE_CONTROL, 0.0);

@@ -57,7 +57,8 @@ pub const TYPE_BYTE: i32 = 6;
 /// llama.cpp's pre-tokenizer regexes (src/llama-vocab.cpp, `llm_tokenizer_bpe`).
 pub const REGEX_LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 pub const REGEX_QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-pub const REGEX_GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+pub const REGEX_GPT2: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 pub const REGEXES_DEFAULT: [&str; 4] = [
     r"[\p{P}\$\+<=>\^~\|]+",
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
@@ -86,7 +87,8 @@ pub fn byte_chars() -> [char; 256] {
     let mut out = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         out[b as usize] = if printable {
             char::from_u32(b).expect("latin-1")
         } else {
@@ -121,7 +123,11 @@ pub fn bpe_pre_tokenizer(regexes: &[&str]) -> Result<PreTokenizerWrapper> {
 /// two tokens, ranked by the token's score (highest first; ties by the lower token id, then
 /// the shorter left part).
 pub fn spm_merges(tokens: &[String], scores: &[f32]) -> Vec<(String, String)> {
-    let ids: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    let ids: HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
     let mut merges: Vec<(f32, usize, usize)> = Vec::new();
     for (i, t) in tokens.iter().enumerate() {
         for (cut, _) in t.char_indices().skip(1) {
@@ -178,7 +184,8 @@ fn as_u32(v: &Value) -> Option<u32> {
 
 /// Whether the file carries a tokenizer (`tokenizer.ggml.model` and `.tokens`).
 pub fn has_tokenizer(ct: &Content) -> bool {
-    ct.metadata.contains_key("tokenizer.ggml.model") && ct.metadata.contains_key("tokenizer.ggml.tokens")
+    ct.metadata.contains_key("tokenizer.ggml.model")
+        && ct.metadata.contains_key("tokenizer.ggml.tokens")
 }
 
 impl GgufVocab {
@@ -209,7 +216,10 @@ impl GgufVocab {
                     a.iter()
                         .map(|v| match v {
                             Value::String(s) => Ok(s.clone()),
-                            _ => Err(err(path, format!("`tokenizer.ggml.{k}` holds a non-string"))),
+                            _ => Err(err(
+                                path,
+                                format!("`tokenizer.ggml.{k}` holds a non-string"),
+                            )),
                         })
                         .collect()
                 })
@@ -229,14 +239,20 @@ impl GgufVocab {
                 .iter()
                 .map(|v| match v {
                     Value::I32(x) => Ok(*x),
-                    other => as_u32(other)
-                        .map(|x| x as i32)
-                        .ok_or_else(|| err(path, "`tokenizer.ggml.token_type` holds a non-integer")),
+                    other => as_u32(other).map(|x| x as i32).ok_or_else(|| {
+                        err(path, "`tokenizer.ggml.token_type` holds a non-integer")
+                    }),
                 })
                 .collect::<Result<_>>()?,
         };
         if types.len() < n {
-            return Err(err(path, format!("`tokenizer.ggml.token_type` has {} entries for {n} tokens", types.len())));
+            return Err(err(
+                path,
+                format!(
+                    "`tokenizer.ggml.token_type` has {} entries for {n} tokens",
+                    types.len()
+                ),
+            ));
         }
         let scores: Vec<f32> = match array("scores")? {
             None => Vec::new(),
@@ -250,7 +266,13 @@ impl GgufVocab {
                 .collect::<Result<_>>()?,
         };
         if !scores.is_empty() && scores.len() < n {
-            return Err(err(path, format!("`tokenizer.ggml.scores` has {} entries for {n} tokens", scores.len())));
+            return Err(err(
+                path,
+                format!(
+                    "`tokenizer.ggml.scores` has {} entries for {n} tokens",
+                    scores.len()
+                ),
+            ));
         }
         let merges = strings("merges")?;
         let pre = match md.get(&key("pre")) {
@@ -262,7 +284,10 @@ impl GgufVocab {
                 None => Ok(None),
                 Some(v) => match as_u32(v) {
                     Some(i) if (i as usize) < n => Ok(Some(i)),
-                    Some(i) => Err(err(path, format!("`tokenizer.ggml.{k}` = {i} is outside the {n} tokens"))),
+                    Some(i) => Err(err(
+                        path,
+                        format!("`tokenizer.ggml.{k}` = {i} is outside the {n} tokens"),
+                    )),
                     None => Err(err(path, format!("`tokenizer.ggml.{k}` is not an integer"))),
                 },
             }
@@ -313,10 +338,16 @@ impl GgufVocab {
         let add_bos = flag("add_bos_token").unwrap_or(add_bos_default);
         let add_eos = flag("add_eos_token").unwrap_or(false);
         if add_bos && bos.is_none() {
-            return Err(err(path, "`tokenizer.ggml.add_bos_token` is set but there is no BOS token id"));
+            return Err(err(
+                path,
+                "`tokenizer.ggml.add_bos_token` is set but there is no BOS token id",
+            ));
         }
         if add_eos && eos.is_none() {
-            return Err(err(path, "`tokenizer.ggml.add_eos_token` is set but there is no EOS token id"));
+            return Err(err(
+                path,
+                "`tokenizer.ggml.add_eos_token` is set but there is no EOS token id",
+            ));
         }
         Ok(GgufVocab {
             model,
@@ -344,16 +375,21 @@ impl GgufVocab {
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         if vocab.len() != self.tokens.len() {
-            return Err(err(path, "`tokenizer.ggml.tokens` holds the same token twice"));
+            return Err(err(
+                path,
+                "`tokenizer.ggml.tokens` holds the same token twice",
+            ));
         }
         let mut tok = if self.model == "gpt2" {
-            let (regexes, ignore_merges, _) = bpe_pre(self.pre.as_deref()).expect("checked in read");
+            let (regexes, ignore_merges, _) =
+                bpe_pre(self.pre.as_deref()).expect("checked in read");
             let merges: Vec<(String, String)> = self
                 .merges
                 .iter()
                 .map(|m| {
                     // llama.cpp splits at the first space after the first byte.
-                    match m.get(1..).and_then(|r| r.find(' ')).map(|p| p + 1) {
+                    let at = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1);
+                    match at {
                         Some(p) => Ok((m[..p].to_string(), m[p + 1..].to_string())),
                         None => Err(err(path, format!("merge `{m}` has no space"))),
                     }
@@ -387,11 +423,17 @@ impl GgufVocab {
             if self.add_space_prefix {
                 norm.push(Prepend::new("▁".into()).into());
             }
-            norm.push(Replace::new(" ", "▁").map_err(|x| e("normalizer", x.to_string()))?.into());
+            norm.push(
+                Replace::new(" ", "▁")
+                    .map_err(|x| e("normalizer", x.to_string()))?
+                    .into(),
+            );
             t.with_normalizer(Some(NormalizerSequence::new(norm)))
                 .map_err(|x| e("normalizer", x.to_string()))?;
             let mut dec: Vec<DecoderWrapper> = vec![
-                Replace::new("▁", " ").map_err(|x| e("decoder", x.to_string()))?.into(),
+                Replace::new("▁", " ")
+                    .map_err(|x| e("decoder", x.to_string()))?
+                    .into(),
                 ByteFallback::new().into(),
                 Fuse::new().into(),
             ];
@@ -406,7 +448,9 @@ impl GgufVocab {
         for (t, ty) in self.tokens.iter().zip(&self.types) {
             match *ty {
                 TYPE_CONTROL | TYPE_UNKNOWN => special.push(AddedToken::from(t.clone(), true)),
-                TYPE_USER_DEFINED => user.push(AddedToken::from(t.clone(), false).normalized(false)),
+                TYPE_USER_DEFINED => {
+                    user.push(AddedToken::from(t.clone(), false).normalized(false))
+                }
                 _ => {}
             }
         }
@@ -433,7 +477,13 @@ impl GgufVocab {
             }
         }
         let mut pair = single.clone();
-        pair.extend(single.iter().map(|s| if s == "$A" { "$B:1".to_string() } else { format!("{s}:1") }));
+        pair.extend(single.iter().map(|s| {
+            if s == "$A" {
+                "$B:1".to_string()
+            } else {
+                format!("{s}:1")
+            }
+        }));
         let tp = TemplateProcessing::builder()
             .try_single(single)
             .and_then(|b| b.try_pair(pair))

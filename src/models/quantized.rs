@@ -274,7 +274,10 @@ pub fn weights_info(ct: &Content) -> GgufWeights {
             match top {
                 Some((n, c)) => (
                     n.clone(),
-                    format!("{why}: the most common type of the 2-D weight tensors ({c} of {} are {n})", two_d.values().sum::<usize>()),
+                    format!(
+                        "{why}: the most common type of the 2-D weight tensors ({c} of {} are {n})",
+                        two_d.values().sum::<usize>()
+                    ),
                 ),
                 None => ("unknown".into(), format!("{why} and no 2-D weight tensors")),
             }

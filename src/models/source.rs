@@ -216,7 +216,10 @@ impl Resolved {
             path: self.label.clone(),
             reason: match self.tokenizer_kind.strip_prefix("none (") {
                 Some(why) => why.strip_suffix(')').unwrap_or(why).to_string(),
-                None => "no tokenizer.json beside the weights; put the model's tokenizer.json there".into(),
+                None => {
+                    "no tokenizer.json beside the weights; put the model's tokenizer.json there"
+                        .into()
+                }
             },
         })
     }
