@@ -240,12 +240,14 @@ pub fn prepare(label: &str, r: &ModelRef, scenarios: &[Scenario]) -> Result<Reso
                 ),
             });
         }
-        if s.pipeline && res.tokenizer.is_none() {
-            return Err(Error::Scenario {
-                scenario: s.name.clone(),
-                model: label.to_string(),
-                reason: "the pipeline scenario needs a tokenizer.json beside the model".into(),
-            });
+        if s.pipeline {
+            if let Err(e) = res.tokenizer_path() {
+                return Err(Error::Scenario {
+                    scenario: s.name.clone(),
+                    model: label.to_string(),
+                    reason: format!("the pipeline scenario needs a tokenizer: {e}"),
+                });
+            }
         }
     }
     Ok(res)

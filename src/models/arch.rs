@@ -221,6 +221,7 @@ impl Arch {
             decode_weight_bytes: None,
             exact_context: None,
             attention: "eager".into(),
+            gguf: None,
             implementation: format!(
                 "candle-transformers 0.11.1 {}",
                 match self {

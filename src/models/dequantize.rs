@@ -93,7 +93,18 @@ pub fn gemma3_to_hf(gguf: &Path, tokenizer: Option<&Path>, out: &Path) -> Result
     candle_core::safetensors::save(&tensors, &tmp)?;
     std::fs::rename(&tmp, &st).map_err(Error::io(&st))?;
     if let Some(t) = tokenizer {
-        std::fs::copy(t, out.join("tokenizer.json")).map_err(Error::io(t))?;
+        let dst = out.join("tokenizer.json");
+        if crate::models::gguf_tokenizer::is_gguf(t) {
+            // The tokenizer of the GGUF metadata, written out as a tokenizer.json.
+            crate::models::tokenizer::load(t)?
+                .save(&dst, false)
+                .map_err(|e| Error::Tokenizer {
+                    path: dst.display().to_string(),
+                    reason: crate::error::one_line(&e.to_string()),
+                })?;
+        } else {
+            std::fs::copy(t, &dst).map_err(Error::io(t))?;
+        }
     }
     crate::util::fsio::atomic_write(
         &out.join("config.json"),

@@ -10,6 +10,9 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device};
 
+use super::gguf_tokenizer::{
+    self, TYPE_BYTE, TYPE_CONTROL, TYPE_NORMAL, TYPE_UNKNOWN, TYPE_UNUSED, TYPE_USER_DEFINED,
+};
 use super::Family;
 use crate::error::{one_line, Error, Result};
 
@@ -120,6 +123,8 @@ fn metadata(family: Family, c: &serde_json::Value) -> Vec<(String, Value)> {
         (format!("{a}.attention.key_length"), Value::U32(head_dim)),
         (format!("{a}.attention.value_length"), Value::U32(head_dim)),
         (format!("{a}.rope.dimension_count"), Value::U32(head_dim)),
+        // llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0: 2-D weights Q8_0, the rest F32.
+        ("general.file_type".into(), Value::U32(7)),
     ];
     if family == Family::Gemma3 {
         m.push((
@@ -138,6 +143,256 @@ fn metadata(family: Family, c: &serde_json::Value) -> Vec<(String, Value)> {
     m
 }
 
+/// The text the fixture vocabularies are trained on (English, German, Chinese, code).
+pub const TOKENIZER_CORPUS: &str = include_str!("../../fixtures/tokenizer/corpus.txt");
+/// Merges learned per fixture vocabulary.
+const FIXTURE_MERGES: usize = 800;
+
+/// Most frequent adjacent pair first; ties by the pair's text, so training is deterministic.
+fn learn_merges(words: &[(Vec<String>, usize)], n: usize) -> Vec<(String, String)> {
+    let mut words: Vec<(Vec<String>, usize)> = words.to_vec();
+    let mut merges = Vec::new();
+    while merges.len() < n {
+        let mut counts: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+        for (w, c) in &words {
+            for p in w.windows(2) {
+                *counts.entry((p[0].as_str(), p[1].as_str())).or_default() += c;
+            }
+        }
+        let Some(((a, b), c)) = counts
+            .iter()
+            .max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0)))
+            .map(|(k, v)| ((k.0.to_string(), k.1.to_string()), *v))
+        else {
+            break;
+        };
+        if c < 2 {
+            break;
+        }
+        for (w, _) in words.iter_mut() {
+            let mut i = 0;
+            while i + 1 < w.len() {
+                if w[i] == a && w[i + 1] == b {
+                    w[i] = format!("{a}{b}");
+                    w.remove(i + 1);
+                }
+                i += 1;
+            }
+        }
+        merges.push((a, b));
+    }
+    merges
+}
+
+fn counted(words: Vec<Vec<String>>) -> Vec<(Vec<String>, usize)> {
+    let mut m: std::collections::BTreeMap<Vec<String>, usize> = Default::default();
+    for w in words {
+        *m.entry(w).or_default() += 1;
+    }
+    m.into_iter().collect()
+}
+
+/// Appends `tok` with its type and score unless the vocabulary has it already.
+struct VocabBuilder {
+    tokens: Vec<String>,
+    types: Vec<i32>,
+    scores: Vec<f32>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl VocabBuilder {
+    fn new() -> Self {
+        VocabBuilder {
+            tokens: Vec::new(),
+            types: Vec::new(),
+            scores: Vec::new(),
+            seen: Default::default(),
+        }
+    }
+    fn push(&mut self, tok: &str, ty: i32, score: f32) {
+        if self.seen.insert(tok.to_string()) {
+            self.tokens.push(tok.to_string());
+            self.types.push(ty);
+            self.scores.push(score);
+        }
+    }
+    /// Unused entries up to `id` (exclusive), as llama.cpp's converter pads (`[PAD<id>]`).
+    fn pad_to(&mut self, id: usize) {
+        while self.tokens.len() < id {
+            let n = self.tokens.len();
+            self.push(&format!("[PAD{n}]"), TYPE_UNUSED, -1e9);
+        }
+    }
+}
+
+/// The tokenizer metadata of a fixture GGUF, shaped like the real models' files (so
+/// llama.cpp's `llama-tokenize` loads it): `vocab` tokens in all, learned from
+/// [`TOKENIZER_CORPUS`]:
+/// - llama: byte-level BPE, pre-tokenizer `llama-bpe`, `<|begin_of_text|>` = 128000 put first
+///   (`add_bos_token`), 256 control tokens from 128000 like Llama 3;
+/// - qwen3: byte-level BPE, pre-tokenizer `qwen2`, no BOS, `<|endoftext|>` = 151643,
+///   `<|im_end|>` = 151645 (EOS), `<think>`/`</think>` user-defined like Qwen3;
+/// - gemma3: SentencePiece (`llama`) with scores, `<0xXX>` byte tokens, `<bos>` = 2 first,
+///   no space prefix, like Gemma 3.
+pub fn tokenizer_metadata(family: Family, vocab: usize) -> Result<Vec<(String, Value)>> {
+    let mut v = VocabBuilder::new();
+    let mut md: Vec<(String, Value)> = Vec::new();
+    let s = |x: &str| Value::String(x.to_string());
+    let mut merges_out: Vec<String> = Vec::new();
+    match family {
+        Family::Llama | Family::Qwen3 => {
+            let llama = family == Family::Llama;
+            let pre = if llama { "llama-bpe" } else { "qwen2" };
+            let (regexes, _, _) = gguf_tokenizer::bpe_pre(Some(pre)).expect("implemented");
+            let pt = gguf_tokenizer::bpe_pre_tokenizer(&regexes)?;
+            let mut pts = tokenizers::PreTokenizedString::from(TOKENIZER_CORPUS);
+            tokenizers::PreTokenizer::pre_tokenize(&pt, &mut pts)
+                .map_err(|e| Error::Report(format!("fixture pre-tokenizer: {e}")))?;
+            let words: Vec<Vec<String>> = pts
+                .get_splits(
+                    tokenizers::OffsetReferential::Original,
+                    tokenizers::OffsetType::Char,
+                )
+                .into_iter()
+                .map(|(w, _, _)| w.chars().map(String::from).collect())
+                .collect();
+            for c in gguf_tokenizer::byte_chars() {
+                v.push(&c.to_string(), TYPE_NORMAL, 0.0);
+            }
+            for (a, b) in learn_merges(&counted(words), FIXTURE_MERGES) {
+                v.push(&format!("{a}{b}"), TYPE_NORMAL, 0.0);
+                merges_out.push(format!("{a} {b}"));
+            }
+            let (first, specials): (usize, Vec<(String, i32)>) = if llama {
+                let named = |i: usize| match i {
+                    0 => "<|begin_of_text|>".to_string(),
+                    1 => "<|end_of_text|>".to_string(),
+                    6 => "<|start_header_id|>".to_string(),
+                    7 => "<|end_header_id|>".to_string(),
+                    9 => "<|eot_id|>".to_string(),
+                    _ => format!("<|reserved_special_token_{i}|>"),
+                };
+                (128000, (0..256).map(|i| (named(i), TYPE_CONTROL)).collect())
+            } else {
+                let names = [
+                    ("<|endoftext|>", TYPE_CONTROL),
+                    ("<|im_start|>", TYPE_CONTROL),
+                    ("<|im_end|>", TYPE_CONTROL),
+                    ("<|object_ref_start|>", TYPE_CONTROL),
+                    ("<|object_ref_end|>", TYPE_CONTROL),
+                    ("<tool_call>", TYPE_USER_DEFINED),
+                    ("</tool_call>", TYPE_USER_DEFINED),
+                    ("<think>", TYPE_USER_DEFINED),
+                    ("</think>", TYPE_USER_DEFINED),
+                ];
+                (
+                    151643,
+                    names.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+                )
+            };
+            v.pad_to(first);
+            for (n, t) in &specials {
+                v.push(n, *t, 0.0);
+            }
+            v.pad_to(vocab);
+            md.push(("tokenizer.ggml.model".into(), s("gpt2")));
+            md.push(("tokenizer.ggml.pre".into(), s(pre)));
+            if llama {
+                md.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(128000)));
+                md.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(128001)));
+                md.push(("tokenizer.ggml.eot_token_id".into(), Value::U32(128009)));
+                md.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)));
+            } else {
+                md.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(151643)));
+                md.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(151645)));
+                md.push(("tokenizer.ggml.padding_token_id".into(), Value::U32(151643)));
+                md.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)));
+            }
+        }
+        _ => {
+            // SentencePiece words: a run of spaces (as `▁`) starts a word.
+            let text = TOKENIZER_CORPUS.replace(' ', "▁");
+            let mut words: Vec<Vec<String>> = Vec::new();
+            let mut cur: Vec<String> = Vec::new();
+            for c in text.chars() {
+                let starts = (c == '▁' && cur.last().is_some_and(|l| l != "▁"))
+                    || c == '\n'
+                    || cur.last().is_some_and(|l| l == "\n");
+                if starts && !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+                cur.push(c.to_string());
+            }
+            if !cur.is_empty() {
+                words.push(cur);
+            }
+            let mut chars: std::collections::BTreeMap<String, usize> = Default::default();
+            for w in &words {
+                for c in w {
+                    *chars.entry(c.clone()).or_default() += 1;
+                }
+            }
+            let merges = learn_merges(&counted(words), FIXTURE_MERGES);
+            for (i, n) in ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+                .iter()
+                .enumerate()
+            {
+                v.push(n, if i == 3 { TYPE_UNKNOWN } else { TYPE_CONTROL }, 0.0);
+            }
+            v.push("<start_of_turn>", TYPE_CONTROL, 0.0);
+            v.push("<end_of_turn>", TYPE_CONTROL, 0.0);
+            for b in 0..=255u8 {
+                v.push(&format!("<0x{b:02X}>"), TYPE_BYTE, 0.0);
+            }
+            // Scores as SentencePiece ranks them: earlier merges score higher.
+            for (i, (a, b)) in merges.iter().enumerate() {
+                v.push(&format!("{a}{b}"), TYPE_NORMAL, -(i as f32));
+            }
+            let mut by_freq: Vec<(String, usize)> = chars.into_iter().collect();
+            by_freq.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            for (i, (c, _)) in by_freq.iter().enumerate() {
+                v.push(c, TYPE_NORMAL, -((merges.len() + i) as f32));
+            }
+            v.pad_to(vocab);
+            md.push(("tokenizer.ggml.model".into(), s("llama")));
+            md.push(("tokenizer.ggml.pre".into(), s("default")));
+            md.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(2)));
+            md.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(1)));
+            md.push(("tokenizer.ggml.unknown_token_id".into(), Value::U32(3)));
+            md.push(("tokenizer.ggml.padding_token_id".into(), Value::U32(0)));
+            md.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)));
+            md.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)));
+            md.push(("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false)));
+        }
+    }
+    if v.tokens.len() != vocab {
+        return Err(Error::Report(format!(
+            "fixture vocabulary of {family} has {} tokens, the model {vocab}",
+            v.tokens.len()
+        )));
+    }
+    md.push((
+        "tokenizer.ggml.tokens".into(),
+        Value::Array(v.tokens.into_iter().map(Value::String).collect()),
+    ));
+    md.push((
+        "tokenizer.ggml.token_type".into(),
+        Value::Array(v.types.into_iter().map(Value::I32).collect()),
+    ));
+    if family == Family::Gemma3 {
+        md.push((
+            "tokenizer.ggml.scores".into(),
+            Value::Array(v.scores.into_iter().map(Value::F32).collect()),
+        ));
+    } else {
+        md.push((
+            "tokenizer.ggml.merges".into(),
+            Value::Array(merges_out.into_iter().map(Value::String).collect()),
+        ));
+    }
+    Ok(md)
+}
+
 /// Whether `family` has a quantized fixture (llama, qwen3, gemma3); the error names the choice.
 pub fn check(family: Family) -> Result<()> {
     if matches!(family, Family::Llama | Family::Qwen3 | Family::Gemma3) {
@@ -150,14 +405,16 @@ pub fn check(family: Family) -> Result<()> {
 }
 
 /// Writes (once) into `dir` the quantized fixture of `family` made from its safetensors
-/// fixture (`snapshot`: the folder holding its config.json, model.safetensors and
-/// tokenizer.json), with the tokenizer.json beside it, and returns the .gguf path.
+/// fixture (`snapshot`: the folder holding its config.json and model.safetensors), with its
+/// tokenizer in the metadata ([`tokenizer_metadata`]; no tokenizer.json beside it), and
+/// returns the .gguf path.
 /// The source module finds the snapshot and the folder for `gguf:fixture:<family>`.
 pub fn ensure(family: Family, snapshot: &Path, dir: &Path) -> Result<PathBuf> {
     check(family)?;
     let get = |f: &str| snapshot.join(f);
     // v2: Gemma norm weights stored as llama.cpp's converter stores them (1 + w).
-    let out = dir.join(format!("fixture-{family}-q8_0-v2.gguf"));
+    // v3: the tokenizer in the metadata, general.file_type.
+    let out = dir.join(format!("fixture-{family}-q8_0-v3.gguf"));
     if out.is_file() {
         return Ok(out);
     }
@@ -192,15 +449,14 @@ pub fn ensure(family: Family, snapshot: &Path, dir: &Path) -> Result<PathBuf> {
         q.push((g, QTensor::quantize(&t, dt)?));
     }
     q.sort_by(|a, b| a.0.cmp(&b.0));
-    let md = metadata(family, &config);
+    let mut md = metadata(family, &config);
+    let vocab = config["vocab_size"].as_u64().unwrap_or(0) as usize;
+    md.extend(tokenizer_metadata(family, vocab)?);
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut buf = std::io::Cursor::new(Vec::new());
     gguf_file::write(&mut buf, &md_refs, &t_refs)
         .map_err(|e| Error::weights(out.display(), one_line(&e.to_string())))?;
-    // Atomic too: another thread may already read the tokenizer of a finished fixture.
-    let tok = std::fs::read(get("tokenizer.json")).map_err(Error::io(get("tokenizer.json")))?;
-    crate::util::fsio::atomic_write(&dir.join("tokenizer.json"), &tok)?;
     crate::util::fsio::atomic_write(&out, &buf.into_inner())?;
     Ok(out)
 }

@@ -83,6 +83,9 @@ pub fn open_with(
         .as_deref()
         .map(crate::models::tokenizer::load)
         .transpose()?;
+    if let (Some(t), Some(p)) = (&tokenizer, &res.tokenizer) {
+        check_vocab(t, p, model.meta().vocab)?;
+    }
     crate::measure::device::sync(device)?;
     let seconds = t.elapsed().as_secs_f64();
     let load = LoadStats {
@@ -103,6 +106,30 @@ pub fn open_with(
         tokenizer,
         load,
     })
+}
+
+/// A tokenizer whose ids the model cannot embed (a vocabulary larger than the embedding, or a
+/// BOS past its last row: another model's tokenizer) is refused in one line. Added tokens past
+/// the embedding are allowed (Gemma 3's tokenizer.json has `<image_soft_token>` = 262144 for
+/// a 262144-row embedding).
+pub fn check_vocab(tok: &Tokenizer, path: &std::path::Path, rows: usize) -> Result<()> {
+    let n = tok.get_vocab_size(false);
+    let bos = crate::models::tokenizer::bos_id(tok);
+    let bad = if n > rows {
+        Some(format!("has {n} tokens"))
+    } else {
+        bos.filter(|&b| b as usize >= rows)
+            .map(|b| format!("puts BOS id {b} first"))
+    };
+    match bad {
+        Some(what) => Err(crate::error::Error::Tokenizer {
+            path: path.display().to_string(),
+            reason: format!(
+                "{what} but the model's embedding has {rows} rows, so it is not this model's tokenizer; use the model's own (for GGUF files the one in the file, or the model's tokenizer.json beside it)"
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The load cost of a model, as the benches and `run` print it.

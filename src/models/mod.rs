@@ -20,6 +20,7 @@ pub mod backbone;
 pub mod dequantize;
 pub mod gemma3_quantized;
 pub mod gguf_fixture;
+pub mod gguf_tokenizer;
 pub mod loading;
 pub mod moe;
 pub mod psann;
@@ -213,6 +214,9 @@ pub struct ModelMeta {
     /// The attention backend it runs (`eager`, `flash`, `chunked:N`; see [`attention`]).
     #[serde(default)]
     pub attention: String,
+    /// GGUF files: the precision label's source and the tensor types (count and bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf: Option<quantized::GgufWeights>,
 }
 
 /// Where weights come from.

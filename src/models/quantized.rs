@@ -78,14 +78,217 @@ fn gguf_err(path: &Path, reason: impl std::fmt::Display) -> Error {
 pub fn read_header(path: &Path) -> Result<Content> {
     let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
     Content::read(&mut f).map_err(|e| {
-        gguf_err(
-            path,
-            format!(
-                "not a readable GGUF file ({}); it is truncated or corrupt: fetch it again",
-                one_line(&e.to_string())
+        let msg = one_line(&e.to_string());
+        // candle 0.11.1's reader: "unknown dtype for tensor <ggml type id>".
+        let unknown = msg
+            .strip_prefix("unknown dtype for tensor ")
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        match unknown {
+            Some(t) => gguf_err(
+                path,
+                format!(
+                    "tensor type {} (ggml type {t}) is not supported by candle 0.11.1 (it runs {}); use a GGUF file quantized to one of those",
+                    ggml_type_name(t),
+                    CANDLE_TYPES
+                ),
             ),
-        )
+            None => gguf_err(
+                path,
+                format!(
+                    "not a readable GGUF file ({msg}); it is truncated or corrupt: fetch it again"
+                ),
+            ),
+        }
     })
+}
+
+/// The tensor types candle 0.11.1 reads and runs (quantized matmuls on CPU and CUDA).
+pub const CANDLE_TYPES: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+
+/// ggml's name of a tensor type id (ggml/include/ggml.h, `enum ggml_type`).
+pub fn ggml_type_name(t: u32) -> String {
+    const NAMES: [(u32, &str); 36] = [
+        (0, "F32"),
+        (1, "F16"),
+        (2, "Q4_0"),
+        (3, "Q4_1"),
+        (6, "Q5_0"),
+        (7, "Q5_1"),
+        (8, "Q8_0"),
+        (9, "Q8_1"),
+        (10, "Q2_K"),
+        (11, "Q3_K"),
+        (12, "Q4_K"),
+        (13, "Q5_K"),
+        (14, "Q6_K"),
+        (15, "Q8_K"),
+        (16, "IQ2_XXS"),
+        (17, "IQ2_XS"),
+        (18, "IQ3_XXS"),
+        (19, "IQ1_S"),
+        (20, "IQ4_NL"),
+        (21, "IQ3_S"),
+        (22, "IQ2_S"),
+        (23, "IQ4_XS"),
+        (24, "I8"),
+        (25, "I16"),
+        (26, "I32"),
+        (27, "I64"),
+        (28, "F64"),
+        (29, "IQ1_M"),
+        (30, "BF16"),
+        (34, "TQ1_0"),
+        (35, "TQ2_0"),
+        (39, "MXFP4"),
+        (40, "NVFP4"),
+        (41, "Q1_0"),
+        (42, "Q2_0"),
+        (31, "Q4_0_4_4 (removed from GGUF)"),
+    ];
+    NAMES
+        .iter()
+        .find(|(i, _)| *i == t)
+        .map(|(_, n)| n.to_string())
+        .unwrap_or_else(|| format!("unknown ({t})"))
+}
+
+/// ggml's name of one of candle's tensor types (`Q4_K`, not candle's `Q4K`).
+pub fn dtype_name(d: candle_core::quantized::GgmlDType) -> &'static str {
+    use candle_core::quantized::GgmlDType as G;
+    match d {
+        G::F32 => "F32",
+        G::F16 => "F16",
+        G::BF16 => "BF16",
+        G::Q4_0 => "Q4_0",
+        G::Q4_1 => "Q4_1",
+        G::Q5_0 => "Q5_0",
+        G::Q5_1 => "Q5_1",
+        G::Q8_0 => "Q8_0",
+        G::Q8_1 => "Q8_1",
+        G::Q2K => "Q2_K",
+        G::Q3K => "Q3_K",
+        G::Q4K => "Q4_K",
+        G::Q5K => "Q5_K",
+        G::Q6K => "Q6_K",
+        G::Q8K => "Q8_K",
+    }
+}
+
+/// llama.cpp's name of a `general.file_type` (include/llama.h, `enum llama_ftype`, and
+/// `llama_model_ftype_name`), as the precision label spells it (`q4_k_m`).
+pub fn file_type_label(ftype: u32) -> Option<&'static str> {
+    Some(match ftype {
+        0 => "f32",
+        1 => "f16",
+        2 => "q4_0",
+        3 => "q4_1",
+        7 => "q8_0",
+        8 => "q5_0",
+        9 => "q5_1",
+        10 => "q2_k",
+        11 => "q3_k_s",
+        12 => "q3_k_m",
+        13 => "q3_k_l",
+        14 => "q4_k_s",
+        15 => "q4_k_m",
+        16 => "q5_k_s",
+        17 => "q5_k_m",
+        18 => "q6_k",
+        19 => "iq2_xxs",
+        20 => "iq2_xs",
+        21 => "q2_k_s",
+        22 => "iq3_xs",
+        23 => "iq3_xxs",
+        24 => "iq1_s",
+        25 => "iq4_nl",
+        26 => "iq3_s",
+        27 => "iq3_m",
+        28 => "iq2_s",
+        29 => "iq2_m",
+        30 => "iq4_xs",
+        31 => "iq1_m",
+        32 => "bf16",
+        36 => "tq1_0",
+        37 => "tq2_0",
+        38 => "mxfp4_moe",
+        39 => "nvfp4",
+        40 => "q1_0",
+        41 => "q2_0",
+        _ => return None,
+    })
+}
+
+/// Count and bytes of one tensor type in a GGUF file.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TypeCount {
+    pub count: usize,
+    pub bytes: u64,
+}
+
+/// What a GGUF file's weights are: the precision label and where it came from, and every
+/// tensor type with its count and bytes.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GgufWeights {
+    /// The label after `gguf-` (`q4_k_m`, `q8_0`).
+    pub label: String,
+    /// `general.file_type` when the file has it (llama.cpp's `llama_ftype`).
+    pub file_type: Option<u32>,
+    /// Where the label came from: `general.file_type = 15`, or, without it, the most common
+    /// type of the 2-D weight tensors.
+    pub label_source: String,
+    /// ggml type name (`Q4_K`) -> count and bytes of its tensors.
+    pub tensor_types: std::collections::BTreeMap<String, TypeCount>,
+}
+
+/// The precision label and tensor-type histogram of a GGUF file: the label from
+/// `general.file_type`; without it (or with a value llama.cpp does not name), the most common
+/// type among the 2-D weight tensors, and `label_source` says so.
+pub fn weights_info(ct: &Content) -> GgufWeights {
+    let mut types: std::collections::BTreeMap<String, TypeCount> = Default::default();
+    let mut two_d: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    for info in ct.tensor_infos.values() {
+        let n = info.shape.elem_count();
+        let name = dtype_name(info.ggml_dtype);
+        let e = types.entry(name.to_string()).or_default();
+        e.count += 1;
+        e.bytes += (n / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
+        if info.shape.rank() == 2 {
+            *two_d.entry(name).or_default() += 1;
+        }
+    }
+    let file_type = md_u(ct, "general.file_type").map(|x| x as u32);
+    let named = file_type.and_then(|t| file_type_label(t).map(|l| (t, l)));
+    let (label, label_source) = match named {
+        Some((t, l)) => (l.to_string(), format!("general.file_type = {t}")),
+        None => {
+            // Most tensors first, then the name, so the choice is deterministic.
+            let top = two_d
+                .iter()
+                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                .map(|(n, c)| (n.to_lowercase(), *c));
+            let why = match file_type {
+                Some(t) => format!("general.file_type = {t} is not a type llama.cpp names"),
+                None => "no general.file_type".to_string(),
+            };
+            match top {
+                Some((n, c)) => (
+                    n.clone(),
+                    format!(
+                        "{why}: the most common type of the 2-D weight tensors ({c} of {} are {n})",
+                        two_d.values().sum::<usize>()
+                    ),
+                ),
+                None => ("unknown".into(), format!("{why} and no 2-D weight tensors")),
+            }
+        }
+    };
+    GgufWeights {
+        label,
+        file_type,
+        label_source,
+        tensor_types: types,
+    }
 }
 
 /// The family of a GGUF file, from `general.architecture`.
@@ -114,6 +317,60 @@ fn md_u(ct: &Content, key: &str) -> Option<usize> {
             .map(|x| x as usize)
             .or_else(|| v.to_u64().ok().map(|x| x as usize))
     })
+}
+
+/// Refuses RoPE scaling the implementation would silently ignore: candle-transformers 0.11.1's
+/// quantized Llama, Qwen3 and Gemma3 read no `<arch>.rope.scaling.*` key and no
+/// `rope_freqs.weight` (Llama 3.1-style frequency factors), so such a file would run with the
+/// wrong positions. The project's own Gemma 3 implements linear scaling and refuses the rest
+/// itself (see [`gemma3_quantized`]).
+pub fn check_rope(path: &Path, ct: &Content, family: Family, imp: GgufImpl) -> Result<()> {
+    let a = match family {
+        Family::Gemma3 => "gemma3",
+        Family::Qwen3 => "qwen3",
+        _ => "llama",
+    };
+    if family == Family::Gemma3 && imp == GgufImpl::Modelbench {
+        return Ok(());
+    }
+    let runs = match family {
+        Family::Gemma3 => "candle-transformers 0.11.1 quantized_gemma3 (impl=candle-transformers)",
+        Family::Qwen3 => "candle-transformers 0.11.1 quantized_qwen3",
+        _ => "candle-transformers 0.11.1 quantized_llama",
+    };
+    let kind = ct
+        .metadata
+        .get(&format!("{a}.rope.scaling.type"))
+        .and_then(|v| v.to_string().ok())
+        .cloned();
+    let factor = ct
+        .metadata
+        .get(&format!("{a}.rope.scaling.factor"))
+        .and_then(|v| v.to_f32().ok());
+    let scaled = match kind.as_deref() {
+        None | Some("none") | Some("") => factor.is_some_and(|f| f != 0.0 && f != 1.0),
+        Some(_) => factor.is_none_or(|f| f != 1.0),
+    };
+    if scaled {
+        return Err(gguf_err(
+            path,
+            format!(
+                "RoPE scaling `{}` (factor {}, `{a}.rope.scaling.*`) is not implemented by {runs}, which would run it unscaled; use a GGUF without RoPE scaling{}",
+                kind.as_deref().unwrap_or("linear"),
+                factor.map(|f| f.to_string()).unwrap_or_else(|| "unset".into()),
+                if family == Family::Gemma3 { " or leave impl= out (the project's Gemma 3 implements linear)" } else { "" }
+            ),
+        ));
+    }
+    if ct.tensor_infos.contains_key("rope_freqs.weight") {
+        return Err(gguf_err(
+            path,
+            format!(
+                "the file has `rope_freqs.weight` (per-dimension RoPE frequency factors, Llama 3.1-style scaling), which {runs} ignores; use a GGUF without it (no implementation here applies it)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Describes a GGUF model as its default implementation runs it (see [`describe_impl`]).
@@ -149,6 +406,7 @@ pub fn describe_impl(
         Family::Qwen3 => "qwen3",
         _ => "llama",
     };
+    check_rope(path, ct, family, imp)?;
     let need = |k: &str| {
         md_u(ct, &format!("{a}.{k}"))
             .ok_or_else(|| gguf_err(path, format!("metadata lacks `{a}.{k}`")))
@@ -199,11 +457,7 @@ pub fn describe_impl(
         (Family::Llama, _) => "candle-transformers 0.11.1 quantized_llama".into(),
         _ => "candle-transformers 0.11.1 quantized_qwen3".into(),
     };
-    let ftype = ct
-        .tensor_infos
-        .get("blk.0.ffn_down.weight")
-        .map(|i| format!("{:?}", i.ggml_dtype))
-        .unwrap_or_default();
+    let gguf = weights_info(ct);
     Ok(ModelMeta {
         family,
         params,
@@ -215,7 +469,7 @@ pub fn describe_impl(
         head_dim,
         intermediate: md_u(ct, &format!("{a}.feed_forward_length")).unwrap_or(0),
         vocab,
-        dtype: format!("gguf-{}", ftype.to_lowercase()),
+        dtype: format!("gguf-{}", gguf.label),
         max_context,
         built_context: built,
         prefill: "single-call".into(),
@@ -228,6 +482,7 @@ pub fn describe_impl(
         expert_params: 0,
         tied_embeddings: !ct.tensor_infos.contains_key("output.weight"),
         decode_weight_bytes: Some(bytes as f64),
+        gguf: Some(gguf),
     })
 }
 

@@ -203,8 +203,26 @@ pub struct Resolved {
     pub config_path: String,
     pub weights: Weights,
     pub tokenizer: Option<PathBuf>,
-    /// Which tokenizer that is (`fixture word-level` or `model tokenizer.json`).
+    /// Which tokenizer that is (`fixture word-level`, `model tokenizer.json`, for GGUF files
+    /// `gguf-metadata` or `tokenizer.json beside the file`), or `none (why)`.
     pub tokenizer_kind: String,
+}
+
+impl Resolved {
+    /// The tokenizer (a tokenizer.json, or a GGUF file whose metadata carries one), or a
+    /// one-line error saying why there is none and what to do.
+    pub fn tokenizer_path(&self) -> Result<&Path> {
+        self.tokenizer.as_deref().ok_or_else(|| Error::Tokenizer {
+            path: self.label.clone(),
+            reason: match self.tokenizer_kind.strip_prefix("none (") {
+                Some(why) => why.strip_suffix(')').unwrap_or(why).to_string(),
+                None => {
+                    "no tokenizer.json beside the weights; put the model's tokenizer.json there"
+                        .into()
+                }
+            },
+        })
+    }
 }
 
 /// Offline mode: no network at all. hf-hub itself does not read HF_HUB_OFFLINE.
@@ -524,11 +542,19 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                     ),
                 });
             }
+            // A tokenizer.json beside the file overrides the tokenizer in its metadata; a
+            // family's stock tokenizer is never guessed (a Llama-architecture GGUF can carry
+            // any vocabulary).
+            use crate::models::gguf_tokenizer::{self as gt, GgufVocab};
             let tok = file.with_file_name("tokenizer.json");
-            let tokenizer = tok
-                .is_file()
-                .then_some(tok)
-                .or_else(|| real_tokenizer(family, hub));
+            let (tokenizer, tokenizer_kind) = if tok.is_file() {
+                (Some(tok), gt::SOURCE_BESIDE.to_string())
+            } else {
+                match GgufVocab::read(&file, &ct) {
+                    Ok(_) => (Some(file.clone()), gt::SOURCE_GGUF.to_string()),
+                    Err(e) => (None, format!("none ({e})")),
+                }
+            };
             Ok(Resolved {
                 label: label.to_string(),
                 source: format!("gguf {}", file.display()),
@@ -542,11 +568,7 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                     None => Value::Null,
                 },
                 config_path: file.display().to_string(),
-                tokenizer_kind: if tokenizer.is_some() {
-                    format!("real {family} tokenizer.json")
-                } else {
-                    "none".into()
-                },
+                tokenizer_kind,
                 tokenizer,
                 weights: Weights::Gguf(file),
             })

@@ -56,7 +56,13 @@ pub fn fixture_tokenizer_json(vocab_size: usize) -> String {
     .to_string()
 }
 
+/// Loads a tokenizer.json, or, given a GGUF file, builds the tokenizer its metadata carries
+/// (see [`crate::models::gguf_tokenizer`]).
 pub fn load(path: &Path) -> Result<Tokenizer> {
+    if crate::models::gguf_tokenizer::is_gguf(path) {
+        let ct = crate::models::quantized::read_header(path)?;
+        return crate::models::gguf_tokenizer::from_content(path, &ct);
+    }
     Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
         path: path.display().to_string(),
         reason: crate::error::one_line(&e.to_string()),
@@ -81,12 +87,19 @@ pub fn decode(tok: &Tokenizer, ids: &[u32]) -> Result<String> {
 
 /// The id the tokenizer's post-processor puts first when special tokens are added (Gemma's
 /// `<bos>`), if any. Llama 3's tokenizer.json adds none (its BOS 128000 must be prepended by
-/// the caller), so that case is handled by name.
+/// the caller), so that case is handled by name, but only for a tokenizer without a template:
+/// one built from GGUF metadata always has one and says exactly whether BOS comes first.
 pub fn bos_id(tok: &Tokenizer) -> Option<u32> {
     let with = tok.encode("a", true).ok()?.get_ids().to_vec();
     let without = tok.encode("a", false).ok()?.get_ids().to_vec();
     if with.len() > without.len() {
         return with.first().copied();
+    }
+    if matches!(
+        tok.get_post_processor(),
+        Some(tokenizers::PostProcessorWrapper::Template(_))
+    ) {
+        return None;
     }
     tok.token_to_id("<|begin_of_text|>")
 }

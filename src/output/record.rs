@@ -163,6 +163,11 @@ pub struct ModelInfo {
     /// written before it was recorded.
     #[serde(default)]
     pub attention: String,
+    /// GGUF files: where the precision label came from (`general.file_type`, or the most
+    /// common type of the 2-D weights where that is missing) and a histogram of the tensor
+    /// types (type -> count and bytes). None for other weights and in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf: Option<crate::models::quantized::GgufWeights>,
 }
 
 /// Memory of the timed region.

@@ -159,5 +159,6 @@ pub fn model_info(l: &Loaded) -> ModelInfo {
         exact_context: m.exact_context,
         implementation: m.implementation.clone(),
         attention: m.attention.clone(),
+        gguf: m.gguf.clone(),
     }
 }

@@ -20,9 +20,7 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     let models = parse_models(&a.model, "--model")?;
     let (label, r) = &models[0];
     let res = prepare(label, r, &[])?;
-    let tok_path = res.tokenizer.clone().ok_or_else(|| {
-        anyhow::anyhow!("{label}: generate needs the model's tokenizer.json beside the weights")
-    })?;
+    let tok_path = res.tokenizer_path()?.to_path_buf();
     let tok = modelbench::models::tokenizer::load(&tok_path)?;
     let mut ids = encode(&tok, &a.prompt)?;
     if let Some(b) = bos_id(&tok) {

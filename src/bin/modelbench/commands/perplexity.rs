@@ -38,10 +38,7 @@ pub fn perplexity(
     let models = parse_models(model, "--model")?;
     let (l, r) = &models[0];
     let res = prepare(l, r, &[])?;
-    let tok_path = res
-        .tokenizer
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("{l}: perplexity needs the model's tokenizer.json"))?;
+    let tok_path = res.tokenizer_path()?.to_path_buf();
     let dev = spec.open_for("--device")?;
     let mut loaded = open(res, &dev, dt, Some(seq_len))?;
     // The project's Gemma 3 is exact at every built position (exact_context None); the

@@ -114,9 +114,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let models = parse_models(&a.model, "--model")?;
     let (label, r) = &models[0];
     let res = prepare(label, r, &[])?;
-    let tok_path = res.tokenizer.clone().ok_or_else(|| {
-        anyhow::anyhow!("{label}: serve needs the model's tokenizer.json beside the weights")
-    })?;
+    let tok_path = res.tokenizer_path()?.to_path_buf();
     let tok = Arc::new(modelbench::models::tokenizer::load(&tok_path)?);
     let addr: SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
