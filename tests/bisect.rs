@@ -32,6 +32,47 @@ fn head(repo: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// The two bisections of this file run one at a time: the first one's busy loops would
+/// otherwise share the cores with the second's paired measurements (seen: the paired GOOD
+/// vs BAD check missed its 30% slowdown beside six busy loops).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `modelbench bisect ARGS` in `repo` (reports under `reports`); asserts it succeeded and
+/// named `first` with `subject`, and that the repository is back on `last`, not bisecting.
+/// Returns what it printed.
+fn bisect_names(
+    repo: &Path,
+    reports: &Path,
+    args: &[&str],
+    first: &str,
+    subject: &str,
+    last: &str,
+) -> String {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .arg("bisect")
+        .args(args)
+        .current_dir(repo)
+        .env("MB", env!("CARGO_BIN_EXE_modelbench"))
+        .env("MODELBENCH_REPORTS", reports)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("MODELBENCH_INJECT_SLOWDOWN")
+        .env_remove("MODELBENCH_DB")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains(&format!("first bad commit: {first} {subject}")),
+        "{out}\n{err}"
+    );
+    assert_eq!(head(repo), last);
+    assert!(!repo.join(".git/BISECT_LOG").exists());
+    out
+}
+
 /// The benchmark: fixture:llama, 16 prompt + 32 generated tokens, 9 trials; with `work` = N,
 /// N busy loops run beside it for its whole duration.
 const RUN_SH: &str = r#"#!/bin/sh
@@ -69,9 +110,10 @@ fn bisect_names_the_slowed_commit() {
     }
     let reports = tmp.path().join("reports");
     let t0 = std::time::Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args([
-            "bisect",
+    let out = bisect_names(
+        &repo,
+        &reports,
+        &[
             &commits[0],
             &commits[4],
             "--bench",
@@ -82,28 +124,12 @@ fn bisect_names_the_slowed_commit() {
             "true",
             "--run",
             "sh run.sh",
-        ])
-        .current_dir(&repo)
-        .env("MB", env!("CARGO_BIN_EXE_modelbench"))
-        .env("MODELBENCH_REPORTS", &reports)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("MODELBENCH_DB")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{out}\n{err}");
-    assert!(
-        out.contains(&format!(
-            "first bad commit: {} commit 3: work 6",
-            commits[3]
-        )),
-        "{out}\n{err}"
+        ],
+        &commits[3],
+        "commit 3: work 6",
+        &commits[4],
     );
     assert!(out.contains("Regression"), "its numbers: {out}");
-    // The repository is back on its branch, not bisecting.
-    assert_eq!(head(&repo), commits[4]);
-    assert!(!repo.join(".git/BISECT_LOG").exists());
     eprintln!("{out}bisect took {:.1} s", t0.elapsed().as_secs_f64());
 }
 
@@ -135,9 +161,10 @@ fn bisect_paired_names_the_slowed_commit() {
         commits.push(head(&repo));
     }
     let reports = tmp.path().join("reports");
-    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args([
-            "bisect",
+    let out = bisect_names(
+        &repo,
+        &reports,
+        &[
             &commits[0],
             &commits[3],
             "--bench",
@@ -149,29 +176,12 @@ fn bisect_paired_names_the_slowed_commit() {
             "10%",
             "--build",
             PAIRED_BUILD,
-        ])
-        .current_dir(&repo)
-        .env("MB", env!("CARGO_BIN_EXE_modelbench"))
-        .env("MODELBENCH_REPORTS", &reports)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("MODELBENCH_INJECT_SLOWDOWN")
-        .env_remove("MODELBENCH_DB")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{out}\n{err}");
-    assert!(
-        out.contains(&format!(
-            "first bad commit: {} commit 2: decode:30%",
-            commits[2]
-        )),
-        "{out}\n{err}"
+        ],
+        &commits[2],
+        "commit 2: decode:30%",
+        &commits[3],
     );
     assert!(out.contains("| decode | 10 |"), "its paired table: {out}");
-    assert_eq!(head(&repo), commits[3]);
-    assert!(!repo.join(".git/BISECT_LOG").exists());
     // The executables were kept, one per measured commit.
     let kept = std::fs::read_dir(&reports)
         .unwrap()

@@ -19,6 +19,8 @@ fn paired(reports: &std::path::Path, inject: Option<&str>) -> (i32, String) {
         "--paired",
         "--pairs",
         "12",
+        "--blocks",
+        "4",
         "--threshold",
         "10%",
     ])

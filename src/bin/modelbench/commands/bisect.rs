@@ -51,7 +51,7 @@ pub struct BisectArgs {
     #[arg(long)]
     pub paired: bool,
     /// With --paired: pairs per comparison.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 60)]
     pub pairs: usize,
 }
 
@@ -103,7 +103,7 @@ pub struct StepArgs {
     /// Paired mode: GOOD's executable (the gate runs it beside this commit's).
     #[arg(long)]
     pub good_exe: Option<PathBuf>,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 60)]
     pub pairs: usize,
 }
 

@@ -34,12 +34,13 @@ pub struct PairedOpts {
     /// With --paired: the suite tier (quick: short and medium) or one scenario name.
     #[arg(long = "paired-suite", default_value = "quick")]
     pub suite: String,
-    /// With --paired: pairs per scenario.
-    #[arg(long, default_value_t = 30)]
+    /// With --paired: pairs per scenario (60: a 5% decode slowdown flagged in 5 of 5 tries
+    /// here, 30: in 4 of 5; README).
+    #[arg(long, default_value_t = 60)]
     pub pairs: usize,
     /// With --paired: the pairs are split into this many blocks, each with freshly started
     /// workers (alternating which starts first), so a per-process offset is not a bias.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 12)]
     pub blocks: usize,
     /// With --paired: MODELBENCH_INJECT_SLOWDOWN for NEW's worker only (calibration, e.g.
     /// decode:5%).
@@ -55,8 +56,8 @@ impl PairedOpts {
             paired: true,
             model: model.to_string(),
             suite: suite.to_string(),
-            pairs: 30,
-            blocks: 6,
+            pairs: 60,
+            blocks: 12,
             inject: None,
         }
     }
@@ -234,15 +235,39 @@ impl Drop for Worker {
     }
 }
 
-/// An executable for a side: a path to a file as is, else a commit/branch built once.
-pub fn executable(r: &Path, side: &str) -> anyhow::Result<(PathBuf, String)> {
+/// What a side names: an executable file, or a commit (resolved once, before anything is
+/// built, so `HEAD HEAD` stays one commit even when HEAD moves during the build).
+pub enum Side {
+    Exe(PathBuf),
+    Commit { name: String, commit: String },
+}
+
+/// Resolves a side: a path to a file as is, else a commit or branch.
+pub fn resolve(r: &Path, side: &str) -> anyhow::Result<Side> {
     if r.is_file() {
-        return Ok((r.to_path_buf(), r.display().to_string()));
+        return Ok(Side::Exe(r.to_path_buf()));
     }
     let name = r.display().to_string();
     let commit = super::compare::rev_parse(&name).ok_or_else(|| {
         anyhow::anyhow!("{side} `{name}`: not an executable, and `git rev-parse` knows no such commit or branch here")
     })?;
+    Ok(Side::Commit { name, commit })
+}
+
+/// An executable for a side: a path to a file as is, else a commit/branch built once.
+pub fn executable(r: &Path, side: &str) -> anyhow::Result<(PathBuf, String)> {
+    build_side(resolve(r, side)?, side)
+}
+
+/// The executable of a resolved side (a commit is built once, then kept).
+pub fn build_side(s: Side, side: &str) -> anyhow::Result<(PathBuf, String)> {
+    let (name, commit) = match s {
+        Side::Exe(p) => {
+            let n = p.display().to_string();
+            return Ok((p, n));
+        }
+        Side::Commit { name, commit } => (name, commit),
+    };
     let root = modelbench::util::fsio::target_dir().join("paired");
     let bin = root.join("bin").join(&commit).join("modelbench");
     if bin.is_file() {
@@ -296,8 +321,9 @@ pub fn paired_cmd(
 ) -> anyhow::Result<ExitCode> {
     let t = parse_threshold(threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
     check(o)?;
-    let (ea, na) = executable(base, "BASE")?;
-    let (eb, nb) = executable(new, "NEW")?;
+    let (sa, sb) = (resolve(base, "BASE")?, resolve(new, "NEW")?);
+    let (ea, na) = build_side(sa, "BASE")?;
+    let (eb, nb) = build_side(sb, "NEW")?;
     let out = run_paired((&ea, &na), (&eb, &nb), t, o)?;
     Ok(if out.regressions > 0 {
         ExitCode::from(1)

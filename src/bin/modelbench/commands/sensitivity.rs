@@ -44,7 +44,7 @@ pub struct SensitivityArgs {
     #[arg(long)]
     pub paired: bool,
     /// With --paired: pairs per comparison (as `compare --pairs`).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 60)]
     pub pairs: usize,
     /// Timed trials per run (as `modelbench run --trials`; its default).
     #[arg(long, default_value_t = 10)]
