@@ -394,6 +394,107 @@ pub fn peers_png(path: &Path, title: &str, records: &[Record]) -> Result<bool> {
     Ok(true)
 }
 
+/// One point of the peers history: one run's candle/peer E2E ratio for a scenario and engine
+/// setting, with the commit and the machine it was measured on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPoint {
+    pub run: String,
+    pub timestamp: String,
+    pub commit: String,
+    pub machine: String,
+    pub scenario: String,
+    pub engine: String,
+    pub ratio: Ratio,
+}
+
+/// The peers history of run folders (name, records), in the order given (oldest first): every
+/// peer row with a measured E2E ratio.
+pub fn peers_history(runs: &[(String, Vec<Record>)]) -> Vec<HistoryPoint> {
+    let mut out = Vec::new();
+    for (name, records) in runs {
+        for row in peer_rows(records) {
+            let Some(ratio) = row.ratio_e2e.filter(|r| r.value().is_finite()) else {
+                continue;
+            };
+            let Some(r) = records.iter().find(|r| {
+                r.kind == Kind::Peer && r.scenario == row.scenario && row_label(r) == row.label
+            }) else {
+                continue;
+            };
+            out.push(HistoryPoint {
+                run: name.clone(),
+                timestamp: r.timestamp.clone(),
+                commit: r.build.git_commit.chars().take(10).collect(),
+                machine: r.hardware.fingerprint(),
+                scenario: row.scenario.clone(),
+                engine: row.label.clone(),
+                ratio,
+            });
+        }
+    }
+    out
+}
+
+fn row_label(r: &Record) -> String {
+    r.extra
+        .get("setting_label")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| engine_of(r))
+}
+
+/// The history as a Markdown table, oldest first.
+pub fn peers_history_table(points: &[HistoryPoint]) -> String {
+    let mut s = String::from(
+        "| time | run | commit | machine | scenario | engine | candle/peer E2E [95% CI] |\n|---|---|---|---|---|---|---:|\n",
+    );
+    for p in points {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            p.timestamp,
+            p.run,
+            p.commit,
+            p.machine,
+            p.scenario,
+            p.engine,
+            p.ratio.cell()
+        );
+    }
+    s
+}
+
+/// The history chart: candle/peer E2E ratio per run (time order), a line per machine,
+/// scenario and engine setting. Returns false (and writes nothing) without points.
+pub fn peers_history_png(path: &Path, points: &[HistoryPoint]) -> Result<bool> {
+    if points.is_empty() {
+        return Ok(false);
+    }
+    let mut runs: Vec<&str> = Vec::new();
+    for p in points {
+        if !runs.contains(&p.run.as_str()) {
+            runs.push(&p.run);
+        }
+    }
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for p in points {
+        let key = format!("{} · {} · {}", p.machine, p.scenario, p.engine);
+        let x = runs.iter().position(|r| *r == p.run).unwrap_or(0) as f64 + 1.0;
+        match series.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push((x, p.ratio.value())),
+            None => series.push((key, vec![(x, p.ratio.value())])),
+        }
+    }
+    crate::output::plot::trend_png(
+        path,
+        "candle / peer E2E tok/s per run (above 1: candle is faster)",
+        "run (time order)",
+        "candle / peer",
+        &series,
+    )?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -342,6 +342,68 @@ pub fn run_llama_timed(
     Ok(LlamaRun { out, raw, process })
 }
 
+/// The build-info.json of scripts/build-llama-cpp.sh beside a peer binary (`<dir>/bin/x` ->
+/// `<dir>/build-info.json`), when there.
+pub fn build_info_of(bin: &Path) -> Option<Value> {
+    let dir = bin.parent()?.parent()?;
+    let text = std::fs::read_to_string(dir.join("build-info.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// llama.cpp's peer record of one scenario without alternation (the generation bench's
+/// optional peer row, MODELBENCH_PEERS): `reps` repetitions in the matched setting, prompt ids
+/// from candle's generator (`prompt_ids(P, vocab, seed, trial)`, trials 0..reps), one process
+/// each. Its ratios are ratios of medians, without an interval (`extra.interleaved` false).
+#[allow(clippy::too_many_arguments)]
+pub fn llama_peer_record(
+    bin: &Path,
+    gguf: &Path,
+    s: &Scenario,
+    candle: &Record,
+    seed: u64,
+    threads: usize,
+    reps: usize,
+    ids_file: &Path,
+) -> Result<Record> {
+    let setting = LlamaSetting::matched("f32", false);
+    let runs = (0..reps)
+        .map(|k| {
+            let ids = crate::engine::generate::prompt_ids(
+                s.prompt_tokens,
+                candle.model.vocab,
+                seed,
+                k as u64,
+            );
+            run_llama_timed(
+                bin,
+                gguf,
+                &ids,
+                ids_file,
+                s.new_tokens,
+                threads,
+                &setting,
+                1,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut r = llama_record(
+        s,
+        &runs,
+        &setting,
+        build_info_of(bin).as_ref(),
+        &candle.model,
+    )?;
+    check_threads(
+        Peer::LlamaCpp,
+        threads,
+        r.engine.as_ref().and_then(|e| e.threads),
+        false,
+    )?;
+    stamp_like(&mut r, candle);
+    r.extra["interleaved"] = json!(false);
+    Ok(r)
+}
+
 /// The order in which engines run in repetition `rep`: forward in even repetitions, backward
 /// in odd ones (A B, B A, A B, ...: with two engines the ABBA order of measure::paired), so
 /// no engine is always first after the previous one warmed the caches.

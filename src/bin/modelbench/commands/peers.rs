@@ -19,8 +19,8 @@ use modelbench::output::peers::{engines_list, peers_png, peers_table};
 use modelbench::output::record::{Engine, Record};
 use modelbench::output::report::{reports_root, RunDir};
 use modelbench::workloads::peers::{
-    check_threads, interleave_order, llama_record, missing_program, run_llama_timed, run_torch,
-    scenario_skip, skip_line, stamp_like, torch_record, LlamaRun, LlamaSetting, Peer,
+    build_info_of, check_threads, interleave_order, llama_record, missing_program, run_llama_timed,
+    run_torch, scenario_skip, skip_line, stamp_like, torch_record, LlamaRun, LlamaSetting, Peer,
     CANDLE_VERSION,
 };
 use std::time::Instant;
@@ -112,7 +112,7 @@ fn model_skip(peer: Peer, weights: &Weights, device: &str) -> Option<String> {
         )),
         (Peer::LlamaCpp, Weights::Gguf(_)) => None,
         (Peer::LlamaCpp, _) => {
-            Some("llama-bench needs a GGUF model (gguf:...); this model is compared with torch".into())
+            Some("llama.cpp needs a GGUF model (gguf:...); this model is compared with torch".into())
         }
         (Peer::Torch, Weights::Gguf(_)) => Some(
             "the PyTorch peer loads safetensors; GGUF models are compared with llama.cpp".into(),
@@ -308,13 +308,7 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
         .iter()
         .find(|s| s.peer == Peer::LlamaCpp)
         .map(|s| s.program.clone());
-    let build_info = llama
-        .as_ref()
-        .and_then(|p| p.parent())
-        .and_then(|b| b.parent())
-        .map(|d| d.join("build-info.json"))
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let build_info = llama.as_deref().and_then(build_info_of);
 
     let mut run = RunDir::new(&reports_root(), plan.label.as_deref());
     let save = !a.target.no_save;
