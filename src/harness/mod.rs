@@ -60,11 +60,7 @@ pub fn main(bench: Bench) {
             generation(&mut c, &plan, &mut run)?;
             overhead(&mut c, &plan, &mut run)?;
             c.final_summary();
-            if crate::config::knobs::get(&crate::config::knobs::env, "MODELBENCH_PEERS")
-                .map(|v| crate::config::values::parse_bool(&v, "MODELBENCH_PEERS"))
-                .transpose()?
-                .unwrap_or(false)
-            {
+            if crate::config::plans::peers_row(&crate::config::knobs::env)? {
                 llama_peer_rows(&plan, &mut run)?;
             }
             Ok(run)
