@@ -48,10 +48,12 @@ fn a_recorded_llama_timed_ids_run_becomes_a_peer_record() {
             sys_s: 0.1,
         },
     };
-    let mut meta = ModelInfo::default();
-    meta.label = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF".into();
-    meta.load_seconds = 99.0; // candle's: must not be copied
-    meta.layers = 18;
+    let meta = ModelInfo {
+        label: "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF".into(),
+        load_seconds: 99.0, // candle's: must not be copied
+        layers: 18,
+        ..Default::default()
+    };
     let setting = LlamaSetting::matched("f32", false);
     let r = llama_record(&s, &[run.clone(), run], &setting, None, &meta).unwrap();
     assert_eq!(r.kind, Kind::Peer);

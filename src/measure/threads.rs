@@ -113,7 +113,9 @@ impl ThreadUse {
     /// is not positive or no CPU time was accounted (too short to measure).
     pub fn from_cpu_seconds(per_thread: &[f64], wall_s: f64) -> Option<ThreadUse> {
         let total: f64 = per_thread.iter().filter(|x| x.is_finite()).sum();
-        if !(wall_s > 0.0) || !(total > 0.0) {
+        if wall_s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+            || total.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
             return None;
         }
         Some(ThreadUse {
