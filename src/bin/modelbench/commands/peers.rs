@@ -562,6 +562,11 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
     )? {
         println!("chart: {}", png.display());
     }
+    // The index again, now that peers.md and peers.png exist (the records' flush wrote it before).
+    let root = run.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    if let Err(e) = modelbench::output::report::write_index(&root) {
+        println!("warning: {}: index.html not updated: {e}", root.display());
+    }
     println!("run folder: {}", run.path.display());
     Ok(())
 }
