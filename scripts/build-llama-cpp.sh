@@ -18,7 +18,13 @@
 #                      <dir>/llama-greedy-ids.cpp) linked against the same libllama: plain
 #                      argmax decoding with no sampler, no EOS stop, printing token ids and the
 #                      top-1/top-2 logit margin of every step
-# and <dir>/build-info.json (versions, sha256s, compiler, cmake flags, llama.cpp's own
+#   llama-timed-ids    the peer program of `modelbench peers` (issue 30; source
+#                      scripts/llama-timed-ids.cpp, kept as <dir>/llama-timed-ids.cpp): one
+#                      timed greedy generation from given prompt token ids, with the KV-cache
+#                      type and flash-attention setting asked for, printing every token's time,
+#                      the load time and per-thread CPU time as JSON
+# the static libraries and headers in <dir>/lib and <dir>/include (so a later tool of ours can
+# be compiled against this build without building llama.cpp again), and <dir>/build-info.json (versions, sha256s, compiler, cmake flags, llama.cpp's own
 # --version output, CPU).
 #
 # Usage: scripts/build-llama-cpp.sh [DIR]
@@ -44,8 +50,24 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dest=${1:-${LLAMA_CPP_DIR:-$repo/target/llama-cpp/$VERSION}}
 case $dest in /*) ;; *) dest=$PWD/$dest ;; esac
 
-if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/llama-server" ] && [ -x "$dest/bin/llama-bench" ]; then
+timed_src=$repo/scripts/llama-timed-ids.cpp
+if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/llama-server" ] && [ -x "$dest/bin/llama-bench" ] \
+   && [ -x "$dest/bin/llama-timed-ids" ] && cmp -s "$timed_src" "$dest/llama-timed-ids.cpp"; then
   echo "already built: llama.cpp $LLAMA_CPP_COMMIT (llama-cpp-python $VERSION) in $dest"
+  echo "bin: $dest/bin"
+  exit 0
+fi
+if [ -s "$dest/build-info.json" ] && [ -s "$dest/lib/libllama.a" ] && [ -d "$dest/include" ]; then
+  # A complete build whose llama-timed-ids is missing or older than scripts/llama-timed-ids.cpp:
+  # compile only that program against the build's own static libraries.
+  command -v g++ >/dev/null || { echo "error: g++ is required (apt-get install -y g++)" >&2; exit 2; }
+  l=$dest/lib
+  g++ -std=c++17 -O2 -I "$dest/include" "$timed_src" -o "$dest/bin/llama-timed-ids.tmp" \
+    -Wl,--start-group "$l/libllama.a" "$l/libggml.a" "$l/libggml-cpu.a" "$l/libggml-base.a" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
+    || { echo "error: compiling llama-timed-ids failed" >&2; exit 1; }
+  mv "$dest/bin/llama-timed-ids.tmp" "$dest/bin/llama-timed-ids"
+  cp "$timed_src" "$dest/llama-timed-ids.cpp"
+  echo "compiled llama-timed-ids against the build in $dest"
   echo "bin: $dest/bin"
   exit 0
 fi
@@ -295,6 +317,9 @@ for l in "${libs[@]}"; do [ -s "$l" ] || { echo "error: the build has no $l" >&2
 g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$work/llama-greedy-ids.cpp" \
   -o "$work/llama-greedy-ids" -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
   >"$work/greedy.log" 2>&1 || { echo "error: compiling llama-greedy-ids failed; see $work/greedy.log" >&2; exit 1; }
+g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$timed_src" \
+  -o "$work/llama-timed-ids" -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
+  >"$work/timed.log" 2>&1 || { echo "error: compiling llama-timed-ids failed; see $work/timed.log" >&2; exit 1; }
 
 # 6. Assemble DIR: binaries, the greedy program's source, build-info.json.
 out=$work/out
@@ -302,6 +327,11 @@ rm -rf "$out" && mkdir -p "$out/bin"
 for t in "${TOOLS[@]}"; do cp "$build/bin/$t" "$out/bin/"; done
 cp "$work/llama-greedy-ids" "$out/bin/"
 cp "$work/llama-greedy-ids.cpp" "$out/"
+cp "$work/llama-timed-ids" "$out/bin/"
+cp "$timed_src" "$out/llama-timed-ids.cpp"
+mkdir -p "$out/lib" "$out/include"
+cp "${libs[@]}" "$out/lib/"
+cp "$src"/include/*.h "$src"/ggml/include/*.h "$out/include/"
 cp "$src/LICENSE" "$out/LICENSE-llama.cpp"
 "$out/bin/llama-perplexity" --version >"$work/version.txt" 2>&1 || true
 "$out/bin/llama-greedy-ids" --system-info >"$work/system-info.txt" 2>/dev/null || true
@@ -331,7 +361,8 @@ info = {
     "system_info": open(work + "/system-info.txt").read().strip(),
     "cpu": cpu,
     "machine": platform.machine(),
-    "binaries": sorted("""${TOOLS[*]}""".split() + ["llama-greedy-ids"]),
+    "binaries": sorted("""${TOOLS[*]}""".split() + ["llama-greedy-ids", "llama-timed-ids"]),
+    "timed_tool": "bin/llama-timed-ids, source llama-timed-ids.cpp (scripts/llama-timed-ids.cpp), compiled like llama-greedy-ids",
     "build_seconds": $finished - $started,
     "built_at": run("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
 }

@@ -82,6 +82,11 @@ pub enum Error {
     #[error("valgrind: {0}")]
     Valgrind(String),
 
+    /// Thread counts that make a comparison unfair (candle's two pools, or an engine and
+    /// candle): both counts, the variables that set them and the fix, in one line.
+    #[error("{0}")]
+    ThreadMismatch(String),
+
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -6,13 +6,16 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use modelbench::engine::scenario::Scenario;
-use modelbench::output::peers::{peer_rows, peers_table};
-use modelbench::output::record::{Engine, Kind, Record};
+use modelbench::measure::process::ProcessUse;
+use modelbench::output::peers::{peer_rows, peers_table, Ratio};
+use modelbench::output::record::{Engine, Kind, ModelInfo, Record, TrialRates};
 use modelbench::workloads::peers::{
-    llama_record, parse_llama_bench, parse_torch, stamp_like, torch_record, CANDLE_VERSION,
+    llama_record, parse_llama_timed, parse_torch, stamp_like, torch_record, LlamaRun, LlamaSetting,
+    CANDLE_VERSION,
 };
 
-const LLAMA_BENCH: &str = include_str!("../fixtures/peers/llama-bench-gemma3-270m-q4km-short.json");
+const LLAMA_TIMED: &str =
+    include_str!("../fixtures/peers/llama-timed-ids-gemma3-270m-q4km-short-kvf32-faoff.json");
 const TORCH: &str = include_str!("../fixtures/peers/torch-fixture-llama-short.json");
 
 fn median(xs: &[f64]) -> f64 {
@@ -30,83 +33,81 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
 }
 
-/// The samples (seconds) of the llama-bench test with these lengths, read from the raw JSON.
-fn raw_samples(n_prompt: u64, n_gen: u64, depth: u64) -> Vec<f64> {
-    let v: serde_json::Value = serde_json::from_str(LLAMA_BENCH).unwrap();
-    let t = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| {
-            t["n_prompt"].as_u64() == Some(n_prompt)
-                && t["n_gen"].as_u64() == Some(n_gen)
-                && t["n_depth"].as_u64() == Some(depth)
-        })
-        .unwrap_or_else(|| panic!("fixture has no test p{n_prompt} g{n_gen} d{depth}"));
-    t["samples_ns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() * 1e-9)
-        .collect()
-}
-
 #[test]
-fn a_recorded_llama_bench_run_becomes_a_peer_record() {
+fn a_recorded_llama_timed_ids_run_becomes_a_peer_record() {
     let s = Scenario::by_name("short").unwrap();
-    let (p, g) = (s.prompt_tokens as f64, s.new_tokens as f64);
-    let tests = parse_llama_bench(LLAMA_BENCH, "fixture").unwrap();
-    assert_eq!(tests.len(), 3, "pp, pg and tg at depth");
-    let r = llama_record(&s, &tests, None).unwrap();
+    let (out, raw) = parse_llama_timed(LLAMA_TIMED, "fixture").unwrap();
+    assert_eq!((out.prompt_tokens, out.new_tokens), (64, 64));
+    let run = LlamaRun {
+        out: out.clone(),
+        raw,
+        process: ProcessUse {
+            wall_s: 3.0,
+            max_rss_bytes: 300 << 20,
+            user_s: 5.0,
+            sys_s: 0.1,
+        },
+    };
+    let meta = ModelInfo {
+        label: "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF".into(),
+        load_seconds: 99.0, // candle's: must not be copied
+        layers: 18,
+        ..Default::default()
+    };
+    let setting = LlamaSetting::matched("f32", false);
+    let r = llama_record(&s, &[run.clone(), run], &setting, None, &meta).unwrap();
     assert_eq!(r.kind, Kind::Peer);
     let e = r.engine.as_ref().unwrap();
     assert_eq!(e.name, "llama.cpp");
-    assert!(e.version.starts_with("llama.cpp "), "{}", e.version);
-    assert_eq!(e.threads, Some(tests[0].0.n_threads));
-    // E2E: the pg repetitions are the samples; tok/s = G / their median.
-    let pg = raw_samples(64, 64, 0);
-    assert_eq!(r.samples_s.len(), pg.len());
-    assert!(close(r.tok_s.unwrap(), g / median(&pg)));
-    let gen = r.gen.as_ref().unwrap();
-    // Prefill from pp P, decode from tg G at depth P.
-    let pp = raw_samples(64, 0, 0);
-    let tg = raw_samples(0, 64, 64);
-    assert!(close(
-        gen.prefill_tok_s.unwrap(),
-        median(&pp.iter().map(|x| p / x).collect::<Vec<_>>())
-    ));
-    assert!(close(
-        gen.decode_tok_s.unwrap(),
-        median(&tg.iter().map(|x| g / x).collect::<Vec<_>>())
-    ));
-    assert!(close(gen.ttft_ms.unwrap().p50, median(&pp) * 1e3));
-    assert!(close(gen.tpot_ms.unwrap().p50, median(&tg) / g * 1e3));
+    assert_eq!(e.threads, Some(out.n_threads), "as llama.cpp reports it");
     assert!(
-        gen.itl_ms.is_none(),
-        "llama-bench does not measure ITL: null, never 0"
+        e.flags.contains("KV f32") && e.flags.contains("flash attention off"),
+        "{}",
+        e.flags
     );
-    // Raw output kept whole.
-    assert_eq!(r.extra["llama_bench"].as_array().unwrap().len(), 3);
+    assert_eq!(r.extra["setting_label"], "llama.cpp (KV f32, FA off)");
+    // Its own model file, type, load time and memory; candle's structure of the same file.
+    assert_eq!(r.model.source, out.model);
+    assert_eq!(r.model.load_seconds, out.load_s);
+    assert_eq!(r.model.layers, 18);
+    assert_eq!(r.dtype.name(), "gguf-q4_k_m");
+    assert_eq!(r.memory.host_peak_bytes, Some(300 << 20));
+    assert!(r.model.implementation.starts_with("llama.cpp"));
+    // Metrics by candle's definitions from llama.cpp's token times.
+    let t = &out.token_times_s;
+    assert!(close(r.samples_s[0], *t.last().unwrap()));
+    let g = r.gen.as_ref().unwrap();
+    assert!(close(g.ttft_ms.unwrap().p50, t[0] * 1e3));
+    assert!(close(g.prefill_tok_s.unwrap(), 64.0 / t[0]));
+    assert!(close(g.decode_tok_s.unwrap(), 63.0 / (t[63] - t[0])));
+    let rates = TrialRates::of(&r).unwrap();
+    assert_eq!(rates.e2e_tok_s.len(), 2);
+    // Threads busy from its per-thread CPU time.
+    assert!(r.extra["thread_use"]["busy_threads"].as_u64().unwrap() >= 1);
 }
 
 #[test]
-fn bad_llama_bench_output_is_one_line_error() {
-    for bad in ["", "{}", "[]", "[{\"n_prompt\": 1}]", "not json"] {
-        let e = parse_llama_bench(bad, "llama-bench")
+fn bad_llama_timed_ids_output_is_one_line_error() {
+    for bad in [
+        "",
+        "{}",
+        "[]",
+        "not json",
+        "{\"tool\": \"llama-timed-ids\"}",
+    ] {
+        let e = parse_llama_timed(bad, "llama-timed-ids")
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("llama-bench: not llama-bench JSON output"),
+            e.starts_with("llama-timed-ids: not llama-timed-ids output"),
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
     }
-    // A scenario the output does not cover.
-    let tests = parse_llama_bench(LLAMA_BENCH, "fixture").unwrap();
-    let e = llama_record(&Scenario::by_name("medium").unwrap(), &tests, None)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("no pg test of 256 prompt + 256"), "{e}");
+    // One token time short.
+    let mut v: serde_json::Value = serde_json::from_str(LLAMA_TIMED).unwrap();
+    v["token_times_s"].as_array_mut().unwrap().pop();
+    assert!(parse_llama_timed(&v.to_string(), "x").is_err());
 }
 
 #[test]
@@ -221,10 +222,10 @@ fn the_table_puts_candle_first_and_divides_candle_by_peer() {
         ["candle", "llama.cpp", "torch"]
     );
     assert_eq!(rows[0].ratio_e2e, None, "candle's own row has no ratio");
-    assert_eq!(rows[1].ratio_e2e, Some(0.5));
-    assert_eq!(rows[1].ratio_prefill, Some(0.25));
-    assert_eq!(rows[1].ratio_decode, Some(0.5));
-    assert_eq!(rows[2].ratio_e2e, Some(2.0));
+    assert_eq!(rows[1].ratio_e2e, Some(Ratio::OfMedians(0.5)));
+    assert_eq!(rows[1].ratio_prefill, Some(Ratio::OfMedians(0.25)));
+    assert_eq!(rows[1].ratio_decode, Some(Ratio::OfMedians(0.5)));
+    assert_eq!(rows[2].ratio_e2e, Some(Ratio::OfMedians(2.0)));
     assert_eq!(
         rows[2].ratio_decode, None,
         "torch decode not measured: no ratio"
@@ -236,16 +237,24 @@ fn the_table_puts_candle_first_and_divides_candle_by_peer() {
             .unwrap()
             .to_string()
     };
+    // Not run in alternation: a ratio of medians that says it has no interval.
+    let nc = "[no CI: not interleaved]";
     assert!(
-        line("llama.cpp").ends_with("| 0.50x | 0.25x | 0.50x |"),
+        line("llama.cpp").ends_with(&format!("| 0.50x {nc} | 0.25x {nc} | 0.50x {nc} |")),
         "{t}"
     );
-    assert!(line("torch").ends_with("| 2.00x | 2.00x | n/a |"), "{t}");
+    assert!(
+        line("torch").ends_with(&format!("| 2.00x {nc} | 2.00x {nc} | n/a |")),
+        "{t}"
+    );
     assert!(line("candle").ends_with("| - | - | - |"), "{t}");
     assert!(line("candle").contains("| 32.0 |"), "{t}");
     // The run README shows it.
     let md = modelbench::output::report::markdown(Path::new("run"), &records);
-    assert!(md.contains("## Peers") && md.contains("| 0.50x |"), "{md}");
+    assert!(
+        md.contains("## Peers") && md.contains("| 0.50x [no CI"),
+        "{md}"
+    );
     // Records round-trip with their engine.
     let j = serde_json::to_string(&records[1]).unwrap();
     let back: Record = serde_json::from_str(&j).unwrap();
@@ -355,7 +364,7 @@ fn a_missing_peer_is_a_one_line_skip_naming_its_setup_script() {
         "{out}"
     );
     assert!(
-        out.contains("skip: llama.cpp: llama-bench needs a GGUF model"),
+        out.contains("skip: llama.cpp: llama.cpp needs a GGUF model"),
         "{out}"
     );
     // candle's numbers still measured and saved, no peer row invented.
@@ -372,4 +381,278 @@ fn a_missing_peer_is_a_one_line_skip_naming_its_setup_script() {
         .expect("a run folder");
     let md = std::fs::read_to_string(run.join("peers.md")).unwrap();
     assert!(md.contains("| candle |"), "{md}");
+}
+
+/// Per-repetition rates of `n` trials: `base` tok/s times a drift shared by both engines
+/// (repetition `i` runs both in the same minutes) times `ratio` for the peer.
+fn with_rates(mut r: Record, base: f64, n: usize, interleaved: bool) -> Record {
+    let drift = |i: usize| 1.0 + 0.15 * ((i as f64) * 1.7).sin();
+    let v = |k: f64| {
+        (0..n)
+            .map(|i| Some(k * base * drift(i)))
+            .collect::<Vec<_>>()
+    };
+    r.extra["trial_rates"] = serde_json::json!(TrialRates {
+        e2e_tok_s: v(1.0),
+        prefill_tok_s: v(4.0),
+        decode_tok_s: v(1.2),
+    });
+    if r.kind == Kind::Peer {
+        r.extra["interleaved"] = serde_json::json!(interleaved);
+    }
+    r
+}
+
+#[test]
+fn interleaved_repetitions_give_paired_ratios_with_intervals() {
+    let candle = with_rates(
+        rec(
+            Kind::Generation,
+            "candle",
+            &[2.0; 7],
+            Some(100.0),
+            Some(40.0),
+        ),
+        20.0,
+        7,
+        true,
+    );
+    // The peer is 2.5x candle in every repetition, with per-pair noise of +-4%.
+    let mut llama = rec(Kind::Peer, "llama.cpp", &[1.0; 7], Some(400.0), Some(80.0));
+    llama = with_rates(llama, 50.0, 7, true);
+    let noise = [1.04, 0.97, 1.0, 1.02, 0.96, 1.01, 0.99];
+    for key in ["e2e_tok_s", "prefill_tok_s", "decode_tok_s"] {
+        for (i, x) in llama.extra["trial_rates"][key]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .enumerate()
+        {
+            *x = serde_json::json!(x.as_f64().unwrap() * noise[i]);
+        }
+    }
+    llama.extra["setting_label"] = serde_json::json!("llama.cpp (KV f32, FA off)");
+    stamp_like(&mut llama, &candle);
+    let records = vec![candle.clone(), llama.clone()];
+    let rows = peer_rows(&records);
+    let Some(Ratio::Paired(p)) = rows[1].ratio_e2e else {
+        panic!("{:?}", rows[1].ratio_e2e)
+    };
+    assert_eq!(p.pairs, 7);
+    let (lo, hi) = p.ci.unwrap();
+    assert!((p.ratio - 0.4 / 1.0).abs() < 0.02, "{p:?}");
+    assert!(
+        lo < p.ratio && p.ratio < hi && lo > 0.37 && hi < 0.43,
+        "{p:?}"
+    );
+    let t = peers_table(&records);
+    let line = t
+        .lines()
+        .find(|l| l.contains("| llama.cpp (KV f32, FA off) |"))
+        .unwrap();
+    let cell = format!("| {:.2}x [{lo:.2}, {hi:.2}] |", p.ratio);
+    assert!(line.contains(&cell), "{t}");
+    // Fewer than 5 repetitions: the ratio, and why there is no interval.
+    let c4 = with_rates(
+        rec(
+            Kind::Generation,
+            "candle",
+            &[2.0; 4],
+            Some(100.0),
+            Some(40.0),
+        ),
+        20.0,
+        4,
+        true,
+    );
+    let mut l4 = with_rates(
+        rec(Kind::Peer, "llama.cpp", &[1.0; 4], Some(400.0), Some(80.0)),
+        50.0,
+        4,
+        true,
+    );
+    stamp_like(&mut l4, &c4);
+    let t4 = peers_table(&[c4, l4]);
+    assert!(t4.contains("0.40x [no CI: 4 pairs < 5]"), "{t4}");
+    // Same rates but not run in alternation: no pairing, no interval.
+    let mut apart = llama;
+    apart.extra["interleaved"] = serde_json::json!(false);
+    let rows = peer_rows(&[candle, apart]);
+    assert!(
+        matches!(rows[1].ratio_e2e, Some(Ratio::OfMedians(_))),
+        "{:?}",
+        rows[1].ratio_e2e
+    );
+}
+
+fn modelbench_env(reports: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_modelbench"));
+    c.args(args)
+        .env("MODELBENCH_REPORTS", reports)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("CANDLE_NUM_THREADS")
+        .env_remove("RAYON_NUM_THREADS");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn candles_two_pools_must_agree_or_the_run_is_flagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mismatched = [("CANDLE_NUM_THREADS", "1"), ("RAYON_NUM_THREADS", "2")];
+    let o = modelbench_env(
+        tmp.path(),
+        &["peers", "--model", "fixture:llama", "--suite", "quick"],
+        &mismatched,
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("CANDLE_NUM_THREADS=\"1\"")
+            && e.contains("RAYON_NUM_THREADS=\"2\"")
+            && e.contains("CANDLE_NUM_THREADS=2 RAYON_NUM_THREADS=2"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    // Agreeing pools run.
+    let args = [
+        "peers",
+        "--model",
+        "fixture:llama",
+        "--suite",
+        "quick",
+        "--warmup",
+        "0",
+        "--trials",
+        "1",
+        "--torch-python",
+        "/nonexistent/python",
+        "--no-save",
+    ];
+    let o = modelbench_env(
+        tmp.path(),
+        &args,
+        &[("CANDLE_NUM_THREADS", "2"), ("RAYON_NUM_THREADS", "2")],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!out.contains("MISMATCH"), "{out}");
+    // Kept with --allow-thread-mismatch: flagged in the output and the table.
+    let mut allow = args.to_vec();
+    allow.push("--allow-thread-mismatch");
+    let o = modelbench_env(tmp.path(), &allow, &mismatched);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("warning: candle's two thread pools differ"),
+        "{out}"
+    );
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| short") || l.starts_with("| medium"))
+        .collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|l| l.contains("MISMATCH")),
+        "{out}"
+    );
+}
+
+/// The real llama.cpp peer on the real Gemma 3 (skips where either is absent, as in CI): both
+/// settings name their KV type and flash-attention setting as llama.cpp applied them.
+#[test]
+fn llama_timed_ids_applies_the_kv_type_and_attention_asked_for() {
+    use modelbench::workloads::peers::{run_llama_timed, Peer};
+    let bin = Peer::LlamaCpp.default_program();
+    if !bin.is_file() {
+        println!(
+            "skip: {} not built (scripts/build-llama-cpp.sh)",
+            bin.display()
+        );
+        return;
+    }
+    let hub = std::env::var("HF_HUB_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/huggingface/hub")
+        });
+    let snaps = hub.join("models--modelbench-offline--gemma-3-270m-Q4_K_M-GGUF/snapshots");
+    let Some(gguf) = std::fs::read_dir(&snaps).ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.path().join("gemma-3-270m-Q4_K_M.gguf"))
+            .find(|p| p.is_file())
+    }) else {
+        println!(
+            "skip: the real Gemma 3 GGUF is not in {} (scripts/fetch-offline-models.sh)",
+            snaps.display()
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ids: Vec<u32> = (0..8).map(|i| 1000 + 37 * i).collect();
+    let ids_file = tmp.path().join("ids.txt");
+    let m = run_llama_timed(
+        &bin,
+        &gguf,
+        &ids,
+        &ids_file,
+        4,
+        2,
+        &LlamaSetting::matched("f32", false),
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        (m.out.type_k.as_str(), m.out.type_v.as_str()),
+        ("f32", "f32")
+    );
+    assert_eq!(
+        (
+            m.out.flash_attn_requested.as_str(),
+            m.out.flash_attn_resolved.as_str()
+        ),
+        ("off", "disabled")
+    );
+    assert_eq!(m.out.n_threads, 2);
+    assert_eq!(m.out.token_times_s.len(), 4);
+    assert!(m.process.max_rss_bytes > 100 << 20, "{:?}", m.process);
+    let d = run_llama_timed(
+        &bin,
+        &gguf,
+        &ids,
+        &ids_file,
+        4,
+        2,
+        &LlamaSetting::defaults(),
+        0,
+    )
+    .unwrap();
+    assert_eq!(d.out.type_k, "f16");
+    assert!(
+        d.out.flash_attn_requested.starts_with("default"),
+        "{}",
+        d.out.flash_attn_requested
+    );
+    assert!(
+        ["enabled", "disabled"].contains(&d.out.flash_attn_resolved.as_str()),
+        "{}",
+        d.out.flash_attn_resolved
+    );
+    // Both greedy runs from the same ids start with the same token.
+    assert_eq!(m.out.generated_ids[0], d.out.generated_ids[0]);
 }

@@ -133,6 +133,15 @@ pub const KNOBS: &[Knob] = &[
         examples: ("nightly", "a/b"),
     },
     Knob {
+        name: "MODELBENCH_PEERS",
+        scope: Scope::Generation,
+        values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
+        default: "0",
+        doc: "add a llama.cpp row to the generation run's summary (run README, and printed at the end) for each GGUF model and scenario: llama-timed-ids of scripts/build-llama-cpp.sh, candle's KV type and attention (f32, flash attention off), 5 repetitions after candle's, same prompt-id generator and thread count; its ratios are ratios of medians without an interval (`modelbench peers` alternates and gives intervals). Without llama.cpp it is a one-line skip; never required, not set in CI",
+        check: |v| ok(p::parse_bool(v, "MODELBENCH_PEERS")),
+        examples: ("1", "llama"),
+    },
+    Knob {
         name: "MODELBENCH_OFFLINE",
         scope: Scope::Paths,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",

@@ -31,6 +31,14 @@ pub struct Plan {
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// MODELBENCH_PEERS: whether the generation bench adds a llama.cpp row to its summary.
+pub fn peers_row(lookup: Lookup) -> Result<bool> {
+    Ok(knobs::get(lookup, "MODELBENCH_PEERS")
+        .map(|v| crate::config::values::parse_bool(&v, "MODELBENCH_PEERS"))
+        .transpose()?
+        .unwrap_or(false))
+}
+
 impl Plan {
     /// From the environment, after every MODELBENCH_* variable has been validated.
     pub fn from_env() -> Result<Plan> {
@@ -63,6 +71,7 @@ impl Plan {
             }
         };
         let c = Common::from_lookup(lookup)?;
+        peers_row(lookup)?; // validated with the plan; acted on by harness::llama_peer_rows
         Ok(Plan {
             models,
             tier,

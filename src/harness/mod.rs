@@ -20,7 +20,7 @@ use crate::models::loading::{open, open_with};
 use crate::models::moe::MoeConfig;
 use crate::models::source::ModelRef;
 use crate::output::noise::{self, NoiseProfile};
-use crate::output::record::Harness;
+use crate::output::record::{Harness, Kind};
 use crate::output::report::{reports_root, RunDir};
 use crate::workloads::checkpoint::Checkpoint;
 use crate::workloads::moe::Moe;
@@ -60,6 +60,9 @@ pub fn main(bench: Bench) {
             generation(&mut c, &plan, &mut run)?;
             overhead(&mut c, &plan, &mut run)?;
             c.final_summary();
+            if crate::config::plans::peers_row(&crate::config::knobs::env)? {
+                llama_peer_rows(&plan, &mut run)?;
+            }
             Ok(run)
         }),
         Bench::Moe => MoePlan::from_env().and_then(|plan| {
@@ -369,6 +372,67 @@ pub fn generation(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()
             let mut w = plan.generation(&mut loaded, s, calibration.clone());
             bench_and_record(c, &mut w, Some(est), plan.min_measure, run)?;
         }
+    }
+    Ok(())
+}
+
+/// MODELBENCH_PEERS: a llama.cpp peer record beside each GGUF model's generation records,
+/// and the peers table printed. Without llama.cpp, or with candle's two thread pools apart, a
+/// one-line skip: the run itself never depends on it.
+pub fn llama_peer_rows(plan: &Plan, run: &mut RunDir) -> Result<()> {
+    use crate::workloads::peers::{
+        llama_peer_record, missing_program, scenario_skip, skip_line, Peer,
+    };
+    let bin = Peer::LlamaCpp.default_program();
+    if let Some(why) = missing_program(Peer::LlamaCpp, &bin) {
+        eprintln!("{}", skip_line(Peer::LlamaCpp, &why));
+        return Ok(());
+    }
+    let threads = match crate::measure::threads::CandlePools::current().agreed() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{}", skip_line(Peer::LlamaCpp, &e.to_string()));
+            return Ok(());
+        }
+    };
+    let ids_file =
+        std::env::temp_dir().join(format!("modelbench-peer-ids-{}.txt", std::process::id()));
+    let mut added = 0;
+    for (label, r) in &plan.models {
+        let res = prepare(label, r, &[])?;
+        let crate::models::Weights::Gguf(gguf) = &res.weights else {
+            eprintln!(
+                "{}",
+                skip_line(
+                    Peer::LlamaCpp,
+                    &format!("{label}: llama.cpp needs a GGUF model")
+                )
+            );
+            continue;
+        };
+        for s in &plan.scenarios {
+            if let Some(why) = scenario_skip(Peer::LlamaCpp, s) {
+                eprintln!("{}", skip_line(Peer::LlamaCpp, &why));
+                continue;
+            }
+            let Some(candle) = run
+                .records()
+                .iter()
+                .find(|x| {
+                    x.kind == Kind::Generation && x.scenario == s.name && x.model.label == res.label
+                })
+                .cloned()
+            else {
+                continue;
+            };
+            let rec = llama_peer_record(&bin, gguf, s, &candle, plan.seed, threads, 5, &ids_file);
+            let _ = std::fs::remove_file(&ids_file);
+            run.push(rec?)?;
+            added += 1;
+        }
+    }
+    if added > 0 {
+        eprintln!("\n{}", crate::output::peers::peers_table(run.records()));
     }
     Ok(())
 }

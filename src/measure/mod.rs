@@ -11,6 +11,8 @@ pub mod instructions;
 pub mod latency;
 pub mod memory;
 pub mod paired;
+pub mod process;
 pub mod stats;
 pub mod system;
+pub mod threads;
 pub mod timing;

@@ -2,6 +2,12 @@
 //! with candle/peer ratios of E2E, prefill and decode tok/s, and TTFT / TPOT side by side) and
 //! a PNG bar chart of the same rates. Built from the records alone, so `modelbench report`
 //! redraws them.
+//!
+//! A peer that ran in alternation with candle (`extra.interleaved`) has per-repetition rates
+//! (`extra.trial_rates`) paired with candle's: each ratio is then the median of the per-pair
+//! ratios candle_i / peer_i with a percentile-bootstrap 95% interval (measure::paired), printed
+//! `0.42x [0.39, 0.45]`. Otherwise (older records, PyTorch) it is the ratio of the medians and
+//! says that it has no interval.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,7 +15,11 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::output::record::{Kind, Record};
+use crate::measure::paired::{paired_ratio, ratios, PairedRatio, MIN_PAIRS};
+use crate::output::record::{Kind, Record, TrialRates};
+
+/// What every peers table says about how it was measured (`{machine}`: the machine).
+pub const PEERS_NOTE: &str = "Ratios are candle / peer (above 1: candle is faster). llama.cpp ran in alternation with candle, repetition by repetition (A B, B A, ...), from the same prompt token ids, crediting the same generated tokens; each ratio is the median of the per-repetition ratios with its bootstrap 95% interval [low, high]. Machine: {machine}.";
 
 /// A number with `prec` decimals, or `n/a` when it was not measured (as report's tables; kept
 /// here so that report, which shows this table, and this module do not import each other).
@@ -43,9 +53,61 @@ pub struct PeerRow {
     pub ttft_p50_ms: Option<f64>,
     pub tpot_p50_ms: Option<f64>,
     /// candle / this engine (None on candle's own row and where not measured).
-    pub ratio_e2e: Option<f64>,
-    pub ratio_prefill: Option<f64>,
-    pub ratio_decode: Option<f64>,
+    pub ratio_e2e: Option<Ratio>,
+    pub ratio_prefill: Option<Ratio>,
+    pub ratio_decode: Option<Ratio>,
+    /// The engine's setting as the table names it (`llama.cpp (KV f32, FA off)`).
+    pub label: String,
+    /// Threads: as the engine reported them, and measured busy (None: not measured).
+    pub busy_threads: Option<usize>,
+    pub cores_used: Option<f64>,
+    /// A thread-count warning this record carries (kept with --allow-thread-mismatch).
+    pub thread_warning: Option<String>,
+    /// The engine's own model load time, seconds.
+    pub load_s: Option<f64>,
+}
+
+/// A candle / peer ratio: paired (median of per-repetition ratios, with an interval from
+/// [`MIN_PAIRS`] pairs on) or, for engines that did not alternate with candle, the ratio of
+/// the two medians (no interval).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ratio {
+    Paired(PairedRatio),
+    OfMedians(f64),
+}
+
+impl Ratio {
+    pub fn value(&self) -> f64 {
+        match self {
+            Ratio::Paired(p) => p.ratio,
+            Ratio::OfMedians(r) => *r,
+        }
+    }
+
+    pub fn ci(&self) -> Option<(f64, f64)> {
+        match self {
+            Ratio::Paired(p) => p.ci,
+            Ratio::OfMedians(_) => None,
+        }
+    }
+
+    /// `0.42x [0.39, 0.45]`; without an interval it says why.
+    pub fn cell(&self) -> String {
+        match self {
+            Ratio::Paired(p) => match p.ci {
+                Some((lo, hi)) => format!("{:.2}x [{lo:.2}, {hi:.2}]", p.ratio),
+                None => format!("{:.2}x [no CI: {} pairs < {MIN_PAIRS}]", p.ratio, p.pairs),
+            },
+            Ratio::OfMedians(r) => format!("{r:.2}x [no CI: not interleaved]"),
+        }
+    }
+}
+
+/// The paired ratio candle_i / peer_i of one rate.
+pub fn paired(candle: &[Option<f64>], peer: &[Option<f64>]) -> Option<PairedRatio> {
+    let f = |v: &[Option<f64>]| v.iter().map(|x| x.unwrap_or(f64::NAN)).collect::<Vec<_>>();
+    let r = ratios(&f(peer), &f(candle));
+    (!r.is_empty()).then(|| paired_ratio(&r))
 }
 
 fn engine_of(r: &Record) -> String {
@@ -55,7 +117,7 @@ fn engine_of(r: &Record) -> String {
         .unwrap_or_else(|| "candle".into())
 }
 
-fn row(r: &Record, candle: Option<&PeerRow>) -> PeerRow {
+fn row(r: &Record, candle: Option<(&PeerRow, &Record)>) -> PeerRow {
     let g = r.gen.clone().unwrap_or_default();
     let mut x = PeerRow {
         scenario: r.scenario.clone(),
@@ -77,11 +139,42 @@ fn row(r: &Record, candle: Option<&PeerRow>) -> PeerRow {
         ratio_e2e: None,
         ratio_prefill: None,
         ratio_decode: None,
+        label: r
+            .extra
+            .get("setting_label")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| engine_of(r)),
+        busy_threads: r
+            .extra
+            .pointer("/thread_use/busy_threads")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize),
+        cores_used: r
+            .extra
+            .pointer("/thread_use/cores_used")
+            .and_then(|v| v.as_f64()),
+        thread_warning: r
+            .extra
+            .get("thread_warning")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        load_s: Some(r.model.load_seconds).filter(|x| x.is_finite() && *x > 0.0),
     };
-    if let Some(c) = candle {
-        x.ratio_e2e = ratio(c.e2e_tok_s, x.e2e_tok_s);
-        x.ratio_prefill = ratio(c.prefill_tok_s, x.prefill_tok_s);
-        x.ratio_decode = ratio(c.decode_tok_s, x.decode_tok_s);
+    if let Some((c, crec)) = candle {
+        let pair = r.extra.get("interleaved").and_then(|v| v.as_bool()) == Some(true);
+        match (pair, TrialRates::of(crec), TrialRates::of(r)) {
+            (true, Some(cr), Some(pr)) => {
+                x.ratio_e2e = paired(&cr.e2e_tok_s, &pr.e2e_tok_s).map(Ratio::Paired);
+                x.ratio_prefill = paired(&cr.prefill_tok_s, &pr.prefill_tok_s).map(Ratio::Paired);
+                x.ratio_decode = paired(&cr.decode_tok_s, &pr.decode_tok_s).map(Ratio::Paired);
+            }
+            _ => {
+                x.ratio_e2e = ratio(c.e2e_tok_s, x.e2e_tok_s).map(Ratio::OfMedians);
+                x.ratio_prefill = ratio(c.prefill_tok_s, x.prefill_tok_s).map(Ratio::OfMedians);
+                x.ratio_decode = ratio(c.decode_tok_s, x.decode_tok_s).map(Ratio::OfMedians);
+            }
+        }
     }
     x
 }
@@ -104,47 +197,62 @@ pub fn peer_rows(records: &[Record]) -> Vec<PeerRow> {
     let mut rows = Vec::new();
     for (sc, model) in scenarios {
         let same = |r: &&Record| r.scenario == sc && r.model.label == model;
-        let candle = records
+        let crec = records
             .iter()
             .filter(same)
-            .find(|r| r.kind == Kind::Generation)
-            .map(|r| row(r, None));
+            .find(|r| r.kind == Kind::Generation);
+        let candle = crec.map(|r| row(r, None));
         if let Some(c) = &candle {
             rows.push(c.clone());
         }
         for r in records.iter().filter(same).filter(|r| r.kind == Kind::Peer) {
-            rows.push(row(r, candle.as_ref()));
+            rows.push(row(r, candle.as_ref().zip(crec)));
         }
     }
     rows
 }
 
-fn ratio_cell(v: Option<f64>, engine: &str) -> String {
+fn ratio_cell(v: Option<Ratio>, engine: &str) -> String {
     if engine == "candle" {
         return "-".into();
     }
-    v.filter(|x| x.is_finite())
-        .map(|x| format!("{x:.2}x"))
+    v.filter(|x| x.value().is_finite())
+        .map(|x| x.cell())
         .unwrap_or_else(|| "n/a".into())
+}
+
+/// `2 (2 busy, 1.98 cores)`; `MISMATCH` when the record carries a thread warning.
+fn threads_cell(r: &PeerRow) -> String {
+    let mut s = r
+        .threads
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "n/a".into());
+    match (r.busy_threads, r.cores_used) {
+        (Some(b), Some(c)) => s.push_str(&format!(" ({b} busy, {c:.2} cores)")),
+        _ => s.push_str(" (busy: not measured)"),
+    }
+    if r.thread_warning.is_some() {
+        s.push_str(" MISMATCH");
+    }
+    s
 }
 
 /// The peers table (Markdown).
 pub fn peers_table(records: &[Record]) -> String {
     let mut s = String::from(
-        "| Scenario | Prompt | Gen | Engine | dtype | threads | E2E tok/s | prefill tok/s | decode tok/s | TTFT p50 ms | TPOT p50 ms | candle/peer E2E | candle/peer prefill | candle/peer decode |\n|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| Scenario | Prompt | Gen | Engine | weights | threads (busy, cores used) | load s | E2E tok/s | prefill tok/s | decode tok/s | TTFT p50 ms | TPOT p50 ms | candle/peer E2E [95% CI] | candle/peer prefill [95% CI] | candle/peer decode [95% CI] |\n|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in peer_rows(records) {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.prompt_tokens,
             r.new_tokens,
-            r.engine,
+            r.label,
             r.dtype,
-            r.threads
-                .map(|t| t.to_string())
-                .unwrap_or_else(|| "n/a".into()),
+            threads_cell(&r),
+            na(r.load_s, 2),
             na(r.e2e_tok_s, 1),
             na(r.prefill_tok_s, 1),
             na(r.decode_tok_s, 1),
@@ -200,8 +308,8 @@ pub fn peers_png(path: &Path, title: &str, records: &[Record]) -> Result<bool> {
         if !scenarios.contains(&r.scenario) {
             scenarios.push(r.scenario.clone());
         }
-        if !engines.contains(&r.engine) {
-            engines.push(r.engine.clone());
+        if !engines.contains(&r.label) {
+            engines.push(r.label.clone());
         }
     }
     type Metric = fn(&PeerRow) -> Option<f64>;
@@ -256,7 +364,7 @@ pub fn peers_png(path: &Path, title: &str, records: &[Record]) -> Result<bool> {
                     .filter_map(|(si, s)| {
                         let v = rows
                             .iter()
-                            .find(|r| &r.scenario == s && &r.engine == engine)
+                            .find(|r| &r.scenario == s && &r.label == engine)
                             .and_then(get)
                             .filter(|v| v.is_finite())?;
                         let w = 0.8 / nb;
@@ -283,6 +391,107 @@ pub fn peers_png(path: &Path, title: &str, records: &[Record]) -> Result<bool> {
         root.present().map_err(perr)?;
     }
     std::fs::rename(&tmp, path).map_err(Error::io(path))?;
+    Ok(true)
+}
+
+/// One point of the peers history: one run's candle/peer E2E ratio for a scenario and engine
+/// setting, with the commit and the machine it was measured on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPoint {
+    pub run: String,
+    pub timestamp: String,
+    pub commit: String,
+    pub machine: String,
+    pub scenario: String,
+    pub engine: String,
+    pub ratio: Ratio,
+}
+
+/// The peers history of run folders (name, records), in the order given (oldest first): every
+/// peer row with a measured E2E ratio.
+pub fn peers_history(runs: &[(String, Vec<Record>)]) -> Vec<HistoryPoint> {
+    let mut out = Vec::new();
+    for (name, records) in runs {
+        for row in peer_rows(records) {
+            let Some(ratio) = row.ratio_e2e.filter(|r| r.value().is_finite()) else {
+                continue;
+            };
+            let Some(r) = records.iter().find(|r| {
+                r.kind == Kind::Peer && r.scenario == row.scenario && row_label(r) == row.label
+            }) else {
+                continue;
+            };
+            out.push(HistoryPoint {
+                run: name.clone(),
+                timestamp: r.timestamp.clone(),
+                commit: r.build.git_commit.chars().take(10).collect(),
+                machine: r.hardware.fingerprint(),
+                scenario: row.scenario.clone(),
+                engine: row.label.clone(),
+                ratio,
+            });
+        }
+    }
+    out
+}
+
+fn row_label(r: &Record) -> String {
+    r.extra
+        .get("setting_label")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| engine_of(r))
+}
+
+/// The history as a Markdown table, oldest first.
+pub fn peers_history_table(points: &[HistoryPoint]) -> String {
+    let mut s = String::from(
+        "| time | run | commit | machine | scenario | engine | candle/peer E2E [95% CI] |\n|---|---|---|---|---|---|---:|\n",
+    );
+    for p in points {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            p.timestamp,
+            p.run,
+            p.commit,
+            p.machine,
+            p.scenario,
+            p.engine,
+            p.ratio.cell()
+        );
+    }
+    s
+}
+
+/// The history chart: candle/peer E2E ratio per run (time order), a line per machine,
+/// scenario and engine setting. Returns false (and writes nothing) without points.
+pub fn peers_history_png(path: &Path, points: &[HistoryPoint]) -> Result<bool> {
+    if points.is_empty() {
+        return Ok(false);
+    }
+    let mut runs: Vec<&str> = Vec::new();
+    for p in points {
+        if !runs.contains(&p.run.as_str()) {
+            runs.push(&p.run);
+        }
+    }
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for p in points {
+        let key = format!("{} · {} · {}", p.machine, p.scenario, p.engine);
+        let x = runs.iter().position(|r| *r == p.run).unwrap_or(0) as f64 + 1.0;
+        match series.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push((x, p.ratio.value())),
+            None => series.push((key, vec![(x, p.ratio.value())])),
+        }
+    }
+    crate::output::plot::trend_png(
+        path,
+        "candle / peer E2E tok/s per run (above 1: candle is faster)",
+        "run (time order)",
+        "candle / peer",
+        &series,
+    )?;
     Ok(true)
 }
 

@@ -355,6 +355,46 @@ impl Record {
 
 /// Per-token metrics of a set of traces: TTFT per trial, TPOT per trial (trials with more
 /// than one token), ITL pooled over all gaps of all trials.
+/// Each trial's E2E, prefill and decode tok/s in trial order, by the definitions of
+/// [`gen_metrics`] (E2E: generated tokens / the trace's E2E time). Paired ratios between two
+/// engines run in alternation are computed from these (output::peers). None: not measurable in
+/// that trial (decode of a one-token generation).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrialRates {
+    pub e2e_tok_s: Vec<Option<f64>>,
+    pub prefill_tok_s: Vec<Option<f64>>,
+    pub decode_tok_s: Vec<Option<f64>>,
+}
+
+pub fn trial_rates(traces: &[Trace]) -> TrialRates {
+    let pos = |x: f64| (x.is_finite() && x > 0.0).then_some(x);
+    TrialRates {
+        e2e_tok_s: traces
+            .iter()
+            .map(|t| pos(t.tokens.len() as f64 / t.e2e().as_secs_f64()))
+            .collect(),
+        prefill_tok_s: traces
+            .iter()
+            .map(|t| pos(t.prompt_tokens as f64 / t.ttft().as_secs_f64()))
+            .collect(),
+        decode_tok_s: traces
+            .iter()
+            .map(|t| {
+                (t.tokens.len() > 1)
+                    .then(|| (t.tokens.len() - 1) as f64 / (t.e2e() - t.ttft()).as_secs_f64())
+                    .and_then(pos)
+            })
+            .collect(),
+    }
+}
+
+impl TrialRates {
+    /// The rates a record keeps in `extra.trial_rates` (None: the record has none).
+    pub fn of(r: &Record) -> Option<TrialRates> {
+        serde_json::from_value(r.extra.get("trial_rates")?.clone()).ok()
+    }
+}
+
 pub fn gen_metrics(traces: &[Trace]) -> GenMetrics {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let ttft: Vec<f64> = traces.iter().map(|t| ms(t.ttft())).collect();

@@ -379,7 +379,7 @@ pub fn markdown(dir: &Path, records: &[Record]) -> String {
     {
         let _ = writeln!(
             s,
-            "## Peers\n\nThe same scenarios run by each engine in turn, at the same lengths and thread count. Ratios are candle / peer (above 1: candle is faster). Chart: peers.png.\n"
+            "## Peers\n\nThe same scenarios run by each engine at the same prompt ids, lengths and thread count. Ratios are candle / peer (above 1: candle is faster); engines that alternated with candle repetition by repetition have paired ratios with bootstrap 95% intervals [low, high]. Chart: peers.png.\n"
         );
         s.push_str(&crate::output::peers::peers_table(records));
         s.push('\n');
@@ -425,6 +425,37 @@ pub fn write_index(root: &Path) -> Result<()> {
         );
     }
     h.push_str("</ul>\n");
+    // Peers: the newest run's chart and the candle/peer ratio across runs (from the run
+    // folders' own records); a failure here never fails the run.
+    let folders = list_runs(root);
+    if let Some(latest) = folders.iter().rev().find(|p| p.join("peers.png").is_file()) {
+        let name = latest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = writeln!(
+            h,
+            "<h2>Peers</h2>\n<p>Newest peers run, {name} (<a href=\"{name}/peers.md\">peers.md</a>: ratios with 95% intervals):</p>\n<img src=\"{name}/peers.png\" alt=\"peers\">"
+        );
+        let runs: Vec<(String, Vec<Record>)> = folders
+            .iter()
+            .filter(|p| p.join("peers.md").is_file())
+            .filter_map(|p| {
+                let n = p.file_name()?.to_string_lossy().into_owned();
+                read_run(p).ok().map(|r| (n, r))
+            })
+            .collect();
+        let points = crate::output::peers::peers_history(&runs);
+        match crate::output::peers::peers_history_png(&root.join("peers-history.png"), &points) {
+            Ok(true) => {
+                let _ = writeln!(h, "<h3>candle / peer across runs (per commit, per machine)</h3>\n<img src=\"peers-history.png\" alt=\"peers history\">\n<pre>\n{}</pre>", crate::output::peers::peers_history_table(&points));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let _ = writeln!(h, "<p>peers history chart not available: {e}</p>");
+            }
+        }
+    }
     // Trend charts from the results database; a failure there never fails the run.
     match crate::output::db::index_trends(root, 8) {
         Ok(charts) if !charts.is_empty() => {

@@ -105,6 +105,7 @@ impl Workload for Generation<'_> {
         r.eos_ignored = true;
         r.pipeline = s.pipeline;
         let g = gen_metrics(&m.outs);
+        r.extra["trial_rates"] = serde_json::json!(crate::output::record::trial_rates(&m.outs));
         let ttft_s = g.ttft_ms.map(|p| p.p50 / 1e3);
         r.roofline = Some(super::work::roofline(
             self.loaded.model.meta(),

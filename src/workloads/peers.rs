@@ -1,13 +1,20 @@
-//! Peers (issue 15): the same scenario run by other engines, llama.cpp (`llama-bench`, for GGUF
-//! models) and PyTorch + Hugging Face transformers (`scripts/peer_torch.py`, for safetensors
-//! and synthetic models), at the same prompt and generation lengths and the same thread count
-//! as candle's run, each turned into a record of kind `peer` whose `engine` names it.
+//! Peers (issues 15 and 30): the same scenario run by other engines, llama.cpp
+//! (`llama-timed-ids`, our small program on libllama, for GGUF models) and PyTorch + Hugging
+//! Face transformers (`scripts/peer_torch.py`, for safetensors and synthetic models), at the
+//! same prompt ids, generation length and thread count as candle's run, each turned into a
+//! record of kind `peer` whose `engine` names it.
 //!
-//! A peer is an external program that runs its own warm-ups and repetitions, so it is not a
-//! [`super::Workload`] driven call by call by the trial loop: one call runs all of a scenario's
-//! repetitions, and this module turns its raw output (kept whole in the record's `extra`) into
-//! the same metrics the generation workload reports. Nothing here is invented: a metric the
-//! peer does not measure stays null.
+//! llama.cpp runs like for like: one process per repetition, alternating with candle's trials
+//! in the same minutes ([`interleave_order`]), from the same prompt token ids as candle's trial
+//! of that repetition, crediting the same G generated tokens; once with the KV-cache type and
+//! attention path of candle's run ([`LlamaSetting::matched`]: f32 KV, flash attention off for
+//! a CPU GGUF run) and once with llama.cpp's defaults, each record naming its setting. Each
+//! record keeps its per-repetition rates (`extra.trial_rates`), from which output::peers
+//! computes paired candle/peer ratios with bootstrap intervals.
+//!
+//! Nothing here is invented: a metric the peer does not measure stays null, and what a peer
+//! record says about load time, memory, threads and the model file is the peer's own,
+//! measured around or reported by its process.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,8 +25,12 @@ use serde_json::{json, Value};
 use crate::engine::generate::Trace;
 use crate::engine::scenario::Scenario;
 use crate::error::{Error, Result};
-use crate::measure::stats::{median, percentiles};
-use crate::output::record::{gen_metrics, Engine, GenMetrics, Harness, Kind, Record};
+use crate::measure::process::{run_measured, ProcessUse};
+use crate::measure::stats::median;
+use crate::measure::threads::ThreadUse;
+use crate::output::record::{
+    gen_metrics, trial_rates, Engine, Harness, Kind, ModelInfo, Precision, Record,
+};
 
 /// The candle version modelbench is built on (Cargo.lock; a test keeps them equal).
 pub const CANDLE_VERSION: &str = "0.11.1";
@@ -62,7 +73,7 @@ impl Peer {
     pub fn default_program(self) -> PathBuf {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         match self {
-            Peer::LlamaCpp => root.join("target/llama-cpp/0.3.36/bin/llama-bench"),
+            Peer::LlamaCpp => root.join("target/llama-cpp/0.3.36/bin/llama-timed-ids"),
             Peer::Torch => root.join("target/peers/torch-venv/bin/python"),
         }
     }
@@ -95,7 +106,7 @@ pub fn scenario_skip(peer: Peer, s: &Scenario) -> Option<String> {
     }
     if peer == Peer::LlamaCpp && !s.sampling.is_greedy() {
         return Some(format!(
-            "scenario {}: llama-bench does not sample (it times the model only), so a sampled scenario has no llama.cpp counterpart",
+            "scenario {}: llama-timed-ids decodes greedily (argmax), so a sampled scenario has no llama.cpp counterpart",
             s.name
         ));
     }
@@ -133,164 +144,312 @@ pub fn check_threads(
     }
 }
 
-// ---------------------------------------------------------------- llama.cpp (llama-bench)
+// ---------------------------------------------------------------- llama.cpp (llama-timed-ids)
 
-/// One test of `llama-bench -o json` (the fields modelbench reads; the whole object is kept).
-#[derive(Debug, Clone, Deserialize)]
-pub struct LlamaBenchTest {
-    pub build_commit: String,
-    pub build_number: i64,
-    #[serde(default)]
-    pub cpu_info: String,
-    #[serde(default)]
-    pub backends: String,
-    pub model_filename: String,
-    #[serde(default)]
-    pub model_type: String,
-    pub n_threads: usize,
-    pub n_prompt: usize,
-    pub n_gen: usize,
-    #[serde(default)]
-    pub n_depth: usize,
-    #[serde(default)]
-    pub n_batch: Option<usize>,
-    #[serde(default)]
-    pub n_ubatch: Option<usize>,
-    #[serde(default)]
-    pub type_k: String,
-    #[serde(default)]
-    pub type_v: String,
-    #[serde(default)]
-    pub flash_attn: Value,
-    /// Nanoseconds of every repetition.
-    pub samples_ns: Vec<u64>,
+/// How llama.cpp is run: the KV-cache type and the flash-attention setting (None: llama.cpp's
+/// own default, f16 and `auto`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlamaSetting {
+    pub kv: Option<String>,
+    pub fa: Option<String>,
 }
 
-/// Parses `llama-bench -o json` output: a JSON array of tests; each returned with its raw
-/// object.
-pub fn parse_llama_bench(text: &str, what: &str) -> Result<Vec<(LlamaBenchTest, Value)>> {
-    let bad = |e: String| Error::Report(format!("{what}: not llama-bench JSON output: {e}"));
-    let v: Value = serde_json::from_str(text.trim()).map_err(|e| bad(e.to_string()))?;
-    let arr = v
-        .as_array()
-        .ok_or_else(|| bad("expected a JSON array of tests".into()))?;
-    if arr.is_empty() {
-        return Err(bad("no tests".into()));
+impl LlamaSetting {
+    /// The setting that does candle's work: its KV-cache dtype (`f32` for a CPU GGUF run,
+    /// whose activations are f32) and its attention path (eager: flash attention off).
+    pub fn matched(candle_kv: &str, candle_flash: bool) -> LlamaSetting {
+        LlamaSetting {
+            kv: Some(candle_kv.to_string()),
+            fa: Some(if candle_flash { "on" } else { "off" }.to_string()),
+        }
     }
-    arr.iter()
-        .map(|t| {
-            let parsed: LlamaBenchTest =
-                serde_json::from_value(t.clone()).map_err(|e| bad(e.to_string()))?;
-            if parsed.samples_ns.is_empty() || parsed.samples_ns.contains(&0) {
-                return Err(bad("a test without positive samples_ns".into()));
-            }
-            Ok((parsed, t.clone()))
-        })
-        .collect()
+
+    /// llama.cpp's defaults, as a user running it without flags gets them.
+    pub fn defaults() -> LlamaSetting {
+        LlamaSetting { kv: None, fa: None }
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.kv.is_none() && self.fa.is_none()
+    }
+
+    /// Flags of llama-timed-ids (the same spelling as llama-cli / llama-bench: -ctk, -ctv; --fa).
+    pub fn args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(k) = &self.kv {
+            v.extend(["-ctk".into(), k.clone(), "-ctv".into(), k.clone()]);
+        }
+        if let Some(f) = &self.fa {
+            v.extend(["--fa".into(), f.clone()]);
+        }
+        v
+    }
+
+    /// The part of the record id that tells the settings apart: `kv-f32-fa-off`, `defaults`.
+    pub fn id(&self) -> String {
+        if self.is_default() {
+            return "defaults".into();
+        }
+        format!(
+            "kv-{}-fa-{}",
+            self.kv.as_deref().unwrap_or("default"),
+            self.fa.as_deref().unwrap_or("default")
+        )
+    }
 }
 
-/// The llama-bench invocations of a scenario (P prompt, G generated tokens): the first times
-/// `pp P` (prompt processing) and `pg P,G` (prompt then G tokens: the end-to-end run), the
-/// second `tg G` at depth P (G decode steps after a P-token cache, as candle's decode runs).
-pub fn llama_bench_args(
+/// llama-timed-ids's output (the fields modelbench reads; the whole object is kept).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlamaOut {
+    pub model: String,
+    pub model_desc: String,
+    pub model_size_bytes: u64,
+    pub model_n_params: u64,
+    pub load_s: f64,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub warmup: usize,
+    pub n_threads: usize,
+    pub n_threads_batch: usize,
+    pub n_ctx: usize,
+    pub n_batch: usize,
+    pub n_ubatch: usize,
+    pub type_k: String,
+    pub type_v: String,
+    pub flash_attn_requested: String,
+    pub flash_attn_resolved: String,
+    pub timed_wall_s: f64,
+    pub thread_cpu_s: Vec<f64>,
+    pub token_times_s: Vec<f64>,
+    pub generated_ids: Vec<u32>,
+    #[serde(default)]
+    pub system_info: String,
+}
+
+/// Parses llama-timed-ids's stdout: one JSON object with exactly `new_tokens` increasing token
+/// times and ids.
+pub fn parse_llama_timed(text: &str, what: &str) -> Result<(LlamaOut, Value)> {
+    let bad = |e: String| Error::Report(format!("{what}: not llama-timed-ids output: {e}"));
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| bad("no JSON object".into()))?;
+    let v: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+    let out: LlamaOut = serde_json::from_value(v.clone()).map_err(|e| bad(e.to_string()))?;
+    let ok = out.token_times_s.len() == out.new_tokens
+        && out.generated_ids.len() == out.new_tokens
+        && out.new_tokens > 0
+        && out.token_times_s.first().is_some_and(|&x| x > 0.0)
+        && out.token_times_s.windows(2).all(|w| w[1] >= w[0]);
+    if !ok {
+        return Err(bad(format!(
+            "expected {} increasing token times and ids",
+            out.new_tokens
+        )));
+    }
+    Ok((out, v))
+}
+
+/// One repetition of llama.cpp: its output and what its process used.
+#[derive(Debug, Clone)]
+pub struct LlamaRun {
+    pub out: LlamaOut,
+    pub raw: Value,
+    pub process: ProcessUse,
+}
+
+impl LlamaRun {
+    /// The generation as the engine's own trace type, so metrics come from the same code as
+    /// candle's.
+    pub fn trace(&self) -> Trace {
+        Trace {
+            prompt_tokens: self.out.prompt_tokens,
+            tokens: self.out.generated_ids.clone(),
+            token_times: self
+                .out
+                .token_times_s
+                .iter()
+                .map(|&s| std::time::Duration::from_secs_f64(s))
+                .collect(),
+            tokenize: std::time::Duration::ZERO,
+            text: None,
+        }
+    }
+
+    /// Threads busy in the timed generation, from llama-timed-ids's per-thread CPU time.
+    pub fn thread_use(&self) -> Option<ThreadUse> {
+        ThreadUse::from_cpu_seconds(&self.out.thread_cpu_s, self.out.timed_wall_s)
+    }
+}
+
+/// The arguments of one llama-timed-ids repetition.
+pub fn llama_timed_args(
     gguf: &Path,
-    s: &Scenario,
+    ids_file: &Path,
+    new_tokens: usize,
     threads: usize,
-    reps: usize,
-) -> [Vec<String>; 2] {
-    let common = |v: &mut Vec<String>| {
-        v.extend([
-            "-m".to_string(),
-            gguf.display().to_string(),
-            "-t".into(),
-            threads.to_string(),
-            "-r".into(),
-            reps.to_string(),
-            "-o".into(),
-            "json".into(),
-        ])
-    };
-    let p = s.prompt_tokens.to_string();
-    let g = s.new_tokens.to_string();
-    let mut a = vec![
-        "-p".to_string(),
-        p.clone(),
+    setting: &LlamaSetting,
+    warmup: usize,
+) -> Vec<String> {
+    let mut v = vec![
+        "-m".to_string(),
+        gguf.display().to_string(),
+        "--ids".into(),
+        ids_file.display().to_string(),
         "-n".into(),
-        "0".into(),
-        "-pg".into(),
-        format!("{p},{g}"),
+        new_tokens.to_string(),
+        "-t".into(),
+        threads.to_string(),
+        "--warmup".into(),
+        warmup.to_string(),
     ];
-    common(&mut a);
-    let mut b = vec!["-p".to_string(), "0".into(), "-n".into(), g, "-d".into(), p];
-    common(&mut b);
-    [a, b]
+    v.extend(setting.args());
+    v
 }
 
-/// Runs llama-bench for a scenario; returns every test it reported.
-pub fn run_llama_bench(
+/// Runs one repetition: writes the prompt ids to `ids_file`, runs llama-timed-ids once
+/// (its own warm-up generations, then one timed), measured from outside with wait4.
+#[allow(clippy::too_many_arguments)]
+pub fn run_llama_timed(
+    bin: &Path,
+    gguf: &Path,
+    ids: &[u32],
+    ids_file: &Path,
+    new_tokens: usize,
+    threads: usize,
+    setting: &LlamaSetting,
+    warmup: usize,
+) -> Result<LlamaRun> {
+    let text: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    crate::util::fsio::atomic_write(ids_file, text.join(" ").as_bytes())?;
+    let args = llama_timed_args(gguf, ids_file, new_tokens, threads, setting, warmup);
+    let (stdout, process) = run_measured(
+        Command::new(bin).args(&args),
+        bin,
+        &setting.args().join(" "),
+    )?;
+    let (out, raw) = parse_llama_timed(&stdout, &bin.display().to_string())?;
+    if out.prompt_tokens != ids.len() || out.new_tokens != new_tokens {
+        return Err(Error::Report(format!(
+            "{}: ran {} prompt + {} new tokens, asked for {} + {new_tokens}",
+            bin.display(),
+            out.prompt_tokens,
+            out.new_tokens,
+            ids.len()
+        )));
+    }
+    Ok(LlamaRun { out, raw, process })
+}
+
+/// The build-info.json of scripts/build-llama-cpp.sh beside a peer binary (`<dir>/bin/x` ->
+/// `<dir>/build-info.json`), when there.
+pub fn build_info_of(bin: &Path) -> Option<Value> {
+    let dir = bin.parent()?.parent()?;
+    let text = std::fs::read_to_string(dir.join("build-info.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// llama.cpp's peer record of one scenario without alternation (the generation bench's
+/// optional peer row, MODELBENCH_PEERS): `reps` repetitions in the matched setting, prompt ids
+/// from candle's generator (`prompt_ids(P, vocab, seed, trial)`, trials 0..reps), one process
+/// each. Its ratios are ratios of medians, without an interval (`extra.interleaved` false).
+#[allow(clippy::too_many_arguments)]
+pub fn llama_peer_record(
     bin: &Path,
     gguf: &Path,
     s: &Scenario,
+    candle: &Record,
+    seed: u64,
     threads: usize,
     reps: usize,
-) -> Result<Vec<(LlamaBenchTest, Value)>> {
-    let mut all = Vec::new();
-    for args in llama_bench_args(gguf, s, threads, reps) {
-        let stdout = run_peer(Command::new(bin).args(&args), bin, &args.join(" "))?;
-        all.extend(parse_llama_bench(&stdout, &bin.display().to_string())?);
-    }
-    Ok(all)
+    ids_file: &Path,
+) -> Result<Record> {
+    let setting = LlamaSetting::matched("f32", false);
+    let runs = (0..reps)
+        .map(|k| {
+            let ids = crate::engine::generate::prompt_ids(
+                s.prompt_tokens,
+                candle.model.vocab,
+                seed,
+                k as u64,
+            );
+            run_llama_timed(
+                bin,
+                gguf,
+                &ids,
+                ids_file,
+                s.new_tokens,
+                threads,
+                &setting,
+                1,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut r = llama_record(
+        s,
+        &runs,
+        &setting,
+        build_info_of(bin).as_ref(),
+        &candle.model,
+    )?;
+    check_threads(
+        Peer::LlamaCpp,
+        threads,
+        r.engine.as_ref().and_then(|e| e.threads),
+        false,
+    )?;
+    stamp_like(&mut r, candle);
+    r.extra["interleaved"] = json!(false);
+    Ok(r)
 }
 
-/// A record of llama-bench's tests of one scenario. Samples are the `pg P,G` repetitions (the
-/// end-to-end run); prefill is `pp P`, decode `tg G` at depth P. TTFT is the `pp` time (the
-/// prompt pass; llama-bench does not sample), TPOT the `tg` time / G. ITL is not measured
-/// (llama-bench times whole tests). `build_info`: the build's build-info.json, when present.
+/// The order in which engines run in repetition `rep`: forward in even repetitions, backward
+/// in odd ones (A B, B A, A B, ...: with two engines the ABBA order of measure::paired), so
+/// no engine is always first after the previous one warmed the caches.
+pub fn interleave_order(rep: usize, engines: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..engines).collect();
+    if rep % 2 == 1 {
+        v.reverse();
+    }
+    v
+}
+
+/// A record of llama.cpp's repetitions of one scenario in one setting, run in alternation with
+/// candle's trials. Everything in it is llama.cpp's own: metrics from its token times (by
+/// candle's definitions, [`gen_metrics`]), its load time (llama_model_load_from_file, median
+/// of the repetitions), its process's peak RSS (wait4), its model file and type, its version,
+/// flags, KV type and flash-attention setting, its thread count as it reports it and the
+/// threads measured busy. `model_meta`: the structure of the same GGUF as candle read it
+/// (layers, hidden, vocab; llama-timed-ids does not print them).
 pub fn llama_record(
     s: &Scenario,
-    tests: &[(LlamaBenchTest, Value)],
+    runs: &[LlamaRun],
+    setting: &LlamaSetting,
     build_info: Option<&Value>,
+    model_meta: &ModelInfo,
 ) -> Result<Record> {
-    let (p, g) = (s.prompt_tokens, s.new_tokens);
-    let find = |np: usize, ng: usize, depth: usize| {
-        tests
-            .iter()
-            .find(|(t, _)| t.n_prompt == np && t.n_gen == ng && t.n_depth == depth)
-            .map(|(t, _)| t)
-    };
-    let e2e = find(p, g, 0).ok_or_else(|| {
-        Error::Report(format!(
-            "llama-bench output has no pg test of {p} prompt + {g} generated tokens"
-        ))
-    })?;
-    let secs = |t: &LlamaBenchTest| -> Vec<f64> {
-        t.samples_ns.iter().map(|&n| n as f64 * 1e-9).collect()
-    };
-    let pp = find(p, 0, 0);
-    let tg = find(0, g, p);
-    let mut r = Record::from_samples(Kind::Peer, &s.name, secs(e2e), g as u64);
+    let first = runs
+        .first()
+        .ok_or_else(|| Error::Report("llama.cpp: no repetition ran".into()))?;
+    let o = &first.out;
+    let traces: Vec<Trace> = runs.iter().map(LlamaRun::trace).collect();
+    let e2e: Vec<f64> = traces.iter().map(|t| t.e2e().as_secs_f64()).collect();
+    let mut r = Record::from_samples(Kind::Peer, &s.name, e2e, s.new_tokens as u64);
     r.harness = Harness::Cli;
-    let ms = |xs: Vec<f64>| xs.into_iter().map(|x| x * 1e3).collect::<Vec<_>>();
-    r.gen = Some(GenMetrics {
-        ttft_ms: pp.and_then(|t| percentiles(&ms(secs(t)))),
-        tpot_ms: tg.and_then(|t| percentiles(&ms(secs(t).iter().map(|x| x / g as f64).collect()))),
-        itl_ms: None,
-        prefill_tok_s: pp
-            .map(|t| median(&secs(t).iter().map(|x| p as f64 / x).collect::<Vec<_>>())),
-        decode_tok_s: tg.map(|t| median(&secs(t).iter().map(|x| g as f64 / x).collect::<Vec<_>>())),
-        tokenize_ms: None,
-    });
+    r.gen = Some(gen_metrics(&traces));
     let version = match build_info {
         Some(b) => format!(
-            "llama.cpp {} (build {}; llama-cpp-python {} sdist)",
-            e2e.build_commit,
-            e2e.build_number,
-            b["llama_cpp_python_version"].as_str().unwrap_or("?")
+            "llama.cpp {} (llama-cpp-python {} sdist)",
+            b["llama_cpp_commit"]
+                .as_str()
+                .map(|c| &c[..c.len().min(12)])
+                .unwrap_or("commit not available"),
+            b["llama_cpp_python_version"]
+                .as_str()
+                .unwrap_or("version not available")
         ),
-        None => format!(
-            "llama.cpp {} (build {})",
-            e2e.build_commit, e2e.build_number
-        ),
+        None => "llama.cpp (version not available: no build-info.json beside the binary)".into(),
     };
     let cmake = build_info
         .and_then(|b| b["cmake_flags"].as_array())
@@ -301,38 +460,153 @@ pub fn llama_record(
                 .join(" ")
         })
         .unwrap_or_else(|| "not available (no build-info.json beside the binary)".into());
+    let kv = kv_label(o);
+    let fa = fa_label(o);
     r.engine = Some(Engine {
         name: Peer::LlamaCpp.name().into(),
         version,
         flags: format!(
-            "backends {}; cmake {cmake}; n_batch {}, n_ubatch {}, KV {}/{}, flash_attn {}",
-            e2e.backends,
-            e2e.n_batch
-                .map(|x| x.to_string())
-                .unwrap_or_else(|| "?".into()),
-            e2e.n_ubatch
-                .map(|x| x.to_string())
-                .unwrap_or_else(|| "?".into()),
-            e2e.type_k,
-            e2e.type_v,
-            e2e.flash_attn
+            "llama-timed-ids {}; KV {kv}; flash attention {fa}; n_batch = n_ubatch = {} (one prompt pass), n_ctx {}; cmake {cmake}",
+            if setting.is_default() {
+                "with llama.cpp's defaults".to_string()
+            } else {
+                setting.args().join(" ")
+            },
+            o.n_batch,
+            o.n_ctx
         ),
-        threads: Some(e2e.n_threads),
+        threads: Some(o.n_threads),
     });
-    r.prompt_tokens = p;
-    r.new_tokens = g;
+    let loads: Vec<f64> = runs.iter().map(|r| r.out.load_s).collect();
+    let rss = runs.iter().map(|r| r.process.max_rss_bytes).max();
+    let thread_use = ThreadUse::median(
+        &runs
+            .iter()
+            .filter_map(LlamaRun::thread_use)
+            .collect::<Vec<_>>(),
+    );
+    r.model = ModelInfo {
+        label: model_meta.label.clone(),
+        source: o.model.clone(),
+        family: o.model_desc.clone(),
+        params: o.model_n_params,
+        weight_bytes: o.model_size_bytes,
+        layers: model_meta.layers,
+        hidden: model_meta.hidden,
+        vocab: model_meta.vocab,
+        max_context: model_meta.max_context,
+        built_context: o.n_ctx,
+        prefill_mode: format!("one batch of {} (n_ubatch {})", o.n_batch, o.n_ubatch),
+        tokenizer: "none (given token ids)".into(),
+        load_seconds: median(&loads),
+        load_heap_peak_bytes: None,
+        load_rss_peak_bytes: None,
+        load_fill_gbs: None,
+        exact_context: None,
+        implementation: format!("llama.cpp libllama, ggml CPU backend ({})", o.model_desc),
+        attention: if o.flash_attn_resolved == "enabled" {
+            "flash".into()
+        } else if o.flash_attn_resolved == "disabled" {
+            "eager".into()
+        } else {
+            format!("flash attention {}", o.flash_attn_resolved)
+        },
+    };
+    r.memory.host_peak_bytes = rss;
+    r.memory.host_method = "peak RSS of the llama-timed-ids process (wait4 ru_maxrss; model load, warm-up and the timed generation together), the highest of the repetitions".into();
+    r.memory.gpu_method = "not available (CPU build)".into();
+    r.dtype = Precision::Gguf(gguf_type_of(&o.model_desc));
+    r.prompt_tokens = s.prompt_tokens;
+    r.new_tokens = s.new_tokens;
     r.sampling = Some(s.sampling);
     r.sampling_desc = s.sampling.describe();
     r.eos_ignored = true;
     r.extra = json!({
-        "method": "llama-bench -o json: pg P,G repetitions are the samples (E2E); pp P gives TTFT and prefill tok/s, tg G at depth P gives TPOT and decode tok/s; llama-bench's prompt is random token ids and its pg decodes G tokens after the prompt pass (candle's G tokens include the one the prompt pass yields)",
-        "warmup_convention": "llama-bench's own: one untimed run of each test before its repetitions",
-        "model_type": e2e.model_type,
-        "model_filename": e2e.model_filename,
-        "cpu_info": e2e.cpu_info,
-        "llama_bench": tests.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+        "method": "llama-timed-ids (scripts/llama-timed-ids.cpp): one process per repetition, alternating with candle's trials; each runs its warm-up generation(s), then one timed greedy generation from the same prompt ids as candle's trial of that repetition: one prompt pass (token 1), then G-1 single-token steps; TTFT, TPOT, prefill and decode rates by candle's definitions",
+        "setting": setting.id(),
+        "setting_label": setting_label(setting, o),
+        "kv_type": kv,
+        "flash_attn": fa,
+        "trial_rates": trial_rates(&traces),
+        "threads_reported": o.n_threads,
+        "threads_batch_reported": o.n_threads_batch,
+        "thread_use": thread_use,
+        "load_s": loads,
+        "process": runs.iter().map(|r| r.process).collect::<Vec<_>>(),
+        "system_info": o.system_info,
+        "runs": runs.iter().map(|r| {
+            let mut v = r.raw.clone();
+            if let Some(m) = v.as_object_mut() { m.remove("system_info"); }
+            v
+        }).collect::<Vec<_>>(),
     });
     Ok(r)
+}
+
+/// `f32`, or `k f16 / v f32` when they differ.
+fn kv_label(o: &LlamaOut) -> String {
+    if o.type_k == o.type_v {
+        o.type_k.clone()
+    } else {
+        format!("k {} / v {}", o.type_k, o.type_v)
+    }
+}
+
+/// `off`, `on`, or `auto -> enabled` for llama.cpp's default.
+fn fa_label(o: &LlamaOut) -> String {
+    match o.flash_attn_requested.as_str() {
+        "on" | "off" => o.flash_attn_requested.clone(),
+        req => format!("{req} -> {}", o.flash_attn_resolved),
+    }
+}
+
+/// The engine column's label: `llama.cpp (KV f32, FA off)`, `llama.cpp defaults (KV f16, FA auto -> enabled)`.
+pub fn setting_label(setting: &LlamaSetting, o: &LlamaOut) -> String {
+    let fa = match o.flash_attn_requested.as_str() {
+        "on" | "off" => o.flash_attn_requested.clone(),
+        _ => format!("auto -> {}", o.flash_attn_resolved),
+    };
+    format!(
+        "llama.cpp{} (KV {}, FA {fa})",
+        if setting.is_default() {
+            " defaults"
+        } else {
+            ""
+        },
+        kv_label(o)
+    )
+}
+
+/// The file type from llama.cpp's model description (`gemma3 270M Q4_K - Medium` ->
+/// `q4_k_m`; one it does not know: its words, lower case, joined by `_`).
+pub fn gguf_type_of(desc: &str) -> String {
+    let known = [
+        ("Q4_K - Medium", "q4_k_m"),
+        ("Q4_K - Small", "q4_k_s"),
+        ("Q5_K - Medium", "q5_k_m"),
+        ("Q5_K - Small", "q5_k_s"),
+        ("Q3_K - Medium", "q3_k_m"),
+        ("Q3_K - Small", "q3_k_s"),
+        ("Q3_K - Large", "q3_k_l"),
+        ("Q6_K", "q6_k"),
+        ("Q8_0", "q8_0"),
+        ("Q4_0", "q4_0"),
+        ("Q5_0", "q5_0"),
+        ("F16", "f16"),
+        ("BF16", "bf16"),
+        ("all F32", "f32"),
+    ];
+    for (k, v) in known {
+        if desc.ends_with(k) {
+            return v.into();
+        }
+    }
+    desc.split_whitespace()
+        .skip(2)
+        .filter(|w| *w != "-")
+        .collect::<Vec<_>>()
+        .join("_")
+        .to_lowercase()
 }
 
 // ---------------------------------------------------------------- PyTorch (peer_torch.py)
@@ -479,18 +753,28 @@ fn run_peer(cmd: &mut Command, program: &Path, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Sets the fields a peer record shares with candle's record of the same scenario: model,
-/// device, dtype, seed, shape and the benchmark id (`<scenario>/<device>-<dtype>/<model>@<engine>`).
+/// Sets the fields a peer record shares with candle's record of the same scenario: device,
+/// seed, shape and the benchmark id (`<scenario>/<device>-<dtype>/<model>@<engine>[:setting]`).
+/// The model and dtype stay the peer's own where its record set them (llama.cpp's do); a record
+/// that did not (PyTorch's, which loads the same weights) takes candle's.
 pub fn stamp_like(r: &mut Record, candle: &Record) {
-    r.model = candle.model.clone();
+    if r.model.label.is_empty() {
+        r.model = candle.model.clone();
+    }
+    if r.dtype == Precision::default() {
+        r.dtype = candle.dtype.clone();
+    }
     r.device = candle.device.clone();
-    r.dtype = candle.dtype.clone();
     r.seed = candle.seed;
     let engine = r
         .engine
         .as_ref()
         .map(|e| e.name.clone())
         .unwrap_or_default();
+    let engine = match r.extra.get("setting").and_then(|v| v.as_str()) {
+        Some(set) => format!("{engine}:{set}"),
+        None => engine,
+    };
     r.shape =
         json!({"prompt_tokens": r.prompt_tokens, "new_tokens": r.new_tokens, "engine": engine});
     r.id = format!(
@@ -526,17 +810,42 @@ mod tests {
     }
 
     #[test]
-    fn llama_bench_is_asked_for_the_scenario_lengths() {
-        let s = Scenario::by_name("medium").unwrap();
-        let [a, b] = llama_bench_args(Path::new("m.gguf"), &s, 2, 3);
-        let j = a.join(" ");
-        assert!(
-            j.starts_with("-p 256 -n 0 -pg 256,256 -m m.gguf -t 2 -r 3 -o json"),
-            "{j}"
-        );
+    fn llama_is_asked_for_candles_kv_and_attention_and_its_defaults() {
+        let m = LlamaSetting::matched("f32", false);
+        let a = llama_timed_args(Path::new("m.gguf"), Path::new("ids.txt"), 256, 2, &m, 1);
         assert_eq!(
-            b.join(" "),
-            "-p 0 -n 256 -d 256 -m m.gguf -t 2 -r 3 -o json"
+            a.join(" "),
+            "-m m.gguf --ids ids.txt -n 256 -t 2 --warmup 1 -ctk f32 -ctv f32 --fa off"
+        );
+        assert_eq!(m.id(), "kv-f32-fa-off");
+        let d = LlamaSetting::defaults();
+        assert!(d.args().is_empty() && d.is_default());
+        assert_eq!(d.id(), "defaults");
+        assert_eq!(
+            LlamaSetting::matched("f16", true).args().join(" "),
+            "-ctk f16 -ctv f16 --fa on"
+        );
+    }
+
+    #[test]
+    fn engines_alternate_by_repetition() {
+        let order: Vec<Vec<usize>> = (0..4).map(|r| interleave_order(r, 3)).collect();
+        assert_eq!(
+            order,
+            [vec![0, 1, 2], vec![2, 1, 0], vec![0, 1, 2], vec![2, 1, 0]]
+        );
+        // Two engines: A B B A A B B A, the ABBA sequence of measure::paired.
+        let seq: Vec<usize> = (0..4).flat_map(|r| interleave_order(r, 2)).collect();
+        assert_eq!(seq, [0, 1, 1, 0, 0, 1, 1, 0]);
+    }
+
+    #[test]
+    fn file_type_from_llamas_description() {
+        assert_eq!(gguf_type_of("gemma3 270M Q4_K - Medium"), "q4_k_m");
+        assert_eq!(gguf_type_of("llama 1B Q8_0"), "q8_0");
+        assert_eq!(
+            gguf_type_of("qwen3 0.6B IQ4_XS - 4.25 bpw"),
+            "iq4_xs_4.25_bpw"
         );
     }
 

@@ -122,7 +122,9 @@ enum Cmd {
     /// One benchmark of one model across commits and machines from the results database: a
     /// table ordered by time and a PNG trend (tok/s, one line per hardware).
     History {
-        /// Benchmark id (`medium/cpu-f32/fixture:llama`) or its group (`medium`).
+        /// Benchmark id (`medium/cpu-f32/fixture:llama`) or its group (`medium`); `peers`: the
+        /// candle/peer ratios (with 95% intervals) of `modelbench peers` runs, per commit and
+        /// machine, from the run folders.
         #[arg(long)]
         bench: String,
         /// Model label as records name it (e.g. `fixture:llama`).

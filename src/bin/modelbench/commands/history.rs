@@ -13,6 +13,9 @@ pub fn history(
     flag: Option<&str>,
     png: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    if bench == "peers" {
+        return peers_history(model, png);
+    }
     let mut db = open(flag)?;
     let rows = db.history(bench, model)?;
     if rows.is_empty() {
@@ -68,5 +71,46 @@ pub fn history(
         &series,
     )?;
     println!("trend: {}", path.display());
+    Ok(())
+}
+
+/// `history --bench peers`: every `modelbench peers` run folder of `model` under the reports
+/// root, oldest first: the candle/peer E2E ratio per scenario and engine setting, per commit
+/// and machine, as a table and a PNG.
+fn peers_history(model: &str, png: Option<PathBuf>) -> anyhow::Result<()> {
+    use modelbench::output::peers::{
+        peers_history as points_of, peers_history_png, peers_history_table,
+    };
+    let root = reports_root();
+    let runs: Vec<(String, Vec<modelbench::output::record::Record>)> =
+        modelbench::output::report::list_runs(&root)
+            .iter()
+            .filter(|p| p.join("peers.md").is_file())
+            .filter_map(|p| {
+                let n = p.file_name()?.to_string_lossy().into_owned();
+                let recs: Vec<_> = modelbench::output::report::read_run(p)
+                    .ok()?
+                    .into_iter()
+                    .filter(|r| r.model.label == model)
+                    .collect();
+                Some((n, recs))
+            })
+            .collect();
+    let points = points_of(&runs);
+    anyhow::ensure!(
+        !points.is_empty(),
+        "{}: no `modelbench peers` run of model `{model}` with a peer ratio (run `modelbench peers --model {model}` first)",
+        root.display()
+    );
+    print!("{}", peers_history_table(&points));
+    let path = png.unwrap_or_else(|| {
+        root.join(format!(
+            "history-peers-{}.png",
+            modelbench::output::db::slug(model)
+        ))
+    });
+    if peers_history_png(&path, &points)? {
+        println!("chart: {}", path.display());
+    }
     Ok(())
 }

@@ -1,22 +1,29 @@
-//! `modelbench peers`: one model, a suite tier, candle and its peers (llama.cpp's llama-bench
-//! for GGUF models, PyTorch + transformers for safetensors and synthetic ones) in turn, at the
-//! same lengths and thread count; records, peers.md and peers.png in one run folder.
+//! `modelbench peers`: one model, a suite tier, candle and its peers (llama.cpp for GGUF
+//! models, PyTorch + transformers for safetensors and synthetic ones) at the same prompt ids,
+//! lengths and thread count; llama.cpp alternates with candle repetition by repetition, in
+//! its candle-matched setting and with its defaults; records, peers.md and peers.png (ratios
+//! with bootstrap 95% intervals) in one run folder.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use modelbench::config::plans::{parse_models, parse_seed, Plan};
+use modelbench::engine::generate::prompt_ids;
 use modelbench::engine::scenario::{prepare, Tier};
+use modelbench::measure::threads::{CandlePools, ThreadUse, Ticks};
 use modelbench::models::loading::{load_line, open_with};
 use modelbench::models::Weights;
+use modelbench::output::peers::PEERS_NOTE;
 use modelbench::output::peers::{engines_list, peers_png, peers_table};
 use modelbench::output::record::{Engine, Record};
 use modelbench::output::report::{reports_root, RunDir};
 use modelbench::workloads::peers::{
-    check_threads, llama_record, missing_program, run_llama_bench, run_torch, scenario_skip,
-    skip_line, stamp_like, torch_record, Peer, CANDLE_VERSION,
+    build_info_of, check_threads, interleave_order, llama_record, missing_program, run_llama_timed,
+    run_torch, scenario_skip, skip_line, stamp_like, torch_record, LlamaRun, LlamaSetting, Peer,
+    CANDLE_VERSION,
 };
+use std::time::Instant;
 
 use crate::args::TargetArgs;
 
@@ -33,27 +40,33 @@ pub struct PeersArgs {
     /// Peers to run, comma list of llama.cpp, torch (default: those that fit the model).
     #[arg(long)]
     pub peers: Option<String>,
-    /// Untimed generations per scenario before the trials (candle and PyTorch; llama-bench
-    /// keeps its own warm-up convention, one untimed run of each test).
+    /// Untimed generations per scenario before the trials (candle and PyTorch; each llama.cpp
+    /// process runs one untimed generation after loading, before its timed one).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Timed trials per scenario (llama-bench's -r).
-    #[arg(long, default_value_t = 3)]
+    /// Timed repetitions per scenario and engine; candle and llama.cpp alternate repetition by
+    /// repetition. At least 5 give each ratio a bootstrap 95% interval.
+    #[arg(long, default_value_t = 5)]
     pub trials: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Threads for the peers (default: candle's, CANDLE_NUM_THREADS or the physical cores).
-    /// A different count is refused unless --allow-thread-mismatch.
+    /// Threads for the peers (default: candle's; candle's two pools, RAYON_NUM_THREADS and
+    /// CANDLE_NUM_THREADS, must agree). A different count is refused unless
+    /// --allow-thread-mismatch.
     #[arg(long)]
     pub peer_threads: Option<usize>,
-    /// Run (with a warning in the output and the records) when a peer's thread count differs
-    /// from candle's.
+    /// Run (with a warning in the output, the table and the records) when candle's two pools
+    /// differ or a peer's thread count differs from candle's.
     #[arg(long)]
     pub allow_thread_mismatch: bool,
-    /// llama-bench binary (default: target/llama-cpp/0.3.36/bin/llama-bench from
+    /// llama-timed-ids binary (default: target/llama-cpp/0.3.36/bin/llama-timed-ids from
     /// scripts/build-llama-cpp.sh).
     #[arg(long)]
-    pub llama_bench: Option<PathBuf>,
+    pub llama_timed_ids: Option<PathBuf>,
+    /// llama.cpp settings to run: `matched` (candle's KV type and attention path: -ctk f32
+    /// -ctv f32 --fa off), `defaults` (llama.cpp's own), or both (comma list).
+    #[arg(long, default_value = "matched,defaults")]
+    pub llama_settings: String,
     /// Python of the PyTorch venv (default: target/peers/torch-venv/bin/python from
     /// scripts/setup-torch.sh).
     #[arg(long)]
@@ -99,7 +112,7 @@ fn model_skip(peer: Peer, weights: &Weights, device: &str) -> Option<String> {
         )),
         (Peer::LlamaCpp, Weights::Gguf(_)) => None,
         (Peer::LlamaCpp, _) => {
-            Some("llama-bench needs a GGUF model (gguf:...); this model is compared with torch".into())
+            Some("llama.cpp needs a GGUF model (gguf:...); this model is compared with torch".into())
         }
         (Peer::Torch, Weights::Gguf(_)) => Some(
             "the PyTorch peer loads safetensors; GGUF models are compared with llama.cpp".into(),
@@ -167,6 +180,28 @@ fn torch_model_dir(
     }
 }
 
+/// Parses --llama-settings.
+fn parse_settings(v: &str) -> anyhow::Result<Vec<LlamaSetting>> {
+    let mut out = Vec::new();
+    for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let s = match p {
+            "matched" => LlamaSetting::matched("f32", false),
+            "defaults" => LlamaSetting::defaults(),
+            _ => anyhow::bail!(
+                "--llama-settings {v}: unknown setting `{p}` (allowed: matched, defaults)"
+            ),
+        };
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    anyhow::ensure!(
+        !out.is_empty(),
+        "--llama-settings {v:?}: name matched, defaults or both"
+    );
+    Ok(out)
+}
+
 pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
     let tier = Tier::parse(&a.suite).ok_or_else(|| {
         anyhow::anyhow!(
@@ -177,11 +212,24 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
     })?;
     anyhow::ensure!(a.trials >= 1, "--trials must be at least 1");
     let wanted = parse_peers(a.peers.as_deref())?;
+    let settings = parse_settings(&a.llama_settings)?;
     let (device, dtype, label) = a.target.resolve()?;
-    let candle_threads = candle_core::utils::get_num_threads();
+    // Same threads, really: candle's two pools must agree before a peer gets their count.
+    let pools = CandlePools::current();
+    let mut warnings: Vec<String> = Vec::new();
+    let candle_threads = match pools.agreed() {
+        Ok(n) => n,
+        Err(e) if a.allow_thread_mismatch => {
+            let w = format!("warning: {e} (kept: --allow-thread-mismatch)")
+                .replace(" or pass --allow-thread-mismatch", "");
+            println!("{w}");
+            warnings.push(w);
+            pools.matmul
+        }
+        Err(e) => return Err(e.into()),
+    };
     let peer_threads = a.peer_threads.unwrap_or(candle_threads);
     anyhow::ensure!(peer_threads >= 1, "--peer-threads must be at least 1");
-    let mut warnings: Vec<String> = Vec::new();
     if let Some(w) = check_threads(
         Peer::Torch,
         candle_threads,
@@ -237,7 +285,7 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
             continue;
         }
         let program = match peer {
-            Peer::LlamaCpp => a.llama_bench.clone(),
+            Peer::LlamaCpp => a.llama_timed_ids.clone(),
             Peer::Torch => a.torch_python.clone(),
         }
         .unwrap_or_else(|| peer.default_program());
@@ -256,19 +304,18 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
         Weights::Gguf(p) => Some(p.clone()),
         _ => None,
     };
+    let llama = selected
+        .iter()
+        .find(|s| s.peer == Peer::LlamaCpp)
+        .map(|s| s.program.clone());
+    let build_info = llama.as_deref().and_then(build_info_of);
 
     let mut run = RunDir::new(&reports_root(), plan.label.as_deref());
     let save = !a.target.no_save;
-    let push = |run: &mut RunDir, r: Record| -> anyhow::Result<()> {
-        if save {
-            run.push(r)?;
-        } else {
-            run.push_unsaved(r);
-        }
-        Ok(())
-    };
+    let mut pending: Vec<Record> = Vec::new();
 
-    // 1. candle, every scenario (one load), as `modelbench run` measures it.
+    // 1. candle, every scenario (one load), as `modelbench run` measures it; llama.cpp's
+    //    repetitions alternate with candle's trials (A B, B A, ...), from the same prompt ids.
     let calibration = modelbench::measure::calibration::cached(plan.device);
     let mut loaded = open_with(
         res.clone(),
@@ -279,11 +326,108 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
     )?;
     println!("{}", load_line(&loaded));
     let vocab = loaded.model.meta().vocab;
+    let ids_file =
+        std::env::temp_dir().join(format!("modelbench-peer-ids-{}.txt", std::process::id()));
     let mut candle_records: Vec<Record> = Vec::new();
     for s in &plan.scenarios {
+        let llama_here = match (&llama, scenario_skip(Peer::LlamaCpp, s)) {
+            (Some(_), Some(why)) => {
+                println!("{}", skip_line(Peer::LlamaCpp, &why));
+                false
+            }
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let n_llama = if llama_here { settings.len() } else { 0 };
+        let mut runs: Vec<Vec<LlamaRun>> = vec![Vec::new(); n_llama];
+        let mut candle_use: Vec<ThreadUse> = Vec::new();
+        let mut failure: Option<anyhow::Error> = None;
+        let mut mark: Option<(Ticks, Instant)> = None;
+        let warmup = a.warmup;
+        let trials = a.trials;
+        let seed = plan.seed;
+        // Runs llama.cpp setting `k` (engine k + 1) in repetition `rep`.
+        let run_llama = |rep: usize,
+                         k: usize,
+                         runs: &mut Vec<Vec<LlamaRun>>|
+         -> anyhow::Result<()> {
+            let ids = prompt_ids(s.prompt_tokens, vocab, seed, (warmup + rep) as u64);
+            let r = run_llama_timed(
+                llama.as_ref().expect("llama_here"),
+                gguf.as_ref().expect("llama.cpp runs GGUF models only"),
+                &ids,
+                &ids_file,
+                s.new_tokens,
+                peer_threads,
+                &settings[k],
+                1,
+            )
+            .with_context(|| format!("llama.cpp: {model_label} / {} / repetition {rep}", s.name))?;
+            runs[k].push(r);
+            Ok(())
+        };
+        // The engines of repetition `rep` that run before (true) or after (false) candle's trial.
+        let peers_of = |rep: usize, before: bool| -> Vec<usize> {
+            let order = interleave_order(rep, n_llama + 1);
+            let at = order
+                .iter()
+                .position(|&e| e == 0)
+                .expect("candle is engine 0");
+            let part = if before {
+                &order[..at]
+            } else {
+                &order[at + 1..]
+            };
+            part.iter().map(|e| e - 1).collect()
+        };
         let mut w = plan.generation(&mut loaded, s, calibration.clone());
-        let mut rec = modelbench::workloads::run_trials(&mut w, a.warmup, a.trials)
-            .with_context(|| format!("candle: {model_label} / {}", s.name))?;
+        let mut progress = |i: usize, warm: bool| {
+            if warm || failure.is_some() {
+                return;
+            }
+            let rep = i - warmup;
+            if let Some((t0, at)) = mark.take() {
+                if let Some(u) = Ticks::read("self").and_then(|t1| {
+                    ThreadUse::from_cpu_seconds(&t0.seconds_until(&t1), at.elapsed().as_secs_f64())
+                }) {
+                    candle_use.push(u);
+                }
+            }
+            let mut todo: Vec<(usize, usize)> = Vec::new();
+            if rep > 0 {
+                todo.extend(peers_of(rep - 1, false).into_iter().map(|k| (rep - 1, k)));
+            }
+            todo.extend(peers_of(rep, true).into_iter().map(|k| (rep, k)));
+            for (r, k) in todo {
+                if let Err(e) = run_llama(r, k, &mut runs) {
+                    failure = Some(e);
+                    return;
+                }
+            }
+            mark = Ticks::read("self").map(|t| (t, Instant::now()));
+        };
+        let rec = modelbench::workloads::run_trials_with(&mut w, warmup, trials, &mut progress);
+        if let Some((t0, at)) = mark.take() {
+            if let Some(u) = Ticks::read("self").and_then(|t1| {
+                ThreadUse::from_cpu_seconds(&t0.seconds_until(&t1), at.elapsed().as_secs_f64())
+            }) {
+                candle_use.push(u);
+            }
+        }
+        let mut rec = rec.with_context(|| format!("candle: {model_label} / {}", s.name))?;
+        if failure.is_none() && trials > 0 {
+            for k in peers_of(trials - 1, false) {
+                if let Err(e) = run_llama(trials - 1, k, &mut runs) {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            let _ = std::fs::remove_file(&ids_file);
+            return Err(e);
+        }
+        let thread_use = ThreadUse::median(&candle_use);
         rec.engine = Some(Engine {
             name: "candle".into(),
             version: format!(
@@ -291,68 +435,83 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
                 rec.build.crate_version
             ),
             flags: format!(
-                "{} build, features [{}], rustflags `{}`, {} {}",
-                rec.build.profile, rec.build.features, rec.build.rustflags, rec.device, rec.dtype
+                "{} build, features [{}], rustflags `{}`, {} {}; KV cache f32, attention {}; thread pools {}",
+                rec.build.profile,
+                rec.build.features,
+                rec.build.rustflags,
+                rec.device,
+                rec.dtype,
+                plan.attention,
+                pools.describe()
             ),
             threads: Some(candle_threads),
         });
-        println!("{}", progress_line("candle", &rec));
+        rec.extra["thread_pools"] = serde_json::json!(pools);
+        rec.extra["thread_use"] = serde_json::json!(thread_use);
+        rec.extra["interleaved"] = serde_json::json!(n_llama > 0);
+        if pools.agreed().is_err() {
+            rec.extra["thread_warning"] = serde_json::json!(warnings[0]);
+        }
+        println!("{}", progress_line("candle", &rec, thread_use));
+        for (k, rs) in runs.iter().enumerate() {
+            let mut pr = llama_record(s, rs, &settings[k], build_info.as_ref(), &rec.model)?;
+            let reported = pr.engine.as_ref().and_then(|e| e.threads);
+            let warn = check_threads(
+                Peer::LlamaCpp,
+                candle_threads,
+                reported,
+                a.allow_thread_mismatch,
+            )?;
+            stamp_like(&mut pr, &rec);
+            pr.extra["interleaved"] = serde_json::json!(true);
+            pr.extra["paired_with"] = serde_json::json!(rec.id);
+            if let Some(w) = warn {
+                println!("{w}");
+                pr.extra["thread_warning"] = serde_json::json!(w);
+                warnings.push(w);
+            }
+            let tu = serde_json::from_value(pr.extra["thread_use"].clone()).ok();
+            let name = pr.extra["setting_label"]
+                .as_str()
+                .unwrap_or("llama.cpp")
+                .to_string();
+            println!("{}", progress_line(&name, &pr, tu));
+            pending.push(pr);
+        }
         candle_records.push(rec.clone());
-        push(&mut run, rec)?;
+        pending.insert(pending.len() - n_llama, rec);
     }
+    let _ = std::fs::remove_file(&ids_file);
     drop(loaded); // the peers get the machine's memory
 
-    // 2. Each peer in turn, every scenario it can run.
-    for sel in &selected {
-        let build_info = sel
-            .program
-            .parent()
-            .and_then(|b| b.parent())
-            .map(|d| d.join("build-info.json"))
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    // 2. PyTorch, after candle (one process runs all of a scenario's trials).
+    for sel in selected.iter().filter(|s| s.peer == Peer::Torch) {
         for (s, candle) in plan.scenarios.iter().zip(&candle_records) {
             if let Some(why) = scenario_skip(sel.peer, s) {
                 println!("{}", skip_line(sel.peer, &why));
                 continue;
             }
-            let mut rec = match sel.peer {
-                Peer::LlamaCpp => {
-                    let g = gguf.as_ref().expect("llama.cpp runs GGUF models only");
-                    let tests = run_llama_bench(&sel.program, g, s, peer_threads, a.trials)?;
-                    llama_record(s, &tests, build_info.as_ref())?
-                }
-                Peer::Torch => {
-                    let prompts: Vec<Vec<u32>> = (0..(a.warmup + a.trials) as u64)
-                        .map(|t| {
-                            modelbench::engine::generate::prompt_ids(
-                                s.prompt_tokens,
-                                vocab,
-                                plan.seed,
-                                t,
-                            )
-                        })
-                        .collect();
-                    let spec = serde_json::json!({
-                        "model_dir": torch_dir.as_ref().expect("set when torch runs"),
-                        "prompts": prompts,
-                        "warmup": a.warmup,
-                        "new_tokens": s.new_tokens,
-                        "threads": peer_threads,
-                        "dtype": plan.dtype.as_str(),
-                        "device": match plan.device { modelbench::measure::device::DeviceSpec::Cpu => "cpu".to_string(), d => d.to_string() },
-                        "sampling": {"temperature": s.sampling.temperature, "top_k": s.sampling.top_k,
-                            "top_p": s.sampling.top_p, "repetition_penalty": s.sampling.repetition_penalty},
-                        "seed": plan.seed,
-                    });
-                    let spec_path = std::env::temp_dir()
-                        .join(format!("modelbench-peer-torch-{}.json", std::process::id()));
-                    let out = run_torch(&sel.program, &spec, &spec_path);
-                    let _ = std::fs::remove_file(&spec_path);
-                    let (out, raw) = out?;
-                    torch_record(s, &out, &raw)
-                }
-            };
+            let prompts: Vec<Vec<u32>> = (0..(a.warmup + a.trials) as u64)
+                .map(|t| prompt_ids(s.prompt_tokens, vocab, plan.seed, t))
+                .collect();
+            let spec = serde_json::json!({
+                "model_dir": torch_dir.as_ref().expect("set when torch runs"),
+                "prompts": prompts,
+                "warmup": a.warmup,
+                "new_tokens": s.new_tokens,
+                "threads": peer_threads,
+                "dtype": plan.dtype.as_str(),
+                "device": match plan.device { modelbench::measure::device::DeviceSpec::Cpu => "cpu".to_string(), d => d.to_string() },
+                "sampling": {"temperature": s.sampling.temperature, "top_k": s.sampling.top_k,
+                    "top_p": s.sampling.top_p, "repetition_penalty": s.sampling.repetition_penalty},
+                "seed": plan.seed,
+            });
+            let spec_path = std::env::temp_dir()
+                .join(format!("modelbench-peer-torch-{}.json", std::process::id()));
+            let out = run_torch(&sel.program, &spec, &spec_path);
+            let _ = std::fs::remove_file(&spec_path);
+            let (out, raw) = out?;
+            let mut rec = torch_record(s, &out, &raw);
             let reported = rec.engine.as_ref().and_then(|e| e.threads);
             let warn = check_threads(sel.peer, candle_threads, reported, a.allow_thread_mismatch)?;
             stamp_like(&mut rec, candle);
@@ -361,8 +520,15 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
                 rec.extra["thread_warning"] = serde_json::json!(w);
                 warnings.push(w);
             }
-            println!("{}", progress_line(sel.peer.name(), &rec));
-            push(&mut run, rec)?;
+            println!("{}", progress_line(sel.peer.name(), &rec, None));
+            pending.push(rec);
+        }
+    }
+    for r in pending {
+        if save {
+            run.push(r)?;
+        } else {
+            run.push_unsaved(r);
         }
     }
 
@@ -381,9 +547,9 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
     run.put_file(
         "peers.md",
         format!(
-            "# modelbench peers: {model_label}, {} tier\n\nRatios are candle / peer (above 1: candle is faster). Numbers taken one engine after the other on {}.\n\n{table}\n{}",
+            "# modelbench peers: {model_label}, {} tier\n\n{}\n\n{table}\n{}",
             tier.name(),
-            run.records()[0].hardware.describe(),
+            PEERS_NOTE.replace("{machine}", &run.records()[0].hardware.describe()),
             engines_list(run.records())
         )
         .into_bytes(),
@@ -396,20 +562,28 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
     )? {
         println!("chart: {}", png.display());
     }
+    // The index again, now that peers.md and peers.png exist (the records' flush wrote it before).
+    let root = run.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    if let Err(e) = modelbench::output::report::write_index(&root) {
+        println!("warning: {}: index.html not updated: {e}", root.display());
+    }
     println!("run folder: {}", run.path.display());
     Ok(())
 }
 
-fn progress_line(engine: &str, r: &Record) -> String {
+fn progress_line(engine: &str, r: &Record, threads: Option<ThreadUse>) -> String {
     let g = r.gen.clone().unwrap_or_default();
     let na = modelbench::output::report::na;
     format!(
-        "{engine:>10} {:<8} {:>8} tok/s  prefill {:>8} tok/s  decode {:>7} tok/s  TTFT p50 {:>8} ms  TPOT p50 {:>7} ms",
+        "{engine} {:<8} {:>8} tok/s  prefill {:>8} tok/s  decode {:>7} tok/s  TTFT p50 {:>8} ms  TPOT p50 {:>7} ms  threads {}",
         r.scenario,
         na(r.tok_s, 1),
         na(g.prefill_tok_s, 1),
         na(g.decode_tok_s, 1),
         na(g.ttft_ms.map(|p| p.p50), 2),
         na(g.tpot_ms.map(|p| p.p50), 2),
+        threads
+            .map(|t| t.describe())
+            .unwrap_or_else(|| "not measured".into()),
     )
 }

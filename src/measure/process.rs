@@ -1,0 +1,125 @@
+//! A child process measured from outside (issue 30): its wall time, and from the kernel's
+//! `wait4(2)` accounting its peak resident set and CPU time. What another engine costs, taken
+//! around its process rather than copied from candle's run.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What the kernel and the clock say about one finished child.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProcessUse {
+    /// Spawn to exit.
+    pub wall_s: f64,
+    /// Peak resident set (ru_maxrss).
+    pub max_rss_bytes: u64,
+    pub user_s: f64,
+    pub sys_s: f64,
+}
+
+/// Runs `cmd` to completion and returns its stdout and what it used. A failure to start, a
+/// non-zero exit or a signal is one error naming `program`, `what` it was given, the status
+/// and the last line of its stderr.
+pub fn run_measured(cmd: &mut Command, program: &Path, what: &str) -> Result<(String, ProcessUse)> {
+    let t0 = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::io(program))?;
+    let mut err_pipe = child.stderr.take().expect("stderr is piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let mut out = String::new();
+    let _ = child
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .read_to_string(&mut out);
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data that wait4 fills; `pid` is our own unreaped child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = loop {
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if rc == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break rc;
+    };
+    let wall_s = t0.elapsed().as_secs_f64();
+    let stderr = err_reader.join().unwrap_or_default();
+    if rc != pid {
+        return Err(Error::Report(format!(
+            "{} {what}: waiting for it failed: {}",
+            program.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if !ok {
+        let how = if libc::WIFEXITED(status) {
+            format!("exit status {}", libc::WEXITSTATUS(status))
+        } else {
+            format!("killed by signal {}", libc::WTERMSIG(status))
+        };
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(Error::Report(format!(
+            "{} {what} failed ({how}): {last}",
+            program.display()
+        )));
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    Ok((
+        out,
+        ProcessUse {
+            wall_s,
+            // Linux reports ru_maxrss in KiB.
+            max_rss_bytes: ru.ru_maxrss.max(0) as u64 * 1024,
+            user_s: tv(ru.ru_utime),
+            sys_s: tv(ru.ru_stime),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_is_measured_and_a_failure_is_one_line() {
+        let sh = Path::new("/bin/sh");
+        if !sh.is_file() {
+            println!("skip: no /bin/sh");
+            return;
+        }
+        let (out, u) =
+            run_measured(Command::new(sh).args(["-c", "echo hello"]), sh, "-c echo").unwrap();
+        assert_eq!(out.trim(), "hello");
+        assert!(u.wall_s > 0.0 && u.max_rss_bytes > 0, "{u:?}");
+        let e = run_measured(
+            Command::new(sh).args(["-c", "echo first >&2; echo last words >&2; exit 3"]),
+            sh,
+            "-c fail",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("exit status 3") && e.ends_with("last words") && !e.contains('\n'),
+            "{e}"
+        );
+    }
+}
