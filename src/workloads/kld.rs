@@ -32,6 +32,10 @@ pub const SLACK: f64 = 2.0;
 /// many standard errors of that mean (the standard error llama.cpp prints with
 /// `Mean ln(PPL(Q)/PPL(base))`, recomputed from the reference's per-position values).
 pub const PPL_SIGMAS: f64 = 2.0;
+/// The reference's own resolution: its log-probabilities are stored with 4 decimals (each off
+/// by up to 5e-5 nats), which moves a KLD or a mean log-ratio by up to about 1e-4. A limit is
+/// never below it (where llama.cpp's two runs agree exactly, e.g. a tiny fixture model).
+pub const RESOLUTION: f64 = 1e-4;
 /// Probabilities below this are taken as this (a rest mass that rounds to zero).
 const FLOOR: f64 = 1e-10;
 
@@ -202,12 +206,13 @@ impl KldReference {
     pub fn thresholds(&self) -> Thresholds {
         let s = self.self_comparison();
         Thresholds {
-            max_mean_kld: SLACK * s.mean_kld,
-            max_kld_p99: SLACK * s.kld_p99,
+            max_mean_kld: (SLACK * s.mean_kld).max(RESOLUTION),
+            max_kld_p99: (SLACK * s.kld_p99).max(RESOLUTION),
             min_same_top1_percent: 100.0 - SLACK * (100.0 - s.same_top1_percent),
-            max_abs_ln_ppl_ratio: s.ln_ppl_ratio.abs() + PPL_SIGMAS * s.ln_ppl_ratio_se,
+            max_abs_ln_ppl_ratio: (s.ln_ppl_ratio.abs() + PPL_SIGMAS * s.ln_ppl_ratio_se)
+                .max(RESOLUTION),
             how: format!(
-                "llama.cpp against itself (its default f16-KV/flash-attention run vs its f32-KV run, same positions, same top-{} estimator): {SLACK}x its mean KLD ({:.5}), {SLACK}x its 99th-percentile KLD ({:.4}), {SLACK}x its share of different top-1 tokens ({:.2}%), and |ln PPL ratio| up to its own ({:.5}) plus {PPL_SIGMAS} standard errors ({:.5})",
+                "llama.cpp against itself (its default f16-KV/flash-attention run vs its f32-KV run, same positions, same top-{} estimator): {SLACK}x its mean KLD ({:.5}), {SLACK}x its 99th-percentile KLD ({:.4}), {SLACK}x its share of different top-1 tokens ({:.2}%), and |ln PPL ratio| up to its own ({:.5}) plus {PPL_SIGMAS} standard errors ({:.5}); none below the reference's resolution {RESOLUTION}",
                 self.top_k, s.mean_kld, s.kld_p99, 100.0 - s.same_top1_percent, s.ln_ppl_ratio.abs(), s.ln_ppl_ratio_se
             ),
         }
@@ -337,13 +342,13 @@ pub fn run_kld_gate(
         Check {
             name: "mean KLD".into(),
             value: ours.mean_kld,
-            limit: format!("<= {:.5}", t.max_mean_kld),
+            limit: format!("<= {}", num(t.max_mean_kld)),
             passed: ours.mean_kld <= t.max_mean_kld,
         },
         Check {
             name: "99th percentile KLD".into(),
             value: ours.kld_p99,
-            limit: format!("<= {:.4}", t.max_kld_p99),
+            limit: format!("<= {}", num(t.max_kld_p99)),
             passed: ours.kld_p99 <= t.max_kld_p99,
         },
         Check {
@@ -383,33 +388,53 @@ pub fn run_kld_gate(
     })
 }
 
+/// A figure for the table: 5 decimals, or 3 significant digits when smaller than 0.001.
+fn num(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-3 {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.5}")
+    }
+}
+
 /// The verdict as a table: one row per check with ours, llama.cpp against itself and the limit.
 pub fn table(v: &KldVerdict) -> String {
     let s = &v.llama_cpp_self;
-    let selfs = [
-        format!("{:.5}", s.mean_kld),
-        format!("{:.4}", s.kld_p99),
-        format!("{:.2}", s.same_top1_percent),
-        format!("{:.4}", s.ppl_ratio),
+    let t = &v.thresholds;
+    let rows = [
+        (s.mean_kld, format!("<= {}", num(t.max_mean_kld))),
+        (s.kld_p99, format!("<= {}", num(t.max_kld_p99))),
+        (
+            s.same_top1_percent,
+            format!(">= {:.2}", t.min_same_top1_percent),
+        ),
+        (
+            s.ppl_ratio,
+            format!(
+                "{:.5} .. {:.5}",
+                (-t.max_abs_ln_ppl_ratio).exp(),
+                t.max_abs_ln_ppl_ratio.exp()
+            ),
+        ),
     ];
     let mut out = format!(
-        "{:<28} {:>12} {:>16} {:>18} {:>6}\n",
+        "{:<28} {:>12} {:>16} {:>22} {:>4}\n",
         "check", "ours", "llama.cpp self", "limit", "ok"
     );
-    for (c, sv) in v.checks.iter().zip(selfs) {
-        let val = if c.name.starts_with("mean") {
-            format!("{:.5}", c.value)
-        } else if c.name.starts_with("same") {
-            format!("{:.2}", c.value)
-        } else {
-            format!("{:.4}", c.value)
+    for (c, (sv, limit)) in v.checks.iter().zip(rows) {
+        let f = |x: f64| {
+            if c.name.starts_with("same") {
+                format!("{x:.2}")
+            } else {
+                num(x)
+            }
         };
         out.push_str(&format!(
-            "{:<28} {:>12} {:>16} {:>18} {:>6}\n",
+            "{:<28} {:>12} {:>16} {:>22} {:>4}\n",
             c.name,
-            val,
-            sv,
-            c.limit,
+            f(c.value),
+            f(sv),
+            limit,
             if c.passed { "yes" } else { "NO" }
         ));
     }
