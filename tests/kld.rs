@@ -99,7 +99,10 @@ fn upstream_candle_gemma3_fails_the_kld_gate() {
         "negative control: candle-transformers' quantized_gemma3 (SiLU MLP) must fail"
     );
     let kld = v.checks.iter().find(|c| c.name == "mean KLD").unwrap();
-    assert!(!kld.passed, "the negative control must fail by mean KLD: {kld:?}");
+    assert!(
+        !kld.passed,
+        "the negative control must fail by mean KLD: {kld:?}"
+    );
 }
 
 /// The gate's estimator, run on llama.cpp's two runs from the reference, against what
@@ -118,7 +121,11 @@ fn self_comparison_agrees_with_llama_cpps_own_kl_divergence() {
         f("mean_kld"), f("kld_p99"), f("same_top_p_percent"), f("ppl_ratio")
     );
     assert!((s.same_top1_percent - f("same_top_p_percent")).abs() < 0.01);
-    assert!((s.ppl_ratio - f("ppl_ratio")).abs() < 2e-4, "{}", s.ppl_ratio);
+    assert!(
+        (s.ppl_ratio - f("ppl_ratio")).abs() < 2e-4,
+        "{}",
+        s.ppl_ratio
+    );
     assert!((s.ln_ppl_ratio_se - f("mean_ln_ppl_ratio_uncertainty")).abs() < 2e-4);
     assert!(s.mean_kld <= f("mean_kld") && s.mean_kld >= 0.8 * f("mean_kld"));
     assert!(s.kld_p99 <= f("kld_p99") * 1.01 && s.kld_p99 >= 0.8 * f("kld_p99"));

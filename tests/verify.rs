@@ -34,7 +34,10 @@ fn gemma_installed() -> bool {
     match modelbench::engine::scenario::prepare(MODEL, &r, &[]) {
         Ok(_) => true,
         Err(e) => {
-            assert!(!required(), "MODELBENCH_REQUIRE_QUALITY=1 but the model is absent: {e}");
+            assert!(
+                !required(),
+                "MODELBENCH_REQUIRE_QUALITY=1 but the model is absent: {e}"
+            );
             eprintln!("skipped: the real Gemma 3 270M is not installed ({e}); run scripts/fetch-offline-models.sh");
             false
         }
@@ -50,9 +53,15 @@ fn verify_passes_gemma3_with_the_committed_reference() {
     let t = text(&o);
     eprintln!("{t}");
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("(committed; made by llama.cpp from this very file)"), "{t}");
+    assert!(
+        t.contains("(committed; made by llama.cpp from this very file)"),
+        "{t}"
+    );
     assert!(t.contains("verdict: PASSED"), "{t}");
-    assert!(t.contains("verify: window 2/2, 510/510 tokens"), "progress lines: {t}");
+    assert!(
+        t.contains("verify: window 2/2, 510/510 tokens"),
+        "progress lines: {t}"
+    );
     assert!(t.contains("stored "), "{t}");
 }
 
@@ -84,13 +93,19 @@ fn verify_computes_a_reference_for_a_gguf_fixture_with_llama_cpp() {
     let t = text(&o);
     eprintln!("{t}");
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("verify: computing the reference with llama.cpp"), "{t}");
+    assert!(
+        t.contains("verify: computing the reference with llama.cpp"),
+        "{t}"
+    );
     assert!(t.contains("verdict: PASSED"), "{t}");
     // Cached: the second run does not call llama.cpp.
     let o = verify(&["--model", "gguf:fixture:llama"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("(cached)") && !t.contains("computing the reference"), "{t}");
+    assert!(
+        t.contains("(cached)") && !t.contains("computing the reference"),
+        "{t}"
+    );
 }
 
 #[test]

@@ -221,11 +221,19 @@ pub fn chunked_perplexity_with(
     let t0 = Instant::now();
     let (mut total, mut scored) = (0f64, 0usize);
     let chunks = ids.len() / n_ctx;
-    for_each_scored_position(m, ids, n_ctx, bos, chunks, progress, |_, _, logits, target| {
-        total += nll(logits, target)?;
-        scored += 1;
-        Ok(())
-    })?;
+    for_each_scored_position(
+        m,
+        ids,
+        n_ctx,
+        bos,
+        chunks,
+        progress,
+        |_, _, logits, target| {
+            total += nll(logits, target)?;
+            scored += 1;
+            Ok(())
+        },
+    )?;
     let seconds = t0.elapsed().as_secs_f64();
     let mean_nll = total / scored as f64;
     Ok(Perplexity {

@@ -112,7 +112,8 @@ impl VerdictKey {
     fn file(&self) -> PathBuf {
         let mut h = Sha256::new();
         h.update(serde_json::to_string(self).expect("json").as_bytes());
-        dir().join("verdicts")
+        dir()
+            .join("verdicts")
             .join(format!("{}.json", &hex(&h.finalize())[..32]))
     }
 }
@@ -240,11 +241,26 @@ mod tests {
         save(&k, true, serde_json::json!({"x": 1})).unwrap();
         assert_eq!(verdict_value("m", Ok(k.clone()))["status"], "passed");
         for other in [
-            VerdictKey { device: "cuda:0".into(), ..k.clone() },
-            VerdictKey { dtype: "bf16".into(), ..k.clone() },
-            VerdictKey { implementation: "other".into(), ..k.clone() },
-            VerdictKey { commit: "other".into(), ..k.clone() },
-            VerdictKey { file_sha256: "cd".repeat(32), ..k.clone() },
+            VerdictKey {
+                device: "cuda:0".into(),
+                ..k.clone()
+            },
+            VerdictKey {
+                dtype: "bf16".into(),
+                ..k.clone()
+            },
+            VerdictKey {
+                implementation: "other".into(),
+                ..k.clone()
+            },
+            VerdictKey {
+                commit: "other".into(),
+                ..k.clone()
+            },
+            VerdictKey {
+                file_sha256: "cd".repeat(32),
+                ..k.clone()
+            },
         ] {
             assert_eq!(verdict_value("m", Ok(other))["status"], "not checked");
         }

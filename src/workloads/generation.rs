@@ -37,7 +37,11 @@ pub fn verdict_key(
         &loaded.resolved.weights,
         &loaded.model.meta().implementation,
         &device.to_string(),
-        &format!("{} ({})", precision_of(loaded, dtype).name(), dtype.as_str()),
+        &format!(
+            "{} ({})",
+            precision_of(loaded, dtype).name(),
+            dtype.as_str()
+        ),
     )
 }
 

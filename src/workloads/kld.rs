@@ -174,9 +174,14 @@ impl KldReference {
             .iter()
             .zip(&r.top_logprobs)
             .zip(&d.logprobs_at_reference_top_ids)
-            .all(|((a, b), c)| a.len() == self.top_k && b.len() == self.top_k && c.len() == self.top_k);
+            .all(|((a, b), c)| {
+                a.len() == self.top_k && b.len() == self.top_k && c.len() == self.top_k
+            });
         if !rows_ok {
-            return Err(format!("a position does not have top_k = {} entries", self.top_k));
+            return Err(format!(
+                "a position does not have top_k = {} entries",
+                self.top_k
+            ));
         }
         Ok(())
     }
@@ -303,7 +308,11 @@ pub fn run_kld_gate(
         )));
     }
     let per_chunk = reference.n_ctx - reference.n_ctx / 2 - 1;
-    let bos = if reference.add_bos { reference.bos_id } else { None };
+    let bos = if reference.add_bos {
+        reference.bos_id
+    } else {
+        None
+    };
     let mut rows = Vec::with_capacity(reference.positions());
     for_each_scored_position(
         model,
@@ -319,13 +328,23 @@ pub fn run_kld_gate(
             let l = &l[..reference.n_vocab.min(l.len())];
             let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
             let lse = max + l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-            let lp = |id: u32| l.get(id as usize).map(|&x| x as f64 - lse).unwrap_or(f64::NEG_INFINITY);
+            let lp = |id: u32| {
+                l.get(id as usize)
+                    .map(|&x| x as f64 - lse)
+                    .unwrap_or(f64::NEG_INFINITY)
+            };
             let ids = &reference.reference.top_ids[i];
             let ours: Vec<f64> = ids.iter().map(|&id| lp(id)).collect();
             let argmax = l
                 .iter()
                 .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| {
+                    if x > b.1 {
+                        (i, x)
+                    } else {
+                        b
+                    }
+                })
                 .0;
             rows.push(Row {
                 kld: topk_kld(&reference.reference.top_logprobs[i], &ours),
@@ -379,7 +398,9 @@ pub fn run_kld_gate(
         reference: format!("{reference_name}: {}", reference.source()),
         corpus: format!(
             "{} ({} chunks of {}, {} scored positions, llama.cpp's token ids)",
-            reference.provenance["corpus"]["path"].as_str().unwrap_or("?"),
+            reference.provenance["corpus"]["path"]
+                .as_str()
+                .unwrap_or("?"),
             reference.n_chunks,
             reference.n_ctx,
             reference.positions()

@@ -59,8 +59,11 @@ impl Workload for Perplexity<'_> {
         let t = Instant::now();
         let m = self.loaded.model.as_mut();
         let mut print = |p: &Progress| eprintln!("perplexity: {}", p.line());
-        let progress: Option<&mut dyn FnMut(&Progress)> =
-            if self.progress { Some(&mut print) } else { None };
+        let progress: Option<&mut dyn FnMut(&Progress)> = if self.progress {
+            Some(&mut print)
+        } else {
+            None
+        };
         let p = match self.windowing {
             Windowing::Sliding { stride } => {
                 perplexity_with(m, &self.ids, self.seq_len, stride, self.bos, progress)?

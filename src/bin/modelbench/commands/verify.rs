@@ -89,7 +89,10 @@ fn ensure_llama_cpp(dir: &Path) -> anyhow::Result<()> {
         "{} failed ({st}); llama.cpp is needed to compute a reference for this file (see its output above)",
         script.display()
     );
-    eprintln!("verify: built llama.cpp in {:.0} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "verify: built llama.cpp in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -139,7 +142,10 @@ pub fn verify(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
         ));
     let ref_path = match committed(&sha, &corpus_sha, a.n_ctx, a.chunks) {
         Some(p) if !a.fresh_reference => {
-            eprintln!("verify: reference {} (committed; made by llama.cpp from this very file)", p.display());
+            eprintln!(
+                "verify: reference {} (committed; made by llama.cpp from this very file)",
+                p.display()
+            );
             p
         }
         _ if cached.is_file() && !a.fresh_reference && KldReference::load(&cached).is_ok() => {
@@ -164,7 +170,12 @@ pub fn verify(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 .arg(&dir)
                 .arg("--corpus")
                 .arg(&corpus)
-                .args(["--n-ctx", &a.n_ctx.to_string(), "--chunks", &a.chunks.to_string()])
+                .args([
+                    "--n-ctx",
+                    &a.n_ctx.to_string(),
+                    "--chunks",
+                    &a.chunks.to_string(),
+                ])
                 .status()
                 .context("cannot run scripts/llama-cpp-kld-reference.sh")?;
             anyhow::ensure!(
