@@ -211,6 +211,17 @@ fn cli_perplexity_at_1024_matches_llama_cpp() {
         stdout.contains("2 windows (llama-perplexity chunks of 1024)"),
         "{stdout}"
     );
+    // Progress on stderr after every chunk (issue 29, item 6).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "perplexity: window 1/2, 511/1022 tokens",
+        "perplexity: window 2/2, 1022/1022 tokens",
+    ] {
+        assert!(
+            stderr.contains(line) && stderr.contains("tok/s") && stderr.contains("ETA"),
+            "no `{line}` in {stderr}"
+        );
+    }
     let devs: Vec<(f64, String)> = runs
         .iter()
         .map(|x| {
