@@ -50,6 +50,46 @@ impl Windowing {
     }
 }
 
+/// Where a long perplexity run is: reported after every window (chunk) to a progress callback.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    pub windows_done: usize,
+    pub windows: usize,
+    pub tokens_scored: usize,
+    /// Tokens the whole run will score.
+    pub tokens_total: usize,
+    pub elapsed_s: f64,
+}
+
+impl Progress {
+    /// Scored tokens per second so far (context prefill included in the time).
+    pub fn tok_s(&self) -> f64 {
+        self.tokens_scored as f64 / self.elapsed_s.max(1e-9)
+    }
+
+    /// Seconds left at the rate so far.
+    pub fn eta_s(&self) -> f64 {
+        self.tokens_total.saturating_sub(self.tokens_scored) as f64 / self.tok_s().max(1e-9)
+    }
+
+    /// One line for stderr: `window 3/10, 765/2550 tokens, 41.2 tok/s, 18.6 s, ETA 43.1 s`.
+    pub fn line(&self) -> String {
+        format!(
+            "window {}/{}, {}/{} tokens, {:.1} tok/s, {:.1} s, ETA {:.1} s",
+            self.windows_done,
+            self.windows,
+            self.tokens_scored,
+            self.tokens_total,
+            self.tok_s(),
+            self.elapsed_s,
+            self.eta_s()
+        )
+    }
+}
+
+/// A progress callback (see [`Progress`]).
+pub type OnProgress<'a> = Option<&'a mut dyn FnMut(&Progress)>;
+
 fn nll(logits: &candle_core::Tensor, target: u32) -> Result<f64> {
     let l = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
     let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -71,6 +111,18 @@ pub fn perplexity(
     stride: usize,
     bos: Option<u32>,
 ) -> Result<Perplexity> {
+    perplexity_with(m, ids, seq_len, stride, bos, None)
+}
+
+/// [`perplexity`] reporting progress after every window.
+pub fn perplexity_with(
+    m: &mut dyn CausalLm,
+    ids: &[u32],
+    seq_len: usize,
+    stride: usize,
+    bos: Option<u32>,
+    mut progress: OnProgress<'_>,
+) -> Result<Perplexity> {
     if seq_len < 2 || stride == 0 || stride > seq_len {
         return Err(Error::Report(format!(
             "--seq-len {seq_len} / --stride {stride}: need seq-len >= 2 and 1 <= stride <= seq-len"
@@ -83,6 +135,12 @@ pub fn perplexity(
     }
     let t0 = Instant::now();
     let (mut total, mut scored, mut windows, mut prev_end) = (0f64, 0usize, 0usize, 0usize);
+    // Windows begin at 0, stride, 2 stride, ... until one reaches the end of the text.
+    let n_windows = if ids.len() <= seq_len {
+        1
+    } else {
+        (ids.len() - seq_len).div_ceil(stride) + 1
+    };
     let mut begin = 0;
     while prev_end < ids.len() {
         let end = (begin + seq_len).min(ids.len());
@@ -104,6 +162,15 @@ pub fn perplexity(
         windows += 1;
         prev_end = end;
         begin += stride;
+        if let Some(f) = progress.as_mut() {
+            f(&Progress {
+                windows_done: windows,
+                windows: n_windows.max(windows),
+                tokens_scored: scored,
+                tokens_total: ids.len() - 1,
+                elapsed_s: t0.elapsed().as_secs_f64(),
+            });
+        }
     }
     let seconds = t0.elapsed().as_secs_f64();
     let mean_nll = total / scored as f64;
@@ -134,6 +201,17 @@ pub fn chunked_perplexity(
     n_ctx: usize,
     bos: Option<u32>,
 ) -> Result<Perplexity> {
+    chunked_perplexity_with(m, ids, n_ctx, bos, None)
+}
+
+/// [`chunked_perplexity`] reporting progress after every chunk.
+pub fn chunked_perplexity_with(
+    m: &mut dyn CausalLm,
+    ids: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    progress: OnProgress<'_>,
+) -> Result<Perplexity> {
     if n_ctx < 4 || ids.len() < 2 * n_ctx {
         return Err(Error::Report(format!(
             "chunked perplexity needs n_ctx >= 4 and at least 2 x n_ctx ids ({} given, n_ctx {n_ctx})",
@@ -141,26 +219,21 @@ pub fn chunked_perplexity(
         )));
     }
     let t0 = Instant::now();
-    let first = n_ctx / 2;
     let (mut total, mut scored) = (0f64, 0usize);
     let chunks = ids.len() / n_ctx;
-    for k in 0..chunks {
-        let mut w = ids[k * n_ctx..(k + 1) * n_ctx].to_vec();
-        if let Some(b) = bos {
-            w[0] = b;
-        }
-        m.reset()?;
-        // Context up to position `first` in one call gives the logits at `first`; then one
-        // token at a time (the models return last-position logits only).
-        let mut logits = m.forward(&w[..=first], 0)?;
-        for j in first..n_ctx - 1 {
-            total += nll(&logits, w[j + 1])?;
+    for_each_scored_position(
+        m,
+        ids,
+        n_ctx,
+        bos,
+        chunks,
+        progress,
+        |_, _, logits, target| {
+            total += nll(logits, target)?;
             scored += 1;
-            if j + 1 < n_ctx - 1 {
-                logits = m.forward(&w[j + 1..j + 2], j + 1)?;
-            }
-        }
-    }
+            Ok(())
+        },
+    )?;
     let seconds = t0.elapsed().as_secs_f64();
     let mean_nll = total / scored as f64;
     Ok(Perplexity {
@@ -174,4 +247,55 @@ pub fn chunked_perplexity(
         seconds,
         tok_s: scored as f64 / seconds,
     })
+}
+
+/// llama-perplexity's positions ([`chunked_perplexity`]'s windowing) over the first `chunks`
+/// chunks of `ids`: calls `f(chunk, position, logits, next id)` for every scored position
+/// (`n_ctx/2 ..= n_ctx-2` of each chunk, in order), with the model's logits there. The KL
+/// divergence gate reads the whole distribution at the same positions llama.cpp saves.
+pub fn for_each_scored_position(
+    m: &mut dyn CausalLm,
+    ids: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    chunks: usize,
+    mut progress: OnProgress<'_>,
+    mut f: impl FnMut(usize, usize, &candle_core::Tensor, u32) -> Result<()>,
+) -> Result<()> {
+    if n_ctx < 4 || ids.len() < chunks * n_ctx {
+        return Err(Error::Report(format!(
+            "{chunks} chunks of {n_ctx} need n_ctx >= 4 and {} ids ({} given)",
+            chunks * n_ctx,
+            ids.len()
+        )));
+    }
+    let t0 = Instant::now();
+    let first = n_ctx / 2;
+    let per_chunk = n_ctx - first - 1;
+    for k in 0..chunks {
+        let mut w = ids[k * n_ctx..(k + 1) * n_ctx].to_vec();
+        if let Some(b) = bos {
+            w[0] = b;
+        }
+        m.reset()?;
+        // Context up to position `first` in one call gives the logits at `first`; then one
+        // token at a time (the models return last-position logits only).
+        let mut logits = m.forward(&w[..=first], 0)?;
+        for j in first..n_ctx - 1 {
+            f(k, j, &logits, w[j + 1])?;
+            if j + 1 < n_ctx - 1 {
+                logits = m.forward(&w[j + 1..j + 2], j + 1)?;
+            }
+        }
+        if let Some(p) = progress.as_mut() {
+            p(&Progress {
+                windows_done: k + 1,
+                windows: chunks,
+                tokens_scored: (k + 1) * per_chunk,
+                tokens_total: chunks * per_chunk,
+                elapsed_s: t0.elapsed().as_secs_f64(),
+            });
+        }
+    }
+    Ok(())
 }

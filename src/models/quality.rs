@@ -1,9 +1,11 @@
 //! The quality gate's verdicts, kept beside the build (target/modelbench-quality/) so
-//! generation records of the same model can carry them (MLPerf pairs speed with accuracy).
+//! generation records of the same model can carry them (MLPerf pairs speed with accuracy):
+//! only under the exact key they were measured for ([`VerdictKey`]).
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The verdict of a quality gate against an independent reference (llama.cpp).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,30 +60,211 @@ fn dir() -> PathBuf {
     crate::util::fsio::target_dir().join("modelbench-quality")
 }
 
-fn file(model: &str) -> PathBuf {
-    dir().join(format!("{}.json", model.replace(['/', ':', '@'], "_")))
+/// What a verdict holds for: the exact weights file, the code computing it, where and in
+/// which precision. A record carries a verdict only under its own exact key (issue 29: a
+/// verdict looked up by model label alone followed a model to other files, implementations,
+/// devices, dtypes and commits it was never checked on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictKey {
+    /// sha256 of the weights file (GGUF) or of its shards' sha256s in order (safetensors).
+    pub file_sha256: String,
+    /// [`super::ModelMeta::implementation`].
+    pub implementation: String,
+    /// `cpu`, `cuda:0`.
+    pub device: String,
+    /// The precision label (`f32`, `gguf-Q4_K_M`...; the dtype the model ran in).
+    pub dtype: String,
+    /// modelbench's git commit, `+dirty` when the tree had changes.
+    pub commit: String,
 }
 
-pub fn save(v: &Verdict) -> crate::Result<()> {
+impl VerdictKey {
+    /// The key of a loaded model in this build; None (with why) when its weights are no file
+    /// (synthetic seeded weights) or cannot be hashed.
+    pub fn of(
+        weights: &super::Weights,
+        implementation: &str,
+        device: &str,
+        dtype: &str,
+    ) -> std::result::Result<VerdictKey, String> {
+        let file_sha256 = match weights {
+            super::Weights::Gguf(p) => file_sha256(p).map_err(|e| e.to_string())?,
+            super::Weights::Safetensors(ps) => {
+                let mut h = Sha256::new();
+                for p in ps {
+                    h.update(file_sha256(p).map_err(|e| e.to_string())?.as_bytes());
+                }
+                hex(&h.finalize())
+            }
+            super::Weights::Seeded(_) => {
+                return Err("seeded synthetic weights are no file to check".into())
+            }
+        };
+        Ok(VerdictKey {
+            file_sha256,
+            implementation: implementation.into(),
+            device: device.into(),
+            dtype: dtype.into(),
+            commit: this_commit(),
+        })
+    }
+
+    fn file(&self) -> PathBuf {
+        let mut h = Sha256::new();
+        h.update(serde_json::to_string(self).expect("json").as_bytes());
+        dir()
+            .join("verdicts")
+            .join(format!("{}.json", &hex(&h.finalize())[..32]))
+    }
+}
+
+/// This build's commit: `BUILDINFO_GIT_COMMIT`, `+dirty` when built from a changed tree.
+pub fn this_commit() -> String {
+    let b = crate::measure::hardware::build();
+    if b.git_dirty == "true" || b.git_dirty == "yes" || b.git_dirty == "1" {
+        format!("{}+dirty", b.git_commit)
+    } else {
+        b.git_commit
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// sha256 of a file, cached by (path, size, mtime) under target/modelbench-quality/hashes/
+/// so a generation run does not hash gigabytes each time.
+pub fn file_sha256(path: &std::path::Path) -> crate::Result<String> {
+    use std::io::Read;
+    let md = std::fs::metadata(path).map_err(crate::Error::io(path))?;
+    let mtime = md
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut h = Sha256::new();
+    h.update(format!("{}\0{}\0{mtime}", abs.display(), md.len()).as_bytes());
+    let cache = dir().join("hashes").join(&hex(&h.finalize())[..32]);
+    if let Ok(s) = std::fs::read_to_string(&cache) {
+        let s = s.trim();
+        if s.len() == 64 {
+            return Ok(s.to_string());
+        }
+    }
+    let mut f = std::fs::File::open(path).map_err(crate::Error::io(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(crate::Error::io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let out = hex(&h.finalize());
+    // A cache that cannot be written only costs a re-hash next time.
+    let _ = crate::util::fsio::atomic_write(&cache, out.as_bytes());
+    Ok(out)
+}
+
+/// A stored verdict: its key and the gate's report (the KL-divergence gate's
+/// `workloads::kld::KldVerdict`, as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredVerdict {
+    pub key: VerdictKey,
+    pub passed: bool,
+    pub verdict: serde_json::Value,
+}
+
+pub fn save(key: &VerdictKey, passed: bool, verdict: serde_json::Value) -> crate::Result<PathBuf> {
+    let path = key.file();
+    let v = StoredVerdict {
+        key: key.clone(),
+        passed,
+        verdict,
+    };
     crate::util::fsio::atomic_write(
-        &file(&v.model),
-        serde_json::to_string_pretty(v).expect("json").as_bytes(),
-    )
+        &path,
+        serde_json::to_string_pretty(&v).expect("json").as_bytes(),
+    )?;
+    Ok(path)
 }
 
-/// The last verdict for a model reference, if a gate ran for it.
-pub fn load(model: &str) -> Option<Verdict> {
-    serde_json::from_str(&std::fs::read_to_string(file(model)).ok()?).ok()
+/// The verdict stored under exactly this key, if a gate ran for it.
+pub fn load(key: &VerdictKey) -> Option<StoredVerdict> {
+    let v: StoredVerdict = serde_json::from_str(&std::fs::read_to_string(key.file()).ok()?).ok()?;
+    (v.key == *key).then_some(v)
 }
 
-/// What a record says about the model's quality: the last gate verdict, or "not checked".
-pub fn verdict_value(model: &str) -> serde_json::Value {
-    match load(model) {
-        Some(v) => serde_json::to_value(v).expect("verdict serialises"),
-        None => serde_json::json!({
-            "model": model,
-            "status": "not checked",
-            "why": "no quality gate has run for this model on this machine"
+/// What a record says about the model's quality: the verdict stored under its exact key
+/// (file sha256, implementation, device, dtype, commit), or "not checked" with why.
+pub fn verdict_value(
+    model: &str,
+    key: std::result::Result<VerdictKey, String>,
+) -> serde_json::Value {
+    match key {
+        Err(why) => serde_json::json!({
+            "model": model, "status": "not checked", "why": why
         }),
+        Ok(k) => match load(&k) {
+            Some(v) => serde_json::json!({
+                "model": model,
+                "status": if v.passed { "passed" } else { "failed" },
+                "key": v.key,
+                "verdict": v.verdict,
+            }),
+            None => serde_json::json!({
+                "model": model,
+                "status": "not checked",
+                "key": k,
+                "why": "no quality gate has run for this file, implementation, device, dtype and commit on this machine (`modelbench verify --model M`)"
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_is_found_only_under_its_exact_key() {
+        let k = VerdictKey {
+            file_sha256: "ab".repeat(32),
+            implementation: "test-impl".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            commit: format!("unit-test-{}", std::process::id()),
+        };
+        save(&k, true, serde_json::json!({"x": 1})).unwrap();
+        assert_eq!(verdict_value("m", Ok(k.clone()))["status"], "passed");
+        for other in [
+            VerdictKey {
+                device: "cuda:0".into(),
+                ..k.clone()
+            },
+            VerdictKey {
+                dtype: "bf16".into(),
+                ..k.clone()
+            },
+            VerdictKey {
+                implementation: "other".into(),
+                ..k.clone()
+            },
+            VerdictKey {
+                commit: "other".into(),
+                ..k.clone()
+            },
+            VerdictKey {
+                file_sha256: "cd".repeat(32),
+                ..k.clone()
+            },
+        ] {
+            assert_eq!(verdict_value("m", Ok(other))["status"], "not checked");
+        }
+        let _ = std::fs::remove_file(k.file());
+        assert_eq!(verdict_value("m", Err("why".into()))["why"], "why");
     }
 }

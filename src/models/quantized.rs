@@ -450,7 +450,9 @@ pub fn describe_impl(
     let window = md_u(ct, "gemma3.attention.sliding_window").filter(|_| family == Family::Gemma3);
     let implementation = match (family, own) {
         (Family::Gemma3, true) => format!(
-            "modelbench quantized_gemma3 (GELU-tanh MLP, sliding window of {} in prefill and decode, RoPE for {built} positions): candle-transformers 0.11.1 quantized_gemma3 uses SiLU and no decode window",
+            // Not the built context (meta.built_context has it): this string is part of the
+            // quality verdict's key, which must not change with a run's context length.
+            "modelbench quantized_gemma3 (GELU-tanh MLP, sliding window of {} in prefill and decode): candle-transformers 0.11.1 quantized_gemma3 uses SiLU and no decode window",
             window.unwrap_or(0)
         ),
         (Family::Gemma3, false) => "candle-transformers 0.11.1 quantized_gemma3 (chosen with impl=candle-transformers; known wrong: SiLU MLP, no sliding window in decode)".into(),

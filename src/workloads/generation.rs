@@ -25,6 +25,26 @@ pub fn precision_of(loaded: &Loaded, dtype: candle_core::DType) -> Precision {
     }
 }
 
+/// The quality-verdict key of a loaded model run on `device` in `dtype`
+/// ([`crate::models::quality::VerdictKey`]): its weights file's sha256, implementation,
+/// device, precision and this build's commit.
+pub fn verdict_key(
+    loaded: &Loaded,
+    device: DeviceSpec,
+    dtype: candle_core::DType,
+) -> std::result::Result<crate::models::quality::VerdictKey, String> {
+    crate::models::quality::VerdictKey::of(
+        &loaded.resolved.weights,
+        &loaded.model.meta().implementation,
+        &device.to_string(),
+        &format!(
+            "{} ({})",
+            precision_of(loaded, dtype).name(),
+            dtype.as_str()
+        ),
+    )
+}
+
 pub struct Generation<'a> {
     pub loaded: &'a mut Loaded,
     pub scenario: &'a Scenario,
@@ -118,6 +138,7 @@ impl Workload for Generation<'_> {
         r.gen = Some(g);
         r.quality = Some(crate::models::quality::verdict_value(
             &self.loaded.resolved.label,
+            verdict_key(self.loaded, self.device, self.dtype),
         ));
         r.memory.host_method = if memory::heap_current().is_some() {
             "counting global allocator: peak live heap over the measured trials, model included"

@@ -15,6 +15,7 @@ pub mod arch;
 pub mod checkpoint;
 pub mod depth;
 pub mod generation;
+pub mod kld;
 pub mod moe;
 pub mod overhead;
 pub mod peers;

@@ -511,6 +511,7 @@ pub fn llama_record(
         } else {
             format!("flash attention {}", o.flash_attn_resolved)
         },
+        gguf: None,
     };
     r.memory.host_peak_bytes = rss;
     r.memory.host_method = "peak RSS of the llama-timed-ids process (wait4 ru_maxrss; model load, warm-up and the timed generation together), the highest of the repetitions".into();

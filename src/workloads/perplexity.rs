@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::perplexity::{chunked_perplexity, perplexity, Perplexity as Ppl, Windowing};
+use crate::engine::perplexity::{
+    chunked_perplexity_with, perplexity_with, Perplexity as Ppl, Progress, Windowing,
+};
 use crate::error::Result;
 use crate::measure::device::DeviceSpec;
 use crate::models::loading::Loaded;
@@ -25,6 +27,8 @@ pub struct Perplexity<'a> {
     pub bos: Option<u32>,
     pub device: DeviceSpec,
     pub dtype: candle_core::DType,
+    /// Print a progress line to stderr after every window (chunk): tokens/s and ETA.
+    pub progress: bool,
 }
 
 impl Workload for Perplexity<'_> {
@@ -54,11 +58,19 @@ impl Workload for Perplexity<'_> {
     fn iterate(&mut self, _trial: u64) -> Result<(Duration, Ppl)> {
         let t = Instant::now();
         let m = self.loaded.model.as_mut();
+        let mut print = |p: &Progress| eprintln!("perplexity: {}", p.line());
+        let progress: Option<&mut dyn FnMut(&Progress)> = if self.progress {
+            Some(&mut print)
+        } else {
+            None
+        };
         let p = match self.windowing {
             Windowing::Sliding { stride } => {
-                perplexity(m, &self.ids, self.seq_len, stride, self.bos)?
+                perplexity_with(m, &self.ids, self.seq_len, stride, self.bos, progress)?
             }
-            Windowing::LlamaCpp => chunked_perplexity(m, &self.ids, self.seq_len, self.bos)?,
+            Windowing::LlamaCpp => {
+                chunked_perplexity_with(m, &self.ids, self.seq_len, self.bos, progress)?
+            }
         };
         Ok((t.elapsed(), p))
     }

@@ -218,6 +218,10 @@ enum Cmd {
     /// counted generations (1 and N tokens).
     #[command(hide = true)]
     InstructionsWorker(commands::instructions::WorkerArgs),
+    /// The KL-divergence quality gate for a GGUF against llama.cpp on the same file: mean KLD,
+    /// its 99th percentile, same top-1 %, PPL ratio; stores the verdict for generation records
+    /// of this file, implementation, device, dtype and commit. Exit 1 when it fails.
+    Verify(commands::verify::VerifyArgs),
     /// Perplexity of a text file: mean NLL, perplexity, tokens scored, tok/s.
     Perplexity {
         #[arg(long)]
@@ -332,6 +336,7 @@ fn main() -> ExitCode {
         } => commands::perplexity::windowing(method == Method::LlamaCpp, stride)
             .and_then(|w| commands::perplexity::perplexity(&model, seq_len, w, &target, &file))
             .map(|_| ExitCode::SUCCESS),
+        Cmd::Verify(a) => commands::verify::verify(&a),
         Cmd::Noise(a) => commands::noise::noise_cmd(&a).map(|_| ExitCode::SUCCESS),
         Cmd::Sensitivity(a) => commands::sensitivity::sensitivity(&a).map(|_| ExitCode::SUCCESS),
         Cmd::Calibrate {

@@ -25,3 +25,4 @@ pub mod serve;
 pub mod sweep;
 pub mod train;
 pub mod train_sweep;
+pub mod verify;

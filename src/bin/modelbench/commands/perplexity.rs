@@ -92,6 +92,7 @@ pub fn perplexity(
         bos,
         device: spec,
         dtype: dt,
+        progress: true,
     };
     let r = modelbench::workloads::run_trials(&mut w, 0, 1)?;
     let p: modelbench::engine::perplexity::Perplexity = serde_json::from_value(r.extra.clone())?;

@@ -1,0 +1,125 @@
+//! `modelbench verify` (issue 29, item 4) through the CLI a user runs: the real Gemma 3 passes
+//! with the committed reference (no llama.cpp needed), candle-transformers' quantized_gemma3
+//! fails (exit 1); a GGUF fixture gets its reference computed by llama.cpp when llama.cpp is
+//! built (skipped with the reason otherwise: the test never builds llama.cpp, 10-25 min); bad
+//! input is a one-line error with a non-zero exit.
+
+use std::process::{Command, Output};
+
+const MODEL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
+
+fn required() -> bool {
+    std::env::var("MODELBENCH_REQUIRE_QUALITY").is_ok_and(|v| v.trim() == "1")
+}
+
+fn verify(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .arg("verify")
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn gemma_installed() -> bool {
+    let r = modelbench::models::source::ModelRef::parse(MODEL).unwrap();
+    match modelbench::engine::scenario::prepare(MODEL, &r, &[]) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                !required(),
+                "MODELBENCH_REQUIRE_QUALITY=1 but the model is absent: {e}"
+            );
+            eprintln!("skipped: the real Gemma 3 270M is not installed ({e}); run scripts/fetch-offline-models.sh");
+            false
+        }
+    }
+}
+
+#[test]
+fn verify_passes_gemma3_with_the_committed_reference() {
+    if !gemma_installed() {
+        return;
+    }
+    let o = verify(&["--model", MODEL]);
+    let t = text(&o);
+    eprintln!("{t}");
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("(committed; made by llama.cpp from this very file)"),
+        "{t}"
+    );
+    assert!(t.contains("verdict: PASSED"), "{t}");
+    assert!(
+        t.contains("verify: window 2/2, 510/510 tokens"),
+        "progress lines: {t}"
+    );
+    assert!(t.contains("stored "), "{t}");
+}
+
+#[test]
+fn verify_fails_the_upstream_gemma3() {
+    if !gemma_installed() {
+        return;
+    }
+    let o = verify(&["--model", &format!("{MODEL}?impl=candle-transformers")]);
+    let t = text(&o);
+    eprintln!("{t}");
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("verdict: FAILED"), "{t}");
+    let kld = t.lines().find(|l| l.starts_with("mean KLD")).unwrap();
+    assert!(kld.trim_end().ends_with("NO"), "{kld}");
+}
+
+#[test]
+fn verify_computes_a_reference_for_a_gguf_fixture_with_llama_cpp() {
+    let llama = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/llama-cpp/0.3.36/bin/llama-perplexity");
+    if !llama.is_file() {
+        return eprintln!(
+            "skipped: llama.cpp is not built ({} missing; scripts/build-llama-cpp.sh, 10-25 minutes)",
+            llama.display()
+        );
+    }
+    let o = verify(&["--model", "gguf:fixture:llama", "--fresh-reference"]);
+    let t = text(&o);
+    eprintln!("{t}");
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("verify: computing the reference with llama.cpp"),
+        "{t}"
+    );
+    assert!(t.contains("verdict: PASSED"), "{t}");
+    // Cached: the second run does not call llama.cpp.
+    let o = verify(&["--model", "gguf:fixture:llama"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("(cached)") && !t.contains("computing the reference"),
+        "{t}"
+    );
+}
+
+#[test]
+fn verify_rejects_bad_input_in_one_line() {
+    for (m, says) in [
+        ("fixture:llama", "not a GGUF file"),
+        ("gguf:/nonexistent/model.gguf", "GGUF file is missing"),
+        ("gguf:README.md", "not a readable GGUF file"),
+    ] {
+        let o = verify(&["--model", m]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{m}: {e}");
+        assert!(e.contains(says), "{m}: {e}");
+        assert!(!e.contains("panicked"), "{m}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{m}: {e}");
+    }
+}
