@@ -27,10 +27,31 @@ pub struct NoiseArgs {
     /// One row per benchmark, not only per group.
     #[arg(long)]
     pub all: bool,
+    /// Fit this machine's saved profile again from its stored per-run means (after a change
+    /// of the noise model); runs nothing.
+    #[arg(long)]
+    pub refit: bool,
 }
 
 pub fn noise_cmd(a: &NoiseArgs) -> anyhow::Result<()> {
     let root = reports_root();
+    if a.refit {
+        anyhow::ensure!(
+            a.measure.is_none() && a.runs.is_empty(),
+            "--refit reads the saved profile; give neither --measure nor run folders"
+        );
+        let fp = modelbench::measure::hardware::context()
+            .hardware
+            .fingerprint();
+        let mut p = noise::load(&root, &fp)?.with_context(|| {
+            format!(
+                "no noise profile of this machine at {}; run `modelbench noise --measure 3` first",
+                noise::path_for(&root, &fp).display()
+            )
+        })?;
+        p.refit();
+        return show_and_save(&root, &p, a);
+    }
     let before: Vec<PathBuf> = list_runs(&root);
     if let Some(k) = a.measure {
         anyhow::ensure!(
@@ -80,9 +101,17 @@ pub fn noise_cmd(a: &NoiseArgs) -> anyhow::Result<()> {
         runs.push((d.display().to_string(), read_run(d)?));
     }
     let p = noise::profile(&runs)?;
+    show_and_save(&root, &p, a)
+}
+
+fn show_and_save(
+    root: &std::path::Path,
+    p: &noise::NoiseProfile,
+    a: &NoiseArgs,
+) -> anyhow::Result<()> {
     println!("{}", p.render(a.all));
     if !a.dry_run {
-        let path = noise::save(&root, &p)?;
+        let path = noise::save(root, p)?;
         println!(
             "saved {} (the benches read it on this machine)",
             path.display()
