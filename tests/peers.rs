@@ -7,16 +7,18 @@ use std::process::{Command, Output};
 
 use modelbench::engine::scenario::Scenario;
 use modelbench::measure::process::ProcessUse;
+use modelbench::measure::threads::ThreadUse;
 use modelbench::output::peers::{peer_rows, peers_table, Ratio};
 use modelbench::output::record::{Engine, Kind, ModelInfo, Record, TrialRates};
 use modelbench::workloads::peers::{
-    llama_record, parse_llama_timed, parse_torch, stamp_like, torch_record, LlamaRun, LlamaSetting,
+    llama_record, parse_llama_timed, parse_torch_hello, parse_torch_trial, stamp_like,
+    torch_record, LlamaRun, LlamaSetting, TorchHello, TorchRun, TorchSetting, TorchTrial,
     CANDLE_VERSION,
 };
 
 const LLAMA_TIMED: &str =
     include_str!("../fixtures/peers/llama-timed-ids-gemma3-270m-q4km-short-kvf32-faoff.json");
-const TORCH: &str = include_str!("../fixtures/peers/torch-fixture-llama-short.json");
+const TORCH: &str = include_str!("../fixtures/peers/torch-worker-fixture-llama-short-eager.jsonl");
 
 fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
@@ -110,64 +112,133 @@ fn bad_llama_timed_ids_output_is_one_line_error() {
     assert!(parse_llama_timed(&v.to_string(), "x").is_err());
 }
 
+/// The recorded worker transcript: its first line and its replies.
+fn torch_fixture() -> (TorchHello, serde_json::Value, Vec<TorchTrial>) {
+    let mut lines = TORCH.lines();
+    let (h, raw) = parse_torch_hello(lines.next().unwrap(), "fixture").unwrap();
+    let trials = lines
+        .map(|l| parse_torch_trial(l, 64, 64, "fixture").unwrap())
+        .collect();
+    (h, raw, trials)
+}
+
 #[test]
-fn a_recorded_torch_run_becomes_a_peer_record() {
+fn a_recorded_torch_worker_run_becomes_a_peer_record() {
     let s = Scenario::by_name("short").unwrap();
-    let (out, raw) = parse_torch(TORCH, "fixture").unwrap();
-    let r = torch_record(&s, &out, &raw);
+    let (h, raw, trials) = torch_fixture();
+    assert_eq!((h.threads, h.interop_threads), (2, 2));
+    assert_eq!(h.attn_implementation.as_deref(), Some("eager"));
+    // One repetition with its threads measured, one without (/proc unreadable).
+    let busy = ThreadUse::from_cpu_seconds(&[1.9, 1.7, 0.01], 2.0);
+    let runs = vec![
+        TorchRun {
+            trial: trials[0].clone(),
+            thread_use: busy,
+        },
+        TorchRun {
+            trial: trials[1].clone(),
+            thread_use: None,
+        },
+    ];
+    let meta = ModelInfo {
+        label: "fixture:llama".into(),
+        load_seconds: 99.0, // candle's: must not be copied
+        layers: 2,
+        ..Default::default()
+    };
+    let process = ProcessUse {
+        wall_s: 60.0,
+        max_rss_bytes: 700 << 20,
+        user_s: 30.0,
+        sys_s: 1.0,
+    };
+    let matched = TorchSetting::matched("eager");
+    let r = torch_record(&s, &runs, (&matched, &h, &raw), Some(process), &meta).unwrap();
     assert_eq!(r.kind, Kind::Peer);
     let e = r.engine.as_ref().unwrap();
     assert_eq!(e.name, "torch");
-    assert!(e.version.contains(&out.torch_version) && e.version.contains("transformers"));
-    assert_eq!(e.threads, Some(out.threads));
-    // E2E samples are each trial's last token time; TTFT its first; TPOT (E2E-TTFT)/(n-1).
-    let trials = raw["trials"].as_array().unwrap();
-    let times: Vec<Vec<f64>> = trials
-        .iter()
-        .map(|t| {
-            t["token_times_s"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect()
-        })
-        .collect();
-    let e2e: Vec<f64> = times.iter().map(|t| *t.last().unwrap()).collect();
-    assert_eq!(r.samples_s.len(), e2e.len());
-    for (a, b) in r.samples_s.iter().zip(&e2e) {
-        assert!((a - b).abs() < 1e-9, "{a} vs {b}");
-    }
-    let n = s.new_tokens as f64;
-    assert!((r.tok_s.unwrap() - n / median(&e2e)).abs() < 1e-6 * n / median(&e2e));
+    assert!(e.version.contains(&h.torch_version) && e.version.contains("transformers 5.23.0"));
+    assert_eq!(e.threads, Some(2), "as torch.get_num_threads() reports it");
+    assert!(
+        e.flags.contains("attention eager")
+            && e.flags.contains("KV cache on (DynamicCache)")
+            && e.flags.contains("dtype f32"),
+        "{}",
+        e.flags
+    );
+    assert_eq!(r.extra["setting_label"], "torch (f32, attention eager)");
+    assert_eq!(r.extra["setting"], "attn-eager");
+    // Its own load time, memory and dtype; candle's structure of the same weights.
+    assert_eq!(r.model.load_seconds, h.load_s);
+    assert_eq!(r.model.layers, 2);
+    assert_eq!(r.model.attention, "eager");
+    assert!(r.model.implementation.contains("LlamaForCausalLM"));
+    assert_eq!(r.memory.host_peak_bytes, Some(700 << 20));
+    assert_eq!(r.dtype.name(), "f32");
+    // Threads busy: the median of the measured repetitions only.
+    assert_eq!(r.extra["thread_use"]["busy_threads"], 2);
+    // Metrics by candle's definitions from torch's token times.
+    let t = &trials[0].token_times_s;
+    assert!(close(r.samples_s[0], *t.last().unwrap()));
+    let rates = TrialRates::of(&r).unwrap();
+    assert_eq!(rates.e2e_tok_s.len(), 2);
+    assert!(close(rates.e2e_tok_s[0].unwrap(), 64.0 / t[63]));
+    assert!(close(rates.prefill_tok_s[0].unwrap(), 64.0 / t[0]));
+    assert!(close(rates.decode_tok_s[0].unwrap(), 63.0 / (t[63] - t[0])));
     let g = r.gen.as_ref().unwrap();
-    let ttft: Vec<f64> = times.iter().map(|t| t[0] * 1e3).collect();
-    assert!((g.ttft_ms.unwrap().p50 - median(&ttft)).abs() < 1e-6);
-    let tpot: Vec<f64> = times
-        .iter()
-        .map(|t| (t.last().unwrap() - t[0]) / (n - 1.0) * 1e3)
-        .collect();
-    assert!((g.tpot_ms.unwrap().p50 - median(&tpot)).abs() < 1e-6);
-    assert!(g.itl_ms.is_some());
+    let ttft: Vec<f64> = trials.iter().map(|x| x.token_times_s[0] * 1e3).collect();
+    assert!(close(g.ttft_ms.unwrap().p50, median(&ttft)));
+    // transformers' defaults are a row of their own; an unmeasured process says so.
+    let d = torch_record(
+        &s,
+        &runs,
+        (&TorchSetting::defaults(), &h, &raw),
+        None,
+        &meta,
+    )
+    .unwrap();
+    assert_eq!(d.extra["setting"], "defaults");
+    assert!(d.extra["setting_label"]
+        .as_str()
+        .unwrap()
+        .starts_with("torch defaults ("));
+    assert_eq!(d.memory.host_peak_bytes, None);
+    assert!(d.memory.host_method.starts_with("not available"));
+    assert!(torch_record(&s, &[], (&matched, &h, &raw), None, &meta).is_err());
 }
 
 #[test]
 fn bad_torch_output_is_one_line_error() {
-    for bad in ["", "{}", "{\"trials\": []}", "Traceback ..."] {
-        let e = parse_torch(bad, "peer_torch.py").unwrap_err().to_string();
+    for bad in ["", "{}", "[]", "Traceback ..."] {
+        let e = parse_torch_hello(bad, "peer_torch.py")
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.starts_with("peer_torch.py: not peer_torch.py output"),
+            e.starts_with("peer_torch.py: not peer_torch.py's first line"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let e = parse_torch_trial(bad, 64, 64, "peer_torch.py")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("peer_torch.py: not a peer_torch.py reply"),
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
     }
+    let reply = TORCH.lines().nth(1).unwrap();
+    assert!(parse_torch_trial(reply, 64, 64, "x").is_ok());
+    // Credited tokens and prompt ids must be what was asked for.
+    let e = parse_torch_trial(reply, 64, 65, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected 65 increasing token times"), "{e}");
+    assert!(parse_torch_trial(reply, 63, 64, "x").is_err());
     // A trial one token short.
-    let mut v: serde_json::Value = serde_json::from_str(TORCH).unwrap();
-    v["trials"][0]["token_times_s"]
-        .as_array_mut()
-        .unwrap()
-        .pop();
-    assert!(parse_torch(&v.to_string(), "x").is_err());
+    let mut v: serde_json::Value = serde_json::from_str(reply).unwrap();
+    v["token_times_s"].as_array_mut().unwrap().pop();
+    assert!(parse_torch_trial(&v.to_string(), 64, 64, "x").is_err());
 }
 
 fn rec(
@@ -321,6 +392,23 @@ fn thread_mismatch_is_refused_and_bad_peers_named() {
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(
         e.contains("unknown peer `vllm`") && e.contains("llama.cpp, torch"),
+        "{e}"
+    );
+    let o = modelbench(
+        tmp.path(),
+        &[
+            "peers",
+            "--model",
+            "fixture:llama",
+            "--torch-settings",
+            "matched,flash",
+        ],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("--torch-settings matched,flash: unknown setting `flash`"),
         "{e}"
     );
     assert!(
@@ -655,4 +743,125 @@ fn llama_timed_ids_applies_the_kv_type_and_attention_asked_for() {
     );
     // Both greedy runs from the same ids start with the same token.
     assert_eq!(m.out.generated_ids[0], d.out.generated_ids[0]);
+}
+
+#[test]
+fn torch_rows_get_paired_intervals_and_a_thread_mismatch_is_marked() {
+    let candle = with_rates(
+        rec(
+            Kind::Generation,
+            "candle",
+            &[2.0; 6],
+            Some(100.0),
+            Some(40.0),
+        ),
+        20.0,
+        6,
+        true,
+    );
+    // torch is half candle's speed in every repetition, drifting with it.
+    let mut torch = with_rates(
+        rec(Kind::Peer, "torch", &[4.0; 6], Some(50.0), Some(20.0)),
+        10.0,
+        6,
+        true,
+    );
+    torch.extra["setting_label"] = serde_json::json!("torch (f32, attention eager)");
+    stamp_like(&mut torch, &candle);
+    let rows = peer_rows(&[candle.clone(), torch.clone()]);
+    let Some(Ratio::Paired(p)) = rows[1].ratio_decode else {
+        panic!("{:?}", rows[1].ratio_decode)
+    };
+    assert_eq!(p.pairs, 6);
+    assert!((p.ratio - 2.0).abs() < 1e-9, "{p:?}");
+    let t = peers_table(&[candle.clone(), torch.clone()]);
+    let line = t
+        .lines()
+        .find(|l| l.contains("| torch (f32, attention eager) |"))
+        .unwrap();
+    assert!(line.contains("| 2.00x [2.00, 2.00] |"), "{t}");
+    assert!(!line.contains("MISMATCH"), "{t}");
+    // A torch that reported another thread count (kept with --allow-thread-mismatch).
+    torch.extra["thread_warning"] = serde_json::json!(
+        "warning: torch ran with 1 threads but candle with 2: not a like-for-like comparison"
+    );
+    let t = peers_table(&[candle, torch]);
+    let line = t
+        .lines()
+        .find(|l| l.contains("| torch (f32, attention eager) |"))
+        .unwrap();
+    assert!(line.contains("MISMATCH"), "{t}");
+}
+
+/// The real PyTorch peer (skips where target/peers/torch-venv is absent, as in CI): a worker
+/// loads once, takes the thread count and attention it is given, generates the credited
+/// number of tokens from given ids, greedily (same ids, same tokens), and its process is
+/// measured. A worker at another thread count is refused.
+#[test]
+fn the_torch_worker_runs_given_ids_at_the_threads_and_attention_asked_for() {
+    use modelbench::engine::sampling::SamplingParams;
+    use modelbench::workloads::peers::{check_threads, Peer, TorchWorker};
+    let python = Peer::Torch.default_program();
+    if !python.is_file() {
+        println!(
+            "skip: {} not set up (scripts/setup-torch.sh)",
+            python.display()
+        );
+        return;
+    }
+    let (repo, revision) =
+        modelbench::models::source::ensure_fixture(modelbench::models::Family::Llama).unwrap();
+    let dir = modelbench::models::source::fixture_cache_dir()
+        .join(format!("models--{}", repo.replace('/', "--")))
+        .join("snapshots")
+        .join(revision);
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("spec.json");
+    let mut w = TorchWorker::start(
+        &python,
+        &dir,
+        2,
+        "f32",
+        "cpu",
+        &TorchSetting::matched("eager"),
+        &spec,
+    )
+    .unwrap();
+    assert_eq!((w.hello.threads, w.hello.interop_threads), (2, 2));
+    assert_eq!(w.hello.attn_implementation.as_deref(), Some("eager"));
+    assert_eq!(w.hello.dtype, "f32");
+    assert!(w.hello.load_s > 0.0);
+    assert!(check_threads(Peer::Torch, 2, Some(w.hello.threads), false)
+        .unwrap()
+        .is_none());
+    let ids: Vec<u32> = (0..16).map(|i| 3 + 37 * i).collect();
+    let a = w.generate(&ids, 8, &SamplingParams::GREEDY, 42).unwrap();
+    let b = w.generate(&ids, 8, &SamplingParams::GREEDY, 42).unwrap();
+    assert_eq!(a.trial.prompt_tokens, 16);
+    assert_eq!(a.trial.generated_ids.len(), 8);
+    assert_eq!(a.trial.generated_ids, b.trial.generated_ids, "greedy");
+    assert_eq!(a.trial.cache.as_deref(), Some("DynamicCache"));
+    let p = w.finish().unwrap();
+    assert!(p.max_rss_bytes > 100 << 20, "{p:?}");
+    // At one thread against candle's two: torch reports 1, and the comparison is refused.
+    let one = TorchWorker::start(
+        &python,
+        &dir,
+        1,
+        "f32",
+        "cpu",
+        &TorchSetting::defaults(),
+        &spec,
+    )
+    .unwrap();
+    assert_eq!(one.hello.threads, 1);
+    assert_ne!(one.hello.attn_implementation.as_deref(), Some("eager"));
+    let e = check_threads(Peer::Torch, 2, Some(one.hello.threads), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("torch ran with 1 threads but candle with 2"),
+        "{e}"
+    );
+    one.finish().unwrap();
 }

@@ -12,6 +12,13 @@
 //! record keeps its per-repetition rates (`extra.trial_rates`), from which output::peers
 //! computes paired candle/peer ratios with bootstrap intervals.
 //!
+//! PyTorch runs by the same rules, as a long-lived worker ([`TorchWorker`]: loaded once, then
+//! one generate() per repetition, alternating with candle's trials) so that it is timed warm
+//! without paying a process start and a model load per repetition; once with candle's
+//! attention path ([`TorchSetting::matched`]: eager) and once with transformers' default
+//! (sdpa), in candle's dtype, KV cache on, torch's intra- and inter-op pools set to the suite's
+//! thread count and checked as torch reports it.
+//!
 //! Nothing here is invented: a metric the peer does not measure stays null, and what a peer
 //! record says about load time, memory, threads and the model file is the peer's own,
 //! measured around or reported by its process.

@@ -1,8 +1,8 @@
 //! `modelbench peers`: one model, a suite tier, candle and its peers (llama.cpp for GGUF
 //! models, PyTorch + transformers for safetensors and synthetic ones) at the same prompt ids,
-//! lengths and thread count; llama.cpp alternates with candle repetition by repetition, in
-//! its candle-matched setting and with its defaults; records, peers.md and peers.png (ratios
-//! with bootstrap 95% intervals) in one run folder.
+//! lengths and thread count; llama.cpp and PyTorch alternate with candle repetition by
+//! repetition, each in its candle-matched setting and with its defaults; records, peers.md and
+//! peers.png (ratios with bootstrap 95% intervals) in one run folder.
 
 use std::path::{Path, PathBuf};
 
@@ -44,7 +44,7 @@ pub struct PeersArgs {
     /// process runs one untimed generation after loading, before its timed one).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Timed repetitions per scenario and engine; candle and llama.cpp alternate repetition by
+    /// Timed repetitions per scenario and engine; candle and the peers alternate repetition by
     /// repetition. At least 5 give each ratio a bootstrap 95% interval.
     #[arg(long, default_value_t = 5)]
     pub trials: usize,
