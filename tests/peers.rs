@@ -88,6 +88,12 @@ fn a_recorded_llama_timed_ids_run_becomes_a_peer_record() {
     assert!(r.extra["thread_use"]["busy_threads"].as_u64().unwrap() >= 1);
 }
 
+/// `r` failed with one line that starts with `start`.
+fn one_line_error<T: std::fmt::Debug>(r: modelbench::Result<T>, start: &str) {
+    let e = r.unwrap_err().to_string();
+    assert!(e.starts_with(start) && !e.contains('\n'), "{e}");
+}
+
 #[test]
 fn bad_llama_timed_ids_output_is_one_line_error() {
     for bad in [
@@ -97,14 +103,10 @@ fn bad_llama_timed_ids_output_is_one_line_error() {
         "not json",
         "{\"tool\": \"llama-timed-ids\"}",
     ] {
-        let e = parse_llama_timed(bad, "llama-timed-ids")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("llama-timed-ids: not llama-timed-ids output"),
-            "{e}"
+        one_line_error(
+            parse_llama_timed(bad, "llama-timed-ids"),
+            "llama-timed-ids: not llama-timed-ids output",
         );
-        assert!(!e.contains('\n'), "{e}");
     }
     // One token time short.
     let mut v: serde_json::Value = serde_json::from_str(LLAMA_TIMED).unwrap();
@@ -210,22 +212,14 @@ fn a_recorded_torch_worker_run_becomes_a_peer_record() {
 #[test]
 fn bad_torch_output_is_one_line_error() {
     for bad in ["", "{}", "[]", "Traceback ..."] {
-        let e = parse_torch_hello(bad, "peer_torch.py")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("peer_torch.py: not peer_torch.py's first line"),
-            "{e}"
+        one_line_error(
+            parse_torch_hello(bad, "peer_torch.py"),
+            "peer_torch.py: not peer_torch.py's first line",
         );
-        assert!(!e.contains('\n'), "{e}");
-        let e = parse_torch_trial(bad, 64, 64, "peer_torch.py")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("peer_torch.py: not a peer_torch.py reply"),
-            "{e}"
+        one_line_error(
+            parse_torch_trial(bad, 64, 64, "peer_torch.py"),
+            "peer_torch.py: not a peer_torch.py reply",
         );
-        assert!(!e.contains('\n'), "{e}");
     }
     let reply = TORCH.lines().nth(1).unwrap();
     assert!(parse_torch_trial(reply, 64, 64, "x").is_ok());
@@ -491,23 +485,38 @@ fn with_rates(mut r: Record, base: f64, n: usize, interleaved: bool) -> Record {
     r
 }
 
-#[test]
-fn interleaved_repetitions_give_paired_ratios_with_intervals() {
-    let candle = with_rates(
+/// candle's record of `n` repetitions at 20 tok/s E2E (80 prefill, 24 decode), drifting.
+fn candle_reps(n: usize) -> Record {
+    with_rates(
         rec(
             Kind::Generation,
             "candle",
-            &[2.0; 7],
+            &vec![2.0; n],
             Some(100.0),
             Some(40.0),
         ),
         20.0,
-        7,
+        n,
         true,
-    );
+    )
+}
+
+/// A peer's record of `n` repetitions alternating with candle's, at `base` tok/s E2E, with
+/// the same drift.
+fn peer_reps(engine: &str, n: usize, base: f64) -> Record {
+    with_rates(
+        rec(Kind::Peer, engine, &vec![1.0; n], Some(400.0), Some(80.0)),
+        base,
+        n,
+        true,
+    )
+}
+
+#[test]
+fn interleaved_repetitions_give_paired_ratios_with_intervals() {
+    let candle = candle_reps(7);
     // The peer is 2.5x candle in every repetition, with per-pair noise of +-4%.
-    let mut llama = rec(Kind::Peer, "llama.cpp", &[1.0; 7], Some(400.0), Some(80.0));
-    llama = with_rates(llama, 50.0, 7, true);
+    let mut llama = peer_reps("llama.cpp", 7, 50.0);
     let noise = [1.04, 0.97, 1.0, 1.02, 0.96, 1.01, 0.99];
     for key in ["e2e_tok_s", "prefill_tok_s", "decode_tok_s"] {
         for (i, x) in llama.extra["trial_rates"][key]
@@ -541,24 +550,8 @@ fn interleaved_repetitions_give_paired_ratios_with_intervals() {
     let cell = format!("| {:.2}x [{lo:.2}, {hi:.2}] |", p.ratio);
     assert!(line.contains(&cell), "{t}");
     // Fewer than 5 repetitions: the ratio, and why there is no interval.
-    let c4 = with_rates(
-        rec(
-            Kind::Generation,
-            "candle",
-            &[2.0; 4],
-            Some(100.0),
-            Some(40.0),
-        ),
-        20.0,
-        4,
-        true,
-    );
-    let mut l4 = with_rates(
-        rec(Kind::Peer, "llama.cpp", &[1.0; 4], Some(400.0), Some(80.0)),
-        50.0,
-        4,
-        true,
-    );
+    let c4 = candle_reps(4);
+    let mut l4 = peer_reps("llama.cpp", 4, 50.0);
     stamp_like(&mut l4, &c4);
     let t4 = peers_table(&[c4, l4]);
     assert!(t4.contains("0.40x [no CI: 4 pairs < 5]"), "{t4}");
@@ -660,19 +653,25 @@ fn candles_two_pools_must_agree_or_the_run_is_flagged() {
     );
 }
 
+/// The peer's program where its setup script puts it; None, with a printed skip line, where it
+/// is not there (as in CI).
+fn installed(peer: modelbench::workloads::peers::Peer, why: &str) -> Option<std::path::PathBuf> {
+    let p = peer.default_program();
+    if p.is_file() {
+        return Some(p);
+    }
+    println!("skip: {} {why} ({})", p.display(), peer.setup_script());
+    None
+}
+
 /// The real llama.cpp peer on the real Gemma 3 (skips where either is absent, as in CI): both
 /// settings name their KV type and flash-attention setting as llama.cpp applied them.
 #[test]
 fn llama_timed_ids_applies_the_kv_type_and_attention_asked_for() {
     use modelbench::workloads::peers::{run_llama_timed, Peer};
-    let bin = Peer::LlamaCpp.default_program();
-    if !bin.is_file() {
-        println!(
-            "skip: {} not built (scripts/build-llama-cpp.sh)",
-            bin.display()
-        );
+    let Some(bin) = installed(Peer::LlamaCpp, "not built") else {
         return;
-    }
+    };
     let hub = std::env::var("HF_HUB_CACHE")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
@@ -747,25 +746,9 @@ fn llama_timed_ids_applies_the_kv_type_and_attention_asked_for() {
 
 #[test]
 fn torch_rows_get_paired_intervals_and_a_thread_mismatch_is_marked() {
-    let candle = with_rates(
-        rec(
-            Kind::Generation,
-            "candle",
-            &[2.0; 6],
-            Some(100.0),
-            Some(40.0),
-        ),
-        20.0,
-        6,
-        true,
-    );
+    let candle = candle_reps(6);
     // torch is half candle's speed in every repetition, drifting with it.
-    let mut torch = with_rates(
-        rec(Kind::Peer, "torch", &[4.0; 6], Some(50.0), Some(20.0)),
-        10.0,
-        6,
-        true,
-    );
+    let mut torch = peer_reps("torch", 6, 10.0);
     torch.extra["setting_label"] = serde_json::json!("torch (f32, attention eager)");
     stamp_like(&mut torch, &candle);
     let rows = peer_rows(&[candle.clone(), torch.clone()]);
@@ -801,14 +784,9 @@ fn torch_rows_get_paired_intervals_and_a_thread_mismatch_is_marked() {
 fn the_torch_worker_runs_given_ids_at_the_threads_and_attention_asked_for() {
     use modelbench::engine::sampling::SamplingParams;
     use modelbench::workloads::peers::{check_threads, Peer, TorchWorker};
-    let python = Peer::Torch.default_program();
-    if !python.is_file() {
-        println!(
-            "skip: {} not set up (scripts/setup-torch.sh)",
-            python.display()
-        );
+    let Some(python) = installed(Peer::Torch, "not set up") else {
         return;
-    }
+    };
     let (repo, revision) =
         modelbench::models::source::ensure_fixture(modelbench::models::Family::Llama).unwrap();
     let dir = modelbench::models::source::fixture_cache_dir()
