@@ -787,12 +787,12 @@ fn the_torch_worker_runs_given_ids_at_the_threads_and_attention_asked_for() {
     let Some(python) = installed(Peer::Torch, "not set up") else {
         return;
     };
-    let (repo, revision) =
-        modelbench::models::source::ensure_fixture(modelbench::models::Family::Llama).unwrap();
-    let dir = modelbench::models::source::fixture_cache_dir()
-        .join(format!("models--{}", repo.replace('/', "--")))
-        .join("snapshots")
-        .join(revision);
+    use modelbench::models::source::{resolve, ModelRef};
+    let res = resolve(&ModelRef::parse("fixture:llama").unwrap(), "fixture:llama").unwrap();
+    let modelbench::models::Weights::Safetensors(files) = &res.weights else {
+        panic!("fixture:llama is safetensors")
+    };
+    let dir = files[0].parent().unwrap().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let spec = tmp.path().join("spec.json");
     let mut w = TorchWorker::start(
@@ -819,6 +819,30 @@ fn the_torch_worker_runs_given_ids_at_the_threads_and_attention_asked_for() {
     assert_eq!(a.trial.generated_ids.len(), 8);
     assert_eq!(a.trial.generated_ids, b.trial.generated_ids, "greedy");
     assert_eq!(a.trial.cache.as_deref(), Some("DynamicCache"));
+    // The same work: candle's greedy tokens from the same ids on the same weights, in f32.
+    let mut candle = modelbench::models::loading::open_with(
+        res.clone(),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+        None,
+        modelbench::models::attention::Attention::Eager,
+    )
+    .unwrap();
+    let (_, c) = modelbench::engine::generate::bare_greedy(candle.model.as_mut(), &ids, 8).unwrap();
+    let same = c
+        .iter()
+        .zip(&a.trial.generated_ids)
+        .take_while(|(x, y)| x == y)
+        .count();
+    println!(
+        "candle {c:?}, torch {:?}: {same} of 8 agree",
+        a.trial.generated_ids
+    );
+    assert!(
+        same >= 1,
+        "the first greedy token differs: candle {c:?}, torch {:?}",
+        a.trial.generated_ids
+    );
     let p = w.finish().unwrap();
     assert!(p.max_rss_bytes > 100 << 20, "{p:?}");
     // At one thread against candle's two: torch reports 1, and the comparison is refused.

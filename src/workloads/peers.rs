@@ -890,13 +890,9 @@ impl TorchWorker {
         let pid = self.child.id().to_string();
         let before = crate::measure::threads::Ticks::read(&pid);
         let t0 = std::time::Instant::now();
-        let sent = self
-            .stdin
-            .as_mut()
-            .map(|i| writeln!(i, "{req}").and_then(|_| i.flush()));
-        if let Some(Err(e)) = sent {
-            // A broken pipe: the worker is gone; read_line reports why.
-            let _ = e;
+        // A failed write (a broken pipe) means the worker is gone: read_line then says why.
+        if let Some(i) = self.stdin.as_mut() {
+            let _ = writeln!(i, "{req}").and_then(|_| i.flush());
         }
         let line = self.read_line()?;
         let wall = t0.elapsed().as_secs_f64();
