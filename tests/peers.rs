@@ -866,4 +866,21 @@ fn the_torch_worker_runs_given_ids_at_the_threads_and_attention_asked_for() {
         "{e}"
     );
     one.finish().unwrap();
+    // A worker that cannot load: one line, with the last line of its stderr.
+    let Err(e) = TorchWorker::start(
+        &python,
+        tmp.path(),
+        2,
+        "f32",
+        "cpu",
+        &TorchSetting::defaults(),
+        &spec,
+    ) else {
+        panic!("a folder without config.json loaded")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("--serve (defaults) failed (exit status 1)") && !e.contains('\n'),
+        "{e}"
+    );
 }
