@@ -7,16 +7,18 @@ use std::process::{Command, Output};
 
 use modelbench::engine::scenario::Scenario;
 use modelbench::measure::process::ProcessUse;
+use modelbench::measure::threads::ThreadUse;
 use modelbench::output::peers::{peer_rows, peers_table, Ratio};
 use modelbench::output::record::{Engine, Kind, ModelInfo, Record, TrialRates};
 use modelbench::workloads::peers::{
-    llama_record, parse_llama_timed, parse_torch, stamp_like, torch_record, LlamaRun, LlamaSetting,
+    llama_record, parse_llama_timed, parse_torch_hello, parse_torch_trial, stamp_like,
+    torch_record, LlamaRun, LlamaSetting, TorchHello, TorchRun, TorchSetting, TorchTrial,
     CANDLE_VERSION,
 };
 
 const LLAMA_TIMED: &str =
     include_str!("../fixtures/peers/llama-timed-ids-gemma3-270m-q4km-short-kvf32-faoff.json");
-const TORCH: &str = include_str!("../fixtures/peers/torch-fixture-llama-short.json");
+const TORCH: &str = include_str!("../fixtures/peers/torch-worker-fixture-llama-short-eager.jsonl");
 
 fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
@@ -86,6 +88,12 @@ fn a_recorded_llama_timed_ids_run_becomes_a_peer_record() {
     assert!(r.extra["thread_use"]["busy_threads"].as_u64().unwrap() >= 1);
 }
 
+/// `r` failed with one line that starts with `start`.
+fn one_line_error<T: std::fmt::Debug>(r: modelbench::Result<T>, start: &str) {
+    let e = r.unwrap_err().to_string();
+    assert!(e.starts_with(start) && !e.contains('\n'), "{e}");
+}
+
 #[test]
 fn bad_llama_timed_ids_output_is_one_line_error() {
     for bad in [
@@ -95,14 +103,10 @@ fn bad_llama_timed_ids_output_is_one_line_error() {
         "not json",
         "{\"tool\": \"llama-timed-ids\"}",
     ] {
-        let e = parse_llama_timed(bad, "llama-timed-ids")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("llama-timed-ids: not llama-timed-ids output"),
-            "{e}"
+        one_line_error(
+            parse_llama_timed(bad, "llama-timed-ids"),
+            "llama-timed-ids: not llama-timed-ids output",
         );
-        assert!(!e.contains('\n'), "{e}");
     }
     // One token time short.
     let mut v: serde_json::Value = serde_json::from_str(LLAMA_TIMED).unwrap();
@@ -110,64 +114,125 @@ fn bad_llama_timed_ids_output_is_one_line_error() {
     assert!(parse_llama_timed(&v.to_string(), "x").is_err());
 }
 
+/// The recorded worker transcript: its first line and its replies.
+fn torch_fixture() -> (TorchHello, serde_json::Value, Vec<TorchTrial>) {
+    let mut lines = TORCH.lines();
+    let (h, raw) = parse_torch_hello(lines.next().unwrap(), "fixture").unwrap();
+    let trials = lines
+        .map(|l| parse_torch_trial(l, 64, 64, "fixture").unwrap())
+        .collect();
+    (h, raw, trials)
+}
+
 #[test]
-fn a_recorded_torch_run_becomes_a_peer_record() {
+fn a_recorded_torch_worker_run_becomes_a_peer_record() {
     let s = Scenario::by_name("short").unwrap();
-    let (out, raw) = parse_torch(TORCH, "fixture").unwrap();
-    let r = torch_record(&s, &out, &raw);
+    let (h, raw, trials) = torch_fixture();
+    assert_eq!((h.threads, h.interop_threads), (2, 2));
+    assert_eq!(h.attn_implementation.as_deref(), Some("eager"));
+    // One repetition with its threads measured, one without (/proc unreadable).
+    let busy = ThreadUse::from_cpu_seconds(&[1.9, 1.7, 0.01], 2.0);
+    let runs = vec![
+        TorchRun {
+            trial: trials[0].clone(),
+            thread_use: busy,
+        },
+        TorchRun {
+            trial: trials[1].clone(),
+            thread_use: None,
+        },
+    ];
+    let meta = ModelInfo {
+        label: "fixture:llama".into(),
+        load_seconds: 99.0, // candle's: must not be copied
+        layers: 2,
+        ..Default::default()
+    };
+    let process = ProcessUse {
+        wall_s: 60.0,
+        max_rss_bytes: 700 << 20,
+        user_s: 30.0,
+        sys_s: 1.0,
+    };
+    let matched = TorchSetting::matched("eager");
+    let r = torch_record(&s, &runs, (&matched, &h, &raw), Some(process), &meta).unwrap();
     assert_eq!(r.kind, Kind::Peer);
     let e = r.engine.as_ref().unwrap();
     assert_eq!(e.name, "torch");
-    assert!(e.version.contains(&out.torch_version) && e.version.contains("transformers"));
-    assert_eq!(e.threads, Some(out.threads));
-    // E2E samples are each trial's last token time; TTFT its first; TPOT (E2E-TTFT)/(n-1).
-    let trials = raw["trials"].as_array().unwrap();
-    let times: Vec<Vec<f64>> = trials
-        .iter()
-        .map(|t| {
-            t["token_times_s"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect()
-        })
-        .collect();
-    let e2e: Vec<f64> = times.iter().map(|t| *t.last().unwrap()).collect();
-    assert_eq!(r.samples_s.len(), e2e.len());
-    for (a, b) in r.samples_s.iter().zip(&e2e) {
-        assert!((a - b).abs() < 1e-9, "{a} vs {b}");
-    }
-    let n = s.new_tokens as f64;
-    assert!((r.tok_s.unwrap() - n / median(&e2e)).abs() < 1e-6 * n / median(&e2e));
+    assert!(e.version.contains(&h.torch_version) && e.version.contains("transformers 5.23.0"));
+    assert_eq!(e.threads, Some(2), "as torch.get_num_threads() reports it");
+    assert!(
+        e.flags.contains("attention eager")
+            && e.flags.contains("KV cache on (DynamicCache)")
+            && e.flags.contains("dtype f32"),
+        "{}",
+        e.flags
+    );
+    assert_eq!(r.extra["setting_label"], "torch (f32, attention eager)");
+    assert_eq!(r.extra["setting"], "attn-eager");
+    // Its own load time, memory and dtype; candle's structure of the same weights.
+    assert_eq!(r.model.load_seconds, h.load_s);
+    assert_eq!(r.model.layers, 2);
+    assert_eq!(r.model.attention, "eager");
+    assert!(r.model.implementation.contains("LlamaForCausalLM"));
+    assert_eq!(r.memory.host_peak_bytes, Some(700 << 20));
+    assert_eq!(r.dtype.name(), "f32");
+    // Threads busy: the median of the measured repetitions only.
+    assert_eq!(r.extra["thread_use"]["busy_threads"], 2);
+    // Metrics by candle's definitions from torch's token times.
+    let t = &trials[0].token_times_s;
+    assert!(close(r.samples_s[0], *t.last().unwrap()));
+    let rates = TrialRates::of(&r).unwrap();
+    assert_eq!(rates.e2e_tok_s.len(), 2);
+    assert!(close(rates.e2e_tok_s[0].unwrap(), 64.0 / t[63]));
+    assert!(close(rates.prefill_tok_s[0].unwrap(), 64.0 / t[0]));
+    assert!(close(rates.decode_tok_s[0].unwrap(), 63.0 / (t[63] - t[0])));
     let g = r.gen.as_ref().unwrap();
-    let ttft: Vec<f64> = times.iter().map(|t| t[0] * 1e3).collect();
-    assert!((g.ttft_ms.unwrap().p50 - median(&ttft)).abs() < 1e-6);
-    let tpot: Vec<f64> = times
-        .iter()
-        .map(|t| (t.last().unwrap() - t[0]) / (n - 1.0) * 1e3)
-        .collect();
-    assert!((g.tpot_ms.unwrap().p50 - median(&tpot)).abs() < 1e-6);
-    assert!(g.itl_ms.is_some());
+    let ttft: Vec<f64> = trials.iter().map(|x| x.token_times_s[0] * 1e3).collect();
+    assert!(close(g.ttft_ms.unwrap().p50, median(&ttft)));
+    // transformers' defaults are a row of their own; an unmeasured process says so.
+    let d = torch_record(
+        &s,
+        &runs,
+        (&TorchSetting::defaults(), &h, &raw),
+        None,
+        &meta,
+    )
+    .unwrap();
+    assert_eq!(d.extra["setting"], "defaults");
+    assert!(d.extra["setting_label"]
+        .as_str()
+        .unwrap()
+        .starts_with("torch defaults ("));
+    assert_eq!(d.memory.host_peak_bytes, None);
+    assert!(d.memory.host_method.starts_with("not available"));
+    assert!(torch_record(&s, &[], (&matched, &h, &raw), None, &meta).is_err());
 }
 
 #[test]
 fn bad_torch_output_is_one_line_error() {
-    for bad in ["", "{}", "{\"trials\": []}", "Traceback ..."] {
-        let e = parse_torch(bad, "peer_torch.py").unwrap_err().to_string();
-        assert!(
-            e.starts_with("peer_torch.py: not peer_torch.py output"),
-            "{e}"
+    for bad in ["", "{}", "[]", "Traceback ..."] {
+        one_line_error(
+            parse_torch_hello(bad, "peer_torch.py"),
+            "peer_torch.py: not peer_torch.py's first line",
         );
-        assert!(!e.contains('\n'), "{e}");
+        one_line_error(
+            parse_torch_trial(bad, 64, 64, "peer_torch.py"),
+            "peer_torch.py: not a peer_torch.py reply",
+        );
     }
+    let reply = TORCH.lines().nth(1).unwrap();
+    assert!(parse_torch_trial(reply, 64, 64, "x").is_ok());
+    // Credited tokens and prompt ids must be what was asked for.
+    let e = parse_torch_trial(reply, 64, 65, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected 65 increasing token times"), "{e}");
+    assert!(parse_torch_trial(reply, 63, 64, "x").is_err());
     // A trial one token short.
-    let mut v: serde_json::Value = serde_json::from_str(TORCH).unwrap();
-    v["trials"][0]["token_times_s"]
-        .as_array_mut()
-        .unwrap()
-        .pop();
-    assert!(parse_torch(&v.to_string(), "x").is_err());
+    let mut v: serde_json::Value = serde_json::from_str(reply).unwrap();
+    v["token_times_s"].as_array_mut().unwrap().pop();
+    assert!(parse_torch_trial(&v.to_string(), 64, 64, "x").is_err());
 }
 
 fn rec(
@@ -323,6 +388,23 @@ fn thread_mismatch_is_refused_and_bad_peers_named() {
         e.contains("unknown peer `vllm`") && e.contains("llama.cpp, torch"),
         "{e}"
     );
+    let o = modelbench(
+        tmp.path(),
+        &[
+            "peers",
+            "--model",
+            "fixture:llama",
+            "--torch-settings",
+            "matched,flash",
+        ],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("--torch-settings matched,flash: unknown setting `flash`"),
+        "{e}"
+    );
     assert!(
         std::fs::read_dir(tmp.path())
             .map(|d| d.count())
@@ -403,23 +485,38 @@ fn with_rates(mut r: Record, base: f64, n: usize, interleaved: bool) -> Record {
     r
 }
 
-#[test]
-fn interleaved_repetitions_give_paired_ratios_with_intervals() {
-    let candle = with_rates(
+/// candle's record of `n` repetitions at 20 tok/s E2E (80 prefill, 24 decode), drifting.
+fn candle_reps(n: usize) -> Record {
+    with_rates(
         rec(
             Kind::Generation,
             "candle",
-            &[2.0; 7],
+            &vec![2.0; n],
             Some(100.0),
             Some(40.0),
         ),
         20.0,
-        7,
+        n,
         true,
-    );
+    )
+}
+
+/// A peer's record of `n` repetitions alternating with candle's, at `base` tok/s E2E, with
+/// the same drift.
+fn peer_reps(engine: &str, n: usize, base: f64) -> Record {
+    with_rates(
+        rec(Kind::Peer, engine, &vec![1.0; n], Some(400.0), Some(80.0)),
+        base,
+        n,
+        true,
+    )
+}
+
+#[test]
+fn interleaved_repetitions_give_paired_ratios_with_intervals() {
+    let candle = candle_reps(7);
     // The peer is 2.5x candle in every repetition, with per-pair noise of +-4%.
-    let mut llama = rec(Kind::Peer, "llama.cpp", &[1.0; 7], Some(400.0), Some(80.0));
-    llama = with_rates(llama, 50.0, 7, true);
+    let mut llama = peer_reps("llama.cpp", 7, 50.0);
     let noise = [1.04, 0.97, 1.0, 1.02, 0.96, 1.01, 0.99];
     for key in ["e2e_tok_s", "prefill_tok_s", "decode_tok_s"] {
         for (i, x) in llama.extra["trial_rates"][key]
@@ -453,24 +550,8 @@ fn interleaved_repetitions_give_paired_ratios_with_intervals() {
     let cell = format!("| {:.2}x [{lo:.2}, {hi:.2}] |", p.ratio);
     assert!(line.contains(&cell), "{t}");
     // Fewer than 5 repetitions: the ratio, and why there is no interval.
-    let c4 = with_rates(
-        rec(
-            Kind::Generation,
-            "candle",
-            &[2.0; 4],
-            Some(100.0),
-            Some(40.0),
-        ),
-        20.0,
-        4,
-        true,
-    );
-    let mut l4 = with_rates(
-        rec(Kind::Peer, "llama.cpp", &[1.0; 4], Some(400.0), Some(80.0)),
-        50.0,
-        4,
-        true,
-    );
+    let c4 = candle_reps(4);
+    let mut l4 = peer_reps("llama.cpp", 4, 50.0);
     stamp_like(&mut l4, &c4);
     let t4 = peers_table(&[c4, l4]);
     assert!(t4.contains("0.40x [no CI: 4 pairs < 5]"), "{t4}");
@@ -572,19 +653,25 @@ fn candles_two_pools_must_agree_or_the_run_is_flagged() {
     );
 }
 
+/// The peer's program where its setup script puts it; None, with a printed skip line, where it
+/// is not there (as in CI).
+fn installed(peer: modelbench::workloads::peers::Peer, why: &str) -> Option<std::path::PathBuf> {
+    let p = peer.default_program();
+    if p.is_file() {
+        return Some(p);
+    }
+    println!("skip: {} {why} ({})", p.display(), peer.setup_script());
+    None
+}
+
 /// The real llama.cpp peer on the real Gemma 3 (skips where either is absent, as in CI): both
 /// settings name their KV type and flash-attention setting as llama.cpp applied them.
 #[test]
 fn llama_timed_ids_applies_the_kv_type_and_attention_asked_for() {
     use modelbench::workloads::peers::{run_llama_timed, Peer};
-    let bin = Peer::LlamaCpp.default_program();
-    if !bin.is_file() {
-        println!(
-            "skip: {} not built (scripts/build-llama-cpp.sh)",
-            bin.display()
-        );
+    let Some(bin) = installed(Peer::LlamaCpp, "not built") else {
         return;
-    }
+    };
     let hub = std::env::var("HF_HUB_CACHE")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
@@ -655,4 +742,145 @@ fn llama_timed_ids_applies_the_kv_type_and_attention_asked_for() {
     );
     // Both greedy runs from the same ids start with the same token.
     assert_eq!(m.out.generated_ids[0], d.out.generated_ids[0]);
+}
+
+#[test]
+fn torch_rows_get_paired_intervals_and_a_thread_mismatch_is_marked() {
+    let candle = candle_reps(6);
+    // torch is half candle's speed in every repetition, drifting with it.
+    let mut torch = peer_reps("torch", 6, 10.0);
+    torch.extra["setting_label"] = serde_json::json!("torch (f32, attention eager)");
+    stamp_like(&mut torch, &candle);
+    let rows = peer_rows(&[candle.clone(), torch.clone()]);
+    let Some(Ratio::Paired(p)) = rows[1].ratio_decode else {
+        panic!("{:?}", rows[1].ratio_decode)
+    };
+    assert_eq!(p.pairs, 6);
+    assert!((p.ratio - 2.0).abs() < 1e-9, "{p:?}");
+    let t = peers_table(&[candle.clone(), torch.clone()]);
+    let line = t
+        .lines()
+        .find(|l| l.contains("| torch (f32, attention eager) |"))
+        .unwrap();
+    assert!(line.contains("| 2.00x [2.00, 2.00] |"), "{t}");
+    assert!(!line.contains("MISMATCH"), "{t}");
+    // A torch that reported another thread count (kept with --allow-thread-mismatch).
+    torch.extra["thread_warning"] = serde_json::json!(
+        "warning: torch ran with 1 threads but candle with 2: not a like-for-like comparison"
+    );
+    let t = peers_table(&[candle, torch]);
+    let line = t
+        .lines()
+        .find(|l| l.contains("| torch (f32, attention eager) |"))
+        .unwrap();
+    assert!(line.contains("MISMATCH"), "{t}");
+}
+
+/// The real PyTorch peer (skips where target/peers/torch-venv is absent, as in CI): a worker
+/// loads once, takes the thread count and attention it is given, generates the credited
+/// number of tokens from given ids, greedily (same ids, same tokens), and its process is
+/// measured. A worker at another thread count is refused.
+#[test]
+fn the_torch_worker_runs_given_ids_at_the_threads_and_attention_asked_for() {
+    use modelbench::engine::sampling::SamplingParams;
+    use modelbench::workloads::peers::{check_threads, Peer, TorchWorker};
+    let Some(python) = installed(Peer::Torch, "not set up") else {
+        return;
+    };
+    use modelbench::models::source::{resolve, ModelRef};
+    let res = resolve(&ModelRef::parse("fixture:llama").unwrap(), "fixture:llama").unwrap();
+    let modelbench::models::Weights::Safetensors(files) = &res.weights else {
+        panic!("fixture:llama is safetensors")
+    };
+    let dir = files[0].parent().unwrap().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("spec.json");
+    let mut w = TorchWorker::start(
+        &python,
+        &dir,
+        2,
+        "f32",
+        "cpu",
+        &TorchSetting::matched("eager"),
+        &spec,
+    )
+    .unwrap();
+    assert_eq!((w.hello.threads, w.hello.interop_threads), (2, 2));
+    assert_eq!(w.hello.attn_implementation.as_deref(), Some("eager"));
+    assert_eq!(w.hello.dtype, "f32");
+    assert!(w.hello.load_s > 0.0);
+    assert!(check_threads(Peer::Torch, 2, Some(w.hello.threads), false)
+        .unwrap()
+        .is_none());
+    let ids: Vec<u32> = (0..16).map(|i| 3 + 37 * i).collect();
+    let a = w.generate(&ids, 8, &SamplingParams::GREEDY, 42).unwrap();
+    let b = w.generate(&ids, 8, &SamplingParams::GREEDY, 42).unwrap();
+    assert_eq!(a.trial.prompt_tokens, 16);
+    assert_eq!(a.trial.generated_ids.len(), 8);
+    assert_eq!(a.trial.generated_ids, b.trial.generated_ids, "greedy");
+    assert_eq!(a.trial.cache.as_deref(), Some("DynamicCache"));
+    // The same work: candle's greedy tokens from the same ids on the same weights, in f32.
+    let mut candle = modelbench::models::loading::open_with(
+        res.clone(),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+        None,
+        modelbench::models::attention::Attention::Eager,
+    )
+    .unwrap();
+    let (_, c) = modelbench::engine::generate::bare_greedy(candle.model.as_mut(), &ids, 8).unwrap();
+    let same = c
+        .iter()
+        .zip(&a.trial.generated_ids)
+        .take_while(|(x, y)| x == y)
+        .count();
+    println!(
+        "candle {c:?}, torch {:?}: {same} of 8 agree",
+        a.trial.generated_ids
+    );
+    assert!(
+        same >= 1,
+        "the first greedy token differs: candle {c:?}, torch {:?}",
+        a.trial.generated_ids
+    );
+    let p = w.finish().unwrap();
+    assert!(p.max_rss_bytes > 100 << 20, "{p:?}");
+    // At one thread against candle's two: torch reports 1, and the comparison is refused.
+    let one = TorchWorker::start(
+        &python,
+        &dir,
+        1,
+        "f32",
+        "cpu",
+        &TorchSetting::defaults(),
+        &spec,
+    )
+    .unwrap();
+    assert_eq!(one.hello.threads, 1);
+    assert_ne!(one.hello.attn_implementation.as_deref(), Some("eager"));
+    let e = check_threads(Peer::Torch, 2, Some(one.hello.threads), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("torch ran with 1 threads but candle with 2"),
+        "{e}"
+    );
+    one.finish().unwrap();
+    // A worker that cannot load: one line, with the last line of its stderr.
+    let Err(e) = TorchWorker::start(
+        &python,
+        tmp.path(),
+        2,
+        "f32",
+        "cpu",
+        &TorchSetting::defaults(),
+        &spec,
+    ) else {
+        panic!("a folder without config.json loaded")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("--serve (defaults) failed (exit status 1)") && !e.contains('\n'),
+        "{e}"
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -33,18 +33,40 @@ pub fn run_measured(cmd: &mut Command, program: &Path, what: &str) -> Result<(St
         .stderr(Stdio::piped())
         .spawn()
         .map_err(Error::io(program))?;
-    let mut err_pipe = child.stderr.take().expect("stderr is piped");
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err_pipe.read_to_string(&mut s);
-        s
-    });
+    let err_reader = read_in_background(child.stderr.take().expect("stderr is piped"));
     let mut out = String::new();
     let _ = child
         .stdout
         .take()
         .expect("stdout is piped")
         .read_to_string(&mut out);
+    let stderr_text = move || err_reader.join().unwrap_or_default();
+    let process = wait_measured(&mut child, t0, stderr_text, program, what)?;
+    Ok((out, process))
+}
+
+/// Reads `pipe` to its end on a thread of its own (a child's stderr, so that a chatty child
+/// never blocks on a full pipe); join the handle for the text.
+pub fn read_in_background<R: Read + Send + 'static>(
+    mut pipe: R,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s);
+        s
+    })
+}
+
+/// Waits for `child` (spawned at `t0`, its stdout already read or closed) and returns what it
+/// used, from wait4. A non-zero exit or a signal is one error naming `program`, `what` it was
+/// given, the status and the last line of its stderr (`stderr`, read once the child is gone).
+pub fn wait_measured(
+    child: &mut Child,
+    t0: Instant,
+    stderr: impl FnOnce() -> String,
+    program: &Path,
+    what: &str,
+) -> Result<ProcessUse> {
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data that wait4 fills; `pid` is our own unreaped child.
@@ -57,7 +79,7 @@ pub fn run_measured(cmd: &mut Command, program: &Path, what: &str) -> Result<(St
         break rc;
     };
     let wall_s = t0.elapsed().as_secs_f64();
-    let stderr = err_reader.join().unwrap_or_default();
+    let stderr = stderr();
     if rc != pid {
         return Err(Error::Report(format!(
             "{} {what}: waiting for it failed: {}",
@@ -83,16 +105,13 @@ pub fn run_measured(cmd: &mut Command, program: &Path, what: &str) -> Result<(St
         )));
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    Ok((
-        out,
-        ProcessUse {
-            wall_s,
-            // Linux reports ru_maxrss in KiB.
-            max_rss_bytes: ru.ru_maxrss.max(0) as u64 * 1024,
-            user_s: tv(ru.ru_utime),
-            sys_s: tv(ru.ru_stime),
-        },
-    ))
+    Ok(ProcessUse {
+        wall_s,
+        // Linux reports ru_maxrss in KiB.
+        max_rss_bytes: ru.ru_maxrss.max(0) as u64 * 1024,
+        user_s: tv(ru.ru_utime),
+        sys_s: tv(ru.ru_stime),
+    })
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 //! A peer that ran in alternation with candle (`extra.interleaved`) has per-repetition rates
 //! (`extra.trial_rates`) paired with candle's: each ratio is then the median of the per-pair
 //! ratios candle_i / peer_i with a percentile-bootstrap 95% interval (measure::paired), printed
-//! `0.42x [0.39, 0.45]`. Otherwise (older records, PyTorch) it is the ratio of the medians and
-//! says that it has no interval.
+//! `0.42x [0.39, 0.45]`. Otherwise (older records, the generation bench's optional peer row) it
+//! is the ratio of the medians and says that it has no interval.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -19,7 +19,7 @@ use crate::measure::paired::{paired_ratio, ratios, PairedRatio, MIN_PAIRS};
 use crate::output::record::{Kind, Record, TrialRates};
 
 /// What every peers table says about how it was measured (`{machine}`: the machine).
-pub const PEERS_NOTE: &str = "Ratios are candle / peer (above 1: candle is faster). llama.cpp ran in alternation with candle, repetition by repetition (A B, B A, ...), from the same prompt token ids, crediting the same generated tokens; each ratio is the median of the per-repetition ratios with its bootstrap 95% interval [low, high]. Machine: {machine}.";
+pub const PEERS_NOTE: &str = "Ratios are candle / peer (above 1: candle is faster). llama.cpp and PyTorch ran in alternation with candle, repetition by repetition (A B, B A, ...), from the same prompt token ids, crediting the same generated tokens; each ratio is the median of the per-repetition ratios with its bootstrap 95% interval [low, high]. Machine: {machine}.";
 
 /// A number with `prec` decimals, or `n/a` when it was not measured (as report's tables; kept
 /// here so that report, which shows this table, and this module do not import each other).

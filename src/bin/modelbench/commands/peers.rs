@@ -1,8 +1,8 @@
 //! `modelbench peers`: one model, a suite tier, candle and its peers (llama.cpp for GGUF
 //! models, PyTorch + transformers for safetensors and synthetic ones) at the same prompt ids,
-//! lengths and thread count; llama.cpp alternates with candle repetition by repetition, in
-//! its candle-matched setting and with its defaults; records, peers.md and peers.png (ratios
-//! with bootstrap 95% intervals) in one run folder.
+//! lengths and thread count; llama.cpp and PyTorch alternate with candle repetition by
+//! repetition, each in its candle-matched setting and with its defaults; records, peers.md and
+//! peers.png (ratios with bootstrap 95% intervals) in one run folder.
 
 use std::path::{Path, PathBuf};
 
@@ -20,8 +20,8 @@ use modelbench::output::record::{Engine, Record};
 use modelbench::output::report::{reports_root, RunDir};
 use modelbench::workloads::peers::{
     build_info_of, check_threads, interleave_order, llama_record, missing_program, run_llama_timed,
-    run_torch, scenario_skip, skip_line, stamp_like, torch_record, LlamaRun, LlamaSetting, Peer,
-    CANDLE_VERSION,
+    scenario_skip, skip_line, stamp_like, torch_record, LlamaRun, LlamaSetting, Peer, TorchHello,
+    TorchRun, TorchSetting, TorchWorker, CANDLE_VERSION,
 };
 use std::time::Instant;
 
@@ -44,7 +44,7 @@ pub struct PeersArgs {
     /// process runs one untimed generation after loading, before its timed one).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Timed repetitions per scenario and engine; candle and llama.cpp alternate repetition by
+    /// Timed repetitions per scenario and engine; candle and the peers alternate repetition by
     /// repetition. At least 5 give each ratio a bootstrap 95% interval.
     #[arg(long, default_value_t = 5)]
     pub trials: usize,
@@ -67,12 +67,37 @@ pub struct PeersArgs {
     /// -ctv f32 --fa off), `defaults` (llama.cpp's own), or both (comma list).
     #[arg(long, default_value = "matched,defaults")]
     pub llama_settings: String,
+    /// PyTorch settings to run: `matched` (candle's attention path: attn_implementation=eager),
+    /// `defaults` (transformers' own, sdpa), or both (comma list).
+    #[arg(long, default_value = "matched,defaults")]
+    pub torch_settings: String,
     /// Python of the PyTorch venv (default: target/peers/torch-venv/bin/python from
     /// scripts/setup-torch.sh).
     #[arg(long)]
     pub torch_python: Option<PathBuf>,
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+/// A peer engine of one scenario: llama.cpp in setting k, or PyTorch worker j.
+#[derive(Clone, Copy)]
+enum PeerEngine {
+    Llama(usize),
+    Torch(usize),
+}
+
+/// The repetitions of one scenario, by llama.cpp setting and by PyTorch worker.
+struct PeerRuns {
+    llama: Vec<Vec<LlamaRun>>,
+    torch: Vec<Vec<TorchRun>>,
+}
+
+/// The device string peer_torch.py takes (`cpu`, `cuda:0`).
+fn torch_device(d: modelbench::measure::device::DeviceSpec) -> String {
+    match d {
+        modelbench::measure::device::DeviceSpec::Cpu => "cpu".to_string(),
+        d => d.to_string(),
+    }
 }
 
 /// A peer that will run, with its program.
@@ -180,16 +205,19 @@ fn torch_model_dir(
     }
 }
 
-/// Parses --llama-settings.
-fn parse_settings(v: &str) -> anyhow::Result<Vec<LlamaSetting>> {
+/// Parses a comma list of `matched` and `defaults` (`flag`: the option, for the error).
+fn parse_setting_list<T: PartialEq>(
+    flag: &str,
+    v: &str,
+    matched: impl Fn() -> T,
+    defaults: impl Fn() -> T,
+) -> anyhow::Result<Vec<T>> {
     let mut out = Vec::new();
     for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let s = match p {
-            "matched" => LlamaSetting::matched("f32", false),
-            "defaults" => LlamaSetting::defaults(),
-            _ => anyhow::bail!(
-                "--llama-settings {v}: unknown setting `{p}` (allowed: matched, defaults)"
-            ),
+            "matched" => matched(),
+            "defaults" => defaults(),
+            _ => anyhow::bail!("{flag} {v}: unknown setting `{p}` (allowed: matched, defaults)"),
         };
         if !out.contains(&s) {
             out.push(s);
@@ -197,7 +225,7 @@ fn parse_settings(v: &str) -> anyhow::Result<Vec<LlamaSetting>> {
     }
     anyhow::ensure!(
         !out.is_empty(),
-        "--llama-settings {v:?}: name matched, defaults or both"
+        "{flag} {v:?}: name matched, defaults or both"
     );
     Ok(out)
 }
@@ -212,7 +240,18 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
     })?;
     anyhow::ensure!(a.trials >= 1, "--trials must be at least 1");
     let wanted = parse_peers(a.peers.as_deref())?;
-    let settings = parse_settings(&a.llama_settings)?;
+    let settings = parse_setting_list(
+        "--llama-settings",
+        &a.llama_settings,
+        || LlamaSetting::matched("f32", false),
+        LlamaSetting::defaults,
+    )?;
+    let torch_settings = parse_setting_list(
+        "--torch-settings",
+        &a.torch_settings,
+        || TorchSetting::matched("eager"),
+        TorchSetting::defaults,
+    )?;
     let (device, dtype, label) = a.target.resolve()?;
     // Same threads, really: candle's two pools must agree before a peer gets their count.
     let pools = CandlePools::current();
@@ -295,11 +334,10 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
         }
         selected.push(Selected { peer, program });
     }
-    let torch_dir = if selected.iter().any(|s| s.peer == Peer::Torch) {
-        Some(torch_model_dir(&res, plan.dtype)?)
-    } else {
-        None
-    };
+    let torch_python = selected
+        .iter()
+        .find(|s| s.peer == Peer::Torch)
+        .map(|s| s.program.clone());
     let gguf = match &res.weights {
         Weights::Gguf(p) => Some(p.clone()),
         _ => None,
@@ -310,11 +348,58 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
         .map(|s| s.program.clone());
     let build_info = llama.as_deref().and_then(build_info_of);
 
+    // PyTorch: one worker per setting, each loaded once before candle loads (so the loads do
+    // not overlap the timed trials), then serving one generation per repetition. Its thread
+    // count as torch reports it is checked before anything is timed.
+    let mut workers: Vec<TorchWorker> = Vec::new();
+    let mut worker_warnings: Vec<Option<String>> = Vec::new();
+    if let Some(python) = &torch_python {
+        let dir = torch_model_dir(&res, plan.dtype)?;
+        let spec_path =
+            std::env::temp_dir().join(format!("modelbench-peer-torch-{}.json", std::process::id()));
+        for setting in &torch_settings {
+            let w = TorchWorker::start(
+                python,
+                &dir,
+                peer_threads,
+                plan.dtype.as_str(),
+                &torch_device(plan.device),
+                setting,
+                &spec_path,
+            );
+            let _ = std::fs::remove_file(&spec_path);
+            let w = w.with_context(|| format!("torch: {model_label} ({})", setting.id()))?;
+            println!(
+                "torch {}: loaded {} in {:.2} s (torch {}, transformers {}, {} threads, interop {}, attention {})",
+                setting.id(),
+                w.hello.model_class,
+                w.hello.load_s,
+                w.hello.torch_version,
+                w.hello.transformers_version,
+                w.hello.threads,
+                w.hello.interop_threads,
+                w.hello.attn_implementation.as_deref().unwrap_or("not reported"),
+            );
+            let warn = check_threads(
+                Peer::Torch,
+                candle_threads,
+                Some(w.hello.threads),
+                a.allow_thread_mismatch,
+            )?;
+            if let Some(w) = &warn {
+                println!("{w}");
+                warnings.push(w.clone());
+            }
+            worker_warnings.push(warn);
+            workers.push(w);
+        }
+    }
+
     let mut run = RunDir::new(&reports_root(), plan.label.as_deref());
     let save = !a.target.no_save;
     let mut pending: Vec<Record> = Vec::new();
 
-    // 1. candle, every scenario (one load), as `modelbench run` measures it; llama.cpp's
+    // 1. Every scenario (candle loaded once), as `modelbench run` measures it; the peers'
     //    repetitions alternate with candle's trials (A B, B A, ...), from the same prompt ids.
     let calibration = modelbench::measure::calibration::cached(plan.device);
     let mut loaded = open_with(
@@ -328,47 +413,89 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
     let vocab = loaded.model.meta().vocab;
     let ids_file =
         std::env::temp_dir().join(format!("modelbench-peer-ids-{}.txt", std::process::id()));
-    let mut candle_records: Vec<Record> = Vec::new();
+    // Each scenario's torch repetitions (by worker), made into records once the workers ended
+    // and their peak RSS is known.
+    let mut torch_done: Vec<(usize, Record, Vec<TorchRun>)> = Vec::new();
     for s in &plan.scenarios {
-        let llama_here = match (&llama, scenario_skip(Peer::LlamaCpp, s)) {
-            (Some(_), Some(why)) => {
-                println!("{}", skip_line(Peer::LlamaCpp, &why));
-                false
+        let mut engines: Vec<PeerEngine> = Vec::new();
+        if llama.is_some() {
+            match scenario_skip(Peer::LlamaCpp, s) {
+                Some(why) => println!("{}", skip_line(Peer::LlamaCpp, &why)),
+                None => engines.extend((0..settings.len()).map(PeerEngine::Llama)),
             }
-            (Some(_), None) => true,
-            (None, _) => false,
+        }
+        if !workers.is_empty() {
+            match scenario_skip(Peer::Torch, s) {
+                Some(why) => println!("{}", skip_line(Peer::Torch, &why)),
+                None => engines.extend((0..workers.len()).map(PeerEngine::Torch)),
+            }
+        }
+        let n_peers = engines.len();
+        let mut runs = PeerRuns {
+            llama: vec![Vec::new(); settings.len()],
+            torch: vec![Vec::new(); workers.len()],
         };
-        let n_llama = if llama_here { settings.len() } else { 0 };
-        let mut runs: Vec<Vec<LlamaRun>> = vec![Vec::new(); n_llama];
         let mut candle_use: Vec<ThreadUse> = Vec::new();
         let mut failure: Option<anyhow::Error> = None;
         let mut mark: Option<(Ticks, Instant)> = None;
         let warmup = a.warmup;
         let trials = a.trials;
         let seed = plan.seed;
-        // Runs llama.cpp setting `k` (engine k + 1) in repetition `rep`.
-        let run_llama = |rep: usize,
-                         k: usize,
-                         runs: &mut Vec<Vec<LlamaRun>>|
+        // Runs peer engine `e` in repetition `rep`, from the prompt ids of candle's trial of
+        // that repetition.
+        let run_peer = |rep: usize,
+                        e: usize,
+                        runs: &mut PeerRuns,
+                        workers: &mut Vec<TorchWorker>|
          -> anyhow::Result<()> {
             let ids = prompt_ids(s.prompt_tokens, vocab, seed, (warmup + rep) as u64);
-            let r = run_llama_timed(
-                llama.as_ref().expect("llama_here"),
-                gguf.as_ref().expect("llama.cpp runs GGUF models only"),
-                &ids,
-                &ids_file,
-                s.new_tokens,
-                peer_threads,
-                &settings[k],
-                1,
-            )
-            .with_context(|| format!("llama.cpp: {model_label} / {} / repetition {rep}", s.name))?;
-            runs[k].push(r);
+            match engines[e] {
+                PeerEngine::Llama(k) => {
+                    let r = run_llama_timed(
+                        llama.as_ref().expect("llama.cpp selected"),
+                        gguf.as_ref().expect("llama.cpp runs GGUF models only"),
+                        &ids,
+                        &ids_file,
+                        s.new_tokens,
+                        peer_threads,
+                        &settings[k],
+                        1,
+                    )
+                    .with_context(|| {
+                        format!("llama.cpp: {model_label} / {} / repetition {rep}", s.name)
+                    })?;
+                    runs.llama[k].push(r);
+                }
+                PeerEngine::Torch(j) => {
+                    let r = workers[j]
+                        .generate(&ids, s.new_tokens, &s.sampling, seed)
+                        .with_context(|| {
+                            format!("torch: {model_label} / {} / repetition {rep}", s.name)
+                        })?;
+                    runs.torch[j].push(r);
+                }
+            }
             Ok(())
         };
-        // The engines of repetition `rep` that run before (true) or after (false) candle's trial.
+        // torch's warm-ups: the prompt ids of candle's warm-up trials, untimed.
+        for (e, eng) in engines.iter().enumerate() {
+            if let PeerEngine::Torch(j) = *eng {
+                for t in 0..warmup {
+                    let ids = prompt_ids(s.prompt_tokens, vocab, seed, t as u64);
+                    workers[j]
+                        .generate(&ids, s.new_tokens, &s.sampling, seed)
+                        .with_context(|| {
+                            format!(
+                                "torch: {model_label} / {} / warm-up {t} (engine {e})",
+                                s.name
+                            )
+                        })?;
+                }
+            }
+        }
+        // The peer engines of repetition `rep` that run before (true) or after (false) candle's trial.
         let peers_of = |rep: usize, before: bool| -> Vec<usize> {
-            let order = interleave_order(rep, n_llama + 1);
+            let order = interleave_order(rep, n_peers + 1);
             let at = order
                 .iter()
                 .position(|&e| e == 0)
@@ -399,7 +526,7 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
             }
             todo.extend(peers_of(rep, true).into_iter().map(|k| (rep, k)));
             for (r, k) in todo {
-                if let Err(e) = run_llama(r, k, &mut runs) {
+                if let Err(e) = run_peer(r, k, &mut runs, &mut workers) {
                     failure = Some(e);
                     return;
                 }
@@ -417,7 +544,7 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
         let mut rec = rec.with_context(|| format!("candle: {model_label} / {}", s.name))?;
         if failure.is_none() && trials > 0 {
             for k in peers_of(trials - 1, false) {
-                if let Err(e) = run_llama(trials - 1, k, &mut runs) {
+                if let Err(e) = run_peer(trials - 1, k, &mut runs, &mut workers) {
                     failure = Some(e);
                     break;
                 }
@@ -435,12 +562,13 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
                 rec.build.crate_version
             ),
             flags: format!(
-                "{} build, features [{}], rustflags `{}`, {} {}; KV cache f32, attention {}; thread pools {}",
+                "{} build, features [{}], rustflags `{}`, {} {}; KV cache {}, attention {}; thread pools {}",
                 rec.build.profile,
                 rec.build.features,
                 rec.build.rustflags,
                 rec.device,
                 rec.dtype,
+                match rec.dtype { modelbench::output::record::Precision::Float(d) => d.as_str().to_string(), _ => "f32".into() },
                 plan.attention,
                 pools.describe()
             ),
@@ -448,12 +576,13 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
         });
         rec.extra["thread_pools"] = serde_json::json!(pools);
         rec.extra["thread_use"] = serde_json::json!(thread_use);
-        rec.extra["interleaved"] = serde_json::json!(n_llama > 0);
+        rec.extra["interleaved"] = serde_json::json!(n_peers > 0);
         if pools.agreed().is_err() {
             rec.extra["thread_warning"] = serde_json::json!(warnings[0]);
         }
         println!("{}", progress_line("candle", &rec, thread_use));
-        for (k, rs) in runs.iter().enumerate() {
+        let n_llama = runs.llama.iter().filter(|r| !r.is_empty()).count();
+        for (k, rs) in runs.llama.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
             let mut pr = llama_record(s, rs, &settings[k], build_info.as_ref(), &rec.model)?;
             let reported = pr.engine.as_ref().and_then(|e| e.threads);
             let warn = check_threads(
@@ -478,51 +607,63 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
             println!("{}", progress_line(&name, &pr, tu));
             pending.push(pr);
         }
-        candle_records.push(rec.clone());
+        for (j, rs) in runs.torch.into_iter().enumerate() {
+            if !rs.is_empty() {
+                let tu =
+                    ThreadUse::median(&rs.iter().filter_map(|r| r.thread_use).collect::<Vec<_>>());
+                let mut pr = torch_record(
+                    s,
+                    &rs,
+                    (
+                        &workers[j].setting,
+                        &workers[j].hello,
+                        &workers[j].raw_hello,
+                    ),
+                    None,
+                    &rec.model,
+                )?;
+                stamp_like(&mut pr, &rec);
+                let name = pr.extra["setting_label"]
+                    .as_str()
+                    .unwrap_or("torch")
+                    .to_string();
+                println!("{}", progress_line(&name, &pr, tu));
+                torch_done.push((j, rec.clone(), rs));
+            }
+        }
         pending.insert(pending.len() - n_llama, rec);
     }
     let _ = std::fs::remove_file(&ids_file);
-    drop(loaded); // the peers get the machine's memory
+    drop(loaded);
 
-    // 2. PyTorch, after candle (one process runs all of a scenario's trials).
-    for sel in selected.iter().filter(|s| s.peer == Peer::Torch) {
-        for (s, candle) in plan.scenarios.iter().zip(&candle_records) {
-            if let Some(why) = scenario_skip(sel.peer, s) {
-                println!("{}", skip_line(sel.peer, &why));
-                continue;
-            }
-            let prompts: Vec<Vec<u32>> = (0..(a.warmup + a.trials) as u64)
-                .map(|t| prompt_ids(s.prompt_tokens, vocab, plan.seed, t))
-                .collect();
-            let spec = serde_json::json!({
-                "model_dir": torch_dir.as_ref().expect("set when torch runs"),
-                "prompts": prompts,
-                "warmup": a.warmup,
-                "new_tokens": s.new_tokens,
-                "threads": peer_threads,
-                "dtype": plan.dtype.as_str(),
-                "device": match plan.device { modelbench::measure::device::DeviceSpec::Cpu => "cpu".to_string(), d => d.to_string() },
-                "sampling": {"temperature": s.sampling.temperature, "top_k": s.sampling.top_k,
-                    "top_p": s.sampling.top_p, "repetition_penalty": s.sampling.repetition_penalty},
-                "seed": plan.seed,
-            });
-            let spec_path = std::env::temp_dir()
-                .join(format!("modelbench-peer-torch-{}.json", std::process::id()));
-            let out = run_torch(&sel.program, &spec, &spec_path);
-            let _ = std::fs::remove_file(&spec_path);
-            let (out, raw) = out?;
-            let mut rec = torch_record(s, &out, &raw);
-            let reported = rec.engine.as_ref().and_then(|e| e.threads);
-            let warn = check_threads(sel.peer, candle_threads, reported, a.allow_thread_mismatch)?;
-            stamp_like(&mut rec, candle);
-            if let Some(w) = warn {
-                println!("{w}");
-                rec.extra["thread_warning"] = serde_json::json!(w);
-                warnings.push(w);
-            }
-            println!("{}", progress_line(sel.peer.name(), &rec, None));
-            pending.push(rec);
+    // 2. The torch workers end; their records get each worker's own peak RSS.
+    let mut processes = Vec::new();
+    let mut ended: Vec<(TorchSetting, TorchHello, serde_json::Value)> = Vec::new();
+    for w in workers {
+        ended.push((w.setting.clone(), w.hello.clone(), w.raw_hello.clone()));
+        processes.push(w.finish().context("torch: the worker ended badly")?);
+    }
+    for (j, candle, rs) in torch_done {
+        let (setting, hello, raw) = &ended[j];
+        let s = plan
+            .scenarios
+            .iter()
+            .find(|s| s.name == candle.scenario)
+            .expect("a scenario of the plan");
+        let mut pr = torch_record(
+            s,
+            &rs,
+            (setting, hello, raw),
+            Some(processes[j]),
+            &candle.model,
+        )?;
+        stamp_like(&mut pr, &candle);
+        pr.extra["interleaved"] = serde_json::json!(true);
+        pr.extra["paired_with"] = serde_json::json!(candle.id);
+        if let Some(w) = &worker_warnings[j] {
+            pr.extra["thread_warning"] = serde_json::json!(w);
         }
+        pending.push(pr);
     }
     for r in pending {
         if save {
