@@ -163,6 +163,14 @@ impl OpsPlan {
         }
     }
 
+    /// Fewer repetitions: 5 samples of 1 ms per op, 2 generations for the step.
+    pub fn quick(mut self) -> OpsPlan {
+        self.samples = 5;
+        self.sample = Duration::from_millis(1);
+        self.step_trials = 2;
+        self
+    }
+
     /// Decode steps measured per generation.
     const DECODE_STEPS: usize = 8;
 
@@ -1277,8 +1285,7 @@ impl OpsTable {
                 " The ops timed alone (hot caches, no neighbours) add up to more than the step.\n",
             );
         }
-        s.push_str(
-            &format!(
+        s.push_str(&format!(
                 "roofs: {}; {}\n",
                 self.roofs
                     .mem_read_gbs
@@ -1292,8 +1299,7 @@ impl OpsTable {
                     .unwrap_or_else(
                         || "compute roof not available (run `modelbench calibrate`)".into()
                     ),
-            ),
-        );
+            ));
         if let Some(p) = &self.peer {
             let with: Vec<&OpRow> = self.rows.iter().filter(|r| r.ggml_us.is_some()).collect();
             let c: f64 = with.iter().map(|r| r.step_us()).sum();
@@ -1307,7 +1313,8 @@ impl OpsTable {
             ));
             match self.largest_gap() {
                 Some(r) => s.push_str(&format!(
-                    "largest gap: {} {} {}: candle {:.2} us x {} = {:.1} us/step, ggml {:.2} us x {} = {:.1} us/step, gap {:+.1} us/step\n",
+                    "largest gap ({}): {} {} {}: candle {:.2} us x {} = {:.1} us/step, ggml {:.2} us x {} = {:.1} us/step, gap {:+.1} us/step\n",
+                    if gap(r) > 0.0 { "candle slower" } else { "ggml slower" },
                     r.kind,
                     r.op,
                     r.shape,

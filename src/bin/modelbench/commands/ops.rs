@@ -41,6 +41,10 @@ pub struct OpsArgs {
     /// With --base: the growth that counts, as a share of the base step (default 5%).
     #[arg(long, default_value = "5%")]
     pub threshold: String,
+    /// Fewer repetitions (5 samples per op, 2 generations for the step): a quick look, and
+    /// what the tests and the regression profiles run.
+    #[arg(long)]
+    pub quick: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -79,12 +83,10 @@ pub fn ops_cmd(a: OpsArgs) -> anyhow::Result<()> {
         Some(p) => Some(read_table(p)?),
         None => None,
     };
-    let plan = OpsPlan::for_scenario(phase, a.depth, a.prompt_tokens);
-    eprintln!(
-        "ops: {} {}: measuring the step, then each op alone ...",
-        a.model,
-        phase.name()
-    );
+    let mut plan = OpsPlan::for_scenario(phase, a.depth, a.prompt_tokens);
+    if a.quick {
+        plan = plan.quick();
+    }
     let table = ops::measure(&a.model, &plan, spec, peer.as_deref(), &mut |r| {
         eprintln!(
             "  {:<10} {:<48} {:>10.2} us x {}",
