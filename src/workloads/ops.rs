@@ -1411,6 +1411,33 @@ pub fn ids_of(program: &Path) -> std::path::PathBuf {
         .join("ggml-ids.txt")
 }
 
+/// Resolves `label` to the project's Gemma 3 on a GGUF file (what the per-op table
+/// enumerates): the resolved model and the file; otherwise one line saying what to use.
+pub fn gemma3_gguf(label: &str) -> Result<(crate::models::source::Resolved, std::path::PathBuf)> {
+    let r = crate::models::source::ModelRef::parse(label)?;
+    let res = crate::engine::scenario::prepare(label, &r, &[])?;
+    let path = match &res.weights {
+        crate::models::Weights::Gguf(p) => p.clone(),
+        _ => {
+            return Err(Error::Report(format!(
+                "ops: `{label}` is not a GGUF model; the per-op table enumerates the project's quantized Gemma 3 (use gguf:<file | cached repo | fixture:gemma3>)"
+            )))
+        }
+    };
+    let imp = crate::models::quantized::GgufImpl::from_config(&res.config)
+        .unwrap_or_else(|| crate::models::quantized::GgufImpl::default_for(res.family));
+    if res.family != crate::models::Family::Gemma3
+        || imp != crate::models::quantized::GgufImpl::Modelbench
+    {
+        return Err(Error::Report(format!(
+            "ops: `{label}` runs as {} {}; the per-op table enumerates the project's own Gemma 3 only (gguf:<Gemma 3 file or repo>, or gguf:fixture:gemma3)",
+            res.family,
+            imp.name()
+        )));
+    }
+    Ok((res, path))
+}
+
 /// The per-op table of model `label` at the plan's shape: the model loaded as the suite loads
 /// it (its step time measured with the generation loop), its ops timed alone, the roofs from
 /// calibrate's cache, and, with `peer` (a `test-backend-ops` program), ggml's time of each op
@@ -1442,27 +1469,7 @@ pub fn measure(
         }
         None => None,
     };
-    let r = crate::models::source::ModelRef::parse(label)?;
-    let res = crate::engine::scenario::prepare(label, &r, &[])?;
-    let path = match &res.weights {
-        crate::models::Weights::Gguf(p) => p.clone(),
-        _ => {
-            return Err(Error::Report(format!(
-                "ops: `{label}` is not a GGUF model; the per-op table enumerates the project's quantized Gemma 3 (use gguf:<file | cached repo | fixture:gemma3>)"
-            )))
-        }
-    };
-    let imp = crate::models::quantized::GgufImpl::from_config(&res.config)
-        .unwrap_or_else(|| crate::models::quantized::GgufImpl::default_for(res.family));
-    if res.family != crate::models::Family::Gemma3
-        || imp != crate::models::quantized::GgufImpl::Modelbench
-    {
-        return Err(Error::Report(format!(
-            "ops: `{label}` runs as {} {}; the per-op table enumerates the project's own Gemma 3 only (gguf:<Gemma 3 file or repo>, or gguf:fixture:gemma3)",
-            res.family,
-            imp.name()
-        )));
-    }
+    let (res, path) = gemma3_gguf(label)?;
     let dev = spec.open()?;
     let dtype = spec.default_dtype();
     let mut loaded = crate::models::loading::open(res, &dev, dtype, Some(plan.context()))?;
