@@ -238,13 +238,10 @@ pub fn time_op(
     ))
 }
 
-/// The step time of `model` at the plan's shape, measured with the suite's generation loop
-/// (greedy): decode steps at depths `depth..depth+8`, or the prompt's TTFT. Returns the median
-/// (us), its 95% CI and the number of steps.
-pub fn step_time(
-    model: &mut dyn CausalLm,
-    plan: &OpsPlan,
-) -> Result<(f64, Option<(f64, f64)>, usize)> {
+/// Step times (us) of `model` at the plan's shape, measured with the suite's generation loop
+/// (greedy) in `trials` generations after one untimed one: decode steps at depths
+/// `depth..depth+8` (the gaps between tokens), or the prompt's TTFT.
+pub fn step_times(model: &mut dyn CausalLm, plan: &OpsPlan, trials: usize) -> Result<Vec<f64>> {
     let vocab = model.meta().vocab;
     let mut sampler = Sampler::new(SamplingParams::GREEDY, plan.seed);
     let (prompt_len, new) = match plan.phase {
@@ -252,8 +249,7 @@ pub fn step_time(
         Phase::Decode => (plan.depth, OpsPlan::DECODE_STEPS + 1),
     };
     let mut steps = Vec::new();
-    // One untimed generation first (warm-up), as the suite's runs do.
-    for trial in 0..=plan.step_trials as u64 {
+    for trial in 0..=trials as u64 {
         let prompt = Prompt::Ids(prompt_ids(prompt_len, vocab, plan.seed, trial));
         let t = generate(model, &prompt, new, &mut sampler, None)?;
         if trial == 0 {
@@ -264,11 +260,7 @@ pub fn step_time(
             Phase::Decode => steps.extend(t.itl().iter().map(|d| d.as_secs_f64() * 1e6)),
         }
     }
-    Ok((
-        median(&steps),
-        bootstrap_median_ci(&steps, 2000, plan.seed),
-        steps.len(),
-    ))
+    Ok(steps)
 }
 
 fn ggml_err(e: impl std::fmt::Display) -> Error {
@@ -447,6 +439,9 @@ impl Rows {
     }
 }
 
+/// A quantized matmul's ggml type and (n, k).
+type MatKey = (String, usize, usize);
+
 fn randn(shape: &[usize], dev: &Device) -> candle_core::Result<Tensor> {
     Tensor::randn(0f32, 1f32, shape, dev)
 }
@@ -495,7 +490,8 @@ pub fn gemma3_ops(
         "ffn_up",
         "ffn_down",
     ];
-    let mut mm: BTreeMap<(String, usize, usize), (String, Vec<&str>, usize)> = BTreeMap::new();
+    // (type, n, k) -> (the first tensor of that shape, its roles, calls per step)
+    let mut mm: BTreeMap<MatKey, (String, Vec<&str>, usize)> = BTreeMap::new();
     for l in 0..cfg.layers {
         for r in roles {
             let name = format!("blk.{l}.{r}.weight");
@@ -1473,10 +1469,23 @@ pub fn measure(
     let dev = spec.open()?;
     let dtype = spec.default_dtype();
     let mut loaded = crate::models::loading::open(res, &dev, dtype, Some(plan.context()))?;
-    let (step_us, step_ci_us, step_samples) = step_time(loaded.model.as_mut(), plan)?;
-    drop(loaded);
+    // Half the step's generations before the ops are timed and half after, so a machine whose
+    // load drifts during the run weighs on both sides of the coverage alike.
+    let first = plan.step_trials.div_ceil(2);
+    let mut steps = step_times(loaded.model.as_mut(), plan, first)?;
     let benches = gemma3_ops(&path, plan, &dev)?;
     let mut rows = time_rows(benches, &dev, plan, ids.as_ref(), progress)?;
+    steps.extend(step_times(
+        loaded.model.as_mut(),
+        plan,
+        plan.step_trials - first,
+    )?);
+    drop(loaded);
+    let (step_us, step_ci_us, step_samples) = (
+        median(&steps),
+        bootstrap_median_ci(&steps, 2000, plan.seed),
+        steps.len(),
+    );
     let pools = crate::measure::threads::CandlePools::current();
     let peer_desc = match peer {
         Some(p) => {
