@@ -23,6 +23,15 @@
 #                      timed greedy generation from given prompt token ids, with the KV-cache
 #                      type and flash-attention setting asked for, printing every token's time,
 #                      the load time and per-thread CPU time as JSON
+#   test-backend-ops   llama.cpp's tests/test-backend-ops.cpp (`modelbench ops --peer llama.cpp`,
+#                      issue 31: its `perf` mode times one ggml op at a given shape), compiled
+#                      against the same static ggml libraries, with one change: the CPU
+#                      backend's thread count comes from $TEST_BACKEND_OPS_THREADS when set
+#                      (upstream fixes it at half the hardware threads); the source as compiled
+#                      is kept as <dir>/test-backend-ops.cpp
+#   ggml-ids           prints ggml's op, unary-op and type ids of this build (`op 29 MUL_MAT`,
+#                      `type 12 q4_K 256 144`), saved as <dir>/ggml-ids.txt: the numbers a
+#                      test-backend-ops --test-file line is written in
 # the static libraries and headers in <dir>/lib and <dir>/include (so a later tool of ours can
 # be compiled against this build without building llama.cpp again), and <dir>/build-info.json (versions, sha256s, compiler, cmake flags, llama.cpp's own
 # --version output, CPU).
@@ -30,7 +39,9 @@
 # Usage: scripts/build-llama-cpp.sh [DIR]
 #   DIR (or $LLAMA_CPP_DIR) defaults to target/llama-cpp/0.3.36 in the repository.
 # Idempotent: with a complete build in DIR it builds nothing and prints where it is; an
-# incomplete one (e.g. from before llama-bench was added) is rebuilt. The build
+# incomplete one (e.g. from before llama-bench was added) is rebuilt; a complete one without
+# test-backend-ops (before issue 31) gets only that program compiled (the sdist is downloaded
+# again for its one source file; about a minute). The build
 # runs in DIR.partial and is moved to DIR only when complete, so DIR is never half built.
 # Takes 10-25 minutes on 2 cores, depending on load (-j2; override with $LLAMA_CPP_JOBS).
 set -euo pipefail
@@ -52,11 +63,71 @@ case $dest in /*) ;; *) dest=$PWD/$dest ;; esac
 
 timed_src=$repo/scripts/llama-timed-ids.cpp
 if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/llama-server" ] && [ -x "$dest/bin/llama-bench" ] \
-   && [ -x "$dest/bin/llama-timed-ids" ] && cmp -s "$timed_src" "$dest/llama-timed-ids.cpp"; then
+   && [ -x "$dest/bin/llama-timed-ids" ] && cmp -s "$timed_src" "$dest/llama-timed-ids.cpp" \
+   && [ -x "$dest/bin/test-backend-ops" ] && [ -s "$dest/ggml-ids.txt" ]; then
   echo "already built: llama.cpp $LLAMA_CPP_COMMIT (llama-cpp-python $VERSION) in $dest"
   echo "bin: $dest/bin"
   exit 0
 fi
+# The sdist into $1/dl, downloaded with pip and verified (step 1 of a full build; also what
+# test-backend-ops.cpp is taken from when only that program is missing).
+fetch_sdist() {
+  local dl=$1/dl
+  if [ ! -s "$dl/$SDIST" ] || [ "$(sha256sum "$dl/$SDIST" | cut -d' ' -f1)" != "$SDIST_SHA256" ]; then
+    rm -rf "$dl" && mkdir -p "$dl"
+    # --no-binary for this package only: its build dependencies come as wheels, so preparing
+    # its metadata takes seconds (with :all: pip would compile cmake from source first).
+    printf 'llama-cpp-python==%s --hash=sha256:%s\n' "$VERSION" "$SDIST_SHA256" > "$dl/req.txt"
+    python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python --require-hashes \
+      -r "$dl/req.txt" -d "$dl" >"$dl/pip.log" 2>&1 \
+      || { echo "error: pip download of llama-cpp-python==$VERSION failed: $(tail -1 "$dl/pip.log")" >&2; exit 1; }
+  fi
+  local got
+  got=$(sha256sum "$dl/$SDIST" | cut -d' ' -f1)
+  [ "$got" = "$SDIST_SHA256" ] || { echo "error: $SDIST has sha256 $got, expected $SDIST_SHA256" >&2; exit 1; }
+}
+
+# test-backend-ops and ggml-ids into $4 (a bin folder) from the test source $1, headers $2 and
+# the static ggml libraries in $3; the source as compiled goes to $4/../test-backend-ops.cpp.
+build_backend_ops() {
+  local cpp=$1 inc=$2 lib=$3 bin=$4 tmp
+  tmp=$(mktemp -d)
+  # The one change: the CPU backend's threads from $TEST_BACKEND_OPS_THREADS (the suite's
+  # thread count, passed by `modelbench ops --peer llama.cpp`); unset, upstream's N_THREADS/2.
+  grep -q 'ggml_backend_set_n_threads_fn(backend.get(), std::max<int>(1, N_THREADS/2));' "$cpp" \
+    || { echo "error: $cpp does not set the backend threads where this script expects" >&2; exit 1; }
+  sed -e 's|ggml_backend_set_n_threads_fn(backend.get(), std::max<int>(1, N_THREADS/2));|ggml_backend_set_n_threads_fn(backend.get(), getenv("TEST_BACKEND_OPS_THREADS") ? std::max(1, atoi(getenv("TEST_BACKEND_OPS_THREADS"))) : std::max<int>(1, N_THREADS/2));|' \
+    "$cpp" > "$tmp/test-backend-ops.cpp"
+  cat > "$tmp/ggml-ids.c" <<'C'
+// ggml-ids: ggml's op, unary-op and type ids of this build (modelbench, scripts/build-llama-cpp.sh).
+#include "ggml.h"
+#include <stdio.h>
+int main(void) {
+    for (int i = 0; i < GGML_OP_COUNT; i++) printf("op %d %s\n", i, ggml_op_name((enum ggml_op) i));
+    for (int i = 0; i < GGML_UNARY_OP_COUNT; i++) printf("unary %d %s\n", i, ggml_unary_op_name((enum ggml_unary_op) i));
+    for (int i = 0; i < GGML_TYPE_COUNT; i++) {
+        const char * n = ggml_type_name((enum ggml_type) i);
+        if (n && ggml_blck_size((enum ggml_type) i) > 0) {
+            printf("type %d %s %lld %zu\n", i, n, (long long) ggml_blck_size((enum ggml_type) i), ggml_type_size((enum ggml_type) i));
+        }
+    }
+    return 0;
+}
+C
+  local libs=("$lib/libggml.a" "$lib/libggml-cpu.a" "$lib/libggml-base.a")
+  echo "compiling test-backend-ops (about a minute) ..."
+  g++ -std=c++17 -O2 -I "$inc" "$tmp/test-backend-ops.cpp" -o "$tmp/test-backend-ops" \
+    -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm >"$tmp/tbo.log" 2>&1 \
+    || { echo "error: compiling test-backend-ops failed: $(tail -3 "$tmp/tbo.log")" >&2; exit 1; }
+  gcc -O1 -I "$inc" "$tmp/ggml-ids.c" -o "$tmp/ggml-ids" \
+    -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm -lstdc++ >"$tmp/ids.log" 2>&1 \
+    || { echo "error: compiling ggml-ids failed: $(tail -3 "$tmp/ids.log")" >&2; exit 1; }
+  "$tmp/ggml-ids" > "$tmp/ggml-ids.txt"
+  mv "$tmp/test-backend-ops" "$tmp/ggml-ids" "$bin/"
+  mv "$tmp/test-backend-ops.cpp" "$tmp/ggml-ids.txt" "$bin/../"
+  rm -rf "$tmp"
+}
+
 if [ -s "$dest/build-info.json" ] && [ -s "$dest/lib/libllama.a" ] && [ -d "$dest/include" ]; then
   # A complete build whose llama-timed-ids is missing or older than scripts/llama-timed-ids.cpp:
   # compile only that program against the build's own static libraries.
@@ -68,6 +139,18 @@ if [ -s "$dest/build-info.json" ] && [ -s "$dest/lib/libllama.a" ] && [ -d "$des
   mv "$dest/bin/llama-timed-ids.tmp" "$dest/bin/llama-timed-ids"
   cp "$timed_src" "$dest/llama-timed-ids.cpp"
   echo "compiled llama-timed-ids against the build in $dest"
+  if [ ! -x "$dest/bin/test-backend-ops" ] || [ ! -s "$dest/ggml-ids.txt" ]; then
+    # A build from before issue 31: only test-backend-ops.cpp is needed from the sdist.
+    need_tbo=$dest.tbo-partial
+    mkdir -p "$need_tbo"
+    fetch_sdist "$need_tbo"
+    tar -xzf "$need_tbo/dl/$SDIST" -C "$need_tbo" "llama_cpp_python-$VERSION/vendor/llama.cpp/tests/test-backend-ops.cpp" \
+      || { echo "error: the sdist has no tests/test-backend-ops.cpp" >&2; exit 1; }
+    build_backend_ops "$need_tbo/llama_cpp_python-$VERSION/vendor/llama.cpp/tests/test-backend-ops.cpp" \
+      "$dest/include" "$dest/lib" "$dest/bin"
+    rm -rf "$need_tbo"
+    echo "compiled test-backend-ops against the build in $dest"
+  fi
   echo "bin: $dest/bin"
   exit 0
 fi
@@ -90,17 +173,7 @@ mkdir -p "$work"
 started=$(date +%s)
 
 # 1. The sdist, verified.
-if [ ! -s "$work/dl/$SDIST" ] || [ "$(sha256sum "$work/dl/$SDIST" | cut -d' ' -f1)" != "$SDIST_SHA256" ]; then
-  rm -rf "$work/dl" && mkdir -p "$work/dl"
-  # --no-binary for this package only: its build dependencies come as wheels, so preparing
-  # its metadata takes seconds (with :all: pip would compile cmake from source first).
-  printf 'llama-cpp-python==%s --hash=sha256:%s\n' "$VERSION" "$SDIST_SHA256" > "$work/dl/req.txt"
-  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python --require-hashes \
-    -r "$work/dl/req.txt" -d "$work/dl" >"$work/dl/pip.log" 2>&1 \
-    || { echo "error: pip download of llama-cpp-python==$VERSION failed: $(tail -1 "$work/dl/pip.log")" >&2; exit 1; }
-fi
-got=$(sha256sum "$work/dl/$SDIST" | cut -d' ' -f1)
-[ "$got" = "$SDIST_SHA256" ] || { echo "error: $SDIST has sha256 $got, expected $SDIST_SHA256" >&2; exit 1; }
+fetch_sdist "$work"
 
 # 2. cmake, pinned, private to this build.
 case $(uname -m) in
@@ -320,6 +393,8 @@ g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$work/llama-greedy-
 g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$timed_src" \
   -o "$work/llama-timed-ids" -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
   >"$work/timed.log" 2>&1 || { echo "error: compiling llama-timed-ids failed; see $work/timed.log" >&2; exit 1; }
+mkdir -p "$work/tbo/bin"
+build_backend_ops "$src/tests/test-backend-ops.cpp" "$src/ggml/include" "$build/ggml/src" "$work/tbo/bin"
 
 # 6. Assemble DIR: binaries, the greedy program's source, build-info.json.
 out=$work/out
@@ -329,6 +404,8 @@ cp "$work/llama-greedy-ids" "$out/bin/"
 cp "$work/llama-greedy-ids.cpp" "$out/"
 cp "$work/llama-timed-ids" "$out/bin/"
 cp "$timed_src" "$out/llama-timed-ids.cpp"
+cp "$work/tbo/bin/test-backend-ops" "$work/tbo/bin/ggml-ids" "$out/bin/"
+cp "$work/tbo/test-backend-ops.cpp" "$work/tbo/ggml-ids.txt" "$out/"
 mkdir -p "$out/lib" "$out/include"
 cp "${libs[@]}" "$out/lib/"
 cp "$src"/include/*.h "$src"/ggml/include/*.h "$out/include/"
@@ -361,7 +438,7 @@ info = {
     "system_info": open(work + "/system-info.txt").read().strip(),
     "cpu": cpu,
     "machine": platform.machine(),
-    "binaries": sorted("""${TOOLS[*]}""".split() + ["llama-greedy-ids", "llama-timed-ids"]),
+    "binaries": sorted("""${TOOLS[*]}""".split() + ["llama-greedy-ids", "llama-timed-ids", "test-backend-ops", "ggml-ids"]),
     "timed_tool": "bin/llama-timed-ids, source llama-timed-ids.cpp (scripts/llama-timed-ids.cpp), compiled like llama-greedy-ids",
     "build_seconds": $finished - $started,
     "built_at": run("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),

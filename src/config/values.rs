@@ -353,7 +353,7 @@ pub fn parse_injection(v: &str, knob: &str) -> Result<Option<crate::measure::inj
             knob,
             v,
             e,
-            "PHASE:PCT% (PHASE prefill, decode or all; e.g. decode:5%), PHASE:work=N, off",
+            "PHASE:PCT% (PHASE prefill, decode, all or op:KIND; e.g. decode:5%, op:rms_norm:100%), PHASE:work=N, off",
         )
     })
 }

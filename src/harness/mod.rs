@@ -3,6 +3,8 @@
 //! shared [`TrialLoop`]), a peak-bytes [`Measurement`](criterion::measurement::Measurement),
 //! and the entry of each file in benches/ ([`main`]). Workloads know nothing of criterion.
 
+pub mod ops;
+
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,13 @@
 //!   deterministic amount of added instructions, for the instruction-count metric (a
 //!   time-based spin executes a machine-dependent number of instructions).
 //!
-//! The engine calls [`after_step`] after each step's device synchronisation. The setting is
+//! - `op:rms_norm:100%` (issue 31) slows one kind of op instead of a whole step: after each
+//!   call of an op of that kind (one of [`OP_KINDS`]) it busy-waits that fraction of the
+//!   call's own time (or runs `work=N`), in the project's Gemma 3 and in the per-op timings
+//!   of `modelbench ops` (`workloads::ops`), so a regression report must name that op.
+//!
+//! The engine calls [`after_step`] after each step's device synchronisation; op-scoped
+//! injections go through [`around_op`]. The setting is
 //! process-wide (set once at start-up by the benches and the CLI from the knob, or by a test).
 //! Unset, [`after_step`] is one relaxed atomic load.
 
@@ -26,6 +32,35 @@ pub enum Phase {
     Decode,
     /// Every step.
     All,
+    /// Every call of one kind of op (an index into [`OP_KINDS`]), not the step.
+    Op(u8),
+}
+
+/// The kinds of op an injection can be scoped to (`op:KIND:...`): the `kind` column of the
+/// per-op table of `modelbench ops`.
+pub const OP_KINDS: [&str; 17] = [
+    "matmul",
+    "lm_head",
+    "embedding",
+    "rms_norm",
+    "rope",
+    "kv_cache",
+    "attn_qk",
+    "scale",
+    "mask",
+    "softmax",
+    "attn_av",
+    "copy",
+    "activation",
+    "mul",
+    "add",
+    "sampling",
+    "host",
+];
+
+/// The index of an op kind in [`OP_KINDS`].
+pub fn op_kind(name: &str) -> Option<u8> {
+    OP_KINDS.iter().position(|k| *k == name).map(|i| i as u8)
 }
 
 /// What is done after each step of the phase.
@@ -46,9 +81,10 @@ pub struct Injection {
 impl std::fmt::Display for Injection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = match self.phase {
-            Phase::Prefill => "prefill",
-            Phase::Decode => "decode",
-            Phase::All => "all",
+            Phase::Prefill => "prefill".to_string(),
+            Phase::Decode => "decode".to_string(),
+            Phase::All => "all".to_string(),
+            Phase::Op(k) => format!("op:{}", OP_KINDS[k as usize]),
         };
         match self.extra {
             Extra::Spin(x) => write!(f, "{p}:{}%", fmt_pct(x)),
@@ -62,8 +98,8 @@ fn fmt_pct(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// Parses `decode:5%`, `prefill:0.5%`, `all:10%`, `decode:work=100000` (and `off`/`none`:
-/// no injection). The error says what is accepted.
+/// Parses `decode:5%`, `prefill:0.5%`, `all:10%`, `decode:work=100000`, `op:rms_norm:100%`
+/// (and `off`/`none`: no injection). The error says what is accepted.
 pub fn parse(s: &str) -> std::result::Result<Option<Injection>, String> {
     let t = s.trim();
     if t.is_empty() || t.eq_ignore_ascii_case("off") || t.eq_ignore_ascii_case("none") {
@@ -72,14 +108,25 @@ pub fn parse(s: &str) -> std::result::Result<Option<Injection>, String> {
     let bad = || {
         format!(
             "`{s}` is not an injection; use PHASE:PCT% (e.g. decode:5%) or PHASE:work=N, PHASE \
-             one of prefill, decode, all"
+             one of prefill, decode, all, op:KIND (e.g. op:rms_norm:100%)"
         )
     };
     let (p, x) = t.split_once(':').ok_or_else(bad)?;
-    let phase = match p.trim() {
-        "prefill" => Phase::Prefill,
-        "decode" => Phase::Decode,
-        "all" => Phase::All,
+    let (phase, x) = match p.trim() {
+        "prefill" => (Phase::Prefill, x),
+        "decode" => (Phase::Decode, x),
+        "all" => (Phase::All, x),
+        "op" => {
+            let (k, rest) = x.split_once(':').ok_or_else(bad)?;
+            let k = op_kind(k.trim()).ok_or_else(|| {
+                format!(
+                    "`{s}`: unknown op kind `{}` (one of {})",
+                    k.trim(),
+                    OP_KINDS.join(", ")
+                )
+            })?;
+            (Phase::Op(k), rest)
+        }
         _ => return Err(bad()),
     };
     let x = x.trim();
@@ -99,8 +146,10 @@ pub fn parse(s: &str) -> std::result::Result<Option<Injection>, String> {
     Ok(Some(Injection { phase, extra }))
 }
 
-// 0: none; 1..=3: the phase; the payload is an f64 fraction or a u64 count in `PAYLOAD`.
+// 0: none; 1..=3: the phase; 4: op-scoped (kind in `OP`); the payload is an f64 fraction or a
+// u64 count in `PAYLOAD`.
 static PHASE: AtomicU8 = AtomicU8::new(0);
+static OP: AtomicU8 = AtomicU8::new(0);
 static KIND: AtomicU8 = AtomicU8::new(0);
 static PAYLOAD: AtomicU64 = AtomicU64::new(0);
 
@@ -115,11 +164,15 @@ pub fn set(inj: Option<Injection>) {
             };
             KIND.store(k, Ordering::SeqCst);
             PAYLOAD.store(bits, Ordering::SeqCst);
+            if let Phase::Op(k) = i.phase {
+                OP.store(k, Ordering::SeqCst);
+            }
             PHASE.store(
                 match i.phase {
                     Phase::Prefill => 1,
                     Phase::Decode => 2,
                     Phase::All => 3,
+                    Phase::Op(_) => 4,
                 },
                 Ordering::SeqCst,
             );
@@ -134,6 +187,7 @@ pub fn current() -> Option<Injection> {
         1 => Phase::Prefill,
         2 => Phase::Decode,
         3 => Phase::All,
+        4 => Phase::Op(OP.load(Ordering::SeqCst)),
         _ => return None,
     };
     let payload = PAYLOAD.load(Ordering::SeqCst);
@@ -157,16 +211,40 @@ pub fn after_step(prefill: bool, step: Duration) {
         Phase::All => true,
         Phase::Prefill => prefill,
         Phase::Decode => !prefill,
+        Phase::Op(_) => false,
     };
-    if !hit {
-        return;
+    if hit {
+        extra(i.extra, step);
     }
-    match i.extra {
-        Extra::Spin(x) => spin(step.mul_f64(x)),
+}
+
+fn extra(e: Extra, took: Duration) {
+    match e {
+        Extra::Spin(x) => spin(took.mul_f64(x)),
         Extra::Work(n) => {
             work(n);
         }
     }
+}
+
+/// Runs `f`, one call of an op of kind `kind` (one of [`OP_KINDS`]); with an op-scoped
+/// injection of that kind, then does the injected work (a fraction of the call's own time, or
+/// N loop iterations). Otherwise one relaxed atomic load on top of `f`.
+#[inline]
+pub fn around_op<T>(kind: &str, f: impl FnOnce() -> T) -> T {
+    if PHASE.load(Ordering::Relaxed) != 4 {
+        return f();
+    }
+    if OP_KINDS.get(OP.load(Ordering::Relaxed) as usize) != Some(&kind) {
+        return f();
+    }
+    let t = Instant::now();
+    let out = f();
+    let took = t.elapsed();
+    if let Some(i) = current() {
+        extra(i.extra, took);
+    }
+    out
 }
 
 /// Busy-waits `d` on the monotonic clock.
@@ -200,6 +278,10 @@ mod tests {
         assert_eq!(i.extra, Extra::Work(1000));
         assert_eq!(i.to_string(), "all:work=1000");
         assert_eq!(parse("off").unwrap(), None);
+        let i = parse("op:rms_norm:100%").unwrap().unwrap();
+        assert_eq!(i.phase, Phase::Op(op_kind("rms_norm").unwrap()));
+        assert_eq!(i.to_string(), "op:rms_norm:100%");
+        assert!(parse("op:nope:5%").unwrap_err().contains("unknown op kind"));
         for bad in [
             "decode",
             "decod:5%",
@@ -207,6 +289,7 @@ mod tests {
             "decode:0%",
             "decode:-3%",
             "x:work=a",
+            "op:rms_norm",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

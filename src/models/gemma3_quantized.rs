@@ -37,6 +37,10 @@ use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_transformers::quantized_nn::RmsNorm;
 
+// An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
+// each op of its kind; unset, one relaxed atomic load per op.
+use crate::measure::inject::around_op as op;
+
 pub const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
 pub const DEFAULT_ROPE_FREQUENCY: f32 = 1_000_000.;
 pub const DEFAULT_ROPE_FREQUENCY_SLIDING: f32 = 10_000.;
@@ -162,13 +166,19 @@ pub fn attention_mask(
 
 /// RoPE tables (NeoX layout) for `positions` positions.
 #[derive(Debug, Clone)]
-struct Rope {
+pub(crate) struct Rope {
     cos: Tensor,
     sin: Tensor,
 }
 
 impl Rope {
-    fn new(head_dim: usize, base: f32, scale: f32, positions: usize, dev: &Device) -> Result<Self> {
+    pub(crate) fn new(
+        head_dim: usize,
+        base: f32,
+        scale: f32,
+        positions: usize,
+        dev: &Device,
+    ) -> Result<Self> {
         let inv: Vec<f32> = (0..head_dim)
             .step_by(2)
             .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32) / scale)
@@ -185,18 +195,18 @@ impl Rope {
     }
 
     /// `x`: (b, heads, len, head_dim), contiguous, at positions `pos..pos+len`.
-    fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+    pub(crate) fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
         let len = x.dim(2)?;
         let cos = self.cos.narrow(0, pos, len)?;
         let sin = self.sin.narrow(0, pos, len)?;
-        candle_nn::rotary_emb::rope(x, &cos, &sin)
+        op("rope", || candle_nn::rotary_emb::rope(x, &cos, &sin))
     }
 }
 
 /// The token embedding: quantized rows looked up and dequantized one by one on the CPU; on
 /// other devices the table is dequantized once (as upstream does).
 #[derive(Debug, Clone)]
-enum Embedding {
+pub(crate) enum Embedding {
     Rows {
         q: Arc<QTensor>,
         vocab: usize,
@@ -206,7 +216,7 @@ enum Embedding {
 }
 
 impl Embedding {
-    fn new(q: Arc<QTensor>, dev: &Device) -> Result<Self> {
+    pub(crate) fn new(q: Arc<QTensor>, dev: &Device) -> Result<Self> {
         let (vocab, hidden) = q.shape().dims2()?;
         if dev.is_cpu() && hidden % q.dtype().block_size() == 0 {
             Ok(Self::Rows { q, vocab, hidden })
@@ -219,7 +229,7 @@ impl Embedding {
     }
 
     /// `ids`: (b, len) u32 -> (b, len, hidden) f32.
-    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         match self {
             Self::Dense(e) => e.forward(ids),
             Self::Rows { q, vocab, hidden } => {
@@ -297,17 +307,15 @@ impl Layer {
         s: &Shape,
     ) -> Result<Tensor> {
         let (b, len, _) = x.dims3()?;
-        let q = self.wq.forward(x)?.reshape((b, len, s.heads, s.head_dim))?;
-        let k = self
-            .wk
-            .forward(x)?
-            .reshape((b, len, s.kv_heads, s.head_dim))?;
-        let v = self
-            .wv
-            .forward(x)?
-            .reshape((b, len, s.kv_heads, s.head_dim))?;
-        let q = self.q_norm.forward(&q)?.transpose(1, 2)?.contiguous()?;
-        let k = self.k_norm.forward(&k)?.transpose(1, 2)?.contiguous()?;
+        let q = op("matmul", || self.wq.forward(x))?.reshape((b, len, s.heads, s.head_dim))?;
+        let k = op("matmul", || self.wk.forward(x))?.reshape((b, len, s.kv_heads, s.head_dim))?;
+        let v = op("matmul", || self.wv.forward(x))?.reshape((b, len, s.kv_heads, s.head_dim))?;
+        let q = op("rms_norm", || self.q_norm.forward(&q))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = op("rms_norm", || self.k_norm.forward(&k))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let v = v.transpose(1, 2)?.contiguous()?;
         let q = rope.apply(&q, pos)?;
         let k = rope.apply(&k, pos)?;
@@ -347,19 +355,21 @@ impl Layer {
                 .broadcast_add(mask)?
                 .reshape((b, s.kv_heads, rep * len, keys))?;
         }
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = op("softmax", || candle_nn::ops::softmax_last_dim(&att))?;
         let out = att
             .matmul(&v)?
             .reshape((b, s.heads, len, s.head_dim))?
             .transpose(1, 2)?
             .reshape((b, len, s.heads * s.head_dim))?;
-        self.wo.forward(&out)
+        op("matmul", || self.wo.forward(&out))
     }
 
     fn mlp(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate.forward(x)?.gelu()?; // tanh approximation, as Gemma 3
-        let up = self.up.forward(x)?;
-        self.down.forward(&(gate * up)?)
+        let gate = op("matmul", || self.gate.forward(x))?;
+        let gate = op("activation", || gate.gelu())?; // tanh approximation, as Gemma 3
+        let up = op("matmul", || self.up.forward(x))?;
+        let h = op("mul", || gate * up)?;
+        op("matmul", || self.down.forward(&h))
     }
 }
 
@@ -538,17 +548,20 @@ impl ModelWeights {
             } else {
                 (&self.rope_global, global_mask.as_ref())
             };
-            let a = layer.attn_norm.forward(&h)?;
+            let a = op("rms_norm", || layer.attn_norm.forward(&h))?;
             let a = layer.attention(&a, index_pos, rope, mask, &shape)?;
-            h = (layer.post_attn_norm.forward(&a)? + h)?;
-            let m = layer.mlp(&layer.ffn_norm.forward(&h)?)?;
-            h = (layer.post_ffn_norm.forward(&m)? + h)?;
+            let a = op("rms_norm", || layer.post_attn_norm.forward(&a))?;
+            h = op("add", || a + &h)?;
+            let m = layer.mlp(&op("rms_norm", || layer.ffn_norm.forward(&h))?)?;
+            let m = op("rms_norm", || layer.post_ffn_norm.forward(&m))?;
+            h = op("add", || m + &h)?;
         }
         self.pos = index_pos + len;
         self.sliding_len = (self.sliding_len + len).min(window - 1);
 
         let last = h.i((.., len - 1, ..))?.reshape((b, self.cfg.hidden))?;
-        let mut logits = self.output.forward(&self.norm.forward(&last)?)?;
+        let last = op("rms_norm", || self.norm.forward(&last))?;
+        let mut logits = op("lm_head", || self.output.forward(&last))?;
         if let Some(cap) = self.cfg.final_logit_softcapping {
             logits = ((logits / cap)?.tanh()? * cap)?;
         }

@@ -17,6 +17,7 @@ pub mod depth;
 pub mod generation;
 pub mod kld;
 pub mod moe;
+pub mod ops;
 pub mod overhead;
 pub mod peers;
 pub mod perplexity;

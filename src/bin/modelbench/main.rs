@@ -209,6 +209,11 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Where the time goes: every distinct op and shape of one forward of a GGUF Gemma 3 as the
+    /// suite runs it, each timed alone (us per call with a 95% CI, share of the step, GB/s,
+    /// GFLOP/s, % of calibrate's roofs), a coverage line against the measured step, and with
+    /// `--peer llama.cpp` ggml's time of each op (test-backend-ops perf) and the largest gap.
+    Ops(commands::ops::OpsArgs),
     /// Instructions per prefill and per decode token under valgrind (callgrind, 1 thread):
     /// a deterministic cost metric where the machine has no hardware counters. Writes
     /// instructions.jsonl in a run folder (or --out); with --baseline exits 1 when a count
@@ -320,6 +325,7 @@ fn main() -> ExitCode {
         Cmd::Load(a) => commands::load::load(a).map(|_| ExitCode::SUCCESS),
         Cmd::Power(a) => commands::power::power(a),
         Cmd::Peers(a) => commands::peers::peers(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Ops(a) => commands::ops::ops_cmd(a).map(|_| ExitCode::SUCCESS),
         Cmd::Train(a) => commands::train::train(a).map(|_| ExitCode::SUCCESS),
         Cmd::TrainSweep(a) => commands::train_sweep::train_sweep(a),
         Cmd::Sweep(a) => commands::sweep::sweep(a).map(|_| ExitCode::SUCCESS),

@@ -14,6 +14,7 @@ pub mod list;
 pub mod load;
 pub mod moe;
 pub mod noise;
+pub mod ops;
 pub mod paired;
 pub mod peers;
 pub mod perplexity;

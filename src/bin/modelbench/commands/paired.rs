@@ -19,6 +19,7 @@ use modelbench::measure::timing::TrialLoop;
 use modelbench::models::loading::open_with;
 use modelbench::output::compare::parse_threshold;
 use modelbench::output::report::reports_root;
+use modelbench::workloads::ops::Phase;
 
 /// The options of `compare --paired`.
 #[derive(clap::Args, Debug, Clone)]
@@ -470,6 +471,42 @@ pub fn run_paired(
         serde_json::to_string_pretty(&doc)?.as_bytes(),
     )?;
     modelbench::util::fsio::atomic_write(&out.join("paired.md"), md.as_bytes())?;
+    // Every flagged scenario and phase: where the time went, per op, in A and in B (issue 31).
+    let mut profiles = String::new();
+    for (s, m, p, _, _) in &rows {
+        if verdict(p) != "Regression" {
+            continue;
+        }
+        let sc = scen
+            .iter()
+            .find(|x| &x.name == s)
+            .expect("a row's scenario");
+        let (phase, shape) = if m == "prefill" {
+            (Phase::Prefill, sc.prompt_tokens)
+        } else {
+            (Phase::Decode, sc.prompt_tokens + sc.new_tokens / 2)
+        };
+        let tag = format!("{s}-{}", phase.name());
+        if profiles.contains(&format!("profile of {tag}:")) {
+            continue;
+        }
+        let line = super::ops::profile(
+            (ea, eb),
+            o.inject.as_deref(),
+            &o.model,
+            phase,
+            shape,
+            &out,
+            &tag,
+            t,
+        );
+        println!("{line}");
+        profiles.push_str(&line);
+        profiles.push('\n');
+    }
+    if !profiles.is_empty() {
+        modelbench::util::fsio::atomic_write(&out.join("ops-regression.md"), profiles.as_bytes())?;
+    }
     println!("saved {}", out.display());
     Ok(PairedOutcome {
         regressions,

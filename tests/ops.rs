@@ -1,0 +1,285 @@
+//! `modelbench ops` (issue 31) on the quantized Gemma 3 fixture (`gguf:fixture:gemma3`, 2
+//! layers, Q8_0): the table has every op of the forward with the model's call counts and a
+//! coverage line; an op slowed on purpose (`MODELBENCH_INJECT_SLOWDOWN=op:rms_norm:work=N`)
+//! is the one the regression line names, and an unchanged rerun does not name it; the paired
+//! regression report of `compare --paired` names it too; bad input is one line and exit 2;
+//! with llama.cpp's test-backend-ops built, ggml's side and the largest gap are printed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use modelbench::workloads::ops::OpsTable;
+
+const MODEL: &str = "gguf:fixture:gemma3";
+/// About 5-10 ms per rms_norm call here: the fixture's 13 rms_norm calls per decode step then
+/// add 60-130 ms to a step of a few ms. That large so that it holds on a loaded 2-core machine,
+/// where the fixture's quantized matmuls alone were measured at 0.6-20 ms per call (candle's
+/// spinning matmul pool waiting for descheduled threads) and its steps at 30-200 ms.
+const SLOW_NORM: &str = "op:rms_norm:work=5000000";
+
+/// One test of this file at a time: each times ops, and they would contend with each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn modelbench(reports: &Path, args: &[&str], inject: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_modelbench"));
+    c.args(args)
+        .env("MODELBENCH_REPORTS", reports)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("MODELBENCH_INJECT_SLOWDOWN");
+    if let Some(i) = inject {
+        c.env("MODELBENCH_INJECT_SLOWDOWN", i);
+    }
+    c.output().unwrap()
+}
+
+/// stderr (progress), then stdout (the table and its last lines).
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    )
+}
+
+fn table(dir: &Path, name: &str, extra: &[&str], inject: Option<&str>) -> (OpsTable, String) {
+    let json = dir.join(format!("{name}.json"));
+    let mut args = vec![
+        "ops",
+        "--model",
+        MODEL,
+        "--quick",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = modelbench(dir, &args, inject);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let t: OpsTable = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (t, out)
+}
+
+fn calls(t: &OpsTable, kind: &str) -> usize {
+    t.rows
+        .iter()
+        .filter(|r| r.kind == kind)
+        .map(|r| r.calls)
+        .sum()
+}
+
+#[test]
+fn the_table_has_every_op_of_the_forward_and_a_coverage_line() {
+    let _one = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, out) = table(
+        tmp.path(),
+        "decode",
+        &["--scenario", "decode", "--depth", "16"],
+        None,
+    );
+    // The fixture: 2 layers, 4 query heads over 1 KV head of 16.
+    let layers = 2;
+    assert_eq!(calls(&t, "matmul"), 7 * layers, "{out}");
+    assert_eq!(calls(&t, "lm_head"), 1, "{out}");
+    // 4 block norms + q norm + k norm per layer, and the final norm.
+    assert_eq!(calls(&t, "rms_norm"), 6 * layers + 1, "{out}");
+    assert_eq!(calls(&t, "rope"), 2 * layers, "{out}");
+    for k in ["attn_qk", "softmax", "attn_av", "activation", "mul"] {
+        assert_eq!(calls(&t, k), layers, "{k}: {out}");
+    }
+    assert_eq!(calls(&t, "add"), 2 * layers, "{out}");
+    assert_eq!(calls(&t, "kv_cache"), 2 * layers, "{out}");
+    assert_eq!(calls(&t, "embedding"), 1, "{out}");
+    assert_eq!(calls(&t, "sampling"), 1, "{out}");
+    assert!(
+        t.rows.iter().all(|r| r.us.is_finite() && r.us > 0.0),
+        "{out}"
+    );
+    assert!(t.step_us > 0.0 && t.step_samples > 0, "{out}");
+    assert_eq!((t.tokens, t.depth), (1, 16));
+    // Decode attends over depth + 1 keys.
+    assert!(out.contains("(1,1,4,17)"), "{out}");
+    assert!(out.contains("\ncoverage: the ops sum to "), "{out}");
+    assert!(out.contains("% of roof"), "{out}");
+
+    // Prefill: the prompt's tokens in every op, masks built and added.
+    let (p, out) = table(
+        tmp.path(),
+        "prefill",
+        &["--scenario", "prefill", "--prompt-tokens", "24"],
+        None,
+    );
+    assert_eq!((p.tokens, p.depth), (24, 0));
+    assert!(p.rows.iter().any(|r| r.kind == "mask"), "{out}");
+    assert!(out.contains("m=24 "), "{out}");
+    assert!(
+        out.contains("| lm_head |") && out.contains("m=1 n=262144 k=64"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_injected_slow_op_is_named_and_an_unchanged_rerun_does_not_name_it() {
+    let _one = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let shape = ["--scenario", "decode", "--depth", "16"];
+    let (base, _) = table(dir, "base", &shape, None);
+    let base_json = dir.join("base.json");
+    let b = base_json.to_str().unwrap();
+
+    let mut args = shape.to_vec();
+    args.extend_from_slice(&["--base", b]);
+    let (slow, out) = table(dir, "slow", &args, Some(SLOW_NORM));
+    assert_eq!(slow.injected.as_deref(), Some(SLOW_NORM));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("op whose time grew most"))
+        .unwrap_or_else(|| panic!("no regression line:\n{out}"));
+    assert!(
+        line.contains(": rms_norm "),
+        "the injected op must be named: {line}"
+    );
+    assert!(slow.step_us > base.step_us, "{out}");
+
+    let (_, out) = table(dir, "same", &args, None);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("op whose time grew most"))
+        .unwrap_or_else(|| panic!("no regression line:\n{out}"));
+    assert!(
+        !line.contains("rms_norm"),
+        "an unchanged rerun must not name the op: {line}"
+    );
+}
+
+#[test]
+fn the_paired_regression_report_names_the_slowed_op() {
+    let _one = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_modelbench");
+    let o = modelbench(
+        tmp.path(),
+        &[
+            "compare",
+            exe,
+            exe,
+            "--paired",
+            "--paired-model",
+            MODEL,
+            "--paired-suite",
+            "short",
+            "--pairs",
+            "8",
+            "--blocks",
+            "2",
+            "--threshold",
+            "10%",
+            "--inject",
+            SLOW_NORM,
+        ],
+        None,
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("per-op profile of short-decode:"))
+        .unwrap_or_else(|| panic!("no per-op profile of the decode regression:\n{out}"));
+    assert!(line.contains(": rms_norm "), "{line}");
+    // Saved beside the comparison.
+    let saved = out
+        .lines()
+        .find_map(|l| l.strip_prefix("saved "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let dir = Path::new(saved.trim());
+    let report = std::fs::read_to_string(dir.join("ops-regression.md")).unwrap();
+    assert!(report.contains("rms_norm"), "{report}");
+    assert!(dir.join("ops-short-decode-base.json").is_file());
+    assert!(dir.join("ops-short-decode-new.md").is_file());
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["ops", "--model", MODEL, "--scenario", "medium"],
+            "--scenario \"medium\"",
+        ),
+        (&["ops", "--model", "fixture:llama"], "not a GGUF model"),
+        (&["ops", "--model", "gguf:fixture:llama"], "Gemma 3 only"),
+        (
+            &[
+                "ops",
+                "--model",
+                MODEL,
+                "--scenario",
+                "prefill",
+                "--depth",
+                "3",
+            ],
+            "--depth applies to --scenario decode",
+        ),
+        (
+            &[
+                "ops",
+                "--model",
+                MODEL,
+                "--peer",
+                "llama.cpp",
+                "--peer-program",
+                "/nonexistent/test-backend-ops",
+            ],
+            "scripts/build-llama-cpp.sh",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = modelbench(dir, args, None);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}: no half-written table");
+    }
+}
+
+#[test]
+fn ggml_times_the_same_ops_where_test_backend_ops_is_built() {
+    let _one = serial();
+    let prog = modelbench::workloads::ops::default_backend_ops();
+    if !prog.is_file() {
+        println!(
+            "skip: {} not built (scripts/build-llama-cpp.sh)",
+            prog.display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, out) = table(
+        tmp.path(),
+        "peer",
+        &[
+            "--scenario",
+            "decode",
+            "--depth",
+            "16",
+            "--peer",
+            "llama.cpp",
+        ],
+        None,
+    );
+    let with: Vec<_> = t.rows.iter().filter(|r| r.ggml_us.is_some()).collect();
+    assert!(
+        with.iter().any(|r| r.kind == "matmul") && with.iter().any(|r| r.kind == "rms_norm"),
+        "{out}"
+    );
+    assert!(out.contains("not in ggml's perf cases"), "{out}");
+    let last = out.trim_end().lines().last().unwrap();
+    assert!(last.starts_with("largest gap ("), "{out}");
+}
