@@ -249,7 +249,11 @@ fn split_readme(readme: &str) -> (String, String, String) {
         .find(END)
         .unwrap_or_else(|| panic!("docs/knobs.md has no {END} marker"));
     assert!(b < e, "docs/knobs.md: {END} comes before {BEGIN}");
-    assert_eq!(readme.matches(BEGIN).count(), 1, "docs/knobs.md: two {BEGIN}");
+    assert_eq!(
+        readme.matches(BEGIN).count(),
+        1,
+        "docs/knobs.md: two {BEGIN}"
+    );
     let inner = &readme[b + BEGIN.len()..e];
     (
         readme[..b + BEGIN.len()].to_string(),

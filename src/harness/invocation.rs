@@ -199,10 +199,7 @@ mod tests {
             benches_of(&args("cargo test --benches --release")),
             Some(all)
         );
-        assert_eq!(
-            benches_of(&args("cargo test --test knobs")),
-            Some(vec![])
-        );
+        assert_eq!(benches_of(&args("cargo test --test knobs")), Some(vec![]));
         assert_eq!(benches_of(&args("cargo build")), None);
     }
 

@@ -919,9 +919,7 @@ impl criterion::measurement::ValueFormatter for TokenFormatter {
         } else {
             (1e9, "Gtok/s")
         };
-        values
-            .iter_mut()
-            .for_each(|v| *v = tokens * 1e9 / *v / den);
+        values.iter_mut().for_each(|v| *v = tokens * 1e9 / *v / den);
         unit
     }
     fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {

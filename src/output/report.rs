@@ -59,7 +59,9 @@ impl RunDir {
     /// artifact is rewritten over all of them, and the workload files already there stay.
     pub fn resume(path: &Path) -> Result<RunDir> {
         let jsonl = path.join("results.jsonl");
-        let has = std::fs::metadata(&jsonl).map(|m| m.len() > 0).unwrap_or(false);
+        let has = std::fs::metadata(&jsonl)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
         let records = if has { read_run(path)? } else { Vec::new() };
         Ok(RunDir {
             path: path.to_path_buf(),

@@ -179,10 +179,9 @@ pub fn change(c: &Option<Change>) -> String {
     let Some(c) = c else {
         return "first run here".into();
     };
-    let ci = c
-        .ci
-        .map(|(lo, hi)| format!(" [{}, {}]", pct(lo), pct(hi)))
-        .unwrap_or_default();
+    let ci =
+        c.ci.map(|(lo, hi)| format!(" [{}, {}]", pct(lo), pct(hi)))
+            .unwrap_or_default();
     let verdict = match c.verdict {
         Verdict::Unchanged => "within noise",
         Verdict::Regression => "SLOWER",
@@ -261,7 +260,11 @@ pub fn markdown(run: &str, lines: &[Line]) -> String {
     );
     for l in lines {
         let c = cells(l);
-        let _ = writeln!(s, "| `{}` | {} | {} | {} | {} |", c[0], c[1], c[2], c[3], c[4]);
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} | {} |",
+            c[0], c[1], c[2], c[3], c[4]
+        );
     }
     let mut prev: Vec<&str> = lines
         .iter()
@@ -299,10 +302,7 @@ mod tests {
             verdict: Verdict::Unchanged,
             threshold: 0.25,
         };
-        assert_eq!(
-            change(&Some(c)),
-            "+3.2% [-1.0%, +7.5%] within noise (±25%)"
-        );
+        assert_eq!(change(&Some(c)), "+3.2% [-1.0%, +7.5%] within noise (±25%)");
         assert_eq!(change(&None), "first run here");
     }
 }

@@ -18,7 +18,7 @@ static ALLOC: modelbench::measure::memory::CountingAlloc =
     modelbench::measure::memory::CountingAlloc;
 
 #[derive(Parser)]
-#[command(name = "modelbench", version, about = "Benchmarks language models on Hugging Face Candle", after_help = after_help())]
+#[command(name = "modelbench", version, about = "Benchmarks language models on Hugging Face Candle", after_help = short_after_help(), after_long_help = after_help())]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -62,7 +62,11 @@ const GROUPS: &[(&str, &[&str])] = &[
 /// in `modelbench <COMMAND> --help`.
 fn grouped_commands(cmd: &clap::Command) -> String {
     let visible: Vec<&clap::Command> = cmd.get_subcommands().filter(|c| !c.is_hide_set()).collect();
-    let width = visible.iter().map(|c| c.get_name().len()).max().unwrap_or(0);
+    let width = visible
+        .iter()
+        .map(|c| c.get_name().len())
+        .max()
+        .unwrap_or(0);
     let line = |c: &clap::Command| {
         let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
         format!("  {:<width$}  {about}\n", c.get_name())
@@ -94,6 +98,12 @@ fn grouped_commands(cmd: &clap::Command) -> String {
     s
 }
 
+/// `-h`: where the knobs are, without listing them.
+fn short_after_help() -> String {
+    "Environment knobs (MODELBENCH_*, for `cargo bench`): `modelbench --help` lists them; docs/knobs.md explains them.\nExit codes: 0 success; 1 regression found (compare); 2 bad input.".into()
+}
+
+/// `--help`: every knob, one line each.
 fn after_help() -> String {
     let mut s = modelbench::config::knobs::help();
     s.push_str("\nExit codes: 0 success; 1 regression found (compare); 2 bad input.");
