@@ -303,3 +303,31 @@ fn help_lists_every_knob() {
         "`modelbench --help` does not list {missing:?}:\n{text}"
     );
 }
+
+/// A CLI flag that sets what a knob sets has the knob's default (`modelbench depth`).
+#[test]
+fn cli_defaults_are_the_knob_defaults() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args(["depth", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for (flag, name) in [
+        ("--depths", "MODELBENCH_DEPTHS"),
+        ("--prompt", "MODELBENCH_DEPTH_PROMPT"),
+        ("--gen", "MODELBENCH_DEPTH_GEN"),
+    ] {
+        let want = format!("[default: {}]", knobs::default_of(name));
+        let line = text
+            .lines()
+            .skip_while(|l| !l.contains(flag))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            line.contains(&want),
+            "{flag}: want {want} (as {name}):\n{text}"
+        );
+    }
+}

@@ -404,6 +404,14 @@ pub fn knob(name: &str) -> Option<&'static Knob> {
     KNOBS.iter().find(|k| k.name == name)
 }
 
+/// A knob's default as the knob table states it, for a CLI flag that sets the same thing
+/// (`modelbench depth --depths` and MODELBENCH_DEPTHS). Panics on an undeclared name.
+pub fn default_of(name: &str) -> &'static str {
+    knob(name)
+        .unwrap_or_else(|| panic!("{name} is not declared in config::knobs::KNOBS"))
+        .default
+}
+
 /// A knob's value from `lookup` (blank counts as unset). Panics on a name missing from the
 /// table: every knob a plan reads must be declared (a test runs every plan).
 pub fn get(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {

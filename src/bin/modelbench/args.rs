@@ -102,14 +102,14 @@ pub struct DepthArgs {
     /// Model reference, repeatable (one line per model in the plot).
     #[arg(long = "model", required = true)]
     pub models: Vec<String>,
-    /// KV-cache depths, comma list of integers >= 0.
-    #[arg(long, default_value = "0,512,1024")]
+    /// KV-cache depths, comma list of integers >= 0 (default: MODELBENCH_DEPTHS's).
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEPTHS"))]
     pub depths: String,
     /// Prefill tokens timed at each depth (0: none).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEPTH_PROMPT"))]
     pub prompt: usize,
     /// Decode tokens timed at each depth (0: none).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEPTH_GEN"))]
     pub gen: usize,
     /// Untimed iterations per depth before the trials.
     #[arg(long, default_value_t = 1)]
