@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Continuous benchmarking (seed 004): run the critical benchmarks listed in a JSON config,
+# Continuous benchmarking: run the critical benchmarks listed in a JSON config,
 # save a timestamped run (target-reports/<stamp>-cont-<name>), compare it with the previous
 # run of the same config (a step) and with a fixed baseline (drift: small steps that add up),
 # and exit non-zero on a regression in either comparison (1) or on bad input (2). Benchmarks

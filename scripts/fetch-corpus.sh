@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the BMRK-01 training corpus: the King James Version of the Bible (1611; public
+# Installs the tiny-corpus baseline's training corpus: the King James Version of the Bible (1611; public
 # domain), from Debian's bible-kjv-text package (the text, in the Bible Retrieval System's
 # compressed format) and bible-kjv (the `bible` program that decompresses it), pinned to 4.38
 # and sha256-checked. Writes, under target/corpus/ (not tracked):

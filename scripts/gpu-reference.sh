@@ -11,9 +11,9 @@
 # Steps (default: all of them whose binary is there), in this order:
 #   calibrate   modelbench calibrate --device cuda, bf16 and f32 (the roofs the records use)
 #   generation  the quick tier, bf16, synthetic Llama-3.2-1B, Qwen3-1.7B, Gemma-3-1B shapes
-#   moe         the moe_topk grid at the seed's 16 experts, top-k 2 (1 and 512 tokens)
-#   psann       PSANN-LM's GPU-03 grid (batch_tokens 65536, 131072, 262144)
-#   checkpoint  BMRK-03's medium waveresnet, bf16 autocast, with and without checkpointing
+#   moe         the moe_topk grid at the original 16 experts, top-k 2 (1 and 512 tokens)
+#   psann       PSANN-LM's large throughput grid (gpu03) (batch_tokens 65536, 131072, 262144)
+#   checkpoint  the PSANN spec's medium waveresnet, bf16 autocast, with and without checkpointing
 # Each step runs under its own time limit (GPU_REF_STEP_SECS, default 300); a failed step is
 # reported and the others still run; the exit status is 1 when any failed.
 #

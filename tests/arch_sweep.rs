@@ -2,8 +2,11 @@
 //! file whose schema and rows read back with the parquet crate's own reader, the telemetry
 //! table beside it; the GPU queues and bad flags are refused with one line, writing nothing.
 
+mod common;
+use common::modelbench;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use parquet::basic::Type as Physical;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -73,14 +76,6 @@ fn text(r: &Row, name: &str) -> String {
         Field::Str(s) => s.clone(),
         other => panic!("{name}: {other:?}"),
     }
-}
-
-fn modelbench(reports: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(args)
-        .env("MODELBENCH_REPORTS", reports)
-        .output()
-        .unwrap()
 }
 
 fn assert_one_line_refusal(o: &Output, needle: &str) {

@@ -1,16 +1,9 @@
 //! The `modelbench` binary seen from outside: runs, reports, compare and bad input.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::modelbench;
 
-fn modelbench(reports: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(args)
-        .env("MODELBENCH_REPORTS", reports)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
-}
+use std::process::Output;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -212,7 +205,7 @@ fn calibration_is_cached_and_force_remeasures() {
     // The cache lives under the target directory: a temporary one, not the real cache.
     let target = r.join("target");
     let calibrate = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        common::bin()
             .args(args)
             .env("MODELBENCH_REPORTS", r)
             .env("HF_HUB_OFFLINE", "1")

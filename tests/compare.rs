@@ -4,8 +4,10 @@
 //! otherwise (also when the only finding is "insufficient samples"), 2 on unusable input;
 //! and `continuous` comparing with the previous run and with a fixed baseline.
 
+mod common;
+use common::modelbench;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use modelbench::output::record::{Kind, Precision, Record};
 use modelbench::output::report::{read_run, write_artifacts};
@@ -37,15 +39,6 @@ fn run_dir(root: &Path, name: &str, recs: &[(&str, f64, usize)]) -> PathBuf {
         .collect();
     write_artifacts(&dir, &recs).unwrap();
     dir
-}
-
-fn modelbench(reports: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(args)
-        .env("MODELBENCH_REPORTS", reports)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
 }
 
 fn compare(base: &Path, new: &Path) -> (i32, String, String) {
@@ -282,7 +275,7 @@ fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
   "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 2048,
   "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 1024, "tie_word_embeddings": true}"#;
     fn run(reports: &Path, model: &Path, label: &str, threads: &str) -> PathBuf {
-        let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        let o = common::bin()
             .args([
                 "run",
                 "--model",
@@ -366,7 +359,7 @@ fn run_and_compare_with_defaults_flag_an_injected_2x_slowdown_not_a_rerun() {
     let tmp = tempfile::tempdir().unwrap();
     let reports = tmp.path().join("reports");
     let run = |label: &str, inject: Option<&str>| -> PathBuf {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_modelbench"));
+        let mut c = common::bin();
         c.args(["run", "--model", "fixture:llama", "--scenario", "short"])
             .args(["--label", label])
             .env("MODELBENCH_REPORTS", &reports)

@@ -8,6 +8,9 @@
 //! Without the package's initdb/pg_ctl the PostgreSQL test prints why and returns, unless
 //! MODELBENCH_REQUIRE_POSTGRES is set (CI sets it after installing the package): then it fails.
 
+mod common;
+use common::modelbench;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -151,17 +154,6 @@ fn exercise(target: &DbTarget) -> Answers {
     }
     assert_eq!(a.trends.len(), 2);
     a
-}
-
-/// The binary, with its reports and database in `reports`.
-fn modelbench(reports: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(args)
-        .env("MODELBENCH_REPORTS", reports)
-        .env_remove("MODELBENCH_DB")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
 }
 
 fn text(o: &Output) -> String {
@@ -502,7 +494,7 @@ fn postgres_gives_the_same_answers_as_sqlite() {
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     // MODELBENCH_DB=postgres://...: a run's records go to the server as it writes them.
-    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+    let o = common::bin()
         .args(["db", "info"])
         .env("MODELBENCH_DB", &url2)
         .output()
@@ -550,7 +542,7 @@ fn a_killed_push_leaves_the_database_consistent() {
     let journal = tmp.path().join("killed.db-journal");
     let db = format!("sqlite:{}", path.display());
     let push = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_modelbench"));
+        let mut c = common::bin();
         c.args(["db", "push"])
             .args(&dirs)
             .args(["--db", &db])

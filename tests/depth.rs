@@ -1,17 +1,10 @@
 //! `modelbench depth` seen from outside: records carrying the depth, depth.csv, depth.png,
 //! and bad input (backend, depths) as one line with exit 2.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::modelbench;
 
-fn modelbench(reports: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(args)
-        .env("MODELBENCH_REPORTS", reports)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
-}
+use std::process::Output;
 
 fn assert_bad_input(o: &Output, needle: &str) {
     let e = String::from_utf8_lossy(&o.stderr);

@@ -10,6 +10,9 @@
 //! Without valgrind the counting test prints why and returns, unless
 //! MODELBENCH_REQUIRE_VALGRIND is set (CI sets it after installing the package): then it fails.
 
+mod common;
+use common::text;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -29,19 +32,11 @@ const SHAPE: [&str; 6] = [
 /// several times the 0.1% tolerance.
 const WORK: u64 = 20_000;
 
+/// The binary with no injected slowdown from the caller's shell.
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_modelbench"));
+    let mut c = common::bin();
     c.env_remove("MODELBENCH_INJECT_SLOWDOWN");
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Whether valgrind can count here; prints why not (a failure when it is required).

@@ -1,5 +1,5 @@
 //! The knob table (src/config/knobs.rs) against everything that reads it: validation, the
-//! four plan constructors, README's table and `modelbench --help`.
+//! four plan constructors, docs/knobs.md's table and `modelbench --help`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -233,22 +233,27 @@ fn get_panics_on_an_undeclared_name() {
 }
 
 // ---------------------------------------------------------------------------------------
-// README and --help.
+// docs/knobs.md and --help.
 
+/// The page that holds the generated knob table (README links it).
 fn readme_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/knobs.md")
 }
 
 /// (text before the table, the table, text from the end marker on).
 fn split_readme(readme: &str) -> (String, String, String) {
     let b = readme
         .find(BEGIN)
-        .unwrap_or_else(|| panic!("README.md has no {BEGIN} marker"));
+        .unwrap_or_else(|| panic!("docs/knobs.md has no {BEGIN} marker"));
     let e = readme
         .find(END)
-        .unwrap_or_else(|| panic!("README.md has no {END} marker"));
-    assert!(b < e, "README.md: {END} comes before {BEGIN}");
-    assert_eq!(readme.matches(BEGIN).count(), 1, "README.md: two {BEGIN}");
+        .unwrap_or_else(|| panic!("docs/knobs.md has no {END} marker"));
+    assert!(b < e, "docs/knobs.md: {END} comes before {BEGIN}");
+    assert_eq!(
+        readme.matches(BEGIN).count(),
+        1,
+        "docs/knobs.md: two {BEGIN}"
+    );
     let inner = &readme[b + BEGIN.len()..e];
     (
         readme[..b + BEGIN.len()].to_string(),
@@ -258,21 +263,21 @@ fn split_readme(readme: &str) -> (String, String, String) {
 }
 
 #[test]
-fn readme_knob_table_is_the_generated_one() {
+fn docs_knob_table_is_the_generated_one() {
     let readme = std::fs::read_to_string(readme_path()).unwrap();
     let (_, inner, _) = split_readme(&readme);
     let table = knobs::readme_table();
     assert!(
         inner == format!("\n{table}"),
-        "README.md's knob table differs from src/config/knobs.rs. Paste this between {BEGIN} and {END} \
+        "docs/knobs.md's knob table differs from src/config/knobs.rs. Paste this between {BEGIN} and {END} \
          (or run `cargo test --test knobs -- --ignored write_readme_table`):\n\n{table}"
     );
 }
 
-/// Rewrites README's table from the knob table: `cargo test --test knobs -- --ignored
+/// Rewrites docs/knobs.md's table from the knob table: `cargo test --test knobs -- --ignored
 /// write_readme_table`.
 #[test]
-#[ignore = "writes README.md"]
+#[ignore = "writes docs/knobs.md"]
 fn write_readme_table() {
     let readme = std::fs::read_to_string(readme_path()).unwrap();
     let (head, _, tail) = split_readme(&readme);
@@ -297,4 +302,32 @@ fn help_lists_every_knob() {
         missing.is_empty(),
         "`modelbench --help` does not list {missing:?}:\n{text}"
     );
+}
+
+/// A CLI flag that sets what a knob sets has the knob's default (`modelbench depth`).
+#[test]
+fn cli_defaults_are_the_knob_defaults() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args(["depth", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for (flag, name) in [
+        ("--depths", "MODELBENCH_DEPTHS"),
+        ("--prompt", "MODELBENCH_DEPTH_PROMPT"),
+        ("--gen", "MODELBENCH_DEPTH_GEN"),
+    ] {
+        let want = format!("[default: {}]", knobs::default_of(name));
+        let line = text
+            .lines()
+            .skip_while(|l| !l.contains(flag))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            line.contains(&want),
+            "{flag}: want {want} (as {name}):\n{text}"
+        );
+    }
 }

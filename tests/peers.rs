@@ -2,8 +2,10 @@
 //! SOURCE.md) parsed into records, the table and its ratios, the thread-count refusal and the
 //! one-line skips of peers that are not installed. No peer runs here.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use modelbench::engine::scenario::Scenario;
 use modelbench::measure::process::ProcessUse;
@@ -354,11 +356,10 @@ fn candle_version_is_the_locked_one() {
     );
 }
 
+/// The CLI with candle's barrier pool left to follow rayon's (no CANDLE_NUM_THREADS).
 fn modelbench(reports: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_modelbench"))
+    common::modelbench_cmd(reports)
         .args(args)
-        .env("MODELBENCH_REPORTS", reports)
-        .env("HF_HUB_OFFLINE", "1")
         .env_remove("CANDLE_NUM_THREADS")
         .output()
         .unwrap()
@@ -567,10 +568,8 @@ fn interleaved_repetitions_give_paired_ratios_with_intervals() {
 }
 
 fn modelbench_env(reports: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_modelbench"));
+    let mut c = common::modelbench_cmd(reports);
     c.args(args)
-        .env("MODELBENCH_REPORTS", reports)
-        .env("HF_HUB_OFFLINE", "1")
         .env_remove("CANDLE_NUM_THREADS")
         .env_remove("RAYON_NUM_THREADS");
     for (k, v) in env {

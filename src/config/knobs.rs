@@ -1,6 +1,6 @@
 //! The one knob table. `cargo bench` hands argv to criterion, so the suite is configured by
 //! environment variables; each is declared here once with its doc, default and parser. The
-//! table drives env validation ([`validate_env`]), the CLI's `--help` ([`help`]) and README's
+//! table drives env validation ([`validate_env`]), the CLI's `--help` ([`help`]) and docs/knobs.md's
 //! knob table ([`readme_table`], checked by a test), and the plans read knobs only through
 //! [`get`], which refuses a name that is not in the table.
 
@@ -63,7 +63,7 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         name: "MODELBENCH_MODELS",
         scope: Scope::Generation,
-        values: "comma list of model references (see Real models)",
+        values: "comma list of model references (see docs/models.md)",
         default: p::DEFAULT_MODELS,
         doc: "models of the generation scenarios (the overhead group always uses the three fixtures)",
         check: |v| ok(p::parse_models(v, "MODELBENCH_MODELS")),
@@ -229,7 +229,7 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         name: "MODELBENCH_PSANN_GRID",
         scope: Scope::Psann,
-        values: "`default` (d256 L4, T <= 256), `gpu03` (GPU-03's grid: 64K-256K tokens, T <= 4096; needs ~24-48 GiB)",
+        values: "`default` (d256 L4, T <= 256), `gpu03` (the large grid: 64K-256K tokens, T <= 4096; needs ~24-48 GiB)",
         default: "default",
         doc: "which PSANN-LM throughput grid",
         check: |v| ok(p::parse_grid(v)),
@@ -249,7 +249,7 @@ pub const KNOBS: &[Knob] = &[
         scope: Scope::Psann,
         values: "comma list of positive integers",
         default: "256,1024 (gpu03: 65536,131072,262144)",
-        doc: "tokens per forward of `psann_throughput` (B x T by GPU-03's shape rule)",
+        doc: "tokens per forward of `psann_throughput` (B x T by the PSANN throughput grid's shape rule)",
         check: |v| ok(p::parse_list("MODELBENCH_PSANN_BATCH_TOKENS", v)),
         examples: ("2048", "0,1"),
     },
@@ -267,7 +267,7 @@ pub const KNOBS: &[Knob] = &[
         scope: Scope::Psann,
         values: "comma list of `f32`, `f16`, `bf16`, or `none`",
         default: "f32",
-        doc: "matmul precisions of group `train_step` (seed 001's sweep on a byte-level d64 L2 waveresnet; parameters stay f32)",
+        doc: "matmul precisions of group `train_step` (the training-throughput sweep on a byte-level d64 L2 waveresnet; parameters stay f32)",
         check: |v| ok(p::parse_dtypes(v, "MODELBENCH_TRAIN_STEP_DTYPES")),
         examples: ("f32,bf16", "f8"),
     },
@@ -328,7 +328,7 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         name: "MODELBENCH_DEPTH_MODELS",
         scope: Scope::Depth,
-        values: "comma list of model references (see Real models)",
+        values: "comma list of model references (see docs/models.md)",
         default: p::DEFAULT_DEPTH_MODELS,
         doc: "models of the `depth` group (fixture:gemma3 is left out by default: past its 64-token window candle's Gemma3 restores by replaying the fill token by token, minutes per group)",
         check: |v| ok(p::parse_models(v, "MODELBENCH_DEPTH_MODELS")),
@@ -404,6 +404,14 @@ pub fn knob(name: &str) -> Option<&'static Knob> {
     KNOBS.iter().find(|k| k.name == name)
 }
 
+/// A knob's default as the knob table states it, for a CLI flag that sets the same thing
+/// (`modelbench depth --depths` and MODELBENCH_DEPTHS). Panics on an undeclared name.
+pub fn default_of(name: &str) -> &'static str {
+    knob(name)
+        .unwrap_or_else(|| panic!("{name} is not declared in config::knobs::KNOBS"))
+        .default
+}
+
 /// A knob's value from `lookup` (blank counts as unset). Panics on a name missing from the
 /// table: every knob a plan reads must be declared (a test runs every plan).
 pub fn get(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
@@ -476,7 +484,7 @@ pub fn help() -> String {
     s
 }
 
-/// README's knob table (between `<!-- knobs:begin -->` and `<!-- knobs:end -->`).
+/// docs/knobs.md's knob table (between `<!-- knobs:begin -->` and `<!-- knobs:end -->`).
 pub fn readme_table() -> String {
     let mut s = String::from(
         "| variable | bench | values | default | what it does |\n|---|---|---|---|---|\n",

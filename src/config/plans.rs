@@ -288,10 +288,10 @@ pub struct PsannPlan {
     pub batch_tokens: Vec<usize>,
     /// Batch tokens of the train-step group (empty: no train steps).
     pub train_tokens: Vec<usize>,
-    /// GPU-03's caps on sequence length and batch.
+    /// The PSANN throughput grid's caps on sequence length and batch.
     pub max_t: usize,
     pub max_b: usize,
-    /// Group `train_step` (seed 001's sweep): matmul dtypes x sequence lengths x batches.
+    /// Group `train_step` (the training-throughput sweep): matmul dtypes x sequence lengths x batches.
     pub step_dtypes: Vec<candle_core::DType>,
     pub step_seqs: Vec<usize>,
     pub step_batches: Vec<usize>,
@@ -349,7 +349,7 @@ impl PsannPlan {
         })
     }
 
-    /// (batch_tokens, B, T) of each grid point by GPU-03's shape rule.
+    /// (batch_tokens, B, T) of each grid point by the PSANN throughput grid's shape rule.
     pub fn shapes(&self, tokens: &[usize]) -> Vec<(usize, usize, usize)> {
         tokens
             .iter()

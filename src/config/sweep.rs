@@ -1,4 +1,4 @@
-//! The architecture sweep's plan (`modelbench sweep`, seed 000): a queue config file
+//! The architecture sweep's plan (`modelbench sweep`): a queue config file
 //! (configs/benchmarks/*.yaml: flat `key: value` lines, `#` comments, no nesting) under the
 //! command's flags, validated into a [`SweepPlan`]; and the criterion group's [`ArchPlan`]
 //! from the knobs (MODELBENCH_ARCH_*).

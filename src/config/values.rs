@@ -307,7 +307,7 @@ pub fn parse_depths(v: &str, knob: &str) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-/// A comma list of backbone families (the seed's names `omni_mixture`, `hybrid_transformer`
+/// A comma list of backbone families (the original sweep's names `omni_mixture`, `hybrid_transformer`
 /// too), duplicates dropped.
 pub fn parse_families(v: &str, name: &str) -> Result<Vec<crate::models::backbone::Family>> {
     let mut out = Vec::new();

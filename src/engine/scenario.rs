@@ -1,4 +1,4 @@
-//! The seven generation scenarios and the suite tiers of the original log (seed 003). Data,
+//! The seven generation scenarios and the suite tiers of the original benchmark log. Data,
 //! not code paths: every scenario runs through the same engine.
 
 use serde::Serialize;
@@ -32,7 +32,7 @@ const FULL_PIPE: SamplingParams = SamplingParams {
     ..SAMPLED
 };
 
-/// (name, prompt, generated, sampling, pipeline, purpose) as in the seed's table.
+/// (name, prompt, generated, sampling, pipeline, purpose) as in the original benchmark log's table.
 const TABLE: [(&str, usize, usize, SamplingParams, bool, &str); 7] = [
     (
         "short",
@@ -95,7 +95,7 @@ const TABLE: [(&str, usize, usize, SamplingParams, bool, &str); 7] = [
 pub const SCENARIO_NAMES: &str =
     "short, medium, prefill, decode, long, sampled, full-pipe, long-8k, long-16k";
 
-/// Long-context scenarios (seed 004: 8K-16K tokens, batch 1): in no tier, run only when named
+/// Long-context scenarios (8K-16K tokens, batch 1): in no tier, run only when named
 /// (`MODELBENCH_SCENARIOS=long-8k`); a memory preflight ([`crate::engine::preflight`]) checks
 /// them against the machine before any weights load.
 const LONG: [(&str, usize, usize, &str); 2] = [

@@ -30,6 +30,8 @@ use crate::workloads::overhead::{Overhead, SamplingCost};
 use crate::workloads::psann::Psann;
 use crate::workloads::{stamp, Workload};
 
+pub mod invocation;
+
 /// The benches of benches/*.rs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bench {
@@ -44,8 +46,24 @@ pub enum Bench {
     Arch,
 }
 
-/// The whole `main` of a bench: validate the knobs, run its groups, print where the records
-/// went and how long it took. Bad input is one line on stderr and exit status 2.
+impl Bench {
+    /// The bench target's name (benches/<name>.rs, `cargo bench --bench <name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Bench::Generation => "generation",
+            Bench::Moe => "moe",
+            Bench::Psann => "psann",
+            Bench::Checkpoint => "checkpoint",
+            Bench::Depth => "depth",
+            Bench::Arch => "arch",
+        }
+    }
+}
+
+/// The whole `main` of a bench: validate the knobs, run its groups into the run folder of
+/// this `cargo bench` ([`invocation`]), print where the records went and how long it took,
+/// write the run's summary.md, and, from the invocation's last bench, print the summary.
+/// Bad input is one line on stderr and exit status 2.
 pub fn main(bench: Bench) {
     crate::output::plot::register_fonts();
     let t = Instant::now();
@@ -55,10 +73,13 @@ pub fn main(bench: Bench) {
         }
     }
     exit_on_error(install_noise());
+    let root = reports_root();
+    let inv = invocation::Invocation::current();
+    let shared = |label: Option<&str>| invocation::run_dir(&root, label, inv.as_ref());
     let out = match bench {
         Bench::Generation => Plan::from_env().and_then(|plan| {
             let mut c = criterion();
-            let mut run = run_dir(plan.label.as_deref());
+            let mut run = shared(plan.label.as_deref())?;
             generation(&mut c, &plan, &mut run)?;
             overhead(&mut c, &plan, &mut run)?;
             c.final_summary();
@@ -69,28 +90,28 @@ pub fn main(bench: Bench) {
         }),
         Bench::Moe => MoePlan::from_env().and_then(|plan| {
             let mut c = criterion();
-            let mut run = run_dir(plan.common.label.as_deref());
+            let mut run = shared(plan.common.label.as_deref())?;
             moe(&mut c, &plan, &mut run)?;
             c.final_summary();
             Ok(run)
         }),
         Bench::Psann => PsannPlan::from_env().and_then(|plan| {
             let mut c = criterion();
-            let mut run = run_dir(plan.common.label.as_deref());
+            let mut run = shared(plan.common.label.as_deref())?;
             psann(&mut c, &plan, &mut run)?;
             c.final_summary();
             Ok(run)
         }),
         Bench::Depth => DepthPlan::from_env().and_then(|plan| {
             let mut c = criterion();
-            let mut run = run_dir(plan.common.label.as_deref());
+            let mut run = shared(plan.common.label.as_deref())?;
             depth(&mut c, &plan, &mut run)?;
             c.final_summary();
             Ok(run)
         }),
         Bench::Arch => crate::config::sweep::ArchPlan::from_env().and_then(|plan| {
             let mut c = criterion();
-            let mut run = run_dir(plan.common.label.as_deref());
+            let mut run = shared(plan.common.label.as_deref())?;
             arch(&mut c, &plan, &mut run)?;
             c.final_summary();
             Ok(run)
@@ -98,7 +119,7 @@ pub fn main(bench: Bench) {
         Bench::Checkpoint => Common::from_env().and_then(|common| {
             let mut c_mem = memory_criterion(criterion());
             let mut c_time = criterion();
-            let mut run = run_dir(common.label.as_deref());
+            let mut run = shared(common.label.as_deref())?;
             checkpoint(&mut c_mem, &mut c_time, &common, &mut run)?;
             c_mem.final_summary();
             c_time.final_summary();
@@ -106,14 +127,41 @@ pub fn main(bench: Bench) {
         }),
     };
     let run = exit_on_error(out);
-    if !run.records().is_empty() {
+    let added = run.records().len() - run.resumed();
+    if added > 0 {
         eprintln!("records: {}", run.path.display());
     }
     eprintln!(
-        "bench {bench:?} took {:.1} s ({} records)",
+        "bench {bench:?} took {:.1} s ({added} records)",
         t.elapsed().as_secs_f64(),
-        run.records().len()
     );
+    let last = exit_on_error(invocation::finish(&root, bench.name(), inv.as_ref()));
+    exit_on_error(summarize(&root, &run, last));
+}
+
+/// Writes the run's summary.md (every benchmark the run folder holds so far, against its
+/// previous measurement on this machine) and index.html, and prints the table when `print`.
+pub fn summarize(root: &std::path::Path, run: &RunDir, print: bool) -> Result<()> {
+    use crate::output::summary;
+    let lines = summary::lines(root, &run.path, run.records(), &|id| noise_threshold(id).0);
+    if lines.is_empty() {
+        return Ok(());
+    }
+    crate::util::fsio::atomic_write(
+        &run.path.join("summary.md"),
+        summary::markdown(&run.name(), &lines).as_bytes(),
+    )?;
+    crate::output::report::write_index(root)?;
+    if print {
+        println!(
+            "\nSummary of run {} ({} benchmarks; {}):\n\n{}\nmedian: of criterion's samples (time per iteration); 95% CI: bootstrap interval of that median; tok/s: tokens per iteration / median.\nvs previous run: median time against the newest earlier run of the benchmark on this machine, 95% interval of the ratio, and the verdict against the benchmark's noise threshold (±N%): `within noise` unless the whole interval lies beyond it.",
+            run.name(),
+            lines.len(),
+            run.path.join("summary.md").display(),
+            summary::table(&lines)
+        );
+    }
+    Ok(())
 }
 
 /// Bootstrap resamples of criterion's analysis (its default is 100,000). The HTML report draws a
@@ -162,8 +210,10 @@ pub fn noise_threshold(id: &str) -> (f64, noise::Source) {
 }
 
 /// Criterion as every bench configures it: [`NRESAMPLES`], then criterion's own flags.
-pub fn criterion() -> Criterion {
+/// Its measurement is [`TokenTime`]: wall time, with throughput printed in tokens.
+pub fn criterion() -> Criterion<TokenTime> {
     Criterion::default()
+        .with_measurement(TokenTime)
         .nresamples(NRESAMPLES)
         .configure_from_args()
 }
@@ -173,7 +223,7 @@ pub fn criterion() -> Criterion {
 /// panics drawing the KDE of a comparison with zero spread (`kde.rs: index out of bounds`) on
 /// the second run; so memory groups keep criterion's statistics, console report and
 /// baselines but no HTML plots. A test runs such a group twice.
-pub fn memory_criterion(c: Criterion) -> Criterion<PeakBytes> {
+pub fn memory_criterion<M: Measurement>(c: Criterion<M>) -> Criterion<PeakBytes> {
     c.with_measurement(PeakBytes).without_plots()
 }
 
@@ -282,8 +332,8 @@ pub fn group<'a, M: Measurement>(
 /// the shared trial loop. `est`: one iteration's duration if already known (else one untimed
 /// iteration estimates it). Returns what the measured samples gave (None in criterion's test
 /// and list modes, or when the benchmark was filtered out).
-pub fn bench<W: Workload>(
-    c: &mut Criterion,
+pub fn bench<W: Workload, M: Measurement<Value = Duration>>(
+    c: &mut Criterion<M>,
     w: &mut W,
     est: Option<Duration>,
     min_measure: Duration,
@@ -309,8 +359,8 @@ pub fn bench<W: Workload>(
 }
 
 /// [`bench`], then the workload's record (stamped `criterion`) into the run folder.
-pub fn bench_and_record<W: Workload>(
-    c: &mut Criterion,
+pub fn bench_and_record<W: Workload, M: Measurement<Value = Duration>>(
+    c: &mut Criterion<M>,
     w: &mut W,
     est: Option<Duration>,
     min_measure: Duration,
@@ -329,7 +379,7 @@ pub fn bench_and_record<W: Workload>(
 /// per model (`medium/cpu-f32/fixture:llama`), `Throughput::Elements(new tokens)` so
 /// criterion prints tokens/s. Each model is loaded once, runs all its scenarios, and is
 /// dropped before the next loads.
-pub fn generation(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> {
+pub fn generation(c: &mut Criterion<TokenTime>, plan: &Plan, run: &mut RunDir) -> Result<()> {
     // Resolve everything first: a bad model or an impossible scenario fails before any
     // weights load.
     let mut prepared = Vec::new();
@@ -442,7 +492,7 @@ pub fn llama_peer_rows(plan: &Plan, run: &mut RunDir) -> Result<()> {
 /// Group `depth`: per model (loaded once, built for the deepest point), per depth, one
 /// benchmark `depth/<device>-<dtype>/<model>/d<depth>-p<P>-n<N>`; depth.png and depth.csv in
 /// the run folder.
-pub fn depth(c: &mut Criterion, plan: &DepthPlan, run: &mut RunDir) -> Result<()> {
+pub fn depth(c: &mut Criterion<TokenTime>, plan: &DepthPlan, run: &mut RunDir) -> Result<()> {
     let cm = &plan.common;
     let cap = plan.context_cap();
     let mut prepared = Vec::new();
@@ -511,7 +561,7 @@ pub fn depth(c: &mut Criterion, plan: &DepthPlan, run: &mut RunDir) -> Result<()
 
 /// Group `overhead`: per fixture family, the engine against the bare loop (interleaved), and
 /// the sampling pipeline's cost per token at the family's vocabulary size.
-pub fn overhead(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> {
+pub fn overhead(c: &mut Criterion<TokenTime>, plan: &Plan, run: &mut RunDir) -> Result<()> {
     let dev = plan.device.open()?;
     for fam in ["llama", "qwen3", "gemma3"] {
         let label = format!("fixture:{fam}");
@@ -552,7 +602,7 @@ pub fn overhead(c: &mut Criterion, plan: &Plan, run: &mut RunDir) -> Result<()> 
 }
 
 /// The `moe_topk` grid: experts x top-k x tokens, plus the dense rows (`dense-k<k>`).
-pub fn moe(c: &mut Criterion, plan: &MoePlan, run: &mut RunDir) -> Result<()> {
+pub fn moe(c: &mut Criterion<TokenTime>, plan: &MoePlan, run: &mut RunDir) -> Result<()> {
     let dev = plan.common.device.open()?;
     let cal = cached(plan.common.device);
     let mut points: Vec<(MoeConfig, bool)> = Vec::new();
@@ -582,11 +632,11 @@ pub fn moe(c: &mut Criterion, plan: &MoePlan, run: &mut RunDir) -> Result<()> {
     Ok(())
 }
 
-/// Group `arch_sweep` (seed 000's sweep, small): every family x dim x depth of the plan at
+/// Group `arch_sweep` (the architecture sweep, small): every family x dim x depth of the plan at
 /// [`ArchPlan::HORIZONS`](crate::config::sweep::ArchPlan) horizons, a forward and a train step
 /// each (`arch_sweep/cpu-f32/hybrid/d64/L2/h2/train`).
 pub fn arch(
-    c: &mut Criterion,
+    c: &mut Criterion<TokenTime>,
     plan: &crate::config::sweep::ArchPlan,
     run: &mut RunDir,
 ) -> Result<()> {
@@ -611,13 +661,13 @@ pub fn arch(
     Ok(())
 }
 
-/// GPU-03's procedure as groups `psann_throughput` (fp32 forward, ids `<base>/<batch_tokens>`),
-/// `psann_train` (one full step), then seed 001's sweep `train_step` (train and forward per
+/// The PSANN throughput procedure as groups `psann_throughput` (fp32 forward, ids `<base>/<batch_tokens>`),
+/// `psann_train` (one full step), then the training-throughput sweep `train_step` (train and forward per
 /// precision x T x B, MODELBENCH_TRAIN_STEP_*); throughput.csv, .md and .png in the run folder.
-pub fn psann(c: &mut Criterion, plan: &PsannPlan, run: &mut RunDir) -> Result<()> {
+pub fn psann(c: &mut Criterion<TokenTime>, plan: &PsannPlan, run: &mut RunDir) -> Result<()> {
     let dev = plan.common.device.open()?;
     if plan.common.dtype != candle_core::DType::F32 {
-        eprintln!("note: the PSANN grid runs in f32 (GPU-03 measures FP32); MODELBENCH_DTYPE is ignored here");
+        eprintln!("note: the PSANN grid runs in f32 (the throughput grid is specified in FP32); MODELBENCH_DTYPE is ignored here");
     }
     let cal = cached(plan.common.device);
     let cfg0 = crate::models::psann::PsannConfig::gpu03(plan.bases[0]);
@@ -658,7 +708,7 @@ pub fn psann(c: &mut Criterion, plan: &PsannPlan, run: &mut RunDir) -> Result<()
     if !tput.is_empty() {
         crate::output::report::write_psann_artifacts(run, &plan.grid, &tput)?;
     }
-    // Seed 001's sweep, group `train_step`: train step and forward per precision x T x B.
+    // The training-throughput sweep, group `train_step`: train step and forward per precision x T x B.
     let cfg = crate::models::psann::PsannConfig::sweep(crate::models::psann::Base::Waveresnet);
     for &dtype in &plan.step_dtypes {
         for &t in &plan.step_seqs {
@@ -693,10 +743,10 @@ pub fn psann(c: &mut Criterion, plan: &PsannPlan, run: &mut RunDir) -> Result<()
 
 /// Groups `checkpoint_memory` (peak bytes per train step, through [`PeakBytes`]) and
 /// `checkpoint_time` (wall time and the peak of the same steps); memory.json in the run
-/// folder (seed 002's fields plus batch, sequence length and method).
+/// folder (the original checkpointing benchmark's fields plus batch, sequence length and method).
 pub fn checkpoint(
     c_mem: &mut Criterion<PeakBytes>,
-    c_time: &mut Criterion,
+    c_time: &mut Criterion<TokenTime>,
     common: &Common,
     run: &mut RunDir,
 ) -> Result<()> {
@@ -819,6 +869,86 @@ impl Measurement for PeakBytes {
     }
     fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
         &BytesFormatter
+    }
+}
+
+/// Wall time, exactly as criterion's `WallTime` measures it (an [`Instant`] per routine call,
+/// values in nanoseconds, so baselines saved with either compare), printed with tokens: every
+/// benchmark's `Throughput::Elements` is the tokens one iteration processes, so criterion's
+/// `thrpt` line reads `tok/s` (`Ktok/s`, ...) where `WallTime` would print `elem/s`.
+pub struct TokenTime;
+
+struct TokenFormatter;
+
+impl TokenFormatter {
+    /// Criterion's own time units (`DurationFormatter`): ps, ns, µs, ms, s by the typical value.
+    fn time_unit(ns: f64) -> (f64, &'static str) {
+        if ns < 1.0 {
+            (1e3, "ps")
+        } else if ns < 1e3 {
+            (1.0, "ns")
+        } else if ns < 1e6 {
+            (1e-3, "µs")
+        } else if ns < 1e9 {
+            (1e-6, "ms")
+        } else {
+            (1e-9, "s")
+        }
+    }
+}
+
+impl criterion::measurement::ValueFormatter for TokenFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = Self::time_unit(typical);
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+    fn scale_throughputs(&self, typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        let tokens = match t {
+            Throughput::Elements(n)
+            | Throughput::Bytes(n)
+            | Throughput::BytesDecimal(n)
+            | Throughput::Bits(n) => *n as f64,
+            Throughput::ElementsAndBytes { elements, .. } => *elements as f64,
+        };
+        let per_s = tokens * 1e9 / typical;
+        let (den, unit) = if per_s < 1e3 {
+            (1.0, " tok/s")
+        } else if per_s < 1e6 {
+            (1e3, "Ktok/s")
+        } else if per_s < 1e9 {
+            (1e6, "Mtok/s")
+        } else {
+            (1e9, "Gtok/s")
+        };
+        values.iter_mut().for_each(|v| *v = tokens * 1e9 / *v / den);
+        unit
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+impl Measurement for TokenTime {
+    type Intermediate = Instant;
+    type Value = Duration;
+    fn start(&self) -> Instant {
+        Instant::now()
+    }
+    fn end(&self, i: Instant) -> Duration {
+        i.elapsed()
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        &TokenFormatter
     }
 }
 

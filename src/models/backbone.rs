@@ -1,10 +1,10 @@
-//! The four backbone families of the architecture sweep (seed 000), built only from
+//! The four backbone families of the architecture sweep, built only from
 //! differentiable candle ops so one train step (forward, loss over `horizons` next-token
 //! heads, backward, AdamW) runs on every family:
 //!
 //! - `dense`: pre-norm transformer blocks (RMSNorm, causal multi-head attention with
 //!   interleaved RoPE, SwiGLU feed-forward of width `ffn`);
-//! - `mixture` (the seed's `omni_mixture`): the same blocks with the suite's MoE block
+//! - `mixture` (the original sweep's `omni_mixture`): the same blocks with the suite's MoE block
 //!   ([`MoeBlock`], top-k routing over `experts` SwiGLU experts of width `ffn / top_k`, so a
 //!   token's active feed-forward parameters equal the dense block's) as the feed-forward;
 //!   routing weights are gathered from a differentiable softmax, so the router trains too;
@@ -12,7 +12,7 @@
 //!   causal depthwise conv of width 4, SiLU, input-dependent dt / B / C, a diagonal state of
 //!   `d_state` per channel, SiLU gate, out-projection), after candle-transformers' `mamba.rs`;
 //!   the scan runs sequentially over T: O(T * d_inner * d_state) work per layer in T steps;
-//! - `hybrid` (the seed's `hybrid_transformer`): state-space blocks with a transformer block
+//! - `hybrid` (the original sweep's `hybrid_transformer`): state-space blocks with a transformer block
 //!   (attention + SwiGLU) as every `attention_every`-th layer (layers `attention_every - 1`,
 //!   `2 * attention_every - 1`, ...; the last layer when the stack is shorter than that), so
 //!   attention : state-space = 1 : attention_every - 1.
@@ -62,7 +62,7 @@ impl Family {
         }
     }
 
-    /// A family by its name or the seed's (`omni_mixture`, `hybrid_transformer`).
+    /// A family by its name or the original sweep's (`omni_mixture`, `hybrid_transformer`).
     pub fn parse(s: &str) -> Option<Family> {
         match s.trim() {
             "dense" | "transformer" => Some(Family::Dense),

@@ -1,6 +1,6 @@
 //! The architecture sweep's outputs (`modelbench sweep`): one [`ArchRow`] per grid point,
 //! written as parquet (schema [`COLUMNS`], stable; README documents every column) and
-//! the seed's telemetry table as Markdown. A value that was not measured is null in parquet
+//! the original sweep's telemetry table as Markdown. A value that was not measured is null in parquet
 //! and "not available" in the table, never 0.
 
 use std::path::Path;
@@ -221,7 +221,7 @@ fn na(v: Option<f64>, prec: usize) -> String {
         .unwrap_or_else(|| "not available".into())
 }
 
-/// The seed's "Profiler Trace Status" table, one line per grid point: train-step throughput
+/// The original sweep's "Profiler Trace Status" table, one line per grid point: train-step throughput
 /// (samples/s) and median latency (ms/step), VRAM (the CUDA pool's peak over the train steps;
 /// "not available" on a CPU run) and the host heap peak (CPU runs).
 pub fn telemetry_markdown(rows: &[ArchRow]) -> String {

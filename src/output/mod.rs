@@ -11,3 +11,4 @@ pub mod plot;
 pub mod record;
 pub mod report;
 pub mod serving;
+pub mod summary;

@@ -1,5 +1,5 @@
 //! Run folders under target-reports/ and their artifacts: results.jsonl (the records),
-//! results.csv, summary.json, README.md (the seed-003 table), plus target-reports/index.html
+//! results.csv, summary.json, README.md (scenario x model table), plus target-reports/index.html
 //! linking every run and criterion's report. Every file is rewritten atomically after each
 //! benchmark, so an interrupted run leaves complete files, and no earlier run is touched.
 
@@ -28,6 +28,8 @@ pub struct RunDir {
     extra_files: BTreeMap<String, Vec<u8>>,
     /// Records already pushed to the results database (see [`crate::output::db`]).
     db_synced: std::cell::Cell<usize>,
+    /// Records that were in the folder when it was resumed ([`RunDir::resume`]).
+    resumed: usize,
 }
 
 impl RunDir {
@@ -48,7 +50,32 @@ impl RunDir {
             records: Vec::new(),
             extra_files: BTreeMap::new(),
             db_synced: std::cell::Cell::new(0),
+            resumed: 0,
         }
+    }
+
+    /// The run folder at `path` with the records already in it: another bench of the same
+    /// `cargo bench` wrote them (see `harness::invocation`). New records are appended, every
+    /// artifact is rewritten over all of them, and the workload files already there stay.
+    pub fn resume(path: &Path) -> Result<RunDir> {
+        let jsonl = path.join("results.jsonl");
+        let has = std::fs::metadata(&jsonl)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
+        let records = if has { read_run(path)? } else { Vec::new() };
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            // Their flush already put them in the results database.
+            db_synced: std::cell::Cell::new(records.len()),
+            resumed: records.len(),
+            records,
+            extra_files: BTreeMap::new(),
+        })
+    }
+
+    /// How many of [`RunDir::records`] were already in the folder when it was resumed.
+    pub fn resumed(&self) -> usize {
+        self.resumed
     }
 
     pub fn name(&self) -> String {
@@ -245,7 +272,7 @@ fn summary_json(dir: &Path, records: &[Record]) -> serde_json::Value {
     })
 }
 
-/// The seed-003 table: rows = scenario, columns = models, cells = median E2E tok/s.
+/// The run table: rows = scenario, columns = models, cells = median E2E tok/s.
 pub fn table(records: &[Record]) -> String {
     let gen: Vec<&Record> = records
         .iter()
@@ -417,6 +444,19 @@ pub fn write_index(root: &Path) -> Result<()> {
         .collect();
     let crit = crate::util::fsio::target_dir().join("criterion/report/index.html");
     let mut h = String::from("<!doctype html><meta charset=utf-8><title>modelbench runs</title>\n<h1>modelbench runs</h1>\n");
+    // The newest run's summary first (written by `cargo bench` at the end of each bench).
+    if let Some(r) = runs.first() {
+        if let Ok(md) = std::fs::read_to_string(root.join(r).join("summary.md")) {
+            let esc = md
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            let _ = writeln!(
+                h,
+                "<h2>Newest run: {r}</h2>\n<p><a href=\"{r}/summary.md\">summary.md</a></p>\n<pre>\n{esc}</pre>"
+            );
+        }
+    }
     let _ = writeln!(h, "<p><a href=\"file://{}\">criterion report</a> (target/criterion/report/index.html)</p>\n<ul>", crit.display());
     for r in &runs {
         let _ = writeln!(
@@ -472,7 +512,7 @@ pub fn write_index(root: &Path) -> Result<()> {
     atomic_write(&root.join("index.html"), h.as_bytes())
 }
 
-/// One row of a PSANN grid's throughput.csv (seed 002's columns).
+/// One row of a PSANN grid's throughput.csv (the original PSANN throughput log's columns).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThroughputRow {
     pub timestamp: String,
@@ -571,7 +611,7 @@ pub fn write_throughput_views(dir: &Path, grid: &str, rows: &[ThroughputRow]) ->
     )
 }
 
-/// Packs a run folder into `<run>.zip` beside it (seed 001's `--zip`).
+/// Packs a run folder into `<run>.zip` beside it (`--zip`).
 pub fn zip_run(dir: &Path) -> Result<PathBuf> {
     use std::io::Write;
     let target = dir.with_extension("zip");
@@ -603,7 +643,7 @@ pub fn zip_run(dir: &Path) -> Result<PathBuf> {
     Ok(target)
 }
 
-/// Metric-registry lines (seed 001): one JSON object per metric, with a stable id.
+/// Metric-registry lines: one JSON object per metric, with a stable id.
 pub fn registry_lines(records: &[Record]) -> String {
     let mut s = String::new();
     for r in records {
@@ -697,7 +737,7 @@ pub fn bencher_json(records: &[Record]) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
-/// throughput.csv (seed 002's columns), throughput.md and throughput.png of a PSANN grid run,
+/// throughput.csv (the original PSANN throughput log's columns), throughput.md and throughput.png of a PSANN grid run,
 /// from (base, batch_tokens, tokens/s) rows.
 pub fn write_psann_artifacts(
     run: &mut RunDir,

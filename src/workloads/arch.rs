@@ -1,4 +1,4 @@
-//! The architecture sweep (seed 000; group `arch_sweep`, `modelbench sweep`): one backbone
+//! The architecture sweep (group `arch_sweep`, `modelbench sweep`): one backbone
 //! family ([`crate::models::backbone`]) at one model dim, depth and horizon count, as a
 //! forward of B x T tokens (`fwd`) or one train step (`train`: forward, mean cross-entropy over
 //! the horizon heads, backward, AdamW). The batch of B sequences of T + horizons seeded random

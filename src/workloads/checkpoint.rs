@@ -1,5 +1,5 @@
-//! Gradient checkpointing: BMRK-03's medium waveresnet (d_model 512, 8 layers, 8 heads,
-//! d_mlp 2048) on GPU-04's character vocabulary (31), one train step per iteration, with and
+//! Gradient checkpointing: the medium waveresnet (d_model 512, 8 layers, 8 heads,
+//! d_mlp 2048) on a 31-symbol character vocabulary, one train step per iteration, with and
 //! without per-block checkpointing. Each iteration yields its wall time and the peak memory of
 //! the step above the memory in use before it (gradients and activations; parameters and
 //! AdamW state excluded), measured in the same steps: the live host heap on CPU, the CUDA

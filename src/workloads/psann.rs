@@ -1,10 +1,10 @@
-//! PSANN-LM at one point of GPU-03's grid: a forward (fp32, math attention, logits
+//! PSANN-LM at one point of the PSANN throughput grid: a forward (fp32, math attention, logits
 //! materialised; group `psann_throughput`) or one full train step (forward, mean CE, backward,
 //! clip 1.0, AdamW; group `psann_train`) of B x T tokens. RoPE tables and the causal mask are
 //! built once per shape, on the device, by the untimed warm-up.
 //!
 //! [`Psann::sweep`] builds the same forward / train step on any model config and precision for
-//! seed 001's sweep (group `train_step`, `modelbench train-sweep`): precision x sequence length
+//! the training-throughput sweep (group `train_step`, `modelbench train-sweep`): precision x sequence length
 //! x batch, with the memory allocated once built (parameters, and AdamW state after the warm-up
 //! step) and the peak over the timed steps.
 
@@ -43,7 +43,7 @@ pub struct Psann {
     dev: Device,
     calibration: Option<Calibration>,
     dtype: candle_core::DType,
-    /// The sweep's group and name (None: GPU-03's `psann_throughput` / `psann_train`).
+    /// The sweep's group and name (None: the throughput grid's `psann_throughput` / `psann_train`).
     sweep: Option<(String, String)>,
     /// AdamW's learning rate (train steps).
     lr: f64,
@@ -101,7 +101,7 @@ impl Psann {
         })
     }
 
-    /// Seed 001's sweep point: a model of `cfg` with matmuls in `dtype` (parameters f32),
+    /// A training-throughput sweep point: a model of `cfg` with matmuls in `dtype` (parameters f32),
     /// one forward (`train` false) or one train step of B x T random ids; group `train_step`,
     /// name `<train|infer>/B<b>xT<t>`.
     #[allow(clippy::too_many_arguments)]
@@ -241,7 +241,7 @@ impl Workload for Psann {
             "grid": self.grid, "base": self.base.name(), "batch_tokens": self.n, "B": self.b, "T": self.t,
             "procedure": match (train, self.sweep.is_some()) {
                 (true, _) => format!("one train step: forward, mean CE, backward, clip 1.0, AdamW (lr {:e}, betas 0.9/0.95, wd 0.01)", self.lr),
-                (false, false) => "GPU-03: fp32 forward only, math attention, logits materialised".into(),
+                (false, false) => "throughput grid: fp32 forward only, math attention, logits materialised".into(),
                 (false, true) => "forward only, math attention, logits materialised (inference)".into(),
             },
             "matmul_dtype": self.dtype.as_str(),
@@ -261,7 +261,7 @@ impl Workload for Psann {
     }
 }
 
-/// One point of seed 001's CLI sweep (`modelbench train-sweep`): a train step and a forward
+/// One point of the training-throughput sweep (`modelbench train-sweep`): a train step and a forward
 /// at one precision, sequence length and batch. Unmeasured values are None; a precision the
 /// device cannot run ([`dtype_refusal`]) has `status` "refused" and the reason.
 #[derive(Debug, Clone, serde::Serialize)]

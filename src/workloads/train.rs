@@ -1,4 +1,4 @@
-//! Training PSANN-LM on a text corpus (BMRK-01 tiny-corpus baseline, BMRK-04 base shootout):
+//! Training PSANN-LM on a text corpus (the tiny-corpus baseline, and the base shootout):
 //! bytes as tokens (vocab 256), a deterministic by-line train/validation split, packed
 //! non-overlapping windows of `seq_len + 1` bytes reshuffled every epoch, the spec's AdamW
 //! (betas 0.9/0.95, eps 1e-8, weight decay on every parameter, clip 1.0) with linear warm-up
@@ -32,7 +32,7 @@ use super::{Measured, Target, Workload};
 pub const VOCAB: usize = 256;
 /// Every `VAL_EVERY_LINE`-th line (index % 50 == 49) is validation: 2%, the spec's val_split.
 pub const VAL_EVERY_LINE: usize = 50;
-/// BMRK-01's target: validation perplexity <= 8.0 after 2 epochs (per character).
+/// The tiny-corpus baseline's target: validation perplexity <= 8.0 after 2 epochs (per character).
 pub const TARGET_PPL: f64 = 8.0;
 pub const TARGET_EPOCHS: f64 = 2.0;
 
@@ -317,7 +317,7 @@ impl Training {
         })
     }
 
-    /// The run's metrics (BMRK-01's metrics.json) from the record of its steps.
+    /// The run's metrics (the tiny-corpus baseline's metrics.json) from the record of its steps.
     pub fn metrics(&self, r: &Record) -> serde_json::Value {
         let last = self.evals.last();
         let timed: f64 = self.logs.iter().map(|l| l.step_s).sum();
@@ -335,7 +335,7 @@ impl Training {
         };
         let first_div = self.logs.iter().find(|l| l.diverged).map(|l| l.step);
         serde_json::json!({
-            "benchmark": "BMRK-01 tiny-corpus baseline",
+            "benchmark": "tiny-corpus baseline",
             "base": self.spec.base.name(),
             "seed": self.spec.seed,
             "train_loss": train_loss,
@@ -550,7 +550,7 @@ pub fn run(w: &mut Training, progress: &mut dyn FnMut(&Training)) -> Result<Reco
     Ok(r)
 }
 
-/// One row of the BMRK-04 base shootout.
+/// One row of the base shootout.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShootoutRow {
     pub base: String,
@@ -633,7 +633,7 @@ pub fn leaderboard_md(rows: &[ShootoutRow], budget: &str) -> String {
             .unwrap_or(f64::INFINITY)
             .total_cmp(&b.val_ppl.unwrap_or(f64::INFINITY))
     });
-    let mut s = format!("# BMRK-04 base shootout\n\n{budget}\n\n| rank | base | seed | val_loss | val_ppl | val_top1_acc | train tok/s | peak memory (MiB) | params |\n|---|---|---|---|---|---|---|---|---|\n");
+    let mut s = format!("# Base shootout\n\n{budget}\n\n| rank | base | seed | val_loss | val_ppl | val_top1_acc | train tok/s | peak memory (MiB) | params |\n|---|---|---|---|---|---|---|---|---|\n");
     for (i, r) in sorted.iter().enumerate() {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} |\n",

@@ -1,9 +1,42 @@
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::{Command, Output};
+
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
 use modelbench::models::loading::{open, Loaded};
 use modelbench::models::source::ModelRef;
+
+/// The `modelbench` binary of this build, nothing set.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_modelbench"))
+}
+
+/// The binary as the CLI tests run it: run folders (and the default results database) under
+/// `reports`, no network (HF_HUB_OFFLINE=1), and no MODELBENCH_DB of the caller's shell.
+pub fn modelbench_cmd(reports: &Path) -> Command {
+    let mut c = bin();
+    c.env("MODELBENCH_REPORTS", reports)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("MODELBENCH_DB");
+    c
+}
+
+/// [`modelbench_cmd`] with `args`, run to completion.
+pub fn modelbench(reports: &Path, args: &[&str]) -> Output {
+    modelbench_cmd(reports).args(args).output().unwrap()
+}
+
+/// Exit status, stdout and stderr of a finished command, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
 
 pub const FAMILIES: [&str; 4] = ["llama", "qwen3", "qwen3-moe", "gemma3"];
 

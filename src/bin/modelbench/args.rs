@@ -102,14 +102,14 @@ pub struct DepthArgs {
     /// Model reference, repeatable (one line per model in the plot).
     #[arg(long = "model", required = true)]
     pub models: Vec<String>,
-    /// KV-cache depths, comma list of integers >= 0.
-    #[arg(long, default_value = "0,512,1024")]
+    /// KV-cache depths, comma list of integers >= 0 (default: MODELBENCH_DEPTHS's).
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEPTHS"))]
     pub depths: String,
     /// Prefill tokens timed at each depth (0: none).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEPTH_PROMPT"))]
     pub prompt: usize,
     /// Decode tokens timed at each depth (0: none).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEPTH_GEN"))]
     pub gen: usize,
     /// Untimed iterations per depth before the trials.
     #[arg(long, default_value_t = 1)]
@@ -216,7 +216,7 @@ pub struct TrainArgs {
     /// Override the config's peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// BMRK-04: train every base of --bases with every seed of --seeds on the config's budget;
+    /// Base shootout: train every base of --bases with every seed of --seeds on the config's budget;
     /// summary.json, summary.csv, leaderboard.md and runs/<base>_seed<seed>/metrics.json.
     #[arg(long)]
     pub shootout: bool,
@@ -234,7 +234,7 @@ pub struct TrainArgs {
     pub zip: bool,
 }
 
-/// `modelbench train-sweep` (seed 001).
+/// `modelbench train-sweep`: the training-throughput sweep.
 #[derive(Args)]
 pub struct TrainSweepArgs {
     /// Matmul precisions, comma list of f32, f16, bf16 (parameters stay f32).
@@ -268,7 +268,7 @@ pub struct TrainSweepArgs {
     pub zip: bool,
 }
 
-/// `modelbench sweep` (seed 000): the architecture sweep. Every flag given replaces the
+/// `modelbench sweep`: the architecture sweep. Every flag given replaces the
 /// config's value.
 #[derive(Args)]
 pub struct SweepArgs {

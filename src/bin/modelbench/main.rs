@@ -1,4 +1,4 @@
-//! The `modelbench` CLI: the seed-003 harness (`run`), run folders (`report`, `compare`,
+//! The `modelbench` CLI: the generation harness (`run`), run folders (`report`, `compare`,
 //! `export`, `continuous`), the results history database (`db`, `history`, `bisect`), single workloads (`moe`, `perplexity`), the machine's roof
 //! (`calibrate`), serving (`serve`, `load`, `power`), peers (`peers`) and what is available (`list`). Same library as the criterion benches; this
 //! file only parses and dispatches (one file per command under commands/).
@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 mod args;
 mod commands;
@@ -18,12 +18,93 @@ static ALLOC: modelbench::measure::memory::CountingAlloc =
     modelbench::measure::memory::CountingAlloc;
 
 #[derive(Parser)]
-#[command(name = "modelbench", version, about = "Benchmarks language models on Hugging Face Candle", after_help = after_help())]
+#[command(name = "modelbench", version, about = "Benchmarks language models on Hugging Face Candle", after_help = short_after_help(), after_long_help = after_help())]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+/// `modelbench --help`'s commands, by what a user wants to do. A visible command not named
+/// here (a new one) is listed under "Other", so none goes missing.
+const GROUPS: &[(&str, &[&str])] = &[
+    (
+        "Measure",
+        &[
+            "run",
+            "depth",
+            "moe",
+            "perplexity",
+            "peers",
+            "ops",
+            "calibrate",
+            "instructions",
+            "noise",
+            "sensitivity",
+        ],
+    ),
+    (
+        "Compare and history",
+        &[
+            "compare",
+            "report",
+            "export",
+            "history",
+            "bisect",
+            "continuous",
+            "db",
+        ],
+    ),
+    ("Models", &["list", "generate", "verify", "dequantize"]),
+    ("Serving", &["serve", "load", "power"]),
+    ("Training", &["train", "train-sweep", "sweep"]),
+];
+
+/// The grouped command list: one line per command (its first doc paragraph); the details are
+/// in `modelbench <COMMAND> --help`.
+fn grouped_commands(cmd: &clap::Command) -> String {
+    let visible: Vec<&clap::Command> = cmd.get_subcommands().filter(|c| !c.is_hide_set()).collect();
+    let width = visible
+        .iter()
+        .map(|c| c.get_name().len())
+        .max()
+        .unwrap_or(0);
+    let line = |c: &clap::Command| {
+        let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+        format!("  {:<width$}  {about}\n", c.get_name())
+    };
+    let mut s = String::new();
+    let mut listed: Vec<&str> = Vec::new();
+    for (title, names) in GROUPS {
+        s.push_str(&format!("{title}:\n"));
+        for n in *names {
+            if let Some(c) = visible.iter().find(|c| c.get_name() == *n) {
+                s.push_str(&line(c));
+                listed.push(n);
+            }
+        }
+        s.push('\n');
+    }
+    let other: Vec<_> = visible
+        .iter()
+        .filter(|c| !listed.contains(&c.get_name()))
+        .collect();
+    if !other.is_empty() {
+        s.push_str("Other:\n");
+        for c in other {
+            s.push_str(&line(c));
+        }
+        s.push('\n');
+    }
+    s.push_str("Details of a command: modelbench <COMMAND> --help\n\n");
+    s
+}
+
+/// `-h`: where the knobs are, without listing them.
+fn short_after_help() -> String {
+    "Environment knobs (MODELBENCH_*, for `cargo bench`): `modelbench --help` lists them; docs/knobs.md explains them.\nExit codes: 0 success; 1 regression found (compare); 2 bad input.".into()
+}
+
+/// `--help`: every knob, one line each.
 fn after_help() -> String {
     let mut s = modelbench::config::knobs::help();
     s.push_str("\nExit codes: 0 success; 1 regression found (compare); 2 bad input.");
@@ -59,9 +140,13 @@ pub enum DbCmd {
 enum Cmd {
     /// Scenarios, tiers, model sources and which models are already in the cache.
     List,
+    /// Stream a model's continuation of a prompt, with one timing line.
+    ///
     /// Stream a model's continuation of a prompt (greedy by default) and one timing line:
     /// see what a model produces before trusting its speed.
     Generate(GenerateArgs),
+    /// Write a GGUF Gemma 3 as a safetensors folder for the non-quantized path.
+    ///
     /// Write a GGUF Gemma 3 as a Hugging Face folder (f32 safetensors + config.json +
     /// tokenizer.json) for the non-quantized path.
     Dequantize {
@@ -73,6 +158,8 @@ enum Cmd {
     },
     /// Run a suite tier (or one ad-hoc scenario) on one or more models and save a run.
     Run(RunArgs),
+    /// Prefill and decode speed against KV-cache depth (llama-bench's -d).
+    ///
     /// Prefill and decode speed against KV-cache depth: the cache is filled to each depth once
     /// (untimed), restored before every timed prefill / decode; records, depth.csv and
     /// depth.png (tok/s against depth, one line per model) in a run folder.
@@ -82,6 +169,8 @@ enum Cmd {
         /// Run folder (default: the newest under target-reports/).
         run: Option<PathBuf>,
     },
+    /// Compare two runs (or commits); exit 1 on a regression.
+    ///
     /// Compare two runs; exit 1 when a benchmark is slower beyond the threshold with 95%
     /// confidence (bootstrap CI of the median ratio) or one of the base run is missing from
     /// the new run, 0 otherwise, 2 on unusable input.
@@ -113,12 +202,16 @@ enum Cmd {
     /// What `compare --paired` starts: a model loaded once, one trial per stdin line.
     #[command(hide = true)]
     Worker(commands::paired::WorkerArgs),
+    /// The results history database: upload run folders, show what it holds.
+    ///
     /// The results history database: `db push RUN...` uploads run folders (idempotent, one
     /// transaction), `db info` shows what it holds.
     Db {
         #[command(subcommand)]
         cmd: DbCmd,
     },
+    /// One benchmark of one model across commits and machines (table and PNG).
+    ///
     /// One benchmark of one model across commits and machines from the results database: a
     /// table ordered by time and a PNG trend (tok/s, one line per hardware).
     History {
@@ -136,6 +229,8 @@ enum Cmd {
         #[arg(long)]
         png: Option<PathBuf>,
     },
+    /// Find the first commit where a benchmark got slower (git bisect).
+    ///
     /// Find the first commit where a benchmark got slower: `git bisect run` with a build, the
     /// one benchmark and the compare gate against GOOD's numbers (run in the repository).
     Bisect(commands::bisect::BisectArgs),
@@ -143,6 +238,8 @@ enum Cmd {
     /// 125 skip (build or run failed), 128 abort.
     #[command(hide = true)]
     BisectStep(commands::bisect::StepArgs),
+    /// Run a benchmark config; compare with the previous run and a fixed baseline.
+    ///
     /// Continuous benchmarking: run the benchmarks a JSON config lists, save a run labelled
     /// `cont-<name>`, compare it with the previous run of the same config and with a fixed
     /// baseline (the config's `baseline`, default its first run), exit 1 on a regression in
@@ -153,48 +250,70 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// OpenAI-compatible HTTP server over one model (batch 1, FIFO).
+    ///
     /// An OpenAI-compatible HTTP server over one model (`/v1/completions`,
     /// `/v1/chat/completions` with SSE streaming, `/v1/models`, `/health`); one model thread,
     /// requests one at a time in FIFO order (see README).
     Serve(commands::serve::ServeArgs),
+    /// Load test any OpenAI-compatible server: TTFT, TPOT, ITL, throughput, goodput.
+    ///
     /// Load test of any OpenAI-compatible server: closed-loop concurrency or Poisson
     /// arrivals, streaming requests; TTFT / TPOT / ITL / E2E percentiles, throughput and
     /// goodput per level; records, load.md, load.csv and load.png in a run folder.
     Load(commands::load::LoadArgs),
+    /// Candle beside llama.cpp and PyTorch: same model, lengths and threads.
+    ///
     /// Candle side by side with llama.cpp (llama-bench, GGUF models) and PyTorch +
     /// transformers (safetensors and synthetic models) on the same model, lengths and thread
     /// count, engines in turn: one table with candle/peer ratios, peers.png and records in a
     /// run folder. A peer that is not installed is a one-line skip naming its setup script.
     Peers(commands::peers::PeersArgs),
+    /// GPU power and energy (NVML) while a command runs, as JSON.
+    ///
     /// GPU power and energy (NVML) while a command runs, as JSON; null ("not available")
     /// without an NVIDIA driver. Exits with the command's exit code.
     Power(commands::power::PowerArgs),
-    /// Train PSANN-LM on a text corpus from a config (BMRK-01: metrics.json, steps.csv,
+    /// Train PSANN-LM on a text corpus (tiny-corpus baseline, or --shootout).
+    ///
+    /// Train PSANN-LM on a text corpus from a config (tiny-corpus baseline: metrics.json, steps.csv,
     /// loss_curve.png, config_used.toml), or `--shootout` the bases x seeds on one budget
-    /// (BMRK-04: summary.json, summary.csv, leaderboard.md). Every step logs loss, gradient
+    /// (base shootout: summary.json, summary.csv, leaderboard.md). Every step logs loss, gradient
     /// norm and lr; a NaN/Inf stops the run (exit 2) naming the step and the tensor.
     Train(TrainArgs),
-    /// Seed 001's sweep: PSANN-LM train-step and inference tokens/s, ms/step, allocated and
+    /// Training-throughput sweep of PSANN-LM: precision x sequence length x batch.
+    ///
+    /// Training-throughput sweep: PSANN-LM train-step and inference tokens/s, ms/step, allocated and
     /// peak memory and parameter count over precision x sequence length x batch;
     /// bench_results.jsonl and bench_results.csv in a run folder (`--zip` packs it).
     TrainSweep(TrainSweepArgs),
-    /// Seed 000's architecture sweep: dense, mixture, state-space and hybrid backbones over
+    /// Architecture sweep: dense, mixture, state-space and hybrid backbones.
+    ///
+    /// Architecture sweep: dense, mixture, state-space and hybrid backbones over
     /// model dims x depths x horizons; forward and train-step latency (median, p90),
     /// samples/s and tokens/s, peak memory, FLOPs and % of the calibrated matmul roof; one
     /// parquet row per grid point and the telemetry table (.md) beside it.
     Sweep(args::SweepArgs),
+    /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine).
+    ///
     /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine): latency
     /// median and p90, tokens/s; saved as records like the generation runs.
     Moe(MoeArgs),
+    /// Measure this machine's run-to-run noise (criterion's noise thresholds).
+    ///
     /// This machine's run-to-run noise per benchmark, from repeated runs of one build
     /// (`--measure K` runs `cargo bench` K times first): the noise thresholds the benches give
     /// criterion, saved in target-reports/noise/<machine>.json.
     Noise(commands::noise::NoiseArgs),
+    /// Measure which slowdowns `compare` detects here, and its false alarms.
+    ///
     /// The power of `run` + `compare` on this machine, measured: per try a base run, an
     /// unchanged rerun and runs with injected slowdowns (MODELBENCH_INJECT_SLOWDOWN), each
     /// compared with the base; false alarms, detections per slowdown, and the smallest
     /// slowdown flagged in every try, per benchmark.
     Sensitivity(commands::sensitivity::SensitivityArgs),
+    /// Measure this machine's limits (memory bandwidth, matmul) and its checks.
+    ///
     /// Measure this machine's limits (memory read bandwidth, matmul throughput) once and
     /// cache them in target/modelbench-machine.json; records then show utilisation. Also
     /// shows the machine checks (other load, steal, frequency scaling, huge pages, NUMA) and
@@ -209,11 +328,15 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Where the time goes: every distinct op and shape of one forward of a GGUF Gemma 3 as the
+    /// Where the time goes: each op of one forward timed alone, against llama.cpp's ggml.
+    ///
+    /// Every distinct op and shape of one forward of a GGUF Gemma 3 as the
     /// suite runs it, each timed alone (us per call with a 95% CI, share of the step, GB/s,
     /// GFLOP/s, % of calibrate's roofs), a coverage line against the measured step, and with
     /// `--peer llama.cpp` ggml's time of each op (test-backend-ops perf) and the largest gap.
     Ops(commands::ops::OpsArgs),
+    /// Instructions per prefill and decode token under valgrind (deterministic).
+    ///
     /// Instructions per prefill and per decode token under valgrind (callgrind, 1 thread):
     /// a deterministic cost metric where the machine has no hardware counters. Writes
     /// instructions.jsonl in a run folder (or --out); with --baseline exits 1 when a count
@@ -223,6 +346,8 @@ enum Cmd {
     /// counted generations (1 and N tokens).
     #[command(hide = true)]
     InstructionsWorker(commands::instructions::WorkerArgs),
+    /// KL-divergence quality gate of a GGUF against llama.cpp; exit 1 on failure.
+    ///
     /// The KL-divergence quality gate for a GGUF against llama.cpp on the same file: mean KLD,
     /// its 99th percentile, same top-1 %, PPL ratio; stores the verdict for generation records
     /// of this file, implementation, device, dtype and commit. Exit 1 when it fails.
@@ -248,6 +373,8 @@ enum Cmd {
         /// UTF-8 text to score.
         file: PathBuf,
     },
+    /// Export a run: metric-registry JSONL or Bencher Metric Format JSON.
+    ///
     /// Export a run: metric-registry JSONL (id, value, unit, higher_is_better), or Bencher
     /// Metric Format JSON (`--format bencher`: tok/s, TTFT p99, % of bandwidth, energy per
     /// token; unmeasured measures left out).
@@ -262,7 +389,12 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cmd = Cli::command();
+    let groups = grouped_commands(&cmd);
+    let cmd = cmd.help_template(format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{groups}Options:\n{{options}}{{after-help}}"
+    ));
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     if let Err(e) = modelbench::config::knobs::install_injection(&modelbench::config::knobs::env) {
         eprintln!("error: {e}");
         return ExitCode::from(2);

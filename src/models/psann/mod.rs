@@ -1,4 +1,4 @@
-//! PSANN-LM on candle, as specified in shared/notes/psann-spec.md: the SineParam activation,
+//! PSANN-LM on candle, as specified in docs/psann-spec.md: the SineParam activation,
 //! the `respsann`, `sgrpsann` and `waveresnet` bases (pre-norm decoder, interleaved RoPE,
 //! causal "math" attention, sine MLP with a learnable residual scale, sgrpsann's spectral
 //! gate, untied head) and the spec's initialisation.
@@ -60,17 +60,17 @@ pub struct PsannConfig {
 }
 
 impl PsannConfig {
-    /// The GPU-03 throughput model: d_model 256, 4 layers, 4 heads, d_mlp 1024, vocab 32000.
+    /// The PSANN throughput grid's model: d_model 256, 4 layers, 4 heads, d_mlp 1024, vocab 32000.
     pub fn gpu03(base: Base) -> Self {
         Self::new(base, 32000, 256, 4, 4)
     }
 
-    /// The BMRK-03 "medium" model: d_model 512, 8 layers, 8 heads, d_mlp 2048.
+    /// The "medium" model of the checkpointing benchmark: d_model 512, 8 layers, 8 heads, d_mlp 2048.
     pub fn medium(base: Base, vocab: usize) -> Self {
         Self::new(base, vocab, 512, 8, 8)
     }
 
-    /// Seed 001's sweep model: byte vocabulary (256), d_model 64, 2 layers, 4 heads, d_mlp 256.
+    /// The training-throughput sweep's model: byte vocabulary (256), d_model 64, 2 layers, 4 heads, d_mlp 256.
     pub fn sweep(base: Base) -> Self {
         Self::new(base, 256, 64, 2, 4)
     }
@@ -604,7 +604,7 @@ impl PsannLm {
     }
 }
 
-/// GPU-03's shape rule for a target of `n` tokens: T = min(max_t, max(64, n)),
+/// The PSANN throughput grid's shape rule for a target of `n` tokens: T = min(max_t, max(64, n)),
 /// B = ceil(n / T); if B > max_b: B = max_b, T = max(64, ceil(n / B)) capped at max_t.
 pub fn gpu03_shape(n: usize, max_t: usize, max_b: usize) -> (usize, usize) {
     let mut t = max_t.min(n.max(64));

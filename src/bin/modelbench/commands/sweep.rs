@@ -1,4 +1,4 @@
-//! `modelbench sweep`: seed 000's architecture sweep (workloads::arch::sweep_point, the same
+//! `modelbench sweep`: the architecture sweep (workloads::arch::sweep_point, the same
 //! workload as the criterion group `arch_sweep`): the parquet file of one row per grid point,
 //! the telemetry table beside it (`.md`), and the records in a run folder.
 

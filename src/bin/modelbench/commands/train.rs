@@ -1,5 +1,5 @@
-//! `modelbench train`: BMRK-01 (one training run from a config: metrics.json, steps.csv,
-//! loss_curve.png, config_used.toml) and BMRK-04 (`--shootout`: bases x seeds on one budget:
+//! `modelbench train`: the tiny-corpus baseline (one training run from a config: metrics.json, steps.csv,
+//! loss_curve.png, config_used.toml) and the base shootout (`--shootout`: bases x seeds on one budget:
 //! summary.json, summary.csv, leaderboard.md, runs/<base>_seed<seed>/metrics.json). Both run
 //! the one training workload (workloads::train) through the trial loop.
 
@@ -181,7 +181,7 @@ fn shootout(a: &TrainArgs, label: Option<String>) -> anyhow::Result<()> {
     }
     rd.put_file(
         "summary.json",
-        json(&serde_json::json!({"benchmark": "BMRK-04 base shootout", "budget": budget, "runs": rows})),
+        json(&serde_json::json!({"benchmark": "base shootout", "budget": budget, "runs": rows})),
     )?;
     rd.put_file("summary.csv", shootout_csv(&rows).into_bytes())?;
     let md = leaderboard_md(&rows, &budget);

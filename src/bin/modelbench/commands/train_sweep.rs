@@ -1,4 +1,4 @@
-//! `modelbench train-sweep`: seed 001's sweep of PSANN-LM train steps and forwards over
+//! `modelbench train-sweep`: the training-throughput sweep of PSANN-LM train steps and forwards over
 //! precision x sequence length x batch (workloads::psann::sweep_point, the same workload as the
 //! criterion group `train_step`): bench_results.jsonl and bench_results.csv (one row per point,
 //! precisions the device cannot run refused with their reason), the records, and `--zip`.

@@ -1,0 +1,308 @@
+//! The summary of a run: one line per benchmark (median time, its bootstrap 95% interval,
+//! tokens/s) and the change against the previous run that measured the same benchmark on the
+//! same machine, with a verdict against that benchmark's noise threshold. `cargo bench`
+//! prints it at the end and writes it to the run folder as summary.md; index.html opens on it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::measure::stats::bootstrap_median_ci;
+use crate::output::compare::{judge, Verdict, RESAMPLES, SEED};
+use crate::output::record::{Harness, Record};
+use crate::output::report::{list_runs, read_run};
+
+/// How many earlier run folders are searched for a benchmark's previous measurement.
+pub const LOOKBACK: usize = 100;
+
+/// The change of one benchmark against its previous measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The run folder of the previous measurement.
+    pub run: String,
+    /// median(this run) / median(previous): above 1 is slower.
+    pub ratio: f64,
+    /// Bootstrap 95% interval of the ratio (None with too few samples).
+    pub ci: Option<(f64, f64)>,
+    pub verdict: Verdict,
+    /// The noise threshold the verdict used (a fraction: 0.2 = 20%).
+    pub threshold: f64,
+}
+
+/// One benchmark of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// Criterion's benchmark id (`medium/cpu-f32/fixture:llama`).
+    pub id: String,
+    pub samples: usize,
+    pub median_s: f64,
+    /// Bootstrap 95% interval of the median (None for fewer than two samples).
+    pub ci_s: Option<(f64, f64)>,
+    pub tok_s: Option<f64>,
+    /// None: no earlier run on this machine measured this benchmark.
+    pub change: Option<Change>,
+}
+
+fn id_of(r: &Record) -> String {
+    if r.id.is_empty() {
+        format!("{}/{}-{}", r.scenario, r.device, r.dtype)
+    } else {
+        r.id.clone()
+    }
+}
+
+/// A record the summary covers: criterion's own measurements of candle (not a peer's row,
+/// not a calibration run with an injected slowdown).
+fn counts(r: &Record) -> bool {
+    r.harness == Harness::Criterion && r.engine.is_none() && !r.samples_s.is_empty()
+}
+
+/// The summary lines of `records` (the run folder `run` under `root`). Each benchmark's
+/// previous measurement is the newest earlier run folder (at most [`LOOKBACK`]) holding a
+/// criterion record with the same key on the same hardware and with no injected slowdown;
+/// `threshold(id)` is the noise threshold its change is judged against.
+pub fn lines(
+    root: &Path,
+    run: &Path,
+    records: &[Record],
+    threshold: &dyn Fn(&str) -> f64,
+) -> Vec<Line> {
+    let mine: Vec<&Record> = records.iter().filter(|r| counts(r)).collect();
+    let mut wanted: BTreeMap<String, Option<(String, Record)>> = mine
+        .iter()
+        .filter(|r| r.injected.is_none())
+        .map(|r| (r.key(), None))
+        .collect();
+    let hw = mine.first().map(|r| r.hardware.fingerprint());
+    let name = run.file_name().map(|n| n.to_os_string());
+    let earlier: Vec<_> = list_runs(root)
+        .into_iter()
+        .filter(|p| p.as_path() != run && p.file_name().map(|n| n.to_os_string()) < name)
+        .collect();
+    for p in earlier.iter().rev().take(LOOKBACK) {
+        if wanted.values().all(|v| v.is_some()) {
+            break;
+        }
+        let Ok(rs) = read_run(p) else { continue };
+        let folder = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for r in rs {
+            if !counts(&r) || r.injected.is_some() || Some(r.hardware.fingerprint()) != hw {
+                continue;
+            }
+            if let Some(slot) = wanted.get_mut(&r.key()) {
+                if slot.is_none() {
+                    *slot = Some((folder.clone(), r));
+                }
+            }
+        }
+    }
+    mine.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let id = id_of(r);
+            let change = wanted.get(&r.key()).cloned().flatten().map(|(run, prev)| {
+                let t = threshold(&id);
+                let (verdict, ci) = judge(&prev.samples_s, &r.samples_s, t);
+                Change {
+                    run,
+                    ratio: r.stats.median / prev.stats.median,
+                    ci,
+                    verdict,
+                    threshold: t,
+                }
+            });
+            Line {
+                samples: r.samples_s.len(),
+                median_s: r.stats.median,
+                ci_s: bootstrap_median_ci(&r.samples_s, RESAMPLES, SEED + i as u64),
+                tok_s: r.tok_s,
+                change,
+                id,
+            }
+        })
+        .collect()
+}
+
+/// A time in the unit that suits `scale` (s, ms, µs, ns): `(factor, unit)`.
+fn unit(scale: f64) -> (f64, &'static str) {
+    if scale >= 1.0 {
+        (1.0, "s")
+    } else if scale >= 1e-3 {
+        (1e3, "ms")
+    } else if scale >= 1e-6 {
+        (1e6, "µs")
+    } else {
+        (1e9, "ns")
+    }
+}
+
+/// Three significant digits (no more than the samples support), at most no decimals.
+pub fn sig3(v: f64) -> String {
+    let a = v.abs();
+    if !v.is_finite() {
+        "n/a".into()
+    } else if a >= 99.95 {
+        format!("{v:.0}")
+    } else if a >= 9.995 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// `1.58 s`, `15.1 ms`.
+pub fn time(s: f64) -> String {
+    let (f, u) = unit(s);
+    format!("{} {u}", sig3(s * f))
+}
+
+/// The median's interval in the median's unit: `[1.38, 1.81] s`.
+pub fn interval(median: f64, ci: Option<(f64, f64)>) -> String {
+    match ci {
+        Some((lo, hi)) => {
+            let (f, u) = unit(median);
+            format!("[{}, {}] {u}", sig3(lo * f), sig3(hi * f))
+        }
+        None => "n/a".into(),
+    }
+}
+
+fn pct(ratio: f64) -> String {
+    format!("{:+.1}%", (ratio - 1.0) * 100.0)
+}
+
+/// `+3.2% [-1.0%, +7.5%] within noise (±25%)`, or `first run` without a previous one.
+pub fn change(c: &Option<Change>) -> String {
+    let Some(c) = c else {
+        return "first run here".into();
+    };
+    let ci =
+        c.ci.map(|(lo, hi)| format!(" [{}, {}]", pct(lo), pct(hi)))
+            .unwrap_or_default();
+    let verdict = match c.verdict {
+        Verdict::Unchanged => "within noise",
+        Verdict::Regression => "SLOWER",
+        Verdict::Improvement => "faster",
+        Verdict::InsufficientSamples => "too few samples to judge",
+    };
+    format!(
+        "{}{ci} {verdict} (±{:.0}%)",
+        pct(c.ratio),
+        c.threshold * 100.0
+    )
+}
+
+fn cells(l: &Line) -> [String; 5] {
+    [
+        l.id.clone(),
+        time(l.median_s),
+        interval(l.median_s, l.ci_s),
+        l.tok_s.map(sig3).unwrap_or_else(|| "n/a".into()),
+        change(&l.change),
+    ]
+}
+
+const HEAD: [&str; 5] = [
+    "benchmark",
+    "median",
+    "95% CI of median",
+    "tok/s",
+    "time vs previous run",
+];
+
+/// The console table: aligned columns, then one line on how to read it.
+pub fn table(lines: &[Line]) -> String {
+    let rows: Vec<[String; 5]> = lines.iter().map(cells).collect();
+    let mut w = HEAD.map(|h| h.chars().count());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut s = String::new();
+    let mut put = |r: &[String]| {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            let pad = w[i] - c.chars().count();
+            // Numbers right-aligned, names and verdicts left-aligned.
+            if i == 1 || i == 3 {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(c);
+            } else {
+                line.push_str(c);
+                if i + 1 < r.len() {
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+            if i + 1 < r.len() {
+                line.push_str("  ");
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    };
+    put(&HEAD.map(String::from));
+    for r in &rows {
+        put(r);
+    }
+    s
+}
+
+/// summary.md: the same table in Markdown, with where the previous runs were.
+pub fn markdown(run: &str, lines: &[Line]) -> String {
+    let mut s = format!(
+        "# Summary of {run}\n\n{} benchmarks. Median of criterion's samples (time per iteration) with its bootstrap 95% interval; tok/s = tokens per iteration / median; change = median time against the previous run of the same benchmark on this machine, with the 95% interval of the ratio and the verdict against the benchmark's noise threshold (`within noise` unless the whole interval lies beyond it).\n\n| {} |\n|---|---:|---:|---:|---|\n",
+        lines.len(),
+        HEAD.join(" | ")
+    );
+    for l in lines {
+        let c = cells(l);
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} | {} |",
+            c[0], c[1], c[2], c[3], c[4]
+        );
+    }
+    let mut prev: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.change.as_ref().map(|c| c.run.as_str()))
+        .collect();
+    prev.sort();
+    prev.dedup();
+    if !prev.is_empty() {
+        let _ = writeln!(s, "\nPrevious runs compared with: {}.", prev.join(", "));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_have_three_significant_digits() {
+        assert_eq!(time(1.5834), "1.58 s");
+        assert_eq!(time(0.015123), "15.1 ms");
+        assert_eq!(time(0.000123456), "123 µs");
+        assert_eq!(interval(0.0151, Some((0.0138, 0.0181))), "[13.8, 18.1] ms");
+        assert_eq!(sig3(161.77), "162");
+        assert_eq!(sig3(99.99), "100");
+        assert_eq!(time(0.09999), "100 ms");
+    }
+
+    #[test]
+    fn a_change_reads_as_a_verdict() {
+        let c = Change {
+            run: "r".into(),
+            ratio: 1.032,
+            ci: Some((0.99, 1.075)),
+            verdict: Verdict::Unchanged,
+            threshold: 0.25,
+        };
+        assert_eq!(change(&Some(c)), "+3.2% [-1.0%, +7.5%] within noise (±25%)");
+        assert_eq!(change(&None), "first run here");
+    }
+}
