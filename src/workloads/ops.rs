@@ -3,8 +3,9 @@
 //! same model and scenario.
 //!
 //! The ops are enumerated from the project's Gemma 3 ([`crate::models::gemma3_quantized`]):
-//! the same calls in the same order, on the model's own quantized weights (one layer's tensor
-//! per distinct quant type and shape), its RmsNorm weights, RoPE tables and embedding code.
+//! the same calls in the same order, on the model's own quantized weights (each distinct quant
+//! type and shape is one row whose calls go through every layer's tensor of it in turn, as the
+//! forward reads them), its RmsNorm weights, RoPE tables and embedding code.
 //! Each op runs on the suite's device and candle thread pools, with a device sync after each
 //! sample, criterion-style: a warm-up call, then samples of enough calls to last a couple of
 //! milliseconds; the row is the median per-call time of the samples with a bootstrap 95% CI.
@@ -572,7 +573,9 @@ pub fn gemma3_ops(
     };
     let f4 = 4.0f64;
 
-    // The quantized matmuls: per distinct (type, n, k), one layer's tensor.
+    // The quantized matmuls: per distinct (type, n, k), every tensor of that type and shape,
+    // called in turn as the forward calls them, so each call reads other weights than the one
+    // before it (as in the model) instead of one tensor kept hot in cache.
     let roles = [
         "attn_q",
         "attn_k",
@@ -582,8 +585,8 @@ pub fn gemma3_ops(
         "ffn_up",
         "ffn_down",
     ];
-    // (type, n, k) -> (the first tensor of that shape, its roles, calls per step)
-    let mut mm: BTreeMap<MatKey, (String, Vec<&str>, usize)> = BTreeMap::new();
+    // (type, n, k) -> (the tensors of that shape in call order, their roles, calls per step)
+    let mut mm: BTreeMap<MatKey, (Vec<String>, Vec<&str>, usize)> = BTreeMap::new();
     for l in 0..cfg.layers {
         for r in roles {
             let name = format!("blk.{l}.{r}.weight");
@@ -597,7 +600,8 @@ pub fn gemma3_ops(
                 .map_err(|e| Error::weights(path.display(), e))?;
             let e = mm
                 .entry((ggml_type(info.ggml_dtype), n, k))
-                .or_insert_with(|| (name.clone(), Vec::new(), 0));
+                .or_insert_with(|| (Vec::new(), Vec::new(), 0));
+            e.0.push(name.clone());
             if !e.1.contains(&r) {
                 e.1.push(r);
             }
@@ -607,14 +611,18 @@ pub fn gemma3_ops(
     let matmul = |rows: &mut Rows,
                   kind: &str,
                   what: String,
-                  q: QTensor,
+                  qs: Vec<QTensor>,
                   m: usize,
                   calls: usize|
      -> Result<()> {
-        let (n, k) = q.shape().dims2()?;
-        let ty = ggml_type(q.dtype());
-        let wbytes = q.storage_size_in_bytes() as f64;
-        let qm = QMatMul::from_qtensor(q)?;
+        let (n, k) = qs[0].shape().dims2()?;
+        let ty = ggml_type(qs[0].dtype());
+        let wbytes = qs[0].storage_size_in_bytes() as f64;
+        let qms = qs
+            .into_iter()
+            .map(QMatMul::from_qtensor)
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut next = 0usize;
         let x = randn(&[1, m, k], dev)?;
         let g = GgmlOp {
             op: "MUL_MAT",
@@ -632,13 +640,20 @@ pub fn gemma3_ops(
             wbytes + f4 * (m * k + m * n) as f64,
             Some(2.0 * (m * n * k) as f64),
             Some(g),
-            Box::new(move || qm.forward(&x).map(drop)),
+            Box::new(move || {
+                let qm = &qms[next % qms.len()];
+                next = next.wrapping_add(1);
+                qm.forward(&x).map(drop)
+            }),
         );
         Ok(())
     };
-    for ((_, _, _), (name, rs, calls)) in mm {
-        let q = load(&mut f, &name)?;
-        matmul(&mut rows, "matmul", rs.join(", "), q, m, calls)?;
+    for ((_, _, _), (names, rs, calls)) in mm {
+        let qs = names
+            .iter()
+            .map(|name| load(&mut f, name))
+            .collect::<Result<Vec<_>>>()?;
+        matmul(&mut rows, "matmul", rs.join(", "), qs, m, calls)?;
     }
     // The output projection (the last position only), tied to the embedding when absent.
     let out_name = if ct.tensor_infos.contains_key("output.weight") {
@@ -651,7 +666,7 @@ pub fn gemma3_ops(
         &mut rows,
         "lm_head",
         out_name.replace(".weight", ""),
-        out_q,
+        vec![out_q],
         1,
         1,
     )?;
