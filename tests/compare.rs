@@ -410,6 +410,8 @@ fn run_and_compare_with_defaults_flag_an_injected_2x_slowdown_not_a_rerun() {
             && out.contains("injected slowdown (a calibration run, not a real one): new: all:100%"),
         "{out}"
     );
+    // A flagged comparison says how to get the per-op profile of both builds.
+    assert!(out.contains("add --profile"), "{out}");
     let (code, out) = cmp_at(&slower, Some("50%"));
     assert_eq!(code, 1, "a 4x slowdown must be flagged at 50%:\n{out}");
     let (code, out) = cmp_at(&again, Some("50%"));
@@ -417,4 +419,5 @@ fn run_and_compare_with_defaults_flag_an_injected_2x_slowdown_not_a_rerun() {
         code, 0,
         "an unchanged rerun must not be flagged at 50%:\n{out}"
     );
+    assert!(!out.contains("add --profile"), "{out}");
 }

@@ -201,6 +201,42 @@ fn the_paired_regression_report_names_the_slowed_op() {
     assert!(report.contains("rms_norm"), "{report}");
     assert!(dir.join("ops-short-decode-base.json").is_file());
     assert!(dir.join("ops-short-decode-new.md").is_file());
+    // A flame graph of each side where perf can sample (a software clock: no hardware
+    // counters needed); otherwise the line says why not.
+    let flame = out
+        .lines()
+        .find(|l| l.starts_with("flame graphs of short-decode:"))
+        .unwrap_or_else(|| panic!("no flame graph line:\n{out}"));
+    if flame.contains("not available (") {
+        assert!(
+            !perf_samples_here(),
+            "perf samples on this machine, yet: {flame}"
+        );
+    } else {
+        for side in ["base", "new"] {
+            let svg = std::fs::read_to_string(dir.join(format!("flame-short-decode-{side}.svg")))
+                .unwrap_or_else(|e| panic!("{side}: {e}: {flame}"));
+            assert!(svg.contains("<title>all (") && svg.contains("samples, 100.00%)"));
+            assert!(dir
+                .join(format!("flame-short-decode-{side}.folded"))
+                .is_file());
+        }
+        assert!(
+            flame.contains("grew most") || flame.contains("no function"),
+            "{flame}"
+        );
+    }
+}
+
+/// Whether `perf record -e cpu-clock` works on this machine.
+fn perf_samples_here() -> bool {
+    let tmp = tempfile::tempdir().unwrap();
+    std::process::Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-o"])
+        .arg(tmp.path().join("p.data"))
+        .args(["--", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[test]

@@ -20,7 +20,7 @@
 //! process-wide (set once at start-up by the benches and the CLI from the knob, or by a test).
 //! Unset, [`after_step`] is one relaxed atomic load.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// Which generation steps the injection follows.
@@ -229,22 +229,74 @@ fn extra(e: Extra, took: Duration) {
 
 /// Runs `f`, one call of an op of kind `kind` (one of [`OP_KINDS`]); with an op-scoped
 /// injection of that kind, then does the injected work (a fraction of the call's own time, or
-/// N loop iterations). Otherwise one relaxed atomic load on top of `f`.
+/// N loop iterations); while an in-model profile runs ([`profile_start`]), adds the call's
+/// time (injected work included) to its kind. Otherwise two relaxed atomic loads on top of `f`.
 #[inline]
 pub fn around_op<T>(kind: &str, f: impl FnOnce() -> T) -> T {
-    if PHASE.load(Ordering::Relaxed) != 4 {
-        return f();
-    }
-    if OP_KINDS.get(OP.load(Ordering::Relaxed) as usize) != Some(&kind) {
+    let injecting = PHASE.load(Ordering::Relaxed) == 4
+        && OP_KINDS.get(OP.load(Ordering::Relaxed) as usize) == Some(&kind);
+    let profiling = PROFILING.load(Ordering::Relaxed);
+    if !injecting && !profiling {
         return f();
     }
     let t = Instant::now();
     let out = f();
-    let took = t.elapsed();
-    if let Some(i) = current() {
-        extra(i.extra, took);
+    if injecting {
+        let took = t.elapsed();
+        if let Some(i) = current() {
+            extra(i.extra, took);
+        }
+    }
+    if profiling {
+        if let Some(k) = op_kind(kind) {
+            PROF_NS[k as usize].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            PROF_CALLS[k as usize].fetch_add(1, Ordering::Relaxed);
+        }
     }
     out
+}
+
+static PROFILING: AtomicBool = AtomicBool::new(false);
+static PROF_NS: [AtomicU64; OP_KINDS.len()] = [const { AtomicU64::new(0) }; OP_KINDS.len()];
+static PROF_CALLS: [AtomicU64; OP_KINDS.len()] = [const { AtomicU64::new(0) }; OP_KINDS.len()];
+
+/// One kind's share of an in-model profile: wall time inside its calls and the call count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KindTime {
+    pub kind: &'static str,
+    pub time: Duration,
+    pub calls: u64,
+}
+
+/// Starts an in-model op profile (process-wide): from now until [`profile_take`], every
+/// [`around_op`] call adds its wall time to its kind. The timing is host wall time around the
+/// call, so it is the op's time only where ops run synchronously (the CPU device); on a GPU
+/// it is the launch.
+pub fn profile_start() {
+    for (ns, calls) in PROF_NS.iter().zip(PROF_CALLS.iter()) {
+        ns.store(0, Ordering::Relaxed);
+        calls.store(0, Ordering::Relaxed);
+    }
+    PROFILING.store(true, Ordering::SeqCst);
+}
+
+/// Stops the in-model profile and returns each kind that was called, in [`OP_KINDS`] order
+/// (and clears the counts).
+pub fn profile_take() -> Vec<KindTime> {
+    PROFILING.store(false, Ordering::SeqCst);
+    OP_KINDS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, kind)| {
+            let calls = PROF_CALLS[i].swap(0, Ordering::Relaxed);
+            let ns = PROF_NS[i].swap(0, Ordering::Relaxed);
+            (calls > 0).then(|| KindTime {
+                kind,
+                time: Duration::from_nanos(ns),
+                calls,
+            })
+        })
+        .collect()
 }
 
 /// Busy-waits `d` on the monotonic clock.
@@ -267,6 +319,23 @@ pub fn work(n: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_counts_each_kind_only_while_running() {
+        around_op("host", || spin(Duration::from_micros(50)));
+        profile_start();
+        around_op("host", || spin(Duration::from_micros(200)));
+        around_op("host", || spin(Duration::from_micros(200)));
+        around_op("mask", || ());
+        let p = profile_take();
+        around_op("host", || spin(Duration::from_micros(50)));
+        let host = p.iter().find(|k| k.kind == "host").unwrap();
+        assert_eq!(host.calls, 2);
+        assert!(host.time >= Duration::from_micros(400), "{host:?}");
+        assert_eq!(p.iter().find(|k| k.kind == "mask").unwrap().calls, 1);
+        assert!(p.iter().all(|k| k.kind == "host" || k.kind == "mask"));
+        assert!(profile_take().is_empty());
+    }
 
     #[test]
     fn parses_and_prints() {

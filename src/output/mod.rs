@@ -4,6 +4,7 @@
 pub mod arch_table;
 pub mod compare;
 pub mod db;
+pub mod flamegraph;
 pub mod instructions;
 pub mod noise;
 pub mod peers;

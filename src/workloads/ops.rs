@@ -3,8 +3,9 @@
 //! same model and scenario.
 //!
 //! The ops are enumerated from the project's Gemma 3 ([`crate::models::gemma3_quantized`]):
-//! the same calls in the same order, on the model's own quantized weights (one layer's tensor
-//! per distinct quant type and shape), its RmsNorm weights, RoPE tables and embedding code.
+//! the same calls in the same order, on the model's own quantized weights (each distinct quant
+//! type and shape is one row whose calls go through every layer's tensor of it in turn, as the
+//! forward reads them), its RmsNorm weights, RoPE tables and embedding code.
 //! Each op runs on the suite's device and candle thread pools, with a device sync after each
 //! sample, criterion-style: a warm-up call, then samples of enough calls to last a couple of
 //! milliseconds; the row is the median per-call time of the samples with a bootstrap 95% CI.
@@ -34,7 +35,7 @@ use crate::engine::generate::{generate, prompt_ids, Prompt};
 use crate::engine::sampling::{Sampler, SamplingParams};
 use crate::error::{Error, Result};
 use crate::measure::device::sync;
-use crate::measure::inject::around_op;
+use crate::measure::inject::{around_op, profile_start, profile_take};
 use crate::measure::stats::{bootstrap_median_ci, median};
 use crate::models::gemma3_quantized::{attention_mask, Config, Embedding, Rope};
 use crate::models::quantized::dtype_name;
@@ -125,6 +126,29 @@ pub struct OpsTable {
     /// The peer's program and thread count, when ggml's times were filled in.
     #[serde(default)]
     pub peer: Option<String>,
+    /// The same step profiled inside the model's forward (CPU only; None elsewhere).
+    #[serde(default)]
+    pub in_model: Option<InModel>,
+}
+
+/// The model's own op calls timed inside its forward ([`profile_start`]): where the time of
+/// the step goes when the ops run in the model rather than alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InModel {
+    /// Steps profiled.
+    pub steps: usize,
+    /// Median wall time of a profiled step (us): forward and greedy pick.
+    pub step_us: f64,
+    /// Per kind the model's forward marks: calls and wall time per step (us), averaged.
+    pub kinds: Vec<KindInModel>,
+}
+
+/// One kind of op inside the model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KindInModel {
+    pub kind: String,
+    pub calls: f64,
+    pub us: f64,
 }
 
 /// What to measure.
@@ -261,6 +285,75 @@ pub fn step_times(model: &mut dyn CausalLm, plan: &OpsPlan, trials: usize) -> Re
         }
     }
     Ok(steps)
+}
+
+/// Profiles `trials` steps of `model` at the plan's shape from inside its forward: each op
+/// call the model marks ([`around_op`]) adds its wall time to its kind. The step is driven
+/// like the engine's (a prompt of `depth` ids, then single-token forwards with a greedy pick
+/// for decode; one prompt forward and its pick for prefill), and only the step itself is
+/// profiled. CPU only: on a GPU an op's host time is its launch, not its work.
+pub fn profile_steps(model: &mut dyn CausalLm, plan: &OpsPlan, trials: usize) -> Result<InModel> {
+    let vocab = model.meta().vocab;
+    let pick = |logits: &Tensor| -> Result<u32> {
+        Ok(logits
+            .to_dtype(DType::F32)?
+            .argmax(candle_core::D::Minus1)?
+            .to_scalar::<u32>()?)
+    };
+    let mut walls = Vec::new();
+    let mut total: BTreeMap<&'static str, (u64, Duration)> = BTreeMap::new();
+    for trial in 0..=trials as u64 {
+        model.reset()?;
+        let (prompt, steps) = match plan.phase {
+            Phase::Prefill => (prompt_ids(plan.tokens, vocab, plan.seed, trial), 0),
+            Phase::Decode => (
+                prompt_ids(plan.depth, vocab, plan.seed, trial),
+                OpsPlan::DECODE_STEPS,
+            ),
+        };
+        let mut step = |model: &mut dyn CausalLm, ids: &[u32], pos: usize| -> Result<u32> {
+            profile_start();
+            let t = Instant::now();
+            let next = model.forward(ids, pos).and_then(|l| pick(&l));
+            let wall = t.elapsed();
+            let kinds = profile_take();
+            let next = next?;
+            // The first generation warms up; its times are not kept.
+            if trial > 0 {
+                walls.push(wall.as_secs_f64() * 1e6);
+                for k in kinds {
+                    let e = total.entry(k.kind).or_default();
+                    e.0 += k.calls;
+                    e.1 += k.time;
+                }
+            }
+            Ok(next)
+        };
+        match plan.phase {
+            Phase::Prefill => {
+                step(model, &prompt, 0)?;
+            }
+            Phase::Decode => {
+                let mut next = pick(&model.forward(&prompt, 0)?)?;
+                for i in 0..steps {
+                    next = step(model, &[next], plan.depth + i)?;
+                }
+            }
+        }
+    }
+    let n = walls.len().max(1) as f64;
+    Ok(InModel {
+        steps: walls.len(),
+        step_us: median(&walls),
+        kinds: total
+            .into_iter()
+            .map(|(kind, (calls, time))| KindInModel {
+                kind: kind.to_string(),
+                calls: calls as f64 / n,
+                us: time.as_secs_f64() * 1e6 / n,
+            })
+            .collect(),
+    })
 }
 
 fn ggml_err(e: impl std::fmt::Display) -> Error {
@@ -480,7 +573,9 @@ pub fn gemma3_ops(
     };
     let f4 = 4.0f64;
 
-    // The quantized matmuls: per distinct (type, n, k), one layer's tensor.
+    // The quantized matmuls: per distinct (type, n, k), every tensor of that type and shape,
+    // called in turn as the forward calls them, so each call reads other weights than the one
+    // before it (as in the model) instead of one tensor kept hot in cache.
     let roles = [
         "attn_q",
         "attn_k",
@@ -490,8 +585,8 @@ pub fn gemma3_ops(
         "ffn_up",
         "ffn_down",
     ];
-    // (type, n, k) -> (the first tensor of that shape, its roles, calls per step)
-    let mut mm: BTreeMap<MatKey, (String, Vec<&str>, usize)> = BTreeMap::new();
+    // (type, n, k) -> (the tensors of that shape in call order, their roles, calls per step)
+    let mut mm: BTreeMap<MatKey, (Vec<String>, Vec<&str>, usize)> = BTreeMap::new();
     for l in 0..cfg.layers {
         for r in roles {
             let name = format!("blk.{l}.{r}.weight");
@@ -505,7 +600,8 @@ pub fn gemma3_ops(
                 .map_err(|e| Error::weights(path.display(), e))?;
             let e = mm
                 .entry((ggml_type(info.ggml_dtype), n, k))
-                .or_insert_with(|| (name.clone(), Vec::new(), 0));
+                .or_insert_with(|| (Vec::new(), Vec::new(), 0));
+            e.0.push(name.clone());
             if !e.1.contains(&r) {
                 e.1.push(r);
             }
@@ -515,14 +611,18 @@ pub fn gemma3_ops(
     let matmul = |rows: &mut Rows,
                   kind: &str,
                   what: String,
-                  q: QTensor,
+                  qs: Vec<QTensor>,
                   m: usize,
                   calls: usize|
      -> Result<()> {
-        let (n, k) = q.shape().dims2()?;
-        let ty = ggml_type(q.dtype());
-        let wbytes = q.storage_size_in_bytes() as f64;
-        let qm = QMatMul::from_qtensor(q)?;
+        let (n, k) = qs[0].shape().dims2()?;
+        let ty = ggml_type(qs[0].dtype());
+        let wbytes = qs[0].storage_size_in_bytes() as f64;
+        let qms = qs
+            .into_iter()
+            .map(QMatMul::from_qtensor)
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut next = 0usize;
         let x = randn(&[1, m, k], dev)?;
         let g = GgmlOp {
             op: "MUL_MAT",
@@ -540,13 +640,20 @@ pub fn gemma3_ops(
             wbytes + f4 * (m * k + m * n) as f64,
             Some(2.0 * (m * n * k) as f64),
             Some(g),
-            Box::new(move || qm.forward(&x).map(drop)),
+            Box::new(move || {
+                let qm = &qms[next % qms.len()];
+                next = next.wrapping_add(1);
+                qm.forward(&x).map(drop)
+            }),
         );
         Ok(())
     };
-    for ((_, _, _), (name, rs, calls)) in mm {
-        let q = load(&mut f, &name)?;
-        matmul(&mut rows, "matmul", rs.join(", "), q, m, calls)?;
+    for ((_, _, _), (names, rs, calls)) in mm {
+        let qs = names
+            .iter()
+            .map(|name| load(&mut f, name))
+            .collect::<Result<Vec<_>>>()?;
+        matmul(&mut rows, "matmul", rs.join(", "), qs, m, calls)?;
     }
     // The output projection (the last position only), tied to the embedding when absent.
     let out_name = if ct.tensor_infos.contains_key("output.weight") {
@@ -559,7 +666,7 @@ pub fn gemma3_ops(
         &mut rows,
         "lm_head",
         out_name.replace(".weight", ""),
-        out_q,
+        vec![out_q],
         1,
         1,
     )?;
@@ -1281,6 +1388,7 @@ impl OpsTable {
                 " The ops timed alone (hot caches, no neighbours) add up to more than the step.\n",
             );
         }
+        s.push_str(&self.render_in_model());
         s.push_str(&format!(
                 "roofs: {}; {}\n",
                 self.roofs
@@ -1323,6 +1431,79 @@ impl OpsTable {
                     gap(r)
                 )),
                 None => s.push_str("largest gap: not available (test-backend-ops reported no op)\n"),
+            }
+        }
+        s
+    }
+}
+
+impl OpsTable {
+    /// Time per step of the rows of `kind` timed alone (us).
+    fn alone_us(&self, kind: &str) -> f64 {
+        self.rows
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(OpRow::step_us)
+            .sum()
+    }
+
+    /// What the table misses, from the in-model profile: per marked kind, its time in the
+    /// model against alone; the unmarked ops alone; the rest (work between the ops).
+    pub fn render_in_model(&self) -> String {
+        let Some(p) = &self.in_model else {
+            return "in the model: not available (the in-model profile times ops on the host clock, so it runs on the CPU device only)\n".into();
+        };
+        let marked: f64 = p.kinds.iter().map(|k| k.us).sum();
+        let unmarked: Vec<&str> = {
+            let mut v: Vec<&str> = self
+                .rows
+                .iter()
+                .map(|r| r.kind.as_str())
+                .filter(|k| !p.kinds.iter().any(|m| m.kind == *k))
+                .collect();
+            v.dedup();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let unmarked_alone: f64 = unmarked.iter().map(|k| self.alone_us(k)).sum();
+        let between = p.step_us - marked - unmarked_alone;
+        let mut s = format!(
+            "in the model ({} profiled steps, each marked op's wall time inside the forward): step {:.1} us; the marked ops {:.1} us ({:.1}%); in the model vs alone, us per step:",
+            p.steps,
+            p.step_us,
+            marked,
+            100.0 * marked / p.step_us
+        );
+        let mut deltas: Vec<(String, f64)> = Vec::new();
+        for k in &p.kinds {
+            let alone = self.alone_us(&k.kind);
+            s.push_str(&format!(
+                " {} {:.1} vs {:.1} ({:+.1});",
+                k.kind,
+                k.us,
+                alone,
+                k.us - alone
+            ));
+            deltas.push((
+                format!("{} runs slower in the model than alone", k.kind),
+                k.us - alone,
+            ));
+        }
+        s.push_str(&format!(
+            " the ops the forward does not mark ({}) alone {:.1} us; the rest, {:.1} us ({:.1}%), is the work between the ops (views, reshapes, allocation, the pick's host copy).\n",
+            unmarked.join(", "),
+            unmarked_alone,
+            between,
+            100.0 * between / p.step_us
+        ));
+        deltas.push(("the work between the ops".into(), between));
+        if let Some((what, us)) = deltas.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            if *us > 0.0 {
+                s.push_str(&format!(
+                    "largest part of what the table misses: {what} ({us:.1} us per step, {:.1}% of the profiled step)\n",
+                    100.0 * us / p.step_us
+                ));
             }
         }
         s
@@ -1480,6 +1661,15 @@ pub fn measure(
         plan,
         plan.step_trials - first,
     )?);
+    let in_model = if dev.is_cpu() {
+        Some(profile_steps(
+            loaded.model.as_mut(),
+            plan,
+            plan.step_trials,
+        )?)
+    } else {
+        None
+    };
     drop(loaded);
     let (step_us, step_ci_us, step_samples) = (
         median(&steps),
@@ -1515,5 +1705,6 @@ pub fn measure(
         },
         injected: crate::measure::inject::current().map(|i| i.to_string()),
         peer: peer_desc,
+        in_model,
     })
 }

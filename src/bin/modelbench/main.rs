@@ -192,6 +192,10 @@ enum Cmd {
         /// A benchmark of the base run missing from the new run is listed but does not fail.
         #[arg(long)]
         allow_missing: bool,
+        /// On a regression, the per-op tables and flame graphs of both builds on each flagged
+        /// benchmark (each commit built once under target/paired/).
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         paired: commands::paired::PairedOpts,
         /// Results database for commit and branch refs (default: MODELBENCH_DB, else
@@ -429,6 +433,7 @@ fn main() -> ExitCode {
             force,
             allow_missing,
             db,
+            profile,
             ..
         } => commands::compare::compare_cmd(
             &base,
@@ -437,6 +442,7 @@ fn main() -> ExitCode {
             force,
             allow_missing,
             db.as_deref(),
+            profile,
         ),
         Cmd::Worker(a) => commands::paired::worker(a).map(|_| ExitCode::SUCCESS),
         Cmd::Db { cmd } => commands::db::db(cmd).map(|_| ExitCode::SUCCESS),

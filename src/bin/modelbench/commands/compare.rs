@@ -10,11 +10,14 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use modelbench::output::compare::{compare_runs, parse_threshold, render, Comparison};
+use modelbench::output::compare::{
+    compare_runs, parse_threshold, render, Comparison, Row, Verdict,
+};
 use modelbench::output::db::Db;
 use modelbench::output::record::Record;
 use modelbench::output::report::read_run;
 
+#[allow(clippy::too_many_arguments)]
 pub fn compare_cmd(
     base: &Path,
     new: &Path,
@@ -22,14 +25,38 @@ pub fn compare_cmd(
     force: bool,
     allow_missing: bool,
     db: Option<&str>,
+    profile: bool,
 ) -> anyhow::Result<ExitCode> {
     let t = parse_threshold(threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
-    let c = if base.is_dir() && new.is_dir() {
-        compare_dirs(base, new, t, force)?
+    let (c, commits) = if base.is_dir() && new.is_dir() {
+        let (b, n) = (read_run(base)?, read_run(new)?);
+        let c = compare_runs(
+            &base.display().to_string(),
+            &b,
+            &new.display().to_string(),
+            &n,
+            t,
+            force,
+        )?;
+        (c, (commit_of(&b), commit_of(&n)))
     } else {
         compare_refs(base, new, t, force, db)?
     };
     print!("{}", render(&c));
+    let flagged: Vec<&Row> = c
+        .rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Regression)
+        .collect();
+    if !flagged.is_empty() {
+        if profile {
+            profile_flagged(&flagged, commits)?;
+        } else {
+            println!(
+                "per-op tables and flame graphs of both builds on each flagged benchmark: add --profile (builds each commit once), or use `compare BASE NEW --paired`"
+            );
+        }
+    }
     Ok(exit_code(&c, allow_missing))
 }
 
@@ -52,13 +79,69 @@ pub fn compare_dirs(
     )?)
 }
 
+/// The commits of the base and the new run, where their records name them.
+type Commits = (Option<String>, Option<String>);
+
+/// The commit a run was built from (its first record's).
+fn commit_of(records: &[Record]) -> Option<String> {
+    records
+        .first()
+        .map(|r| r.build.git_commit.clone())
+        .filter(|c| !c.is_empty() && c != "unknown")
+}
+
+/// `--profile`: for each flagged generation benchmark, the per-op tables of both builds at
+/// its decode step (mid-generation depth) and a flame graph of each build running the
+/// scenario, as `compare --paired` makes for its flagged rows; each commit is built once
+/// under target/paired/ (and reused). Saved under target-reports/<time>-profile/.
+fn profile_flagged(flagged: &[&Row], (base, new): Commits) -> anyhow::Result<()> {
+    let (Some(base), Some(new)) = (base, new) else {
+        println!(
+            "--profile: not available (a run's records do not name the commit it was built from)"
+        );
+        return Ok(());
+    };
+    let (eb, nb) = super::paired::executable(Path::new(&base), "base")?;
+    let (en, nn) = super::paired::executable(Path::new(&new), "new")?;
+    let out = modelbench::output::report::reports_root()
+        .join(format!("{}-profile", modelbench::util::time::stamp()));
+    std::fs::create_dir_all(&out)?;
+    let mut lines = format!("per-op profiles: base {nb}, new {nn}\n");
+    for r in flagged {
+        let Ok(sc) = modelbench::engine::scenario::Scenario::by_name(&r.scenario) else {
+            let l = format!("{}: no profile (not a generation scenario)", r.id);
+            println!("{l}");
+            lines.push_str(&l);
+            lines.push('\n');
+            continue;
+        };
+        let tag = format!("{}-decode", sc.name);
+        let l = super::ops::profile(
+            (&eb, &en),
+            None,
+            &r.model,
+            &sc.name,
+            modelbench::workloads::ops::Phase::Decode,
+            sc.prompt_tokens + sc.new_tokens / 2,
+            &out,
+            &tag,
+            0.05,
+        );
+        println!("{}: {l}", r.id);
+        lines.push_str(&format!("{}: {l}\n", r.id));
+    }
+    modelbench::util::fsio::atomic_write(&out.join("profile.md"), lines.as_bytes())?;
+    println!("saved {}", out.display());
+    Ok(())
+}
+
 fn compare_refs(
     base: &Path,
     new: &Path,
     threshold: f64,
     force: bool,
     flag: Option<&str>,
-) -> anyhow::Result<Comparison> {
+) -> anyhow::Result<(Comparison, Commits)> {
     let mut db: Option<Db> = None;
     // A run folder side first: its hardware is the one to look for on the other side.
     let (bn, b, nn, n) = if base.is_dir() {
@@ -75,7 +158,10 @@ fn compare_refs(
         (bn, b, nn, n)
     };
     println!("base: {bn}\nnew:  {nn}\n");
-    Ok(compare_runs(&bn, &b, &nn, &n, threshold, force)?)
+    Ok((
+        compare_runs(&bn, &b, &nn, &n, threshold, force)?,
+        (commit_of(&b), commit_of(&n)),
+    ))
 }
 
 fn fingerprint(records: &[Record]) -> Option<String> {

@@ -494,6 +494,7 @@ pub fn run_paired(
             (ea, eb),
             o.inject.as_deref(),
             &o.model,
+            s,
             phase,
             shape,
             &out,
