@@ -65,6 +65,7 @@ impl Bench {
 /// write the run's summary.md, and, from the invocation's last bench, print the summary.
 /// Bad input is one line on stderr and exit status 2.
 pub fn main(bench: Bench) {
+    crate::measure::threads::pin_rayon_count();
     crate::output::plot::register_fonts();
     let t = Instant::now();
     if !listing() {

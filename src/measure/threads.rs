@@ -92,10 +92,49 @@ impl CandlePools {
         )))
     }
 
-    /// `rayon N, matmul M`.
+    /// `rayon N, matmul M` (and whether the suite pinned RAYON_NUM_THREADS).
     pub fn describe(&self) -> String {
-        format!("rayon {}, matmul {}", self.rayon, self.matmul)
+        format!(
+            "rayon {}{}, matmul {}",
+            self.rayon,
+            if pinned_rayon_count().is_some() {
+                " (RAYON_NUM_THREADS pinned by the suite)"
+            } else {
+                ""
+            },
+            self.matmul
+        )
     }
+}
+
+/// Whether [`pin_rayon_count`] set `RAYON_NUM_THREADS` in this process.
+static PINNED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Sets `RAYON_NUM_THREADS` to the count candle would use anyway when it is unset; call once at
+/// start-up, before any other thread exists (the benches' and the CLI's `main`). Returns the
+/// count it set (None: the variable was set already, or it ran before).
+///
+/// Why: candle-core 0.11.1's CPU f32 matmul asks `utils::get_num_threads()` for its
+/// parallelism on every call, and without `RAYON_NUM_THREADS` that falls back to
+/// `default_num_threads()`, which reads the process's CPU mask and the preferred CPUs from
+/// procfs/sysfs (`linux_env_cpu_mask`, `linux_preferred_cpus`, else `num_cpus`) each time.
+/// Measured on the 2-core VM (perf, cpu-clock, `run --model fixture:llama --scenario short
+/// --trials 20`): 725 of 2,536 CPU samples of the generation loop (29%) were those reads; with
+/// the variable set, none. The pools keep their size; the file reads (and their variable
+/// latency, a source of run-to-run drift) go.
+pub fn pin_rayon_count() -> Option<usize> {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() || PINNED.get().is_some() {
+        return None;
+    }
+    let n = candle_core::utils::get_num_threads();
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    let _ = PINNED.set(n);
+    Some(n)
+}
+
+/// The count [`pin_rayon_count`] set in this process, if it did.
+pub fn pinned_rayon_count() -> Option<usize> {
+    PINNED.get().copied()
 }
 
 /// Busy threads and cores used over a timed region.

@@ -393,6 +393,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: candle re-reads the CPU count on every f32 matmul otherwise.
+    modelbench::measure::threads::pin_rayon_count();
     let cmd = Cli::command();
     let groups = grouped_commands(&cmd);
     let cmd = cmd.help_template(format!(
