@@ -240,7 +240,8 @@ fn a_step_past_the_context_is_an_error_not_a_panic() {
         }])
         .unwrap_err()
         .to_string();
+    // (candle appends a backtrace when RUST_BACKTRACE is set; the server keeps line one)
+    let e = modelbench::error::one_line(&e);
     assert!(e.contains("exceed the 64 positions"), "{e}");
-    assert!(!e.contains('\n'), "{e}");
     assert_eq!(c.pos(), 0);
 }

@@ -21,7 +21,7 @@ use tokenizers::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::sampling::{Sampler, SamplingParams};
-use crate::error::{Error, Result};
+use crate::error::{one_line, Error, Result};
 use crate::models::gemma3_quantized::{Batched, SeqCache, SeqStep};
 use crate::models::tokenizer::{eos_ids, StreamDecoder};
 use crate::models::CausalLm;
@@ -94,7 +94,10 @@ impl StepModel for GemmaSlots {
                 logits: w.logits,
             });
         }
-        let out = self.model.forward(&mut seqs)?;
+        let out = self
+            .model
+            .forward(&mut seqs)
+            .map_err(|e| Error::Serving(one_line(&e.to_string())))?;
         out.iter().map(|o| o.as_ref().map(host).transpose()).collect()
     }
 }
