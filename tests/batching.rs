@@ -245,3 +245,51 @@ fn a_step_past_the_context_is_an_error_not_a_panic() {
     assert!(e.contains("exceed the 64 positions"), "{e}");
     assert_eq!(c.pos(), 0);
 }
+
+/// Step times of the batched forward on the real Gemma 3 270M (not a pass/fail check; run
+/// with `cargo test --release --test batching step_times -- --ignored --nocapture`): per batch
+/// size, decode steps at depth 128, against the bench path's single-sequence decode.
+#[test]
+#[ignore]
+fn step_times() {
+    let Ok(mut m) = load(REAL, 1024) else {
+        eprintln!("SKIPPED: {REAL} is not installed");
+        return;
+    };
+    let vocab = m.meta().vocab;
+    let steps = 16;
+    let p = modelbench::engine::generate::prompt_ids(128, vocab, 5, 0);
+    m.reset().unwrap();
+    m.forward(&p, 0).unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..steps {
+        m.forward(&[p[i]], 128 + i).unwrap();
+    }
+    let bench = t.elapsed().as_secs_f64() / steps as f64;
+    eprintln!("bench path: {:.1} ms/token ({:.1} tok/s)", bench * 1e3, 1.0 / bench);
+    for requant in [false, true] {
+        let b = Batched::new(m.gemma3_weights().unwrap(), requant).unwrap();
+        for n in [1usize, 2, 4, 8] {
+            let mut caches: Vec<SeqCache> = (0..n).map(|_| b.new_seq()).collect();
+            for c in caches.iter_mut() {
+                b.forward(&mut [SeqStep { cache: c, tokens: &p, logits: true }])
+                    .unwrap();
+            }
+            let t = std::time::Instant::now();
+            for i in 0..steps {
+                let tok = [p[i]];
+                let mut seqs: Vec<SeqStep<'_>> = caches
+                    .iter_mut()
+                    .map(|c| SeqStep { cache: c, tokens: &tok, logits: true })
+                    .collect();
+                b.forward(&mut seqs).unwrap();
+            }
+            let s = t.elapsed().as_secs_f64() / steps as f64;
+            eprintln!(
+                "batched (Q5_0 as Q8_0: {requant}), {n} sequences: {:.1} ms/step, {:.1} tok/s total",
+                s * 1e3,
+                n as f64 / s
+            );
+        }
+    }
+}
