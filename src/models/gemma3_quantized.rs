@@ -611,9 +611,20 @@ const PROJECTIONS: usize = 7;
 #[derive(Debug, Clone)]
 pub struct Batched {
     model: ModelWeights,
-    /// Per layer and projection: run a lone row as two rows.
-    pad: Vec<[bool; PROJECTIONS]>,
-    pad_output: bool,
+    /// Per layer, the seven projections as the batched path runs them.
+    projs: Vec<[Proj; PROJECTIONS]>,
+    output: Proj,
+}
+
+/// A weight as the batched path runs it: possibly re-encoded and widened (see
+/// [`Batched::new`]), and whether a lone row runs as two.
+#[derive(Debug, Clone)]
+struct Proj {
+    w: QMatMul,
+    /// In-features of the model's weight, and of `w` (larger when zero-padded).
+    k: usize,
+    k_run: usize,
+    lone_as_two: bool,
 }
 
 /// Whether `w` gives row 0 different bits alone than with other rows beside it (measured on
@@ -641,15 +652,48 @@ fn in_features(w: &QMatMul) -> Result<usize> {
     }
 }
 
-/// `w` applied to `x` (1, rows, k); a lone row runs as two where `pad` says so.
-fn matmul_rows(w: &QMatMul, x: &Tensor, pad: bool) -> Result<Tensor> {
-    op("matmul", || {
-        if pad && x.dim(1)? == 1 {
-            w.forward(&Tensor::cat(&[x, x], 1)?)?.narrow(1, 0, 1)
+/// `p` applied to `x` (1, rows, k): zero-padded to the weight's in-features where it was
+/// widened, and a lone row run as two where the kernel would compute it otherwise.
+fn matmul_rows(kind: &str, p: &Proj, x: &Tensor) -> Result<Tensor> {
+    op(kind, || {
+        let (_, rows, _) = x.dims3()?;
+        let x = if p.k_run > p.k {
+            let z = Tensor::zeros((1, rows, p.k_run - p.k), x.dtype(), x.device())?;
+            Tensor::cat(&[x, &z], 2)?
         } else {
-            w.forward(x)
+            x.clone()
+        };
+        if p.lone_as_two && rows == 1 {
+            p.w.forward(&Tensor::cat(&[&x, &x], 1)?)?.narrow(1, 0, 1)
+        } else {
+            p.w.forward(&x)
         }
     })
+}
+
+/// A Q8_0 weight whose in-features are not a multiple of 256, widened with zero blocks to the
+/// next multiple (the extra columns meet zero-padded activations, so every output is the same
+/// sum): candle's x86 repacked Q8_0 kernels (AVX-512 VNNI / AVX-VNNI), many times faster
+/// than its generic Q8_0 loop, take only in-features that are multiples of 256. None when
+/// nothing is to be done.
+pub fn q8_0_widened(t: &QTensor) -> Result<Option<QTensor>> {
+    let (n, k) = t.shape().dims2()?;
+    if t.dtype() != GgmlDType::Q8_0 || k % 256 == 0 || k % 32 != 0 {
+        return Ok(None);
+    }
+    let k2 = k.div_ceil(256) * 256;
+    let (row, row2) = (k / 32 * 34, k2 / 32 * 34);
+    let data = t.data()?;
+    let mut out = vec![0u8; n * row2];
+    for (src, dst) in data.chunks_exact(row).zip(out.chunks_exact_mut(row2)) {
+        dst[..row].copy_from_slice(src);
+    }
+    Ok(Some(ggml_file::qtensor_from_ggml(
+        GgmlDType::Q8_0,
+        &out,
+        vec![n, k2],
+        &t.device(),
+    )?))
 }
 
 /// A Q5_0 tensor re-encoded as Q8_0, exactly: both are blocks of 32 weights with one f16
@@ -683,66 +727,76 @@ pub fn q5_0_as_q8_0(t: &QTensor) -> Result<Option<QTensor>> {
     )?))
 }
 
-/// `w` with Q5_0 weights re-encoded as Q8_0 ([`q5_0_as_q8_0`]); other weights as they are.
-fn requant(w: &QMatMul) -> Result<QMatMul> {
-    match w {
-        QMatMul::QTensor(t) => match q5_0_as_q8_0(t)? {
-            Some(q) => QMatMul::from_qtensor(q),
-            None => Ok(w.clone()),
-        },
-        other => Ok(other.clone()),
+/// `w` as the batched path runs it: with `fast`, Q5_0 re-encoded as Q8_0 and Q8_0 widened to
+/// in-features of a multiple of 256; then whether a lone row must run as two.
+fn proj(w: &QMatMul, fast: bool, dev: &Device) -> Result<Proj> {
+    let k = in_features(w)?;
+    let mut run = w.clone();
+    if fast {
+        if let QMatMul::QTensor(t) = &run {
+            if let Some(q) = q5_0_as_q8_0(t)? {
+                run = QMatMul::from_qtensor(q)?;
+            }
+        }
+        if let QMatMul::QTensor(t) = &run {
+            if let Some(q) = q8_0_widened(t)? {
+                run = QMatMul::from_qtensor(q)?;
+            }
+        }
     }
+    let k_run = in_features(&run)?;
+    let lone_as_two = lone_row_differs(&run, k_run, dev)?;
+    Ok(Proj {
+        w: run,
+        k,
+        k_run,
+        lone_as_two,
+    })
 }
 
 impl Batched {
     /// Wraps loaded weights (their single-sequence caches are not used) and measures which
-    /// weights need a lone row padded (see [`Batched`]). With `q5_0_as_q8_0`, Q5_0 weights
-    /// are re-encoded as Q8_0 first (the same weights, bit for bit, on a faster kernel; the
-    /// sums are then ordered as candle's Q8_0 kernel orders them, so logits differ from the
-    /// bench path's in the last bits).
-    pub fn new(mut model: ModelWeights, q5_0_as_q8_0: bool) -> Result<Self> {
+    /// weights need a lone row run as two (see [`Batched`]). With `fast`, Q5_0 weights run
+    /// re-encoded as Q8_0 ([`q5_0_as_q8_0`]) and Q8_0 weights whose in-features are not a
+    /// multiple of 256 run widened with zeros ([`q8_0_widened`]): the same weights and the same
+    /// sums in exact arithmetic, on faster kernels, which quantize the activations and order
+    /// the sums their own way, so logits differ from the bench path's in the last bits (still
+    /// the same alone as batched).
+    pub fn new(mut model: ModelWeights, fast: bool) -> Result<Self> {
         model.reset();
-        if q5_0_as_q8_0 {
-            for l in &mut model.layers {
-                for w in [
-                    &mut l.wq,
-                    &mut l.wk,
-                    &mut l.wv,
-                    &mut l.wo,
-                    &mut l.gate,
-                    &mut l.up,
-                    &mut l.down,
-                ] {
-                    *w = requant(w)?;
-                }
-            }
-            model.output = requant(&model.output)?;
-        }
         let dev = model.device.clone();
-        let mut pad = Vec::with_capacity(model.layers.len());
+        let mut projs = Vec::with_capacity(model.layers.len());
         for l in &model.layers {
             let ws = [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down];
-            let mut p = [false; PROJECTIONS];
-            for (i, w) in ws.iter().enumerate() {
-                p[i] = lone_row_differs(w, in_features(w)?, &dev)?;
+            let mut p = Vec::with_capacity(PROJECTIONS);
+            for w in ws {
+                p.push(proj(w, fast, &dev)?);
             }
-            pad.push(p);
+            projs.push(
+                p.try_into()
+                    .unwrap_or_else(|_| unreachable!("seven projections")),
+            );
         }
-        let pad_output = lone_row_differs(&model.output, model.cfg.hidden, &dev)?;
+        let output = proj(&model.output, fast, &dev)?;
         Ok(Self {
             model,
-            pad,
-            pad_output,
+            projs,
+            output,
         })
+    }
+
+    /// How many of the model's weight matmuls run a lone row as two, and how many run
+    /// widened.
+    pub fn adapted_weights(&self) -> (usize, usize) {
+        let all = || self.projs.iter().flatten().chain(std::iter::once(&self.output));
+        (
+            all().filter(|p| p.lone_as_two).count(),
+            all().filter(|p| p.k_run > p.k).count(),
+        )
     }
 
     pub fn model(&self) -> &ModelWeights {
         &self.model
-    }
-
-    /// How many of the model's weight matmuls run a lone row as two.
-    pub fn padded_weights(&self) -> usize {
-        self.pad.iter().flatten().filter(|p| **p).count() + usize::from(self.pad_output)
     }
 
     /// An empty cache for one sequence.
@@ -818,15 +872,15 @@ impl Batched {
             attn_softcap: m.cfg.attn_logit_softcapping,
         };
         for (li, layer) in m.layers.iter().enumerate() {
-            let pad = &self.pad[li];
+            let pj = &self.projs[li];
             let sliding = layer.window.is_some();
             let rope = if sliding { &m.rope_local } else { &m.rope_global };
             let a = op("rms_norm", || layer.attn_norm.forward(&h))?;
 
             let s = &shape;
-            let q = matmul_rows(&layer.wq, &a, pad[0])?.reshape((1, total, s.heads, s.head_dim))?;
-            let k = matmul_rows(&layer.wk, &a, pad[1])?.reshape((1, total, s.kv_heads, s.head_dim))?;
-            let v = matmul_rows(&layer.wv, &a, pad[2])?.reshape((1, total, s.kv_heads, s.head_dim))?;
+            let q = matmul_rows("matmul", &pj[0], &a)?.reshape((1, total, s.heads, s.head_dim))?;
+            let k = matmul_rows("matmul", &pj[1], &a)?.reshape((1, total, s.kv_heads, s.head_dim))?;
+            let v = matmul_rows("matmul", &pj[2], &a)?.reshape((1, total, s.kv_heads, s.head_dim))?;
             let q = op("rms_norm", || layer.q_norm.forward(&q))?;
             let k = op("rms_norm", || layer.k_norm.forward(&k))?;
             let mut outs = Vec::with_capacity(seqs.len());
@@ -880,15 +934,15 @@ impl Batched {
                 );
             }
             let out = Tensor::cat(&outs, 1)?;
-            let a = matmul_rows(&layer.wo, &out, pad[3])?;
+            let a = matmul_rows("matmul", &pj[3], &out)?;
             let a = op("rms_norm", || layer.post_attn_norm.forward(&a))?;
             h = op("add", || a + &h)?;
             let x = op("rms_norm", || layer.ffn_norm.forward(&h))?;
-            let gate = matmul_rows(&layer.gate, &x, pad[4])?;
+            let gate = matmul_rows("matmul", &pj[4], &x)?;
             let gate = op("activation", || gate.gelu())?;
-            let up = matmul_rows(&layer.up, &x, pad[5])?;
+            let up = matmul_rows("matmul", &pj[5], &x)?;
             let hm = op("mul", || gate * up)?;
-            let mm = matmul_rows(&layer.down, &hm, pad[6])?;
+            let mm = matmul_rows("matmul", &pj[6], &hm)?;
             let mm = op("rms_norm", || layer.post_ffn_norm.forward(&mm))?;
             h = op("add", || mm + &h)?;
         }
@@ -908,15 +962,7 @@ impl Batched {
             .collect::<Result<Vec<_>>>()?;
         let last = Tensor::cat(&rows, 1)?; // (1, n, hidden)
         let last = op("rms_norm", || m.norm.forward(&last))?;
-        let mut logits = op("lm_head", || {
-            if self.pad_output && want.len() == 1 {
-                m.output
-                    .forward(&Tensor::cat(&[&last, &last], 1)?)?
-                    .narrow(1, 0, 1)
-            } else {
-                m.output.forward(&last)
-            }
-        })?;
+        let mut logits = matmul_rows("lm_head", &self.output, &last)?;
         if let Some(cap) = m.cfg.final_logit_softcapping {
             logits = ((logits / cap)?.tanh()? * cap)?;
         }
@@ -944,6 +990,26 @@ mod tests {
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
         let q4 = QTensor::quantize(&x, GgmlDType::Q8_0).unwrap();
         assert!(q5_0_as_q8_0(&q4).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_widened_q8_0_weight_gives_the_same_products_on_zero_padded_inputs() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1f32, (32, 96), &dev).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let wide = q8_0_widened(&q).unwrap().expect("96 is not a multiple of 256");
+        assert_eq!(wide.shape().dims2().unwrap(), (32, 256));
+        let a = q.dequantize(&dev).unwrap();
+        let b = wide.dequantize(&dev).unwrap();
+        let same = |x: &Tensor, y: &Tensor| {
+            let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits())
+        };
+        assert!(same(&a, &b.narrow(1, 0, 96).unwrap()));
+        assert!(b.narrow(1, 96, 160).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0);
+        let wq = QTensor::quantize(&w.narrow(1, 0, 32).unwrap().contiguous().unwrap().repeat((1, 8)).unwrap(), GgmlDType::Q8_0).unwrap();
+        assert!(q8_0_widened(&wq).unwrap().is_none(), "256 in-features: nothing to do");
     }
 
     #[test]

@@ -53,9 +53,10 @@ pub struct Options {
     /// For `/v1/models`: the device and what the weights are.
     pub device: String,
     pub dtype: String,
-    /// Re-encode Q5_0 weights of the batched Gemma 3 as Q8_0 (the same weights bit for bit,
-    /// on a SIMD kernel; see `gemma3_quantized::q5_0_as_q8_0`).
-    pub q5_0_as_q8_0: bool,
+    /// Run the batched Gemma 3's Q5_0 weights as Q8_0 and widen Q8_0 weights to in-features
+    /// of a multiple of 256 (the same weights, faster kernels; see
+    /// `gemma3_quantized::Batched::new`). False: the bench path's kernels.
+    pub fast_weights: bool,
 }
 
 impl Options {
@@ -70,7 +71,7 @@ impl Options {
             seed: 42,
             device: "cpu".into(),
             dtype: "unreported".into(),
-            q5_0_as_q8_0: true,
+            fast_weights: true,
         }
     }
 }
@@ -121,8 +122,8 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
     match model.gemma3_weights() {
         Some(w) => {
             let slots = o.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
-            let b = Batched::new(w, o.q5_0_as_q8_0)?;
-            let padded = b.padded_weights();
+            let b = Batched::new(w, o.fast_weights)?;
+            let (padded, widened) = b.adapted_weights();
             let limits = Limits {
                 max_batch: slots,
                 max_batch_tokens: o.max_batch_tokens,
@@ -135,10 +136,10 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
                     "continuous batching: up to {slots} sequences and {} tokens per step, prefill chunks of {}{}",
                     o.max_batch_tokens,
                     o.prefill_chunk,
-                    if padded > 0 {
-                        format!(" ({padded} weights run a lone row as two, for batch-independent results)")
-                    } else {
-                        String::new()
+                    match (o.fast_weights, padded) {
+                        (true, _) => format!("; {widened} weights widened to the VNNI kernels' shape, Q5_0 run as Q8_0, {padded} run a lone row as two (batch-independent results)"),
+                        (false, 0) => "; the bench path's kernels".to_string(),
+                        (false, p) => format!("; the bench path's kernels, {p} weights run a lone row as two (batch-independent results)"),
                     }
                 ),
             })

@@ -53,11 +53,11 @@ pub struct ServeArgs {
     /// Seed of requests that give none (request n uses seed + n).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Keep Q5_0 weights as they are in the batched Gemma 3 (by default they run re-encoded
-    /// as Q8_0: the same weights, a faster kernel; logits then differ from the bench path's
-    /// in the last bits).
+    /// Run the batched Gemma 3 on the bench path's kernels (by default Q5_0 weights run as
+    /// Q8_0 and Q8_0 weights widened to in-features of a multiple of 256: the same weights on
+    /// faster kernels; logits then differ from the bench path's in the last bits).
     #[arg(long)]
-    pub keep_q5_0: bool,
+    pub exact_weights: bool,
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -96,7 +96,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         device: spec.to_string(),
         // What the weights are (`f32`, `gguf-q4_k_m`, ...), not only the activation dtype.
         dtype: loaded.model.meta().dtype.clone(),
-        q5_0_as_q8_0: !a.keep_q5_0,
+        fast_weights: !a.exact_weights,
     };
     let precision = opts.dtype.clone();
     let prepared = server::prepare(loaded.model, &opts)?;
