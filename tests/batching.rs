@@ -69,8 +69,7 @@ fn run_batched(
                 toks.push(vec![*out[i].tokens.last().unwrap()]);
             }
         }
-        let mut taken: Vec<Option<&mut SeqCache>> =
-            caches.iter_mut().map(|c| c.as_mut()).collect();
+        let mut taken: Vec<Option<&mut SeqCache>> = caches.iter_mut().map(|c| c.as_mut()).collect();
         let mut seqs: Vec<SeqStep<'_>> = Vec::new();
         for (k, &i) in live.iter().enumerate() {
             let done_prompt = fed[i] + toks[k].len() >= prompts[i].len();
@@ -191,7 +190,10 @@ fn check(reference: &str, cap: usize, lens: &[usize], chunk: usize, n_new: usize
                 "{reference} prompt {i} ({} tokens): fast batched vs bench max |diff| {d:.3e} at logit scale {scale:.2}",
                 p.len()
             );
-            assert_eq!(whole.tokens[0], alone[i].tokens[0], "prompt {i}: first greedy token");
+            assert_eq!(
+                whole.tokens[0], alone[i].tokens[0],
+                "prompt {i}: first greedy token"
+            );
         }
         return;
     }
@@ -224,7 +226,14 @@ fn check(reference: &str, cap: usize, lens: &[usize], chunk: usize, n_new: usize
 #[test]
 fn fixture_gemma3_alone_and_batched_are_bit_equal() {
     // Window 64 on the fixture's sliding layer: prompts past it, chunks straddling it.
-    check("gguf:fixture:gemma3", 512, &[5, 40, 100, 150, 1], 32, 12, false);
+    check(
+        "gguf:fixture:gemma3",
+        512,
+        &[5, 40, 100, 150, 1],
+        32,
+        12,
+        false,
+    );
 }
 
 #[test]
@@ -277,21 +286,33 @@ fn step_times() {
         m.forward(&[p[i]], 128 + i).unwrap();
     }
     let bench = t.elapsed().as_secs_f64() / steps as f64;
-    eprintln!("bench path: {:.1} ms/token ({:.1} tok/s)", bench * 1e3, 1.0 / bench);
+    eprintln!(
+        "bench path: {:.1} ms/token ({:.1} tok/s)",
+        bench * 1e3,
+        1.0 / bench
+    );
     for fast in [false, true] {
         let b = Batched::new(m.gemma3_weights().unwrap(), fast).unwrap();
         for n in [1usize, 2, 4, 8] {
             let mut caches: Vec<SeqCache> = (0..n).map(|_| b.new_seq()).collect();
             for c in caches.iter_mut() {
-                b.forward(&mut [SeqStep { cache: c, tokens: &p, logits: true }])
-                    .unwrap();
+                b.forward(&mut [SeqStep {
+                    cache: c,
+                    tokens: &p,
+                    logits: true,
+                }])
+                .unwrap();
             }
             let t = std::time::Instant::now();
             for i in 0..steps {
                 let tok = [p[i]];
                 let mut seqs: Vec<SeqStep<'_>> = caches
                     .iter_mut()
-                    .map(|c| SeqStep { cache: c, tokens: &tok, logits: true })
+                    .map(|c| SeqStep {
+                        cache: c,
+                        tokens: &tok,
+                        logits: true,
+                    })
                     .collect();
                 b.forward(&mut seqs).unwrap();
             }

@@ -31,10 +31,18 @@ fn post(url: &str, body: &Value) -> (u16, Value, Option<String>) {
         .timeout(Duration::from_secs(120))
         .send_string(&body.to_string())
     {
-        Ok(r) => (200, serde_json::from_str(&r.into_string().unwrap()).unwrap(), None),
+        Ok(r) => (
+            200,
+            serde_json::from_str(&r.into_string().unwrap()).unwrap(),
+            None,
+        ),
         Err(ureq::Error::Status(c, r)) => {
             let retry = r.header("Retry-After").map(str::to_string);
-            (c, serde_json::from_str(&r.into_string().unwrap()).unwrap(), retry)
+            (
+                c,
+                serde_json::from_str(&r.into_string().unwrap()).unwrap(),
+                retry,
+            )
         }
         Err(e) => panic!("{e}"),
     }
@@ -80,7 +88,11 @@ fn gemma3_greedy_text_alone_equals_batched_over_http() {
     for (i, h) in handles.into_iter().enumerate() {
         let (c, v, _) = h.join().unwrap();
         assert_eq!(c, 200, "{v}");
-        assert_eq!(v["choices"][0]["text"].as_str().unwrap(), alone[i], "request {i}");
+        assert_eq!(
+            v["choices"][0]["text"].as_str().unwrap(),
+            alone[i],
+            "request {i}"
+        );
         assert_eq!(v["usage"]["completion_tokens"], 10);
         most = most.max(v["modelbench"]["batch_max"].as_u64().unwrap());
     }
@@ -121,7 +133,10 @@ fn a_full_queue_answers_503_with_retry_after() {
         .collect();
     let res: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let full: Vec<_> = res.iter().filter(|r| r.0 == 503).collect();
-    assert!(!full.is_empty(), "one slot and a queue of one: 6 at once must overflow");
+    assert!(
+        !full.is_empty(),
+        "one slot and a queue of one: 6 at once must overflow"
+    );
     for (_, v, retry) in &full {
         assert_eq!(v["error"]["code"], "queue_full", "{v}");
         assert_eq!(retry.as_deref(), Some("1"));

@@ -110,8 +110,10 @@ fn soak_saturated_with_bad_requests() {
                             404,
                         ),
                         7 => expect_400(
-                            send(json!({"model": MODEL, "prompt": "a b", "max_tokens": 400})
-                                .to_string()),
+                            send(
+                                json!({"model": MODEL, "prompt": "a b", "max_tokens": 400})
+                                    .to_string(),
+                            ),
                             400,
                         ),
                         9 => {
@@ -196,7 +198,9 @@ fn soak_saturated_with_bad_requests() {
     while t0.elapsed().as_secs_f64() < secs {
         std::thread::sleep(Duration::from_millis(500));
         if t0.elapsed().as_secs_f64() > secs / 4.0 {
-            rss.lock().unwrap().push((t0.elapsed().as_secs_f64(), rss_kib()));
+            rss.lock()
+                .unwrap()
+                .push((t0.elapsed().as_secs_f64(), rss_kib()));
         }
     }
     for c in clients {
@@ -228,8 +232,16 @@ fn soak_saturated_with_bad_requests() {
     );
     assert_eq!(metric(&m, "requests_failed_total"), 0, "{m}");
     assert_eq!(metric(&m, "requests_accepted_total"), ok + left, "{m}");
-    assert_eq!(metric(&m, "requests_completed_total"), ok + left - metric(&m, "requests_cancelled_total"), "{m}");
-    assert_eq!(metric(&m, "requests_rejected_queue_full_total"), full, "{m}");
+    assert_eq!(
+        metric(&m, "requests_completed_total"),
+        ok + left - metric(&m, "requests_cancelled_total"),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "requests_rejected_queue_full_total"),
+        full,
+        "{m}"
+    );
     assert!(ok > 10, "only {ok} requests completed");
     assert!(metric(&m, "step_sequences_max") >= 2, "{m}");
     // Still up.

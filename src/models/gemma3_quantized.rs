@@ -631,7 +631,10 @@ struct Proj {
 /// seeded inputs; the kernel choice depends only on shapes and dtype, not on values).
 fn lone_row_differs(w: &QMatMul, k: usize, dev: &Device) -> Result<bool> {
     let x = Tensor::randn(0f32, 1f32, (8, k), dev)?;
-    let alone = w.forward(&x.narrow(0, 0, 1)?)?.flatten_all()?.to_vec1::<f32>()?;
+    let alone = w
+        .forward(&x.narrow(0, 0, 1)?)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     for m in [2usize, 5, 8] {
         let many = w.forward(&x.narrow(0, 0, m)?)?.i(0)?.to_vec1::<f32>()?;
         if alone
@@ -788,7 +791,12 @@ impl Batched {
     /// How many of the model's weight matmuls run a lone row as two, and how many run
     /// widened.
     pub fn adapted_weights(&self) -> (usize, usize) {
-        let all = || self.projs.iter().flatten().chain(std::iter::once(&self.output));
+        let all = || {
+            self.projs
+                .iter()
+                .flatten()
+                .chain(std::iter::once(&self.output))
+        };
         (
             all().filter(|p| p.lone_as_two).count(),
             all().filter(|p| p.k_run > p.k).count(),
@@ -874,13 +882,19 @@ impl Batched {
         for (li, layer) in m.layers.iter().enumerate() {
             let pj = &self.projs[li];
             let sliding = layer.window.is_some();
-            let rope = if sliding { &m.rope_local } else { &m.rope_global };
+            let rope = if sliding {
+                &m.rope_local
+            } else {
+                &m.rope_global
+            };
             let a = op("rms_norm", || layer.attn_norm.forward(&h))?;
 
             let s = &shape;
             let q = matmul_rows("matmul", &pj[0], &a)?.reshape((1, total, s.heads, s.head_dim))?;
-            let k = matmul_rows("matmul", &pj[1], &a)?.reshape((1, total, s.kv_heads, s.head_dim))?;
-            let v = matmul_rows("matmul", &pj[2], &a)?.reshape((1, total, s.kv_heads, s.head_dim))?;
+            let k =
+                matmul_rows("matmul", &pj[1], &a)?.reshape((1, total, s.kv_heads, s.head_dim))?;
+            let v =
+                matmul_rows("matmul", &pj[2], &a)?.reshape((1, total, s.kv_heads, s.head_dim))?;
             let q = op("rms_norm", || layer.q_norm.forward(&q))?;
             let k = op("rms_norm", || layer.k_norm.forward(&k))?;
             let mut outs = Vec::with_capacity(seqs.len());
@@ -985,8 +999,20 @@ mod tests {
         let q5 = QTensor::quantize(&x, GgmlDType::Q5_0).unwrap();
         let q8 = q5_0_as_q8_0(&q5).unwrap().expect("a Q5_0 tensor");
         assert_eq!(q8.dtype(), GgmlDType::Q8_0);
-        let a: Vec<f32> = q5.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = q8.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let a: Vec<f32> = q5
+            .dequantize(&dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = q8
+            .dequantize(&dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
         let q4 = QTensor::quantize(&x, GgmlDType::Q8_0).unwrap();
         assert!(q5_0_as_q8_0(&q4).unwrap().is_none());
@@ -997,7 +1023,9 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1f32, (32, 96), &dev).unwrap();
         let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let wide = q8_0_widened(&q).unwrap().expect("96 is not a multiple of 256");
+        let wide = q8_0_widened(&q)
+            .unwrap()
+            .expect("96 is not a multiple of 256");
         assert_eq!(wide.shape().dims2().unwrap(), (32, 256));
         let a = q.dequantize(&dev).unwrap();
         let b = wide.dequantize(&dev).unwrap();
@@ -1007,9 +1035,31 @@ mod tests {
             x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits())
         };
         assert!(same(&a, &b.narrow(1, 0, 96).unwrap()));
-        assert!(b.narrow(1, 96, 160).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0);
-        let wq = QTensor::quantize(&w.narrow(1, 0, 32).unwrap().contiguous().unwrap().repeat((1, 8)).unwrap(), GgmlDType::Q8_0).unwrap();
-        assert!(q8_0_widened(&wq).unwrap().is_none(), "256 in-features: nothing to do");
+        assert!(
+            b.narrow(1, 96, 160)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                == 0.0
+        );
+        let wq = QTensor::quantize(
+            &w.narrow(1, 0, 32)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .repeat((1, 8))
+                .unwrap(),
+            GgmlDType::Q8_0,
+        )
+        .unwrap();
+        assert!(
+            q8_0_widened(&wq).unwrap().is_none(),
+            "256 in-features: nothing to do"
+        );
     }
 
     #[test]

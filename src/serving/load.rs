@@ -361,7 +361,6 @@ fn run_level(c: &Arc<Client>, mode: Mode, stop: Stop, base: u64) -> Vec<RequestT
     v
 }
 
-
 fn parse_list<T: std::str::FromStr>(s: &str, flag: &str) -> Result<Vec<T>> {
     s.split(',')
         .map(|p| {
@@ -387,7 +386,9 @@ pub fn parse_targets(s: &str) -> Result<Vec<(Option<String>, String)>> {
         );
         if let Some(n) = &name {
             ensure!(
-                !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                !n.is_empty()
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
                 "--url {part:?}: the name must be letters, digits, - _ . (NAME=URL)"
             );
             ensure!(
@@ -397,7 +398,10 @@ pub fn parse_targets(s: &str) -> Result<Vec<(Option<String>, String)>> {
         }
         out.push((name, url));
     }
-    ensure!(!out.is_empty(), "--url {s:?}: give URL or NAME=URL[,NAME=URL...]");
+    ensure!(
+        !out.is_empty(),
+        "--url {s:?}: give URL or NAME=URL[,NAME=URL...]"
+    );
     ensure!(
         out.len() == 1 || out.iter().all(|(n, _)| n.is_some()),
         "--url {s:?}: with several servers name each one (NAME=URL,NAME=URL)"
@@ -455,7 +459,8 @@ pub fn load(a: &LoadOptions) -> Result<()> {
     };
     let stop = match (&a.duration, a.requests) {
         (Some(d), None) => {
-            let s = parse_duration_s(d).map_err(|e| Error::Serving(format!("--duration {d:?}: {e}")))?;
+            let s = parse_duration_s(d)
+                .map_err(|e| Error::Serving(format!("--duration {d:?}: {e}")))?;
             ensure!(
                 s <= MAX_DURATION_S,
                 "--duration {d:?}: at most {MAX_DURATION_S} s per level"
@@ -472,7 +477,9 @@ pub fn load(a: &LoadOptions) -> Result<()> {
         _ => bail!("give --duration (e.g. 30s) or --requests K"),
     };
     let slo = match (&a.slo, &a.slo_preset) {
-        (Some(s), _) => Some(Slo::parse(s).map_err(|e| Error::Serving(format!("--slo {s:?}: {e}")))?),
+        (Some(s), _) => {
+            Some(Slo::parse(s).map_err(|e| Error::Serving(format!("--slo {s:?}: {e}")))?)
+        }
         (None, Some(p)) => {
             Some(Slo::preset(p).map_err(|e| Error::Serving(format!("--slo-preset {p:?}: {e}")))?)
         }
@@ -493,7 +500,12 @@ pub fn load(a: &LoadOptions) -> Result<()> {
         let models: Value = agent
             .get(&format!("{url}/v1/models"))
             .call()
-            .map_err(|e| Error::Serving(format!("{url}/v1/models: {} (is the server up?)", describe(e))))
+            .map_err(|e| {
+                Error::Serving(format!(
+                    "{url}/v1/models: {} (is the server up?)",
+                    describe(e)
+                ))
+            })
             .and_then(|r| {
                 let body = r
                     .into_string()
@@ -502,7 +514,10 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     .map_err(|e| Error::Serving(format!("{url}/v1/models: not JSON: {e}")))
             })?;
         let listed = models["data"].as_array().cloned().unwrap_or_default();
-        let entry = listed.iter().find(|m| m["id"].as_str() == Some(&a.model)).cloned();
+        let entry = listed
+            .iter()
+            .find(|m| m["id"].as_str() == Some(&a.model))
+            .cloned();
         if entry.is_none() {
             let ids: Vec<&str> = listed.iter().filter_map(|m| m["id"].as_str()).collect();
             eprintln!(

@@ -268,7 +268,6 @@ pub fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-
 /// What a request saw in the server (`modelbench` extension of the final chunk and body):
 /// queue time, and the sequences in the steps that ran it.
 pub fn stats(f: &Finished) -> Value {

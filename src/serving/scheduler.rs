@@ -98,7 +98,9 @@ impl StepModel for GemmaSlots {
             .model
             .forward(&mut seqs)
             .map_err(|e| Error::Serving(one_line(&e.to_string())))?;
-        out.iter().map(|o| o.as_ref().map(host).transpose()).collect()
+        out.iter()
+            .map(|o| o.as_ref().map(host).transpose())
+            .collect()
     }
 }
 
@@ -218,23 +220,108 @@ impl Metrics {
                 "# HELP modelbench_{name} {help}\n# TYPE modelbench_{name} {kind}\nmodelbench_{name} {v}\n"
             ));
         };
-        put("requests_accepted_total", "counter", "requests queued", g(&self.accepted).to_string());
-        put("requests_rejected_queue_full_total", "counter", "requests answered 503 (queue full)", g(&self.rejected_full).to_string());
-        put("requests_rejected_invalid_total", "counter", "requests answered 4xx (bad request)", g(&self.rejected_invalid).to_string());
-        put("requests_completed_total", "counter", "requests finished with a finish reason", g(&self.completed).to_string());
-        put("requests_failed_total", "counter", "requests ended by a model error", g(&self.failed).to_string());
-        put("requests_cancelled_total", "counter", "requests whose client went away", g(&self.cancelled).to_string());
-        put("prompt_tokens_total", "counter", "prompt tokens of admitted requests", g(&self.prompt_tokens).to_string());
-        put("generation_tokens_total", "counter", "tokens generated", g(&self.completion_tokens).to_string());
-        put("steps_total", "counter", "batched forward steps", steps.to_string());
-        put("step_sequences_mean", "gauge", "sequences per step, mean since start", format!("{:.3}", mean(g(&self.step_sequences), steps)));
-        put("step_tokens_mean", "gauge", "tokens per step, mean since start", format!("{:.3}", mean(g(&self.step_tokens), steps)));
-        put("step_sequences_max", "gauge", "most sequences seen in one step", self.batch_max.load(Ordering::Relaxed).to_string());
-        put("queue_time_mean_ms", "gauge", "time from queue to slot, mean over admitted requests", format!("{:.3}", mean(g(&self.queue_us), g(&self.admitted)) / 1e3));
-        put("requests_queued", "gauge", "requests waiting for a slot", self.queued.load(Ordering::Relaxed).to_string());
-        put("requests_running", "gauge", "requests in a slot", self.running.load(Ordering::Relaxed).to_string());
-        put("max_batch", "gauge", "--max-batch", limits.max_batch.to_string());
-        put("max_batch_tokens", "gauge", "--max-batch-tokens", limits.max_batch_tokens.to_string());
+        put(
+            "requests_accepted_total",
+            "counter",
+            "requests queued",
+            g(&self.accepted).to_string(),
+        );
+        put(
+            "requests_rejected_queue_full_total",
+            "counter",
+            "requests answered 503 (queue full)",
+            g(&self.rejected_full).to_string(),
+        );
+        put(
+            "requests_rejected_invalid_total",
+            "counter",
+            "requests answered 4xx (bad request)",
+            g(&self.rejected_invalid).to_string(),
+        );
+        put(
+            "requests_completed_total",
+            "counter",
+            "requests finished with a finish reason",
+            g(&self.completed).to_string(),
+        );
+        put(
+            "requests_failed_total",
+            "counter",
+            "requests ended by a model error",
+            g(&self.failed).to_string(),
+        );
+        put(
+            "requests_cancelled_total",
+            "counter",
+            "requests whose client went away",
+            g(&self.cancelled).to_string(),
+        );
+        put(
+            "prompt_tokens_total",
+            "counter",
+            "prompt tokens of admitted requests",
+            g(&self.prompt_tokens).to_string(),
+        );
+        put(
+            "generation_tokens_total",
+            "counter",
+            "tokens generated",
+            g(&self.completion_tokens).to_string(),
+        );
+        put(
+            "steps_total",
+            "counter",
+            "batched forward steps",
+            steps.to_string(),
+        );
+        put(
+            "step_sequences_mean",
+            "gauge",
+            "sequences per step, mean since start",
+            format!("{:.3}", mean(g(&self.step_sequences), steps)),
+        );
+        put(
+            "step_tokens_mean",
+            "gauge",
+            "tokens per step, mean since start",
+            format!("{:.3}", mean(g(&self.step_tokens), steps)),
+        );
+        put(
+            "step_sequences_max",
+            "gauge",
+            "most sequences seen in one step",
+            self.batch_max.load(Ordering::Relaxed).to_string(),
+        );
+        put(
+            "queue_time_mean_ms",
+            "gauge",
+            "time from queue to slot, mean over admitted requests",
+            format!("{:.3}", mean(g(&self.queue_us), g(&self.admitted)) / 1e3),
+        );
+        put(
+            "requests_queued",
+            "gauge",
+            "requests waiting for a slot",
+            self.queued.load(Ordering::Relaxed).to_string(),
+        );
+        put(
+            "requests_running",
+            "gauge",
+            "requests in a slot",
+            self.running.load(Ordering::Relaxed).to_string(),
+        );
+        put(
+            "max_batch",
+            "gauge",
+            "--max-batch",
+            limits.max_batch.to_string(),
+        );
+        put(
+            "max_batch_tokens",
+            "gauge",
+            "--max-batch-tokens",
+            limits.max_batch_tokens.to_string(),
+        );
         s
     }
 }
@@ -534,7 +621,13 @@ fn sample_one(a: &mut Active<'_>, logits: &mut [f32], eos: &[u32]) -> After {
     a.text.push_str(&piece);
     let mut out = piece;
     let mut finish = None;
-    if let Some(at) = a.job.stop.iter().filter_map(|s| a.text.find(s.as_str())).min() {
+    if let Some(at) = a
+        .job
+        .stop
+        .iter()
+        .filter_map(|s| a.text.find(s.as_str()))
+        .min()
+    {
         out = a.text[before.min(at)..at].to_string();
         finish = Some("stop");
     }

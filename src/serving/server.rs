@@ -363,12 +363,7 @@ fn validate_and_queue(s: &Shared, body: Bytes, api: Api) -> Parts {
                 Some("model_not_found"),
             ))
         }
-        _ => {
-            return Parts::Done(bad(
-                "`model` (a string) is required".into(),
-                Some("model"),
-            ))
-        }
+        _ => return Parts::Done(bad("`model` (a string) is required".into(), Some("model"))),
     }
     let req = match parse(&v, api) {
         Ok(r) => r,
@@ -394,10 +389,7 @@ fn validate_and_queue(s: &Shared, body: Bytes, api: Api) -> Parts {
         "prompt"
     };
     if ids.is_empty() {
-        return Parts::Done(bad(
-            "the prompt encodes to no tokens".into(),
-            Some(param),
-        ));
+        return Parts::Done(bad("the prompt encodes to no tokens".into(), Some(param)));
     }
     if ids.len() + req.max_tokens > s.context {
         return Parts::Done(error(
