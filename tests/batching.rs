@@ -282,8 +282,8 @@ fn step_times() {
     m.reset().unwrap();
     m.forward(&p, 0).unwrap();
     let t = std::time::Instant::now();
-    for i in 0..steps {
-        m.forward(&[p[i]], 128 + i).unwrap();
+    for (i, t) in p.iter().take(steps).enumerate() {
+        m.forward(&[*t], 128 + i).unwrap();
     }
     let bench = t.elapsed().as_secs_f64() / steps as f64;
     eprintln!(
@@ -304,8 +304,8 @@ fn step_times() {
                 .unwrap();
             }
             let t = std::time::Instant::now();
-            for i in 0..steps {
-                let tok = [p[i]];
+            for t in p.iter().take(steps) {
+                let tok = [*t];
                 let mut seqs: Vec<SeqStep<'_>> = caches
                     .iter_mut()
                     .map(|c| SeqStep {

@@ -88,21 +88,25 @@ fn soak_saturated_with_bad_requests() {
                 while t0.elapsed().as_secs_f64() < secs {
                     n += 1;
                     let k = c * 1_000_003 + n;
-                    let send = |body: String| {
+                    let send = |body: String| -> Result<ureq::Response, Box<ureq::Error>> {
                         agent
                             .post(&format!("{url}/v1/completions"))
                             .set("Content-Type", "application/json")
                             .send_string(&body)
+                            .map_err(Box::new)
                     };
-                    let expect_400 = |r: Result<ureq::Response, ureq::Error>, code: u16| match r {
-                        Err(ureq::Error::Status(got, resp)) if got == code => {
-                            let v: Value = serde_json::from_str(&resp.into_string().unwrap())
-                                .expect("an error body is JSON");
-                            assert!(v["error"]["message"].is_string(), "{v}");
-                            tally.bad.fetch_add(1, Ordering::Relaxed);
-                        }
-                        other => panic!("expected {code}, got {:?}", other.map(|r| r.status())),
-                    };
+                    let expect_400 =
+                        |r: Result<ureq::Response, Box<ureq::Error>>, code: u16| match r
+                            .map_err(|e| *e)
+                        {
+                            Err(ureq::Error::Status(got, resp)) if got == code => {
+                                let v: Value = serde_json::from_str(&resp.into_string().unwrap())
+                                    .expect("an error body is JSON");
+                                assert!(v["error"]["message"].is_string(), "{v}");
+                                tally.bad.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => panic!("expected {code}, got {:?}", other.map(|r| r.status())),
+                        };
                     match k % 13 {
                         3 => expect_400(send("{\"model\": ".into()), 400),
                         5 => expect_400(
@@ -120,7 +124,7 @@ fn soak_saturated_with_bad_requests() {
                             // Leaves after the first bytes of a long stream.
                             let body = json!({"model": MODEL, "prompt": "a b c", "max_tokens": 200,
                                 "ignore_eos": true, "stream": true});
-                            match send(body.to_string()) {
+                            match send(body.to_string()).map_err(|e| *e) {
                                 Ok(resp) => {
                                     let mut r = resp.into_reader();
                                     let mut b = [0u8; 16];
@@ -140,7 +144,7 @@ fn soak_saturated_with_bad_requests() {
                             let body = json!({"model": MODEL, "prompt": prompt, "max_tokens": max,
                                 "temperature": 0, "ignore_eos": true, "stream": true,
                                 "stream_options": {"include_usage": true}});
-                            let resp = match send(body.to_string()) {
+                            let resp = match send(body.to_string()).map_err(|e| *e) {
                                 Ok(r) => r,
                                 Err(ureq::Error::Status(503, r)) => {
                                     assert_eq!(r.header("Retry-After"), Some("1"));

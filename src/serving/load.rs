@@ -44,7 +44,7 @@ const AUTO_RATE_LEVELS: usize = 10;
 
 macro_rules! ensure {
     ($c:expr, $($t:tt)*) => {
-        if !$c {
+        if !($c) {
             return Err(Error::Serving(format!($($t)*)));
         }
     };
@@ -461,10 +461,9 @@ pub fn load(a: &LoadOptions) -> Result<()> {
         (Some(d), None) => {
             let s = parse_duration_s(d)
                 .map_err(|e| Error::Serving(format!("--duration {d:?}: {e}")))?;
-            ensure!(
-                s <= MAX_DURATION_S,
-                "--duration {d:?}: at most {MAX_DURATION_S} s per level"
-            );
+            if s > MAX_DURATION_S {
+                bail!("--duration {d:?}: at most {MAX_DURATION_S} s per level");
+            }
             Stop::Duration(s)
         }
         (None, Some(k)) => {
