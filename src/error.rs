@@ -89,6 +89,11 @@ pub enum Error {
 
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+
+    /// Serving (`serve`, `load`; see serving/): a bad flag or a server that cannot be
+    /// reached, named with its fix.
+    #[error("{0}")]
+    Serving(String),
 }
 
 impl Error {

@@ -4,7 +4,7 @@
 //! on one that points back up):
 //!
 //! `util`, `error` <- [`measure`] <- [`models`] <- [`engine`] <- [`output`] <- [`workloads`]
-//! <- [`config`] <- {[`harness`], the `modelbench` binary}
+//! <- [`serving`] <- [`config`] <- {[`harness`], the `modelbench` binary}
 //!
 //! Data flows: knobs ([`config`]) -> plans -> [`models::source::resolve`] ->
 //! [`models::loading::open`] -> a [`workloads::Workload`] run by the one trial loop
@@ -23,6 +23,8 @@ pub mod engine;
 pub mod output;
 
 pub mod workloads;
+
+pub mod serving;
 
 pub mod config;
 

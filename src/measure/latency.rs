@@ -32,6 +32,10 @@ pub struct RequestTiming {
     pub prompt_tokens: Option<usize>,
     /// Why it failed (HTTP status and message, transport error); None on success.
     pub error: Option<String>,
+    /// What the server said about the request where it says it (`modelbench serve`'s
+    /// `modelbench` object: queue time, batch sizes seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<serde_json::Value>,
 }
 
 impl RequestTiming {
@@ -276,6 +280,7 @@ mod tests {
                 output_tokens: 4,
                 prompt_tokens: Some(16),
                 error: None,
+                server: None,
             },
             // TTFT 0.3, chunks 0.3 0.5 -> E2E 0.5, 2 tokens, TPOT 0.2; sent at 1.0, ends 1.5
             RequestTiming {
@@ -286,6 +291,7 @@ mod tests {
                 output_tokens: 2,
                 prompt_tokens: Some(16),
                 error: None,
+                server: None,
             },
             RequestTiming {
                 sent_s: 0.5,

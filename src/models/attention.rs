@@ -144,6 +144,9 @@ impl CausalLm for WithAttention {
     fn restore(&mut self, s: &KvState) -> Result<Restored> {
         self.inner.restore(s)
     }
+    fn gemma3_weights(&self) -> Option<super::gemma3_quantized::ModelWeights> {
+        self.inner.gemma3_weights()
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{ggml_file, gguf_file, QMatMul, QTensor};
+use candle_core::quantized::{ggml_file, gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_transformers::quantized_nn::RmsNorm;
@@ -569,9 +569,498 @@ impl ModelWeights {
     }
 }
 
+/// The KV cache of one sequence of a batched forward ([`Batched`]): every layer's keys and
+/// values at this sequence's own positions, laid out as the single-sequence cache is.
+#[derive(Debug, Clone)]
+pub struct SeqCache {
+    layers: Vec<Cache>,
+    /// Positions in the cache (where this sequence's next tokens go).
+    pos: usize,
+    /// Positions the sliding layers' caches hold.
+    sliding_len: usize,
+}
+
+impl SeqCache {
+    /// Positions this sequence has been run through.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+/// One sequence's share of a batched step: its cache, the tokens it runs this step (the next
+/// prompt chunk, or the one token it decodes) and whether the logits of the last are wanted.
+pub struct SeqStep<'a> {
+    pub cache: &'a mut SeqCache,
+    pub tokens: &'a [u32],
+    pub logits: bool,
+}
+
+/// The weights of a layer's seven projections, in this order: q, k, v, o, gate, up, down.
+const PROJECTIONS: usize = 7;
+
+/// Continuous batching over the quantized Gemma 3 (`modelbench serve --max-batch`): every
+/// token of every sequence in a step goes through each weight matmul together (one matmul
+/// per weight per step), and attention runs per sequence against that sequence's own cache,
+/// with its own positions, RoPE and masks, exactly as [`ModelWeights::forward`] runs it for
+/// one sequence of the same chunk. A sequence's results therefore do not depend on what else
+/// is in the batch, provided each matmul computes a row the same whatever the number of rows:
+/// candle's CPU kernels are row-independent except that some switch kernels between one row
+/// and several (on x86, Q6_K weights use a compact GEMV for one row and repacked tiles for
+/// more). [`Batched::new`] measures that for every weight and runs a lone row of such a weight
+/// as two (the row twice), so a step of one sequence computes exactly as a bigger step does.
+#[derive(Debug, Clone)]
+pub struct Batched {
+    model: ModelWeights,
+    /// Per layer, the seven projections as the batched path runs them.
+    projs: Vec<[Proj; PROJECTIONS]>,
+    output: Proj,
+}
+
+/// A weight as the batched path runs it: possibly re-encoded and widened (see
+/// [`Batched::new`]), and whether a lone row runs as two.
+#[derive(Debug, Clone)]
+struct Proj {
+    w: QMatMul,
+    /// In-features of the model's weight, and of `w` (larger when zero-padded).
+    k: usize,
+    k_run: usize,
+    lone_as_two: bool,
+}
+
+/// Whether `w` gives row 0 different bits alone than with other rows beside it (measured on
+/// seeded inputs; the kernel choice depends only on shapes and dtype, not on values).
+fn lone_row_differs(w: &QMatMul, k: usize, dev: &Device) -> Result<bool> {
+    let x = Tensor::randn(0f32, 1f32, (8, k), dev)?;
+    let alone = w
+        .forward(&x.narrow(0, 0, 1)?)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    for m in [2usize, 5, 8] {
+        let many = w.forward(&x.narrow(0, 0, m)?)?.i(0)?.to_vec1::<f32>()?;
+        if alone
+            .iter()
+            .zip(&many)
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn in_features(w: &QMatMul) -> Result<usize> {
+    match w {
+        QMatMul::QTensor(t) => Ok(t.shape().dims2()?.1),
+        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => Ok(t.dims2()?.1),
+    }
+}
+
+/// `p` applied to `x` (1, rows, k): zero-padded to the weight's in-features where it was
+/// widened, and a lone row run as two where the kernel would compute it otherwise.
+fn matmul_rows(kind: &str, p: &Proj, x: &Tensor) -> Result<Tensor> {
+    op(kind, || {
+        let (_, rows, _) = x.dims3()?;
+        let x = if p.k_run > p.k {
+            let z = Tensor::zeros((1, rows, p.k_run - p.k), x.dtype(), x.device())?;
+            Tensor::cat(&[x, &z], 2)?
+        } else {
+            x.clone()
+        };
+        if p.lone_as_two && rows == 1 {
+            p.w.forward(&Tensor::cat(&[&x, &x], 1)?)?.narrow(1, 0, 1)
+        } else {
+            p.w.forward(&x)
+        }
+    })
+}
+
+/// A Q8_0 weight whose in-features are not a multiple of 256, widened with zero blocks to the
+/// next multiple (the extra columns meet zero-padded activations, so every output is the same
+/// sum): candle's x86 repacked Q8_0 kernels (AVX-512 VNNI / AVX-VNNI), many times faster
+/// than its generic Q8_0 loop, take only in-features that are multiples of 256. None when
+/// nothing is to be done.
+pub fn q8_0_widened(t: &QTensor) -> Result<Option<QTensor>> {
+    let (n, k) = t.shape().dims2()?;
+    if t.dtype() != GgmlDType::Q8_0 || k % 256 == 0 || k % 32 != 0 {
+        return Ok(None);
+    }
+    let k2 = k.div_ceil(256) * 256;
+    let (row, row2) = (k / 32 * 34, k2 / 32 * 34);
+    let data = t.data()?;
+    let mut out = vec![0u8; n * row2];
+    for (src, dst) in data.chunks_exact(row).zip(out.chunks_exact_mut(row2)) {
+        dst[..row].copy_from_slice(src);
+    }
+    Ok(Some(ggml_file::qtensor_from_ggml(
+        GgmlDType::Q8_0,
+        &out,
+        vec![n, k2],
+        &t.device(),
+    )?))
+}
+
+/// A Q5_0 tensor re-encoded as Q8_0, exactly: both are blocks of 32 weights with one f16
+/// scale, Q5_0's 5-bit values `q - 16` (in -16..=15) fit Q8_0's i8, so every dequantized
+/// weight is bit-equal. None for another dtype. candle 0.11 has no SIMD kernel for Q5_0
+/// (a scalar loop) and AVX2 / AVX-512 ones for Q8_0.
+pub fn q5_0_as_q8_0(t: &QTensor) -> Result<Option<QTensor>> {
+    if t.dtype() != GgmlDType::Q5_0 {
+        return Ok(None);
+    }
+    let data = t.data()?;
+    let mut out = Vec::with_capacity(data.len() / 22 * 34);
+    for b in data.chunks_exact(22) {
+        out.extend_from_slice(&b[0..2]);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let qs = &b[6..22];
+        let mut q = [0u8; 32];
+        for j in 0..16 {
+            let h0 = (((qh >> j) & 1) << 4) as u8;
+            let h1 = (((qh >> (j + 16)) & 1) << 4) as u8;
+            q[j] = (((qs[j] & 0x0F) | h0) as i8 - 16) as u8;
+            q[j + 16] = (((qs[j] >> 4) | h1) as i8 - 16) as u8;
+        }
+        out.extend_from_slice(&q);
+    }
+    Ok(Some(ggml_file::qtensor_from_ggml(
+        GgmlDType::Q8_0,
+        &out,
+        t.shape().dims().to_vec(),
+        &t.device(),
+    )?))
+}
+
+/// `w` as the batched path runs it: with `fast`, Q5_0 re-encoded as Q8_0 and Q8_0 widened to
+/// in-features of a multiple of 256; then whether a lone row must run as two.
+fn proj(w: &QMatMul, fast: bool, dev: &Device) -> Result<Proj> {
+    let k = in_features(w)?;
+    let mut run = w.clone();
+    if fast {
+        if let QMatMul::QTensor(t) = &run {
+            if let Some(q) = q5_0_as_q8_0(t)? {
+                run = QMatMul::from_qtensor(q)?;
+            }
+        }
+        if let QMatMul::QTensor(t) = &run {
+            if let Some(q) = q8_0_widened(t)? {
+                run = QMatMul::from_qtensor(q)?;
+            }
+        }
+    }
+    let k_run = in_features(&run)?;
+    let lone_as_two = lone_row_differs(&run, k_run, dev)?;
+    Ok(Proj {
+        w: run,
+        k,
+        k_run,
+        lone_as_two,
+    })
+}
+
+impl Batched {
+    /// Wraps loaded weights (their single-sequence caches are not used) and measures which
+    /// weights need a lone row run as two (see [`Batched`]). With `fast`, Q5_0 weights run
+    /// re-encoded as Q8_0 ([`q5_0_as_q8_0`]) and Q8_0 weights whose in-features are not a
+    /// multiple of 256 run widened with zeros ([`q8_0_widened`]): the same weights and the same
+    /// sums in exact arithmetic, on faster kernels, which quantize the activations and order
+    /// the sums their own way, so logits differ from the bench path's in the last bits (still
+    /// the same alone as batched).
+    pub fn new(mut model: ModelWeights, fast: bool) -> Result<Self> {
+        model.reset();
+        let dev = model.device.clone();
+        let mut projs = Vec::with_capacity(model.layers.len());
+        for l in &model.layers {
+            let ws = [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down];
+            let mut p = Vec::with_capacity(PROJECTIONS);
+            for w in ws {
+                p.push(proj(w, fast, &dev)?);
+            }
+            projs.push(
+                p.try_into()
+                    .unwrap_or_else(|_| unreachable!("seven projections")),
+            );
+        }
+        let output = proj(&model.output, fast, &dev)?;
+        Ok(Self {
+            model,
+            projs,
+            output,
+        })
+    }
+
+    /// How many of the model's weight matmuls run a lone row as two, and how many run
+    /// widened.
+    pub fn adapted_weights(&self) -> (usize, usize) {
+        let all = || {
+            self.projs
+                .iter()
+                .flatten()
+                .chain(std::iter::once(&self.output))
+        };
+        (
+            all().filter(|p| p.lone_as_two).count(),
+            all().filter(|p| p.k_run > p.k).count(),
+        )
+    }
+
+    pub fn model(&self) -> &ModelWeights {
+        &self.model
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_seq(&self) -> SeqCache {
+        SeqCache {
+            layers: self
+                .model
+                .layers
+                .iter()
+                .map(|l| match l.cache {
+                    Cache::Global(_) => Cache::Global(KvCache::new(2, self.model.context)),
+                    Cache::Sliding(_) => Cache::Sliding(None),
+                })
+                .collect(),
+            pos: 0,
+            sliding_len: 0,
+        }
+    }
+
+    /// Runs one step: each sequence's tokens at its own next positions, all through each
+    /// weight matmul together. Returns, per sequence, the logits (vocab, f32) of its last
+    /// token where `logits` asked for them. On an error no cache has advanced its position,
+    /// but caches may hold part of the step: drop the sequences of a failed step.
+    pub fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+        let m = &self.model;
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let window = m.cfg.sliding_window.max(1);
+        let mut ids = Vec::new();
+        let mut spans = Vec::with_capacity(seqs.len());
+        for s in seqs.iter() {
+            let (pos, len) = (s.cache.pos, s.tokens.len());
+            if len == 0 {
+                bail!("a batched step of zero tokens for one sequence");
+            }
+            if s.cache.layers.len() != m.layers.len() {
+                bail!("a sequence cache of another model");
+            }
+            if pos + len > m.context {
+                bail!(
+                    "positions {pos}..{} exceed the {} positions this model was built for (its context cap); load it with a larger one",
+                    pos + len,
+                    m.context
+                );
+            }
+            spans.push((ids.len(), len, pos));
+            ids.extend_from_slice(s.tokens);
+        }
+        let total = ids.len();
+        let x = Tensor::from_vec(ids, (1, total), &m.device)?;
+        let mut h = (m.embed.forward(&x)? * (m.cfg.hidden as f64).sqrt())?;
+
+        // Each sequence's masks, as the single-sequence forward builds them.
+        let mut masks = Vec::with_capacity(seqs.len());
+        for (s, &(_, len, pos)) in seqs.iter().zip(&spans) {
+            let mk = |k0: usize, n_k: usize, w: Option<usize>| -> Result<Option<Tensor>> {
+                attention_mask(pos, len, k0, n_k, w)
+                    .map(|v| Tensor::from_vec(v, (len, n_k), &m.device))
+                    .transpose()
+            };
+            let sl = s.cache.sliding_len;
+            masks.push((
+                mk(0, pos + len, None)?,
+                mk(pos - sl, sl + len, Some(window))?,
+            ));
+        }
+        let shape = Shape {
+            heads: m.cfg.heads,
+            kv_heads: m.cfg.kv_heads,
+            head_dim: m.cfg.head_dim,
+            scale: 1.0 / (m.cfg.head_dim as f64).sqrt(),
+            attn_softcap: m.cfg.attn_logit_softcapping,
+        };
+        for (li, layer) in m.layers.iter().enumerate() {
+            let pj = &self.projs[li];
+            let sliding = layer.window.is_some();
+            let rope = if sliding {
+                &m.rope_local
+            } else {
+                &m.rope_global
+            };
+            let a = op("rms_norm", || layer.attn_norm.forward(&h))?;
+
+            let s = &shape;
+            let q = matmul_rows("matmul", &pj[0], &a)?.reshape((1, total, s.heads, s.head_dim))?;
+            let k =
+                matmul_rows("matmul", &pj[1], &a)?.reshape((1, total, s.kv_heads, s.head_dim))?;
+            let v =
+                matmul_rows("matmul", &pj[2], &a)?.reshape((1, total, s.kv_heads, s.head_dim))?;
+            let q = op("rms_norm", || layer.q_norm.forward(&q))?;
+            let k = op("rms_norm", || layer.k_norm.forward(&k))?;
+            let mut outs = Vec::with_capacity(seqs.len());
+            for ((sq, &(start, len, pos)), mask) in seqs.iter_mut().zip(&spans).zip(&masks) {
+                let q = q.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
+                let k = k.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
+                let v = v.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
+                let q = rope.apply(&q, pos)?;
+                let k = rope.apply(&k, pos)?;
+                let (k, v) = match &mut sq.cache.layers[li] {
+                    Cache::Global(c) => c.append(&k, &v)?,
+                    Cache::Sliding(c) => {
+                        let (k, v) = match c.take() {
+                            Some((ck, cv)) => {
+                                (Tensor::cat(&[&ck, &k], 2)?, Tensor::cat(&[&cv, &v], 2)?)
+                            }
+                            None => (k, v),
+                        };
+                        let keys = k.dim(2)?;
+                        let keep = keys.min(window.saturating_sub(1));
+                        if keep > 0 {
+                            *c = Some((
+                                k.narrow(2, keys - keep, keep)?,
+                                v.narrow(2, keys - keep, keep)?,
+                            ));
+                        }
+                        (k, v)
+                    }
+                };
+                let (k, v) = (k.contiguous()?, v.contiguous()?);
+                let keys = k.dim(2)?;
+                let rep = s.heads / s.kv_heads;
+                let q = q.reshape((1, s.kv_heads, rep * len, s.head_dim))?;
+                let mut att = (q.matmul(&k.t()?)? * s.scale)?;
+                if let Some(cap) = s.attn_softcap {
+                    att = ((att / cap)?.tanh()? * cap)?;
+                }
+                let mask = if sliding { &mask.1 } else { &mask.0 };
+                if let Some(mask) = mask {
+                    att = att
+                        .reshape((1, s.kv_heads, rep, len, keys))?
+                        .broadcast_add(mask)?
+                        .reshape((1, s.kv_heads, rep * len, keys))?;
+                }
+                let att = op("softmax", || candle_nn::ops::softmax_last_dim(&att))?;
+                outs.push(
+                    att.matmul(&v)?
+                        .reshape((1, s.heads, len, s.head_dim))?
+                        .transpose(1, 2)?
+                        .reshape((1, len, s.heads * s.head_dim))?,
+                );
+            }
+            let out = Tensor::cat(&outs, 1)?;
+            let a = matmul_rows("matmul", &pj[3], &out)?;
+            let a = op("rms_norm", || layer.post_attn_norm.forward(&a))?;
+            h = op("add", || a + &h)?;
+            let x = op("rms_norm", || layer.ffn_norm.forward(&h))?;
+            let gate = matmul_rows("matmul", &pj[4], &x)?;
+            let gate = op("activation", || gate.gelu())?;
+            let up = matmul_rows("matmul", &pj[5], &x)?;
+            let hm = op("mul", || gate * up)?;
+            let mm = matmul_rows("matmul", &pj[6], &hm)?;
+            let mm = op("rms_norm", || layer.post_ffn_norm.forward(&mm))?;
+            h = op("add", || mm + &h)?;
+        }
+        for (sq, &(_, len, pos)) in seqs.iter_mut().zip(&spans) {
+            sq.cache.pos = pos + len;
+            sq.cache.sliding_len = (sq.cache.sliding_len + len).min(window - 1);
+        }
+
+        let want: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].logits).collect();
+        let mut out = vec![None; seqs.len()];
+        if want.is_empty() {
+            return Ok(out);
+        }
+        let rows = want
+            .iter()
+            .map(|&i| h.narrow(1, spans[i].0 + spans[i].1 - 1, 1))
+            .collect::<Result<Vec<_>>>()?;
+        let last = Tensor::cat(&rows, 1)?; // (1, n, hidden)
+        let last = op("rms_norm", || m.norm.forward(&last))?;
+        let mut logits = matmul_rows("lm_head", &self.output, &last)?;
+        if let Some(cap) = m.cfg.final_logit_softcapping {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        let logits = logits.to_dtype(DType::F32)?;
+        for (j, &i) in want.iter().enumerate() {
+            out[i] = Some(logits.i((0, j))?);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q5_0_reencoded_as_q8_0_dequantizes_bit_equal() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1f32, (4, 64), &dev).unwrap();
+        let q5 = QTensor::quantize(&x, GgmlDType::Q5_0).unwrap();
+        let q8 = q5_0_as_q8_0(&q5).unwrap().expect("a Q5_0 tensor");
+        assert_eq!(q8.dtype(), GgmlDType::Q8_0);
+        let a: Vec<f32> = q5
+            .dequantize(&dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = q8
+            .dequantize(&dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        let q4 = QTensor::quantize(&x, GgmlDType::Q8_0).unwrap();
+        assert!(q5_0_as_q8_0(&q4).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_widened_q8_0_weight_gives_the_same_products_on_zero_padded_inputs() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1f32, (32, 96), &dev).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let wide = q8_0_widened(&q)
+            .unwrap()
+            .expect("96 is not a multiple of 256");
+        assert_eq!(wide.shape().dims2().unwrap(), (32, 256));
+        let a = q.dequantize(&dev).unwrap();
+        let b = wide.dequantize(&dev).unwrap();
+        let same = |x: &Tensor, y: &Tensor| {
+            let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits())
+        };
+        assert!(same(&a, &b.narrow(1, 0, 96).unwrap()));
+        assert!(
+            b.narrow(1, 96, 160)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                == 0.0
+        );
+        let wq = QTensor::quantize(
+            &w.narrow(1, 0, 32)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .repeat((1, 8))
+                .unwrap(),
+            GgmlDType::Q8_0,
+        )
+        .unwrap();
+        assert!(
+            q8_0_widened(&wq).unwrap().is_none(),
+            "256 in-features: nothing to do"
+        );
+    }
 
     #[test]
     fn window_keeps_the_token_and_the_window_minus_one_before_it() {

@@ -61,6 +61,12 @@ pub trait CausalLm: Send {
             self.meta().implementation
         )))
     }
+    /// The project's quantized Gemma 3 weights behind this model (shared, not copied), for
+    /// the batched forward of `modelbench serve` ([`gemma3_quantized::Batched`]); None for
+    /// every other model, which serves one sequence at a time.
+    fn gemma3_weights(&self) -> Option<gemma3_quantized::ModelWeights> {
+        None
+    }
 }
 
 /// How a KV state came back.

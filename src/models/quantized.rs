@@ -604,6 +604,12 @@ impl CausalLm for QuantizedLm {
     fn device(&self) -> &Device {
         &self.device
     }
+    fn gemma3_weights(&self) -> Option<gemma3_quantized::ModelWeights> {
+        match &self.q {
+            Q::Gemma3Own(m) => Some(m.clone()),
+            _ => None,
+        }
+    }
 }
 
 impl QuantizedLm {

@@ -1,43 +1,16 @@
-//! `modelbench load`: drives any OpenAI-compatible server with synthetic streaming requests,
-//! closed-loop (N users, each sending its next request when the last ends) or open-loop
-//! (Poisson arrivals at a rate, seeded), for a duration or a request count after a warm-up;
-//! per request TTFT, TPOT, ITL, E2E, tokens and errors; one `serving-load` record per level,
-//! load.md / load.csv / load.png / requests.jsonl in a run folder.
-//!
-//! Prompt length: the tokenizer of a remote server is unknown, so prompts are words of
-//! natural text (the project's corpus, from a seeded offset per request); before the first
-//! level one probe request per step (max_tokens 1) reads the server's `usage.prompt_tokens`
-//! and scales the word count until the server counts the requested length (at most 8
-//! probes). Every request's reported prompt length is recorded; without `usage` the length is
-//! "not verified" (null).
-
-use std::io::{BufRead, BufReader};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+//! `modelbench load`: drives OpenAI-compatible servers with synthetic streaming requests.
+//! This file parses the flags; the load generator is `modelbench::serving::load`.
 
 use clap::Args;
-use serde_json::{json, Value};
 
-use modelbench::engine::generate::CORPUS;
-use modelbench::measure::latency::{
-    parse_duration_s, poisson_gaps, summarize_load, RequestTiming, Slo,
-};
-use modelbench::measure::stats::percentiles;
-use modelbench::output::record::{GenMetrics, Harness, Kind, Precision, Record};
-use modelbench::output::report::{reports_root, RunDir};
-use modelbench::output::serving::{load_csv, load_table, sweep_png};
-
-/// Longest a load level may run, and most requests it may send: load tests stop by
-/// themselves.
-const MAX_DURATION_S: f64 = 3600.0;
-const MAX_REQUESTS: usize = 100_000;
-const MAX_CONCURRENCY: usize = 1024;
+use modelbench::serving::load::{load as run_load, LoadOptions};
 
 /// `modelbench load`.
 #[derive(Args)]
 pub struct LoadArgs {
-    /// Server base URL (loopback unless you pass another).
+    /// Server base URL (loopback unless you pass another), or NAME=URL[,NAME=URL...] to run
+    /// the same levels against several servers one after the other (e.g.
+    /// ours=http://127.0.0.1:8000,llama-server=http://127.0.0.1:8080).
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub url: String,
     /// Model name as the server knows it (`/v1/models`).
@@ -46,16 +19,18 @@ pub struct LoadArgs {
     /// `completions` (/v1/completions) or `chat` (/v1/chat/completions).
     #[arg(long, default_value = "completions")]
     pub endpoint: String,
-    /// Prompt length in the server's tokens (see README: how it is reached and checked).
+    /// Prompt length in the server's tokens (see docs/serving.md: how it is reached and checked).
     #[arg(long, default_value_t = 128)]
     pub prompt_tokens: usize,
     /// Output tokens per request (`max_tokens`, sent with `ignore_eos: true`).
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
-    /// Closed loop: comma list of concurrent users, one level each (e.g. 1,2,4).
+    /// Closed loop: comma list of concurrent users, one level each (default, without --rate:
+    /// 1,2,4,8,16).
     #[arg(long, conflicts_with = "rate")]
     pub concurrency: Option<String>,
-    /// Open loop: Poisson arrivals, requests per second (comma list: one level each).
+    /// Open loop: Poisson arrivals, requests per second (comma list: one level each), or
+    /// `auto`: 0.25, 0.5, 1, ... until the server saturates.
     #[arg(long)]
     pub rate: Option<String>,
     /// Measured time per level (e.g. 30s, 2m); no request starts after it.
@@ -70,7 +45,7 @@ pub struct LoadArgs {
     /// Service-level objectives for goodput, e.g. ttft=2000ms,tpot=100ms.
     #[arg(long, conflicts_with = "slo_preset")]
     pub slo: Option<String>,
-    /// MLPerf Inference server limits by benchmark name (e.g. llama3.1-8b; see README).
+    /// MLPerf Inference server limits by benchmark name (e.g. llama3.1-8b; see docs/serving.md).
     #[arg(long)]
     pub slo_preset: Option<String>,
     #[arg(long, default_value_t = 0.0)]
@@ -89,545 +64,30 @@ pub struct LoadArgs {
     pub no_save: bool,
 }
 
-#[derive(Clone, Copy)]
-enum Mode {
-    Closed(usize),
-    Open(f64),
-}
-
-impl Mode {
-    fn name(self) -> String {
-        match self {
-            Mode::Closed(c) => format!("c={c}"),
-            Mode::Open(r) => format!("rate={r}/s"),
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Stop {
-    Duration(f64),
-    Requests(usize),
-}
-
-/// What every request shares.
-struct Client {
-    agent: ureq::Agent,
-    url: String,
-    model: String,
-    chat: bool,
-    max_tokens: usize,
-    temperature: f64,
-    words: Vec<&'static str>,
-    prompt_words: usize,
-    seed: u64,
-}
-
-impl Client {
-    /// The prompt of request `i`: `prompt_words` words of the corpus from a seeded offset.
-    fn prompt(&self, i: u64) -> String {
-        let start = (splitmix(self.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize)
-            % self.words.len();
-        (0..self.prompt_words)
-            .map(|k| self.words[(start + k) % self.words.len()])
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    fn body(&self, prompt: &str, max_tokens: usize, stream: bool, i: u64) -> Value {
-        let mut b = json!({
-            "model": self.model, "max_tokens": max_tokens, "temperature": self.temperature,
-            "seed": self.seed.wrapping_add(i), "ignore_eos": true, "stream": stream,
-        });
-        if stream {
-            b["stream_options"] = json!({"include_usage": true});
-        }
-        if self.chat {
-            b["messages"] = json!([{"role": "user", "content": prompt}]);
-        } else {
-            b["prompt"] = json!(prompt);
-        }
-        b
-    }
-
-    fn endpoint(&self) -> String {
-        format!(
-            "{}/v1/{}",
-            self.url,
-            if self.chat {
-                "chat/completions"
-            } else {
-                "completions"
-            }
-        )
-    }
-
-    /// One non-streamed request: the server's usage.prompt_tokens.
-    fn probe(&self, prompt: &str) -> anyhow::Result<Option<usize>> {
-        let resp = self
-            .agent
-            .post(&self.endpoint())
-            .set("Content-Type", "application/json")
-            .send_string(&self.body(prompt, 1, false, u64::MAX).to_string())
-            .map_err(|e| anyhow::anyhow!("{}: {}", self.endpoint(), describe(e)))?;
-        let v: Value = serde_json::from_str(&resp.into_string()?)?;
-        Ok(v["usage"]["prompt_tokens"].as_u64().map(|n| n as usize))
-    }
-
-    /// One streamed request, timed from just before it is sent.
-    fn run(&self, i: u64, t0: Instant) -> RequestTiming {
-        let prompt = self.prompt(i);
-        let body = self.body(&prompt, self.max_tokens, true, i).to_string();
-        let sent = Instant::now();
-        let mut r = RequestTiming {
-            sent_s: sent.duration_since(t0).as_secs_f64(),
-            ..Default::default()
-        };
-        let resp = match self
-            .agent
-            .post(&self.endpoint())
-            .set("Content-Type", "application/json")
-            .send_string(&body)
-        {
-            Ok(resp) => resp,
-            Err(e) => {
-                r.error = Some(describe(e));
-                return r;
-            }
-        };
-        let mut chunks = 0usize;
-        let mut usage_out = None;
-        let mut done = false;
-        for line in BufReader::new(resp.into_reader()).lines() {
-            let line = match line {
-                Ok(l) => l,
-                Err(e) => {
-                    r.error = Some(format!("reading the stream: {e}"));
-                    return r;
-                }
-            };
-            let Some(data) = line.strip_prefix("data:").map(str::trim) else {
-                continue;
-            };
-            if data == "[DONE]" {
-                done = true;
-                break;
-            }
-            let v: Value = match serde_json::from_str(data) {
-                Ok(v) => v,
-                Err(e) => {
-                    r.error = Some(format!("bad SSE chunk ({e}): {data:.120}"));
-                    return r;
-                }
-            };
-            if let Some(m) = v.get("error") {
-                r.error = Some(format!("server error in stream: {m}"));
-                return r;
-            }
-            let c = &v["choices"][0];
-            let piece = c["text"]
-                .as_str()
-                .or_else(|| c["delta"]["content"].as_str())
-                .unwrap_or("");
-            if !piece.is_empty() {
-                let at = sent.elapsed().as_secs_f64();
-                r.ttft_s.get_or_insert(at);
-                r.chunk_s.push(at);
-                chunks += 1;
-            }
-            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                usage_out = u["completion_tokens"].as_u64().map(|n| n as usize);
-                r.prompt_tokens = u["prompt_tokens"].as_u64().map(|n| n as usize);
-            }
-        }
-        let _ = done; // llama.cpp and vLLM end with [DONE]; a plain end of stream also counts
-        r.e2e_s = Some(sent.elapsed().as_secs_f64());
-        r.output_tokens = usage_out.unwrap_or(chunks);
-        if r.ttft_s.is_none() {
-            r.error = Some("no content in the response".into());
-        }
-        r
-    }
-}
-
-fn describe(e: ureq::Error) -> String {
-    match e {
-        ureq::Error::Status(code, resp) => {
-            let body = resp.into_string().unwrap_or_default();
-            let msg = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or(body);
-            format!("HTTP {code}: {msg:.200}")
-        }
-        ureq::Error::Transport(t) => format!("transport: {t}"),
-    }
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// Runs one level; returns the measured requests (warm-up excluded).
-fn run_level(c: &Arc<Client>, mode: Mode, stop: Stop, base: u64) -> Vec<RequestTiming> {
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let issued = Arc::new(AtomicUsize::new(0));
-    let t0 = Instant::now();
-    let deadline = |stop: Stop| match stop {
-        Stop::Duration(d) => d,
-        Stop::Requests(_) => MAX_DURATION_S,
-    };
-    let may_start = {
-        let issued = issued.clone();
-        move || -> Option<u64> {
-            if t0.elapsed().as_secs_f64() >= deadline(stop) {
-                return None;
-            }
-            let n = issued.fetch_add(1, Ordering::Relaxed);
-            let cap = match stop {
-                Stop::Requests(k) => k,
-                Stop::Duration(_) => MAX_REQUESTS,
-            };
-            (n < cap).then_some(base + n as u64)
-        }
-    };
-    match mode {
-        Mode::Closed(n) => {
-            let handles: Vec<_> = (0..n)
-                .map(|_| {
-                    let c = c.clone();
-                    let out = out.clone();
-                    let may_start = may_start.clone();
-                    std::thread::spawn(move || {
-                        while let Some(i) = may_start() {
-                            let r = c.run(i, t0);
-                            out.lock().expect("lock").push(r);
-                        }
-                    })
-                })
-                .collect();
-            for h in handles {
-                let _ = h.join();
-            }
-        }
-        Mode::Open(rate) => {
-            let gaps = poisson_gaps(rate, MAX_REQUESTS, c.seed ^ base);
-            let in_flight = Arc::new(AtomicUsize::new(0));
-            let overflow = Arc::new(AtomicBool::new(false));
-            let mut handles = Vec::new();
-            let mut at = 0.0;
-            for g in gaps {
-                at += g;
-                let wait = at - t0.elapsed().as_secs_f64();
-                if wait > 0.0 {
-                    std::thread::sleep(Duration::from_secs_f64(wait));
-                }
-                let Some(i) = may_start() else { break };
-                if in_flight.load(Ordering::Relaxed) >= MAX_CONCURRENCY {
-                    overflow.store(true, Ordering::Relaxed);
-                    out.lock().expect("lock").push(RequestTiming {
-                        sent_s: t0.elapsed().as_secs_f64(),
-                        error: Some(format!(
-                            "client: {MAX_CONCURRENCY} requests already in flight"
-                        )),
-                        ..Default::default()
-                    });
-                    continue;
-                }
-                in_flight.fetch_add(1, Ordering::Relaxed);
-                let (c, out, fl) = (c.clone(), out.clone(), in_flight.clone());
-                handles.push(std::thread::spawn(move || {
-                    let r = c.run(i, t0);
-                    out.lock().expect("lock").push(r);
-                    fl.fetch_sub(1, Ordering::Relaxed);
-                }));
-            }
-            for h in handles {
-                let _ = h.join();
-            }
-            if overflow.load(Ordering::Relaxed) {
-                eprintln!("warning: the server fell behind the arrival rate; requests beyond {MAX_CONCURRENCY} in flight were counted as errors");
-            }
-        }
-    }
-    let mut v = std::mem::take(&mut *out.lock().expect("lock"));
-    v.sort_by(|a, b| a.sent_s.total_cmp(&b.sent_s));
-    v
-}
-
-fn parse_list<T: std::str::FromStr>(s: &str, flag: &str) -> anyhow::Result<Vec<T>> {
-    s.split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<T>()
-                .map_err(|_| anyhow::anyhow!("{flag} {s:?}: `{p}` is not a number"))
-        })
-        .collect()
-}
-
 pub fn load(a: LoadArgs) -> anyhow::Result<()> {
-    let chat = match a.endpoint.as_str() {
-        "completions" => false,
-        "chat" => true,
-        e => anyhow::bail!("--endpoint {e:?}: allowed: completions, chat"),
-    };
-    anyhow::ensure!(a.prompt_tokens >= 1, "--prompt-tokens must be at least 1");
-    anyhow::ensure!(a.max_tokens >= 1, "--max-tokens must be at least 1");
-    anyhow::ensure!(
-        a.temperature >= 0.0 && a.temperature <= 2.0,
-        "--temperature {}: must be in [0, 2]",
-        a.temperature
-    );
-    let url = a.url.trim_end_matches('/').to_string();
-    anyhow::ensure!(
-        url.starts_with("http://") || url.starts_with("https://"),
-        "--url {url:?}: must start with http:// or https://"
-    );
-    let modes: Vec<Mode> = match (&a.concurrency, &a.rate) {
-        (Some(c), None) => {
-            let v: Vec<usize> = parse_list(c, "--concurrency")?;
-            anyhow::ensure!(
-                v.iter().all(|&n| (1..=MAX_CONCURRENCY).contains(&n)),
-                "--concurrency {c:?}: each level must be in 1..={MAX_CONCURRENCY}"
-            );
-            v.into_iter().map(Mode::Closed).collect()
-        }
-        (None, Some(r)) => {
-            let v: Vec<f64> = parse_list(r, "--rate")?;
-            anyhow::ensure!(
-                v.iter().all(|&x| x > 0.0 && x.is_finite() && x <= 10_000.0),
-                "--rate {r:?}: each rate must be in (0, 10000] requests/s"
-            );
-            v.into_iter().map(Mode::Open).collect()
-        }
-        (None, None) => anyhow::bail!("give --concurrency N[,N..] or --rate R[,R..]"),
-        (Some(_), Some(_)) => anyhow::bail!("--concurrency and --rate exclude each other"),
-    };
-    let stop = match (&a.duration, a.requests) {
-        (Some(d), None) => {
-            let s = parse_duration_s(d).map_err(|e| anyhow::anyhow!("--duration {d:?}: {e}"))?;
-            anyhow::ensure!(
-                s <= MAX_DURATION_S,
-                "--duration {d:?}: at most {MAX_DURATION_S} s per level"
-            );
-            Stop::Duration(s)
-        }
-        (None, Some(k)) => {
-            anyhow::ensure!(
-                (1..=MAX_REQUESTS).contains(&k),
-                "--requests {k}: must be in 1..={MAX_REQUESTS}"
-            );
-            Stop::Requests(k)
-        }
-        _ => anyhow::bail!("give --duration (e.g. 30s) or --requests K"),
-    };
-    let slo = match (&a.slo, &a.slo_preset) {
-        (Some(s), _) => Some(Slo::parse(s).map_err(|e| anyhow::anyhow!("--slo {s:?}: {e}"))?),
-        (None, Some(p)) => {
-            Some(Slo::preset(p).map_err(|e| anyhow::anyhow!("--slo-preset {p:?}: {e}"))?)
-        }
-        (None, None) => None,
-    };
     let label = a
         .label
         .as_deref()
         .map(|l| modelbench::config::plans::check_label(l, "--label"))
         .transpose()?;
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(a.timeout.max(1)))
-        .max_idle_connections_per_host(MAX_CONCURRENCY)
-        .build();
-    // What the server says about the model (our server adds device and dtype).
-    let models: Value = agent
-        .get(&format!("{url}/v1/models"))
-        .call()
-        .map_err(|e| anyhow::anyhow!("{url}/v1/models: {} (is the server up?)", describe(e)))
-        .and_then(|r| Ok(serde_json::from_str(&r.into_string()?)?))
-        .map_err(|e| anyhow::anyhow!("{url}/v1/models: {e}"))?;
-    let listed = models["data"].as_array().cloned().unwrap_or_default();
-    let entry = listed.iter().find(|m| m["id"].as_str() == Some(&a.model));
-    if entry.is_none() {
-        let ids: Vec<&str> = listed.iter().filter_map(|m| m["id"].as_str()).collect();
-        eprintln!(
-            "warning: {url}/v1/models lists [{}], not {:?}; sending it anyway",
-            ids.join(", "),
-            a.model
-        );
-    }
-    let words: Vec<&'static str> = CORPUS.split_whitespace().collect();
-    let mut client = Client {
-        agent,
-        url: url.clone(),
-        model: a.model.clone(),
-        chat,
+    run_load(&LoadOptions {
+        url: a.url,
+        model: a.model,
+        endpoint: a.endpoint,
+        prompt_tokens: a.prompt_tokens,
         max_tokens: a.max_tokens,
+        concurrency: a.concurrency,
+        rate: a.rate,
+        duration: a.duration,
+        requests: a.requests,
+        warmup: a.warmup,
+        slo: a.slo,
+        slo_preset: a.slo_preset,
         temperature: a.temperature,
-        words,
-        prompt_words: a.prompt_tokens,
         seed: a.seed,
-    };
-    // Reach the prompt length in the server's tokens.
-    let mut measured = None;
-    for _ in 0..8 {
-        let p = client.probe(&client.prompt(u64::MAX - 1))?;
-        let Some(p) = p else {
-            eprintln!("warning: the server reports no usage.prompt_tokens: prompt length not verified ({} words sent)", client.prompt_words);
-            break;
-        };
-        measured = Some(p);
-        if p == a.prompt_tokens {
-            break;
-        }
-        let w = client.prompt_words as f64 * a.prompt_tokens as f64 / p as f64;
-        let mut next = w.round().max(1.0) as usize;
-        if next == client.prompt_words {
-            next = if p > a.prompt_tokens {
-                next.saturating_sub(1).max(1)
-            } else {
-                next + 1
-            };
-        }
-        client.prompt_words = next;
-    }
-    println!(
-        "prompt: {} words -> {} prompt tokens as the server counts them (asked {}){}",
-        client.prompt_words,
-        measured
-            .map(|m| m.to_string())
-            .unwrap_or_else(|| "not available".into()),
-        a.prompt_tokens,
-        match measured {
-            Some(m) if m != a.prompt_tokens =>
-                " (closest reached; every request's real length is recorded)",
-            _ => "",
-        }
-    );
-    let client = Arc::new(client);
-    let mut run = RunDir::new(&reports_root(), label.as_deref());
-    let mut requests_jsonl = String::new();
-    for (li, &mode) in modes.iter().enumerate() {
-        let base = (li as u64 + 1) << 32;
-        for w in 0..a.warmup {
-            let r = client.run(base - 1 - w as u64, Instant::now());
-            if let Some(e) = r.error {
-                anyhow::bail!("warm-up request failed: {e}");
-            }
-        }
-        println!(
-            "level {}: {} ...",
-            mode.name(),
-            match stop {
-                Stop::Duration(d) => format!("{d} s"),
-                Stop::Requests(k) => format!("{k} requests"),
-            }
-        );
-        let reqs = run_level(&client, mode, stop, base);
-        let summary = summarize_load(&reqs, slo.as_ref());
-        let errors: Vec<&str> = reqs.iter().filter_map(|r| r.error.as_deref()).collect();
-        if !errors.is_empty() {
-            eprintln!(
-                "{} of {} requests failed; first: {}",
-                errors.len(),
-                reqs.len(),
-                errors[0]
-            );
-        }
-        let reported: Vec<f64> = reqs
-            .iter()
-            .filter_map(|r| r.prompt_tokens.map(|p| p as f64))
-            .collect();
-        let e2e: Vec<f64> = reqs.iter().filter_map(|r| r.e2e_s).collect();
-        let mut rec =
-            Record::from_samples(Kind::ServingLoad, "serving-load", e2e, a.max_tokens as u64);
-        rec.harness = Harness::Cli;
-        rec.id = format!("serving-load/{}/{}", mode.name(), a.model);
-        rec.model.label = a.model.clone();
-        rec.model.source = url.clone();
-        rec.device = entry
-            .and_then(|m| m["modelbench"]["device"].as_str())
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "remote".into());
-        // Only our server says what precision it runs; another server's is not guessed.
-        rec.dtype = entry
-            .and_then(|m| m["modelbench"]["dtype"].as_str())
-            .and_then(Precision::parse)
-            .unwrap_or(Precision::Unreported);
-        rec.prompt_tokens = a.prompt_tokens;
-        rec.new_tokens = a.max_tokens;
-        rec.seed = a.seed;
-        rec.eos_ignored = true;
-        rec.sampling_desc = if a.temperature > 0.0 {
-            format!("temp={}", a.temperature)
-        } else {
-            "greedy".into()
-        };
-        rec.tok_s = summary.output_tok_s;
-        rec.shape = json!({"endpoint": a.endpoint, "prompt_tokens": a.prompt_tokens,
-            "max_tokens": a.max_tokens, "level": mode.name()});
-        rec.gen = Some(GenMetrics {
-            ttft_ms: summary.ttft_ms,
-            tpot_ms: summary.tpot_ms,
-            itl_ms: summary.itl_ms,
-            prefill_tok_s: None,
-            decode_tok_s: None,
-            tokenize_ms: None,
-        });
-        rec.extra = json!({
-            "level": mode.name(),
-            "mode": match mode { Mode::Closed(_) => "closed-loop", Mode::Open(_) => "open-loop-poisson" },
-            "concurrency": match mode { Mode::Closed(n) => json!(n), Mode::Open(_) => Value::Null },
-            "rate": match mode { Mode::Open(r) => json!(r), Mode::Closed(_) => Value::Null },
-            "url": url,
-            "endpoint": a.endpoint,
-            "stop": match stop { Stop::Duration(d) => json!({"duration_s": d}), Stop::Requests(k) => json!({"requests": k}) },
-            "warmup": a.warmup,
-            "prompt_words": client.prompt_words,
-            "prompt_tokens_probe": measured,
-            "prompt_tokens_measured": percentiles(&reported).map(|p| p.mean),
-            "prompt_tokens_min": reported.iter().copied().reduce(f64::min),
-            "prompt_tokens_max": reported.iter().copied().reduce(f64::max),
-            "slo": slo.map(|s| s.describe()),
-            "slo_preset": a.slo_preset,
-            "summary": summary,
-            "first_errors": errors.iter().take(5).collect::<Vec<_>>(),
-        });
-        for r in &reqs {
-            let mut v = serde_json::to_value(r)?;
-            v["level"] = json!(mode.name());
-            requests_jsonl.push_str(&v.to_string());
-            requests_jsonl.push('\n');
-        }
-        println!(
-            "  {} requests ({} errors) in {:.1} s: {} req/s, {} output tok/s",
-            summary.requests,
-            summary.errors,
-            summary.duration_s,
-            modelbench::output::report::na(summary.request_s, 2),
-            modelbench::output::report::na(summary.output_tok_s, 1)
-        );
-        if a.no_save {
-            run.push_unsaved(rec);
-        } else {
-            run.push(rec)?;
-            run.put_file("requests.jsonl", requests_jsonl.clone().into_bytes())?;
-        }
-    }
-    let table = load_table(run.records());
-    println!("\n{table}");
-    if !a.no_save {
-        run.put_file(
-            "load.md",
-            format!("# modelbench load against {url}\n\n{table}").into_bytes(),
-        )?;
-        run.put_file("load.csv", load_csv(run.records()).into_bytes())?;
-        let png = run.path.join("load.png");
-        if sweep_png(&png, run.records())? {
-            println!("plot: {}", png.display());
-        }
-        println!("run folder: {}", run.path.display());
-    }
+        timeout: a.timeout,
+        label,
+        no_save: a.no_save,
+    })?;
     Ok(())
 }

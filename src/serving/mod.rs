@@ -1,0 +1,15 @@
+//! Serving: an OpenAI-compatible server over the suite's models and a load generator for any
+//! such server.
+//!
+//! - [`protocol`]: the OpenAI wire format (request parsing, chunks, error bodies);
+//! - [`scheduler`]: the model thread, continuous batching with chunked prefill;
+//! - [`server`]: the HTTP side (axum), the bounded queue and `/metrics`;
+//! - [`load`]: `modelbench load`, closed- and open-loop load against one or more servers.
+//!
+//! A layer between `workloads` and `config`: it uses models, the engine's sampler and the
+//! output records; the binary's `serve` and `load` commands only parse their flags.
+
+pub mod load;
+pub mod protocol;
+pub mod scheduler;
+pub mod server;

@@ -1,0 +1,554 @@
+//! The HTTP side of `modelbench serve`: axum on a current-thread tokio runtime, in front of
+//! the scheduler's model thread ([`super::scheduler`]). The HTTP side tokenizes, validates,
+//! queues (a bounded queue: 503 with `Retry-After` when full) and streams; `/metrics` reports
+//! the scheduler's counters. [`start`] runs it on threads of its own and returns the bound
+//! address (tests run the server in-process); dropping the [`Running`] handle stops it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+use tokenizers::Tokenizer;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::error::{Error, Result};
+use crate::models::gemma3_quantized::Batched;
+use crate::models::tokenizer::{bos_id, encode};
+use crate::models::CausalLm;
+use crate::serving::protocol::{
+    bad, error, json_response, overloaded, parse, sse, stats, usage, Api, Meta,
+};
+use crate::serving::scheduler::{self, Event, GemmaSlots, Job, Limits, Metrics, Single};
+
+/// Default `--max-batch` for a model that batches (llama-server's `--parallel` is 4 by
+/// default; vLLM's is 256).
+pub const DEFAULT_MAX_BATCH: usize = 8;
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 512;
+pub const DEFAULT_PREFILL_CHUNK: usize = 256;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The model's name in requests and `/v1/models`.
+    pub name: String,
+    /// Positions a request may use (prompt + max_tokens).
+    pub context: usize,
+    /// Sequences per step (None: [`DEFAULT_MAX_BATCH`] where the model batches, else 1).
+    pub max_batch: Option<usize>,
+    pub max_batch_tokens: usize,
+    pub prefill_chunk: usize,
+    /// Requests waiting beyond this get 503.
+    pub max_queue: usize,
+    /// Seed of requests that give none (request n uses seed + n).
+    pub seed: u64,
+    /// For `/v1/models`: the device and what the weights are.
+    pub device: String,
+    pub dtype: String,
+    /// Run the batched Gemma 3's Q5_0 weights as Q8_0 and widen Q8_0 weights to in-features
+    /// of a multiple of 256 (the same weights, faster kernels; see
+    /// `gemma3_quantized::Batched::new`). False: the bench path's kernels.
+    pub fast_weights: bool,
+}
+
+impl Options {
+    pub fn new(name: &str, context: usize) -> Options {
+        Options {
+            name: name.to_string(),
+            context,
+            max_batch: None,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+            max_queue: 256,
+            seed: 42,
+            device: "cpu".into(),
+            dtype: "unreported".into(),
+            fast_weights: true,
+        }
+    }
+}
+
+struct Shared {
+    name: String,
+    tok: Arc<Tokenizer>,
+    bos: Option<u32>,
+    context: usize,
+    max_queue: usize,
+    queue: std::sync::mpsc::SyncSender<Job>,
+    next_id: AtomicU64,
+    seed: u64,
+    created: u64,
+    device: String,
+    dtype: String,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+}
+
+/// A model ready to serve: the scheduler's model and the settings it runs under.
+pub struct Prepared {
+    model: Box<dyn scheduler::StepModel>,
+    limits: Limits,
+    /// One line for the log: how it batches.
+    pub describe: String,
+}
+
+/// Picks how `model` is served: the project's Gemma 3 batched over `max_batch` slots, any
+/// other model one sequence at a time (an explicit `--max-batch` above 1 is an error there).
+pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
+    let bad_flag = |m: String| Err(Error::Serving(m));
+    if o.max_batch == Some(0) {
+        return bad_flag("--max-batch 0: must be at least 1".into());
+    }
+    if o.max_batch_tokens == 0 {
+        return bad_flag("--max-batch-tokens 0: must be at least 1".into());
+    }
+    if o.prefill_chunk == 0 || o.prefill_chunk > o.max_batch_tokens {
+        return bad_flag(format!(
+            "--prefill-chunk {}: must be in 1..=--max-batch-tokens ({})",
+            o.prefill_chunk, o.max_batch_tokens
+        ));
+    }
+    if o.max_queue == 0 {
+        return bad_flag("--max-queue must be at least 1".into());
+    }
+    match model.gemma3_weights() {
+        Some(w) => {
+            let slots = o.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
+            let b = Batched::new(w, o.fast_weights)?;
+            let (padded, widened) = b.adapted_weights();
+            let limits = Limits {
+                max_batch: slots,
+                max_batch_tokens: o.max_batch_tokens,
+                prefill_chunk: o.prefill_chunk,
+            };
+            Ok(Prepared {
+                model: Box::new(GemmaSlots::new(b, slots)),
+                limits,
+                describe: format!(
+                    "continuous batching: up to {slots} sequences and {} tokens per step, prefill chunks of {}{}",
+                    o.max_batch_tokens,
+                    o.prefill_chunk,
+                    match (o.fast_weights, padded) {
+                        (true, _) => format!("; {widened} weights widened to the VNNI kernels' shape, Q5_0 run as Q8_0, {padded} run a lone row as two (batch-independent results)"),
+                        (false, 0) => "; the bench path's kernels".to_string(),
+                        (false, p) => format!("; the bench path's kernels, {p} weights run a lone row as two (batch-independent results)"),
+                    }
+                ),
+            })
+        }
+        None => {
+            if let Some(n) = o.max_batch.filter(|n| *n > 1) {
+                return bad_flag(format!(
+                    "--max-batch {n}: {} runs one sequence per forward; continuous batching exists for the project's quantized Gemma 3 (gguf: Gemma 3 files); leave --max-batch out or pass 1",
+                    model.meta().implementation
+                ));
+            }
+            Ok(Prepared {
+                model: Box::new(Single::new(model)),
+                limits: Limits {
+                    max_batch: 1,
+                    max_batch_tokens: usize::MAX,
+                    prefill_chunk: usize::MAX,
+                },
+                describe: "batch 1 (FIFO): this model runs one sequence per forward".into(),
+            })
+        }
+    }
+}
+
+/// A running server; dropping it stops the HTTP side (the model thread ends with it).
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    http: Option<std::thread::JoinHandle<()>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    /// Blocks until the server stops (never, unless it fails).
+    pub fn wait(mut self) {
+        if let Some(h) = self.http.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.http.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Binds `addr` and serves `p` on threads of their own (the model thread and one HTTP
+/// thread).
+pub fn start(p: Prepared, tok: Tokenizer, o: &Options, addr: SocketAddr) -> Result<Running> {
+    let tok = Arc::new(tok);
+    let metrics = Arc::new(Metrics::default());
+    let (qtx, qrx) = std::sync::mpsc::sync_channel::<Job>(o.max_queue);
+    let limits = p.limits;
+    {
+        let (tok, metrics) = (tok.clone(), metrics.clone());
+        let model = p.model;
+        std::thread::Builder::new()
+            .name("modelbench-model".into())
+            .spawn(move || scheduler::run(model, tok, qrx, limits, metrics))
+            .map_err(|e| Error::Serving(format!("cannot start the model thread: {e}")))?;
+    }
+    let shared = Arc::new(Shared {
+        name: o.name.clone(),
+        bos: bos_id(&tok),
+        tok,
+        context: o.context,
+        max_queue: o.max_queue,
+        queue: qtx,
+        next_id: AtomicU64::new(0),
+        seed: o.seed,
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        device: o.device.clone(),
+        dtype: o.dtype.clone(),
+        limits,
+        metrics: metrics.clone(),
+    });
+    let app = Router::new()
+        .route(
+            "/health",
+            get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
+        )
+        .route("/metrics", get(metrics_handler))
+        .route("/v1/models", get(models_handler))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat))
+        .fallback(|uri: axum::http::Uri| async move {
+            error(
+                StatusCode::NOT_FOUND,
+                &format!("no route {uri} (routes: /v1/completions, /v1/chat/completions, /v1/models, /metrics, /health)"),
+                "invalid_request_error",
+                None,
+                Some("not_found"),
+            )
+        })
+        .with_state(shared);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::Serving(format!("cannot start the HTTP runtime: {e}")))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|e| Error::Serving(format!("cannot bind {addr}: {e} (pick another --port)")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::Serving(format!("cannot bind {addr}: {e}")))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http = std::thread::Builder::new()
+        .name("modelbench-http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    eprintln!("modelbench serve: the HTTP server stopped: {e}");
+                }
+            })
+        })
+        .map_err(|e| Error::Serving(format!("cannot start the HTTP thread: {e}")))?;
+    Ok(Running {
+        addr: bound,
+        stop: Some(stop_tx),
+        http: Some(http),
+        metrics,
+    })
+}
+
+async fn metrics_handler(State(s): State<Arc<Shared>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(&s.limits),
+    )
+        .into_response()
+}
+
+async fn models_handler(State(s): State<Arc<Shared>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"object": "list", "data": [{
+            "id": s.name, "object": "model", "created": s.created, "owned_by": "modelbench",
+            "max_model_len": s.context,
+            "modelbench": {"device": s.device, "dtype": s.dtype, "batch": s.limits.max_batch,
+                           "max_batch_tokens": s.limits.max_batch_tokens}
+        }]}),
+    )
+}
+
+async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    handle(s, body, Api::Completions).await
+}
+
+async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    handle(s, body, Api::Chat).await
+}
+
+async fn handle(s: Arc<Shared>, body: Bytes, api: Api) -> Response {
+    match validate_and_queue(&s, body, api) {
+        Parts::Done(resp) => {
+            if resp.status().is_client_error() {
+                s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+            }
+            resp
+        }
+        Parts::Queued {
+            meta,
+            rx,
+            stream,
+            include_usage,
+        } => {
+            if stream {
+                stream_response(meta, rx, include_usage)
+            } else {
+                collect_response(meta, rx).await
+            }
+        }
+    }
+}
+
+/// A request answered at once, or queued.
+enum Parts {
+    Done(Response),
+    Queued {
+        meta: Meta,
+        rx: UnboundedReceiver<Event>,
+        stream: bool,
+        include_usage: bool,
+    },
+}
+
+fn validate_and_queue(s: &Shared, body: Bytes, api: Api) -> Parts {
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return Parts::Done(bad(format!("malformed JSON body: {e}"), None)),
+    };
+    match v.get("model") {
+        Some(Value::String(m)) if *m == s.name => {}
+        Some(Value::String(m)) => {
+            return Parts::Done(error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "The model `{m}` does not exist (this server serves `{}`)",
+                    s.name
+                ),
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ))
+        }
+        _ => return Parts::Done(bad("`model` (a string) is required".into(), Some("model"))),
+    }
+    let req = match parse(&v, api) {
+        Ok(r) => r,
+        Err(resp) => return Parts::Done(*resp),
+    };
+    let mut ids = match encode(&s.tok, &req.prompt) {
+        Ok(ids) => ids,
+        Err(e) => {
+            return Parts::Done(bad(
+                format!("cannot tokenize the prompt: {e}"),
+                Some("prompt"),
+            ))
+        }
+    };
+    if let Some(b) = s.bos {
+        if ids.first() != Some(&b) {
+            ids.insert(0, b);
+        }
+    }
+    let param = if api == Api::Chat {
+        "messages"
+    } else {
+        "prompt"
+    };
+    if ids.is_empty() {
+        return Parts::Done(bad("the prompt encodes to no tokens".into(), Some(param)));
+    }
+    if ids.len() + req.max_tokens > s.context {
+        return Parts::Done(error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the prompt, {} for the completion). Please reduce the prompt or max_tokens.",
+                s.context,
+                ids.len() + req.max_tokens,
+                ids.len(),
+                req.max_tokens
+            ),
+            "invalid_request_error",
+            Some(param),
+            Some("context_length_exceeded"),
+        ));
+    }
+    let n = s.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = unbounded_channel();
+    let job = Job {
+        ids,
+        max_tokens: req.max_tokens,
+        sampling: req.sampling,
+        seed: req.seed.unwrap_or(s.seed.wrapping_add(n)),
+        stop: req.stop.clone(),
+        ignore_eos: req.ignore_eos,
+        tx,
+        queued: Instant::now(),
+    };
+    // Counted before the send: the model thread may take it (and count it down) at once.
+    s.metrics.queued.fetch_add(1, Ordering::Relaxed);
+    if s.queue.try_send(job).is_err() {
+        s.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+        s.metrics.rejected_full.fetch_add(1, Ordering::Relaxed);
+        return Parts::Done(overloaded(s.max_queue));
+    }
+    s.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+    Parts::Queued {
+        meta: Meta {
+            id: format!("{}-{n}", if api == Api::Chat { "chatcmpl" } else { "cmpl" }),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            model: s.name.clone(),
+            api,
+        },
+        rx,
+        stream: req.stream,
+        include_usage: req.include_usage,
+    }
+}
+
+/// Server-sent events in OpenAI's format: `data: {chunk}\n\n` per piece, a last chunk with
+/// the finish reason (and the request's `modelbench` stats), the usage chunk
+/// (`stream_options.include_usage`), then `data: [DONE]`.
+fn stream_response(meta: Meta, rx: UnboundedReceiver<Event>, include_usage: bool) -> Response {
+    struct St {
+        meta: Meta,
+        rx: UnboundedReceiver<Event>,
+        first: bool,
+        done: bool,
+        include_usage: bool,
+    }
+    let st = St {
+        meta,
+        rx,
+        first: true,
+        done: false,
+        include_usage,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let mut out = Vec::new();
+        while out.is_empty() {
+            let failed = match st.rx.recv().await {
+                Some(Event::Text(t)) if t.is_empty() && !st.first => continue, // incomplete char
+                Some(Event::Text(t)) => {
+                    out.extend_from_slice(&sse(&st.meta.chunk(Some(&t), None, st.first)));
+                    st.first = false;
+                    continue;
+                }
+                Some(Event::Done(f)) => {
+                    let mut last = st.meta.chunk(None, Some(f.finish), st.first);
+                    last["modelbench"] = stats(&f);
+                    if st.include_usage {
+                        last["usage"] = Value::Null;
+                    }
+                    out.extend_from_slice(&sse(&last));
+                    if st.include_usage {
+                        let mut u = st.meta.chunk(None, None, false);
+                        u["choices"] = json!([]);
+                        u["usage"] = usage(f.prompt_tokens, f.completion_tokens);
+                        out.extend_from_slice(&sse(&u));
+                    }
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    st.done = true;
+                    continue;
+                }
+                Some(Event::Failed(m)) => m,
+                None => "the model worker stopped".to_string(),
+            };
+            let e = json!({"error": {"message": failed, "type": "server_error", "param": null, "code": null}});
+            out.extend_from_slice(&sse(&e));
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            st.done = true;
+        }
+        Some((Ok::<Bytes, Infallible>(Bytes::from(out)), st))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// One JSON body with the whole text, `usage` and the request's `modelbench` stats.
+async fn collect_response(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Response {
+    let mut text = String::new();
+    loop {
+        match rx.recv().await {
+            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Done(f)) => {
+                let choice = match meta.api {
+                    Api::Completions => {
+                        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": f.finish})
+                    }
+                    Api::Chat => json!({"index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": null, "finish_reason": f.finish}),
+                };
+                return json_response(
+                    StatusCode::OK,
+                    json!({"id": meta.id, "object": meta.object(false), "created": meta.created,
+                           "model": meta.model, "choices": [choice],
+                           "usage": usage(f.prompt_tokens, f.completion_tokens),
+                           "modelbench": stats(&f)}),
+                );
+            }
+            Some(Event::Failed(m)) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &m,
+                    "server_error",
+                    None,
+                    None,
+                )
+            }
+            None => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the model worker stopped",
+                    "server_error",
+                    None,
+                    None,
+                )
+            }
+        }
+    }
+}
