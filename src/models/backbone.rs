@@ -27,7 +27,7 @@ use candle_nn::{linear, linear_no_bias, AdamW, Init, Linear, Optimizer, ParamsAd
 use serde::Serialize;
 
 use super::layers::{rope_qkv, softplus, Ctx, CtxCache, RmsNorm};
-use super::moe::{top_k_routing, MoeBlock, MoeConfig};
+use super::moe::{top_k_routing, MoeBlock, MoeConfig, SwiGlu};
 use crate::error::{Error, Result};
 use crate::util::fill::Filler;
 
@@ -221,30 +221,6 @@ fn rms_norm(d: usize, vb: VarBuilder) -> candle_core::Result<RmsNorm> {
         "scale",
         Init::Const(1.0),
     )?))
-}
-
-#[derive(Debug, Clone)]
-struct SwiGlu {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
-impl SwiGlu {
-    fn new(d: usize, f: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        Ok(SwiGlu {
-            gate: linear_no_bias(d, f, vb.pp("gate_proj"))?,
-            up: linear_no_bias(d, f, vb.pp("up_proj"))?,
-            down: linear_no_bias(f, d, vb.pp("down_proj"))?,
-        })
-    }
-}
-
-impl Module for SwiGlu {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.down
-            .forward(&(self.gate.forward(x)?.silu()? * self.up.forward(x)?)?)
-    }
 }
 
 /// The MoE feed-forward with gradients to the router: the top-k choice is made on the host
