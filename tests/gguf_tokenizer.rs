@@ -162,7 +162,7 @@ fn real_gemma3_is_labelled_q4_k_m() {
     let ct = quantized::read_header(&path).unwrap();
     let m = quantized::describe(&path, &ct, Family::Gemma3, Some(64)).unwrap();
     assert_eq!(m.dtype, "gguf-q4_k_m");
-    let g = m.gguf.unwrap();
+    let g = m.provenance.gguf.unwrap();
     assert_eq!(g.file_type, Some(15));
     assert_eq!(g.label_source, "general.file_type = 15");
     let counts: Vec<(String, usize)> = g
@@ -264,7 +264,10 @@ fn fixtures_are_labelled_by_file_type_and_without_it_by_their_weights() {
     let m = open(res, &Device::Cpu, DType::F32, Some(64)).unwrap();
     assert_eq!(m.model.meta().dtype, "gguf-q8_0");
     let info = modelbench::workloads::generation::model_info(&m);
-    assert_eq!(info.gguf.as_ref().unwrap().tensor_types["F16"].count, 1);
+    assert_eq!(
+        info.provenance.gguf.as_ref().unwrap().tensor_types["F16"].count,
+        1
+    );
     assert_eq!(info.tokenizer, gguf_tokenizer::SOURCE_GGUF);
 }
 

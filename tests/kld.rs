@@ -49,7 +49,7 @@ fn gate(label: &str) -> Option<(KldVerdict, Loaded)> {
         r.provenance["gguf"]["sha256"].as_str().unwrap(),
         "the installed GGUF is not the file the reference was made from"
     );
-    let implementation = m.model.meta().implementation.clone();
+    let implementation = m.model.meta().provenance.implementation.clone();
     let mut print = |p: &modelbench::engine::perplexity::Progress| eprintln!("  {}", p.line());
     let v = run_kld_gate(
         m.model.as_mut(),

@@ -331,3 +331,100 @@ fn cli_defaults_are_the_knob_defaults() {
         );
     }
 }
+
+/// Every default the table states as a value passes the knob's own parser (the plans and
+/// the CLI flags read those defaults from the table, so they must parse).
+#[test]
+fn every_value_default_passes_its_parser() {
+    for k in KNOBS {
+        if let knobs::DefaultValue::Value(v) = k.default {
+            if !v.is_empty() {
+                if let Err(e) = (k.check)(v) {
+                    panic!("{}'s default {v:?} fails its parser: {e}", k.name);
+                }
+            }
+        }
+    }
+}
+
+/// The four path knobs are parsed through the table into `util::settings` (the layers below
+/// `config` read them there): unset, the typed defaults; set, the parsed values; bad, one line
+/// naming the knob.
+#[test]
+fn path_knobs_go_through_the_table() {
+    use modelbench::util::settings::Settings;
+    let d = Settings::default();
+    assert_eq!(knobs::settings(&|_| None).unwrap(), d);
+    for (name, path) in [
+        ("MODELBENCH_REPORTS", &d.reports_root),
+        ("MODELBENCH_FIXTURE_CACHE", &d.fixture_cache),
+    ] {
+        let text = knobs::knob(name).unwrap().default.text();
+        assert!(
+            path.ends_with(text.trim_start_matches("target/").trim_end_matches('/')),
+            "{name}: the table says {text:?}, the typed default is {}",
+            path.display()
+        );
+    }
+    let m = map(&[
+        ("MODELBENCH_REPORTS", "/tmp/modelbench-r"),
+        ("MODELBENCH_FIXTURE_CACHE", "/tmp/modelbench-f"),
+        ("MODELBENCH_DB", "off"),
+        ("MODELBENCH_OFFLINE", "yes"),
+    ]);
+    let s = knobs::settings(&|n| m.get(n).cloned()).unwrap();
+    assert_eq!(
+        s,
+        Settings {
+            reports_root: "/tmp/modelbench-r".into(),
+            fixture_cache: "/tmp/modelbench-f".into(),
+            db: Some("off".into()),
+            offline: true,
+        }
+    );
+    for name in ["MODELBENCH_OFFLINE", "MODELBENCH_DB", "MODELBENCH_REPORTS"] {
+        let bad = knobs::knob(name).unwrap().examples.1;
+        let m = map(&[(name, bad)]);
+        let e = knobs::settings(&|n| m.get(n).cloned())
+            .unwrap_err()
+            .to_string();
+        assert_one_line_naming(&e, name, &format!("settings with {name}={bad:?}"));
+    }
+}
+
+/// No file under src/ outside config/ reads a MODELBENCH_ variable from the environment: every
+/// knob goes through the table.
+#[test]
+fn no_knob_is_read_around_the_table() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        if f.starts_with(src.join("config")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            if line.contains("env::var") && (line.contains("MODELBENCH_") || line.contains("(ENV)"))
+            {
+                found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "knobs read straight from the environment (declare them in src/config/knobs.rs and read them through it):\n{}",
+        found.join("\n")
+    );
+}

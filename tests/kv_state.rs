@@ -23,7 +23,11 @@ fn fill(m: &mut dyn CausalLm, toks: &[u32], chunk: usize) {
     m.reset().unwrap();
     for (i, c) in toks.chunks(chunk).enumerate() {
         if let Err(e) = m.forward(c, i * chunk) {
-            panic!("{}: forward at {}: {e}", m.meta().implementation, i * chunk);
+            panic!(
+                "{}: forward at {}: {e}",
+                m.meta().provenance.implementation,
+                i * chunk
+            );
         }
     }
     assert_eq!(m.depth(), toks.len());

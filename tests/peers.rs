@@ -76,7 +76,7 @@ fn a_recorded_llama_timed_ids_run_becomes_a_peer_record() {
     assert_eq!(r.model.layers, 18);
     assert_eq!(r.dtype.name(), "gguf-q4_k_m");
     assert_eq!(r.memory.host_peak_bytes, Some(300 << 20));
-    assert!(r.model.implementation.starts_with("llama.cpp"));
+    assert!(r.model.provenance.implementation.starts_with("llama.cpp"));
     // Metrics by candle's definitions from llama.cpp's token times.
     let t = &out.token_times_s;
     assert!(close(r.samples_s[0], *t.last().unwrap()));
@@ -175,8 +175,12 @@ fn a_recorded_torch_worker_run_becomes_a_peer_record() {
     // Its own load time, memory and dtype; candle's structure of the same weights.
     assert_eq!(r.model.load_seconds, h.load_s);
     assert_eq!(r.model.layers, 2);
-    assert_eq!(r.model.attention, "eager");
-    assert!(r.model.implementation.contains("LlamaForCausalLM"));
+    assert_eq!(r.model.provenance.attention, "eager");
+    assert!(r
+        .model
+        .provenance
+        .implementation
+        .contains("LlamaForCausalLM"));
     assert_eq!(r.memory.host_peak_bytes, Some(700 << 20));
     assert_eq!(r.dtype.name(), "f32");
     // Threads busy: the median of the measured repetitions only.

@@ -45,7 +45,7 @@ fn load(label: &str) -> Option<Loaded> {
 
 fn gate(label: &str) -> Option<modelbench::models::quality::Verdict> {
     let mut m = load(label)?;
-    let implementation = m.model.meta().implementation.clone();
+    let implementation = m.model.meta().provenance.implementation.clone();
     let v = run_gate(
         m.model.as_mut(),
         label,

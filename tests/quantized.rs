@@ -82,20 +82,22 @@ fn gemma3_gguf_is_the_projects_own_model_and_exact_past_the_window() {
     let m = gemma3("gguf:fixture:gemma3", 1024);
     let meta = m.model.meta();
     assert!(
-        meta.implementation
+        meta.provenance
+            .implementation
             .starts_with("modelbench quantized_gemma3"),
         "{}",
-        meta.implementation
+        meta.provenance.implementation
     );
-    assert_eq!(meta.exact_context, None);
+    assert_eq!(meta.provenance.exact_context, None);
     assert_eq!(meta.built_context, 1024);
     let up = gemma3("gguf:fixture:gemma3?impl=candle-transformers", 1024);
     assert!(up
         .model
         .meta()
+        .provenance
         .implementation
         .starts_with("candle-transformers"));
-    assert_eq!(up.model.meta().exact_context, Some(64));
+    assert_eq!(up.model.meta().provenance.exact_context, Some(64));
     let bad = ModelRef::parse("gguf:fixture:gemma3?impl=llama.cpp").unwrap_err();
     let msg = bad.to_string();
     assert!(

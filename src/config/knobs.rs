@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 
 use super::values as p;
+use DefaultValue::{Described, Value};
 
 /// Which benches read a knob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +43,32 @@ impl Scope {
     }
 }
 
+/// A knob's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// A value of the knob, parsed like a set one when the knob is unset ([`value`]); empty:
+    /// unset means "none" (e.g. no label).
+    Value(&'static str),
+    /// Computed where the knob is read (it depends on the device, the grid or the checkout);
+    /// the text says how.
+    Described(&'static str),
+}
+
+impl DefaultValue {
+    /// As `--help` and docs/knobs.md show it.
+    pub fn text(self) -> &'static str {
+        match self {
+            DefaultValue::Value(v) | DefaultValue::Described(v) => v,
+        }
+    }
+}
+
 pub struct Knob {
     pub name: &'static str,
     pub scope: Scope,
     /// Allowed values, as a user reads them.
     pub values: &'static str,
-    pub default: &'static str,
+    pub default: DefaultValue,
     pub doc: &'static str,
     /// The parser the plans use (the parsed value is dropped here).
     pub check: fn(&str) -> Result<()>,
@@ -64,7 +85,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_MODELS",
         scope: Scope::Generation,
         values: "comma list of model references (see docs/models.md)",
-        default: p::DEFAULT_MODELS,
+        default: Value("fixture:llama,fixture:qwen3,fixture:gemma3"),
         doc: "models of the generation scenarios (the overhead group always uses the three fixtures)",
         check: |v| ok(p::parse_models(v, "MODELBENCH_MODELS")),
         examples: ("fixture:llama", "fixture:gpt2"),
@@ -73,7 +94,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_TIER",
         scope: Scope::Generation,
         values: "`quick` (short, medium), `standard` (+ prefill, decode, sampled), `full` (all seven)",
-        default: "quick",
+        default: Value("quick"),
         doc: "which scenarios run",
         check: |v| ok(p::parse_tier(v)),
         examples: ("full", "huge"),
@@ -82,7 +103,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_SCENARIOS",
         scope: Scope::Generation,
         values: "comma list of scenario names",
-        default: "",
+        default: Value(""),
         doc: "scenarios to run instead of a tier (not with MODELBENCH_TIER)",
         check: |v| ok(p::parse_scenarios(v)),
         examples: ("short,decode", "short,huge"),
@@ -91,7 +112,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_DEVICE",
         scope: Scope::All,
         values: "`cpu`, `cuda`, `cuda:N` (CUDA needs `--features cuda`)",
-        default: "cpu",
+        default: Value("cpu"),
         doc: "device every workload runs on",
         check: |v| ok(p::parse_device(v, "MODELBENCH_DEVICE")),
         examples: ("cpu", "tpu"),
@@ -100,7 +121,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_DTYPE",
         scope: Scope::All,
         values: "`f32`, `f16`, `bf16`",
-        default: "f32 on CPU (candle's CPU bf16 matmul is ~10x slower), bf16 on CUDA",
+        default: Described("f32 on CPU (candle's CPU bf16 matmul is ~10x slower), bf16 on CUDA"),
         doc: "precision of float models (GGUF models run their own weight types; PSANN's grid is fp32 by its spec)",
         check: |v| ok(p::parse_dtype_knob(v, "MODELBENCH_DTYPE")),
         examples: ("bf16", "f8"),
@@ -109,7 +130,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_SEED",
         scope: Scope::All,
         values: "integer",
-        default: "42",
+        default: Value("42"),
         doc: "seed of prompts, sampling, inputs and seeded weights",
         check: |v| ok(p::parse_seed(v, "MODELBENCH_SEED")),
         examples: ("7", "-1"),
@@ -118,7 +139,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_MEASURE_SECS",
         scope: Scope::All,
         values: "seconds > 0",
-        default: "2",
+        default: Value("2"),
         doc: "least criterion measurement window per benchmark (long iterations stretch it to 10 samples of 2 iterations)",
         check: |v| ok(p::parse_secs(v, "MODELBENCH_MEASURE_SECS")),
         examples: ("1.5", "0"),
@@ -127,7 +148,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_LABEL",
         scope: Scope::All,
         values: "1-64 of `[A-Za-z0-9._-]`",
-        default: "",
+        default: Value(""),
         doc: "suffix of the run folder under target-reports/",
         check: |v| ok(p::check_label(v, "MODELBENCH_LABEL")),
         examples: ("nightly", "a/b"),
@@ -136,7 +157,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_PEERS",
         scope: Scope::Generation,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
-        default: "0",
+        default: Value("0"),
         doc: "add a llama.cpp row to the generation run's summary (run README, and printed at the end) for each GGUF model and scenario: llama-timed-ids of scripts/build-llama-cpp.sh, candle's KV type and attention (f32, flash attention off), 5 repetitions after candle's, same prompt-id generator and thread count; its ratios are ratios of medians without an interval (`modelbench peers` alternates and gives intervals). Without llama.cpp it is a one-line skip; never required, not set in CI",
         check: |v| ok(p::parse_bool(v, "MODELBENCH_PEERS")),
         examples: ("1", "llama"),
@@ -145,7 +166,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_OFFLINE",
         scope: Scope::Paths,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
-        default: "0",
+        default: Value("0"),
         doc: "never touch the network (as HF_HUB_OFFLINE=1)",
         check: |v| ok(p::parse_bool(v, "MODELBENCH_OFFLINE")),
         examples: ("1", "maybe"),
@@ -154,7 +175,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_FIXTURE_CACHE",
         scope: Scope::Paths,
         values: "a directory",
-        default: "target/modelbench-fixtures/hub",
+        default: Described("target/modelbench-fixtures/hub"),
         doc: "where fixture models are written",
         check: |v| ok(p::parse_dir(v, "MODELBENCH_FIXTURE_CACHE")),
         examples: ("target/modelbench-fixtures/hub", "/dev/null/x"),
@@ -163,7 +184,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_REPORTS",
         scope: Scope::Paths,
         values: "a directory",
-        default: "target-reports/",
+        default: Described("target-reports/"),
         doc: "where run folders go",
         check: |v| ok(p::parse_dir(v, "MODELBENCH_REPORTS")),
         examples: ("target-reports", "/dev/null/x"),
@@ -172,7 +193,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_DB",
         scope: Scope::Paths,
         values: "`off`, `sqlite:PATH`, a file path, or `postgres://USER@HOST:PORT/DB`",
-        default: "target-reports/modelbench.db",
+        default: Described("target-reports/modelbench.db"),
         doc: "results history database every run's records also go into (`--db` overrides it)",
         check: |v| {
             crate::output::db::DbTarget::parse(v)
@@ -185,7 +206,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_MOE_EXPERTS",
         scope: Scope::Moe,
         values: "comma list of positive integers",
-        default: "8,32",
+        default: Value("8,32"),
         doc: "expert counts of the moe_topk grid",
         check: |v| ok(p::parse_list("MODELBENCH_MOE_EXPERTS", v)),
         examples: ("8,16,32", "0"),
@@ -194,7 +215,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_MOE_TOPK",
         scope: Scope::Moe,
         values: "comma list of positive integers, none above the smallest expert count",
-        default: "1,4",
+        default: Value("1,4"),
         doc: "top-k values of the moe_topk grid (also the dense-k rows)",
         check: |v| ok(p::parse_list("MODELBENCH_MOE_TOPK", v)),
         examples: ("1,2,4", "2,x"),
@@ -203,7 +224,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_MOE_TOKENS",
         scope: Scope::Moe,
         values: "comma list of positive integers",
-        default: "1,512",
+        default: Value("1,512"),
         doc: "tokens per forward (1 = decode, hundreds = prefill)",
         check: |v| ok(p::parse_list("MODELBENCH_MOE_TOKENS", v)),
         examples: ("1,128,512", "1,-5"),
@@ -212,7 +233,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_MOE_HIDDEN",
         scope: Scope::Moe,
         values: "positive integer",
-        default: "512",
+        default: Value("512"),
         doc: "hidden size (Qwen3-30B-A3B's 2048 / 4)",
         check: |v| ok(p::positive("MODELBENCH_MOE_HIDDEN", v)),
         examples: ("256", "-3"),
@@ -221,7 +242,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_MOE_INTERMEDIATE",
         scope: Scope::Moe,
         values: "positive integer",
-        default: "192",
+        default: Value("192"),
         doc: "per-expert intermediate size (Qwen3-30B-A3B's 768 / 4)",
         check: |v| ok(p::positive("MODELBENCH_MOE_INTERMEDIATE", v)),
         examples: ("96", "0"),
@@ -230,7 +251,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_PSANN_GRID",
         scope: Scope::Psann,
         values: "`default` (d256 L4, T <= 256), `gpu03` (the large grid: 64K-256K tokens, T <= 4096; needs ~24-48 GiB)",
-        default: "default",
+        default: Value("default"),
         doc: "which PSANN-LM throughput grid",
         check: |v| ok(p::parse_grid(v)),
         examples: ("gpu03", "huge"),
@@ -239,7 +260,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_PSANN_BASES",
         scope: Scope::Psann,
         values: "comma list of `respsann`, `sgrpsann`, `waveresnet`",
-        default: "respsann,waveresnet",
+        default: Value("respsann,waveresnet"),
         doc: "PSANN-LM bases of the grid",
         check: |v| ok(p::parse_bases(v)),
         examples: ("waveresnet", "transformer"),
@@ -248,7 +269,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_PSANN_BATCH_TOKENS",
         scope: Scope::Psann,
         values: "comma list of positive integers",
-        default: "256,1024 (gpu03: 65536,131072,262144)",
+        default: Described("256,1024 (gpu03: 65536,131072,262144)"),
         doc: "tokens per forward of `psann_throughput` (B x T by the PSANN throughput grid's shape rule)",
         check: |v| ok(p::parse_list("MODELBENCH_PSANN_BATCH_TOKENS", v)),
         examples: ("2048", "0,1"),
@@ -257,7 +278,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_PSANN_TRAIN_TOKENS",
         scope: Scope::Psann,
         values: "comma list of positive integers, or `none`",
-        default: "256 (gpu03: the batch tokens)",
+        default: Described("256 (gpu03: the batch tokens)"),
         doc: "tokens per step of `psann_train` (a full train step is ~3x a forward)",
         check: |v| ok(p::parse_optional_list("MODELBENCH_PSANN_TRAIN_TOKENS", v)),
         examples: ("none", "many"),
@@ -266,7 +287,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_TRAIN_STEP_DTYPES",
         scope: Scope::Psann,
         values: "comma list of `f32`, `f16`, `bf16`, or `none`",
-        default: "f32",
+        default: Value("f32"),
         doc: "matmul precisions of group `train_step` (the training-throughput sweep on a byte-level d64 L2 waveresnet; parameters stay f32)",
         check: |v| ok(p::parse_dtypes(v, "MODELBENCH_TRAIN_STEP_DTYPES")),
         examples: ("f32,bf16", "f8"),
@@ -275,7 +296,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_TRAIN_STEP_SEQS",
         scope: Scope::Psann,
         values: "comma list of positive integers",
-        default: "64",
+        default: Value("64"),
         doc: "sequence lengths of group `train_step`",
         check: |v| ok(p::parse_list("MODELBENCH_TRAIN_STEP_SEQS", v)),
         examples: ("64,128", "0"),
@@ -284,7 +305,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_TRAIN_STEP_BATCHES",
         scope: Scope::Psann,
         values: "comma list of positive integers",
-        default: "2,4",
+        default: Value("2,4"),
         doc: "batch sizes (sequences) of group `train_step`",
         check: |v| ok(p::parse_list("MODELBENCH_TRAIN_STEP_BATCHES", v)),
         examples: ("1,8", "x"),
@@ -293,7 +314,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_ATTENTION",
         scope: Scope::All,
         values: "`eager`, `flash` (CUDA builds with `--features flash-attn`), `chunked` (512-token chunks), `chunked:N`",
-        default: "eager",
+        default: Value("eager"),
         doc: "attention backend of the generation and depth benches; `chunked` feeds a prompt in chunks at increasing positions (scores C x context instead of T x T); records name it (`model.attention`)",
         check: |v| ok(p::parse_attention(v, "MODELBENCH_ATTENTION")),
         examples: ("chunked:256", "sdpa"),
@@ -302,7 +323,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_ARCH_FAMILIES",
         scope: Scope::Arch,
         values: "comma list of `dense`, `mixture` (`omni_mixture`), `state_space`, `hybrid` (`hybrid_transformer`)",
-        default: "dense,mixture,state_space,hybrid",
+        default: Value("dense,mixture,state_space,hybrid"),
         doc: "backbone families of group `arch_sweep` (each a forward and a train step of B 2 x T 32, 2 horizon heads, vocab 256)",
         check: |v| ok(p::parse_families(v, "MODELBENCH_ARCH_FAMILIES")),
         examples: ("dense,hybrid", "rnn"),
@@ -311,7 +332,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_ARCH_DIMS",
         scope: Scope::Arch,
         values: "comma list of positive even integers (multiples of 64 above 64)",
-        default: "64",
+        default: Value("64"),
         doc: "model widths of group `arch_sweep`",
         check: |v| ok(p::parse_list("MODELBENCH_ARCH_DIMS", v)),
         examples: ("64,128", "0"),
@@ -320,7 +341,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_ARCH_DEPTHS",
         scope: Scope::Arch,
         values: "comma list of positive integers",
-        default: "2",
+        default: Value("2"),
         doc: "layer counts of group `arch_sweep` (hybrid: one attention layer in 4, at least one)",
         check: |v| ok(p::parse_list("MODELBENCH_ARCH_DEPTHS", v)),
         examples: ("2,4", "two"),
@@ -329,7 +350,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_DEPTH_MODELS",
         scope: Scope::Depth,
         values: "comma list of model references (see docs/models.md)",
-        default: p::DEFAULT_DEPTH_MODELS,
+        default: Value("fixture:llama,fixture:qwen3"),
         doc: "models of the `depth` group (fixture:gemma3 is left out by default: past its 64-token window candle's Gemma3 restores by replaying the fill token by token, minutes per group)",
         check: |v| ok(p::parse_models(v, "MODELBENCH_DEPTH_MODELS")),
         examples: ("fixture:qwen3", "fixture:gpt2"),
@@ -338,7 +359,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_DEPTHS",
         scope: Scope::Depth,
         values: "comma list of integers >= 0",
-        default: "0,256,1024",
+        default: Value("0,256,1024"),
         doc: "KV-cache depths of the `depth` group (the cache is filled to each once, untimed, and restored between iterations)",
         check: |v| ok(p::parse_depths(v, "MODELBENCH_DEPTHS")),
         examples: ("0,512,2048", "0,-1"),
@@ -347,7 +368,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_DEPTH_PROMPT",
         scope: Scope::Depth,
         values: "integer >= 0 (0: no prefill)",
-        default: "64",
+        default: Value("64"),
         doc: "prefill tokens timed at each depth",
         check: |v| ok(p::parse_count(v, "MODELBENCH_DEPTH_PROMPT")),
         examples: ("128", "lots"),
@@ -356,7 +377,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_DEPTH_GEN",
         scope: Scope::Depth,
         values: "integer >= 0 (0: no decode)",
-        default: "16",
+        default: Value("16"),
         doc: "decode tokens timed at each depth",
         check: |v| ok(p::parse_count(v, "MODELBENCH_DEPTH_GEN")),
         examples: ("32", "-4"),
@@ -365,7 +386,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_INJECT_SLOWDOWN",
         scope: Scope::Paths,
         values: "`PHASE:PCT%` (PHASE `prefill`, `decode`, `all`), `PHASE:work=N`, `off`",
-        default: "off",
+        default: Value("off"),
         doc: "calibration only: the generation engine busy-waits PCT% of each step's own time inside the timed region (or runs N iterations of a fixed loop, for instruction counts), to measure what slowdown the verdicts detect; records carry it",
         check: |v| ok(p::parse_injection(v, "MODELBENCH_INJECT_SLOWDOWN")),
         examples: ("decode:5%", "decode:fast"),
@@ -374,7 +395,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_REQUIRE_QUALITY",
         scope: Scope::Tests,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
-        default: "0",
+        default: Value("0"),
         doc: "the quality gate test (tests/quality.rs) fails instead of skipping when the real Gemma 3 270M is not installed; `.ci/run` sets it from the outcome of the model fetch",
         check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_QUALITY")),
         examples: ("1", "required"),
@@ -383,7 +404,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_REQUIRE_POSTGRES",
         scope: Scope::Tests,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
-        default: "0",
+        default: Value("0"),
         doc: "the PostgreSQL tests (tests/db.rs) fail instead of skipping when the `postgresql` package's initdb/pg_ctl are not installed; `.ci/run` sets it after installing the package",
         check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_POSTGRES")),
         examples: ("1", "required"),
@@ -392,7 +413,7 @@ pub const KNOBS: &[Knob] = &[
         name: "MODELBENCH_REQUIRE_VALGRIND",
         scope: Scope::Tests,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
-        default: "0",
+        default: Value("0"),
         doc: "the instruction-count test (tests/instructions.rs) fails instead of skipping when valgrind is not installed; `.ci/run` sets it after installing the package",
         check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_VALGRIND")),
         examples: ("1", "required"),
@@ -404,12 +425,23 @@ pub fn knob(name: &str) -> Option<&'static Knob> {
     KNOBS.iter().find(|k| k.name == name)
 }
 
-/// A knob's default as the knob table states it, for a CLI flag that sets the same thing
-/// (`modelbench depth --depths` and MODELBENCH_DEPTHS). Panics on an undeclared name.
+/// A knob's default value as the knob table states it, for a CLI flag that sets the same
+/// thing (`modelbench depth --depths` and MODELBENCH_DEPTHS). Panics on an undeclared name
+/// and on a knob whose default is [`DefaultValue::Described`] (computed where it is read).
 pub fn default_of(name: &str) -> &'static str {
-    knob(name)
+    match knob(name)
         .unwrap_or_else(|| panic!("{name} is not declared in config::knobs::KNOBS"))
         .default
+    {
+        Value(v) => v,
+        Described(_) => panic!("{name}'s default is computed where it is read, not a value"),
+    }
+}
+
+/// A knob's value from `lookup`, or its default value from the table when unset (see
+/// [`get`] and [`default_of`]): how the plans read a knob with a [`DefaultValue::Value`].
+pub fn value(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> String {
+    get(lookup, name).unwrap_or_else(|| default_of(name).to_string())
 }
 
 /// A knob's value from `lookup` (blank counts as unset). Panics on a name missing from the
@@ -447,10 +479,48 @@ pub fn validate(vars: impl IntoIterator<Item = (String, String)>) -> Result<()> 
     Ok(())
 }
 
-/// [`validate`] on the process environment.
+/// [`validate`] on the process environment, then [`install`] from it.
 pub fn validate_env() -> Result<()> {
     validate(std::env::vars())?;
-    install_injection(&env)
+    install(&env)
+}
+
+/// Installs, process-wide, what layers below `config` read from the knobs:
+/// `MODELBENCH_INJECT_SLOWDOWN` ([`install_injection`]) and the path knobs
+/// ([`install_settings`]). The benches, the CLI's start and every plan's `from_env` call it.
+pub fn install(lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+    install_injection(lookup)?;
+    install_settings(lookup)
+}
+
+/// The path knobs (`MODELBENCH_REPORTS`, `MODELBENCH_FIXTURE_CACHE`, `MODELBENCH_DB`,
+/// `MODELBENCH_OFFLINE`) parsed from `lookup` by their table parsers; unset ones keep the
+/// typed defaults of [`crate::util::settings::Settings`].
+pub fn settings(
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::util::settings::Settings> {
+    let d = crate::util::settings::Settings::default();
+    let dir = |name: &str| {
+        get(lookup, name)
+            .map(|v| p::parse_dir(&v, name))
+            .transpose()
+    };
+    let db = get(lookup, "MODELBENCH_DB");
+    if let Some(v) = &db {
+        (knob("MODELBENCH_DB").expect("declared").check)(v)?;
+    }
+    Ok(crate::util::settings::Settings {
+        reports_root: dir("MODELBENCH_REPORTS")?.unwrap_or(d.reports_root),
+        fixture_cache: dir("MODELBENCH_FIXTURE_CACHE")?.unwrap_or(d.fixture_cache),
+        db,
+        offline: p::parse_bool(&value(lookup, "MODELBENCH_OFFLINE"), "MODELBENCH_OFFLINE")?,
+    })
+}
+
+/// [`settings`] installed process-wide (`util::settings`), where models and output read them.
+pub fn install_settings(lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+    crate::util::settings::install(settings(lookup)?);
+    Ok(())
 }
 
 /// Installs `MODELBENCH_INJECT_SLOWDOWN` process-wide (`measure::inject`), or clears it.
@@ -474,10 +544,10 @@ pub fn help() -> String {
             k.name,
             k.doc,
             k.scope.name(),
-            if k.default.is_empty() {
+            if k.default.text().is_empty() {
                 "unset"
             } else {
-                k.default
+                k.default.text()
             }
         ));
     }
@@ -495,7 +565,11 @@ pub fn readme_table() -> String {
             k.name,
             k.scope.name(),
             k.values,
-            if k.default.is_empty() { " " } else { k.default },
+            if k.default.text().is_empty() {
+                " "
+            } else {
+                k.default.text()
+            },
             k.doc
         ));
     }

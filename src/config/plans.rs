@@ -50,9 +50,7 @@ impl Plan {
     pub fn from_lookup(lookup: Lookup) -> Result<Plan> {
         let get = |k: &str| knobs::get(lookup, k);
         let models = parse_models(
-            get("MODELBENCH_MODELS")
-                .as_deref()
-                .unwrap_or(DEFAULT_MODELS),
+            &knobs::value(lookup, "MODELBENCH_MODELS"),
             "MODELBENCH_MODELS",
         )?;
         let (tier, scenarios) = match (get("MODELBENCH_SCENARIOS"), get("MODELBENCH_TIER")) {
@@ -66,7 +64,8 @@ impl Plan {
             }
             (Some(list), None) => (None, parse_scenarios(&list)?),
             (None, t) => {
-                let tier = parse_tier(t.as_deref().unwrap_or(DEFAULT_TIER))?;
+                let tier =
+                    parse_tier(&t.unwrap_or_else(|| knobs::default_of("MODELBENCH_TIER").into()))?;
                 (Some(tier), tier.scenarios())
             }
         };
@@ -103,6 +102,30 @@ impl Plan {
         }
     }
 
+    /// The generation suite of this plan on the opened device `dev` (the benches' and
+    /// `modelbench run`'s; see `workloads::suite::run_suite`).
+    pub fn suite(
+        &self,
+        dev: &candle_core::Device,
+    ) -> crate::workloads::generation::GenerationSuite {
+        crate::workloads::generation::GenerationSuite {
+            models: self.models.clone(),
+            scenarios: self.scenarios.clone(),
+            device: self.device,
+            dev: dev.clone(),
+            dtype: self.dtype,
+            seed: self.seed,
+            attention: self.attention,
+            context_cap: self.context_cap(),
+            calibration: crate::measure::calibration::cached(self.device),
+        }
+    }
+
+    /// Where the plan's grids run (the overhead group), the device opened.
+    pub fn setup(&self) -> Result<crate::workloads::suite::Setup> {
+        setup(self.device, self.dtype, self.seed)
+    }
+
     /// Positions the longest scenario needs: models are built for no more than this.
     pub fn context_cap(&self) -> usize {
         self.scenarios
@@ -111,6 +134,17 @@ impl Plan {
             .max()
             .unwrap_or(1)
     }
+}
+
+/// A grid's [`Setup`](crate::workloads::suite::Setup): the device opened, and its calibration.
+fn setup(device: DeviceSpec, dtype: DType, seed: u64) -> Result<crate::workloads::suite::Setup> {
+    Ok(crate::workloads::suite::Setup {
+        device,
+        dev: device.open()?,
+        dtype,
+        seed,
+        calibration: crate::measure::calibration::cached(device),
+    })
 }
 
 /// Knobs shared by every workload bench: device, dtype, seed, measurement window, label.
@@ -125,6 +159,11 @@ pub struct Common {
 }
 
 impl Common {
+    /// Where a plan's grid runs, the device opened.
+    pub fn setup(&self) -> Result<crate::workloads::suite::Setup> {
+        setup(self.device, self.dtype, self.seed)
+    }
+
     pub fn from_env() -> Result<Common> {
         knobs::validate_env()?;
         Common::from_lookup(&knobs::env)
@@ -132,10 +171,8 @@ impl Common {
 
     pub fn from_lookup(lookup: Lookup) -> Result<Common> {
         let get = |k: &str| knobs::get(lookup, k);
-        let device = get("MODELBENCH_DEVICE")
-            .map(|d| parse_device(&d, "MODELBENCH_DEVICE"))
-            .transpose()?
-            .unwrap_or(DeviceSpec::Cpu);
+        let value = |k: &str| knobs::value(lookup, k);
+        let device = parse_device(&value("MODELBENCH_DEVICE"), "MODELBENCH_DEVICE")?;
         let dtype = get("MODELBENCH_DTYPE")
             .map(|d| parse_dtype_knob(&d, "MODELBENCH_DTYPE"))
             .transpose()?
@@ -143,21 +180,12 @@ impl Common {
         Ok(Common {
             device,
             dtype,
-            seed: get("MODELBENCH_SEED")
-                .map(|s| parse_seed(&s, "MODELBENCH_SEED"))
-                .transpose()?
-                .unwrap_or(42),
-            min_measure: get("MODELBENCH_MEASURE_SECS")
-                .map(|s| parse_secs(&s, "MODELBENCH_MEASURE_SECS"))
-                .transpose()?
-                .unwrap_or(DEFAULT_MEASURE),
+            seed: parse_seed(&value("MODELBENCH_SEED"), "MODELBENCH_SEED")?,
+            min_measure: parse_secs(&value("MODELBENCH_MEASURE_SECS"), "MODELBENCH_MEASURE_SECS")?,
             label: get("MODELBENCH_LABEL")
                 .map(|l| check_label(&l, "MODELBENCH_LABEL"))
                 .transpose()?,
-            attention: get("MODELBENCH_ATTENTION")
-                .map(|v| parse_attention(&v, "MODELBENCH_ATTENTION"))
-                .transpose()?
-                .unwrap_or_default(),
+            attention: parse_attention(&value("MODELBENCH_ATTENTION"), "MODELBENCH_ATTENTION")?,
         })
     }
 }
@@ -181,25 +209,12 @@ impl DepthPlan {
 
     pub fn from_lookup(lookup: Lookup) -> Result<DepthPlan> {
         let common = Common::from_lookup(lookup)?;
-        let env = |k: &str| knobs::get(lookup, k);
-        let models = parse_models(
-            env("MODELBENCH_DEPTH_MODELS")
-                .as_deref()
-                .unwrap_or(DEFAULT_DEPTH_MODELS),
-            "MODELBENCH_DEPTH_MODELS",
-        )?;
-        let depths = parse_depths(
-            &env("MODELBENCH_DEPTHS").unwrap_or_else(|| "0,256,1024".into()),
-            "MODELBENCH_DEPTHS",
-        )?;
-        let count = |k: &str, d: usize| {
-            env(k)
-                .map(|v| parse_count(&v, k))
-                .transpose()
-                .map(|v| v.unwrap_or(d))
-        };
-        let prompt = count("MODELBENCH_DEPTH_PROMPT", 64)?;
-        let gen = count("MODELBENCH_DEPTH_GEN", 16)?;
+        let value = |k: &str| knobs::value(lookup, k);
+        let models = parse_models(&value("MODELBENCH_DEPTH_MODELS"), "MODELBENCH_DEPTH_MODELS")?;
+        let depths = parse_depths(&value("MODELBENCH_DEPTHS"), "MODELBENCH_DEPTHS")?;
+        let count = |k: &str| parse_count(&value(k), k);
+        let prompt = count("MODELBENCH_DEPTH_PROMPT")?;
+        let gen = count("MODELBENCH_DEPTH_GEN")?;
         if prompt == 0 && gen == 0 {
             return Err(Error::knob(
                 "MODELBENCH_DEPTH_PROMPT",
@@ -215,6 +230,24 @@ impl DepthPlan {
             gen,
             common,
         })
+    }
+
+    /// The depth suite of this plan on the opened device `dev` (see
+    /// `workloads::suite::run_suite`).
+    pub fn suite(&self, dev: &candle_core::Device) -> crate::workloads::depth::DepthSuite {
+        let cm = &self.common;
+        crate::workloads::depth::DepthSuite {
+            models: self.models.clone(),
+            depths: self.depths.clone(),
+            prompt: self.prompt,
+            gen: self.gen,
+            device: cm.device,
+            dev: dev.clone(),
+            dtype: cm.dtype,
+            seed: cm.seed,
+            attention: cm.attention,
+            calibration: crate::measure::calibration::cached(cm.device),
+        }
     }
 
     /// Positions the deepest point needs: models are built for this many.
@@ -235,6 +268,17 @@ pub struct MoePlan {
 }
 
 impl MoePlan {
+    /// The grid's axes (see `workloads::moe::run_grid`).
+    pub fn grid(&self) -> crate::workloads::moe::MoeGrid {
+        crate::workloads::moe::MoeGrid {
+            experts: self.experts.clone(),
+            top_k: self.top_k.clone(),
+            tokens: self.tokens.clone(),
+            hidden: self.hidden,
+            intermediate: self.intermediate,
+        }
+    }
+
     pub fn from_env() -> Result<MoePlan> {
         knobs::validate_env()?;
         MoePlan::from_lookup(&knobs::env)
@@ -243,17 +287,16 @@ impl MoePlan {
     /// From knob values given by `lookup` (the environment, or a test's map).
     pub fn from_lookup(lookup: Lookup) -> Result<MoePlan> {
         let common = Common::from_lookup(lookup)?;
-        let env = |k: &str| knobs::get(lookup, k);
-        let list = |k: &str, d: &str| parse_list(k, &env(k).unwrap_or_else(|| d.to_string()));
-        let experts = list("MODELBENCH_MOE_EXPERTS", "8,32")?;
-        let top_k = list("MODELBENCH_MOE_TOPK", "1,4")?;
-        let tokens = list("MODELBENCH_MOE_TOKENS", "1,512")?;
-        let hidden = env("MODELBENCH_MOE_HIDDEN")
-            .map(|v| positive("MODELBENCH_MOE_HIDDEN", &v))
-            .transpose()?;
-        let inter = env("MODELBENCH_MOE_INTERMEDIATE")
-            .map(|v| positive("MODELBENCH_MOE_INTERMEDIATE", &v))
-            .transpose()?;
+        let value = |k: &str| knobs::value(lookup, k);
+        let list = |k: &str| parse_list(k, &value(k));
+        let experts = list("MODELBENCH_MOE_EXPERTS")?;
+        let top_k = list("MODELBENCH_MOE_TOPK")?;
+        let tokens = list("MODELBENCH_MOE_TOKENS")?;
+        let hidden = positive("MODELBENCH_MOE_HIDDEN", &value("MODELBENCH_MOE_HIDDEN"))?;
+        let inter = positive(
+            "MODELBENCH_MOE_INTERMEDIATE",
+            &value("MODELBENCH_MOE_INTERMEDIATE"),
+        )?;
         let min_e = *experts.iter().min().expect("non-empty");
         if let Some(&k) = top_k.iter().find(|&&k| k > min_e) {
             return Err(Error::knob(
@@ -271,9 +314,8 @@ impl MoePlan {
             experts,
             top_k,
             tokens,
-            hidden: hidden.unwrap_or(crate::models::moe::MoeConfig::DEFAULT_HIDDEN),
-            intermediate: inter
-                .unwrap_or(crate::models::moe::MoeConfig::DEFAULT_EXPERT_INTERMEDIATE),
+            hidden,
+            intermediate: inter,
             common,
         })
     }
@@ -299,6 +341,19 @@ pub struct PsannPlan {
 }
 
 impl PsannPlan {
+    /// The grid with its points shaped (see `workloads::psann::run_grid`).
+    pub fn grid(&self) -> crate::workloads::psann::PsannGrid {
+        crate::workloads::psann::PsannGrid {
+            grid: self.grid.clone(),
+            bases: self.bases.clone(),
+            batch_shapes: self.shapes(&self.batch_tokens),
+            train_shapes: self.shapes(&self.train_tokens),
+            step_dtypes: self.step_dtypes.clone(),
+            step_seqs: self.step_seqs.clone(),
+            step_batches: self.step_batches.clone(),
+        }
+    }
+
     pub fn from_env() -> Result<PsannPlan> {
         knobs::validate_env()?;
         PsannPlan::from_lookup(&knobs::env)
@@ -307,14 +362,13 @@ impl PsannPlan {
     pub fn from_lookup(lookup: Lookup) -> Result<PsannPlan> {
         let common = Common::from_lookup(lookup)?;
         let env = |k: &str| knobs::get(lookup, k);
-        let grid = parse_grid(&env("MODELBENCH_PSANN_GRID").unwrap_or_else(|| "default".into()))?;
+        let value = |k: &str| knobs::value(lookup, k);
+        let grid = parse_grid(&value("MODELBENCH_PSANN_GRID"))?;
         let (default_tokens, default_train, max_t) = match grid {
             "gpu03" => ("65536,131072,262144", "65536,131072,262144", 4096),
             _ => ("256,1024", "256", 256),
         };
-        let bases = parse_bases(
-            &env("MODELBENCH_PSANN_BASES").unwrap_or_else(|| "respsann,waveresnet".into()),
-        )?;
+        let bases = parse_bases(&value("MODELBENCH_PSANN_BASES"))?;
         let batch_tokens = parse_list(
             "MODELBENCH_PSANN_BATCH_TOKENS",
             &env("MODELBENCH_PSANN_BATCH_TOKENS").unwrap_or_else(|| default_tokens.into()),
@@ -324,16 +378,16 @@ impl PsannPlan {
             &env("MODELBENCH_PSANN_TRAIN_TOKENS").unwrap_or_else(|| default_train.into()),
         )?;
         let step_dtypes = crate::config::values::parse_dtypes(
-            &env("MODELBENCH_TRAIN_STEP_DTYPES").unwrap_or_else(|| "f32".into()),
+            &value("MODELBENCH_TRAIN_STEP_DTYPES"),
             "MODELBENCH_TRAIN_STEP_DTYPES",
         )?;
         let step_seqs = parse_list(
             "MODELBENCH_TRAIN_STEP_SEQS",
-            &env("MODELBENCH_TRAIN_STEP_SEQS").unwrap_or_else(|| "64".into()),
+            &value("MODELBENCH_TRAIN_STEP_SEQS"),
         )?;
         let step_batches = parse_list(
             "MODELBENCH_TRAIN_STEP_BATCHES",
-            &env("MODELBENCH_TRAIN_STEP_BATCHES").unwrap_or_else(|| "2,4".into()),
+            &value("MODELBENCH_TRAIN_STEP_BATCHES"),
         )?;
         Ok(PsannPlan {
             grid: grid.to_string(),

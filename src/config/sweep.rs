@@ -284,15 +284,14 @@ impl ArchPlan {
 
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<ArchPlan> {
         let common = super::plans::Common::from_lookup(lookup)?;
-        let env = |k: &str| knobs::get(lookup, k);
+        let value = |k: &str| knobs::value(lookup, k);
         let families = parse_families(
-            &env("MODELBENCH_ARCH_FAMILIES")
-                .unwrap_or_else(|| "dense,mixture,state_space,hybrid".into()),
+            &value("MODELBENCH_ARCH_FAMILIES"),
             "MODELBENCH_ARCH_FAMILIES",
         )?;
-        let list = |k: &str, d: &str| parse_list(k, &env(k).unwrap_or_else(|| d.to_string()));
-        let dims = list("MODELBENCH_ARCH_DIMS", "64")?;
-        let depths = list("MODELBENCH_ARCH_DEPTHS", "2")?;
+        let list = |k: &str| parse_list(k, &value(k));
+        let dims = list("MODELBENCH_ARCH_DIMS")?;
+        let depths = list("MODELBENCH_ARCH_DEPTHS")?;
         for &f in &families {
             for &d in &dims {
                 let c = BackboneConfig::new(f, Self::VOCAB, d, depths[0], Self::HORIZONS);

@@ -12,18 +12,6 @@ use crate::error::{Error, Result};
 use crate::measure::device::{parse_dtype, DeviceSpec, DTYPES_ALLOWED};
 use crate::models::source::{ModelRef, SOURCES_HELP};
 
-pub const DEFAULT_MODELS: &str = "fixture:llama,fixture:qwen3,fixture:gemma3";
-
-/// Models of the `depth` group: llama and qwen3 restore by copy at every depth. The gemma3
-/// fixture's 64-token sliding window makes candle's Gemma3 restore by replaying its fill past
-/// it (token by token), minutes under criterion's iteration counts: name it to include it.
-pub const DEFAULT_DEPTH_MODELS: &str = "fixture:llama,fixture:qwen3";
-/// The default tier: short and medium on the three fixtures, a few minutes; `full` is one
-/// knob away.
-pub const DEFAULT_TIER: &str = "quick";
-/// The default least measurement window per benchmark.
-pub const DEFAULT_MEASURE: Duration = Duration::from_secs(2);
-
 pub fn parse_models(list: &str, knob: &str) -> Result<Vec<(String, ModelRef)>> {
     let mut out = Vec::new();
     for m in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {

@@ -1,7 +1,11 @@
 //! Criterion glue, and nothing else: group settings for multi-second iterations, benchmark ids
 //! that carry device and dtype, the one routine every benchmark uses (`iter_custom` over the
-//! shared [`TrialLoop`]), a peak-bytes [`Measurement`](criterion::measurement::Measurement),
-//! and the entry of each file in benches/ ([`main`]). Workloads know nothing of criterion.
+//! shared [`TrialLoop`]), the criterion [`Driver`] of the suite loop
+//! (`workloads::suite::run_suite`; the CLI drives the same loop with fixed trials), a
+//! peak-bytes [`Measurement`](criterion::measurement::Measurement) with the checkpoint bench's
+//! memory group, and the entry of each file in benches/ ([`main`]). What each bench runs
+//! lives beside its workloads (`workloads::generation::GenerationSuite`,
+//! `workloads::moe::run_grid`, ...); workloads know nothing of criterion.
 
 pub mod ops;
 
@@ -12,22 +16,14 @@ use criterion::measurement::Measurement;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 
 use crate::config::plans::{Common, DepthPlan, MoePlan, Plan, PsannPlan};
-use crate::engine::generate::probe_rates;
-use crate::engine::scenario::prepare;
 use crate::error::Result;
-use crate::measure::calibration::cached;
 use crate::measure::memory;
 use crate::measure::timing::{Measured, TrialLoop, SAMPLE_SIZE};
-use crate::models::loading::{open, open_with};
-use crate::models::moe::MoeConfig;
-use crate::models::source::ModelRef;
 use crate::output::noise::{self, NoiseProfile};
-use crate::output::record::{Harness, Kind};
+use crate::output::record::Harness;
 use crate::output::report::{reports_root, RunDir};
 use crate::workloads::checkpoint::Checkpoint;
-use crate::workloads::moe::Moe;
-use crate::workloads::overhead::{Overhead, SamplingCost};
-use crate::workloads::psann::Psann;
+use crate::workloads::suite::{run_suite, Driver};
 use crate::workloads::{stamp, Workload};
 
 pub mod invocation;
@@ -68,6 +64,8 @@ pub fn main(bench: Bench) {
     crate::measure::threads::pin_rayon_count();
     crate::output::plot::register_fonts();
     let t = Instant::now();
+    // The path knobs first: the noise profile below is read from the reports root.
+    exit_on_error(crate::config::knobs::install(&crate::config::knobs::env));
     if !listing() {
         for w in crate::measure::system::check().iter().filter(|c| !c.ok) {
             eprintln!("warning: {}: {}", w.what, w.detail);
@@ -77,45 +75,51 @@ pub fn main(bench: Bench) {
     let root = reports_root();
     let inv = invocation::Invocation::current();
     let shared = |label: Option<&str>| invocation::run_dir(&root, label, inv.as_ref());
+    // One criterion over the bench's groups, into the invocation's run folder.
+    type Groups<'a> = &'a mut dyn FnMut(&mut Criterion<TokenTime>, &mut RunDir) -> Result<()>;
+    let with_criterion = |label: Option<&str>, groups: Groups| -> Result<RunDir> {
+        let mut c = criterion();
+        let mut run = shared(label)?;
+        groups(&mut c, &mut run)?;
+        c.final_summary();
+        Ok(run)
+    };
     let out = match bench {
         Bench::Generation => Plan::from_env().and_then(|plan| {
-            let mut c = criterion();
-            let mut run = shared(plan.label.as_deref())?;
-            generation(&mut c, &plan, &mut run)?;
-            overhead(&mut c, &plan, &mut run)?;
-            c.final_summary();
+            let mut run = with_criterion(plan.label.as_deref(), &mut |c, run| {
+                generation(c, &plan, run)?;
+                overhead(c, &plan, run)
+            })?;
             if crate::config::plans::peers_row(&crate::config::knobs::env)? {
-                llama_peer_rows(&plan, &mut run)?;
+                crate::workloads::peers::llama_peer_rows(
+                    &plan.models,
+                    &plan.scenarios,
+                    plan.seed,
+                    &mut run,
+                    &|l| eprintln!("{l}"),
+                )?;
             }
             Ok(run)
         }),
         Bench::Moe => MoePlan::from_env().and_then(|plan| {
-            let mut c = criterion();
-            let mut run = shared(plan.common.label.as_deref())?;
-            moe(&mut c, &plan, &mut run)?;
-            c.final_summary();
-            Ok(run)
+            with_criterion(plan.common.label.as_deref(), &mut |c, run| {
+                moe(c, &plan, run)
+            })
         }),
         Bench::Psann => PsannPlan::from_env().and_then(|plan| {
-            let mut c = criterion();
-            let mut run = shared(plan.common.label.as_deref())?;
-            psann(&mut c, &plan, &mut run)?;
-            c.final_summary();
-            Ok(run)
+            with_criterion(plan.common.label.as_deref(), &mut |c, run| {
+                psann(c, &plan, run)
+            })
         }),
         Bench::Depth => DepthPlan::from_env().and_then(|plan| {
-            let mut c = criterion();
-            let mut run = shared(plan.common.label.as_deref())?;
-            depth(&mut c, &plan, &mut run)?;
-            c.final_summary();
-            Ok(run)
+            with_criterion(plan.common.label.as_deref(), &mut |c, run| {
+                depth(c, &plan, run)
+            })
         }),
         Bench::Arch => crate::config::sweep::ArchPlan::from_env().and_then(|plan| {
-            let mut c = criterion();
-            let mut run = shared(plan.common.label.as_deref())?;
-            arch(&mut c, &plan, &mut run)?;
-            c.final_summary();
-            Ok(run)
+            with_criterion(plan.common.label.as_deref(), &mut |c, run| {
+                arch(c, &plan, run)
+            })
         }),
         Bench::Checkpoint => Common::from_env().and_then(|common| {
             let mut c_mem = memory_criterion(criterion());
@@ -359,6 +363,49 @@ pub fn bench<W: Workload, M: Measurement<Value = Duration>>(
     trials.into_inner().finish(samples, tokens)
 }
 
+/// The criterion driver of the suite loop ([`run_suite`]): each workload is one benchmark
+/// ([`bench`]), sized from the suite's estimate, its record stamped `criterion`.
+pub struct CriterionDriver<'c> {
+    c: &'c mut Criterion<TokenTime>,
+    min_measure: Duration,
+}
+
+impl<'c> CriterionDriver<'c> {
+    pub fn new(c: &'c mut Criterion<TokenTime>, min_measure: Duration) -> Self {
+        CriterionDriver { c, min_measure }
+    }
+}
+
+impl Driver for CriterionDriver<'_> {
+    fn sizes_by_estimate(&self) -> bool {
+        true
+    }
+    fn listing(&self) -> bool {
+        listing()
+    }
+    fn verbose(&self) -> bool {
+        false
+    }
+    fn loading(&self, label: &str, source: &str) {
+        eprintln!("loading {label} ({source}) ...");
+    }
+    fn measure<W: Workload>(
+        &mut self,
+        w: &mut W,
+        est: Option<Duration>,
+    ) -> Result<Option<crate::output::record::Record>> {
+        let Some(m) = bench(self.c, w, est, self.min_measure)? else {
+            return Ok(None);
+        };
+        let mut r = w.record(&m);
+        stamp(w, &mut r, Harness::Criterion);
+        Ok(Some(r))
+    }
+    fn say(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
 /// [`bench`], then the workload's record (stamped `criterion`) into the run folder.
 pub fn bench_and_record<W: Workload, M: Measurement<Value = Duration>>(
     c: &mut Criterion<M>,
@@ -379,367 +426,56 @@ pub fn bench_and_record<W: Workload, M: Measurement<Value = Duration>>(
 /// Every scenario of the plan on every model: one criterion group per scenario, one benchmark
 /// per model (`medium/cpu-f32/fixture:llama`), `Throughput::Elements(new tokens)` so
 /// criterion prints tokens/s. Each model is loaded once, runs all its scenarios, and is
-/// dropped before the next loads.
+/// dropped before the next loads (the generation suite, `workloads::generation`).
 pub fn generation(c: &mut Criterion<TokenTime>, plan: &Plan, run: &mut RunDir) -> Result<()> {
-    // Resolve everything first: a bad model or an impossible scenario fails before any
-    // weights load.
-    let mut prepared = Vec::new();
-    for (label, r) in &plan.models {
-        prepared.push(prepare(label, r, &plan.scenarios)?);
-    }
-    let device = plan.device.open()?;
-    for res in &prepared {
-        crate::engine::preflight::check_scenarios(
-            res,
-            &plan.scenarios,
-            plan.dtype,
-            &device,
-            plan.attention,
-        )?;
-    }
-    let calibration = cached(plan.device);
-    for res in prepared {
-        let label = res.label.clone();
-        eprintln!("loading {label} ({}) ...", res.source);
-        let mut loaded = open_with(
-            res,
-            &device,
-            plan.dtype,
-            Some(plan.context_cap()),
-            plan.attention,
-        )?;
-        eprintln!("{}", crate::models::loading::load_line(&loaded));
-        if let Some(w) = loaded.model.meta().exact_context {
-            for s in plan.scenarios.iter().filter(|s| s.context_needed() > w) {
-                eprintln!("warning: {label} / {}: {} positions exceed the {w} this model computes exactly; timings are valid, outputs past {w} are degraded", s.name, s.context_needed());
-            }
-        }
-        let (pp, tg) = if listing() {
-            (1e9, 1e9)
-        } else {
-            probe_rates(loaded.model.as_mut(), plan.seed)?
-        };
-        for s in &plan.scenarios {
-            let est =
-                Duration::from_secs_f64(s.prompt_tokens as f64 / pp + s.new_tokens as f64 / tg);
-            let mut w = plan.generation(&mut loaded, s, calibration.clone());
-            bench_and_record(c, &mut w, Some(est), plan.min_measure, run)?;
-        }
-    }
-    Ok(())
-}
-
-/// MODELBENCH_PEERS: a llama.cpp peer record beside each GGUF model's generation records,
-/// and the peers table printed. Without llama.cpp, or with candle's two thread pools apart, a
-/// one-line skip: the run itself never depends on it.
-pub fn llama_peer_rows(plan: &Plan, run: &mut RunDir) -> Result<()> {
-    use crate::workloads::peers::{
-        llama_peer_record, missing_program, scenario_skip, skip_line, Peer,
-    };
-    let bin = Peer::LlamaCpp.default_program();
-    if let Some(why) = missing_program(Peer::LlamaCpp, &bin) {
-        eprintln!("{}", skip_line(Peer::LlamaCpp, &why));
-        return Ok(());
-    }
-    let threads = match crate::measure::threads::CandlePools::current().agreed() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("{}", skip_line(Peer::LlamaCpp, &e.to_string()));
-            return Ok(());
-        }
-    };
-    let ids_file =
-        std::env::temp_dir().join(format!("modelbench-peer-ids-{}.txt", std::process::id()));
-    let mut added = 0;
-    for (label, r) in &plan.models {
-        let res = prepare(label, r, &[])?;
-        let crate::models::Weights::Gguf(gguf) = &res.weights else {
-            eprintln!(
-                "{}",
-                skip_line(
-                    Peer::LlamaCpp,
-                    &format!("{label}: llama.cpp needs a GGUF model")
-                )
-            );
-            continue;
-        };
-        for s in &plan.scenarios {
-            if let Some(why) = scenario_skip(Peer::LlamaCpp, s) {
-                eprintln!("{}", skip_line(Peer::LlamaCpp, &why));
-                continue;
-            }
-            let Some(candle) = run
-                .records()
-                .iter()
-                .find(|x| {
-                    x.kind == Kind::Generation && x.scenario == s.name && x.model.label == res.label
-                })
-                .cloned()
-            else {
-                continue;
-            };
-            let rec = llama_peer_record(&bin, gguf, s, &candle, plan.seed, threads, 5, &ids_file);
-            let _ = std::fs::remove_file(&ids_file);
-            run.push(rec?)?;
-            added += 1;
-        }
-    }
-    if added > 0 {
-        eprintln!("\n{}", crate::output::peers::peers_table(run.records()));
-    }
-    Ok(())
+    let dev = plan.device.open()?;
+    let mut d = CriterionDriver::new(c, plan.min_measure);
+    run_suite(&plan.suite(&dev), &mut d, run)
 }
 
 /// Group `depth`: per model (loaded once, built for the deepest point), per depth, one
-/// benchmark `depth/<device>-<dtype>/<model>/d<depth>-p<P>-n<N>`; depth.png and depth.csv in
-/// the run folder.
+/// benchmark `depth/<device>-<dtype>/<model>/d<depth>-p<P>-n<N>` (the depth suite,
+/// `workloads::depth`); depth.png and depth.csv in the run folder.
 pub fn depth(c: &mut Criterion<TokenTime>, plan: &DepthPlan, run: &mut RunDir) -> Result<()> {
-    let cm = &plan.common;
-    let cap = plan.context_cap();
-    let mut prepared = Vec::new();
-    for (label, r) in &plan.models {
-        prepared.push(prepare(label, r, &[])?);
-    }
-    let device = cm.device.open()?;
-    let deepest = plan.depths.iter().max().copied().unwrap_or(0);
-    for res in &prepared {
-        let meta = crate::engine::preflight::meta_of(res, cm.dtype, cap)?;
-        if cap > meta.max_context {
-            return Err(crate::error::Error::Scenario {
-                scenario: format!("depth {deepest}"),
-                model: res.label.clone(),
-                reason: format!(
-                    "needs {cap} positions but the model's max_position_embeddings is {}",
-                    meta.max_context
-                ),
-            });
-        }
-        let e = crate::engine::preflight::estimate(
-            &meta,
-            crate::workloads::depth::FILL_CHUNK
-                .min(deepest)
-                .max(plan.prompt),
-            cap,
-            cm.attention,
-        );
-        crate::engine::preflight::check_fits(
-            &format!("depth {deepest}"),
-            &res.label,
-            &e,
-            cm.attention,
-            crate::engine::preflight::available(&device),
-        )?;
-    }
-    let calibration = cached(cm.device);
-    for res in prepared {
-        eprintln!("loading {} ({}) ...", res.label, res.source);
-        let mut loaded = open_with(res, &device, cm.dtype, Some(cap), cm.attention)?;
-        eprintln!("{}", crate::models::loading::load_line(&loaded));
-        for &d in &plan.depths {
-            let mut w = crate::workloads::depth::Depth::new(
-                &mut loaded,
-                d,
-                plan.prompt,
-                plan.gen,
-                cm.seed,
-                cm.device,
-                cm.dtype,
-                calibration.clone(),
-            )?;
-            if let Some(r) = bench_and_record(c, &mut w, None, cm.min_measure, run)? {
-                let g = r.gen.clone().unwrap_or_default();
-                eprintln!(
-                    "depth {d}: prefill {} tok/s, decode {} tok/s (restore: {})",
-                    crate::output::report::na(g.prefill_tok_s, 1),
-                    crate::output::report::na(g.decode_tok_s, 1),
-                    r.extra["restore"]
-                );
-            }
-        }
-    }
+    let dev = plan.common.device.open()?;
+    let mut d = CriterionDriver::new(c, plan.common.min_measure);
+    run_suite(&plan.suite(&dev), &mut d, run)?;
     crate::workloads::depth::write_artifacts(run)
 }
 
-/// Group `overhead`: per fixture family, the engine against the bare loop (interleaved), and
-/// the sampling pipeline's cost per token at the family's vocabulary size.
+/// Group `overhead` (`workloads::overhead::run_group`) under criterion.
 pub fn overhead(c: &mut Criterion<TokenTime>, plan: &Plan, run: &mut RunDir) -> Result<()> {
-    let dev = plan.device.open()?;
-    for fam in ["llama", "qwen3", "gemma3"] {
-        let label = format!("fixture:{fam}");
-        let res = prepare(&label, &ModelRef::parse(&label)?, &[])?;
-        let mut l = open(res, &dev, plan.dtype, Some(256))?;
-        let vocab = l.model.meta().vocab;
-        let mut w = Overhead {
-            loaded: &mut l,
-            seed: plan.seed,
-            device: plan.device,
-            dtype: plan.dtype,
-        };
-        if let Some(r) = bench_and_record(c, &mut w, None, plan.min_measure, run)? {
-            let ci = r.extra["ratio_ci95"]
-                .as_array()
-                .and_then(|v| Some((v.first()?.as_f64()?, v.get(1)?.as_f64()?)))
-                .map_or("not available: too few pairs".to_string(), |(lo, hi)| {
-                    format!("[{lo:.3}, {hi:.3}]")
-                });
-            eprintln!(
-                "overhead {label}: engine/bare {:.3} (95% CI {ci}), {:+.2}%",
-                r.extra["ratio_median"].as_f64().unwrap_or(f64::NAN),
-                r.extra["overhead_pct"].as_f64().unwrap_or(f64::NAN),
-            );
-        }
-        for sc in ["sampled", "full-pipe"] {
-            let mut w = SamplingCost::new(&label, sc, vocab, plan.seed)?;
-            let est = Some(Duration::from_millis(1));
-            if let Some(r) = bench_and_record(c, &mut w, est, plan.min_measure, run)? {
-                eprintln!(
-                    "sampling {sc} at vocab {vocab}: {:.1} us/token",
-                    r.extra["per_token_us"].as_f64().unwrap_or(f64::NAN)
-                );
-            }
-        }
-    }
-    Ok(())
+    let s = plan.setup()?;
+    let mut d = CriterionDriver::new(c, plan.min_measure);
+    crate::workloads::overhead::run_group(&s, &mut d, run)
 }
 
-/// The `moe_topk` grid: experts x top-k x tokens, plus the dense rows (`dense-k<k>`).
+/// The `moe_topk` grid (`workloads::moe::run_grid`) under criterion.
 pub fn moe(c: &mut Criterion<TokenTime>, plan: &MoePlan, run: &mut RunDir) -> Result<()> {
-    let dev = plan.common.device.open()?;
-    let cal = cached(plan.common.device);
-    let mut points: Vec<(MoeConfig, bool)> = Vec::new();
-    for &e in &plan.experts {
-        for &k in &plan.top_k {
-            points.push((MoeConfig::new(plan.hidden, plan.intermediate, e, k), false));
-        }
-    }
-    for &k in &plan.top_k {
-        points.push((MoeConfig::new(plan.hidden, plan.intermediate, k, k), true));
-    }
-    for (cfg, dense) in points {
-        for &t in &plan.tokens {
-            let mut w = Moe::new(
-                cfg,
-                dense,
-                t,
-                plan.common.seed,
-                plan.common.device,
-                plan.common.dtype,
-                &dev,
-                cal.clone(),
-            )?;
-            bench_and_record(c, &mut w, None, plan.common.min_measure, run)?;
-        }
-    }
-    Ok(())
+    let s = plan.common.setup()?;
+    let mut d = CriterionDriver::new(c, plan.common.min_measure);
+    crate::workloads::moe::run_grid(&plan.grid(), &s, &mut d, run)
 }
 
-/// Group `arch_sweep` (the architecture sweep, small): every family x dim x depth of the plan at
-/// [`ArchPlan::HORIZONS`](crate::config::sweep::ArchPlan) horizons, a forward and a train step
-/// each (`arch_sweep/cpu-f32/hybrid/d64/L2/h2/train`).
+/// Group `arch_sweep` (`workloads::arch::run_grid`) under criterion: every family x dim x depth
+/// of the plan at [`ArchPlan::HORIZONS`](crate::config::sweep::ArchPlan) horizons.
 pub fn arch(
     c: &mut Criterion<TokenTime>,
     plan: &crate::config::sweep::ArchPlan,
     run: &mut RunDir,
 ) -> Result<()> {
     use crate::config::sweep::ArchPlan;
-    let dev = plan.common.device.open()?;
-    let cal = cached(plan.common.device);
-    for cfg in plan.configs() {
-        for train in [false, true] {
-            let mut w = crate::workloads::arch::ArchStep::new(
-                cfg,
-                (ArchPlan::BATCH, ArchPlan::SEQ),
-                train,
-                plan.common.seed,
-                plan.common.device,
-                plan.common.dtype,
-                &dev,
-                cal.clone(),
-            )?;
-            bench_and_record(c, &mut w, None, plan.common.min_measure, run)?;
-        }
-    }
-    Ok(())
+    let s = plan.common.setup()?;
+    let mut d = CriterionDriver::new(c, plan.common.min_measure);
+    let batch_seq = (ArchPlan::BATCH, ArchPlan::SEQ);
+    crate::workloads::arch::run_grid(&plan.configs(), batch_seq, &s, &mut d, run)
 }
 
-/// The PSANN throughput procedure as groups `psann_throughput` (fp32 forward, ids `<base>/<batch_tokens>`),
-/// `psann_train` (one full step), then the training-throughput sweep `train_step` (train and forward per
-/// precision x T x B, MODELBENCH_TRAIN_STEP_*); throughput.csv, .md and .png in the run folder.
+/// The PSANN groups (`workloads::psann::run_grid`) under criterion.
 pub fn psann(c: &mut Criterion<TokenTime>, plan: &PsannPlan, run: &mut RunDir) -> Result<()> {
-    let dev = plan.common.device.open()?;
-    if plan.common.dtype != candle_core::DType::F32 {
-        eprintln!("note: the PSANN grid runs in f32 (the throughput grid is specified in FP32); MODELBENCH_DTYPE is ignored here");
-    }
-    let cal = cached(plan.common.device);
-    let cfg0 = crate::models::psann::PsannConfig::gpu03(plan.bases[0]);
-    for (n, b, t) in plan.shapes(&plan.batch_tokens) {
-        let need = crate::workloads::psann::peak_estimate_gib(&cfg0, b, t);
-        if need > 4.0 {
-            eprintln!("warning: batch_tokens {n} (B={b}, T={t}) needs about {need:.1} GiB at peak (attention scores and logits)");
-        }
-    }
-    let mut tput: Vec<(String, usize, f64)> = Vec::new();
-    for train in [false, true] {
-        let tokens = if train {
-            &plan.train_tokens
-        } else {
-            &plan.batch_tokens
-        };
-        for &base in &plan.bases {
-            for shape in plan.shapes(tokens) {
-                let mut w = Psann::new(
-                    &plan.grid,
-                    base,
-                    shape,
-                    train,
-                    plan.common.seed,
-                    plan.common.device,
-                    &dev,
-                    cal.clone(),
-                )?;
-                let r = bench_and_record(c, &mut w, None, plan.common.min_measure, run)?;
-                if let (Some(r), false) = (r, train) {
-                    if let Some(v) = r.tok_s {
-                        tput.push((base.name().to_string(), shape.0, v));
-                    }
-                }
-            }
-        }
-    }
-    if !tput.is_empty() {
-        crate::output::report::write_psann_artifacts(run, &plan.grid, &tput)?;
-    }
-    // The training-throughput sweep, group `train_step`: train step and forward per precision x T x B.
-    let cfg = crate::models::psann::PsannConfig::sweep(crate::models::psann::Base::Waveresnet);
-    for &dtype in &plan.step_dtypes {
-        for &t in &plan.step_seqs {
-            for &b in &plan.step_batches {
-                for train in [true, false] {
-                    let mut w = Psann::sweep(
-                        cfg,
-                        dtype,
-                        (b, t),
-                        train,
-                        plan.common.seed,
-                        plan.common.device,
-                        &dev,
-                        cal.clone(),
-                    )?;
-                    // A precision the device cannot run is refused with its reason, not
-                    // timed; any other failure fails the bench.
-                    if let Err(e) = w.estimate() {
-                        let why =
-                            crate::workloads::psann::dtype_refusal(&e, dtype, plan.common.device)
-                                .ok_or(e)?;
-                        eprintln!("train_step {}: refused: {why}", w.id());
-                        continue;
-                    }
-                    bench_and_record(c, &mut w, None, plan.common.min_measure, run)?;
-                }
-            }
-        }
-    }
-    Ok(())
+    let s = plan.common.setup()?;
+    let mut d = CriterionDriver::new(c, plan.common.min_measure);
+    crate::workloads::psann::run_grid(&plan.grid(), &s, &mut d, run)
 }
 
 /// Groups `checkpoint_memory` (peak bytes per train step, through [`PeakBytes`]) and

@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::{gemma3, llama, qwen3, qwen3_moe};
 use serde_json::Value;
 
-use super::{CausalLm, Family, KvState, ModelMeta, Restored};
+use super::{CausalLm, Family, KvState, ModelMeta, Provenance, Restored};
 use crate::error::{one_line, Error, Result};
 
 /// A family's typed config, deserialised straight from config.json (candle's own structs).
@@ -219,18 +219,20 @@ impl Arch {
                 Arch::Gemma3(_) => true,
             },
             decode_weight_bytes: None,
-            exact_context: None,
-            attention: "eager".into(),
-            gguf: None,
-            implementation: format!(
-                "candle-transformers 0.11.1 {}",
-                match self {
-                    Arch::Llama(_) => "llama",
-                    Arch::Qwen3(_) => "qwen3",
-                    Arch::Qwen3Moe(_) => "qwen3_moe",
-                    Arch::Gemma3(_) => "gemma3",
-                }
-            ),
+            provenance: Provenance {
+                exact_context: None,
+                attention: "eager".into(),
+                gguf: None,
+                implementation: format!(
+                    "candle-transformers 0.11.1 {}",
+                    match self {
+                        Arch::Llama(_) => "llama",
+                        Arch::Qwen3(_) => "qwen3",
+                        Arch::Qwen3Moe(_) => "qwen3_moe",
+                        Arch::Gemma3(_) => "gemma3",
+                    }
+                ),
+            },
         }
     }
 

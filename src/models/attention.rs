@@ -96,7 +96,7 @@ pub fn apply(model: Box<dyn CausalLm>, att: Attention) -> Result<Box<dyn CausalL
         )
     })?;
     let mut meta = model.meta().clone();
-    meta.attention = att.name();
+    meta.provenance.attention = att.name();
     let chunk = match att {
         Attention::Chunked(n) => n,
         _ => usize::MAX,

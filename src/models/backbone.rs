@@ -22,14 +22,12 @@
 //! with independent linear heads on a shared trunk); the loss is the mean of the H
 //! cross-entropies.
 
-use std::sync::Mutex;
-
-use candle_core::{DType, Device, Module, Shape, Tensor, Var, D};
-use candle_nn::var_builder::SimpleBackend;
+use candle_core::{DType, Device, Module, Tensor, Var, D};
 use candle_nn::{linear, linear_no_bias, AdamW, Init, Linear, Optimizer, ParamsAdamW, VarBuilder};
 use serde::Serialize;
 
-use super::moe::{top_k_routing, MoeBlock, MoeConfig};
+use super::layers::{rope_qkv, softplus, Ctx, CtxCache, RmsNorm};
+use super::moe::{top_k_routing, MoeBlock, MoeConfig, SwiGlu};
 use crate::error::{Error, Result};
 use crate::util::fill::Filler;
 
@@ -216,116 +214,13 @@ impl BackboneConfig {
     }
 }
 
-/// A candle var-builder backend that hands out seeded values (the suite's [`Filler`]) as
-/// trainable [`Var`]s and keeps them for the optimizer.
-struct VarFill {
-    fill: Filler,
-    vars: Mutex<Vec<(String, Var)>>,
-}
-
-impl SimpleBackend for VarFill {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let t = self.fill.get(s, name, h, dtype, dev)?;
-        let v = Var::from_tensor(&t)?;
-        let t = v.as_tensor().clone();
-        self.vars
-            .lock()
-            .expect("not poisoned")
-            .push((name.to_string(), v));
-        Ok(t)
-    }
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.fill.get_unchecked(name, dtype, dev)
-    }
-    fn contains_tensor(&self, _name: &str) -> bool {
-        true
-    }
-}
-
-/// RMSNorm from differentiable ops (candle-nn's fused one cuts the graph).
-#[derive(Debug, Clone)]
-struct RmsNorm(Tensor);
-
-impl RmsNorm {
-    fn new(d: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        Ok(RmsNorm(vb.get_with_hints(d, "scale", Init::Const(1.0))?))
-    }
-}
-
-impl Module for RmsNorm {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        x.broadcast_div(&(ms + 1e-6)?.sqrt()?)?
-            .broadcast_mul(&self.0)
-    }
-}
-
-fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
-    (x.exp()? + 1.0)?.log()
-}
-
-/// RoPE tables and the causal mask for one sequence length.
-#[derive(Clone)]
-struct Ctx {
-    cos: Tensor,
-    sin: Tensor,
-    mask: Tensor,
-}
-
-impl Ctx {
-    fn new(t: usize, head_dim: usize, dtype: DType, dev: &Device) -> candle_core::Result<Ctx> {
-        let half = head_dim / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| 10000f32.powf(-2.0 * i as f32 / head_dim as f32))
-            .collect();
-        let inv = Tensor::from_vec(inv, (1, half), dev)?;
-        let idx = Tensor::arange(0u32, t as u32, dev)?;
-        let ang = idx
-            .to_dtype(DType::F32)?
-            .reshape((t, 1))?
-            .broadcast_mul(&inv)?;
-        let future = idx.reshape((1, t))?.broadcast_gt(&idx.reshape((t, 1))?)?;
-        let mask = future.where_cond(
-            &Tensor::full(f32::NEG_INFINITY, (t, t), dev)?,
-            &Tensor::zeros((t, t), DType::F32, dev)?,
-        )?;
-        Ok(Ctx {
-            cos: ang.cos()?.to_dtype(dtype)?,
-            sin: ang.sin()?.to_dtype(dtype)?,
-            mask: mask.to_dtype(dtype)?,
-        })
-    }
-}
-
-#[derive(Debug, Clone)]
-struct SwiGlu {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
-impl SwiGlu {
-    fn new(d: usize, f: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        Ok(SwiGlu {
-            gate: linear_no_bias(d, f, vb.pp("gate_proj"))?,
-            up: linear_no_bias(d, f, vb.pp("up_proj"))?,
-            down: linear_no_bias(f, d, vb.pp("down_proj"))?,
-        })
-    }
-}
-
-impl Module for SwiGlu {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.down
-            .forward(&(self.gate.forward(x)?.silu()? * self.up.forward(x)?)?)
-    }
+/// The RMSNorm of a layer, its scale (ones) from the var builder.
+fn rms_norm(d: usize, vb: VarBuilder) -> candle_core::Result<RmsNorm> {
+    Ok(RmsNorm::new(vb.get_with_hints(
+        d,
+        "scale",
+        Init::Const(1.0),
+    )?))
 }
 
 /// The MoE feed-forward with gradients to the router: the top-k choice is made on the host
@@ -388,13 +283,13 @@ impl AttnLayer {
             Ffn::Dense(SwiGlu::new(d, cfg.ffn, vb.pp("mlp"))?)
         };
         Ok(AttnLayer {
-            norm1: RmsNorm::new(d, vb.pp("norm1"))?,
+            norm1: rms_norm(d, vb.pp("norm1"))?,
             q: linear_no_bias(d, d, vb.pp("q_proj"))?,
             k: linear_no_bias(d, d, vb.pp("k_proj"))?,
             v: linear_no_bias(d, d, vb.pp("v_proj"))?,
             o: linear_no_bias(d, d, vb.pp("o_proj"))?,
             heads: cfg.heads,
-            norm2: RmsNorm::new(d, vb.pp("norm2"))?,
+            norm2: rms_norm(d, vb.pp("norm2"))?,
             ffn,
         })
     }
@@ -402,17 +297,9 @@ impl AttnLayer {
     fn attention(&self, x: &Tensor, ctx: &Ctx) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let h = d / self.heads;
-        let split = |y: Tensor| {
-            y.reshape((b, t, self.heads, h))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let rope = |y: Tensor| candle_nn::rotary_emb::rope_i_slow(&y, &ctx.cos, &ctx.sin);
-        let q = rope(split(self.q.forward(x)?)?)?;
-        let k = rope(split(self.k.forward(x)?)?)?;
-        let v = split(self.v.forward(x)?)?;
+        let (q, k, v) = rope_qkv(x, (&self.q, &self.k, &self.v), self.heads, ctx)?;
         let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (h as f64).sqrt()))?
-            .broadcast_add(&ctx.mask)?;
+            .broadcast_add(ctx.mask())?;
         let p = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         self.o.forward(&o)
@@ -461,7 +348,7 @@ impl SsmLayer {
         let a_log_init = Tensor::from_vec(a, (e, n), a_log.device())?.to_dtype(a_log.dtype())?;
         let a_log = (a_log + a_log_init)?;
         Ok(SsmLayer {
-            norm: RmsNorm::new(d, vb.pp("norm"))?,
+            norm: rms_norm(d, vb.pp("norm"))?,
             in_proj: linear_no_bias(d, 2 * e, vb.pp("in_proj"))?,
             conv_w: vb.get_with_hints(
                 (e, cfg.d_conv),
@@ -552,9 +439,7 @@ pub struct Backbone {
     heads: Vec<Linear>,
     /// Every trainable parameter, by name.
     pub vars: Vec<(String, Var)>,
-    dtype: DType,
-    dev: Device,
-    ctx: Mutex<Option<(usize, Ctx)>>,
+    ctx: CtxCache,
 }
 
 impl Backbone {
@@ -566,11 +451,8 @@ impl Backbone {
             family: cfg.family.name().into(),
             reason: e,
         })?;
-        let be = std::sync::Arc::new(VarFill {
-            fill: Filler::seeded(seed),
-            vars: Mutex::new(Vec::new()),
-        });
-        let vb = VarBuilder::from_backend(Box::new(ArcBackend(be.clone())), dtype, dev.clone());
+        let fill = Filler::trainable(seed);
+        let vb = VarBuilder::from_backend(Box::new(fill.clone()), dtype, dev.clone());
         let embed = vb.get((cfg.vocab, cfg.d_model), "embed.weight")?;
         let mut layers = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
@@ -581,11 +463,11 @@ impl Backbone {
                 Layer::Ssm(SsmLayer::new(&cfg, lvb)?)
             });
         }
-        let norm_f = RmsNorm::new(cfg.d_model, vb.pp("norm_f"))?;
+        let norm_f = rms_norm(cfg.d_model, vb.pp("norm_f"))?;
         let heads = (0..cfg.horizons)
             .map(|k| linear_no_bias(cfg.d_model, cfg.vocab, vb.pp(format!("heads.{k}"))))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let vars = std::mem::take(&mut *be.vars.lock().expect("not poisoned"));
+        let vars = fill.take_vars();
         Ok(Backbone {
             cfg,
             embed,
@@ -593,9 +475,7 @@ impl Backbone {
             norm_f,
             heads,
             vars,
-            dtype,
-            dev: dev.clone(),
-            ctx: Mutex::new(None),
+            ctx: CtxCache::default(),
         })
     }
 
@@ -614,22 +494,13 @@ impl Backbone {
         self.params() - (c.attention_layers() * idle) as u64
     }
 
-    fn ctx(&self, t: usize) -> candle_core::Result<Ctx> {
-        let mut cache = self.ctx.lock().expect("not poisoned");
-        if let Some((ct, c)) = cache.as_ref() {
-            if *ct == t {
-                return Ok(c.clone());
-            }
-        }
-        let c = Ctx::new(t, self.cfg.d_model / self.cfg.heads, self.dtype, &self.dev)?;
-        *cache = Some((t, c.clone()));
-        Ok(c)
-    }
-
     /// ids (B, T) -> final hidden states (B, T, d).
     pub fn trunk(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let ctx = self.ctx(t)?;
+        let head_dim = self.cfg.d_model / self.cfg.heads;
+        let ctx = self
+            .ctx
+            .get(t, head_dim, self.embed.dtype(), self.embed.device())?;
         let mut x =
             self.embed
                 .index_select(&ids.flatten_all()?, 0)?
@@ -669,27 +540,6 @@ impl Backbone {
             });
         }
         total.expect("horizons >= 1") / hz as f64
-    }
-}
-
-struct ArcBackend(std::sync::Arc<VarFill>);
-
-impl SimpleBackend for ArcBackend {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.0.get(s, name, h, dtype, dev)
-    }
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.get_unchecked(name, dtype, dev)
-    }
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains_tensor(name)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod dequantize;
 pub mod gemma3_quantized;
 pub mod gguf_fixture;
 pub mod gguf_tokenizer;
+pub mod layers;
 pub mod loading;
 pub mod moe;
 pub mod psann;
@@ -49,7 +50,7 @@ pub trait CausalLm: Send {
     fn snapshot(&mut self) -> Result<KvState> {
         Err(Error::Report(format!(
             "{}: KV snapshot not implemented for this model",
-            self.meta().implementation
+            self.meta().provenance.implementation
         )))
     }
     /// Puts back the KV cache of `s`; the next forward continues at `s.depth()` exactly as
@@ -58,7 +59,7 @@ pub trait CausalLm: Send {
         let _ = s;
         Err(Error::Report(format!(
             "{}: KV restore not implemented for this model",
-            self.meta().implementation
+            self.meta().provenance.implementation
         )))
     }
     /// The project's quantized Gemma 3 weights behind this model (shared, not copied), for
@@ -205,6 +206,16 @@ pub struct ModelMeta {
     /// Weight bytes read per decode token when known exactly (quantized files).
     #[serde(default)]
     pub decode_weight_bytes: Option<f64>,
+    /// What computes it and how far its outputs are exact (the record's `ModelInfo` carries
+    /// the same, flattened, as its last fields).
+    #[serde(flatten)]
+    pub provenance: Provenance,
+}
+
+/// What computes a model and how faithfully: a model's [`ModelMeta`] and each record's model
+/// (`output::record::ModelInfo`) carry it, flattened into their last fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
     /// Positions up to which the model computes exactly what it should (None: every built
     /// position, as the project's own quantized Gemma 3). candle 0.11's quantized Gemma3
     /// (`gguf:...?impl=candle-transformers`) decodes without a mask and an unbounded cache,
@@ -217,10 +228,13 @@ pub struct ModelMeta {
     /// before this field was filled for config.json models.
     #[serde(default)]
     pub implementation: String,
-    /// The attention backend it runs (`eager`, `flash`, `chunked:N`; see [`attention`]).
+    /// The attention backend it runs (`eager`, `flash`, `chunked:N`; see [`attention`]);
+    /// empty in records written before it was recorded.
     #[serde(default)]
     pub attention: String,
-    /// GGUF files: the precision label's source and the tensor types (count and bytes).
+    /// GGUF files: where the precision label came from (`general.file_type`, or the most
+    /// common type of the 2-D weights where that is missing) and a histogram of the tensor
+    /// types (type -> count and bytes). None for other weights and in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gguf: Option<quantized::GgufWeights>,
 }
@@ -332,12 +346,8 @@ fn describe_full(
 /// Names and shapes of every tensor the model of `arch` reads, learned by building it once
 /// over lazily-zeroed CPU tensors (no memory is touched).
 pub fn expected_tensors(arch: &Arch) -> Result<BTreeMap<String, Vec<usize>>> {
-    let probe = std::sync::Arc::new(Filler::shapes_only());
-    let vb = VarBuilder::from_backend(
-        Box::new(SharedFiller(probe.clone())),
-        DType::F32,
-        Device::Cpu,
-    );
+    let probe = Filler::shapes_only();
+    let vb = VarBuilder::from_backend(Box::new(probe.clone()), DType::F32, Device::Cpu);
     arch.build(vb, arch.meta(0, DType::F32))
         .map_err(|e| Error::Config {
             path: "config.json".into(),
@@ -345,28 +355,6 @@ pub fn expected_tensors(arch: &Arch) -> Result<BTreeMap<String, Vec<usize>>> {
             reason: one_line(&e.to_string()),
         })?;
     Ok(probe.shapes())
-}
-
-/// Lets a [`Filler`] be shared with the code that reads back what it handed out.
-pub(crate) struct SharedFiller(pub std::sync::Arc<Filler>);
-
-impl candle_nn::var_builder::SimpleBackend for SharedFiller {
-    fn get(
-        &self,
-        s: candle_core::Shape,
-        name: &str,
-        h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.0.get(s, name, h, dtype, dev)
-    }
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.get_unchecked(name, dtype, dev)
-    }
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains_tensor(name)
-    }
 }
 
 fn describe_paths(paths: &[PathBuf]) -> String {

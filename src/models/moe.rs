@@ -31,11 +31,6 @@ pub struct MoeConfig {
 }
 
 impl MoeConfig {
-    /// Qwen3-30B-A3B's experts (hidden 2048, expert intermediate 768) scaled down 4x so the
-    /// grid runs in seconds on 2 cores.
-    pub const DEFAULT_HIDDEN: usize = 512;
-    pub const DEFAULT_EXPERT_INTERMEDIATE: usize = 192;
-
     /// A grid point: `num_experts` experts of `expert_intermediate`, top-k routing with the
     /// k weights renormalised (Qwen3-MoE's `norm_topk_prob: true`).
     pub fn new(

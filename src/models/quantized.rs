@@ -8,7 +8,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen3};
 
-use super::{gemma3_quantized, CausalLm, Family, ModelMeta};
+use super::{gemma3_quantized, CausalLm, Family, ModelMeta, Provenance};
 use crate::error::{one_line, Error, Result};
 
 /// Which code runs a GGUF model (`gguf:...?impl=<name>`).
@@ -475,16 +475,18 @@ pub fn describe_impl(
         max_context,
         built_context: built,
         prefill: "single-call".into(),
-        // The project's Gemma 3 is exact at every position it was built for.
-        exact_context: if own { None } else { window },
-        implementation,
-        attention: "eager".into(),
         experts: None,
         matmul_params: matmul,
         expert_params: 0,
         tied_embeddings: !ct.tensor_infos.contains_key("output.weight"),
         decode_weight_bytes: Some(bytes as f64),
-        gguf: Some(gguf),
+        provenance: Provenance {
+            // The project's Gemma 3 is exact at every position it was built for.
+            exact_context: if own { None } else { window },
+            implementation,
+            attention: "eager".into(),
+            gguf: Some(gguf),
+        },
     })
 }
 

@@ -225,14 +225,13 @@ impl Resolved {
     }
 }
 
-/// Offline mode: no network at all. hf-hub itself does not read HF_HUB_OFFLINE.
+/// Offline mode: no network at all. hf-hub itself does not read HF_HUB_OFFLINE (the hub's
+/// variable, read here); MODELBENCH_OFFLINE comes through the knob table (`util::settings`).
 pub fn offline() -> bool {
-    let on = |k: &str| {
-        std::env::var(k)
-            .map(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "on"))
-            .unwrap_or(false)
-    };
-    on("HF_HUB_OFFLINE") || on("MODELBENCH_OFFLINE")
+    let hub_offline = std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "on"))
+        .unwrap_or(false);
+    hub_offline || crate::util::settings::current().offline
 }
 
 /// The hub cache directory, as huggingface_hub resolves it: HF_HUB_CACHE,
@@ -256,16 +255,10 @@ pub fn hub_cache_dir() -> PathBuf {
         })
 }
 
-/// Where fixture models are written (an HF hub cache of their own).
+/// Where fixture models are written (an HF hub cache of their own; the knob
+/// MODELBENCH_FIXTURE_CACHE, see `util::settings`).
 pub fn fixture_cache_dir() -> PathBuf {
-    std::env::var_os("MODELBENCH_FIXTURE_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            crate::util::fsio::target_dir()
-                .join("modelbench-fixtures")
-                .join("hub")
-        })
+    crate::util::settings::current().fixture_cache
 }
 
 /// Looks a file up in a hub cache without any network: through hf-hub's `Cache`, plus the two
@@ -745,9 +738,9 @@ pub fn write_seeded(
         reason: e.to_string(),
     })?;
     let arch = Arch::from_json(family, &config, "config.json")?;
-    let filler = std::sync::Arc::new(Filler::keeping(WEIGHT_SEED));
+    let filler = Filler::keeping(WEIGHT_SEED);
     let vb = candle_nn::VarBuilder::from_backend(
-        Box::new(crate::models::SharedFiller(filler.clone())),
+        Box::new(filler.clone()),
         dtype,
         candle_core::Device::Cpu,
     );

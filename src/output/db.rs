@@ -71,14 +71,12 @@ impl DbTarget {
         Ok(DbTarget::Sqlite(path))
     }
 
-    /// `flag` (e.g. `--db`) if given, else [`ENV`], else SQLite at `<reports_root>/modelbench.db`.
+    /// `flag` (e.g. `--db`) if given, else [`ENV`] (as the knob table installed it in
+    /// `util::settings`), else SQLite at `<reports_root>/modelbench.db`.
     pub fn resolve(flag: Option<&str>, reports_root: &Path) -> Result<DbTarget> {
         let (name, value) = match flag {
             Some(v) => ("--db".to_string(), Some(v.to_string())),
-            None => (
-                ENV.to_string(),
-                std::env::var(ENV).ok().filter(|v| !v.trim().is_empty()),
-            ),
+            None => (ENV.to_string(), crate::util::settings::current().db),
         };
         match value {
             None => Ok(DbTarget::Sqlite(reports_root.join(DEFAULT_FILE))),
@@ -360,10 +358,10 @@ pub fn row_values(run: &str, seq: usize, r: &Record) -> Vec<Val> {
     } else {
         r.id.clone()
     };
-    let engine = if r.model.implementation.is_empty() {
+    let engine = if r.model.provenance.implementation.is_empty() {
         "candle".to_string()
     } else {
-        r.model.implementation.clone()
+        r.model.provenance.implementation.clone()
     };
     vec![
         Val::text(run),
@@ -924,8 +922,7 @@ pub fn index_trends(root: &Path, max: usize) -> Result<Vec<(String, String)>> {
         crate::output::plot::trend_png(
             &root.join(&file),
             &title,
-            "run (time order)",
-            "tok/s",
+            ("run (time order)", "tok/s"),
             &lines,
         )?;
         out.push((title, file));

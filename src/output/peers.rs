@@ -488,8 +488,7 @@ pub fn peers_history_png(path: &Path, points: &[HistoryPoint]) -> Result<bool> {
     crate::output::plot::trend_png(
         path,
         "candle / peer E2E tok/s per run (above 1: candle is faster)",
-        "run (time order)",
-        "candle / peer",
+        ("run (time order)", "candle / peer"),
         &series,
     )?;
     Ok(true)

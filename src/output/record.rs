@@ -153,21 +153,10 @@ pub struct ModelInfo {
     pub load_rss_peak_bytes: Option<u64>,
     #[serde(default)]
     pub load_fill_gbs: Option<f64>,
-    /// Positions up to which the model's outputs are exact (see ModelMeta::exact_context).
-    #[serde(default)]
-    pub exact_context: Option<usize>,
-    /// Which implementation computed it, and why that one (see ModelMeta::implementation).
-    #[serde(default)]
-    pub implementation: String,
-    /// The attention backend that ran (`eager`, `flash`, `chunked:N`); empty in records
-    /// written before it was recorded.
-    #[serde(default)]
-    pub attention: String,
-    /// GGUF files: where the precision label came from (`general.file_type`, or the most
-    /// common type of the 2-D weights where that is missing) and a histogram of the tensor
-    /// types (type -> count and bytes). None for other weights and in older records.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gguf: Option<crate::models::quantized::GgufWeights>,
+    /// What computed it and how far its outputs are exact, as the model states it
+    /// (`exact_context`, `implementation`, `attention`, `gguf`: the record's last model fields).
+    #[serde(flatten)]
+    pub provenance: crate::models::Provenance,
 }
 
 /// Memory of the timed region.

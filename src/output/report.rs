@@ -12,12 +12,9 @@ use crate::output::record::{Kind, Record};
 use crate::util::fsio::atomic_write;
 use crate::util::time::stamp;
 
-/// target-reports/ (MODELBENCH_REPORTS overrides it).
+/// target-reports/ (the knob MODELBENCH_REPORTS overrides it; see `util::settings`).
 pub fn reports_root() -> PathBuf {
-    std::env::var_os("MODELBENCH_REPORTS")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target-reports"))
+    crate::util::settings::current().reports_root
 }
 
 /// A run folder `target-reports/<YYYYMMDD_HHMMSS>[-label]/`, created on the first record.

@@ -1,12 +1,13 @@
 //! Seeded weight filling without files: a candle `SimpleBackend` that hands out tensors of
 //! deterministic pseudo-random values (touched memory, never lazily-zeroed pages, which would
-//! make decode look 2.4x faster than with real data: candle-facts.md), and a shape-only
-//! variant used to check a checkpoint against what a config expects.
+//! make decode look 2.4x faster than with real data: candle-facts.md), a trainable variant
+//! that hands them out as [`Var`]s, and a shape-only variant used to check a checkpoint
+//! against what a config expects.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Shape, Tensor};
+use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::Init;
 use rayon::prelude::*;
@@ -24,13 +25,18 @@ enum Mode {
     ShapesOnly,
 }
 
-/// The backend. It remembers every tensor it handed out (name -> shape), and with
-/// [`Filler::keeping`] the tensors themselves, so a fixture can be saved as safetensors.
+/// The backend. It remembers every tensor it handed out (name -> shape), with
+/// [`Filler::keeping`] the tensors themselves, so a fixture can be saved as safetensors, and
+/// with [`Filler::trainable`] hands each out as a [`Var`] and keeps it for the optimizer. A
+/// clone shares what is remembered: give a var builder one, read back through the other.
+#[derive(Clone)]
 pub struct Filler {
     mode: Mode,
     keep: bool,
-    shapes: Mutex<BTreeMap<String, Vec<usize>>>,
-    kept: Mutex<BTreeMap<String, Tensor>>,
+    trainable: bool,
+    shapes: Arc<Mutex<BTreeMap<String, Vec<usize>>>>,
+    kept: Arc<Mutex<BTreeMap<String, Tensor>>>,
+    vars: Arc<Mutex<Vec<(String, Var)>>>,
 }
 
 impl Filler {
@@ -42,6 +48,15 @@ impl Filler {
         Self::new(Mode::Seeded(seed), true)
     }
 
+    /// Seeded values handed out as trainable [`Var`]s, kept in request order
+    /// ([`Filler::take_vars`]).
+    pub fn trainable(seed: u64) -> Self {
+        Filler {
+            trainable: true,
+            ..Self::new(Mode::Seeded(seed), false)
+        }
+    }
+
     pub fn shapes_only() -> Self {
         Self::new(Mode::ShapesOnly, false)
     }
@@ -50,9 +65,16 @@ impl Filler {
         Filler {
             mode,
             keep,
-            shapes: Mutex::new(BTreeMap::new()),
-            kept: Mutex::new(BTreeMap::new()),
+            trainable: false,
+            shapes: Arc::default(),
+            kept: Arc::default(),
+            vars: Arc::default(),
         }
+    }
+
+    /// The variables handed out so far ([`Filler::trainable`]), by name, in request order.
+    pub fn take_vars(&self) -> Vec<(String, Var)> {
+        std::mem::take(&mut *self.vars.lock().expect("not poisoned"))
     }
 
     /// Every tensor requested so far, by name.
@@ -149,10 +171,18 @@ impl SimpleBackend for Filler {
             .lock()
             .expect("not poisoned")
             .insert(name.to_string(), s.dims().to_vec());
-        let t = match self.mode {
+        let mut t = match self.mode {
             Mode::ShapesOnly => Tensor::zeros(s, dtype, &Device::Cpu)?,
             Mode::Seeded(seed) => seeded_tensor(&s, seed, name, h, dtype, dev)?,
         };
+        if self.trainable {
+            let v = Var::from_tensor(&t)?;
+            t = v.as_tensor().clone();
+            self.vars
+                .lock()
+                .expect("not poisoned")
+                .push((name.to_string(), v));
+        }
         if self.keep {
             self.kept
                 .lock()

@@ -20,6 +20,7 @@ use crate::models::psann::random_ids;
 use crate::output::arch_table::ArchRow;
 use crate::output::record::{Kind, Precision, Record};
 
+use super::suite::Setup;
 use super::{Measured, Target, Workload};
 
 enum Step {
@@ -43,17 +44,16 @@ pub struct ArchStep {
 }
 
 impl ArchStep {
-    #[allow(clippy::too_many_arguments)]
+    /// A forward (`train` false) or a train step of a seeded backbone of `cfg` on
+    /// `(batch, seq_len)` random ids, on `s`'s device in its dtype.
     pub fn new(
         cfg: BackboneConfig,
         (batch, seq_len): (usize, usize),
         train: bool,
-        seed: u64,
-        device: DeviceSpec,
-        dtype: DType,
-        dev: &Device,
-        calibration: Option<Calibration>,
+        s: &Setup,
     ) -> Result<ArchStep> {
+        let (seed, device, dtype, dev) = (s.seed, s.device, s.dtype, &s.dev);
+        let calibration = s.calibration.clone();
         let model = Backbone::new(cfg, seed, dtype, dev)?;
         let (params, active_params) = (model.params(), model.active_params());
         let step = if train {
@@ -233,16 +233,14 @@ pub fn sweep_point(
     let mut records = Vec::new();
     for train in [true, false] {
         let measured = (|| -> Result<Record> {
-            let mut w = ArchStep::new(
-                cfg,
-                (p.batch, p.seq_len),
-                train,
-                p.seed,
-                p.device,
-                p.dtype,
-                dev,
-                calibration.clone(),
-            )?;
+            let s = Setup {
+                device: p.device,
+                dev: dev.clone(),
+                dtype: p.dtype,
+                seed: p.seed,
+                calibration: calibration.clone(),
+            };
+            let mut w = ArchStep::new(cfg, (p.batch, p.seq_len), train, &s)?;
             row.params = w.params as i64;
             row.active_params = w.active_params as i64;
             super::run_trials(&mut w, p.warmup.max(1), p.trials)
@@ -296,4 +294,23 @@ pub fn sweep_point(
         row.roof_source = format!("none for {}: run `modelbench calibrate`", p.dtype.as_str());
     }
     (row, records)
+}
+
+/// Group `arch_sweep` (the architecture sweep, small): every backbone of `configs` at
+/// `(batch, seq)`, a forward and a train step each (`arch_sweep/cpu-f32/hybrid/d64/L2/h2/train`),
+/// measured by `driver` into `run`.
+pub fn run_grid<D: super::suite::Driver>(
+    configs: &[BackboneConfig],
+    batch_seq: (usize, usize),
+    s: &super::suite::Setup,
+    driver: &mut D,
+    run: &mut crate::output::report::RunDir,
+) -> Result<()> {
+    for &cfg in configs {
+        for train in [false, true] {
+            let mut w = ArchStep::new(cfg, batch_seq, train, s)?;
+            super::suite::measure_into(driver, &mut w, None, run)?;
+        }
+    }
+    Ok(())
 }

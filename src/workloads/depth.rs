@@ -207,7 +207,7 @@ impl Workload for Depth<'_> {
         r.eos_ignored = true;
         let meta = self.loaded.model.meta();
         r.shape = serde_json::json!({"depth": self.depth, "prompt_tokens": self.prompt,
-            "new_tokens": self.gen, "attention": meta.attention});
+            "new_tokens": self.gen, "attention": meta.provenance.attention});
         let secs = |f: fn(&DepthTimes) -> Option<Duration>| -> Vec<f64> {
             m.outs
                 .iter()
@@ -254,7 +254,7 @@ impl Workload for Depth<'_> {
         };
         r.extra = serde_json::json!({
             "depth": self.depth,
-            "attention": meta.attention,
+            "attention": meta.provenance.attention,
             "prefill_s": pre,
             "decode_s": dec,
             "fill_s": self.fill_s,
@@ -290,7 +290,7 @@ pub fn write_artifacts(run: &mut crate::output::report::RunDir) -> Result<()> {
             "{},{},{},{},{},{},{},{}\n",
             r.model.label,
             r.dtype,
-            r.model.attention,
+            r.model.provenance.attention,
             depth,
             r.prompt_tokens,
             r.new_tokens,
@@ -316,4 +316,139 @@ pub fn write_artifacts(run: &mut crate::output::report::RunDir) -> Result<()> {
         &sorted(pre),
         &sorted(dec),
     )
+}
+
+/// The depth suite: per model (loaded once, built for the deepest point), per depth, one
+/// [`Depth`] workload; the `depth` bench and `modelbench depth` both run it through
+/// [`run_suite`](super::suite::run_suite), then [`write_artifacts`].
+pub struct DepthSuite {
+    /// (label as written, parsed reference)
+    pub models: Vec<(String, crate::models::source::ModelRef)>,
+    pub depths: Vec<usize>,
+    pub prompt: usize,
+    pub gen: usize,
+    pub device: DeviceSpec,
+    /// The opened device.
+    pub dev: candle_core::Device,
+    pub dtype: candle_core::DType,
+    pub seed: u64,
+    pub attention: crate::models::attention::Attention,
+    pub calibration: Option<Calibration>,
+}
+
+impl DepthSuite {
+    /// Positions the deepest point needs: models are built for this many.
+    pub fn context_cap(&self) -> usize {
+        self.deepest() + self.prompt.max(self.gen)
+    }
+
+    fn deepest(&self) -> usize {
+        self.depths.iter().max().copied().unwrap_or(0)
+    }
+}
+
+impl super::suite::Suite for DepthSuite {
+    type Case = crate::models::source::Resolved;
+    type Loaded = Loaded;
+    type Work<'a> = Depth<'a>;
+
+    /// Resolves every model and checks the deepest point fits it: its context and, by the
+    /// memory preflight, the device.
+    fn cases(&self, say: &dyn super::suite::Say) -> Result<Vec<Self::Case>> {
+        use crate::engine::preflight;
+        let cap = self.context_cap();
+        let deepest = self.deepest();
+        let mut prepared = Vec::new();
+        for (label, r) in &self.models {
+            let res = crate::engine::scenario::prepare(label, r, &[])?;
+            let meta = preflight::meta_of(&res, self.dtype, cap)?;
+            if cap > meta.max_context {
+                return Err(Error::Scenario {
+                    scenario: format!("depth {deepest}"),
+                    model: res.label.clone(),
+                    reason: format!(
+                        "needs {cap} positions but the model's max_position_embeddings is {}",
+                        meta.max_context
+                    ),
+                });
+            }
+            let e = preflight::estimate(
+                &meta,
+                FILL_CHUNK.min(deepest).max(self.prompt),
+                cap,
+                self.attention,
+            );
+            preflight::check_fits(
+                &format!("depth {deepest}"),
+                &res.label,
+                &e,
+                self.attention,
+                preflight::available(&self.dev),
+            )?;
+            if say.verbose() {
+                say.say(&format!(
+                    "{label}: preflight estimate {} for {cap} positions",
+                    e.describe()
+                ));
+            }
+            prepared.push(res);
+        }
+        Ok(prepared)
+    }
+
+    fn load(&self, res: Self::Case, say: &dyn super::suite::Say) -> Result<Loaded> {
+        say.loading(&res.label, &res.source);
+        let loaded = crate::models::loading::open_with(
+            res,
+            &self.dev,
+            self.dtype,
+            Some(self.context_cap()),
+            self.attention,
+        )?;
+        say.say(&crate::models::loading::load_line(&loaded));
+        Ok(loaded)
+    }
+
+    fn points(&self) -> usize {
+        self.depths.len()
+    }
+
+    fn workload<'a>(&'a self, loaded: &'a mut Loaded, p: usize) -> Result<Depth<'a>> {
+        Depth::new(
+            loaded,
+            self.depths[p],
+            self.prompt,
+            self.gen,
+            self.seed,
+            self.device,
+            self.dtype,
+            self.calibration.clone(),
+        )
+    }
+
+    /// Prefill and decode tok/s at the depth (criterion's block shows only the whole
+    /// iteration), with the fill time, the restore kinds and the backend for the CLI.
+    fn result_line(&self, p: usize, r: &Record, verbose: bool) -> Option<String> {
+        let d = self.depths[p];
+        let g = r.gen.clone().unwrap_or_default();
+        let na = crate::output::report::na;
+        Some(if verbose {
+            format!(
+                "{:>24} depth {d:>6}: prefill {:>9} tok/s  decode {:>8} tok/s  fill {:.2} s  restore {}  ({})",
+                r.model.label,
+                na(g.prefill_tok_s, 1),
+                na(g.decode_tok_s, 1),
+                r.extra["fill_s"].as_f64().unwrap_or(f64::NAN),
+                r.extra["restore"],
+                r.model.provenance.attention,
+            )
+        } else {
+            format!(
+                "depth {d}: prefill {} tok/s, decode {} tok/s (restore: {})",
+                na(g.prefill_tok_s, 1),
+                na(g.decode_tok_s, 1),
+                r.extra["restore"]
+            )
+        })
+    }
 }

@@ -35,7 +35,7 @@ pub fn verdict_key(
 ) -> std::result::Result<crate::models::quality::VerdictKey, String> {
     crate::models::quality::VerdictKey::of(
         &loaded.resolved.weights,
-        &loaded.model.meta().implementation,
+        &loaded.model.meta().provenance.implementation,
         &device.to_string(),
         &format!(
             "{} ({})",
@@ -178,9 +178,125 @@ pub fn model_info(l: &Loaded) -> ModelInfo {
         load_heap_peak_bytes: l.load.heap_peak_bytes,
         load_rss_peak_bytes: l.load.rss_peak_bytes,
         load_fill_gbs: l.load.fill_gbs,
-        exact_context: m.exact_context,
-        implementation: m.implementation.clone(),
-        attention: m.attention.clone(),
-        gguf: m.gguf.clone(),
+        provenance: m.provenance.clone(),
+    }
+}
+
+/// The generation suite: every scenario on every model, one model loaded at a time (built for
+/// the longest scenario), its scenarios measured in order; the benches' `generation` and
+/// `modelbench run` both run it through [`run_suite`](super::suite::run_suite).
+pub struct GenerationSuite {
+    /// (label as written, parsed reference)
+    pub models: Vec<(String, crate::models::source::ModelRef)>,
+    pub scenarios: Vec<Scenario>,
+    pub device: DeviceSpec,
+    /// The opened device.
+    pub dev: candle_core::Device,
+    pub dtype: candle_core::DType,
+    pub seed: u64,
+    pub attention: crate::models::attention::Attention,
+    /// Positions the models are built for (the longest scenario's).
+    pub context_cap: usize,
+    pub calibration: Option<Calibration>,
+}
+
+impl super::suite::Suite for GenerationSuite {
+    type Case = crate::models::source::Resolved;
+    type Loaded = Loaded;
+    type Work<'a> = Generation<'a>;
+
+    /// Resolves every model and checks every scenario fits it (context and memory).
+    fn cases(&self, _: &dyn super::suite::Say) -> Result<Vec<Self::Case>> {
+        let mut prepared = Vec::new();
+        for (label, r) in &self.models {
+            prepared.push(crate::engine::scenario::prepare(label, r, &self.scenarios)?);
+        }
+        for res in &prepared {
+            crate::engine::preflight::check_scenarios(
+                res,
+                &self.scenarios,
+                self.dtype,
+                &self.dev,
+                self.attention,
+            )?;
+        }
+        Ok(prepared)
+    }
+
+    /// Loads the model with the suite's attention backend, and warns of scenarios past the
+    /// positions it computes exactly.
+    fn load(&self, res: Self::Case, say: &dyn super::suite::Say) -> Result<Loaded> {
+        let label = res.label.clone();
+        say.loading(&label, &res.source);
+        let loaded = crate::models::loading::open_with(
+            res,
+            &self.dev,
+            self.dtype,
+            Some(self.context_cap),
+            self.attention,
+        )?;
+        say.say(&crate::models::loading::load_line(&loaded));
+        if let Some(w) = loaded.model.meta().provenance.exact_context {
+            for s in self.scenarios.iter().filter(|s| s.context_needed() > w) {
+                say.say(&format!("warning: {label} / {}: {} positions exceed the {w} this model computes exactly; timings are valid, outputs past {w} are degraded", s.name, s.context_needed()));
+            }
+        }
+        Ok(loaded)
+    }
+
+    fn points(&self) -> usize {
+        self.scenarios.len()
+    }
+
+    /// From the model's prefill and decode rates, probed once (short untimed generations).
+    fn estimates(&self, loaded: &mut Loaded, listing: bool) -> Result<Vec<Option<Duration>>> {
+        let (pp, tg) = if listing {
+            (1e9, 1e9)
+        } else {
+            crate::engine::generate::probe_rates(loaded.model.as_mut(), self.seed)?
+        };
+        Ok(self
+            .scenarios
+            .iter()
+            .map(|s| {
+                Some(Duration::from_secs_f64(
+                    s.prompt_tokens as f64 / pp + s.new_tokens as f64 / tg,
+                ))
+            })
+            .collect())
+    }
+
+    fn workload<'a>(&'a self, loaded: &'a mut Loaded, p: usize) -> Result<Generation<'a>> {
+        Ok(Generation {
+            loaded,
+            scenario: &self.scenarios[p],
+            seed: self.seed,
+            device: self.device,
+            dtype: self.dtype,
+            calibration: self.calibration.clone(),
+        })
+    }
+
+    /// The CLI's line: tok/s and the TTFT and TPOT medians (criterion prints its own block).
+    fn result_line(&self, p: usize, rec: &Record, verbose: bool) -> Option<String> {
+        if !verbose {
+            return None;
+        }
+        let power = if rec.power.mean_w.is_some() {
+            format!("  GPU {}", rec.power.describe())
+        } else {
+            String::new()
+        };
+        let p50 = |p: Option<crate::measure::stats::Percentiles>| {
+            crate::output::report::na(p.map(|p| p.p50), 2)
+        };
+        Some(format!(
+            "{:>24} {:<10} {:>9} tok/s  TTFT p50 {:>8} ms  TPOT p50 {:>7} ms{power}",
+            rec.model.label,
+            self.scenarios[p].name,
+            crate::output::report::na(rec.tok_s, 1),
+            p50(rec.gen.as_ref().and_then(|g| g.ttft_ms)),
+            p50(rec.gen.as_ref().and_then(|g| g.tpot_ms)),
+        ))
     }
 }

@@ -23,6 +23,7 @@ pub mod peers;
 pub mod perplexity;
 pub mod psann;
 pub mod quality;
+pub mod suite;
 pub mod train;
 pub mod work;
 

@@ -13,6 +13,7 @@ use crate::measure::timing::time_region;
 use crate::models::moe::{dense_reference, seeded_input, MoeBlock, MoeConfig, SwiGlu};
 use crate::output::record::{Kind, Precision, Record};
 
+use super::suite::Setup;
 use super::{Measured, Target, Workload};
 
 enum Block {
@@ -33,18 +34,11 @@ pub struct Moe {
 }
 
 impl Moe {
-    /// Seeded weights and input. `dense`: the dense SwiGLU of intermediate top_k x expert size.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        cfg: MoeConfig,
-        dense: bool,
-        tokens: usize,
-        seed: u64,
-        device: DeviceSpec,
-        dtype: candle_core::DType,
-        dev: &Device,
-        calibration: Option<Calibration>,
-    ) -> Result<Moe> {
+    /// Seeded weights and input, on `s`'s device in its dtype. `dense`: the dense SwiGLU of
+    /// intermediate top_k x expert size.
+    pub fn new(cfg: MoeConfig, dense: bool, tokens: usize, s: &Setup) -> Result<Moe> {
+        let (seed, device, dtype, dev) = (s.seed, s.device, s.dtype, &s.dev);
+        let calibration = s.calibration.clone();
         let block = if dense {
             Block::Dense(dense_reference(&cfg, seed, dtype, dev)?)
         } else {
@@ -165,4 +159,39 @@ impl Workload for Moe {
         ));
         r
     }
+}
+
+/// The `moe_topk` grid's axes (MODELBENCH_MOE_*).
+pub struct MoeGrid {
+    pub experts: Vec<usize>,
+    pub top_k: Vec<usize>,
+    pub tokens: Vec<usize>,
+    pub hidden: usize,
+    pub intermediate: usize,
+}
+
+/// The `moe_topk` grid: experts x top-k x tokens, plus the dense rows (`dense-k<k>`), each
+/// point measured by `driver` into `run`.
+pub fn run_grid<D: super::suite::Driver>(
+    grid: &MoeGrid,
+    s: &super::suite::Setup,
+    driver: &mut D,
+    run: &mut crate::output::report::RunDir,
+) -> Result<()> {
+    let mut points: Vec<(MoeConfig, bool)> = Vec::new();
+    for &e in &grid.experts {
+        for &k in &grid.top_k {
+            points.push((MoeConfig::new(grid.hidden, grid.intermediate, e, k), false));
+        }
+    }
+    for &k in &grid.top_k {
+        points.push((MoeConfig::new(grid.hidden, grid.intermediate, k, k), true));
+    }
+    for (cfg, dense) in points {
+        for &t in &grid.tokens {
+            let mut w = Moe::new(cfg, dense, t, s)?;
+            super::suite::measure_into(driver, &mut w, None, run)?;
+        }
+    }
+    Ok(())
 }

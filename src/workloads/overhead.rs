@@ -230,3 +230,53 @@ impl Workload for SamplingCost {
         r
     }
 }
+
+/// Group `overhead`: per fixture family, the engine against the bare loop (interleaved), and
+/// the sampling pipeline's cost per token at the family's vocabulary size, each measured by
+/// `driver` into `run`.
+pub fn run_group<D: super::suite::Driver>(
+    s: &super::suite::Setup,
+    driver: &mut D,
+    run: &mut crate::output::report::RunDir,
+) -> Result<()> {
+    for fam in ["llama", "qwen3", "gemma3"] {
+        let label = format!("fixture:{fam}");
+        let res = crate::engine::scenario::prepare(
+            &label,
+            &crate::models::source::ModelRef::parse(&label)?,
+            &[],
+        )?;
+        let mut l = crate::models::loading::open(res, &s.dev, s.dtype, Some(256))?;
+        let vocab = l.model.meta().vocab;
+        let mut w = Overhead {
+            loaded: &mut l,
+            seed: s.seed,
+            device: s.device,
+            dtype: s.dtype,
+        };
+        if let Some(r) = super::suite::measure_into(driver, &mut w, None, run)? {
+            let ci = r.extra["ratio_ci95"]
+                .as_array()
+                .and_then(|v| Some((v.first()?.as_f64()?, v.get(1)?.as_f64()?)))
+                .map_or("not available: too few pairs".to_string(), |(lo, hi)| {
+                    format!("[{lo:.3}, {hi:.3}]")
+                });
+            driver.say(&format!(
+                "overhead {label}: engine/bare {:.3} (95% CI {ci}), {:+.2}%",
+                r.extra["ratio_median"].as_f64().unwrap_or(f64::NAN),
+                r.extra["overhead_pct"].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+        for sc in ["sampled", "full-pipe"] {
+            let mut w = SamplingCost::new(&label, sc, vocab, s.seed)?;
+            let est = Some(Duration::from_millis(1));
+            if let Some(r) = super::suite::measure_into(driver, &mut w, est, run)? {
+                driver.say(&format!(
+                    "sampling {sc} at vocab {vocab}: {:.1} us/token",
+                    r.extra["per_token_us"].as_f64().unwrap_or(f64::NAN)
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::measure::process::{run_measured, ProcessUse};
 use crate::measure::stats::median;
 use crate::measure::threads::ThreadUse;
+use crate::models::Provenance;
 use crate::output::record::{
     gen_metrics, trial_rates, Engine, Harness, Kind, ModelInfo, Precision, Record,
 };
@@ -489,16 +490,18 @@ pub fn llama_record(
         load_heap_peak_bytes: None,
         load_rss_peak_bytes: None,
         load_fill_gbs: None,
-        exact_context: None,
-        implementation: format!("llama.cpp libllama, ggml CPU backend ({})", o.model_desc),
-        attention: if o.flash_attn_resolved == "enabled" {
-            "flash".into()
-        } else if o.flash_attn_resolved == "disabled" {
-            "eager".into()
-        } else {
-            format!("flash attention {}", o.flash_attn_resolved)
+        provenance: Provenance {
+            exact_context: None,
+            implementation: format!("llama.cpp libllama, ggml CPU backend ({})", o.model_desc),
+            attention: if o.flash_attn_resolved == "enabled" {
+                "flash".into()
+            } else if o.flash_attn_resolved == "disabled" {
+                "eager".into()
+            } else {
+                format!("flash attention {}", o.flash_attn_resolved)
+            },
+            gguf: None,
         },
-        gguf: None,
     };
     r.memory.host_peak_bytes = rss;
     r.memory.host_method = "peak RSS of the llama-timed-ids process (wait4 ru_maxrss; model load, warm-up and the timed generation together), the highest of the repetitions".into();
@@ -1003,14 +1006,16 @@ pub fn torch_record(
         load_heap_peak_bytes: None,
         load_rss_peak_bytes: None,
         load_fill_gbs: None,
-        exact_context: None,
-        implementation: format!(
-            "transformers {} ({})",
-            h.transformers_version, h.model_class
-        ),
-        attention: attn,
+        provenance: Provenance {
+            exact_context: None,
+            implementation: format!(
+                "transformers {} ({})",
+                h.transformers_version, h.model_class
+            ),
+            attention: attn,
+            gguf: None,
+        },
         prefill_mode: "one forward of the prompt (generate())".into(),
-        gguf: None,
         ..model_meta.clone()
     };
     match process {
@@ -1081,6 +1086,71 @@ pub fn stamp_like(r: &mut Record, candle: &Record) {
         "{}/{}-{}/{}@{engine}",
         r.scenario, r.device, r.dtype, r.model.label
     );
+}
+
+/// MODELBENCH_PEERS: a llama.cpp peer record beside each GGUF model's generation records,
+/// and the peers table printed. Without llama.cpp, or with candle's two thread pools apart, a
+/// one-line skip: the run itself never depends on it.
+pub fn llama_peer_rows(
+    models: &[(String, crate::models::source::ModelRef)],
+    scenarios: &[Scenario],
+    seed: u64,
+    run: &mut crate::output::report::RunDir,
+    say: &dyn Fn(&str),
+) -> Result<()> {
+    use crate::engine::scenario::prepare;
+    let bin = Peer::LlamaCpp.default_program();
+    if let Some(why) = missing_program(Peer::LlamaCpp, &bin) {
+        say(&skip_line(Peer::LlamaCpp, &why));
+        return Ok(());
+    }
+    let threads = match crate::measure::threads::CandlePools::current().agreed() {
+        Ok(n) => n,
+        Err(e) => {
+            say(&skip_line(Peer::LlamaCpp, &e.to_string()));
+            return Ok(());
+        }
+    };
+    let ids_file =
+        std::env::temp_dir().join(format!("modelbench-peer-ids-{}.txt", std::process::id()));
+    let mut added = 0;
+    for (label, r) in models {
+        let res = prepare(label, r, &[])?;
+        let crate::models::Weights::Gguf(gguf) = &res.weights else {
+            say(&skip_line(
+                Peer::LlamaCpp,
+                &format!("{label}: llama.cpp needs a GGUF model"),
+            ));
+            continue;
+        };
+        for s in scenarios {
+            if let Some(why) = scenario_skip(Peer::LlamaCpp, s) {
+                say(&skip_line(Peer::LlamaCpp, &why));
+                continue;
+            }
+            let Some(candle) = run
+                .records()
+                .iter()
+                .find(|x| {
+                    x.kind == Kind::Generation && x.scenario == s.name && x.model.label == res.label
+                })
+                .cloned()
+            else {
+                continue;
+            };
+            let rec = llama_peer_record(&bin, gguf, s, &candle, seed, threads, 5, &ids_file);
+            let _ = std::fs::remove_file(&ids_file);
+            run.push(rec?)?;
+            added += 1;
+        }
+    }
+    if added > 0 {
+        say(&format!(
+            "\n{}",
+            crate::output::peers::peers_table(run.records())
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

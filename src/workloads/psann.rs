@@ -446,6 +446,104 @@ pub fn sweep_point(
     Ok((row, records))
 }
 
+/// The PSANN throughput grid and the training-throughput sweep (MODELBENCH_PSANN_*,
+/// MODELBENCH_TRAIN_STEP_*), with each grid point's (batch tokens, B, T) already shaped.
+pub struct PsannGrid {
+    /// `default` or `gpu03`.
+    pub grid: String,
+    pub bases: Vec<Base>,
+    /// Points of `psann_throughput` (forward).
+    pub batch_shapes: Vec<(usize, usize, usize)>,
+    /// Points of `psann_train` (one full step; empty: none).
+    pub train_shapes: Vec<(usize, usize, usize)>,
+    /// Group `train_step`: matmul dtypes x sequence lengths x batches.
+    pub step_dtypes: Vec<DType>,
+    pub step_seqs: Vec<usize>,
+    pub step_batches: Vec<usize>,
+}
+
+/// The PSANN throughput procedure as groups `psann_throughput` (fp32 forward, ids
+/// `<base>/<batch_tokens>`), `psann_train` (one full step), then the training-throughput sweep
+/// `train_step` (train and forward per precision x T x B); throughput.csv, .md and .png in
+/// the run folder. Each point is measured by `driver` into `run`.
+pub fn run_grid<D: super::suite::Driver>(
+    g: &PsannGrid,
+    s: &super::suite::Setup,
+    driver: &mut D,
+    run: &mut crate::output::report::RunDir,
+) -> Result<()> {
+    if s.dtype != DType::F32 {
+        driver.say("note: the PSANN grid runs in f32 (the throughput grid is specified in FP32); MODELBENCH_DTYPE is ignored here");
+    }
+    let cfg0 = PsannConfig::gpu03(g.bases[0]);
+    for &(n, b, t) in &g.batch_shapes {
+        let need = peak_estimate_gib(&cfg0, b, t);
+        if need > 4.0 {
+            driver.say(&format!("warning: batch_tokens {n} (B={b}, T={t}) needs about {need:.1} GiB at peak (attention scores and logits)"));
+        }
+    }
+    let mut tput: Vec<(String, usize, f64)> = Vec::new();
+    for train in [false, true] {
+        let shapes = if train {
+            &g.train_shapes
+        } else {
+            &g.batch_shapes
+        };
+        for &base in &g.bases {
+            for &shape in shapes {
+                let mut w = Psann::new(
+                    &g.grid,
+                    base,
+                    shape,
+                    train,
+                    s.seed,
+                    s.device,
+                    &s.dev,
+                    s.calibration.clone(),
+                )?;
+                let r = super::suite::measure_into(driver, &mut w, None, run)?;
+                if let (Some(r), false) = (r, train) {
+                    if let Some(v) = r.tok_s {
+                        tput.push((base.name().to_string(), shape.0, v));
+                    }
+                }
+            }
+        }
+    }
+    if !tput.is_empty() {
+        crate::output::report::write_psann_artifacts(run, &g.grid, &tput)?;
+    }
+    // The training-throughput sweep, group `train_step`: train step and forward per precision x T x B.
+    let cfg = PsannConfig::sweep(Base::Waveresnet);
+    for &dtype in &g.step_dtypes {
+        for &t in &g.step_seqs {
+            for &b in &g.step_batches {
+                for train in [true, false] {
+                    let mut w = Psann::sweep(
+                        cfg,
+                        dtype,
+                        (b, t),
+                        train,
+                        s.seed,
+                        s.device,
+                        &s.dev,
+                        s.calibration.clone(),
+                    )?;
+                    // A precision the device cannot run is refused with its reason, not
+                    // timed; any other failure fails the bench.
+                    if let Err(e) = w.estimate() {
+                        let why = dtype_refusal(&e, dtype, s.device).ok_or(e)?;
+                        driver.say(&format!("train_step {}: refused: {why}", w.id()));
+                        continue;
+                    }
+                    super::suite::measure_into(driver, &mut w, None, run)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

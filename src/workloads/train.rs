@@ -421,8 +421,7 @@ impl Training {
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ),
-            "optimizer step",
-            "loss (nats per byte)",
+            ("optimizer step", "loss (nats per byte)"),
             &[
                 ("train loss".into(), train),
                 ("validation loss".into(), val),

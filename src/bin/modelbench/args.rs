@@ -1,6 +1,7 @@
 //! Flags shared by several commands, and their validation into library types.
 
 use clap::Args;
+use modelbench::config::knobs::default_of;
 use modelbench::config::plans::check_label;
 use modelbench::measure::device::{parse_dtype, DeviceSpec};
 
@@ -13,17 +14,17 @@ pub struct MoeArgs {
     /// Tokens per call (1 = decode, hundreds = prefill).
     #[arg(long, default_value_t = 128)]
     pub tokens: usize,
-    #[arg(long, default_value_t = modelbench::models::moe::MoeConfig::DEFAULT_HIDDEN)]
+    #[arg(long, default_value = default_of("MODELBENCH_MOE_HIDDEN"))]
     pub hidden: usize,
     /// Per-expert intermediate size.
-    #[arg(long, default_value_t = modelbench::models::moe::MoeConfig::DEFAULT_EXPERT_INTERMEDIATE)]
+    #[arg(long, default_value = default_of("MODELBENCH_MOE_INTERMEDIATE"))]
     pub intermediate: usize,
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
     /// Timed calls.
     #[arg(long, default_value_t = 50)]
     pub iters: usize,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value = default_of("MODELBENCH_SEED"))]
     pub seed: u64,
     #[command(flatten)]
     pub target: TargetArgs,
@@ -32,7 +33,7 @@ pub struct MoeArgs {
 /// Where a CLI measurement runs and where its record goes (run, moe, perplexity).
 #[derive(Args)]
 pub struct TargetArgs {
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = default_of("MODELBENCH_DEVICE"))]
     pub device: String,
     /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
     #[arg(long)]
@@ -61,7 +62,7 @@ impl TargetArgs {
 #[derive(Args)]
 pub struct RunArgs {
     /// quick (short, medium), standard (+ prefill, decode, sampled) or full (all seven).
-    #[arg(long, default_value = "quick")]
+    #[arg(long, default_value = default_of("MODELBENCH_TIER"))]
     pub suite: String,
     /// Scenario by name, repeatable, instead of the suite (e.g. long-8k, long-16k, in no tier).
     #[arg(long = "scenario")]
@@ -76,7 +77,7 @@ pub struct RunArgs {
     /// `compare` enough samples for a verdict (it needs at least 5 a side).
     #[arg(long, default_value_t = 10)]
     pub trials: usize,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value = default_of("MODELBENCH_SEED"))]
     pub seed: u64,
     #[command(flatten)]
     pub target: TargetArgs,
@@ -92,7 +93,7 @@ pub struct RunArgs {
     pub sampling: SamplingArgs,
     /// Attention backend: eager, flash (CUDA builds with --features flash-attn), chunked or
     /// chunked:N (the prompt in N-token chunks at increasing positions).
-    #[arg(long, default_value = "eager")]
+    #[arg(long, default_value = default_of("MODELBENCH_ATTENTION"))]
     pub attention: String,
 }
 
@@ -103,13 +104,13 @@ pub struct DepthArgs {
     #[arg(long = "model", required = true)]
     pub models: Vec<String>,
     /// KV-cache depths, comma list of integers >= 0 (default: MODELBENCH_DEPTHS's).
-    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEPTHS"))]
+    #[arg(long, default_value = default_of("MODELBENCH_DEPTHS"))]
     pub depths: String,
     /// Prefill tokens timed at each depth (0: none).
-    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEPTH_PROMPT"))]
+    #[arg(long, default_value = default_of("MODELBENCH_DEPTH_PROMPT"))]
     pub prompt: usize,
     /// Decode tokens timed at each depth (0: none).
-    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEPTH_GEN"))]
+    #[arg(long, default_value = default_of("MODELBENCH_DEPTH_GEN"))]
     pub gen: usize,
     /// Untimed iterations per depth before the trials.
     #[arg(long, default_value_t = 1)]
@@ -117,10 +118,10 @@ pub struct DepthArgs {
     /// Timed iterations per depth.
     #[arg(long, default_value_t = 3)]
     pub trials: usize,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value = default_of("MODELBENCH_SEED"))]
     pub seed: u64,
     /// Attention backend: eager, flash, chunked or chunked:N.
-    #[arg(long, default_value = "eager")]
+    #[arg(long, default_value = default_of("MODELBENCH_ATTENTION"))]
     pub attention: String,
     #[command(flatten)]
     pub target: TargetArgs,
@@ -157,9 +158,9 @@ pub struct GenerateArgs {
     pub max_new_tokens: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value = default_of("MODELBENCH_SEED"))]
     pub seed: u64,
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = default_of("MODELBENCH_DEVICE"))]
     pub device: String,
     /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
     #[arg(long)]
@@ -256,9 +257,9 @@ pub struct TrainSweepArgs {
     /// respsann, sgrpsann or waveresnet (byte vocabulary, d_model 64, 2 layers, 4 heads).
     #[arg(long, default_value = "waveresnet")]
     pub base: String,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value = default_of("MODELBENCH_SEED"))]
     pub seed: u64,
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = default_of("MODELBENCH_DEVICE"))]
     pub device: String,
     /// Run folder suffix (default: sweep).
     #[arg(long)]

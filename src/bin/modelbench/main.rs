@@ -10,6 +10,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 mod args;
 mod commands;
+mod trials;
 
 use args::{DepthArgs, GenerateArgs, MoeArgs, RunArgs, TargetArgs, TrainArgs, TrainSweepArgs};
 
@@ -323,7 +324,7 @@ enum Cmd {
     /// shows the machine checks (other load, steal, frequency scaling, huge pages, NUMA) and
     /// the measured run-to-run noise.
     Calibrate {
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEVICE"))]
         device: String,
         /// Dtypes to calibrate (default: the device's default dtype).
         #[arg(long = "dtype")]
@@ -401,7 +402,7 @@ fn main() -> ExitCode {
         "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{groups}Options:\n{{options}}{{after-help}}"
     ));
     let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
-    if let Err(e) = modelbench::config::knobs::install_injection(&modelbench::config::knobs::env) {
+    if let Err(e) = modelbench::config::knobs::install(&modelbench::config::knobs::env) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

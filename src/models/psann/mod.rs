@@ -11,8 +11,11 @@ pub mod train;
 use candle_core::{DType, Device, Module, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
+use super::layers::{rope_qkv, softplus, CtxCache, RmsNorm};
 use crate::error::{Error, Result};
 use crate::util::fill::{seeded, Dist};
+
+pub use super::layers::Ctx;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,12 +223,6 @@ impl Params {
     }
 }
 
-/// `softplus(x) = ln(1 + e^x)` from differentiable ops (the raw sine parameters are small,
-/// so PyTorch's threshold-20 linear branch is never reached).
-fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
-    (x.exp()? + 1.0)?.log()
-}
-
 /// The value stored for an init `v` in softplus space: `ln(expm1(max(v, eps)))`.
 pub fn softplus_inverse(v: f32) -> f32 {
     let eps = f32::EPSILON;
@@ -233,7 +230,8 @@ pub fn softplus_inverse(v: f32) -> f32 {
 }
 
 /// SineParam: `y = A * exp(-d * |z|) * sin(f * z)` with per-channel A = softplus(a_raw),
-/// f = softplus(f_raw) + 1e-6, d = softplus(d_raw); decay mode "abs".
+/// f = softplus(f_raw) + 1e-6, d = softplus(d_raw); decay mode "abs". (The raw parameters are
+/// small, so PyTorch's threshold-20 linear branch of softplus is never reached.)
 #[derive(Debug, Clone)]
 pub struct SineParam {
     pub a_raw: Tensor,
@@ -274,56 +272,6 @@ impl Module for SineParam {
     }
 }
 
-/// RMSNorm, eps inside the sqrt: `x * scale / sqrt(mean(x^2) + eps)`.
-#[derive(Debug, Clone)]
-struct RmsNorm {
-    scale: Tensor,
-}
-
-impl Module for RmsNorm {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        x.broadcast_div(&(ms + 1e-6)?.sqrt()?)?
-            .broadcast_mul(&self.scale)
-    }
-}
-
-/// Per-forward tensors shared by the blocks: RoPE tables and the causal mask. A model keeps
-/// the one of its last sequence length, so repeated forwards of one shape build it once.
-#[derive(Clone)]
-pub struct Ctx {
-    cos: Tensor,
-    sin: Tensor,
-    mask: Tensor,
-}
-
-impl Ctx {
-    /// Interleaved RoPE (base 10000, full head dim) for positions 0..t, and the T x T mask.
-    /// Built on the device (positions and the mask from `arange`), so nothing of size T x T
-    /// crosses from the host.
-    pub fn new(t: usize, head_dim: usize, dev: &Device) -> candle_core::Result<Ctx> {
-        let half = head_dim / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| 10000f32.powf(-2.0 * i as f32 / head_dim as f32))
-            .collect();
-        let inv = Tensor::from_vec(inv, (1, half), dev)?;
-        let idx = Tensor::arange(0u32, t as u32, dev)?;
-        let pos = idx.to_dtype(DType::F32)?.reshape((t, 1))?;
-        let ang = pos.broadcast_mul(&inv)?;
-        // mask[row][col] = -inf where col > row (the future), else 0.
-        let future = idx.reshape((1, t))?.broadcast_gt(&idx.reshape((t, 1))?)?;
-        let mask = future.where_cond(
-            &Tensor::full(f32::NEG_INFINITY, (t, t), dev)?,
-            &Tensor::zeros((t, t), DType::F32, dev)?,
-        )?;
-        Ok(Ctx {
-            cos: ang.cos()?,
-            sin: ang.sin()?,
-            mask,
-        })
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Attention {
     q: AmpLinear,
@@ -337,21 +285,12 @@ impl Attention {
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let h = d / self.heads;
-        let split = |y: Tensor| {
-            y.reshape((b, t, self.heads, h))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q =
-            candle_nn::rotary_emb::rope_i_slow(&split(self.q.forward(x)?)?, &ctx.cos, &ctx.sin)?;
-        let k =
-            candle_nn::rotary_emb::rope_i_slow(&split(self.k.forward(x)?)?, &ctx.cos, &ctx.sin)?;
-        let v = split(self.v.forward(x)?)?;
+        let (q, k, v) = rope_qkv(x, (&self.q, &self.k, &self.v), self.heads, ctx)?;
         // Autocast: QK^T and PV in the compute dtype, scale/mask/softmax in f32.
         let c = self.o.compute;
         let qk = q.to_dtype(c)?.matmul(&k.to_dtype(c)?.t()?.contiguous()?)?;
         let scores =
-            (qk.to_dtype(DType::F32)? * (1.0 / (h as f64).sqrt()))?.broadcast_add(&ctx.mask)?;
+            (qk.to_dtype(DType::F32)? * (1.0 / (h as f64).sqrt()))?.broadcast_add(ctx.mask())?;
         let p = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let o = p
             .to_dtype(c)?
@@ -455,9 +394,7 @@ impl Block {
         let (d, m) = (cfg.d_model, cfg.d_mlp);
         let n = |s: &str| format!("blocks.{l}.{s}");
         Ok(Block {
-            norm1: RmsNorm {
-                scale: p.get(&n("norm1.scale"), &[d], Dist::Const(1.0))?,
-            },
+            norm1: RmsNorm::new(p.get(&n("norm1.scale"), &[d], Dist::Const(1.0))?),
             attn: Attention {
                 q: p.linear(&n("attn.q_proj"), d, d, false)?,
                 k: p.linear(&n("attn.k_proj"), d, d, false)?,
@@ -465,9 +402,7 @@ impl Block {
                 o: p.linear(&n("attn.o_proj"), d, d, false)?,
                 heads: cfg.n_heads,
             },
-            norm2: RmsNorm {
-                scale: p.get(&n("norm2.scale"), &[d], Dist::Const(1.0))?,
-            },
+            norm2: RmsNorm::new(p.get(&n("norm2.scale"), &[d], Dist::Const(1.0))?),
             fc1: p.linear(&n("mlp.fc1"), d, m, true)?,
             act: SineParam::new(p, &n("mlp.act"), m, cfg)?,
             fc2: p.linear(&n("mlp.fc2"), m, d, true)?,
@@ -507,7 +442,7 @@ pub struct PsannLm {
     pub vars: Vec<(String, Var)>,
     dev: Device,
     /// The RoPE tables and mask of the last sequence length (built once per shape).
-    ctx_cache: std::sync::Mutex<Option<(usize, Ctx)>>,
+    ctx_cache: CtxCache,
 }
 
 impl PsannLm {
@@ -540,9 +475,7 @@ impl PsannLm {
         let blocks = (0..cfg.n_layers)
             .map(|l| Block::new(&mut p, l, &cfg, dev))
             .collect::<Result<Vec<_>>>()?;
-        let ln_f = RmsNorm {
-            scale: p.get("ln_f.scale", &[cfg.d_model], Dist::Const(1.0))?,
-        };
+        let ln_f = RmsNorm::new(p.get("ln_f.scale", &[cfg.d_model], Dist::Const(1.0))?);
         let head = p.linear("lm_head", cfg.d_model, cfg.vocab, false)?;
         Ok(PsannLm {
             cfg,
@@ -552,7 +485,7 @@ impl PsannLm {
             head,
             vars: p.vars,
             dev: dev.clone(),
-            ctx_cache: std::sync::Mutex::new(None),
+            ctx_cache: CtxCache::default(),
         })
     }
 
@@ -564,15 +497,8 @@ impl PsannLm {
     /// first time a length is seen, then reused (a benchmark's warm-up builds them, so they
     /// stay outside the timed region).
     pub fn ctx(&self, t: usize) -> candle_core::Result<Ctx> {
-        let mut cache = self.ctx_cache.lock().expect("ctx cache lock");
-        if let Some((ct, c)) = cache.as_ref() {
-            if *ct == t {
-                return Ok(c.clone());
-            }
-        }
-        let c = Ctx::new(t, self.cfg.d_model / self.cfg.n_heads, &self.dev)?;
-        *cache = Some((t, c.clone()));
-        Ok(c)
+        let head_dim = self.cfg.d_model / self.cfg.n_heads;
+        self.ctx_cache.get(t, head_dim, DType::F32, &self.dev)
     }
 
     /// Token embeddings (B, T, d); no scaling, no positional add (RoPE is in attention).

@@ -66,8 +66,7 @@ pub fn history(
     modelbench::output::plot::trend_png(
         &path,
         &format!("{bench} on {model}: tok/s per hardware"),
-        "run (time order)",
-        "tok/s",
+        ("run (time order)", "tok/s"),
         &series,
     )?;
     println!("trend: {}", path.display());

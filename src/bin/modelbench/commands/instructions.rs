@@ -35,7 +35,7 @@ pub struct InstructionsArgs {
     pub prompt_tokens: Option<usize>,
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_SEED"))]
     pub seed: u64,
     /// An instructions file (or run folder) to compare with: exit 1 when a count differs by
     /// more than --tolerance.

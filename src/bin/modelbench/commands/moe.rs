@@ -17,7 +17,14 @@ pub fn moe(a: MoeArgs) -> anyhow::Result<()> {
     let (spec, dtype, label) = a.target.resolve()?;
     let dev = spec.open_for("--device")?;
     let cal = modelbench::measure::calibration::cached(spec);
-    let mut w = Moe::new(cfg, false, a.tokens, a.seed, spec, dtype, &dev, cal)?;
+    let s = modelbench::workloads::suite::Setup {
+        device: spec,
+        dev,
+        dtype,
+        seed: a.seed,
+        calibration: cal,
+    };
+    let mut w = Moe::new(cfg, false, a.tokens, &s)?;
     let r = modelbench::workloads::run_trials(&mut w, a.warmup, a.iters)?;
     let mut sorted = r.samples_s.clone();
     sorted.sort_by(f64::total_cmp);

@@ -45,7 +45,7 @@ pub struct OpsArgs {
     /// what the tests and the regression profiles run.
     #[arg(long)]
     pub quick: bool,
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEVICE"))]
     pub device: String,
 }
 

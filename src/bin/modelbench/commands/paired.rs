@@ -73,7 +73,7 @@ pub struct WorkerArgs {
     pub model: String,
     #[arg(long, default_value = "quick")]
     pub suite: String,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_SEED"))]
     pub seed: u64,
 }
 

@@ -10,9 +10,8 @@ use anyhow::Context;
 use clap::Args;
 use modelbench::config::plans::{parse_models, parse_seed, Plan};
 use modelbench::engine::generate::prompt_ids;
-use modelbench::engine::scenario::{prepare, Tier};
+use modelbench::engine::scenario::Tier;
 use modelbench::measure::threads::{CandlePools, ThreadUse, Ticks};
-use modelbench::models::loading::{load_line, open_with};
 use modelbench::models::Weights;
 use modelbench::output::peers::PEERS_NOTE;
 use modelbench::output::peers::{engines_list, peers_png, peers_table};
@@ -23,9 +22,11 @@ use modelbench::workloads::peers::{
     scenario_skip, skip_line, stamp_like, torch_record, LlamaRun, LlamaSetting, Peer, TorchHello,
     TorchRun, TorchSetting, TorchWorker, CANDLE_VERSION,
 };
+use modelbench::workloads::suite::Suite;
 use std::time::Instant;
 
 use crate::args::TargetArgs;
+use crate::trials::Trials;
 
 #[derive(Args)]
 pub struct PeersArgs {
@@ -48,7 +49,7 @@ pub struct PeersArgs {
     /// repetition. At least 5 give each ratio a bootstrap 95% interval.
     #[arg(long, default_value_t = 5)]
     pub trials: usize,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_SEED"))]
     pub seed: u64,
     /// Threads for the peers (default: candle's; candle's two pools, RAYON_NUM_THREADS and
     /// CANDLE_NUM_THREADS, must agree). A different count is refused unless
@@ -298,16 +299,14 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
         plan.models.len() == 1,
         "--model: peers compare one model at a time"
     );
-    let (model_label, model_ref) = &plan.models[0];
-    let res = prepare(model_label, model_ref, &plan.scenarios)?;
+    let model_label = &plan.models[0].0;
     let dev = plan.device.open_for("--device")?;
-    modelbench::engine::preflight::check_scenarios(
-        &res,
-        &plan.scenarios,
-        plan.dtype,
-        &dev,
-        plan.attention,
-    )?;
+    // candle's side is the generation suite's (`modelbench run`'s): the model resolved and
+    // preflighted, loaded once, each scenario's workload measured through the trial loop; the
+    // peers' repetitions interleave with its trials.
+    let suite = plan.suite(&dev);
+    let say = Trials::new(a.warmup, a.trials, !a.target.no_save);
+    let res = suite.cases(&say)?.remove(0);
 
     // Which peers run: a skip is one line, never a number.
     let device_name = plan.device.to_string();
@@ -401,22 +400,14 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
 
     // 1. Every scenario (candle loaded once), as `modelbench run` measures it; the peers'
     //    repetitions alternate with candle's trials (A B, B A, ...), from the same prompt ids.
-    let calibration = modelbench::measure::calibration::cached(plan.device);
-    let mut loaded = open_with(
-        res.clone(),
-        &dev,
-        plan.dtype,
-        Some(plan.context_cap()),
-        plan.attention,
-    )?;
-    println!("{}", load_line(&loaded));
+    let mut loaded = suite.load(res.clone(), &say)?;
     let vocab = loaded.model.meta().vocab;
     let ids_file =
         std::env::temp_dir().join(format!("modelbench-peer-ids-{}.txt", std::process::id()));
     // Each scenario's torch repetitions (by worker), made into records once the workers ended
     // and their peak RSS is known.
     let mut torch_done: Vec<(usize, Record, Vec<TorchRun>)> = Vec::new();
-    for s in &plan.scenarios {
+    for (si, s) in plan.scenarios.iter().enumerate() {
         let mut engines: Vec<PeerEngine> = Vec::new();
         if llama.is_some() {
             match scenario_skip(Peer::LlamaCpp, s) {
@@ -507,7 +498,7 @@ pub fn peers(a: PeersArgs) -> anyhow::Result<()> {
             };
             part.iter().map(|e| e - 1).collect()
         };
-        let mut w = plan.generation(&mut loaded, s, calibration.clone());
+        let mut w = suite.workload(&mut loaded, si)?;
         let mut progress = |i: usize, warm: bool| {
             if warm || failure.is_some() {
                 return;

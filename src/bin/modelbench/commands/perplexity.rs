@@ -43,11 +43,11 @@ pub fn perplexity(
     let mut loaded = open(res, &dev, dt, Some(seq_len))?;
     // The project's Gemma 3 is exact at every built position (exact_context None); the
     // candle-transformers one (`?impl=candle-transformers`) only up to its sliding window.
-    if let Some(w) = loaded.model.meta().exact_context {
+    if let Some(w) = loaded.model.meta().provenance.exact_context {
         anyhow::ensure!(
             seq_len < w,
             "--seq-len {seq_len}: {l} computes exactly only up to {w} positions ({}); use --seq-len {} or less, or the default implementation",
-            loaded.model.meta().implementation,
+            loaded.model.meta().provenance.implementation,
             w - 1
         );
     }

@@ -203,7 +203,7 @@ pub fn verify(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
 
     let dev = spec.open_for("--device")?;
     let mut loaded = open(res, &dev, dt, Some(a.n_ctx))?;
-    let implementation = loaded.model.meta().implementation.clone();
+    let implementation = loaded.model.meta().provenance.implementation.clone();
     let mut print = |p: &Progress| eprintln!("verify: {}", p.line());
     let v = run_kld_gate(
         loaded.model.as_mut(),
