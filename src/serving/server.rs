@@ -148,7 +148,7 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
             if let Some(n) = o.max_batch.filter(|n| *n > 1) {
                 return bad_flag(format!(
                     "--max-batch {n}: {} runs one sequence per forward; continuous batching exists for the project's quantized Gemma 3 (gguf: Gemma 3 files); leave --max-batch out or pass 1",
-                    model.meta().implementation
+                    model.meta().provenance.implementation
                 ));
             }
             Ok(Prepared {
