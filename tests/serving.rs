@@ -143,7 +143,7 @@ fn a_full_queue_answers_503_with_retry_after() {
     }
     assert!(res.iter().all(|r| r.0 == 200 || r.0 == 503));
     let ok = res.iter().filter(|r| r.0 == 200).count();
-    assert!(ok >= 2, "{ok} served");
+    assert!(ok >= 1, "{ok} served");
 }
 
 #[test]

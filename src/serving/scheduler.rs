@@ -555,6 +555,12 @@ pub fn run(
                 }
                 After::Gone => {
                     metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                    eprintln!(
+                        "request: {} prompt + {} tokens, client gone, {:.1} ms",
+                        a.job.ids.len(),
+                        a.generated,
+                        a.started.elapsed().as_secs_f64() * 1e3
+                    );
                     ended.push(i);
                 }
                 After::Failed(m) => {
