@@ -259,26 +259,11 @@ impl DepthPlan {
 /// The MoE grid (criterion group `moe_topk`).
 #[derive(Debug, Clone)]
 pub struct MoePlan {
-    pub experts: Vec<usize>,
-    pub top_k: Vec<usize>,
-    pub tokens: Vec<usize>,
-    pub hidden: usize,
-    pub intermediate: usize,
+    pub grid: crate::workloads::moe::MoeGrid,
     pub common: Common,
 }
 
 impl MoePlan {
-    /// The grid's axes (see `workloads::moe::run_grid`).
-    pub fn grid(&self) -> crate::workloads::moe::MoeGrid {
-        crate::workloads::moe::MoeGrid {
-            experts: self.experts.clone(),
-            top_k: self.top_k.clone(),
-            tokens: self.tokens.clone(),
-            hidden: self.hidden,
-            intermediate: self.intermediate,
-        }
-    }
-
     pub fn from_env() -> Result<MoePlan> {
         knobs::validate_env()?;
         MoePlan::from_lookup(&knobs::env)
@@ -311,11 +296,13 @@ impl MoePlan {
             ));
         }
         Ok(MoePlan {
-            experts,
-            top_k,
-            tokens,
-            hidden,
-            intermediate: inter,
+            grid: crate::workloads::moe::MoeGrid {
+                experts,
+                top_k,
+                tokens,
+                hidden,
+                intermediate: inter,
+            },
             common,
         })
     }
@@ -442,7 +429,8 @@ mod tests {
     #[test]
     fn moe_knobs_are_validated() {
         let p = MoePlan::from_lookup(&with(&[])).unwrap();
-        assert_eq!((p.experts.len(), p.top_k.len(), p.tokens.len()), (2, 2, 2));
+        let g = &p.grid;
+        assert_eq!((g.experts.len(), g.top_k.len(), g.tokens.len()), (2, 2, 2));
         let e = MoePlan::from_lookup(&with(&[
             ("MODELBENCH_MOE_EXPERTS", "4"),
             ("MODELBENCH_MOE_TOPK", "2,8"),

@@ -454,7 +454,7 @@ pub fn overhead(c: &mut Criterion<TokenTime>, plan: &Plan, run: &mut RunDir) -> 
 pub fn moe(c: &mut Criterion<TokenTime>, plan: &MoePlan, run: &mut RunDir) -> Result<()> {
     let s = plan.common.setup()?;
     let mut d = CriterionDriver::new(c, plan.common.min_measure);
-    crate::workloads::moe::run_grid(&plan.grid(), &s, &mut d, run)
+    crate::workloads::moe::run_grid(&plan.grid, &s, &mut d, run)
 }
 
 /// Group `arch_sweep` (`workloads::arch::run_grid`) under criterion: every family x dim x depth

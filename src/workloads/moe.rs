@@ -162,6 +162,7 @@ impl Workload for Moe {
 }
 
 /// The `moe_topk` grid's axes (MODELBENCH_MOE_*).
+#[derive(Debug, Clone)]
 pub struct MoeGrid {
     pub experts: Vec<usize>,
     pub top_k: Vec<usize>,
