@@ -140,7 +140,9 @@ fn soak_saturated_with_bad_requests() {
                         _ => {
                             let max = 1 + k % 24;
                             let start = (k * 7919) % (words.len() - 80);
-                            let prompt = words[start..start + 5 + k % 60].join(" ");
+                            // At most 44 words (about 150 tokens of this text) + 24 new tokens:
+                            // always within the 256-token context (64 words could reach 259).
+                            let prompt = words[start..start + 5 + k % 40].join(" ");
                             let body = json!({"model": MODEL, "prompt": prompt, "max_tokens": max,
                                 "temperature": 0, "ignore_eos": true, "stream": true,
                                 "stream_options": {"include_usage": true}});

@@ -262,6 +262,33 @@ enum Cache {
     Sliding(Option<(Tensor, Tensor)>),
 }
 
+impl Cache {
+    /// Adds this step's keys and values (b, kv_heads, len, head_dim) and returns every key and
+    /// value the step's queries attend to: the whole preallocated history in a global layer;
+    /// in a sliding one the kept positions and the new ones, keeping the last `window - 1` of
+    /// them (all a next query can see).
+    fn update(&mut self, k: Tensor, v: Tensor, window: usize) -> Result<(Tensor, Tensor)> {
+        match self {
+            Cache::Global(c) => c.append(&k, &v),
+            Cache::Sliding(c) => {
+                let (k, v) = match c.take() {
+                    Some((ck, cv)) => (Tensor::cat(&[&ck, &k], 2)?, Tensor::cat(&[&cv, &v], 2)?),
+                    None => (k, v),
+                };
+                let keys = k.dim(2)?;
+                let keep = keys.min(window.saturating_sub(1));
+                if keep > 0 {
+                    *c = Some((
+                        k.narrow(2, keys - keep, keep)?,
+                        v.narrow(2, keys - keep, keep)?,
+                    ));
+                }
+                Ok((k, v))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Layer {
     wq: QMatMul,
@@ -320,24 +347,7 @@ impl Layer {
         let q = rope.apply(&q, pos)?;
         let k = rope.apply(&k, pos)?;
 
-        let (k, v) = match &mut self.cache {
-            Cache::Global(c) => c.append(&k, &v)?,
-            Cache::Sliding(c) => {
-                let (k, v) = match c.take() {
-                    Some((ck, cv)) => (Tensor::cat(&[&ck, &k], 2)?, Tensor::cat(&[&cv, &v], 2)?),
-                    None => (k, v),
-                };
-                let keys = k.dim(2)?;
-                let keep = keys.min(self.window.unwrap_or(1).saturating_sub(1));
-                if keep > 0 {
-                    *c = Some((
-                        k.narrow(2, keys - keep, keep)?,
-                        v.narrow(2, keys - keep, keep)?,
-                    ));
-                }
-                (k, v)
-            }
-        };
+        let (k, v) = self.cache.update(k, v, self.window.unwrap_or(1))?;
         let (k, v) = (k.contiguous()?, v.contiguous()?);
         let keys = k.dim(2)?;
 
@@ -904,26 +914,7 @@ impl Batched {
                 let v = v.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
                 let q = rope.apply(&q, pos)?;
                 let k = rope.apply(&k, pos)?;
-                let (k, v) = match &mut sq.cache.layers[li] {
-                    Cache::Global(c) => c.append(&k, &v)?,
-                    Cache::Sliding(c) => {
-                        let (k, v) = match c.take() {
-                            Some((ck, cv)) => {
-                                (Tensor::cat(&[&ck, &k], 2)?, Tensor::cat(&[&cv, &v], 2)?)
-                            }
-                            None => (k, v),
-                        };
-                        let keys = k.dim(2)?;
-                        let keep = keys.min(window.saturating_sub(1));
-                        if keep > 0 {
-                            *c = Some((
-                                k.narrow(2, keys - keep, keep)?,
-                                v.narrow(2, keys - keep, keep)?,
-                            ));
-                        }
-                        (k, v)
-                    }
-                };
+                let (k, v) = sq.cache.layers[li].update(k, v, window)?;
                 let (k, v) = (k.contiguous()?, v.contiguous()?);
                 let keys = k.dim(2)?;
                 let rep = s.heads / s.kv_heads;
