@@ -214,114 +214,116 @@ impl Metrics {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let steps = g(&self.steps);
         let mean = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+        let rows: [(&str, &str, &str, String); 17] = [
+            (
+                "requests_accepted_total",
+                "counter",
+                "requests queued",
+                g(&self.accepted).to_string(),
+            ),
+            (
+                "requests_rejected_queue_full_total",
+                "counter",
+                "requests answered 503 (queue full)",
+                g(&self.rejected_full).to_string(),
+            ),
+            (
+                "requests_rejected_invalid_total",
+                "counter",
+                "requests answered 4xx (bad request)",
+                g(&self.rejected_invalid).to_string(),
+            ),
+            (
+                "requests_completed_total",
+                "counter",
+                "requests finished with a finish reason",
+                g(&self.completed).to_string(),
+            ),
+            (
+                "requests_failed_total",
+                "counter",
+                "requests ended by a model error",
+                g(&self.failed).to_string(),
+            ),
+            (
+                "requests_cancelled_total",
+                "counter",
+                "requests whose client went away",
+                g(&self.cancelled).to_string(),
+            ),
+            (
+                "prompt_tokens_total",
+                "counter",
+                "prompt tokens of admitted requests",
+                g(&self.prompt_tokens).to_string(),
+            ),
+            (
+                "generation_tokens_total",
+                "counter",
+                "tokens generated",
+                g(&self.completion_tokens).to_string(),
+            ),
+            (
+                "steps_total",
+                "counter",
+                "batched forward steps",
+                steps.to_string(),
+            ),
+            (
+                "step_sequences_mean",
+                "gauge",
+                "sequences per step, mean since start",
+                format!("{:.3}", mean(g(&self.step_sequences), steps)),
+            ),
+            (
+                "step_tokens_mean",
+                "gauge",
+                "tokens per step, mean since start",
+                format!("{:.3}", mean(g(&self.step_tokens), steps)),
+            ),
+            (
+                "step_sequences_max",
+                "gauge",
+                "most sequences seen in one step",
+                self.batch_max.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "queue_time_mean_ms",
+                "gauge",
+                "time from queue to slot, mean over admitted requests",
+                format!("{:.3}", mean(g(&self.queue_us), g(&self.admitted)) / 1e3),
+            ),
+            (
+                "requests_queued",
+                "gauge",
+                "requests waiting for a slot",
+                self.queued.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "requests_running",
+                "gauge",
+                "requests in a slot",
+                self.running.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "max_batch",
+                "gauge",
+                "--max-batch",
+                limits.max_batch.to_string(),
+            ),
+            (
+                "max_batch_tokens",
+                "gauge",
+                "--max-batch-tokens",
+                limits.max_batch_tokens.to_string(),
+            ),
+        ];
         let mut s = String::new();
-        let mut put = |name: &str, kind: &str, help: &str, v: String| {
+        for (name, kind, help, v) in rows {
             s.push_str(&format!(
                 "# HELP modelbench_{name} {help}\n# TYPE modelbench_{name} {kind}\nmodelbench_{name} {v}\n"
             ));
-        };
-        put(
-            "requests_accepted_total",
-            "counter",
-            "requests queued",
-            g(&self.accepted).to_string(),
-        );
-        put(
-            "requests_rejected_queue_full_total",
-            "counter",
-            "requests answered 503 (queue full)",
-            g(&self.rejected_full).to_string(),
-        );
-        put(
-            "requests_rejected_invalid_total",
-            "counter",
-            "requests answered 4xx (bad request)",
-            g(&self.rejected_invalid).to_string(),
-        );
-        put(
-            "requests_completed_total",
-            "counter",
-            "requests finished with a finish reason",
-            g(&self.completed).to_string(),
-        );
-        put(
-            "requests_failed_total",
-            "counter",
-            "requests ended by a model error",
-            g(&self.failed).to_string(),
-        );
-        put(
-            "requests_cancelled_total",
-            "counter",
-            "requests whose client went away",
-            g(&self.cancelled).to_string(),
-        );
-        put(
-            "prompt_tokens_total",
-            "counter",
-            "prompt tokens of admitted requests",
-            g(&self.prompt_tokens).to_string(),
-        );
-        put(
-            "generation_tokens_total",
-            "counter",
-            "tokens generated",
-            g(&self.completion_tokens).to_string(),
-        );
-        put(
-            "steps_total",
-            "counter",
-            "batched forward steps",
-            steps.to_string(),
-        );
-        put(
-            "step_sequences_mean",
-            "gauge",
-            "sequences per step, mean since start",
-            format!("{:.3}", mean(g(&self.step_sequences), steps)),
-        );
-        put(
-            "step_tokens_mean",
-            "gauge",
-            "tokens per step, mean since start",
-            format!("{:.3}", mean(g(&self.step_tokens), steps)),
-        );
-        put(
-            "step_sequences_max",
-            "gauge",
-            "most sequences seen in one step",
-            self.batch_max.load(Ordering::Relaxed).to_string(),
-        );
-        put(
-            "queue_time_mean_ms",
-            "gauge",
-            "time from queue to slot, mean over admitted requests",
-            format!("{:.3}", mean(g(&self.queue_us), g(&self.admitted)) / 1e3),
-        );
-        put(
-            "requests_queued",
-            "gauge",
-            "requests waiting for a slot",
-            self.queued.load(Ordering::Relaxed).to_string(),
-        );
-        put(
-            "requests_running",
-            "gauge",
-            "requests in a slot",
-            self.running.load(Ordering::Relaxed).to_string(),
-        );
-        put(
-            "max_batch",
-            "gauge",
-            "--max-batch",
-            limits.max_batch.to_string(),
-        );
-        put(
-            "max_batch_tokens",
-            "gauge",
-            "--max-batch-tokens",
-            limits.max_batch_tokens.to_string(),
-        );
+        }
         s
     }
 }

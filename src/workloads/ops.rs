@@ -1454,18 +1454,14 @@ impl OpsTable {
             return "in the model: not available (the in-model profile times ops on the host clock, so it runs on the CPU device only)\n".into();
         };
         let marked: f64 = p.kinds.iter().map(|k| k.us).sum();
-        let unmarked: Vec<&str> = {
-            let mut v: Vec<&str> = self
-                .rows
-                .iter()
-                .map(|r| r.kind.as_str())
-                .filter(|k| !p.kinds.iter().any(|m| m.kind == *k))
-                .collect();
-            v.dedup();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
+        let unmarked: Vec<&str> = self
+            .rows
+            .iter()
+            .map(|r| r.kind.as_str())
+            .filter(|k| !p.kinds.iter().any(|m| m.kind == *k))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let unmarked_alone: f64 = unmarked.iter().map(|k| self.alone_us(k)).sum();
         let between = p.step_us - marked - unmarked_alone;
         let mut s = format!(
