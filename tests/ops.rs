@@ -105,6 +105,15 @@ fn the_table_has_every_op_of_the_forward_and_a_coverage_line() {
     assert!(out.contains("(1,1,4,17)"), "{out}");
     assert!(out.contains("\ncoverage: the ops sum to "), "{out}");
     assert!(out.contains("% of roof"), "{out}");
+    // Every row timed in the forward's order too (the order calls each row as often as the
+    // table says, or the table says why not), and its coverage on the line.
+    assert!(
+        t.rows
+            .iter()
+            .all(|r| r.seq_us.is_some_and(|us| us.is_finite() && us > 0.0)),
+        "{out}"
+    );
+    assert!(out.contains("% timed in the forward's order ("), "{out}");
 
     // Prefill: the prompt's tokens in every op, masks built and added.
     let (p, out) = table(
@@ -115,6 +124,7 @@ fn the_table_has_every_op_of_the_forward_and_a_coverage_line() {
     );
     assert_eq!((p.tokens, p.depth), (24, 0));
     assert!(p.rows.iter().any(|r| r.kind == "mask"), "{out}");
+    assert!(p.rows.iter().all(|r| r.seq_us.is_some()), "{out}");
     assert!(out.contains("m=24 "), "{out}");
     assert!(
         out.contains("| lm_head |") && out.contains("m=1 n=262144 k=64"),

@@ -38,7 +38,7 @@ pub fn ops_group(c: &mut Criterion) -> Result<()> {
                 continue;
             }
         };
-        for (mut b, _) in gemma3_ops(&path, &plan, &dev)? {
+        for (mut b, _) in gemma3_ops(&path, &plan, &dev)?.benches {
             (b.run)()?;
             let id = format!("{name}/{} {} {}", b.row.kind, b.row.op, b.row.shape);
             g.bench_function(id, |bench| {

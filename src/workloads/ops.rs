@@ -13,10 +13,16 @@
 //! same process: a decode step at depth D (the gaps between successive tokens after a D-token
 //! prompt) or the prompt's prefill (TTFT: one forward of P tokens and the first token's pick).
 //!
-//! An op timed alone runs with its inputs hot in cache and no neighbour; the coverage line
-//! (sum of calls x time per call against the step) says how much of the step the table
-//! explains; what is left is the work between the ops (tensor bookkeeping, views, the
-//! allocator) and any difference an op shows inside the model.
+//! An op timed alone runs back to back with itself, its inputs hot in cache and candle's
+//! thread pools awake, as llama.cpp's `test-backend-ops perf` times ggml's (the columns the
+//! peer comparison uses). The same calls are then replayed in the forward's order
+//! ([`time_in_order`]: every call of one step, one after another as the model makes them, each
+//! timed on its own): an op so timed meets the pools and caches as its neighbours leave them.
+//! On the 2-core VM that is what separates the two: a quantized matmul after rayon ops finds
+//! candle's barrier-pool worker parked or spinning, and small ones run up to twice as long as
+//! back to back. The coverage line gives both sums against the step; what the in-order sum
+//! leaves is the work between the ops (tensor bookkeeping, views, the allocator, the engine's
+//! loop).
 //!
 //! [`ggml_line`] writes each op in llama.cpp's `test-backend-ops --test-file` format, so ggml
 //! times the same op at the same shape (`modelbench ops --peer llama.cpp`).
@@ -84,6 +90,12 @@ pub struct OpRow {
     /// ggml's time per call (us) from `test-backend-ops perf`.
     #[serde(default)]
     pub ggml_us: Option<f64>,
+    /// Median time per call (us) with its 95% CI when the ops run in the forward's order
+    /// ([`time_in_order`]): each call timed where the forward makes it, after the op before it.
+    #[serde(default)]
+    pub seq_us: Option<f64>,
+    #[serde(default)]
+    pub seq_ci_us: Option<(f64, f64)>,
 }
 
 impl OpRow {
@@ -129,6 +141,9 @@ pub struct OpsTable {
     /// The same step profiled inside the model's forward (CPU only; None elsewhere).
     #[serde(default)]
     pub in_model: Option<InModel>,
+    /// Why the rows have no in-order times (None: they have them, or the table predates them).
+    #[serde(default)]
+    pub order_note: Option<String>,
 }
 
 /// The model's own op calls timed inside its forward ([`profile_start`]): where the time of
@@ -499,17 +514,17 @@ impl Rows {
         flops: Option<f64>,
         ggml: Option<GgmlOp>,
         run: Box<dyn FnMut() -> candle_core::Result<()>>,
-    ) {
+    ) -> Option<usize> {
         if calls == 0 {
-            return;
+            return None;
         }
-        if let Some((b, _)) = self
+        if let Some(i) = self
             .benches
-            .iter_mut()
-            .find(|(b, _)| b.row.kind == kind && b.row.op == op && b.row.shape == shape)
+            .iter()
+            .position(|(b, _)| b.row.kind == kind && b.row.op == op && b.row.shape == shape)
         {
-            b.row.calls += calls;
-            return;
+            self.benches[i].0.row.calls += calls;
+            return Some(i);
         }
         self.benches.push((
             Bench {
@@ -524,11 +539,14 @@ impl Rows {
                     flops,
                     ggml: None,
                     ggml_us: None,
+                    seq_us: None,
+                    seq_ci_us: None,
                 },
                 run,
             },
             ggml,
         ));
+        Some(self.benches.len() - 1)
     }
 }
 
@@ -552,11 +570,7 @@ fn shape_str(dims: &[usize]) -> String {
 /// Enumerates the ops of one forward of the project's Gemma 3 in `path` at the plan's shape,
 /// each with its runnable call (weights read from the file: one tensor per distinct type and
 /// shape) and its ggml counterpart.
-pub fn gemma3_ops(
-    path: &Path,
-    plan: &OpsPlan,
-    dev: &Device,
-) -> Result<Vec<(Bench, Option<GgmlOp>)>> {
+pub fn gemma3_ops(path: &Path, plan: &OpsPlan, dev: &Device) -> Result<OpsSet> {
     let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
     let ct = gguf_file::Content::read(&mut f).map_err(|e| Error::weights(path.display(), e))?;
     let cfg = Config::from_gguf(&ct)?;
@@ -614,7 +628,7 @@ pub fn gemma3_ops(
                   qs: Vec<QTensor>,
                   m: usize,
                   calls: usize|
-     -> Result<()> {
+     -> Result<Option<usize>> {
         let (n, k) = qs[0].shape().dims2()?;
         let ty = ggml_type(qs[0].dtype());
         let wbytes = qs[0].storage_size_in_bytes() as f64;
@@ -632,7 +646,7 @@ pub fn gemma3_ops(
             params: vec![],
             srcs: vec![Src::new(&ty, [k, n, 1, 1]), Src::new("f32", [k, m, 1, 1])],
         };
-        rows.add(
+        Ok(rows.add(
             kind,
             &format!("{what} ({ty})"),
             format!("m={m} n={n} k={k}"),
@@ -645,15 +659,19 @@ pub fn gemma3_ops(
                 next = next.wrapping_add(1);
                 qm.forward(&x).map(drop)
             }),
-        );
-        Ok(())
+        ))
     };
+    // The row of each weight tensor, for the forward's order.
+    let mut row_of: BTreeMap<String, Option<usize>> = BTreeMap::new();
     for ((_, _, _), (names, rs, calls)) in mm {
         let qs = names
             .iter()
             .map(|name| load(&mut f, name))
             .collect::<Result<Vec<_>>>()?;
-        matmul(&mut rows, "matmul", rs.join(", "), qs, m, calls)?;
+        let i = matmul(&mut rows, "matmul", rs.join(", "), qs, m, calls)?;
+        for name in names {
+            row_of.insert(name, i);
+        }
     }
     // The output projection (the last position only), tied to the embedding when absent.
     let out_name = if ct.tensor_infos.contains_key("output.weight") {
@@ -662,7 +680,7 @@ pub fn gemma3_ops(
         "token_embd.weight"
     };
     let out_q = load(&mut f, out_name)?;
-    matmul(
+    let i_lm_head = matmul(
         &mut rows,
         "lm_head",
         out_name.replace(".weight", ""),
@@ -673,7 +691,7 @@ pub fn gemma3_ops(
 
     // Host side of the model's forward: the ids tensor, the embedding rows, the scale.
     let ids: Vec<u32> = prompt_ids(m, 1000.min(cfg_vocab(&ct)), plan.seed, 0);
-    {
+    let i_host = {
         let ids = ids.clone();
         let dev2 = dev.clone();
         rows.add(
@@ -685,15 +703,15 @@ pub fn gemma3_ops(
             None,
             None,
             Box::new(move || Tensor::new(ids.as_slice(), &dev2)?.unsqueeze(0).map(drop)),
-        );
-    }
+        )
+    };
     let embd = Arc::new(load(&mut f, "token_embd.weight")?);
     let ety = ggml_type(embd.dtype());
     let (vocab, _) = embd.shape().dims2()?;
     let row_bytes = embd.storage_size_in_bytes() as f64 / vocab as f64;
     let emb = Embedding::new(embd, dev)?;
     let ids_t = Tensor::new(ids.as_slice(), dev)?.unsqueeze(0)?;
-    rows.add(
+    let i_embd = rows.add(
         "embedding",
         &format!("token_embd rows ({ety})"),
         format!("({m},{h})"),
@@ -722,7 +740,7 @@ pub fn gemma3_ops(
         params: vec![fbits(s), fbits(0.0)],
         srcs: vec![Src::new("f32", ne)],
     };
-    {
+    let i_escale = {
         let x = xh.clone();
         let s = (h as f64).sqrt();
         rows.add(
@@ -734,8 +752,8 @@ pub fn gemma3_ops(
             None,
             Some(scale_op([h, m, 1, 1], s as f32)),
             Box::new(move || (&x * s).map(drop)),
-        );
-    }
+        )
+    };
 
     // Norms: four per layer on (1, m, hidden), q/k norms per head, the final norm (1 row).
     let norm = |f: &mut std::fs::File, name: &str| -> Result<RmsNorm> {
@@ -761,31 +779,31 @@ pub fn gemma3_ops(
             None,
             Some(rms_ggml(d, r)),
             Box::new(move || n.forward(&x).map(drop)),
-        );
+        )
     };
     let layers = cfg.layers;
-    add_norm(
+    let i_norm4 = add_norm(
         &mut rows,
         "attn_norm, post_attention_norm, ffn_norm, post_ffw_norm",
         norm(&mut f, "blk.0.attn_norm.weight")?,
         xh.clone(),
         4 * layers,
     );
-    add_norm(
+    let i_qnorm = add_norm(
         &mut rows,
         "attn_q_norm",
         norm(&mut f, "blk.0.attn_q_norm.weight")?,
         randn(&[1, m, nh, hd], dev)?,
         layers,
     );
-    add_norm(
+    let i_knorm = add_norm(
         &mut rows,
         "attn_k_norm",
         norm(&mut f, "blk.0.attn_k_norm.weight")?,
         randn(&[1, m, nkv, hd], dev)?,
         layers,
     );
-    add_norm(
+    let i_final_norm = add_norm(
         &mut rows,
         if m == 1 {
             "attn_norm, post_attention_norm, ffn_norm, post_ffw_norm"
@@ -798,13 +816,14 @@ pub fn gemma3_ops(
     );
 
     // q, k, v to (1, heads, m, head_dim): a copy when m > 1 (a view otherwise).
+    let mut i_transpose = Vec::new();
     for (what, heads, calls) in [
         ("q transpose", nh, layers),
         ("k, v transpose", nkv, 2 * layers),
     ] {
         let x = randn(&[1, m, heads, hd], dev)?;
         let nb = [4, 4 * hd * heads, 4 * hd, 4 * hd * heads * m];
-        rows.add(
+        i_transpose.push(rows.add(
             "copy",
             what,
             format!("(1,{m},{heads},{hd})->(1,{heads},{m},{hd})"),
@@ -824,15 +843,16 @@ pub fn gemma3_ops(
                 }],
             }),
             Box::new(move || x.transpose(1, 2)?.contiguous().map(drop)),
-        );
+        ));
     }
 
     // RoPE (NeoX) on q and k at positions depth..depth+m.
     let rope = Rope::new(hd, cfg.rope_base, cfg.rope_scale_global, depth + m, dev)?;
+    let mut i_rope = Vec::new();
     for (what, heads) in [("q", nh), ("k", nkv)] {
         let x = randn(&[1, heads, m, hd], dev)?;
         let r = rope.clone();
-        rows.add(
+        i_rope.push(rows.add(
             "rope",
             &format!("rope {what} (neox)"),
             shape_str(x.dims()),
@@ -862,7 +882,7 @@ pub fn gemma3_ops(
                 ],
             }),
             Box::new(move || r.apply(&x, depth).map(drop)),
-        );
+        ));
     }
 
     // Attention per layer type: keys seen, the cache update, QK^T, scale, mask, softmax, AV.
@@ -873,10 +893,11 @@ pub fn gemma3_ops(
     let kv_elems = |len: usize| nkv * len * hd;
     // The cache update: global layers write k and v into the preallocated cache (slice_set at
     // `depth`); sliding layers concatenate the kept window with the new positions.
+    let (mut i_append, mut i_cat) = (None, None);
     if n_global > 0 {
         let cache = Tensor::zeros((1, nkv, depth + m, hd), DType::F32, dev)?;
         let k = randn(&[1, nkv, m, hd], dev)?;
-        rows.add(
+        i_append = rows.add(
             "kv_cache",
             "k, v append (global layers)",
             format!("(1,{nkv},{m},{hd}) at {depth}"),
@@ -900,7 +921,7 @@ pub fn gemma3_ops(
     if n_sliding > 0 && sliding_len > 0 {
         let ck = randn(&[1, nkv, sliding_len, hd], dev)?;
         let k = randn(&[1, nkv, m, hd], dev)?;
-        rows.add(
+        i_cat = rows.add(
             "kv_cache",
             "k, v cat (sliding layers)",
             format!("(1,{nkv},{sliding_len},{hd})+(1,{nkv},{m},{hd})"),
@@ -934,6 +955,8 @@ pub fn gemma3_ops(
     .into_iter()
     .filter(|g| g.0 > 0)
     .collect();
+    // Per layer type (sliding or not), the rows of its attention ops.
+    let mut i_attn: Vec<(bool, AttnRows)> = Vec::new();
     for (calls, k0, keys, win) in groups {
         let rows_q = rep * m;
         let q = randn(&[1, nkv, rows_q, hd], dev)?;
@@ -942,7 +965,7 @@ pub fn gemma3_ops(
         let att = randn(&[1, nkv, rows_q, keys], dev)?;
         let att_ne = [keys, rows_q, nkv, 1];
         let sh = format!("(1,{nkv},{rows_q},{keys})");
-        {
+        let qk = {
             let (q, k) = (q.clone(), k.clone());
             rows.add(
                 "attn_qk",
@@ -963,9 +986,9 @@ pub fn gemma3_ops(
                     ],
                 }),
                 Box::new(move || q.matmul(&k.t()?).map(drop)),
-            );
-        }
-        {
+            )
+        };
+        let scale_row = {
             let a = att.clone();
             rows.add(
                 "scale",
@@ -976,13 +999,13 @@ pub fn gemma3_ops(
                 None,
                 Some(scale_op(att_ne, scale as f32)),
                 Box::new(move || (&a * scale).map(drop)),
-            );
-        }
-        if let Some(mv) = attention_mask(depth, m, k0, keys, win) {
+            )
+        };
+        let (mask_build, mask_add) = if let Some(mv) = attention_mask(depth, m, k0, keys, win) {
             // Built on the host once per forward per layer type, added in every layer.
             let dev2 = dev.clone();
             let mv2 = mv.clone();
-            rows.add(
+            let build = rows.add(
                 "mask",
                 "mask build (host)",
                 format!("({m},{keys})"),
@@ -997,7 +1020,7 @@ pub fn gemma3_ops(
             );
             let mask = Tensor::from_vec(mv, (m, keys), dev)?;
             let a = att.clone();
-            rows.add(
+            let add = rows.add(
                 "mask",
                 "scores + mask",
                 sh.clone(),
@@ -1022,8 +1045,11 @@ pub fn gemma3_ops(
                         .map(drop)
                 }),
             );
-        }
-        {
+            (build, add)
+        } else {
+            (None, None)
+        };
+        let softmax = {
             let a = att.clone();
             rows.add(
                 "softmax",
@@ -1041,9 +1067,9 @@ pub fn gemma3_ops(
                     srcs: vec![Src::new("f32", att_ne)],
                 }),
                 Box::new(move || candle_nn::ops::softmax_last_dim(&a).map(drop)),
-            );
-        }
-        rows.add(
+            )
+        };
+        let av = rows.add(
             "attn_av",
             "scores v",
             format!("(1,{nkv},{rows_q},{keys})x(1,{nkv},{keys},{hd})"),
@@ -1063,9 +1089,20 @@ pub fn gemma3_ops(
             }),
             Box::new(move || att.matmul(&v).map(drop)),
         );
+        i_attn.push((
+            win.is_some(),
+            AttnRows {
+                qk,
+                scale: scale_row,
+                mask_build,
+                mask_add,
+                softmax,
+                av,
+            },
+        ));
     }
     // The attention output back to (1, m, heads * head_dim): a copy when m > 1.
-    {
+    let i_otr = {
         let o = randn(&[1, nh, m, hd], dev)?;
         rows.add(
             "copy",
@@ -1087,8 +1124,8 @@ pub fn gemma3_ops(
                 }],
             }),
             Box::new(move || o.transpose(1, 2)?.reshape((1, m, nh * hd)).map(drop)),
-        );
-    }
+        )
+    };
 
     // The MLP's elementwise ops and the residual adds.
     let ffn = ct
@@ -1099,7 +1136,7 @@ pub fn gemma3_ops(
     let xf = randn(&[1, m, ffn], dev)?;
     let yf = randn(&[1, m, ffn], dev)?;
     let ne_f = [ffn, m, 1, 1];
-    {
+    let i_gelu = {
         let x = xf.clone();
         rows.add(
             "activation",
@@ -1117,8 +1154,8 @@ pub fn gemma3_ops(
                 srcs: vec![Src::new("f32", ne_f)],
             }),
             Box::new(move || x.gelu().map(drop)),
-        );
-    }
+        )
+    };
     let binary = |op: &'static str, ne: [usize; 4]| GgmlOp {
         op,
         unary: None,
@@ -1127,7 +1164,7 @@ pub fn gemma3_ops(
         params: vec![],
         srcs: vec![Src::new("f32", ne), Src::new("f32", ne)],
     };
-    rows.add(
+    let i_mul = rows.add(
         "mul",
         "gate * up",
         format!("(1,{m},{ffn})"),
@@ -1137,7 +1174,7 @@ pub fn gemma3_ops(
         Some(binary("MUL", ne_f)),
         Box::new(move || (&xf * &yf).map(drop)),
     );
-    {
+    let i_add = {
         let (a, b) = (xh.clone(), randn(&[1, m, h], dev)?);
         rows.add(
             "add",
@@ -1148,9 +1185,9 @@ pub fn gemma3_ops(
             None,
             Some(binary("ADD", [h, m, 1, 1])),
             Box::new(move || (&a + &b).map(drop)),
-        );
-    }
-    if let Some(cap) = cfg.final_logit_softcapping {
+        )
+    };
+    let i_softcap = if let Some(cap) = cfg.final_logit_softcapping {
         let l = randn(&[1, vocab], dev)?;
         rows.add(
             "activation",
@@ -1161,11 +1198,13 @@ pub fn gemma3_ops(
             None,
             None,
             Box::new(move || ((&l / cap)?.tanh()? * cap).map(drop)),
-        );
-    }
+        )
+    } else {
+        None
+    };
     // The pick: greedy argmax on the device, one u32 back to the host.
     let logits = randn(&[vocab], dev)?;
-    rows.add(
+    let i_sampling = rows.add(
         "sampling",
         "argmax + to host",
         format!("({vocab})"),
@@ -1182,7 +1221,100 @@ pub fn gemma3_ops(
         }),
         Box::new(move || logits.argmax(0)?.to_scalar::<u32>().map(drop)),
     );
-    Ok(rows.benches)
+
+    // The forward's order, one entry per call (Gemma3Model::forward and Layer::attention/mlp).
+    let mut order: Vec<Option<usize>> = vec![i_host, i_embd, i_escale];
+    let group = |sliding: bool| i_attn.iter().find(|(s, _)| *s == sliding).map(|(_, r)| r);
+    for sliding in [false, true] {
+        order.push(group(sliding).and_then(|g| g.mask_build));
+    }
+    for l in 0..layers {
+        let sliding = cfg.is_sliding(l);
+        let w = |role: &str| {
+            row_of
+                .get(&format!("blk.{l}.{role}.weight"))
+                .copied()
+                .flatten()
+        };
+        let (q_tr, kv_tr) = (i_transpose[0], i_transpose[1]);
+        order.extend([
+            i_norm4,
+            w("attn_q"),
+            w("attn_k"),
+            w("attn_v"),
+            i_qnorm,
+            q_tr,
+            i_knorm,
+            kv_tr,
+            kv_tr,
+            i_rope[0],
+            i_rope[1],
+        ]);
+        let cache = if sliding { i_cat } else { i_append };
+        order.extend([cache, cache]);
+        if let Some(g) = group(sliding) {
+            order.extend([g.qk, g.scale, g.mask_add, g.softmax, g.av]);
+        }
+        order.extend([
+            i_otr,
+            w("attn_output"),
+            i_norm4,
+            i_add,
+            i_norm4,
+            w("ffn_gate"),
+            i_gelu,
+            w("ffn_up"),
+            i_mul,
+            w("ffn_down"),
+            i_norm4,
+            i_add,
+        ]);
+    }
+    order.extend([i_final_norm, i_lm_head, i_softcap, i_sampling]);
+    let order: Vec<usize> = order.into_iter().flatten().collect();
+    let order = check_order(&rows.benches, order);
+    Ok(OpsSet {
+        benches: rows.benches,
+        order,
+    })
+}
+
+/// The rows of one layer type's attention ops.
+struct AttnRows {
+    qk: Option<usize>,
+    scale: Option<usize>,
+    mask_build: Option<usize>,
+    mask_add: Option<usize>,
+    softmax: Option<usize>,
+    av: Option<usize>,
+}
+
+/// The ops of one forward: each distinct op and shape ready to run, and the forward's order.
+pub struct OpsSet {
+    pub benches: Vec<(Bench, Option<GgmlOp>)>,
+    /// Row indices, one per call, in the order the forward makes the calls; Err: why the
+    /// order is not available (it does not match the rows' call counts).
+    pub order: std::result::Result<Vec<usize>, String>,
+}
+
+/// `order` if it calls every row exactly as often as the row's calls per step, else why not.
+fn check_order(
+    benches: &[(Bench, Option<GgmlOp>)],
+    order: Vec<usize>,
+) -> std::result::Result<Vec<usize>, String> {
+    let mut n = vec![0usize; benches.len()];
+    for &i in &order {
+        n[i] += 1;
+    }
+    for ((b, _), got) in benches.iter().zip(&n) {
+        if *got != b.row.calls {
+            return Err(format!(
+                "the forward's order calls `{} {}` {} times, the table {} (a bug in the op enumeration)",
+                b.row.kind, b.row.op, got, b.row.calls
+            ));
+        }
+    }
+    Ok(order)
 }
 
 fn cfg_vocab(ct: &gguf_file::Content) -> usize {
@@ -1195,24 +1327,63 @@ fn cfg_vocab(ct: &gguf_file::Content) -> usize {
 
 /// Times every op and fills the table's rows (the step time and roofs are the caller's).
 pub fn time_rows(
-    benches: Vec<(Bench, Option<GgmlOp>)>,
+    benches: &mut [(Bench, Option<GgmlOp>)],
     dev: &Device,
     plan: &OpsPlan,
     ids: Option<&GgmlIds>,
     progress: &mut dyn FnMut(&OpRow),
-) -> Result<Vec<OpRow>> {
-    let mut out = Vec::with_capacity(benches.len());
-    for (i, (mut b, g)) in benches.into_iter().enumerate() {
+) -> Result<()> {
+    for (i, (b, g)) in benches.iter_mut().enumerate() {
         let (us, ci) = time_op(&b.row.kind, &mut b.run, dev, plan)?;
         b.row.us = us;
         b.row.ci_us = ci;
-        if let (Some(g), Some(ids)) = (g, ids) {
-            b.row.ggml = ggml_line(&g, &format!("op{i}"), ids);
+        if let (Some(g), Some(ids)) = (g.as_ref(), ids) {
+            b.row.ggml = ggml_line(g, &format!("op{i}"), ids);
         }
         progress(&b.row);
-        out.push(b.row);
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Times the ops in the forward's `order` (row indices, one per call): `reps` replays of one
+/// step after two untimed ones, each call timed on its own (inside the op-scoped injection of
+/// its kind, a device sync closing it) where the forward makes it, after the op the forward
+/// runs before it. An op so timed meets the thread pools and caches as the model leaves them
+/// (the barrier pool's worker parked or spinning after the rayon ops between two quantized
+/// matmuls; the weights of the other layers and the lm_head streamed through the cache since
+/// its last call) rather than the hot, back-to-back state of [`time_op`]. Fills each row's
+/// `seq_us` with the median over the replays of its time per step divided by its calls, and
+/// the 95% CI.
+pub fn time_in_order(
+    benches: &mut [(Bench, Option<GgmlOp>)],
+    order: &[usize],
+    dev: &Device,
+    reps: usize,
+    seed: u64,
+) -> Result<()> {
+    let mut per_rep: Vec<Vec<f64>> = vec![Vec::with_capacity(reps); benches.len()];
+    for rep in 0..reps + 2 {
+        let mut acc = vec![0f64; benches.len()];
+        for &i in order {
+            let b = &mut benches[i].0;
+            let t = Instant::now();
+            around_op(&b.row.kind, &mut b.run)?;
+            sync(dev)?;
+            acc[i] += t.elapsed().as_secs_f64() * 1e6;
+        }
+        if rep >= 2 {
+            for (samples, us) in per_rep.iter_mut().zip(acc) {
+                samples.push(us);
+            }
+        }
+    }
+    for ((b, _), samples) in benches.iter_mut().zip(per_rep) {
+        let calls = b.row.calls.max(1) as f64;
+        let per_call: Vec<f64> = samples.iter().map(|us| us / calls).collect();
+        b.row.seq_us = Some(median(&per_call));
+        b.row.seq_ci_us = bootstrap_median_ci(&per_call, 2000, seed);
+    }
+    Ok(())
 }
 
 /// Parses `test-backend-ops perf` console output: `name -> us/run` of the cases named `opN`.
@@ -1289,12 +1460,24 @@ impl OpsTable {
         self.ops_us() / self.step_us
     }
 
-    /// The row with the largest absolute time gap per step (candle - ggml), with ggml times.
-    pub fn largest_gap(&self) -> Option<&OpRow> {
+    /// Sum over the rows of calls x time per call in the forward's order (us); None when a
+    /// row was not timed in order.
+    pub fn in_order_us(&self) -> Option<f64> {
         self.rows
             .iter()
-            .filter(|r| r.ggml_us.is_some())
-            .max_by(|a, b| gap(a).abs().total_cmp(&gap(b).abs()))
+            .map(|r| r.seq_us.map(|us| us * r.calls as f64))
+            .sum()
+    }
+
+    /// Among the rows with ggml times, the one with the largest gap per step where candle is
+    /// slower (`candle_slower`: the op accounting for most of the step's gap to ggml), or where
+    /// ggml is slower.
+    pub fn largest_gap(&self, candle_slower: bool) -> Option<&OpRow> {
+        let sign = if candle_slower { 1.0 } else { -1.0 };
+        self.rows
+            .iter()
+            .filter(|r| r.ggml_us.is_some() && sign * gap(r) > 0.0)
+            .max_by(|a, b| (sign * gap(a)).total_cmp(&(sign * gap(b))))
     }
 
     /// The table as markdown, with the coverage line (and the peer's columns and the
@@ -1315,12 +1498,21 @@ impl OpsTable {
                 .map(|i| format!(", injected {i}"))
                 .unwrap_or_default()
         );
-        s.push_str("| kind | op | shape | calls/step | us/call [95% CI] | share of step | GB/s | GFLOP/s | % of roof |");
+        let in_order = self.in_order_us();
+        s.push_str("| kind | op | shape | calls/step | us/call [95% CI] |");
+        if in_order.is_some() {
+            s.push_str(" in order us/call [95% CI] |");
+        }
+        s.push_str(" share of step | GB/s | GFLOP/s | % of roof |");
         if peer {
             s.push_str(" ggml us/call | candle/ggml | gap us/step |");
         }
         s.push('\n');
-        s.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|");
+        s.push_str("|---|---|---|---:|---:|");
+        if in_order.is_some() {
+            s.push_str("---:|");
+        }
+        s.push_str("---:|---:|---:|---:|");
         if peer {
             s.push_str("---:|---:|---:|");
         }
@@ -1336,16 +1528,26 @@ impl OpsTable {
                 (_, _, Some(mem)) => Some(gbs / mem),
                 _ => None,
             };
+            let ci = |c: Option<(f64, f64)>| {
+                c.map(|(l, h)| format!("[{l:.2}, {h:.2}]"))
+                    .unwrap_or_else(|| "[n/a]".into())
+            };
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} {} | {:.1}% | {:.2} | {} | {} |",
+                "| {} | {} | {} | {} | {:.2} {} |",
                 r.kind,
                 r.op,
                 r.shape,
                 r.calls,
                 r.us,
-                r.ci_us
-                    .map(|(l, h)| format!("[{l:.2}, {h:.2}]"))
-                    .unwrap_or_else(|| "[n/a]".into()),
+                ci(r.ci_us),
+            ));
+            if in_order.is_some() {
+                if let Some(us) = r.seq_us {
+                    s.push_str(&format!(" {us:.2} {} |", ci(r.seq_ci_us)));
+                }
+            }
+            s.push_str(&format!(
+                " {:.1}% | {:.2} | {} | {} |",
                 100.0 * r.step_us() / step,
                 gbs,
                 gflops
@@ -1367,7 +1569,7 @@ impl OpsTable {
         }
         let ops = self.ops_us();
         s.push_str(&format!(
-            "\ncoverage: the ops sum to {:.1} us of the measured {} step of {:.1} us [95% CI {}] ({} steps): {:.1}%.",
+            "\ncoverage: the ops sum to {:.1} us of the measured {} step of {:.1} us [95% CI {}] ({} steps): {:.1}% timed alone (each op back to back, hot caches);",
             ops,
             self.phase.name(),
             step,
@@ -1377,16 +1579,37 @@ impl OpsTable {
             self.step_samples,
             100.0 * ops / step
         ));
-        if ops < step {
+        let covered = match in_order {
+            Some(seq) => {
+                s.push_str(&format!(
+                    " {:.1}% timed in the forward's order ({seq:.1} us: each call where the forward makes it, after the op before it, the thread pools and caches as the model leaves them).",
+                    100.0 * seq / step
+                ));
+                seq
+            }
+            None => {
+                s.push_str(&format!(
+                    " in the forward's order: not available ({}).",
+                    self.order_note
+                        .as_deref()
+                        .unwrap_or("this table was measured without it")
+                ));
+                ops
+            }
+        };
+        if covered < step {
             s.push_str(&format!(
-                " Not covered: {:.1} us ({:.1}%): the work between the ops (views, reshapes, tensor bookkeeping and allocation in the model's forward, the engine's loop) and ops running slower in the model than alone (cold caches).\n",
-                step - ops,
-                100.0 * (step - ops) / step
+                " Not covered: {:.1} us ({:.1}%): the work between the ops (views, reshapes, tensor bookkeeping and allocation in the model's forward, the engine's loop){}.\n",
+                step - covered,
+                100.0 * (step - covered) / step,
+                if in_order.is_some() {
+                    ""
+                } else {
+                    " and ops running slower in the model than alone"
+                }
             ));
         } else {
-            s.push_str(
-                " The ops timed alone (hot caches, no neighbours) add up to more than the step.\n",
-            );
+            s.push_str(" The ops add up to more than the step.\n");
         }
         s.push_str(&self.render_in_model());
         s.push_str(&format!(
@@ -1415,10 +1638,9 @@ impl OpsTable {
                 "ggml: {p}; the {} ops it has: candle {c:.1} us/step, ggml {g:.1} us/step\n",
                 with.len()
             ));
-            match self.largest_gap() {
-                Some(r) => s.push_str(&format!(
-                    "largest gap ({}): {} {} {}: candle {:.2} us x {} = {:.1} us/step, ggml {:.2} us x {} = {:.1} us/step, gap {:+.1} us/step\n",
-                    if gap(r) > 0.0 { "candle slower" } else { "ggml slower" },
+            let line = |what: &str, r: &OpRow| {
+                format!(
+                    "largest gap ({what}): {} {} {}: candle {:.2} us x {} = {:.1} us/step, ggml {:.2} us x {} = {:.1} us/step, gap {:+.1} us/step\n",
                     r.kind,
                     r.op,
                     r.shape,
@@ -1429,8 +1651,19 @@ impl OpsTable {
                     r.calls,
                     r.ggml_us.unwrap_or(f64::NAN) * r.calls as f64,
                     gap(r)
-                )),
-                None => s.push_str("largest gap: not available (test-backend-ops reported no op)\n"),
+                )
+            };
+            if let Some(r) = self.largest_gap(false) {
+                s.push_str(&line("ggml slower", r));
+            }
+            match self.largest_gap(true) {
+                Some(r) => s.push_str(&line("candle slower", r)),
+                None if with.is_empty() => s.push_str(
+                    "largest gap (candle slower): not available (test-backend-ops reported no op)\n",
+                ),
+                None => s.push_str(
+                    "largest gap (candle slower): none (candle is as fast or faster on every op ggml has)\n",
+                ),
             }
         }
         s
@@ -1444,6 +1677,15 @@ impl OpsTable {
             .iter()
             .filter(|r| r.kind == kind)
             .map(OpRow::step_us)
+            .sum()
+    }
+
+    /// Time per step of the rows of `kind` timed in the forward's order (us; 0 without).
+    fn order_us(&self, kind: &str) -> f64 {
+        self.rows
+            .iter()
+            .filter(|r| r.kind == kind)
+            .filter_map(|r| r.seq_us.map(|us| us * r.calls as f64))
             .sum()
     }
 
@@ -1462,34 +1704,55 @@ impl OpsTable {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let unmarked_alone: f64 = unmarked.iter().map(|k| self.alone_us(k)).sum();
-        let between = p.step_us - marked - unmarked_alone;
+        // What the model's times are held against: the ops in the forward's order where the
+        // table has them, else alone.
+        let ordered = self.in_order_us().is_some();
+        let (against, reference) = if ordered {
+            ("in the forward's order", "in order")
+        } else {
+            ("alone", "alone")
+        };
+        let ref_us = |kind: &str| -> f64 {
+            if ordered {
+                self.order_us(kind)
+            } else {
+                self.alone_us(kind)
+            }
+        };
+        let unmarked_ref: f64 = unmarked.iter().map(|k| ref_us(k)).sum();
+        let between = p.step_us - marked - unmarked_ref;
         let mut s = format!(
-            "in the model ({} profiled steps, each marked op's wall time inside the forward): step {:.1} us; the marked ops {:.1} us ({:.1}%); in the model vs alone, us per step:",
+            "in the model ({} profiled steps, each marked op's wall time inside the forward): step {:.1} us; the marked ops {:.1} us ({:.1}%); in the model vs alone{}, us per step:",
             p.steps,
             p.step_us,
             marked,
-            100.0 * marked / p.step_us
+            100.0 * marked / p.step_us,
+            if ordered { " and in order" } else { "" }
         );
         let mut deltas: Vec<(String, f64)> = Vec::new();
         for k in &p.kinds {
             let alone = self.alone_us(&k.kind);
             s.push_str(&format!(
-                " {} {:.1} vs {:.1} ({:+.1});",
+                " {} {:.1} vs {:.1} ({:+.1})",
                 k.kind,
                 k.us,
                 alone,
                 k.us - alone
             ));
+            if ordered {
+                let o = self.order_us(&k.kind);
+                s.push_str(&format!(" and {:.1} ({:+.1})", o, k.us - o));
+            }
+            s.push(';');
             deltas.push((
-                format!("{} runs slower in the model than alone", k.kind),
-                k.us - alone,
+                format!("{} runs slower in the model than {against}", k.kind),
+                k.us - ref_us(&k.kind),
             ));
         }
         s.push_str(&format!(
-            " the ops the forward does not mark ({}) alone {:.1} us; the rest, {:.1} us ({:.1}%), is the work between the ops (views, reshapes, allocation, the pick's host copy).\n",
+            " the ops the forward does not mark ({}) {reference} {:.1} us; the rest, {:.1} us ({:.1}%), is the work between the ops (views, reshapes, allocation, the pick's host copy).\n",
             unmarked.join(", "),
-            unmarked_alone,
+            unmarked_ref,
             between,
             100.0 * between / p.step_us
         ));
@@ -1650,8 +1913,20 @@ pub fn measure(
     // load drifts during the run weighs on both sides of the coverage alike.
     let first = plan.step_trials.div_ceil(2);
     let mut steps = step_times(loaded.model.as_mut(), plan, first)?;
-    let benches = gemma3_ops(&path, plan, &dev)?;
-    let mut rows = time_rows(benches, &dev, plan, ids.as_ref(), progress)?;
+    let OpsSet { mut benches, order } = gemma3_ops(&path, plan, &dev)?;
+    time_rows(&mut benches, &dev, plan, ids.as_ref(), progress)?;
+    let order_note = match &order {
+        Ok(order) => {
+            let reps = match plan.phase {
+                Phase::Decode => plan.step_trials * OpsPlan::DECODE_STEPS,
+                Phase::Prefill => plan.step_trials,
+            };
+            time_in_order(&mut benches, order, &dev, reps.max(3), plan.seed)?;
+            None
+        }
+        Err(why) => Some(why.clone()),
+    };
+    let mut rows: Vec<OpRow> = benches.into_iter().map(|(b, _)| b.row).collect();
     steps.extend(step_times(
         loaded.model.as_mut(),
         plan,
@@ -1702,5 +1977,50 @@ pub fn measure(
         injected: crate::measure::inject::current().map(|i| i.to_string()),
         peer: peer_desc,
         in_model,
+        order_note,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bench(kind: &str, calls: usize) -> (Bench, Option<GgmlOp>) {
+        let mut rows = Rows {
+            benches: Vec::new(),
+        };
+        rows.add(
+            kind,
+            kind,
+            "(1)".into(),
+            calls,
+            4.0,
+            None,
+            None,
+            Box::new(|| Ok(())),
+        );
+        (rows.benches.pop().unwrap().0, None)
+    }
+
+    #[test]
+    fn the_forward_order_must_call_each_row_as_often_as_the_table_says() {
+        let benches = vec![bench("matmul", 2), bench("rms_norm", 1)];
+        assert_eq!(check_order(&benches, vec![0, 1, 0]), Ok(vec![0, 1, 0]));
+        let e = check_order(&benches, vec![0, 1]).unwrap_err();
+        assert!(e.contains("`matmul matmul` 1 times, the table 2"), "{e}");
+        assert!(check_order(&benches, vec![0, 0, 1, 1]).is_err());
+    }
+
+    #[test]
+    fn in_order_times_fill_every_row_and_sum_per_step() {
+        let mut benches = vec![bench("matmul", 2), bench("add", 1)];
+        let dev = Device::Cpu;
+        time_in_order(&mut benches, &[0, 1, 0], &dev, 5, 1).unwrap();
+        for (b, _) in &benches {
+            let us = b.row.seq_us.unwrap();
+            assert!(us.is_finite() && us >= 0.0);
+            let (lo, hi) = b.row.seq_ci_us.unwrap();
+            assert!(lo <= us && us <= hi);
+        }
+    }
 }
