@@ -493,6 +493,33 @@ pub fn write_index(root: &Path) -> Result<()> {
             }
         }
     }
+    // Serving: the newest load run (`modelbench load` writes requests.jsonl after each level
+    // and load.md, load.csv, load.png at the end), read from the folder's own records.
+    if let Some(latest) = folders
+        .iter()
+        .rev()
+        .find(|p| p.join("requests.jsonl").is_file() || p.join("load.md").is_file())
+    {
+        let name = latest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match read_run(latest) {
+            Ok(records) => {
+                let chart = latest.join("load.png").is_file();
+                if let Some(section) = crate::output::serving::serving_html(&name, &records, chart)
+                {
+                    h.push_str(&section);
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    h,
+                    "<h2>Serving</h2>\n<p>load results of {name} not available: {e}</p>"
+                );
+            }
+        }
+    }
     // Trend charts from the results database; a failure there never fails the run.
     match crate::output::db::index_trends(root, 8) {
         Ok(charts) if !charts.is_empty() => {
