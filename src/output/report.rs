@@ -187,12 +187,7 @@ fn opt_ms(
     p.map(|p| format!("{:.3}", f(&p))).unwrap_or_default()
 }
 
-/// A number with `prec` decimals, or `n/a` when it was not measured (tables).
-pub fn na(v: Option<f64>, prec: usize) -> String {
-    v.filter(|x| x.is_finite())
-        .map(|x| format!("{x:.prec$}"))
-        .unwrap_or_else(|| "n/a".into())
-}
+pub use crate::output::na;
 
 pub fn csv(records: &[Record]) -> String {
     let mut s = String::from(

@@ -7,8 +7,8 @@ use std::path::Path;
 use crate::error::Result;
 use crate::measure::latency::LoadSummary;
 use crate::measure::stats::Percentiles;
+use crate::output::na;
 use crate::output::record::{Kind, Record};
-use crate::output::report::na;
 
 /// The level (`c=4`, `rate=2/s`) and summary of a serving-load record.
 pub fn level_of(r: &Record) -> Option<(String, LoadSummary)> {
