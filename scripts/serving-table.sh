@@ -3,8 +3,10 @@
 # server with --fast-weights, and llama.cpp's llama-server, on the same GGUF, the same thread
 # count, as many slots each, loopback only; `modelbench load` at concurrency 1, 2, 4 with
 # prompts of 128 tokens and 64 output tokens; one Markdown table with each level's output
-# tok/s over the same server's c=1 level. The servers run one at a time (each started, loaded,
-# measured and stopped before the next), so an idle server never shares the cores.
+# tok/s over the same server's c=1 level, and one chart (load.png: tokens/s per user against
+# total tokens/s, a line per server). All servers are started first and stopped at the end;
+# `modelbench load` measures them one after the other, so while one is measured the others sit
+# idle (blocked on their sockets; no CPU).
 #
 # Measure on a quiet machine: every number is the machine's as much as the server's when
 # anything else runs (docs/serving.md). A short --duration (e.g. 3s) checks that the script
@@ -21,8 +23,9 @@
 #           installs in the Hugging Face cache)
 #   --threads: CANDLE_NUM_THREADS/RAYON_NUM_THREADS of ours, -t/-tb of llama-server
 #   --slots: ours --max-batch, llama-server -np (context 1024 per slot)
-# Each server's log is kept under target/serving-table/ (printed at the end); the run folders
-# of `modelbench load` are under target-reports/ as usual (label serving-table-<server>).
+# Each server's log is kept under target/serving-table/ (printed at the end); the run folder
+# of `modelbench load` is under target-reports/ as usual (label serving-table), and
+# target-reports/index.html shows it in its Serving section.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,16 +81,19 @@ fi
 
 logs=$repo/target/serving-table
 mkdir -p "$logs"
-pid=""
-stop_server() {
-    if [ -n "$pid" ]; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        pid=""
-    fi
+pids=()
+stop_servers() {
+    local p
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    pids=()
 }
-trap stop_server EXIT
-trap 'stop_server; exit 130' INT TERM
+trap stop_servers EXIT
+trap 'stop_servers; exit 130' INT TERM
 
 port_free() {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -95,7 +101,7 @@ port_free() {
 
 # Waits until the server answers /health (llama-server: 200 once the model is loaded).
 wait_ready() {
-    local url=$1 log=$2 i
+    local url=$1 log=$2 pid=$3 i
     for i in $(seq 1 600); do
         if curl -sf -o /dev/null --max-time 2 "$url/health"; then
             return 0
@@ -110,11 +116,10 @@ wait_ready() {
     die "the server at $url was not ready after 300 s (log: $log)"
 }
 
-tables=()
-runs=()
+targets=()
 IFS=, read -r -a names <<<"$servers"
 for name in "${names[@]}"; do
-    port_free "$port" || die "port $port is in use; pass --port P (ports P.. are used one at a time)"
+    port_free "$port" || die "port $port is in use; pass --port P (ports P, P+1, ... are used)"
     url=http://127.0.0.1:$port
     log=$logs/$name.log
     case "$name" in
@@ -124,48 +129,40 @@ for name in "${names[@]}"; do
         CANDLE_NUM_THREADS=$threads RAYON_NUM_THREADS=$threads HF_HUB_OFFLINE=1 \
             "$bin" serve --model "$model_ref" --host 127.0.0.1 --port "$port" \
             --max-batch "$slots" --context 4096 "${fast[@]}" >"$log" 2>&1 &
-        pid=$!
         ;;
     llama-server)
         [ -x "$llama/bin/llama-server" ] || die "$llama/bin/llama-server is missing; build it with scripts/build-llama-cpp.sh or pass --llama-cpp DIR (or leave llama-server out of --servers)"
         "$llama/bin/llama-server" -m "$gguf" --alias "$model_ref" --host 127.0.0.1 \
             --port "$port" -c $((slots * 1024)) -np "$slots" -t "$threads" -tb "$threads" \
             >"$log" 2>&1 &
-        pid=$!
         ;;
     *) die "--servers: unknown server '$name' (ours, ours-fast-weights, llama-server)" ;;
     esac
+    pids+=($!)
     echo "== $name: starting (log $log) ..." >&2
-    wait_ready "$url" "$log"
-    echo "== $name: ready at $url; load at c = $levels, $duration per level" >&2
-    loadlog=$logs/$name.load.log
-    HF_HUB_OFFLINE=1 "$bin" load --url "$name=$url" --model "$model_ref" \
-        --prompt-tokens "$prompt" --max-tokens "$out" --concurrency "$levels" \
-        --duration "$duration" --warmup "$warmup" --slo-preset "$slo" \
-        --label "serving-table-$name" 2>&1 | tee "$loadlog" >&2
-    stop_server
-    run=$(sed -n 's/^run folder: //p' "$loadlog" | tail -1)
-    [ -n "$run" ] && [ -f "$run/load.md" ] || die "$name: modelbench load wrote no load.md (log $loadlog)"
-    runs+=("$run")
-    # The scaling table of load.md (`## Scaling`): its header and separator, then the rows.
-    tables+=("$(awk '/^## Scaling/{s=1; next} s && /^\|/' "$run/load.md")")
+    wait_ready "$url" "$log" "$!"
+    echo "== $name: ready at $url" >&2
+    targets+=("$name=$url")
     port=$((port + 1))
 done
 
+echo "== load at c = $levels, $duration per level, each server in turn" >&2
+loadlog=$logs/load.log
+HF_HUB_OFFLINE=1 "$bin" load --url "$(IFS=,; echo "${targets[*]}")" --model "$model_ref" \
+    --prompt-tokens "$prompt" --max-tokens "$out" --concurrency "$levels" \
+    --duration "$duration" --warmup "$warmup" --slo-preset "$slo" \
+    --label serving-table 2>&1 | tee "$loadlog" >&2
+stop_servers
+run=$(sed -n 's/^run folder: //p' "$loadlog" | tail -1)
+[ -n "$run" ] && [ -f "$run/load.md" ] || die "modelbench load wrote no load.md (log $loadlog)"
+
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "not available")
-llama_version=$("$llama/bin/llama-server" --version 2>&1 | sed -n 's/^version: //p' | head -1)
+llama_version=$("$llama/bin/llama-server" --version 2>&1 | sed -n 's/^version: //p' | head -1 || true)
 echo
 echo "Gemma 3 270M Q4_K_M ($(basename "$gguf")), prompt $prompt tokens, output $out, $threads thread(s) per server, $slots slots, $duration per level, SLO preset $slo; modelbench $commit, llama-server ${llama_version:-not available}; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-first=1
-for t in "${tables[@]}"; do
-    if [ $first = 1 ]; then
-        printf '%s\n' "$t"
-        first=0
-    else
-        printf '%s\n' "$t" | tail -n +3
-    fi
-done
+# The scaling table of load.md (after `## Scaling`): x c=1 per level per server.
+awk '/^## Scaling/{s=1; next} s && /^\|/' "$run/load.md"
 echo
-echo "run folders: ${runs[*]}"
+echo "run folder: $run (load.md, load.csv, load.png, requests.jsonl)"
 echo "server logs: $logs"
