@@ -425,11 +425,19 @@ fn tiny_load_run_writes_records_table_and_plot() {
         assert_eq!(r["samples_s"].as_array().expect("e2e").len(), 4);
     }
     let md = std::fs::read_to_string(run.join("load.md")).expect("load.md");
-    assert_eq!(
-        md.lines()
+    let (levels, scaling) = md.split_once("## Scaling").expect("a scaling table");
+    let rows = |t: &str| {
+        t.lines()
             .filter(|l| l.starts_with("| fixture:llama"))
-            .count(),
-        2,
+            .count()
+    };
+    assert_eq!(rows(levels), 2, "{md}");
+    assert_eq!(rows(scaling), 2, "{md}");
+    assert!(scaling.contains("| fixture:llama | c=1 | "), "{md}");
+    assert!(
+        scaling
+            .lines()
+            .any(|l| l.starts_with("| fixture:llama | c=1 | ") && l.contains(" | 1.00 | ")),
         "{md}"
     );
     let csv = std::fs::read_to_string(run.join("load.csv")).expect("load.csv");

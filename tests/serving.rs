@@ -153,6 +153,15 @@ fn models_without_batching_refuse_max_batch_in_one_line() {
         Err(e) => e,
     };
     assert!(e.contains("--max-batch 4") && !e.contains('\n'), "{e}");
+    // --fast-weights re-encodes the batched Gemma 3's weights; another model has none to run.
+    let e = match start("fixture:llama", |o| o.fast_weights = true) {
+        Ok(_) => panic!("llama accepted --fast-weights"),
+        Err(e) => e,
+    };
+    assert!(
+        e.contains("--fast-weights") && e.contains("leave --fast-weights out") && !e.contains('\n'),
+        "{e}"
+    );
     // Left out, it serves one at a time.
     let s = start("fixture:llama", |_| {}).unwrap();
     let (c, v, _) = post(
@@ -161,4 +170,116 @@ fn models_without_batching_refuse_max_batch_in_one_line() {
     );
     assert_eq!(c, 200, "{v}");
     assert_eq!(v["usage"]["completion_tokens"], 3);
+}
+
+/// A `serving-load` record of one level as `modelbench load` writes it.
+fn level(
+    server: &str,
+    c: usize,
+    tok_s: f64,
+    ttft: (f64, f64),
+    tpot: (f64, f64),
+    errors: usize,
+) -> modelbench::output::record::Record {
+    use modelbench::measure::latency::LoadSummary;
+    use modelbench::measure::stats::Percentiles;
+    use modelbench::output::record::{Kind, Record};
+    let p = |(p50, p99): (f64, f64)| Percentiles {
+        p50,
+        p90: (p50 + p99) / 2.0,
+        p99,
+        mean: p50,
+    };
+    let summary = LoadSummary {
+        requests: 20 + errors,
+        completed: 20,
+        errors,
+        duration_s: 30.0,
+        request_s: Some(tok_s / 64.0),
+        output_tok_s: Some(tok_s),
+        tok_s_per_user: Some(1e3 / tpot.0),
+        output_tokens: 1280,
+        ttft_ms: Some(p(ttft)),
+        tpot_ms: Some(p(tpot)),
+        itl_ms: Some(p(tpot)),
+        e2e_ms: Some(p((ttft.0 + 63.0 * tpot.0, ttft.1 + 63.0 * tpot.1))),
+        goodput_request_s: Some(0.25 * c as f64),
+        slo_attained: Some(0.5),
+        slo_p99_met: Some(false),
+    };
+    let mut r = Record::from_samples(Kind::ServingLoad, "serving-load", vec![1.0; 20], 64);
+    r.id = format!("serving-load/c={c}/{server}");
+    r.model.label = server.into();
+    r.prompt_tokens = 128;
+    r.new_tokens = 64;
+    r.tok_s = Some(tok_s);
+    r.extra = json!({"level": format!("c={c}"), "server": server, "mode": "closed-loop",
+        "concurrency": c, "slo": "ttft<=2000ms,tpot<=100ms", "summary": summary});
+    r
+}
+
+/// target-reports/index.html gets a Serving section from the newest run folder holding load
+/// results (the numbers of its records, the ratio to c=1 per server, the sweep chart), and
+/// none when no run folder holds any.
+#[test]
+fn index_html_shows_the_newest_load_run_and_nothing_without_one() {
+    use modelbench::output::record::{Kind, Record};
+    use modelbench::output::report::{write_artifacts, write_index};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // A run folder without load results.
+    let bench = root.join("20990101_000000-bench");
+    std::fs::create_dir_all(&bench).unwrap();
+    let mut g = Record::from_samples(Kind::Generation, "short", vec![0.5, 0.6], 32);
+    g.model.label = "fixture:llama".into();
+    write_artifacts(&bench, &[g]).unwrap();
+    write_index(root).unwrap();
+    let html = std::fs::read_to_string(root.join("index.html")).unwrap();
+    assert!(html.contains("20990101_000000-bench"), "{html}");
+    assert!(!html.contains("<h2>Serving</h2>"), "{html}");
+
+    // A load run: two servers, c = 1, 2, 4.
+    let load = root.join("20990101_000100-load");
+    std::fs::create_dir_all(&load).unwrap();
+    let records = vec![
+        level("ours", 1, 33.1, (298.5, 723.4), (24.1, 28.4), 0),
+        level("ours", 2, 52.7, (321.9, 623.4), (33.2, 34.4), 0),
+        level("ours", 4, 67.9, (1094.9, 1320.9), (44.6, 58.1), 3),
+        level("llama-server", 1, 53.4, (359.7, 400.2), (12.7, 13.1), 0),
+        level("llama-server", 2, 33.8, (692.0, 800.5), (49.0, 51.2), 0),
+        level("llama-server", 4, 39.9, (1350.5, 1500.0), (80.1, 90.3), 0),
+    ];
+    write_artifacts(&load, &records).unwrap();
+    std::fs::write(load.join("requests.jsonl"), "").unwrap();
+    assert!(
+        modelbench::output::serving::sweep_png(&load.join("load.png"), &records).unwrap(),
+        "the sweep chart"
+    );
+    write_index(root).unwrap();
+    let html = std::fs::read_to_string(root.join("index.html")).unwrap();
+    let start = html.find("<h2>Serving</h2>").expect("a Serving section");
+    let section = &html[start..];
+    let section = &section[..section.find("</table>").unwrap()];
+    assert!(section.contains("20990101_000100-load"), "{section}");
+    // Each row: server, level, tok/s, x c=1, per user, TTFT, TPOT, goodput, OK / errors.
+    for row in [
+        "<td>ours</td><td>c=1</td><td>33.1</td><td>1.00</td><td>41.5</td><td>298.5 / 723.4</td><td>24.1 / 28.4</td><td>0.25 (50%)</td><td>20 / 0</td>",
+        "<td>ours</td><td>c=2</td><td>52.7</td><td>1.59</td>",
+        "<td>ours</td><td>c=4</td><td>67.9</td><td>2.05</td><td>22.4</td><td>1094.9 / 1320.9</td><td>44.6 / 58.1</td><td>1.00 (50%)</td><td>20 / 3</td>",
+        "<td>llama-server</td><td>c=2</td><td>33.8</td><td>0.63</td>",
+        "<td>llama-server</td><td>c=4</td><td>39.9</td><td>0.75</td>",
+    ] {
+        assert!(section.contains(row), "{row}\nnot in\n{section}");
+    }
+    assert!(
+        html.contains("<img src=\"20990101_000100-load/load.png\""),
+        "{html}"
+    );
+    // The same numbers as Markdown (load.md's scaling table, scripts/serving-table.sh).
+    let md = modelbench::output::serving::scaling_table(&records);
+    assert!(
+        md.contains("| ours | c=4 | 67.9 | 2.05 | 22.4 | 1094.9 / 1320.9 | 44.6 / 58.1 | 1.00 (50%) | 20 / 3 |"),
+        "{md}"
+    );
+    assert!(modelbench::output::serving::scaling_table(&[]).is_empty());
 }

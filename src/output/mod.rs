@@ -13,3 +13,12 @@ pub mod record;
 pub mod report;
 pub mod serving;
 pub mod summary;
+
+/// A number with `prec` decimals, or `n/a` when it was not measured (tables).
+/// (Here, not in `report`, so that `report` and the views it shows share it without an
+/// import cycle.)
+pub fn na(v: Option<f64>, prec: usize) -> String {
+    v.filter(|x| x.is_finite())
+        .map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "n/a".into())
+}

@@ -187,12 +187,7 @@ fn opt_ms(
     p.map(|p| format!("{:.3}", f(&p))).unwrap_or_default()
 }
 
-/// A number with `prec` decimals, or `n/a` when it was not measured (tables).
-pub fn na(v: Option<f64>, prec: usize) -> String {
-    v.filter(|x| x.is_finite())
-        .map(|x| format!("{x:.prec$}"))
-        .unwrap_or_else(|| "n/a".into())
-}
+pub use crate::output::na;
 
 pub fn csv(records: &[Record]) -> String {
     let mut s = String::from(
@@ -490,6 +485,33 @@ pub fn write_index(root: &Path) -> Result<()> {
             Ok(false) => {}
             Err(e) => {
                 let _ = writeln!(h, "<p>peers history chart not available: {e}</p>");
+            }
+        }
+    }
+    // Serving: the newest load run (`modelbench load` writes requests.jsonl after each level
+    // and load.md, load.csv, load.png at the end), read from the folder's own records.
+    if let Some(latest) = folders
+        .iter()
+        .rev()
+        .find(|p| p.join("requests.jsonl").is_file() || p.join("load.md").is_file())
+    {
+        let name = latest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match read_run(latest) {
+            Ok(records) => {
+                let chart = latest.join("load.png").is_file();
+                if let Some(section) = crate::output::serving::serving_html(&name, &records, chart)
+                {
+                    h.push_str(&section);
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    h,
+                    "<h2>Serving</h2>\n<p>load results of {name} not available: {e}</p>"
+                );
             }
         }
     }

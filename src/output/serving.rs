@@ -7,8 +7,8 @@ use std::path::Path;
 use crate::error::Result;
 use crate::measure::latency::LoadSummary;
 use crate::measure::stats::Percentiles;
+use crate::output::na;
 use crate::output::record::{Kind, Record};
-use crate::output::report::na;
 
 /// The level (`c=4`, `rate=2/s`) and summary of a serving-load record.
 pub fn level_of(r: &Record) -> Option<(String, LoadSummary)> {
@@ -134,4 +134,142 @@ pub fn sweep_png(path: &Path, records: &[Record]) -> Result<bool> {
         &series,
     )?;
     Ok(true)
+}
+
+/// One row of the scaling view: a server's level beside its own concurrency-1 level.
+struct ScalingRow {
+    server: String,
+    level: String,
+    x: LoadSummary,
+    /// Output tok/s of this level over the same server's `c=1` level (None: no such level,
+    /// an open-loop level, or a throughput not measured).
+    vs_c1: Option<f64>,
+}
+
+fn scaling_rows(records: &[Record]) -> Vec<ScalingRow> {
+    let concurrency = |r: &Record| r.extra.get("concurrency").and_then(|v| v.as_u64());
+    records
+        .iter()
+        .filter_map(|r| {
+            let (level, x) = level_of(r)?;
+            let c1 = records
+                .iter()
+                .filter(|o| o.model.label == r.model.label && concurrency(o) == Some(1))
+                .filter_map(level_of)
+                .next_back()
+                .and_then(|(_, s)| s.output_tok_s)
+                .filter(|v| *v > 0.0);
+            let vs_c1 = match (concurrency(r), x.output_tok_s, c1) {
+                (Some(_), Some(t), Some(c1)) => Some(t / c1),
+                _ => None,
+            };
+            Some(ScalingRow {
+                server: r.model.label.clone(),
+                level,
+                x,
+                vs_c1,
+            })
+        })
+        .collect()
+}
+
+fn p50_p99(p: Option<Percentiles>) -> String {
+    match p {
+        Some(p) => format!("{:.1} / {:.1}", p.p50, p.p99),
+        None => "n/a".into(),
+    }
+}
+
+fn goodput(x: &LoadSummary) -> String {
+    match (x.goodput_request_s, x.slo_attained) {
+        (Some(g), Some(a)) => format!("{g:.2} ({:.0}%)", a * 100.0),
+        _ => "n/a (no SLO)".into(),
+    }
+}
+
+/// The cells of a scaling row, in [`SCALING_HEADER`]'s order.
+fn scaling_cells(r: &ScalingRow) -> [String; 9] {
+    [
+        r.server.clone(),
+        r.level.clone(),
+        na(r.x.output_tok_s, 1),
+        na(r.vs_c1, 2),
+        na(r.x.tok_s_per_user, 1),
+        p50_p99(r.x.ttft_ms),
+        p50_p99(r.x.tpot_ms),
+        goodput(&r.x),
+        format!("{} / {}", r.x.completed, r.x.errors),
+    ]
+}
+
+const SCALING_HEADER: [&str; 9] = [
+    "Server",
+    "Level",
+    "output tok/s",
+    "x c=1",
+    "tok/s per user",
+    "TTFT ms p50 / p99",
+    "TPOT ms p50 / p99",
+    "goodput req/s (attained)",
+    "OK / errors",
+];
+
+/// Per server and level: output tok/s and its ratio to the same server's `c=1` level, per-user
+/// speed, TTFT and TPOT p50/p99, goodput and errors (Markdown; what docs/serving.md and
+/// scripts/serving-table.sh print). Empty when no record is a load level.
+pub fn scaling_table(records: &[Record]) -> String {
+    let rows = scaling_rows(records);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "| {} |\n|---|---|{}\n",
+        SCALING_HEADER.join(" | "),
+        "---:|".repeat(SCALING_HEADER.len() - 2)
+    );
+    for r in &rows {
+        let _ = writeln!(s, "| {} |", scaling_cells(r).join(" | "));
+    }
+    s
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The `Serving` section of target-reports/index.html for the load run `run` (the folder's
+/// name, for links) with `records`: the scaling table as HTML and, when `chart` is set, the
+/// run's load.png (tokens/s per user against total tokens/s). None when no record is a load
+/// level.
+pub fn serving_html(run: &str, records: &[Record], chart: bool) -> Option<String> {
+    let rows = scaling_rows(records);
+    if rows.is_empty() {
+        return None;
+    }
+    let run = esc(run);
+    let mut h = format!(
+        "<h2>Serving</h2>\n<p>Newest load run, {run} (<a href=\"{run}/load.md\">load.md</a> · <a href=\"{run}/load.csv\">load.csv</a> · <a href=\"{run}/requests.jsonl\">requests.jsonl</a>): per server and level; x c=1 is the output tok/s over the same server's concurrency-1 level. Errors never enter the latency figures.</p>\n<table id=\"serving\">\n<tr>"
+    );
+    for c in SCALING_HEADER {
+        let _ = write!(h, "<th>{c}</th>");
+    }
+    h.push_str("</tr>\n");
+    for r in &rows {
+        h.push_str("<tr>");
+        for c in scaling_cells(r) {
+            let _ = write!(h, "<td>{}</td>", esc(&c));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
+    if chart {
+        let _ = writeln!(
+            h,
+            "<p>Tokens/s per user against total output tokens/s, one point per level:</p>\n<img src=\"{run}/load.png\" alt=\"serving: tokens/s per user against total tokens/s\">"
+        );
+    }
+    Some(h)
 }

@@ -29,7 +29,7 @@ use crate::measure::latency::{parse_duration_s, poisson_gaps, summarize_load, Re
 use crate::measure::stats::percentiles;
 use crate::output::record::{GenMetrics, Harness, Kind, Precision, Record};
 use crate::output::report::{reports_root, RunDir};
-use crate::output::serving::{load_csv, load_table, sweep_png};
+use crate::output::serving::{load_csv, load_table, scaling_table, sweep_png};
 
 /// Longest a load level may run, and most requests it may send: load tests stop by
 /// themselves.
@@ -716,15 +716,25 @@ pub fn load(a: &LoadOptions) -> Result<()> {
         }
     }
     let table = load_table(run.records());
-    println!("\n{table}");
+    let scaling = scaling_table(run.records());
+    println!(
+        "\n{table}\nScaling (x c=1: output tok/s over the same server's c=1 level):\n\n{scaling}"
+    );
     if !a.no_save {
+        // The plot first: writing load.md rewrites target-reports/index.html, whose serving
+        // section shows the plot when it exists.
+        let png = run.path.join("load.png");
+        let plotted = sweep_png(&png, run.records())?;
+        run.put_file("load.csv", load_csv(run.records()).into_bytes())?;
         run.put_file(
             "load.md",
-            format!("# modelbench load against {}\n\n{table}", a.url).into_bytes(),
+            format!(
+                "# modelbench load against {}\n\n{table}\n## Scaling\n\nx c=1: output tok/s over the same server's c=1 level.\n\n{scaling}",
+                a.url
+            )
+            .into_bytes(),
         )?;
-        run.put_file("load.csv", load_csv(run.records()).into_bytes())?;
-        let png = run.path.join("load.png");
-        if sweep_png(&png, run.records())? {
+        if plotted {
             println!("plot: {}", png.display());
         }
         println!("run folder: {}", run.path.display());

@@ -55,8 +55,9 @@ pub struct Options {
     pub dtype: String,
     /// Run the batched Gemma 3's Q5_0 weights as Q8_0 and widen Q8_0 weights to in-features
     /// of a multiple of 256 (the same weights on candle's VNNI kernels, which quantize
-    /// activations per 256 instead of per 32: on Gemma 3 270M this changes greedy tokens;
-    /// see docs/serving.md). False (the default): the bench path's kernels.
+    /// activations per 256 instead of per 32: on Gemma 3 270M this changes greedy tokens and
+    /// fails the KL-divergence gate; see docs/serving.md). False (the default): the bench
+    /// path's kernels.
     pub fast_weights: bool,
 }
 
@@ -99,6 +100,8 @@ pub struct Prepared {
     limits: Limits,
     /// One line for the log: how it batches.
     pub describe: String,
+    /// Whether it runs the batched path (the project's Gemma 3), not the model's own forward.
+    pub batched: bool,
 }
 
 /// Picks how `model` is served: the project's Gemma 3 batched over `max_batch` slots, any
@@ -133,6 +136,7 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
             Ok(Prepared {
                 model: Box::new(GemmaSlots::new(b, slots)),
                 limits,
+                batched: true,
                 describe: format!(
                     "continuous batching: up to {slots} sequences and {} tokens per step, prefill chunks of {}{}",
                     o.max_batch_tokens,
@@ -152,8 +156,15 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
                     model.meta().provenance.implementation
                 ));
             }
+            if o.fast_weights {
+                return bad_flag(format!(
+                    "--fast-weights: {} has no batched path to run on other kernels; it exists for the project's quantized Gemma 3 (gguf: Gemma 3 files); leave --fast-weights out",
+                    model.meta().provenance.implementation
+                ));
+            }
             Ok(Prepared {
                 model: Box::new(Single::new(model)),
+                batched: false,
                 limits: Limits {
                     max_batch: 1,
                     max_batch_tokens: usize::MAX,
@@ -162,6 +173,131 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
                 describe: "batch 1 (FIFO): this model runs one sequence per forward".into(),
             })
         }
+    }
+}
+
+/// One request's computation exactly as the server runs it, behind [`CausalLm`] (for the
+/// KL-divergence gate: `modelbench verify --served` / `--fast-weights`, tests/kld.rs): the
+/// scheduler's model from [`prepare`] (the same code, with one slot), a prompt cut into
+/// `prefill_chunk` pieces at the scheduler's offsets (0, C, 2C, ... of the sequence), later
+/// tokens as given (the gate decodes one at a time, as the server does). Not a second
+/// implementation: [`prepare`] builds it as it builds the server's.
+pub struct Served {
+    model: Box<dyn scheduler::StepModel>,
+    chunk: usize,
+    pos: usize,
+    meta: crate::models::ModelMeta,
+    device: candle_core::Device,
+}
+
+/// The model as `modelbench serve` with options `o` computes it (see [`Served`]). For the
+/// project's Gemma 3 the implementation named in its meta (part of a stored quality verdict's
+/// key) says so, with `--fast-weights` where set, so verdicts of the bench path and of the
+/// served path are stored apart.
+pub fn served(model: Box<dyn CausalLm>, o: &Options) -> Result<Served> {
+    let mut meta = model.meta().clone();
+    let device = model.device().clone();
+    let o = Options {
+        max_batch: Some(1),
+        ..o.clone()
+    };
+    let p = prepare(model, &o)?;
+    if p.batched {
+        meta.provenance.implementation = format!(
+            "{}; as `modelbench serve` runs it (batched path, prefill chunks of {}{})",
+            meta.provenance.implementation,
+            o.prefill_chunk,
+            if o.fast_weights {
+                ", --fast-weights: Q5_0 as Q8_0, Q8_0 widened to the VNNI kernels"
+            } else {
+                ""
+            }
+        );
+    }
+    let chunk = if p.model.chunked() {
+        p.limits.prefill_chunk.max(1)
+    } else {
+        usize::MAX
+    };
+    Ok(Served {
+        model: p.model,
+        chunk,
+        pos: 0,
+        meta,
+        device,
+    })
+}
+
+/// `l` with its model replaced by [`served`]`(model, o)` (file, tokenizer and load figures
+/// kept).
+pub fn served_loaded(
+    l: crate::models::loading::Loaded,
+    o: &Options,
+) -> Result<crate::models::loading::Loaded> {
+    let crate::models::loading::Loaded {
+        resolved,
+        model,
+        tokenizer,
+        load,
+    } = l;
+    Ok(crate::models::loading::Loaded {
+        resolved,
+        model: Box::new(served(model, o)?),
+        tokenizer,
+        load,
+    })
+}
+
+impl CausalLm for Served {
+    fn reset(&mut self) -> Result<()> {
+        self.pos = 0;
+        self.model.start(0)
+    }
+
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<candle_core::Tensor> {
+        if tokens.is_empty() {
+            return Err(Error::Serving("forward of zero tokens".into()));
+        }
+        if pos == 0 {
+            self.reset()?;
+        } else if pos != self.pos {
+            return Err(Error::Serving(format!(
+                "forward at position {pos} but the sequence holds {} positions (reset, or continue at {})",
+                self.pos, self.pos
+            )));
+        }
+        let mut last = None;
+        let mut done = 0;
+        while done < tokens.len() {
+            // The next cut at a multiple of the chunk, as the scheduler cuts a prompt.
+            let at = self.pos + done;
+            let room = self.chunk - at % self.chunk;
+            let n = room.min(tokens.len() - done);
+            let end = done + n;
+            let out = self.model.step(&[scheduler::Work {
+                slot: 0,
+                tokens: &tokens[done..end],
+                logits: end == tokens.len(),
+            }])?;
+            last = out.into_iter().next().flatten();
+            done = end;
+        }
+        self.pos += tokens.len();
+        let l = last.ok_or_else(|| Error::Serving("the step returned no logits".into()))?;
+        let n = l.len();
+        Ok(candle_core::Tensor::from_vec(l, n, &self.device)?)
+    }
+
+    fn meta(&self) -> &crate::models::ModelMeta {
+        &self.meta
+    }
+
+    fn device(&self) -> &candle_core::Device {
+        &self.device
+    }
+
+    fn depth(&self) -> usize {
+        self.pos
     }
 }
 

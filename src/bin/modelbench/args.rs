@@ -30,6 +30,19 @@ pub struct MoeArgs {
     pub target: TargetArgs,
 }
 
+/// The one switch between the bench path's kernels and the faster ones for the batched
+/// Gemma 3 (`serve`, and `verify`, which judges what `serve` would run).
+#[derive(Args)]
+pub struct FastWeightsArg {
+    /// Run the batched Gemma 3 on faster kernels: Q5_0 weights as Q8_0 and Q8_0 weights
+    /// widened to in-features of a multiple of 256 (candle's VNNI tiles). Those quantize
+    /// activations per 256 values instead of per 32: on Gemma 3 270M greedy tokens change and
+    /// the KL-divergence gate fails (`verify --fast-weights`; docs/serving.md). Off by
+    /// default.
+    #[arg(long)]
+    pub fast_weights: bool,
+}
+
 /// Where a CLI measurement runs and where its record goes (run, moe, perplexity).
 #[derive(Args)]
 pub struct TargetArgs {

@@ -11,7 +11,7 @@ use modelbench::engine::scenario::prepare;
 use modelbench::models::loading::{load_line, open};
 use modelbench::serving::server::{self, Options};
 
-use crate::args::device_and_dtype;
+use crate::args::{device_and_dtype, FastWeightsArg};
 
 /// `modelbench serve`.
 #[derive(Args)]
@@ -53,12 +53,8 @@ pub struct ServeArgs {
     /// Seed of requests that give none (request n uses seed + n).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Run the batched Gemma 3 on faster kernels: Q5_0 weights as Q8_0 and Q8_0 weights
-    /// widened to in-features of a multiple of 256 (candle's VNNI tiles). Those quantize
-    /// activations per 256 values instead of per 32, which on Gemma 3 270M changes greedy
-    /// tokens against the bench path (docs/serving.md); off by default.
-    #[arg(long)]
-    pub fast_weights: bool,
+    #[command(flatten)]
+    pub fast: FastWeightsArg,
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -97,7 +93,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         device: spec.to_string(),
         // What the weights are (`f32`, `gguf-q4_k_m`, ...), not only the activation dtype.
         dtype: loaded.model.meta().dtype.clone(),
-        fast_weights: a.fast_weights,
+        fast_weights: a.fast.fast_weights,
     };
     let precision = opts.dtype.clone();
     let prepared = server::prepare(loaded.model, &opts)?;

@@ -19,9 +19,10 @@ use modelbench::engine::scenario::prepare;
 use modelbench::models::loading::open;
 use modelbench::models::quality::{file_sha256, save};
 use modelbench::models::Weights;
+use modelbench::serving::server::{served_loaded, Options};
 use modelbench::workloads::kld::{run_kld_gate, table, KldReference};
 
-use crate::args::TargetArgs;
+use crate::args::{FastWeightsArg, TargetArgs};
 
 /// The committed references: (file, what they were made from is in their provenance).
 const COMMITTED: &[&str] = &["fixtures/reference/gemma-3-270m-Q4_K_M.kld.json"];
@@ -48,6 +49,14 @@ pub struct VerifyArgs {
     /// Compute the reference again even when a cached one exists.
     #[arg(long)]
     pub fresh_reference: bool,
+    /// Judge the model as `modelbench serve` computes a request (the project's Gemma 3: the
+    /// batched path with prefill chunks; other models: their own forward), not the bench
+    /// path. Implied by --fast-weights.
+    #[arg(long)]
+    pub served: bool,
+    /// As `serve --fast-weights` runs it (implies --served).
+    #[command(flatten)]
+    pub fast: FastWeightsArg,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -203,6 +212,12 @@ pub fn verify(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
 
     let dev = spec.open_for("--device")?;
     let mut loaded = open(res, &dev, dt, Some(a.n_ctx))?;
+    if a.served || a.fast.fast_weights {
+        // The server's own model-thread code with one slot (serving::server::served).
+        let mut o = Options::new(l, a.n_ctx);
+        o.fast_weights = a.fast.fast_weights;
+        loaded = served_loaded(loaded, &o)?;
+    }
     let implementation = loaded.model.meta().provenance.implementation.clone();
     let mut print = |p: &Progress| eprintln!("verify: {}", p.line());
     let v = run_kld_gate(
