@@ -173,7 +173,7 @@ fn served_gemma3_passes_the_kld_gate() {
 /// model the benchmarks measure. The other side of this verdict is
 /// `served_gemma3_passes_the_kld_gate` (same path, the bench path's kernels).
 #[test]
-fn fast_weights_gemma3_fails_the_kld_gate() {
+fn fast_weights_gemma3_passes_the_kld_gate() {
     let Some((v, m)) = gate_as(MODEL, Some(true)) else {
         return;
     };
@@ -183,10 +183,13 @@ fn fast_weights_gemma3_fails_the_kld_gate() {
         "fast weights: mean KLD {:.5}, p99 {:.4}, max {:.4}, same top-1 {:.2}%, PPL ratio {:.5}",
         v.ours.mean_kld, v.ours.kld_p99, v.ours.kld_max, v.ours.same_top1_percent, v.ours.ppl_ratio
     );
+    // Measured 2026-11-25: mean KLD 0.02691, p99 0.2221, same top-1 95.69%, PPL ratio 1.00139
+    // (limits 0.04469 / 0.35095 / 92.94% / 0.97878..1.02168). Widening the layers' 640-input
+    // weights as well failed (mean 0.05410); the gate's side that fails is shown by
+    // candle-transformers' quantized_gemma3 in this file.
     assert!(
-        !v.passed,
-        "--fast-weights now passes the KLD gate: update docs/serving.md, the --fast-weights help and this test"
+        v.passed,
+        "--fast-weights fails the KLD gate: {:?}",
+        v.checks
     );
-    let kld = v.checks.iter().find(|c| c.name == "mean KLD").unwrap();
-    assert!(!kld.passed, "fails by mean KLD: {kld:?}");
 }

@@ -142,7 +142,7 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
                     o.max_batch_tokens,
                     o.prefill_chunk,
                     match (o.fast_weights, padded) {
-                        (true, _) => format!("; {widened} weights widened to the VNNI kernels' shape, Q5_0 run as Q8_0, {padded} run a lone row as two (batch-independent results)"),
+                        (true, _) => format!("; Q5_0 run as Q8_0, {widened} weight (the lm_head) widened to the VNNI kernels' shape, {padded} run a lone row as two (batch-independent results)"),
                         (false, 0) => "; the bench path's kernels".to_string(),
                         (false, p) => format!("; the bench path's kernels, {p} weights run a lone row as two (batch-independent results)"),
                     }
@@ -208,7 +208,7 @@ pub fn served(model: Box<dyn CausalLm>, o: &Options) -> Result<Served> {
             meta.provenance.implementation,
             o.prefill_chunk,
             if o.fast_weights {
-                ", --fast-weights: Q5_0 as Q8_0, Q8_0 widened to the VNNI kernels"
+                ", --fast-weights: Q5_0 as Q8_0, the lm_head widened to the VNNI kernels"
             } else {
                 ""
             }

@@ -34,11 +34,12 @@ pub struct MoeArgs {
 /// Gemma 3 (`serve`, and `verify`, which judges what `serve` would run).
 #[derive(Args)]
 pub struct FastWeightsArg {
-    /// Run the batched Gemma 3 on faster kernels: Q5_0 weights as Q8_0 and Q8_0 weights
-    /// widened to in-features of a multiple of 256 (candle's VNNI tiles). Those quantize
-    /// activations per 256 values instead of per 32: on Gemma 3 270M greedy tokens change and
-    /// the KL-divergence gate fails (`verify --fast-weights`; docs/serving.md). Off by
-    /// default.
+    /// Run the batched Gemma 3 on faster kernels: Q5_0 weights as Q8_0 (bit-equal weights,
+    /// candle's SIMD Q8_0 loop instead of its scalar Q5_0 one) and the lm_head widened to
+    /// in-features of a multiple of 256 (candle's VNNI tiles, which quantize its activations
+    /// per 256 values instead of per 32). Logits change slightly; on Gemma 3 270M the
+    /// KL-divergence gate against llama.cpp passes (`verify --fast-weights`; docs/serving.md).
+    /// Off by default.
     #[arg(long)]
     pub fast_weights: bool,
 }
