@@ -28,7 +28,7 @@ pub struct PeersArgs {
     pub model: String,
     /// quick (short, medium), standard (+ prefill, decode, sampled) or full (all seven;
     /// full-pipe has no peer counterpart and is skipped for them).
-    #[arg(long, default_value = "quick")]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_TIER"))]
     pub suite: String,
     /// Peers to run, comma list of llama.cpp, torch (default: those that fit the model).
     #[arg(long)]
