@@ -1,6 +1,8 @@
 //! The knob table (src/config/knobs.rs) against everything that reads it: validation, the
 //! four plan constructors, docs/knobs.md's table and `modelbench --help`.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
@@ -287,10 +289,7 @@ fn write_readme_table() {
 
 #[test]
 fn help_lists_every_knob() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = common::bin().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     let missing: Vec<_> = KNOBS
@@ -306,10 +305,7 @@ fn help_lists_every_knob() {
 
 /// `modelbench <cmd> --help`.
 fn help_of(cmd: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args([cmd, "--help"])
-        .output()
-        .unwrap();
+    let out = common::bin().args([cmd, "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{cmd} --help: {text}");
     text
@@ -339,10 +335,7 @@ fn flag_defaults(help: &str) -> Vec<(String, Option<String>)> {
 /// The commands `modelbench --help` lists (the indented first words above "Details of a
 /// command").
 fn commands() -> Vec<String> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = common::bin().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     text.lines()
         .take_while(|l| !l.starts_with("Details of a command"))
