@@ -263,3 +263,58 @@ fn calibration_is_cached_and_force_remeasures() {
     // nothing is written beside the reports any more
     assert!(!r.join("machine.json").exists());
 }
+
+/// `modelbench moe` runs the moe bench's grid (experts x top-k x tokens, then the dense rows)
+/// with the benches' parser: lists accepted, a top-k above the smallest expert count refused
+/// in one line naming the flags.
+#[test]
+fn moe_runs_the_bench_grid_from_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "moe",
+        "--num-experts",
+        "4",
+        "--top-k",
+        "1,2",
+        "--tokens",
+        "1",
+        "--hidden",
+        "64",
+        "--intermediate",
+        "32",
+        "--warmup",
+        "0",
+        "--iters",
+        "2",
+        "--no-save",
+    ];
+    let o = modelbench(tmp.path(), &args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let ids: Vec<&str> = out
+        .lines()
+        .filter_map(|l| {
+            l.split(": median")
+                .next()
+                .filter(|_| l.contains(": median"))
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "moe_topk/cpu-f32/e4-k1/t1",
+            "moe_topk/cpu-f32/e4-k2/t1",
+            "moe_topk/cpu-f32/dense-k1/t1",
+            "moe_topk/cpu-f32/dense-k2/t1",
+        ],
+        "{out}"
+    );
+    assert_bad_input(
+        &modelbench(tmp.path(), &["moe", "--num-experts", "2,8", "--top-k", "4"]),
+        "--top-k=\"4\" is invalid: top-k 4 exceeds 2 experts (--num-experts)",
+    );
+    assert_bad_input(
+        &modelbench(tmp.path(), &["moe", "--tokens", "1,x"]),
+        "--tokens=\"1,x\" is invalid",
+    );
+}

@@ -1,6 +1,8 @@
 //! The knob table (src/config/knobs.rs) against everything that reads it: validation, the
 //! four plan constructors, docs/knobs.md's table and `modelbench --help`.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
@@ -287,10 +289,7 @@ fn write_readme_table() {
 
 #[test]
 fn help_lists_every_knob() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = common::bin().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     let missing: Vec<_> = KNOBS
@@ -304,32 +303,108 @@ fn help_lists_every_knob() {
     );
 }
 
-/// A CLI flag that sets what a knob sets has the knob's default (`modelbench depth`).
+/// `modelbench <cmd> --help`.
+fn help_of(cmd: &str) -> String {
+    let out = common::bin().args([cmd, "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{cmd} --help: {text}");
+    text
+}
+
+/// The flags of a command's `--help` and the default clap shows for each (None: none shown):
+/// each option's block runs from its `  -x`/`      --flag` line to the next one.
+fn flag_defaults(help: &str) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        if line.starts_with("  ") && t.starts_with('-') {
+            let flag = t
+                .split([' ', ','])
+                .find(|w| w.starts_with("--"))
+                .unwrap_or(t)
+                .to_string();
+            out.push((flag, None));
+        } else if let (Some(last), Some(i)) = (out.last_mut(), line.find("[default: ")) {
+            let rest = &line[i + "[default: ".len()..];
+            last.1 = Some(rest[..rest.rfind(']').unwrap()].to_string());
+        }
+    }
+    out
+}
+
+/// The commands `modelbench --help` lists (the indented first words above "Details of a
+/// command").
+fn commands() -> Vec<String> {
+    let out = common::bin().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .take_while(|l| !l.starts_with("Details of a command"))
+        .filter(|l| l.starts_with("  ") && !l.trim_start().starts_with('-'))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// A CLI flag that sets what a knob sets has the knob's default, as clap shows it: the flags
+/// of the table below, and --seed, --device, --suite, --paired-suite and --attention wherever
+/// a command has them.
 #[test]
 fn cli_defaults_are_the_knob_defaults() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(["depth", "--help"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    for (flag, name) in [
-        ("--depths", "MODELBENCH_DEPTHS"),
-        ("--prompt", "MODELBENCH_DEPTH_PROMPT"),
-        ("--gen", "MODELBENCH_DEPTH_GEN"),
-    ] {
-        let want = format!("[default: {}]", knobs::default_of(name));
-        let line = text
-            .lines()
-            .skip_while(|l| !l.contains(flag))
-            .take(5)
-            .collect::<Vec<_>>()
-            .join(" ");
-        assert!(
-            line.contains(&want),
-            "{flag}: want {want} (as {name}):\n{text}"
-        );
+    let named = [
+        ("depth", "--depths", "MODELBENCH_DEPTHS"),
+        ("depth", "--prompt", "MODELBENCH_DEPTH_PROMPT"),
+        ("depth", "--gen", "MODELBENCH_DEPTH_GEN"),
+        ("moe", "--num-experts", "MODELBENCH_MOE_EXPERTS"),
+        ("moe", "--top-k", "MODELBENCH_MOE_TOPK"),
+        ("moe", "--tokens", "MODELBENCH_MOE_TOKENS"),
+        ("moe", "--hidden", "MODELBENCH_MOE_HIDDEN"),
+        ("moe", "--intermediate", "MODELBENCH_MOE_INTERMEDIATE"),
+        ("train-sweep", "--precision", "MODELBENCH_TRAIN_STEP_DTYPES"),
+        ("train-sweep", "--seq", "MODELBENCH_TRAIN_STEP_SEQS"),
+        ("train-sweep", "--batch", "MODELBENCH_TRAIN_STEP_BATCHES"),
+    ];
+    let everywhere = [
+        ("--seed", "MODELBENCH_SEED"),
+        ("--device", "MODELBENCH_DEVICE"),
+        ("--suite", "MODELBENCH_TIER"),
+        ("--paired-suite", "MODELBENCH_TIER"),
+        ("--attention", "MODELBENCH_ATTENTION"),
+    ];
+    let cmds = commands();
+    assert!(cmds.len() >= 20, "commands of --help: {cmds:?}");
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for cmd in &cmds {
+        let flags = flag_defaults(&help_of(cmd));
+        let shown = |flag: &str| {
+            flags
+                .iter()
+                .find(|(f, _)| f == flag)
+                .map(|(_, d)| d.clone())
+        };
+        for (c, flag, knob) in named.iter().filter(|(c, _, _)| c == cmd) {
+            let want = knobs::default_of(knob);
+            match shown(flag) {
+                Some(Some(d)) if d == want => checked += 1,
+                got => wrong.push(format!("{c} {flag}: {got:?}, {knob} says {want:?}")),
+            }
+        }
+        for (flag, knob) in everywhere {
+            let want = knobs::default_of(knob);
+            match shown(flag) {
+                // No flag, or one without a default (e.g. an optional filter): nothing to match.
+                None | Some(None) => {}
+                Some(Some(d)) if d == want => checked += 1,
+                Some(Some(d)) => wrong.push(format!("{cmd} {flag}: {d:?}, {knob} says {want:?}")),
+            }
+        }
     }
+    assert!(
+        wrong.is_empty(),
+        "flag defaults that differ from their knob's:\n{}",
+        wrong.join("\n")
+    );
+    // The table's eleven, and --seed/--device/--suite on many commands.
+    assert!(checked >= named.len() + 15, "only {checked} flags checked");
 }
 
 /// Every default the table states as a value passes the knob's own parser (the plans and

@@ -1,6 +1,7 @@
 //! `modelbench peers` seen from outside: real recorded peer outputs (fixtures/peers/, see its
 //! SOURCE.md) parsed into records, the table and its ratios, the thread-count refusal and the
-//! one-line skips of peers that are not installed. No peer runs here.
+//! one-line skips of peers that are not installed, and the whole loop with a stand-in
+//! llama.cpp (a shell script). No real peer runs here.
 
 mod common;
 
@@ -884,6 +885,162 @@ fn the_torch_worker_runs_given_ids_at_the_threads_and_attention_asked_for() {
     let e = e.to_string();
     assert!(
         e.contains("--serve (defaults) failed (exit status 1)") && !e.contains('\n'),
+        "{e}"
+    );
+}
+
+/// A stand-in for llama-timed-ids (POSIX sh + awk): answers in its output format with the
+/// thread count asked for, and logs each call as `<KV type or default> <prompt ids>` to
+/// $FAKE_LLAMA_LOG; exits 1 naming itself when $FAKE_LLAMA_FAIL is set.
+const FAKE_LLAMA: &str = r#"#!/bin/sh
+[ -n "$FAKE_LLAMA_FAIL" ] && { echo "fake llama: cannot load the model" >&2; exit 1; }
+k=""; fa=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -m) m=$2; shift;; --ids) ids=$2; shift;; -n) n=$2; shift;; -t) t=$2; shift;;
+    --warmup) w=$2; shift;; -ctk) k=$2; shift;; -ctv) shift;; --fa) fa=$2; shift;;
+  esac
+  shift
+done
+echo "${k:-default} $(cat "$ids")" >> "$FAKE_LLAMA_LOG"
+awk -v n="$n" -v t="$t" -v w="$w" -v k="${k:-f16}" -v fa="${fa:-auto}" -v m="$m" -v np="$(wc -w < "$ids")" 'BEGIN {
+  tt = ""; id = ""; cpu = "";
+  for (i = 1; i <= n; i++) { tt = tt (i > 1 ? "," : "") i * 0.001; id = id (i > 1 ? "," : "") 7 }
+  for (i = 1; i <= t; i++) { cpu = cpu (i > 1 ? "," : "") n * 0.001 }
+  printf "{\"model\":\"%s\",\"model_desc\":\"llama 8M Q8_0\",\"model_size_bytes\":1,\"model_n_params\":1,\"load_s\":0.01,\"prompt_tokens\":%d,\"new_tokens\":%d,\"warmup\":%d,\"n_threads\":%d,\"n_threads_batch\":%d,\"n_ctx\":512,\"n_batch\":512,\"n_ubatch\":512,\"type_k\":\"%s\",\"type_v\":\"%s\",\"flash_attn_requested\":\"%s\",\"flash_attn_resolved\":\"disabled\",\"timed_wall_s\":%f,\"thread_cpu_s\":[%s],\"token_times_s\":[%s],\"generated_ids\":[%s]}\n", m, np, n, w, t, t, k, k, fa, n * 0.001, cpu, tt, id
+}'
+"#;
+
+/// The whole `peers` loop with a stand-in llama.cpp: per scenario candle's record, then one
+/// record per llama.cpp setting paired with it; the peers run in the ABBA order around
+/// candle's trials (candle first in even repetitions, last in odd ones) from the prompt ids
+/// of candle's trial of the same repetition; a failing peer is a one-line error.
+#[test]
+fn peers_alternate_with_candles_trials_on_its_prompt_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = tmp.path().join("llama-timed-ids");
+    std::fs::write(&fake, FAKE_LLAMA).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let log = tmp.path().join("calls.log");
+    let reports = tmp.path().join("reports");
+    let (warmup, trials) = (1usize, 2usize);
+    let args = [
+        "peers",
+        "--model",
+        "gguf:fixture:llama",
+        "--suite",
+        "quick",
+        "--warmup",
+        "1",
+        "--trials",
+        "2",
+        "--llama-timed-ids",
+        fake.to_str().unwrap(),
+    ];
+    let o = modelbench_env(
+        &reports,
+        &args,
+        &[
+            ("CANDLE_NUM_THREADS", "2"),
+            ("RAYON_NUM_THREADS", "2"),
+            ("FAKE_LLAMA_LOG", log.to_str().unwrap()),
+        ],
+    );
+    assert!(o.status.success(), "{}", common::text(&o));
+    let run = std::fs::read_dir(&reports)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.join("results.jsonl").is_file())
+        .expect("a run folder");
+    let recs: Vec<Record> = std::fs::read_to_string(run.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    let mut at = 0;
+    let scenarios = ["short", "medium"];
+    assert_eq!(recs.len(), 3 * scenarios.len(), "{recs:#?}");
+    for (si, name) in scenarios.iter().enumerate() {
+        let candle = &recs[3 * si];
+        assert_eq!(
+            (candle.kind, candle.scenario.as_str()),
+            (Kind::Generation, *name)
+        );
+        assert_eq!(candle.engine.as_ref().unwrap().name, "candle");
+        assert_eq!(candle.extra["interleaved"], true);
+        for (k, setting) in ["kv-f32-fa-off", "defaults"].iter().enumerate() {
+            let p = &recs[3 * si + 1 + k];
+            assert_eq!(p.kind, Kind::Peer);
+            assert_eq!(p.id, format!("{}@llama.cpp:{setting}", candle.id));
+            assert_eq!(p.extra["paired_with"], candle.id.as_str());
+            assert_eq!(
+                p.extra["trial_rates"]["e2e_tok_s"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                2
+            );
+        }
+        // Repetition r: candle's trial `warmup + r`'s prompt ids; engines in the order
+        // candle, matched, defaults (r even) and defaults, matched, candle (r odd).
+        let s = Scenario::by_name(name).unwrap();
+        for r in 0..trials {
+            let ids = modelbench::engine::generate::prompt_ids(
+                s.prompt_tokens,
+                candle.model.vocab,
+                candle.seed,
+                (warmup + r) as u64,
+            );
+            let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            let order = if r % 2 == 0 {
+                ["f32", "default"]
+            } else {
+                ["default", "f32"]
+            };
+            for kv in order {
+                assert_eq!(
+                    calls.get(at).copied(),
+                    Some(format!("{kv} {}", ids.join(" ")).as_str()),
+                    "{name} repetition {r}: call {at} of {calls:?}"
+                );
+                at += 1;
+            }
+        }
+    }
+    assert_eq!(at, calls.len(), "{calls:?}");
+
+    // A peer that fails: one line naming the peer, model, scenario and repetition; exit 2.
+    let o = modelbench_env(
+        &tmp.path().join("failed"),
+        &[
+            "peers",
+            "--model",
+            "gguf:fixture:llama",
+            "--warmup",
+            "0",
+            "--trials",
+            "1",
+            "--llama-timed-ids",
+            fake.to_str().unwrap(),
+        ],
+        &[
+            ("CANDLE_NUM_THREADS", "2"),
+            ("RAYON_NUM_THREADS", "2"),
+            ("FAKE_LLAMA_LOG", log.to_str().unwrap()),
+            ("FAKE_LLAMA_FAIL", "1"),
+        ],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", common::text(&o));
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("llama.cpp: gguf:fixture:llama / short / repetition 0:")
+            && e.contains("fake llama: cannot load the model"),
         "{e}"
     );
 }

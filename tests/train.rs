@@ -1,8 +1,12 @@
 //! `modelbench train` seen from outside, on a tiny generated text (the real corpus is not
 //! needed): BMRK-01 artifacts, the shootout's files, stability stops and bad input.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::modelbench;
 
 use modelbench::workloads::train::{Corpus, Training};
 use modelbench::workloads::Workload;
@@ -43,14 +47,6 @@ fn setup(dir: &Path, extra: &str) -> std::path::PathBuf {
     )
     .unwrap();
     cfg
-}
-
-fn modelbench(reports: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(args)
-        .env("MODELBENCH_REPORTS", reports)
-        .output()
-        .unwrap()
 }
 
 fn one_error_line(o: &Output) -> String {

@@ -4,7 +4,9 @@
 //! built (skipped with the reason otherwise: the test never builds llama.cpp, 10-25 min); bad
 //! input is a one-line error with a non-zero exit.
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 
 const MODEL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
 
@@ -13,7 +15,7 @@ fn required() -> bool {
 }
 
 fn verify(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_modelbench"))
+    common::bin()
         .arg("verify")
         .args(args)
         .env("HF_HUB_OFFLINE", "1")

@@ -272,40 +272,57 @@ impl MoePlan {
     /// From knob values given by `lookup` (the environment, or a test's map).
     pub fn from_lookup(lookup: Lookup) -> Result<MoePlan> {
         let common = Common::from_lookup(lookup)?;
-        let value = |k: &str| knobs::value(lookup, k);
-        let list = |k: &str| parse_list(k, &value(k));
-        let experts = list("MODELBENCH_MOE_EXPERTS")?;
-        let top_k = list("MODELBENCH_MOE_TOPK")?;
-        let tokens = list("MODELBENCH_MOE_TOKENS")?;
-        let hidden = positive("MODELBENCH_MOE_HIDDEN", &value("MODELBENCH_MOE_HIDDEN"))?;
-        let inter = positive(
-            "MODELBENCH_MOE_INTERMEDIATE",
-            &value("MODELBENCH_MOE_INTERMEDIATE"),
-        )?;
-        let min_e = *experts.iter().min().expect("non-empty");
-        if let Some(&k) = top_k.iter().find(|&&k| k > min_e) {
-            return Err(Error::knob(
-                "MODELBENCH_MOE_TOPK",
-                top_k
-                    .iter()
-                    .map(|k| k.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                format!("top-k {k} exceeds {min_e} experts (MODELBENCH_MOE_EXPERTS)"),
-                "values no larger than the smallest expert count",
-            ));
-        }
+        let names = MOE_KNOBS;
         Ok(MoePlan {
-            grid: crate::workloads::moe::MoeGrid {
-                experts,
-                top_k,
-                tokens,
-                hidden,
-                intermediate: inter,
-            },
+            grid: moe_grid(names.map(|k| knobs::value(lookup, k)), names)?,
             common,
         })
     }
+}
+
+/// The moe_topk grid's knobs, in [`moe_grid`]'s order: experts, top-k, tokens, hidden,
+/// intermediate (`modelbench moe`'s flags set the same five, with these knobs' defaults).
+pub const MOE_KNOBS: [&str; 5] = [
+    "MODELBENCH_MOE_EXPERTS",
+    "MODELBENCH_MOE_TOPK",
+    "MODELBENCH_MOE_TOKENS",
+    "MODELBENCH_MOE_HIDDEN",
+    "MODELBENCH_MOE_INTERMEDIATE",
+];
+
+/// The moe_topk grid from its five values as written (experts, top-k and tokens comma
+/// lists; hidden and intermediate sizes), `names` naming each in errors (the knobs, or the
+/// CLI's flags): the benches and `modelbench moe` parse it the same way.
+pub fn moe_grid(
+    values: [impl AsRef<str>; 5],
+    names: [&str; 5],
+) -> Result<crate::workloads::moe::MoeGrid> {
+    let [e, k, t, h, i] = &values;
+    let experts = parse_list(names[0], e.as_ref())?;
+    let top_k = parse_list(names[1], k.as_ref())?;
+    let tokens = parse_list(names[2], t.as_ref())?;
+    let hidden = positive(names[3], h.as_ref())?;
+    let intermediate = positive(names[4], i.as_ref())?;
+    let min_e = *experts.iter().min().expect("non-empty");
+    if let Some(&k) = top_k.iter().find(|&&k| k > min_e) {
+        return Err(Error::knob(
+            names[1],
+            top_k
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            format!("top-k {k} exceeds {min_e} experts ({})", names[0]),
+            "values no larger than the smallest expert count",
+        ));
+    }
+    Ok(crate::workloads::moe::MoeGrid {
+        experts,
+        top_k,
+        tokens,
+        hidden,
+        intermediate,
+    })
 }
 
 /// The PSANN throughput grid (groups `psann_throughput` and `psann_train`).

@@ -413,7 +413,12 @@ impl super::suite::Suite for DepthSuite {
         self.depths.len()
     }
 
-    fn workload<'a>(&'a self, loaded: &'a mut Loaded, p: usize) -> Result<Depth<'a>> {
+    fn workload<'a>(
+        &'a self,
+        loaded: &'a mut Loaded,
+        p: usize,
+        _: &dyn super::suite::Say,
+    ) -> Result<Depth<'a>> {
         Depth::new(
             loaded,
             self.depths[p],

@@ -266,7 +266,12 @@ impl super::suite::Suite for GenerationSuite {
             .collect())
     }
 
-    fn workload<'a>(&'a self, loaded: &'a mut Loaded, p: usize) -> Result<Generation<'a>> {
+    fn workload<'a>(
+        &'a self,
+        loaded: &'a mut Loaded,
+        p: usize,
+        _: &dyn super::suite::Say,
+    ) -> Result<Generation<'a>> {
         Ok(Generation {
             loaded,
             scenario: &self.scenarios[p],

@@ -1,7 +1,8 @@
 //! The one suite loop. A [`Suite`] is a list of cases that each load once (a model) and then
 //! hand out one workload per point (a scenario, a depth); [`run_suite`] resolves and
 //! preflights every case before any weights load, loads each case once, measures its points
-//! in order, and drops it before the next one loads. What measures is a [`Driver`]: criterion
+//! in order (with any records measured beside each point, [`Suite::beside`]), and unloads it
+//! before the next one loads ([`Suite::unload`]). What measures is a [`Driver`]: criterion
 //! (the benches, `harness::CriterionDriver`) or the CLI's fixed warm-ups and trials. Neither
 //! the suites nor this loop know criterion.
 
@@ -83,13 +84,38 @@ pub trait Suite {
         Ok(vec![None; self.points()])
     }
 
-    /// The workload of point `p`.
-    fn workload<'a>(&'a self, loaded: &'a mut Self::Loaded, p: usize) -> Result<Self::Work<'a>>;
+    /// The workload of point `p` (`say`: for what its preparation has to tell).
+    fn workload<'a>(
+        &'a self,
+        loaded: &'a mut Self::Loaded,
+        p: usize,
+        say: &dyn Say,
+    ) -> Result<Self::Work<'a>>;
 
     /// The line printed after point `p` was measured (`verbose`: see [`Driver::verbose`]).
     fn result_line(&self, p: usize, r: &Record, verbose: bool) -> Option<String> {
         let _ = (p, r, verbose);
         None
+    }
+
+    /// Records measured beside point `p`'s own record `r` by its workload `w` (other engines
+    /// run in alternation with its trials: `modelbench peers`), kept right after `r`.
+    fn beside<'a>(
+        &'a self,
+        w: &mut Self::Work<'a>,
+        r: &Record,
+        say: &dyn Say,
+    ) -> Result<Vec<Record>> {
+        let _ = (w, r, say);
+        Ok(Vec::new())
+    }
+
+    /// Ends a case after its last point (its model dropped); returns the records that could
+    /// only be made then (a peer process's peak memory over all the points), kept after the
+    /// case's others.
+    fn unload(&self, loaded: Self::Loaded, say: &dyn Say) -> Result<Vec<Record>> {
+        let _ = (loaded, say);
+        Ok(Vec::new())
     }
 }
 
@@ -129,13 +155,21 @@ pub fn run_suite<S: Suite, D: Driver>(suite: &S, driver: &mut D, run: &mut RunDi
             vec![None; suite.points()]
         };
         for (p, est) in est.into_iter().enumerate() {
-            let mut w = suite.workload(&mut loaded, p)?;
+            let mut w = suite.workload(&mut loaded, p, &*driver)?;
             let Some(r) = driver.measure(&mut w, est)? else {
                 continue;
             };
             if let Some(line) = suite.result_line(p, &r, driver.verbose()) {
                 driver.say(&line);
             }
+            let beside = suite.beside(&mut w, &r, &*driver)?;
+            drop(w);
+            driver.keep(run, r)?;
+            for r in beside {
+                driver.keep(run, r)?;
+            }
+        }
+        for r in suite.unload(loaded, &*driver)? {
             driver.keep(run, r)?;
         }
     }

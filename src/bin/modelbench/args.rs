@@ -5,20 +5,25 @@ use modelbench::config::knobs::default_of;
 use modelbench::config::plans::check_label;
 use modelbench::measure::device::{parse_dtype, DeviceSpec};
 
+/// `modelbench moe`: the moe bench's grid (its knobs' defaults), from the CLI.
 #[derive(Args)]
 pub struct MoeArgs {
-    #[arg(long, default_value_t = 16)]
-    pub num_experts: usize,
-    #[arg(long, default_value_t = 2)]
-    pub top_k: usize,
-    /// Tokens per call (1 = decode, hundreds = prefill).
-    #[arg(long, default_value_t = 128)]
-    pub tokens: usize,
+    /// Expert counts, comma list (as MODELBENCH_MOE_EXPERTS).
+    #[arg(long, default_value = default_of("MODELBENCH_MOE_EXPERTS"))]
+    pub num_experts: String,
+    /// Experts per token, comma list, none above the smallest expert count; also the dense
+    /// rows' sizes (as MODELBENCH_MOE_TOPK).
+    #[arg(long, default_value = default_of("MODELBENCH_MOE_TOPK"))]
+    pub top_k: String,
+    /// Tokens per call, comma list (1 = decode, hundreds = prefill; as MODELBENCH_MOE_TOKENS).
+    #[arg(long, default_value = default_of("MODELBENCH_MOE_TOKENS"))]
+    pub tokens: String,
+    /// Hidden size (as MODELBENCH_MOE_HIDDEN).
     #[arg(long, default_value = default_of("MODELBENCH_MOE_HIDDEN"))]
-    pub hidden: usize,
-    /// Per-expert intermediate size.
+    pub hidden: String,
+    /// Per-expert intermediate size (as MODELBENCH_MOE_INTERMEDIATE).
     #[arg(long, default_value = default_of("MODELBENCH_MOE_INTERMEDIATE"))]
-    pub intermediate: usize,
+    pub intermediate: String,
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
     /// Timed calls.
@@ -252,14 +257,15 @@ pub struct TrainArgs {
 /// `modelbench train-sweep`: the training-throughput sweep.
 #[derive(Args)]
 pub struct TrainSweepArgs {
-    /// Matmul precisions, comma list of f32, f16, bf16 (parameters stay f32).
-    #[arg(long, default_value = "f32,f16,bf16")]
+    /// Matmul precisions, comma list of f32, f16, bf16 (parameters stay f32; as
+    /// MODELBENCH_TRAIN_STEP_DTYPES).
+    #[arg(long, default_value = default_of("MODELBENCH_TRAIN_STEP_DTYPES"))]
     pub precision: String,
-    /// Sequence lengths, comma list.
-    #[arg(long, default_value = "64,128")]
+    /// Sequence lengths, comma list (as MODELBENCH_TRAIN_STEP_SEQS).
+    #[arg(long, default_value = default_of("MODELBENCH_TRAIN_STEP_SEQS"))]
     pub seq: String,
-    /// Batch sizes (sequences), comma list.
-    #[arg(long, default_value = "2,4")]
+    /// Batch sizes (sequences), comma list (as MODELBENCH_TRAIN_STEP_BATCHES).
+    #[arg(long, default_value = default_of("MODELBENCH_TRAIN_STEP_BATCHES"))]
     pub batch: String,
     /// Timed steps per point (after one untimed warm-up step).
     #[arg(long, default_value_t = 3)]

@@ -299,10 +299,12 @@ enum Cmd {
     /// samples/s and tokens/s, peak memory, FLOPs and % of the calibrated matmul roof; one
     /// parquet row per grid point and the telemetry table (.md) beside it.
     Sweep(args::SweepArgs),
-    /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine).
+    /// Time MoE feed-forward blocks: the moe bench's experts x top-k x tokens grid.
     ///
-    /// Time one MoE feed-forward block (router, top-k, SwiGLU experts, combine): latency
-    /// median and p90, tokens/s; saved as records like the generation runs.
+    /// Time MoE feed-forward blocks (router, top-k, SwiGLU experts, combine) over the moe
+    /// bench's grid, experts x top-k x tokens plus the dense SwiGLU rows with the same active
+    /// parameters; each flag defaults to its MODELBENCH_MOE_* knob. Latency median and p90,
+    /// tokens/s; saved as records like the generation runs.
     Moe(MoeArgs),
     /// Measure this machine's run-to-run noise (criterion's noise thresholds).
     ///

@@ -51,7 +51,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f64,
     /// Seeds prompts, arrivals and the requests' `seed`.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_SEED"))]
     pub seed: u64,
     /// Seconds before one request counts as failed.
     #[arg(long, default_value_t = 300)]

@@ -1,19 +1,33 @@
-//! `modelbench moe`: one MoE block timed through the moe workload.
+//! `modelbench moe`: the moe bench's grid (experts x top-k x tokens, and the dense SwiGLU
+//! rows with the same active parameters) from the CLI, with fixed warm-ups and timed calls.
 
+use modelbench::config::plans::moe_grid;
 use modelbench::output::report::{reports_root, RunDir};
 
 use crate::args::MoeArgs;
+use crate::trials::Trials;
+
+/// The flags of the grid's five values, in `config::plans::MOE_KNOBS`' order.
+const MOE_FLAGS: [&str; 5] = [
+    "--num-experts",
+    "--top-k",
+    "--tokens",
+    "--hidden",
+    "--intermediate",
+];
 
 pub fn moe(a: MoeArgs) -> anyhow::Result<()> {
-    use modelbench::models::moe::MoeConfig;
-    use modelbench::workloads::moe::Moe;
-    let cfg = MoeConfig::new(a.hidden, a.intermediate, a.num_experts, a.top_k);
-    cfg.validate()
-        .map_err(|e| anyhow::anyhow!("--num-experts/--top-k: {e}"))?;
-    anyhow::ensure!(
-        a.tokens > 0 && a.iters > 0,
-        "--tokens and --iters must be at least 1"
-    );
+    let grid = moe_grid(
+        [
+            &a.num_experts,
+            &a.top_k,
+            &a.tokens,
+            &a.hidden,
+            &a.intermediate,
+        ],
+        MOE_FLAGS,
+    )?;
+    anyhow::ensure!(a.iters > 0, "--iters must be at least 1");
     let (spec, dtype, label) = a.target.resolve()?;
     let dev = spec.open_for("--device")?;
     let cal = modelbench::measure::calibration::cached(spec);
@@ -24,24 +38,25 @@ pub fn moe(a: MoeArgs) -> anyhow::Result<()> {
         seed: a.seed,
         calibration: cal,
     };
-    let mut w = Moe::new(cfg, false, a.tokens, &s)?;
-    let r = modelbench::workloads::run_trials(&mut w, a.warmup, a.iters)?;
-    let mut sorted = r.samples_s.clone();
-    sorted.sort_by(f64::total_cmp);
-    println!(
-        "{}: median {:.3} ms, p90 {:.3} ms, {} tokens/s ({} calls, hidden {}, expert intermediate {}, {})",
-        r.id,
-        r.stats.median * 1e3,
-        modelbench::measure::stats::percentile(&sorted, 0.9) * 1e3,
-        modelbench::output::report::na(r.tok_s, 1),
-        r.stats.n,
-        a.hidden,
-        a.intermediate,
-        r.dtype
-    );
+    let mut run = RunDir::new(&reports_root(), label.as_deref());
+    let mut driver = Trials::new(a.warmup, a.iters, !a.target.no_save);
+    modelbench::workloads::moe::run_grid(&grid, &s, &mut driver, &mut run)?;
+    for r in run.records() {
+        let mut sorted = r.samples_s.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "{}: median {:.3} ms, p90 {:.3} ms, {} tokens/s ({} calls, hidden {}, expert intermediate {}, {})",
+            r.id,
+            r.stats.median * 1e3,
+            modelbench::measure::stats::percentile(&sorted, 0.9) * 1e3,
+            modelbench::output::report::na(r.tok_s, 1),
+            r.stats.n,
+            grid.hidden,
+            grid.intermediate,
+            r.dtype
+        );
+    }
     if !a.target.no_save {
-        let mut run = RunDir::new(&reports_root(), label.as_deref());
-        run.push(r)?;
         println!("saved {}", run.path.display());
     }
     Ok(())

@@ -33,7 +33,7 @@ pub struct PairedOpts {
     #[arg(long = "paired-model", default_value = "fixture:llama")]
     pub model: String,
     /// With --paired: the suite tier (quick: short and medium) or one scenario name.
-    #[arg(long = "paired-suite", default_value = "quick")]
+    #[arg(long = "paired-suite", default_value = modelbench::config::knobs::default_of("MODELBENCH_TIER"))]
     pub suite: String,
     /// With --paired: pairs per scenario (60: a 5% decode slowdown flagged in 5 of 5 tries
     /// here, 30: in 4 of 5; README).
@@ -71,7 +71,7 @@ impl PairedOpts {
 pub struct WorkerArgs {
     #[arg(long)]
     pub model: String,
-    #[arg(long, default_value = "quick")]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_TIER"))]
     pub suite: String,
     #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_SEED"))]
     pub seed: u64,

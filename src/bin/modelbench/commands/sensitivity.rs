@@ -24,7 +24,7 @@ pub struct SensitivityArgs {
     #[arg(long = "model", default_values_t = ["fixture:llama".to_string()])]
     pub models: Vec<String>,
     /// Suite tier of each run (as `modelbench run --suite`).
-    #[arg(long, default_value = "quick")]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_TIER"))]
     pub suite: String,
     /// Tries: each is a base run, an unchanged rerun and one run per slowdown.
     #[arg(long, default_value_t = 5)]

@@ -45,13 +45,13 @@ pub struct ServeArgs {
     /// Requests waiting beyond this get 503 with Retry-After.
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_DEVICE"))]
     pub device: String,
     /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
     #[arg(long)]
     pub dtype: Option<String>,
     /// Seed of requests that give none (request n uses seed + n).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value = modelbench::config::knobs::default_of("MODELBENCH_SEED"))]
     pub seed: u64,
     #[command(flatten)]
     pub fast: FastWeightsArg,

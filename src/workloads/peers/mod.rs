@@ -26,6 +26,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod suite;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 
