@@ -316,6 +316,18 @@ struct Shape {
     attn_softcap: Option<f64>,
 }
 
+impl Shape {
+    fn of(cfg: &Config) -> Shape {
+        Shape {
+            heads: cfg.heads,
+            kv_heads: cfg.kv_heads,
+            head_dim: cfg.head_dim,
+            scale: 1.0 / (cfg.head_dim as f64).sqrt(),
+            attn_softcap: cfg.attn_logit_softcapping,
+        }
+    }
+}
+
 impl Layer {
     fn reset(&mut self) {
         match &mut self.cache {
@@ -545,13 +557,7 @@ impl ModelWeights {
             self.sliding_len + len,
             Some(window),
         )?;
-        let shape = Shape {
-            heads: self.cfg.heads,
-            kv_heads: self.cfg.kv_heads,
-            head_dim: self.cfg.head_dim,
-            scale: 1.0 / (self.cfg.head_dim as f64).sqrt(),
-            attn_softcap: self.cfg.attn_logit_softcapping,
-        };
+        let shape = Shape::of(&self.cfg);
         for layer in self.layers.iter_mut() {
             let (rope, mask) = if layer.window.is_some() {
                 (&self.rope_local, sliding_mask.as_ref())
@@ -886,13 +892,7 @@ impl Batched {
                 mk(pos - sl, sl + len, Some(window))?,
             ));
         }
-        let shape = Shape {
-            heads: m.cfg.heads,
-            kv_heads: m.cfg.kv_heads,
-            head_dim: m.cfg.head_dim,
-            scale: 1.0 / (m.cfg.head_dim as f64).sqrt(),
-            attn_softcap: m.cfg.attn_logit_softcapping,
-        };
+        let shape = Shape::of(&m.cfg);
         for (li, layer) in m.layers.iter().enumerate() {
             let pj = &self.projs[li];
             let sliding = layer.window.is_some();
