@@ -128,7 +128,7 @@ fn run_bench(m: &mut dyn CausalLm, prompt: &[u32], chunks: &[usize], n_new: usiz
 
 fn chunks_of(len: usize, c: usize) -> Vec<usize> {
     let mut v = vec![c; len / c];
-    if len % c > 0 {
+    if !len.is_multiple_of(c) {
         v.push(len % c);
     }
     v
@@ -153,7 +153,7 @@ fn check(reference: &str, cap: usize, lens: &[usize], chunk: usize, n_new: usize
     let w = m.gemma3_weights().expect("the project's Gemma 3");
     let b = Batched::new(w, fast).unwrap();
     eprintln!(
-        "{reference} (fast weights: {fast}): {:?} weights run a lone row as two / widened",
+        "{reference} (fast weights: {fast}): {:?} weights run a lone row as two / on the project's Q8_0 kernel",
         b.adapted_weights()
     );
     let vocab = m.meta().vocab;

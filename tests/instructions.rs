@@ -158,7 +158,7 @@ fn counts_repeat_and_added_decode_work_is_flagged() {
         let s = v.to_string();
         let mut o = String::new();
         for (i, ch) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
                 o.push(',');
             }
             o.push(ch);

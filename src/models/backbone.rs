@@ -132,7 +132,9 @@ impl BackboneConfig {
         if self.vocab < 2 || self.d_model == 0 || self.depth == 0 || self.horizons == 0 {
             return Err("vocab >= 2, model dim, depth and horizons >= 1 are needed".into());
         }
-        if self.heads == 0 || self.d_model % self.heads != 0 || (self.d_model / self.heads) % 2 != 0
+        if self.heads == 0
+            || !self.d_model.is_multiple_of(self.heads)
+            || !(self.d_model / self.heads).is_multiple_of(2)
         {
             return Err(format!(
                 "model dim {} must split into {} heads of an even size",
@@ -171,7 +173,7 @@ impl BackboneConfig {
             Family::StateSpace => false,
             Family::Hybrid => {
                 let every = self.attention_every;
-                (i + 1) % every == 0 || (self.depth < every && i + 1 == self.depth)
+                (i + 1).is_multiple_of(every) || (self.depth < every && i + 1 == self.depth)
             }
         }
     }

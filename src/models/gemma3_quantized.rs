@@ -39,6 +39,8 @@ use candle_transformers::quantized_nn::RmsNorm;
 
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
 // each op of its kind; unset, one relaxed atomic load per op.
+use super::host_ops;
+use super::q8_matmul::{self, PackedK, PackedQ8_0};
 use crate::measure::inject::around_op as op;
 
 pub const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
@@ -130,7 +132,7 @@ impl Config {
     /// Whether layer `layer` uses the sliding window (upstream's and llama.cpp's pattern:
     /// every `sliding_window_type`-th layer, counting from 1, is global).
     pub fn is_sliding(&self, layer: usize) -> bool {
-        self.sliding_window_type > 1 && (layer + 1) % self.sliding_window_type != 0
+        self.sliding_window_type > 1 && !(layer + 1).is_multiple_of(self.sliding_window_type)
     }
 }
 
@@ -627,25 +629,43 @@ const PROJECTIONS: usize = 7;
 #[derive(Debug, Clone)]
 pub struct Batched {
     model: ModelWeights,
+    /// `--fast-weights`: also GELU and softmax on the host ([`host_ops`]).
+    fast: bool,
     /// Per layer, the seven projections as the batched path runs them.
     projs: Vec<[Proj; PROJECTIONS]>,
     output: Proj,
 }
 
-/// A weight as the batched path runs it: possibly re-encoded and widened (see
-/// [`Batched::new`]), and whether a lone row runs as two.
+/// A weight as the batched path runs it (see [`Batched::new`]), and whether a lone row runs
+/// as two.
 #[derive(Debug, Clone)]
 struct Proj {
-    w: QMatMul,
-    /// In-features of the model's weight, and of `w` (larger when zero-padded).
-    k: usize,
-    k_run: usize,
+    w: Weight,
     lone_as_two: bool,
+}
+
+/// Which code multiplies by a weight: candle's quantized matmul, or (with `--fast-weights`
+/// on a CPU with AVX-512 VNNI) the project's Q8_0 kernel ([`PackedQ8_0`]).
+#[derive(Debug, Clone)]
+enum Weight {
+    Candle(QMatMul),
+    Packed(PackedQ8_0),
+    PackedK(PackedK),
+}
+
+impl Weight {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Weight::Candle(w) => w.forward(x),
+            Weight::Packed(p) => p.forward(x),
+            Weight::PackedK(p) => p.forward(x),
+        }
+    }
 }
 
 /// Whether `w` gives row 0 different bits alone than with other rows beside it (measured on
 /// seeded inputs; the kernel choice depends only on shapes and dtype, not on values).
-fn lone_row_differs(w: &QMatMul, k: usize, dev: &Device) -> Result<bool> {
+fn lone_row_differs(w: &Weight, k: usize, dev: &Device) -> Result<bool> {
     let x = Tensor::randn(0f32, 1f32, (8, k), dev)?;
     let alone = w
         .forward(&x.narrow(0, 0, 1)?)?
@@ -671,48 +691,17 @@ fn in_features(w: &QMatMul) -> Result<usize> {
     }
 }
 
-/// `p` applied to `x` (1, rows, k): zero-padded to the weight's in-features where it was
-/// widened, and a lone row run as two where the kernel would compute it otherwise.
+/// `p` applied to `x` (1, rows, k), a lone row run as two where the kernel would compute it
+/// otherwise.
 fn matmul_rows(kind: &str, p: &Proj, x: &Tensor) -> Result<Tensor> {
     op(kind, || {
         let (_, rows, _) = x.dims3()?;
-        let x = if p.k_run > p.k {
-            let z = Tensor::zeros((1, rows, p.k_run - p.k), x.dtype(), x.device())?;
-            Tensor::cat(&[x, &z], 2)?
-        } else {
-            x.clone()
-        };
         if p.lone_as_two && rows == 1 {
-            p.w.forward(&Tensor::cat(&[&x, &x], 1)?)?.narrow(1, 0, 1)
+            p.w.forward(&Tensor::cat(&[x, x], 1)?)?.narrow(1, 0, 1)
         } else {
-            p.w.forward(&x)
+            p.w.forward(x)
         }
     })
-}
-
-/// A Q8_0 weight whose in-features are not a multiple of 256, widened with zero blocks to the
-/// next multiple (the extra columns meet zero-padded activations, so every output is the same
-/// sum): candle's x86 repacked Q8_0 kernels (AVX-512 VNNI / AVX-VNNI), many times faster
-/// than its generic Q8_0 loop, take only in-features that are multiples of 256. None when
-/// nothing is to be done.
-pub fn q8_0_widened(t: &QTensor) -> Result<Option<QTensor>> {
-    let (n, k) = t.shape().dims2()?;
-    if t.dtype() != GgmlDType::Q8_0 || k % 256 == 0 || k % 32 != 0 {
-        return Ok(None);
-    }
-    let k2 = k.div_ceil(256) * 256;
-    let (row, row2) = (k / 32 * 34, k2 / 32 * 34);
-    let data = t.data()?;
-    let mut out = vec![0u8; n * row2];
-    for (src, dst) in data.chunks_exact(row).zip(out.chunks_exact_mut(row2)) {
-        dst[..row].copy_from_slice(src);
-    }
-    Ok(Some(ggml_file::qtensor_from_ggml(
-        GgmlDType::Q8_0,
-        &out,
-        vec![n, k2],
-        &t.device(),
-    )?))
 }
 
 /// A Q5_0 tensor re-encoded as Q8_0, exactly: both are blocks of 32 weights with one f16
@@ -746,45 +735,50 @@ pub fn q5_0_as_q8_0(t: &QTensor) -> Result<Option<QTensor>> {
     )?))
 }
 
-/// `w` as the batched path runs it: with `fast`, Q5_0 re-encoded as Q8_0 and, where `widen`,
-/// Q8_0 widened to in-features of a multiple of 256; then whether a lone row must run as two.
-fn proj(w: &QMatMul, fast: bool, widen: bool, dev: &Device) -> Result<Proj> {
+/// `w` as the batched path runs it. With `fast`: a Q8_0 or Q5_0 weight on the project's Q8_0
+/// kernel where the CPU has AVX-512 VNNI ([`PackedQ8_0`]), else a Q5_0 weight re-encoded as
+/// Q8_0 on candle's SIMD Q8_0 loop; other dtypes stay on candle's kernels. Then whether a
+/// lone row must run as two.
+fn proj(w: &QMatMul, fast: bool, dev: &Device) -> Result<Proj> {
     let k = in_features(w)?;
-    let mut run = w.clone();
+    let mut run = Weight::Candle(w.clone());
     if fast {
-        if let QMatMul::QTensor(t) = &run {
-            if let Some(q) = q5_0_as_q8_0(t)? {
-                run = QMatMul::from_qtensor(q)?;
-            }
-        }
-        if widen {
-            if let QMatMul::QTensor(t) = &run {
-                if let Some(q) = q8_0_widened(t)? {
-                    run = QMatMul::from_qtensor(q)?;
-                }
+        if let QMatMul::QTensor(t) = w {
+            let ours = q8_matmul::available() && dev.is_cpu();
+            if let Some(p) = ours
+                .then(|| PackedQ8_0::from_qtensor(t))
+                .transpose()?
+                .flatten()
+            {
+                run = Weight::Packed(p);
+            } else if let Some(p) = ours
+                .then(|| PackedK::from_qtensor(t))
+                .transpose()?
+                .flatten()
+            {
+                run = Weight::PackedK(p);
+            } else if let Some(q) = q5_0_as_q8_0(t)? {
+                run = Weight::Candle(QMatMul::from_qtensor(q)?);
             }
         }
     }
-    let k_run = in_features(&run)?;
-    let lone_as_two = lone_row_differs(&run, k_run, dev)?;
+    let lone_as_two = lone_row_differs(&run, k, dev)?;
     Ok(Proj {
         w: run,
-        k,
-        k_run,
         lone_as_two,
     })
 }
 
 impl Batched {
     /// Wraps loaded weights (their single-sequence caches are not used) and measures which
-    /// weights need a lone row run as two (see [`Batched`]). With `fast`, Q5_0 weights run
-    /// re-encoded as Q8_0 ([`q5_0_as_q8_0`]: the same weights and the same Q8_0 activation
-    /// blocks, on candle's SIMD Q8_0 loop instead of its scalar Q5_0 one) and the output
-    /// projection (the lm_head), when Q8_0 with in-features not a multiple of 256, runs widened
-    /// with zeros ([`q8_0_widened`]) on candle's repacked VNNI kernels, which quantize its
-    /// activations per 256 instead of per 32. Logits differ from the bench path's (still the
-    /// same alone as batched); the KLD gate judges them (tests/kld.rs: passes). Widening the
-    /// layers' 640-input weights too was measured to fail the gate (docs/serving.md).
+    /// weights need a lone row run as two (see [`Batched`]). With `fast` (`--fast-weights`),
+    /// Q8_0 and Q5_0 weights (every one in Gemma 3 270M Q4_K_M but the k-quant
+    /// attn_output/ffn_down, the lm_head included) run on the project's Q8_0 kernel
+    /// ([`PackedQ8_0`]: ggml's per-32 activation blocks, each weight tile read once for up to
+    /// four rows) where the CPU has AVX-512 VNNI; elsewhere Q5_0 weights run re-encoded as
+    /// Q8_0 ([`q5_0_as_q8_0`]) on candle's SIMD Q8_0 loop. Logits differ from the bench path's
+    /// in float rounding (still the same alone as batched); the KLD gate judges them
+    /// (tests/kld.rs: passes).
     pub fn new(mut model: ModelWeights, fast: bool) -> Result<Self> {
         model.reset();
         let dev = model.device.clone();
@@ -793,23 +787,24 @@ impl Batched {
             let ws = [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down];
             let mut p = Vec::with_capacity(PROJECTIONS);
             for w in ws {
-                p.push(proj(w, fast, false, &dev)?);
+                p.push(proj(w, fast, &dev)?);
             }
             projs.push(
                 p.try_into()
                     .unwrap_or_else(|_| unreachable!("seven projections")),
             );
         }
-        let output = proj(&model.output, fast, true, &dev)?;
+        let output = proj(&model.output, fast, &dev)?;
         Ok(Self {
             model,
+            fast,
             projs,
             output,
         })
     }
 
-    /// How many of the model's weight matmuls run a lone row as two, and how many run
-    /// widened.
+    /// How many of the model's weight matmuls run a lone row as two, and how many run on the
+    /// project's Q8_0 kernel.
     pub fn adapted_weights(&self) -> (usize, usize) {
         let all = || {
             self.projs
@@ -819,7 +814,9 @@ impl Batched {
         };
         (
             all().filter(|p| p.lone_as_two).count(),
-            all().filter(|p| p.k_run > p.k).count(),
+            all()
+                .filter(|p| matches!(p.w, Weight::Packed(_) | Weight::PackedK(_)))
+                .count(),
         )
     }
 
@@ -913,42 +910,58 @@ impl Batched {
             let k = op("rms_norm", || layer.k_norm.forward(&k))?;
             let mut outs = Vec::with_capacity(seqs.len());
             for ((sq, &(start, len, pos)), mask) in seqs.iter_mut().zip(&spans).zip(&masks) {
-                let q = q.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
-                let k = k.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
-                let v = v.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
-                let q = rope.apply(&q, pos)?;
-                let k = rope.apply(&k, pos)?;
-                let (k, v) = sq.cache.layers[li].update(k, v, window)?;
-                let (k, v) = (k.contiguous()?, v.contiguous()?);
+                let (q, k, v) = op("copy", || {
+                    let t = |x: &Tensor| x.narrow(1, start, len)?.transpose(1, 2)?.contiguous();
+                    Ok::<_, candle_core::Error>((t(&q)?, t(&k)?, t(&v)?))
+                })?;
+                let q = op("rope", || rope.apply(&q, pos))?;
+                let k = op("rope", || rope.apply(&k, pos))?;
+                let (k, v) = op("kv_cache", || {
+                    let (k, v) = sq.cache.layers[li].update(k, v, window)?;
+                    Ok::<_, candle_core::Error>((k.contiguous()?, v.contiguous()?))
+                })?;
                 let keys = k.dim(2)?;
                 let rep = s.heads / s.kv_heads;
                 let q = q.reshape((1, s.kv_heads, rep * len, s.head_dim))?;
-                let mut att = (q.matmul(&k.t()?)? * s.scale)?;
+                let mut att = op("attn_qk", || q.matmul(&k.t()?)? * s.scale)?;
                 if let Some(cap) = s.attn_softcap {
-                    att = ((att / cap)?.tanh()? * cap)?;
+                    att = op("scale", || (att / cap)?.tanh()? * cap)?;
                 }
                 let mask = if sliding { &mask.1 } else { &mask.0 };
                 if let Some(mask) = mask {
-                    att = att
-                        .reshape((1, s.kv_heads, rep, len, keys))?
-                        .broadcast_add(mask)?
-                        .reshape((1, s.kv_heads, rep * len, keys))?;
+                    att = op("mask", || {
+                        att.reshape((1, s.kv_heads, rep, len, keys))?
+                            .broadcast_add(mask)?
+                            .reshape((1, s.kv_heads, rep * len, keys))
+                    })?;
                 }
-                let att = op("softmax", || candle_nn::ops::softmax_last_dim(&att))?;
-                outs.push(
+                let att = op("softmax", || {
+                    if self.fast && att.device().is_cpu() {
+                        host_ops::softmax_last_dim(&att)
+                    } else {
+                        candle_nn::ops::softmax_last_dim(&att)
+                    }
+                })?;
+                outs.push(op("attn_av", || {
                     att.matmul(&v)?
                         .reshape((1, s.heads, len, s.head_dim))?
                         .transpose(1, 2)?
-                        .reshape((1, len, s.heads * s.head_dim))?,
-                );
+                        .reshape((1, len, s.heads * s.head_dim))
+                })?);
             }
-            let out = Tensor::cat(&outs, 1)?;
+            let out = op("copy", || Tensor::cat(&outs, 1))?;
             let a = matmul_rows("matmul", &pj[3], &out)?;
             let a = op("rms_norm", || layer.post_attn_norm.forward(&a))?;
             h = op("add", || a + &h)?;
             let x = op("rms_norm", || layer.ffn_norm.forward(&h))?;
             let gate = matmul_rows("matmul", &pj[4], &x)?;
-            let gate = op("activation", || gate.gelu())?;
+            let gate = op("activation", || {
+                if self.fast && gate.device().is_cpu() {
+                    host_ops::gelu_tanh(&gate)
+                } else {
+                    gate.gelu()
+                }
+            })?;
             let up = matmul_rows("matmul", &pj[5], &x)?;
             let hm = op("mul", || gate * up)?;
             let mm = matmul_rows("matmul", &pj[6], &hm)?;
@@ -1011,50 +1024,6 @@ mod tests {
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
         let q4 = QTensor::quantize(&x, GgmlDType::Q8_0).unwrap();
         assert!(q5_0_as_q8_0(&q4).unwrap().is_none());
-    }
-
-    #[test]
-    fn a_widened_q8_0_weight_gives_the_same_products_on_zero_padded_inputs() {
-        let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 1f32, (32, 96), &dev).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let wide = q8_0_widened(&q)
-            .unwrap()
-            .expect("96 is not a multiple of 256");
-        assert_eq!(wide.shape().dims2().unwrap(), (32, 256));
-        let a = q.dequantize(&dev).unwrap();
-        let b = wide.dequantize(&dev).unwrap();
-        let same = |x: &Tensor, y: &Tensor| {
-            let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-            let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
-            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits())
-        };
-        assert!(same(&a, &b.narrow(1, 0, 96).unwrap()));
-        assert!(
-            b.narrow(1, 96, 160)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                == 0.0
-        );
-        let wq = QTensor::quantize(
-            &w.narrow(1, 0, 32)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-                .repeat((1, 8))
-                .unwrap(),
-            GgmlDType::Q8_0,
-        )
-        .unwrap();
-        assert!(
-            q8_0_widened(&wq).unwrap().is_none(),
-            "256 in-features: nothing to do"
-        );
     }
 
     #[test]

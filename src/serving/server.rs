@@ -53,11 +53,11 @@ pub struct Options {
     /// For `/v1/models`: the device and what the weights are.
     pub device: String,
     pub dtype: String,
-    /// Run the batched Gemma 3's Q5_0 weights as Q8_0 and widen Q8_0 weights to in-features
-    /// of a multiple of 256 (the same weights on candle's VNNI kernels, which quantize
-    /// activations per 256 instead of per 32: on Gemma 3 270M this changes greedy tokens and
-    /// fails the KL-divergence gate; see docs/serving.md). False (the default): the bench
-    /// path's kernels.
+    /// Run the batched Gemma 3's Q8_0 and Q5_0 weights on the project's Q8_0 kernel
+    /// (`models::q8_matmul`, AVX-512 VNNI; ggml's per-32 activation blocks, each weight tile
+    /// read once for up to 4 rows); without AVX-512 VNNI, Q5_0 weights as Q8_0 on candle's
+    /// SIMD loop. Logits differ from the bench path's in float rounding; the KL-divergence
+    /// gate judges them (docs/serving.md). False (the default): the bench path's kernels.
     pub fast_weights: bool,
 }
 
@@ -127,7 +127,7 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
         Some(w) => {
             let slots = o.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
             let b = Batched::new(w, o.fast_weights)?;
-            let (padded, widened) = b.adapted_weights();
+            let (padded, packed) = b.adapted_weights();
             let limits = Limits {
                 max_batch: slots,
                 max_batch_tokens: o.max_batch_tokens,
@@ -142,7 +142,8 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
                     o.max_batch_tokens,
                     o.prefill_chunk,
                     match (o.fast_weights, padded) {
-                        (true, _) => format!("; Q5_0 run as Q8_0, {widened} weight (the lm_head) widened to the VNNI kernels' shape, {padded} run a lone row as two (batch-independent results)"),
+                        (true, _) if packed > 0 => format!("; {packed} Q8_0/Q5_0 weights (the lm_head included) on the project's Q8_0 kernel (AVX-512 VNNI, per-32 activation blocks), {padded} run a lone row as two (batch-independent results)"),
+                        (true, _) => format!("; Q5_0 weights as Q8_0 on candle's kernels (this CPU lacks AVX-512 VNNI for the project's Q8_0 kernel), {padded} run a lone row as two (batch-independent results)"),
                         (false, 0) => "; the bench path's kernels".to_string(),
                         (false, p) => format!("; the bench path's kernels, {p} weights run a lone row as two (batch-independent results)"),
                     }
@@ -208,7 +209,7 @@ pub fn served(model: Box<dyn CausalLm>, o: &Options) -> Result<Served> {
             meta.provenance.implementation,
             o.prefill_chunk,
             if o.fast_weights {
-                ", --fast-weights: Q5_0 as Q8_0, the lm_head widened to the VNNI kernels"
+                ", --fast-weights: Q8_0/Q5_0 weights on the project's Q8_0 kernel"
             } else {
                 ""
             }

@@ -96,7 +96,7 @@ impl Workload for Overhead<'_> {
     fn iterate(&mut self, trial: u64) -> Result<(Duration, Pair)> {
         let ids = prompt_ids(LENGTHS.0, self.loaded.model.meta().vocab, self.seed, trial);
         let (_, reference) = self.bare(&ids)?;
-        let engine_first = trial % 2 == 0;
+        let engine_first = trial.is_multiple_of(2);
         let (mut e, mut b) = (Duration::ZERO, Duration::ZERO);
         for slot in 0..4 {
             let is_engine = (slot == 0 || slot == 3) == engine_first;

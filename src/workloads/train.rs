@@ -490,7 +490,7 @@ impl Workload for Training {
             step_s: d.as_secs_f64(),
             tokens_seen: n as u64 * self.tokens_per_step(),
         });
-        if n % self.spec.val_every == 0 || n == self.total_steps {
+        if n.is_multiple_of(self.spec.val_every) || n == self.total_steps {
             let e = self.evaluate()?;
             self.evals.push(e);
         }

@@ -95,20 +95,20 @@ impl PsannConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+        if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return Err(format!(
                 "d_model {} must be a multiple of n_heads {}",
                 self.d_model, self.n_heads
             ));
         }
-        if (self.d_model / self.n_heads) % 2 != 0 {
+        if !(self.d_model / self.n_heads).is_multiple_of(2) {
             return Err("interleaved RoPE needs an even head dimension".into());
         }
         if self.vocab == 0
             || self.n_layers == 0
             || self.d_mlp == 0
             || self.k_fft < 2
-            || self.k_fft % 2 != 0
+            || !self.k_fft.is_multiple_of(2)
         {
             return Err("vocab, n_layers and d_mlp must be positive and k_fft even".into());
         }

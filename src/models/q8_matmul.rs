@@ -1,0 +1,903 @@
+//! The project's own Q8_0 matmul for the batched serving path (`modelbench serve
+//! --fast-weights`): Q8_0 weights (and Q5_0 ones re-encoded as Q8_0, exactly) against
+//! activations quantized to Q8_0 blocks of 32, as ggml computes `q8_0 x q8_0` and `q5_0 x
+//! q8_0` dot products, with every weight tile read once for up to [`ROWS`] activation rows.
+//!
+//! Why: candle 0.11.1's x86 Q8_0 matmul has two paths. Its repacked AVX-512 VNNI tiles
+//! share each weight read across four rows but take only in-features that are multiples of
+//! 256 and quantize activations per 256 (a coarser function; widening the layers' 640-input
+//! weights to use them failed the KLD gate, docs/serving.md). Its generic loop re-reads the
+//! whole weight for every row at about 16 GMAC/s here, so a step of 4 sequences costs 4
+//! steps of one (measured: Gemma 3 270M ffn_gate, n=2048 k=640, 1 thread: 80 us at 1 row,
+//! 315 us at 4). This kernel keeps ggml's per-32 activation blocks and reuses each weight
+//! tile across rows.
+//!
+//! Exactness: per block, the integer dot product is exact (i32); the float part is, per
+//! output, `acc = fma(d_w * d_a, isum, acc)` over blocks in order, the same operations in the
+//! same order on every path (AVX-512 VNNI and the portable reference [`PackedQ8_0::matmul_ref`]),
+//! so both give the same bits, and a row's result does not depend on the other rows beside
+//! it. Results differ from candle's generic Q8_0 loop in float rounding only (it sums per
+//! SIMD lane and reduces at the end).
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{bail, Device, Result, Tensor};
+use half::f16;
+
+/// Output columns per weight tile (one AVX-512 register of i32 / f32).
+pub const TILE_N: usize = 16;
+/// Values per Q8_0 block.
+pub const QK: usize = 32;
+/// Activation rows computed against one weight tile read.
+pub const ROWS: usize = 4;
+
+/// The quants of one Q8_0 block of 32 values for [`TILE_N`] output columns, offset by +128
+/// (u8, for `vpdpbusd`'s unsigned operand) as `[group of 4 k][column][4]`; cache-line
+/// aligned (the scales live in their own array).
+#[repr(C, align(64))]
+#[derive(Clone)]
+struct Tile {
+    qs: [u8; QK * TILE_N],
+}
+
+/// An activation row's Q8_0 block: scale, quants, and sums of the quants: 128 times the
+/// block's (the +128 offset's correction of [`PackedQ8_0`]), 128 times each half's
+/// ([`PackedK`]'s signed weights, scaled per 16), and the block's as f32 ([`PackedK`]'s
+/// minimums).
+#[derive(Clone, Copy, Debug)]
+struct Act {
+    d: f32,
+    corr: i32,
+    corr_lo: i32,
+    corr_hi: i32,
+    sum: f32,
+    qs: [i8; QK],
+}
+
+/// A Q8_0 (or Q5_0) weight of `n` outputs and `k` inputs, repacked into tiles.
+#[derive(Clone)]
+pub struct PackedQ8_0 {
+    n: usize,
+    k: usize,
+    /// `[n / TILE_N][k / QK]`
+    tiles: std::sync::Arc<Vec<Tile>>,
+    /// The weights' scales, `[n / TILE_N][k / QK][TILE_N]` like `tiles`.
+    scales: std::sync::Arc<Vec<[f16; TILE_N]>>,
+}
+
+impl std::fmt::Debug for PackedQ8_0 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedQ8_0({}x{})", self.n, self.k)
+    }
+}
+
+/// Whether this CPU runs [`PackedQ8_0`]'s fast path (AVX-512 F/BW and VNNI).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The 32 weights of a Q5_0 block (22 bytes: f16 scale, 4 bytes of fifth bits, 16 bytes of
+/// nibbles) as Q8_0 values `q - 16`, exactly as ggml dequantizes them.
+fn q5_0_values(b: &[u8]) -> [i8; QK] {
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    let qs = &b[6..22];
+    let mut q = [0i8; QK];
+    for j in 0..16 {
+        let h0 = (((qh >> j) & 1) << 4) as u8;
+        let h1 = (((qh >> (j + 16)) & 1) << 4) as u8;
+        q[j] = ((qs[j] & 0x0F) | h0) as i8 - 16;
+        q[j + 16] = ((qs[j] >> 4) | h1) as i8 - 16;
+    }
+    q
+}
+
+/// The activations' Q8_0 blocks, row after row, as candle's `BlockQ8_0::from_float`
+/// makes them (scale `amax / 127` stored as f16, quants `round(x / d)`), with sums.
+fn quantize(xs: &[f32], m: usize, k: usize) -> Vec<Act> {
+    let kb = k / QK;
+    let mut out = vec![
+        Act {
+            d: 0.0,
+            corr: 0,
+            corr_lo: 0,
+            corr_hi: 0,
+            sum: 0.0,
+            qs: [0; QK],
+        };
+        m * kb
+    ];
+    let one = |x: &[f32], a: &mut Act| {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        a.d = f16::from_f32(d).to_f32();
+        for (q, &v) in a.qs.iter_mut().zip(x) {
+            *q = f32::round(v * id) as i8;
+        }
+        let lo: i32 = a.qs[..QK / 2].iter().map(|&q| q as i32).sum();
+        let hi: i32 = a.qs[QK / 2..].iter().map(|&q| q as i32).sum();
+        a.corr = 128 * (lo + hi);
+        a.corr_lo = 128 * lo;
+        a.corr_hi = 128 * hi;
+        a.sum = (lo + hi) as f32;
+    };
+    if m == 1 {
+        for (x, a) in xs.chunks_exact(QK).zip(out.iter_mut()) {
+            one(x, a);
+        }
+        return out;
+    }
+    let ptr = out.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(m, |rows| {
+        for r in rows {
+            // Safety: each row's blocks are written by one chunk only.
+            let dst = unsafe { std::slice::from_raw_parts_mut((ptr as *mut Act).add(r * kb), kb) };
+            for (x, a) in xs[r * k..(r + 1) * k].chunks_exact(QK).zip(dst.iter_mut()) {
+                one(x, a);
+            }
+        }
+    });
+    out
+}
+
+/// The activations as Q8_K blocks of 256 (what candle's `BlockQ8K::from_float` and ggml make
+/// for k-quant weights: scale `max / -127` in f32 where `max` is the value of largest
+/// magnitude, quants `round(x / d)` clamped to i8), handed to the kernels as 8 blocks of 32
+/// sharing the superblock's scale.
+fn quantize_k(xs: &[f32], m: usize, k: usize) -> Vec<Act> {
+    let zero = Act {
+        d: 0.0,
+        corr: 0,
+        corr_lo: 0,
+        corr_hi: 0,
+        sum: 0.0,
+        qs: [0; QK],
+    };
+    let mut out = vec![zero; m * k / QK];
+    for (x, a) in xs.chunks_exact(256).zip(out.chunks_exact_mut(8)) {
+        let (mut max, mut amax) = (0f32, 0f32);
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let iscale = if amax == 0.0 { 0.0 } else { -127f32 / max };
+        let d = if amax == 0.0 { 0.0 } else { 1.0 / iscale };
+        for (x, a) in x.chunks_exact(QK).zip(a.iter_mut()) {
+            for (q, &v) in a.qs.iter_mut().zip(x) {
+                *q = (iscale * v).round().clamp(-128.0, 127.0) as i8;
+            }
+            let lo: i32 = a.qs[..QK / 2].iter().map(|&q| q as i32).sum();
+            let hi: i32 = a.qs[QK / 2..].iter().map(|&q| q as i32).sum();
+            a.d = d;
+            a.corr = 128 * (lo + hi);
+            a.corr_lo = 128 * lo;
+            a.corr_hi = 128 * hi;
+            a.sum = (lo + hi) as f32;
+        }
+    }
+    out
+}
+
+impl PackedQ8_0 {
+    /// Repacks a Q8_0 or Q5_0 weight (n, k); None for another dtype or a shape the tiles do
+    /// not cover (n not a multiple of 16, k not a multiple of 32).
+    pub fn from_qtensor(t: &QTensor) -> Result<Option<Self>> {
+        let (n, k) = t.shape().dims2()?;
+        let bytes = match t.dtype() {
+            GgmlDType::Q8_0 => 34,
+            GgmlDType::Q5_0 => 22,
+            _ => return Ok(None),
+        };
+        if n == 0 || k == 0 || n % TILE_N != 0 || k % QK != 0 {
+            return Ok(None);
+        }
+        let data = t.data()?;
+        let kb = k / QK;
+        if data.len() != n * kb * bytes {
+            bail!("{:?} weight of {n}x{k}: {} bytes", t.dtype(), data.len());
+        }
+        let block = |row: usize, b: usize| -> (f16, [i8; QK]) {
+            let s = &data[(row * kb + b) * bytes..][..bytes];
+            let d = f16::from_le_bytes([s[0], s[1]]);
+            if bytes == 34 {
+                let mut q = [0i8; QK];
+                for (q, &v) in q.iter_mut().zip(&s[2..34]) {
+                    *q = v as i8;
+                }
+                (d, q)
+            } else {
+                (d, q5_0_values(s))
+            }
+        };
+        let mut tiles = Vec::with_capacity(n / TILE_N * kb);
+        let mut scales = Vec::with_capacity(n / TILE_N * kb);
+        for t in 0..n / TILE_N {
+            for b in 0..kb {
+                let mut tile = Tile {
+                    qs: [0; QK * TILE_N],
+                };
+                let mut ds = [f16::ZERO; TILE_N];
+                for (r, dr) in ds.iter_mut().enumerate() {
+                    let (d, q) = block(t * TILE_N + r, b);
+                    *dr = d;
+                    for g in 0..QK / 4 {
+                        for j in 0..4 {
+                            tile.qs[(g * TILE_N + r) * 4 + j] = (q[g * 4 + j] as i16 + 128) as u8;
+                        }
+                    }
+                }
+                tiles.push(tile);
+                scales.push(ds);
+            }
+        }
+        Ok(Some(Self {
+            n,
+            k,
+            tiles: std::sync::Arc::new(tiles),
+            scales: std::sync::Arc::new(scales),
+        }))
+    }
+
+    /// Output features.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input features.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `x` (.., k) f32 times the weight transposed: (.., n) f32, on the fast path where the
+    /// CPU has it ([`available`]), else on the portable reference (the same bits, slower).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        forward_with(x, self.k, self.n, |xs, m, out| {
+            if available() {
+                self.matmul(xs, m, out)
+            } else {
+                self.matmul_ref(xs, m, out)
+            }
+        })
+    }
+
+    /// The portable reference: the same operations in the same order as the fast path.
+    pub fn matmul_ref(&self, xs: &[f32], m: usize, out: &mut [f32]) {
+        assert_eq!(xs.len(), m * self.k);
+        assert_eq!(out.len(), m * self.n);
+        let kb = self.k / QK;
+        let acts = quantize(xs, m, self.k);
+        for row in 0..m {
+            for t in 0..self.n / TILE_N {
+                let mut acc = [0f32; TILE_N];
+                for b in 0..kb {
+                    let tile = &self.tiles[t * kb + b];
+                    let ds = &self.scales[t * kb + b];
+                    let a = &acts[row * kb + b];
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        let mut isum = 0i32;
+                        for g in 0..QK / 4 {
+                            for j in 0..4 {
+                                isum += tile.qs[(g * TILE_N + c) * 4 + j] as i32
+                                    * a.qs[g * 4 + j] as i32;
+                            }
+                        }
+                        isum -= a.corr;
+                        let scale = ds[c].to_f32() * a.d;
+                        *acc = scale.mul_add(isum as f32, *acc);
+                    }
+                }
+                out[row * self.n + t * TILE_N..][..TILE_N].copy_from_slice(&acc);
+            }
+        }
+    }
+
+    /// The fast path (needs [`available`]): work units of one column tile and up to
+    /// [`ROWS`] rows, spread over candle's barrier pool (the pool candle's own quantized
+    /// matmuls run on, sized by `CANDLE_NUM_THREADS`).
+    pub fn matmul(&self, xs: &[f32], m: usize, out: &mut [f32]) {
+        assert!(available(), "PackedQ8_0::matmul needs AVX-512 VNNI");
+        assert_eq!(xs.len(), m * self.k);
+        assert_eq!(out.len(), m * self.n);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let kb = self.k / QK;
+            let acts = quantize(xs, m, self.k);
+            let groups = m.div_ceil(ROWS);
+            let units = self.n / TILE_N * groups;
+            let out_ptr = out.as_mut_ptr() as usize;
+            let n = self.n;
+            let (tiles, scales) = (&self.tiles[..], &self.scales[..]);
+            candle_core::utils::barrier_pool().execute_chunked(units, |range| {
+                for u in range {
+                    let (t, g) = (u / groups, u % groups);
+                    let r0 = g * ROWS;
+                    let rows = (m - r0).min(ROWS);
+                    // Safety: `available()` checked the features; each unit writes only its
+                    // own rows' columns t*16..t*16+16.
+                    unsafe {
+                        avx512::unit(
+                            &tiles[t * kb..(t + 1) * kb],
+                            &scales[t * kb..(t + 1) * kb],
+                            &acts[r0 * kb..(r0 + rows) * kb],
+                            kb,
+                            rows,
+                            (out_ptr as *mut f32).add(r0 * n + t * TILE_N),
+                            n,
+                        );
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// A Q4_K or Q6_K block of 32 weights of one column as `s_h * (u - z) - m`: quants `u` (u8),
+/// a scale per half (16 weights), one minimum per block, and a per-tensor offset `z`. Both
+/// are exact: Q4_K's `d * sc * q - dmin * m` per 32 (u = q, z = 0, the same scale in both
+/// halves), Q6_K's `d * sc * q` per 16 with q in -32..=31 (u = q + 128, z = 128, m = 0).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct KScales {
+    lo: [f32; TILE_N],
+    hi: [f32; TILE_N],
+    min: [f32; TILE_N],
+}
+
+/// A Q4_K or Q6_K weight of `n` outputs and `k` inputs, unpacked into [`KScales`] form and
+/// tiled like [`PackedQ8_0`]: 1.375 bytes a weight (Q4_K is 0.5625, Q6_K 0.82), against
+/// activations in Q8_K blocks of 256 ([`quantize_k`]), as ggml and candle compute these
+/// types. (Quantizing these activations per 32 instead, finer, was measured: Gemma 3 270M's
+/// perplexity fell 2.4% below llama.cpp's on the same file, outside the KLD gate's band.)
+#[derive(Clone)]
+pub struct PackedK {
+    n: usize,
+    k: usize,
+    /// 128 for Q6_K (signed quants), 0 for Q4_K.
+    signed: bool,
+    tiles: std::sync::Arc<Vec<Tile>>,
+    scales: std::sync::Arc<Vec<KScales>>,
+}
+
+impl std::fmt::Debug for PackedK {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedK({}x{})", self.n, self.k)
+    }
+}
+
+/// ggml's 6-bit scale and minimum `j` of a Q4_K superblock.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// One 32-weight block `b` (0..8) of a superblock: quants u, scale of each half, minimum.
+type KBlock = ([u8; QK], f32, f32, f32);
+/// Reads block `b` of a superblock's bytes.
+type KBlockFn = fn(&[u8], usize) -> KBlock;
+
+/// Block `b` of a Q4_K superblock (144 bytes: d, dmin, 12 bytes of scales, 128 of nibbles).
+fn q4k_block(sb: &[u8], b: usize) -> KBlock {
+    let d = f16::from_le_bytes([sb[0], sb[1]]).to_f32();
+    let dmin = f16::from_le_bytes([sb[2], sb[3]]).to_f32();
+    let (sc, m) = scale_min_k4(b, &sb[4..16]);
+    let qs = &sb[16 + (b / 2) * 32..][..32];
+    let mut u = [0u8; QK];
+    for (u, &q) in u.iter_mut().zip(qs) {
+        *u = if b.is_multiple_of(2) {
+            q & 0x0F
+        } else {
+            q >> 4
+        };
+    }
+    let s = d * sc as f32;
+    (u, s, s, dmin * m as f32)
+}
+
+/// Block `b` of a Q6_K superblock (210 bytes: 128 of low nibbles, 64 of high bits, 16 i8
+/// scales, d).
+fn q6k_block(sb: &[u8], b: usize) -> KBlock {
+    let (ql, qh, sc) = (&sb[0..128], &sb[128..192], &sb[192..208]);
+    let d = f16::from_le_bytes([sb[208], sb[209]]).to_f32();
+    let (half, part) = (b / 4, b % 4); // 128-value half, 32-value part of it
+    let (ql, qh) = (&ql[64 * half..], &qh[32 * half..]);
+    let mut u = [0u8; QK];
+    for (l, u) in u.iter_mut().enumerate() {
+        let q = match part {
+            0 => (ql[l] & 0xF) | ((qh[l] & 3) << 4),
+            1 => (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4),
+            2 => (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+            _ => (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+        };
+        *u = (q as i16 - 32 + 128) as u8;
+    }
+    let s = |i: usize| d * sc[i] as i8 as f32;
+    (u, s(2 * b), s(2 * b + 1), 0.0)
+}
+
+impl PackedK {
+    /// Unpacks a Q4_K or Q6_K weight (n, k); None for another dtype or n not a multiple
+    /// of 16.
+    pub fn from_qtensor(t: &QTensor) -> Result<Option<Self>> {
+        let (n, k) = t.shape().dims2()?;
+        let (bytes, signed, block): (usize, bool, KBlockFn) = match t.dtype() {
+            GgmlDType::Q4K => (144, false, q4k_block),
+            GgmlDType::Q6K => (210, true, q6k_block),
+            _ => return Ok(None),
+        };
+        if n == 0 || n % TILE_N != 0 || k == 0 || k % 256 != 0 {
+            return Ok(None);
+        }
+        let data = t.data()?;
+        let (sbs, kb) = (k / 256, k / QK);
+        if data.len() != n * sbs * bytes {
+            bail!("{:?} weight of {n}x{k}: {} bytes", t.dtype(), data.len());
+        }
+        let mut tiles = Vec::with_capacity(n / TILE_N * kb);
+        let mut scales = Vec::with_capacity(n / TILE_N * kb);
+        for t in 0..n / TILE_N {
+            for b in 0..kb {
+                let mut tile = Tile {
+                    qs: [0; QK * TILE_N],
+                };
+                let mut sc = KScales {
+                    lo: [0.0; TILE_N],
+                    hi: [0.0; TILE_N],
+                    min: [0.0; TILE_N],
+                };
+                for r in 0..TILE_N {
+                    let sb = &data[((t * TILE_N + r) * sbs + b / 8) * bytes..][..bytes];
+                    let (u, lo, hi, min) = block(sb, b % 8);
+                    (sc.lo[r], sc.hi[r], sc.min[r]) = (lo, hi, min);
+                    for g in 0..QK / 4 {
+                        tile.qs[(g * TILE_N + r) * 4..][..4].copy_from_slice(&u[g * 4..][..4]);
+                    }
+                }
+                tiles.push(tile);
+                scales.push(sc);
+            }
+        }
+        Ok(Some(Self {
+            n,
+            k,
+            signed,
+            tiles: std::sync::Arc::new(tiles),
+            scales: std::sync::Arc::new(scales),
+        }))
+    }
+
+    /// `x` (.., k) times the weight transposed, like [`PackedQ8_0::forward`].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        forward_with(x, self.k, self.n, |xs, m, out| {
+            if available() {
+                self.matmul(xs, m, out)
+            } else {
+                self.matmul_ref(xs, m, out)
+            }
+        })
+    }
+
+    /// The portable reference: the same operations in the same order as the fast path.
+    pub fn matmul_ref(&self, xs: &[f32], m: usize, out: &mut [f32]) {
+        assert_eq!(xs.len(), m * self.k);
+        assert_eq!(out.len(), m * self.n);
+        let kb = self.k / QK;
+        let acts = quantize_k(xs, m, self.k);
+        for row in 0..m {
+            for t in 0..self.n / TILE_N {
+                let mut acc = [0f32; TILE_N];
+                for b in 0..kb {
+                    let tile = &self.tiles[t * kb + b];
+                    let sc = &self.scales[t * kb + b];
+                    let a = &acts[row * kb + b];
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        let dot = |g0: usize| -> i32 {
+                            (g0..g0 + 4)
+                                .flat_map(|g| (0..4).map(move |j| (g, j)))
+                                .map(|(g, j)| {
+                                    tile.qs[(g * TILE_N + c) * 4 + j] as i32
+                                        * a.qs[g * 4 + j] as i32
+                                })
+                                .sum()
+                        };
+                        let (mut lo, mut hi) = (dot(0), dot(4));
+                        if self.signed {
+                            lo -= a.corr_lo;
+                            hi -= a.corr_hi;
+                        }
+                        let t = sc.lo[c] * lo as f32;
+                        let t = sc.hi[c].mul_add(hi as f32, t);
+                        let t = (-sc.min[c]).mul_add(a.sum, t);
+                        *acc = t.mul_add(a.d, *acc);
+                    }
+                }
+                out[row * self.n + t * TILE_N..][..TILE_N].copy_from_slice(&acc);
+            }
+        }
+    }
+
+    /// The fast path (needs [`available`]), spread like [`PackedQ8_0::matmul`].
+    pub fn matmul(&self, xs: &[f32], m: usize, out: &mut [f32]) {
+        assert!(available(), "PackedK::matmul needs AVX-512 VNNI");
+        assert_eq!(xs.len(), m * self.k);
+        assert_eq!(out.len(), m * self.n);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let kb = self.k / QK;
+            let acts = quantize_k(xs, m, self.k);
+            let groups = m.div_ceil(ROWS);
+            let units = self.n / TILE_N * groups;
+            let out_ptr = out.as_mut_ptr() as usize;
+            let n = self.n;
+            let (tiles, scales, signed) = (&self.tiles[..], &self.scales[..], self.signed);
+            candle_core::utils::barrier_pool().execute_chunked(units, |range| {
+                for u in range {
+                    let (t, g) = (u / groups, u % groups);
+                    let r0 = g * ROWS;
+                    let rows = (m - r0).min(ROWS);
+                    // Safety: as in PackedQ8_0::matmul.
+                    unsafe {
+                        avx512::unit_k(
+                            &tiles[t * kb..(t + 1) * kb],
+                            &scales[t * kb..(t + 1) * kb],
+                            signed,
+                            &acts[r0 * kb..(r0 + rows) * kb],
+                            kb,
+                            rows,
+                            (out_ptr as *mut f32).add(r0 * n + t * TILE_N),
+                            n,
+                        );
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// `x` (.., k) as host f32 rows through `f` into (.., n).
+fn forward_with(
+    x: &Tensor,
+    k_w: usize,
+    n: usize,
+    f: impl FnOnce(&[f32], usize, &mut [f32]),
+) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let Some((&k, lead)) = dims.split_last() else {
+        bail!("a matmul input of rank 0");
+    };
+    if k != k_w {
+        bail!("matmul input of {k} features against a weight of {k_w}");
+    }
+    let m: usize = lead.iter().product();
+    let xs = x
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut out = vec![0f32; m * n];
+    f(&xs, m, &mut out);
+    let mut shape = lead.to_vec();
+    shape.push(n);
+    Tensor::from_vec(out, shape, &Device::Cpu)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Act, Tile, QK, ROWS, TILE_N};
+    use half::f16;
+
+    /// How many tiles ahead of the one computed the fast path prefetches.
+    const PREFETCH: usize = 8;
+    use core::arch::x86_64::*;
+
+    /// One column tile against `rows` (1..=ROWS) activation rows of `kb` blocks each.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma,f16c")]
+    pub(super) unsafe fn unit(
+        tiles: &[Tile],
+        scales: &[[f16; TILE_N]],
+        acts: &[Act],
+        kb: usize,
+        rows: usize,
+        dst: *mut f32,
+        n: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); ROWS];
+        for (b, (tile, ds)) in tiles.iter().zip(scales).enumerate().take(kb) {
+            let q = tile.qs.as_ptr();
+            // the weights stream from memory once (the lm_head: 178 MB a step); ask for the
+            // tile PREFETCH tiles ahead (tiles of the next units follow in memory, and a
+            // prefetch past the end does not fault)
+            for l in 0..QK * TILE_N / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    q.wrapping_add(PREFETCH * QK * TILE_N + l * 64) as *const i8
+                );
+            }
+            let w: [__m512i; QK / 4] =
+                std::array::from_fn(|g| _mm512_load_si512(q.add(g * 64) as *const __m512i));
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(ds.as_ptr() as *const __m256i));
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                let a = &acts[r * kb + b];
+                let ap = a.qs.as_ptr() as *const i32;
+                // four independent accumulators: a single chain of eight dpbusd waits on
+                // each one's latency (the integer sum is exact in any order)
+                let x = |g: usize| _mm512_set1_epi32(std::ptr::read_unaligned(ap.add(g)));
+                let z = _mm512_setzero_si512();
+                let mut i0 = _mm512_dpbusd_epi32(z, w[0], x(0));
+                let mut i1 = _mm512_dpbusd_epi32(z, w[1], x(1));
+                let mut i2 = _mm512_dpbusd_epi32(z, w[2], x(2));
+                let mut i3 = _mm512_dpbusd_epi32(z, w[3], x(3));
+                i0 = _mm512_dpbusd_epi32(i0, w[4], x(4));
+                i1 = _mm512_dpbusd_epi32(i1, w[5], x(5));
+                i2 = _mm512_dpbusd_epi32(i2, w[6], x(6));
+                i3 = _mm512_dpbusd_epi32(i3, w[7], x(7));
+                let isum = _mm512_add_epi32(_mm512_add_epi32(i0, i1), _mm512_add_epi32(i2, i3));
+                let isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(a.corr));
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(a.d));
+                *acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), *acc);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            _mm512_storeu_ps(dst.add(r * n), *acc);
+        }
+    }
+
+    /// One column tile of a [`super::PackedK`] weight against `rows` activation rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn unit_k(
+        tiles: &[Tile],
+        scales: &[super::KScales],
+        signed: bool,
+        acts: &[Act],
+        kb: usize,
+        rows: usize,
+        dst: *mut f32,
+        n: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); ROWS];
+        for (b, (tile, sc)) in tiles.iter().zip(scales).enumerate().take(kb) {
+            let q = tile.qs.as_ptr();
+            for l in 0..QK * TILE_N / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    q.wrapping_add(PREFETCH * QK * TILE_N + l * 64) as *const i8
+                );
+            }
+            let w: [__m512i; QK / 4] =
+                std::array::from_fn(|g| _mm512_load_si512(q.add(g * 64) as *const __m512i));
+            let lo_s = _mm512_loadu_ps(sc.lo.as_ptr());
+            let hi_s = _mm512_loadu_ps(sc.hi.as_ptr());
+            let min = _mm512_loadu_ps(sc.min.as_ptr());
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                let a = &acts[r * kb + b];
+                let ap = a.qs.as_ptr() as *const i32;
+                let x = |g: usize| _mm512_set1_epi32(std::ptr::read_unaligned(ap.add(g)));
+                let z = _mm512_setzero_si512();
+                let mut l0 = _mm512_dpbusd_epi32(z, w[0], x(0));
+                let mut l1 = _mm512_dpbusd_epi32(z, w[1], x(1));
+                let mut h0 = _mm512_dpbusd_epi32(z, w[4], x(4));
+                let mut h1 = _mm512_dpbusd_epi32(z, w[5], x(5));
+                l0 = _mm512_dpbusd_epi32(l0, w[2], x(2));
+                l1 = _mm512_dpbusd_epi32(l1, w[3], x(3));
+                h0 = _mm512_dpbusd_epi32(h0, w[6], x(6));
+                h1 = _mm512_dpbusd_epi32(h1, w[7], x(7));
+                let mut lo = _mm512_add_epi32(l0, l1);
+                let mut hi = _mm512_add_epi32(h0, h1);
+                if signed {
+                    lo = _mm512_sub_epi32(lo, _mm512_set1_epi32(a.corr_lo));
+                    hi = _mm512_sub_epi32(hi, _mm512_set1_epi32(a.corr_hi));
+                }
+                let t = _mm512_mul_ps(lo_s, _mm512_cvtepi32_ps(lo));
+                let t = _mm512_fmadd_ps(hi_s, _mm512_cvtepi32_ps(hi), t);
+                let t = _mm512_fnmadd_ps(min, _mm512_set1_ps(a.sum), t);
+                *acc = _mm512_fmadd_ps(t, _mm512_set1_ps(a.d), *acc);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            _mm512_storeu_ps(dst.add(r * n), *acc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weight(n: usize, k: usize, dtype: GgmlDType, seed: u64) -> QTensor {
+        let w = Tensor::randn(0f32, 1f32, (n, k), &Device::Cpu).unwrap();
+        let _ = seed;
+        QTensor::quantize(&w, dtype).unwrap()
+    }
+
+    fn inputs(m: usize, k: usize) -> Vec<f32> {
+        Tensor::randn(0f32, 1f32, (m, k), &Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    /// The exact value of one output from the dequantized blocks: sum over blocks of
+    /// d_w * d_a * (integer dot), in f64, for checking the packing independently of the
+    /// kernels' float order.
+    fn exact(t: &QTensor, xs: &[f32], k: usize, row: usize, col: usize) -> f64 {
+        let x = &xs[row * k..(row + 1) * k];
+        let acts = match t.dtype() {
+            GgmlDType::Q4K | GgmlDType::Q6K => quantize_k(x, 1, k),
+            _ => quantize(x, 1, k),
+        };
+        let w = t
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mut s = 0f64;
+        for (b, a) in acts.iter().enumerate() {
+            for j in 0..QK {
+                s += w[col][b * QK + j] as f64 * a.d as f64 * a.qs[j] as f64;
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn the_reference_computes_the_dequantized_dot_products() {
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
+            let (n, k, m) = (32, 96, 3);
+            let t = weight(n, k, dtype, 1);
+            let p = PackedQ8_0::from_qtensor(&t).unwrap().unwrap();
+            let xs = inputs(m, k);
+            let mut out = vec![0f32; m * n];
+            p.matmul_ref(&xs, m, &mut out);
+            for row in 0..m {
+                for col in 0..n {
+                    let e = exact(&t, &xs, k, row, col);
+                    let got = out[row * n + col] as f64;
+                    assert!(
+                        (got - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                        "{dtype:?} row {row} col {col}: {got} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_equals_the_reference_bit_for_bit_at_every_row_count() {
+        if !available() {
+            eprintln!("SKIPPED: this CPU lacks AVX-512 VNNI (the reference still runs)");
+            return;
+        }
+        let (n, k) = (48, 640);
+        let t = weight(n, k, GgmlDType::Q5_0, 2);
+        let p = PackedQ8_0::from_qtensor(&t).unwrap().unwrap();
+        let xs = inputs(9, k);
+        let mut alone = vec![0f32; n];
+        p.matmul(&xs[..k], 1, &mut alone);
+        for m in 1..=9 {
+            let (mut fast, mut slow) = (vec![0f32; m * n], vec![0f32; m * n]);
+            p.matmul(&xs[..m * k], m, &mut fast);
+            p.matmul_ref(&xs[..m * k], m, &mut slow);
+            assert!(
+                fast.iter()
+                    .zip(&slow)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "m={m}: fast path differs from the reference"
+            );
+            assert!(
+                fast[..n]
+                    .iter()
+                    .zip(&alone)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "m={m}: row 0 differs from row 0 alone"
+            );
+        }
+    }
+
+    #[test]
+    fn shapes_the_tiles_do_not_cover_are_refused() {
+        assert!(
+            PackedQ8_0::from_qtensor(&weight(24, 64, GgmlDType::Q8_0, 3))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            PackedQ8_0::from_qtensor(&weight(32, 256, GgmlDType::Q4K, 3))
+                .unwrap()
+                .is_none()
+        );
+        assert!(PackedK::from_qtensor(&weight(32, 256, GgmlDType::Q8_0, 3))
+            .unwrap()
+            .is_none());
+        assert!(PackedK::from_qtensor(&weight(24, 256, GgmlDType::Q4K, 3))
+            .unwrap()
+            .is_none());
+    }
+
+    /// The unpacked blocks give back candle's dequantized weights bit for bit: `s * (u - z)
+    /// - m` for every weight, against candle's own `dequantize` (its code, not ours).
+    #[test]
+    fn k_quant_blocks_unpack_to_candles_dequantized_weights() {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            let (n, k) = (16, 512);
+            let t = weight(n, k, dtype, 4);
+            let p = PackedK::from_qtensor(&t).unwrap().unwrap();
+            let want = t
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let kb = k / QK;
+            let z = if p.signed { 128 } else { 0 };
+            for (c, want) in want.iter().enumerate() {
+                for (i, &w) in want.iter().enumerate() {
+                    let (b, j) = (i / QK, i % QK);
+                    let (tile, sc) = (&p.tiles[b], &p.scales[b]);
+                    let u = tile.qs[((j / 4) * TILE_N + c) * 4 + j % 4] as i32 - z;
+                    let s = if j < QK / 2 { sc.lo[c] } else { sc.hi[c] };
+                    let got = if p.signed {
+                        s * u as f32
+                    } else {
+                        s * u as f32 - sc.min[c]
+                    };
+                    assert_eq!(
+                        got.to_bits(),
+                        w.to_bits(),
+                        "{dtype:?} col {c} k {i}: {got} vs {w}"
+                    );
+                }
+            }
+            assert_eq!(p.tiles.len(), kb);
+        }
+    }
+
+    #[test]
+    fn k_quant_products_match_the_dequantized_weights_and_are_row_independent() {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            let (n, k) = (32, 512);
+            let t = weight(n, k, dtype, 5);
+            let p = PackedK::from_qtensor(&t).unwrap().unwrap();
+            let xs = inputs(6, k);
+            let mut slow = vec![0f32; 6 * n];
+            p.matmul_ref(&xs, 6, &mut slow);
+            for row in 0..6 {
+                for col in 0..n {
+                    let e = exact(&t, &xs, k, row, col);
+                    let got = slow[row * n + col] as f64;
+                    assert!(
+                        (got - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                        "{dtype:?} row {row} col {col}: {got} vs {e}"
+                    );
+                }
+            }
+            if !available() {
+                eprintln!("SKIPPED the fast path: this CPU lacks AVX-512 VNNI");
+                continue;
+            }
+            for m in 1..=6 {
+                let mut fast = vec![0f32; m * n];
+                p.matmul(&xs[..m * k], m, &mut fast);
+                assert!(
+                    fast.iter()
+                        .zip(&slow)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{dtype:?} m={m}: fast path differs from the reference"
+                );
+            }
+        }
+    }
+}
