@@ -153,7 +153,7 @@ fn check(reference: &str, cap: usize, lens: &[usize], chunk: usize, n_new: usize
     let w = m.gemma3_weights().expect("the project's Gemma 3");
     let b = Batched::new(w, fast).unwrap();
     eprintln!(
-        "{reference} (fast weights: {fast}): {:?} weights run a lone row as two / on the project's Q8_0 kernel",
+        "{reference} (fast weights: {fast}): {:?} weights run a lone row as two / on the project's kernels",
         b.adapted_weights()
     );
     let vocab = m.meta().vocab;

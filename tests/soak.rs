@@ -4,6 +4,7 @@
 //! server stays up, every accepted request ends exactly once (completed or cancelled, none
 //! failed, none lost), every completed stream is whole (its tokens, one finish, `[DONE]`),
 //! no response id is seen twice, and the process's RSS does not grow after warm-up.
+//! `SOAK_FAST_WEIGHTS=1` soaks the server with `--fast-weights` (the project's kernels).
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
@@ -65,7 +66,9 @@ fn soak_saturated_with_bad_requests() {
     o.max_batch_tokens = 64;
     o.prefill_chunk = 32;
     o.max_queue = 4;
+    o.fast_weights = std::env::var("SOAK_FAST_WEIGHTS").is_ok_and(|v| v == "1");
     let p = server::prepare(loaded.model, &o).unwrap();
+    eprintln!("soak: {}", p.describe);
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let srv = server::start(p, tok, &o, addr).unwrap();
     let url = srv.url();

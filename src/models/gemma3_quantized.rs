@@ -645,7 +645,7 @@ struct Proj {
 }
 
 /// Which code multiplies by a weight: candle's quantized matmul, or (with `--fast-weights`
-/// on a CPU with AVX-512 VNNI) the project's Q8_0 kernel ([`PackedQ8_0`]).
+/// on a CPU with AVX-512 VNNI) the project's kernels ([`PackedQ8_0`], [`PackedK`]).
 #[derive(Debug, Clone)]
 enum Weight {
     Candle(QMatMul),
@@ -735,10 +735,10 @@ pub fn q5_0_as_q8_0(t: &QTensor) -> Result<Option<QTensor>> {
     )?))
 }
 
-/// `w` as the batched path runs it. With `fast`: a Q8_0 or Q5_0 weight on the project's Q8_0
-/// kernel where the CPU has AVX-512 VNNI ([`PackedQ8_0`]), else a Q5_0 weight re-encoded as
-/// Q8_0 on candle's SIMD Q8_0 loop; other dtypes stay on candle's kernels. Then whether a
-/// lone row must run as two.
+/// `w` as the batched path runs it. With `fast`, where the CPU has AVX-512 VNNI: a Q8_0 or
+/// Q5_0 weight on [`PackedQ8_0`], a Q4_K or Q6_K one on [`PackedK`]; without, a Q5_0 weight
+/// re-encoded as Q8_0 on candle's SIMD Q8_0 loop; anything else on candle's kernels. Then
+/// whether a lone row must run as two.
 fn proj(w: &QMatMul, fast: bool, dev: &Device) -> Result<Proj> {
     let k = in_features(w)?;
     let mut run = Weight::Candle(w.clone());
@@ -772,13 +772,13 @@ fn proj(w: &QMatMul, fast: bool, dev: &Device) -> Result<Proj> {
 impl Batched {
     /// Wraps loaded weights (their single-sequence caches are not used) and measures which
     /// weights need a lone row run as two (see [`Batched`]). With `fast` (`--fast-weights`),
-    /// Q8_0 and Q5_0 weights (every one in Gemma 3 270M Q4_K_M but the k-quant
-    /// attn_output/ffn_down, the lm_head included) run on the project's Q8_0 kernel
-    /// ([`PackedQ8_0`]: ggml's per-32 activation blocks, each weight tile read once for up to
-    /// four rows) where the CPU has AVX-512 VNNI; elsewhere Q5_0 weights run re-encoded as
-    /// Q8_0 ([`q5_0_as_q8_0`]) on candle's SIMD Q8_0 loop. Logits differ from the bench path's
-    /// in float rounding (still the same alone as batched); the KLD gate judges them
-    /// (tests/kld.rs: passes).
+    /// every weight runs on the project's kernels where the CPU has AVX-512 VNNI: Q8_0 and
+    /// Q5_0 ones (the lm_head included) on [`PackedQ8_0`] against per-32 activation blocks,
+    /// Q4_K and Q6_K ones on [`PackedK`] against per-256 blocks, as ggml computes each type,
+    /// each weight tile read once for up to four rows; GELU and softmax run on the host
+    /// ([`host_ops`]). Elsewhere Q5_0 weights run re-encoded as Q8_0 ([`q5_0_as_q8_0`]) on
+    /// candle's SIMD Q8_0 loop. Logits differ from the bench path's in float rounding (still
+    /// the same alone as batched); the KLD gate judges them (tests/kld.rs: passes).
     pub fn new(mut model: ModelWeights, fast: bool) -> Result<Self> {
         model.reset();
         let dev = model.device.clone();
@@ -804,7 +804,7 @@ impl Batched {
     }
 
     /// How many of the model's weight matmuls run a lone row as two, and how many run on the
-    /// project's Q8_0 kernel.
+    /// project's kernels.
     pub fn adapted_weights(&self) -> (usize, usize) {
         let all = || {
             self.projs

@@ -53,10 +53,10 @@ pub struct Options {
     /// For `/v1/models`: the device and what the weights are.
     pub device: String,
     pub dtype: String,
-    /// Run the batched Gemma 3's Q8_0 and Q5_0 weights on the project's Q8_0 kernel
-    /// (`models::q8_matmul`, AVX-512 VNNI; ggml's per-32 activation blocks, each weight tile
-    /// read once for up to 4 rows); without AVX-512 VNNI, Q5_0 weights as Q8_0 on candle's
-    /// SIMD loop. Logits differ from the bench path's in float rounding; the KL-divergence
+    /// Run the batched Gemma 3's weights on the project's kernels (`models::q8_matmul`,
+    /// AVX-512 VNNI; ggml's activation blocks for each weight type, each weight tile read once
+    /// for up to 4 rows; GELU and softmax on the host); without AVX-512 VNNI, Q5_0 weights as
+    /// Q8_0 on candle's SIMD loop. Logits differ from the bench path's in float rounding; the KL-divergence
     /// gate judges them (docs/serving.md). False (the default): the bench path's kernels.
     pub fast_weights: bool,
 }
@@ -142,7 +142,7 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
                     o.max_batch_tokens,
                     o.prefill_chunk,
                     match (o.fast_weights, padded) {
-                        (true, _) if packed > 0 => format!("; {packed} Q8_0/Q5_0 weights (the lm_head included) on the project's Q8_0 kernel (AVX-512 VNNI, per-32 activation blocks), {padded} run a lone row as two (batch-independent results)"),
+                        (true, _) if packed > 0 => format!("; {packed} weights (the lm_head included) on the project's AVX-512 VNNI kernels (Q8_0/Q5_0 against per-32 activation blocks, Q4_K/Q6_K per-256, as ggml), GELU and softmax on the host, {padded} run a lone row as two (batch-independent results)"),
                         (true, _) => format!("; Q5_0 weights as Q8_0 on candle's kernels (this CPU lacks AVX-512 VNNI for the project's Q8_0 kernel), {padded} run a lone row as two (batch-independent results)"),
                         (false, 0) => "; the bench path's kernels".to_string(),
                         (false, p) => format!("; the bench path's kernels, {p} weights run a lone row as two (batch-independent results)"),
@@ -209,7 +209,7 @@ pub fn served(model: Box<dyn CausalLm>, o: &Options) -> Result<Served> {
             meta.provenance.implementation,
             o.prefill_chunk,
             if o.fast_weights {
-                ", --fast-weights: Q8_0/Q5_0 weights on the project's Q8_0 kernel"
+                ", --fast-weights: the project's AVX-512 VNNI kernels"
             } else {
                 ""
             }

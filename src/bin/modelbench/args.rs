@@ -39,10 +39,10 @@ pub struct MoeArgs {
 /// Gemma 3 (`serve`, and `verify`, which judges what `serve` would run).
 #[derive(Args)]
 pub struct FastWeightsArg {
-    /// Run the batched Gemma 3's Q8_0 and Q5_0 weights (the lm_head included) on the
-    /// project's Q8_0 kernel instead of candle's: AVX-512 VNNI, ggml's per-32 activation
-    /// blocks, each weight tile read once for up to 4 sequences (without AVX-512 VNNI: Q5_0
-    /// as Q8_0 on candle's SIMD loop). Logits change in float rounding; on Gemma 3 270M the
+    /// Run the batched Gemma 3 on the project's kernels instead of candle's: AVX-512 VNNI
+    /// matmuls for Q8_0/Q5_0/Q4_K/Q6_K weights (ggml's activation blocks per type, each
+    /// weight tile read once for up to 4 sequences), GELU and softmax on the host (without
+    /// AVX-512 VNNI: Q5_0 as Q8_0 on candle's SIMD loop). Logits change in float rounding; on Gemma 3 270M the
     /// KL-divergence gate against llama.cpp passes (`verify --fast-weights`; docs/serving.md).
     /// Off by default.
     #[arg(long)]
