@@ -312,29 +312,20 @@ impl PackedQ8_0 {
         {
             let kb = self.k / QK;
             let acts = quantize(xs, m, self.k);
-            let groups = m.div_ceil(ROWS);
-            let units = self.n / TILE_N * groups;
-            let out_ptr = out.as_mut_ptr() as usize;
-            let n = self.n;
             let (tiles, scales) = (&self.tiles[..], &self.scales[..]);
-            candle_core::utils::barrier_pool().execute_chunked(units, |range| {
-                for u in range {
-                    let (t, g) = (u / groups, u % groups);
-                    let r0 = g * ROWS;
-                    let rows = (m - r0).min(ROWS);
-                    // Safety: `available()` checked the features; each unit writes only its
-                    // own rows' columns t*16..t*16+16.
-                    unsafe {
-                        avx512::unit(
-                            &tiles[t * kb..(t + 1) * kb],
-                            &scales[t * kb..(t + 1) * kb],
-                            &acts[r0 * kb..(r0 + rows) * kb],
-                            kb,
-                            rows,
-                            (out_ptr as *mut f32).add(r0 * n + t * TILE_N),
-                            n,
-                        );
-                    }
+            spread(m, self.n, out, |t, r0, rows, dst| {
+                // Safety: `available()` checked the features; `dst` is this unit's own block
+                // of the output (see `spread`).
+                unsafe {
+                    avx512::unit(
+                        &tiles[t * kb..(t + 1) * kb],
+                        &scales[t * kb..(t + 1) * kb],
+                        &acts[r0 * kb..(r0 + rows) * kb],
+                        kb,
+                        rows,
+                        dst,
+                        self.n,
+                    )
                 }
             });
         }
@@ -540,33 +531,49 @@ impl PackedK {
         {
             let kb = self.k / QK;
             let acts = quantize_k(xs, m, self.k);
-            let groups = m.div_ceil(ROWS);
-            let units = self.n / TILE_N * groups;
-            let out_ptr = out.as_mut_ptr() as usize;
-            let n = self.n;
             let (tiles, scales, signed) = (&self.tiles[..], &self.scales[..], self.signed);
-            candle_core::utils::barrier_pool().execute_chunked(units, |range| {
-                for u in range {
-                    let (t, g) = (u / groups, u % groups);
-                    let r0 = g * ROWS;
-                    let rows = (m - r0).min(ROWS);
-                    // Safety: as in PackedQ8_0::matmul.
-                    unsafe {
-                        avx512::unit_k(
-                            &tiles[t * kb..(t + 1) * kb],
-                            &scales[t * kb..(t + 1) * kb],
-                            signed,
-                            &acts[r0 * kb..(r0 + rows) * kb],
-                            kb,
-                            rows,
-                            (out_ptr as *mut f32).add(r0 * n + t * TILE_N),
-                            n,
-                        );
-                    }
+            spread(m, self.n, out, |t, r0, rows, dst| {
+                // Safety: as in PackedQ8_0::matmul.
+                unsafe {
+                    avx512::unit_k(
+                        &tiles[t * kb..(t + 1) * kb],
+                        &scales[t * kb..(t + 1) * kb],
+                        signed,
+                        &acts[r0 * kb..(r0 + rows) * kb],
+                        kb,
+                        rows,
+                        dst,
+                        self.n,
+                    )
                 }
             });
         }
     }
+}
+
+/// Runs `unit(t, r0, rows, dst)` for every work unit of an (m, n) output: column tile `t`
+/// and up to [`ROWS`] rows from `r0`, `dst` pointing at the unit's first output (row `r0`,
+/// column `16 t`; rows `n` apart), spread over candle's barrier pool. Units write disjoint
+/// parts of `out`.
+#[cfg(target_arch = "x86_64")]
+fn spread(
+    m: usize,
+    n: usize,
+    out: &mut [f32],
+    unit: impl Fn(usize, usize, usize, *mut f32) + Sync,
+) {
+    assert_eq!(out.len(), m * n);
+    let groups = m.div_ceil(ROWS);
+    let out_ptr = out.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(n / TILE_N * groups, |range| {
+        for u in range {
+            let (t, g) = (u / groups, u % groups);
+            let r0 = g * ROWS;
+            // `wrapping_add`: the pointer stays inside `out` (r0 < m, 16 t < n).
+            let dst = (out_ptr as *mut f32).wrapping_add(r0 * n + t * TILE_N);
+            unit(t, r0, (m - r0).min(ROWS), dst);
+        }
+    });
 }
 
 /// `x` (.., k) as host f32 rows through `f` into (.., n).
