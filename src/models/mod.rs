@@ -22,6 +22,7 @@ pub mod gemma3_quantized;
 pub mod gguf_fixture;
 pub mod gguf_tokenizer;
 pub mod layers;
+pub mod llama_quantized;
 pub mod loading;
 pub mod moe;
 pub mod psann;
@@ -66,6 +67,12 @@ pub trait CausalLm: Send {
     /// the batched forward of `modelbench serve` ([`gemma3_quantized::Batched`]); None for
     /// every other model, which serves one sequence at a time.
     fn gemma3_weights(&self) -> Option<gemma3_quantized::ModelWeights> {
+        None
+    }
+    /// The project's quantized Llama / Qwen3 weights behind this model (shared, not copied),
+    /// for the batched forward of `modelbench serve` ([`llama_quantized::Batched`]); None for
+    /// every other model (candle-transformers' quantized Llama and Qwen3 included).
+    fn llama_weights(&self) -> Option<llama_quantized::ModelWeights> {
         None
     }
 }
