@@ -198,9 +198,18 @@ struct Weights {
     /// Positions the RoPE tables and caches are built for.
     context: usize,
     device: Device,
-    /// Test side only: Qwen3 without its q/k norms (a deliberately wrong variant, to show the
-    /// comparison against candle-transformers can fail).
-    skip_qk_norm: bool,
+    /// Test side only: a deliberately wrong variant (to show that a comparison against
+    /// another implementation can fail); None in every model the suite runs.
+    wrong: Option<Wrong>,
+}
+
+/// Deliberately wrong variants of the model, for tests that must be able to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrong {
+    /// Qwen3 without its per-head q/k RmsNorm (no effect on Llama, which has none).
+    SkipQkNorm,
+    /// RoPE in the other layout (NeoX for Llama, interleaved for Qwen3).
+    OtherRopeLayout,
 }
 
 /// The KV cache of one sequence: every layer's keys and values at this sequence's positions.
@@ -288,7 +297,7 @@ impl Weights {
             let k = mm(li, 1, &a)?.reshape((1, total, kv_heads, hd))?;
             let v = mm(li, 2, &a)?.reshape((1, total, kv_heads, hd))?;
             let (q, k) = match &layer.qk_norm {
-                Some((qn, kn)) if !self.skip_qk_norm => (
+                Some((qn, kn)) if self.wrong != Some(Wrong::SkipQkNorm) => (
                     op("rms_norm", || qn.forward(&q))?,
                     op("rms_norm", || kn.forward(&k))?,
                 ),
@@ -442,7 +451,7 @@ impl ModelWeights {
             rope,
             context,
             device: device.clone(),
-            skip_qk_norm: false,
+            wrong: None,
         };
         let cache = w.new_seq();
         Ok(Self { w, cache })
@@ -457,10 +466,13 @@ impl ModelWeights {
         self.w.context
     }
 
-    /// Test side: a deliberately wrong Qwen3 that skips its per-head q/k norms (to show that a
-    /// comparison against another implementation can fail). No effect on Llama.
-    pub fn without_qk_norm(mut self) -> Self {
-        self.w.skip_qk_norm = true;
+    /// Test side: the model made deliberately wrong in one way (to show that a comparison
+    /// against another implementation can fail).
+    pub fn wrong(mut self, w: Wrong) -> Self {
+        if w == Wrong::OtherRopeLayout {
+            self.w.rope.interleaved = !self.w.rope.interleaved;
+        }
+        self.w.wrong = Some(w);
         self
     }
 
