@@ -43,7 +43,9 @@ fn logits_along(m: &mut dyn CausalLm, toks: &[u32], prompt: usize, chunks: usize
         }
     }
     while pos < toks.len() {
-        out.push(common::logits(&m.forward(&toks[pos..pos + 1], pos).unwrap()));
+        out.push(common::logits(
+            &m.forward(&toks[pos..pos + 1], pos).unwrap(),
+        ));
         pos += 1;
     }
     out
@@ -95,7 +97,6 @@ fn with_f32_tables(fam: Family, dir: &std::path::Path) -> PathBuf {
     out
 }
 
-
 const FAMILIES: [Family; 2] = [Family::Llama, Family::Qwen3];
 
 /// Prompt `i` of `n` ids.
@@ -132,8 +133,16 @@ fn own_llama_and_qwen3_match_candle_transformers() {
         let path = with_f32_tables(fam, dir.path());
         let mut ours = load(&path, GgufImpl::Modelbench, 512);
         let mut theirs = load(&path, GgufImpl::CandleTransformers, 512);
-        assert!(ours.meta().provenance.implementation.starts_with("modelbench quantized_"));
-        assert!(theirs.meta().provenance.implementation.starts_with("candle-transformers"));
+        assert!(ours
+            .meta()
+            .provenance
+            .implementation
+            .starts_with("modelbench quantized_"));
+        assert!(theirs
+            .meta()
+            .provenance
+            .implementation
+            .starts_with("candle-transformers"));
         let vocab = ours.meta().vocab;
         let mut spread_seen = false;
         for (i, n) in [7usize, 40, 100].into_iter().enumerate() {
@@ -158,7 +167,10 @@ fn own_llama_and_qwen3_match_candle_transformers() {
             let (moved, _) = max_diff(&whole[0], &whole[whole.len() - 1]);
             spread_seen |= moved > 1e-2 * scale;
         }
-        assert!(spread_seen, "{fam}: logits never changed along the sequence");
+        assert!(
+            spread_seen,
+            "{fam}: logits never changed along the sequence"
+        );
     }
     // candle's Qwen3 as it loads the file itself (f16 RoPE tables).
     let path = fixture(Family::Qwen3);
@@ -166,7 +178,11 @@ fn own_llama_and_qwen3_match_candle_transformers() {
     let mut theirs = load(&path, GgufImpl::CandleTransformers, 512);
     let p = prompt(100, ours.meta().vocab, 2);
     let g = greedy(theirs.as_mut(), &p, 12);
-    assert_eq!(greedy(ours.as_mut(), &p, 12), g, "qwen3 with candle's f16 tables: greedy ids");
+    assert_eq!(
+        greedy(ours.as_mut(), &p, 12),
+        g,
+        "qwen3 with candle's f16 tables: greedy ids"
+    );
     let mut toks = p.clone();
     toks.extend_from_slice(&g[..11]);
     let (d, scale) = worst(
@@ -204,7 +220,10 @@ fn a_wrong_variant_differs_from_candle_transformers() {
         let got: Vec<f32> = bad.forward(&x, 0).unwrap().to_vec1().unwrap();
         let (d, scale) = max_diff(&reference, &got);
         eprintln!("{fam} {wrong:?}: {d:.3e} from candle-transformers at logit scale {scale:.3}");
-        assert!(d > 1e-3 * scale, "{fam} {wrong:?}: only {d} from the reference");
+        assert!(
+            d > 1e-3 * scale,
+            "{fam} {wrong:?}: only {d} from the reference"
+        );
     }
 }
 
@@ -348,7 +367,10 @@ fn llama_and_qwen3_alone_and_batched_are_bit_equal() {
         let mut reference = load(&path, GgufImpl::CandleTransformers, 512);
         for (i, p) in prompts.iter().enumerate() {
             let s = run_single(single.as_mut(), p, chunk, n_new);
-            assert_eq!(s.tokens, alone[i].tokens, "{fam} prompt {i}: single-sequence ids");
+            assert_eq!(
+                s.tokens, alone[i].tokens,
+                "{fam} prompt {i}: single-sequence ids"
+            );
             let (d, sc) = worst(&s.logits, &alone[i].logits);
             assert!(
                 d <= 1e-5 * sc,

@@ -133,7 +133,13 @@ struct Rope {
 }
 
 impl Rope {
-    fn new(head_dim: usize, base: f32, positions: usize, interleaved: bool, dev: &Device) -> Result<Self> {
+    fn new(
+        head_dim: usize,
+        base: f32,
+        positions: usize,
+        interleaved: bool,
+        dev: &Device,
+    ) -> Result<Self> {
         let inv: Vec<f32> = (0..head_dim)
             .step_by(2)
             .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32))
@@ -514,7 +520,11 @@ impl ModelWeights {
             logits: true,
         }];
         let mm = |li: usize, j: usize, x: &Tensor| {
-            let kind = if li == w.layers.len() { "lm_head" } else { "matmul" };
+            let kind = if li == w.layers.len() {
+                "lm_head"
+            } else {
+                "matmul"
+            };
             op(kind, || w.weight(li, j).forward(x))
         };
         let out = w.step(&mut seqs, &mm);
@@ -569,9 +579,7 @@ impl Proj {
     /// compute it otherwise.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.lone_as_two && x.dim(1)? == 1 {
-            self.w
-                .forward(&Tensor::cat(&[x, x], 1)?)?
-                .narrow(1, 0, 1)
+            self.w.forward(&Tensor::cat(&[x, x], 1)?)?.narrow(1, 0, 1)
         } else {
             self.w.forward(x)
         }
@@ -650,5 +658,41 @@ impl Batched {
             }
         };
         self.w.step(seqs, &mm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+
+    /// A lone row through a batched projection is bit-equal to the same row among others, for
+    /// the weight types of the real files (Q4_K, Q6_K: kernels that may switch between one row
+    /// and several) as for the fixtures' Q8_0.
+    #[test]
+    fn a_lone_row_computes_as_among_others() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1f32, (64, 256), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1f32, (1, 3, 256), &dev).unwrap();
+        for dt in [GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K] {
+            let q = QMatMul::from_qtensor(QTensor::quantize(&w, dt).unwrap()).unwrap();
+            let p = Proj::new(&q, &dev).unwrap();
+            eprintln!("{dt:?}: lone row as two: {}", p.lone_as_two);
+            let many: Vec<f32> = p.forward(&x).unwrap().i((0, 0)).unwrap().to_vec1().unwrap();
+            let alone: Vec<f32> = p
+                .forward(&x.narrow(1, 0, 1).unwrap())
+                .unwrap()
+                .i((0, 0))
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert!(
+                many.iter()
+                    .zip(&alone)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{dt:?} (lone row as two: {})",
+                p.lone_as_two
+            );
+        }
     }
 }

@@ -25,9 +25,9 @@ use crate::models::gemma3_quantized::Batched;
 use crate::models::llama_quantized;
 use crate::models::quantized::GgufImpl;
 use crate::models::source::Resolved;
-use crate::models::{Family, Weights};
 use crate::models::tokenizer::{bos_id, encode};
 use crate::models::CausalLm;
+use crate::models::{Family, Weights};
 use crate::serving::protocol::{
     bad, error, json_response, overloaded, parse, sse, stats, usage, Api, Meta,
 };
