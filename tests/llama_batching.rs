@@ -403,3 +403,37 @@ fn a_step_past_the_context_is_an_error_not_a_panic() {
     assert!(e.contains("exceed the 64 positions"), "{e}");
     assert_eq!(c.pos(), 0);
 }
+
+/// `modelbench verify --served` judges the served computation (`serving::server::served`): for
+/// the project's Llama / Qwen3 it is the batched path with the server's prefill chunks, bit for
+/// bit, and its meta says so (a quality verdict of it is stored apart from the bench path's).
+#[test]
+fn the_served_computation_is_the_batched_path() {
+    use modelbench::serving::server::{served, Options};
+    for fam in FAMILIES {
+        let path = fixture(fam);
+        let m = load(&path, GgufImpl::Modelbench, 512);
+        let b = Batched::new(m.llama_weights().unwrap()).unwrap();
+        let mut o = Options::new("fixture", 512);
+        o.prefill_chunk = 32;
+        let mut s = served(m, &o).unwrap();
+        let imp = s.meta().provenance.implementation.clone();
+        assert!(
+            imp.starts_with(&format!("modelbench quantized_{fam}"))
+                && imp
+                    .contains("as `modelbench serve` runs it (batched path, prefill chunks of 32"),
+            "{imp}"
+        );
+        let p = prompt(100, s.meta().vocab, 3);
+        let alone = run_batched(&b, std::slice::from_ref(&p), &[0], 6, 32).0[0].clone();
+        // The whole prompt in one call: Served cuts it at 32, 64, 96 as the scheduler does.
+        let got = run_single(&mut s, &p, p.len(), 6);
+        assert_eq!(got.tokens, alone.tokens, "{fam}");
+        for (x, y) in got.logits.iter().zip(&alone.logits) {
+            assert!(
+                x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{fam}"
+            );
+        }
+    }
+}
