@@ -464,8 +464,8 @@ pub fn describe_impl(
             window.unwrap_or(0)
         ),
         (Family::Gemma3, false) => "candle-transformers 0.11.1 quantized_gemma3 (chosen with impl=candle-transformers; known wrong: SiLU MLP, no sliding window in decode)".into(),
-        (Family::Llama, true) => "modelbench quantized_llama (per-sequence KV caches, batched by `modelbench serve --max-batch`; chosen with impl=modelbench)".into(),
-        (Family::Qwen3, true) => "modelbench quantized_qwen3 (per-sequence KV caches, batched by `modelbench serve --max-batch`; chosen with impl=modelbench)".into(),
+        (Family::Llama, true) => "modelbench quantized_llama (the project's own, impl=modelbench: per-sequence KV caches, batched by `modelbench serve`)".into(),
+        (Family::Qwen3, true) => "modelbench quantized_qwen3 (the project's own, impl=modelbench: per-sequence KV caches, batched by `modelbench serve`)".into(),
         (Family::Llama, _) => "candle-transformers 0.11.1 quantized_llama".into(),
         _ => "candle-transformers 0.11.1 quantized_qwen3".into(),
     };
