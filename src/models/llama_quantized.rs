@@ -21,8 +21,16 @@
 //!   no attention bias (a file with one is refused, not run without it).
 //!
 //! Refused rather than run wrong: RoPE scaling and `rope_freqs.weight` (checked where the model
-//! is loaded, [`super::quantized::check_rope`]), partial rotary dimensions, mixture-of-experts
+//! is loaded, [`super::quantized::check_rope`]; Llama 3.1 / 3.2 GGUFs carry the latter, so they
+//! run on neither implementation here yet), partial rotary dimensions, mixture-of-experts
 //! Llama files, attention biases. Positions past the built context are an error, not a panic.
+//!
+//! The project's `gguf:fixture:llama` writes `attn_q` / `attn_k` without llama.cpp's
+//! permutation (seeded weights, no HF model to match), so tests compare this model with
+//! candle-transformers' on the same file (tests/llama_batching.rs), not with the safetensors
+//! fixture. Shared with the project's Gemma 3: the quantized row-wise embedding and the mask
+//! builder. Each sequence's cache is candle's `KvCache`, preallocated for the built context on
+//! its first token (as Gemma 3's global layers).
 
 use std::sync::Arc;
 
