@@ -78,6 +78,8 @@ fn restore_equals_a_fresh_fill_for_every_implementation() {
         "fixture:qwen3-moe",
         "gguf:fixture:llama",
         "gguf:fixture:qwen3",
+        "gguf:fixture:llama?impl=modelbench",
+        "gguf:fixture:qwen3?impl=modelbench",
         "gguf:fixture:gemma3",
         "gguf:fixture:gemma3?impl=candle-transformers",
     ] {

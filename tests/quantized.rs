@@ -10,7 +10,13 @@ use modelbench::models::source::ModelRef;
 
 #[test]
 fn gguf_fixtures_generate_and_their_kv_cache_is_exact() {
-    for fam in ["llama", "qwen3", "gemma3"] {
+    for fam in [
+        "llama",
+        "qwen3",
+        "gemma3",
+        "llama?impl=modelbench",
+        "qwen3?impl=modelbench",
+    ] {
         let r = format!("gguf:fixture:{fam}");
         let res = prepare(&r, &ModelRef::parse(&r).unwrap(), &[]).unwrap();
         let mut m = open(res, &Device::Cpu, DType::F32, Some(1024)).unwrap();
@@ -104,9 +110,21 @@ fn gemma3_gguf_is_the_projects_own_model_and_exact_past_the_window() {
         msg.contains("modelbench, candle-transformers") && !msg.contains('\n'),
         "{msg}"
     );
-    // impl=modelbench exists only for Gemma 3.
-    let r = "gguf:fixture:llama?impl=modelbench";
-    assert!(prepare(r, &ModelRef::parse(r).unwrap(), &[]).is_err());
+    // impl=modelbench exists for Llama and Qwen3 too (models::llama_quantized); the default
+    // of those families stays candle-transformers'.
+    for fam in ["llama", "qwen3"] {
+        let r = format!("gguf:fixture:{fam}?impl=modelbench");
+        let own = gemma3(&r, 64);
+        let imp = &own.model.meta().provenance.implementation;
+        assert!(
+            imp.starts_with(&format!("modelbench quantized_{fam}")),
+            "{imp}"
+        );
+        let r = format!("gguf:fixture:{fam}");
+        let default = gemma3(&r, 64);
+        let imp = &default.model.meta().provenance.implementation;
+        assert!(imp.starts_with("candle-transformers"), "{imp}");
+    }
 }
 
 #[test]

@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 struct Server {
     child: Child,
     url: String,
+    /// The `listening on` line (with how the server batches).
+    line: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -26,18 +28,16 @@ impl Drop for Server {
 /// A server of its own for each test (killed when the test ends; the model loads in under a
 /// second), on a port the OS picks.
 fn server() -> Server {
+    server_with("fixture:llama", &[])
+}
+
+/// A server of `model` with `extra` flags (see [`server`]).
+fn server_with(model: &str, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("serve.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args([
-            "serve",
-            "--model",
-            "fixture:llama",
-            "--port",
-            "0",
-            "--context",
-            "512",
-        ])
+        .args(["serve", "--model", model, "--port", "0", "--context", "512"])
+        .args(extra)
         .env("MODELBENCH_REPORTS", dir.path())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -60,6 +60,7 @@ fn server() -> Server {
     Server {
         child,
         url,
+        line,
         log,
         _dir: dir,
     }
@@ -536,4 +537,103 @@ fn a_stop_string_ends_the_text_before_it() {
     );
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert!(v["usage"]["completion_tokens"].as_u64().expect("n") <= 3);
+}
+
+/// `modelbench serve --max-batch 4` on a GGUF Llama file runs the project's Llama (which
+/// batches) and serves concurrent requests in shared steps, each with the text it gets alone;
+/// `--max-batch 0` is still a one-line error.
+#[test]
+fn gguf_llama_serves_concurrent_requests_batched() {
+    let model = "gguf:fixture:llama";
+    let s = server_with(
+        model,
+        &[
+            "--max-batch",
+            "4",
+            "--max-batch-tokens",
+            "64",
+            "--prefill-chunk",
+            "16",
+        ],
+    );
+    assert!(
+        s.line.contains("up to 4 sequences")
+            && s.line
+                .contains("the project's quantized llama (impl=modelbench)"),
+        "{}",
+        s.line
+    );
+    assert!(
+        log_text(&s.log).contains("running the project's quantized llama (impl=modelbench)"),
+        "{}",
+        log_text(&s.log)
+    );
+    let words: Vec<&str> = modelbench::engine::generate::CORPUS
+        .split_whitespace()
+        .collect();
+    let body = |i: usize| {
+        json!({"model": model, "prompt": words[i * 37..i * 37 + 20 + i * 15].join(" "),
+               "max_tokens": 10, "temperature": 0, "ignore_eos": true})
+    };
+    let alone: Vec<String> = (0..4)
+        .map(|i| {
+            let (c, v) = post_json(&s, "/v1/completions", body(i));
+            assert_eq!(c, 200, "{v}");
+            assert_eq!(v["modelbench"]["batch_max"], 1, "{v}");
+            v["choices"][0]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let url = s.url.clone();
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let (url, b) = (url.clone(), body(i).to_string());
+            std::thread::spawn(move || {
+                let r = ureq::post(&format!("{url}/v1/completions"))
+                    .set("Content-Type", "application/json")
+                    .timeout(Duration::from_secs(120))
+                    .send_string(&b)
+                    .expect("200");
+                serde_json::from_str::<Value>(&r.into_string().unwrap()).unwrap()
+            })
+        })
+        .collect();
+    let mut most = 0;
+    for (i, h) in handles.into_iter().enumerate() {
+        let v = h.join().unwrap();
+        assert_eq!(
+            v["choices"][0]["text"].as_str().unwrap(),
+            alone[i],
+            "request {i}"
+        );
+        assert_eq!(v["usage"]["completion_tokens"], 10);
+        most = most.max(v["modelbench"]["batch_max"].as_u64().unwrap());
+    }
+    assert!(most >= 2, "concurrent requests never shared a step");
+    drop(s);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = common_bin()
+        .args(["serve", "--model", model, "--port", "0", "--max-batch", "0"])
+        .env("MODELBENCH_REPORTS", dir.path())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        last.starts_with("error: ") && last.contains("--max-batch 0: must be at least 1"),
+        "{err}"
+    );
+    assert_eq!(
+        err.trim()
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .count(),
+        1,
+        "{err}"
+    );
+}
+
+fn common_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_modelbench"))
 }

@@ -13,6 +13,28 @@ use modelbench::models::loading::open;
 use modelbench::models::source::ModelRef;
 use modelbench::serving::server::{self, Options, Running};
 
+/// Loads `reference` and starts a server on it as `modelbench serve` does (the implementation
+/// chosen for `--max-batch` first, [`server::choose_impl`]); returns it with how it batches.
+fn start_described(
+    reference: &str,
+    f: impl FnOnce(&mut Options),
+) -> Result<(Running, String), String> {
+    let mut o = Options::new(reference, 512);
+    f(&mut o);
+    let r = ModelRef::parse(reference).map_err(|e| e.to_string())?;
+    let mut res = prepare(reference, &r, &[]).map_err(|e| e.to_string())?;
+    server::choose_impl(&mut res, o.max_batch);
+    let tok = modelbench::models::tokenizer::load(res.tokenizer_path().map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let loaded = open(res, &Device::Cpu, DType::F32, Some(512)).map_err(|e| e.to_string())?;
+    let p = server::prepare(loaded.model, &o).map_err(|e| e.to_string())?;
+    let describe = p.describe.clone();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    server::start(p, tok, &o, addr)
+        .map(|r| (r, describe))
+        .map_err(|e| e.to_string())
+}
+
 fn start(reference: &str, f: impl FnOnce(&mut Options)) -> Result<Running, String> {
     let r = ModelRef::parse(reference).map_err(|e| e.to_string())?;
     let res = prepare(reference, &r, &[]).map_err(|e| e.to_string())?;
@@ -65,9 +87,50 @@ fn gemma3_greedy_text_alone_equals_batched_over_http() {
         o.prefill_chunk = 16;
     })
     .unwrap();
+    alone_equals_batched(&s, "gguf:fixture:gemma3");
+}
+
+/// Qwen3 batches through the same scheduler (the project's Qwen3, picked for `--max-batch`
+/// above 1 when the reference names no implementation).
+#[test]
+fn qwen3_greedy_text_alone_equals_batched_over_http() {
+    let (s, describe) = start_described("gguf:fixture:qwen3", |o| {
+        o.max_batch = Some(4);
+        o.max_batch_tokens = 64;
+        o.prefill_chunk = 16;
+    })
+    .unwrap();
+    assert!(
+        describe.contains("the project's quantized qwen3 (impl=modelbench)"),
+        "{describe}"
+    );
+    alone_equals_batched(&s, "gguf:fixture:qwen3");
+}
+
+/// An explicit candle-transformers implementation keeps its one cache per model: `--max-batch`
+/// above 1 is a one-line error naming the way out; without `--max-batch` the choice is
+/// unchanged (candle-transformers, one sequence at a time).
+#[test]
+fn explicit_candle_transformers_llama_refuses_max_batch_in_one_line() {
+    let e = match start_described("gguf:fixture:llama?impl=candle-transformers", |o| {
+        o.max_batch = Some(4)
+    }) {
+        Ok(_) => panic!("candle-transformers' llama accepted --max-batch 4"),
+        Err(e) => e,
+    };
+    assert!(
+        e.contains("--max-batch 4") && e.contains("impl=modelbench") && !e.contains('\n'),
+        "{e}"
+    );
+    let (_s, describe) = start_described("gguf:fixture:llama", |_| {}).unwrap();
+    assert!(describe.starts_with("batch 1 (FIFO)"), "{describe}");
+}
+
+/// Four prompts alone, then the same four at once: the same greedy text, and shared steps.
+fn alone_equals_batched(s: &Running, model: &str) {
     let url = s.url();
     let body = |i: usize| {
-        json!({"model": "gguf:fixture:gemma3", "prompt": prompt(i), "max_tokens": 10,
+        json!({"model": model, "prompt": prompt(i), "max_tokens": 10,
                "temperature": 0, "ignore_eos": true})
     };
     let alone: Vec<String> = (0..4)

@@ -147,6 +147,9 @@ impl CausalLm for WithAttention {
     fn gemma3_weights(&self) -> Option<super::gemma3_quantized::ModelWeights> {
         self.inner.gemma3_weights()
     }
+    fn llama_weights(&self) -> Option<super::llama_quantized::ModelWeights> {
+        self.inner.llama_weights()
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod gguf_fixture;
 pub mod gguf_tokenizer;
 pub mod host_ops;
 pub mod layers;
+pub mod llama_quantized;
 pub mod loading;
 pub mod moe;
 pub mod psann;
@@ -68,6 +69,12 @@ pub trait CausalLm: Send {
     /// the batched forward of `modelbench serve` ([`gemma3_quantized::Batched`]); None for
     /// every other model, which serves one sequence at a time.
     fn gemma3_weights(&self) -> Option<gemma3_quantized::ModelWeights> {
+        None
+    }
+    /// The project's quantized Llama / Qwen3 weights behind this model (shared, not copied),
+    /// for the batched forward of `modelbench serve` ([`llama_quantized::Batched`]); None for
+    /// every other model (candle-transformers' quantized Llama and Qwen3 included).
+    fn llama_weights(&self) -> Option<llama_quantized::ModelWeights> {
         None
     }
 }

@@ -1,6 +1,7 @@
-//! GGUF models: candle-transformers' quantized Llama and Qwen3, and Gemma 3 through the
-//! project's own [`super::gemma3_quantized`] (candle-transformers' `quantized_gemma3` stays
-//! selectable with `gguf:<file or repo>?impl=candle-transformers`).
+//! GGUF models: candle-transformers' quantized Llama and Qwen3 (the default; the project's own
+//! [`super::llama_quantized`], which batches, with `gguf:<file or repo>?impl=modelbench`), and
+//! Gemma 3 through the project's own [`super::gemma3_quantized`] (candle-transformers'
+//! `quantized_gemma3` stays selectable with `?impl=candle-transformers`).
 
 use std::path::Path;
 
@@ -8,13 +9,14 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen3};
 
-use super::{gemma3_quantized, CausalLm, Family, ModelMeta, Provenance};
+use super::{gemma3_quantized, llama_quantized, CausalLm, Family, ModelMeta, Provenance};
 use crate::error::{one_line, Error, Result};
 
 /// Which code runs a GGUF model (`gguf:...?impl=<name>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgufImpl {
-    /// The project's own model ([`gemma3_quantized`]); Gemma 3 only.
+    /// The project's own model: [`gemma3_quantized`] for Gemma 3, [`llama_quantized`] for
+    /// Llama and Qwen3.
     Modelbench,
     /// candle-transformers 0.11.1's quantized model of the family.
     CandleTransformers,
@@ -44,7 +46,9 @@ impl GgufImpl {
         }
     }
 
-    /// The default of a family: the project's own Gemma 3, candle-transformers' otherwise.
+    /// The default of a family: the project's own Gemma 3, candle-transformers' otherwise
+    /// (Llama and Qwen3 records keep naming the implementation they were measured with;
+    /// `modelbench serve --max-batch` above 1 picks the project's own, which batches).
     pub fn default_for(family: Family) -> GgufImpl {
         match family {
             Family::Gemma3 => GgufImpl::Modelbench,
@@ -54,7 +58,8 @@ impl GgufImpl {
 
     /// Whether this implementation exists for `family`.
     pub fn supports(self, family: Family) -> bool {
-        self == GgufImpl::CandleTransformers || family == Family::Gemma3
+        self == GgufImpl::CandleTransformers
+            || matches!(family, Family::Gemma3 | Family::Llama | Family::Qwen3)
     }
 
     /// The choice a resolved GGUF reference carries in its config (`None`: the default).
@@ -333,9 +338,12 @@ pub fn check_rope(path: &Path, ct: &Content, family: Family, imp: GgufImpl) -> R
     if family == Family::Gemma3 && imp == GgufImpl::Modelbench {
         return Ok(());
     }
+    let own = imp == GgufImpl::Modelbench;
     let runs = match family {
         Family::Gemma3 => "candle-transformers 0.11.1 quantized_gemma3 (impl=candle-transformers)",
+        Family::Qwen3 if own => "the project's quantized qwen3 (impl=modelbench)",
         Family::Qwen3 => "candle-transformers 0.11.1 quantized_qwen3",
+        _ if own => "the project's quantized llama (impl=modelbench)",
         _ => "candle-transformers 0.11.1 quantized_llama",
     };
     let kind = ct
@@ -396,7 +404,7 @@ pub fn describe_impl(
         return Err(gguf_err(
             path,
             format!(
-                "impl={} exists only for gemma3; use impl=candle-transformers (or leave it out) for {family}",
+                "impl={} exists only for gemma3, llama and qwen3; use impl=candle-transformers (or leave it out) for {family}",
                 imp.name()
             ),
         ));
@@ -435,9 +443,9 @@ pub fn describe_impl(
     let max_context = md_u(ct, &format!("{a}.context_length")).unwrap_or(0);
     let own = imp == GgufImpl::Modelbench;
     let built = match family {
-        Family::Llama => quantized_llama::MAX_SEQ_LEN,
+        Family::Llama if !own => quantized_llama::MAX_SEQ_LEN,
         Family::Gemma3 if !own => quantized_gemma3::MAX_SEQ_LEN,
-        Family::Gemma3 => {
+        Family::Gemma3 | Family::Llama | Family::Qwen3 if own => {
             let full = if max_context > 0 { max_context } else { 8192 };
             context_cap
                 .map(|c| c.max(MIN_BUILT_CONTEXT).min(full))
@@ -456,6 +464,8 @@ pub fn describe_impl(
             window.unwrap_or(0)
         ),
         (Family::Gemma3, false) => "candle-transformers 0.11.1 quantized_gemma3 (chosen with impl=candle-transformers; known wrong: SiLU MLP, no sliding window in decode)".into(),
+        (Family::Llama, true) => "modelbench quantized_llama (the project's own, impl=modelbench: per-sequence KV caches, batched by `modelbench serve`)".into(),
+        (Family::Qwen3, true) => "modelbench quantized_qwen3 (the project's own, impl=modelbench: per-sequence KV caches, batched by `modelbench serve`)".into(),
         (Family::Llama, _) => "candle-transformers 0.11.1 quantized_llama".into(),
         _ => "candle-transformers 0.11.1 quantized_qwen3".into(),
     };
@@ -502,6 +512,8 @@ enum Q {
     /// No cache reset method: a forward at position 0 replaces every layer's cache.
     Gemma3(quantized_gemma3::ModelWeights),
     Gemma3Own(gemma3_quantized::ModelWeights),
+    /// The project's own Llama / Qwen3 (impl=modelbench).
+    LlamaOwn(llama_quantized::ModelWeights),
 }
 
 pub struct QuantizedLm {
@@ -539,6 +551,10 @@ pub fn load_with(
     let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
     let err = |e: candle_core::Error| gguf_err(path, one_line(&e.to_string()));
     let q = match family {
+        Family::Llama | Family::Qwen3 if imp == GgufImpl::Modelbench => Q::LlamaOwn(
+            llama_quantized::ModelWeights::from_gguf(ct, &mut f, device, meta.built_context)
+                .map_err(err)?,
+        ),
         Family::Llama => {
             Q::Llama(quantized_llama::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
         }
@@ -569,6 +585,7 @@ impl CausalLm for QuantizedLm {
             Q::Qwen3(m) => m.clear_kv_cache(),
             Q::Gemma3(_) => {}
             Q::Gemma3Own(m) => m.reset(),
+            Q::LlamaOwn(m) => m.reset(),
         }
         self.len = 0;
         Ok(())
@@ -612,6 +629,12 @@ impl CausalLm for QuantizedLm {
             _ => None,
         }
     }
+    fn llama_weights(&self) -> Option<llama_quantized::ModelWeights> {
+        match &self.q {
+            Q::LlamaOwn(m) => Some(m.clone()),
+            _ => None,
+        }
+    }
 }
 
 impl QuantizedLm {
@@ -622,6 +645,7 @@ impl QuantizedLm {
             Q::Qwen3(m) => m.forward(&x, pos),
             Q::Gemma3(m) => m.forward(&x, pos),
             Q::Gemma3Own(m) => m.forward(&x, pos),
+            Q::LlamaOwn(m) => m.forward(&x, pos),
         };
         out.and_then(|l| l.flatten_all())
             .map_err(|e| Error::Candle(candle_core::Error::Msg(one_line(&e.to_string()))))

@@ -530,7 +530,7 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                 return Err(Error::ModelRef {
                     reference: label.to_string(),
                     reason: format!(
-                        "impl={} exists only for gemma3 GGUF files; this one is {family} (use impl=candle-transformers or leave it out)",
+                        "impl={} exists only for gemma3, llama and qwen3 GGUF files; this one is {family} (use impl=candle-transformers or leave it out)",
                         i.name()
                     ),
                 });

@@ -8,8 +8,8 @@
 //! progress (one chunk goes in even if the decodes used the budget). A prompt is cut into
 //! chunks of `prefill_chunk` tokens at fixed offsets (0, C, 2C, ...), whatever else is in the
 //! batch, so a request's computation (its chunks, its positions, its attention) is the same
-//! alone or batched: with the project's Gemma 3 its greedy tokens and its logits are
-//! bit-equal (tests/batching.rs). Finished sequences leave at once; their slot takes the next
+//! alone or batched: with the project's Gemma 3, Llama and Qwen3 its greedy tokens and its
+//! logits are bit-equal (tests/batching.rs). Finished sequences leave at once; their slot takes the next
 //! request before the next step.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +23,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::engine::sampling::{Sampler, SamplingParams};
 use crate::error::{one_line, Error, Result};
 use crate::models::gemma3_quantized::{Batched, SeqCache, SeqStep};
+use crate::models::llama_quantized;
 use crate::models::tokenizer::{eos_ids, StreamDecoder};
 use crate::models::CausalLm;
 
@@ -89,6 +90,59 @@ impl StepModel for GemmaSlots {
                 .and_then(Option::take)
                 .ok_or_else(|| Error::Serving(format!("slot {} twice in one step", w.slot)))?;
             seqs.push(SeqStep {
+                cache,
+                tokens: w.tokens,
+                logits: w.logits,
+            });
+        }
+        let out = self
+            .model
+            .forward(&mut seqs)
+            .map_err(|e| Error::Serving(one_line(&e.to_string())))?;
+        out.iter()
+            .map(|o| o.as_ref().map(host).transpose())
+            .collect()
+    }
+}
+
+/// The project's Llama / Qwen3, batched ([`llama_quantized::Batched`]): one cache per slot.
+pub struct LlamaSlots {
+    model: llama_quantized::Batched,
+    caches: Vec<llama_quantized::SeqCache>,
+}
+
+impl LlamaSlots {
+    pub fn new(model: llama_quantized::Batched, slots: usize) -> Self {
+        let caches = (0..slots).map(|_| model.new_seq()).collect();
+        LlamaSlots { model, caches }
+    }
+    pub fn batched(&self) -> &llama_quantized::Batched {
+        &self.model
+    }
+}
+
+impl StepModel for LlamaSlots {
+    fn slots(&self) -> usize {
+        self.caches.len()
+    }
+    fn chunked(&self) -> bool {
+        true
+    }
+    fn start(&mut self, slot: usize) -> Result<()> {
+        self.caches[slot] = self.model.new_seq();
+        Ok(())
+    }
+    fn step(&mut self, work: &[Work<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        // Each slot at most once per step; hand out disjoint &mut caches in work order.
+        let mut taken: Vec<Option<&mut llama_quantized::SeqCache>> =
+            self.caches.iter_mut().map(Some).collect();
+        let mut seqs = Vec::with_capacity(work.len());
+        for w in work {
+            let cache = taken
+                .get_mut(w.slot)
+                .and_then(Option::take)
+                .ok_or_else(|| Error::Serving(format!("slot {} twice in one step", w.slot)))?;
+            seqs.push(llama_quantized::SeqStep {
                 cache,
                 tokens: w.tokens,
                 logits: w.logits,

@@ -22,12 +22,18 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::error::{Error, Result};
 use crate::models::gemma3_quantized::Batched;
+use crate::models::llama_quantized;
+use crate::models::quantized::GgufImpl;
+use crate::models::source::Resolved;
 use crate::models::tokenizer::{bos_id, encode};
 use crate::models::CausalLm;
+use crate::models::{Family, Weights};
 use crate::serving::protocol::{
     bad, error, json_response, overloaded, parse, sse, stats, usage, Api, Meta,
 };
-use crate::serving::scheduler::{self, Event, GemmaSlots, Job, Limits, Metrics, Single};
+use crate::serving::scheduler::{
+    self, Event, GemmaSlots, Job, Limits, LlamaSlots, Metrics, Single,
+};
 
 /// Default `--max-batch` for a model that batches (llama-server's `--parallel` is 4 by
 /// default; vLLM's is 256).
@@ -100,12 +106,33 @@ pub struct Prepared {
     limits: Limits,
     /// One line for the log: how it batches.
     pub describe: String,
-    /// Whether it runs the batched path (the project's Gemma 3), not the model's own forward.
+    /// Whether it runs the batched path (the project's Gemma 3, Llama or Qwen3), not the
+    /// model's own forward.
     pub batched: bool,
 }
 
-/// Picks how `model` is served: the project's Gemma 3 batched over `max_batch` slots, any
-/// other model one sequence at a time (an explicit `--max-batch` above 1 is an error there).
+/// `modelbench serve`'s choice of implementation, made before the model loads: a GGUF Llama or
+/// Qwen3 file named without `?impl=` runs the project's own implementation
+/// ([`llama_quantized`], which batches) when `--max-batch` above 1 is asked, since
+/// candle-transformers' quantized Llama and Qwen3 (the benchmarks' default) keep one cache
+/// per model. Returns whether it changed the choice. An explicit `?impl=` is kept (and
+/// [`prepare`] refuses `--max-batch` above 1 with candle-transformers').
+pub fn choose_impl(res: &mut Resolved, max_batch: Option<usize>) -> bool {
+    let gguf = matches!(res.weights, Weights::Gguf(_));
+    let family = matches!(res.family, Family::Llama | Family::Qwen3);
+    if !gguf || !family || max_batch.is_none_or(|n| n <= 1) {
+        return false;
+    }
+    if GgufImpl::from_config(&res.config).is_some() {
+        return false;
+    }
+    res.config = json!({ (GgufImpl::CONFIG_KEY): GgufImpl::Modelbench.name() });
+    true
+}
+
+/// Picks how `model` is served: the project's Gemma 3, Llama or Qwen3 batched over
+/// `max_batch` slots, any other model one sequence at a time (an explicit `--max-batch` above
+/// 1 is an error there).
 pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
     let bad_flag = |m: String| Err(Error::Serving(m));
     if o.max_batch == Some(0) {
@@ -151,10 +178,21 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
             })
         }
         None => {
+            if let Some(w) = model.llama_weights() {
+                return prepare_llama(w, o);
+            }
             if let Some(n) = o.max_batch.filter(|n| *n > 1) {
+                let meta = model.meta();
+                let how = match meta.family {
+                    Family::Llama | Family::Qwen3 if meta.provenance.gguf.is_some() => format!(
+                        "this {} GGUF file batches with the project's implementation: name it with ?impl=modelbench or leave impl= out (serve then picks it)",
+                        meta.family
+                    ),
+                    _ => "continuous batching exists for the project's quantized Gemma 3, Llama and Qwen3 (gguf: files)".to_string(),
+                };
                 return bad_flag(format!(
-                    "--max-batch {n}: {} runs one sequence per forward; continuous batching exists for the project's quantized Gemma 3 (gguf: Gemma 3 files); leave --max-batch out or pass 1",
-                    model.meta().provenance.implementation
+                    "--max-batch {n}: {} runs one sequence per forward; {how}; or leave --max-batch out or pass 1",
+                    meta.provenance.implementation
                 ));
             }
             if o.fast_weights {
@@ -175,6 +213,37 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
             })
         }
     }
+}
+
+/// The project's Llama / Qwen3 batched over `max_batch` slots (default [`DEFAULT_MAX_BATCH`]).
+fn prepare_llama(w: llama_quantized::ModelWeights, o: &Options) -> Result<Prepared> {
+    let family = w.config().kind.name();
+    if o.fast_weights {
+        return Err(Error::Serving(format!(
+            "--fast-weights: it re-encodes the project's Gemma 3 weights; the project's quantized {family} has no such variant; leave --fast-weights out"
+        )));
+    }
+    let slots = o.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
+    let b = llama_quantized::Batched::new(w)?;
+    let lone = b.lone_as_two();
+    Ok(Prepared {
+        model: Box::new(LlamaSlots::new(b, slots)),
+        limits: Limits {
+            max_batch: slots,
+            max_batch_tokens: o.max_batch_tokens,
+            prefill_chunk: o.prefill_chunk,
+        },
+        batched: true,
+        describe: format!(
+            "continuous batching: up to {slots} sequences and {} tokens per step, prefill chunks of {}; the project's quantized {family} (impl=modelbench){}",
+            o.max_batch_tokens,
+            o.prefill_chunk,
+            match lone {
+                0 => String::new(),
+                p => format!(", {p} weights run a lone row as two (batch-independent results)"),
+            }
+        ),
+    })
 }
 
 /// One request's computation exactly as the server runs it, behind [`CausalLm`] (for the

@@ -1,6 +1,7 @@
 //! `modelbench serve`: an OpenAI-compatible HTTP server over any model the suite loads. This
 //! file parses the flags and loads the model; the server is `modelbench::serving`
-//! (continuous batching for the project's quantized Gemma 3, batch 1 for other models).
+//! (continuous batching for the project's quantized Gemma 3, Llama and Qwen3; batch 1 for
+//! other models).
 
 use std::net::SocketAddr;
 
@@ -27,7 +28,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
     /// Sequences per batched step (llama-server's --parallel). Default 8 for the project's
-    /// Gemma 3 (gguf:); other models run one sequence per forward and accept only 1.
+    /// Gemma 3 (gguf:); above 1 a GGUF Llama or Qwen3 file runs the project's implementation
+    /// (impl=modelbench); other models run one sequence per forward and accept only 1.
     #[arg(long)]
     pub max_batch: Option<usize>,
     /// Tokens per step: decodes (one each) plus whole prefill chunks (llama-server's
@@ -62,7 +64,14 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let (spec, dtype) = device_and_dtype(&a.device, a.dtype.as_deref())?;
     let models = parse_models(&a.model, "--model")?;
     let (label, r) = &models[0];
-    let res = prepare(label, r, &[])?;
+    let mut res = prepare(label, r, &[])?;
+    if server::choose_impl(&mut res, a.max_batch) {
+        eprintln!(
+            "modelbench serve: --max-batch {}: running the project's quantized {} (impl=modelbench), which batches; candle-transformers' (the benchmarks' default for this family) runs one sequence per forward",
+            a.max_batch.unwrap_or(1),
+            res.family
+        );
+    }
     let tok_path = res.tokenizer_path()?.to_path_buf();
     let tok = modelbench::models::tokenizer::load(&tok_path)?;
     let addr: SocketAddr = format!("{}:{}", a.host, a.port)

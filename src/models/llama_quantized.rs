@@ -1,0 +1,706 @@
+//! Llama and Qwen3 on candle's quantized ops: the project's own model for `gguf:` Llama and
+//! Qwen3 files (`gguf:<file>?impl=modelbench`), written for continuous batching
+//! (`modelbench serve --max-batch`): every sequence keeps a cache of its own ([`SeqCache`]),
+//! and [`Batched::forward`] runs any number of sequences, each at its own positions, in one
+//! step. candle-transformers 0.11.1's `quantized_llama` / `quantized_qwen3` (the default
+//! implementation of these families for the benchmarks) keep one cache inside the model.
+//!
+//! What it computes, with llama.cpp's GGUF conventions (the same tensor names and metadata
+//! keys that candle-transformers reads):
+//! - pre-norm decoder blocks: `h += wo(attn(rms_norm(h)))`, `h += down(silu(gate(x)) * up(x))`
+//!   with `x = rms_norm(h)`; `output_norm`, then `output.weight`, or the tied
+//!   `token_embd.weight` when it is absent;
+//! - grouped-query attention (`attention.head_count_kv`), scaled by `1/sqrt(head_dim)`, causal;
+//!   `head_dim` is `attention.key_length`, or `embedding_length / head_count` without it;
+//! - RoPE with base `rope.freq_base` (default 10000) over `rope.dimension_count` dimensions
+//!   (which must be the whole head): Llama in llama.cpp's `LLAMA_ROPE_TYPE_NORM` layout (pairs
+//!   `2i, 2i+1`; llama.cpp's converter permutes the rows of `attn_q` / `attn_k` so that this
+//!   layout computes what HF's half-rotation computes on the original weights), Qwen3 in the
+//!   NeoX layout (pairs `i, i + d/2`; no permutation in its files);
+//! - Qwen3 only: RmsNorm of each head of q and k (`attn_q_norm`, `attn_k_norm`) before RoPE;
+//!   no attention bias (a file with one is refused, not run without it).
+//!
+//! Refused rather than run wrong: RoPE scaling and `rope_freqs.weight` (checked where the model
+//! is loaded, [`super::quantized::check_rope`]; Llama 3.1 / 3.2 GGUFs carry the latter, so they
+//! run on neither implementation here yet), partial rotary dimensions, mixture-of-experts
+//! Llama files, attention biases. Positions past the built context are an error, not a panic.
+//!
+//! The project's `gguf:fixture:llama` writes `attn_q` / `attn_k` without llama.cpp's
+//! permutation (seeded weights, no HF model to match), so tests compare this model with
+//! candle-transformers' on the same file (tests/llama_batching.rs), not with the safetensors
+//! fixture. Shared with the project's Gemma 3: the quantized row-wise embedding and the mask
+//! builder. Each sequence's cache is candle's `KvCache`, preallocated for the built context on
+//! its first token (as Gemma 3's global layers).
+
+use std::sync::Arc;
+
+use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor};
+use candle_nn::kv_cache::KvCache;
+use candle_transformers::quantized_nn::RmsNorm;
+
+use super::gemma3_quantized::{attention_mask, Embedding};
+// An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
+// each op of its kind; unset, one relaxed atomic load per op.
+use crate::measure::inject::around_op as op;
+
+/// Which of the two families a file is (`general.architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Llama,
+    Qwen3,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Llama => "llama",
+            Kind::Qwen3 => "qwen3",
+        }
+    }
+}
+
+/// The model's shape and settings, from GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub kind: Kind,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub hidden: usize,
+    pub rms_norm_eps: f64,
+    pub rope_base: f32,
+    /// `context_length` of the metadata (0 when absent).
+    pub max_context: usize,
+}
+
+impl Config {
+    pub fn from_gguf(ct: &gguf_file::Content) -> Result<Config> {
+        let arch = ct
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        let kind = match arch.as_str() {
+            "llama" => Kind::Llama,
+            "qwen3" => Kind::Qwen3,
+            other => bail!("GGUF architecture `{other}` is not llama or qwen3"),
+        };
+        let a = kind.name();
+        let get = |s: &str| ct.metadata.get(&format!("{a}.{s}"));
+        let need = |s: &str| match get(s) {
+            Some(v) => Ok(v),
+            None => bail!("cannot find {a}.{s} in metadata"),
+        };
+        let u = |s: &str| -> Result<usize> { Ok(need(s)?.to_u32()? as usize) };
+        let opt_u = |s: &str| get(s).and_then(|v| v.to_u32().ok()).map(|v| v as usize);
+        let heads = u("attention.head_count")?;
+        let hidden = u("embedding_length")?;
+        let kv_heads = opt_u("attention.head_count_kv").unwrap_or(heads);
+        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            bail!("head_count {heads} is not a multiple of head_count_kv {kv_heads}");
+        }
+        let head_dim = opt_u("attention.key_length").unwrap_or(hidden / heads);
+        if let Some(v) = opt_u("attention.value_length").filter(|v| *v != head_dim) {
+            bail!("value_length {v} differs from key_length {head_dim}: not supported");
+        }
+        if head_dim == 0 || head_dim % 2 != 0 {
+            bail!("head dimension {head_dim} must be even and positive");
+        }
+        if let Some(r) = opt_u("rope.dimension_count").filter(|r| *r != head_dim) {
+            bail!("rope.dimension_count {r} is not the head dimension {head_dim} (partial rotary embeddings are not implemented)");
+        }
+        if opt_u("expert_count").is_some_and(|n| n > 1) {
+            bail!("{a}.expert_count > 1: mixture-of-experts files are not implemented here");
+        }
+        Ok(Config {
+            kind,
+            layers: u("block_count")?,
+            heads,
+            kv_heads,
+            head_dim,
+            hidden,
+            rms_norm_eps: need("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
+            rope_base: get("rope.freq_base")
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(10_000.),
+            max_context: opt_u("context_length").unwrap_or(0),
+        })
+    }
+}
+
+/// RoPE tables for `positions` positions, applied in the family's layout.
+#[derive(Debug, Clone)]
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    /// Pairs `2i, 2i+1` (Llama, llama.cpp's NORM) rather than `i, i + d/2` (NeoX, Qwen3).
+    interleaved: bool,
+}
+
+impl Rope {
+    fn new(
+        head_dim: usize,
+        base: f32,
+        positions: usize,
+        interleaved: bool,
+        dev: &Device,
+    ) -> Result<Self> {
+        let inv: Vec<f32> = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32))
+            .collect();
+        let inv = Tensor::new(inv.as_slice(), dev)?;
+        let t = Tensor::arange(0u32, positions as u32, dev)?
+            .to_dtype(DType::F32)?
+            .reshape((positions, 1))?;
+        let freqs = t.matmul(&inv.reshape((1, inv.elem_count()))?)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+            interleaved,
+        })
+    }
+
+    /// `x`: (b, heads, len, head_dim), contiguous, at positions `pos..pos+len`.
+    fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        let len = x.dim(2)?;
+        let cos = self.cos.narrow(0, pos, len)?;
+        let sin = self.sin.narrow(0, pos, len)?;
+        op("rope", || {
+            if self.interleaved {
+                candle_nn::rotary_emb::rope_i(x, &cos, &sin)
+            } else {
+                candle_nn::rotary_emb::rope(x, &cos, &sin)
+            }
+        })
+    }
+}
+
+/// The weights of a layer's seven projections, in this order: q, k, v, o, gate, up, down.
+const PROJECTIONS: usize = 7;
+const NAMES: [&str; PROJECTIONS] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
+#[derive(Debug, Clone)]
+struct Layer {
+    w: [QMatMul; PROJECTIONS],
+    /// Qwen3's per-head RmsNorm of q and k (None for Llama).
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
+    attn_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+}
+
+/// The weights (shared by clones: quantized tensors are reference-counted).
+#[derive(Debug, Clone)]
+struct Weights {
+    cfg: Config,
+    embed: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QMatMul,
+    rope: Rope,
+    /// Positions the RoPE tables and caches are built for.
+    context: usize,
+    device: Device,
+    /// Test side only: a deliberately wrong variant (to show that a comparison against
+    /// another implementation can fail); None in every model the suite runs.
+    wrong: Option<Wrong>,
+}
+
+/// Deliberately wrong variants of the model, for tests that must be able to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrong {
+    /// Qwen3 without its per-head q/k RmsNorm (no effect on Llama, which has none).
+    SkipQkNorm,
+    /// RoPE in the other layout (NeoX for Llama, interleaved for Qwen3).
+    OtherRopeLayout,
+}
+
+/// The KV cache of one sequence: every layer's keys and values at this sequence's positions.
+#[derive(Debug, Clone)]
+pub struct SeqCache {
+    layers: Vec<KvCache>,
+    /// Positions in the cache (where this sequence's next tokens go).
+    pos: usize,
+}
+
+impl SeqCache {
+    /// Positions this sequence has been run through.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+/// One sequence's share of a batched step: its cache, the tokens it runs this step (the next
+/// prompt chunk, or the one token it decodes) and whether the logits of the last are wanted.
+pub struct SeqStep<'a> {
+    pub cache: &'a mut SeqCache,
+    pub tokens: &'a [u32],
+    pub logits: bool,
+}
+
+impl Weights {
+    fn new_seq(&self) -> SeqCache {
+        SeqCache {
+            layers: (0..self.layers.len())
+                .map(|_| KvCache::new(2, self.context))
+                .collect(),
+            pos: 0,
+        }
+    }
+
+    /// One step over `seqs` (see [`Batched::forward`]); `mm(layer, j, x)` runs projection `j`
+    /// of `layer` (`layer == layers`: the output projection) on `x` (1, rows, in).
+    fn step(
+        &self,
+        seqs: &mut [SeqStep<'_>],
+        mm: &dyn Fn(usize, usize, &Tensor) -> Result<Tensor>,
+    ) -> Result<Vec<Option<Tensor>>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = &self.cfg;
+        let mut ids = Vec::new();
+        let mut spans = Vec::with_capacity(seqs.len());
+        for s in seqs.iter() {
+            let (pos, len) = (s.cache.pos, s.tokens.len());
+            if len == 0 {
+                bail!("a step of zero tokens for one sequence");
+            }
+            if s.cache.layers.len() != self.layers.len() {
+                bail!("a sequence cache of another model");
+            }
+            if pos + len > self.context {
+                bail!(
+                    "positions {pos}..{} exceed the {} positions this model was built for (its context cap); load it with a larger one",
+                    pos + len,
+                    self.context
+                );
+            }
+            spans.push((ids.len(), len, pos));
+            ids.extend_from_slice(s.tokens);
+        }
+        let total = ids.len();
+        let x = Tensor::from_vec(ids, (1, total), &self.device)?;
+        let mut h = self.embed.forward(&x)?;
+        // Each sequence's causal mask over its own cache (None for a single token).
+        let masks = spans
+            .iter()
+            .map(|&(_, len, pos)| {
+                attention_mask(pos, len, 0, pos + len, None)
+                    .map(|m| Tensor::from_vec(m, (len, pos + len), &self.device))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (heads, kv_heads, hd) = (c.heads, c.kv_heads, c.head_dim);
+        let rep = heads / kv_heads;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for (li, layer) in self.layers.iter().enumerate() {
+            let a = op("rms_norm", || layer.attn_norm.forward(&h))?;
+            let q = mm(li, 0, &a)?.reshape((1, total, heads, hd))?;
+            let k = mm(li, 1, &a)?.reshape((1, total, kv_heads, hd))?;
+            let v = mm(li, 2, &a)?.reshape((1, total, kv_heads, hd))?;
+            let (q, k) = match &layer.qk_norm {
+                Some((qn, kn)) if self.wrong != Some(Wrong::SkipQkNorm) => (
+                    op("rms_norm", || qn.forward(&q))?,
+                    op("rms_norm", || kn.forward(&k))?,
+                ),
+                _ => (q, k),
+            };
+            let mut outs = Vec::with_capacity(seqs.len());
+            for ((sq, &(start, len, pos)), mask) in seqs.iter_mut().zip(&spans).zip(&masks) {
+                let q = q.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
+                let k = k.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
+                let v = v.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
+                let q = self.rope.apply(&q, pos)?;
+                let k = self.rope.apply(&k, pos)?;
+                let (k, v) = sq.cache.layers[li].append(&k, &v)?;
+                let (k, v) = (k.contiguous()?, v.contiguous()?);
+                let keys = k.dim(2)?;
+                // Grouped-query attention without copying K/V: the `rep` query heads of one
+                // KV head (heads kv*rep .. kv*rep+rep, as repeat_kv orders them) become rows
+                // of one matmul.
+                let q = q.reshape((1, kv_heads, rep * len, hd))?;
+                let mut att = (q.matmul(&k.t()?)? * scale)?;
+                if let Some(mask) = mask {
+                    att = att
+                        .reshape((1, kv_heads, rep, len, keys))?
+                        .broadcast_add(mask)?
+                        .reshape((1, kv_heads, rep * len, keys))?;
+                }
+                let att = op("softmax", || candle_nn::ops::softmax_last_dim(&att))?;
+                outs.push(
+                    att.matmul(&v)?
+                        .reshape((1, heads, len, hd))?
+                        .transpose(1, 2)?
+                        .reshape((1, len, heads * hd))?,
+                );
+            }
+            let out = if outs.len() == 1 {
+                outs.pop().expect("one sequence")
+            } else {
+                Tensor::cat(&outs, 1)?
+            };
+            let a = mm(li, 3, &out)?;
+            h = op("add", || a + &h)?;
+            let x = op("rms_norm", || layer.ffn_norm.forward(&h))?;
+            let gate = mm(li, 4, &x)?;
+            let gate = op("activation", || candle_nn::ops::silu(&gate))?;
+            let up = mm(li, 5, &x)?;
+            let hm = op("mul", || gate * up)?;
+            let m = mm(li, 6, &hm)?;
+            h = op("add", || m + &h)?;
+        }
+        for (sq, &(_, len, pos)) in seqs.iter_mut().zip(&spans) {
+            sq.cache.pos = pos + len;
+        }
+
+        let want: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].logits).collect();
+        let mut out = vec![None; seqs.len()];
+        if want.is_empty() {
+            return Ok(out);
+        }
+        let rows = want
+            .iter()
+            .map(|&i| h.narrow(1, spans[i].0 + spans[i].1 - 1, 1))
+            .collect::<Result<Vec<_>>>()?;
+        let last = if rows.len() == 1 {
+            rows[0].clone()
+        } else {
+            Tensor::cat(&rows, 1)?
+        }; // (1, n, hidden)
+        let last = op("rms_norm", || self.norm.forward(&last))?;
+        let logits = mm(self.layers.len(), 0, &last)?.to_dtype(DType::F32)?;
+        for (j, &i) in want.iter().enumerate() {
+            out[i] = Some(logits.i((0, j))?);
+        }
+        Ok(out)
+    }
+
+    /// The model's own projection `j` of layer `li` (the output projection past the layers).
+    fn weight(&self, li: usize, j: usize) -> &QMatMul {
+        match self.layers.get(li) {
+            Some(l) => &l.w[j],
+            None => &self.output,
+        }
+    }
+}
+
+/// Quantized Llama / Qwen3 with one sequence's KV cache: the single-sequence model
+/// (`CausalLm`), the same code as [`Batched`] with plain matmuls.
+#[derive(Debug, Clone)]
+pub struct ModelWeights {
+    w: Weights,
+    cache: SeqCache,
+}
+
+impl ModelWeights {
+    /// Loads the model, built for `context` positions (RoPE tables and caches).
+    pub fn from_gguf<R: std::io::Seek + std::io::Read>(
+        ct: gguf_file::Content,
+        reader: &mut R,
+        device: &Device,
+        context: usize,
+    ) -> Result<Self> {
+        let cfg = Config::from_gguf(&ct)?;
+        if context == 0 {
+            bail!("the model must be built for at least one position");
+        }
+        if ct.tensor_infos.contains_key("blk.0.attn_q.bias") {
+            bail!("the file has attention biases (blk.0.attn_q.bias), which {} does not have; this implementation does not apply them", cfg.kind.name());
+        }
+        let eps = cfg.rms_norm_eps;
+        let mut get = |name: &str| ct.tensor(reader, name, device);
+        let embd = Arc::new(get("token_embd.weight")?);
+        let norm = RmsNorm::from_qtensor(get("output_norm.weight")?, eps)?;
+        let output = if ct.tensor_infos.contains_key("output.weight") {
+            QMatMul::from_qtensor(get("output.weight")?)?
+        } else {
+            QMatMul::from_arc(embd.clone())?
+        };
+        let embed = Embedding::new(embd, device)?;
+        let mut layers = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let mut t = |n: &str| get(&format!("blk.{i}.{n}.weight"));
+            let mut w = Vec::with_capacity(PROJECTIONS);
+            for n in NAMES {
+                w.push(QMatMul::from_qtensor(t(n)?)?);
+            }
+            let mut n = |name: &str| -> Result<RmsNorm> { RmsNorm::from_qtensor(t(name)?, eps) };
+            let qk_norm = match cfg.kind {
+                Kind::Qwen3 => Some((n("attn_q_norm")?, n("attn_k_norm")?)),
+                Kind::Llama => None,
+            };
+            layers.push(Layer {
+                w: w.try_into()
+                    .unwrap_or_else(|_| unreachable!("seven projections")),
+                qk_norm,
+                attn_norm: n("attn_norm")?,
+                ffn_norm: n("ffn_norm")?,
+            });
+        }
+        let rope = Rope::new(
+            cfg.head_dim,
+            cfg.rope_base,
+            context,
+            cfg.kind == Kind::Llama,
+            device,
+        )?;
+        let w = Weights {
+            cfg,
+            embed,
+            layers,
+            norm,
+            output,
+            rope,
+            context,
+            device: device.clone(),
+            wrong: None,
+        };
+        let cache = w.new_seq();
+        Ok(Self { w, cache })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.w.cfg
+    }
+
+    /// Positions the model was built for.
+    pub fn context(&self) -> usize {
+        self.w.context
+    }
+
+    /// Test side: the model made deliberately wrong in one way (to show that a comparison
+    /// against another implementation can fail).
+    pub fn wrong(mut self, w: Wrong) -> Self {
+        if w == Wrong::OtherRopeLayout {
+            self.w.rope.interleaved = !self.w.rope.interleaved;
+        }
+        self.w.wrong = Some(w);
+        self
+    }
+
+    /// Empties the KV cache.
+    pub fn reset(&mut self) {
+        self.cache = self.w.new_seq();
+    }
+
+    /// Positions in the cache.
+    pub fn pos(&self) -> usize {
+        self.cache.pos
+    }
+
+    /// Runs `x` (1, len) u32 at positions `index_pos..index_pos+len` and returns the logits of
+    /// the last position, (vocab) f32. `index_pos` must be the number of positions already in
+    /// the cache, or 0 (which empties the cache first).
+    pub fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor> {
+        let (b, len) = x.dims2()?;
+        if b != 1 {
+            bail!("a forward of {b} sequences: this model runs one (Batched runs several)");
+        }
+        if len == 0 {
+            bail!("forward of zero tokens");
+        }
+        if index_pos == 0 {
+            self.reset();
+        } else if index_pos != self.cache.pos {
+            bail!(
+                "forward at position {index_pos} but the KV cache holds {} positions (reset, or continue at {})",
+                self.cache.pos,
+                self.cache.pos
+            );
+        }
+        let tokens = x.flatten_all()?.to_vec1::<u32>()?;
+        let w = &self.w;
+        let mut seqs = [SeqStep {
+            cache: &mut self.cache,
+            tokens: &tokens,
+            logits: true,
+        }];
+        let mm = |li: usize, j: usize, x: &Tensor| {
+            let kind = if li == w.layers.len() {
+                "lm_head"
+            } else {
+                "matmul"
+            };
+            op(kind, || w.weight(li, j).forward(x))
+        };
+        let out = w.step(&mut seqs, &mm);
+        match out?.pop().flatten() {
+            Some(l) => Ok(l),
+            None => bail!("the step returned no logits"),
+        }
+    }
+}
+
+/// A weight as the batched path runs it: whether a lone row runs as two.
+#[derive(Debug, Clone)]
+struct Proj {
+    w: QMatMul,
+    lone_as_two: bool,
+}
+
+/// Whether `w` gives row 0 different bits alone than with other rows beside it (measured on
+/// seeded inputs; the kernel choice depends only on shapes and dtype, not on values).
+fn lone_row_differs(w: &QMatMul, dev: &Device) -> Result<bool> {
+    let k = match w {
+        QMatMul::QTensor(t) => t.shape().dims2()?.1,
+        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims2()?.1,
+    };
+    let x = Tensor::randn(0f32, 1f32, (8, k), dev)?;
+    let alone = w
+        .forward(&x.narrow(0, 0, 1)?)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    for m in [2usize, 5, 8] {
+        let many = w.forward(&x.narrow(0, 0, m)?)?.i(0)?.to_vec1::<f32>()?;
+        if alone
+            .iter()
+            .zip(&many)
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl Proj {
+    fn new(w: &QMatMul, dev: &Device) -> Result<Self> {
+        Ok(Proj {
+            w: w.clone(),
+            lone_as_two: lone_row_differs(w, dev)?,
+        })
+    }
+
+    /// `x` (1, rows, k) through the weight; a lone row runs as two where the kernel would
+    /// compute it otherwise.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.lone_as_two && x.dim(1)? == 1 {
+            self.w.forward(&Tensor::cat(&[x, x], 1)?)?.narrow(1, 0, 1)
+        } else {
+            self.w.forward(x)
+        }
+    }
+}
+
+/// Continuous batching over the quantized Llama / Qwen3 (`modelbench serve --max-batch`), in
+/// the shape of the project's Gemma 3 ([`super::gemma3_quantized::Batched`]): every token of
+/// every sequence in a step goes through each weight matmul together, and attention runs per
+/// sequence against that sequence's own cache, with its own positions, RoPE and causal mask,
+/// exactly as [`ModelWeights::forward`] runs one sequence of the same chunk (the same code).
+/// A sequence's results therefore do not depend on what else is in the batch, provided each
+/// matmul computes a row the same whatever the number of rows: candle's CPU kernels are
+/// row-independent except that some switch kernels between one row and several;
+/// [`Batched::new`] measures that for every weight and runs a lone row of such a weight as two.
+#[derive(Debug, Clone)]
+pub struct Batched {
+    w: Weights,
+    /// Per layer the seven projections, then the output projection, as the batched path runs
+    /// them.
+    projs: Vec<[Proj; PROJECTIONS]>,
+    output: Proj,
+}
+
+impl Batched {
+    /// Wraps loaded weights (their single-sequence cache is dropped) and measures which
+    /// weights need a lone row run as two.
+    pub fn new(model: ModelWeights) -> Result<Self> {
+        let w = model.w;
+        let dev = w.device.clone();
+        let mut projs = Vec::with_capacity(w.layers.len());
+        for l in &w.layers {
+            let mut p = Vec::with_capacity(PROJECTIONS);
+            for x in &l.w {
+                p.push(Proj::new(x, &dev)?);
+            }
+            projs.push(
+                p.try_into()
+                    .unwrap_or_else(|_| unreachable!("seven projections")),
+            );
+        }
+        let output = Proj::new(&w.output, &dev)?;
+        Ok(Self { w, projs, output })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.w.cfg
+    }
+
+    /// How many of the model's weight matmuls run a lone row as two.
+    pub fn lone_as_two(&self) -> usize {
+        self.projs
+            .iter()
+            .flatten()
+            .chain(std::iter::once(&self.output))
+            .filter(|p| p.lone_as_two)
+            .count()
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_seq(&self) -> SeqCache {
+        self.w.new_seq()
+    }
+
+    /// Runs one step: each sequence's tokens at its own next positions, all through each
+    /// weight matmul together. Returns, per sequence, the logits (vocab, f32) of its last
+    /// token where `logits` asked for them. On an error no cache has advanced its position,
+    /// but caches may hold part of the step: drop the sequences of a failed step.
+    pub fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+        let layers = self.projs.len();
+        let mm = |li: usize, j: usize, x: &Tensor| {
+            if li == layers {
+                op("lm_head", || self.output.forward(x))
+            } else {
+                op("matmul", || self.projs[li][j].forward(x))
+            }
+        };
+        self.w.step(seqs, &mm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+
+    /// A lone row through a batched projection is bit-equal to the same row among others, for
+    /// the weight types of the real files (Q4_K, Q6_K: kernels that may switch between one row
+    /// and several) as for the fixtures' Q8_0.
+    #[test]
+    fn a_lone_row_computes_as_among_others() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1f32, (64, 256), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1f32, (1, 3, 256), &dev).unwrap();
+        for dt in [GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K] {
+            let q = QMatMul::from_qtensor(QTensor::quantize(&w, dt).unwrap()).unwrap();
+            let p = Proj::new(&q, &dev).unwrap();
+            eprintln!("{dt:?}: lone row as two: {}", p.lone_as_two);
+            let many: Vec<f32> = p.forward(&x).unwrap().i((0, 0)).unwrap().to_vec1().unwrap();
+            let alone: Vec<f32> = p
+                .forward(&x.narrow(1, 0, 1).unwrap())
+                .unwrap()
+                .i((0, 0))
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert!(
+                many.iter()
+                    .zip(&alone)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{dt:?} (lone row as two: {})",
+                p.lone_as_two
+            );
+        }
+    }
+}
