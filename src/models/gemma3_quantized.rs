@@ -636,10 +636,10 @@ pub struct Batched {
     output: Proj,
 }
 
-/// A weight as the batched path runs it (see [`Batched::new`]), and whether a lone row runs
-/// as two.
+/// A weight as a batched path runs it (see [`Batched::new`]), and whether a lone row runs
+/// as two; the project's Llama / Qwen3 batch through it too.
 #[derive(Debug, Clone)]
-struct Proj {
+pub(crate) struct Proj {
     w: Weight,
     lone_as_two: bool,
 }
@@ -694,14 +694,29 @@ fn in_features(w: &QMatMul) -> Result<usize> {
 /// `p` applied to `x` (1, rows, k), a lone row run as two where the kernel would compute it
 /// otherwise.
 fn matmul_rows(kind: &str, p: &Proj, x: &Tensor) -> Result<Tensor> {
-    op(kind, || {
-        let (_, rows, _) = x.dims3()?;
-        if p.lone_as_two && rows == 1 {
-            p.w.forward(&Tensor::cat(&[x, x], 1)?)?.narrow(1, 0, 1)
+    op(kind, || p.forward(x))
+}
+
+impl Proj {
+    /// `w` as a batched path runs it ([`proj`]; `fast`: `--fast-weights`).
+    pub(crate) fn new(w: &QMatMul, fast: bool, dev: &Device) -> Result<Self> {
+        proj(w, fast, dev)
+    }
+
+    /// `x` (1, rows, k) through the weight; a lone row runs as two where the kernel would
+    /// compute it otherwise.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.lone_as_two && x.dim(1)? == 1 {
+            self.w.forward(&Tensor::cat(&[x, x], 1)?)?.narrow(1, 0, 1)
         } else {
-            p.w.forward(x)
+            self.w.forward(x)
         }
-    })
+    }
+
+    /// Whether a lone row runs as two.
+    pub(crate) fn lone_as_two(&self) -> bool {
+        self.lone_as_two
+    }
 }
 
 /// A Q5_0 tensor re-encoded as Q8_0, exactly: both are blocks of 32 weights with one f16

@@ -39,7 +39,7 @@ use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_transformers::quantized_nn::RmsNorm;
 
-use super::gemma3_quantized::{attention_mask, Embedding};
+use super::gemma3_quantized::{attention_mask, Embedding, Proj};
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
 // each op of its kind; unset, one relaxed atomic load per op.
 use crate::measure::inject::around_op as op;
@@ -543,57 +543,6 @@ impl ModelWeights {
     }
 }
 
-/// A weight as the batched path runs it: whether a lone row runs as two.
-#[derive(Debug, Clone)]
-struct Proj {
-    w: QMatMul,
-    lone_as_two: bool,
-}
-
-/// Whether `w` gives row 0 different bits alone than with other rows beside it (measured on
-/// seeded inputs; the kernel choice depends only on shapes and dtype, not on values).
-fn lone_row_differs(w: &QMatMul, dev: &Device) -> Result<bool> {
-    let k = match w {
-        QMatMul::QTensor(t) => t.shape().dims2()?.1,
-        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims2()?.1,
-    };
-    let x = Tensor::randn(0f32, 1f32, (8, k), dev)?;
-    let alone = w
-        .forward(&x.narrow(0, 0, 1)?)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    for m in [2usize, 5, 8] {
-        let many = w.forward(&x.narrow(0, 0, m)?)?.i(0)?.to_vec1::<f32>()?;
-        if alone
-            .iter()
-            .zip(&many)
-            .any(|(a, b)| a.to_bits() != b.to_bits())
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-impl Proj {
-    fn new(w: &QMatMul, dev: &Device) -> Result<Self> {
-        Ok(Proj {
-            w: w.clone(),
-            lone_as_two: lone_row_differs(w, dev)?,
-        })
-    }
-
-    /// `x` (1, rows, k) through the weight; a lone row runs as two where the kernel would
-    /// compute it otherwise.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.lone_as_two && x.dim(1)? == 1 {
-            self.w.forward(&Tensor::cat(&[x, x], 1)?)?.narrow(1, 0, 1)
-        } else {
-            self.w.forward(x)
-        }
-    }
-}
-
 /// Continuous batching over the quantized Llama / Qwen3 (`modelbench serve --max-batch`), in
 /// the shape of the project's Gemma 3 ([`super::gemma3_quantized::Batched`]): every token of
 /// every sequence in a step goes through each weight matmul together, and attention runs per
@@ -622,14 +571,14 @@ impl Batched {
         for l in &w.layers {
             let mut p = Vec::with_capacity(PROJECTIONS);
             for x in &l.w {
-                p.push(Proj::new(x, &dev)?);
+                p.push(Proj::new(x, false, &dev)?);
             }
             projs.push(
                 p.try_into()
                     .unwrap_or_else(|_| unreachable!("seven projections")),
             );
         }
-        let output = Proj::new(&w.output, &dev)?;
+        let output = Proj::new(&w.output, false, &dev)?;
         Ok(Self { w, projs, output })
     }
 
@@ -643,7 +592,7 @@ impl Batched {
             .iter()
             .flatten()
             .chain(std::iter::once(&self.output))
-            .filter(|p| p.lone_as_two)
+            .filter(|p| p.lone_as_two())
             .count()
     }
 
@@ -684,8 +633,8 @@ mod tests {
         let x = Tensor::randn(0f32, 1f32, (1, 3, 256), &dev).unwrap();
         for dt in [GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K] {
             let q = QMatMul::from_qtensor(QTensor::quantize(&w, dt).unwrap()).unwrap();
-            let p = Proj::new(&q, &dev).unwrap();
-            eprintln!("{dt:?}: lone row as two: {}", p.lone_as_two);
+            let p = Proj::new(&q, false, &dev).unwrap();
+            eprintln!("{dt:?}: lone row as two: {}", p.lone_as_two());
             let many: Vec<f32> = p.forward(&x).unwrap().i((0, 0)).unwrap().to_vec1().unwrap();
             let alone: Vec<f32> = p
                 .forward(&x.narrow(1, 0, 1).unwrap())
@@ -699,7 +648,7 @@ mod tests {
                     .zip(&alone)
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{dt:?} (lone row as two: {})",
-                p.lone_as_two
+                p.lone_as_two()
             );
         }
     }
