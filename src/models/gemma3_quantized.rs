@@ -693,6 +693,39 @@ fn in_features(w: &QMatMul) -> Result<usize> {
 
 /// `p` applied to `x` (1, rows, k), a lone row run as two where the kernel would compute it
 /// otherwise.
+/// A sequence's share of a step: where its tokens start in the step, how many, first position.
+pub(crate) type Span = (usize, usize, usize);
+
+/// The tokens of a batched step, sequence after sequence, and each sequence's [`Span`], from each sequence's (position, tokens, cache layers);
+/// an error, before anything runs, for an empty share, a cache of another model (not
+/// `layers` layers) or positions past `context`.
+pub(crate) fn step_tokens<'a>(
+    seqs: impl Iterator<Item = (usize, &'a [u32], usize)>,
+    layers: usize,
+    context: usize,
+) -> Result<(Vec<u32>, Vec<Span>)> {
+    let mut ids = Vec::new();
+    let mut spans = Vec::new();
+    for (pos, tokens, cache_layers) in seqs {
+        let len = tokens.len();
+        if len == 0 {
+            bail!("a batched step of zero tokens for one sequence");
+        }
+        if cache_layers != layers {
+            bail!("a sequence cache of another model");
+        }
+        if pos + len > context {
+            bail!(
+                "positions {pos}..{} exceed the {context} positions this model was built for (its context cap); load it with a larger one",
+                pos + len
+            );
+        }
+        spans.push((ids.len(), len, pos));
+        ids.extend_from_slice(tokens);
+    }
+    Ok((ids, spans))
+}
+
 fn matmul_rows(kind: &str, p: &Proj, x: &Tensor) -> Result<Tensor> {
     op(kind, || p.forward(x))
 }
@@ -866,26 +899,12 @@ impl Batched {
             return Ok(Vec::new());
         }
         let window = m.cfg.sliding_window.max(1);
-        let mut ids = Vec::new();
-        let mut spans = Vec::with_capacity(seqs.len());
-        for s in seqs.iter() {
-            let (pos, len) = (s.cache.pos, s.tokens.len());
-            if len == 0 {
-                bail!("a batched step of zero tokens for one sequence");
-            }
-            if s.cache.layers.len() != m.layers.len() {
-                bail!("a sequence cache of another model");
-            }
-            if pos + len > m.context {
-                bail!(
-                    "positions {pos}..{} exceed the {} positions this model was built for (its context cap); load it with a larger one",
-                    pos + len,
-                    m.context
-                );
-            }
-            spans.push((ids.len(), len, pos));
-            ids.extend_from_slice(s.tokens);
-        }
+        let (ids, spans) = step_tokens(
+            seqs.iter()
+                .map(|s| (s.cache.pos, s.tokens, s.cache.layers.len())),
+            m.layers.len(),
+            m.context,
+        )?;
         let total = ids.len();
         let x = Tensor::from_vec(ids, (1, total), &m.device)?;
         let mut h = (m.embed.forward(&x)? * (m.cfg.hidden as f64).sqrt())?;

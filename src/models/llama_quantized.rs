@@ -39,7 +39,7 @@ use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_transformers::quantized_nn::RmsNorm;
 
-use super::gemma3_quantized::{attention_mask, Embedding, Proj};
+use super::gemma3_quantized::{attention_mask, step_tokens, Embedding, Proj};
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
 // each op of its kind; unset, one relaxed atomic load per op.
 use crate::measure::inject::around_op as op;
@@ -270,26 +270,12 @@ impl Weights {
             return Ok(Vec::new());
         }
         let c = &self.cfg;
-        let mut ids = Vec::new();
-        let mut spans = Vec::with_capacity(seqs.len());
-        for s in seqs.iter() {
-            let (pos, len) = (s.cache.pos, s.tokens.len());
-            if len == 0 {
-                bail!("a step of zero tokens for one sequence");
-            }
-            if s.cache.layers.len() != self.layers.len() {
-                bail!("a sequence cache of another model");
-            }
-            if pos + len > self.context {
-                bail!(
-                    "positions {pos}..{} exceed the {} positions this model was built for (its context cap); load it with a larger one",
-                    pos + len,
-                    self.context
-                );
-            }
-            spans.push((ids.len(), len, pos));
-            ids.extend_from_slice(s.tokens);
-        }
+        let (ids, spans) = step_tokens(
+            seqs.iter()
+                .map(|s| (s.cache.pos, s.tokens, s.cache.layers.len())),
+            self.layers.len(),
+            self.context,
+        )?;
         let total = ids.len();
         let x = Tensor::from_vec(ids, (1, total), &self.device)?;
         let mut h = self.embed.forward(&x)?;
