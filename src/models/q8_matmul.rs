@@ -248,16 +248,6 @@ impl PackedQ8_0 {
         }))
     }
 
-    /// Output features.
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// Input features.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
     /// `x` (.., k) f32 times the weight transposed: (.., n) f32, on the fast path where the
     /// CPU has it ([`available`]), else on the portable reference (the same bits, slower).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
