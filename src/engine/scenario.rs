@@ -221,7 +221,12 @@ pub fn prepare(label: &str, r: &ModelRef, scenarios: &[Scenario]) -> Result<Reso
     let max_context = match &res.weights {
         crate::models::Weights::Gguf(p) => {
             let ct = crate::models::quantized::read_header(p)?;
-            let meta = crate::models::quantized::describe(p, &ct, res.family, None)?;
+            let meta = crate::models::quantized::describe_impl(
+                p,
+                &ct,
+                None,
+                crate::models::quantized::GgufImpl::from_config(&res.config),
+            )?;
             meta.max_context.min(meta.built_context)
         }
         _ => Arch::from_json(res.family, &res.config, &res.config_path)?.max_context(),

@@ -144,11 +144,14 @@ impl CausalLm for WithAttention {
     fn restore(&mut self, s: &KvState) -> Result<Restored> {
         self.inner.restore(s)
     }
-    fn gemma3_weights(&self) -> Option<super::gemma3_quantized::ModelWeights> {
-        self.inner.gemma3_weights()
+    fn batched(
+        &self,
+        o: &super::batched::BatchOptions,
+    ) -> Option<Result<Box<dyn super::batched::StepModel>>> {
+        self.inner.batched(o)
     }
-    fn llama_weights(&self) -> Option<super::llama_quantized::ModelWeights> {
-        self.inner.llama_weights()
+    fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        self.inner.own_weights()
     }
 }
 

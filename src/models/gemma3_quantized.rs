@@ -605,13 +605,8 @@ impl SeqCache {
     }
 }
 
-/// One sequence's share of a batched step: its cache, the tokens it runs this step (the next
-/// prompt chunk, or the one token it decodes) and whether the logits of the last are wanted.
-pub struct SeqStep<'a> {
-    pub cache: &'a mut SeqCache,
-    pub tokens: &'a [u32],
-    pub logits: bool,
-}
+/// One sequence's share of a batched step ([`super::batched::SeqStep`] over this model's cache).
+pub type SeqStep<'a> = super::batched::SeqStep<'a, SeqCache>;
 
 /// The weights of a layer's seven projections, in this order: q, k, v, o, gate, up, down.
 const PROJECTIONS: usize = 7;
@@ -1027,6 +1022,28 @@ impl Batched {
             out[i] = Some(logits.i((0, j))?);
         }
         Ok(out)
+    }
+}
+
+impl super::batched::BatchedLm for Batched {
+    type Seq = SeqCache;
+    fn new_seq(&self) -> SeqCache {
+        Batched::new_seq(self)
+    }
+    fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+        Batched::forward(self, seqs)
+    }
+    fn describe(&self) -> String {
+        let (lone, packed) = self.adapted_weights();
+        let lone_rows = match lone {
+            0 => String::new(),
+            n => format!(", {n} weights run a lone row as two (batch-independent results)"),
+        };
+        match (self.fast, packed) {
+            (true, p) if p > 0 => format!("the project's quantized gemma3 with --fast-weights: {p} weights (the lm_head included) on the project's AVX-512 VNNI kernels (Q8_0/Q5_0 against per-32 activation blocks, Q4_K/Q6_K per-256, as ggml), GELU and softmax on the host{lone_rows}"),
+            (true, _) => format!("the project's quantized gemma3 with --fast-weights: Q5_0 weights as Q8_0 on candle's kernels (this CPU lacks AVX-512 VNNI for the project's Q8_0 kernel){lone_rows}"),
+            (false, _) => format!("the project's quantized gemma3 on the bench path's kernels{lone_rows}"),
+        }
     }
 }
 

@@ -393,28 +393,82 @@ pub fn tokenizer_metadata(family: Family, vocab: usize) -> Result<Vec<(String, V
     Ok(md)
 }
 
-/// Whether `family` has a quantized fixture (llama, qwen3, gemma3); the error names the choice.
-pub fn check(family: Family) -> Result<()> {
-    if matches!(family, Family::Llama | Family::Qwen3 | Family::Gemma3) {
-        return Ok(());
-    }
-    Err(Error::ModelRef {
-        reference: format!("gguf:fixture:{family}"),
-        reason: "quantized fixtures exist for llama, qwen3 and gemma3".into(),
-    })
+/// A quantized fixture (`gguf:fixture:<name>`), declared by its family's entry in the family
+/// table ([`super::families`]): the safetensors fixture of `base` quantized to Q8_0 with
+/// llama.cpp's names and metadata, then changed by `adapt` into this family's file (its
+/// architecture name, its own tensors and metadata).
+pub struct GgufFixture {
+    pub name: &'static str,
+    /// The family of the GGUF file written.
+    pub family: Family,
+    /// The safetensors fixture it is made from.
+    pub base: Family,
+    pub adapt: Option<fn(&mut Parts) -> Result<()>>,
 }
 
-/// Writes (once) into `dir` the quantized fixture of `family` made from its safetensors
+/// A fixture file before it is quantized and written: tensors (GGUF names, f32; 2-D ones
+/// become Q8_0) and metadata, and the base fixture's config.json.
+pub struct Parts {
+    pub tensors: Vec<(String, candle_core::Tensor)>,
+    pub metadata: Vec<(String, Value)>,
+    pub config: serde_json::Value,
+}
+
+impl Parts {
+    /// Renames the architecture: `general.architecture` and every `<from>.` key.
+    pub fn retarget(&mut self, from: &str, to: &str) {
+        for (k, v) in self.metadata.iter_mut() {
+            if let Some(rest) = k.strip_prefix(&format!("{from}.")) {
+                *k = format!("{to}.{rest}");
+            } else if k == "general.architecture" {
+                *v = Value::String(to.to_string());
+            } else if k == "general.name" {
+                *v = Value::String(format!("modelbench fixture {to} (Q8_0)"));
+            }
+        }
+    }
+    /// Sets (or adds) a metadata value.
+    pub fn set(&mut self, key: &str, v: Value) {
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some(e) => e.1 = v,
+            None => self.metadata.push((key.to_string(), v)),
+        }
+    }
+    /// Removes the metadata keys `keep` refuses.
+    pub fn drop_keys(&mut self, drop: impl Fn(&str) -> bool) {
+        self.metadata.retain(|(k, _)| !drop(k));
+    }
+    /// A metadata integer of the base config.json.
+    pub fn cfg_u(&self, k: &str) -> usize {
+        self.config[k].as_u64().unwrap_or(0) as usize
+    }
+}
+
+/// `n` seeded values from N(0, std^2) (a fixed generator: a fixture is the same file
+/// everywhere).
+pub fn seeded_normal(n: usize, std: f32, seed: u64) -> Vec<f32> {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            // Box-Muller.
+            let (u, v): (f32, f32) = (r.random::<f32>().max(1e-12), r.random::<f32>());
+            std * (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+        })
+        .collect()
+}
+
+/// Writes (once) into `dir` the quantized fixture `fx` made from its base's safetensors
 /// fixture (`snapshot`: the folder holding its config.json and model.safetensors), with its
 /// tokenizer in the metadata ([`tokenizer_metadata`]; no tokenizer.json beside it), and
-/// returns the .gguf path.
-/// The source module finds the snapshot and the folder for `gguf:fixture:<family>`.
-pub fn ensure(family: Family, snapshot: &Path, dir: &Path) -> Result<PathBuf> {
-    check(family)?;
+/// returns the .gguf path. The source module finds the snapshot and the folder for
+/// `gguf:fixture:<name>`.
+pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> {
+    let family = fx.base;
     let get = |f: &str| snapshot.join(f);
     // v2: Gemma norm weights stored as llama.cpp's converter stores them (1 + w).
     // v3: the tokenizer in the metadata, general.file_type.
-    let out = dir.join(format!("fixture-{family}-q8_0-v3.gguf"));
+    let out = dir.join(format!("fixture-{}-q8_0-v3.gguf", fx.name));
     if out.is_file() {
         return Ok(out);
     }
@@ -426,7 +480,7 @@ pub fn ensure(family: Family, snapshot: &Path, dir: &Path) -> Result<PathBuf> {
     let st = get("model.safetensors");
     let tensors: HashMap<String, candle_core::Tensor> =
         candle_core::safetensors::load(&st, &Device::Cpu)?;
-    let mut q: Vec<(String, QTensor)> = Vec::new();
+    let mut named: Vec<(String, candle_core::Tensor)> = Vec::new();
     for (name, t) in &tensors {
         let Some(g) = gguf_name(family, name) else {
             return Err(Error::weights(
@@ -441,6 +495,21 @@ pub fn ensure(family: Family, snapshot: &Path, dir: &Path) -> Result<PathBuf> {
         if family == Family::Gemma3 && t.rank() == 1 && g.ends_with("norm.weight") {
             t = (t + 1.0)?;
         }
+        named.push((g, t));
+    }
+    let mut md = metadata(family, &config);
+    let vocab = config["vocab_size"].as_u64().unwrap_or(0) as usize;
+    md.extend(tokenizer_metadata(family, vocab)?);
+    let mut parts = Parts {
+        tensors: named,
+        metadata: md,
+        config,
+    };
+    if let Some(adapt) = fx.adapt {
+        adapt(&mut parts)?;
+    }
+    let mut q: Vec<(String, QTensor)> = Vec::new();
+    for (g, t) in parts.tensors {
         let dt = if t.rank() == 2 {
             GgmlDType::Q8_0
         } else {
@@ -449,9 +518,7 @@ pub fn ensure(family: Family, snapshot: &Path, dir: &Path) -> Result<PathBuf> {
         q.push((g, QTensor::quantize(&t, dt)?));
     }
     q.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut md = metadata(family, &config);
-    let vocab = config["vocab_size"].as_u64().unwrap_or(0) as usize;
-    md.extend(tokenizer_metadata(family, vocab)?);
+    let md = parts.metadata;
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut buf = std::io::Cursor::new(Vec::new());

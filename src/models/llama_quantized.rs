@@ -44,10 +44,12 @@ use super::gemma3_quantized::{attention_mask, step_tokens, Embedding, Proj};
 // each op of its kind; unset, one relaxed atomic load per op.
 use crate::measure::inject::around_op as op;
 
-/// Which of the two families a file is (`general.architecture`).
+/// Which of the families a file is (`general.architecture`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Llama,
+    /// Llama's block with q/k/v biases and NeoX RoPE (`qwen2`).
+    Qwen2,
     Qwen3,
 }
 
@@ -55,6 +57,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Llama => "llama",
+            Kind::Qwen2 => "qwen2",
             Kind::Qwen3 => "qwen3",
         }
     }
@@ -71,6 +74,8 @@ pub struct Config {
     pub hidden: usize,
     pub rms_norm_eps: f64,
     pub rope_base: f32,
+    /// Positions are multiplied by this (`rope.scaling.type` linear: 1 / factor; else 1).
+    pub rope_freq_scale: f32,
     /// `context_length` of the metadata (0 when absent).
     pub max_context: usize,
 }
@@ -85,8 +90,9 @@ impl Config {
             .unwrap_or_default();
         let kind = match arch.as_str() {
             "llama" => Kind::Llama,
+            "qwen2" => Kind::Qwen2,
             "qwen3" => Kind::Qwen3,
-            other => bail!("GGUF architecture `{other}` is not llama or qwen3"),
+            other => bail!("GGUF architecture `{other}` is not llama, qwen2 or qwen3"),
         };
         let a = kind.name();
         let get = |s: &str| ct.metadata.get(&format!("{a}.{s}"));
@@ -115,6 +121,20 @@ impl Config {
         if opt_u("expert_count").is_some_and(|n| n > 1) {
             bail!("{a}.expert_count > 1: mixture-of-experts files are not implemented here");
         }
+        let opt_f = |s: &str| get(s).and_then(|v| v.to_f32().ok());
+        let scaling = get("rope.scaling.type")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        let factor = opt_f("rope.scaling.factor").unwrap_or(1.0);
+        let rope_freq_scale = match scaling.as_str() {
+            _ if factor == 1.0 => 1.0,
+            "" | "none" => 1.0,
+            "linear" if factor.is_finite() && factor > 0.0 => 1.0 / factor,
+            other => bail!(
+                "{a}.rope.scaling.type `{other}` (factor {factor}) is not implemented (linear, and Llama 3 frequency factors in rope_freqs.weight, are)"
+            ),
+        };
         Ok(Config {
             kind,
             layers: u("block_count")?,
@@ -126,6 +146,7 @@ impl Config {
             rope_base: get("rope.freq_base")
                 .and_then(|v| v.to_f32().ok())
                 .unwrap_or(10_000.),
+            rope_freq_scale,
             max_context: opt_u("context_length").unwrap_or(0),
         })
     }
@@ -141,16 +162,34 @@ struct Rope {
 }
 
 impl Rope {
+    /// `factors`: llama.cpp's per-pair frequency divisors (`rope_freqs.weight`, Llama 3.x),
+    /// one per rotated pair; `scale` multiplies every frequency (linear scaling: 1 / factor).
     fn new(
-        head_dim: usize,
-        base: f32,
+        cfg: &Config,
+        factors: Option<&[f32]>,
         positions: usize,
         interleaved: bool,
         dev: &Device,
     ) -> Result<Self> {
+        let (head_dim, base) = (cfg.head_dim, cfg.rope_base);
+        if let Some(f) = factors {
+            if f.len() != head_dim / 2 {
+                bail!(
+                    "rope_freqs.weight has {} factors, the head dimension {head_dim} needs {}",
+                    f.len(),
+                    head_dim / 2
+                );
+            }
+            if let Some(bad) = f.iter().find(|x| !x.is_finite() || **x <= 0.0) {
+                bail!("rope_freqs.weight holds {bad}: every factor must be finite and positive");
+            }
+        }
         let inv: Vec<f32> = (0..head_dim)
             .step_by(2)
-            .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32))
+            .map(|i| {
+                let ff = factors.map_or(1.0, |f| f[i / 2]);
+                cfg.rope_freq_scale / (base.powf(i as f32 / head_dim as f32) * ff)
+            })
             .collect();
         let inv = Tensor::new(inv.as_slice(), dev)?;
         let t = Tensor::arange(0u32, positions as u32, dev)?
@@ -194,6 +233,8 @@ const NAMES: [&str; PROJECTIONS] = [
 #[derive(Debug, Clone)]
 struct Layer {
     w: [QMatMul; PROJECTIONS],
+    /// Qwen2's biases of q, k and v (None for Llama and Qwen3).
+    qkv_bias: Option<[Tensor; 3]>,
     /// Qwen3's per-head RmsNorm of q and k (None for Llama).
     qk_norm: Option<(RmsNorm, RmsNorm)>,
     attn_norm: RmsNorm,
@@ -215,6 +256,8 @@ struct Weights {
     /// Test side only: a deliberately wrong variant (to show that a comparison against
     /// another implementation can fail); None in every model the suite runs.
     wrong: Option<Wrong>,
+    /// `rope_freqs.weight` as read (Llama 3.x), to rebuild the tables for a wrong variant.
+    factors: Option<Vec<f32>>,
 }
 
 /// Deliberately wrong variants of the model, for tests that must be able to fail.
@@ -222,8 +265,12 @@ struct Weights {
 pub enum Wrong {
     /// Qwen3 without its per-head q/k RmsNorm (no effect on Llama, which has none).
     SkipQkNorm,
-    /// RoPE in the other layout (NeoX for Llama, interleaved for Qwen3).
+    /// RoPE in the other layout (NeoX for Llama, interleaved for Qwen2 / Qwen3).
     OtherRopeLayout,
+    /// Qwen2 without its q/k/v biases.
+    ZeroBias,
+    /// Llama 3.x without its `rope_freqs.weight` frequency factors (plain RoPE).
+    DropRopeFreqs,
 }
 
 /// The KV cache of one sequence: every layer's keys and values at this sequence's positions.
@@ -241,13 +288,8 @@ impl SeqCache {
     }
 }
 
-/// One sequence's share of a batched step: its cache, the tokens it runs this step (the next
-/// prompt chunk, or the one token it decodes) and whether the logits of the last are wanted.
-pub struct SeqStep<'a> {
-    pub cache: &'a mut SeqCache,
-    pub tokens: &'a [u32],
-    pub logits: bool,
-}
+/// One sequence's share of a batched step ([`super::batched::SeqStep`] over this model's cache).
+pub type SeqStep<'a> = super::batched::SeqStep<'a, SeqCache>;
 
 impl Weights {
     fn new_seq(&self) -> SeqCache {
@@ -293,9 +335,18 @@ impl Weights {
         let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
             let a = op("rms_norm", || layer.attn_norm.forward(&h))?;
-            let q = mm(li, 0, &a)?.reshape((1, total, heads, hd))?;
-            let k = mm(li, 1, &a)?.reshape((1, total, kv_heads, hd))?;
-            let v = mm(li, 2, &a)?.reshape((1, total, kv_heads, hd))?;
+            let (q, k, v) = (mm(li, 0, &a)?, mm(li, 1, &a)?, mm(li, 2, &a)?);
+            let (q, k, v) = match &layer.qkv_bias {
+                Some([bq, bk, bv]) if self.wrong != Some(Wrong::ZeroBias) => (
+                    op("add", || q.broadcast_add(bq))?,
+                    op("add", || k.broadcast_add(bk))?,
+                    op("add", || v.broadcast_add(bv))?,
+                ),
+                _ => (q, k, v),
+            };
+            let q = q.reshape((1, total, heads, hd))?;
+            let k = k.reshape((1, total, kv_heads, hd))?;
+            let v = v.reshape((1, total, kv_heads, hd))?;
             let (q, k) = match &layer.qk_norm {
                 Some((qn, kn)) if self.wrong != Some(Wrong::SkipQkNorm) => (
                     op("rms_norm", || qn.forward(&q))?,
@@ -402,10 +453,21 @@ impl ModelWeights {
         if context == 0 {
             bail!("the model must be built for at least one position");
         }
-        if ct.tensor_infos.contains_key("blk.0.attn_q.bias") {
+        let biased = cfg.kind == Kind::Qwen2;
+        if !biased && ct.tensor_infos.contains_key("blk.0.attn_q.bias") {
             bail!("the file has attention biases (blk.0.attn_q.bias), which {} does not have; this implementation does not apply them", cfg.kind.name());
         }
         let eps = cfg.rms_norm_eps;
+        let factors = if ct.tensor_infos.contains_key("rope_freqs.weight") {
+            Some(
+                ct.tensor(reader, "rope_freqs.weight", &Device::Cpu)?
+                    .dequantize(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            )
+        } else {
+            None
+        };
         let mut get = |name: &str| ct.tensor(reader, name, device);
         let embd = Arc::new(get("token_embd.weight")?);
         let norm = RmsNorm::from_qtensor(get("output_norm.weight")?, eps)?;
@@ -417,6 +479,16 @@ impl ModelWeights {
         let embed = Embedding::new(embd, device)?;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
+            let qkv_bias = if biased {
+                let mut b = |n: &str| -> Result<Tensor> {
+                    get(&format!("blk.{i}.{n}.bias"))?
+                        .dequantize(device)?
+                        .to_dtype(DType::F32)
+                };
+                Some([b("attn_q")?, b("attn_k")?, b("attn_v")?])
+            } else {
+                None
+            };
             let mut t = |n: &str| get(&format!("blk.{i}.{n}.weight"));
             let mut w = Vec::with_capacity(PROJECTIONS);
             for n in NAMES {
@@ -425,24 +497,26 @@ impl ModelWeights {
             let mut n = |name: &str| -> Result<RmsNorm> { RmsNorm::from_qtensor(t(name)?, eps) };
             let qk_norm = match cfg.kind {
                 Kind::Qwen3 => Some((n("attn_q_norm")?, n("attn_k_norm")?)),
-                Kind::Llama => None,
+                Kind::Llama | Kind::Qwen2 => None,
             };
             layers.push(Layer {
                 w: w.try_into()
                     .unwrap_or_else(|_| unreachable!("seven projections")),
+                qkv_bias,
                 qk_norm,
                 attn_norm: n("attn_norm")?,
                 ffn_norm: n("ffn_norm")?,
             });
         }
         let rope = Rope::new(
-            cfg.head_dim,
-            cfg.rope_base,
+            &cfg,
+            factors.as_deref(),
             context,
             cfg.kind == Kind::Llama,
             device,
         )?;
         let w = Weights {
+            factors,
             cfg,
             embed,
             layers,
@@ -468,12 +542,22 @@ impl ModelWeights {
 
     /// Test side: the model made deliberately wrong in one way (to show that a comparison
     /// against another implementation can fail).
-    pub fn wrong(mut self, w: Wrong) -> Self {
-        if w == Wrong::OtherRopeLayout {
-            self.w.rope.interleaved = !self.w.rope.interleaved;
+    pub fn wrong(mut self, w: Wrong) -> Result<Self> {
+        match w {
+            Wrong::OtherRopeLayout => self.w.rope.interleaved = !self.w.rope.interleaved,
+            Wrong::DropRopeFreqs => {
+                let il = self.w.rope.interleaved;
+                self.w.rope = Rope::new(&self.w.cfg, None, self.w.context, il, &self.w.device)?;
+            }
+            Wrong::SkipQkNorm | Wrong::ZeroBias => {}
         }
         self.w.wrong = Some(w);
-        self
+        Ok(self)
+    }
+
+    /// Whether the file carried Llama 3.x frequency factors (`rope_freqs.weight`), applied.
+    pub fn has_rope_freqs(&self) -> bool {
+        self.w.factors.is_some()
     }
 
     /// Empties the KV cache.
@@ -601,6 +685,26 @@ impl Batched {
             }
         };
         self.w.step(seqs, &mm)
+    }
+}
+
+impl super::batched::BatchedLm for Batched {
+    type Seq = SeqCache;
+    fn new_seq(&self) -> SeqCache {
+        Batched::new_seq(self)
+    }
+    fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+        Batched::forward(self, seqs)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "the project's quantized {} (impl=modelbench){}",
+            self.w.cfg.kind.name(),
+            match self.lone_as_two() {
+                0 => String::new(),
+                p => format!(", {p} weights run a lone row as two (batch-independent results)"),
+            }
+        )
     }
 }
 

@@ -17,7 +17,9 @@ use crate::util::fill::Filler;
 mod arch;
 pub mod attention;
 pub mod backbone;
+pub mod batched;
 pub mod dequantize;
+pub mod families;
 pub mod gemma3_quantized;
 pub mod gguf_fixture;
 pub mod gguf_tokenizer;
@@ -65,18 +67,24 @@ pub trait CausalLm: Send {
             self.meta().provenance.implementation
         )))
     }
-    /// The project's quantized Gemma 3 weights behind this model (shared, not copied), for
-    /// the batched forward of `modelbench serve` ([`gemma3_quantized::Batched`]); None for
-    /// every other model, which serves one sequence at a time.
-    fn gemma3_weights(&self) -> Option<gemma3_quantized::ModelWeights> {
+    /// The batched form of this model for `modelbench serve --max-batch` (weights shared, not
+    /// copied): any family whose implementation has one ([`batched::BatchedLm`]); None for a
+    /// model that serves one sequence at a time.
+    fn batched(&self, o: &batched::BatchOptions) -> Option<Result<Box<dyn batched::StepModel>>> {
+        let _ = o;
         None
     }
-    /// The project's quantized Llama / Qwen3 weights behind this model (shared, not copied),
-    /// for the batched forward of `modelbench serve` ([`llama_quantized::Batched`]); None for
-    /// every other model (candle-transformers' quantized Llama and Qwen3 included).
-    fn llama_weights(&self) -> Option<llama_quantized::ModelWeights> {
+    /// The project's own weights behind this model (a clone sharing the tensors, e.g. a
+    /// [`gemma3_quantized::ModelWeights`]), for tests that drive an implementation directly;
+    /// None for other models. See [`own_weights`].
+    fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
         None
     }
+}
+
+/// The project's own weights of type `T` behind `m` (see [`CausalLm::own_weights`]).
+pub fn own_weights<T: 'static>(m: &dyn CausalLm) -> Option<T> {
+    m.own_weights()?.downcast::<T>().ok().map(|b| *b)
 }
 
 /// How a KV state came back.
@@ -129,23 +137,27 @@ impl KvState {
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
     Llama,
+    /// GGUF only (`qwen2` files: Qwen2 / Qwen2.5).
+    Qwen2,
     Qwen3,
     Qwen3Moe,
     Gemma3,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Llama,
+        Family::Qwen2,
         Family::Qwen3,
         Family::Qwen3Moe,
         Family::Gemma3,
     ];
-    pub const ALLOWED: &'static str = "llama, qwen3, qwen3-moe, gemma3";
+    pub const ALLOWED: &'static str = "llama, qwen2, qwen3, qwen3-moe, gemma3";
 
     pub fn name(self) -> &'static str {
         match self {
             Family::Llama => "llama",
+            Family::Qwen2 => "qwen2",
             Family::Qwen3 => "qwen3",
             Family::Qwen3Moe => "qwen3-moe",
             Family::Gemma3 => "gemma3",
@@ -156,6 +168,7 @@ impl Family {
     pub fn from_model_type(t: &str) -> Option<Family> {
         match t {
             "llama" => Some(Family::Llama),
+            "qwen2" => Some(Family::Qwen2),
             "qwen3" => Some(Family::Qwen3),
             "qwen3_moe" => Some(Family::Qwen3Moe),
             "gemma3" | "gemma3_text" => Some(Family::Gemma3),

@@ -1,15 +1,16 @@
-//! GGUF models: candle-transformers' quantized Llama and Qwen3 (the default; the project's own
-//! [`super::llama_quantized`], which batches, with `gguf:<file or repo>?impl=modelbench`), and
-//! Gemma 3 through the project's own [`super::gemma3_quantized`] (candle-transformers'
-//! `quantized_gemma3` stays selectable with `?impl=candle-transformers`).
+//! GGUF models: reading a file's header, describing it, and loading it through the
+//! model-family table ([`super::families`]), which says which implementation runs each
+//! architecture (candle-transformers' quantized models, or the project's own
+//! [`super::llama_quantized`] / [`super::gemma3_quantized`], which batch).
 
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen3};
 
-use super::{gemma3_quantized, llama_quantized, CausalLm, Family, ModelMeta, Provenance};
+use super::batched::{BatchOptions, StepModel};
+use super::families::{self, GgufFamily, GgufModel, Implementation, Positions};
+use super::{CausalLm, Family, ModelMeta, Provenance};
 use crate::error::{one_line, Error, Result};
 
 /// Which code runs a GGUF model (`gguf:...?impl=<name>`).
@@ -46,20 +47,18 @@ impl GgufImpl {
         }
     }
 
-    /// The default of a family: the project's own Gemma 3, candle-transformers' otherwise
-    /// (Llama and Qwen3 records keep naming the implementation they were measured with;
-    /// `modelbench serve --max-batch` above 1 picks the project's own, which batches).
+    /// The implementation a file of `family` without RoPE scaling runs on when `?impl=` names
+    /// none (the family table's first; a file's own default is
+    /// [`GgufFamily::default_for`]).
     pub fn default_for(family: Family) -> GgufImpl {
-        match family {
-            Family::Gemma3 => GgufImpl::Modelbench,
-            _ => GgufImpl::CandleTransformers,
-        }
+        families::of(family)
+            .map(|f| f.implementations[0].imp)
+            .unwrap_or(GgufImpl::CandleTransformers)
     }
 
     /// Whether this implementation exists for `family`.
     pub fn supports(self, family: Family) -> bool {
-        self == GgufImpl::CandleTransformers
-            || matches!(family, Family::Gemma3 | Family::Llama | Family::Qwen3)
+        families::of(family).is_some_and(|f| f.implementation(self).is_some())
     }
 
     /// The choice a resolved GGUF reference carries in its config (`None`: the default).
@@ -70,10 +69,6 @@ impl GgufImpl {
             .and_then(|s| GgufImpl::parse(s).ok())
     }
 }
-
-/// The least context the project's Gemma 3 is built for, whatever the cap (the rate probe of
-/// the harness runs 24 positions; tables are 1 KiB per position).
-const MIN_BUILT_CONTEXT: usize = 64;
 
 fn gguf_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::weights(path.display(), reason)
@@ -296,23 +291,23 @@ pub fn weights_info(ct: &Content) -> GgufWeights {
     }
 }
 
+/// The family table's entry of a GGUF file, from `general.architecture`.
+pub fn family_entry(path: &Path, ct: &Content) -> Result<&'static GgufFamily> {
+    let arch = families::md_str(ct, "general.architecture").unwrap_or_default();
+    families::by_arch(&arch).ok_or_else(|| {
+        gguf_err(
+            path,
+            format!(
+                "GGUF architecture `{arch}` is not supported ({})",
+                families::archs()
+            ),
+        )
+    })
+}
+
 /// The family of a GGUF file, from `general.architecture`.
 pub fn family(path: &Path, ct: &Content) -> Result<Family> {
-    let arch = ct
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
-    match arch.as_str() {
-        "llama" => Ok(Family::Llama),
-        "qwen3" => Ok(Family::Qwen3),
-        "gemma3" => Ok(Family::Gemma3),
-        other => Err(gguf_err(
-            path,
-            format!("GGUF architecture `{other}` is not supported (llama, qwen3, gemma3)"),
-        )),
-    }
+    family_entry(path, ct).map(|f| f.family)
 }
 
 fn md_u(ct: &Content, key: &str) -> Option<usize> {
@@ -324,61 +319,42 @@ fn md_u(ct: &Content, key: &str) -> Option<usize> {
     })
 }
 
-/// Refuses RoPE scaling the implementation would silently ignore: candle-transformers 0.11.1's
-/// quantized Llama, Qwen3 and Gemma3 read no `<arch>.rope.scaling.*` key and no
-/// `rope_freqs.weight` (Llama 3.1-style frequency factors), so such a file would run with the
-/// wrong positions. The project's own Gemma 3 implements linear scaling and refuses the rest
-/// itself (see [`gemma3_quantized`]).
-pub fn check_rope(path: &Path, ct: &Content, family: Family, imp: GgufImpl) -> Result<()> {
-    let a = match family {
-        Family::Gemma3 => "gemma3",
-        Family::Qwen3 => "qwen3",
-        _ => "llama",
+/// The implementation of `fam` that runs the file: the one `imp` names, or the file's default;
+/// an error when `imp` names one the family lacks or the implementation refuses the file.
+pub fn choose(
+    path: &Path,
+    ct: &Content,
+    fam: &'static GgufFamily,
+    imp: Option<GgufImpl>,
+) -> Result<&'static Implementation> {
+    let chosen = match imp {
+        Some(i) => fam.implementation(i).ok_or_else(|| {
+            gguf_err(
+                path,
+                format!(
+                    "impl={} does not exist for {}; its implementations: {} (or leave impl= out)",
+                    i.name(),
+                    fam.arch,
+                    fam.implementation_names()
+                ),
+            )
+        })?,
+        None => fam.default_for(ct),
     };
-    if family == Family::Gemma3 && imp == GgufImpl::Modelbench {
-        return Ok(());
+    if let Some(why) = (chosen.refuses)(fam.arch, ct) {
+        let others: Vec<&str> = fam
+            .implementations
+            .iter()
+            .filter(|i| i.imp != chosen.imp && (i.refuses)(fam.arch, ct).is_none())
+            .map(|i| i.imp.name())
+            .collect();
+        let fix = match others.as_slice() {
+            [] => "use a GGUF file without it".to_string(),
+            [one, ..] => format!("use impl={one} (or leave impl= out), which runs it"),
+        };
+        return Err(gguf_err(path, format!("{why}; {fix}")));
     }
-    let own = imp == GgufImpl::Modelbench;
-    let runs = match family {
-        Family::Gemma3 => "candle-transformers 0.11.1 quantized_gemma3 (impl=candle-transformers)",
-        Family::Qwen3 if own => "the project's quantized qwen3 (impl=modelbench)",
-        Family::Qwen3 => "candle-transformers 0.11.1 quantized_qwen3",
-        _ if own => "the project's quantized llama (impl=modelbench)",
-        _ => "candle-transformers 0.11.1 quantized_llama",
-    };
-    let kind = ct
-        .metadata
-        .get(&format!("{a}.rope.scaling.type"))
-        .and_then(|v| v.to_string().ok())
-        .cloned();
-    let factor = ct
-        .metadata
-        .get(&format!("{a}.rope.scaling.factor"))
-        .and_then(|v| v.to_f32().ok());
-    let scaled = match kind.as_deref() {
-        None | Some("none") | Some("") => factor.is_some_and(|f| f != 0.0 && f != 1.0),
-        Some(_) => factor.is_none_or(|f| f != 1.0),
-    };
-    if scaled {
-        return Err(gguf_err(
-            path,
-            format!(
-                "RoPE scaling `{}` (factor {}, `{a}.rope.scaling.*`) is not implemented by {runs}, which would run it unscaled; use a GGUF without RoPE scaling{}",
-                kind.as_deref().unwrap_or("linear"),
-                factor.map(|f| f.to_string()).unwrap_or_else(|| "unset".into()),
-                if family == Family::Gemma3 { " or leave impl= out (the project's Gemma 3 implements linear)" } else { "" }
-            ),
-        ));
-    }
-    if ct.tensor_infos.contains_key("rope_freqs.weight") {
-        return Err(gguf_err(
-            path,
-            format!(
-                "the file has `rope_freqs.weight` (per-dimension RoPE frequency factors, Llama 3.1-style scaling), which {runs} ignores; use a GGUF without it (no implementation here applies it)"
-            ),
-        ));
-    }
-    Ok(())
+    Ok(chosen)
 }
 
 /// Describes a GGUF model as its default implementation runs it (see [`describe_impl`]).
@@ -388,33 +364,22 @@ pub fn describe(
     family: Family,
     context_cap: Option<usize>,
 ) -> Result<ModelMeta> {
-    describe_impl(path, ct, family, context_cap, GgufImpl::default_for(family))
+    let _ = family;
+    describe_impl(path, ct, context_cap, None)
 }
 
 /// Describes a GGUF model: parameters and bytes from the tensor table, shapes from metadata,
-/// built context and exactness from the implementation that runs it.
+/// built context and exactness from the implementation that runs it (`imp`, or the file's
+/// default).
 pub fn describe_impl(
     path: &Path,
     ct: &Content,
-    family: Family,
     context_cap: Option<usize>,
-    imp: GgufImpl,
+    imp: Option<GgufImpl>,
 ) -> Result<ModelMeta> {
-    if !imp.supports(family) {
-        return Err(gguf_err(
-            path,
-            format!(
-                "impl={} exists only for gemma3, llama and qwen3; use impl=candle-transformers (or leave it out) for {family}",
-                imp.name()
-            ),
-        ));
-    }
-    let a = match family {
-        Family::Gemma3 => "gemma3",
-        Family::Qwen3 => "qwen3",
-        _ => "llama",
-    };
-    check_rope(path, ct, family, imp)?;
+    let fam = family_entry(path, ct)?;
+    let chosen = choose(path, ct, fam, imp)?;
+    let a = fam.arch;
     let need = |k: &str| {
         md_u(ct, &format!("{a}.{k}"))
             .ok_or_else(|| gguf_err(path, format!("metadata lacks `{a}.{k}`")))
@@ -441,37 +406,21 @@ pub fn describe_impl(
         }
     }
     let max_context = md_u(ct, &format!("{a}.context_length")).unwrap_or(0);
-    let own = imp == GgufImpl::Modelbench;
-    let built = match family {
-        Family::Llama if !own => quantized_llama::MAX_SEQ_LEN,
-        Family::Gemma3 if !own => quantized_gemma3::MAX_SEQ_LEN,
-        Family::Gemma3 | Family::Llama | Family::Qwen3 if own => {
+    let built = match chosen.positions {
+        Positions::Fixed(n) => n,
+        Positions::Asked => {
             let full = if max_context > 0 { max_context } else { 8192 };
             context_cap
-                .map(|c| c.max(MIN_BUILT_CONTEXT).min(full))
+                .map(|c| c.max(families::MIN_BUILT_CONTEXT).min(full))
                 .unwrap_or(full)
         }
-        _ => context_cap
+        Positions::FromMetadata => context_cap
             .map(|c| c.min(max_context))
             .unwrap_or(max_context),
     };
-    let window = md_u(ct, "gemma3.attention.sliding_window").filter(|_| family == Family::Gemma3);
-    let implementation = match (family, own) {
-        (Family::Gemma3, true) => format!(
-            // Not the built context (meta.built_context has it): this string is part of the
-            // quality verdict's key, which must not change with a run's context length.
-            "modelbench quantized_gemma3 (GELU-tanh MLP, sliding window of {} in prefill and decode): candle-transformers 0.11.1 quantized_gemma3 uses SiLU and no decode window",
-            window.unwrap_or(0)
-        ),
-        (Family::Gemma3, false) => "candle-transformers 0.11.1 quantized_gemma3 (chosen with impl=candle-transformers; known wrong: SiLU MLP, no sliding window in decode)".into(),
-        (Family::Llama, true) => "modelbench quantized_llama (the project's own, impl=modelbench: per-sequence KV caches, batched by `modelbench serve`)".into(),
-        (Family::Qwen3, true) => "modelbench quantized_qwen3 (the project's own, impl=modelbench: per-sequence KV caches, batched by `modelbench serve`)".into(),
-        (Family::Llama, _) => "candle-transformers 0.11.1 quantized_llama".into(),
-        _ => "candle-transformers 0.11.1 quantized_qwen3".into(),
-    };
     let gguf = weights_info(ct);
     Ok(ModelMeta {
-        family,
+        family: fam.family,
         params,
         weight_bytes: bytes,
         layers,
@@ -491,47 +440,39 @@ pub fn describe_impl(
         tied_embeddings: !ct.tensor_infos.contains_key("output.weight"),
         decode_weight_bytes: Some(bytes as f64),
         provenance: Provenance {
-            // The project's Gemma 3 is exact at every position it was built for.
-            exact_context: if own { None } else { window },
-            implementation,
+            exact_context: (chosen.exact_context)(ct),
+            implementation: (chosen.label)(ct),
             attention: "eager".into(),
             gguf: Some(gguf),
         },
     })
 }
 
-/// Every variant is `Clone` with weights shared (`Arc`): a clone is a KV snapshot because
-/// quantized Llama and candle's Gemma3 grow their caches by `Tensor::cat`, quantized Qwen3 on
-/// CPU keeps a `Vec<f32>` (cloned deeply) or a cat-grown tensor, and the project's Gemma 3
-/// writes its global `KvCache` in place only past the saved length (see
-/// [`gemma3_quantized::ModelWeights`]).
-#[derive(Clone)]
-enum Q {
-    Llama(quantized_llama::ModelWeights),
-    Qwen3(quantized_qwen3::ModelWeights),
-    /// No cache reset method: a forward at position 0 replaces every layer's cache.
-    Gemma3(quantized_gemma3::ModelWeights),
-    Gemma3Own(gemma3_quantized::ModelWeights),
-    /// The project's own Llama / Qwen3 (impl=modelbench).
-    LlamaOwn(llama_quantized::ModelWeights),
-}
-
+/// A GGUF model behind [`CausalLm`]: the family table's implementation, the positions run,
+/// and (for implementations that cannot be copied) the tokens since the last reset, so a KV
+/// snapshot is restored by replaying them.
 pub struct QuantizedLm {
-    q: Q,
+    m: Box<dyn GgufModel>,
+    one_token_after_start: bool,
     len: usize,
+    history: Vec<u32>,
     device: Device,
     meta: ModelMeta,
 }
 
-/// Loads a GGUF model with its family's default implementation (see [`load_with`]).
+/// A saved KV state: a copy of the model, or the tokens to replay.
+enum Saved {
+    Copy(std::sync::Arc<std::sync::Mutex<Box<dyn GgufModel>>>),
+    Replay(Vec<u32>),
+}
+
+/// Loads a GGUF model with its file's default implementation (see [`load_with`]).
 pub fn load(path: &Path, device: &Device, context_cap: Option<usize>) -> Result<Box<dyn CausalLm>> {
     load_with(path, None, device, context_cap)
 }
 
-/// Loads a GGUF model with implementation `imp` (None: the family's default). Qwen3 and the
-/// project's Gemma 3 build their RoPE tables for `context_cap` positions (patched into the
-/// metadata for Qwen3); quantized Llama and candle-transformers' Gemma3 use candle's fixed
-/// tables (4096 and 131072).
+/// Loads a GGUF model with implementation `imp` (None: the file's default, see
+/// [`GgufFamily::default_for`]), built for the context [`describe_impl`] reports.
 pub fn load_with(
     path: &Path,
     imp: Option<GgufImpl>,
@@ -539,40 +480,28 @@ pub fn load_with(
     context_cap: Option<usize>,
 ) -> Result<Box<dyn CausalLm>> {
     let mut ct = read_header(path)?;
-    let family = family(path, &ct)?;
-    let imp = imp.unwrap_or(GgufImpl::default_for(family));
-    let meta = describe_impl(path, &ct, family, context_cap, imp)?;
-    if family == Family::Qwen3 {
+    let fam = family_entry(path, &ct)?;
+    let chosen = choose(path, &ct, fam, imp)?;
+    let meta = describe_impl(path, &ct, context_cap, Some(chosen.imp))?;
+    if chosen.positions == Positions::FromMetadata {
         ct.metadata.insert(
-            "qwen3.context_length".into(),
+            format!("{}.context_length", fam.arch),
             Value::U32(meta.built_context as u32),
         );
     }
     let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
-    let err = |e: candle_core::Error| gguf_err(path, one_line(&e.to_string()));
-    let q = match family {
-        Family::Llama | Family::Qwen3 if imp == GgufImpl::Modelbench => Q::LlamaOwn(
-            llama_quantized::ModelWeights::from_gguf(ct, &mut f, device, meta.built_context)
-                .map_err(err)?,
-        ),
-        Family::Llama => {
-            Q::Llama(quantized_llama::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
-        }
-        Family::Qwen3 => {
-            Q::Qwen3(quantized_qwen3::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
-        }
-        Family::Gemma3 if imp == GgufImpl::Modelbench => Q::Gemma3Own(
-            gemma3_quantized::ModelWeights::from_gguf(ct, &mut f, device, meta.built_context)
-                .map_err(err)?,
-        ),
-        Family::Gemma3 => {
-            Q::Gemma3(quantized_gemma3::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
-        }
-        Family::Qwen3Moe => unreachable!("family() never returns it"),
-    };
+    let m = (chosen.build)(families::Build {
+        ct,
+        file: &mut f,
+        device,
+        context: meta.built_context,
+    })
+    .map_err(|e| gguf_err(path, one_line(&e.to_string())))?;
     Ok(Box::new(QuantizedLm {
-        q,
+        m,
+        one_token_after_start: chosen.one_token_after_start,
         len: 0,
+        history: Vec::new(),
         device: device.clone(),
         meta,
     }))
@@ -580,21 +509,13 @@ pub fn load_with(
 
 impl CausalLm for QuantizedLm {
     fn reset(&mut self) -> Result<()> {
-        match &mut self.q {
-            Q::Llama(m) => m.clear_kv_cache(),
-            Q::Qwen3(m) => m.clear_kv_cache(),
-            Q::Gemma3(_) => {}
-            Q::Gemma3Own(m) => m.reset(),
-            Q::LlamaOwn(m) => m.reset(),
-        }
+        self.m.reset();
         self.len = 0;
+        self.history.clear();
         Ok(())
     }
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
-        // candle 0.11's quantized_gemma3 fails a multi-token forward at index_pos > 0 (its
-        // mask concatenates f32 zeros with a u32 mask: "dtype mismatch in cat"), so such a
-        // chunk goes one token at a time there.
-        let out = if matches!(self.q, Q::Gemma3(_)) && pos > 0 && tokens.len() > 1 {
+        let out = if self.one_token_after_start && pos > 0 && tokens.len() > 1 {
             let mut last = None;
             for (i, t) in tokens.iter().enumerate() {
                 last = Some(self.forward_raw(std::slice::from_ref(t), pos + i)?);
@@ -603,6 +524,11 @@ impl CausalLm for QuantizedLm {
         } else {
             self.forward_raw(tokens, pos)?
         };
+        if pos == 0 {
+            self.history.clear();
+        }
+        self.history.truncate(pos);
+        self.history.extend_from_slice(tokens);
         self.len = pos + tokens.len();
         Ok(out)
     }
@@ -610,12 +536,33 @@ impl CausalLm for QuantizedLm {
         self.len
     }
     fn snapshot(&mut self) -> Result<crate::models::KvState> {
-        Ok(crate::models::KvState::new(self.len, self.q.clone()))
+        let saved = match self.m.snapshot() {
+            Some(m) => Saved::Copy(std::sync::Arc::new(std::sync::Mutex::new(m))),
+            None => Saved::Replay(self.history.clone()),
+        };
+        Ok(crate::models::KvState::new(self.len, saved))
     }
     fn restore(&mut self, s: &crate::models::KvState) -> Result<crate::models::Restored> {
-        self.q = s.get::<Q>()?.clone();
-        self.len = s.depth();
-        Ok(crate::models::Restored::Copy)
+        match s.get::<Saved>()? {
+            Saved::Copy(m) => {
+                let copy = m
+                    .lock()
+                    .map_err(|_| Error::Report("KV snapshot poisoned".into()))?
+                    .snapshot()
+                    .ok_or_else(|| Error::Report("KV snapshot cannot be copied".into()))?;
+                self.m = copy;
+                self.len = s.depth();
+                self.history.truncate(self.len);
+                Ok(crate::models::Restored::Copy)
+            }
+            Saved::Replay(tokens) => {
+                self.reset()?;
+                if !tokens.is_empty() {
+                    self.forward(tokens, 0)?;
+                }
+                Ok(crate::models::Restored::Recompute)
+            }
+        }
     }
     fn meta(&self) -> &ModelMeta {
         &self.meta
@@ -623,31 +570,20 @@ impl CausalLm for QuantizedLm {
     fn device(&self) -> &Device {
         &self.device
     }
-    fn gemma3_weights(&self) -> Option<gemma3_quantized::ModelWeights> {
-        match &self.q {
-            Q::Gemma3Own(m) => Some(m.clone()),
-            _ => None,
-        }
+    fn batched(&self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
+        self.m.batched(o)
     }
-    fn llama_weights(&self) -> Option<llama_quantized::ModelWeights> {
-        match &self.q {
-            Q::LlamaOwn(m) => Some(m.clone()),
-            _ => None,
-        }
+    fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        self.m.own_weights()
     }
 }
 
 impl QuantizedLm {
     fn forward_raw(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
         let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let out = match &mut self.q {
-            Q::Llama(m) => m.forward(&x, pos),
-            Q::Qwen3(m) => m.forward(&x, pos),
-            Q::Gemma3(m) => m.forward(&x, pos),
-            Q::Gemma3Own(m) => m.forward(&x, pos),
-            Q::LlamaOwn(m) => m.forward(&x, pos),
-        };
-        out.and_then(|l| l.flatten_all())
+        self.m
+            .forward(&x, pos)
+            .and_then(|l| l.flatten_all())
             .map_err(|e| Error::Candle(candle_core::Error::Msg(one_line(&e.to_string()))))
     }
 }

@@ -70,7 +70,7 @@ pub const WEIGHT_SEED: u64 = 0x5EED_0001;
 const FIXTURE_FORMAT: &str = "modelbench-fixture-v1";
 pub const FIXTURE_ORG: &str = "modelbench";
 
-pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<llama|qwen3|gemma3>>[?impl=modelbench|candle-transformers], or a directory with config.json + *.safetensors";
+pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<llama|llama3|qwen2|qwen3|gemma3>>[?impl=modelbench|candle-transformers], or a directory with config.json + *.safetensors";
 
 /// Where scripts/fetch-offline-models.sh installs the real tokenizers, per family.
 pub const REAL_TOKENIZERS: [(Family, &str); 3] = [
@@ -116,7 +116,15 @@ impl ModelRef {
             return Err(bad(format!("empty model reference; use {SOURCES_HELP}")));
         }
         if let Some(f) = s.strip_prefix("fixture:") {
-            return f.parse().map(ModelRef::Fixture).map_err(bad);
+            let fam: Family = f.parse().map_err(bad)?;
+            if !FIXTURES.iter().any(|(x, _)| *x == fam) {
+                let names: Vec<String> = FIXTURES.iter().map(|(x, _)| x.to_string()).collect();
+                return Err(bad(format!(
+                    "no safetensors fixture of {fam} (they are: {}); for a quantized one use gguf:fixture:{fam}",
+                    names.join(", ")
+                )));
+            }
+            return Ok(ModelRef::Fixture(fam));
         }
         if let Some(n) = s.strip_prefix("synthetic:") {
             return if SYNTHETIC.iter().any(|(k, _)| *k == n) {
@@ -484,11 +492,13 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                 reason,
             })?;
             let file = if let Some(f) = spec.strip_prefix("fixture:") {
-                let fam: Family = f.parse().map_err(|e: String| Error::ModelRef {
-                    reference: label.to_string(),
-                    reason: e,
-                })?;
-                gguf_fixture(fam)?
+                gguf_fixture_named(f).map_err(|e| match e {
+                    Error::ModelRef { reason, .. } => Error::ModelRef {
+                        reference: label.to_string(),
+                        reason,
+                    },
+                    other => other,
+                })?
             } else if spec.ends_with(".gguf") || Path::new(spec).is_file() {
                 expand_tilde(Path::new(spec))
             } else {
@@ -525,13 +535,16 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                 return Err(Error::weights(file.display(), "GGUF file is missing"));
             }
             let ct = crate::models::quantized::read_header(&file)?;
-            let family = crate::models::quantized::family(&file, &ct)?;
-            if let Some(i) = imp.filter(|i| !i.supports(family)) {
+            let entry = crate::models::quantized::family_entry(&file, &ct)?;
+            let family = entry.family;
+            if let Some(i) = imp.filter(|i| entry.implementation(*i).is_none()) {
                 return Err(Error::ModelRef {
                     reference: label.to_string(),
                     reason: format!(
-                        "impl={} exists only for gemma3, llama and qwen3 GGUF files; this one is {family} (use impl=candle-transformers or leave it out)",
-                        i.name()
+                        "impl={} does not exist for {} GGUF files (its implementations: {}); name one of those or leave impl= out",
+                        i.name(),
+                        entry.arch,
+                        entry.implementation_names()
                     ),
                 });
             }
@@ -649,7 +662,7 @@ fn fixture_config(family: Family) -> &'static str {
         .iter()
         .find(|(f, _)| *f == family)
         .map(|(_, c)| *c)
-        .expect("every family has a fixture")
+        .expect("ModelRef::parse admits only families with a fixture")
 }
 
 /// A 40-hex "commit" that changes whenever the fixture's content would.
@@ -704,12 +717,24 @@ pub fn ensure_fixture(family: Family) -> Result<(String, String)> {
     Ok((repo, revision))
 }
 
-/// `gguf:fixture:<family>`: the family's safetensors fixture quantized to Q8_0 and written as
-/// GGUF (once, under the fixture cache's parent, by [`crate::models::gguf_fixture`]); returns
-/// the .gguf path.
+/// `gguf:fixture:<family>`: the quantized fixture named like the family (see
+/// [`gguf_fixture_named`]).
 pub fn gguf_fixture(family: Family) -> Result<PathBuf> {
-    crate::models::gguf_fixture::check(family)?;
-    let (repo, rev) = ensure_fixture(family)?;
+    gguf_fixture_named(family.name())
+}
+
+/// `gguf:fixture:<name>`: a fixture of the family table ([`crate::models::families`]), made
+/// from its base family's safetensors fixture and written as GGUF (once, under the fixture
+/// cache's parent, by [`crate::models::gguf_fixture`]); returns the .gguf path.
+pub fn gguf_fixture_named(name: &str) -> Result<PathBuf> {
+    let fx = crate::models::families::fixture(name).ok_or_else(|| Error::ModelRef {
+        reference: format!("gguf:fixture:{name}"),
+        reason: format!(
+            "no quantized fixture `{name}` (they are: {})",
+            crate::models::families::fixture_names()
+        ),
+    })?;
+    let (repo, rev) = ensure_fixture(fx.base)?;
     let cache = fixture_cache_dir();
     let snapshot = cached_snapshot(&cache, &repo, &rev).ok_or_else(|| Error::Io {
         path: cache.clone(),
@@ -719,8 +744,8 @@ pub fn gguf_fixture(family: Family) -> Result<PathBuf> {
         .parent()
         .unwrap_or(Path::new("."))
         .join("gguf")
-        .join(format!("{family}-{}", &rev[..12]));
-    crate::models::gguf_fixture::ensure(family, &snapshot, &dir)
+        .join(format!("{}-{}", fx.name, &rev[..12]));
+    crate::models::gguf_fixture::ensure(fx, &snapshot, &dir)
 }
 
 /// Writes config.json and model.safetensors holding the seeded weights ([`WEIGHT_SEED`]) in

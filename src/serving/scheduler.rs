@@ -16,147 +16,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Tensor;
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::sampling::{Sampler, SamplingParams};
-use crate::error::{one_line, Error, Result};
-use crate::models::gemma3_quantized::{Batched, SeqCache, SeqStep};
-use crate::models::llama_quantized;
+use crate::error::Result;
+pub use crate::models::batched::{host, StepModel, Work};
 use crate::models::tokenizer::{eos_ids, StreamDecoder};
 use crate::models::CausalLm;
-
-/// A model as the scheduler drives it: `slots` sequences, each with its own cache.
-pub trait StepModel: Send {
-    /// Sequences one step may hold.
-    fn slots(&self) -> usize;
-    /// Whether a prompt may run in chunks (false: the whole prompt in one forward).
-    fn chunked(&self) -> bool;
-    /// Empties slot `slot` for a new sequence.
-    fn start(&mut self, slot: usize) -> Result<()>;
-    /// One step: per entry, a slot, the tokens it runs now and whether the last token's
-    /// logits are wanted; returns those logits (host f32) in the same order.
-    fn step(&mut self, work: &[Work<'_>]) -> Result<Vec<Option<Vec<f32>>>>;
-}
-
-/// One sequence's share of a step.
-pub struct Work<'a> {
-    pub slot: usize,
-    pub tokens: &'a [u32],
-    pub logits: bool,
-}
-
-fn host(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1::<f32>()?)
-}
-
-/// The project's Gemma 3, batched ([`Batched`]): one cache per slot.
-pub struct GemmaSlots {
-    model: Batched,
-    caches: Vec<SeqCache>,
-}
-
-impl GemmaSlots {
-    pub fn new(model: Batched, slots: usize) -> Self {
-        let caches = (0..slots).map(|_| model.new_seq()).collect();
-        GemmaSlots { model, caches }
-    }
-    pub fn batched(&self) -> &Batched {
-        &self.model
-    }
-}
-
-impl StepModel for GemmaSlots {
-    fn slots(&self) -> usize {
-        self.caches.len()
-    }
-    fn chunked(&self) -> bool {
-        true
-    }
-    fn start(&mut self, slot: usize) -> Result<()> {
-        self.caches[slot] = self.model.new_seq();
-        Ok(())
-    }
-    fn step(&mut self, work: &[Work<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
-        // Each slot at most once per step; hand out disjoint &mut caches in work order.
-        let mut taken: Vec<Option<&mut SeqCache>> = self.caches.iter_mut().map(Some).collect();
-        let mut seqs = Vec::with_capacity(work.len());
-        for w in work {
-            let cache = taken
-                .get_mut(w.slot)
-                .and_then(Option::take)
-                .ok_or_else(|| Error::Serving(format!("slot {} twice in one step", w.slot)))?;
-            seqs.push(SeqStep {
-                cache,
-                tokens: w.tokens,
-                logits: w.logits,
-            });
-        }
-        let out = self
-            .model
-            .forward(&mut seqs)
-            .map_err(|e| Error::Serving(one_line(&e.to_string())))?;
-        out.iter()
-            .map(|o| o.as_ref().map(host).transpose())
-            .collect()
-    }
-}
-
-/// The project's Llama / Qwen3, batched ([`llama_quantized::Batched`]): one cache per slot.
-pub struct LlamaSlots {
-    model: llama_quantized::Batched,
-    caches: Vec<llama_quantized::SeqCache>,
-}
-
-impl LlamaSlots {
-    pub fn new(model: llama_quantized::Batched, slots: usize) -> Self {
-        let caches = (0..slots).map(|_| model.new_seq()).collect();
-        LlamaSlots { model, caches }
-    }
-    pub fn batched(&self) -> &llama_quantized::Batched {
-        &self.model
-    }
-}
-
-impl StepModel for LlamaSlots {
-    fn slots(&self) -> usize {
-        self.caches.len()
-    }
-    fn chunked(&self) -> bool {
-        true
-    }
-    fn start(&mut self, slot: usize) -> Result<()> {
-        self.caches[slot] = self.model.new_seq();
-        Ok(())
-    }
-    fn step(&mut self, work: &[Work<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
-        // Each slot at most once per step; hand out disjoint &mut caches in work order.
-        let mut taken: Vec<Option<&mut llama_quantized::SeqCache>> =
-            self.caches.iter_mut().map(Some).collect();
-        let mut seqs = Vec::with_capacity(work.len());
-        for w in work {
-            let cache = taken
-                .get_mut(w.slot)
-                .and_then(Option::take)
-                .ok_or_else(|| Error::Serving(format!("slot {} twice in one step", w.slot)))?;
-            seqs.push(llama_quantized::SeqStep {
-                cache,
-                tokens: w.tokens,
-                logits: w.logits,
-            });
-        }
-        let out = self
-            .model
-            .forward(&mut seqs)
-            .map_err(|e| Error::Serving(one_line(&e.to_string())))?;
-        out.iter()
-            .map(|o| o.as_ref().map(host).transpose())
-            .collect()
-    }
-}
 
 /// Any other model: one sequence at a time, the whole prompt in one forward (the models'
 /// `CausalLm::forward` takes one sequence).
@@ -190,6 +57,12 @@ impl StepModel for Single {
             out.push(if w.logits { Some(host(&l)?) } else { None });
         }
         Ok(out)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{}, one sequence per forward",
+            self.model.meta().provenance.implementation
+        )
     }
 }
 

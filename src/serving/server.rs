@@ -21,19 +21,16 @@ use tokenizers::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::error::{Error, Result};
-use crate::models::gemma3_quantized::Batched;
-use crate::models::llama_quantized;
+use crate::models::batched::BatchOptions;
 use crate::models::quantized::GgufImpl;
 use crate::models::source::Resolved;
 use crate::models::tokenizer::{bos_id, encode};
 use crate::models::CausalLm;
-use crate::models::{Family, Weights};
+use crate::models::Weights;
 use crate::serving::protocol::{
     bad, error, json_response, overloaded, parse, sse, stats, usage, Api, Meta,
 };
-use crate::serving::scheduler::{
-    self, Event, GemmaSlots, Job, Limits, LlamaSlots, Metrics, Single,
-};
+use crate::serving::scheduler::{self, Event, Job, Limits, Metrics, Single};
 
 /// Default `--max-batch` for a model that batches (llama-server's `--parallel` is 4 by
 /// default; vLLM's is 256).
@@ -111,15 +108,17 @@ pub struct Prepared {
     pub batched: bool,
 }
 
-/// `modelbench serve`'s choice of implementation, made before the model loads: a GGUF Llama or
-/// Qwen3 file named without `?impl=` runs the project's own implementation
-/// ([`llama_quantized`], which batches) when `--max-batch` above 1 is asked, since
-/// candle-transformers' quantized Llama and Qwen3 (the benchmarks' default) keep one cache
-/// per model. Returns whether it changed the choice. An explicit `?impl=` is kept (and
-/// [`prepare`] refuses `--max-batch` above 1 with candle-transformers').
+/// `modelbench serve`'s choice of implementation, made before the model loads: a GGUF file
+/// named without `?impl=` whose family's default is candle-transformers' (one cache per
+/// model) runs the project's own implementation (which batches) when `--max-batch` above 1 is
+/// asked and the family table has one. Returns whether it changed the choice. An explicit
+/// `?impl=` is kept (and [`prepare`] refuses `--max-batch` above 1 with candle-transformers').
 pub fn choose_impl(res: &mut Resolved, max_batch: Option<usize>) -> bool {
     let gguf = matches!(res.weights, Weights::Gguf(_));
-    let family = matches!(res.family, Family::Llama | Family::Qwen3);
+    let family = crate::models::families::of(res.family).is_some_and(|f| {
+        f.implementations[0].imp != GgufImpl::Modelbench
+            && f.implementation(GgufImpl::Modelbench).is_some()
+    });
     if !gguf || !family || max_batch.is_none_or(|n| n <= 1) {
         return false;
     }
@@ -150,99 +149,71 @@ pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
     if o.max_queue == 0 {
         return bad_flag("--max-queue must be at least 1".into());
     }
-    match model.gemma3_weights() {
-        Some(w) => {
-            let slots = o.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
-            let b = Batched::new(w, o.fast_weights)?;
-            let (padded, packed) = b.adapted_weights();
-            let limits = Limits {
+    let slots = o.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
+    let asked = BatchOptions {
+        slots,
+        fast_weights: o.fast_weights,
+    };
+    if let Some(b) = model.batched(&asked) {
+        let b = b?;
+        return Ok(Prepared {
+            limits: Limits {
                 max_batch: slots,
                 max_batch_tokens: o.max_batch_tokens,
                 prefill_chunk: o.prefill_chunk,
-            };
-            Ok(Prepared {
-                model: Box::new(GemmaSlots::new(b, slots)),
-                limits,
-                batched: true,
-                describe: format!(
-                    "continuous batching: up to {slots} sequences and {} tokens per step, prefill chunks of {}{}",
-                    o.max_batch_tokens,
-                    o.prefill_chunk,
-                    match (o.fast_weights, padded) {
-                        (true, _) if packed > 0 => format!("; {packed} weights (the lm_head included) on the project's AVX-512 VNNI kernels (Q8_0/Q5_0 against per-32 activation blocks, Q4_K/Q6_K per-256, as ggml), GELU and softmax on the host, {padded} run a lone row as two (batch-independent results)"),
-                        (true, _) => format!("; Q5_0 weights as Q8_0 on candle's kernels (this CPU lacks AVX-512 VNNI for the project's Q8_0 kernel), {padded} run a lone row as two (batch-independent results)"),
-                        (false, 0) => "; the bench path's kernels".to_string(),
-                        (false, p) => format!("; the bench path's kernels, {p} weights run a lone row as two (batch-independent results)"),
-                    }
-                ),
-            })
-        }
-        None => {
-            if let Some(w) = model.llama_weights() {
-                return prepare_llama(w, o);
-            }
-            if let Some(n) = o.max_batch.filter(|n| *n > 1) {
-                let meta = model.meta();
-                let how = match meta.family {
-                    Family::Llama | Family::Qwen3 if meta.provenance.gguf.is_some() => format!(
-                        "this {} GGUF file batches with the project's implementation: name it with ?impl=modelbench or leave impl= out (serve then picks it)",
-                        meta.family
-                    ),
-                    _ => "continuous batching exists for the project's quantized Gemma 3, Llama and Qwen3 (gguf: files)".to_string(),
-                };
-                return bad_flag(format!(
-                    "--max-batch {n}: {} runs one sequence per forward; {how}; or leave --max-batch out or pass 1",
-                    meta.provenance.implementation
-                ));
-            }
-            if o.fast_weights {
-                return bad_flag(format!(
-                    "--fast-weights: {} has no batched path to run on other kernels; it exists for the project's quantized Gemma 3 (gguf: Gemma 3 files); leave --fast-weights out",
-                    model.meta().provenance.implementation
-                ));
-            }
-            Ok(Prepared {
-                model: Box::new(Single::new(model)),
-                batched: false,
-                limits: Limits {
-                    max_batch: 1,
-                    max_batch_tokens: usize::MAX,
-                    prefill_chunk: usize::MAX,
-                },
-                describe: "batch 1 (FIFO): this model runs one sequence per forward".into(),
-            })
-        }
+            },
+            batched: true,
+            describe: format!(
+                "continuous batching: up to {slots} sequences and {} tokens per step, prefill chunks of {}; {}",
+                o.max_batch_tokens,
+                o.prefill_chunk,
+                b.describe()
+            ),
+            model: b,
+        });
     }
-}
-
-/// The project's Llama / Qwen3 batched over `max_batch` slots (default [`DEFAULT_MAX_BATCH`]).
-fn prepare_llama(w: llama_quantized::ModelWeights, o: &Options) -> Result<Prepared> {
-    let family = w.config().kind.name();
+    let meta = model.meta();
+    if let Some(n) = o.max_batch.filter(|n| *n > 1) {
+        let how = match crate::models::families::of(meta.family) {
+            Some(f)
+                if meta.provenance.gguf.is_some()
+                    && f.implementation(GgufImpl::Modelbench).is_some() =>
+            {
+                format!(
+                    "this {} GGUF file batches with the project's implementation: name it with ?impl=modelbench or leave impl= out (serve then picks it)",
+                    meta.family
+                )
+            }
+            _ => format!(
+                "continuous batching exists for the project's quantized implementations ({} GGUF files)",
+                crate::models::families::GGUF_FAMILIES
+                    .iter()
+                    .filter(|f| f.implementation(GgufImpl::Modelbench).is_some())
+                    .map(|f| f.arch)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        return bad_flag(format!(
+            "--max-batch {n}: {} runs one sequence per forward; {how}; or leave --max-batch out or pass 1",
+            meta.provenance.implementation
+        ));
+    }
     if o.fast_weights {
-        return Err(Error::Serving(format!(
-            "--fast-weights: it re-encodes the project's Gemma 3 weights; the project's quantized {family} has no such variant; leave --fast-weights out"
-        )));
+        return bad_flag(format!(
+            "--fast-weights: {} has no batched path to run on other kernels; it exists for the project's quantized Gemma 3 (gguf: Gemma 3 files); leave --fast-weights out",
+            meta.provenance.implementation
+        ));
     }
-    let slots = o.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
-    let b = llama_quantized::Batched::new(w)?;
-    let lone = b.lone_as_two();
     Ok(Prepared {
-        model: Box::new(LlamaSlots::new(b, slots)),
+        model: Box::new(Single::new(model)),
+        batched: false,
         limits: Limits {
-            max_batch: slots,
-            max_batch_tokens: o.max_batch_tokens,
-            prefill_chunk: o.prefill_chunk,
+            max_batch: 1,
+            max_batch_tokens: usize::MAX,
+            prefill_chunk: usize::MAX,
         },
-        batched: true,
-        describe: format!(
-            "continuous batching: up to {slots} sequences and {} tokens per step, prefill chunks of {}; the project's quantized {family} (impl=modelbench){}",
-            o.max_batch_tokens,
-            o.prefill_chunk,
-            match lone {
-                0 => String::new(),
-                p => format!(", {p} weights run a lone row as two (batch-independent results)"),
-            }
-        ),
+        describe: "batch 1 (FIFO): this model runs one sequence per forward".into(),
     })
 }
 

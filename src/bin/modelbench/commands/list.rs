@@ -23,6 +23,19 @@ pub fn list() -> anyhow::Result<()> {
     for t in [Tier::Quick, Tier::Standard, Tier::Full] {
         println!("  {:<9} {}", t.name(), t.scenario_names().join(", "));
     }
+    println!("\nGGUF families (general.architecture: implementations, the first is the default unless it refuses the file; fixtures):");
+    for f in modelbench::models::families::GGUF_FAMILIES {
+        println!(
+            "  {:<8} {:<34} gguf:fixture:{}",
+            f.arch,
+            f.implementation_names(),
+            f.fixtures
+                .iter()
+                .map(|x| x.name)
+                .collect::<Vec<_>>()
+                .join(", gguf:fixture:")
+        );
+    }
     println!("\nModel sources: {SOURCES_HELP}");
     println!(
         "  synthetic shapes: {}",

@@ -1,0 +1,118 @@
+//! `gemma3`: the project's own quantized Gemma 3 by default (checked against llama.cpp; it
+//! batches, with `--fast-weights` on the project's kernels); candle-transformers' with
+//! `?impl=candle-transformers` (known wrong: SiLU MLP, no sliding window in decode).
+
+use candle_transformers::models::quantized_gemma3;
+
+use super::{
+    candle, refuses_any_rope_scaling, Build, GgufFamily, GgufModel, Implementation, Positions,
+};
+use crate::error::{one_line, Result};
+use crate::models::batched::{BatchOptions, Slots, StepModel};
+use crate::models::gemma3_quantized::{self, Batched, ModelWeights};
+use crate::models::gguf_fixture::GgufFixture;
+use crate::models::quantized::GgufImpl;
+use crate::models::Family;
+
+pub(super) static FAMILY: GgufFamily = GgufFamily {
+    arch: "gemma3",
+    family: Family::Gemma3,
+    implementations: &[OWN, CANDLE],
+    fixtures: &[GgufFixture {
+        name: "gemma3",
+        family: Family::Gemma3,
+        base: Family::Gemma3,
+        adapt: None,
+    }],
+};
+
+fn window(ct: &candle_core::quantized::gguf_file::Content) -> Option<usize> {
+    ct.metadata
+        .get("gemma3.attention.sliding_window")
+        .and_then(|v| v.to_u32().ok())
+        .map(|v| v as usize)
+}
+
+const OWN: Implementation = Implementation {
+    imp: GgufImpl::Modelbench,
+    // Not the built context (meta.built_context has it): this string is part of the quality
+    // verdict's key, which must not change with a run's context length.
+    label: |ct| {
+        format!(
+        "modelbench quantized_gemma3 (GELU-tanh MLP, sliding window of {} in prefill and decode): candle-transformers 0.11.1 quantized_gemma3 uses SiLU and no decode window",
+        window(ct).unwrap_or(0)
+    )
+    },
+    positions: Positions::Asked,
+    refuses: |_, ct| {
+        gemma3_quantized::Config::from_gguf(ct)
+            .err()
+            .map(|e| one_line(&e.to_string()))
+    },
+    exact_context: |_| None,
+    one_token_after_start: false,
+    build: build_own,
+};
+
+const CANDLE: Implementation = Implementation {
+    imp: GgufImpl::CandleTransformers,
+    label: |_| {
+        "candle-transformers 0.11.1 quantized_gemma3 (chosen with impl=candle-transformers; known wrong: SiLU MLP, no sliding window in decode)".into()
+    },
+    positions: Positions::Fixed(quantized_gemma3::MAX_SEQ_LEN),
+    refuses: |arch, ct| {
+        refuses_any_rope_scaling(
+            "candle-transformers 0.11.1 quantized_gemma3 (impl=candle-transformers)",
+            arch,
+            ct,
+        )
+    },
+    exact_context: window,
+    // candle 0.11's quantized_gemma3 fails a multi-token forward at index_pos > 0 (its mask
+    // concatenates f32 zeros with a u32 mask: "dtype mismatch in cat").
+    one_token_after_start: true,
+    build: |b| {
+        let m = quantized_gemma3::ModelWeights::from_gguf(b.ct, b.file, b.device)?;
+        // No cache reset method: a forward at position 0 replaces every layer's cache.
+        Ok(candle::boxed(
+            m,
+            |m, x, p| m.forward(x, p),
+            None,
+            Some(|m| m.clone()),
+        ))
+    },
+};
+
+fn build_own(b: Build<'_>) -> candle_core::Result<Box<dyn GgufModel>> {
+    Ok(Box::new(Own(ModelWeights::from_gguf(
+        b.ct, b.file, b.device, b.context,
+    )?)))
+}
+
+struct Own(ModelWeights);
+
+impl GgufModel for Own {
+    fn forward(
+        &mut self,
+        x: &candle_core::Tensor,
+        pos: usize,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.0.forward(x, pos)
+    }
+    fn reset(&mut self) {
+        self.0.reset()
+    }
+    fn snapshot(&self) -> Option<Box<dyn GgufModel>> {
+        Some(Box::new(Own(self.0.clone())))
+    }
+    fn batched(&self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
+        Some(
+            Batched::new(self.0.clone(), o.fast_weights)
+                .map(|b| Box::new(Slots::new(b, o.slots)) as Box<dyn StepModel>)
+                .map_err(Into::into),
+        )
+    }
+    fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(Box::new(self.0.clone()))
+    }
+}

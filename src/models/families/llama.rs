@@ -1,0 +1,182 @@
+//! `llama` (Llama 2 / 3.x, Mistral, SmolLM, TinyLlama: what differs is metadata): candle's
+//! quantized Llama by default; the project's own ([`crate::models::llama_quantized`], which
+//! batches and applies Llama 3.x `rope_freqs.weight` and linear scaling) where candle's refuses
+//! the file or `?impl=modelbench` asks for it.
+
+use candle_core::quantized::gguf_file::Content;
+use candle_transformers::models::quantized_llama;
+
+use super::{
+    candle, refuses_any_rope_scaling, Build, GgufFamily, GgufModel, Implementation, Positions,
+};
+use crate::error::Result;
+use crate::models::batched::{BatchOptions, Slots, StepModel};
+use crate::models::gguf_fixture::{GgufFixture, Parts};
+use crate::models::llama_quantized::{self, Batched, ModelWeights};
+use crate::models::quantized::GgufImpl;
+use crate::models::Family;
+
+pub(super) static FAMILY: GgufFamily = GgufFamily {
+    arch: "llama",
+    family: Family::Llama,
+    implementations: &[CANDLE, OWN],
+    fixtures: &[
+        GgufFixture {
+            name: "llama",
+            family: Family::Llama,
+            base: Family::Llama,
+            adapt: None,
+        },
+        GgufFixture {
+            name: "llama3",
+            family: Family::Llama,
+            base: Family::Llama,
+            adapt: Some(llama3_fixture),
+        },
+    ],
+};
+
+/// Llama 3.x's RoPE scaling as llama.cpp's converter writes it: per-pair frequency divisors
+/// in `rope_freqs.weight` from the `llama3` rope_scaling of config.json (factor,
+/// low/high_freq_factor, original_max_position_embeddings), following the reference
+/// definition in HF transformers' `_compute_llama3_parameters`.
+pub fn llama3_rope_factors(
+    head_dim: usize,
+    base: f32,
+    factor: f32,
+    low_freq_factor: f32,
+    high_freq_factor: f32,
+    original_context: f32,
+) -> Vec<f32> {
+    let low_wavelen = original_context / low_freq_factor;
+    let high_wavelen = original_context / high_freq_factor;
+    (0..head_dim)
+        .step_by(2)
+        .map(|i| {
+            let freq = 1.0 / base.powf(i as f32 / head_dim as f32);
+            let wavelen = std::f32::consts::TAU / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (original_context / wavelen - low_freq_factor)
+                    / (high_freq_factor - low_freq_factor);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+/// The Llama fixture shaped like a Llama 3.2 file: `rope_freqs.weight` from the fixture's
+/// llama3 rope_scaling, with the original context lowered to 256 positions so that the
+/// scaled pairs rotate visibly within the few hundred positions a gate scores (at 8192, as
+/// in Llama 3.2, the factors would change nothing measurable on a 16-wide head).
+fn llama3_fixture(p: &mut Parts) -> Result<()> {
+    let rs = &p.config["rope_scaling"];
+    let f = |k: &str, d: f64| rs[k].as_f64().unwrap_or(d) as f32;
+    let hidden = p.cfg_u("hidden_size");
+    let hd = hidden / p.cfg_u("num_attention_heads").max(1);
+    let base = p.config["rope_theta"].as_f64().unwrap_or(10_000.0) as f32;
+    let factors = llama3_rope_factors(
+        hd,
+        base,
+        f("factor", 32.0),
+        f("low_freq_factor", 1.0),
+        f("high_freq_factor", 4.0),
+        256.0,
+    );
+    let n = factors.len();
+    p.tensors.push((
+        "rope_freqs.weight".into(),
+        candle_core::Tensor::from_vec(factors, n, &candle_core::Device::Cpu)?,
+    ));
+    p.set(
+        "general.name",
+        candle_core::quantized::gguf_file::Value::String(
+            "modelbench fixture llama3 (Llama 3.2-shaped: rope_freqs.weight; Q8_0)".into(),
+        ),
+    );
+    Ok(())
+}
+
+const CANDLE: Implementation = Implementation {
+    imp: GgufImpl::CandleTransformers,
+    label: |_| "candle-transformers 0.11.1 quantized_llama".into(),
+    positions: Positions::Fixed(quantized_llama::MAX_SEQ_LEN),
+    refuses: |arch, ct| {
+        refuses_any_rope_scaling("candle-transformers 0.11.1 quantized_llama", arch, ct)
+    },
+    exact_context: |_| None,
+    one_token_after_start: false,
+    build: |b| {
+        let m = quantized_llama::ModelWeights::from_gguf(b.ct, b.file, b.device)?;
+        Ok(candle::boxed(
+            m,
+            |m, x, p| m.forward(x, p),
+            Some(|m| m.clear_kv_cache()),
+            Some(|m| m.clone()),
+        ))
+    },
+};
+
+/// The project's own implementation of the Llama-shaped families (`llama`, `qwen2`, `qwen3`).
+pub(super) const OWN: Implementation = Implementation {
+    imp: GgufImpl::Modelbench,
+    label: |ct| {
+        let arch = super::md_str(ct, "general.architecture").unwrap_or_default();
+        format!("modelbench quantized_{arch} (the project's own, impl=modelbench: per-sequence KV caches, batched by `modelbench serve`)")
+    },
+    positions: Positions::Asked,
+    refuses: |_, ct| own_refuses(ct),
+    exact_context: |_| None,
+    one_token_after_start: false,
+    build: build_own,
+};
+
+fn build_own(b: Build<'_>) -> candle_core::Result<Box<dyn GgufModel>> {
+    Ok(Box::new(Own(ModelWeights::from_gguf(
+        b.ct, b.file, b.device, b.context,
+    )?)))
+}
+
+/// Whether the project's implementation refuses the file (its config reader says why).
+pub(super) fn own_refuses(ct: &Content) -> Option<String> {
+    llama_quantized::Config::from_gguf(ct)
+        .err()
+        .map(|e| crate::error::one_line(&e.to_string()))
+}
+
+struct Own(ModelWeights);
+
+impl GgufModel for Own {
+    fn forward(
+        &mut self,
+        x: &candle_core::Tensor,
+        pos: usize,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.0.forward(x, pos)
+    }
+    fn reset(&mut self) {
+        self.0.reset()
+    }
+    fn snapshot(&self) -> Option<Box<dyn GgufModel>> {
+        Some(Box::new(Own(self.0.clone())))
+    }
+    fn batched(&self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
+        let family = self.0.config().kind.name();
+        if o.fast_weights {
+            return Some(Err(crate::error::Error::Serving(format!(
+                "--fast-weights: it re-encodes the project's Gemma 3 weights; the project's quantized {family} has no such variant; leave --fast-weights out"
+            ))));
+        }
+        Some(
+            Batched::new(self.0.clone())
+                .map(|b| Box::new(Slots::new(b, o.slots)) as Box<dyn StepModel>)
+                .map_err(Into::into),
+        )
+    }
+    fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(Box::new(self.0.clone()))
+    }
+}

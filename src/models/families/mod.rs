@@ -1,0 +1,224 @@
+//! The model-family table: one entry per GGUF architecture the suite runs. An entry says
+//! which `general.architecture` it reads, which implementations can run such a file (in order
+//! of preference: a file runs on the first that does not refuse it unless `?impl=` names
+//! one), how each is labelled in records, which positions it builds, what it refuses rather
+//! than run wrong, and how it is built. Every place that asks "which family / which code"
+//! asks this table ([`by_arch`]); a family's own file holds only its wiring.
+//!
+//! What a file must contain (tensor names and shapes, hyper-parameters) is checked before
+//! anything here is built, by the GGUF validation of the models layer.
+
+use std::any::Any;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{Device, Tensor};
+
+use super::batched::{BatchOptions, StepModel};
+use super::gguf_fixture::GgufFixture;
+use super::quantized::GgufImpl;
+use super::Family;
+use crate::error::Result;
+
+mod candle;
+mod gemma3;
+mod llama;
+mod qwen2;
+mod qwen3;
+
+/// A loaded GGUF model as the suite drives it, whichever code computes it.
+pub trait GgufModel: Send {
+    /// Runs `x` (1, len) at positions `pos..pos+len`; returns the last position's logits.
+    fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor>;
+    /// Empties the KV cache.
+    fn reset(&mut self);
+    /// A copy with the KV cache as it is now, weights shared; None where the implementation
+    /// cannot be copied (the caller then restores by replaying the tokens).
+    fn snapshot(&self) -> Option<Box<dyn GgufModel>>;
+    /// The batched form of this model for `serve --max-batch` (None: one sequence per
+    /// forward).
+    fn batched(&self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
+        let _ = o;
+        None
+    }
+    /// The project's own weights behind it (a clone sharing the tensors), for tests that
+    /// drive an implementation directly; None for candle-transformers' models.
+    fn own_weights(&self) -> Option<Box<dyn Any + Send>> {
+        None
+    }
+}
+
+/// What a builder gets: the parsed header, the open file, the device, and the positions to
+/// build for.
+pub struct Build<'a> {
+    pub ct: Content,
+    pub file: &'a mut std::fs::File,
+    pub device: &'a Device,
+    pub context: usize,
+}
+
+/// Which positions an implementation builds its tables and caches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// Fixed tables of this many positions whatever is asked (candle's quantized Llama and
+    /// Gemma3).
+    Fixed(usize),
+    /// `<arch>.context_length`, which the loader lowers to what the run needs before building
+    /// (candle's quantized Qwen2 / Qwen3 build their tables from it).
+    FromMetadata,
+    /// What the run asks, at least [`MIN_BUILT_CONTEXT`], at most the file's context (the
+    /// project's own implementations).
+    Asked,
+}
+
+/// The least context the project's own implementations are built for, whatever the cap (the
+/// rate probe of the harness runs 24 positions).
+pub const MIN_BUILT_CONTEXT: usize = 64;
+
+/// One implementation of a family.
+pub struct Implementation {
+    pub imp: GgufImpl,
+    /// Which code computes the model, one line (records; part of the quality verdict's key,
+    /// so it must not change with the run's context).
+    pub label: fn(&Content) -> String,
+    pub positions: Positions,
+    /// Why it cannot run this file as the file describes it (None: it can).
+    pub refuses: fn(arch: &str, ct: &Content) -> Option<String>,
+    /// Positions up to which its outputs are exact (None: every built position).
+    pub exact_context: fn(&Content) -> Option<usize>,
+    /// A multi-token forward after position 0 must go one token at a time (a candle bug).
+    pub one_token_after_start: bool,
+    pub build: fn(Build<'_>) -> candle_core::Result<Box<dyn GgufModel>>,
+}
+
+/// One GGUF family.
+pub struct GgufFamily {
+    /// `general.architecture`, and the prefix of its metadata keys.
+    pub arch: &'static str,
+    pub family: Family,
+    /// In order of preference (see the module documentation).
+    pub implementations: &'static [Implementation],
+    /// Its quantized fixtures (`gguf:fixture:<name>`), made by the project's GGUF writer.
+    pub fixtures: &'static [GgufFixture],
+}
+
+/// Every GGUF family the suite runs.
+pub static GGUF_FAMILIES: &[&GgufFamily] = &[
+    &llama::FAMILY,
+    &qwen2::FAMILY,
+    &qwen3::FAMILY,
+    &gemma3::FAMILY,
+];
+
+/// The entry of a `general.architecture`.
+pub fn by_arch(arch: &str) -> Option<&'static GgufFamily> {
+    GGUF_FAMILIES.iter().copied().find(|f| f.arch == arch)
+}
+
+/// The entry of a family.
+pub fn of(family: Family) -> Option<&'static GgufFamily> {
+    GGUF_FAMILIES.iter().copied().find(|f| f.family == family)
+}
+
+/// The fixture `gguf:fixture:<name>`.
+pub fn fixture(name: &str) -> Option<&'static GgufFixture> {
+    GGUF_FAMILIES
+        .iter()
+        .flat_map(|f| f.fixtures.iter())
+        .find(|x| x.name == name)
+}
+
+/// Every fixture's name, for messages: "llama, llama3, qwen2, qwen3, gemma3".
+pub fn fixture_names() -> String {
+    GGUF_FAMILIES
+        .iter()
+        .flat_map(|f| f.fixtures.iter().map(|x| x.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The architectures, for messages: "llama, qwen2, qwen3, gemma3".
+pub fn archs() -> String {
+    GGUF_FAMILIES
+        .iter()
+        .map(|f| f.arch)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl GgufFamily {
+    /// The implementation `imp` of this family.
+    pub fn implementation(&self, imp: GgufImpl) -> Option<&'static Implementation> {
+        self.implementations.iter().find(|i| i.imp == imp)
+    }
+    /// The implementation a file runs on when `?impl=` names none: the first that does not
+    /// refuse it (the first of all when every one refuses: its refusal is the error).
+    pub fn default_for(&self, ct: &Content) -> &'static Implementation {
+        self.implementations
+            .iter()
+            .find(|i| (i.refuses)(self.arch, ct).is_none())
+            .unwrap_or(&self.implementations[0])
+    }
+    /// The implementations' names, for messages.
+    pub fn implementation_names(&self) -> String {
+        self.implementations
+            .iter()
+            .map(|i| i.imp.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A metadata string.
+pub(crate) fn md_str(ct: &Content, key: &str) -> Option<String> {
+    ct.metadata
+        .get(key)
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+}
+
+/// A metadata float (any numeric type).
+pub(crate) fn md_f32(ct: &Content, key: &str) -> Option<f32> {
+    ct.metadata.get(key).and_then(|v| match v {
+        Value::F32(x) => Some(*x),
+        Value::F64(x) => Some(*x as f32),
+        other => other.to_u32().ok().map(|x| x as f32),
+    })
+}
+
+/// RoPE scaling the metadata asks for (`<arch>.rope.scaling.type` / `.factor`), as
+/// `(type, factor)`, or None when it asks for none.
+pub(crate) fn rope_scaling(arch: &str, ct: &Content) -> Option<(String, Option<f32>)> {
+    let kind = md_str(ct, &format!("{arch}.rope.scaling.type"));
+    let factor = md_f32(ct, &format!("{arch}.rope.scaling.factor"));
+    let scaled = match kind.as_deref() {
+        None | Some("none") | Some("") => factor.is_some_and(|f| f != 0.0 && f != 1.0),
+        Some(_) => factor.is_none_or(|f| f != 1.0),
+    };
+    scaled.then(|| (kind.unwrap_or_else(|| "linear".into()), factor))
+}
+
+/// The refusal of an implementation that applies no RoPE scaling and no `rope_freqs.weight`
+/// (candle-transformers 0.11.1's quantized Llama, Qwen2, Qwen3, Gemma3): such a file would run
+/// with the wrong positions.
+pub(crate) fn refuses_any_rope_scaling(runs: &str, arch: &str, ct: &Content) -> Option<String> {
+    if let Some((kind, factor)) = rope_scaling(arch, ct) {
+        return Some(format!(
+            "RoPE scaling `{kind}` (factor {}, `{arch}.rope.scaling.*`) is not implemented by {runs}, which would run it unscaled",
+            factor.map(|f| f.to_string()).unwrap_or_else(|| "unset".into()),
+        ));
+    }
+    if ct.tensor_infos.contains_key("rope_freqs.weight") {
+        return Some(format!(
+            "the file has `rope_freqs.weight` (per-dimension RoPE frequency factors, Llama 3.1-style scaling), which {runs} ignores"
+        ));
+    }
+    None
+}
+
+/// Whether `?impl=` may name `imp` for some family (the parse of references checks names
+/// only; the family's entry decides when the file is read).
+pub fn any_has(imp: GgufImpl) -> bool {
+    GGUF_FAMILIES
+        .iter()
+        .any(|f| f.implementation(imp).is_some())
+}
