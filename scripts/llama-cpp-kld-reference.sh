@@ -34,6 +34,14 @@
 #   --top-k 10, --threads 2, --llama-cpp $LLAMA_CPP_DIR or target/llama-cpp/0.3.36.
 # FILE is written to a temporary file and moved into place whole.
 set -euo pipefail
+# ggml's AMX matmul (ggml_backend_amx_mul_mat, an "extra buffer type" that GGML_NATIVE compiles
+# in on a CPU that advertises AMX) segfaults on this project's Intel VMs (measured 2026-11-25,
+# family 6 model 167: every llama.cpp tool, on the real Gemma 3 file and on the fixtures; gdb
+# shows the fault inside ggml_backend_amx_mul_mat). Without extra buffer types (--no-repack)
+# llama.cpp runs its plain CPU kernels, so on such a CPU every tool runs with them.
+if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
+  export LLAMA_ARG_REPACK=${LLAMA_ARG_REPACK:-false}
+fi
 
 VERSION=0.3.36
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -458,6 +458,35 @@ pub fn seeded_normal(n: usize, std: f32, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Scale of the attention logits' inputs and of the final norm in a quantized fixture.
+const SHARPEN_QK: f64 = 3.0;
+const SHARPEN_OUT: f64 = 7.0;
+
+/// Makes a fixture's outputs depend visibly on what its family computes: with the seeded
+/// weights as they are, attention is nearly uniform (so RoPE, its frequencies and its layout
+/// change almost nothing) and the output distribution nearly flat (perplexity about the
+/// vocabulary size, top-1 decided by rounding), and the KL-divergence gate passed a model with
+/// Llama 3's frequency factors dropped. So the q/k path is scaled by [`SHARPEN_QK`] (the
+/// per-head q/k norm weights where the family has them, which would cancel a scaled
+/// projection, else the q/k projections) and the final norm by [`SHARPEN_OUT`]: attention
+/// becomes position-selective and the logits peaked, on every implementation alike.
+fn sharpen(p: &mut Parts) -> Result<()> {
+    let normed = p.tensors.iter().any(|(n, _)| n.ends_with("attn_q_norm.weight"));
+    for (n, t) in p.tensors.iter_mut() {
+        let qk = if normed {
+            n.ends_with("attn_q_norm.weight") || n.ends_with("attn_k_norm.weight")
+        } else {
+            n.ends_with("attn_q.weight") || n.ends_with("attn_k.weight")
+        };
+        if qk {
+            *t = (&*t * SHARPEN_QK)?;
+        } else if n == "output_norm.weight" {
+            *t = (&*t * SHARPEN_OUT)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes (once) into `dir` the quantized fixture `fx` made from its base's safetensors
 /// fixture (`snapshot`: the folder holding its config.json and model.safetensors), with its
 /// tokenizer in the metadata ([`tokenizer_metadata`]; no tokenizer.json beside it), and
@@ -468,7 +497,8 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
     let get = |f: &str| snapshot.join(f);
     // v2: Gemma norm weights stored as llama.cpp's converter stores them (1 + w).
     // v3: the tokenizer in the metadata, general.file_type.
-    let out = dir.join(format!("fixture-{}-q8_0-v3.gguf", fx.name));
+    // v4: sharpened ([`sharpen`]) so the KL-divergence gate can tell right from wrong.
+    let out = dir.join(format!("fixture-{}-q8_0-v5.gguf", fx.name));
     if out.is_file() {
         return Ok(out);
     }
@@ -508,6 +538,7 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
     if let Some(adapt) = fx.adapt {
         adapt(&mut parts)?;
     }
+    sharpen(&mut parts)?;
     let mut q: Vec<(String, QTensor)> = Vec::new();
     for (g, t) in parts.tensors {
         let dt = if t.rank() == 2 {

@@ -255,7 +255,7 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// OpenAI-compatible HTTP server over one model (batch 1, FIFO).
+    /// OpenAI-compatible HTTP server over one model (continuous batching for the families with a batched implementation, else one sequence at a time).
     ///
     /// An OpenAI-compatible HTTP server over one model (`/v1/completions`,
     /// `/v1/chat/completions` with SSE streaming, `/v1/models`, `/health`); one model thread,

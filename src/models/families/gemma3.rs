@@ -11,7 +11,7 @@ use crate::error::{one_line, Result};
 use crate::models::batched::{BatchOptions, Slots, StepModel};
 use crate::models::gemma3_quantized::{self, Batched, ModelWeights};
 use crate::models::gguf_fixture::GgufFixture;
-use crate::models::quantized::GgufImpl;
+use super::GgufImpl;
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {

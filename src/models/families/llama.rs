@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::models::batched::{BatchOptions, Slots, StepModel};
 use crate::models::gguf_fixture::{GgufFixture, Parts};
 use crate::models::llama_quantized::{self, Batched, ModelWeights};
-use crate::models::quantized::GgufImpl;
+use super::GgufImpl;
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {

@@ -15,9 +15,65 @@ use candle_core::{Device, Tensor};
 
 use super::batched::{BatchOptions, StepModel};
 use super::gguf_fixture::GgufFixture;
-use super::quantized::GgufImpl;
 use super::Family;
 use crate::error::Result;
+
+/// Which code runs a GGUF model (`gguf:...?impl=<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufImpl {
+    /// The project's own model: [`super::gemma3_quantized`] for Gemma 3,
+    /// [`super::llama_quantized`] for Llama, Qwen2 and Qwen3.
+    Modelbench,
+    /// candle-transformers 0.11.1's quantized model of the family.
+    CandleTransformers,
+}
+
+impl GgufImpl {
+    pub const ALLOWED: &'static str = "modelbench, candle-transformers";
+    /// The key under which a resolved GGUF reference carries its choice in
+    /// [`super::source::Resolved::config`].
+    pub const CONFIG_KEY: &'static str = "gguf_impl";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GgufImpl::Modelbench => "modelbench",
+            GgufImpl::CandleTransformers => "candle-transformers",
+        }
+    }
+
+    pub fn parse(s: &str) -> std::result::Result<GgufImpl, String> {
+        match s {
+            "modelbench" => Ok(GgufImpl::Modelbench),
+            "candle-transformers" => Ok(GgufImpl::CandleTransformers),
+            other => Err(format!(
+                "unknown GGUF implementation `{other}` (allowed: {})",
+                GgufImpl::ALLOWED
+            )),
+        }
+    }
+
+    /// The implementation a file of `family` without RoPE scaling runs on when `?impl=` names
+    /// none (the family table's first; a file's own default is
+    /// [`GgufFamily::default_for`]).
+    pub fn default_for(family: Family) -> GgufImpl {
+        of(family)
+            .map(|f| f.implementations[0].imp)
+            .unwrap_or(GgufImpl::CandleTransformers)
+    }
+
+    /// Whether this implementation exists for `family`.
+    pub fn supports(self, family: Family) -> bool {
+        of(family).is_some_and(|f| f.implementation(self).is_some())
+    }
+
+    /// The choice a resolved GGUF reference carries in its config (`None`: the default).
+    pub fn from_config(config: &serde_json::Value) -> Option<GgufImpl> {
+        config
+            .get(GgufImpl::CONFIG_KEY)
+            .and_then(|v| v.as_str())
+            .and_then(|s| GgufImpl::parse(s).ok())
+    }
+}
 
 mod candle;
 mod gemma3;

@@ -8,7 +8,7 @@ use super::llama::OWN;
 use super::{candle, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
 use crate::models::gguf_fixture::{seeded_normal, GgufFixture, Parts};
-use crate::models::quantized::GgufImpl;
+use super::GgufImpl;
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
