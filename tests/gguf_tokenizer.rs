@@ -369,7 +369,22 @@ fn unsupported_gguf_files_are_refused_in_one_line() {
     );
     open(res, &Device::Cpu, DType::F32, Some(64)).unwrap();
 
-    // A BPE pre-tokenizer this project does not implement.
+    // A BPE pre-tokenizer name llama.cpp does not know either (every name it knows is
+    // implemented: llama_cpp_pre::NAMES).
+    let p = rewrite(Family::Qwen3, tmp.path(), |md, _| {
+        md.insert(
+            "tokenizer.ggml.pre".into(),
+            Value::String("no-such-pre".into()),
+        );
+    });
+    let res = resolve_in(&gguf_ref(&p), "x", &hub).unwrap();
+    let e = one_line_err(res.tokenizer_path());
+    assert!(
+        e.contains("`no-such-pre` is not one of llama.cpp's 91 names")
+            && e.contains("tokenizer.json beside the file"),
+        "{e}"
+    );
+    // A name this project did not implement before issue 42 now gives a tokenizer.
     let p = rewrite(Family::Qwen3, tmp.path(), |md, _| {
         md.insert(
             "tokenizer.ggml.pre".into(),
@@ -377,8 +392,7 @@ fn unsupported_gguf_files_are_refused_in_one_line() {
         );
     });
     let res = resolve_in(&gguf_ref(&p), "x", &hub).unwrap();
-    let e = one_line_err(res.tokenizer_path());
-    assert!(e.contains("`chatglm-bpe` is not implemented"), "{e}");
+    assert!(res.tokenizer_path().is_ok());
 
     // Another model's tokenizer: more tokens than the embedding has rows (the reported case:
     // a Llama 3 tokenizer on a smaller-vocabulary Llama).
@@ -469,4 +483,166 @@ fn recorded_fixture_ids_are_current() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// llama.cpp's own tokenizer test vectors (tests/test-tokenizer-0.cpp): every
+// models/ggml-vocab-*.gguf with .inp/.out, kept by scripts/build-llama-cpp.sh in <dir>/vocab.
+
+fn llama_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("llama-cpp/0.3.36")
+}
+
+/// Whether CI runs this (`CI=true`): then a missing llama.cpp build fails instead of skipping.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// `<llama.cpp build>/vocab`, or None (skip) outside CI; under CI its absence fails.
+fn vocab_dir() -> Option<PathBuf> {
+    let d = llama_dir().join("vocab");
+    if d.join("ggml-vocab-llama-bpe.gguf").is_file() {
+        return Some(d);
+    }
+    let msg = format!(
+        "{} has no llama.cpp vocabularies: run scripts/build-llama-cpp.sh (it keeps models/ggml-vocab-* of the llama.cpp source there)",
+        d.display()
+    );
+    assert!(!in_ci(), "CI=true: {msg}");
+    eprintln!("skipped: {msg}");
+    None
+}
+
+/// One vocabulary's vectors: (input, expected ids), split as test-tokenizer-0 splits them.
+fn read_vectors(gguf: &Path) -> Option<Vec<(String, Vec<u32>)>> {
+    let inp = std::fs::read_to_string(format!("{}.inp", gguf.display())).ok()?;
+    let out = std::fs::read_to_string(format!("{}.out", gguf.display())).unwrap();
+    // test-tokenizer-0's split: no empty input after a final separator.
+    let sep = "\n__ggml_vocab_test__\n";
+    let mut inputs: Vec<&str> = Vec::new();
+    let mut rest = inp.as_str();
+    while !rest.is_empty() {
+        match rest.find(sep) {
+            Some(i) => {
+                inputs.push(&rest[..i]);
+                rest = &rest[i + sep.len()..];
+            }
+            None => {
+                inputs.push(rest);
+                rest = "";
+            }
+        }
+    }
+    let outputs: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .map(|x| x.parse::<u32>().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        inputs.len(),
+        outputs.len(),
+        "{}: .inp and .out differ in length",
+        gguf.display()
+    );
+    Some(inputs.into_iter().map(String::from).zip(outputs).collect())
+}
+
+/// The tokenizer of a vocabulary-only GGUF as the project builds it.
+fn vocab_tokenizer(path: &Path) -> modelbench::error::Result<tokenizers::Tokenizer> {
+    let ct = quantized::read_header(path)?;
+    gguf_tokenizer::from_content(path, &ct)
+}
+
+/// The inputs whose ids differ, as test-tokenizer-0 compares them: add_special = false,
+/// parse_special = false.
+fn vector_failures(tok: &tokenizers::Tokenizer, vectors: &[(String, Vec<u32>)]) -> Vec<String> {
+    let mut tok = tok.clone();
+    tok.set_encode_special_tokens(true);
+    let mut bad = Vec::new();
+    for (text, want) in vectors {
+        let got = tok.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+        if &got != want {
+            bad.push(format!(
+                "{text:?}:\n    llama.cpp {want:?}\n    ours      {got:?}"
+            ));
+        }
+    }
+    bad
+}
+
+#[test]
+fn llama_cpp_test_vectors() {
+    let Some(dir) = vocab_dir() else { return };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    files.sort();
+    let (mut n_pairs, mut n_inputs, mut n_ok_inputs) = (0, 0, 0);
+    let mut failed = Vec::new();
+    let mut passed = Vec::new();
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let Some(vectors) = read_vectors(f) else {
+            continue;
+        };
+        n_pairs += 1;
+        n_inputs += vectors.len();
+        let tok = match vocab_tokenizer(f) {
+            Ok(t) => t,
+            Err(e) => {
+                failed.push(format!("{name}: not built: {e}"));
+                continue;
+            }
+        };
+        let bad = vector_failures(&tok, &vectors);
+        n_ok_inputs += vectors.len() - bad.len();
+        if bad.is_empty() {
+            passed.push(name);
+        } else {
+            failed.push(format!(
+                "{name}: {} of {} inputs differ:\n  {}",
+                bad.len(),
+                vectors.len(),
+                bad.join("\n  ")
+            ));
+        }
+    }
+    eprintln!(
+        "llama.cpp test vectors: {} vocab files, {n_pairs} with .inp/.out, {n_inputs} inputs, {n_ok_inputs} exact; passed: {}",
+        files.len(),
+        passed.join(", ")
+    );
+    assert!(
+        n_pairs >= 15,
+        "only {n_pairs} .inp/.out pairs in {}",
+        dir.display()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// The verdict of the test above, both sides: the expected ids of one vocabulary pass, and
+/// the same with one id changed fail (on that input only).
+#[test]
+fn a_changed_expected_id_fails_the_vectors() {
+    let Some(dir) = vocab_dir() else { return };
+    let f = dir.join("ggml-vocab-llama-bpe.gguf");
+    let mut vectors = read_vectors(&f).unwrap();
+    let tok = vocab_tokenizer(&f).unwrap();
+    assert!(vector_failures(&tok, &vectors).is_empty());
+    let (i, _) = vectors
+        .iter()
+        .enumerate()
+        .find(|(_, (_, ids))| ids.len() > 2)
+        .unwrap();
+    vectors[i].1[1] += 1;
+    let bad = vector_failures(&tok, &vectors);
+    assert_eq!(bad.len(), 1, "{bad:?}");
 }

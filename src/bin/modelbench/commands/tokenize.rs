@@ -1,0 +1,103 @@
+//! `modelbench tokenize`: a prompt or a file through a model's tokenizer, in the shape of
+//! llama.cpp's `llama-tokenize` (`--ids` prints `[id, id, ...]`; otherwise one
+//! `id -> 'piece'` line per token), so any file's tokens can be checked against llama.cpp by
+//! hand. The tokenizer is the one the benchmarks use (`models::tokenizer::load` on the
+//! resolved model: a tokenizer.json beside a GGUF file, else the file's metadata), and so is
+//! the encoding (`tokenizer::encode`, BOS from `tokenizer::bos_id`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use modelbench::config::plans::parse_models;
+use modelbench::engine::scenario::prepare;
+use modelbench::models::tokenizer::{bos_id, decode, encode, load};
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// Model whose tokenizer to use (gguf:<file>, gguf:<owner>/<repo>, a Hugging Face repo or
+    /// folder, a fixture name).
+    #[arg(long, short = 'm')]
+    pub model: String,
+    /// Text to tokenize.
+    #[arg(
+        long,
+        short = 'p',
+        conflicts_with = "file",
+        required_unless_present = "file"
+    )]
+    pub prompt: Option<String>,
+    /// File whose whole content (UTF-8, taken as is) is tokenized.
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// Print only the ids, as `[id, id, ...]` (llama-tokenize --ids).
+    #[arg(long)]
+    pub ids: bool,
+    /// Special-token texts in the input (`<|im_start|>`, `<bos>`) stay plain text instead of
+    /// becoming their token (llama-tokenize --no-parse-special).
+    #[arg(long)]
+    pub no_parse_special: bool,
+    /// Do not put BOS first, whatever the file says (llama-tokenize --no-bos).
+    #[arg(long, conflicts_with = "bos")]
+    pub no_bos: bool,
+    /// Put the tokenizer's BOS first even when the file says not to.
+    #[arg(long)]
+    pub bos: bool,
+    /// Print the number of tokens last (llama-tokenize --show-count).
+    #[arg(long)]
+    pub show_count: bool,
+}
+
+pub fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
+    let text = match (&a.prompt, &a.file) {
+        (Some(p), None) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| {
+            anyhow::anyhow!(
+                "--file {}: {e}; give a readable UTF-8 text file",
+                f.display()
+            )
+        })?,
+        _ => anyhow::bail!("give --prompt TEXT or --file FILE"),
+    };
+    let models = parse_models(&a.model, "--model")?;
+    let (label, r) = &models[0];
+    let res = prepare(label, r, &[])?;
+    let mut tok = load(res.tokenizer_path()?)?;
+    tok.set_encode_special_tokens(a.no_parse_special);
+    let mut ids = encode(&tok, &text)?;
+    let file_bos = bos_id(&tok);
+    let bos = if a.no_bos {
+        None
+    } else if a.bos {
+        let Some(b) = file_bos.or_else(|| {
+            ["<bos>", "<s>", "<|begin_of_text|>"]
+                .iter()
+                .find_map(|t| tok.token_to_id(t))
+        }) else {
+            anyhow::bail!("--bos: the tokenizer of {label} has no BOS token; leave --bos out");
+        };
+        Some(b)
+    } else {
+        file_bos
+    };
+    if let Some(b) = bos {
+        ids.insert(0, b);
+    }
+    let mut out = std::io::stdout().lock();
+    if a.ids {
+        let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        writeln!(out, "[{}]", list.join(", "))?;
+    } else {
+        for &i in &ids {
+            let piece = match tok.id_to_token(i) {
+                Some(t) if tok.get_added_vocabulary().is_special_token(&t) => t,
+                _ => decode(&tok, &[i])?,
+            };
+            writeln!(out, "{i:6} -> '{piece}'")?;
+        }
+    }
+    if a.show_count {
+        writeln!(out, "Total number of tokens: {}", ids.len())?;
+    }
+    Ok(())
+}
