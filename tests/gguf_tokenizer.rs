@@ -646,3 +646,169 @@ fn a_changed_expected_id_fails_the_vectors() {
     let bad = vector_failures(&tok, &vectors);
     assert_eq!(bad.len(), 1, "{bad:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Every `tokenizer.ggml.pre` name, proved against llama-tokenize: a vocabulary GGUF of
+// llama.cpp's own with its `pre` rewritten to the name, the shipped multilingual text
+// (fixtures/tokenizer/multilingual.txt) through both.
+
+fn llama_tokenize_bin() -> Option<PathBuf> {
+    let bin = llama_dir().join("bin/llama-tokenize");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    let msg = format!(
+        "{} is not built (scripts/build-llama-cpp.sh)",
+        bin.display()
+    );
+    assert!(!in_ci(), "CI=true: {msg}");
+    eprintln!("skipped: {msg}");
+    None
+}
+
+fn shipped_text() -> (PathBuf, String) {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tokenizer/multilingual.txt");
+    let t = std::fs::read_to_string(&p).unwrap();
+    (p, t)
+}
+
+/// llama-tokenize's ids of `text_file` with `gguf` (BOS as the file says, special tokens
+/// parsed: the tool's defaults).
+fn llama_tokenize_ids(bin: &Path, gguf: &Path, text_file: &Path) -> Vec<u32> {
+    let out = std::process::Command::new(bin)
+        .arg("-m")
+        .arg(gguf)
+        .arg("-f")
+        .arg(text_file)
+        .args(["--ids", "--log-disable", "--no-escape"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "llama-tokenize on {}: {}",
+        gguf.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rfind(|l| l.starts_with('[')).unwrap();
+    serde_json::from_str(line).unwrap()
+}
+
+/// A copy of a vocabulary GGUF with some metadata changed.
+fn rewrite_vocab(
+    src: &Path,
+    dst: &Path,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, Value>),
+) {
+    let mut f = std::fs::File::open(src).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    assert!(
+        ct.tensor_infos.is_empty(),
+        "{}: not vocabulary-only",
+        src.display()
+    );
+    let mut md = ct.metadata.clone();
+    edit(&mut md);
+    let mdr: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut w = std::fs::File::create(dst).unwrap();
+    gguf_file::write(&mut w, &mdr, &[]).unwrap();
+}
+
+/// The first index where two id lists differ, with a little context, for the failure text.
+fn first_difference(want: &[u32], got: &[u32]) -> String {
+    let i = want
+        .iter()
+        .zip(got)
+        .position(|(a, b)| a != b)
+        .unwrap_or(want.len().min(got.len()));
+    let lo = i.saturating_sub(3);
+    format!(
+        "{} vs {} ids, first difference at {i}: llama.cpp {:?} ours {:?}",
+        want.len(),
+        got.len(),
+        &want[lo..(i + 4).min(want.len())],
+        &got[lo..(i + 4).min(got.len())]
+    )
+}
+
+#[test]
+fn every_pre_tokenizer_name_matches_llama_tokenize() {
+    let Some(dir) = vocab_dir() else { return };
+    let Some(bin) = llama_tokenize_bin() else {
+        return;
+    };
+    let (text_path, text) = shipped_text();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bad = Vec::new();
+    let mut table = Vec::new();
+    for name in gguf_tokenizer::PRE_NAMES {
+        // Byte-level names on Llama 3's vocabulary; the `▁`-vocabulary names (no GPT-2 byte
+        // encoding) on Gemma 4's, as a `gpt2` model so that `pre` is read (a `gemma4` model
+        // is always `gemma4`).
+        let spm_style = matches!(*name, "gemma4" | "granite-embed-multi-311m" | "sarvam-moe");
+        let src = dir.join(if spm_style {
+            "ggml-vocab-gemma-4.gguf"
+        } else {
+            "ggml-vocab-llama-bpe.gguf"
+        });
+        let dst = tmp.path().join(format!("{name}.gguf"));
+        rewrite_vocab(&src, &dst, |md| {
+            md.insert("tokenizer.ggml.pre".into(), Value::String(name.to_string()));
+            if spm_style && *name != "gemma4" {
+                md.insert("tokenizer.ggml.model".into(), Value::String("gpt2".into()));
+            }
+        });
+        let want = llama_tokenize_ids(&bin, &dst, &text_path);
+        let tok = tokenizer::load(&dst).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let bos = tokenizer::bos_id(&tok).is_some();
+        let got = tok.encode(text.as_str(), bos).unwrap().get_ids().to_vec();
+        let rule = gguf_tokenizer::llama_cpp_pre::rule(Some(name)).unwrap();
+        table.push(format!("{name}={}:{}", rule.pre_type, want.len()));
+        if got != want {
+            bad.push(format!(
+                "{name} ({}): {}",
+                rule.pre_type,
+                first_difference(&want, &got)
+            ));
+        }
+    }
+    eprintln!(
+        "{} names, {} agree with llama-tokenize on {} ({} bytes): {}",
+        gguf_tokenizer::PRE_NAMES.len(),
+        gguf_tokenizer::PRE_NAMES.len() - bad.len(),
+        text_path.display(),
+        text.len(),
+        table.join(" ")
+    );
+    assert!(
+        bad.is_empty(),
+        "{} names differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+/// The real GGUF files the project fetches (today: Gemma 3 270M), their metadata's tokenizer
+/// on the shipped text against llama-tokenize on the same file.
+#[test]
+fn real_gguf_tokenizers_match_llama_tokenize_on_the_shipped_text() {
+    let Some(path) = real_gemma() else { return };
+    let Some(bin) = llama_tokenize_bin() else {
+        return;
+    };
+    let (text_path, text) = shipped_text();
+    let want = llama_tokenize_ids(&bin, &path, &text_path);
+    let ct = quantized::read_header(&path).unwrap();
+    let tok = gguf_tokenizer::from_content(&path, &ct).unwrap();
+    let got = tok.encode(text.as_str(), true).unwrap().get_ids().to_vec();
+    assert!(
+        got == want,
+        "gemma-3-270m-Q4_K_M.gguf: {}",
+        first_difference(&want, &got)
+    );
+    eprintln!(
+        "gemma-3-270m-Q4_K_M.gguf: {} ids of {} equal llama-tokenize's",
+        want.len(),
+        text_path.display()
+    );
+}

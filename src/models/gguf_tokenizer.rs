@@ -207,17 +207,18 @@ impl GgufVocab {
     pub fn read(path: &Path, ct: &Content) -> Result<GgufVocab> {
         let md = &ct.metadata;
         let key = |k: &str| format!("tokenizer.ggml.{k}");
-        let model =
-            match md.get(&key("model")) {
-                Some(Value::String(s)) => s.clone(),
-                Some(_) => return Err(err(path, "`tokenizer.ggml.model` is not a string")),
-                None => return Err(err(
+        let model = match md.get(&key("model")) {
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(err(path, "`tokenizer.ggml.model` is not a string")),
+            None => {
+                return Err(err(
                     path,
                     format!(
                         "the GGUF file has no tokenizer metadata (`tokenizer.ggml.model`); {FIX}"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let array = |k: &str| -> Result<Option<&Vec<Value>>> {
             match md.get(&key(k)) {
                 None => Ok(None),
@@ -351,9 +352,6 @@ impl GgufVocab {
                             ),
                         ));
                     };
-                    if rule.pre_type == "WHITESPACE" {
-                        return Err(err(path, format!("BPE pre-tokenizer `whitespace` is not implemented; {FIX}")));
-                    }
                     let d = if model == "gemma4" { None } else { Some(11) };
                     let out = (
                         id("bos_token_id", d)?,
@@ -540,14 +538,14 @@ impl GgufVocab {
                 merges.push((a.to_string(), b.to_string()));
             }
         }
-        let mut b = BPE::builder()
+        // No unknown token: llama.cpp's BPE drops a piece that is no token and has no byte
+        // tokens (`<0xXX>` without GPT-2 byte encoding), it never emits UNK.
+        let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .ignore_merges(rule.ignore_merges)
-            .byte_fallback(!rule.byte_encode);
-        if let Some(u) = self.unk {
-            b = b.unk_token(self.tokens[u as usize].clone());
-        }
-        let bpe = b.build().map_err(|x| e("BPE", x.to_string()))?;
+            .byte_fallback(!rule.byte_encode)
+            .build()
+            .map_err(|x| e("BPE", x.to_string()))?;
         let mut t = Tokenizer::new(bpe);
         if rule.escape_whitespaces {
             t.with_normalizer(Some(
