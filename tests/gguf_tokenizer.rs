@@ -812,3 +812,72 @@ fn real_gguf_tokenizers_match_llama_tokenize_on_the_shipped_text() {
         text_path.display()
     );
 }
+
+/// The tokenizer built from the metadata, saved as tokenizer.json and loaded back by the
+/// `tokenizers` library alone, still gives llama.cpp's ids (BPE, SentencePiece, Gemma 4 and
+/// WPM vocabularies).
+#[test]
+fn exported_tokenizer_json_gives_the_same_ids() {
+    let Some(dir) = vocab_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for name in [
+        "ggml-vocab-qwen2.gguf",
+        "ggml-vocab-llama-spm.gguf",
+        "ggml-vocab-gemma-4.gguf",
+        "ggml-vocab-bert-bge.gguf",
+    ] {
+        let f = dir.join(name);
+        let vectors = read_vectors(&f).unwrap();
+        let json = tmp.path().join(format!("{name}.json"));
+        vocab_tokenizer(&f).unwrap().save(&json, false).unwrap();
+        let tok = tokenizers::Tokenizer::from_file(&json).unwrap();
+        let bad = vector_failures(&tok, &vectors);
+        assert!(bad.is_empty(), "{name} from tokenizer.json: {bad:?}");
+    }
+}
+
+/// `modelbench tokenize` gives what the benchmarks' path gives (tokenizer::load, encode,
+/// BOS from bos_id), in llama-tokenize's shapes, and refuses bad input in one line.
+#[test]
+fn tokenize_command_prints_the_benchmarks_ids() {
+    let path = modelbench::models::source::gguf_fixture(Family::Llama).unwrap();
+    let model = format!("gguf:{}", path.display());
+    let text = "Hello <|begin_of_text|> world 12345";
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
+            .args(["tokenize", "--model", &model])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let tok = tokenizer::load(&path).unwrap();
+    let mut want = tokenizer::encode(&tok, text).unwrap();
+    want.insert(0, tokenizer::bos_id(&tok).unwrap());
+    let out = run(&["--prompt", text, "--ids"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<u32> = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(got, want);
+    assert!(got.iter().filter(|&&i| i == 128000).count() == 2, "{got:?}");
+    // Without BOS and without parsing the special token's text: no 128000 at all.
+    let out = run(&["--prompt", text, "--ids", "--no-bos", "--no-parse-special"]);
+    let got: Vec<u32> = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(!got.contains(&128000) && got.len() > want.len(), "{got:?}");
+    // Pieces: one `id -> 'piece'` line per token.
+    let out = run(&["--prompt", text, "--show-count"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.starts_with("128000 -> '<|begin_of_text|>'\n"), "{s}");
+    assert!(
+        s.ends_with(&format!("Total number of tokens: {}\n", want.len())),
+        "{s}"
+    );
+    // Bad input: non-zero, one line.
+    let out = run(&["--file", "/nonexistent/text.txt"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--file /nonexistent/text.txt"), "{err}");
+}

@@ -46,6 +46,14 @@ pub struct TokenizeArgs {
     /// Print the number of tokens last (llama-tokenize --show-count).
     #[arg(long)]
     pub show_count: bool,
+    /// Write the tokenizer (as built from the GGUF metadata) as a tokenizer.json to FILE, for
+    /// use with the `tokenizers` library elsewhere.
+    #[arg(long, value_name = "FILE")]
+    pub save_tokenizer_json: Option<PathBuf>,
+    /// Also tokenize the text N more times, timed (tokenizer already loaded), and print the
+    /// median time and tokens/s on stderr.
+    #[arg(long, value_name = "N")]
+    pub time: Option<usize>,
 }
 
 pub fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
@@ -63,6 +71,15 @@ pub fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
     let (label, r) = &models[0];
     let res = prepare(label, r, &[])?;
     let mut tok = load(res.tokenizer_path()?)?;
+    if let Some(p) = &a.save_tokenizer_json {
+        tok.save(p, true).map_err(|e| {
+            anyhow::anyhow!(
+                "--save-tokenizer-json {}: {e}; give a writable path",
+                p.display()
+            )
+        })?;
+        eprintln!("wrote {}", p.display());
+    }
     tok.set_encode_special_tokens(a.no_parse_special);
     let mut ids = encode(&tok, &text)?;
     let file_bos = bos_id(&tok);
@@ -98,6 +115,28 @@ pub fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
     }
     if a.show_count {
         writeln!(out, "Total number of tokens: {}", ids.len())?;
+    }
+    if let Some(n) = a.time {
+        anyhow::ensure!(n >= 1, "--time must be at least 1");
+        let mut secs: Vec<f64> = (0..n)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let k = encode(&tok, &text).map(|v| v.len());
+                (t.elapsed().as_secs_f64(), k)
+            })
+            .map(|(s, k)| k.map(|_| s))
+            .collect::<modelbench::error::Result<_>>()?;
+        secs.sort_by(f64::total_cmp);
+        let med = secs[n / 2];
+        eprintln!(
+            "tokenized {} bytes into {} tokens: median {:.2} ms of {n} runs (min {:.2}, max {:.2}), {:.0} tokens/s",
+            text.len(),
+            ids.len(),
+            med * 1e3,
+            secs[0] * 1e3,
+            secs[n - 1] * 1e3,
+            ids.len() as f64 / med
+        );
     }
     Ok(())
 }
