@@ -731,6 +731,10 @@ fn first_difference(want: &[u32], got: &[u32]) -> String {
     )
 }
 
+fn rule_of(name: &str) -> gguf_tokenizer::PreRule {
+    gguf_tokenizer::llama_cpp_pre::rule(Some(name)).unwrap()
+}
+
 #[test]
 fn every_pre_tokenizer_name_matches_llama_tokenize() {
     let Some(dir) = vocab_dir() else { return };
@@ -758,11 +762,23 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
                 md.insert("tokenizer.ggml.model".into(), Value::String("gpt2".into()));
             }
         });
+        // llama.cpp's `whitespace` (jina-embeddings-v2-base-zh) keeps whitespace runs as
+        // pieces and asserts that no merge involves a space: on a text with a run of two
+        // spaces it aborts (GGML_ASSERT in find_bpe_rank). It is proved on the text with every
+        // whitespace run made one space.
+        let (text_path, text) = if rule_of(name).pre_type == "WHITESPACE" {
+            let t: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let p = tmp.path().join("single-spaced.txt");
+            std::fs::write(&p, &t).unwrap();
+            (p, t)
+        } else {
+            (text_path.clone(), text.clone())
+        };
         let want = llama_tokenize_ids(&bin, &dst, &text_path);
         let tok = tokenizer::load(&dst).unwrap_or_else(|e| panic!("{name}: {e}"));
         let bos = tokenizer::bos_id(&tok).is_some();
         let got = tok.encode(text.as_str(), bos).unwrap().get_ids().to_vec();
-        let rule = gguf_tokenizer::llama_cpp_pre::rule(Some(name)).unwrap();
+        let rule = rule_of(name);
         table.push(format!("{name}={}:{}", rule.pre_type, want.len()));
         if got != want {
             bad.push(format!(

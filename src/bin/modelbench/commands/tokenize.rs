@@ -67,10 +67,26 @@ pub fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
         })?,
         _ => anyhow::bail!("give --prompt TEXT or --file FILE"),
     };
-    let models = parse_models(&a.model, "--model")?;
-    let (label, r) = &models[0];
-    let res = prepare(label, r, &[])?;
-    let mut tok = load(res.tokenizer_path()?)?;
+    // A GGUF file given by path: its tokenizer whatever its architecture (vocabulary-only
+    // files included), chosen as the loader chooses (a tokenizer.json beside it first).
+    let file = a
+        .model
+        .strip_prefix("gguf:")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file());
+    let (label, tok_path) = match file {
+        Some(f) => {
+            let beside = f.with_file_name("tokenizer.json");
+            (a.model.clone(), if beside.is_file() { beside } else { f })
+        }
+        None => {
+            let models = parse_models(&a.model, "--model")?;
+            let (label, r) = &models[0];
+            let res = prepare(label, r, &[])?;
+            (label.clone(), res.tokenizer_path()?.to_path_buf())
+        }
+    };
+    let mut tok = load(&tok_path)?;
     if let Some(p) = &a.save_tokenizer_json {
         tok.save(p, true).map_err(|e| {
             anyhow::anyhow!(
