@@ -746,10 +746,10 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
     let mut bad = Vec::new();
     let mut table = Vec::new();
     for name in gguf_tokenizer::PRE_NAMES {
-        // Byte-level names on Llama 3's vocabulary; the `▁`-vocabulary names (no GPT-2 byte
-        // encoding) on Gemma 4's, as a `gpt2` model so that `pre` is read (a `gemma4` model
-        // is always `gemma4`).
-        let spm_style = matches!(*name, "gemma4" | "granite-embed-multi-311m" | "sarvam-moe");
+        // Byte-level names on Llama 3's vocabulary; the names without GPT-2 byte encoding
+        // (gemma4, granite-embed-multi-311m, sarvam-moe, whitespace) on Gemma 4's raw UTF-8
+        // one, as a `gpt2` model so that `pre` is read (a `gemma4` model is always `gemma4`).
+        let spm_style = !rule_of(name).byte_encode;
         let src = dir.join(if spm_style {
             "ggml-vocab-gemma-4.gguf"
         } else {
