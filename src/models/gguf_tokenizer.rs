@@ -1,23 +1,25 @@
 //! The tokenizer a GGUF file carries in its metadata (`tokenizer.ggml.*`), built into a
 //! `tokenizers::Tokenizer` that gives llama.cpp's token ids (see docs/gguf-tokenizer.md):
 //!
-//! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE with the file's merges, pre-tokenized
-//!   with llama.cpp's regexes for `tokenizer.ggml.pre` (src/llama-vocab.cpp at the commit
-//!   scripts/build-llama-cpp.sh pins): `llama-bpe`/`llama3`/`llama-v3` (and `smaug-bpe`,
-//!   `dbrx`), `qwen2`, `gpt-2`, `default` (also when the key is absent, as llama.cpp does).
-//!   llama.cpp's llama3 family takes a whole pre-token that is in the vocabulary without
-//!   merging (`ignore_merges`), the others merge always.
+//! - `tokenizer.ggml.model = "gpt2"` / `"gemma4"`: BPE with the file's merges, pre-tokenized
+//!   as llama.cpp pre-tokenizes for `tokenizer.ggml.pre`: every one of its 91 names
+//!   ([`llama_cpp_pre`], src/llama-vocab.cpp at the commit scripts/build-llama-cpp.sh pins),
+//!   with its `ignore_merges`, BOS default, and GPT-2 byte encoding or raw UTF-8 with
+//!   `<0xXX>` bytes (gemma4: spaces as `▁`).
 //! - `tokenizer.ggml.model = "llama"` (SentencePiece, Llama 2 / Gemma): llama.cpp merges the
 //!   adjacent pair whose concatenation is the highest-scoring token (ties: leftmost), with
 //!   `<0xXX>` byte tokens for characters not in the vocabulary. That is BPE with one merge per
 //!   way of splitting a token into two tokens, ranked by the token's score: built so here.
 //!   Spaces become `▁`; `tokenizer.ggml.add_space_prefix` (default true) puts one first.
+//! - `tokenizer.ggml.model = "bert"` (WPM): llama.cpp's word split, `▁` before each word,
+//!   longest match, with its lowercasing and accent stripping.
 //!
 //! Tokens of type CONTROL and UNKNOWN are special added tokens and USER_DEFINED ones plain
 //! added tokens matched in the raw text: llama.cpp splits both out of the text before the
-//! model runs (`llama-tokenize` parses special tokens by default, as `encode` does here).
-//! BOS is put first exactly when `tokenizer.ggml.add_bos_token` says so, or by llama.cpp's
-//! default when it is absent (SentencePiece and the llama3 pre-tokenizers: yes; other BPE: no).
+//! model runs (`llama-tokenize` parses special tokens by default, as `encode` does here;
+//! `set_encode_special_tokens(true)` is its `--no-parse-special`). BOS is put first exactly
+//! when `tokenizer.ggml.add_bos_token` says so, or by llama.cpp's default when it is absent.
+//! Checked against llama.cpp's own test vectors and `llama-tokenize` (tests/gguf_tokenizer.rs).
 
 use std::collections::HashMap;
 use std::path::Path;
