@@ -32,6 +32,8 @@
 #   ggml-ids           prints ggml's op, unary-op and type ids of this build (`op 29 MUL_MAT`,
 #                      `type 12 q4_K 256 144`), saved as <dir>/ggml-ids.txt: the numbers a
 #                      test-backend-ops --test-file line is written in
+# llama.cpp's vocabulary-only GGUFs and tokenizer test vectors (models/ggml-vocab-*) with its
+# LICENSE in <dir>/vocab (tests/gguf_tokenizer.rs; a build without them gets only them),
 # the static libraries and headers in <dir>/lib and <dir>/include (so a later tool of ours can
 # be compiled against this build without building llama.cpp again), and <dir>/build-info.json (versions, sha256s, compiler, cmake flags, llama.cpp's own
 # --version output, CPU).
