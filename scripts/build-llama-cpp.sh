@@ -32,6 +32,8 @@
 #   ggml-ids           prints ggml's op, unary-op and type ids of this build (`op 29 MUL_MAT`,
 #                      `type 12 q4_K 256 144`), saved as <dir>/ggml-ids.txt: the numbers a
 #                      test-backend-ops --test-file line is written in
+# llama.cpp's vocabulary-only GGUFs and tokenizer test vectors (models/ggml-vocab-*) with its
+# LICENSE in <dir>/vocab (tests/gguf_tokenizer.rs; a build without them gets only them),
 # the static libraries and headers in <dir>/lib and <dir>/include (so a later tool of ours can
 # be compiled against this build without building llama.cpp again), and <dir>/build-info.json (versions, sha256s, compiler, cmake flags, llama.cpp's own
 # --version output, CPU).
@@ -64,7 +66,8 @@ case $dest in /*) ;; *) dest=$PWD/$dest ;; esac
 timed_src=$repo/scripts/llama-timed-ids.cpp
 if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/llama-server" ] && [ -x "$dest/bin/llama-bench" ] \
    && [ -x "$dest/bin/llama-timed-ids" ] && cmp -s "$timed_src" "$dest/llama-timed-ids.cpp" \
-   && [ -x "$dest/bin/test-backend-ops" ] && [ -s "$dest/ggml-ids.txt" ]; then
+   && [ -x "$dest/bin/test-backend-ops" ] && [ -s "$dest/ggml-ids.txt" ] \
+   && [ -s "$dest/vocab/LICENSE" ]; then
   echo "already built: llama.cpp $LLAMA_CPP_COMMIT (llama-cpp-python $VERSION) in $dest"
   echo "bin: $dest/bin"
   exit 0
@@ -127,6 +130,37 @@ C
   mv "$tmp/test-backend-ops.cpp" "$tmp/ggml-ids.txt" "$bin/../"
   rm -rf "$tmp"
 }
+
+# --- llama.cpp's tokenizer test vectors (issue 42) ------------------------------------------
+# <dir>/vocab keeps llama.cpp's models/ggml-vocab-*.gguf (vocabulary-only GGUFs) and their
+# .gguf.inp/.gguf.out test vectors (tests/test-tokenizer-0.cpp), with llama.cpp's LICENSE (MIT):
+# tests/gguf_tokenizer.rs checks the project's tokenizers against them. A build without them
+# (from before issue 42) gets them from the sdist (downloaded again; nothing is rebuilt).
+keep_vocab() {  # $1 = vendor/llama.cpp of the sdist, $2 = the build folder
+  local tmp=$2/vocab.partial
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  cp "$1"/models/ggml-vocab-*.gguf* "$tmp/"
+  cp "$1/LICENSE" "$tmp/LICENSE"
+  printf 'models/ggml-vocab-*.gguf and .gguf.inp/.gguf.out of ggml-org/llama.cpp@%s\n(vendored in the llama-cpp-python %s sdist, sha256 %s), MIT licence in LICENSE.\n' \
+    "$LLAMA_CPP_COMMIT" "$VERSION" "$SDIST_SHA256" > "$tmp/SOURCE.txt"
+  ls "$tmp"/ggml-vocab-*.gguf >/dev/null 2>&1 || { echo "error: no models/ggml-vocab-*.gguf in $1" >&2; exit 1; }
+  rm -rf "$2/vocab" && mv "$tmp" "$2/vocab"
+}
+if [ -s "$dest/build-info.json" ] && [ ! -s "$dest/vocab/LICENSE" ]; then
+  vtmp=$dest.vocab-partial
+  mkdir -p "$vtmp"
+  fetch_sdist "$vtmp"
+  tar -xzf "$vtmp/dl/$SDIST" -C "$vtmp" --wildcards \
+    "llama_cpp_python-$VERSION/vendor/llama.cpp/models/ggml-vocab-*" \
+    "llama_cpp_python-$VERSION/vendor/llama.cpp/LICENSE" \
+    || { echo "error: the sdist has no vendor/llama.cpp/models/ggml-vocab-* or LICENSE" >&2; exit 1; }
+  keep_vocab "$vtmp/llama_cpp_python-$VERSION/vendor/llama.cpp" "$dest"
+  rm -rf "$vtmp"
+  echo "kept llama.cpp's vocabularies and test vectors in $dest/vocab"
+  # Whatever else the build lacks is decided afresh, now that the vocabularies are there.
+  exec bash "${BASH_SOURCE[0]}" "$dest"
+fi
+# --- end of the test-vector block -------------------------------------------------------------
 
 if [ -s "$dest/build-info.json" ] && [ -s "$dest/lib/libllama.a" ] && [ -d "$dest/include" ]; then
   # A complete build whose llama-timed-ids is missing or older than scripts/llama-timed-ids.cpp:
@@ -410,6 +444,7 @@ mkdir -p "$out/lib" "$out/include"
 cp "${libs[@]}" "$out/lib/"
 cp "$src"/include/*.h "$src"/ggml/include/*.h "$out/include/"
 cp "$src/LICENSE" "$out/LICENSE-llama.cpp"
+keep_vocab "$src" "$out"
 "$out/bin/llama-perplexity" --version >"$work/version.txt" 2>&1 || true
 "$out/bin/llama-greedy-ids" --system-info >"$work/system-info.txt" 2>/dev/null || true
 finished=$(date +%s)

@@ -369,7 +369,22 @@ fn unsupported_gguf_files_are_refused_in_one_line() {
     );
     open(res, &Device::Cpu, DType::F32, Some(64)).unwrap();
 
-    // A BPE pre-tokenizer this project does not implement.
+    // A BPE pre-tokenizer name llama.cpp does not know either (every name it knows is
+    // implemented: llama_cpp_pre::NAMES).
+    let p = rewrite(Family::Qwen3, tmp.path(), |md, _| {
+        md.insert(
+            "tokenizer.ggml.pre".into(),
+            Value::String("no-such-pre".into()),
+        );
+    });
+    let res = resolve_in(&gguf_ref(&p), "x", &hub).unwrap();
+    let e = one_line_err(res.tokenizer_path());
+    assert!(
+        e.contains("`no-such-pre` is not one of llama.cpp's 91 names")
+            && e.contains("tokenizer.json beside the file"),
+        "{e}"
+    );
+    // A name this project did not implement before issue 42 now gives a tokenizer.
     let p = rewrite(Family::Qwen3, tmp.path(), |md, _| {
         md.insert(
             "tokenizer.ggml.pre".into(),
@@ -377,8 +392,7 @@ fn unsupported_gguf_files_are_refused_in_one_line() {
         );
     });
     let res = resolve_in(&gguf_ref(&p), "x", &hub).unwrap();
-    let e = one_line_err(res.tokenizer_path());
-    assert!(e.contains("`chatglm-bpe` is not implemented"), "{e}");
+    assert!(res.tokenizer_path().is_ok());
 
     // Another model's tokenizer: more tokens than the embedding has rows (the reported case:
     // a Llama 3 tokenizer on a smaller-vocabulary Llama).
@@ -469,4 +483,417 @@ fn recorded_fixture_ids_are_current() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// llama.cpp's own tokenizer test vectors (tests/test-tokenizer-0.cpp): every
+// models/ggml-vocab-*.gguf with .inp/.out, kept by scripts/build-llama-cpp.sh in <dir>/vocab.
+
+fn llama_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("llama-cpp/0.3.36")
+}
+
+/// Whether CI runs this (`CI=true`): then a missing llama.cpp build fails instead of skipping.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// `<llama.cpp build>/vocab`, or None (skip) outside CI; under CI its absence fails.
+fn vocab_dir() -> Option<PathBuf> {
+    let d = llama_dir().join("vocab");
+    if d.join("ggml-vocab-llama-bpe.gguf").is_file() {
+        return Some(d);
+    }
+    let msg = format!(
+        "{} has no llama.cpp vocabularies: run scripts/build-llama-cpp.sh (it keeps models/ggml-vocab-* of the llama.cpp source there)",
+        d.display()
+    );
+    assert!(!in_ci(), "CI=true: {msg}");
+    eprintln!("skipped: {msg}");
+    None
+}
+
+/// One vocabulary's vectors: (input, expected ids), split as test-tokenizer-0 splits them.
+fn read_vectors(gguf: &Path) -> Option<Vec<(String, Vec<u32>)>> {
+    let inp = std::fs::read_to_string(format!("{}.inp", gguf.display())).ok()?;
+    let out = std::fs::read_to_string(format!("{}.out", gguf.display())).unwrap();
+    // test-tokenizer-0's split: no empty input after a final separator.
+    let sep = "\n__ggml_vocab_test__\n";
+    let mut inputs: Vec<&str> = Vec::new();
+    let mut rest = inp.as_str();
+    while !rest.is_empty() {
+        match rest.find(sep) {
+            Some(i) => {
+                inputs.push(&rest[..i]);
+                rest = &rest[i + sep.len()..];
+            }
+            None => {
+                inputs.push(rest);
+                rest = "";
+            }
+        }
+    }
+    let outputs: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .map(|x| x.parse::<u32>().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        inputs.len(),
+        outputs.len(),
+        "{}: .inp and .out differ in length",
+        gguf.display()
+    );
+    Some(inputs.into_iter().map(String::from).zip(outputs).collect())
+}
+
+/// The tokenizer of a vocabulary-only GGUF as the project builds it.
+fn vocab_tokenizer(path: &Path) -> modelbench::error::Result<tokenizers::Tokenizer> {
+    let ct = quantized::read_header(path)?;
+    gguf_tokenizer::from_content(path, &ct)
+}
+
+/// The inputs whose ids differ, as test-tokenizer-0 compares them: add_special = false,
+/// parse_special = false.
+fn vector_failures(tok: &tokenizers::Tokenizer, vectors: &[(String, Vec<u32>)]) -> Vec<String> {
+    let mut tok = tok.clone();
+    tok.set_encode_special_tokens(true);
+    let mut bad = Vec::new();
+    for (text, want) in vectors {
+        let got = tok.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+        if &got != want {
+            bad.push(format!(
+                "{text:?}:\n    llama.cpp {want:?}\n    ours      {got:?}"
+            ));
+        }
+    }
+    bad
+}
+
+#[test]
+fn llama_cpp_test_vectors() {
+    let Some(dir) = vocab_dir() else { return };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    files.sort();
+    let (mut n_pairs, mut n_inputs, mut n_ok_inputs) = (0, 0, 0);
+    let mut failed = Vec::new();
+    let mut passed = Vec::new();
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let Some(vectors) = read_vectors(f) else {
+            continue;
+        };
+        n_pairs += 1;
+        n_inputs += vectors.len();
+        let tok = match vocab_tokenizer(f) {
+            Ok(t) => t,
+            Err(e) => {
+                failed.push(format!("{name}: not built: {e}"));
+                continue;
+            }
+        };
+        let bad = vector_failures(&tok, &vectors);
+        n_ok_inputs += vectors.len() - bad.len();
+        if bad.is_empty() {
+            passed.push(name);
+        } else {
+            failed.push(format!(
+                "{name}: {} of {} inputs differ:\n  {}",
+                bad.len(),
+                vectors.len(),
+                bad.join("\n  ")
+            ));
+        }
+    }
+    eprintln!(
+        "llama.cpp test vectors: {} vocab files, {n_pairs} with .inp/.out, {n_inputs} inputs, {n_ok_inputs} exact; passed: {}",
+        files.len(),
+        passed.join(", ")
+    );
+    assert!(
+        n_pairs >= 15,
+        "only {n_pairs} .inp/.out pairs in {}",
+        dir.display()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// The verdict of the test above, both sides: the expected ids of one vocabulary pass, and
+/// the same with one id changed fail (on that input only).
+#[test]
+fn a_changed_expected_id_fails_the_vectors() {
+    let Some(dir) = vocab_dir() else { return };
+    let f = dir.join("ggml-vocab-llama-bpe.gguf");
+    let mut vectors = read_vectors(&f).unwrap();
+    let tok = vocab_tokenizer(&f).unwrap();
+    assert!(vector_failures(&tok, &vectors).is_empty());
+    let (i, _) = vectors
+        .iter()
+        .enumerate()
+        .find(|(_, (_, ids))| ids.len() > 2)
+        .unwrap();
+    vectors[i].1[1] += 1;
+    let bad = vector_failures(&tok, &vectors);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Every `tokenizer.ggml.pre` name, proved against llama-tokenize: a vocabulary GGUF of
+// llama.cpp's own with its `pre` rewritten to the name, the shipped multilingual text
+// (fixtures/tokenizer/multilingual.txt) through both.
+
+fn llama_tokenize_bin() -> Option<PathBuf> {
+    let bin = llama_dir().join("bin/llama-tokenize");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    let msg = format!(
+        "{} is not built (scripts/build-llama-cpp.sh)",
+        bin.display()
+    );
+    assert!(!in_ci(), "CI=true: {msg}");
+    eprintln!("skipped: {msg}");
+    None
+}
+
+fn shipped_text() -> (PathBuf, String) {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tokenizer/multilingual.txt");
+    let t = std::fs::read_to_string(&p).unwrap();
+    (p, t)
+}
+
+/// llama-tokenize's ids of `text_file` with `gguf` (BOS as the file says, special tokens
+/// parsed: the tool's defaults).
+fn llama_tokenize_ids(bin: &Path, gguf: &Path, text_file: &Path) -> Vec<u32> {
+    let out = std::process::Command::new(bin)
+        .arg("-m")
+        .arg(gguf)
+        .arg("-f")
+        .arg(text_file)
+        .args(["--ids", "--log-disable", "--no-escape"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "llama-tokenize on {}: {}",
+        gguf.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rfind(|l| l.starts_with('[')).unwrap();
+    serde_json::from_str(line).unwrap()
+}
+
+/// A copy of a vocabulary GGUF with some metadata changed.
+fn rewrite_vocab(
+    src: &Path,
+    dst: &Path,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, Value>),
+) {
+    let mut f = std::fs::File::open(src).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    assert!(
+        ct.tensor_infos.is_empty(),
+        "{}: not vocabulary-only",
+        src.display()
+    );
+    let mut md = ct.metadata.clone();
+    edit(&mut md);
+    let mdr: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut w = std::fs::File::create(dst).unwrap();
+    gguf_file::write(&mut w, &mdr, &[]).unwrap();
+}
+
+/// The first index where two id lists differ, with a little context, for the failure text.
+fn first_difference(want: &[u32], got: &[u32]) -> String {
+    let i = want
+        .iter()
+        .zip(got)
+        .position(|(a, b)| a != b)
+        .unwrap_or(want.len().min(got.len()));
+    let lo = i.saturating_sub(3);
+    format!(
+        "{} vs {} ids, first difference at {i}: llama.cpp {:?} ours {:?}",
+        want.len(),
+        got.len(),
+        &want[lo..(i + 4).min(want.len())],
+        &got[lo..(i + 4).min(got.len())]
+    )
+}
+
+fn rule_of(name: &str) -> gguf_tokenizer::PreRule {
+    gguf_tokenizer::llama_cpp_pre::rule(Some(name)).unwrap()
+}
+
+#[test]
+fn every_pre_tokenizer_name_matches_llama_tokenize() {
+    let Some(dir) = vocab_dir() else { return };
+    let Some(bin) = llama_tokenize_bin() else {
+        return;
+    };
+    let (text_path, text) = shipped_text();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bad = Vec::new();
+    let mut table = Vec::new();
+    for name in gguf_tokenizer::PRE_NAMES {
+        // Byte-level names on Llama 3's vocabulary; the names without GPT-2 byte encoding
+        // (gemma4, granite-embed-multi-311m, sarvam-moe, whitespace) on Gemma 4's raw UTF-8
+        // one, as a `gpt2` model so that `pre` is read (a `gemma4` model is always `gemma4`).
+        let spm_style = !rule_of(name).byte_encode;
+        let src = dir.join(if spm_style {
+            "ggml-vocab-gemma-4.gguf"
+        } else {
+            "ggml-vocab-llama-bpe.gguf"
+        });
+        let dst = tmp.path().join(format!("{name}.gguf"));
+        rewrite_vocab(&src, &dst, |md| {
+            md.insert("tokenizer.ggml.pre".into(), Value::String(name.to_string()));
+            if spm_style && *name != "gemma4" {
+                md.insert("tokenizer.ggml.model".into(), Value::String("gpt2".into()));
+            }
+        });
+        // llama.cpp's `whitespace` (jina-embeddings-v2-base-zh) keeps whitespace runs as
+        // pieces and asserts that no merge involves a space: on a text with a run of two
+        // spaces it aborts (GGML_ASSERT in find_bpe_rank). It is proved on the text with every
+        // whitespace run made one space.
+        let (text_path, text) = if rule_of(name).pre_type == "WHITESPACE" {
+            let t: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let p = tmp.path().join("single-spaced.txt");
+            std::fs::write(&p, &t).unwrap();
+            (p, t)
+        } else {
+            (text_path.clone(), text.clone())
+        };
+        let want = llama_tokenize_ids(&bin, &dst, &text_path);
+        let tok = tokenizer::load(&dst).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let bos = tokenizer::bos_id(&tok).is_some();
+        let got = tok.encode(text.as_str(), bos).unwrap().get_ids().to_vec();
+        let rule = rule_of(name);
+        table.push(format!("{name}={}:{}", rule.pre_type, want.len()));
+        if got != want {
+            bad.push(format!(
+                "{name} ({}): {}",
+                rule.pre_type,
+                first_difference(&want, &got)
+            ));
+        }
+    }
+    eprintln!(
+        "{} names, {} agree with llama-tokenize on {} ({} bytes): {}",
+        gguf_tokenizer::PRE_NAMES.len(),
+        gguf_tokenizer::PRE_NAMES.len() - bad.len(),
+        text_path.display(),
+        text.len(),
+        table.join(" ")
+    );
+    assert!(
+        bad.is_empty(),
+        "{} names differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+/// The real GGUF files the project fetches (today: Gemma 3 270M), their metadata's tokenizer
+/// on the shipped text against llama-tokenize on the same file.
+#[test]
+fn real_gguf_tokenizers_match_llama_tokenize_on_the_shipped_text() {
+    let Some(path) = real_gemma() else { return };
+    let Some(bin) = llama_tokenize_bin() else {
+        return;
+    };
+    let (text_path, text) = shipped_text();
+    let want = llama_tokenize_ids(&bin, &path, &text_path);
+    let ct = quantized::read_header(&path).unwrap();
+    let tok = gguf_tokenizer::from_content(&path, &ct).unwrap();
+    let got = tok.encode(text.as_str(), true).unwrap().get_ids().to_vec();
+    assert!(
+        got == want,
+        "gemma-3-270m-Q4_K_M.gguf: {}",
+        first_difference(&want, &got)
+    );
+    eprintln!(
+        "gemma-3-270m-Q4_K_M.gguf: {} ids of {} equal llama-tokenize's",
+        want.len(),
+        text_path.display()
+    );
+}
+
+/// The tokenizer built from the metadata, saved as tokenizer.json and loaded back by the
+/// `tokenizers` library alone, still gives llama.cpp's ids (BPE, SentencePiece, Gemma 4 and
+/// WPM vocabularies).
+#[test]
+fn exported_tokenizer_json_gives_the_same_ids() {
+    let Some(dir) = vocab_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for name in [
+        "ggml-vocab-qwen2.gguf",
+        "ggml-vocab-llama-spm.gguf",
+        "ggml-vocab-gemma-4.gguf",
+        "ggml-vocab-bert-bge.gguf",
+    ] {
+        let f = dir.join(name);
+        let vectors = read_vectors(&f).unwrap();
+        let json = tmp.path().join(format!("{name}.json"));
+        vocab_tokenizer(&f).unwrap().save(&json, false).unwrap();
+        let tok = tokenizers::Tokenizer::from_file(&json).unwrap();
+        let bad = vector_failures(&tok, &vectors);
+        assert!(bad.is_empty(), "{name} from tokenizer.json: {bad:?}");
+    }
+}
+
+/// `modelbench tokenize` gives what the benchmarks' path gives (tokenizer::load, encode,
+/// BOS from bos_id), in llama-tokenize's shapes, and refuses bad input in one line.
+#[test]
+fn tokenize_command_prints_the_benchmarks_ids() {
+    let path = modelbench::models::source::gguf_fixture(Family::Llama).unwrap();
+    let model = format!("gguf:{}", path.display());
+    let text = "Hello <|begin_of_text|> world 12345";
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
+            .args(["tokenize", "--model", &model])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let tok = tokenizer::load(&path).unwrap();
+    let mut want = tokenizer::encode(&tok, text).unwrap();
+    want.insert(0, tokenizer::bos_id(&tok).unwrap());
+    let out = run(&["--prompt", text, "--ids"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<u32> = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(got, want);
+    assert!(got.iter().filter(|&&i| i == 128000).count() == 2, "{got:?}");
+    // Without BOS and without parsing the special token's text: no 128000 at all.
+    let out = run(&["--prompt", text, "--ids", "--no-bos", "--no-parse-special"]);
+    let got: Vec<u32> = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(!got.contains(&128000) && got.len() > want.len(), "{got:?}");
+    // Pieces: one `id -> 'piece'` line per token.
+    let out = run(&["--prompt", text, "--show-count"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.starts_with("128000 -> '<|begin_of_text|>'\n"), "{s}");
+    assert!(
+        s.ends_with(&format!("Total number of tokens: {}\n", want.len())),
+        "{s}"
+    );
+    // Bad input: non-zero, one line.
+    let out = run(&["--file", "/nonexistent/text.txt"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--file /nonexistent/text.txt"), "{err}");
 }

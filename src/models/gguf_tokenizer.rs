@@ -1,23 +1,25 @@
 //! The tokenizer a GGUF file carries in its metadata (`tokenizer.ggml.*`), built into a
 //! `tokenizers::Tokenizer` that gives llama.cpp's token ids (see docs/gguf-tokenizer.md):
 //!
-//! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE with the file's merges, pre-tokenized
-//!   with llama.cpp's regexes for `tokenizer.ggml.pre` (src/llama-vocab.cpp at the commit
-//!   scripts/build-llama-cpp.sh pins): `llama-bpe`/`llama3`/`llama-v3` (and `smaug-bpe`,
-//!   `dbrx`), `qwen2`, `gpt-2`, `default` (also when the key is absent, as llama.cpp does).
-//!   llama.cpp's llama3 family takes a whole pre-token that is in the vocabulary without
-//!   merging (`ignore_merges`), the others merge always.
+//! - `tokenizer.ggml.model = "gpt2"` / `"gemma4"`: BPE with the file's merges, pre-tokenized
+//!   as llama.cpp pre-tokenizes for `tokenizer.ggml.pre`: every one of its 91 names
+//!   ([`llama_cpp_pre`], src/llama-vocab.cpp at the commit scripts/build-llama-cpp.sh pins),
+//!   with its `ignore_merges`, BOS default, and GPT-2 byte encoding or raw UTF-8 with
+//!   `<0xXX>` bytes (gemma4: spaces as `▁`).
 //! - `tokenizer.ggml.model = "llama"` (SentencePiece, Llama 2 / Gemma): llama.cpp merges the
 //!   adjacent pair whose concatenation is the highest-scoring token (ties: leftmost), with
 //!   `<0xXX>` byte tokens for characters not in the vocabulary. That is BPE with one merge per
 //!   way of splitting a token into two tokens, ranked by the token's score: built so here.
 //!   Spaces become `▁`; `tokenizer.ggml.add_space_prefix` (default true) puts one first.
+//! - `tokenizer.ggml.model = "bert"` (WPM): llama.cpp's word split, `▁` before each word,
+//!   longest match, with its lowercasing and accent stripping.
 //!
 //! Tokens of type CONTROL and UNKNOWN are special added tokens and USER_DEFINED ones plain
 //! added tokens matched in the raw text: llama.cpp splits both out of the text before the
-//! model runs (`llama-tokenize` parses special tokens by default, as `encode` does here).
-//! BOS is put first exactly when `tokenizer.ggml.add_bos_token` says so, or by llama.cpp's
-//! default when it is absent (SentencePiece and the llama3 pre-tokenizers: yes; other BPE: no).
+//! model runs (`llama-tokenize` parses special tokens by default, as `encode` does here;
+//! `set_encode_special_tokens(true)` is its `--no-parse-special`). BOS is put first exactly
+//! when `tokenizer.ggml.add_bos_token` says so, or by llama.cpp's default when it is absent.
+//! Checked against llama.cpp's own test vectors and `llama-tokenize` (tests/gguf_tokenizer.rs).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,8 +31,10 @@ use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::BPE;
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
@@ -54,32 +58,22 @@ pub const TYPE_USER_DEFINED: i32 = 4;
 pub const TYPE_UNUSED: i32 = 5;
 pub const TYPE_BYTE: i32 = 6;
 
-/// llama.cpp's pre-tokenizer regexes (src/llama-vocab.cpp, `llm_tokenizer_bpe`).
+#[path = "tokenizers/llama_cpp_pre.rs"]
+pub mod llama_cpp_pre;
+pub use llama_cpp_pre::{PreRule, NAMES as PRE_NAMES};
+
+/// llama.cpp's pre-tokenizer regexes (src/llama-vocab.cpp, `llm_tokenizer_bpe`) of the most
+/// common types; every type is in [`llama_cpp_pre`].
 pub const REGEX_LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 pub const REGEX_QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 pub const REGEX_GPT2: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
-pub const REGEXES_DEFAULT: [&str; 4] = [
-    r"[\p{P}\$\+<=>\^~\|]+",
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
-    r"\p{N}+",
-    r"[0-9][0-9][0-9]",
-];
 
-/// How llama.cpp pre-tokenizes a BPE vocabulary of `tokenizer.ggml.pre` = `pre`:
-/// (regexes applied in turn, whole pre-tokens in the vocabulary taken as they are, BOS by
-/// default). None: a pre-tokenizer this module does not implement.
-pub fn bpe_pre(pre: Option<&str>) -> Option<(Vec<&'static str>, bool, bool)> {
-    Some(match pre.unwrap_or("default") {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => {
-            (vec![REGEX_LLAMA3], true, true)
-        }
-        "smaug-bpe" | "dbrx" => (vec![REGEX_LLAMA3], false, false),
-        "qwen2" | "deepseek-r1-qwen" | "megrez" | "stablelm2" => (vec![REGEX_QWEN2], false, false),
-        "gpt-2" | "phi-2" | "mpt" | "olmo" => (vec![REGEX_GPT2], false, false),
-        "default" => (REGEXES_DEFAULT.to_vec(), false, false),
-        _ => return None,
-    })
+/// How llama.cpp pre-tokenizes a BPE vocabulary of `tokenizer.ggml.pre` = `pre` (absent:
+/// `default`): (regexes as applied here, whole pre-tokens in the vocabulary taken as they
+/// are, BOS by default). None: a name llama.cpp does not know.
+pub fn bpe_pre(pre: Option<&str>) -> Option<(Vec<String>, bool, bool)> {
+    llama_cpp_pre::rule(pre).map(|r| (r.regexes, r.ignore_merges, r.add_bos))
 }
 
 /// The GPT-2 byte-to-character table of byte-level BPE vocabularies.
@@ -101,9 +95,17 @@ pub fn byte_chars() -> [char; 256] {
 
 /// The pre-tokenizer of a byte-level BPE vocabulary: llama.cpp's regexes, then bytes mapped
 /// to GPT-2's characters.
-pub fn bpe_pre_tokenizer(regexes: &[&str]) -> Result<PreTokenizerWrapper> {
+pub fn bpe_pre_tokenizer<S: AsRef<str>>(regexes: &[S]) -> Result<PreTokenizerWrapper> {
+    let mut steps = regex_splits(regexes)?;
+    steps.push(ByteLevel::new(false, false, false).into());
+    Ok(PreSequence::new(steps).into())
+}
+
+/// llama.cpp's regexes applied in turn, each keeping the text between matches as pieces.
+pub fn regex_splits<S: AsRef<str>>(regexes: &[S]) -> Result<Vec<PreTokenizerWrapper>> {
     let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(regexes.len() + 1);
     for r in regexes {
+        let r = r.as_ref();
         let split = Split::new(
             SplitPattern::Regex(r.to_string()),
             SplitDelimiterBehavior::Isolated,
@@ -115,8 +117,7 @@ pub fn bpe_pre_tokenizer(regexes: &[&str]) -> Result<PreTokenizerWrapper> {
         })?;
         steps.push(split.into());
     }
-    steps.push(ByteLevel::new(false, false, false).into());
-    Ok(PreSequence::new(steps).into())
+    Ok(steps)
 }
 
 /// Merges of a SentencePiece vocabulary as llama.cpp applies them: every split of a token into
@@ -146,8 +147,11 @@ pub fn spm_merges(tokens: &[String], scores: &[f32]) -> Vec<(String, String)> {
 /// What a GGUF file's tokenizer metadata says, read once.
 #[derive(Debug, Clone)]
 pub struct GgufVocab {
+    /// `tokenizer.ggml.model`: `llama` (SPM), `gpt2` / `gemma4` (BPE), `bert` (WPM).
     pub model: String,
     pub pre: Option<String>,
+    /// The BPE pre-tokenizer rule of `pre` (BPE vocabularies only).
+    pub pre_rule: Option<PreRule>,
     pub tokens: Vec<String>,
     pub types: Vec<i32>,
     pub scores: Vec<f32>,
@@ -159,6 +163,16 @@ pub struct GgufVocab {
     pub add_bos: bool,
     pub add_eos: bool,
     pub add_space_prefix: bool,
+    /// `tokenizer.ggml.remove_extra_whitespaces` (SentencePiece; refused when set).
+    pub remove_extra_whitespaces: bool,
+    /// Special tokens llama.cpp strips the whitespace left / right of, by model name
+    /// (`llama_vocab::impl::load`, "set attributes by model/tokenizer/architecture name").
+    pub lstrip: Vec<u32>,
+    pub rstrip: Vec<u32>,
+    /// WPM: `tokenizer.ggml.normalizer.lowercase` (default true) and `.strip_accents`
+    /// (default: as lowercase).
+    pub lowercase: bool,
+    pub strip_accents: bool,
 }
 
 fn err(path: &Path, reason: impl Into<String>) -> Error {
@@ -188,6 +202,8 @@ pub fn has_tokenizer(ct: &Content) -> bool {
         && ct.metadata.contains_key("tokenizer.ggml.tokens")
 }
 
+const FIX: &str = "put the model's tokenizer.json beside the file";
+
 impl GgufVocab {
     /// Reads and checks the metadata; the error names the missing or malformed key.
     pub fn read(path: &Path, ct: &Content) -> Result<GgufVocab> {
@@ -199,7 +215,9 @@ impl GgufVocab {
             None => {
                 return Err(err(
                     path,
-                    "the GGUF file has no tokenizer metadata (`tokenizer.ggml.model`); put the model's tokenizer.json beside the file",
+                    format!(
+                        "the GGUF file has no tokenizer metadata (`tokenizer.ggml.model`); {FIX}"
+                    ),
                 ))
             }
         };
@@ -225,12 +243,18 @@ impl GgufVocab {
                 })
                 .unwrap_or(Ok(Vec::new()))
         };
-        let tokens = strings("tokens")?;
+        let mut tokens = strings("tokens")?;
         if tokens.is_empty() {
             return Err(err(
                 path,
-                "the GGUF file has no `tokenizer.ggml.tokens`; put the model's tokenizer.json beside the file",
+                format!("the GGUF file has no `tokenizer.ggml.tokens`; {FIX}"),
             ));
+        }
+        // llama.cpp names an empty token `[EMPTY_<id>]`.
+        for (i, t) in tokens.iter_mut().enumerate() {
+            if t.is_empty() {
+                *t = format!("[EMPTY_{i}]");
+            }
         }
         let n = tokens.len();
         let types: Vec<i32> = match array("token_type")? {
@@ -275,19 +299,19 @@ impl GgufVocab {
             ));
         }
         let merges = strings("merges")?;
-        let pre = match md.get(&key("pre")) {
+        let mut pre = match md.get(&key("pre")) {
             Some(Value::String(s)) => Some(s.clone()),
             _ => None,
         };
-        let id = |k: &str| -> Result<Option<u32>> {
+        // llama.cpp: an id key outside the vocabulary is ignored (the default stays), a
+        // default outside it is disabled.
+        let id = |k: &str, default: Option<u32>| -> Result<Option<u32>> {
+            let default = default.filter(|&d| (d as usize) < n);
             match md.get(&key(k)) {
-                None => Ok(None),
+                None => Ok(default),
                 Some(v) => match as_u32(v) {
                     Some(i) if (i as usize) < n => Ok(Some(i)),
-                    Some(i) => Err(err(
-                        path,
-                        format!("`tokenizer.ggml.{k}` = {i} is outside the {n} tokens"),
-                    )),
+                    Some(_) => Ok(default),
                     None => Err(err(path, format!("`tokenizer.ggml.{k}` is not an integer"))),
                 },
             }
@@ -296,47 +320,73 @@ impl GgufVocab {
             Some(Value::Bool(b)) => Some(*b),
             _ => None,
         };
-        let (bos, eos, unk, add_bos_default, add_space_default) = match model.as_str() {
-            // llama.cpp's defaults per vocabulary type (llama_vocab::impl::load).
-            "llama" => (
-                id("bos_token_id")?.or(Some(1).filter(|_| n > 1)),
-                id("eos_token_id")?.or(Some(2).filter(|_| n > 2)),
-                id("unknown_token_id")?.or(Some(0)),
-                true,
-                true,
-            ),
-            "gpt2" => {
-                let Some((_, _, bos_default)) = bpe_pre(pre.as_deref()) else {
+        let mut pre_rule = None;
+        // llama.cpp's defaults per vocabulary type (llama_vocab::impl::load).
+        let (bos, eos, unk, add_bos_default, add_eos_default, add_space_default) =
+            match model.as_str() {
+                "llama" => (
+                    id("bos_token_id", Some(1))?,
+                    id("eos_token_id", Some(2))?,
+                    id("unknown_token_id", Some(0))?,
+                    true,
+                    false,
+                    true,
+                ),
+                "bert" => (
+                    id("bos_token_id", Some(101))?,
+                    id("eos_token_id", None)?,
+                    id("unknown_token_id", Some(100))?,
+                    true,
+                    false,
+                    false,
+                ),
+                "gpt2" | "gemma4" => {
+                    if model == "gemma4" {
+                        pre = Some("gemma4".into());
+                    }
+                    let Some(rule) = llama_cpp_pre::rule(pre.as_deref()) else {
+                        return Err(err(
+                            path,
+                            format!(
+                                "BPE pre-tokenizer `tokenizer.ggml.pre` = `{}` is not one of llama.cpp's {} names (0c1e570); {FIX}",
+                                pre.as_deref().unwrap_or(""),
+                                PRE_NAMES.len()
+                            ),
+                        ));
+                    };
+                    let d = if model == "gemma4" { None } else { Some(11) };
+                    let out = (
+                        id("bos_token_id", d)?,
+                        id("eos_token_id", d)?,
+                        id("unknown_token_id", None)?,
+                        rule.add_bos,
+                        false,
+                        false,
+                    );
+                    pre_rule = Some(rule);
+                    out
+                }
+                other => {
                     return Err(err(
                         path,
                         format!(
-                            "BPE pre-tokenizer `tokenizer.ggml.pre` = `{}` is not implemented (implemented: llama-bpe, llama3, qwen2, gpt-2, default, smaug-bpe, dbrx); put the model's tokenizer.json beside the file",
-                            pre.as_deref().unwrap_or("")
+                            "tokenizer model `tokenizer.ggml.model` = `{other}` is not implemented (implemented: gpt2, gemma4, llama, bert); {FIX}"
                         ),
-                    ));
-                };
-                (
-                    id("bos_token_id")?.or(Some(11).filter(|_| n > 11)),
-                    id("eos_token_id")?.or(Some(11).filter(|_| n > 11)),
-                    id("unknown_token_id")?,
-                    bos_default,
-                    false,
-                )
-            }
-            other => {
-                return Err(err(
-                    path,
-                    format!(
-                        "tokenizer model `tokenizer.ggml.model` = `{other}` is not implemented (implemented: gpt2, llama); put the model's tokenizer.json beside the file"
-                    ),
-                ))
-            }
-        };
-        if model == "gpt2" && merges.is_empty() {
-            return Err(err(path, "a BPE (`gpt2`) tokenizer without `tokenizer.ggml.merges`; put the model's tokenizer.json beside the file"));
+                    ))
+                }
+            };
+        if pre_rule.is_some() && merges.is_empty() {
+            return Err(err(
+                path,
+                format!("a BPE (`{model}`) tokenizer without `tokenizer.ggml.merges`; {FIX}"),
+            ));
         }
-        let add_bos = flag("add_bos_token").unwrap_or(add_bos_default);
-        let add_eos = flag("add_eos_token").unwrap_or(false);
+        let mut add_bos = flag("add_bos_token").unwrap_or(add_bos_default);
+        if pre_rule.as_ref().is_some_and(|r| r.pre_type == "GEMMA4") {
+            // llama.cpp's workaround for Gemma 4: BOS whatever the file says.
+            add_bos = true;
+        }
+        let add_eos = flag("add_eos_token").unwrap_or(add_eos_default);
         if add_bos && bos.is_none() {
             return Err(err(
                 path,
@@ -349,9 +399,27 @@ impl GgufVocab {
                 "`tokenizer.ggml.add_eos_token` is set but there is no EOS token id",
             ));
         }
+        let remove_extra_whitespaces = flag("remove_extra_whitespaces").unwrap_or(false);
+        if remove_extra_whitespaces && model == "llama" {
+            return Err(err(
+                path,
+                format!("`tokenizer.ggml.remove_extra_whitespaces` is not implemented; {FIX}"),
+            ));
+        }
+        let (lstrip, rstrip) = strip_attrs(ct, &tokens, &types, pre.as_deref());
+        let norm = |k: &str| match md.get(&format!("tokenizer.ggml.normalizer.{k}")) {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => None,
+        };
+        let lowercase = norm("lowercase").unwrap_or(true);
+        let strip_accents = norm("strip_accents").unwrap_or(lowercase);
         Ok(GgufVocab {
+            lowercase,
+            strip_accents,
+            add_space_prefix: flag("add_space_prefix").unwrap_or(add_space_default),
             model,
             pre,
+            pre_rule,
             tokens,
             types,
             scores,
@@ -361,95 +429,36 @@ impl GgufVocab {
             unk,
             add_bos,
             add_eos,
-            add_space_prefix: flag("add_space_prefix").unwrap_or(add_space_default),
+            remove_extra_whitespaces,
+            lstrip,
+            rstrip,
         })
     }
 
     /// Builds the tokenizer.
     pub fn build(&self, path: &Path) -> Result<Tokenizer> {
         let e = |what: &str, x: String| err(path, format!("{what}: {x}"));
-        let vocab: tokenizers::models::bpe::Vocab = self
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        if vocab.len() != self.tokens.len() {
-            return Err(err(
-                path,
-                "`tokenizer.ggml.tokens` holds the same token twice",
-            ));
-        }
-        let mut tok = if self.model == "gpt2" {
-            let (regexes, ignore_merges, _) =
-                bpe_pre(self.pre.as_deref()).expect("checked in read");
-            let merges: Vec<(String, String)> = self
-                .merges
-                .iter()
-                .map(|m| {
-                    // llama.cpp splits at the first space after the first byte.
-                    let at = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1);
-                    match at {
-                        Some(p) => Ok((m[..p].to_string(), m[p + 1..].to_string())),
-                        None => Err(err(path, format!("merge `{m}` has no space"))),
-                    }
-                })
-                .collect::<Result<_>>()?;
-            let mut b = BPE::builder()
-                .vocab_and_merges(vocab, merges)
-                .ignore_merges(ignore_merges);
-            if let Some(u) = self.unk {
-                b = b.unk_token(self.tokens[u as usize].clone());
-            }
-            let bpe = b.build().map_err(|x| e("BPE", x.to_string()))?;
-            let mut t = Tokenizer::new(bpe);
-            t.with_pre_tokenizer(Some(bpe_pre_tokenizer(&regexes)?));
-            t.with_decoder(Some(ByteLevelDecoder::new(false, false, false)));
-            t
+        let mut tok = if let Some(rule) = &self.pre_rule {
+            self.build_bpe(path, rule)?
+        } else if self.model == "bert" {
+            self.build_wpm(path)?
         } else {
-            if self.scores.is_empty() {
-                return Err(err(path, "a SentencePiece (`llama`) tokenizer without `tokenizer.ggml.scores`; put the model's tokenizer.json beside the file"));
-            }
-            let merges = spm_merges(&self.tokens, &self.scores);
-            let mut b = BPE::builder()
-                .vocab_and_merges(vocab, merges)
-                .byte_fallback(true);
-            if let Some(u) = self.unk {
-                b = b.unk_token(self.tokens[u as usize].clone());
-            }
-            let bpe = b.build().map_err(|x| e("BPE", x.to_string()))?;
-            let mut t = Tokenizer::new(bpe);
-            let mut norm: Vec<NormalizerWrapper> = Vec::new();
-            if self.add_space_prefix {
-                norm.push(Prepend::new("▁".into()).into());
-            }
-            norm.push(
-                Replace::new(" ", "▁")
-                    .map_err(|x| e("normalizer", x.to_string()))?
-                    .into(),
-            );
-            t.with_normalizer(Some(NormalizerSequence::new(norm)))
-                .map_err(|x| e("normalizer", x.to_string()))?;
-            let mut dec: Vec<DecoderWrapper> = vec![
-                Replace::new("▁", " ")
-                    .map_err(|x| e("decoder", x.to_string()))?
-                    .into(),
-                ByteFallback::new().into(),
-                Fuse::new().into(),
-            ];
-            if self.add_space_prefix {
-                dec.push(Strip::new(' ', 1, 0).into());
-            }
-            t.with_decoder(Some(DecoderSequence::new(dec)));
-            t
+            self.build_spm(path)?
         };
         let mut special = Vec::new();
         let mut user = Vec::new();
-        for (t, ty) in self.tokens.iter().zip(&self.types) {
+        for (i, (t, ty)) in self.tokens.iter().zip(&self.types).enumerate() {
+            let i = i as u32;
+            let strip = |a: AddedToken| {
+                a.lstrip(self.lstrip.contains(&i))
+                    .rstrip(self.rstrip.contains(&i))
+            };
             match *ty {
-                TYPE_CONTROL | TYPE_UNKNOWN => special.push(AddedToken::from(t.clone(), true)),
+                TYPE_CONTROL | TYPE_UNKNOWN => {
+                    special.push(strip(AddedToken::from(t.clone(), true)))
+                }
                 TYPE_USER_DEFINED => {
-                    user.push(AddedToken::from(t.clone(), false).normalized(false))
+                    user.push(strip(AddedToken::from(t.clone(), false).normalized(false)))
                 }
                 _ => {}
             }
@@ -494,6 +503,231 @@ impl GgufVocab {
         tok.with_post_processor(Some(tp));
         Ok(tok)
     }
+
+    fn vocab(&self, path: &Path) -> Result<tokenizers::models::bpe::Vocab> {
+        let vocab: tokenizers::models::bpe::Vocab = self
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        if vocab.len() != self.tokens.len() {
+            return Err(err(
+                path,
+                "`tokenizer.ggml.tokens` holds the same token twice",
+            ));
+        }
+        Ok(vocab)
+    }
+
+    fn build_bpe(&self, path: &Path, rule: &PreRule) -> Result<Tokenizer> {
+        let e = |what: &str, x: String| err(path, format!("{what}: {x}"));
+        let vocab = self.vocab(path)?;
+        let mut merges: Vec<(String, String)> = Vec::with_capacity(self.merges.len());
+        for m in &self.merges {
+            // llama.cpp splits at the first space after the first byte; a merge without
+            // one is the pair ("", "") there, which never applies.
+            let Some(p) = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
+                continue;
+            };
+            let (a, b) = (&m[..p], &m[p + 1..]);
+            // A merge of a piece that is no token can never apply in llama.cpp either
+            // (every symbol it merges is a token or a single character).
+            if vocab.contains_key(a)
+                && vocab.contains_key(b)
+                && vocab.contains_key(&format!("{a}{b}"))
+            {
+                merges.push((a.to_string(), b.to_string()));
+            }
+        }
+        // No unknown token: llama.cpp's BPE drops a piece that is no token and has no byte
+        // tokens (`<0xXX>` without GPT-2 byte encoding), it never emits UNK.
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(rule.ignore_merges)
+            .byte_fallback(!rule.byte_encode)
+            .build()
+            .map_err(|x| e("BPE", x.to_string()))?;
+        let mut t = Tokenizer::new(bpe);
+        if rule.escape_whitespaces {
+            t.with_normalizer(Some(
+                Replace::new(" ", "▁").map_err(|x| e("normalizer", x.to_string()))?,
+            ))
+            .map_err(|x| e("normalizer", x.to_string()))?;
+        }
+        if rule.byte_encode {
+            t.with_pre_tokenizer(Some(bpe_pre_tokenizer(&rule.regexes)?));
+            t.with_decoder(Some(ByteLevelDecoder::new(false, false, false)));
+        } else {
+            t.with_pre_tokenizer(Some(PreSequence::new(regex_splits(&rule.regexes)?)));
+            let mut dec: Vec<DecoderWrapper> = Vec::new();
+            if rule.escape_whitespaces {
+                dec.push(
+                    Replace::new("▁", " ")
+                        .map_err(|x| e("decoder", x.to_string()))?
+                        .into(),
+                );
+            }
+            dec.push(ByteFallback::new().into());
+            dec.push(Fuse::new().into());
+            t.with_decoder(Some(DecoderSequence::new(dec)));
+        }
+        Ok(t)
+    }
+
+    fn build_spm(&self, path: &Path) -> Result<Tokenizer> {
+        let e = |what: &str, x: String| err(path, format!("{what}: {x}"));
+        if self.scores.is_empty() {
+            return Err(err(
+                path,
+                format!(
+                    "a SentencePiece (`llama`) tokenizer without `tokenizer.ggml.scores`; {FIX}"
+                ),
+            ));
+        }
+        let merges = spm_merges(&self.tokens, &self.scores);
+        let mut b = BPE::builder()
+            .vocab_and_merges(self.vocab(path)?, merges)
+            .byte_fallback(true);
+        if let Some(u) = self.unk {
+            b = b.unk_token(self.tokens[u as usize].clone());
+        }
+        let bpe = b.build().map_err(|x| e("BPE", x.to_string()))?;
+        let mut t = Tokenizer::new(bpe);
+        let mut norm: Vec<NormalizerWrapper> = Vec::new();
+        if self.add_space_prefix {
+            norm.push(Prepend::new("▁".into()).into());
+        }
+        norm.push(
+            Replace::new(" ", "▁")
+                .map_err(|x| e("normalizer", x.to_string()))?
+                .into(),
+        );
+        t.with_normalizer(Some(NormalizerSequence::new(norm)))
+            .map_err(|x| e("normalizer", x.to_string()))?;
+        let mut dec: Vec<DecoderWrapper> = vec![
+            Replace::new("▁", " ")
+                .map_err(|x| e("decoder", x.to_string()))?
+                .into(),
+            ByteFallback::new().into(),
+            Fuse::new().into(),
+        ];
+        if self.add_space_prefix {
+            dec.push(Strip::new(' ', 1, 0).into());
+        }
+        t.with_decoder(Some(DecoderSequence::new(dec)));
+        Ok(t)
+    }
+
+    /// llama.cpp's WPM (`llm_tokenizer_wpm_session`): words split at whitespace, punctuation,
+    /// ASCII symbols and CJK ideographs, `▁` put before each word, then the longest token at
+    /// each position (a word with a position no token starts at is `[UNK]`).
+    fn build_wpm(&self, path: &Path) -> Result<Tokenizer> {
+        let e = |what: &str, x: String| err(path, format!("{what}: {x}"));
+        let Some(unk) = self.unk else {
+            return Err(err(
+                path,
+                "a WPM (`bert`) tokenizer without an unknown token id",
+            ));
+        };
+        let wp = WordPiece::builder()
+            .vocab(self.vocab(path)?)
+            .unk_token(self.tokens[unk as usize].clone())
+            .continuing_subword_prefix(String::new())
+            .max_input_chars_per_word(usize::MAX)
+            .build()
+            .map_err(|x| e("WordPiece", x.to_string()))?;
+        let mut t = Tokenizer::new(wp);
+        let word_split = Split::new(
+            SplitPattern::Regex(WPM_SPLIT.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|x| e("pre-tokenizer", x.to_string()))?;
+        let ws = Split::new(
+            SplitPattern::Regex(r"\s+".to_string()),
+            SplitDelimiterBehavior::Removed,
+            false,
+        )
+        .map_err(|x| e("pre-tokenizer", x.to_string()))?;
+        // Control characters, NUL and U+FFFD are dropped as llama.cpp drops them; then its
+        // accent stripping (one code point to its base, marks dropped) and lowercasing.
+        let mut norm: Vec<NormalizerWrapper> = vec![Replace::new(
+            tokenizers::normalizers::replace::ReplacePattern::Regex(
+                r"[\x00\x{FFFD}]|[\p{Cc}&&[^\s]]".into(),
+            ),
+            "",
+        )
+        .map_err(|x| e("normalizer", x.to_string()))?
+        .into()];
+        if self.strip_accents {
+            norm.push(tokenizers::normalizers::unicode::NFD.into());
+            norm.push(tokenizers::normalizers::strip::StripAccents.into());
+        }
+        if self.lowercase {
+            norm.push(tokenizers::normalizers::utils::Lowercase.into());
+        }
+        t.with_normalizer(Some(NormalizerSequence::new(norm)))
+            .map_err(|x| e("normalizer", x.to_string()))?;
+        t.with_pre_tokenizer(Some(PreSequence::new(vec![
+            ws.into(),
+            word_split.into(),
+            Metaspace::new('▁', PrependScheme::Always, false).into(),
+        ])));
+        t.with_decoder(Some(DecoderSequence::new(vec![
+            Replace::new("▁", " ")
+                .map_err(|x| e("decoder", x.to_string()))?
+                .into(),
+            Strip::new(' ', 1, 0).into(),
+        ])));
+        Ok(t)
+    }
+}
+
+/// Single-character words of llama.cpp's WPM: punctuation, ASCII symbols, CJK ideographs
+/// (its `is_chinese_char` ranges).
+const WPM_SPLIT: &str = r"[\p{P}\$\+<=>\^`\|~\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}\x{2B740}-\x{2B81F}\x{2B920}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}]";
+
+/// llama.cpp's per-token lstrip/rstrip set by model name: `<mask>` lstrip for the jina-v2
+/// pre-tokenizers and nomic-bert-moe / jina-bert-v3; every special token rstrip (but
+/// `<unk>`, `<s>`, `<|endoftext|>`) for a `general.name` containing phi-3 / phi3; `[MASK]`
+/// lstrip for modern-bert.
+fn strip_attrs(
+    ct: &Content,
+    tokens: &[String],
+    types: &[i32],
+    pre: Option<&str>,
+) -> (Vec<u32>, Vec<u32>) {
+    let s = |k: &str| match ct.metadata.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let name = s("general.name").to_lowercase();
+    let arch = s("general.architecture");
+    let pre = pre.unwrap_or("");
+    let find = |t: &str| tokens.iter().position(|x| x == t).map(|i| i as u32);
+    let any = |s: &str, subs: &[&str]| subs.iter().any(|x| s.contains(x));
+    let (mut l, mut r) = (Vec::new(), Vec::new());
+    if any(pre, &["jina-v2-de", "jina-v2-es", "jina-v2-code"])
+        || any(&arch, &["nomic-bert-moe", "jina-bert-v3"])
+    {
+        l.extend(find("<mask>"));
+    } else if any(&name, &["phi-3", "phi3"]) {
+        for (i, ty) in types.iter().enumerate() {
+            if matches!(*ty, TYPE_CONTROL | TYPE_USER_DEFINED | TYPE_UNKNOWN) {
+                r.push(i as u32);
+            }
+        }
+        r.extend(find("</s>"));
+        let keep: Vec<u32> = ["<unk>", "<s>", "<|endoftext|>"]
+            .iter()
+            .filter_map(|t| find(t))
+            .collect();
+        r.retain(|i| !keep.contains(i));
+    } else if any(&name, &["modern-bert"]) {
+        l.extend(find("[MASK]"));
+    }
+    (l, r)
 }
 
 /// The tokenizer of a GGUF file's metadata.

@@ -55,7 +55,10 @@ const GROUPS: &[(&str, &[&str])] = &[
             "db",
         ],
     ),
-    ("Models", &["list", "generate", "verify", "dequantize"]),
+    (
+        "Models",
+        &["list", "generate", "tokenize", "verify", "dequantize"],
+    ),
     ("Serving", &["serve", "load", "power"]),
     ("Training", &["train", "train-sweep", "sweep"]),
 ];
@@ -146,6 +149,11 @@ enum Cmd {
     /// Stream a model's continuation of a prompt (greedy by default) and one timing line:
     /// see what a model produces before trusting its speed.
     Generate(GenerateArgs),
+    /// Tokenize a prompt or a file with a model's tokenizer, as llama-tokenize does.
+    ///
+    /// Tokenize a prompt or a file with a model's tokenizer (the benchmarks' own), printing
+    /// ids (`--ids`) or `id -> 'piece'` lines in llama-tokenize's shape.
+    Tokenize(commands::tokenize::TokenizeArgs),
     /// Write a GGUF Gemma 3 as a safetensors folder for the non-quantized path.
     ///
     /// Write a GGUF Gemma 3 as a Hugging Face folder (f32 safetensors + config.json +
@@ -414,6 +422,7 @@ fn main() -> ExitCode {
             commands::dequantize::dequantize(&model, &out).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Generate(a) => commands::generate::generate(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Tokenize(a) => commands::tokenize::tokenize(a).map(|_| ExitCode::SUCCESS),
         Cmd::Run(a) => commands::run::run(a).map(|_| ExitCode::SUCCESS),
         Cmd::Depth(a) => commands::depth::depth(a).map(|_| ExitCode::SUCCESS),
         Cmd::Report { run } => commands::report::report(run).map(|_| ExitCode::SUCCESS),

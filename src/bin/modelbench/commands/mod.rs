@@ -24,6 +24,7 @@ pub mod run;
 pub mod sensitivity;
 pub mod serve;
 pub mod sweep;
+pub mod tokenize;
 pub mod train;
 pub mod train_sweep;
 pub mod verify;
