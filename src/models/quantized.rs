@@ -79,32 +79,11 @@ fn gguf_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::weights(path.display(), reason)
 }
 
-/// Reads the header (metadata and tensor table) of a GGUF file.
+/// Reads the header (metadata and tensor table) of a GGUF file: the bounded scan of
+/// [`super::gguf_check`] (counts, lengths, dimensions, offsets and alignment against the file's
+/// size, llama.cpp's layout rules), then candle's reader.
 pub fn read_header(path: &Path) -> Result<Content> {
-    let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
-    Content::read(&mut f).map_err(|e| {
-        let msg = one_line(&e.to_string());
-        // candle 0.11.1's reader: "unknown dtype for tensor <ggml type id>".
-        let unknown = msg
-            .strip_prefix("unknown dtype for tensor ")
-            .and_then(|t| t.trim().parse::<u32>().ok());
-        match unknown {
-            Some(t) => gguf_err(
-                path,
-                format!(
-                    "tensor type {} (ggml type {t}) is not supported by candle 0.11.1 (it runs {}); use a GGUF file quantized to one of those",
-                    ggml_type_name(t),
-                    CANDLE_TYPES
-                ),
-            ),
-            None => gguf_err(
-                path,
-                format!(
-                    "not a readable GGUF file ({msg}); it is truncated or corrupt: fetch it again"
-                ),
-            ),
-        }
-    })
+    super::gguf_check::read_checked(path).map(|(_, ct)| ct)
 }
 
 /// The tensor types candle 0.11.1 reads and runs (quantized matmuls on CPU and CUDA).
@@ -540,6 +519,7 @@ pub fn load_with(
 ) -> Result<Box<dyn CausalLm>> {
     let mut ct = read_header(path)?;
     let family = family(path, &ct)?;
+    super::gguf_check::check_arch(path, &ct)?;
     let imp = imp.unwrap_or(GgufImpl::default_for(family));
     let meta = describe_impl(path, &ct, family, context_cap, imp)?;
     if family == Family::Qwen3 {
@@ -550,26 +530,28 @@ pub fn load_with(
     }
     let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
     let err = |e: candle_core::Error| gguf_err(path, one_line(&e.to_string()));
-    let q = match family {
-        Family::Llama | Family::Qwen3 if imp == GgufImpl::Modelbench => Q::LlamaOwn(
-            llama_quantized::ModelWeights::from_gguf(ct, &mut f, device, meta.built_context)
-                .map_err(err)?,
-        ),
-        Family::Llama => {
-            Q::Llama(quantized_llama::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
-        }
-        Family::Qwen3 => {
-            Q::Qwen3(quantized_qwen3::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
-        }
-        Family::Gemma3 if imp == GgufImpl::Modelbench => Q::Gemma3Own(
-            gemma3_quantized::ModelWeights::from_gguf(ct, &mut f, device, meta.built_context)
-                .map_err(err)?,
-        ),
-        Family::Gemma3 => {
-            Q::Gemma3(quantized_gemma3::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
-        }
-        Family::Qwen3Moe => unreachable!("family() never returns it"),
-    };
+    let q = super::gguf_check::guard(path, "building the model", || {
+        Ok(match family {
+            Family::Llama | Family::Qwen3 if imp == GgufImpl::Modelbench => Q::LlamaOwn(
+                llama_quantized::ModelWeights::from_gguf(ct, &mut f, device, meta.built_context)
+                    .map_err(err)?,
+            ),
+            Family::Llama => {
+                Q::Llama(quantized_llama::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
+            }
+            Family::Qwen3 => {
+                Q::Qwen3(quantized_qwen3::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?)
+            }
+            Family::Gemma3 if imp == GgufImpl::Modelbench => Q::Gemma3Own(
+                gemma3_quantized::ModelWeights::from_gguf(ct, &mut f, device, meta.built_context)
+                    .map_err(err)?,
+            ),
+            Family::Gemma3 => Q::Gemma3(
+                quantized_gemma3::ModelWeights::from_gguf(ct, &mut f, device).map_err(err)?,
+            ),
+            Family::Qwen3Moe => unreachable!("family() never returns it"),
+        })
+    })?;
     Ok(Box::new(QuantizedLm {
         q,
         len: 0,
