@@ -240,7 +240,8 @@ fn scan_reader<R: Read + Seek>(r: &mut Bounded<R>) -> std::result::Result<Scan, 
             r.remaining()
         ));
     }
-    let mut keys: Vec<String> = Vec::with_capacity(n_kv as usize);
+    // Grown as entries are read, never sized from the (untrusted) counts.
+    let mut keys: Vec<String> = Vec::new();
     let mut seen: BTreeSet<Vec<u8>> = BTreeSet::new();
     let mut alignment = None;
     for i in 0..n_kv {
@@ -294,7 +295,8 @@ fn scan_reader<R: Read + Seek>(r: &mut Bounded<R>) -> std::result::Result<Scan, 
                         ));
                     }
                     let n = r.u64(&|| format!("{}'s length", what()))?;
-                    let least = n as u128 * esize.max(8) as u128;
+                    // A string element is at least its 8-byte length.
+                    let least = n as u128 * if esize == 0 { 8 } else { esize } as u128;
                     if least > r.remaining() as u128 {
                         return Err(format!(
                             "{}: an array of {n} {ename} needs at least {least} bytes, only {} remain: its length is corrupt",
@@ -326,7 +328,7 @@ fn scan_reader<R: Read + Seek>(r: &mut Bounded<R>) -> std::result::Result<Scan, 
         keys.push(name);
     }
     let alignment = alignment.unwrap_or(DEFAULT_ALIGNMENT);
-    let mut tensors: Vec<ScannedTensor> = Vec::with_capacity(n_tensors as usize);
+    let mut tensors: Vec<ScannedTensor> = Vec::new();
     let mut names: BTreeSet<String> = BTreeSet::new();
     for i in 0..n_tensors {
         let raw = r.string(MAX_NAME as u64 - 1, &|| format!("tensor {i}'s name"))?;
