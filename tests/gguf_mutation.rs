@@ -196,7 +196,7 @@ fn ggml_sizes(t: u32) -> Option<(u64, u64)> {
 fn tensor_bytes(dims: &[u64], t: u32) -> Option<u64> {
     let (b, s) = ggml_sizes(t)?;
     let n: u64 = dims.iter().product();
-    (dims[0] % b == 0).then_some(n / b * s)
+    dims[0].is_multiple_of(b).then_some(n / b * s)
 }
 
 // ------------------------------------------------------------------------------------------

@@ -368,7 +368,7 @@ fn scan_reader<R: Read + Seek>(r: &mut Bounded<R>) -> std::result::Result<Scan, 
         };
         let (blck, tsize) = (dt.block_size() as u128, dt.type_size() as u128);
         let row = ne.first().copied().unwrap_or(1) as u128;
-        if row % blck != 0 {
+        if !row.is_multiple_of(blck) {
             return Err(format!(
                 "{}: type {} with rows of {row} elements, expected a multiple of its block size {blck}",
                 what(),
@@ -1314,11 +1314,8 @@ pub fn hparams(ct: &Content, spec: &ArchSpec) -> std::result::Result<Hparams, St
         ));
     }
     let n_ff = u("feed_forward_length").unwrap_or(0);
-    let n_ff_exp = u("expert_feed_forward_length").unwrap_or(if n_expert_used > 0 {
-        n_ff / n_expert_used
-    } else {
-        0
-    });
+    let n_ff_exp = u("expert_feed_forward_length")
+        .unwrap_or_else(|| n_ff.checked_div(n_expert_used).unwrap_or(0));
     let n_vocab = vocab(ct, a)?;
     Ok(Hparams {
         arch: a.to_string(),
