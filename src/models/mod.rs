@@ -21,6 +21,7 @@ pub mod batched;
 pub mod dequantize;
 pub mod families;
 pub mod gemma3_quantized;
+pub mod gguf_check;
 pub mod gguf_fixture;
 pub mod gguf_tokenizer;
 pub mod host_ops;
@@ -305,6 +306,13 @@ pub fn load(
         Weights::Safetensors(paths) => {
             let st = open_safetensors(paths)?;
             check_tensors(&st, &expected, paths)?;
+            gguf_check::check_safetensors(
+                config_path,
+                config,
+                &st,
+                &expected,
+                &describe_paths(paths),
+            )?;
             VarBuilder::from_backend(Box::new(st), opts.dtype, opts.device.clone())
         }
         Weights::Gguf(_) => unreachable!("handled above"),

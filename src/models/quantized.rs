@@ -19,32 +19,11 @@ fn gguf_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::weights(path.display(), reason)
 }
 
-/// Reads the header (metadata and tensor table) of a GGUF file.
+/// Reads the header (metadata and tensor table) of a GGUF file: the bounded scan of
+/// [`super::gguf_check`] (counts, lengths, dimensions, offsets and alignment against the file's
+/// size, llama.cpp's layout rules), then candle's reader.
 pub fn read_header(path: &Path) -> Result<Content> {
-    let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
-    Content::read(&mut f).map_err(|e| {
-        let msg = one_line(&e.to_string());
-        // candle 0.11.1's reader: "unknown dtype for tensor <ggml type id>".
-        let unknown = msg
-            .strip_prefix("unknown dtype for tensor ")
-            .and_then(|t| t.trim().parse::<u32>().ok());
-        match unknown {
-            Some(t) => gguf_err(
-                path,
-                format!(
-                    "tensor type {} (ggml type {t}) is not supported by candle 0.11.1 (it runs {}); use a GGUF file quantized to one of those",
-                    ggml_type_name(t),
-                    CANDLE_TYPES
-                ),
-            ),
-            None => gguf_err(
-                path,
-                format!(
-                    "not a readable GGUF file ({msg}); it is truncated or corrupt: fetch it again"
-                ),
-            ),
-        }
-    })
+    super::gguf_check::read_checked(path).map(|(_, ct)| ct)
 }
 
 /// The tensor types candle 0.11.1 reads and runs (quantized matmuls on CPU and CUDA).
@@ -426,6 +405,7 @@ pub fn load_with(
 ) -> Result<Box<dyn CausalLm>> {
     let mut ct = read_header(path)?;
     let fam = family_entry(path, &ct)?;
+    super::gguf_check::check_arch(path, &ct)?;
     let chosen = choose(path, &ct, fam, imp)?;
     let meta = describe_impl(path, &ct, context_cap, Some(chosen.imp))?;
     if chosen.positions == Positions::FromMetadata {
@@ -435,13 +415,15 @@ pub fn load_with(
         );
     }
     let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
-    let m = (chosen.build)(families::Build {
-        ct,
-        file: &mut f,
-        device,
-        context: meta.built_context,
-    })
-    .map_err(|e| gguf_err(path, one_line(&e.to_string())))?;
+    let m = super::gguf_check::guard(path, "building the model", || {
+        (chosen.build)(families::Build {
+            ct,
+            file: &mut f,
+            device,
+            context: meta.built_context,
+        })
+        .map_err(|e| gguf_err(path, one_line(&e.to_string())))
+    })?;
     Ok(Box::new(QuantizedLm {
         m,
         one_token_after_start: chosen.one_token_after_start,
