@@ -12,6 +12,7 @@ pub mod plot;
 pub mod record;
 pub mod report;
 pub mod serving;
+pub mod site;
 pub mod summary;
 
 /// A number with `prec` decimals, or `n/a` when it was not measured (tables).

@@ -51,9 +51,10 @@ fn id_of(r: &Record) -> String {
     }
 }
 
-/// A record the summary covers: criterion's own measurements of candle (not a peer's row,
-/// not a calibration run with an injected slowdown).
-fn counts(r: &Record) -> bool {
+/// A record the summary covers: criterion's own measurements of candle (not a peer's row).
+/// A record with an injected slowdown is judged against the previous clean run (that is
+/// what a calibration run is for) and is never another run's previous measurement.
+pub fn counts(r: &Record) -> bool {
     r.harness == Harness::Criterion && r.engine.is_none() && !r.samples_s.is_empty()
 }
 
@@ -68,11 +69,8 @@ pub fn lines(
     threshold: &dyn Fn(&str) -> f64,
 ) -> Vec<Line> {
     let mine: Vec<&Record> = records.iter().filter(|r| counts(r)).collect();
-    let mut wanted: BTreeMap<String, Option<(String, Record)>> = mine
-        .iter()
-        .filter(|r| r.injected.is_none())
-        .map(|r| (r.key(), None))
-        .collect();
+    let mut wanted: BTreeMap<String, Option<(String, Record)>> =
+        mine.iter().map(|r| (r.key(), None)).collect();
     let hw = mine.first().map(|r| r.hardware.fingerprint());
     let name = run.file_name().map(|n| n.to_os_string());
     let earlier: Vec<_> = list_runs(root)
