@@ -291,6 +291,47 @@ mod tests {
         assert_eq!(time(0.09999), "100 ms");
     }
 
+    /// An injected run is judged against the previous clean run (SLOWER), and a later clean
+    /// run is judged against the clean run before it, never against the injected one.
+    #[test]
+    fn an_injected_run_is_judged_but_never_a_baseline() {
+        use crate::output::record::{Kind, Record};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let rec = |f: f64, injected: Option<&str>| {
+            let samples: Vec<f64> = (0..20)
+                .map(|i| 0.01 * f * (1.0 + 0.01 * (i as f64).sin()))
+                .collect();
+            let mut r = Record::from_samples(Kind::Generation, "medium", samples, 16);
+            r.id = "medium/cpu-f32/fixture:llama".into();
+            r.injected = injected.map(str::to_string);
+            r
+        };
+        let runs = [
+            ("20990101_000001", rec(1.0, None)),
+            ("20990101_000002", rec(1.5, Some("decode:50%"))),
+            ("20990101_000003", rec(1.02, None)),
+        ];
+        for (name, r) in &runs {
+            let d = root.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            crate::output::report::write_artifacts(&d, std::slice::from_ref(r)).unwrap();
+        }
+        let judged = |i: usize| {
+            let (name, r) = &runs[i];
+            lines(root, &root.join(name), std::slice::from_ref(r), &|_| 0.2)[0]
+                .change
+                .clone()
+                .expect("a previous run")
+        };
+        let slow = judged(1);
+        assert_eq!(slow.verdict, Verdict::Regression);
+        assert_eq!(slow.run, "20990101_000001");
+        let clean = judged(2);
+        assert_eq!(clean.verdict, Verdict::Unchanged);
+        assert_eq!(clean.run, "20990101_000001", "never the injected run");
+    }
+
     #[test]
     fn a_change_reads_as_a_verdict() {
         let c = Change {

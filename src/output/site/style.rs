@@ -18,6 +18,8 @@ main { max-width: 1240px; margin: 0 auto; padding: 16px 24px 48px; }
 h1 { font-size: 24px; margin: 12px 0 4px; }
 h2 { font-size: 19px; margin: 32px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
 h3 { font-size: 16px; margin: 20px 0 6px; }
+h1.mono { font-size: 22px; }
+td.bench { white-space: nowrap; }
 p.meta, .muted { color: var(--muted); }
 p.meta { margin: 2px 0 12px; }
 a { color: var(--accent); }
