@@ -235,7 +235,10 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
     assert!(dom.contains(&format!("Newest run: {newest}")), "{dom}");
     check_summary(&dom, &expected).unwrap();
     // The script ran: it marks every header of a sortable table.
-    assert!(dom.contains("<th class=\"sortable\">benchmark</th>"), "{dom}");
+    assert!(
+        dom.contains("<th class=\"sortable\">benchmark</th>"),
+        "{dom}"
+    );
     // Verdicts, both sides.
     for (cells, _) in table_rows(&dom, "summary-table") {
         let verdict = &cells[4];
@@ -261,7 +264,13 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
             .iter()
             .find(|(c, _)| &c[0] == id)
             .unwrap_or_else(|| panic!("{id} is not in the benchmarks table"));
-        let href = raw.split("href=\"").nth(1).unwrap().split('"').next().unwrap();
+        let href = raw
+            .split("href=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         let page = root.join(href);
         let (pdom, plog) = render(&browser, &page);
         assert!(!plog.contains("CONSOLE"), "{id}: {plog}");
@@ -273,7 +282,11 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
             "{id}: a 95% interval per point"
         );
         let series = pdom.matches("<g class=\"legend\">").count();
-        assert_eq!(series.to_string(), *machines, "{id}: one series per machine");
+        assert_eq!(
+            series.to_string(),
+            *machines,
+            "{id}: one series per machine"
+        );
         // A band behind every point with a previous point of its machine.
         assert_eq!(
             pdom.matches("class=\"band\"").count(),
@@ -281,7 +294,11 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
             "{id}"
         );
         let flagged = pdom.matches("point flagged slower").count();
-        assert_eq!(flagged, usize::from(id == SLOWED), "{id}: ringed SLOWER points");
+        assert_eq!(
+            flagged,
+            usize::from(id == SLOWED),
+            "{id}: ringed SLOWER points"
+        );
         assert_eq!(
             table_rows(&pdom, "history-table").len(),
             points,

@@ -421,9 +421,7 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => commands::generate::generate(a).map(|_| ExitCode::SUCCESS),
         Cmd::Run(a) => commands::run::run(a).map(|_| ExitCode::SUCCESS),
         Cmd::Depth(a) => commands::depth::depth(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Report { run, html } => {
-            commands::report::report(run, html).map(|_| ExitCode::SUCCESS)
-        }
+        Cmd::Report { run, html } => commands::report::report(run, html).map(|_| ExitCode::SUCCESS),
         Cmd::Compare {
             base,
             new,

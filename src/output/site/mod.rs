@@ -244,7 +244,15 @@ pub fn write(root: &Path) -> Result<()> {
         let html = bench_page(root, b, &subjects, &paired);
         atomic_write(&bench_dir.join(format!("{}.html", b.page)), html.as_bytes())?;
     }
-    let index = index_page(root, &rows, &benches, &pages, &paired, db_note, &mut profile);
+    let index = index_page(
+        root,
+        &rows,
+        &benches,
+        &pages,
+        &paired,
+        db_note,
+        &mut profile,
+    );
     if cache.dirty {
         let _ = atomic_write(
             &site.join("cache.json"),
@@ -317,7 +325,8 @@ fn benches<'a>(
                 .find(|p| p.machine == machine && p.row.record.injected.is_none())
                 .map(|p| p.row);
             let change = prev.map(|prev| {
-                let t = threshold(profile(&machine).as_ref(), &id);
+                // Noise profiles are stored per hardware fingerprint.
+                let t = threshold(profile(&r.record.hardware.fingerprint()).as_ref(), &id);
                 let (verdict, ci) = cache.judged(
                     format!(
                         "v|{}|{}|{}|{}|{machine}|{t}",
@@ -369,7 +378,12 @@ fn commit_subjects(root: &Path, rows: &[DbRow]) -> HashMap<String, String> {
     let Ok(o) = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["show", "--no-patch", "--format=%H%x1f%s", "--ignore-missing"])
+        .args([
+            "show",
+            "--no-patch",
+            "--format=%H%x1f%s",
+            "--ignore-missing",
+        ])
         .args(&commits)
         .stderr(std::process::Stdio::null())
         .output()
@@ -443,13 +457,7 @@ pub fn criterion_report(id: &str) -> Option<PathBuf> {
     let safe = |s: &str| {
         let mut t: String = s
             .chars()
-            .map(|c| {
-                if "?\"/\\*<>:|^".contains(c) {
-                    '_'
-                } else {
-                    c
-                }
-            })
+            .map(|c| if "?\"/\\*<>:|^".contains(c) { '_' } else { c })
             .collect();
         while t.len() > 64 {
             t.pop();
@@ -596,12 +604,7 @@ fn summary_section(
             .unwrap_or_default();
         let (class, word) = verdict_badge(&l.change);
         let crit = criterion_report(&l.id)
-            .map(|p| {
-                format!(
-                    "<a href=\"{}\">report</a>",
-                    esc(&relative(root, &p))
-                )
-            })
+            .map(|p| format!("<a href=\"{}\">report</a>", esc(&relative(root, &p))))
             .unwrap_or_else(|| "<span class=\"muted\">none</span>".into());
         let ratio = l.change.as_ref().map(|c| c.ratio).unwrap_or(f64::NAN);
         let _ = writeln!(
@@ -786,11 +789,7 @@ const SECTIONS: &[Section] = &[
 
 fn sections(h: &mut String, root: &Path, folders: &[PathBuf], paired: &[PairedRun]) {
     for s in SECTIONS {
-        let Some(dir) = folders
-            .iter()
-            .rev()
-            .find(|d| d.join(s.marker).is_file())
-        else {
+        let Some(dir) = folders.iter().rev().find(|d| d.join(s.marker).is_file()) else {
             continue;
         };
         let name = file_name(dir);
@@ -880,9 +879,10 @@ fn sections(h: &mut String, root: &Path, folders: &[PathBuf], paired: &[PairedRu
     }
 }
 
-/// KL-divergence verdicts the newest run holding any carried in its records' `quality`.
+/// KL-divergence verdicts the newest run holding any (of the newest [`QUALITY_LOOKBACK`])
+/// carried in its records' `quality`.
 fn quality_section(h: &mut String, folders: &[PathBuf]) {
-    for dir in folders.iter().rev() {
+    for dir in folders.iter().rev().take(QUALITY_LOOKBACK) {
         let Ok(records) = read_run(dir) else { continue };
         let q: Vec<&Record> = records.iter().filter(|r| r.quality.is_some()).collect();
         if q.is_empty() {
@@ -932,6 +932,9 @@ fn quality_section(h: &mut String, folders: &[PathBuf]) {
         return;
     }
 }
+
+/// How many run folders, newest first, are searched for quality verdicts.
+pub const QUALITY_LOOKBACK: usize = 50;
 
 /// A folder written by `compare --paired` (paired.json).
 struct PairedRun {
@@ -1046,10 +1049,7 @@ fn bench_page(
                 .expect("a run of the benchmark");
             (
                 short(&p.row.record.build.git_commit).to_string(),
-                day_time(&p.row.record.timestamp)
-                    .chars()
-                    .skip(5)
-                    .collect(),
+                day_time(&p.row.record.timestamp).chars().skip(5).collect(),
             )
         })
         .collect();

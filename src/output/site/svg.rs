@@ -114,11 +114,7 @@ pub fn chart(slots: &[(String, String)], series: &[Series], y_desc: &str) -> Str
     let (f, u) = unit(hi);
     // Start the axis at 0 unless the data sit far above it (then a margin below).
     let pad = (hi - lo).max(hi * 0.02) * 0.12;
-    let y0 = if lo - pad < hi * 0.35 {
-        0.0
-    } else {
-        lo - pad
-    };
+    let y0 = if lo - pad < hi * 0.35 { 0.0 } else { lo - pad };
     let y1 = hi + pad;
     let tk = ticks(y0 * f, y1 * f, 6);
     let (y0, y1) = (
