@@ -600,7 +600,7 @@ fn summary_section(
         let injected = r
             .injected
             .as_deref()
-            .map(|i| format!("<span class=\"tag\">injected {}</span>", esc(i)))
+            .map(|i| format!("<br><span class=\"tag\">injected {}</span>", esc(i)))
             .unwrap_or_default();
         let (class, word) = verdict_badge(&l.change);
         let crit = criterion_report(&l.id)
@@ -879,53 +879,85 @@ fn sections(h: &mut String, root: &Path, folders: &[PathBuf], paired: &[PairedRu
     }
 }
 
-/// KL-divergence verdicts the newest run holding any (of the newest [`QUALITY_LOOKBACK`])
-/// carried in its records' `quality`.
+/// The quality gate's verdicts (KL divergence against llama.cpp) of the newest run whose
+/// records carry one that ran (status passed or failed; of the newest [`QUALITY_LOOKBACK`]):
+/// per model file and implementation.
 fn quality_section(h: &mut String, folders: &[PathBuf]) {
+    let judged = |r: &Record| {
+        r.quality
+            .as_ref()
+            .and_then(|q| q.get("status"))
+            .and_then(|s| s.as_str())
+            .is_some_and(|s| s == "passed" || s == "failed")
+    };
     for dir in folders.iter().rev().take(QUALITY_LOOKBACK) {
         let Ok(records) = read_run(dir) else { continue };
-        let q: Vec<&Record> = records.iter().filter(|r| r.quality.is_some()).collect();
-        if q.is_empty() {
+        if !records.iter().any(judged) {
             continue;
         }
         let name = file_name(dir);
         let _ = writeln!(
             h,
-            "<h2 id=\"quality\">Quality (KL divergence)</h2>\n<p class=\"meta\">Newest: <span class=\"mono\">{}</span> · the quality gate's verdict per model file and implementation · <a href=\"{0}/results.jsonl\">results.jsonl</a></p>\n<table class=\"sortable\"><thead><tr><th>model</th><th>implementation</th><th>dtype</th><th>passed</th><th>verdict</th></tr></thead><tbody>",
+            "<h2 id=\"quality\">Quality (KL divergence)</h2>\n<p class=\"meta\">Newest: <span class=\"mono\">{}</span> · the quality gate's verdict per model file and implementation (<code>modelbench verify</code>) · <a href=\"{0}/results.jsonl\">results.jsonl</a></p>\n<table class=\"sortable\"><thead><tr><th>model</th><th>implementation</th><th>device</th><th>dtype</th><th>status</th><th>checks</th></tr></thead><tbody>",
             esc(&name)
         );
         let mut seen = std::collections::HashSet::new();
-        for r in q {
-            let v = r.quality.as_ref().expect("filtered");
+        for r in &records {
+            let Some(q) = r.quality.as_ref() else { continue };
+            let s = |v: Option<&serde_json::Value>| {
+                v.and_then(|x| x.as_str()).unwrap_or_default().to_string()
+            };
+            let key = q.get("key");
             let row = (
                 r.model.label.clone(),
-                r.model.provenance.implementation.clone(),
-                r.dtype.name(),
+                s(key.and_then(|k| k.get("implementation"))),
+                s(key.and_then(|k| k.get("device"))),
+                s(key.and_then(|k| k.get("dtype"))),
             );
             if !seen.insert(row.clone()) {
                 continue;
             }
-            let passed = v
-                .get("passed")
-                .and_then(|p| p.as_bool())
-                .map(|p| if p { "yes" } else { "NO" })
-                .unwrap_or("n/a");
-            let mut text = v.to_string();
-            if text.len() > 300 {
-                let mut end = 300;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                text.truncate(end);
-                text.push('…');
-            }
+            let status = s(q.get("status"));
+            let class = match status.as_str() {
+                "passed" => "faster",
+                "failed" => "slower",
+                _ => "",
+            };
+            let checks = q
+                .get("verdict")
+                .and_then(|v| v.get("checks"))
+                .and_then(|c| c.as_array())
+                .map(|c| {
+                    c.iter()
+                        .map(|c| {
+                            format!(
+                                "{} {} (limit {}) {}",
+                                s(c.get("name")),
+                                c.get("value")
+                                    .and_then(|v| v.as_f64())
+                                    .map(|v| format!("{v:.4}"))
+                                    .unwrap_or_default(),
+                                s(c.get("limit")),
+                                if c.get("passed").and_then(|p| p.as_bool()) == Some(true) {
+                                    "ok"
+                                } else {
+                                    "FAILED"
+                                }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_else(|| s(q.get("why")));
             let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{passed}</td><td class=\"mono\">{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><span class=\"verdict {class}\">{}</span></td><td>{}</td></tr>",
                 esc(&row.0),
                 esc(&row.1),
                 esc(&row.2),
-                esc(&text)
+                esc(&row.3),
+                esc(&status),
+                esc(&checks)
             );
         }
         h.push_str("</tbody></table>\n");

@@ -19,12 +19,11 @@ h1 { font-size: 24px; margin: 12px 0 4px; }
 h2 { font-size: 19px; margin: 32px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
 h3 { font-size: 16px; margin: 20px 0 6px; }
 h1.mono { font-size: 22px; }
-td.bench { white-space: nowrap; }
 p.meta, .muted { color: var(--muted); }
 p.meta { margin: 2px 0 12px; }
 a { color: var(--accent); }
 code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; font-size: 13px; }
-table { border-collapse: collapse; width: 100%; margin: 8px 0 16px; font-size: 14px; }
+table { border-collapse: collapse; width: 100%; margin: 8px 0 16px; font-size: 13.5px; }
 th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { background: var(--alt); font-weight: 600; white-space: nowrap; }
 th.sortable { cursor: pointer; user-select: none; }
@@ -38,8 +37,8 @@ tbody tr:hover { background: #fafbfc; }
 .verdict.slower { background: var(--bad-bg); color: var(--bad); }
 .verdict.faster { background: var(--good-bg); color: var(--good); }
 .verdict.noise { background: var(--neutral-bg); color: #3b4352; }
-.tag { display: inline-block; padding: 0 6px; border-radius: 4px; font-size: 12px;
-  background: #fff4d6; color: #7a5200; margin-left: 4px; }
+.tag { display: inline-block; padding: 0 6px; border-radius: 4px; font-size: 11px;
+  background: #fff4d6; color: #7a5200; white-space: nowrap; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; margin: 8px 0 12px; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 120px; }
 .card .n { font-size: 22px; font-weight: 700; }
