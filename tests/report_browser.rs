@@ -331,4 +331,56 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
     let (bdom, _) = render(&browser, &broken);
     let err = check_summary(&bdom, &expected).expect_err("a lost row must fail the check");
     assert!(err.contains(SLOWED), "{err}");
+
+    // Sections: none without their files; each with its data and links once a run holds it.
+    for id in ["peers", "depth", "paired"] {
+        assert!(!dom.contains(&format!("id=\"{id}\"")), "{id} without data");
+    }
+    let newest_dir = root.join(&newest);
+    std::fs::write(
+        newest_dir.join("peers.md"),
+        "# Peers\n\n| scenario | candle / llama.cpp |\n|---|---:|\n| medium | 0.42 [0.40, 0.44] |\n",
+    )
+    .unwrap();
+    std::fs::write(
+        newest_dir.join("depth.csv"),
+        "model,depth,prefill_tok_s\nfixture:llama,512,1234.5\n",
+    )
+    .unwrap();
+    let paired = root.join("20990101_000000-paired");
+    std::fs::create_dir_all(&paired).unwrap();
+    std::fs::write(
+        paired.join("paired.json"),
+        serde_json::json!({"base": "main", "new": "HEAD", "inject": "decode:5%", "threshold": 0.02,
+            "model": "fixture:llama", "rows": [{"scenario": "medium", "metric": "decode",
+            "pairs": 60, "ratio": 1.05, "ci95": [1.04, 1.06], "verdict": "Regression"}]})
+        .to_string(),
+    )
+    .unwrap();
+    write_index(&root).unwrap();
+    let (dom, log) = render(&browser, &root.join("index.html"));
+    assert!(!log.contains("CONSOLE"), "{log}");
+    let section = |id: &str| {
+        let start = dom
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("a section {id}"));
+        dom[start..].split("<h2").next().unwrap().to_string()
+    };
+    let peers = section("peers");
+    assert!(peers.contains("<td>0.42 [0.40, 0.44]</td>"), "{peers}");
+    assert!(peers.contains(&format!("href=\"{newest}/peers.md\"")), "{peers}");
+    let depth = section("depth");
+    assert!(depth.contains("<td>1234.5</td>"), "{depth}");
+    let listed = section("paired");
+    assert!(listed.contains("Regression") && listed.contains("1.050x"), "{listed}");
+    // The paired comparison is listed on the page of its scenario and model only.
+    for k in &keys {
+        let page = root.join("site/bench").join(format!(
+            "{}.html",
+            k[1].replace(['/', ':'], "_")
+        ));
+        let (pdom, _) = render(&browser, &page);
+        let on_page = pdom.contains("20990101_000000-paired/paired.md");
+        assert_eq!(on_page, k[1] == SLOWED, "{}: the paired comparison", k[1]);
+    }
 }
