@@ -368,17 +368,22 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
     };
     let peers = section("peers");
     assert!(peers.contains("<td>0.42 [0.40, 0.44]</td>"), "{peers}");
-    assert!(peers.contains(&format!("href=\"{newest}/peers.md\"")), "{peers}");
+    assert!(
+        peers.contains(&format!("href=\"{newest}/peers.md\"")),
+        "{peers}"
+    );
     let depth = section("depth");
     assert!(depth.contains("<td>1234.5</td>"), "{depth}");
     let listed = section("paired");
-    assert!(listed.contains("Regression") && listed.contains("1.050x"), "{listed}");
+    assert!(
+        listed.contains("Regression") && listed.contains("1.050x"),
+        "{listed}"
+    );
     // The paired comparison is listed on the page of its scenario and model only.
     for k in &keys {
-        let page = root.join("site/bench").join(format!(
-            "{}.html",
-            k[1].replace(['/', ':'], "_")
-        ));
+        let page = root
+            .join("site/bench")
+            .join(format!("{}.html", k[1].replace(['/', ':'], "_")));
         let (pdom, _) = render(&browser, &page);
         let on_page = pdom.contains("20990101_000000-paired/paired.md");
         assert_eq!(on_page, k[1] == SLOWED, "{}: the paired comparison", k[1]);

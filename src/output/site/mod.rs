@@ -903,7 +903,9 @@ fn quality_section(h: &mut String, folders: &[PathBuf]) {
         );
         let mut seen = std::collections::HashSet::new();
         for r in &records {
-            let Some(q) = r.quality.as_ref() else { continue };
+            let Some(q) = r.quality.as_ref() else {
+                continue;
+            };
             let s = |v: Option<&serde_json::Value>| {
                 v.and_then(|x| x.as_str()).unwrap_or_default().to_string()
             };
