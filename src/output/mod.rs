@@ -11,6 +11,7 @@ pub mod peers;
 pub mod plot;
 pub mod record;
 pub mod report;
+pub mod runs;
 pub mod serving;
 pub mod site;
 pub mod summary;

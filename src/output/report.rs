@@ -12,6 +12,10 @@ use crate::output::record::{Kind, Record};
 use crate::util::fsio::atomic_write;
 use crate::util::time::stamp;
 
+/// Reading run folders lives in [`crate::output::runs`] (the summary and the site read them
+/// too, and this module writes the site).
+pub use crate::output::runs::{list_runs, read_run};
+
 /// target-reports/ (the knob MODELBENCH_REPORTS overrides it; see `util::settings`).
 pub fn reports_root() -> PathBuf {
     crate::util::settings::current().reports_root
@@ -140,40 +144,6 @@ pub fn write_artifacts(dir: &Path, records: &[Record]) -> Result<()> {
     )?;
     atomic_write(&dir.join("README.md"), markdown(dir, records).as_bytes())?;
     Ok(())
-}
-
-/// Reads the records of a run folder.
-pub fn read_run(dir: &Path) -> Result<Vec<Record>> {
-    let f = dir.join("results.jsonl");
-    if !dir.is_dir() {
-        return Err(Error::Report(format!(
-            "{}: not a run folder (no such directory)",
-            dir.display()
-        )));
-    }
-    let text = std::fs::read_to_string(&f)
-        .map_err(|e| Error::Report(format!("{}: cannot read results.jsonl: {e}", dir.display())))?;
-    let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        out.push(serde_json::from_str(line).map_err(|e| {
-            Error::Report(format!(
-                "{}:{}: not a modelbench record: {e}",
-                f.display(),
-                i + 1
-            ))
-        })?);
-    }
-    if out.is_empty() {
-        return Err(Error::Report(format!(
-            "{}: the run holds no records",
-            dir.display()
-        )));
-    }
-    Ok(out)
 }
 
 fn opt_num(v: Option<f64>, digits: usize) -> String {
@@ -412,19 +382,6 @@ pub fn markdown(dir: &Path, records: &[Record]) -> String {
         s.push_str(&other_table(records));
     }
     s
-}
-
-/// The run folders under `root` (those holding results.jsonl), oldest first (their names
-/// start with the UTC time they were made). Empty when `root` does not exist.
-pub fn list_runs(root: &Path) -> Vec<PathBuf> {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("results.jsonl").is_file())
-        .collect();
-    runs.sort();
-    runs
 }
 
 /// target-reports/index.html and the pages under target-reports/site/ ([`crate::output::site`]):

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::measure::stats::bootstrap_median_ci;
 use crate::output::compare::{judge, Verdict, RESAMPLES, SEED};
 use crate::output::record::{Harness, Record};
-use crate::output::report::{list_runs, read_run};
+use crate::output::runs::{list_runs, read_run};
 
 /// How many earlier run folders are searched for a benchmark's previous measurement.
 pub const LOOKBACK: usize = 100;
@@ -315,7 +315,8 @@ mod tests {
         for (name, r) in &runs {
             let d = root.join(name);
             std::fs::create_dir_all(&d).unwrap();
-            crate::output::report::write_artifacts(&d, std::slice::from_ref(r)).unwrap();
+            let line = serde_json::to_string(r).unwrap();
+            std::fs::write(d.join("results.jsonl"), format!("{line}\n")).unwrap();
         }
         let judged = |i: usize| {
             let (name, r) = &runs[i];

@@ -31,7 +31,7 @@ use crate::output::compare::{judge, Verdict, RESAMPLES, SEED};
 use crate::output::db::{Db, DbTarget};
 use crate::output::noise::{self, NoiseProfile};
 use crate::output::record::{Kind, Record};
-use crate::output::report::{list_runs, read_run};
+use crate::output::runs::{list_runs, read_run};
 use crate::output::summary::{self, Change, Line};
 use crate::util::fsio::atomic_write;
 
