@@ -11,7 +11,9 @@ pub mod peers;
 pub mod plot;
 pub mod record;
 pub mod report;
+pub mod runs;
 pub mod serving;
+pub mod site;
 pub mod summary;
 
 /// A number with `prec` decimals, or `n/a` when it was not measured (tables).

@@ -1,6 +1,6 @@
 //! Run folders under target-reports/ and their artifacts: results.jsonl (the records),
 //! results.csv, summary.json, README.md (scenario x model table), plus target-reports/index.html
-//! linking every run and criterion's report. Every file is rewritten atomically after each
+//! (the browsable report: [`crate::output::site`]). Every file is rewritten atomically after each
 //! benchmark, so an interrupted run leaves complete files, and no earlier run is touched.
 
 use std::collections::BTreeMap;
@@ -11,6 +11,10 @@ use crate::error::{Error, Result};
 use crate::output::record::{Kind, Record};
 use crate::util::fsio::atomic_write;
 use crate::util::time::stamp;
+
+/// Reading run folders lives in [`crate::output::runs`] (the summary and the site read them
+/// too, and this module writes the site).
+pub use crate::output::runs::{list_runs, read_run};
 
 /// target-reports/ (the knob MODELBENCH_REPORTS overrides it; see `util::settings`).
 pub fn reports_root() -> PathBuf {
@@ -140,40 +144,6 @@ pub fn write_artifacts(dir: &Path, records: &[Record]) -> Result<()> {
     )?;
     atomic_write(&dir.join("README.md"), markdown(dir, records).as_bytes())?;
     Ok(())
-}
-
-/// Reads the records of a run folder.
-pub fn read_run(dir: &Path) -> Result<Vec<Record>> {
-    let f = dir.join("results.jsonl");
-    if !dir.is_dir() {
-        return Err(Error::Report(format!(
-            "{}: not a run folder (no such directory)",
-            dir.display()
-        )));
-    }
-    let text = std::fs::read_to_string(&f)
-        .map_err(|e| Error::Report(format!("{}: cannot read results.jsonl: {e}", dir.display())))?;
-    let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        out.push(serde_json::from_str(line).map_err(|e| {
-            Error::Report(format!(
-                "{}:{}: not a modelbench record: {e}",
-                f.display(),
-                i + 1
-            ))
-        })?);
-    }
-    if out.is_empty() {
-        return Err(Error::Report(format!(
-            "{}: the run holds no records",
-            dir.display()
-        )));
-    }
-    Ok(out)
 }
 
 fn opt_num(v: Option<f64>, digits: usize) -> String {
@@ -414,61 +384,14 @@ pub fn markdown(dir: &Path, records: &[Record]) -> String {
     s
 }
 
-/// target-reports/index.html: every run folder, newest first, and criterion's report.
-/// The run folders under `root` (those holding results.jsonl), oldest first (their names
-/// start with the UTC time they were made). Empty when `root` does not exist.
-pub fn list_runs(root: &Path) -> Vec<PathBuf> {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("results.jsonl").is_file())
-        .collect();
-    runs.sort();
-    runs
-}
-
+/// target-reports/index.html and the pages under target-reports/site/ ([`crate::output::site`]):
+/// the newest run's summary with its verdicts, a page per benchmark of the results database,
+/// and a section for each other kind of result a run folder holds. The peers chart across
+/// runs (peers-history.png) is drawn first from the run folders' own records; a failure there
+/// never fails the run.
 pub fn write_index(root: &Path) -> Result<()> {
-    let runs: Vec<String> = list_runs(root)
-        .iter()
-        .rev()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
-    let crit = crate::util::fsio::target_dir().join("criterion/report/index.html");
-    let mut h = String::from("<!doctype html><meta charset=utf-8><title>modelbench runs</title>\n<h1>modelbench runs</h1>\n");
-    // The newest run's summary first (written by `cargo bench` at the end of each bench).
-    if let Some(r) = runs.first() {
-        if let Ok(md) = std::fs::read_to_string(root.join(r).join("summary.md")) {
-            let esc = md
-                .replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;");
-            let _ = writeln!(
-                h,
-                "<h2>Newest run: {r}</h2>\n<p><a href=\"{r}/summary.md\">summary.md</a></p>\n<pre>\n{esc}</pre>"
-            );
-        }
-    }
-    let _ = writeln!(h, "<p><a href=\"file://{}\">criterion report</a> (target/criterion/report/index.html)</p>\n<ul>", crit.display());
-    for r in &runs {
-        let _ = writeln!(
-            h,
-            "<li>{r}: <a href=\"{r}/README.md\">README.md</a> · <a href=\"{r}/summary.json\">summary.json</a> · <a href=\"{r}/results.csv\">results.csv</a> · <a href=\"{r}/results.jsonl\">results.jsonl</a></li>"
-        );
-    }
-    h.push_str("</ul>\n");
-    // Peers: the newest run's chart and the candle/peer ratio across runs (from the run
-    // folders' own records); a failure here never fails the run.
     let folders = list_runs(root);
-    if let Some(latest) = folders.iter().rev().find(|p| p.join("peers.png").is_file()) {
-        let name = latest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let _ = writeln!(
-            h,
-            "<h2>Peers</h2>\n<p>Newest peers run, {name} (<a href=\"{name}/peers.md\">peers.md</a>: ratios with 95% intervals):</p>\n<img src=\"{name}/peers.png\" alt=\"peers\">"
-        );
+    if folders.iter().any(|p| p.join("peers.md").is_file()) {
         let runs: Vec<(String, Vec<Record>)> = folders
             .iter()
             .filter(|p| p.join("peers.md").is_file())
@@ -478,57 +401,9 @@ pub fn write_index(root: &Path) -> Result<()> {
             })
             .collect();
         let points = crate::output::peers::peers_history(&runs);
-        match crate::output::peers::peers_history_png(&root.join("peers-history.png"), &points) {
-            Ok(true) => {
-                let _ = writeln!(h, "<h3>candle / peer across runs (per commit, per machine)</h3>\n<img src=\"peers-history.png\" alt=\"peers history\">\n<pre>\n{}</pre>", crate::output::peers::peers_history_table(&points));
-            }
-            Ok(false) => {}
-            Err(e) => {
-                let _ = writeln!(h, "<p>peers history chart not available: {e}</p>");
-            }
-        }
+        let _ = crate::output::peers::peers_history_png(&root.join("peers-history.png"), &points);
     }
-    // Serving: the newest load run (`modelbench load` writes requests.jsonl after each level
-    // and load.md, load.csv, load.png at the end), read from the folder's own records.
-    if let Some(latest) = folders
-        .iter()
-        .rev()
-        .find(|p| p.join("requests.jsonl").is_file() || p.join("load.md").is_file())
-    {
-        let name = latest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match read_run(latest) {
-            Ok(records) => {
-                let chart = latest.join("load.png").is_file();
-                if let Some(section) = crate::output::serving::serving_html(&name, &records, chart)
-                {
-                    h.push_str(&section);
-                }
-            }
-            Err(e) => {
-                let _ = writeln!(
-                    h,
-                    "<h2>Serving</h2>\n<p>load results of {name} not available: {e}</p>"
-                );
-            }
-        }
-    }
-    // Trend charts from the results database; a failure there never fails the run.
-    match crate::output::db::index_trends(root, 8) {
-        Ok(charts) if !charts.is_empty() => {
-            h.push_str("<h2>Trends (results database, tok/s per hardware)</h2>\n");
-            for (title, file) in charts {
-                let _ = writeln!(h, "<h3>{title}</h3>\n<img src=\"{file}\" alt=\"{title}\">");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => {
-            let _ = writeln!(h, "<p>trend charts not available: {e}</p>");
-        }
-    }
-    atomic_write(&root.join("index.html"), h.as_bytes())
+    crate::output::site::write(root)
 }
 
 /// One row of a PSANN grid's throughput.csv (the original PSANN throughput log's columns).

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::measure::stats::bootstrap_median_ci;
 use crate::output::compare::{judge, Verdict, RESAMPLES, SEED};
 use crate::output::record::{Harness, Record};
-use crate::output::report::{list_runs, read_run};
+use crate::output::runs::{list_runs, read_run};
 
 /// How many earlier run folders are searched for a benchmark's previous measurement.
 pub const LOOKBACK: usize = 100;
@@ -51,9 +51,10 @@ fn id_of(r: &Record) -> String {
     }
 }
 
-/// A record the summary covers: criterion's own measurements of candle (not a peer's row,
-/// not a calibration run with an injected slowdown).
-fn counts(r: &Record) -> bool {
+/// A record the summary covers: criterion's own measurements of candle (not a peer's row).
+/// A record with an injected slowdown is judged against the previous clean run (that is
+/// what a calibration run is for) and is never another run's previous measurement.
+pub fn counts(r: &Record) -> bool {
     r.harness == Harness::Criterion && r.engine.is_none() && !r.samples_s.is_empty()
 }
 
@@ -68,11 +69,8 @@ pub fn lines(
     threshold: &dyn Fn(&str) -> f64,
 ) -> Vec<Line> {
     let mine: Vec<&Record> = records.iter().filter(|r| counts(r)).collect();
-    let mut wanted: BTreeMap<String, Option<(String, Record)>> = mine
-        .iter()
-        .filter(|r| r.injected.is_none())
-        .map(|r| (r.key(), None))
-        .collect();
+    let mut wanted: BTreeMap<String, Option<(String, Record)>> =
+        mine.iter().map(|r| (r.key(), None)).collect();
     let hw = mine.first().map(|r| r.hardware.fingerprint());
     let name = run.file_name().map(|n| n.to_os_string());
     let earlier: Vec<_> = list_runs(root)
@@ -291,6 +289,48 @@ mod tests {
         assert_eq!(sig3(161.77), "162");
         assert_eq!(sig3(99.99), "100");
         assert_eq!(time(0.09999), "100 ms");
+    }
+
+    /// An injected run is judged against the previous clean run (SLOWER), and a later clean
+    /// run is judged against the clean run before it, never against the injected one.
+    #[test]
+    fn an_injected_run_is_judged_but_never_a_baseline() {
+        use crate::output::record::{Kind, Record};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let rec = |f: f64, injected: Option<&str>| {
+            let samples: Vec<f64> = (0..20)
+                .map(|i| 0.01 * f * (1.0 + 0.01 * (i as f64).sin()))
+                .collect();
+            let mut r = Record::from_samples(Kind::Generation, "medium", samples, 16);
+            r.id = "medium/cpu-f32/fixture:llama".into();
+            r.injected = injected.map(str::to_string);
+            r
+        };
+        let runs = [
+            ("20990101_000001", rec(1.0, None)),
+            ("20990101_000002", rec(1.5, Some("decode:50%"))),
+            ("20990101_000003", rec(1.02, None)),
+        ];
+        for (name, r) in &runs {
+            let d = root.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let line = serde_json::to_string(r).unwrap();
+            std::fs::write(d.join("results.jsonl"), format!("{line}\n")).unwrap();
+        }
+        let judged = |i: usize| {
+            let (name, r) = &runs[i];
+            lines(root, &root.join(name), std::slice::from_ref(r), &|_| 0.2)[0]
+                .change
+                .clone()
+                .expect("a previous run")
+        };
+        let slow = judged(1);
+        assert_eq!(slow.verdict, Verdict::Regression);
+        assert_eq!(slow.run, "20990101_000001");
+        let clean = judged(2);
+        assert_eq!(clean.verdict, Verdict::Unchanged);
+        assert_eq!(clean.run, "20990101_000001", "never the injected run");
     }
 
     #[test]

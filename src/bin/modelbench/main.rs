@@ -173,10 +173,15 @@ enum Cmd {
     /// (untimed), restored before every timed prefill / decode; records, depth.csv and
     /// depth.png (tok/s against depth, one line per model) in a run folder.
     Depth(DepthArgs),
-    /// Re-render the artifacts (README.md, results.csv, summary.json) of a run.
+    /// Re-render the artifacts (README.md, results.csv, summary.json) of a run, or (`--html`)
+    /// the browsable report target-reports/index.html.
     Report {
         /// Run folder (default: the newest under target-reports/).
         run: Option<PathBuf>,
+        /// Only regenerate the browsable report (target-reports/index.html and the pages under
+        /// target-reports/site/) from the run folders and the results database.
+        #[arg(long)]
+        html: bool,
     },
     /// Compare two runs (or commits); exit 1 on a regression.
     ///
@@ -425,7 +430,7 @@ fn main() -> ExitCode {
         Cmd::Tokenize(a) => commands::tokenize::tokenize(a).map(|_| ExitCode::SUCCESS),
         Cmd::Run(a) => commands::run::run(a).map(|_| ExitCode::SUCCESS),
         Cmd::Depth(a) => commands::depth::depth(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Report { run } => commands::report::report(run).map(|_| ExitCode::SUCCESS),
+        Cmd::Report { run, html } => commands::report::report(run, html).map(|_| ExitCode::SUCCESS),
         Cmd::Compare {
             base,
             new,

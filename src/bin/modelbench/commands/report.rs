@@ -1,4 +1,4 @@
-//! `modelbench report` and `export`: re-render a run, or export it as metric-registry lines
+//! `modelbench report` and `export`: re-render a run (`--html`: the browsable report), or export it as metric-registry lines
 //! or Bencher Metric Format JSON.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,32 @@ pub fn latest_run() -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("{}: no runs yet", root.display()))
 }
 
-pub fn report(run: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn report(run: Option<PathBuf>, html: bool) -> anyhow::Result<()> {
+    if html {
+        if let Some(r) = run {
+            anyhow::bail!(
+                "{}: `report --html` regenerates the whole report from target-reports/ (set MODELBENCH_REPORTS for another folder); give no run folder",
+                r.display()
+            );
+        }
+        let root = reports_root();
+        if !root.is_dir() {
+            anyhow::bail!(
+                "{}: no reports folder (run `cargo bench` or `modelbench run` first)",
+                root.display()
+            );
+        }
+        modelbench::output::report::write_index(&root)?;
+        let pages = std::fs::read_dir(root.join(modelbench::output::site::DIR).join("bench"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        println!(
+            "{}: the newest run's summary and {pages} benchmark pages ({})",
+            root.join("index.html").display(),
+            root.join(modelbench::output::site::DIR).display()
+        );
+        return Ok(());
+    }
     let dir = match run {
         Some(r) => r,
         None => latest_run()?,
