@@ -702,8 +702,8 @@ const HEAD: &[TensorSpec] = &[
 ];
 
 const LLAMA_NOT_RUN: &[&str] = &[
-    // check_rope (quantized.rs) says why; listed so the table is complete.
-    "rope_freqs.weight",
+    // `rope_freqs.weight` (Llama 3.x) is read by the project's implementation; the family
+    // table (models::families) refuses it for candle-transformers' quantized_llama.
     "attn_qkv.weight",
     "attn_qkv.bias",
     "attn_q.bias",
