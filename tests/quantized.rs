@@ -239,7 +239,7 @@ impl Reference {
             self.u("attention.key_length"),
         );
         let hidden = self.u("embedding_length");
-        let pattern = self.u("attention.sliding_window_type");
+        let pattern = self.u("attention.sliding_window_pattern");
         let (embd, _) = self.w("token_embd.weight");
         let mut xs: Vec<Vec<f32>> = toks
             .iter()

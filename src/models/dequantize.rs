@@ -81,7 +81,9 @@ pub fn gemma3_to_hf(gguf: &Path, tokenizer: Option<&Path>, out: &Path) -> Result
         "attn_logit_softcapping": null,
         "query_pre_attn_scalar": head_dim,
         "sliding_window": need("attention.sliding_window")?,
-        "sliding_window_pattern": md_u(&ct, "gemma3.attention.sliding_window_type").unwrap_or(6),
+        "sliding_window_pattern": md_u(&ct, "gemma3.attention.sliding_window_pattern")
+            .or_else(|| md_u(&ct, "gemma3.attention.sliding_window_type"))
+            .unwrap_or(6),
         "max_position_embeddings": need("context_length")?,
         "tie_word_embeddings": tied,
         "torch_dtype": "float32",

@@ -69,6 +69,38 @@ pub struct Config {
     pub max_context: usize,
 }
 
+/// Every how many layers one is global: llama.cpp's `attention.sliding_window_pattern` (a period,
+/// or one bool per layer, true = sliding; llama.cpp's `load_swa_pattern`), else the older
+/// `attention.sliding_window_type` period, else 6 (Gemma 3's, which llama.cpp assumes too).
+fn swa_period(
+    pattern: Option<&gguf_file::Value>,
+    legacy: Option<&gguf_file::Value>,
+) -> Result<usize> {
+    use gguf_file::Value;
+    match pattern {
+        Some(Value::Array(per_layer)) => {
+            let swa: Vec<bool> = per_layer
+                .iter()
+                .map(|v| v.to_bool())
+                .collect::<Result<_>>()?;
+            let period = swa.iter().position(|s| !s).map_or(0, |i| i + 1);
+            if swa
+                .iter()
+                .enumerate()
+                .any(|(l, s)| *s != (period > 1 && (l + 1) % period != 0))
+            {
+                bail!("attention.sliding_window_pattern {swa:?} is not periodic (one global layer every N): not implemented");
+            }
+            Ok(period)
+        }
+        Some(v) => Ok(v.to_u32()? as usize),
+        None => Ok(legacy
+            .and_then(|v| v.to_u32().ok())
+            .map(|v| v as usize)
+            .unwrap_or(DEFAULT_SLIDING_WINDOW_TYPE)),
+    }
+}
+
 impl Config {
     pub fn from_gguf(ct: &gguf_file::Content) -> Result<Config> {
         let prefix = ["gemma3", "gemma2", "gemma", "gemma-embedding"]
@@ -108,10 +140,10 @@ impl Config {
             hidden: u("embedding_length")?,
             rms_norm_eps: need("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
             sliding_window: u("attention.sliding_window")?,
-            sliding_window_type: get("attention.sliding_window_type")
-                .and_then(|v| v.to_u32().ok())
-                .map(|v| v as usize)
-                .unwrap_or(DEFAULT_SLIDING_WINDOW_TYPE),
+            sliding_window_type: swa_period(
+                get("attention.sliding_window_pattern"),
+                get("attention.sliding_window_type"),
+            )?,
             rope_base: opt_f("rope.freq_base").unwrap_or(DEFAULT_ROPE_FREQUENCY),
             rope_base_local: opt_f("rope.local_freq_base")
                 .unwrap_or(DEFAULT_ROPE_FREQUENCY_SLIDING),

@@ -900,6 +900,13 @@ pub const ARCHS: &[ArchSpec] = &[
                 false,
                 Range::Int(1, MAX_LAYERS),
             ),
+            // llama.cpp's key (a period; its per-layer array form is checked by the model).
+            key(
+                "attention.sliding_window_pattern",
+                U,
+                false,
+                Range::Int(1, MAX_LAYERS),
+            ),
             key("rope.local_freq_base", F, false, BASE),
             key("final_logit_softcapping", F, false, Range::Float(0.0, 1e6)),
         ],

@@ -132,7 +132,8 @@ fn metadata(family: Family, c: &serde_json::Value) -> Vec<(String, Value)> {
             u("sliding_window"),
         ));
         m.push((
-            "gemma3.attention.sliding_window_type".into(),
+            // llama.cpp's key (its gemma3 loader reads this one; 6 when absent).
+            "gemma3.attention.sliding_window_pattern".into(),
             u("_sliding_window_pattern"),
         ));
         m.push((
@@ -498,7 +499,7 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
     // v2: Gemma norm weights stored as llama.cpp's converter stores them (1 + w).
     // v3: the tokenizer in the metadata, general.file_type.
     // v4: sharpened ([`sharpen`]) so the KL-divergence gate can tell right from wrong.
-    let out = dir.join(format!("fixture-{}-q8_0-v5.gguf", fx.name));
+    let out = dir.join(format!("fixture-{}-q8_0-v6.gguf", fx.name));
     if out.is_file() {
         return Ok(out);
     }
