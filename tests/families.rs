@@ -209,7 +209,11 @@ fn check(name: &str) {
         // KL divergence stays inside the limits. docs/models.md has the reproduction.
         let v = gate(&path, &r, CANDLE, None);
         for c in v.checks.iter().filter(|c| c.name.contains("KLD")) {
-            assert!(c.passed, "candle's quantized_qwen3 {}: {} not {}", c.name, c.value, c.limit);
+            assert!(
+                c.passed,
+                "candle's quantized_qwen3 {}: {} not {}",
+                c.name, c.value, c.limit
+            );
         }
     }
     for (imp, wrong) in controls.iter() {

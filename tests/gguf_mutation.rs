@@ -898,9 +898,7 @@ fn load_time_paired() {
         } else {
             candle_core::quantized::gguf_file::Content::read(&mut f).unwrap()
         };
-        let fam = quantized::family(p, &ct).unwrap();
-        let imp = quantized::GgufImpl::default_for(fam);
-        let meta = quantized::describe_impl(p, &ct, fam, cap, imp).unwrap();
+        let meta = quantized::describe_impl(p, &ct, cap, None).unwrap();
         let m = modelbench::models::gemma3_quantized::ModelWeights::from_gguf(
             ct,
             &mut f,

@@ -472,7 +472,10 @@ const SHARPEN_OUT: f64 = 7.0;
 /// projection, else the q/k projections) and the final norm by [`SHARPEN_OUT`]: attention
 /// becomes position-selective and the logits peaked, on every implementation alike.
 fn sharpen(p: &mut Parts) -> Result<()> {
-    let normed = p.tensors.iter().any(|(n, _)| n.ends_with("attn_q_norm.weight"));
+    let normed = p
+        .tensors
+        .iter()
+        .any(|(n, _)| n.ends_with("attn_q_norm.weight"));
     for (n, t) in p.tensors.iter_mut() {
         let qk = if normed {
             n.ends_with("attn_q_norm.weight") || n.ends_with("attn_k_norm.weight")

@@ -4,6 +4,7 @@
 
 use candle_transformers::models::quantized_gemma3;
 
+use super::GgufImpl;
 use super::{
     candle, refuses_any_rope_scaling, Build, GgufFamily, GgufModel, Implementation, Positions,
 };
@@ -11,7 +12,6 @@ use crate::error::{one_line, Result};
 use crate::models::batched::{BatchOptions, Slots, StepModel};
 use crate::models::gemma3_quantized::{self, Batched, ModelWeights};
 use crate::models::gguf_fixture::GgufFixture;
-use super::GgufImpl;
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {

@@ -6,6 +6,7 @@
 use candle_core::quantized::gguf_file::Content;
 use candle_transformers::models::quantized_llama;
 
+use super::GgufImpl;
 use super::{
     candle, refuses_any_rope_scaling, Build, GgufFamily, GgufModel, Implementation, Positions,
 };
@@ -13,7 +14,6 @@ use crate::error::Result;
 use crate::models::batched::{BatchOptions, Slots, StepModel};
 use crate::models::gguf_fixture::{GgufFixture, Parts};
 use crate::models::llama_quantized::{self, Batched, ModelWeights};
-use super::GgufImpl;
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {

@@ -5,10 +5,10 @@
 use candle_transformers::models::quantized_qwen2;
 
 use super::llama::OWN;
+use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
 use crate::models::gguf_fixture::{seeded_normal, GgufFixture, Parts};
-use super::GgufImpl;
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {

@@ -4,9 +4,9 @@
 use candle_transformers::models::quantized_qwen3;
 
 use super::llama::OWN;
+use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::models::gguf_fixture::GgufFixture;
-use super::GgufImpl;
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
