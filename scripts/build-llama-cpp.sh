@@ -39,7 +39,11 @@
 # --version output, CPU).
 #
 # Usage: scripts/build-llama-cpp.sh [DIR]
-#   DIR (or $LLAMA_CPP_DIR) defaults to target/llama-cpp/0.3.36 in the repository.
+#   DIR (or $LLAMA_CPP_DIR) defaults to target/llama-cpp/0.3.36 in the repository. modelbench
+#   and the other scripts look in $LLAMA_CPP_DIR when set, else there (src/util/llama_cpp.rs).
+#   `.ci/run` builds into a cache outside the checkout, one build per version and machine:
+#   ${MODELBENCH_CACHE:-$HOME/.cache/modelbench}/llama-cpp/0.3.36-$(scripts/machine-id.sh), since
+#   -march=native code from one CPU can die with an illegal instruction on another.
 # Idempotent: with a complete build in DIR it builds nothing and prints where it is; an
 # incomplete one (e.g. from before llama-bench was added) is rebuilt; a complete one without
 # test-backend-ops (before issue 31) gets only that program compiled (the sdist is downloaded

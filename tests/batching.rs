@@ -146,10 +146,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
 fn check(reference: &str, cap: usize, lens: &[usize], chunk: usize, n_new: usize, fast: bool) {
     let mut m = match load(reference, cap) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("SKIPPED {reference}: not installed here ({e}); scripts/fetch-offline-models.sh installs it");
-            return;
-        }
+        Err(e) => return common::skip_real_model(format!("{reference}: {e}")),
     };
     let w = own_weights::<ModelWeights>(&*m).expect("the project's Gemma 3");
     let b = Batched::new(w, fast).unwrap();
@@ -276,9 +273,9 @@ fn a_step_past_the_context_is_an_error_not_a_panic() {
 #[test]
 #[ignore]
 fn step_times() {
-    let Ok(mut m) = load(REAL, 1024) else {
-        eprintln!("SKIPPED: {REAL} is not installed");
-        return;
+    let mut m = match load(REAL, 1024) {
+        Ok(m) => m,
+        Err(e) => return common::skip_real_model(format!("{REAL}: {e}")),
     };
     let vocab = m.meta().vocab;
     let steps = 16;

@@ -5,8 +5,9 @@
 //! the database unchanged and intact; a second push adds nothing;
 //! the CLI's `db push`, `history`, `compare COMMIT COMMIT` and `export --format bencher`.
 //!
-//! Without the package's initdb/pg_ctl the PostgreSQL test prints why and returns, unless
-//! MODELBENCH_REQUIRE_POSTGRES is set (CI sets it after installing the package): then it fails.
+//! Without the package's initdb/pg_ctl the PostgreSQL test skips through tests/common's rule:
+//! it fails instead with MODELBENCH_REQUIRE_POSTGRES set (CI sets it after installing the
+//! package) or under CI=true.
 
 mod common;
 use common::modelbench;
@@ -335,13 +336,12 @@ impl Postgres {
 
     /// None (with the reason printed) when the binaries are absent and not required.
     fn start() -> Option<Postgres> {
-        let required = std::env::var("MODELBENCH_REQUIRE_POSTGRES")
-            .map(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"))
-            .unwrap_or(false);
         let Some(bin) = Self::find_bin() else {
-            let why = "PostgreSQL test skipped: no initdb/pg_ctl under /usr/lib/postgresql/*/bin (apt-get install postgresql)";
-            assert!(!required, "MODELBENCH_REQUIRE_POSTGRES is set but {why}");
-            eprintln!("{why}");
+            common::skip_unless_required(
+                "MODELBENCH_REQUIRE_POSTGRES",
+                "PostgreSQL",
+                "no initdb/pg_ctl under /usr/lib/postgresql/*/bin (apt-get install postgresql)",
+            );
             return None;
         };
         let root = Command::new("id")

@@ -6,6 +6,8 @@
 //! scripts/record-tokenizer-ids.sh into fixtures/tokenizer/llama-tokenize-ids.json (provenance
 //! inside), never from this code.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{self, Value};
@@ -135,8 +137,8 @@ fn real_gemma() -> Option<PathBuf> {
             modelbench::models::Weights::Gguf(p) => Some(p),
             _ => None,
         },
-        Err(_) => {
-            eprintln!("skipped: the real Gemma 3 270M GGUF is not installed (scripts/fetch-offline-models.sh)");
+        Err(e) => {
+            common::skip_real_model(e);
             None
         }
     }
@@ -442,17 +444,9 @@ fn generate_without_a_tokenizer_fails_in_one_line() {
 /// (a changed fixture vocabulary would otherwise be checked against stale ids).
 #[test]
 fn recorded_fixture_ids_are_current() {
-    let bin = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("llama-cpp/0.3.36/bin/llama-tokenize");
-    if !bin.is_file() {
-        eprintln!(
-            "skipped: {} is not built (scripts/build-llama-cpp.sh)",
-            bin.display()
-        );
+    let Some(bin) = common::llama_cpp_program("llama-tokenize") else {
         return;
-    }
+    };
     let r = recorded();
     let tmp = tempfile::tempdir().unwrap();
     for fam in [Family::Llama, Family::Qwen3, Family::Gemma3] {

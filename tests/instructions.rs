@@ -7,13 +7,18 @@
 //! each decode step) exits 1 naming the benchmark and both counts, its prefill count
 //! unchanged. Bad input fails with one line and exit 2, before valgrind, writing nothing.
 //!
-//! Without valgrind the counting test prints why and returns, unless
-//! MODELBENCH_REQUIRE_VALGRIND is set (CI sets it after installing the package): then it fails.
+//! It counts on any x86-64 machine: where this build has AVX-512 target features (the
+//! `target-cpu=native` build on an AVX-512 CPU; valgrind cannot execute AVX-512) it counts a
+//! valgrind-safe build of the same commit instead, `-C target-cpu=x86-64-v3` in target/valgrind
+//! (the `dev` profile, as `cargo test`'s), which it builds itself and states the build's time;
+//! `.ci/run` builds it before `cargo test`, so there the test's `cargo build` is a no-op.
+//! Without valgrind it goes through tests/common's skip rule (MODELBENCH_REQUIRE_VALGRIND; under
+//! CI=true it fails).
 
 mod common;
 use common::text;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use modelbench::output::instructions::{read, InstrRecord};
@@ -39,32 +44,61 @@ fn bin() -> Command {
     c
 }
 
-/// Whether valgrind can count here; prints why not (a failure when it is required).
-fn valgrind_usable() -> bool {
-    let required = std::env::var("MODELBENCH_REQUIRE_VALGRIND")
-        .map(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"))
-        .unwrap_or(false);
+/// The modelbench binary valgrind counts: this build's, or where this build has AVX-512 a
+/// valgrind-safe build of the same sources (see the module docs); None after tests/common's
+/// skip rule where valgrind is missing.
+fn countable_binary() -> Option<PathBuf> {
     if let Err(e) = modelbench::measure::instructions::valgrind_version() {
-        let why = format!("instruction-count test skipped: {e}");
-        assert!(!required, "MODELBENCH_REQUIRE_VALGRIND is set but {why}");
-        eprintln!("{why}");
-        return false;
-    }
-    if modelbench::measure::instructions::built_with_avx512() {
-        // Not a missing package: this build cannot run under valgrind at all (see README).
-        eprintln!(
-            "instruction-count test skipped: this build has AVX-512 target features ({}), which valgrind cannot execute",
-            modelbench::measure::instructions::target_features()
+        common::skip_unless_required(
+            "MODELBENCH_REQUIRE_VALGRIND",
+            "instruction counts",
+            &e.to_string(),
         );
-        return false;
+        return None;
     }
-    true
+    let native = PathBuf::from(env!("CARGO_BIN_EXE_modelbench"));
+    if !modelbench::measure::instructions::built_with_avx512() {
+        return Some(native);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join(modelbench::measure::instructions::SAFE_TARGET_DIR);
+    let rustflags = format!(
+        "-C target-cpu={}",
+        modelbench::measure::instructions::SAFE_TARGET_CPU
+    );
+    let t = std::time::Instant::now();
+    let o = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .current_dir(root)
+        .args(["build", "--bin", "modelbench"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("RUSTFLAGS", &rustflags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the valgrind-safe build (RUSTFLAGS='{rustflags}' CARGO_TARGET_DIR={} cargo build --bin modelbench) failed:\n{}",
+        target.display(),
+        text(&o)
+    );
+    eprintln!(
+        "this build has AVX-512 target features ({}), which valgrind cannot execute: counting the valgrind-safe build of the same sources instead (RUSTFLAGS='{rustflags}', {}), cargo build took {:.1} s",
+        modelbench::measure::instructions::target_features(),
+        target.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let bin = target.join("debug/modelbench");
+    assert!(bin.is_file(), "{} missing after the build", bin.display());
+    Some(bin)
 }
 
-fn count(out: &Path, extra: &[&str], inject: Option<&str>) -> Output {
+fn count(binary: &Path, out: &Path, extra: &[&str], inject: Option<&str>) -> Output {
     let mut c = bin();
     c.arg("instructions")
         .args(SHAPE)
+        .arg("--binary")
+        .arg(binary)
         .arg("--out")
         .arg(out)
         .args(extra);
@@ -86,19 +120,19 @@ fn within(a: u64, b: u64, tol: f64) -> bool {
 
 #[test]
 fn counts_repeat_and_added_decode_work_is_flagged() {
-    if !valgrind_usable() {
+    let Some(binary) = countable_binary() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (
         dir.path().join("a.jsonl"),
         dir.path().join("b.jsonl"),
         dir.path().join("c.jsonl"),
     );
-    let o = count(&a, &[], None);
+    let o = count(&binary, &a, &[], None);
     assert!(o.status.success(), "first count failed:\n{}", text(&o));
     let base = one(&a);
-    let o = count(&b, &["--baseline", a.to_str().unwrap()], None);
+    let o = count(&binary, &b, &["--baseline", a.to_str().unwrap()], None);
     let again = one(&b);
     eprintln!(
         "fixture:llama p16 g8, same binary twice: prefill (1-token generation) {} / {}, decode (7 steps) {} / {}, total {} / {} instructions",
@@ -128,7 +162,12 @@ fn counts_repeat_and_added_decode_work_is_flagged() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("every count within 0.1%"));
 
     let inject = format!("decode:work={WORK}");
-    let o = count(&c, &["--baseline", a.to_str().unwrap()], Some(&inject));
+    let o = count(
+        &binary,
+        &c,
+        &["--baseline", a.to_str().unwrap()],
+        Some(&inject),
+    );
     let slow = one(&c);
     let out = text(&o);
     eprintln!(

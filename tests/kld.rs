@@ -9,6 +9,8 @@
 //! `modelbench serve` runs it (`serving::server::served`): with the bench path's kernels it
 //! passes, and with `--fast-weights` (the project's own kernels) it passes too.
 
+mod common;
+
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
 use modelbench::models::loading::{open, Loaded};
@@ -19,10 +21,6 @@ const MODEL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
 const UPSTREAM: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF?impl=candle-transformers";
 const REFERENCE: &str = "fixtures/reference/gemma-3-270m-Q4_K_M.kld.json";
 
-fn required() -> bool {
-    std::env::var("MODELBENCH_REQUIRE_QUALITY").is_ok_and(|v| v.trim() == "1")
-}
-
 fn reference() -> KldReference {
     KldReference::load(std::path::Path::new(REFERENCE)).unwrap()
 }
@@ -31,11 +29,10 @@ fn load(label: &str) -> Option<Loaded> {
     let r = ModelRef::parse(label).unwrap();
     match prepare(label, &r, &[]) {
         Ok(res) => Some(open(res, &Device::Cpu, DType::F32, Some(512)).unwrap()),
-        Err(e) if !required() => {
-            eprintln!("skipped: the real Gemma 3 270M is not installed ({e}); run scripts/fetch-offline-models.sh");
+        Err(e) => {
+            common::skip_real_model(e);
             None
         }
-        Err(e) => panic!("MODELBENCH_REQUIRE_QUALITY=1 but the model is absent: {e}"),
     }
 }
 

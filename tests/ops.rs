@@ -5,6 +5,8 @@
 //! regression report of `compare --paired` names it too; bad input is one line and exit 2;
 //! with llama.cpp's test-backend-ops built, ggml's side and the largest gap are printed.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -298,14 +300,10 @@ fn bad_input_is_one_line_and_exit_2() {
 #[test]
 fn ggml_times_the_same_ops_where_test_backend_ops_is_built() {
     let _one = serial();
-    let prog = modelbench::workloads::ops::default_backend_ops();
-    if !prog.is_file() {
-        println!(
-            "skip: {} not built (scripts/build-llama-cpp.sh)",
-            prog.display()
-        );
+    let Some(prog) = common::llama_cpp_program("test-backend-ops") else {
         return;
-    }
+    };
+    assert_eq!(prog, modelbench::workloads::ops::default_backend_ops());
     let tmp = tempfile::tempdir().unwrap();
     let (t, out) = table(
         tmp.path(),

@@ -9,8 +9,10 @@
 //! - the negative control: candle-transformers 0.11.1's quantized_gemma3 (SiLU MLP) fails it;
 //! - our tokenizer.json encodes the corpus and prompts to llama.cpp's ids.
 //!
-//! Absent model: skipped with the reason printed, unless MODELBENCH_REQUIRE_QUALITY=1 (CI
-//! sets it after a successful fetch), which makes absence a failure.
+//! Absent model: a skip through tests/common's rule (docs/testing.md): a failure with
+//! MODELBENCH_REQUIRE_QUALITY=1 (CI sets it after a successful fetch) or under CI=true.
+
+mod common;
 
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
@@ -22,10 +24,6 @@ const MODEL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
 const UPSTREAM: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF?impl=candle-transformers";
 const REFERENCE: &str = "fixtures/reference/gemma-3-270m-Q4_K_M.json";
 
-fn required() -> bool {
-    std::env::var("MODELBENCH_REQUIRE_QUALITY").is_ok_and(|v| v.trim() == "1")
-}
-
 fn reference() -> Reference {
     Reference::load(std::path::Path::new(REFERENCE)).unwrap()
 }
@@ -35,11 +33,10 @@ fn load(label: &str) -> Option<Loaded> {
     let r = ModelRef::parse(label).unwrap();
     match prepare(label, &r, &[]) {
         Ok(res) => Some(open(res, &Device::Cpu, DType::F32, Some(1024)).unwrap()),
-        Err(e) if !required() => {
-            eprintln!("skipped: the real Gemma 3 270M is not installed ({e}); run scripts/fetch-offline-models.sh");
+        Err(e) => {
+            common::skip_real_model(e);
             None
         }
-        Err(e) => panic!("MODELBENCH_REQUIRE_QUALITY=1 but the model is absent: {e}"),
     }
 }
 
@@ -110,8 +107,7 @@ fn tokenizer_json_encodes_as_llama_cpp_does() {
     let r0 = ModelRef::parse(MODEL).unwrap();
     let res = match prepare(MODEL, &r0, &[]) {
         Ok(res) => res,
-        Err(e) if !required() => return eprintln!("skipped: {e}"),
-        Err(e) => panic!("MODELBENCH_REQUIRE_QUALITY=1 but the model is absent: {e}"),
+        Err(e) => return common::skip_real_model(e),
     };
     let tok =
         modelbench::models::tokenizer::load(&res.tokenizer.expect("tokenizer beside the GGUF"))
@@ -139,8 +135,9 @@ fn tokenizer_json_encodes_as_llama_cpp_does() {
 #[ignore = "writes a 1 GB f32 copy of the model; run with --ignored"]
 fn dequantized_gemma3_through_candle_transformers_passes_the_gate() {
     let r = ModelRef::parse(MODEL).unwrap();
-    let Ok(res) = prepare(MODEL, &r, &[]) else {
-        return eprintln!("skipped: the real Gemma 3 270M is not installed");
+    let res = match prepare(MODEL, &r, &[]) {
+        Ok(res) => res,
+        Err(e) => return common::skip_real_model(e),
     };
     let modelbench::models::Weights::Gguf(path) = &res.weights else {
         panic!("a GGUF reference")
@@ -165,11 +162,7 @@ fn dequantized_gemma3_through_candle_transformers_passes_the_gate() {
 fn cli_perplexity_at_1024_matches_llama_cpp() {
     let r0 = ModelRef::parse(MODEL).unwrap();
     if let Err(e) = prepare(MODEL, &r0, &[]) {
-        assert!(
-            !required(),
-            "MODELBENCH_REQUIRE_QUALITY=1 but the model is absent: {e}"
-        );
-        return eprintln!("skipped: the real Gemma 3 270M is not installed ({e})");
+        return common::skip_real_model(e);
     }
     let r = reference();
     let runs: Vec<_> = r

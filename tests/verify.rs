@@ -1,7 +1,8 @@
 //! `modelbench verify` (issue 29, item 4) through the CLI a user runs: the real Gemma 3 passes
 //! with the committed reference (no llama.cpp needed), candle-transformers' quantized_gemma3
 //! fails (exit 1); a GGUF fixture gets its reference computed by llama.cpp when llama.cpp is
-//! built (skipped with the reason otherwise: the test never builds llama.cpp, 10-25 min); bad
+//! built (a skip otherwise, through tests/common's rule: the test never builds llama.cpp,
+//! 10-25 min; `.ci/run` does, once per machine); bad
 //! input is a one-line error with a non-zero exit.
 
 mod common;
@@ -9,10 +10,6 @@ mod common;
 use std::process::Output;
 
 const MODEL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
-
-fn required() -> bool {
-    std::env::var("MODELBENCH_REQUIRE_QUALITY").is_ok_and(|v| v.trim() == "1")
-}
 
 fn verify(args: &[&str]) -> Output {
     common::bin()
@@ -36,11 +33,7 @@ fn gemma_installed() -> bool {
     match modelbench::engine::scenario::prepare(MODEL, &r, &[]) {
         Ok(_) => true,
         Err(e) => {
-            assert!(
-                !required(),
-                "MODELBENCH_REQUIRE_QUALITY=1 but the model is absent: {e}"
-            );
-            eprintln!("skipped: the real Gemma 3 270M is not installed ({e}); run scripts/fetch-offline-models.sh");
+            common::skip_real_model(e);
             false
         }
     }
@@ -83,13 +76,8 @@ fn verify_fails_the_upstream_gemma3() {
 
 #[test]
 fn verify_computes_a_reference_for_a_gguf_fixture_with_llama_cpp() {
-    let llama = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/llama-cpp/0.3.36/bin/llama-perplexity");
-    if !llama.is_file() {
-        return eprintln!(
-            "skipped: llama.cpp is not built ({} missing; scripts/build-llama-cpp.sh, 10-25 minutes)",
-            llama.display()
-        );
+    if common::llama_cpp_program("llama-perplexity").is_none() {
+        return;
     }
     let o = verify(&["--model", "gguf:fixture:llama", "--fresh-reference"]);
     let t = text(&o);

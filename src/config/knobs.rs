@@ -396,7 +396,7 @@ pub const KNOBS: &[Knob] = &[
         scope: Scope::Tests,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
         default: Value("0"),
-        doc: "the quality gate test (tests/quality.rs) fails instead of skipping when the real Gemma 3 270M is not installed; `.ci/run` sets it from the outcome of the model fetch",
+        doc: "the tests of the real Gemma 3 270M (tests/quality.rs, kld.rs, verify.rs, batching.rs, gguf_tokenizer.rs, peers.rs) fail instead of skipping when it is not installed; `0` lets them skip even under CI=true (`.ci/run` sets it from the outcome of the model fetch: 0 only when the registry is unreachable)",
         check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_QUALITY")),
         examples: ("1", "required"),
     },
@@ -405,7 +405,7 @@ pub const KNOBS: &[Knob] = &[
         scope: Scope::Tests,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
         default: Value("0"),
-        doc: "the PostgreSQL tests (tests/db.rs) fail instead of skipping when the `postgresql` package's initdb/pg_ctl are not installed; `.ci/run` sets it after installing the package",
+        doc: "the PostgreSQL tests (tests/db.rs) fail instead of skipping when the `postgresql` package's initdb/pg_ctl are not installed; `0` lets them skip even under CI=true (`.ci/run` sets it after installing the package: 0 only when Debian's mirror is unreachable)",
         check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_POSTGRES")),
         examples: ("1", "required"),
     },
@@ -414,9 +414,36 @@ pub const KNOBS: &[Knob] = &[
         scope: Scope::Tests,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
         default: Value("0"),
-        doc: "the instruction-count test (tests/instructions.rs) fails instead of skipping when valgrind is not installed; `.ci/run` sets it after installing the package",
+        doc: "the instruction-count test (tests/instructions.rs) fails instead of skipping when valgrind is not installed; `0` lets it skip even under CI=true (`.ci/run` sets it after installing the package: 0 only when Debian's mirror is unreachable)",
         check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_VALGRIND")),
         examples: ("1", "required"),
+    },
+    Knob {
+        name: "MODELBENCH_REQUIRE_LLAMA_CPP",
+        scope: Scope::Tests,
+        values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
+        default: Value("0"),
+        doc: "the tests that run llama.cpp (tests/verify.rs, ops.rs, gguf_tokenizer.rs, peers.rs) fail instead of skipping when scripts/build-llama-cpp.sh's build is absent; `0` lets them skip even under CI=true (`.ci/run` sets it after building llama.cpp: 0 only when PyPI is unreachable)",
+        check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_LLAMA_CPP")),
+        examples: ("1", "required"),
+    },
+    Knob {
+        name: "MODELBENCH_SKIP_LOG",
+        scope: Scope::Tests,
+        values: "a file path",
+        default: Value(""),
+        doc: "file each skipped test appends its one `skip:` line to (tests/common's `skip_or_fail`); `.ci/run` sets it and prints the file at its end",
+        check: |v| {
+            let f = std::path::Path::new(v.trim());
+            if f.is_dir() {
+                return Err(Error::knob("MODELBENCH_SKIP_LOG", v, "a directory", "a file path"));
+            }
+            match f.parent().filter(|d| !d.as_os_str().is_empty()) {
+                Some(d) => ok(p::parse_dir(&d.to_string_lossy(), "MODELBENCH_SKIP_LOG")),
+                None => Ok(()),
+            }
+        },
+        examples: ("target/skips.txt", "/dev/null/x"),
     },
 ];
 
@@ -452,6 +479,19 @@ pub fn get(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String
         "{name} is read but not declared in config::knobs::KNOBS"
     );
     lookup(name).filter(|v| !v.trim().is_empty())
+}
+
+/// A boolean knob (`1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off`) through its table parser:
+/// None when unset, an error naming the knob and the allowed values when not a boolean. The
+/// tests read the `MODELBENCH_REQUIRE_*` knobs this way (so `=true` counts as `=1`).
+pub fn flag(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<bool>> {
+    let k = knob(name).unwrap_or_else(|| panic!("{name} is not declared in config::knobs::KNOBS"));
+    get(lookup, name)
+        .map(|v| {
+            (k.check)(&v)?;
+            p::parse_bool(&v, name)
+        })
+        .transpose()
 }
 
 /// The process environment as a lookup.

@@ -1,4 +1,11 @@
 //! The machine and the build a run measured on: probed once per run.
+//!
+//! The machine identity ([`Hardware::fingerprint`]) keys every like-for-like comparison: the
+//! noise profile's file, `compare`, history and the results database. The model name alone
+//! does not tell CPUs apart (an AMD EPYC family 25 model 17 with AVX-512 VNNI and a family 25
+//! model 1 with AVX2 only both read "AMD EPYC"), so the identity also holds the CPU's vendor,
+//! family/model/stepping, the ISA features the code paths depend on and the cache sizes
+//! ([`CpuIdentity`]). Records from before it have no `cpu_id` and keep their old fingerprint.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,17 +17,150 @@ pub struct Hardware {
     pub os: String,
     /// GPU facts from NVML; `None` is written as "not available" by the reports.
     pub gpu: Option<crate::measure::gpu::Gpu>,
+    /// What tells two CPUs of one model name apart; None in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_id: Option<CpuIdentity>,
+}
+
+/// The ISA features the project's code paths (and a `-C target-cpu=native` build) depend on,
+/// as [`CpuIdentity::features`] names them, with the /proc/cpuinfo flags that mean each.
+pub const ISA_FEATURES: [(&str, &[&str]); 4] = [
+    ("avx2", &["avx2"]),
+    ("avx512f", &["avx512f"]),
+    // The project's Q8_0 kernels (models::q8_matmul) and candle's repacked tiles.
+    ("vnni", &["avx512_vnni"]),
+    ("amx", &["amx_tile"]),
+];
+
+/// A CPU's identity: vendor, family/model/stepping, ISA features and caches. Two machines with
+/// the same [`CpuIdentity::key`] run the same code paths at the same cache sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CpuIdentity {
+    /// `vendor_id` of /proc/cpuinfo (GenuineIntel, AuthenticAMD); the architecture elsewhere.
+    pub vendor: String,
+    pub family: u32,
+    pub model: u32,
+    pub stepping: u32,
+    /// Those of [`ISA_FEATURES`] the CPU has, in that order.
+    pub features: Vec<String>,
+    /// Per-core L1 data and L2, and L3, in KiB (0: not reported).
+    pub l1d_kib: u64,
+    pub l2_kib: u64,
+    pub l3_kib: u64,
+}
+
+impl CpuIdentity {
+    /// From /proc/cpuinfo's text and the cache sizes (KiB) of cpu0's sysfs cache entries.
+    pub fn parse(cpuinfo: &str, caches: (u64, u64, u64)) -> CpuIdentity {
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    (k.trim() == name).then(|| v.trim().to_string())
+                })
+        };
+        let num = |name: &str| field(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let flags: Vec<String> = field("flags")
+            .map(|f| f.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        CpuIdentity {
+            vendor: field("vendor_id").unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+            family: num("cpu family"),
+            model: num("model"),
+            stepping: num("stepping"),
+            features: ISA_FEATURES
+                .iter()
+                .filter(|(_, any)| any.iter().any(|f| flags.iter().any(|g| g == f)))
+                .map(|(name, _)| name.to_string())
+                .collect(),
+            l1d_kib: caches.0,
+            l2_kib: caches.1,
+            l3_kib: caches.2,
+        }
+    }
+
+    /// This machine's.
+    pub fn probe() -> CpuIdentity {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        CpuIdentity::parse(&cpuinfo, caches_kib())
+    }
+
+    /// The identity as one file-name-safe word, e.g.
+    /// `intel-6-167-1-avx2-avx512f-vnni-amx-l1d48k-l2-2048k-l3-491520k`; scripts/machine-id.sh
+    /// prints the same for the shell (a test checks), which keys `.ci/run`'s llama.cpp cache.
+    pub fn key(&self) -> String {
+        let vendor = match self.vendor.as_str() {
+            "GenuineIntel" => "intel".to_string(),
+            "AuthenticAMD" => "amd".to_string(),
+            v => v
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+                .to_ascii_lowercase(),
+        };
+        let mut parts = vec![
+            vendor,
+            self.family.to_string(),
+            self.model.to_string(),
+            self.stepping.to_string(),
+        ];
+        parts.extend(self.features.iter().cloned());
+        parts.push(format!("l1d{}k", self.l1d_kib));
+        parts.push(format!("l2-{}k", self.l2_kib));
+        parts.push(format!("l3-{}k", self.l3_kib));
+        parts.join("-")
+    }
+}
+
+/// L1 data, L2 and L3 sizes in KiB from /sys/devices/system/cpu/cpu0/cache (0 where absent).
+fn caches_kib() -> (u64, u64, u64) {
+    let (mut l1d, mut l2, mut l3) = (0, 0, 0);
+    let root = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return (0, 0, 0);
+    };
+    for e in entries.flatten() {
+        let read = |f: &str| {
+            std::fs::read_to_string(e.path().join(f))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        let size = read("size");
+        let kib = match size.strip_suffix('K') {
+            Some(k) => k.parse().unwrap_or(0),
+            None => size
+                .strip_suffix('M')
+                .and_then(|m| m.parse::<u64>().ok())
+                .map(|m| m * 1024)
+                .unwrap_or(0),
+        };
+        match (read("level").as_str(), read("type").as_str()) {
+            ("1", "Data") => l1d = kib,
+            ("2", "Unified") => l2 = kib,
+            ("3", "Unified") => l3 = kib,
+            _ => {}
+        }
+    }
+    (l1d, l2, l3)
 }
 
 impl Hardware {
-    /// A key that identifies like-for-like hardware for comparisons.
+    /// The machine identity: the key of like-for-like comparisons (the noise profile's file
+    /// name, `compare`, history, the results database). Model name, threads, the CPU identity
+    /// ([`CpuIdentity::key`]) and the GPU; a record from before the CPU identity gives
+    /// `model xN | gpu` as it did then, which no newer record matches.
     pub fn fingerprint(&self) -> String {
         let gpu = self
             .gpu
             .as_ref()
             .map(|g| g.name.as_str())
             .unwrap_or("no-gpu");
-        format!("{} x{} | {}", self.cpu, self.cores, gpu)
+        match &self.cpu_id {
+            Some(id) => format!("{} x{} | {} | {}", self.cpu, self.cores, id.key(), gpu),
+            None => format!("{} x{} | {}", self.cpu, self.cores, gpu),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -42,8 +182,26 @@ impl Hardware {
             ),
             None => "GPU: not available".into(),
         };
+        let id = match &self.cpu_id {
+            Some(c) => format!(
+                " [{} family {} model {} stepping {}; {}; L1d {} KiB, L2 {} KiB, L3 {} KiB]",
+                c.vendor,
+                c.family,
+                c.model,
+                c.stepping,
+                if c.features.is_empty() {
+                    "none of avx2/avx512f/vnni/amx".to_string()
+                } else {
+                    c.features.join(", ")
+                },
+                c.l1d_kib,
+                c.l2_kib,
+                c.l3_kib
+            ),
+            None => String::new(),
+        };
         format!(
-            "{} ({} threads), {ram}, {}; {gpu}",
+            "{}{id} ({} threads), {ram}, {}; {gpu}",
             self.cpu, self.cores, self.os
         )
     }
@@ -73,6 +231,7 @@ pub fn hardware() -> Hardware {
         ram_bytes,
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         gpu: crate::measure::gpu::facts(),
+        cpu_id: Some(CpuIdentity::probe()),
     }
 }
 

@@ -115,8 +115,19 @@ pub fn built_with_avx512() -> bool {
     cfg!(target_feature = "avx512f")
 }
 
-/// How to build a binary valgrind can run, for error messages.
-pub const SAFE_BUILD: &str = "CARGO_TARGET_DIR=target/valgrind RUSTFLAGS='-C target-cpu=x86-64-v3' cargo build --release --bin modelbench, then pass --binary target/valgrind/release/modelbench";
+/// The CPU a valgrind-safe build targets: x86-64-v3 (AVX2, FMA, F16C, BMI2; no AVX-512), which
+/// valgrind 3.19 executes.
+pub const SAFE_TARGET_CPU: &str = "x86-64-v3";
+
+/// Where the valgrind-safe build goes (relative to the checkout): its own target directory,
+/// so it never replaces the native build's artifacts. tests/instructions.rs and `.ci/run`
+/// build it there with the `dev` profile (`cargo test`'s), as [`SAFE_BUILD`] says.
+pub const SAFE_TARGET_DIR: &str = "target/valgrind";
+
+/// How to build a binary valgrind can run, for error messages (the build tests/instructions.rs
+/// and `.ci/run` make; add `--release` for the bench profile's code, then
+/// target/valgrind/release/modelbench).
+pub const SAFE_BUILD: &str = "CARGO_TARGET_DIR=target/valgrind RUSTFLAGS='-C target-cpu=x86-64-v3' cargo build --bin modelbench, then pass --binary target/valgrind/debug/modelbench";
 
 /// The valgrind command line (before the program and its arguments) that counts the region
 /// and writes its dumps as `out` (`out.1`, `out.2`, ...) and valgrind's own log as `log`.

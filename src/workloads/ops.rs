@@ -1833,9 +1833,10 @@ pub fn grew_most_line(base: &OpsTable, new: &OpsTable, threshold: f64) -> String
     }
 }
 
-/// Where llama.cpp's `test-backend-ops` is put by scripts/build-llama-cpp.sh.
+/// Where llama.cpp's `test-backend-ops` is put by scripts/build-llama-cpp.sh (in
+/// `$LLAMA_CPP_DIR` when set: [`crate::util::llama_cpp::dir`]).
 pub fn default_backend_ops() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/llama-cpp/0.3.36/bin/test-backend-ops")
+    crate::util::llama_cpp::program("test-backend-ops")
 }
 
 /// The ids file beside a `test-backend-ops` built by scripts/build-llama-cpp.sh.

@@ -109,3 +109,109 @@ pub fn assert_kv_cache_exact(m: &mut dyn modelbench::models::CausalLm, what: &st
         "{what}: max |diff| {diff} at scale {scale}"
     );
 }
+
+/// Whether this runs as CI: `CI` set to anything but a false boolean (`0`, `false`, `no`,
+/// `off`) or blank.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim();
+        !v.is_empty()
+            && !matches!(
+                v.to_ascii_lowercase().as_str(),
+                "0" | "false" | "no" | "off"
+            )
+    })
+}
+
+/// A `MODELBENCH_REQUIRE_*` knob through the knob table's boolean parser (`true` counts as
+/// `1`); None when unset. A value that is not a boolean fails the test naming the knob.
+pub fn require_knob(name: &str) -> Option<bool> {
+    modelbench::config::knobs::flag(&modelbench::config::knobs::env, name)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The one skip rule of the test suite (docs/testing.md, "Skips"): a test that cannot run
+/// calls this and returns. It prints `skip: <test>: <what>: <cause>` on stderr and appends
+/// that line to the file named by `MODELBENCH_SKIP_LOG` (`.ci/run` prints the file at its end),
+/// or it panics, failing the test, when
+/// - `knob` (a `MODELBENCH_REQUIRE_*` knob) is set true, or
+/// - `CI` is set (see [`in_ci`]) and the cause is the project's: neither `outside_project`
+///   nor `knob` set false (`.ci/run` sets a REQUIRE knob false only where its probe showed the
+///   registry the missing thing comes from unreachable).
+pub fn skip_or_fail(what: &str, cause: &str, outside_project: bool, knob: Option<&str>) {
+    let test = std::thread::current()
+        .name()
+        .map(|n| format!("{}::{n}", env!("CARGO_CRATE_NAME")))
+        .unwrap_or_else(|| env!("CARGO_CRATE_NAME").to_string());
+    let line = format!("skip: {test}: {what}: {cause}");
+    let knob_value = knob.and_then(require_knob);
+    if knob_value == Some(true) {
+        panic!(
+            "{} is set, so this test may not skip; {line}",
+            knob.unwrap_or_default()
+        );
+    }
+    if in_ci() && !outside_project && knob_value != Some(false) {
+        panic!(
+            "CI is set and the cause is inside the project, so this test may not skip{}; {line}",
+            knob.map(|k| format!(
+                " (set {k}=0 only where the registry it comes from is unreachable)"
+            ))
+            .unwrap_or_default()
+        );
+    }
+    eprintln!("{line}");
+    if let Some(log) = std::env::var_os("MODELBENCH_SKIP_LOG").filter(|v| !v.is_empty()) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "MODELBENCH_SKIP_LOG={}: cannot append ({e}); {line}",
+                    std::path::Path::new(&log).display()
+                )
+            });
+        // One write per line: appends of concurrent tests do not interleave.
+        f.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+}
+
+/// [`skip_or_fail`] for a need a `MODELBENCH_REQUIRE_*` knob covers (the real model, llama.cpp,
+/// valgrind, PostgreSQL).
+pub fn skip_unless_required(knob: &str, what: &str, cause: &str) {
+    skip_or_fail(what, cause, false, Some(knob))
+}
+
+/// Where scripts/build-llama-cpp.sh's build is ([`modelbench::util::llama_cpp::dir`]).
+pub fn llama_cpp_dir() -> std::path::PathBuf {
+    modelbench::util::llama_cpp::dir()
+}
+
+/// llama.cpp's program `name` (`llama-perplexity`, `test-backend-ops`, ...), or None after a
+/// [`skip_unless_required`] with `MODELBENCH_REQUIRE_LLAMA_CPP`.
+pub fn llama_cpp_program(name: &str) -> Option<std::path::PathBuf> {
+    let p = llama_cpp_dir().join("bin").join(name);
+    if p.is_file() {
+        return Some(p);
+    }
+    skip_unless_required(
+        "MODELBENCH_REQUIRE_LLAMA_CPP",
+        "llama.cpp",
+        &format!(
+            "{} is not built (scripts/build-llama-cpp.sh, 10-25 min; or set LLAMA_CPP_DIR to a build)",
+            p.display()
+        ),
+    );
+    None
+}
+
+/// [`skip_unless_required`] for the real Gemma 3 270M (`MODELBENCH_REQUIRE_QUALITY`).
+pub fn skip_real_model(cause: impl std::fmt::Display) {
+    skip_unless_required(
+        "MODELBENCH_REQUIRE_QUALITY",
+        "the real Gemma 3 270M",
+        &format!("not installed ({cause}); scripts/fetch-offline-models.sh installs it"),
+    )
+}

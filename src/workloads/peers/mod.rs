@@ -79,11 +79,12 @@ impl Peer {
         }
     }
 
-    /// Where the setup script puts the peer's program by default.
+    /// Where the setup script puts the peer's program by default (llama.cpp: in
+    /// `$LLAMA_CPP_DIR` when set, [`crate::util::llama_cpp::dir`]).
     pub fn default_program(self) -> PathBuf {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         match self {
-            Peer::LlamaCpp => root.join("target/llama-cpp/0.3.36/bin/llama-timed-ids"),
+            Peer::LlamaCpp => crate::util::llama_cpp::program("llama-timed-ids"),
             Peer::Torch => root.join("target/peers/torch-venv/bin/python"),
         }
     }

@@ -52,8 +52,8 @@ pub struct PeersArgs {
     /// differ or a peer's thread count differs from candle's.
     #[arg(long)]
     pub allow_thread_mismatch: bool,
-    /// llama-timed-ids binary (default: target/llama-cpp/0.3.36/bin/llama-timed-ids from
-    /// scripts/build-llama-cpp.sh).
+    /// llama-timed-ids binary (default: bin/llama-timed-ids of $LLAMA_CPP_DIR, else of
+    /// target/llama-cpp/0.3.36, from scripts/build-llama-cpp.sh).
     #[arg(long)]
     pub llama_timed_ids: Option<PathBuf>,
     /// llama.cpp settings to run: `matched` (candle's KV type and attention path: -ctk f32

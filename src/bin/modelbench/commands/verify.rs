@@ -43,7 +43,8 @@ pub struct VerifyArgs {
     /// The text (default fixtures/corpus/kjv-genesis-1-3.txt).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
-    /// llama.cpp build folder (default target/llama-cpp/0.3.36, from scripts/build-llama-cpp.sh).
+    /// llama.cpp build folder (default $LLAMA_CPP_DIR, else target/llama-cpp/0.3.36, from
+    /// scripts/build-llama-cpp.sh).
     #[arg(long)]
     pub llama_cpp: Option<PathBuf>,
     /// Compute the reference again even when a cached one exists.
@@ -165,7 +166,7 @@ pub fn verify(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
             let dir = a
                 .llama_cpp
                 .clone()
-                .unwrap_or_else(|| root().join("target/llama-cpp/0.3.36"));
+                .unwrap_or_else(modelbench::util::llama_cpp::dir);
             ensure_llama_cpp(&dir)?;
             eprintln!("verify: computing the reference with llama.cpp (llama-perplexity --kl-divergence-base, two runs) ...");
             let t = Instant::now();

@@ -1,0 +1,43 @@
+//! Where scripts/build-llama-cpp.sh's llama.cpp build is: `$LLAMA_CPP_DIR` when set (`.ci/run`
+//! points it at its build cache outside the checkout, one build per llama.cpp version and
+//! machine identity), else `target/llama-cpp/<VERSION>` of this checkout, the script's
+//! default. Every Rust caller and the scripts resolve it the same way.
+
+use std::path::{Path, PathBuf};
+
+/// The llama-cpp-python sdist version scripts/build-llama-cpp.sh builds (its `VERSION`).
+pub const VERSION: &str = "0.3.36";
+
+/// The build folder (`bin/`, `build-info.json`, ...).
+pub fn dir() -> PathBuf {
+    match std::env::var_os("LLAMA_CPP_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/llama-cpp")
+            .join(VERSION),
+    }
+}
+
+/// One of the build's programs (`llama-perplexity`, `llama-timed-ids`, `test-backend-ops`).
+pub fn program(name: &str) -> PathBuf {
+    dir().join("bin").join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The version here is the one the build script pins.
+    #[test]
+    fn version_is_the_build_scripts() {
+        let script = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-llama-cpp.sh"),
+        )
+        .unwrap();
+        assert!(
+            script
+                .lines()
+                .any(|l| l == format!("VERSION={}", super::VERSION)),
+            "scripts/build-llama-cpp.sh does not set VERSION={}",
+            super::VERSION
+        );
+    }
+}

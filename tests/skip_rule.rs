@@ -1,0 +1,96 @@
+//! The one skip rule of the suite (tests/common's `skip_or_fail`, docs/testing.md "Skips"),
+//! seen from outside: this binary runs its own ignored tests that skip, under each
+//! environment, and checks which pass (a skip, its line in MODELBENCH_SKIP_LOG) and which fail.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+/// Skips for a cause inside the project, covered by a REQUIRE knob.
+#[test]
+#[ignore = "run by skips_fail_under_ci_unless_outside_the_project"]
+fn skip_inside_the_project() {
+    common::skip_unless_required(
+        "MODELBENCH_REQUIRE_QUALITY",
+        "the thing",
+        "not installed (demo)",
+    );
+}
+
+/// Skips for a cause outside the project (the caller's probe says so).
+#[test]
+#[ignore = "run by skips_fail_under_ci_unless_outside_the_project"]
+fn skip_outside_the_project() {
+    common::skip_or_fail(
+        "the registry",
+        "unreachable (demo probe: HTTP 000)",
+        true,
+        None,
+    );
+}
+
+/// Runs one of the ignored tests above with `env` (and no CI/REQUIRE variables of the
+/// caller's); true when it passed.
+fn run(test: &str, env: &[(&str, &str)], log: &Path) -> bool {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--ignored", "--exact", test])
+        .env_remove("CI")
+        .env_remove("MODELBENCH_REQUIRE_QUALITY")
+        .env("MODELBENCH_SKIP_LOG", log);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let out = common::text(&o);
+    assert!(
+        out.contains("1 passed") || out.contains("1 failed"),
+        "{out}"
+    );
+    o.status.success()
+}
+
+#[test]
+fn skips_fail_under_ci_unless_outside_the_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("skips.txt");
+    let inside = "skip_inside_the_project";
+    let outside = "skip_outside_the_project";
+    for (test, env, passes) in [
+        (inside, vec![], true),
+        (inside, vec![("CI", "true")], false),
+        (inside, vec![("CI", "1")], false),
+        (inside, vec![("CI", "false")], true),
+        // The knob through the table's parser: `true` counts as `1`.
+        (inside, vec![("MODELBENCH_REQUIRE_QUALITY", "true")], false),
+        (inside, vec![("MODELBENCH_REQUIRE_QUALITY", "1")], false),
+        // CI decided the cause is outside (its probe found the registry unreachable).
+        (
+            inside,
+            vec![("CI", "true"), ("MODELBENCH_REQUIRE_QUALITY", "0")],
+            true,
+        ),
+        (outside, vec![("CI", "true")], true),
+        (outside, vec![], true),
+    ] {
+        let _ = std::fs::remove_file(&log);
+        let passed = run(test, &env, &log);
+        assert_eq!(passed, passes, "{test} with {env:?}");
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if passes {
+            assert_eq!(logged.lines().count(), 1, "{test} with {env:?}: {logged}");
+            assert!(
+                logged.starts_with(&format!("skip: skip_rule::{test}: ")),
+                "{logged}"
+            );
+        } else {
+            assert!(logged.is_empty(), "a failure is not a skip: {logged}");
+        }
+    }
+    // A value that is not a boolean fails, naming the knob.
+    assert!(!run(
+        inside,
+        &[("MODELBENCH_REQUIRE_QUALITY", "required")],
+        &log
+    ));
+}
