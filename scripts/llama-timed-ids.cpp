@@ -135,6 +135,13 @@ int main(int argc, char ** argv) {
     auto t_load0 = clk::now();
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
+    // llama.cpp's own switch for --no-repack (LLAMA_ARG_REPACK=false): no extra buffer types.
+    // The project's scripts set it on CPUs with AMX, whose ggml matmul (ggml_backend_amx_mul_mat)
+    // faults on this project's Intel VMs.
+    if (const char * r = getenv("LLAMA_ARG_REPACK")) {
+        std::string v = r;
+        if (v == "0" || v == "false" || v == "off" || v == "no") mp.use_extra_bufts = false;
+    }
     llama_model * model = llama_model_load_from_file(model_path.c_str(), mp);
     if (!model) { fprintf(stderr, "error: unable to load %s\n", model_path.c_str()); return 1; }
     auto t_load1 = clk::now();

@@ -23,6 +23,24 @@ pub fn program(name: &str) -> PathBuf {
     dir().join("bin").join(name)
 }
 
+/// On a CPU that advertises AMX, runs llama.cpp's programs without extra buffer types
+/// (`LLAMA_ARG_REPACK=false`, llama.cpp's own switch for `--no-repack`, also read by
+/// scripts/llama-timed-ids.cpp) unless the user set it: ggml's AMX matmul, which the
+/// `-march=native` build compiles in, faults on this project's Intel VMs (gdb: `ldtilecfg` in
+/// `ggml_backend_amx_mul_mat`, every tool, real and fixture models). Call before any thread
+/// starts (the binary's `main`); returns whether it set it.
+pub fn avoid_amx_fault() -> bool {
+    if std::env::var_os("LLAMA_ARG_REPACK").is_some() {
+        return false;
+    }
+    let amx = std::fs::read_to_string("/proc/cpuinfo")
+        .is_ok_and(|c| c.split_whitespace().any(|w| w == "amx_int8"));
+    if amx {
+        std::env::set_var("LLAMA_ARG_REPACK", "false");
+    }
+    amx
+}
+
 #[cfg(test)]
 mod tests {
     /// The version here is the one the build script pins.

@@ -409,6 +409,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    modelbench::util::llama_cpp::avoid_amx_fault();
     // Before any thread exists: candle re-reads the CPU count on every f32 matmul otherwise.
     modelbench::measure::threads::pin_rayon_count();
     let cmd = Cli::command();
