@@ -798,29 +798,44 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
     );
 }
 
-/// The real GGUF files the project fetches (today: Gemma 3 270M), their metadata's tokenizer
-/// on the shipped text against llama-tokenize on the same file.
+/// Every real GGUF file scripts/fetch-offline-models.sh installs (Gemma 3 270M: SentencePiece;
+/// Qwen2.5-Coder-0.5B: BPE, pre-tokenizer `qwen2`; SmolLM2-135M: BPE, pre-tokenizer `smollm`),
+/// its metadata's tokenizer on the shipped text against llama-tokenize on the same file.
 #[test]
 fn real_gguf_tokenizers_match_llama_tokenize_on_the_shipped_text() {
-    let Some(path) = real_gemma() else { return };
+    const REAL: [&str; 3] = [
+        "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF",
+        "gguf:modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+        "gguf:modelbench-offline/SmolLM2-135M-Instruct-GGUF",
+    ];
     let Some(bin) = llama_tokenize_bin() else {
         return;
     };
     let (text_path, text) = shipped_text();
-    let want = llama_tokenize_ids(&bin, &path, &text_path);
-    let ct = quantized::read_header(&path).unwrap();
-    let tok = gguf_tokenizer::from_content(&path, &ct).unwrap();
-    let got = tok.encode(text.as_str(), true).unwrap().get_ids().to_vec();
-    assert!(
-        got == want,
-        "gemma-3-270m-Q4_K_M.gguf: {}",
-        first_difference(&want, &got)
-    );
-    eprintln!(
-        "gemma-3-270m-Q4_K_M.gguf: {} ids of {} equal llama-tokenize's",
-        want.len(),
-        text_path.display()
-    );
+    let hub = HubEnv::from_env();
+    for reference in REAL {
+        let r = ModelRef::parse(reference).unwrap();
+        let path = match resolve_in(&r, reference, &hub) {
+            Ok(res) => match res.weights {
+                modelbench::models::Weights::Gguf(p) => p,
+                _ => unreachable!("a gguf: reference"),
+            },
+            Err(e) => {
+                common::skip_real_model(e);
+                continue;
+            }
+        };
+        let want = llama_tokenize_ids(&bin, &path, &text_path);
+        let ct = quantized::read_header(&path).unwrap();
+        let tok = gguf_tokenizer::from_content(&path, &ct).unwrap();
+        let got = tok.encode(text.as_str(), true).unwrap().get_ids().to_vec();
+        assert!(got == want, "{reference}: {}", first_difference(&want, &got));
+        eprintln!(
+            "{reference}: {} ids of {} equal llama-tokenize's",
+            want.len(),
+            text_path.display()
+        );
+    }
 }
 
 /// The tokenizer built from the metadata, saved as tokenizer.json and loaded back by the
