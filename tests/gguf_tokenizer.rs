@@ -829,7 +829,11 @@ fn real_gguf_tokenizers_match_llama_tokenize_on_the_shipped_text() {
         let ct = quantized::read_header(&path).unwrap();
         let tok = gguf_tokenizer::from_content(&path, &ct).unwrap();
         let got = tok.encode(text.as_str(), true).unwrap().get_ids().to_vec();
-        assert!(got == want, "{reference}: {}", first_difference(&want, &got));
+        assert!(
+            got == want,
+            "{reference}: {}",
+            first_difference(&want, &got)
+        );
         eprintln!(
             "{reference}: {} ids of {} equal llama-tokenize's",
             want.len(),

@@ -362,8 +362,8 @@ fn scan_reader<R: Read + Seek>(r: &mut Bounded<R>) -> std::result::Result<Scan, 
             return Err(format!(
                 "{}: tensor type {} (ggml type {t}) is not supported by candle 0.11.1 (it runs {}); use a GGUF file quantized to one of those",
                 what(),
-                super::quantized::ggml_type_name(t),
-                super::quantized::CANDLE_TYPES
+                super::ggml_types::ggml_type_name(t),
+                super::ggml_types::CANDLE_TYPES
             ));
         };
         let (blck, tsize) = (dt.block_size() as u128, dt.type_size() as u128);
@@ -372,7 +372,7 @@ fn scan_reader<R: Read + Seek>(r: &mut Bounded<R>) -> std::result::Result<Scan, 
             return Err(format!(
                 "{}: type {} with rows of {row} elements, expected a multiple of its block size {blck}",
                 what(),
-                super::quantized::dtype_name(dt)
+                super::ggml_types::dtype_name(dt)
             ));
         }
         let bytes = elems / blck * tsize;
@@ -380,7 +380,7 @@ fn scan_reader<R: Read + Seek>(r: &mut Bounded<R>) -> std::result::Result<Scan, 
             return Err(format!(
                 "{}: shape {ne:?} of type {} needs {bytes} bytes, more than the whole file ({} bytes)",
                 what(),
-                super::quantized::dtype_name(dt),
+                super::ggml_types::dtype_name(dt),
                 r.size
             ));
         }

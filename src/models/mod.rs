@@ -21,6 +21,7 @@ pub mod batched;
 pub mod dequantize;
 pub mod families;
 pub mod gemma3_quantized;
+pub mod ggml_types;
 pub mod gguf_check;
 pub mod gguf_fixture;
 pub mod gguf_tokenizer;

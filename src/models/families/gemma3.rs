@@ -4,10 +4,9 @@
 
 use candle_transformers::models::quantized_gemma3;
 
+use super::own::{self, OwnModel};
 use super::GgufImpl;
-use super::{
-    candle, refuses_any_rope_scaling, Build, GgufFamily, GgufModel, Implementation, Positions,
-};
+use super::{candle, refuses_any_rope_scaling, Build, GgufFamily, Implementation, Positions};
 use crate::error::{one_line, Result};
 use crate::models::batched::{BatchOptions, Slots, StepModel};
 use crate::models::gemma3_quantized::{self, Batched, ModelWeights};
@@ -51,7 +50,7 @@ const OWN: Implementation = Implementation {
     },
     exact_context: |_| None,
     one_token_after_start: false,
-    build: build_own,
+    build: own::build::<ModelWeights>,
 };
 
 const CANDLE: Implementation = Implementation {
@@ -83,36 +82,24 @@ const CANDLE: Implementation = Implementation {
     },
 };
 
-fn build_own(b: Build<'_>) -> candle_core::Result<Box<dyn GgufModel>> {
-    Ok(Box::new(Own(ModelWeights::from_gguf(
-        b.ct, b.file, b.device, b.context,
-    )?)))
-}
-
-struct Own(ModelWeights);
-
-impl GgufModel for Own {
-    fn forward(
+impl OwnModel for ModelWeights {
+    fn load(b: Build<'_>) -> candle_core::Result<Self> {
+        ModelWeights::from_gguf(b.ct, b.file, b.device, b.context)
+    }
+    fn step(
         &mut self,
         x: &candle_core::Tensor,
         pos: usize,
     ) -> candle_core::Result<candle_core::Tensor> {
-        self.0.forward(x, pos)
+        self.forward(x, pos)
     }
-    fn reset(&mut self) {
-        self.0.reset()
+    fn clear(&mut self) {
+        self.reset()
     }
-    fn snapshot(&self) -> Option<Box<dyn GgufModel>> {
-        Some(Box::new(Own(self.0.clone())))
-    }
-    fn batched(&self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
-        Some(
-            Batched::new(self.0.clone(), o.fast_weights)
-                .map(|b| Box::new(Slots::new(b, o.slots)) as Box<dyn StepModel>)
-                .map_err(Into::into),
-        )
-    }
-    fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
-        Some(Box::new(self.0.clone()))
+    fn batch(&self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
+        Ok(Box::new(Slots::new(
+            Batched::new(self.clone(), o.fast_weights)?,
+            o.slots,
+        )))
     }
 }

@@ -6,10 +6,9 @@
 use candle_core::quantized::gguf_file::Content;
 use candle_transformers::models::quantized_llama;
 
+use super::own::{self, OwnModel};
 use super::GgufImpl;
-use super::{
-    candle, refuses_any_rope_scaling, Build, GgufFamily, GgufModel, Implementation, Positions,
-};
+use super::{candle, refuses_any_rope_scaling, Build, GgufFamily, Implementation, Positions};
 use crate::error::Result;
 use crate::models::batched::{BatchOptions, Slots, StepModel};
 use crate::models::gguf_fixture::{GgufFixture, Parts};
@@ -131,14 +130,8 @@ pub(super) const OWN: Implementation = Implementation {
     refuses: |_, ct| own_refuses(ct),
     exact_context: |_| None,
     one_token_after_start: false,
-    build: build_own,
+    build: own::build::<ModelWeights>,
 };
-
-fn build_own(b: Build<'_>) -> candle_core::Result<Box<dyn GgufModel>> {
-    Ok(Box::new(Own(ModelWeights::from_gguf(
-        b.ct, b.file, b.device, b.context,
-    )?)))
-}
 
 /// Whether the project's implementation refuses the file (its config reader says why).
 pub(super) fn own_refuses(ct: &Content) -> Option<String> {
@@ -147,36 +140,27 @@ pub(super) fn own_refuses(ct: &Content) -> Option<String> {
         .map(|e| crate::error::one_line(&e.to_string()))
 }
 
-struct Own(ModelWeights);
-
-impl GgufModel for Own {
-    fn forward(
+impl OwnModel for ModelWeights {
+    fn load(b: Build<'_>) -> candle_core::Result<Self> {
+        ModelWeights::from_gguf(b.ct, b.file, b.device, b.context)
+    }
+    fn step(
         &mut self,
         x: &candle_core::Tensor,
         pos: usize,
     ) -> candle_core::Result<candle_core::Tensor> {
-        self.0.forward(x, pos)
+        self.forward(x, pos)
     }
-    fn reset(&mut self) {
-        self.0.reset()
+    fn clear(&mut self) {
+        self.reset()
     }
-    fn snapshot(&self) -> Option<Box<dyn GgufModel>> {
-        Some(Box::new(Own(self.0.clone())))
-    }
-    fn batched(&self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
-        let family = self.0.config().kind.name();
+    fn batch(&self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         if o.fast_weights {
-            return Some(Err(crate::error::Error::Serving(format!(
-                "--fast-weights: it re-encodes the project's Gemma 3 weights; the project's quantized {family} has no such variant; leave --fast-weights out"
-            ))));
+            return Err(crate::error::Error::Serving(format!(
+                "--fast-weights: it re-encodes the project's Gemma 3 weights; the project's quantized {} has no such variant; leave --fast-weights out",
+                self.config().kind.name()
+            )));
         }
-        Some(
-            Batched::new(self.0.clone())
-                .map(|b| Box::new(Slots::new(b, o.slots)) as Box<dyn StepModel>)
-                .map_err(Into::into),
-        )
-    }
-    fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
-        Some(Box::new(self.0.clone()))
+        Ok(Box::new(Slots::new(Batched::new(self.clone())?, o.slots)))
     }
 }

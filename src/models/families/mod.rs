@@ -78,6 +78,7 @@ impl GgufImpl {
 mod candle;
 mod gemma3;
 mod llama;
+mod own;
 mod qwen2;
 mod qwen3;
 
