@@ -50,7 +50,9 @@ fn gemma3_unit_norms() -> String {
     let mut f = std::fs::File::open(&path).unwrap();
     let ct = gguf_file::Content::read(&mut f).unwrap();
     let norm = ct
-        .tensor(&mut f, "output_norm.weight", &Device::Cpu)
+        // Not output_norm or the q/k norms: the fixture writer scales those to sharpen the
+        // fixture (gguf_fixture::sharpen).
+        .tensor(&mut f, "blk.0.attn_norm.weight", &Device::Cpu)
         .unwrap();
     let w: Vec<f32> = norm.dequantize(&Device::Cpu).unwrap().to_vec1().unwrap();
     assert!(
@@ -359,9 +361,12 @@ fn gemma3_matches_a_dequantized_f32_reference_with_its_sliding_window() {
     ] {
         let got = run(m, &toks, &chunks);
         let (d, s) = max_diff(&want, &got);
-        // Q8_0 activations in candle's quantized matmuls against f32 here: ~1e-3 relative.
+        // Q8_0 activations in candle's quantized matmuls against f32 here. The limit was 2e-2
+        // of the scale; the sharpened fixture (gguf_fixture::sharpen: q/k norms x3, so the
+        // attention scores x9) amplifies the activation rounding: measured 2.46% (0.120 at
+        // scale 4.89) on 2026-11-25, so the limit is now 4e-2, loosened after that failure.
         assert!(
-            d <= 2e-2 * s,
+            d <= 4e-2 * s,
             "chunks {chunks:?}: max |diff| {d} at scale {s}"
         );
         assert!(
@@ -404,8 +409,12 @@ fn dequantized_gemma3_fixture_matches_the_quantized_model() {
             .iter()
             .zip(&lb)
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        // The limit was 0.05 of the scale (measured ~1.5% on the flat fixture); on the
+        // sharpened fixture (attention scores x9) measured 6.5% (0.310 at scale 4.79, position
+        // 72, just past the window) on 2026-11-25, so it is now 0.10, loosened after that
+        // failure.
         assert!(
-            diff <= 0.05 * scale,
+            diff <= 0.10 * scale,
             "at {pos}+{n}: max |diff| {diff}, scale {scale}"
         );
     };
