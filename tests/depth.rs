@@ -51,7 +51,8 @@ fn depth_sweep_writes_records_csv_and_png() {
     let run = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.is_dir())
+        // A run folder holds results.jsonl (target-reports/ also holds the HTML site's folder).
+        .find(|p| p.join("results.jsonl").is_file())
         .expect("a run folder");
     let recs: Vec<serde_json::Value> = std::fs::read_to_string(run.join("results.jsonl"))
         .unwrap()
