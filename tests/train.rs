@@ -63,7 +63,8 @@ fn only_run(reports: &Path) -> std::path::PathBuf {
     let runs: Vec<_> = std::fs::read_dir(reports)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
+        // Run folders, not the HTML site's folder target-reports/ also holds.
+        .filter(|p| p.is_dir() && !p.ends_with("site"))
         .collect();
     assert_eq!(runs.len(), 1, "{runs:?}");
     runs[0].clone()
