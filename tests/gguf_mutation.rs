@@ -14,6 +14,8 @@
 //! (`cargo test --test gguf_mutation -- --ignored --nocapture long_run`) 6,000; the real Gemma
 //! 3 270M test skips unless the model is installed (mandatory with MODELBENCH_REQUIRE_QUALITY=1).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -972,21 +974,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn fixture_dir(family: &str) -> PathBuf {
-    let fam: modelbench::models::Family = family.parse().unwrap();
-    let (repo, rev) = modelbench::models::source::ensure_fixture(fam).unwrap();
-    modelbench::models::source::cached_file(
-        &modelbench::models::source::fixture_cache_dir(),
-        &repo,
-        &rev,
-        "config.json",
-    )
-    .unwrap()
-    .parent()
-    .unwrap()
-    .to_path_buf()
-}
-
 fn open_dir(d: &Path) -> Result<(), String> {
     let s = d.display().to_string();
     let r = ModelRef::parse(&s).map_err(|e| e.to_string())?;
@@ -1003,7 +990,7 @@ fn safetensors_config_and_tensors_must_agree() {
     let tmp = tempfile::tempdir().unwrap();
     let edit = |name: &str, f: &dyn Fn(&Path)| -> PathBuf {
         let d = tmp.path().join(name);
-        copy_dir(&fixture_dir("llama"), &d);
+        copy_dir(&common::fixture_snapshot("llama"), &d);
         f(&d);
         d
     };

@@ -380,11 +380,11 @@ impl CausalLm for QuantizedLm {
         } else {
             self.forward_raw(tokens, pos)?
         };
-        if pos == 0 {
-            self.history.clear();
+        // Only a model that cannot be copied needs its tokens to restore a snapshot.
+        if !self.m.can_snapshot() {
+            self.history.truncate(pos);
+            self.history.extend_from_slice(tokens);
         }
-        self.history.truncate(pos);
-        self.history.extend_from_slice(tokens);
         self.len = pos + tokens.len();
         Ok(out)
     }

@@ -22,6 +22,9 @@ impl<M: Send + 'static> GgufModel for CandleModel<M> {
             c(&mut self.m)
         }
     }
+    fn can_snapshot(&self) -> bool {
+        self.copy.is_some()
+    }
     fn snapshot(&self) -> Option<Box<dyn GgufModel>> {
         let copy = self.copy?;
         Some(Box::new(CandleModel {

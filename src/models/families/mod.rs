@@ -91,6 +91,11 @@ pub trait GgufModel: Send {
     /// A copy with the KV cache as it is now, weights shared; None where the implementation
     /// cannot be copied (the caller then restores by replaying the tokens).
     fn snapshot(&self) -> Option<Box<dyn GgufModel>>;
+    /// Whether [`GgufModel::snapshot`] gives a copy (else the caller keeps the tokens to
+    /// replay).
+    fn can_snapshot(&self) -> bool {
+        true
+    }
     /// The batched form of this model for `serve --max-batch` (None: one sequence per
     /// forward).
     fn batched(&self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
