@@ -32,10 +32,7 @@ fn root() -> PathBuf {
 }
 
 fn llama_cpp() -> PathBuf {
-    std::env::var_os("LLAMA_CPP_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/llama-cpp/0.3.36"))
+    modelbench::util::llama_cpp::dir()
 }
 
 /// None (and a printed reason) when llama.cpp is not built here; a failure under CI=true.

@@ -483,11 +483,10 @@ fn recorded_fixture_ids_are_current() {
 // llama.cpp's own tokenizer test vectors (tests/test-tokenizer-0.cpp): every
 // models/ggml-vocab-*.gguf with .inp/.out, kept by scripts/build-llama-cpp.sh in <dir>/vocab.
 
+/// The llama.cpp build the tests use: `$LLAMA_CPP_DIR` (`.ci/run`'s cache outside the
+/// checkout), else `target/llama-cpp/<VERSION>`, resolved as the library resolves it.
 fn llama_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("llama-cpp/0.3.36")
+    common::llama_cpp_dir()
 }
 
 /// Whether CI runs this (`CI=true`): then a missing llama.cpp build fails instead of skipping.
