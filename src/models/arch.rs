@@ -68,11 +68,11 @@ impl Arch {
             Family::Qwen3 => Arch::Qwen3(parse(v, path, family)?),
             Family::Qwen3Moe => Arch::Qwen3Moe(parse(v, path, family)?),
             Family::Gemma3 => Arch::Gemma3(parse(patch_gemma3(v), path, family)?),
-            Family::Qwen2 => {
+            Family::Qwen2 | Family::Phi3 | Family::Phi2 | Family::Lfm2 => {
                 return Err(config_err(
                     path,
                     family,
-                    "qwen2 runs from GGUF files here (gguf:<file>); a config.json + safetensors qwen2 model is not implemented yet",
+                    format!("{family} runs from GGUF files here (gguf:<file>); a config.json + safetensors {family} model is not implemented yet"),
                 ))
             }
         };

@@ -1187,9 +1187,12 @@ fn read_key(
             for x in a {
                 match x {
                     Value::U32(x) => out.push(*x as f64),
+                    // llama.cpp's converter writes Python ints as INT32 (lfm2's
+                    // head_count_kv), and its loader takes INT32 or UINT32 arrays.
+                    Value::I32(x) if *x >= 0 => out.push(*x as f64),
                     other => {
                         return Err(format!(
-                            "`{full}` holds an array of {}, expected an array of u32",
+                            "`{full}` holds an array of {}, expected an array of u32 (or non-negative i32)",
                             type_name(other)
                         ))
                     }

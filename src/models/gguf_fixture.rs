@@ -443,7 +443,39 @@ impl Parts {
     pub fn cfg_u(&self, k: &str) -> usize {
         self.config[k].as_u64().unwrap_or(0) as usize
     }
+    /// Removes the tensor `name` and returns it (an error naming it when absent).
+    pub fn take(&mut self, name: &str) -> Result<candle_core::Tensor> {
+        let i = self
+            .tensors
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| Error::Report(format!("fixture base has no tensor `{name}`")))?;
+        Ok(self.tensors.remove(i).1)
+    }
+    /// A copy of the tensor `name` (an error naming it when absent).
+    pub fn get(&self, name: &str) -> Result<candle_core::Tensor> {
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| Error::Report(format!("fixture base has no tensor `{name}`")))
+    }
+    /// Adds a tensor.
+    pub fn put(&mut self, name: impl Into<String>, t: candle_core::Tensor) {
+        self.tensors.push((name.into(), t));
+    }
 }
+
+/// A seeded tensor of `shape` from N(0, std^2).
+pub fn seeded_tensor(shape: &[usize], std: f32, seed: u64) -> Result<candle_core::Tensor> {
+    let n = shape.iter().product();
+    Ok(candle_core::Tensor::from_vec(
+        seeded_normal(n, std, seed),
+        shape,
+        &Device::Cpu,
+    )?)
+}
+
 
 /// `n` seeded values from N(0, std^2) (a fixed generator: a fixture is the same file
 /// everywhere).
@@ -460,7 +492,7 @@ pub fn seeded_normal(n: usize, std: f32, seed: u64) -> Vec<f32> {
 }
 
 /// Scale of the attention logits' inputs and of the final norm in a quantized fixture.
-const SHARPEN_QK: f64 = 3.0;
+pub(crate) const SHARPEN_QK: f64 = 3.0;
 const SHARPEN_OUT: f64 = 7.0;
 
 /// Makes a fixture's outputs depend visibly on what its family computes: with the seeded
@@ -484,7 +516,8 @@ fn sharpen(p: &mut Parts) -> Result<()> {
         };
         if qk {
             *t = (&*t * SHARPEN_QK)?;
-        } else if n == "output_norm.weight" {
+        } else if n == "output_norm.weight" || n == "token_embd_norm.weight" {
+            // (lfm2's final norm is llama.cpp's `token_embd_norm`.)
             *t = (&*t * SHARPEN_OUT)?;
         }
     }
@@ -545,7 +578,9 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
     sharpen(&mut parts)?;
     let mut q: Vec<(String, QTensor)> = Vec::new();
     for (g, t) in parts.tensors {
-        let dt = if t.rank() == 2 {
+        // Q8_0 blocks are 32 wide: narrower rows (lfm2's 3-tap convolution) stay F32, as
+        // llama.cpp's converter and quantizer leave them.
+        let dt = if t.rank() == 2 && t.dims()[1] % 32 == 0 {
             GgmlDType::Q8_0
         } else {
             GgmlDType::F32

@@ -144,17 +144,26 @@ pub enum Family {
     Qwen3,
     Qwen3Moe,
     Gemma3,
+    /// GGUF only (`phi3` files: Phi-3 / Phi-3.5 mini; fused QKV and gate+up).
+    Phi3,
+    /// GGUF only (`phi2` files: Phi-2; LayerNorm, parallel attention and MLP, partial RoPE).
+    Phi2,
+    /// GGUF only (`lfm2` files: LiquidAI LFM2; short-convolution blocks among attention ones).
+    Lfm2,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 8] = [
         Family::Llama,
         Family::Qwen2,
         Family::Qwen3,
         Family::Qwen3Moe,
         Family::Gemma3,
+        Family::Phi3,
+        Family::Phi2,
+        Family::Lfm2,
     ];
-    pub const ALLOWED: &'static str = "llama, qwen2, qwen3, qwen3-moe, gemma3";
+    pub const ALLOWED: &'static str = "llama, qwen2, qwen3, qwen3-moe, gemma3, phi3, phi2, lfm2";
 
     pub fn name(self) -> &'static str {
         match self {
@@ -163,6 +172,9 @@ impl Family {
             Family::Qwen3 => "qwen3",
             Family::Qwen3Moe => "qwen3-moe",
             Family::Gemma3 => "gemma3",
+            Family::Phi3 => "phi3",
+            Family::Phi2 => "phi2",
+            Family::Lfm2 => "lfm2",
         }
     }
 

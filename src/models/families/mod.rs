@@ -77,8 +77,11 @@ impl GgufImpl {
 
 mod candle;
 mod gemma3;
+mod lfm2;
 mod llama;
 mod own;
+mod phi2;
+mod phi3;
 mod qwen2;
 mod qwen3;
 
@@ -169,6 +172,9 @@ pub static GGUF_FAMILIES: &[&GgufFamily] = &[
     &qwen2::FAMILY,
     &qwen3::FAMILY,
     &gemma3::FAMILY,
+    &phi3::FAMILY,
+    &phi2::FAMILY,
+    &lfm2::FAMILY,
 ];
 
 /// The entry of a `general.architecture`.
@@ -189,7 +195,7 @@ pub fn fixture(name: &str) -> Option<&'static GgufFixture> {
         .find(|x| x.name == name)
 }
 
-/// Every fixture's name, for messages: "llama, llama3, qwen2, qwen3, gemma3".
+/// Every fixture's name, for messages: "llama, llama3, qwen2, qwen3, gemma3, phi3, phi2, lfm2".
 pub fn fixture_names() -> String {
     GGUF_FAMILIES
         .iter()
