@@ -16,8 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use modelbench::models::llama_quantized::{ModelWeights, Wrong};
 use modelbench::models::quality::file_sha256;
@@ -304,7 +304,9 @@ const MUTATED: &[Mutation] = &[
     // LFM2's gated convolution: the B (input) and C (output) gates exchanged.
     ("lfm2", "conv-gates-swapped", |m| {
         let h = m.u("lfm2.embedding_length");
-        m.each(".shortconv.in_proj.weight", |t| swap_rows(t, 0..h, h..2 * h));
+        m.each(".shortconv.in_proj.weight", |t| {
+            swap_rows(t, 0..h, h..2 * h)
+        });
     }),
 ];
 
@@ -539,16 +541,19 @@ impl Phi2Ref {
         let mut f = std::fs::File::open(path).unwrap();
         let ct = gguf_file::Content::read(&mut f).unwrap();
         let dev = Device::Cpu;
-        let mut deq = |n: &str| ct.tensor(&mut f, n, &dev).unwrap().dequantize(&dev).unwrap();
+        let mut deq = |n: &str| {
+            ct.tensor(&mut f, n, &dev)
+                .unwrap()
+                .dequantize(&dev)
+                .unwrap()
+        };
         let u = |k: &str| ct.metadata[k].to_u32().unwrap() as usize;
         let eps = ct.metadata["phi2.attention.layer_norm_epsilon"]
             .to_f32()
             .unwrap() as f64;
         let mut f2 = std::fs::File::open(path).unwrap();
         let mut lin = |n: &str| {
-            let w = ct
-                .tensor(&mut f2, &format!("{n}.weight"), &dev)
-                .unwrap();
+            let w = ct.tensor(&mut f2, &format!("{n}.weight"), &dev).unwrap();
             let b = ct
                 .tensor(&mut f2, &format!("{n}.bias"), &dev)
                 .unwrap()
@@ -571,7 +576,11 @@ impl Phi2Ref {
             .collect();
         Phi2Ref {
             emb: deq("token_embd.weight"),
-            norm: candle_nn::LayerNorm::new(deq("output_norm.weight"), deq("output_norm.bias"), eps),
+            norm: candle_nn::LayerNorm::new(
+                deq("output_norm.weight"),
+                deq("output_norm.bias"),
+                eps,
+            ),
             out: lin("output"),
             layers,
             heads: u("phi2.attention.head_count"),
@@ -615,12 +624,20 @@ impl Phi2Ref {
                 &cos,
                 &sin,
             )?;
-            Tensor::cat(&[&r, &z.narrow(D::Minus1, self.rot, hd - self.rot)?], D::Minus1)
+            Tensor::cat(
+                &[&r, &z.narrow(D::Minus1, self.rot, hd - self.rot)?],
+                D::Minus1,
+            )
         };
         for l in &self.layers {
             let h = l.norm.forward(&x)?;
             let qkv = lin(&l.qkv, &h)?.reshape((1, t, 3, self.heads, hd))?;
-            let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous();
+            let part = |i: usize| {
+                qkv.narrow(2, i, 1)?
+                    .squeeze(2)?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
             let (q, k, v) = (rope(&part(0)?)?, rope(&part(1)?)?, part(2)?);
             let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
             let att = candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?;
@@ -692,14 +709,29 @@ fn phi2_gap_is_ggml_f16_gelu() {
         let mut m = Phi2Ref::load(&path, f16_gelu, meta.clone());
         let label = format!(
             "Phi-2 from candle ops, GELU {}",
-            if f16_gelu { "as ggml (f16 table)" } else { "in f32 (HF, candle)" }
+            if f16_gelu {
+                "as ggml (f16 table)"
+            } else {
+                "in f32 (HF, candle)"
+            }
         );
-        let v = run_kld_gate(&mut m, &path.display().to_string(), &label, &r, "test", None)
-            .unwrap();
+        let v = run_kld_gate(
+            &mut m,
+            &path.display().to_string(),
+            &label,
+            &r,
+            "test",
+            None,
+        )
+        .unwrap();
         eprintln!("{label}:\n{}", table(&v));
         verdicts.push(v.passed);
     }
-    assert_eq!(verdicts, [false, true], "f32 GELU fails, ggml's f16 GELU passes");
+    assert_eq!(
+        verdicts,
+        [false, true],
+        "f32 GELU fails, ggml's f16 GELU passes"
+    );
 }
 
 /// candle-transformers 0.11.1's quantized_lfm2 keeps its short-convolution state wrong in two

@@ -476,7 +476,6 @@ pub fn seeded_tensor(shape: &[usize], std: f32, seed: u64) -> Result<candle_core
     )?)
 }
 
-
 /// `n` seeded values from N(0, std^2) (a fixed generator: a fixture is the same file
 /// everywhere).
 pub fn seeded_normal(n: usize, std: f32, seed: u64) -> Vec<f32> {

@@ -137,8 +137,7 @@ impl Lfm2 {
         self.file.rewind()?;
         let mut ct = Content::read(&mut self.file)?;
         if let Some(c) = &self.context {
-            ct.metadata
-                .insert("lfm2.context_length".into(), c.clone());
+            ct.metadata.insert("lfm2.context_length".into(), c.clone());
         }
         self.m = quantized_lfm2::ModelWeights::from_gguf(ct, &mut self.file, &self.device)?;
         self.used = false;

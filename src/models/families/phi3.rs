@@ -36,7 +36,10 @@ fn fixture(p: &mut Parts) -> Result<()> {
     p.drop_keys(|k| k == "phi3.attention.key_length" || k == "phi3.attention.value_length");
     p.set("phi3.rope.freq_base", Value::F32(10_000.0));
     p.set("phi3.attention.sliding_window", Value::U32(2047));
-    p.set("phi3.rope.scaling.original_context_length", Value::U32(4096));
+    p.set(
+        "phi3.rope.scaling.original_context_length",
+        Value::U32(4096),
+    );
     for l in 0..p.cfg_u("num_hidden_layers") {
         let n = |x: &str| format!("blk.{l}.{x}.weight");
         let q = (p.take(&n("attn_q"))? * SHARPEN_QK)?;
