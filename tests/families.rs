@@ -6,7 +6,11 @@
 //! the same model with the family's distinguishing piece broken (QKV biases zeroed, the
 //! Llama 3.x frequency factors dropped, the RoPE layout swapped, the q/k norms skipped;
 //! candle-transformers' Gemma3 with its SiLU MLP) fails the same gate, so a fixture whose
-//! logits are too flat to tell right from wrong is caught.
+//! logits are too flat to tell right from wrong is caught. Families only candle-transformers
+//! runs (phi3, phi2, lfm2) have no model to make wrong in code: their controls are the fixture
+//! file with the piece broken (`MUTATED`: fused halves or blocks exchanged, the partial rotary
+//! made whole, LayerNorm biases zeroed, convolution taps reversed, gates exchanged), run by
+//! candle against llama.cpp's reference of the unmodified file.
 //!
 //! The references come from llama.cpp (scripts/llama-cpp-kld-reference.sh, llama-perplexity
 //! --kl-divergence-base), cached under target/modelbench-verify/ as `modelbench verify`
