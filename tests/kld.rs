@@ -198,13 +198,55 @@ fn fast_weights_gemma3_passes_the_kld_gate() {
         "fast weights: mean KLD {:.5}, p99 {:.4}, max {:.4}, same top-1 {:.2}%, PPL ratio {:.5}",
         v.ours.mean_kld, v.ours.kld_p99, v.ours.kld_max, v.ours.same_top1_percent, v.ours.ppl_ratio
     );
-    // Measured 2026-11-25: mean KLD 0.02691, p99 0.2221, same top-1 95.69%, PPL ratio 1.00139
-    // (limits 0.04469 / 0.35095 / 92.94% / 0.97878..1.02168). Widening the layers' 640-input
+    // Held-out text, measured 2026-11-25 (Intel family 6 model 167): mean KLD 0.00574, p99
+    // 0.0339, p99.9 0.0472, same top-1 94.31%, PPL ratio 1.00531 (limits 0.01109 / 0.06917 /
+    // 0.11404 / 89.80% / 0.98522..1.01500). On the development text, where it was chosen:
+    // mean KLD 0.02691, p99 0.2221, same top-1 95.69%, PPL ratio 1.00139 (limits 0.04469 /
+    // 0.35095 / 92.94% / 0.97878..1.02168). Widening the layers' 640-input
     // weights as well failed (mean 0.05410); the gate's side that fails is shown by
     // candle-transformers' quantized_gemma3 in this file.
     assert!(
         v.passed,
         "--fast-weights fails the KLD gate: {:?}",
         v.checks
+    );
+}
+
+/// `--fast-weights`' fallback (Q5_0 as Q8_0 on candle's kernels, what a CPU without AVX-512
+/// VNNI runs), forced by `MODELBENCH_FAST_WEIGHTS_FALLBACK=1` so it is judged on any machine:
+/// labelled as the fallback (its own verdict key), and judged by the same gate on the held-out
+/// text. Measured 2026-11-25 (Intel, family 6 model 167): mean KLD 0.00595, p99 0.0366,
+/// p99.9 0.0743, same top-1 93.33%, PPL ratio 1.00486: passes.
+#[test]
+fn fast_weights_fallback_is_labelled_apart_and_passes_the_kld_gate() {
+    let r = ModelRef::parse(MODEL).unwrap();
+    if let Err(e) = prepare(MODEL, &r, &[]) {
+        common::skip_real_model(e);
+        return;
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args(["verify", "--model", MODEL, "--fast-weights"])
+        .env("MODELBENCH_FAST_WEIGHTS_FALLBACK", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("{out}");
+    assert!(
+        out.contains("--fast-weights: its fallback without AVX-512 VNNI"),
+        "the fallback is not labelled as such:\n{out}"
+    );
+    assert!(!out.contains("the project's AVX-512 VNNI kernels"), "{out}");
+    assert!(
+        out.contains("kjv-ruth-1-4.txt"),
+        "not the held-out text:\n{out}"
+    );
+    assert!(
+        o.status.success() && out.contains("verdict: PASSED"),
+        "{out}"
     );
 }
