@@ -28,6 +28,8 @@ use crate::args::{FastWeightsArg, TargetArgs};
 const COMMITTED: &[&str] = &[
     "fixtures/reference/gemma-3-270m-Q4_K_M.ruth.kld.json",
     "fixtures/reference/gemma-3-270m-Q4_K_M.kld.json",
+    "fixtures/reference/Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.ruth.kld.json",
+    "fixtures/reference/SmolLM2-135M-Instruct.Q4_1.ruth.kld.json",
 ];
 /// The held-out verdict text (fixtures/corpus/SOURCE.md): nothing was tuned on it. The
 /// development text, on which kernels were chosen, is fixtures/corpus/kjv-genesis-1-3.txt.
