@@ -584,7 +584,9 @@ pub fn to_experts(p: &mut Parts, n_expert: usize, ff: usize, seed: u64) -> Resul
     let hidden = p.cfg_u("hidden_size");
     let layers = p.cfg_u("num_hidden_layers");
     let dense = |n: &str| {
-        n.ends_with(".ffn_gate.weight") || n.ends_with(".ffn_up.weight") || n.ends_with(".ffn_down.weight")
+        n.ends_with(".ffn_gate.weight")
+            || n.ends_with(".ffn_up.weight")
+            || n.ends_with(".ffn_down.weight")
     };
     p.tensors.retain(|(n, _)| !dense(n));
     let router_std = ROUTER_STD / (hidden as f32 / 64.0).sqrt();

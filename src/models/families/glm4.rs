@@ -52,7 +52,10 @@ fn fixture(p: &mut Parts) -> Result<()> {
                 candle_core::Tensor::from_vec(v, width, &cpu)?,
             ));
         }
-        for (j, n) in ["post_attention_norm", "post_ffw_norm"].into_iter().enumerate() {
+        for (j, n) in ["post_attention_norm", "post_ffw_norm"]
+            .into_iter()
+            .enumerate()
+        {
             let v: Vec<f32> = seeded_normal(hidden, 0.2, 0x6E4C + (l * 2 + j) as u64)
                 .into_iter()
                 .map(|x| 1.0 + x)

@@ -100,7 +100,9 @@ fn split_stacked_experts(ct: &mut Content) -> candle_core::Result<()> {
         let (e, rows, cols) = shape.dims3()?;
         let elems = rows * cols;
         if elems % dt.block_size() != 0 {
-            candle_core::bail!("{name}: an expert of {rows} x {cols} is not whole blocks of {dt:?}");
+            candle_core::bail!(
+                "{name}: an expert of {rows} x {cols} is not whole blocks of {dt:?}"
+            );
         }
         let bytes = (elems / dt.block_size() * dt.type_size()) as u64;
         let legacy = name.replace("_exps.weight", "");

@@ -77,11 +77,11 @@ impl GgufImpl {
 
 mod candle;
 mod gemma3;
+mod glm4;
 mod llama;
 mod own;
 mod qwen2;
 mod qwen3;
-mod glm4;
 mod qwen3moe;
 
 /// A loaded GGUF model as the suite drives it, whichever code computes it.

@@ -73,10 +73,8 @@ impl Reloading {
         use std::io::Seek;
         file.rewind()?;
         let mut ct = Content::read(file)?;
-        ct.metadata.insert(
-            "qwen3moe.context_length".into(),
-            Value::U32(context as u32),
-        );
+        ct.metadata
+            .insert("qwen3moe.context_length".into(), Value::U32(context as u32));
         GGUFQWenMoE::from_gguf(ct, file, device, DType::F32)
     }
     fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
