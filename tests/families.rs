@@ -193,7 +193,7 @@ const CASES: &[Case] = &[
 ];
 
 /// A fixture file with one piece changed: metadata and tensors as candle reads them.
-type Mutation = fn(&mut Vec<(String, Value)>, &mut Vec<(String, QTensor)>);
+type Mutation = fn(&mut [(String, Value)], &mut [(String, QTensor)]);
 
 /// Negative controls of fixtures that only candle-transformers runs: the fixture file with
 /// the family's distinguishing piece broken, run by candle against llama.cpp's reference of
@@ -258,7 +258,7 @@ fn map_tensors(
     }
 }
 
-fn rotate_router(_: &mut Vec<(String, Value)>, ts: &mut Vec<(String, QTensor)>) {
+fn rotate_router(_: &mut [(String, Value)], ts: &mut [(String, QTensor)]) {
     map_tensors(
         ts,
         |n| n.ends_with("ffn_gate_inp.weight"),
@@ -273,7 +273,7 @@ fn rotate_router(_: &mut Vec<(String, Value)>, ts: &mut Vec<(String, QTensor)>) 
     );
 }
 
-fn swap_gate_up(_: &mut Vec<(String, Value)>, ts: &mut Vec<(String, QTensor)>) {
+fn swap_gate_up(_: &mut [(String, Value)], ts: &mut [(String, QTensor)]) {
     map_tensors(
         ts,
         |n| n.ends_with("ffn_up.weight"),
@@ -284,7 +284,7 @@ fn swap_gate_up(_: &mut Vec<(String, Value)>, ts: &mut Vec<(String, QTensor)>) {
     );
 }
 
-fn rope_other_half(md: &mut Vec<(String, Value)>, ts: &mut Vec<(String, QTensor)>) {
+fn rope_other_half(md: &mut [(String, Value)], ts: &mut [(String, QTensor)]) {
     let hd = md_u32(md, "glm4.attention.key_length");
     map_tensors(
         ts,
@@ -525,8 +525,7 @@ fn qwen3moe_fixture_matches_llama_cpp() {
         let x = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
         let e = m
             .forward(&x, 0)
-            .err()
-            .expect("candle's qwen3moe ran on the CPU")
+            .expect_err("candle's qwen3moe ran on the CPU")
             .to_string();
         assert!(
             e.contains("moe_gemm_gguf is only implemented for the cuda backend"),
