@@ -13,6 +13,8 @@
 //! caches them. Without a llama.cpp build (scripts/build-llama-cpp.sh) the tests say so and
 //! skip, except under CI=true, where that is a failure.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -568,4 +570,42 @@ fn candle_quantized_llama_reads_experts_only_per_expert() {
         .provenance
         .implementation
         .contains("per-expert tensors"));
+}
+
+/// NaN logits fail the gate by name: the llama fixture with one forward call's logits made
+/// NaN fails the "non-finite logits" check with exactly that one position counted (the same
+/// model unpoisoned passes every check in `llama_fixture_matches_llama_cpp`, 0 counted).
+#[test]
+fn nan_logits_fail_the_gate_by_name() {
+    if !have_llama_cpp() {
+        return;
+    }
+    let (path, r) = reference("llama");
+    let m = load_with(&path, None, &Device::Cpu, Some(N_CTX)).unwrap();
+    let label = m.meta().provenance.implementation.clone();
+    // Call 0 is chunk 0's prefill; call 1 scores the position after it.
+    let mut nan = common::NanOn {
+        inner: m,
+        poisoned: vec![1],
+        calls: 0,
+    };
+    let v = run_kld_gate(
+        &mut nan,
+        "llama fixture, one NaN step",
+        &label,
+        &r,
+        "test",
+        None,
+    )
+    .unwrap();
+    eprintln!("{}", table(&v));
+    assert!(!v.passed);
+    assert_eq!(v.ours.non_finite_positions, 1);
+    let c = v
+        .checks
+        .iter()
+        .find(|c| c.name.starts_with("non-finite"))
+        .unwrap();
+    assert!(!c.passed && c.value == 1.0, "{c:?}");
+    assert_eq!(v.llama_cpp_self.non_finite_positions, 0);
 }

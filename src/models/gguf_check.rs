@@ -1309,9 +1309,17 @@ pub fn hparams(ct: &Content, spec: &ArchSpec) -> std::result::Result<Hparams, St
     let n_rot = u("rope.dimension_count").unwrap_or(head_k);
     match spec.rot {
         Rot::EqualsHead if n_rot != head_k => {
+            // Without key_length the head size comes from head_count: either field may be
+            // the wrong one, so both are named.
+            let from = match u("attention.key_length") {
+                Some(_) => format!("`{a}.attention.key_length`"),
+                None => format!(
+                    "`{a}.embedding_length` {n_embd} / `{a}.attention.head_count` {n_head}"
+                ),
+            };
             return Err(format!(
-                "`{a}.rope.dimension_count` holds {n_rot}, expected the head size {head_k} (`{a}.attention.key_length`, or embedding_length / head_count): the implementations rotate whole heads"
-            ))
+                "`{a}.rope.dimension_count` holds {n_rot}, expected the head size {head_k} ({from}): the implementations rotate whole heads"
+            ));
         }
         Rot::AtMostHead if n_rot > head_k || n_rot % 2 != 0 => {
             return Err(format!(

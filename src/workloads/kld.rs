@@ -89,6 +89,12 @@ pub struct KldStats {
     /// Mean of ln(p_ref(next)/p(next)) = ln(ppl ratio), and its standard error.
     pub ln_ppl_ratio: f64,
     pub ln_ppl_ratio_se: f64,
+    /// Positions whose logits held a NaN or an infinity (ours: any of the vocabulary's logits;
+    /// llama.cpp's: any log-probability it wrote for the position). Such a position's KLD is
+    /// not a number, so the gate fails on the count itself, naming it. Absent in verdicts
+    /// written before it was counted.
+    #[serde(default)]
+    pub non_finite_positions: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +208,10 @@ impl KldReference {
                 ),
                 same_top1: d.top1_id[i] == self.reference.top_ids[i][0],
                 target_logprob: d.target_logprob[i],
+                non_finite: !d.target_logprob[i].is_finite()
+                    || d.logprobs_at_reference_top_ids[i]
+                        .iter()
+                        .any(|x| !x.is_finite()),
             })
             .collect();
         stats(&rows, &self.reference.target_logprob)
@@ -239,6 +249,7 @@ struct Row {
     kld: f64,
     same_top1: bool,
     target_logprob: f64,
+    non_finite: bool,
 }
 
 /// KL(P || Q) of the (K+1)-outcome coarse-graining: P's top-K and the rest of its mass, Q at
@@ -287,6 +298,7 @@ fn stats(rows: &[Row], reference_target: &[f64]) -> KldStats {
         ppl_ratio: ln_ratio.exp(),
         ln_ppl_ratio: ln_ratio,
         ln_ppl_ratio_se: (var / n).sqrt(),
+        non_finite_positions: rows.iter().filter(|r| r.non_finite).count(),
     }
 }
 
@@ -350,6 +362,7 @@ pub fn run_kld_gate(
                 kld: topk_kld(&reference.reference.top_logprobs[i], &ours),
                 same_top1: argmax as u32 == ids[0],
                 target_logprob: lp(target),
+                non_finite: l.iter().any(|x| !x.is_finite()),
             });
             Ok(())
         },
@@ -385,6 +398,12 @@ pub fn run_kld_gate(
                 t.max_abs_ln_ppl_ratio.exp()
             ),
             passed: ours.ln_ppl_ratio.abs() <= t.max_abs_ln_ppl_ratio,
+        },
+        Check {
+            name: "non-finite logits (positions)".into(),
+            value: ours.non_finite_positions as f64,
+            limit: "= 0".into(),
+            passed: ours.non_finite_positions == 0,
         },
     ];
     Ok(KldVerdict {
@@ -437,6 +456,7 @@ pub fn table(v: &KldVerdict) -> String {
                 t.max_abs_ln_ppl_ratio.exp()
             ),
         ),
+        (s.non_finite_positions as f64, "= 0".to_string()),
     ];
     let mut out = format!(
         "{:<28} {:>12} {:>16} {:>22} {:>4}\n",
@@ -446,6 +466,8 @@ pub fn table(v: &KldVerdict) -> String {
         let f = |x: f64| {
             if c.name.starts_with("same") {
                 format!("{x:.2}")
+            } else if c.name.starts_with("non-finite") {
+                format!("{x:.0}")
             } else {
                 num(x)
             }
