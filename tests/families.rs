@@ -5,8 +5,10 @@
 //! implementation that runs the file, and **every fixture verdict has a negative control**:
 //! the same model with the family's distinguishing piece broken (QKV biases zeroed, the
 //! Llama 3.x frequency factors dropped, the RoPE layout swapped, the q/k norms skipped;
-//! candle-transformers' Gemma3 with its SiLU MLP) fails the same gate, so a fixture whose
-//! logits are too flat to tell right from wrong is caught.
+//! candle-transformers' Gemma3 with its SiLU MLP; for families only candle runs, the fixture
+//! file with one piece changed: experts misrouted or top-k lowered, GLM-4's fused gate/up
+//! halves or rotary half swapped) fails the same gate, so a fixture whose logits are too flat
+//! to tell right from wrong is caught.
 //!
 //! The references come from llama.cpp (scripts/llama-cpp-kld-reference.sh, llama-perplexity
 //! --kl-divergence-base), cached under target/modelbench-verify/ as `modelbench verify`
