@@ -655,6 +655,12 @@ fn campaign(families: &[&str], per_named: usize, n_random: usize, seed: u64, dir
         // The unmodified file runs.
         match run_one(&src, limit) {
             Outcome::Ran => {}
+            // A family whose only implementation needs another device (qwen3moe: candle's
+            // experts are a CUDA kernel) cannot run its fixture here, mutated or not.
+            Outcome::Refused(e) if e.contains("for CUDA only") => {
+                eprintln!("{fam}: not mutated on this device: {e}");
+                continue;
+            }
             o => panic!("{fam}: the unmodified fixture does not run: {o:?}"),
         }
         let mut rng = Rng(seed ^ (fi as u64) << 32);

@@ -838,6 +838,8 @@ pub const ARCHS: &[ArchSpec] = &[
             KV,
             key("expert_count", U, true, Range::Int(1, MAX_EXPERTS)),
             key("expert_used_count", U, true, Range::Int(1, MAX_EXPERTS)),
+            // candle-transformers' quantized_qwen3_moe reads it without a default.
+            key("expert_feed_forward_length", U, true, POS),
         ],
         eps: "attention.layer_norm_rms_epsilon",
         qkv: Some(QkvSpec {
@@ -992,7 +994,12 @@ pub const ARCHS: &[ArchSpec] = &[
     },
     ArchSpec {
         arch: "glm4",
-        keys: &[KV],
+        keys: &[
+            // candle-transformers' quantized_glm4 reads them without a default.
+            key("attention.head_count_kv", U, true, POS),
+            key("attention.key_length", U, true, POS),
+            key("rope.freq_base", F, true, BASE),
+        ],
         eps: "attention.layer_norm_rms_epsilon",
         qkv: Some(QkvSpec {
             q: D::Q,

@@ -144,17 +144,20 @@ pub enum Family {
     Qwen3,
     Qwen3Moe,
     Gemma3,
+    /// GGUF only (`glm4` files: GLM-4-0414).
+    Glm4,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Llama,
         Family::Qwen2,
         Family::Qwen3,
         Family::Qwen3Moe,
         Family::Gemma3,
+        Family::Glm4,
     ];
-    pub const ALLOWED: &'static str = "llama, qwen2, qwen3, qwen3-moe, gemma3";
+    pub const ALLOWED: &'static str = "llama, qwen2, qwen3, qwen3-moe, gemma3, glm4";
 
     pub fn name(self) -> &'static str {
         match self {
@@ -163,6 +166,7 @@ impl Family {
             Family::Qwen3 => "qwen3",
             Family::Qwen3Moe => "qwen3-moe",
             Family::Gemma3 => "gemma3",
+            Family::Glm4 => "glm4",
         }
     }
 
@@ -174,6 +178,7 @@ impl Family {
             "qwen3" => Some(Family::Qwen3),
             "qwen3_moe" => Some(Family::Qwen3Moe),
             "gemma3" | "gemma3_text" => Some(Family::Gemma3),
+            "glm4" => Some(Family::Glm4),
             _ => None,
         }
     }

@@ -77,10 +77,12 @@ impl GgufImpl {
 
 mod candle;
 mod gemma3;
+mod glm4;
 mod llama;
 mod own;
 mod qwen2;
 mod qwen3;
+mod qwen3moe;
 
 /// A loaded GGUF model as the suite drives it, whichever code computes it.
 pub trait GgufModel: Send {
@@ -169,6 +171,8 @@ pub static GGUF_FAMILIES: &[&GgufFamily] = &[
     &qwen2::FAMILY,
     &qwen3::FAMILY,
     &gemma3::FAMILY,
+    &qwen3moe::FAMILY,
+    &glm4::FAMILY,
 ];
 
 /// The entry of a `general.architecture`.
