@@ -250,3 +250,50 @@ fn fast_weights_fallback_is_labelled_apart_and_passes_the_kld_gate() {
         "{out}"
     );
 }
+
+/// The real files of the other families the registries have (scripts/fetch-offline-models.sh):
+/// each passes the gate on the held-out text against llama.cpp's committed reference for that
+/// very file (made by scripts/llama-cpp-kld-reference.sh), by every implementation that runs
+/// it. The fixtures' negative controls (tests/families.rs) show the gate's failing side per
+/// family.
+#[test]
+fn real_qwen2_and_llama_files_pass_the_kld_gate() {
+    const REAL: &[(&str, &str)] = &[
+        (
+            "gguf:modelbench-offline/SmolLM2-135M-Instruct-GGUF",
+            "fixtures/reference/SmolLM2-135M-Instruct.Q4_1.ruth.kld.json",
+        ),
+        (
+            "gguf:modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+            "fixtures/reference/Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.ruth.kld.json",
+        ),
+        (
+            "gguf:modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF?impl=modelbench",
+            "fixtures/reference/Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.ruth.kld.json",
+        ),
+    ];
+    for (label, reference) in REAL {
+        let Some(mut m) = load(label) else { return };
+        let r = KldReference::load(std::path::Path::new(reference)).unwrap();
+        let modelbench::models::Weights::Gguf(path) = &m.resolved.weights else {
+            panic!("a GGUF")
+        };
+        assert_eq!(
+            modelbench::models::quality::file_sha256(path).unwrap(),
+            r.provenance["gguf"]["sha256"].as_str().unwrap(),
+            "{label}: the installed GGUF is not the file the reference was made from"
+        );
+        let implementation = m.model.meta().provenance.implementation.clone();
+        let v = run_kld_gate(
+            m.model.as_mut(),
+            label,
+            &implementation,
+            &r,
+            reference,
+            None,
+        )
+        .unwrap();
+        eprintln!("{label} [{implementation}]\n{}", table(&v));
+        assert!(v.passed, "{label} fails the KLD gate:\n{}", table(&v));
+    }
+}
