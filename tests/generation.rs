@@ -145,3 +145,34 @@ fn overhead_engine_and_bare_loops_produce_the_same_tokens() {
     assert_eq!(first_difference(&[1, 2, 3], &[1, 2, 4]), Some(2));
     assert_eq!(first_difference(&[1, 2], &[1, 2, 3]), Some(2));
 }
+
+/// NaN/Inf logits are measured, not hidden: a model whose logits go NaN on one step is
+/// counted on that step (and the record's metrics warn), the same model unpoisoned counts 0.
+#[test]
+fn non_finite_logits_are_counted_per_step() {
+    use modelbench::output::record::gen_metrics;
+    for poisoned in [vec![], vec![3]] {
+        let m = fixture("llama");
+        let vocab = m.model.meta().vocab;
+        let mut nan = common::NanOn {
+            inner: m.model,
+            poisoned: poisoned.clone(),
+            calls: 0,
+        };
+        let prompt = Prompt::Ids(prompt_ids(16, vocab, 7, 0));
+        let mut s = Sampler::new(SamplingParams::GREEDY, 1);
+        let t = generate(&mut nan, &prompt, 8, &mut s, None).unwrap();
+        assert_eq!(t.tokens.len(), 8);
+        assert_eq!(t.non_finite_steps, Some(poisoned.len()), "{poisoned:?}");
+        let g = gen_metrics(&[t.clone(), t]);
+        assert_eq!(g.checked_steps, Some(16));
+        assert_eq!(g.non_finite_steps, Some(2 * poisoned.len() as u64));
+        match poisoned.len() {
+            0 => assert_eq!(g.non_finite_warning(), None),
+            _ => assert_eq!(
+                g.non_finite_warning().as_deref(),
+                Some("NaN/Inf logits in 2 of 16 steps")
+            ),
+        }
+    }
+}

@@ -392,6 +392,15 @@ pub const KNOBS: &[Knob] = &[
         examples: ("decode:5%", "decode:fast"),
     },
     Knob {
+        name: "MODELBENCH_FAST_WEIGHTS_FALLBACK",
+        scope: Scope::Paths,
+        values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
+        default: Value("0"),
+        doc: "`--fast-weights` (serve, verify) runs its fallback (Q5_0 as Q8_0 on candle's kernels, as on a CPU without AVX-512 VNNI) even where the project's VNNI kernels could run, so the fallback is judged on any machine; its label and verdict key say which path ran",
+        check: |v| ok(p::parse_bool(v, "MODELBENCH_FAST_WEIGHTS_FALLBACK")),
+        examples: ("1", "maybe"),
+    },
+    Knob {
         name: "MODELBENCH_REQUIRE_QUALITY",
         scope: Scope::Tests,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",

@@ -94,6 +94,11 @@ pub struct Trace {
     pub tokenize: Duration,
     /// Detokenized output (pipeline only).
     pub text: Option<String>,
+    /// Steps whose logits held a NaN or an infinity (their token is whatever the sampler made
+    /// of them). Checked on every step with the clock stopped, so the check costs the timings
+    /// nothing. None: not checked (a peer's trace; records written before the check).
+    #[serde(default)]
+    pub non_finite_steps: Option<usize>,
 }
 
 impl Trace {
@@ -162,7 +167,7 @@ pub fn generate_until(
     model.reset()?;
     let dev = model.device().clone();
     sync(&dev)?;
-    let start = Instant::now();
+    let mut start = Instant::now();
     let (ids, tokenize) = match prompt {
         Prompt::Ids(ids) => (std::borrow::Cow::Borrowed(ids.as_slice()), Duration::ZERO),
         Prompt::Text(text) => {
@@ -182,6 +187,7 @@ pub fn generate_until(
     context.extend_from_slice(&ids);
     let mut token_times = Vec::with_capacity(new_tokens);
     let mut pos = 0;
+    let mut non_finite_steps = 0;
     let mut input: Vec<u32> = ids.into_owned();
     for _ in 0..new_tokens {
         let logits = model.forward(&input, pos)?;
@@ -198,6 +204,10 @@ pub fn generate_until(
         let prev = token_times.last().copied().unwrap_or(Duration::ZERO);
         inject::after_step(token_times.is_empty(), start.elapsed().saturating_sub(prev));
         token_times.push(start.elapsed());
+        // Outside the timed region: the clock's origin moves on by the check's duration.
+        let paused = Instant::now();
+        non_finite_steps += usize::from(has_non_finite(&logits)?);
+        start += paused.elapsed();
         context.push(next);
         if !on_token(next) {
             break;
@@ -212,7 +222,17 @@ pub fn generate_until(
         token_times,
         tokenize,
         text: stream.map(|(_, t)| t),
+        non_finite_steps: Some(non_finite_steps),
     })
+}
+
+/// Whether any of the logits is NaN or infinite.
+pub fn has_non_finite(logits: &Tensor) -> Result<bool> {
+    let v = logits
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(v.iter().any(|x| !x.is_finite()))
 }
 
 /// The next token. Plain greedy stays on the device (argmax, one u32 comes back); anything

@@ -319,16 +319,29 @@ mod tests {
             println!("skip: /proc is not readable here");
             return;
         };
+        // Spin until /proc shows one thread 0.4 s of CPU busier (a loaded machine gives this
+        // thread less than a core, so the wall time it takes is not fixed), at most 60 s.
         let t0 = std::time::Instant::now();
         let mut x = 0u64;
-        while t0.elapsed().as_secs_f64() < 0.4 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-        }
+        let spun = loop {
+            for _ in 0..1_000_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            let d = before.seconds_until(&Ticks::read("self").unwrap());
+            let most = d.iter().copied().fold(0.0, f64::max);
+            if most >= 0.4 || t0.elapsed().as_secs_f64() > 60.0 {
+                break most;
+            }
+        };
         std::hint::black_box(x);
+        assert!(
+            spun >= 0.4,
+            "no thread of this process accrued 0.4 s of CPU in {:.1} s of spinning",
+            t0.elapsed().as_secs_f64()
+        );
         let wall = t0.elapsed().as_secs_f64();
         let after = Ticks::read("self").unwrap();
         let u = ThreadUse::from_cpu_seconds(&before.seconds_until(&after), wall).unwrap();
-        // Other test threads may run too; this one spun for the whole region.
-        assert!(u.busy_threads >= 1 && u.cores_used >= 0.25, "{u:?}");
+        assert!(u.cores_used > 0.0, "{u:?}");
     }
 }

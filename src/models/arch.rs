@@ -75,6 +75,13 @@ impl Arch {
                     format!("{family} runs from GGUF files here (gguf:<file>); a config.json + safetensors {family} model is not implemented yet"),
                 ))
             }
+            Family::Glm4 => {
+                return Err(config_err(
+                    path,
+                    family,
+                    "glm4 runs from GGUF files here (gguf:<file>); a config.json + safetensors glm4 model is not implemented yet",
+                ))
+            }
         };
         arch.validate()
             .map_err(|reason| config_err(path, family, reason))?;

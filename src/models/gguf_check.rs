@@ -838,6 +838,8 @@ pub const ARCHS: &[ArchSpec] = &[
             KV,
             key("expert_count", U, true, Range::Int(1, MAX_EXPERTS)),
             key("expert_used_count", U, true, Range::Int(1, MAX_EXPERTS)),
+            // candle-transformers' quantized_qwen3_moe reads it without a default.
+            key("expert_feed_forward_length", U, true, POS),
         ],
         eps: "attention.layer_norm_rms_epsilon",
         qkv: Some(QkvSpec {
@@ -992,7 +994,12 @@ pub const ARCHS: &[ArchSpec] = &[
     },
     ArchSpec {
         arch: "glm4",
-        keys: &[KV],
+        keys: &[
+            // candle-transformers' quantized_glm4 reads them without a default.
+            key("attention.head_count_kv", U, true, POS),
+            key("attention.key_length", U, true, POS),
+            key("rope.freq_base", F, true, BASE),
+        ],
         eps: "attention.layer_norm_rms_epsilon",
         qkv: Some(QkvSpec {
             q: D::Q,
@@ -1305,9 +1312,17 @@ pub fn hparams(ct: &Content, spec: &ArchSpec) -> std::result::Result<Hparams, St
     let n_rot = u("rope.dimension_count").unwrap_or(head_k);
     match spec.rot {
         Rot::EqualsHead if n_rot != head_k => {
+            // Without key_length the head size comes from head_count: either field may be
+            // the wrong one, so both are named.
+            let from = match u("attention.key_length") {
+                Some(_) => format!("`{a}.attention.key_length`"),
+                None => format!(
+                    "`{a}.embedding_length` {n_embd} / `{a}.attention.head_count` {n_head}"
+                ),
+            };
             return Err(format!(
-                "`{a}.rope.dimension_count` holds {n_rot}, expected the head size {head_k} (`{a}.attention.key_length`, or embedding_length / head_count): the implementations rotate whole heads"
-            ))
+                "`{a}.rope.dimension_count` holds {n_rot}, expected the head size {head_k} ({from}): the implementations rotate whole heads"
+            ));
         }
         Rot::AtMostHead if n_rot > head_k || n_rot % 2 != 0 => {
             return Err(format!(

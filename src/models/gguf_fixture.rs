@@ -577,9 +577,14 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
     sharpen(&mut parts)?;
     let mut q: Vec<(String, QTensor)> = Vec::new();
     for (g, t) in parts.tensors {
-        // Q8_0 blocks are 32 wide: narrower rows (lfm2's 3-tap convolution) stay F32, as
-        // llama.cpp's converter and quantizer leave them.
-        let dt = if t.rank() == 2 && t.dims()[1] % 32 == 0 {
+        // As llama.cpp's converter with `--outtype q8_0`: matrices (2-D, and the 3-D expert
+        // stacks `ffn_*_exps`) Q8_0; vectors and the expert router `ffn_gate_inp` (forced
+        // F32 by the converter) F32. Q8_0 blocks are 32 wide: narrower rows (lfm2's 3-tap
+        // convolution) stay F32, as llama.cpp's converter and quantizer leave them.
+        let dt = if t.rank() >= 2
+            && !g.ends_with("ffn_gate_inp.weight")
+            && t.dims()[t.rank() - 1] % 32 == 0
+        {
             GgmlDType::Q8_0
         } else {
             GgmlDType::F32
@@ -596,3 +601,59 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
     crate::util::fsio::atomic_write(&out, &buf.into_inner())?;
     Ok(out)
 }
+
+/// Replaces every block's dense SwiGLU (`blk.N.ffn_{gate,up,down}.weight`) by a mixture of
+/// `n_expert` seeded experts of width `ff`, as llama.cpp's converter writes them: the router
+/// `blk.N.ffn_gate_inp.weight` (E x hidden, kept F32) and the stacked experts
+/// `blk.N.ffn_{gate,up}_exps.weight` (E x ff x hidden) and `blk.N.ffn_down_exps.weight`
+/// (E x hidden x ff), 3-D tensors quantized like the other matrices.
+///
+/// Scales: experts N(0, [`EXPERT_STD`]) so that the mixture's output (not the 0.02-scale
+/// residual) dominates each block and the choice of experts shows in the logits; router
+/// N(0, [`ROUTER_STD`]): the router's input is RMS-normalised (unit RMS with the fixtures'
+/// norm weights of 1), so its logits have a standard deviation of about
+/// `ROUTER_STD * sqrt(hidden)` (3.0 at hidden 64): the k-th and (k+1)-th choices are far
+/// apart compared with the numeric differences between implementations (about 1e-3), so
+/// top-k routing is not decided by rounding, while the softmax still leaves the second
+/// choice a weight that matters.
+pub fn to_experts(p: &mut Parts, n_expert: usize, ff: usize, seed: u64) -> Result<()> {
+    let hidden = p.cfg_u("hidden_size");
+    let layers = p.cfg_u("num_hidden_layers");
+    let dense = |n: &str| {
+        n.ends_with(".ffn_gate.weight")
+            || n.ends_with(".ffn_up.weight")
+            || n.ends_with(".ffn_down.weight")
+    };
+    p.tensors.retain(|(n, _)| !dense(n));
+    let router_std = ROUTER_STD / (hidden as f32 / 64.0).sqrt();
+    for l in 0..layers {
+        let s = seed + 16 * l as u64;
+        let t = |shape: (usize, usize, usize), std: f32, k: u64| {
+            let v = seeded_normal(shape.0 * shape.1 * shape.2, std, s + k);
+            candle_core::Tensor::from_vec(v, shape, &Device::Cpu)
+        };
+        let router = seeded_normal(n_expert * hidden, router_std, s);
+        p.tensors.push((
+            format!("blk.{l}.ffn_gate_inp.weight"),
+            candle_core::Tensor::from_vec(router, (n_expert, hidden), &Device::Cpu)?,
+        ));
+        p.tensors.push((
+            format!("blk.{l}.ffn_gate_exps.weight"),
+            t((n_expert, ff, hidden), EXPERT_STD, 1)?,
+        ));
+        p.tensors.push((
+            format!("blk.{l}.ffn_up_exps.weight"),
+            t((n_expert, ff, hidden), EXPERT_STD, 2)?,
+        ));
+        p.tensors.push((
+            format!("blk.{l}.ffn_down_exps.weight"),
+            t((n_expert, hidden, ff), EXPERT_STD, 3)?,
+        ));
+    }
+    Ok(())
+}
+
+/// Standard deviation of the seeded expert weights ([`to_experts`]).
+pub const EXPERT_STD: f32 = 0.1;
+/// Standard deviation of the seeded router weights at hidden 64 ([`to_experts`]).
+pub const ROUTER_STD: f32 = 0.375;

@@ -144,6 +144,8 @@ pub enum Family {
     Qwen3,
     Qwen3Moe,
     Gemma3,
+    /// GGUF only (`glm4` files: GLM-4-0414).
+    Glm4,
     /// GGUF only (`phi3` files: Phi-3 / Phi-3.5 mini; fused QKV and gate+up).
     Phi3,
     /// GGUF only (`phi2` files: Phi-2; LayerNorm, parallel attention and MLP, partial RoPE).
@@ -153,17 +155,19 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::Llama,
         Family::Qwen2,
         Family::Qwen3,
         Family::Qwen3Moe,
         Family::Gemma3,
+        Family::Glm4,
         Family::Phi3,
         Family::Phi2,
         Family::Lfm2,
     ];
-    pub const ALLOWED: &'static str = "llama, qwen2, qwen3, qwen3-moe, gemma3, phi3, phi2, lfm2";
+    pub const ALLOWED: &'static str =
+        "llama, qwen2, qwen3, qwen3-moe, gemma3, glm4, phi3, phi2, lfm2";
 
     pub fn name(self) -> &'static str {
         match self {
@@ -172,6 +176,7 @@ impl Family {
             Family::Qwen3 => "qwen3",
             Family::Qwen3Moe => "qwen3-moe",
             Family::Gemma3 => "gemma3",
+            Family::Glm4 => "glm4",
             Family::Phi3 => "phi3",
             Family::Phi2 => "phi2",
             Family::Lfm2 => "lfm2",
@@ -186,6 +191,7 @@ impl Family {
             "qwen3" => Some(Family::Qwen3),
             "qwen3_moe" => Some(Family::Qwen3Moe),
             "gemma3" | "gemma3_text" => Some(Family::Gemma3),
+            "glm4" => Some(Family::Glm4),
             _ => None,
         }
     }

@@ -70,8 +70,21 @@ impl std::fmt::Debug for PackedQ8_0 {
     }
 }
 
-/// Whether this CPU runs [`PackedQ8_0`]'s fast path (AVX-512 F/BW and VNNI).
+/// Whether [`PackedQ8_0`]'s fast path runs: the CPU has AVX-512 F/BW and VNNI and
+/// `MODELBENCH_FAST_WEIGHTS_FALLBACK` (the knob table's; validated there) does not force the
+/// fallback.
 pub fn available() -> bool {
+    let forced = std::env::var("MODELBENCH_FAST_WEIGHTS_FALLBACK").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    });
+    !forced && cpu_has_vnni()
+}
+
+/// Whether this CPU has what [`PackedQ8_0`]'s fast path needs (AVX-512 F/BW and VNNI).
+pub fn cpu_has_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512f")
@@ -295,7 +308,7 @@ impl PackedQ8_0 {
     /// [`ROWS`] rows, spread over candle's barrier pool (the pool candle's own quantized
     /// matmuls run on, sized by `CANDLE_NUM_THREADS`).
     pub fn matmul(&self, xs: &[f32], m: usize, out: &mut [f32]) {
-        assert!(available(), "PackedQ8_0::matmul needs AVX-512 VNNI");
+        assert!(cpu_has_vnni(), "PackedQ8_0::matmul needs AVX-512 VNNI");
         assert_eq!(xs.len(), m * self.k);
         assert_eq!(out.len(), m * self.n);
         #[cfg(target_arch = "x86_64")]
@@ -514,7 +527,7 @@ impl PackedK {
 
     /// The fast path (needs [`available`]), spread like [`PackedQ8_0::matmul`].
     pub fn matmul(&self, xs: &[f32], m: usize, out: &mut [f32]) {
-        assert!(available(), "PackedK::matmul needs AVX-512 VNNI");
+        assert!(cpu_has_vnni(), "PackedK::matmul needs AVX-512 VNNI");
         assert_eq!(xs.len(), m * self.k);
         assert_eq!(out.len(), m * self.n);
         #[cfg(target_arch = "x86_64")]

@@ -187,6 +187,23 @@ pub struct GenMetrics {
     /// Median over trials of (new_tokens - 1) / (E2E - TTFT); None for one-token runs.
     pub decode_tok_s: Option<f64>,
     pub tokenize_ms: Option<f64>,
+    /// Generation steps whose logits held a NaN or an infinity, and the steps checked, over
+    /// the measured trials (None: not checked: a peer's run, or a record written before the
+    /// check). A count above zero means the speed is of a model that computed garbage.
+    #[serde(default)]
+    pub non_finite_steps: Option<u64>,
+    #[serde(default)]
+    pub checked_steps: Option<u64>,
+}
+
+impl GenMetrics {
+    /// "NaN/Inf logits in 3 of 96 steps", when any step had them.
+    pub fn non_finite_warning(&self) -> Option<String> {
+        match (self.non_finite_steps, self.checked_steps) {
+            (Some(n), Some(of)) if n > 0 => Some(format!("NaN/Inf logits in {n} of {of} steps")),
+            _ => None,
+        }
+    }
 }
 
 /// The engine that produced a record's numbers. None in a record means modelbench on candle
@@ -385,6 +402,12 @@ impl TrialRates {
 }
 
 pub fn gen_metrics(traces: &[Trace]) -> GenMetrics {
+    // A sum over the traces, when every trace was checked.
+    let checked = |f: fn(&Trace) -> Option<u64>| -> Option<u64> {
+        (!traces.is_empty())
+            .then(|| traces.iter().map(f).sum::<Option<u64>>())
+            .flatten()
+    };
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let ttft: Vec<f64> = traces.iter().map(|t| ms(t.ttft())).collect();
     let tpot: Vec<f64> = traces.iter().filter_map(|t| t.tpot().map(ms)).collect();
@@ -410,6 +433,8 @@ pub fn gen_metrics(traces: &[Trace]) -> GenMetrics {
         prefill_tok_s: (!pp.is_empty()).then(|| crate::measure::stats::median(&pp)),
         decode_tok_s: (!tg.is_empty()).then(|| crate::measure::stats::median(&tg)),
         tokenize_ms: (!tok.is_empty()).then(|| crate::measure::stats::median(&tok)),
+        non_finite_steps: checked(|t| t.non_finite_steps.map(|n| n as u64)),
+        checked_steps: checked(|t| t.non_finite_steps.map(|_| t.tokens.len() as u64)),
     }
 }
 

@@ -221,6 +221,7 @@ fn summary_json(dir: &Path, records: &[Record]) -> serde_json::Value {
                 "device": r.device, "median_s": r.stats.median, "tok_s": r.tok_s,
                 "ttft_p50_ms": r.gen.as_ref().and_then(|g| g.ttft_ms).map(|p| p.p50),
                 "tpot_p50_ms": r.gen.as_ref().and_then(|g| g.tpot_ms).map(|p| p.p50),
+                "non_finite_logit_steps": r.gen.as_ref().and_then(|g| g.non_finite_steps),
                 "samples": r.stats.n,
             })
         })
@@ -265,7 +266,13 @@ pub fn table(records: &[Record]) -> String {
             .map(|m| {
                 gen.iter()
                     .find(|r| &r.scenario == sc && &format!("{} ({})", r.model.label, r.dtype) == m)
-                    .map(|r| na(r.tok_s, 1))
+                    .map(|r| {
+                        let nan = r.gen.as_ref().and_then(|g| g.non_finite_warning());
+                        match nan {
+                            Some(w) => format!("{} ({w})", na(r.tok_s, 1)),
+                            None => na(r.tok_s, 1),
+                        }
+                    })
                     .unwrap_or_else(|| "-".into())
             })
             .collect();

@@ -659,6 +659,7 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                 prefill_tok_s: None,
                 decode_tok_s: None,
                 tokenize_ms: None,
+                ..Default::default()
             });
             rec.extra = json!({
                 "level": mode.name(),

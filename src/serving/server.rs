@@ -248,10 +248,10 @@ pub fn served(model: Box<dyn CausalLm>, o: &Options) -> Result<Served> {
             "{}; as `modelbench serve` runs it (batched path, prefill chunks of {}{})",
             meta.provenance.implementation,
             o.prefill_chunk,
-            if o.fast_weights {
-                ", --fast-weights: the project's AVX-512 VNNI kernels"
-            } else {
-                ""
+            match (o.fast_weights, crate::models::q8_matmul::available()) {
+                (true, true) => ", --fast-weights: the project's AVX-512 VNNI kernels",
+                (true, false) => ", --fast-weights: its fallback without AVX-512 VNNI (Q5_0 as Q8_0 on candle's kernels)",
+                (false, _) => "",
             }
         );
     }

@@ -237,6 +237,7 @@ impl Workload for Depth<'_> {
             prefill_tok_s,
             decode_tok_s,
             tokenize_ms: None,
+            ..Default::default()
         });
         r.roofline = Some(super::work::roofline_depth(
             meta,

@@ -283,9 +283,16 @@ impl super::suite::Suite for GenerationSuite {
     }
 
     /// The CLI's line: tok/s and the TTFT and TPOT medians (criterion prints its own block).
+    /// A run whose logits went NaN/Inf says so whether verbose or not.
     fn result_line(&self, p: usize, rec: &Record, verbose: bool) -> Option<String> {
+        let warning = rec.gen.as_ref().and_then(|g| g.non_finite_warning());
         if !verbose {
-            return None;
+            return warning.map(|w| {
+                format!(
+                    "{} {}: {w}: the speed is of a model computing garbage",
+                    rec.model.label, self.scenarios[p].name
+                )
+            });
         }
         let power = if rec.power.mean_w.is_some() {
             format!("  GPU {}", rec.power.describe())
@@ -295,8 +302,9 @@ impl super::suite::Suite for GenerationSuite {
         let p50 = |p: Option<crate::measure::stats::Percentiles>| {
             crate::output::report::na(p.map(|p| p.p50), 2)
         };
+        let non_finite = warning.map(|w| format!("  {w}")).unwrap_or_default();
         Some(format!(
-            "{:>24} {:<10} {:>9} tok/s  TTFT p50 {:>8} ms  TPOT p50 {:>7} ms{power}",
+            "{:>24} {:<10} {:>9} tok/s  TTFT p50 {:>8} ms  TPOT p50 {:>7} ms{power}{non_finite}",
             rec.model.label,
             self.scenarios[p].name,
             crate::output::report::na(rec.tok_s, 1),

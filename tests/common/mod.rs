@@ -215,3 +215,37 @@ pub fn skip_real_model(cause: impl std::fmt::Display) {
         &format!("not installed ({cause}); scripts/fetch-offline-models.sh installs it"),
     )
 }
+
+/// A model whose logits are NaN on the forward calls listed in `poisoned` (counted from 0
+/// since the wrapper was made; a reset does not restart the count), and the model's own
+/// otherwise: the injected change for the tests of the non-finite checks.
+pub struct NanOn {
+    pub inner: Box<dyn modelbench::models::CausalLm>,
+    pub poisoned: Vec<usize>,
+    pub calls: usize,
+}
+
+impl modelbench::models::CausalLm for NanOn {
+    fn reset(&mut self) -> modelbench::error::Result<()> {
+        self.inner.reset()
+    }
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        pos: usize,
+    ) -> modelbench::error::Result<candle_core::Tensor> {
+        let l = self.inner.forward(tokens, pos)?;
+        let k = self.calls;
+        self.calls += 1;
+        if self.poisoned.contains(&k) {
+            return Ok((l * f64::NAN)?);
+        }
+        Ok(l)
+    }
+    fn meta(&self) -> &modelbench::models::ModelMeta {
+        self.inner.meta()
+    }
+    fn device(&self) -> &candle_core::Device {
+        self.inner.device()
+    }
+}

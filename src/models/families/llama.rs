@@ -3,7 +3,7 @@
 //! batches and applies Llama 3.x `rope_freqs.weight` and linear scaling) where candle's refuses
 //! the file or `?impl=modelbench` asks for it.
 
-use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::gguf_file::{Content, Value};
 use candle_transformers::models::quantized_llama;
 
 use super::own::{self, OwnModel};
@@ -32,8 +32,93 @@ pub(super) static FAMILY: GgufFamily = GgufFamily {
             base: Family::Llama,
             adapt: Some(llama3_fixture),
         },
+        GgufFixture {
+            name: "mixtral",
+            family: Family::Llama,
+            base: Family::Llama,
+            adapt: Some(mixtral_fixture),
+        },
     ],
 };
+
+/// Experts of the `mixtral` fixture and how many each token uses (Mixtral 8x7B's 8 and 2).
+const MIXTRAL_EXPERTS: usize = 8;
+const MIXTRAL_USED: usize = 2;
+
+/// The Llama fixture in Mixtral's form, as llama.cpp's converter writes a Mixtral: a `llama`
+/// file with `llama.expert_count` / `llama.expert_used_count`, every block's SwiGLU replaced
+/// by a router (`ffn_gate_inp`, F32) and stacked experts (`ffn_{gate,up,down}_exps`, Q8_0) of
+/// `feed_forward_length` each ([`crate::models::gguf_fixture::to_experts`]).
+fn mixtral_fixture(p: &mut Parts) -> Result<()> {
+    let ff = p.cfg_u("intermediate_size");
+    crate::models::gguf_fixture::to_experts(p, MIXTRAL_EXPERTS, ff, 0x313A)?;
+    p.set("llama.expert_count", Value::U32(MIXTRAL_EXPERTS as u32));
+    p.set("llama.expert_used_count", Value::U32(MIXTRAL_USED as u32));
+    p.set(
+        "general.name",
+        Value::String(format!(
+            "modelbench fixture mixtral (Llama with {MIXTRAL_EXPERTS} experts, top-{MIXTRAL_USED}, Mixtral-style; Q8_0)"
+        )),
+    );
+    Ok(())
+}
+
+fn expert_count(ct: &Content) -> usize {
+    super::md_f32(ct, "llama.expert_count").unwrap_or(0.0) as usize
+}
+
+/// Why candle's quantized_llama cannot run a mixture-of-experts file as it describes itself.
+fn candle_moe_refuses(ct: &Content) -> Option<String> {
+    match expert_count(ct) {
+        0 => None,
+        1 => Some("`llama.expert_count` = 1: candle-transformers 0.11.1's quantized_llama reads such a file as a dense model (ffn_gate/up/down), llama.cpp as one expert (ffn_*_exps)".into()),
+        _ => (0..)
+            .map_while(|l| {
+                let n = format!("blk.{l}.ffn_up_exps.weight");
+                ct.tensor_infos.contains_key(&n).then_some(l)
+            })
+            .find(|l| !ct.tensor_infos.contains_key(&format!("blk.{l}.ffn_gate_exps.weight")))
+            .map(|l| format!("block {l} has no `ffn_gate_exps.weight` (llama.cpp's optional gate): candle-transformers 0.11.1's quantized_llama needs a gate per expert")),
+    }
+}
+
+/// candle-transformers 0.11.1's quantized_llama reads experts only in the legacy per-expert
+/// layout (`blk.N.ffn_gate.E.weight`, one 2-D tensor per expert, as GGUF files from before
+/// llama.cpp merged them in 2024); llama.cpp reads only the stacked layout its converter
+/// writes today (`blk.N.ffn_gate_exps.weight`, E x ff x hidden, experts contiguous). Each
+/// expert of a stacked tensor is a contiguous byte range, so the stacked file is presented to
+/// candle as per-expert tensors at those offsets: no byte of the file changes, candle's own
+/// code computes.
+fn split_stacked_experts(ct: &mut Content) -> candle_core::Result<()> {
+    let stacked: Vec<_> = ct
+        .tensor_infos
+        .iter()
+        .filter(|(n, _)| n.ends_with("_exps.weight"))
+        .map(|(n, i)| (n.clone(), i.ggml_dtype, i.shape.clone(), i.offset))
+        .collect();
+    for (name, dt, shape, offset) in stacked {
+        let (e, rows, cols) = shape.dims3()?;
+        let elems = rows * cols;
+        if elems % dt.block_size() != 0 {
+            candle_core::bail!(
+                "{name}: an expert of {rows} x {cols} is not whole blocks of {dt:?}"
+            );
+        }
+        let bytes = (elems / dt.block_size() * dt.type_size()) as u64;
+        let legacy = name.replace("_exps.weight", "");
+        for x in 0..e {
+            ct.tensor_infos.insert(
+                format!("{legacy}.{x}.weight"),
+                candle_core::quantized::gguf_file::TensorInfo {
+                    ggml_dtype: dt,
+                    shape: (rows, cols).into(),
+                    offset: offset + x as u64 * bytes,
+                },
+            );
+        }
+    }
+    Ok(())
+}
 
 /// Llama 3.x's RoPE scaling as llama.cpp's converter writes it: per-pair frequency divisors
 /// in `rope_freqs.weight` from the `llama3` rope_scaling of config.json (factor,
@@ -101,14 +186,22 @@ fn llama3_fixture(p: &mut Parts) -> Result<()> {
 
 const CANDLE: Implementation = Implementation {
     imp: GgufImpl::CandleTransformers,
-    label: |_| "candle-transformers 0.11.1 quantized_llama".into(),
+    label: |ct| {
+        if expert_count(ct) > 1 {
+            "candle-transformers 0.11.1 quantized_llama (mixture of experts; stacked ffn_*_exps read as its per-expert tensors)".into()
+        } else {
+            "candle-transformers 0.11.1 quantized_llama".into()
+        }
+    },
     positions: Positions::Fixed(quantized_llama::MAX_SEQ_LEN),
     refuses: |arch, ct| {
         refuses_any_rope_scaling("candle-transformers 0.11.1 quantized_llama", arch, ct)
+            .or_else(|| candle_moe_refuses(ct))
     },
     exact_context: |_| None,
     one_token_after_start: false,
-    build: |b| {
+    build: |mut b| {
+        split_stacked_experts(&mut b.ct)?;
         let m = quantized_llama::ModelWeights::from_gguf(b.ct, b.file, b.device)?;
         Ok(candle::boxed(
             m,

@@ -77,6 +77,7 @@ impl GgufImpl {
 
 mod candle;
 mod gemma3;
+mod glm4;
 mod lfm2;
 mod llama;
 mod own;
@@ -84,6 +85,7 @@ mod phi2;
 mod phi3;
 mod qwen2;
 mod qwen3;
+mod qwen3moe;
 
 /// A loaded GGUF model as the suite drives it, whichever code computes it.
 pub trait GgufModel: Send {
@@ -172,6 +174,8 @@ pub static GGUF_FAMILIES: &[&GgufFamily] = &[
     &qwen2::FAMILY,
     &qwen3::FAMILY,
     &gemma3::FAMILY,
+    &qwen3moe::FAMILY,
+    &glm4::FAMILY,
     &phi3::FAMILY,
     &phi2::FAMILY,
     &lfm2::FAMILY,

@@ -736,6 +736,8 @@ fn peer_trace(prompt_tokens: usize, ids: &[u32], times_s: &[f64]) -> Trace {
             .collect(),
         tokenize: std::time::Duration::ZERO,
         text: None,
+        // A peer's logits never reach us.
+        non_finite_steps: None,
     }
 }
 

@@ -77,5 +77,8 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     if a.ids {
         eprintln!("generated ids: {:?}", trace.tokens);
     }
+    if let Some(k) = trace.non_finite_steps.filter(|&k| k > 0) {
+        eprintln!("{label}: NaN/Inf logits in {k} of {n} steps: the text and the speed are of a model computing garbage");
+    }
     Ok(())
 }

@@ -25,8 +25,15 @@ use modelbench::workloads::kld::{run_kld_gate, table, KldReference};
 use crate::args::{FastWeightsArg, TargetArgs};
 
 /// The committed references: (file, what they were made from is in their provenance).
-const COMMITTED: &[&str] = &["fixtures/reference/gemma-3-270m-Q4_K_M.kld.json"];
-const DEFAULT_CORPUS: &str = "fixtures/corpus/kjv-genesis-1-3.txt";
+const COMMITTED: &[&str] = &[
+    "fixtures/reference/gemma-3-270m-Q4_K_M.ruth.kld.json",
+    "fixtures/reference/gemma-3-270m-Q4_K_M.kld.json",
+    "fixtures/reference/Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.ruth.kld.json",
+    "fixtures/reference/SmolLM2-135M-Instruct.Q4_1.ruth.kld.json",
+];
+/// The held-out verdict text (fixtures/corpus/SOURCE.md): nothing was tuned on it. The
+/// development text, on which kernels were chosen, is fixtures/corpus/kjv-genesis-1-3.txt.
+const DEFAULT_CORPUS: &str = "fixtures/corpus/kjv-ruth-1-4.txt";
 
 #[derive(Args)]
 pub struct VerifyArgs {
@@ -40,7 +47,8 @@ pub struct VerifyArgs {
     /// Chunks of the corpus to score (--chunks); n_ctx/2 - 1 positions each.
     #[arg(long, default_value_t = 2)]
     pub chunks: usize,
-    /// The text (default fixtures/corpus/kjv-genesis-1-3.txt).
+    /// The text (default fixtures/corpus/kjv-ruth-1-4.txt, the held-out verdict text;
+    /// fixtures/corpus/kjv-genesis-1-3.txt is the development text kernels were tuned on).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// llama.cpp build folder (default $LLAMA_CPP_DIR, else target/llama-cpp/0.3.36, from

@@ -1,0 +1,131 @@
+//! `glm4` (GLM-4-0414: sandwich norms around attention and MLP, a fused gate-up projection,
+//! q/k/v biases, interleaved RoPE on the first half of each head): candle's quantized GLM-4.
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::DType;
+use candle_transformers::models::quantized_glm4;
+
+use super::GgufImpl;
+use super::{candle, md_f32, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
+use crate::error::Result;
+use crate::models::gguf_fixture::{seeded_normal, GgufFixture, Parts};
+use crate::models::Family;
+
+pub(super) static FAMILY: GgufFamily = GgufFamily {
+    arch: "glm4",
+    family: Family::Glm4,
+    implementations: &[CANDLE],
+    fixtures: &[GgufFixture {
+        name: "glm4",
+        family: Family::Glm4,
+        base: Family::Qwen3,
+        adapt: Some(fixture),
+    }],
+};
+
+/// The Qwen3 fixture as a GLM-4-0414 file as llama.cpp's converter writes one (Glm4Model):
+/// `glm4.*` keys, `rope.dimension_count` = half the head (partial_rotary_factor 0.5), no
+/// per-head q/k norms, seeded q/k/v biases (attention_bias), `ffn_gate` and `ffn_up` fused
+/// into `ffn_up` (gate rows first, as HF's `gate_up_proj`), and the two extra norms
+/// `post_attention_norm` / `post_ffw_norm` (seeded around 1: HF initialises them to ones).
+fn fixture(p: &mut Parts) -> Result<()> {
+    p.retarget("qwen3", "glm4");
+    let hidden = p.cfg_u("hidden_size");
+    let heads = p.cfg_u("num_attention_heads").max(1);
+    let hd = p.config["head_dim"]
+        .as_u64()
+        .map(|x| x as usize)
+        .unwrap_or(hidden / heads);
+    p.set("glm4.rope.dimension_count", Value::U32((hd / 2) as u32));
+    p.tensors
+        .retain(|(n, _)| !n.ends_with("attn_q_norm.weight") && !n.ends_with("attn_k_norm.weight"));
+    let kv = p.cfg_u("num_key_value_heads") * hd;
+    let cpu = candle_core::Device::Cpu;
+    for l in 0..p.cfg_u("num_hidden_layers") {
+        for (j, (n, width)) in [("attn_q", heads * hd), ("attn_k", kv), ("attn_v", kv)]
+            .into_iter()
+            .enumerate()
+        {
+            let v = seeded_normal(width, 0.5, 0x6E4B + (l * 3 + j) as u64);
+            p.tensors.push((
+                format!("blk.{l}.{n}.bias"),
+                candle_core::Tensor::from_vec(v, width, &cpu)?,
+            ));
+        }
+        for (j, n) in ["post_attention_norm", "post_ffw_norm"]
+            .into_iter()
+            .enumerate()
+        {
+            let v: Vec<f32> = seeded_normal(hidden, 0.2, 0x6E4C + (l * 2 + j) as u64)
+                .into_iter()
+                .map(|x| 1.0 + x)
+                .collect();
+            p.tensors.push((
+                format!("blk.{l}.{n}.weight"),
+                candle_core::Tensor::from_vec(v, hidden, &cpu)?,
+            ));
+        }
+        let take = |p: &mut Parts, n: String| {
+            let i = p.tensors.iter().position(|(x, _)| *x == n);
+            i.map(|i| p.tensors.remove(i).1)
+        };
+        let gate = take(p, format!("blk.{l}.ffn_gate.weight"));
+        let up = take(p, format!("blk.{l}.ffn_up.weight"));
+        if let (Some(g), Some(u)) = (gate, up) {
+            p.tensors.push((
+                format!("blk.{l}.ffn_up.weight"),
+                candle_core::Tensor::cat(&[&g, &u], 0)?,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why candle's quantized_glm4 would run the file as another model than it describes.
+fn refuses(arch: &str, ct: &Content) -> Option<String> {
+    const RUNS: &str = "candle-transformers 0.11.1 quantized_glm4";
+    if let Some(why) = refuses_any_rope_scaling(RUNS, arch, ct) {
+        return Some(why);
+    }
+    let u = |k: &str| md_f32(ct, &format!("{arch}.{k}")).map(|x| x as usize);
+    let head = u("attention.key_length")?;
+    if let Some(v) = u("attention.value_length").filter(|v| *v != head) {
+        return Some(format!(
+            "`{arch}.attention.value_length` = {v} differs from key_length {head}: {RUNS} uses one head size"
+        ));
+    }
+    let rot = u("rope.dimension_count").unwrap_or(head);
+    if rot * 2 != head {
+        return Some(format!(
+            "`{arch}.rope.dimension_count` = {rot} with {head}-wide heads: {RUNS} rotates half of each head whatever the file says (partial_rotary_factor 0.5 hard-coded)"
+        ));
+    }
+    if ct
+        .metadata
+        .contains_key(&format!("{arch}.rope.dimension_sections"))
+    {
+        return Some(format!(
+            "`{arch}.rope.dimension_sections` (M-RoPE, multimodal GLM-4): {RUNS} applies plain RoPE"
+        ));
+    }
+    None
+}
+
+const CANDLE: Implementation = Implementation {
+    imp: GgufImpl::CandleTransformers,
+    label: |_| "candle-transformers 0.11.1 quantized_glm4".into(),
+    positions: Positions::FromMetadata,
+    refuses,
+    exact_context: |_| None,
+    one_token_after_start: false,
+    build: |b| {
+        let m = quantized_glm4::ModelWeights::from_gguf(b.ct, b.file, b.device, DType::F32)?;
+        // Its attention empties the KV cache at offset 0: no reset needed.
+        Ok(candle::boxed(
+            m,
+            |m, x, p| m.forward(x, p),
+            None,
+            Some(|m| m.clone()),
+        ))
+    },
+};

@@ -1,0 +1,126 @@
+//! `qwen3moe` (Qwen3-30B-A3B-shaped: Qwen3's attention with per-head q/k norms, every block's
+//! MLP a softmax-routed top-k mixture with the k weights renormalised): candle's quantized
+//! Qwen3-MoE, which computes its experts with `candle_nn::moe::moe_gemm_gguf`, a CUDA kernel
+//! only (on the CPU candle-nn 0.11.1 bails "moe_gemm_gguf is only implemented for the cuda
+//! backend"): on a CPU the family's builder says so in one line instead of failing at the
+//! first forward.
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::quantized_qwen3_moe::GGUFQWenMoE;
+
+use super::GgufImpl;
+use super::{candle, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
+use crate::error::Result;
+use crate::models::gguf_fixture::{GgufFixture, Parts};
+use crate::models::Family;
+
+pub(super) static FAMILY: GgufFamily = GgufFamily {
+    arch: "qwen3moe",
+    family: Family::Qwen3Moe,
+    implementations: &[CANDLE],
+    fixtures: &[GgufFixture {
+        name: "qwen3moe",
+        family: Family::Qwen3Moe,
+        base: Family::Qwen3,
+        adapt: Some(fixture),
+    }],
+};
+
+/// Experts, experts per token and expert width of the fixture (those of the safetensors
+/// `fixture:qwen3-moe`, fixtures/models/qwen3-moe/config.json).
+const EXPERTS: usize = 8;
+const USED: usize = 2;
+const EXPERT_FF: usize = 32;
+
+/// The Qwen3 fixture as a Qwen3-MoE file as llama.cpp's converter writes one
+/// (Qwen3MoeModel): `qwen3moe.*` keys with expert_count, expert_used_count and
+/// expert_feed_forward_length, every block's SwiGLU replaced by a router and stacked experts
+/// ([`crate::models::gguf_fixture::to_experts`]).
+fn fixture(p: &mut Parts) -> Result<()> {
+    p.retarget("qwen3", "qwen3moe");
+    crate::models::gguf_fixture::to_experts(p, EXPERTS, EXPERT_FF, 0x03E0)?;
+    p.set("qwen3moe.expert_count", Value::U32(EXPERTS as u32));
+    p.set("qwen3moe.expert_used_count", Value::U32(USED as u32));
+    p.set(
+        "qwen3moe.expert_feed_forward_length",
+        Value::U32(EXPERT_FF as u32),
+    );
+    Ok(())
+}
+
+const RUNS: &str = "candle-transformers 0.11.1 quantized_qwen3_moe";
+
+/// candle's model with what a reset needs: it has no cache reset (its ConcatKvCache keeps
+/// growing across forwards at position 0), so a forward at position 0 after others rebuilds
+/// it from the file.
+struct Reloading {
+    m: GGUFQWenMoE,
+    file: std::fs::File,
+    device: Device,
+    /// The context the loader lowered `qwen3moe.context_length` to.
+    context: usize,
+    /// Positions in its caches.
+    len: usize,
+}
+
+impl Reloading {
+    fn load(
+        file: &mut std::fs::File,
+        device: &Device,
+        context: usize,
+    ) -> candle_core::Result<GGUFQWenMoE> {
+        use std::io::Seek;
+        file.rewind()?;
+        let mut ct = Content::read(file)?;
+        ct.metadata
+            .insert("qwen3moe.context_length".into(), Value::U32(context as u32));
+        GGUFQWenMoE::from_gguf(ct, file, device, DType::F32)
+    }
+    fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        if pos == 0 && self.len > 0 {
+            self.m = Self::load(&mut self.file, &self.device, self.context)?;
+            self.len = 0;
+        }
+        if pos != self.len {
+            candle_core::bail!(
+                "{RUNS}: a forward at position {pos} with {} positions cached (it cannot cut its cache)",
+                self.len
+            );
+        }
+        let out = self.m.forward(x, pos)?;
+        self.len = pos + x.dim(1)?;
+        Ok(out)
+    }
+}
+
+const CANDLE: Implementation = Implementation {
+    imp: GgufImpl::CandleTransformers,
+    label: |_| RUNS.into(),
+    positions: Positions::FromMetadata,
+    refuses: |arch, ct| refuses_any_rope_scaling(RUNS, arch, ct),
+    exact_context: |_| None,
+    one_token_after_start: false,
+    build: |b| {
+        if !b.device.is_cuda() {
+            candle_core::bail!(
+                "{RUNS} computes its experts with candle_nn::moe::moe_gemm_gguf, which candle-nn 0.11.1 implements for CUDA only (on {:?} it fails at the first forward); run qwen3moe files on a CUDA device (a build with --features cuda)",
+                b.device.location()
+            );
+        }
+        let m = GGUFQWenMoE::from_gguf(b.ct, b.file, b.device, DType::F32)?;
+        let file = b.file.try_clone()?;
+        Ok(candle::boxed(
+            Reloading {
+                m,
+                file,
+                device: b.device.clone(),
+                context: b.context,
+                len: 0,
+            },
+            |m, x, p| m.forward(x, p),
+            None,
+            None,
+        ))
+    },
+};
