@@ -362,7 +362,18 @@ fn build_candle_side(
 ) -> anyhow::Result<(PathBuf, String)> {
     let root = modelbench::util::fsio::target_dir().join("paired");
     let wt = root.join("candle").join(&src.key);
-    if wt.join("Cargo.toml").is_file() {
+    // Only a worktree at another commit is checked out: a checkout, even of the same commit,
+    // writes the worktree's HEAD and reflog, which build.rs watches, and cargo would then
+    // rebuild the suite on every run.
+    let at = Command::new("git")
+        .arg("-C")
+        .arg(&wt)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let exists = wt.join("Cargo.toml").is_file();
+    if exists && at.as_deref() != Some(commit) {
         let st = Command::new("git")
             .arg("-C")
             .arg(&wt)
@@ -374,7 +385,7 @@ fn build_candle_side(
             "git -C {} checkout {commit} failed",
             wt.display()
         );
-    } else {
+    } else if !exists {
         std::fs::create_dir_all(wt.parent().expect("parent"))?;
         let st = Command::new("git")
             .args(["worktree", "add", "--detach", "--force"])
@@ -389,14 +400,29 @@ fn build_candle_side(
         );
     }
     let manifest = wt.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)?;
-    let req_note = match candle_source::manifest_with_requirement(&text, src) {
-        Some(m) => {
-            std::fs::write(&manifest, m)?;
-            format!(", Cargo.toml's candle requirement set to ={}", src.version)
-        }
-        None => String::new(),
+    // The commit's own manifest, then the requirement this source needs; written only when
+    // it differs from what is there (cargo and build.rs watch its mtime).
+    let committed = Command::new("git")
+        .arg("-C")
+        .arg(&wt)
+        .args(["show", &format!("{commit}:Cargo.toml")])
+        .output()
+        .context("git show")?;
+    anyhow::ensure!(
+        committed.status.success(),
+        "git show {commit}:Cargo.toml failed"
+    );
+    let text = String::from_utf8_lossy(&committed.stdout).to_string();
+    let (want, req_note) = match candle_source::manifest_with_requirement(&text, src) {
+        Some(m) => (
+            m,
+            format!(", Cargo.toml's candle requirement set to ={}", src.version),
+        ),
+        None => (text, String::new()),
     };
+    if std::fs::read_to_string(&manifest).ok().as_deref() != Some(want.as_str()) {
+        std::fs::write(&manifest, &want)?;
+    }
     let top = Command::new("git")
         .args(["rev-parse", "--show-toplevel"])
         .output()
