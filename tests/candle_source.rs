@@ -46,8 +46,13 @@ fn specs_parse_to_versions_or_folders_and_bad_ones_are_one_clear_line() {
         other => panic!("{other:?}"),
     }
     let missing = tmp.path().join("no-such-candle");
-    let e = parse_spec(missing.to_str().unwrap()).unwrap_err().to_string();
-    assert!(e.contains("no-such-candle") && e.contains("no such folder"), "{e}");
+    let e = parse_spec(missing.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no-such-candle") && e.contains("no such folder"),
+        "{e}"
+    );
     assert!(e.contains("0.11.1"), "the fix names a version form: {e}");
     assert_eq!(e.lines().count(), 1, "{e}");
     let file = tmp.path().join("f.txt");
@@ -64,7 +69,11 @@ fn a_folder_resolves_to_its_candle_crates_or_says_it_is_not_a_checkout() {
     let co = tmp.path().join("candle");
     crate_dir(&co.join("candle-core"), "candle-core", "0.11.1");
     crate_dir(&co.join("candle-nn"), "candle-nn", "0.11.1");
-    crate_dir(&co.join("candle-transformers"), "candle-transformers", "0.11.1");
+    crate_dir(
+        &co.join("candle-transformers"),
+        "candle-transformers",
+        "0.11.1",
+    );
     crate_dir(&co.join("candle-examples"), "candle-examples", "0.11.1");
     let found = crates_in(&co).unwrap();
     let names: Vec<&str> = found.iter().map(|f| f.0.as_str()).collect();
@@ -82,7 +91,11 @@ fn a_folder_resolves_to_its_candle_crates_or_says_it_is_not_a_checkout() {
     write(&one.join("src/lib.rs"), "pub fn f() { /* slower */ }\n");
     let after = resolve(&src.spec).unwrap().label;
     assert_ne!(before, after);
-    assert_eq!(src.key, resolve(&src.spec).unwrap().key, "the cache key is the path's");
+    assert_eq!(
+        src.key,
+        resolve(&src.spec).unwrap().key,
+        "the cache key is the path's"
+    );
     // Not a candle folder.
     let other = tmp.path().join("other");
     crate_dir(&other, "serde", "1.0.0");
@@ -115,7 +128,10 @@ fn a_git_checkout_is_labelled_by_commit_and_dirty_state() {
     let clean = resolve(&spec).unwrap();
     assert!(clean.label.contains("(git "), "{}", clean.label);
     assert!(!clean.label.contains("dirty"), "{}", clean.label);
-    write(&co.join("candle-core/src/lib.rs"), "pub fn f() { loop {} }\n");
+    write(
+        &co.join("candle-core/src/lib.rs"),
+        "pub fn f() { loop {} }\n",
+    );
     let dirty = resolve(&spec).unwrap();
     assert!(dirty.label.contains(", dirty "), "{}", dirty.label);
     assert_ne!(clean.label, dirty.label);
@@ -168,29 +184,27 @@ fn patch_config_and_requirement_rewrite() {
     assert!(caret_matches("1.2.0", "1.9.0"));
 }
 
-/// The head of a real failure: the suite (which calls candle 0.11's API) built against an
-/// older release.
-const RUSTC_OUT: &str = r#"   Compiling candle-core v0.9.1
-   Compiling modelbench v0.1.0 (/work/wt/target/paired/candle/v0.9.1)
-warning: unused import: `Foo`
- --> src/x.rs:1:5
+/// The head of a real failure (captured 2026-11-25 from `compare f6ed16e f6ed16e --paired
+/// --base-candle 0.10.2 ...`, target/paired/candle-build-v0.10.2.log): the suite calls candle
+/// 0.11's API.
+const RUSTC_OUT: &str = r#"   Compiling candle-transformers v0.10.2
+   Compiling nvml-wrapper v0.13.0
 error[E0425]: cannot find function `barrier_pool` in module `candle_core::utils`
-   --> src/measure/threads.rs:41:30
-    |
-41  |     let p = candle_core::utils::barrier_pool();
-    |                              ^^^^^^^^^^^^ not found in `candle_core::utils`
+  --> src/models/host_ops.rs:71:25
+   |
+71 |     candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+   |                         ^^^^^^^^^^^^ not found in `candle_core::utils`
 
-error[E0599]: no method named `repack` found for struct `QTensor` in the current scope
-   --> src/models/q8_matmul.rs:90:14
-error: could not compile `modelbench` (lib) due to 2 previous errors
+error[E0599]: no method named `clear_kv_cache` found for mutable reference `&mut candle_transformers::models::quantized_llama::ModelWeights` in the current scope
+error: could not compile `modelbench` (lib) due to 5 previous errors
 "#;
 
 #[test]
 fn a_failed_build_is_one_line_naming_the_candle_and_the_first_missing_item() {
-    let l = first_build_error(RUSTC_OUT, "0.9.1 (crates.io)");
+    let l = first_build_error(RUSTC_OUT, "0.10.2 (crates.io)");
     assert_eq!(
         l,
-        "the suite does not build against Candle 0.9.1 (crates.io): first missing item `candle_core::utils::barrier_pool`: error[E0425]: cannot find function `barrier_pool` in module `candle_core::utils` at src/measure/threads.rs:41:30"
+        "the suite does not build against Candle 0.10.2 (crates.io): first missing item `candle_core::utils::barrier_pool`: error[E0425]: cannot find function `barrier_pool` in module `candle_core::utils` at src/models/host_ops.rs:71:25"
     );
     assert_eq!(l.lines().count(), 1);
     assert_eq!(
@@ -206,7 +220,10 @@ fn a_failed_build_is_one_line_naming_the_candle_and_the_first_missing_item() {
         "    Updating crates.io index\nerror: failed to select a version for the requirement `candle-core = \"=0.99.0\"`\ncandidate versions found which didn't match: 0.11.1\n",
         "0.99.0 (crates.io)",
     );
-    assert!(l.contains("0.99.0 (crates.io)") && l.contains("failed to select a version"), "{l}");
+    assert!(
+        l.contains("0.99.0 (crates.io)") && l.contains("failed to select a version"),
+        "{l}"
+    );
     assert_eq!(l.lines().count(), 1);
 }
 
@@ -217,7 +234,10 @@ fn records_name_the_candle_source() {
     let patched = "[[package]]\nname = \"candle-core\"\nversion = \"0.11.1\"\ndependencies = [\n \"half\",\n]\n\n[[package]]\nname = \"x\"\nsource = \"registry+https://x\"\n";
     assert_eq!(label_from_lock(patched, None), "0.11.1 (local path)");
     assert_eq!(
-        label_from_lock(lock, Some("0.11.1 path /x (git 0123456789ab, dirty 1234abcd; candle-core)")),
+        label_from_lock(
+            lock,
+            Some("0.11.1 path /x (git 0123456789ab, dirty 1234abcd; candle-core)")
+        ),
         "0.11.1 path /x (git 0123456789ab, dirty 1234abcd; candle-core)"
     );
     assert_eq!(label_from_lock("", None), "unknown");
