@@ -490,7 +490,11 @@ fn build_candle_side(
         .join(format!("candle-{}-{}", src.key, &commit[..12]))
         .join("modelbench");
     std::fs::create_dir_all(bin.parent().expect("parent"))?;
-    std::fs::copy(root.join("target/release/modelbench"), &bin)?;
+    // Copied beside it, then renamed over it: the old file may be running (another
+    // comparison's worker), and writing into a running executable fails (ETXTBSY).
+    let tmp = bin.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::copy(root.join("target/release/modelbench"), &tmp)?;
+    std::fs::rename(&tmp, &bin)?;
     Ok((
         bin,
         format!("{name} ({}) + Candle {}", &commit[..10], src.label),
