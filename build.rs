@@ -3,6 +3,9 @@
 
 use std::process::Command;
 
+#[path = "src/measure/candle_label.rs"]
+mod candle_label;
+
 fn run(cmd: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(cmd).args(args).output().ok()?;
     out.status
@@ -38,17 +41,15 @@ fn main() {
     let rustflags = std::env::var("CARGO_ENCODED_RUSTFLAGS")
         .unwrap_or_default()
         .replace('\x1f', " ");
-    // The candle version the build resolved (Cargo.lock), so runs from two candle versions
-    // are never compared as like for like.
-    let candle = std::fs::read_to_string("Cargo.lock")
-        .ok()
-        .and_then(|lock| {
-            let at = lock.find("name = \"candle-core\"")?;
-            let rest = &lock[at..];
-            let v = rest.lines().nth(1)?.trim().strip_prefix("version = \"")?;
-            Some(v.trim_end_matches('"').to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    // The Candle the build resolved (Cargo.lock, or the label `compare --paired
+    // --base-candle/--new-candle` gives its side builds), so runs from two Candles are never
+    // compared as like for like.
+    let given = std::env::var("MODELBENCH_CANDLE_SOURCE").ok();
+    let candle = candle_label::label_from_lock(
+        &std::fs::read_to_string("Cargo.lock").unwrap_or_default(),
+        given.as_deref(),
+    );
+    println!("cargo:rerun-if-env-changed=MODELBENCH_CANDLE_SOURCE");
     println!("cargo:rustc-env=BUILDINFO_CANDLE={candle}");
     let profile = std::env::var("PROFILE").unwrap_or_default();
     let opt = std::env::var("OPT_LEVEL").unwrap_or_default();

@@ -87,6 +87,11 @@ pub enum Error {
     #[error("{0}")]
     ThreadMismatch(String),
 
+    /// A `--base-candle` / `--new-candle` source that cannot be used or built against
+    /// (measure::candle_source): the source, what is wrong and the fix, in one line.
+    #[error("{0}")]
+    CandleSource(String),
+
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
 

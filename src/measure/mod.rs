@@ -3,6 +3,8 @@
 //! machine's roof (calibration).
 
 pub mod calibration;
+pub mod candle_label;
+pub mod candle_source;
 pub mod device;
 pub mod gpu;
 pub mod hardware;

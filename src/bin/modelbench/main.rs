@@ -454,8 +454,9 @@ fn main() -> ExitCode {
             allow_missing,
             db,
             profile,
-            ..
-        } => commands::compare::compare_cmd(
+            paired,
+        } if paired.base_candle.is_none() && paired.new_candle.is_none() => {
+            commands::compare::compare_cmd(
             &base,
             &new,
             threshold.as_deref().unwrap_or("5%"),
@@ -463,7 +464,11 @@ fn main() -> ExitCode {
             allow_missing,
             db.as_deref(),
             profile,
-        ),
+            )
+        }
+        Cmd::Compare { .. } => Err(anyhow::anyhow!(
+            "--base-candle / --new-candle build each side against a Candle: add --paired (e.g. `modelbench compare HEAD HEAD --paired --base-candle 0.11.1 --new-candle ../candle`)"
+        )),
         Cmd::Worker(a) => commands::paired::worker(a).map(|_| ExitCode::SUCCESS),
         Cmd::Db { cmd } => commands::db::db(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::History {

@@ -14,6 +14,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use anyhow::Context;
 use modelbench::config::plans::{parse_models, Plan};
 use modelbench::engine::scenario::{prepare, Scenario, Tier};
+use modelbench::measure::candle_source::{self, CandleSource};
 use modelbench::measure::paired::{a_first, paired_ratio, ratios, PairedRatio};
 use modelbench::measure::timing::TrialLoop;
 use modelbench::models::loading::open_with;
@@ -47,6 +48,14 @@ pub struct PairedOpts {
     /// decode:5%).
     #[arg(long)]
     pub inject: Option<String>,
+    /// With --paired: build BASE (a commit) against this Candle instead of its Cargo.lock's:
+    /// a crates.io version (0.10.2) or the folder of a Candle checkout or of a copied crate
+    /// (candle-core, candle-nn, candle-transformers; README "Benchmarking a Candle change").
+    #[arg(long = "base-candle", value_name = "VERSION|PATH")]
+    pub base_candle: Option<String>,
+    /// With --paired: build NEW (a commit) against this Candle (as --base-candle).
+    #[arg(long = "new-candle", value_name = "VERSION|PATH")]
+    pub new_candle: Option<String>,
 }
 
 impl PairedOpts {
@@ -60,6 +69,8 @@ impl PairedOpts {
             pairs: 60,
             blocks: 12,
             inject: None,
+            base_candle: None,
+            new_candle: None,
         }
     }
 }
@@ -308,6 +319,201 @@ pub fn build_side(s: Side, side: &str) -> anyhow::Result<(PathBuf, String)> {
     Ok((bin, format!("{name} ({})", &commit[..10])))
 }
 
+/// A `--base-candle` / `--new-candle` value resolved (its folder read, its git state or
+/// content hashed), or None when the flag is absent.
+fn candle_source(spec: Option<&str>, flag: &str) -> anyhow::Result<Option<CandleSource>> {
+    let Some(s) = spec else { return Ok(None) };
+    let src = candle_source::parse_spec(s)
+        .and_then(|p| candle_source::resolve(&p))
+        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    Ok(Some(src))
+}
+
+/// A side's executable: as [`build_side`], or, with a Candle source, the commit built
+/// against that Candle.
+fn build_side_with(
+    s: Side,
+    side: &str,
+    candle: Option<&CandleSource>,
+) -> anyhow::Result<(PathBuf, String)> {
+    match (s, candle) {
+        (s, None) => build_side(s, side),
+        (Side::Exe(p), Some(_)) => anyhow::bail!(
+            "{side} `{}` is an executable; --{}-candle needs {side} to be a commit or branch of this repository (it builds that commit against the Candle given)",
+            p.display(),
+            side.to_ascii_lowercase()
+        ),
+        (Side::Commit { name, commit }, Some(c)) => build_candle_side(&name, &commit, c, side),
+    }
+}
+
+/// Builds `commit` of the suite against the Candle `src` (issue 48): a git worktree of the
+/// commit per Candle source (target/paired/candle/<key>/), its Cargo.toml's candle
+/// requirement set to `=VERSION` where the source needs it, cargo's `[patch.crates-io]` for a
+/// path given with `--config`, all sides sharing one target dir (target/paired/target) so
+/// cargo's own fingerprints rebuild only what the Candle source changes. Prints what cargo
+/// compiled and how long it took; a failed build is one line naming the Candle source and
+/// the first missing item.
+fn build_candle_side(
+    name: &str,
+    commit: &str,
+    src: &CandleSource,
+    side: &str,
+) -> anyhow::Result<(PathBuf, String)> {
+    let root = modelbench::util::fsio::target_dir().join("paired");
+    let wt = root.join("candle").join(&src.key);
+    // Only a worktree at another commit is checked out: a checkout, even of the same commit,
+    // writes the worktree's HEAD and reflog, which build.rs watches, and cargo would then
+    // rebuild the suite on every run.
+    let at = Command::new("git")
+        .arg("-C")
+        .arg(&wt)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let exists = wt.join("Cargo.toml").is_file();
+    if exists && at.as_deref() != Some(commit) {
+        let st = Command::new("git")
+            .arg("-C")
+            .arg(&wt)
+            .args(["checkout", "--quiet", "--detach", "--force", commit])
+            .status()
+            .context("git")?;
+        anyhow::ensure!(
+            st.success(),
+            "git -C {} checkout {commit} failed",
+            wt.display()
+        );
+    } else if !exists {
+        std::fs::create_dir_all(wt.parent().expect("parent"))?;
+        let st = Command::new("git")
+            .args(["worktree", "add", "--detach", "--force"])
+            .arg(&wt)
+            .arg(commit)
+            .status()
+            .context("git")?;
+        anyhow::ensure!(
+            st.success(),
+            "git worktree add {} {commit} failed",
+            wt.display()
+        );
+    }
+    let manifest = wt.join("Cargo.toml");
+    // The commit's own manifest, then the requirement this source needs; written only when
+    // it differs from what is there (cargo and build.rs watch its mtime).
+    let committed = Command::new("git")
+        .arg("-C")
+        .arg(&wt)
+        .args(["show", &format!("{commit}:Cargo.toml")])
+        .output()
+        .context("git show")?;
+    anyhow::ensure!(
+        committed.status.success(),
+        "git show {commit}:Cargo.toml failed"
+    );
+    let text = String::from_utf8_lossy(&committed.stdout).to_string();
+    let (want, req_note) = match candle_source::manifest_with_requirement(&text, src) {
+        Some(m) => (
+            m,
+            format!(", Cargo.toml's candle requirement set to ={}", src.version),
+        ),
+        None => (text, String::new()),
+    };
+    if std::fs::read_to_string(&manifest).ok().as_deref() != Some(want.as_str()) {
+        std::fs::write(&manifest, &want)?;
+    }
+    let top = Command::new("git")
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("."));
+    eprintln!(
+        "building {name} ({}) against Candle {} in {}{req_note} ...",
+        &commit[..10],
+        src.label,
+        wt.display()
+    );
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args([
+        "build",
+        "--release",
+        "--bin",
+        "modelbench",
+        "--manifest-path",
+    ])
+    .arg(&manifest);
+    for p in candle_source::patch_args(src) {
+        c.arg("--config").arg(p);
+    }
+    // From the repository's top: cargo reads .cargo/config.toml once (a cwd inside the
+    // worktree, itself under the repository, would join both files' rustflags).
+    c.current_dir(&top)
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        .env("MODELBENCH_CANDLE_SOURCE", &src.label)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let t0 = std::time::Instant::now();
+    let mut child = c.spawn().context("cannot start cargo")?;
+    let mut log = String::new();
+    let mut compiled = Vec::new();
+    if let Some(err) = child.stderr.take() {
+        for l in BufReader::new(err).lines() {
+            let l = l?;
+            if let Some(what) = l.trim_start().strip_prefix("Compiling ") {
+                eprintln!("  {side}: compiling {what}");
+                compiled.push(what.split(" (").next().unwrap_or(what).to_string());
+            }
+            log.push_str(&l);
+            log.push('\n');
+        }
+    }
+    let st = child.wait()?;
+    let secs = t0.elapsed().as_secs_f64();
+    if !st.success() {
+        let _ = std::fs::write(root.join(format!("candle-build-{}.log", src.key)), &log);
+        anyhow::bail!(
+            "{side}: {}",
+            candle_source::first_build_error(&log, &src.label)
+        );
+    }
+    println!(
+        "{side}: {name} ({}) against Candle {}: {}",
+        &commit[..10],
+        src.label,
+        rebuilt_line(&compiled, secs)
+    );
+    let bin = root
+        .join("bin")
+        .join(format!("candle-{}-{}", src.key, &commit[..12]))
+        .join("modelbench");
+    std::fs::create_dir_all(bin.parent().expect("parent"))?;
+    // Copied beside it, then renamed over it: the old file may be running (another
+    // comparison's worker), and writing into a running executable fails (ETXTBSY).
+    let tmp = bin.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::copy(root.join("target/release/modelbench"), &tmp)?;
+    std::fs::rename(&tmp, &bin)?;
+    Ok((
+        bin,
+        format!("{name} ({}) + Candle {}", &commit[..10], src.label),
+    ))
+}
+
+/// What a side's cargo build did, in words: the crates it compiled and the time.
+pub fn rebuilt_line(compiled: &[String], secs: f64) -> String {
+    if compiled.is_empty() {
+        format!("nothing rebuilt (cargo's fingerprints: up to date), {secs:.1} s")
+    } else {
+        format!(
+            "cargo rebuilt {} crate(s) in {secs:.0} s: {}",
+            compiled.len(),
+            compiled.join(", ")
+        )
+    }
+}
+
 /// The paired gate's default threshold: a per-pair median ratio whose whole 95% interval lies
 /// beyond 2% (measured A/A intervals and the 5% decode calibration are in README).
 pub const DEFAULT_THRESHOLD: &str = "2%";
@@ -322,9 +528,12 @@ pub fn paired_cmd(
 ) -> anyhow::Result<ExitCode> {
     let t = parse_threshold(threshold).map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
     check(o)?;
+    // The Candle sources first (a bad one fails before anything is built).
+    let ca = candle_source(o.base_candle.as_deref(), "--base-candle")?;
+    let cb = candle_source(o.new_candle.as_deref(), "--new-candle")?;
     let (sa, sb) = (resolve(base, "BASE")?, resolve(new, "NEW")?);
-    let (ea, na) = build_side(sa, "BASE")?;
-    let (eb, nb) = build_side(sb, "NEW")?;
+    let (ea, na) = build_side_with(sa, "BASE", ca.as_ref())?;
+    let (eb, nb) = build_side_with(sb, "NEW", cb.as_ref())?;
     let out = run_paired((&ea, &na), (&eb, &nb), t, o)?;
     Ok(if out.regressions > 0 {
         ExitCode::from(1)
