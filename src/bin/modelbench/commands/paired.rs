@@ -271,6 +271,22 @@ pub fn executable(r: &Path, side: &str) -> anyhow::Result<(PathBuf, String)> {
     build_side(resolve(r, side)?, side)
 }
 
+/// `git worktree add --detach --force WT COMMIT`.
+fn add_worktree(wt: &Path, commit: &str) -> anyhow::Result<()> {
+    let st = Command::new("git")
+        .args(["worktree", "add", "--detach", "--force"])
+        .arg(wt)
+        .arg(commit)
+        .status()
+        .context("git")?;
+    anyhow::ensure!(
+        st.success(),
+        "git worktree add {} {commit} failed",
+        wt.display()
+    );
+    Ok(())
+}
+
 /// The executable of a resolved side (a commit is built once, then kept).
 pub fn build_side(s: Side, side: &str) -> anyhow::Result<(PathBuf, String)> {
     let (name, commit) = match s {
@@ -287,17 +303,7 @@ pub fn build_side(s: Side, side: &str) -> anyhow::Result<(PathBuf, String)> {
     }
     let wt = root.join(&commit);
     if !wt.join("Cargo.toml").is_file() {
-        let st = Command::new("git")
-            .args(["worktree", "add", "--detach", "--force"])
-            .arg(&wt)
-            .arg(&commit)
-            .status()
-            .context("git")?;
-        anyhow::ensure!(
-            st.success(),
-            "git worktree add {} {commit} failed",
-            wt.display()
-        );
+        add_worktree(&wt, &commit)?;
     }
     eprintln!(
         "building {name} ({}) in {} ...",
@@ -387,17 +393,7 @@ fn build_candle_side(
         );
     } else if !exists {
         std::fs::create_dir_all(wt.parent().expect("parent"))?;
-        let st = Command::new("git")
-            .args(["worktree", "add", "--detach", "--force"])
-            .arg(&wt)
-            .arg(commit)
-            .status()
-            .context("git")?;
-        anyhow::ensure!(
-            st.success(),
-            "git worktree add {} {commit} failed",
-            wt.display()
-        );
+        add_worktree(&wt, commit)?;
     }
     let manifest = wt.join("Cargo.toml");
     // The commit's own manifest, then the requirement this source needs; written only when
