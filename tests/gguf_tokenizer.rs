@@ -304,11 +304,11 @@ fn unsupported_gguf_files_are_refused_in_one_line() {
 
     // Architecture.
     let p = rewrite(Family::Llama, tmp.path(), |md, _| {
-        md.insert("general.architecture".into(), Value::String("phi3".into()));
+        md.insert("general.architecture".into(), Value::String("mamba".into()));
     });
     let e = one_line_err(load(&p));
     assert!(
-        e.contains("GGUF architecture `phi3` is not supported"),
+        e.contains("GGUF architecture `mamba` is not supported"),
         "{e}"
     );
 

@@ -567,7 +567,7 @@ impl D {
             D::Q => format!("{a}.attention.key_length x {a}.attention.head_count"),
             D::K => format!("{a}.attention.key_length x {a}.attention.head_count_kv"),
             D::V => format!("{a}.attention.value_length x {a}.attention.head_count_kv"),
-            D::Qkv => format!("{a}.attention.head_count + 2 x head_count_kv, x key_length"),
+            D::Qkv => format!("({a}.attention.head_count + 2 x {a}.attention.head_count_kv) x {a}.attention.key_length"),
             D::HeadK => format!("{a}.attention.key_length"),
             D::Ff => format!("{a}.feed_forward_length"),
             D::Ff2 => format!("2 x {a}.feed_forward_length"),
