@@ -535,10 +535,15 @@ pub fn validate_env() -> Result<()> {
 }
 
 /// Installs, process-wide, what layers below `config` read from the knobs:
-/// `MODELBENCH_INJECT_SLOWDOWN` ([`install_injection`]) and the path knobs
-/// ([`install_settings`]). The benches, the CLI's start and every plan's `from_env` call it.
+/// `MODELBENCH_INJECT_SLOWDOWN` ([`install_injection`]), `MODELBENCH_FAST_WEIGHTS_FALLBACK`
+/// (`models::q8_matmul::force_fallback`) and the path knobs ([`install_settings`]). The benches, the CLI's start and every plan's `from_env` call it.
 pub fn install(lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
     install_injection(lookup)?;
+    let fallback = p::parse_bool(
+        &value(lookup, "MODELBENCH_FAST_WEIGHTS_FALLBACK"),
+        "MODELBENCH_FAST_WEIGHTS_FALLBACK",
+    )?;
+    crate::models::q8_matmul::force_fallback(fallback);
     install_settings(lookup)
 }
 

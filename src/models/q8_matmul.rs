@@ -70,17 +70,18 @@ impl std::fmt::Debug for PackedQ8_0 {
     }
 }
 
-/// Whether [`PackedQ8_0`]'s fast path runs: the CPU has AVX-512 F/BW and VNNI and
-/// `MODELBENCH_FAST_WEIGHTS_FALLBACK` (the knob table's; validated there) does not force the
-/// fallback.
+static FORCED_FALLBACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes [`available`] false whatever the CPU (`MODELBENCH_FAST_WEIGHTS_FALLBACK`, installed
+/// from the knob table by `config::knobs::install`): `--fast-weights` then runs its fallback.
+pub fn force_fallback(on: bool) {
+    FORCED_FALLBACK.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`PackedQ8_0`]'s fast path runs: the CPU has AVX-512 F/BW and VNNI and the
+/// fallback is not forced ([`force_fallback`]).
 pub fn available() -> bool {
-    let forced = std::env::var("MODELBENCH_FAST_WEIGHTS_FALLBACK").is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "1" | "true" | "yes" | "on"
-        )
-    });
-    !forced && cpu_has_vnni()
+    !FORCED_FALLBACK.load(std::sync::atomic::Ordering::Relaxed) && cpu_has_vnni()
 }
 
 /// Whether this CPU has what [`PackedQ8_0`]'s fast path needs (AVX-512 F/BW and VNNI).
