@@ -25,10 +25,6 @@ const UPSTREAM: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF?impl=ca
 const REFERENCE: &str = "fixtures/reference/gemma-3-270m-Q4_K_M.ruth.kld.json";
 const DEVELOPMENT: &str = "fixtures/reference/gemma-3-270m-Q4_K_M.kld.json";
 
-fn reference() -> KldReference {
-    KldReference::load(std::path::Path::new(REFERENCE)).unwrap()
-}
-
 fn load(label: &str) -> Option<Loaded> {
     let r = ModelRef::parse(label).unwrap();
     match prepare(label, &r, &[]) {
@@ -47,13 +43,18 @@ fn gate(label: &str) -> Option<(KldVerdict, Loaded)> {
 /// The gate on the model as loaded (`served` None: the bench path), or as `modelbench serve`
 /// runs it (`Some(fast_weights)`: the batched path, the server's own code with one slot).
 fn gate_as(label: &str, served: Option<bool>) -> Option<(KldVerdict, Loaded)> {
+    gate_on(label, served, REFERENCE)
+}
+
+/// [`gate_as`] against the reference in `reference` (made from the very file `label` loads).
+fn gate_on(label: &str, served: Option<bool>, reference: &str) -> Option<(KldVerdict, Loaded)> {
     let mut m = load(label)?;
     if let Some(fast) = served {
         let mut o = modelbench::serving::server::Options::new(label, 512);
         o.fast_weights = fast;
         m = modelbench::serving::server::served_loaded(m, &o).unwrap();
     }
-    let r = reference();
+    let r = KldReference::load(std::path::Path::new(reference)).unwrap();
     // The reference is for this very file.
     let modelbench::models::Weights::Gguf(path) = &m.resolved.weights else {
         panic!("a GGUF")
@@ -61,7 +62,7 @@ fn gate_as(label: &str, served: Option<bool>) -> Option<(KldVerdict, Loaded)> {
     assert_eq!(
         modelbench::models::quality::file_sha256(path).unwrap(),
         r.provenance["gguf"]["sha256"].as_str().unwrap(),
-        "the installed GGUF is not the file the reference was made from"
+        "{label}: the installed GGUF is not the file the reference was made from"
     );
     let implementation = m.model.meta().provenance.implementation.clone();
     let mut print = |p: &modelbench::engine::perplexity::Progress| eprintln!("  {}", p.line());
@@ -70,7 +71,7 @@ fn gate_as(label: &str, served: Option<bool>) -> Option<(KldVerdict, Loaded)> {
         label,
         &implementation,
         &r,
-        REFERENCE,
+        reference,
         Some(&mut print),
     )
     .unwrap();
@@ -274,27 +275,9 @@ fn real_qwen2_and_llama_files_pass_the_kld_gate() {
         ),
     ];
     for (label, reference) in REAL {
-        let Some(mut m) = load(label) else { return };
-        let r = KldReference::load(std::path::Path::new(reference)).unwrap();
-        let modelbench::models::Weights::Gguf(path) = &m.resolved.weights else {
-            panic!("a GGUF")
+        let Some((v, _)) = gate_on(label, None, reference) else {
+            return;
         };
-        assert_eq!(
-            modelbench::models::quality::file_sha256(path).unwrap(),
-            r.provenance["gguf"]["sha256"].as_str().unwrap(),
-            "{label}: the installed GGUF is not the file the reference was made from"
-        );
-        let implementation = m.model.meta().provenance.implementation.clone();
-        let v = run_kld_gate(
-            m.model.as_mut(),
-            label,
-            &implementation,
-            &r,
-            reference,
-            None,
-        )
-        .unwrap();
-        eprintln!("{label} [{implementation}]\n{}", table(&v));
         assert!(v.passed, "{label} fails the KLD gate:\n{}", table(&v));
     }
 }
