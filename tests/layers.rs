@@ -1,4 +1,5 @@
-//! The layer rule of src/ (see src/lib.rs): the folders are layers and imports point one way,
+//! The layer rule (see src/lib.rs and docs/architecture.md): the crates are layers the
+//! compiler keeps apart, and inside a crate the folders are layers; imports point one way,
 //!
 //! `util`, `error` <- `measure` <- `models` <- `engine` <- `output` <- `workloads` <- `serving`
 //! <- `config` <- {`harness`, the `modelbench` binary (src/bin/)}
@@ -524,23 +525,51 @@ fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// (file relative to the crate root, contents) of every .rs file under src/.
+/// The crates whose layer folders this test reads, and the workspace's one module tree they
+/// make: each crate re-exports the crates below it at its root (`crate::measure::x` reads
+/// the same in every layer), so a file `crates/<crate>/src/<layer>/x.rs` is read as
+/// `src/<layer>/x.rs` of one tree. The compiler already refuses an import of a crate above;
+/// this test adds the order of the layers inside a crate (the suite's six) and cycles
+/// between modules of one layer. crates/kernels imports nothing of the project (no
+/// dependency on it) and is not read.
+const CRATES: &[&str] = &["crates/measure", "crates/models", "crates/suite"];
+
+/// (file as a path of the one tree, contents) of every .rs file of the layer crates and of
+/// the binary (src/bin/), and a `src/lib.rs` declaring every layer module.
 fn sources() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    rs_files(&root.join("src"), &mut files);
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
+    let mut out = Vec::new();
+    let mut modules = Vec::new();
+    for krate in CRATES.iter().copied().chain(std::iter::once(".")) {
+        let src = root.join(krate).join("src");
+        let mut files = Vec::new();
+        if krate == "." {
+            rs_files(&src.join("bin"), &mut files);
+        } else {
+            rs_files(&src, &mut files);
+        }
+        files.sort();
+        for p in &files {
             let rel = p
-                .strip_prefix(root)
+                .strip_prefix(root.join(krate))
                 .unwrap()
                 .to_string_lossy()
                 .replace('\\', "/");
-            (rel, std::fs::read_to_string(p).unwrap())
-        })
-        .collect()
+            if rel == "src/lib.rs" {
+                continue;
+            }
+            let layer = rel.strip_prefix("src/").unwrap();
+            let layer = layer.split(['/', '.']).next().unwrap().to_string();
+            if layer != "bin" && !modules.contains(&layer) {
+                modules.push(layer);
+            }
+            out.push((rel, std::fs::read_to_string(p).unwrap()));
+        }
+    }
+    let lib: String = modules.iter().map(|m| format!("pub mod {m};\n")).collect::<String>()
+        + "pub use error::{Error, Result};\n";
+    out.insert(0, ("src/lib.rs".to_string(), lib));
+    out
 }
 
 /// Scans a set of files (the first must be src/lib.rs): every import and every violation.

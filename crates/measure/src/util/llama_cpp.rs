@@ -12,7 +12,7 @@ pub const VERSION: &str = "0.3.36";
 pub fn dir() -> PathBuf {
     match std::env::var_os("LLAMA_CPP_DIR").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+        None => crate::util::root()
             .join("target/llama-cpp")
             .join(VERSION),
     }
@@ -47,7 +47,7 @@ mod tests {
     #[test]
     fn version_is_the_build_scripts() {
         let script = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-llama-cpp.sh"),
+            crate::util::root().join("scripts/build-llama-cpp.sh"),
         )
         .unwrap();
         assert!(

@@ -30,7 +30,7 @@ impl Default for Settings {
     /// The typed defaults of the four knobs (the knob table's `default` column describes them).
     fn default() -> Settings {
         Settings {
-            reports_root: Path::new(env!("CARGO_MANIFEST_DIR")).join("target-reports"),
+            reports_root: crate::util::root().join("target-reports"),
             fixture_cache: crate::util::fsio::target_dir()
                 .join("modelbench-fixtures")
                 .join("hub"),

@@ -174,7 +174,7 @@ fn torch_model_dir(res: &Resolved, dtype: candle_core::DType, say: &dyn Say) -> 
                     }
                 })
                 .collect();
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers/models");
+            let root = crate::util::root().join("target/peers/models");
             let dir = root.join(format!("{name}-seed{seed}-{}", dtype.as_str()));
             if dir.join("modelbench-export.json").is_file() {
                 return Ok(dir);

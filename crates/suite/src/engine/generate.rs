@@ -81,7 +81,7 @@ pub fn scenario_prompt(
 }
 
 /// Public-domain English text for prompts and perplexity (fixtures/corpus/SOURCE.md).
-pub const CORPUS: &str = include_str!("../../fixtures/corpus/kjv-genesis-1-3.txt");
+pub const CORPUS: &str = include_str!("../../../../fixtures/corpus/kjv-genesis-1-3.txt");
 
 /// Per-token timing of one generation. All times are from the start of the timed region.
 #[derive(Debug, Clone, Serialize, Deserialize)]

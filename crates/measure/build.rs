@@ -46,7 +46,7 @@ fn main() {
     // compared as like for like.
     let given = std::env::var("MODELBENCH_CANDLE_SOURCE").ok();
     let candle = candle_label::label_from_lock(
-        &std::fs::read_to_string("Cargo.lock").unwrap_or_default(),
+        &std::fs::read_to_string("../../Cargo.lock").unwrap_or_default(),
         given.as_deref(),
     );
     println!("cargo:rerun-if-env-changed=MODELBENCH_CANDLE_SOURCE");
@@ -79,14 +79,17 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     // Any edit of a tracked source re-runs this script, so `git_dirty` is true whenever the
     // sources compiled differ from HEAD (cargo scans a directory recursively by mtime).
+    // The workspace root is two folders up (crates/measure): this crate's build script
+    // records the build of the whole workspace.
     for p in [
-        "src",
-        "benches",
-        "tests",
+        "../../src",
+        "../../crates",
+        "../../benches",
+        "../../tests",
+        "../../Cargo.toml",
+        "../../Cargo.lock",
+        "../../fixtures",
         "build.rs",
-        "Cargo.toml",
-        "Cargo.lock",
-        "fixtures",
     ] {
         println!("cargo:rerun-if-changed={p}");
     }

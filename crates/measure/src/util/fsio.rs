@@ -45,10 +45,10 @@ pub fn target_dir() -> std::path::PathBuf {
             if t.is_absolute() {
                 t
             } else {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(t)
+                crate::util::root().join(t)
             }
         }
-        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        None => crate::util::root().join("target"),
     }
 }
 

@@ -11,7 +11,7 @@ use plotters::prelude::*;
 
 use crate::error::{Error, Result};
 
-static FONT: &[u8] = include_bytes!("../../fixtures/fonts/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../../../fixtures/fonts/DejaVuSans.ttf");
 
 /// Registers the embedded DejaVu Sans as `sans-serif` (idempotent).
 pub fn register_fonts() {

@@ -32,34 +32,34 @@ pub enum ModelRef {
 pub const SYNTHETIC: [(&str, &str); 3] = [
     (
         "llama-3.2-1b",
-        include_str!("../../fixtures/synthetic/llama-3.2-1b/config.json"),
+        include_str!("../../../../fixtures/synthetic/llama-3.2-1b/config.json"),
     ),
     (
         "qwen3-1.7b",
-        include_str!("../../fixtures/synthetic/qwen3-1.7b/config.json"),
+        include_str!("../../../../fixtures/synthetic/qwen3-1.7b/config.json"),
     ),
     (
         "gemma-3-1b",
-        include_str!("../../fixtures/synthetic/gemma-3-1b/config.json"),
+        include_str!("../../../../fixtures/synthetic/gemma-3-1b/config.json"),
     ),
 ];
 
 const FIXTURES: [(Family, &str); 4] = [
     (
         Family::Llama,
-        include_str!("../../fixtures/models/llama/config.json"),
+        include_str!("../../../../fixtures/models/llama/config.json"),
     ),
     (
         Family::Qwen3,
-        include_str!("../../fixtures/models/qwen3/config.json"),
+        include_str!("../../../../fixtures/models/qwen3/config.json"),
     ),
     (
         Family::Qwen3Moe,
-        include_str!("../../fixtures/models/qwen3-moe/config.json"),
+        include_str!("../../../../fixtures/models/qwen3-moe/config.json"),
     ),
     (
         Family::Gemma3,
-        include_str!("../../fixtures/models/gemma3/config.json"),
+        include_str!("../../../../fixtures/models/gemma3/config.json"),
     ),
 ];
 

@@ -145,7 +145,7 @@ fn metadata(family: Family, c: &serde_json::Value) -> Vec<(String, Value)> {
 }
 
 /// The text the fixture vocabularies are trained on (English, German, Chinese, code).
-pub const TOKENIZER_CORPUS: &str = include_str!("../../fixtures/tokenizer/corpus.txt");
+pub const TOKENIZER_CORPUS: &str = include_str!("../../../../fixtures/tokenizer/corpus.txt");
 /// Merges learned per fixture vocabulary.
 const FIXTURE_MERGES: usize = 800;
 

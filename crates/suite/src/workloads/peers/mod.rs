@@ -82,7 +82,7 @@ impl Peer {
     /// Where the setup script puts the peer's program by default (llama.cpp: in
     /// `$LLAMA_CPP_DIR` when set, [`crate::util::llama_cpp::dir`]).
     pub fn default_program(self) -> PathBuf {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = crate::util::root();
         match self {
             Peer::LlamaCpp => crate::util::llama_cpp::program("llama-timed-ids"),
             Peer::Torch => root.join("target/peers/torch-venv/bin/python"),
@@ -774,7 +774,7 @@ pub struct TorchWorker {
 
 /// peer_torch.py in the repository.
 pub fn torch_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/peer_torch.py")
+    crate::util::root().join("scripts/peer_torch.py")
 }
 
 impl TorchWorker {

@@ -1,0 +1,15 @@
+//! modelbench's measurement layer (crate `modelbench-measure`): the error type every layer
+//! returns, helpers below every layer ([`util`]), and measurement ([`measure`]): statistics,
+//! timing, memory, threads, hardware and machine identity, devices.
+//!
+//! The crates are the layers (docs/architecture.md): `modelbench-kernels` <-
+//! `modelbench-measure` <- `modelbench-models` <- `modelbench-suite` <- `modelbench` (the
+//! benches, the tests and the CLI). Each crate re-exports the modules of the crates below it
+//! at its root, so a path such as `crate::measure::stats` reads the same in every layer, and
+//! a path to a layer above does not compile.
+
+pub mod error;
+pub mod measure;
+pub mod util;
+
+pub use error::{Error, Result};

@@ -1,0 +1,16 @@
+//! Helpers below every layer: atomic file writes, seeded tensors, UTC timestamps, and the
+//! path settings the knob table installs for the layers below it (settings.rs), and where the
+//! llama.cpp build is (llama_cpp.rs).
+
+pub mod fill;
+pub mod fsio;
+pub mod llama_cpp;
+pub mod settings;
+pub mod time;
+
+/// The workspace root, the checkout this was built from (fixtures/, scripts/, target/,
+/// target-reports/ live there): two folders above this crate (crates/measure).
+pub fn root() -> &'static std::path::Path {
+    let here = crate::util::root();
+    here.parent().and_then(std::path::Path::parent).unwrap_or(here)
+}

@@ -1,0 +1,12 @@
+//! modelbench's model layer (crate `modelbench-models`): GGUF reading, validation (files are
+//! untrusted input) and fixtures, tokenizers from GGUF metadata, the family table, candle-
+//! transformers' models and the project's batched ones, and model sources (fixture,
+//! synthetic, HF cache, folder, GGUF file). See [`models`].
+//!
+//! Below it: `modelbench-measure` (re-exported here as [`error`], [`util`], [`measure`], so
+//! `crate::measure::x` reads as it does in every layer) and `modelbench-kernels` (as
+//! `models::q8_matmul`, `models::host_ops`).
+
+pub use modelbench_measure::{error, measure, util, Error, Result};
+
+pub mod models;

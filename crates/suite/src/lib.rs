@@ -1,0 +1,31 @@
+//! modelbench's suite library (crate `modelbench-suite`): the engine (prompts, sampling,
+//! generation, perplexity), output (records, run folders, verdicts, database, site),
+//! workloads, serving, knobs and plans, and the criterion harness.
+//!
+//! Inside this crate the folders are layers and imports point one way (tests/layers.rs
+//! checks what the compiler cannot):
+//!
+//! [`engine`] <- [`output`] <- [`workloads`] <- [`serving`] <- [`config`] <- [`harness`]
+//!
+//! Below it, crates the compiler keeps apart: `modelbench-models` (re-exported as
+//! [`models`]) <- `modelbench-measure` ([`measure`], [`util`], [`error`]) and
+//! `modelbench-kernels` (inside `models`).
+//!
+//! Data flows: knobs ([`config`]) -> plans -> [`models::source::resolve`] ->
+//! [`models::loading::open`] -> a [`workloads::Workload`] run by the one trial loop
+//! ([`workloads::TrialLoop`]) under criterion ([`harness`]) or the CLI -> one record builder
+//! per workload -> [`output`].
+
+pub use modelbench_models::{error, measure, models, util, Error, Result};
+
+pub mod engine;
+
+pub mod output;
+
+pub mod workloads;
+
+pub mod serving;
+
+pub mod config;
+
+pub mod harness;
