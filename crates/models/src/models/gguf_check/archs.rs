@@ -234,7 +234,7 @@ pub(super) const LLAMA_NOT_RUN: &[&str] = &[
     "ffn_up.bias",
 ];
 
-/// The architectures, as llama.cpp 0c1e570 loads them (src/models/<arch>.cpp).
+/// The architectures, as llama.cpp 0c1e570 loads them (crates/models/src/models/<arch>.cpp).
 pub const ARCHS: &[ArchSpec] = &[
     ArchSpec {
         arch: "llama",

@@ -9,7 +9,7 @@
 //!    file (it allocates from the counts it reads: a dimension of 2^62 is a `capacity overflow`
 //!    panic there, `general.alignment` = 0 a division by zero).
 //! 2. [`check_arch`]: per-architecture expectations modelled on llama.cpp's loader
-//!    (`src/llama-model.cpp` `load_hparams`, `src/models/<arch>.cpp` `load_arch_tensors`,
+//!    (`src/llama-model.cpp` `load_hparams`, `crates/models/src/models/<arch>.cpp` `load_arch_tensors`,
 //!    `llama_model_loader::create_tensor` / `done_getting_tensors`): the hyper-parameters of
 //!    [`ARCHS`] present where required, of the type llama.cpp reads them as, finite and in range;
 //!    every tensor the architecture expects present with the shape they imply; every tensor in
