@@ -94,3 +94,66 @@ fn skips_fail_under_ci_unless_outside_the_project() {
         &log
     ));
 }
+
+/// The test targets `cargo test` leaves out (`test = false` in Cargo.toml: they need a real
+/// model, llama.cpp or many timed pairs) and the ones `.ci/run` names in its step that runs
+/// them: each left-out target must be run there, or CI would pass without it.
+fn left_out_and_run_by_ci(manifest: &str, ci: &str) -> (Vec<String>, Vec<String>) {
+    let mut left_out = Vec::new();
+    for block in manifest.split("[[test]]").skip(1) {
+        let block = block.split("\n[").next().unwrap_or("");
+        let field = |k: &str| {
+            block.lines().find_map(|l| {
+                let (key, v) = l.split_once('=')?;
+                (key.trim() == k).then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        if field("test").as_deref() == Some("false") {
+            left_out.extend(field("name"));
+        }
+    }
+    let line = ci
+        .lines()
+        .find(|l| l.trim_start().starts_with("heavy_tests="))
+        .unwrap_or("");
+    let run = line
+        .split_once('=')
+        .map(|(_, v)| v.trim_matches(|c| c == '"' || c == '(' || c == ')'))
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    (left_out, run)
+}
+
+#[test]
+fn every_test_target_cargo_test_leaves_out_is_run_by_ci() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let (left_out, run) = left_out_and_run_by_ci(&manifest, &ci);
+    assert!(
+        left_out.len() >= 5,
+        "found only {left_out:?} with `test = false` in Cargo.toml: the reader is broken"
+    );
+    let missing: Vec<&String> = left_out.iter().filter(|t| !run.contains(t)).collect();
+    assert!(
+        missing.is_empty(),
+        "Cargo.toml leaves {missing:?} out of `cargo test` (test = false) but .ci/run's \
+         heavy_tests does not run them: add them there"
+    );
+    for t in &run {
+        assert!(
+            root.join("tests").join(format!("{t}.rs")).exists(),
+            ".ci/run's heavy_tests names `{t}`, which is no file in tests/"
+        );
+    }
+    // Both sides: a target dropped from CI's list is reported.
+    let ci_without = ci.replace(&format!(" {}", left_out[0]), " ");
+    let ci_without = ci_without.replace(&format!("({} ", left_out[0]), "(");
+    let (_, run_without) = left_out_and_run_by_ci(&manifest, &ci_without);
+    assert!(
+        !run_without.contains(&left_out[0]),
+        "the check cannot see a target dropped from .ci/run: {run_without:?}"
+    );
+}
