@@ -5,7 +5,8 @@
 //! Inside this crate the folders are layers and imports point one way (tests/layers.rs
 //! checks what the compiler cannot):
 //!
-//! [`engine`] <- [`output`] <- [`workloads`] <- [`serving`] <- [`config`] <- [`harness`]
+//! [`engine`] <- [`output`] <- [`workloads`] <- [`serving`] <- [`config`] <- [`harness`] <-
+//! [`app`] <- [`verdicts`]
 //!
 //! Below it, crates the compiler keeps apart: `modelbench-models` (re-exported as
 //! [`models`]) <- `modelbench-measure` ([`measure`], [`util`], [`error`]) and
@@ -29,3 +30,19 @@ pub mod serving;
 pub mod config;
 
 pub mod harness;
+
+/// `fail!`, `bail!` and `ensure!` of the command layers ([`app`], [`verdicts`]): an
+/// [`Error::Command`] with a one-line formatted message.
+macro_rules! fail {
+    ($($t:tt)*) => { $crate::Error::Command(format!($($t)*)) };
+}
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(fail!($($t)*)) };
+}
+macro_rules! ensure {
+    ($cond:expr, $($t:tt)*) => { if !$cond { bail!($($t)*) } };
+}
+
+pub mod app;
+
+pub mod verdicts;
