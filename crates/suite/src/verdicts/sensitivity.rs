@@ -317,8 +317,7 @@ fn render(
 /// MODELBENCH_INJECT_SLOWDOWN value and its fraction, smallest first.
 pub fn parse_slowdowns(list: &str, phase: &str) -> Result<Vec<(String, f64)>> {
     let mut slowdowns: Vec<(String, f64)> = Vec::new();
-    for s in a
-        .slowdowns
+    for s in list
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
