@@ -83,16 +83,7 @@ fn compare_cmd(
 ) -> Result<ExitCode> {
     let t = parse_threshold(threshold).map_err(|e| fail!("--threshold: {e}"))?;
     let (c, commits) = if base.is_dir() && new.is_dir() {
-        let (b, n) = (read_run(base)?, read_run(new)?);
-        let c = compare_runs(
-            &base.display().to_string(),
-            &b,
-            &new.display().to_string(),
-            &n,
-            t,
-            force,
-        )?;
-        (c, (commit_of(&b), commit_of(&n)))
+        read_and_compare(base, new, t, force)?
     } else {
         compare_refs(base, new, t, force, db)?
     };
@@ -121,16 +112,26 @@ pub fn compare_dirs(
     threshold: f64,
     force: bool,
 ) -> Result<Comparison> {
-    let b = read_run(base)?;
-    let n = read_run(new)?;
-    Ok(compare_runs(
+    read_and_compare(base, new, threshold, force).map(|(c, _)| c)
+}
+
+/// [`compare_dirs`], and the commits the two runs were built from.
+fn read_and_compare(
+    base: &Path,
+    new: &Path,
+    threshold: f64,
+    force: bool,
+) -> Result<(Comparison, Commits)> {
+    let (b, n) = (read_run(base)?, read_run(new)?);
+    let c = compare_runs(
         &base.display().to_string(),
         &b,
         &new.display().to_string(),
         &n,
         threshold,
         force,
-    )?)
+    )?;
+    Ok((c, (commit_of(&b), commit_of(&n))))
 }
 
 /// The commits of the base and the new run, where their records name them.
