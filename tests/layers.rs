@@ -568,7 +568,10 @@ fn sources() -> Vec<(String, String)> {
             out.push((rel, std::fs::read_to_string(p).unwrap()));
         }
     }
-    let lib: String = modules.iter().map(|m| format!("pub mod {m};\n")).collect::<String>()
+    let lib: String = modules
+        .iter()
+        .map(|m| format!("pub mod {m};\n"))
+        .collect::<String>()
         + "pub use error::{Error, Result};\n";
     out.insert(0, ("src/lib.rs".to_string(), lib));
     out

@@ -1,9 +1,9 @@
 //! Flags shared by several commands, and their validation into library types.
 
-use clap::Args;
 use crate::config::knobs::default_of;
 use crate::config::plans::check_label;
 use crate::measure::device::{parse_dtype, DeviceSpec};
+use clap::Args;
 
 /// `modelbench moe`: the moe bench's grid (its knobs' defaults), from the CLI.
 #[derive(Args)]
@@ -157,8 +157,9 @@ pub fn device_and_dtype(
         )
     })?;
     let dt = match dtype {
-        Some(d) => parse_dtype(d)
-            .map_err(|e| fail!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?,
+        Some(d) => {
+            parse_dtype(d).map_err(|e| fail!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?
+        }
         None => spec.default_dtype(),
     };
     Ok((spec, dt))
@@ -213,9 +214,8 @@ impl SamplingArgs {
             repetition_penalty: self.repetition_penalty,
             repeat_last_n: 64,
         };
-        p.validate().map_err(|e| {
-            fail!("--temperature/--top-k/--top-p/--repetition-penalty: {e}")
-        })?;
+        p.validate()
+            .map_err(|e| fail!("--temperature/--top-k/--top-p/--repetition-penalty: {e}"))?;
         Ok(p)
     }
 }

@@ -10,8 +10,7 @@ pub fn calibrate(device: &str, dtypes: &[String], force: bool) -> crate::Result<
     let mut dts = Vec::new();
     for d in dtypes {
         dts.push(
-            parse_dtype(d)
-                .map_err(|e| fail!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?,
+            parse_dtype(d).map_err(|e| fail!("--dtype {d:?}: {e} (allowed: f32, f16, bf16)"))?,
         );
     }
     if dts.is_empty() {
@@ -49,9 +48,7 @@ pub fn calibrate(device: &str, dtypes: &[String], force: bool) -> crate::Result<
         );
     }
     let root = crate::output::report::reports_root();
-    let fp = crate::measure::hardware::context()
-        .hardware
-        .fingerprint();
+    let fp = crate::measure::hardware::context().hardware.fingerprint();
     match crate::output::noise::load(&root, &fp)? {
         Some(p) => println!("\n{}", p.render(false)),
         None => println!(

@@ -5,7 +5,6 @@ use std::path::Path;
 use crate::output::db::{Db, DbTarget};
 use crate::output::report::{read_run, reports_root};
 
-
 /// The database `--db` (or MODELBENCH_DB, or the default) names; an error when it is `off`.
 pub fn open(flag: Option<&str>) -> crate::Result<Db> {
     let target = DbTarget::resolve(flag, &reports_root())?;

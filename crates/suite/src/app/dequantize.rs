@@ -11,9 +11,7 @@ pub fn dequantize(model: &str, out: &Path) -> crate::Result<()> {
     let (label, r) = &models[0];
     let res = prepare(label, r, &[])?;
     let crate::models::Weights::Gguf(path) = &res.weights else {
-        bail!(
-            "--model {label}: not a GGUF reference (use gguf:<file> or gguf:<owner>/<repo>)"
-        );
+        bail!("--model {label}: not a GGUF reference (use gguf:<file> or gguf:<owner>/<repo>)");
     };
     ensure!(
         !out.join("config.json").exists(),

@@ -3,9 +3,7 @@
 use std::path::Path;
 
 use crate::engine::scenario::{Scenario, Tier};
-use crate::models::source::{
-    fixture_cache_dir, hub_cache_dir, offline, SOURCES_HELP, SYNTHETIC,
-};
+use crate::models::source::{fixture_cache_dir, hub_cache_dir, offline, SOURCES_HELP, SYNTHETIC};
 
 pub fn list() -> crate::Result<()> {
     println!("Scenarios (prompt/new tokens, sampling):");

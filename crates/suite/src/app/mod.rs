@@ -70,8 +70,16 @@ mod tests {
     #[test]
     fn context_reads_as_anyhow_did() {
         let r: std::result::Result<(), String> = Err("boom".into());
-        assert_eq!(r.context("cannot start x").unwrap_err().to_string(), "cannot start x: boom");
+        assert_eq!(
+            r.context("cannot start x").unwrap_err().to_string(),
+            "cannot start x: boom"
+        );
         let o: Option<u8> = None;
-        assert_eq!(o.with_context(|| format!("no {}", "model")).unwrap_err().to_string(), "no model");
+        assert_eq!(
+            o.with_context(|| format!("no {}", "model"))
+                .unwrap_err()
+                .to_string(),
+            "no model"
+        );
     }
 }

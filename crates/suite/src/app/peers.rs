@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use crate::config::plans::{parse_models, parse_seed, Plan};
 use crate::engine::scenario::Tier;
 use crate::measure::threads::CandlePools;
@@ -16,6 +15,7 @@ use crate::output::report::{reports_root, RunDir};
 use crate::workloads::peers::suite::{PeerOptions, PeersSuite};
 use crate::workloads::peers::{check_threads, LlamaSetting, Peer, TorchSetting};
 use crate::workloads::suite::run_suite;
+use clap::Args;
 
 use crate::app::args::TargetArgs;
 use crate::app::trials::Trials;

@@ -1,7 +1,6 @@
 //! `modelbench perplexity`: perplexity of a text file, sliding-window or with llama-perplexity's
 //! chunks.
 
-
 use crate::app::Context;
 use crate::config::plans::parse_models;
 use crate::engine::perplexity::Windowing;
@@ -122,7 +121,7 @@ pub fn perplexity(a: &PerplexityArgs) -> Result<()> {
     };
     let r = crate::workloads::run_trials(&mut w, 0, 1)?;
     let p: crate::engine::perplexity::Perplexity = serde_json::from_value(r.extra.clone())
-            .map_err(|e| fail!("{l}: the perplexity record: {e}"))?;
+        .map_err(|e| fail!("{l}: the perplexity record: {e}"))?;
     let how = match windowing {
         Windowing::Sliding { stride } => format!("seq-len {}, stride {stride}", p.seq_len),
         Windowing::LlamaCpp => format!("llama-perplexity chunks of {}", p.seq_len),

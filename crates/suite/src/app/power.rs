@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::Args;
 use crate::measure::gpu::PowerMeter;
+use clap::Args;
 
 #[derive(Args)]
 pub struct PowerArgs {

@@ -8,10 +8,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::Args;
 use crate::config::plans::parse_models;
 use crate::engine::scenario::prepare;
 use crate::models::tokenizer::{bos_id, decode, encode, load};
+use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {

@@ -29,9 +29,8 @@ pub fn train_sweep(a: TrainSweepArgs) -> crate::Result<ExitCode> {
         "--lr {}: must be a positive number",
         a.lr
     );
-    let base = Base::parse(&a.base).ok_or_else(|| {
-        fail!("--base {:?}: unknown (allowed: {})", a.base, Base::ALLOWED)
-    })?;
+    let base = Base::parse(&a.base)
+        .ok_or_else(|| fail!("--base {:?}: unknown (allowed: {})", a.base, Base::ALLOWED))?;
     let label = a
         .label
         .as_deref()

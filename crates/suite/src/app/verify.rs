@@ -12,7 +12,6 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use crate::app::Context;
-use clap::Args;
 use crate::config::plans::parse_models;
 use crate::engine::perplexity::Progress;
 use crate::engine::scenario::prepare;
@@ -21,6 +20,7 @@ use crate::models::quality::{file_sha256, save};
 use crate::models::Weights;
 use crate::serving::server::{served_loaded, Options};
 use crate::workloads::kld::{run_kld_gate, table, KldReference};
+use clap::Args;
 
 use crate::app::args::{FastWeightsArg, TargetArgs};
 
@@ -244,7 +244,11 @@ pub fn verify(a: &VerifyArgs) -> crate::Result<ExitCode> {
     println!("{}", table(&v));
     let key = crate::workloads::generation::verdict_key(&loaded, spec, dt)
         .map_err(|e| fail!("{l}: {e}"))?;
-    let path = save(&key, v.passed, serde_json::to_value(&v).expect("serializable"))?;
+    let path = save(
+        &key,
+        v.passed,
+        serde_json::to_value(&v).expect("serializable"),
+    )?;
     println!(
         "stored {} (key: file sha256 {}.., {}, {}, {}, commit {})",
         path.display(),

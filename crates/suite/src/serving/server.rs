@@ -766,13 +766,23 @@ mod tests {
         assert!(o.check().is_ok());
         let mut q = o.clone();
         q.max_queue = 0;
-        assert_eq!(q.check().unwrap_err().to_string(), "--max-queue must be at least 1");
+        assert_eq!(
+            q.check().unwrap_err().to_string(),
+            "--max-queue must be at least 1"
+        );
         let mut c = o.clone();
         c.prefill_chunk = c.max_batch_tokens + 1;
-        assert!(c.check().unwrap_err().to_string().starts_with("--prefill-chunk "));
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--prefill-chunk "));
         let mut b = o;
         b.max_batch = Some(0);
-        assert_eq!(b.check().unwrap_err().to_string(), "--max-batch 0: must be at least 1");
+        assert_eq!(
+            b.check().unwrap_err().to_string(),
+            "--max-batch 0: must be at least 1"
+        );
     }
 
     #[test]

@@ -20,12 +20,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use crate::app::Context;
 use crate::output::compare::{compare_runs, parse_threshold, render, Comparison};
 use crate::output::record::Record;
 use crate::output::report::{list_runs, read_run, reports_root};
 use crate::verdicts::build::{git, rev_parse};
 use crate::verdicts::paired::{check, run_paired, PairedOpts, PairedOutcome, DEFAULT_THRESHOLD};
-use crate::app::Context;
 use crate::Result;
 
 #[derive(clap::Args)]
@@ -400,26 +400,37 @@ mod tests {
     #[test]
     fn the_build_command_fits_the_mode() {
         assert_eq!(build_cmd(&None, false), "cargo build --release --benches");
-        assert_eq!(build_cmd(&None, true), "cargo build --release --bin modelbench");
+        assert_eq!(
+            build_cmd(&None, true),
+            "cargo build --release --bin modelbench"
+        );
         assert_eq!(build_cmd(&Some("make".into()), true), "make");
     }
 
     #[test]
     fn a_paired_bisection_takes_the_scenario_and_model_of_the_bench() {
         let o = paired_target("medium/cpu-f32/fixture:qwen3", 20).unwrap();
-        assert_eq!((o.suite.as_str(), o.model.as_str()), ("medium", "fixture:qwen3"));
+        assert_eq!(
+            (o.suite.as_str(), o.model.as_str()),
+            ("medium", "fixture:qwen3")
+        );
         assert_eq!((o.pairs, o.blocks), (20, 10));
         let o = paired_target("short", 60).unwrap();
         assert_eq!((o.model.as_str(), o.blocks), ("fixture:llama", 12));
         let e = paired_target("moe/x", 60).unwrap_err().to_string();
-        assert!(e.starts_with("--bench `moe/x`: --paired needs a generation benchmark"), "{e}");
+        assert!(
+            e.starts_with("--bench `moe/x`: --paired needs a generation benchmark"),
+            "{e}"
+        );
     }
 
     #[test]
     fn commit_of_names_a_bad_ref() {
         assert_eq!(commit_of("HEAD", "GOOD").unwrap().len(), 40);
         assert_eq!(
-            commit_of("no-such-branch-of-modelbench", "BAD").unwrap_err().to_string(),
+            commit_of("no-such-branch-of-modelbench", "BAD")
+                .unwrap_err()
+                .to_string(),
             "BAD `no-such-branch-of-modelbench`: not a commit or branch of this repository"
         );
     }

@@ -45,6 +45,7 @@ pub fn git(args: &[&str]) -> Result<String> {
 
 /// What a side names: an executable file, or a commit (resolved once, before anything is
 /// built, so `HEAD HEAD` stays one commit even when HEAD moves during the build).
+#[derive(Debug)]
 pub enum Side {
     Exe(PathBuf),
     Commit { name: String, commit: String },
@@ -323,10 +324,12 @@ mod tests {
         assert!(head.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(rev_parse("no-such-branch-of-modelbench"), None);
         assert_eq!(git(&["rev-parse", "HEAD"]).unwrap(), head);
-        assert!(git(&["rev-parse", "--verify", "no-such-branch-of-modelbench"])
-            .unwrap_err()
-            .to_string()
-            .starts_with("git rev-parse --verify no-such-branch-of-modelbench:"));
+        assert!(
+            git(&["rev-parse", "--verify", "no-such-branch-of-modelbench"])
+                .unwrap_err()
+                .to_string()
+                .starts_with("git rev-parse --verify no-such-branch-of-modelbench:")
+        );
     }
 
     #[test]
@@ -364,7 +367,10 @@ mod tests {
             "nothing rebuilt (cargo's fingerprints: up to date), 1.3 s"
         );
         assert_eq!(
-            rebuilt_line(&["candle-core v0.11.1".into(), "modelbench v0.1.0".into()], 61.4),
+            rebuilt_line(
+                &["candle-core v0.11.1".into(), "modelbench v0.1.0".into()],
+                61.4
+            ),
             "cargo rebuilt 2 crate(s) in 61 s: candle-core v0.11.1, modelbench v0.1.0"
         );
     }

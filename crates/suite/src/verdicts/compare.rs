@@ -106,12 +106,7 @@ fn compare_cmd(
 }
 
 /// Reads two run folders and compares them (errors name the folders).
-pub fn compare_dirs(
-    base: &Path,
-    new: &Path,
-    threshold: f64,
-    force: bool,
-) -> Result<Comparison> {
+pub fn compare_dirs(base: &Path, new: &Path, threshold: f64, force: bool) -> Result<Comparison> {
     read_and_compare(base, new, threshold, force).map(|(c, _)| c)
 }
 

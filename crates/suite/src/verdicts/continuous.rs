@@ -99,11 +99,7 @@ fn is_run_of(name: &str, label: &str) -> bool {
 }
 
 /// The fixed baseline named by the config: Ok(None) for `first` when the config never ran.
-fn resolve_baseline(
-    baseline: &str,
-    runs: &[PathBuf],
-    config: &Path,
-) -> Result<Option<PathBuf>> {
+fn resolve_baseline(baseline: &str, runs: &[PathBuf], config: &Path) -> Result<Option<PathBuf>> {
     if baseline == FIRST {
         return Ok(runs.first().cloned());
     }
@@ -131,8 +127,8 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
         .map_err(|e| fail!("{}: invalid config: {e}", config.display()))?;
     let label = format!("cont-{}", c.name);
     check_label(&label, "name")?;
-    let threshold = parse_threshold(&c.threshold)
-        .map_err(|e| fail!("{}: threshold: {e}", config.display()))?;
+    let threshold =
+        parse_threshold(&c.threshold).map_err(|e| fail!("{}: threshold: {e}", config.display()))?;
     let runs: Vec<PathBuf> = list_runs(&reports_root())
         .into_iter()
         .filter(|p| {
@@ -141,20 +137,13 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
         })
         .collect();
     let previous = runs.last().cloned();
-    let paired_t = parse_threshold(
-        c.paired_threshold
-            .as_deref()
-            .unwrap_or(DEFAULT_THRESHOLD),
-    )
-    .map_err(|e| fail!("{}: paired_threshold: {e}", config.display()))?;
+    let paired_t = parse_threshold(c.paired_threshold.as_deref().unwrap_or(DEFAULT_THRESHOLD))
+        .map_err(|e| fail!("{}: paired_threshold: {e}", config.display()))?;
     let paired_model = c.models.first().cloned().unwrap_or_default();
     // Checked and built before the benchmarks run: a wrong base fails fast.
     let paired_exe = match &c.paired_base {
         Some(base) => {
-            check(&PairedOpts::for_model(
-                &paired_model,
-                &c.suite,
-            ))?;
+            check(&PairedOpts::for_model(&paired_model, &c.suite))?;
             Some(executable(Path::new(base), "paired_base")?)
         }
         None => None,
@@ -259,13 +248,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 /// Compares `base` with the new run and prints the comparison under a heading.
-fn report(
-    what: &str,
-    base: &Path,
-    new: &Path,
-    threshold: f64,
-    force: bool,
-) -> Result<Comparison> {
+fn report(what: &str, base: &Path, new: &Path, threshold: f64, force: bool) -> Result<Comparison> {
     println!("\n## against {what}: {}\n", base.display());
     let cmp = compare_dirs(base, new, threshold, force)?;
     print!("{}", render(&cmp));

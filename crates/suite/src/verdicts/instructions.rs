@@ -384,7 +384,10 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         target_features: mi::target_features(),
         injected: crate::measure::inject::current().map(|i| i.to_string()),
     };
-    println!("{WORKER_TAG}{}", serde_json::to_string(&out).expect("serializable"));
+    println!(
+        "{WORKER_TAG}{}",
+        serde_json::to_string(&out).expect("serializable")
+    );
     Ok(())
 }
 

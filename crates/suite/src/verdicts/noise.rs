@@ -41,9 +41,7 @@ pub fn noise_cmd(a: &NoiseArgs) -> Result<()> {
             a.measure.is_none() && a.runs.is_empty(),
             "--refit reads the saved profile; give neither --measure nor run folders"
         );
-        let fp = crate::measure::hardware::context()
-            .hardware
-            .fingerprint();
+        let fp = crate::measure::hardware::context().hardware.fingerprint();
         let mut p = noise::load(&root, &fp)?.with_context(|| {
             format!(
                 "no noise profile of this machine at {}; run `modelbench noise --measure 3` first",
@@ -105,11 +103,7 @@ pub fn noise_cmd(a: &NoiseArgs) -> Result<()> {
     show_and_save(&root, &p, a)
 }
 
-fn show_and_save(
-    root: &std::path::Path,
-    p: &noise::NoiseProfile,
-    a: &NoiseArgs,
-) -> Result<()> {
+fn show_and_save(root: &std::path::Path, p: &noise::NoiseProfile, a: &NoiseArgs) -> Result<()> {
     println!("{}", p.render(a.all));
     if !a.dry_run {
         let path = noise::save(root, p)?;

@@ -78,12 +78,7 @@ pub const DEFAULT_THRESHOLD: &str = "2%";
 
 const METRICS: [&str; 3] = ["e2e", "prefill", "decode"];
 
-pub fn paired_cmd(
-    base: &Path,
-    new: &Path,
-    threshold: &str,
-    o: &PairedOpts,
-) -> Result<ExitCode> {
+pub fn paired_cmd(base: &Path, new: &Path, threshold: &str, o: &PairedOpts) -> Result<ExitCode> {
     let t = parse_threshold(threshold).map_err(|e| fail!("--threshold: {e}"))?;
     check(o)?;
     // The Candle sources first (a bad one fails before anything is built).
@@ -229,7 +224,10 @@ pub fn run_paired(
     let doc = serde_json::json!({"base": na, "new": nb, "inject": o.inject, "threshold": t,
         "model": o.model, "pairs": o.pairs,
         "hardware": crate::measure::hardware::context().hardware.fingerprint(), "rows": json});
-    atomic_write(&out.join("paired.json"), crate::app::json_text(&doc).as_bytes())?;
+    atomic_write(
+        &out.join("paired.json"),
+        crate::app::json_text(&doc).as_bytes(),
+    )?;
     atomic_write(&out.join("paired.md"), md.as_bytes())?;
     // Every flagged scenario and phase: where the time went, per op, in A and in B (issue 31).
     let mut profiles = String::new();
@@ -333,8 +331,14 @@ mod tests {
         assert!(check(&o).is_ok());
         let mut bad = o.clone();
         bad.pairs = 1;
-        assert!(check(&bad).unwrap_err().to_string().starts_with("--pairs 1:"));
+        assert!(check(&bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("--pairs 1:"));
         let bad = PairedOpts::for_model("fixture:llama", "nope");
-        assert!(check(&bad).unwrap_err().to_string().starts_with("--paired-suite \"nope\""));
+        assert!(check(&bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("--paired-suite \"nope\""));
     }
 }

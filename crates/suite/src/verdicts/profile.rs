@@ -25,39 +25,38 @@ pub fn profile(
     tag: &str,
     threshold: f64,
 ) -> String {
-    let run =
-        |exe: &Path, side: &str, inj: Option<&str>| -> Result<ops::OpsTable> {
-            let json = dir.join(format!("ops-{tag}-{side}.json"));
-            let md = dir.join(format!("ops-{tag}-{side}.md"));
-            let mut c = std::process::Command::new(exe);
-            c.args(["ops", "--model", model, "--scenario", phase.name()])
-                .args(match phase {
-                    Phase::Decode => ["--depth".to_string(), shape.to_string()],
-                    Phase::Prefill => ["--prompt-tokens".to_string(), shape.to_string()],
-                })
-                .arg("--json")
-                .arg(&json)
-                .arg("--md")
-                .arg(&md)
-                .env_remove("MODELBENCH_INJECT_SLOWDOWN");
-            if let Some(i) = inj {
-                c.env("MODELBENCH_INJECT_SLOWDOWN", i);
-            }
-            let o = c
-                .output()
-                .map_err(|e| fail!("{side}: cannot start {}: {e}", exe.display()))?;
-            if !o.status.success() {
-                let err = String::from_utf8_lossy(&o.stderr);
-                bail!(
-                    "{side}: `ops` failed: {}",
-                    err.lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("no message")
-                );
-            }
-            read_table(&json)
-        };
+    let run = |exe: &Path, side: &str, inj: Option<&str>| -> Result<ops::OpsTable> {
+        let json = dir.join(format!("ops-{tag}-{side}.json"));
+        let md = dir.join(format!("ops-{tag}-{side}.md"));
+        let mut c = std::process::Command::new(exe);
+        c.args(["ops", "--model", model, "--scenario", phase.name()])
+            .args(match phase {
+                Phase::Decode => ["--depth".to_string(), shape.to_string()],
+                Phase::Prefill => ["--prompt-tokens".to_string(), shape.to_string()],
+            })
+            .arg("--json")
+            .arg(&json)
+            .arg("--md")
+            .arg(&md)
+            .env_remove("MODELBENCH_INJECT_SLOWDOWN");
+        if let Some(i) = inj {
+            c.env("MODELBENCH_INJECT_SLOWDOWN", i);
+        }
+        let o = c
+            .output()
+            .map_err(|e| fail!("{side}: cannot start {}: {e}", exe.display()))?;
+        if !o.status.success() {
+            let err = String::from_utf8_lossy(&o.stderr);
+            bail!(
+                "{side}: `ops` failed: {}",
+                err.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no message")
+            );
+        }
+        read_table(&json)
+    };
     let what = format!("per-op profile of {tag}");
     let ops_line =
         match run(base_exe, "base", None).and_then(|b| Ok((b, run(new_exe, "new", inject)?))) {
@@ -108,64 +107,62 @@ pub fn flame_graphs(
     if let Some(why) = perf_unavailable(dir) {
         return format!("not available ({why})");
     }
-    let side = |exe: &Path,
-                name: &str,
-                inj: Option<&str>|
-     -> Result<(flamegraph::Folded, PathBuf)> {
-        let data = dir.join(format!("flame-{tag}-{name}.perf.data"));
-        let mut c = std::process::Command::new("perf");
-        c.args(["record", "-q", "-e", "cpu-clock", "-F", "499"])
-            .args(["--call-graph", "dwarf,16384", "-o"])
-            .arg(&data)
-            .arg("--")
-            .arg(exe)
-            .args(["run", "--model", model, "--scenario", scenario])
-            .args(["--trials", "3", "--warmup", "1", "--no-save"])
-            .env_remove("MODELBENCH_INJECT_SLOWDOWN");
-        if let Some(i) = inj {
-            c.env("MODELBENCH_INJECT_SLOWDOWN", i);
-        }
-        let o = c
-            .output()
-            .map_err(|e| fail!("{name}: cannot start perf: {e}"))?;
-        if !o.status.success() {
+    let side =
+        |exe: &Path, name: &str, inj: Option<&str>| -> Result<(flamegraph::Folded, PathBuf)> {
+            let data = dir.join(format!("flame-{tag}-{name}.perf.data"));
+            let mut c = std::process::Command::new("perf");
+            c.args(["record", "-q", "-e", "cpu-clock", "-F", "499"])
+                .args(["--call-graph", "dwarf,16384", "-o"])
+                .arg(&data)
+                .arg("--")
+                .arg(exe)
+                .args(["run", "--model", model, "--scenario", scenario])
+                .args(["--trials", "3", "--warmup", "1", "--no-save"])
+                .env_remove("MODELBENCH_INJECT_SLOWDOWN");
+            if let Some(i) = inj {
+                c.env("MODELBENCH_INJECT_SLOWDOWN", i);
+            }
+            let o = c
+                .output()
+                .map_err(|e| fail!("{name}: cannot start perf: {e}"))?;
+            if !o.status.success() {
+                let _ = std::fs::remove_file(&data);
+                bail!(
+                    "{name}: `perf record ... run --scenario {scenario}` failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("no message")
+                );
+            }
+            let script = std::process::Command::new("perf")
+                .args(["script", "-i"])
+                .arg(&data)
+                .output()
+                .map_err(|e| fail!("{name}: cannot start perf script: {e}"))?;
             let _ = std::fs::remove_file(&data);
-            bail!(
-                "{name}: `perf record ... run --scenario {scenario}` failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("no message")
+            if !script.status.success() {
+                bail!("{name}: `perf script` failed");
+            }
+            let folded = flamegraph::fold(&String::from_utf8_lossy(&script.stdout));
+            if folded.is_empty() {
+                bail!("{name}: perf recorded no samples");
+            }
+            let svg = dir.join(format!("flame-{tag}-{name}.svg"));
+            let title = format!(
+                "{name}: {} {model} {scenario}{} ({} samples, cpu-clock)",
+                exe.display(),
+                inj.map(|i| format!(", injected {i}")).unwrap_or_default(),
+                flamegraph::total(&folded)
             );
-        }
-        let script = std::process::Command::new("perf")
-            .args(["script", "-i"])
-            .arg(&data)
-            .output()
-            .map_err(|e| fail!("{name}: cannot start perf script: {e}"))?;
-        let _ = std::fs::remove_file(&data);
-        if !script.status.success() {
-            bail!("{name}: `perf script` failed");
-        }
-        let folded = flamegraph::fold(&String::from_utf8_lossy(&script.stdout));
-        if folded.is_empty() {
-            bail!("{name}: perf recorded no samples");
-        }
-        let svg = dir.join(format!("flame-{tag}-{name}.svg"));
-        let title = format!(
-            "{name}: {} {model} {scenario}{} ({} samples, cpu-clock)",
-            exe.display(),
-            inj.map(|i| format!(", injected {i}")).unwrap_or_default(),
-            flamegraph::total(&folded)
-        );
-        crate::util::fsio::atomic_write(&svg, flamegraph::svg(&folded, &title).as_bytes())?;
-        crate::util::fsio::atomic_write(
-            &dir.join(format!("flame-{tag}-{name}.folded")),
-            flamegraph::folded_text(&folded).as_bytes(),
-        )?;
-        Ok((folded, svg))
-    };
+            crate::util::fsio::atomic_write(&svg, flamegraph::svg(&folded, &title).as_bytes())?;
+            crate::util::fsio::atomic_write(
+                &dir.join(format!("flame-{tag}-{name}.folded")),
+                flamegraph::folded_text(&folded).as_bytes(),
+            )?;
+            Ok((folded, svg))
+        };
     match side(base_exe, "base", None).and_then(|b| Ok((b, side(new_exe, "new", inject)?))) {
         Ok(((fb, sb), (fnew, sn))) => {
             let grew = match flamegraph::grew_most(&fb, &fnew) {

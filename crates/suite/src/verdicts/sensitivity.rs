@@ -72,8 +72,7 @@ pub fn sensitivity(a: &SensitivityArgs) -> Result<()> {
             "5%".to_string()
         }
     });
-    let threshold =
-        parse_threshold(&threshold_s).map_err(|e| fail!("--threshold: {e}"))?;
+    let threshold = parse_threshold(&threshold_s).map_err(|e| fail!("--threshold: {e}"))?;
     ensure!(a.tries >= 1, "--tries must be at least 1");
     let slowdowns = parse_slowdowns(&a.slowdowns, &a.phase)?;
     let root = reports_root();
@@ -317,11 +316,7 @@ fn render(
 /// MODELBENCH_INJECT_SLOWDOWN value and its fraction, smallest first.
 pub fn parse_slowdowns(list: &str, phase: &str) -> Result<Vec<(String, f64)>> {
     let mut slowdowns: Vec<(String, f64)> = Vec::new();
-    for s in list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let spec = format!(
             "{}:{}",
             phase,
@@ -350,7 +345,11 @@ pub fn parse_slowdowns(list: &str, phase: &str) -> Result<Vec<(String, f64)>> {
 
 /// The smallest slowdown flagged in all `tries`, every larger one flagged in all of them too
 /// (a miss at a larger slowdown means the smaller hit was luck); None: not even the largest.
-pub fn smallest_flagged(slowdowns: &[(String, f64)], flagged: &[usize], tries: usize) -> Option<f64> {
+pub fn smallest_flagged(
+    slowdowns: &[(String, f64)],
+    flagged: &[usize],
+    tries: usize,
+) -> Option<f64> {
     let mut smallest = None;
     for ((_, f), n) in slowdowns.iter().zip(flagged).rev() {
         if *n != tries {
