@@ -40,7 +40,7 @@
 #
 # Usage: scripts/build-llama-cpp.sh [DIR]
 #   DIR (or $LLAMA_CPP_DIR) defaults to target/llama-cpp/0.3.36 in the repository. modelbench
-#   and the other scripts look in $LLAMA_CPP_DIR when set, else there (src/util/llama_cpp.rs).
+#   and the other scripts look in $LLAMA_CPP_DIR when set, else there (crates/measure/src/util/llama_cpp.rs).
 #   `.ci/run` builds into a cache outside the checkout, one build per version and machine:
 #   ${MODELBENCH_CACHE:-$HOME/.cache/modelbench}/llama-cpp/0.3.36-$(scripts/machine-id.sh), since
 #   -march=native code from one CPU can die with an illegal instruction on another.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints this machine's CPU identity as one file-name-safe word, the same as modelbench's
-# `CpuIdentity::key` (src/measure/hardware.rs; tests/machine_identity.rs checks they agree):
+# `CpuIdentity::key` (crates/measure/src/measure/hardware.rs; tests/machine_identity.rs checks they agree):
 #   vendor-family-model-stepping-<features>-l1d<KiB>k-l2-<KiB>k-l3-<KiB>k
 # e.g. intel-6-167-1-avx2-avx512f-vnni-amx-l1d48k-l2-2048k-l3-491520k, where the features are
 # those of avx2, avx512f, vnni (avx512_vnni), amx (amx_tile) the CPU has. `.ci/run` keys its

@@ -15,8 +15,14 @@ fn map_paths(doc: &str) -> Vec<(usize, String)> {
     let start = doc
         .find("<!-- map:")
         .expect("docs/architecture.md has no `<!-- map: -->` marker");
-    let body_start = start + doc[start..].find("```\n").expect("no code block after the marker") + 4;
-    let body_len = doc[body_start..].find("```").expect("the map's code block is not closed");
+    let body_start = start
+        + doc[start..]
+            .find("```\n")
+            .expect("no code block after the marker")
+        + 4;
+    let body_len = doc[body_start..]
+        .find("```")
+        .expect("the map's code block is not closed");
     let first_line = doc[..body_start].lines().count() + 1;
     let mut out = Vec::new();
     let mut parent = String::new();
@@ -72,7 +78,12 @@ fn check(doc: &str, root: &Path) -> Vec<String> {
     }
     dirs.sort();
     for d in dirs {
-        let rel = d.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/") + "/";
+        let rel = d
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/")
+            + "/";
         if !named.iter().any(|(_, p)| *p == rel) {
             bad.push(format!(
                 "{rel} is a folder of the tree that docs/architecture.md's map does not name"
@@ -106,7 +117,8 @@ fn the_check_reports_a_stale_path_and_an_unnamed_folder() {
         "{bad:?}"
     );
     assert!(
-        bad.iter().any(|b| b.starts_with("crates/suite/src/output/site/ is a folder")),
+        bad.iter()
+            .any(|b| b.starts_with("crates/suite/src/output/site/ is a folder")),
         "{bad:?}"
     );
 }

@@ -1,5 +1,5 @@
 //! `modelbench compare` and `modelbench continuous` seen from outside. The verdict rules are
-//! carried by the deterministic unit tests in src/output/compare.rs; here the CLI's exit
+//! carried by the deterministic unit tests in crates/suite/src/output/compare.rs; here the CLI's exit
 //! codes on synthetic run folders with known samples (no timing): 1 on a regression, 0
 //! otherwise (also when the only finding is "insufficient samples"), 2 on unusable input;
 //! and `continuous` comparing with the previous run and with a fixed baseline.
@@ -266,7 +266,7 @@ fn continuous_compares_with_previous_and_baseline() {
 /// the 2 cores is 2-3x slower than two threads, and a rerun is not flagged.
 #[test]
 #[ignore = "slow (~50 s) and timing-dependent by design (CPU contention on a shared machine); \
-            the verdict rules are carried by the deterministic tests in src/output/compare.rs \
+            the verdict rules are carried by the deterministic tests in crates/suite/src/output/compare.rs \
             and compare_exit_codes_on_known_samples"]
 fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
     /// A Llama with 512-wide layers: its 256-token prefill is dominated by GEMMs that use

@@ -8,7 +8,7 @@
 //! the field or tensor.
 //!
 //! The layout of the files is parsed here, independently of the code under test
-//! (src/models/gguf_check.rs), from the GGUF spec.
+//! (crates/models/src/models/gguf_check/), from the GGUF spec.
 //!
 //! `cargo test --test gguf_mutation` runs a few hundred cases; the long run
 //! (`cargo test --test gguf_mutation -- --ignored --nocapture long_run`) 6,000; the real Gemma

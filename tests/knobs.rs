@@ -1,4 +1,4 @@
-//! The knob table (src/config/knobs.rs) against everything that reads it: validation, the
+//! The knob table (crates/suite/src/config/knobs.rs) against everything that reads it: validation, the
 //! four plan constructors, docs/knobs.md's table and `modelbench --help`.
 
 mod common;
@@ -167,7 +167,7 @@ fn every_plan_accepts_valid_and_rejects_invalid_values_of_the_knobs_it_reads() {
                 assert_one_line_naming(&e, k.name, &format!("{} with {}={bad:?}", p.name, k.name));
             } else if let Err(e) = r {
                 panic!(
-                    "{}: {}={bad:?} fails ({e}), but the knob's scope ({}) says this plan does not read it: fix the scope in src/config/knobs.rs",
+                    "{}: {}={bad:?} fails ({e}), but the knob's scope ({}) says this plan does not read it: fix the scope in crates/suite/src/config/knobs.rs",
                     p.name,
                     k.name,
                     k.scope.name()
@@ -208,7 +208,7 @@ fn plans_read_only_declared_knobs_and_all_of_their_scopes() {
         assert!(
             unscoped.is_empty() && unread.is_empty(),
             "{}: reads {unscoped:?}, whose scope it does not cover, and does not read {unread:?}, \
-             whose scope it covers: fix the scopes in src/config/knobs.rs",
+             whose scope it covers: fix the scopes in crates/suite/src/config/knobs.rs",
             p.name
         );
     }
@@ -271,7 +271,7 @@ fn docs_knob_table_is_the_generated_one() {
     let table = knobs::readme_table();
     assert!(
         inner == format!("\n{table}"),
-        "docs/knobs.md's knob table differs from src/config/knobs.rs. Paste this between {BEGIN} and {END} \
+        "docs/knobs.md's knob table differs from crates/suite/src/config/knobs.rs. Paste this between {BEGIN} and {END} \
          (or run `cargo test --test knobs -- --ignored write_readme_table`):\n\n{table}"
     );
 }
@@ -467,7 +467,7 @@ fn path_knobs_go_through_the_table() {
     }
 }
 
-/// No file under src/ outside config/ reads a MODELBENCH_ variable from the environment: every
+/// No source file (src/, crates/) outside the suite's config/ reads a MODELBENCH_ variable from the environment: every
 /// knob goes through the table.
 #[test]
 fn no_knob_is_read_around_the_table() {
@@ -481,12 +481,26 @@ fn no_knob_is_read_around_the_table() {
             }
         }
     }
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = root.join("crates/suite/src/config");
     let mut files = Vec::new();
-    walk(&src, &mut files);
+    // Sources only: a build script's variables (crates/measure/build.rs reads the one
+    // `compare --paired` gives a side build) are cargo's, at build time, not knobs.
+    walk(&root.join("src"), &mut files);
+    for krate in std::fs::read_dir(root.join("crates")).unwrap().flatten() {
+        walk(&krate.path().join("src"), &mut files);
+    }
+    // The scan must reach every crate's sources (a moved tree would pass it vacuously).
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(root.join("crates/models/src")))
+            && files.iter().any(|f| f.starts_with(&config)),
+        "the scan found no crate sources under crates/: the walk is broken"
+    );
     let mut found = Vec::new();
     for f in files {
-        if f.starts_with(src.join("config")) {
+        if f.starts_with(&config) {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap();
@@ -499,7 +513,7 @@ fn no_knob_is_read_around_the_table() {
     }
     assert!(
         found.is_empty(),
-        "knobs read straight from the environment (declare them in src/config/knobs.rs and read them through it):\n{}",
+        "knobs read straight from the environment (declare them in crates/suite/src/config/knobs.rs and read them through it):\n{}",
         found.join("\n")
     );
 }

@@ -3,7 +3,7 @@
 //! machine identity), else `target/llama-cpp/<VERSION>` of this checkout, the script's
 //! default. Every Rust caller and the scripts resolve it the same way.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The llama-cpp-python sdist version scripts/build-llama-cpp.sh builds (its `VERSION`).
 pub const VERSION: &str = "0.3.36";
@@ -12,9 +12,7 @@ pub const VERSION: &str = "0.3.36";
 pub fn dir() -> PathBuf {
     match std::env::var_os("LLAMA_CPP_DIR").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d),
-        None => crate::util::root()
-            .join("target/llama-cpp")
-            .join(VERSION),
+        None => crate::util::root().join("target/llama-cpp").join(VERSION),
     }
 }
 
@@ -46,10 +44,9 @@ mod tests {
     /// The version here is the one the build script pins.
     #[test]
     fn version_is_the_build_scripts() {
-        let script = std::fs::read_to_string(
-            crate::util::root().join("scripts/build-llama-cpp.sh"),
-        )
-        .unwrap();
+        let script =
+            std::fs::read_to_string(crate::util::root().join("scripts/build-llama-cpp.sh"))
+                .unwrap();
         assert!(
             script
                 .lines()

@@ -11,6 +11,8 @@ pub mod time;
 /// The workspace root, the checkout this was built from (fixtures/, scripts/, target/,
 /// target-reports/ live there): two folders above this crate (crates/measure).
 pub fn root() -> &'static std::path::Path {
-    let here = crate::util::root();
-    here.parent().and_then(std::path::Path::parent).unwrap_or(here)
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .and_then(std::path::Path::parent)
+        .unwrap_or(here)
 }

@@ -8,7 +8,7 @@
 //! caller that never touched `config`), the typed defaults below apply, i.e. the values of an
 //! environment without these knobs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::RwLock;
 
 /// The installed values (see the module doc).

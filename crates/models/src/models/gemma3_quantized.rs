@@ -200,13 +200,13 @@ pub fn attention_mask(
 
 /// RoPE tables (NeoX layout) for `positions` positions.
 #[derive(Debug, Clone)]
-pub(crate) struct Rope {
+pub struct Rope {
     cos: Tensor,
     sin: Tensor,
 }
 
 impl Rope {
-    pub(crate) fn new(
+    pub fn new(
         head_dim: usize,
         base: f32,
         scale: f32,
@@ -229,7 +229,7 @@ impl Rope {
     }
 
     /// `x`: (b, heads, len, head_dim), contiguous, at positions `pos..pos+len`.
-    pub(crate) fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+    pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
         let len = x.dim(2)?;
         let cos = self.cos.narrow(0, pos, len)?;
         let sin = self.sin.narrow(0, pos, len)?;
@@ -240,7 +240,7 @@ impl Rope {
 /// The token embedding: quantized rows looked up and dequantized one by one on the CPU; on
 /// other devices the table is dequantized once (as upstream does).
 #[derive(Debug, Clone)]
-pub(crate) enum Embedding {
+pub enum Embedding {
     Rows {
         q: Arc<QTensor>,
         vocab: usize,
@@ -250,7 +250,7 @@ pub(crate) enum Embedding {
 }
 
 impl Embedding {
-    pub(crate) fn new(q: Arc<QTensor>, dev: &Device) -> Result<Self> {
+    pub fn new(q: Arc<QTensor>, dev: &Device) -> Result<Self> {
         let (vocab, hidden) = q.shape().dims2()?;
         if dev.is_cpu() && hidden % q.dtype().block_size() == 0 {
             Ok(Self::Rows { q, vocab, hidden })
@@ -263,7 +263,7 @@ impl Embedding {
     }
 
     /// `ids`: (b, len) u32 -> (b, len, hidden) f32.
-    pub(crate) fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         match self {
             Self::Dense(e) => e.forward(ids),
             Self::Rows { q, vocab, hidden } => {
@@ -666,7 +666,7 @@ pub struct Batched {
 /// A weight as a batched path runs it (see [`Batched::new`]), and whether a lone row runs
 /// as two; the project's Llama / Qwen3 batch through it too.
 #[derive(Debug, Clone)]
-pub(crate) struct Proj {
+pub struct Proj {
     w: Weight,
     lone_as_two: bool,
 }
@@ -721,12 +721,12 @@ fn in_features(w: &QMatMul) -> Result<usize> {
 /// `p` applied to `x` (1, rows, k), a lone row run as two where the kernel would compute it
 /// otherwise.
 /// A sequence's share of a step: where its tokens start in the step, how many, first position.
-pub(crate) type Span = (usize, usize, usize);
+pub type Span = (usize, usize, usize);
 
 /// The tokens of a batched step, sequence after sequence, and each sequence's [`Span`], from each sequence's (position, tokens, cache layers);
 /// an error, before anything runs, for an empty share, a cache of another model (not
 /// `layers` layers) or positions past `context`.
-pub(crate) fn step_tokens<'a>(
+pub fn step_tokens<'a>(
     seqs: impl Iterator<Item = (usize, &'a [u32], usize)>,
     layers: usize,
     context: usize,
@@ -759,13 +759,13 @@ fn matmul_rows(kind: &str, p: &Proj, x: &Tensor) -> Result<Tensor> {
 
 impl Proj {
     /// `w` as a batched path runs it ([`proj`]; `fast`: `--fast-weights`).
-    pub(crate) fn new(w: &QMatMul, fast: bool, dev: &Device) -> Result<Self> {
+    pub fn new(w: &QMatMul, fast: bool, dev: &Device) -> Result<Self> {
         proj(w, fast, dev)
     }
 
     /// `x` (1, rows, k) through the weight; a lone row runs as two where the kernel would
     /// compute it otherwise.
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.lone_as_two && x.dim(1)? == 1 {
             self.w.forward(&Tensor::cat(&[x, x], 1)?)?.narrow(1, 0, 1)
         } else {
@@ -774,7 +774,7 @@ impl Proj {
     }
 
     /// Whether a lone row runs as two.
-    pub(crate) fn lone_as_two(&self) -> bool {
+    pub fn lone_as_two(&self) -> bool {
         self.lone_as_two
     }
 }

@@ -491,7 +491,7 @@ pub fn seeded_normal(n: usize, std: f32, seed: u64) -> Vec<f32> {
 }
 
 /// Scale of the attention logits' inputs and of the final norm in a quantized fixture.
-pub(crate) const SHARPEN_QK: f64 = 3.0;
+pub const SHARPEN_QK: f64 = 3.0;
 const SHARPEN_OUT: f64 = 7.0;
 
 /// Makes a fixture's outputs depend visibly on what its family computes: with the seeded

@@ -241,7 +241,7 @@ impl GgufFamily {
 }
 
 /// A metadata string.
-pub(crate) fn md_str(ct: &Content, key: &str) -> Option<String> {
+pub fn md_str(ct: &Content, key: &str) -> Option<String> {
     ct.metadata
         .get(key)
         .and_then(|v| v.to_string().ok())
@@ -249,7 +249,7 @@ pub(crate) fn md_str(ct: &Content, key: &str) -> Option<String> {
 }
 
 /// A metadata float (any numeric type).
-pub(crate) fn md_f32(ct: &Content, key: &str) -> Option<f32> {
+pub fn md_f32(ct: &Content, key: &str) -> Option<f32> {
     ct.metadata.get(key).and_then(|v| match v {
         Value::F32(x) => Some(*x),
         Value::F64(x) => Some(*x as f32),
@@ -259,7 +259,7 @@ pub(crate) fn md_f32(ct: &Content, key: &str) -> Option<f32> {
 
 /// RoPE scaling the metadata asks for (`<arch>.rope.scaling.type` / `.factor`), as
 /// `(type, factor)`, or None when it asks for none.
-pub(crate) fn rope_scaling(arch: &str, ct: &Content) -> Option<(String, Option<f32>)> {
+pub fn rope_scaling(arch: &str, ct: &Content) -> Option<(String, Option<f32>)> {
     let kind = md_str(ct, &format!("{arch}.rope.scaling.type"));
     let factor = md_f32(ct, &format!("{arch}.rope.scaling.factor"));
     let scaled = match kind.as_deref() {
@@ -272,7 +272,7 @@ pub(crate) fn rope_scaling(arch: &str, ct: &Content) -> Option<(String, Option<f
 /// The refusal of an implementation that applies no RoPE scaling and no `rope_freqs.weight`
 /// (candle-transformers 0.11.1's quantized Llama, Qwen2, Qwen3, Gemma3): such a file would run
 /// with the wrong positions.
-pub(crate) fn refuses_any_rope_scaling(runs: &str, arch: &str, ct: &Content) -> Option<String> {
+pub fn refuses_any_rope_scaling(runs: &str, arch: &str, ct: &Content) -> Option<String> {
     if let Some((kind, factor)) = rope_scaling(arch, ct) {
         return Some(format!(
             "RoPE scaling `{kind}` (factor {}, `{arch}.rope.scaling.*`) is not implemented by {runs}, which would run it unscaled",

@@ -1,0 +1,604 @@
+//! The architecture table of [`super`]: per-architecture expectations modelled on
+//! llama.cpp's loader (one [`ArchSpec`] per architecture: its keys, tensors and shapes).
+
+#[allow(unused_imports)]
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// The architecture table
+
+/// How llama.cpp reads a hyper-parameter (its `get_key` wants exactly this GGUF type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    U32,
+    F32,
+    /// A u32, or an array of u32 with one entry per block (`get_key_or_arr`; lfm2's
+    /// `head_count_kv`, 0 for a convolution block).
+    U32OrPerLayer,
+}
+
+/// The range a hyper-parameter must lie in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Range {
+    /// An integer in lo..=hi.
+    Int(u64, u64),
+    /// A finite float in (lo, hi].
+    Float(f64, f64),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    /// After `<arch>.`.
+    pub key: &'static str,
+    pub kind: Kind,
+    /// Absent is an error (llama.cpp's, or the implementation's that runs the arch).
+    pub required: bool,
+    pub range: Range,
+}
+
+pub(super) const fn key(key: &'static str, kind: Kind, required: bool, range: Range) -> KeySpec {
+    KeySpec {
+        key,
+        kind,
+        required,
+        range,
+    }
+}
+
+/// A dimension of an expected tensor, from the hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum D {
+    Embd,
+    Vocab,
+    /// key_length x head_count
+    Q,
+    /// key_length x head_count_kv
+    K,
+    /// value_length x head_count_kv
+    V,
+    /// Q + K + V (a fused QKV projection)
+    Qkv,
+    HeadK,
+    Ff,
+    /// 2 x feed_forward_length (phi3, glm4: gate and up fused)
+    Ff2,
+    FfExp,
+    Expert,
+    /// rope.dimension_count / 2
+    Rot2,
+    /// 3 x embedding_length (lfm2's short convolution input)
+    Embd3,
+    /// lfm2's `shortconv.l_cache`
+    LCache,
+}
+
+impl D {
+    /// Which hyper-parameters the dimension comes from, for the error line.
+    pub(super) fn source(self, a: &str) -> String {
+        match self {
+            D::Embd => format!("{a}.embedding_length"),
+            D::Vocab => "the vocabulary (tokenizer.ggml.tokens)".into(),
+            D::Q => format!("{a}.attention.key_length x {a}.attention.head_count"),
+            D::K => format!("{a}.attention.key_length x {a}.attention.head_count_kv"),
+            D::V => format!("{a}.attention.value_length x {a}.attention.head_count_kv"),
+            D::Qkv => format!("({a}.attention.head_count + 2 x {a}.attention.head_count_kv) x {a}.attention.key_length"),
+            D::HeadK => format!("{a}.attention.key_length"),
+            D::Ff => format!("{a}.feed_forward_length"),
+            D::Ff2 => format!("2 x {a}.feed_forward_length"),
+            D::FfExp => format!("{a}.expert_feed_forward_length"),
+            D::Expert => format!("{a}.expert_count"),
+            D::Rot2 => format!("{a}.rope.dimension_count / 2"),
+            D::Embd3 => format!("3 x {a}.embedding_length"),
+            D::LCache => format!("{a}.shortconv.l_cache"),
+        }
+    }
+}
+
+/// Whether a tensor must be there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Required,
+    /// llama.cpp's TENSOR_NOT_REQUIRED: absent is fine, present must have its shape.
+    Optional,
+}
+
+/// Which blocks a per-block tensor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocks {
+    /// A tensor of the whole model (`token_embd.weight`).
+    None,
+    All,
+    /// lfm2: blocks whose `head_count_kv` is non-zero.
+    Attention,
+    /// lfm2: blocks whose `head_count_kv` is zero (short convolution).
+    Recurrent,
+    /// Only when expert_count = 0 / > 0.
+    Dense,
+    Moe,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TensorSpec {
+    /// The name, `{}` standing for the block number.
+    pub name: &'static str,
+    pub shape: &'static [D],
+    pub need: Need,
+    pub blocks: Blocks,
+}
+
+pub(super) const fn t(
+    name: &'static str,
+    shape: &'static [D],
+    need: Need,
+    blocks: Blocks,
+) -> TensorSpec {
+    TensorSpec {
+        name,
+        shape,
+        need,
+        blocks,
+    }
+}
+
+/// How a block's attention projections may come (llama.cpp's `create_tensor_qkv`): a fused
+/// `attn_qkv.weight` or separate `attn_q/k/v.weight`, each with optional biases.
+#[derive(Debug, Clone, Copy)]
+pub struct QkvSpec {
+    /// The widths of Q, K, V.
+    pub q: D,
+    pub k: D,
+    pub v: D,
+    /// Separate Q/K/V weights required when no fused one is there (phi3: neither is).
+    pub required: bool,
+    pub blocks: Blocks,
+}
+
+/// How a rope.dimension_count must relate to the head size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rot {
+    /// llama.cpp refuses anything else for llama; the implementations here rotate the whole
+    /// head for every other architecture they run too.
+    EqualsHead,
+    /// Partial rotary (phi2).
+    AtMostHead,
+}
+
+/// One architecture: the hyper-parameters read and the tensors expected.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchSpec {
+    pub arch: &'static str,
+    pub keys: &'static [KeySpec],
+    /// The normalisation epsilon key (`attention.layer_norm_rms_epsilon`, or phi2's
+    /// `attention.layer_norm_epsilon`).
+    pub eps: &'static str,
+    pub qkv: Option<QkvSpec>,
+    pub tensors: &'static [TensorSpec],
+    pub rot: Rot,
+    /// Tensors (suffixes after `blk.N.`, or whole names) llama.cpp accepts for the arch but
+    /// the project's implementations of it do not read: present, the file describes a model
+    /// other than the one that would run, so it is refused.
+    pub not_run: &'static [&'static str],
+}
+
+use Blocks as B;
+use Need::{Optional as O, Required as R};
+
+pub(super) const U: Kind = Kind::U32;
+pub(super) const F: Kind = Kind::F32;
+pub(super) const POS: Range = Range::Int(1, u32::MAX as u64);
+pub(super) const BASE: Range = Range::Float(1.0, 1e10);
+
+/// Keys every architecture here reads (llama.cpp's `load_hparams`).
+pub const COMMON_KEYS: &[KeySpec] = &[
+    key("context_length", U, true, Range::Int(1, MAX_CONTEXT)),
+    key("embedding_length", U, true, POS),
+    key("block_count", U, true, Range::Int(1, MAX_LAYERS)),
+    key("feed_forward_length", U, true, POS),
+    key("attention.head_count", U, true, POS),
+    key("attention.key_length", U, false, POS),
+    key("attention.value_length", U, false, POS),
+    key("rope.dimension_count", U, false, POS),
+    key("rope.freq_base", F, false, BASE),
+    // 0 is llama.cpp's "no scaling" (any x > -tiny: zero or positive).
+    key(
+        "rope.scaling.factor",
+        F,
+        false,
+        Range::Float(-f64::MIN_POSITIVE, 1e6),
+    ),
+    key("expert_count", U, false, Range::Int(0, MAX_EXPERTS)),
+    key("expert_used_count", U, false, Range::Int(0, MAX_EXPERTS)),
+    key("expert_feed_forward_length", U, false, POS),
+];
+
+pub(super) const KV: KeySpec = key("attention.head_count_kv", U, false, POS);
+pub(super) const EPS: Range = Range::Float(0.0, 0.1);
+
+pub(super) const HEAD: &[TensorSpec] = &[
+    t("token_embd.weight", &[D::Embd, D::Vocab], R, B::None),
+    t("output_norm.weight", &[D::Embd], R, B::None),
+    t("output.weight", &[D::Embd, D::Vocab], O, B::None),
+];
+
+pub(super) const LLAMA_NOT_RUN: &[&str] = &[
+    // `rope_freqs.weight` (Llama 3.x) is read by the project's implementation; the family
+    // table (models::families) refuses it for candle-transformers' quantized_llama.
+    "attn_qkv.weight",
+    "attn_qkv.bias",
+    "attn_q.bias",
+    "attn_k.bias",
+    "attn_v.bias",
+    "attn_output.bias",
+    "ffn_gate.bias",
+    "ffn_down.bias",
+    "ffn_up.bias",
+];
+
+/// The architectures, as llama.cpp 0c1e570 loads them (crates/models/src/models/<arch>.cpp).
+pub const ARCHS: &[ArchSpec] = &[
+    ArchSpec {
+        arch: "llama",
+        keys: &[
+            KV,
+            // candle-transformers' and the project's Llama read it without a default.
+            key("rope.dimension_count", U, true, POS),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: Some(QkvSpec {
+            q: D::Q,
+            k: D::K,
+            v: D::V,
+            required: true,
+            blocks: B::All,
+        }),
+        tensors: &[
+            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All),
+            t("blk.{}.attn_output.bias", &[D::Embd], O, B::All),
+            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
+            t("rope_freqs.weight", &[D::Rot2], O, B::None),
+            t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::Dense),
+            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::Dense),
+            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::Dense),
+            t("blk.{}.ffn_gate.bias", &[D::Ff], O, B::Dense),
+            t("blk.{}.ffn_down.bias", &[D::Embd], O, B::Dense),
+            t("blk.{}.ffn_up.bias", &[D::Ff], O, B::Dense),
+            t(
+                "blk.{}.ffn_gate_inp.weight",
+                &[D::Embd, D::Expert],
+                R,
+                B::Moe,
+            ),
+            t(
+                "blk.{}.ffn_gate_exps.weight",
+                &[D::Embd, D::Ff, D::Expert],
+                O,
+                B::Moe,
+            ),
+            t(
+                "blk.{}.ffn_down_exps.weight",
+                &[D::Ff, D::Embd, D::Expert],
+                R,
+                B::Moe,
+            ),
+            t(
+                "blk.{}.ffn_up_exps.weight",
+                &[D::Embd, D::Ff, D::Expert],
+                R,
+                B::Moe,
+            ),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: LLAMA_NOT_RUN,
+    },
+    ArchSpec {
+        arch: "qwen2",
+        keys: &[KV],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: Some(QkvSpec {
+            q: D::Embd,
+            k: D::K,
+            v: D::V,
+            required: true,
+            blocks: B::All,
+        }),
+        tensors: &[
+            t("output.bias", &[D::Vocab], O, B::None),
+            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.attn_output.weight", &[D::Embd, D::Embd], R, B::All),
+            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::All),
+            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
+            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[],
+    },
+    ArchSpec {
+        arch: "qwen3",
+        keys: &[
+            KV,
+            // candle-transformers' quantized_qwen3 reads them without a default.
+            key("attention.key_length", U, true, POS),
+            key("rope.freq_base", F, true, BASE),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: Some(QkvSpec {
+            q: D::Q,
+            k: D::K,
+            v: D::K,
+            required: true,
+            blocks: B::All,
+        }),
+        tensors: &[
+            t("cls_out.weight", &[D::Embd], O, B::None),
+            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All),
+            t("blk.{}.attn_k_norm.weight", &[D::HeadK], R, B::All),
+            t("blk.{}.attn_q_norm.weight", &[D::HeadK], R, B::All),
+            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::All),
+            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
+            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[
+            "attn_qkv.weight",
+            "attn_qkv.bias",
+            "attn_q.bias",
+            "attn_k.bias",
+            "attn_v.bias",
+            "cls_out.weight",
+        ],
+    },
+    ArchSpec {
+        arch: "qwen3moe",
+        keys: &[
+            KV,
+            key("expert_count", U, true, Range::Int(1, MAX_EXPERTS)),
+            key("expert_used_count", U, true, Range::Int(1, MAX_EXPERTS)),
+            // candle-transformers' quantized_qwen3_moe reads it without a default.
+            key("expert_feed_forward_length", U, true, POS),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: Some(QkvSpec {
+            q: D::Q,
+            k: D::K,
+            v: D::K,
+            required: true,
+            blocks: B::All,
+        }),
+        tensors: &[
+            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All),
+            t("blk.{}.attn_k_norm.weight", &[D::HeadK], R, B::All),
+            t("blk.{}.attn_q_norm.weight", &[D::HeadK], R, B::All),
+            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
+            t(
+                "blk.{}.ffn_gate_inp.weight",
+                &[D::Embd, D::Expert],
+                R,
+                B::All,
+            ),
+            t(
+                "blk.{}.ffn_gate_exps.weight",
+                &[D::Embd, D::FfExp, D::Expert],
+                R,
+                B::All,
+            ),
+            t(
+                "blk.{}.ffn_down_exps.weight",
+                &[D::FfExp, D::Embd, D::Expert],
+                R,
+                B::All,
+            ),
+            t(
+                "blk.{}.ffn_up_exps.weight",
+                &[D::Embd, D::FfExp, D::Expert],
+                R,
+                B::All,
+            ),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[],
+    },
+    ArchSpec {
+        arch: "gemma3",
+        keys: &[
+            KV,
+            // candle-transformers' quantized_gemma3 reads them without a default.
+            key("attention.key_length", U, true, POS),
+            key("attention.value_length", U, true, POS),
+            key(
+                "attention.sliding_window",
+                U,
+                true,
+                Range::Int(1, MAX_CONTEXT),
+            ),
+            key(
+                "attention.sliding_window_type",
+                U,
+                false,
+                Range::Int(1, MAX_LAYERS),
+            ),
+            // llama.cpp's key (a period; its per-layer array form is checked by the model).
+            key(
+                "attention.sliding_window_pattern",
+                U,
+                false,
+                Range::Int(1, MAX_LAYERS),
+            ),
+            key("rope.local_freq_base", F, false, BASE),
+            key("final_logit_softcapping", F, false, Range::Float(0.0, 1e6)),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: Some(QkvSpec {
+            q: D::Q,
+            k: D::K,
+            v: D::V,
+            required: true,
+            blocks: B::All,
+        }),
+        tensors: &[
+            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All),
+            t("blk.{}.post_attention_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.attn_k_norm.weight", &[D::HeadK], R, B::All),
+            t("blk.{}.attn_q_norm.weight", &[D::HeadK], R, B::All),
+            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::All),
+            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All),
+            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
+            t("blk.{}.post_ffw_norm.weight", &[D::Embd], R, B::All),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[
+            "attn_qkv.weight",
+            "attn_qkv.bias",
+            "attn_q.bias",
+            "attn_k.bias",
+            "attn_v.bias",
+        ],
+    },
+    ArchSpec {
+        arch: "phi3",
+        keys: &[KV],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: Some(QkvSpec {
+            q: D::Embd,
+            k: D::K,
+            v: D::V,
+            required: false,
+            blocks: B::All,
+        }),
+        tensors: &[
+            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.attn_output.weight", &[D::Embd, D::Embd], R, B::All),
+            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
+            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff2], R, B::All),
+            // TENSOR_DUPLICATED past block 0: one tensor without a block number.
+            t("rope_factors_long.weight", &[D::Rot2], O, B::None),
+            t("rope_factors_short.weight", &[D::Rot2], O, B::None),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[],
+    },
+    ArchSpec {
+        arch: "phi2",
+        keys: &[KV],
+        eps: "attention.layer_norm_epsilon",
+        qkv: Some(QkvSpec {
+            q: D::Embd,
+            k: D::K,
+            v: D::V,
+            required: true,
+            blocks: B::All,
+        }),
+        tensors: &[
+            t("output_norm.bias", &[D::Embd], R, B::None),
+            t("output.weight", &[D::Embd, D::Vocab], R, B::None),
+            t("output.bias", &[D::Vocab], R, B::None),
+            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.attn_norm.bias", &[D::Embd], R, B::All),
+            t("blk.{}.attn_output.weight", &[D::Embd, D::Embd], R, B::All),
+            t("blk.{}.attn_output.bias", &[D::Embd], R, B::All),
+            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
+            t("blk.{}.ffn_down.bias", &[D::Embd], R, B::All),
+            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All),
+            t("blk.{}.ffn_up.bias", &[D::Ff], R, B::All),
+        ],
+        rot: Rot::AtMostHead,
+        not_run: &[],
+    },
+    ArchSpec {
+        arch: "glm4",
+        keys: &[
+            // candle-transformers' quantized_glm4 reads them without a default.
+            key("attention.head_count_kv", U, true, POS),
+            key("attention.key_length", U, true, POS),
+            key("rope.freq_base", F, true, BASE),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: Some(QkvSpec {
+            q: D::Q,
+            k: D::K,
+            v: D::V,
+            required: true,
+            blocks: B::All,
+        }),
+        tensors: &[
+            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All),
+            t("blk.{}.post_attention_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
+            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff2], R, B::All),
+            t("blk.{}.post_ffw_norm.weight", &[D::Embd], R, B::All),
+        ],
+        rot: Rot::AtMostHead,
+        not_run: &[],
+    },
+    ArchSpec {
+        arch: "lfm2",
+        keys: &[
+            key(
+                "attention.head_count_kv",
+                Kind::U32OrPerLayer,
+                true,
+                Range::Int(0, u32::MAX as u64),
+            ),
+            key("shortconv.l_cache", U, true, Range::Int(1, 1 << 16)),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: Some(QkvSpec {
+            q: D::Embd,
+            k: D::K,
+            v: D::V,
+            required: true,
+            blocks: B::Attention,
+        }),
+        tensors: &[
+            // llama.cpp's LLM_TENSOR_OUTPUT_NORM_LFM2 is named `token_embd_norm`.
+            t("token_embd_norm.weight", &[D::Embd], R, B::None),
+            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::All),
+            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
+            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All),
+            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            t("blk.{}.attn_q_norm.weight", &[D::HeadK], R, B::Attention),
+            t("blk.{}.attn_k_norm.weight", &[D::HeadK], R, B::Attention),
+            t(
+                "blk.{}.attn_output.weight",
+                &[D::Embd, D::Embd],
+                R,
+                B::Attention,
+            ),
+            t(
+                "blk.{}.shortconv.conv.weight",
+                &[D::LCache, D::Embd],
+                R,
+                B::Recurrent,
+            ),
+            t(
+                "blk.{}.shortconv.in_proj.weight",
+                &[D::Embd, D::Embd3],
+                R,
+                B::Recurrent,
+            ),
+            t(
+                "blk.{}.shortconv.out_proj.weight",
+                &[D::Embd, D::Embd],
+                R,
+                B::Recurrent,
+            ),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[],
+    },
+];
+
+/// The table entry of `arch`.
+pub fn arch_spec(arch: &str) -> Option<&'static ArchSpec> {
+    ARCHS.iter().find(|a| a.arch == arch)
+}
