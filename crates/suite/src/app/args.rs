@@ -318,3 +318,43 @@ pub struct SweepArgs {
     #[arg(long)]
     pub no_save: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_and_dtype_name_the_flag_and_what_is_allowed() {
+        let (spec, dt) = device_and_dtype("cpu", None).unwrap();
+        assert_eq!(dt, spec.default_dtype());
+        assert_eq!(
+            device_and_dtype("cpu", Some("f16")).unwrap().1,
+            candle_core::DType::F16
+        );
+        let e = device_and_dtype("tpu", None).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--device \"tpu\": ")
+                && e.ends_with(&format!("(allowed: {})", DeviceSpec::ALLOWED)),
+            "{e}"
+        );
+        let e = device_and_dtype("cpu", Some("f8")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--dtype \"f8\": ") && e.ends_with("(allowed: f32, f16, bf16)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sampling_flags_are_checked_together() {
+        assert!(SamplingArgs::default().params().is_ok());
+        let bad = SamplingArgs {
+            temperature: -1.0,
+            ..SamplingArgs::default()
+        };
+        let e = bad.params().unwrap_err().to_string();
+        assert!(
+            e.starts_with("--temperature/--top-k/--top-p/--repetition-penalty: "),
+            "{e}"
+        );
+    }
+}
