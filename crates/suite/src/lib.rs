@@ -1,6 +1,7 @@
 //! modelbench's suite library (crate `modelbench-suite`): the engine (prompts, sampling,
 //! generation, perplexity), output (records, run folders, verdicts, database, site),
-//! workloads, serving, knobs and plans, and the criterion harness.
+//! workloads, serving, knobs and plans, the criterion harness, what each CLI command does
+//! ([`app`]) and the A/B verdicts between builds ([`verdicts`]).
 //!
 //! Inside this crate the folders are layers and imports point one way (tests/layers.rs
 //! checks what the compiler cannot):
