@@ -155,7 +155,7 @@ pub fn peers(a: PeersArgs) -> crate::Result<()> {
             warnings.push(w);
             pools.matmul
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let peer_threads = a.peer_threads.unwrap_or(candle_threads);
     ensure!(peer_threads >= 1, "--peer-threads must be at least 1");

@@ -23,7 +23,7 @@ fn spec_of(a: &TrainArgs, default: &str) -> crate::Result<TrainSpec> {
             "--config {}: {source} (the shipped configs are under configs/)",
             path.display()
         ),
-        e => e.into(),
+        e => e,
     })?;
     if let Some(c) = &a.corpus {
         s.corpus = c.clone();
@@ -43,7 +43,7 @@ fn spec_of(a: &TrainArgs, default: &str) -> crate::Result<TrainSpec> {
 }
 
 fn open(s: &TrainSpec) -> crate::Result<candle_core::Device> {
-    Ok(s.device.open_for("device (training config)")?)
+    s.device.open_for("device (training config)")
 }
 
 fn one(
