@@ -99,6 +99,12 @@ pub enum Error {
     /// reached, named with its fix.
     #[error("{0}")]
     Serving(String),
+
+    /// A command (the suite's app and verdicts layers): a flag or config file that cannot be
+    /// used, or a step that failed (git, cargo, a worker process, an A/B build), named with
+    /// its fix, in one line.
+    #[error("{0}")]
+    Command(String),
 }
 
 impl Error {

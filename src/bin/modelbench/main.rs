@@ -1,18 +1,16 @@
 //! The `modelbench` CLI: the generation harness (`run`), run folders (`report`, `compare`,
 //! `export`, `continuous`), the results history database (`db`, `history`, `bisect`), single workloads (`moe`, `perplexity`), the machine's roof
 //! (`calibrate`), serving (`serve`, `load`, `power`), peers (`peers`) and what is available (`list`). Same library as the criterion benches; this
-//! file only parses and dispatches (one file per command under commands/).
+//! file only parses and dispatches: each command is one call into the library's `app` or
+//! `verdicts` layer, where its options and its work are.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-mod args;
-mod commands;
-mod trials;
-
-use args::{DepthArgs, GenerateArgs, MoeArgs, RunArgs, TargetArgs, TrainArgs, TrainSweepArgs};
+use modelbench::app::{self, args};
+use modelbench::verdicts;
 
 #[global_allocator]
 static ALLOC: modelbench::measure::memory::CountingAlloc =
@@ -115,31 +113,6 @@ fn after_help() -> String {
     s
 }
 
-/// `modelbench perplexity --method`.
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Method {
-    Sliding,
-    LlamaCpp,
-}
-
-/// `modelbench db ...`.
-#[derive(Subcommand)]
-pub enum DbCmd {
-    /// Upload run folders (target-reports/<run>/results.jsonl): every folder is read first,
-    /// then all go in one transaction; records already there are skipped.
-    Push {
-        #[arg(required = true)]
-        runs: Vec<PathBuf>,
-        #[arg(long)]
-        db: Option<String>,
-    },
-    /// Schema version, rows and runs (per machine) the database holds.
-    Info {
-        #[arg(long)]
-        db: Option<String>,
-    },
-}
-
 #[derive(Subcommand)]
 enum Cmd {
     /// Scenarios, tiers, model sources and which models are already in the cache.
@@ -148,12 +121,12 @@ enum Cmd {
     ///
     /// Stream a model's continuation of a prompt (greedy by default) and one timing line:
     /// see what a model produces before trusting its speed.
-    Generate(GenerateArgs),
+    Generate(args::GenerateArgs),
     /// Tokenize a prompt or a file with a model's tokenizer, as llama-tokenize does.
     ///
     /// Tokenize a prompt or a file with a model's tokenizer (the benchmarks' own), printing
     /// ids (`--ids`) or `id -> 'piece'` lines in llama-tokenize's shape.
-    Tokenize(commands::tokenize::TokenizeArgs),
+    Tokenize(app::tokenize::TokenizeArgs),
     /// Write a GGUF Gemma 3 as a safetensors folder for the non-quantized path.
     ///
     /// Write a GGUF Gemma 3 as a Hugging Face folder (f32 safetensors + config.json +
@@ -166,13 +139,13 @@ enum Cmd {
         out: PathBuf,
     },
     /// Run a suite tier (or one ad-hoc scenario) on one or more models and save a run.
-    Run(RunArgs),
+    Run(args::RunArgs),
     /// Prefill and decode speed against KV-cache depth (llama-bench's -d).
     ///
     /// Prefill and decode speed against KV-cache depth: the cache is filled to each depth once
     /// (untimed), restored before every timed prefill / decode; records, depth.csv and
     /// depth.png (tok/s against depth, one line per model) in a run folder.
-    Depth(DepthArgs),
+    Depth(args::DepthArgs),
     /// Re-render the artifacts (README.md, results.csv, summary.json) of a run, or (`--html`)
     /// the browsable report target-reports/index.html.
     Report {
@@ -192,41 +165,17 @@ enum Cmd {
     /// A ref is a run folder, or a commit (prefix) or branch name: resolved with
     /// `git rev-parse`, then the newest run of that commit in the results database (on the
     /// other ref's hardware when there is one).
-    Compare {
-        base: PathBuf,
-        new: PathBuf,
-        /// Slowdown that counts as a regression, e.g. 5% or 0.05 (default 5%; with --paired
-        /// 2%, see README's paired comparisons).
-        #[arg(long)]
-        threshold: Option<String>,
-        /// Compare runs taken on different hardware or with different build settings
-        /// (profile, features, rustflags, rustc, candle version) anyway.
-        #[arg(long)]
-        force: bool,
-        /// A benchmark of the base run missing from the new run is listed but does not fail.
-        #[arg(long)]
-        allow_missing: bool,
-        /// On a regression, the per-op tables and flame graphs of both builds on each flagged
-        /// benchmark (each commit built once under target/paired/).
-        #[arg(long)]
-        profile: bool,
-        #[command(flatten)]
-        paired: commands::paired::PairedOpts,
-        /// Results database for commit and branch refs (default: MODELBENCH_DB, else
-        /// target-reports/modelbench.db).
-        #[arg(long)]
-        db: Option<String>,
-    },
+    Compare(verdicts::compare::CompareArgs),
     /// What `compare --paired` starts: a model loaded once, one trial per stdin line.
     #[command(hide = true)]
-    Worker(commands::paired::WorkerArgs),
+    Worker(verdicts::worker::WorkerArgs),
     /// The results history database: upload run folders, show what it holds.
     ///
     /// The results history database: `db push RUN...` uploads run folders (idempotent, one
     /// transaction), `db info` shows what it holds.
     Db {
         #[command(subcommand)]
-        cmd: DbCmd,
+        cmd: app::db::DbCmd,
     },
     /// One benchmark of one model across commits and machines (table and PNG).
     ///
@@ -251,11 +200,11 @@ enum Cmd {
     ///
     /// Find the first commit where a benchmark got slower: `git bisect run` with a build, the
     /// one benchmark and the compare gate against GOOD's numbers (run in the repository).
-    Bisect(commands::bisect::BisectArgs),
+    Bisect(verdicts::bisect::BisectArgs),
     /// One step of `bisect` (what `git bisect run` calls): exit 0 good, 1 regression,
     /// 125 skip (build or run failed), 128 abort.
     #[command(hide = true)]
-    BisectStep(commands::bisect::StepArgs),
+    BisectStep(verdicts::bisect::StepArgs),
     /// Run a benchmark config; compare with the previous run and a fixed baseline.
     ///
     /// Continuous benchmarking: run the benchmarks a JSON config lists, save a run labelled
@@ -273,38 +222,38 @@ enum Cmd {
     /// An OpenAI-compatible HTTP server over one model (`/v1/completions`,
     /// `/v1/chat/completions` with SSE streaming, `/v1/models`, `/health`); one model thread,
     /// requests one at a time in FIFO order (see README).
-    Serve(commands::serve::ServeArgs),
+    Serve(app::serve::ServeArgs),
     /// Load test any OpenAI-compatible server: TTFT, TPOT, ITL, throughput, goodput.
     ///
     /// Load test of any OpenAI-compatible server: closed-loop concurrency or Poisson
     /// arrivals, streaming requests; TTFT / TPOT / ITL / E2E percentiles, throughput and
     /// goodput per level; records, load.md, load.csv and load.png in a run folder.
-    Load(commands::load::LoadArgs),
+    Load(app::load::LoadArgs),
     /// Candle beside llama.cpp and PyTorch: same model, lengths and threads.
     ///
     /// Candle side by side with llama.cpp (llama-bench, GGUF models) and PyTorch +
     /// transformers (safetensors and synthetic models) on the same model, lengths and thread
     /// count, engines in turn: one table with candle/peer ratios, peers.png and records in a
     /// run folder. A peer that is not installed is a one-line skip naming its setup script.
-    Peers(commands::peers::PeersArgs),
+    Peers(app::peers::PeersArgs),
     /// GPU power and energy (NVML) while a command runs, as JSON.
     ///
     /// GPU power and energy (NVML) while a command runs, as JSON; null ("not available")
     /// without an NVIDIA driver. Exits with the command's exit code.
-    Power(commands::power::PowerArgs),
+    Power(app::power::PowerArgs),
     /// Train PSANN-LM on a text corpus (tiny-corpus baseline, or --shootout).
     ///
     /// Train PSANN-LM on a text corpus from a config (tiny-corpus baseline: metrics.json, steps.csv,
     /// loss_curve.png, config_used.toml), or `--shootout` the bases x seeds on one budget
     /// (base shootout: summary.json, summary.csv, leaderboard.md). Every step logs loss, gradient
     /// norm and lr; a NaN/Inf stops the run (exit 2) naming the step and the tensor.
-    Train(TrainArgs),
+    Train(args::TrainArgs),
     /// Training-throughput sweep of PSANN-LM: precision x sequence length x batch.
     ///
     /// Training-throughput sweep: PSANN-LM train-step and inference tokens/s, ms/step, allocated and
     /// peak memory and parameter count over precision x sequence length x batch;
     /// bench_results.jsonl and bench_results.csv in a run folder (`--zip` packs it).
-    TrainSweep(TrainSweepArgs),
+    TrainSweep(args::TrainSweepArgs),
     /// Architecture sweep: dense, mixture, state-space and hybrid backbones.
     ///
     /// Architecture sweep: dense, mixture, state-space and hybrid backbones over
@@ -318,20 +267,20 @@ enum Cmd {
     /// bench's grid, experts x top-k x tokens plus the dense SwiGLU rows with the same active
     /// parameters; each flag defaults to its MODELBENCH_MOE_* knob. Latency median and p90,
     /// tokens/s; saved as records like the generation runs.
-    Moe(MoeArgs),
+    Moe(args::MoeArgs),
     /// Measure this machine's run-to-run noise (criterion's noise thresholds).
     ///
     /// This machine's run-to-run noise per benchmark, from repeated runs of one build
     /// (`--measure K` runs `cargo bench` K times first): the noise thresholds the benches give
     /// criterion, saved in target-reports/noise/<machine>.json.
-    Noise(commands::noise::NoiseArgs),
+    Noise(verdicts::noise::NoiseArgs),
     /// Measure which slowdowns `compare` detects here, and its false alarms.
     ///
     /// The power of `run` + `compare` on this machine, measured: per try a base run, an
     /// unchanged rerun and runs with injected slowdowns (MODELBENCH_INJECT_SLOWDOWN), each
     /// compared with the base; false alarms, detections per slowdown, and the smallest
     /// slowdown flagged in every try, per benchmark.
-    Sensitivity(commands::sensitivity::SensitivityArgs),
+    Sensitivity(verdicts::sensitivity::SensitivityArgs),
     /// Measure this machine's limits (memory bandwidth, matmul) and its checks.
     ///
     /// Measure this machine's limits (memory read bandwidth, matmul throughput) once and
@@ -354,45 +303,26 @@ enum Cmd {
     /// suite runs it, each timed alone (us per call with a 95% CI, share of the step, GB/s,
     /// GFLOP/s, % of calibrate's roofs), a coverage line against the measured step, and with
     /// `--peer llama.cpp` ggml's time of each op (test-backend-ops perf) and the largest gap.
-    Ops(commands::ops::OpsArgs),
+    Ops(app::ops::OpsArgs),
     /// Instructions per prefill and decode token under valgrind (deterministic).
     ///
     /// Instructions per prefill and per decode token under valgrind (callgrind, 1 thread):
     /// a deterministic cost metric where the machine has no hardware counters. Writes
     /// instructions.jsonl in a run folder (or --out); with --baseline exits 1 when a count
     /// differs by more than --tolerance.
-    Instructions(commands::instructions::InstructionsArgs),
+    Instructions(verdicts::instructions::InstructionsArgs),
     /// What `instructions` runs under valgrind: load, one warm-up generation, then the two
     /// counted generations (1 and N tokens).
     #[command(hide = true)]
-    InstructionsWorker(commands::instructions::WorkerArgs),
+    InstructionsWorker(verdicts::instructions::WorkerArgs),
     /// KL-divergence quality gate of a GGUF against llama.cpp; exit 1 on failure.
     ///
     /// The KL-divergence quality gate for a GGUF against llama.cpp on the same file: mean KLD,
     /// its 99th percentile, same top-1 %, PPL ratio; stores the verdict for generation records
     /// of this file, implementation, device, dtype and commit. Exit 1 when it fails.
-    Verify(commands::verify::VerifyArgs),
+    Verify(app::verify::VerifyArgs),
     /// Perplexity of a text file: mean NLL, perplexity, tokens scored, tok/s.
-    Perplexity {
-        #[arg(long)]
-        model: String,
-        /// Window length in tokens (with `--method llama-cpp`: the chunk length, llama.cpp's -c).
-        #[arg(long, default_value_t = 1024)]
-        seq_len: usize,
-        /// How far each sliding window advances (default 256); not used by `--method llama-cpp`.
-        #[arg(long)]
-        stride: Option<usize>,
-        /// `sliding`: HF transformers' sliding window (every token after the first scored once).
-        /// `llama-cpp`: llama-perplexity's default windowing (non-overlapping --seq-len chunks,
-        /// <bos> replacing each chunk's first token, the second half of each chunk scored), to
-        /// compare number for number with llama.cpp on the same file.
-        #[arg(long, value_enum, default_value_t = Method::Sliding)]
-        method: Method,
-        #[command(flatten)]
-        target: TargetArgs,
-        /// UTF-8 text to score.
-        file: PathBuf,
-    },
+    Perplexity(app::perplexity::PerplexityArgs),
     /// Export a run: metric-registry JSONL or Bencher Metric Format JSON.
     ///
     /// Export a run: metric-registry JSONL (id, value, unit, higher_is_better), or Bencher
@@ -400,8 +330,8 @@ enum Cmd {
     /// token; unmeasured measures left out).
     Export {
         run: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = commands::report::ExportFormat::Registry)]
-        format: commands::report::ExportFormat,
+        #[arg(long, value_enum, default_value_t = app::report::ExportFormat::Registry)]
+        format: app::report::ExportFormat,
         /// Output file (default: stdout).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -422,102 +352,54 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    let ok = |r: modelbench::Result<()>| r.map(|_| ExitCode::SUCCESS);
     let out = match cli.cmd {
-        Cmd::List => commands::list::list().map(|_| ExitCode::SUCCESS),
-        Cmd::Dequantize { model, out } => {
-            commands::dequantize::dequantize(&model, &out).map(|_| ExitCode::SUCCESS)
-        }
-        Cmd::Generate(a) => commands::generate::generate(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Tokenize(a) => commands::tokenize::tokenize(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Run(a) => commands::run::run(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Depth(a) => commands::depth::depth(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Report { run, html } => commands::report::report(run, html).map(|_| ExitCode::SUCCESS),
-        Cmd::Compare {
-            base,
-            new,
-            threshold,
-            paired,
-            ..
-        } if paired.paired => commands::paired::paired_cmd(
-            &base,
-            &new,
-            threshold
-                .as_deref()
-                .unwrap_or(commands::paired::DEFAULT_THRESHOLD),
-            &paired,
-        ),
-        Cmd::Compare {
-            base,
-            new,
-            threshold,
-            force,
-            allow_missing,
-            db,
-            profile,
-            paired,
-        } if paired.base_candle.is_none() && paired.new_candle.is_none() => {
-            commands::compare::compare_cmd(
-            &base,
-            &new,
-            threshold.as_deref().unwrap_or("5%"),
-            force,
-            allow_missing,
-            db.as_deref(),
-            profile,
-            )
-        }
-        Cmd::Compare { .. } => Err(anyhow::anyhow!(
-            "--base-candle / --new-candle build each side against a Candle: add --paired (e.g. `modelbench compare HEAD HEAD --paired --base-candle 0.11.1 --new-candle ../candle`)"
-        )),
-        Cmd::Worker(a) => commands::paired::worker(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Db { cmd } => commands::db::db(cmd).map(|_| ExitCode::SUCCESS),
+        Cmd::List => ok(app::list::list()),
+        Cmd::Dequantize { model, out } => ok(app::dequantize::dequantize(&model, &out)),
+        Cmd::Generate(a) => ok(app::generate::generate(a)),
+        Cmd::Tokenize(a) => ok(app::tokenize::tokenize(a)),
+        Cmd::Run(a) => ok(app::run::run(a)),
+        Cmd::Depth(a) => ok(app::depth::depth(a)),
+        Cmd::Report { run, html } => ok(app::report::report(run, html)),
+        Cmd::Compare(a) => verdicts::compare::compare(&a),
+        Cmd::Worker(a) => ok(verdicts::worker::worker(a)),
+        Cmd::Db { cmd } => ok(app::db::db(cmd)),
         Cmd::History {
             bench,
             model,
             db,
             png,
-        } => commands::history::history(&bench, &model, db.as_deref(), png)
-            .map(|_| ExitCode::SUCCESS),
-        Cmd::Bisect(a) => commands::bisect::bisect(&a),
-        Cmd::BisectStep(a) => Ok(commands::bisect::step(&a)),
-        Cmd::Export { run, format, out } => {
-            commands::report::export(run, format, out).map(|_| ExitCode::SUCCESS)
-        }
-        Cmd::Continuous { config, force } => commands::continuous::continuous(&config, force),
-        Cmd::Serve(a) => commands::serve::serve(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Load(a) => commands::load::load(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Power(a) => commands::power::power(a),
-        Cmd::Peers(a) => commands::peers::peers(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Ops(a) => commands::ops::ops_cmd(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Train(a) => commands::train::train(a).map(|_| ExitCode::SUCCESS),
-        Cmd::TrainSweep(a) => commands::train_sweep::train_sweep(a),
-        Cmd::Sweep(a) => commands::sweep::sweep(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Moe(a) => commands::moe::moe(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Instructions(a) => commands::instructions::instructions(a),
-        Cmd::InstructionsWorker(a) => commands::instructions::worker(a).map(|_| ExitCode::SUCCESS),
-        Cmd::Perplexity {
-            model,
-            seq_len,
-            stride,
-            method,
-            target,
-            file,
-        } => commands::perplexity::windowing(method == Method::LlamaCpp, stride)
-            .and_then(|w| commands::perplexity::perplexity(&model, seq_len, w, &target, &file))
-            .map(|_| ExitCode::SUCCESS),
-        Cmd::Verify(a) => commands::verify::verify(&a),
-        Cmd::Noise(a) => commands::noise::noise_cmd(&a).map(|_| ExitCode::SUCCESS),
-        Cmd::Sensitivity(a) => commands::sensitivity::sensitivity(&a).map(|_| ExitCode::SUCCESS),
+        } => ok(app::history::history(&bench, &model, db.as_deref(), png)),
+        Cmd::Bisect(a) => verdicts::bisect::bisect(&a),
+        Cmd::BisectStep(a) => Ok(verdicts::bisect::step(&a)),
+        Cmd::Export { run, format, out } => ok(app::report::export(run, format, out)),
+        Cmd::Continuous { config, force } => verdicts::continuous::continuous(&config, force),
+        Cmd::Serve(a) => ok(app::serve::serve(a)),
+        Cmd::Load(a) => ok(app::load::load(a)),
+        Cmd::Power(a) => app::power::power(a),
+        Cmd::Peers(a) => ok(app::peers::peers(a)),
+        Cmd::Ops(a) => ok(app::ops::ops_cmd(a)),
+        Cmd::Train(a) => ok(app::train::train(a)),
+        Cmd::TrainSweep(a) => app::train_sweep::train_sweep(a),
+        Cmd::Sweep(a) => ok(app::sweep::sweep(a)),
+        Cmd::Moe(a) => ok(app::moe::moe(a)),
+        Cmd::Instructions(a) => verdicts::instructions::instructions(a),
+        Cmd::InstructionsWorker(a) => ok(verdicts::instructions::worker(a)),
+        Cmd::Perplexity(a) => ok(app::perplexity::perplexity(&a)),
+        Cmd::Verify(a) => app::verify::verify(&a),
+        Cmd::Noise(a) => ok(verdicts::noise::noise_cmd(&a)),
+        Cmd::Sensitivity(a) => ok(verdicts::sensitivity::sensitivity(&a)),
         Cmd::Calibrate {
             device,
             dtypes,
             force,
-        } => commands::calibrate::calibrate(&device, &dtypes, force).map(|_| ExitCode::SUCCESS),
+        } => ok(app::calibrate::calibrate(&device, &dtypes, force)),
     };
     match out {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // As anyhow's alternate form: the error, then each of its sources.
+            eprintln!("error: {:#}", anyhow::Error::from(e));
             ExitCode::from(2)
         }
     }

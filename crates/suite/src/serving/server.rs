@@ -37,6 +37,10 @@ use crate::serving::scheduler::{self, Event, Job, Limits, Metrics, Single};
 pub const DEFAULT_MAX_BATCH: usize = 8;
 pub const DEFAULT_MAX_BATCH_TOKENS: usize = 512;
 pub const DEFAULT_PREFILL_CHUNK: usize = 256;
+/// Default `--max-queue`: requests waiting beyond it get 503 with Retry-After.
+pub const DEFAULT_MAX_QUEUE: usize = 256;
+/// Default `--context` cap: the model's context, at most this many positions.
+pub const DEFAULT_CONTEXT_CAP: usize = 4096;
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -72,12 +76,47 @@ impl Options {
             max_batch: None,
             max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
-            max_queue: 256,
+            max_queue: DEFAULT_MAX_QUEUE,
             seed: 42,
             device: "cpu".into(),
             dtype: "unreported".into(),
             fast_weights: false,
         }
+    }
+
+    /// The settings' own checks, before a model loads (each a one-line error naming the
+    /// flag): every count at least 1, a prefill chunk within a step's tokens.
+    pub fn check(&self) -> Result<()> {
+        let bad_flag = |m: String| Err(Error::Serving(m));
+        if self.max_queue == 0 {
+            return bad_flag("--max-queue must be at least 1".into());
+        }
+        if self.max_batch == Some(0) {
+            return bad_flag("--max-batch 0: must be at least 1".into());
+        }
+        if self.max_batch_tokens == 0 {
+            return bad_flag("--max-batch-tokens 0: must be at least 1".into());
+        }
+        if self.prefill_chunk == 0 || self.prefill_chunk > self.max_batch_tokens {
+            return bad_flag(format!(
+                "--prefill-chunk {}: must be in 1..=--max-batch-tokens ({})",
+                self.prefill_chunk, self.max_batch_tokens
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The positions a request may use: `asked` (`--context`) when the model has them, else the
+/// model's context capped at [`DEFAULT_CONTEXT_CAP`].
+pub fn context_for(asked: Option<usize>, model_context: usize) -> Result<usize> {
+    match asked {
+        Some(c) if c < 2 => Err(Error::Serving(format!("--context {c}: must be at least 2"))),
+        Some(c) if c > model_context => Err(Error::Serving(format!(
+            "--context {c}: beyond the model's context of {model_context} positions"
+        ))),
+        Some(c) => Ok(c),
+        None => Ok(model_context.min(DEFAULT_CONTEXT_CAP)),
     }
 }
 
@@ -133,22 +172,8 @@ pub fn choose_impl(res: &mut Resolved, max_batch: Option<usize>) -> bool {
 /// `max_batch` slots, any other model one sequence at a time (an explicit `--max-batch` above
 /// 1 is an error there).
 pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
+    o.check()?;
     let bad_flag = |m: String| Err(Error::Serving(m));
-    if o.max_batch == Some(0) {
-        return bad_flag("--max-batch 0: must be at least 1".into());
-    }
-    if o.max_batch_tokens == 0 {
-        return bad_flag("--max-batch-tokens 0: must be at least 1".into());
-    }
-    if o.prefill_chunk == 0 || o.prefill_chunk > o.max_batch_tokens {
-        return bad_flag(format!(
-            "--prefill-chunk {}: must be in 1..=--max-batch-tokens ({})",
-            o.prefill_chunk, o.max_batch_tokens
-        ));
-    }
-    if o.max_queue == 0 {
-        return bad_flag("--max-queue must be at least 1".into());
-    }
     let slots = o.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
     let asked = BatchOptions {
         slots,
@@ -728,5 +753,50 @@ async fn collect_response(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Respo
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_check_themselves() {
+        let o = Options::new("m", 512);
+        assert!(o.check().is_ok());
+        let mut q = o.clone();
+        q.max_queue = 0;
+        assert_eq!(
+            q.check().unwrap_err().to_string(),
+            "--max-queue must be at least 1"
+        );
+        let mut c = o.clone();
+        c.prefill_chunk = c.max_batch_tokens + 1;
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--prefill-chunk "));
+        let mut b = o;
+        b.max_batch = Some(0);
+        assert_eq!(
+            b.check().unwrap_err().to_string(),
+            "--max-batch 0: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn the_context_is_the_models_capped_unless_asked() {
+        assert_eq!(context_for(None, 131072).unwrap(), DEFAULT_CONTEXT_CAP);
+        assert_eq!(context_for(None, 512).unwrap(), 512);
+        assert_eq!(context_for(Some(256), 512).unwrap(), 256);
+        assert_eq!(
+            context_for(Some(1), 512).unwrap_err().to_string(),
+            "--context 1: must be at least 2"
+        );
+        assert_eq!(
+            context_for(Some(1024), 512).unwrap_err().to_string(),
+            "--context 1024: beyond the model's context of 512 positions"
+        );
     }
 }

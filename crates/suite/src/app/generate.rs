@@ -1,0 +1,84 @@
+//! `modelbench generate`: see what a model produces before trusting its speed. Streams the
+//! continuation of a text prompt to stdout (greedy by default; `<bos>` put first as the
+//! model's tokenizer expects), then one timing line on stderr, like candle-examples' `--prompt`.
+
+use std::io::Write;
+
+use crate::config::plans::parse_models;
+use crate::engine::generate::{generate_with, Prompt};
+use crate::engine::sampling::Sampler;
+use crate::engine::scenario::prepare;
+use crate::models::loading::{load_line, open};
+use crate::models::tokenizer::{bos_id, encode, StreamDecoder};
+
+use crate::app::args::{device_and_dtype, GenerateArgs};
+
+pub fn generate(a: GenerateArgs) -> crate::Result<()> {
+    ensure!(a.max_new_tokens >= 1, "--max-new-tokens must be at least 1");
+    let sampling = a.sampling.params()?;
+    let (spec, dtype) = device_and_dtype(&a.device, a.dtype.as_deref())?;
+    let models = parse_models(&a.model, "--model")?;
+    let (label, r) = &models[0];
+    let res = prepare(label, r, &[])?;
+    let tok_path = res.tokenizer_path()?.to_path_buf();
+    let tok = crate::models::tokenizer::load(&tok_path)?;
+    let mut ids = encode(&tok, &a.prompt)?;
+    if let Some(b) = bos_id(&tok) {
+        if ids.first() != Some(&b) {
+            ids.insert(0, b);
+        }
+    }
+    ensure!(!ids.is_empty(), "--prompt encodes to no tokens");
+    let dev = spec.open_for("--device")?;
+    let mut loaded = open(res, &dev, dtype, Some(ids.len() + a.max_new_tokens))?;
+    eprintln!("{}", load_line(&loaded));
+    let mut sampler = Sampler::new(sampling, a.seed);
+    let mut stream = StreamDecoder::new(&tok);
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", a.prompt);
+    let _ = out.flush();
+    let mut err = None;
+    let trace = generate_with(
+        loaded.model.as_mut(),
+        &Prompt::Ids(ids.clone()),
+        a.max_new_tokens,
+        &mut sampler,
+        None,
+        &mut |t| match stream.push(t) {
+            Ok(Some(piece)) => {
+                let _ = write!(out, "{piece}");
+                let _ = out.flush();
+            }
+            Ok(None) => {}
+            Err(e) => err = Some(e),
+        },
+    )?;
+    let _ = writeln!(out);
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let ttft = trace.ttft().as_secs_f64();
+    let decode = (trace.e2e() - trace.ttft()).as_secs_f64();
+    let n = trace.tokens.len();
+    eprintln!(
+        "{label}: {} prompt tokens (ids {:?}{}), {n} new tokens ({}; EOS not checked) in {:.2} s: prefill {:.1} tok/s, decode {}",
+        ids.len(),
+        &ids[..ids.len().min(8)],
+        if ids.len() > 8 { " ..." } else { "" },
+        sampling.describe(),
+        trace.e2e().as_secs_f64(),
+        ids.len() as f64 / ttft.max(1e-9),
+        if n > 1 {
+            format!("{:.1} tok/s", (n - 1) as f64 / decode.max(1e-9))
+        } else {
+            "n/a (one token)".into()
+        },
+    );
+    if a.ids {
+        eprintln!("generated ids: {:?}", trace.tokens);
+    }
+    if let Some(k) = trace.non_finite_steps.filter(|&k| k > 0) {
+        eprintln!("{label}: NaN/Inf logits in {k} of {n} steps: the text and the speed are of a model computing garbage");
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! `modelbench ops`: where the time goes (issue 31). Parses, then calls
+//! `workloads::ops::measure` and prints its table.
+
+use std::path::PathBuf;
+
+use crate::workloads::ops::{self, OpsPlan, Phase};
+
+/// `modelbench ops`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OpsArgs {
+    /// The model (a GGUF Gemma 3: gguf:<file | cached repo | fixture:gemma3>).
+    #[arg(long)]
+    pub model: String,
+    /// prefill (one forward of the prompt) or decode (one token at a KV depth).
+    #[arg(long, default_value = "decode")]
+    pub scenario: String,
+    /// Decode: KV-cache positions before the step (default 320, the midpoint of the suite's
+    /// decode scenario: 64-token prompt, 512 new tokens).
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Prefill: prompt tokens (default 1024, the suite's prefill scenario).
+    #[arg(long)]
+    pub prompt_tokens: Option<usize>,
+    /// Time the same ops through ggml: `llama.cpp` (its test-backend-ops perf mode, built by
+    /// scripts/build-llama-cpp.sh).
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// The test-backend-ops program (default: where scripts/build-llama-cpp.sh puts it).
+    #[arg(long)]
+    pub peer_program: Option<PathBuf>,
+    /// Also write the table as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also write the table as markdown here.
+    #[arg(long)]
+    pub md: Option<PathBuf>,
+    /// A table saved earlier with --json (the base): print the op whose time per step grew
+    /// most from it to this one (at least --threshold of the base step, intervals apart).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// With --base: the growth that counts, as a share of the base step (default 5%).
+    #[arg(long, default_value = "5%")]
+    pub threshold: String,
+    /// Fewer repetitions (5 samples per op, 2 generations for the step): a quick look, and
+    /// what the tests and the regression profiles run.
+    #[arg(long)]
+    pub quick: bool,
+    #[arg(long, default_value = crate::config::knobs::default_of("MODELBENCH_DEVICE"))]
+    pub device: String,
+}
+
+pub fn parse_phase(s: &str) -> crate::Result<Phase> {
+    match s.trim() {
+        "prefill" => Ok(Phase::Prefill),
+        "decode" => Ok(Phase::Decode),
+        other => bail!("--scenario {other:?}: use prefill or decode"),
+    }
+}
+
+pub fn ops_cmd(a: OpsArgs) -> crate::Result<()> {
+    let phase = parse_phase(&a.scenario)?;
+    ensure!(
+        !(phase == Phase::Prefill && a.depth.is_some()),
+        "--depth applies to --scenario decode (a prefill starts at depth 0; set its length with --prompt-tokens)"
+    );
+    ensure!(
+        !(phase == Phase::Decode && a.prompt_tokens.is_some()),
+        "--prompt-tokens applies to --scenario prefill (a decode step is one token; set its KV depth with --depth)"
+    );
+    let peer = match a.peer.as_deref() {
+        None => None,
+        Some("llama.cpp" | "llama-cpp" | "llamacpp") => Some(
+            a.peer_program
+                .clone()
+                .unwrap_or_else(ops::default_backend_ops),
+        ),
+        Some(other) => bail!("--peer {other:?}: the per-op peer is llama.cpp"),
+    };
+    let (spec, _) = crate::app::args::device_and_dtype(&a.device, None)?;
+    let threshold = crate::output::compare::parse_threshold(&a.threshold)
+        .map_err(|e| fail!("--threshold: {e}"))?;
+    let base = match &a.base {
+        Some(p) => Some(read_table(p)?),
+        None => None,
+    };
+    let mut plan = OpsPlan::for_scenario(phase, a.depth, a.prompt_tokens);
+    if a.quick {
+        plan = plan.quick();
+    }
+    let table = ops::measure(&a.model, &plan, spec, peer.as_deref(), &mut |r| {
+        eprintln!(
+            "  {:<10} {:<48} {:>10.2} us x {}",
+            r.kind, r.op, r.us, r.calls
+        )
+    })?;
+    let md = table.render();
+    print!("{md}");
+    if let Some(p) = &a.json {
+        crate::util::fsio::atomic_write(p, super::json_text(&table).as_bytes())?;
+    }
+    if let Some(p) = &a.md {
+        crate::util::fsio::atomic_write(p, md.as_bytes())?;
+    }
+    if let Some(b) = &base {
+        println!("{}", ops::grew_most_line(b, &table, threshold));
+    }
+    Ok(())
+}
+
+/// A table written by `ops --json`.
+pub fn read_table(p: &std::path::Path) -> crate::Result<ops::OpsTable> {
+    let text = std::fs::read_to_string(p).map_err(|e| {
+        fail!(
+            "{}: {e} (write one with `modelbench ops --json`)",
+            p.display()
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        fail!(
+            "{}: not a per-op table from `modelbench ops --json` ({e})",
+            p.display()
+        )
+    })
+}

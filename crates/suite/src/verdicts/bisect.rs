@@ -1,0 +1,437 @@
+//! `modelbench bisect GOOD BAD --bench ID`: the first commit where one benchmark got slower.
+//!
+//! In the repository to bisect: measures GOOD (build, then the benchmark), then BAD (it must
+//! be slower beyond the threshold, else there is nothing to find), then drives
+//! `git bisect start BAD GOOD` + `git bisect run modelbench bisect-step ...`, where each step
+//! builds, runs the one benchmark and applies the compare gate (the verdict of
+//! `output::compare`, bootstrap CI of the median ratio) against GOOD's numbers. Prints the
+//! first bad commit with its numbers, then `git bisect reset` and the original checkout are
+//! restored (also on error).
+//!
+//! With `--paired` each measurement is a paired A/B instead (`compare --paired`): GOOD's and
+//! every step's `modelbench` executable are kept (built once per commit), and the gate runs
+//! GOOD's and the step's workers side by side, ABBA, on the benchmark's scenario and model, so
+//! machine drift between the two builds' measurements does not enter the verdict.
+//!
+//! Every step's run folder is kept under target-reports/bisect-<time>/<commit>/ (the
+//! commands see MODELBENCH_REPORTS pointing there, and MODELBENCH_DB=off so the scratch runs
+//! stay out of the history). `{bench}` in --build/--run is replaced by the benchmark id.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use crate::app::Context;
+use crate::output::compare::{compare_runs, parse_threshold, render, Comparison};
+use crate::output::record::Record;
+use crate::output::report::{list_runs, read_run, reports_root};
+use crate::verdicts::build::{git, rev_parse};
+use crate::verdicts::paired::{check, run_paired, PairedOpts, PairedOutcome, DEFAULT_THRESHOLD};
+use crate::Result;
+
+#[derive(clap::Args)]
+pub struct BisectArgs {
+    /// A commit (or branch) where the benchmark was fast.
+    pub good: String,
+    /// A later commit where it is slow.
+    pub bad: String,
+    /// Benchmark id (`medium/cpu-f32/fixture:llama`) or its group (`medium`).
+    #[arg(long)]
+    pub bench: String,
+    /// Slowdown that counts as a regression, e.g. 5% or 0.05 (default 5%; with --paired 2%).
+    #[arg(long)]
+    pub threshold: Option<String>,
+    /// Shell command that builds the checked-out commit (failure: the commit is skipped).
+    /// Default: `cargo build --release --benches`; with --paired `cargo build --release --bin
+    /// modelbench`.
+    #[arg(long)]
+    pub build: Option<String>,
+    /// Shell command that runs the benchmark and writes a run folder under
+    /// $MODELBENCH_REPORTS (failure: the commit is skipped). Not used with --paired.
+    #[arg(long, default_value = "cargo bench --bench generation -- '{bench}'")]
+    pub run: String,
+    /// Paired verdicts: GOOD's and each commit's modelbench run side by side as workers
+    /// (`compare --paired`) on the benchmark's scenario and model (`--bench
+    /// medium/cpu-f32/fixture:llama`, or a scenario: fixture:llama); default threshold 2%.
+    #[arg(long)]
+    pub paired: bool,
+    /// With --paired: pairs per comparison.
+    #[arg(long, default_value_t = 60)]
+    pub pairs: usize,
+}
+
+/// The build command of a bisection.
+fn build_cmd(build: &Option<String>, paired: bool) -> String {
+    build.clone().unwrap_or_else(|| {
+        if paired {
+            "cargo build --release --bin modelbench".into()
+        } else {
+            "cargo build --release --benches".into()
+        }
+    })
+}
+
+/// `--bench` as a paired comparison's scenario and model: `scenario[/target/model]`.
+fn paired_target(bench: &str, pairs: usize) -> Result<PairedOpts> {
+    let mut parts = bench.splitn(3, '/');
+    let scenario = parts.next().unwrap_or_default();
+    let model = parts.nth(1).unwrap_or("fixture:llama");
+    crate::engine::scenario::Scenario::by_name(scenario).map_err(|_| {
+        fail!(
+            "--bench `{bench}`: --paired needs a generation benchmark (`medium/cpu-f32/fixture:llama` or a scenario name such as `medium`)"
+        )
+    })?;
+    let mut o = PairedOpts::for_model(model, scenario);
+    o.pairs = pairs;
+    o.blocks = o.blocks.min(pairs / 2).max(1);
+    check(&o)?;
+    Ok(o)
+}
+
+/// `bisect-step`: what `git bisect run` calls for each commit.
+#[derive(clap::Args)]
+pub struct StepArgs {
+    /// GOOD's run folder.
+    #[arg(long)]
+    pub good_run: Option<PathBuf>,
+    /// Where this bisection keeps its run folders.
+    #[arg(long)]
+    pub work: PathBuf,
+    #[arg(long)]
+    pub bench: String,
+    #[arg(long)]
+    pub threshold: String,
+    #[arg(long)]
+    pub build: String,
+    #[arg(long)]
+    pub run: String,
+    /// Paired mode: GOOD's executable (the gate runs it beside this commit's).
+    #[arg(long)]
+    pub good_exe: Option<PathBuf>,
+    #[arg(long, default_value_t = 60)]
+    pub pairs: usize,
+}
+
+/// The commit a ref names.
+fn commit_of(r: &str, what: &str) -> Result<String> {
+    rev_parse(r).ok_or_else(|| fail!("{what} `{r}`: not a commit or branch of this repository"))
+}
+
+/// Whether a record is the benchmark `bench` names (its id, its group, or an id prefix).
+pub fn selects(r: &Record, bench: &str) -> bool {
+    r.id == bench || r.scenario == bench || r.id.starts_with(&format!("{bench}/"))
+}
+
+/// The compare gate on the one benchmark: GOOD's records against a commit's.
+pub fn gate(good: &[Record], new: &[Record], bench: &str, t: f64) -> Result<Comparison> {
+    let g: Vec<Record> = good.iter().filter(|r| selects(r, bench)).cloned().collect();
+    let n: Vec<Record> = new.iter().filter(|r| selects(r, bench)).cloned().collect();
+    ensure!(
+        !g.is_empty() && !n.is_empty(),
+        "benchmark `{bench}`: not in {} run",
+        if g.is_empty() {
+            "GOOD's"
+        } else {
+            "this commit's"
+        }
+    );
+    compare_runs("GOOD", &g, "this commit", &n, t, false)
+}
+
+/// Builds and runs the benchmark at the checked-out commit with run folders under `dir`;
+/// returns the run folder, or the failing command.
+fn measure(build: &str, run: &str, bench: &str, dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (what, cmd) in [("build", build), ("run", run)] {
+        let cmd = cmd.replace("{bench}", bench);
+        eprintln!("bisect: {what}: {cmd}");
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("MODELBENCH_REPORTS", dir)
+            .env("MODELBENCH_DB", "off")
+            .status()
+            .map_err(|e| format!("{what} command `{cmd}`: cannot start sh: {e}"))?;
+        if !st.success() {
+            return Err(format!("{what} command `{cmd}` failed ({st})"));
+        }
+    }
+    list_runs(dir).pop().ok_or_else(|| {
+        format!(
+            "the run command wrote no run folder under {}",
+            dir.display()
+        )
+    })
+}
+
+/// Paired mode: builds the checked-out commit and keeps its executable as `dir/modelbench`.
+fn build_exe(build: &str, dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    eprintln!("bisect: build: {build}");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(build)
+        .status()
+        .map_err(|e| format!("build command `{build}`: cannot start sh: {e}"))?;
+    if !st.success() {
+        return Err(format!("build command `{build}` failed ({st})"));
+    }
+    let top = git(&["rev-parse", "--show-toplevel"]).map_err(|e| e.to_string())?;
+    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(t) if Path::new(&t).is_absolute() => PathBuf::from(t),
+        Some(t) => Path::new(&top).join(t),
+        None => Path::new(&top).join("target"),
+    };
+    let built = target.join("release").join("modelbench");
+    let exe = dir.join("modelbench");
+    std::fs::copy(&built, &exe).map_err(|e| {
+        format!(
+            "the build command left no {} ({e}); a --build for --paired must build the release modelbench binary",
+            built.display()
+        )
+    })?;
+    Ok(exe)
+}
+
+/// Paired mode's gate: GOOD's executable against this one on the benchmark.
+fn paired_gate(
+    good: &Path,
+    new: &Path,
+    new_name: &str,
+    bench: &str,
+    pairs: usize,
+    t: f64,
+) -> Result<PairedOutcome> {
+    let o = paired_target(bench, pairs)?;
+    run_paired((good, "GOOD"), (new, new_name), t, &o)
+}
+
+/// Puts the repository back as it was: ends the bisection, checks the original ref out.
+struct Restore {
+    orig: String,
+    bisecting: bool,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if self.bisecting {
+            let _ = git(&["bisect", "reset"]);
+        }
+        let _ = git(&["checkout", "--quiet", &self.orig]);
+    }
+}
+
+pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
+    let threshold = match (&a.threshold, a.paired) {
+        (Some(t), _) => t.clone(),
+        (None, true) => DEFAULT_THRESHOLD.to_string(),
+        (None, false) => "5%".to_string(),
+    };
+    let t = parse_threshold(&threshold).map_err(|e| fail!("--threshold: {e}"))?;
+    let build = build_cmd(&a.build, a.paired);
+    if a.paired {
+        paired_target(&a.bench, a.pairs)?;
+    }
+    git(&["rev-parse", "--show-toplevel"])
+        .map_err(|_| fail!("bisect: run it inside the git repository to bisect"))?;
+    ensure!(
+        git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty(),
+        "bisect: the working tree has uncommitted changes; commit or stash them first"
+    );
+    let good = commit_of(&a.good, "GOOD")?;
+    let bad = commit_of(&a.bad, "BAD")?;
+    let orig =
+        git(&["symbolic-ref", "--short", "-q", "HEAD"]).or_else(|_| git(&["rev-parse", "HEAD"]))?;
+    let mut restore = Restore {
+        orig,
+        bisecting: false,
+    };
+    let work = reports_root().join(format!("bisect-{}", crate::util::time::stamp()));
+    let short = |c: &str| c[..c.len().min(10)].to_string();
+    let nothing = |table: &str| -> Result<ExitCode> {
+        print!("{table}");
+        bail!(
+            "BAD {} is not slower than GOOD {} beyond {threshold} on `{}` (95% confidence): nothing to bisect",
+            short(&bad),
+            short(&good),
+            a.bench
+        )
+    };
+
+    // GOOD and BAD measured first (BAD must be slower, else there is nothing to find).
+    git(&["checkout", "--quiet", "--detach", &good])?;
+    let (good_ref, bad_table) = if a.paired {
+        let good_exe = build_exe(&build, &work.join(short(&good)))
+            .map_err(|e| fail!("GOOD {}: {e}", short(&good)))?;
+        git(&["checkout", "--quiet", "--detach", &bad])?;
+        let bad_exe = build_exe(&build, &work.join(short(&bad)))
+            .map_err(|e| fail!("BAD {}: {e}", short(&bad)))?;
+        let p = paired_gate(
+            &good_exe,
+            &bad_exe,
+            &format!("BAD {}", short(&bad)),
+            &a.bench,
+            a.pairs,
+            t,
+        )?;
+        if p.regressions == 0 {
+            return nothing(&p.table);
+        }
+        (("--good-exe", good_exe), p.table)
+    } else {
+        let good_run = measure(&build, &a.run, &a.bench, &work.join(short(&good)))
+            .map_err(|e| fail!("GOOD {}: {e}", short(&good)))?;
+        git(&["checkout", "--quiet", "--detach", &bad])?;
+        let bad_run = measure(&build, &a.run, &a.bench, &work.join(short(&bad)))
+            .map_err(|e| fail!("BAD {}: {e}", short(&bad)))?;
+        let c = gate(&read_run(&good_run)?, &read_run(&bad_run)?, &a.bench, t)?;
+        if c.regressions() == 0 {
+            return nothing(&render(&c));
+        }
+        (("--good-run", good_run), render(&c))
+    };
+
+    git(&["bisect", "start", &bad, &good])?;
+    restore.bisecting = true;
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let out = Command::new("git")
+        .args(["bisect", "run"])
+        .arg(&exe)
+        .arg("bisect-step")
+        .arg(good_ref.0)
+        .arg(&good_ref.1)
+        .arg("--work")
+        .arg(&work)
+        .args([
+            "--bench",
+            a.bench.as_str(),
+            "--threshold",
+            threshold.as_str(),
+        ])
+        .args(["--build", build.as_str(), "--run", a.run.as_str()])
+        .args(["--pairs", &a.pairs.to_string()])
+        .output()
+        .context("git bisect run")?;
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let first = log
+        .lines()
+        .find_map(|l| l.strip_suffix(" is the first bad commit"))
+        .map(str::trim)
+        .map(str::to_string);
+    let Some(first) = first else {
+        print!("{log}");
+        bail!("git bisect run found no first bad commit (see its output above)");
+    };
+    let subject = git(&["log", "-1", "--format=%s", &first])?;
+    drop(restore);
+    println!("first bad commit: {first} {subject}");
+    let first_dir = work.join(short(&first));
+    let table = if first == bad {
+        // BAD itself, measured before the bisection.
+        bad_table
+    } else if a.paired {
+        // The step's own table, saved by its paired comparison.
+        std::fs::read_to_string(first_dir.join("paired.md")).unwrap_or(bad_table)
+    } else {
+        match list_runs(&first_dir).pop() {
+            Some(dir) => render(&gate(
+                &read_run(&good_ref.1)?,
+                &read_run(&dir)?,
+                &a.bench,
+                t,
+            )?),
+            None => bad_table,
+        }
+    };
+    println!(
+        "its numbers against GOOD {} (kept under {}):",
+        short(&good),
+        work.display()
+    );
+    print!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One `git bisect run` step: 0 good, 1 regression, 125 skip, 128 abort.
+pub fn step(a: &StepArgs) -> ExitCode {
+    let inner = || -> Result<u8> {
+        let t = parse_threshold(&a.threshold).map_err(|e| fail!("--threshold: {e}"))?;
+        let head = git(&["rev-parse", "HEAD"])?;
+        let dir = a.work.join(&head[..head.len().min(10)]);
+        if let Some(good_exe) = &a.good_exe {
+            let exe = match build_exe(&a.build, &dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("bisect: {head}: {e}; skipping this commit");
+                    return Ok(125);
+                }
+            };
+            let p = paired_gate(good_exe, &exe, &head[..10], &a.bench, a.pairs, t)?;
+            let _ = std::fs::write(dir.join("paired.md"), &p.table);
+            return Ok(if p.regressions > 0 { 1 } else { 0 });
+        }
+        let Some(good_run) = &a.good_run else {
+            bail!("bisect-step: --good-run or --good-exe is needed");
+        };
+        let run = match measure(&a.build, &a.run, &a.bench, &dir) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("bisect: {head}: {e}; skipping this commit");
+                return Ok(125);
+            }
+        };
+        let c = gate(&read_run(good_run)?, &read_run(&run)?, &a.bench, t)?;
+        print!("{}", render(&c));
+        Ok(if c.regressions() > 0 { 1 } else { 0 })
+    };
+    match inner() {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(128)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_command_fits_the_mode() {
+        assert_eq!(build_cmd(&None, false), "cargo build --release --benches");
+        assert_eq!(
+            build_cmd(&None, true),
+            "cargo build --release --bin modelbench"
+        );
+        assert_eq!(build_cmd(&Some("make".into()), true), "make");
+    }
+
+    #[test]
+    fn a_paired_bisection_takes_the_scenario_and_model_of_the_bench() {
+        let o = paired_target("medium/cpu-f32/fixture:qwen3", 20).unwrap();
+        assert_eq!(
+            (o.suite.as_str(), o.model.as_str()),
+            ("medium", "fixture:qwen3")
+        );
+        assert_eq!((o.pairs, o.blocks), (20, 10));
+        let o = paired_target("short", 60).unwrap();
+        assert_eq!((o.model.as_str(), o.blocks), ("fixture:llama", 12));
+        let e = paired_target("moe/x", 60).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--bench `moe/x`: --paired needs a generation benchmark"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn commit_of_names_a_bad_ref() {
+        assert_eq!(commit_of("HEAD", "GOOD").unwrap().len(), 40);
+        assert_eq!(
+            commit_of("no-such-branch-of-modelbench", "BAD")
+                .unwrap_err()
+                .to_string(),
+            "BAD `no-such-branch-of-modelbench`: not a commit or branch of this repository"
+        );
+    }
+}

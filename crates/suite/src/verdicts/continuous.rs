@@ -1,0 +1,284 @@
+//! `modelbench continuous`: run a config, compare with the previous run of it (a step) and
+//! with a fixed baseline (drift: a series of small steps, each within the threshold, adds up
+//! against the baseline); exit 1 when either comparison finds a regression.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::app::args::{RunArgs, SamplingArgs, TargetArgs};
+use crate::app::Context;
+use crate::config::plans::check_label;
+use crate::output::compare::{parse_threshold, render, Comparison};
+use crate::output::report::{list_runs, reports_root};
+use crate::verdicts::build::executable;
+use crate::verdicts::compare::{compare_dirs, exit_code};
+use crate::verdicts::paired::{check, run_paired, PairedOpts, DEFAULT_THRESHOLD};
+use crate::Result;
+
+/// A continuous-benchmarking config.
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct ContinuousConfig {
+    name: String,
+    models: Vec<String>,
+    #[serde(default = "default_suite")]
+    suite: String,
+    #[serde(default)]
+    prompt_tokens: Option<usize>,
+    #[serde(default)]
+    max_new_tokens: Option<usize>,
+    #[serde(default = "one")]
+    warmup: usize,
+    #[serde(default = "five")]
+    trials: usize,
+    #[serde(default = "default_threshold")]
+    threshold: String,
+    #[serde(default)]
+    dtype: Option<String>,
+    #[serde(default = "default_device")]
+    device: String,
+    #[serde(default = "default_seed")]
+    seed: u64,
+    /// The fixed baseline every run is also compared with: a run folder (a path, or a
+    /// folder name under the reports root), or `first`: the first run of this config.
+    #[serde(default = "default_baseline")]
+    baseline: String,
+    /// A commit, branch or modelbench executable to compare this binary with, paired
+    /// (`compare --paired`: both as workers side by side, ABBA) on the first model and the
+    /// suite; its regressions fail the run like the others. Drift between the run and the
+    /// stored runs cannot enter this verdict.
+    #[serde(default)]
+    paired_base: Option<String>,
+    /// The paired comparison's threshold (default 2%).
+    #[serde(default)]
+    paired_threshold: Option<String>,
+}
+
+fn default_suite() -> String {
+    "quick".into()
+}
+fn one() -> usize {
+    1
+}
+fn five() -> usize {
+    5
+}
+fn default_threshold() -> String {
+    "5%".into()
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_baseline() -> String {
+    FIRST.into()
+}
+
+/// `baseline` value meaning the first run of the config.
+const FIRST: &str = "first";
+
+/// Whether a run folder name is `<YYYYMMDD_HHMMSS>-<label>` (or `.N`, when that folder name
+/// was taken): exactly this config's runs, not those of a config whose name ends like it.
+fn is_run_of(name: &str, label: &str) -> bool {
+    let Some((stamp, rest)) = name.split_at_checked(15) else {
+        return false;
+    };
+    let stamp_ok = stamp
+        .char_indices()
+        .all(|(i, c)| if i == 8 { c == '_' } else { c.is_ascii_digit() });
+    let Some(rest) = rest.strip_prefix('-').and_then(|r| r.strip_prefix(label)) else {
+        return false;
+    };
+    stamp_ok
+        && (rest.is_empty()
+            || rest
+                .strip_prefix('.')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// The fixed baseline named by the config: Ok(None) for `first` when the config never ran.
+fn resolve_baseline(baseline: &str, runs: &[PathBuf], config: &Path) -> Result<Option<PathBuf>> {
+    if baseline == FIRST {
+        return Ok(runs.first().cloned());
+    }
+    let given = PathBuf::from(baseline);
+    let under_root = reports_root().join(baseline);
+    [given.clone(), under_root.clone()]
+        .into_iter()
+        .find(|p| p.join("results.jsonl").is_file())
+        .map(Some)
+        .ok_or_else(|| {
+            fail!(
+                "{}: baseline `{baseline}` is not a run folder (looked at {} and {}); \
+                 give a run folder or `{FIRST}`",
+                config.display(),
+                given.display(),
+                under_root.display()
+            )
+        })
+}
+
+pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("{}: cannot read", config.display()))?;
+    let c: ContinuousConfig = serde_json::from_str(&text)
+        .map_err(|e| fail!("{}: invalid config: {e}", config.display()))?;
+    let label = format!("cont-{}", c.name);
+    check_label(&label, "name")?;
+    let threshold =
+        parse_threshold(&c.threshold).map_err(|e| fail!("{}: threshold: {e}", config.display()))?;
+    let runs: Vec<PathBuf> = list_runs(&reports_root())
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| is_run_of(&n.to_string_lossy(), &label))
+        })
+        .collect();
+    let previous = runs.last().cloned();
+    let paired_t = parse_threshold(c.paired_threshold.as_deref().unwrap_or(DEFAULT_THRESHOLD))
+        .map_err(|e| fail!("{}: paired_threshold: {e}", config.display()))?;
+    let paired_model = c.models.first().cloned().unwrap_or_default();
+    // Checked and built before the benchmarks run: a wrong base fails fast.
+    let paired_exe = match &c.paired_base {
+        Some(base) => {
+            check(&PairedOpts::for_model(&paired_model, &c.suite))?;
+            Some(executable(Path::new(base), "paired_base")?)
+        }
+        None => None,
+    };
+    // Checked before the benchmarks run: a wrong baseline fails fast (exit 2).
+    let baseline = resolve_baseline(&c.baseline, &runs, config)?;
+    let args = RunArgs {
+        suite: c.suite.clone(),
+        models: c.models.clone(),
+        warmup: c.warmup,
+        trials: c.trials,
+        seed: c.seed,
+        target: TargetArgs {
+            device: c.device.clone(),
+            dtype: c.dtype.clone(),
+            label: Some(label),
+            no_save: false,
+        },
+        zip: false,
+        prompt_tokens: c.prompt_tokens,
+        max_new_tokens: c.max_new_tokens,
+        sampling: SamplingArgs::default(),
+        attention: "eager".into(),
+        scenarios: Vec::new(),
+    };
+    let dir = crate::app::run::execute(&args)?;
+    crate::util::fsio::atomic_write(
+        &dir.join("continuous.json"),
+        crate::app::json_text(&c).as_bytes(),
+    )?;
+    // The paired verdict against `paired_base`: this executable against that one.
+    let paired_regressions = match &paired_exe {
+        Some((ea, na)) => {
+            let me = std::env::current_exe().context("cannot find this executable")?;
+            let o = PairedOpts::for_model(&paired_model, &c.suite);
+            let p = run_paired((ea, na), (&me, "this build"), paired_t, &o)?;
+            println!(
+                "continuous `{}`: {} paired regression(s) against {na}",
+                c.name, p.regressions
+            );
+            p.regressions
+        }
+        None => 0,
+    };
+    let paired_failed = paired_regressions > 0;
+    let Some(prev) = previous else {
+        if c.baseline == FIRST {
+            println!(
+                "no previous run of `{}`: this run is the first baseline",
+                c.name
+            );
+        } else {
+            println!("no previous run of `{}`", c.name);
+        }
+        if let Some(b) = &baseline {
+            // A named baseline from elsewhere still applies to the first run.
+            let cmp = report("the baseline", b, &dir, threshold, force)?;
+            return Ok(if paired_failed {
+                ExitCode::from(1)
+            } else {
+                exit_code(&cmp, false)
+            });
+        }
+        return Ok(if paired_failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    };
+    let step = report("the previous run", &prev, &dir, threshold, force)?;
+    let drift = match &baseline {
+        Some(b) if !same_dir(b, &prev) => Some(report("the baseline", b, &dir, threshold, force)?),
+        _ => {
+            println!("the baseline is the previous run: compared once");
+            None
+        }
+    };
+    let (r_step, r_drift) = (step.regressions(), drift.as_ref().map(|d| d.regressions()));
+    println!(
+        "continuous `{}`: {r_step} regression(s) against the previous run, {} against the baseline",
+        c.name,
+        r_drift.map_or("same comparison".to_string(), |r| r.to_string())
+    );
+    let missing = step.missing() + drift.as_ref().map_or(0, |d| d.missing());
+    if missing > 0 {
+        println!("continuous `{}`: {missing} benchmark(s) of an earlier run missing from this one: fails", c.name);
+    }
+    Ok(
+        if paired_failed || step.failed(false) || drift.as_ref().is_some_and(|d| d.failed(false)) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Compares `base` with the new run and prints the comparison under a heading.
+fn report(what: &str, base: &Path, new: &Path, threshold: f64, force: bool) -> Result<Comparison> {
+    println!("\n## against {what}: {}\n", base.display());
+    let cmp = compare_dirs(base, new, threshold, force)?;
+    print!("{}", render(&cmp));
+    Ok(cmp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_folders_of_a_config() {
+        assert!(is_run_of("20250101_120000-cont-x", "cont-x"));
+        assert!(is_run_of("20250101_120000-cont-x.2", "cont-x"));
+        assert!(!is_run_of("20250101_120000-cont-foo-cont-x", "cont-x"));
+        assert!(!is_run_of("20250101_120000-cont-x-y", "cont-x"));
+        assert!(!is_run_of("20250101_120000-cont-x.", "cont-x"));
+        assert!(!is_run_of("2025010a_120000-cont-x", "cont-x"));
+        assert!(!is_run_of("cont-x", "cont-x"));
+    }
+
+    #[test]
+    fn baseline_field_defaults_to_first() {
+        let c: ContinuousConfig =
+            serde_json::from_str(r#"{"name": "n", "models": ["fixture:llama"]}"#).unwrap();
+        assert_eq!(c.baseline, FIRST);
+        let c: ContinuousConfig = serde_json::from_str(
+            r#"{"name": "n", "models": ["fixture:llama"], "baseline": "runs/x"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.baseline, "runs/x");
+    }
+}

@@ -1,0 +1,344 @@
+//! `modelbench compare --paired A B`: paired A/B verdicts (Tango.rs's method). A and B are
+//! commits or branches (each built once in a worktree under target/paired/) or paths to
+//! `modelbench` executables. Both start as long-lived workers (`modelbench worker`) with the
+//! model loaded and warmed up; the parent asks them for one trial each, in ABBA order, pair
+//! after pair, in the same minutes, with the same prompt ids (same seed, same trial number on
+//! both sides). Each pair gives ratios B/A of end-to-end time, prefill time (TTFT) and time
+//! per output token after the first (decode); the verdict of each metric is the median of its
+//! per-pair ratios with a bootstrap 95% CI (`measure::paired`) against the threshold.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::measure::paired::{a_first, paired_ratio, ratios, PairedRatio};
+use crate::output::compare::parse_threshold;
+use crate::output::report::reports_root;
+use crate::util::fsio::atomic_write;
+use crate::verdicts::build::{build_side_with, candle_source, resolve};
+use crate::verdicts::worker::{scenarios, Worker};
+use crate::workloads::ops::Phase;
+use crate::{Error, Result};
+
+/// The options of `compare --paired`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PairedOpts {
+    /// Paired A/B: BASE and NEW are commits/branches (built once each in a worktree under
+    /// target/paired/) or paths to modelbench executables; both run as workers, alternating
+    /// trials ABBA in the same minutes.
+    #[arg(long)]
+    pub paired: bool,
+    /// With --paired: the model (one).
+    #[arg(long = "paired-model", default_value = "fixture:llama")]
+    pub model: String,
+    /// With --paired: the suite tier (quick: short and medium) or one scenario name.
+    #[arg(long = "paired-suite", default_value = crate::config::knobs::default_of("MODELBENCH_TIER"))]
+    pub suite: String,
+    /// With --paired: pairs per scenario (60: a 5% decode slowdown flagged in 5 of 5 tries
+    /// here, 30: in 4 of 5; README).
+    #[arg(long, default_value_t = 60)]
+    pub pairs: usize,
+    /// With --paired: the pairs are split into this many blocks, each with freshly started
+    /// workers (alternating which starts first), so a per-process offset is not a bias.
+    #[arg(long, default_value_t = 12)]
+    pub blocks: usize,
+    /// With --paired: MODELBENCH_INJECT_SLOWDOWN for NEW's worker only (calibration, e.g.
+    /// decode:5%).
+    #[arg(long)]
+    pub inject: Option<String>,
+    /// With --paired: build BASE (a commit) against this Candle instead of its Cargo.lock's:
+    /// a crates.io version (0.10.2) or the folder of a Candle checkout or of a copied crate
+    /// (candle-core, candle-nn, candle-transformers; README "Benchmarking a Candle change").
+    #[arg(long = "base-candle", value_name = "VERSION|PATH")]
+    pub base_candle: Option<String>,
+    /// With --paired: build NEW (a commit) against this Candle (as --base-candle).
+    #[arg(long = "new-candle", value_name = "VERSION|PATH")]
+    pub new_candle: Option<String>,
+}
+
+impl PairedOpts {
+    /// The options `bisect --paired` and `continuous` use: `model` on `suite`, the default
+    /// pairs and blocks, nothing injected.
+    pub fn for_model(model: &str, suite: &str) -> PairedOpts {
+        PairedOpts {
+            paired: true,
+            model: model.to_string(),
+            suite: suite.to_string(),
+            pairs: 60,
+            blocks: 12,
+            inject: None,
+            base_candle: None,
+            new_candle: None,
+        }
+    }
+}
+
+/// The paired gate's default threshold: a per-pair median ratio whose whole 95% interval lies
+/// beyond 2% (measured A/A intervals and the 5% decode calibration are in README).
+pub const DEFAULT_THRESHOLD: &str = "2%";
+
+const METRICS: [&str; 3] = ["e2e", "prefill", "decode"];
+
+pub fn paired_cmd(base: &Path, new: &Path, threshold: &str, o: &PairedOpts) -> Result<ExitCode> {
+    let t = parse_threshold(threshold).map_err(|e| fail!("--threshold: {e}"))?;
+    check(o)?;
+    // The Candle sources first (a bad one fails before anything is built).
+    let ca = candle_source(o.base_candle.as_deref(), "--base-candle")?;
+    let cb = candle_source(o.new_candle.as_deref(), "--new-candle")?;
+    let (sa, sb) = (resolve(base, "BASE")?, resolve(new, "NEW")?);
+    let (ea, na) = build_side_with(sa, "BASE", ca.as_ref())?;
+    let (eb, nb) = build_side_with(sb, "NEW", cb.as_ref())?;
+    let out = run_paired((&ea, &na), (&eb, &nb), t, o)?;
+    Ok(if out.regressions > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The options' own checks (before anything is built or started).
+pub fn check(o: &PairedOpts) -> Result<()> {
+    ensure!(
+        o.pairs >= crate::measure::paired::MIN_PAIRS,
+        "--pairs {}: at least {} pairs are needed for an interval",
+        o.pairs,
+        crate::measure::paired::MIN_PAIRS
+    );
+    if let Some(i) = &o.inject {
+        crate::measure::inject::parse(i).map_err(|e| fail!("--inject: {e}"))?;
+    }
+    scenarios(&o.suite)?;
+    Ok(())
+}
+
+/// What one paired comparison found.
+pub struct PairedOutcome {
+    /// Metrics (scenario x e2e/prefill/decode) flagged as regressions.
+    pub regressions: usize,
+    /// The table as printed (also saved as paired.md beside paired.json).
+    pub table: String,
+    /// (scenario, metric, flagged as a regression) per row.
+    pub rows: Vec<(String, String, bool)>,
+}
+
+/// Runs the paired comparison of executable A (base) against B (new), prints the table and
+/// saves paired.json / paired.md in a new folder under the reports root.
+pub fn run_paired(
+    (ea, na): (&Path, &str),
+    (eb, nb): (&Path, &str),
+    t: f64,
+    o: &PairedOpts,
+) -> Result<PairedOutcome> {
+    let scen = scenarios(&o.suite)?;
+    let stamp = crate::util::time::stamp();
+    let scratch =
+        std::env::temp_dir().join(format!("modelbench-paired-{stamp}-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(Error::io(&scratch))?;
+    println!(
+        "A (base): {na}\nB (new):  {nb}{}",
+        o.inject
+            .as_deref()
+            .map(|i| format!("\ninjected slowdown in B only (calibration): {i}"))
+            .unwrap_or_default()
+    );
+    let t0 = std::time::Instant::now();
+    // Two processes of one binary differ by a few percent that stays with the process
+    // (measured: B 6% slower than A in every pair of an A/A run, both scenarios): memory
+    // layout and placement are drawn once per process. So the pairs are split into blocks,
+    // each with freshly started workers, started in alternating order; the per-process
+    // offset then varies from block to block and widens the interval instead of biasing it.
+    let sizes = block_sizes(o.pairs, o.blocks);
+    let blocks = sizes.len();
+    let mut a: Vec<Vec<[f64; 3]>> = vec![Vec::new(); scen.len()];
+    let mut b: Vec<Vec<[f64; 3]>> = vec![Vec::new(); scen.len()];
+    let mut i = 0;
+    let target = (o.model.as_str(), o.suite.as_str());
+    for (blk, &n) in sizes.iter().enumerate() {
+        let (mut wa, mut wb) = if blk % 2 == 0 {
+            let wa = Worker::start("A", ea, target, None, &scratch)?;
+            (
+                wa,
+                Worker::start("B", eb, target, o.inject.as_deref(), &scratch)?,
+            )
+        } else {
+            let wb = Worker::start("B", eb, target, o.inject.as_deref(), &scratch)?;
+            (Worker::start("A", ea, target, None, &scratch)?, wb)
+        };
+        for _ in 0..n {
+            for (k, s) in scen.iter().enumerate() {
+                if a_first(i) {
+                    a[k].push(wa.trial(&s.name)?);
+                    b[k].push(wb.trial(&s.name)?);
+                } else {
+                    b[k].push(wb.trial(&s.name)?);
+                    a[k].push(wa.trial(&s.name)?);
+                }
+            }
+            i += 1;
+        }
+    }
+    let mut rows = Vec::new();
+    for (k, s) in scen.iter().enumerate() {
+        let (a, b) = (&a[k], &b[k]);
+        for (m, metric) in METRICS.iter().enumerate() {
+            let xa: Vec<f64> = a.iter().map(|x| x[m]).collect();
+            let xb: Vec<f64> = b.iter().map(|x| x[m]).collect();
+            let p = paired_ratio(&ratios(&xa, &xb));
+            rows.push((s.name.clone(), metric.to_string(), p, xa, xb));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let verdict = |p: &PairedRatio| verdict(p, t);
+    let mut md = String::from(
+        "| scenario | metric | pairs | B/A (median of per-pair ratios) | 95% CI | verdict |\n|---|---|---:|---:|---|---|\n",
+    );
+    let mut regressions = 0;
+    let mut json = Vec::new();
+    let mut flagged = Vec::new();
+    for (s, m, p, xa, xb) in &rows {
+        let v = verdict(p);
+        regressions += usize::from(v == "Regression");
+        flagged.push((s.clone(), m.clone(), v == "Regression"));
+        let ci =
+            p.ci.map(|(l, h)| format!("[{l:.3}, {h:.3}]"))
+                .unwrap_or_else(|| "n/a".into());
+        md.push_str(&format!(
+            "| {s} | {m} | {} | {:.3}x | {ci} | {v} |\n",
+            p.pairs, p.ratio
+        ));
+        json.push(
+            serde_json::json!({"scenario": s, "metric": m, "pairs": p.pairs, "ratio": p.ratio,
+            "ci95": p.ci.map(|(l, h)| [l, h]), "verdict": v, "a_s": xa, "b_s": xb}),
+        );
+    }
+    md.push_str(&format!(
+        "{regressions} regression(s) (threshold {:.1}%, 95% confidence; model {}, {} pairs per scenario in {} blocks of fresh workers, ABBA order, {:.0} s)\n",
+        t * 100.0,
+        o.model,
+        o.pairs,
+        blocks,
+        t0.elapsed().as_secs_f64()
+    ));
+    print!("{md}");
+    let out = reports_root().join(format!("{stamp}-paired"));
+    std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
+    let doc = serde_json::json!({"base": na, "new": nb, "inject": o.inject, "threshold": t,
+        "model": o.model, "pairs": o.pairs,
+        "hardware": crate::measure::hardware::context().hardware.fingerprint(), "rows": json});
+    atomic_write(
+        &out.join("paired.json"),
+        crate::app::json_text(&doc).as_bytes(),
+    )?;
+    atomic_write(&out.join("paired.md"), md.as_bytes())?;
+    // Every flagged scenario and phase: where the time went, per op, in A and in B (issue 31).
+    let mut profiles = String::new();
+    for (s, m, p, _, _) in &rows {
+        if verdict(p) != "Regression" {
+            continue;
+        }
+        let sc = scen
+            .iter()
+            .find(|x| &x.name == s)
+            .expect("a row's scenario");
+        let (phase, shape) = if m == "prefill" {
+            (Phase::Prefill, sc.prompt_tokens)
+        } else {
+            (Phase::Decode, sc.prompt_tokens + sc.new_tokens / 2)
+        };
+        let tag = format!("{s}-{}", phase.name());
+        if profiles.contains(&format!("profile of {tag}:")) {
+            continue;
+        }
+        let line = super::profile::profile(
+            (ea, eb),
+            o.inject.as_deref(),
+            &o.model,
+            s,
+            phase,
+            shape,
+            &out,
+            &tag,
+            t,
+        );
+        println!("{line}");
+        profiles.push_str(&line);
+        profiles.push('\n');
+    }
+    if !profiles.is_empty() {
+        atomic_write(&out.join("ops-regression.md"), profiles.as_bytes())?;
+    }
+    println!("saved {}", out.display());
+    Ok(PairedOutcome {
+        regressions,
+        table: md,
+        rows: flagged,
+    })
+}
+
+/// The verdict of one metric: its per-pair median ratio's 95% interval against the
+/// threshold `t` (a regression when the whole interval lies above 1 + t).
+pub fn verdict(p: &PairedRatio, t: f64) -> &'static str {
+    match p.ci {
+        Some((lo, _)) if lo > 1.0 + t => "Regression",
+        Some((_, hi)) if hi < 1.0 - t => "Improvement",
+        Some(_) => "Unchanged",
+        None => "no verdict (too few pairs)",
+    }
+}
+
+/// The pairs of each block of fresh workers: `pairs` split as evenly as can be into
+/// `blocks` (at least 1, at most one block per pair), the larger blocks first.
+pub fn block_sizes(pairs: usize, blocks: usize) -> Vec<usize> {
+    let blocks = blocks.clamp(1, pairs.max(1));
+    (0..blocks)
+        .map(|blk| pairs / blocks + usize::from(blk < pairs % blocks))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ratio(ci: Option<(f64, f64)>) -> PairedRatio {
+        PairedRatio {
+            ratio: 1.0,
+            pairs: 60,
+            ci,
+        }
+    }
+
+    #[test]
+    fn a_regression_needs_the_whole_interval_beyond_the_threshold() {
+        let t = 0.02;
+        assert_eq!(verdict(&ratio(Some((1.021, 1.08))), t), "Regression");
+        assert_eq!(verdict(&ratio(Some((1.019, 1.08))), t), "Unchanged");
+        assert_eq!(verdict(&ratio(Some((0.90, 0.979))), t), "Improvement");
+        assert_eq!(verdict(&ratio(Some((0.97, 1.03))), t), "Unchanged");
+        assert_eq!(verdict(&ratio(None), t), "no verdict (too few pairs)");
+    }
+
+    #[test]
+    fn pairs_split_evenly_into_blocks() {
+        assert_eq!(block_sizes(60, 12), vec![5; 12]);
+        assert_eq!(block_sizes(10, 4), vec![3, 3, 2, 2]);
+        assert_eq!(block_sizes(3, 12), vec![1, 1, 1]);
+        assert_eq!(block_sizes(7, 0), vec![7]);
+        assert_eq!(block_sizes(60, 12).iter().sum::<usize>(), 60);
+    }
+
+    #[test]
+    fn for_model_checks_and_a_bad_suite_is_named() {
+        let o = PairedOpts::for_model("fixture:llama", "quick");
+        assert!(check(&o).is_ok());
+        let mut bad = o.clone();
+        bad.pairs = 1;
+        assert!(check(&bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("--pairs 1:"));
+        let bad = PairedOpts::for_model("fixture:llama", "nope");
+        assert!(check(&bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("--paired-suite \"nope\""));
+    }
+}

@@ -1,0 +1,180 @@
+//! What a flagged regression gets: the per-op tables (`modelbench ops`) of both builds at the
+//! flagged step and a flame graph of each build running the scenario (`perf`), beside the
+//! comparison, with the line naming what grew most (issue 31).
+
+use std::path::{Path, PathBuf};
+
+use crate::app::ops::read_table;
+use crate::workloads::ops::{self, Phase};
+use crate::Result;
+
+/// The per-op profile of a flagged regression: `ops` run by the base and the new executable
+/// (the new one with `inject`, if any) on `model` at the flagged step, both tables saved in
+/// `dir` (`ops-<tag>-base.json/.md`, `ops-<tag>-new.json/.md`), and the line naming the op
+/// whose time grew most. A side that cannot run `ops` (an older build, a model it does not
+/// enumerate) gives a line saying so instead.
+#[allow(clippy::too_many_arguments)]
+pub fn profile(
+    (base_exe, new_exe): (&Path, &Path),
+    inject: Option<&str>,
+    model: &str,
+    scenario: &str,
+    phase: Phase,
+    shape: usize,
+    dir: &Path,
+    tag: &str,
+    threshold: f64,
+) -> String {
+    let run = |exe: &Path, side: &str, inj: Option<&str>| -> Result<ops::OpsTable> {
+        let json = dir.join(format!("ops-{tag}-{side}.json"));
+        let md = dir.join(format!("ops-{tag}-{side}.md"));
+        let mut c = std::process::Command::new(exe);
+        c.args(["ops", "--model", model, "--scenario", phase.name()])
+            .args(match phase {
+                Phase::Decode => ["--depth".to_string(), shape.to_string()],
+                Phase::Prefill => ["--prompt-tokens".to_string(), shape.to_string()],
+            })
+            .arg("--json")
+            .arg(&json)
+            .arg("--md")
+            .arg(&md)
+            .env_remove("MODELBENCH_INJECT_SLOWDOWN");
+        if let Some(i) = inj {
+            c.env("MODELBENCH_INJECT_SLOWDOWN", i);
+        }
+        let o = c
+            .output()
+            .map_err(|e| fail!("{side}: cannot start {}: {e}", exe.display()))?;
+        if !o.status.success() {
+            let err = String::from_utf8_lossy(&o.stderr);
+            bail!(
+                "{side}: `ops` failed: {}",
+                err.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no message")
+            );
+        }
+        read_table(&json)
+    };
+    let what = format!("per-op profile of {tag}");
+    let ops_line =
+        match run(base_exe, "base", None).and_then(|b| Ok((b, run(new_exe, "new", inject)?))) {
+            Ok((b, n)) => format!("{what}: {}", ops::grew_most_line(&b, &n, threshold)),
+            Err(e) => format!("{what}: not available ({e:#})"),
+        };
+    let flame = flame_graphs((base_exe, new_exe), inject, model, scenario, dir, tag);
+    format!("{ops_line}\nflame graphs of {tag}: {flame}")
+}
+
+/// Why `perf` cannot sample here (None: it can): one `perf record -e cpu-clock` of `true`.
+pub fn perf_unavailable(dir: &Path) -> Option<String> {
+    let data = dir.join(".perf-probe.data");
+    let out = std::process::Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-o"])
+        .arg(&data)
+        .args(["--", "true"])
+        .output();
+    let _ = std::fs::remove_file(&data);
+    match out {
+        Err(e) => Some(format!(
+            "`perf` could not be started ({e}); install linux-perf"
+        )),
+        Ok(o) if !o.status.success() => Some(format!(
+            "`perf record -e cpu-clock` failed here: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message")
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// Samples each side running `scenario` on `model` (`run --trials 3`, NEW with `inject`) with
+/// `perf record -e cpu-clock --call-graph dwarf` and draws both flame graphs beside the
+/// comparison (`flame-<tag>-base/new.svg` and `.folded`). Returns the line to print: the
+/// files and the function whose share of samples grew most, or why not available.
+pub fn flame_graphs(
+    (base_exe, new_exe): (&Path, &Path),
+    inject: Option<&str>,
+    model: &str,
+    scenario: &str,
+    dir: &Path,
+    tag: &str,
+) -> String {
+    use crate::output::flamegraph;
+    if let Some(why) = perf_unavailable(dir) {
+        return format!("not available ({why})");
+    }
+    let side =
+        |exe: &Path, name: &str, inj: Option<&str>| -> Result<(flamegraph::Folded, PathBuf)> {
+            let data = dir.join(format!("flame-{tag}-{name}.perf.data"));
+            let mut c = std::process::Command::new("perf");
+            c.args(["record", "-q", "-e", "cpu-clock", "-F", "499"])
+                .args(["--call-graph", "dwarf,16384", "-o"])
+                .arg(&data)
+                .arg("--")
+                .arg(exe)
+                .args(["run", "--model", model, "--scenario", scenario])
+                .args(["--trials", "3", "--warmup", "1", "--no-save"])
+                .env_remove("MODELBENCH_INJECT_SLOWDOWN");
+            if let Some(i) = inj {
+                c.env("MODELBENCH_INJECT_SLOWDOWN", i);
+            }
+            let o = c
+                .output()
+                .map_err(|e| fail!("{name}: cannot start perf: {e}"))?;
+            if !o.status.success() {
+                let _ = std::fs::remove_file(&data);
+                bail!(
+                    "{name}: `perf record ... run --scenario {scenario}` failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("no message")
+                );
+            }
+            let script = std::process::Command::new("perf")
+                .args(["script", "-i"])
+                .arg(&data)
+                .output()
+                .map_err(|e| fail!("{name}: cannot start perf script: {e}"))?;
+            let _ = std::fs::remove_file(&data);
+            if !script.status.success() {
+                bail!("{name}: `perf script` failed");
+            }
+            let folded = flamegraph::fold(&String::from_utf8_lossy(&script.stdout));
+            if folded.is_empty() {
+                bail!("{name}: perf recorded no samples");
+            }
+            let svg = dir.join(format!("flame-{tag}-{name}.svg"));
+            let title = format!(
+                "{name}: {} {model} {scenario}{} ({} samples, cpu-clock)",
+                exe.display(),
+                inj.map(|i| format!(", injected {i}")).unwrap_or_default(),
+                flamegraph::total(&folded)
+            );
+            crate::util::fsio::atomic_write(&svg, flamegraph::svg(&folded, &title).as_bytes())?;
+            crate::util::fsio::atomic_write(
+                &dir.join(format!("flame-{tag}-{name}.folded")),
+                flamegraph::folded_text(&folded).as_bytes(),
+            )?;
+            Ok((folded, svg))
+        };
+    match side(base_exe, "base", None).and_then(|b| Ok((b, side(new_exe, "new", inject)?))) {
+        Ok(((fb, sb), (fnew, sn))) => {
+            let grew = match flamegraph::grew_most(&fb, &fnew) {
+                Some((f, b, n)) if n > b => format!(
+                    "; the function whose share of samples grew most: {f} ({:.1}% -> {:.1}% of samples)",
+                    100.0 * b,
+                    100.0 * n
+                ),
+                _ => "; no function's share of samples grew".into(),
+            };
+            format!("{} and {}{grew}", sb.display(), sn.display())
+        }
+        Err(e) => format!("not available ({e:#})"),
+    }
+}

@@ -1,0 +1,197 @@
+//! The worker of a paired comparison (`modelbench worker`, what `compare --paired` starts):
+//! the model loaded and warmed up once, one trial per stdin line; and the parent's handle on
+//! one (start, ask for a trial, read its reply, kill it on drop).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use crate::app::Context;
+use crate::config::plans::{parse_models, Plan};
+use crate::engine::scenario::{prepare, Scenario, Tier};
+use crate::measure::timing::TrialLoop;
+use crate::models::loading::open_with;
+use crate::{Error, Result};
+
+/// `modelbench worker`: what `compare --paired` starts. Loads the model, warms each scenario
+/// up once, then answers each stdin line `run <scenario>` with one JSON line of that trial's
+/// seconds; exits at end of input.
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, default_value = crate::config::knobs::default_of("MODELBENCH_TIER"))]
+    pub suite: String,
+    #[arg(long, default_value = crate::config::knobs::default_of("MODELBENCH_SEED"))]
+    pub seed: u64,
+}
+
+/// A tier's scenarios, or one scenario by name (what `bisect --paired` asks for).
+pub fn scenarios(suite: &str) -> Result<Vec<Scenario>> {
+    if let Some(t) = Tier::parse(suite) {
+        return Ok(t.scenarios());
+    }
+    Scenario::by_name(suite).map(|s| vec![s]).map_err(|_| {
+        fail!(
+            "--paired-suite {suite:?}: neither a tier ({}) nor a scenario name",
+            Tier::ALLOWED
+        )
+    })
+}
+
+pub fn worker(a: WorkerArgs) -> Result<()> {
+    let scen = scenarios(&a.suite)?;
+    let (device, dtype) = crate::app::args::device_and_dtype("cpu", None)?;
+    let plan = Plan {
+        models: parse_models(&a.model, "--model")?,
+        tier: Tier::parse(&a.suite),
+        scenarios: scen.clone(),
+        device,
+        dtype,
+        seed: a.seed,
+        min_measure: std::time::Duration::ZERO,
+        label: None,
+        attention: crate::models::attention::Attention::default(),
+    };
+    let (label, r) = plan.models.first().cloned().context("no model")?;
+    let res = prepare(&label, &r, &plan.scenarios)?;
+    let dev = plan.device.open_for("--device")?;
+    let mut loaded = open_with(
+        res,
+        &dev,
+        plan.dtype,
+        Some(plan.context_cap()),
+        plan.attention,
+    )?;
+    let mut loops: Vec<TrialLoop<crate::engine::generate::Trace>> =
+        scen.iter().map(|_| TrialLoop::new()).collect();
+    // Warm-up: one untimed trial of each shape.
+    for (i, s) in scen.iter().enumerate() {
+        let mut w = plan.generation(&mut loaded, s, None);
+        loops[i].call(1, &mut |t| {
+            use crate::workloads::Workload;
+            w.iterate(t)
+        });
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let io = |e: std::io::Error| fail!("worker: {e}");
+    writeln!(out, "ready").map_err(io)?;
+    out.flush().map_err(io)?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(io)?;
+        let name = line.strip_prefix("run ").unwrap_or("").trim();
+        let i = scen
+            .iter()
+            .position(|s| s.name == name)
+            .with_context(|| format!("worker: unknown request `{line}`"))?;
+        let mut w = plan.generation(&mut loaded, &scen[i], None);
+        loops[i].call(1, &mut |t| {
+            use crate::workloads::Workload;
+            w.iterate(t)
+        });
+        let tr = loops[i]
+            .last_outs()
+            .first()
+            .context("worker: the trial failed")?;
+        let e2e = tr.e2e().as_secs_f64();
+        let ttft = tr.ttft().as_secs_f64();
+        let tpot = tr.tpot().map(|d| d.as_secs_f64()).unwrap_or(f64::NAN);
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"e2e": e2e, "prefill": ttft, "decode": tpot})
+        )
+        .map_err(io)?;
+        out.flush().map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The parent's handle on one worker process (killed when dropped).
+pub struct Worker {
+    side: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    err_path: PathBuf,
+}
+
+impl Worker {
+    /// Starts `exe`'s worker on `(model, suite)` (`inject`: its slowdown) and waits for its
+    /// `ready`; its stderr goes to `scratch`.
+    pub fn start(
+        side: &'static str,
+        exe: &Path,
+        (model, suite): (&str, &str),
+        inject: Option<&str>,
+        scratch: &Path,
+    ) -> Result<Worker> {
+        let err_path = scratch.join(format!("worker-{side}.stderr"));
+        let err = std::fs::File::create(&err_path).map_err(Error::io(&err_path))?;
+        let mut c = Command::new(exe);
+        c.args(["worker", "--model", model, "--suite", suite])
+            .env_remove("MODELBENCH_INJECT_SLOWDOWN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err);
+        if let Some(i) = inject {
+            c.env("MODELBENCH_INJECT_SLOWDOWN", i);
+        }
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("{side}: cannot start {}", exe.display()))?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut w = Worker {
+            side,
+            child,
+            stdin,
+            stdout,
+            err_path,
+        };
+        let l = w.line()?;
+        ensure!(l == "ready", "{side}: worker said `{l}` instead of ready");
+        Ok(w)
+    }
+
+    fn line(&mut self) -> Result<String> {
+        let mut s = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut s)
+            .map_err(|e| fail!("{} worker: {e}", self.side))?;
+        if n == 0 {
+            let err = std::fs::read_to_string(&self.err_path).unwrap_or_default();
+            bail!(
+                "{} worker exited: {}",
+                self.side,
+                err.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no message")
+            );
+        }
+        Ok(s.trim().to_string())
+    }
+
+    /// One trial of `scenario`: seconds of end-to-end, prefill and decode (per token).
+    pub fn trial(&mut self, scenario: &str) -> Result<[f64; 3]> {
+        let side = self.side;
+        let io = |e: std::io::Error| fail!("{side} worker: {e}");
+        writeln!(self.stdin, "run {scenario}").map_err(io)?;
+        self.stdin.flush().map_err(io)?;
+        let l = self.line()?;
+        let v: serde_json::Value =
+            serde_json::from_str(&l).with_context(|| format!("{}: bad reply `{l}`", self.side))?;
+        let g = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        Ok([g("e2e"), g("prefill"), g("decode")])
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
