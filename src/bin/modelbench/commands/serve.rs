@@ -72,8 +72,9 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             res.family
         );
     }
-    let tok_path = res.tokenizer_path()?.to_path_buf();
-    let tok = modelbench::models::tokenizer::load(&tok_path)?;
+    // Checked now (a missing tokenizer fails before the weights load); loaded by `open`, once,
+    // so the load's memory figures include it.
+    res.tokenizer_path()?;
     let addr: SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
         .map_err(|e| anyhow::anyhow!("--host {:?} / --port {}: {e}", a.host, a.port))?;
@@ -89,8 +90,12 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         Some(c) => c,
         None => max_context.min(4096),
     };
-    let loaded = open(res, &dev, dtype, Some(context))?;
+    let mut loaded = open(res, &dev, dtype, Some(context))?;
     eprintln!("{}", load_line(&loaded));
+    let tok = loaded
+        .tokenizer
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("{label}: no tokenizer was loaded"))?;
     let opts = Options {
         name: label.clone(),
         context,
@@ -105,7 +110,14 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         fast_weights: a.fast.fast_weights,
     };
     let precision = opts.dtype.clone();
+    let weight_bytes = loaded.model.meta().weight_bytes;
     let prepared = server::prepare(loaded.model, &opts)?;
+    modelbench::models::loading::extend_to_now(&mut loaded.load);
+    eprintln!(
+        "modelbench serve: prepared for serving ({}): {}",
+        prepared.describe,
+        modelbench::models::loading::memory_phrase(&loaded.load, weight_bytes)
+    );
     let describe = prepared.describe.clone();
     let running = server::start(prepared, tok, &opts, addr)?;
     println!(
