@@ -897,8 +897,15 @@ fn released() -> Result<QMatMul> {
 /// the loaded table would hold both: 178 MB more for Gemma 3 270M). None where that does not
 /// apply (the caller repacks from memory, or keeps candle's kernel).
 fn lm_head_from_file(model: &mut ModelWeights, dev: &Device) -> Result<Option<Proj>> {
-    let (Some((file, offset)), QMatMul::QTensor(q), Embedding::Rows { q: e, vocab, hidden }) =
-        (&model.embd_source, &model.output, &model.embed)
+    let (
+        Some((file, offset)),
+        QMatMul::QTensor(q),
+        Embedding::Rows {
+            q: e,
+            vocab,
+            hidden,
+        },
+    ) = (&model.embd_source, &model.output, &model.embed)
     else {
         return Ok(None);
     };

@@ -54,9 +54,11 @@ pub fn tensor<R: Read + Seek>(
         GgmlDType::Q5K => read_blocks::<BlockQ5K, _>(r, blocks)?,
         GgmlDType::Q6K => read_blocks::<BlockQ6K, _>(r, blocks)?,
         // Not a type GGUF files store weights in (candle's reader refuses them too).
-        other => return info.read(r, ct.tensor_data_offset, device).map_err(|e| {
-            candle_core::Error::Msg(format!("tensor {name} of type {other:?}: {e}"))
-        }),
+        other => {
+            return info.read(r, ct.tensor_data_offset, device).map_err(|e| {
+                candle_core::Error::Msg(format!("tensor {name} of type {other:?}: {e}"))
+            })
+        }
     };
     QTensor::new(QStorage::Cpu(storage), info.shape.clone())
 }

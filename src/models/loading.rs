@@ -76,6 +76,7 @@ pub fn open_with(
             Attention::ALLOWED,
         )
     })?;
+    memory::trim();
     let heap_before = memory::heap_current().unwrap_or(0);
     memory::reset_peak();
     // The peak is reset to the resident set now, so the rise is the load's, whatever the
@@ -90,6 +91,9 @@ pub fn open_with(
         .map(crate::models::tokenizer::load)
         .transpose()?;
     let tok_peak = rss_before.and(memory::rss()).map(|(_, hwm)| hwm);
+    // What the tokenizer's load freed (its file's text, parse temporaries) goes back to the
+    // kernel, so the weights' rise is not hidden by reusing it.
+    memory::trim();
     let rss_reset = rss_reset && memory::reset_rss_peak();
     let weights_before = rss_reset.then(memory::rss).flatten().map(|(now, _)| now);
     let tw = Instant::now();
@@ -144,9 +148,11 @@ pub fn open_with(
 /// for serving, `--fast-weights`' repack) counts as part of it. Valid while nothing reset the
 /// resident high-water mark since [`open`] did.
 pub fn extend_to_now(l: &mut LoadStats) {
-    let (Some(before), Some(wb), Some((_, hwm))) =
-        (l.rss_before_bytes, l.rss_weights_before_bytes, memory::rss())
-    else {
+    let (Some(before), Some(wb), Some((_, hwm))) = (
+        l.rss_before_bytes,
+        l.rss_weights_before_bytes,
+        memory::rss(),
+    ) else {
         return;
     };
     let peak = hwm.max(l.rss_peak_bytes.unwrap_or(0));

@@ -905,7 +905,9 @@ mod tests {
             for (r, want) in want.iter().enumerate() {
                 p.dequantize_row(r, &mut row).unwrap();
                 assert!(
-                    row.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    row.iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{dtype:?} row {r}"
                 );
             }
@@ -917,7 +919,11 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-            assert!(q.tiles.iter().zip(p.tiles.iter()).all(|(a, b)| a.qs == b.qs));
+            assert!(q
+                .tiles
+                .iter()
+                .zip(p.tiles.iter())
+                .all(|(a, b)| a.qs == b.qs));
             assert_eq!(q.scales, p.scales);
         }
         assert!(PackedQ8_0::from_bands(GgmlDType::Q4K, 16, 256, |_, _| Ok(())).is_err());

@@ -86,11 +86,10 @@ impl OwnModel for ModelWeights {
     fn load(b: Build<'_>) -> candle_core::Result<Self> {
         // Where the embedding lies in the file, so `--fast-weights` can repack the tied
         // lm_head from the file after freeing the loaded table (never both in memory).
-        let embd = b
-            .ct
-            .tensor_infos
-            .get("token_embd.weight")
-            .map(|i| b.ct.tensor_data_offset + i.offset);
+        let embd =
+            b.ct.tensor_infos
+                .get("token_embd.weight")
+                .map(|i| b.ct.tensor_data_offset + i.offset);
         let file = b.file.try_clone()?;
         let mut m = ModelWeights::from_gguf(b.ct, b.file, b.device, b.context)?;
         if let Some(offset) = embd {

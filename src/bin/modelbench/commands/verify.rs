@@ -227,7 +227,10 @@ pub fn verify(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
         o.fast_weights = a.fast.fast_weights;
         loaded = served_loaded(loaded, &o)?;
     }
-    eprintln!("verify: {}", modelbench::models::loading::load_line(&loaded));
+    eprintln!(
+        "verify: {}",
+        modelbench::models::loading::load_line(&loaded)
+    );
     let implementation = loaded.model.meta().provenance.implementation.clone();
     let mut print = |p: &Progress| eprintln!("verify: {}", p.line());
     let v = run_kld_gate(
