@@ -203,46 +203,83 @@ fn quantize_k(xs: &[f32], m: usize, k: usize) -> Vec<Act> {
 }
 
 impl PackedQ8_0 {
+    /// Bytes of one block of a type this repacks (Q8_0, Q5_0), None for another.
+    fn block_bytes(dtype: GgmlDType) -> Option<usize> {
+        match dtype {
+            GgmlDType::Q8_0 => Some(34),
+            GgmlDType::Q5_0 => Some(22),
+            _ => None,
+        }
+    }
+
+    /// Whether a weight (n, k) of `dtype` can be repacked: Q8_0 or Q5_0, n a multiple of 16,
+    /// k of 32.
+    pub fn fits(dtype: GgmlDType, n: usize, k: usize) -> bool {
+        Self::block_bytes(dtype).is_some()
+            && n > 0
+            && k > 0
+            && n.is_multiple_of(TILE_N)
+            && k.is_multiple_of(QK)
+    }
+
     /// Repacks a Q8_0 or Q5_0 weight (n, k); None for another dtype or a shape the tiles do
     /// not cover (n not a multiple of 16, k not a multiple of 32).
     pub fn from_qtensor(t: &QTensor) -> Result<Option<Self>> {
         let (n, k) = t.shape().dims2()?;
-        let bytes = match t.dtype() {
-            GgmlDType::Q8_0 => 34,
-            GgmlDType::Q5_0 => 22,
-            _ => return Ok(None),
-        };
-        if n == 0 || k == 0 || n % TILE_N != 0 || k % QK != 0 {
+        if !Self::fits(t.dtype(), n, k) {
             return Ok(None);
         }
+        let bytes = Self::block_bytes(t.dtype()).unwrap_or(34);
         let data = t.data()?;
-        let kb = k / QK;
-        if data.len() != n * kb * bytes {
+        if data.len() != n * (k / QK) * bytes {
             bail!("{:?} weight of {n}x{k}: {} bytes", t.dtype(), data.len());
         }
-        let block = |row: usize, b: usize| -> (f16, [i8; QK]) {
-            let s = &data[(row * kb + b) * bytes..][..bytes];
-            let d = f16::from_le_bytes([s[0], s[1]]);
-            if bytes == 34 {
-                let mut q = [0i8; QK];
-                for (q, &v) in q.iter_mut().zip(&s[2..34]) {
-                    *q = v as i8;
-                }
-                (d, q)
-            } else {
-                (d, q5_0_values(s))
-            }
+        let band = TILE_N * (k / QK) * bytes;
+        Self::from_bands(t.dtype(), n, k, |i, buf| {
+            buf.copy_from_slice(&data[i * band..][..band]);
+            Ok(())
+        })
+        .map(Some)
+    }
+
+    /// Repacks a Q8_0 or Q5_0 weight (n, k) given band by band: `read(i, buf)` fills `buf`
+    /// with rows `16 i .. 16 i + 16` as the file stores them (so a weight can be repacked
+    /// straight from its file, never held twice). The shape must [`fits`](Self::fits).
+    pub fn from_bands(
+        dtype: GgmlDType,
+        n: usize,
+        k: usize,
+        mut read: impl FnMut(usize, &mut [u8]) -> Result<()>,
+    ) -> Result<Self> {
+        let Some(bytes) = Self::block_bytes(dtype).filter(|_| Self::fits(dtype, n, k)) else {
+            bail!("a {dtype:?} weight of {n}x{k} cannot be repacked as Q8_0 tiles");
         };
+        let kb = k / QK;
+        let mut band = vec![0u8; TILE_N * kb * bytes];
         let mut tiles = Vec::with_capacity(n / TILE_N * kb);
         let mut scales = Vec::with_capacity(n / TILE_N * kb);
         for t in 0..n / TILE_N {
+            read(t, &mut band)?;
+            let block = |r: usize, b: usize| -> (f16, [i8; QK]) {
+                let s = &band[(r * kb + b) * bytes..][..bytes];
+                let d = f16::from_le_bytes([s[0], s[1]]);
+                if bytes == 34 {
+                    let mut q = [0i8; QK];
+                    for (q, &v) in q.iter_mut().zip(&s[2..34]) {
+                        *q = v as i8;
+                    }
+                    (d, q)
+                } else {
+                    (d, q5_0_values(s))
+                }
+            };
             for b in 0..kb {
                 let mut tile = Tile {
                     qs: [0; QK * TILE_N],
                 };
                 let mut ds = [f16::ZERO; TILE_N];
                 for (r, dr) in ds.iter_mut().enumerate() {
-                    let (d, q) = block(t * TILE_N + r, b);
+                    let (d, q) = block(r, b);
                     *dr = d;
                     for g in 0..QK / 4 {
                         for j in 0..4 {
@@ -254,12 +291,43 @@ impl PackedQ8_0 {
                 scales.push(ds);
             }
         }
-        Ok(Some(Self {
+        Ok(Self {
             n,
             k,
             tiles: std::sync::Arc::new(tiles),
             scales: std::sync::Arc::new(scales),
-        }))
+        })
+    }
+
+    /// (outputs, inputs) of the weight.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// Row `r` of the weight dequantized into `out` (k values): `d * q` per value, as ggml
+    /// and candle dequantize Q8_0 (and Q5_0: `d * (q - 16)`), so the same bits. A tied
+    /// embedding looks its rows up here instead of keeping the file's copy beside this one.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        if r >= self.n || out.len() != self.k {
+            bail!(
+                "row {r} of a {}x{} weight into {} values",
+                self.n,
+                self.k,
+                out.len()
+            );
+        }
+        let (t, lane, kb) = (r / TILE_N, r % TILE_N, self.k / QK);
+        for b in 0..kb {
+            let d = self.scales[t * kb + b][lane].to_f32();
+            let qs = &self.tiles[t * kb + b].qs;
+            for g in 0..QK / 4 {
+                for j in 0..4 {
+                    let q = qs[(g * TILE_N + lane) * 4 + j] as i16 - 128;
+                    out[b * QK + g * 4 + j] = q as f32 * d;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `x` (.., k) f32 times the weight transposed: (.., n) f32, on the fast path where the
@@ -817,6 +885,48 @@ mod tests {
                 "m={m}: row 0 differs from row 0 alone"
             );
         }
+    }
+
+    /// A row looked up in the tiles is candle's dequantized row, bit for bit (a tied
+    /// embedding reads its rows there), and a weight built band by band from the file's bytes
+    /// is the one built from the tensor.
+    #[test]
+    fn rows_dequantize_as_candle_does_and_bands_build_the_same_tiles() {
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
+            let (n, k) = (48, 96);
+            let t = weight(n, k, dtype, 6);
+            let p = PackedQ8_0::from_qtensor(&t).unwrap().unwrap();
+            let want = t
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let mut row = vec![0f32; k];
+            for (r, want) in want.iter().enumerate() {
+                p.dequantize_row(r, &mut row).unwrap();
+                assert!(
+                    row.iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{dtype:?} row {r}"
+                );
+            }
+            assert!(p.dequantize_row(n, &mut row).is_err());
+            let data = t.data().unwrap();
+            let band = data.len() / (n / TILE_N);
+            let q = PackedQ8_0::from_bands(dtype, n, k, |i, buf| {
+                buf.copy_from_slice(&data[i * band..][..band]);
+                Ok(())
+            })
+            .unwrap();
+            assert!(q
+                .tiles
+                .iter()
+                .zip(p.tiles.iter())
+                .all(|(a, b)| a.qs == b.qs));
+            assert_eq!(q.scales, p.scales);
+        }
+        assert!(PackedQ8_0::from_bands(GgmlDType::Q4K, 16, 256, |_, _| Ok(())).is_err());
     }
 
     #[test]

@@ -82,6 +82,23 @@ pub fn rss() -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Hands the allocator's free memory back to the kernel (glibc's `malloc_trim(0)`; a no-op
+/// elsewhere), so the resident set that follows counts live memory only: a phase measured
+/// after another that freed memory would otherwise reuse those pages unseen and look
+/// smaller than it is.
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim takes a padding size and only releases free memory.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// Resets the kernel's resident high-water mark (Linux >= 4.0), so [`rss`] reports the peak
 /// of the phase that follows. Returns false where that is not possible.
 pub fn reset_rss_peak() -> bool {

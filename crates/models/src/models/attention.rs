@@ -145,7 +145,7 @@ impl CausalLm for WithAttention {
         self.inner.restore(s)
     }
     fn batched(
-        &self,
+        &mut self,
         o: &super::batched::BatchOptions,
     ) -> Option<Result<Box<dyn super::batched::StepModel>>> {
         self.inner.batched(o)

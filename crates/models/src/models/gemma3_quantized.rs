@@ -247,6 +247,13 @@ pub enum Embedding {
         hidden: usize,
     },
     Dense(candle_nn::Embedding),
+    /// Rows looked up in the lm_head's repacked tiles (`--fast-weights` with a tied lm_head:
+    /// the table is held once, in the lm_head's form).
+    Packed {
+        p: PackedQ8_0,
+        vocab: usize,
+        hidden: usize,
+    },
 }
 
 impl Embedding {
@@ -283,6 +290,18 @@ impl Embedding {
                 let rows =
                     ggml_file::qtensor_from_ggml(dt, &buf, vec![ids.len(), *hidden], &Device::Cpu)?;
                 rows.dequantize(&Device::Cpu)?.reshape((b, len, *hidden))
+            }
+            Self::Packed { p, vocab, hidden } => {
+                let (b, len) = ids.dims2()?;
+                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut out = vec![0f32; ids.len() * hidden];
+                for (row, &id) in out.chunks_exact_mut(*hidden).zip(&ids) {
+                    if id as usize >= *vocab {
+                        bail!("token id {id} is out of the vocabulary ({vocab} entries)");
+                    }
+                    p.dequantize_row(id as usize, row)?;
+                }
+                Tensor::from_vec(out, (b, len, *hidden), &Device::Cpu)
             }
         }
     }
@@ -446,6 +465,9 @@ pub struct ModelWeights {
     /// Positions the sliding layers' caches hold.
     sliding_len: usize,
     device: Device,
+    /// The file the model was read from and where its `token_embd.weight` starts in it, for
+    /// `--fast-weights` to repack a tied lm_head from the file ([`Batched::new`]).
+    embd_source: Option<(Arc<std::fs::File>, u64)>,
 }
 
 impl ModelWeights {
@@ -468,7 +490,8 @@ impl ModelWeights {
             bail!("the model must be built for at least one position");
         }
         let eps = cfg.rms_norm_eps;
-        let mut get = |name: &str| ct.tensor(reader, name, device);
+        // Each tensor read once into its final buffer (candle's reader copies it).
+        let mut get = |name: &str| crate::models::gguf_read::tensor(&ct, reader, name, device);
         let embd = Arc::new(get("token_embd.weight")?);
         let norm = RmsNorm::from_qtensor(get("output_norm.weight")?, eps)?;
         let output = if ct.tensor_infos.contains_key("output.weight") {
@@ -532,7 +555,15 @@ impl ModelWeights {
             pos: 0,
             sliding_len: 0,
             device: device.clone(),
+            embd_source: None,
         })
+    }
+
+    /// Keeps `file` (the one the model was read from) and the offset of its
+    /// `token_embd.weight`, so [`Batched::new`] with `--fast-weights` can repack a tied lm_head
+    /// straight from the file after freeing the loaded table.
+    pub fn keep_embedding_source(&mut self, file: std::fs::File, offset: u64) {
+        self.embd_source = Some((Arc::new(file), offset));
     }
 
     pub fn config(&self) -> &Config {
@@ -760,7 +791,7 @@ fn matmul_rows(kind: &str, p: &Proj, x: &Tensor) -> Result<Tensor> {
 impl Proj {
     /// `w` as a batched path runs it ([`proj`]; `fast`: `--fast-weights`).
     pub fn new(w: &QMatMul, fast: bool, dev: &Device) -> Result<Self> {
-        proj(w, fast, dev)
+        proj(w, fast, dev).map(|(p, _)| p)
     }
 
     /// `x` (1, rows, k) through the weight; a lone row runs as two where the kernel would
@@ -813,10 +844,12 @@ pub fn q5_0_as_q8_0(t: &QTensor) -> Result<Option<QTensor>> {
 /// `w` as the batched path runs it. With `fast`, where the CPU has AVX-512 VNNI: a Q8_0 or
 /// Q5_0 weight on [`PackedQ8_0`], a Q4_K or Q6_K one on [`PackedK`]; without, a Q5_0 weight
 /// re-encoded as Q8_0 on candle's SIMD Q8_0 loop; anything else on candle's kernels. Then
-/// whether a lone row must run as two.
-fn proj(w: &QMatMul, fast: bool, dev: &Device) -> Result<Proj> {
+/// whether a lone row must run as two, and whether the weight was re-encoded (a copy: the
+/// file's form is no longer needed).
+fn proj(w: &QMatMul, fast: bool, dev: &Device) -> Result<(Proj, bool)> {
     let k = in_features(w)?;
     let mut run = Weight::Candle(w.clone());
+    let mut copied = false;
     if fast {
         if let QMatMul::QTensor(t) = w {
             let ours = q8_matmul::available() && dev.is_cpu();
@@ -826,22 +859,88 @@ fn proj(w: &QMatMul, fast: bool, dev: &Device) -> Result<Proj> {
                 .flatten()
             {
                 run = Weight::Packed(p);
+                copied = true;
             } else if let Some(p) = ours
                 .then(|| PackedK::from_qtensor(t))
                 .transpose()?
                 .flatten()
             {
                 run = Weight::PackedK(p);
+                copied = true;
             } else if let Some(q) = q5_0_as_q8_0(t)? {
                 run = Weight::Candle(QMatMul::from_qtensor(q)?);
+                copied = true;
             }
         }
     }
     let lone_as_two = lone_row_differs(&run, k, dev)?;
-    Ok(Proj {
+    Ok((
+        Proj {
+            w: run,
+            lone_as_two,
+        },
+        copied,
+    ))
+}
+
+/// What stands in for a weight the batched path re-encoded: the file's form is dropped (and
+/// freed where the batched model held the last reference), and nothing reads it again (the
+/// batched forward runs the re-encoded [`Proj`]).
+fn released() -> Result<QMatMul> {
+    Ok(QMatMul::Tensor(Tensor::zeros(0, DType::F32, &Device::Cpu)?))
+}
+
+/// `--fast-weights` on a tied lm_head whose table `model` holds alone (its embedding and
+/// lm_head the only references) and whose file it kept: the table is freed first, then
+/// repacked from the file band by band ([`PackedQ8_0::from_bands`]) and the embedding looks
+/// its rows up in the repacked tiles, so the table is never in memory twice (repacking from
+/// the loaded table would hold both: 178 MB more for Gemma 3 270M). None where that does not
+/// apply (the caller repacks from memory, or keeps candle's kernel).
+fn lm_head_from_file(model: &mut ModelWeights, dev: &Device) -> Result<Option<Proj>> {
+    let (
+        Some((file, offset)),
+        QMatMul::QTensor(q),
+        Embedding::Rows {
+            q: e,
+            vocab,
+            hidden,
+        },
+    ) = (&model.embd_source, &model.output, &model.embed)
+    else {
+        return Ok(None);
+    };
+    let (vocab, hidden, dtype) = (*vocab, *hidden, q.dtype());
+    let alone = Arc::ptr_eq(q, e) && Arc::strong_count(q) == 2;
+    if !alone
+        || !dev.is_cpu()
+        || !q8_matmul::available()
+        || !PackedQ8_0::fits(dtype, vocab, hidden)
+        || q.shape().dims2()? != (vocab, hidden)
+    {
+        return Ok(None);
+    }
+    let (file, offset) = (file.clone(), *offset);
+    model.output = released()?;
+    model.embed = Embedding::Dense(candle_nn::Embedding::new(
+        Tensor::zeros((0, hidden), DType::F32, &Device::Cpu)?,
+        hidden,
+    ));
+    let p = PackedQ8_0::from_bands(dtype, vocab, hidden, |i, buf| {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(buf, offset + (i * buf.len()) as u64)
+            .map_err(candle_core::Error::wrap)
+    })?;
+    model.embed = Embedding::Packed {
+        p: p.clone(),
+        vocab,
+        hidden,
+    };
+    let run = Weight::Packed(p);
+    let lone_as_two = lone_row_differs(&run, hidden, dev)?;
+    Ok(Some(Proj {
         w: run,
         lone_as_two,
-    })
+    }))
 }
 
 impl Batched {
@@ -854,22 +953,52 @@ impl Batched {
     /// ([`host_ops`]). Elsewhere Q5_0 weights run re-encoded as Q8_0 ([`q5_0_as_q8_0`]) on
     /// candle's SIMD Q8_0 loop. Logits differ from the bench path's in float rounding (still
     /// the same alone as batched); the KLD gate judges them (tests/kld.rs: passes).
+    ///
+    /// Memory: a re-encoded weight replaces the file's form in `model` as soon as it is made,
+    /// so where `model` holds the last reference (`serve --fast-weights` hands its model
+    /// over) the file's form is freed then and the two are never all held at once; a tied
+    /// lm_head is repacked from the file ([`lm_head_from_file`]). The single-sequence forward
+    /// of the wrapped model is not used again (its re-encoded weights are gone).
     pub fn new(mut model: ModelWeights, fast: bool) -> Result<Self> {
         model.reset();
         let dev = model.device.clone();
         let mut projs = Vec::with_capacity(model.layers.len());
-        for l in &model.layers {
-            let ws = [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down];
+        for l in &mut model.layers {
+            let ws = [
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
+            ];
             let mut p = Vec::with_capacity(PROJECTIONS);
             for w in ws {
-                p.push(proj(w, fast, &dev)?);
+                let (pj, copied) = proj(w, fast, &dev)?;
+                if copied {
+                    *w = released()?;
+                }
+                p.push(pj);
             }
             projs.push(
                 p.try_into()
                     .unwrap_or_else(|_| unreachable!("seven projections")),
             );
         }
-        let output = proj(&model.output, fast, &dev)?;
+        let output = match fast {
+            true => match lm_head_from_file(&mut model, &dev)? {
+                Some(p) => p,
+                None => {
+                    let (p, copied) = proj(&model.output, fast, &dev)?;
+                    if copied {
+                        model.output = released()?;
+                    }
+                    p
+                }
+            },
+            false => proj(&model.output, false, &dev)?.0,
+        };
         Ok(Self {
             model,
             fast,

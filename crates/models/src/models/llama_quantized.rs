@@ -468,7 +468,8 @@ impl ModelWeights {
         } else {
             None
         };
-        let mut get = |name: &str| ct.tensor(reader, name, device);
+        // Each tensor read once into its final buffer (candle's reader copies it).
+        let mut get = |name: &str| crate::models::gguf_read::tensor(&ct, reader, name, device);
         let embd = Arc::new(get("token_embd.weight")?);
         let norm = RmsNorm::from_qtensor(get("output_norm.weight")?, eps)?;
         let output = if ct.tensor_infos.contains_key("output.weight") {

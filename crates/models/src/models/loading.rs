@@ -22,6 +22,22 @@ pub struct LoadStats {
     pub heap_after_bytes: Option<u64>,
     /// Peak resident set of the process during the load (/proc; None elsewhere).
     pub rss_peak_bytes: Option<u64>,
+    /// Resident set of the process just before the load (/proc; None elsewhere).
+    #[serde(default)]
+    pub rss_before_bytes: Option<u64>,
+    /// What the whole load (tokenizer and weights) added to the resident set at its peak:
+    /// [`LoadStats::rss_peak_bytes`] less [`LoadStats::rss_before_bytes`].
+    #[serde(default)]
+    pub rss_rise_bytes: Option<u64>,
+    /// Resident set once the tokenizer is loaded, just before the weights (the tokenizer is
+    /// loaded first).
+    #[serde(default)]
+    pub rss_weights_before_bytes: Option<u64>,
+    /// What loading the weights added to the resident set at its peak, over
+    /// [`LoadStats::rss_weights_before_bytes`]: the figure to set beside the file's tensor
+    /// bytes (llama.cpp maps a GGUF file: about 1.0x).
+    #[serde(default)]
+    pub rss_weights_rise_bytes: Option<u64>,
     /// Seeded (synthetic) weights: bytes filled per second of load.
     #[serde(default)]
     pub fill_gbs: Option<f64>,
@@ -60,10 +76,27 @@ pub fn open_with(
             Attention::ALLOWED,
         )
     })?;
+    memory::trim();
     let heap_before = memory::heap_current().unwrap_or(0);
     memory::reset_peak();
+    // The peak is reset to the resident set now, so the rise is the load's, whatever the
+    // process held before. The tokenizer first, then (the peak reset again) the weights, so
+    // each one's rise is known.
     let rss_reset = memory::reset_rss_peak();
+    let rss_before = rss_reset.then(memory::rss).flatten().map(|(now, _)| now);
     let t = Instant::now();
+    let tokenizer = res
+        .tokenizer
+        .as_deref()
+        .map(crate::models::tokenizer::load)
+        .transpose()?;
+    let tok_peak = rss_before.and(memory::rss()).map(|(_, hwm)| hwm);
+    // What the tokenizer's load freed (its file's text, parse temporaries) goes back to the
+    // kernel, so the weights' rise is not hidden by reusing it.
+    memory::trim();
+    let rss_reset = rss_reset && memory::reset_rss_peak();
+    let weights_before = rss_reset.then(memory::rss).flatten().map(|(now, _)| now);
+    let tw = Instant::now();
     let opts = models::LoadOptions {
         device: device.clone(),
         dtype,
@@ -77,26 +110,29 @@ pub fn open_with(
         &opts,
     )?;
     let model = crate::models::attention::apply(model, attention)?;
-    let fill_secs = t.elapsed().as_secs_f64();
-    let tokenizer = res
-        .tokenizer
-        .as_deref()
-        .map(crate::models::tokenizer::load)
-        .transpose()?;
+    let fill_secs = tw.elapsed().as_secs_f64();
     if let (Some(t), Some(p)) = (&tokenizer, &res.tokenizer) {
         check_vocab(t, p, model.meta().vocab)?;
     }
     crate::measure::device::sync(device)?;
     let seconds = t.elapsed().as_secs_f64();
+    let weights_peak = if rss_reset {
+        memory::rss().map(|(_, hwm)| hwm)
+    } else {
+        None
+    };
+    let rss_peak = weights_peak.map(|w| w.max(tok_peak.unwrap_or(0)));
     let load = LoadStats {
         seconds,
         heap_peak_bytes: memory::heap_peak().map(|p| p.saturating_sub(heap_before)),
         heap_after_bytes: memory::heap_current().map(|c| c.saturating_sub(heap_before)),
-        rss_peak_bytes: if rss_reset {
-            memory::rss().map(|(_, hwm)| hwm)
-        } else {
-            None
-        },
+        rss_peak_bytes: rss_peak,
+        rss_before_bytes: rss_before,
+        rss_rise_bytes: rss_peak.zip(rss_before).map(|(p, b)| p.saturating_sub(b)),
+        rss_weights_before_bytes: weights_before,
+        rss_weights_rise_bytes: weights_peak
+            .zip(weights_before)
+            .map(|(p, b)| p.saturating_sub(b)),
         fill_gbs: matches!(res.weights, models::Weights::Seeded(_))
             .then(|| model.meta().weight_bytes as f64 / fill_secs.max(1e-9) / 1e9),
     };
@@ -106,6 +142,24 @@ pub fn open_with(
         tokenizer,
         load,
     })
+}
+
+/// Extends `l`'s peak to now: what happened since the load (a re-encoding of its weights
+/// for serving, `--fast-weights`' repack) counts as part of it. Valid while nothing reset the
+/// resident high-water mark since [`open`] did.
+pub fn extend_to_now(l: &mut LoadStats) {
+    let (Some(before), Some(wb), Some((_, hwm))) = (
+        l.rss_before_bytes,
+        l.rss_weights_before_bytes,
+        memory::rss(),
+    ) else {
+        return;
+    };
+    let peak = hwm.max(l.rss_peak_bytes.unwrap_or(0));
+    l.rss_peak_bytes = Some(peak);
+    l.rss_rise_bytes = Some(peak.saturating_sub(before));
+    let wpeak = hwm.max(wb + l.rss_weights_rise_bytes.unwrap_or(0));
+    l.rss_weights_rise_bytes = Some(wpeak.saturating_sub(wb));
 }
 
 /// A tokenizer whose ids the model cannot embed (a vocabulary larger than the embedding, or a
@@ -132,13 +186,14 @@ pub fn check_vocab(tok: &Tokenizer, path: &std::path::Path, rows: usize) -> Resu
     }
 }
 
-/// The load cost of a model, as the benches and `run` print it.
+/// The load cost of a model, as the benches, `run`, `serve`, `verify` and `generate` print
+/// it: the peak resident set during the load, and its rise over the resident set before the
+/// load (weights and tokenizer) against the model's weight bytes (for a GGUF file, the
+/// bytes of its tensors as the file stores them).
 pub fn load_line(l: &Loaded) -> String {
     let m = l.model.meta();
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let peak = l.load.rss_peak_bytes.or(l.load.heap_peak_bytes);
     format!(
-        "loaded {}: {} params, {:.2} GiB of weights ({}), {:.2} s{}, peak {} during load{}",
+        "loaded {}: {} params, {:.2} GiB of weights ({}), {:.2} s{}, {}",
         l.resolved.label,
         m.params,
         gib(m.weight_bytes),
@@ -148,12 +203,44 @@ pub fn load_line(l: &Loaded) -> String {
             .fill_gbs
             .map(|g| format!(" (seeded fill {g:.2} GB/s)"))
             .unwrap_or_default(),
-        peak.map(|p| format!("{:.2} GiB", gib(p)))
-            .unwrap_or_else(|| "not available".into()),
-        peak.map(|p| format!(
-            " = {:.2}x the weights",
-            p as f64 / m.weight_bytes.max(1) as f64
-        ))
-        .unwrap_or_default(),
+        memory_phrase(&l.load, m.weight_bytes),
     )
+}
+
+fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+/// `peak RSS 0.47 GiB during load (2.05x the weights); weights: rise 0.25 GiB = 1.08x the
+/// weights over 0.22 GiB (tokenizer loaded); with the tokenizer: rise 0.38 GiB = 1.65x over
+/// 0.09 GiB before`, or the counted heap where the resident set cannot be read.
+pub fn memory_phrase(l: &LoadStats, weight_bytes: u64) -> String {
+    let x = |b: u64| b as f64 / weight_bytes.max(1) as f64;
+    match (
+        l.rss_peak_bytes,
+        l.rss_before_bytes,
+        l.rss_rise_bytes,
+        l.rss_weights_before_bytes,
+        l.rss_weights_rise_bytes,
+    ) {
+        (Some(p), Some(b), Some(r), Some(wb), Some(wr)) => format!(
+            "peak RSS {:.3} GiB during load ({:.2}x the weights); weights: rise {:.3} GiB = {:.2}x the weights over {:.3} GiB (tokenizer loaded); with the tokenizer: rise {:.3} GiB = {:.2}x over {:.3} GiB before",
+            gib(p),
+            x(p),
+            gib(wr),
+            x(wr),
+            gib(wb),
+            gib(r),
+            x(r),
+            gib(b),
+        ),
+        _ => match l.heap_peak_bytes {
+            Some(h) => format!(
+                "peak heap {:.3} GiB during load = {:.2}x the weights (resident set not readable here)",
+                gib(h),
+                x(h)
+            ),
+            None => "peak during load not available".into(),
+        },
+    }
 }

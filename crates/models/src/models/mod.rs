@@ -24,6 +24,7 @@ pub mod gemma3_quantized;
 pub mod ggml_types;
 pub mod gguf_check;
 pub mod gguf_fixture;
+pub mod gguf_read;
 pub mod gguf_tokenizer;
 pub use modelbench_kernels::host_ops;
 pub mod layers;
@@ -71,8 +72,13 @@ pub trait CausalLm: Send {
     }
     /// The batched form of this model for `modelbench serve --max-batch` (weights shared, not
     /// copied): any family whose implementation has one ([`batched::BatchedLm`]); None for a
-    /// model that serves one sequence at a time.
-    fn batched(&self, o: &batched::BatchOptions) -> Option<Result<Box<dyn batched::StepModel>>> {
+    /// model that serves one sequence at a time. With `o.fast_weights` the weights move into
+    /// the batched form, so those it re-encodes are freed as they are replaced (never held
+    /// twice): this model is then left without weights (its forward fails; drop it).
+    fn batched(
+        &mut self,
+        o: &batched::BatchOptions,
+    ) -> Option<Result<Box<dyn batched::StepModel>>> {
         let _ = o;
         None
     }

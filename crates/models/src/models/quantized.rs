@@ -426,7 +426,7 @@ impl CausalLm for QuantizedLm {
     fn device(&self) -> &Device {
         &self.device
     }
-    fn batched(&self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
+    fn batched(&mut self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
         self.m.batched(o)
     }
     fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {

@@ -20,8 +20,18 @@ pub fn generate(a: GenerateArgs) -> crate::Result<()> {
     let models = parse_models(&a.model, "--model")?;
     let (label, r) = &models[0];
     let res = prepare(label, r, &[])?;
-    let tok_path = res.tokenizer_path()?.to_path_buf();
-    let tok = crate::models::tokenizer::load(&tok_path)?;
+    res.tokenizer_path()?;
+    let dev = spec.open_for("--device")?;
+    // The tokenizer is loaded once, by `open` (its memory is part of the load's figures); the
+    // context is sized before the prompt is tokenized: a token covers at least one byte, plus
+    // <bos>.
+    let cap = a.prompt.len() + 1 + a.max_new_tokens;
+    let mut loaded = open(res, &dev, dtype, Some(cap))?;
+    eprintln!("{}", load_line(&loaded));
+    let tok = loaded
+        .tokenizer
+        .take()
+        .ok_or_else(|| crate::error::Error::Command(format!("{label}: no tokenizer was loaded")))?;
     let mut ids = encode(&tok, &a.prompt)?;
     if let Some(b) = bos_id(&tok) {
         if ids.first() != Some(&b) {
@@ -29,9 +39,6 @@ pub fn generate(a: GenerateArgs) -> crate::Result<()> {
         }
     }
     ensure!(!ids.is_empty(), "--prompt encodes to no tokens");
-    let dev = spec.open_for("--device")?;
-    let mut loaded = open(res, &dev, dtype, Some(ids.len() + a.max_new_tokens))?;
-    eprintln!("{}", load_line(&loaded));
     let mut sampler = Sampler::new(sampling, a.seed);
     let mut stream = StreamDecoder::new(&tok);
     let mut out = std::io::stdout().lock();

@@ -66,6 +66,7 @@ pub fn perplexity(a: &PerplexityArgs) -> Result<()> {
     let tok_path = res.tokenizer_path()?.to_path_buf();
     let dev = spec.open_for("--device")?;
     let mut loaded = open(res, &dev, dt, Some(seq_len))?;
+    eprintln!("{}", crate::models::loading::load_line(&loaded));
     // The project's Gemma 3 is exact at every built position (exact_context None); the
     // candle-transformers one (`?impl=candle-transformers`) only up to its sliding window.
     if let Some(w) = loaded.model.meta().provenance.exact_context {

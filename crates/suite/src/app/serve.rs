@@ -87,8 +87,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             res.family
         );
     }
-    let tok_path = res.tokenizer_path()?.to_path_buf();
-    let tok = crate::models::tokenizer::load(&tok_path)?;
+    // Checked now (a missing tokenizer fails before the weights load); loaded by `open`, once,
+    // so the load's memory figures include it.
+    res.tokenizer_path()?;
     let addr: SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
         .map_err(|e| fail!("--host {:?} / --port {}: {e}", a.host, a.port))?;
@@ -97,15 +98,26 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .map(|m| m.max_context)
         .unwrap_or(server::DEFAULT_CONTEXT_CAP);
     let context = server::context_for(a.context, model_context)?;
-    let loaded = open(res, &dev, dtype, Some(context))?;
+    let mut loaded = open(res, &dev, dtype, Some(context))?;
     eprintln!("{}", load_line(&loaded));
+    let tok = loaded
+        .tokenizer
+        .take()
+        .ok_or_else(|| fail!("{label}: no tokenizer was loaded"))?;
     opts.name = label.clone();
     opts.context = context;
     opts.device = spec.to_string();
     // What the weights are (`f32`, `gguf-q4_k_m`, ...), not only the activation dtype.
     opts.dtype = loaded.model.meta().dtype.clone();
     let precision = opts.dtype.clone();
+    let weight_bytes = loaded.model.meta().weight_bytes;
     let prepared = server::prepare(loaded.model, &opts)?;
+    crate::models::loading::extend_to_now(&mut loaded.load);
+    eprintln!(
+        "modelbench serve: prepared for serving ({}): {}",
+        prepared.describe,
+        crate::models::loading::memory_phrase(&loaded.load, weight_bytes)
+    );
     let describe = prepared.describe.clone();
     let running = server::start(prepared, tok, &opts, addr)?;
     println!(

@@ -151,6 +151,12 @@ pub struct ModelInfo {
     pub load_seconds: f64,
     pub load_heap_peak_bytes: Option<u64>,
     pub load_rss_peak_bytes: Option<u64>,
+    /// The peak's rise over the resident set before the load (tokenizer and weights).
+    #[serde(default)]
+    pub load_rss_rise_bytes: Option<u64>,
+    /// The weights' part: the peak's rise over the resident set once the tokenizer is loaded.
+    #[serde(default)]
+    pub load_rss_weights_rise_bytes: Option<u64>,
     #[serde(default)]
     pub load_fill_gbs: Option<f64>,
     /// What computed it and how far its outputs are exact, as the model states it

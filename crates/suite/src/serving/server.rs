@@ -171,7 +171,7 @@ pub fn choose_impl(res: &mut Resolved, max_batch: Option<usize>) -> bool {
 /// Picks how `model` is served: the project's Gemma 3, Llama or Qwen3 batched over
 /// `max_batch` slots, any other model one sequence at a time (an explicit `--max-batch` above
 /// 1 is an error there).
-pub fn prepare(model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
+pub fn prepare(mut model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
     o.check()?;
     let bad_flag = |m: String| Err(Error::Serving(m));
     let slots = o.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
@@ -294,8 +294,8 @@ pub fn served(model: Box<dyn CausalLm>, o: &Options) -> Result<Served> {
     })
 }
 
-/// `l` with its model replaced by [`served`]`(model, o)` (file, tokenizer and load figures
-/// kept).
+/// `l` with its model replaced by [`served`]`(model, o)` (file and tokenizer kept; the load's
+/// memory figures extended over the preparation, e.g. `--fast-weights`' repack).
 pub fn served_loaded(
     l: crate::models::loading::Loaded,
     o: &Options,
@@ -304,11 +304,13 @@ pub fn served_loaded(
         resolved,
         model,
         tokenizer,
-        load,
+        mut load,
     } = l;
+    let model = Box::new(served(model, o)?);
+    crate::models::loading::extend_to_now(&mut load);
     Ok(crate::models::loading::Loaded {
         resolved,
-        model: Box::new(served(model, o)?),
+        model,
         tokenizer,
         load,
     })

@@ -177,6 +177,8 @@ pub fn model_info(l: &Loaded) -> ModelInfo {
         load_seconds: l.load.seconds,
         load_heap_peak_bytes: l.load.heap_peak_bytes,
         load_rss_peak_bytes: l.load.rss_peak_bytes,
+        load_rss_rise_bytes: l.load.rss_rise_bytes,
+        load_rss_weights_rise_bytes: l.load.rss_weights_rise_bytes,
         load_fill_gbs: l.load.fill_gbs,
         provenance: m.provenance.clone(),
     }

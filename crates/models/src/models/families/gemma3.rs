@@ -84,7 +84,18 @@ const CANDLE: Implementation = Implementation {
 
 impl OwnModel for ModelWeights {
     fn load(b: Build<'_>) -> candle_core::Result<Self> {
-        ModelWeights::from_gguf(b.ct, b.file, b.device, b.context)
+        // Where the embedding lies in the file, so `--fast-weights` can repack the tied
+        // lm_head from the file after freeing the loaded table (never both in memory).
+        let embd =
+            b.ct.tensor_infos
+                .get("token_embd.weight")
+                .map(|i| b.ct.tensor_data_offset + i.offset);
+        let file = b.file.try_clone()?;
+        let mut m = ModelWeights::from_gguf(b.ct, b.file, b.device, b.context)?;
+        if let Some(offset) = embd {
+            m.keep_embedding_source(file, offset);
+        }
+        Ok(m)
     }
     fn step(
         &mut self,
@@ -96,9 +107,9 @@ impl OwnModel for ModelWeights {
     fn clear(&mut self) {
         self.reset()
     }
-    fn batch(&self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
+    fn batch(self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         Ok(Box::new(Slots::new(
-            Batched::new(self.clone(), o.fast_weights)?,
+            Batched::new(self, o.fast_weights)?,
             o.slots,
         )))
     }

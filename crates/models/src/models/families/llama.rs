@@ -247,13 +247,13 @@ impl OwnModel for ModelWeights {
     fn clear(&mut self) {
         self.reset()
     }
-    fn batch(&self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
+    fn batch(self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         if o.fast_weights {
             return Err(crate::error::Error::Serving(format!(
                 "--fast-weights: it re-encodes the project's Gemma 3 weights; the project's quantized {} has no such variant; leave --fast-weights out",
                 self.config().kind.name()
             )));
         }
-        Ok(Box::new(Slots::new(Batched::new(self.clone())?, o.slots)))
+        Ok(Box::new(Slots::new(Batched::new(self)?, o.slots)))
     }
 }

@@ -102,8 +102,9 @@ pub trait GgufModel: Send {
         true
     }
     /// The batched form of this model for `serve --max-batch` (None: one sequence per
-    /// forward).
-    fn batched(&self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
+    /// forward); see [`crate::models::CausalLm::batched`] (with `o.fast_weights` the weights
+    /// move into it).
+    fn batched(&mut self, o: &BatchOptions) -> Option<Result<Box<dyn StepModel>>> {
         let _ = o;
         None
     }

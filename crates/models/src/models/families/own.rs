@@ -11,31 +11,52 @@ pub(super) trait OwnModel: Clone + Send + 'static {
     fn load(b: Build<'_>) -> Result<Self>;
     fn step(&mut self, x: &Tensor, pos: usize) -> Result<Tensor>;
     fn clear(&mut self);
-    /// Its batched form with `o.slots` sequences.
-    fn batch(&self, o: &BatchOptions) -> crate::error::Result<Box<dyn StepModel>>;
+    /// Its batched form with `o.slots` sequences, from this model itself (with
+    /// `o.fast_weights` it is the last holder of its weights, so a weight the batched form
+    /// re-encodes can be freed once re-encoded).
+    fn batch(self, o: &BatchOptions) -> crate::error::Result<Box<dyn StepModel>>;
 }
 
-struct Own<M>(M);
+/// The model, or None once `--fast-weights` moved its weights into a batched form.
+struct Own<M>(Option<M>);
 
 /// The family table's builder of a project's implementation.
 pub(super) fn build<M: OwnModel>(b: Build<'_>) -> Result<Box<dyn GgufModel>> {
-    Ok(Box::new(Own(M::load(b)?)))
+    Ok(Box::new(Own(Some(M::load(b)?))))
+}
+
+impl<M: OwnModel> Own<M> {
+    fn model(&mut self) -> Result<&mut M> {
+        self.0.as_mut().ok_or_else(|| {
+            candle_core::Error::Msg(
+                "the weights moved to the batched model (--fast-weights); load the model again"
+                    .into(),
+            )
+        })
+    }
 }
 
 impl<M: OwnModel> GgufModel for Own<M> {
     fn forward(&mut self, x: &Tensor, pos: usize) -> Result<Tensor> {
-        self.0.step(x, pos)
+        self.model()?.step(x, pos)
     }
     fn reset(&mut self) {
-        self.0.clear()
+        if let Some(m) = self.0.as_mut() {
+            m.clear()
+        }
     }
     fn snapshot(&self) -> Option<Box<dyn GgufModel>> {
-        Some(Box::new(Own(self.0.clone())))
+        Some(Box::new(Own(Some(self.0.clone()?))))
     }
-    fn batched(&self, o: &BatchOptions) -> Option<crate::error::Result<Box<dyn StepModel>>> {
-        Some(self.0.batch(o))
+    fn batched(&mut self, o: &BatchOptions) -> Option<crate::error::Result<Box<dyn StepModel>>> {
+        let m = if o.fast_weights {
+            self.0.take()
+        } else {
+            self.0.clone()
+        };
+        m.map(|m| m.batch(o))
     }
     fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
-        Some(Box::new(self.0.clone()))
+        Some(Box::new(self.0.clone()?))
     }
 }

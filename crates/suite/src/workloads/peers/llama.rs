@@ -338,6 +338,8 @@ pub fn llama_record(
         load_seconds: median(&loads),
         load_heap_peak_bytes: None,
         load_rss_peak_bytes: None,
+        load_rss_rise_bytes: None,
+        load_rss_weights_rise_bytes: None,
         load_fill_gbs: None,
         provenance: Provenance {
             exact_context: None,

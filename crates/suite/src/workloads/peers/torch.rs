@@ -408,6 +408,8 @@ pub fn torch_record(
         load_seconds: h.load_s,
         load_heap_peak_bytes: None,
         load_rss_peak_bytes: None,
+        load_rss_rise_bytes: None,
+        load_rss_weights_rise_bytes: None,
         load_fill_gbs: None,
         provenance: Provenance {
             exact_context: None,
