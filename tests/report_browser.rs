@@ -102,8 +102,15 @@ fn page_requests(net_log: &Path) -> Vec<String> {
         .expect("net log events")
         .iter()
         .filter(|e| e["type"].as_i64() == Some(start_job))
-        .filter(|e| e["params"]["initiator"].as_str() != Some("not an origin"))
-        .map(|e| e["params"]["url"].as_str().unwrap_or_default().to_string())
+        // The job's begin event carries the URL and initiator; its end event carries neither.
+        .filter_map(|e| {
+            Some((
+                e["params"]["url"].as_str()?,
+                e["params"]["initiator"].as_str(),
+            ))
+        })
+        .filter(|(_, initiator)| *initiator != Some("not an origin"))
+        .map(|(url, _)| url.to_string())
         .collect()
 }
 
