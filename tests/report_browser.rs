@@ -11,7 +11,11 @@
 //!   (no script error);
 //! - the check itself fails on a page that lost a benchmark's row.
 //!
-//! Without chromium the test says so and skips; under CI=true it fails instead.
+//! Without chromium the test skips by the suite's one rule (tests/common's `skip_or_fail`): it
+//! says so and logs the skip; under CI it fails instead (`.ci/run` installs chromium with
+//! scripts/install-chromium.sh).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,19 +36,39 @@ fn chromium() -> Option<PathBuf> {
     None
 }
 
-/// The DOM Chromium rendered for `page` (scripts run), and what it logged.
-fn render(browser: &Path, page: &Path) -> (String, String) {
+/// What Chromium did with a page: the DOM it rendered (scripts run), what it logged (console
+/// messages appear as `CONSOLE` lines) and every request the page made (from its net log).
+struct Rendered {
+    dom: String,
+    log: String,
+    requests: Vec<String>,
+}
+
+/// Opens `page` from file:// in headless Chromium with a fresh profile and nothing in the
+/// background (the flags of docs/report.md), and records its network log.
+fn render(browser: &Path, page: &Path) -> Rendered {
+    let scratch = tempfile::tempdir().unwrap();
+    let net_log = scratch.path().join("net.json");
     let out = Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-quic",
             "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
             "--disable-extensions",
             "--enable-logging=stderr",
             "--v=0",
             "--dump-dom",
         ])
+        .arg(format!(
+            "--user-data-dir={}",
+            scratch.path().join("profile").display()
+        ))
+        .arg(format!("--log-net-log={}", net_log.display()))
         .arg(format!("file://{}", page.display()))
         .output()
         .expect("chromium runs");
@@ -56,7 +80,52 @@ fn render(browser: &Path, page: &Path) -> (String, String) {
         page.display(),
         out.status
     );
-    (dom, log)
+    let requests = page_requests(&net_log);
+    Rendered { dom, log, requests }
+}
+
+/// The URLs the page itself requested, from Chromium's net log: every `URL_REQUEST_START_JOB`
+/// with an initiator (a page opened from file:// is the opaque origin `null`). Chromium's own
+/// requests (update checks, accounts) carry the initiator `not an origin` and are not the
+/// page's. The page's own file:// loads do not go through URL requests, so any entry is a
+/// request leaving file://.
+fn page_requests(net_log: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(net_log)
+        .unwrap_or_else(|e| panic!("chromium wrote no net log {}: {e}", net_log.display()));
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the net log {} does not parse: {e}", net_log.display()));
+    let start_job = doc["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+        .as_i64()
+        .expect("the net log names its event types");
+    doc["events"]
+        .as_array()
+        .expect("net log events")
+        .iter()
+        .filter(|e| e["type"].as_i64() == Some(start_job))
+        // The job's begin event carries the URL and initiator; its end event carries neither.
+        .filter_map(|e| {
+            Some((
+                e["params"]["url"].as_str()?,
+                e["params"]["initiator"].as_str(),
+            ))
+        })
+        .filter(|(_, initiator)| *initiator != Some("not an origin"))
+        .map(|(url, _)| url.to_string())
+        .collect()
+}
+
+/// Nothing the browser logged (no console message, no script error) and no request.
+fn clean(what: &str, r: &Rendered) {
+    assert!(
+        !r.log.contains("CONSOLE"),
+        "{what}: the browser logged console messages (a script error?):\n{}",
+        r.log
+    );
+    assert!(
+        r.requests.is_empty(),
+        "{what}: the page made requests leaving file://: {:?}",
+        r.requests
+    );
 }
 
 /// Criterion-like samples around `median` seconds (a fixed, small spread).
@@ -202,12 +271,12 @@ fn no_external_urls(what: &str, html: &str) {
 #[test]
 fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() {
     let Some(browser) = chromium() else {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "CI=true but chromium is not installed: run scripts/install-chromium.sh"
+        common::skip_or_fail(
+            "chromium",
+            "not on PATH (scripts/install-chromium.sh installs Debian's package)",
+            false,
+            None,
         );
-        eprintln!("SKIPPED: chromium is not installed (scripts/install-chromium.sh installs Debian's package)");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -227,11 +296,9 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
     .collect();
     assert_eq!(expected.len(), 3);
 
-    let (dom, log) = render(&browser, &root.join("index.html"));
-    assert!(
-        !log.contains("CONSOLE"),
-        "the browser logged messages (a script error?):\n{log}"
-    );
+    let rendered = render(&browser, &root.join("index.html"));
+    clean("index.html", &rendered);
+    let dom = rendered.dom;
     assert!(dom.contains(&format!("Newest run: {newest}")), "{dom}");
     check_summary(&dom, &expected).unwrap();
     // The script ran: it marks every header of a sortable table.
@@ -249,6 +316,23 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
             assert_eq!(verdict, "within noise", "{cells:?}");
         }
     }
+    // No noise profile under this root: the page says every verdict used the default.
+    assert!(
+        dom.contains("id=\"thresholds\">No noise thresholds were measured on this machine"),
+        "{dom}"
+    );
+    // The list of changes beyond noise above the table: the slowed benchmark only.
+    let list = dom
+        .split("id=\"flagged-list\"")
+        .nth(1)
+        .and_then(|t| t.split("</ul>").next())
+        .unwrap_or_else(|| panic!("no list of changes beyond noise: {dom}"));
+    let items: Vec<String> = list.split("<li>").skip(1).map(text).collect();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert!(
+        items[0].starts_with("SLOWER") && items[0].contains(SLOWED),
+        "{items:?}"
+    );
 
     // Each benchmark's page: one point per database row, one series per machine.
     let keys = db_query(
@@ -272,8 +356,9 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
             .next()
             .unwrap();
         let page = root.join(href);
-        let (pdom, plog) = render(&browser, &page);
-        assert!(!plog.contains("CONSOLE"), "{id}: {plog}");
+        let rendered = render(&browser, &page);
+        clean(id, &rendered);
+        let pdom = rendered.dom;
         let drawn = pdom.matches("<g class=\"point").count();
         assert_eq!(drawn, points, "{id}: points drawn vs rows in the database");
         assert_eq!(
@@ -328,9 +413,23 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
     let end = start + html[start..].find("</tr>").unwrap() + "</tr>".len();
     let broken = root.join("index-without-a-row.html");
     std::fs::write(&broken, format!("{}{}", &html[..start], &html[end..])).unwrap();
-    let (bdom, _) = render(&browser, &broken);
+    let bdom = render(&browser, &broken).dom;
     let err = check_summary(&bdom, &expected).expect_err("a lost row must fail the check");
     assert!(err.contains(SLOWED), "{err}");
+    // ... and the request check sees a page that reaches out (a remote image).
+    let leaky = root.join("leaky.html");
+    std::fs::write(
+        &leaky,
+        "<!doctype html><html><body><img src=\"https://example.invalid/x.png\"></body></html>",
+    )
+    .unwrap();
+    let requests = render(&browser, &leaky).requests;
+    assert_eq!(
+        requests,
+        ["https://example.invalid/x.png"],
+        "the net log must show a page's request"
+    );
+    std::fs::remove_file(&leaky).unwrap();
 
     // Sections: none without their files; each with its data and links once a run holds it.
     for id in ["peers", "depth", "paired"] {
@@ -358,8 +457,9 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
     )
     .unwrap();
     write_index(&root).unwrap();
-    let (dom, log) = render(&browser, &root.join("index.html"));
-    assert!(!log.contains("CONSOLE"), "{log}");
+    let rendered = render(&browser, &root.join("index.html"));
+    clean("index.html with sections", &rendered);
+    let dom = rendered.dom;
     let section = |id: &str| {
         let start = dom
             .find(&format!("id=\"{id}\""))
@@ -384,7 +484,7 @@ fn the_report_renders_in_chromium_with_the_databases_rows_points_and_verdicts() 
         let page = root
             .join("site/bench")
             .join(format!("{}.html", k[1].replace(['/', ':'], "_")));
-        let (pdom, _) = render(&browser, &page);
+        let pdom = render(&browser, &page).dom;
         let on_page = pdom.contains("20990101_000000-paired/paired.md");
         assert_eq!(on_page, k[1] == SLOWED, "{}: the paired comparison", k[1]);
     }

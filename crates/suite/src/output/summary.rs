@@ -168,7 +168,8 @@ pub fn interval(median: f64, ci: Option<(f64, f64)>) -> String {
     }
 }
 
-fn pct(ratio: f64) -> String {
+/// A ratio as a signed percentage change (`1.25` -> `+25.0%`).
+pub fn pct(ratio: f64) -> String {
     format!("{:+.1}%", (ratio - 1.0) * 100.0)
 }
 

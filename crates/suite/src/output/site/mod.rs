@@ -522,12 +522,27 @@ fn index_page(
         let prof = profile(&fp);
         let lines = summary::lines(root, dir, &records, &|id| threshold(prof.as_ref(), id));
         let mine: Vec<&Record> = records.iter().filter(|r| summary::counts(r)).collect();
+        let thresholds = match &prof {
+            Some(p) => format!(
+                "<p class=\"muted\" id=\"thresholds\">Noise thresholds: measured on this machine ({} runs of commit <code>{}</code>, <code>{}</code>); a benchmark without a measurement uses the default ±{:.0}%.</p>\n",
+                p.runs.len(),
+                esc(short(&p.build.git_commit)),
+                esc(&relative(root, &noise::path_for(root, &fp))),
+                noise::DEFAULT_THRESHOLD * 100.0
+            ),
+            None => format!(
+                "<p class=\"note\" id=\"thresholds\">No noise thresholds were measured on this machine (<code>{}</code>): every verdict uses the default ±{:.0}%, and on a busy machine that flags changes that are only noise. Measure them with <code>modelbench noise --measure 4</code>.</p>\n",
+                esc(&fp),
+                noise::DEFAULT_THRESHOLD * 100.0
+            ),
+        };
         summary_section(
             &mut h,
             root,
             (&name, &mine, &lines),
             pages,
             folders.last() != Some(dir),
+            &thresholds,
         );
         shown = true;
         break;
@@ -555,6 +570,8 @@ fn summary_section(
     (run, mine, lines): (&str, &[&Record], &[Line]),
     pages: &HashMap<&str, &str>,
     newer_exists: bool,
+    // The paragraph saying where the noise thresholds come from.
+    thresholds: &str,
 ) {
     let first = mine.first();
     let _ = writeln!(h, "<h2 id=\"summary\">Newest run: {}</h2>", esc(run));
@@ -589,6 +606,26 @@ fn summary_section(
         count(Verdict::Unchanged),
         first_runs
     );
+    // An injected slowdown (MODELBENCH_INJECT_SLOWDOWN) is the run's setting: said once above
+    // the table; a row carries its own tag only when the run's rows differ.
+    let mut injections: Vec<&str> = mine.iter().filter_map(|r| r.injected.as_deref()).collect();
+    injections.sort_unstable();
+    injections.dedup();
+    let uniform = injections.len() == 1 && mine.iter().all(|r| r.injected.is_some());
+    if !injections.is_empty() {
+        let _ = writeln!(
+            h,
+            "<p class=\"note\"><span class=\"tag\">injected {}</span> {} this run with <code>MODELBENCH_INJECT_SLOWDOWN</code>: a calibration run, judged against the previous clean run and never the previous run of a later one.</p>",
+            esc(&injections.join(", ")),
+            if uniform {
+                "Every benchmark of"
+            } else {
+                "The tagged benchmarks of"
+            }
+        );
+    }
+    h.push_str(thresholds);
+    flagged_list(h, lines, mine, pages);
     h.push_str("<p class=\"muted\">Median of criterion's samples (time per iteration) with its bootstrap 95% interval; tok/s = tokens per iteration / median. <em>vs previous run</em>: the median against the newest earlier run of the same benchmark on this machine, the 95% interval of the ratio, and the verdict against the benchmark's noise threshold (±N%): SLOWER or faster only when the whole interval lies beyond it. Click a column to sort.</p>\n");
     h.push_str("<table id=\"summary-table\" class=\"sortable\"><thead><tr><th>benchmark</th><th class=\"num\">median</th><th class=\"num\">95% CI of median</th><th class=\"num\">tok/s</th><th>verdict</th><th>time vs previous run</th><th class=\"num\">threshold</th><th>criterion</th></tr></thead><tbody>\n");
     for (l, r) in lines.iter().zip(mine) {
@@ -600,6 +637,7 @@ fn summary_section(
         let injected = r
             .injected
             .as_deref()
+            .filter(|_| !uniform)
             .map(|i| format!("<br><span class=\"tag\">injected {}</span>", esc(i)))
             .unwrap_or_default();
         let (class, word) = verdict_badge(&l.change);
@@ -625,6 +663,52 @@ fn summary_section(
         );
     }
     h.push_str("</tbody></table>\n");
+}
+
+/// The benchmarks of the summary judged beyond noise (SLOWER first, the largest change
+/// first), above the full table so a change is seen without scrolling or sorting.
+fn flagged_list(h: &mut String, lines: &[Line], mine: &[&Record], pages: &HashMap<&str, &str>) {
+    let mut flagged: Vec<(&Line, &Record, &Change)> = lines
+        .iter()
+        .zip(mine)
+        .filter_map(|(l, r)| {
+            let c = l.change.as_ref()?;
+            matches!(c.verdict, Verdict::Regression | Verdict::Improvement).then_some((l, *r, c))
+        })
+        .collect();
+    if flagged.is_empty() {
+        return;
+    }
+    flagged.sort_by(|a, b| {
+        (
+            a.2.verdict != Verdict::Regression,
+            -a.2.ratio.max(1.0 / a.2.ratio),
+        )
+            .partial_cmp(&(
+                b.2.verdict != Verdict::Regression,
+                -b.2.ratio.max(1.0 / b.2.ratio),
+            ))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    h.push_str("<div class=\"flagged\"><h3>Beyond noise</h3><ul id=\"flagged-list\">\n");
+    for (l, r, c) in flagged {
+        let (class, word) = verdict_badge(&l.change);
+        let name = match pages.get(r.key().as_str()) {
+            Some(p) => format!("<a href=\"site/bench/{}.html\">{}</a>", esc(p), esc(&l.id)),
+            None => esc(&l.id),
+        };
+        let _ = writeln!(
+            h,
+            "<li><span class=\"verdict {class}\">{word}</span> <span class=\"mono\">{name}</span> <span class=\"muted\">{}{} against {} (threshold ±{:.0}%)</span></li>",
+            summary::pct(c.ratio),
+            c.ci
+                .map(|(lo, hi)| format!(" [{}, {}]", summary::pct(lo), summary::pct(hi)))
+                .unwrap_or_default(),
+            esc(&c.run),
+            c.threshold * 100.0
+        );
+    }
+    h.push_str("</ul></div>\n");
 }
 
 /// Every benchmark of the database with a link to its page.
@@ -691,10 +775,15 @@ fn runs_table(h: &mut String, folders: &[PathBuf], rows: &[DbRow]) {
             .collect();
         let _ = writeln!(
             h,
-            "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"files\">{}</td></tr>",
+            "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"files\">{}</td></tr>",
             esc(&name),
             esc(&commit),
             esc(&machine),
+            if mine.is_empty() {
+                esc(&machine)
+            } else {
+                machine_cell(&machine)
+            },
             mine.len(),
             links.join(" ")
         );
@@ -1138,11 +1227,12 @@ fn bench_page(
             .unwrap_or_default();
         let _ = writeln!(
             h,
-            "<tr class=\"history-row\"><td class=\"mono\"><a href=\"../../{run}/summary.md\">{run}</a>{injected}</td><td class=\"mono\" title=\"{}\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\" data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td data-sort=\"{word}\"><span class=\"verdict {class}\">{word}</span></td><td>{}</td></tr>",
+            "<tr class=\"history-row\"><td class=\"mono\"><a href=\"../../{run}/summary.md\">{run}</a>{injected}</td><td class=\"mono\" title=\"{}\">{}</td><td class=\"nowrap\">{}</td><td data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\" data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td data-sort=\"{word}\"><span class=\"verdict {class}\">{word}</span></td><td>{}</td></tr>",
             esc(subject(subjects, &r.build.git_commit).unwrap_or("")),
             esc(short(&r.build.git_commit)),
             esc(&day_time(&r.timestamp)),
             esc(&p.machine),
+            machine_cell(&p.machine),
             r.samples_s.len(),
             r.stats.median,
             esc(&summary::time(r.stats.median)),
@@ -1176,6 +1266,19 @@ fn bench_page(
     }
     h.push_str(&foot("../sort.js"));
     h
+}
+
+/// A machine identity in a table cell: the CPU and core count on one line, the rest of the
+/// fingerprint (CPU id, GPU) small below it, so long fingerprints do not stretch the table.
+fn machine_cell(m: &str) -> String {
+    match m.split_once(" | ") {
+        Some((cpu, rest)) => format!(
+            "{}<br><span class=\"small mono\">{}</span>",
+            esc(cpu),
+            esc(rest)
+        ),
+        None => esc(m),
+    }
 }
 
 /// The hover text of a point: run, commit and subject, machine, median and interval, change.

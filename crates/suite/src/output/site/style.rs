@@ -39,6 +39,12 @@ tbody tr:hover { background: #fafbfc; }
 .verdict.noise { background: var(--neutral-bg); color: #3b4352; }
 .tag { display: inline-block; padding: 0 6px; border-radius: 4px; font-size: 11px;
   background: #fff4d6; color: #7a5200; white-space: nowrap; }
+.note { background: #fffaf0; border: 1px solid #f0dca8; border-radius: 6px; padding: 6px 12px; }
+.flagged { border: 1px solid var(--line); border-left: 4px solid var(--bad); border-radius: 6px;
+  padding: 4px 14px; margin: 8px 0 12px; }
+.flagged h3 { margin: 6px 0 4px; font-size: 15px; }
+.flagged ul { margin: 4px 0 8px; padding-left: 0; list-style: none; }
+.flagged li { margin: 3px 0; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; margin: 8px 0 12px; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 120px; }
 .card .n { font-size: 22px; font-weight: 700; }
@@ -55,6 +61,8 @@ tbody tr:hover { background: #fafbfc; }
 .chart .point:hover circle { stroke: #000; }
 img.figure { max-width: 100%; border: 1px solid var(--line); border-radius: 6px; }
 .files a { margin-right: 10px; }
+.nowrap { white-space: nowrap; }
+.small { font-size: 11.5px; color: var(--muted); word-break: break-all; }
 details { margin: 6px 0; }
 footer { color: var(--muted); font-size: 12px; margin-top: 40px; }
 "#;
