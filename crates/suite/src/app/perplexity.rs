@@ -66,7 +66,6 @@ pub fn perplexity(a: &PerplexityArgs) -> Result<()> {
     let tok_path = res.tokenizer_path()?.to_path_buf();
     let dev = spec.open_for("--device")?;
     let mut loaded = open(res, &dev, dt, Some(seq_len))?;
-    eprintln!("{}", crate::models::loading::load_line(&loaded));
     // The project's Gemma 3 is exact at every built position (exact_context None); the
     // candle-transformers one (`?impl=candle-transformers`) only up to its sliding window.
     if let Some(w) = loaded.model.meta().provenance.exact_context {
@@ -106,6 +105,8 @@ pub fn perplexity(a: &PerplexityArgs) -> Result<()> {
             ids
         }
     };
+    // After the input checks: a bad --seq-len is one line, not the load figures and an error.
+    eprintln!("{}", crate::models::loading::load_line(&loaded));
     let mut w = crate::workloads::perplexity::Perplexity {
         loaded: &mut loaded,
         text_name: file

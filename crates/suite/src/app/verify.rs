@@ -227,10 +227,7 @@ pub fn verify(a: &VerifyArgs) -> crate::Result<ExitCode> {
         o.fast_weights = a.fast.fast_weights;
         loaded = served_loaded(loaded, &o)?;
     }
-    eprintln!(
-        "verify: {}",
-        crate::models::loading::load_line(&loaded)
-    );
+    eprintln!("verify: {}", crate::models::loading::load_line(&loaded));
     let implementation = loaded.model.meta().provenance.implementation.clone();
     let mut print = |p: &Progress| eprintln!("verify: {}", p.line());
     let v = run_kld_gate(
