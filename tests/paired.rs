@@ -1,8 +1,12 @@
 //! `modelbench compare --paired`: two workers of this very binary (nothing is built), the
 //! short and medium scenarios of fixture:llama, trials alternated ABBA. An A/A comparison
 //! flags nothing (exit 0); the same with a large injected decode slowdown in B only
-//! (`--inject decode:30%`, large so the test holds on a loaded CI machine) is flagged on the
-//! decode metric (exit 1). Checked to fail when B's injection is dropped (no regression) and
+//! (`--inject decode:60%`, large so the test holds on a noisy CI machine) is flagged on the
+//! decode metric (exit 1). It was 30% until CI run 51: there the medium scenario's 12 per-pair
+//! ratios spread so wide (median 1.297x, 95% CI [1.037, 1.765]) that the interval's low end
+//! fell below the 10% threshold; on this machine the same run gave [1.168, 1.580]. The
+//! verdict was right to hold back on that data; the test asks for a change the CI machine's
+//! noise cannot hide (the 5% calibration of the default gate is README's table, not this test). Checked to fail when B's injection is dropped (no regression) and
 //! when the verdict ignores the interval's low end.
 
 use std::process::Command;
@@ -47,8 +51,8 @@ fn paired_a_a_is_silent_and_an_injected_decode_slowdown_is_flagged() {
     let (code, out) = paired(tmp.path(), None);
     assert_eq!(code, 0, "A/A must not be flagged:\n{out}");
     assert!(out.contains("0 regression(s)"), "{out}");
-    let (code, out) = paired(tmp.path(), Some("decode:30%"));
-    assert_eq!(code, 1, "a 30% decode slowdown must be flagged:\n{out}");
+    let (code, out) = paired(tmp.path(), Some("decode:60%"));
+    assert_eq!(code, 1, "a 60% decode slowdown must be flagged:\n{out}");
     let decode_rows: Vec<&str> = out.lines().filter(|l| l.contains("| decode |")).collect();
     assert_eq!(decode_rows.len(), 2, "{out}");
     assert!(
@@ -56,7 +60,7 @@ fn paired_a_a_is_silent_and_an_injected_decode_slowdown_is_flagged() {
         "{out}"
     );
     assert!(
-        out.contains("injected slowdown in B only (calibration): decode:30%"),
+        out.contains("injected slowdown in B only (calibration): decode:60%"),
         "{out}"
     );
     // Bad input: too few pairs, exit 2 with one line.
