@@ -19,6 +19,10 @@ use modelbench::workloads::peers::{
     CANDLE_VERSION,
 };
 
+#[path = "peers/records.rs"]
+mod records;
+use records::*;
+
 const LLAMA_TIMED: &str =
     include_str!("../fixtures/peers/llama-timed-ids-gemma3-270m-q4km-short-kvf32-faoff.json");
 const TORCH: &str = include_str!("../fixtures/peers/torch-worker-fixture-llama-short-eager.jsonl");
@@ -242,31 +246,6 @@ fn bad_torch_output_is_one_line_error() {
     assert!(parse_torch_trial(&v.to_string(), 64, 64, "x").is_err());
 }
 
-fn rec(
-    kind: Kind,
-    engine: &str,
-    samples: &[f64],
-    prefill: Option<f64>,
-    decode: Option<f64>,
-) -> Record {
-    let mut r = Record::from_samples(kind, "short", samples.to_vec(), 64);
-    r.model.label = "m".into();
-    r.prompt_tokens = 64;
-    r.new_tokens = 64;
-    r.engine = Some(Engine {
-        name: engine.into(),
-        version: format!("{engine} 1"),
-        flags: String::new(),
-        threads: Some(2),
-    });
-    r.gen = Some(modelbench::output::record::GenMetrics {
-        prefill_tok_s: prefill,
-        decode_tok_s: decode,
-        ..Default::default()
-    });
-    r
-}
-
 #[test]
 fn the_table_puts_candle_first_and_divides_candle_by_peer() {
     // candle: 64 tokens in 2 s = 32 tok/s; llama.cpp 64 in 1 s = 64 tok/s; torch 64 in 4 s.
@@ -469,53 +448,6 @@ fn a_missing_peer_is_a_one_line_skip_naming_its_setup_script() {
         .expect("a run folder");
     let md = std::fs::read_to_string(run.join("peers.md")).unwrap();
     assert!(md.contains("| candle |"), "{md}");
-}
-
-/// Per-repetition rates of `n` trials: `base` tok/s times a drift shared by both engines
-/// (repetition `i` runs both in the same minutes) times `ratio` for the peer.
-fn with_rates(mut r: Record, base: f64, n: usize, interleaved: bool) -> Record {
-    let drift = |i: usize| 1.0 + 0.15 * ((i as f64) * 1.7).sin();
-    let v = |k: f64| {
-        (0..n)
-            .map(|i| Some(k * base * drift(i)))
-            .collect::<Vec<_>>()
-    };
-    r.extra["trial_rates"] = serde_json::json!(TrialRates {
-        e2e_tok_s: v(1.0),
-        prefill_tok_s: v(4.0),
-        decode_tok_s: v(1.2),
-    });
-    if r.kind == Kind::Peer {
-        r.extra["interleaved"] = serde_json::json!(interleaved);
-    }
-    r
-}
-
-/// candle's record of `n` repetitions at 20 tok/s E2E (80 prefill, 24 decode), drifting.
-fn candle_reps(n: usize) -> Record {
-    with_rates(
-        rec(
-            Kind::Generation,
-            "candle",
-            &vec![2.0; n],
-            Some(100.0),
-            Some(40.0),
-        ),
-        20.0,
-        n,
-        true,
-    )
-}
-
-/// A peer's record of `n` repetitions alternating with candle's, at `base` tok/s E2E, with
-/// the same drift.
-fn peer_reps(engine: &str, n: usize, base: f64) -> Record {
-    with_rates(
-        rec(Kind::Peer, engine, &vec![1.0; n], Some(400.0), Some(80.0)),
-        base,
-        n,
-        true,
-    )
 }
 
 #[test]

@@ -1,0 +1,562 @@
+//! Continuous batching over the quantized Gemma 3 ([`Batched`], `modelbench serve --max-batch`):
+//! one matmul per weight per step for every token of every sequence, attention per sequence.
+
+use super::*;
+
+/// The KV cache of one sequence of a batched forward ([`Batched`]): every layer's keys and
+/// values at this sequence's own positions, laid out as the single-sequence cache is.
+#[derive(Debug, Clone)]
+pub struct SeqCache {
+    layers: Vec<Cache>,
+    /// Positions in the cache (where this sequence's next tokens go).
+    pos: usize,
+    /// Positions the sliding layers' caches hold.
+    sliding_len: usize,
+}
+
+impl SeqCache {
+    /// Positions this sequence has been run through.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+/// One sequence's share of a batched step ([`crate::models::batched::SeqStep`] over this model's cache).
+pub type SeqStep<'a> = crate::models::batched::SeqStep<'a, SeqCache>;
+
+/// The weights of a layer's seven projections, in this order: q, k, v, o, gate, up, down.
+pub(super) const PROJECTIONS: usize = 7;
+
+/// Continuous batching over the quantized Gemma 3 (`modelbench serve --max-batch`): every
+/// token of every sequence in a step goes through each weight matmul together (one matmul
+/// per weight per step), and attention runs per sequence against that sequence's own cache,
+/// with its own positions, RoPE and masks, exactly as [`ModelWeights::forward`] runs it for
+/// one sequence of the same chunk. A sequence's results therefore do not depend on what else
+/// is in the batch, provided each matmul computes a row the same whatever the number of rows:
+/// candle's CPU kernels are row-independent except that some switch kernels between one row
+/// and several (on x86, Q6_K weights use a compact GEMV for one row and repacked tiles for
+/// more). [`Batched::new`] measures that for every weight and runs a lone row of such a weight
+/// as two (the row twice), so a step of one sequence computes exactly as a bigger step does.
+#[derive(Debug, Clone)]
+pub struct Batched {
+    model: ModelWeights,
+    /// `--fast-weights`: also GELU and softmax on the host ([`host_ops`]).
+    fast: bool,
+    /// Per layer, the seven projections as the batched path runs them.
+    projs: Vec<[Proj; PROJECTIONS]>,
+    output: Proj,
+}
+
+/// A weight as a batched path runs it (see [`Batched::new`]), and whether a lone row runs
+/// as two; the project's Llama / Qwen3 batch through it too.
+#[derive(Debug, Clone)]
+pub struct Proj {
+    w: Weight,
+    lone_as_two: bool,
+}
+
+/// Which code multiplies by a weight: candle's quantized matmul, or (with `--fast-weights`
+/// on a CPU with AVX-512 VNNI) the project's kernels ([`PackedQ8_0`], [`PackedK`]).
+#[derive(Debug, Clone)]
+pub(super) enum Weight {
+    Candle(QMatMul),
+    Packed(PackedQ8_0),
+    PackedK(PackedK),
+}
+
+impl Weight {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Weight::Candle(w) => w.forward(x),
+            Weight::Packed(p) => p.forward(x),
+            Weight::PackedK(p) => p.forward(x),
+        }
+    }
+}
+
+/// Whether `w` gives row 0 different bits alone than with other rows beside it (measured on
+/// seeded inputs; the kernel choice depends only on shapes and dtype, not on values).
+pub(super) fn lone_row_differs(w: &Weight, k: usize, dev: &Device) -> Result<bool> {
+    let x = Tensor::randn(0f32, 1f32, (8, k), dev)?;
+    let alone = w
+        .forward(&x.narrow(0, 0, 1)?)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    for m in [2usize, 5, 8] {
+        let many = w.forward(&x.narrow(0, 0, m)?)?.i(0)?.to_vec1::<f32>()?;
+        if alone
+            .iter()
+            .zip(&many)
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+pub(super) fn in_features(w: &QMatMul) -> Result<usize> {
+    match w {
+        QMatMul::QTensor(t) => Ok(t.shape().dims2()?.1),
+        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => Ok(t.dims2()?.1),
+    }
+}
+
+/// `p` applied to `x` (1, rows, k), a lone row run as two where the kernel would compute it
+/// otherwise.
+/// A sequence's share of a step: where its tokens start in the step, how many, first position.
+pub type Span = (usize, usize, usize);
+
+/// The tokens of a batched step, sequence after sequence, and each sequence's [`Span`], from each sequence's (position, tokens, cache layers);
+/// an error, before anything runs, for an empty share, a cache of another model (not
+/// `layers` layers) or positions past `context`.
+pub fn step_tokens<'a>(
+    seqs: impl Iterator<Item = (usize, &'a [u32], usize)>,
+    layers: usize,
+    context: usize,
+) -> Result<(Vec<u32>, Vec<Span>)> {
+    let mut ids = Vec::new();
+    let mut spans = Vec::new();
+    for (pos, tokens, cache_layers) in seqs {
+        let len = tokens.len();
+        if len == 0 {
+            bail!("a batched step of zero tokens for one sequence");
+        }
+        if cache_layers != layers {
+            bail!("a sequence cache of another model");
+        }
+        if pos + len > context {
+            bail!(
+                "positions {pos}..{} exceed the {context} positions this model was built for (its context cap); load it with a larger one",
+                pos + len
+            );
+        }
+        spans.push((ids.len(), len, pos));
+        ids.extend_from_slice(tokens);
+    }
+    Ok((ids, spans))
+}
+
+pub(super) fn matmul_rows(kind: &str, p: &Proj, x: &Tensor) -> Result<Tensor> {
+    op(kind, || p.forward(x))
+}
+
+impl Proj {
+    /// `w` as a batched path runs it ([`proj`]; `fast`: `--fast-weights`).
+    pub fn new(w: &QMatMul, fast: bool, dev: &Device) -> Result<Self> {
+        proj(w, fast, dev).map(|(p, _)| p)
+    }
+
+    /// `x` (1, rows, k) through the weight; a lone row runs as two where the kernel would
+    /// compute it otherwise.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.lone_as_two && x.dim(1)? == 1 {
+            self.w.forward(&Tensor::cat(&[x, x], 1)?)?.narrow(1, 0, 1)
+        } else {
+            self.w.forward(x)
+        }
+    }
+
+    /// Whether a lone row runs as two.
+    pub fn lone_as_two(&self) -> bool {
+        self.lone_as_two
+    }
+}
+
+/// A Q5_0 tensor re-encoded as Q8_0, exactly: both are blocks of 32 weights with one f16
+/// scale, Q5_0's 5-bit values `q - 16` (in -16..=15) fit Q8_0's i8, so every dequantized
+/// weight is bit-equal. None for another dtype. candle 0.11 has no SIMD kernel for Q5_0
+/// (a scalar loop) and AVX2 / AVX-512 ones for Q8_0.
+pub fn q5_0_as_q8_0(t: &QTensor) -> Result<Option<QTensor>> {
+    if t.dtype() != GgmlDType::Q5_0 {
+        return Ok(None);
+    }
+    let data = t.data()?;
+    let mut out = Vec::with_capacity(data.len() / 22 * 34);
+    for b in data.chunks_exact(22) {
+        out.extend_from_slice(&b[0..2]);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let qs = &b[6..22];
+        let mut q = [0u8; 32];
+        for j in 0..16 {
+            let h0 = (((qh >> j) & 1) << 4) as u8;
+            let h1 = (((qh >> (j + 16)) & 1) << 4) as u8;
+            q[j] = (((qs[j] & 0x0F) | h0) as i8 - 16) as u8;
+            q[j + 16] = (((qs[j] >> 4) | h1) as i8 - 16) as u8;
+        }
+        out.extend_from_slice(&q);
+    }
+    Ok(Some(ggml_file::qtensor_from_ggml(
+        GgmlDType::Q8_0,
+        &out,
+        t.shape().dims().to_vec(),
+        &t.device(),
+    )?))
+}
+
+/// `w` as the batched path runs it. With `fast`, where the CPU has AVX-512 VNNI: a Q8_0 or
+/// Q5_0 weight on [`PackedQ8_0`], a Q4_K or Q6_K one on [`PackedK`]; without, a Q5_0 weight
+/// re-encoded as Q8_0 on candle's SIMD Q8_0 loop; anything else on candle's kernels. Then
+/// whether a lone row must run as two, and whether the weight was re-encoded (a copy: the
+/// file's form is no longer needed).
+pub(super) fn proj(w: &QMatMul, fast: bool, dev: &Device) -> Result<(Proj, bool)> {
+    let k = in_features(w)?;
+    let mut run = Weight::Candle(w.clone());
+    let mut copied = false;
+    if fast {
+        if let QMatMul::QTensor(t) = w {
+            let ours = q8_matmul::available() && dev.is_cpu();
+            if let Some(p) = ours
+                .then(|| PackedQ8_0::from_qtensor(t))
+                .transpose()?
+                .flatten()
+            {
+                run = Weight::Packed(p);
+                copied = true;
+            } else if let Some(p) = ours
+                .then(|| PackedK::from_qtensor(t))
+                .transpose()?
+                .flatten()
+            {
+                run = Weight::PackedK(p);
+                copied = true;
+            } else if let Some(q) = q5_0_as_q8_0(t)? {
+                run = Weight::Candle(QMatMul::from_qtensor(q)?);
+                copied = true;
+            }
+        }
+    }
+    let lone_as_two = lone_row_differs(&run, k, dev)?;
+    Ok((
+        Proj {
+            w: run,
+            lone_as_two,
+        },
+        copied,
+    ))
+}
+
+/// What stands in for a weight the batched path re-encoded: the file's form is dropped (and
+/// freed where the batched model held the last reference), and nothing reads it again (the
+/// batched forward runs the re-encoded [`Proj`]).
+pub(super) fn released() -> Result<QMatMul> {
+    Ok(QMatMul::Tensor(Tensor::zeros(0, DType::F32, &Device::Cpu)?))
+}
+
+/// `--fast-weights` on a tied lm_head whose table `model` holds alone (its embedding and
+/// lm_head the only references) and whose file it kept: the table is freed first, then
+/// repacked from the file band by band ([`PackedQ8_0::from_bands`]) and the embedding looks
+/// its rows up in the repacked tiles, so the table is never in memory twice (repacking from
+/// the loaded table would hold both: 178 MB more for Gemma 3 270M). None where that does not
+/// apply (the caller repacks from memory, or keeps candle's kernel).
+pub(super) fn lm_head_from_file(model: &mut ModelWeights, dev: &Device) -> Result<Option<Proj>> {
+    let (
+        Some((file, offset)),
+        QMatMul::QTensor(q),
+        Embedding::Rows {
+            q: e,
+            vocab,
+            hidden,
+        },
+    ) = (&model.embd_source, &model.output, &model.embed)
+    else {
+        return Ok(None);
+    };
+    let (vocab, hidden, dtype) = (*vocab, *hidden, q.dtype());
+    let alone = Arc::ptr_eq(q, e) && Arc::strong_count(q) == 2;
+    if !alone
+        || !dev.is_cpu()
+        || !q8_matmul::available()
+        || !PackedQ8_0::fits(dtype, vocab, hidden)
+        || q.shape().dims2()? != (vocab, hidden)
+    {
+        return Ok(None);
+    }
+    let (file, offset) = (file.clone(), *offset);
+    model.output = released()?;
+    model.embed = Embedding::Dense(candle_nn::Embedding::new(
+        Tensor::zeros((0, hidden), DType::F32, &Device::Cpu)?,
+        hidden,
+    ));
+    let p = PackedQ8_0::from_bands(dtype, vocab, hidden, |i, buf| {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(buf, offset + (i * buf.len()) as u64)
+            .map_err(candle_core::Error::wrap)
+    })?;
+    model.embed = Embedding::Packed {
+        p: p.clone(),
+        vocab,
+        hidden,
+    };
+    let run = Weight::Packed(p);
+    let lone_as_two = lone_row_differs(&run, hidden, dev)?;
+    Ok(Some(Proj {
+        w: run,
+        lone_as_two,
+    }))
+}
+
+impl Batched {
+    /// Wraps loaded weights (their single-sequence caches are not used) and measures which
+    /// weights need a lone row run as two (see [`Batched`]). With `fast` (`--fast-weights`),
+    /// every weight runs on the project's kernels where the CPU has AVX-512 VNNI: Q8_0 and
+    /// Q5_0 ones (the lm_head included) on [`PackedQ8_0`] against per-32 activation blocks,
+    /// Q4_K and Q6_K ones on [`PackedK`] against per-256 blocks, as ggml computes each type,
+    /// each weight tile read once for up to four rows; GELU and softmax run on the host
+    /// ([`host_ops`]). Elsewhere Q5_0 weights run re-encoded as Q8_0 ([`q5_0_as_q8_0`]) on
+    /// candle's SIMD Q8_0 loop. Logits differ from the bench path's in float rounding (still
+    /// the same alone as batched); the KLD gate judges them (tests/kld.rs: passes).
+    ///
+    /// Memory: a re-encoded weight replaces the file's form in `model` as soon as it is made,
+    /// so where `model` holds the last reference (`serve --fast-weights` hands its model
+    /// over) the file's form is freed then and the two are never all held at once; a tied
+    /// lm_head is repacked from the file ([`lm_head_from_file`]). The single-sequence forward
+    /// of the wrapped model is not used again (its re-encoded weights are gone).
+    pub fn new(mut model: ModelWeights, fast: bool) -> Result<Self> {
+        model.reset();
+        let dev = model.device.clone();
+        let mut projs = Vec::with_capacity(model.layers.len());
+        for l in &mut model.layers {
+            let ws = [
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
+            ];
+            let mut p = Vec::with_capacity(PROJECTIONS);
+            for w in ws {
+                let (pj, copied) = proj(w, fast, &dev)?;
+                if copied {
+                    *w = released()?;
+                }
+                p.push(pj);
+            }
+            projs.push(
+                p.try_into()
+                    .unwrap_or_else(|_| unreachable!("seven projections")),
+            );
+        }
+        let output = match fast {
+            true => match lm_head_from_file(&mut model, &dev)? {
+                Some(p) => p,
+                None => {
+                    let (p, copied) = proj(&model.output, fast, &dev)?;
+                    if copied {
+                        model.output = released()?;
+                    }
+                    p
+                }
+            },
+            false => proj(&model.output, false, &dev)?.0,
+        };
+        Ok(Self {
+            model,
+            fast,
+            projs,
+            output,
+        })
+    }
+
+    /// How many of the model's weight matmuls run a lone row as two, and how many run on the
+    /// project's kernels.
+    pub fn adapted_weights(&self) -> (usize, usize) {
+        let all = || {
+            self.projs
+                .iter()
+                .flatten()
+                .chain(std::iter::once(&self.output))
+        };
+        (
+            all().filter(|p| p.lone_as_two).count(),
+            all()
+                .filter(|p| matches!(p.w, Weight::Packed(_) | Weight::PackedK(_)))
+                .count(),
+        )
+    }
+
+    pub fn model(&self) -> &ModelWeights {
+        &self.model
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_seq(&self) -> SeqCache {
+        SeqCache {
+            layers: self
+                .model
+                .layers
+                .iter()
+                .map(|l| match l.cache {
+                    Cache::Global(_) => Cache::Global(KvCache::new(2, self.model.context)),
+                    Cache::Sliding(_) => Cache::Sliding(None),
+                })
+                .collect(),
+            pos: 0,
+            sliding_len: 0,
+        }
+    }
+
+    /// Runs one step: each sequence's tokens at its own next positions, all through each
+    /// weight matmul together. Returns, per sequence, the logits (vocab, f32) of its last
+    /// token where `logits` asked for them. On an error no cache has advanced its position,
+    /// but caches may hold part of the step: drop the sequences of a failed step.
+    pub fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+        let m = &self.model;
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let window = m.cfg.sliding_window.max(1);
+        let (ids, spans) = step_tokens(
+            seqs.iter()
+                .map(|s| (s.cache.pos, s.tokens, s.cache.layers.len())),
+            m.layers.len(),
+            m.context,
+        )?;
+        let total = ids.len();
+        let x = Tensor::from_vec(ids, (1, total), &m.device)?;
+        let mut h = (m.embed.forward(&x)? * (m.cfg.hidden as f64).sqrt())?;
+
+        // Each sequence's masks, as the single-sequence forward builds them.
+        let mut masks = Vec::with_capacity(seqs.len());
+        for (s, &(_, len, pos)) in seqs.iter().zip(&spans) {
+            let mk = |k0: usize, n_k: usize, w: Option<usize>| -> Result<Option<Tensor>> {
+                attention_mask(pos, len, k0, n_k, w)
+                    .map(|v| Tensor::from_vec(v, (len, n_k), &m.device))
+                    .transpose()
+            };
+            let sl = s.cache.sliding_len;
+            masks.push((
+                mk(0, pos + len, None)?,
+                mk(pos - sl, sl + len, Some(window))?,
+            ));
+        }
+        let shape = Shape::of(&m.cfg);
+        for (li, layer) in m.layers.iter().enumerate() {
+            let pj = &self.projs[li];
+            let sliding = layer.window.is_some();
+            let rope = if sliding {
+                &m.rope_local
+            } else {
+                &m.rope_global
+            };
+            let a = op("rms_norm", || layer.attn_norm.forward(&h))?;
+
+            let s = &shape;
+            let q = matmul_rows("matmul", &pj[0], &a)?.reshape((1, total, s.heads, s.head_dim))?;
+            let k =
+                matmul_rows("matmul", &pj[1], &a)?.reshape((1, total, s.kv_heads, s.head_dim))?;
+            let v =
+                matmul_rows("matmul", &pj[2], &a)?.reshape((1, total, s.kv_heads, s.head_dim))?;
+            let q = op("rms_norm", || layer.q_norm.forward(&q))?;
+            let k = op("rms_norm", || layer.k_norm.forward(&k))?;
+            let mut outs = Vec::with_capacity(seqs.len());
+            for ((sq, &(start, len, pos)), mask) in seqs.iter_mut().zip(&spans).zip(&masks) {
+                let (q, k, v) = op("copy", || {
+                    let t = |x: &Tensor| x.narrow(1, start, len)?.transpose(1, 2)?.contiguous();
+                    Ok::<_, candle_core::Error>((t(&q)?, t(&k)?, t(&v)?))
+                })?;
+                let q = op("rope", || rope.apply(&q, pos))?;
+                let k = op("rope", || rope.apply(&k, pos))?;
+                let (k, v) = op("kv_cache", || {
+                    let (k, v) = sq.cache.layers[li].update(k, v, window)?;
+                    Ok::<_, candle_core::Error>((k.contiguous()?, v.contiguous()?))
+                })?;
+                let keys = k.dim(2)?;
+                let rep = s.heads / s.kv_heads;
+                let q = q.reshape((1, s.kv_heads, rep * len, s.head_dim))?;
+                let mut att = op("attn_qk", || q.matmul(&k.t()?)? * s.scale)?;
+                if let Some(cap) = s.attn_softcap {
+                    att = op("scale", || (att / cap)?.tanh()? * cap)?;
+                }
+                let mask = if sliding { &mask.1 } else { &mask.0 };
+                if let Some(mask) = mask {
+                    att = op("mask", || {
+                        att.reshape((1, s.kv_heads, rep, len, keys))?
+                            .broadcast_add(mask)?
+                            .reshape((1, s.kv_heads, rep * len, keys))
+                    })?;
+                }
+                let att = op("softmax", || {
+                    if self.fast && att.device().is_cpu() {
+                        host_ops::softmax_last_dim(&att)
+                    } else {
+                        candle_nn::ops::softmax_last_dim(&att)
+                    }
+                })?;
+                outs.push(op("attn_av", || {
+                    att.matmul(&v)?
+                        .reshape((1, s.heads, len, s.head_dim))?
+                        .transpose(1, 2)?
+                        .reshape((1, len, s.heads * s.head_dim))
+                })?);
+            }
+            let out = op("copy", || Tensor::cat(&outs, 1))?;
+            let a = matmul_rows("matmul", &pj[3], &out)?;
+            let a = op("rms_norm", || layer.post_attn_norm.forward(&a))?;
+            h = op("add", || a + &h)?;
+            let x = op("rms_norm", || layer.ffn_norm.forward(&h))?;
+            let gate = matmul_rows("matmul", &pj[4], &x)?;
+            let gate = op("activation", || {
+                if self.fast && gate.device().is_cpu() {
+                    host_ops::gelu_tanh(&gate)
+                } else {
+                    gate.gelu()
+                }
+            })?;
+            let up = matmul_rows("matmul", &pj[5], &x)?;
+            let hm = op("mul", || gate * up)?;
+            let mm = matmul_rows("matmul", &pj[6], &hm)?;
+            let mm = op("rms_norm", || layer.post_ffn_norm.forward(&mm))?;
+            h = op("add", || mm + &h)?;
+        }
+        for (sq, &(_, len, pos)) in seqs.iter_mut().zip(&spans) {
+            sq.cache.pos = pos + len;
+            sq.cache.sliding_len = (sq.cache.sliding_len + len).min(window - 1);
+        }
+
+        let want: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].logits).collect();
+        let mut out = vec![None; seqs.len()];
+        if want.is_empty() {
+            return Ok(out);
+        }
+        let rows = want
+            .iter()
+            .map(|&i| h.narrow(1, spans[i].0 + spans[i].1 - 1, 1))
+            .collect::<Result<Vec<_>>>()?;
+        let last = Tensor::cat(&rows, 1)?; // (1, n, hidden)
+        let last = op("rms_norm", || m.norm.forward(&last))?;
+        let mut logits = matmul_rows("lm_head", &self.output, &last)?;
+        if let Some(cap) = m.cfg.final_logit_softcapping {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        let logits = logits.to_dtype(DType::F32)?;
+        for (j, &i) in want.iter().enumerate() {
+            out[i] = Some(logits.i((0, j))?);
+        }
+        Ok(out)
+    }
+}
+
+impl crate::models::batched::BatchedLm for Batched {
+    type Seq = SeqCache;
+    fn new_seq(&self) -> SeqCache {
+        Batched::new_seq(self)
+    }
+    fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+        Batched::forward(self, seqs)
+    }
+    fn describe(&self) -> String {
+        let (lone, packed) = self.adapted_weights();
+        let lone_rows = match lone {
+            0 => String::new(),
+            n => format!(", {n} weights run a lone row as two (batch-independent results)"),
+        };
+        match (self.fast, packed) {
+            (true, p) if p > 0 => format!("the project's quantized gemma3 with --fast-weights: {p} weights (the lm_head included) on the project's AVX-512 VNNI kernels (Q8_0/Q5_0 against per-32 activation blocks, Q4_K/Q6_K per-256, as ggml), GELU and softmax on the host{lone_rows}"),
+            (true, _) => format!("the project's quantized gemma3 with --fast-weights: Q5_0 weights as Q8_0 on candle's kernels (this CPU lacks AVX-512 VNNI for the project's Q8_0 kernel){lone_rows}"),
+            (false, _) => format!("the project's quantized gemma3 on the bench path's kernels{lone_rows}"),
+        }
+    }
+}
