@@ -344,16 +344,19 @@ fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
 }
 
 /// The gate a user runs, end to end with default flags: `modelbench run` (default trials and
-/// warm-up) twice and once with a 2x injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=all:100%`,
-/// a busy-wait as long as each step, inside the timed region), then `modelbench compare` with
-/// its default threshold. The injected run is flagged (exit 1). The unchanged rerun is checked
-/// at 50%, this machine's measured run-to-run noise for separate runs (README: the unpaired
-/// gate false-alarmed on 1 of 6 unchanged reruns at 5%, and this test failed once at 5% with a
-/// rerun 12.6% slower [1.091, 1.211] while the rest of the suite ran beside it): silent there,
-/// while a 4x (`all:300%`) is flagged at 50% (the 2x was checked at 50% until it measured
-/// 2.146x with a 95% CI of [1.143, 2.966] beside four compiling engineers: the unpaired
-/// interval of 10 trials cannot promise a 2x clears 1.5 under load). The verdict that holds at
-/// 2% is the paired one (tests/paired.rs).
+/// warm-up) twice and once each with a 2x and a 4x injected slowdown
+/// (`MODELBENCH_INJECT_SLOWDOWN=all:100%` / `all:300%`, a busy-wait inside the timed region),
+/// then `modelbench compare` with its defaults: the 5% threshold and, since issue 46 item 7,
+/// each benchmark's run-to-run noise (no profile in this test's reports root: the default
+/// ±20%). The 4x is flagged (exit 1). The unchanged rerun is not flagged (exit 0) at the
+/// defaults; before the noise model it needed a 50% threshold to stay silent (README: the
+/// unpaired gate false-alarmed on 1 of 6 unchanged reruns at 5%; this test once failed at 5%
+/// with a rerun 12.6% slower [1.091, 1.211]). The 2x must read Regression or Undecided, never
+/// Unchanged: it was required to be flagged until it read Undecided with the release build
+/// running beside it (the unpaired interval of 10 trials under load reached down to 1.14x
+/// before, below the 20% noise), so the requirement was relaxed to "not called unchanged"
+/// (said in the session note of 2026-11-26). The verdict that holds at 2% is the paired one
+/// (tests/paired.rs). `--ignore-noise` gives the interval-only verdict: the 2x is then flagged.
 /// Before issue 28 `run` took 3 trials and `compare` needed 5 a side: every row was
 /// "insufficient samples" and this test failed on the injected run (exit 0).
 #[test]
@@ -389,35 +392,40 @@ fn run_and_compare_with_defaults_flag_an_injected_2x_slowdown_not_a_rerun() {
         recs[0].samples_s.len() >= 5,
         "run's default trials reach a verdict"
     );
-    let cmp_at = |n: &Path, threshold: Option<&str>| {
+    let cmp_at = |n: &Path, extra: &[&str]| {
         let mut args = vec!["compare", base.to_str().unwrap(), n.to_str().unwrap()];
-        if let Some(t) = threshold {
-            args.extend(["--threshold", t]);
-        }
+        args.extend(extra);
         let o = modelbench(&reports, &args);
         (
             o.status.code().unwrap(),
             String::from_utf8_lossy(&o.stdout).into_owned(),
         )
     };
-    let (code, out) = cmp_at(&slow, None);
+    let (code, out) = cmp_at(&slower, &[]);
     assert_eq!(
         code, 1,
-        "a 2x slowdown must be flagged with default flags:\n{out}"
+        "a 4x slowdown must be flagged with default flags:\n{out}"
     );
     assert!(
         out.contains("| Regression |")
-            && out.contains("injected slowdown (a calibration run, not a real one): new: all:100%"),
+            && out.contains("injected slowdown (a calibration run, not a real one): new: all:300%")
+            && out.contains("±20.0% (default: no measured profile of this benchmark)"),
         "{out}"
     );
     // A flagged comparison says how to get the per-op profile of both builds.
     assert!(out.contains("add --profile"), "{out}");
-    let (code, out) = cmp_at(&slower, Some("50%"));
-    assert_eq!(code, 1, "a 4x slowdown must be flagged at 50%:\n{out}");
-    let (code, out) = cmp_at(&again, Some("50%"));
+    let (_, out) = cmp_at(&slow, &[]);
+    assert!(
+        out.contains("| Regression |") || out.contains("| Undecided (within run-to-run noise) |"),
+        "a 2x slowdown is flagged or undecided, never unchanged:\n{out}"
+    );
+    let (code, out) = cmp_at(&slow, &["--ignore-noise"]);
+    assert_eq!(code, 1, "a 2x slowdown on the interval alone:\n{out}");
+    assert!(out.contains("| not applied | Regression |"), "{out}");
+    let (code, out) = cmp_at(&again, &[]);
     assert_eq!(
         code, 0,
-        "an unchanged rerun must not be flagged at 50%:\n{out}"
+        "an unchanged rerun must not be flagged with default flags:\n{out}"
     );
     assert!(!out.contains("add --profile"), "{out}");
 }

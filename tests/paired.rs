@@ -6,8 +6,10 @@
 //! ratios spread so wide (median 1.297x, 95% CI [1.037, 1.765]) that the interval's low end
 //! fell below the 10% threshold; on this machine the same run gave [1.168, 1.580]. The
 //! verdict was right to hold back on that data; the test asks for a change the CI machine's
-//! noise cannot hide (the 5% calibration of the default gate is README's table, not this test). Checked to fail when B's injection is dropped (no regression) and
-//! when the verdict ignores the interval's low end.
+//! noise cannot hide (the 5% calibration of the default gate is README's table, not this
+//! test). Checked to fail when B's injection is dropped (no regression) and when the verdict
+//! ignores the interval's low end. Sequential design: looks of 12 pairs up to 24 (two looks,
+//! 97.5% intervals each); the summary says where it stopped.
 
 use std::process::Command;
 
@@ -23,6 +25,8 @@ fn paired(reports: &std::path::Path, inject: Option<&str>) -> (i32, String) {
         "--paired",
         "--pairs",
         "12",
+        "--max-pairs",
+        "24",
         "--blocks",
         "4",
         "--threshold",
@@ -63,6 +67,12 @@ fn paired_a_a_is_silent_and_an_injected_decode_slowdown_is_flagged() {
         out.contains("injected slowdown in B only (calibration): decode:60%"),
         "{out}"
     );
+    assert!(
+        out.contains(
+            "97.50% intervals at each of at most 2 look(s), 95% overall; stopped after look"
+        ),
+        "{out}"
+    );
     // Bad input: too few pairs, exit 2 with one line.
     let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
         .args(["compare", "HEAD", "HEAD", "--paired", "--pairs", "2"])
@@ -70,4 +80,25 @@ fn paired_a_a_is_silent_and_an_injected_decode_slowdown_is_flagged() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--pairs 2"));
+    // A cap below one look: exit 2 naming both.
+    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args([
+            "compare",
+            "HEAD",
+            "HEAD",
+            "--paired",
+            "--pairs",
+            "12",
+            "--max-pairs",
+            "6",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--max-pairs 6") && err.contains("--pairs 12"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

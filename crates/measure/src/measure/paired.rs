@@ -3,8 +3,9 @@
 //! the machine (frequency, other tenants, memory placement) moves both halves of a pair alike,
 //! so the per-pair ratios are far tighter than the ratio of two separately taken medians.
 //!
-//! The estimate is the median of the per-pair ratios; its 95% interval is a percentile
-//! bootstrap of that median over the pairs (seeded, so a result is reproducible).
+//! The estimate is the median of the per-pair ratios; its interval (95% unless a sequential
+//! design asks for more, [`paired_ratio_at`]) is a percentile bootstrap of that median over
+//! the pairs (seeded, so a result is reproducible).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,14 +28,22 @@ pub fn a_first(i: usize) -> bool {
     matches!(i % 4, 0 | 3)
 }
 
-/// The median of per-pair ratios B/A with its bootstrap 95% interval.
+/// The median of per-pair ratios B/A with its bootstrap interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PairedRatio {
     pub pairs: usize,
     /// Median of b[i] / a[i].
     pub ratio: f64,
-    /// 95% interval of that median; None with fewer than [`MIN_PAIRS`] pairs.
+    /// The interval of that median at [`PairedRatio::confidence`]; None with fewer than
+    /// [`MIN_PAIRS`] pairs.
     pub ci: Option<(f64, f64)>,
+    /// The interval's confidence (0.95 for [`paired_ratio`]).
+    #[serde(default = "ninety_five")]
+    pub confidence: f64,
+}
+
+fn ninety_five() -> f64 {
+    0.95
 }
 
 /// Per-pair ratios `b[i] / a[i]` (pairs with a non-positive or non-finite side are dropped).
@@ -46,8 +55,15 @@ pub fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// The paired estimate from per-pair ratios.
+/// The paired estimate from per-pair ratios, with a 95% interval.
 pub fn paired_ratio(r: &[f64]) -> PairedRatio {
+    paired_ratio_at(r, 0.95)
+}
+
+/// The paired estimate with an interval at `confidence` (e.g. 0.9875 for each of four looks
+/// of a sequential design that keeps 95% overall).
+pub fn paired_ratio_at(r: &[f64], confidence: f64) -> PairedRatio {
+    let tail = (1.0 - confidence) / 2.0;
     let ci = (r.len() >= MIN_PAIRS).then(|| {
         let mut rng = StdRng::seed_from_u64(SEED);
         let mut buf = vec![0.0; r.len()];
@@ -59,12 +75,13 @@ pub fn paired_ratio(r: &[f64]) -> PairedRatio {
             meds.push(median(&buf));
         }
         meds.sort_by(f64::total_cmp);
-        (percentile(&meds, 0.025), percentile(&meds, 0.975))
+        (percentile(&meds, tail), percentile(&meds, 1.0 - tail))
     });
     PairedRatio {
         pairs: r.len(),
         ratio: if r.is_empty() { f64::NAN } else { median(r) },
         ci,
+        confidence,
     }
 }
 
@@ -97,5 +114,17 @@ mod tests {
         assert_eq!(p.ci, Some((1.0, 1.0)));
         // Too few pairs: no interval.
         assert_eq!(paired_ratio(&ratios(&a[..4], &b[..4])).ci, None);
+    }
+
+    #[test]
+    fn a_higher_confidence_gives_a_wider_interval() {
+        let r: Vec<f64> = (0..40)
+            .map(|i| 1.0 + 0.05 * ((i as f64) * 1.7).sin())
+            .collect();
+        let (l95, h95) = paired_ratio(&r).ci.unwrap();
+        let p = paired_ratio_at(&r, 0.9875);
+        let (l, h) = p.ci.unwrap();
+        assert!(l < l95 && h > h95, "{l95} {h95} vs {l} {h}");
+        assert_eq!(p.confidence, 0.9875);
     }
 }

@@ -17,6 +17,14 @@
 //!   percentiles are the 95% interval. A benchmark is a regression when the whole interval
 //!   lies above 1 + threshold (slower beyond the threshold with confidence), an improvement
 //!   when it lies below 1 - threshold (faster beyond the threshold), and unchanged otherwise.
+//! - two saved runs differ by more than their trials' own spread: a rerun of the same binary
+//!   lands 10-15% away on these VMs (issue 46: an unchanged `continuous` rerun read 1.226x
+//!   [1.114, 1.332]). [`apply_noise`] therefore gives each row the run-to-run noise threshold
+//!   of its benchmark on this machine ([`RowNoise`]: measured by `modelbench noise` or from the
+//!   config's own earlier runs, else the default) and a row whose interval clears the
+//!   threshold but not that noise becomes [`Verdict::Undecided`]: beyond the threshold,
+//!   within what an unchanged rerun does; not a regression. `compare` of run folders and
+//!   `continuous` apply it; paired verdicts need not (both sides run in the same minutes).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,6 +53,9 @@ pub enum Verdict {
     Unchanged,
     /// Fewer than [`MIN_SAMPLES`] samples on a side: not judged, never a regression.
     InsufficientSamples,
+    /// The interval clears the threshold but not the benchmark's run-to-run noise on this
+    /// machine ([`apply_noise`]): what an unchanged rerun can do; never a regression.
+    Undecided,
 }
 
 impl std::fmt::Display for Verdict {
@@ -54,6 +65,7 @@ impl std::fmt::Display for Verdict {
             Verdict::Improvement => "Improvement",
             Verdict::Unchanged => "Unchanged",
             Verdict::InsufficientSamples => "Insufficient samples",
+            Verdict::Undecided => "Undecided (within run-to-run noise)",
         })
     }
 }
@@ -82,6 +94,38 @@ pub struct Row {
     pub ci_low: Option<f64>,
     pub ci_high: Option<f64>,
     pub verdict: Verdict,
+    /// The run-to-run noise threshold the verdict also had to clear ([`apply_noise`]); None
+    /// when the comparison did not apply one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<RowNoise>,
+}
+
+/// A benchmark's run-to-run noise threshold and where it came from.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RowNoise {
+    /// Relative: 0.2 = a rerun may land 20% away.
+    pub threshold: f64,
+    /// `measured (N runs, <where>)` or `default`.
+    pub source: String,
+}
+
+/// Gives every judged row its noise threshold (`noise(row)`) and turns a regression or an
+/// improvement whose interval does not also clear `1 ± noise` into [`Verdict::Undecided`].
+pub fn apply_noise(c: &mut Comparison, noise: impl Fn(&Row) -> RowNoise) {
+    for r in &mut c.rows {
+        if r.verdict == Verdict::InsufficientSamples {
+            continue;
+        }
+        let n = noise(r);
+        let (lo, hi) = (r.ci_low.unwrap_or(f64::NAN), r.ci_high.unwrap_or(f64::NAN));
+        r.verdict = match r.verdict {
+            Verdict::Regression if lo <= 1.0 + n.threshold => Verdict::Undecided,
+            Verdict::Improvement if hi >= 1.0 - n.threshold => Verdict::Undecided,
+            v => v,
+        };
+        r.noise = Some(n);
+    }
+    c.noise_applied = true;
 }
 
 impl Row {
@@ -106,6 +150,9 @@ pub struct Comparison {
     /// Build settings that differ and were compared anyway (`--force`).
     #[serde(default)]
     pub forced: Vec<String>,
+    /// Whether the rows were also judged against run-to-run noise ([`apply_noise`]).
+    #[serde(default)]
+    pub noise_applied: bool,
 }
 
 impl Comparison {
@@ -276,6 +323,7 @@ pub fn compare_runs(
             ci_low: ci.map(|c| c.0),
             ci_high: ci.map(|c| c.1),
             verdict,
+            noise: None,
         });
     }
     if rows.is_empty() {
@@ -291,6 +339,7 @@ pub fn compare_runs(
         threshold,
         injected,
         forced,
+        noise_applied: false,
     })
 }
 
@@ -313,17 +362,21 @@ fn num(v: Option<f64>, prec: usize) -> String {
 /// line per benchmark without a verdict or present in one run only, and a summary line.
 pub fn render(c: &Comparison) -> String {
     let mut s = String::from(
-        "| Kind | Benchmark | Model | Sampling | Shape | samples (base, new) | base median | new median | new/base | 95% CI | verdict |\n\
-         |---|---|---|---|---|---:|---:|---:|---:|---|---|\n",
+        "| Kind | Benchmark | Model | Sampling | Shape | samples (base, new) | base median | new median | new/base | 95% CI | run-to-run noise | verdict |\n\
+         |---|---|---|---|---|---:|---:|---:|---:|---|---|---|\n",
     );
     for r in &c.rows {
         let ci = match (r.ci_low, r.ci_high) {
             (Some(lo), Some(hi)) => format!("[{lo:.3}, {hi:.3}]"),
             _ => "n/a".into(),
         };
+        let noise = r.noise.as_ref().map_or_else(
+            || "not applied".to_string(),
+            |n| format!("±{:.1}% ({})", 100.0 * n.threshold, n.source),
+        );
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {}, {} | {} s | {} s | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {}, {} | {} s | {} s | {} | {} | {} | {} |",
             cell(&r.kind),
             cell(&r.id),
             cell(&r.model),
@@ -335,6 +388,7 @@ pub fn render(c: &Comparison) -> String {
             num(Some(r.new_median_s), 4),
             num(r.ratio, 3),
             ci,
+            cell(&noise),
             r.verdict
         );
     }
@@ -370,13 +424,19 @@ pub fn render(c: &Comparison) -> String {
     }
     let _ = writeln!(
         s,
-        "{} regression(s), {} improvement(s), {} unchanged (threshold {:.1}%, 95% confidence); \
-         {} with insufficient samples (< {MIN_SAMPLES} a side); {} missing from the new run; \
-         {} benchmark(s) compared",
+        "{} regression(s), {} improvement(s), {} unchanged, {} undecided (threshold {:.1}%{}, 95% \
+         confidence); {} with insufficient samples (< {MIN_SAMPLES} a side); {} missing from the \
+         new run; {} benchmark(s) compared",
         c.regressions(),
         c.count(Verdict::Improvement),
         c.count(Verdict::Unchanged),
+        c.count(Verdict::Undecided),
         c.threshold * 100.0,
+        if c.noise_applied {
+            " and each benchmark's run-to-run noise"
+        } else {
+            ""
+        },
         c.insufficient(),
         c.missing(),
         c.rows.len()
@@ -484,6 +544,56 @@ mod tests {
     }
 
     #[test]
+    fn a_change_within_run_to_run_noise_is_undecided_and_beyond_it_a_regression() {
+        // 1.25x slower with tight trials: a regression at 5% on the interval alone.
+        let base = samples(1.0, 0.01, 10, 21);
+        let slower = samples(1.25, 0.01, 10, 22);
+        let mut c = compare(
+            &[rec("m", serde_json::json!(null), base.clone())],
+            &[rec("m", serde_json::json!(null), slower)],
+            0.05,
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.regressions(), 1);
+        let noise = |t: f64| {
+            move |_: &Row| RowNoise {
+                threshold: t,
+                source: "test".into(),
+            }
+        };
+        // Within a 40% run-to-run noise: undecided, not a regression, and said so.
+        let mut within = c.clone();
+        apply_noise(&mut within, noise(0.40));
+        assert_eq!(within.rows[0].verdict, Verdict::Undecided);
+        assert_eq!(within.regressions(), 0);
+        assert!(!within.failed(false));
+        let text = render(&within);
+        assert!(
+            text.contains("±40.0% (test)") && text.contains("1 undecided"),
+            "{text}"
+        );
+        // Beyond a 10% noise: still a regression.
+        apply_noise(&mut c, noise(0.10));
+        assert_eq!(c.rows[0].verdict, Verdict::Regression);
+        // 2x faster beyond the noise stays an improvement; 1.1x faster within it is undecided.
+        for (f, t, v) in [
+            (0.5, 0.2, Verdict::Improvement),
+            (0.9, 0.2, Verdict::Undecided),
+        ] {
+            let mut c = compare(
+                &[rec("m", serde_json::json!(null), base.clone())],
+                &[rec("m", serde_json::json!(null), samples(f, 0.01, 10, 23))],
+                0.05,
+                false,
+            )
+            .unwrap();
+            apply_noise(&mut c, noise(t));
+            assert_eq!(c.rows[0].verdict, v, "{f}x at noise {t}");
+        }
+    }
+
+    #[test]
     fn too_few_samples_is_no_verdict_and_no_regression() {
         // x1.5 slower: a regression with enough samples, but only 3 a side.
         let r = one(samples(1.0, 0.01, 3, 9), samples(1.5, 0.01, 3, 10), 0.05);
@@ -504,6 +614,7 @@ mod tests {
             threshold: 0.05,
             injected: vec![],
             forced: vec![],
+            noise_applied: false,
         };
         assert_eq!(c.regressions(), 0);
         let text = render(&c);

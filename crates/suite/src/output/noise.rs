@@ -415,6 +415,82 @@ impl NoiseProfile {
     }
 }
 
+/// Run-to-run noise for a comparison of two saved runs (`compare` of run folders,
+/// `continuous`): per benchmark, from the spread of its own earlier runs when there are at
+/// least [`MIN_RUNS`] of them ([`RunNoise::with_history`], fitted with the same two-component
+/// model as the machine's profile), else from this machine's noise profile (`modelbench noise`;
+/// a CLI record `<scenario>/<device>-<dtype>` of model M is looked up as criterion's
+/// `<scenario>/<device>-<dtype>/M`), else [`DEFAULT_THRESHOLD`].
+pub struct RunNoise {
+    machine: Option<NoiseProfile>,
+    history: BTreeMap<String, BenchNoise>,
+    history_runs: usize,
+}
+
+impl RunNoise {
+    /// The machine `fingerprint`'s profile under `root` (none is not an error).
+    pub fn for_machine(root: &Path, fingerprint: &str) -> Result<RunNoise> {
+        Ok(RunNoise {
+            machine: load(root, fingerprint)?,
+            history: BTreeMap::new(),
+            history_runs: 0,
+        })
+    }
+
+    /// Adds the spread of earlier runs (each a run's records, oldest first; the caller keeps
+    /// them to one machine identity): per record key, the median of each run's samples.
+    pub fn with_history(mut self, runs: &[Vec<Record>]) -> RunNoise {
+        let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for rs in runs {
+            for r in rs.iter().filter(|r| !r.samples_s.is_empty()) {
+                series
+                    .entry(r.key())
+                    .or_default()
+                    .push(crate::measure::stats::median(&r.samples_s));
+            }
+        }
+        self.history = fit(&series).1;
+        self.history_runs = runs.len();
+        self
+    }
+
+    /// The noise threshold of a compared row and where it came from.
+    pub fn of(&self, r: &crate::output::compare::Row) -> crate::output::compare::RowNoise {
+        use crate::output::compare::RowNoise;
+        if let Some(n) = self.history.get(&r.key) {
+            return RowNoise {
+                threshold: n.threshold,
+                source: format!("measured: {} earlier runs of this config", n.means_s.len()),
+            };
+        }
+        if let Some(p) = &self.machine {
+            for id in [r.id.clone(), format!("{}/{}", r.id, r.model)] {
+                if let Some(n) = p.benches.get(&id) {
+                    return RowNoise {
+                        threshold: n.threshold,
+                        source: format!(
+                            "measured: `modelbench noise`, {} runs of {id}",
+                            n.means_s.len()
+                        ),
+                    };
+                }
+            }
+        }
+        RowNoise {
+            threshold: DEFAULT_THRESHOLD,
+            source: if self.history_runs > 0 {
+                format!(
+                    "default: {} earlier run(s) of this config, {MIN_RUNS} needed, and no \
+                     measured profile of this benchmark",
+                    self.history_runs
+                )
+            } else {
+                "default: no measured profile of this benchmark".into()
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,5 +600,80 @@ mod tests {
     #[test]
     fn slugs() {
         assert_eq!(slug("AMD EPYC x2 | no-gpu"), "amd-epyc-x2-no-gpu");
+    }
+
+    /// [`RunNoise`]: the config's own history (3 runs) wins, then the machine's profile under
+    /// criterion's id of the CLI record, then the default; each says where it came from.
+    #[test]
+    fn run_noise_prefers_history_then_the_machine_profile_then_the_default() {
+        use crate::output::compare::compare;
+        use crate::output::record::Kind;
+        let rec = |model: &str, at: f64| {
+            let mut r = Record::from_samples(Kind::Generation, "short", vec![at; 6], 16);
+            r.id = String::new();
+            r.device = "cpu".into();
+            r.model.label = model.into();
+            r
+        };
+        let row = |model: &str| {
+            compare(&[rec(model, 1.0)], &[rec(model, 1.0)], 0.05, false)
+                .unwrap()
+                .rows
+                .remove(0)
+        };
+        let id = row("m").id.clone();
+        let profile = |t: f64| NoiseProfile {
+            schema: SCHEMA,
+            hardware: "hw".into(),
+            build: rec("m", 1.0).build,
+            first: String::new(),
+            last: String::new(),
+            runs: vec![],
+            z: Z,
+            sigma_drift: 0.0,
+            benches: [(
+                format!("{id}/m"),
+                BenchNoise {
+                    means_s: vec![1.0; 3],
+                    sigma: 0.0,
+                    sigma_own: 0.0,
+                    max_change: 0.0,
+                    threshold: t,
+                },
+            )]
+            .into(),
+        };
+        let none = RunNoise {
+            machine: None,
+            history: BTreeMap::new(),
+            history_runs: 0,
+        };
+        let n = none.of(&row("m"));
+        assert_eq!(n.threshold, DEFAULT_THRESHOLD);
+        assert!(n.source.starts_with("default"), "{}", n.source);
+        let machine = RunNoise {
+            machine: Some(profile(0.33)),
+            ..none
+        };
+        let n = machine.of(&row("m"));
+        assert_eq!(n.threshold, 0.33);
+        assert!(n.source.contains(&format!("{id}/m")), "{}", n.source);
+        assert_eq!(machine.of(&row("other")).threshold, DEFAULT_THRESHOLD);
+        // Three earlier runs 1.0, 1.3, 0.8: their own spread, larger than the profile's.
+        let runs: Vec<Vec<Record>> = [1.0, 1.3, 0.8].iter().map(|&x| vec![rec("m", x)]).collect();
+        let both = machine.with_history(&runs);
+        let n = both.of(&row("m"));
+        assert!(n.threshold >= 1.3 / 0.8 - 1.0, "{n:?}");
+        assert!(
+            n.source.contains("3 earlier runs of this config"),
+            "{}",
+            n.source
+        );
+        // Two earlier runs are too few: the profile again.
+        let two = RunNoise::for_machine(Path::new("/nonexistent"), "hw")
+            .unwrap()
+            .with_history(&runs[..2]);
+        assert_eq!(two.of(&row("m")).threshold, DEFAULT_THRESHOLD);
+        assert!(two.of(&row("m")).source.contains("2 earlier run(s)"));
     }
 }

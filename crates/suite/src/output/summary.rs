@@ -186,6 +186,7 @@ pub fn change(c: &Option<Change>) -> String {
         Verdict::Regression => "SLOWER",
         Verdict::Improvement => "faster",
         Verdict::InsufficientSamples => "too few samples to judge",
+        Verdict::Undecided => "undecided (within run-to-run noise)",
     };
     format!(
         "{}{ci} {verdict} (±{:.0}%)",

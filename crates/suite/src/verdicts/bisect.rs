@@ -81,7 +81,10 @@ fn paired_target(bench: &str, pairs: usize) -> Result<PairedOpts> {
         )
     })?;
     let mut o = PairedOpts::for_model(model, scenario);
+    // One fixed look per commit: a bisection measures several commits, each with a
+    // predictable cost, and only asks "regressed or not" (Undecided counts as good).
     o.pairs = pairs;
+    o.max_pairs = pairs;
     o.blocks = o.blocks.min(pairs / 2).max(1);
     check(&o)?;
     Ok(o)

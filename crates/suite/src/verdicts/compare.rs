@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::app::db::{open, short};
-use crate::output::compare::{compare_runs, parse_threshold, render, Comparison, Row, Verdict};
+use crate::output::compare::{
+    apply_noise, compare_runs, parse_threshold, render, Comparison, Row, Verdict,
+};
 use crate::output::db::Db;
+use crate::output::noise::RunNoise;
 use crate::output::record::Record;
-use crate::output::report::read_run;
+use crate::output::report::{read_run, reports_root};
 use crate::util::fsio::atomic_write;
 use crate::verdicts::build::{executable, rev_parse};
 use crate::verdicts::paired::{paired_cmd, PairedOpts, DEFAULT_THRESHOLD};
@@ -36,6 +39,12 @@ pub struct CompareArgs {
     /// A benchmark of the base run missing from the new run is listed but does not fail.
     #[arg(long)]
     pub allow_missing: bool,
+    /// Judge run folders and commits by the interval and the threshold only, not also against
+    /// each benchmark's run-to-run noise on this machine (`modelbench noise`; default ±20%
+    /// where none was measured), which otherwise turns a change an unchanged rerun can make
+    /// into "Undecided".
+    #[arg(long)]
+    pub ignore_noise: bool,
     /// On a regression, the per-op tables and flame graphs of both builds on each flagged
     /// benchmark (each commit built once under target/paired/).
     #[arg(long)]
@@ -68,6 +77,7 @@ pub fn compare(a: &CompareArgs) -> Result<ExitCode> {
         a.allow_missing,
         a.db.as_deref(),
         a.profile,
+        a.ignore_noise,
     )
 }
 
@@ -80,13 +90,18 @@ fn compare_cmd(
     allow_missing: bool,
     db: Option<&str>,
     profile: bool,
+    ignore_noise: bool,
 ) -> Result<ExitCode> {
     let t = parse_threshold(threshold).map_err(|e| fail!("--threshold: {e}"))?;
-    let (c, commits) = if base.is_dir() && new.is_dir() {
+    let (mut c, commits, fp) = if base.is_dir() && new.is_dir() {
         read_and_compare(base, new, t, force)?
     } else {
         compare_refs(base, new, t, force, db)?
     };
+    if !ignore_noise {
+        let noise = RunNoise::for_machine(&reports_root(), &fp.unwrap_or_default())?;
+        apply_noise(&mut c, |r| noise.of(r));
+    }
     print!("{}", render(&c));
     let flagged: Vec<&Row> = c
         .rows
@@ -107,7 +122,7 @@ fn compare_cmd(
 
 /// Reads two run folders and compares them (errors name the folders).
 pub fn compare_dirs(base: &Path, new: &Path, threshold: f64, force: bool) -> Result<Comparison> {
-    read_and_compare(base, new, threshold, force).map(|(c, _)| c)
+    read_and_compare(base, new, threshold, force).map(|(c, _, _)| c)
 }
 
 /// [`compare_dirs`], and the commits the two runs were built from.
@@ -116,7 +131,7 @@ fn read_and_compare(
     new: &Path,
     threshold: f64,
     force: bool,
-) -> Result<(Comparison, Commits)> {
+) -> Result<(Comparison, Commits, Option<String>)> {
     let (b, n) = (read_run(base)?, read_run(new)?);
     let c = compare_runs(
         &base.display().to_string(),
@@ -126,7 +141,7 @@ fn read_and_compare(
         threshold,
         force,
     )?;
-    Ok((c, (commit_of(&b), commit_of(&n))))
+    Ok((c, (commit_of(&b), commit_of(&n)), fingerprint(&n)))
 }
 
 /// The commits of the base and the new run, where their records name them.
@@ -191,7 +206,7 @@ fn compare_refs(
     threshold: f64,
     force: bool,
     flag: Option<&str>,
-) -> Result<(Comparison, Commits)> {
+) -> Result<(Comparison, Commits, Option<String>)> {
     let mut db: Option<Db> = None;
     // A run folder side first: its hardware is the one to look for on the other side.
     let (bn, b, nn, n) = if base.is_dir() {
@@ -211,6 +226,7 @@ fn compare_refs(
     Ok((
         compare_runs(&bn, &b, &nn, &n, threshold, force)?,
         (commit_of(&b), commit_of(&n)),
+        fingerprint(&n),
     ))
 }
 

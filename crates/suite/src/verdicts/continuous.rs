@@ -1,6 +1,12 @@
 //! `modelbench continuous`: run a config, compare with the previous run of it (a step) and
 //! with a fixed baseline (drift: a series of small steps, each within the threshold, adds up
 //! against the baseline); exit 1 when either comparison finds a regression.
+//!
+//! Two runs minutes apart differ by more than their trials' spread (the VM drifts 10-15%), so
+//! each comparison is also judged against every benchmark's run-to-run noise
+//! ([`RunNoise`]): the spread of this config's own earlier runs on this machine once there are
+//! three, else the machine's `modelbench noise` profile, else the default 20%. A change beyond
+//! the threshold but within that noise is "Undecided" and does not fail the run.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,8 +14,10 @@ use std::process::ExitCode;
 use crate::app::args::{RunArgs, SamplingArgs, TargetArgs};
 use crate::app::Context;
 use crate::config::plans::check_label;
-use crate::output::compare::{parse_threshold, render, Comparison};
-use crate::output::report::{list_runs, reports_root};
+use crate::output::compare::{apply_noise, parse_threshold, render, Comparison};
+use crate::output::noise::RunNoise;
+use crate::output::record::Record;
+use crate::output::report::{list_runs, read_run, reports_root};
 use crate::verdicts::build::executable;
 use crate::verdicts::compare::{compare_dirs, exit_code};
 use crate::verdicts::paired::{check, run_paired, PairedOpts, DEFAULT_THRESHOLD};
@@ -170,6 +178,7 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
         scenarios: Vec::new(),
     };
     let dir = crate::app::run::execute(&args)?;
+    let noise = run_noise(&dir, &runs)?;
     crate::util::fsio::atomic_write(
         &dir.join("continuous.json"),
         crate::app::json_text(&c).as_bytes(),
@@ -200,7 +209,7 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
         }
         if let Some(b) = &baseline {
             // A named baseline from elsewhere still applies to the first run.
-            let cmp = report("the baseline", b, &dir, threshold, force)?;
+            let cmp = report("the baseline", b, &dir, threshold, force, &noise)?;
             return Ok(if paired_failed {
                 ExitCode::from(1)
             } else {
@@ -213,9 +222,11 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
             ExitCode::SUCCESS
         });
     };
-    let step = report("the previous run", &prev, &dir, threshold, force)?;
+    let step = report("the previous run", &prev, &dir, threshold, force, &noise)?;
     let drift = match &baseline {
-        Some(b) if !same_dir(b, &prev) => Some(report("the baseline", b, &dir, threshold, force)?),
+        Some(b) if !same_dir(b, &prev) => {
+            Some(report("the baseline", b, &dir, threshold, force, &noise)?)
+        }
         _ => {
             println!("the baseline is the previous run: compared once");
             None
@@ -247,10 +258,32 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Compares `base` with the new run and prints the comparison under a heading.
-fn report(what: &str, base: &Path, new: &Path, threshold: f64, force: bool) -> Result<Comparison> {
+/// The run-to-run noise the new run `dir` is judged against: this machine's profile, and
+/// the earlier runs of the config taken on the same machine identity.
+fn run_noise(dir: &Path, earlier: &[PathBuf]) -> Result<RunNoise> {
+    let fp = |rs: &[Record]| rs.first().map(|r| r.hardware.fingerprint());
+    let mine = fp(&read_run(dir)?).unwrap_or_default();
+    let history: Vec<Vec<Record>> = earlier
+        .iter()
+        .filter_map(|d| read_run(d).ok())
+        .filter(|rs| fp(rs).as_deref() == Some(mine.as_str()))
+        .collect();
+    Ok(RunNoise::for_machine(&reports_root(), &mine)?.with_history(&history))
+}
+
+/// Compares `base` with the new run, judged also against `noise`, and prints the comparison
+/// under a heading.
+fn report(
+    what: &str,
+    base: &Path,
+    new: &Path,
+    threshold: f64,
+    force: bool,
+    noise: &RunNoise,
+) -> Result<Comparison> {
     println!("\n## against {what}: {}\n", base.display());
-    let cmp = compare_dirs(base, new, threshold, force)?;
+    let mut cmp = compare_dirs(base, new, threshold, force)?;
+    apply_noise(&mut cmp, |r| noise.of(r));
     print!("{}", render(&cmp));
     Ok(cmp)
 }

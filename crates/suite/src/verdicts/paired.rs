@@ -5,12 +5,24 @@
 //! after pair, in the same minutes, with the same prompt ids (same seed, same trial number on
 //! both sides). Each pair gives ratios B/A of end-to-end time, prefill time (TTFT) and time
 //! per output token after the first (decode); the verdict of each metric is the median of its
-//! per-pair ratios with a bootstrap 95% CI (`measure::paired`) against the threshold.
+//! per-pair ratios with a bootstrap CI (`measure::paired`) against the threshold.
+//!
+//! **Sequential, with stated power (issue 46).** A fixed number of pairs is too few on a noisy
+//! day and wasted on a quiet one, and looking at the interval after every batch and stopping
+//! when it looks good ("peeking") inflates false alarms. So the pairs come in looks of
+//! `--pairs` each, up to `--max-pairs` (at most K = max/pairs looks); every look's intervals
+//! are at confidence 1 - 0.05/K (Bonferroni over the looks: whatever look it stops at, an
+//! unchanged build is flagged with probability at most 5% per metric). After each look a
+//! metric is decided when its interval lies wholly above 1 + t (Regression), wholly below
+//! 1 - t (Improvement), or wholly inside [1 - t, 1 + t] (Unchanged: equal within the
+//! threshold); the comparison stops when every metric is decided, at the pair cap, or at the
+//! time cap (`--max-minutes`), and a metric still open then is "Undecided", never "Unchanged".
+//! `--max-pairs` equal to `--pairs` is the old fixed design (one look, 95%).
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::measure::paired::{a_first, paired_ratio, ratios, PairedRatio};
+use crate::measure::paired::{a_first, paired_ratio_at, ratios, PairedRatio};
 use crate::output::compare::parse_threshold;
 use crate::output::report::reports_root;
 use crate::util::fsio::atomic_write;
@@ -33,12 +45,20 @@ pub struct PairedOpts {
     /// With --paired: the suite tier (quick: short and medium) or one scenario name.
     #[arg(long = "paired-suite", default_value = crate::config::knobs::default_of("MODELBENCH_TIER"))]
     pub suite: String,
-    /// With --paired: pairs per scenario (60: a 5% decode slowdown flagged in 5 of 5 tries
-    /// here, 30: in 4 of 5; README).
+    /// With --paired: pairs per scenario in each look of the sequential design (module docs).
     #[arg(long, default_value_t = 60)]
     pub pairs: usize,
-    /// With --paired: the pairs are split into this many blocks, each with freshly started
-    /// workers (alternating which starts first), so a per-process offset is not a bias.
+    /// With --paired: the cap on pairs per scenario; looks of --pairs until every metric is
+    /// decided or the cap (or --max-minutes) is reached. Equal to --pairs: one fixed look.
+    #[arg(long = "max-pairs", default_value_t = 240)]
+    pub max_pairs: usize,
+    /// With --paired: stop after the look that passes this many minutes (metrics still open
+    /// are "Undecided").
+    #[arg(long = "max-minutes", default_value_t = 10.0)]
+    pub max_minutes: f64,
+    /// With --paired: each look's pairs are split into this many blocks, each with freshly
+    /// started workers (alternating which starts first), so a per-process offset is not a
+    /// bias.
     #[arg(long, default_value_t = 12)]
     pub blocks: usize,
     /// With --paired: MODELBENCH_INJECT_SLOWDOWN for NEW's worker only (calibration, e.g.
@@ -57,13 +77,15 @@ pub struct PairedOpts {
 
 impl PairedOpts {
     /// The options `bisect --paired` and `continuous` use: `model` on `suite`, the default
-    /// pairs and blocks, nothing injected.
+    /// looks, caps and blocks, nothing injected.
     pub fn for_model(model: &str, suite: &str) -> PairedOpts {
         PairedOpts {
             paired: true,
             model: model.to_string(),
             suite: suite.to_string(),
             pairs: 60,
+            max_pairs: 240,
+            max_minutes: 10.0,
             blocks: 12,
             inject: None,
             base_candle: None,
@@ -72,7 +94,7 @@ impl PairedOpts {
     }
 }
 
-/// The paired gate's default threshold: a per-pair median ratio whose whole 95% interval lies
+/// The paired gate's default threshold: a per-pair median ratio whose whole interval lies
 /// beyond 2% (measured A/A intervals and the 5% decode calibration are in README).
 pub const DEFAULT_THRESHOLD: &str = "2%";
 
@@ -102,6 +124,17 @@ pub fn check(o: &PairedOpts) -> Result<()> {
         "--pairs {}: at least {} pairs are needed for an interval",
         o.pairs,
         crate::measure::paired::MIN_PAIRS
+    );
+    ensure!(
+        o.max_pairs >= o.pairs,
+        "--max-pairs {}: below --pairs {}; give at least --pairs (equal: one fixed look)",
+        o.max_pairs,
+        o.pairs
+    );
+    ensure!(
+        o.max_minutes.is_finite() && o.max_minutes > 0.0,
+        "--max-minutes {}: give a positive number of minutes",
+        o.max_minutes
     );
     if let Some(i) = &o.inject {
         crate::measure::inject::parse(i).map_err(|e| fail!("--inject: {e}"))?;
@@ -146,50 +179,81 @@ pub fn run_paired(
     // layout and placement are drawn once per process. So the pairs are split into blocks,
     // each with freshly started workers, started in alternating order; the per-process
     // offset then varies from block to block and widens the interval instead of biasing it.
-    let sizes = block_sizes(o.pairs, o.blocks);
-    let blocks = sizes.len();
+    let looks = o.max_pairs.div_ceil(o.pairs).max(1);
+    let confidence = 1.0 - 0.05 / looks as f64;
+    let cap = std::time::Duration::from_secs_f64(o.max_minutes * 60.0);
     let mut a: Vec<Vec<[f64; 3]>> = vec![Vec::new(); scen.len()];
     let mut b: Vec<Vec<[f64; 3]>> = vec![Vec::new(); scen.len()];
-    let mut i = 0;
+    let (mut i, mut blk, mut done, mut look) = (0, 0, 0, 0);
     let target = (o.model.as_str(), o.suite.as_str());
-    for (blk, &n) in sizes.iter().enumerate() {
-        let (mut wa, mut wb) = if blk % 2 == 0 {
-            let wa = Worker::start("A", ea, target, None, &scratch)?;
-            (
-                wa,
-                Worker::start("B", eb, target, o.inject.as_deref(), &scratch)?,
-            )
-        } else {
-            let wb = Worker::start("B", eb, target, o.inject.as_deref(), &scratch)?;
-            (Worker::start("A", ea, target, None, &scratch)?, wb)
-        };
-        for _ in 0..n {
-            for (k, s) in scen.iter().enumerate() {
-                if a_first(i) {
-                    a[k].push(wa.trial(&s.name)?);
-                    b[k].push(wb.trial(&s.name)?);
-                } else {
-                    b[k].push(wb.trial(&s.name)?);
-                    a[k].push(wa.trial(&s.name)?);
-                }
+    let estimate = |a: &[Vec<[f64; 3]>], b: &[Vec<[f64; 3]>]| {
+        let mut rows = Vec::new();
+        for (k, s) in scen.iter().enumerate() {
+            for (m, metric) in METRICS.iter().enumerate() {
+                let xa: Vec<f64> = a[k].iter().map(|x| x[m]).collect();
+                let xb: Vec<f64> = b[k].iter().map(|x| x[m]).collect();
+                let p = paired_ratio_at(&ratios(&xa, &xb), confidence);
+                rows.push((s.name.clone(), metric.to_string(), p, xa, xb));
             }
-            i += 1;
         }
-    }
-    let mut rows = Vec::new();
-    for (k, s) in scen.iter().enumerate() {
-        let (a, b) = (&a[k], &b[k]);
-        for (m, metric) in METRICS.iter().enumerate() {
-            let xa: Vec<f64> = a.iter().map(|x| x[m]).collect();
-            let xb: Vec<f64> = b.iter().map(|x| x[m]).collect();
-            let p = paired_ratio(&ratios(&xa, &xb));
-            rows.push((s.name.clone(), metric.to_string(), p, xa, xb));
+        rows
+    };
+    let (rows, stopped) = loop {
+        look += 1;
+        let n_look = o.pairs.min(o.max_pairs - done);
+        for &n in &block_sizes(n_look, o.blocks) {
+            let (mut wa, mut wb) = if blk % 2 == 0 {
+                let wa = Worker::start("A", ea, target, None, &scratch)?;
+                (
+                    wa,
+                    Worker::start("B", eb, target, o.inject.as_deref(), &scratch)?,
+                )
+            } else {
+                let wb = Worker::start("B", eb, target, o.inject.as_deref(), &scratch)?;
+                (Worker::start("A", ea, target, None, &scratch)?, wb)
+            };
+            blk += 1;
+            for _ in 0..n {
+                for (k, s) in scen.iter().enumerate() {
+                    if a_first(i) {
+                        a[k].push(wa.trial(&s.name)?);
+                        b[k].push(wb.trial(&s.name)?);
+                    } else {
+                        b[k].push(wb.trial(&s.name)?);
+                        a[k].push(wa.trial(&s.name)?);
+                    }
+                }
+                i += 1;
+            }
         }
-    }
+        done += n_look;
+        let rows = estimate(&a, &b);
+        let open = rows
+            .iter()
+            .filter(|(_, _, p, _, _)| verdict(p, t) == UNDECIDED)
+            .count();
+        println!(
+            "look {look} of at most {looks}: {done} pairs per scenario, {} of {} metrics decided \
+             ({:.2}% intervals, {:.0} s)",
+            rows.len() - open,
+            rows.len(),
+            100.0 * confidence,
+            t0.elapsed().as_secs_f64()
+        );
+        if open == 0 {
+            break (rows, "every metric decided");
+        }
+        if done >= o.max_pairs {
+            break (rows, "the pair cap (--max-pairs)");
+        }
+        if t0.elapsed() >= cap {
+            break (rows, "the time cap (--max-minutes)");
+        }
+    };
     let _ = std::fs::remove_dir_all(&scratch);
     let verdict = |p: &PairedRatio| verdict(p, t);
     let mut md = String::from(
-        "| scenario | metric | pairs | B/A (median of per-pair ratios) | 95% CI | verdict |\n|---|---|---:|---:|---|---|\n",
+        "| scenario | metric | pairs | B/A (median of per-pair ratios) | CI | verdict |\n|---|---|---:|---:|---|---|\n",
     );
     let mut regressions = 0;
     let mut json = Vec::new();
@@ -207,22 +271,27 @@ pub fn run_paired(
         ));
         json.push(
             serde_json::json!({"scenario": s, "metric": m, "pairs": p.pairs, "ratio": p.ratio,
-            "ci95": p.ci.map(|(l, h)| [l, h]), "verdict": v, "a_s": xa, "b_s": xb}),
+            "ci": p.ci.map(|(l, h)| [l, h]), "confidence": p.confidence, "verdict": v,
+            "a_s": xa, "b_s": xb}),
         );
     }
+    let undecided = rows
+        .iter()
+        .filter(|(_, _, p, _, _)| verdict(p) == UNDECIDED)
+        .count();
     md.push_str(&format!(
-        "{regressions} regression(s) (threshold {:.1}%, 95% confidence; model {}, {} pairs per scenario in {} blocks of fresh workers, ABBA order, {:.0} s)\n",
+        "{regressions} regression(s), {undecided} undecided (threshold {:.1}%; {:.2}% intervals at each of at most {looks} look(s), 95% overall; stopped after look {look} at {stopped}; model {}, {done} pairs per scenario in {blk} blocks of fresh workers, ABBA order, {:.0} s)\n",
         t * 100.0,
+        100.0 * confidence,
         o.model,
-        o.pairs,
-        blocks,
         t0.elapsed().as_secs_f64()
     ));
     print!("{md}");
     let out = reports_root().join(format!("{stamp}-paired"));
     std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
     let doc = serde_json::json!({"base": na, "new": nb, "inject": o.inject, "threshold": t,
-        "model": o.model, "pairs": o.pairs,
+        "model": o.model, "pairs": done, "looks": look, "max_looks": looks,
+        "confidence": confidence, "stopped": stopped,
         "hardware": crate::measure::hardware::context().hardware.fingerprint(), "rows": json});
     atomic_write(
         &out.join("paired.json"),
@@ -274,13 +343,18 @@ pub fn run_paired(
     })
 }
 
-/// The verdict of one metric: its per-pair median ratio's 95% interval against the
-/// threshold `t` (a regression when the whole interval lies above 1 + t).
+/// A metric whose interval straddles 1 + t or 1 - t.
+pub const UNDECIDED: &str = "Undecided";
+
+/// The verdict of one metric: its per-pair median ratio's interval against the threshold `t`:
+/// a regression when the whole interval lies above 1 + t, an improvement below 1 - t,
+/// unchanged when it lies wholly within [1 - t, 1 + t], else undecided.
 pub fn verdict(p: &PairedRatio, t: f64) -> &'static str {
     match p.ci {
         Some((lo, _)) if lo > 1.0 + t => "Regression",
         Some((_, hi)) if hi < 1.0 - t => "Improvement",
-        Some(_) => "Unchanged",
+        Some((lo, hi)) if lo >= 1.0 - t && hi <= 1.0 + t => "Unchanged",
+        Some(_) => UNDECIDED,
         None => "no verdict (too few pairs)",
     }
 }
@@ -303,6 +377,7 @@ mod tests {
             ratio: 1.0,
             pairs: 60,
             ci,
+            confidence: 0.95,
         }
     }
 
@@ -310,9 +385,10 @@ mod tests {
     fn a_regression_needs_the_whole_interval_beyond_the_threshold() {
         let t = 0.02;
         assert_eq!(verdict(&ratio(Some((1.021, 1.08))), t), "Regression");
-        assert_eq!(verdict(&ratio(Some((1.019, 1.08))), t), "Unchanged");
+        assert_eq!(verdict(&ratio(Some((1.019, 1.08))), t), UNDECIDED);
         assert_eq!(verdict(&ratio(Some((0.90, 0.979))), t), "Improvement");
-        assert_eq!(verdict(&ratio(Some((0.97, 1.03))), t), "Unchanged");
+        assert_eq!(verdict(&ratio(Some((0.97, 1.03))), t), UNDECIDED);
+        assert_eq!(verdict(&ratio(Some((0.981, 1.019))), t), "Unchanged");
         assert_eq!(verdict(&ratio(None), t), "no verdict (too few pairs)");
     }
 

@@ -178,6 +178,7 @@ impl Cache {
                 "improvement" => Verdict::Improvement,
                 "unchanged" => Verdict::Unchanged,
                 "insufficient-samples" => Verdict::InsufficientSamples,
+                "undecided" => Verdict::Undecided,
                 _ => return None,
             };
             Some((verdict, serde_json::from_value(v.get(1)?.clone()).ok()?))
@@ -434,6 +435,7 @@ fn verdict_badge(c: &Option<Change>) -> (&'static str, &'static str) {
         Some(Verdict::Improvement) => ("faster", "faster"),
         Some(Verdict::Unchanged) => ("noise", "within noise"),
         Some(Verdict::InsufficientSamples) => ("", "too few samples"),
+        Some(Verdict::Undecided) => ("noise", "undecided (within run-to-run noise)"),
         None => ("", "first run here"),
     }
 }

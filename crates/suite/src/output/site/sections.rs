@@ -312,8 +312,10 @@ pub(super) fn paired_row(p: &PairedRun, r: &serde_json::Value, prefix: &str) -> 
         "Unchanged" => "noise",
         _ => "",
     };
+    // `ci` (with `confidence`) since the sequential design; `ci95` in older folders.
     let ci = r
-        .get("ci95")
+        .get("ci")
+        .or_else(|| r.get("ci95"))
         .and_then(|c| c.as_array())
         .map(|c| {
             format!(
