@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use modelbench::output::record::{Kind, Precision, Record};
 use modelbench::output::report::{read_run, write_artifacts};
 
+/// The tests that time real runs take turns: run side by side they load the 2 cores for each
+/// other, and an unpaired verdict then measures the neighbour (the 2x check below once read
+/// Unchanged that way while a build ran beside it).
+static TIMED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `n` samples around `center` with a fixed +-1% spread (deterministic, no RNG).
 fn samples(center: f64, n: usize) -> Vec<f64> {
     (0..n)
@@ -190,6 +195,7 @@ fn cont_runs(reports: &Path) -> Vec<PathBuf> {
 /// between the second and the third (their comparison is printed, not asserted).
 #[test]
 fn continuous_compares_with_previous_and_baseline() {
+    let _turn = TIMED.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let reports = tmp.path().join("reports");
     std::fs::create_dir_all(&reports).unwrap();
@@ -269,6 +275,7 @@ fn continuous_compares_with_previous_and_baseline() {
             the verdict rules are carried by the deterministic tests in crates/suite/src/output/compare.rs \
             and compare_exit_codes_on_known_samples"]
 fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
+    let _turn = TIMED.lock().unwrap_or_else(|e| e.into_inner());
     /// A Llama with 512-wide layers: its 256-token prefill is dominated by GEMMs that use
     /// both cores, so one thread is truly slower (the tiny fixtures are overhead-bound).
     const MID_LLAMA: &str = r#"{"model_type": "llama", "hidden_size": 512, "intermediate_size": 2048,
@@ -361,6 +368,7 @@ fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
 /// "insufficient samples" and this test failed on the injected run (exit 0).
 #[test]
 fn run_and_compare_with_defaults_flag_an_injected_2x_slowdown_not_a_rerun() {
+    let _turn = TIMED.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let reports = tmp.path().join("reports");
     let run = |label: &str, inject: Option<&str>| -> PathBuf {
