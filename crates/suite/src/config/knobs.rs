@@ -428,6 +428,15 @@ pub const KNOBS: &[Knob] = &[
         examples: ("1", "required"),
     },
     Knob {
+        name: "MODELBENCH_REQUIRE_CHROMIUM",
+        scope: Scope::Tests,
+        values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
+        default: Value("0"),
+        doc: "the browser test of the HTML report (tests/report_browser.rs) fails instead of skipping when Chromium is not installed; `0` lets it skip even under CI=true (`.ci/run` sets it after scripts/install-chromium.sh: 0 only when Debian's mirror is unreachable)",
+        check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_CHROMIUM")),
+        examples: ("1", "required"),
+    },
+    Knob {
         name: "MODELBENCH_REQUIRE_LLAMA_CPP",
         scope: Scope::Tests,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
