@@ -3,10 +3,9 @@
 //! table beside it; the GPU queues and bad flags are refused with one line, writing nothing.
 
 mod common;
-use common::modelbench;
+use common::{assert_bad_input, modelbench};
 
 use std::path::Path;
-use std::process::Output;
 
 use parquet::basic::Type as Physical;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -76,18 +75,6 @@ fn text(r: &Row, name: &str) -> String {
         Field::Str(s) => s.clone(),
         other => panic!("{name}: {other:?}"),
     }
-}
-
-fn assert_one_line_refusal(o: &Output, needle: &str) {
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(!e.contains("panicked"), "{e}");
-    let lines: Vec<_> = e.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line: {e}");
-    assert!(
-        lines[0].starts_with("error: ") && lines[0].contains(needle),
-        "{e}"
-    );
 }
 
 #[test]
@@ -220,7 +207,7 @@ fn gpu_queues_and_bad_flags_are_refused_with_one_line_and_nothing_written() {
                 out.to_str().unwrap(),
             ],
         );
-        assert_one_line_refusal(&o, "built without CUDA");
+        assert_bad_input(&o, "built without CUDA");
     }
     let o = modelbench(
         dir.path(),
@@ -232,7 +219,7 @@ fn gpu_queues_and_bad_flags_are_refused_with_one_line_and_nothing_written() {
             out.to_str().unwrap(),
         ],
     );
-    assert_one_line_refusal(&o, "--accelerator");
+    assert_bad_input(&o, "--accelerator");
     let o = modelbench(
         dir.path(),
         &[
@@ -243,7 +230,7 @@ fn gpu_queues_and_bad_flags_are_refused_with_one_line_and_nothing_written() {
             out.to_str().unwrap(),
         ],
     );
-    assert_one_line_refusal(&o, "unknown architecture `rnn`");
+    assert_bad_input(&o, "unknown architecture `rnn`");
     let o = modelbench(
         dir.path(),
         &[
@@ -256,7 +243,7 @@ fn gpu_queues_and_bad_flags_are_refused_with_one_line_and_nothing_written() {
             out.to_str().unwrap(),
         ],
     );
-    assert_one_line_refusal(&o, "heads");
+    assert_bad_input(&o, "heads");
     assert!(!out.exists());
 }
 

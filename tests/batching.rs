@@ -5,11 +5,14 @@
 //! On `gguf:fixture:gemma3` always; on the real Gemma 3 270M Q4_K_M when
 //! scripts/fetch-offline-models.sh has installed it (skipped with the reason otherwise).
 
+#[path = "common/batched.rs"]
+mod batched;
 mod common;
 
+use batched::{alone_and_batched, assert_bit_equal, chunks_of, failed_step, max_diff, run_single};
 use candle_core::{DType, Device};
-use modelbench::engine::sampling::argmax;
 use modelbench::engine::scenario::prepare;
+use modelbench::models::batched::BatchedLm;
 use modelbench::models::gemma3_quantized::{Batched, ModelWeights, SeqCache, SeqStep};
 use modelbench::models::loading::open;
 use modelbench::models::own_weights;
@@ -24,121 +27,6 @@ fn load(reference: &str, cap: usize) -> Result<Box<dyn CausalLm>, String> {
     Ok(open(res, &Device::Cpu, DType::F32, Some(cap))
         .map_err(|e| e.to_string())?
         .model)
-}
-
-/// Greedy tokens and the logits that chose each.
-#[derive(Debug, Default, Clone)]
-struct Gen {
-    tokens: Vec<u32>,
-    logits: Vec<Vec<f32>>,
-}
-
-/// Runs `prompts` through the batched forward as the server's scheduler does: sequence i
-/// joins at step `join[i]`; each step runs one token of every decoding sequence and the next
-/// chunk (`chunk` tokens, cut at fixed offsets) of every sequence still reading its prompt;
-/// each sequence generates `n_new` greedy tokens and leaves.
-fn run_batched(
-    b: &Batched,
-    prompts: &[Vec<u32>],
-    join: &[usize],
-    n_new: usize,
-    chunk: usize,
-) -> (Vec<Gen>, usize) {
-    let mut caches: Vec<Option<SeqCache>> = vec![None; prompts.len()];
-    let mut fed = vec![0usize; prompts.len()];
-    let mut out = vec![Gen::default(); prompts.len()];
-    let mut most = 0;
-    let mut step = 0;
-    loop {
-        for i in 0..prompts.len() {
-            if join[i] == step {
-                caches[i] = Some(b.new_seq());
-            }
-        }
-        let live: Vec<usize> = (0..prompts.len())
-            .filter(|&i| caches[i].is_some() && out[i].tokens.len() < n_new)
-            .collect();
-        if live.is_empty() && join.iter().all(|&j| j <= step) {
-            break;
-        }
-        let mut toks: Vec<Vec<u32>> = Vec::new();
-        for &i in &live {
-            if fed[i] < prompts[i].len() {
-                let to = prompts[i].len().min(fed[i] + chunk);
-                toks.push(prompts[i][fed[i]..to].to_vec());
-            } else {
-                toks.push(vec![*out[i].tokens.last().unwrap()]);
-            }
-        }
-        let mut taken: Vec<Option<&mut SeqCache>> = caches.iter_mut().map(|c| c.as_mut()).collect();
-        let mut seqs: Vec<SeqStep<'_>> = Vec::new();
-        for (k, &i) in live.iter().enumerate() {
-            let done_prompt = fed[i] + toks[k].len() >= prompts[i].len();
-            seqs.push(SeqStep {
-                cache: taken[i].take().unwrap(),
-                tokens: &toks[k],
-                logits: done_prompt,
-            });
-        }
-        most = most.max(seqs.len());
-        let logits = if seqs.is_empty() {
-            Vec::new()
-        } else {
-            b.forward(&mut seqs).unwrap()
-        };
-        drop(seqs);
-        for (k, &i) in live.iter().enumerate() {
-            if fed[i] < prompts[i].len() {
-                fed[i] += toks[k].len();
-            }
-            if let Some(l) = &logits[k] {
-                let l: Vec<f32> = l.to_vec1().unwrap();
-                out[i].tokens.push(argmax(&l));
-                out[i].logits.push(l);
-            }
-        }
-        step += 1;
-        assert!(step < 10_000);
-    }
-    (out, most)
-}
-
-/// The same greedy run through the single-sequence forward (`CausalLm::forward`, the path the
-/// benchmarks time), the prompt in `chunks`.
-fn run_bench(m: &mut dyn CausalLm, prompt: &[u32], chunks: &[usize], n_new: usize) -> Gen {
-    m.reset().unwrap();
-    let mut pos = 0;
-    let mut l = Vec::new();
-    for &c in chunks {
-        l = common::logits(&m.forward(&prompt[pos..pos + c], pos).unwrap());
-        pos += c;
-    }
-    assert_eq!(pos, prompt.len());
-    let mut g = Gen::default();
-    loop {
-        let t = argmax(&l);
-        g.tokens.push(t);
-        g.logits.push(l);
-        if g.tokens.len() == n_new {
-            return g;
-        }
-        l = common::logits(&m.forward(&[t], pos).unwrap());
-        pos += 1;
-    }
-}
-
-fn chunks_of(len: usize, c: usize) -> Vec<usize> {
-    let mut v = vec![c; len / c];
-    if !len.is_multiple_of(c) {
-        v.push(len % c);
-    }
-    v
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
-    let scale = a.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
-    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    (diff, scale)
 }
 
 /// Alone and batched (staggered joins, so prefill chunks and decodes share steps) give the
@@ -160,30 +48,16 @@ fn check(reference: &str, cap: usize, lens: &[usize], chunk: usize, n_new: usize
         .enumerate()
         .map(|(i, &n)| modelbench::engine::generate::prompt_ids(n, vocab, 11, i as u64))
         .collect();
-    let alone: Vec<Gen> = prompts
-        .iter()
-        .map(|p| run_batched(&b, std::slice::from_ref(p), &[0], n_new, chunk).0[0].clone())
-        .collect();
     let join: Vec<usize> = (0..prompts.len()).map(|i| i * 2).collect();
-    let (batched, most) = run_batched(&b, &prompts, &join, n_new, chunk);
+    let (alone, batched, most) = alone_and_batched(&b, &prompts, &join, n_new, chunk);
     assert!(most >= 3, "the batch held {most} sequences at most");
-    for (i, (a, g)) in alone.iter().zip(&batched).enumerate() {
-        assert_eq!(a.tokens, g.tokens, "prompt {i}: tokens alone vs batched");
-        for (s, (x, y)) in a.logits.iter().zip(&g.logits).enumerate() {
-            let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
-            let (d, sc) = max_diff(x, y);
-            assert!(
-                same,
-                "prompt {i} token {s}: logits alone vs batched differ (max |diff| {d} at scale {sc})"
-            );
-        }
-    }
+    assert_bit_equal(reference, &alone, &batched);
     if fast {
         // The project's kernels (models::q8_matmul) and host GELU/softmax round differently
         // from candle's: reported, not held to the bench path; the KLD gate judges them
         // (tests/kld.rs, docs/serving.md).
         for (i, p) in prompts.iter().enumerate() {
-            let whole = run_bench(m.as_mut(), p, &[p.len()], n_new);
+            let whole = run_single(m.as_mut(), p, &[p.len()], n_new);
             let (d, scale) = max_diff(&whole.logits[0], &alone[i].logits[0]);
             let same = whole
                 .tokens
@@ -201,8 +75,8 @@ fn check(reference: &str, cap: usize, lens: &[usize], chunk: usize, n_new: usize
     // Against the bench path: the same greedy tokens, and logits within twice the bench
     // path's own difference between a whole and a chunked prefill (the batched path chunks).
     for (i, p) in prompts.iter().enumerate() {
-        let whole = run_bench(m.as_mut(), p, &[p.len()], n_new);
-        let chunked = run_bench(m.as_mut(), p, &chunks_of(p.len(), chunk), n_new);
+        let whole = run_single(m.as_mut(), p, &[p.len()], n_new);
+        let chunked = run_single(m.as_mut(), p, &chunks_of(p.len(), chunk), n_new);
         let (own, scale) = max_diff(&whole.logits[0], &chunked.logits[0]);
         let (d, _) = max_diff(&whole.logits[0], &alone[i].logits[0]);
         eprintln!(
@@ -251,18 +125,7 @@ fn real_gemma3_270m_with_fast_weights_alone_and_batched_are_bit_equal() {
 fn a_step_past_the_context_is_an_error_not_a_panic() {
     let m = load("gguf:fixture:gemma3", 64).unwrap();
     let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap(), false).unwrap();
-    let mut c = b.new_seq();
-    let toks = vec![1u32; 65];
-    let e = b
-        .forward(&mut [SeqStep {
-            cache: &mut c,
-            tokens: &toks,
-            logits: true,
-        }])
-        .unwrap_err()
-        .to_string();
-    // (candle appends a backtrace when RUST_BACKTRACE is set; the server keeps line one)
-    let e = modelbench::error::one_line(&e);
+    let (e, c) = failed_step(&b, 65);
     assert!(e.contains("exceed the 64 positions"), "{e}");
     assert_eq!(c.pos(), 0);
 }

@@ -1,25 +1,12 @@
 //! The `modelbench` binary seen from outside: runs, reports, compare and bad input.
 
 mod common;
-use common::modelbench;
+use common::{assert_bad_input, modelbench};
 
 use std::process::Output;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Exit 2, one `error:` line naming `needle`, no panic.
-fn assert_bad_input(o: &Output, needle: &str) {
-    let e = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(!e.contains("panicked"), "{e}");
-    let lines: Vec<_> = e.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line: {e}");
-    assert!(
-        lines[0].starts_with("error: ") && lines[0].contains(needle),
-        "{e}"
-    );
 }
 
 #[test]

@@ -166,6 +166,19 @@ fn text(o: &Output) -> String {
 }
 
 /// Writes the four runs as run folders under `root`; returns their paths.
+/// `modelbench db push` (`args`) of the 4 runs' 8 records, then again: the second adds none.
+fn push_twice(reports: &Path, args: &[&str]) {
+    let o = modelbench(reports, args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("8 record(s) added from 4 run(s)"),
+        "{}",
+        text(&o)
+    );
+    let o = modelbench(reports, args);
+    assert!(text(&o).contains("0 record(s) added"), "{}", text(&o));
+}
+
 fn run_folders(root: &Path) -> Vec<PathBuf> {
     runs()
         .into_iter()
@@ -208,15 +221,7 @@ fn cli_db_push_history_compare_and_bencher_export() {
     let mut args = vec!["db", "push"];
     args.extend(&d);
     args.extend(["--db", &db]);
-    let o = modelbench(&reports, &args);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("8 record(s) added from 4 run(s)"),
-        "{}",
-        text(&o)
-    );
-    let o = modelbench(&reports, &args);
-    assert!(text(&o).contains("0 record(s) added"), "{}", text(&o));
+    push_twice(&reports, &args);
 
     // history: 4 rows (2 machines x 2 commits) in time order, and a PNG.
     let png = tmp.path().join("trend.png");
@@ -479,15 +484,7 @@ fn postgres_gives_the_same_answers_as_sqlite() {
     args.extend(dirs.iter().map(|d| d.display().to_string()));
     args.extend(["--db".to_string(), url2.clone()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = modelbench(&reports, &args);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("8 record(s) added from 4 run(s)"),
-        "{}",
-        text(&o)
-    );
-    let o = modelbench(&reports, &args);
-    assert!(text(&o).contains("0 record(s) added"), "{}", text(&o));
+    push_twice(&reports, &args);
     let o = modelbench(
         &reports,
         &["compare", "aaaa0000", "bbbb0000", "--db", &url2],

@@ -2,20 +2,7 @@
 //! and bad input (backend, depths) as one line with exit 2.
 
 mod common;
-use common::modelbench;
-
-use std::process::Output;
-
-fn assert_bad_input(o: &Output, needle: &str) {
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{e}");
-    let lines: Vec<_> = e.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line: {e}");
-    assert!(
-        lines[0].starts_with("error: ") && lines[0].contains(needle),
-        "{e}"
-    );
-}
+use common::{assert_bad_input, modelbench};
 
 #[test]
 fn depth_sweep_writes_records_csv_and_png() {
@@ -102,36 +89,18 @@ fn depth_sweep_writes_records_csv_and_png() {
 fn bad_depth_input_is_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let r = tmp.path();
-    assert_bad_input(
-        &modelbench(
-            r,
-            &["depth", "--model", "fixture:llama", "--depths", "0,-1"],
-        ),
-        "--depths",
-    );
-    assert_bad_input(
-        &modelbench(
-            r,
-            &["depth", "--model", "fixture:llama", "--attention", "sdpa"],
-        ),
-        "--attention",
-    );
+    let mut cases = vec![
+        ("--depths", "0,-1", "--depths"),
+        ("--attention", "sdpa", "--attention"),
+        ("--depths", "1000000", "max_position_embeddings"),
+    ];
     if !cfg!(feature = "flash-attn") {
-        assert_bad_input(
-            &modelbench(
-                r,
-                &["depth", "--model", "fixture:llama", "--attention", "flash"],
-            ),
-            "--features flash-attn",
-        );
+        cases.push(("--attention", "flash", "--features flash-attn"));
     }
-    assert_bad_input(
-        &modelbench(
-            r,
-            &["depth", "--model", "fixture:llama", "--depths", "1000000"],
-        ),
-        "max_position_embeddings",
-    );
+    for (flag, value, needle) in cases {
+        let args = ["depth", "--model", "fixture:llama", flag, value];
+        assert_bad_input(&modelbench(r, &args), needle);
+    }
     assert!(
         std::fs::read_dir(r).unwrap().next().is_none(),
         "nothing written"

@@ -20,7 +20,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{Device, Tensor};
@@ -28,8 +27,11 @@ use gguf_file::Value;
 use modelbench::models::llama_quantized::{ModelWeights, Wrong};
 use modelbench::models::quality::file_sha256;
 use modelbench::models::quantized::{load_with, GgufImpl};
+use modelbench::models::quantized_parts::SingleSeq;
 use modelbench::models::{families, own_weights, CausalLm, ModelMeta};
-use modelbench::workloads::kld::{run_kld_gate, table, KldReference, KldVerdict};
+use modelbench::workloads::kld::{
+    reference_command, run_kld_gate, table, KldReference, KldVerdict,
+};
 
 #[path = "families/mutations.rs"]
 mod mutations;
@@ -86,22 +88,7 @@ fn reference_of(gguf: &Path) -> KldReference {
             &corpus_sha[..16]
         ));
     if KldReference::load(&cached).is_err() {
-        let st = Command::new("bash")
-            .arg(root().join("scripts/llama-cpp-kld-reference.sh"))
-            .arg("--model")
-            .arg(&gguf)
-            .arg("--out")
-            .arg(&cached)
-            .arg("--llama-cpp")
-            .arg(llama_cpp())
-            .arg("--corpus")
-            .arg(&corpus)
-            .args([
-                "--n-ctx",
-                &N_CTX.to_string(),
-                "--chunks",
-                &CHUNKS.to_string(),
-            ])
+        let st = reference_command(&gguf, &cached, &llama_cpp(), &corpus, (N_CTX, CHUNKS))
             .status()
             .unwrap();
         assert!(st.success(), "llama-cpp-kld-reference.sh failed on {name}");

@@ -231,11 +231,7 @@ fn fast_weights_fallback_is_labelled_apart_and_passes_the_kld_gate() {
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = common::stdout_and_stderr(&o);
     eprintln!("{out}");
     assert!(
         out.contains("--fast-weights: its fallback without AVX-512 VNNI"),

@@ -4,14 +4,20 @@
 //! what else is in the batch). On the project's Q8_0 fixtures (`gguf:fixture:llama`,
 //! `gguf:fixture:qwen3`): offline, no download.
 
+#[path = "common/batched.rs"]
+mod batched;
 mod common;
 
 use std::path::PathBuf;
 
+use batched::{
+    alone_and_batched, assert_bit_equal, chunks_of, failed_step, max_diff, run_batched, run_single,
+};
 use candle_core::Device;
 use modelbench::engine::sampling::argmax;
-use modelbench::models::llama_quantized::{Batched, ModelWeights, SeqCache, SeqStep, Wrong};
+use modelbench::models::llama_quantized::{Batched, ModelWeights, Wrong};
 use modelbench::models::quantized::{load_with, GgufImpl};
+use modelbench::models::quantized_parts::SingleSeq;
 use modelbench::models::{own_weights, CausalLm, Family};
 
 fn fixture(fam: Family) -> PathBuf {
@@ -20,12 +26,6 @@ fn fixture(fam: Family) -> PathBuf {
 
 fn load(path: &std::path::Path, imp: GgufImpl, cap: usize) -> Box<dyn CausalLm> {
     load_with(path, Some(imp), &Device::Cpu, Some(cap)).unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
-    let scale = a.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
-    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    (diff, scale)
 }
 
 /// Logits after each of `toks[..n]` for n in `at` (teacher-forced: the same tokens for every
@@ -241,108 +241,6 @@ fn a_wrong_variant_differs_from_candle_transformers() {
     }
 }
 
-/// Greedy tokens and the logits that chose each.
-#[derive(Debug, Default, Clone)]
-struct Gen {
-    tokens: Vec<u32>,
-    logits: Vec<Vec<f32>>,
-}
-
-/// Runs `prompts` through the batched forward as the server's scheduler does: sequence i
-/// joins at step `join[i]`; each step runs one token of every decoding sequence and the next
-/// chunk (`chunk` tokens, cut at fixed offsets) of every sequence still reading its prompt;
-/// each sequence generates `n_new` greedy tokens and leaves. Returns the runs and the most
-/// sequences one step held.
-fn run_batched(
-    b: &Batched,
-    prompts: &[Vec<u32>],
-    join: &[usize],
-    n_new: usize,
-    chunk: usize,
-) -> (Vec<Gen>, usize) {
-    let mut caches: Vec<Option<SeqCache>> = vec![None; prompts.len()];
-    let mut fed = vec![0usize; prompts.len()];
-    let mut out = vec![Gen::default(); prompts.len()];
-    let mut most = 0;
-    let mut step = 0;
-    loop {
-        for i in 0..prompts.len() {
-            if join[i] == step {
-                caches[i] = Some(b.new_seq());
-            }
-        }
-        let live: Vec<usize> = (0..prompts.len())
-            .filter(|&i| caches[i].is_some() && out[i].tokens.len() < n_new)
-            .collect();
-        if live.is_empty() && join.iter().all(|&j| j <= step) {
-            break;
-        }
-        let mut toks: Vec<Vec<u32>> = Vec::new();
-        for &i in &live {
-            if fed[i] < prompts[i].len() {
-                let to = prompts[i].len().min(fed[i] + chunk);
-                toks.push(prompts[i][fed[i]..to].to_vec());
-            } else {
-                toks.push(vec![*out[i].tokens.last().unwrap()]);
-            }
-        }
-        let mut taken: Vec<Option<&mut SeqCache>> = caches.iter_mut().map(|c| c.as_mut()).collect();
-        let mut seqs: Vec<SeqStep<'_>> = Vec::new();
-        for (k, &i) in live.iter().enumerate() {
-            let done_prompt = fed[i] + toks[k].len() >= prompts[i].len();
-            seqs.push(SeqStep {
-                cache: taken[i].take().unwrap(),
-                tokens: &toks[k],
-                logits: done_prompt,
-            });
-        }
-        most = most.max(seqs.len());
-        let logits = if seqs.is_empty() {
-            Vec::new()
-        } else {
-            b.forward(&mut seqs).unwrap()
-        };
-        drop(seqs);
-        for (k, &i) in live.iter().enumerate() {
-            if fed[i] < prompts[i].len() {
-                fed[i] += toks[k].len();
-            }
-            if let Some(l) = &logits[k] {
-                let l: Vec<f32> = l.to_vec1().unwrap();
-                out[i].tokens.push(argmax(&l));
-                out[i].logits.push(l);
-            }
-        }
-        step += 1;
-        assert!(step < 10_000);
-    }
-    (out, most)
-}
-
-/// The same greedy run through the single-sequence forward (`CausalLm::forward`), the prompt in
-/// chunks of `chunk`.
-fn run_single(m: &mut dyn CausalLm, prompt: &[u32], chunk: usize, n_new: usize) -> Gen {
-    m.reset().unwrap();
-    let mut pos = 0;
-    let mut l = Vec::new();
-    while pos < prompt.len() {
-        let n = chunk.min(prompt.len() - pos);
-        l = common::logits(&m.forward(&prompt[pos..pos + n], pos).unwrap());
-        pos += n;
-    }
-    let mut g = Gen::default();
-    loop {
-        let t = argmax(&l);
-        g.tokens.push(t);
-        g.logits.push(l);
-        if g.tokens.len() == n_new {
-            return g;
-        }
-        l = common::logits(&m.forward(&[t], pos).unwrap());
-        pos += 1;
-    }
-}
-
 /// Alone and batched (staggered joins, so prefill chunks and decodes share steps; prompts of
 /// different lengths, chunked prefill) give the same greedy ids and bit-equal logits, for both
 /// families; the batched path also gives the single-sequence path's ids and logits (the same
@@ -361,29 +259,16 @@ fn llama_and_qwen3_alone_and_batched_are_bit_equal() {
             .enumerate()
             .map(|(i, &n)| prompt(n, vocab, i))
             .collect();
-        let alone: Vec<Gen> = prompts
-            .iter()
-            .map(|p| run_batched(&b, std::slice::from_ref(p), &[0], n_new, chunk).0[0].clone())
-            .collect();
         let join: Vec<usize> = (0..prompts.len()).map(|i| i * 2).collect();
-        let (batched, most) = run_batched(&b, &prompts, &join, n_new, chunk);
+        let (alone, batched, most) = alone_and_batched(&b, &prompts, &join, n_new, chunk);
         assert!(most >= 3, "{fam}: the batch held {most} sequences at most");
-        for (i, (a, g)) in alone.iter().zip(&batched).enumerate() {
-            assert_eq!(a.tokens, g.tokens, "{fam} prompt {i}: ids alone vs batched");
-            for (s, (x, y)) in a.logits.iter().zip(&g.logits).enumerate() {
-                let (d, sc) = max_diff(x, y);
-                assert!(
-                    x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
-                    "{fam} prompt {i} token {s}: logits alone vs batched differ (max |diff| {d} at scale {sc})"
-                );
-            }
-        }
+        assert_bit_equal(&fam.to_string(), &alone, &batched);
         // candle's Qwen3 with f32 RoPE tables (its f16 default deviates: docs/models.md).
         let dir = tempfile::tempdir().unwrap();
         let ref_path = with_f32_tables(fam, dir.path());
         let mut reference = load(&ref_path, GgufImpl::CandleTransformers, 512);
         for (i, p) in prompts.iter().enumerate() {
-            let s = run_single(single.as_mut(), p, chunk, n_new);
+            let s = run_single(single.as_mut(), p, &chunks_of(p.len(), chunk), n_new);
             assert_eq!(
                 s.tokens, alone[i].tokens,
                 "{fam} prompt {i}: single-sequence ids"
@@ -406,17 +291,7 @@ fn llama_and_qwen3_alone_and_batched_are_bit_equal() {
 fn a_step_past_the_context_is_an_error_not_a_panic() {
     let m = load(&fixture(Family::Llama), GgufImpl::Modelbench, 64);
     let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap()).unwrap();
-    let mut c = b.new_seq();
-    let toks = vec![1u32; 65];
-    let e = b
-        .forward(&mut [SeqStep {
-            cache: &mut c,
-            tokens: &toks,
-            logits: true,
-        }])
-        .unwrap_err()
-        .to_string();
-    let e = modelbench::error::one_line(&e);
+    let (e, c) = failed_step(&b, 65);
     assert!(e.contains("exceed the 64 positions"), "{e}");
     assert_eq!(c.pos(), 0);
 }
@@ -444,7 +319,7 @@ fn the_served_computation_is_the_batched_path() {
         let p = prompt(100, s.meta().vocab, 3);
         let alone = run_batched(&b, std::slice::from_ref(&p), &[0], 6, 32).0[0].clone();
         // The whole prompt in one call: Served cuts it at 32, 64, 96 as the scheduler does.
-        let got = run_single(&mut s, &p, p.len(), 6);
+        let got = run_single(&mut s, &p, &[p.len()], 6);
         assert_eq!(got.tokens, alone.tokens, "{fam}");
         for (x, y) in got.logits.iter().zip(&alone.logits) {
             assert!(
@@ -607,22 +482,16 @@ fn k_quant_llama_and_qwen3_match_candle_and_batch_bit_equal() {
             "{fam} k-quants: {} weights run a lone row as two",
             b.lone_as_two()
         );
-        let alone: Vec<Gen> = prompts
-            .iter()
-            .map(|p| run_batched(&b, std::slice::from_ref(p), &[0], 8, 16).0[0].clone())
-            .collect();
-        let (batched, most) = run_batched(&b, &prompts, &[0, 1, 3, 4], 8, 16);
+        let (alone, batched, most) = alone_and_batched(&b, &prompts, &[0, 1, 3, 4], 8, 16);
         assert!(most >= 3, "{fam}: the batch held {most} sequences at most");
-        for (i, (a, g)) in alone.iter().zip(&batched).enumerate() {
-            assert_eq!(a.tokens, g.tokens, "{fam} prompt {i}: ids alone vs batched");
-            for (x, y) in a.logits.iter().zip(&g.logits) {
-                let (d, sc) = max_diff(x, y);
-                assert!(
-                    x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
-                    "{fam} prompt {i}: logits alone vs batched differ ({d} at scale {sc})"
-                );
-            }
-            let s = run_single(ours.as_mut(), &prompts[i], 16, 8);
+        assert_bit_equal(&format!("{fam} k-quants"), &alone, &batched);
+        for (i, a) in alone.iter().enumerate() {
+            let s = run_single(
+                ours.as_mut(),
+                &prompts[i],
+                &chunks_of(prompts[i].len(), 16),
+                8,
+            );
             assert_eq!(s.tokens, a.tokens, "{fam} prompt {i}: single-sequence ids");
         }
     }

@@ -229,11 +229,7 @@ fn child(spec: &str) -> (Vec<u64>, String) {
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = common::stdout_and_stderr(&o);
     assert!(o.status.success(), "the child failed:\n{out}");
     let line = out
         .lines()

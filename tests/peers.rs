@@ -341,6 +341,33 @@ fn candle_version_is_the_locked_one() {
 }
 
 /// The CLI with candle's barrier pool left to follow rayon's (no CANDLE_NUM_THREADS).
+/// `peers` on the llama fixture, the quick suite, no warm-up, one trial, and a torch peer
+/// whose Python is not there.
+const QUICK_WITHOUT_TORCH: [&str; 11] = [
+    "peers",
+    "--model",
+    "fixture:llama",
+    "--suite",
+    "quick",
+    "--warmup",
+    "0",
+    "--trials",
+    "1",
+    "--torch-python",
+    "/nonexistent/python",
+];
+
+/// The stdout of a run that must have succeeded (its output and errors in the message).
+fn succeeded(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
 fn modelbench(reports: &Path, args: &[&str]) -> Output {
     common::modelbench_cmd(reports)
         .args(args)
@@ -402,28 +429,8 @@ fn thread_mismatch_is_refused_and_bad_peers_named() {
 #[test]
 fn a_missing_peer_is_a_one_line_skip_naming_its_setup_script() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = modelbench(
-        tmp.path(),
-        &[
-            "peers",
-            "--model",
-            "fixture:llama",
-            "--suite",
-            "quick",
-            "--warmup",
-            "0",
-            "--trials",
-            "1",
-            "--torch-python",
-            "/nonexistent/python",
-        ],
-    );
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = modelbench(tmp.path(), &QUICK_WITHOUT_TORCH);
+    let out = succeeded(&o);
     assert!(
         out.contains(
             "skip: torch: /nonexistent/python not found (install it with scripts/setup-torch.sh)"
@@ -539,42 +546,19 @@ fn candles_two_pools_must_agree_or_the_run_is_flagged() {
         "nothing written"
     );
     // Agreeing pools run.
-    let args = [
-        "peers",
-        "--model",
-        "fixture:llama",
-        "--suite",
-        "quick",
-        "--warmup",
-        "0",
-        "--trials",
-        "1",
-        "--torch-python",
-        "/nonexistent/python",
-        "--no-save",
-    ];
+    let args = [&QUICK_WITHOUT_TORCH[..], &["--no-save"][..]].concat();
     let o = modelbench_env(
         tmp.path(),
         &args,
         &[("CANDLE_NUM_THREADS", "2"), ("RAYON_NUM_THREADS", "2")],
     );
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = succeeded(&o);
     assert!(!out.contains("MISMATCH"), "{out}");
     // Kept with --allow-thread-mismatch: flagged in the output and the table.
     let mut allow = args.to_vec();
     allow.push("--allow-thread-mismatch");
     let o = modelbench_env(tmp.path(), &allow, &mismatched);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = succeeded(&o);
     assert!(
         out.contains("warning: candle's two thread pools differ"),
         "{out}"

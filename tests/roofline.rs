@@ -1,5 +1,7 @@
 //! Work accounting against hand computations, utilisation bounds, calibration caching.
 
+mod common;
+
 use candle_core::DType;
 use modelbench::measure::calibration::Calibration;
 use modelbench::models::describe;
@@ -69,12 +71,12 @@ fn utilisation_is_bounded_and_flagged_when_above_the_peak() {
     assert!(bw > 95.0 && bw < 101.0, "{bw}");
     assert!(r.flag.is_none());
     // the text names the roofs it used
-    assert!(
-        r.calibration.contains("memory: 20.0 GB/s streaming read")
-            && r.calibration
-                .contains("compute: 100.0 GFLOP/s candle matmul f32"),
-        "{}",
-        r.calibration
+    common::assert_contains_all(
+        &r.calibration,
+        &[
+            "memory: 20.0 GB/s streaming read",
+            "compute: 100.0 GFLOP/s candle matmul f32",
+        ],
     );
     // the memory roof is the same for every dtype (bytes are bytes); no f16 matmul figure
     let r16 = roofline(

@@ -2,6 +2,8 @@
 //! fixture:llama on a free loopback port; the tests check the SSE stream chunk by chunk, the
 //! non-streamed body, every error body, a client leaving mid-stream, and a tiny load run.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -556,12 +558,12 @@ fn gguf_llama_serves_concurrent_requests_batched() {
             "16",
         ],
     );
-    assert!(
-        s.line.contains("up to 4 sequences")
-            && s.line
-                .contains("the project's quantized llama (impl=modelbench)"),
-        "{}",
-        s.line
+    common::assert_contains_all(
+        &s.line,
+        &[
+            "up to 4 sequences",
+            "the project's quantized llama (impl=modelbench)",
+        ],
     );
     assert!(
         log_text(&s.log).contains("running the project's quantized llama (impl=modelbench)"),
@@ -597,22 +599,12 @@ fn gguf_llama_serves_concurrent_requests_batched() {
             })
         })
         .collect();
-    let mut most = 0;
-    for (i, h) in handles.into_iter().enumerate() {
-        let v = h.join().unwrap();
-        assert_eq!(
-            v["choices"][0]["text"].as_str().unwrap(),
-            alone[i],
-            "request {i}"
-        );
-        assert_eq!(v["usage"]["completion_tokens"], 10);
-        most = most.max(v["modelbench"]["batch_max"].as_u64().unwrap());
-    }
-    assert!(most >= 2, "concurrent requests never shared a step");
+    let batched = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    common::assert_batched_as_alone(batched, &alone);
     drop(s);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = common_bin()
+    let o = common::bin()
         .args(["serve", "--model", model, "--port", "0", "--max-batch", "0"])
         .env("MODELBENCH_REPORTS", dir.path())
         .output()
@@ -632,8 +624,4 @@ fn gguf_llama_serves_concurrent_requests_batched() {
         1,
         "{err}"
     );
-}
-
-fn common_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_modelbench"))
 }

@@ -2,6 +2,8 @@
 //! project's Gemma 3 behind HTTP, batch-independent greedy text, the bounded queue (503 with
 //! Retry-After), `/metrics`, and models that refuse `--max-batch` above 1.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -147,19 +149,15 @@ fn alone_equals_batched(s: &Running, model: &str) {
             std::thread::spawn(move || post(&url, &b))
         })
         .collect();
-    let mut most = 0;
-    for (i, h) in handles.into_iter().enumerate() {
-        let (c, v, _) = h.join().unwrap();
-        assert_eq!(c, 200, "{v}");
-        assert_eq!(
-            v["choices"][0]["text"].as_str().unwrap(),
-            alone[i],
-            "request {i}"
-        );
-        assert_eq!(v["usage"]["completion_tokens"], 10);
-        most = most.max(v["modelbench"]["batch_max"].as_u64().unwrap());
-    }
-    assert!(most >= 2, "concurrent requests never shared a step");
+    let batched = handles
+        .into_iter()
+        .map(|h| {
+            let (c, v, _) = h.join().unwrap();
+            assert_eq!(c, 200, "{v}");
+            v
+        })
+        .collect();
+    common::assert_batched_as_alone(batched, &alone);
     let m = ureq::get(&format!("{url}/metrics"))
         .call()
         .unwrap()

@@ -23,6 +23,19 @@ pub fn modelbench_cmd(reports: &Path) -> Command {
     c
 }
 
+/// Bad input as the CLI answers it: exit 2, one `error:` line naming `needle`, no panic.
+pub fn assert_bad_input(o: &Output, needle: &str) {
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let lines: Vec<_> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {e}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{e}"
+    );
+}
+
 /// [`modelbench_cmd`] with `args`, run to completion.
 pub fn modelbench(reports: &Path, args: &[&str]) -> Output {
     modelbench_cmd(reports).args(args).output().unwrap()
@@ -36,6 +49,39 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// `text` holds every one of `parts` (all of `text` in the message).
+pub fn assert_contains_all(text: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(text.contains(p), "{p:?} is not in:\n{text}");
+    }
+}
+
+/// A finished command's stdout then its stderr.
+pub fn stdout_and_stderr(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Completions answered concurrently (`batched`, in request order) against the same requests
+/// run one at a time (`alone`: their texts): the same greedy text and 10 tokens each, and at
+/// least two of them shared a step.
+pub fn assert_batched_as_alone(batched: Vec<serde_json::Value>, alone: &[String]) {
+    let mut most = 0;
+    for (i, v) in batched.iter().enumerate() {
+        assert_eq!(
+            v["choices"][0]["text"].as_str().unwrap(),
+            alone[i],
+            "request {i}"
+        );
+        assert_eq!(v["usage"]["completion_tokens"], 10);
+        most = most.max(v["modelbench"]["batch_max"].as_u64().unwrap());
+    }
+    assert!(most >= 2, "concurrent requests never shared a step");
 }
 
 pub const FAMILIES: [&str; 4] = ["llama", "qwen3", "qwen3-moe", "gemma3"];

@@ -8,6 +8,25 @@ use half::f16;
 const PREFETCH: usize = 8;
 use core::arch::x86_64::*;
 
+/// A tile's weights as `QK / 4` vectors of 64 quants, loaded in the caller's unsafe,
+/// AVX-512 context (a macro, so the loads stay inlined in the caller's target features), after
+/// asking for the tile PREFETCH tiles ahead: the weights stream from memory once (the lm_head:
+/// 178 MB a step); tiles of the next units follow in memory, and a prefetch past the end does
+/// not fault.
+macro_rules! tile_weights {
+    ($tile:expr) => {{
+        let q = $tile.qs.as_ptr();
+        for l in 0..QK * TILE_N / 64 {
+            _mm_prefetch::<_MM_HINT_T0>(
+                q.wrapping_add(PREFETCH * QK * TILE_N + l * 64) as *const i8
+            );
+        }
+        let w: [__m512i; QK / 4] =
+            std::array::from_fn(|g| _mm512_load_si512(q.add(g * 64) as *const __m512i));
+        w
+    }};
+}
+
 /// One column tile against `rows` (1..=ROWS) activation rows of `kb` blocks each.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma,f16c")]
 pub(super) unsafe fn unit(
@@ -21,17 +40,7 @@ pub(super) unsafe fn unit(
 ) {
     let mut acc = [_mm512_setzero_ps(); ROWS];
     for (b, (tile, ds)) in tiles.iter().zip(scales).enumerate().take(kb) {
-        let q = tile.qs.as_ptr();
-        // the weights stream from memory once (the lm_head: 178 MB a step); ask for the
-        // tile PREFETCH tiles ahead (tiles of the next units follow in memory, and a
-        // prefetch past the end does not fault)
-        for l in 0..QK * TILE_N / 64 {
-            _mm_prefetch::<_MM_HINT_T0>(
-                q.wrapping_add(PREFETCH * QK * TILE_N + l * 64) as *const i8
-            );
-        }
-        let w: [__m512i; QK / 4] =
-            std::array::from_fn(|g| _mm512_load_si512(q.add(g * 64) as *const __m512i));
+        let w = tile_weights!(tile);
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(ds.as_ptr() as *const __m256i));
         for (r, acc) in acc.iter_mut().enumerate().take(rows) {
             let a = &acts[r * kb + b];
@@ -74,14 +83,7 @@ pub(super) unsafe fn unit_k(
 ) {
     let mut acc = [_mm512_setzero_ps(); ROWS];
     for (b, (tile, sc)) in tiles.iter().zip(scales).enumerate().take(kb) {
-        let q = tile.qs.as_ptr();
-        for l in 0..QK * TILE_N / 64 {
-            _mm_prefetch::<_MM_HINT_T0>(
-                q.wrapping_add(PREFETCH * QK * TILE_N + l * 64) as *const i8
-            );
-        }
-        let w: [__m512i; QK / 4] =
-            std::array::from_fn(|g| _mm512_load_si512(q.add(g * 64) as *const __m512i));
+        let w = tile_weights!(tile);
         let lo_s = _mm512_loadu_ps(sc.lo.as_ptr());
         let hi_s = _mm512_loadu_ps(sc.hi.as_ptr());
         let min = _mm512_loadu_ps(sc.min.as_ptr());

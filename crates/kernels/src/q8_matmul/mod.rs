@@ -43,7 +43,7 @@ struct Tile {
 /// block's (the +128 offset's correction of [`PackedQ8_0`]), 128 times each half's
 /// ([`PackedK`]'s signed weights, scaled per 16), and the block's as f32 ([`PackedK`]'s
 /// minimums).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Act {
     d: f32,
     corr: i32,
@@ -51,6 +51,23 @@ struct Act {
     corr_hi: i32,
     sum: f32,
     qs: [i8; QK],
+}
+
+/// `forward` of a packed weight type ([`PackedQ8_0`], [`PackedK`]: both have `k`, `n`, a
+/// fast path `matmul` and a portable reference `matmul_ref` that give the same bits).
+macro_rules! packed_forward {
+    ($doc:literal) => {
+        #[doc = $doc]
+        pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+            forward_with(x, self.k, self.n, |xs, m, out| {
+                if available() {
+                    self.matmul(xs, m, out)
+                } else {
+                    self.matmul_ref(xs, m, out)
+                }
+            })
+        }
+    };
 }
 
 /// A Q8_0 (or Q5_0) weight of `n` outputs and `k` inputs, repacked into tiles.
@@ -117,17 +134,7 @@ fn q5_0_values(b: &[u8]) -> [i8; QK] {
 /// makes them (scale `amax / 127` stored as f16, quants `round(x / d)`), with sums.
 fn quantize(xs: &[f32], m: usize, k: usize) -> Vec<Act> {
     let kb = k / QK;
-    let mut out = vec![
-        Act {
-            d: 0.0,
-            corr: 0,
-            corr_lo: 0,
-            corr_hi: 0,
-            sum: 0.0,
-            qs: [0; QK],
-        };
-        m * kb
-    ];
+    let mut out = vec![Act::default(); m * kb];
     let one = |x: &[f32], a: &mut Act| {
         let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
@@ -167,15 +174,7 @@ fn quantize(xs: &[f32], m: usize, k: usize) -> Vec<Act> {
 /// magnitude, quants `round(x / d)` clamped to i8), handed to the kernels as 8 blocks of 32
 /// sharing the superblock's scale.
 fn quantize_k(xs: &[f32], m: usize, k: usize) -> Vec<Act> {
-    let zero = Act {
-        d: 0.0,
-        corr: 0,
-        corr_lo: 0,
-        corr_hi: 0,
-        sum: 0.0,
-        qs: [0; QK],
-    };
-    let mut out = vec![zero; m * k / QK];
+    let mut out = vec![Act::default(); m * k / QK];
     for (x, a) in xs.chunks_exact(256).zip(out.chunks_exact_mut(8)) {
         let (mut max, mut amax) = (0f32, 0f32);
         for &v in x {
@@ -330,47 +329,27 @@ impl PackedQ8_0 {
         Ok(())
     }
 
-    /// `x` (.., k) f32 times the weight transposed: (.., n) f32, on the fast path where the
-    /// CPU has it ([`available`]), else on the portable reference (the same bits, slower).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        forward_with(x, self.k, self.n, |xs, m, out| {
-            if available() {
-                self.matmul(xs, m, out)
-            } else {
-                self.matmul_ref(xs, m, out)
-            }
-        })
-    }
+    packed_forward!(
+        "`x` (.., k) f32 times the weight transposed: (.., n) f32, on the fast path where the \
+         CPU has it ([`available`]), else on the portable reference (the same bits, slower)."
+    );
 
     /// The portable reference: the same operations in the same order as the fast path.
     pub fn matmul_ref(&self, xs: &[f32], m: usize, out: &mut [f32]) {
-        assert_eq!(xs.len(), m * self.k);
-        assert_eq!(out.len(), m * self.n);
-        let kb = self.k / QK;
-        let acts = quantize(xs, m, self.k);
-        for row in 0..m {
-            for t in 0..self.n / TILE_N {
-                let mut acc = [0f32; TILE_N];
-                for b in 0..kb {
-                    let tile = &self.tiles[t * kb + b];
-                    let ds = &self.scales[t * kb + b];
-                    let a = &acts[row * kb + b];
-                    for (c, acc) in acc.iter_mut().enumerate() {
-                        let mut isum = 0i32;
-                        for g in 0..QK / 4 {
-                            for j in 0..4 {
-                                isum += tile.qs[(g * TILE_N + c) * 4 + j] as i32
-                                    * a.qs[g * 4 + j] as i32;
-                            }
-                        }
-                        isum -= a.corr;
-                        let scale = ds[c].to_f32() * a.d;
-                        *acc = scale.mul_add(isum as f32, *acc);
+        let w = (self.k, self.n, &self.tiles[..], &self.scales[..]);
+        reference(w, quantize, xs, m, out, |tile, ds, a, acc| {
+            for (c, acc) in acc.iter_mut().enumerate() {
+                let mut isum = 0i32;
+                for g in 0..QK / 4 {
+                    for j in 0..4 {
+                        isum += tile.qs[(g * TILE_N + c) * 4 + j] as i32 * a.qs[g * 4 + j] as i32;
                     }
                 }
-                out[row * self.n + t * TILE_N..][..TILE_N].copy_from_slice(&acc);
+                isum -= a.corr;
+                let scale = ds[c].to_f32() * a.d;
+                *acc = scale.mul_add(isum as f32, *acc);
             }
-        }
+        });
     }
 
     /// The fast path (needs [`available`]): work units of one column tile and up to
@@ -382,23 +361,12 @@ impl PackedQ8_0 {
         assert_eq!(out.len(), m * self.n);
         #[cfg(target_arch = "x86_64")]
         {
-            let kb = self.k / QK;
-            let acts = quantize(xs, m, self.k);
-            let (tiles, scales) = (&self.tiles[..], &self.scales[..]);
-            spread(m, self.n, out, |t, r0, rows, dst| {
+            let n = self.n;
+            let w = (self.k, n, &self.tiles[..], &self.scales[..]);
+            fast(w, quantize, xs, m, out, |t, s, a, kb, rows, dst| {
                 // Safety: `available()` checked the features; `dst` is this unit's own block
                 // of the output (see `spread`).
-                unsafe {
-                    avx512::unit(
-                        &tiles[t * kb..(t + 1) * kb],
-                        &scales[t * kb..(t + 1) * kb],
-                        &acts[r0 * kb..(r0 + rows) * kb],
-                        kb,
-                        rows,
-                        dst,
-                        self.n,
-                    )
-                }
+                unsafe { avx512::unit(t, s, a, kb, rows, dst, n) }
             });
         }
     }
@@ -544,54 +512,32 @@ impl PackedK {
         }))
     }
 
-    /// `x` (.., k) times the weight transposed, like [`PackedQ8_0::forward`].
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        forward_with(x, self.k, self.n, |xs, m, out| {
-            if available() {
-                self.matmul(xs, m, out)
-            } else {
-                self.matmul_ref(xs, m, out)
-            }
-        })
-    }
+    packed_forward!("`x` (.., k) times the weight transposed, like [`PackedQ8_0::forward`].");
 
     /// The portable reference: the same operations in the same order as the fast path.
     pub fn matmul_ref(&self, xs: &[f32], m: usize, out: &mut [f32]) {
-        assert_eq!(xs.len(), m * self.k);
-        assert_eq!(out.len(), m * self.n);
-        let kb = self.k / QK;
-        let acts = quantize_k(xs, m, self.k);
-        for row in 0..m {
-            for t in 0..self.n / TILE_N {
-                let mut acc = [0f32; TILE_N];
-                for b in 0..kb {
-                    let tile = &self.tiles[t * kb + b];
-                    let sc = &self.scales[t * kb + b];
-                    let a = &acts[row * kb + b];
-                    for (c, acc) in acc.iter_mut().enumerate() {
-                        let dot = |g0: usize| -> i32 {
-                            (g0..g0 + 4)
-                                .flat_map(|g| (0..4).map(move |j| (g, j)))
-                                .map(|(g, j)| {
-                                    tile.qs[(g * TILE_N + c) * 4 + j] as i32
-                                        * a.qs[g * 4 + j] as i32
-                                })
-                                .sum()
-                        };
-                        let (mut lo, mut hi) = (dot(0), dot(4));
-                        if self.signed {
-                            lo -= a.corr_lo;
-                            hi -= a.corr_hi;
-                        }
-                        let t = sc.lo[c] * lo as f32;
-                        let t = sc.hi[c].mul_add(hi as f32, t);
-                        let t = (-sc.min[c]).mul_add(a.sum, t);
-                        *acc = t.mul_add(a.d, *acc);
-                    }
+        let w = (self.k, self.n, &self.tiles[..], &self.scales[..]);
+        reference(w, quantize_k, xs, m, out, |tile, sc, a, acc| {
+            for (c, acc) in acc.iter_mut().enumerate() {
+                let dot = |g0: usize| -> i32 {
+                    (g0..g0 + 4)
+                        .flat_map(|g| (0..4).map(move |j| (g, j)))
+                        .map(|(g, j)| {
+                            tile.qs[(g * TILE_N + c) * 4 + j] as i32 * a.qs[g * 4 + j] as i32
+                        })
+                        .sum()
+                };
+                let (mut lo, mut hi) = (dot(0), dot(4));
+                if self.signed {
+                    lo -= a.corr_lo;
+                    hi -= a.corr_hi;
                 }
-                out[row * self.n + t * TILE_N..][..TILE_N].copy_from_slice(&acc);
+                let t = sc.lo[c] * lo as f32;
+                let t = sc.hi[c].mul_add(hi as f32, t);
+                let t = (-sc.min[c]).mul_add(a.sum, t);
+                *acc = t.mul_add(a.d, *acc);
             }
-        }
+        });
     }
 
     /// The fast path (needs [`available`]), spread like [`PackedQ8_0::matmul`].
@@ -601,26 +547,43 @@ impl PackedK {
         assert_eq!(out.len(), m * self.n);
         #[cfg(target_arch = "x86_64")]
         {
-            let kb = self.k / QK;
-            let acts = quantize_k(xs, m, self.k);
-            let (tiles, scales, signed) = (&self.tiles[..], &self.scales[..], self.signed);
-            spread(m, self.n, out, |t, r0, rows, dst| {
+            let (n, signed) = (self.n, self.signed);
+            let w = (self.k, n, &self.tiles[..], &self.scales[..]);
+            fast(w, quantize_k, xs, m, out, |t, s, a, kb, rows, dst| {
                 // Safety: as in PackedQ8_0::matmul.
-                unsafe {
-                    avx512::unit_k(
-                        &tiles[t * kb..(t + 1) * kb],
-                        &scales[t * kb..(t + 1) * kb],
-                        signed,
-                        &acts[r0 * kb..(r0 + rows) * kb],
-                        kb,
-                        rows,
-                        dst,
-                        self.n,
-                    )
-                }
+                unsafe { avx512::unit_k(t, s, signed, a, kb, rows, dst, n) }
             });
         }
     }
+}
+
+/// The fast path of both packed types around their inner loop (a weight as [`reference`]
+/// takes it): `xs` (m rows of k) quantized by `quantize`, then every work unit of one column
+/// tile and up to [`ROWS`] rows, spread over candle's barrier pool ([`spread`]), computed by
+/// `unit(tiles, scales, acts, kb, rows, dst)`: the tile's `kb` blocks, the rows' activation
+/// blocks, and where the unit's output starts.
+#[cfg(target_arch = "x86_64")]
+fn fast<S: Sync>(
+    (k, n, tiles, scales): (usize, usize, &[Tile], &[S]),
+    quantize: fn(&[f32], usize, usize) -> Vec<Act>,
+    xs: &[f32],
+    m: usize,
+    out: &mut [f32],
+    unit: impl Fn(&[Tile], &[S], &[Act], usize, usize, *mut f32) + Sync,
+) {
+    let kb = k / QK;
+    let acts = quantize(xs, m, k);
+    spread(m, n, out, |t, r0, rows, dst| {
+        let (blocks, act_rows) = (t * kb..(t + 1) * kb, r0 * kb..(r0 + rows) * kb);
+        unit(
+            &tiles[blocks.clone()],
+            &scales[blocks],
+            &acts[act_rows],
+            kb,
+            rows,
+            dst,
+        )
+    });
 }
 
 /// Runs `unit(t, r0, rows, dst)` for every work unit of an (m, n) output: column tile `t`
@@ -646,6 +609,34 @@ fn spread(
             unit(t, r0, (m - r0).min(ROWS), dst);
         }
     });
+}
+
+/// The loop of both packed types' portable reference, in their fast path's order: a weight of
+/// `n` outputs and `k` inputs as `tiles` and `scales` (`[n / TILE_N][k / QK]`); `xs` (m rows of
+/// k) quantized by `quantize`, then per row and column tile the tile's TILE_N accumulators, `block(tile, scales, act, acc)`
+/// adding one block's share to them, block after block, stored into `out` (m x n).
+fn reference<S>(
+    (k, n, tiles, scales): (usize, usize, &[Tile], &[S]),
+    quantize: fn(&[f32], usize, usize) -> Vec<Act>,
+    xs: &[f32],
+    m: usize,
+    out: &mut [f32],
+    block: impl Fn(&Tile, &S, &Act, &mut [f32; TILE_N]),
+) {
+    assert_eq!(xs.len(), m * k);
+    assert_eq!(out.len(), m * n);
+    let kb = k / QK;
+    let acts = quantize(xs, m, k);
+    for row in 0..m {
+        for t in 0..n / TILE_N {
+            let mut acc = [0f32; TILE_N];
+            for b in 0..kb {
+                let i = t * kb + b;
+                block(&tiles[i], &scales[i], &acts[row * kb + b], &mut acc);
+            }
+            out[row * n + t * TILE_N..][..TILE_N].copy_from_slice(&acc);
+        }
+    }
 }
 
 /// `x` (.., k) as host f32 rows through `f` into (.., n).

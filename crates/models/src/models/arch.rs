@@ -99,47 +99,30 @@ impl Arch {
 
     /// (layers, hidden, heads, kv_heads, head_dim, intermediate, vocab, max_context)
     fn dims(&self) -> [usize; 8] {
+        // The fields every config here names alike, with its head dimension and FFN width.
+        macro_rules! dims {
+            ($c:expr, $head_dim:expr, $inter:expr) => {
+                [
+                    $c.num_hidden_layers,
+                    $c.hidden_size,
+                    $c.num_attention_heads,
+                    $c.num_key_value_heads,
+                    $head_dim,
+                    $inter,
+                    $c.vocab_size,
+                    $c.max_position_embeddings,
+                ]
+            };
+        }
         match self {
-            Arch::Llama(c) => [
-                c.num_hidden_layers,
-                c.hidden_size,
-                c.num_attention_heads,
-                c.num_key_value_heads,
+            Arch::Llama(c) => dims!(
+                c,
                 c.hidden_size / c.num_attention_heads.max(1),
-                c.intermediate_size,
-                c.vocab_size,
-                c.max_position_embeddings,
-            ],
-            Arch::Qwen3(c) => [
-                c.num_hidden_layers,
-                c.hidden_size,
-                c.num_attention_heads,
-                c.num_key_value_heads,
-                c.head_dim,
-                c.intermediate_size,
-                c.vocab_size,
-                c.max_position_embeddings,
-            ],
-            Arch::Qwen3Moe(c) => [
-                c.num_hidden_layers,
-                c.hidden_size,
-                c.num_attention_heads,
-                c.num_key_value_heads,
-                c.head_dim,
-                c.moe_intermediate_size,
-                c.vocab_size,
-                c.max_position_embeddings,
-            ],
-            Arch::Gemma3(c) => [
-                c.num_hidden_layers,
-                c.hidden_size,
-                c.num_attention_heads,
-                c.num_key_value_heads,
-                c.head_dim,
-                c.intermediate_size,
-                c.vocab_size,
-                c.max_position_embeddings,
-            ],
+                c.intermediate_size
+            ),
+            Arch::Qwen3(c) => dims!(c, c.head_dim, c.intermediate_size),
+            Arch::Qwen3Moe(c) => dims!(c, c.head_dim, c.moe_intermediate_size),
+            Arch::Gemma3(c) => dims!(c, c.head_dim, c.intermediate_size),
         }
     }
 
@@ -258,28 +241,19 @@ impl Arch {
             Arch::Llama(c) => {
                 let model = llama::Llama::load(vb, c)?;
                 let cache = llama::Cache::new(true, dtype, c, &device)?;
-                Box::new(LlamaLm {
+                let m = LlamaCached {
                     model,
                     cache,
-                    len: 0,
                     cfg: c.clone(),
                     dtype,
-                    device,
-                    meta,
-                })
+                    device: device.clone(),
+                };
+                CachedLm::boxed(m, device, meta)
             }
-            Arch::Qwen3(c) => Box::new(Qwen3Lm {
-                model: qwen3::ModelForCausalLM::new(c, vb)?,
-                len: 0,
-                device,
-                meta,
-            }),
-            Arch::Qwen3Moe(c) => Box::new(Qwen3MoeLm {
-                model: qwen3_moe::ModelForCausalLM::new(c, vb)?,
-                len: 0,
-                device,
-                meta,
-            }),
+            Arch::Qwen3(c) => CachedLm::boxed(qwen3::ModelForCausalLM::new(c, vb)?, device, meta),
+            Arch::Qwen3Moe(c) => {
+                CachedLm::boxed(qwen3_moe::ModelForCausalLM::new(c, vb)?, device, meta)
+            }
             Arch::Gemma3(c) => Box::new(Gemma3Lm {
                 model: gemma3::Model::new(cfg!(feature = "flash-attn"), c, vb)?,
                 token_by_token: c.num_key_value_heads > 1,
@@ -301,31 +275,105 @@ fn wrap(e: candle_core::Error) -> Error {
     Error::Candle(candle_core::Error::Msg(one_line(&e.to_string())))
 }
 
-struct LlamaLm {
+/// A candle-transformers model whose KV cache is a real snapshot when cloned: its cache grows
+/// by `Tensor::cat` (new tensors every step, never written in place). Llama, Qwen3 and
+/// Qwen3-MoE; [`CachedLm`] adapts any of them.
+trait CatCached: Send + 'static {
+    /// What a snapshot keeps: the cache, or the model that holds it (weights shared).
+    type State: Clone + Send + 'static;
+    /// The logits of the last of `x` (1, len) at positions `pos..`.
+    fn run(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor>;
+    /// Empties the cache.
+    fn clear(&mut self) -> candle_core::Result<()>;
+    fn state(&self) -> Self::State;
+    fn set_state(&mut self, state: Self::State);
+}
+
+/// candle's Llama and the cache it is run with.
+struct LlamaCached {
     model: llama::Llama,
-    /// candle's llama `Cache` grows by `Tensor::cat` (new tensors every step, never written in
-    /// place), so a clone of it is a real snapshot.
     cache: llama::Cache,
-    len: usize,
     cfg: llama::Config,
     dtype: DType,
+    device: Device,
+}
+
+impl CatCached for LlamaCached {
+    type State = llama::Cache;
+    fn run(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        // (b, vocab) f32
+        self.model.forward(x, pos, &mut self.cache)
+    }
+    fn clear(&mut self) -> candle_core::Result<()> {
+        // candle's llama Cache has no reset and private fields: build a new one.
+        self.cache = llama::Cache::new(true, self.dtype, &self.cfg, &self.device)?;
+        Ok(())
+    }
+    fn state(&self) -> llama::Cache {
+        self.cache.clone()
+    }
+    fn set_state(&mut self, state: llama::Cache) {
+        self.cache = state;
+    }
+}
+
+/// candle models with `forward(&mut self, ids, offset) -> (b, 1, vocab)` in the model dtype
+/// and `clear_kv_cache()` (Qwen3 and Qwen3-MoE): their attention keeps a `ConcatKvCache`, so a
+/// clone of the model is the snapshot.
+macro_rules! cat_cached_model {
+    ($model:ty) => {
+        impl CatCached for $model {
+            type State = $model;
+            fn run(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+                self.forward(x, pos)
+            }
+            fn clear(&mut self) -> candle_core::Result<()> {
+                self.clear_kv_cache();
+                Ok(())
+            }
+            fn state(&self) -> $model {
+                self.clone()
+            }
+            fn set_state(&mut self, state: $model) {
+                *self = state;
+            }
+        }
+    };
+}
+
+cat_cached_model!(qwen3::ModelForCausalLM);
+cat_cached_model!(qwen3_moe::ModelForCausalLM);
+
+/// Any [`CatCached`] model as a [`CausalLm`]: a snapshot is a clone of its state.
+struct CachedLm<M> {
+    model: M,
+    len: usize,
     device: Device,
     meta: ModelMeta,
 }
 
-impl CausalLm for LlamaLm {
+impl<M: CatCached> CachedLm<M> {
+    fn boxed(model: M, device: Device, meta: ModelMeta) -> Box<dyn CausalLm> {
+        Box::new(CachedLm {
+            model,
+            len: 0,
+            device,
+            meta,
+        })
+    }
+}
+
+impl<M: CatCached> CausalLm for CachedLm<M> {
     fn reset(&mut self) -> Result<()> {
-        // candle's llama Cache has no reset and private fields: build a new one.
-        self.cache = llama::Cache::new(true, self.dtype, &self.cfg, &self.device).map_err(wrap)?;
+        self.model.clear().map_err(wrap)?;
         self.len = 0;
         Ok(())
     }
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
         let x = input(tokens, &self.device).map_err(wrap)?;
-        // (b, vocab) f32
         let out = self
             .model
-            .forward(&x, pos, &mut self.cache)
+            .run(&x, pos)
             .and_then(|l| l.flatten_all())
             .map_err(wrap)?;
         self.len = pos + tokens.len();
@@ -335,10 +383,10 @@ impl CausalLm for LlamaLm {
         self.len
     }
     fn snapshot(&mut self) -> Result<KvState> {
-        Ok(KvState::new(self.len, self.cache.clone()))
+        Ok(KvState::new(self.len, self.model.state()))
     }
     fn restore(&mut self, s: &KvState) -> Result<Restored> {
-        self.cache = s.get::<llama::Cache>()?.clone();
+        self.model.set_state(s.get::<M::State>()?.clone());
         self.len = s.depth();
         Ok(Restored::Copy)
     }
@@ -349,60 +397,6 @@ impl CausalLm for LlamaLm {
         &self.device
     }
 }
-
-/// Adapter for candle models with `forward(&mut self, ids, offset) -> (b, 1, vocab)` and
-/// `clear_kv_cache()` (Qwen3 and Qwen3-MoE). Their attention keeps a `ConcatKvCache`
-/// (`Tensor::cat`, never written in place), so a clone of the model (weights shared) is a
-/// real snapshot of the cache.
-macro_rules! cached_adapter {
-    ($name:ident, $model:ty) => {
-        struct $name {
-            model: $model,
-            len: usize,
-            device: Device,
-            meta: ModelMeta,
-        }
-
-        impl CausalLm for $name {
-            fn reset(&mut self) -> Result<()> {
-                self.model.clear_kv_cache();
-                self.len = 0;
-                Ok(())
-            }
-            fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
-                let x = input(tokens, &self.device).map_err(wrap)?;
-                // (b, 1, vocab) in the model dtype
-                let out = self
-                    .model
-                    .forward(&x, pos)
-                    .and_then(|l| l.flatten_all())
-                    .map_err(wrap)?;
-                self.len = pos + tokens.len();
-                Ok(out)
-            }
-            fn depth(&self) -> usize {
-                self.len
-            }
-            fn snapshot(&mut self) -> Result<KvState> {
-                Ok(KvState::new(self.len, self.model.clone()))
-            }
-            fn restore(&mut self, s: &KvState) -> Result<Restored> {
-                self.model = s.get::<$model>()?.clone();
-                self.len = s.depth();
-                Ok(Restored::Copy)
-            }
-            fn meta(&self) -> &ModelMeta {
-                &self.meta
-            }
-            fn device(&self) -> &Device {
-                &self.device
-            }
-        }
-    };
-}
-
-cached_adapter!(Qwen3Lm, qwen3::ModelForCausalLM);
-cached_adapter!(Qwen3MoeLm, qwen3_moe::ModelForCausalLM);
 
 struct Gemma3Lm {
     model: gemma3::Model,

@@ -32,14 +32,16 @@
 //! builder. Each sequence's cache is candle's `KvCache`, preallocated for the built context on
 //! its first token (as Gemma 3's global layers).
 
-use std::sync::Arc;
-
 use candle_core::quantized::{gguf_file, QMatMul};
-use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor};
+use candle_core::{bail, DType, Device, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_transformers::quantized_nn::RmsNorm;
 
-use super::gemma3_quantized::{attention_mask, step_tokens, Embedding, Proj};
+use super::gemma3_quantized::{attention_mask, Embedding, Proj};
+use super::quantized_parts::{
+    forward_start, last_logits, read_ends, step_input, RopeTables, SingleSeq, PROJECTIONS,
+    PROJECTION_NAMES,
+};
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
 // each op of its kind; unset, one relaxed atomic load per op.
 use crate::measure::inject::around_op as op;
@@ -155,8 +157,7 @@ impl Config {
 /// RoPE tables for `positions` positions, applied in the family's layout.
 #[derive(Debug, Clone)]
 struct Rope {
-    cos: Tensor,
-    sin: Tensor,
+    tables: RopeTables,
     /// Pairs `2i, 2i+1` (Llama, llama.cpp's NORM) rather than `i, i + d/2` (NeoX, Qwen3).
     interleaved: bool,
 }
@@ -191,44 +192,17 @@ impl Rope {
                 cfg.rope_freq_scale / (base.powf(i as f32 / head_dim as f32) * ff)
             })
             .collect();
-        let inv = Tensor::new(inv.as_slice(), dev)?;
-        let t = Tensor::arange(0u32, positions as u32, dev)?
-            .to_dtype(DType::F32)?
-            .reshape((positions, 1))?;
-        let freqs = t.matmul(&inv.reshape((1, inv.elem_count()))?)?;
         Ok(Self {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
+            tables: RopeTables::new(&inv, positions, dev)?,
             interleaved,
         })
     }
 
     /// `x`: (b, heads, len, head_dim), contiguous, at positions `pos..pos+len`.
     fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
-        let len = x.dim(2)?;
-        let cos = self.cos.narrow(0, pos, len)?;
-        let sin = self.sin.narrow(0, pos, len)?;
-        op("rope", || {
-            if self.interleaved {
-                candle_nn::rotary_emb::rope_i(x, &cos, &sin)
-            } else {
-                candle_nn::rotary_emb::rope(x, &cos, &sin)
-            }
-        })
+        self.tables.apply(x, pos, self.interleaved)
     }
 }
-
-/// The weights of a layer's seven projections, in this order: q, k, v, o, gate, up, down.
-const PROJECTIONS: usize = 7;
-const NAMES: [&str; PROJECTIONS] = [
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_output",
-    "ffn_gate",
-    "ffn_up",
-    "ffn_down",
-];
 
 #[derive(Debug, Clone)]
 struct Layer {
@@ -274,31 +248,18 @@ pub enum Wrong {
 }
 
 /// The KV cache of one sequence: every layer's keys and values at this sequence's positions.
-#[derive(Debug, Clone)]
-pub struct SeqCache {
-    layers: Vec<KvCache>,
-    /// Positions in the cache (where this sequence's next tokens go).
-    pos: usize,
-}
-
-impl SeqCache {
-    /// Positions this sequence has been run through.
-    pub fn pos(&self) -> usize {
-        self.pos
-    }
-}
+pub type SeqCache = super::quantized_parts::SeqCache<KvCache>;
 
 /// One sequence's share of a batched step ([`super::batched::SeqStep`] over this model's cache).
 pub type SeqStep<'a> = super::batched::SeqStep<'a, SeqCache>;
 
 impl Weights {
     fn new_seq(&self) -> SeqCache {
-        SeqCache {
-            layers: (0..self.layers.len())
+        SeqCache::new(
+            (0..self.layers.len())
                 .map(|_| KvCache::new(2, self.context))
                 .collect(),
-            pos: 0,
-        }
+        )
     }
 
     /// One step over `seqs` (see [`Batched::forward`]); `mm(layer, j, x)` runs projection `j`
@@ -312,14 +273,8 @@ impl Weights {
             return Ok(Vec::new());
         }
         let c = &self.cfg;
-        let (ids, spans) = step_tokens(
-            seqs.iter()
-                .map(|s| (s.cache.pos, s.tokens, s.cache.layers.len())),
-            self.layers.len(),
-            self.context,
-        )?;
-        let total = ids.len();
-        let x = Tensor::from_vec(ids, (1, total), &self.device)?;
+        let (x, spans) = step_input(seqs, self.layers.len(), self.context, &self.device)?;
+        let total = x.dim(1)?;
         let mut h = self.embed.forward(&x)?;
         // Each sequence's causal mask over its own cache (None for a single token).
         let masks = spans
@@ -402,26 +357,10 @@ impl Weights {
             sq.cache.pos = pos + len;
         }
 
-        let want: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].logits).collect();
-        let mut out = vec![None; seqs.len()];
-        if want.is_empty() {
-            return Ok(out);
-        }
-        let rows = want
-            .iter()
-            .map(|&i| h.narrow(1, spans[i].0 + spans[i].1 - 1, 1))
-            .collect::<Result<Vec<_>>>()?;
-        let last = if rows.len() == 1 {
-            rows[0].clone()
-        } else {
-            Tensor::cat(&rows, 1)?
-        }; // (1, n, hidden)
-        let last = op("rms_norm", || self.norm.forward(&last))?;
-        let logits = mm(self.layers.len(), 0, &last)?.to_dtype(DType::F32)?;
-        for (j, &i) in want.iter().enumerate() {
-            out[i] = Some(logits.i((0, j))?);
-        }
-        Ok(out)
+        last_logits(&h, &spans, seqs.iter().map(|s| s.logits), |last| {
+            let last = op("rms_norm", || self.norm.forward(last))?;
+            mm(self.layers.len(), 0, &last)
+        })
     }
 
     /// The model's own projection `j` of layer `li` (the output projection past the layers).
@@ -470,14 +409,7 @@ impl ModelWeights {
         };
         // Each tensor read once into its final buffer (candle's reader copies it).
         let mut get = |name: &str| crate::models::gguf_read::tensor(&ct, reader, name, device);
-        let embd = Arc::new(get("token_embd.weight")?);
-        let norm = RmsNorm::from_qtensor(get("output_norm.weight")?, eps)?;
-        let output = if ct.tensor_infos.contains_key("output.weight") {
-            QMatMul::from_qtensor(get("output.weight")?)?
-        } else {
-            QMatMul::from_arc(embd.clone())?
-        };
-        let embed = Embedding::new(embd, device)?;
+        let (embed, norm, output) = read_ends(&ct, &mut get, eps, device)?;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let qkv_bias = if biased {
@@ -492,7 +424,7 @@ impl ModelWeights {
             };
             let mut t = |n: &str| get(&format!("blk.{i}.{n}.weight"));
             let mut w = Vec::with_capacity(PROJECTIONS);
-            for n in NAMES {
+            for n in PROJECTION_NAMES {
                 w.push(QMatMul::from_qtensor(t(n)?)?);
             }
             let mut n = |name: &str| -> Result<RmsNorm> { RmsNorm::from_qtensor(t(name)?, eps) };
@@ -561,35 +493,28 @@ impl ModelWeights {
         self.w.factors.is_some()
     }
 
-    /// Empties the KV cache.
-    pub fn reset(&mut self) {
-        self.cache = self.w.new_seq();
-    }
-
     /// Positions in the cache.
     pub fn pos(&self) -> usize {
         self.cache.pos
+    }
+}
+
+impl SingleSeq for ModelWeights {
+    /// Empties the KV cache.
+    fn reset(&mut self) {
+        self.cache = self.w.new_seq();
     }
 
     /// Runs `x` (1, len) u32 at positions `index_pos..index_pos+len` and returns the logits of
     /// the last position, (vocab) f32. `index_pos` must be the number of positions already in
     /// the cache, or 0 (which empties the cache first).
-    pub fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor> {
+    fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor> {
         let (b, len) = x.dims2()?;
         if b != 1 {
             bail!("a forward of {b} sequences: this model runs one (Batched runs several)");
         }
-        if len == 0 {
-            bail!("forward of zero tokens");
-        }
-        if index_pos == 0 {
+        if forward_start(len, index_pos, self.cache.pos)? {
             self.reset();
-        } else if index_pos != self.cache.pos {
-            bail!(
-                "forward at position {index_pos} but the KV cache holds {} positions (reset, or continue at {})",
-                self.cache.pos,
-                self.cache.pos
-            );
         }
         let tokens = x.flatten_all()?.to_vec1::<u32>()?;
         let w = &self.w;
@@ -666,9 +591,13 @@ impl Batched {
             .filter(|p| p.lone_as_two())
             .count()
     }
+}
+
+impl super::batched::BatchedLm for Batched {
+    type Seq = SeqCache;
 
     /// An empty cache for one sequence.
-    pub fn new_seq(&self) -> SeqCache {
+    fn new_seq(&self) -> SeqCache {
         self.w.new_seq()
     }
 
@@ -676,7 +605,7 @@ impl Batched {
     /// weight matmul together. Returns, per sequence, the logits (vocab, f32) of its last
     /// token where `logits` asked for them. On an error no cache has advanced its position,
     /// but caches may hold part of the step: drop the sequences of a failed step.
-    pub fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+    fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
         let layers = self.projs.len();
         let mm = |li: usize, j: usize, x: &Tensor| {
             if li == layers {
@@ -687,16 +616,7 @@ impl Batched {
         };
         self.w.step(seqs, &mm)
     }
-}
 
-impl super::batched::BatchedLm for Batched {
-    type Seq = SeqCache;
-    fn new_seq(&self) -> SeqCache {
-        Batched::new_seq(self)
-    }
-    fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
-        Batched::forward(self, seqs)
-    }
     fn describe(&self) -> String {
         format!(
             "the project's quantized {} (impl=modelbench){}",
@@ -713,6 +633,7 @@ impl super::batched::BatchedLm for Batched {
 mod tests {
     use super::*;
     use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::IndexOp;
 
     /// A lone row through a batched projection is bit-equal to the same row among others, for
     /// the weight types of the real files (Q4_K, Q6_K: kernels that may switch between one row

@@ -35,6 +35,7 @@ pub mod psann;
 pub use modelbench_kernels::q8_matmul;
 pub mod quality;
 pub mod quantized;
+pub mod quantized_parts;
 pub mod source;
 pub mod tokenizer;
 pub use arch::Arch;

@@ -19,7 +19,7 @@ use crate::models::loading::open;
 use crate::models::quality::{file_sha256, save};
 use crate::models::Weights;
 use crate::serving::server::{served_loaded, Options};
-use crate::workloads::kld::{run_kld_gate, table, KldReference};
+use crate::workloads::kld::{reference_command, run_kld_gate, table, KldReference};
 use clap::Args;
 
 use crate::app::args::{FastWeightsArg, TargetArgs};
@@ -178,22 +178,7 @@ pub fn verify(a: &VerifyArgs) -> crate::Result<ExitCode> {
             ensure_llama_cpp(&dir)?;
             eprintln!("verify: computing the reference with llama.cpp (llama-perplexity --kl-divergence-base, two runs) ...");
             let t = Instant::now();
-            let st = Command::new("bash")
-                .arg(root().join("scripts/llama-cpp-kld-reference.sh"))
-                .arg("--model")
-                .arg(&gguf)
-                .arg("--out")
-                .arg(&cached)
-                .arg("--llama-cpp")
-                .arg(&dir)
-                .arg("--corpus")
-                .arg(&corpus)
-                .args([
-                    "--n-ctx",
-                    &a.n_ctx.to_string(),
-                    "--chunks",
-                    &a.chunks.to_string(),
-                ])
+            let st = reference_command(&gguf, &cached, &dir, &corpus, (a.n_ctx, a.chunks))
                 .status()
                 .context("cannot run scripts/llama-cpp-kld-reference.sh")?;
             ensure!(

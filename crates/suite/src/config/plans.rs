@@ -31,6 +31,13 @@ pub struct Plan {
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// A plan from the environment (`from_lookup` over it), after every MODELBENCH_* variable has
+/// been validated.
+pub(super) fn from_validated_env<T>(from_lookup: impl FnOnce(Lookup) -> Result<T>) -> Result<T> {
+    knobs::validate_env()?;
+    from_lookup(&knobs::env)
+}
+
 /// MODELBENCH_PEERS: whether the generation bench adds a llama.cpp row to its summary.
 pub fn peers_row(lookup: Lookup) -> Result<bool> {
     Ok(knobs::get(lookup, "MODELBENCH_PEERS")
@@ -42,8 +49,7 @@ pub fn peers_row(lookup: Lookup) -> Result<bool> {
 impl Plan {
     /// From the environment, after every MODELBENCH_* variable has been validated.
     pub fn from_env() -> Result<Plan> {
-        knobs::validate_env()?;
-        Plan::from_lookup(&knobs::env)
+        from_validated_env(Plan::from_lookup)
     }
 
     /// From knob values given by `lookup` (the environment, or a test's map).
@@ -165,8 +171,7 @@ impl Common {
     }
 
     pub fn from_env() -> Result<Common> {
-        knobs::validate_env()?;
-        Common::from_lookup(&knobs::env)
+        from_validated_env(Common::from_lookup)
     }
 
     pub fn from_lookup(lookup: Lookup) -> Result<Common> {
@@ -203,8 +208,7 @@ pub struct DepthPlan {
 
 impl DepthPlan {
     pub fn from_env() -> Result<DepthPlan> {
-        knobs::validate_env()?;
-        DepthPlan::from_lookup(&knobs::env)
+        from_validated_env(DepthPlan::from_lookup)
     }
 
     pub fn from_lookup(lookup: Lookup) -> Result<DepthPlan> {
@@ -265,8 +269,7 @@ pub struct MoePlan {
 
 impl MoePlan {
     pub fn from_env() -> Result<MoePlan> {
-        knobs::validate_env()?;
-        MoePlan::from_lookup(&knobs::env)
+        from_validated_env(MoePlan::from_lookup)
     }
 
     /// From knob values given by `lookup` (the environment, or a test's map).
@@ -359,8 +362,7 @@ impl PsannPlan {
     }
 
     pub fn from_env() -> Result<PsannPlan> {
-        knobs::validate_env()?;
-        PsannPlan::from_lookup(&knobs::env)
+        from_validated_env(PsannPlan::from_lookup)
     }
 
     pub fn from_lookup(lookup: Lookup) -> Result<PsannPlan> {

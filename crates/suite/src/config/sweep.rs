@@ -9,6 +9,7 @@ use std::path::Path;
 use candle_core::DType;
 
 use super::knobs;
+use super::plans::from_validated_env;
 use super::values::{parse_accelerator, parse_dtype_knob, parse_families, parse_list};
 use crate::error::{Error, Result};
 use crate::measure::device::DeviceSpec;
@@ -278,8 +279,7 @@ impl ArchPlan {
     pub const VOCAB: usize = 256;
 
     pub fn from_env() -> Result<ArchPlan> {
-        knobs::validate_env()?;
-        ArchPlan::from_lookup(&knobs::env)
+        from_validated_env(ArchPlan::from_lookup)
     }
 
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<ArchPlan> {

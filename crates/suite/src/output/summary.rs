@@ -124,8 +124,8 @@ pub fn lines(
         .collect()
 }
 
-/// A time in the unit that suits `scale` (s, ms, µs, ns): `(factor, unit)`.
-fn unit(scale: f64) -> (f64, &'static str) {
+/// A unit for times around `scale` seconds (s, ms, µs, ns): `(factor, name)`.
+pub fn unit(scale: f64) -> (f64, &'static str) {
     if scale >= 1.0 {
         (1.0, "s")
     } else if scale >= 1e-3 {

@@ -135,124 +135,79 @@ pub struct Metrics {
     pub running: AtomicUsize,
 }
 
+/// The `/metrics` rows, one a line: name (after `modelbench_`), Prometheus type, help; in
+/// the order [`Metrics::render`] gives their values.
+const METRICS: &str = "\
+requests_accepted_total counter requests queued
+requests_rejected_queue_full_total counter requests answered 503 (queue full)
+requests_rejected_invalid_total counter requests answered 4xx (bad request)
+requests_completed_total counter requests finished with a finish reason
+requests_failed_total counter requests ended by a model error
+requests_cancelled_total counter requests whose client went away
+prompt_tokens_total counter prompt tokens of admitted requests
+generation_tokens_total counter tokens generated
+steps_total counter batched forward steps
+step_sequences_mean gauge sequences per step, mean since start
+step_tokens_mean gauge tokens per step, mean since start
+step_sequences_max gauge most sequences seen in one step
+queue_time_mean_ms gauge time from queue to slot, mean over admitted requests
+requests_queued gauge requests waiting for a slot
+requests_running gauge requests in a slot
+max_batch gauge --max-batch
+max_batch_tokens gauge --max-batch-tokens";
+
 impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self, limits: &Limits) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let steps = g(&self.steps);
         let mean = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
-        let rows: [(&str, &str, &str, String); 17] = [
-            (
-                "requests_accepted_total",
-                "counter",
-                "requests queued",
-                g(&self.accepted).to_string(),
-            ),
-            (
-                "requests_rejected_queue_full_total",
-                "counter",
-                "requests answered 503 (queue full)",
-                g(&self.rejected_full).to_string(),
-            ),
-            (
-                "requests_rejected_invalid_total",
-                "counter",
-                "requests answered 4xx (bad request)",
-                g(&self.rejected_invalid).to_string(),
-            ),
-            (
-                "requests_completed_total",
-                "counter",
-                "requests finished with a finish reason",
-                g(&self.completed).to_string(),
-            ),
-            (
-                "requests_failed_total",
-                "counter",
-                "requests ended by a model error",
-                g(&self.failed).to_string(),
-            ),
-            (
-                "requests_cancelled_total",
-                "counter",
-                "requests whose client went away",
-                g(&self.cancelled).to_string(),
-            ),
-            (
-                "prompt_tokens_total",
-                "counter",
-                "prompt tokens of admitted requests",
-                g(&self.prompt_tokens).to_string(),
-            ),
-            (
-                "generation_tokens_total",
-                "counter",
-                "tokens generated",
-                g(&self.completion_tokens).to_string(),
-            ),
-            (
-                "steps_total",
-                "counter",
-                "batched forward steps",
-                steps.to_string(),
-            ),
-            (
-                "step_sequences_mean",
-                "gauge",
-                "sequences per step, mean since start",
-                format!("{:.3}", mean(g(&self.step_sequences), steps)),
-            ),
-            (
-                "step_tokens_mean",
-                "gauge",
-                "tokens per step, mean since start",
-                format!("{:.3}", mean(g(&self.step_tokens), steps)),
-            ),
-            (
-                "step_sequences_max",
-                "gauge",
-                "most sequences seen in one step",
-                self.batch_max.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "queue_time_mean_ms",
-                "gauge",
-                "time from queue to slot, mean over admitted requests",
-                format!("{:.3}", mean(g(&self.queue_us), g(&self.admitted)) / 1e3),
-            ),
-            (
-                "requests_queued",
-                "gauge",
-                "requests waiting for a slot",
-                self.queued.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "requests_running",
-                "gauge",
-                "requests in a slot",
-                self.running.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "max_batch",
-                "gauge",
-                "--max-batch",
-                limits.max_batch.to_string(),
-            ),
-            (
-                "max_batch_tokens",
-                "gauge",
-                "--max-batch-tokens",
-                limits.max_batch_tokens.to_string(),
-            ),
+        let values: [String; 17] = [
+            g(&self.accepted).to_string(),
+            g(&self.rejected_full).to_string(),
+            g(&self.rejected_invalid).to_string(),
+            g(&self.completed).to_string(),
+            g(&self.failed).to_string(),
+            g(&self.cancelled).to_string(),
+            g(&self.prompt_tokens).to_string(),
+            g(&self.completion_tokens).to_string(),
+            steps.to_string(),
+            format!("{:.3}", mean(g(&self.step_sequences), steps)),
+            format!("{:.3}", mean(g(&self.step_tokens), steps)),
+            self.batch_max.load(Ordering::Relaxed).to_string(),
+            format!("{:.3}", mean(g(&self.queue_us), g(&self.admitted)) / 1e3),
+            self.queued.load(Ordering::Relaxed).to_string(),
+            self.running.load(Ordering::Relaxed).to_string(),
+            limits.max_batch.to_string(),
+            limits.max_batch_tokens.to_string(),
         ];
         let mut s = String::new();
-        for (name, kind, help, v) in rows {
+        debug_assert_eq!(METRICS.lines().count(), values.len());
+        for (row, v) in METRICS.lines().zip(values) {
+            let (name, rest) = row.split_once(' ').unwrap_or((row, ""));
+            let (kind, help) = rest.split_once(' ').unwrap_or((rest, ""));
             s.push_str(&format!(
                 "# HELP modelbench_{name} {help}\n# TYPE modelbench_{name} {kind}\nmodelbench_{name} {v}\n"
             ));
         }
         s
     }
+}
+
+/// The requests at positions `gone` of `active` leave it, their slots back in `free`.
+fn leave(active: &mut Vec<Active<'_>>, free: &mut Vec<usize>, gone: &[usize]) {
+    if gone.is_empty() {
+        return;
+    }
+    let mut k = 0;
+    active.retain(|a| {
+        let keep = !gone.contains(&k);
+        k += 1;
+        if !keep {
+            free.push(a.slot);
+        }
+        keep
+    });
 }
 
 /// A request in a slot.
@@ -275,6 +230,17 @@ struct Active<'t> {
 }
 
 impl Active<'_> {
+    /// Counts and logs a request whose client went away.
+    fn client_gone(&self, metrics: &Metrics) {
+        metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+        eprintln!(
+            "request: {} prompt + {} tokens, client gone, {:.1} ms",
+            self.job.ids.len(),
+            self.generated,
+            self.started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+
     fn prompt_done(&self) -> bool {
         self.fed == self.job.ids.len()
     }
@@ -324,13 +290,7 @@ pub fn run(
         // Leave: clients gone (streaming or not) free their slot before the next step.
         active.retain(|a| {
             if a.job.tx.is_closed() {
-                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                eprintln!(
-                    "request: {} prompt + {} tokens, client gone, {:.1} ms",
-                    a.job.ids.len(),
-                    a.generated,
-                    a.started.elapsed().as_secs_f64() * 1e3
-                );
+                a.client_gone(&metrics);
                 free.push(a.slot);
                 false
             } else {
@@ -439,15 +399,7 @@ pub fn run(
                     metrics.failed.fetch_add(1, Ordering::Relaxed);
                 }
                 let gone: Vec<usize> = plan.iter().map(|p| p.0).collect();
-                let mut k = 0;
-                active.retain(|a| {
-                    let keep = !gone.contains(&k);
-                    k += 1;
-                    if !keep {
-                        free.push(a.slot);
-                    }
-                    keep
-                });
+                leave(&mut active, &mut free, &gone);
                 continue;
             }
         };
@@ -483,13 +435,7 @@ pub fn run(
                     ended.push(i);
                 }
                 After::Gone => {
-                    metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                    eprintln!(
-                        "request: {} prompt + {} tokens, client gone, {:.1} ms",
-                        a.job.ids.len(),
-                        a.generated,
-                        a.started.elapsed().as_secs_f64() * 1e3
-                    );
+                    a.client_gone(&metrics);
                     ended.push(i);
                 }
                 After::Failed(m) => {
@@ -499,17 +445,7 @@ pub fn run(
                 }
             }
         }
-        if !ended.is_empty() {
-            let mut k = 0;
-            active.retain(|a| {
-                let keep = !ended.contains(&k);
-                k += 1;
-                if !keep {
-                    free.push(a.slot);
-                }
-                keep
-            });
-        }
+        leave(&mut active, &mut free, &ended);
     }
 }
 

@@ -16,6 +16,7 @@
 //! `--kl-divergence` over the whole vocabulary is kept in the reference to compare).
 
 use std::path::Path;
+use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +146,18 @@ pub struct Check {
     pub passed: bool,
 }
 
+impl Check {
+    /// `value` against an upper `limit`.
+    fn at_most(name: &str, value: f64, limit: f64) -> Check {
+        Check {
+            name: name.into(),
+            value,
+            limit: format!("<= {}", num(limit)),
+            passed: value <= limit,
+        }
+    }
+}
+
 impl KldReference {
     pub fn load(path: &Path) -> Result<KldReference> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
@@ -249,13 +262,7 @@ impl KldReference {
 
     /// "llama.cpp <commit> (llama-cpp-python <version>), <date>".
     pub fn source(&self) -> String {
-        let p = &self.provenance;
-        format!(
-            "llama.cpp {} (llama-cpp-python {} sdist), {}",
-            p["llama_cpp_commit"].as_str().unwrap_or("?"),
-            p["llama_cpp_python_version"].as_str().unwrap_or("?"),
-            p["date"].as_str().unwrap_or("?")
-        )
+        super::quality::source_of(&self.provenance)
     }
 }
 
@@ -388,24 +395,9 @@ pub fn run_kld_gate(
     let llama_cpp_self = reference.self_comparison();
     let t = reference.thresholds();
     let checks = vec![
-        Check {
-            name: "mean KLD".into(),
-            value: ours.mean_kld,
-            limit: format!("<= {}", num(t.max_mean_kld)),
-            passed: ours.mean_kld <= t.max_mean_kld,
-        },
-        Check {
-            name: "99th percentile KLD".into(),
-            value: ours.kld_p99,
-            limit: format!("<= {}", num(t.max_kld_p99)),
-            passed: ours.kld_p99 <= t.max_kld_p99,
-        },
-        Check {
-            name: "99.9th percentile KLD".into(),
-            value: ours.kld_p999,
-            limit: format!("<= {}", num(t.max_kld_p999)),
-            passed: ours.kld_p999 <= t.max_kld_p999,
-        },
+        Check::at_most("mean KLD", ours.mean_kld, t.max_mean_kld),
+        Check::at_most("99th percentile KLD", ours.kld_p99, t.max_kld_p99),
+        Check::at_most("99.9th percentile KLD", ours.kld_p999, t.max_kld_p999),
         Check {
             name: "same top-1 %".into(),
             value: ours.same_top1_percent,
@@ -449,6 +441,31 @@ pub fn run_kld_gate(
         ),
         checked_at: crate::util::time::now_rfc3339(),
     })
+}
+
+/// The command that makes llama.cpp's reference for `gguf` into `out`
+/// (scripts/llama-cpp-kld-reference.sh: llama-perplexity `--kl-divergence-base`, two runs, of
+/// the llama.cpp build in `llama_cpp` over `corpus` in `chunks` windows of `n_ctx`).
+pub fn reference_command(
+    gguf: &Path,
+    out: &Path,
+    llama_cpp: &Path,
+    corpus: &Path,
+    (n_ctx, chunks): (usize, usize),
+) -> Command {
+    let mut c = Command::new("bash");
+    c.arg(crate::util::root().join("scripts/llama-cpp-kld-reference.sh"))
+        .arg("--model")
+        .arg(gguf)
+        .arg("--out")
+        .arg(out)
+        .arg("--llama-cpp")
+        .arg(llama_cpp)
+        .arg("--corpus")
+        .arg(corpus)
+        .args(["--n-ctx", &n_ctx.to_string()])
+        .args(["--chunks", &chunks.to_string()]);
+    c
 }
 
 /// A figure for the table: 5 decimals, or 3 significant digits when smaller than 0.001.

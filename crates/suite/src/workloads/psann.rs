@@ -60,45 +60,23 @@ pub fn peak_estimate_gib(cfg: &PsannConfig, b: usize, t: usize) -> f64 {
 }
 
 impl Psann {
-    #[allow(clippy::too_many_arguments)]
+    /// A point of the throughput grid `grid`: the gpu03 model of `base` in f32, one forward
+    /// (`train` false) or one train step of B x T random ids, standing for `n` batch tokens;
+    /// seed, device and calibration from `s`.
     pub fn new(
         grid: &str,
         base: Base,
         (n, b, t): (usize, usize, usize),
         train: bool,
-        seed: u64,
-        device: DeviceSpec,
-        dev: &Device,
-        calibration: Option<Calibration>,
+        s: &super::suite::Setup,
     ) -> Result<Psann> {
         let cfg = PsannConfig::gpu03(base);
-        let ids = random_ids(b, t, cfg.vocab, seed, dev)?;
-        let targets = random_ids(b, t, cfg.vocab, seed ^ 1, dev)?;
-        let step = if train {
-            let model = PsannLm::new(cfg, seed, dev, true)?;
-            Step::Train(Box::new(Trainer::new(model, TrainConfig::default())?))
-        } else {
-            Step::Forward(PsannLm::new(cfg, seed, dev, false)?)
-        };
-        Ok(Psann {
-            grid: grid.into(),
-            base,
-            cfg,
-            n,
-            b,
-            t,
-            step,
-            ids,
-            targets,
-            seed,
-            device,
-            dev: dev.clone(),
-            calibration,
-            dtype: candle_core::DType::F32,
-            sweep: None,
-            lr: TrainConfig::default().lr,
-            steps: 0,
-        })
+        let (seed, cal) = (s.seed, s.calibration.clone());
+        let mut p = Self::sweep(cfg, DType::F32, (b, t), train, seed, s.device, &s.dev, cal)?;
+        p.grid = grid.into();
+        p.n = n;
+        p.sweep = None;
+        Ok(p)
     }
 
     /// A training-throughput sweep point: a model of `cfg` with matmuls in `dtype` (parameters f32),
@@ -491,16 +469,7 @@ pub fn run_grid<D: super::suite::Driver>(
         };
         for &base in &g.bases {
             for &shape in shapes {
-                let mut w = Psann::new(
-                    &g.grid,
-                    base,
-                    shape,
-                    train,
-                    s.seed,
-                    s.device,
-                    &s.dev,
-                    s.calibration.clone(),
-                )?;
+                let mut w = Psann::new(&g.grid, base, shape, train, s)?;
                 let r = super::suite::measure_into(driver, &mut w, None, run)?;
                 if let (Some(r), false) = (r, train) {
                     if let Some(v) = r.tok_s {

@@ -26,6 +26,17 @@ pub const MIN_AGREEMENT: usize = 8;
 /// implementation may pick the other token.
 pub const TIE_MARGIN: f64 = 0.05;
 
+/// Which llama.cpp made a reference, from the reference file's `provenance`: "llama.cpp
+/// <commit> (llama-cpp-python <version> sdist), <date>".
+pub fn source_of(p: &serde_json::Value) -> String {
+    format!(
+        "llama.cpp {} (llama-cpp-python {} sdist), {}",
+        p["llama_cpp_commit"].as_str().unwrap_or("?"),
+        p["llama_cpp_python_version"].as_str().unwrap_or("?"),
+        p["date"].as_str().unwrap_or("?")
+    )
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Reference {
     pub provenance: serde_json::Value,
@@ -117,15 +128,9 @@ impl Reference {
             .fold(TIE_MARGIN, f64::max)
     }
 
-    /// "llama.cpp <commit> (llama-cpp-python <version>)".
+    /// "llama.cpp <commit> (llama-cpp-python <version> sdist), <date>".
     pub fn source(&self) -> String {
-        let p = &self.provenance;
-        format!(
-            "llama.cpp {} (llama-cpp-python {} sdist), {}",
-            p["llama_cpp_commit"].as_str().unwrap_or("?"),
-            p["llama_cpp_python_version"].as_str().unwrap_or("?"),
-            p["date"].as_str().unwrap_or("?")
-        )
+        source_of(&self.provenance)
     }
 }
 

@@ -97,16 +97,6 @@ impl OwnModel for ModelWeights {
         }
         Ok(m)
     }
-    fn step(
-        &mut self,
-        x: &candle_core::Tensor,
-        pos: usize,
-    ) -> candle_core::Result<candle_core::Tensor> {
-        self.forward(x, pos)
-    }
-    fn clear(&mut self) {
-        self.reset()
-    }
     fn batch(self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         Ok(Box::new(Slots::new(
             Batched::new(self, o.fast_weights)?,

@@ -237,16 +237,6 @@ impl OwnModel for ModelWeights {
     fn load(b: Build<'_>) -> candle_core::Result<Self> {
         ModelWeights::from_gguf(b.ct, b.file, b.device, b.context)
     }
-    fn step(
-        &mut self,
-        x: &candle_core::Tensor,
-        pos: usize,
-    ) -> candle_core::Result<candle_core::Tensor> {
-        self.forward(x, pos)
-    }
-    fn clear(&mut self) {
-        self.reset()
-    }
     fn batch(self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         if o.fast_weights {
             return Err(crate::error::Error::Serving(format!(

@@ -1,16 +1,16 @@
 //! The project's own implementations behind [`GgufModel`]: one wrapper; each family says only
-//! how its model steps, resets and batches ([`OwnModel`]).
+//! how its model loads and batches ([`OwnModel`]); it steps and resets as every one of them
+//! does ([`SingleSeq`]).
 
 use candle_core::{Result, Tensor};
 
 use super::{Build, GgufModel};
 use crate::models::batched::{BatchOptions, StepModel};
+use crate::models::quantized_parts::SingleSeq;
 
 /// What a project's implementation provides (its weights are shared by clones).
-pub(super) trait OwnModel: Clone + Send + 'static {
+pub(super) trait OwnModel: SingleSeq + Clone + Send + 'static {
     fn load(b: Build<'_>) -> Result<Self>;
-    fn step(&mut self, x: &Tensor, pos: usize) -> Result<Tensor>;
-    fn clear(&mut self);
     /// Its batched form with `o.slots` sequences, from this model itself (with
     /// `o.fast_weights` it is the last holder of its weights, so a weight the batched form
     /// re-encodes can be freed once re-encoded).
@@ -38,11 +38,11 @@ impl<M: OwnModel> Own<M> {
 
 impl<M: OwnModel> GgufModel for Own<M> {
     fn forward(&mut self, x: &Tensor, pos: usize) -> Result<Tensor> {
-        self.model()?.step(x, pos)
+        self.model()?.forward(x, pos)
     }
     fn reset(&mut self) {
         if let Some(m) = self.0.as_mut() {
-            m.clear()
+            m.reset()
         }
     }
     fn snapshot(&self) -> Option<Box<dyn GgufModel>> {

@@ -2,30 +2,15 @@
 //! one matmul per weight per step for every token of every sequence, attention per sequence.
 
 use super::*;
+use crate::models::quantized_parts::{last_logits, step_input};
 
 /// The KV cache of one sequence of a batched forward ([`Batched`]): every layer's keys and
-/// values at this sequence's own positions, laid out as the single-sequence cache is.
-#[derive(Debug, Clone)]
-pub struct SeqCache {
-    layers: Vec<Cache>,
-    /// Positions in the cache (where this sequence's next tokens go).
-    pos: usize,
-    /// Positions the sliding layers' caches hold.
-    sliding_len: usize,
-}
-
-impl SeqCache {
-    /// Positions this sequence has been run through.
-    pub fn pos(&self) -> usize {
-        self.pos
-    }
-}
+/// values at this sequence's own positions, laid out as the single-sequence cache is (its
+/// sliding layers hold the last `min(pos, window - 1)` positions).
+pub type SeqCache = crate::models::quantized_parts::SeqCache<Cache>;
 
 /// One sequence's share of a batched step ([`crate::models::batched::SeqStep`] over this model's cache).
 pub type SeqStep<'a> = crate::models::batched::SeqStep<'a, SeqCache>;
-
-/// The weights of a layer's seven projections, in this order: q, k, v, o, gate, up, down.
-pub(super) const PROJECTIONS: usize = 7;
 
 /// Continuous batching over the quantized Gemma 3 (`modelbench serve --max-batch`): every
 /// token of every sequence in a step goes through each weight matmul together (one matmul
@@ -100,41 +85,6 @@ pub(super) fn in_features(w: &QMatMul) -> Result<usize> {
         QMatMul::QTensor(t) => Ok(t.shape().dims2()?.1),
         QMatMul::Tensor(t) | QMatMul::TensorF16(t) => Ok(t.dims2()?.1),
     }
-}
-
-/// `p` applied to `x` (1, rows, k), a lone row run as two where the kernel would compute it
-/// otherwise.
-/// A sequence's share of a step: where its tokens start in the step, how many, first position.
-pub type Span = (usize, usize, usize);
-
-/// The tokens of a batched step, sequence after sequence, and each sequence's [`Span`], from each sequence's (position, tokens, cache layers);
-/// an error, before anything runs, for an empty share, a cache of another model (not
-/// `layers` layers) or positions past `context`.
-pub fn step_tokens<'a>(
-    seqs: impl Iterator<Item = (usize, &'a [u32], usize)>,
-    layers: usize,
-    context: usize,
-) -> Result<(Vec<u32>, Vec<Span>)> {
-    let mut ids = Vec::new();
-    let mut spans = Vec::new();
-    for (pos, tokens, cache_layers) in seqs {
-        let len = tokens.len();
-        if len == 0 {
-            bail!("a batched step of zero tokens for one sequence");
-        }
-        if cache_layers != layers {
-            bail!("a sequence cache of another model");
-        }
-        if pos + len > context {
-            bail!(
-                "positions {pos}..{} exceed the {context} positions this model was built for (its context cap); load it with a larger one",
-                pos + len
-            );
-        }
-        spans.push((ids.len(), len, pos));
-        ids.extend_from_slice(tokens);
-    }
-    Ok((ids, spans))
 }
 
 pub(super) fn matmul_rows(kind: &str, p: &Proj, x: &Tensor) -> Result<Tensor> {
@@ -380,12 +330,15 @@ impl Batched {
     pub fn model(&self) -> &ModelWeights {
         &self.model
     }
+}
+
+impl crate::models::batched::BatchedLm for Batched {
+    type Seq = SeqCache;
 
     /// An empty cache for one sequence.
-    pub fn new_seq(&self) -> SeqCache {
-        SeqCache {
-            layers: self
-                .model
+    fn new_seq(&self) -> SeqCache {
+        SeqCache::new(
+            self.model
                 .layers
                 .iter()
                 .map(|l| match l.cache {
@@ -393,40 +346,33 @@ impl Batched {
                     Cache::Sliding(_) => Cache::Sliding(None),
                 })
                 .collect(),
-            pos: 0,
-            sliding_len: 0,
-        }
+        )
     }
 
     /// Runs one step: each sequence's tokens at its own next positions, all through each
     /// weight matmul together. Returns, per sequence, the logits (vocab, f32) of its last
     /// token where `logits` asked for them. On an error no cache has advanced its position,
     /// but caches may hold part of the step: drop the sequences of a failed step.
-    pub fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+    fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
         let m = &self.model;
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
         let window = m.cfg.sliding_window.max(1);
-        let (ids, spans) = step_tokens(
-            seqs.iter()
-                .map(|s| (s.cache.pos, s.tokens, s.cache.layers.len())),
-            m.layers.len(),
-            m.context,
-        )?;
-        let total = ids.len();
-        let x = Tensor::from_vec(ids, (1, total), &m.device)?;
+        let (x, spans) = step_input(seqs, m.layers.len(), m.context, &m.device)?;
+        let total = x.dim(1)?;
         let mut h = (m.embed.forward(&x)? * (m.cfg.hidden as f64).sqrt())?;
 
         // Each sequence's masks, as the single-sequence forward builds them.
         let mut masks = Vec::with_capacity(seqs.len());
-        for (s, &(_, len, pos)) in seqs.iter().zip(&spans) {
+        for &(_, len, pos) in &spans {
             let mk = |k0: usize, n_k: usize, w: Option<usize>| -> Result<Option<Tensor>> {
                 attention_mask(pos, len, k0, n_k, w)
                     .map(|v| Tensor::from_vec(v, (len, n_k), &m.device))
                     .transpose()
             };
-            let sl = s.cache.sliding_len;
+            // The sliding layers' caches hold the last `window - 1` positions at most.
+            let sl = pos.min(window - 1);
             masks.push((
                 mk(0, pos + len, None)?,
                 mk(pos - sl, sl + len, Some(window))?,
@@ -513,40 +459,18 @@ impl Batched {
         }
         for (sq, &(_, len, pos)) in seqs.iter_mut().zip(&spans) {
             sq.cache.pos = pos + len;
-            sq.cache.sliding_len = (sq.cache.sliding_len + len).min(window - 1);
         }
 
-        let want: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].logits).collect();
-        let mut out = vec![None; seqs.len()];
-        if want.is_empty() {
-            return Ok(out);
-        }
-        let rows = want
-            .iter()
-            .map(|&i| h.narrow(1, spans[i].0 + spans[i].1 - 1, 1))
-            .collect::<Result<Vec<_>>>()?;
-        let last = Tensor::cat(&rows, 1)?; // (1, n, hidden)
-        let last = op("rms_norm", || m.norm.forward(&last))?;
-        let mut logits = matmul_rows("lm_head", &self.output, &last)?;
-        if let Some(cap) = m.cfg.final_logit_softcapping {
-            logits = ((logits / cap)?.tanh()? * cap)?;
-        }
-        let logits = logits.to_dtype(DType::F32)?;
-        for (j, &i) in want.iter().enumerate() {
-            out[i] = Some(logits.i((0, j))?);
-        }
-        Ok(out)
+        last_logits(&h, &spans, seqs.iter().map(|s| s.logits), |last| {
+            let last = op("rms_norm", || m.norm.forward(last))?;
+            let logits = matmul_rows("lm_head", &self.output, &last)?;
+            match m.cfg.final_logit_softcapping {
+                Some(cap) => (logits / cap)?.tanh()? * cap,
+                None => Ok(logits),
+            }
+        })
     }
-}
 
-impl crate::models::batched::BatchedLm for Batched {
-    type Seq = SeqCache;
-    fn new_seq(&self) -> SeqCache {
-        Batched::new_seq(self)
-    }
-    fn forward(&self, seqs: &mut [SeqStep<'_>]) -> Result<Vec<Option<Tensor>>> {
-        Batched::forward(self, seqs)
-    }
     fn describe(&self) -> String {
         let (lone, packed) = self.adapted_weights();
         let lone_rows = match lone {

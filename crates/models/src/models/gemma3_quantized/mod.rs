@@ -41,6 +41,10 @@ use candle_transformers::quantized_nn::RmsNorm;
 // each op of its kind; unset, one relaxed atomic load per op.
 use super::host_ops;
 use super::q8_matmul::{self, PackedK, PackedQ8_0};
+pub use super::quantized_parts::Embedding;
+use super::quantized_parts::{
+    forward_start, read_ends, RopeTables, SingleSeq, PROJECTIONS, PROJECTION_NAMES,
+};
 use crate::measure::inject::around_op as op;
 
 mod batched;
@@ -203,10 +207,7 @@ pub fn attention_mask(
 
 /// RoPE tables (NeoX layout) for `positions` positions.
 #[derive(Debug, Clone)]
-pub struct Rope {
-    cos: Tensor,
-    sin: Tensor,
-}
+pub struct Rope(RopeTables);
 
 impl Rope {
     pub fn new(
@@ -220,98 +221,18 @@ impl Rope {
             .step_by(2)
             .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32) / scale)
             .collect();
-        let inv = Tensor::new(inv.as_slice(), dev)?;
-        let t = Tensor::arange(0u32, positions as u32, dev)?
-            .to_dtype(DType::F32)?
-            .reshape((positions, 1))?;
-        let freqs = t.matmul(&inv.reshape((1, inv.elem_count()))?)?;
-        Ok(Self {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
-        })
+        Ok(Self(RopeTables::new(&inv, positions, dev)?))
     }
 
     /// `x`: (b, heads, len, head_dim), contiguous, at positions `pos..pos+len`.
     pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
-        let len = x.dim(2)?;
-        let cos = self.cos.narrow(0, pos, len)?;
-        let sin = self.sin.narrow(0, pos, len)?;
-        op("rope", || candle_nn::rotary_emb::rope(x, &cos, &sin))
+        self.0.apply(x, pos, false)
     }
 }
 
-/// The token embedding: quantized rows looked up and dequantized one by one on the CPU; on
-/// other devices the table is dequantized once (as upstream does).
+/// One layer's KV cache (a sequence's, in [`SeqCache`]).
 #[derive(Debug, Clone)]
-pub enum Embedding {
-    Rows {
-        q: Arc<QTensor>,
-        vocab: usize,
-        hidden: usize,
-    },
-    Dense(candle_nn::Embedding),
-    /// Rows looked up in the lm_head's repacked tiles (`--fast-weights` with a tied lm_head:
-    /// the table is held once, in the lm_head's form).
-    Packed {
-        p: PackedQ8_0,
-        vocab: usize,
-        hidden: usize,
-    },
-}
-
-impl Embedding {
-    pub fn new(q: Arc<QTensor>, dev: &Device) -> Result<Self> {
-        let (vocab, hidden) = q.shape().dims2()?;
-        if dev.is_cpu() && hidden % q.dtype().block_size() == 0 {
-            Ok(Self::Rows { q, vocab, hidden })
-        } else {
-            Ok(Self::Dense(candle_nn::Embedding::new(
-                q.dequantize(dev)?,
-                hidden,
-            )))
-        }
-    }
-
-    /// `ids`: (b, len) u32 -> (b, len, hidden) f32.
-    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::Dense(e) => e.forward(ids),
-            Self::Rows { q, vocab, hidden } => {
-                let (b, len) = ids.dims2()?;
-                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
-                let dt = q.dtype();
-                let row = hidden / dt.block_size() * dt.type_size();
-                let data = q.data()?;
-                let mut buf = Vec::with_capacity(row * ids.len());
-                for &id in &ids {
-                    let id = id as usize;
-                    if id >= *vocab {
-                        bail!("token id {id} is out of the vocabulary ({vocab} entries)");
-                    }
-                    buf.extend_from_slice(&data[id * row..(id + 1) * row]);
-                }
-                let rows =
-                    ggml_file::qtensor_from_ggml(dt, &buf, vec![ids.len(), *hidden], &Device::Cpu)?;
-                rows.dequantize(&Device::Cpu)?.reshape((b, len, *hidden))
-            }
-            Self::Packed { p, vocab, hidden } => {
-                let (b, len) = ids.dims2()?;
-                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
-                let mut out = vec![0f32; ids.len() * hidden];
-                for (row, &id) in out.chunks_exact_mut(*hidden).zip(&ids) {
-                    if id as usize >= *vocab {
-                        bail!("token id {id} is out of the vocabulary ({vocab} entries)");
-                    }
-                    p.dequantize_row(id as usize, row)?;
-                }
-                Tensor::from_vec(out, (b, len, *hidden), &Device::Cpu)
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Cache {
+pub enum Cache {
     /// Every position, preallocated for the built context.
     Global(KvCache),
     /// The last `window - 1` positions at most (all a next query can see).
@@ -495,25 +416,16 @@ impl ModelWeights {
         let eps = cfg.rms_norm_eps;
         // Each tensor read once into its final buffer (candle's reader copies it).
         let mut get = |name: &str| crate::models::gguf_read::tensor(&ct, reader, name, device);
-        let embd = Arc::new(get("token_embd.weight")?);
-        let norm = RmsNorm::from_qtensor(get("output_norm.weight")?, eps)?;
-        let output = if ct.tensor_infos.contains_key("output.weight") {
-            QMatMul::from_qtensor(get("output.weight")?)?
-        } else {
-            QMatMul::from_arc(embd.clone())?
-        };
-        let embed = Embedding::new(embd, device)?;
+        let (embed, norm, output) = read_ends(&ct, &mut get, eps, device)?;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
-            let mut t = |n: &str| get(&format!("blk.{i}.{n}.weight"));
-            let mut mm = |n: &str| QMatMul::from_qtensor(t(n)?);
-            let (wq, wk, wv, wo) = (
-                mm("attn_q")?,
-                mm("attn_k")?,
-                mm("attn_v")?,
-                mm("attn_output")?,
-            );
-            let (gate, up, down) = (mm("ffn_gate")?, mm("ffn_up")?, mm("ffn_down")?);
+            let w = PROJECTION_NAMES
+                .iter()
+                .map(|n| QMatMul::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?))
+                .collect::<Result<Vec<_>>>()?;
+            let [wq, wk, wv, wo, gate, up, down]: [QMatMul; PROJECTIONS] = w
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("seven projections"));
             let mut n = |n: &str| RmsNorm::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?, eps);
             let sliding = cfg.is_sliding(i);
             layers.push(Layer {
@@ -577,9 +489,11 @@ impl ModelWeights {
     pub fn context(&self) -> usize {
         self.context
     }
+}
 
+impl SingleSeq for ModelWeights {
     /// Empties every layer's KV cache.
-    pub fn reset(&mut self) {
+    fn reset(&mut self) {
         for l in &mut self.layers {
             l.reset();
         }
@@ -590,19 +504,10 @@ impl ModelWeights {
     /// Runs `x` (b, len) u32 at positions `index_pos..index_pos+len` and returns the logits of
     /// the last position, (b, vocab) f32. `index_pos` must be the number of positions already
     /// in the cache, or 0 (which empties the cache first, as upstream's forward does).
-    pub fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor> {
+    fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor> {
         let (b, len) = x.dims2()?;
-        if len == 0 {
-            bail!("forward of zero tokens");
-        }
-        if index_pos == 0 {
+        if forward_start(len, index_pos, self.pos)? {
             self.reset();
-        } else if index_pos != self.pos {
-            bail!(
-                "forward at position {index_pos} but the KV cache holds {} positions (reset, or continue at {})",
-                self.pos,
-                self.pos
-            );
         }
         if index_pos + len > self.context {
             bail!(
@@ -664,20 +569,11 @@ mod tests {
         let q5 = QTensor::quantize(&x, GgmlDType::Q5_0).unwrap();
         let q8 = q5_0_as_q8_0(&q5).unwrap().expect("a Q5_0 tensor");
         assert_eq!(q8.dtype(), GgmlDType::Q8_0);
-        let a: Vec<f32> = q5
-            .dequantize(&dev)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let b: Vec<f32> = q8
-            .dequantize(&dev)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let values = |q: &QTensor| -> Vec<f32> {
+            let t = q.dequantize(&dev).unwrap();
+            t.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let (a, b) = (values(&q5), values(&q8));
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
         let q4 = QTensor::quantize(&x, GgmlDType::Q8_0).unwrap();
         assert!(q5_0_as_q8_0(&q4).unwrap().is_none());

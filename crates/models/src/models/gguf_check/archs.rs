@@ -234,6 +234,45 @@ pub(super) const LLAMA_NOT_RUN: &[&str] = &[
     "ffn_up.bias",
 ];
 
+/// The attention projections of every block (see [`QkvSpec`]).
+const fn qkv(q: D, k: D, v: D, required: bool, blocks: Blocks) -> Option<QkvSpec> {
+    Some(QkvSpec {
+        q,
+        k,
+        v,
+        required,
+        blocks,
+    })
+}
+
+/// A projection from and to the embedding width.
+const SQUARE: &[D] = &[D::Embd, D::Embd];
+/// lfm2's short convolution: its kernel (l_cache taps per channel) and input projection.
+const CONV: &[D] = &[D::LCache, D::Embd];
+const CONV_IN: &[D] = &[D::Embd, D::Embd3];
+
+// The shapes of a mixture-of-experts block's router and experts (in, out, expert), the
+// experts as wide as the dense FFN (llama) or `expert_feed_forward_length` (qwen3moe).
+const ROUTER: &[D] = &[D::Embd, D::Expert];
+const UP_EXPS: &[D] = &[D::Embd, D::Ff, D::Expert];
+const DOWN_EXPS: &[D] = &[D::Ff, D::Embd, D::Expert];
+const UP_EXPS_FF_EXP: &[D] = &[D::Embd, D::FfExp, D::Expert];
+const DOWN_EXPS_FF_EXP: &[D] = &[D::FfExp, D::Embd, D::Expert];
+
+// Per-block tensors that several architectures expect alike (required in every block).
+const ATTN_NORM: TensorSpec = t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All);
+const ATTN_OUT: TensorSpec = t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All);
+const ATTN_OUT_EMBD: TensorSpec = t("blk.{}.attn_output.weight", SQUARE, R, B::All);
+const K_NORM: TensorSpec = t("blk.{}.attn_k_norm.weight", &[D::HeadK], R, B::All);
+const Q_NORM: TensorSpec = t("blk.{}.attn_q_norm.weight", &[D::HeadK], R, B::All);
+const POST_ATTN_NORM: TensorSpec = t("blk.{}.post_attention_norm.weight", &[D::Embd], R, B::All);
+const FFN_NORM: TensorSpec = t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All);
+const FFN_GATE: TensorSpec = t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::All);
+const FFN_DOWN: TensorSpec = t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All);
+const FFN_UP: TensorSpec = t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All);
+const FFN_UP_FUSED: TensorSpec = t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff2], R, B::All);
+const POST_FFW_NORM: TensorSpec = t("blk.{}.post_ffw_norm.weight", &[D::Embd], R, B::All);
+
 /// The architectures, as llama.cpp 0c1e570 loads them (crates/models/src/models/<arch>.cpp).
 pub const ARCHS: &[ArchSpec] = &[
     ArchSpec {
@@ -244,18 +283,12 @@ pub const ARCHS: &[ArchSpec] = &[
             key("rope.dimension_count", U, true, POS),
         ],
         eps: "attention.layer_norm_rms_epsilon",
-        qkv: Some(QkvSpec {
-            q: D::Q,
-            k: D::K,
-            v: D::V,
-            required: true,
-            blocks: B::All,
-        }),
+        qkv: qkv(D::Q, D::K, D::V, true, B::All),
         tensors: &[
-            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All),
+            ATTN_NORM,
+            ATTN_OUT,
             t("blk.{}.attn_output.bias", &[D::Embd], O, B::All),
-            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
+            FFN_NORM,
             t("rope_freqs.weight", &[D::Rot2], O, B::None),
             t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::Dense),
             t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::Dense),
@@ -263,30 +296,10 @@ pub const ARCHS: &[ArchSpec] = &[
             t("blk.{}.ffn_gate.bias", &[D::Ff], O, B::Dense),
             t("blk.{}.ffn_down.bias", &[D::Embd], O, B::Dense),
             t("blk.{}.ffn_up.bias", &[D::Ff], O, B::Dense),
-            t(
-                "blk.{}.ffn_gate_inp.weight",
-                &[D::Embd, D::Expert],
-                R,
-                B::Moe,
-            ),
-            t(
-                "blk.{}.ffn_gate_exps.weight",
-                &[D::Embd, D::Ff, D::Expert],
-                O,
-                B::Moe,
-            ),
-            t(
-                "blk.{}.ffn_down_exps.weight",
-                &[D::Ff, D::Embd, D::Expert],
-                R,
-                B::Moe,
-            ),
-            t(
-                "blk.{}.ffn_up_exps.weight",
-                &[D::Embd, D::Ff, D::Expert],
-                R,
-                B::Moe,
-            ),
+            t("blk.{}.ffn_gate_inp.weight", ROUTER, R, B::Moe),
+            t("blk.{}.ffn_gate_exps.weight", UP_EXPS, O, B::Moe),
+            t("blk.{}.ffn_down_exps.weight", DOWN_EXPS, R, B::Moe),
+            t("blk.{}.ffn_up_exps.weight", UP_EXPS, R, B::Moe),
         ],
         rot: Rot::EqualsHead,
         not_run: LLAMA_NOT_RUN,
@@ -295,21 +308,15 @@ pub const ARCHS: &[ArchSpec] = &[
         arch: "qwen2",
         keys: &[KV],
         eps: "attention.layer_norm_rms_epsilon",
-        qkv: Some(QkvSpec {
-            q: D::Embd,
-            k: D::K,
-            v: D::V,
-            required: true,
-            blocks: B::All,
-        }),
+        qkv: qkv(D::Embd, D::K, D::V, true, B::All),
         tensors: &[
             t("output.bias", &[D::Vocab], O, B::None),
-            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.attn_output.weight", &[D::Embd, D::Embd], R, B::All),
-            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::All),
-            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
-            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All),
+            ATTN_NORM,
+            ATTN_OUT_EMBD,
+            FFN_NORM,
+            FFN_GATE,
+            FFN_DOWN,
+            FFN_UP,
         ],
         rot: Rot::EqualsHead,
         not_run: &[],
@@ -323,23 +330,17 @@ pub const ARCHS: &[ArchSpec] = &[
             key("rope.freq_base", F, true, BASE),
         ],
         eps: "attention.layer_norm_rms_epsilon",
-        qkv: Some(QkvSpec {
-            q: D::Q,
-            k: D::K,
-            v: D::K,
-            required: true,
-            blocks: B::All,
-        }),
+        qkv: qkv(D::Q, D::K, D::K, true, B::All),
         tensors: &[
             t("cls_out.weight", &[D::Embd], O, B::None),
-            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All),
-            t("blk.{}.attn_k_norm.weight", &[D::HeadK], R, B::All),
-            t("blk.{}.attn_q_norm.weight", &[D::HeadK], R, B::All),
-            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::All),
-            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
-            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All),
+            ATTN_NORM,
+            ATTN_OUT,
+            K_NORM,
+            Q_NORM,
+            FFN_NORM,
+            FFN_GATE,
+            FFN_DOWN,
+            FFN_UP,
         ],
         rot: Rot::EqualsHead,
         not_run: &[
@@ -361,43 +362,17 @@ pub const ARCHS: &[ArchSpec] = &[
             key("expert_feed_forward_length", U, true, POS),
         ],
         eps: "attention.layer_norm_rms_epsilon",
-        qkv: Some(QkvSpec {
-            q: D::Q,
-            k: D::K,
-            v: D::K,
-            required: true,
-            blocks: B::All,
-        }),
+        qkv: qkv(D::Q, D::K, D::K, true, B::All),
         tensors: &[
-            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All),
-            t("blk.{}.attn_k_norm.weight", &[D::HeadK], R, B::All),
-            t("blk.{}.attn_q_norm.weight", &[D::HeadK], R, B::All),
-            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
-            t(
-                "blk.{}.ffn_gate_inp.weight",
-                &[D::Embd, D::Expert],
-                R,
-                B::All,
-            ),
-            t(
-                "blk.{}.ffn_gate_exps.weight",
-                &[D::Embd, D::FfExp, D::Expert],
-                R,
-                B::All,
-            ),
-            t(
-                "blk.{}.ffn_down_exps.weight",
-                &[D::FfExp, D::Embd, D::Expert],
-                R,
-                B::All,
-            ),
-            t(
-                "blk.{}.ffn_up_exps.weight",
-                &[D::Embd, D::FfExp, D::Expert],
-                R,
-                B::All,
-            ),
+            ATTN_NORM,
+            ATTN_OUT,
+            K_NORM,
+            Q_NORM,
+            FFN_NORM,
+            t("blk.{}.ffn_gate_inp.weight", ROUTER, R, B::All),
+            t("blk.{}.ffn_gate_exps.weight", UP_EXPS_FF_EXP, R, B::All),
+            t("blk.{}.ffn_down_exps.weight", DOWN_EXPS_FF_EXP, R, B::All),
+            t("blk.{}.ffn_up_exps.weight", UP_EXPS_FF_EXP, R, B::All),
         ],
         rot: Rot::EqualsHead,
         not_run: &[],
@@ -432,24 +407,18 @@ pub const ARCHS: &[ArchSpec] = &[
             key("final_logit_softcapping", F, false, Range::Float(0.0, 1e6)),
         ],
         eps: "attention.layer_norm_rms_epsilon",
-        qkv: Some(QkvSpec {
-            q: D::Q,
-            k: D::K,
-            v: D::V,
-            required: true,
-            blocks: B::All,
-        }),
+        qkv: qkv(D::Q, D::K, D::V, true, B::All),
         tensors: &[
-            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All),
-            t("blk.{}.post_attention_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.attn_k_norm.weight", &[D::HeadK], R, B::All),
-            t("blk.{}.attn_q_norm.weight", &[D::HeadK], R, B::All),
-            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::All),
-            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All),
-            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
-            t("blk.{}.post_ffw_norm.weight", &[D::Embd], R, B::All),
+            ATTN_NORM,
+            ATTN_OUT,
+            POST_ATTN_NORM,
+            K_NORM,
+            Q_NORM,
+            FFN_NORM,
+            FFN_GATE,
+            FFN_UP,
+            FFN_DOWN,
+            POST_FFW_NORM,
         ],
         rot: Rot::EqualsHead,
         not_run: &[
@@ -464,19 +433,13 @@ pub const ARCHS: &[ArchSpec] = &[
         arch: "phi3",
         keys: &[KV],
         eps: "attention.layer_norm_rms_epsilon",
-        qkv: Some(QkvSpec {
-            q: D::Embd,
-            k: D::K,
-            v: D::V,
-            required: false,
-            blocks: B::All,
-        }),
+        qkv: qkv(D::Embd, D::K, D::V, false, B::All),
         tensors: &[
-            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.attn_output.weight", &[D::Embd, D::Embd], R, B::All),
-            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
-            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff2], R, B::All),
+            ATTN_NORM,
+            ATTN_OUT_EMBD,
+            FFN_NORM,
+            FFN_DOWN,
+            FFN_UP_FUSED,
             // TENSOR_DUPLICATED past block 0: one tensor without a block number.
             t("rope_factors_long.weight", &[D::Rot2], O, B::None),
             t("rope_factors_short.weight", &[D::Rot2], O, B::None),
@@ -488,24 +451,18 @@ pub const ARCHS: &[ArchSpec] = &[
         arch: "phi2",
         keys: &[KV],
         eps: "attention.layer_norm_epsilon",
-        qkv: Some(QkvSpec {
-            q: D::Embd,
-            k: D::K,
-            v: D::V,
-            required: true,
-            blocks: B::All,
-        }),
+        qkv: qkv(D::Embd, D::K, D::V, true, B::All),
         tensors: &[
             t("output_norm.bias", &[D::Embd], R, B::None),
             t("output.weight", &[D::Embd, D::Vocab], R, B::None),
             t("output.bias", &[D::Vocab], R, B::None),
-            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            ATTN_NORM,
             t("blk.{}.attn_norm.bias", &[D::Embd], R, B::All),
-            t("blk.{}.attn_output.weight", &[D::Embd, D::Embd], R, B::All),
+            ATTN_OUT_EMBD,
             t("blk.{}.attn_output.bias", &[D::Embd], R, B::All),
-            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
+            FFN_DOWN,
             t("blk.{}.ffn_down.bias", &[D::Embd], R, B::All),
-            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All),
+            FFN_UP,
             t("blk.{}.ffn_up.bias", &[D::Ff], R, B::All),
         ],
         rot: Rot::AtMostHead,
@@ -520,21 +477,15 @@ pub const ARCHS: &[ArchSpec] = &[
             key("rope.freq_base", F, true, BASE),
         ],
         eps: "attention.layer_norm_rms_epsilon",
-        qkv: Some(QkvSpec {
-            q: D::Q,
-            k: D::K,
-            v: D::V,
-            required: true,
-            blocks: B::All,
-        }),
+        qkv: qkv(D::Q, D::K, D::V, true, B::All),
         tensors: &[
-            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.attn_output.weight", &[D::Q, D::Embd], R, B::All),
-            t("blk.{}.post_attention_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
-            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff2], R, B::All),
-            t("blk.{}.post_ffw_norm.weight", &[D::Embd], R, B::All),
+            ATTN_NORM,
+            ATTN_OUT,
+            POST_ATTN_NORM,
+            FFN_NORM,
+            FFN_DOWN,
+            FFN_UP_FUSED,
+            POST_FFW_NORM,
         ],
         rot: Rot::AtMostHead,
         not_run: &[],
@@ -551,47 +502,21 @@ pub const ARCHS: &[ArchSpec] = &[
             key("shortconv.l_cache", U, true, Range::Int(1, 1 << 16)),
         ],
         eps: "attention.layer_norm_rms_epsilon",
-        qkv: Some(QkvSpec {
-            q: D::Embd,
-            k: D::K,
-            v: D::V,
-            required: true,
-            blocks: B::Attention,
-        }),
+        qkv: qkv(D::Embd, D::K, D::V, true, B::Attention),
         tensors: &[
             // llama.cpp's LLM_TENSOR_OUTPUT_NORM_LFM2 is named `token_embd_norm`.
             t("token_embd_norm.weight", &[D::Embd], R, B::None),
-            t("blk.{}.ffn_norm.weight", &[D::Embd], R, B::All),
-            t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::All),
-            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::All),
-            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::All),
-            t("blk.{}.attn_norm.weight", &[D::Embd], R, B::All),
+            FFN_NORM,
+            FFN_GATE,
+            FFN_DOWN,
+            FFN_UP,
+            ATTN_NORM,
             t("blk.{}.attn_q_norm.weight", &[D::HeadK], R, B::Attention),
             t("blk.{}.attn_k_norm.weight", &[D::HeadK], R, B::Attention),
-            t(
-                "blk.{}.attn_output.weight",
-                &[D::Embd, D::Embd],
-                R,
-                B::Attention,
-            ),
-            t(
-                "blk.{}.shortconv.conv.weight",
-                &[D::LCache, D::Embd],
-                R,
-                B::Recurrent,
-            ),
-            t(
-                "blk.{}.shortconv.in_proj.weight",
-                &[D::Embd, D::Embd3],
-                R,
-                B::Recurrent,
-            ),
-            t(
-                "blk.{}.shortconv.out_proj.weight",
-                &[D::Embd, D::Embd],
-                R,
-                B::Recurrent,
-            ),
+            t("blk.{}.attn_output.weight", SQUARE, R, B::Attention),
+            t("blk.{}.shortconv.conv.weight", CONV, R, B::Recurrent),
+            t("blk.{}.shortconv.in_proj.weight", CONV_IN, R, B::Recurrent),
+            t("blk.{}.shortconv.out_proj.weight", SQUARE, R, B::Recurrent),
         ],
         rot: Rot::EqualsHead,
         not_run: &[],

@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 
 use super::esc;
+use crate::output::summary::unit;
 
 /// How a point's change against the previous one was judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,19 +48,6 @@ const ML: f64 = 78.0;
 const MR: f64 = 20.0;
 const MT: f64 = 34.0;
 const MB: f64 = 62.0;
-
-/// A unit for times around `scale` seconds: (factor, name).
-pub fn unit(scale: f64) -> (f64, &'static str) {
-    if scale >= 1.0 {
-        (1.0, "s")
-    } else if scale >= 1e-3 {
-        (1e3, "ms")
-    } else if scale >= 1e-6 {
-        (1e6, "µs")
-    } else {
-        (1e9, "ns")
-    }
-}
 
 /// Round tick values covering [lo, hi]: steps of 1, 2 or 5 times a power of ten.
 pub fn ticks(lo: f64, hi: f64, want: usize) -> Vec<f64> {

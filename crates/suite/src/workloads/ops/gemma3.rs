@@ -95,15 +95,7 @@ pub fn gemma3_ops(path: &Path, plan: &OpsPlan, dev: &Device) -> Result<OpsSet> {
     // The quantized matmuls: per distinct (type, n, k), every tensor of that type and shape,
     // called in turn as the forward calls them, so each call reads other weights than the one
     // before it (as in the model) instead of one tensor kept hot in cache.
-    let roles = [
-        "attn_q",
-        "attn_k",
-        "attn_v",
-        "attn_output",
-        "ffn_gate",
-        "ffn_up",
-        "ffn_down",
-    ];
+    let roles = crate::models::quantized_parts::PROJECTION_NAMES;
     // (type, n, k) -> (the tensors of that shape in call order, their roles, calls per step)
     let mut mm: BTreeMap<MatKey, (Vec<String>, Vec<&str>, usize)> = BTreeMap::new();
     for l in 0..cfg.layers {

@@ -322,47 +322,32 @@ pub fn llama_record(
             .filter_map(LlamaRun::thread_use)
             .collect::<Vec<_>>(),
     );
+    let attention = if o.flash_attn_resolved == "enabled" {
+        "flash".into()
+    } else if o.flash_attn_resolved == "disabled" {
+        "eager".into()
+    } else {
+        format!("flash attention {}", o.flash_attn_resolved)
+    };
     r.model = ModelInfo {
-        label: model_meta.label.clone(),
         source: o.model.clone(),
         family: o.model_desc.clone(),
         params: o.model_n_params,
         weight_bytes: o.model_size_bytes,
-        layers: model_meta.layers,
-        hidden: model_meta.hidden,
-        vocab: model_meta.vocab,
-        max_context: model_meta.max_context,
         built_context: o.n_ctx,
         prefill_mode: format!("one batch of {} (n_ubatch {})", o.n_batch, o.n_ubatch),
-        tokenizer: "none (given token ids)".into(),
-        load_seconds: median(&loads),
-        load_heap_peak_bytes: None,
-        load_rss_peak_bytes: None,
-        load_rss_rise_bytes: None,
-        load_rss_weights_rise_bytes: None,
-        load_fill_gbs: None,
-        provenance: Provenance {
-            exact_context: None,
-            implementation: format!("llama.cpp libllama, ggml CPU backend ({})", o.model_desc),
-            attention: if o.flash_attn_resolved == "enabled" {
-                "flash".into()
-            } else if o.flash_attn_resolved == "disabled" {
-                "eager".into()
-            } else {
-                format!("flash attention {}", o.flash_attn_resolved)
-            },
-            gguf: None,
-        },
+        ..peer_model(
+            model_meta.clone(),
+            median(&loads),
+            format!("llama.cpp libllama, ggml CPU backend ({})", o.model_desc),
+            attention,
+        )
     };
     r.memory.host_peak_bytes = rss;
     r.memory.host_method = "peak RSS of the llama-timed-ids process (wait4 ru_maxrss; model load, warm-up and the timed generation together), the highest of the repetitions".into();
     r.memory.gpu_method = "not available (CPU build)".into();
     r.dtype = Precision::Gguf(gguf_type_of(&o.model_desc));
-    r.prompt_tokens = s.prompt_tokens;
-    r.new_tokens = s.new_tokens;
-    r.sampling = Some(s.sampling);
-    r.sampling_desc = s.sampling.describe();
-    r.eos_ignored = true;
+    set_workload(&mut r, s);
     r.extra = json!({
         "method": "llama-timed-ids (scripts/llama-timed-ids.cpp): one process per repetition, alternating with candle's trials; each runs its warm-up generation(s), then one timed greedy generation from the same prompt ids as candle's trial of that repetition: one prompt pass (token 1), then G-1 single-token steps; TTFT, TPOT, prefill and decode rates by candle's definitions",
         "setting": setting.id(),

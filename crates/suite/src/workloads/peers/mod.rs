@@ -164,6 +164,43 @@ pub fn check_threads(
     }
 }
 
+/// The model of a peer record: `base` (candle's record of the same model) with the peer's
+/// load time and provenance (`implementation`, `attention`); a peer is given token ids (no
+/// tokenizer) and its load is not measured in-process.
+pub fn peer_model(
+    base: ModelInfo,
+    load_seconds: f64,
+    implementation: String,
+    attention: String,
+) -> ModelInfo {
+    ModelInfo {
+        tokenizer: "none (given token ids)".into(),
+        load_seconds,
+        load_heap_peak_bytes: None,
+        load_rss_peak_bytes: None,
+        load_rss_rise_bytes: None,
+        load_rss_weights_rise_bytes: None,
+        load_fill_gbs: None,
+        provenance: Provenance {
+            exact_context: None,
+            implementation,
+            attention,
+            gguf: None,
+        },
+        ..base
+    }
+}
+
+/// Sets what a peer record takes from its scenario `s`: the token counts and the sampling
+/// (greedy, generating past EOS as candle's trials do).
+pub fn set_workload(r: &mut Record, s: &Scenario) {
+    r.prompt_tokens = s.prompt_tokens;
+    r.new_tokens = s.new_tokens;
+    r.sampling = Some(s.sampling);
+    r.sampling_desc = s.sampling.describe();
+    r.eos_ignored = true;
+}
+
 /// Sets the fields a peer record shares with candle's record of the same scenario: device,
 /// seed, shape and the benchmark id (`<scenario>/<device>-<dtype>/<model>@<engine>[:setting]`).
 /// The model and dtype stay the peer's own where its record set them (llama.cpp's do); a record

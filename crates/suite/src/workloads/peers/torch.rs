@@ -404,24 +404,16 @@ pub fn torch_record(
         ThreadUse::median(&runs.iter().filter_map(|r| r.thread_use).collect::<Vec<_>>());
     r.model = ModelInfo {
         source: h.model_dir.clone(),
-        tokenizer: "none (given token ids)".into(),
-        load_seconds: h.load_s,
-        load_heap_peak_bytes: None,
-        load_rss_peak_bytes: None,
-        load_rss_rise_bytes: None,
-        load_rss_weights_rise_bytes: None,
-        load_fill_gbs: None,
-        provenance: Provenance {
-            exact_context: None,
-            implementation: format!(
+        prefill_mode: "one forward of the prompt (generate())".into(),
+        ..peer_model(
+            model_meta.clone(),
+            h.load_s,
+            format!(
                 "transformers {} ({})",
                 h.transformers_version, h.model_class
             ),
-            attention: attn,
-            gguf: None,
-        },
-        prefill_mode: "one forward of the prompt (generate())".into(),
-        ..model_meta.clone()
+            attn,
+        )
     };
     match process {
         Some(p) => {
@@ -435,11 +427,7 @@ pub fn torch_record(
     }
     r.memory.gpu_method = "not available (CPU run)".into();
     r.dtype = Precision::parse(&h.dtype).unwrap_or(Precision::Unreported);
-    r.prompt_tokens = s.prompt_tokens;
-    r.new_tokens = s.new_tokens;
-    r.sampling = Some(s.sampling);
-    r.sampling_desc = s.sampling.describe();
-    r.eos_ignored = true;
+    set_workload(&mut r, s);
     r.extra = json!({
         "method": "scripts/peer_torch.py as a worker: loaded once, then one generate() per request, alternating with candle's trials repetition by repetition, from the same prompt ids as candle's trial of that repetition, crediting the same G generated tokens (min_new_tokens = max_new_tokens); a streamer timestamps each token once it is on the host; TTFT = first token, E2E = last, as candle's engine",
         "setting": setting.id(),

@@ -1,0 +1,272 @@
+//! What the project's two quantized implementations (Gemma 3: [`super::gemma3_quantized`];
+//! Llama / Qwen2 / Qwen3: [`super::llama_quantized`]) share, written once: a decoder layer's
+//! projection names as llama.cpp's GGUF files spell them, the quantized token embedding
+//! ([`Embedding`]), the model's ends as read from a file (token embedding, final norm, lm_head), RoPE tables, the single-sequence interface
+//! ([`SingleSeq`]), and a batched step's sequence caches,
+//! input and last step (each asking sequence's logits).
+
+use std::sync::Arc;
+
+use candle_core::quantized::{ggml_file, gguf_file, QMatMul, QTensor};
+use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor};
+use candle_transformers::quantized_nn::RmsNorm;
+
+use super::batched::SeqStep;
+use super::q8_matmul::PackedQ8_0;
+// An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
+// each op of its kind; unset, one relaxed atomic load per op.
+use crate::measure::inject::around_op as op;
+
+/// The weights of a layer's seven projections.
+pub const PROJECTIONS: usize = 7;
+
+/// A layer's projections as llama.cpp's GGUF names them (`blk.N.<name>.weight`), in the order
+/// the implementations hold them: q, k, v, o, gate, up, down.
+pub const PROJECTION_NAMES: [&str; PROJECTIONS] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
+/// The token embedding: quantized rows looked up and dequantized one by one on the CPU; on
+/// other devices the table is dequantized once (as upstream does).
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    Rows {
+        q: Arc<QTensor>,
+        vocab: usize,
+        hidden: usize,
+    },
+    Dense(candle_nn::Embedding),
+    /// Rows looked up in the lm_head's repacked tiles (`--fast-weights` with a tied lm_head:
+    /// the table is held once, in the lm_head's form).
+    Packed {
+        p: PackedQ8_0,
+        vocab: usize,
+        hidden: usize,
+    },
+}
+
+impl Embedding {
+    pub fn new(q: Arc<QTensor>, dev: &Device) -> Result<Self> {
+        let (vocab, hidden) = q.shape().dims2()?;
+        if dev.is_cpu() && hidden % q.dtype().block_size() == 0 {
+            Ok(Self::Rows { q, vocab, hidden })
+        } else {
+            Ok(Self::Dense(candle_nn::Embedding::new(
+                q.dequantize(dev)?,
+                hidden,
+            )))
+        }
+    }
+
+    /// `ids`: (b, len) u32 -> (b, len, hidden) f32.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(e) => e.forward(ids),
+            Self::Rows { q, vocab, hidden } => {
+                let (b, len) = ids.dims2()?;
+                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                let dt = q.dtype();
+                let row = hidden / dt.block_size() * dt.type_size();
+                let data = q.data()?;
+                let mut buf = Vec::with_capacity(row * ids.len());
+                for &id in &ids {
+                    let id = id as usize;
+                    if id >= *vocab {
+                        bail!("token id {id} is out of the vocabulary ({vocab} entries)");
+                    }
+                    buf.extend_from_slice(&data[id * row..(id + 1) * row]);
+                }
+                let rows =
+                    ggml_file::qtensor_from_ggml(dt, &buf, vec![ids.len(), *hidden], &Device::Cpu)?;
+                rows.dequantize(&Device::Cpu)?.reshape((b, len, *hidden))
+            }
+            Self::Packed { p, vocab, hidden } => {
+                let (b, len) = ids.dims2()?;
+                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut out = vec![0f32; ids.len() * hidden];
+                for (row, &id) in out.chunks_exact_mut(*hidden).zip(&ids) {
+                    if id as usize >= *vocab {
+                        bail!("token id {id} is out of the vocabulary ({vocab} entries)");
+                    }
+                    p.dequantize_row(id as usize, row)?;
+                }
+                Tensor::from_vec(out, (b, len, *hidden), &Device::Cpu)
+            }
+        }
+    }
+}
+
+/// The model's ends as a llama.cpp GGUF file holds them, `get` reading a tensor by name: the
+/// token embedding (kept quantized, [`Embedding`]), `output_norm` (an RmsNorm of `eps`) and
+/// the lm_head (`output.weight`, or the tied `token_embd.weight` when it is absent).
+pub fn read_ends(
+    ct: &gguf_file::Content,
+    get: &mut dyn FnMut(&str) -> Result<QTensor>,
+    eps: f64,
+    device: &Device,
+) -> Result<(Embedding, RmsNorm, QMatMul)> {
+    let embd = Arc::new(get("token_embd.weight")?);
+    let norm = RmsNorm::from_qtensor(get("output_norm.weight")?, eps)?;
+    let output = if ct.tensor_infos.contains_key("output.weight") {
+        QMatMul::from_qtensor(get("output.weight")?)?
+    } else {
+        QMatMul::from_arc(embd.clone())?
+    };
+    Ok((Embedding::new(embd, device)?, norm, output))
+}
+
+/// RoPE tables (cos, sin) for `positions` positions.
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeTables {
+    /// `inv_freq`: each rotated pair's inverse frequency (the implementation's formula).
+    pub fn new(inv_freq: &[f32], positions: usize, dev: &Device) -> Result<Self> {
+        let inv = Tensor::new(inv_freq, dev)?;
+        let t = Tensor::arange(0u32, positions as u32, dev)?
+            .to_dtype(DType::F32)?
+            .reshape((positions, 1))?;
+        let freqs = t.matmul(&inv.reshape((1, inv.elem_count()))?)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+        })
+    }
+
+    /// `x`: (b, heads, len, head_dim), contiguous, at positions `pos..pos+len`; `interleaved`:
+    /// pairs `2i, 2i+1` (llama.cpp's NORM layout) rather than `i, i + d/2` (NeoX).
+    pub fn apply(&self, x: &Tensor, pos: usize, interleaved: bool) -> Result<Tensor> {
+        let len = x.dim(2)?;
+        let cos = self.cos.narrow(0, pos, len)?;
+        let sin = self.sin.narrow(0, pos, len)?;
+        op("rope", || {
+            if interleaved {
+                candle_nn::rotary_emb::rope_i(x, &cos, &sin)
+            } else {
+                candle_nn::rotary_emb::rope(x, &cos, &sin)
+            }
+        })
+    }
+}
+
+/// The project's own quantized models run one sequence at a time (the path the benchmarks
+/// time), with a KV cache of their own.
+pub trait SingleSeq {
+    /// Empties the KV cache.
+    fn reset(&mut self);
+    /// Runs `x` (b, len) u32 at positions `index_pos..index_pos+len` and returns the logits of
+    /// the last position, f32. `index_pos` must be the number of positions already in the
+    /// cache, or 0 (which empties the cache first, as candle-transformers' models do).
+    fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor>;
+}
+
+/// The start of a single-sequence forward of `len` tokens at `index_pos`, the cache holding
+/// `held` positions: whether the cache must be emptied first (`index_pos` 0, as
+/// candle-transformers' models do); an error for zero tokens or a position other than 0 or
+/// `held`.
+pub fn forward_start(len: usize, index_pos: usize, held: usize) -> Result<bool> {
+    if len == 0 {
+        bail!("forward of zero tokens");
+    }
+    if index_pos != 0 && index_pos != held {
+        bail!(
+            "forward at position {index_pos} but the KV cache holds {held} positions (reset, or continue at {held})"
+        );
+    }
+    Ok(index_pos == 0)
+}
+
+/// The KV cache of one sequence of a batched forward: each layer's cache (`L`), at this
+/// sequence's own positions.
+#[derive(Debug, Clone)]
+pub struct SeqCache<L> {
+    pub(crate) layers: Vec<L>,
+    /// Positions in the cache (where this sequence's next tokens go).
+    pub(crate) pos: usize,
+}
+
+impl<L> SeqCache<L> {
+    /// An empty cache of these layer caches.
+    pub(crate) fn new(layers: Vec<L>) -> Self {
+        Self { layers, pos: 0 }
+    }
+
+    /// Positions this sequence has been run through.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+/// A sequence's share of a step: where its tokens start in the step, how many, first position.
+pub type Span = (usize, usize, usize);
+
+/// The input of a batched step over a model of `layers` layers built for `context` positions:
+/// the tokens of every sequence, one sequence after another, as ids (1, tokens) on `dev`, and
+/// each sequence's [`Span`]. An error, before anything runs, for an empty share, a cache of
+/// another model (not `layers` layers) or positions past `context`.
+pub fn step_input<L>(
+    seqs: &[SeqStep<'_, SeqCache<L>>],
+    layers: usize,
+    context: usize,
+    dev: &Device,
+) -> Result<(Tensor, Vec<Span>)> {
+    let mut ids = Vec::new();
+    let mut spans = Vec::new();
+    for s in seqs {
+        let (pos, len) = (s.cache.pos, s.tokens.len());
+        if len == 0 {
+            bail!("a batched step of zero tokens for one sequence");
+        }
+        if s.cache.layers.len() != layers {
+            bail!("a sequence cache of another model");
+        }
+        if pos + len > context {
+            bail!(
+                "positions {pos}..{} exceed the {context} positions this model was built for (its context cap); load it with a larger one",
+                pos + len
+            );
+        }
+        spans.push((ids.len(), len, pos));
+        ids.extend_from_slice(s.tokens);
+    }
+    let total = ids.len();
+    Ok((Tensor::from_vec(ids, (1, total), dev)?, spans))
+}
+
+/// The end of a batched step: `h` (1, tokens, hidden) the step's hidden states, `spans` each
+/// sequence's tokens in it, `wanted` whether each wants its logits. The last row of every
+/// sequence that wants them goes through `head` together ((1, n, hidden) to (1, n, vocab):
+/// the final norm and the lm_head); returns per sequence its logits (vocab, f32), or None.
+pub fn last_logits(
+    h: &Tensor,
+    spans: &[Span],
+    wanted: impl Iterator<Item = bool>,
+    head: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Vec<Option<Tensor>>> {
+    let mut out = vec![None; spans.len()];
+    let want: Vec<usize> = wanted
+        .enumerate()
+        .filter_map(|(i, w)| w.then_some(i))
+        .collect();
+    if want.is_empty() {
+        return Ok(out);
+    }
+    let rows = want
+        .iter()
+        .map(|&i| h.narrow(1, spans[i].0 + spans[i].1 - 1, 1))
+        .collect::<Result<Vec<_>>>()?;
+    let logits = head(&Tensor::cat(&rows, 1)?)?.to_dtype(DType::F32)?;
+    for (j, &i) in want.iter().enumerate() {
+        out[i] = Some(logits.i((0, j))?);
+    }
+    Ok(out)
+}
