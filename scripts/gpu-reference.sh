@@ -14,8 +14,13 @@
 #   moe         the moe_topk grid at the original 16 experts, top-k 2 (1 and 512 tokens)
 #   psann       PSANN-LM's large throughput grid (gpu03) (batch_tokens 65536, 131072, 262144)
 #   checkpoint  the PSANN spec's medium waveresnet, bf16 autocast, with and without checkpointing
-# Each step runs under its own time limit (GPU_REF_STEP_SECS, default 300); a failed step is
-# reported and the others still run; the exit status is 1 when any failed.
+#   gguf        the quick tier on the quantized GGUF fixtures (written on the device; candle's CUDA
+#               quantized kernels), qwen3moe (whose only implementation needs CUDA) included
+#   serve       `modelbench serve` on synthetic Llama-3.2-1B (bf16) and `modelbench load` against
+#               it on loopback (c = 1, 4; 15 s a level), under `modelbench power`
+# Each step runs under its own time limit (GPU_REF_STEP_SECS, default 300; GPU_REF_SECS_<step>
+# for one step); a failed step is reported and the others still run; the exit status is 1 when
+# any failed.
 #
 # Building elsewhere (a machine without a GPU; see scripts/install-cuda-toolchain.sh):
 #   eval "$(scripts/install-cuda-toolchain.sh --env --compute-cap 90)"
@@ -29,7 +34,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin_dir=""
 binary=""
 steps=""
-all_steps="calibrate generation moe psann checkpoint"
+all_steps="calibrate generation moe psann checkpoint gguf serve"
 models=${MODELBENCH_MODELS:-synthetic:llama-3.2-1b,synthetic:qwen3-1.7b,synthetic:gemma-3-1b}
 step_secs=${GPU_REF_STEP_SECS:-300}
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -92,7 +97,9 @@ else
   bins[modelbench]=$target/release/modelbench
   for b in generation moe psann checkpoint; do bins[$b]=$(newest "$b"); done
 fi
-binary_of() { case $1 in calibrate) echo "${bins[modelbench]:-}" ;; *) echo "${bins[$1]:-}" ;; esac; }
+binary_of() {
+  case $1 in calibrate|serve) echo "${bins[modelbench]:-}" ;; gguf) echo "${bins[generation]:-}" ;; *) echo "${bins[$1]:-}" ;; esac
+}
 if [ -z "$steps" ]; then
   for s in $all_steps; do [ -n "$(binary_of "$s")" ] && steps="$steps $s"; done
 fi
@@ -125,7 +132,9 @@ EOF
 fi
 
 reports=$(mktemp -d)
-trap 'rm -rf "$reports"' EXIT
+# GPU_REF_KEEP=DIR: every step's raw run folder and logs are copied there at the end, failed
+# steps' included (for a device session whose machine is gone afterwards).
+trap 'if [ -n "${GPU_REF_KEEP:-}" ]; then mkdir -p "$GPU_REF_KEEP" && cp -r "$reports"/. "$GPU_REF_KEEP"/; fi; rm -rf "$reports"' EXIT
 slug=$(echo "$gpu" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/-$//')
 date=$(date -u +%Y%m%d)
 mkdir -p "$root/target-reports/reference"
@@ -146,6 +155,8 @@ failed=""
 for s in $steps; do
   b=$(binary_of "$s")
   start=$(date +%s)
+  lim_var=GPU_REF_SECS_$s
+  step_secs=${!lim_var:-${GPU_REF_STEP_SECS:-300}}
   echo "== $s ($(basename "$b")), limit ${step_secs} s"
   env_common=(MODELBENCH_DEVICE=cuda MODELBENCH_REPORTS="$reports" CARGO_TARGET_DIR="$target" MODELBENCH_LABEL="gpu-$s")
   rc=0
@@ -169,8 +180,38 @@ for s in $steps; do
     checkpoint)
       (cd "$root" && env "${env_common[@]}" MODELBENCH_DTYPE=bf16 \
         timeout "$step_secs" "$b" --bench) || rc=$? ;;
+    gguf)
+      (cd "$root" && env "${env_common[@]}" MODELBENCH_TIER=quick \
+        MODELBENCH_MODELS=gguf:fixture:llama3,gguf:fixture:qwen2,gguf:fixture:qwen3,gguf:fixture:gemma3,gguf:fixture:qwen3moe \
+        timeout "$step_secs" "$b" --bench) || rc=$? ;;
+    serve)
+      serve_model=synthetic:llama-3.2-1b
+      log=$reports/serve.log
+      (cd "$root" && env MODELBENCH_DEVICE=cuda MODELBENCH_DTYPE=bf16 MODELBENCH_REPORTS="$reports" \
+        timeout "$step_secs" "$b" serve --model "$serve_model" --port 0 >"$log" 2>&1) &
+      server=$!
+      url=""
+      for _ in $(seq 600); do
+        url=$(grep -o 'listening on http://[0-9.:]*' "$log" 2>/dev/null | sed 's/listening on //' || true)
+        [ -n "$url" ] && break
+        kill -0 $server 2>/dev/null || break
+        sleep 0.2
+      done
+      if [ -z "$url" ]; then
+        echo "error: the server did not start:"; cat "$log"; rc=1
+      else
+        (cd "$root" && env MODELBENCH_REPORTS="$reports" timeout "$step_secs" "$b" power --out "$reports/serve-power.json" -- \
+          "$b" load --url "$url" --model "$serve_model" --prompt-tokens 128 --max-tokens 64 \
+          --concurrency 1,4 --duration 15s --warmup 2 --label gpu-serve) || rc=$?
+        tail -3 "$log"
+      fi
+      kill $server 2>/dev/null || true
+      wait $server 2>/dev/null || true
+      run=$(ls -d "$reports"/*-gpu-serve 2>/dev/null | tail -1)
+      [ -n "$run" ] && cp "$log" "$reports/serve-power.json" "$run/" 2>/dev/null || true ;;
   esac
   if [ $rc = 0 ] && [ $s != calibrate ]; then save "gpu-$s" "$s" || rc=1; fi
+  [ $rc = 0 ] || nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv 2>&1 | sed 's/^/  after failure: /'
   echo "== $s: exit $rc after $(( $(date +%s) - start )) s"
   [ $rc = 0 ] || failed="$failed $s"
 done
