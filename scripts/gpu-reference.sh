@@ -16,6 +16,11 @@
 #   checkpoint  the PSANN spec's medium waveresnet, bf16 autocast, with and without checkpointing
 #   gguf        the quick tier on the quantized GGUF fixtures (written on the device; candle's CUDA
 #               quantized kernels), qwen3moe (whose only implementation needs CUDA) included
+#               (GPU_REF_GGUF_MODELS and GPU_REF_GGUF_TIER change the models and the tier)
+#   verify      `modelbench verify --device cuda` (the KLD gate against llama.cpp) on GGUF fixtures
+#               (GPU_REF_VERIFY, default: qwen3moe gemma3 llama3 qwen2); llama.cpp's reference
+#               must be cached under target/modelbench-verify/ (made on a CPU machine: verify there
+#               first, then carry the *.kld.json files), as no llama.cpp is built on the GPU machine
 #   serve       `modelbench serve` on synthetic Llama-3.2-1B (bf16) and `modelbench load` against
 #               it on loopback (c = 1, 4; 15 s a level), under `modelbench power`
 # Each step runs under its own time limit (GPU_REF_STEP_SECS, default 300; GPU_REF_SECS_<step>
@@ -34,7 +39,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin_dir=""
 binary=""
 steps=""
-all_steps="calibrate generation moe psann checkpoint gguf serve"
+all_steps="calibrate generation moe psann checkpoint gguf verify serve"
 models=${MODELBENCH_MODELS:-synthetic:llama-3.2-1b,synthetic:qwen3-1.7b,synthetic:gemma-3-1b}
 step_secs=${GPU_REF_STEP_SECS:-300}
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -98,7 +103,7 @@ else
   for b in generation moe psann checkpoint; do bins[$b]=$(newest "$b"); done
 fi
 binary_of() {
-  case $1 in calibrate|serve) echo "${bins[modelbench]:-}" ;; gguf) echo "${bins[generation]:-}" ;; *) echo "${bins[$1]:-}" ;; esac
+  case $1 in calibrate|serve|verify) echo "${bins[modelbench]:-}" ;; gguf) echo "${bins[generation]:-}" ;; *) echo "${bins[$1]:-}" ;; esac
 }
 if [ -z "$steps" ]; then
   for s in $all_steps; do [ -n "$(binary_of "$s")" ] && steps="$steps $s"; done
@@ -181,14 +186,26 @@ for s in $steps; do
       (cd "$root" && env "${env_common[@]}" MODELBENCH_DTYPE=bf16 \
         timeout "$step_secs" "$b" --bench) || rc=$? ;;
     gguf)
-      (cd "$root" && env "${env_common[@]}" MODELBENCH_TIER=quick \
-        MODELBENCH_MODELS=gguf:fixture:llama3,gguf:fixture:qwen2,gguf:fixture:qwen3,gguf:fixture:gemma3,gguf:fixture:qwen3moe \
+      (cd "$root" && env "${env_common[@]}" MODELBENCH_TIER="${GPU_REF_GGUF_TIER:-quick}" \
+        MODELBENCH_MODELS="${GPU_REF_GGUF_MODELS:-gguf:fixture:llama3,gguf:fixture:qwen2,gguf:fixture:qwen3,gguf:fixture:gemma3,gguf:fixture:qwen3moe}" \
         timeout "$step_secs" "$b" --bench) || rc=$? ;;
+    verify)
+      dest=$root/target-reports/reference/$date-$slug-verify
+      rm -rf "$dest" && mkdir -p "$dest" && cp "$reports/nvidia-smi.txt" "$dest/"
+      for fam in ${GPU_REF_VERIFY:-qwen3moe gemma3 llama3 qwen2}; do
+        frc=0
+        (cd "$root" && env CARGO_TARGET_DIR="$target" MODELBENCH_REPORTS="$reports" timeout "$step_secs" \
+          "$b" verify --device cuda --model "gguf:fixture:$fam" --no-save) >"$dest/verify-$fam.txt" 2>&1 || frc=$?
+        echo "verify gguf:fixture:$fam on cuda: exit $frc; $(grep -E '^verdict' "$dest/verify-$fam.txt" || tail -1 "$dest/verify-$fam.txt")"
+        [ $frc = 0 ] || rc=1
+      done
+      cp "$target"/modelbench-quality/verdicts/*.json "$dest/" 2>/dev/null || true
+      echo "saved $dest" ;;
     serve)
       serve_model=synthetic:llama-3.2-1b
       log=$reports/serve.log
       (cd "$root" && env MODELBENCH_DEVICE=cuda MODELBENCH_DTYPE=bf16 MODELBENCH_REPORTS="$reports" \
-        timeout "$step_secs" "$b" serve --model "$serve_model" --port 0 >"$log" 2>&1) &
+        timeout "$step_secs" "$b" serve --model "$serve_model" --device cuda --port 0 >"$log" 2>&1) &
       server=$!
       url=""
       for _ in $(seq 600); do
@@ -207,10 +224,10 @@ for s in $steps; do
       fi
       kill $server 2>/dev/null || true
       wait $server 2>/dev/null || true
-      run=$(ls -d "$reports"/*-gpu-serve 2>/dev/null | tail -1)
+      run=$(ls -d "$reports"/*-gpu-serve 2>/dev/null | tail -1 || true)
       [ -n "$run" ] && cp "$log" "$reports/serve-power.json" "$run/" 2>/dev/null || true ;;
   esac
-  if [ $rc = 0 ] && [ $s != calibrate ]; then save "gpu-$s" "$s" || rc=1; fi
+  if [ $rc = 0 ] && [ $s != calibrate ] && [ $s != verify ]; then save "gpu-$s" "$s" || rc=1; fi
   [ $rc = 0 ] || nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv 2>&1 | sed 's/^/  after failure: /'
   echo "== $s: exit $rc after $(( $(date +%s) - start )) s"
   [ $rc = 0 ] || failed="$failed $s"

@@ -220,8 +220,9 @@ enum Cmd {
     /// OpenAI-compatible HTTP server over one model (continuous batching for the families with a batched implementation, else one sequence at a time).
     ///
     /// An OpenAI-compatible HTTP server over one model (`/v1/completions`,
-    /// `/v1/chat/completions` with SSE streaming, `/v1/models`, `/health`); one model thread,
-    /// requests one at a time in FIFO order (see README).
+    /// `/v1/chat/completions` with SSE streaming, `/v1/models`, `/health`); one model thread:
+    /// continuous batching of up to --max-batch sequences for the project's GGUF Gemma 3,
+    /// Llama and Qwen models, else one request at a time in FIFO order (docs/serving.md).
     Serve(app::serve::ServeArgs),
     /// Load test any OpenAI-compatible server: TTFT, TPOT, ITL, throughput, goodput.
     ///

@@ -207,6 +207,20 @@ impl Hardware {
     }
 }
 
+impl Hardware {
+    /// This description with its GPU facts read again: the run context is probed once, often
+    /// before the CUDA device is opened, and the SM count comes from the opened device (a
+    /// record made on an H200 on 2026-11-26 had `sm_count: null` and `vram_used_bytes: 0`
+    /// for that reason). Without a GPU it is a plain copy.
+    pub fn with_current_gpu(&self) -> Hardware {
+        let mut h = self.clone();
+        if h.gpu.is_some() {
+            h.gpu = crate::measure::gpu::facts().or(h.gpu);
+        }
+        h
+    }
+}
+
 /// Probes this machine. GPU facts come from NVML when the NVIDIA library is present.
 pub fn hardware() -> Hardware {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

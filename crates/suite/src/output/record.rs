@@ -354,7 +354,7 @@ impl Record {
             power: Power::not_available(
                 "not measured (no power meter in this workload's timed region)",
             ),
-            hardware: ctx.hardware.clone(),
+            hardware: ctx.hardware.with_current_gpu(),
             build: ctx.build.clone(),
             quality: None,
             extra: serde_json::Value::Null,

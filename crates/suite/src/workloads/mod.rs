@@ -96,6 +96,13 @@ pub fn stamp<W: Workload + ?Sized>(w: &W, r: &mut Record, harness: Harness) {
     r.device = t.device.to_string();
     r.dtype = t.precision;
     r.harness = harness;
+    // The meter reads the GPU whatever the workload runs on; a host-side benchmark in a CUDA
+    // run (the overhead group's sampling rows) would carry the idle GPU's watts as its own.
+    if t.device == DeviceSpec::Cpu && r.power.mean_w.is_some() {
+        r.power = crate::measure::gpu::Power::not_available(
+            "not measured: this benchmark runs on the host CPU, and the GPU's power is not its own",
+        );
+    }
 }
 
 /// The CLI's and the tests' way to measure a workload: `warmup` untimed iterations, then

@@ -22,6 +22,8 @@ use super::{Measured, Target, Workload};
 
 /// Prompt and generation length of the overhead comparison.
 pub const LENGTHS: (usize, usize) = (64, 64);
+/// Loops of LENGTHS.1 tokens each iteration runs (see [`Overhead::iterate`]).
+const LOOPS_PER_ITER: u64 = 5;
 
 /// Engine vs bare on one model. The timed duration of an iteration (what criterion sees) is
 /// the engine's; the bare loop's time rides along in the output.
@@ -127,6 +129,17 @@ impl Workload for Overhead<'_> {
 
     fn record(&self, m: &Measured<Pair>) -> Record {
         let mut r = Record::from_measured(Kind::Overhead, "overhead", m, LENGTHS.1 as u64);
+        // The meter runs over whole iterations: five loops of LENGTHS.1 tokens each (the
+        // untimed bare loop, two engine and two bare loops), so that is the energy's
+        // denominator, not the one loop criterion's time is of.
+        if let Some(e) = r.power.energy_j {
+            r.power.tokens *= LOOPS_PER_ITER;
+            r.power.j_per_token = (r.power.tokens > 0).then(|| e / r.power.tokens as f64);
+            r.power.method = format!(
+                "{}; per token of all {LOOPS_PER_ITER} loops of each iteration (1 untimed bare, 2 engine, 2 bare)",
+                r.power.method
+            );
+        }
         r.model = model_info(self.loaded);
         r.seed = self.seed;
         r.prompt_tokens = LENGTHS.0;

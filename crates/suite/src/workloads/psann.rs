@@ -59,6 +59,30 @@ pub fn peak_estimate_gib(cfg: &PsannConfig, b: usize, t: usize) -> f64 {
     (2.0 * scores + logits) / (1u64 << 30) as f64
 }
 
+/// Why a PSANN point cannot run on candle 0.11.1's CUDA backend, if it cannot: its element-wise
+/// kernels are launched with `LaunchConfig::for_num_elems(el as u32)`, so a tensor of 2^32
+/// elements or more gets a truncated grid (exactly 2^32: zero blocks, CUDA_ERROR_INVALID_VALUE,
+/// as the gpu03 point 262144 = B 64 x T 4096 did on an H200 on 2026-11-26, whose attention
+/// scores are 64 x 4 x 4096 x 4096 = 2^32 elements; above it, a kernel over part of the
+/// tensor). The largest tensors of a forward are the attention scores (B x H x T x T) and the
+/// logits (B x T x vocab).
+pub fn cuda_element_limit(cfg: &PsannConfig, b: usize, t: usize) -> Option<String> {
+    const LIMIT: u128 = 1 << 32;
+    let scores = (b * cfg.n_heads) as u128 * (t * t) as u128;
+    let logits = (b * t) as u128 * cfg.vocab as u128;
+    let over: Vec<String> = [("attention scores", scores), ("logits", logits)]
+        .iter()
+        .filter(|(_, n)| *n >= LIMIT)
+        .map(|(what, n)| format!("its {what} have {n} elements"))
+        .collect();
+    (!over.is_empty()).then(|| {
+        format!(
+            "{}, at or above the 2^32 elements candle 0.11.1's CUDA kernels can index (their launch size is cast to u32); see docs/gpu.md",
+            over.join(" and ")
+        )
+    })
+}
+
 impl Psann {
     /// A point of the throughput grid `grid`: the gpu03 model of `base` in f32, one forward
     /// (`train` false) or one train step of B x T random ids, standing for `n` batch tokens;
@@ -162,8 +186,10 @@ impl Workload for Psann {
         Target::new(self.device, Precision::Float(self.dtype))
     }
 
+    /// Every point reads the device pool's peak (the gpu03 grid's points had none on an H200
+    /// when only the sweep's did: GPU-03's memory is what decides whether a point fits).
     fn pool_device(&self) -> Option<&Device> {
-        self.sweep.as_ref().map(|_| &self.dev)
+        Some(&self.dev)
     }
 
     fn tokens_per_iter(&self) -> u64 {
@@ -469,6 +495,23 @@ pub fn run_grid<D: super::suite::Driver>(
         };
         for &base in &g.bases {
             for &shape in shapes {
+                if s.device != DeviceSpec::Cpu {
+                    if let Some(why) = cuda_element_limit(&cfg0, shape.1, shape.2) {
+                        let group = if train {
+                            "psann_train"
+                        } else {
+                            "psann_throughput"
+                        };
+                        driver.say(&format!(
+                            "{group} {}/{} (B={}, T={}): not run: {why}",
+                            base.name(),
+                            shape.0,
+                            shape.1,
+                            shape.2
+                        ));
+                        continue;
+                    }
+                }
                 let mut w = Psann::new(&g.grid, base, shape, train, s)?;
                 let r = super::suite::measure_into(driver, &mut w, None, run)?;
                 if let (Some(r), false) = (r, train) {
@@ -516,6 +559,24 @@ pub fn run_grid<D: super::suite::Driver>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The gpu03 grid's points against candle's CUDA element limit: 65536 and 131072 ran on an
+    /// H200; 262144 failed at launch (its attention scores are exactly 2^32 elements).
+    #[test]
+    fn cuda_element_limit_refuses_exactly_the_points_past_u32() {
+        let cfg = PsannConfig::gpu03(Base::Respsann);
+        assert_eq!(cuda_element_limit(&cfg, 16, 4096), None);
+        assert_eq!(cuda_element_limit(&cfg, 32, 4096), None);
+        let why = cuda_element_limit(&cfg, 64, 4096).expect("262144 is past the limit");
+        assert!(
+            why.contains("attention scores have 4294967296 elements"),
+            "{why}"
+        );
+        assert!(why.contains("logits have 8388608000 elements"), "{why}");
+        // One token fewer per sequence is below 2^32 in the scores but not in the logits.
+        let why = cuda_element_limit(&cfg, 64, 4095).unwrap();
+        assert!(!why.contains("attention"), "{why}");
+    }
 
     /// The refusal is candle's own "no such op in this dtype" for the point's dtype, through
     /// its wrappers; f32, another dtype's refusal and any other error are failures. (Making

@@ -49,7 +49,16 @@ fn fixture(p: &mut Parts) -> Result<()> {
     Ok(())
 }
 
-const RUNS: &str = "candle-transformers 0.11.1 quantized_qwen3_moe";
+const RUNS: &str =
+    "candle-transformers 0.11.1 quantized_qwen3_moe (bf16 attention and expert inputs)";
+
+/// The dtype candle's model computes attention and feeds its experts in. candle-nn 0.11.1's
+/// `moe_gemm_gguf` prefill converts its input to this dtype and then reads it as f16 when it
+/// is F16 and as bf16 otherwise, so with F32 every prompt of more than one token fails
+/// ("unexpected dtype, expected: BF16, got: F32", seen on an H200 on 2026-11-26); f16 or bf16
+/// are the dtypes it runs. bf16, as candle's CUDA models default to: f16's range (65504) is
+/// too small for the activations of real Qwen models.
+const ACTIVATIONS: DType = DType::BF16;
 
 /// candle's model with what a reset needs: it has no cache reset (its ConcatKvCache keeps
 /// growing across forwards at position 0), so a forward at position 0 after others rebuilds
@@ -75,7 +84,7 @@ impl Reloading {
         let mut ct = Content::read(file)?;
         ct.metadata
             .insert("qwen3moe.context_length".into(), Value::U32(context as u32));
-        GGUFQWenMoE::from_gguf(ct, file, device, DType::F32)
+        GGUFQWenMoE::from_gguf(ct, file, device, ACTIVATIONS)
     }
     fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
         if pos == 0 && self.len > 0 {
@@ -108,7 +117,7 @@ const CANDLE: Implementation = Implementation {
                 b.device.location()
             );
         }
-        let m = GGUFQWenMoE::from_gguf(b.ct, b.file, b.device, DType::F32)?;
+        let m = GGUFQWenMoE::from_gguf(b.ct, b.file, b.device, ACTIVATIONS)?;
         let file = b.file.try_clone()?;
         Ok(candle::boxed(
             Reloading {
