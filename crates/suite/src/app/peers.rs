@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::plans::{parse_models, parse_seed, Plan};
+use crate::config::plans::{parse_models, parse_seed, Common, Plan};
 use crate::engine::scenario::Tier;
 use crate::measure::threads::CandlePools;
 use crate::output::peers::PEERS_NOTE;
@@ -177,19 +177,20 @@ pub fn peers(a: PeersArgs) -> crate::Result<()> {
         models: parse_models(&a.model, "--model")?,
         tier: Some(tier),
         scenarios: tier.scenarios(),
-        device,
-        dtype,
-        seed: parse_seed(&a.seed.to_string(), "--seed")?,
-        min_measure: std::time::Duration::ZERO,
-        label,
-        attention: crate::models::attention::Attention::Eager,
+        common: Common::cli(
+            device,
+            dtype,
+            parse_seed(&a.seed.to_string(), "--seed")?,
+            label,
+            crate::models::attention::Attention::Eager,
+        ),
     };
     ensure!(
         plan.models.len() == 1,
         "--model: peers compare one model at a time"
     );
     let model_label = plan.models[0].0.clone();
-    let dev = plan.device.open_for("--device")?;
+    let dev = plan.common.device.open_for("--device")?;
     // candle's side is the generation suite's (`modelbench run`'s), run by the same loop and
     // trial loop; the peers run beside it, their repetitions alternating with its trials.
     let save = !a.target.no_save;
@@ -211,7 +212,7 @@ pub fn peers(a: PeersArgs) -> crate::Result<()> {
             trials: a.trials,
         },
     );
-    let mut run = RunDir::new(&reports_root(), plan.label.as_deref());
+    let mut run = RunDir::new(&reports_root(), plan.common.label.as_deref());
     let mut driver = Trials::new(a.warmup, a.trials, save);
     run_suite(&suite, &mut driver, &mut run)?;
     warnings.extend(suite.warnings());

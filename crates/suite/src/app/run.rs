@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::plans::{parse_models, parse_seed, Plan};
+use crate::config::plans::{parse_models, parse_seed, Common, Plan};
 use crate::engine::scenario::{Scenario, Tier};
 use crate::output::report::{latency_table, reports_root, table, RunDir};
 use crate::workloads::suite::run_suite;
@@ -64,18 +64,20 @@ pub fn execute(a: &RunArgs) -> crate::Result<PathBuf> {
             None
         },
         scenarios,
-        device,
-        dtype,
-        seed: parse_seed(&a.seed.to_string(), "--seed")?,
-        min_measure: std::time::Duration::ZERO,
-        label,
-        attention: crate::config::plans::parse_attention(&a.attention, "--attention")?,
+        common: Common::cli(
+            device,
+            dtype,
+            parse_seed(&a.seed.to_string(), "--seed")?,
+            label,
+            crate::config::plans::parse_attention(&a.attention, "--attention")?,
+        ),
     };
-    let dev = plan.device.open_for("--device")?;
-    plan.attention
+    let dev = plan.common.device.open_for("--device")?;
+    plan.common
+        .attention
         .check(&dev)
-        .map_err(|e| fail!("--attention {}: {e}", plan.attention))?;
-    let mut run = RunDir::new(&reports_root(), plan.label.as_deref());
+        .map_err(|e| fail!("--attention {}: {e}", plan.common.attention))?;
+    let mut run = RunDir::new(&reports_root(), plan.common.label.as_deref());
     // One load per model; dropped (memory released) before the next model loads.
     let mut driver = Trials::new(a.warmup, a.trials, !a.target.no_save).with_bar();
     run_suite(&plan.suite(&dev), &mut driver, &mut run)?;

@@ -20,13 +20,9 @@ pub struct Plan {
     pub models: Vec<(String, ModelRef)>,
     pub tier: Option<Tier>,
     pub scenarios: Vec<Scenario>,
-    pub device: DeviceSpec,
-    pub dtype: DType,
-    pub seed: u64,
-    pub min_measure: Duration,
-    pub label: Option<String>,
-    /// Attention backend (MODELBENCH_ATTENTION).
-    pub attention: crate::models::attention::Attention,
+    /// Device, dtype, seed, measurement window, label and attention backend
+    /// (MODELBENCH_ATTENTION).
+    pub common: Common,
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -75,18 +71,13 @@ impl Plan {
                 (Some(tier), tier.scenarios())
             }
         };
-        let c = Common::from_lookup(lookup)?;
+        let common = Common::from_lookup(lookup)?;
         peers_row(lookup)?; // validated with the plan; acted on by harness::llama_peer_rows
         Ok(Plan {
             models,
             tier,
             scenarios,
-            device: c.device,
-            dtype: c.dtype,
-            seed: c.seed,
-            min_measure: c.min_measure,
-            label: c.label,
-            attention: c.attention,
+            common,
         })
     }
 
@@ -98,12 +89,13 @@ impl Plan {
         s: &'a Scenario,
         calibration: Option<crate::measure::calibration::Calibration>,
     ) -> crate::workloads::generation::Generation<'a> {
+        let c = &self.common;
         crate::workloads::generation::Generation {
             loaded,
             scenario: s,
-            seed: self.seed,
-            device: self.device,
-            dtype: self.dtype,
+            seed: c.seed,
+            device: c.device,
+            dtype: c.dtype,
             calibration,
         }
     }
@@ -114,22 +106,18 @@ impl Plan {
         &self,
         dev: &candle_core::Device,
     ) -> crate::workloads::generation::GenerationSuite {
+        let c = &self.common;
         crate::workloads::generation::GenerationSuite {
             models: self.models.clone(),
             scenarios: self.scenarios.clone(),
-            device: self.device,
+            device: c.device,
             dev: dev.clone(),
-            dtype: self.dtype,
-            seed: self.seed,
-            attention: self.attention,
+            dtype: c.dtype,
+            seed: c.seed,
+            attention: c.attention,
             context_cap: self.context_cap(),
-            calibration: crate::measure::calibration::cached(self.device),
+            calibration: crate::measure::calibration::cached(c.device),
         }
-    }
-
-    /// Where the plan's grids run (the overhead group), the device opened.
-    pub fn setup(&self) -> Result<crate::workloads::suite::Setup> {
-        setup(self.device, self.dtype, self.seed)
     }
 
     /// Positions the longest scenario needs: models are built for no more than this.
@@ -140,17 +128,6 @@ impl Plan {
             .max()
             .unwrap_or(1)
     }
-}
-
-/// A grid's [`Setup`](crate::workloads::suite::Setup): the device opened, and its calibration.
-fn setup(device: DeviceSpec, dtype: DType, seed: u64) -> Result<crate::workloads::suite::Setup> {
-    Ok(crate::workloads::suite::Setup {
-        device,
-        dev: device.open()?,
-        dtype,
-        seed,
-        calibration: crate::measure::calibration::cached(device),
-    })
 }
 
 /// Knobs shared by every workload bench: device, dtype, seed, measurement window, label.
@@ -165,9 +142,34 @@ pub struct Common {
 }
 
 impl Common {
-    /// Where a plan's grid runs, the device opened.
+    /// A CLI command's settings: no measurement window (the CLI runs a fixed number of trials).
+    pub fn cli(
+        device: DeviceSpec,
+        dtype: DType,
+        seed: u64,
+        label: Option<String>,
+        attention: crate::models::attention::Attention,
+    ) -> Common {
+        Common {
+            device,
+            dtype,
+            seed,
+            min_measure: Duration::ZERO,
+            label,
+            attention,
+        }
+    }
+
+    /// Where a plan's grid runs (the overhead group's too): the device opened, and its
+    /// calibration.
     pub fn setup(&self) -> Result<crate::workloads::suite::Setup> {
-        setup(self.device, self.dtype, self.seed)
+        Ok(crate::workloads::suite::Setup {
+            device: self.device,
+            dev: self.device.open()?,
+            dtype: self.dtype,
+            seed: self.seed,
+            calibration: crate::measure::calibration::cached(self.device),
+        })
     }
 
     pub fn from_env() -> Result<Common> {
@@ -438,8 +440,8 @@ mod tests {
         let p = Plan::from_lookup(&with(&[])).unwrap();
         assert_eq!(p.models.len(), 3);
         assert_eq!(p.tier, Some(Tier::Quick));
-        assert_eq!(p.dtype, DType::F32);
-        assert_eq!(p.seed, 42);
+        assert_eq!(p.common.dtype, DType::F32);
+        assert_eq!(p.common.seed, 42);
         let full = Plan::from_lookup(&with(&[("MODELBENCH_TIER", "full")])).unwrap();
         assert_eq!(full.scenarios.len(), 7);
         assert_eq!(full.context_cap(), 1536);

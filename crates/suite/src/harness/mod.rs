@@ -86,7 +86,7 @@ pub fn main(bench: Bench) {
     };
     let out = match bench {
         Bench::Generation => Plan::from_env().and_then(|plan| {
-            let mut run = with_criterion(plan.label.as_deref(), &mut |c, run| {
+            let mut run = with_criterion(plan.common.label.as_deref(), &mut |c, run| {
                 generation(c, &plan, run)?;
                 overhead(c, &plan, run)
             })?;
@@ -94,7 +94,7 @@ pub fn main(bench: Bench) {
                 crate::workloads::peers::llama_peer_rows(
                     &plan.models,
                     &plan.scenarios,
-                    plan.seed,
+                    plan.common.seed,
                     &mut run,
                     &|l| eprintln!("{l}"),
                 )?;
@@ -428,8 +428,8 @@ pub fn bench_and_record<W: Workload, M: Measurement<Value = Duration>>(
 /// criterion prints tokens/s. Each model is loaded once, runs all its scenarios, and is
 /// dropped before the next loads (the generation suite, `workloads::generation`).
 pub fn generation(c: &mut Criterion<TokenTime>, plan: &Plan, run: &mut RunDir) -> Result<()> {
-    let dev = plan.device.open()?;
-    let mut d = CriterionDriver::new(c, plan.min_measure);
+    let dev = plan.common.device.open()?;
+    let mut d = CriterionDriver::new(c, plan.common.min_measure);
     run_suite(&plan.suite(&dev), &mut d, run)
 }
 
@@ -445,8 +445,8 @@ pub fn depth(c: &mut Criterion<TokenTime>, plan: &DepthPlan, run: &mut RunDir) -
 
 /// Group `overhead` (`workloads::overhead::run_group`) under criterion.
 pub fn overhead(c: &mut Criterion<TokenTime>, plan: &Plan, run: &mut RunDir) -> Result<()> {
-    let s = plan.setup()?;
-    let mut d = CriterionDriver::new(c, plan.min_measure);
+    let s = plan.common.setup()?;
+    let mut d = CriterionDriver::new(c, plan.common.min_measure);
     crate::workloads::overhead::run_group(&s, &mut d, run)
 }
 

@@ -691,21 +691,33 @@ mod tests {
         assert!(!c.failed(false));
     }
 
+    /// The same benchmark run twice (samples seeded `seed` and `seed + 1`), the second run's
+    /// record then changed by `change`.
+    fn two_runs(seed: u64, change: impl FnOnce(&mut Record)) -> (Record, Record) {
+        let shape = serde_json::Value::Null;
+        let a = rec("m", shape.clone(), samples(1.0, 0.01, 10, seed));
+        let mut b = rec("m", shape, samples(1.0, 0.01, 10, seed + 1));
+        change(&mut b);
+        (a, b)
+    }
+
+    /// `compare` of the one record `a` against the one record `b` at a 5% threshold.
+    fn compare_one(a: &Record, b: &Record, force: bool) -> Result<Comparison> {
+        compare(
+            std::slice::from_ref(a),
+            std::slice::from_ref(b),
+            0.05,
+            force,
+        )
+    }
+
     #[test]
     fn different_build_settings_need_force_and_are_named() {
-        let shape = serde_json::Value::Null;
-        let a = rec("m", shape.clone(), samples(1.0, 0.01, 10, 24));
-        let mut b = rec("m", shape, samples(1.0, 0.01, 10, 25));
-        b.build.profile = "custom-lto (opt-level s)".into();
-        b.build.git_commit = "another commit".into();
-        let e = compare(
-            std::slice::from_ref(&a),
-            std::slice::from_ref(&b),
-            0.05,
-            false,
-        )
-        .unwrap_err()
-        .to_string();
+        let (a, b) = two_runs(24, |b| {
+            b.build.profile = "custom-lto (opt-level s)".into();
+            b.build.git_commit = "another commit".into();
+        });
+        let e = compare_one(&a, &b, false).unwrap_err().to_string();
         assert!(
             e.contains("profile")
                 && e.contains("custom-lto (opt-level s)")
@@ -716,13 +728,7 @@ mod tests {
             !e.contains("git_commit") && !e.contains("another commit"),
             "{e}"
         );
-        let c = compare(
-            std::slice::from_ref(&a),
-            std::slice::from_ref(&b),
-            0.05,
-            true,
-        )
-        .unwrap();
+        let c = compare_one(&a, &b, true).unwrap();
         assert!(render(&c).contains("compared because forced: profile"));
         // Only the commit differs: compared without a word.
         let mut b2 = a.clone();
@@ -733,18 +739,8 @@ mod tests {
 
     #[test]
     fn different_hardware_needs_force() {
-        let shape = serde_json::Value::Null;
-        let a = rec("m", shape.clone(), samples(1.0, 0.01, 10, 19));
-        let mut b = rec("m", shape, samples(1.0, 0.01, 10, 20));
-        b.hardware.cpu = "Some Other CPU".into();
-        let e = compare(
-            std::slice::from_ref(&a),
-            std::slice::from_ref(&b),
-            0.05,
-            false,
-        )
-        .unwrap_err()
-        .to_string();
+        let (a, b) = two_runs(19, |b| b.hardware.cpu = "Some Other CPU".into());
+        let e = compare_one(&a, &b, false).unwrap_err().to_string();
         assert!(
             e.contains("different hardware") && e.contains("--force"),
             "{e}"

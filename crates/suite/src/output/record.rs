@@ -203,6 +203,15 @@ pub struct GenMetrics {
 }
 
 impl GenMetrics {
+    /// TTFT, TPOT and ITL, each at p50, p90 and p99, in that order (None: not measured): the
+    /// nine latency columns of results.csv and of the database's `records` table.
+    pub fn latency_percentiles(&self) -> Vec<Option<f64>> {
+        [self.ttft_ms, self.tpot_ms, self.itl_ms]
+            .into_iter()
+            .flat_map(|p| [p.map(|p| p.p50), p.map(|p| p.p90), p.map(|p| p.p99)])
+            .collect()
+    }
+
     /// "NaN/Inf logits in 3 of 96 steps", when any step had them.
     pub fn non_finite_warning(&self) -> Option<String> {
         match (self.non_finite_steps, self.checked_steps) {

@@ -166,9 +166,16 @@ pub fn csv(records: &[Record]) -> String {
     for r in records {
         let g = r.gen.clone().unwrap_or_default();
         let q = |x: &str| format!("\"{}\"", x.replace('"', "\"\""));
+        // ttft_p50_ms .. itl_p99_ms.
+        let latency = g
+            .latency_percentiles()
+            .into_iter()
+            .map(|v| opt_num(v, 3))
+            .collect::<Vec<_>>()
+            .join(",");
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.timestamp,
             r.kind,
             q(&r.scenario),
@@ -186,15 +193,7 @@ pub fn csv(records: &[Record]) -> String {
             r.stats.stddev,
             r.stats.mad,
             opt_num(r.tok_s, 3),
-            opt_ms(g.ttft_ms, |p| p.p50),
-            opt_ms(g.ttft_ms, |p| p.p90),
-            opt_ms(g.ttft_ms, |p| p.p99),
-            opt_ms(g.tpot_ms, |p| p.p50),
-            opt_ms(g.tpot_ms, |p| p.p90),
-            opt_ms(g.tpot_ms, |p| p.p99),
-            opt_ms(g.itl_ms, |p| p.p50),
-            opt_ms(g.itl_ms, |p| p.p90),
-            opt_ms(g.itl_ms, |p| p.p99),
+            latency,
             opt_num(g.prefill_tok_s, 3),
             opt_num(g.decode_tok_s, 3),
             // Only generation-style records load a model.

@@ -29,14 +29,8 @@ pub struct InstructionsArgs {
     /// Model reference, repeatable (default: the three fixtures).
     #[arg(long = "model")]
     pub models: Vec<String>,
-    /// Scenario by name (its prompt and new tokens, sampling and seed); short by default.
-    #[arg(long)]
-    pub scenario: Option<String>,
-    /// Ad hoc: prompt length (with --max-new-tokens, greedy; replaces --scenario).
-    #[arg(long)]
-    pub prompt_tokens: Option<usize>,
-    #[arg(long)]
-    pub max_new_tokens: Option<usize>,
+    #[command(flatten)]
+    pub scenario: ScenarioChoice,
     #[arg(long, default_value = crate::config::knobs::default_of("MODELBENCH_SEED"))]
     pub seed: u64,
     /// An instructions file (or run folder) to compare with: exit 1 when a count differs by
@@ -62,17 +56,26 @@ pub struct InstructionsArgs {
     pub binary: Option<PathBuf>,
 }
 
+/// The scenario counted, by name or ad hoc: the same flags for `instructions` and its worker.
+#[derive(clap::Args)]
+pub struct ScenarioChoice {
+    /// Scenario by name (its prompt and new tokens, sampling and seed); short by default.
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Ad hoc: prompt length (with --max-new-tokens, greedy; replaces --scenario).
+    #[arg(long)]
+    pub prompt_tokens: Option<usize>,
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+}
+
 /// `instructions-worker`: what runs under valgrind.
 #[derive(clap::Args)]
 pub struct WorkerArgs {
     #[arg(long)]
     pub model: String,
-    #[arg(long)]
-    pub scenario: Option<String>,
-    #[arg(long)]
-    pub prompt_tokens: Option<usize>,
-    #[arg(long)]
-    pub max_new_tokens: Option<usize>,
+    #[command(flatten)]
+    pub scenario: ScenarioChoice,
     #[arg(long)]
     pub seed: u64,
 }
@@ -93,35 +96,38 @@ struct WorkerOut {
 
 const WORKER_TAG: &str = "modelbench-instructions-worker:";
 
-fn scenario_of(
-    scenario: Option<&str>,
-    prompt: Option<usize>,
-    new: Option<usize>,
-) -> Result<Scenario> {
-    match (scenario, prompt, new) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            bail!("--scenario and --prompt-tokens/--max-new-tokens exclude each other")
-        }
-        (_, Some(p), Some(g)) => {
-            ensure!(
-                p > 0 && g > 0,
-                "--prompt-tokens and --max-new-tokens must be at least 1"
-            );
-            Ok(Scenario::custom(p, g, SamplingParams::GREEDY))
-        }
-        (_, Some(_), None) | (_, None, Some(_)) => {
-            bail!("--prompt-tokens and --max-new-tokens go together")
-        }
-        (s, None, None) => {
-            let name = s.unwrap_or("short");
-            Ok(parse_scenarios(name)
-                .map_err(|_| {
-                    fail!(
-                        "--scenario {name:?}: unknown scenario (allowed: {})",
-                        crate::engine::scenario::SCENARIO_NAMES
-                    )
-                })?
-                .remove(0))
+impl ScenarioChoice {
+    /// The scenario the flags name; refuses a name with ad hoc lengths, and one length alone.
+    fn resolve(&self) -> Result<Scenario> {
+        match (
+            self.scenario.as_deref(),
+            self.prompt_tokens,
+            self.max_new_tokens,
+        ) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                bail!("--scenario and --prompt-tokens/--max-new-tokens exclude each other")
+            }
+            (_, Some(p), Some(g)) => {
+                ensure!(
+                    p > 0 && g > 0,
+                    "--prompt-tokens and --max-new-tokens must be at least 1"
+                );
+                Ok(Scenario::custom(p, g, SamplingParams::GREEDY))
+            }
+            (_, Some(_), None) | (_, None, Some(_)) => {
+                bail!("--prompt-tokens and --max-new-tokens go together")
+            }
+            (s, None, None) => {
+                let name = s.unwrap_or("short");
+                Ok(parse_scenarios(name)
+                    .map_err(|_| {
+                        fail!(
+                            "--scenario {name:?}: unknown scenario (allowed: {})",
+                            crate::engine::scenario::SCENARIO_NAMES
+                        )
+                    })?
+                    .remove(0))
+            }
         }
     }
 }
@@ -130,7 +136,7 @@ pub fn instructions(a: InstructionsArgs) -> Result<ExitCode> {
     // Everything that can be wrong with the input is checked before valgrind starts.
     let tolerance = crate::output::compare::parse_threshold(&a.tolerance)
         .map_err(|e| fail!("--tolerance {e}"))?;
-    let s = scenario_of(a.scenario.as_deref(), a.prompt_tokens, a.max_new_tokens)?;
+    let s = a.scenario.resolve()?;
     let models = if a.models.is_empty() {
         "fixture:llama,fixture:qwen3,fixture:gemma3".to_string()
     } else {
@@ -348,7 +354,7 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         threads == 1 && candle_threads == 1,
         "the worker needs one thread (RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1; rayon has {threads}, candle {candle_threads}): run `modelbench instructions`, which sets them"
     );
-    let s = scenario_of(a.scenario.as_deref(), a.prompt_tokens, a.max_new_tokens)?;
+    let s = a.scenario.resolve()?;
     let models = parse_models(&a.model, "--model")?;
     let (label, r) = &models[0];
     let res = prepare(label, r, std::slice::from_ref(&s))?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use crate::app::Context;
-use crate::config::plans::{parse_models, Plan};
+use crate::config::plans::{parse_models, Common, Plan};
 use crate::engine::scenario::{prepare, Scenario, Tier};
 use crate::measure::timing::TrialLoop;
 use crate::models::loading::open_with;
@@ -46,22 +46,23 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         models: parse_models(&a.model, "--model")?,
         tier: Tier::parse(&a.suite),
         scenarios: scen.clone(),
-        device,
-        dtype,
-        seed: a.seed,
-        min_measure: std::time::Duration::ZERO,
-        label: None,
-        attention: crate::models::attention::Attention::default(),
+        common: Common::cli(
+            device,
+            dtype,
+            a.seed,
+            None,
+            crate::models::attention::Attention::default(),
+        ),
     };
     let (label, r) = plan.models.first().cloned().context("no model")?;
     let res = prepare(&label, &r, &plan.scenarios)?;
-    let dev = plan.device.open_for("--device")?;
+    let dev = plan.common.device.open_for("--device")?;
     let mut loaded = open_with(
         res,
         &dev,
-        plan.dtype,
+        plan.common.dtype,
         Some(plan.context_cap()),
-        plan.attention,
+        plan.common.attention,
     )?;
     let mut loops: Vec<TrialLoop<crate::engine::generate::Trace>> =
         scen.iter().map(|_| TrialLoop::new()).collect();

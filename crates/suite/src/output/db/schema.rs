@@ -254,7 +254,7 @@ pub fn row_values(run: &str, seq: usize, r: &Record) -> Vec<Val> {
     } else {
         r.model.provenance.implementation.clone()
     };
-    vec![
+    let mut row = vec![
         Val::text(run),
         Val::int(seq as i64),
         Val::text(&r.timestamp),
@@ -286,44 +286,47 @@ pub fn row_values(run: &str, seq: usize, r: &Record) -> Vec<Val> {
         Val::int(r.new_tokens as i64),
         Val::int(r.tokens_per_sample as i64),
         Val::int(r.stats.n as i64),
-        stat(r.stats.median),
-        stat(r.stats.mean),
-        stat(r.stats.stddev),
-        stat(r.stats.mad),
-        stat(r.stats.min),
-        stat(r.stats.max),
-        fin(r.tok_s),
-        fin(g.ttft_ms.map(|p| p.p50)),
-        fin(g.ttft_ms.map(|p| p.p90)),
-        fin(g.ttft_ms.map(|p| p.p99)),
-        fin(g.tpot_ms.map(|p| p.p50)),
-        fin(g.tpot_ms.map(|p| p.p90)),
-        fin(g.tpot_ms.map(|p| p.p99)),
-        fin(g.itl_ms.map(|p| p.p50)),
-        fin(g.itl_ms.map(|p| p.p90)),
-        fin(g.itl_ms.map(|p| p.p99)),
-        fin(g.prefill_tok_s),
-        fin(g.decode_tok_s),
-        // Only records that loaded a model have a load time.
-        real((r.model.load_seconds > 0.0).then_some(r.model.load_seconds)),
-        bytes(r.memory.host_peak_bytes),
-        bytes(r.memory.gpu_peak_bytes),
-        bytes(r.memory.gpu_used_bytes),
-        fin(r.power.mean_w),
-        fin(r.power.max_w),
-        fin(r.power.energy_j),
-        fin(r.power.j_per_token),
-        fin(rl.decode_gbs),
-        fin(rl.mem_bw_util_pct),
-        fin(rl.prefill_gflops),
-        fin(rl.compute_util_pct),
-        Val::Text(Some(
-            serde_json::to_string(&r.samples_s).unwrap_or_else(|_| "[]".into()),
-        )),
-        Val::Text(Some(
-            serde_json::to_string(r)
-                .map_err(|e| e.to_string())
-                .unwrap_or_default(),
-        )),
-    ]
+    ];
+    // median_s .. max_s.
+    let s = &r.stats;
+    row.extend([s.median, s.mean, s.stddev, s.mad, s.min, s.max].map(stat));
+    row.push(fin(r.tok_s));
+    // ttft_p50_ms .. itl_p99_ms.
+    row.extend(g.latency_percentiles().into_iter().map(fin));
+    row.extend([fin(g.prefill_tok_s), fin(g.decode_tok_s)]);
+    // Only records that loaded a model have a load time.
+    row.push(real(
+        (r.model.load_seconds > 0.0).then_some(r.model.load_seconds),
+    ));
+    row.extend(
+        [
+            r.memory.host_peak_bytes,
+            r.memory.gpu_peak_bytes,
+            r.memory.gpu_used_bytes,
+        ]
+        .map(bytes),
+    );
+    // power_mean_w .. compute_util_pct.
+    row.extend(
+        [
+            r.power.mean_w,
+            r.power.max_w,
+            r.power.energy_j,
+            r.power.j_per_token,
+            rl.decode_gbs,
+            rl.mem_bw_util_pct,
+            rl.prefill_gflops,
+            rl.compute_util_pct,
+        ]
+        .map(fin),
+    );
+    row.push(Val::Text(Some(
+        serde_json::to_string(&r.samples_s).unwrap_or_else(|_| "[]".into()),
+    )));
+    row.push(Val::Text(Some(
+        serde_json::to_string(r)
+            .map_err(|e| e.to_string())
+            .unwrap_or_default(),
+    )));
+    row
 }
