@@ -177,6 +177,10 @@ pub struct SamplingCost {
     pub context: Vec<u32>,
     pub sampler: Sampler,
     pub buf: Vec<f32>,
+    /// The model whose vocabulary this is, as its records describe it (None: only the label
+    /// and vocabulary are known). Without it a record's parameter count, load time and the
+    /// like would read 0, a placeholder, where they describe a real model.
+    pub model: Option<crate::output::record::ModelInfo>,
 }
 
 impl SamplingCost {
@@ -198,7 +202,14 @@ impl SamplingCost {
             logits,
             context: prompt_ids(320, vocab, seed, 1),
             sampler: Sampler::new(params, seed),
+            model: None,
         })
+    }
+
+    /// The same, with the whole description of the model whose vocabulary it is.
+    pub fn of_model(mut self, model: crate::output::record::ModelInfo) -> Self {
+        self.model = Some(model);
+        self
     }
 }
 
@@ -233,6 +244,9 @@ impl Workload for SamplingCost {
 
     fn record(&self, m: &Measured<()>) -> Record {
         let mut r = Record::from_measured(Kind::Overhead, "overhead", m, 1);
+        if let Some(model) = &self.model {
+            r.model = model.clone();
+        }
         r.model.label = self.label.clone();
         r.model.vocab = self.logits.len();
         r.sampling = Some(self.params);
@@ -261,6 +275,7 @@ pub fn run_group<D: super::suite::Driver>(
         )?;
         let mut l = crate::models::loading::open(res, &s.dev, s.dtype, Some(256))?;
         let vocab = l.model.meta().vocab;
+        let info = model_info(&l);
         let mut w = Overhead {
             loaded: &mut l,
             seed: s.seed,
@@ -281,7 +296,7 @@ pub fn run_group<D: super::suite::Driver>(
             ));
         }
         for sc in ["sampled", "full-pipe"] {
-            let mut w = SamplingCost::new(&label, sc, vocab, s.seed)?;
+            let mut w = SamplingCost::new(&label, sc, vocab, s.seed)?.of_model(info.clone());
             let est = Some(Duration::from_millis(1));
             if let Some(r) = super::suite::measure_into(driver, &mut w, est, run)? {
                 driver.say(&format!(
@@ -292,4 +307,34 @@ pub fn run_group<D: super::suite::Driver>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::record::ModelInfo;
+
+    /// A sampling row describes the model whose vocabulary it samples, not a model of 0
+    /// parameters loaded in 0 s; without the model only its label and vocabulary are set.
+    #[test]
+    fn a_sampling_record_carries_its_model_and_no_placeholders() {
+        let info = ModelInfo {
+            label: "fixture:llama".into(),
+            family: "llama".into(),
+            params: 8_282_432,
+            load_seconds: 0.1,
+            vocab: 1000,
+            ..ModelInfo::default()
+        };
+        let mut w = SamplingCost::new("fixture:llama", "sampled", 1000, 7)
+            .unwrap()
+            .of_model(info);
+        let r = crate::workloads::run_trials(&mut w, 0, 2).unwrap();
+        assert_eq!(r.model.params, 8_282_432);
+        assert_eq!(r.model.family, "llama");
+        assert_eq!(r.model.vocab, 1000);
+        let mut bare = SamplingCost::new("fixture:llama", "sampled", 1000, 7).unwrap();
+        let r = crate::workloads::run_trials(&mut bare, 0, 2).unwrap();
+        assert_eq!((r.model.params, r.model.vocab), (0, 1000));
+    }
 }
