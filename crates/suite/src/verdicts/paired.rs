@@ -56,6 +56,12 @@ pub struct PairedOpts {
     /// are "Undecided").
     #[arg(long = "max-minutes", default_value_t = 10.0)]
     pub max_minutes: f64,
+    /// With --paired: stop after the first look that flags any metric as a regression (a gate
+    /// asking only "did it get slower?"). The false-alarm bound is unchanged: each look's
+    /// intervals already cover every look it could stop at. Metrics still open then are
+    /// "Undecided".
+    #[arg(long = "stop-on-regression")]
+    pub stop_on_regression: bool,
     /// With --paired: each look's pairs are split into this many blocks, each with freshly
     /// started workers (alternating which starts first), so a per-process offset is not a
     /// bias.
@@ -86,6 +92,7 @@ impl PairedOpts {
             pairs: 60,
             max_pairs: 240,
             max_minutes: 10.0,
+            stop_on_regression: false,
             blocks: 12,
             inject: None,
             base_candle: None,
@@ -242,6 +249,13 @@ pub fn run_paired(
         );
         if open == 0 {
             break (rows, "every metric decided");
+        }
+        if o.stop_on_regression
+            && rows
+                .iter()
+                .any(|(_, _, p, _, _)| verdict(p, t) == "Regression")
+        {
+            break (rows, "a regression (--stop-on-regression)");
         }
         if done >= o.max_pairs {
             break (rows, "the pair cap (--max-pairs)");
