@@ -305,14 +305,12 @@ fn device_copy(dev: &Device, passes: usize) -> Result<(f64, String)> {
     let n = 256usize << 20; // 1 GiB of f32
     #[cfg(feature = "cuda")]
     if let Device::Cuda(d) = dev {
-        use candle_core::cuda_backend::cudarc::driver::DevicePtr;
         let t = candle_core::Tensor::ones(n, DType::F32, dev)?;
         let (st, _) = t.storage_and_layout();
         let candle_core::Storage::Cuda(c) = &*st else {
             unreachable!("a tensor made on a CUDA device is stored there")
         };
         let src = c.as_cuda_slice::<f32>()?;
-        let _ = src.device_ptr(src.stream());
         let mut dst = d.alloc_zeros::<f32>(n)?;
         let secs = best_of(passes, dev, || Ok(d.memcpy_dtod(src, &mut dst)?))?;
         return Ok((
