@@ -81,7 +81,7 @@ const PLANS: &[PlanKind] = &[
     PlanKind {
         name: "Plan (generation)",
         build: |l| Plan::from_lookup(l).map(|_| ()).map_err(|e| e.to_string()),
-        reads: &[Scope::All, Scope::Generation],
+        reads: &[Scope::All, Scope::GENERATION],
     },
     PlanKind {
         name: "MoePlan",
@@ -90,7 +90,7 @@ const PLANS: &[PlanKind] = &[
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         },
-        reads: &[Scope::All, Scope::Moe],
+        reads: &[Scope::All, Scope::MOE],
     },
     PlanKind {
         name: "PsannPlan",
@@ -99,7 +99,7 @@ const PLANS: &[PlanKind] = &[
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         },
-        reads: &[Scope::All, Scope::Psann],
+        reads: &[Scope::All, Scope::PSANN],
     },
     PlanKind {
         name: "DepthPlan",
@@ -108,7 +108,7 @@ const PLANS: &[PlanKind] = &[
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         },
-        reads: &[Scope::All, Scope::Depth],
+        reads: &[Scope::All, Scope::DEPTH],
     },
     PlanKind {
         name: "ArchPlan",
@@ -117,7 +117,7 @@ const PLANS: &[PlanKind] = &[
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         },
-        reads: &[Scope::All, Scope::Arch],
+        reads: &[Scope::All, Scope::ARCH],
     },
     PlanKind {
         name: "Common (checkpoint)",

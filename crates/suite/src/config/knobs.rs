@@ -9,18 +9,41 @@ use crate::error::{Error, Result};
 use super::values as p;
 use DefaultValue::{Described, Value};
 
+/// The benches of benches/*.rs (`harness::main` runs one; a knob's [`Scope`] names one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bench {
+    /// The generation scenarios and the `overhead` group.
+    Generation,
+    Moe,
+    Psann,
+    Checkpoint,
+    /// Speed against KV-cache depth (group `depth`).
+    Depth,
+    /// The architecture sweep's small grid (group `arch_sweep`).
+    Arch,
+}
+
+impl Bench {
+    /// The bench target's name (benches/<name>.rs, `cargo bench --bench <name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Bench::Generation => "generation",
+            Bench::Moe => "moe",
+            Bench::Psann => "psann",
+            Bench::Checkpoint => "checkpoint",
+            Bench::Depth => "depth",
+            Bench::Arch => "arch",
+        }
+    }
+}
+
 /// Which benches read a knob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Every bench.
     All,
-    Generation,
-    Moe,
-    Psann,
-    Checkpoint,
-    Depth,
-    /// The `arch` bench (group `arch_sweep`).
-    Arch,
+    /// One bench.
+    Bench(Bench),
     /// Read while resolving models and writing reports, by every bench and the CLI.
     Paths,
     /// Read by the test suite (`cargo test`), not by the benches.
@@ -28,15 +51,17 @@ pub enum Scope {
 }
 
 impl Scope {
+    pub const GENERATION: Scope = Scope::Bench(Bench::Generation);
+    pub const MOE: Scope = Scope::Bench(Bench::Moe);
+    pub const PSANN: Scope = Scope::Bench(Bench::Psann);
+    pub const CHECKPOINT: Scope = Scope::Bench(Bench::Checkpoint);
+    pub const DEPTH: Scope = Scope::Bench(Bench::Depth);
+    pub const ARCH: Scope = Scope::Bench(Bench::Arch);
+
     pub fn name(self) -> &'static str {
         match self {
             Scope::All => "all benches",
-            Scope::Generation => "generation",
-            Scope::Moe => "moe",
-            Scope::Psann => "psann",
-            Scope::Checkpoint => "checkpoint",
-            Scope::Depth => "depth",
-            Scope::Arch => "arch",
+            Scope::Bench(b) => b.name(),
             Scope::Paths => "all (and the CLI)",
             Scope::Tests => "`cargo test`",
         }
@@ -83,7 +108,7 @@ fn ok<T>(r: Result<T>) -> Result<()> {
 pub const KNOBS: &[Knob] = &[
     Knob {
         name: "MODELBENCH_MODELS",
-        scope: Scope::Generation,
+        scope: Scope::GENERATION,
         values: "comma list of model references (see docs/models.md)",
         default: Value("fixture:llama,fixture:qwen3,fixture:gemma3"),
         doc: "models of the generation scenarios (the overhead group always uses the three fixtures)",
@@ -92,7 +117,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_TIER",
-        scope: Scope::Generation,
+        scope: Scope::GENERATION,
         values: "`quick` (short, medium), `standard` (+ prefill, decode, sampled), `full` (all seven)",
         default: Value("quick"),
         doc: "which scenarios run",
@@ -101,7 +126,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_SCENARIOS",
-        scope: Scope::Generation,
+        scope: Scope::GENERATION,
         values: "comma list of scenario names",
         default: Value(""),
         doc: "scenarios to run instead of a tier (not with MODELBENCH_TIER)",
@@ -155,7 +180,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_PEERS",
-        scope: Scope::Generation,
+        scope: Scope::GENERATION,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
         default: Value("0"),
         doc: "add a llama.cpp row to the generation run's summary (run README, and printed at the end) for each GGUF model and scenario: llama-timed-ids of scripts/build-llama-cpp.sh, candle's KV type and attention (f32, flash attention off), 5 repetitions after candle's, same prompt-id generator and thread count; its ratios are ratios of medians without an interval (`modelbench peers` alternates and gives intervals). Without llama.cpp it is a one-line skip; never required, not set in CI",
@@ -204,7 +229,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_MOE_EXPERTS",
-        scope: Scope::Moe,
+        scope: Scope::MOE,
         values: "comma list of positive integers",
         default: Value("8,32"),
         doc: "expert counts of the moe_topk grid",
@@ -213,7 +238,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_MOE_TOPK",
-        scope: Scope::Moe,
+        scope: Scope::MOE,
         values: "comma list of positive integers, none above the smallest expert count",
         default: Value("1,4"),
         doc: "top-k values of the moe_topk grid (also the dense-k rows)",
@@ -222,7 +247,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_MOE_TOKENS",
-        scope: Scope::Moe,
+        scope: Scope::MOE,
         values: "comma list of positive integers",
         default: Value("1,512"),
         doc: "tokens per forward (1 = decode, hundreds = prefill)",
@@ -231,7 +256,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_MOE_HIDDEN",
-        scope: Scope::Moe,
+        scope: Scope::MOE,
         values: "positive integer",
         default: Value("512"),
         doc: "hidden size (Qwen3-30B-A3B's 2048 / 4)",
@@ -240,7 +265,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_MOE_INTERMEDIATE",
-        scope: Scope::Moe,
+        scope: Scope::MOE,
         values: "positive integer",
         default: Value("192"),
         doc: "per-expert intermediate size (Qwen3-30B-A3B's 768 / 4)",
@@ -249,7 +274,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_PSANN_GRID",
-        scope: Scope::Psann,
+        scope: Scope::PSANN,
         values: "`default` (d256 L4, T <= 256), `gpu03` (the large grid: 64K-256K tokens, T <= 4096; needs ~24-48 GiB)",
         default: Value("default"),
         doc: "which PSANN-LM throughput grid",
@@ -258,7 +283,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_PSANN_BASES",
-        scope: Scope::Psann,
+        scope: Scope::PSANN,
         values: "comma list of `respsann`, `sgrpsann`, `waveresnet`",
         default: Value("respsann,waveresnet"),
         doc: "PSANN-LM bases of the grid",
@@ -267,7 +292,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_PSANN_BATCH_TOKENS",
-        scope: Scope::Psann,
+        scope: Scope::PSANN,
         values: "comma list of positive integers",
         default: Described("256,1024 (gpu03: 65536,131072,262144)"),
         doc: "tokens per forward of `psann_throughput` (B x T by the PSANN throughput grid's shape rule)",
@@ -276,7 +301,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_PSANN_TRAIN_TOKENS",
-        scope: Scope::Psann,
+        scope: Scope::PSANN,
         values: "comma list of positive integers, or `none`",
         default: Described("256 (gpu03: the batch tokens)"),
         doc: "tokens per step of `psann_train` (a full train step is ~3x a forward)",
@@ -285,7 +310,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_TRAIN_STEP_DTYPES",
-        scope: Scope::Psann,
+        scope: Scope::PSANN,
         values: "comma list of `f32`, `f16`, `bf16`, or `none`",
         default: Value("f32"),
         doc: "matmul precisions of group `train_step` (the training-throughput sweep on a byte-level d64 L2 waveresnet; parameters stay f32)",
@@ -294,7 +319,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_TRAIN_STEP_SEQS",
-        scope: Scope::Psann,
+        scope: Scope::PSANN,
         values: "comma list of positive integers",
         default: Value("64"),
         doc: "sequence lengths of group `train_step`",
@@ -303,7 +328,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_TRAIN_STEP_BATCHES",
-        scope: Scope::Psann,
+        scope: Scope::PSANN,
         values: "comma list of positive integers",
         default: Value("2,4"),
         doc: "batch sizes (sequences) of group `train_step`",
@@ -321,7 +346,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_ARCH_FAMILIES",
-        scope: Scope::Arch,
+        scope: Scope::ARCH,
         values: "comma list of `dense`, `mixture` (`omni_mixture`), `state_space`, `hybrid` (`hybrid_transformer`)",
         default: Value("dense,mixture,state_space,hybrid"),
         doc: "backbone families of group `arch_sweep` (each a forward and a train step of B 2 x T 32, 2 horizon heads, vocab 256)",
@@ -330,7 +355,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_ARCH_DIMS",
-        scope: Scope::Arch,
+        scope: Scope::ARCH,
         values: "comma list of positive even integers (multiples of 64 above 64)",
         default: Value("64"),
         doc: "model widths of group `arch_sweep`",
@@ -339,7 +364,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_ARCH_DEPTHS",
-        scope: Scope::Arch,
+        scope: Scope::ARCH,
         values: "comma list of positive integers",
         default: Value("2"),
         doc: "layer counts of group `arch_sweep` (hybrid: one attention layer in 4, at least one)",
@@ -348,7 +373,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_DEPTH_MODELS",
-        scope: Scope::Depth,
+        scope: Scope::DEPTH,
         values: "comma list of model references (see docs/models.md)",
         default: Value("fixture:llama,fixture:qwen3"),
         doc: "models of the `depth` group (fixture:gemma3 is left out by default: past its 64-token window candle's Gemma3 restores by replaying the fill token by token, minutes per group)",
@@ -357,7 +382,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_DEPTHS",
-        scope: Scope::Depth,
+        scope: Scope::DEPTH,
         values: "comma list of integers >= 0",
         default: Value("0,256,1024"),
         doc: "KV-cache depths of the `depth` group (the cache is filled to each once, untimed, and restored between iterations)",
@@ -366,7 +391,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_DEPTH_PROMPT",
-        scope: Scope::Depth,
+        scope: Scope::DEPTH,
         values: "integer >= 0 (0: no prefill)",
         default: Value("64"),
         doc: "prefill tokens timed at each depth",
@@ -375,7 +400,7 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         name: "MODELBENCH_DEPTH_GEN",
-        scope: Scope::Depth,
+        scope: Scope::DEPTH,
         values: "integer >= 0 (0: no decode)",
         default: Value("16"),
         doc: "decode tokens timed at each depth",

@@ -28,33 +28,7 @@ use crate::workloads::{stamp, Workload};
 
 pub mod invocation;
 
-/// The benches of benches/*.rs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bench {
-    /// The generation scenarios and the `overhead` group.
-    Generation,
-    Moe,
-    Psann,
-    Checkpoint,
-    /// Speed against KV-cache depth (group `depth`).
-    Depth,
-    /// The architecture sweep's small grid (group `arch_sweep`).
-    Arch,
-}
-
-impl Bench {
-    /// The bench target's name (benches/<name>.rs, `cargo bench --bench <name>`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Bench::Generation => "generation",
-            Bench::Moe => "moe",
-            Bench::Psann => "psann",
-            Bench::Checkpoint => "checkpoint",
-            Bench::Depth => "depth",
-            Bench::Arch => "arch",
-        }
-    }
-}
+pub use crate::config::knobs::Bench;
 
 /// The whole `main` of a bench: validate the knobs, run its groups into the run folder of
 /// this `cargo bench` ([`invocation`]), print where the records went and how long it took,

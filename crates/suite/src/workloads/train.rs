@@ -592,33 +592,37 @@ impl ShootoutRow {
     }
 }
 
-fn cell(v: Option<f64>, prec: usize) -> String {
-    v.map(|v| format!("{v:.prec$}")).unwrap_or_default()
-}
-
 fn na(v: Option<f64>, prec: usize) -> String {
     v.map(|v| format!("{v:.prec$}"))
         .unwrap_or_else(|| "n/a".into())
+}
+
+/// A shootout row's measured columns (val_loss, val_ppl, val_top1_acc, train tok/s, peak
+/// MiB) with these decimals, `missing` where one was not measured.
+fn measured(r: &ShootoutRow, decimals: [usize; 5], missing: &str) -> [String; 5] {
+    let values = [
+        r.val_loss,
+        r.val_ppl,
+        r.val_top1_acc,
+        r.train_tokens_per_s,
+        r.peak_mem_bytes.map(|b| b as f64 / 1048576.0),
+    ];
+    std::array::from_fn(|i| {
+        let prec = decimals[i];
+        values[i]
+            .map(|v| format!("{v:.prec$}"))
+            .unwrap_or_else(|| missing.into())
+    })
 }
 
 /// summary.csv of the shootout rows (unmeasured cells empty).
 pub fn shootout_csv(rows: &[ShootoutRow]) -> String {
     let mut s = String::from("base,seed,val_loss,val_ppl,val_top1_acc,train_tokens_per_s,peak_mem_mib,peak_mem_kind,params,steps,tokens_seen,diverged\n");
     for r in rows {
+        let m = measured(r, [5, 4, 5, 1, 1], "").join(",");
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            r.base,
-            r.seed,
-            cell(r.val_loss, 5),
-            cell(r.val_ppl, 4),
-            cell(r.val_top1_acc, 5),
-            cell(r.train_tokens_per_s, 1),
-            cell(r.peak_mem_bytes.map(|b| b as f64 / 1048576.0), 1),
-            r.peak_mem_kind,
-            r.params,
-            r.steps,
-            r.tokens_seen,
-            r.diverged
+            "{},{},{m},{},{},{},{},{}\n",
+            r.base, r.seed, r.peak_mem_kind, r.params, r.steps, r.tokens_seen, r.diverged
         ));
     }
     s
@@ -634,16 +638,12 @@ pub fn leaderboard_md(rows: &[ShootoutRow], budget: &str) -> String {
     });
     let mut s = format!("# Base shootout\n\n{budget}\n\n| rank | base | seed | val_loss | val_ppl | val_top1_acc | train tok/s | peak memory (MiB) | params |\n|---|---|---|---|---|---|---|---|---|\n");
     for (i, r) in sorted.iter().enumerate() {
+        let [loss, ppl, top1, tps, peak] = measured(r, [4, 3, 4, 0, 1], "n/a");
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} |\n",
+            "| {} | {} | {} | {loss} | {ppl} | {top1} | {tps} | {peak} ({}) | {} |\n",
             i + 1,
             r.base,
             r.seed,
-            na(r.val_loss, 4),
-            na(r.val_ppl, 3),
-            na(r.val_top1_acc, 4),
-            na(r.train_tokens_per_s, 0),
-            na(r.peak_mem_bytes.map(|b| b as f64 / 1048576.0), 1),
             r.peak_mem_kind,
             r.params
         ));
@@ -689,5 +689,47 @@ mod tests {
         assert_eq!(windows(10, 3), vec![0, 3, 6]);
         assert_eq!(windows(9, 3), vec![0, 3]);
         assert!(windows(3, 3).is_empty());
+    }
+
+    #[test]
+    fn shootout_tables_show_unmeasured_cells_as_empty_or_na() {
+        let row = |base: &str, ppl: Option<f64>| ShootoutRow {
+            base: base.into(),
+            seed: 7,
+            val_loss: Some(2.345678),
+            val_ppl: ppl,
+            val_top1_acc: Some(0.123456),
+            train_tokens_per_s: Some(1234.56),
+            peak_mem_bytes: Some(3 * 1048576 / 2),
+            peak_mem_kind: "host heap".into(),
+            params: 1000,
+            steps: 10,
+            tokens_seen: 640,
+            diverged: false,
+        };
+        let rows = [row("waveresnet", Some(10.4567)), row("respsann", None)];
+        let csv = shootout_csv(&rows);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[1],
+            "waveresnet,7,2.34568,10.4567,0.12346,1234.6,1.5,host heap,1000,10,640,false"
+        );
+        assert_eq!(
+            lines[2],
+            "respsann,7,2.34568,,0.12346,1234.6,1.5,host heap,1000,10,640,false"
+        );
+        let md = leaderboard_md(&rows, "budget");
+        assert!(
+            md.contains(
+                "| 1 | waveresnet | 7 | 2.3457 | 10.457 | 0.1235 | 1235 | 1.5 (host heap) | 1000 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 2 | respsann | 7 | 2.3457 | n/a | 0.1235 | 1235 | 1.5 (host heap) | 1000 |"
+            ),
+            "{md}"
+        );
     }
 }
