@@ -39,8 +39,8 @@ use candle_transformers::quantized_nn::RmsNorm;
 
 use super::gemma3_quantized::{attention_mask, Embedding, Proj};
 use super::quantized_parts::{
-    forward_start, last_logits, read_ends, step_input, RopeTables, SingleSeq, PROJECTIONS,
-    PROJECTION_NAMES,
+    forward_start, last_logits, open_gguf, read_projections, step_input, RopeTables, SingleSeq,
+    PROJECTIONS,
 };
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
 // each op of its kind; unset, one relaxed atomic load per op.
@@ -389,9 +389,6 @@ impl ModelWeights {
         context: usize,
     ) -> Result<Self> {
         let cfg = Config::from_gguf(&ct)?;
-        if context == 0 {
-            bail!("the model must be built for at least one position");
-        }
         let biased = cfg.kind == Kind::Qwen2;
         if !biased && ct.tensor_infos.contains_key("blk.0.attn_q.bias") {
             bail!("the file has attention biases (blk.0.attn_q.bias), which {} does not have; this implementation does not apply them", cfg.kind.name());
@@ -407,9 +404,7 @@ impl ModelWeights {
         } else {
             None
         };
-        // Each tensor read once into its final buffer (candle's reader copies it).
-        let mut get = |name: &str| crate::models::gguf_read::tensor(&ct, reader, name, device);
-        let (embed, norm, output) = read_ends(&ct, &mut get, eps, device)?;
+        let (mut get, (embed, norm, output)) = open_gguf(&ct, reader, device, context, eps)?;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let qkv_bias = if biased {
@@ -422,19 +417,15 @@ impl ModelWeights {
             } else {
                 None
             };
+            let w = read_projections(&mut get, i)?;
             let mut t = |n: &str| get(&format!("blk.{i}.{n}.weight"));
-            let mut w = Vec::with_capacity(PROJECTIONS);
-            for n in PROJECTION_NAMES {
-                w.push(QMatMul::from_qtensor(t(n)?)?);
-            }
             let mut n = |name: &str| -> Result<RmsNorm> { RmsNorm::from_qtensor(t(name)?, eps) };
             let qk_norm = match cfg.kind {
                 Kind::Qwen3 => Some((n("attn_q_norm")?, n("attn_k_norm")?)),
                 Kind::Llama | Kind::Qwen2 => None,
             };
             layers.push(Layer {
-                w: w.try_into()
-                    .unwrap_or_else(|_| unreachable!("seven projections")),
+                w,
                 qkv_bias,
                 qk_norm,
                 attn_norm: n("attn_norm")?,

@@ -121,6 +121,44 @@ pub fn read_ends(
     Ok((Embedding::new(embd, device)?, norm, output))
 }
 
+/// How every project GGUF loader starts, for a model built for `context` positions (at least
+/// one): a reader of tensors by name, each read once into its final buffer (candle's reader
+/// copies it), and the model's ends ([`read_ends`], norms of `eps`).
+#[allow(clippy::type_complexity)]
+pub fn open_gguf<'a, R: std::io::Read + std::io::Seek>(
+    ct: &'a gguf_file::Content,
+    reader: &'a mut R,
+    device: &'a Device,
+    context: usize,
+    eps: f64,
+) -> Result<(
+    impl FnMut(&str) -> Result<QTensor> + 'a,
+    (Embedding, RmsNorm, QMatMul),
+)> {
+    if context == 0 {
+        bail!("the model must be built for at least one position");
+    }
+    let mut get = move |name: &str| crate::models::gguf_read::tensor(ct, reader, name, device);
+    let ends = read_ends(ct, &mut get, eps, device)?;
+    Ok((get, ends))
+}
+
+/// Layer `layer`'s seven projections in [`PROJECTION_NAMES`] order, `get` reading a tensor
+/// by name.
+pub fn read_projections(
+    get: &mut dyn FnMut(&str) -> Result<QTensor>,
+    layer: usize,
+) -> Result<[QMatMul; PROJECTIONS]> {
+    let mut w = Vec::with_capacity(PROJECTIONS);
+    for n in PROJECTION_NAMES {
+        w.push(QMatMul::from_qtensor(get(&format!(
+            "blk.{layer}.{n}.weight"
+        ))?)?);
+    }
+    Ok(w.try_into()
+        .unwrap_or_else(|_| unreachable!("seven projections")))
+}
+
 /// RoPE tables (cos, sin) for `positions` positions.
 #[derive(Debug, Clone)]
 pub struct RopeTables {

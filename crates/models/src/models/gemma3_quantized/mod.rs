@@ -43,7 +43,7 @@ use super::host_ops;
 use super::q8_matmul::{self, PackedK, PackedQ8_0};
 pub use super::quantized_parts::Embedding;
 use super::quantized_parts::{
-    forward_start, read_ends, RopeTables, SingleSeq, PROJECTIONS, PROJECTION_NAMES,
+    forward_start, open_gguf, read_projections, RopeTables, SingleSeq, PROJECTIONS,
 };
 use crate::measure::inject::around_op as op;
 
@@ -410,22 +410,11 @@ impl ModelWeights {
                 cfg.kv_heads
             );
         }
-        if context == 0 {
-            bail!("the model must be built for at least one position");
-        }
         let eps = cfg.rms_norm_eps;
-        // Each tensor read once into its final buffer (candle's reader copies it).
-        let mut get = |name: &str| crate::models::gguf_read::tensor(&ct, reader, name, device);
-        let (embed, norm, output) = read_ends(&ct, &mut get, eps, device)?;
+        let (mut get, (embed, norm, output)) = open_gguf(&ct, reader, device, context, eps)?;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
-            let w = PROJECTION_NAMES
-                .iter()
-                .map(|n| QMatMul::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?))
-                .collect::<Result<Vec<_>>>()?;
-            let [wq, wk, wv, wo, gate, up, down]: [QMatMul; PROJECTIONS] = w
-                .try_into()
-                .unwrap_or_else(|_| unreachable!("seven projections"));
+            let [wq, wk, wv, wo, gate, up, down] = read_projections(&mut get, i)?;
             let mut n = |n: &str| RmsNorm::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?, eps);
             let sliding = cfg.is_sliding(i);
             layers.push(Layer {

@@ -177,6 +177,12 @@ pub struct KindInModel {
     pub kind: String,
     pub calls: f64,
     pub us: f64,
+    /// The median over the profiled steps of the kind's time per step (us) and its 95%
+    /// bootstrap interval: what a comparison of two builds holds against each other.
+    #[serde(default)]
+    pub median_us: Option<f64>,
+    #[serde(default)]
+    pub ci_us: Option<(f64, f64)>,
 }
 
 /// What to measure.
@@ -330,6 +336,8 @@ pub fn profile_steps(model: &mut dyn CausalLm, plan: &OpsPlan, trials: usize) ->
     };
     let mut walls = Vec::new();
     let mut total: BTreeMap<&'static str, (u64, Duration)> = BTreeMap::new();
+    // Each kind's time in each kept step (us), a step that did not call it counting 0.
+    let mut per_step: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     for trial in 0..=trials as u64 {
         model.reset()?;
         let (prompt, steps) = match plan.phase {
@@ -348,12 +356,15 @@ pub fn profile_steps(model: &mut dyn CausalLm, plan: &OpsPlan, trials: usize) ->
             let next = next?;
             // The first generation warms up; its times are not kept.
             if trial > 0 {
-                walls.push(wall.as_secs_f64() * 1e6);
-                for k in kinds {
+                for k in &kinds {
                     let e = total.entry(k.kind).or_default();
                     e.0 += k.calls;
                     e.1 += k.time;
+                    let v = per_step.entry(k.kind).or_default();
+                    v.resize(walls.len(), 0.0);
+                    v.push(k.time.as_secs_f64() * 1e6);
                 }
+                walls.push(wall.as_secs_f64() * 1e6);
             }
             Ok(next)
         };
@@ -375,10 +386,16 @@ pub fn profile_steps(model: &mut dyn CausalLm, plan: &OpsPlan, trials: usize) ->
         step_us: median(&walls),
         kinds: total
             .into_iter()
-            .map(|(kind, (calls, time))| KindInModel {
-                kind: kind.to_string(),
-                calls: calls as f64 / n,
-                us: time.as_secs_f64() * 1e6 / n,
+            .map(|(kind, (calls, time))| {
+                let mut steps = per_step.remove(kind).unwrap_or_default();
+                steps.resize(walls.len(), 0.0);
+                KindInModel {
+                    kind: kind.to_string(),
+                    calls: calls as f64 / n,
+                    us: time.as_secs_f64() * 1e6 / n,
+                    median_us: (!steps.is_empty()).then(|| median(&steps)),
+                    ci_us: bootstrap_median_ci(&steps, 2000, plan.seed),
+                }
             })
             .collect(),
     })
@@ -658,6 +675,63 @@ mod tests {
         let e = check_order(&benches, vec![0, 1]).unwrap_err();
         assert!(e.contains("`matmul matmul` 1 times, the table 2"), "{e}");
         assert!(check_order(&benches, vec![0, 0, 1, 1]).is_err());
+    }
+
+    fn table(kinds: &[(&str, f64, (f64, f64))]) -> OpsTable {
+        OpsTable {
+            model: "m".into(),
+            phase: Phase::Decode,
+            tokens: 1,
+            depth: 16,
+            threads: String::new(),
+            step_us: 1000.0,
+            step_ci_us: None,
+            step_samples: 40,
+            rows: Vec::new(),
+            roofs: Roofs::default(),
+            injected: None,
+            peer: None,
+            in_model: Some(InModel {
+                steps: 40,
+                step_us: 1000.0,
+                kinds: kinds
+                    .iter()
+                    .map(|&(kind, us, ci)| KindInModel {
+                        kind: kind.into(),
+                        calls: 1.0,
+                        us,
+                        median_us: Some(us),
+                        ci_us: Some(ci),
+                    })
+                    .collect(),
+            }),
+            order_note: None,
+        }
+    }
+
+    #[test]
+    fn an_op_slowed_only_inside_the_model_is_named_from_the_in_model_profile() {
+        let base = table(&[
+            ("lm_head", 815.0, (805.0, 825.0)),
+            ("softmax", 29.0, (28.0, 30.0)),
+        ]);
+        // lm_head 133 us slower with separate intervals: named, though no row grew alone.
+        let slow = table(&[
+            ("lm_head", 948.0, (930.0, 960.0)),
+            ("softmax", 31.0, (30.5, 31.5)),
+        ]);
+        let (what, b, n) = grew_most(&base, &slow, 0.02).expect("lm_head grew");
+        assert_eq!(
+            (what.as_str(), b, n),
+            ("lm_head (in the model's forward)", 815.0, 948.0)
+        );
+        // The same growth with overlapping intervals, or under 2% of the step, names nothing;
+        // an unchanged rerun names nothing.
+        let wide = table(&[("lm_head", 948.0, (820.0, 990.0))]);
+        assert!(grew_most(&base, &wide, 0.02).is_none());
+        let small = table(&[("lm_head", 830.0, (826.0, 834.0))]);
+        assert!(grew_most(&base, &small, 0.02).is_none());
+        assert!(grew_most(&base, &base.clone(), 0.02).is_none());
     }
 
     #[test]
