@@ -107,9 +107,18 @@ pub fn build_side(s: Side, side: &str) -> Result<(PathBuf, String)> {
         &commit[..10],
         wt.display()
     );
+    // From the repository's top, as a Candle side builds: the same rustflags (one
+    // .cargo/config.toml read), so both kinds of side share the target dir's dependencies.
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--bin", "modelbench"])
-        .current_dir(&wt)
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "modelbench",
+            "--manifest-path",
+        ])
+        .arg(wt.join("Cargo.toml"))
+        .current_dir(repo_top(&wt))
         .env("CARGO_TARGET_DIR", root.join("target"))
         .status()
         .context("cannot start cargo")?;
@@ -122,6 +131,30 @@ pub fn build_side(s: Side, side: &str) -> Result<(PathBuf, String)> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     std::fs::copy(&built, &bin).map_err(Error::io(&built))?;
     Ok((bin, format!("{name} ({})", &commit[..10])))
+}
+
+/// Where a side's cargo runs: the repository's top folder, so cargo reads one
+/// .cargo/config.toml (from a worktree under target/ it would join the checkout's rustflags
+/// to the worktree's own, and every dependency would build again under other flags). When
+/// the worktree's commit has another .cargo/config.toml than the checkout, says that the
+/// checkout's is the one used.
+fn repo_top(wt: &Path) -> PathBuf {
+    let top = Command::new("git")
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let config = |d: &Path| std::fs::read(d.join(".cargo/config.toml")).ok();
+    if config(wt) != config(&top) {
+        eprintln!(
+            "note: {} has another .cargo/config.toml than this checkout; the build uses this checkout's ({})",
+            wt.display(),
+            top.join(".cargo/config.toml").display()
+        );
+    }
+    top
 }
 
 /// A `--base-candle` / `--new-candle` value resolved (its folder read, its git state or
@@ -219,13 +252,7 @@ fn build_candle_side(
     if std::fs::read_to_string(&manifest).ok().as_deref() != Some(want.as_str()) {
         std::fs::write(&manifest, &want).map_err(Error::io(&manifest))?;
     }
-    let top = Command::new("git")
-        .args(["rev-parse", "--show-toplevel"])
-        .output()
-        .ok()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(|| PathBuf::from("."));
+    let top = repo_top(&wt);
     eprintln!(
         "building {name} ({}) against Candle {} in {}{req_note} ...",
         &commit[..10],
