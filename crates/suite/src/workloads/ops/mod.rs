@@ -720,7 +720,7 @@ mod tests {
             ("lm_head", 948.0, (930.0, 960.0)),
             ("softmax", 31.0, (30.5, 31.5)),
         ]);
-        let (what, b, n) = grew_most(&base, &slow, 0.02).expect("lm_head grew");
+        let (what, b, n, _) = grew_most(&base, &slow, 0.02).expect("lm_head grew");
         assert_eq!(
             (what.as_str(), b, n),
             ("lm_head (in the model's forward)", 815.0, 948.0)
@@ -732,6 +732,33 @@ mod tests {
         let small = table(&[("lm_head", 830.0, (826.0, 834.0))]);
         assert!(grew_most(&base, &small, 0.02).is_none());
         assert!(grew_most(&base, &base.clone(), 0.02).is_none());
+    }
+
+    #[test]
+    fn under_drift_the_op_that_grew_by_the_largest_factor_is_named_not_the_largest_op() {
+        // Issue 48's softmax try: the machine ran the new side ~1.35x slower, so the lm_head
+        // gained the most microseconds; softmax, the changed op, grew by the largest factor.
+        let kinds = |g: f64, soft: f64| -> Vec<(&'static str, f64, (f64, f64))> {
+            [
+                ("activation", 4.1, 4.0, 4.3),
+                ("add", 1.7, 1.6, 1.9),
+                ("lm_head", 890.0, 860.0, 905.0),
+                ("matmul", 21.0, 20.6, 21.7),
+                ("mul", 1.1, 1.0, 1.3),
+                ("rms_norm", 5.9, 5.8, 6.5),
+                ("rope", 2.5, 2.3, 2.7),
+                ("softmax", soft, soft - 1.5, soft + 1.5),
+            ]
+            .into_iter()
+            .map(|(k, us, lo, hi)| (k, us * g, (lo * g, hi * g)))
+            .collect()
+        };
+        let base = table(&kinds(1.0, 31.0));
+        let slow = table(&kinds(1.35, 95.0 / 1.35));
+        let (what, ..) = grew_most(&base, &slow, 0.02).expect("softmax grew");
+        assert_eq!(what, "softmax (in the model's forward)");
+        // Drift alone (every op 1.35x) names nothing.
+        assert!(grew_most(&base, &table(&kinds(1.35, 31.0)), 0.02).is_none());
     }
 
     #[test]

@@ -345,46 +345,106 @@ pub fn growth(base: &OpsTable, new: &OpsTable) -> Vec<(String, f64, f64)> {
     out
 }
 
-/// The op whose time per step grew most from `base` to `new`, when that growth is at least
-/// `threshold` of the base step and its 95% intervals do not overlap (new's low end above
-/// base's high end): (what, base us/step, new us/step). Two measurements are asked: each op
-/// alone (the table's rows, per call) and each kind of op inside the model's own forward
-/// (the in-model profile, per step); the larger growth that passes wins. The second sees
-/// what the first cannot: a change that slows an op only where the model calls it (its
-/// thread pools, caches and the ops around it as the forward leaves them). None: no op grew
-/// that much in either.
-pub fn grew_most(base: &OpsTable, new: &OpsTable, threshold: f64) -> Option<(String, f64, f64)> {
+/// One op measured on both sides: what it is, base and new time per step (us) and the 95%
+/// intervals the comparison holds apart (per call for a row, per step for an in-model kind:
+/// only their order matters).
+struct Both {
+    what: String,
+    b: f64,
+    n: f64,
+    b_ci: Option<(f64, f64)>,
+    n_ci: Option<(f64, f64)>,
+}
+
+/// The median factor by which the ops moved between the two runs: the machine's own drift
+/// between them (a slower minute scales every op by about the same factor), which
+/// [`grew_most`] takes out before it compares. 1 when fewer than three ops were measured on
+/// both sides (too few for a median that one changed op cannot move).
+fn drift(ops: &[Both]) -> f64 {
+    let mut r: Vec<f64> = ops
+        .iter()
+        .filter(|o| o.b > 0.0 && o.n > 0.0)
+        .map(|o| o.n / o.b)
+        .collect();
+    if r.len() < 3 {
+        return 1.0;
+    }
+    r.sort_by(f64::total_cmp);
+    let m = r.len() / 2;
+    if r.len() % 2 == 1 {
+        r[m]
+    } else {
+        (r[m - 1] + r[m]) / 2.0
+    }
+}
+
+/// The ops of `ops` that grew beyond the drift: new scaled by `1 / drift` (and its interval
+/// with it), growth at least `min` us per step, the intervals apart (new's low end above
+/// base's high end). (what, base us/step, new us/step as measured, factor over the drift).
+fn beyond_drift(ops: &[Both], min: f64) -> Vec<(String, f64, f64, f64)> {
+    let g = drift(ops);
+    ops.iter()
+        .filter_map(|o| {
+            let apart = match (o.b_ci, o.n_ci) {
+                (Some((_, hb)), Some((ln, _))) => ln / g > hb,
+                _ => false,
+            };
+            (o.n / g - o.b >= min && apart).then(|| (o.what.clone(), o.b, o.n, o.n / g / o.b))
+        })
+        .collect()
+}
+
+/// The op whose time grew most from `base` to `new`: of the ops that grew by at least
+/// `threshold` of the base step beyond the machine's drift between the two runs (the median
+/// factor of all ops, taken out) with their 95% intervals apart, the one that grew by the
+/// largest factor. Two measurements are asked: each op alone (the table's rows) and each kind
+/// of op inside the model's own forward (the in-model profile, per step), which sees a change
+/// that slows an op only where the model calls it. The factor, not the microseconds, picks:
+/// under drift the largest op gains the most microseconds, the changed op the largest factor.
+/// (what, base us/step, new us/step, the median factor of all ops). None: no op grew that much.
+pub fn grew_most(
+    base: &OpsTable,
+    new: &OpsTable,
+    threshold: f64,
+) -> Option<(String, f64, f64, f64)> {
     let min = threshold * base.step_us;
-    let separated = |b: Option<(f64, f64)>, n: Option<(f64, f64)>| match (b, n) {
-        (Some((_, hb)), Some((ln, _))) => ln > hb,
-        _ => false,
-    };
-    let alone = growth(base, new).into_iter().find(|(k, b, n)| {
-        let (Some(rb), Some(rn)) = (
-            base.rows.iter().find(|r| &r.key() == k),
-            new.rows.iter().find(|r| &r.key() == k),
-        ) else {
-            return false;
-        };
-        n - b >= min && separated(rb.ci_us, rn.ci_us)
-    });
-    let in_model = match (&base.in_model, &new.in_model) {
+    let alone: Vec<Both> = new
+        .rows
+        .iter()
+        .filter_map(|rn| {
+            let rb = base.rows.iter().find(|r| r.key() == rn.key())?;
+            Some(Both {
+                what: rn.key(),
+                b: rb.step_us(),
+                n: rn.step_us(),
+                b_ci: rb.ci_us,
+                n_ci: rn.ci_us,
+            })
+        })
+        .collect();
+    let in_model: Vec<Both> = match (&base.in_model, &new.in_model) {
         (Some(pb), Some(pn)) => pn
             .kinds
             .iter()
             .filter_map(|kn| {
                 let kb = pb.kinds.iter().find(|k| k.kind == kn.kind)?;
-                let (b, n) = (kb.median_us?, kn.median_us?);
-                (n - b >= min && separated(kb.ci_us, kn.ci_us))
-                    .then(|| (format!("{} (in the model's forward)", kn.kind), b, n))
+                Some(Both {
+                    what: format!("{} (in the model's forward)", kn.kind),
+                    b: kb.median_us?,
+                    n: kn.median_us?,
+                    b_ci: kb.ci_us,
+                    n_ci: kn.ci_us,
+                })
             })
-            .max_by(|x, y| (x.2 - x.1).total_cmp(&(y.2 - y.1))),
-        _ => None,
+            .collect(),
+        _ => Vec::new(),
     };
-    [alone, in_model]
+    let g = drift(&alone);
+    beyond_drift(&alone, min)
         .into_iter()
-        .flatten()
-        .max_by(|x, y| (x.2 - x.1).total_cmp(&(y.2 - y.1)))
+        .chain(beyond_drift(&in_model, min))
+        .max_by(|x, y| x.3.total_cmp(&y.3))
+        .map(|(what, b, n, _)| (what, b, n, g))
 }
 
 /// The regression report's line: the op whose time per step grew most from `base` to `new`
@@ -392,15 +452,15 @@ pub fn grew_most(base: &OpsTable, new: &OpsTable, threshold: f64) -> Option<(Str
 pub fn grew_most_line(base: &OpsTable, new: &OpsTable, threshold: f64) -> String {
     let steps = format!("steps {:.1} -> {:.1} us", base.step_us, new.step_us);
     match grew_most(base, new, threshold) {
-        Some((k, b, n)) => format!(
-            "op whose time grew most ({} {}): {k}: {b:.1} -> {n:.1} us/step ({:+.1} us, {:.2}x); {steps}",
+        Some((k, b, n, g)) => format!(
+            "op whose time grew most ({} {}): {k}: {b:.1} -> {n:.1} us/step ({:+.1} us, {:.2}x; the ops alone moved by a median {g:.2}x between the two runs); {steps}",
             new.model,
             new.phase.name(),
             n - b,
             n / b,
         ),
         None => format!(
-            "op whose time grew most ({} {}): none grew by {:.0}% of the base step or more with separate 95% intervals, alone or in the model's forward; {steps}",
+            "op whose time grew most ({} {}): none grew by {:.0}% of the base step or more beyond the median of all ops, with separate 95% intervals, alone or in the model's forward; {steps}",
             new.model,
             new.phase.name(),
             threshold * 100.0
