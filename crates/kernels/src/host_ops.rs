@@ -68,7 +68,7 @@ fn for_rows(v: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync) {
     }
     let rows = v.len() / row;
     let ptr = v.as_mut_ptr() as usize;
-    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+    crate::pool::execute_chunked(rows, |range| {
         for r in range {
             // Safety: each row is handed to exactly one chunk.
             let s = unsafe { std::slice::from_raw_parts_mut((ptr as *mut f32).add(r * row), row) };

@@ -4,4 +4,5 @@
 //! `modelbench-models` reach them as `models::q8_matmul` and `models::host_ops`.
 
 pub mod host_ops;
+pub mod pool;
 pub mod q8_matmul;

@@ -157,7 +157,7 @@ fn quantize(xs: &[f32], m: usize, k: usize) -> Vec<Act> {
         return out;
     }
     let ptr = out.as_mut_ptr() as usize;
-    candle_core::utils::barrier_pool().execute_chunked(m, |rows| {
+    crate::pool::execute_chunked(m, |rows| {
         for r in rows {
             // Safety: each row's blocks are written by one chunk only.
             let dst = unsafe { std::slice::from_raw_parts_mut((ptr as *mut Act).add(r * kb), kb) };
@@ -600,7 +600,7 @@ fn spread(
     assert_eq!(out.len(), m * n);
     let groups = m.div_ceil(ROWS);
     let out_ptr = out.as_mut_ptr() as usize;
-    candle_core::utils::barrier_pool().execute_chunked(n / TILE_N * groups, |range| {
+    crate::pool::execute_chunked(n / TILE_N * groups, |range| {
         for u in range {
             let (t, g) = (u / groups, u % groups);
             let r0 = g * ROWS;

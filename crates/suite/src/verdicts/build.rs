@@ -199,6 +199,24 @@ fn build_candle_side(
     side: &str,
 ) -> Result<(PathBuf, String)> {
     let root = crate::util::fsio::target_dir().join("paired");
+    let bin = root
+        .join("bin")
+        .join(format!("candle-{}-{}", src.key, &commit[..12]))
+        .join("modelbench");
+    let label = format!("{name} ({}) + Candle {}", &commit[..10], src.label);
+    // The key names the Candle source's content (a release, a git hash and dirty state, or a
+    // copied crate's content hash), so a kept build of this commit against it is that build:
+    // no cargo run (which would rebuild the suite's crates each time the other side, built
+    // against another Candle, had been built in between).
+    if bin.is_file() {
+        println!(
+            "{side}: {name} ({}) against Candle {}: built before, kept ({})",
+            &commit[..10],
+            src.label,
+            bin.display()
+        );
+        return Ok((bin, label));
+    }
     let wt = root.join("candle").join(&src.key);
     // Only a worktree at another commit is checked out: a checkout, even of the same commit,
     // writes the worktree's HEAD and reflog, which build.rs watches, and cargo would then
@@ -308,10 +326,6 @@ fn build_candle_side(
         src.label,
         rebuilt_line(&compiled, secs)
     );
-    let bin = root
-        .join("bin")
-        .join(format!("candle-{}-{}", src.key, &commit[..12]))
-        .join("modelbench");
     let dir = bin.parent().expect("parent");
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     // Copied beside it, then renamed over it: the old file may be running (another
@@ -320,10 +334,7 @@ fn build_candle_side(
     let built = root.join("target/release/modelbench");
     std::fs::copy(&built, &tmp).map_err(Error::io(&built))?;
     std::fs::rename(&tmp, &bin).map_err(Error::io(&bin))?;
-    Ok((
-        bin,
-        format!("{name} ({}) + Candle {}", &commit[..10], src.label),
-    ))
+    Ok((bin, label))
 }
 
 /// What a side's cargo build did, in words: the crates it compiled and the time.
