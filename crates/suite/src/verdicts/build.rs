@@ -139,11 +139,9 @@ pub fn build_side(s: Side, side: &str) -> Result<(PathBuf, String)> {
 /// the worktree's commit has another .cargo/config.toml than the checkout, says that the
 /// checkout's is the one used.
 fn repo_top(wt: &Path) -> PathBuf {
-    let top = Command::new("git")
-        .args(["rev-parse", "--show-toplevel"])
-        .output()
+    let top = git(&["rev-parse", "--show-toplevel"])
         .ok()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .map(PathBuf::from)
         .filter(|p| p.is_dir())
         .unwrap_or_else(|| PathBuf::from("."));
     let config = |d: &Path| std::fs::read(d.join(".cargo/config.toml")).ok();

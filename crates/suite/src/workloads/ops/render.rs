@@ -328,23 +328,6 @@ pub(super) fn gap(r: &OpRow) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Per-op growth from `base` to `new`: rows matched by kind, op and shape; (row key, base
-/// us/step, new us/step), largest growth first. Rows of one table only are left out.
-pub fn growth(base: &OpsTable, new: &OpsTable) -> Vec<(String, f64, f64)> {
-    let mut out: Vec<(String, f64, f64)> = new
-        .rows
-        .iter()
-        .filter_map(|n| {
-            base.rows
-                .iter()
-                .find(|b| b.key() == n.key())
-                .map(|b| (n.key(), b.step_us(), n.step_us()))
-        })
-        .collect();
-    out.sort_by(|a, b| (b.2 - b.1).total_cmp(&(a.2 - a.1)));
-    out
-}
-
 /// One op measured on both sides: what it is, base and new time per step (us) and the 95%
 /// intervals the comparison holds apart (per call for a row, per step for an in-model kind:
 /// only their order matters).
@@ -361,7 +344,7 @@ struct Both {
 /// [`grew_most`] takes out before it compares. 1 when fewer than three ops were measured on
 /// both sides (too few for a median that one changed op cannot move).
 fn drift(ops: &[Both]) -> f64 {
-    let mut r: Vec<f64> = ops
+    let r: Vec<f64> = ops
         .iter()
         .filter(|o| o.b > 0.0 && o.n > 0.0)
         .map(|o| o.n / o.b)
@@ -369,13 +352,7 @@ fn drift(ops: &[Both]) -> f64 {
     if r.len() < 3 {
         return 1.0;
     }
-    r.sort_by(f64::total_cmp);
-    let m = r.len() / 2;
-    if r.len() % 2 == 1 {
-        r[m]
-    } else {
-        (r[m - 1] + r[m]) / 2.0
-    }
+    median(&r)
 }
 
 /// The ops of `ops` that grew beyond the drift: new scaled by `1 / drift` (and its interval
