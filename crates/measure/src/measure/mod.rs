@@ -18,3 +18,4 @@ pub mod stats;
 pub mod system;
 pub mod threads;
 pub mod timing;
+pub mod trace;

@@ -39,12 +39,13 @@ use candle_transformers::quantized_nn::RmsNorm;
 
 use super::gemma3_quantized::{attention_mask, Embedding, Proj};
 use super::quantized_parts::{
-    forward_start, last_logits, open_gguf, read_projections, step_input, RopeTables, SingleSeq,
-    PROJECTIONS,
+    forward_start, last_logits, note_append, open_gguf, read_projections, step_input, RopeTables,
+    SingleSeq, PROJECTIONS, PROJECTION_NAMES,
 };
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
 // each op of its kind; unset, one relaxed atomic load per op.
 use crate::measure::inject::around_op as op;
+use modelbench_measure::traced;
 
 /// Which of the families a file is (`general.architecture`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,27 +276,30 @@ impl Weights {
         let c = &self.cfg;
         let (x, spans) = step_input(seqs, self.layers.len(), self.context, &self.device)?;
         let total = x.dim(1)?;
-        let mut h = self.embed.forward(&x)?;
+        let mut h = traced!("embedding", "token_embd rows", [e = self.embed, x], e.forward(x))?;
         // Each sequence's causal mask over its own cache (None for a single token).
+        let dev = &self.device;
         let masks = spans
             .iter()
             .map(|&(_, len, pos)| {
-                attention_mask(pos, len, 0, pos + len, None)
-                    .map(|m| Tensor::from_vec(m, (len, pos + len), &self.device))
-                    .transpose()
+                traced!("mask", "mask build (host)", [pos, len, dev], {
+                    attention_mask(*pos, *len, 0, pos + len, None)
+                        .map(|m| Tensor::from_vec(m, (*len, pos + len), dev))
+                        .transpose()
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let (heads, kv_heads, hd) = (c.heads, c.kv_heads, c.head_dim);
         let rep = heads / kv_heads;
         let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
-            let a = op("rms_norm", || layer.attn_norm.forward(&h))?;
+            let a = traced!("rms_norm", "attn_norm", [n = layer.attn_norm, h], n.forward(h))?;
             let (q, k, v) = (mm(li, 0, &a)?, mm(li, 1, &a)?, mm(li, 2, &a)?);
             let (q, k, v) = match &layer.qkv_bias {
                 Some([bq, bk, bv]) if self.wrong != Some(Wrong::ZeroBias) => (
-                    op("add", || q.broadcast_add(bq))?,
-                    op("add", || k.broadcast_add(bk))?,
-                    op("add", || v.broadcast_add(bv))?,
+                    traced!("add", "attn_q bias", [q, bq], q.broadcast_add(bq))?,
+                    traced!("add", "attn_k, attn_v bias", [k, bk], k.broadcast_add(bk))?,
+                    traced!("add", "attn_k, attn_v bias", [v, bv], v.broadcast_add(bv))?,
                 ),
                 _ => (q, k, v),
             };
@@ -304,61 +308,76 @@ impl Weights {
             let v = v.reshape((1, total, kv_heads, hd))?;
             let (q, k) = match &layer.qk_norm {
                 Some((qn, kn)) if self.wrong != Some(Wrong::SkipQkNorm) => (
-                    op("rms_norm", || qn.forward(&q))?,
-                    op("rms_norm", || kn.forward(&k))?,
+                    traced!("rms_norm", "attn_q_norm", [n = qn, q], n.forward(q))?,
+                    traced!("rms_norm", "attn_k_norm", [n = kn, k], n.forward(k))?,
                 ),
                 _ => (q, k),
             };
             let mut outs = Vec::with_capacity(seqs.len());
             for ((sq, &(start, len, pos)), mask) in seqs.iter_mut().zip(&spans).zip(&masks) {
-                let q = q.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
-                let k = k.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
-                let v = v.narrow(1, start, len)?.transpose(1, 2)?.contiguous()?;
+                let q = q.narrow(1, start, len)?.transpose(1, 2)?;
+                let q = traced!("copy", "q transpose", [q], q.contiguous())?;
+                let k = k.narrow(1, start, len)?.transpose(1, 2)?;
+                let k = traced!("copy", "k, v transpose", [k], k.contiguous())?;
+                let v = v.narrow(1, start, len)?.transpose(1, 2)?;
+                let v = traced!("copy", "k, v transpose", [v], v.contiguous())?;
                 let q = self.rope.apply(&q, pos)?;
                 let k = self.rope.apply(&k, pos)?;
-                let (k, v) = sq.cache.layers[li].append(&k, &v)?;
-                let (k, v) = (k.contiguous()?, v.contiguous()?);
-                let keys = k.dim(2)?;
+                let cache = &mut sq.cache.layers[li];
+                let (k, v) = op("kv_cache", || cache.append(&k, &v))
+                    .inspect(|_| note_append(cache, k.clone(), v.clone()))?;
+                let (k, v) = (
+                    traced!("copy", "k, v from the cache", [k], k.contiguous())?,
+                    traced!("copy", "k, v from the cache", [v], v.contiguous())?,
+                );
                 // Grouped-query attention without copying K/V: the `rep` query heads of one
                 // KV head (heads kv*rep .. kv*rep+rep, as repeat_kv orders them) become rows
                 // of one matmul.
                 let q = q.reshape((1, kv_heads, rep * len, hd))?;
-                let mut att = (q.matmul(&k.t()?)? * scale)?;
+                let kt = k.t()?;
+                let att = traced!("attn_qk", "q k^T", [q, kt], q.matmul(kt))?;
+                let mut att = traced!("scale", "scores * 1/sqrt(head_dim)", [att, scale], {
+                    att.affine(*scale, 0.)
+                })?;
                 if let Some(mask) = mask {
-                    att = att
-                        .reshape((1, kv_heads, rep, len, keys))?
-                        .broadcast_add(mask)?
-                        .reshape((1, kv_heads, rep * len, keys))?;
+                    att = traced!("mask", "scores + mask", [att, mask], {
+                        let keys = att.dim(3)?;
+                        att.reshape((1, kv_heads, rep, len, keys))?
+                            .broadcast_add(mask)?
+                            .reshape((1, kv_heads, rep * len, keys))
+                    })?;
                 }
-                let att = op("softmax", || candle_nn::ops::softmax_last_dim(&att))?;
-                outs.push(
-                    att.matmul(&v)?
-                        .reshape((1, heads, len, hd))?
-                        .transpose(1, 2)?
-                        .reshape((1, len, heads * hd))?,
-                );
+                let att = traced!("softmax", "softmax_last_dim", [att], {
+                    candle_nn::ops::softmax_last_dim(att)
+                })?;
+                let out = traced!("attn_av", "scores v", [att, v], att.matmul(v))?
+                    .reshape((1, heads, len, hd))?
+                    .transpose(1, 2)?;
+                outs.push(traced!("copy", "attention output transpose", [out], {
+                    out.reshape((1, len, heads * hd))
+                })?);
             }
             let out = if outs.len() == 1 {
                 outs.pop().expect("one sequence")
             } else {
-                Tensor::cat(&outs, 1)?
+                traced!("copy", "sequences cat", [outs], Tensor::cat(outs, 1))?
             };
             let a = mm(li, 3, &out)?;
-            h = op("add", || a + &h)?;
-            let x = op("rms_norm", || layer.ffn_norm.forward(&h))?;
+            h = traced!("add", "residual", [a, h], a.add(h))?;
+            let x = traced!("rms_norm", "ffn_norm", [n = layer.ffn_norm, h], n.forward(h))?;
             let gate = mm(li, 4, &x)?;
-            let gate = op("activation", || candle_nn::ops::silu(&gate))?;
+            let gate = traced!("activation", "silu", [gate], candle_nn::ops::silu(gate))?;
             let up = mm(li, 5, &x)?;
-            let hm = op("mul", || gate * up)?;
+            let hm = traced!("mul", "gate * up", [gate, up], gate.mul(up))?;
             let m = mm(li, 6, &hm)?;
-            h = op("add", || m + &h)?;
+            h = traced!("add", "residual", [m, h], m.add(h))?;
         }
         for (sq, &(_, len, pos)) in seqs.iter_mut().zip(&spans) {
             sq.cache.pos = pos + len;
         }
 
         last_logits(&h, &spans, seqs.iter().map(|s| s.logits), |last| {
-            let last = op("rms_norm", || self.norm.forward(last))?;
+            let last = traced!("rms_norm", "output_norm", [n = self.norm, last], n.forward(last))?;
             mm(self.layers.len(), 0, &last)
         })
     }
@@ -515,12 +534,12 @@ impl SingleSeq for ModelWeights {
             logits: true,
         }];
         let mm = |li: usize, j: usize, x: &Tensor| {
-            let kind = if li == w.layers.len() {
-                "lm_head"
+            let wt = w.weight(li, j);
+            if li == w.layers.len() {
+                traced!("lm_head", "output", [wt, x], wt.forward(x))
             } else {
-                "matmul"
-            };
-            op(kind, || w.weight(li, j).forward(x))
+                traced!("matmul", PROJECTION_NAMES[j], [wt, x], wt.forward(x))
+            }
         };
         let out = w.step(&mut seqs, &mm);
         match out?.pop().flatten() {

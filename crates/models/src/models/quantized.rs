@@ -436,7 +436,10 @@ impl CausalLm for QuantizedLm {
 
 impl QuantizedLm {
     fn forward_raw(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
-        let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let dev = &self.device;
+        let x = modelbench_measure::traced!("host", "ids tensor", [t = tokens.to_vec(), dev], {
+            Tensor::new(t.as_slice(), dev)?.unsqueeze(0)
+        })?;
         self.m
             .forward(&x, pos)
             .and_then(|l| l.flatten_all())

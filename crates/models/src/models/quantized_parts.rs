@@ -14,8 +14,9 @@ use candle_transformers::quantized_nn::RmsNorm;
 use super::batched::SeqStep;
 use super::q8_matmul::PackedQ8_0;
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
-// each op of its kind; unset, one relaxed atomic load per op.
-use crate::measure::inject::around_op as op;
+// each op of its kind (`traced!`); unset, one relaxed atomic load per op.
+use crate::measure::trace::{self, Arg, Describe};
+use modelbench_measure::traced;
 
 /// The weights of a layer's seven projections.
 pub const PROJECTIONS: usize = 7;
@@ -102,6 +103,48 @@ impl Embedding {
     }
 }
 
+impl Describe for Embedding {
+    fn describe(&self, out: &mut Vec<Arg>) {
+        match self {
+            Self::Rows { q, .. } => q.describe(out),
+            Self::Dense(e) => {
+                let mut w = Vec::new();
+                e.embeddings().describe(&mut w);
+                out.extend(w.into_iter().map(|a| Arg { weight: true, ..a }));
+            }
+            Self::Packed { vocab, hidden, .. } => {
+                let q8 = candle_core::quantized::GgmlDType::Q8_0;
+                let bytes = vocab * hidden / q8.block_size() * q8.type_size();
+                out.push(Arg::quant(&[*vocab, *hidden], q8, bytes))
+            }
+        }
+    }
+}
+
+/// Records (in an op trace: [`trace::note`]) the append `c.append(&k, &v)` has just made: the
+/// keys and values written into the cache's buffers at the positions they took.
+pub fn note_append(c: &candle_nn::kv_cache::KvCache, k: Tensor, v: Tensor) {
+    if !trace::recording() {
+        return;
+    }
+    let (Ok(len), Some(kb), Some(vb)) = (
+        k.dim(2),
+        c.k_cache().all_data().clone(),
+        c.v_cache().all_data().clone(),
+    ) else {
+        return;
+    };
+    let pos = c.current_seq_len().saturating_sub(len);
+    let mut args = Vec::new();
+    k.describe(&mut args);
+    v.describe(&mut args);
+    args.push(Arg::scalar(pos as f64));
+    trace::note("kv_cache", "k, v append", args, move || {
+        kb.slice_set(&k, 2, pos)?;
+        vb.slice_set(&v, 2, pos)
+    });
+}
+
 /// The model's ends as a llama.cpp GGUF file holds them, `get` reading a tensor by name: the
 /// token embedding (kept quantized, [`Embedding`]), `output_norm` (an RmsNorm of `eps`) and
 /// the lm_head (`output.weight`, or the tied `token_embd.weight` when it is absent).
@@ -186,11 +229,17 @@ impl RopeTables {
         let len = x.dim(2)?;
         let cos = self.cos.narrow(0, pos, len)?;
         let sin = self.sin.narrow(0, pos, len)?;
-        op("rope", || {
+        let what = if interleaved {
+            "rope (norm)"
+        } else {
+            "rope (neox)"
+        };
+        traced!("rope", what, [x, cos, sin, pos], {
+            let _ = pos;
             if interleaved {
-                candle_nn::rotary_emb::rope_i(x, &cos, &sin)
+                candle_nn::rotary_emb::rope_i(x, cos, sin)
             } else {
-                candle_nn::rotary_emb::rope(x, &cos, &sin)
+                candle_nn::rotary_emb::rope(x, cos, sin)
             }
         })
     }

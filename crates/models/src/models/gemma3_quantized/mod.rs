@@ -46,6 +46,7 @@ use super::quantized_parts::{
     forward_start, open_gguf, read_projections, RopeTables, SingleSeq, PROJECTIONS,
 };
 use crate::measure::inject::around_op as op;
+use modelbench_measure::traced;
 
 mod batched;
 pub use batched::*;
@@ -246,10 +247,16 @@ impl Cache {
     /// them (all a next query can see).
     fn update(&mut self, k: Tensor, v: Tensor, window: usize) -> Result<(Tensor, Tensor)> {
         match self {
-            Cache::Global(c) => c.append(&k, &v),
+            Cache::Global(c) => {
+                let out = op("kv_cache", || c.append(&k, &v))?;
+                super::quantized_parts::note_append(c, k, v);
+                Ok(out)
+            }
             Cache::Sliding(c) => {
                 let (k, v) = match c.take() {
-                    Some((ck, cv)) => (Tensor::cat(&[&ck, &k], 2)?, Tensor::cat(&[&cv, &v], 2)?),
+                    Some((ck, cv)) => traced!("kv_cache", "k, v cat (sliding)", [ck, cv, k, v], {
+                        Ok((Tensor::cat(&[ck, k], 2)?, Tensor::cat(&[cv, v], 2)?))
+                    })?,
                     None => (k, v),
                 };
                 let keys = k.dim(2)?;
@@ -323,52 +330,72 @@ impl Layer {
         s: &Shape,
     ) -> Result<Tensor> {
         let (b, len, _) = x.dims3()?;
-        let q = op("matmul", || self.wq.forward(x))?.reshape((b, len, s.heads, s.head_dim))?;
-        let k = op("matmul", || self.wk.forward(x))?.reshape((b, len, s.kv_heads, s.head_dim))?;
-        let v = op("matmul", || self.wv.forward(x))?.reshape((b, len, s.kv_heads, s.head_dim))?;
-        let q = op("rms_norm", || self.q_norm.forward(&q))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = op("rms_norm", || self.k_norm.forward(&k))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let v = v.transpose(1, 2)?.contiguous()?;
+        let q = traced!("matmul", "attn_q", [w = self.wq, x], w.forward(x))?;
+        let k = traced!("matmul", "attn_k", [w = self.wk, x], w.forward(x))?;
+        let v = traced!("matmul", "attn_v", [w = self.wv, x], w.forward(x))?;
+        let q = q.reshape((b, len, s.heads, s.head_dim))?;
+        let k = k.reshape((b, len, s.kv_heads, s.head_dim))?;
+        let v = v.reshape((b, len, s.kv_heads, s.head_dim))?;
+        let q = traced!("rms_norm", "attn_q_norm", [n = self.q_norm, q], n.forward(q))?
+            .transpose(1, 2)?;
+        let q = traced!("copy", "q transpose", [q], q.contiguous())?;
+        let k = traced!("rms_norm", "attn_k_norm", [n = self.k_norm, k], n.forward(k))?
+            .transpose(1, 2)?;
+        let k = traced!("copy", "k, v transpose", [k], k.contiguous())?;
+        let v = v.transpose(1, 2)?;
+        let v = traced!("copy", "k, v transpose", [v], v.contiguous())?;
         let q = rope.apply(&q, pos)?;
         let k = rope.apply(&k, pos)?;
 
         let (k, v) = self.cache.update(k, v, self.window.unwrap_or(1))?;
-        let (k, v) = (k.contiguous()?, v.contiguous()?);
-        let keys = k.dim(2)?;
+        let (k, v) = (
+            traced!("copy", "k, v from the cache", [k], k.contiguous())?,
+            traced!("copy", "k, v from the cache", [v], v.contiguous())?,
+        );
 
         // Grouped-query attention without copying K/V: the `rep` query heads of one KV head
         // (heads kv*rep .. kv*rep+rep, as repeat_kv orders them) become rows of one matmul.
         let rep = s.heads / s.kv_heads;
         let q = q.reshape((b, s.kv_heads, rep * len, s.head_dim))?;
-        let mut att = (q.matmul(&k.t()?)? * s.scale)?;
+        let kt = k.t()?;
+        let att = traced!("attn_qk", "q k^T", [q, kt], q.matmul(kt))?;
+        let mut att = traced!("scale", "scores * 1/sqrt(head_dim)", [att, c = s.scale], {
+            att.affine(*c, 0.)
+        })?;
         if let Some(cap) = s.attn_softcap {
-            att = ((att / cap)?.tanh()? * cap)?;
+            att = traced!("activation", "attention logit soft-cap", [att, cap], {
+                att.affine(1. / cap, 0.)?.tanh()?.affine(*cap, 0.)
+            })?;
         }
         if let Some(mask) = mask {
-            att = att
-                .reshape((b, s.kv_heads, rep, len, keys))?
-                .broadcast_add(mask)?
-                .reshape((b, s.kv_heads, rep * len, keys))?;
+            att = traced!("mask", "scores + mask", [att, mask], {
+                let (b, kv, rows, keys) = att.dims4()?;
+                let len = mask.dim(0)?;
+                att.reshape((b, kv, rows / len, len, keys))?
+                    .broadcast_add(mask)?
+                    .reshape((b, kv, rows, keys))
+            })?;
         }
-        let att = op("softmax", || candle_nn::ops::softmax_last_dim(&att))?;
-        let out = att
-            .matmul(&v)?
+        let att = traced!("softmax", "softmax_last_dim", [att], {
+            candle_nn::ops::softmax_last_dim(att)
+        })?;
+        let out = traced!("attn_av", "scores v", [att, v], att.matmul(v))?
             .reshape((b, s.heads, len, s.head_dim))?
-            .transpose(1, 2)?
-            .reshape((b, len, s.heads * s.head_dim))?;
-        op("matmul", || self.wo.forward(&out))
+            .transpose(1, 2)?;
+        let hidden = s.heads * s.head_dim;
+        let out = traced!("copy", "attention output transpose", [out], {
+            out.reshape((b, len, hidden))
+        })?;
+        traced!("matmul", "attn_output", [w = self.wo, out], w.forward(out))
     }
 
     fn mlp(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = op("matmul", || self.gate.forward(x))?;
-        let gate = op("activation", || gate.gelu())?; // tanh approximation, as Gemma 3
-        let up = op("matmul", || self.up.forward(x))?;
-        let h = op("mul", || gate * up)?;
-        op("matmul", || self.down.forward(&h))
+        let gate = traced!("matmul", "ffn_gate", [w = self.gate, x], w.forward(x))?;
+        // tanh approximation, as Gemma 3
+        let gate = traced!("activation", "gelu (tanh)", [gate], gate.gelu())?;
+        let up = traced!("matmul", "ffn_up", [w = self.up, x], w.forward(x))?;
+        let h = traced!("mul", "gate * up", [gate, up], gate.mul(up))?;
+        traced!("matmul", "ffn_down", [w = self.down, h], w.forward(h))
     }
 }
 
@@ -505,12 +532,19 @@ impl SingleSeq for ModelWeights {
                 self.context
             );
         }
-        let mut h = (self.embed.forward(x)? * (self.cfg.hidden as f64).sqrt())?;
+        let h = traced!("embedding", "token_embd rows", [e = self.embed, x], e.forward(x))?;
+        let sqrt_hidden = (self.cfg.hidden as f64).sqrt();
+        let mut h = traced!("scale", "embedding * sqrt(hidden)", [h, sqrt_hidden], {
+            h.affine(*sqrt_hidden, 0.)
+        })?;
 
+        let dev = &self.device;
         let mask = |k0: usize, n_k: usize, window: Option<usize>| -> Result<Option<Tensor>> {
-            attention_mask(index_pos, len, k0, n_k, window)
-                .map(|m| Tensor::from_vec(m, (len, n_k), &self.device))
-                .transpose()
+            traced!("mask", "mask build (host)", [index_pos, len, k0, n_k, window, dev], {
+                attention_mask(*index_pos, *len, *k0, *n_k, *window)
+                    .map(|m| Tensor::from_vec(m, (*len, *n_k), dev))
+                    .transpose()
+            })
         };
         let window = self.cfg.sliding_window.max(1);
         let global_mask = mask(0, index_pos + len, None)?;
@@ -526,22 +560,29 @@ impl SingleSeq for ModelWeights {
             } else {
                 (&self.rope_global, global_mask.as_ref())
             };
-            let a = op("rms_norm", || layer.attn_norm.forward(&h))?;
+            let a = traced!("rms_norm", "attn_norm", [n = layer.attn_norm, h], n.forward(h))?;
             let a = layer.attention(&a, index_pos, rope, mask, &shape)?;
-            let a = op("rms_norm", || layer.post_attn_norm.forward(&a))?;
-            h = op("add", || a + &h)?;
-            let m = layer.mlp(&op("rms_norm", || layer.ffn_norm.forward(&h))?)?;
-            let m = op("rms_norm", || layer.post_ffn_norm.forward(&m))?;
-            h = op("add", || m + &h)?;
+            let a = traced!("rms_norm", "post_attention_norm", [n = layer.post_attn_norm, a], {
+                n.forward(a)
+            })?;
+            h = traced!("add", "residual", [a, h], a.add(h))?;
+            let x = traced!("rms_norm", "ffn_norm", [n = layer.ffn_norm, h], n.forward(h))?;
+            let m = layer.mlp(&x)?;
+            let m = traced!("rms_norm", "post_ffw_norm", [n = layer.post_ffn_norm, m], {
+                n.forward(m)
+            })?;
+            h = traced!("add", "residual", [m, h], m.add(h))?;
         }
         self.pos = index_pos + len;
         self.sliding_len = (self.sliding_len + len).min(window - 1);
 
         let last = h.i((.., len - 1, ..))?.reshape((b, self.cfg.hidden))?;
-        let last = op("rms_norm", || self.norm.forward(&last))?;
-        let mut logits = op("lm_head", || self.output.forward(&last))?;
+        let last = traced!("rms_norm", "output_norm", [n = self.norm, last], n.forward(last))?;
+        let mut logits = traced!("lm_head", "output", [w = self.output, last], w.forward(last))?;
         if let Some(cap) = self.cfg.final_logit_softcapping {
-            logits = ((logits / cap)?.tanh()? * cap)?;
+            logits = traced!("activation", "final logit soft-cap", [logits, cap], {
+                logits.affine(1. / cap, 0.)?.tanh()?.affine(*cap, 0.)
+            })?;
         }
         logits.to_dtype(DType::F32)
     }

@@ -2,10 +2,11 @@
 //! runs in the suite, each timed alone at that shape, against the measured step time of the
 //! same model and scenario.
 //!
-//! The ops are enumerated from the project's Gemma 3 ([`crate::models::gemma3_quantized`]):
-//! the same calls in the same order, on the model's own quantized weights (each distinct quant
-//! type and shape is one row whose calls go through every layer's tensor of it in turn, as the
-//! forward reads them), its RmsNorm weights, RoPE tables and embedding code.
+//! The ops are the forward's own ([`traced_ops`]): one step of the model as the suite loads it
+//! runs under an op trace, and each op it makes (the project's Gemma 3, Llama, Qwen2 and Qwen3
+//! mark theirs with `traced!`) is recorded with its inputs, its weights and its kernel; calls
+//! of the same kind, shape and types make one row, which replays them in turn (every layer's
+//! tensor, as the forward reads them).
 //! Each op runs on the suite's device and candle thread pools, with a device sync after each
 //! sample, criterion-style: a warm-up call, then samples of enough calls to last a couple of
 //! milliseconds; the row is the median per-call time of the samples with a bootstrap 95% CI.
@@ -29,12 +30,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::{gguf_file, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
-use candle_transformers::quantized_nn::RmsNorm;
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::generate::{generate, prompt_ids, Prompt};
@@ -43,7 +42,6 @@ use crate::error::{Error, Result};
 use crate::measure::device::sync;
 use crate::measure::inject::{around_op, profile_start, profile_take};
 use crate::measure::stats::{bootstrap_median_ci, median};
-use crate::models::gemma3_quantized::{attention_mask, Config, Embedding, Rope};
 use crate::models::quantized::dtype_name;
 use crate::models::CausalLm;
 
@@ -51,10 +49,10 @@ mod ggml;
 pub use ggml::*;
 #[allow(unused_imports)]
 use ggml::*;
-mod gemma3;
-pub use gemma3::*;
+mod forward;
+pub use forward::*;
 #[allow(unused_imports)]
-use gemma3::*;
+use forward::*;
 mod render;
 pub use render::*;
 #[allow(unused_imports)]
@@ -328,12 +326,6 @@ pub fn step_times(model: &mut dyn CausalLm, plan: &OpsPlan, trials: usize) -> Re
 /// profiled. CPU only: on a GPU an op's host time is its launch, not its work.
 pub fn profile_steps(model: &mut dyn CausalLm, plan: &OpsPlan, trials: usize) -> Result<InModel> {
     let vocab = model.meta().vocab;
-    let pick = |logits: &Tensor| -> Result<u32> {
-        Ok(logits
-            .to_dtype(DType::F32)?
-            .argmax(candle_core::D::Minus1)?
-            .to_scalar::<u32>()?)
-    };
     let mut walls = Vec::new();
     let mut total: BTreeMap<&'static str, (u64, Duration)> = BTreeMap::new();
     // Each kind's time in each kept step (us), a step that did not call it counting 0.
@@ -429,14 +421,6 @@ fn check_order(
     Ok(order)
 }
 
-fn cfg_vocab(ct: &gguf_file::Content) -> usize {
-    ct.tensor_infos
-        .get("token_embd.weight")
-        .and_then(|i| i.shape.dims2().ok())
-        .map(|(v, _)| v)
-        .unwrap_or(1000)
-}
-
 /// Times every op and fills the table's rows (the step time and roofs are the caller's).
 pub fn time_rows(
     benches: &mut [(Bench, Option<GgmlOp>)],
@@ -513,31 +497,53 @@ pub fn ids_of(program: &Path) -> std::path::PathBuf {
         .join("ggml-ids.txt")
 }
 
-/// Resolves `label` to the project's Gemma 3 on a GGUF file (what the per-op table
-/// enumerates): the resolved model and the file; otherwise one line saying what to use.
-pub fn gemma3_gguf(label: &str) -> Result<(crate::models::source::Resolved, std::path::PathBuf)> {
+/// Resolves `label` for the per-op table: a GGUF model on the project's own implementation
+/// (whose forward traces its ops): `?impl=modelbench` unless the reference names another,
+/// which is refused with the fix. Returns the resolved model and the file.
+pub fn ops_model(label: &str) -> Result<(crate::models::source::Resolved, std::path::PathBuf)> {
+    use crate::models::quantized::GgufImpl;
     let r = crate::models::source::ModelRef::parse(label)?;
-    let res = crate::engine::scenario::prepare(label, &r, &[])?;
+    let mut res = crate::engine::scenario::prepare(label, &r, &[])?;
     let path = match &res.weights {
         crate::models::Weights::Gguf(p) => p.clone(),
         _ => {
             return Err(Error::Report(format!(
-                "ops: `{label}` is not a GGUF model; the per-op table enumerates the project's quantized Gemma 3 (use gguf:<file | cached repo | fixture:gemma3>)"
+                "ops: `{label}` is not a GGUF model; the per-op table traces the project's quantized models (use gguf:<file | cached repo | fixture:NAME>)"
             )))
         }
     };
-    let imp = crate::models::quantized::GgufImpl::from_config(&res.config)
-        .unwrap_or_else(|| crate::models::quantized::GgufImpl::default_for(res.family));
-    if res.family != crate::models::Family::Gemma3
-        || imp != crate::models::quantized::GgufImpl::Modelbench
-    {
-        return Err(Error::Report(format!(
-            "ops: `{label}` runs as {} {}; the per-op table enumerates the project's own Gemma 3 only (gguf:<Gemma 3 file or repo>, or gguf:fixture:gemma3)",
-            res.family,
-            imp.name()
-        )));
+    match GgufImpl::from_config(&res.config) {
+        None if GgufImpl::Modelbench.supports(res.family) => {
+            res.config = serde_json::json!({ (GgufImpl::CONFIG_KEY): GgufImpl::Modelbench.name() });
+        }
+        Some(GgufImpl::Modelbench) => {}
+        _ => {
+            return Err(Error::Report(format!(
+                "ops: `{label}` is {}, which has no implementation of the project's here (the per-op table traces the project's Llama, Qwen2, Qwen3 and Gemma 3: gguf:<such a file>, without ?impl= or with ?impl=modelbench)",
+                res.family
+            )))
+        }
     }
     Ok((res, path))
+}
+
+/// `label` loaded for the per-op table at the plan's shape ([`ops_model`]), with its file's
+/// [`Hparams`] and the device.
+pub fn open_for_ops(
+    label: &str,
+    plan: &OpsPlan,
+    spec: crate::measure::device::DeviceSpec,
+) -> Result<(crate::models::loading::Loaded, Hparams, Device)> {
+    let (res, path) = ops_model(label)?;
+    let hp = {
+        let mut f = std::fs::File::open(&path).map_err(Error::io(&path))?;
+        let ct = gguf_file::Content::read(&mut f).map_err(|e| Error::weights(path.display(), e))?;
+        Hparams::of(&ct)
+    };
+    let dev = spec.open()?;
+    let dtype = spec.default_dtype();
+    let loaded = crate::models::loading::open(res, &dev, dtype, Some(plan.context()))?;
+    Ok((loaded, hp, dev))
 }
 
 /// The per-op table of model `label` at the plan's shape: the model loaded as the suite loads
@@ -571,15 +577,12 @@ pub fn measure(
         }
         None => None,
     };
-    let (res, path) = gemma3_gguf(label)?;
-    let dev = spec.open()?;
-    let dtype = spec.default_dtype();
-    let mut loaded = crate::models::loading::open(res, &dev, dtype, Some(plan.context()))?;
+    let (mut loaded, hp, dev) = open_for_ops(label, plan, spec)?;
     // Half the step's generations before the ops are timed and half after, so a machine whose
     // load drifts during the run weighs on both sides of the coverage alike.
     let first = plan.step_trials.div_ceil(2);
     let mut steps = step_times(loaded.model.as_mut(), plan, first)?;
-    let OpsSet { mut benches, order } = gemma3_ops(&path, plan, &dev)?;
+    let OpsSet { mut benches, order } = traced_ops(loaded.model.as_mut(), plan, hp)?;
     time_rows(&mut benches, &dev, plan, ids.as_ref(), progress)?;
     let order_note = match &order {
         Ok(order) => {
@@ -652,20 +655,22 @@ mod tests {
     use super::*;
 
     fn bench(kind: &str, calls: usize) -> (Bench, Option<GgmlOp>) {
-        let mut rows = Rows {
-            benches: Vec::new(),
-        };
-        rows.add(
-            kind,
-            kind,
-            "(1)".into(),
+        let row = OpRow {
+            kind: kind.into(),
+            op: kind.into(),
+            shape: "(1)".into(),
             calls,
-            4.0,
-            None,
-            None,
-            Box::new(|| Ok(())),
-        );
-        (rows.benches.pop().unwrap().0, None)
+            us: f64::NAN,
+            ci_us: None,
+            bytes: 4.0,
+            flops: None,
+            ggml: None,
+            ggml_us: None,
+            seq_us: None,
+            seq_ci_us: None,
+        };
+        let run = Box::new(|| Ok(()));
+        (Bench { row, run }, None)
     }
 
     #[test]
