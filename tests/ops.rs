@@ -155,7 +155,11 @@ fn every_family_the_project_implements_has_its_table() {
         assert_eq!(calls(&t, "matmul"), 7 * layers, "{fixture}: {out}");
         assert_eq!(calls(&t, "lm_head"), 1, "{fixture}: {out}");
         assert_eq!(calls(&t, "add"), adds * layers, "{fixture}: {out}");
-        assert_eq!(calls(&t, "rms_norm"), norms * layers + 1, "{fixture}: {out}");
+        assert_eq!(
+            calls(&t, "rms_norm"),
+            norms * layers + 1,
+            "{fixture}: {out}"
+        );
         assert_eq!(calls(&t, "kv_cache"), layers, "{fixture}: {out}");
         for k in ["attn_qk", "softmax", "attn_av", "activation", "mul"] {
             assert_eq!(calls(&t, k), layers, "{fixture} {k}: {out}");
@@ -170,7 +174,10 @@ fn every_family_the_project_implements_has_its_table() {
         );
         // Decode attends over depth + 1 keys: 2 query heads per KV head, 2 KV heads.
         assert!(out.contains("(1,2,2,17)"), "{fixture}: {out}");
-        assert!(t.rows.iter().all(|r| r.seq_us.is_some()), "{fixture}: {out}");
+        assert!(
+            t.rows.iter().all(|r| r.seq_us.is_some()),
+            "{fixture}: {out}"
+        );
     }
 }
 
@@ -306,7 +313,11 @@ fn bad_input_is_one_line_and_exit_2() {
             "no implementation of the project's",
         ),
         (
-            &["ops", "--model", "gguf:fixture:qwen2?impl=candle-transformers"],
+            &[
+                "ops",
+                "--model",
+                "gguf:fixture:qwen2?impl=candle-transformers",
+            ],
             "without ?impl= or with ?impl=modelbench",
         ),
         (

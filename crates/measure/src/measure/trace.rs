@@ -383,8 +383,11 @@ mod tests {
         start();
         let out = residual(&a, &h, &Opaque).unwrap();
         let w = QMatMul::from_qtensor(
-            QTensor::quantize(&Tensor::ones((32, 32), DType::F32, &dev).unwrap(), GgmlDType::Q8_0)
-                .unwrap(),
+            QTensor::quantize(
+                &Tensor::ones((32, 32), DType::F32, &dev).unwrap(),
+                GgmlDType::Q8_0,
+            )
+            .unwrap(),
         )
         .unwrap();
         let x = Tensor::ones((1, 32), DType::F32, &dev).unwrap();

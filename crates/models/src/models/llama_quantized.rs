@@ -276,7 +276,12 @@ impl Weights {
         let c = &self.cfg;
         let (x, spans) = step_input(seqs, self.layers.len(), self.context, &self.device)?;
         let total = x.dim(1)?;
-        let mut h = traced!("embedding", "token_embd rows", [e = self.embed, x], e.forward(x))?;
+        let mut h = traced!(
+            "embedding",
+            "token_embd rows",
+            [e = self.embed, x],
+            e.forward(x)
+        )?;
         // Each sequence's causal mask over its own cache (None for a single token).
         let dev = &self.device;
         let masks = spans
@@ -293,7 +298,12 @@ impl Weights {
         let rep = heads / kv_heads;
         let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
-            let a = traced!("rms_norm", "attn_norm", [n = layer.attn_norm, h], n.forward(h))?;
+            let a = traced!(
+                "rms_norm",
+                "attn_norm",
+                [n = layer.attn_norm, h],
+                n.forward(h)
+            )?;
             let (q, k, v) = (mm(li, 0, &a)?, mm(li, 1, &a)?, mm(li, 2, &a)?);
             let (q, k, v) = match &layer.qkv_bias {
                 Some([bq, bk, bv]) if self.wrong != Some(Wrong::ZeroBias) => (
@@ -364,7 +374,12 @@ impl Weights {
             };
             let a = mm(li, 3, &out)?;
             h = traced!("add", "residual", [a, h], a.add(h))?;
-            let x = traced!("rms_norm", "ffn_norm", [n = layer.ffn_norm, h], n.forward(h))?;
+            let x = traced!(
+                "rms_norm",
+                "ffn_norm",
+                [n = layer.ffn_norm, h],
+                n.forward(h)
+            )?;
             let gate = mm(li, 4, &x)?;
             let gate = traced!("activation", "silu", [gate], candle_nn::ops::silu(gate))?;
             let up = mm(li, 5, &x)?;
@@ -377,7 +392,12 @@ impl Weights {
         }
 
         last_logits(&h, &spans, seqs.iter().map(|s| s.logits), |last| {
-            let last = traced!("rms_norm", "output_norm", [n = self.norm, last], n.forward(last))?;
+            let last = traced!(
+                "rms_norm",
+                "output_norm",
+                [n = self.norm, last],
+                n.forward(last)
+            )?;
             mm(self.layers.len(), 0, &last)
         })
     }

@@ -336,11 +336,21 @@ impl Layer {
         let q = q.reshape((b, len, s.heads, s.head_dim))?;
         let k = k.reshape((b, len, s.kv_heads, s.head_dim))?;
         let v = v.reshape((b, len, s.kv_heads, s.head_dim))?;
-        let q = traced!("rms_norm", "attn_q_norm", [n = self.q_norm, q], n.forward(q))?
-            .transpose(1, 2)?;
+        let q = traced!(
+            "rms_norm",
+            "attn_q_norm",
+            [n = self.q_norm, q],
+            n.forward(q)
+        )?
+        .transpose(1, 2)?;
         let q = traced!("copy", "q transpose", [q], q.contiguous())?;
-        let k = traced!("rms_norm", "attn_k_norm", [n = self.k_norm, k], n.forward(k))?
-            .transpose(1, 2)?;
+        let k = traced!(
+            "rms_norm",
+            "attn_k_norm",
+            [n = self.k_norm, k],
+            n.forward(k)
+        )?
+        .transpose(1, 2)?;
         let k = traced!("copy", "k, v transpose", [k], k.contiguous())?;
         let v = v.transpose(1, 2)?;
         let v = traced!("copy", "k, v transpose", [v], v.contiguous())?;
@@ -532,7 +542,12 @@ impl SingleSeq for ModelWeights {
                 self.context
             );
         }
-        let h = traced!("embedding", "token_embd rows", [e = self.embed, x], e.forward(x))?;
+        let h = traced!(
+            "embedding",
+            "token_embd rows",
+            [e = self.embed, x],
+            e.forward(x)
+        )?;
         let sqrt_hidden = (self.cfg.hidden as f64).sqrt();
         let mut h = traced!("scale", "embedding * sqrt(hidden)", [h, sqrt_hidden], {
             h.affine(*sqrt_hidden, 0.)
@@ -540,11 +555,16 @@ impl SingleSeq for ModelWeights {
 
         let dev = &self.device;
         let mask = |k0: usize, n_k: usize, window: Option<usize>| -> Result<Option<Tensor>> {
-            traced!("mask", "mask build (host)", [index_pos, len, k0, n_k, window, dev], {
-                attention_mask(*index_pos, *len, *k0, *n_k, *window)
-                    .map(|m| Tensor::from_vec(m, (*len, *n_k), dev))
-                    .transpose()
-            })
+            traced!(
+                "mask",
+                "mask build (host)",
+                [index_pos, len, k0, n_k, window, dev],
+                {
+                    attention_mask(*index_pos, *len, *k0, *n_k, *window)
+                        .map(|m| Tensor::from_vec(m, (*len, *n_k), dev))
+                        .transpose()
+                }
+            )
         };
         let window = self.cfg.sliding_window.max(1);
         let global_mask = mask(0, index_pos + len, None)?;
@@ -560,13 +580,26 @@ impl SingleSeq for ModelWeights {
             } else {
                 (&self.rope_global, global_mask.as_ref())
             };
-            let a = traced!("rms_norm", "attn_norm", [n = layer.attn_norm, h], n.forward(h))?;
+            let a = traced!(
+                "rms_norm",
+                "attn_norm",
+                [n = layer.attn_norm, h],
+                n.forward(h)
+            )?;
             let a = layer.attention(&a, index_pos, rope, mask, &shape)?;
-            let a = traced!("rms_norm", "post_attention_norm", [n = layer.post_attn_norm, a], {
+            let a = traced!(
+                "rms_norm",
+                "post_attention_norm",
+                [n = layer.post_attn_norm, a],
                 n.forward(a)
-            })?;
+            )?;
             h = traced!("add", "residual", [a, h], a.add(h))?;
-            let x = traced!("rms_norm", "ffn_norm", [n = layer.ffn_norm, h], n.forward(h))?;
+            let x = traced!(
+                "rms_norm",
+                "ffn_norm",
+                [n = layer.ffn_norm, h],
+                n.forward(h)
+            )?;
             let m = layer.mlp(&x)?;
             let m = traced!("rms_norm", "post_ffw_norm", [n = layer.post_ffn_norm, m], {
                 n.forward(m)
@@ -577,8 +610,18 @@ impl SingleSeq for ModelWeights {
         self.sliding_len = (self.sliding_len + len).min(window - 1);
 
         let last = h.i((.., len - 1, ..))?.reshape((b, self.cfg.hidden))?;
-        let last = traced!("rms_norm", "output_norm", [n = self.norm, last], n.forward(last))?;
-        let mut logits = traced!("lm_head", "output", [w = self.output, last], w.forward(last))?;
+        let last = traced!(
+            "rms_norm",
+            "output_norm",
+            [n = self.norm, last],
+            n.forward(last)
+        )?;
+        let mut logits = traced!(
+            "lm_head",
+            "output",
+            [w = self.output, last],
+            w.forward(last)
+        )?;
         if let Some(cap) = self.cfg.final_logit_softcapping {
             logits = traced!("activation", "final logit soft-cap", [logits, cap], {
                 logits.affine(1. / cap, 0.)?.tanh()?.affine(*cap, 0.)

@@ -52,17 +52,15 @@ pub fn traced_ops(model: &mut dyn CausalLm, plan: &OpsPlan, hp: Hparams) -> Resu
         }
     };
     trace::start();
-    let step = model
-        .forward(&ids, pos)
-        .and_then(|logits| {
-            traced!("sampling", "argmax + to host", [logits], {
-                logits
-                    .to_dtype(DType::F32)?
-                    .argmax(candle_core::D::Minus1)?
-                    .to_scalar::<u32>()
-            })
-            .map_err(Error::from)
-        });
+    let step = model.forward(&ids, pos).and_then(|logits| {
+        traced!("sampling", "argmax + to host", [logits], {
+            logits
+                .to_dtype(DType::F32)?
+                .argmax(candle_core::D::Minus1)?
+                .to_scalar::<u32>()
+        })
+        .map_err(Error::from)
+    });
     let ops = trace::take();
     step?;
     if !ops.iter().any(|o| o.kind == "matmul") {
