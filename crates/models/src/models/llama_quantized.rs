@@ -39,8 +39,8 @@ use candle_transformers::quantized_nn::RmsNorm;
 
 use super::gemma3_quantized::{attention_mask, Embedding, Proj};
 use super::quantized_parts::{
-    forward_start, last_logits, note_append, open_gguf, read_projections, step_input, RopeTables,
-    SingleSeq, PROJECTIONS, PROJECTION_NAMES,
+    forward_start, last_logits, norm, note_append, open_gguf, read_projections, residual,
+    step_input, RopeTables, SingleSeq, PROJECTIONS, PROJECTION_NAMES,
 };
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
 // each op of its kind; unset, one relaxed atomic load per op.
@@ -298,12 +298,7 @@ impl Weights {
         let rep = heads / kv_heads;
         let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
-            let a = traced!(
-                "rms_norm",
-                "attn_norm",
-                [n = layer.attn_norm, h],
-                n.forward(h)
-            )?;
+            let a = norm("attn_norm", &layer.attn_norm, &h)?;
             let (q, k, v) = (mm(li, 0, &a)?, mm(li, 1, &a)?, mm(li, 2, &a)?);
             let (q, k, v) = match &layer.qkv_bias {
                 Some([bq, bk, bv]) if self.wrong != Some(Wrong::ZeroBias) => (
@@ -317,10 +312,9 @@ impl Weights {
             let k = k.reshape((1, total, kv_heads, hd))?;
             let v = v.reshape((1, total, kv_heads, hd))?;
             let (q, k) = match &layer.qk_norm {
-                Some((qn, kn)) if self.wrong != Some(Wrong::SkipQkNorm) => (
-                    traced!("rms_norm", "attn_q_norm", [n = qn, q], n.forward(q))?,
-                    traced!("rms_norm", "attn_k_norm", [n = kn, k], n.forward(k))?,
-                ),
+                Some((qn, kn)) if self.wrong != Some(Wrong::SkipQkNorm) => {
+                    (norm("attn_q_norm", qn, &q)?, norm("attn_k_norm", kn, &k)?)
+                }
                 _ => (q, k),
             };
             let mut outs = Vec::with_capacity(seqs.len());
@@ -373,31 +367,21 @@ impl Weights {
                 traced!("copy", "sequences cat", [outs], Tensor::cat(outs, 1))?
             };
             let a = mm(li, 3, &out)?;
-            h = traced!("add", "residual", [a, h], a.add(h))?;
-            let x = traced!(
-                "rms_norm",
-                "ffn_norm",
-                [n = layer.ffn_norm, h],
-                n.forward(h)
-            )?;
+            h = residual(&a, &h)?;
+            let x = norm("ffn_norm", &layer.ffn_norm, &h)?;
             let gate = mm(li, 4, &x)?;
             let gate = traced!("activation", "silu", [gate], candle_nn::ops::silu(gate))?;
             let up = mm(li, 5, &x)?;
             let hm = traced!("mul", "gate * up", [gate, up], gate.mul(up))?;
             let m = mm(li, 6, &hm)?;
-            h = traced!("add", "residual", [m, h], m.add(h))?;
+            h = residual(&m, &h)?;
         }
         for (sq, &(_, len, pos)) in seqs.iter_mut().zip(&spans) {
             sq.cache.pos = pos + len;
         }
 
         last_logits(&h, &spans, seqs.iter().map(|s| s.logits), |last| {
-            let last = traced!(
-                "rms_norm",
-                "output_norm",
-                [n = self.norm, last],
-                n.forward(last)
-            )?;
+            let last = norm("output_norm", &self.norm, last)?;
             mm(self.layers.len(), 0, &last)
         })
     }

@@ -121,6 +121,16 @@ impl Describe for Embedding {
     }
 }
 
+/// `n` (an RmsNorm the forward calls `what`) over `x`, a traced op.
+pub fn norm(what: &'static str, n: &RmsNorm, x: &Tensor) -> Result<Tensor> {
+    traced!("rms_norm", what, [n, x], n.forward(x))
+}
+
+/// The residual add `a + h`, a traced op.
+pub fn residual(a: &Tensor, h: &Tensor) -> Result<Tensor> {
+    traced!("add", "residual", [a, h], a.add(h))
+}
+
 /// Records (in an op trace: [`trace::note`]) the append `c.append(&k, &v)` has just made: the
 /// keys and values written into the cache's buffers at the positions they took.
 pub fn note_append(c: &candle_nn::kv_cache::KvCache, k: Tensor, v: Tensor) {

@@ -43,7 +43,7 @@ use super::host_ops;
 use super::q8_matmul::{self, PackedK, PackedQ8_0};
 pub use super::quantized_parts::Embedding;
 use super::quantized_parts::{
-    forward_start, open_gguf, read_projections, RopeTables, SingleSeq, PROJECTIONS,
+    forward_start, norm, open_gguf, read_projections, residual, RopeTables, SingleSeq, PROJECTIONS,
 };
 use crate::measure::inject::around_op as op;
 use modelbench_measure::traced;
@@ -336,21 +336,9 @@ impl Layer {
         let q = q.reshape((b, len, s.heads, s.head_dim))?;
         let k = k.reshape((b, len, s.kv_heads, s.head_dim))?;
         let v = v.reshape((b, len, s.kv_heads, s.head_dim))?;
-        let q = traced!(
-            "rms_norm",
-            "attn_q_norm",
-            [n = self.q_norm, q],
-            n.forward(q)
-        )?
-        .transpose(1, 2)?;
+        let q = norm("attn_q_norm", &self.q_norm, &q)?.transpose(1, 2)?;
         let q = traced!("copy", "q transpose", [q], q.contiguous())?;
-        let k = traced!(
-            "rms_norm",
-            "attn_k_norm",
-            [n = self.k_norm, k],
-            n.forward(k)
-        )?
-        .transpose(1, 2)?;
+        let k = norm("attn_k_norm", &self.k_norm, &k)?.transpose(1, 2)?;
         let k = traced!("copy", "k, v transpose", [k], k.contiguous())?;
         let v = v.transpose(1, 2)?;
         let v = traced!("copy", "k, v transpose", [v], v.contiguous())?;
@@ -580,42 +568,20 @@ impl SingleSeq for ModelWeights {
             } else {
                 (&self.rope_global, global_mask.as_ref())
             };
-            let a = traced!(
-                "rms_norm",
-                "attn_norm",
-                [n = layer.attn_norm, h],
-                n.forward(h)
-            )?;
+            let a = norm("attn_norm", &layer.attn_norm, &h)?;
             let a = layer.attention(&a, index_pos, rope, mask, &shape)?;
-            let a = traced!(
-                "rms_norm",
-                "post_attention_norm",
-                [n = layer.post_attn_norm, a],
-                n.forward(a)
-            )?;
-            h = traced!("add", "residual", [a, h], a.add(h))?;
-            let x = traced!(
-                "rms_norm",
-                "ffn_norm",
-                [n = layer.ffn_norm, h],
-                n.forward(h)
-            )?;
+            let a = norm("post_attention_norm", &layer.post_attn_norm, &a)?;
+            h = residual(&a, &h)?;
+            let x = norm("ffn_norm", &layer.ffn_norm, &h)?;
             let m = layer.mlp(&x)?;
-            let m = traced!("rms_norm", "post_ffw_norm", [n = layer.post_ffn_norm, m], {
-                n.forward(m)
-            })?;
-            h = traced!("add", "residual", [m, h], m.add(h))?;
+            let m = norm("post_ffw_norm", &layer.post_ffn_norm, &m)?;
+            h = residual(&m, &h)?;
         }
         self.pos = index_pos + len;
         self.sliding_len = (self.sliding_len + len).min(window - 1);
 
         let last = h.i((.., len - 1, ..))?.reshape((b, self.cfg.hidden))?;
-        let last = traced!(
-            "rms_norm",
-            "output_norm",
-            [n = self.norm, last],
-            n.forward(last)
-        )?;
+        let last = norm("output_norm", &self.norm, &last)?;
         let mut logits = traced!(
             "lm_head",
             "output",
