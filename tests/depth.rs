@@ -2,7 +2,7 @@
 //! and bad input (backend, depths) as one line with exit 2.
 
 mod common;
-use common::{assert_bad_input, modelbench};
+use common::{assert_bad_input, modelbench, modelbench_cmd};
 
 #[test]
 fn depth_sweep_writes_records_csv_and_png() {
@@ -83,6 +83,68 @@ fn depth_sweep_writes_records_csv_and_png() {
     assert_eq!(csv.lines().count(), 5, "{csv}");
     let png = std::fs::read(run.join("depth.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+/// The decode tok/s of one `depth` run (fixture:llama, depth 16, 32 tokens, 7 trials), with
+/// `inject` as MODELBENCH_INJECT_SLOWDOWN.
+fn depth_decode_tok_s(inject: Option<&str>) -> f64 {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = modelbench_cmd(tmp.path());
+    c.args([
+        "depth",
+        "--model",
+        "fixture:llama",
+        "--depths",
+        "16",
+        "--prompt",
+        "4",
+        "--gen",
+        "32",
+        "--trials",
+        "7",
+        "--warmup",
+        "1",
+    ]);
+    match inject {
+        Some(i) => c.env("MODELBENCH_INJECT_SLOWDOWN", i),
+        None => c.env_remove("MODELBENCH_INJECT_SLOWDOWN"),
+    };
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("results.jsonl").is_file())
+        .expect("a run folder");
+    let rec: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(run.join("results.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    rec["gen"]["decode_tok_s"].as_f64().unwrap()
+}
+
+/// The suite's injected decode slowdown reaches the depth group's own decode loop (issue 47:
+/// it decoded outside the engine's injection point): `decode:900%` makes each step 10x as
+/// long, so decode tok/s falls to about a tenth, while an unchanged rerun stays near the
+/// first run (the bounds leave room for a loaded machine: two unchanged runs have differed
+/// 2.8x here while a build shared the two cores).
+#[test]
+fn an_injected_decode_slowdown_reaches_the_depth_loop() {
+    let base = depth_decode_tok_s(None);
+    let again = depth_decode_tok_s(None);
+    let slow = depth_decode_tok_s(Some("decode:900%"));
+    assert!(
+        slow / base < 0.4,
+        "injected: {slow:.1} tok/s against {base:.1} (expected about 0.1x)"
+    );
+    assert!(
+        again / base > 0.4 && again / base < 2.5,
+        "unchanged rerun: {again:.1} tok/s against {base:.1}"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@ use crate::engine::generate::prompt_ids;
 use crate::error::{Error, Result};
 use crate::measure::calibration::Calibration;
 use crate::measure::device::{sync, DeviceSpec};
+use crate::measure::inject;
 use crate::measure::memory;
 use crate::measure::stats::{median, percentiles};
 use crate::models::loading::Loaded;
@@ -162,6 +163,9 @@ impl Workload for Depth<'_> {
             let t = Instant::now();
             argmax(m, &ids, d)?;
             sync(m.device())?;
+            // The suite's injected slowdown (MODELBENCH_INJECT_SLOWDOWN) reaches this loop as
+            // it reaches the engine's: inside the timed region, after each step.
+            inject::after_step(true, t.elapsed());
             out.prefill = Some(t.elapsed());
         }
         if self.gen > 0 {
@@ -171,7 +175,10 @@ impl Workload for Depth<'_> {
             let t = Instant::now();
             let mut next = first;
             for i in 0..self.gen {
+                let step = Instant::now();
                 next = argmax(m, &[next], d + i)?;
+                // Each step reads its token back (argmax to the host): the step is done here.
+                inject::after_step(false, step.elapsed());
             }
             sync(m.device())?;
             out.decode = Some(t.elapsed());
