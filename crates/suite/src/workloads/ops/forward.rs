@@ -491,3 +491,145 @@ pub fn rows_of(ops: Vec<Traced>, hp: Hparams) -> OpsSet {
     let order = check_order(&benches, order);
     OpsSet { benches, order }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::GgmlDType;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    fn t(dims: &[usize]) -> Arg {
+        Arg {
+            dims: dims.to_vec(),
+            stride: None,
+            ty: ArgType::Dense(DType::F32),
+            bytes: dims.iter().product::<usize>() * 4,
+            weight: false,
+        }
+    }
+
+    fn op(kind: &'static str, what: &'static str, args: Vec<Arg>, out: &[usize]) -> Traced {
+        Traced {
+            kind,
+            what,
+            args,
+            out: vec![t(out)],
+            replay: Box::new(|| Ok(())),
+        }
+    }
+
+    const HP: Hparams = Hparams {
+        eps: 1e-6,
+        rope_base: 1e6,
+    };
+
+    /// ggml's MUL_MAT takes src0 as [K, N] (the weight, or the right operand transposed) and
+    /// src1 as [K, M], giving [N, M], as llama.cpp's graph builds attention: `kq =
+    /// ggml_mul_mat(k, q)` with k [head_dim, n_kv, heads], q [head_dim, n_tokens, heads] ->
+    /// [n_kv, n_tokens, heads]; then `ggml_mul_mat(v^T, kq)`. Shapes of Qwen2.5 0.5B at depth 32.
+    #[test]
+    fn the_attention_matmuls_are_ggml_mul_mats_of_the_right_orientation() {
+        let qk = op(
+            "attn_qk",
+            "q k^T",
+            vec![t(&[1, 2, 7, 64]), t(&[1, 2, 64, 33])],
+            &[1, 2, 7, 33],
+        );
+        let g = ggml_of(&qk, HP).unwrap();
+        assert_eq!((g.op, g.ne), ("MUL_MAT", [33, 7, 2, 1]));
+        assert_eq!(g.srcs[0].ne, [64, 33, 2, 1]);
+        assert_eq!(g.srcs[1].ne, [64, 7, 2, 1]);
+        assert_eq!(flops_of(&qk), Some(2.0 * (2 * 7 * 64 * 33) as f64));
+        let av = op(
+            "attn_av",
+            "scores v",
+            vec![t(&[1, 2, 7, 33]), t(&[1, 2, 33, 64])],
+            &[1, 2, 7, 64],
+        );
+        let g = ggml_of(&av, HP).unwrap();
+        assert_eq!(g.ne, [64, 7, 2, 1]);
+        assert_eq!(g.srcs[0].ne, [33, 64, 2, 1]);
+        assert_eq!(g.srcs[1].ne, [33, 7, 2, 1]);
+    }
+
+    #[test]
+    fn a_weight_matmul_reads_its_shape_and_type_from_the_weight() {
+        let w = Arg::quant(&[4864, 896], GgmlDType::Q5_0, 4864 * 896 / 32 * 22);
+        let mm = op(
+            "matmul",
+            "ffn_gate",
+            vec![w, t(&[1, 1, 896])],
+            &[1, 1, 4864],
+        );
+        assert_eq!(shape_of(&mm), "m=1 n=4864 k=896");
+        let g = ggml_of(&mm, HP).unwrap();
+        assert_eq!(g.srcs[0].ty, "q5_0");
+        assert_eq!((g.ne, g.srcs[0].ne), ([4864, 1, 1, 1], [896, 4864, 1, 1]));
+        // Weight bytes + input + output, f32.
+        let want = (4864 * 896 / 32 * 22 + 4 * 896 + 4 * 4864) as f64;
+        assert_eq!(bytes_of(&mm), want);
+    }
+
+    #[test]
+    fn a_strided_copy_is_a_cont_of_the_views_strides() {
+        // (1, m=3, heads=2, d=4) transposed to (1, 2, 3, 4): strides (24, 4, 8, 1).
+        let mut v = t(&[1, 2, 3, 4]);
+        v.stride = Some(vec![24, 4, 8, 1]);
+        let c = op("copy", "q transpose", vec![v], &[1, 2, 3, 4]);
+        let g = ggml_of(&c, HP).unwrap();
+        assert_eq!((g.op, g.ne), ("CONT", [4, 3, 2, 1]));
+        assert_eq!(g.srcs[0].nb, Some([4, 32, 16, 96]));
+        assert_eq!(shape_of(&c), "(1,2,3,4)->(1,2,3,4)");
+        // A contiguous input is no ggml case.
+        assert!(ggml_of(&op("copy", "x", vec![t(&[1, 2])], &[1, 2]), HP).is_none());
+    }
+
+    #[test]
+    fn calls_of_one_kind_shape_and_types_are_one_row_in_the_forwards_order() {
+        let ran = Rc::new(Cell::new(Vec::<usize>::new()));
+        let mk = |kind, what, args: Vec<Arg>, id: usize| {
+            let ran = ran.clone();
+            Traced {
+                kind,
+                what,
+                args,
+                out: vec![],
+                replay: Box::new(move || {
+                    let mut v = ran.take();
+                    v.push(id);
+                    ran.set(v);
+                    Ok(())
+                }),
+            }
+        };
+        let q8 = |n, k| Arg::quant(&[n, k], GgmlDType::Q8_0, n * k / 32 * 34);
+        let ops = vec![
+            mk("matmul", "attn_q", vec![q8(64, 64), t(&[1, 1, 64])], 0),
+            mk("add", "attn_q bias", vec![t(&[1, 1, 64]), t(&[64])], 1),
+            mk("matmul", "attn_output", vec![q8(64, 64), t(&[1, 1, 64])], 2),
+            mk("add", "residual", vec![t(&[1, 1, 64]), t(&[1, 1, 64])], 3),
+            mk("matmul", "attn_q", vec![q8(64, 64), t(&[1, 1, 64])], 4),
+            mk("add", "residual", vec![t(&[1, 1, 64]), t(&[1, 1, 64])], 5),
+        ];
+        let OpsSet { mut benches, order } = rows_of(ops, HP);
+        let rows: Vec<(&str, &str, usize)> = benches
+            .iter()
+            .map(|(b, _)| (b.row.kind.as_str(), b.row.op.as_str(), b.row.calls))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("matmul", "attn_q, attn_output (q8_0)", 3),
+                ("add", "attn_q bias", 1),
+                ("add", "residual", 2),
+            ]
+        );
+        assert_eq!(order.unwrap(), vec![0, 1, 0, 2, 0, 2]);
+        // A row's calls replay the recorded ops in turn.
+        for _ in 0..4 {
+            (benches[0].0.run)().unwrap();
+        }
+        assert_eq!(ran.take(), vec![0, 2, 4, 0]);
+    }
+}
