@@ -379,7 +379,7 @@ fn main() -> ExitCode {
         Cmd::Load(a) => ok(app::load::load(a)),
         Cmd::Power(a) => app::power::power(a),
         Cmd::Peers(a) => ok(app::peers::peers(a)),
-        Cmd::Ops(a) => ok(app::ops::ops_cmd(a)),
+        Cmd::Ops(a) => verdicts::candle_ops::ops(a),
         Cmd::Train(a) => ok(app::train::train(a)),
         Cmd::TrainSweep(a) => app::train_sweep::train_sweep(a),
         Cmd::Sweep(a) => ok(app::sweep::sweep(a)),

@@ -20,6 +20,7 @@ pub mod list;
 pub mod load;
 pub mod moe;
 pub mod ops;
+pub mod ops_table;
 pub mod peers;
 pub mod perplexity;
 pub mod power;

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub use super::ops_table::{candles_line, read_saved, same_step, SavedTable};
 use crate::workloads::ops::{self, OpsPlan, Phase};
 
 /// `modelbench ops`.
@@ -41,6 +42,11 @@ pub struct OpsArgs {
     /// With --base: the growth that counts, as a share of the base step (default 5%).
     #[arg(long, default_value = "5%")]
     pub threshold: String,
+    /// Measure with this repository's HEAD built against this Candle (a crates.io version
+    /// such as 0.11.0, or the folder of a Candle checkout or copied crate), as `compare --paired
+    /// --new-candle` builds a side (kept under target/paired/); the table's JSON names it.
+    #[arg(long, value_name = "VERSION|PATH")]
+    pub candle: Option<String>,
     /// Fewer repetitions (5 samples per op, 2 generations for the step): a quick look, and
     /// what the tests and the regression profiles run.
     #[arg(long)]
@@ -57,7 +63,19 @@ pub fn parse_phase(s: &str) -> crate::Result<Phase> {
     }
 }
 
-pub fn ops_cmd(a: OpsArgs) -> crate::Result<()> {
+/// What `ops` will measure, its arguments checked (nothing measured or built yet).
+pub struct Prepared {
+    pub plan: OpsPlan,
+    pub peer: Option<PathBuf>,
+    pub spec: crate::measure::device::DeviceSpec,
+    pub threshold: f64,
+    /// The `--base` table, checked to be of the same model and step.
+    pub base: Option<SavedTable>,
+}
+
+/// Checks the arguments (each failure one line naming the flag): `ops --candle` calls it
+/// before it builds anything.
+pub fn prepare(a: &OpsArgs) -> crate::Result<Prepared> {
     let phase = parse_phase(&a.scenario)?;
     ensure!(
         !(phase == Phase::Prefill && a.depth.is_some()),
@@ -79,14 +97,35 @@ pub fn ops_cmd(a: OpsArgs) -> crate::Result<()> {
     let (spec, _) = crate::app::args::device_and_dtype(&a.device, None)?;
     let threshold = crate::output::compare::parse_threshold(&a.threshold)
         .map_err(|e| fail!("--threshold: {e}"))?;
-    let base = match &a.base {
-        Some(p) => Some(read_table(p)?),
-        None => None,
-    };
     let mut plan = OpsPlan::for_scenario(phase, a.depth, a.prompt_tokens);
     if a.quick {
         plan = plan.quick();
     }
+    let base = match &a.base {
+        Some(p) => {
+            let b = read_saved(p)?;
+            same_step(&b, p, &a.model, &plan)?;
+            Some(b)
+        }
+        None => None,
+    };
+    Ok(Prepared {
+        plan,
+        peer,
+        spec,
+        threshold,
+        base,
+    })
+}
+
+pub fn ops_cmd(a: OpsArgs) -> crate::Result<()> {
+    let Prepared {
+        plan,
+        peer,
+        spec,
+        threshold,
+        base,
+    } = prepare(&a)?;
     let table = ops::measure(&a.model, &plan, spec, peer.as_deref(), &mut |r| {
         eprintln!(
             "  {:<10} {:<48} {:>10.2} us x {}",
@@ -95,30 +134,21 @@ pub fn ops_cmd(a: OpsArgs) -> crate::Result<()> {
     })?;
     let md = table.render();
     print!("{md}");
+    let saved = SavedTable::of_this_build(table);
     if let Some(p) = &a.json {
-        crate::util::fsio::atomic_write(p, super::json_text(&table).as_bytes())?;
+        crate::util::fsio::atomic_write(p, super::json_text(&saved).as_bytes())?;
     }
     if let Some(p) = &a.md {
         crate::util::fsio::atomic_write(p, md.as_bytes())?;
     }
     if let Some(b) = &base {
-        println!("{}", ops::grew_most_line(b, &table, threshold));
+        println!("{}", candles_line(b, &saved));
+        println!("{}", ops::grew_most_line(&b.table, &saved.table, threshold));
     }
     Ok(())
 }
 
-/// A table written by `ops --json`.
+/// A table written by `ops --json` (its Candle label dropped).
 pub fn read_table(p: &std::path::Path) -> crate::Result<ops::OpsTable> {
-    let text = std::fs::read_to_string(p).map_err(|e| {
-        fail!(
-            "{}: {e} (write one with `modelbench ops --json`)",
-            p.display()
-        )
-    })?;
-    serde_json::from_str(&text).map_err(|e| {
-        fail!(
-            "{}: not a per-op table from `modelbench ops --json` ({e})",
-            p.display()
-        )
-    })
+    read_saved(p).map(|s| s.table)
 }

@@ -13,6 +13,9 @@
 //! GOOD's and the step's workers side by side, ABBA, on the benchmark's scenario and model, so
 //! machine drift between the two builds' measurements does not enter the verdict.
 //!
+//! With `--candle-repo PATH` GOOD and BAD are revisions of a Candle git history instead, and
+//! this repository's HEAD is built against each Candle commit: [`super::candle_bisect`].
+//!
 //! Every step's run folder is kept under target-reports/bisect-<time>/<commit>/ (the
 //! commands see MODELBENCH_REPORTS pointing there, and MODELBENCH_DB=off so the scratch runs
 //! stay out of the history). `{bench}` in --build/--run is replaced by the benchmark id.
@@ -25,7 +28,9 @@ use crate::output::compare::{compare_runs, parse_threshold, render, Comparison};
 use crate::output::record::Record;
 use crate::output::report::{list_runs, read_run, reports_root};
 use crate::verdicts::build::{git, rev_parse};
-use crate::verdicts::paired::{check, run_paired, PairedOpts, PairedOutcome, DEFAULT_THRESHOLD};
+use crate::verdicts::paired::{
+    check, run_paired, MetricVerdict, PairedOpts, PairedOutcome, DEFAULT_THRESHOLD,
+};
 use crate::Result;
 
 #[derive(clap::Args)]
@@ -54,9 +59,22 @@ pub struct BisectArgs {
     /// medium/cpu-f32/fixture:llama`, or a scenario: fixture:llama); default threshold 2%.
     #[arg(long)]
     pub paired: bool,
-    /// With --paired: pairs per comparison.
+    /// With --paired: pairs per comparison (with --max-pairs above it: per look).
     #[arg(long, default_value_t = 60)]
     pub pairs: usize,
+    /// With --paired: the cap on pairs per comparison, in looks of --pairs until every metric
+    /// is decided or one regressed (`compare --paired --stop-on-regression`). Default: --pairs
+    /// (one fixed look; Undecided counts as good) for commits, 4 x --pairs for --candle-repo
+    /// (Undecided skips the commit).
+    #[arg(long = "max-pairs")]
+    pub max_pairs: Option<usize>,
+    /// Bisect a Candle git history instead of this repository's: GOOD and BAD are revisions of
+    /// this Candle git checkout or bare clone; each step builds this repository's HEAD against
+    /// the Candle commit (as `compare --paired --new-candle`) and judges it paired against GOOD
+    /// on --bench's scenario and model (implies --paired; README "Benchmarking a Candle
+    /// change").
+    #[arg(long = "candle-repo", value_name = "PATH")]
+    pub candle_repo: Option<PathBuf>,
 }
 
 /// The build command of a bisection.
@@ -70,8 +88,10 @@ fn build_cmd(build: &Option<String>, paired: bool) -> String {
     })
 }
 
-/// `--bench` as a paired comparison's scenario and model: `scenario[/target/model]`.
-fn paired_target(bench: &str, pairs: usize) -> Result<PairedOpts> {
+/// `--bench` as a paired comparison's scenario and model: `scenario[/target/model]`; one
+/// fixed look of `pairs`, or (`max_pairs` above it) looks of `pairs` up to `max_pairs` that
+/// stop at the first regression.
+pub(crate) fn paired_target(bench: &str, pairs: usize, max_pairs: usize) -> Result<PairedOpts> {
     let mut parts = bench.splitn(3, '/');
     let scenario = parts.next().unwrap_or_default();
     let model = parts.nth(1).unwrap_or("fixture:llama");
@@ -81,10 +101,13 @@ fn paired_target(bench: &str, pairs: usize) -> Result<PairedOpts> {
         )
     })?;
     let mut o = PairedOpts::for_model(model, scenario);
-    // One fixed look per commit: a bisection measures several commits, each with a
-    // predictable cost, and only asks "regressed or not" (Undecided counts as good).
+    // By default one fixed look per commit: a bisection measures several commits, each with
+    // a predictable cost, and only asks "regressed or not" (Undecided counts as good). With
+    // more looks (a Candle bisection, where Undecided skips the commit) it stops at the first
+    // regression: only "regressed or not" is asked.
     o.pairs = pairs;
-    o.max_pairs = pairs;
+    o.max_pairs = max_pairs.max(pairs);
+    o.stop_on_regression = o.max_pairs > pairs;
     o.blocks = o.blocks.min(pairs / 2).max(1);
     check(&o)?;
     Ok(o)
@@ -112,6 +135,8 @@ pub struct StepArgs {
     pub good_exe: Option<PathBuf>,
     #[arg(long, default_value_t = 60)]
     pub pairs: usize,
+    #[arg(long = "max-pairs")]
+    pub max_pairs: Option<usize>,
 }
 
 /// The commit a ref names.
@@ -196,16 +221,54 @@ fn build_exe(build: &str, dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// Paired mode's gate: GOOD's executable against this one on the benchmark.
-fn paired_gate(
+pub(crate) fn paired_gate(
     good: &Path,
     new: &Path,
     new_name: &str,
-    bench: &str,
-    pairs: usize,
+    o: &PairedOpts,
     t: f64,
 ) -> Result<PairedOutcome> {
-    let o = paired_target(bench, pairs)?;
-    run_paired((good, "GOOD"), (new, new_name), t, &o)
+    run_paired((good, "GOOD"), (new, new_name), t, o)
+}
+
+/// What one bisection step found, as `git bisect run` reads its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judged {
+    Good,
+    Bad,
+    /// Not judged (the build failed, or the verdict stayed open): why, in one line.
+    Skip(String),
+}
+
+impl Judged {
+    /// `git bisect run`'s code: 0 good, 1 bad, 125 skip.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Judged::Good => 0,
+            Judged::Bad => 1,
+            Judged::Skip(_) => 125,
+        }
+    }
+
+    /// A paired outcome as a step: any metric flagged a regression is bad; otherwise an
+    /// Undecided metric (its interval straddles the threshold) is good when `undecided_good`
+    /// (a commit bisection's one fixed look), else a skip naming the open metrics.
+    pub fn of(p: &PairedOutcome, undecided_good: bool) -> Judged {
+        if p.regressions > 0 {
+            return Judged::Bad;
+        }
+        let open: Vec<String> = p
+            .metrics
+            .iter()
+            .filter(|m| m.verdict != "Unchanged" && m.verdict != "Improvement")
+            .map(MetricVerdict::describe)
+            .collect();
+        if open.is_empty() || undecided_good {
+            Judged::Good
+        } else {
+            Judged::Skip(format!("undecided: {}", open.join("; ")))
+        }
+    }
 }
 
 /// Puts the repository back as it was: ends the bisection, checks the original ref out.
@@ -224,16 +287,25 @@ impl Drop for Restore {
 }
 
 pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
-    let threshold = match (&a.threshold, a.paired) {
+    let threshold = match (&a.threshold, a.paired || a.candle_repo.is_some()) {
         (Some(t), _) => t.clone(),
         (None, true) => DEFAULT_THRESHOLD.to_string(),
         (None, false) => "5%".to_string(),
     };
     let t = parse_threshold(&threshold).map_err(|e| fail!("--threshold: {e}"))?;
-    let build = build_cmd(&a.build, a.paired);
-    if a.paired {
-        paired_target(&a.bench, a.pairs)?;
+    if let Some(repo) = &a.candle_repo {
+        return super::candle_bisect::bisect(a, repo, t);
     }
+    let build = build_cmd(&a.build, a.paired);
+    let paired = if a.paired {
+        Some(paired_target(
+            &a.bench,
+            a.pairs,
+            a.max_pairs.unwrap_or(a.pairs),
+        )?)
+    } else {
+        None
+    };
     git(&["rev-parse", "--show-toplevel"])
         .map_err(|_| fail!("bisect: run it inside the git repository to bisect"))?;
     ensure!(
@@ -262,21 +334,14 @@ pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
 
     // GOOD and BAD measured first (BAD must be slower, else there is nothing to find).
     git(&["checkout", "--quiet", "--detach", &good])?;
-    let (good_ref, bad_table) = if a.paired {
+    let (good_ref, bad_table) = if let Some(o) = &paired {
         let good_exe = build_exe(&build, &work.join(short(&good)))
             .map_err(|e| fail!("GOOD {}: {e}", short(&good)))?;
         git(&["checkout", "--quiet", "--detach", &bad])?;
         let bad_exe = build_exe(&build, &work.join(short(&bad)))
             .map_err(|e| fail!("BAD {}: {e}", short(&bad)))?;
-        let p = paired_gate(
-            &good_exe,
-            &bad_exe,
-            &format!("BAD {}", short(&bad)),
-            &a.bench,
-            a.pairs,
-            t,
-        )?;
-        if p.regressions == 0 {
+        let p = paired_gate(&good_exe, &bad_exe, &format!("BAD {}", short(&bad)), o, t)?;
+        if Judged::of(&p, true) != Judged::Bad {
             return nothing(&p.table);
         }
         (("--good-exe", good_exe), p.table)
@@ -312,6 +377,7 @@ pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
         ])
         .args(["--build", build.as_str(), "--run", a.run.as_str()])
         .args(["--pairs", &a.pairs.to_string()])
+        .args(["--max-pairs", &a.max_pairs.unwrap_or(a.pairs).to_string()])
         .output()
         .context("git bisect run")?;
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -332,7 +398,7 @@ pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
     let table = if first == bad {
         // BAD itself, measured before the bisection.
         bad_table
-    } else if a.paired {
+    } else if paired.is_some() {
         // The step's own table, saved by its paired comparison.
         std::fs::read_to_string(first_dir.join("paired.md")).unwrap_or(bad_table)
     } else {
@@ -369,9 +435,10 @@ pub fn step(a: &StepArgs) -> ExitCode {
                     return Ok(125);
                 }
             };
-            let p = paired_gate(good_exe, &exe, &head[..10], &a.bench, a.pairs, t)?;
+            let o = paired_target(&a.bench, a.pairs, a.max_pairs.unwrap_or(a.pairs))?;
+            let p = paired_gate(good_exe, &exe, &head[..10], &o, t)?;
             let _ = std::fs::write(dir.join("paired.md"), &p.table);
-            return Ok(if p.regressions > 0 { 1 } else { 0 });
+            return Ok(Judged::of(&p, true).exit_code());
         }
         let Some(good_run) = &a.good_run else {
             bail!("bisect-step: --good-run or --good-exe is needed");
@@ -412,15 +479,21 @@ mod tests {
 
     #[test]
     fn a_paired_bisection_takes_the_scenario_and_model_of_the_bench() {
-        let o = paired_target("medium/cpu-f32/fixture:qwen3", 20).unwrap();
+        let o = paired_target("medium/cpu-f32/fixture:qwen3", 20, 20).unwrap();
         assert_eq!(
             (o.suite.as_str(), o.model.as_str()),
             ("medium", "fixture:qwen3")
         );
-        assert_eq!((o.pairs, o.blocks), (20, 10));
-        let o = paired_target("short", 60).unwrap();
+        assert_eq!((o.pairs, o.max_pairs, o.blocks), (20, 20, 10));
+        assert!(!o.stop_on_regression);
+        let o = paired_target("short", 60, 60).unwrap();
         assert_eq!((o.model.as_str(), o.blocks), ("fixture:llama", 12));
-        let e = paired_target("moe/x", 60).unwrap_err().to_string();
+        // More looks than one: they stop at the first regression.
+        let o = paired_target("short/cpu-f32/gguf:owner/repo-GGUF", 60, 240).unwrap();
+        assert_eq!(o.model, "gguf:owner/repo-GGUF");
+        assert_eq!((o.pairs, o.max_pairs), (60, 240));
+        assert!(o.stop_on_regression);
+        let e = paired_target("moe/x", 60, 60).unwrap_err().to_string();
         assert!(
             e.starts_with("--bench `moe/x`: --paired needs a generation benchmark"),
             "{e}"

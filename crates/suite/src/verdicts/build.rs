@@ -30,7 +30,14 @@ pub fn rev_parse(r: &str) -> Option<String> {
 /// `git ARGS...` in the current directory: its trimmed stdout, or a one-line error with
 /// git's own message.
 pub fn git(args: &[&str]) -> Result<String> {
+    git_at(Path::new("."), args)
+}
+
+/// `git -C DIR ARGS...`: as [`git`], in the repository of `dir`.
+pub fn git_at(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
         .args(args)
         .output()
         .map_err(|e| fail!("git: cannot start it: {e}"))?;

@@ -158,6 +158,32 @@ pub struct PairedOutcome {
     pub table: String,
     /// (scenario, metric, flagged as a regression) per row.
     pub rows: Vec<(String, String, bool)>,
+    /// Each row's ratio, interval and verdict.
+    pub metrics: Vec<MetricVerdict>,
+}
+
+/// One row of a paired comparison: a scenario's metric, its B/A ratio and the verdict.
+#[derive(Debug, Clone)]
+pub struct MetricVerdict {
+    pub scenario: String,
+    pub metric: String,
+    pub ratio: PairedRatio,
+    pub verdict: &'static str,
+}
+
+impl MetricVerdict {
+    /// `short decode 1.119x [1.103, 1.136] Regression`.
+    pub fn describe(&self) -> String {
+        let ci = self
+            .ratio
+            .ci
+            .map(|(l, h)| format!(" [{l:.3}, {h:.3}]"))
+            .unwrap_or_default();
+        format!(
+            "{} {} {:.3}x{ci} {}",
+            self.scenario, self.metric, self.ratio.ratio, self.verdict
+        )
+    }
 }
 
 /// Runs the paired comparison of executable A (base) against B (new), prints the table and
@@ -272,10 +298,17 @@ pub fn run_paired(
     let mut regressions = 0;
     let mut json = Vec::new();
     let mut flagged = Vec::new();
+    let mut metrics = Vec::new();
     for (s, m, p, xa, xb) in &rows {
         let v = verdict(p);
         regressions += usize::from(v == "Regression");
         flagged.push((s.clone(), m.clone(), v == "Regression"));
+        metrics.push(MetricVerdict {
+            scenario: s.clone(),
+            metric: m.clone(),
+            ratio: *p,
+            verdict: v,
+        });
         let ci =
             p.ci.map(|(l, h)| format!("[{l:.3}, {h:.3}]"))
                 .unwrap_or_else(|| "n/a".into());
@@ -354,6 +387,7 @@ pub fn run_paired(
         regressions,
         table: md,
         rows: flagged,
+        metrics,
     })
 }
 
