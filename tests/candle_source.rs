@@ -5,8 +5,12 @@
 //! label every record's build section carries. The full two-build flow (two release builds
 //! of the suite and a paired run) is too slow for `cargo test`: docs/verdicts.md.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
+
+use common::{assert_bad_input, modelbench};
 
 use modelbench::measure::candle_source::{
     caret_matches, crates_in, first_build_error, label_from_lock, manifest_with_requirement,
@@ -96,6 +100,9 @@ fn a_folder_resolves_to_its_candle_crates_or_says_it_is_not_a_checkout() {
         resolve(&src.spec).unwrap().key,
         "the cache key is the path's"
     );
+    // A kept build is the content's: an edited copy is built again.
+    assert_ne!(src.build_key(), resolve(&src.spec).unwrap().build_key());
+    assert!(src.build_key().starts_with(&format!("{}-", src.key)));
     // Not a candle folder.
     let other = tmp.path().join("other");
     crate_dir(&other, "serde", "1.0.0");
@@ -252,4 +259,104 @@ fn records_name_the_candle_source() {
     other.candle = "0.10.2 (crates.io)".into();
     let d = b.differences(&other);
     assert!(d.iter().any(|x| x.starts_with("candle:")), "{d:?}");
+}
+
+/// `bisect --candle-repo` and `ops --candle` / `ops --base`: bad input is one line, exit 2,
+/// before anything is built or measured.
+#[test]
+fn candle_bisect_and_ops_bad_input_is_one_line_and_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path().join("reports");
+    let co = tmp.path().join("candle");
+    crate_dir(&co.join("candle-core"), "candle-core", "0.11.1");
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .arg("-C")
+            .arg(&co)
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    for i in 0..2 {
+        write(&co.join("candle-core/src/lib.rs"), &format!("// {i}\n"));
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", &format!("change {i}")]);
+    }
+    let repo = co.to_str().unwrap();
+    let bisect = |good: &str, more: &[&str]| {
+        let mut a = vec!["bisect", good, "HEAD", "--candle-repo", repo];
+        a.extend_from_slice(if more.is_empty() {
+            &["--bench", "short"]
+        } else {
+            more
+        });
+        modelbench(&r, &a)
+    };
+    assert_bad_input(
+        &modelbench(
+            &r,
+            &[
+                "bisect",
+                "a",
+                "b",
+                "--candle-repo",
+                "/no/such/candle",
+                "--bench",
+                "short",
+            ],
+        ),
+        "--candle-repo `/no/such/candle`: no such folder",
+    );
+    assert_bad_input(
+        &bisect("v9.9.9", &[]),
+        "GOOD `v9.9.9`: no such commit in the Candle repository",
+    );
+    assert_bad_input(&bisect("HEAD", &[]), "no commits in GOOD..BAD");
+    assert_bad_input(
+        &bisect("HEAD~1", &["--bench", "short", "--build", "make"]),
+        "--build: a Candle bisection builds",
+    );
+    assert_bad_input(
+        &bisect("HEAD~1", &["--bench", "moe/x"]),
+        "--bench `moe/x`: --paired needs a generation benchmark",
+    );
+    assert_bad_input(
+        &modelbench(
+            &r,
+            &[
+                "ops",
+                "--model",
+                "gguf:fixture:gemma3",
+                "--candle",
+                "/no/such/candle",
+            ],
+        ),
+        "--candle: candle source `/no/such/candle`: no such folder",
+    );
+    // A base table of another model: refused before measuring.
+    let base = tmp.path().join("base.json");
+    write(
+        &base,
+        r#"{"model": "gguf:other", "phase": "decode", "tokens": 1, "depth": 320,
+        "threads": "rayon=2, matmul=2", "step_us": 100.0, "step_ci_us": null,
+        "step_samples": 2, "rows": [], "roofs": {"mem_read_gbs": null, "matmul_gflops": null},
+        "injected": null, "candle": "0.11.0 (crates.io)"}"#,
+    );
+    assert_bad_input(
+        &modelbench(
+            &r,
+            &[
+                "ops",
+                "--model",
+                "gguf:fixture:gemma3",
+                "--base",
+                base.to_str().unwrap(),
+            ],
+        ),
+        "a table of model `gguf:other`, not `gguf:fixture:gemma3`",
+    );
+    assert!(!r.exists(), "nothing written");
 }

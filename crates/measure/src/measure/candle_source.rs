@@ -244,6 +244,20 @@ pub fn content_hash(dirs: &[&Path]) -> Result<String> {
     Ok(hex(&h.finalize(), 12))
 }
 
+impl CandleSource {
+    /// The key of a build against this source: [`CandleSource::key`] (the cache folder, one
+    /// per path) and a hash of the label, which names the content (a release, a git commit and
+    /// dirty state, a copy's content hash), so an edited folder is not mistaken for the build
+    /// kept from before the edit.
+    pub fn build_key(&self) -> String {
+        format!(
+            "{}-{}",
+            self.key,
+            hex(&Sha256::digest(self.label.as_bytes()), 8)
+        )
+    }
+}
+
 /// Resolves a spec: a version as is; a path to its crates, version and label (git commit
 /// and dirty state when the folder is the top of a git checkout, else a content hash).
 pub fn resolve(spec: &CandleSpec) -> Result<CandleSource> {

@@ -206,11 +206,11 @@ fn build_candle_side(
     let root = crate::util::fsio::target_dir().join("paired");
     let bin = root
         .join("bin")
-        .join(format!("candle-{}-{}", src.key, &commit[..12]))
+        .join(format!("candle-{}-{}", src.build_key(), &commit[..12]))
         .join("modelbench");
     let label = format!("{name} ({}) + Candle {}", &commit[..10], src.label);
-    // The key names the Candle source's content (a release, a git hash and dirty state, or a
-    // copied crate's content hash), so a kept build of this commit against it is that build:
+    // The build key names the Candle source's content (a release, a git hash and dirty state,
+    // or a copied crate's content hash), so a kept build of this commit against it is that build:
     // no cargo run (which would rebuild the suite's crates each time the other side, built
     // against another Candle, had been built in between).
     if bin.is_file() {

@@ -118,8 +118,8 @@ pub struct Range {
     pub commits: Vec<String>,
 }
 
-/// Resolves `--candle-repo`, GOOD and BAD: a git repository holding Candle (candle-core at
-/// GOOD), two commits of it, GOOD on BAD's first-parent line before it. Each failure is one
+/// Resolves `--candle-repo`, GOOD and BAD: a git repository holding Candle (one of its crates
+/// at the top at GOOD), two commits of it, GOOD on BAD's first-parent line before it. Each failure is one
 /// line naming the argument and the fix.
 pub fn range(repo: &Path, good: &str, bad: &str) -> Result<Range> {
     let shown = repo.display();
@@ -143,13 +143,12 @@ pub fn range(repo: &Path, good: &str, bad: &str) -> Result<Range> {
         })
     };
     let (g, b) = (commit(good, "GOOD")?, commit(bad, "BAD")?);
-    git_at(
-        &abs,
-        &["cat-file", "-e", &format!("{g}:candle-core/Cargo.toml")],
-    )
-    .map_err(|_| {
-        fail!("--candle-repo `{shown}`: GOOD `{good}` has no candle-core/Cargo.toml: not a Candle repository (give a Candle git checkout or a bare clone of one)")
-    })?;
+    // As a Candle folder (build.rs): candle-core, candle-nn or candle-transformers at its top.
+    let has = |c: &str| git_at(&abs, &["cat-file", "-e", &format!("{g}:{c}/Cargo.toml")]).is_ok();
+    ensure!(
+        candle_source::CRATES.iter().any(|c| has(c)),
+        "--candle-repo `{shown}`: GOOD `{good}` has no candle-core/, candle-nn/ or candle-transformers/ crate: not a Candle repository (give a Candle git checkout or a bare clone of one)"
+    );
     let line = git_at(
         &abs,
         &[
