@@ -18,6 +18,8 @@
 //! there is nothing to find), then the untested commit nearest the middle of what is left (a
 //! skipped one's nearest neighbour next); it ends at the first bad commit or, when only
 //! skipped commits stand between the last good one and the first bad one, names them all.
+//! The first bad commit gets what a flagged `compare --paired` gets: both builds' per-op
+//! tables and flame graphs, and the op that moved (made once, not at every bad step).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,8 @@ use std::process::ExitCode;
 use crate::measure::candle_source::{self, CandleSpec};
 use crate::verdicts::bisect::{paired_gate, paired_target, BisectArgs, Judged};
 use crate::verdicts::build::{build_side_with, git, git_at, rev_parse, Side};
-use crate::verdicts::paired::MetricVerdict;
+use crate::verdicts::candle_ops::{fixture_cache, FIXTURE_CACHE};
+use crate::verdicts::paired::{profile_regressions, MetricVerdict};
 use crate::{Error, Result};
 
 /// What a bisection of commits 0 (GOOD) ..= n-1 (BAD) found.
@@ -211,6 +214,8 @@ struct Step {
     commit: String,
     judged: Judged,
     metrics: Vec<MetricVerdict>,
+    /// Its build and the paired comparison's folder (None: not built).
+    built: Option<(PathBuf, PathBuf)>,
 }
 
 /// `bad`, `good` or `skip (why)`: a step's verdict in words.
@@ -228,8 +233,16 @@ pub fn bisect(a: &BisectArgs, repo: &Path, t: f64) -> Result<ExitCode> {
         a.build.is_none(),
         "--build: a Candle bisection builds this repository's HEAD against each Candle commit itself; drop --build"
     );
-    let o = paired_target(&a.bench, a.pairs, a.max_pairs.unwrap_or(4 * a.pairs))?;
+    let mut o = paired_target(&a.bench, a.pairs, a.max_pairs.unwrap_or(4 * a.pairs))?;
+    // The per-op profile once, of the first bad commit, not of every bad step.
+    o.profile = false;
     let range = range(repo, &a.good, &a.bad)?;
+    // Every worker, `ops` and `perf` run this bisection starts inherits this process's
+    // environment: the fixture cache set here is theirs (candle_ops::fixture_cache). Set
+    // before any thread of this process reads the environment.
+    if std::env::var_os(FIXTURE_CACHE).is_none() {
+        std::env::set_var(FIXTURE_CACHE, fixture_cache());
+    }
     let suite = rev_parse("HEAD").ok_or_else(|| {
         fail!("bisect --candle-repo: run it inside this suite's git checkout (its HEAD is built against each Candle commit)")
     })?;
@@ -272,11 +285,11 @@ pub fn bisect(a: &BisectArgs, repo: &Path, t: f64) -> Result<ExitCode> {
         let c = &range.commits[i];
         let side = format!("Candle {}", short(c));
         eprintln!("bisect: {side} {} ...", subject(c));
-        let (judged, metrics) = match build(c, &side) {
-            Err(e) => (Judged::Skip(e.to_string()), Vec::new()),
+        let (judged, metrics, built) = match build(c, &side) {
+            Err(e) => (Judged::Skip(e.to_string()), Vec::new(), None),
             Ok(exe) => {
                 let p = paired_gate(&good_exe, &exe, &side, &o, t)?;
-                (Judged::of(&p, false), p.metrics)
+                (Judged::of(&p, false), p.metrics, Some((exe, p.saved)))
             }
         };
         println!("bisect: {side}: {}", judged_word(&judged));
@@ -284,6 +297,7 @@ pub fn bisect(a: &BisectArgs, repo: &Path, t: f64) -> Result<ExitCode> {
             commit: c.clone(),
             judged: judged.clone(),
             metrics,
+            built,
         });
         Ok(judged)
     })?;
@@ -329,6 +343,13 @@ pub fn bisect(a: &BisectArgs, repo: &Path, t: f64) -> Result<ExitCode> {
             let c = &range.commits[i];
             println!("first bad Candle commit: {c} {}", subject(c));
             print!("{summary}");
+            // Which op moved there: its per-op tables and flame graphs against GOOD's.
+            if let Some(st) = steps.iter().find(|st| &st.commit == c) {
+                if let Some((exe, saved)) = &st.built {
+                    profile_regressions((&good_exe, exe), &o, &st.metrics, saved, t)?;
+                    println!("saved {}", saved.display());
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Found::OneOf(v) => {
@@ -465,6 +486,7 @@ mod tests {
             table: String::new(),
             rows: Vec::new(),
             metrics,
+            saved: PathBuf::new(),
         };
         let bad = out(vec![
             row("prefill", 0.846, (0.833, 0.863), "Improvement"),

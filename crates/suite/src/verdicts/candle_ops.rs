@@ -36,8 +36,11 @@ pub fn ops(a: OpsArgs) -> Result<ExitCode> {
     };
     let (exe, label) = build_side_with(side, "ops", Some(&src))?;
     println!("ops: measured by {label}");
+    // The build's own fixture cache would be its worktree's, written by that Candle (0.11.0
+    // cannot: a BF16 matmul); this one's keeps one fixture file for every Candle measured.
     let status = Command::new(&exe)
         .args(without_candle(std::env::args_os().skip(1)))
+        .env(FIXTURE_CACHE, fixture_cache())
         .status()
         .map_err(|e| fail!("--candle: cannot start {}: {e}", exe.display()))?;
     // The build's `ops` printed its own error; its exit code is this one's.
@@ -46,6 +49,17 @@ pub fn ops(a: OpsArgs) -> Result<ExitCode> {
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
         None => ExitCode::from(1),
     })
+}
+
+/// The knob of the fixture models' cache (docs/knobs.md).
+pub const FIXTURE_CACHE: &str = "MODELBENCH_FIXTURE_CACHE";
+
+/// This process's fixture cache (the knob's value, or its default), for the Candle builds it
+/// starts: they run this repository's HEAD, so they read the same fixture files instead of
+/// writing their own under their worktrees (which every Candle cannot: 0.11.0 has no CPU
+/// BF16 matmul), and both sides of a comparison load the very same file.
+pub fn fixture_cache() -> std::path::PathBuf {
+    crate::util::settings::current().fixture_cache
 }
 
 /// The command line for the build's `ops`: this one's arguments (after the program) without

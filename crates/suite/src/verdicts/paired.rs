@@ -79,6 +79,10 @@ pub struct PairedOpts {
     /// With --paired: build NEW (a commit) against this Candle (as --base-candle).
     #[arg(long = "new-candle", value_name = "VERSION|PATH")]
     pub new_candle: Option<String>,
+    /// Per-op tables and flame graphs of each flagged scenario (always from the command line;
+    /// a Candle bisection makes them once, for the first bad commit).
+    #[arg(skip = true)]
+    pub profile: bool,
 }
 
 impl PairedOpts {
@@ -97,6 +101,7 @@ impl PairedOpts {
             inject: None,
             base_candle: None,
             new_candle: None,
+            profile: true,
         }
     }
 }
@@ -160,6 +165,8 @@ pub struct PairedOutcome {
     pub rows: Vec<(String, String, bool)>,
     /// Each row's ratio, interval and verdict.
     pub metrics: Vec<MetricVerdict>,
+    /// The folder of paired.json / paired.md.
+    pub saved: std::path::PathBuf,
 }
 
 /// One row of a paired comparison: a scenario's metric, its B/A ratio and the verdict.
@@ -345,22 +352,41 @@ pub fn run_paired(
         crate::app::json_text(&doc).as_bytes(),
     )?;
     atomic_write(&out.join("paired.md"), md.as_bytes())?;
-    // Every flagged scenario and phase: where the time went, per op, in A and in B (issue 31).
+    if o.profile {
+        profile_regressions((ea, eb), o, &metrics, &out, t)?;
+    }
+    println!("saved {}", out.display());
+    Ok(PairedOutcome {
+        regressions,
+        table: md,
+        rows: flagged,
+        metrics,
+        saved: out,
+    })
+}
+
+/// Every scenario and phase flagged a regression in `metrics`: where the time went, per op,
+/// in A and in B, and both flame graphs (issue 31), saved in `out` (ops-regression.md and the
+/// files the profile names); returns the lines printed.
+pub fn profile_regressions(
+    (ea, eb): (&Path, &Path),
+    o: &PairedOpts,
+    metrics: &[MetricVerdict],
+    out: &Path,
+    t: f64,
+) -> Result<String> {
+    let scen = scenarios(&o.suite)?;
     let mut profiles = String::new();
-    for (s, m, p, _, _) in &rows {
-        if verdict(p) != "Regression" {
+    for m in metrics.iter().filter(|m| m.verdict == "Regression") {
+        let Some(sc) = scen.iter().find(|x| x.name == m.scenario) else {
             continue;
-        }
-        let sc = scen
-            .iter()
-            .find(|x| &x.name == s)
-            .expect("a row's scenario");
-        let (phase, shape) = if m == "prefill" {
+        };
+        let (phase, shape) = if m.metric == "prefill" {
             (Phase::Prefill, sc.prompt_tokens)
         } else {
             (Phase::Decode, sc.prompt_tokens + sc.new_tokens / 2)
         };
-        let tag = format!("{s}-{}", phase.name());
+        let tag = format!("{}-{}", m.scenario, phase.name());
         if profiles.contains(&format!("profile of {tag}:")) {
             continue;
         }
@@ -368,10 +394,10 @@ pub fn run_paired(
             (ea, eb),
             o.inject.as_deref(),
             &o.model,
-            s,
+            &m.scenario,
             phase,
             shape,
-            &out,
+            out,
             &tag,
             t,
         );
@@ -382,13 +408,7 @@ pub fn run_paired(
     if !profiles.is_empty() {
         atomic_write(&out.join("ops-regression.md"), profiles.as_bytes())?;
     }
-    println!("saved {}", out.display());
-    Ok(PairedOutcome {
-        regressions,
-        table: md,
-        rows: flagged,
-        metrics,
-    })
+    Ok(profiles)
 }
 
 /// A metric whose interval straddles 1 + t or 1 - t.
