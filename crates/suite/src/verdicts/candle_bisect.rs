@@ -28,7 +28,7 @@ use std::process::ExitCode;
 use crate::measure::candle_source::{self, CandleSpec};
 use crate::verdicts::bisect::{paired_gate, paired_target, BisectArgs, Judged};
 use crate::verdicts::build::{build_side_with, git, git_at, rev_parse, Side};
-use crate::verdicts::candle_ops::{fixture_cache, FIXTURE_CACHE};
+use crate::verdicts::candle_ops::{fixture_cache, model_ready, FIXTURE_CACHE};
 use crate::verdicts::paired::{profile_regressions, MetricVerdict};
 use crate::{Error, Result};
 
@@ -243,6 +243,7 @@ pub fn bisect(a: &BisectArgs, repo: &Path, t: f64) -> Result<ExitCode> {
     if std::env::var_os(FIXTURE_CACHE).is_none() {
         std::env::set_var(FIXTURE_CACHE, fixture_cache());
     }
+    model_ready(&o.model)?;
     let suite = rev_parse("HEAD").ok_or_else(|| {
         fail!("bisect --candle-repo: run it inside this suite's git checkout (its HEAD is built against each Candle commit)")
     })?;

@@ -21,6 +21,7 @@ pub fn ops(a: OpsArgs) -> Result<ExitCode> {
     // Everything checked before the build: the Candle source, then the arguments.
     let src = candle_source(Some(spec), "--candle")?.expect("a --candle value");
     prepare(&a)?;
+    model_ready(&a.model)?;
     let commit = rev_parse("HEAD").ok_or_else(|| {
         fail!("--candle: run `ops --candle` inside this suite's git checkout (its HEAD is built against the Candle given)")
     })?;
@@ -60,6 +61,14 @@ pub const FIXTURE_CACHE: &str = "MODELBENCH_FIXTURE_CACHE";
 /// BF16 matmul), and both sides of a comparison load the very same file.
 pub fn fixture_cache() -> std::path::PathBuf {
     crate::util::settings::current().fixture_cache
+}
+
+/// Resolves `model` here, before any Candle build: a bad reference is one line now, and a
+/// fixture is written once into [`fixture_cache`] by this build, for every build after.
+pub fn model_ready(model: &str) -> Result<()> {
+    let r = crate::models::source::ModelRef::parse(model).map_err(|e| fail!("--model: {e}"))?;
+    crate::engine::scenario::prepare(model, &r, &[])?;
+    Ok(())
 }
 
 /// The command line for the build's `ops`: this one's arguments (after the program) without
