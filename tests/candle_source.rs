@@ -30,6 +30,18 @@ fn crate_dir(dir: &Path, name: &str, version: &str) {
     write(&dir.join("src/lib.rs"), "pub fn f() {}\n");
 }
 
+/// `git -C dir ARGS` (with a committer) must succeed.
+fn git_in(dir: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?}");
+}
+
 #[test]
 fn specs_parse_to_versions_or_folders_and_bad_ones_are_one_clear_line() {
     assert_eq!(
@@ -118,16 +130,7 @@ fn a_git_checkout_is_labelled_by_commit_and_dirty_state() {
     let tmp = tempfile::tempdir().unwrap();
     let co = tmp.path().join("candle");
     crate_dir(&co.join("candle-core"), "candle-core", "0.11.1");
-    let git = |args: &[&str]| {
-        let st = Command::new("git")
-            .arg("-C")
-            .arg(&co)
-            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "git {args:?}");
-    };
+    let git = |args: &[&str]| git_in(&co, args);
     git(&["init", "-q"]);
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "x"]);
@@ -269,16 +272,7 @@ fn candle_bisect_and_ops_bad_input_is_one_line_and_exit_2() {
     let r = tmp.path().join("reports");
     let co = tmp.path().join("candle");
     crate_dir(&co.join("candle-core"), "candle-core", "0.11.1");
-    let git = |args: &[&str]| {
-        let st = Command::new("git")
-            .arg("-C")
-            .arg(&co)
-            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "git {args:?}");
-    };
+    let git = |args: &[&str]| git_in(&co, args);
     git(&["init", "-q"]);
     for i in 0..2 {
         write(&co.join("candle-core/src/lib.rs"), &format!("// {i}\n"));
@@ -323,17 +317,11 @@ fn candle_bisect_and_ops_bad_input_is_one_line_and_exit_2() {
         &bisect("HEAD~1", &["--bench", "moe/x"]),
         "--bench `moe/x`: --paired needs a generation benchmark",
     );
+    let ops = |flag: &str, value: &str| {
+        modelbench(&r, &["ops", "--model", "gguf:fixture:gemma3", flag, value])
+    };
     assert_bad_input(
-        &modelbench(
-            &r,
-            &[
-                "ops",
-                "--model",
-                "gguf:fixture:gemma3",
-                "--candle",
-                "/no/such/candle",
-            ],
-        ),
+        &ops("--candle", "/no/such/candle"),
         "--candle: candle source `/no/such/candle`: no such folder",
     );
     // A base table of another model: refused before measuring.
@@ -346,16 +334,7 @@ fn candle_bisect_and_ops_bad_input_is_one_line_and_exit_2() {
         "injected": null, "candle": "0.11.0 (crates.io)"}"#,
     );
     assert_bad_input(
-        &modelbench(
-            &r,
-            &[
-                "ops",
-                "--model",
-                "gguf:fixture:gemma3",
-                "--base",
-                base.to_str().unwrap(),
-            ],
-        ),
+        &ops("--base", base.to_str().unwrap()),
         "a table of model `gguf:other`, not `gguf:fixture:gemma3`",
     );
     assert!(!r.exists(), "nothing written");

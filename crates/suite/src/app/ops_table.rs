@@ -158,30 +158,27 @@ mod tests {
         };
         let ok = base("gguf:fixture:gemma3", Phase::Decode, 320, 1);
         assert!(same_step(&ok, p, "gguf:fixture:gemma3", &decode).is_ok());
-        let e = same_step(&ok, p, "gguf:other", &decode)
-            .unwrap_err()
-            .to_string();
+        let refused = |b: &SavedTable, model: &str| {
+            let e = same_step(b, p, model, &decode).unwrap_err().to_string();
+            assert_eq!(e.lines().count(), 1, "{e}");
+            e
+        };
         assert_eq!(
-            e,
+            refused(&ok, "gguf:other"),
             "--base base.json: a table of model `gguf:fixture:gemma3`, not `gguf:other`; compare tables of one model (give --model gguf:fixture:gemma3 or a base table of gguf:other)"
         );
         let prefill = base("gguf:fixture:gemma3", Phase::Prefill, 0, 1024);
-        let e = same_step(&prefill, p, "gguf:fixture:gemma3", &decode)
-            .unwrap_err()
-            .to_string();
+        let e = refused(&prefill, "gguf:fixture:gemma3");
         assert!(
             e.starts_with("--base base.json: a table of the prefill of 1024 tokens, not the decode at depth 320;"),
             "{e}"
         );
         let deeper = base("gguf:fixture:gemma3", Phase::Decode, 100, 1);
-        let e = same_step(&deeper, p, "gguf:fixture:gemma3", &decode)
-            .unwrap_err()
-            .to_string();
+        let e = refused(&deeper, "gguf:fixture:gemma3");
         assert!(
             e.contains("decode at depth 100, not the decode at depth 320"),
             "{e}"
         );
-        assert_eq!(e.lines().count(), 1);
     }
 
     #[test]

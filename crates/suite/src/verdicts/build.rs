@@ -50,6 +50,22 @@ pub fn git_at(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The commit a command that builds this repository against other Candles builds: HEAD,
+/// with a note when the checkout has uncommitted changes (they are not in the build); outside
+/// a git checkout, one line naming `what`.
+pub fn head_to_build(what: &str) -> Result<String> {
+    let head = rev_parse("HEAD").ok_or_else(|| {
+        fail!("{what}: run it inside this suite's git checkout (its HEAD is what is built against each Candle)")
+    })?;
+    if !git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty() {
+        eprintln!(
+            "note: this checkout has uncommitted changes; the builds are of its HEAD ({}) without them",
+            &head[..10]
+        );
+    }
+    Ok(head)
+}
+
 /// What a side names: an executable file, or a commit (resolved once, before anything is
 /// built, so `HEAD HEAD` stays one commit even when HEAD moves during the build).
 #[derive(Debug)]

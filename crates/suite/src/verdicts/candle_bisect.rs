@@ -27,7 +27,7 @@ use std::process::ExitCode;
 
 use crate::measure::candle_source::{self, CandleSpec};
 use crate::verdicts::bisect::{paired_gate, paired_target, BisectArgs, Judged};
-use crate::verdicts::build::{build_side_with, git, git_at, rev_parse, Side};
+use crate::verdicts::build::{build_side_with, git_at, head_to_build, Side};
 use crate::verdicts::candle_ops::{fixture_cache, model_ready, FIXTURE_CACHE};
 use crate::verdicts::paired::{profile_regressions, MetricVerdict};
 use crate::{Error, Result};
@@ -244,15 +244,7 @@ pub fn bisect(a: &BisectArgs, repo: &Path, t: f64) -> Result<ExitCode> {
         std::env::set_var(FIXTURE_CACHE, fixture_cache());
     }
     model_ready(&o.model)?;
-    let suite = rev_parse("HEAD").ok_or_else(|| {
-        fail!("bisect --candle-repo: run it inside this suite's git checkout (its HEAD is built against each Candle commit)")
-    })?;
-    if !git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty() {
-        eprintln!(
-            "note: this checkout has uncommitted changes; the builds are of its HEAD ({}) without them",
-            &suite[..10]
-        );
-    }
+    let suite = head_to_build("bisect --candle-repo")?;
     let short = |c: &str| c[..c.len().min(10)].to_string();
     let subject = |c: &str| {
         git_at(&range.repo, &["log", "-1", "--format=%s", c]).unwrap_or_else(|_| "?".into())
@@ -515,22 +507,16 @@ mod tests {
         );
     }
 
+    /// `git -C dir -c user.name=t -c user.email=t@t ARGS` must succeed; its output.
+    fn g_in(dir: &Path, args: &[&str]) -> String {
+        let mut all = vec!["-c", "user.name=t", "-c", "user.email=t@t"];
+        all.extend_from_slice(args);
+        git_at(dir, &all).unwrap()
+    }
+
     /// A scratch git repository with `n` commits of a minimal Candle layout; their hashes.
     fn candle_repo(dir: &Path, n: usize) -> Vec<String> {
-        let g = |args: &[&str]| {
-            let o = std::process::Command::new("git")
-                .arg("-C")
-                .arg(dir)
-                .args(args)
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@example.com")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@example.com")
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            String::from_utf8_lossy(&o.stdout).trim().to_string()
-        };
+        let g = |args: &[&str]| g_in(dir, args);
         std::fs::create_dir_all(dir.join("candle-core/src")).unwrap();
         g(&["init", "-q", "-b", "main"]);
         let mut out = Vec::new();
@@ -569,49 +555,28 @@ mod tests {
         let plain = tmp.path().join("plain");
         std::fs::create_dir_all(&plain).unwrap();
         one_line(range(&plain, "a", "b").unwrap_err(), "not a git repository");
-        one_line(
-            range(&repo, "v9.9.9", "HEAD").unwrap_err(),
-            "GOOD `v9.9.9`: no such commit in the Candle repository",
-        );
-        one_line(
-            range(&repo, "HEAD~1", "no-such-branch").unwrap_err(),
-            "BAD `no-such-branch`: no such commit",
-        );
-        one_line(
-            range(&repo, "HEAD", "HEAD~2").unwrap_err(),
-            "no commits in GOOD..BAD",
-        );
-        one_line(
-            range(&repo, "HEAD", "HEAD").unwrap_err(),
-            "is not after GOOD",
-        );
+        for (good, bad, needle) in [
+            (
+                "v9.9.9",
+                "HEAD",
+                "GOOD `v9.9.9`: no such commit in the Candle repository",
+            ),
+            (
+                "HEAD~1",
+                "no-such-branch",
+                "BAD `no-such-branch`: no such commit",
+            ),
+            ("HEAD", "HEAD~2", "no commits in GOOD..BAD"),
+            ("HEAD", "HEAD", "is not after GOOD"),
+        ] {
+            one_line(range(&repo, good, bad).unwrap_err(), needle);
+        }
         // A repository without candle-core.
         let other = tmp.path().join("other");
         std::fs::create_dir_all(&other).unwrap();
         candle_repo(&other, 2);
-        let o = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&other)
-            .args(["rm", "-q", "-r", "candle-core"])
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-        let o = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&other)
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@e",
-                "commit",
-                "-q",
-                "-m",
-                "x",
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        g_in(&other, &["rm", "-q", "-r", "candle-core"]);
+        g_in(&other, &["commit", "-q", "-m", "x"]);
         one_line(
             range(&other, "HEAD", "HEAD").unwrap_err(),
             "not a Candle repository",

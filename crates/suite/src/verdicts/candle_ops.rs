@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::process::{Command, ExitCode};
 
 use crate::app::ops::{ops_cmd, prepare, OpsArgs};
-use crate::verdicts::build::{build_side_with, candle_source, git, rev_parse, Side};
+use crate::verdicts::build::{build_side_with, candle_source, head_to_build, Side};
 use crate::Result;
 
 /// `modelbench ops`: measured here, or (`--candle`) by this commit built against that Candle.
@@ -22,15 +22,7 @@ pub fn ops(a: OpsArgs) -> Result<ExitCode> {
     let src = candle_source(Some(spec), "--candle")?.expect("a --candle value");
     prepare(&a)?;
     model_ready(&a.model)?;
-    let commit = rev_parse("HEAD").ok_or_else(|| {
-        fail!("--candle: run `ops --candle` inside this suite's git checkout (its HEAD is built against the Candle given)")
-    })?;
-    if !git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty() {
-        eprintln!(
-            "note: this checkout has uncommitted changes; the build is of its HEAD ({}) without them",
-            &commit[..10]
-        );
-    }
+    let commit = head_to_build("ops --candle")?;
     let side = Side::Commit {
         name: "HEAD".into(),
         commit,
