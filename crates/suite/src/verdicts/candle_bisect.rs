@@ -12,7 +12,8 @@
 //! benchmark's scenario and model (bisect.rs's gate: looks of --pairs up to --max-pairs,
 //! stopping at the first regression): any regression is bad, every metric Unchanged or
 //! Improvement is good, and a metric still Undecided skips the commit, as `git bisect skip`
-//! would; so does a commit the suite does not build against (its one-line build error).
+//! would; so does a commit the suite does not build against (its one-line build error) or
+//! whose build cannot run the paired workers.
 //!
 //! The search ([`Search`]) is git bisect's: BAD first (it must be slower than GOOD, else
 //! there is nothing to find), then the untested commit nearest the middle of what is left (a
@@ -280,10 +281,16 @@ pub fn bisect(a: &BisectArgs, repo: &Path, t: f64) -> Result<ExitCode> {
         eprintln!("bisect: {side} {} ...", subject(c));
         let (judged, metrics, built) = match build(c, &side) {
             Err(e) => (Judged::Skip(e.to_string()), Vec::new(), None),
-            Ok(exe) => {
-                let p = paired_gate(&good_exe, &exe, &side, &o, t)?;
-                (Judged::of(&p, false), p.metrics, Some((exe, p.saved)))
-            }
+            // A build that cannot run the paired workers (a Candle commit that panics or
+            // refuses the model) is not judged either: skipped, with the worker's line.
+            Ok(exe) => match paired_gate(&good_exe, &exe, &side, &o, t) {
+                Ok(p) => (Judged::of(&p, false), p.metrics, Some((exe, p.saved))),
+                Err(e) => (
+                    Judged::Skip(format!("the paired run failed: {e}")),
+                    Vec::new(),
+                    None,
+                ),
+            },
         };
         println!("bisect: {side}: {}", judged_word(&judged));
         steps.push(Step {
