@@ -194,3 +194,109 @@ fn bisect_paired_names_the_slowed_commit() {
         .join("modelbench")
         .is_file());
 }
+
+/// `bisect --candle-repo` for real: a Candle history of six commits on the registry's
+/// candle-nn 0.11.1 (as published; a comment; a commit that does not build; its fix; a 100 us
+/// busy-wait in `softmax_last_dim`; a README line). This repository's HEAD is built against
+/// each commit the search asks for and run paired on the fixture Gemma 3: the broken commit
+/// must be skipped with its one-line build error and the busy-wait named.
+#[test]
+#[ignore = "builds this repository's HEAD against five Candle commits (about 40 min on 2 cores, more than CI's budget); run with --ignored"]
+fn bisect_candle_repo_skips_the_broken_commit_and_names_the_slowed_one() {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let nn = std::fs::read_dir(home.join("registry/src"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("candle-nn-0.11.1"))
+        .find(|p| p.is_dir())
+        .expect("the registry's candle-nn 0.11.1 (cargo fetch)");
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("candle");
+    std::fs::create_dir_all(&repo).unwrap();
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(&nn)
+        .arg(repo.join("candle-nn"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let lib = repo.join("candle-nn/src/lib.rs");
+    let ops = repo.join("candle-nn/src/ops.rs");
+    let text = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let original = text(&lib);
+    let edits: [(&str, Box<dyn Fn()>); 6] = [
+        ("candle-nn 0.11.1 as published", Box::new(|| {})),
+        (
+            "a comment",
+            Box::new(|| std::fs::write(&lib, format!("{original}// a comment\n")).unwrap()),
+        ),
+        (
+            "a commit that does not build",
+            Box::new(|| {
+                std::fs::write(&lib, format!("{original}this does not compile\n")).unwrap()
+            }),
+        ),
+        (
+            "fix the build",
+            Box::new(|| std::fs::write(&lib, &original).unwrap()),
+        ),
+        (
+            "softmax_last_dim: busy-wait 100 us a call",
+            Box::new(|| {
+                let slowed = text(&ops).replacen(
+                    "pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {\n",
+                    "pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {\n    let t0 = std::time::Instant::now();\n    while t0.elapsed() < std::time::Duration::from_micros(100) {\n        std::hint::spin_loop();\n    }\n",
+                    1,
+                );
+                assert_ne!(slowed, text(&ops), "softmax_last_dim moved in candle-nn");
+                std::fs::write(&ops, slowed).unwrap();
+            }),
+        ),
+        (
+            "README: a line",
+            Box::new(|| {
+                let readme = repo.join("candle-nn/README.md");
+                std::fs::write(&readme, format!("{}a line\n", text(&readme))).unwrap()
+            }),
+        ),
+    ];
+    let mut commits = Vec::new();
+    for (subject, edit) in &edits {
+        edit();
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-q", "-m", subject]);
+        commits.push(head(&repo));
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
+        .args(["bisect", &commits[0], &commits[5], "--candle-repo"])
+        .arg(&repo)
+        .args(["--bench", "short/cpu-f32/gguf:fixture:gemma3"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("MODELBENCH_REPORTS", tmp.path().join("reports"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("MODELBENCH_DB", "off")
+        .env_remove("MODELBENCH_INJECT_SLOWDOWN")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "first bad Candle commit: {} softmax_last_dim: busy-wait 100 us a call",
+            commits[4]
+        )),
+        "{out}\n{err}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{} a commit that does not build: skip (Candle {}: the suite does not build against Candle",
+            &commits[2][..10],
+            &commits[2][..10]
+        )),
+        "{out}"
+    );
+}
