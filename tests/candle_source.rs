@@ -225,6 +225,15 @@ fn a_failed_build_is_one_line_naming_the_candle_and_the_first_missing_item() {
         missing_item("error[E0432]: unresolved import `candle_core::quantized::repack`").as_deref(),
         Some("candle_core::quantized::repack")
     );
+    // A syntax error in the Candle source (a commit that does not build): no missing item.
+    let l = first_build_error(
+        "   Compiling candle-nn v0.11.1 (/x/candle-nn)\nerror: expected one of `!` or `::`, found `does`\n --> /x/candle-nn/src/lib.rs:40:6\n",
+        "0.11.1 path /x (git 0123456789ab; candle-nn)",
+    );
+    assert_eq!(
+        l,
+        "the suite does not build against Candle 0.11.1 path /x (git 0123456789ab; candle-nn): error: expected one of `!` or `::`, found `does` at /x/candle-nn/src/lib.rs:40:6"
+    );
     // No compiler error: cargo's own (an unknown release).
     let l = first_build_error(
         "    Updating crates.io index\nerror: failed to select a version for the requirement `candle-core = \"=0.99.0\"`\ncandidate versions found which didn't match: 0.11.1\n",

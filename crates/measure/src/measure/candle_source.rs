@@ -451,7 +451,14 @@ pub fn first_build_error(output: &str, src_label: &str) -> String {
         .find_map(|l| l.trim_start().strip_prefix("--> "))
         .map(|l| format!(" at {}", l.trim()))
         .unwrap_or_default();
-    let item = missing_item(&head)
+    // An item is named for a compiler error with a code (`cannot find`, `no method`, ...),
+    // not for a plain `error:` (a syntax error in the Candle source names no missing item).
+    let item = if head.starts_with("error[E") {
+        missing_item(&head)
+    } else {
+        None
+    };
+    let item = item
         .map(|m| format!("first missing item `{m}`: "))
         .unwrap_or_default();
     format!("the suite does not build against Candle {src_label}: {item}{head}{at}")

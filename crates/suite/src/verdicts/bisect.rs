@@ -254,14 +254,19 @@ impl Judged {
     /// Undecided metric (its interval straddles the threshold) is good when `undecided_good`
     /// (a commit bisection's one fixed look), else a skip naming the open metrics.
     pub fn of(p: &PairedOutcome, undecided_good: bool) -> Judged {
-        if p.regressions > 0 {
+        Judged::of_metrics(&p.metrics.iter().collect::<Vec<_>>(), undecided_good)
+    }
+
+    /// As [`Judged::of`], on these rows only (a Candle bisection watches the metrics BAD
+    /// regressed on).
+    pub fn of_metrics(metrics: &[&MetricVerdict], undecided_good: bool) -> Judged {
+        if metrics.iter().any(|m| m.verdict == "Regression") {
             return Judged::Bad;
         }
-        let open: Vec<String> = p
-            .metrics
+        let open: Vec<String> = metrics
             .iter()
             .filter(|m| m.verdict != "Unchanged" && m.verdict != "Improvement")
-            .map(MetricVerdict::describe)
+            .map(|m| m.describe())
             .collect();
         if open.is_empty() || undecided_good {
             Judged::Good

@@ -10,9 +10,10 @@
 //! `[patch.crates-io]`, one shared target dir, so only what the Candle commit changes is
 //! rebuilt; a kept build is reused). That build runs paired against GOOD's build on the
 //! benchmark's scenario and model (bisect.rs's gate: looks of --pairs up to --max-pairs,
-//! stopping at the first regression): any regression is bad, every metric Unchanged or
-//! Improvement is good, and a metric still Undecided skips the commit, as `git bisect skip`
-//! would; so does a commit the suite does not build against (its one-line build error) or
+//! stopping at the first regression). BAD is judged on every metric and must regress on one;
+//! every later commit is judged on the metrics BAD regressed on ([`judge`]): any of them a
+//! regression is bad, all Unchanged or Improvement is good, and one still Undecided skips the
+//! commit, as `git bisect skip` would; so does a commit the suite does not build against (its one-line build error) or
 //! whose build cannot run the paired workers.
 //!
 //! The search ([`Search`]) is git bisect's: BAD first (it must be slower than GOOD, else
@@ -210,6 +211,30 @@ pub fn checkout(repo: &Path, commit: &str, root: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The (scenario, metric) rows flagged a regression.
+pub fn regressed(metrics: &[MetricVerdict]) -> Vec<(String, String)> {
+    metrics
+        .iter()
+        .filter(|m| m.verdict == "Regression")
+        .map(|m| (m.scenario.clone(), m.metric.clone()))
+        .collect()
+}
+
+/// A step judged by the `watched` rows only (those BAD regressed on: the bisection looks for
+/// the commit that slowed them; a metric BAD did not regress on, say a noisy prefill of a
+/// tiny model, cannot hold a step back). Undecided skips.
+pub fn judge(metrics: &[MetricVerdict], watched: &[(String, String)]) -> Judged {
+    let rows: Vec<&MetricVerdict> = metrics
+        .iter()
+        .filter(|m| {
+            watched
+                .iter()
+                .any(|(s, k)| *s == m.scenario && *k == m.metric)
+        })
+        .collect();
+    Judged::of_metrics(&rows, false)
+}
+
 /// One judged commit, as the summary prints it.
 struct Step {
     commit: String,
@@ -275,6 +300,8 @@ pub fn bisect(a: &BisectArgs, repo: &Path, t: f64) -> Result<ExitCode> {
     };
     let good_exe = build(good, &format!("GOOD Candle {}", short(good)))?;
     let mut steps: Vec<Step> = Vec::new();
+    // The metrics BAD regressed on (it is judged first): what each later step is judged by.
+    let mut watched: Option<Vec<(String, String)>> = None;
     let found = search(n, &mut |i| {
         let c = &range.commits[i];
         let side = format!("Candle {}", short(c));
@@ -284,7 +311,10 @@ pub fn bisect(a: &BisectArgs, repo: &Path, t: f64) -> Result<ExitCode> {
             // A build that cannot run the paired workers (a Candle commit that panics or
             // refuses the model) is not judged either: skipped, with the worker's line.
             Ok(exe) => match paired_gate(&good_exe, &exe, &side, &o, t) {
-                Ok(p) => (Judged::of(&p, false), p.metrics, Some((exe, p.saved))),
+                Ok(p) => {
+                    let w = watched.get_or_insert_with(|| regressed(&p.metrics));
+                    (judge(&p.metrics, w), p.metrics, Some((exe, p.saved)))
+                }
                 Err(e) => (
                     Judged::Skip(format!("the paired run failed: {e}")),
                     Vec::new(),
@@ -508,6 +538,32 @@ mod tests {
         );
         // A commit bisection's one fixed look counts Undecided as good.
         assert_eq!(Judged::of(&open, true), Judged::Good);
+        // Later steps are judged on what BAD regressed on: a noisy prefill that BAD did not
+        // regress on holds no step back; an open decode does.
+        let watched = regressed(&bad.metrics);
+        assert_eq!(watched, [("short".to_string(), "decode".to_string())]);
+        let step = |prefill: &'static str, decode: &'static str| {
+            vec![
+                row("prefill", 1.001, (0.958, 1.050), prefill),
+                row("decode", 1.001, (0.995, 1.006), decode),
+            ]
+        };
+        assert_eq!(
+            judge(&step("Undecided", "Unchanged"), &watched),
+            Judged::Good
+        );
+        assert_eq!(
+            judge(&step("Regression", "Unchanged"), &watched),
+            Judged::Good
+        );
+        assert_eq!(
+            judge(&step("Unchanged", "Regression"), &watched),
+            Judged::Bad
+        );
+        assert_eq!(
+            judge(&step("Unchanged", "Undecided"), &watched),
+            Judged::Skip("undecided: short decode 1.001x [0.995, 1.006] Undecided".into())
+        );
         assert_eq!(
             [Judged::Good, Judged::Bad, Judged::Skip("x".into())].map(|j| j.exit_code()),
             [0, 1, 125]
