@@ -371,7 +371,7 @@ fn main() -> ExitCode {
             db,
             png,
         } => ok(app::history::history(&bench, &model, db.as_deref(), png)),
-        Cmd::Bisect(a) => verdicts::bisect::bisect(&a),
+        Cmd::Bisect(a) => verdicts::bisect(&a),
         Cmd::BisectStep(a) => Ok(verdicts::bisect::step(&a)),
         Cmd::Export { run, format, out } => ok(app::report::export(run, format, out)),
         Cmd::Continuous { config, force } => verdicts::continuous::continuous(&config, force),

@@ -14,7 +14,8 @@
 //! machine drift between the two builds' measurements does not enter the verdict.
 //!
 //! With `--candle-repo PATH` GOOD and BAD are revisions of a Candle git history instead, and
-//! this repository's HEAD is built against each Candle commit: [`super::candle_bisect`].
+//! this repository's HEAD is built against each Candle commit: `super::candle_bisect`
+//! (`verdicts::bisect` picks one of the two).
 //!
 //! Every step's run folder is kept under target-reports/bisect-<time>/<commit>/ (the
 //! commands see MODELBENCH_REPORTS pointing there, and MODELBENCH_DB=off so the scratch runs
@@ -291,16 +292,22 @@ impl Drop for Restore {
     }
 }
 
-pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
+/// `--threshold` as given and as a fraction: default 5%, or 2% for a paired bisection (a
+/// Candle one included).
+pub(crate) fn threshold(a: &BisectArgs) -> Result<(String, f64)> {
     let threshold = match (&a.threshold, a.paired || a.candle_repo.is_some()) {
         (Some(t), _) => t.clone(),
         (None, true) => DEFAULT_THRESHOLD.to_string(),
         (None, false) => "5%".to_string(),
     };
     let t = parse_threshold(&threshold).map_err(|e| fail!("--threshold: {e}"))?;
-    if let Some(repo) = &a.candle_repo {
-        return super::candle_bisect::bisect(a, repo, t);
-    }
+    Ok((threshold, t))
+}
+
+/// A bisection of this repository's commits (`--candle-repo`: verdicts::bisect dispatches to
+/// candle_bisect instead).
+pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
+    let (threshold, t) = threshold(a)?;
     let build = build_cmd(&a.build, a.paired);
     let paired = if a.paired {
         Some(paired_target(

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::measure::candle_source::{self, CandleSpec};
-use crate::verdicts::bisect::{paired_gate, paired_target, BisectArgs, Judged};
+use crate::verdicts::bisect::{paired_gate, paired_target, threshold, BisectArgs, Judged};
 use crate::verdicts::build::{build_side_with, git_at, head_to_build, Side};
 use crate::verdicts::candle_ops::{fixture_cache, model_ready, FIXTURE_CACHE};
 use crate::verdicts::paired::{profile_regressions, MetricVerdict};
@@ -253,8 +253,9 @@ pub fn judged_word(j: &Judged) -> String {
     }
 }
 
-/// `bisect --candle-repo`: see the module docs. `t` is the threshold.
-pub fn bisect(a: &BisectArgs, repo: &Path, t: f64) -> Result<ExitCode> {
+/// `bisect --candle-repo`: see the module docs.
+pub fn bisect(a: &BisectArgs, repo: &Path) -> Result<ExitCode> {
+    let (_, t) = threshold(a)?;
     ensure!(
         a.build.is_none(),
         "--build: a Candle bisection builds this repository's HEAD against each Candle commit itself; drop --build"

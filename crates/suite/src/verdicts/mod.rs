@@ -20,3 +20,12 @@ pub mod paired;
 pub mod profile;
 pub mod sensitivity;
 pub mod worker;
+
+/// `modelbench bisect`: of this repository's commits, or (`--candle-repo`) of a Candle git
+/// history.
+pub fn bisect(a: &bisect::BisectArgs) -> crate::Result<std::process::ExitCode> {
+    match &a.candle_repo {
+        Some(repo) => candle_bisect::bisect(a, repo),
+        None => bisect::bisect(a),
+    }
+}
