@@ -91,3 +91,37 @@ mod tests {
         assert_eq!(left, 1, "temporary files left behind");
     }
 }
+
+/// The longest file name [`bounded_name`] gives (file systems allow 255 bytes; a model given as
+/// a path can make a benchmark id longer than that).
+pub const MAX_NAME: usize = 160;
+
+/// `name` (an ASCII file-name slug) as a file name no longer than [`MAX_NAME`]: unchanged when
+/// it fits, else its first 120 characters, `-`, and 16 hex digits of its SHA-256, so two long
+/// names that share the start stay apart.
+pub fn bounded_name(name: String) -> String {
+    use sha2::{Digest, Sha256};
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    let hash = Sha256::digest(name.as_bytes());
+    let head: String = name.chars().take(120).collect();
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{head}-{hex}")
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn a_long_name_is_cut_with_a_hash_and_a_short_one_kept() {
+        assert_eq!(bounded_name("short.html".into()), "short.html");
+        let a = format!("peer--{}", "x".repeat(300));
+        let b = format!("peer--{}y", "x".repeat(300));
+        let (ba, bb) = (bounded_name(a), bounded_name(b));
+        assert!(ba.len() <= MAX_NAME && bb.len() <= MAX_NAME, "{ba}");
+        assert_ne!(ba, bb);
+        assert!(ba.starts_with("peer--xxx"));
+    }
+}

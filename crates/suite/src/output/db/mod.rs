@@ -567,11 +567,13 @@ pub fn trend_lines(rows: &[HistoryRow]) -> Vec<(String, Vec<(f64, f64)>)> {
     series
 }
 
-/// A file-name-safe form of `s`.
+/// A file-name-safe form of `s`, no longer than a file name may be.
 pub fn slug(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
+    crate::util::fsio::bounded_name(
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect(),
+    )
 }
 
 /// The trend charts of target-reports/index.html: for up to `max` (benchmark, model) pairs

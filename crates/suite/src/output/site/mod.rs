@@ -314,6 +314,8 @@ fn benches<'a>(
         if first.kind != Kind::Generation {
             page = format!("{}--{page}", first.kind);
         }
+        // A model given as a path makes ids longer than a file name may be.
+        let mut page = crate::util::fsio::bounded_name(page);
         let n = used.entry(page.clone()).or_insert(0);
         *n += 1;
         if *n > 1 {
