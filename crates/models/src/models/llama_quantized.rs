@@ -329,7 +329,7 @@ impl Weights {
                 let k = self.rope.apply(&k, pos)?;
                 let cache = &mut sq.cache.layers[li];
                 let (k, v) = op("kv_cache", || cache.append(&k, &v))
-                    .inspect(|_| note_append(cache, k.clone(), v.clone()))?;
+                    .inspect(|_| note_append(cache, &k, &v))?;
                 let (k, v) = (
                     traced!("copy", "k, v from the cache", [k], k.contiguous())?,
                     traced!("copy", "k, v from the cache", [v], v.contiguous())?,

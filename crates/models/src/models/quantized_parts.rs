@@ -133,10 +133,11 @@ pub fn residual(a: &Tensor, h: &Tensor) -> Result<Tensor> {
 
 /// Records (in an op trace: [`trace::note`]) the append `c.append(&k, &v)` has just made: the
 /// keys and values written into the cache's buffers at the positions they took.
-pub fn note_append(c: &candle_nn::kv_cache::KvCache, k: Tensor, v: Tensor) {
+pub fn note_append(c: &candle_nn::kv_cache::KvCache, k: &Tensor, v: &Tensor) {
     if !trace::recording() {
         return;
     }
+    let (k, v) = (k.clone(), v.clone());
     let (Ok(len), Some(kb), Some(vb)) = (
         k.dim(2),
         c.k_cache().all_data().clone(),
@@ -244,8 +245,7 @@ impl RopeTables {
         } else {
             "rope (neox)"
         };
-        traced!("rope", what, [x, cos, sin, pos], {
-            let _ = pos;
+        traced!("rope", what, [x, cos, sin], {
             if interleaved {
                 candle_nn::rotary_emb::rope_i(x, cos, sin)
             } else {

@@ -249,7 +249,7 @@ impl Cache {
         match self {
             Cache::Global(c) => {
                 let out = op("kv_cache", || c.append(&k, &v))?;
-                super::quantized_parts::note_append(c, k, v);
+                super::quantized_parts::note_append(c, &k, &v);
                 Ok(out)
             }
             Cache::Sliding(c) => {

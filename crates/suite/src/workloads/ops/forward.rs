@@ -53,13 +53,7 @@ pub fn traced_ops(model: &mut dyn CausalLm, plan: &OpsPlan, hp: Hparams) -> Resu
     };
     trace::start();
     let step = model.forward(&ids, pos).and_then(|logits| {
-        traced!("sampling", "argmax + to host", [logits], {
-            logits
-                .to_dtype(DType::F32)?
-                .argmax(candle_core::D::Minus1)?
-                .to_scalar::<u32>()
-        })
-        .map_err(Error::from)
+        traced!("sampling", "argmax + to host", [logits], argmax(logits)).map_err(Error::from)
     });
     let ops = trace::take();
     step?;
@@ -72,12 +66,17 @@ pub fn traced_ops(model: &mut dyn CausalLm, plan: &OpsPlan, hp: Hparams) -> Resu
     Ok(rows_of(ops, hp))
 }
 
-/// The greedy pick of `logits` (rank 1).
-pub(super) fn pick(logits: &Tensor) -> Result<u32> {
-    Ok(logits
+/// The greedy pick of `logits` (rank 1): the argmax, read back to the host.
+fn argmax(logits: &Tensor) -> candle_core::Result<u32> {
+    logits
         .to_dtype(DType::F32)?
         .argmax(candle_core::D::Minus1)?
-        .to_scalar::<u32>()?)
+        .to_scalar::<u32>()
+}
+
+/// [`argmax`] with the suite's error.
+pub(super) fn pick(logits: &Tensor) -> Result<u32> {
+    Ok(argmax(logits)?)
 }
 
 pub(super) fn shape_str(dims: &[usize]) -> String {
@@ -319,9 +318,8 @@ fn ggml_of(o: &Traced, hp: Hparams) -> Option<GgmlOp> {
         }
         "mask" if t.len() == 2 => {
             let (att, mask) = (t[0], t[1]);
-            let [b, kv, rows, keys] = att.dims.as_slice().try_into().ok()?;
+            let [_, kv, rows, keys]: [usize; 4] = att.dims.as_slice().try_into().ok()?;
             let len = *mask.dims.first()?;
-            let _ = b;
             Some(plain(
                 "ADD",
                 [keys, len, rows / len.max(1), kv],
