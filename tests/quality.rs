@@ -144,7 +144,7 @@ fn dequantized_gemma3_through_candle_transformers_passes_the_gate() {
     };
     let out = modelbench::util::fsio::target_dir().join("modelbench-dequantized/gemma-3-270m");
     if !out.join("config.json").is_file() {
-        modelbench::models::dequantize::gemma3_to_hf(path, res.tokenizer.as_deref(), &out).unwrap();
+        modelbench::models::dequantize::gguf_to_hf(path, res.tokenizer.as_deref(), &out).unwrap();
     }
     let Some(v) = gate(&out.display().to_string()) else {
         return;

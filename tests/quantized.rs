@@ -386,7 +386,7 @@ fn dequantized_gemma3_fixture_matches_the_quantized_model() {
     let gguf = modelbench::models::source::gguf_fixture(Family::Gemma3).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("gemma3-f32");
-    modelbench::models::dequantize::gemma3_to_hf(&gguf, None, &out).unwrap();
+    modelbench::models::dequantize::gguf_to_hf(&gguf, None, &out).unwrap();
     let dir = out.display().to_string();
     let mut a = gemma3(&gemma3_unit_norms(), 256);
     let mut b = {
@@ -421,5 +421,157 @@ fn dequantized_gemma3_fixture_matches_the_quantized_model() {
     check(50, 0, &mut a, &mut b);
     for p in 50..104 {
         check(1, p, &mut a, &mut b);
+    }
+}
+
+// ---- The non-quantized path of Qwen2 and Llama: `modelbench dequantize` of their fixtures ----
+
+/// What a negative control breaks in a dequantized folder: the family's distinguishing piece.
+#[derive(Debug, Clone, Copy)]
+enum Break {
+    /// Qwen2's q/k/v biases set to zero.
+    Biases,
+    /// Llama's q/k rows left in llama.cpp's permuted order (the permutation applied again).
+    Permutation,
+    /// The Llama 3 fixture's rope_scaling dropped from config.json.
+    RopeScaling,
+}
+
+/// llama.cpp's converter's q/k row permutation (per head, rows `i` and `i + d/2` to `2i` and
+/// `2i + 1`), written here apart from the code under test.
+fn converter_permute(t: &candle_core::Tensor, heads: usize) -> candle_core::Tensor {
+    let (rows, cols) = t.dims2().unwrap();
+    let hd = rows / heads;
+    t.reshape((heads, 2, hd / 2, cols))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((rows, cols))
+        .unwrap()
+}
+
+/// A copy of the folder `dir` with `what` broken.
+fn broken_copy(dir: &std::path::Path, what: Break, out: &std::path::Path) {
+    std::fs::create_dir_all(out).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut t =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let heads = config["num_attention_heads"].as_u64().unwrap() as usize;
+    let kv = config["num_key_value_heads"].as_u64().unwrap() as usize;
+    let mut touched = 0;
+    match what {
+        Break::Biases => {
+            for (k, v) in t.iter_mut() {
+                if k.ends_with("_proj.bias") {
+                    *v = v.zeros_like().unwrap();
+                    touched += 1;
+                }
+            }
+        }
+        Break::Permutation => {
+            for (k, v) in t.iter_mut() {
+                if k.ends_with("q_proj.weight") {
+                    *v = converter_permute(v, heads);
+                    touched += 1;
+                } else if k.ends_with("k_proj.weight") {
+                    *v = converter_permute(v, kv);
+                    touched += 1;
+                }
+            }
+        }
+        Break::RopeScaling => {
+            assert!(config["rope_scaling"].is_object(), "{config}");
+            config["rope_scaling"] = serde_json::Value::Null;
+            touched += 1;
+        }
+    }
+    assert!(
+        touched > 0,
+        "{what:?}: nothing to break in {}",
+        dir.display()
+    );
+    candle_core::safetensors::save(&t, out.join("model.safetensors")).unwrap();
+    std::fs::write(out.join("config.json"), config.to_string()).unwrap();
+}
+
+/// The largest |logit difference| over the logit scale between the GGUF `gguf` (its default
+/// implementation: the project's) and the folder `dir` (candle-transformers' safetensors
+/// model), over a 40-token prefill and decode steps to 200 positions.
+fn worst_gap(gguf: &str, dir: &std::path::Path) -> f32 {
+    const POSITIONS: usize = 200;
+    let mut a = {
+        let res = prepare(gguf, &ModelRef::parse(gguf).unwrap(), &[]).unwrap();
+        open(res, &Device::Cpu, DType::F32, Some(256)).unwrap()
+    };
+    let d = dir.display().to_string();
+    let mut b = {
+        let res = prepare(&d, &ModelRef::parse(&d).unwrap(), &[]).unwrap();
+        open(res, &Device::Cpu, DType::F32, Some(256)).unwrap()
+    };
+    let toks = modelbench::engine::generate::prompt_ids(POSITIONS, a.model.meta().vocab, 11, 0);
+    a.model.reset().unwrap();
+    b.model.reset().unwrap();
+    let mut worst = 0f32;
+    let mut step = |pos: usize, n: usize| {
+        let la = common::logits(&a.model.forward(&toks[pos..pos + n], pos).unwrap());
+        let lb = common::logits(&b.model.forward(&toks[pos..pos + n], pos).unwrap());
+        let scale = la.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+        let diff = la
+            .iter()
+            .zip(&lb)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        worst = worst.max(diff / scale);
+    };
+    step(0, 40);
+    for p in 40..POSITIONS {
+        step(p, 1);
+    }
+    worst
+}
+
+/// The Qwen2 and Llama GGUF fixtures (the Llama 3.2-shaped one with `rope_freqs.weight`
+/// included) dequantized to Hugging Face folders and run through candle-transformers'
+/// safetensors `qwen2` / `llama` give the logits of the project's quantized model on the GGUF;
+/// and each folder with its family's distinguishing piece broken misses them, so the
+/// comparison can tell.
+///
+/// The limit, 0.02 of the logit scale, is twice the largest gap of the unbroken folders
+/// (measured 2026-11-26 over 200 positions: qwen2 0.0110, llama 0.0045, llama3 0.0043; the
+/// GGUF path quantizes activations to Q8_0, the folder runs f32). The broken ones measured
+/// 2.51 (qwen2 without biases), 0.056 (llama's rows permuted) and 0.029 (llama3 without its
+/// rope_scaling: the scaled pairs turn slowly, so the gap grows with positions; at 80
+/// positions it was 0.021). All of it is deterministic: seeded fixtures, CPU.
+#[test]
+fn dequantized_qwen2_and_llama_fixtures_match_the_quantized_model() {
+    const LIMIT: f32 = 0.02;
+    let mut seen = Vec::new();
+    let tmp = tempfile::tempdir().unwrap();
+    for (fx, what) in [
+        ("qwen2", Break::Biases),
+        ("llama", Break::Permutation),
+        ("llama3", Break::RopeScaling),
+    ] {
+        let r = format!("gguf:fixture:{fx}");
+        let res = prepare(&r, &ModelRef::parse(&r).unwrap(), &[]).unwrap();
+        let modelbench::models::Weights::Gguf(gguf) = &res.weights else {
+            panic!("{r}: a GGUF")
+        };
+        let out = tmp.path().join(fx);
+        modelbench::models::dequantize::gguf_to_hf(gguf, None, &out).unwrap();
+        let cfg = std::fs::read_to_string(out.join("config.json")).unwrap();
+        assert!(cfg.contains("\"modelbench_gguf\""), "{cfg}");
+        let good = worst_gap(&r, &out);
+        let bad_dir = tmp.path().join(format!("{fx}-broken"));
+        broken_copy(&out, what, &bad_dir);
+        let bad = worst_gap(&r, &bad_dir);
+        eprintln!("{fx}: worst |diff| / scale {good:.4}; with {what:?} broken {bad:.4}");
+        seen.push((fx, what, good, bad));
+    }
+    for (fx, what, good, bad) in seen {
+        assert!(good <= LIMIT, "{fx}: {good}");
+        assert!(bad > LIMIT, "{fx} with {what:?} broken: {bad}");
     }
 }

@@ -129,8 +129,9 @@ enum Cmd {
     Tokenize(app::tokenize::TokenizeArgs),
     /// Write a GGUF Gemma 3 as a safetensors folder for the non-quantized path.
     ///
-    /// Write a GGUF Gemma 3 as a Hugging Face folder (f32 safetensors + config.json +
-    /// tokenizer.json) for the non-quantized path.
+    /// Write a GGUF Gemma 3, Qwen2 or Llama as a Hugging Face folder (f32 safetensors +
+    /// config.json + tokenizer.json) for the non-quantized path; `verify --model <folder>`
+    /// checks it against llama.cpp on the GGUF it came from.
     Dequantize {
         #[arg(long)]
         model: String,

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::{gemma3, llama, qwen3, qwen3_moe};
+use candle_transformers::models::{gemma3, llama, qwen2, qwen3, qwen3_moe};
 use serde_json::Value;
 
 use super::{CausalLm, Family, KvState, ModelMeta, Provenance, Restored};
@@ -13,6 +13,7 @@ use crate::error::{one_line, Error, Result};
 #[derive(Debug, Clone)]
 pub enum Arch {
     Llama(llama::Config),
+    Qwen2(qwen2::Config),
     Qwen3(qwen3::Config),
     Qwen3Moe(qwen3_moe::Config),
     Gemma3(gemma3::Config),
@@ -65,10 +66,11 @@ impl Arch {
                 let c: llama::LlamaConfig = parse(v, path, family)?;
                 Arch::Llama(c.into_config(cfg!(feature = "flash-attn")))
             }
+            Family::Qwen2 => Arch::Qwen2(parse(v, path, family)?),
             Family::Qwen3 => Arch::Qwen3(parse(v, path, family)?),
             Family::Qwen3Moe => Arch::Qwen3Moe(parse(v, path, family)?),
             Family::Gemma3 => Arch::Gemma3(parse(patch_gemma3(v), path, family)?),
-            Family::Qwen2 | Family::Phi3 | Family::Phi2 | Family::Lfm2 => {
+            Family::Phi3 | Family::Phi2 | Family::Lfm2 => {
                 return Err(config_err(
                     path,
                     family,
@@ -91,6 +93,7 @@ impl Arch {
     pub fn family(&self) -> Family {
         match self {
             Arch::Llama(_) => Family::Llama,
+            Arch::Qwen2(_) => Family::Qwen2,
             Arch::Qwen3(_) => Family::Qwen3,
             Arch::Qwen3Moe(_) => Family::Qwen3Moe,
             Arch::Gemma3(_) => Family::Gemma3,
@@ -116,6 +119,11 @@ impl Arch {
         }
         match self {
             Arch::Llama(c) => dims!(
+                c,
+                c.hidden_size / c.num_attention_heads.max(1),
+                c.intermediate_size
+            ),
+            Arch::Qwen2(c) => dims!(
                 c,
                 c.hidden_size / c.num_attention_heads.max(1),
                 c.intermediate_size
@@ -147,11 +155,15 @@ impl Arch {
                 "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}"
             ));
         }
-        if let Arch::Llama(c) = self {
-            if c.hidden_size % c.num_attention_heads != 0 {
+        let hidden_split = match self {
+            Arch::Llama(c) => Some((c.hidden_size, c.num_attention_heads)),
+            Arch::Qwen2(c) => Some((c.hidden_size, c.num_attention_heads)),
+            _ => None,
+        };
+        if let Some((h, n)) = hidden_split {
+            if h % n != 0 {
                 return Err(format!(
-                    "hidden_size {} is not a multiple of num_attention_heads {}",
-                    c.hidden_size, c.num_attention_heads
+                    "hidden_size {h} is not a multiple of num_attention_heads {n}"
                 ));
             }
         }
@@ -175,6 +187,7 @@ impl Arch {
     pub fn cap_context(&mut self, cap: usize) {
         let m = match self {
             Arch::Llama(c) => &mut c.max_position_embeddings,
+            Arch::Qwen2(c) => &mut c.max_position_embeddings,
             Arch::Qwen3(c) => &mut c.max_position_embeddings,
             Arch::Qwen3Moe(c) => &mut c.max_position_embeddings,
             Arch::Gemma3(c) => &mut c.max_position_embeddings,
@@ -211,6 +224,7 @@ impl Arch {
             expert_params: 0,
             tied_embeddings: match self {
                 Arch::Llama(c) => c.tie_word_embeddings,
+                Arch::Qwen2(c) => c.tie_word_embeddings,
                 Arch::Qwen3(c) => c.tie_word_embeddings,
                 Arch::Qwen3Moe(c) => c.tie_word_embeddings,
                 Arch::Gemma3(_) => true,
@@ -224,6 +238,7 @@ impl Arch {
                     "candle-transformers 0.11.1 {}",
                     match self {
                         Arch::Llama(_) => "llama",
+                        Arch::Qwen2(_) => "qwen2",
                         Arch::Qwen3(_) => "qwen3",
                         Arch::Qwen3Moe(_) => "qwen3_moe",
                         Arch::Gemma3(_) => "gemma3",
@@ -250,6 +265,7 @@ impl Arch {
                 };
                 CachedLm::boxed(m, device, meta)
             }
+            Arch::Qwen2(c) => CachedLm::boxed(qwen2::ModelForCausalLM::new(c, vb)?, device, meta),
             Arch::Qwen3(c) => CachedLm::boxed(qwen3::ModelForCausalLM::new(c, vb)?, device, meta),
             Arch::Qwen3Moe(c) => {
                 CachedLm::boxed(qwen3_moe::ModelForCausalLM::new(c, vb)?, device, meta)
@@ -276,7 +292,7 @@ fn wrap(e: candle_core::Error) -> Error {
 }
 
 /// A candle-transformers model whose KV cache is a real snapshot when cloned: its cache grows
-/// by `Tensor::cat` (new tensors every step, never written in place). Llama, Qwen3 and
+/// by `Tensor::cat` (new tensors every step, never written in place). Llama, Qwen2, Qwen3 and
 /// Qwen3-MoE; [`CachedLm`] adapts any of them.
 trait CatCached: Send + 'static {
     /// What a snapshot keeps: the cache, or the model that holds it (weights shared).
@@ -318,7 +334,7 @@ impl CatCached for LlamaCached {
 }
 
 /// candle models with `forward(&mut self, ids, offset) -> (b, 1, vocab)` in the model dtype
-/// and `clear_kv_cache()` (Qwen3 and Qwen3-MoE): their attention keeps a `ConcatKvCache`, so a
+/// and `clear_kv_cache()` (Qwen2, Qwen3 and Qwen3-MoE): their attention keeps a `ConcatKvCache`, so a
 /// clone of the model is the snapshot.
 macro_rules! cat_cached_model {
     ($model:ty) => {
@@ -341,6 +357,7 @@ macro_rules! cat_cached_model {
     };
 }
 
+cat_cached_model!(qwen2::ModelForCausalLM);
 cat_cached_model!(qwen3::ModelForCausalLM);
 cat_cached_model!(qwen3_moe::ModelForCausalLM);
 

@@ -18,10 +18,13 @@ use crate::error::{one_line, Error, Result};
 
 /// GGUF name -> HF checkpoint name: the inverse of [`gguf_name`] for the layers a model has.
 pub fn hf_name(family: Family, gguf: &str, layers: usize) -> Option<String> {
-    const PER_LAYER: [&str; 13] = [
+    const PER_LAYER: [&str; 16] = [
         "self_attn.q_proj.weight",
         "self_attn.k_proj.weight",
         "self_attn.v_proj.weight",
+        "self_attn.q_proj.bias",
+        "self_attn.k_proj.bias",
+        "self_attn.v_proj.bias",
         "self_attn.o_proj.weight",
         "self_attn.q_norm.weight",
         "self_attn.k_norm.weight",
@@ -66,6 +69,9 @@ fn gguf_name(family: Family, hf: &str) -> Option<String> {
         (_, "self_attn.q_proj.weight") => "attn_q.weight",
         (_, "self_attn.k_proj.weight") => "attn_k.weight",
         (_, "self_attn.v_proj.weight") => "attn_v.weight",
+        (_, "self_attn.q_proj.bias") => "attn_q.bias",
+        (_, "self_attn.k_proj.bias") => "attn_k.bias",
+        (_, "self_attn.v_proj.bias") => "attn_v.bias",
         (_, "self_attn.o_proj.weight") => "attn_output.weight",
         (_, "self_attn.q_norm.weight") => "attn_q_norm.weight",
         (_, "self_attn.k_norm.weight") => "attn_k_norm.weight",

@@ -410,7 +410,16 @@ pub fn expected_tensors(arch: &Arch) -> Result<BTreeMap<String, Vec<usize>>> {
             family: arch.family().to_string(),
             reason: one_line(&e.to_string()),
         })?;
-    Ok(probe.shapes())
+    let mut shapes = probe.shapes();
+    // candle-transformers' qwen2 reads `lm_head.weight` whenever the checkpoint has one (the
+    // probe has every name) and ties it otherwise, whatever config.json says: a tied model
+    // does not read it.
+    if let Arch::Qwen2(c) = arch {
+        if c.tie_word_embeddings {
+            shapes.remove("lm_head.weight");
+        }
+    }
+    Ok(shapes)
 }
 
 fn describe_paths(paths: &[PathBuf]) -> String {

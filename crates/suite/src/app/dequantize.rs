@@ -1,5 +1,7 @@
-//! `modelbench dequantize`: a GGUF Gemma 3 as a Hugging Face folder (f32 safetensors,
-//! config.json, tokenizer.json), loadable as `--model <dir>` through candle-transformers' gemma3.
+//! `modelbench dequantize`: a GGUF Gemma 3, Qwen2 or Llama as a Hugging Face folder (f32
+//! safetensors, config.json, tokenizer.json), loadable as `--model <dir>` through
+//! candle-transformers' model of the family, and checked by `verify --model <dir>` against
+//! llama.cpp on the GGUF it came from.
 
 use std::path::Path;
 
@@ -18,15 +20,16 @@ pub fn dequantize(model: &str, out: &Path) -> crate::Result<()> {
         "--out {}: already holds a model (config.json); choose an empty folder",
         out.display()
     );
-    crate::models::dequantize::gemma3_to_hf(path, res.tokenizer.as_deref(), out)?;
+    crate::models::dequantize::gguf_to_hf(path, res.tokenizer.as_deref(), out)?;
     println!(
-        "wrote {} (f32 safetensors, config.json{}); use it as --model {}",
+        "wrote {} (f32 safetensors, config.json{}); use it as --model {}; check it with `modelbench verify --model {}`",
         out.display(),
         if res.tokenizer.is_some() {
             ", tokenizer.json"
         } else {
             ""
         },
+        out.display(),
         out.display()
     );
     Ok(())

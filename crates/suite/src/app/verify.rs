@@ -1,5 +1,6 @@
 //! `modelbench verify --model M`: the KL-divergence quality gate (workloads::kld) for any GGUF
-//! against llama.cpp on the same file. The reference (llama.cpp's top-10 log-probabilities over
+//! against llama.cpp on the same file, or for a folder (a dequantized GGUF, `modelbench
+//! dequantize`) against llama.cpp on the GGUF it came from. The reference (llama.cpp's top-10 log-probabilities over
 //! the corpus) is the committed one when it was made from this very file, corpus and windowing;
 //! otherwise it is computed once per file sha256 and corpus with
 //! scripts/llama-cpp-kld-reference.sh and cached under target/modelbench-verify/ (llama.cpp is
@@ -38,9 +39,15 @@ const DEFAULT_CORPUS: &str = "fixtures/corpus/kjv-ruth-1-4.txt";
 #[derive(Args)]
 pub struct VerifyArgs {
     /// A GGUF model reference: gguf:owner/repo[/file.gguf][?impl=...], gguf:fixture:<family>,
-    /// or a path to a .gguf file.
+    /// or a path to a .gguf file; or a folder (config.json + safetensors) judged against
+    /// llama.cpp on --reference-gguf.
     #[arg(long)]
     pub model: String,
+    /// The GGUF llama.cpp runs when --model is a folder: by default the file its config.json
+    /// names (`modelbench_gguf`, written by `modelbench dequantize`), which must still have
+    /// the sha256 recorded there.
+    #[arg(long)]
+    pub reference_gguf: Option<PathBuf>,
     /// llama-perplexity's chunk length (-c).
     #[arg(long, default_value_t = 512)]
     pub n_ctx: usize,
@@ -134,13 +141,38 @@ pub fn verify(a: &VerifyArgs) -> crate::Result<ExitCode> {
     let models = parse_models(&a.model, "--model")?;
     let (l, r) = &models[0];
     let res = prepare(l, r, &[])?;
-    let Weights::Gguf(gguf) = res.weights.clone() else {
-        bail!(
-            "--model {l}: not a GGUF file; `verify` compares against llama.cpp, which reads GGUF only (use a gguf:... reference or a .gguf path)"
-        );
+    let recorded = res.config.get("modelbench_gguf");
+    let gguf = match (&res.weights, &a.reference_gguf) {
+        (Weights::Gguf(g), None) => g.clone(),
+        (Weights::Gguf(_), Some(_)) => bail!(
+            "--reference-gguf is for a folder model; --model {l} is a GGUF, which llama.cpp runs itself"
+        ),
+        (_, Some(g)) => g.clone(),
+        (_, None) => match recorded.and_then(|r| r["path"].as_str()) {
+            Some(p) => PathBuf::from(p),
+            None => bail!(
+                "--model {l}: not a GGUF file and its config.json names none (`modelbench_gguf`); `verify` compares against llama.cpp, which reads GGUF only: give --reference-gguf <file.gguf> for a folder"
+            ),
+        },
     };
+    ensure!(
+        gguf.is_file(),
+        "reference GGUF {}: no such file; give --reference-gguf <file.gguf>",
+        gguf.display()
+    );
     let t = Instant::now();
     let sha = file_sha256(&gguf)?;
+    if a.reference_gguf.is_none() {
+        if let Some(want) = recorded.and_then(|r| r["sha256"].as_str()) {
+            ensure!(
+                want == sha,
+                "reference GGUF {}: sha256 {} is not the {} --model {l} was made from (config.json's modelbench_gguf); give --reference-gguf <file.gguf>",
+                gguf.display(),
+                &sha[..16],
+                &want[..want.len().min(16)]
+            );
+        }
+    }
     let corpus_sha = file_sha256(&corpus)?;
     eprintln!(
         "verify: {} sha256 {} ({:.1} s)",

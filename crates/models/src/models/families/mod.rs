@@ -79,7 +79,7 @@ mod candle;
 mod gemma3;
 mod glm4;
 mod lfm2;
-mod llama;
+pub(crate) mod llama;
 mod own;
 mod phi2;
 mod phi3;
