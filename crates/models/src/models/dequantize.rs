@@ -52,7 +52,7 @@ pub fn unpermute_rope_rows(t: &Tensor, heads: usize) -> Result<Tensor> {
     let dims = t.dims().to_vec();
     let rows = dims[0];
     let rest: usize = dims[1..].iter().product();
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return Err(Error::Report(format!(
             "cannot undo the RoPE row permutation: {rows} rows, {heads} heads"
         )));
