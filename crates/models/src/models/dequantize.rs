@@ -112,7 +112,7 @@ pub fn llama3_scaling_of(
             let a = sxy / sxx;
             let b = a * mx - my;
             if a > 0.0 && b > 0.0 {
-                candidates.insert(0, (factor, 1.0, (1.0 + 1.0 / b) as f32, (a / b) as f32));
+                candidates.push((factor, 1.0, (1.0 + 1.0 / b) as f32, (a / b) as f32));
             }
         }
     }
@@ -376,14 +376,17 @@ mod tests {
             llama3_scaling_of(&d, 64, 500_000.0).unwrap(),
             (32.0, 1.0, 4.0, 8192.0)
         );
-        // Another rule (the project's llama3 fixture: original context 256, head 16): the
-        // written parameters reproduce every divisor.
-        let d = llama3_rope_factors(16, 10_000.0, 8.0, 1.0, 4.0, 256.0);
-        let (f, l, h, o) = llama3_scaling_of(&d, 16, 10_000.0).unwrap();
-        let again = llama3_rope_factors(16, 10_000.0, f, l, h, o);
-        for (a, b) in again.iter().zip(&d) {
-            assert!((a - b).abs() < 1e-3 * b, "{again:?} vs {d:?}");
+        // Other rules (the project's llama3 fixture: original context 64, head 16, two
+        // divisors between; at 256, one): the written parameters reproduce every divisor.
+        for orig in [64.0, 256.0] {
+            let d = llama3_rope_factors(16, 10_000.0, 8.0, 1.0, 4.0, orig);
+            let (f, l, h, o) = llama3_scaling_of(&d, 16, 10_000.0).unwrap();
+            let again = llama3_rope_factors(16, 10_000.0, f, l, h, o);
+            for (a, b) in again.iter().zip(&d) {
+                assert!((a - b).abs() < 1e-3 * b, "{orig}: {again:?} vs {d:?}");
+            }
         }
+        let d = llama3_rope_factors(16, 10_000.0, 8.0, 1.0, 4.0, 64.0);
         // Divisors no rule makes (rising then falling) are refused.
         let mut bad = d.clone();
         bad.reverse();

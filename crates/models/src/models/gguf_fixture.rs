@@ -540,7 +540,8 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
     // v2: Gemma norm weights stored as llama.cpp's converter stores them (1 + w).
     // v3: the tokenizer in the metadata, general.file_type.
     // v4: sharpened ([`sharpen`]) so the KL-divergence gate can tell right from wrong.
-    let out = dir.join(format!("fixture-{}-q8_0-v6.gguf", fx.name));
+    // v7: the llama3 fixture's rope_freqs from an original context of 64 (was 256).
+    let out = dir.join(format!("fixture-{}-q8_0-v7.gguf", fx.name));
     if out.is_file() {
         return Ok(out);
     }

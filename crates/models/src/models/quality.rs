@@ -94,6 +94,17 @@ impl VerdictKey {
                 for p in ps {
                     h.update(file_sha256(p).map_err(|e| e.to_string())?.as_bytes());
                 }
+                // config.json beside them is part of the model: the same weights with another
+                // rope_scaling (say) are another model, with a verdict of its own.
+                if let Some(c) = ps
+                    .first()
+                    .and_then(|p| p.parent())
+                    .map(|d| d.join("config.json"))
+                    .filter(|c| c.is_file())
+                {
+                    h.update(b"config.json");
+                    h.update(file_sha256(&c).map_err(|e| e.to_string())?.as_bytes());
+                }
                 hex(&h.finalize())
             }
             super::Weights::Seeded(_) => {
@@ -266,5 +277,29 @@ mod tests {
         }
         let _ = std::fs::remove_file(k.file());
         assert_eq!(verdict_value("m", Err("why".into()))["why"], "why");
+    }
+
+    #[test]
+    fn a_folders_key_covers_its_config() {
+        let d = tempfile::tempdir().unwrap();
+        let st = d.path().join("model.safetensors");
+        std::fs::write(&st, b"weights").unwrap();
+        let key = || {
+            VerdictKey::of(
+                &super::super::Weights::Safetensors(vec![st.clone()]),
+                "i",
+                "cpu",
+                "f32",
+            )
+            .unwrap()
+            .file_sha256
+        };
+        let bare = key();
+        std::fs::write(d.path().join("config.json"), b"{\"rope_scaling\": null}").unwrap();
+        let a = key();
+        assert_eq!(a, key(), "a key is stable");
+        std::fs::write(d.path().join("config.json"), b"{\"rope_scaling\": {}}").unwrap();
+        let b = key();
+        assert!(bare != a && a != b, "{bare} {a} {b}");
     }
 }
