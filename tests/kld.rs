@@ -280,3 +280,70 @@ fn real_qwen2_and_llama_files_pass_the_kld_gate() {
         assert!(v.passed, "{label} fails the KLD gate:\n{}", table(&v));
     }
 }
+
+/// The non-quantized path on a real Llama-architecture file: SmolLM2-135M Q4_1 written as a
+/// Hugging Face folder by `modelbench dequantize` (llama.cpp's q/k row permutation undone)
+/// and run by candle-transformers' safetensors llama in f32 passes the gate against
+/// llama.cpp's reference of the GGUF it came from; the same folder with the q/k rows left in
+/// llama.cpp's order fails it. Measured 2026-11-26 on the idle VM: the folder mean KLD
+/// 0.00196, same top-1 95.10%, PPL ratio 0.99098 (limits 0.00538, 90.20%, 0.98269..1.01761),
+/// 44 s. (Qwen2.5-Coder-0.5B the same way passes too, docs/models.md, but its f32 folder is
+/// 2.4 GB: not here.)
+#[test]
+fn dequantized_real_llama_passes_the_gate_and_its_permuted_copy_fails() {
+    const LABEL: &str = "gguf:modelbench-offline/SmolLM2-135M-Instruct-GGUF";
+    const REF: &str = "fixtures/reference/SmolLM2-135M-Instruct.Q4_1.ruth.kld.json";
+    let r = ModelRef::parse(LABEL).unwrap();
+    let res = match prepare(LABEL, &r, &[]) {
+        Ok(res) => res,
+        Err(e) => return common::skip_real_model(e),
+    };
+    let modelbench::models::Weights::Gguf(gguf) = &res.weights else {
+        panic!("a GGUF")
+    };
+    let reference = KldReference::load(std::path::Path::new(REF)).unwrap();
+    let tmp = tempfile::tempdir_in(modelbench::util::fsio::target_dir()).unwrap();
+    let good = tmp.path().join("smollm2-f32");
+    modelbench::models::dequantize::gguf_to_hf(gguf, None, &good).unwrap();
+    let bad = tmp.path().join("smollm2-f32-permuted");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::copy(good.join("config.json"), bad.join("config.json")).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(good.join("config.json")).unwrap()).unwrap();
+    let heads = config["num_attention_heads"].as_u64().unwrap() as usize;
+    let kv = config["num_key_value_heads"].as_u64().unwrap() as usize;
+    let mut t =
+        candle_core::safetensors::load(good.join("model.safetensors"), &Device::Cpu).unwrap();
+    for (k, v) in t.iter_mut() {
+        if k.ends_with("q_proj.weight") {
+            *v = common::converter_permute(v, heads);
+        } else if k.ends_with("k_proj.weight") {
+            *v = common::converter_permute(v, kv);
+        }
+    }
+    candle_core::safetensors::save(&t, bad.join("model.safetensors")).unwrap();
+    drop(t);
+    let mut verdicts = Vec::new();
+    for dir in [&good, &bad] {
+        let label = dir.display().to_string();
+        let mut m = load(&label).unwrap();
+        let implementation = m.model.meta().provenance.implementation.clone();
+        let v = run_kld_gate(
+            m.model.as_mut(),
+            &label,
+            &implementation,
+            &reference,
+            REF,
+            None,
+        )
+        .unwrap();
+        eprintln!("{label} [{implementation}]\n{}", table(&v));
+        verdicts.push(v);
+    }
+    assert!(verdicts[0].passed, "{}", table(&verdicts[0]));
+    assert!(
+        !verdicts[1].passed,
+        "the permuted copy passes:\n{}",
+        table(&verdicts[1])
+    );
+}

@@ -437,21 +437,6 @@ enum Break {
     RopeScaling,
 }
 
-/// llama.cpp's converter's q/k row permutation (per head, rows `i` and `i + d/2` to `2i` and
-/// `2i + 1`), written here apart from the code under test.
-fn converter_permute(t: &candle_core::Tensor, heads: usize) -> candle_core::Tensor {
-    let (rows, cols) = t.dims2().unwrap();
-    let hd = rows / heads;
-    t.reshape((heads, 2, hd / 2, cols))
-        .unwrap()
-        .transpose(1, 2)
-        .unwrap()
-        .contiguous()
-        .unwrap()
-        .reshape((rows, cols))
-        .unwrap()
-}
-
 /// A copy of the folder `dir` with `what` broken.
 fn broken_copy(dir: &std::path::Path, what: Break, out: &std::path::Path) {
     std::fs::create_dir_all(out).unwrap();
@@ -474,10 +459,10 @@ fn broken_copy(dir: &std::path::Path, what: Break, out: &std::path::Path) {
         Break::Permutation => {
             for (k, v) in t.iter_mut() {
                 if k.ends_with("q_proj.weight") {
-                    *v = converter_permute(v, heads);
+                    *v = common::converter_permute(v, heads);
                     touched += 1;
                 } else if k.ends_with("k_proj.weight") {
-                    *v = converter_permute(v, kv);
+                    *v = common::converter_permute(v, kv);
                     touched += 1;
                 }
             }

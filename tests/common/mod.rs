@@ -295,3 +295,18 @@ impl modelbench::models::CausalLm for NanOn {
         self.inner.device()
     }
 }
+
+/// llama.cpp's converter's q/k row permutation (per head, rows `i` and `i + d/2` to `2i` and
+/// `2i + 1`), written here apart from the code under test.
+pub fn converter_permute(t: &candle_core::Tensor, heads: usize) -> candle_core::Tensor {
+    let (rows, cols) = t.dims2().unwrap();
+    let hd = rows / heads;
+    t.reshape((heads, 2, hd / 2, cols))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((rows, cols))
+        .unwrap()
+}

@@ -15,15 +15,14 @@
 //! - RoPE with base `rope.freq_base` (default 10000) over `rope.dimension_count` dimensions
 //!   (which must be the whole head): Llama in llama.cpp's `LLAMA_ROPE_TYPE_NORM` layout (pairs
 //!   `2i, 2i+1`; llama.cpp's converter permutes the rows of `attn_q` / `attn_k` so that this
-//!   layout computes what HF's half-rotation computes on the original weights), Qwen3 in the
-//!   NeoX layout (pairs `i, i + d/2`; no permutation in its files);
+//!   layout computes what HF's half-rotation computes on the original weights), Qwen2 and
+//!   Qwen3 in the NeoX layout (pairs `i, i + d/2`; no permutation in their files);
 //! - Qwen3 only: RmsNorm of each head of q and k (`attn_q_norm`, `attn_k_norm`) before RoPE;
-//!   no attention bias (a file with one is refused, not run without it).
+//! - Qwen2 only: q/k/v biases (Llama and Qwen3 files with one are refused, not run without).
 //!
-//! Refused rather than run wrong: RoPE scaling and `rope_freqs.weight` (checked where the model
-//! is loaded, [`super::quantized::check_rope`]; Llama 3.1 / 3.2 GGUFs carry the latter, so they
-//! run on neither implementation here yet), partial rotary dimensions, mixture-of-experts
-//! Llama files, attention biases. Positions past the built context are an error, not a panic.
+//! Llama 3.x's `rope_freqs.weight` divides each pair's frequency by its factor, and linear
+//! `rope.scaling` scales positions, as llama.cpp does. Refused rather than run wrong: other
+//! RoPE scaling types, partial rotary dimensions, mixture-of-experts Llama files. Positions past the built context are an error, not a panic.
 //!
 //! The project's `gguf:fixture:llama` writes `attn_q` / `attn_k` without llama.cpp's
 //! permutation (seeded weights, no HF model to match), so tests compare this model with
