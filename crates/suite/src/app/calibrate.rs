@@ -49,8 +49,8 @@ pub fn calibrate(device: &str, dtypes: &[String], force: bool) -> crate::Result<
     }
     let root = crate::output::report::reports_root();
     let fp = crate::measure::hardware::context().hardware.fingerprint();
-    match crate::output::noise::load_or_committed(&root, &fp)? {
-        Some((p, path)) => println!("\n{} ({})", p.render(false), path.display()),
+    match crate::output::noise::load(&root, &fp)? {
+        Some(p) => println!("\n{}", p.render(false)),
         None => println!(
             "\nno run-to-run noise measured for `{fp}`: the benches give criterion the default \
              {:.0}% threshold (`modelbench noise --measure 4` measures it)",

@@ -157,14 +157,14 @@ static NOISE: std::sync::OnceLock<Option<NoiseProfile>> = std::sync::OnceLock::n
 /// `output::noise`) once; a profile that exists but does not parse is an error.
 pub fn install_noise() -> Result<()> {
     let fp = crate::measure::hardware::context().hardware.fingerprint();
-    let found = noise::load_or_committed(&reports_root(), &fp)?;
-    match &found {
-        Some((p, path)) => eprintln!(
+    let p = noise::load(&reports_root(), &fp)?;
+    match &p {
+        Some(p) => eprintln!(
             "criterion noise thresholds: measured on this machine ({} run folders of {}, {} benchmarks; {}); {:.0}% for benchmarks without a measurement",
             p.runs.len(),
             &p.build.git_commit[..p.build.git_commit.len().min(10)],
             p.benches.len(),
-            path.display(),
+            noise::path_for(&reports_root(), &fp).display(),
             noise::DEFAULT_THRESHOLD * 100.0
         ),
         None => eprintln!(
@@ -172,7 +172,7 @@ pub fn install_noise() -> Result<()> {
             noise::DEFAULT_THRESHOLD * 100.0
         ),
     }
-    let _ = NOISE.set(found.map(|(p, _)| p));
+    let _ = NOISE.set(p);
     Ok(())
 }
 

@@ -341,30 +341,6 @@ pub fn load(root: &Path, fingerprint: &str) -> Result<Option<NoiseProfile>> {
     Ok((p.hardware == fingerprint).then_some(p))
 }
 
-/// The profile the benches and the report judge with: `<root>/noise/`, else the one committed
-/// in this checkout's `target-reports/noise/` when `root` is another folder
-/// (`MODELBENCH_REPORTS` set elsewhere starts without one, and every benchmark would otherwise
-/// get the 20% default). Returns the profile and the file it was read from.
-pub fn load_or_committed(
-    root: &Path,
-    fingerprint: &str,
-) -> Result<Option<(NoiseProfile, PathBuf)>> {
-    if let Some(p) = load(root, fingerprint)? {
-        return Ok(Some((p, path_for(root, fingerprint))));
-    }
-    let committed = crate::util::root().join("target-reports");
-    let same = match (committed.canonicalize(), root.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => committed == root,
-    };
-    if !same {
-        if let Some(p) = load(&committed, fingerprint)? {
-            return Ok(Some((p, path_for(&committed, fingerprint))));
-        }
-    }
-    Ok(None)
-}
-
 impl NoiseProfile {
     /// The thresholds fitted again from the stored per-run means (e.g. a profile written
     /// before the two-component model).
@@ -452,11 +428,10 @@ pub struct RunNoise {
 }
 
 impl RunNoise {
-    /// The machine `fingerprint`'s profile under `root`, else this checkout's committed one
-    /// ([`load_or_committed`]; none is not an error).
+    /// The machine `fingerprint`'s profile under `root` (none is not an error).
     pub fn for_machine(root: &Path, fingerprint: &str) -> Result<RunNoise> {
         Ok(RunNoise {
-            machine: load_or_committed(root, fingerprint)?.map(|(p, _)| p),
+            machine: load(root, fingerprint)?,
             history: BTreeMap::new(),
             history_runs: 0,
         })
@@ -700,34 +675,5 @@ mod tests {
             .with_history(&runs[..2]);
         assert_eq!(two.of(&row("m")).threshold, DEFAULT_THRESHOLD);
         assert!(two.of(&row("m")).source.contains("2 earlier run(s)"));
-    }
-
-    /// A reports folder without a profile (`MODELBENCH_REPORTS` elsewhere) gets the one
-    /// committed in this checkout; a folder with its own keeps that one; an unknown machine
-    /// gets none.
-    #[test]
-    fn a_reports_folder_without_a_profile_falls_back_to_the_committed_one() {
-        let committed_dir = crate::util::root().join("target-reports/noise");
-        let file = std::fs::read_dir(&committed_dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "json"))
-            .expect("a committed noise profile");
-        let committed: NoiseProfile =
-            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        let fp = committed.hardware.clone();
-        let tmp = tempfile::tempdir().unwrap();
-        assert!(load(tmp.path(), &fp).unwrap().is_none());
-        let (p, path) = load_or_committed(tmp.path(), &fp).unwrap().unwrap();
-        assert_eq!(path, file);
-        assert_eq!(p.benches.len(), committed.benches.len());
-        assert!(load_or_committed(tmp.path(), "no such machine").unwrap().is_none());
-        // Its own profile wins.
-        let mut own = committed.clone();
-        own.benches.clear();
-        let saved = save(tmp.path(), &own).unwrap();
-        let (p, path) = load_or_committed(tmp.path(), &fp).unwrap().unwrap();
-        assert_eq!((p.benches.len(), path), (0, saved));
     }
 }

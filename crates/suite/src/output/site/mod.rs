@@ -221,12 +221,7 @@ pub fn write(root: &Path) -> Result<()> {
     let mut profile = |fp: &str| -> Option<NoiseProfile> {
         profiles
             .entry(fp.to_string())
-            .or_insert_with(|| {
-                noise::load_or_committed(root, fp)
-                    .ok()
-                    .flatten()
-                    .map(|(p, _)| p)
-            })
+            .or_insert_with(|| noise::load(root, fp).ok().flatten())
             .clone()
     };
     let (rows, db_note) = match db_rows(root) {
