@@ -365,7 +365,10 @@ mod tests {
         let b = Tensor::new(permute(&hb, heads, 1), &Device::Cpu).unwrap();
         let back: Vec<f32> = unpermute_rope_rows(&b, heads).unwrap().to_vec1().unwrap();
         assert_eq!(back, hb);
-        assert!(unpermute_rope_rows(&t, 4).is_err());
+        // 24 rows: not a whole number of heads of 5, and heads of 8 are 3 wide (odd).
+        assert!(unpermute_rope_rows(&t, 5).is_err());
+        assert!(unpermute_rope_rows(&t, 8).is_err());
+        assert!(unpermute_rope_rows(&t, 0).is_err());
     }
 
     #[test]
