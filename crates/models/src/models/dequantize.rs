@@ -24,6 +24,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 
 use super::families::llama::llama3_rope_factors;
+use super::families::md_str;
 use super::gguf_fixture::hf_name;
 use super::quantized::{family, read_header};
 use super::Family;
@@ -39,10 +40,6 @@ fn md_u(ct: &Content, key: &str) -> Option<u64> {
 
 fn md_f(ct: &Content, key: &str) -> Option<f64> {
     ct.metadata.get(key)?.to_f32().ok().map(f64::from)
-}
-
-fn md_s<'a>(ct: &'a Content, key: &str) -> Option<&'a str> {
-    ct.metadata.get(key)?.to_string().ok().map(|s| s.as_str())
 }
 
 /// The inverse of llama.cpp's `attn_q` / `attn_k` row permutation (its converter's
@@ -174,7 +171,7 @@ pub fn gguf_to_hf(gguf: &Path, tokenizer: Option<&Path>, out: &Path) -> Result<(
                 )));
             }
         }
-        if let Some(t) = md_s(&ct, &format!("{arch}.rope.scaling.type")) {
+        if let Some(t) = md_str(&ct, &format!("{arch}.rope.scaling.type")) {
             if t != "none" {
                 return Err(bad(format!(
                     "{arch}.rope.scaling.type `{t}`; candle-transformers' {arch} implements only Llama 3's rope_freqs"

@@ -1,7 +1,8 @@
 //! `modelbench verify --model M`: the KL-divergence quality gate (workloads::kld) for any GGUF
 //! against llama.cpp on the same file, or for a folder (a dequantized GGUF, `modelbench
-//! dequantize`) against llama.cpp on the GGUF it came from. The reference (llama.cpp's top-10 log-probabilities over
-//! the corpus) is the committed one when it was made from this very file, corpus and windowing;
+//! dequantize`) against llama.cpp on the GGUF it came from. The reference (llama.cpp's top-10
+//! log-probabilities over the corpus) is the committed one when it was made from this very
+//! file, corpus and windowing;
 //! otherwise it is computed once per file sha256 and corpus with
 //! scripts/llama-cpp-kld-reference.sh and cached under target/modelbench-verify/ (llama.cpp is
 //! built with scripts/build-llama-cpp.sh first when missing). The verdict is stored under the
