@@ -745,7 +745,8 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
         // Byte-level names on Llama 3's vocabulary; the names without GPT-2 byte encoding
         // (gemma4, granite-embed-multi-311m, sarvam-moe, whitespace) on Gemma 4's raw UTF-8
         // one, as a `gpt2` model so that `pre` is read (a `gemma4` model is always `gemma4`).
-        let spm_style = !rule_of(name).byte_encode;
+        let rule = rule_of(name);
+        let spm_style = !rule.byte_encode;
         let src = dir.join(if spm_style {
             "ggml-vocab-gemma-4.gguf"
         } else {
@@ -762,7 +763,7 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
         // pieces and asserts that no merge involves a space: on a text with a run of two
         // spaces it aborts (GGML_ASSERT in find_bpe_rank). It is proved on the text with every
         // whitespace run made one space.
-        let (text_path, text) = if rule_of(name).pre_type == "WHITESPACE" {
+        let (text_path, text) = if rule.pre_type == "WHITESPACE" {
             let t: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
             let p = tmp.path().join(format!("{name}-single-spaced.txt"));
             std::fs::write(&p, &t).unwrap();
@@ -774,7 +775,6 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
         let tok = tokenizer::load(&dst).unwrap_or_else(|e| panic!("{name}: {e}"));
         let bos = tokenizer::bos_id(&tok).is_some();
         let got = tok.encode(text.as_str(), bos).unwrap().get_ids().to_vec();
-        let rule = rule_of(name);
         let row = format!("{name}={}:{}", rule.pre_type, want.len());
         let diff = (got != want).then(|| {
             format!(
@@ -785,34 +785,20 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
         });
         (row, diff)
     };
-    // Workers (one per core, 2 to 4) take the next name from a shared counter; the results
-    // keep PRE_NAMES' order.
+    // One worker per core (2 to 4), in a pool of its own (not the global one candle and
+    // tokenizers use); `collect` keeps PRE_NAMES' order.
     let names = gguf_tokenizer::PRE_NAMES;
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 4);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<(usize, (String, Option<String>))> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(name) = names.get(i) else { break mine };
-                        mine.push((i, check(name)));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a worker of the name check panicked"))
-            .collect()
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()
+        .unwrap();
+    let results: Vec<(String, Option<String>)> = pool.install(|| {
+        use rayon::prelude::*;
+        names.par_iter().map(|name| check(name)).collect()
     });
-    results.sort_by_key(|(i, _)| *i);
-    assert_eq!(results.len(), names.len(), "every name checked once");
-    let results: Vec<(String, Option<String>)> = results.into_iter().map(|(_, r)| r).collect();
     let table: Vec<String> = results.iter().map(|(row, _)| row.clone()).collect();
     let bad: Vec<String> = results.into_iter().filter_map(|(_, d)| d).collect();
     eprintln!(
