@@ -64,9 +64,9 @@ pub struct BisectArgs {
     #[arg(long, default_value_t = 60)]
     pub pairs: usize,
     /// With --paired: the cap on pairs per comparison, in looks of --pairs until every metric
-    /// is decided or one regressed (`compare --paired --stop-on-regression`). Default: --pairs
-    /// (one fixed look; Undecided counts as good) for commits, 4 x --pairs for --candle-repo
-    /// (Undecided skips the commit).
+    /// is decided or one regressed (`compare --paired --stop-on-regression`). Default: 4 x
+    /// --pairs. A metric still Undecided at the cap counts as good for a commit and skips the
+    /// commit for --candle-repo. Equal to --pairs: one fixed look.
     #[arg(long = "max-pairs")]
     pub max_pairs: Option<usize>,
     /// Bisect a Candle git history instead of this repository's: GOOD and BAD are revisions of
@@ -89,9 +89,13 @@ fn build_cmd(build: &Option<String>, paired: bool) -> String {
     })
 }
 
-/// `--bench` as a paired comparison's scenario and model: `scenario[/target/model]`; one
-/// fixed look of `pairs`, or (`max_pairs` above it) looks of `pairs` up to `max_pairs` that
-/// stop at the first regression.
+/// `--max-pairs` of a paired bisection, commits or Candle's: as given, else 4 x `--pairs`.
+pub(crate) fn max_pairs(given: Option<usize>, pairs: usize) -> usize {
+    given.unwrap_or(4 * pairs)
+}
+
+/// `--bench` as a paired comparison's scenario and model: `scenario[/target/model]`; looks
+/// of `pairs` up to `max_pairs` that stop at the first regression (equal: one fixed look).
 pub(crate) fn paired_target(bench: &str, pairs: usize, max_pairs: usize) -> Result<PairedOpts> {
     let mut parts = bench.splitn(3, '/');
     let scenario = parts.next().unwrap_or_default();
@@ -102,10 +106,10 @@ pub(crate) fn paired_target(bench: &str, pairs: usize, max_pairs: usize) -> Resu
         )
     })?;
     let mut o = PairedOpts::for_model(model, scenario);
-    // By default one fixed look per commit: a bisection measures several commits, each with
-    // a predictable cost, and only asks "regressed or not" (Undecided counts as good). With
-    // more looks (a Candle bisection, where Undecided skips the commit) it stops at the first
-    // regression: only "regressed or not" is asked.
+    // Looks of `pairs` up to `max_pairs` (default 4 x): a step whose interval still straddles
+    // the threshold takes another look instead of being called good on one noisy look (seen:
+    // CI's one fixed look of 10 pairs called a 30% decode slowdown good and bisect named the
+    // next commit). Only "regressed or not" is asked, so it stops at the first regression.
     o.pairs = pairs;
     o.max_pairs = max_pairs.max(pairs);
     o.stop_on_regression = o.max_pairs > pairs;
@@ -253,7 +257,7 @@ impl Judged {
 
     /// A paired outcome as a step: any metric flagged a regression is bad; otherwise an
     /// Undecided metric (its interval straddles the threshold) is good when `undecided_good`
-    /// (a commit bisection's one fixed look), else a skip naming the open metrics.
+    /// (a commit bisection, at the pair cap), else a skip naming the open metrics.
     pub fn of(p: &PairedOutcome, undecided_good: bool) -> Judged {
         Judged::of_metrics(&p.metrics.iter().collect::<Vec<_>>(), undecided_good)
     }
@@ -313,7 +317,7 @@ pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
         Some(paired_target(
             &a.bench,
             a.pairs,
-            a.max_pairs.unwrap_or(a.pairs),
+            max_pairs(a.max_pairs, a.pairs),
         )?)
     } else {
         None
@@ -389,7 +393,7 @@ pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
         ])
         .args(["--build", build.as_str(), "--run", a.run.as_str()])
         .args(["--pairs", &a.pairs.to_string()])
-        .args(["--max-pairs", &a.max_pairs.unwrap_or(a.pairs).to_string()])
+        .args(["--max-pairs", &max_pairs(a.max_pairs, a.pairs).to_string()])
         .output()
         .context("git bisect run")?;
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -447,7 +451,7 @@ pub fn step(a: &StepArgs) -> ExitCode {
                     return Ok(125);
                 }
             };
-            let o = paired_target(&a.bench, a.pairs, a.max_pairs.unwrap_or(a.pairs))?;
+            let o = paired_target(&a.bench, a.pairs, max_pairs(a.max_pairs, a.pairs))?;
             let p = paired_gate(good_exe, &exe, &head[..10], &o, t)?;
             let _ = std::fs::write(dir.join("paired.md"), &p.table);
             return Ok(Judged::of(&p, true).exit_code());
@@ -505,6 +509,8 @@ mod tests {
         assert_eq!(o.model, "gguf:owner/repo-GGUF");
         assert_eq!((o.pairs, o.max_pairs), (60, 240));
         assert!(o.stop_on_regression);
+        // The default cap is 4 looks; --max-pairs as given otherwise.
+        assert_eq!((max_pairs(None, 10), max_pairs(Some(10), 10)), (40, 10));
         let e = paired_target("moe/x", 60, 60).unwrap_err().to_string();
         assert!(
             e.starts_with("--bench `moe/x`: --paired needs a generation benchmark"),

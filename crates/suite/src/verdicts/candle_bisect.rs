@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::measure::candle_source::{self, CandleSpec};
-use crate::verdicts::bisect::{paired_gate, paired_target, threshold, BisectArgs, Judged};
+use crate::verdicts::bisect::{
+    max_pairs, paired_gate, paired_target, threshold, BisectArgs, Judged,
+};
 use crate::verdicts::build::{build_side_with, git_at, head_to_build, Side};
 use crate::verdicts::candle_ops::{fixture_cache, model_ready, FIXTURE_CACHE};
 use crate::verdicts::paired::{profile_regressions, MetricVerdict};
@@ -260,7 +262,7 @@ pub fn bisect(a: &BisectArgs, repo: &Path) -> Result<ExitCode> {
         a.build.is_none(),
         "--build: a Candle bisection builds this repository's HEAD against each Candle commit itself; drop --build"
     );
-    let mut o = paired_target(&a.bench, a.pairs, a.max_pairs.unwrap_or(4 * a.pairs))?;
+    let mut o = paired_target(&a.bench, a.pairs, max_pairs(a.max_pairs, a.pairs))?;
     // The per-op profile once, of the first bad commit, not of every bad step.
     o.profile = false;
     let range = range(repo, &a.good, &a.bad)?;
@@ -537,7 +539,7 @@ mod tests {
             Judged::of(&open, false),
             Judged::Skip("undecided: short decode 1.015x [0.990, 1.040] Undecided".into())
         );
-        // A commit bisection's one fixed look counts Undecided as good.
+        // A commit bisection counts Undecided at the cap as good.
         assert_eq!(Judged::of(&open, true), Judged::Good);
         // Later steps are judged on what BAD regressed on: a noisy prefill that BAD did not
         // regress on holds no step back; an open decode does.
