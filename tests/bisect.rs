@@ -1,7 +1,7 @@
 //! `modelbench bisect` in a scratch git repository: five commits whose committed `work` file
 //! tells the run script how many CPU-burning loops to run beside the benchmark (real work
 //! competing for the cores, so the benchmark itself is slower with the same shape and key);
-//! commit 4 of 5 turns it on (6 loops on this 2-core machine: well beyond the 50% threshold, while unchanged commits stay far below it). Bisect must name that commit.
+//! commit 4 of 5 turns it on (6 loops on this 2-core machine: well beyond the 50% threshold, while unchanged commits stay far below it; 2 loops were tried and slowed some runs 3x, others 1.3x). Bisect must name that commit.
 
 use std::path::Path;
 use std::process::Command;
@@ -73,8 +73,10 @@ fn bisect_names(
     out
 }
 
-/// The benchmark: fixture:llama, 16 prompt + 32 generated tokens, 9 trials; with `work` = N,
-/// N busy loops run beside it for its whole duration.
+/// The benchmark: fixture:llama, 16 prompt + 32 generated tokens, 60 trials (about 2.5 s
+/// unloaded: with 9 trials, 0.35 s, one burst of the VM's host load covered a whole run and an
+/// unchanged commit was flagged 1.74x in a cold CI run); with `work` = N, N busy loops run
+/// beside it for its whole duration.
 const RUN_SH: &str = r#"#!/bin/sh
 n=$(cat work)
 pids=""
@@ -84,7 +86,7 @@ while [ "$i" -lt "$n" ]; do
   pids="$pids $!"
   i=$((i + 1))
 done
-"$MB" run --model fixture:llama --prompt-tokens 16 --max-new-tokens 32 --warmup 1 --trials 9 --label bisect >/dev/null
+"$MB" run --model fixture:llama --prompt-tokens 16 --max-new-tokens 32 --warmup 1 --trials 60 --label bisect >/dev/null
 rc=$?
 [ -n "$pids" ] && kill $pids
 exit $rc
