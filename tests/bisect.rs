@@ -1,7 +1,9 @@
 //! `modelbench bisect` in a scratch git repository: five commits whose committed `work` file
 //! tells the run script how many CPU-burning loops to run beside the benchmark (real work
 //! competing for the cores, so the benchmark itself is slower with the same shape and key);
-//! commit 4 of 5 turns it on (6 loops on this 2-core machine: well beyond the 50% threshold, while unchanged commits stay far below it; 2 loops were tried and slowed some runs 3x, others 1.3x). Bisect must name that commit.
+//! commit 4 of 5 turns it on (6 loops on this 2-core machine: well beyond the 50% threshold,
+//! while unchanged commits stay far below it; 2 loops were tried and slowed some runs 3x,
+//! others 1.3x). Bisect must name that commit.
 
 use std::path::Path;
 use std::process::Command;
