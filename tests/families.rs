@@ -191,12 +191,25 @@ const CASES: &[Case] = &[
         ],
     ),
     ("gemma3", &[None], &[(CANDLE, None)]),
+    // candle-transformers' quantized_llama by default, the project's by name; the mutated
+    // files (MUTATED) are run by the default.
+    (
+        "mixtral",
+        &[None, OWN],
+        &[(OWN, Some(Wrong::NoExpertRenorm))],
+    ),
     // candle-transformers only: the controls are mutated files (MUTATED).
-    ("mixtral", &[None], &[]),
     ("glm4", &[None], &[]),
-    // candle-transformers 0.11.1's quantized_qwen3_moe runs on CUDA only: see
-    // `qwen3moe_fixture_matches_llama_cpp`.
-    ("qwen3moe", &[], &[]),
+    // The project's by default; candle-transformers 0.11.1's quantized_qwen3_moe runs on CUDA
+    // only: see `qwen3moe_fixture_matches_llama_cpp`.
+    (
+        "qwen3moe",
+        &[None],
+        &[
+            (OWN, Some(Wrong::NoExpertRenorm)),
+            (OWN, Some(Wrong::SkipQkNorm)),
+        ],
+    ),
     ("phi3", &[None], &[]),
     ("phi2", &[None], &[]),
     ("lfm2", &[None], &[]),
@@ -453,22 +466,22 @@ fn glm4_fixture_matches_llama_cpp() {
     check("glm4");
 }
 
-/// candle-transformers 0.11.1's quantized_qwen3_moe computes its experts with
-/// `candle_nn::moe::moe_gemm_gguf`, a CUDA kernel only: on the CPU the fixture is checked as
-/// far as it can be (llama.cpp reads it and makes its reference, the file passes the GGUF
-/// checks) and candle's implementation is refused in one line naming the cause. On a CUDA
-/// device (a `--features cuda` build) the gate and its controls run as for every family.
+/// The qwen3moe fixture runs on the project's implementation (the default: gate and controls
+/// as for every family). candle-transformers 0.11.1's quantized_qwen3_moe computes its experts
+/// with `candle_nn::moe::moe_gemm_gguf`, a CUDA kernel only: on the CPU it is refused in one
+/// line naming the cause, and the cause is shown as candle's own code meets it. On a CUDA
+/// device (a `--features cuda` build) candle's is run through the gate: it failed there on an
+/// H200 (docs/models.md), so this asserts that it still fails, and tells when it passes.
 #[test]
 fn qwen3moe_fixture_matches_llama_cpp() {
+    check("qwen3moe");
     if !have_llama_cpp() {
         return;
     }
     let (path, r) = reference("qwen3moe");
-    modelbench::models::gguf_check::validate_gguf(&path).unwrap();
-    assert!(r.positions() > 0);
     let cuda = Device::cuda_if_available(0).unwrap();
     if !cuda.is_cuda() {
-        let err = match load_with(&path, None, &Device::Cpu, Some(N_CTX)) {
+        let err = match load_with(&path, CANDLE, &Device::Cpu, Some(N_CTX)) {
             Ok(_) => panic!("quantized_qwen3_moe loaded on the CPU, where it cannot run"),
             Err(e) => e.to_string(),
         };
@@ -500,12 +513,14 @@ fn qwen3moe_fixture_matches_llama_cpp() {
         );
         return;
     }
-    let mut m = load_with(&path, None, &cuda, Some(N_CTX)).unwrap();
+    let mut m = load_with(&path, CANDLE, &cuda, Some(N_CTX)).unwrap();
     let label = m.meta().provenance.implementation.clone();
     let v = run_kld_gate(m.as_mut(), "qwen3moe", &label, &r, "test", None).unwrap();
     eprintln!("{label}:\n{}", table(&v));
-    assert!(v.passed, "qwen3moe fails the gate:\n{}", table(&v));
-    mutated_controls("qwen3moe", &path, &r, None, &cuda);
+    assert!(
+        !v.passed,
+        "candle's qwen3moe passes the gate on CUDA: the deviation in docs/models.md is gone; make it a passing case"
+    );
 }
 
 /// candle-transformers 0.11.1's quantized_llama reads experts only as one tensor per expert

@@ -84,6 +84,43 @@ where
     Ok(Box::new(v))
 }
 
+/// candle-transformers 0.11.1's quantized_llama reads experts only in the legacy per-expert
+/// layout (`blk.N.ffn_gate.E.weight`, one 2-D tensor per expert, as GGUF files from before
+/// llama.cpp merged them in 2024); llama.cpp reads only the stacked layout its converter
+/// writes today (`blk.N.ffn_gate_exps.weight`, E x ff x hidden, experts contiguous). Each
+/// expert of a stacked tensor is a contiguous byte range, so the stacked file is presented to
+/// candle as per-expert tensors at those offsets: no byte of the file changes, candle's own
+/// code computes. The project's own mixture-of-experts models read their experts the same
+/// way, one 2-D quantized matmul each ([`super::llama_quantized`]).
+pub fn split_stacked_experts(ct: &mut Content) -> candle_core::Result<()> {
+    let stacked: Vec<_> = ct
+        .tensor_infos
+        .iter()
+        .filter(|(n, _)| n.ends_with("_exps.weight"))
+        .map(|(n, i)| (n.clone(), i.ggml_dtype, i.shape.clone(), i.offset))
+        .collect();
+    for (name, dt, shape, offset) in stacked {
+        let (e, rows, cols) = shape.dims3()?;
+        let elems = rows * cols;
+        if elems % dt.block_size() != 0 {
+            bail!("{name}: an expert of {rows} x {cols} is not whole blocks of {dt:?}");
+        }
+        let bytes = (elems / dt.block_size() * dt.type_size()) as u64;
+        let legacy = name.replace("_exps.weight", "");
+        for x in 0..e {
+            ct.tensor_infos.insert(
+                format!("{legacy}.{x}.weight"),
+                candle_core::quantized::gguf_file::TensorInfo {
+                    ggml_dtype: dt,
+                    shape: (rows, cols).into(),
+                    offset: offset + x as u64 * bytes,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::quantized::gguf_file;

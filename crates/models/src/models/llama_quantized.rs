@@ -18,11 +18,18 @@
 //!   layout computes what HF's half-rotation computes on the original weights), Qwen2 and
 //!   Qwen3 in the NeoX layout (pairs `i, i + d/2`; no permutation in their files);
 //! - Qwen3 only: RmsNorm of each head of q and k (`attn_q_norm`, `attn_k_norm`) before RoPE;
-//! - Qwen2 only: q/k/v biases (Llama and Qwen3 files with one are refused, not run without).
+//! - Qwen2 only: q/k/v biases (Llama and Qwen3 files with one are refused, not run without);
+//! - a mixture of experts in place of the SwiGLU where the file has one (`expert_count`:
+//!   Mixtral-style `llama`, and `qwen3moe`, Qwen3's attention with experts): the router's
+//!   softmax, the top `expert_used_count` experts of each token weighted by their
+//!   probabilities renormalised to sum to one, each expert a SwiGLU of its own
+//!   (`ffn_{gate,up,down}_exps`, read expert by expert), as llama.cpp's `build_moe_ffn`
+//!   computes these two families.
 //!
 //! Llama 3.x's `rope_freqs.weight` divides each pair's frequency by its factor, and linear
 //! `rope.scaling` scales positions, as llama.cpp does. Refused rather than run wrong: other
-//! RoPE scaling types, partial rotary dimensions, mixture-of-experts Llama files. Positions past the built context are an error, not a panic.
+//! RoPE scaling types, partial rotary dimensions, experts without a gate tensor, Qwen2-MoE.
+//! Positions past the built context are an error, not a panic.
 //!
 //! The project's `gguf:fixture:llama` writes `attn_q` / `attn_k` without llama.cpp's
 //! permutation (seeded weights, no HF model to match), so tests compare this model with
@@ -39,7 +46,7 @@ use candle_transformers::quantized_nn::RmsNorm;
 use super::gemma3_quantized::{attention_mask, Embedding, Proj};
 use super::quantized_parts::{
     forward_start, last_logits, norm, note_append, open_gguf, read_projections, residual,
-    step_input, RopeTables, SingleSeq, PROJECTIONS, PROJECTION_NAMES,
+    step_input, RopeTables, SingleSeq, PROJECTION_NAMES,
 };
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
 // each op of its kind; unset, one relaxed atomic load per op.
@@ -53,6 +60,8 @@ pub enum Kind {
     /// Llama's block with q/k/v biases and NeoX RoPE (`qwen2`).
     Qwen2,
     Qwen3,
+    /// Qwen3's attention with every block's MLP a mixture of experts (`qwen3moe`).
+    Qwen3Moe,
 }
 
 impl Kind {
@@ -61,8 +70,19 @@ impl Kind {
             Kind::Llama => "llama",
             Kind::Qwen2 => "qwen2",
             Kind::Qwen3 => "qwen3",
+            Kind::Qwen3Moe => "qwen3moe",
         }
     }
+}
+
+/// A mixture-of-experts MLP's routing (`expert_count`, `expert_used_count`): every block's
+/// SwiGLU is `expert_count` experts, `used` of them per token, picked by a softmax over the
+/// router's logits (`ffn_gate_inp`) and weighted by their probabilities renormalised to sum
+/// to one, as llama.cpp computes Mixtral (`llama` with experts) and Qwen3-MoE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Experts {
+    pub count: usize,
+    pub used: usize,
 }
 
 /// The model's shape and settings, from GGUF metadata.
@@ -80,6 +100,8 @@ pub struct Config {
     pub rope_freq_scale: f32,
     /// `context_length` of the metadata (0 when absent).
     pub max_context: usize,
+    /// The mixture of experts every block's MLP is (None: a dense SwiGLU).
+    pub experts: Option<Experts>,
 }
 
 impl Config {
@@ -94,7 +116,8 @@ impl Config {
             "llama" => Kind::Llama,
             "qwen2" => Kind::Qwen2,
             "qwen3" => Kind::Qwen3,
-            other => bail!("GGUF architecture `{other}` is not llama, qwen2 or qwen3"),
+            "qwen3moe" => Kind::Qwen3Moe,
+            other => bail!("GGUF architecture `{other}` is not llama, qwen2, qwen3 or qwen3moe"),
         };
         let a = kind.name();
         let get = |s: &str| ct.metadata.get(&format!("{a}.{s}"));
@@ -120,9 +143,22 @@ impl Config {
         if let Some(r) = opt_u("rope.dimension_count").filter(|r| *r != head_dim) {
             bail!("rope.dimension_count {r} is not the head dimension {head_dim} (partial rotary embeddings are not implemented)");
         }
-        if opt_u("expert_count").is_some_and(|n| n > 1) {
-            bail!("{a}.expert_count > 1: mixture-of-experts files are not implemented here");
-        }
+        let experts = match opt_u("expert_count").unwrap_or(0) {
+            0 if kind != Kind::Qwen3Moe => None,
+            count => {
+                let used = opt_u("expert_used_count").unwrap_or(0);
+                if kind == Kind::Qwen2 {
+                    bail!("{a}.expert_count {count}: Qwen2-MoE files (shared experts) are not implemented here");
+                }
+                if count == 0 || used == 0 || used > count {
+                    bail!("{a}.expert_count {count} and expert_used_count {used}: a mixture of experts needs 1 <= used <= count");
+                }
+                if !ct.tensor_infos.contains_key("blk.0.ffn_gate_exps.weight") {
+                    bail!("{a}.expert_count {count} but no blk.0.ffn_gate_exps.weight (experts without a gate, or per-expert tensors): not implemented here");
+                }
+                Some(Experts { count, used })
+            }
+        };
         let opt_f = |s: &str| get(s).and_then(|v| v.to_f32().ok());
         let scaling = get("rope.scaling.type")
             .and_then(|v| v.to_string().ok())
@@ -150,6 +186,7 @@ impl Config {
                 .unwrap_or(10_000.),
             rope_freq_scale,
             max_context: opt_u("context_length").unwrap_or(0),
+            experts,
         })
     }
 }
@@ -204,9 +241,30 @@ impl Rope {
     }
 }
 
+/// Where a mixture-of-experts layer keeps its router among its weights ([`Layer::w`]); the
+/// experts' gate, up and down follow, three per expert ([`expert_proj`]).
+const ROUTER: usize = 4;
+
+/// The index in [`Layer::w`] of expert `e`'s gate (`which` 0), up (1) or down (2).
+fn expert_proj(e: usize, which: usize) -> usize {
+    ROUTER + 1 + 3 * e + which
+}
+
+/// Which tensor weight `j` of a layer is, for the op trace.
+fn proj_name(moe: bool, j: usize) -> &'static str {
+    match j {
+        _ if !moe || j < ROUTER => PROJECTION_NAMES[j],
+        ROUTER => "ffn_gate_inp",
+        _ => ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"][(j - ROUTER - 1) % 3],
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Layer {
-    w: [QMatMul; PROJECTIONS],
+    /// q, k, v, o, then the MLP's gate, up and down ([`PROJECTION_NAMES`] order), or for a
+    /// mixture of experts its router ([`ROUTER`]) and every expert's gate, up and down
+    /// ([`expert_proj`]).
+    w: Vec<QMatMul>,
     /// Qwen2's biases of q, k and v (None for Llama and Qwen3).
     qkv_bias: Option<[Tensor; 3]>,
     /// Qwen3's per-head RmsNorm of q and k (None for Llama).
@@ -245,6 +303,9 @@ pub enum Wrong {
     ZeroBias,
     /// Llama 3.x without its `rope_freqs.weight` frequency factors (plain RoPE).
     DropRopeFreqs,
+    /// A mixture of experts weighting its k experts by their softmax probabilities as they
+    /// are, not renormalised to sum to one (as a Qwen2-MoE-style `norm_topk_prob: false`).
+    NoExpertRenorm,
 }
 
 /// The KV cache of one sequence: every layer's keys and values at this sequence's positions.
@@ -368,11 +429,10 @@ impl Weights {
             let a = mm(li, 3, &out)?;
             h = residual(&a, &h)?;
             let x = norm("ffn_norm", &layer.ffn_norm, &h)?;
-            let gate = mm(li, 4, &x)?;
-            let gate = traced!("activation", "silu", [gate], candle_nn::ops::silu(gate))?;
-            let up = mm(li, 5, &x)?;
-            let hm = traced!("mul", "gate * up", [gate, up], gate.mul(up))?;
-            let m = mm(li, 6, &hm)?;
+            let m = match c.experts {
+                None => swiglu(&x, &|j, x| mm(li, 4 + j, x))?,
+                Some(ex) => self.experts(li, ex, &x, mm)?,
+            };
             h = residual(&m, &h)?;
         }
         for (sq, &(_, len, pos)) in seqs.iter_mut().zip(&spans) {
@@ -385,6 +445,34 @@ impl Weights {
         })
     }
 
+    /// Layer `li`'s mixture of experts on `x` (1, rows, hidden): the router's softmax comes to
+    /// the host, which picks each row's top `ex.used` experts and weights
+    /// ([`super::moe::top_k_routing`], ties to the lower index), and each expert that got rows
+    /// runs its SwiGLU once over them ([`super::moe::dispatch`]).
+    fn experts(
+        &self,
+        li: usize,
+        ex: Experts,
+        x: &Tensor,
+        mm: &dyn Fn(usize, usize, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let (_, rows, hidden) = x.dims3()?;
+        let logits = mm(li, ROUTER, x)?;
+        let probs = traced!("softmax", "router softmax", [logits], {
+            candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)
+        })?;
+        let probs = probs.reshape((rows, ex.count))?.to_vec2::<f32>()?;
+        let renorm = self.wrong != Some(Wrong::NoExpertRenorm);
+        let routing = super::moe::top_k_routing(&probs, ex.used, renorm);
+        let out = super::moe::dispatch(
+            &x.reshape((rows, hidden))?,
+            &routing,
+            ex.count,
+            &mut |e, r| swiglu(&r.unsqueeze(0)?, &|j, x| mm(li, expert_proj(e, j), x))?.squeeze(0),
+        )?;
+        out.reshape((1, rows, hidden))
+    }
+
     /// The model's own projection `j` of layer `li` (the output projection past the layers).
     fn weight(&self, li: usize, j: usize) -> &QMatMul {
         match self.layers.get(li) {
@@ -392,6 +480,16 @@ impl Weights {
             None => &self.output,
         }
     }
+}
+
+/// A SwiGLU MLP, `down(silu(gate(x)) * up(x))`, `w(j, x)` running its gate (0), up (1) and
+/// down (2) projections.
+fn swiglu(x: &Tensor, w: &dyn Fn(usize, &Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let gate = w(0, x)?;
+    let gate = traced!("activation", "silu", [gate], candle_nn::ops::silu(gate))?;
+    let up = w(1, x)?;
+    let hm = traced!("mul", "gate * up", [gate, up], gate.mul(up))?;
+    w(2, &hm)
 }
 
 /// Quantized Llama / Qwen3 with one sequence's KV cache: the single-sequence model
@@ -426,6 +524,12 @@ impl ModelWeights {
         } else {
             None
         };
+        let mut ct = ct;
+        if cfg.experts.is_some() {
+            // Each expert as a 2-D tensor of its own (`blk.N.ffn_gate.E.weight`), at its
+            // offset in the stacked `ffn_gate_exps`: one quantized matmul per expert.
+            super::gguf_read::split_stacked_experts(&mut ct)?;
+        }
         let (mut get, (embed, norm, output)) = open_gguf(&ct, reader, device, context, eps)?;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
@@ -439,11 +543,27 @@ impl ModelWeights {
             } else {
                 None
             };
-            let w = read_projections(&mut get, i)?;
+            let w = match cfg.experts {
+                None => read_projections(&mut get, i)?.into(),
+                Some(ex) => {
+                    let mut w = Vec::with_capacity(ROUTER + 1 + 3 * ex.count);
+                    let mut q = |n: String| QMatMul::from_qtensor(get(&n)?);
+                    for n in &PROJECTION_NAMES[..ROUTER] {
+                        w.push(q(format!("blk.{i}.{n}.weight"))?);
+                    }
+                    w.push(q(format!("blk.{i}.ffn_gate_inp.weight"))?);
+                    for e in 0..ex.count {
+                        for n in ["ffn_gate", "ffn_up", "ffn_down"] {
+                            w.push(q(format!("blk.{i}.{n}.{e}.weight"))?);
+                        }
+                    }
+                    w
+                }
+            };
             let mut t = |n: &str| get(&format!("blk.{i}.{n}.weight"));
             let mut n = |name: &str| -> Result<RmsNorm> { RmsNorm::from_qtensor(t(name)?, eps) };
             let qk_norm = match cfg.kind {
-                Kind::Qwen3 => Some((n("attn_q_norm")?, n("attn_k_norm")?)),
+                Kind::Qwen3 | Kind::Qwen3Moe => Some((n("attn_q_norm")?, n("attn_k_norm")?)),
                 Kind::Llama | Kind::Qwen2 => None,
             };
             layers.push(Layer {
@@ -495,7 +615,7 @@ impl ModelWeights {
                 let il = self.w.rope.interleaved;
                 self.w.rope = Rope::new(&self.w.cfg, None, self.w.context, il, &self.w.device)?;
             }
-            Wrong::SkipQkNorm | Wrong::ZeroBias => {}
+            Wrong::SkipQkNorm | Wrong::ZeroBias | Wrong::NoExpertRenorm => {}
         }
         self.w.wrong = Some(w);
         Ok(self)
@@ -536,12 +656,13 @@ impl SingleSeq for ModelWeights {
             tokens: &tokens,
             logits: true,
         }];
+        let moe = w.cfg.experts.is_some();
         let mm = |li: usize, j: usize, x: &Tensor| {
             let wt = w.weight(li, j);
             if li == w.layers.len() {
                 traced!("lm_head", "output", [wt, x], wt.forward(x))
             } else {
-                traced!("matmul", PROJECTION_NAMES[j], [wt, x], wt.forward(x))
+                traced!("matmul", proj_name(moe, j), [wt, x], wt.forward(x))
             }
         };
         let out = w.step(&mut seqs, &mm);
@@ -564,9 +685,9 @@ impl SingleSeq for ModelWeights {
 #[derive(Debug, Clone)]
 pub struct Batched {
     w: Weights,
-    /// Per layer the seven projections, then the output projection, as the batched path runs
-    /// them.
-    projs: Vec<[Proj; PROJECTIONS]>,
+    /// Per layer its weights ([`Layer::w`]), then the output projection, as the batched path
+    /// runs them.
+    projs: Vec<Vec<Proj>>,
     output: Proj,
 }
 
@@ -578,14 +699,11 @@ impl Batched {
         let dev = w.device.clone();
         let mut projs = Vec::with_capacity(w.layers.len());
         for l in &w.layers {
-            let mut p = Vec::with_capacity(PROJECTIONS);
+            let mut p = Vec::with_capacity(l.w.len());
             for x in &l.w {
                 p.push(Proj::new(x, false, &dev)?);
             }
-            projs.push(
-                p.try_into()
-                    .unwrap_or_else(|_| unreachable!("seven projections")),
-            );
+            projs.push(p);
         }
         let output = Proj::new(&w.output, false, &dev)?;
         Ok(Self { w, projs, output })

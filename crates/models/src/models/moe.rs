@@ -14,6 +14,7 @@
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{linear_no_bias, Linear, VarBuilder};
+use modelbench_measure::traced;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -200,31 +201,61 @@ impl MoeBlock {
 
     /// (T, hidden) -> (T, hidden).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (t, h) = x.dims2()?;
         let routing = self.route(x)?;
-        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.cfg.num_experts];
-        let mut ws: Vec<Vec<f32>> = vec![Vec::new(); self.cfg.num_experts];
-        for (tok, (es, w)) in routing.experts.iter().zip(&routing.weights).enumerate() {
-            for (&e, &w) in es.iter().zip(w) {
-                rows[e].push(tok as u32);
-                ws[e].push(w);
-            }
-        }
-        let dev = x.device();
-        let mut out = Tensor::zeros((t, h), x.dtype(), dev)?;
-        for (e, (r, w)) in rows.iter().zip(&ws).enumerate() {
-            if r.is_empty() {
-                continue;
-            }
-            let idx = Tensor::new(r.as_slice(), dev)?;
-            let y = self.experts[e].forward(&x.index_select(&idx, 0)?)?;
-            let w = Tensor::new(w.as_slice(), dev)?
-                .to_dtype(x.dtype())?
-                .unsqueeze(D::Minus1)?;
-            out = out.index_add(&idx, &y.broadcast_mul(&w)?, 0)?;
-        }
-        Ok(out)
+        Ok(dispatch(
+            x,
+            &routing,
+            self.cfg.num_experts,
+            &mut |e, rows| self.experts[e].forward(rows),
+        )?)
     }
+}
+
+/// The grouped dispatch of a routed block (see the module documentation), for any experts:
+/// `x` (T, hidden) and its `routing`; `expert(e, rows)` runs expert `e` on the rows routed to
+/// it, (n, hidden) -> (n, hidden). Each expert that received tokens runs once, its outputs
+/// weighted and added back in expert order. Shared by [`MoeBlock`] and the project's quantized
+/// mixture-of-experts models ([`super::llama_quantized`]).
+pub fn dispatch(
+    x: &Tensor,
+    routing: &Routing,
+    num_experts: usize,
+    expert: &mut dyn FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (t, h) = x.dims2()?;
+    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); num_experts];
+    let mut ws: Vec<Vec<f32>> = vec![Vec::new(); num_experts];
+    for (tok, (es, w)) in routing.experts.iter().zip(&routing.weights).enumerate() {
+        for (&e, &w) in es.iter().zip(w) {
+            if e >= num_experts {
+                candle_core::bail!("token {tok} routed to expert {e} of {num_experts}");
+            }
+            rows[e].push(tok as u32);
+            ws[e].push(w);
+        }
+    }
+    let dev = x.device();
+    let mut out = Tensor::zeros((t, h), x.dtype(), dev)?;
+    for (e, (r, w)) in rows.iter().zip(&ws).enumerate() {
+        if r.is_empty() {
+            continue;
+        }
+        let idx = Tensor::new(r.as_slice(), dev)?;
+        let rows = traced!("moe_gather", "expert rows gather", [x, idx], {
+            x.index_select(idx, 0)
+        })?;
+        let y = expert(e, &rows)?;
+        let w = Tensor::new(w.as_slice(), dev)?
+            .to_dtype(x.dtype())?
+            .unsqueeze(D::Minus1)?;
+        let y = traced!("mul", "expert output * routing weight", [y, w], {
+            y.broadcast_mul(w)
+        })?;
+        out = traced!("moe_scatter", "expert rows scatter-add", [out, idx, y], {
+            out.index_add(idx, y, 0)
+        })?;
+    }
+    Ok(out)
 }
 
 /// Seeded unit-scale activations (tokens x hidden) to feed a block.

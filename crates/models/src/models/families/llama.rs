@@ -82,44 +82,6 @@ fn candle_moe_refuses(ct: &Content) -> Option<String> {
     }
 }
 
-/// candle-transformers 0.11.1's quantized_llama reads experts only in the legacy per-expert
-/// layout (`blk.N.ffn_gate.E.weight`, one 2-D tensor per expert, as GGUF files from before
-/// llama.cpp merged them in 2024); llama.cpp reads only the stacked layout its converter
-/// writes today (`blk.N.ffn_gate_exps.weight`, E x ff x hidden, experts contiguous). Each
-/// expert of a stacked tensor is a contiguous byte range, so the stacked file is presented to
-/// candle as per-expert tensors at those offsets: no byte of the file changes, candle's own
-/// code computes.
-fn split_stacked_experts(ct: &mut Content) -> candle_core::Result<()> {
-    let stacked: Vec<_> = ct
-        .tensor_infos
-        .iter()
-        .filter(|(n, _)| n.ends_with("_exps.weight"))
-        .map(|(n, i)| (n.clone(), i.ggml_dtype, i.shape.clone(), i.offset))
-        .collect();
-    for (name, dt, shape, offset) in stacked {
-        let (e, rows, cols) = shape.dims3()?;
-        let elems = rows * cols;
-        if elems % dt.block_size() != 0 {
-            candle_core::bail!(
-                "{name}: an expert of {rows} x {cols} is not whole blocks of {dt:?}"
-            );
-        }
-        let bytes = (elems / dt.block_size() * dt.type_size()) as u64;
-        let legacy = name.replace("_exps.weight", "");
-        for x in 0..e {
-            ct.tensor_infos.insert(
-                format!("{legacy}.{x}.weight"),
-                candle_core::quantized::gguf_file::TensorInfo {
-                    ggml_dtype: dt,
-                    shape: (rows, cols).into(),
-                    offset: offset + x as u64 * bytes,
-                },
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Llama 3.x's RoPE scaling as llama.cpp's converter writes it: per-pair frequency divisors
 /// in `rope_freqs.weight` from the `llama3` rope_scaling of config.json (factor,
 /// low/high_freq_factor, original_max_position_embeddings), following the reference
@@ -205,7 +167,7 @@ const CANDLE: Implementation = Implementation {
     exact_context: |_| None,
     one_token_after_start: false,
     build: |mut b| {
-        split_stacked_experts(&mut b.ct)?;
+        crate::models::gguf_read::split_stacked_experts(&mut b.ct)?;
         let m = quantized_llama::ModelWeights::from_gguf(b.ct, b.file, b.device)?;
         Ok(candle::boxed(
             m,
@@ -216,12 +178,17 @@ const CANDLE: Implementation = Implementation {
     },
 };
 
-/// The project's own implementation of the Llama-shaped families (`llama`, `qwen2`, `qwen3`).
+/// The project's own implementation of the Llama-shaped families (`llama` with or without
+/// experts, `qwen2`, `qwen3`, `qwen3moe`).
 pub(super) const OWN: Implementation = Implementation {
     imp: GgufImpl::Modelbench,
     label: |ct| {
         let arch = super::md_str(ct, "general.architecture").unwrap_or_default();
-        format!("modelbench quantized_{arch} (the project's own, impl=modelbench: per-sequence KV caches, batched by `modelbench serve`)")
+        let experts = match llama_quantized::Config::from_gguf(ct).map(|c| c.experts) {
+            Ok(Some(e)) => format!("; {} experts, top-{}", e.count, e.used),
+            _ => String::new(),
+        };
+        format!("modelbench quantized_{arch} (the project's own, impl=modelbench: per-sequence KV caches, batched by `modelbench serve`{experts})")
     },
     positions: Positions::Asked,
     refuses: |_, ct| own_refuses(ct),

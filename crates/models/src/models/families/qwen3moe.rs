@@ -1,14 +1,18 @@
 //! `qwen3moe` (Qwen3-30B-A3B-shaped: Qwen3's attention with per-head q/k norms, every block's
-//! MLP a softmax-routed top-k mixture with the k weights renormalised): candle's quantized
-//! Qwen3-MoE, which computes its experts with `candle_nn::moe::moe_gemm_gguf`, a CUDA kernel
-//! only (on the CPU candle-nn 0.11.1 bails "moe_gemm_gguf is only implemented for the cuda
-//! backend"): on a CPU the family's builder says so in one line instead of failing at the
-//! first forward.
+//! MLP a softmax-routed top-k mixture with the k weights renormalised): the project's own
+//! ([`crate::models::llama_quantized`], candle's quantized matmuls, one per expert; it runs on
+//! every device and batches) by default, and candle's quantized Qwen3-MoE with
+//! `?impl=candle-transformers`. candle's computes its experts with
+//! `candle_nn::moe::moe_gemm_gguf`, a CUDA kernel only (on the CPU candle-nn 0.11.1 bails
+//! "moe_gemm_gguf is only implemented for the cuda backend"): on a CPU its builder says so in
+//! one line instead of failing at the first forward; on CUDA it fails the KLD gate
+//! (docs/models.md), so it is not the default.
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::quantized_qwen3_moe::GGUFQWenMoE;
 
+use super::llama::OWN;
 use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
@@ -18,7 +22,7 @@ use crate::models::Family;
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "qwen3moe",
     family: Family::Qwen3Moe,
-    implementations: &[CANDLE],
+    implementations: &[OWN, CANDLE],
     fixtures: &[GgufFixture {
         name: "qwen3moe",
         family: Family::Qwen3Moe,
