@@ -474,6 +474,26 @@ fn glm4_fixture_matches_llama_cpp() {
 /// H200 (docs/models.md), so this asserts that it still fails, and tells when it passes.
 #[test]
 fn qwen3moe_fixture_matches_llama_cpp() {
+    // What a decode step reads: the file's tensors, of the experts 2 of 8 (the fixture's
+    // 8 experts of 32 rows, Q8_0: 34 bytes a block of 32).
+    let path = modelbench::models::source::gguf_fixture_named("qwen3moe").unwrap();
+    let m = load_with(&path, None, &Device::Cpu, Some(64)).unwrap();
+    let meta = m.meta();
+    assert_eq!(meta.experts, Some((8, 2)));
+    let file_bytes: u64 = {
+        let mut f = std::fs::File::open(&path).unwrap();
+        let ct = gguf_file::Content::read(&mut f).unwrap();
+        std::fs::metadata(&path).unwrap().len() - ct.tensor_data_offset
+    };
+    let expert = (32 * meta.hidden / 32 * 34) as f64;
+    let unused = (meta.layers * 3 * (8 - 2)) as f64 * expert;
+    let want = meta.weight_bytes as f64 - unused;
+    assert!(
+        meta.weight_bytes <= file_bytes && meta.decode_weight_bytes == Some(want),
+        "decode bytes {:?}, want {want} (weights {}, tensor data {file_bytes})",
+        meta.decode_weight_bytes,
+        meta.weight_bytes
+    );
     check("qwen3moe");
     if !have_llama_cpp() {
         return;

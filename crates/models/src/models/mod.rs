@@ -243,8 +243,9 @@ pub struct ModelMeta {
     pub prefill: String,
     /// (experts, active per token) for MoE models.
     pub experts: Option<(usize, usize)>,
-    /// Parameters of the 2-D projection weights (everything a token multiplies by, except the
-    /// embedding table and LM head), from the checkpoint layout.
+    /// Parameters of the projection weights (everything a token multiplies by, except the
+    /// embedding table and LM head; a GGUF file's stacked experts included), from the
+    /// checkpoint layout.
     #[serde(default)]
     pub matmul_params: u64,
     /// Of those, the parameters inside MoE experts.

@@ -248,16 +248,36 @@ pub fn describe_impl(
     let mut bytes = 0u64;
     let mut matmul = 0u64;
     let mut vocab = 0usize;
+    // The stacked experts (`blk.N.ffn_{gate,up,down}_exps`, experts x rows x columns): a
+    // token reads `expert_used_count` of `expert_count` of them.
+    let (mut expert_params, mut expert_bytes) = (0u64, 0u64);
     for (name, info) in &ct.tensor_infos {
         let n = info.shape.elem_count();
+        let b = (n / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
         params += n as u64;
-        bytes += (n / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
+        bytes += b;
         if name == "token_embd.weight" {
             vocab = info.shape.dims()[0];
+        } else if info.shape.rank() == 3 && name.ends_with("_exps.weight") {
+            matmul += n as u64;
+            expert_params += n as u64;
+            expert_bytes += b;
         } else if info.shape.rank() == 2 && name != "output.weight" {
             matmul += n as u64;
         }
     }
+    let experts = match (
+        md_u(ct, &format!("{a}.expert_count")),
+        md_u(ct, &format!("{a}.expert_used_count")),
+    ) {
+        (Some(e), Some(k)) if e > 0 && k > 0 && k <= e && expert_params > 0 => Some((e, k)),
+        _ => None,
+    };
+    // Bytes a decode step reads: every tensor once, of the experts only the used share.
+    let decode_bytes = match experts {
+        Some((e, k)) => bytes as f64 - expert_bytes as f64 * (1.0 - k as f64 / e as f64),
+        None => bytes as f64,
+    };
     let max_context = md_u(ct, &format!("{a}.context_length")).unwrap_or(0);
     let built = match chosen.positions {
         Positions::Fixed(n) => n,
@@ -287,11 +307,11 @@ pub fn describe_impl(
         max_context,
         built_context: built,
         prefill: "single-call".into(),
-        experts: None,
+        experts,
         matmul_params: matmul,
-        expert_params: 0,
+        expert_params: if experts.is_some() { expert_params } else { 0 },
         tied_embeddings: !ct.tensor_infos.contains_key("output.weight"),
-        decode_weight_bytes: Some(bytes as f64),
+        decode_weight_bytes: Some(decode_bytes),
         provenance: Provenance {
             exact_context: (chosen.exact_context)(ct),
             implementation: (chosen.label)(ct),
