@@ -287,6 +287,49 @@ fn llama_and_qwen3_alone_and_batched_are_bit_equal() {
     }
 }
 
+/// The mixtures of experts (`gguf:fixture:qwen3moe`, and `gguf:fixture:mixtral` with
+/// `?impl=modelbench`): alone and batched give bit-equal logits and the same greedy ids, so an
+/// expert's rows from several sequences in one matmul compute as each alone; the batched path
+/// gives the single-sequence path's ids; for Mixtral also candle-transformers' quantized_llama's
+/// greedy ids on the same file (qwen3moe has no CPU reference in candle: its gate against
+/// llama.cpp is `tests/families.rs`).
+#[test]
+fn mixtures_of_experts_alone_and_batched_are_bit_equal() {
+    let (lens, chunk, n_new) = ([5usize, 40, 100, 1], 32, 10);
+    for name in ["qwen3moe", "mixtral"] {
+        let path = modelbench::models::source::gguf_fixture_named(name).unwrap();
+        let mut single = load(&path, GgufImpl::Modelbench, 512);
+        assert!(single.meta().experts.is_some(), "{name}");
+        let b = Batched::new(own_weights::<ModelWeights>(&*single).unwrap()).unwrap();
+        let vocab = single.meta().vocab;
+        let prompts: Vec<Vec<u32>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| prompt(n, vocab, i + 7))
+            .collect();
+        let join: Vec<usize> = (0..prompts.len()).map(|i| i * 2).collect();
+        let (alone, batched, most) = alone_and_batched(&b, &prompts, &join, n_new, chunk);
+        assert!(most >= 3, "{name}: the batch held {most} sequences at most");
+        assert_bit_equal(name, &alone, &batched);
+        let mut reference =
+            (name == "mixtral").then(|| load(&path, GgufImpl::CandleTransformers, 512));
+        for (i, p) in prompts.iter().enumerate() {
+            let s = run_single(single.as_mut(), p, &chunks_of(p.len(), chunk), n_new);
+            assert_eq!(
+                s.tokens, alone[i].tokens,
+                "{name} prompt {i}: single-sequence ids"
+            );
+            if let Some(r) = reference.as_mut() {
+                assert_eq!(
+                    greedy(r.as_mut(), p, n_new),
+                    alone[i].tokens,
+                    "{name} prompt {i}: candle-transformers' greedy ids"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_step_past_the_context_is_an_error_not_a_panic() {
     let m = load(&fixture(Family::Llama), GgufImpl::Modelbench, 64);
