@@ -179,6 +179,41 @@ fn every_family_the_project_implements_has_its_table() {
             "{fixture}: {out}"
         );
     }
+    // A mixture of experts (the fixture: 8 experts, top-2): a decode token runs each block's
+    // attention projections, the router and its softmax, and two experts, each one row
+    // gathered, its gate, up and down, SiLU, gate * up, its weight and the scatter-add.
+    let (t, out) = table(
+        tmp.path(),
+        "qwen3moe",
+        &[
+            "--model",
+            "gguf:fixture:qwen3moe",
+            "--scenario",
+            "decode",
+            "--depth",
+            "16",
+        ],
+        None,
+    );
+    let used = 2;
+    assert_eq!(calls(&t, "matmul"), (4 + 1 + 3 * used) * layers, "{out}");
+    assert_eq!(
+        calls(&t, "softmax"),
+        2 * layers,
+        "attention and router: {out}"
+    );
+    for k in ["moe_gather", "moe_scatter", "activation"] {
+        assert_eq!(calls(&t, k), used * layers, "{k}: {out}");
+    }
+    assert_eq!(
+        calls(&t, "mul"),
+        2 * used * layers,
+        "gate * up and weight: {out}"
+    );
+    assert_eq!(calls(&t, "rms_norm"), 4 * layers + 1, "{out}");
+    for op in ["ffn_gate_inp (f32)", "ffn_down_exps (q8_0)"] {
+        assert!(t.rows.iter().any(|r| r.op.contains(op)), "{op}: {out}");
+    }
 }
 
 #[test]

@@ -38,7 +38,7 @@ pub enum Phase {
 
 /// The kinds of op an injection can be scoped to (`op:KIND:...`): the `kind` column of the
 /// per-op table of `modelbench ops`.
-pub const OP_KINDS: [&str; 17] = [
+pub const OP_KINDS: [&str; 19] = [
     "matmul",
     "lm_head",
     "embedding",
@@ -56,6 +56,8 @@ pub const OP_KINDS: [&str; 17] = [
     "add",
     "sampling",
     "host",
+    "moe_gather",
+    "moe_scatter",
 ];
 
 /// The index of an op kind in [`OP_KINDS`].

@@ -519,7 +519,7 @@ pub fn ops_model(label: &str) -> Result<(crate::models::source::Resolved, std::p
         Some(GgufImpl::Modelbench) => {}
         _ => {
             return Err(Error::Report(format!(
-                "ops: `{label}` is {}, which has no implementation of the project's here (the per-op table traces the project's Llama, Qwen2, Qwen3 and Gemma 3: gguf:<such a file>, without ?impl= or with ?impl=modelbench)",
+                "ops: `{label}` is {}, which has no implementation of the project's here (the per-op table traces the project's Llama, Mixtral-style Llama, Qwen2, Qwen3, Qwen3-MoE and Gemma 3: gguf:<such a file>, without ?impl= or with ?impl=modelbench)",
                 res.family
             )))
         }
