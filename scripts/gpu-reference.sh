@@ -15,10 +15,13 @@
 #   psann       PSANN-LM's large throughput grid (gpu03) (batch_tokens 65536, 131072, 262144)
 #   checkpoint  the PSANN spec's medium waveresnet, bf16 autocast, with and without checkpointing
 #   gguf        the quick tier on the quantized GGUF fixtures (written on the device; candle's CUDA
-#               quantized kernels), qwen3moe (whose only implementation needs CUDA) included
+#               quantized kernels), qwen3moe on both implementations (candle's needs CUDA)
 #               (GPU_REF_GGUF_MODELS and GPU_REF_GGUF_TIER change the models and the tier)
 #   verify      `modelbench verify --device cuda` (the KLD gate against llama.cpp) on GGUF fixtures
-#               (GPU_REF_VERIFY, default: qwen3moe gemma3 llama3 qwen2); llama.cpp's reference
+#               (GPU_REF_VERIFY, fixture names with an optional ?impl=, default: qwen3moe on
+#               candle's and on the project's implementation, gemma3 llama3 qwen2; the two
+#               qwen3moe verdicts side by side tell candle's kernel from the device's
+#               arithmetic, docs/models.md); llama.cpp's reference
 #               must be cached under target/modelbench-verify/ (made on a CPU machine: verify there
 #               first, then carry the *.kld.json files), as no llama.cpp is built on the GPU machine
 #   serve       `modelbench serve` on synthetic Llama-3.2-1B (bf16) and `modelbench load` against
@@ -187,17 +190,20 @@ for s in $steps; do
         timeout "$step_secs" "$b" --bench) || rc=$? ;;
     gguf)
       (cd "$root" && env "${env_common[@]}" MODELBENCH_TIER="${GPU_REF_GGUF_TIER:-quick}" \
-        MODELBENCH_MODELS="${GPU_REF_GGUF_MODELS:-gguf:fixture:llama3,gguf:fixture:qwen2,gguf:fixture:qwen3,gguf:fixture:gemma3,gguf:fixture:qwen3moe}" \
+        MODELBENCH_MODELS="${GPU_REF_GGUF_MODELS:-gguf:fixture:llama3,gguf:fixture:qwen2,gguf:fixture:qwen3,gguf:fixture:gemma3,gguf:fixture:qwen3moe,gguf:fixture:qwen3moe?impl=candle-transformers}" \
         timeout "$step_secs" "$b" --bench) || rc=$? ;;
     verify)
       dest=$root/target-reports/reference/$date-$slug-verify
       rm -rf "$dest" && mkdir -p "$dest" && cp "$reports/nvidia-smi.txt" "$dest/"
-      for fam in ${GPU_REF_VERIFY:-qwen3moe gemma3 llama3 qwen2}; do
+      for fam in ${GPU_REF_VERIFY:-qwen3moe?impl=candle-transformers qwen3moe gemma3 llama3 qwen2}; do
         frc=0
+        out=$dest/verify-${fam//[?=]/-}.txt
         (cd "$root" && env CARGO_TARGET_DIR="$target" MODELBENCH_REPORTS="$reports" timeout "$step_secs" \
-          "$b" verify --device cuda --model "gguf:fixture:$fam" --no-save) >"$dest/verify-$fam.txt" 2>&1 || frc=$?
-        echo "verify gguf:fixture:$fam on cuda: exit $frc; $(grep -E '^verdict' "$dest/verify-$fam.txt" || tail -1 "$dest/verify-$fam.txt")"
-        [ $frc = 0 ] || rc=1
+          "$b" verify --device cuda --model "gguf:fixture:$fam" --no-save) >"$out" 2>&1 || frc=$?
+        echo "verify gguf:fixture:$fam on cuda: exit $frc; $(grep -E '^verdict' "$out" || tail -1 "$out")"
+        # candle's qwen3moe failed the gate on an H200 (docs/models.md): its FAILED is the
+        # finding, not a failed step.
+        [ $frc = 0 ] || [ "$fam" = "qwen3moe?impl=candle-transformers" ] || rc=1
       done
       cp "$target"/modelbench-quality/verdicts/*.json "$dest/" 2>/dev/null || true
       echo "saved $dest" ;;

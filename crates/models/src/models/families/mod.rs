@@ -22,7 +22,8 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgufImpl {
     /// The project's own model: [`super::gemma3_quantized`] for Gemma 3,
-    /// [`super::llama_quantized`] for Llama, Qwen2 and Qwen3.
+    /// [`super::llama_quantized`] for Llama (with or without experts), Qwen2, Qwen3 and
+    /// Qwen3-MoE.
     Modelbench,
     /// candle-transformers 0.11.1's quantized model of the family.
     CandleTransformers,

@@ -3,8 +3,8 @@
 //! same model and scenario.
 //!
 //! The ops are the forward's own ([`traced_ops`]): one step of the model as the suite loads it
-//! runs under an op trace, and each op it makes (the project's Gemma 3, Llama, Qwen2 and Qwen3
-//! mark theirs with `traced!`) is recorded with its inputs, its weights and its kernel; calls
+//! runs under an op trace, and each op it makes (the project's Gemma 3, Llama, Qwen2, Qwen3 and
+//! Qwen3-MoE mark theirs with `traced!`) is recorded with its inputs, its weights and its kernel; calls
 //! of the same kind, shape and types make one row, which replays them in turn (every layer's
 //! tensor, as the forward reads them).
 //! Each op runs on the suite's device and candle thread pools, with a device sync after each
