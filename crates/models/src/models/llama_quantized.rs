@@ -1,9 +1,11 @@
-//! Llama and Qwen3 on candle's quantized ops: the project's own model for `gguf:` Llama and
-//! Qwen3 files (`gguf:<file>?impl=modelbench`), written for continuous batching
-//! (`modelbench serve --max-batch`): every sequence keeps a cache of its own ([`SeqCache`]),
-//! and [`Batched::forward`] runs any number of sequences, each at its own positions, in one
-//! step. candle-transformers 0.11.1's `quantized_llama` / `quantized_qwen3` (the default
-//! implementation of these families for the benchmarks) keep one cache inside the model.
+//! Llama, Qwen2, Qwen3 and their mixtures of experts (Mixtral-style Llama, Qwen3-MoE) on
+//! candle's quantized ops: the project's own model for such `gguf:` files
+//! (`gguf:<file>?impl=modelbench`; the default for Qwen2, Qwen3-MoE and Llama 3.x files with
+//! `rope_freqs.weight`), written for continuous batching (`modelbench serve --max-batch`):
+//! every sequence keeps a cache of its own ([`SeqCache`]), and [`Batched::forward`] runs any
+//! number of sequences, each at its own positions, in one step. candle-transformers 0.11.1's
+//! `quantized_llama` / `quantized_qwen3` (the default implementation of those families for the
+//! benchmarks) keep one cache inside the model.
 //!
 //! What it computes, with llama.cpp's GGUF conventions (the same tensor names and metadata
 //! keys that candle-transformers reads):
