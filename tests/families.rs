@@ -210,7 +210,9 @@ const CASES: &[Case] = &[
             (OWN, Some(Wrong::SkipQkNorm)),
         ],
     ),
-    ("phi3", &[None], &[]),
+    // candle-transformers' by default, the project's by name (the mutated files are run by
+    // the default).
+    ("phi3", &[None, OWN], &[(OWN, Some(Wrong::OtherRopeLayout))]),
     ("phi2", &[None], &[]),
     ("lfm2", &[None], &[]),
 ];

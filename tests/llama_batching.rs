@@ -288,18 +288,19 @@ fn llama_and_qwen3_alone_and_batched_are_bit_equal() {
 }
 
 /// The mixtures of experts (`gguf:fixture:qwen3moe`, and `gguf:fixture:mixtral` with
-/// `?impl=modelbench`): alone and batched give bit-equal logits and the same greedy ids, so an
-/// expert's rows from several sequences in one matmul compute as each alone; the batched path
-/// gives the single-sequence path's ids; for Mixtral also candle-transformers' quantized_llama's
-/// greedy ids on the same file (qwen3moe has no CPU reference in candle: its gate against
-/// llama.cpp is `tests/families.rs`).
+/// `?impl=modelbench`) and Phi-3's fused weights (`gguf:fixture:phi3?impl=modelbench`): alone
+/// and batched give bit-equal logits and the same greedy ids, so an expert's rows from several
+/// sequences in one matmul compute as each alone; the batched path gives the single-sequence
+/// path's ids; for Mixtral and Phi-3 also candle-transformers' greedy ids on the same file
+/// (qwen3moe has no CPU reference in candle: its gate against llama.cpp is
+/// `tests/families.rs`).
 #[test]
-fn mixtures_of_experts_alone_and_batched_are_bit_equal() {
+fn experts_and_fused_weights_alone_and_batched_are_bit_equal() {
     let (lens, chunk, n_new) = ([5usize, 40, 100, 1], 32, 10);
-    for name in ["qwen3moe", "mixtral"] {
+    for name in ["qwen3moe", "mixtral", "phi3"] {
         let path = modelbench::models::source::gguf_fixture_named(name).unwrap();
         let mut single = load(&path, GgufImpl::Modelbench, 512);
-        assert!(single.meta().experts.is_some(), "{name}");
+        assert_eq!(single.meta().experts.is_some(), name != "phi3", "{name}");
         let b = Batched::new(own_weights::<ModelWeights>(&*single).unwrap()).unwrap();
         let vocab = single.meta().vocab;
         let prompts: Vec<Vec<u32>> = lens
@@ -312,7 +313,7 @@ fn mixtures_of_experts_alone_and_batched_are_bit_equal() {
         assert!(most >= 3, "{name}: the batch held {most} sequences at most");
         assert_bit_equal(name, &alone, &batched);
         let mut reference =
-            (name == "mixtral").then(|| load(&path, GgufImpl::CandleTransformers, 512));
+            (name != "qwen3moe").then(|| load(&path, GgufImpl::CandleTransformers, 512));
         for (i, p) in prompts.iter().enumerate() {
             let s = run_single(single.as_mut(), p, &chunks_of(p.len(), chunk), n_new);
             assert_eq!(

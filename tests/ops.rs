@@ -144,6 +144,8 @@ fn every_family_the_project_implements_has_its_table() {
         ("qwen2", 2 + 3, 2, "rope (neox)"),
         ("qwen3", 2, 4, "rope (neox)"),
         ("llama3", 2, 2, "rope (norm)"),
+        // Its fused attn_qkv and ffn_up read as their parts: the same seven matmuls.
+        ("phi3", 2, 2, "rope (neox)"),
     ] {
         let model = format!("gguf:fixture:{fixture}");
         let (t, out) = table(

@@ -121,6 +121,40 @@ pub fn split_stacked_experts(ct: &mut Content) -> candle_core::Result<()> {
     Ok(())
 }
 
+/// A fused 2-D weight (`name`, rows x columns, as llama.cpp's converter writes Phi-3's
+/// `attn_qkv` and `ffn_up`) presented as the tensors it fuses: `parts` names each and gives its
+/// rows, in order; each part is a contiguous byte range of the fused tensor (a row is whole
+/// blocks), so no byte of the file changes and each part is read as a tensor of its own. The
+/// parts must cover the rows exactly. A part may reuse the fused tensor's name.
+pub fn split_fused_rows(ct: &mut Content, name: &str, parts: &[(String, usize)]) -> Result<()> {
+    let Some(info) = ct.tensor_infos.get(name) else {
+        bail!("cannot find tensor info for {name}")
+    };
+    let (rows, cols) = info.shape.dims2()?;
+    let (dt, offset) = (info.ggml_dtype, info.offset);
+    let want: usize = parts.iter().map(|p| p.1).sum();
+    if want != rows {
+        bail!("{name} has {rows} rows; its parts need {want}");
+    }
+    if !cols.is_multiple_of(dt.block_size()) {
+        bail!("{name}: a row of {cols} is not whole blocks of {dt:?}");
+    }
+    let row_bytes = (cols / dt.block_size() * dt.type_size()) as u64;
+    let mut at = offset;
+    for (part, n) in parts {
+        ct.tensor_infos.insert(
+            part.clone(),
+            candle_core::quantized::gguf_file::TensorInfo {
+                ggml_dtype: dt,
+                shape: (*n, cols).into(),
+                offset: at,
+            },
+        );
+        at += *n as u64 * row_bytes;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::quantized::gguf_file;

@@ -64,6 +64,9 @@ pub enum Kind {
     Qwen3,
     /// Qwen3's attention with every block's MLP a mixture of experts (`qwen3moe`).
     Qwen3Moe,
+    /// Llama's block with NeoX RoPE, q/k/v fused in `attn_qkv` and gate/up fused in `ffn_up`
+    /// (`phi3`: Phi-3 / Phi-3.5 mini, Phi-4-mini's layout).
+    Phi3,
 }
 
 impl Kind {
@@ -73,6 +76,7 @@ impl Kind {
             Kind::Qwen2 => "qwen2",
             Kind::Qwen3 => "qwen3",
             Kind::Qwen3Moe => "qwen3moe",
+            Kind::Phi3 => "phi3",
         }
     }
 }
@@ -119,7 +123,10 @@ impl Config {
             "qwen2" => Kind::Qwen2,
             "qwen3" => Kind::Qwen3,
             "qwen3moe" => Kind::Qwen3Moe,
-            other => bail!("GGUF architecture `{other}` is not llama, qwen2, qwen3 or qwen3moe"),
+            "phi3" => Kind::Phi3,
+            other => {
+                bail!("GGUF architecture `{other}` is not llama, qwen2, qwen3, qwen3moe or phi3")
+            }
         };
         let a = kind.name();
         let get = |s: &str| ct.metadata.get(&format!("{a}.{s}"));
@@ -145,12 +152,18 @@ impl Config {
         if let Some(r) = opt_u("rope.dimension_count").filter(|r| *r != head_dim) {
             bail!("rope.dimension_count {r} is not the head dimension {head_dim} (partial rotary embeddings are not implemented)");
         }
+        if let Some(t) = ["rope_factors_long.weight", "rope_factors_short.weight"]
+            .into_iter()
+            .find(|t| ct.tensor_infos.contains_key(*t))
+        {
+            bail!("the file has `{t}` (LongRoPE, Phi-3 128k / Phi-3.5): not implemented here");
+        }
         let experts = match opt_u("expert_count").unwrap_or(0) {
             0 if kind != Kind::Qwen3Moe => None,
             count => {
                 let used = opt_u("expert_used_count").unwrap_or(0);
-                if kind == Kind::Qwen2 {
-                    bail!("{a}.expert_count {count}: Qwen2-MoE files (shared experts) are not implemented here");
+                if matches!(kind, Kind::Qwen2 | Kind::Phi3) {
+                    bail!("{a}.expert_count {count}: mixture-of-experts {a} files are not implemented here");
                 }
                 if count == 0 || used == 0 || used > count {
                     bail!("{a}.expert_count {count} and expert_used_count {used}: a mixture of experts needs 1 <= used <= count");
@@ -484,6 +497,44 @@ impl Weights {
     }
 }
 
+/// A Phi-3 file's fused weights as the separate projections the rest of the model reads:
+/// each block's `attn_qkv` (rows Q, K, V) as `attn_q`, `attn_k`, `attn_v`, and its `ffn_up`
+/// (gate rows first, then up: HF's `gate_up_proj`) as `ffn_gate` and `ffn_up`
+/// ([`super::gguf_read::split_fused_rows`]: byte ranges of the fused tensors, nothing copied).
+/// A file with separate q/k/v or gate/up tensors is read as it is.
+fn split_phi3(ct: &mut gguf_file::Content, cfg: &Config) -> Result<()> {
+    let q = cfg.heads * cfg.head_dim;
+    let kv = cfg.kv_heads * cfg.head_dim;
+    for i in 0..cfg.layers {
+        let n = |x: &str| format!("blk.{i}.{x}.weight");
+        if ct.tensor_infos.contains_key(&n("attn_qkv")) {
+            if ct
+                .tensor_infos
+                .contains_key(&format!("blk.{i}.attn_qkv.bias"))
+            {
+                bail!("the file has attention biases (blk.{i}.attn_qkv.bias), which phi3 does not have; this implementation does not apply them");
+            }
+            let parts = [(n("attn_q"), q), (n("attn_k"), kv), (n("attn_v"), kv)];
+            super::gguf_read::split_fused_rows(ct, &n("attn_qkv"), &parts)?;
+        }
+        if !ct.tensor_infos.contains_key(&n("ffn_gate")) {
+            let Some(info) = ct.tensor_infos.get(&n("ffn_up")) else {
+                bail!("cannot find tensor info for {}", n("ffn_up"))
+            };
+            let (rows, _) = info.shape.dims2()?;
+            if rows % 2 != 0 {
+                bail!(
+                    "{} has {rows} rows: a fused gate and up needs an even number",
+                    n("ffn_up")
+                );
+            }
+            let parts = [(n("ffn_gate"), rows / 2), (n("ffn_up"), rows / 2)];
+            super::gguf_read::split_fused_rows(ct, &n("ffn_up"), &parts)?;
+        }
+    }
+    Ok(())
+}
+
 /// A SwiGLU MLP, `down(silu(gate(x)) * up(x))`, `w(j, x)` running its gate (0), up (1) and
 /// down (2) projections.
 fn swiglu(x: &Tensor, w: &dyn Fn(usize, &Tensor) -> Result<Tensor>) -> Result<Tensor> {
@@ -527,6 +578,9 @@ impl ModelWeights {
             None
         };
         let mut ct = ct;
+        if cfg.kind == Kind::Phi3 {
+            split_phi3(&mut ct, &cfg)?;
+        }
         if cfg.experts.is_some() {
             // Each expert as a 2-D tensor of its own (`blk.N.ffn_gate.E.weight`), at its
             // offset in the stacked `ffn_gate_exps`: one quantized matmul per expert.
@@ -566,7 +620,7 @@ impl ModelWeights {
             let mut n = |name: &str| -> Result<RmsNorm> { RmsNorm::from_qtensor(t(name)?, eps) };
             let qk_norm = match cfg.kind {
                 Kind::Qwen3 | Kind::Qwen3Moe => Some((n("attn_q_norm")?, n("attn_k_norm")?)),
-                Kind::Llama | Kind::Qwen2 => None,
+                Kind::Llama | Kind::Qwen2 | Kind::Phi3 => None,
             };
             layers.push(Layer {
                 w,

@@ -1,10 +1,15 @@
 //! `phi3` (Phi-3 / Phi-3.5 mini: Llama's block with a fused `attn_qkv` and a fused gate+up
-//! `ffn_up`, NeoX RoPE): candle-transformers' quantized Phi-3.
+//! `ffn_up`, NeoX RoPE): candle-transformers' quantized Phi-3 by default; the project's own
+//! ([`crate::models::llama_quantized`], the fused weights read as their parts; it batches,
+//! its forward is traced by `ops`, and it runs the files candle's refuses for their RoPE base,
+//! a tied output or separate q/k/v) where candle's refuses the file or `?impl=modelbench`
+//! asks for it.
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::Tensor;
 use candle_transformers::models::quantized_phi3;
 
+use super::llama::OWN;
 use super::GgufImpl;
 use super::{candle, md_f32, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
@@ -15,7 +20,7 @@ use crate::models::Family;
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "phi3",
     family: Family::Phi3,
-    implementations: &[CANDLE],
+    implementations: &[CANDLE, OWN],
     fixtures: &[GgufFixture {
         name: "phi3",
         family: Family::Phi3,

@@ -4,7 +4,7 @@
 //!
 //! The ops are the forward's own ([`traced_ops`]): one step of the model as the suite loads it
 //! runs under an op trace, and each op it makes (the project's Gemma 3, Llama, Qwen2, Qwen3 and
-//! Qwen3-MoE mark theirs with `traced!`) is recorded with its inputs, its weights and its kernel; calls
+//! Qwen3-MoE (and Phi-3 through it) mark theirs with `traced!`) is recorded with its inputs, its weights and its kernel; calls
 //! of the same kind, shape and types make one row, which replays them in turn (every layer's
 //! tensor, as the forward reads them).
 //! Each op runs on the suite's device and candle thread pools, with a device sync after each
@@ -519,7 +519,7 @@ pub fn ops_model(label: &str) -> Result<(crate::models::source::Resolved, std::p
         Some(GgufImpl::Modelbench) => {}
         _ => {
             return Err(Error::Report(format!(
-                "ops: `{label}` is {}, which has no implementation of the project's here (the per-op table traces the project's Llama, Mixtral-style Llama, Qwen2, Qwen3, Qwen3-MoE and Gemma 3: gguf:<such a file>, without ?impl= or with ?impl=modelbench)",
+                "ops: `{label}` is {}, which has no implementation of the project's here (the per-op table traces the project's Llama, Mixtral-style Llama, Qwen2, Qwen3, Qwen3-MoE, Phi-3 and Gemma 3: gguf:<such a file>, without ?impl= or with ?impl=modelbench)",
                 res.family
             )))
         }
