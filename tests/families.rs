@@ -434,6 +434,49 @@ fn gemma3_fixture_matches_llama_cpp() {
     check("gemma3");
 }
 
+/// A Phi-3 file candle-transformers' quantized_phi3 refuses (RoPE base 40000: candle builds
+/// its tables with 10000 whatever the file says) runs by default on the project's
+/// implementation, which reads the base, and passes the gate against llama.cpp's reference of
+/// that same file; asked for by name, candle's is refused in one line naming the base.
+#[test]
+fn phi3_files_candle_refuses_run_on_the_project_implementation() {
+    if !have_llama_cpp() {
+        return;
+    }
+    let src = modelbench::models::source::gguf_fixture_named("phi3").unwrap();
+    let dst = modelbench::util::fsio::target_dir()
+        .join("modelbench-verify")
+        .join("controls")
+        .join(format!(
+            "{}-phi3-base40000.gguf",
+            &file_sha256(&src).unwrap()[..16]
+        ));
+    write_mutated(&src, &dst, |md, _| {
+        let e = md
+            .iter_mut()
+            .find(|(k, _)| k == "phi3.rope.freq_base")
+            .expect("key present");
+        e.1 = Value::F32(40_000.0);
+    });
+    let err = match load_with(&dst, CANDLE, &Device::Cpu, Some(N_CTX)) {
+        Ok(_) => panic!("candle's quantized_phi3 took a RoPE base of 40000"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("freq_base") && err.contains("40000"), "{err}");
+    let r = reference_of(&dst);
+    let v = gate(&dst, &r, None, None);
+    assert!(
+        v.implementation.starts_with("modelbench quantized_phi3"),
+        "{}",
+        v.implementation
+    );
+    assert!(v.passed, "phi3 base 40000 fails the gate:\n{}", table(&v));
+    // The file's base matters: the unmodified fixture's reference (base 10000) is not met.
+    let (_, r10k) = reference("phi3");
+    let wrong = gate(&dst, &r10k, None, None);
+    assert!(!wrong.passed, "{}", table(&wrong));
+}
+
 /// candle-transformers' quantized_llama ignores `rope_freqs.weight`: asked for explicitly on
 /// a Llama 3.x file it is refused in one line naming the fix, and the file's default is the
 /// project's implementation, which applies the factors.
