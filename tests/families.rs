@@ -324,13 +324,7 @@ fn mutated_controls(
     device: &Device,
 ) {
     for (i, (_, what, f)) in MUTATED.iter().filter(|m| m.0 == name).enumerate() {
-        let dst = modelbench::util::fsio::target_dir()
-            .join("modelbench-verify")
-            .join("controls")
-            .join(format!(
-                "{}-{name}-control{i}.gguf",
-                &file_sha256(path).unwrap()[..16]
-            ));
+        let dst = mutated_path(path, &format!("{name}-control{i}"));
         write_mutated(path, &dst, *f);
         let mut m = load_with(&dst, imp, device, Some(N_CTX)).unwrap();
         let label = format!("{} [control: {what}]", m.meta().provenance.implementation);
@@ -444,13 +438,7 @@ fn phi3_files_candle_refuses_run_on_the_project_implementation() {
         return;
     }
     let src = modelbench::models::source::gguf_fixture_named("phi3").unwrap();
-    let dst = modelbench::util::fsio::target_dir()
-        .join("modelbench-verify")
-        .join("controls")
-        .join(format!(
-            "{}-phi3-base40000.gguf",
-            &file_sha256(&src).unwrap()[..16]
-        ));
+    let dst = mutated_path(&src, "phi3-base40000");
     write_mutated(&src, &dst, |md, _| {
         let e = md
             .iter_mut()
@@ -864,13 +852,7 @@ fn phi2_gap_is_ggml_f16_gelu() {
     // The fixture with its q/k at the writer's sharpening only (a third of the fixture's):
     // attention flatter, the MLP's share of the logits larger.
     let (fixture, _) = reference("phi2");
-    let path = modelbench::util::fsio::target_dir()
-        .join("modelbench-verify")
-        .join("controls")
-        .join(format!(
-            "{}-phi2-qk-third.gguf",
-            &file_sha256(&fixture).unwrap()[..16]
-        ));
+    let path = mutated_path(&fixture, "phi2-qk-third");
     write_mutated(&fixture, &path, |md, ts| {
         let e = md_u32(md, "phi2.embedding_length");
         map_tensors(

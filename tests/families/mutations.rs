@@ -100,6 +100,16 @@ pub(super) fn rope_other_half(md: &mut [(String, Value)], ts: &mut [(String, QTe
     );
 }
 
+/// Where a mutated copy of `src` tagged `tag` is written (under target/, keyed by the
+/// source file's hash so a changed fixture gets new copies).
+pub(super) fn mutated_path(src: &Path, tag: &str) -> std::path::PathBuf {
+    let sha = modelbench::models::quality::file_sha256(src).unwrap();
+    modelbench::util::fsio::target_dir()
+        .join("modelbench-verify")
+        .join("controls")
+        .join(format!("{}-{tag}.gguf", &sha[..16]))
+}
+
 /// Writes `src` with `f` applied to `dst` (sorted tensors, as the fixture writer does).
 pub(super) fn write_mutated(src: &Path, dst: &Path, f: Mutation) {
     let mut file = std::fs::File::open(src).unwrap();
