@@ -346,7 +346,7 @@ fn bad_input_is_one_line_and_exit_2() {
         ),
         (&["ops", "--model", "fixture:llama"], "not a GGUF model"),
         (
-            &["ops", "--model", "gguf:fixture:phi3"],
+            &["ops", "--model", "gguf:fixture:glm4"],
             "no implementation of the project's",
         ),
         (
