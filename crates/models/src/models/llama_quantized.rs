@@ -609,7 +609,7 @@ impl ModelWeights {
                     }
                     w.push(q(format!("blk.{i}.ffn_gate_inp.weight"))?);
                     for e in 0..ex.count {
-                        for n in ["ffn_gate", "ffn_up", "ffn_down"] {
+                        for n in &PROJECTION_NAMES[ROUTER..] {
                             w.push(q(format!("blk.{i}.{n}.{e}.weight"))?);
                         }
                     }
