@@ -198,8 +198,16 @@ const CASES: &[Case] = &[
         &[None, OWN],
         &[(OWN, Some(Wrong::NoExpertRenorm))],
     ),
-    // candle-transformers only: the controls are mutated files (MUTATED).
-    ("glm4", &[None], &[]),
+    // candle-transformers' by default, the project's by name; the mutated files (MUTATED)
+    // run on both.
+    (
+        "glm4",
+        &[None, OWN],
+        &[
+            (OWN, Some(Wrong::SkipPostNorms)),
+            (OWN, Some(Wrong::OtherRopeLayout)),
+        ],
+    ),
     // The project's by default; candle-transformers 0.11.1's quantized_qwen3_moe runs on CUDA
     // only: see `qwen3moe_fixture_matches_llama_cpp`.
     (
@@ -213,8 +221,22 @@ const CASES: &[Case] = &[
     // candle-transformers' by default, the project's by name (the mutated files are run by
     // the default).
     ("phi3", &[None, OWN], &[(OWN, Some(Wrong::OtherRopeLayout))]),
-    ("phi2", &[None], &[]),
-    ("lfm2", &[None], &[]),
+    (
+        "phi2",
+        &[None, OWN],
+        &[
+            (OWN, Some(Wrong::ZeroBias)),
+            (OWN, Some(Wrong::OtherRopeLayout)),
+        ],
+    ),
+    (
+        "lfm2",
+        &[None, OWN],
+        &[
+            (OWN, Some(Wrong::ReverseConvTaps)),
+            (OWN, Some(Wrong::SkipQkNorm)),
+        ],
+    ),
 ];
 
 /// A fixture file with one piece changed: metadata and tensors as candle reads them.
@@ -383,8 +405,9 @@ fn check(name: &str) {
             table(&v)
         );
     }
-    if !passes.is_empty() {
-        mutated_controls(name, &path, &r, passes[0], &Device::Cpu);
+    // The mutated files fail on every implementation that passes on the file itself.
+    for imp in passes.iter() {
+        mutated_controls(name, &path, &r, *imp, &Device::Cpu);
     }
 }
 

@@ -38,7 +38,7 @@ pub enum Phase {
 
 /// The kinds of op an injection can be scoped to (`op:KIND:...`): the `kind` column of the
 /// per-op table of `modelbench ops`.
-pub const OP_KINDS: [&str; 19] = [
+pub const OP_KINDS: [&str; 21] = [
     "matmul",
     "lm_head",
     "embedding",
@@ -58,6 +58,8 @@ pub const OP_KINDS: [&str; 19] = [
     "host",
     "moe_gather",
     "moe_scatter",
+    "layer_norm",
+    "ssm_conv",
 ];
 
 /// The index of an op kind in [`OP_KINDS`].

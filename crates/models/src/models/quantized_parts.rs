@@ -157,16 +157,17 @@ pub fn note_append(c: &candle_nn::kv_cache::KvCache, k: &Tensor, v: &Tensor) {
 }
 
 /// The model's ends as a llama.cpp GGUF file holds them, `get` reading a tensor by name: the
-/// token embedding (kept quantized, [`Embedding`]), `output_norm` (an RmsNorm of `eps`) and
-/// the lm_head (`output.weight`, or the tied `token_embd.weight` when it is absent).
+/// token embedding (kept quantized, [`Embedding`]), the final norm's weight (`norm`: its
+/// tensor name, `output_norm.weight` in most families; the caller makes the norm) and the
+/// lm_head (`output.weight`, or the tied `token_embd.weight` when it is absent).
 pub fn read_ends(
     ct: &gguf_file::Content,
     get: &mut dyn FnMut(&str) -> Result<QTensor>,
-    eps: f64,
+    norm: &str,
     device: &Device,
-) -> Result<(Embedding, RmsNorm, QMatMul)> {
+) -> Result<(Embedding, QTensor, QMatMul)> {
     let embd = Arc::new(get("token_embd.weight")?);
-    let norm = RmsNorm::from_qtensor(get("output_norm.weight")?, eps)?;
+    let norm = get(norm)?;
     let output = if ct.tensor_infos.contains_key("output.weight") {
         QMatMul::from_qtensor(get("output.weight")?)?
     } else {
@@ -177,23 +178,23 @@ pub fn read_ends(
 
 /// How every project GGUF loader starts, for a model built for `context` positions (at least
 /// one): a reader of tensors by name, each read once into its final buffer (candle's reader
-/// copies it), and the model's ends ([`read_ends`], norms of `eps`).
+/// copies it), and the model's ends ([`read_ends`], the final norm's weight named `norm`).
 #[allow(clippy::type_complexity)]
 pub fn open_gguf<'a, R: std::io::Read + std::io::Seek>(
     ct: &'a gguf_file::Content,
     reader: &'a mut R,
     device: &'a Device,
     context: usize,
-    eps: f64,
+    norm: &str,
 ) -> Result<(
     impl FnMut(&str) -> Result<QTensor> + 'a,
-    (Embedding, RmsNorm, QMatMul),
+    (Embedding, QTensor, QMatMul),
 )> {
     if context == 0 {
         bail!("the model must be built for at least one position");
     }
     let mut get = move |name: &str| crate::models::gguf_read::tensor(ct, reader, name, device);
-    let ends = read_ends(ct, &mut get, eps, device)?;
+    let ends = read_ends(ct, &mut get, norm, device)?;
     Ok((get, ends))
 }
 

@@ -5,6 +5,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::DType;
 use candle_transformers::models::quantized_glm4;
 
+use super::llama::OWN;
 use super::GgufImpl;
 use super::{candle, md_f32, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
@@ -14,7 +15,7 @@ use crate::models::Family;
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "glm4",
     family: Family::Glm4,
-    implementations: &[CANDLE],
+    implementations: &[CANDLE, OWN],
     fixtures: &[GgufFixture {
         name: "glm4",
         family: Family::Glm4,

@@ -6,6 +6,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_lfm2;
 
+use super::llama::OWN;
 use super::{refuses_any_rope_scaling, Build, GgufFamily, GgufImpl, GgufModel};
 use super::{Implementation, Positions};
 use crate::error::Result;
@@ -15,7 +16,7 @@ use crate::models::Family;
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "lfm2",
     family: Family::Lfm2,
-    implementations: &[CANDLE],
+    implementations: &[CANDLE, OWN],
     fixtures: &[GgufFixture {
         name: "lfm2",
         family: Family::Lfm2,

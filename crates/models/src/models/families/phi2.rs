@@ -6,6 +6,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::Tensor;
 use candle_transformers::models::quantized_phi;
 
+use super::llama::OWN;
 use super::GgufImpl;
 use super::{candle, md_f32, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
@@ -15,7 +16,7 @@ use crate::models::Family;
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "phi2",
     family: Family::Phi2,
-    implementations: &[CANDLE],
+    implementations: &[CANDLE, OWN],
     fixtures: &[GgufFixture {
         name: "phi2",
         family: Family::Phi2,

@@ -436,7 +436,9 @@ impl ModelWeights {
             );
         }
         let eps = cfg.rms_norm_eps;
-        let (mut get, (embed, norm, output)) = open_gguf(&ct, reader, device, context, eps)?;
+        let (mut get, (embed, norm, output)) =
+            open_gguf(&ct, reader, device, context, "output_norm.weight")?;
+        let norm = RmsNorm::from_qtensor(norm, eps)?;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let [wq, wk, wv, wo, gate, up, down] = read_projections(&mut get, i)?;
