@@ -288,19 +288,22 @@ fn llama_and_qwen3_alone_and_batched_are_bit_equal() {
 }
 
 /// The mixtures of experts (`gguf:fixture:qwen3moe`, and `gguf:fixture:mixtral` with
-/// `?impl=modelbench`) and Phi-3's fused weights (`gguf:fixture:phi3?impl=modelbench`): alone
-/// and batched give bit-equal logits and the same greedy ids, so an expert's rows from several
-/// sequences in one matmul compute as each alone; the batched path gives the single-sequence
-/// path's ids; for Mixtral and Phi-3 also candle-transformers' greedy ids on the same file
+/// `?impl=modelbench`), the fused weights of Phi-3, Phi-2 and GLM-4, GLM-4's post-norms,
+/// Phi-2's parallel block and LFM2's short convolutions (each fixture with
+/// `?impl=modelbench`): alone and batched give bit-equal logits and the same greedy ids, so an
+/// expert's rows from several sequences in one matmul compute as each alone and a
+/// convolution's state stays its sequence's; the batched path gives the single-sequence
+/// path's ids; for all but qwen3moe also candle-transformers' greedy ids on the same file
 /// (qwen3moe has no CPU reference in candle: its gate against llama.cpp is
 /// `tests/families.rs`).
 #[test]
 fn experts_and_fused_weights_alone_and_batched_are_bit_equal() {
     let (lens, chunk, n_new) = ([5usize, 40, 100, 1], 32, 10);
-    for name in ["qwen3moe", "mixtral", "phi3"] {
+    for name in ["qwen3moe", "mixtral", "phi3", "glm4", "phi2", "lfm2"] {
         let path = modelbench::models::source::gguf_fixture_named(name).unwrap();
         let mut single = load(&path, GgufImpl::Modelbench, 512);
-        assert_eq!(single.meta().experts.is_some(), name != "phi3", "{name}");
+        let moe = matches!(name, "qwen3moe" | "mixtral");
+        assert_eq!(single.meta().experts.is_some(), moe, "{name}");
         let b = Batched::new(own_weights::<ModelWeights>(&*single).unwrap()).unwrap();
         let vocab = single.meta().vocab;
         let prompts: Vec<Vec<u32>> = lens

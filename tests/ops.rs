@@ -216,6 +216,67 @@ fn every_family_the_project_implements_has_its_table() {
     for op in ["ffn_gate_inp (f32)", "ffn_down_exps (q8_0)"] {
         assert!(t.rows.iter().any(|r| r.op.contains(op)), "{op}: {out}");
     }
+    // The blocks that are not Llama's, a decode token through each fixture's two blocks:
+    // GLM-4: q/k/v biases, four RmsNorms a block (post-attention and post-MLP too), RoPE on
+    // half the head (cut out and put back: two copies a call); Phi-2: six biased matmuls
+    // (q, k, v, o, up, down), one LayerNorm a block, attention + MLP + residual, GELU, the
+    // output's bias; LFM2: block 0 a short convolution (in_proj, out_proj, B * x, C * conv),
+    // block 1 attention with q/k norms, a SwiGLU each.
+    let glm4: &[(&str, usize)] = &[
+        ("matmul", 7 * layers),
+        ("add", 5 * layers),
+        ("rms_norm", 4 * layers + 1),
+        ("layer_norm", 0),
+        ("kv_cache", layers),
+        ("activation", layers),
+        ("mul", layers),
+        ("rope", 2 * layers),
+    ];
+    let phi2: &[(&str, usize)] = &[
+        ("matmul", 6 * layers),
+        ("add", 8 * layers + 1),
+        ("rms_norm", 0),
+        ("layer_norm", layers + 1),
+        ("kv_cache", layers),
+        ("activation", layers),
+        ("mul", 0),
+    ];
+    let lfm2: &[(&str, usize)] = &[
+        ("matmul", 5 + 7),
+        ("add", 2 * layers),
+        ("rms_norm", 2 + 4 + 1),
+        ("ssm_conv", 1),
+        ("kv_cache", 1),
+        ("attn_qk", 1),
+        ("activation", layers),
+        ("mul", 3 + 1),
+    ];
+    for (fixture, counts, rope, act) in [
+        ("glm4", glm4, "rope (norm)", "silu"),
+        ("phi2", phi2, "rope (neox)", "gelu (tanh)"),
+        ("lfm2", lfm2, "rope (neox)", "silu"),
+    ] {
+        let model = format!("gguf:fixture:{fixture}");
+        let (t, out) = table(
+            tmp.path(),
+            fixture,
+            &["--model", &model, "--scenario", "decode", "--depth", "16"],
+            None,
+        );
+        for (kind, n) in counts {
+            assert_eq!(calls(&t, kind), *n, "{fixture} {kind}: {out}");
+        }
+        assert_eq!(calls(&t, "lm_head"), 1, "{fixture}: {out}");
+        assert!(
+            t.rows.iter().any(|r| r.kind == "rope" && r.op == rope),
+            "{fixture}: {out}"
+        );
+        assert!(t.rows.iter().any(|r| r.op == act), "{fixture}: {out}");
+        assert!(
+            t.rows.iter().all(|r| r.seq_us.is_some()),
+            "{fixture}: {out}"
+        );
+    }
 }
 
 #[test]
@@ -346,8 +407,12 @@ fn bad_input_is_one_line_and_exit_2() {
         ),
         (&["ops", "--model", "fixture:llama"], "not a GGUF model"),
         (
-            &["ops", "--model", "gguf:fixture:glm4"],
-            "no implementation of the project's",
+            &[
+                "ops",
+                "--model",
+                "gguf:fixture:glm4?impl=candle-transformers",
+            ],
+            "whose forward is not traced",
         ),
         (
             &[
@@ -355,7 +420,7 @@ fn bad_input_is_one_line_and_exit_2() {
                 "--model",
                 "gguf:fixture:qwen2?impl=candle-transformers",
             ],
-            "without ?impl= or with ?impl=modelbench",
+            "drop ?impl= or use ?impl=modelbench",
         ),
         (
             &[

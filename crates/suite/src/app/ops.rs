@@ -9,7 +9,7 @@ use crate::workloads::ops::{self, OpsPlan, Phase};
 /// `modelbench ops`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct OpsArgs {
-    /// The model: a GGUF Llama (Mixtral-style experts too), Qwen2, Qwen3, Qwen3-MoE, Phi-3 or Gemma 3 (gguf:<file | cached repo | fixture:NAME>), run on the project's own implementation, whose forward traces its ops.
+    /// The model: a GGUF of any family `modelbench list` names (Llama with Mixtral-style experts too, Qwen2, Qwen3, Qwen3-MoE, Phi-3, Phi-2, GLM-4, LFM2, Gemma 3; gguf:<file | cached repo | fixture:NAME>), run on the project's own implementation, whose forward traces its ops.
     #[arg(long)]
     pub model: String,
     /// prefill (one forward of the prompt) or decode (one token at a KV depth).

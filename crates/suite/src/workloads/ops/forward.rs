@@ -4,7 +4,8 @@
 //! layer, the projections of one quant type and shape); a row replays its calls' own inputs
 //! and weights in turn, as the forward read them. Nothing here knows a family: what a row is
 //! comes from the recorded op (its kind, inputs and output), so every implementation that
-//! traces its forward (the project's Gemma 3, Llama, Qwen2, Qwen3, Qwen3-MoE, Phi-3) has its table.
+//! traces its forward (the project's Gemma 3, Llama, Qwen2, Qwen3, Qwen3-MoE, Phi-3, Phi-2, GLM-4,
+//! LFM2) has its table.
 
 #[allow(unused_imports)]
 use super::*;
@@ -59,7 +60,7 @@ pub fn traced_ops(model: &mut dyn CausalLm, plan: &OpsPlan, hp: Hparams) -> Resu
     step?;
     if !ops.iter().any(|o| o.kind == "matmul") {
         return Err(Error::Report(format!(
-            "ops: {} makes no traced op (only the project's own implementations trace their forward: add ?impl=modelbench to a Llama, Qwen2, Qwen3, Qwen3-MoE, Phi-3 or Gemma 3 GGUF)",
+            "ops: {} makes no traced op (only the project's own implementations trace their forward: add ?impl=modelbench to a GGUF of a family the project implements: every one `modelbench list` names)",
             model.meta().provenance.implementation
         )));
     }

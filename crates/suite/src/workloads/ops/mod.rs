@@ -3,8 +3,8 @@
 //! same model and scenario.
 //!
 //! The ops are the forward's own ([`traced_ops`]): one step of the model as the suite loads it
-//! runs under an op trace, and each op it makes (the project's Gemma 3, Llama, Qwen2, Qwen3 and
-//! Qwen3-MoE (and Phi-3 through it) mark theirs with `traced!`) is recorded with its inputs, its weights and its kernel; calls
+//! runs under an op trace, and each op it makes (the project's Gemma 3, and its Llama, Qwen2,
+//! Qwen3, Qwen3-MoE, Phi-3, Phi-2, GLM-4 and LFM2 implementation mark theirs with `traced!`) is recorded with its inputs, its weights and its kernel; calls
 //! of the same kind, shape and types make one row, which replays them in turn (every layer's
 //! tensor, as the forward reads them).
 //! Each op runs on the suite's device and candle thread pools, with a device sync after each
@@ -517,9 +517,16 @@ pub fn ops_model(label: &str) -> Result<(crate::models::source::Resolved, std::p
             res.config = serde_json::json!({ (GgufImpl::CONFIG_KEY): GgufImpl::Modelbench.name() });
         }
         Some(GgufImpl::Modelbench) => {}
+        Some(other) if GgufImpl::Modelbench.supports(res.family) => {
+            return Err(Error::Report(format!(
+                "ops: `{label}` asks for {}, whose forward is not traced; the per-op table traces the project's implementation of {}: drop ?impl= or use ?impl=modelbench",
+                other.name(),
+                res.family
+            )))
+        }
         _ => {
             return Err(Error::Report(format!(
-                "ops: `{label}` is {}, which has no implementation of the project's here (the per-op table traces the project's Llama, Mixtral-style Llama, Qwen2, Qwen3, Qwen3-MoE, Phi-3 and Gemma 3: gguf:<such a file>, without ?impl= or with ?impl=modelbench)",
+                "ops: `{label}` is {}, which has no implementation of the project's here (the per-op table traces the project's implementations of llama (Mixtral-style experts too), qwen2, qwen3, qwen3moe, phi3, phi2, glm4, lfm2 and gemma3: gguf:<such a file>, without ?impl= or with ?impl=modelbench)",
                 res.family
             )))
         }
