@@ -25,13 +25,16 @@ pub struct Hparams {
 }
 
 impl Hparams {
-    /// From a GGUF header (`<arch>.attention.layer_norm_rms_epsilon`, `<arch>.rope.freq_base`;
+    /// From a GGUF header (`<arch>.attention.layer_norm_rms_epsilon`, or Phi-2's
+    /// `layer_norm_epsilon`, `<arch>.rope.freq_base`;
     /// llama.cpp's defaults when absent).
     pub fn of(ct: &gguf_file::Content) -> Hparams {
         let arch = crate::models::families::md_str(ct, "general.architecture").unwrap_or_default();
         let f = |k: &str| crate::models::families::md_f32(ct, &format!("{arch}.{k}"));
         Hparams {
-            eps: f("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
+            eps: f("attention.layer_norm_rms_epsilon")
+                .or_else(|| f("attention.layer_norm_epsilon"))
+                .unwrap_or(1e-6),
             rope_base: f("rope.freq_base").unwrap_or(10_000.0),
         }
     }
@@ -260,6 +263,36 @@ fn ggml_of(o: &Traced, hp: Hparams) -> Option<GgmlOp> {
                 [d, rows, 1, 1],
                 vec![fbits(hp.eps)],
                 vec![Src::new("f32", [d, rows, 1, 1])],
+            ))
+        }
+        // ggml's NORM (mean and variance; the weight and bias are ops of their own there, as
+        // RMS_NORM's weight).
+        "layer_norm" => {
+            let x = x?;
+            let d = *x.dims.last()?;
+            let rows = x.elems() / d.max(1);
+            Some(plain(
+                "NORM",
+                [d, rows, 1, 1],
+                vec![fbits(hp.eps)],
+                vec![Src::new("f32", [d, rows, 1, 1])],
+            ))
+        }
+        // LFM2's short convolution, (taps - 1 + len, hidden) padded input and (taps, hidden)
+        // taps: ggml's SSM_CONV of the transposed input (time fastest), as llama.cpp's LFM2.
+        "ssm_conv" => {
+            let (padded, taps) = (t.first()?, t.get(1)?);
+            let [rows, ch]: [usize; 2] = padded.dims.as_slice().try_into().ok()?;
+            let n = *taps.dims.first()?;
+            let len = (rows + 1).checked_sub(n)?;
+            Some(plain(
+                "SSM_CONV",
+                [ch, len, 1, 1],
+                vec![],
+                vec![
+                    Src::new("f32", [rows, ch, 1, 1]),
+                    Src::new("f32", [n, ch, 1, 1]),
+                ],
             ))
         }
         "rope" => {
