@@ -1263,7 +1263,8 @@ impl SingleSeq for ModelWeights {
 /// A sequence's results therefore do not depend on what else is in the batch, provided each
 /// matmul computes a row the same whatever the number of rows: candle's CPU kernels are
 /// row-independent except that some switch kernels between one row and several;
-/// [`Batched::new`] measures that for every weight and runs a lone row of such a weight as two.
+/// [`Batched::new`] measures that once per weight type and shape and runs a lone row of such
+/// a weight as two.
 #[derive(Debug, Clone)]
 pub struct Batched {
     w: Weights,
@@ -1275,19 +1276,20 @@ pub struct Batched {
 
 impl Batched {
     /// Wraps loaded weights (their single-sequence cache is dropped) and measures which
-    /// weights need a lone row run as two.
+    /// weights need a lone row run as two (once per weight type and shape).
     pub fn new(model: ModelWeights) -> Result<Self> {
         let w = model.w;
         let dev = w.device.clone();
+        let mut probed = std::collections::HashMap::new();
         let mut projs = Vec::with_capacity(w.layers.len());
         for l in &w.layers {
             let mut p = Vec::with_capacity(l.w.len());
             for x in &l.w {
-                p.push(Proj::new(x, false, &dev)?);
+                p.push(Proj::candle_probed(x, &dev, &mut probed)?);
             }
             projs.push(p);
         }
-        let output = Proj::new(&w.output, false, &dev)?;
+        let output = Proj::candle_probed(&w.output, &dev, &mut probed)?;
         Ok(Self { w, projs, output })
     }
 

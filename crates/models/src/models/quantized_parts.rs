@@ -1,5 +1,5 @@
 //! What the project's two quantized implementations (Gemma 3: [`super::gemma3_quantized`];
-//! Llama / Qwen2 / Qwen3: [`super::llama_quantized`]) share, written once: a decoder layer's
+//! the other families: [`super::llama_quantized`]) share, written once: a decoder layer's
 //! projection names as llama.cpp's GGUF files spell them, the quantized token embedding
 //! ([`Embedding`]), the model's ends as read from a file (token embedding, final norm, lm_head), RoPE tables, the single-sequence interface
 //! ([`SingleSeq`]), and a batched step's sequence caches,

@@ -1,5 +1,8 @@
 //! `glm4` (GLM-4-0414: sandwich norms around attention and MLP, a fused gate-up projection,
-//! q/k/v biases, interleaved RoPE on the first half of each head): candle's quantized GLM-4.
+//! q/k/v biases, interleaved RoPE on the first half of each head): candle's quantized GLM-4 by
+//! default; the project's own ([`crate::models::llama_quantized`]: it batches, its forward is
+//! traced by `ops`, and it rotates `rope.dimension_count` dimensions as the file says) with
+//! `?impl=modelbench` or where candle's refuses the file.
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::DType;

@@ -1,6 +1,9 @@
 //! `lfm2` (LiquidAI LFM2: blocks that are either a gated short convolution or grouped-query
 //! attention with per-head q/k norms, a SwiGLU MLP each; which is which comes from the
-//! per-block `head_count_kv`, 0 for a convolution block): candle-transformers' quantized_lfm2.
+//! per-block `head_count_kv`, 0 for a convolution block): candle-transformers' quantized_lfm2
+//! by default; the project's own ([`crate::models::llama_quantized`]: each sequence's
+//! convolution state in its own cache, so prompts run in chunks and sequences batch; its
+//! forward is traced by `ops`) with `?impl=modelbench`.
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};

@@ -179,7 +179,7 @@ const CANDLE: Implementation = Implementation {
 };
 
 /// The project's own implementation of the Llama-shaped families (`llama` with or without
-/// experts, `qwen2`, `qwen3`, `qwen3moe`, `phi3`).
+/// experts, `qwen2`, `qwen3`, `qwen3moe`, `phi3`, `glm4`, `phi2`, `lfm2`).
 pub(super) const OWN: Implementation = Implementation {
     imp: GgufImpl::Modelbench,
     label: |ct| {

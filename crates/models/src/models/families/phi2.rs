@@ -1,6 +1,9 @@
 //! `phi2` (Phi-2: LayerNorm with biases, attention and MLP in parallel from the same norm,
 //! partial rotary embedding over the first `rope.dimension_count` dimensions of each head,
-//! GELU MLP, biases everywhere): candle-transformers' quantized_phi.
+//! GELU MLP, biases everywhere): candle-transformers' quantized_phi by default; the project's
+//! own ([`crate::models::llama_quantized`]: it batches, its forward is traced by `ops`, and it
+//! runs the files candle's refuses for separate q/k/v, fewer KV heads or another RoPE base)
+//! with `?impl=modelbench` or where candle's refuses the file.
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::Tensor;

@@ -97,6 +97,35 @@ impl Proj {
         proj(w, fast, dev).map(|(p, _)| p)
     }
 
+    /// `w` on candle's kernels (no `--fast-weights`), whether a lone row runs as two measured
+    /// once per weight type and shape (`probed` keeps the answers across a model's weights:
+    /// the kernel choice depends on nothing else, and a mixture of experts has thousands of
+    /// weights of a few shapes).
+    pub fn candle_probed(
+        w: &QMatMul,
+        dev: &Device,
+        probed: &mut std::collections::HashMap<(String, Vec<usize>), bool>,
+    ) -> Result<Self> {
+        let key = match w {
+            QMatMul::QTensor(t) => (format!("{:?}", t.dtype()), t.shape().dims().to_vec()),
+            QMatMul::Tensor(t) => ("f32".to_string(), t.dims().to_vec()),
+            QMatMul::TensorF16(t) => ("f16".to_string(), t.dims().to_vec()),
+        };
+        let run = Weight::Candle(w.clone());
+        let lone_as_two = match probed.get(&key) {
+            Some(v) => *v,
+            None => {
+                let v = lone_row_differs(&run, in_features(w)?, dev)?;
+                probed.insert(key, v);
+                v
+            }
+        };
+        Ok(Self {
+            w: run,
+            lone_as_two,
+        })
+    }
+
     /// `x` (1, rows, k) through the weight; a lone row runs as two where the kernel would
     /// compute it otherwise.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
