@@ -451,6 +451,43 @@ fn gemma3_fixture_matches_llama_cpp() {
     check("gemma3");
 }
 
+/// A bias tensor the project's implementation would not apply is refused in one line naming
+/// it, not run as a model without it: the qwen2 fixture with `blk.0.attn_v.bias` renamed to
+/// `blk.0.attn_output.bias` (Qwen2 has q/k/v biases only), and the same file unchanged runs.
+/// The file checks (`gguf_check`: a tensor no model of the family reads) refuse it first; the
+/// implementation refuses such a file by itself too (`ModelWeights::from_gguf`, below).
+#[test]
+fn a_bias_the_implementation_does_not_apply_is_refused() {
+    let src = modelbench::models::source::gguf_fixture_named("qwen2").unwrap();
+    let dst = mutated_path(&src, "qwen2-output-bias");
+    write_mutated(&src, &dst, |_, ts| {
+        let t = ts
+            .iter_mut()
+            .find(|(n, _)| n == "blk.0.attn_v.bias")
+            .expect("the qwen2 fixture has v biases");
+        t.0 = "blk.0.attn_output.bias".into();
+    });
+    let e = load_with(&dst, OWN, &Device::Cpu, Some(64))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("blk.0.attn_output.bias") && !e.contains('\n'),
+        "{e}"
+    );
+    assert!(load_with(&src, OWN, &Device::Cpu, Some(64)).is_ok());
+    let mut f = std::fs::File::open(&dst).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let e = ModelWeights::from_gguf(ct, &mut f, &Device::Cpu, 64)
+        .err()
+        .expect("refused by the implementation")
+        .to_string();
+    assert!(
+        e.contains("blk.0.attn_output.bias") && e.contains("does not apply"),
+        "{e}"
+    );
+}
+
 /// A Phi-3 file candle-transformers' quantized_phi3 refuses (RoPE base 40000: candle builds
 /// its tables with 10000 whatever the file says) runs by default on the project's
 /// implementation, which reads the base, and passes the gate against llama.cpp's reference of

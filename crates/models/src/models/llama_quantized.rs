@@ -443,8 +443,9 @@ enum Mixer {
     /// LFM2's gated short convolution: `in_proj` (0) gives B, C and x, the convolution runs
     /// over `B * x`, `out_proj` (1) reads `C * conv`. `taps`: (taps, hidden), row `j`
     /// multiplying the input `taps - 1 - j` positions back (the file's `shortconv.conv`,
-    /// (hidden, taps), transposed).
-    ShortConv { taps: Tensor },
+    /// (hidden, taps), transposed); `start`: a sequence's state before its first token,
+    /// zeros (taps - 1, hidden).
+    ShortConv { taps: Tensor, start: Tensor },
 }
 
 /// What a block's MLP is.
@@ -546,13 +547,8 @@ impl Weights {
                 .iter()
                 .map(|l| match &l.mixer {
                     Mixer::Attention { .. } => LayerCache::Kv(KvCache::new(2, self.context)),
-                    Mixer::ShortConv { taps } => {
-                        let (n, hidden) = taps.dims2().unwrap_or((1, self.cfg.hidden));
-                        LayerCache::Conv(
-                            Tensor::zeros((n - 1, hidden), DType::F32, &self.device)
-                                .expect("a zero tensor of the model's device"),
-                        )
-                    }
+                    // Shared until the first step replaces it (a state is never written in place).
+                    Mixer::ShortConv { start, .. } => LayerCache::Conv(start.clone()),
                 })
                 .collect(),
         )
@@ -603,7 +599,9 @@ impl Weights {
                 Mixer::Attention { qk_norm } => {
                     self.attention(li, qk_norm.as_ref(), &a, seqs, &spans, &masks, &proj)?
                 }
-                Mixer::ShortConv { taps } => self.short_conv(li, taps, &a, seqs, &spans, &proj)?,
+                Mixer::ShortConv { taps, .. } => {
+                    self.short_conv(li, taps, &a, seqs, &spans, &proj)?
+                }
             };
             let mlp = |x: &Tensor| self.mlp(li, layer.mlp_at, x, &proj);
             let post = layer
@@ -900,6 +898,37 @@ enum Biases {
 }
 
 impl Biases {
+    /// Whether the model reads the bias tensor `name` (`blk.N.<proj>.bias`, or Phi-2's
+    /// `output.bias` and LayerNorm biases).
+    fn reads(self, name: &str) -> bool {
+        let proj = name
+            .strip_suffix(".bias")
+            .and_then(|n| n.rsplit('.').next())
+            .unwrap_or_default();
+        match self {
+            Biases::None => false,
+            Biases::Qkv { .. } => {
+                name.starts_with("blk.")
+                    && matches!(proj, "attn_q" | "attn_k" | "attn_v" | "attn_qkv")
+            }
+            Biases::Every => {
+                (name.starts_with("blk.")
+                    && matches!(
+                        proj,
+                        "attn_q"
+                            | "attn_k"
+                            | "attn_v"
+                            | "attn_qkv"
+                            | "attn_output"
+                            | "ffn_up"
+                            | "ffn_down"
+                            | "attn_norm"
+                    ))
+                    || matches!(name, "output.bias" | "output_norm.bias")
+            }
+        }
+    }
+
     fn of(kind: Kind) -> Self {
         match kind {
             Kind::Qwen2 => Biases::Qkv { required: true },
@@ -978,13 +1007,14 @@ impl ModelWeights {
     ) -> Result<Self> {
         let cfg = Config::from_gguf(&ct)?;
         let biases = Biases::of(cfg.kind);
-        if biases == Biases::None {
-            if let Some(t) = ["blk.0.attn_q.bias", "blk.0.attn_qkv.bias"]
-                .into_iter()
-                .find(|t| ct.tensor_infos.contains_key(*t))
-            {
-                bail!("the file has attention biases ({t}), which {} does not have; this implementation does not apply them", cfg.kind.name());
-            }
+        let mut unread: Vec<&String> = ct
+            .tensor_infos
+            .keys()
+            .filter(|n| n.ends_with(".bias") && !biases.reads(n))
+            .collect();
+        unread.sort();
+        if let Some(t) = unread.first() {
+            bail!("the file has a bias tensor ({t}), which {} does not have here; this implementation does not apply it", cfg.kind.name());
         }
         let eps = cfg.rms_norm_eps;
         let factors = if ct.tensor_infos.contains_key("rope_freqs.weight") {
@@ -1119,6 +1149,7 @@ impl ModelWeights {
                 }
                 Mixer::ShortConv {
                     taps: taps.to_dtype(DType::F32)?.t()?.contiguous()?,
+                    start: Tensor::zeros((n - 1, ch), DType::F32, device)?,
                 }
             } else {
                 let qk_norm = match cfg.kind.qk_norm() {
@@ -1347,8 +1378,39 @@ impl super::batched::BatchedLm for Batched {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::quantized::GgmlDType;
     use candle_core::IndexOp;
+
+    /// Which bias tensors each family's files may carry (any other is refused at load).
+    #[test]
+    fn each_family_reads_only_its_biases() {
+        let qkv = Biases::of(Kind::Qwen2);
+        assert!(qkv.reads("blk.3.attn_q.bias") && qkv.reads("blk.0.attn_v.bias"));
+        assert!(!qkv.reads("blk.0.attn_output.bias") && !qkv.reads("output.bias"));
+        assert!(Biases::of(Kind::Glm4).reads("blk.1.attn_qkv.bias"));
+        let phi2 = Biases::of(Kind::Phi2);
+        for n in [
+            "blk.0.attn_qkv.bias",
+            "blk.0.attn_output.bias",
+            "blk.0.ffn_up.bias",
+            "blk.0.ffn_down.bias",
+            "blk.0.attn_norm.bias",
+            "output_norm.bias",
+            "output.bias",
+        ] {
+            assert!(phi2.reads(n), "{n}");
+        }
+        assert!(!phi2.reads("blk.0.ffn_norm.bias") && !phi2.reads("blk.0.ffn_gate.bias"));
+        for k in [
+            Kind::Llama,
+            Kind::Qwen3,
+            Kind::Qwen3Moe,
+            Kind::Phi3,
+            Kind::Lfm2,
+        ] {
+            assert!(!Biases::of(k).reads("blk.0.attn_q.bias"), "{k:?}");
+        }
+    }
 
     /// A lone row through a batched projection is bit-equal to the same row among others, for
     /// the weight types of the real files (Q4_K, Q6_K: kernels that may switch between one row
