@@ -61,6 +61,17 @@ fn table(dir: &Path, name: &str, extra: &[&str], inject: Option<&str>) -> (OpsTa
     (t, out)
 }
 
+/// The decode table (one token at depth 16) of `gguf:fixture:<fixture>`.
+fn decode_table(dir: &Path, fixture: &str) -> (OpsTable, String) {
+    let model = format!("gguf:fixture:{fixture}");
+    table(
+        dir,
+        fixture,
+        &["--model", &model, "--scenario", "decode", "--depth", "16"],
+        None,
+    )
+}
+
 fn calls(t: &OpsTable, kind: &str) -> usize {
     t.rows
         .iter()
@@ -147,13 +158,7 @@ fn every_family_the_project_implements_has_its_table() {
         // Its fused attn_qkv and ffn_up read as their parts: the same seven matmuls.
         ("phi3", 2, 2, "rope (neox)"),
     ] {
-        let model = format!("gguf:fixture:{fixture}");
-        let (t, out) = table(
-            tmp.path(),
-            fixture,
-            &["--model", &model, "--scenario", "decode", "--depth", "16"],
-            None,
-        );
+        let (t, out) = decode_table(tmp.path(), fixture);
         assert_eq!(calls(&t, "matmul"), 7 * layers, "{fixture}: {out}");
         assert_eq!(calls(&t, "lm_head"), 1, "{fixture}: {out}");
         assert_eq!(calls(&t, "add"), adds * layers, "{fixture}: {out}");
@@ -184,19 +189,7 @@ fn every_family_the_project_implements_has_its_table() {
     // A mixture of experts (the fixture: 8 experts, top-2): a decode token runs each block's
     // attention projections, the router and its softmax, and two experts, each one row
     // gathered, its gate, up and down, SiLU, gate * up, its weight and the scatter-add.
-    let (t, out) = table(
-        tmp.path(),
-        "qwen3moe",
-        &[
-            "--model",
-            "gguf:fixture:qwen3moe",
-            "--scenario",
-            "decode",
-            "--depth",
-            "16",
-        ],
-        None,
-    );
+    let (t, out) = decode_table(tmp.path(), "qwen3moe");
     let used = 2;
     assert_eq!(calls(&t, "matmul"), (4 + 1 + 3 * used) * layers, "{out}");
     assert_eq!(
@@ -256,13 +249,7 @@ fn every_family_the_project_implements_has_its_table() {
         ("phi2", phi2, "rope (neox)", "gelu (tanh)"),
         ("lfm2", lfm2, "rope (neox)", "silu"),
     ] {
-        let model = format!("gguf:fixture:{fixture}");
-        let (t, out) = table(
-            tmp.path(),
-            fixture,
-            &["--model", &model, "--scenario", "decode", "--depth", "16"],
-            None,
-        );
+        let (t, out) = decode_table(tmp.path(), fixture);
         for (kind, n) in counts {
             assert_eq!(calls(&t, kind), *n, "{fixture} {kind}: {out}");
         }

@@ -254,25 +254,18 @@ fn ggml_of(o: &Traced, hp: Hparams) -> Option<GgmlOp> {
                 vec![Src::new("f32", ne)],
             ))
         }
-        "rms_norm" => {
+        // ggml's RMS_NORM, or NORM for a LayerNorm (mean and variance): the weight (and bias)
+        // are ops of their own there.
+        "rms_norm" | "layer_norm" => {
             let x = x?;
             let d = *x.dims.last()?;
             let rows = x.elems() / d.max(1);
             Some(plain(
-                "RMS_NORM",
-                [d, rows, 1, 1],
-                vec![fbits(hp.eps)],
-                vec![Src::new("f32", [d, rows, 1, 1])],
-            ))
-        }
-        // ggml's NORM (mean and variance; the weight and bias are ops of their own there, as
-        // RMS_NORM's weight).
-        "layer_norm" => {
-            let x = x?;
-            let d = *x.dims.last()?;
-            let rows = x.elems() / d.max(1);
-            Some(plain(
-                "NORM",
+                if o.kind == "rms_norm" {
+                    "RMS_NORM"
+                } else {
+                    "NORM"
+                },
                 [d, rows, 1, 1],
                 vec![fbits(hp.eps)],
                 vec![Src::new("f32", [d, rows, 1, 1])],
