@@ -240,11 +240,11 @@ const CASES: &[Case] = &[
 ];
 
 /// A fixture file with one piece changed: metadata and tensors as candle reads them.
-type Mutation = fn(&mut [(String, Value)], &mut [(String, QTensor)]);
+type Mutation = fn(&mut Vec<(String, Value)>, &mut [(String, QTensor)]);
 
-/// Negative controls of fixtures that only candle-transformers runs: the fixture file with
-/// the family's distinguishing piece broken, run by candle against llama.cpp's reference of
-/// the unmodified file; each must fail the gate. (fixture, what is broken, the change)
+/// Negative controls as files: the fixture file with the family's distinguishing piece
+/// broken, run by every implementation that passes on the fixture against llama.cpp's
+/// reference of the unmodified file; each must fail the gate. (fixture, what is broken, the change)
 const MUTATED: &[(&str, &str, Mutation)] = &[
     (
         "mixtral",
@@ -488,41 +488,81 @@ fn a_bias_the_implementation_does_not_apply_is_refused() {
     );
 }
 
-/// A Phi-3 file candle-transformers' quantized_phi3 refuses (RoPE base 40000: candle builds
-/// its tables with 10000 whatever the file says) runs by default on the project's
-/// implementation, which reads the base, and passes the gate against llama.cpp's reference of
-/// that same file; asked for by name, candle's is refused in one line naming the base.
+/// Files candle-transformers refuses for a setting it would not apply, which the project's
+/// implementation reads: (fixture, what is changed, the change, what candle's refusal names).
+/// Phi-3 and Phi-2 with RoPE base 40000 (candle builds its tables with 10000 whatever the file
+/// says), GLM-4 rotating its whole head (candle hard-codes half).
+const CANDLE_REFUSES: &[(&str, &str, Mutation, &str)] = &[
+    (
+        "phi3",
+        "rope.freq_base 40000",
+        |md, _| set_value(md, "phi3.rope.freq_base", Value::F32(40_000.0)),
+        "40000",
+    ),
+    (
+        "phi2",
+        "rope.freq_base 40000",
+        |md, _| set_value(md, "phi2.rope.freq_base", Value::F32(40_000.0)),
+        "40000",
+    ),
+    (
+        "glm4",
+        "rope.dimension_count = the head (whole head rotated)",
+        |md, _| {
+            let hd = md_u32(md, "glm4.attention.key_length") as u32;
+            set_value(md, "glm4.rope.dimension_count", Value::U32(hd))
+        },
+        "rope.dimension_count",
+    ),
+];
+
+/// `key` set to `v` in `md`, added where the file lacks it.
+fn set_value(md: &mut Vec<(String, Value)>, key: &str, v: Value) {
+    match md.iter_mut().find(|(k, _)| k == key) {
+        Some(e) => e.1 = v,
+        None => md.push((key.to_string(), v)),
+    }
+}
+
+/// Each file of [`CANDLE_REFUSES`] is refused by candle-transformers in one line naming the
+/// setting, runs by default on the project's implementation and passes the gate against
+/// llama.cpp's reference of that same file; against the unmodified fixture's reference it
+/// fails (the setting is applied, not ignored).
 #[test]
-fn phi3_files_candle_refuses_run_on_the_project_implementation() {
+fn files_candle_refuses_run_on_the_project_implementation() {
     if !have_llama_cpp() {
         return;
     }
-    let src = modelbench::models::source::gguf_fixture_named("phi3").unwrap();
-    let dst = mutated_path(&src, "phi3-base40000");
-    write_mutated(&src, &dst, |md, _| {
-        let e = md
-            .iter_mut()
-            .find(|(k, _)| k == "phi3.rope.freq_base")
-            .expect("key present");
-        e.1 = Value::F32(40_000.0);
-    });
-    let err = match load_with(&dst, CANDLE, &Device::Cpu, Some(N_CTX)) {
-        Ok(_) => panic!("candle's quantized_phi3 took a RoPE base of 40000"),
-        Err(e) => e.to_string(),
-    };
-    assert!(err.contains("freq_base") && err.contains("40000"), "{err}");
-    let r = reference_of(&dst);
-    let v = gate(&dst, &r, None, None);
-    assert!(
-        v.implementation.starts_with("modelbench quantized_phi3"),
-        "{}",
-        v.implementation
-    );
-    assert!(v.passed, "phi3 base 40000 fails the gate:\n{}", table(&v));
-    // The file's base matters: the unmodified fixture's reference (base 10000) is not met.
-    let (_, r10k) = reference("phi3");
-    let wrong = gate(&dst, &r10k, None, None);
-    assert!(!wrong.passed, "{}", table(&wrong));
+    for (name, what, f, names) in CANDLE_REFUSES {
+        let src = modelbench::models::source::gguf_fixture_named(name).unwrap();
+        let dst = mutated_path(&src, &format!("{name}-candle-refuses"));
+        write_mutated(&src, &dst, *f);
+        let err = match load_with(&dst, CANDLE, &Device::Cpu, Some(N_CTX)) {
+            Ok(_) => panic!("candle-transformers' {name} took a file with {what}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(names) && !err.contains('\n'), "{name}: {err}");
+        let r = reference_of(&dst);
+        let v = gate(&dst, &r, None, None);
+        assert!(
+            v.implementation
+                .starts_with(&format!("modelbench quantized_{name}")),
+            "{}",
+            v.implementation
+        );
+        assert!(
+            v.passed,
+            "{name} with {what} fails the gate:\n{}",
+            table(&v)
+        );
+        let (_, unmodified) = reference(name);
+        let wrong = gate(&dst, &unmodified, None, None);
+        assert!(
+            !wrong.passed,
+            "{name} with {what} passes against the unmodified file's reference:\n{}",
+            table(&wrong)
+        );
+    }
 }
 
 /// candle-transformers' quantized_llama ignores `rope_freqs.weight`: asked for explicitly on

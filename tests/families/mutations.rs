@@ -50,7 +50,7 @@ pub(super) fn map_tensors(
     }
 }
 
-pub(super) fn rotate_router(_: &mut [(String, Value)], ts: &mut [(String, QTensor)]) {
+pub(super) fn rotate_router(_: &mut Vec<(String, Value)>, ts: &mut [(String, QTensor)]) {
     map_tensors(
         ts,
         |n| n.ends_with("ffn_gate_inp.weight"),
@@ -65,7 +65,7 @@ pub(super) fn rotate_router(_: &mut [(String, Value)], ts: &mut [(String, QTenso
     );
 }
 
-pub(super) fn swap_gate_up(_: &mut [(String, Value)], ts: &mut [(String, QTensor)]) {
+pub(super) fn swap_gate_up(_: &mut Vec<(String, Value)>, ts: &mut [(String, QTensor)]) {
     map_tensors(
         ts,
         |n| n.ends_with("ffn_up.weight"),
@@ -76,7 +76,7 @@ pub(super) fn swap_gate_up(_: &mut [(String, Value)], ts: &mut [(String, QTensor
     );
 }
 
-pub(super) fn rope_other_half(md: &mut [(String, Value)], ts: &mut [(String, QTensor)]) {
+pub(super) fn rope_other_half(md: &mut Vec<(String, Value)>, ts: &mut [(String, QTensor)]) {
     let hd = md_u32(md, "glm4.attention.key_length");
     map_tensors(
         ts,
