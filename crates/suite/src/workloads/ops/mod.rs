@@ -165,6 +165,11 @@ pub struct InModel {
     pub steps: usize,
     /// Median wall time of a profiled step (us): forward and greedy pick.
     pub step_us: f64,
+    /// Mean wall time of a profiled step (us): the statistic the kinds' averaged times add
+    /// up within (each step's marked ops lie inside that step). None in tables written
+    /// before it was kept.
+    #[serde(default)]
+    pub mean_step_us: Option<f64>,
     /// Per kind the model's forward marks: calls and wall time per step (us), averaged.
     pub kinds: Vec<KindInModel>,
 }
@@ -376,6 +381,7 @@ pub fn profile_steps(model: &mut dyn CausalLm, plan: &OpsPlan, trials: usize) ->
     Ok(InModel {
         steps: walls.len(),
         step_us: median(&walls),
+        mean_step_us: Some(walls.iter().sum::<f64>() / n),
         kinds: total
             .into_iter()
             .map(|(kind, (calls, time))| {
@@ -706,6 +712,7 @@ mod tests {
             in_model: Some(InModel {
                 steps: 40,
                 step_us: 1000.0,
+                mean_step_us: Some(1000.0),
                 kinds: kinds
                     .iter()
                     .map(|&(kind, us, ci)| KindInModel {
@@ -719,6 +726,30 @@ mod tests {
             }),
             order_note: None,
         }
+    }
+
+    /// The kinds' averaged times are held against the mean step (they add up within it), so
+    /// one stalled step cannot make "the work between the ops" negative; where the kinds still
+    /// exceed the step (a table written before the mean was kept), it says not measured.
+    #[test]
+    fn the_work_between_the_ops_is_never_printed_negative() {
+        // One stalled softmax: its average 290 us, the median step 820 us, the mean 1110 us.
+        let mut t = table(&[
+            ("lm_head", 554.0, (540.0, 560.0)),
+            ("softmax", 290.0, (30.0, 35.0)),
+        ]);
+        let p = t.in_model.as_mut().expect("profile");
+        p.step_us = 820.0;
+        p.mean_step_us = Some(1110.0);
+        let out = t.render_in_model();
+        assert!(out.contains("the rest, 266.0 us"), "{out}");
+        t.in_model.as_mut().expect("profile").mean_step_us = None;
+        let out = t.render_in_model();
+        assert!(
+            out.contains("the work between the ops: not measured (")
+                && !out.contains("the rest, -"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -272,13 +272,18 @@ impl OpsTable {
             }
         };
         let unmarked_ref: f64 = unmarked.iter().map(|k| ref_us(k)).sum();
-        let between = p.step_us - marked - unmarked_ref;
+        // The kinds' times are averages over the profiled steps, so they add up within the
+        // mean step, not the median one: one stalled step raises a kind's average and the
+        // mean, never the median (tables from before the mean was kept: the median).
+        let step = p.mean_step_us.unwrap_or(p.step_us);
+        let between = step - marked - unmarked_ref;
         let mut s = format!(
-            "in the model ({} profiled steps, each marked op's wall time inside the forward): step {:.1} us; the marked ops {:.1} us ({:.1}%); in the model vs alone{}, us per step:",
+            "in the model ({} profiled steps, each marked op's wall time inside the forward): step {:.1} us (median; mean {:.1}); the marked ops {:.1} us ({:.1}% of the mean step); in the model vs alone{}, us per step:",
             p.steps,
             p.step_us,
+            step,
             marked,
-            100.0 * marked / p.step_us,
+            100.0 * marked / step,
             if ordered { " and in order" } else { "" }
         );
         let mut deltas: Vec<(String, f64)> = Vec::new();
@@ -302,18 +307,30 @@ impl OpsTable {
             ));
         }
         s.push_str(&format!(
-            " the ops the forward does not mark ({}) {reference} {:.1} us; the rest, {:.1} us ({:.1}%), is the work between the ops (views, reshapes, allocation, the pick's host copy).\n",
+            " the ops the forward does not mark ({}) {reference} {:.1} us; ",
             unmarked.join(", "),
             unmarked_ref,
-            between,
-            100.0 * between / p.step_us
         ));
-        deltas.push(("the work between the ops".into(), between));
+        if between >= 0.0 {
+            s.push_str(&format!(
+                "the rest, {:.1} us ({:.1}%), is the work between the ops (views, reshapes, allocation, the pick's host copy).\n",
+                between,
+                100.0 * between / step
+            ));
+            deltas.push(("the work between the ops".into(), between));
+        } else {
+            // The unmarked ops ran faster in the model than {reference}: the rest cannot
+            // be told apart from that difference.
+            s.push_str(&format!(
+                "the work between the ops: not measured (the marked ops and the unmarked ones {reference} exceed the mean step by {:.1} us).\n",
+                -between
+            ));
+        }
         if let Some((what, us)) = deltas.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
             if *us > 0.0 {
                 s.push_str(&format!(
-                    "largest part of what the table misses: {what} ({us:.1} us per step, {:.1}% of the profiled step)\n",
-                    100.0 * us / p.step_us
+                    "largest part of what the table misses: {what} ({us:.1} us per step, {:.1}% of the mean profiled step)\n",
+                    100.0 * us / step
                 ));
             }
         }
