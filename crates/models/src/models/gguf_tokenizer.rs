@@ -182,7 +182,8 @@ fn err(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-fn as_u32(v: &Value) -> Option<u32> {
+/// A GGUF integer of any width and sign as u32 (None: negative, too large, not an integer).
+pub(crate) fn as_u32(v: &Value) -> Option<u32> {
     match v {
         Value::U8(x) => Some(*x as u32),
         Value::U16(x) => Some(*x as u32),

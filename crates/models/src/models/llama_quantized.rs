@@ -169,23 +169,6 @@ pub struct Config {
     pub short_conv: Option<ShortConv>,
 }
 
-/// A non-negative integer of any GGUF integer type.
-fn md_usize(v: &gguf_file::Value) -> Option<usize> {
-    use gguf_file::Value as V;
-    let x: i64 = match v {
-        V::U8(x) => *x as i64,
-        V::I8(x) => *x as i64,
-        V::U16(x) => *x as i64,
-        V::I16(x) => *x as i64,
-        V::U32(x) => *x as i64,
-        V::I32(x) => *x as i64,
-        V::U64(x) => i64::try_from(*x).ok()?,
-        V::I64(x) => *x,
-        _ => return None,
-    };
-    usize::try_from(x).ok()
-}
-
 impl Config {
     pub fn from_gguf(ct: &gguf_file::Content) -> Result<Config> {
         let arch = ct
@@ -226,7 +209,7 @@ impl Config {
                 }
                 let per_block = per_block
                     .iter()
-                    .map(md_usize)
+                    .map(|v| super::gguf_tokenizer::as_u32(v).map(|x| x as usize))
                     .collect::<Option<Vec<_>>>()
                     .filter(|v| v.len() == layers);
                 let Some(per_block) = per_block else {
