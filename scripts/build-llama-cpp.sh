@@ -62,9 +62,35 @@ CMAKE_WHEEL_SHA256_AARCH64=b3029f586853e01ddf2824c1ff124a1c5284f8ae897994758e9c4
 JOBS=${LLAMA_CPP_JOBS:-2}
 TOOLS=(llama-perplexity llama-tokenize llama-simple llama-server llama-bench)
 
-if [ $# -gt 1 ]; then echo "usage: $0 [DIR]" >&2; exit 2; fi
+# --cuda CAP: llama.cpp's CUDA build (issue 60) of the same source, for a GPU of compute
+# capability CAP (90 = H100/H200), into target/llama-cpp/<version>-cuda<CAP> by default. nvcc and
+# the CUDA libraries come from scripts/install-cuda-toolchain.sh (PyPI wheels; run here with
+# --compute-cap CAP first, or give CUDA_HOME); no GPU is needed to build. The libraries are
+# shared (libllama.so, libggml*.so in <dir>/lib, found through the binaries' $ORIGIN/../lib
+# rpath), so that the CUDA kernels are one file a GPU machine receives once; the host code is
+# x86-64-v3 (AVX2/FMA/F16C, GGML_NATIVE off), as the project's CUDA binaries are, since the GPU
+# machine's CPU is not this one. llama-quantize is built too (the GPU run writes Q4_K_M and
+# Q8_0 files at real shapes with it).
+cuda_cap=""
+if [ "${1:-}" = "--cuda" ]; then
+  [ $# -ge 2 ] || { echo "error: --cuda needs a compute capability such as 90" >&2; exit 2; }
+  cuda_cap=$2; shift 2
+  [[ $cuda_cap =~ ^[0-9]{2,3}[af]?$ ]] || { echo "error: --cuda '$cuda_cap' is not a compute capability such as 80, 89 or 90" >&2; exit 2; }
+fi
+if [ $# -gt 1 ]; then echo "usage: $0 [--cuda CAP] [DIR]" >&2; exit 2; fi
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-dest=${1:-${LLAMA_CPP_DIR:-$repo/target/llama-cpp/$VERSION}}
+if [ -n "$cuda_cap" ]; then
+  dest=${1:-$repo/target/llama-cpp/$VERSION-cuda$cuda_cap}
+  TOOLS+=(llama-quantize)
+  if [ -z "${CUDA_HOME:-}" ] && [ -x "$repo/.toolchains/cuda-13.0/cuda/bin/nvcc" ]; then
+    eval "$("$repo/scripts/install-cuda-toolchain.sh" --env --compute-cap "$cuda_cap")"
+  fi
+  [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ] \
+    || { echo "error: --cuda needs nvcc: run scripts/install-cuda-toolchain.sh --compute-cap $cuda_cap first, or set CUDA_HOME to a CUDA toolkit" >&2; exit 2; }
+  export PATH=$CUDA_HOME/bin:$PATH
+else
+  dest=${1:-${LLAMA_CPP_DIR:-$repo/target/llama-cpp/$VERSION}}
+fi
 case $dest in /*) ;; *) dest=$PWD/$dest ;; esac
 
 timed_src=$repo/scripts/llama-timed-ids.cpp
@@ -122,6 +148,8 @@ int main(void) {
 }
 C
   local libs=("$lib/libggml.a" "$lib/libggml-cpu.a" "$lib/libggml-base.a")
+  # The CUDA build links the shared libraries of $lib (found at run time in ../lib).
+  [ -z "$cuda_cap" ] || libs=(-L"$lib" -lggml -lggml-base "-Wl,-rpath,\$ORIGIN/../lib")
   echo "compiling test-backend-ops (about a minute) ..."
   g++ -std=c++17 -O2 -I "$inc" "$tmp/test-backend-ops.cpp" -o "$tmp/test-backend-ops" \
     -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm >"$tmp/tbo.log" 2>&1 \
@@ -129,7 +157,9 @@ C
   gcc -O1 -I "$inc" "$tmp/ggml-ids.c" -o "$tmp/ggml-ids" \
     -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm -lstdc++ >"$tmp/ids.log" 2>&1 \
     || { echo "error: compiling ggml-ids failed: $(tail -3 "$tmp/ids.log")" >&2; exit 1; }
-  "$tmp/ggml-ids" > "$tmp/ggml-ids.txt"
+  # (A CUDA build runs here on the link stub of libcuda: no device, the CPU backend's ids.)
+  LD_LIBRARY_PATH=$lib${cuda_cap:+:$CUDA_HOME/lib/stubs:$CUDA_HOME/lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+    "$tmp/ggml-ids" > "$tmp/ggml-ids.txt"
   mv "$tmp/test-backend-ops" "$tmp/ggml-ids" "$bin/"
   mv "$tmp/test-backend-ops.cpp" "$tmp/ggml-ids.txt" "$bin/../"
   rm -rf "$tmp"
@@ -264,6 +294,21 @@ cmake_flags=(
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF
   -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
 )
+if [ -n "$cuda_cap" ]; then
+  cmake_flags=(
+    -DCMAKE_BUILD_TYPE=Release
+    -DBUILD_SHARED_LIBS=ON
+    "-DCMAKE_BUILD_RPATH=\$ORIGIN/../lib:\$ORIGIN"
+    -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+    -DGGML_CPU=ON
+    -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cuda_cap" -DCMAKE_CUDA_COMPILER="$CUDA_HOME/bin/nvcc"
+    -DCUDAToolkit_ROOT="$CUDA_HOME"
+    -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BACKEND_DL=OFF
+    -DLLAMA_OPENSSL=OFF
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
+  )
+fi
 # (LLAMA_CURL no longer exists in this llama.cpp: its downloader is built on cpp-httplib and
 # LLAMA_OPENSSL=OFF leaves it without HTTPS; the tools are only ever given local files.)
 build=$work/build
@@ -424,7 +469,17 @@ int main(int argc, char ** argv) {
 }
 CPP
 libs=("$build/src/libllama.a" "$build/ggml/src/libggml.a" "$build/ggml/src/libggml-cpu.a" "$build/ggml/src/libggml-base.a")
-for l in "${libs[@]}"; do [ -s "$l" ] || { echo "error: the build has no $l" >&2; exit 1; }; done
+libdir=$build/ggml/src
+if [ -n "$cuda_cap" ]; then
+  # Shared: libllama.so and libggml*.so (with libggml-cuda.so) beside the tools in build/bin.
+  libdir=$build/bin
+  for l in libllama.so libggml.so libggml-base.so libggml-cpu.so libggml-cuda.so; do
+    [ -e "$libdir/$l" ] || { echo "error: the CUDA build has no $libdir/$l" >&2; exit 1; }
+  done
+  libs=(-L"$libdir" -lllama -lggml -lggml-base "-Wl,-rpath,\$ORIGIN/../lib")
+else
+  for l in "${libs[@]}"; do [ -s "$l" ] || { echo "error: the build has no $l" >&2; exit 1; }; done
+fi
 g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$work/llama-greedy-ids.cpp" \
   -o "$work/llama-greedy-ids" -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
   >"$work/greedy.log" 2>&1 || { echo "error: compiling llama-greedy-ids failed; see $work/greedy.log" >&2; exit 1; }
@@ -432,7 +487,7 @@ g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$timed_src" \
   -o "$work/llama-timed-ids" -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
   >"$work/timed.log" 2>&1 || { echo "error: compiling llama-timed-ids failed; see $work/timed.log" >&2; exit 1; }
 mkdir -p "$work/tbo/bin"
-build_backend_ops "$src/tests/test-backend-ops.cpp" "$src/ggml/include" "$build/ggml/src" "$work/tbo/bin"
+build_backend_ops "$src/tests/test-backend-ops.cpp" "$src/ggml/include" "$libdir" "$work/tbo/bin"
 
 # 6. Assemble DIR: binaries, the greedy program's source, build-info.json.
 out=$work/out
@@ -445,13 +500,21 @@ cp "$timed_src" "$out/llama-timed-ids.cpp"
 cp "$work/tbo/bin/test-backend-ops" "$work/tbo/bin/ggml-ids" "$out/bin/"
 cp "$work/tbo/test-backend-ops.cpp" "$work/tbo/ggml-ids.txt" "$out/"
 mkdir -p "$out/lib" "$out/include"
-cp "${libs[@]}" "$out/lib/"
+if [ -n "$cuda_cap" ]; then
+  cp -a "$libdir"/lib*.so* "$out/lib/"
+else
+  cp "${libs[@]}" "$out/lib/"
+fi
 cp "$src"/include/*.h "$src"/ggml/include/*.h "$out/include/"
 cp "$src/LICENSE" "$out/LICENSE-llama.cpp"
 keep_vocab "$src" "$out"
-"$out/bin/llama-perplexity" --version >"$work/version.txt" 2>&1 || true
-"$out/bin/llama-greedy-ids" --system-info >"$work/system-info.txt" 2>/dev/null || true
+# (A CUDA build runs here on the link stub of libcuda: no device, the CPU backend's facts.)
+LD_LIBRARY_PATH=${cuda_cap:+$CUDA_HOME/lib/stubs:$CUDA_HOME/lib:}${LD_LIBRARY_PATH:-} \
+  "$out/bin/llama-perplexity" --version >"$work/version.txt" 2>&1 || true
+LD_LIBRARY_PATH=${cuda_cap:+$CUDA_HOME/lib/stubs:$CUDA_HOME/lib:}${LD_LIBRARY_PATH:-} \
+  "$out/bin/llama-greedy-ids" --system-info >"$work/system-info.txt" 2>/dev/null || true
 finished=$(date +%s)
+backend=cpu; [ -z "$cuda_cap" ] || backend=cuda
 python3 - "$out/build-info.json" "$work" "$commit_subject" <<PY
 import json, platform, subprocess, sys
 out, work = sys.argv[1], sys.argv[2]
@@ -479,6 +542,9 @@ info = {
     "machine": platform.machine(),
     "binaries": sorted("""${TOOLS[*]}""".split() + ["llama-greedy-ids", "llama-timed-ids", "test-backend-ops", "ggml-ids"]),
     "timed_tool": "bin/llama-timed-ids, source llama-timed-ids.cpp (scripts/llama-timed-ids.cpp), compiled like llama-greedy-ids",
+    "backend": "$backend",
+    "cuda_architectures": "${cuda_cap}" or None,
+    "cuda_toolkit": run("${CUDA_HOME:-/nonexistent}/bin/nvcc", "--version").strip().splitlines()[-1:] if "${cuda_cap}" else None,
     "build_seconds": $finished - $started,
     "built_at": run("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
 }

@@ -26,6 +26,23 @@
 #               first, then carry the *.kld.json files), as no llama.cpp is built on the GPU machine
 #   serve       `modelbench serve` on synthetic Llama-3.2-1B (bf16) and `modelbench load` against
 #               it on loopback (c = 1, 4; 15 s a level), under `modelbench power`
+# Steps of issue 60 (they need the CUDA build of llama.cpp, scripts/build-llama-cpp.sh --cuda 90,
+# given with --llama-dir, and GGUFs at real shapes, which `realgguf` writes on the GPU machine):
+#   realgguf    `modelbench synth-gguf` (seeded weights, real shapes): Q8_0 and Q4_K (candle's
+#               quantizer on every core) and, with --llama-dir, F16 then llama-quantize Q4_K_M,
+#               for each of GPU_REF_REAL (default: llama-3.2-1b qwen3-1.7b gemma-3-1b), into
+#               GPU_REF_WORK (default /tmp/modelbench-gpu)
+#   peers       `modelbench peers --device cuda` on llama-3.2-1b's Q4_K_M and Q8_0: candle
+#               against llama.cpp's CUDA build (-ngl 99), matched (f32 KV, no flash attention)
+#               and llama.cpp's defaults, alternating, ratio intervals (GPU_REF_PEER_TRIALS, 5)
+#   trace       where a decode step's time goes: CUPTI kernel traces (scripts/cuda-kernel-trace.c,
+#               --trace-lib) of candle and llama.cpp (both settings) generating 32 and 160 tokens,
+#               summarised by scripts/cuda-trace-summary.py; `modelbench ops --device cuda` with
+#               ggml's CUDA test-backend-ops beside it
+#   realquick   the quick tier (generation bench) on the real-shape GGUFs written
+#   realverify  `modelbench verify --device cuda` on them (reference: the CUDA llama.cpp's
+#               llama-perplexity)
+#   full        the seed's full tier (all seven scenarios) on the synthetic 1B shapes in bf16
 # Each step runs under its own time limit (GPU_REF_STEP_SECS, default 300; GPU_REF_SECS_<step>
 # for one step); a failed step is reported and the others still run; the exit status is 1 when
 # any failed.
@@ -42,7 +59,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin_dir=""
 binary=""
 steps=""
-all_steps="calibrate generation moe psann checkpoint gguf verify serve"
+all_steps="calibrate generation moe psann checkpoint gguf verify serve realgguf peers trace realquick realverify full"
+llama_dir=""
+trace_lib=""
+work=${GPU_REF_WORK:-/tmp/modelbench-gpu}
 models=${MODELBENCH_MODELS:-synthetic:llama-3.2-1b,synthetic:qwen3-1.7b,synthetic:gemma-3-1b}
 step_secs=${GPU_REF_STEP_SECS:-300}
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -65,17 +85,63 @@ collect() {
   ls -la "$dest"
 }
 
+# --pack FILE: everything a GPU machine without a network or a compiler needs for the steps,
+# as one gzip archive (.tar.gz): bin/ (modelbench and the generation bench, built as in the header with
+# --features cuda), llama/ (the CUDA build of llama.cpp: scripts/build-llama-cpp.sh --cuda 90,
+# its programs, shared libraries, build-info.json), trace/ (scripts/cuda-kernel-trace.c compiled
+# against CUPTI, with the libcupti.so.13 of scripts/install-cuda-toolchain.sh). On the GPU
+# machine: mkdir -p /tmp/g && tar -xzf FILE -C /tmp/g, then
+#   scripts/gpu-reference.sh --bin-dir /tmp/g/bin --llama-dir /tmp/g/llama \
+#     --trace-lib /tmp/g/trace/cuda-kernel-trace.so --steps realgguf,peers,trace,...
+pack() {
+  local out=$1 tmp llama
+  case $out in /*) ;; *) out=$PWD/$out ;; esac
+  llama=${LLAMA_CUDA_DIR:-$root/target/llama-cpp/0.3.36-cuda90}
+  if [ ! -s "$llama/build-info.json" ]; then
+    [ "${GPU_REF_PACK_WITHOUT_LLAMA:-}" = 1 ] \
+      || { echo "error: no CUDA build of llama.cpp in $llama (scripts/build-llama-cpp.sh --cuda 90, or set LLAMA_CUDA_DIR; GPU_REF_PACK_WITHOUT_LLAMA=1 packs candle's side alone)" >&2; exit 2; }
+    llama=""
+  fi
+  [ -n "${CUDA_HOME:-}" ] && [ -f "$CUDA_HOME/include/cupti.h" ] \
+    || { echo "error: CUPTI's headers are needed: eval \"\$(scripts/install-cuda-toolchain.sh --env)\"" >&2; exit 2; }
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/bin" "$tmp/llama/bin" "$tmp/llama/lib" "$tmp/trace"
+  cp "$target/release/modelbench" "$tmp/bin/modelbench"
+  local f; f=$(newest generation)
+  [ -n "$f" ] || { echo "error: no generation bench binary under $target/release/deps; build it first" >&2; exit 2; }
+  cp "$f" "$tmp/bin/generation"
+  if [ -n "$llama" ]; then
+    for b in llama-timed-ids llama-quantize llama-perplexity llama-bench test-backend-ops; do
+      cp "$llama/bin/$b" "$tmp/llama/bin/"
+    done
+    cp -a "$llama"/lib/lib*.so* "$tmp/llama/lib/"
+    cp "$llama/build-info.json" "$llama/ggml-ids.txt" "$tmp/llama/"
+  fi
+  strip "$tmp"/bin/* "$tmp"/llama/bin/* 2>/dev/null || true
+  strip --strip-unneeded "$tmp"/llama/lib/*.so 2>/dev/null || true
+  gcc -O2 -shared -fPIC -I"$CUDA_HOME/include" "$root/scripts/cuda-kernel-trace.c" -o "$tmp/trace/cuda-kernel-trace.so" \
+    -L"$CUDA_HOME/lib" -lcupti -Wl,-rpath,'$ORIGIN'
+  cp "$CUDA_HOME/lib/libcupti.so.13" "$tmp/trace/"
+  # gzip: the GPU machines' image has no zstd (seen 2026-11-27 on an H100).
+  tar -C "$tmp" -cf - . | gzip -6 > "$out"
+  du -sh "$tmp"/* "$out"
+  rm -rf "$tmp"
+}
+
 while [ $# -gt 0 ]; do
   case $1 in
     --bin-dir) [ $# -ge 2 ] || { echo "error: --bin-dir needs a folder" >&2; exit 2; }; bin_dir=$2; shift ;;
     --binary) [ $# -ge 2 ] || { echo "error: --binary needs a file" >&2; exit 2; }; binary=$2; shift ;;
+    --llama-dir) [ $# -ge 2 ] || { echo "error: --llama-dir needs a folder" >&2; exit 2; }; llama_dir=$(realpath "$2"); shift ;;
+    --trace-lib) [ $# -ge 2 ] || { echo "error: --trace-lib needs a file" >&2; exit 2; }; trace_lib=$(realpath "$2"); shift ;;
     --steps) [ $# -ge 2 ] || { echo "error: --steps needs a comma list of: $all_steps" >&2; exit 2; }; steps=${2//,/ }; shift ;;
     --collect) [ $# -ge 2 ] || { echo "error: --collect needs a folder" >&2; exit 2; }; collect "$2"; exit 0 ;;
+    --pack) [ $# -ge 2 ] || { echo "error: --pack needs a file name" >&2; exit 2; }; pack "$2"; exit 0 ;;
     --print-binary)
       b=$(newest generation)
       [ -n "$b" ] || { echo "error: no generation bench binary under $target/release/deps; build it first" >&2; exit 2; }
       echo "$b"; exit 0 ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -106,7 +172,11 @@ else
   for b in generation moe psann checkpoint; do bins[$b]=$(newest "$b"); done
 fi
 binary_of() {
-  case $1 in calibrate|serve|verify) echo "${bins[modelbench]:-}" ;; gguf) echo "${bins[generation]:-}" ;; *) echo "${bins[$1]:-}" ;; esac
+  case $1 in
+    calibrate|serve|verify|realgguf|peers|trace|realverify) echo "${bins[modelbench]:-}" ;;
+    gguf|realquick|full) echo "${bins[generation]:-}" ;;
+    *) echo "${bins[$1]:-}" ;;
+  esac
 }
 if [ -z "$steps" ]; then
   for s in $all_steps; do [ -n "$(binary_of "$s")" ] && steps="$steps $s"; done
@@ -139,6 +209,8 @@ EOF
   [ -z "$missing" ] || { echo "error: the binaries cannot find: $(echo "$missing" | awk '{print $1}' | tr '\n' ' ')(install the CUDA 13 runtime, cuBLAS and cuRAND, or set CUDA_HOME)" >&2; exit 2; }
 fi
 
+# The CUDA build of llama.cpp (--llama-dir) is the reference `verify` computes with here.
+[ -z "$llama_dir" ] || export LLAMA_CPP_DIR=$llama_dir
 reports=$(mktemp -d)
 # GPU_REF_KEEP=DIR: every step's raw run folder and logs are copied there at the end, failed
 # steps' included (for a device session whose machine is gone afterwards).
@@ -232,8 +304,123 @@ for s in $steps; do
       wait $server 2>/dev/null || true
       run=$(ls -d "$reports"/*-gpu-serve 2>/dev/null | tail -1 || true)
       [ -n "$run" ] && cp "$log" "$reports/serve-power.json" "$run/" 2>/dev/null || true ;;
+    realgguf)
+      dest=$root/target-reports/reference/$date-$slug-realgguf
+      mkdir -p "$work" "$dest" && cp "$reports/nvidia-smi.txt" "$dest/"
+      for m in ${GPU_REF_REAL:-llama-3.2-1b qwen3-1.7b gemma-3-1b}; do
+        # Q8_0 and Q4_K throughout (llama.cpp's Q4_K_S file type), quantized by candle on
+        # every core; with llama.cpp's llama-quantize (--llama-dir), Q4_K_M (its mix) too.
+        for ty in q8_0 q4_k; do
+          f=$work/$m-$(echo "$ty" | tr a-z A-Z).gguf
+          [ -s "$f" ] && continue
+          (cd "$root" && timeout "$step_secs" "$b" synth-gguf --model "synthetic:$m" --type "$ty" --out "$f") 2>&1 \
+            | tee -a "$dest/realgguf.log" || rc=1
+        done
+        if [ -x "$llama_dir/bin/llama-quantize" ] && [ ! -s "$work/$m-Q4_K_M.gguf" ]; then
+          f16=$work/$m-F16.gguf
+          rm -f "$f16"
+          (cd "$root" && timeout "$step_secs" "$b" synth-gguf --model "synthetic:$m" --type f16 --out "$f16") 2>&1 \
+            | tee -a "$dest/realgguf.log" || rc=1
+          t0=$(date +%s)
+          timeout "$step_secs" "$llama_dir/bin/llama-quantize" "$f16" "$work/$m-Q4_K_M.gguf.partial" Q4_K_M "$(nproc)" \
+            >"$dest/quantize-$m-Q4_K_M.log" 2>&1 && mv "$work/$m-Q4_K_M.gguf.partial" "$work/$m-Q4_K_M.gguf" \
+            || { rc=1; tail -3 "$dest/quantize-$m-Q4_K_M.log"; }
+          echo "llama-quantize $m F16 -> Q4_K_M: $(( $(date +%s) - t0 )) s; $(grep -E 'model size|quant size' "$dest/quantize-$m-Q4_K_M.log" | tr '\n' ' ')" | tee -a "$dest/realgguf.log"
+          rm -f "$f16"
+        fi
+      done
+      ls -la "$work" | tee -a "$dest/realgguf.log"
+      (cd "$work" && sha256sum ./*.gguf) | tee "$dest/sha256.txt" ;;
+    peers)
+      for q in ${GPU_REF_PEER_QUANTS:-Q4_K_M Q8_0}; do
+        f=$work/llama-3.2-1b-$q.gguf
+        [ -s "$f" ] || { echo "error: $f is missing (run the realgguf step first)"; rc=1; continue; }
+        lab=gpu-peers-$(echo "$q" | tr 'A-Z_' 'a-z-')
+        (cd "$root" && env MODELBENCH_REPORTS="$reports" CARGO_TARGET_DIR="$target" timeout "$step_secs" "$b" peers \
+          --model "gguf:$f" --device cuda --suite quick --trials "${GPU_REF_PEER_TRIALS:-5}" --warmup 1 \
+          --peers llama.cpp --llama-timed-ids "$llama_dir/bin/llama-timed-ids" --label "$lab") || rc=$?
+        save "$lab" "${lab#gpu-}" || rc=1
+      done ;;
+    trace)
+      q=${GPU_REF_TRACE_QUANT:-Q4_K_M}; [ -s "$work/llama-3.2-1b-$q.gguf" ] || q=Q4_K
+      f=$work/llama-3.2-1b-$q.gguf
+      dest=$root/target-reports/reference/$date-$slug-trace
+      rm -rf "$dest" && mkdir -p "$dest" && cp "$reports/nvidia-smi.txt" "$dest/"
+      [ -s "$f" ] || { echo "error: $f is missing (run the realgguf step first)"; rc=1; }
+      [ -n "$trace_lib" ] && [ -f "$trace_lib" ] || { echo "error: --trace-lib (cuda-kernel-trace.so) is needed"; rc=2; }
+      if [ $rc = 0 ]; then
+        echo "$f ($q), llama.cpp $llama_dir" > "$dest/what.txt"
+        ids=$dest/prompt-ids.txt
+        python3 -c "print(' '.join(str(1000 + 7 * i) for i in range(64)))" > "$ids"
+        prompt="The history of computing is a story of machines that learned to count, then to remember, then to speak."
+        lens="32 160"
+        for n in $lens; do
+          for mode in traced untraced; do
+            tr_env=(); [ $mode = traced ] && tr_env=(CUDA_INJECTION64_PATH="$trace_lib" CUDA_KERNEL_TRACE_OUT="$dest/candle-$n")
+            (cd "$root" && env "${tr_env[@]}" timeout 120 "$b" generate --model "gguf:$f" --device cuda \
+              --prompt "$prompt" --max-new-tokens "$n" --ids >"$dest/candle-$n-$mode.log" 2>&1) || { rc=1; tail -3 "$dest/candle-$n-$mode.log"; }
+            for setting in defaults matched; do
+              [ -x "$llama_dir/bin/llama-timed-ids" ] || continue
+              tr_env=(); [ $mode = traced ] && tr_env=(CUDA_INJECTION64_PATH="$trace_lib" CUDA_KERNEL_TRACE_OUT="$dest/llama-$setting-$n")
+              extra=(); [ $setting = matched ] && extra=(-ctk f32 -ctv f32 --fa off)
+              env "${tr_env[@]}" timeout 120 "$llama_dir/bin/llama-timed-ids" -m "$f" --ids "$ids" -n "$n" -t "$(nproc)" \
+                --warmup 0 -ngl 99 "${extra[@]}" >"$dest/llama-$setting-$n-$mode.json" 2>"$dest/llama-$setting-$n-$mode.err" \
+                || { rc=1; tail -3 "$dest/llama-$setting-$n-$mode.err"; }
+            done
+          done
+        done
+        for x in "$dest"/*.[0-9]*.tsv; do [ -e "$x" ] && mv "$x" "${x%.*.tsv}.tsv"; done
+        # decode seconds of one run, by the program's own clock
+        cdec() { sed -n 's/.*decode [0-9.]* tok\/s ([0-9]* steps in \([0-9.]*\) s).*/\1/p' "$1" | tail -1; }
+        ldec() { python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['token_times_s']; print('%.9f' % (t[-1] - t[0]))" "$1"; }
+        summ() { # engine, trace prefix, decode-seconds function, log prefix, log suffix
+          python3 "$root/scripts/cuda-trace-summary.py" --engine "$1" \
+            --short "$dest/$2-32.tsv" --long "$dest/$2-160.tsv" --short-tokens 32 --long-tokens 160 \
+            --short-wall-s "$($3 "$dest/$4-32-traced.$5")" --long-wall-s "$($3 "$dest/$4-160-traced.$5")" \
+            --untraced-short-wall-s "$($3 "$dest/$4-32-untraced.$5")" --untraced-long-wall-s "$($3 "$dest/$4-160-untraced.$5")" \
+            --out "$dest/$2-summary.json" | tee -a "$dest/summary.txt" || rc=1
+        }
+        summ "candle ($(basename "$f"))" candle cdec candle log
+        if [ -x "$llama_dir/bin/llama-timed-ids" ]; then
+          summ "llama.cpp defaults -ngl 99" llama-defaults ldec llama-defaults json
+          summ "llama.cpp matched (f32 KV, no FA) -ngl 99" llama-matched ldec llama-matched json
+        fi
+        gzip -9 "$dest"/*.tsv 2>/dev/null || true
+        # the per-op table on the GPU, with ggml's CUDA backend beside it when built
+        peer=(); [ -x "$llama_dir/bin/test-backend-ops" ] && peer=(--peer llama.cpp --peer-program "$llama_dir/bin/test-backend-ops")
+        (cd "$root" && env CARGO_TARGET_DIR="$target" timeout "${GPU_REF_OPS_SECS:-150}" "$b" ops --model "gguf:$f" --device cuda --quick \
+          "${peer[@]}" --md "$dest/ops.md" --json "$dest/ops.json" >"$dest/ops.log" 2>&1) \
+          || echo "ops on cuda: failed: $(tail -2 "$dest/ops.log")"
+        echo "saved $dest"
+      fi ;;
+    realquick)
+      ms=""
+      for m in ${GPU_REF_REAL:-llama-3.2-1b qwen3-1.7b gemma-3-1b}; do
+        for q in ${GPU_REF_QUICK_TYPES:-Q4_K_M Q4_K Q8_0}; do [ -s "$work/$m-$q.gguf" ] && ms="$ms${ms:+,}gguf:$work/$m-$q.gguf"; done
+      done
+      [ -n "$ms" ] || { echo "error: no real-shape GGUF in $work (run realgguf first)"; rc=1; }
+      [ $rc != 0 ] || (cd "$root" && env "${env_common[@]}" MODELBENCH_TIER=quick MODELBENCH_MODELS="$ms" \
+        timeout "$step_secs" "$b" --bench) || rc=$? ;;
+    realverify)
+      dest=$root/target-reports/reference/$date-$slug-realverify
+      mkdir -p "$dest" && cp "$reports/nvidia-smi.txt" "$dest/"
+      for m in ${GPU_REF_REAL:-llama-3.2-1b qwen3-1.7b gemma-3-1b}; do
+        f=$work/$m-Q4_K_M.gguf
+        [ -s "$f" ] || f=$work/$m-Q4_K.gguf
+        [ -s "$f" ] || continue
+        frc=0
+        v=$dest/verify-$(basename "$f" .gguf).txt
+        (cd "$root" && env CARGO_TARGET_DIR="$target" MODELBENCH_REPORTS="$reports" timeout "$step_secs" \
+          "$b" verify --device cuda --model "gguf:$f" --llama-cpp "$llama_dir" --no-save) >"$v" 2>&1 || frc=$?
+        echo "verify $(basename "$f") on cuda: exit $frc; $(grep -E '^verdict' "$v" || tail -1 "$v")"
+      done
+      cp "$target"/modelbench-quality/verdicts/*.json "$dest/" 2>/dev/null || true
+      echo "saved $dest" ;;
+    full)
+      (cd "$root" && env "${env_common[@]}" MODELBENCH_DTYPE=bf16 MODELBENCH_TIER=full MODELBENCH_MODELS="$models" \
+        timeout "$step_secs" "$b" --bench) || rc=$? ;;
   esac
-  if [ $rc = 0 ] && [ $s != calibrate ] && [ $s != verify ]; then save "gpu-$s" "$s" || rc=1; fi
+  case $s in calibrate|verify|realgguf|peers|trace|realverify) ;; *) [ $rc != 0 ] || save "gpu-$s" "$s" || rc=1 ;; esac
   [ $rc = 0 ] || nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv 2>&1 | sed 's/^/  after failure: /'
   echo "== $s: exit $rc after $(( $(date +%s) - start )) s"
   [ $rc = 0 ] || failed="$failed $s"

@@ -8,8 +8,8 @@
 #
 #   --minimal       compiler + runtime headers only (nvcc, cicc, crt, cudart, cccl): enough for
 #                   `cargo check --features cuda`, which compiles candle's kernels but links
-#                   nothing. Without it, cuBLAS/cuRAND/NVRTC are installed too (~1.2 GiB) so the
-#                   bench binaries link.
+#                   nothing. Without it, cuBLAS/cuRAND/NVRTC (and CUPTI) are installed too (~1.2 GiB)
+#                   so the bench binaries link.
 #   --prefix DIR    where to install (default: .toolchains/cuda-13.0 in the repository)
 #   --compute-cap   GPU architecture the kernels are compiled for (default 90: H100/H200;
 #                   89: RTX 40xx/L4, 86: RTX 30xx/A10, 80: A100, 120: RTX 50xx)
@@ -68,6 +68,9 @@ link_wheels=(
   "nvidia-cuda-nvrtc==13.0.88 ad9b6d2ead2435f11cbb6868809d2adeeee302e9bb94bcf0539c7a40d80e8575"
   "nvidia-curand==10.4.0.35 1aee33a5da6e1db083fe2b90082def8915f30f3248d5896bcec36a579d941bfc"
   "nvidia-cublas==13.0.2.14 0cf238ffdbe46c00cb9aa98e7bca745c223a5ca5a53e686ac8b3e5a08fe80d6c"
+  # CUPTI (headers and libcupti): scripts/cuda-kernel-trace.c, the kernel timeline of a decode
+  # on the GPU (docs/gpu.md).
+  "nvidia-cuda-cupti==13.0.85 4eb01c08e859bf924d222250d2e8f8b8ff6d3db4721288cf35d14252a4d933c8"
 )
 wheels=("${compile_wheels[@]}")
 [ $minimal = 1 ] || wheels+=("${link_wheels[@]}")
@@ -150,6 +153,11 @@ else
   mv "$tmp/installed.txt.new" "$stamp"
   log "installed CUDA $("$cuda/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\),.*/\1/p') in $prefix"
 fi
+
+# nvcc's own profile (bin/nvcc.profile) links from lib64 and lib64/stubs; the wheels put the
+# libraries in lib. Linking device code with nvcc (llama.cpp's CUDA build, which needs
+# cudart_static and cudadevrt) fails without this link; candle's build only compiles PTX.
+[ -e "$cuda/lib64" ] || ln -s lib "$cuda/lib64"
 
 # What the build reads: nvcc on PATH (cudarc runs `nvcc --version`; candle-kernels' build
 # uses cudaforge, which looks at NVCC, PATH, CUDA_HOME), CUDA_HOME/CUDA_PATH/CUDA_ROOT (cudarc's

@@ -10,7 +10,9 @@
 // run (the KV cache is cleared before each).
 //
 // usage: llama-timed-ids -m MODEL --ids FILE -n G [-t THREADS] [-ctk TYPE] [-ctv TYPE]
-//                        [--fa on|off|auto] [--warmup W]
+//                        [--fa on|off|auto] [--warmup W] [-ngl N]
+//   -ngl N: layers offloaded to the GPU of a CUDA build (default 0: all on the CPU; 99: every
+//   layer, as `modelbench peers --device cuda` runs it).
 //   FILE: the prompt token ids, whitespace-separated. TYPE: f32, f16, bf16, q8_0 (omitted:
 //   llama.cpp's default, f16). --fa omitted: llama.cpp's default, auto.
 // Output: one JSON object on stdout (see the keys below); errors: one line on stderr, exit 1/2.
@@ -88,7 +90,7 @@ static std::string jstr(const std::string & s) {
 int main(int argc, char ** argv) {
     std::setlocale(LC_NUMERIC, "C");
     std::string model_path, ids_path, ctk, ctv, fa_arg = "default";
-    int n_threads = 0, n_gen = 0, warmup = 1;
+    int n_threads = 0, n_gen = 0, warmup = 1, n_gpu_layers = 0;
     llama_flash_attn_type fa = LLAMA_FLASH_ATTN_TYPE_AUTO;
     bool fa_given = false;
     for (int i = 1; i < argc; i++) {
@@ -102,6 +104,7 @@ int main(int argc, char ** argv) {
         else if (a == "-t") n_threads = atoi(next().c_str());
         else if (a == "-n") n_gen = atoi(next().c_str());
         else if (a == "--warmup") warmup = atoi(next().c_str());
+        else if (a == "-ngl") n_gpu_layers = atoi(next().c_str());
         else if (a == "-ctk") ctk = next();
         else if (a == "-ctv") ctv = next();
         else if (a == "--fa") {
@@ -115,7 +118,7 @@ int main(int argc, char ** argv) {
         else { fprintf(stderr, "error: unknown argument %s\n", a.c_str()); return 2; }
     }
     if (model_path.empty() || ids_path.empty() || n_gen < 1 || warmup < 0 || n_threads < 0) {
-        fprintf(stderr, "usage: %s -m MODEL --ids FILE -n G [-t THREADS] [-ctk TYPE] [-ctv TYPE] [--fa on|off|auto] [--warmup W]\n", argv[0]);
+        fprintf(stderr, "usage: %s -m MODEL --ids FILE -n G [-t THREADS] [-ctk TYPE] [-ctv TYPE] [--fa on|off|auto] [--warmup W] [-ngl N]\n", argv[0]);
         return 2;
     }
     std::vector<llama_token> ids;
@@ -134,7 +137,7 @@ int main(int argc, char ** argv) {
     auto secs = [](clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); };
     auto t_load0 = clk::now();
     llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = 0;
+    mp.n_gpu_layers = n_gpu_layers;
     // llama.cpp's own switch for --no-repack (LLAMA_ARG_REPACK=false): no extra buffer types.
     // The project's scripts set it on CPUs with AMX, whose ggml matmul (ggml_backend_amx_mul_mat)
     // faults on this project's Intel VMs.
@@ -225,6 +228,7 @@ int main(int argc, char ** argv) {
     o += ",\"prompt_tokens\":" + std::to_string(n_prompt);
     o += ",\"new_tokens\":" + std::to_string(n_gen);
     o += ",\"warmup\":" + std::to_string(warmup);
+    o += ",\"n_gpu_layers\":" + std::to_string(n_gpu_layers);
     o += ",\"n_threads\":" + std::to_string(llama_n_threads(ctx));
     o += ",\"n_threads_batch\":" + std::to_string(llama_n_threads_batch(ctx));
     o += ",\"n_ctx\":" + std::to_string(llama_n_ctx(ctx));

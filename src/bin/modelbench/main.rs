@@ -139,6 +139,24 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a synthetic model (real shapes, seeded weights) as an F16 GGUF for llama-quantize.
+    ///
+    /// Write `synthetic:<name>` (a real model's shapes, the suite's seeded weights) as a GGUF
+    /// file with F16 matrices, llama.cpp's names and metadata and the fixture tokenizer at the
+    /// real vocabulary size: `llama-quantize OUT X.gguf Q4_K_M` then makes a file at real shape
+    /// that candle and llama.cpp both run (the GPU peers of docs/gpu.md).
+    SynthGguf {
+        /// synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>
+        #[arg(long)]
+        model: String,
+        /// The .gguf file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Type of the matrices: f16 (for llama-quantize), q8_0, or q4_k (llama.cpp's Q4_K_S
+        /// file type: q4_K throughout, q5_0 where 256 does not divide a row).
+        #[arg(long = "type", default_value = "f16")]
+        ty: String,
+    },
     /// Run a suite tier (or one ad-hoc scenario) on one or more models and save a run.
     Run(args::RunArgs),
     /// Prefill and decode speed against KV-cache depth (llama-bench's -d).
@@ -358,6 +376,7 @@ fn main() -> ExitCode {
     let out = match cli.cmd {
         Cmd::List => ok(app::list::list()),
         Cmd::Dequantize { model, out } => ok(app::dequantize::dequantize(&model, &out)),
+        Cmd::SynthGguf { model, out, ty } => ok(app::dequantize::synth_gguf(&model, &out, &ty)),
         Cmd::Generate(a) => ok(app::generate::generate(a)),
         Cmd::Tokenize(a) => ok(app::tokenize::tokenize(a)),
         Cmd::Run(a) => ok(app::run::run(a)),

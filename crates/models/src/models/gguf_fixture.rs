@@ -140,7 +140,15 @@ fn metadata(family: Family, c: &serde_json::Value) -> Vec<(String, Value)> {
         m.push((
             // llama.cpp's key (its gemma3 loader reads this one; 6 when absent).
             "gemma3.attention.sliding_window_pattern".into(),
-            u("_sliding_window_pattern"),
+            // transformers writes `_sliding_window_pattern` (the fixture's config) or
+            // `sliding_window_pattern` (Gemma 3 1B's, the synthetic shape): reading only the
+            // first wrote 0 for the synthetic file, which the loader refuses (H200, issue 60).
+            Value::U32(
+                c["_sliding_window_pattern"]
+                    .as_u64()
+                    .or(c["sliding_window_pattern"].as_u64())
+                    .unwrap_or(0) as u32,
+            ),
         ));
         m.push((
             "gemma3.rope.local_freq_base".into(),
@@ -535,8 +543,6 @@ fn sharpen(p: &mut Parts) -> Result<()> {
 /// returns the .gguf path. The source module finds the snapshot and the folder for
 /// `gguf:fixture:<name>`.
 pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> {
-    let family = fx.base;
-    let get = |f: &str| snapshot.join(f);
     // v2: Gemma norm weights stored as llama.cpp's converter stores them (1 + w).
     // v3: the tokenizer in the metadata, general.file_type.
     // v4: sharpened ([`sharpen`]) so the KL-divergence gate can tell right from wrong.
@@ -546,6 +552,74 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
         return Ok(out);
     }
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    write_from_snapshot(fx.base, snapshot, fx.adapt, GgmlDType::Q8_0, None, &out)?;
+    Ok(out)
+}
+
+/// Writes `synthetic:<name>` (a real model's shapes, the seeded weights the synthetic source
+/// computes with, in bf16) as a GGUF file at `out` the way [`ensure`] writes a fixture (llama.cpp's
+/// names and metadata, the fixture tokenizer at the model's real vocabulary size, sharpened),
+/// with matrices in `matrix` ([`SYNTHETIC_TYPES`]: F16, the input of `llama-quantize`, which
+/// makes the Q4_K_M files at real shapes that the GPU run compares candle and llama.cpp on
+/// (issue 60); Q8_0; or Q4_K throughout, with llama-quantize's q5_0 fallback where 256 does not
+/// divide a row: llama.cpp's file type Q4_K_S), quantized on every core. Llama 3.2's
+/// `rope_scaling` is not written as `rope_freqs.weight` (candle-transformers' quantized_llama,
+/// the implementation a candle user runs, refuses a file with one): the shapes and the work per
+/// token are Llama 3.2 1B's, its RoPE frequencies plain Llama's.
+pub fn write_synthetic(
+    family: Family,
+    name: &str,
+    config_text: &str,
+    matrix: GgmlDType,
+    out: &Path,
+) -> Result<()> {
+    let tmp = out.with_extension("safetensors.partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
+    let r = super::source::write_seeded(family, config_text, &tmp, DType::BF16).and_then(|()| {
+        write_from_snapshot(
+            family,
+            &tmp,
+            None,
+            matrix,
+            Some(format!(
+                "modelbench synthetic {name} (seeded weights, {})",
+                type_name(matrix)
+            )),
+            out,
+        )
+    });
+    let _ = std::fs::remove_dir_all(&tmp);
+    r
+}
+
+/// The types [`write_synthetic`] writes matrices in, by the name `synth-gguf --type` takes.
+pub const SYNTHETIC_TYPES: [(&str, GgmlDType); 3] = [
+    ("f16", GgmlDType::F16),
+    ("q8_0", GgmlDType::Q8_0),
+    ("q4_k", GgmlDType::Q4K),
+];
+
+fn type_name(t: GgmlDType) -> &'static str {
+    SYNTHETIC_TYPES
+        .iter()
+        .find(|(_, d)| *d == t)
+        .map(|(n, _)| *n)
+        .unwrap_or("?")
+}
+
+/// The safetensors model in `snapshot` (config.json, model.safetensors of `family`) as a GGUF
+/// file at `out`: llama.cpp's names and metadata, the fixture tokenizer, `adapt`, [`sharpen`];
+/// matrices in `matrix` (Q8_0 or F16), vectors F32.
+fn write_from_snapshot(
+    family: Family,
+    snapshot: &Path,
+    adapt: Option<fn(&mut Parts) -> Result<()>>,
+    matrix: GgmlDType,
+    name: Option<String>,
+    out: &Path,
+) -> Result<()> {
+    let get = |f: &str| snapshot.join(f);
     let config: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(get("config.json")).map_err(Error::io(get("config.json")))?,
     )
@@ -570,6 +644,7 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
         }
         named.push((g, t));
     }
+    drop(tensors);
     let mut md = metadata(family, &config);
     let vocab = config["vocab_size"].as_u64().unwrap_or(0) as usize;
     md.extend(tokenizer_metadata(family, vocab)?);
@@ -578,25 +653,39 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
         metadata: md,
         config,
     };
-    if let Some(adapt) = fx.adapt {
+    if let Some(adapt) = adapt {
         adapt(&mut parts)?;
     }
     sharpen(&mut parts)?;
+    if let Some(name) = name {
+        parts.set("general.name", Value::String(name));
+    }
+    // llama.cpp's LLAMA_FTYPE_MOSTLY_*: F16 1, Q8_0 7, Q4_K_S 14 (mostly q4_K, as here).
+    let ftype = match matrix {
+        GgmlDType::F16 => 1,
+        GgmlDType::Q4K => 14,
+        _ => 7,
+    };
+    parts.set("general.file_type", Value::U32(ftype));
     let mut q: Vec<(String, QTensor)> = Vec::new();
     for (g, t) in parts.tensors {
         // As llama.cpp's converter with `--outtype q8_0`: matrices (2-D, and the 3-D expert
         // stacks `ffn_*_exps`) Q8_0; vectors and the expert router `ffn_gate_inp` (forced
         // F32 by the converter) F32. Q8_0 blocks are 32 wide: narrower rows (lfm2's 3-tap
         // convolution) stay F32, as llama.cpp's converter and quantizer leave them.
-        let dt = if t.rank() >= 2
-            && !g.ends_with("ffn_gate_inp.weight")
-            && t.dims()[t.rank() - 1] % 32 == 0
-        {
-            GgmlDType::Q8_0
+        let cols = t.dims()[t.rank() - 1];
+        let dt = if t.rank() >= 2 && !g.ends_with("ffn_gate_inp.weight") && cols % 32 == 0 {
+            // llama-quantize's fallback for rows a k-quant's 256-wide blocks do not divide
+            // (Gemma 3 1B's 1152): q5_0 for q4_K.
+            if matrix.block_size() > cols || cols % matrix.block_size() != 0 {
+                GgmlDType::Q5_0
+            } else {
+                matrix
+            }
         } else {
             GgmlDType::F32
         };
-        q.push((g, QTensor::quantize(&t, dt)?));
+        q.push((g, quantize_rows(&t, dt)?));
     }
     q.sort_by(|a, b| a.0.cmp(&b.0));
     let md = parts.metadata;
@@ -605,8 +694,40 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
     let mut buf = std::io::Cursor::new(Vec::new());
     gguf_file::write(&mut buf, &md_refs, &t_refs)
         .map_err(|e| Error::weights(out.display(), one_line(&e.to_string())))?;
-    crate::util::fsio::atomic_write(&out, &buf.into_inner())?;
-    Ok(out)
+    crate::util::fsio::atomic_write(out, &buf.into_inner())?;
+    Ok(())
+}
+
+/// `QTensor::quantize` of a large matrix in row blocks on every core (candle quantizes on one
+/// thread; a 1B model's Q4_K takes minutes that way): the same bytes, as each block of rows
+/// is quantized alone and the blocks are concatenated.
+fn quantize_rows(t: &candle_core::Tensor, dt: GgmlDType) -> Result<QTensor> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 22;
+    let n = t.elem_count();
+    if t.rank() < 2 || n <= CHUNK || dt == GgmlDType::F32 || dt == GgmlDType::F16 {
+        return Ok(QTensor::quantize(t, dt)?);
+    }
+    let dims = t.dims().to_vec();
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let cols = dims[dims.len() - 1];
+    let flat = t.reshape((rows, cols))?;
+    let per = (CHUNK / cols).max(1);
+    let starts: Vec<usize> = (0..rows).step_by(per).collect();
+    let parts: Vec<Vec<u8>> = starts
+        .par_iter()
+        .map(|&r0| -> Result<Vec<u8>> {
+            let block = flat.narrow(0, r0, per.min(rows - r0))?;
+            Ok(QTensor::quantize(&block, dt)?.data()?.into_owned())
+        })
+        .collect::<Result<_>>()?;
+    let bytes = parts.concat();
+    Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+        dt,
+        &bytes,
+        dims,
+        &Device::Cpu,
+    )?)
 }
 
 /// Replaces every block's dense SwiGLU (`blk.N.ffn_{gate,up,down}.weight`) by a mixture of
@@ -664,3 +785,85 @@ pub fn to_experts(p: &mut Parts, n_expert: usize, ff: usize, seed: u64) -> Resul
 pub const EXPERT_STD: f32 = 0.1;
 /// Standard deviation of the seeded router weights at hidden 64 ([`to_experts`]).
 pub const ROUTER_STD: f32 = 0.375;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The synthetic writer at a tiny config (the Llama fixture's): F16 matrices, F32 vectors,
+    /// llama.cpp's F16 file type, the tokenizer at the config's vocabulary, and no scratch
+    /// folder left behind.
+    #[test]
+    fn synthetic_files_hold_f16_matrices_and_the_tokenizer() {
+        let config = include_str!("../../../../fixtures/models/llama/config.json");
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("tiny-F16.gguf");
+        write_synthetic(Family::Llama, "tiny", config, GgmlDType::F16, &out).unwrap();
+        let ct = super::super::quantized::read_header(&out).unwrap();
+        let cfg: serde_json::Value = serde_json::from_str(config).unwrap();
+        let mut f16 = 0;
+        for (name, info) in &ct.tensor_infos {
+            let want = if info.shape.dims().len() >= 2 {
+                f16 += 1;
+                GgmlDType::F16
+            } else {
+                GgmlDType::F32
+            };
+            assert_eq!(info.ggml_dtype, want, "{name}");
+        }
+        assert!(f16 >= 7 * cfg["num_hidden_layers"].as_u64().unwrap() as usize);
+        assert_eq!(ct.metadata["general.file_type"].to_u32().unwrap(), 1);
+        assert!(ct.metadata["general.name"]
+            .to_string()
+            .unwrap()
+            .contains("synthetic tiny"));
+        let tokens = ct.metadata["tokenizer.ggml.tokens"].to_vec().unwrap().len();
+        assert_eq!(tokens as u64, cfg["vocab_size"].as_u64().unwrap());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("tiny-F16.gguf")]);
+    }
+
+    /// Gemma 3's global-layer period is read under both of transformers' names: the
+    /// fixture's `_sliding_window_pattern` and the real 1B config's `sliding_window_pattern`
+    /// (the synthetic gemma-3-1b file said 0 before, and the loader refused it on an H200).
+    #[test]
+    fn gemma3_period_from_either_config_key() {
+        let pattern = |c: &str| {
+            let c: serde_json::Value = serde_json::from_str(c).unwrap();
+            metadata(Family::Gemma3, &c)
+                .into_iter()
+                .find(|(k, _)| k == "gemma3.attention.sliding_window_pattern")
+                .map(|(_, v)| v.to_u32().unwrap())
+                .unwrap()
+        };
+        let real = include_str!("../../../../fixtures/synthetic/gemma-3-1b/config.json");
+        assert_eq!(pattern(real), 6);
+        let fixture = include_str!("../../../../fixtures/models/gemma3/config.json");
+        let want: serde_json::Value = serde_json::from_str(fixture).unwrap();
+        assert_eq!(
+            pattern(fixture) as u64,
+            want["_sliding_window_pattern"].as_u64().unwrap()
+        );
+        assert_eq!(pattern(r#"{"hidden_size": 64}"#), 0);
+    }
+
+    /// Quantizing in row blocks on every core gives the very bytes of one whole-tensor call,
+    /// for a matrix large enough to be split (and one row count the blocks do not divide).
+    #[test]
+    fn row_blocks_quantize_to_the_same_bytes() {
+        let t = seeded_tensor(&[2053, 2304], 0.02, 7).unwrap();
+        for dt in [GgmlDType::Q4K, GgmlDType::Q8_0, GgmlDType::Q5_0] {
+            let whole = QTensor::quantize(&t, dt).unwrap();
+            let split = quantize_rows(&t, dt).unwrap();
+            assert_eq!(split.shape(), whole.shape());
+            assert_eq!(split.dtype(), dt);
+            assert!(
+                split.data().unwrap() == whole.data().unwrap(),
+                "{dt:?}: row blocks differ from the whole tensor"
+            );
+        }
+    }
+}

@@ -34,3 +34,71 @@ pub fn dequantize(model: &str, out: &Path) -> crate::Result<()> {
     );
     Ok(())
 }
+
+/// `modelbench synth-gguf`: `synthetic:<name>` as an F16 GGUF file (seeded weights, real
+/// shapes, the fixture tokenizer at the real vocabulary size).
+pub fn synth_gguf(model: &str, out: &Path, ty: &str) -> crate::Result<()> {
+    use crate::models::gguf_fixture::SYNTHETIC_TYPES;
+    let Some((_, matrix)) = SYNTHETIC_TYPES.iter().find(|(n, _)| *n == ty) else {
+        bail!(
+            "--type {ty}: unknown type (allowed: {})",
+            SYNTHETIC_TYPES
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let names = || {
+        crate::models::source::SYNTHETIC
+            .iter()
+            .map(|(n, _)| format!("synthetic:{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(name) = model.strip_prefix("synthetic:") else {
+        bail!(
+            "--model {model}: synth-gguf writes a synthetic model; use one of {}",
+            names()
+        );
+    };
+    let Some((_, config)) = crate::models::source::SYNTHETIC
+        .iter()
+        .find(|(n, _)| *n == name)
+    else {
+        bail!(
+            "--model {model}: unknown synthetic model; use one of {}",
+            names()
+        );
+    };
+    ensure!(
+        !out.exists(),
+        "--out {}: already exists; choose a new file name",
+        out.display()
+    );
+    ensure!(
+        out.extension().is_some_and(|e| e == "gguf"),
+        "--out {}: name the file *.gguf",
+        out.display()
+    );
+    let res = prepare(model, &crate::models::source::ModelRef::parse(model)?, &[])?;
+    let t0 = std::time::Instant::now();
+    crate::models::gguf_fixture::write_synthetic(res.family, name, config, *matrix, out)?;
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({:.2} GB, {ty} matrices, {} family, seeded weights) in {:.1} s{}",
+        out.display(),
+        bytes as f64 / 1e9,
+        res.family,
+        t0.elapsed().as_secs_f64(),
+        if *matrix == candle_core::quantized::GgmlDType::F16 {
+            format!(
+                "; quantize it with llama-quantize {} OUT.gguf Q4_K_M",
+                out.display()
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

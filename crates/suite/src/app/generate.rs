@@ -76,7 +76,11 @@ pub fn generate(a: GenerateArgs) -> crate::Result<()> {
         trace.e2e().as_secs_f64(),
         ids.len() as f64 / ttft.max(1e-9),
         if n > 1 {
-            format!("{:.1} tok/s", (n - 1) as f64 / decode.max(1e-9))
+            format!(
+                "{:.1} tok/s ({} steps in {decode:.6} s)",
+                (n - 1) as f64 / decode.max(1e-9),
+                n - 1
+            )
         } else {
             "n/a (one token)".into()
         },

@@ -143,6 +143,14 @@ pub fn peers(a: PeersArgs) -> crate::Result<()> {
         TorchSetting::defaults,
     )?;
     let (device, dtype, label) = a.target.resolve()?;
+    // On a GPU the llama.cpp peer is its CUDA build with every layer offloaded (-ngl 99), in
+    // each setting: `matched` then differs from candle only in the engine, `defaults` is what a
+    // llama.cpp user on the GPU runs (its own KV type and flash attention).
+    let settings: Vec<LlamaSetting> = if device.to_string().starts_with("cuda") {
+        settings.into_iter().map(LlamaSetting::on_gpu).collect()
+    } else {
+        settings
+    };
     // Same threads, really: candle's two pools must agree before a peer gets their count.
     let pools = CandlePools::current();
     let mut warnings: Vec<String> = Vec::new();

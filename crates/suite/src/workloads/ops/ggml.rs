@@ -145,9 +145,15 @@ pub fn parse_backend_ops(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
-/// Runs `test-backend-ops perf -b CPU --test-file` over the rows that have a ggml line, with
-/// `threads` CPU threads, and fills `ggml_us`. Returns the program's description.
-pub fn run_backend_ops(program: &Path, rows: &mut [OpRow], threads: usize) -> Result<()> {
+/// Runs `test-backend-ops perf -b <backend> --test-file` over the rows that have a ggml line
+/// (`backend`: `CPU` with `threads` CPU threads, or `CUDA0` for a CUDA build of llama.cpp when
+/// the table is of a CUDA device), and fills `ggml_us`.
+pub fn run_backend_ops(
+    program: &Path,
+    rows: &mut [OpRow],
+    threads: usize,
+    backend: &str,
+) -> Result<()> {
     let lines: Vec<&str> = rows.iter().filter_map(|r| r.ggml.as_deref()).collect();
     if lines.is_empty() {
         return Ok(());
@@ -157,7 +163,7 @@ pub fn run_backend_ops(program: &Path, rows: &mut [OpRow], threads: usize) -> Re
     let file = dir.join("cases.txt");
     std::fs::write(&file, lines.join("\n") + "\n").map_err(Error::io(&file))?;
     let out = std::process::Command::new(program)
-        .args(["perf", "-b", "CPU", "--test-file"])
+        .args(["perf", "-b", backend, "--test-file"])
         .arg(&file)
         .env("TEST_BACKEND_OPS_THREADS", threads.to_string())
         .output()

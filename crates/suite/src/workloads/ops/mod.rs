@@ -632,12 +632,19 @@ pub fn measure(
     let pools = crate::measure::threads::CandlePools::current();
     let peer_desc = match peer {
         Some(p) => {
-            run_backend_ops(p, &mut rows, pools.matmul)?;
-            Some(format!(
-                "{} perf -b CPU, {} threads (TEST_BACKEND_OPS_THREADS)",
-                p.display(),
-                pools.matmul
-            ))
+            // A table of a CUDA device is compared with ggml's CUDA backend (a llama.cpp
+            // build of scripts/build-llama-cpp.sh --cuda); of the CPU, with its CPU backend.
+            let backend = if dev.is_cpu() { "CPU" } else { "CUDA0" };
+            run_backend_ops(p, &mut rows, pools.matmul, backend)?;
+            if dev.is_cpu() {
+                Some(format!(
+                    "{} perf -b CPU, {} threads (TEST_BACKEND_OPS_THREADS)",
+                    p.display(),
+                    pools.matmul
+                ))
+            } else {
+                Some(format!("{} perf -b {backend}", p.display()))
+            }
         }
         None => None,
     };

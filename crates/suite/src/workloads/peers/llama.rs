@@ -9,6 +9,10 @@ use super::*;
 pub struct LlamaSetting {
     pub kv: Option<String>,
     pub fa: Option<String>,
+    /// Layers offloaded to the GPU (`-ngl`; None: 0, all on the CPU). Set by [`Self::on_gpu`]
+    /// when candle runs on CUDA: the peer is then llama.cpp's CUDA build with every layer on
+    /// the GPU, whatever the setting.
+    pub gpu_layers: Option<u32>,
 }
 
 impl LlamaSetting {
@@ -18,12 +22,24 @@ impl LlamaSetting {
         LlamaSetting {
             kv: Some(candle_kv.to_string()),
             fa: Some(if candle_flash { "on" } else { "off" }.to_string()),
+            gpu_layers: None,
         }
+    }
+
+    /// The same setting with every layer on the GPU (`-ngl 99`, as llama.cpp's docs run a
+    /// CUDA build).
+    pub fn on_gpu(mut self) -> LlamaSetting {
+        self.gpu_layers = Some(99);
+        self
     }
 
     /// llama.cpp's defaults, as a user running it without flags gets them.
     pub fn defaults() -> LlamaSetting {
-        LlamaSetting { kv: None, fa: None }
+        LlamaSetting {
+            kv: None,
+            fa: None,
+            gpu_layers: None,
+        }
     }
 
     pub fn is_default(&self) -> bool {
@@ -38,6 +54,9 @@ impl LlamaSetting {
         }
         if let Some(f) = &self.fa {
             v.extend(["--fa".into(), f.clone()]);
+        }
+        if let Some(n) = self.gpu_layers {
+            v.extend(["-ngl".into(), n.to_string()]);
         }
         v
     }
@@ -67,6 +86,9 @@ pub struct LlamaOut {
     pub new_tokens: usize,
     pub warmup: usize,
     pub n_threads: usize,
+    /// Layers on the GPU (`-ngl`; absent from a program built before issue 60: 0).
+    #[serde(default)]
+    pub n_gpu_layers: u32,
     pub n_threads_batch: usize,
     pub n_ctx: usize,
     pub n_batch: usize,
@@ -305,7 +327,10 @@ pub fn llama_record(
         flags: format!(
             "llama-timed-ids {}; KV {kv}; flash attention {fa}; n_batch = n_ubatch = {} (one prompt pass), n_ctx {}; cmake {cmake}",
             if setting.is_default() {
-                "with llama.cpp's defaults".to_string()
+                match setting.gpu_layers {
+                    Some(n) => format!("-ngl {n} (every layer on the GPU) with llama.cpp's defaults"),
+                    None => "with llama.cpp's defaults".to_string(),
+                }
             } else {
                 setting.args().join(" ")
             },

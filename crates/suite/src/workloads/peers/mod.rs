@@ -276,6 +276,45 @@ mod tests {
     }
 
     #[test]
+    fn on_a_gpu_every_setting_offloads_every_layer() {
+        let m = LlamaSetting::matched("f32", false).on_gpu();
+        let a = llama_timed_args(Path::new("m.gguf"), Path::new("ids.txt"), 64, 16, &m, 1);
+        assert_eq!(
+            a.join(" "),
+            "-m m.gguf --ids ids.txt -n 64 -t 16 --warmup 1 -ctk f32 -ctv f32 --fa off -ngl 99"
+        );
+        // The record id is the setting's, the device is recorded apart.
+        assert_eq!(m.id(), "kv-f32-fa-off");
+        let d = LlamaSetting::defaults().on_gpu();
+        assert!(d.is_default());
+        assert_eq!(d.args().join(" "), "-ngl 99");
+        assert_eq!(d.id(), "defaults");
+        assert!(LlamaSetting::defaults().args().is_empty());
+    }
+
+    #[test]
+    fn the_llama_peer_needs_the_build_of_candles_device() {
+        use super::suite::{llama_backend, model_skip};
+        let w = crate::models::Weights::Gguf("m.gguf".into());
+        assert_eq!(model_skip(Peer::LlamaCpp, &w, "cpu", "cpu"), None);
+        assert_eq!(model_skip(Peer::LlamaCpp, &w, "cuda", "cuda"), None);
+        // A CUDA build runs on the CPU too (no layer offloaded).
+        assert_eq!(model_skip(Peer::LlamaCpp, &w, "cpu", "cuda"), None);
+        let why = model_skip(Peer::LlamaCpp, &w, "cuda", "cpu").unwrap();
+        assert!(why.contains("--cuda"), "{why}");
+        assert!(model_skip(Peer::LlamaCpp, &w, "metal", "cuda").is_some());
+        // The backend is read from build-info.json beside bin/ (none: the CPU build).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        let prog = dir.path().join("bin/llama-timed-ids");
+        assert_eq!(llama_backend(&prog), "cpu");
+        std::fs::write(dir.path().join("build-info.json"), r#"{"backend": "cuda"}"#).unwrap();
+        assert_eq!(llama_backend(&prog), "cuda");
+        std::fs::write(dir.path().join("build-info.json"), r#"{"cmake_flags": []}"#).unwrap();
+        assert_eq!(llama_backend(&prog), "cpu");
+    }
+
+    #[test]
     fn engines_alternate_by_repetition() {
         let order: Vec<Vec<usize>> = (0..4).map(|r| interleave_order(r, 3)).collect();
         assert_eq!(

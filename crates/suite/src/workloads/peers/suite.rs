@@ -123,11 +123,21 @@ impl Drop for PeerSide {
     }
 }
 
-/// Why a peer does not fit this model and device (None: it fits).
-pub fn model_skip(peer: Peer, weights: &Weights, device: &str) -> Option<String> {
+/// Why a peer does not fit this model and device (None: it fits). `llama_backend`: the
+/// backend of the llama.cpp build (its build-info.json's `backend`; a build without one is the
+/// CPU build).
+pub fn model_skip(
+    peer: Peer,
+    weights: &Weights,
+    device: &str,
+    llama_backend: &str,
+) -> Option<String> {
     match (peer, weights) {
-        (Peer::LlamaCpp, Weights::Gguf(_)) if device != "cpu" => Some(format!(
-            "the llama.cpp build of scripts/build-llama-cpp.sh is CPU-only and candle runs on {device}"
+        (Peer::LlamaCpp, Weights::Gguf(_)) if device.starts_with("cuda") && llama_backend != "cuda" => Some(format!(
+            "candle runs on {device} and this llama.cpp build is {llama_backend}-only; build the CUDA peer with scripts/build-llama-cpp.sh --cuda <compute capability> and pass its bin/llama-timed-ids"
+        )),
+        (Peer::LlamaCpp, Weights::Gguf(_)) if !device.starts_with("cuda") && device != "cpu" => Some(format!(
+            "the llama.cpp builds of scripts/build-llama-cpp.sh are for the CPU and CUDA; candle runs on {device}"
         )),
         (Peer::LlamaCpp, Weights::Gguf(_)) => None,
         (Peer::LlamaCpp, _) => {
@@ -138,6 +148,14 @@ pub fn model_skip(peer: Peer, weights: &Weights, device: &str) -> Option<String>
         ),
         (Peer::Torch, _) => None,
     }
+}
+
+/// The backend of the llama.cpp build a peer program belongs to: build-info.json's `backend`
+/// (`cuda` for scripts/build-llama-cpp.sh --cuda), else `cpu`.
+pub fn llama_backend(program: &Path) -> String {
+    build_info_of(program)
+        .and_then(|b| b["backend"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "cpu".into())
 }
 
 /// The device string peer_torch.py takes (`cpu`, `cuda:0`).
@@ -435,17 +453,18 @@ impl Suite for PeersSuite {
             if explicit == Some(false) {
                 continue;
             }
-            if let Some(why) = model_skip(peer, &res.weights, &device_name) {
-                if explicit == Some(true) || o.wanted.is_none() {
-                    say.say(&skip_line(peer, &why));
-                }
-                continue;
-            }
             let program = match peer {
                 Peer::LlamaCpp => o.llama_timed_ids.clone(),
                 Peer::Torch => o.torch_python.clone(),
             }
             .unwrap_or_else(|| peer.default_program());
+            let backend = llama_backend(&program);
+            if let Some(why) = model_skip(peer, &res.weights, &device_name, &backend) {
+                if explicit == Some(true) || o.wanted.is_none() {
+                    say.say(&skip_line(peer, &why));
+                }
+                continue;
+            }
             if let Some(why) = missing_program(peer, &program) {
                 say.say(&skip_line(peer, &why));
                 continue;
