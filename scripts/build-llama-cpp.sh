@@ -69,8 +69,9 @@ TOOLS=(llama-perplexity llama-tokenize llama-simple llama-server llama-bench)
 # shared (libllama.so, libggml*.so in <dir>/lib, found through the binaries' $ORIGIN/../lib
 # rpath), so that the CUDA kernels are one file a GPU machine receives once; the host code is
 # x86-64-v3 (AVX2/FMA/F16C, GGML_NATIVE off), as the project's CUDA binaries are, since the GPU
-# machine's CPU is not this one. llama-quantize is built too (the GPU run writes Q4_K_M and
-# Q8_0 files at real shapes with it).
+# machine's CPU is not this one. Its programs: llama-perplexity, llama-bench, llama-quantize
+# (the GPU run writes Q4_K_M files at real shapes with it), llama-timed-ids, llama-greedy-ids,
+# test-backend-ops, ggml-ids.
 cuda_cap=""
 if [ "${1:-}" = "--cuda" ]; then
   [ $# -ge 2 ] || { echo "error: --cuda needs a compute capability such as 90" >&2; exit 2; }
@@ -81,7 +82,12 @@ if [ $# -gt 1 ]; then echo "usage: $0 [--cuda CAP] [DIR]" >&2; exit 2; fi
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ -n "$cuda_cap" ]; then
   dest=${1:-$repo/target/llama-cpp/$VERSION-cuda$cuda_cap}
-  TOOLS+=(llama-quantize)
+  # What a GPU run uses: the peer and trace (llama-timed-ids, built below), verify's
+  # reference (llama-perplexity, and llama-tokenize, which scripts/llama-cpp-kld-reference.sh
+  # asks for the BOS id: its absence failed every `verify` of the first H200 run with this
+  # build), llama-bench, and llama-quantize (Q4_K_M files at real shapes); llama-server and
+  # llama-simple stay CPU-build tools (llama-server alone is minutes of compiling on 2 cores).
+  TOOLS=(llama-perplexity llama-bench llama-quantize llama-tokenize)
   if [ -z "${CUDA_HOME:-}" ] && [ -x "$repo/.toolchains/cuda-13.0/cuda/bin/nvcc" ]; then
     eval "$("$repo/scripts/install-cuda-toolchain.sh" --env --compute-cap "$cuda_cap")"
   fi
@@ -94,7 +100,7 @@ fi
 case $dest in /*) ;; *) dest=$PWD/$dest ;; esac
 
 timed_src=$repo/scripts/llama-timed-ids.cpp
-if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/llama-server" ] && [ -x "$dest/bin/llama-bench" ] \
+if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/${TOOLS[3]}" ] && [ -x "$dest/bin/llama-bench" ] \
    && [ -x "$dest/bin/llama-timed-ids" ] && cmp -s "$timed_src" "$dest/llama-timed-ids.cpp" \
    && [ -x "$dest/bin/test-backend-ops" ] && [ -s "$dest/ggml-ids.txt" ] \
    && [ -s "$dest/vocab/LICENSE" ]; then
@@ -149,7 +155,7 @@ int main(void) {
 C
   local libs=("$lib/libggml.a" "$lib/libggml-cpu.a" "$lib/libggml-base.a")
   # The CUDA build links the shared libraries of $lib (found at run time in ../lib).
-  [ -z "$cuda_cap" ] || libs=(-L"$lib" -lggml -lggml-base "-Wl,-rpath,\$ORIGIN/../lib")
+  [ -z "$cuda_cap" ] || libs=(-L"$lib" -lggml -lggml-base "-Wl,-rpath,\$ORIGIN/../lib" -Wl,--allow-shlib-undefined)
   echo "compiling test-backend-ops (about a minute) ..."
   g++ -std=c++17 -O2 -I "$inc" "$tmp/test-backend-ops.cpp" -o "$tmp/test-backend-ops" \
     -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm >"$tmp/tbo.log" 2>&1 \
@@ -476,7 +482,8 @@ if [ -n "$cuda_cap" ]; then
   for l in libllama.so libggml.so libggml-base.so libggml-cpu.so libggml-cuda.so; do
     [ -e "$libdir/$l" ] || { echo "error: the CUDA build has no $libdir/$l" >&2; exit 1; }
   done
-  libs=(-L"$libdir" -lllama -lggml -lggml-base "-Wl,-rpath,\$ORIGIN/../lib")
+  # (libggml-cuda.so's driver symbols are the GPU machine's libcuda.so.1: left to run time.)
+  libs=(-L"$libdir" -lllama -lggml -lggml-base "-Wl,-rpath,\$ORIGIN/../lib" -Wl,--allow-shlib-undefined)
 else
   for l in "${libs[@]}"; do [ -s "$l" ] || { echo "error: the build has no $l" >&2; exit 1; }; done
 fi

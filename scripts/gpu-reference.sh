@@ -86,11 +86,11 @@ collect() {
 }
 
 # --pack FILE: everything a GPU machine without a network or a compiler needs for the steps,
-# as one gzip archive (.tar.gz): bin/ (modelbench and the generation bench, built as in the header with
+# as one xz archive (.tar.xz): bin/ (modelbench and the generation bench, built as in the header with
 # --features cuda), llama/ (the CUDA build of llama.cpp: scripts/build-llama-cpp.sh --cuda 90,
 # its programs, shared libraries, build-info.json), trace/ (scripts/cuda-kernel-trace.c compiled
 # against CUPTI, with the libcupti.so.13 of scripts/install-cuda-toolchain.sh). On the GPU
-# machine: mkdir -p /tmp/g && tar -xzf FILE -C /tmp/g, then
+# machine: python3 -c "import tarfile; tarfile.open('FILE').extractall('/tmp/g')", then
 #   scripts/gpu-reference.sh --bin-dir /tmp/g/bin --llama-dir /tmp/g/llama \
 #     --trace-lib /tmp/g/trace/cuda-kernel-trace.so --steps realgguf,peers,trace,...
 pack() {
@@ -107,11 +107,14 @@ pack() {
   tmp=$(mktemp -d)
   mkdir -p "$tmp/bin" "$tmp/llama/bin" "$tmp/llama/lib" "$tmp/trace"
   cp "$target/release/modelbench" "$tmp/bin/modelbench"
-  local f; f=$(newest generation)
-  [ -n "$f" ] || { echo "error: no generation bench binary under $target/release/deps; build it first" >&2; exit 2; }
-  cp "$f" "$tmp/bin/generation"
+  # GPU_REF_PACK_BENCH=0 leaves the generation bench out (the steps that need only modelbench).
+  if [ "${GPU_REF_PACK_BENCH:-1}" != 0 ]; then
+    local f; f=$(newest generation)
+    [ -n "$f" ] || { echo "error: no generation bench binary under $target/release/deps; build it first" >&2; exit 2; }
+    cp "$f" "$tmp/bin/generation"
+  fi
   if [ -n "$llama" ]; then
-    for b in llama-timed-ids llama-quantize llama-perplexity llama-bench test-backend-ops; do
+    for b in llama-timed-ids llama-quantize llama-perplexity llama-tokenize llama-bench test-backend-ops; do
       cp "$llama/bin/$b" "$tmp/llama/bin/"
     done
     cp -a "$llama"/lib/lib*.so* "$tmp/llama/lib/"
@@ -122,8 +125,9 @@ pack() {
   gcc -O2 -shared -fPIC -I"$CUDA_HOME/include" "$root/scripts/cuda-kernel-trace.c" -o "$tmp/trace/cuda-kernel-trace.so" \
     -L"$CUDA_HOME/lib" -lcupti -Wl,-rpath,'$ORIGIN'
   cp "$CUDA_HOME/lib/libcupti.so.13" "$tmp/trace/"
-  # gzip: the GPU machines' image has no zstd (seen 2026-11-27 on an H100).
-  tar -C "$tmp" -cf - . | gzip -6 > "$out"
+  # xz, unpacked there by Python's tarfile: the GPU machines' image has no zstd (seen
+  # 2026-11-27), and gzip leaves the CUDA binaries at 89 MB, over what a device call carries.
+  tar -C "$tmp" -cf - . | xz -6 -T0 > "$out"
   du -sh "$tmp"/* "$out"
   rm -rf "$tmp"
 }
@@ -310,7 +314,7 @@ for s in $steps; do
       for m in ${GPU_REF_REAL:-llama-3.2-1b qwen3-1.7b gemma-3-1b}; do
         # Q8_0 and Q4_K throughout (llama.cpp's Q4_K_S file type), quantized by candle on
         # every core; with llama.cpp's llama-quantize (--llama-dir), Q4_K_M (its mix) too.
-        for ty in q8_0 q4_k; do
+        for ty in ${GPU_REF_SYNTH_TYPES:-q8_0 q4_k}; do
           f=$work/$m-$(echo "$ty" | tr a-z A-Z).gguf
           [ -s "$f" ] && continue
           (cd "$root" && timeout "$step_secs" "$b" synth-gguf --model "synthetic:$m" --type "$ty" --out "$f") 2>&1 \
