@@ -711,13 +711,21 @@ fn quantize_rows(t: &candle_core::Tensor, dt: GgmlDType) -> Result<QTensor> {
     let dims = t.dims().to_vec();
     let rows: usize = dims[..dims.len() - 1].iter().product();
     let cols = dims[dims.len() - 1];
-    let flat = t.reshape((rows, cols))?;
+    // Each block is a tensor of its own: `QTensor::quantize` reads its source's storage from
+    // the start, whatever the view's offset, so a `narrow`ed block would quantize the first
+    // rows again (this writer's first GPU files were made that way; its test caught it).
+    let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
     let per = (CHUNK / cols).max(1);
     let starts: Vec<usize> = (0..rows).step_by(per).collect();
     let parts: Vec<Vec<u8>> = starts
         .par_iter()
         .map(|&r0| -> Result<Vec<u8>> {
-            let block = flat.narrow(0, r0, per.min(rows - r0))?;
+            let n = per.min(rows - r0);
+            let block = candle_core::Tensor::from_slice(
+                &values[r0 * cols..(r0 + n) * cols],
+                (n, cols),
+                &Device::Cpu,
+            )?;
             Ok(QTensor::quantize(&block, dt)?.data()?.into_owned())
         })
         .collect::<Result<_>>()?;
