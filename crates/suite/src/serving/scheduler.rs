@@ -706,10 +706,13 @@ pub fn logprobs_of(
     TokenLogprobs {
         token: token_piece(tok, prev, id),
         logprob: lp(id),
-        top: crate::engine::sampling::top_k(logits, k)
-            .into_iter()
-            .map(|(t, _)| (token_piece(tok, prev, t), lp(t)))
-            .collect(),
+        top: match k {
+            0 => Vec::new(),
+            _ => crate::engine::sampling::top_k(logits, k)
+                .into_iter()
+                .map(|(t, _)| (token_piece(tok, prev, t), lp(t)))
+                .collect(),
+        },
     }
 }
 
