@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use modelbench::engine::scenario::prepare;
 use modelbench::models::loading::open;
-use modelbench::models::source::{Resolved, ModelRef};
+use modelbench::models::source::{ModelRef, Resolved};
 use modelbench::models::tokenizer::{bos_id, load};
 use modelbench::models::{Family, Weights};
 use modelbench::serving::chat::{chat_prompt, check_messages, ChatFormat};
@@ -173,7 +173,10 @@ fn real_files_chat_prompt_ids_equal_llama_servers() {
     };
     for (reference, template_beside) in [
         ("gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF", true),
-        ("gguf:modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF", false),
+        (
+            "gguf:modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+            false,
+        ),
     ] {
         let r = ModelRef::parse(reference).unwrap();
         let res = match prepare(reference, &r, &[]) {
@@ -201,11 +204,8 @@ fn real_files_chat_prompt_ids_equal_llama_servers() {
         } else {
             assert!(describe.contains("GGUF metadata"), "{describe}");
         }
-        let llama = LlamaServer::start(
-            &bin,
-            &gguf,
-            template_beside.then_some(template_file.path()),
-        );
+        let llama =
+            LlamaServer::start(&bin, &gguf, template_beside.then_some(template_file.path()));
         let (their_text, their_ids) = llama.prompt(&messages);
         assert_eq!(text, their_text, "{reference}: the rendered prompt");
         assert!(
@@ -214,7 +214,11 @@ fn real_files_chat_prompt_ids_equal_llama_servers() {
             first_difference(&ids, &their_ids)
         );
         let counted = llama.prompt_tokens(&messages);
-        assert_eq!(counted, ids.len() as u64, "{reference}: usage.prompt_tokens");
+        assert_eq!(
+            counted,
+            ids.len() as u64,
+            "{reference}: usage.prompt_tokens"
+        );
         eprintln!(
             "{reference}: {} prompt ids (4 messages, system prompt first) equal llama-server's /apply-template + /tokenize; its usage.prompt_tokens {counted}",
             ids.len()
@@ -290,8 +294,13 @@ fn chat(s: &Running, body: Value) -> (u16, Value) {
         .timeout(Duration::from_secs(120))
         .send_string(&body.to_string())
     {
-        Ok(r) => (200, serde_json::from_str(&r.into_string().unwrap()).unwrap()),
-        Err(ureq::Error::Status(c, r)) => (c, serde_json::from_str(&r.into_string().unwrap()).unwrap()),
+        Ok(r) => (
+            200,
+            serde_json::from_str(&r.into_string().unwrap()).unwrap(),
+        ),
+        Err(ureq::Error::Status(c, r)) => {
+            (c, serde_json::from_str(&r.into_string().unwrap()).unwrap())
+        }
         Err(e) => panic!("{e}"),
     }
 }
@@ -323,6 +332,12 @@ fn a_template_the_code_has_never_seen_renders_as_written_and_as_llama_server_doe
     );
     assert_eq!(c, 200, "{v}");
     assert_eq!(v["usage"]["prompt_tokens"], ids.len(), "{v}");
+    // and llama-server's /apply-template answers the same text.
+    let r = ureq::post(&format!("{}/apply-template", s.url()))
+        .send_string(&json!({"messages": messages}).to_string())
+        .unwrap();
+    let applied: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+    assert_eq!(applied["prompt"], NEW_RENDERED);
     drop(s);
 
     // llama-server renders and tokenizes the same file's template the same way.
@@ -349,7 +364,11 @@ fn a_template_that_fails_answers_400_in_one_line() {
         "{% for m in messages %}{% if m.role == 'assistant' and loop.first %}{{ raise_exception('Conversations must start with the user') }}{% endif %}{{ m.content }}{% endfor %}",
         dir.path(),
     );
-    let broken = with_template(Family::Llama, "{% for m in messages %}{{ m.content }", dir.path());
+    let broken = with_template(
+        Family::Llama,
+        "{% for m in messages %}{{ m.content }",
+        dir.path(),
+    );
     for (path, needle) in [
         (&raising, "Conversations must start with the user"),
         (&broken, "does not parse"),
@@ -361,7 +380,10 @@ fn a_template_that_fails_answers_400_in_one_line() {
         );
         assert_eq!(c, 400, "{v}");
         let m = v["error"]["message"].as_str().unwrap();
-        assert!(m.contains(needle) && m.contains("chat template") && !m.contains('\n'), "{m}");
+        assert!(
+            m.contains(needle) && m.contains("chat template") && !m.contains('\n'),
+            "{m}"
+        );
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["param"], "messages");
         // The raising template accepts a conversation that starts with the user.

@@ -19,7 +19,11 @@ fn client_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("OPENAI_CLIENT_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| modelbench::util::root().join("target/openai-client").join(VERSION));
+        .unwrap_or_else(|| {
+            modelbench::util::root()
+                .join("target/openai-client")
+                .join(VERSION)
+        });
     if dir.join("openai").is_dir() {
         return Some(dir);
     }

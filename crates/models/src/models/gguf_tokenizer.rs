@@ -738,7 +738,10 @@ pub fn from_content(path: &Path, ct: &Content) -> Result<Tokenizer> {
 
 /// What a GGUF file's metadata holds for chat prompts: `tokenizer.chat_template` (None when
 /// absent) and the BOS and EOS token ids (`tokenizer.ggml.bos_token_id`, `.eos_token_id`).
-pub fn chat_metadata(path: &Path, ct: &Content) -> Result<(Option<String>, Option<u32>, Option<u32>)> {
+pub fn chat_metadata(
+    path: &Path,
+    ct: &Content,
+) -> Result<(Option<String>, Option<u32>, Option<u32>)> {
     let template = match ct.metadata.get("tokenizer.chat_template") {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),

@@ -84,7 +84,10 @@ pub fn from_gguf(path: &Path, tok: &Tokenizer) -> Result<Option<Found>> {
     let ct = crate::models::quantized::read_header(path)?;
     let (template, bos, eos) = crate::models::gguf_tokenizer::chat_metadata(path, &ct)?;
     Ok(template.map(|template| Found {
-        source: format!("GGUF metadata `tokenizer.chat_template` of {}", path.display()),
+        source: format!(
+            "GGUF metadata `tokenizer.chat_template` of {}",
+            path.display()
+        ),
         template,
         bos_token: bos.and_then(|id| tok.id_to_token(id)),
         eos_token: eos.and_then(|id| tok.id_to_token(id)),
@@ -131,10 +134,7 @@ pub fn from_dir(dir: &Path) -> Result<Option<Found>> {
                 )))
             }
         };
-        (
-            format!("`chat_template` of {}", config_path.display()),
-            t,
-        )
+        (format!("`chat_template` of {}", config_path.display()), t)
     };
     Ok(Some(Found {
         source,
@@ -248,8 +248,9 @@ fn strftime_now(fmt: String) -> std::result::Result<String, minijinja::Error> {
         .map_err(|m| minijinja::Error::new(ErrorKind::InvalidOperation, m))
 }
 
-/// JSON as Python's `json.dumps` writes it (`", "` and `": "` between items, non-ASCII kept,
-/// keys in their order); `indent` as Python's (newlines, that many spaces a level).
+/// JSON as Python's `json.dumps` writes it (`", "` and `": "` between items, non-ASCII kept);
+/// `indent` as Python's (newlines, that many spaces a level). Keys come in the map's order,
+/// which is sorted here (serde_json's map): Python keeps a request's own order.
 pub fn python_json(v: &Value, indent: Option<usize>) -> String {
     fn go(v: &Value, indent: Option<usize>, level: usize, out: &mut String) {
         let (open_sep, item_sep, close_sep) = match indent {
@@ -301,9 +302,8 @@ fn tojson(v: J, indent: Option<usize>, kwargs: Kwargs) -> std::result::Result<J,
         None => kwargs.get::<Option<usize>>("indent")?,
     };
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&v).map_err(|e| {
-        minijinja::Error::new(ErrorKind::BadSerialization, format!("tojson: {e}"))
-    })?;
+    let json = serde_json::to_value(&v)
+        .map_err(|e| minijinja::Error::new(ErrorKind::BadSerialization, format!("tojson: {e}")))?;
     Ok(J::from_safe_string(python_json(&json, indent)))
 }
 
@@ -540,15 +540,16 @@ impl ChatFormat {
                 );
                 ctx.insert("bos_token".into(), bos_token.clone().into());
                 ctx.insert("eos_token".into(), eos_token.clone().into());
-                let t = env
-                    .get_template(NAME)
-                    .map_err(|e| format!("the model's chat template ({source}): {}", one_line(&e)))?;
-                t.render(J::from(minijinja::value::Serde(&ctx))).map_err(|e| {
-                    format!(
+                let t = env.get_template(NAME).map_err(|e| {
+                    format!("the model's chat template ({source}): {}", one_line(&e))
+                })?;
+                t.render(J::from(minijinja::value::Serde(&ctx)))
+                    .map_err(|e| {
+                        format!(
                         "the model's chat template ({source}) failed to render these messages: {}",
                         one_line(&e)
                     )
-                })
+                    })
             }
         }
     }
@@ -591,7 +592,8 @@ pub fn chat_prompt(
             text = rest.to_string();
         }
     }
-    let ids = prompt_ids(tok, bos, &text).map_err(|e| format!("cannot tokenize the prompt: {e}"))?;
+    let ids =
+        prompt_ids(tok, bos, &text).map_err(|e| format!("cannot tokenize the prompt: {e}"))?;
     Ok((text, ids))
 }
 
@@ -632,7 +634,9 @@ mod tests {
         );
         // A template that prints parts' text gets the parts as given.
         let parts = format("{% for p in messages[0].content %}({{ p.text | trim }}){% endfor %}");
-        let m = msgs(json!([{"role": "user", "content": [{"type": "text", "text": " a "}, {"type": "text", "text": "b"}]}]));
+        let m = msgs(
+            json!([{"role": "user", "content": [{"type": "text", "text": " a "}, {"type": "text", "text": "b"}]}]),
+        );
         assert_eq!(parts.render(&m, true, &Value::Null).unwrap(), "(a)(b)");
         // and a string made one part.
         let one = msgs(json!([{"role": "user", "content": "c"}]));
@@ -658,8 +662,12 @@ mod tests {
             "{e}"
         );
         assert_eq!(
-            f.render(&msgs(json!([{"role": "user", "content": "x"}])), true, &Value::Null)
-                .unwrap(),
+            f.render(
+                &msgs(json!([{"role": "user", "content": "x"}])),
+                true,
+                &Value::Null
+            )
+            .unwrap(),
             "ok"
         );
         let broken = format("{% for m in messages %}{{ m.content }");
@@ -673,13 +681,21 @@ mod tests {
         let v = json!({"name": "f", "args": [1, "é", {"a": null}], "ok": true});
         assert_eq!(
             python_json(&v, None),
-            r#"{"name": "f", "args": [1, "é", {"a": null}], "ok": true}"#
+            // Keys sorted (serde_json's map; Python would keep the request's order).
+            r#"{"args": [1, "é", {"a": null}], "name": "f", "ok": true}"#
         );
-        assert_eq!(python_json(&json!({"a": [1]}), Some(2)), "{\n  \"a\": [\n    1\n  ]\n}");
+        assert_eq!(
+            python_json(&json!({"a": [1]}), Some(2)),
+            "{\n  \"a\": [\n    1\n  ]\n}"
+        );
         let f = format("{{ messages[0] | tojson }}|{{ {'k': [1, 2]} | tojson(indent=1) }}");
         assert_eq!(
-            f.render(&msgs(json!([{"role": "user", "content": "<b>"}])), false, &Value::Null)
-                .unwrap(),
+            f.render(
+                &msgs(json!([{"role": "user", "content": "<b>"}])),
+                false,
+                &Value::Null
+            )
+            .unwrap(),
             "{\"content\": \"<b>\", \"role\": \"user\"}|{\n \"k\": [\n  1,\n  2\n ]\n}"
         );
     }
@@ -697,9 +713,11 @@ mod tests {
 
     #[test]
     fn content_must_be_text() {
-        assert!(check_messages(&[json!({"role": "user", "content": [{"type": "image_url"}]})])
-            .unwrap_err()
-            .contains("only text parts"));
+        assert!(
+            check_messages(&[json!({"role": "user", "content": [{"type": "image_url"}]})])
+                .unwrap_err()
+                .contains("only text parts")
+        );
         assert!(check_messages(&[json!({"content": "x"})])
             .unwrap_err()
             .contains("string `role`"));

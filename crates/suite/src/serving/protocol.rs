@@ -133,8 +133,8 @@ pub fn parse(v: &Value, api: Api) -> Result<Req, Box<Response>> {
                         Some("messages"),
                     )
                 })?;
-            let messages = crate::serving::chat::check_messages(msgs)
-                .map_err(|m| rej(m, Some("messages")))?;
+            let messages =
+                crate::serving::chat::check_messages(msgs).map_err(|m| rej(m, Some("messages")))?;
             let add_generation_prompt = match obj.get("add_generation_prompt") {
                 None | Some(Value::Null) => true,
                 Some(Value::Bool(b)) => *b,
@@ -354,7 +354,11 @@ impl Meta {
 
 /// A log-probability as JSON: OpenAI's -9999 for an impossible token (JSON has no infinity).
 fn lp(x: f32) -> Value {
-    json!(if x.is_finite() { x.max(-9999.0) } else { -9999.0 })
+    json!(if x.is_finite() {
+        x.max(-9999.0)
+    } else {
+        -9999.0
+    })
 }
 
 /// `logprobs` of a choice (or of one streamed chunk) in the API's shape, for `tokens` whose
@@ -366,7 +370,8 @@ fn lp(x: f32) -> Value {
 pub fn logprobs_json(api: Api, tokens: &[TokenLogprobs], offset: usize) -> Value {
     match api {
         Api::Chat => {
-            let entry = |t: &str, x: f32| json!({"token": t, "logprob": lp(x), "bytes": t.as_bytes()});
+            let entry =
+                |t: &str, x: f32| json!({"token": t, "logprob": lp(x), "bytes": t.as_bytes()});
             let content: Vec<Value> = tokens
                 .iter()
                 .map(|t| {

@@ -345,7 +345,10 @@ impl<'t> Active<'t> {
             fed: self.fed,
             context: self.context.clone(),
             generated: 0,
-            sampler: Sampler::new(self.job().sampling, self.job().seed.wrapping_add(index as u64)),
+            sampler: Sampler::new(
+                self.job().sampling,
+                self.job().seed.wrapping_add(index as u64),
+            ),
             dec: decoder(tok, &self.context),
             text: String::new(),
             sent: 0,
@@ -648,7 +651,11 @@ fn admit<'t>(
     Active {
         slot,
         index,
-        forks: if index == 0 { job.n.saturating_sub(1) } else { 0 },
+        forks: if index == 0 {
+            job.n.saturating_sub(1)
+        } else {
+            0
+        },
         fed: 0,
         context: job.ids.clone(),
         generated: 0,
@@ -702,7 +709,11 @@ pub fn logprobs_of(
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
     let lse = max + sum.ln() as f32;
-    let lp = |i: u32| logits.get(i as usize).map_or(f32::NEG_INFINITY, |x| x - lse);
+    let lp = |i: u32| {
+        logits
+            .get(i as usize)
+            .map_or(f32::NEG_INFINITY, |x| x - lse)
+    };
     TokenLogprobs {
         token: token_piece(tok, prev, id),
         logprob: lp(id),
@@ -747,8 +758,15 @@ fn sample_one(a: &mut Active<'_>, logits: &mut [f32], eos: &[u32], tok: &Tokeniz
     if !a.job().ignore_eos && eos.contains(&id) {
         return After::Finish("stop");
     }
-    let mut logprobs = model_logits
-        .map(|l| logprobs_of(tok, a.context.last().copied(), &l, id, a.job().logprobs.unwrap_or(0)));
+    let mut logprobs = model_logits.map(|l| {
+        logprobs_of(
+            tok,
+            a.context.last().copied(),
+            &l,
+            id,
+            a.job().logprobs.unwrap_or(0),
+        )
+    });
     a.generated += 1;
     a.context.push(id);
     let piece = match a.dec.push(id) {

@@ -32,7 +32,9 @@ use crate::serving::protocol::{
     bad, error, json_response, logprobs_json, overloaded, parse, sse, stats, usage, Api, Meta,
     Prompt,
 };
-use crate::serving::scheduler::{self, Event, Finished, Job, Limits, Metrics, Single, TokenLogprobs};
+use crate::serving::scheduler::{
+    self, Event, Finished, Job, Limits, Metrics, Single, TokenLogprobs,
+};
 
 /// Default `--max-batch` for a model that batches (llama-server's `--parallel` is 4 by
 /// default; vLLM's is 256).
@@ -450,10 +452,11 @@ pub fn start(p: Prepared, tok: Tokenizer, o: &Options, addr: SocketAddr) -> Resu
         .route("/v1/models", get(models_handler))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
+        .route("/apply-template", post(apply_template))
         .fallback(|uri: axum::http::Uri| async move {
             error(
                 StatusCode::NOT_FOUND,
-                &format!("no route {uri} (routes: /v1/completions, /v1/chat/completions, /v1/models, /metrics, /health)"),
+                &format!("no route {uri} (routes: /v1/completions, /v1/chat/completions, /v1/models, /apply-template, /metrics, /health)"),
                 "invalid_request_error",
                 None,
                 Some("not_found"),
@@ -523,6 +526,39 @@ async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     handle(s, body, Api::Chat).await
 }
 
+/// llama-server's `POST /apply-template`: a chat request's prompt as the chat endpoint makes
+/// it, `{"prompt": text}` (the model's chat template rendered; a leading BOS text dropped where
+/// the tokenizer puts BOS first), without running it.
+async fn apply_template(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("malformed JSON body: {e}"), None),
+    };
+    let req = match parse(&v, Api::Chat) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let Prompt::Chat {
+        messages,
+        add_generation_prompt,
+        kwargs,
+    } = &req.prompt
+    else {
+        return bad("`messages` is required".into(), Some("messages"));
+    };
+    match chat_prompt(
+        &s.chat,
+        &s.tok,
+        s.bos,
+        messages,
+        *add_generation_prompt,
+        kwargs,
+    ) {
+        Ok((text, _)) => json_response(StatusCode::OK, json!({ "prompt": text })),
+        Err(m) => bad(m, Some("messages")),
+    }
+}
+
 async fn handle(s: Arc<Shared>, body: Bytes, api: Api) -> Response {
     match validate_and_queue(&s, body, api) {
         Parts::Done(resp) => {
@@ -539,11 +575,7 @@ async fn handle(s: Arc<Shared>, body: Bytes, api: Api) -> Response {
             n,
             logprobs,
         } => {
-            let how = Collect {
-                meta,
-                n,
-                logprobs,
-            };
+            let how = Collect { meta, n, logprobs };
             if stream {
                 stream_response(how, rx, include_usage)
             } else {
@@ -748,16 +780,22 @@ fn stream_response(how: Collect, rx: UnboundedReceiver<Event>, include_usage: bo
                         }
                         _ => Value::Null,
                     };
-                    let c = st.how.meta.chunk(index, Some(&text), None, st.first[index], lp);
+                    let c = st
+                        .how
+                        .meta
+                        .chunk(index, Some(&text), None, st.first[index], lp);
                     send(&mut out, c, st.include_usage);
                     st.first[index] = false;
                     continue;
                 }
                 Some(Event::Done { index, finished }) if index < st.how.n => {
-                    let mut last =
-                        st.how
-                            .meta
-                            .chunk(index, None, Some(finished.finish), st.first[index], Value::Null);
+                    let mut last = st.how.meta.chunk(
+                        index,
+                        None,
+                        Some(finished.finish),
+                        st.first[index],
+                        Value::Null,
+                    );
                     last["modelbench"] = stats(&finished);
                     send(&mut out, last, st.include_usage);
                     st.done[index] = Some(finished);
