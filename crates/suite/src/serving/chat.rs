@@ -49,7 +49,7 @@ enum Kind {
     Template {
         /// Where it came from (for the log and error messages).
         source: String,
-        env: Environment<'static>,
+        env: Box<Environment<'static>>,
         caps: Caps,
         bos_token: Option<String>,
         eos_token: Option<String>,
@@ -461,7 +461,7 @@ impl ChatFormat {
                 kind: Kind::Template {
                     source: f.source,
                     caps: Caps::of(&env),
-                    env,
+                    env: Box::new(env),
                     bos_token: f.bos_token,
                     eos_token: f.eos_token,
                 },
