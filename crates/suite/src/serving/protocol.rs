@@ -101,13 +101,14 @@ pub fn parse(v: &Value, api: Api) -> Result<Req, Box<Response>> {
                 .ok_or_else(|| rej(format!("`{k}` must be a number"), Some(k))),
         }
     };
-    let boolean = |k: &str| -> Result<bool, Box<Response>> {
+    let flag = |k: &str, default: bool| -> Result<bool, Box<Response>> {
         match obj.get(k) {
-            None | Some(Value::Null) => Ok(false),
+            None | Some(Value::Null) => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             Some(_) => Err(rej(format!("`{k}` must be true or false"), Some(k))),
         }
     };
+    let boolean = |k: &str| flag(k, false);
     let prompt = match api {
         Api::Completions => match obj.get("prompt") {
             Some(Value::String(p)) => Prompt::Text(p.clone()),
@@ -135,16 +136,7 @@ pub fn parse(v: &Value, api: Api) -> Result<Req, Box<Response>> {
                 })?;
             let messages =
                 crate::serving::chat::check_messages(msgs).map_err(|m| rej(m, Some("messages")))?;
-            let add_generation_prompt = match obj.get("add_generation_prompt") {
-                None | Some(Value::Null) => true,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => {
-                    return Err(rej(
-                        "`add_generation_prompt` must be true or false".into(),
-                        Some("add_generation_prompt"),
-                    ))
-                }
-            };
+            let add_generation_prompt = flag("add_generation_prompt", true)?;
             let kwargs = match obj.get("chat_template_kwargs") {
                 None | Some(Value::Null) => Value::Null,
                 Some(o @ Value::Object(_)) => o.clone(),
