@@ -74,6 +74,12 @@ impl LlamaServer {
         if let Some(f) = template_file {
             c.arg("--chat-template-file").arg(f);
         }
+        // ggml's AMX matmul faults on this project's Intel VMs (crates/measure's llama_cpp.rs).
+        let amx = std::fs::read_to_string("/proc/cpuinfo")
+            .is_ok_and(|t| t.split_whitespace().any(|w| w == "amx_int8"));
+        if amx && std::env::var_os("LLAMA_ARG_REPACK").is_none() {
+            c.env("LLAMA_ARG_REPACK", "false");
+        }
         let child = c
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
