@@ -344,3 +344,57 @@ fn index_html_shows_the_newest_load_run_and_nothing_without_one() {
     );
     assert!(modelbench::output::serving::scaling_table(&[]).is_empty());
 }
+
+/// `n` = 3 greedy from one prefill: the choices copied from the first sequence's cache (the
+/// project's Gemma 3 and Qwen3, each its own copy) continue exactly as the sequence run alone
+/// does, though the first goes on writing its own cache beside them; the prompt ran once.
+#[test]
+fn n_greedy_choices_copied_after_one_prefill_equal_the_text_alone() {
+    for model in ["gguf:fixture:gemma3", "gguf:fixture:qwen3"] {
+        let s = start_described(model, |o| {
+            o.max_batch = Some(4);
+            o.max_batch_tokens = 64;
+            o.prefill_chunk = 16;
+        })
+        .unwrap()
+        .0;
+        let url = s.url();
+        let body = |n: usize| {
+            json!({"model": model, "prompt": prompt(2), "max_tokens": 12, "n": n,
+                   "temperature": 0, "ignore_eos": true})
+        };
+        let (c, alone, _) = post(&url, &body(1));
+        assert_eq!(c, 200, "{alone}");
+        let text = alone["choices"][0]["text"].as_str().unwrap();
+        let prompt_tokens = alone["usage"]["prompt_tokens"].as_u64().unwrap();
+        let before = metric(&url, "prompt_tokens_total");
+        let (c, v, _) = post(&url, &body(3));
+        assert_eq!(c, 200, "{v}");
+        let choices = v["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 3, "{v}");
+        for (i, ch) in choices.iter().enumerate() {
+            assert_eq!(ch["index"], i);
+            assert_eq!(ch["text"], text, "{model}: choice {i}");
+        }
+        assert_eq!(v["usage"]["completion_tokens"], 36, "{v}");
+        assert_eq!(
+            metric(&url, "prompt_tokens_total") - before,
+            prompt_tokens as f64,
+            "{model}: the prompt ran once"
+        );
+    }
+}
+
+/// A `/metrics` value.
+fn metric(url: &str, name: &str) -> f64 {
+    let m = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    m.lines()
+        .find_map(|l| l.strip_prefix(&format!("modelbench_{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {m}"))
+        .parse()
+        .unwrap()
+}

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// (year, month, day, hour, minute, second) in UTC.
-fn utc_parts(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
+pub fn utc_parts(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

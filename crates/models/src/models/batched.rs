@@ -36,6 +36,12 @@ pub trait BatchedLm: Send {
     /// What computes a step (implementation, kernels, weights that run a lone row as two),
     /// for `serve`'s start line and records: the model says what it is.
     fn describe(&self) -> String;
+    /// A copy of `seq` that goes on by itself (buffers of its own: what one later writes the
+    /// other never sees), for several choices of one request from one prefill; None where the
+    /// model cannot copy a cache.
+    fn fork_seq(&self, _seq: &Self::Seq) -> Option<candle_core::Result<Self::Seq>> {
+        None
+    }
 }
 
 /// How a batched model is asked for (`modelbench serve --max-batch N [--fast-weights]`).
@@ -60,6 +66,11 @@ pub trait StepModel: Send {
     fn step(&mut self, work: &[Work<'_>]) -> Result<Vec<Option<Vec<f32>>>>;
     /// What computes a step (see [`BatchedLm::describe`]).
     fn describe(&self) -> String;
+    /// Slot `to` becomes a copy of slot `from` (its positions and cache), going on by itself
+    /// ([`BatchedLm::fork_seq`]); false where the model cannot copy a sequence.
+    fn fork(&mut self, _from: usize, _to: usize) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// One sequence's share of a step.
@@ -137,5 +148,20 @@ impl<B: BatchedLm> StepModel for Slots<B> {
     }
     fn describe(&self) -> String {
         self.model.describe()
+    }
+    fn fork(&mut self, from: usize, to: usize) -> Result<bool> {
+        let n = self.caches.len();
+        if from >= n || to >= n || from == to {
+            return Err(Error::Serving(format!(
+                "fork of slot {from} into slot {to}: slots are 0..{n} and must differ"
+            )));
+        }
+        match self.model.fork_seq(&self.caches[from]) {
+            None => Ok(false),
+            Some(copy) => {
+                self.caches[to] = copy.map_err(|e| Error::Serving(one_line(&e.to_string())))?;
+                Ok(true)
+            }
+        }
     }
 }

@@ -736,6 +736,25 @@ pub fn from_content(path: &Path, ct: &Content) -> Result<Tokenizer> {
     GgufVocab::read(path, ct)?.build(path)
 }
 
+/// What a GGUF file's metadata holds for chat prompts: `tokenizer.chat_template` (None when
+/// absent) and the BOS and EOS token ids (`tokenizer.ggml.bos_token_id`, `.eos_token_id`).
+pub fn chat_metadata(
+    path: &Path,
+    ct: &Content,
+) -> Result<(Option<String>, Option<u32>, Option<u32>)> {
+    let template = match ct.metadata.get("tokenizer.chat_template") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(err(path, "`tokenizer.chat_template` is not a string")),
+    };
+    let id = |k: &str| ct.metadata.get(k).and_then(as_u32);
+    Ok((
+        template,
+        id("tokenizer.ggml.bos_token_id"),
+        id("tokenizer.ggml.eos_token_id"),
+    ))
+}
+
 /// Whether `path` is a GGUF file (its magic), so [`crate::models::tokenizer::load`] builds its
 /// tokenizer from the metadata.
 pub fn is_gguf(path: &Path) -> bool {

@@ -1356,6 +1356,14 @@ impl super::batched::BatchedLm for Batched {
             }
         )
     }
+
+    fn fork_seq(&self, seq: &SeqCache) -> Option<Result<SeqCache>> {
+        Some(seq.fork(|l| match l {
+            LayerCache::Kv(c) => super::quantized_parts::copy_kv(c).map(LayerCache::Kv),
+            // Replaced by each step, never written in place: sharing it is a copy.
+            LayerCache::Conv(t) => Ok(LayerCache::Conv(t.clone())),
+        }))
+    }
 }
 
 #[cfg(test)]

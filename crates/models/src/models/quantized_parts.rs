@@ -156,6 +156,16 @@ pub fn note_append(c: &candle_nn::kv_cache::KvCache, k: &Tensor, v: &Tensor) {
     });
 }
 
+/// A copy of `c` with buffers of its own (a clone shares them, and an append writes into them
+/// in place): the positions it holds, in a fresh cache of the same length.
+pub fn copy_kv(c: &candle_nn::kv_cache::KvCache) -> Result<candle_nn::kv_cache::KvCache> {
+    let mut out = candle_nn::kv_cache::KvCache::new(c.k_cache().dim(), c.k_cache().max_seq_len());
+    if let (Some(k), Some(v)) = (c.k()?, c.v()?) {
+        out.append(&k.contiguous()?, &v.contiguous()?)?;
+    }
+    Ok(out)
+}
+
 /// The model's ends as a llama.cpp GGUF file holds them, `get` reading a tensor by name: the
 /// token embedding (kept quantized, [`Embedding`]), the final norm's weight (`norm`: its
 /// tensor name, `output_norm.weight` in most families; the caller makes the norm) and the
@@ -301,6 +311,14 @@ impl<L> SeqCache<L> {
     /// Positions this sequence has been run through.
     pub fn pos(&self) -> usize {
         self.pos
+    }
+
+    /// A copy going on by itself: each layer's cache through `copy`, the same positions.
+    pub(crate) fn fork(&self, copy: impl Fn(&L) -> Result<L>) -> Result<Self> {
+        Ok(Self {
+            layers: self.layers.iter().map(copy).collect::<Result<_>>()?,
+            pos: self.pos,
+        })
     }
 }
 

@@ -11,6 +11,7 @@ use clap::Args;
 use crate::config::plans::parse_models;
 use crate::engine::scenario::prepare;
 use crate::models::loading::{load_line, open};
+use crate::serving::chat::ChatFormat;
 use crate::serving::server::{self, Options};
 
 use crate::app::args::{device_and_dtype, FastWeightsArg};
@@ -74,6 +75,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         device: String::new(),
         dtype: String::new(),
         fast_weights: a.fast.fast_weights,
+        chat: std::sync::Arc::new(ChatFormat::role_lines()),
     };
     opts.check()?;
     let (spec, dtype) = device_and_dtype(&a.device, a.dtype.as_deref())?;
@@ -104,6 +106,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .tokenizer
         .take()
         .ok_or_else(|| fail!("{label}: no tokenizer was loaded"))?;
+    // The model's chat template (GGUF metadata, else tokenizer_config.json beside it).
+    let chat = ChatFormat::for_model(&loaded.resolved, &tok)?;
+    eprintln!("modelbench serve: {}", chat.describe());
+    opts.chat = std::sync::Arc::new(chat);
     opts.name = label.clone();
     opts.context = context;
     opts.device = spec.to_string();

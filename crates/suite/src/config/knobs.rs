@@ -462,6 +462,15 @@ pub const KNOBS: &[Knob] = &[
         examples: ("1", "required"),
     },
     Knob {
+        name: "MODELBENCH_REQUIRE_OPENAI_CLIENT",
+        scope: Scope::Tests,
+        values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
+        default: Value("0"),
+        doc: "the official openai Python client's checks of `serve` (tests/openai_client.rs) fail instead of skipping when scripts/install-openai-client.sh's install is absent; `0` lets them skip even under CI=true (`.ci/run` sets it after the install: 0 only when PyPI is unreachable)",
+        check: |v| ok(p::parse_bool(v, "MODELBENCH_REQUIRE_OPENAI_CLIENT")),
+        examples: ("1", "required"),
+    },
+    Knob {
         name: "MODELBENCH_REQUIRE_LLAMA_CPP",
         scope: Scope::Tests,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",

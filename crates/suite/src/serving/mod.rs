@@ -1,7 +1,8 @@
 //! Serving: an OpenAI-compatible server over the suite's models and a load generator for any
 //! such server.
 //!
-//! - [`protocol`]: the OpenAI wire format (request parsing, chunks, error bodies);
+//! - [`chat`]: chat prompts: the model's chat template (minijinja), BOS as llama.cpp adds it;
+//! - [`protocol`]: the OpenAI wire format (request parsing, chunks, logprobs, error bodies);
 //! - [`scheduler`]: the model thread, continuous batching with chunked prefill;
 //! - [`server`]: the HTTP side (axum), the bounded queue and `/metrics`;
 //! - [`load`]: `modelbench load`, closed- and open-loop load against one or more servers.
@@ -9,6 +10,7 @@
 //! A layer between `workloads` and `config`: it uses models, the engine's sampler and the
 //! output records; the binary's `serve` and `load` commands only parse their flags.
 
+pub mod chat;
 pub mod load;
 pub mod protocol;
 pub mod scheduler;

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::engine::sampling::SamplingParams;
-use crate::serving::scheduler::Finished;
+use crate::serving::scheduler::{Finished, TokenLogprobs};
 
 pub fn json_response(status: StatusCode, v: Value) -> Response {
     (
@@ -53,9 +53,28 @@ pub enum Api {
     Chat,
 }
 
+/// Most choices one request may ask for (`n`).
+pub const MAX_N: usize = 16;
+/// Most alternatives per token (`top_logprobs`, or the completions API's `logprobs`).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// What a request asks to continue.
+pub enum Prompt {
+    /// The completions API's prompt.
+    Text(String),
+    /// The chat API's messages (checked: [`crate::serving::chat::check_messages`]),
+    /// rendered by the model's chat format.
+    Chat {
+        messages: Vec<Value>,
+        add_generation_prompt: bool,
+        /// `chat_template_kwargs`: extra variables of the template (an object, or null).
+        kwargs: Value,
+    },
+}
+
 /// A validated request.
 pub struct Req {
-    pub prompt: String,
+    pub prompt: Prompt,
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub seed: Option<u64>,
@@ -63,6 +82,10 @@ pub struct Req {
     pub ignore_eos: bool,
     pub stream: bool,
     pub include_usage: bool,
+    /// Choices (`n`).
+    pub n: usize,
+    /// Log-probabilities asked for, with this many alternatives per token.
+    pub logprobs: Option<usize>,
 }
 
 pub fn parse(v: &Value, api: Api) -> Result<Req, Box<Response>> {
@@ -78,18 +101,19 @@ pub fn parse(v: &Value, api: Api) -> Result<Req, Box<Response>> {
                 .ok_or_else(|| rej(format!("`{k}` must be a number"), Some(k))),
         }
     };
-    let boolean = |k: &str| -> Result<bool, Box<Response>> {
+    let flag = |k: &str, default: bool| -> Result<bool, Box<Response>> {
         match obj.get(k) {
-            None | Some(Value::Null) => Ok(false),
+            None | Some(Value::Null) => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             Some(_) => Err(rej(format!("`{k}` must be true or false"), Some(k))),
         }
     };
+    let boolean = |k: &str| flag(k, false);
     let prompt = match api {
         Api::Completions => match obj.get("prompt") {
-            Some(Value::String(p)) => p.clone(),
+            Some(Value::String(p)) => Prompt::Text(p.clone()),
             Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-                a[0].as_str().unwrap_or_default().to_string()
+                Prompt::Text(a[0].as_str().unwrap_or_default().to_string())
             }
             None => return Err(rej("`prompt` is required".into(), Some("prompt"))),
             Some(_) => {
@@ -110,23 +134,24 @@ pub fn parse(v: &Value, api: Api) -> Result<Req, Box<Response>> {
                         Some("messages"),
                     )
                 })?;
-            // No chat template (see README): "role: content" lines, then "assistant:".
-            let mut p = String::new();
-            for m in msgs {
-                let role = m.get("role").and_then(Value::as_str);
-                let content = m.get("content").and_then(Value::as_str);
-                match (role, content) {
-                    (Some(r), Some(c)) => p.push_str(&format!("{r}: {c}\n")),
-                    _ => {
-                        return Err(rej(
-                            "each message needs a string `role` and a string `content`".into(),
-                            Some("messages"),
-                        ))
-                    }
+            let messages =
+                crate::serving::chat::check_messages(msgs).map_err(|m| rej(m, Some("messages")))?;
+            let add_generation_prompt = flag("add_generation_prompt", true)?;
+            let kwargs = match obj.get("chat_template_kwargs") {
+                None | Some(Value::Null) => Value::Null,
+                Some(o @ Value::Object(_)) => o.clone(),
+                Some(_) => {
+                    return Err(rej(
+                        "`chat_template_kwargs` must be an object".into(),
+                        Some("chat_template_kwargs"),
+                    ))
                 }
+            };
+            Prompt::Chat {
+                messages,
+                add_generation_prompt,
+                kwargs,
             }
-            p.push_str("assistant:");
-            p
         }
     };
     let max_key = if api == Api::Chat && obj.contains_key("max_completion_tokens") {
@@ -166,11 +191,47 @@ pub fn parse(v: &Value, api: Api) -> Result<Req, Box<Response>> {
                 .ok_or_else(|| rej("`seed` must be an integer >= 0".into(), Some("seed")))?,
         ),
     };
-    if let Some(n) = obj.get("n").filter(|n| !n.is_null()) {
-        if n.as_u64() != Some(1) {
-            return Err(rej("only `n` = 1 is supported".into(), Some("n")));
+    let n = match obj.get("n") {
+        None | Some(Value::Null) => 1,
+        Some(x) => match x.as_u64() {
+            Some(n) if (1..=MAX_N as u64).contains(&n) => n as usize,
+            _ => {
+                return Err(rej(
+                    format!("`n` must be an integer in 1..={MAX_N}"),
+                    Some("n"),
+                ))
+            }
+        },
+    };
+    let top = |k: &str| -> Result<Option<usize>, Box<Response>> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => match x.as_u64() {
+                Some(t) if t <= MAX_TOP_LOGPROBS as u64 => Ok(Some(t as usize)),
+                _ => Err(rej(
+                    format!("`{k}` must be an integer in 0..={MAX_TOP_LOGPROBS}"),
+                    Some(k),
+                )),
+            },
         }
-    }
+    };
+    let logprobs = match api {
+        // The completions API: `logprobs` is the number of alternatives (0: the token's own).
+        Api::Completions => top("logprobs")?,
+        // The chat API: `logprobs` true, `top_logprobs` alternatives.
+        Api::Chat => {
+            let on = boolean("logprobs")?;
+            match top("top_logprobs")? {
+                Some(_) if !on => {
+                    return Err(rej(
+                        "`top_logprobs` needs `logprobs`: true".into(),
+                        Some("top_logprobs"),
+                    ))
+                }
+                t => on.then(|| t.unwrap_or(0)),
+            }
+        }
+    };
     let stop = match obj.get("stop") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],
@@ -222,6 +283,8 @@ pub fn parse(v: &Value, api: Api) -> Result<Req, Box<Response>> {
         ignore_eos: boolean("ignore_eos")?,
         stream: boolean("stream")?,
         include_usage,
+        n,
+        logprobs,
     })
 }
 
@@ -240,11 +303,20 @@ impl Meta {
             (Api::Chat, true) => "chat.completion.chunk",
         }
     }
-    /// One streamed choice: the text piece (None: only the finish reason).
-    pub fn chunk(&self, text: Option<&str>, finish: Option<&str>, first: bool) -> Value {
+    /// One streamed chunk of choice `index`: its text piece (None: only the finish reason),
+    /// the finish reason, whether it is the choice's first (the chat API's role goes there) and
+    /// its `logprobs` ([`logprobs_json`] of the chunk's tokens, or null).
+    pub fn chunk(
+        &self,
+        index: usize,
+        text: Option<&str>,
+        finish: Option<&str>,
+        first: bool,
+        logprobs: Value,
+    ) -> Value {
         let choice = match self.api {
             Api::Completions => {
-                json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+                json!({"index": index, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish})
             }
             Api::Chat => {
                 let delta = match (first, text) {
@@ -252,11 +324,77 @@ impl Meta {
                     (false, Some(t)) => json!({"content": t}),
                     (false, None) => json!({}),
                 };
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+                json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
             }
         };
         json!({"id": self.id, "object": self.object(true), "created": self.created,
                "model": self.model, "choices": [choice]})
+    }
+
+    /// One choice of the whole (non-streamed) body.
+    pub fn choice(&self, index: usize, text: &str, finish: &str, logprobs: Value) -> Value {
+        match self.api {
+            Api::Completions => {
+                json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish})
+            }
+            Api::Chat => json!({"index": index,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": logprobs, "finish_reason": finish}),
+        }
+    }
+}
+
+/// A log-probability as JSON: OpenAI's -9999 for an impossible token (JSON has no infinity).
+fn lp(x: f32) -> Value {
+    json!(if x.is_finite() {
+        x.max(-9999.0)
+    } else {
+        -9999.0
+    })
+}
+
+/// `logprobs` of a choice (or of one streamed chunk) in the API's shape, for `tokens` whose
+/// first begins `offset` characters into the choice's text:
+/// - chat: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob",
+///   "bytes"}]}], "refusal": null}`;
+/// - completions: `{"tokens", "token_logprobs", "top_logprobs": [{token: logprob}],
+///   "text_offset"}` (offsets from the start of the completion, in characters).
+pub fn logprobs_json(api: Api, tokens: &[TokenLogprobs], offset: usize) -> Value {
+    match api {
+        Api::Chat => {
+            let entry =
+                |t: &str, x: f32| json!({"token": t, "logprob": lp(x), "bytes": t.as_bytes()});
+            let content: Vec<Value> = tokens
+                .iter()
+                .map(|t| {
+                    let mut e = entry(&t.token, t.logprob);
+                    e["top_logprobs"] = t.top.iter().map(|(s, x)| entry(s, *x)).collect();
+                    e
+                })
+                .collect();
+            json!({"content": content, "refusal": null})
+        }
+        Api::Completions => {
+            let mut at = offset;
+            let mut offsets = Vec::with_capacity(tokens.len());
+            for t in tokens {
+                offsets.push(at);
+                at += t.token.chars().count();
+            }
+            let top: Vec<Value> = tokens
+                .iter()
+                .map(|t| {
+                    let mut m = serde_json::Map::new();
+                    for (s, x) in &t.top {
+                        m.entry(s.clone()).or_insert_with(|| lp(*x));
+                    }
+                    Value::Object(m)
+                })
+                .collect();
+            json!({"tokens": tokens.iter().map(|t| t.token.as_str()).collect::<Vec<_>>(),
+                   "token_logprobs": tokens.iter().map(|t| lp(t.logprob)).collect::<Vec<_>>(),
+                   "top_logprobs": top, "text_offset": offsets})
+        }
     }
 }
 

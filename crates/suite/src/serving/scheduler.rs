@@ -22,7 +22,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::engine::sampling::{Sampler, SamplingParams};
 use crate::error::Result;
 pub use crate::models::batched::{host, StepModel, Work};
-use crate::models::tokenizer::{eos_ids, StreamDecoder};
+use crate::models::tokenizer::{decode, eos_ids, StreamDecoder};
 use crate::models::CausalLm;
 
 /// Any other model: one sequence at a time, the whole prompt in one forward (the models'
@@ -66,12 +66,33 @@ impl StepModel for Single {
     }
 }
 
-/// What the scheduler sends back for one request.
+/// What the scheduler sends back for one request (`index`: which of its `n` choices).
 pub enum Event {
-    /// Text of one generated token (empty while a multi-byte character is incomplete).
-    Text(String),
-    Done(Finished),
+    /// One generated token of choice `index`: the text it releases (empty while a multi-byte
+    /// character is incomplete or while the text could still be the start of a stop string)
+    /// and, when the request asked, its log-probabilities. After the last token, a held-back
+    /// text comes as an event with `logprobs` None.
+    Token {
+        index: usize,
+        text: String,
+        logprobs: Option<TokenLogprobs>,
+    },
+    Done {
+        index: usize,
+        finished: Finished,
+    },
     Failed(String),
+}
+
+/// A sampled token's log-probability and the most likely tokens at its position, each with
+/// its log-probability under the model's distribution (log-softmax of the logits, before
+/// temperature and the sampler's cuts): the sampled token as the text it released, the
+/// alternatives as the text each would add after the token before it.
+#[derive(Debug, Clone)]
+pub struct TokenLogprobs {
+    pub token: String,
+    pub logprob: f32,
+    pub top: Vec<(String, f32)>,
 }
 
 /// The end of a request, with what it saw.
@@ -95,9 +116,15 @@ pub struct Job {
     pub ids: Vec<u32>,
     pub max_tokens: usize,
     pub sampling: SamplingParams,
+    /// Choice `i` samples with seed `seed + i`.
     pub seed: u64,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
+    /// Choices (OpenAI's `n`): one prefill, then each choice from a copy of the sequence where
+    /// the model can copy one ([`StepModel::fork`]), else each choice prefills by itself.
+    pub n: usize,
+    /// Log-probabilities of each sampled token and of the `k` most likely at its position.
+    pub logprobs: Option<usize>,
     pub tx: UnboundedSender<Event>,
     pub queued: Instant,
 }
@@ -194,7 +221,7 @@ impl Metrics {
     }
 }
 
-/// The requests at positions `gone` of `active` leave it, their slots back in `free`.
+/// The sequences at positions `gone` of `active` leave it, their slots back in `free`.
 fn leave(active: &mut Vec<Active<'_>>, free: &mut Vec<usize>, gone: &[usize]) {
     if gone.is_empty() {
         return;
@@ -210,9 +237,42 @@ fn leave(active: &mut Vec<Active<'_>>, free: &mut Vec<usize>, gone: &[usize]) {
     });
 }
 
-/// A request in a slot.
-struct Active<'t> {
+/// How a request ended, the worst of its choices' ends (for `/metrics`).
+const ENDED_OK: u8 = 0;
+const ENDED_GONE: u8 = 1;
+const ENDED_FAILED: u8 = 2;
+
+/// A request with the choices it still runs: shared by its sequences.
+struct Request {
     job: Job,
+    /// Choices not yet ended (queued, pending or in a slot).
+    left: AtomicUsize,
+    /// The worst end so far ([`ENDED_OK`], [`ENDED_GONE`], [`ENDED_FAILED`]).
+    ended: std::sync::atomic::AtomicU8,
+}
+
+impl Request {
+    /// One choice ended `how`; the request's counter of `/metrics` moves when it was the last.
+    fn end(&self, how: u8, metrics: &Metrics) {
+        self.ended.fetch_max(how, Ordering::Relaxed);
+        if self.left.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let c = match self.ended.load(Ordering::Relaxed) {
+                ENDED_OK => &metrics.completed,
+                ENDED_GONE => &metrics.cancelled,
+                _ => &metrics.failed,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A choice of a request in a slot.
+struct Active<'t> {
+    req: Arc<Request>,
+    /// Which choice (0..n).
+    index: usize,
+    /// Choices still to make from this sequence once its prompt is in (n - 1 for choice 0).
+    forks: usize,
     slot: usize,
     /// Prompt tokens run so far.
     fed: usize,
@@ -222,6 +282,8 @@ struct Active<'t> {
     sampler: Sampler,
     dec: StreamDecoder<'t>,
     text: String,
+    /// Bytes of `text` sent (the rest may begin a stop string).
+    sent: usize,
     queue_ms: f64,
     steps: usize,
     batch_sum: usize,
@@ -229,25 +291,37 @@ struct Active<'t> {
     started: Instant,
 }
 
-impl Active<'_> {
-    /// Counts and logs a request whose client went away.
+impl<'t> Active<'t> {
+    fn job(&self) -> &Job {
+        &self.req.job
+    }
+
+    /// This choice ended `how`, and with it the choices still to be made from it.
+    fn end(&self, how: u8, metrics: &Metrics) {
+        for _ in 0..=self.forks {
+            self.req.end(how, metrics);
+        }
+    }
+
+    /// Counts and logs a choice whose client went away.
     fn client_gone(&self, metrics: &Metrics) {
-        metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+        self.end(ENDED_GONE, metrics);
         eprintln!(
             "request: {} prompt + {} tokens, client gone, {:.1} ms",
-            self.job.ids.len(),
+            self.job().ids.len(),
             self.generated,
             self.started.elapsed().as_secs_f64() * 1e3
         );
     }
 
     fn prompt_done(&self) -> bool {
-        self.fed == self.job.ids.len()
+        self.fed == self.job().ids.len()
     }
+
     fn finished(&self, finish: &'static str) -> Finished {
         Finished {
             finish,
-            prompt_tokens: self.job.ids.len(),
+            prompt_tokens: self.job().ids.len(),
             completion_tokens: self.generated,
             queue_ms: self.queue_ms,
             batch_mean: if self.steps == 0 {
@@ -257,6 +331,32 @@ impl Active<'_> {
             },
             batch_max: self.batch_max,
             steps: self.steps,
+        }
+    }
+
+    /// Choice `index` of the same request from this sequence, whose prompt is in: in `slot`,
+    /// which holds a copy of this sequence's cache.
+    fn forked(&self, index: usize, slot: usize, tok: &'t Tokenizer) -> Active<'t> {
+        Active {
+            req: self.req.clone(),
+            index,
+            forks: 0,
+            slot,
+            fed: self.fed,
+            context: self.context.clone(),
+            generated: 0,
+            sampler: Sampler::new(
+                self.job().sampling,
+                self.job().seed.wrapping_add(index as u64),
+            ),
+            dec: decoder(tok, &self.context),
+            text: String::new(),
+            sent: 0,
+            queue_ms: self.queue_ms,
+            steps: self.steps,
+            batch_sum: self.batch_sum,
+            batch_max: self.batch_max,
+            started: self.started,
         }
     }
 }
@@ -286,10 +386,13 @@ pub fn run(
     };
     let mut free: Vec<usize> = (0..slots).rev().collect();
     let mut active: Vec<Active<'_>> = Vec::new();
+    // Choices that could not be copied from their first sequence: they prefill by themselves,
+    // before any newer request.
+    let mut pending: std::collections::VecDeque<(Arc<Request>, usize)> = Default::default();
     loop {
         // Leave: clients gone (streaming or not) free their slot before the next step.
         active.retain(|a| {
-            if a.job.tx.is_closed() {
+            if a.job().tx.is_closed() {
                 a.client_gone(&metrics);
                 free.push(a.slot);
                 false
@@ -298,38 +401,54 @@ pub fn run(
             }
         });
         metrics.running.store(active.len(), Ordering::Relaxed);
-        // Join: queued requests into free slots (block when there is nothing to run).
+        // Join: pending choices, then queued requests, into free slots (block when there is
+        // nothing to run).
         while !free.is_empty() {
-            let job = if active.is_empty() {
-                match rx.recv() {
-                    Ok(j) => j,
-                    Err(_) => return,
-                }
-            } else {
-                match rx.try_recv() {
-                    Ok(j) => j,
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        if active.is_empty() {
-                            return;
+            let (req, index) = match pending.pop_front() {
+                Some(p) => p,
+                None => {
+                    let job = if active.is_empty() {
+                        match rx.recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
                         }
-                        break;
-                    }
+                    } else {
+                        match rx.try_recv() {
+                            Ok(j) => j,
+                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                                if active.is_empty() {
+                                    return;
+                                }
+                                break;
+                            }
+                        }
+                    };
+                    metrics.queued.fetch_sub(1, Ordering::Relaxed);
+                    let n = job.n.max(1);
+                    let req = Arc::new(Request {
+                        job,
+                        left: AtomicUsize::new(n),
+                        ended: Default::default(),
+                    });
+                    (req, 0)
                 }
             };
-            metrics.queued.fetch_sub(1, Ordering::Relaxed);
-            if job.tx.is_closed() {
-                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                continue; // the client left while queued
+            // Choice 0 stands for every choice still to be made from it.
+            let choices = if index == 0 { req.job.n.max(1) } else { 1 };
+            let end = |how: u8| (0..choices).for_each(|_| req.end(how, &metrics));
+            if req.job.tx.is_closed() {
+                end(ENDED_GONE); // the client left while this waited
+                continue;
             }
             let slot = free.pop().expect("a free slot");
             if let Err(e) = model.start(slot) {
-                let _ = job.tx.send(Event::Failed(e.to_string()));
-                metrics.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = req.job.tx.send(Event::Failed(e.to_string()));
+                end(ENDED_FAILED);
                 free.push(slot);
                 continue;
             }
-            active.push(admit(job, slot, &metrics, &tok));
+            active.push(admit(req, index, slot, &metrics, &tok));
         }
         metrics.running.store(active.len(), Ordering::Relaxed);
         if active.is_empty() {
@@ -348,7 +467,7 @@ pub fn run(
             if a.prompt_done() {
                 continue;
             }
-            let to = a.job.ids.len().min(a.fed.saturating_add(chunk));
+            let to = a.job().ids.len().min(a.fed.saturating_add(chunk));
             let n = to - a.fed;
             if n > budget && !plan.is_empty() {
                 break; // oldest first: a later prompt does not overtake this one
@@ -369,8 +488,8 @@ pub fn run(
                 } else {
                     Work {
                         slot: a.slot,
-                        tokens: &a.job.ids[from..to],
-                        logits: to == a.job.ids.len(),
+                        tokens: &a.job().ids[from..to],
+                        logits: to == a.job().ids.len(),
                     }
                 }
             })
@@ -395,8 +514,8 @@ pub fn run(
                 eprintln!("step failed ({n_seq} sequences): {msg}");
                 for &(i, _, _) in &plan {
                     let a = &active[i];
-                    let _ = a.job.tx.send(Event::Failed(msg.clone()));
-                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    let _ = a.job().tx.send(Event::Failed(msg.clone()));
+                    a.end(ENDED_FAILED, &metrics);
                 }
                 let gone: Vec<usize> = plan.iter().map(|p| p.0).collect();
                 leave(&mut active, &mut free, &gone);
@@ -404,6 +523,8 @@ pub fn run(
             }
         };
         let mut ended: Vec<usize> = Vec::new();
+        // Choices copied from a sequence whose prompt just went in, with their first logits.
+        let mut born: Vec<(Active<'_>, Vec<f32>)> = Vec::new();
         for (&(i, _, to), l) in plan.iter().zip(logits) {
             let a = &mut active[i];
             a.steps += 1;
@@ -413,101 +534,300 @@ pub fn run(
                 a.fed = to;
             }
             let Some(mut l) = l else { continue };
-            let after = sample_one(a, &mut l, &eos);
-            match after {
-                After::Continue => {}
-                After::Finish(finish) => {
-                    let f = a.finished(finish);
-                    metrics.completed.fetch_add(1, Ordering::Relaxed);
-                    metrics
-                        .completion_tokens
-                        .fetch_add(a.generated as u64, Ordering::Relaxed);
-                    eprintln!(
-                        "request: {} prompt + {} tokens, {finish}, queue {:.1} ms, batch mean {:.2} max {}, {:.1} ms",
-                        f.prompt_tokens,
-                        f.completion_tokens,
-                        f.queue_ms,
-                        f.batch_mean,
-                        f.batch_max,
-                        a.started.elapsed().as_secs_f64() * 1e3
-                    );
-                    let _ = a.job.tx.send(Event::Done(f));
-                    ended.push(i);
+            if a.forks > 0 {
+                for index in a.index + 1..=a.index + a.forks {
+                    let copied = match free.pop() {
+                        Some(slot) => match model.fork(a.slot, slot) {
+                            Ok(true) => Some(slot),
+                            Ok(false) => {
+                                free.push(slot);
+                                None
+                            }
+                            Err(e) => {
+                                eprintln!("fork of a sequence failed ({e}): its choice {index} prefills by itself");
+                                free.push(slot);
+                                None
+                            }
+                        },
+                        None => None,
+                    };
+                    match copied {
+                        Some(slot) => born.push((a.forked(index, slot, &tok), l.clone())),
+                        None => pending.push_back((a.req.clone(), index)),
+                    }
                 }
-                After::Gone => {
-                    a.client_gone(&metrics);
-                    ended.push(i);
-                }
-                After::Failed(m) => {
-                    metrics.failed.fetch_add(1, Ordering::Relaxed);
-                    let _ = a.job.tx.send(Event::Failed(m));
-                    ended.push(i);
-                }
+                a.forks = 0;
+            }
+            let after = sample_one(a, &mut l, &eos, &tok);
+            if settle(a, after, &metrics) {
+                ended.push(i);
             }
         }
         leave(&mut active, &mut free, &ended);
+        for (mut a, mut l) in born {
+            let after = sample_one(&mut a, &mut l, &eos, &tok);
+            if settle(&mut a, after, &metrics) {
+                free.push(a.slot);
+            } else {
+                active.push(a);
+            }
+        }
     }
 }
 
-/// A queued request taking slot `slot`.
-fn admit<'t>(job: Job, slot: usize, metrics: &Metrics, tok: &'t Tokenizer) -> Active<'t> {
+/// Acts on what a sampled token did: sends the end of a finished choice (with any text held
+/// back) and counts it. Returns whether the choice leaves its slot.
+fn settle(a: &mut Active<'_>, after: After, metrics: &Metrics) -> bool {
+    match after {
+        After::Continue => false,
+        After::Finish(finish) => {
+            // Text held back as a possible stop string's start goes out now (a stop string's
+            // end sent what comes before it already).
+            if a.sent < a.text.len() {
+                let rest = a.text[a.sent..].to_string();
+                a.sent = a.text.len();
+                let _ = a.job().tx.send(Event::Token {
+                    index: a.index,
+                    text: rest,
+                    logprobs: None,
+                });
+            }
+            let f = a.finished(finish);
+            a.end(ENDED_OK, metrics);
+            metrics
+                .completion_tokens
+                .fetch_add(a.generated as u64, Ordering::Relaxed);
+            eprintln!(
+                "request: {} prompt + {} tokens{}, {finish}, queue {:.1} ms, batch mean {:.2} max {}, {:.1} ms",
+                f.prompt_tokens,
+                f.completion_tokens,
+                if a.job().n > 1 {
+                    format!(" (choice {} of {})", a.index, a.job().n)
+                } else {
+                    String::new()
+                },
+                f.queue_ms,
+                f.batch_mean,
+                f.batch_max,
+                a.started.elapsed().as_secs_f64() * 1e3
+            );
+            let _ = a.job().tx.send(Event::Done {
+                index: a.index,
+                finished: f,
+            });
+            true
+        }
+        After::Gone => {
+            a.client_gone(metrics);
+            true
+        }
+        After::Failed(m) => {
+            a.end(ENDED_FAILED, metrics);
+            let _ = a.job().tx.send(Event::Failed(m));
+            true
+        }
+    }
+}
+
+/// Choice `index` of a request taking slot `slot` (its prompt still to run).
+fn admit<'t>(
+    req: Arc<Request>,
+    index: usize,
+    slot: usize,
+    metrics: &Metrics,
+    tok: &'t Tokenizer,
+) -> Active<'t> {
+    let job = &req.job;
     let queue_ms = job.queued.elapsed().as_secs_f64() * 1e3;
-    metrics.admitted.fetch_add(1, Ordering::Relaxed);
-    metrics
-        .queue_us
-        .fetch_add((queue_ms * 1e3) as u64, Ordering::Relaxed);
+    if index == 0 {
+        metrics.admitted.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .queue_us
+            .fetch_add((queue_ms * 1e3) as u64, Ordering::Relaxed);
+    }
     metrics
         .prompt_tokens
         .fetch_add(job.ids.len() as u64, Ordering::Relaxed);
     Active {
         slot,
+        index,
+        forks: if index == 0 {
+            job.n.saturating_sub(1)
+        } else {
+            0
+        },
         fed: 0,
         context: job.ids.clone(),
         generated: 0,
-        sampler: Sampler::new(job.sampling, job.seed),
-        dec: StreamDecoder::new(tok),
+        sampler: Sampler::new(job.sampling, job.seed.wrapping_add(index as u64)),
+        dec: decoder(tok, &job.ids),
         text: String::new(),
+        sent: 0,
         queue_ms,
         steps: 0,
         batch_sum: 0,
         batch_max: 0,
         started: Instant::now(),
-        job,
+        req,
     }
 }
 
-/// Samples the next token of `a` from its logits and streams its text.
-fn sample_one(a: &mut Active<'_>, logits: &mut [f32], eos: &[u32]) -> After {
+/// A streaming decoder that continues `context` (its last token read first, its text not
+/// sent): the first generated token's text is what it adds after the prompt (" e" after
+/// "a b c d"), as a later token's is.
+fn decoder<'t>(tok: &'t Tokenizer, context: &[u32]) -> StreamDecoder<'t> {
+    let mut d = StreamDecoder::new(tok);
+    if let Some(&last) = context.last() {
+        let _ = d.push(last);
+    }
+    d
+}
+
+/// The text token `id` adds after `prev` (the token before it, if any).
+pub fn token_piece(tok: &Tokenizer, prev: Option<u32>, id: u32) -> String {
+    let Some(p) = prev else {
+        return decode(tok, &[id]).unwrap_or_default();
+    };
+    let before = decode(tok, &[p]).unwrap_or_default();
+    let both = decode(tok, &[p, id]).unwrap_or_default();
+    let mut cut = before.len().min(both.len());
+    while cut > 0 && !both.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    both[cut..].to_string()
+}
+
+/// Log-probabilities of `id` and of the `k` most likely tokens under `logits` (the model's,
+/// before the sampler touched them), each token's text after `prev`.
+pub fn logprobs_of(
+    tok: &Tokenizer,
+    prev: Option<u32>,
+    logits: &[f32],
+    id: u32,
+    k: usize,
+) -> TokenLogprobs {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    let lp = |i: u32| {
+        logits
+            .get(i as usize)
+            .map_or(f32::NEG_INFINITY, |x| x - lse)
+    };
+    TokenLogprobs {
+        token: token_piece(tok, prev, id),
+        logprob: lp(id),
+        top: match k {
+            0 => Vec::new(),
+            _ => crate::engine::sampling::top_k(logits, k)
+                .into_iter()
+                .map(|(t, _)| (token_piece(tok, prev, t), lp(t)))
+                .collect(),
+        },
+    }
+}
+
+/// How many bytes at the end of `text` could begin one of `stops` (the longest such suffix
+/// shorter than the stop string itself), on a character boundary.
+fn held_back(text: &str, stops: &[String]) -> usize {
+    let mut keep = 0;
+    for s in stops {
+        for k in (1..s.len()).rev() {
+            if k <= keep {
+                break;
+            }
+            if k <= text.len()
+                && text.is_char_boundary(text.len() - k)
+                && s.is_char_boundary(k)
+                && text.ends_with(&s[..k])
+            {
+                keep = k;
+                break;
+            }
+        }
+    }
+    keep
+}
+
+/// Samples the next token of `a` from its logits and streams its text: all of it, except a
+/// tail that could begin a stop string (sent once it cannot, or at the end); a stop string
+/// ends the text before it.
+fn sample_one(a: &mut Active<'_>, logits: &mut [f32], eos: &[u32], tok: &Tokenizer) -> After {
+    let model_logits = a.job().logprobs.map(|_| logits.to_vec());
     let id = a.sampler.sample(logits, &a.context);
-    if !a.job.ignore_eos && eos.contains(&id) {
+    if !a.job().ignore_eos && eos.contains(&id) {
         return After::Finish("stop");
     }
+    let mut logprobs = model_logits.map(|l| {
+        logprobs_of(
+            tok,
+            a.context.last().copied(),
+            &l,
+            id,
+            a.job().logprobs.unwrap_or(0),
+        )
+    });
     a.generated += 1;
     a.context.push(id);
     let piece = match a.dec.push(id) {
         Ok(p) => p.unwrap_or_default(),
         Err(e) => return After::Failed(e.to_string()),
     };
-    let before = a.text.len();
+    if let Some(l) = logprobs.as_mut() {
+        // The sampled token as the text it released (a character split over tokens goes with
+        // the token that completes it), so the tokens spell the text.
+        l.token = piece.clone();
+    }
     a.text.push_str(&piece);
-    let mut out = piece;
-    let mut finish = None;
-    if let Some(at) = a
-        .job
+    let stop_at = a
+        .job()
         .stop
         .iter()
         .filter_map(|s| a.text.find(s.as_str()))
-        .min()
-    {
-        out = a.text[before.min(at)..at].to_string();
-        finish = Some("stop");
+        .min();
+    let upto = match stop_at {
+        Some(at) => at,
+        None => a.text.len() - held_back(&a.text, &a.job().stop),
+    };
+    let out = if upto > a.sent {
+        let t = a.text[a.sent..upto].to_string();
+        a.sent = upto;
+        t
+    } else {
+        String::new()
+    };
+    if stop_at.is_some() {
+        // What follows the stop string is never sent.
+        a.text.truncate(a.sent);
     }
-    if a.job.tx.send(Event::Text(out)).is_err() {
+    let ev = Event::Token {
+        index: a.index,
+        text: out,
+        logprobs,
+    };
+    if a.job().tx.send(ev).is_err() {
         return After::Gone;
     }
-    match finish {
-        Some(f) => After::Finish(f),
-        None if a.generated >= a.job.max_tokens => After::Finish("length"),
+    match stop_at {
+        Some(_) => After::Finish("stop"),
+        None if a.generated >= a.job().max_tokens => After::Finish("length"),
         None => After::Continue,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_back_is_the_longest_tail_that_begins_a_stop_string() {
+        let stops = vec!["\nuser:".to_string(), "END".to_string()];
+        assert_eq!(held_back("hello\nus", &stops), 3);
+        assert_eq!(held_back("hello\n", &stops), 1);
+        assert_eq!(held_back("hello EN", &stops), 2);
+        assert_eq!(held_back("hello", &stops), 0);
+        assert_eq!(held_back("", &stops), 0);
+        assert_eq!(held_back("xé", &["éa".to_string()]), 2);
+        assert_eq!(held_back("abc", &[]), 0);
     }
 }

@@ -24,13 +24,17 @@ use crate::error::{Error, Result};
 use crate::models::batched::BatchOptions;
 use crate::models::quantized::GgufImpl;
 use crate::models::source::Resolved;
-use crate::models::tokenizer::{bos_id, encode};
+use crate::models::tokenizer::bos_id;
 use crate::models::CausalLm;
 use crate::models::Weights;
+use crate::serving::chat::{chat_prompt, prompt_ids, ChatFormat};
 use crate::serving::protocol::{
-    bad, error, json_response, overloaded, parse, sse, stats, usage, Api, Meta,
+    bad, error, json_response, logprobs_json, overloaded, parse, sse, stats, usage, Api, Meta,
+    Prompt,
 };
-use crate::serving::scheduler::{self, Event, Job, Limits, Metrics, Single};
+use crate::serving::scheduler::{
+    self, Event, Finished, Job, Limits, Metrics, Single, TokenLogprobs,
+};
 
 /// Default `--max-batch` for a model that batches (llama-server's `--parallel` is 4 by
 /// default; vLLM's is 256).
@@ -66,6 +70,9 @@ pub struct Options {
     /// Q8_0 on candle's SIMD loop. Logits differ from the bench path's in float rounding; the KL-divergence
     /// gate judges them (docs/serving.md). False (the default): the bench path's kernels.
     pub fast_weights: bool,
+    /// How chat messages become a prompt: the model's chat template
+    /// ([`ChatFormat::for_model`]), or the "role: content" fallback.
+    pub chat: Arc<ChatFormat>,
 }
 
 impl Options {
@@ -81,6 +88,7 @@ impl Options {
             device: "cpu".into(),
             dtype: "unreported".into(),
             fast_weights: false,
+            chat: Arc::new(ChatFormat::role_lines()),
         }
     }
 
@@ -122,6 +130,7 @@ pub fn context_for(asked: Option<usize>, model_context: usize) -> Result<usize> 
 
 struct Shared {
     name: String,
+    chat: Arc<ChatFormat>,
     tok: Arc<Tokenizer>,
     bos: Option<u32>,
     context: usize,
@@ -417,6 +426,7 @@ pub fn start(p: Prepared, tok: Tokenizer, o: &Options, addr: SocketAddr) -> Resu
     }
     let shared = Arc::new(Shared {
         name: o.name.clone(),
+        chat: o.chat.clone(),
         bos: bos_id(&tok),
         tok,
         context: o.context,
@@ -442,10 +452,11 @@ pub fn start(p: Prepared, tok: Tokenizer, o: &Options, addr: SocketAddr) -> Resu
         .route("/v1/models", get(models_handler))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
+        .route("/apply-template", post(apply_template))
         .fallback(|uri: axum::http::Uri| async move {
             error(
                 StatusCode::NOT_FOUND,
-                &format!("no route {uri} (routes: /v1/completions, /v1/chat/completions, /v1/models, /metrics, /health)"),
+                &format!("no route {uri} (routes: /v1/completions, /v1/chat/completions, /v1/models, /apply-template, /metrics, /health)"),
                 "invalid_request_error",
                 None,
                 Some("not_found"),
@@ -515,6 +526,39 @@ async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     handle(s, body, Api::Chat).await
 }
 
+/// llama-server's `POST /apply-template`: a chat request's prompt as the chat endpoint makes
+/// it, `{"prompt": text}` (the model's chat template rendered; a leading BOS text dropped where
+/// the tokenizer puts BOS first), without running it.
+async fn apply_template(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("malformed JSON body: {e}"), None),
+    };
+    let req = match parse(&v, Api::Chat) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let Prompt::Chat {
+        messages,
+        add_generation_prompt,
+        kwargs,
+    } = &req.prompt
+    else {
+        return bad("`messages` is required".into(), Some("messages"));
+    };
+    match chat_prompt(
+        &s.chat,
+        &s.tok,
+        s.bos,
+        messages,
+        *add_generation_prompt,
+        kwargs,
+    ) {
+        Ok((text, _)) => json_response(StatusCode::OK, json!({ "prompt": text })),
+        Err(m) => bad(m, Some("messages")),
+    }
+}
+
 async fn handle(s: Arc<Shared>, body: Bytes, api: Api) -> Response {
     match validate_and_queue(&s, body, api) {
         Parts::Done(resp) => {
@@ -528,14 +572,26 @@ async fn handle(s: Arc<Shared>, body: Bytes, api: Api) -> Response {
             rx,
             stream,
             include_usage,
+            n,
+            logprobs,
         } => {
+            let how = Collect { meta, n, logprobs };
             if stream {
-                stream_response(meta, rx, include_usage)
+                stream_response(how, rx, include_usage)
             } else {
-                collect_response(meta, rx).await
+                collect_response(how, rx).await
             }
         }
     }
+}
+
+/// What shapes a queued request's answer.
+struct Collect {
+    meta: Meta,
+    /// Choices.
+    n: usize,
+    /// Whether `logprobs` go in the choices.
+    logprobs: bool,
 }
 
 /// A request answered at once, or queued.
@@ -546,6 +602,8 @@ enum Parts {
         rx: UnboundedReceiver<Event>,
         stream: bool,
         include_usage: bool,
+        n: usize,
+        logprobs: bool,
     },
 }
 
@@ -574,20 +632,32 @@ fn validate_and_queue(s: &Shared, body: Bytes, api: Api) -> Parts {
         Ok(r) => r,
         Err(resp) => return Parts::Done(*resp),
     };
-    let mut ids = match encode(&s.tok, &req.prompt) {
-        Ok(ids) => ids,
-        Err(e) => {
-            return Parts::Done(bad(
-                format!("cannot tokenize the prompt: {e}"),
-                Some("prompt"),
-            ))
-        }
+    let ids = match &req.prompt {
+        Prompt::Text(p) => match prompt_ids(&s.tok, s.bos, p) {
+            Ok(ids) => ids,
+            Err(e) => {
+                return Parts::Done(bad(
+                    format!("cannot tokenize the prompt: {e}"),
+                    Some("prompt"),
+                ))
+            }
+        },
+        Prompt::Chat {
+            messages,
+            add_generation_prompt,
+            kwargs,
+        } => match chat_prompt(
+            &s.chat,
+            &s.tok,
+            s.bos,
+            messages,
+            *add_generation_prompt,
+            kwargs,
+        ) {
+            Ok((_, ids)) => ids,
+            Err(m) => return Parts::Done(bad(m, Some("messages"))),
+        },
     };
-    if let Some(b) = s.bos {
-        if ids.first() != Some(&b) {
-            ids.insert(0, b);
-        }
-    }
     let param = if api == Api::Chat {
         "messages"
     } else {
@@ -620,6 +690,8 @@ fn validate_and_queue(s: &Shared, body: Bytes, api: Api) -> Parts {
         seed: req.seed.unwrap_or(s.seed.wrapping_add(n)),
         stop: req.stop.clone(),
         ignore_eos: req.ignore_eos,
+        n: req.n,
+        logprobs: req.logprobs,
         tx,
         queued: Instant::now(),
     };
@@ -644,56 +716,107 @@ fn validate_and_queue(s: &Shared, body: Bytes, api: Api) -> Parts {
         rx,
         stream: req.stream,
         include_usage: req.include_usage,
+        n: req.n,
+        logprobs: req.logprobs.is_some(),
     }
 }
 
-/// Server-sent events in OpenAI's format: `data: {chunk}\n\n` per piece, a last chunk with
-/// the finish reason (and the request's `modelbench` stats), the usage chunk
-/// (`stream_options.include_usage`), then `data: [DONE]`.
-fn stream_response(meta: Meta, rx: UnboundedReceiver<Event>, include_usage: bool) -> Response {
+/// Server-sent events in OpenAI's format: `data: {chunk}\n\n` per piece of each choice (with
+/// its tokens' `logprobs` when asked), a chunk with each choice's finish reason (and its
+/// `modelbench` stats), once every choice finished the usage chunk
+/// (`stream_options.include_usage`: then every other chunk carries `"usage": null`), then
+/// `data: [DONE]`.
+fn stream_response(how: Collect, rx: UnboundedReceiver<Event>, include_usage: bool) -> Response {
     struct St {
-        meta: Meta,
+        how: Collect,
         rx: UnboundedReceiver<Event>,
-        first: bool,
-        done: bool,
+        /// Per choice: nothing sent yet, characters of its tokens so far.
+        first: Vec<bool>,
+        offset: Vec<usize>,
+        done: Vec<Option<Finished>>,
+        over: bool,
         include_usage: bool,
     }
+    let n = how.n;
     let st = St {
-        meta,
+        how,
         rx,
-        first: true,
-        done: false,
+        first: vec![true; n],
+        offset: vec![0; n],
+        done: vec![None; n],
+        over: false,
         include_usage,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
-        if st.done {
+        if st.over {
             return None;
         }
         let mut out = Vec::new();
+        let send = |out: &mut Vec<u8>, mut v: Value, include_usage: bool| {
+            if include_usage {
+                v["usage"] = Value::Null;
+            }
+            out.extend_from_slice(&sse(&v));
+        };
         while out.is_empty() {
             let failed = match st.rx.recv().await {
-                Some(Event::Text(t)) if t.is_empty() && !st.first => continue, // incomplete char
-                Some(Event::Text(t)) => {
-                    out.extend_from_slice(&sse(&st.meta.chunk(Some(&t), None, st.first)));
-                    st.first = false;
+                Some(Event::Token {
+                    index,
+                    text,
+                    logprobs,
+                }) if index < st.how.n => {
+                    if text.is_empty() && logprobs.is_none() && !st.first[index] {
+                        continue; // an incomplete character, or text held back
+                    }
+                    let lp = match &logprobs {
+                        Some(t) if st.how.logprobs => {
+                            let v = logprobs_json(
+                                st.how.meta.api,
+                                std::slice::from_ref(t),
+                                st.offset[index],
+                            );
+                            st.offset[index] += t.token.chars().count();
+                            v
+                        }
+                        _ => Value::Null,
+                    };
+                    let c = st
+                        .how
+                        .meta
+                        .chunk(index, Some(&text), None, st.first[index], lp);
+                    send(&mut out, c, st.include_usage);
+                    st.first[index] = false;
                     continue;
                 }
-                Some(Event::Done(f)) => {
-                    let mut last = st.meta.chunk(None, Some(f.finish), st.first);
-                    last["modelbench"] = stats(&f);
-                    if st.include_usage {
-                        last["usage"] = Value::Null;
+                Some(Event::Done { index, finished }) if index < st.how.n => {
+                    let mut last = st.how.meta.chunk(
+                        index,
+                        None,
+                        Some(finished.finish),
+                        st.first[index],
+                        Value::Null,
+                    );
+                    last["modelbench"] = stats(&finished);
+                    send(&mut out, last, st.include_usage);
+                    st.done[index] = Some(finished);
+                    if st.done.iter().all(Option::is_some) {
+                        if st.include_usage {
+                            let done: Vec<&Finished> = st.done.iter().flatten().collect();
+                            let mut u = st.how.meta.chunk(0, None, None, false, Value::Null);
+                            u["choices"] = json!([]);
+                            u["usage"] = usage(
+                                done[0].prompt_tokens,
+                                done.iter().map(|f| f.completion_tokens).sum(),
+                            );
+                            out.extend_from_slice(&sse(&u));
+                        }
+                        out.extend_from_slice(b"data: [DONE]\n\n");
+                        st.over = true;
                     }
-                    out.extend_from_slice(&sse(&last));
-                    if st.include_usage {
-                        let mut u = st.meta.chunk(None, None, false);
-                        u["choices"] = json!([]);
-                        u["usage"] = usage(f.prompt_tokens, f.completion_tokens);
-                        out.extend_from_slice(&sse(&u));
-                    }
-                    out.extend_from_slice(b"data: [DONE]\n\n");
-                    st.done = true;
                     continue;
+                }
+                Some(Event::Token { index, .. } | Event::Done { index, .. }) => {
+                    format!("the model worker sent choice {index} of {}", st.how.n)
                 }
                 Some(Event::Failed(m)) => m,
                 None => "the model worker stopped".to_string(),
@@ -701,7 +824,7 @@ fn stream_response(meta: Meta, rx: UnboundedReceiver<Event>, include_usage: bool
             let e = json!({"error": {"message": failed, "type": "server_error", "param": null, "code": null}});
             out.extend_from_slice(&sse(&e));
             out.extend_from_slice(b"data: [DONE]\n\n");
-            st.done = true;
+            st.over = true;
         }
         Some((Ok::<Bytes, Infallible>(Bytes::from(out)), st))
     });
@@ -713,49 +836,65 @@ fn stream_response(meta: Meta, rx: UnboundedReceiver<Event>, include_usage: bool
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// One JSON body with the whole text, `usage` and the request's `modelbench` stats.
-async fn collect_response(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Response {
-    let mut text = String::new();
-    loop {
+/// One JSON body with every choice's whole text (and `logprobs` when asked), `usage` (the
+/// prompt once, the completion tokens of all choices) and the first choice's `modelbench`
+/// stats.
+async fn collect_response(how: Collect, mut rx: UnboundedReceiver<Event>) -> Response {
+    let n = how.n;
+    let mut text = vec![String::new(); n];
+    let mut tokens: Vec<Vec<TokenLogprobs>> = vec![Vec::new(); n];
+    let mut done: Vec<Option<Finished>> = vec![None; n];
+    let failed = loop {
         match rx.recv().await {
-            Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Done(f)) => {
-                let choice = match meta.api {
-                    Api::Completions => {
-                        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": f.finish})
-                    }
-                    Api::Chat => json!({"index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "logprobs": null, "finish_reason": f.finish}),
-                };
-                return json_response(
-                    StatusCode::OK,
-                    json!({"id": meta.id, "object": meta.object(false), "created": meta.created,
-                           "model": meta.model, "choices": [choice],
-                           "usage": usage(f.prompt_tokens, f.completion_tokens),
-                           "modelbench": stats(&f)}),
-                );
+            Some(Event::Token {
+                index,
+                text: t,
+                logprobs,
+            }) if index < n => {
+                text[index].push_str(&t);
+                tokens[index].extend(logprobs);
             }
-            Some(Event::Failed(m)) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &m,
-                    "server_error",
-                    None,
-                    None,
-                )
+            Some(Event::Done { index, finished }) if index < n => {
+                done[index] = Some(finished);
+                if done.iter().all(Option::is_some) {
+                    break None;
+                }
             }
-            None => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the model worker stopped",
-                    "server_error",
-                    None,
-                    None,
-                )
+            Some(Event::Token { index, .. } | Event::Done { index, .. }) => {
+                break Some(format!("the model worker sent choice {index} of {n}"))
             }
+            Some(Event::Failed(m)) => break Some(m),
+            None => break Some("the model worker stopped".to_string()),
         }
+    };
+    if let Some(m) = failed {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &m,
+            "server_error",
+            None,
+            None,
+        );
     }
+    let done: Vec<Finished> = done.into_iter().flatten().collect();
+    let choices: Vec<Value> = (0..n)
+        .map(|i| {
+            let lp = if how.logprobs {
+                logprobs_json(how.meta.api, &tokens[i], 0)
+            } else {
+                Value::Null
+            };
+            how.meta.choice(i, &text[i], done[i].finish, lp)
+        })
+        .collect();
+    let meta = &how.meta;
+    json_response(
+        StatusCode::OK,
+        json!({"id": meta.id, "object": meta.object(false), "created": meta.created,
+               "model": meta.model, "choices": choices,
+               "usage": usage(done[0].prompt_tokens, done.iter().map(|f| f.completion_tokens).sum()),
+               "modelbench": stats(&done[0])}),
+    )
 }
 
 #[cfg(test)]

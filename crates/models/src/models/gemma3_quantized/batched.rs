@@ -512,4 +512,11 @@ impl crate::models::batched::BatchedLm for Batched {
             (false, _) => format!("the project's quantized gemma3 on the bench path's kernels{lone_rows}"),
         }
     }
+    fn fork_seq(&self, seq: &SeqCache) -> Option<Result<SeqCache>> {
+        Some(seq.fork(|l| match l {
+            Cache::Global(c) => crate::models::quantized_parts::copy_kv(c).map(Cache::Global),
+            // Cut and concatenated into new tensors each step, never written in place.
+            Cache::Sliding(kv) => Ok(Cache::Sliding(kv.clone())),
+        }))
+    }
 }
