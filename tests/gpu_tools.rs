@@ -63,41 +63,9 @@ fn the_trace_summary_counts_only_the_extra_decode_steps() {
     // each step: 10 kernels of 3 us (30 us busy), the side kernel overlapping the last one and
     // running 1 us past it (+1 us busy, +2 us kernel time), the copy (+1 us): busy 32 us,
     // kernel time 32 us in 11 kernels; wall 50 + 21 = 71 us a step (the program's clock).
-    let wall = |n: usize| format!("{}", n as f64 * 71e-6);
-    let out = summary(
-        d.path(),
-        &[
-            "--engine",
-            "test",
-            "--short",
-            "a.tsv",
-            "--long",
-            "b.tsv",
-            "--short-tokens",
-            "32",
-            "--long-tokens",
-            "160",
-            "--short-wall-s",
-            &wall(32),
-            "--long-wall-s",
-            &wall(160),
-            "--untraced-short-wall-s",
-            &format!("{}", 32.0 * 61e-6),
-            "--untraced-long-wall-s",
-            &format!("{}", 160.0 * 61e-6),
-            "--out",
-            "s.json",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.path().join("s.json")).unwrap()).unwrap();
-    let f = |k: &str| s[k].as_f64().unwrap();
     let near = |a: f64, b: f64| (a - b).abs() < 1e-6 * b.abs().max(1.0);
+    let s = summarise(d.path(), "s.json", true);
+    let f = |k: &str| s[k].as_f64().unwrap();
     assert!(near(f("wall_us_per_token"), 71.0), "{s}");
     assert!(near(f("device_busy_us_per_token"), 32.0), "{s}");
     assert!(near(f("kernel_us_per_token"), 32.0), "{s}");
@@ -120,30 +88,7 @@ fn the_trace_summary_counts_only_the_extra_decode_steps() {
     // a change in the per-token work shows: 12 kernels a step instead of 10
     trace(&long, 160, 12);
     trace(&short, 32, 12);
-    let out = summary(
-        d.path(),
-        &[
-            "--engine",
-            "test",
-            "--short",
-            "a.tsv",
-            "--long",
-            "b.tsv",
-            "--short-tokens",
-            "32",
-            "--long-tokens",
-            "160",
-            "--short-wall-s",
-            &wall(32),
-            "--long-wall-s",
-            &wall(160),
-            "--out",
-            "s2.json",
-        ],
-    );
-    assert!(out.status.success());
-    let s2: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.path().join("s2.json")).unwrap()).unwrap();
+    let s2 = summarise(d.path(), "s2.json", false);
     assert!(
         near(s2["kernels_per_token"].as_f64().unwrap(), 13.0),
         "{s2}"
@@ -152,6 +97,40 @@ fn the_trace_summary_counts_only_the_extra_decode_steps() {
         near(s2["device_busy_us_per_token"].as_f64().unwrap(), 38.0),
         "{s2}"
     );
+    assert!(s2.get("launch_bound_share_untraced_wall").is_none(), "{s2}");
+}
+
+/// The summary of a.tsv (32 tokens) against b.tsv (160) in `dir`, with the walls of 71 us a
+/// step (and, with `untraced`, 61 us untraced), read back from `out`.
+fn summarise(dir: &Path, out: &str, untraced: bool) -> serde_json::Value {
+    let secs = |n: f64, us: f64| format!("{}", n * us * 1e-6);
+    let mut args: Vec<String> = [
+        "--engine",
+        "test",
+        "--short",
+        "a.tsv",
+        "--long",
+        "b.tsv",
+        "--short-tokens",
+        "32",
+        "--long-tokens",
+        "160",
+        "--out",
+        out,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(["--short-wall-s".into(), secs(32.0, 71.0)]);
+    args.extend(["--long-wall-s".into(), secs(160.0, 71.0)]);
+    if untraced {
+        args.extend(["--untraced-short-wall-s".into(), secs(32.0, 61.0)]);
+        args.extend(["--untraced-long-wall-s".into(), secs(160.0, 61.0)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = summary(dir, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(&std::fs::read_to_string(dir.join(out)).unwrap()).unwrap()
 }
 
 #[test]
