@@ -257,27 +257,12 @@ const NEW_RENDERED: &str = "<|start_header_id|>USER#1<|end_header_id|>[You are a
 
 /// A copy of the `fam` GGUF fixture with `tokenizer.chat_template` = `template` in `dir`.
 fn with_template(fam: Family, template: &str, dir: &Path) -> PathBuf {
-    let src = modelbench::models::source::gguf_fixture(fam).unwrap();
-    let mut f = std::fs::File::open(&src).unwrap();
-    let ct = gguf_file::Content::read(&mut f).unwrap();
-    let mut tensors: Vec<(String, candle_core::quantized::QTensor)> = ct
-        .tensor_infos
-        .keys()
-        .map(|n| (n.clone(), ct.tensor(&mut f, n, &Device::Cpu).unwrap()))
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut md = ct.metadata.clone();
-    md.insert(
-        "tokenizer.chat_template".into(),
-        gguf_file::Value::String(template.into()),
-    );
-    let n = std::fs::read_dir(dir).unwrap().count();
-    let out = dir.join(format!("templated-{n}.gguf"));
-    let mdr: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tr: Vec<(&str, &candle_core::quantized::QTensor)> =
-        tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut std::fs::File::create(&out).unwrap(), &mdr, &tr).unwrap();
-    out
+    common::rewrite(fam, dir, |md, _| {
+        md.insert(
+            "tokenizer.chat_template".into(),
+            gguf_file::Value::String(template.into()),
+        );
+    })
 }
 
 /// `modelbench serve`'s server on GGUF file `path` in-process, with the chat format `serve`

@@ -17,6 +17,8 @@ use modelbench::models::loading::open;
 use modelbench::models::source::{resolve_in, HubEnv, ModelRef};
 use modelbench::models::{gguf_tokenizer, quantized, tokenizer, Family};
 
+use common::rewrite;
+
 struct Recorded {
     texts: Vec<String>,
     ids: serde_json::Map<String, serde_json::Value>,
@@ -187,36 +189,6 @@ fn real_gemma3_is_labelled_q4_k_m() {
     );
     let bytes: u64 = g.tensor_types.values().map(|v| v.bytes).sum();
     assert_eq!(bytes, m.weight_bytes);
-}
-
-/// Writes a copy of a family's GGUF fixture into `dir` with its metadata and tensors edited.
-fn rewrite(
-    fam: Family,
-    dir: &Path,
-    edit: impl FnOnce(
-        &mut std::collections::HashMap<String, Value>,
-        &mut Vec<(String, candle_core::quantized::QTensor)>,
-    ),
-) -> PathBuf {
-    let src = modelbench::models::source::gguf_fixture(fam).unwrap();
-    let mut f = std::fs::File::open(&src).unwrap();
-    let ct = gguf_file::Content::read(&mut f).unwrap();
-    let mut tensors: Vec<(String, candle_core::quantized::QTensor)> = ct
-        .tensor_infos
-        .keys()
-        .map(|n| (n.clone(), ct.tensor(&mut f, n, &Device::Cpu).unwrap()))
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut md = ct.metadata.clone();
-    edit(&mut md, &mut tensors);
-    let n = std::fs::read_dir(dir).unwrap().count();
-    let out = dir.join(format!("edited-{n}.gguf"));
-    let mdr: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tr: Vec<(&str, &candle_core::quantized::QTensor)> =
-        tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut w = std::fs::File::create(&out).unwrap();
-    gguf_file::write(&mut w, &mdr, &tr).unwrap();
-    out
 }
 
 fn gguf_ref(p: &Path) -> ModelRef {

@@ -310,3 +310,34 @@ pub fn converter_permute(t: &candle_core::Tensor, heads: usize) -> candle_core::
         .reshape((rows, cols))
         .unwrap()
 }
+
+/// Writes a copy of a family's GGUF fixture into `dir` with its metadata and tensors edited.
+pub fn rewrite(
+    fam: modelbench::models::Family,
+    dir: &Path,
+    edit: impl FnOnce(
+        &mut std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>,
+        &mut Vec<(String, candle_core::quantized::QTensor)>,
+    ),
+) -> std::path::PathBuf {
+    let src = modelbench::models::source::gguf_fixture(fam).unwrap();
+    let mut f = std::fs::File::open(&src).unwrap();
+    let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+    let mut tensors: Vec<(String, candle_core::quantized::QTensor)> = ct
+        .tensor_infos
+        .keys()
+        .map(|n| (n.clone(), ct.tensor(&mut f, n, &Device::Cpu).unwrap()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut md = ct.metadata.clone();
+    edit(&mut md, &mut tensors);
+    let n = std::fs::read_dir(dir).unwrap().count();
+    let out = dir.join(format!("edited-{n}.gguf"));
+    let mdr: Vec<(&str, &candle_core::quantized::gguf_file::Value)> =
+        md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tr: Vec<(&str, &candle_core::quantized::QTensor)> =
+        tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut w = std::fs::File::create(&out).unwrap();
+    candle_core::quantized::gguf_file::write(&mut w, &mdr, &tr).unwrap();
+    out
+}
