@@ -794,9 +794,86 @@ pub fn write_fixture(family: Family, config_text: &str, dir: &Path) -> Result<()
     Ok(())
 }
 
+/// Writes `synthetic:<name>` (a real model's shapes, the seeded weights the synthetic source
+/// computes with, in bf16) as a GGUF file at `out` the way [`crate::models::gguf_fixture::ensure`] writes a fixture (llama.cpp's
+/// names and metadata, the fixture tokenizer at the model's real vocabulary size, sharpened),
+/// with matrices in `matrix` ([`crate::models::gguf_fixture::SYNTHETIC_TYPES`]: F16, the input of `llama-quantize`, which
+/// makes the Q4_K_M files at real shapes that the GPU run compares candle and llama.cpp on
+/// (issue 60); Q8_0; or Q4_K throughout, with llama-quantize's q5_0 fallback where 256 does not
+/// divide a row: llama.cpp's file type Q4_K_S), quantized on every core. Llama 3.2's
+/// `rope_scaling` is not written as `rope_freqs.weight` (candle-transformers' quantized_llama,
+/// the implementation a candle user runs, refuses a file with one): the shapes and the work per
+/// token are Llama 3.2 1B's, its RoPE frequencies plain Llama's.
+pub fn write_synthetic(
+    family: Family,
+    name: &str,
+    config_text: &str,
+    matrix: candle_core::quantized::GgmlDType,
+    out: &Path,
+) -> Result<()> {
+    let tmp = out.with_extension("safetensors.partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
+    let r = write_seeded(family, config_text, &tmp, candle_core::DType::BF16).and_then(|()| {
+        crate::models::gguf_fixture::write_from_snapshot(
+            family,
+            &tmp,
+            None,
+            matrix,
+            Some(format!(
+                "modelbench synthetic {name} (seeded weights, {})",
+                crate::models::gguf_fixture::type_name(matrix)
+            )),
+            out,
+        )
+    });
+    let _ = std::fs::remove_dir_all(&tmp);
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The synthetic writer at a tiny config (the Llama fixture's): F16 matrices, F32 vectors,
+    /// llama.cpp's F16 file type, the tokenizer at the config's vocabulary, and no scratch
+    /// folder left behind.
+    #[test]
+    fn synthetic_files_hold_f16_matrices_and_the_tokenizer() {
+        let config = include_str!("../../../../fixtures/models/llama/config.json");
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("tiny-F16.gguf");
+        write_synthetic(Family::Llama, "tiny", config, candle_core::quantized::GgmlDType::F16, &out).unwrap();
+        let ct = {
+            let mut f = std::fs::File::open(&out).unwrap();
+            candle_core::quantized::gguf_file::Content::read(&mut f).unwrap()
+        };
+        let cfg: serde_json::Value = serde_json::from_str(config).unwrap();
+        let mut f16 = 0;
+        for (name, info) in &ct.tensor_infos {
+            let want = if info.shape.dims().len() >= 2 {
+                f16 += 1;
+                candle_core::quantized::GgmlDType::F16
+            } else {
+                candle_core::quantized::GgmlDType::F32
+            };
+            assert_eq!(info.ggml_dtype, want, "{name}");
+        }
+        assert!(f16 >= 7 * cfg["num_hidden_layers"].as_u64().unwrap() as usize);
+        assert_eq!(ct.metadata["general.file_type"].to_u32().unwrap(), 1);
+        assert!(ct.metadata["general.name"]
+            .to_string()
+            .unwrap()
+            .contains("synthetic tiny"));
+        let tokens = ct.metadata["tokenizer.ggml.tokens"].to_vec().unwrap().len();
+        assert_eq!(tokens as u64, cfg["vocab_size"].as_u64().unwrap());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("tiny-F16.gguf")]);
+    }
+
 
     #[test]
     fn gguf_references_take_an_impl_option() {

@@ -83,7 +83,7 @@ pub fn synth_gguf(model: &str, out: &Path, ty: &str) -> crate::Result<()> {
     );
     let res = prepare(model, &crate::models::source::ModelRef::parse(model)?, &[])?;
     let t0 = std::time::Instant::now();
-    crate::models::gguf_fixture::write_synthetic(res.family, name, config, *matrix, out)?;
+    crate::models::source::write_synthetic(res.family, name, config, *matrix, out)?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     println!(
         "wrote {} ({:.2} GB, {ty} matrices, {} family, seeded weights) in {:.1} s{}",
