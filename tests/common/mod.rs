@@ -126,6 +126,8 @@ pub fn run_scenario(
         device: modelbench::measure::device::DeviceSpec::Cpu,
         dtype: modelbench::measure::device::parse_dtype(&dtype).unwrap_or(DType::F32),
         calibration: None,
+        probe: None,
+        ids: Default::default(),
     };
     w.iterate(0).unwrap().1
 }

@@ -375,3 +375,127 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(20));
     }
 }
+
+// ---- numeric injection (issue 59): a known change of what the model computes, as the
+// slowdown above is a known change of its time. `MODELBENCH_INJECT_NUMERIC=lm_head:0.5%`
+// multiplies the output of one op by (1 + 0.005): for `lm_head`, the logits every forward call
+// returns, in the engine's one forward path (the benchmarks, `generate`, the probe and the
+// server all go through it), at every model of every family. Scaling logits keeps every greedy
+// argmax where it was, so only the probe's log-probabilities can see it: the case the output
+// verdict exists for. Costs nothing unset (one relaxed load).
+
+/// The ops a numeric injection can be scoped to.
+pub const NUMERIC_OPS: [&str; 1] = ["lm_head"];
+
+/// A relative change of one op's output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Numeric {
+    /// An index into [`NUMERIC_OPS`].
+    pub op: u8,
+    /// The output is multiplied by `1 + rel`.
+    pub rel: f64,
+}
+
+impl std::fmt::Display for Numeric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}%",
+            NUMERIC_OPS[self.op as usize],
+            fmt_pct(self.rel)
+        )
+    }
+}
+
+/// Parses `lm_head:0.5%` (or `off`/`none`). The error says what is accepted.
+pub fn parse_numeric(s: &str) -> std::result::Result<Option<Numeric>, String> {
+    let t = s.trim();
+    if t.is_empty() || t.eq_ignore_ascii_case("off") || t.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let bad = || {
+        format!(
+            "`{s}` is not a numeric injection; use OP:PCT% with OP one of {} (e.g. lm_head:0.5%)",
+            NUMERIC_OPS.join(", ")
+        )
+    };
+    let (op, pct) = t.split_once(':').ok_or_else(bad)?;
+    let op = NUMERIC_OPS
+        .iter()
+        .position(|o| *o == op.trim())
+        .ok_or_else(|| {
+            format!(
+                "`{s}`: unknown op `{}` for a numeric injection (one of {})",
+                op.trim(),
+                NUMERIC_OPS.join(", ")
+            )
+        })? as u8;
+    let rel = pct
+        .trim()
+        .strip_suffix('%')
+        .and_then(|p| p.trim().parse::<f64>().ok())
+        .ok_or_else(bad)?
+        / 100.0;
+    if !(rel.is_finite() && rel != 0.0 && rel.abs() <= 1.0) {
+        return Err(format!(
+            "`{s}`: the change must be non-zero and at most 100% either way"
+        ));
+    }
+    Ok(Some(Numeric { op, rel }))
+}
+
+static NUMERIC_ON: AtomicBool = AtomicBool::new(false);
+static NUMERIC_OP: AtomicU8 = AtomicU8::new(0);
+static NUMERIC_REL: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_numeric(n: Option<Numeric>) {
+    match n {
+        None => NUMERIC_ON.store(false, Ordering::SeqCst),
+        Some(n) => {
+            NUMERIC_OP.store(n.op, Ordering::SeqCst);
+            NUMERIC_REL.store(n.rel.to_bits(), Ordering::SeqCst);
+            NUMERIC_ON.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+pub fn current_numeric() -> Option<Numeric> {
+    NUMERIC_ON.load(Ordering::SeqCst).then(|| Numeric {
+        op: NUMERIC_OP.load(Ordering::SeqCst),
+        rel: f64::from_bits(NUMERIC_REL.load(Ordering::SeqCst)),
+    })
+}
+
+/// The factor an op's output is multiplied by, when a numeric injection targets `op`.
+#[inline]
+pub fn numeric_factor(op: &str) -> Option<f64> {
+    if !NUMERIC_ON.load(Ordering::Relaxed) {
+        return None;
+    }
+    let n = current_numeric()?;
+    (NUMERIC_OPS.get(n.op as usize) == Some(&op)).then_some(1.0 + n.rel)
+}
+
+#[cfg(test)]
+mod numeric_tests {
+    use super::*;
+
+    #[test]
+    fn numeric_specs_parse_round_trip_and_bad_ones_name_the_fix() {
+        let n = parse_numeric("lm_head:0.5%").unwrap().unwrap();
+        assert_eq!(n.to_string(), "lm_head:0.5%");
+        assert!((n.rel - 0.005).abs() < 1e-12);
+        assert_eq!(parse_numeric("off").unwrap(), None);
+        for bad in [
+            "lm_head",
+            "rope:1%",
+            "lm_head:0%",
+            "lm_head:300%",
+            "lm_head:x%",
+        ] {
+            let e = parse_numeric(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert!(parse_numeric("rope:1%").unwrap_err().contains("lm_head"));
+    }
+}

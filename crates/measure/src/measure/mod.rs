@@ -12,6 +12,7 @@ pub mod inject;
 pub mod instructions;
 pub mod latency;
 pub mod memory;
+pub mod outputs;
 pub mod paired;
 pub mod process;
 pub mod stats;

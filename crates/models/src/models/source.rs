@@ -843,7 +843,14 @@ mod tests {
         let config = include_str!("../../../../fixtures/models/llama/config.json");
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("tiny-F16.gguf");
-        write_synthetic(Family::Llama, "tiny", config, candle_core::quantized::GgmlDType::F16, &out).unwrap();
+        write_synthetic(
+            Family::Llama,
+            "tiny",
+            config,
+            candle_core::quantized::GgmlDType::F16,
+            &out,
+        )
+        .unwrap();
         let ct = {
             let mut f = std::fs::File::open(&out).unwrap();
             candle_core::quantized::gguf_file::Content::read(&mut f).unwrap()
@@ -873,7 +880,6 @@ mod tests {
             .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("tiny-F16.gguf")]);
     }
-
 
     #[test]
     fn gguf_references_take_an_impl_option() {

@@ -417,6 +417,15 @@ pub const KNOBS: &[Knob] = &[
         examples: ("decode:5%", "decode:fast"),
     },
     Knob {
+        name: "MODELBENCH_INJECT_NUMERIC",
+        scope: Scope::Paths,
+        values: "`OP:PCT%` (OP `lm_head`), `off`",
+        default: Value("off"),
+        doc: "calibration only: multiplies one op's output by (1 + PCT%) in the engine's forward path (lm_head: the logits of every model), a known change of what the model computes, to check that the output verdict sees it; greedy ids stay, only the probe moves; records carry it",
+        check: |v| ok(p::parse_numeric(v, "MODELBENCH_INJECT_NUMERIC")),
+        examples: ("lm_head:0.5%", "lm_head:big"),
+    },
+    Knob {
         name: "MODELBENCH_FAST_WEIGHTS_FALLBACK",
         scope: Scope::Paths,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
@@ -620,7 +629,8 @@ pub fn install_settings(lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
     Ok(())
 }
 
-/// Installs `MODELBENCH_INJECT_SLOWDOWN` process-wide (`measure::inject`), or clears it.
+/// Installs `MODELBENCH_INJECT_SLOWDOWN` and `MODELBENCH_INJECT_NUMERIC` process-wide
+/// (`measure::inject`), or clears them.
 /// Every plan's `from_env` and the CLI's start call this, so a bench, a CLI run and a paired
 /// worker all inject the same way.
 pub fn install_injection(lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
@@ -629,6 +639,11 @@ pub fn install_injection(lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> 
         None => None,
     };
     crate::measure::inject::set(inj);
+    let num = match get(lookup, "MODELBENCH_INJECT_NUMERIC") {
+        Some(v) => p::parse_numeric(&v, "MODELBENCH_INJECT_NUMERIC")?,
+        None => None,
+    };
+    crate::measure::inject::set_numeric(num);
     Ok(())
 }
 

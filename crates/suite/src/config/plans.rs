@@ -97,6 +97,8 @@ impl Plan {
             device: c.device,
             dtype: c.dtype,
             calibration,
+            probe: None,
+            ids: Default::default(),
         }
     }
 
@@ -117,6 +119,7 @@ impl Plan {
             attention: c.attention,
             context_cap: self.context_cap(),
             calibration: crate::measure::calibration::cached(c.device),
+            probes: Default::default(),
         }
     }
 

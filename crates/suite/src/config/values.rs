@@ -334,6 +334,12 @@ pub fn parse_accelerator(v: &str, name: &str) -> Result<DeviceSpec> {
     }
 }
 
+/// An injected change of the numerics (`lm_head:0.5%`, `off`): see `measure::inject`.
+pub fn parse_numeric(v: &str, knob: &str) -> Result<Option<crate::measure::inject::Numeric>> {
+    crate::measure::inject::parse_numeric(v)
+        .map_err(|e| Error::knob(knob, v, e, "OP:PCT% (OP lm_head; e.g. lm_head:0.5%), off"))
+}
+
 /// An injected slowdown (`decode:5%`, `all:work=1000`, `off`): see `measure::inject`.
 pub fn parse_injection(v: &str, knob: &str) -> Result<Option<crate::measure::inject::Injection>> {
     crate::measure::inject::parse(v).map_err(|e| {

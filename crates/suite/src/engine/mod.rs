@@ -4,5 +4,6 @@
 pub mod generate;
 pub mod perplexity;
 pub mod preflight;
+pub mod probe;
 pub mod sampling;
 pub mod scenario;

@@ -149,13 +149,13 @@ pub fn perplexity_with(
         let mut ctx: Vec<u32> = bos.into_iter().collect();
         ctx.extend_from_slice(&ids[begin..first_target]);
         m.reset()?;
-        let mut logits = m.forward(&ctx, 0)?;
+        let mut logits = super::generate::forward(m, &ctx, 0)?;
         let mut pos = ctx.len();
         for t in first_target..end {
             total += nll(&logits, ids[t])?;
             scored += 1;
             if t + 1 < end {
-                logits = m.forward(&ids[t..t + 1], pos)?;
+                logits = super::generate::forward(m, &ids[t..t + 1], pos)?;
                 pos += 1;
             }
         }
@@ -280,11 +280,11 @@ pub fn for_each_scored_position(
         m.reset()?;
         // Context up to position `first` in one call gives the logits at `first`; then one
         // token at a time (the models return last-position logits only).
-        let mut logits = m.forward(&w[..=first], 0)?;
+        let mut logits = super::generate::forward(m, &w[..=first], 0)?;
         for j in first..n_ctx - 1 {
             f(k, j, &logits, w[j + 1])?;
             if j + 1 < n_ctx - 1 {
-                logits = m.forward(&w[j + 1..j + 2], j + 1)?;
+                logits = super::generate::forward(m, &w[j + 1..j + 2], j + 1)?;
             }
         }
         if let Some(p) = progress.as_mut() {

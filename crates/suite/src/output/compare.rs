@@ -34,6 +34,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::measure::outputs::{judge as judge_outputs, OutputJudgement, OutputVerdict};
 use crate::measure::stats::{median, percentile};
 use crate::output::record::Record;
 
@@ -98,6 +99,9 @@ pub struct Row {
     /// when the comparison did not apply one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub noise: Option<RowNoise>,
+    /// The output verdict beside the speed verdict (`measure::outputs::judge`): whether the
+    /// two runs computed the same thing.
+    pub outputs: OutputJudgement,
 }
 
 /// A benchmark's run-to-run noise threshold and where it came from.
@@ -153,6 +157,9 @@ pub struct Comparison {
     /// Whether the rows were also judged against run-to-run noise ([`apply_noise`]).
     #[serde(default)]
     pub noise_applied: bool,
+    /// Changed outputs are wanted (`--allow-output-change`): listed, not failed.
+    #[serde(default)]
+    pub allow_output_change: bool,
 }
 
 impl Comparison {
@@ -173,10 +180,22 @@ impl Comparison {
         self.only_in_base.len()
     }
 
-    /// The comparison's verdict for CI: a regression, or (unless `allow_missing`) a benchmark
-    /// of the base run missing from the new one.
+    /// Benchmarks whose outputs changed (the output verdict).
+    pub fn outputs_changed(&self) -> usize {
+        self.outputs_count(OutputVerdict::Changed)
+    }
+
+    pub fn outputs_count(&self, v: OutputVerdict) -> usize {
+        self.rows.iter().filter(|r| r.outputs.verdict == v).count()
+    }
+
+    /// The comparison's verdict for CI: a regression, changed outputs (unless
+    /// `allow_output_change`), or (unless `allow_missing`) a benchmark of the base run missing
+    /// from the new one.
     pub fn failed(&self, allow_missing: bool) -> bool {
-        self.regressions() > 0 || (!allow_missing && self.missing() > 0)
+        self.regressions() > 0
+            || (!self.allow_output_change && self.outputs_changed() > 0)
+            || (!allow_missing && self.missing() > 0)
     }
 }
 
@@ -324,6 +343,7 @@ pub fn compare_runs(
             ci_high: ci.map(|c| c.1),
             verdict,
             noise: None,
+            outputs: judge_outputs(rb.outputs.as_ref(), rn.outputs.as_ref()),
         });
     }
     if rows.is_empty() {
@@ -340,6 +360,7 @@ pub fn compare_runs(
         injected,
         forced,
         noise_applied: false,
+        allow_output_change: false,
     })
 }
 
@@ -362,8 +383,8 @@ fn num(v: Option<f64>, prec: usize) -> String {
 /// line per benchmark without a verdict or present in one run only, and a summary line.
 pub fn render(c: &Comparison) -> String {
     let mut s = String::from(
-        "| Kind | Benchmark | Model | Sampling | Shape | samples (base, new) | base median | new median | new/base | 95% CI | run-to-run noise | verdict |\n\
-         |---|---|---|---|---|---:|---:|---:|---:|---|---|---|\n",
+        "| Kind | Benchmark | Model | Sampling | Shape | samples (base, new) | base median | new median | new/base | 95% CI | run-to-run noise | verdict | outputs |\n\
+         |---|---|---|---|---|---:|---:|---:|---:|---|---|---|---|\n",
     );
     for r in &c.rows {
         let ci = match (r.ci_low, r.ci_high) {
@@ -376,7 +397,7 @@ pub fn render(c: &Comparison) -> String {
         );
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {}, {} | {} s | {} s | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {}, {} | {} s | {} s | {} | {} | {} | {} | {} |",
             cell(&r.kind),
             cell(&r.id),
             cell(&r.model),
@@ -389,7 +410,20 @@ pub fn render(c: &Comparison) -> String {
             num(r.ratio, 3),
             ci,
             cell(&noise),
-            r.verdict
+            r.verdict,
+            r.outputs.verdict
+        );
+    }
+    for r in c.rows.iter().filter(|r| {
+        matches!(
+            r.outputs.verdict,
+            OutputVerdict::Changed | OutputVerdict::WithinNoise
+        )
+    }) {
+        let _ = writeln!(
+            s,
+            "outputs {}: {}: {}",
+            r.outputs.verdict, r.id, r.outputs.why
         );
     }
     for r in c
@@ -422,6 +456,26 @@ pub fn render(c: &Comparison) -> String {
     for f in &c.forced {
         let _ = writeln!(s, "different build settings, compared because forced: {f}");
     }
+    if c.outputs_changed() > 0 {
+        let _ = writeln!(
+            s,
+            "{} benchmark(s) OUTPUTS CHANGED: the model computes something else; {}",
+            c.outputs_changed(),
+            if c.allow_output_change {
+                "wanted (--allow-output-change), not a failure"
+            } else {
+                "fails the comparison unless --allow-output-change says it is wanted"
+            }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "outputs: {} same, {} within numerical noise, {} OUTPUTS CHANGED, {} not judged",
+        c.outputs_count(OutputVerdict::Same),
+        c.outputs_count(OutputVerdict::WithinNoise),
+        c.outputs_changed(),
+        c.outputs_count(OutputVerdict::Unjudged)
+    );
     let _ = writeln!(
         s,
         "{} regression(s), {} improvement(s), {} unchanged, {} undecided (threshold {:.1}%{}, 95% \
@@ -615,6 +669,7 @@ mod tests {
             injected: vec![],
             forced: vec![],
             noise_applied: false,
+            allow_output_change: false,
         };
         assert_eq!(c.regressions(), 0);
         let text = render(&c);
@@ -667,6 +722,39 @@ mod tests {
             text.contains("1 regression(s), 0 improvement(s), 1 unchanged"),
             "{text}"
         );
+    }
+
+    /// The output verdict beside the speed verdict: the same timings with outputs whose ids
+    /// differ fail the comparison (exit 1) unless changed outputs are allowed, and the speed
+    /// verdict stays what the timings say; identical outputs read `same` and pass.
+    #[test]
+    fn changed_outputs_fail_beside_an_unchanged_speed_unless_allowed() {
+        use crate::measure::outputs::{Ids, Outputs};
+        let p = serde_json::json!({"prompt": 32});
+        let with_ids = |ids: &[u32], seed: u64| {
+            let mut r = rec("m", p.clone(), samples(1.0, 0.01, 10, seed));
+            let mut i = Ids::default();
+            i.push(0, ids);
+            r.outputs = Some(Outputs {
+                ids: i,
+                probe: None,
+            });
+            r
+        };
+        let base = [with_ids(&[1, 2, 3], 31)];
+        let changed = [with_ids(&[1, 2, 4], 32)];
+        let mut c = compare(&base, &changed, 0.05, false).unwrap();
+        assert_eq!(c.rows[0].verdict, Verdict::Unchanged);
+        assert_eq!(c.rows[0].outputs.verdict, OutputVerdict::Changed);
+        assert!(c.failed(false));
+        let text = render(&c);
+        assert!(text.contains("| Unchanged | OUTPUTS CHANGED |"), "{text}");
+        c.allow_output_change = true;
+        assert!(!c.failed(false));
+        let same = [with_ids(&[1, 2, 3], 33)];
+        let c = compare(&base, &same, 0.05, false).unwrap();
+        assert_ne!(c.rows[0].outputs.verdict, OutputVerdict::Changed);
+        assert!(!c.failed(false));
     }
 
     #[test]

@@ -293,6 +293,15 @@ pub struct Record {
     /// `decode:5%`): calibration runs only; absent in real runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injected: Option<String>,
+    /// A deliberate change of the numerics this run carried (`MODELBENCH_INJECT_NUMERIC`, e.g.
+    /// `lm_head:0.5%`): calibration of the output verdict only; absent in real runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_numeric: Option<String>,
+    /// What the model computed (issue 59): the generated ids of every trial and the model's
+    /// probe; the output verdict (`measure::outputs::judge`) compares two runs' of these. None:
+    /// a workload that generates no text, or a record older than the output verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<crate::measure::outputs::Outputs>,
 }
 
 impl Record {
@@ -370,6 +379,8 @@ impl Record {
             roofline: None,
             engine: None,
             injected: crate::measure::inject::current().map(|i| i.to_string()),
+            injected_numeric: crate::measure::inject::current_numeric().map(|n| n.to_string()),
+            outputs: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::measure::outputs::{judge as judge_outputs, OutputJudgement, OutputVerdict};
 use crate::measure::stats::bootstrap_median_ci;
 use crate::output::compare::{judge, Verdict, RESAMPLES, SEED};
 use crate::output::record::{Harness, Record};
@@ -27,6 +28,9 @@ pub struct Change {
     pub verdict: Verdict,
     /// The noise threshold the verdict used (a fraction: 0.2 = 20%).
     pub threshold: f64,
+    /// The output verdict against the same previous measurement: did the model compute the
+    /// same thing (`measure::outputs::judge`).
+    pub outputs: OutputJudgement,
 }
 
 /// One benchmark of a run.
@@ -87,7 +91,11 @@ pub fn lines(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         for r in rs {
-            if !counts(&r) || r.injected.is_some() || Some(r.hardware.fingerprint()) != hw {
+            if !counts(&r)
+                || r.injected.is_some()
+                || r.injected_numeric.is_some()
+                || Some(r.hardware.fingerprint()) != hw
+            {
                 continue;
             }
             if let Some(slot) = wanted.get_mut(&r.key()) {
@@ -110,6 +118,7 @@ pub fn lines(
                     ci,
                     verdict,
                     threshold: t,
+                    outputs: judge_outputs(prev.outputs.as_ref(), r.outputs.as_ref()),
                 }
             });
             Line {
@@ -195,27 +204,38 @@ pub fn change(c: &Option<Change>) -> String {
     )
 }
 
-fn cells(l: &Line) -> [String; 5] {
+/// The output cell: the output verdict against the previous run's outputs.
+pub fn outputs_cell(c: &Option<Change>) -> String {
+    match c {
+        None => "first run here".into(),
+        Some(c) if c.outputs.verdict == OutputVerdict::Unjudged => "not judged".into(),
+        Some(c) => c.outputs.verdict.to_string(),
+    }
+}
+
+fn cells(l: &Line) -> [String; 6] {
     [
         l.id.clone(),
         time(l.median_s),
         interval(l.median_s, l.ci_s),
         l.tok_s.map(sig3).unwrap_or_else(|| "n/a".into()),
         change(&l.change),
+        outputs_cell(&l.change),
     ]
 }
 
-const HEAD: [&str; 5] = [
+const HEAD: [&str; 6] = [
     "benchmark",
     "median",
     "95% CI of median",
     "tok/s",
     "time vs previous run",
+    "outputs vs previous run",
 ];
 
 /// The console table: aligned columns, then one line on how to read it.
 pub fn table(lines: &[Line]) -> String {
-    let rows: Vec<[String; 5]> = lines.iter().map(cells).collect();
+    let rows: Vec<[String; 6]> = lines.iter().map(cells).collect();
     let mut w = HEAD.map(|h| h.chars().count());
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -248,13 +268,22 @@ pub fn table(lines: &[Line]) -> String {
     for r in &rows {
         put(r);
     }
+    for l in lines {
+        if let Some(c) = l
+            .change
+            .as_ref()
+            .filter(|c| c.outputs.verdict == OutputVerdict::Changed)
+        {
+            let _ = writeln!(s, "OUTPUTS CHANGED: {}: {}", l.id, c.outputs.why);
+        }
+    }
     s
 }
 
 /// summary.md: the same table in Markdown, with where the previous runs were.
 pub fn markdown(run: &str, lines: &[Line]) -> String {
     let mut s = format!(
-        "# Summary of {run}\n\n{} benchmarks. Median of criterion's samples (time per iteration) with its bootstrap 95% interval; tok/s = tokens per iteration / median; change = median time against the previous run of the same benchmark on this machine, with the 95% interval of the ratio and the verdict against the benchmark's noise threshold (`within noise` unless the whole interval lies beyond it).\n\n| {} |\n|---|---:|---:|---:|---|\n",
+        "# Summary of {run}\n\n{} benchmarks. Median of criterion's samples (time per iteration) with its bootstrap 95% interval; tok/s = tokens per iteration / median; change = median time against the previous run of the same benchmark on this machine, with the 95% interval of the ratio and the verdict against the benchmark's noise threshold (`within noise` unless the whole interval lies beyond it); outputs = the output verdict against the same previous run (`same`: bit-identical probe logits and ids; `within numerical noise`: inside what the model's own legitimate perturbation does; `OUTPUTS CHANGED`: the model computes something else).\n\n| {} |\n|---|---:|---:|---:|---|---|\n",
         lines.len(),
         HEAD.join(" | ")
     );
@@ -262,9 +291,18 @@ pub fn markdown(run: &str, lines: &[Line]) -> String {
         let c = cells(l);
         let _ = writeln!(
             s,
-            "| `{}` | {} | {} | {} | {} |",
-            c[0], c[1], c[2], c[3], c[4]
+            "| `{}` | {} | {} | {} | {} | {} |",
+            c[0], c[1], c[2], c[3], c[4], c[5]
         );
+    }
+    for l in lines {
+        if let Some(c) = l
+            .change
+            .as_ref()
+            .filter(|c| c.outputs.verdict == OutputVerdict::Changed)
+        {
+            let _ = writeln!(s, "\n**OUTPUTS CHANGED** `{}`: {}", l.id, c.outputs.why);
+        }
     }
     let mut prev: Vec<&str> = lines
         .iter()
@@ -343,6 +381,7 @@ mod tests {
             ci: Some((0.99, 1.075)),
             verdict: Verdict::Unchanged,
             threshold: 0.25,
+            outputs: judge_outputs(None, None),
         };
         assert_eq!(change(&Some(c)), "+3.2% [-1.0%, +7.5%] within noise (±25%)");
         assert_eq!(change(&None), "first run here");

@@ -39,6 +39,11 @@ pub struct CompareArgs {
     /// A benchmark of the base run missing from the new run is listed but does not fail.
     #[arg(long)]
     pub allow_missing: bool,
+    /// Changed outputs (the output verdict: the new side computes something else than the
+    /// base, beyond the model's own numerical noise) are wanted: listed, exit 0 when nothing
+    /// else fails. Without it they exit 1, whatever the speed verdict says.
+    #[arg(long)]
+    pub allow_output_change: bool,
     /// Judge run folders and commits by the interval and the threshold only, not also against
     /// each benchmark's run-to-run noise on this machine (`modelbench noise`; default ±20%
     /// where none was measured), which otherwise turns a change an unchanged rerun can make
@@ -78,6 +83,7 @@ pub fn compare(a: &CompareArgs) -> Result<ExitCode> {
         a.db.as_deref(),
         a.profile,
         a.ignore_noise,
+        a.allow_output_change,
     )
 }
 
@@ -91,6 +97,7 @@ fn compare_cmd(
     db: Option<&str>,
     profile: bool,
     ignore_noise: bool,
+    allow_output_change: bool,
 ) -> Result<ExitCode> {
     let t = parse_threshold(threshold).map_err(|e| fail!("--threshold: {e}"))?;
     let (mut c, commits, fp) = if base.is_dir() && new.is_dir() {
@@ -98,6 +105,7 @@ fn compare_cmd(
     } else {
         compare_refs(base, new, t, force, db)?
     };
+    c.allow_output_change = allow_output_change;
     if !ignore_noise {
         let noise = RunNoise::for_machine(&reports_root(), &fp.unwrap_or_default())?;
         apply_noise(&mut c, |r| noise.of(r));
@@ -289,8 +297,9 @@ fn resolve(
     ))
 }
 
-/// 1 when any benchmark regressed or (unless `allow_missing`) one of the base run is missing
-/// from the new run, 0 otherwise (insufficient samples included).
+/// 1 when any benchmark regressed, changed its outputs (unless the comparison allows it) or
+/// (unless `allow_missing`) one of the base run is missing from the new run, 0 otherwise
+/// (insufficient samples included).
 pub fn exit_code(c: &Comparison, allow_missing: bool) -> ExitCode {
     if c.failed(allow_missing) {
         ExitCode::from(1)

@@ -53,6 +53,11 @@ pub struct Generation<'a> {
     pub dtype: candle_core::DType,
     /// The machine's roof for utilisation figures (None: not calibrated).
     pub calibration: Option<Calibration>,
+    /// The model's output probe (`engine::probe`), taken once per model by the suite; None:
+    /// not taken (the record then keeps only the ids).
+    pub probe: Option<crate::measure::outputs::Probe>,
+    /// The generated ids of every trial so far, trial 0 first (the record's outputs).
+    pub ids: crate::measure::outputs::Ids,
 }
 
 impl Workload for Generation<'_> {
@@ -97,6 +102,7 @@ impl Workload for Generation<'_> {
             &mut sampler,
             l.tokenizer.as_ref(),
         )?;
+        self.ids.push(trial, &t.tokens);
         Ok((t.e2e(), t))
     }
 
@@ -136,6 +142,10 @@ impl Workload for Generation<'_> {
             self.calibration.as_ref(),
         ));
         r.gen = Some(g);
+        r.outputs = Some(crate::measure::outputs::Outputs {
+            ids: self.ids.clone(),
+            probe: self.probe.clone(),
+        });
         r.quality = Some(crate::models::quality::verdict_value(
             &self.loaded.resolved.label,
             verdict_key(self.loaded, self.device, self.dtype),
@@ -200,6 +210,9 @@ pub struct GenerationSuite {
     /// Positions the models are built for (the longest scenario's).
     pub context_cap: usize,
     pub calibration: Option<Calibration>,
+    /// Each model's output probe, by label, taken when its first scenario starts.
+    pub probes:
+        std::sync::Mutex<std::collections::BTreeMap<String, crate::measure::outputs::Probe>>,
 }
 
 impl super::suite::Suite for GenerationSuite {
@@ -272,8 +285,39 @@ impl super::suite::Suite for GenerationSuite {
         &'a self,
         loaded: &'a mut Loaded,
         p: usize,
-        _: &dyn super::suite::Say,
+        say: &dyn super::suite::Say,
     ) -> Result<Generation<'a>> {
+        // The output probe, once per model, outside every timed region (issue 59).
+        let label = loaded.resolved.label.clone();
+        let known = self.probes.lock().ok().and_then(|m| m.get(&label).cloned());
+        let probe = match known {
+            Some(p) => p,
+            None => {
+                let p =
+                    crate::engine::probe::take(loaded.model.as_mut(), loaded.tokenizer.as_ref())?;
+                let n = p.noise.as_ref();
+                say.say(&format!(
+                    "output probe of {label}: {} positions in {:.2} s; own noise ({}): {}",
+                    p.positions.len(),
+                    p.seconds,
+                    n.map_or("-", |n| n.perturbation.as_str()),
+                    n.map_or("not measured".to_string(), |n| if n.identical {
+                        "bit-identical".to_string()
+                    } else {
+                        format!(
+                            "mean KLD {:.3e}, max {:.3e}, top-1 {:.1}%",
+                            n.mean_kld,
+                            n.max_kld,
+                            100.0 * n.top1
+                        )
+                    })
+                ));
+                if let Ok(mut m) = self.probes.lock() {
+                    m.insert(label, p.clone());
+                }
+                p
+            }
+        };
         Ok(Generation {
             loaded,
             scenario: &self.scenarios[p],
@@ -281,6 +325,8 @@ impl super::suite::Suite for GenerationSuite {
             device: self.device,
             dtype: self.dtype,
             calibration: self.calibration.clone(),
+            probe: Some(probe),
+            ids: Default::default(),
         })
     }
 

@@ -107,14 +107,23 @@ pub(super) fn summary_section(
             .count()
     };
     let first_runs = lines.iter().filter(|l| l.change.is_none()).count();
+    let outputs_changed = lines
+        .iter()
+        .filter(|l| {
+            l.change.as_ref().map(|c| c.outputs.verdict)
+                == Some(crate::measure::outputs::OutputVerdict::Changed)
+        })
+        .count();
     let _ = writeln!(
         h,
-        "<div class=\"cards\"><div class=\"card\"><div class=\"n\">{}</div>benchmarks</div><div class=\"card bad\"><div class=\"n\">{}</div>SLOWER</div><div class=\"card good\"><div class=\"n\">{}</div>faster</div><div class=\"card\"><div class=\"n\">{}</div>within noise</div><div class=\"card\"><div class=\"n\">{}</div>first run here</div></div>",
+        "<div class=\"cards\"><div class=\"card\"><div class=\"n\">{}</div>benchmarks</div><div class=\"card bad\"><div class=\"n\">{}</div>SLOWER</div><div class=\"card good\"><div class=\"n\">{}</div>faster</div><div class=\"card\"><div class=\"n\">{}</div>within noise</div><div class=\"card\"><div class=\"n\">{}</div>first run here</div><div class=\"card{}\"><div class=\"n\">{}</div>OUTPUTS CHANGED</div></div>",
         lines.len(),
         count(Verdict::Regression),
         count(Verdict::Improvement),
         count(Verdict::Unchanged),
-        first_runs
+        first_runs,
+        if outputs_changed > 0 { " bad" } else { "" },
+        outputs_changed
     );
     // An injected slowdown (MODELBENCH_INJECT_SLOWDOWN) is the run's setting: said once above
     // the table; a row carries its own tag only when the run's rows differ.
@@ -137,7 +146,7 @@ pub(super) fn summary_section(
     h.push_str(thresholds);
     flagged_list(h, lines, mine, pages);
     h.push_str("<p class=\"muted\">Median of criterion's samples (time per iteration) with its bootstrap 95% interval; tok/s = tokens per iteration / median. <em>vs previous run</em>: the median against the newest earlier run of the same benchmark on this machine, the 95% interval of the ratio, and the verdict against the benchmark's noise threshold (±N%): SLOWER or faster only when the whole interval lies beyond it. Click a column to sort.</p>\n");
-    h.push_str("<table id=\"summary-table\" class=\"sortable\"><thead><tr><th>benchmark</th><th class=\"num\">median</th><th class=\"num\">95% CI of median</th><th class=\"num\">tok/s</th><th>verdict</th><th>time vs previous run</th><th class=\"num\">threshold</th><th>criterion</th></tr></thead><tbody>\n");
+    h.push_str("<table id=\"summary-table\" class=\"sortable\"><thead><tr><th>benchmark</th><th class=\"num\">median</th><th class=\"num\">95% CI of median</th><th class=\"num\">tok/s</th><th>verdict</th><th>time vs previous run</th><th class=\"num\">threshold</th><th>outputs vs previous run</th><th>criterion</th></tr></thead><tbody>\n");
     for (l, r) in lines.iter().zip(mine) {
         let page = pages.get(r.key().as_str());
         let name = match page {
@@ -149,15 +158,26 @@ pub(super) fn summary_section(
             .as_deref()
             .filter(|_| !uniform)
             .map(|i| format!("<br><span class=\"tag\">injected {}</span>", esc(i)))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &r.injected_numeric
+                .as_deref()
+                .map(|i| {
+                    format!(
+                        "<br><span class=\"tag\">numerics injected {}</span>",
+                        esc(i)
+                    )
+                })
+                .unwrap_or_default();
         let (class, word) = verdict_badge(&l.change);
         let crit = criterion_report(&l.id)
             .map(|p| format!("<a href=\"{}\">report</a>", esc(&relative(root, &p))))
             .unwrap_or_else(|| "<span class=\"muted\">none</span>".into());
         let ratio = l.change.as_ref().map(|c| c.ratio).unwrap_or(f64::NAN);
+        let outputs = summary::outputs_cell(&l.change);
+        let outputs_html = outputs_badge(&l.change);
         let _ = writeln!(
             h,
-            "<tr data-key=\"{}\"><td class=\"bench\">{name}{injected}</td><td class=\"num\" data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\" data-sort=\"{}\">{}</td><td data-sort=\"{word}\"><span class=\"verdict {class}\">{word}</span></td><td data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td>{crit}</td></tr>",
+            "<tr data-key=\"{}\"><td class=\"bench\">{name}{injected}</td><td class=\"num\" data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\" data-sort=\"{}\">{}</td><td data-sort=\"{word}\"><span class=\"verdict {class}\">{word}</span></td><td data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td data-sort=\"{outputs}\">{outputs_html}</td><td>{crit}</td></tr>",
             esc(&r.key()),
             l.median_s,
             esc(&summary::time(l.median_s)),
@@ -304,4 +324,24 @@ pub(super) fn runs_table(h: &mut String, folders: &[PathBuf], rows: &[DbRow]) {
         );
     }
     h.push_str("</tbody></table>\n");
+}
+
+/// The output verdict of a benchmark against its previous run as a badge (`OUTPUTS CHANGED`
+/// red, with why in its title; `same` and `within numerical noise` plain).
+pub(super) fn outputs_badge(c: &Option<crate::output::summary::Change>) -> String {
+    use crate::measure::outputs::OutputVerdict;
+    let word = summary::outputs_cell(c);
+    match c.as_ref().map(|c| (c.outputs.verdict, &c.outputs.why)) {
+        Some((OutputVerdict::Changed, why)) => format!(
+            "<span class=\"verdict bad outputs-changed\" title=\"{}\">{}</span>",
+            esc(why),
+            esc(&word)
+        ),
+        Some((_, why)) => format!(
+            "<span class=\"muted\" title=\"{}\">{}</span>",
+            esc(why),
+            esc(&word)
+        ),
+        None => format!("<span class=\"muted\">{}</span>", esc(&word)),
+    }
 }

@@ -334,7 +334,11 @@ fn benches<'a>(
             let prev = points
                 .iter()
                 .rev()
-                .find(|p| p.machine == machine && p.row.record.injected.is_none())
+                .find(|p| {
+                    p.machine == machine
+                        && p.row.record.injected.is_none()
+                        && p.row.record.injected_numeric.is_none()
+                })
                 .map(|p| p.row);
             let change = prev.map(|prev| {
                 // Noise profiles are stored per hardware fingerprint.
@@ -352,6 +356,10 @@ fn benches<'a>(
                     ci,
                     verdict,
                     threshold: t,
+                    outputs: crate::measure::outputs::judge(
+                        prev.record.outputs.as_ref(),
+                        r.record.outputs.as_ref(),
+                    ),
                 }
             });
             points.push(HistPoint {

@@ -87,7 +87,7 @@ pub(super) fn bench_page(
         "<h2>History</h2>\n<p class=\"muted\">One point per recorded run (x: commit and date, oldest left), one colour per machine; the bar is the bootstrap 95% interval of the median, the shaded box the previous run's median ± the noise threshold; a ringed point was judged SLOWER (red) or faster (green) against the previous run. Hover a point for the commit, its subject and the machine.</p>\n{}",
         svg::chart(&slots, &series, "median time per iteration")
     );
-    h.push_str("<table id=\"history-table\" class=\"sortable\"><thead><tr><th>run</th><th>commit</th><th>date</th><th>machine</th><th class=\"num\">samples</th><th class=\"num\">median</th><th class=\"num\">95% CI</th><th class=\"num\">tok/s</th><th>verdict</th><th>time vs previous run</th></tr></thead><tbody>\n");
+    h.push_str("<table id=\"history-table\" class=\"sortable\"><thead><tr><th>run</th><th>commit</th><th>date</th><th>machine</th><th class=\"num\">samples</th><th class=\"num\">median</th><th class=\"num\">95% CI</th><th class=\"num\">tok/s</th><th>verdict</th><th>time vs previous run</th><th>outputs vs previous run</th></tr></thead><tbody>\n");
     for p in b.points.iter().rev() {
         let r = &p.row.record;
         let (class, word) = verdict_badge(&p.change);
@@ -95,10 +95,14 @@ pub(super) fn bench_page(
             .injected
             .as_deref()
             .map(|i| format!("<span class=\"tag\">injected {}</span>", esc(i)))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &r.injected_numeric
+                .as_deref()
+                .map(|i| format!("<span class=\"tag\">numerics injected {}</span>", esc(i)))
+                .unwrap_or_default();
         let _ = writeln!(
             h,
-            "<tr class=\"history-row\"><td class=\"mono\"><a href=\"../../{run}/summary.md\">{run}</a>{injected}</td><td class=\"mono\" title=\"{}\">{}</td><td class=\"nowrap\">{}</td><td data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\" data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td data-sort=\"{word}\"><span class=\"verdict {class}\">{word}</span></td><td>{}</td></tr>",
+            "<tr class=\"history-row\"><td class=\"mono\"><a href=\"../../{run}/summary.md\">{run}</a>{injected}</td><td class=\"mono\" title=\"{}\">{}</td><td class=\"nowrap\">{}</td><td data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\" data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td data-sort=\"{word}\"><span class=\"verdict {class}\">{word}</span></td><td>{}</td><td>{}</td></tr>",
             esc(subject(subjects, &r.build.git_commit).unwrap_or("")),
             esc(short(&r.build.git_commit)),
             esc(&day_time(&r.timestamp)),
@@ -110,6 +114,7 @@ pub(super) fn bench_page(
             esc(&summary::interval(r.stats.median, p.ci)),
             r.tok_s.map(summary::sig3).unwrap_or_else(|| "n/a".into()),
             esc(&summary::change(&p.change)),
+            super::index::outputs_badge(&p.change),
             run = esc(&p.row.run),
         );
     }

@@ -1,0 +1,554 @@
+//! What a model computed, and the output verdict (issue 59): whether two runs of a benchmark
+//! computed the same thing. Made here, beside the time verdicts ([`super::stats`],
+//! [`super::paired`]), in the bottom layer, so the trial loop's records, `compare`, the
+//! `cargo bench` summary, the site and the server can all call it and none makes its own.
+//!
+//! Two things are kept of each run:
+//!
+//! - **The generated ids** of every trial ([`Ids`]): a hash per trial (trials are numbered from
+//!   0 and their prompts and samplers are a function of `(seed, trial)`, so trial `k` of two
+//!   runs must produce the same ids when the model computes the same thing) and the first
+//!   [`FIRST_IDS`] ids of the first trial, to show where two runs part.
+//! - **A probe** ([`Probe`]): the model's log-probabilities over fixed positions of a held-out
+//!   text, taken by the engine's own forward path (the performance run's code, MLPerf's rule),
+//!   kept as each position's top [`PROBE_TOP_K`] ids with their log-probabilities (the rest of
+//!   the mass is 1 minus their sum), plus the sha256 of every logit in f32 (bit identity), plus
+//!   the model's own numerical noise: the same probe taken under a legitimate perturbation of
+//!   the same build (the prompt prefilled as single-token steps instead of one forward call), as
+//!   [`Noise`].
+//!
+//! The verdict ([`judge`]): `same` (the logits' hash and every shared trial's ids identical),
+//! `within numerical noise` (the KL divergence between the probes, per position and on average,
+//! and their top-1 agreement, inside what the perturbation did to each side itself; ids may
+//! differ only where the perturbation also moved a top-1), or `OUTPUTS CHANGED`. The limits
+//! come from the build against itself, never from a constant.
+//!
+//! The KL divergence between two stored probes is taken over the ids both kept at a position
+//! plus one bucket for all the rest (a coarse-graining of the full distributions, so it never
+//! exceeds the full-vocabulary KLD); the noise is measured with the same estimator on the same
+//! kept form, so limit and measurement are like for like.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Ids of the first trial a record keeps in full.
+pub const FIRST_IDS: usize = 64;
+
+/// Trials whose ids a record keeps (criterion may run thousands of a fast benchmark).
+pub const MAX_TRIALS: usize = 256;
+
+/// Ids per probe position kept with their log-probabilities.
+pub const PROBE_TOP_K: usize = 32;
+
+/// The generated ids of a record's trials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ids {
+    /// sha256 (first 16 hex digits) of each trial's ids as little-endian u32s, trial 0 first.
+    pub trials: Vec<String>,
+    /// The first [`FIRST_IDS`] ids of trial 0.
+    pub first: Vec<u32>,
+}
+
+impl Ids {
+    /// Adds trial `trial`'s ids; trials must come in order from 0 (a gap or a repeat is kept
+    /// out, so the list always means "trial k at index k").
+    pub fn push(&mut self, trial: u64, ids: &[u32]) {
+        if trial as usize != self.trials.len() || self.trials.len() >= MAX_TRIALS {
+            return;
+        }
+        if trial == 0 {
+            self.first = ids.iter().take(FIRST_IDS).copied().collect();
+        }
+        self.trials.push(hash_ids(ids));
+    }
+}
+
+/// sha256 of ids as little-endian u32s, first 16 hex digits.
+pub fn hash_ids(ids: &[u32]) -> String {
+    let mut h = Sha256::new();
+    for id in ids {
+        h.update(id.to_le_bytes());
+    }
+    hex16(&h.finalize())
+}
+
+fn hex16(d: &[u8]) -> String {
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// One probe position: the top ids and their log-probabilities, best first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
+}
+
+impl Position {
+    /// The kept form of one position's logits (any scale; log-softmax taken here in f64).
+    pub fn of_logits(logits: &[f32], k: usize) -> Position {
+        let max = logits
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + logits
+                .iter()
+                .map(|&x| ((x as f64) - max).exp())
+                .sum::<f64>()
+                .ln();
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        let k = k.min(logits.len());
+        idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| {
+            logits[b as usize].total_cmp(&logits[a as usize])
+        });
+        idx.truncate(k);
+        idx.sort_by(|&a, &b| {
+            logits[b as usize]
+                .total_cmp(&logits[a as usize])
+                .then(a.cmp(&b))
+        });
+        Position {
+            logprobs: idx
+                .iter()
+                .map(|&i| ((logits[i as usize] as f64) - lse) as f32)
+                .collect(),
+            ids: idx,
+        }
+    }
+
+    fn top1(&self) -> Option<u32> {
+        self.ids.first().copied()
+    }
+}
+
+/// The model's own numerical noise: the probe against itself under a legitimate perturbation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Noise {
+    /// What was perturbed, e.g. `prefill as single-token steps`.
+    pub perturbation: String,
+    /// Whether the perturbed logits were bit-identical (then every limit is 0).
+    pub identical: bool,
+    pub mean_kld: f64,
+    pub max_kld: f64,
+    /// Share of positions whose top-1 id stayed.
+    pub top1: f64,
+}
+
+/// A model's log-probabilities over fixed positions of a held-out text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The text and how it was cut, e.g. `fixtures/corpus/kjv-ruth-1-4.txt sha256 ab12..., 2 x 64 ids`.
+    pub text: String,
+    /// sha256 (16 hex) of every probe position's full logits in f32, in order: bit identity.
+    pub logits_sha256: String,
+    pub positions: Vec<Position>,
+    pub noise: Option<Noise>,
+    /// Seconds the probe took, the noise probe included (its cost against the run's).
+    pub seconds: f64,
+}
+
+/// Hashes full logit vectors (f32, little-endian) in order.
+#[derive(Default)]
+pub struct LogitsHash(Sha256);
+
+impl LogitsHash {
+    pub fn update(&mut self, logits: &[f32]) {
+        for x in logits {
+            self.0.update(x.to_le_bytes());
+        }
+    }
+    pub fn finish(self) -> String {
+        hex16(&self.0.finalize())
+    }
+}
+
+/// The difference between two probes of the same positions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProbeDiff {
+    pub mean_kld: f64,
+    pub max_kld: f64,
+    pub top1: f64,
+    /// The first position whose top-1 differs, with base's margin there (its top-1 minus its
+    /// second log-probability: how near a tie it was).
+    pub first_top1_change: Option<(usize, f64)>,
+}
+
+/// KLD(p || q) over the ids both kept at a position plus the rest bucket.
+fn position_kld(p: &Position, q: &Position) -> f64 {
+    let mut kld = 0.0;
+    let (mut rest_p, mut rest_q) = (1.0f64, 1.0f64);
+    for (i, id) in p.ids.iter().enumerate() {
+        if let Some(j) = q.ids.iter().position(|x| x == id) {
+            let (lp, lq) = (p.logprobs[i] as f64, q.logprobs[j] as f64);
+            let pp = lp.exp();
+            kld += pp * (lp - lq);
+            rest_p -= pp;
+            rest_q -= lq.exp();
+        }
+    }
+    let (rest_p, rest_q) = (rest_p.max(0.0), rest_q.max(0.0));
+    if rest_p > 1e-12 {
+        kld += rest_p * (rest_p.ln() - rest_q.max(1e-30).ln());
+    }
+    kld.max(0.0)
+}
+
+/// How far `new`'s positions are from `base`'s. None when the probes are not of the same text
+/// and positions.
+pub fn diff(base: &[Position], new: &[Position]) -> Option<ProbeDiff> {
+    if base.len() != new.len() || base.is_empty() {
+        return None;
+    }
+    let klds: Vec<f64> = base
+        .iter()
+        .zip(new)
+        .map(|(p, q)| position_kld(p, q))
+        .collect();
+    let same_top1 = base
+        .iter()
+        .zip(new)
+        .filter(|(p, q)| p.top1() == q.top1())
+        .count();
+    let first_top1_change = base
+        .iter()
+        .zip(new)
+        .position(|(p, q)| p.top1() != q.top1())
+        .map(|i| {
+            let lp = &base[i].logprobs;
+            (
+                i,
+                lp.first()
+                    .zip(lp.get(1))
+                    .map_or(0.0, |(a, b)| (a - b) as f64),
+            )
+        });
+    Some(ProbeDiff {
+        mean_kld: klds.iter().sum::<f64>() / klds.len() as f64,
+        max_kld: klds.iter().copied().fold(0.0, f64::max),
+        top1: same_top1 as f64 / base.len() as f64,
+        first_top1_change,
+    })
+}
+
+/// The noise of a probe from its perturbed positions.
+pub fn noise(perturbation: &str, main: &Probe, perturbed: &[Position], identical: bool) -> Noise {
+    let d = diff(&main.positions, perturbed).unwrap_or(ProbeDiff {
+        mean_kld: 0.0,
+        max_kld: 0.0,
+        top1: 1.0,
+        first_top1_change: None,
+    });
+    Noise {
+        perturbation: perturbation.into(),
+        identical,
+        mean_kld: if identical { 0.0 } else { d.mean_kld },
+        max_kld: if identical { 0.0 } else { d.max_kld },
+        top1: if identical { 1.0 } else { d.top1 },
+    }
+}
+
+/// What a record keeps of what its model computed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outputs {
+    pub ids: Ids,
+    pub probe: Option<Probe>,
+}
+
+/// The output verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputVerdict {
+    /// Bit-identical probe logits and identical ids in every shared trial.
+    Same,
+    /// Different, inside the model's own numerical noise on both sides.
+    WithinNoise,
+    /// Outside it.
+    Changed,
+    /// Not judged (a side keeps no outputs, or the two are not of the same text or trials).
+    Unjudged,
+}
+
+impl std::fmt::Display for OutputVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputVerdict::Same => "same",
+            OutputVerdict::WithinNoise => "within numerical noise",
+            OutputVerdict::Changed => "OUTPUTS CHANGED",
+            OutputVerdict::Unjudged => "outputs not judged",
+        })
+    }
+}
+
+/// The output verdict of two runs of one benchmark, with what it was made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputJudgement {
+    pub verdict: OutputVerdict,
+    /// Trials whose ids both runs kept, and the first of them whose ids differ.
+    pub trials_compared: usize,
+    pub first_trial_differing: Option<usize>,
+    /// In the first trial, the first position whose id differs (when it is within the kept ids).
+    pub first_id_differing: Option<usize>,
+    pub probe: Option<ProbeDiff>,
+    /// The limits the probe difference was held to: the larger noise of the two sides.
+    pub limit_mean_kld: Option<f64>,
+    pub limit_max_kld: Option<f64>,
+    pub limit_top1: Option<f64>,
+    /// One line: why this verdict.
+    pub why: String,
+}
+
+impl OutputJudgement {
+    fn unjudged(why: impl Into<String>) -> OutputJudgement {
+        OutputJudgement {
+            verdict: OutputVerdict::Unjudged,
+            trials_compared: 0,
+            first_trial_differing: None,
+            first_id_differing: None,
+            probe: None,
+            limit_mean_kld: None,
+            limit_max_kld: None,
+            limit_top1: None,
+            why: why.into(),
+        }
+    }
+}
+
+/// Judges `new` against `base` (see the module docs).
+pub fn judge(base: Option<&Outputs>, new: Option<&Outputs>) -> OutputJudgement {
+    let (Some(b), Some(n)) = (base, new) else {
+        return OutputJudgement::unjudged(match (base, new) {
+            (None, None) => "neither run kept outputs (records older than the output verdict, or a workload that generates no text)",
+            (None, _) => "the base run kept no outputs",
+            _ => "the new run kept no outputs",
+        });
+    };
+    let shared = b.ids.trials.len().min(n.ids.trials.len());
+    let first_trial_differing = (0..shared).find(|&i| b.ids.trials[i] != n.ids.trials[i]);
+    let first_id_differing = b
+        .ids
+        .first
+        .iter()
+        .zip(&n.ids.first)
+        .position(|(x, y)| x != y);
+    let mut j = OutputJudgement {
+        trials_compared: shared,
+        first_trial_differing,
+        first_id_differing,
+        ..OutputJudgement::unjudged("")
+    };
+    let (Some(pb), Some(pn)) = (&b.probe, &n.probe) else {
+        j.why = format!(
+            "no probe on {} side; ids of {shared} shared trial(s) {}",
+            if b.probe.is_none() {
+                "the base"
+            } else {
+                "the new"
+            },
+            if first_trial_differing.is_some() {
+                "differ"
+            } else {
+                "identical"
+            }
+        );
+        // Ids that differ are a change whatever the probe would say.
+        if first_trial_differing.is_some() {
+            j.verdict = OutputVerdict::Changed;
+        }
+        return j;
+    };
+    if pb.text != pn.text {
+        j.why = format!("probes of different texts ({} vs {})", pb.text, pn.text);
+        return j;
+    }
+    let ids_same = first_trial_differing.is_none();
+    if pb.logits_sha256 == pn.logits_sha256 && ids_same {
+        j.verdict = OutputVerdict::Same;
+        j.why = format!(
+            "bit-identical probe logits ({} positions) and identical ids in {shared} trial(s)",
+            pb.positions.len()
+        );
+        return j;
+    }
+    let Some(d) = diff(&pb.positions, &pn.positions) else {
+        j.why = "probes of different positions".into();
+        return j;
+    };
+    j.probe = Some(d);
+    let (Some(nb), Some(nn)) = (&pb.noise, &pn.noise) else {
+        j.verdict = OutputVerdict::Changed;
+        j.why = format!(
+            "probe differs (mean KLD {:.3e}) and a side has no measured noise to hold it to",
+            d.mean_kld
+        );
+        return j;
+    };
+    let lim_mean = nb.mean_kld.max(nn.mean_kld);
+    let lim_max = nb.max_kld.max(nn.max_kld);
+    let lim_top1 = nb.top1.min(nn.top1);
+    j.limit_mean_kld = Some(lim_mean);
+    j.limit_max_kld = Some(lim_max);
+    j.limit_top1 = Some(lim_top1);
+    let mut outside = Vec::new();
+    if d.mean_kld > lim_mean {
+        outside.push(format!("mean KLD {:.3e} > {:.3e}", d.mean_kld, lim_mean));
+    }
+    if d.max_kld > lim_max {
+        outside.push(format!("max KLD {:.3e} > {:.3e}", d.max_kld, lim_max));
+    }
+    if d.top1 < lim_top1 {
+        outside.push(format!(
+            "top-1 agreement {:.2}% < {:.2}%",
+            100.0 * d.top1,
+            100.0 * lim_top1
+        ));
+    }
+    // The perturbation never moved a top-1: then neither may a change of generated ids.
+    if !ids_same && lim_top1 >= 1.0 {
+        outside.push(format!(
+            "trial {} generated other ids (first at position {}), and the model's own noise never moves a top-1",
+            first_trial_differing.unwrap_or(0),
+            first_id_differing.map_or("beyond the kept ids".to_string(), |p| p.to_string())
+        ));
+    }
+    let noise_of = format!(
+        "noise: {} (mean KLD {:.3e}, max {:.3e}, top-1 {:.2}%)",
+        nb.perturbation,
+        lim_mean,
+        lim_max,
+        100.0 * lim_top1
+    );
+    if outside.is_empty() {
+        j.verdict = OutputVerdict::WithinNoise;
+        j.why = format!(
+            "mean KLD {:.3e}, max {:.3e}, top-1 {:.2}%, within the {noise_of}",
+            d.mean_kld,
+            d.max_kld,
+            100.0 * d.top1
+        );
+    } else {
+        j.verdict = OutputVerdict::Changed;
+        j.why = format!("{}; {noise_of}", outside.join("; "));
+    }
+    j
+}
+
+#[cfg(test)]
+mod tests {
+    //! The verdict both ways on hand-made probes: identical logits read `same`, a difference
+    //! inside the measured noise `within numerical noise`, one outside it or other ids
+    //! `OUTPUTS CHANGED`; a side without outputs is not judged.
+    use super::*;
+
+    fn logits(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                scale * ((x >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0)
+            })
+            .collect()
+    }
+
+    fn probe(scale: f32, noise: Option<(f64, f64, f64)>) -> Probe {
+        let mut h = LogitsHash::default();
+        let positions = (0..8)
+            .map(|i| {
+                let l = logits(i, 500, scale);
+                h.update(&l);
+                Position::of_logits(&l, PROBE_TOP_K)
+            })
+            .collect();
+        Probe {
+            text: "t".into(),
+            logits_sha256: h.finish(),
+            positions,
+            noise: noise.map(|(m, x, t)| Noise {
+                perturbation: "p".into(),
+                identical: false,
+                mean_kld: m,
+                max_kld: x,
+                top1: t,
+            }),
+            seconds: 0.0,
+        }
+    }
+
+    fn outputs(scale: f32, ids: &[u32], noise: Option<(f64, f64, f64)>) -> Outputs {
+        let mut i = Ids::default();
+        i.push(0, ids);
+        i.push(1, &[9, 9]);
+        Outputs {
+            ids: i,
+            probe: Some(probe(scale, noise)),
+        }
+    }
+
+    #[test]
+    fn identical_is_same_and_a_rerun_is_never_changed() {
+        let a = outputs(1.0, &[1, 2, 3], Some((1e-6, 1e-5, 1.0)));
+        let j = judge(Some(&a), Some(&a.clone()));
+        assert_eq!(j.verdict, OutputVerdict::Same, "{}", j.why);
+    }
+
+    #[test]
+    fn a_scaled_lm_head_is_changed_against_small_noise_and_within_large_noise() {
+        let a = outputs(1.0, &[1, 2, 3], Some((1e-9, 1e-8, 1.0)));
+        let b = outputs(1.005, &[1, 2, 3], Some((1e-9, 1e-8, 1.0)));
+        let j = judge(Some(&a), Some(&b));
+        assert_eq!(j.verdict, OutputVerdict::Changed, "{}", j.why);
+        let d = j.probe.unwrap();
+        assert!(d.mean_kld > 1e-9 && d.top1 == 1.0, "{d:?}");
+        // The same difference against a noise that is larger: within it.
+        let a = outputs(1.0, &[1, 2, 3], Some((1e-2, 1e-1, 1.0)));
+        let b = outputs(1.005, &[1, 2, 3], Some((1e-2, 1e-1, 1.0)));
+        assert_eq!(
+            judge(Some(&a), Some(&b)).verdict,
+            OutputVerdict::WithinNoise
+        );
+    }
+
+    #[test]
+    fn other_ids_are_changed_where_noise_never_moves_a_top1() {
+        let a = outputs(1.0, &[1, 2, 3], Some((1e-2, 1e-1, 1.0)));
+        let b = outputs(1.0 + 1e-7, &[1, 2, 4], Some((1e-2, 1e-1, 1.0)));
+        let j = judge(Some(&a), Some(&b));
+        assert_eq!(j.verdict, OutputVerdict::Changed, "{}", j.why);
+        assert_eq!(j.first_trial_differing, Some(0));
+        assert_eq!(j.first_id_differing, Some(2));
+        // Identical logits but other ids is not `same` either.
+        let b = outputs(1.0, &[1, 2, 4], Some((1e-2, 1e-1, 1.0)));
+        assert_ne!(judge(Some(&a), Some(&b)).verdict, OutputVerdict::Same);
+    }
+
+    #[test]
+    fn no_outputs_is_unjudged_and_trials_out_of_order_are_kept_out() {
+        let a = outputs(1.0, &[1], None);
+        assert_eq!(judge(None, Some(&a)).verdict, OutputVerdict::Unjudged);
+        let mut i = Ids::default();
+        i.push(1, &[1]);
+        assert!(i.trials.is_empty());
+        i.push(0, &[1]);
+        i.push(0, &[1]);
+        assert_eq!(i.trials.len(), 1);
+    }
+
+    #[test]
+    fn position_kld_is_zero_on_itself_and_grows_with_the_scale() {
+        let l = logits(3, 1000, 1.0);
+        let p = Position::of_logits(&l, PROBE_TOP_K);
+        assert_eq!(position_kld(&p, &p), 0.0);
+        let k = |s: f32| {
+            let q: Vec<f32> = l.iter().map(|x| x * s).collect();
+            position_kld(&p, &Position::of_logits(&q, PROBE_TOP_K))
+        };
+        assert!(
+            k(1.001) > 0.0 && k(1.01) > k(1.001),
+            "{} {}",
+            k(1.001),
+            k(1.01)
+        );
+    }
+}

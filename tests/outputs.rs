@@ -1,0 +1,109 @@
+//! The output verdict beside the speed verdict (issue 59), seen from the CLI: three runs of
+//! the same scenario on fixture:llama (a base, an unchanged rerun, and a rerun with
+//! `MODELBENCH_INJECT_NUMERIC=lm_head:0.5%`, the logits scaled by 1.005), then `compare`.
+//! The rerun reads `same` and exits 0; the numeric change reads `OUTPUTS CHANGED` and exits 1
+//! (0 with `--allow-output-change`), its speed verdict printed beside it, while every trial's
+//! greedy ids stay identical: only the probe can see it. The speed threshold is set wide (90%)
+//! so the exit code is the output verdict's alone.
+
+mod common;
+use common::modelbench;
+
+use std::path::{Path, PathBuf};
+
+use modelbench::measure::outputs::OutputVerdict;
+use modelbench::output::report::read_run;
+
+fn run(reports: &Path, label: &str, numeric: Option<&str>) -> PathBuf {
+    let mut c = common::bin();
+    c.args(["run", "--model", "fixture:llama", "--scenario", "short"])
+        .args(["--trials", "5", "--warmup", "1", "--label", label])
+        .env("MODELBENCH_REPORTS", reports)
+        .env("MODELBENCH_DB", "off")
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("MODELBENCH_INJECT_SLOWDOWN")
+        .env_remove("MODELBENCH_INJECT_NUMERIC");
+    if let Some(n) = numeric {
+        c.env("MODELBENCH_INJECT_NUMERIC", n);
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_dir(reports)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(label))
+        .unwrap()
+}
+
+fn compare(reports: &Path, base: &Path, new: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "compare",
+        base.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--threshold",
+        "90%",
+        "--ignore-noise",
+    ];
+    args.extend(extra);
+    let o = modelbench(reports, &args);
+    (
+        o.status.code().unwrap(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_numeric_change_is_outputs_changed_and_a_rerun_is_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = tmp.path().join("reports");
+    let base = run(&reports, "base", None);
+    let again = run(&reports, "again", None);
+    let scaled = run(&reports, "scaled", Some("lm_head:0.5%"));
+
+    let (b, s) = (read_run(&base).unwrap(), read_run(&scaled).unwrap());
+    let (ob, os) = (
+        b[0].outputs
+            .as_ref()
+            .expect("a generation record keeps its outputs"),
+        s[0].outputs.as_ref().unwrap(),
+    );
+    assert_eq!(s[0].injected_numeric.as_deref(), Some("lm_head:0.5%"));
+    assert!(
+        ob.ids.trials.len() >= 6,
+        "warm-up and timed trials: {:?}",
+        ob.ids
+    );
+    assert_eq!(ob.ids, os.ids, "scaled logits keep every greedy id");
+    let (pb, ps) = (ob.probe.as_ref().unwrap(), os.probe.as_ref().unwrap());
+    assert_eq!(pb.positions.len(), 64);
+    assert_ne!(pb.logits_sha256, ps.logits_sha256);
+    assert!(pb.noise.is_some());
+
+    let (code, out) = compare(&reports, &base, &again, &[]);
+    assert_eq!(code, 0, "an unchanged rerun:\n{out}");
+    assert!(out.contains("| same |"), "{out}");
+    assert!(out.contains("outputs: 1 same"), "{out}");
+
+    let (code, out) = compare(&reports, &base, &scaled, &[]);
+    assert_eq!(code, 1, "scaled logits:\n{out}");
+    assert!(out.contains("| OUTPUTS CHANGED |"), "{out}");
+    assert!(out.contains("1 benchmark(s) OUTPUTS CHANGED"), "{out}");
+    assert!(out.contains("mean KLD"), "the why names the KLD: {out}");
+    let (code, out) = compare(&reports, &base, &scaled, &["--allow-output-change"]);
+    assert_eq!(code, 0, "allowed:\n{out}");
+
+    // The same through the library, for the verdict's figures.
+    let j = modelbench::measure::outputs::judge(Some(ob), Some(os));
+    assert_eq!(j.verdict, OutputVerdict::Changed, "{}", j.why);
+    assert_eq!(j.first_trial_differing, None);
+    eprintln!("base vs lm_head:0.5%: {}", j.why);
+    eprintln!(
+        "probe: {:.3} s for {} positions (noise included)",
+        pb.seconds,
+        pb.positions.len()
+    );
+}
