@@ -60,6 +60,7 @@ fn bisect_names(
         .env("HF_HUB_OFFLINE", "1")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("MODELBENCH_INJECT_SLOWDOWN")
+        .env_remove("MODELBENCH_INJECT_NUMERIC")
         .env_remove("MODELBENCH_DB")
         .output()
         .unwrap();
@@ -202,6 +203,58 @@ fn bisect_paired_names_the_slowed_commit() {
         .join(&commits[0][..10])
         .join("modelbench")
         .is_file());
+}
+
+/// As [`PAIRED_BUILD`], with the commit's `numeric` file as MODELBENCH_INJECT_NUMERIC: a real
+/// change of what the model computes (its logits scaled), its speed the same.
+const NUMERIC_BUILD: &str = r#"mkdir -p target/release && printf '#!/bin/sh\nMODELBENCH_INJECT_NUMERIC=%s exec "$MB" "$@"\n' "$(cat numeric)" > target/release/modelbench && chmod +x target/release/modelbench"#;
+
+/// `bisect --outputs` (issue 59): the first commit whose outputs changed, by the output
+/// verdict taken inside each paired comparison (one look of 5 pairs: the speed is not what is
+/// asked). Commit 2 of 4 scales the logits by 1.005 (every greedy id stays, the probe moves);
+/// bisect names it. GOOD against itself would be "nothing to bisect".
+#[test]
+fn bisect_outputs_names_the_commit_that_changed_the_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let mut commits = Vec::new();
+    for (i, numeric) in ["off", "off", "lm_head:0.5%", "lm_head:0.5%"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(repo.join("numeric"), format!("{numeric}\n")).unwrap();
+        std::fs::write(repo.join("notes"), format!("change {i}\n")).unwrap();
+        git(&repo, &["add", "."]);
+        git(
+            &repo,
+            &["commit", "-q", "-m", &format!("commit {i}: {numeric}")],
+        );
+        commits.push(head(&repo));
+    }
+    let reports = tmp.path().join("reports");
+    let out = bisect_names(
+        &repo,
+        &reports,
+        &[
+            &commits[0],
+            &commits[3],
+            "--bench",
+            "short/cpu-f32/fixture:llama",
+            "--outputs",
+            "--pairs",
+            "5",
+            "--max-pairs",
+            "5",
+            "--build",
+            NUMERIC_BUILD,
+        ],
+        &commits[2],
+        "commit 2: lm_head:0.5%",
+        &commits[3],
+    );
+    assert!(out.contains("outputs short: OUTPUTS CHANGED ("), "{out}");
 }
 
 /// `bisect --candle-repo` for real: a Candle history of six commits on the registry's

@@ -9,11 +9,18 @@
 //! noise cannot hide (the 5% calibration of the default gate is README's table, not this
 //! test). Checked to fail when B's injection is dropped (no regression) and when the verdict
 //! ignores the interval's low end. Sequential design: looks of 12 pairs up to 24 (two looks,
-//! 97.5% intervals each); the summary says where it stopped.
+//! 97.5% intervals each); the summary says where it stopped. The output verdict is taken in
+//! the same pairs: `same` in the A/A run and beside the injected slowdown, `OUTPUTS CHANGED`
+//! (exit 1) with `--inject-numeric lm_head:0.5%` in B only (one look of 6 pairs: the speed
+//! verdict does not decide it, the probe does).
 
 use std::process::Command;
 
 fn paired(reports: &std::path::Path, inject: Option<&str>) -> (i32, String) {
+    paired_with(reports, inject, &[])
+}
+
+fn paired_with(reports: &std::path::Path, inject: Option<&str>, extra: &[&str]) -> (i32, String) {
     let exe = env!("CARGO_BIN_EXE_modelbench");
     let mut c = Command::new(exe);
     // A 10% threshold (the default is 2%): this test runs beside other tests on a loaded CI
@@ -34,10 +41,12 @@ fn paired(reports: &std::path::Path, inject: Option<&str>) -> (i32, String) {
     ])
     .env("MODELBENCH_REPORTS", reports)
     .env("HF_HUB_OFFLINE", "1")
-    .env_remove("MODELBENCH_INJECT_SLOWDOWN");
+    .env_remove("MODELBENCH_INJECT_SLOWDOWN")
+    .env_remove("MODELBENCH_INJECT_NUMERIC");
     if let Some(i) = inject {
         c.args(["--inject", i]);
     }
+    c.args(extra);
     let o = c.output().unwrap();
     (
         o.status.code().unwrap(),
@@ -55,6 +64,10 @@ fn paired_a_a_is_silent_and_an_injected_decode_slowdown_is_flagged() {
     let (code, out) = paired(tmp.path(), None);
     assert_eq!(code, 0, "A/A must not be flagged:\n{out}");
     assert!(out.contains("0 regression(s)"), "{out}");
+    // The output verdict inside the same pairs (issue 59): both builds compute the same.
+    for s in ["short", "medium"] {
+        assert!(out.contains(&format!("outputs {s}: same (")), "{out}");
+    }
     let (code, out) = paired(tmp.path(), Some("decode:60%"));
     assert_eq!(code, 1, "a 60% decode slowdown must be flagged:\n{out}");
     let decode_rows: Vec<&str> = out.lines().filter(|l| l.contains("| decode |")).collect();
@@ -67,12 +80,44 @@ fn paired_a_a_is_silent_and_an_injected_decode_slowdown_is_flagged() {
         out.contains("injected slowdown in B only (calibration): decode:60%"),
         "{out}"
     );
+    // Slower, and the same outputs: a speed verdict beside `same`.
+    for s in ["short", "medium"] {
+        assert!(out.contains(&format!("outputs {s}: same (")), "{out}");
+    }
     assert!(
         out.contains(
             "97.50% intervals at each of at most 2 look(s), 95% overall; stopped after look"
         ),
         "{out}"
     );
+    // The logits scaled by 1.005 in B only (`--inject-numeric`, one short look): every
+    // greedy id stays, the probe moves: OUTPUTS CHANGED, exit 1, whatever the speed says.
+    let (code, out) = paired_with(
+        tmp.path(),
+        None,
+        &[
+            "--inject-numeric",
+            "lm_head:0.5%",
+            "--pairs",
+            "6",
+            "--max-pairs",
+            "6",
+            "--blocks",
+            "1",
+        ],
+    );
+    assert_eq!(code, 1, "a numeric change must fail the comparison:\n{out}");
+    for s in ["short", "medium"] {
+        assert!(
+            out.contains(&format!("outputs {s}: OUTPUTS CHANGED (")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("injected numeric change in B only (calibration): lm_head:0.5%"),
+        "{out}"
+    );
+    assert!(out.contains("2 scenario(s) OUTPUTS CHANGED"), "{out}");
     // Bad input: too few pairs, exit 2 with one line.
     let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
         .args(["compare", "HEAD", "HEAD", "--paired", "--pairs", "2"])

@@ -130,6 +130,8 @@ impl Plan {
             .map(Scenario::context_needed)
             .max()
             .unwrap_or(1)
+            // The output probe's sequences (issue 59) run on the same model.
+            .max(crate::engine::probe::LEN)
     }
 }
 

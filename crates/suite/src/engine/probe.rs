@@ -35,9 +35,10 @@ pub const PREFILL: usize = 32;
 /// The seed of the ids of a model without a tokenizer.
 const SEED: u64 = 0x9e0be;
 
-/// The probe's ids and how they were made (two probes compare only when this is equal).
-pub fn probe_ids(tok: Option<&Tokenizer>, vocab: usize) -> Result<(Vec<u32>, String)> {
-    let n = SEQUENCES * LEN;
+/// The probe's ids and how they were made (two probes compare only when this is equal):
+/// [`SEQUENCES`] sequences of `len` ids, the first `len / 2` prefilled.
+pub fn probe_ids(tok: Option<&Tokenizer>, vocab: usize, len: usize) -> Result<(Vec<u32>, String)> {
+    let n = SEQUENCES * len;
     let (ids, from) = match tok {
         Some(t) => {
             let ids: Vec<u32> = crate::models::tokenizer::encode(t, TEXT)?
@@ -59,8 +60,9 @@ pub fn probe_ids(tok: Option<&Tokenizer>, vocab: usize) -> Result<(Vec<u32>, Str
         )));
     }
     let desc = format!(
-        "{from}, ids sha256 {}, {SEQUENCES} x {LEN} ids ({PREFILL} prefilled, then decoded)",
-        crate::measure::outputs::hash_ids(&ids)
+        "{from}, ids sha256 {}, {SEQUENCES} x {len} ids ({} prefilled, then decoded)",
+        crate::measure::outputs::hash_ids(&ids),
+        len / 2
     );
     Ok((ids, desc))
 }
@@ -69,13 +71,18 @@ fn host(l: &candle_core::Tensor) -> Result<Vec<f32>> {
     Ok(l.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
-/// Takes the probe of `model` (the KV cache is left reset).
+/// Takes the probe of `model` (the KV cache is left reset). A model built for fewer than
+/// [`LEN`] positions is probed on sequences of its own length (its probe then compares only
+/// with probes of that length).
 pub fn take(model: &mut dyn CausalLm, tok: Option<&Tokenizer>) -> Result<Probe> {
     let t0 = Instant::now();
-    let (ids, text) = probe_ids(tok, model.meta().vocab)?;
+    let built = model.meta().built_context;
+    let len = if built >= 4 { LEN.min(built) } else { LEN };
+    let prefill = if len == LEN { PREFILL } else { len / 2 };
+    let (ids, text) = probe_ids(tok, model.meta().vocab, len)?;
     let mut hash = LogitsHash::default();
     let mut positions = Vec::new();
-    for seq in ids.chunks(LEN) {
+    for seq in ids.chunks(len) {
         model.reset()?;
         let mut keep = |l: candle_core::Tensor| -> Result<()> {
             let v = host(&l)?;
@@ -83,8 +90,8 @@ pub fn take(model: &mut dyn CausalLm, tok: Option<&Tokenizer>) -> Result<Probe> 
             positions.push(Position::of_logits(&v, PROBE_TOP_K));
             Ok(())
         };
-        keep(forward(model, &seq[..PREFILL], 0)?)?;
-        for (i, &id) in seq.iter().enumerate().take(LEN - 1).skip(PREFILL) {
+        keep(forward(model, &seq[..prefill], 0)?)?;
+        for (i, &id) in seq.iter().enumerate().take(len - 1).skip(prefill) {
             keep(forward(model, &[id], i)?)?;
         }
     }
@@ -98,11 +105,11 @@ pub fn take(model: &mut dyn CausalLm, tok: Option<&Tokenizer>) -> Result<Probe> 
     // The noise: the same positions, every id its own step from position 0.
     let mut hash = LogitsHash::default();
     let mut perturbed = Vec::new();
-    for seq in ids.chunks(LEN) {
+    for seq in ids.chunks(len) {
         model.reset()?;
-        for (i, &id) in seq.iter().enumerate().take(LEN - 1) {
+        for (i, &id) in seq.iter().enumerate().take(len - 1) {
             let l = forward(model, &[id], i)?;
-            if i + 1 >= PREFILL {
+            if i + 1 >= prefill {
                 let v = host(&l)?;
                 hash.update(&v);
                 perturbed.push(Position::of_logits(&v, PROBE_TOP_K));

@@ -76,6 +76,11 @@ pub struct BisectArgs {
     /// change").
     #[arg(long = "candle-repo", value_name = "PATH")]
     pub candle_repo: Option<PathBuf>,
+    /// Bisect what the model computes instead of its speed: the first commit whose outputs
+    /// changed against GOOD (the output verdict, issue 59: the probe and every pair's ids,
+    /// taken inside the paired comparison; implies --paired). BAD must read OUTPUTS CHANGED.
+    #[arg(long)]
+    pub outputs: bool,
 }
 
 /// The build command of a bisection.
@@ -142,6 +147,9 @@ pub struct StepArgs {
     pub pairs: usize,
     #[arg(long = "max-pairs")]
     pub max_pairs: Option<usize>,
+    /// Judge the step by its output verdict (`bisect --outputs`).
+    #[arg(long)]
+    pub outputs: bool,
 }
 
 /// The commit a ref names.
@@ -262,6 +270,36 @@ impl Judged {
         Judged::of_metrics(&p.metrics.iter().collect::<Vec<_>>(), undecided_good)
     }
 
+    /// A paired outcome as a step of `bisect --outputs`: bad when any scenario's outputs
+    /// changed, good when every one reads `same` or `within numerical noise`, else a skip
+    /// naming why (a build that keeps no outputs).
+    pub fn of_outputs(p: &PairedOutcome) -> Judged {
+        use crate::measure::outputs::OutputVerdict;
+        if p.outputs_changed() > 0 {
+            return Judged::Bad;
+        }
+        let open: Vec<String> = p
+            .outputs
+            .iter()
+            .filter(|(_, j)| j.verdict == OutputVerdict::Unjudged)
+            .map(|(s, j)| format!("{s}: {}", j.why))
+            .collect();
+        if open.is_empty() && !p.outputs.is_empty() {
+            Judged::Good
+        } else {
+            Judged::Skip(format!("outputs not judged: {}", open.join("; ")))
+        }
+    }
+
+    /// [`Judged::of`] or, for `bisect --outputs`, [`Judged::of_outputs`].
+    pub fn of_mode(p: &PairedOutcome, outputs: bool) -> Judged {
+        if outputs {
+            Judged::of_outputs(p)
+        } else {
+            Judged::of(p, true)
+        }
+    }
+
     /// As [`Judged::of`], on these rows only (a Candle bisection watches the metrics BAD
     /// regressed on).
     pub fn of_metrics(metrics: &[&MetricVerdict], undecided_good: bool) -> Judged {
@@ -312,8 +350,9 @@ pub(crate) fn threshold(a: &BisectArgs) -> Result<(String, f64)> {
 /// candle_bisect instead).
 pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
     let (threshold, t) = threshold(a)?;
-    let build = build_cmd(&a.build, a.paired);
-    let paired = if a.paired {
+    let paired_mode = a.paired || a.outputs;
+    let build = build_cmd(&a.build, paired_mode);
+    let paired = if paired_mode {
         Some(paired_target(
             &a.bench,
             a.pairs,
@@ -340,6 +379,14 @@ pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
     let short = |c: &str| c[..c.len().min(10)].to_string();
     let nothing = |table: &str| -> Result<ExitCode> {
         print!("{table}");
+        if a.outputs {
+            bail!(
+                "BAD {} computes the same as GOOD {} on `{}` (the output verdict): nothing to bisect",
+                short(&bad),
+                short(&good),
+                a.bench
+            )
+        }
         bail!(
             "BAD {} is not slower than GOOD {} beyond {threshold} on `{}` (95% confidence): nothing to bisect",
             short(&bad),
@@ -357,7 +404,7 @@ pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
         let bad_exe = build_exe(&build, &work.join(short(&bad)))
             .map_err(|e| fail!("BAD {}: {e}", short(&bad)))?;
         let p = paired_gate(&good_exe, &bad_exe, &format!("BAD {}", short(&bad)), o, t)?;
-        if Judged::of(&p, true) != Judged::Bad {
+        if Judged::of_mode(&p, a.outputs) != Judged::Bad {
             return nothing(&p.table);
         }
         (("--good-exe", good_exe), p.table)
@@ -394,6 +441,7 @@ pub fn bisect(a: &BisectArgs) -> Result<ExitCode> {
         .args(["--build", build.as_str(), "--run", a.run.as_str()])
         .args(["--pairs", &a.pairs.to_string()])
         .args(["--max-pairs", &max_pairs(a.max_pairs, a.pairs).to_string()])
+        .args(a.outputs.then_some("--outputs"))
         .output()
         .context("git bisect run")?;
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -454,7 +502,7 @@ pub fn step(a: &StepArgs) -> ExitCode {
             let o = paired_target(&a.bench, a.pairs, max_pairs(a.max_pairs, a.pairs))?;
             let p = paired_gate(good_exe, &exe, &head[..10], &o, t)?;
             let _ = std::fs::write(dir.join("paired.md"), &p.table);
-            return Ok(Judged::of(&p, true).exit_code());
+            return Ok(Judged::of_mode(&p, a.outputs).exit_code());
         }
         let Some(good_run) = &a.good_run else {
             bail!("bisect-step: --good-run or --good-exe is needed");

@@ -314,6 +314,8 @@ pub fn bisect(a: &BisectArgs, repo: &Path) -> Result<ExitCode> {
             // A build that cannot run the paired workers (a Candle commit that panics or
             // refuses the model) is not judged either: skipped, with the worker's line.
             Ok(exe) => match paired_gate(&good_exe, &exe, &side, &o, t) {
+                // `--outputs`: the first Candle commit whose outputs changed (issue 59).
+                Ok(p) if a.outputs => (Judged::of_outputs(&p), p.metrics, Some((exe, p.saved))),
                 Ok(p) => {
                     let w = watched.get_or_insert_with(|| regressed(&p.metrics));
                     (judge(&p.metrics, w), p.metrics, Some((exe, p.saved)))
@@ -520,6 +522,7 @@ mod tests {
             rows: Vec::new(),
             metrics,
             saved: PathBuf::new(),
+            outputs: Vec::new(),
         };
         let bad = out(vec![
             row("prefill", 0.846, (0.833, 0.863), "Improvement"),

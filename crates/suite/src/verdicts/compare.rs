@@ -68,7 +68,7 @@ pub fn compare(a: &CompareArgs) -> Result<ExitCode> {
     let threshold = a.threshold.as_deref();
     if a.paired.paired {
         let t = threshold.unwrap_or(DEFAULT_THRESHOLD);
-        return paired_cmd(&a.base, &a.new, t, &a.paired);
+        return paired_cmd(&a.base, &a.new, t, &a.paired, a.allow_output_change);
     }
     ensure!(
         a.paired.base_candle.is_none() && a.paired.new_candle.is_none(),

@@ -190,10 +190,12 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
             let o = PairedOpts::for_model(&paired_model, &c.suite);
             let p = run_paired((ea, na), (&me, "this build"), paired_t, &o)?;
             println!(
-                "continuous `{}`: {} paired regression(s) against {na}",
-                c.name, p.regressions
+                "continuous `{}`: {} paired regression(s), {} scenario(s) OUTPUTS CHANGED against {na}",
+                c.name,
+                p.regressions,
+                p.outputs_changed()
             );
-            p.regressions
+            p.regressions + p.outputs_changed()
         }
         None => 0,
     };
@@ -238,6 +240,10 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
         c.name,
         r_drift.map_or("same comparison".to_string(), |r| r.to_string())
     );
+    let changed = step.outputs_changed() + drift.as_ref().map_or(0, |d| d.outputs_changed());
+    if changed > 0 {
+        println!("continuous `{}`: {changed} benchmark(s) OUTPUTS CHANGED: fails (the model computes something else)", c.name);
+    }
     let missing = step.missing() + drift.as_ref().map_or(0, |d| d.missing());
     if missing > 0 {
         println!("continuous `{}`: {missing} benchmark(s) of an earlier run missing from this one: fails", c.name);

@@ -71,6 +71,10 @@ pub struct PairedOpts {
     /// decode:5%).
     #[arg(long)]
     pub inject: Option<String>,
+    /// With --paired: MODELBENCH_INJECT_NUMERIC for NEW's worker only (calibration of the
+    /// output verdict, e.g. lm_head:0.5%: the logits scaled, the speed unchanged).
+    #[arg(long = "inject-numeric")]
+    pub inject_numeric: Option<String>,
     /// With --paired: build BASE (a commit) against this Candle instead of its Cargo.lock's:
     /// a crates.io version (0.10.2) or the folder of a Candle checkout or of a copied crate
     /// (candle-core, candle-nn, candle-transformers; README "Benchmarking a Candle change").
@@ -99,6 +103,7 @@ impl PairedOpts {
             stop_on_regression: false,
             blocks: 12,
             inject: None,
+            inject_numeric: None,
             base_candle: None,
             new_candle: None,
             profile: true,
@@ -112,7 +117,13 @@ pub const DEFAULT_THRESHOLD: &str = "2%";
 
 const METRICS: [&str; 3] = ["e2e", "prefill", "decode"];
 
-pub fn paired_cmd(base: &Path, new: &Path, threshold: &str, o: &PairedOpts) -> Result<ExitCode> {
+pub fn paired_cmd(
+    base: &Path,
+    new: &Path,
+    threshold: &str,
+    o: &PairedOpts,
+    allow_output_change: bool,
+) -> Result<ExitCode> {
     let t = parse_threshold(threshold).map_err(|e| fail!("--threshold: {e}"))?;
     check(o)?;
     // The Candle sources first (a bad one fails before anything is built).
@@ -122,11 +133,24 @@ pub fn paired_cmd(base: &Path, new: &Path, threshold: &str, o: &PairedOpts) -> R
     let (ea, na) = build_side_with(sa, "BASE", ca.as_ref())?;
     let (eb, nb) = build_side_with(sb, "NEW", cb.as_ref())?;
     let out = run_paired((&ea, &na), (&eb, &nb), t, o)?;
-    Ok(if out.regressions > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    if out.outputs_changed() > 0 {
+        println!(
+            "{} scenario(s) OUTPUTS CHANGED: {}",
+            out.outputs_changed(),
+            if allow_output_change {
+                "wanted (--allow-output-change), not a failure"
+            } else {
+                "fails the comparison unless --allow-output-change says it is wanted"
+            }
+        );
+    }
+    Ok(
+        if out.regressions > 0 || (out.outputs_changed() > 0 && !allow_output_change) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// The options' own checks (before anything is built or started).
@@ -151,6 +175,9 @@ pub fn check(o: &PairedOpts) -> Result<()> {
     if let Some(i) = &o.inject {
         crate::measure::inject::parse(i).map_err(|e| fail!("--inject: {e}"))?;
     }
+    if let Some(n) = &o.inject_numeric {
+        crate::measure::inject::parse_numeric(n).map_err(|e| fail!("--inject-numeric: {e}"))?;
+    }
     scenarios(&o.suite)?;
     Ok(())
 }
@@ -167,6 +194,19 @@ pub struct PairedOutcome {
     pub metrics: Vec<MetricVerdict>,
     /// The folder of paired.json / paired.md.
     pub saved: std::path::PathBuf,
+    /// The output verdict of each scenario, taken inside the same pairs: both sides' probes
+    /// (one per worker) and every pair's generated ids.
+    pub outputs: Vec<(String, crate::measure::outputs::OutputJudgement)>,
+}
+
+impl PairedOutcome {
+    /// Scenarios whose outputs changed.
+    pub fn outputs_changed(&self) -> usize {
+        self.outputs
+            .iter()
+            .filter(|(_, j)| j.verdict == crate::measure::outputs::OutputVerdict::Changed)
+            .count()
+    }
 }
 
 /// One row of a paired comparison: a scenario's metric, its B/A ratio and the verdict.
@@ -207,10 +247,14 @@ pub fn run_paired(
         std::env::temp_dir().join(format!("modelbench-paired-{stamp}-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(Error::io(&scratch))?;
     println!(
-        "A (base): {na}\nB (new):  {nb}{}",
+        "A (base): {na}\nB (new):  {nb}{}{}",
         o.inject
             .as_deref()
             .map(|i| format!("\ninjected slowdown in B only (calibration): {i}"))
+            .unwrap_or_default(),
+        o.inject_numeric
+            .as_deref()
+            .map(|i| format!("\ninjected numeric change in B only (calibration): {i}"))
             .unwrap_or_default()
     );
     let t0 = std::time::Instant::now();
@@ -224,6 +268,12 @@ pub fn run_paired(
     let cap = std::time::Duration::from_secs_f64(o.max_minutes * 60.0);
     let mut a: Vec<Vec<[f64; 3]>> = vec![Vec::new(); scen.len()];
     let mut b: Vec<Vec<[f64; 3]>> = vec![Vec::new(); scen.len()];
+    // What each side computed: every pair's ids hash per scenario, and the probe of each
+    // side's first worker (taken once, between trials).
+    let mut ids: [Vec<Vec<Option<String>>>; 2] =
+        [vec![Vec::new(); scen.len()], vec![Vec::new(); scen.len()]];
+    let mut probes: [Option<crate::measure::outputs::Probe>; 2] = [None, None];
+    let mut probed = false;
     let (mut i, mut blk, mut done, mut look) = (0, 0, 0, 0);
     let target = (o.model.as_str(), o.suite.as_str());
     let estimate = |a: &[Vec<[f64; 3]>], b: &[Vec<[f64; 3]>]| {
@@ -242,25 +292,30 @@ pub fn run_paired(
         look += 1;
         let n_look = o.pairs.min(o.max_pairs - done);
         for &n in &block_sizes(n_look, o.blocks) {
+            let b_env = (o.inject.as_deref(), o.inject_numeric.as_deref());
             let (mut wa, mut wb) = if blk % 2 == 0 {
-                let wa = Worker::start("A", ea, target, None, &scratch)?;
-                (
-                    wa,
-                    Worker::start("B", eb, target, o.inject.as_deref(), &scratch)?,
-                )
+                let wa = Worker::start("A", ea, target, (None, None), &scratch)?;
+                (wa, Worker::start("B", eb, target, b_env, &scratch)?)
             } else {
-                let wb = Worker::start("B", eb, target, o.inject.as_deref(), &scratch)?;
-                (Worker::start("A", ea, target, None, &scratch)?, wb)
+                let wb = Worker::start("B", eb, target, b_env, &scratch)?;
+                (Worker::start("A", ea, target, (None, None), &scratch)?, wb)
             };
             blk += 1;
+            if !probed {
+                probes = [wa.probe()?, wb.probe()?];
+                probed = true;
+            }
             for _ in 0..n {
                 for (k, s) in scen.iter().enumerate() {
-                    if a_first(i) {
-                        a[k].push(wa.trial(&s.name)?);
-                        b[k].push(wb.trial(&s.name)?);
-                    } else {
-                        b[k].push(wb.trial(&s.name)?);
-                        a[k].push(wa.trial(&s.name)?);
+                    let order: [usize; 2] = if a_first(i) { [0, 1] } else { [1, 0] };
+                    for side in order {
+                        let (x, h) = if side == 0 {
+                            wa.trial(&s.name)?
+                        } else {
+                            wb.trial(&s.name)?
+                        };
+                        [&mut a, &mut b][side][k].push(x);
+                        ids[side][k].push(h);
                     }
                 }
                 i += 1;
@@ -340,10 +395,28 @@ pub fn run_paired(
         o.model,
         t0.elapsed().as_secs_f64()
     ));
+    // The output verdict of each scenario, from the same pairs.
+    let mut outputs = Vec::new();
+    for (k, s) in scen.iter().enumerate() {
+        let side = |x: usize| {
+            let trials: Option<Vec<String>> = ids[x][k].iter().cloned().collect();
+            (trials.is_some() || probes[x].is_some()).then(|| crate::measure::outputs::Outputs {
+                ids: crate::measure::outputs::Ids {
+                    trials: trials.unwrap_or_default(),
+                    first: Vec::new(),
+                },
+                probe: probes[x].clone(),
+            })
+        };
+        let j = crate::measure::outputs::judge(side(0).as_ref(), side(1).as_ref());
+        md.push_str(&format!("outputs {}: {} ({})\n", s.name, j.verdict, j.why));
+        outputs.push((s.name.clone(), j));
+    }
     print!("{md}");
     let out = reports_root().join(format!("{stamp}-paired"));
     std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
-    let doc = serde_json::json!({"base": na, "new": nb, "inject": o.inject, "threshold": t,
+    let doc = serde_json::json!({"base": na, "new": nb, "inject": o.inject,
+        "inject_numeric": o.inject_numeric, "outputs": outputs.iter().map(|(s, j)| serde_json::json!({"scenario": s, "verdict": j})).collect::<Vec<_>>(), "threshold": t,
         "model": o.model, "pairs": done, "looks": look, "max_looks": looks,
         "confidence": confidence, "stopped": stopped,
         "hardware": crate::measure::hardware::context().hardware.fingerprint(), "rows": json});
@@ -362,6 +435,7 @@ pub fn run_paired(
         rows: flagged,
         metrics,
         saved: out,
+        outputs,
     })
 }
 

@@ -77,10 +77,24 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let io = |e: std::io::Error| fail!("worker: {e}");
-    writeln!(out, "ready").map_err(io)?;
+    // `ready probe`: this worker also answers `probe` (issue 59's output probe, taken when the
+    // parent asks: once per side of a paired comparison, never inside a timed trial).
+    writeln!(out, "ready probe").map_err(io)?;
     out.flush().map_err(io)?;
     for line in std::io::stdin().lock().lines() {
         let line = line.map_err(io)?;
+        if line.trim() == "probe" {
+            let probe =
+                crate::engine::probe::take(loaded.model.as_mut(), loaded.tokenizer.as_ref())?;
+            writeln!(
+                out,
+                "probe {}",
+                serde_json::to_string(&probe).map_err(|e| fail!("worker: {e}"))?
+            )
+            .map_err(io)?;
+            out.flush().map_err(io)?;
+            continue;
+        }
         let name = line.strip_prefix("run ").unwrap_or("").trim();
         let i = scen
             .iter()
@@ -98,10 +112,11 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         let e2e = tr.e2e().as_secs_f64();
         let ttft = tr.ttft().as_secs_f64();
         let tpot = tr.tpot().map(|d| d.as_secs_f64()).unwrap_or(f64::NAN);
+        let ids = crate::measure::outputs::hash_ids(&tr.tokens);
         writeln!(
             out,
             "{}",
-            serde_json::json!({"e2e": e2e, "prefill": ttft, "decode": tpot})
+            serde_json::json!({"e2e": e2e, "prefill": ttft, "decode": tpot, "ids": ids})
         )
         .map_err(io)?;
         out.flush().map_err(io)?;
@@ -116,16 +131,19 @@ pub struct Worker {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     err_path: PathBuf,
+    /// Whether the worker answers `probe` (builds from before the output verdict do not).
+    pub can_probe: bool,
 }
 
 impl Worker {
-    /// Starts `exe`'s worker on `(model, suite)` (`inject`: its slowdown) and waits for its
-    /// `ready`; its stderr goes to `scratch`.
+    /// Starts `exe`'s worker on `(model, suite)` (`inject`: its slowdown; `numeric`: its
+    /// `MODELBENCH_INJECT_NUMERIC`) and waits for its `ready` (`ready probe` where the build
+    /// can take the output probe); its stderr goes to `scratch`.
     pub fn start(
         side: &'static str,
         exe: &Path,
         (model, suite): (&str, &str),
-        inject: Option<&str>,
+        (inject, numeric): (Option<&str>, Option<&str>),
         scratch: &Path,
     ) -> Result<Worker> {
         let err_path = scratch.join(format!("worker-{side}.stderr"));
@@ -133,11 +151,15 @@ impl Worker {
         let mut c = Command::new(exe);
         c.args(["worker", "--model", model, "--suite", suite])
             .env_remove("MODELBENCH_INJECT_SLOWDOWN")
+            .env_remove("MODELBENCH_INJECT_NUMERIC")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(err);
         if let Some(i) = inject {
             c.env("MODELBENCH_INJECT_SLOWDOWN", i);
+        }
+        if let Some(n) = numeric {
+            c.env("MODELBENCH_INJECT_NUMERIC", n);
         }
         let mut child = c
             .spawn()
@@ -150,10 +172,33 @@ impl Worker {
             stdin,
             stdout,
             err_path,
+            can_probe: false,
         };
         let l = w.line()?;
-        ensure!(l == "ready", "{side}: worker said `{l}` instead of ready");
+        ensure!(
+            l == "ready" || l == "ready probe",
+            "{side}: worker said `{l}` instead of ready"
+        );
+        w.can_probe = l == "ready probe";
         Ok(w)
+    }
+
+    /// The worker's output probe; None from a build that cannot take one.
+    pub fn probe(&mut self) -> Result<Option<crate::measure::outputs::Probe>> {
+        if !self.can_probe {
+            return Ok(None);
+        }
+        let side = self.side;
+        let io = |e: std::io::Error| fail!("{side} worker: {e}");
+        writeln!(self.stdin, "probe").map_err(io)?;
+        self.stdin.flush().map_err(io)?;
+        let l = self.line()?;
+        let p = l
+            .strip_prefix("probe ")
+            .with_context(|| format!("{side}: worker answered `{l}` to probe"))?;
+        Ok(Some(serde_json::from_str(p).with_context(|| {
+            format!("{side}: the worker's probe line is not a probe")
+        })?))
     }
 
     fn line(&mut self) -> Result<String> {
@@ -176,8 +221,9 @@ impl Worker {
         Ok(s.trim().to_string())
     }
 
-    /// One trial of `scenario`: seconds of end-to-end, prefill and decode (per token).
-    pub fn trial(&mut self, scenario: &str) -> Result<[f64; 3]> {
+    /// One trial of `scenario`: seconds of end-to-end, prefill and decode (per token), and
+    /// the hash of its generated ids (None: a build from before the output verdict).
+    pub fn trial(&mut self, scenario: &str) -> Result<([f64; 3], Option<String>)> {
         let side = self.side;
         let io = |e: std::io::Error| fail!("{side} worker: {e}");
         writeln!(self.stdin, "run {scenario}").map_err(io)?;
@@ -186,7 +232,10 @@ impl Worker {
         let v: serde_json::Value =
             serde_json::from_str(&l).with_context(|| format!("{}: bad reply `{l}`", self.side))?;
         let g = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-        Ok([g("e2e"), g("prefill"), g("decode")])
+        Ok((
+            [g("e2e"), g("prefill"), g("decode")],
+            v["ids"].as_str().map(String::from),
+        ))
     }
 }
 
