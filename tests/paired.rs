@@ -17,10 +17,16 @@
 use std::process::Command;
 
 fn paired(reports: &std::path::Path, inject: Option<&str>) -> (i32, String) {
-    paired_with(reports, inject, &[])
+    paired_with(reports, inject, ("12", "24", "4"), &[])
 }
 
-fn paired_with(reports: &std::path::Path, inject: Option<&str>, extra: &[&str]) -> (i32, String) {
+/// `(pairs, max_pairs, blocks)`, then `extra` arguments.
+fn paired_with(
+    reports: &std::path::Path,
+    inject: Option<&str>,
+    (pairs, max_pairs, blocks): (&str, &str, &str),
+    extra: &[&str],
+) -> (i32, String) {
     let exe = env!("CARGO_BIN_EXE_modelbench");
     let mut c = Command::new(exe);
     // A 10% threshold (the default is 2%): this test runs beside other tests on a loaded CI
@@ -31,11 +37,11 @@ fn paired_with(reports: &std::path::Path, inject: Option<&str>, extra: &[&str]) 
         exe,
         "--paired",
         "--pairs",
-        "12",
+        pairs,
         "--max-pairs",
-        "24",
+        max_pairs,
         "--blocks",
-        "4",
+        blocks,
         "--threshold",
         "10%",
     ])
@@ -95,16 +101,8 @@ fn paired_a_a_is_silent_and_an_injected_decode_slowdown_is_flagged() {
     let (code, out) = paired_with(
         tmp.path(),
         None,
-        &[
-            "--inject-numeric",
-            "lm_head:0.5%",
-            "--pairs",
-            "6",
-            "--max-pairs",
-            "6",
-            "--blocks",
-            "1",
-        ],
+        ("6", "6", "1"),
+        &["--inject-numeric", "lm_head:0.5%"],
     );
     assert_eq!(code, 1, "a numeric change must fail the comparison:\n{out}");
     for s in ["short", "medium"] {
