@@ -124,6 +124,11 @@ fn depth_decode_tok_s(inject: Option<&str>) -> f64 {
             .unwrap(),
     )
     .unwrap();
+    // The record keeps every trial's generated ids (warm-up included), for the output
+    // verdict (issue 59): prefill's token and the 32 decoded.
+    let trials = rec["outputs"]["ids"]["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 8, "{}", rec["outputs"]);
+    assert_eq!(rec["outputs"]["ids"]["first"].as_array().unwrap().len(), 33);
     rec["gen"]["decode_tok_s"].as_f64().unwrap()
 }
 

@@ -373,6 +373,61 @@ mod tests {
         assert_eq!(clean.run, "20990101_000001", "never the injected run");
     }
 
+    /// The output verdict of the summary: a run with the logits changed (its ids differ from
+    /// the previous run's) reads OUTPUTS CHANGED in its line and table while its time verdict
+    /// stays what the samples say; a later clean run is judged against the clean run before
+    /// it (`same`), never against the changed one.
+    #[test]
+    fn changed_outputs_are_marked_and_never_a_baseline() {
+        use crate::measure::outputs::{Ids, Outputs};
+        use crate::output::record::{Kind, Record};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let rec = |ids: &[u32], numeric: Option<&str>| {
+            let samples: Vec<f64> = (0..20)
+                .map(|i| 0.01 * (1.0 + 0.01 * (i as f64).sin()))
+                .collect();
+            let mut r = Record::from_samples(Kind::Generation, "medium", samples, 16);
+            r.id = "medium/cpu-f32/fixture:llama".into();
+            r.injected_numeric = numeric.map(str::to_string);
+            let mut i = Ids::default();
+            i.push(0, ids);
+            r.outputs = Some(Outputs {
+                ids: i,
+                probe: None,
+            });
+            r
+        };
+        let runs = [
+            ("20990101_000001", rec(&[1, 2, 3], None)),
+            ("20990101_000002", rec(&[1, 2, 4], Some("lm_head:5%"))),
+            ("20990101_000003", rec(&[1, 2, 3], None)),
+        ];
+        for (name, r) in &runs {
+            let d = root.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let line = serde_json::to_string(r).unwrap();
+            std::fs::write(d.join("results.jsonl"), format!("{line}\n")).unwrap();
+        }
+        let judged = |i: usize| {
+            let (name, r) = &runs[i];
+            lines(root, &root.join(name), std::slice::from_ref(r), &|_| 0.2)
+        };
+        let changed = judged(1);
+        let c = changed[0].change.clone().unwrap();
+        assert_eq!(c.outputs.verdict, OutputVerdict::Changed);
+        assert_eq!(c.verdict, Verdict::Unchanged);
+        let t = table(&changed);
+        assert!(
+            t.contains("OUTPUTS CHANGED: medium/cpu-f32/fixture:llama"),
+            "{t}"
+        );
+        assert!(markdown("r", &changed).contains("**OUTPUTS CHANGED**"));
+        let clean = judged(2)[0].change.clone().unwrap();
+        assert_eq!(clean.run, "20990101_000001", "never the changed run");
+        assert_ne!(clean.outputs.verdict, OutputVerdict::Changed);
+    }
+
     #[test]
     fn a_change_reads_as_a_verdict() {
         let c = Change {

@@ -46,6 +46,9 @@ pub struct Depth<'a> {
     state: Option<KvState>,
     fill_s: Option<f64>,
     restores: BTreeSet<&'static str>,
+    /// Each trial's generated ids (prefill's token, then decode's), trial 0 first: the
+    /// record's outputs (issue 59).
+    ids: crate::measure::outputs::Ids,
 }
 
 impl<'a> Depth<'a> {
@@ -88,6 +91,7 @@ impl<'a> Depth<'a> {
             state: None,
             fill_s: None,
             restores: BTreeSet::new(),
+            ids: Default::default(),
         })
     }
 
@@ -119,9 +123,12 @@ impl<'a> Depth<'a> {
     }
 }
 
-/// Greedy argmax of the last logits, on the host (a device sync).
+/// Greedy argmax of the last logits, on the host (a device sync), through the engine's forward
+/// path (so the numeric injection reaches it as it reaches every benchmark).
 fn argmax(m: &mut dyn CausalLm, tokens: &[u32], pos: usize) -> Result<u32> {
-    Ok(m.forward(tokens, pos)?.argmax(0)?.to_scalar::<u32>()?)
+    Ok(crate::engine::generate::forward(m, tokens, pos)?
+        .argmax(0)?
+        .to_scalar::<u32>()?)
 }
 
 impl Workload for Depth<'_> {
@@ -156,12 +163,13 @@ impl Workload for Depth<'_> {
         let d = self.depth;
         let vocab = self.loaded.model.meta().vocab;
         let mut out = DepthTimes::default();
+        let mut generated = Vec::with_capacity(self.gen + 1);
         if self.prompt > 0 {
             let ids = prompt_ids(self.prompt, vocab, self.seed, trial);
             self.restore()?;
             let m = self.loaded.model.as_mut();
             let t = Instant::now();
-            argmax(m, &ids, d)?;
+            generated.push(argmax(m, &ids, d)?);
             sync(m.device())?;
             // The suite's injected slowdown (MODELBENCH_INJECT_SLOWDOWN) reaches this loop as
             // it reaches the engine's: inside the timed region, after each step.
@@ -179,11 +187,13 @@ impl Workload for Depth<'_> {
                 next = argmax(m, &[next], d + i)?;
                 // Each step reads its token back (argmax to the host): the step is done here.
                 inject::after_step(false, step.elapsed());
+                generated.push(next);
             }
             sync(m.device())?;
             out.decode = Some(t.elapsed());
         }
         let total = out.prefill.unwrap_or_default() + out.decode.unwrap_or_default();
+        self.ids.push(trial, &generated);
         Ok((total, out))
     }
 
@@ -212,6 +222,12 @@ impl Workload for Depth<'_> {
         r.sampling_desc = "greedy".into();
         r.seed = self.seed;
         r.eos_ignored = true;
+        // The generated ids only (no probe is taken by the depth group): its output verdict
+        // is `OUTPUTS CHANGED` when ids differ, else not judged.
+        r.outputs = Some(crate::measure::outputs::Outputs {
+            ids: self.ids.clone(),
+            probe: None,
+        });
         let meta = self.loaded.model.meta();
         r.shape = serde_json::json!({"depth": self.depth, "prompt_tokens": self.prompt,
             "new_tokens": self.gen, "attention": meta.provenance.attention});
