@@ -57,7 +57,7 @@ const GROUPS: &[(&str, &[&str])] = &[
         "Models",
         &["list", "generate", "tokenize", "verify", "dequantize"],
     ),
-    ("Serving", &["serve", "load", "power"]),
+    ("Serving", &["serve", "load", "power", "memory"]),
     ("Training", &["train", "train-sweep", "sweep"]),
 ];
 
@@ -261,6 +261,13 @@ enum Cmd {
     /// GPU power and energy (NVML) while a command runs, as JSON; null ("not available")
     /// without an NVIDIA driver. Exits with the command's exit code.
     Power(app::power::PowerArgs),
+    /// The memory of a command and its children over time (host, and GPU with NVML), as JSON.
+    ///
+    /// The resident set of the command and every process it starts, sampled from /proc, its
+    /// peak checked against the kernel's ru_maxrss, GPU memory per process with NVML ("not
+    /// available" without a driver), a timeline (--png) and, with --hotspots, the allocation
+    /// hot spots by call stack from heaptrack. Exits with the command's exit code.
+    Memory(app::memory::MemoryArgs),
     /// Train PSANN-LM on a text corpus (tiny-corpus baseline, or --shootout).
     ///
     /// Train PSANN-LM on a text corpus from a config (tiny-corpus baseline: metrics.json, steps.csv,
@@ -398,6 +405,7 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => ok(app::serve::serve(a)),
         Cmd::Load(a) => ok(app::load::load(a)),
         Cmd::Power(a) => app::power::power(a),
+        Cmd::Memory(a) => app::memory::memory(a),
         Cmd::Peers(a) => ok(app::peers::peers(a)),
         Cmd::Ops(a) => verdicts::candle_ops::ops(a),
         Cmd::Train(a) => ok(app::train::train(a)),

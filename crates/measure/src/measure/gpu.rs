@@ -163,6 +163,24 @@ pub fn used_bytes() -> Option<u64> {
     d.memory_info().ok().map(|m| m.used)
 }
 
+/// GPU memory NVML attributes to these processes (compute and graphics contexts), summed;
+/// None where no NVIDIA driver is present (`modelbench memory`).
+pub fn process_bytes(pids: &std::collections::BTreeSet<u32>) -> Option<u64> {
+    let d = nvml_device(nvml()?, selected().as_ref())?;
+    let mut procs = d.running_compute_processes().ok()?;
+    procs.extend(d.running_graphics_processes().unwrap_or_default());
+    Some(
+        procs
+            .iter()
+            .filter(|p| pids.contains(&p.pid))
+            .filter_map(|p| match p.used_gpu_memory {
+                nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b),
+                nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
+            })
+            .sum(),
+    )
+}
+
 /// Samples GPU power on a background thread while the timed region runs, and reads the
 /// driver's energy counter at each start and stop. Each start/stop pair is a segment (one
 /// criterion routine call, or one CLI trial) that brackets only timed work, so prompt

@@ -20,3 +20,4 @@ pub mod system;
 pub mod threads;
 pub mod timing;
 pub mod trace;
+pub mod tree_memory;

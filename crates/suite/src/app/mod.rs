@@ -18,6 +18,7 @@ pub mod generate;
 pub mod history;
 pub mod list;
 pub mod load;
+pub mod memory;
 pub mod moe;
 pub mod ops;
 pub mod ops_table;
