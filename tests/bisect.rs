@@ -138,6 +138,23 @@ fn bisect_names_the_slowed_commit() {
     eprintln!("{out}bisect took {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// A scratch repository under `tmp` with one commit per value, each writing the value to
+/// `file` (and a line to `notes`), subject `commit <i>: <value>`; returns it and the commits.
+fn setting_commits(tmp: &Path, file: &str, values: &[&str]) -> (std::path::PathBuf, Vec<String>) {
+    let repo = tmp.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let mut commits = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        std::fs::write(repo.join(file), format!("{v}\n")).unwrap();
+        std::fs::write(repo.join("notes"), format!("change {i}\n")).unwrap();
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-q", "-m", &format!("commit {i}: {v}")]);
+        commits.push(head(&repo));
+    }
+    (repo, commits)
+}
+
 /// The build of the paired bisection's scratch commits: a `modelbench` that is this test's
 /// binary with the commit's `inject` file as MODELBENCH_INJECT_SLOWDOWN (a real, measured
 /// slowdown inside the timed region of the commits that carry one).
@@ -149,23 +166,11 @@ const PAIRED_BUILD: &str = r#"mkdir -p target/release && printf '#!/bin/sh\nMODE
 #[test]
 fn bisect_paired_names_the_slowed_commit() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    let mut commits = Vec::new();
-    for (i, inject) in ["off", "off", "decode:30%", "decode:30%"]
-        .iter()
-        .enumerate()
-    {
-        std::fs::write(repo.join("inject"), format!("{inject}\n")).unwrap();
-        std::fs::write(repo.join("notes"), format!("change {i}\n")).unwrap();
-        git(&repo, &["add", "."]);
-        git(
-            &repo,
-            &["commit", "-q", "-m", &format!("commit {i}: {inject}")],
-        );
-        commits.push(head(&repo));
-    }
+    let (repo, commits) = setting_commits(
+        tmp.path(),
+        "inject",
+        &["off", "off", "decode:30%", "decode:30%"],
+    );
     let reports = tmp.path().join("reports");
     let out = bisect_names(
         &repo,
@@ -216,23 +221,11 @@ const NUMERIC_BUILD: &str = r#"mkdir -p target/release && printf '#!/bin/sh\nMOD
 #[test]
 fn bisect_outputs_names_the_commit_that_changed_the_outputs() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    let mut commits = Vec::new();
-    for (i, numeric) in ["off", "off", "lm_head:0.5%", "lm_head:0.5%"]
-        .iter()
-        .enumerate()
-    {
-        std::fs::write(repo.join("numeric"), format!("{numeric}\n")).unwrap();
-        std::fs::write(repo.join("notes"), format!("change {i}\n")).unwrap();
-        git(&repo, &["add", "."]);
-        git(
-            &repo,
-            &["commit", "-q", "-m", &format!("commit {i}: {numeric}")],
-        );
-        commits.push(head(&repo));
-    }
+    let (repo, commits) = setting_commits(
+        tmp.path(),
+        "numeric",
+        &["off", "off", "lm_head:0.5%", "lm_head:0.5%"],
+    );
     let reports = tmp.path().join("reports");
     let out = bisect_names(
         &repo,

@@ -333,6 +333,16 @@ mod tests {
 
     /// An injected run is judged against the previous clean run (SLOWER), and a later clean
     /// run is judged against the clean run before it, never against the injected one.
+    /// One run folder per `(name, record)` under `root`, its results.jsonl holding the record.
+    fn write_runs(root: &Path, runs: &[(&str, Record)]) {
+        for (name, r) in runs {
+            let d = root.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let line = serde_json::to_string(r).unwrap();
+            std::fs::write(d.join("results.jsonl"), format!("{line}\n")).unwrap();
+        }
+    }
+
     #[test]
     fn an_injected_run_is_judged_but_never_a_baseline() {
         use crate::output::record::{Kind, Record};
@@ -352,12 +362,7 @@ mod tests {
             ("20990101_000002", rec(1.5, Some("decode:50%"))),
             ("20990101_000003", rec(1.02, None)),
         ];
-        for (name, r) in &runs {
-            let d = root.join(name);
-            std::fs::create_dir_all(&d).unwrap();
-            let line = serde_json::to_string(r).unwrap();
-            std::fs::write(d.join("results.jsonl"), format!("{line}\n")).unwrap();
-        }
+        write_runs(root, &runs);
         let judged = |i: usize| {
             let (name, r) = &runs[i];
             lines(root, &root.join(name), std::slice::from_ref(r), &|_| 0.2)[0]
@@ -403,12 +408,7 @@ mod tests {
             ("20990101_000002", rec(&[1, 2, 4], Some("lm_head:5%"))),
             ("20990101_000003", rec(&[1, 2, 3], None)),
         ];
-        for (name, r) in &runs {
-            let d = root.join(name);
-            std::fs::create_dir_all(&d).unwrap();
-            let line = serde_json::to_string(r).unwrap();
-            std::fs::write(d.join("results.jsonl"), format!("{line}\n")).unwrap();
-        }
+        write_runs(root, &runs);
         let judged = |i: usize| {
             let (name, r) = &runs[i];
             lines(root, &root.join(name), std::slice::from_ref(r), &|_| 0.2)
