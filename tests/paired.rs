@@ -116,6 +116,11 @@ fn paired_a_a_is_silent_and_an_injected_decode_slowdown_is_flagged() {
         "{out}"
     );
     assert!(out.contains("2 scenario(s) OUTPUTS CHANGED"), "{out}");
+    // fixture:llama is safetensors: no llama.cpp verdict, and the report says why.
+    assert!(
+        out.contains("NEW against llama.cpp: not available: fixture:llama is not a GGUF model"),
+        "{out}"
+    );
     // Bad input: too few pairs, exit 2 with one line.
     let o = Command::new(env!("CARGO_BIN_EXE_modelbench"))
         .args(["compare", "HEAD", "HEAD", "--paired", "--pairs", "2"])

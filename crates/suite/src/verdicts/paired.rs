@@ -75,6 +75,11 @@ pub struct PairedOpts {
     /// output verdict, e.g. lm_head:0.5%: the logits scaled, the speed unchanged).
     #[arg(long = "inject-numeric")]
     pub inject_numeric: Option<String>,
+    /// With --paired: do not also judge NEW against llama.cpp (by default, for a GGUF model,
+    /// NEW's `verify` runs after the pairs where llama.cpp or a committed reference is there:
+    /// "faster, outputs changed, still passes against llama.cpp").
+    #[arg(long = "no-reference")]
+    pub no_reference: bool,
     /// With --paired: build BASE (a commit) against this Candle instead of its Cargo.lock's:
     /// a crates.io version (0.10.2) or the folder of a Candle checkout or of a copied crate
     /// (candle-core, candle-nn, candle-transformers; README "Benchmarking a Candle change").
@@ -104,6 +109,7 @@ impl PairedOpts {
             blocks: 12,
             inject: None,
             inject_numeric: None,
+            no_reference: true,
             base_candle: None,
             new_candle: None,
             profile: true,
@@ -412,11 +418,18 @@ pub fn run_paired(
         md.push_str(&format!("outputs {}: {} ({})\n", s.name, j.verdict, j.why));
         outputs.push((s.name.clone(), j));
     }
+    let reference = if o.no_reference {
+        None
+    } else {
+        let r = against_reference(eb, &o.model, o.inject_numeric.as_deref());
+        md.push_str(&format!("NEW against llama.cpp: {r}\n"));
+        Some(r)
+    };
     print!("{md}");
     let out = reports_root().join(format!("{stamp}-paired"));
     std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
     let doc = serde_json::json!({"base": na, "new": nb, "inject": o.inject,
-        "inject_numeric": o.inject_numeric, "outputs": outputs.iter().map(|(s, j)| serde_json::json!({"scenario": s, "verdict": j})).collect::<Vec<_>>(), "threshold": t,
+        "inject_numeric": o.inject_numeric, "against_llama_cpp": reference, "outputs": outputs.iter().map(|(s, j)| serde_json::json!({"scenario": s, "verdict": j})).collect::<Vec<_>>(), "threshold": t,
         "model": o.model, "pairs": done, "looks": look, "max_looks": looks,
         "confidence": confidence, "stopped": stopped,
         "hardware": crate::measure::hardware::context().hardware.fingerprint(), "rows": json});
@@ -437,6 +450,64 @@ pub fn run_paired(
         saved: out,
         outputs,
     })
+}
+
+/// NEW's `verify` on `model` against llama.cpp (issue 59 item 4), as one line: `PASSED ...`,
+/// `FAILED ...`, or `not available: <why>` (not a GGUF model, no llama.cpp build and no
+/// committed reference, or the verify run could not start). NEW's numeric injection, if any,
+/// is NEW's here too.
+fn against_reference(new_exe: &Path, model: &str, numeric: Option<&str>) -> String {
+    if !model.starts_with("gguf:") {
+        return format!(
+            "not available: {model} is not a GGUF model (llama.cpp runs GGUF files; `verify` judges those)"
+        );
+    }
+    let mut c = std::process::Command::new(new_exe);
+    c.args(["verify", "--model", model])
+        .env_remove("MODELBENCH_INJECT_SLOWDOWN")
+        .env_remove("MODELBENCH_INJECT_NUMERIC");
+    if let Some(n) = numeric {
+        c.env("MODELBENCH_INJECT_NUMERIC", n);
+    }
+    let o = match c.output() {
+        Ok(o) => o,
+        Err(e) => {
+            return format!(
+                "not available: cannot run {} verify: {e}",
+                new_exe.display()
+            )
+        }
+    };
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = |t: &str| {
+        t.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    // `verify`'s own table (check, ours, llama.cpp against itself, limit, ok): the checks
+    // that failed, else its mean-KLD row.
+    let rows: Vec<String> = out
+        .lines()
+        .filter(|l| l.trim_end().ends_with(" no"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let kld = if rows.is_empty() {
+        out.lines()
+            .find(|l| l.starts_with("mean KLD"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| last(&out))
+    } else {
+        format!("failed: {}", rows.join("; "))
+    };
+    match o.status.code() {
+        Some(0) => format!("PASSED (`verify --model {model}`: {kld})"),
+        Some(1) => format!("FAILS (`verify --model {model}`: {kld})"),
+        _ => format!("not available: {}", last(&err)),
+    }
 }
 
 /// Every scenario and phase flagged a regression in `metrics`: where the time went, per op,
