@@ -294,6 +294,10 @@ impl Build {
     }
 }
 
+/// A dirty tree's own identity (FNV-1a of `git diff HEAD` at build time; empty for a clean
+/// tree): what tells two different uncommitted trees of one commit apart.
+pub const GIT_DIFF: &str = env!("BUILDINFO_GIT_DIFF");
+
 pub fn build() -> Build {
     Build {
         git_commit: env!("BUILDINFO_GIT_COMMIT").into(),

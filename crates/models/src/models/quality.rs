@@ -74,7 +74,7 @@ pub struct VerdictKey {
     pub device: String,
     /// The precision label (`f32`, `gguf-Q4_K_M`...; the dtype the model ran in).
     pub dtype: String,
-    /// modelbench's git commit, `+dirty` when the tree had changes.
+    /// modelbench's git commit, `+dirty.<hash of the diff>` when the tree had changes.
     pub commit: String,
 }
 
@@ -129,11 +129,16 @@ impl VerdictKey {
     }
 }
 
-/// This build's commit: `BUILDINFO_GIT_COMMIT`, `+dirty` when built from a changed tree.
+/// This build's commit: `BUILDINFO_GIT_COMMIT`, `+dirty.<hash of the diff>` when built from a
+/// changed tree (two different uncommitted trees of one commit never share a verdict key).
 pub fn this_commit() -> String {
     let b = crate::measure::hardware::build();
     if b.git_dirty == "true" || b.git_dirty == "yes" || b.git_dirty == "1" {
-        format!("{}+dirty", b.git_commit)
+        format!(
+            "{}+dirty.{}",
+            b.git_commit,
+            crate::measure::hardware::GIT_DIFF
+        )
     } else {
         b.git_commit
     }
