@@ -298,11 +298,7 @@ fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        std::fs::read_dir(reports)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.to_string_lossy().ends_with(label))
-            .unwrap()
+        common::run_folder(reports, label)
     }
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("mid-llama");
@@ -384,11 +380,7 @@ fn run_and_compare_with_defaults_flag_an_injected_2x_slowdown_not_a_rerun() {
         }
         let o = c.output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        std::fs::read_dir(&reports)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.to_string_lossy().ends_with(label))
-            .unwrap()
+        common::run_folder(&reports, label)
     };
     let base = run("base", None);
     let slow = run("slow", Some("all:100%"));

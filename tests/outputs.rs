@@ -28,11 +28,7 @@ fn run(reports: &Path, label: &str, numeric: Option<&str>) -> PathBuf {
     }
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read_dir(reports)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.to_string_lossy().ends_with(label))
-        .unwrap()
+    common::run_folder(reports, label)
 }
 
 fn compare(reports: &Path, base: &Path, new: &Path, extra: &[&str]) -> (i32, String) {
@@ -45,15 +41,7 @@ fn compare(reports: &Path, base: &Path, new: &Path, extra: &[&str]) -> (i32, Str
         "--ignore-noise",
     ];
     args.extend(extra);
-    let o = modelbench(reports, &args);
-    (
-        o.status.code().unwrap(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    common::code_and_output(&modelbench(reports, &args))
 }
 
 #[test]

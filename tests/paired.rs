@@ -14,6 +14,8 @@
 //! (exit 1) with `--inject-numeric lm_head:0.5%` in B only (one look of 6 pairs: the speed
 //! verdict does not decide it, the probe does).
 
+mod common;
+
 use std::process::Command;
 
 fn paired(reports: &std::path::Path, inject: Option<&str>) -> (i32, String) {
@@ -53,15 +55,7 @@ fn paired_with(
         c.args(["--inject", i]);
     }
     c.args(extra);
-    let o = c.output().unwrap();
-    (
-        o.status.code().unwrap(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    common::code_and_output(&c.output().unwrap())
 }
 
 #[test]

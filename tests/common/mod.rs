@@ -41,6 +41,32 @@ pub fn modelbench(reports: &Path, args: &[&str]) -> Output {
     modelbench_cmd(reports).args(args).output().unwrap()
 }
 
+/// The exit code of a finished command and its stdout followed by its stderr.
+pub fn code_and_output(o: &Output) -> (i32, String) {
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// The run folder under `reports` whose name ends with `label` (`modelbench run --label`).
+pub fn run_folder(reports: &Path, label: &str) -> std::path::PathBuf {
+    std::fs::read_dir(reports)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(label))
+        .unwrap_or_else(|| {
+            panic!(
+                "no run folder ending in {label} under {}",
+                reports.display()
+            )
+        })
+}
+
 /// Exit status, stdout and stderr of a finished command, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(

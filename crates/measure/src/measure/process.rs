@@ -57,6 +57,22 @@ pub fn read_in_background<R: Read + Send + 'static>(
     })
 }
 
+/// `wait4(2)` on our own unreaped child `pid`, retried on EINTR: its return code (`pid` on
+/// success), the wait status and the kernel's resource accounting of the child.
+pub fn wait4(pid: libc::pid_t) -> (libc::pid_t, libc::c_int, libc::rusage) {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data that wait4 fills; `pid` is the caller's unreaped child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = loop {
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if rc == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break rc;
+    };
+    (rc, status, ru)
+}
+
 /// Waits for `child` (spawned at `t0`, its stdout already read or closed) and returns what it
 /// used, from wait4. A non-zero exit or a signal is one error naming `program`, `what` it was
 /// given, the status and the last line of its stderr (`stderr`, read once the child is gone).
@@ -68,16 +84,7 @@ pub fn wait_measured(
     what: &str,
 ) -> Result<ProcessUse> {
     let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain data that wait4 fills; `pid` is our own unreaped child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = loop {
-        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        if rc == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        break rc;
-    };
+    let (rc, status, ru) = wait4(pid);
     let wall_s = t0.elapsed().as_secs_f64();
     let stderr = stderr();
     if rc != pid {

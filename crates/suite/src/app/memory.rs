@@ -259,16 +259,7 @@ enum Status {
 
 /// Waits for `pid` (our child) and returns its status and the kernel's ru_maxrss in bytes.
 fn wait4(pid: u32) -> (Status, Option<u64>) {
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain data wait4 fills; `pid` is our own unreaped child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = loop {
-        let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
-        if rc == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        break rc;
-    };
+    let (rc, status, ru) = crate::measure::process::wait4(pid as libc::pid_t);
     if rc != pid as libc::pid_t {
         return (Status::Unknown, None);
     }
@@ -279,6 +270,7 @@ fn wait4(pid: u32) -> (Status, Option<u64>) {
     } else {
         Status::Unknown
     };
+    // Linux reports ru_maxrss in KiB.
     (s, Some(ru.ru_maxrss.max(0) as u64 * 1024))
 }
 
