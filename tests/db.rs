@@ -115,6 +115,32 @@ fn exercise(target: &DbTarget) -> Answers {
     // The whole set: the first run is already there.
     assert_eq!(db.push_runs(&runs).unwrap(), 6);
     assert_eq!(db.push_runs(&runs).unwrap(), 0, "a second push added rows");
+    // Run states (issue 61 item 8): none kept reads `unmarked`; a state is set, and set again.
+    let hw0 = runs[0].1[0].hardware.fingerprint();
+    assert!(db.runs(None).unwrap().iter().all(|r| r.state == "unmarked"));
+    db.set_states(&[(runs[0].0.clone(), hw0.clone(), "running")])
+        .unwrap();
+    db.mark_interrupted(std::slice::from_ref(&runs[0].0))
+        .unwrap();
+    let state_of = |db: &mut Db, run: &str| {
+        db.runs(None)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.run == run)
+            .unwrap()
+            .state
+    };
+    assert_eq!(state_of(&mut db, &runs[0].0), "interrupted");
+    assert_eq!(state_of(&mut db, &runs[1].0), "unmarked");
+    db.set_states(&[(runs[0].0.clone(), hw0, "complete")])
+        .unwrap();
+    db.mark_interrupted(std::slice::from_ref(&runs[0].0))
+        .unwrap();
+    assert_eq!(
+        state_of(&mut db, &runs[0].0),
+        "complete",
+        "only a running run is marked interrupted"
+    );
     let a = answers(&mut db);
 
     // Checked against the inputs, not against the code under test.
@@ -262,6 +288,31 @@ fn cli_db_push_history_compare_and_bencher_export() {
     // A run folder of the desktop against commit B: B's desktop run is picked.
     let o = modelbench(&reports, &["compare", d[2], "bbbb0000", "--db", &db]);
     assert!(text(&o).contains("-desktop on "), "{}", text(&o));
+    // A run that did not end is no commit's measurement: with B's desktop run marked
+    // interrupted, `compare d[2] bbbb0000` takes B's laptop run; with both, one line, exit 2.
+    {
+        let target = DbTarget::parse(&db).unwrap();
+        let mut h = Db::open(&target).unwrap().unwrap();
+        let hw = |i: usize| read_run(&dirs[i]).unwrap()[0].hardware.fingerprint();
+        let name = |i: usize| dirs[i].file_name().unwrap().to_string_lossy().into_owned();
+        h.set_states(&[(name(3), hw(3), "interrupted")]).unwrap();
+        let o = modelbench(
+            &reports,
+            &["compare", d[2], "bbbb0000", "--db", &db, "--force"],
+        );
+        assert!(o.status.code() != Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains("run 20261122_100000-laptop on "),
+            "{}",
+            text(&o)
+        );
+        h.set_states(&[(name(1), hw(1), "interrupted")]).unwrap();
+        let o = modelbench(&reports, &["compare", d[2], "bbbb0000", "--db", &db]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("did not end"), "{}", text(&o));
+        h.set_states(&[(name(1), hw(1), "complete"), (name(3), hw(3), "complete")])
+            .unwrap();
+    }
     // An unknown ref: one line, exit 2.
     let o = modelbench(&reports, &["compare", "cccc0000", "bbbb0000", "--db", &db]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -497,7 +548,7 @@ fn postgres_gives_the_same_answers_as_sqlite() {
         .output()
         .unwrap();
     assert!(
-        text(&o).contains("schema version 2, 8 record(s)"),
+        text(&o).contains("schema version 3, 8 record(s)"),
         "{}",
         text(&o)
     );

@@ -163,12 +163,15 @@ fn make_runs(root: &Path) {
     other
         .push(record(BENCHES[1].0, BENCHES[1].1, 0.025, Some("Other CPU")))
         .unwrap();
+    other.complete().unwrap();
     for (label, slow) in [("2-base", 1.0), ("3-again", 1.0), ("4-slow", 1.5)] {
         let mut run = RunDir::new(root, Some(label));
         for (id, model, m) in BENCHES {
             let f = if id == SLOWED { slow } else { 1.0 };
             run.push(record(id, model, m * f, None)).unwrap();
         }
+        // Each ended: a run still running is no later run's baseline.
+        run.complete().unwrap();
     }
     write_index(root).unwrap();
 }

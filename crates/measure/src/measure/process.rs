@@ -121,6 +121,27 @@ pub fn wait_measured(
     })
 }
 
+/// Field `n` (1-based, as proc(5) numbers them; n >= 3) of /proc/PID/stat. The command name
+/// (field 2) is in parentheses and may hold spaces and parentheses: fields are read after the
+/// last `)`.
+pub fn stat_field(pid: u32, n: usize) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.get(s.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with the
+/// pid, an identity that never repeats while the machine is up.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)
+}
+
+/// Whether the process `pid` that started at `start` (from [`start_ticks`]) is still there (a
+/// pid taken by another process since is not).
+pub fn alive(pid: u32, start: u64) -> bool {
+    start_ticks(pid) == Some(start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,12 +49,9 @@ pub fn tree(root: u32) -> BTreeSet<u32> {
     out
 }
 
-/// The parent of `pid` (the field after the command name in /proc/<pid>/stat, whose name may
-/// hold spaces and parentheses: read after the last `)`).
+/// The parent of `pid` (field 4 of /proc/<pid>/stat).
 fn ppid(pid: u32) -> Option<u32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    crate::measure::process::stat_field(pid, 4).and_then(|p| u32::try_from(p).ok())
 }
 
 /// Resident bytes of one process (`statm`'s second field, in pages).

@@ -57,6 +57,19 @@ fn push(runs: &[std::path::PathBuf], flag: Option<&str>) -> crate::Result<()> {
     }
     let mut db = open(flag)?;
     let added = db.push_runs(&all)?;
+    let states: Vec<(String, String, &str)> = runs
+        .iter()
+        .zip(&all)
+        .filter_map(|(dir, (name, recs))| {
+            let hw = recs.first()?.hardware.fingerprint();
+            Some((
+                name.clone(),
+                hw,
+                crate::output::runs::run_state(dir).as_str(),
+            ))
+        })
+        .collect();
+    db.set_states(&states)?;
     let total: usize = all.iter().map(|(_, r)| r.len()).sum();
     println!(
         "{}: {added} record(s) added from {} run(s) ({} already there); {} rows in all",
@@ -76,15 +89,16 @@ fn info(flag: Option<&str>) -> crate::Result<()> {
         db.version()?,
         db.count()?
     );
-    println!("| run | hardware | commit | started | records |\n|---|---|---|---|---:|");
+    println!("| run | hardware | commit | started | records | state |\n|---|---|---|---|---:|---|");
     for r in db.runs(None)? {
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             cell(&r.run),
             cell(&r.hardware_fp),
             short(&r.git_commit),
             r.started,
-            r.records
+            r.records,
+            r.state
         );
     }
     Ok(())

@@ -42,6 +42,7 @@ pub fn depth(a: DepthArgs) -> crate::Result<()> {
     run_suite(&plan.suite(&dev), &mut driver, &mut run)?;
     if !a.target.no_save {
         write_artifacts(&mut run)?;
+        run.complete()?;
         println!("saved {} (depth.png, depth.csv)", run.path.display());
     }
     Ok(())

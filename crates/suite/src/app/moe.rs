@@ -57,6 +57,7 @@ pub fn moe(a: MoeArgs) -> crate::Result<()> {
         );
     }
     if !a.target.no_save {
+        run.complete()?;
         println!("saved {}", run.path.display());
     }
     Ok(())

@@ -4,7 +4,7 @@
 //! repetition, each in its candle-matched setting and with its defaults; records, peers.md and
 //! peers.png (ratios with bootstrap 95% intervals) in one run folder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::config::plans::{parse_models, parse_seed, Common, Plan};
 use crate::engine::scenario::Tier;
@@ -255,11 +255,8 @@ pub fn peers(a: PeersArgs) -> crate::Result<()> {
     )? {
         println!("chart: {}", png.display());
     }
-    // The index again, now that peers.md and peers.png exist (the records' flush wrote it before).
-    let root = run.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    if let Err(e) = crate::output::report::write_index(&root) {
-        println!("warning: {}: index.html not updated: {e}", root.display());
-    }
+    // Complete (its index.html again, now that peers.md and peers.png exist).
+    run.complete()?;
     println!("run folder: {}", run.path.display());
     Ok(())
 }

@@ -135,6 +135,7 @@ pub fn perplexity(a: &PerplexityArgs) -> Result<()> {
     if !target.no_save {
         let mut run = RunDir::new(&reports_root(), label.as_deref());
         run.push(r)?;
+        run.complete()?;
         println!("saved {}", run.path.display());
     }
     Ok(())

@@ -86,6 +86,7 @@ pub fn execute(a: &RunArgs) -> crate::Result<PathBuf> {
     if a.target.no_save {
         return Ok(run.path);
     }
+    run.complete()?;
     println!("saved {}", run.path.display());
     if a.zip {
         let z = crate::output::report::zip_run(&run.path)?;

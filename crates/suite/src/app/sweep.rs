@@ -77,6 +77,7 @@ pub fn sweep(a: SweepArgs) -> crate::Result<()> {
         md_path.display()
     );
     if let Some(rd) = rd {
+        rd.complete()?;
         println!("records: {}", rd.path.display());
     }
     let failed = rows.iter().filter(|r| r.status != "ok").count();

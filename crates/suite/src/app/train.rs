@@ -125,6 +125,7 @@ pub fn train(a: TrainArgs) -> crate::Result<()> {
 }
 
 fn finish(rd: &RunDir, zip: bool) -> crate::Result<()> {
+    rd.complete()?;
     println!("saved {}", rd.path.display());
     if zip {
         println!("zipped {}", zip_run(&rd.path)?.display());

@@ -102,6 +102,7 @@ pub fn train_sweep(a: TrainSweepArgs) -> crate::Result<ExitCode> {
         csv.push('\n');
     }
     rd.put_file("bench_results.csv", csv.into_bytes())?;
+    rd.complete()?;
     println!(
         "saved {} (bench_results.jsonl, bench_results.csv)",
         rd.path.display()

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::measure::process::{alive, start_ticks};
 use crate::output::report::RunDir;
 use crate::util::fsio::atomic_write;
 
@@ -36,14 +37,6 @@ struct Marker {
     done: Vec<String>,
 }
 
-/// Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot.
-fn start_time(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = s.get(s.rfind(')')? + 1..)?;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 impl Invocation {
     /// The invocation of this process: its parent, when that is `cargo`.
     pub fn current() -> Option<Invocation> {
@@ -52,7 +45,7 @@ impl Invocation {
         if comm.trim() != "cargo" {
             return None;
         }
-        let start = start_time(ppid)?;
+        let start = start_ticks(ppid)?;
         let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).ok()?;
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
@@ -124,12 +117,12 @@ fn prune(root: &Path) {
         let Some((pid, start)) = name.trim_end_matches(".json").split_once('-') else {
             continue;
         };
-        let alive = pid
+        let live = pid
             .parse()
             .ok()
-            .and_then(start_time)
-            .is_some_and(|s| s.to_string() == start);
-        if !alive {
+            .zip(start.parse().ok())
+            .is_some_and(|(p, s)| alive(p, s));
+        if !live {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -146,7 +139,15 @@ pub fn run_dir(root: &Path, label: Option<&str>, inv: Option<&Invocation>) -> Re
         return RunDir::resume(&root.join(&m.run));
     }
     prune(root);
-    let run = RunDir::new(root, label);
+    let mut run = RunDir::new(root, label);
+    // The run ends with the cargo process, not with this bench binary.
+    if let Some((pid, start)) = inv
+        .key
+        .split_once('-')
+        .and_then(|(p, s)| Some((p.parse().ok()?, s.parse().ok()?)))
+    {
+        run = run.owned_by(pid, start);
+    }
     write_marker(
         &marker,
         &Marker {

@@ -115,6 +115,11 @@ pub fn main(bench: Bench) {
         t.elapsed().as_secs_f64(),
     );
     let last = exit_on_error(invocation::finish(&root, bench.name(), inv.as_ref()));
+    if last {
+        // The invocation's last bench has ended: the run is complete (before the summary, so
+        // that index.html shows it so).
+        exit_on_error(run.complete());
+    }
     exit_on_error(summarize(&root, &run, last));
 }
 

@@ -12,6 +12,7 @@ use crate::output::record::{Kind, Record};
 use crate::util::fsio::atomic_write;
 use crate::util::time::stamp;
 
+use crate::output::runs::{host, Complete, Started, COMPLETE, STARTED};
 /// Reading run folders lives in [`crate::output::runs`] (the summary and the site read them
 /// too, and this module writes the site).
 pub use crate::output::runs::{list_runs, read_run};
@@ -31,6 +32,17 @@ pub struct RunDir {
     db_synced: std::cell::Cell<usize>,
     /// Records that were in the folder when it was resumed ([`RunDir::resume`]).
     resumed: usize,
+    /// The process whose end ends the run (pid, start ticks): this one unless
+    /// [`RunDir::owned_by`] says otherwise (a `cargo bench`'s cargo).
+    owner: (u32, u64),
+}
+
+fn this_process() -> (u32, u64) {
+    let pid = std::process::id();
+    (
+        pid,
+        crate::measure::process::start_ticks(pid).unwrap_or_default(),
+    )
 }
 
 impl RunDir {
@@ -52,7 +64,14 @@ impl RunDir {
             extra_files: BTreeMap::new(),
             db_synced: std::cell::Cell::new(0),
             resumed: 0,
+            owner: this_process(),
         }
+    }
+
+    /// The run ends with process `pid` started at `start_ticks`, not with this one.
+    pub fn owned_by(mut self, pid: u32, start_ticks: u64) -> RunDir {
+        self.owner = (pid, start_ticks);
+        self
     }
 
     /// The run folder at `path` with the records already in it: another bench of the same
@@ -71,6 +90,7 @@ impl RunDir {
             resumed: records.len(),
             records,
             extra_files: BTreeMap::new(),
+            owner: this_process(),
         })
     }
 
@@ -108,6 +128,18 @@ impl RunDir {
     }
 
     pub fn flush(&self) -> Result<()> {
+        let started = self.path.join(STARTED);
+        if !started.exists() {
+            std::fs::create_dir_all(&self.path).map_err(Error::io(&self.path))?;
+            let s = Started {
+                pid: self.owner.0,
+                start_ticks: self.owner.1,
+                started_at: crate::util::time::now_rfc3339(),
+                host: host(),
+            };
+            let json = serde_json::to_vec_pretty(&s).map_err(|e| Error::Report(e.to_string()))?;
+            atomic_write(&started, &json)?;
+        }
         write_artifacts(&self.path, &self.records)?;
         for (name, content) in &self.extra_files {
             atomic_write(&self.path.join(name), content)?;
@@ -119,6 +151,30 @@ impl RunDir {
             crate::output::db::sync_run(&self.path, &self.records)?;
             self.db_synced.set(self.records.len());
         }
+        if let Some(root) = self.path.parent() {
+            write_index(root)?;
+        }
+        Ok(())
+    }
+}
+
+impl RunDir {
+    /// Marks the run complete: its last benchmark has ended. Writes [`COMPLETE`] after every
+    /// record is in the folder (a folder without it is interrupted or still running), then
+    /// restates it in summary.json, the results database and index.html. Nothing to do for a
+    /// run that wrote no record (no folder).
+    pub fn complete(&self) -> Result<()> {
+        if self.records.is_empty() || !self.path.join(STARTED).exists() {
+            return Ok(());
+        }
+        let c = Complete {
+            finished_at: crate::util::time::now_rfc3339(),
+            records: self.records.len(),
+        };
+        let json = serde_json::to_vec_pretty(&c).map_err(|e| Error::Report(e.to_string()))?;
+        atomic_write(&self.path.join(COMPLETE), &json)?;
+        write_artifacts(&self.path, &self.records)?;
+        crate::output::db::sync_state(&self.path, &self.records)?;
         if let Some(root) = self.path.parent() {
             write_index(root)?;
         }
@@ -228,6 +284,9 @@ fn summary_json(dir: &Path, records: &[Record]) -> serde_json::Value {
     serde_json::json!({
         "run": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
         "records": records.len(),
+        // "running" while it is written; a run killed then keeps "running" here, which is why
+        // readers take the state from complete.json and the owner (output::runs::run_state).
+        "state": if dir.join(COMPLETE).is_file() { "complete" } else { "running" },
         "hardware": records.first().map(|r| r.hardware.describe()),
         "build": records.first().map(|r| &r.build),
         "results": rows,

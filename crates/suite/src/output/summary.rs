@@ -11,7 +11,7 @@ use crate::measure::outputs::{judge as judge_outputs, OutputJudgement, OutputVer
 use crate::measure::stats::bootstrap_median_ci;
 use crate::output::compare::{judge, Verdict, RESAMPLES, SEED};
 use crate::output::record::{Harness, Record};
-use crate::output::runs::{list_runs, read_run};
+use crate::output::runs::{baseline_runs, read_run};
 
 /// How many earlier run folders are searched for a benchmark's previous measurement.
 pub const LOOKBACK: usize = 100;
@@ -63,7 +63,7 @@ pub fn counts(r: &Record) -> bool {
 }
 
 /// The summary lines of `records` (the run folder `run` under `root`). Each benchmark's
-/// previous measurement is the newest earlier run folder (at most [`LOOKBACK`]) holding a
+/// previous measurement is the newest earlier run folder that ended (at most [`LOOKBACK`]) holding a
 /// criterion record with the same key on the same hardware and with no injected slowdown;
 /// `threshold(id)` is the noise threshold its change is judged against.
 pub fn lines(
@@ -77,7 +77,8 @@ pub fn lines(
         mine.iter().map(|r| (r.key(), None)).collect();
     let hw = mine.first().map(|r| r.hardware.fingerprint());
     let name = run.file_name().map(|n| n.to_os_string());
-    let earlier: Vec<_> = list_runs(root)
+    // Only runs that ended: an interrupted run is never a baseline unasked.
+    let earlier: Vec<_> = baseline_runs(root)
         .into_iter()
         .filter(|p| p.as_path() != run && p.file_name().map(|n| n.to_os_string()) < name)
         .collect();
@@ -331,8 +332,6 @@ mod tests {
         assert_eq!(time(0.09999), "100 ms");
     }
 
-    /// An injected run is judged against the previous clean run (SLOWER), and a later clean
-    /// run is judged against the clean run before it, never against the injected one.
     /// One run folder per `(name, record)` under `root`, its results.jsonl holding the record.
     fn write_runs(root: &Path, runs: &[(&str, Record)]) {
         for (name, r) in runs {
@@ -343,6 +342,8 @@ mod tests {
         }
     }
 
+    /// An injected run is judged against the previous clean run (SLOWER), and a later clean
+    /// run is judged against the clean run before it, never against the injected one.
     #[test]
     fn an_injected_run_is_judged_but_never_a_baseline() {
         use crate::output::record::{Kind, Record};
@@ -440,5 +441,59 @@ mod tests {
         };
         assert_eq!(change(&Some(c)), "+3.2% [-1.0%, +7.5%] within noise (±25%)");
         assert_eq!(change(&None), "first run here");
+    }
+
+    /// A run that did not end (issue 61 item 8) is no later run's baseline; the same folder
+    /// marked complete is.
+    #[test]
+    fn an_interrupted_run_is_never_a_baseline() {
+        use crate::output::record::{Kind, Record};
+        use crate::output::runs::{run_state, RunState, Started, COMPLETE, STARTED};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let rec = |f: f64| {
+            let samples: Vec<f64> = (0..20)
+                .map(|i| 0.01 * f * (1.0 + 0.01 * (i as f64).sin()))
+                .collect();
+            let mut r = Record::from_samples(Kind::Generation, "medium", samples, 16);
+            r.id = "medium/cpu-f32/fixture:llama".into();
+            r
+        };
+        let runs = [
+            ("20990101_000001", rec(1.0)),
+            ("20990101_000002", rec(1.5)),
+            ("20990101_000003", rec(1.5)),
+        ];
+        write_runs(root, &runs);
+        // Run 1 ended; run 2 was started by a process that is gone (no pid is u32::MAX).
+        std::fs::write(root.join(runs[0].0).join(COMPLETE), "{}").unwrap();
+        let gone = Started {
+            pid: u32::MAX,
+            start_ticks: 1,
+            started_at: "2099-01-01T00:00:02Z".into(),
+            host: crate::output::runs::host(),
+        };
+        std::fs::write(
+            root.join(runs[1].0).join(STARTED),
+            serde_json::to_vec(&gone).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(run_state(&root.join(runs[0].0)), RunState::Complete);
+        assert_eq!(run_state(&root.join(runs[1].0)), RunState::Interrupted);
+        let judged = || {
+            let (name, r) = &runs[2];
+            lines(root, &root.join(name), std::slice::from_ref(r), &|_| 0.2)[0]
+                .change
+                .clone()
+                .expect("a previous run")
+        };
+        let c = judged();
+        assert_eq!(c.run, "20990101_000001", "never the interrupted run");
+        assert_eq!(c.verdict, Verdict::Regression);
+        // The same folder once complete is the baseline (and 1.5x against 1.5x is no change).
+        std::fs::write(root.join(runs[1].0).join(COMPLETE), "{}").unwrap();
+        let c = judged();
+        assert_eq!(c.run, "20990101_000002");
+        assert_eq!(c.verdict, Verdict::Unchanged);
     }
 }

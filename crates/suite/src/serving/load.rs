@@ -735,6 +735,7 @@ pub fn load(a: &LoadOptions) -> Result<()> {
             )
             .into_bytes(),
         )?;
+        run.complete()?;
         if plotted {
             println!("plot: {}", png.display());
         }

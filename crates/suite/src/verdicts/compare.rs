@@ -273,11 +273,28 @@ fn resolve(
         db.target().describe(),
         commits.into_iter().collect::<Vec<_>>().join(", ")
     );
-    let pick = runs
+    // A run that did not end (interrupted, or still running) is no commit's measurement: it
+    // is compared only when named as a run folder.
+    let ended: Vec<_> = runs
+        .iter()
+        .filter(|r| r.state == "complete" || r.state == "unmarked")
+        .collect();
+    if ended.is_empty() {
+        if let Some(r) = runs.last() {
+            bail!(
+                "`{name}` (commit {}): its runs in {} did not end (run {} is {}); give that run folder to compare it anyway, or run the benchmarks at that commit again",
+                short(&commit),
+                db.target().describe(),
+                r.run,
+                r.state
+            );
+        }
+    }
+    let pick = ended
         .iter()
         .rev()
         .find(|x| Some(x.hardware_fp.as_str()) == prefer_hw)
-        .or_else(|| runs.last())
+        .or_else(|| ended.last())
         .ok_or_else(|| {
             fail!(
                 "`{name}` (commit {}): no run of that commit in {}; run the benchmarks at that commit, or `modelbench db push` its run folders",

@@ -17,7 +17,8 @@ use crate::config::plans::check_label;
 use crate::output::compare::{apply_noise, parse_threshold, render, Comparison};
 use crate::output::noise::RunNoise;
 use crate::output::record::Record;
-use crate::output::report::{list_runs, read_run, reports_root};
+use crate::output::report::{read_run, reports_root};
+use crate::output::runs::baseline_runs;
 use crate::verdicts::build::executable;
 use crate::verdicts::compare::{compare_dirs, exit_code};
 use crate::verdicts::paired::{check, run_paired, PairedOpts, DEFAULT_THRESHOLD};
@@ -137,7 +138,8 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
     check_label(&label, "name")?;
     let threshold =
         parse_threshold(&c.threshold).map_err(|e| fail!("{}: threshold: {e}", config.display()))?;
-    let runs: Vec<PathBuf> = list_runs(&reports_root())
+    // Its earlier runs that ended: an interrupted one is never the baseline unless named.
+    let runs: Vec<PathBuf> = baseline_runs(&reports_root())
         .into_iter()
         .filter(|p| {
             p.file_name()

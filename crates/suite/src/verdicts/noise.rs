@@ -88,7 +88,8 @@ pub fn noise_cmd(a: &NoiseArgs) -> Result<()> {
     } else if !a.runs.is_empty() {
         a.runs.clone()
     } else {
-        same_build_runs(&list_runs(&root))?
+        // Runs that ended only: an interrupted run's spread is not the build's.
+        same_build_runs(&crate::output::runs::baseline_runs(&root))?
     };
     ensure!(
         !dirs.is_empty(),

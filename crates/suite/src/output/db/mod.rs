@@ -289,6 +289,8 @@ pub struct RunRow {
     /// The first record's timestamp.
     pub started: String,
     pub records: i64,
+    /// `complete`, `running`, `interrupted`, or `unmarked` (no state kept: older than states).
+    pub state: String,
 }
 
 /// One row of `modelbench history`.
@@ -463,14 +465,15 @@ impl Db {
     pub fn runs(&mut self, commit_prefix: Option<&str>) -> Result<Vec<RunRow>> {
         let (filter, params) = match commit_prefix {
             Some(p) => (
-                "WHERE git_commit LIKE ?",
+                "WHERE r.git_commit LIKE ?",
                 vec![Val::Text(Some(format!("{}%", like_escape(p))))],
             ),
             None => ("", vec![]),
         };
         let sql = format!(
-            "SELECT run, hardware_fp, MIN(git_commit), MIN(timestamp), COUNT(*) FROM records {filter} \
-             GROUP BY run, hardware_fp ORDER BY MIN(timestamp), run, hardware_fp"
+            "SELECT r.run, r.hardware_fp, MIN(r.git_commit), MIN(r.timestamp), COUNT(*), MIN(s.state) \
+             FROM records r LEFT JOIN run_states s ON s.run = r.run AND s.hardware_fp = r.hardware_fp \
+             {filter} GROUP BY r.run, r.hardware_fp ORDER BY MIN(r.timestamp), r.run, r.hardware_fp"
         );
         self.with_tx(|tx| {
             Ok(tx
@@ -482,8 +485,42 @@ impl Db {
                     git_commit: text(&r[2]),
                     started: text(&r[3]),
                     records: r[4].as_i64().unwrap_or(0),
+                    state: r[5]
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or("unmarked")
+                        .to_string(),
                 })
                 .collect())
+        })
+    }
+
+    /// Sets the state of runs (run name, hardware fingerprint, state), in one transaction.
+    pub fn set_states(&mut self, states: &[(String, String, &str)]) -> Result<()> {
+        let now = crate::util::time::now_rfc3339();
+        self.with_tx(|tx| {
+            for (run, hw, state) in states {
+                tx.execute(
+                    "INSERT INTO run_states (run, hardware_fp, state, updated) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (run, hardware_fp) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+                    &[Val::text(run), Val::text(hw), Val::text(state), Val::text(&now)],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Marks `running` runs of these names `interrupted` (their owners are gone).
+    pub fn mark_interrupted(&mut self, runs: &[String]) -> Result<()> {
+        let now = crate::util::time::now_rfc3339();
+        self.with_tx(|tx| {
+            for run in runs {
+                tx.execute(
+                    "UPDATE run_states SET state = 'interrupted', updated = ? WHERE run = ? AND state = 'running'",
+                    &[Val::text(&now), Val::text(run)],
+                )?;
+            }
+            Ok(())
         })
     }
 
@@ -621,6 +658,17 @@ fn like_escape(s: &str) -> String {
 /// folder's flush calls, so benches and the CLI both do it). `db` is resolved from
 /// `MODELBENCH_DB` with the default beside the run folders.
 pub fn sync_run(run_dir: &Path, records: &[Record]) -> Result<()> {
+    sync(run_dir, records, true)
+}
+
+/// Records the run folder's state ([`crate::output::runs::run_state`]) in the database: the
+/// last step of [`crate::output::report::RunDir::complete`].
+pub fn sync_state(run_dir: &Path, records: &[Record]) -> Result<()> {
+    sync(run_dir, records, false)
+}
+
+fn sync(run_dir: &Path, records: &[Record], push_records: bool) -> Result<()> {
+    use crate::output::runs::{list_runs, run_state, RunState};
     let root = run_dir.parent().unwrap_or(Path::new("."));
     let target = DbTarget::resolve(None, root)?;
     let name = run_dir
@@ -628,8 +676,23 @@ pub fn sync_run(run_dir: &Path, records: &[Record]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let push = || -> Result<()> {
-        if let Some(mut db) = Db::open(&target)? {
-            db.push_runs(&[(name, records.to_vec())])?;
+        let Some(mut db) = Db::open(&target)? else {
+            return Ok(());
+        };
+        if push_records {
+            let first = db.push_runs(&[(name.clone(), records.to_vec())])? == records.len() as u64;
+            // A run's first push also marks earlier runs of this folder whose owners are gone.
+            if first {
+                let gone: Vec<String> = list_runs(root)
+                    .iter()
+                    .filter(|p| p.as_path() != run_dir && run_state(p) == RunState::Interrupted)
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
+                db.mark_interrupted(&gone)?;
+            }
+        }
+        if let Some(hw) = records.first().map(|r| r.hardware.fingerprint()) {
+            db.set_states(&[(name.clone(), hw, run_state(run_dir).as_str())])?;
         }
         Ok(())
     };

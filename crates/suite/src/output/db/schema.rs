@@ -202,6 +202,7 @@ pub type Migration = (&'static str, fn(Dialect) -> Vec<String>);
 pub const MIGRATIONS: &[Migration] = &[
     ("records table", migration_1),
     ("query indexes", migration_2),
+    ("run states", migration_3),
 ];
 
 pub(super) fn migration_1(d: Dialect) -> Vec<String> {
@@ -228,6 +229,15 @@ pub(super) fn migration_2(_: Dialect) -> Vec<String> {
         "CREATE INDEX records_commit ON records (git_commit)".into(),
         "CREATE INDEX records_bench ON records (bench_id, model, timestamp)".into(),
         "CREATE INDEX records_hardware ON records (hardware_fp, timestamp)".into(),
+    ]
+}
+
+/// Whether each run ended (issue 61 item 8): `running` from its first record, `complete` when
+/// its last benchmark has ended, `interrupted` once a later run on the machine sees its owner
+/// gone. A run with records and no row here predates run states.
+pub(super) fn migration_3(_: Dialect) -> Vec<String> {
+    vec![
+        "CREATE TABLE run_states (\n  run TEXT NOT NULL,\n  hardware_fp TEXT NOT NULL,\n  state TEXT NOT NULL,\n  updated TEXT NOT NULL,\n  UNIQUE (run, hardware_fp)\n)".into(),
     ]
 }
 

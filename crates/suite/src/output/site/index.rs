@@ -1,6 +1,7 @@
 //! The index page: the newest run's summary table, the flagged list, every benchmark, the run folders.
 
 use super::*;
+use crate::output::runs::{run_state, RunState};
 
 /// The index page.
 pub(super) fn index_page(
@@ -96,6 +97,11 @@ pub(super) fn summary_section(
             lines.len(),
             r_ = esc(run)
         );
+    }
+    match run_state(&root.join(run)) {
+        RunState::Interrupted => h.push_str("<p class=\"note\" id=\"run-state\">This run was <strong>interrupted</strong>: it ended before its last benchmark (killed, crashed or failed). Its records are shown; it is no later run's baseline.</p>\n"),
+        RunState::Running => h.push_str("<p class=\"muted\" id=\"run-state\">This run is still running: the table holds the benchmarks it has finished so far.</p>\n"),
+        RunState::Complete | RunState::Unmarked => {}
     }
     if newer_exists {
         h.push_str("<p class=\"muted\">Newer run folders hold no <code>cargo bench</code> records (CLI runs, load tests, peers); they are listed under Runs and in the sections below.</p>\n");
@@ -279,13 +285,23 @@ pub(super) fn all_benchmarks(h: &mut String, benches: &[Bench], note: Option<&st
     h.push_str("</tbody></table>\n");
 }
 
+/// A run's state in the Runs table.
+fn state_cell(s: RunState) -> &'static str {
+    match s {
+        RunState::Complete => "complete",
+        RunState::Running => "running",
+        RunState::Interrupted => "<span class=\"verdict bad\" title=\"ended before its last benchmark (killed, crashed or failed): its records are kept, and it is no later run's baseline\">INTERRUPTED</span>",
+        RunState::Unmarked => "<span class=\"muted\" title=\"written before run states were kept\">not recorded</span>",
+    }
+}
+
 pub(super) fn runs_table(h: &mut String, folders: &[PathBuf], rows: &[DbRow]) {
     h.push_str("<h2 id=\"runs\">Runs</h2>\n");
     if folders.is_empty() {
         h.push_str("<p>No run folders yet.</p>\n");
         return;
     }
-    h.push_str("<table id=\"runs-table\" class=\"sortable\"><thead><tr><th>run</th><th>commit</th><th>machine</th><th class=\"num\">records</th><th>files</th></tr></thead><tbody>\n");
+    h.push_str("<table id=\"runs-table\" class=\"sortable\"><thead><tr><th>run</th><th>commit</th><th>machine</th><th class=\"num\">records</th><th>state</th><th>files</th></tr></thead><tbody>\n");
     for dir in folders.iter().rev() {
         let name = file_name(dir);
         let mine: Vec<&DbRow> = rows.iter().filter(|r| r.run == name).collect();
@@ -310,7 +326,7 @@ pub(super) fn runs_table(h: &mut String, folders: &[PathBuf], rows: &[DbRow]) {
             .collect();
         let _ = writeln!(
             h,
-            "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"files\">{}</td></tr>",
+            "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"files\">{}</td></tr>",
             esc(&name),
             esc(&commit),
             esc(&machine),
@@ -320,6 +336,7 @@ pub(super) fn runs_table(h: &mut String, folders: &[PathBuf], rows: &[DbRow]) {
                 machine_cell(&machine)
             },
             mine.len(),
+            state_cell(run_state(dir)),
             links.join(" ")
         );
     }

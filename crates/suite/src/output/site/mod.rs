@@ -102,6 +102,16 @@ pub struct DbRow {
     pub run: String,
     pub seq: i64,
     pub record: Record,
+    /// The run's state in the database (`complete`, `running`, `interrupted`; `unmarked`
+    /// for runs older than run states).
+    pub state: String,
+}
+
+impl DbRow {
+    /// Whether this row's run may be a later point's baseline (it ended).
+    pub fn ended(&self) -> bool {
+        self.state == "complete" || self.state == "unmarked"
+    }
 }
 
 /// Every record of the database beside the run folders (or `MODELBENCH_DB`), oldest run
@@ -118,7 +128,8 @@ pub fn db_rows(root: &Path) -> Result<Option<Vec<DbRow>>> {
     };
     let raw = db.with_tx(|tx| {
         tx.query(
-            "SELECT run, seq, record_json FROM records ORDER BY run, hardware_fp, seq",
+            "SELECT r.run, r.seq, r.record_json, s.state FROM records r LEFT JOIN run_states s \
+             ON s.run = r.run AND s.hardware_fp = r.hardware_fp ORDER BY r.run, r.hardware_fp, r.seq",
             &[],
         )
     })?;
@@ -136,6 +147,11 @@ pub fn db_rows(root: &Path) -> Result<Option<Vec<DbRow>>> {
             seq: r[1].as_i64().unwrap_or(0),
             run,
             record,
+            state: r[3]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unmarked")
+                .to_string(),
         });
     }
     Ok(Some(out))
@@ -336,6 +352,7 @@ fn benches<'a>(
                 .rev()
                 .find(|p| {
                     p.machine == machine
+                        && p.row.ended()
                         && p.row.record.injected.is_none()
                         && p.row.record.injected_numeric.is_none()
                 })

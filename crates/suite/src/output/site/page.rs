@@ -99,7 +99,12 @@ pub(super) fn bench_page(
             + &r.injected_numeric
                 .as_deref()
                 .map(|i| format!("<span class=\"tag\">numerics injected {}</span>", esc(i)))
-                .unwrap_or_default();
+                .unwrap_or_default()
+            + if p.row.state == "interrupted" {
+                "<span class=\"tag bad\" title=\"the run ended before its last benchmark: no later point's baseline\">interrupted run</span>"
+            } else {
+                ""
+            };
         let _ = writeln!(
             h,
             "<tr class=\"history-row\"><td class=\"mono\"><a href=\"../../{run}/summary.md\">{run}</a>{injected}</td><td class=\"mono\" title=\"{}\">{}</td><td class=\"nowrap\">{}</td><td data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\" data-sort=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td data-sort=\"{word}\"><span class=\"verdict {class}\">{word}</span></td><td>{}</td><td>{}</td></tr>",
