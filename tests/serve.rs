@@ -451,6 +451,112 @@ fn tiny_load_run_writes_records_table_and_plot() {
     assert!(png.starts_with(b"\x89PNG"));
 }
 
+/// `modelbench load` of `model` against `url` (4 greedy requests of 6 tokens at c=2) into
+/// `reports`; returns the run folder.
+fn load_once(url: &str, model: &str, reports: &Path, label: &str) -> PathBuf {
+    let o = common::modelbench_cmd(reports)
+        .args([
+            "load",
+            "--url",
+            url,
+            "--model",
+            model,
+            "--prompt-tokens",
+            "16",
+            "--max-tokens",
+            "6",
+            "--concurrency",
+            "2",
+            "--requests",
+            "4",
+            "--warmup",
+            "1",
+            "--label",
+            label,
+        ])
+        .output()
+        .expect("run load");
+    assert!(o.status.success(), "{}", common::stdout_and_stderr(&o));
+    common::run_folder(reports, label)
+}
+
+/// The output verdict of two loads (issue 59): each request's text is kept as a hash, by
+/// request number; two loads of one server keep the same texts (greedy: this server's text
+/// does not depend on the batch), and `compare` fails a load against a server of the same
+/// model (the same folder, so the same name) whose `rms_norm_eps` was changed since:
+/// OUTPUTS CHANGED beside its speed verdict.
+#[test]
+fn a_load_keeps_each_request_text_and_compare_judges_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("llama");
+    std::fs::create_dir_all(&model).unwrap();
+    let src = common::fixture_snapshot("llama");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), model.join(f)).unwrap(); // follows the cache's links
+    }
+    let name = model.to_str().unwrap().to_string();
+    let reports = tmp.path().join("reports");
+    let s = server_with(&name, &[]);
+    let a = load_once(&s.url, &name, &reports, "load-one");
+    let b = load_once(&s.url, &name, &reports, "load-two");
+    drop(s);
+    let texts = |run: &Path| -> Vec<(u64, String)> {
+        let mut v: Vec<(u64, String)> = std::fs::read_to_string(run.join("requests.jsonl"))
+            .expect("requests.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+            .map(|r| {
+                (
+                    r["request"].as_u64().expect("request number"),
+                    r["text_sha256"].as_str().expect("text hash").to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(texts(&a).len(), 4);
+    assert_eq!(texts(&a), texts(&b), "one server, the same texts");
+    let rec: Value = serde_json::from_str(
+        std::fs::read_to_string(a.join("results.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["outputs"]["ids"]["trials"].as_array().unwrap().len(), 4);
+    let compare = |x: &Path, y: &Path| {
+        common::code_and_output(&common::modelbench(
+            &reports,
+            &["compare", x.to_str().unwrap(), y.to_str().unwrap()],
+        ))
+    };
+    let (code, out) = compare(&a, &b);
+    // Identical texts and no probe (a server returns text only): not judged, never changed.
+    assert!(
+        out.contains("outputs: 0 same, 0 within numerical noise, 0 OUTPUTS CHANGED, 1 not judged"),
+        "{out}"
+    );
+    assert_ne!(code, 2, "{out}");
+
+    // The same folder, another epsilon: another model under the same name.
+    let cfg_path = model.join("config.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["rms_norm_eps"] = json!(1.0);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let changed = server_with(&name, &[]);
+    let c = load_once(&changed.url, &name, &reports, "load-eps");
+    assert_ne!(texts(&a), texts(&c), "another epsilon, other texts");
+    let (code, out) = compare(&a, &c);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 OUTPUTS CHANGED"), "{out}");
+    assert!(
+        out.contains("shared trial(s) differ"),
+        "the verdict says why: {out}"
+    );
+}
+
 #[test]
 fn load_rejects_bad_flags_in_one_line() {
     for args in [

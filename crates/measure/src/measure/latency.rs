@@ -36,6 +36,13 @@ pub struct RequestTiming {
     /// `modelbench` object: queue time, batch sizes seen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<serde_json::Value>,
+    /// The request's number: its prompt and seed are a function of it (and the load's seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
+    /// sha256 (first 16 hex digits, [`crate::measure::outputs::hash_text`]) of the whole text
+    /// the server returned: what the output verdict compares between two loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_sha256: Option<String>,
 }
 
 impl RequestTiming {

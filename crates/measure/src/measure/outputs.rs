@@ -61,6 +61,22 @@ impl Ids {
         }
         self.trials.push(hash_ids(ids));
     }
+
+    /// Adds a trial known only by a hash of its text (a server that returns text, not ids:
+    /// [`hash_text`]); in order from 0 like [`Ids::push`]. `first` stays empty.
+    pub fn push_text_hash(&mut self, trial: u64, hash: String) {
+        if trial as usize != self.trials.len() || self.trials.len() >= MAX_TRIALS {
+            return;
+        }
+        self.trials.push(hash);
+    }
+}
+
+/// sha256 of a generated text (UTF-8), first 16 hex digits: what a record keeps of a trial
+/// whose server returns text only.
+pub fn hash_text(text: &str) -> String {
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// sha256 of ids as little-endian u32s, first 16 hex digits.

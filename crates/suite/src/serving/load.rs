@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use crate::engine::generate::CORPUS;
 use crate::error::{Error, Result};
 use crate::measure::latency::{parse_duration_s, poisson_gaps, summarize_load, RequestTiming, Slo};
+use crate::measure::outputs::{hash_text, Ids, Outputs};
 use crate::measure::stats::percentiles;
 use crate::output::record::{GenMetrics, Harness, Kind, Precision, Record};
 use crate::output::report::{reports_root, RunDir};
@@ -178,8 +179,10 @@ impl Client {
         let sent = Instant::now();
         let mut r = RequestTiming {
             sent_s: sent.duration_since(t0).as_secs_f64(),
+            request: Some(i),
             ..Default::default()
         };
+        let mut text = String::new();
         let resp = match self
             .agent
             .post(&self.endpoint())
@@ -226,6 +229,7 @@ impl Client {
                 .as_str()
                 .or_else(|| c["delta"]["content"].as_str())
                 .unwrap_or("");
+            text.push_str(piece);
             if !piece.is_empty() {
                 let at = sent.elapsed().as_secs_f64();
                 r.ttft_s.get_or_insert(at);
@@ -248,6 +252,8 @@ impl Client {
             r.error = Some("the stream ended without `data: [DONE]`".into());
         } else if r.ttft_s.is_none() || r.output_tokens == 0 {
             r.error = Some("no content in the response".into());
+        } else {
+            r.text_sha256 = Some(hash_text(&text));
         }
         r
     }
@@ -661,6 +667,19 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                 tokenize_ms: None,
                 ..Default::default()
             });
+            // What the server returned (issue 59): request k's text, k from 0 in this level (its
+            // prompt and seed are a function of k), as a hash; the output verdict of `compare`
+            // between two loads reads it like a benchmark's generated ids.
+            let mut texts: Vec<(u64, String)> = reqs
+                .iter()
+                .filter_map(|r| Some((r.request?.checked_sub(base)?, r.text_sha256.clone()?)))
+                .collect();
+            texts.sort();
+            let mut ids = Ids::default();
+            for (k, h) in texts {
+                ids.push_text_hash(k, h);
+            }
+            rec.outputs = (!ids.trials.is_empty()).then_some(Outputs { ids, probe: None });
             rec.extra = json!({
                 "level": mode.name(),
                 "server": who,
