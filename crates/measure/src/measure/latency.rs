@@ -287,7 +287,7 @@ mod tests {
                 output_tokens: 4,
                 prompt_tokens: Some(16),
                 error: None,
-                server: None,
+                ..Default::default()
             },
             // TTFT 0.3, chunks 0.3 0.5 -> E2E 0.5, 2 tokens, TPOT 0.2; sent at 1.0, ends 1.5
             RequestTiming {
@@ -298,7 +298,7 @@ mod tests {
                 output_tokens: 2,
                 prompt_tokens: Some(16),
                 error: None,
-                server: None,
+                ..Default::default()
             },
             RequestTiming {
                 sent_s: 0.5,
