@@ -57,7 +57,7 @@
 //! its first token (as Gemma 3's global layers), or for a convolution block its last inputs.
 
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
-use candle_core::{bail, DType, Device, Module, Result, Tensor};
+use candle_core::{bail, DType, Device, Module, Result, Tensor, D};
 use candle_nn::kv_cache::KvCache;
 use candle_transformers::quantized_nn::RmsNorm;
 
@@ -503,6 +503,59 @@ pub enum Wrong {
     /// LFM2's convolution taps in the other order (the newest input weighted by the oldest
     /// tap: a convolution where a cross-correlation is meant).
     ReverseConvTaps,
+    // Held-out deviations (issue 61 item 4): small, plausible bugs no fixture was shaped
+    // against, for the measured sensitivity table (docs/quality.md).
+    /// The attention scores scaled by 1.01/sqrt(head_dim).
+    AttnScaleUp1Pct,
+    /// RoPE base (`rope.freq_base`) 0.5% higher.
+    RopeBaseUpHalfPct,
+    /// RoPE's cos/sin tables rounded to f16 (candle's `quantized_qwen3`'s deviation).
+    RopeF16,
+    /// Every RMS norm's epsilon x10.
+    EpsTimes10,
+    /// Layer 0's attention-norm weights x1.02.
+    NormL0Up2Pct,
+    /// Layer 0's attention output of head 0 zeroed (before the output projection).
+    HeadZero,
+    /// The SwiGLU's gate and up projections exchanged (`down(silu(up) * gate)`).
+    GateUpSwap,
+    /// Layer 0's MLP output zeroed in hidden channel 0.
+    MlpChannelZero,
+}
+
+impl Wrong {
+    /// The held-out deviations, in the sensitivity table's order.
+    pub const HELD_OUT: [Wrong; 8] = [
+        Wrong::AttnScaleUp1Pct,
+        Wrong::RopeBaseUpHalfPct,
+        Wrong::RopeF16,
+        Wrong::EpsTimes10,
+        Wrong::NormL0Up2Pct,
+        Wrong::HeadZero,
+        Wrong::GateUpSwap,
+        Wrong::MlpChannelZero,
+    ];
+
+    /// What the deviation is, in the table's words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Wrong::SkipQkNorm => "q/k norms skipped",
+            Wrong::OtherRopeLayout => "RoPE in the other pair layout",
+            Wrong::ZeroBias => "projection biases dropped",
+            Wrong::DropRopeFreqs => "rope_freqs factors dropped",
+            Wrong::NoExpertRenorm => "expert weights not renormalised",
+            Wrong::SkipPostNorms => "post-norms skipped",
+            Wrong::ReverseConvTaps => "convolution taps reversed",
+            Wrong::AttnScaleUp1Pct => "attention scale +1%",
+            Wrong::RopeBaseUpHalfPct => "RoPE base +0.5%",
+            Wrong::RopeF16 => "RoPE tables in f16",
+            Wrong::EpsTimes10 => "RMS epsilon x10",
+            Wrong::NormL0Up2Pct => "layer 0 attention-norm weights x1.02",
+            Wrong::HeadZero => "layer 0 head 0 output zeroed",
+            Wrong::GateUpSwap => "gate and up exchanged",
+            Wrong::MlpChannelZero => "layer 0 MLP output channel 0 zeroed",
+        }
+    }
 }
 
 /// One layer's cache in a sequence: an attention block's keys and values, or a convolution
@@ -577,7 +630,7 @@ impl Weights {
             }
         };
         for (li, layer) in self.layers.iter().enumerate() {
-            let a = layer.attn_norm.forward("attn_norm", &h)?;
+            let a = self.normed(&layer.attn_norm, "attn_norm", &h, li)?;
             let mixed = match &layer.mixer {
                 Mixer::Attention { qk_norm } => {
                     self.attention(li, qk_norm.as_ref(), &a, seqs, &spans, &masks, &proj)?
@@ -605,7 +658,7 @@ impl Weights {
                         None => mixed,
                     };
                     h = residual(&mixed, &h)?;
-                    let x = ffn_norm.forward("ffn_norm", &h)?;
+                    let x = self.normed(ffn_norm, "ffn_norm", &h, usize::MAX)?;
                     let m = mlp(&x)?;
                     let m = match post {
                         Some((_, pf)) => norm("post_ffw_norm", pf, &m)?,
@@ -620,7 +673,7 @@ impl Weights {
         }
 
         last_logits(&h, &spans, seqs.iter().map(|s| s.logits), |last| {
-            let last = self.norm.forward("output_norm", last)?;
+            let last = self.normed(&self.norm, "output_norm", last, usize::MAX)?;
             let y = mm(self.layers.len(), 0, &last)?;
             match &self.output_bias {
                 Some(b) if self.wrong != Some(Wrong::ZeroBias) => {
@@ -649,7 +702,12 @@ impl Weights {
         let total = a.dim(1)?;
         let (heads, kv_heads, hd) = (c.heads, c.kv_heads, c.head_dim);
         let rep = heads / kv_heads;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = 1.0 / (hd as f64).sqrt()
+            * if self.wrong == Some(Wrong::AttnScaleUp1Pct) {
+                1.01
+            } else {
+                1.0
+            };
         let (q, k, v) = (proj(li, 0, a)?, proj(li, 1, a)?, proj(li, 2, a)?);
         let q = q.reshape((1, total, heads, hd))?;
         let k = k.reshape((1, total, kv_heads, hd))?;
@@ -710,6 +768,12 @@ impl Weights {
             outs.pop().expect("one sequence")
         } else {
             traced!("copy", "sequences cat", [outs], Tensor::cat(outs, 1))?
+        };
+        let out = if li == 0 && self.wrong == Some(Wrong::HeadZero) {
+            let keep: Vec<f32> = (0..heads * hd).map(|i| (i >= hd) as u8 as f32).collect();
+            out.broadcast_mul(&Tensor::new(keep, out.device())?)?
+        } else {
+            out
         };
         proj(li, 3, &out)
     }
@@ -772,6 +836,24 @@ impl Weights {
         proj(li, 1, &y)
     }
 
+    /// `n` over `x` (layer `li`'s attention norm; `usize::MAX` for another), as a held-out
+    /// deviation changes it: [`Wrong::EpsTimes10`] (an RMS norm's output rescaled to what
+    /// epsilon x10 gives: `y * sqrt((ms + eps) / (ms + 10 eps))`, `ms` each row's mean square)
+    /// and [`Wrong::NormL0Up2Pct`] (layer 0's output x1.02: its weights x1.02).
+    fn normed(&self, n: &Norm, what: &'static str, x: &Tensor, li: usize) -> Result<Tensor> {
+        let y = n.forward(what, x)?;
+        match self.wrong {
+            Some(Wrong::EpsTimes10) if matches!(n, Norm::Rms(_)) => {
+                let eps = self.cfg.rms_norm_eps;
+                let ms = x.to_dtype(DType::F32)?.sqr()?.mean_keepdim(D::Minus1)?;
+                let f = ((&ms + eps)? / (&ms + 10.0 * eps)?)?.sqrt()?;
+                Ok(y.broadcast_mul(&f.to_dtype(y.dtype())?)?)
+            }
+            Some(Wrong::NormL0Up2Pct) if li == 0 => Ok((y * 1.02)?),
+            _ => Ok(y),
+        }
+    }
+
     /// Layer `li`'s MLP on `x` (1, rows, hidden), its weights from `at` in [`Layer::w`].
     fn mlp(
         &self,
@@ -780,15 +862,25 @@ impl Weights {
         x: &Tensor,
         proj: &dyn Fn(usize, usize, &Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        match self.mlp {
-            Mlp::SwiGlu => swiglu(x, &|j, x| proj(li, at + j, x)),
+        let m = match self.mlp {
+            Mlp::SwiGlu => swiglu_in(
+                x,
+                &|j, x| proj(li, at + j, x),
+                self.wrong == Some(Wrong::GateUpSwap),
+            ),
             Mlp::Gelu => {
                 let up = proj(li, at, x)?;
                 let g = traced!("activation", "gelu (tanh)", [up], up.gelu())?;
                 proj(li, at + 1, &g)
             }
             Mlp::Experts(ex) => self.experts(li, ex, x, proj),
+        }?;
+        if li == 0 && self.wrong == Some(Wrong::MlpChannelZero) {
+            let hidden = m.dim(2)?;
+            let keep: Vec<f32> = (0..hidden).map(|i| (i > 0) as u8 as f32).collect();
+            return m.broadcast_mul(&Tensor::new(keep, m.device())?);
         }
+        Ok(m)
     }
 
     /// Layer `li`'s mixture of experts on `x` (1, rows, hidden): the router's softmax comes to
@@ -965,9 +1057,19 @@ fn qkv_biases(
 /// A SwiGLU MLP, `down(silu(gate(x)) * up(x))`, `w(j, x)` running its gate (0), up (1) and
 /// down (2) projections.
 fn swiglu(x: &Tensor, w: &dyn Fn(usize, &Tensor) -> Result<Tensor>) -> Result<Tensor> {
-    let gate = w(0, x)?;
+    swiglu_in(x, w, false)
+}
+
+/// [`swiglu`], with gate and up exchanged when `swap` ([`Wrong::GateUpSwap`]).
+fn swiglu_in(
+    x: &Tensor,
+    w: &dyn Fn(usize, &Tensor) -> Result<Tensor>,
+    swap: bool,
+) -> Result<Tensor> {
+    let (g, u) = if swap { (1, 0) } else { (0, 1) };
+    let gate = w(g, x)?;
     let gate = traced!("activation", "silu", [gate], candle_nn::ops::silu(gate))?;
-    let up = w(1, x)?;
+    let up = w(u, x)?;
     let hm = traced!("mul", "gate * up", [gate, up], gate.mul(up))?;
     w(2, &hm)
 }
@@ -1208,11 +1310,30 @@ impl ModelWeights {
                 let il = self.w.rope.interleaved;
                 self.w.rope = Rope::new(&self.w.cfg, None, self.w.context, il, &self.w.device)?;
             }
+            Wrong::RopeBaseUpHalfPct => {
+                let il = self.w.rope.interleaved;
+                let mut cfg = self.w.cfg.clone();
+                cfg.rope_base *= 1.005;
+                self.w.rope = Rope::new(
+                    &cfg,
+                    self.w.factors.as_deref(),
+                    self.w.context,
+                    il,
+                    &self.w.device,
+                )?;
+            }
+            Wrong::RopeF16 => self.w.rope.tables = self.w.rope.tables.rounded_to_f16()?,
             Wrong::SkipQkNorm
             | Wrong::ZeroBias
             | Wrong::NoExpertRenorm
             | Wrong::SkipPostNorms
-            | Wrong::ReverseConvTaps => {}
+            | Wrong::ReverseConvTaps
+            | Wrong::EpsTimes10
+            | Wrong::NormL0Up2Pct
+            | Wrong::AttnScaleUp1Pct
+            | Wrong::HeadZero
+            | Wrong::GateUpSwap
+            | Wrong::MlpChannelZero => {}
         }
         self.w.wrong = Some(w);
         Ok(self)

@@ -232,6 +232,16 @@ pub struct RopeTables {
 }
 
 impl RopeTables {
+    /// The same tables with every entry rounded to f16 and back (a deliberately wrong
+    /// variant for the sensitivity table: candle's `quantized_qwen3` keeps its tables in f16).
+    pub fn rounded_to_f16(&self) -> Result<Self> {
+        let r = |t: &Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
+        Ok(Self {
+            cos: r(&self.cos)?,
+            sin: r(&self.sin)?,
+        })
+    }
+
     /// `inv_freq`: each rotated pair's inverse frequency (the implementation's formula).
     pub fn new(inv_freq: &[f32], positions: usize, dev: &Device) -> Result<Self> {
         let inv = Tensor::new(inv_freq, dev)?;
