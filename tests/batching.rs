@@ -21,11 +21,18 @@ use modelbench::models::CausalLm;
 
 const REAL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
 
+/// The model, or Err when it is not installed (its files cannot be resolved: the skip rule's
+/// cause). A fixture must always resolve, and a model whose files are there must load: either
+/// failing fails the test (a broken fixture never reads as a missing file).
 fn load(reference: &str, cap: usize) -> Result<Box<dyn CausalLm>, String> {
     let r = ModelRef::parse(reference).map_err(|e| e.to_string())?;
-    let res = prepare(reference, &r, &[]).map_err(|e| e.to_string())?;
+    let res = match prepare(reference, &r, &[]) {
+        Ok(res) => res,
+        Err(e) if !reference.contains("fixture:") => return Err(e.to_string()),
+        Err(e) => panic!("{reference}: a fixture does not resolve: {e}"),
+    };
     Ok(open(res, &Device::Cpu, DType::F32, Some(cap))
-        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|e| panic!("{reference}: installed but does not load: {e}"))
         .model)
 }
 

@@ -621,10 +621,6 @@ fn long_run() {
 
 const REAL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
 
-fn required() -> bool {
-    std::env::var("MODELBENCH_REQUIRE_QUALITY").is_ok_and(|v| v.trim() == "1")
-}
-
 /// Each named class written into a copy of the real file ends in one line naming the field;
 /// the unmodified file loads and runs.
 #[test]
@@ -636,11 +632,7 @@ fn real_gemma3_each_named_class_is_refused_naming_the_field() {
             Weights::Gguf(p) => p,
             other => panic!("{other:?}"),
         },
-        Err(e) if !required() => {
-            eprintln!("skipped: the real Gemma 3 270M is not installed ({e}); run scripts/fetch-offline-models.sh");
-            return;
-        }
-        Err(e) => panic!("MODELBENCH_REQUIRE_QUALITY=1 but the model is absent: {e}"),
+        Err(e) => return common::skip_real_model(e),
     };
     match run_one(&src, Duration::from_secs(120)) {
         Outcome::Ran => {}
@@ -862,30 +854,23 @@ fn safetensors_config_and_tensors_must_agree() {
 
 /// The real files installed by scripts/fetch-offline-models.sh, one per architecture the table
 /// has a file for: each passes every check (the table matches what llama.cpp's converter
-/// writes), and the ones the project runs load and run a 2-token forward.
+/// writes), loads and runs a 2-token forward; all three are checked (the count is asserted:
+/// one absent file is the skip rule's, not a pass).
 #[test]
 fn real_files_pass_the_checks_and_run() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut checked = 0;
-    for (repo, arch, runs) in [
-        (
-            "modelbench-offline/gemma-3-270m-Q4_K_M-GGUF",
-            "gemma3",
-            true,
-        ),
-        (
-            "modelbench-offline/SmolLM2-135M-Instruct-GGUF",
-            "llama",
-            true,
-        ),
+    const FILES: [(&str, &str); 3] = [
+        ("modelbench-offline/gemma-3-270m-Q4_K_M-GGUF", "gemma3"),
+        ("modelbench-offline/SmolLM2-135M-Instruct-GGUF", "llama"),
         (
             "modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF",
             "qwen2",
-            false,
         ),
-    ] {
+    ];
+    for (repo, arch) in FILES {
         let label = format!("gguf:{repo}");
-        // Found in the hub cache directly: the source layer refuses qwen2 before any check.
+        // Found in the hub cache directly, so the file's own checks run before any loader's.
         let hub = std::env::var_os("HF_HUB_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -898,16 +883,15 @@ fn real_files_pass_the_checks_and_run() {
                 .map(|f| f.path())
                 .find(|p| p.extension().is_some_and(|e| e == "gguf"))
         });
-        let path = match found {
-            Some(p) => p,
-            None if !required() => {
-                eprintln!(
-                    "skipped {label}: not in {}; run scripts/fetch-offline-models.sh",
+        let Some(path) = found else {
+            return common::skip_unless_required(
+                "MODELBENCH_REQUIRE_QUALITY",
+                &label,
+                &format!(
+                    "not in {}; scripts/fetch-offline-models.sh installs it",
                     snaps.display()
-                );
-                continue;
-            }
-            None => panic!("MODELBENCH_REQUIRE_QUALITY=1 but {label} is absent"),
+                ),
+            );
         };
         let ct = modelbench::models::gguf_check::validate_gguf(&path)
             .unwrap_or_else(|e| panic!("{label}: {e}"));
@@ -918,12 +902,15 @@ fn real_files_pass_the_checks_and_run() {
             expected.len(),
             ct.tensor_infos.len()
         );
-        if runs {
-            let mut m = quantized::load_with(&path, None, &Device::Cpu, Some(64))
-                .unwrap_or_else(|e| panic!("{label}: {e}"));
-            m.forward(&[1, 2], 0).unwrap();
-        }
+        let mut m = quantized::load_with(&path, None, &Device::Cpu, Some(64))
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let logits = m.forward(&[1, 2], 0).unwrap();
+        let v: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            !v.is_empty() && v.iter().all(|x| x.is_finite()),
+            "{label}: non-finite logits"
+        );
         checked += 1;
     }
-    eprintln!("{checked} real files checked");
+    assert_eq!(checked, FILES.len(), "every real file checked and run");
 }

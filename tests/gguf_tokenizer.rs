@@ -461,23 +461,20 @@ fn llama_dir() -> PathBuf {
     common::llama_cpp_dir()
 }
 
-/// Whether CI runs this (`CI=true`): then a missing llama.cpp build fails instead of skipping.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 /// `<llama.cpp build>/vocab`, or None (skip) outside CI; under CI its absence fails.
 fn vocab_dir() -> Option<PathBuf> {
     let d = llama_dir().join("vocab");
     if d.join("ggml-vocab-llama-bpe.gguf").is_file() {
         return Some(d);
     }
-    let msg = format!(
-        "{} has no llama.cpp vocabularies: run scripts/build-llama-cpp.sh (it keeps models/ggml-vocab-* of the llama.cpp source there)",
-        d.display()
+    common::skip_unless_required(
+        "MODELBENCH_REQUIRE_LLAMA_CPP",
+        "llama.cpp's vocabularies",
+        &format!(
+            "{} has none: run scripts/build-llama-cpp.sh (it keeps models/ggml-vocab-* of the llama.cpp source there)",
+            d.display()
+        ),
     );
-    assert!(!in_ci(), "CI=true: {msg}");
-    eprintln!("skipped: {msg}");
     None
 }
 
@@ -618,17 +615,7 @@ fn a_changed_expected_id_fails_the_vectors() {
 // (fixtures/tokenizer/multilingual.txt) through both.
 
 fn llama_tokenize_bin() -> Option<PathBuf> {
-    let bin = llama_dir().join("bin/llama-tokenize");
-    if bin.is_file() {
-        return Some(bin);
-    }
-    let msg = format!(
-        "{} is not built (scripts/build-llama-cpp.sh)",
-        bin.display()
-    );
-    assert!(!in_ci(), "CI=true: {msg}");
-    eprintln!("skipped: {msg}");
-    None
+    common::llama_cpp_program("llama-tokenize")
 }
 
 fn shipped_text() -> (PathBuf, String) {

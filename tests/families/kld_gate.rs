@@ -29,21 +29,9 @@ pub fn llama_cpp() -> PathBuf {
     modelbench::util::llama_cpp::dir()
 }
 
-/// None (and a printed reason) when llama.cpp is not built here; a failure under CI=true.
+/// Whether llama.cpp is built here; else the skip rule (tests/common) has been applied.
 pub fn have_llama_cpp() -> bool {
-    let bin = llama_cpp().join("bin/llama-perplexity");
-    if bin.is_file() {
-        return true;
-    }
-    let why = format!(
-        "llama.cpp is not built ({} is missing): run scripts/build-llama-cpp.sh",
-        bin.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true: {why}");
-    }
-    eprintln!("skip: {why}");
-    false
+    super::common::llama_cpp_program("llama-perplexity").is_some()
 }
 
 /// The fixture file and llama.cpp's reference for it (made once per file and corpus).
