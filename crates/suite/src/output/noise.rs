@@ -423,15 +423,29 @@ impl NoiseProfile {
 /// `<scenario>/<device>-<dtype>/M`), else [`DEFAULT_THRESHOLD`].
 pub struct RunNoise {
     machine: Option<NoiseProfile>,
+    /// Where the machine's profile was found: the reports folder, or the default one.
+    machine_from: String,
     history: BTreeMap<String, BenchNoise>,
     history_runs: usize,
 }
 
 impl RunNoise {
-    /// The machine `fingerprint`'s profile under `root` (none is not an error).
+    /// The machine `fingerprint`'s profile under `root`, else the one in the default reports
+    /// folder (`target-reports/` of the checkout: a `MODELBENCH_REPORTS` folder of its own
+    /// starts with the machine's profile, and says so); none is not an error.
     pub fn for_machine(root: &Path, fingerprint: &str) -> Result<RunNoise> {
+        let default_root = crate::util::root().join("target-reports");
+        let (machine, machine_from) = match load(root, fingerprint)? {
+            Some(p) => (Some(p), String::new()),
+            None if !same_folder(root, &default_root) => (
+                load(&default_root, fingerprint)?,
+                format!(" in {}", default_root.display()),
+            ),
+            None => (None, String::new()),
+        };
         Ok(RunNoise {
-            machine: load(root, fingerprint)?,
+            machine,
+            machine_from,
             history: BTreeMap::new(),
             history_runs: 0,
         })
@@ -469,7 +483,8 @@ impl RunNoise {
                     return RowNoise {
                         threshold: n.threshold,
                         source: format!(
-                            "measured: `modelbench noise`, {} runs of {id}",
+                            "measured: `modelbench noise`{}, {} runs of {id}",
+                            self.machine_from,
                             n.means_s.len()
                         ),
                     };
@@ -488,6 +503,14 @@ impl RunNoise {
                 "default: no measured profile of this benchmark".into()
             },
         }
+    }
+}
+
+/// Whether two paths name one folder (canonicalised where they exist).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 
@@ -645,6 +668,7 @@ mod tests {
         };
         let none = RunNoise {
             machine: None,
+            machine_from: String::new(),
             history: BTreeMap::new(),
             history_runs: 0,
         };
@@ -675,5 +699,71 @@ mod tests {
             .with_history(&runs[..2]);
         assert_eq!(two.of(&row("m")).threshold, DEFAULT_THRESHOLD);
         assert!(two.of(&row("m")).source.contains("2 earlier run(s)"));
+    }
+
+    /// A reports folder without the machine's profile uses the default folder's, and the
+    /// row's noise says where it came from; a machine with none anywhere gets the default.
+    #[test]
+    fn a_folder_without_a_profile_uses_the_default_folders() {
+        let fp = format!("test-machine-{}", std::process::id());
+        let default_root = crate::util::root().join("target-reports");
+        let bench = "short/cpu-f32/fixture:llama";
+        let p = NoiseProfile {
+            schema: 1,
+            hardware: fp.clone(),
+            build: crate::measure::hardware::context().build.clone(),
+            first: String::new(),
+            last: String::new(),
+            runs: vec![],
+            z: 2.0,
+            sigma_drift: 0.0,
+            benches: [(
+                bench.to_string(),
+                BenchNoise {
+                    means_s: vec![1.0, 1.01, 1.02],
+                    sigma: 0.01,
+                    sigma_own: 0.01,
+                    max_change: 0.02,
+                    threshold: 0.07,
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let saved = save(&default_root, &p).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let row = crate::output::compare::Row {
+            key: String::new(),
+            kind: "generation".into(),
+            id: bench.into(),
+            scenario: "short".into(),
+            model: "fixture:llama".into(),
+            dtype: "f32".into(),
+            device: "cpu".into(),
+            sampling: "greedy".into(),
+            shape: "null".into(),
+            n_base: 5,
+            n_new: 5,
+            base_median_s: 1.0,
+            new_median_s: 1.0,
+            ratio: Some(1.0),
+            ci_low: Some(1.0),
+            ci_high: Some(1.0),
+            verdict: crate::output::compare::Verdict::Unchanged,
+            noise: None,
+            outputs: crate::measure::outputs::judge(None, None),
+        };
+        let n = RunNoise::for_machine(fresh.path(), &fp).unwrap().of(&row);
+        let none = RunNoise::for_machine(fresh.path(), "no-such-machine")
+            .unwrap()
+            .of(&row);
+        std::fs::remove_file(&saved).unwrap();
+        assert_eq!(n.threshold, 0.07, "{}", n.source);
+        assert!(
+            n.source.contains(&default_root.display().to_string()),
+            "{}",
+            n.source
+        );
+        assert_eq!(none.threshold, DEFAULT_THRESHOLD);
     }
 }

@@ -5,8 +5,9 @@
 //! Two runs minutes apart differ by more than their trials' spread (the VM drifts 10-15%), so
 //! each comparison is also judged against every benchmark's run-to-run noise
 //! ([`RunNoise`]): the spread of this config's own earlier runs on this machine once there are
-//! three, else the machine's `modelbench noise` profile, else the default 20%. A change beyond
-//! the threshold but within that noise is "Undecided" and does not fail the run.
+//! three, else the machine's `modelbench noise` profile (in the reports folder, else in the
+//! default one, and the table says which), else the default 20%. A change beyond the
+//! threshold but within that noise is "Undecided" and does not fail the run.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
