@@ -6,7 +6,7 @@
 //! (`workloads::kld`, limits unchanged), on every fixture the implementation runs; beside the
 //! unchanged implementation, which must pass.
 //!
-//! `cargo test --release --test sensitivity -- --ignored write_sensitivity_table` regenerates
+//! `cargo test --test sensitivity -- --ignored write_sensitivity_table` regenerates
 //! docs/quality-sensitivity.md (every row measured, the ones that PASS listed with their KLD).
 //! The test CI runs, `held_out_deviations_fail_on_the_llama_fixture`, judges the Llama
 //! fixture: unchanged PASSED, and every deviation the table shows caught there FAILED.
@@ -68,7 +68,7 @@ fn judge(fixture: &str) -> (KldVerdict, Vec<(Wrong, KldVerdict)>) {
 }
 
 #[test]
-#[ignore = "regenerates docs/quality-sensitivity.md (about 10 minutes in release)"]
+#[ignore = "regenerates docs/quality-sensitivity.md (about 25 minutes on 2 cores)"]
 fn write_sensitivity_table() {
     if !have_llama_cpp() {
         return;
@@ -76,7 +76,7 @@ fn write_sensitivity_table() {
     let t0 = std::time::Instant::now();
     let mut md = String::from(
         "# The KLD gate's measured sensitivity\n\n[Back to docs/quality.md](quality.md)\n\n\
-         Written by `cargo test --release --test sensitivity -- --ignored write_sensitivity_table` \
+         Written by `cargo test --test sensitivity -- --ignored write_sensitivity_table` \
          (tests/sensitivity.rs): each held-out deviation (issue 61 item 4: small, plausible bugs \
          that no fixture was shaped against) injected into the project's GGUF implementation \
          (`llama_quantized::Wrong`), judged by `verify`'s gate against llama.cpp on each fixture \
