@@ -52,7 +52,7 @@ fn a_killed_run_is_interrupted_and_a_finished_one_complete() {
             "--warmup",
             "0",
             "--trials",
-            "400",
+            "20",
             "--label",
             "killed",
         ])
