@@ -264,6 +264,20 @@ pub fn noise(perturbation: &str, main: &Probe, perturbed: &[Position], identical
     }
 }
 
+impl Noise {
+    /// The noise of two perturbations together: the larger limits of the two (a "same model"
+    /// probe may differ as much as either perturbation moves it).
+    pub fn and(self, other: Noise) -> Noise {
+        Noise {
+            perturbation: format!("{}; {}", self.perturbation, other.perturbation),
+            identical: self.identical && other.identical,
+            mean_kld: self.mean_kld.max(other.mean_kld),
+            max_kld: self.max_kld.max(other.max_kld),
+            top1: self.top1.min(other.top1),
+        }
+    }
+}
+
 /// What a record keeps of what its model computed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outputs {

@@ -9,10 +9,12 @@
 //! (the decode kernels, on the KV cache): [`LEN`] - [`PREFILL`] + 1 positions a sequence whose
 //! logits are kept (top [`PROBE_TOP_K`]) and hashed (all, f32).
 //!
-//! The noise: the same positions computed another legitimate way, every id of the sequence as
-//! its own single-token step from position 0 (no prefill call): other matrix shapes, other
-//! summation orders, the same model. What that does to the probe is the limit of "same model"
-//! for this build ([`crate::measure::outputs::Noise`]).
+//! The noise: the same positions computed other legitimate ways by the same build: every id of
+//! the sequence as its own single-token step from position 0 (no prefill call: other matrix
+//! shapes, other summation orders), and, where the model has a batched form (`serve
+//! --max-batch`), the sequences side by side in one batched step each (prefilled together,
+//! then decoded together). What they do to the probe, the larger of the two, is the limit of
+//! "same model" for this build ([`crate::measure::outputs::Noise`]).
 
 use std::time::Instant;
 
@@ -118,12 +120,83 @@ pub fn take(model: &mut dyn CausalLm, tok: Option<&Tokenizer>) -> Result<Probe> 
     }
     model.reset()?;
     let identical = hash.finish() == probe.logits_sha256;
-    probe.noise = Some(noise(
+    let mut n = noise(
         "the prompt prefilled as single-token steps",
         &probe,
         &perturbed,
         identical,
-    ));
+    );
+    if let Some(batched) = batched_positions(model, &ids, len, prefill)? {
+        let (identical, perturbed) = batched;
+        n = n.and(noise(
+            "the sequences batched together",
+            &probe,
+            &perturbed,
+            identical == probe.logits_sha256,
+        ));
+    }
+    probe.noise = Some(n);
     probe.seconds = t0.elapsed().as_secs_f64();
     Ok(probe)
+}
+
+/// The probe's positions with the [`SEQUENCES`] sequences in one batched step each (both
+/// prefilled in one step, then one id each per step), and the hash of their logits in the
+/// probe's order; None for a model without a batched form. The numeric injection
+/// (`MODELBENCH_INJECT_NUMERIC`) is applied to these logits as the engine's forward applies it,
+/// so an injected run's noise is its own build's, not the injection.
+fn batched_positions(
+    model: &mut dyn CausalLm,
+    ids: &[u32],
+    len: usize,
+    prefill: usize,
+) -> Result<Option<(String, Vec<Position>)>> {
+    use crate::models::batched::{BatchOptions, Work};
+    let Some(b) = model.batched(&BatchOptions {
+        slots: SEQUENCES,
+        fast_weights: false,
+    }) else {
+        return Ok(None);
+    };
+    let mut m = b?;
+    let seqs: Vec<&[u32]> = ids.chunks(len).collect();
+    for s in 0..seqs.len() {
+        m.start(s)?;
+    }
+    let factor = crate::measure::inject::numeric_factor("lm_head");
+    let mut logits: Vec<Vec<Vec<f32>>> = vec![Vec::new(); seqs.len()];
+    let mut step = |from: usize, to: usize| -> Result<()> {
+        let work: Vec<Work<'_>> = seqs
+            .iter()
+            .enumerate()
+            .map(|(slot, q)| Work {
+                slot,
+                tokens: &q[from..to],
+                logits: true,
+            })
+            .collect();
+        for (s, l) in m.step(&work)?.into_iter().enumerate() {
+            let mut v = l.ok_or_else(|| {
+                Error::Report("a batched step returned no logits where they were asked".into())
+            })?;
+            if let Some(f) = factor {
+                // As candle's `affine(f, 0)` computes it in f32 (the engine's forward).
+                let f = f as f32;
+                v.iter_mut().for_each(|x| *x = *x * f + 0.0);
+            }
+            logits[s].push(v);
+        }
+        Ok(())
+    };
+    step(0, prefill)?;
+    for i in prefill..len - 1 {
+        step(i, i + 1)?;
+    }
+    let mut hash = LogitsHash::default();
+    let mut positions = Vec::new();
+    for v in logits.iter().flatten() {
+        hash.update(v);
+        positions.push(Position::of_logits(v, PROBE_TOP_K));
+    }
+    Ok(Some((hash.finish(), positions)))
 }
