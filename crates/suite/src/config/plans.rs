@@ -258,6 +258,7 @@ impl DepthPlan {
             seed: cm.seed,
             attention: cm.attention,
             calibration: crate::measure::calibration::cached(cm.device),
+            probes: Default::default(),
         }
     }
 

@@ -200,3 +200,41 @@ fn batched_positions(
     }
     Ok(Some((hash.finish(), positions)))
 }
+
+/// Each model's probe, by label: taken the first time a suite asks for the model, outside
+/// every timed region, then shared by its workloads (generation and depth suites).
+pub type Probes = std::sync::Mutex<std::collections::BTreeMap<String, Probe>>;
+
+/// The probe of `loaded` from `probes`, taken (and said through `say`) the first time.
+pub fn once(
+    probes: &Probes,
+    loaded: &mut crate::models::loading::Loaded,
+    say: &dyn Fn(&str),
+) -> Result<Probe> {
+    let label = loaded.resolved.label.clone();
+    if let Some(p) = probes.lock().ok().and_then(|m| m.get(&label).cloned()) {
+        return Ok(p);
+    }
+    let p = take(loaded.model.as_mut(), loaded.tokenizer.as_ref())?;
+    let n = p.noise.as_ref();
+    say(&format!(
+        "output probe of {label}: {} positions in {:.2} s; own noise ({}): {}",
+        p.positions.len(),
+        p.seconds,
+        n.map_or("-", |n| n.perturbation.as_str()),
+        n.map_or("not measured".to_string(), |n| if n.identical {
+            "bit-identical".to_string()
+        } else {
+            format!(
+                "mean KLD {:.3e}, max {:.3e}, top-1 {:.1}%",
+                n.mean_kld,
+                n.max_kld,
+                100.0 * n.top1
+            )
+        })
+    ));
+    if let Ok(mut m) = probes.lock() {
+        m.insert(label, p.clone());
+    }
+    Ok(p)
+}

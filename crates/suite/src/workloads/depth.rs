@@ -49,6 +49,8 @@ pub struct Depth<'a> {
     /// Each trial's generated ids (prefill's token, then decode's), trial 0 first: the
     /// record's outputs (issue 59).
     ids: crate::measure::outputs::Ids,
+    /// The model's output probe (`engine::probe`), taken once per model by the suite.
+    pub probe: Option<crate::measure::outputs::Probe>,
 }
 
 impl<'a> Depth<'a> {
@@ -92,6 +94,7 @@ impl<'a> Depth<'a> {
             fill_s: None,
             restores: BTreeSet::new(),
             ids: Default::default(),
+            probe: None,
         })
     }
 
@@ -222,11 +225,10 @@ impl Workload for Depth<'_> {
         r.sampling_desc = "greedy".into();
         r.seed = self.seed;
         r.eos_ignored = true;
-        // The generated ids only (no probe is taken by the depth group): its output verdict
-        // is `OUTPUTS CHANGED` when ids differ, else not judged.
+        // The generated ids and the model's probe (issue 59).
         r.outputs = Some(crate::measure::outputs::Outputs {
             ids: self.ids.clone(),
-            probe: None,
+            probe: self.probe.clone(),
         });
         let meta = self.loaded.model.meta();
         r.shape = serde_json::json!({"depth": self.depth, "prompt_tokens": self.prompt,
@@ -358,6 +360,8 @@ pub struct DepthSuite {
     pub seed: u64,
     pub attention: crate::models::attention::Attention,
     pub calibration: Option<Calibration>,
+    /// Each model's output probe, by label, taken when its first depth starts.
+    pub probes: crate::engine::probe::Probes,
 }
 
 impl DepthSuite {
@@ -441,9 +445,11 @@ impl super::suite::Suite for DepthSuite {
         &'a self,
         loaded: &'a mut Loaded,
         p: usize,
-        _: &dyn super::suite::Say,
+        say: &dyn super::suite::Say,
     ) -> Result<Depth<'a>> {
-        Depth::new(
+        // The output probe, once per model, outside every timed region (issue 59).
+        let probe = crate::engine::probe::once(&self.probes, loaded, &|l| say.say(l))?;
+        let mut d = Depth::new(
             loaded,
             self.depths[p],
             self.prompt,
@@ -452,7 +458,9 @@ impl super::suite::Suite for DepthSuite {
             self.device,
             self.dtype,
             self.calibration.clone(),
-        )
+        )?;
+        d.probe = Some(probe);
+        Ok(d)
     }
 
     /// Prefill and decode tok/s at the depth (criterion's block shows only the whole

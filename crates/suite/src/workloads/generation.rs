@@ -211,8 +211,7 @@ pub struct GenerationSuite {
     pub context_cap: usize,
     pub calibration: Option<Calibration>,
     /// Each model's output probe, by label, taken when its first scenario starts.
-    pub probes:
-        std::sync::Mutex<std::collections::BTreeMap<String, crate::measure::outputs::Probe>>,
+    pub probes: crate::engine::probe::Probes,
 }
 
 impl super::suite::Suite for GenerationSuite {
@@ -288,36 +287,7 @@ impl super::suite::Suite for GenerationSuite {
         say: &dyn super::suite::Say,
     ) -> Result<Generation<'a>> {
         // The output probe, once per model, outside every timed region (issue 59).
-        let label = loaded.resolved.label.clone();
-        let known = self.probes.lock().ok().and_then(|m| m.get(&label).cloned());
-        let probe = match known {
-            Some(p) => p,
-            None => {
-                let p =
-                    crate::engine::probe::take(loaded.model.as_mut(), loaded.tokenizer.as_ref())?;
-                let n = p.noise.as_ref();
-                say.say(&format!(
-                    "output probe of {label}: {} positions in {:.2} s; own noise ({}): {}",
-                    p.positions.len(),
-                    p.seconds,
-                    n.map_or("-", |n| n.perturbation.as_str()),
-                    n.map_or("not measured".to_string(), |n| if n.identical {
-                        "bit-identical".to_string()
-                    } else {
-                        format!(
-                            "mean KLD {:.3e}, max {:.3e}, top-1 {:.1}%",
-                            n.mean_kld,
-                            n.max_kld,
-                            100.0 * n.top1
-                        )
-                    })
-                ));
-                if let Ok(mut m) = self.probes.lock() {
-                    m.insert(label, p.clone());
-                }
-                p
-            }
-        };
+        let probe = crate::engine::probe::once(&self.probes, loaded, &|l| say.say(l))?;
         Ok(Generation {
             loaded,
             scenario: &self.scenarios[p],
