@@ -136,10 +136,17 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     stat_field(pid, 22)
 }
 
-/// Whether the process `pid` that started at `start` (from [`start_ticks`]) is still there (a
-/// pid taken by another process since is not).
+/// Whether the process `pid` that started at `start` (from [`start_ticks`]) is still running:
+/// not when the pid is gone, names another process since, or is a zombie (killed, not yet
+/// reaped: state `Z`/`X`, field 3 of /proc/PID/stat).
 pub fn alive(pid: u32, start: u64) -> bool {
-    start_ticks(pid) == Some(start)
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = s
+        .rfind(')')
+        .and_then(|i| s[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None) && start_ticks(pid) == Some(start)
 }
 
 #[cfg(test)]
@@ -168,5 +175,26 @@ mod tests {
             e.contains("exit status 3") && e.ends_with("last words") && !e.contains('\n'),
             "{e}"
         );
+    }
+
+    /// A running child is alive; killed and not yet reaped (a zombie) it is not, though its
+    /// /proc entry and start time are still there; another start time is another process.
+    #[test]
+    fn a_killed_unreaped_child_is_not_alive() {
+        let mut c = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = c.id();
+        let start = start_ticks(pid).unwrap();
+        assert!(alive(pid, start));
+        assert!(!alive(pid, start + 1));
+        c.kill().unwrap();
+        // The zombie keeps its /proc entry until waited for.
+        let t0 = Instant::now();
+        while alive(pid, start) {
+            assert!(t0.elapsed().as_secs() < 10, "still alive after SIGKILL");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(start_ticks(pid), Some(start), "a zombie until reaped");
+        c.wait().unwrap();
+        assert!(!alive(pid, start));
     }
 }
