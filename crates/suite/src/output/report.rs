@@ -173,7 +173,12 @@ impl RunDir {
         };
         let json = serde_json::to_vec_pretty(&c).map_err(|e| Error::Report(e.to_string()))?;
         atomic_write(&self.path.join(COMPLETE), &json)?;
+        // summary.json says so now; a workload's own files of the same name (a shootout's
+        // summary.json) are written after, as every flush writes them.
         write_artifacts(&self.path, &self.records)?;
+        for (name, content) in &self.extra_files {
+            atomic_write(&self.path.join(name), content)?;
+        }
         crate::output::db::sync_state(&self.path, &self.records)?;
         if let Some(root) = self.path.parent() {
             write_index(root)?;
