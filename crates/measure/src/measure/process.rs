@@ -181,7 +181,10 @@ mod tests {
     /// /proc entry and start time are still there; another start time is another process.
     #[test]
     fn a_killed_unreaped_child_is_not_alive() {
-        let mut c = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut c = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let pid = c.id();
         let start = start_ticks(pid).unwrap();
         assert!(alive(pid, start));

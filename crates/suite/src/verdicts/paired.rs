@@ -498,7 +498,7 @@ fn against_reference(new_exe: &Path, model: &str, numeric: Option<&str>) -> Stri
     let kld = if rows.is_empty() {
         out.lines()
             .find(|l| l.starts_with("mean KLD"))
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .map(mean_kld_row)
             .unwrap_or_else(|| last(&out))
     } else {
         format!("failed: {}", rows.join("; "))
@@ -507,6 +507,18 @@ fn against_reference(new_exe: &Path, model: &str, numeric: Option<&str>) -> Stri
         Some(0) => format!("PASSED (`verify --model {model}`: {kld})"),
         Some(1) => format!("FAILS (`verify --model {model}`: {kld})"),
         _ => format!("not available: {}", last(&err)),
+    }
+}
+
+/// `verify`'s mean-KLD row (`mean KLD  OURS  SELF  <= LIMIT  yes`) in words: `mean KLD OURS
+/// (llama.cpp against itself SELF, limit <= LIMIT)`; another layout as it is, spaces collapsed.
+fn mean_kld_row(l: &str) -> String {
+    let t: Vec<&str> = l.split_whitespace().collect();
+    match t.as_slice() {
+        ["mean", "KLD", ours, own, op, limit, _] => {
+            format!("mean KLD {ours} (llama.cpp against itself {own}, limit {op} {limit})")
+        }
+        _ => t.join(" "),
     }
 }
 
@@ -629,5 +641,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("--paired-suite \"nope\""));
+    }
+
+    #[test]
+    fn verifys_mean_kld_row_reads_in_words() {
+        assert_eq!(
+            mean_kld_row(
+                "mean KLD                       3.891e-7         2.454e-7     <= 1.000e-4  yes"
+            ),
+            "mean KLD 3.891e-7 (llama.cpp against itself 2.454e-7, limit <= 1.000e-4)"
+        );
+        assert_eq!(mean_kld_row("mean KLD  n/a"), "mean KLD n/a");
     }
 }
