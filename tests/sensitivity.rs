@@ -31,6 +31,37 @@ const FIXTURES: [&str; 10] = [
     "llama", "llama3", "mixtral", "qwen2", "qwen3", "qwen3moe", "phi3", "glm4", "phi2", "lfm2",
 ];
 
+/// The real files (scripts/fetch-offline-models.sh) the project's generic decoder runs: the
+/// table's last columns (the Gemma 3 270M runs the project's Gemma 3 decoder, without the
+/// deviations).
+const REAL: [(&str, &str); 2] = [
+    (
+        "SmolLM2-135M",
+        "gguf:modelbench-offline/SmolLM2-135M-Instruct-GGUF",
+    ),
+    (
+        "Qwen2.5-Coder-0.5B",
+        "gguf:modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+    ),
+];
+
+/// A real file's path, or None after the skip rule (not installed).
+fn real_file(label: &str) -> Option<std::path::PathBuf> {
+    use modelbench::models::source::ModelRef;
+    use modelbench::models::Weights;
+    let r = ModelRef::parse(label).unwrap();
+    match modelbench::engine::scenario::prepare(label, &r, &[]) {
+        Ok(res) => match res.weights {
+            Weights::Gguf(p) => Some(p),
+            other => panic!("{label}: not a GGUF ({other:?})"),
+        },
+        Err(e) => {
+            common::skip_real_model(format!("{label}: {e}"));
+            None
+        }
+    }
+}
+
 /// One cell: FAILED/PASSED, the mean KLD and what failed; "no effect" when the deviated
 /// model's figures are bit-identical to the unchanged one's (the family lacks the piece).
 fn cell(v: &KldVerdict, unchanged: &KldVerdict) -> String {
@@ -59,10 +90,19 @@ fn cell(v: &KldVerdict, unchanged: &KldVerdict) -> String {
 /// The gate on `fixture`: unchanged, then with each held-out deviation.
 fn judge(fixture: &str) -> (KldVerdict, Vec<(Wrong, KldVerdict)>) {
     let (path, r) = reference(fixture);
-    let unchanged = gate(&path, &r, OWN, None);
+    judge_file(&path, &r)
+}
+
+/// The gate on the GGUF at `path` against its reference `r`: unchanged, then each deviation.
+fn judge_file(
+    path: &std::path::Path,
+    r: &modelbench::workloads::kld::KldReference,
+) -> (KldVerdict, Vec<(Wrong, KldVerdict)>) {
+    let (path, r) = (path.to_path_buf(), r);
+    let unchanged = gate(&path, r, OWN, None);
     let wrong = Wrong::HELD_OUT
         .iter()
-        .map(|&w| (w, gate(&path, &r, OWN, Some(w))))
+        .map(|&w| (w, gate(&path, r, OWN, Some(w))))
         .collect();
     (unchanged, wrong)
 }
@@ -86,17 +126,30 @@ fn write_sensitivity_table() {
          lacks the piece: no SwiGLU gate in Phi-2, experts instead of one MLP, a convolution as \
          layer 0).\n\n",
     );
+    let reals: Vec<(&str, std::path::PathBuf)> = REAL
+        .iter()
+        .filter_map(|(name, label)| real_file(label).map(|p| (*name, p)))
+        .collect();
     let _ = write!(md, "| deviation |");
     for f in FIXTURES {
         let _ = write!(md, " {f} |");
     }
+    for (name, _) in &reals {
+        let _ = write!(md, " **{name}** (real) |");
+    }
     md.push_str("\n|---|");
-    for _ in FIXTURES {
+    for _ in 0..FIXTURES.len() + reals.len() {
         md.push_str("---|");
     }
     md.push('\n');
-    let judged: Vec<(KldVerdict, Vec<(Wrong, KldVerdict)>)> =
+    // The real files first (their references may have to be made: a failure shows early).
+    let real_judged: Vec<(KldVerdict, Vec<(Wrong, KldVerdict)>)> = reals
+        .iter()
+        .map(|(_, p)| judge_file(p, &reference_of(p)))
+        .collect();
+    let mut judged: Vec<(KldVerdict, Vec<(Wrong, KldVerdict)>)> =
         FIXTURES.iter().map(|f| judge(f)).collect();
+    judged.extend(real_judged);
     md.push_str("| unchanged (must pass) |");
     for (u, _) in &judged {
         let _ = write!(
@@ -126,7 +179,7 @@ fn write_sensitivity_table() {
         .count();
     let _ = write!(
         md,
-        "\n{caught} of {applicable} applicable (fixture, deviation) cells FAILED; generated in {:.0} s \
+        "\n{caught} of {applicable} applicable (file, deviation) cells FAILED; generated in {:.0} s \
          on {}.\n",
         t0.elapsed().as_secs_f64(),
         modelbench::measure::hardware::context().hardware.describe()
