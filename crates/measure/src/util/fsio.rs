@@ -38,6 +38,15 @@ fn write_via(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The cargo target directory (where generated fixtures live).
+/// Whether two paths name one file or folder (canonicalised where they exist, else compared
+/// as written).
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 pub fn target_dir() -> std::path::PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
         Some(t) => {

@@ -437,7 +437,7 @@ impl RunNoise {
         let default_root = crate::util::root().join("target-reports");
         let (machine, machine_from) = match load(root, fingerprint)? {
             Some(p) => (Some(p), String::new()),
-            None if !same_folder(root, &default_root) => (
+            None if !crate::util::fsio::same_path(root, &default_root) => (
                 load(&default_root, fingerprint)?,
                 format!(" in {}", default_root.display()),
             ),
@@ -503,14 +503,6 @@ impl RunNoise {
                 "default: no measured profile of this benchmark".into()
             },
         }
-    }
-}
-
-/// Whether two paths name one folder (canonicalised where they exist).
-fn same_folder(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
     }
 }
 

@@ -127,6 +127,16 @@ impl RunDir {
         self.flush()
     }
 
+    /// The records' artifacts, then the workload's own files (which may replace one of them:
+    /// a shootout's summary.json).
+    fn write_files(&self) -> Result<()> {
+        write_artifacts(&self.path, &self.records)?;
+        for (name, content) in &self.extra_files {
+            atomic_write(&self.path.join(name), content)?;
+        }
+        Ok(())
+    }
+
     pub fn flush(&self) -> Result<()> {
         let started = self.path.join(STARTED);
         if !started.exists() {
@@ -140,10 +150,7 @@ impl RunDir {
             let json = serde_json::to_vec_pretty(&s).map_err(|e| Error::Report(e.to_string()))?;
             atomic_write(&started, &json)?;
         }
-        write_artifacts(&self.path, &self.records)?;
-        for (name, content) in &self.extra_files {
-            atomic_write(&self.path.join(name), content)?;
-        }
+        self.write_files()?;
         // The database after the files: when it fails, the run folder already holds every
         // record (the error says how to push them later). One transaction per flush; rows
         // already there are skipped, so each record is added once.
@@ -173,12 +180,8 @@ impl RunDir {
         };
         let json = serde_json::to_vec_pretty(&c).map_err(|e| Error::Report(e.to_string()))?;
         atomic_write(&self.path.join(COMPLETE), &json)?;
-        // summary.json says so now; a workload's own files of the same name (a shootout's
-        // summary.json) are written after, as every flush writes them.
-        write_artifacts(&self.path, &self.records)?;
-        for (name, content) in &self.extra_files {
-            atomic_write(&self.path.join(name), content)?;
-        }
+        // summary.json says so now (a workload's own files after it, as in every flush).
+        self.write_files()?;
         crate::output::db::sync_state(&self.path, &self.records)?;
         if let Some(root) = self.path.parent() {
             write_index(root)?;

@@ -229,7 +229,7 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
     };
     let step = report("the previous run", &prev, &dir, threshold, force, &noise)?;
     let drift = match &baseline {
-        Some(b) if !same_dir(b, &prev) => {
+        Some(b) if !crate::util::fsio::same_path(b, &prev) => {
             Some(report("the baseline", b, &dir, threshold, force, &noise)?)
         }
         _ => {
@@ -258,13 +258,6 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
             ExitCode::SUCCESS
         },
     )
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
 }
 
 /// The run-to-run noise the new run `dir` is judged against: this machine's profile, and
