@@ -127,6 +127,16 @@ const CASES: &[Case] = &[
             (OWN, Some(Wrong::SkipQkNorm)),
         ],
     ),
+    // The project's only (candle-transformers 0.11.1 has no quantized StarCoder2): a family
+    // that is its record alone (docs/architecture.md, "Adding a GGUF family").
+    (
+        "starcoder2",
+        &[None],
+        &[
+            (OWN, Some(Wrong::ZeroBias)),
+            (OWN, Some(Wrong::OtherRopeLayout)),
+        ],
+    ),
 ];
 
 /// A fixture file with one piece changed: metadata and tensors as candle reads them.
@@ -368,7 +378,8 @@ fn a_bias_the_implementation_does_not_apply_is_refused() {
     assert!(load_with(&src, OWN, &Device::Cpu, Some(64)).is_ok());
     let mut f = std::fs::File::open(&dst).unwrap();
     let ct = gguf_file::Content::read(&mut f).unwrap();
-    let e = ModelWeights::from_gguf(ct, &mut f, &Device::Cpu, 64)
+    let fam = families::decoder_of(&ct).unwrap();
+    let e = ModelWeights::from_gguf(ct, &fam, &mut f, &Device::Cpu, 64)
         .err()
         .expect("refused by the implementation")
         .to_string();
@@ -646,6 +657,11 @@ fn phi2_fixture_matches_llama_cpp() {
 #[test]
 fn lfm2_fixture_matches_llama_cpp() {
     check("lfm2");
+}
+
+#[test]
+fn starcoder2_fixture_matches_llama_cpp() {
+    check("starcoder2");
 }
 
 /// Phi-2 (HF `PhiForCausalLM`, `gelu_new` = the tanh GELU in f32) written out with candle's

@@ -98,7 +98,15 @@ fn gemma3_with_several_kv_heads_prefills_token_by_token() {
         dtype: candle_core::DType::F32,
         context_cap: Some(256),
     };
-    let mut m = load(Family::Gemma3, &cfg, "test", &Weights::Seeded(1), &opts).unwrap();
+    let mut m = load(
+        Family::Gemma3,
+        &cfg,
+        "test",
+        &Weights::Seeded(1),
+        None,
+        &opts,
+    )
+    .unwrap();
     assert_eq!(m.meta().prefill, "token-by-token");
     let toks = prompt_ids(16, 1000, 1, 0);
     let a = logits(&m.forward(&toks, 0).unwrap());

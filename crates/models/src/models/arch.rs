@@ -70,7 +70,7 @@ impl Arch {
             Family::Qwen3 => Arch::Qwen3(parse(v, path, family)?),
             Family::Qwen3Moe => Arch::Qwen3Moe(parse(v, path, family)?),
             Family::Gemma3 => Arch::Gemma3(parse(patch_gemma3(v), path, family)?),
-            Family::Phi3 | Family::Phi2 | Family::Lfm2 => {
+            Family::Phi3 | Family::Phi2 | Family::Lfm2 | Family::Starcoder2 => {
                 return Err(config_err(
                     path,
                     family,

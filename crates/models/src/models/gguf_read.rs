@@ -155,6 +155,32 @@ pub fn split_fused_rows(ct: &mut Content, name: &str, parts: &[(String, usize)])
     Ok(())
 }
 
+/// A copy of a parsed header (candle 0.11.1's `Content` is not `Clone`): what a model
+/// builder consumes, taken from the header a resolved source carries instead of reading the
+/// file again.
+pub fn copy_content(
+    ct: &candle_core::quantized::gguf_file::Content,
+) -> candle_core::quantized::gguf_file::Content {
+    use candle_core::quantized::gguf_file::{Content, TensorInfo};
+    Content {
+        magic: ct.magic,
+        metadata: ct.metadata.clone(),
+        tensor_infos: ct
+            .tensor_infos
+            .iter()
+            .map(|(k, t)| {
+                let t = TensorInfo {
+                    ggml_dtype: t.ggml_dtype,
+                    shape: t.shape.clone(),
+                    offset: t.offset,
+                };
+                (k.clone(), t)
+            })
+            .collect(),
+        tensor_data_offset: ct.tensor_data_offset,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::quantized::gguf_file;

@@ -88,7 +88,7 @@ pub fn open_with(
     let tokenizer = res
         .tokenizer
         .as_deref()
-        .map(crate::models::tokenizer::load)
+        .map(|p| crate::models::tokenizer::load_resolved(p, res.gguf.as_ref()))
         .transpose()?;
     let tok_peak = rss_before.and(memory::rss()).map(|(_, hwm)| hwm);
     // What the tokenizer's load freed (its file's text, parse temporaries) goes back to the
@@ -107,6 +107,7 @@ pub fn open_with(
         &res.config,
         &res.config_path,
         &res.weights,
+        res.gguf.as_ref(),
         &opts,
     )?;
     let model = crate::models::attention::apply(model, attention)?;

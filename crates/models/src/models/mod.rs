@@ -159,10 +159,12 @@ pub enum Family {
     Phi2,
     /// GGUF only (`lfm2` files: LiquidAI LFM2; short-convolution blocks among attention ones).
     Lfm2,
+    /// GGUF only (`starcoder2` files: StarCoder2; LayerNorms and biases, a GELU MLP).
+    Starcoder2,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Llama,
         Family::Qwen2,
         Family::Qwen3,
@@ -172,9 +174,10 @@ impl Family {
         Family::Phi3,
         Family::Phi2,
         Family::Lfm2,
+        Family::Starcoder2,
     ];
     pub const ALLOWED: &'static str =
-        "llama, qwen2, qwen3, qwen3-moe, gemma3, glm4, phi3, phi2, lfm2";
+        "llama, qwen2, qwen3, qwen3-moe, gemma3, glm4, phi3, phi2, lfm2, starcoder2";
 
     pub fn name(self) -> &'static str {
         match self {
@@ -187,6 +190,7 @@ impl Family {
             Family::Phi3 => "phi3",
             Family::Phi2 => "phi2",
             Family::Lfm2 => "lfm2",
+            Family::Starcoder2 => "starcoder2",
         }
     }
 
@@ -311,16 +315,25 @@ pub struct LoadOptions {
 /// Loads a model: parses the config, checks the weights against what the config expects
 /// (names and shapes, so a missing or mismatched tensor is an error, never a panic inside
 /// candle), and builds the model on the device.
+/// A GGUF file is built from the header its resolved source carries (`gguf`; read again only
+/// without one).
 pub fn load(
     family: Family,
     config: &serde_json::Value,
     config_path: &str,
     weights: &Weights,
+    gguf: Option<&quantized::GgufSource>,
     opts: &LoadOptions,
 ) -> Result<Box<dyn CausalLm>> {
     if let Weights::Gguf(path) = weights {
-        let imp = quantized::GgufImpl::from_config(config);
-        return quantized::load_with(path, imp, &opts.device, opts.context_cap);
+        let (dev, cap) = (&opts.device, opts.context_cap);
+        return match gguf {
+            Some(g) => {
+                let ct = gguf_read::copy_content(&g.header);
+                quantized::load_header(path, ct, g.imp, dev, cap)
+            }
+            None => quantized::load_with(path, None, dev, cap),
+        };
     }
     let (arch, expected, meta) =
         describe_full(family, config, config_path, opts.dtype, opts.context_cap)?;

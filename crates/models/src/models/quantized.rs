@@ -19,6 +19,19 @@ fn gguf_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::weights(path.display(), reason)
 }
 
+/// A GGUF file's header, read and checked once when its reference is resolved, and the
+/// implementation `?impl=` named: what travels with a resolved source
+/// ([`super::source::Resolved::gguf`]) to the preflight, the tokenizer and the loader, none of
+/// which reads the file's header again.
+#[derive(Debug, Clone)]
+pub struct GgufSource {
+    /// Shared by clones of the resolved source; copied ([`super::gguf_check::copy_content`])
+    /// only where a builder consumes it.
+    pub header: std::sync::Arc<Content>,
+    /// `?impl=` (None: the file's default, [`GgufFamily::default_for`]).
+    pub imp: Option<GgufImpl>,
+}
+
 /// Reads the header (metadata and tensor table) of a GGUF file: the bounded scan of
 /// [`super::gguf_check`] (counts, lengths, dimensions, offsets and alignment against the file's
 /// size, llama.cpp's layout rules), then candle's reader.
@@ -352,7 +365,17 @@ pub fn load_with(
     device: &Device,
     context_cap: Option<usize>,
 ) -> Result<Box<dyn CausalLm>> {
-    let mut ct = read_header(path)?;
+    load_header(path, read_header(path)?, imp, device, context_cap)
+}
+
+/// [`load_with`] on a header already read ([`GgufSource`]).
+pub fn load_header(
+    path: &Path,
+    mut ct: Content,
+    imp: Option<GgufImpl>,
+    device: &Device,
+    context_cap: Option<usize>,
+) -> Result<Box<dyn CausalLm>> {
     let fam = family_entry(path, &ct)?;
     super::gguf_check::check_arch(path, &ct)?;
     let chosen = choose(path, &ct, fam, imp)?;

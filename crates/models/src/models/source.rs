@@ -70,7 +70,7 @@ pub const WEIGHT_SEED: u64 = 0x5EED_0001;
 const FIXTURE_FORMAT: &str = "modelbench-fixture-v1";
 pub const FIXTURE_ORG: &str = "modelbench";
 
-pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<llama|llama3|qwen2|qwen3|gemma3|mixtral|qwen3moe|glm4|phi3|phi2|lfm2>>[?impl=modelbench|candle-transformers], or a directory with config.json + *.safetensors";
+pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<llama|llama3|qwen2|qwen3|gemma3|mixtral|qwen3moe|glm4|phi3|phi2|lfm2|starcoder2>>[?impl=modelbench|candle-transformers], or a directory with config.json + *.safetensors";
 
 /// Where scripts/fetch-offline-models.sh installs the real tokenizers, per family.
 pub const REAL_TOKENIZERS: [(Family, &str); 3] = [
@@ -214,9 +214,22 @@ pub struct Resolved {
     /// Which tokenizer that is (`fixture word-level`, `model tokenizer.json`, for GGUF files
     /// `gguf-metadata` or `tokenizer.json beside the file`), or `none (why)`.
     pub tokenizer_kind: String,
+    /// A GGUF file's header, read once here, and its `?impl=` (None for other weights).
+    pub gguf: Option<crate::models::quantized::GgufSource>,
 }
 
 impl Resolved {
+    /// The header a GGUF reference was resolved with (an error for other weights, or for a
+    /// `Resolved` built by hand without one).
+    pub fn gguf_source(&self) -> Result<&crate::models::quantized::GgufSource> {
+        self.gguf.as_ref().ok_or_else(|| {
+            Error::weights(
+                &self.label,
+                "not a GGUF model resolved by models::source::resolve (no header travels with it)",
+            )
+        })
+    }
+
     /// The tokenizer (a tokenizer.json, or a GGUF file whose metadata carries one), or a
     /// one-line error saying why there is none and what to do.
     pub fn tokenizer_path(&self) -> Result<&Path> {
@@ -451,6 +464,7 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                 weights: Weights::Seeded(WEIGHT_SEED),
                 tokenizer: fixture.tokenizer,
                 tokenizer_kind: fixture.tokenizer_kind,
+                gguf: None,
             })
         }
         ModelRef::Hub { repo, revision } => {
@@ -565,18 +579,16 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                 label: label.to_string(),
                 source: format!("gguf {}", file.display()),
                 family,
-                // GGUF files carry their config in their metadata; this only says which
-                // implementation runs the model (read by models::load).
-                config: match imp {
-                    Some(i) => {
-                        serde_json::json!({ (crate::models::quantized::GgufImpl::CONFIG_KEY): i.name() })
-                    }
-                    None => Value::Null,
-                },
+                // GGUF files carry their config in their metadata ([`Resolved::gguf`]).
+                config: Value::Null,
                 config_path: file.display().to_string(),
                 tokenizer_kind,
                 tokenizer,
                 weights: Weights::Gguf(file),
+                gguf: Some(crate::models::quantized::GgufSource {
+                    header: std::sync::Arc::new(ct),
+                    imp,
+                }),
             })
         }
         ModelRef::Dir(dir) => {
@@ -654,6 +666,7 @@ fn resolved_from_files(
             "none".into()
         },
         tokenizer,
+        gguf: None,
     })
 }
 

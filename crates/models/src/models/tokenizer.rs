@@ -59,9 +59,23 @@ pub fn fixture_tokenizer_json(vocab_size: usize) -> String {
 /// Loads a tokenizer.json, or, given a GGUF file, builds the tokenizer its metadata carries
 /// (see [`crate::models::gguf_tokenizer`]).
 pub fn load(path: &Path) -> Result<Tokenizer> {
+    load_resolved(path, None)
+}
+
+/// [`load`], where a GGUF tokenizer is built from the header its resolved source carries
+/// (`gguf`) rather than read again.
+pub fn load_resolved(
+    path: &Path,
+    gguf: Option<&crate::models::quantized::GgufSource>,
+) -> Result<Tokenizer> {
     if crate::models::gguf_tokenizer::is_gguf(path) {
-        let ct = crate::models::quantized::read_header(path)?;
-        return crate::models::gguf_tokenizer::from_content(path, &ct);
+        return match gguf {
+            Some(g) => crate::models::gguf_tokenizer::from_content(path, &g.header),
+            None => {
+                let ct = crate::models::quantized::read_header(path)?;
+                crate::models::gguf_tokenizer::from_content(path, &ct)
+            }
+        };
     }
     Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
         path: path.display().to_string(),

@@ -84,13 +84,8 @@ pub fn estimate(meta: &ModelMeta, prompt: usize, context: usize, att: Attention)
 pub fn meta_of(res: &Resolved, dtype: DType, context_cap: usize) -> Result<ModelMeta> {
     match &res.weights {
         Weights::Gguf(p) => {
-            let ct = crate::models::quantized::read_header(p)?;
-            crate::models::quantized::describe_impl(
-                p,
-                &ct,
-                Some(context_cap),
-                crate::models::quantized::GgufImpl::from_config(&res.config),
-            )
+            let g = res.gguf_source()?;
+            crate::models::quantized::describe_impl(p, &g.header, Some(context_cap), g.imp)
         }
         _ => crate::models::describe(
             res.family,

@@ -220,13 +220,8 @@ pub fn prepare(label: &str, r: &ModelRef, scenarios: &[Scenario]) -> Result<Reso
     let res = resolve(r, label)?;
     let max_context = match &res.weights {
         crate::models::Weights::Gguf(p) => {
-            let ct = crate::models::quantized::read_header(p)?;
-            let meta = crate::models::quantized::describe_impl(
-                p,
-                &ct,
-                None,
-                crate::models::quantized::GgufImpl::from_config(&res.config),
-            )?;
+            let g = res.gguf_source()?;
+            let meta = crate::models::quantized::describe_impl(p, &g.header, None, g.imp)?;
             meta.max_context.min(meta.built_context)
         }
         _ => Arch::from_json(res.family, &res.config, &res.config_path)?.max_context(),

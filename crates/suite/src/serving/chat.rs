@@ -81,8 +81,16 @@ fn token_text(v: Option<&Value>) -> Option<String> {
 /// The template of a GGUF file's metadata, with its BOS and EOS token texts (None: no
 /// `tokenizer.chat_template`).
 pub fn from_gguf(path: &Path, tok: &Tokenizer) -> Result<Option<Found>> {
-    let ct = crate::models::quantized::read_header(path)?;
-    let (template, bos, eos) = crate::models::gguf_tokenizer::chat_metadata(path, &ct)?;
+    from_header(path, &crate::models::quantized::read_header(path)?, tok)
+}
+
+/// [`from_gguf`] on a header already read.
+pub fn from_header(
+    path: &Path,
+    ct: &candle_core::quantized::gguf_file::Content,
+    tok: &Tokenizer,
+) -> Result<Option<Found>> {
+    let (template, bos, eos) = crate::models::gguf_tokenizer::chat_metadata(path, ct)?;
     Ok(template.map(|template| Found {
         source: format!(
             "GGUF metadata `tokenizer.chat_template` of {}",
@@ -146,8 +154,8 @@ pub fn from_dir(dir: &Path) -> Result<Option<Found>> {
 
 /// The template of a resolved model (see the module's order), or None.
 pub fn find(res: &Resolved, tok: &Tokenizer) -> Result<Option<Found>> {
-    if let Weights::Gguf(path) = &res.weights {
-        if let Some(f) = from_gguf(path, tok)? {
+    if let (Weights::Gguf(path), Some(g)) = (&res.weights, &res.gguf) {
+        if let Some(f) = from_header(path, &g.header, tok)? {
             return Ok(Some(f));
         }
     }

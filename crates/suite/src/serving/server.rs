@@ -170,11 +170,13 @@ pub fn choose_impl(res: &mut Resolved, max_batch: Option<usize>) -> bool {
     if !gguf || !family || max_batch.is_none_or(|n| n <= 1) {
         return false;
     }
-    if GgufImpl::from_config(&res.config).is_some() {
-        return false;
+    match res.gguf.as_mut() {
+        Some(g) if g.imp.is_none() => {
+            g.imp = Some(GgufImpl::Modelbench);
+            true
+        }
+        _ => false,
     }
-    res.config = json!({ (GgufImpl::CONFIG_KEY): GgufImpl::Modelbench.name() });
-    true
 }
 
 /// Picks how `model` is served: the project's Gemma 3, Llama or Qwen3 batched over

@@ -5,6 +5,7 @@
 use candle_transformers::models::quantized_gemma3;
 
 use super::own::{self, OwnModel};
+use super::spec::*;
 use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, Build, GgufFamily, Implementation, Positions};
 use crate::error::{one_line, Result};
@@ -16,6 +17,60 @@ use crate::models::Family;
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "gemma3",
     family: Family::Gemma3,
+    spec: ArchSpec {
+        arch: "gemma3",
+        keys: &[
+            KV,
+            // candle-transformers' quantized_gemma3 reads them without a default.
+            key("attention.key_length", U, true, POS),
+            key("attention.value_length", U, true, POS),
+            key(
+                "attention.sliding_window",
+                U,
+                true,
+                Range::Int(1, MAX_CONTEXT),
+            ),
+            key(
+                "attention.sliding_window_type",
+                U,
+                false,
+                Range::Int(1, MAX_LAYERS),
+            ),
+            // llama.cpp's key (a period; its per-layer array form is checked by the model).
+            key(
+                "attention.sliding_window_pattern",
+                U,
+                false,
+                Range::Int(1, MAX_LAYERS),
+            ),
+            key("rope.local_freq_base", F, false, BASE),
+            key("final_logit_softcapping", F, false, Range::Float(0.0, 1e6)),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: qkv(D::Q, D::K, D::V, true, B::All),
+        tensors: &[
+            ATTN_NORM,
+            ATTN_OUT,
+            POST_ATTN_NORM,
+            K_NORM,
+            Q_NORM,
+            FFN_NORM,
+            FFN_GATE,
+            FFN_UP,
+            FFN_DOWN,
+            POST_FFW_NORM,
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[
+            "attn_qkv.weight",
+            "attn_qkv.bias",
+            "attn_q.bias",
+            "attn_k.bias",
+            "attn_v.bias",
+        ],
+    },
+    // Gemma 3 runs on its own decoder (crate::models::gemma3_quantized), not the generic one.
+    layout: None,
     implementations: &[OWN, CANDLE],
     fixtures: &[GgufFixture {
         name: "gemma3",

@@ -9,15 +9,55 @@ use candle_core::DType;
 use candle_transformers::models::quantized_glm4;
 
 use super::llama::OWN;
+use super::spec::*;
 use super::GgufImpl;
 use super::{candle, md_f32, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
 use crate::models::gguf_fixture::{seeded_normal, GgufFixture, Parts};
+use crate::models::llama_quantized::layout::{
+    Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
+};
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "glm4",
     family: Family::Glm4,
+    spec: ArchSpec {
+        arch: "glm4",
+        keys: &[
+            // candle-transformers' quantized_glm4 reads them without a default.
+            key("attention.head_count_kv", U, true, POS),
+            key("attention.key_length", U, true, POS),
+            key("rope.freq_base", F, true, BASE),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: qkv(D::Q, D::K, D::V, true, B::All),
+        tensors: &[
+            ATTN_NORM,
+            ATTN_OUT,
+            POST_ATTN_NORM,
+            FFN_NORM,
+            FFN_DOWN,
+            FFN_UP_FUSED,
+            POST_FFW_NORM,
+        ],
+        rot: Rot::AtMostHead,
+        not_run: &[],
+    },
+    layout: Some(Layout {
+        norm: NormKind::Rms,
+        rope: RopeLayout::Interleaved,
+        qk_norm: false,
+        biases: Biases::Qkv { required: false },
+        mlp: MlpKind::SwiGlu,
+        fused_gate_up: true,
+        experts: ExpertsRule::Never,
+        post_norms: true,
+        parallel: false,
+        final_norm: "output_norm",
+        output_bias: false,
+        short_conv: false,
+    }),
     implementations: &[CANDLE, OWN],
     fixtures: &[GgufFixture {
         name: "glm4",

@@ -10,15 +10,65 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_lfm2;
 
 use super::llama::OWN;
+use super::spec::*;
 use super::{refuses_any_rope_scaling, Build, GgufFamily, GgufImpl, GgufModel};
 use super::{Implementation, Positions};
 use crate::error::Result;
 use crate::models::gguf_fixture::{seeded_normal, seeded_tensor, GgufFixture, Parts};
+use crate::models::gguf_read::copy_content;
+use crate::models::llama_quantized::layout::{
+    Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
+};
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "lfm2",
     family: Family::Lfm2,
+    spec: ArchSpec {
+        arch: "lfm2",
+        keys: &[
+            key(
+                "attention.head_count_kv",
+                Kind::U32OrPerLayer,
+                true,
+                Range::Int(0, u32::MAX as u64),
+            ),
+            key("shortconv.l_cache", U, true, Range::Int(1, 1 << 16)),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: qkv(D::Embd, D::K, D::V, true, B::Attention),
+        tensors: &[
+            // llama.cpp's LLM_TENSOR_OUTPUT_NORM_LFM2 is named `token_embd_norm`.
+            t("token_embd_norm.weight", &[D::Embd], R, B::None),
+            FFN_NORM,
+            FFN_GATE,
+            FFN_DOWN,
+            FFN_UP,
+            ATTN_NORM,
+            t("blk.{}.attn_q_norm.weight", &[D::HeadK], R, B::Attention),
+            t("blk.{}.attn_k_norm.weight", &[D::HeadK], R, B::Attention),
+            t("blk.{}.attn_output.weight", SQUARE, R, B::Attention),
+            t("blk.{}.shortconv.conv.weight", CONV, R, B::Recurrent),
+            t("blk.{}.shortconv.in_proj.weight", CONV_IN, R, B::Recurrent),
+            t("blk.{}.shortconv.out_proj.weight", SQUARE, R, B::Recurrent),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[],
+    },
+    layout: Some(Layout {
+        norm: NormKind::Rms,
+        rope: RopeLayout::NeoX,
+        qk_norm: true,
+        biases: Biases::None,
+        mlp: MlpKind::SwiGlu,
+        fused_gate_up: false,
+        experts: ExpertsRule::Never,
+        post_norms: false,
+        parallel: false,
+        final_norm: "token_embd_norm",
+        output_bias: false,
+        short_conv: true,
+    }),
     implementations: &[CANDLE, OWN],
     fixtures: &[GgufFixture {
         name: "lfm2",
@@ -117,7 +167,8 @@ const CANDLE: Implementation = Implementation {
 struct Lfm2 {
     m: quantized_lfm2::ModelWeights,
     file: std::fs::File,
-    context: Option<Value>,
+    /// The header it was built from (`lfm2.context_length` as the loader lowered it).
+    header: Content,
     device: Device,
     /// A forward ran since the model was built.
     used: bool,
@@ -126,23 +177,18 @@ struct Lfm2 {
 impl Lfm2 {
     fn load(b: Build<'_>) -> candle_core::Result<Lfm2> {
         let file = b.file.try_clone()?;
-        let context = b.ct.metadata.get("lfm2.context_length").cloned();
+        let header = copy_content(&b.ct);
         let m = quantized_lfm2::ModelWeights::from_gguf(b.ct, b.file, b.device)?;
         Ok(Lfm2 {
             m,
             file,
-            context,
+            header,
             device: b.device.clone(),
             used: false,
         })
     }
     fn reload(&mut self) -> candle_core::Result<()> {
-        use std::io::Seek;
-        self.file.rewind()?;
-        let mut ct = Content::read(&mut self.file)?;
-        if let Some(c) = &self.context {
-            ct.metadata.insert("lfm2.context_length".into(), c.clone());
-        }
+        let ct = copy_content(&self.header);
         self.m = quantized_lfm2::ModelWeights::from_gguf(ct, &mut self.file, &self.device)?;
         self.used = false;
         Ok(())

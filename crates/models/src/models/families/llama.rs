@@ -7,17 +7,64 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_transformers::models::quantized_llama;
 
 use super::own::{self, OwnModel};
+use super::spec::*;
 use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, Build, GgufFamily, Implementation, Positions};
 use crate::error::Result;
 use crate::models::batched::{BatchOptions, Slots, StepModel};
 use crate::models::gguf_fixture::{GgufFixture, Parts};
+use crate::models::llama_quantized::layout::{
+    Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
+};
 use crate::models::llama_quantized::{self, Batched, ModelWeights};
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "llama",
     family: Family::Llama,
+    spec: ArchSpec {
+        arch: "llama",
+        keys: &[
+            KV,
+            // candle-transformers' and the project's Llama read it without a default.
+            key("rope.dimension_count", U, true, POS),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: qkv(D::Q, D::K, D::V, true, B::All),
+        tensors: &[
+            ATTN_NORM,
+            ATTN_OUT,
+            t("blk.{}.attn_output.bias", &[D::Embd], O, B::All),
+            FFN_NORM,
+            t("rope_freqs.weight", &[D::Rot2], O, B::None),
+            t("blk.{}.ffn_gate.weight", &[D::Embd, D::Ff], R, B::Dense),
+            t("blk.{}.ffn_down.weight", &[D::Ff, D::Embd], R, B::Dense),
+            t("blk.{}.ffn_up.weight", &[D::Embd, D::Ff], R, B::Dense),
+            t("blk.{}.ffn_gate.bias", &[D::Ff], O, B::Dense),
+            t("blk.{}.ffn_down.bias", &[D::Embd], O, B::Dense),
+            t("blk.{}.ffn_up.bias", &[D::Ff], O, B::Dense),
+            t("blk.{}.ffn_gate_inp.weight", ROUTER, R, B::Moe),
+            t("blk.{}.ffn_gate_exps.weight", UP_EXPS, O, B::Moe),
+            t("blk.{}.ffn_down_exps.weight", DOWN_EXPS, R, B::Moe),
+            t("blk.{}.ffn_up_exps.weight", UP_EXPS, R, B::Moe),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: LLAMA_NOT_RUN,
+    },
+    layout: Some(Layout {
+        norm: NormKind::Rms,
+        rope: RopeLayout::Interleaved,
+        qk_norm: false,
+        biases: Biases::None,
+        mlp: MlpKind::SwiGlu,
+        fused_gate_up: false,
+        experts: ExpertsRule::Optional,
+        post_norms: false,
+        parallel: false,
+        final_norm: "output_norm",
+        output_bias: false,
+        short_conv: false,
+    }),
     implementations: &[CANDLE, OWN],
     fixtures: &[
         GgufFixture {
@@ -184,10 +231,12 @@ pub(super) const OWN: Implementation = Implementation {
     imp: GgufImpl::Modelbench,
     label: |ct| {
         let arch = super::md_str(ct, "general.architecture").unwrap_or_default();
-        let experts = match llama_quantized::Config::from_gguf(ct).map(|c| c.experts) {
-            Ok(Some(e)) => format!("; {} experts, top-{}", e.count, e.used),
-            _ => String::new(),
-        };
+        let experts = super::decoder_of(ct)
+            .ok()
+            .and_then(|fam| llama_quantized::Config::from_gguf(ct, &fam).ok())
+            .and_then(|c| c.experts)
+            .map(|e| format!("; {} experts, top-{}", e.count, e.used))
+            .unwrap_or_default();
         format!("modelbench quantized_{arch} (the project's own, impl=modelbench: per-sequence KV caches, batched by `modelbench serve`{experts})")
     },
     positions: Positions::Asked,
@@ -199,20 +248,24 @@ pub(super) const OWN: Implementation = Implementation {
 
 /// Whether the project's implementation refuses the file (its config reader says why).
 pub(super) fn own_refuses(ct: &Content) -> Option<String> {
-    llama_quantized::Config::from_gguf(ct)
-        .err()
-        .map(|e| crate::error::one_line(&e.to_string()))
+    match super::decoder_of(ct) {
+        Ok(fam) => llama_quantized::Config::from_gguf(ct, &fam)
+            .err()
+            .map(|e| crate::error::one_line(&e.to_string())),
+        Err(why) => Some(why),
+    }
 }
 
 impl OwnModel for ModelWeights {
     fn load(b: Build<'_>) -> candle_core::Result<Self> {
-        ModelWeights::from_gguf(b.ct, b.file, b.device, b.context)
+        let fam = super::decoder_of(&b.ct).map_err(candle_core::Error::Msg)?;
+        ModelWeights::from_gguf(b.ct, &fam, b.file, b.device, b.context)
     }
     fn batch(self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         if o.fast_weights {
             return Err(crate::error::Error::Serving(format!(
                 "--fast-weights: it re-encodes the project's Gemma 3 weights; the project's quantized {} has no such variant; leave --fast-weights out",
-                self.config().kind.name()
+                self.config().arch
             )));
         }
         Ok(Box::new(Slots::new(Batched::new(self)?, o.slots)))

@@ -15,8 +15,10 @@ use candle_core::{Device, Tensor};
 
 use super::batched::{BatchOptions, StepModel};
 use super::gguf_fixture::GgufFixture;
+use super::llama_quantized::{FamilyLayout, Layout};
 use super::Family;
 use crate::error::Result;
+use spec::{ArchSpec, Rot};
 
 /// Which code runs a GGUF model (`gguf:...?impl=<name>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +33,6 @@ pub enum GgufImpl {
 
 impl GgufImpl {
     pub const ALLOWED: &'static str = "modelbench, candle-transformers";
-    /// The key under which a resolved GGUF reference carries its choice in
-    /// [`super::source::Resolved::config`].
-    pub const CONFIG_KEY: &'static str = "gguf_impl";
 
     pub fn name(self) -> &'static str {
         match self {
@@ -66,14 +65,6 @@ impl GgufImpl {
     pub fn supports(self, family: Family) -> bool {
         of(family).is_some_and(|f| f.implementation(self).is_some())
     }
-
-    /// The choice a resolved GGUF reference carries in its config (`None`: the default).
-    pub fn from_config(config: &serde_json::Value) -> Option<GgufImpl> {
-        config
-            .get(GgufImpl::CONFIG_KEY)
-            .and_then(|v| v.as_str())
-            .and_then(|s| GgufImpl::parse(s).ok())
-    }
 }
 
 mod candle;
@@ -87,6 +78,8 @@ mod phi3;
 mod qwen2;
 mod qwen3;
 mod qwen3moe;
+pub mod spec;
+mod starcoder2;
 
 /// A loaded GGUF model as the suite drives it, whichever code computes it.
 pub trait GgufModel: Send {
@@ -159,11 +152,17 @@ pub struct Implementation {
     pub build: fn(Build<'_>) -> candle_core::Result<Box<dyn GgufModel>>,
 }
 
-/// One GGUF family.
+/// One GGUF family: everything the suite knows of it, in the family's own file.
 pub struct GgufFamily {
     /// `general.architecture`, and the prefix of its metadata keys.
     pub arch: &'static str,
     pub family: Family,
+    /// What a file of the family must hold (keys and their types, tensors and shapes), as
+    /// llama.cpp loads it: the GGUF validation's entry ([`crate::models::gguf_check`]).
+    pub spec: ArchSpec,
+    /// What the project's generic decoder reads to run it ([`Layout`]); None where the family
+    /// has a decoder of its own (Gemma 3).
+    pub layout: Option<Layout>,
     /// In order of preference (see the module documentation).
     pub implementations: &'static [Implementation],
     /// Its quantized fixtures (`gguf:fixture:<name>`), made by the project's GGUF writer.
@@ -181,6 +180,7 @@ pub static GGUF_FAMILIES: &[&GgufFamily] = &[
     &phi3::FAMILY,
     &phi2::FAMILY,
     &lfm2::FAMILY,
+    &starcoder2::FAMILY,
 ];
 
 /// The entry of a `general.architecture`.
@@ -210,6 +210,16 @@ pub fn fixture_names() -> String {
         .join(", ")
 }
 
+/// The architectures the generic decoder runs (a [`GgufFamily::layout`]), for messages.
+pub fn layout_archs() -> String {
+    GGUF_FAMILIES
+        .iter()
+        .filter(|f| f.layout.is_some())
+        .map(|f| f.arch)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The architectures, for messages: "llama, qwen2, qwen3, gemma3".
 pub fn archs() -> String {
     GGUF_FAMILIES
@@ -219,7 +229,30 @@ pub fn archs() -> String {
         .join(", ")
 }
 
+/// The family of a file's `general.architecture` as the generic decoder receives it
+/// ([`GgufFamily::decoder`]), or why there is none.
+pub fn decoder_of(ct: &Content) -> std::result::Result<FamilyLayout, String> {
+    let arch = md_str(ct, "general.architecture").unwrap_or_default();
+    by_arch(&arch).and_then(GgufFamily::decoder).ok_or_else(|| {
+        format!(
+            "GGUF architecture `{arch}` is not one the project's generic decoder runs ({})",
+            layout_archs()
+        )
+    })
+}
+
 impl GgufFamily {
+    /// The family as the generic decoder reads it: its layout, and its spec's epsilon key and
+    /// rotary rule (None without a layout).
+    pub fn decoder(&self) -> Option<FamilyLayout> {
+        self.layout.map(|layout| FamilyLayout {
+            arch: self.arch,
+            layout,
+            eps_key: self.spec.eps,
+            partial_rotary: self.spec.rot == Rot::AtMostHead,
+        })
+    }
+
     /// The implementation `imp` of this family.
     pub fn implementation(&self, imp: GgufImpl) -> Option<&'static Implementation> {
         self.implementations.iter().find(|i| i.imp == imp)
@@ -295,4 +328,175 @@ pub fn any_has(imp: GgufImpl) -> bool {
     GGUF_FAMILIES
         .iter()
         .any(|f| f.implementation(imp).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spec::D;
+    use super::*;
+    use crate::models::llama_quantized::layout::{Biases, ExpertsRule, MlpKind, NormKind};
+
+    /// Whether the family's spec expects (or accepts) a tensor named `name` (`{}` for the
+    /// block number), by its table or its fused/separate q/k/v projections with their biases.
+    fn spec_has(f: &GgufFamily, name: &str) -> bool {
+        let qkv = ["attn_q", "attn_k", "attn_v", "attn_qkv"].iter().any(|p| {
+            name == format!("blk.{{}}.{p}.bias") || name == format!("blk.{{}}.{p}.weight")
+        });
+        (qkv && f.spec.qkv.is_some())
+            || f.spec.tensors.iter().any(|t| t.name == name)
+            || super::spec::HEAD.iter().any(|t| t.name == name)
+    }
+
+    /// Every family has every part: its spec is its own, it has an implementation and a
+    /// fixture, and its layout (where the generic decoder runs it) agrees with the spec on
+    /// every tensor the decoder reads: the two tables state different facts (what llama.cpp
+    /// accepts, what the decoder runs) and a disagreement between them fails here.
+    #[test]
+    fn every_family_record_is_whole_and_its_layout_agrees_with_its_spec() {
+        for f in GGUF_FAMILIES {
+            let a = f.arch;
+            assert_eq!(f.spec.arch, a, "{a}: the spec of another architecture");
+            assert!(!f.implementations.is_empty(), "{a}: no implementation");
+            assert!(!f.fixtures.is_empty(), "{a}: no fixture");
+            assert!(
+                f.fixtures.iter().all(|x| x.family == f.family),
+                "{a}: a fixture of another family"
+            );
+            assert!(
+                f.implementation(GgufImpl::Modelbench).is_some(),
+                "{a}: no project implementation"
+            );
+            let Some(l) = f.layout else { continue };
+            let need = |name: &str, why: &str| {
+                assert!(
+                    spec_has(f, name),
+                    "{a}: the layout reads {name} ({why}), the spec lacks it"
+                )
+            };
+            need(&format!("{}.weight", l.final_norm), "final_norm");
+            need("blk.{}.attn_norm.weight", "every block's norm");
+            if l.qk_norm {
+                need("blk.{}.attn_q_norm.weight", "qk_norm");
+                need("blk.{}.attn_k_norm.weight", "qk_norm");
+            }
+            if l.post_norms {
+                need("blk.{}.post_attention_norm.weight", "post_norms");
+                need("blk.{}.post_ffw_norm.weight", "post_norms");
+            }
+            if !l.parallel {
+                need("blk.{}.ffn_norm.weight", "a block's second norm");
+            }
+            if l.norm == NormKind::LayerWithBias {
+                need("blk.{}.attn_norm.bias", "LayerNorm");
+                need(&format!("{}.bias", l.final_norm), "LayerNorm");
+            }
+            if l.biases == Biases::Every {
+                for n in [
+                    "blk.{}.attn_output.bias",
+                    "blk.{}.ffn_up.bias",
+                    "blk.{}.ffn_down.bias",
+                ] {
+                    need(n, "biases Every");
+                }
+            }
+            if l.output_bias {
+                need("output.bias", "output_bias");
+            }
+            if l.norm == NormKind::LayerWithBias && !l.parallel {
+                need("blk.{}.ffn_norm.bias", "LayerNorm");
+            }
+            if l.short_conv {
+                need("blk.{}.shortconv.conv.weight", "short_conv");
+            }
+            if l.mlp == MlpKind::Gelu {
+                assert!(
+                    !spec_has(f, "blk.{}.ffn_gate.weight"),
+                    "{a}: a GELU MLP with a gate in the spec"
+                );
+            }
+            let fused = f
+                .spec
+                .tensors
+                .iter()
+                .any(|t| t.name == "blk.{}.ffn_up.weight" && t.shape.contains(&D::Ff2));
+            assert_eq!(
+                l.fused_gate_up, fused,
+                "{a}: fused_gate_up disagrees with the spec's ffn_up shape"
+            );
+            let experts_key = f.spec.keys.iter().find(|k| k.key == "expert_count");
+            let moe_tensors = spec_has(f, "blk.{}.ffn_gate_inp.weight");
+            match l.experts {
+                ExpertsRule::Never => {
+                    assert!(!moe_tensors, "{a}: experts Never, router in the spec")
+                }
+                ExpertsRule::Optional => {
+                    assert!(moe_tensors, "{a}: experts Optional, no router in the spec")
+                }
+                ExpertsRule::Required => assert!(
+                    moe_tensors && experts_key.is_some_and(|k| k.required),
+                    "{a}: experts Required, the spec does not require expert_count"
+                ),
+            }
+            // A bias the decoder reads is one llama.cpp accepts, and not one the spec refuses.
+            for t in f
+                .spec
+                .tensors
+                .iter()
+                .map(|t| t.name)
+                .chain(["blk.{}.attn_q.bias"])
+            {
+                let n = t.replace("{}", "0");
+                if n.ends_with(".bias") && l.reads_bias(&n) {
+                    assert!(spec_has(f, t), "{a}: reads {t}, the spec lacks it");
+                    let suffix = t.trim_start_matches("blk.{}.");
+                    assert!(
+                        !f.spec.not_run.contains(&suffix),
+                        "{a}: reads {t}, the spec refuses it"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Which bias tensors each family's files may carry (any other is refused at load), as
+    /// the family records state them.
+    #[test]
+    fn each_family_reads_only_its_biases() {
+        use crate::models::llama_quantized::layout::{Biases, Layout};
+        let layout = |arch: &str| -> Layout {
+            by_arch(arch)
+                .and_then(|f| f.layout)
+                .unwrap_or_else(|| panic!("{arch} has no layout"))
+        };
+        let qwen2 = layout("qwen2");
+        assert_eq!(qwen2.biases, Biases::Qkv { required: true });
+        assert!(qwen2.reads_bias("blk.3.attn_q.bias") && qwen2.reads_bias("blk.0.attn_v.bias"));
+        assert!(!qwen2.reads_bias("blk.0.attn_output.bias") && !qwen2.reads_bias("output.bias"));
+        assert!(layout("glm4").reads_bias("blk.1.attn_qkv.bias"));
+        let phi2 = layout("phi2");
+        for n in [
+            "blk.0.attn_qkv.bias",
+            "blk.0.attn_output.bias",
+            "blk.0.ffn_up.bias",
+            "blk.0.ffn_down.bias",
+            "blk.0.attn_norm.bias",
+            "output_norm.bias",
+            "output.bias",
+        ] {
+            assert!(phi2.reads_bias(n), "{n}");
+        }
+        // Phi-2's blocks have one norm (attention and MLP in parallel) and no gate.
+        assert!(!phi2.reads_bias("blk.0.ffn_norm.bias") && !phi2.reads_bias("blk.0.ffn_gate.bias"));
+        for a in ["llama", "qwen3", "qwen3moe", "phi3", "lfm2"] {
+            let l = layout(a);
+            for n in [
+                "blk.0.attn_q.bias",
+                "blk.0.attn_norm.bias",
+                "output.bias",
+                "output_norm.bias",
+            ] {
+                assert!(!l.reads_bias(n), "{a}: {n}");
+            }
+        }
+    }
 }

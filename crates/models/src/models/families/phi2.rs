@@ -10,15 +10,54 @@ use candle_core::Tensor;
 use candle_transformers::models::quantized_phi;
 
 use super::llama::OWN;
+use super::spec::*;
 use super::GgufImpl;
 use super::{candle, md_f32, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
 use crate::models::gguf_fixture::{seeded_tensor, GgufFixture, Parts, SHARPEN_QK};
+use crate::models::llama_quantized::layout::{
+    Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
+};
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "phi2",
     family: Family::Phi2,
+    spec: ArchSpec {
+        arch: "phi2",
+        keys: &[KV],
+        eps: "attention.layer_norm_epsilon",
+        qkv: qkv(D::Embd, D::K, D::V, true, B::All),
+        tensors: &[
+            t("output_norm.bias", &[D::Embd], R, B::None),
+            t("output.weight", &[D::Embd, D::Vocab], R, B::None),
+            t("output.bias", &[D::Vocab], R, B::None),
+            ATTN_NORM,
+            t("blk.{}.attn_norm.bias", &[D::Embd], R, B::All),
+            ATTN_OUT_EMBD,
+            t("blk.{}.attn_output.bias", &[D::Embd], R, B::All),
+            FFN_DOWN,
+            t("blk.{}.ffn_down.bias", &[D::Embd], R, B::All),
+            FFN_UP,
+            t("blk.{}.ffn_up.bias", &[D::Ff], R, B::All),
+        ],
+        rot: Rot::AtMostHead,
+        not_run: &[],
+    },
+    layout: Some(Layout {
+        norm: NormKind::LayerWithBias,
+        rope: RopeLayout::NeoX,
+        qk_norm: false,
+        biases: Biases::Every,
+        mlp: MlpKind::Gelu,
+        fused_gate_up: false,
+        experts: ExpertsRule::Never,
+        post_norms: false,
+        parallel: true,
+        final_norm: "output_norm",
+        output_bias: true,
+        short_conv: false,
+    }),
     implementations: &[CANDLE, OWN],
     fixtures: &[GgufFixture {
         name: "phi2",

@@ -10,16 +10,52 @@ use candle_core::Tensor;
 use candle_transformers::models::quantized_phi3;
 
 use super::llama::OWN;
+use super::spec::*;
 use super::GgufImpl;
 use super::{candle, md_f32, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
 use crate::models::gguf_fixture::{GgufFixture, Parts, SHARPEN_QK};
 use crate::models::gguf_tokenizer::{TYPE_CONTROL, TYPE_UNKNOWN};
+use crate::models::llama_quantized::layout::{
+    Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
+};
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "phi3",
     family: Family::Phi3,
+    spec: ArchSpec {
+        arch: "phi3",
+        keys: &[KV],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: qkv(D::Embd, D::K, D::V, false, B::All),
+        tensors: &[
+            ATTN_NORM,
+            ATTN_OUT_EMBD,
+            FFN_NORM,
+            FFN_DOWN,
+            FFN_UP_FUSED,
+            // TENSOR_DUPLICATED past block 0: one tensor without a block number.
+            t("rope_factors_long.weight", &[D::Rot2], O, B::None),
+            t("rope_factors_short.weight", &[D::Rot2], O, B::None),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[],
+    },
+    layout: Some(Layout {
+        norm: NormKind::Rms,
+        rope: RopeLayout::NeoX,
+        qk_norm: false,
+        biases: Biases::None,
+        mlp: MlpKind::SwiGlu,
+        fused_gate_up: true,
+        experts: ExpertsRule::Never,
+        post_norms: false,
+        parallel: false,
+        final_norm: "output_norm",
+        output_bias: false,
+        short_conv: false,
+    }),
     implementations: &[CANDLE, OWN],
     fixtures: &[GgufFixture {
         name: "phi3",

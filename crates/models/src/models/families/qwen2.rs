@@ -8,15 +8,50 @@
 use candle_transformers::models::quantized_qwen2;
 
 use super::llama::OWN;
+use super::spec::*;
 use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
 use crate::models::gguf_fixture::{seeded_normal, GgufFixture, Parts};
+use crate::models::llama_quantized::layout::{
+    Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
+};
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "qwen2",
     family: Family::Qwen2,
+    spec: ArchSpec {
+        arch: "qwen2",
+        keys: &[KV],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: qkv(D::Embd, D::K, D::V, true, B::All),
+        tensors: &[
+            t("output.bias", &[D::Vocab], O, B::None),
+            ATTN_NORM,
+            ATTN_OUT_EMBD,
+            FFN_NORM,
+            FFN_GATE,
+            FFN_DOWN,
+            FFN_UP,
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[],
+    },
+    layout: Some(Layout {
+        norm: NormKind::Rms,
+        rope: RopeLayout::NeoX,
+        qk_norm: false,
+        biases: Biases::Qkv { required: true },
+        mlp: MlpKind::SwiGlu,
+        fused_gate_up: false,
+        experts: ExpertsRule::Never,
+        post_norms: false,
+        parallel: false,
+        final_norm: "output_norm",
+        output_bias: false,
+        short_conv: false,
+    }),
     implementations: &[OWN, CANDLE],
     fixtures: &[GgufFixture {
         name: "qwen2",

@@ -13,15 +13,59 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::quantized_qwen3_moe::GGUFQWenMoE;
 
 use super::llama::OWN;
+use super::spec::*;
 use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
 use crate::models::gguf_fixture::{GgufFixture, Parts};
+use crate::models::gguf_read::copy_content;
+use crate::models::llama_quantized::layout::{
+    Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
+};
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
     arch: "qwen3moe",
     family: Family::Qwen3Moe,
+    spec: ArchSpec {
+        arch: "qwen3moe",
+        keys: &[
+            KV,
+            key("expert_count", U, true, Range::Int(1, MAX_EXPERTS)),
+            key("expert_used_count", U, true, Range::Int(1, MAX_EXPERTS)),
+            // candle-transformers' quantized_qwen3_moe reads it without a default.
+            key("expert_feed_forward_length", U, true, POS),
+        ],
+        eps: "attention.layer_norm_rms_epsilon",
+        qkv: qkv(D::Q, D::K, D::K, true, B::All),
+        tensors: &[
+            ATTN_NORM,
+            ATTN_OUT,
+            K_NORM,
+            Q_NORM,
+            FFN_NORM,
+            t("blk.{}.ffn_gate_inp.weight", ROUTER, R, B::All),
+            t("blk.{}.ffn_gate_exps.weight", UP_EXPS_FF_EXP, R, B::All),
+            t("blk.{}.ffn_down_exps.weight", DOWN_EXPS_FF_EXP, R, B::All),
+            t("blk.{}.ffn_up_exps.weight", UP_EXPS_FF_EXP, R, B::All),
+        ],
+        rot: Rot::EqualsHead,
+        not_run: &[],
+    },
+    layout: Some(Layout {
+        norm: NormKind::Rms,
+        rope: RopeLayout::NeoX,
+        qk_norm: true,
+        biases: Biases::None,
+        mlp: MlpKind::SwiGlu,
+        fused_gate_up: false,
+        experts: ExpertsRule::Required,
+        post_norms: false,
+        parallel: false,
+        final_norm: "output_norm",
+        output_bias: false,
+        short_conv: false,
+    }),
     implementations: &[OWN, CANDLE],
     fixtures: &[GgufFixture {
         name: "qwen3moe",
@@ -66,33 +110,22 @@ const ACTIVATIONS: DType = DType::BF16;
 
 /// candle's model with what a reset needs: it has no cache reset (its ConcatKvCache keeps
 /// growing across forwards at position 0), so a forward at position 0 after others rebuilds
-/// it from the file.
+/// it from the file (the weights again, the header it was built from kept).
 struct Reloading {
     m: GGUFQWenMoE,
     file: std::fs::File,
     device: Device,
-    /// The context the loader lowered `qwen3moe.context_length` to.
-    context: usize,
+    /// The header it was built from (`qwen3moe.context_length` as the loader lowered it).
+    header: Content,
     /// Positions in its caches.
     len: usize,
 }
 
 impl Reloading {
-    fn load(
-        file: &mut std::fs::File,
-        device: &Device,
-        context: usize,
-    ) -> candle_core::Result<GGUFQWenMoE> {
-        use std::io::Seek;
-        file.rewind()?;
-        let mut ct = Content::read(file)?;
-        ct.metadata
-            .insert("qwen3moe.context_length".into(), Value::U32(context as u32));
-        GGUFQWenMoE::from_gguf(ct, file, device, ACTIVATIONS)
-    }
     fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
         if pos == 0 && self.len > 0 {
-            self.m = Self::load(&mut self.file, &self.device, self.context)?;
+            let ct = copy_content(&self.header);
+            self.m = GGUFQWenMoE::from_gguf(ct, &mut self.file, &self.device, ACTIVATIONS)?;
             self.len = 0;
         }
         if pos != self.len {
@@ -121,6 +154,7 @@ const CANDLE: Implementation = Implementation {
                 b.device.location()
             );
         }
+        let header = copy_content(&b.ct);
         let m = GGUFQWenMoE::from_gguf(b.ct, b.file, b.device, ACTIVATIONS)?;
         let file = b.file.try_clone()?;
         Ok(candle::boxed(
@@ -128,7 +162,7 @@ const CANDLE: Implementation = Implementation {
                 m,
                 file,
                 device: b.device.clone(),
-                context: b.context,
+                header,
                 len: 0,
             },
             |m, x, p| m.forward(x, p),

@@ -206,7 +206,7 @@ pub fn hparams(ct: &Content, spec: &ArchSpec) -> std::result::Result<Hparams, St
         } else {
             String::new()
         };
-        if kv == 0 && spec.arch != "lfm2" {
+        if kv == 0 && !spec.has_recurrent_blocks() {
             return Err(format!(
                 "`{a}.attention.head_count_kv` holds 0{per}, expected a divisor of `{a}.attention.head_count` = {n_head}"
             ));
@@ -359,7 +359,7 @@ pub fn expected_for(spec: &ArchSpec, h: &Hparams, present: &dyn Fn(&str) -> bool
     let mut top: BTreeSet<&str> = BTreeSet::new();
     for s in spec.tensors.iter().chain(HEAD) {
         if s.blocks == Blocks::None {
-            if s.name == "output_norm.weight" && spec.arch == "lfm2" {
+            if s.name == "output_norm.weight" && spec.final_norm_is_token_embd_norm() {
                 continue;
             }
             if top.insert(s.name) {
@@ -429,7 +429,7 @@ pub fn expected_tensors(
 pub(super) fn unknown_arch(arch: &str) -> String {
     format!(
         "`general.architecture` holds {arch:?}, expected one of {}",
-        ARCHS.iter().map(|a| a.arch).collect::<Vec<_>>().join(", ")
+        crate::models::families::archs()
     )
 }
 

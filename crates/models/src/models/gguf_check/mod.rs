@@ -11,10 +11,11 @@
 //! 2. [`check_arch`]: per-architecture expectations modelled on llama.cpp's loader
 //!    (`src/llama-model.cpp` `load_hparams`, `crates/models/src/models/<arch>.cpp` `load_arch_tensors`,
 //!    `llama_model_loader::create_tensor` / `done_getting_tensors`): the hyper-parameters of
-//!    [`ARCHS`] present where required, of the type llama.cpp reads them as, finite and in range;
+//!    family table's [`ArchSpec`]s present where required, of the type llama.cpp reads them as, finite and in range;
 //!    every tensor the architecture expects present with the shape they imply; every tensor in
 //!    the file used (an extra tensor, e.g. a block past `block_count`, is refused). The table is
-//!    data: one [`ArchSpec`] per architecture.
+//!    data: one [`ArchSpec`] per architecture, in its family's file
+//!    ([`crate::models::families`]).
 //! 3. [`guard`]: whatever candle does with a file that passed is run under `catch_unwind`, so a
 //!    panic ends in one line (a bug of ours: please report it), never a crash.
 //!
@@ -31,11 +32,8 @@ use candle_core::quantized::GgmlDType;
 
 use crate::error::{one_line, Error, Result};
 
-mod archs;
 mod hparams;
-pub use archs::*;
-#[allow(unused_imports)]
-use archs::*;
+pub use crate::models::families::spec::*;
 pub use hparams::*;
 #[allow(unused_imports)]
 use hparams::*;
@@ -50,13 +48,7 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 pub const MAX_NAME: usize = 64;
 /// ggml's GGML_MAX_DIMS.
 pub const MAX_DIMS: u32 = 4;
-/// llama.cpp's LLAMA_MAX_LAYERS.
-pub const MAX_LAYERS: u64 = 512;
-/// llama.cpp's LLAMA_MAX_EXPERTS.
-pub const MAX_EXPERTS: u64 = 1024;
-/// The largest `context_length` accepted (2^24 positions; llama.cpp has no bound, but the
-/// RoPE tables and caches an implementation builds grow with it).
-pub const MAX_CONTEXT: u64 = 1 << 24;
+pub use crate::models::families::spec::{MAX_CONTEXT, MAX_EXPERTS, MAX_LAYERS};
 /// The largest metadata key accepted (no GGUF key is near it).
 const MAX_KEY: u64 = 1 << 16;
 
@@ -209,6 +201,7 @@ fn value_type(t: u32) -> Option<(&'static str, u64)> {
 /// The bounded scan of a GGUF header (see the module doc). Reads the header once, allocating
 /// only keys (at most 64 KiB each) and tensor names (at most 63 bytes each).
 pub fn scan(path: &Path) -> Result<Scan> {
+    HEADER_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let f = std::fs::File::open(path).map_err(Error::io(path))?;
     let size = f.metadata().map_err(Error::io(path))?.len();
     let mut r = Bounded {
@@ -459,6 +452,16 @@ fn scan_reader<R: Read + Seek>(r: &mut Bounded<R>) -> std::result::Result<Scan, 
     })
 }
 
+/// Every read of a GGUF header in this process: each [`scan`] and each candle `Content::read`
+/// (the project reads headers nowhere else). A load reads its file's header once
+/// (tests/header_reads.rs counts one `generate`).
+static HEADER_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many header reads ([`scan`] and candle's reader) this process has done.
+pub fn header_reads() -> usize {
+    HEADER_READS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Reads the header with candle 0.11.1 once [`scan`] has passed (its errors mapped as
 /// `read_header` always did). The scan's bounds make candle's allocations bounded by the file.
 pub fn read_checked(path: &Path) -> Result<(Scan, Content)> {
@@ -466,6 +469,7 @@ pub fn read_checked(path: &Path) -> Result<(Scan, Content)> {
     // Buffered: candle's reader reads field by field.
     let mut f =
         BufReader::with_capacity(1 << 16, std::fs::File::open(path).map_err(Error::io(path))?);
+    HEADER_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ct = guard(path, "reading the GGUF header", || {
         Content::read(&mut f).map_err(|e| {
             bad(
@@ -490,6 +494,11 @@ pub fn read_checked(path: &Path) -> Result<(Scan, Content)> {
         ));
     }
     Ok((s, ct))
+}
+
+/// The spec of `arch` (its family's, [`crate::models::families`]).
+pub fn arch_spec(arch: &str) -> Option<&'static ArchSpec> {
+    crate::models::families::by_arch(arch).map(|f| &f.spec)
 }
 
 /// Bounded scan, then candle's reader, then the architecture's checks ([`check_arch`]).

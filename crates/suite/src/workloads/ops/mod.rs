@@ -518,9 +518,13 @@ pub fn ops_model(label: &str) -> Result<(crate::models::source::Resolved, std::p
             )))
         }
     };
-    match GgufImpl::from_config(&res.config) {
+    let gguf = res
+        .gguf
+        .as_mut()
+        .ok_or_else(|| Error::Report(format!("ops: `{label}` resolved without its GGUF header")))?;
+    match gguf.imp {
         None if GgufImpl::Modelbench.supports(res.family) => {
-            res.config = serde_json::json!({ (GgufImpl::CONFIG_KEY): GgufImpl::Modelbench.name() });
+            gguf.imp = Some(GgufImpl::Modelbench);
         }
         Some(GgufImpl::Modelbench) => {}
         Some(other) if GgufImpl::Modelbench.supports(res.family) => {
@@ -532,8 +536,14 @@ pub fn ops_model(label: &str) -> Result<(crate::models::source::Resolved, std::p
         }
         _ => {
             return Err(Error::Report(format!(
-                "ops: `{label}` is {}, which has no implementation of the project's here (the per-op table traces the project's implementations of llama (Mixtral-style experts too), qwen2, qwen3, qwen3moe, phi3, phi2, glm4, lfm2 and gemma3: gguf:<such a file>, without ?impl= or with ?impl=modelbench)",
-                res.family
+                "ops: `{label}` is {}, which has no implementation of the project's here (the per-op table traces the project's implementations of {}: gguf:<such a file>, without ?impl= or with ?impl=modelbench)",
+                res.family,
+                crate::models::families::GGUF_FAMILIES
+                    .iter()
+                    .filter(|f| f.implementation(GgufImpl::Modelbench).is_some())
+                    .map(|f| f.arch)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     }
@@ -548,10 +558,9 @@ pub fn open_for_ops(
     spec: crate::measure::device::DeviceSpec,
 ) -> Result<(crate::models::loading::Loaded, Hparams, Device)> {
     let (res, path) = ops_model(label)?;
-    let hp = {
-        let mut f = std::fs::File::open(&path).map_err(Error::io(&path))?;
-        let ct = gguf_file::Content::read(&mut f).map_err(|e| Error::weights(path.display(), e))?;
-        Hparams::of(&ct)
+    let hp = match &res.gguf {
+        Some(g) => Hparams::of(&g.header),
+        None => Hparams::of(&crate::models::quantized::read_header(&path)?),
     };
     let dev = spec.open()?;
     let dtype = spec.default_dtype();
