@@ -5,7 +5,7 @@
 //! workspace's crates, and the compiler keeps their imports pointing one way
 //! (docs/architecture.md):
 //!
-//! `modelbench-kernels` <- `modelbench-measure` ([`error`], [`util`], [`measure`]) <-
+//! `modelbench-kernels` <- `modelbench-measure` ([`error`], [`util`], [`measure`], [`judge`]) <-
 //! `modelbench-models` ([`models`]) <- `modelbench-suite` ([`engine`] <- [`output`] <-
 //! [`workloads`] <- [`serving`] <- [`config`] <- [`harness`]) <- this package.
 

@@ -1,8 +1,9 @@
 //! The layer rule (see src/lib.rs and docs/architecture.md): the crates are layers the
 //! compiler keeps apart, and inside a crate the folders are layers; imports point one way,
 //!
-//! `util`, `error` <- `measure` <- `models` <- `engine` <- `output` <- `workloads` <- `serving`
-//! <- `config` <- `harness` <- `app` <- `verdicts` <- the `modelbench` binary (src/bin/)
+//! `util`, `error` <- `measure` <- `judge` <- `models` <- `engine` <- `output` <- `workloads`
+//! <- `serving` <- `config` <- `harness` <- `app` <- `verdicts` <- the `modelbench` binary
+//! (src/bin/)
 //!
 //! This test reads every .rs file under src/, finds every path into the library
 //! (`crate::x`, `modelbench::x`, `super::x` resolved against the file's module, `use`
@@ -15,26 +16,29 @@ use std::path::{Path, PathBuf};
 
 /// The layers, earliest first. A module may use its own rank or an earlier one. `util` and
 /// `error` share rank 0 (util/fsio.rs builds `crate::error::Error`s; `error` uses nothing).
+/// `judge` (crates/measure/src/judge/: where verdicts are made) reads `measure` (statistics,
+/// what a run computed) and every layer from `models` up calls it; `measure` never imports it.
 /// The binary is the top rank; nothing may import it.
 const LAYERS: &[(&str, usize)] = &[
     ("util", 0),
     ("error", 0),
     ("measure", 1),
-    ("models", 2),
-    ("engine", 3),
-    ("output", 4),
-    ("workloads", 5),
-    ("serving", 6),
-    ("config", 7),
-    ("harness", 8),
-    ("app", 9),
-    ("verdicts", 10),
-    ("bin", 11),
+    ("judge", 2),
+    ("models", 3),
+    ("engine", 4),
+    ("output", 5),
+    ("workloads", 6),
+    ("serving", 7),
+    ("config", 8),
+    ("harness", 9),
+    ("app", 10),
+    ("verdicts", 11),
+    ("bin", 12),
 ];
 
 /// The rule as a user reads it, for the failure message.
 const RULE: &str =
-    "util, error <- measure <- models <- engine <- output <- workloads <- serving <- config <- harness <- app <- verdicts <- bin";
+    "util, error <- measure <- judge <- models <- engine <- output <- workloads <- serving <- config <- harness <- app <- verdicts <- bin";
 
 /// The test would pass vacuously if the scanner found nothing: the tree has several hundred
 /// library paths, so fewer than this means the scanner is broken.
@@ -703,7 +707,7 @@ fn checker_reports_a_cycle_inside_a_layer() {
 
 fn synthetic(files: &[(&str, &str)]) -> (Vec<Import>, Vec<String>) {
     let lib = "//! doc [`crate::harness`]\npub mod error;\npub mod util;\npub mod measure;\n\
-               pub mod models;\npub mod engine;\npub mod output;\npub mod workloads;\n\
+               pub mod judge;\npub mod models;\npub mod engine;\npub mod output;\npub mod workloads;\n\
                pub mod config;\npub mod harness;\npub use error::{Error, Result};\n";
     let mut all = vec![("src/lib.rs".to_string(), lib.to_string())];
     all.extend(files.iter().map(|(p, s)| (p.to_string(), s.to_string())));
@@ -719,7 +723,7 @@ fn checker_reports_a_bad_import() {
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert!(
         bad[0].starts_with("src/measure/timing.rs:3: `crate::engine::generate::Trace`")
-            && bad[0].contains("measure (rank 1) imports engine (rank 3)"),
+            && bad[0].contains("measure (rank 1) imports engine (rank 4)"),
         "{bad:?}"
     );
 }
@@ -758,15 +762,15 @@ fn checker_reads_groups_inline_paths_super_and_the_binary() {
     let joined = bad.join("\n");
     assert_eq!(bad.len(), 3, "{joined}");
     assert!(
-        joined.contains("src/models/loading.rs:1: `crate::{measure, output}`: models (rank 2) imports output (rank 4)"),
+        joined.contains("src/models/loading.rs:1: `crate::{measure, output}`: models (rank 3) imports output (rank 5)"),
         "{joined}"
     );
     assert!(
-        joined.contains("src/engine/generate.rs:1: `crate::workloads::work::bytes`: engine (rank 3) imports workloads (rank 5)"),
+        joined.contains("src/engine/generate.rs:1: `crate::workloads::work::bytes`: engine (rank 4) imports workloads (rank 6)"),
         "{joined}"
     );
     assert!(
-        joined.contains("src/models/psann/train.rs:3: `super::super::super::config::knobs`: models (rank 2) imports config (rank 7)"),
+        joined.contains("src/models/psann/train.rs:3: `super::super::super::config::knobs`: models (rank 3) imports config (rank 8)"),
         "{joined}"
     );
     assert!(imports
@@ -812,5 +816,39 @@ fn checker_reports_an_unlayered_module() {
         bad.iter()
             .any(|b| b.contains("src/plugins/x.rs") && b.contains("no layer")),
         "{bad:?}"
+    );
+}
+
+#[test]
+fn checker_keeps_measure_below_the_judge() {
+    let (_, bad) = synthetic(&[
+        // the judge reads measure; models and the suite's layers call the judge
+        (
+            "src/judge/outputs.rs",
+            "use crate::measure::outputs::{diff, Outputs};",
+        ),
+        (
+            "src/models/quality.rs",
+            "fn f() { crate::judge::quality::prompt_ok(1, 1, 1, None); }",
+        ),
+        ("src/output/compare.rs", "use crate::judge::speed::Verdict;"),
+        // measure may not call the judge, nor the judge a model
+        (
+            "src/measure/outputs.rs",
+            "use crate::judge::outputs::judge;",
+        ),
+        ("src/judge/kld.rs", "use crate::models::CausalLm;"),
+    ]);
+    let joined = bad.join("\n");
+    assert_eq!(bad.len(), 2, "{joined}");
+    assert!(
+        joined.contains("src/measure/outputs.rs:1: `crate::judge::outputs::judge`: measure (rank 1) imports judge (rank 2)"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "src/judge/kld.rs:1: `crate::models::CausalLm`: judge (rank 2) imports models (rank 3)"
+        ),
+        "{joined}"
     );
 }

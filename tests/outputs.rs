@@ -11,7 +11,7 @@ use common::modelbench;
 
 use std::path::{Path, PathBuf};
 
-use modelbench::measure::outputs::OutputVerdict;
+use modelbench::judge::outputs::OutputVerdict;
 use modelbench::output::report::read_run;
 
 fn run(reports: &Path, label: &str, numeric: Option<&str>) -> PathBuf {
@@ -85,7 +85,7 @@ fn a_numeric_change_is_outputs_changed_and_a_rerun_is_same() {
     assert_eq!(code, 0, "allowed:\n{out}");
 
     // The same through the library, for the verdict's figures.
-    let j = modelbench::measure::outputs::judge(Some(ob), Some(os));
+    let j = modelbench::judge::outputs::judge(Some(ob), Some(os));
     assert_eq!(j.verdict, OutputVerdict::Changed, "{}", j.why);
     assert_eq!(j.first_trial_differing, None);
     eprintln!("base vs lm_head:0.5%: {}", j.why);

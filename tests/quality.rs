@@ -16,9 +16,10 @@ mod common;
 
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
+use modelbench::judge::quality::MIN_AGREEMENT;
 use modelbench::models::loading::{open, Loaded};
 use modelbench::models::source::ModelRef;
-use modelbench::workloads::quality::{run_gate, Reference, MIN_AGREEMENT};
+use modelbench::workloads::quality::{run_gate, Reference};
 
 const MODEL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
 const UPSTREAM: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF?impl=candle-transformers";
@@ -232,8 +233,8 @@ fn cli_perplexity_at_1024_matches_llama_cpp() {
     eprintln!("perplexity {ppl} at 1024: {said}");
     assert!(
         devs.iter()
-            .any(|(d, _)| *d <= modelbench::workloads::quality::PPL_TOLERANCE),
+            .any(|(d, _)| *d <= modelbench::judge::quality::PPL_TOLERANCE),
         "perplexity {ppl} at 1024 is not within {:.0}% of any llama.cpp run: {said}",
-        modelbench::workloads::quality::PPL_TOLERANCE * 100.0
+        modelbench::judge::quality::PPL_TOLERANCE * 100.0
     );
 }

@@ -1,6 +1,8 @@
 //! modelbench's measurement layer (crate `modelbench-measure`): the error type every layer
-//! returns, helpers below every layer ([`util`]), and measurement ([`measure`]): statistics,
-//! timing, memory, threads, hardware and machine identity, devices.
+//! returns, helpers below every layer ([`util`]), measurement ([`measure`]): statistics,
+//! timing, memory, threads, hardware and machine identity, devices; and the one place
+//! verdicts are made ([`judge`]: numbers in, verdict out), above `measure` and below every
+//! layer that calls it.
 //!
 //! The crates are the layers (docs/architecture.md): `modelbench-kernels` <-
 //! `modelbench-measure` <- `modelbench-models` <- `modelbench-suite` <- `modelbench` (the
@@ -9,6 +11,7 @@
 //! a path to a layer above does not compile.
 
 pub mod error;
+pub mod judge;
 pub mod measure;
 pub mod util;
 

@@ -3,10 +3,10 @@
 //! transformers' models and the project's batched ones, and model sources (fixture,
 //! synthetic, HF cache, folder, GGUF file). See [`models`].
 //!
-//! Below it: `modelbench-measure` (re-exported here as [`error`], [`util`], [`measure`], so
-//! `crate::measure::x` reads as it does in every layer) and `modelbench-kernels` (as
+//! Below it: `modelbench-measure` (re-exported here as [`error`], [`util`], [`measure`],
+//! [`judge`], so `crate::measure::x` reads as it does in every layer) and `modelbench-kernels` (as
 //! `models::q8_matmul`, `models::host_ops`).
 
-pub use modelbench_measure::{error, measure, util, Error, Result};
+pub use modelbench_measure::{error, judge, measure, util, Error, Result};
 
 pub mod models;

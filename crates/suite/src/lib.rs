@@ -10,15 +10,15 @@
 //! [`app`] <- [`verdicts`]
 //!
 //! Below it, crates the compiler keeps apart: `modelbench-models` (re-exported as
-//! [`models`]) <- `modelbench-measure` ([`measure`], [`util`], [`error`]) and
-//! `modelbench-kernels` (inside `models`).
+//! [`models`]) <- `modelbench-measure` ([`judge`] <- [`measure`], [`util`], [`error`]) and
+//! `modelbench-kernels` (inside `models`). Every verdict is made in [`judge`].
 //!
 //! Data flows: knobs ([`config`]) -> plans -> [`models::source::resolve`] ->
 //! [`models::loading::open`] -> a [`workloads::Workload`] run by the one trial loop
 //! ([`workloads::TrialLoop`]) under criterion ([`harness`]) or the CLI -> one record builder
 //! per workload -> [`output`].
 
-pub use modelbench_models::{error, measure, models, util, Error, Result};
+pub use modelbench_models::{error, judge, measure, models, util, Error, Result};
 
 pub mod engine;
 

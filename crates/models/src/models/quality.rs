@@ -50,9 +50,10 @@ pub struct PromptAgreement {
 }
 
 impl PromptAgreement {
-    /// At least `min` leading tokens agree, or the first difference is at a reference near-tie.
+    /// At least `min` leading tokens agree, or the first difference is at a reference near-tie
+    /// (`judge::quality::prompt_ok`).
     pub fn ok(&self, min: usize) -> bool {
-        self.agree >= min.min(self.of) || self.tie_margin.is_some()
+        crate::judge::quality::prompt_ok(self.agree, self.of, min, self.tie_margin)
     }
 }
 

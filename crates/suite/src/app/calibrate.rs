@@ -50,11 +50,11 @@ pub fn calibrate(device: &str, dtypes: &[String], force: bool) -> crate::Result<
     let root = crate::output::report::reports_root();
     let fp = crate::measure::hardware::context().hardware.fingerprint();
     match crate::output::noise::load(&root, &fp)? {
-        Some(p) => println!("\n{}", p.render(false)),
+        Some(p) => println!("\n{}", crate::output::noise::render(&p, false)),
         None => println!(
             "\nno run-to-run noise measured for `{fp}`: the benches give criterion the default \
              {:.0}% threshold (`modelbench noise --measure 4` measures it)",
-            crate::output::noise::DEFAULT_THRESHOLD * 100.0
+            crate::judge::noise::DEFAULT_THRESHOLD * 100.0
         ),
     }
     Ok(())

@@ -95,7 +95,7 @@ pub fn prepare(a: &OpsArgs) -> crate::Result<Prepared> {
         Some(other) => bail!("--peer {other:?}: the per-op peer is llama.cpp"),
     };
     let (spec, _) = crate::app::args::device_and_dtype(&a.device, None)?;
-    let threshold = crate::output::compare::parse_threshold(&a.threshold)
+    let threshold = crate::judge::speed::parse_threshold(&a.threshold)
         .map_err(|e| fail!("--threshold: {e}"))?;
     let mut plan = OpsPlan::for_scenario(phase, a.depth, a.prompt_tokens);
     if a.quick {

@@ -277,9 +277,5 @@ pub fn verify(a: &VerifyArgs) -> crate::Result<ExitCode> {
         key.dtype,
         key.commit
     );
-    Ok(if v.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(crate::judge::gate::exit_code(!v.passed))
 }

@@ -17,9 +17,10 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput
 
 use crate::config::plans::{Common, DepthPlan, MoePlan, Plan, PsannPlan};
 use crate::error::Result;
+use crate::judge::noise::{threshold_for, NoiseProfile, Source, DEFAULT_THRESHOLD};
 use crate::measure::memory;
 use crate::measure::timing::{Measured, TrialLoop, SAMPLE_SIZE};
-use crate::output::noise::{self, NoiseProfile};
+use crate::output::noise;
 use crate::output::record::Harness;
 use crate::output::report::{reports_root, RunDir};
 use crate::workloads::checkpoint::Checkpoint;
@@ -170,11 +171,11 @@ pub fn install_noise() -> Result<()> {
             &p.build.git_commit[..p.build.git_commit.len().min(10)],
             p.benches.len(),
             noise::path_for(&reports_root(), &fp).display(),
-            noise::DEFAULT_THRESHOLD * 100.0
+            DEFAULT_THRESHOLD * 100.0
         ),
         None => eprintln!(
             "criterion noise thresholds: none measured for `{fp}`; every benchmark uses the default {:.0}% (measure them with `modelbench noise --measure 4`)",
-            noise::DEFAULT_THRESHOLD * 100.0
+            DEFAULT_THRESHOLD * 100.0
         ),
     }
     let _ = NOISE.set(p);
@@ -182,15 +183,9 @@ pub fn install_noise() -> Result<()> {
 }
 
 /// The noise threshold criterion gets for benchmark `id` (`group/device-dtype/name`): the
-/// measured one of this machine, else [`noise::DEFAULT_THRESHOLD`].
-pub fn noise_threshold(id: &str) -> (f64, noise::Source) {
-    if id.starts_with("checkpoint_memory/") {
-        return (noise::FLOOR, noise::Source::Deterministic);
-    }
-    match NOISE.get().and_then(|p| p.as_ref()) {
-        Some(p) => p.threshold(id),
-        None => (noise::DEFAULT_THRESHOLD, noise::Source::Default),
-    }
+/// judge's rule (`judge::noise::threshold_for`) with this machine's profile.
+pub fn noise_threshold(id: &str) -> (f64, Source) {
+    threshold_for(NOISE.get().and_then(|p| p.as_ref()), id)
 }
 
 /// Criterion as every bench configures it: [`NRESAMPLES`], then criterion's own flags.
@@ -303,9 +298,9 @@ pub fn group<'a, M: Measurement>(
             "{id}: noise threshold {:.1}% ({})",
             thr * 100.0,
             match src {
-                noise::Source::Measured(n) => format!("run-to-run spread of {n} runs here"),
-                noise::Source::Default => "default: not measured on this machine".into(),
-                noise::Source::Deterministic => "peak bytes are deterministic".into(),
+                Source::Measured(n) => format!("run-to-run spread of {n} runs here"),
+                Source::Default => "default: not measured on this machine".into(),
+                Source::Deterministic => "peak bytes are deterministic".into(),
             }
         );
     }

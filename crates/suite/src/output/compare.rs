@@ -1,6 +1,7 @@
 //! Comparing two runs: join on the full record key ([`Record::key`]: kind, benchmark id,
-//! model, sampling, shape), ratio of median times with a bootstrap confidence interval from
-//! the raw samples, and a verdict that can fail CI.
+//! model, sampling, shape), the speed verdict of each joined benchmark from its raw samples
+//! and the output verdict beside it (both the judge's: `judge::speed`, `judge::outputs`), and
+//! what fails CI (`judge::gate`).
 //!
 //! Rules, in order:
 //! - a run that holds two records with the same key is refused (an error naming the key and
@@ -10,66 +11,30 @@
 //!   forced, and the error names what differs;
 //! - a benchmark of the base run missing from the new run (crashed, renamed, relabelled) is
 //!   listed and fails the comparison ([`Comparison::failed`]) unless missing ones are allowed;
-//! - a benchmark with fewer than [`MIN_SAMPLES`] samples on either side gets the verdict
-//!   `InsufficientSamples`: never a regression, whatever its medians say;
-//! - otherwise 10,000 bootstrap resamples (seeded, so a comparison is reproducible) of both
-//!   sample sets give the distribution of median(new) / median(base); its 2.5th..97.5th
-//!   percentiles are the 95% interval. A benchmark is a regression when the whole interval
-//!   lies above 1 + threshold (slower beyond the threshold with confidence), an improvement
-//!   when it lies below 1 - threshold (faster beyond the threshold), and unchanged otherwise.
+//! - each joined benchmark gets `judge::speed::judge`'s verdict: fewer than `MIN_SAMPLES`
+//!   samples on either side is `InsufficientSamples`, never a regression; otherwise the
+//!   bootstrap 95% interval of median(new) / median(base) against the threshold.
 //! - two saved runs differ by more than their trials' own spread: a rerun of the same binary
 //!   lands 10-15% away on these VMs (issue 46: an unchanged `continuous` rerun read 1.226x
 //!   [1.114, 1.332]). [`apply_noise`] therefore gives each row the run-to-run noise threshold
 //!   of its benchmark on this machine ([`RowNoise`]: measured by `modelbench noise` or from the
 //!   config's own earlier runs, else the default) and a row whose interval clears the
-//!   threshold but not that noise becomes [`Verdict::Undecided`]: beyond the threshold,
-//!   within what an unchanged rerun does; not a regression. `compare` of run folders and
-//!   `continuous` apply it; paired verdicts need not (both sides run in the same minutes).
+//!   threshold but not that noise becomes [`Verdict::Undecided`] (`judge::speed::with_noise`):
+//!   beyond the threshold, within what an unchanged rerun does; not a regression. `compare` of
+//!   run folders and `continuous` apply it; paired verdicts need not (both sides run in the
+//!   same minutes).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::measure::outputs::{judge as judge_outputs, OutputJudgement, OutputVerdict};
-use crate::measure::stats::{median, percentile};
+use crate::judge::gate::{self, Allowed, Findings};
+use crate::judge::outputs::{judge as judge_outputs, OutputJudgement, OutputVerdict};
+use crate::judge::speed::{judge, with_noise, RowNoise, Verdict, MIN_SAMPLES};
+use crate::measure::stats::median;
 use crate::output::record::Record;
-
-pub const RESAMPLES: usize = 10_000;
-
-/// Fewer samples than this on either side: no verdict.
-pub const MIN_SAMPLES: usize = 5;
-
-/// The bootstrap's seed: the same two runs always get the same interval.
-pub const SEED: u64 = 0xC0FFEE;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Regression,
-    Improvement,
-    Unchanged,
-    /// Fewer than [`MIN_SAMPLES`] samples on a side: not judged, never a regression.
-    InsufficientSamples,
-    /// The interval clears the threshold but not the benchmark's run-to-run noise on this
-    /// machine ([`apply_noise`]): what an unchanged rerun can do; never a regression.
-    Undecided,
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Verdict::Regression => "Regression",
-            Verdict::Improvement => "Improvement",
-            Verdict::Unchanged => "Unchanged",
-            Verdict::InsufficientSamples => "Insufficient samples",
-            Verdict::Undecided => "Undecided (within run-to-run noise)",
-        })
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -99,18 +64,9 @@ pub struct Row {
     /// when the comparison did not apply one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub noise: Option<RowNoise>,
-    /// The output verdict beside the speed verdict (`measure::outputs::judge`): whether the
+    /// The output verdict beside the speed verdict (`judge::outputs::judge`): whether the
     /// two runs computed the same thing.
     pub outputs: OutputJudgement,
-}
-
-/// A benchmark's run-to-run noise threshold and where it came from.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RowNoise {
-    /// Relative: 0.2 = a rerun may land 20% away.
-    pub threshold: f64,
-    /// `measured (N runs, <where>)` or `default`.
-    pub source: String,
 }
 
 /// Gives every judged row its noise threshold (`noise(row)`) and turns a regression or an
@@ -121,12 +77,7 @@ pub fn apply_noise(c: &mut Comparison, noise: impl Fn(&Row) -> RowNoise) {
             continue;
         }
         let n = noise(r);
-        let (lo, hi) = (r.ci_low.unwrap_or(f64::NAN), r.ci_high.unwrap_or(f64::NAN));
-        r.verdict = match r.verdict {
-            Verdict::Regression if lo <= 1.0 + n.threshold => Verdict::Undecided,
-            Verdict::Improvement if hi >= 1.0 - n.threshold => Verdict::Undecided,
-            v => v,
-        };
+        r.verdict = with_noise(r.verdict, r.ci_low.zip(r.ci_high), n.threshold);
         r.noise = Some(n);
     }
     c.noise_applied = true;
@@ -189,66 +140,27 @@ impl Comparison {
         self.rows.iter().filter(|r| r.outputs.verdict == v).count()
     }
 
-    /// The comparison's verdict for CI: a regression, changed outputs (unless
-    /// `allow_output_change`), or (unless `allow_missing`) a benchmark of the base run missing
-    /// from the new one.
+    /// What the exit rules read: regressions, changed outputs, missing benchmarks.
+    pub fn findings(&self) -> Findings {
+        Findings {
+            regressions: self.regressions(),
+            outputs_changed: self.outputs_changed(),
+            missing: self.missing(),
+        }
+    }
+
+    /// The comparison's verdict for CI (`judge::gate::failed`): a regression, changed outputs
+    /// (unless `allow_output_change`), or (unless `allow_missing`) a benchmark of the base run
+    /// missing from the new one.
     pub fn failed(&self, allow_missing: bool) -> bool {
-        self.regressions() > 0
-            || (!self.allow_output_change && self.outputs_changed() > 0)
-            || (!allow_missing && self.missing() > 0)
+        gate::failed(
+            self.findings(),
+            Allowed {
+                output_change: self.allow_output_change,
+                missing: allow_missing,
+            },
+        )
     }
-}
-
-/// Parses `5%`, `5` (percent) or `0.05`.
-pub fn parse_threshold(s: &str) -> std::result::Result<f64, String> {
-    let t = s.trim();
-    let v = if let Some(p) = t.strip_suffix('%') {
-        p.trim().parse::<f64>().map(|x| x / 100.0)
-    } else {
-        t.parse::<f64>()
-            .map(|x| if x >= 1.0 { x / 100.0 } else { x })
-    }
-    .map_err(|_| format!("`{s}` is not a percentage (e.g. 5%)"))?;
-    if !(0.0..1.0).contains(&v) {
-        return Err(format!("`{s}` must be between 0% and 100%"));
-    }
-    Ok(v)
-}
-
-/// Bootstrap 95% interval of median(new)/median(base).
-pub fn bootstrap_ratio(base: &[f64], new: &[f64], seed: u64) -> (f64, f64) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut buf_b = vec![0.0; base.len()];
-    let mut buf_n = vec![0.0; new.len()];
-    let mut ratios = Vec::with_capacity(RESAMPLES);
-    for _ in 0..RESAMPLES {
-        for x in buf_b.iter_mut() {
-            *x = base[rng.random_range(0..base.len())];
-        }
-        for x in buf_n.iter_mut() {
-            *x = new[rng.random_range(0..new.len())];
-        }
-        ratios.push(median(&buf_n) / median(&buf_b));
-    }
-    ratios.sort_by(f64::total_cmp);
-    (percentile(&ratios, 0.025), percentile(&ratios, 0.975))
-}
-
-/// The verdict of one benchmark from its raw samples (the rules in the module docs).
-/// Returns the verdict and, when there were enough samples, the 95% interval.
-pub fn judge(base: &[f64], new: &[f64], threshold: f64) -> (Verdict, Option<(f64, f64)>) {
-    if base.len() < MIN_SAMPLES || new.len() < MIN_SAMPLES {
-        return (Verdict::InsufficientSamples, None);
-    }
-    let (lo, hi) = bootstrap_ratio(base, new, SEED);
-    let verdict = if lo > 1.0 + threshold {
-        Verdict::Regression
-    } else if hi < 1.0 - threshold {
-        Verdict::Improvement
-    } else {
-        Verdict::Unchanged
-    };
-    (verdict, Some((lo, hi)))
 }
 
 /// The records of a run by key; an error naming the key and the run when two share one.
@@ -517,6 +429,8 @@ mod tests {
     //! - `different_hardware_needs_force`: fingerprint check removed -> fails.
     use super::*;
     use crate::output::record::Kind;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
     /// `n` samples around `center`, uniform relative noise of +-`noise`, seeded.
     fn samples(center: f64, noise: f64, n: usize, seed: u64) -> Vec<f64> {
@@ -547,25 +461,6 @@ mod tests {
         .unwrap();
         assert_eq!(c.rows.len(), 1);
         c.rows[0].clone()
-    }
-
-    #[test]
-    fn thresholds() {
-        assert_eq!(parse_threshold("5%").unwrap(), 0.05);
-        assert_eq!(parse_threshold("0.05").unwrap(), 0.05);
-        assert_eq!(parse_threshold("5").unwrap(), 0.05);
-        assert!(parse_threshold("abc").is_err());
-        assert!(parse_threshold("150%").is_err());
-    }
-
-    #[test]
-    fn bootstrap_separates_shifted_samples() {
-        let base: Vec<f64> = (0..10).map(|i| 1.0 + 0.01 * i as f64).collect();
-        let slow: Vec<f64> = base.iter().map(|x| x * 1.5).collect();
-        let (lo, _) = bootstrap_ratio(&base, &slow, 1);
-        assert!(lo > 1.3);
-        let (lo, hi) = bootstrap_ratio(&base, &base, 1);
-        assert!(lo < 1.0 && hi > 1.0);
     }
 
     #[test]

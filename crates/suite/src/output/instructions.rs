@@ -12,6 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::judge::gate;
 use crate::measure::hardware::Build;
 use crate::measure::instructions::Counts;
 
@@ -279,22 +280,14 @@ pub fn compare(
             if count == "decode" && n.new_tokens < 2 {
                 continue;
             }
-            let change = if bv == 0 {
-                if nv == 0 {
-                    0.0
-                } else {
-                    f64::INFINITY
-                }
-            } else {
-                nv as f64 / bv as f64 - 1.0
-            };
+            let change = gate::count_change(bv, nv);
             c.rows.push(Row {
                 id: n.id.clone(),
                 count,
                 base: bv,
                 new: nv,
                 change,
-                differs: change.abs() > tolerance,
+                differs: gate::differs(change, tolerance),
             });
         }
     }

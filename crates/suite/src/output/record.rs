@@ -298,7 +298,7 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injected_numeric: Option<String>,
     /// What the model computed (issue 59): the generated ids of every trial and the model's
-    /// probe; the output verdict (`measure::outputs::judge`) compares two runs' of these. None:
+    /// probe; the output verdict (`judge::outputs::judge`) compares two runs' of these. None:
     /// a workload that generates no text, or a record older than the output verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<crate::measure::outputs::Outputs>,

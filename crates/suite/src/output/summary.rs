@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::measure::outputs::{judge as judge_outputs, OutputJudgement, OutputVerdict};
+use crate::judge::outputs::{judge as judge_outputs, OutputJudgement, OutputVerdict};
+use crate::judge::speed::{judge, Verdict, RESAMPLES, SEED};
 use crate::measure::stats::bootstrap_median_ci;
-use crate::output::compare::{judge, Verdict, RESAMPLES, SEED};
 use crate::output::record::{Harness, Record};
 use crate::output::runs::{baseline_runs, read_run};
 
@@ -29,7 +29,7 @@ pub struct Change {
     /// The noise threshold the verdict used (a fraction: 0.2 = 20%).
     pub threshold: f64,
     /// The output verdict against the same previous measurement: did the model compute the
-    /// same thing (`measure::outputs::judge`).
+    /// same thing (`judge::outputs::judge`).
     pub outputs: OutputJudgement,
 }
 
@@ -191,13 +191,7 @@ pub fn change(c: &Option<Change>) -> String {
     let ci =
         c.ci.map(|(lo, hi)| format!(" [{}, {}]", pct(lo), pct(hi)))
             .unwrap_or_default();
-    let verdict = match c.verdict {
-        Verdict::Unchanged => "within noise",
-        Verdict::Regression => "SLOWER",
-        Verdict::Improvement => "faster",
-        Verdict::InsufficientSamples => "too few samples to judge",
-        Verdict::Undecided => "undecided (within run-to-run noise)",
-    };
+    let verdict = c.verdict.words().change;
     format!(
         "{}{ci} {verdict} (±{:.0}%)",
         pct(c.ratio),

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use crate::app::Context;
-use crate::output::compare::{compare_runs, parse_threshold, render, Comparison};
+use crate::judge::paired::PairedVerdict;
+use crate::judge::speed::parse_threshold;
+use crate::output::compare::{compare_runs, render, Comparison};
 use crate::output::record::Record;
 use crate::output::report::{list_runs, read_run, reports_root};
 use crate::verdicts::build::{git, rev_parse};
@@ -274,7 +276,7 @@ impl Judged {
     /// changed, good when every one reads `same` or `within numerical noise`, else a skip
     /// naming why (a build that keeps no outputs).
     pub fn of_outputs(p: &PairedOutcome) -> Judged {
-        use crate::measure::outputs::OutputVerdict;
+        use crate::judge::outputs::OutputVerdict;
         if p.outputs_changed() > 0 {
             return Judged::Bad;
         }
@@ -303,12 +305,15 @@ impl Judged {
     /// As [`Judged::of`], on these rows only (a Candle bisection watches the metrics BAD
     /// regressed on).
     pub fn of_metrics(metrics: &[&MetricVerdict], undecided_good: bool) -> Judged {
-        if metrics.iter().any(|m| m.verdict == "Regression") {
+        if metrics
+            .iter()
+            .any(|m| m.verdict == PairedVerdict::Regression)
+        {
             return Judged::Bad;
         }
         let open: Vec<String> = metrics
             .iter()
-            .filter(|m| m.verdict != "Unchanged" && m.verdict != "Improvement")
+            .filter(|m| !m.verdict.decided())
             .map(|m| m.describe())
             .collect();
         if open.is_empty() || undecided_good {

@@ -27,6 +27,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::judge::paired::PairedVerdict;
 use crate::measure::candle_source::{self, CandleSpec};
 use crate::verdicts::bisect::{
     max_pairs, paired_gate, paired_target, threshold, BisectArgs, Judged,
@@ -217,7 +218,7 @@ pub fn checkout(repo: &Path, commit: &str, root: &Path) -> Result<PathBuf> {
 pub fn regressed(metrics: &[MetricVerdict]) -> Vec<(String, String)> {
     metrics
         .iter()
-        .filter(|m| m.verdict == "Regression")
+        .filter(|m| m.verdict == PairedVerdict::Regression)
         .map(|m| (m.scenario.clone(), m.metric.clone()))
         .collect()
 }
@@ -514,10 +515,13 @@ mod tests {
                 ci: Some(ci),
                 confidence: 0.95,
             },
-            verdict: v,
+            verdict: v.parse().unwrap(),
         };
         let out = |metrics: Vec<MetricVerdict>| PairedOutcome {
-            regressions: metrics.iter().filter(|m| m.verdict == "Regression").count(),
+            regressions: metrics
+                .iter()
+                .filter(|m| m.verdict == PairedVerdict::Regression)
+                .count(),
             table: String::new(),
             rows: Vec::new(),
             metrics,

@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::app::db::{open, short};
-use crate::output::compare::{
-    apply_noise, compare_runs, parse_threshold, render, Comparison, Row, Verdict,
-};
+use crate::judge::speed::{parse_threshold, Verdict};
+use crate::output::compare::{apply_noise, compare_runs, render, Comparison, Row};
 use crate::output::db::Db;
 use crate::output::noise::RunNoise;
 use crate::output::record::Record;
@@ -318,9 +317,5 @@ fn resolve(
 /// (unless `allow_missing`) one of the base run is missing from the new run, 0 otherwise
 /// (insufficient samples included).
 pub fn exit_code(c: &Comparison, allow_missing: bool) -> ExitCode {
-    if c.failed(allow_missing) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    crate::judge::gate::exit_code(c.failed(allow_missing))
 }

@@ -15,13 +15,15 @@ use std::process::ExitCode;
 use crate::app::args::{RunArgs, SamplingArgs, TargetArgs};
 use crate::app::Context;
 use crate::config::plans::check_label;
-use crate::output::compare::{apply_noise, parse_threshold, render, Comparison};
+use crate::judge::gate::{continuous_failed, exit_code, Findings};
+use crate::judge::speed::parse_threshold;
+use crate::output::compare::{apply_noise, render, Comparison};
 use crate::output::noise::RunNoise;
 use crate::output::record::Record;
 use crate::output::report::{read_run, reports_root};
 use crate::output::runs::baseline_runs;
 use crate::verdicts::build::executable;
-use crate::verdicts::compare::{compare_dirs, exit_code};
+use crate::verdicts::compare::compare_dirs;
 use crate::verdicts::paired::{check, run_paired, PairedOpts, DEFAULT_THRESHOLD};
 use crate::Result;
 
@@ -187,7 +189,7 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
         crate::app::json_text(&c).as_bytes(),
     )?;
     // The paired verdict against `paired_base`: this executable against that one.
-    let paired_regressions = match &paired_exe {
+    let paired: Option<Findings> = match &paired_exe {
         Some((ea, na)) => {
             let me = std::env::current_exe().context("cannot find this executable")?;
             let o = PairedOpts::for_model(&paired_model, &c.suite);
@@ -198,11 +200,10 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
                 p.regressions,
                 p.outputs_changed()
             );
-            p.regressions + p.outputs_changed()
+            Some(p.findings())
         }
-        None => 0,
+        None => None,
     };
-    let paired_failed = paired_regressions > 0;
     let Some(prev) = previous else {
         if c.baseline == FIRST {
             println!(
@@ -215,17 +216,9 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
         if let Some(b) = &baseline {
             // A named baseline from elsewhere still applies to the first run.
             let cmp = report("the baseline", b, &dir, threshold, force, &noise)?;
-            return Ok(if paired_failed {
-                ExitCode::from(1)
-            } else {
-                exit_code(&cmp, false)
-            });
+            return Ok(exit_code(continuous_failed(paired, &[cmp.findings()])));
         }
-        return Ok(if paired_failed {
-            ExitCode::from(1)
-        } else {
-            ExitCode::SUCCESS
-        });
+        return Ok(exit_code(continuous_failed(paired, &[])));
     };
     let step = report("the previous run", &prev, &dir, threshold, force, &noise)?;
     let drift = match &baseline {
@@ -251,13 +244,11 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
     if missing > 0 {
         println!("continuous `{}`: {missing} benchmark(s) of an earlier run missing from this one: fails", c.name);
     }
-    Ok(
-        if paired_failed || step.failed(false) || drift.as_ref().is_some_and(|d| d.failed(false)) {
-            ExitCode::from(1)
-        } else {
-            ExitCode::SUCCESS
-        },
-    )
+    let runs: Vec<Findings> = std::iter::once(&step)
+        .chain(drift.as_ref())
+        .map(Comparison::findings)
+        .collect();
+    Ok(exit_code(continuous_failed(paired, &runs)))
 }
 
 /// The run-to-run noise the new run `dir` is judged against: this machine's profile, and

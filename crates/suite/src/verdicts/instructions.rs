@@ -134,8 +134,8 @@ impl ScenarioChoice {
 
 pub fn instructions(a: InstructionsArgs) -> Result<ExitCode> {
     // Everything that can be wrong with the input is checked before valgrind starts.
-    let tolerance = crate::output::compare::parse_threshold(&a.tolerance)
-        .map_err(|e| fail!("--tolerance {e}"))?;
+    let tolerance =
+        crate::judge::speed::parse_threshold(&a.tolerance).map_err(|e| fail!("--tolerance {e}"))?;
     let s = a.scenario.resolve()?;
     let models = if a.models.is_empty() {
         "fixture:llama,fixture:qwen3,fixture:gemma3".to_string()
@@ -223,11 +223,10 @@ pub fn instructions(a: InstructionsArgs) -> Result<ExitCode> {
             a.baseline.as_deref().unwrap_or(Path::new("")).display(),
             oi::pct(tolerance)
         );
-        Ok(ExitCode::from(1))
     } else {
         println!("every count within {} of the baseline", oi::pct(tolerance));
-        Ok(ExitCode::SUCCESS)
     }
+    Ok(crate::judge::gate::exit_code(n > 0))
 }
 
 /// One valgrind run of the worker on one model.

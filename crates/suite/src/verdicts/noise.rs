@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::app::Context;
+use crate::judge::noise::{NoiseProfile, MIN_RUNS};
 use crate::output::noise;
 use crate::output::record::Record;
 use crate::output::report::{list_runs, read_run, reports_root};
@@ -54,9 +55,9 @@ pub fn noise_cmd(a: &NoiseArgs) -> Result<()> {
     let before: Vec<PathBuf> = list_runs(&root);
     if let Some(k) = a.measure {
         ensure!(
-            k >= noise::MIN_RUNS,
+            k >= MIN_RUNS,
             "--measure {k}: at least {} runs are needed for a spread",
-            noise::MIN_RUNS
+            MIN_RUNS
         );
         ensure!(
             a.runs.is_empty(),
@@ -104,8 +105,8 @@ pub fn noise_cmd(a: &NoiseArgs) -> Result<()> {
     show_and_save(&root, &p, a)
 }
 
-fn show_and_save(root: &std::path::Path, p: &noise::NoiseProfile, a: &NoiseArgs) -> Result<()> {
-    println!("{}", p.render(a.all));
+fn show_and_save(root: &std::path::Path, p: &NoiseProfile, a: &NoiseArgs) -> Result<()> {
+    println!("{}", noise::render(p, a.all));
     if !a.dry_run {
         let path = noise::save(root, p)?;
         println!(

@@ -5,7 +5,8 @@
 //! after pair, in the same minutes, with the same prompt ids (same seed, same trial number on
 //! both sides). Each pair gives ratios B/A of end-to-end time, prefill time (TTFT) and time
 //! per output token after the first (decode); the verdict of each metric is the median of its
-//! per-pair ratios with a bootstrap CI (`measure::paired`) against the threshold.
+//! per-pair ratios with a bootstrap CI (`measure::paired`) against the threshold
+//! (`judge::paired::verdict`).
 //!
 //! **Sequential, with stated power (issue 46).** A fixed number of pairs is too few on a noisy
 //! day and wasted on a quiet one, and looking at the interval after every batch and stopping
@@ -17,17 +18,24 @@
 //! 1 - t (Improvement), or wholly inside [1 - t, 1 + t] (Unchanged: equal within the
 //! threshold); the comparison stops when every metric is decided, at the pair cap, or at the
 //! time cap (`--max-minutes`), and a metric still open then is "Undecided", never "Unchanged".
-//! `--max-pairs` equal to `--pairs` is the old fixed design (one look, 95%).
+//! `--max-pairs` equal to `--pairs` is the old fixed design (one look, 95%). The design and
+//! the stop rule are the judge's (`judge::paired::design`, `judge::paired::stop`); this module
+//! runs the workers and keeps the records.
 
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::judge::gate::{self, Allowed, Findings};
+use crate::judge::kld;
+use crate::judge::outputs::{OutputJudgement, OutputVerdict};
+use crate::judge::paired::{block_sizes, design, stop, verdict, Design, Look, PairedVerdict};
+use crate::judge::speed::parse_threshold;
 use crate::measure::paired::{a_first, paired_ratio_at, ratios, PairedRatio};
-use crate::output::compare::parse_threshold;
 use crate::output::report::reports_root;
 use crate::util::fsio::atomic_write;
 use crate::verdicts::build::{build_side_with, candle_source, resolve};
 use crate::verdicts::worker::{scenarios, Worker};
+use crate::workloads::kld::{table_rows, KldVerdict, TableRow};
 use crate::workloads::ops::Phase;
 use crate::{Error, Result};
 
@@ -150,13 +158,13 @@ pub fn paired_cmd(
             }
         );
     }
-    Ok(
-        if out.regressions > 0 || (out.outputs_changed() > 0 && !allow_output_change) {
-            ExitCode::from(1)
-        } else {
-            ExitCode::SUCCESS
+    Ok(gate::exit_code(gate::failed(
+        out.findings(),
+        Allowed {
+            output_change: allow_output_change,
+            missing: false,
         },
-    )
+    )))
 }
 
 /// The options' own checks (before anything is built or started).
@@ -202,7 +210,7 @@ pub struct PairedOutcome {
     pub saved: std::path::PathBuf,
     /// The output verdict of each scenario, taken inside the same pairs: both sides' probes
     /// (one per worker) and every pair's generated ids.
-    pub outputs: Vec<(String, crate::measure::outputs::OutputJudgement)>,
+    pub outputs: Vec<(String, OutputJudgement)>,
 }
 
 impl PairedOutcome {
@@ -210,8 +218,18 @@ impl PairedOutcome {
     pub fn outputs_changed(&self) -> usize {
         self.outputs
             .iter()
-            .filter(|(_, j)| j.verdict == crate::measure::outputs::OutputVerdict::Changed)
+            .filter(|(_, j)| j.verdict == OutputVerdict::Changed)
             .count()
+    }
+
+    /// What the exit rules read (`judge::gate`): regressions and changed outputs (a paired
+    /// comparison misses no benchmark).
+    pub fn findings(&self) -> Findings {
+        Findings {
+            regressions: self.regressions,
+            outputs_changed: self.outputs_changed(),
+            missing: 0,
+        }
     }
 }
 
@@ -221,7 +239,7 @@ pub struct MetricVerdict {
     pub scenario: String,
     pub metric: String,
     pub ratio: PairedRatio,
-    pub verdict: &'static str,
+    pub verdict: PairedVerdict,
 }
 
 impl MetricVerdict {
@@ -269,8 +287,7 @@ pub fn run_paired(
     // layout and placement are drawn once per process. So the pairs are split into blocks,
     // each with freshly started workers, started in alternating order; the per-process
     // offset then varies from block to block and widens the interval instead of biasing it.
-    let looks = o.max_pairs.div_ceil(o.pairs).max(1);
-    let confidence = 1.0 - 0.05 / looks as f64;
+    let Design { looks, confidence } = design(o.pairs, o.max_pairs);
     let cap = std::time::Duration::from_secs_f64(o.max_minutes * 60.0);
     let mut a: Vec<Vec<[f64; 3]>> = vec![Vec::new(); scen.len()];
     let mut b: Vec<Vec<[f64; 3]>> = vec![Vec::new(); scen.len()];
@@ -329,10 +346,9 @@ pub fn run_paired(
         }
         done += n_look;
         let rows = estimate(&a, &b);
-        let open = rows
-            .iter()
-            .filter(|(_, _, p, _, _)| verdict(p, t) == UNDECIDED)
-            .count();
+        let verdicts: Vec<PairedVerdict> =
+            rows.iter().map(|(_, _, p, _, _)| verdict(p, t)).collect();
+        let open = crate::judge::paired::open(&verdicts);
         println!(
             "look {look} of at most {looks}: {done} pairs per scenario, {} of {} metrics decided \
              ({:.2}% intervals, {:.0} s)",
@@ -341,21 +357,14 @@ pub fn run_paired(
             100.0 * confidence,
             t0.elapsed().as_secs_f64()
         );
-        if open == 0 {
-            break (rows, "every metric decided");
-        }
-        if o.stop_on_regression
-            && rows
-                .iter()
-                .any(|(_, _, p, _, _)| verdict(p, t) == "Regression")
-        {
-            break (rows, "a regression (--stop-on-regression)");
-        }
-        if done >= o.max_pairs {
-            break (rows, "the pair cap (--max-pairs)");
-        }
-        if t0.elapsed() >= cap {
-            break (rows, "the time cap (--max-minutes)");
+        let at = Look {
+            done,
+            max_pairs: o.max_pairs,
+            out_of_time: t0.elapsed() >= cap,
+            stop_on_regression: o.stop_on_regression,
+        };
+        if let Some(why) = stop(&verdicts, at) {
+            break (rows, why);
         }
     };
     let _ = std::fs::remove_dir_all(&scratch);
@@ -369,8 +378,8 @@ pub fn run_paired(
     let mut metrics = Vec::new();
     for (s, m, p, xa, xb) in &rows {
         let v = verdict(p);
-        regressions += usize::from(v == "Regression");
-        flagged.push((s.clone(), m.clone(), v == "Regression"));
+        regressions += usize::from(v == PairedVerdict::Regression);
+        flagged.push((s.clone(), m.clone(), v == PairedVerdict::Regression));
         metrics.push(MetricVerdict {
             scenario: s.clone(),
             metric: m.clone(),
@@ -392,7 +401,7 @@ pub fn run_paired(
     }
     let undecided = rows
         .iter()
-        .filter(|(_, _, p, _, _)| verdict(p) == UNDECIDED)
+        .filter(|(_, _, p, _, _)| verdict(p) == PairedVerdict::Undecided)
         .count();
     md.push_str(&format!(
         "{regressions} regression(s), {undecided} undecided (threshold {:.1}%; {:.2}% intervals at each of at most {looks} look(s), 95% overall; stopped after look {look} at {stopped}; model {}, {done} pairs per scenario in {blk} blocks of fresh workers, ABBA order, {:.0} s)\n",
@@ -414,7 +423,7 @@ pub fn run_paired(
                 probe: probes[x].clone(),
             })
         };
-        let j = crate::measure::outputs::judge(side(0).as_ref(), side(1).as_ref());
+        let j = crate::judge::outputs::judge(side(0).as_ref(), side(1).as_ref());
         md.push_str(&format!("outputs {}: {} ({})\n", s.name, j.verdict, j.why));
         outputs.push((s.name.clone(), j));
     }
@@ -478,8 +487,20 @@ fn against_reference(new_exe: &Path, model: &str, numeric: Option<&str>) -> Stri
             )
         }
     };
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
+    reference_line(
+        model,
+        o.status.code(),
+        &String::from_utf8_lossy(&o.stdout),
+        &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+/// `verify`'s run on `model` (its exit code and output) as [`against_reference`]'s line. The
+/// checks are read from the verdict `verify` stored (its `stored <file> (key: ...)` line
+/// names the file: the gate's own record, not its table): the checks that failed, else the
+/// mean-KLD row, in words. A `verify` that stored none (an older build) is read from its
+/// table: the rows whose `ok` column is `judge::kld::FAILED`, else its mean-KLD row.
+fn reference_line(model: &str, code: Option<i32>, out: &str, err: &str) -> String {
     let last = |t: &str| {
         t.lines()
             .rev()
@@ -488,26 +509,57 @@ fn against_reference(new_exe: &Path, model: &str, numeric: Option<&str>) -> Stri
             .trim()
             .to_string()
     };
-    // `verify`'s own table (check, ours, llama.cpp against itself, limit, ok): the checks
-    // that failed, else its mean-KLD row.
-    let rows: Vec<String> = out
-        .lines()
-        .filter(|l| l.trim_end().ends_with(" no"))
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    let kld = if rows.is_empty() {
-        out.lines()
-            .find(|l| l.starts_with("mean KLD"))
-            .map(mean_kld_row)
-            .unwrap_or_else(|| last(&out))
-    } else {
-        format!("failed: {}", rows.join("; "))
+    let kld = match stored_verdict(out) {
+        Some(v) => {
+            let rows = table_rows(&v);
+            let failed: Vec<String> = rows
+                .iter()
+                .filter(|r| !r.passed)
+                .map(TableRow::words)
+                .collect();
+            if failed.is_empty() {
+                rows.iter()
+                    .find(|r| r.check == kld::MEAN_KLD)
+                    .map_or_else(|| last(out), TableRow::words)
+            } else {
+                format!("failed: {}", failed.join("; "))
+            }
+        }
+        None => {
+            // `verify`'s table (check, ours, llama.cpp against itself, limit, ok).
+            let rows: Vec<String> = out
+                .lines()
+                .filter(|l| l.split_whitespace().last() == Some(kld::FAILED))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect();
+            if rows.is_empty() {
+                out.lines()
+                    .find(|l| l.starts_with(kld::MEAN_KLD))
+                    .map(mean_kld_row)
+                    .unwrap_or_else(|| last(out))
+            } else {
+                format!("failed: {}", rows.join("; "))
+            }
+        }
     };
-    match o.status.code() {
+    match code {
         Some(0) => format!("PASSED (`verify --model {model}`: {kld})"),
         Some(1) => format!("FAILS (`verify --model {model}`: {kld})"),
-        _ => format!("not available: {}", last(&err)),
+        _ => format!("not available: {}", last(err)),
     }
+}
+
+/// The KL-divergence verdict `verify` stored, from the `stored <file> (key: ...)` line of its
+/// output; None without that line or a readable verdict there.
+fn stored_verdict(out: &str) -> Option<KldVerdict> {
+    let path = out
+        .lines()
+        .find_map(|l| l.strip_prefix("stored "))?
+        .split(" (key: ")
+        .next()?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let stored: crate::models::quality::StoredVerdict = serde_json::from_str(&text).ok()?;
+    serde_json::from_value(stored.verdict).ok()
 }
 
 /// `verify`'s mean-KLD row (`mean KLD  OURS  SELF  <= LIMIT  yes`) in words: `mean KLD OURS
@@ -534,7 +586,10 @@ pub fn profile_regressions(
 ) -> Result<String> {
     let scen = scenarios(&o.suite)?;
     let mut profiles = String::new();
-    for m in metrics.iter().filter(|m| m.verdict == "Regression") {
+    for m in metrics
+        .iter()
+        .filter(|m| m.verdict == PairedVerdict::Regression)
+    {
         let Some(sc) = scen.iter().find(|x| x.name == m.scenario) else {
             continue;
         };
@@ -568,63 +623,9 @@ pub fn profile_regressions(
     Ok(profiles)
 }
 
-/// A metric whose interval straddles 1 + t or 1 - t.
-pub const UNDECIDED: &str = "Undecided";
-
-/// The verdict of one metric: its per-pair median ratio's interval against the threshold `t`:
-/// a regression when the whole interval lies above 1 + t, an improvement below 1 - t,
-/// unchanged when it lies wholly within [1 - t, 1 + t], else undecided.
-pub fn verdict(p: &PairedRatio, t: f64) -> &'static str {
-    match p.ci {
-        Some((lo, _)) if lo > 1.0 + t => "Regression",
-        Some((_, hi)) if hi < 1.0 - t => "Improvement",
-        Some((lo, hi)) if lo >= 1.0 - t && hi <= 1.0 + t => "Unchanged",
-        Some(_) => UNDECIDED,
-        None => "no verdict (too few pairs)",
-    }
-}
-
-/// The pairs of each block of fresh workers: `pairs` split as evenly as can be into
-/// `blocks` (at least 1, at most one block per pair), the larger blocks first.
-pub fn block_sizes(pairs: usize, blocks: usize) -> Vec<usize> {
-    let blocks = blocks.clamp(1, pairs.max(1));
-    (0..blocks)
-        .map(|blk| pairs / blocks + usize::from(blk < pairs % blocks))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ratio(ci: Option<(f64, f64)>) -> PairedRatio {
-        PairedRatio {
-            ratio: 1.0,
-            pairs: 60,
-            ci,
-            confidence: 0.95,
-        }
-    }
-
-    #[test]
-    fn a_regression_needs_the_whole_interval_beyond_the_threshold() {
-        let t = 0.02;
-        assert_eq!(verdict(&ratio(Some((1.021, 1.08))), t), "Regression");
-        assert_eq!(verdict(&ratio(Some((1.019, 1.08))), t), UNDECIDED);
-        assert_eq!(verdict(&ratio(Some((0.90, 0.979))), t), "Improvement");
-        assert_eq!(verdict(&ratio(Some((0.97, 1.03))), t), UNDECIDED);
-        assert_eq!(verdict(&ratio(Some((0.981, 1.019))), t), "Unchanged");
-        assert_eq!(verdict(&ratio(None), t), "no verdict (too few pairs)");
-    }
-
-    #[test]
-    fn pairs_split_evenly_into_blocks() {
-        assert_eq!(block_sizes(60, 12), vec![5; 12]);
-        assert_eq!(block_sizes(10, 4), vec![3, 3, 2, 2]);
-        assert_eq!(block_sizes(3, 12), vec![1, 1, 1]);
-        assert_eq!(block_sizes(7, 0), vec![7]);
-        assert_eq!(block_sizes(60, 12).iter().sum::<usize>(), 60);
-    }
 
     #[test]
     fn for_model_checks_and_a_bad_suite_is_named() {
@@ -652,5 +653,109 @@ mod tests {
             "mean KLD 3.891e-7 (llama.cpp against itself 2.454e-7, limit <= 1.000e-4)"
         );
         assert_eq!(mean_kld_row("mean KLD  n/a"), "mean KLD n/a");
+    }
+
+    /// A KL-divergence verdict whose mean KLD is `mean_kld` against llama.cpp's own 0.002
+    /// (limit 0.004): as `verify` makes it.
+    fn kld_verdict(mean_kld: f64) -> KldVerdict {
+        use crate::judge::kld::{decide, thresholds, KldStats};
+        let self_ = KldStats {
+            positions: 510,
+            mean_kld: 0.002,
+            kld_p99: 0.02,
+            kld_p999: 0.05,
+            kld_max: 0.06,
+            same_top1_percent: 97.0,
+            ppl: 10.0,
+            reference_ppl: 10.0,
+            ppl_ratio: 1.001,
+            ln_ppl_ratio: 0.001,
+            ln_ppl_ratio_se: 0.002,
+            non_finite_positions: 0,
+        };
+        let ours = KldStats {
+            mean_kld,
+            ..self_.clone()
+        };
+        let t = thresholds(&self_, 10);
+        let d = decide(&ours, &t);
+        KldVerdict {
+            model: "gguf:m".into(),
+            implementation: "i".into(),
+            passed: d.passed,
+            ours,
+            llama_cpp_self: self_,
+            thresholds: t,
+            checks: d.checks,
+            reference: String::new(),
+            corpus: String::new(),
+            checked_at: String::new(),
+        }
+    }
+
+    /// `verify`'s stdout: its table, and the line naming the stored verdict when `stored`.
+    fn verify_stdout(v: &KldVerdict, stored: Option<&Path>) -> String {
+        let mut out = format!(
+            "gguf:m [i] on cpu, f32\n{}\n",
+            crate::workloads::kld::table(v)
+        );
+        if let Some(p) = stored {
+            let doc = crate::models::quality::StoredVerdict {
+                key: crate::models::quality::VerdictKey {
+                    file_sha256: "ab".repeat(32),
+                    implementation: "i".into(),
+                    device: "cpu".into(),
+                    dtype: "f32".into(),
+                    commit: "c".into(),
+                },
+                passed: v.passed,
+                verdict: serde_json::to_value(v).unwrap(),
+            };
+            std::fs::write(p, serde_json::to_string(&doc).unwrap()).unwrap();
+            out.push_str(&format!(
+                "stored {} (key: file sha256 abab.., i, cpu, f32, commit c)\n",
+                p.display()
+            ));
+        }
+        out
+    }
+
+    /// NEW against llama.cpp names the checks that failed (they used to be missed: the table
+    /// says `NO`, and the filter looked for ` no`), from the stored verdict and, for a
+    /// `verify` that stores none, from its table; a pass reads the mean-KLD row in words, the
+    /// same either way.
+    #[test]
+    fn a_failed_verify_names_its_failed_checks_and_a_passed_one_its_mean_kld() {
+        let failed = kld_verdict(0.0041);
+        assert!(!failed.passed);
+        let from_table = reference_line("gguf:m", Some(1), &verify_stdout(&failed, None), "");
+        assert!(
+            from_table.starts_with(
+                "FAILS (`verify --model gguf:m`: failed: mean KLD 0.00410 0.00200 <= 0.00400 NO"
+            ),
+            "{from_table}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("verdict.json");
+        let stored = reference_line("gguf:m", Some(1), &verify_stdout(&failed, Some(&file)), "");
+        assert_eq!(
+            stored,
+            "FAILS (`verify --model gguf:m`: failed: mean KLD 0.00410 (llama.cpp against itself 0.00200, limit <= 0.00400))"
+        );
+        let passed = kld_verdict(0.0009);
+        assert!(passed.passed);
+        let words = "PASSED (`verify --model gguf:m`: mean KLD 9.000e-4 (llama.cpp against itself 0.00200, limit <= 0.00400))";
+        assert_eq!(
+            reference_line("gguf:m", Some(0), &verify_stdout(&passed, None), ""),
+            words
+        );
+        assert_eq!(
+            reference_line("gguf:m", Some(0), &verify_stdout(&passed, Some(&file)), ""),
+            words
+        );
+        assert_eq!(
+            reference_line("gguf:m", Some(2), "", "error: no llama.cpp\n"),
+            "not available: error: no llama.cpp"
+        );
     }
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::app::Context;
-use crate::output::compare::{compare_runs, parse_threshold, Verdict};
+use crate::judge::speed::{parse_threshold, Verdict};
+use crate::output::compare::compare_runs;
 use crate::output::record::Record;
 use crate::output::report::{list_runs, read_run, reports_root};
 use rand::seq::SliceRandom;

@@ -7,7 +7,9 @@
 //! top-K log-probabilities per position from its f32-KV-cache run (the run closest to an f32
 //! implementation), plus its default run (f16 KV cache, flash attention) at the same ids. The
 //! thresholds are llama.cpp against itself (default vs f32-KV, the same estimator as ours) times
-//! [`SLACK`]; they are read from the reference, never from the implementation checked.
+//! `judge::kld::SLACK`; they are read from the reference, never from the implementation
+//! checked. This module runs the model and computes the figures; the limits and the checks are
+//! the judge's (`judge::kld`).
 //!
 //! KL divergence from top-K: with P the reference's top-K probabilities p_1..p_K and the rest
 //! p_r = 1 - sum p_i, and Q ours at the same ids (q_r = 1 - sum q_i),
@@ -22,24 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::perplexity::{for_each_scored_position, OnProgress};
 use crate::error::{Error, Result};
+use crate::judge::kld::{decide, num, ok_word, Check, Decision, KldStats, Thresholds};
 use crate::models::CausalLm;
-
-/// How far past llama.cpp's own self-difference (its default run against its f32-KV run) an
-/// implementation may be: 2x its mean KLD, 2x its 99th-percentile KLD, 2x its share of
-/// positions with a different top-1 token. Chosen from llama.cpp's self-comparison before any
-/// candle implementation was measured against the reference; never loosened after a failure.
-pub const SLACK: f64 = 2.0;
-/// The perplexity ratio: |ln(ours/llama.cpp)| may exceed llama.cpp's own |ln ratio| by this
-/// many standard errors of that mean (the standard error llama.cpp prints with
-/// `Mean ln(PPL(Q)/PPL(base))`, recomputed from the reference's per-position values).
-pub const PPL_SIGMAS: f64 = 2.0;
-/// The reference's own resolution: its log-probabilities are stored with 4 decimals (each off
-/// by up to 5e-5 nats), which moves a KLD or a mean log-ratio by up to about 1e-4. A limit is
-/// never below it (where llama.cpp's two runs agree exactly, e.g. a tiny fixture model).
-pub const RESOLUTION: f64 = 1e-4;
-fn nan() -> f64 {
-    f64::NAN
-}
 
 /// Probabilities below this are taken as this (a rest mass that rounds to zero).
 const FLOOR: f64 = 1e-10;
@@ -78,49 +64,6 @@ pub struct DefaultRun {
     pub top1_id: Vec<u32>,
 }
 
-/// The gate's figures for one distribution against the reference.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KldStats {
-    pub positions: usize,
-    pub mean_kld: f64,
-    pub kld_p99: f64,
-    /// The 99.9th percentile (nearest rank: over 510 positions, the second largest): the
-    /// tail the mean and the 99th percentile do not see. NaN in verdicts written before it.
-    #[serde(default = "nan")]
-    pub kld_p999: f64,
-    pub kld_max: f64,
-    /// Positions whose most likely token is the reference's, in percent.
-    pub same_top1_percent: f64,
-    /// exp(mean NLL) over the positions, ours and the reference's.
-    pub ppl: f64,
-    pub reference_ppl: f64,
-    pub ppl_ratio: f64,
-    /// Mean of ln(p_ref(next)/p(next)) = ln(ppl ratio), and its standard error.
-    pub ln_ppl_ratio: f64,
-    pub ln_ppl_ratio_se: f64,
-    /// Positions whose logits held a NaN or an infinity (ours: any of the vocabulary's logits;
-    /// llama.cpp's: any log-probability it wrote for the position). Such a position's KLD is
-    /// not a number, so the gate fails on the count itself, naming it. Absent in verdicts
-    /// written before it was counted.
-    #[serde(default)]
-    pub non_finite_positions: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Thresholds {
-    pub max_mean_kld: f64,
-    pub max_kld_p99: f64,
-    /// The tail limit: [`SLACK`] x llama.cpp's own 99.9th-percentile KLD (added with the
-    /// held-out text, before any implementation was judged by it). NaN in verdicts written
-    /// before it.
-    #[serde(default = "nan")]
-    pub max_kld_p999: f64,
-    pub min_same_top1_percent: f64,
-    /// |ln(ppl ratio)| allowed.
-    pub max_abs_ln_ppl_ratio: f64,
-    pub how: String,
-}
-
 /// The verdict of the KL-divergence gate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KldVerdict {
@@ -136,26 +79,6 @@ pub struct KldVerdict {
     pub reference: String,
     pub corpus: String,
     pub checked_at: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Check {
-    pub name: String,
-    pub value: f64,
-    pub limit: String,
-    pub passed: bool,
-}
-
-impl Check {
-    /// `value` against an upper `limit`.
-    fn at_most(name: &str, value: f64, limit: f64) -> Check {
-        Check {
-            name: name.into(),
-            value,
-            limit: format!("<= {}", num(limit)),
-            passed: value <= limit,
-        }
-    }
 }
 
 impl KldReference {
@@ -243,21 +166,10 @@ impl KldReference {
         stats(&rows, &self.reference.target_logprob)
     }
 
-    /// The gate's limits: llama.cpp's self-comparison with [`SLACK`] and [`PPL_SIGMAS`].
+    /// The gate's limits: llama.cpp's self-comparison with `SLACK` and `PPL_SIGMAS`
+    /// (`judge::kld::thresholds`).
     pub fn thresholds(&self) -> Thresholds {
-        let s = self.self_comparison();
-        Thresholds {
-            max_mean_kld: (SLACK * s.mean_kld).max(RESOLUTION),
-            max_kld_p99: (SLACK * s.kld_p99).max(RESOLUTION),
-            max_kld_p999: (SLACK * s.kld_p999).max(RESOLUTION),
-            min_same_top1_percent: 100.0 - SLACK * (100.0 - s.same_top1_percent),
-            max_abs_ln_ppl_ratio: (s.ln_ppl_ratio.abs() + PPL_SIGMAS * s.ln_ppl_ratio_se)
-                .max(RESOLUTION),
-            how: format!(
-                "llama.cpp against itself (its default f16-KV/flash-attention run vs its f32-KV run, same positions, same top-{} estimator): {SLACK}x its mean KLD ({:.5}), {SLACK}x its 99th-percentile KLD ({:.4}), {SLACK}x its 99.9th-percentile KLD ({:.4}), {SLACK}x its share of different top-1 tokens ({:.2}%), and |ln PPL ratio| up to its own ({:.5}) plus {PPL_SIGMAS} standard errors ({:.5}); none below the reference's resolution {RESOLUTION}",
-                self.top_k, s.mean_kld, s.kld_p99, s.kld_p999, 100.0 - s.same_top1_percent, s.ln_ppl_ratio.abs(), s.ln_ppl_ratio_se
-            ),
-        }
+        crate::judge::kld::thresholds(&self.self_comparison(), self.top_k)
     }
 
     /// "llama.cpp <commit> (llama-cpp-python <version>), <date>".
@@ -394,37 +306,11 @@ pub fn run_kld_gate(
     let ours = stats(&rows, &reference.reference.target_logprob);
     let llama_cpp_self = reference.self_comparison();
     let t = reference.thresholds();
-    let checks = vec![
-        Check::at_most("mean KLD", ours.mean_kld, t.max_mean_kld),
-        Check::at_most("99th percentile KLD", ours.kld_p99, t.max_kld_p99),
-        Check::at_most("99.9th percentile KLD", ours.kld_p999, t.max_kld_p999),
-        Check {
-            name: "same top-1 %".into(),
-            value: ours.same_top1_percent,
-            limit: format!(">= {:.2}", t.min_same_top1_percent),
-            passed: ours.same_top1_percent >= t.min_same_top1_percent,
-        },
-        Check {
-            name: "PPL ratio (ours/llama.cpp)".into(),
-            value: ours.ppl_ratio,
-            limit: format!(
-                "{:.4} .. {:.4}",
-                (-t.max_abs_ln_ppl_ratio).exp(),
-                t.max_abs_ln_ppl_ratio.exp()
-            ),
-            passed: ours.ln_ppl_ratio.abs() <= t.max_abs_ln_ppl_ratio,
-        },
-        Check {
-            name: "non-finite logits (positions)".into(),
-            value: ours.non_finite_positions as f64,
-            limit: "= 0".into(),
-            passed: ours.non_finite_positions == 0,
-        },
-    ];
+    let Decision { checks, passed } = decide(&ours, &t);
     Ok(KldVerdict {
         model: label.into(),
         implementation: implementation.into(),
-        passed: checks.iter().all(|c| c.passed),
+        passed,
         ours,
         llama_cpp_self,
         thresholds: t,
@@ -468,17 +354,30 @@ pub fn reference_command(
     c
 }
 
-/// A figure for the table: 5 decimals, or 3 significant digits when smaller than 0.001.
-fn num(v: f64) -> String {
-    if v != 0.0 && v.abs() < 1e-3 {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.5}")
+/// One row of the verdict's table: a check with ours, llama.cpp against itself and the limit,
+/// each as printed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRow {
+    pub check: String,
+    pub ours: String,
+    pub llama_cpp_self: String,
+    pub limit: String,
+    pub passed: bool,
+}
+
+impl TableRow {
+    /// The row in words: `mean KLD 3.891e-7 (llama.cpp against itself 2.454e-7, limit <=
+    /// 1.000e-4)`.
+    pub fn words(&self) -> String {
+        format!(
+            "{} {} (llama.cpp against itself {}, limit {})",
+            self.check, self.ours, self.llama_cpp_self, self.limit
+        )
     }
 }
 
-/// The verdict as a table: one row per check with ours, llama.cpp against itself and the limit.
-pub fn table(v: &KldVerdict) -> String {
+/// The rows of the verdict's table, one per check.
+pub fn table_rows(v: &KldVerdict) -> Vec<TableRow> {
     let s = &v.llama_cpp_self;
     let t = &v.thresholds;
     let rows = [
@@ -499,27 +398,44 @@ pub fn table(v: &KldVerdict) -> String {
         ),
         (s.non_finite_positions as f64, "= 0".to_string()),
     ];
+    v.checks
+        .iter()
+        .zip(rows)
+        .map(|(c, (sv, limit))| {
+            let f = |x: f64| {
+                if c.name.starts_with("same") {
+                    format!("{x:.2}")
+                } else if c.name.starts_with("non-finite") {
+                    format!("{x:.0}")
+                } else {
+                    num(x)
+                }
+            };
+            TableRow {
+                check: c.name.clone(),
+                ours: f(c.value),
+                llama_cpp_self: f(sv),
+                limit,
+                passed: c.passed,
+            }
+        })
+        .collect()
+}
+
+/// The verdict as a table: one row per check with ours, llama.cpp against itself and the limit.
+pub fn table(v: &KldVerdict) -> String {
     let mut out = format!(
         "{:<28} {:>12} {:>16} {:>22} {:>4}\n",
         "check", "ours", "llama.cpp self", "limit", "ok"
     );
-    for (c, (sv, limit)) in v.checks.iter().zip(rows) {
-        let f = |x: f64| {
-            if c.name.starts_with("same") {
-                format!("{x:.2}")
-            } else if c.name.starts_with("non-finite") {
-                format!("{x:.0}")
-            } else {
-                num(x)
-            }
-        };
+    for r in table_rows(v) {
         out.push_str(&format!(
             "{:<28} {:>12} {:>16} {:>22} {:>4}\n",
-            c.name,
-            f(c.value),
-            f(sv),
-            limit,
-            if c.passed { "yes" } else { "NO" }
+            r.check,
+            r.ours,
+            r.llama_cpp_self,
+            r.limit,
+            ok_word(r.passed)
         ));
     }
     out.push_str(&format!(

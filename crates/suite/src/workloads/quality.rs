@@ -1,7 +1,8 @@
 //! The quality gate: a model's perplexity and greedy continuations against reference values
 //! from an independent implementation (llama.cpp; fixtures/reference/, made by
 //! scripts/llama-cpp-reference.sh, never by this code). A speed number counts only for a model
-//! that computes the right function.
+//! that computes the right function. This module runs the model; the rules and limits are the
+//! judge's (`judge::quality`).
 
 use std::path::Path;
 
@@ -11,20 +12,11 @@ use crate::engine::generate::{generate, Prompt};
 use crate::engine::perplexity::chunked_perplexity;
 use crate::engine::sampling::{Sampler, SamplingParams};
 use crate::error::{Error, Result};
+use crate::judge::quality::{
+    self as judge, best_agreement, near_tie, MIN_AGREEMENT, PPL_TOLERANCE,
+};
 use crate::models::quality::{PromptAgreement, Verdict};
 use crate::models::CausalLm;
-
-/// Allowed relative difference of perplexity from llama.cpp's (its f32-KV-cache run) on the
-/// same chunks. At 512 llama.cpp's own f16-KV/flash-attention default moves it by 0.02% on the
-/// current corpus (0.7% on the two-chapter corpus before it), at 1024 by 1.5%.
-pub const PPL_TOLERANCE: f64 = 0.02;
-/// Every prompt's greedy continuation must equal the reference's for at least this many tokens,
-/// unless the first difference falls on a near-tie of the reference (see [`TIE_MARGIN`]).
-pub const MIN_AGREEMENT: usize = 8;
-/// The smallest near-tie margin: a reference step whose top two logits are closer than
-/// [`Reference::tie_margin`] (at least this) is a near-tie, where another correct
-/// implementation may pick the other token.
-pub const TIE_MARGIN: f64 = 0.05;
 
 /// Which llama.cpp made a reference, from the reference file's `provenance`: "llama.cpp
 /// <commit> (llama-cpp-python <version> sdist), <date>".
@@ -111,21 +103,18 @@ impl Reference {
     /// The near-tie margin, measured from llama.cpp against itself: the largest top-1 minus
     /// top-2 logit margin (of either run) at a step where llama.cpp's two settings (f32 KV cache
     /// without flash attention; its f16-cache, flash-attention default) pick different tokens,
-    /// and at least [`TIE_MARGIN`]. A margin llama.cpp's own settings can overturn is within
-    /// the numerical noise of a correct implementation. Taken from the reference file only,
-    /// never from the implementation being checked.
+    /// and at least `judge::quality::TIE_MARGIN` ([`crate::judge::quality::tie_margin`]). A
+    /// margin llama.cpp's own settings can overturn is within the numerical noise of a correct
+    /// implementation. Taken from the reference file only, never from the implementation being
+    /// checked.
     pub fn tie_margin(&self) -> f64 {
-        self.greedy
-            .prompts
-            .iter()
-            .filter_map(|p| {
-                let d = p.llama_cpp_defaults.as_ref()?;
-                let i = agreement(&p.generated_token_ids, &d.generated_token_ids);
-                let a = p.top1_minus_top2_logit.get(i)?;
-                let b = d.top1_minus_top2_logit.get(i)?;
-                Some(a.max(*b))
-            })
-            .fold(TIE_MARGIN, f64::max)
+        judge::tie_margin(self.greedy.prompts.iter().filter_map(|p| {
+            let d = p.llama_cpp_defaults.as_ref()?;
+            let i = agreement(&p.generated_token_ids, &d.generated_token_ids);
+            let a = p.top1_minus_top2_logit.get(i)?;
+            let b = d.top1_minus_top2_logit.get(i)?;
+            Some(a.max(*b))
+        }))
     }
 
     /// "llama.cpp <commit> (llama-cpp-python <version> sdist), <date>".
@@ -160,7 +149,6 @@ pub fn run_gate(
         .ok_or_else(|| Error::Report("the reference has no perplexity run".into()))?;
     let bos = reference.corpus.token_ids.first().copied().unwrap_or(2);
     let p = chunked_perplexity(model, &reference.corpus.token_ids, run.n_ctx, Some(bos))?;
-    let rel = (p.perplexity / run.ppl - 1.0).abs();
     let tie_margin = reference.tie_margin();
     let mut prompts = Vec::new();
     for rp in &reference.greedy.prompts {
@@ -183,25 +171,10 @@ pub fn run_gate(
             .into_iter()
             .map(|(ids, margins)| {
                 let agree = agreement(&t.tokens, ids);
-                let tie = (agree < n)
-                    .then(|| margins.get(agree).copied())
-                    .flatten()
-                    .filter(|m| *m < tie_margin);
-                (agree, tie)
+                (agree, near_tie(agree, n, margins, tie_margin))
             })
             .collect();
-        let (agree, tie_margin) = judged
-            .iter()
-            .copied()
-            .find(|(a, _)| *a >= MIN_AGREEMENT.min(n))
-            .or_else(|| judged.iter().copied().find(|(_, t)| t.is_some()))
-            .unwrap_or_else(|| {
-                judged
-                    .iter()
-                    .copied()
-                    .max_by_key(|(a, _)| *a)
-                    .expect("one run")
-            });
+        let (agree, tie_margin) = best_agreement(&judged, n).expect("one run");
         prompts.push(PromptAgreement {
             prompt: rp.prompt.clone(),
             agree,
@@ -209,8 +182,8 @@ pub fn run_gate(
             tie_margin,
         });
     }
-    let perplexity_ok = rel <= PPL_TOLERANCE;
-    let passed = perplexity_ok && prompts.iter().all(|p| p.ok(MIN_AGREEMENT));
+    let perplexity_ok = judge::perplexity_ok(p.perplexity, run.ppl);
+    let passed = judge::passed(perplexity_ok, prompts.iter().map(|p| p.ok(MIN_AGREEMENT)));
     Ok(Verdict {
         model: label.into(),
         implementation: implementation.into(),
@@ -273,6 +246,6 @@ mod tests {
             &[1, 2],
             &[0.4, 0.6]
         )]));
-        assert_eq!(r.tie_margin(), TIE_MARGIN);
+        assert_eq!(r.tie_margin(), judge::TIE_MARGIN);
     }
 }

@@ -31,7 +31,9 @@ pub(super) fn index_page(
             .map(|r| r.hardware.fingerprint())
             .unwrap_or_default();
         let prof = profile(&fp);
-        let lines = summary::lines(root, dir, &records, &|id| threshold(prof.as_ref(), id));
+        let lines = summary::lines(root, dir, &records, &|id| {
+            threshold_for(prof.as_ref(), id).0
+        });
         let mine: Vec<&Record> = records.iter().filter(|r| summary::counts(r)).collect();
         let thresholds = match &prof {
             Some(p) => format!(
@@ -39,12 +41,12 @@ pub(super) fn index_page(
                 p.runs.len(),
                 esc(short(&p.build.git_commit)),
                 esc(&relative(root, &noise::path_for(root, &fp))),
-                noise::DEFAULT_THRESHOLD * 100.0
+                crate::judge::noise::DEFAULT_THRESHOLD * 100.0
             ),
             None => format!(
                 "<p class=\"note\" id=\"thresholds\">No noise thresholds were measured on this machine (<code>{}</code>): every verdict uses the default ±{:.0}%, and on a busy machine that flags changes that are only noise. Measure them with <code>modelbench noise --measure 4</code>.</p>\n",
                 esc(&fp),
-                noise::DEFAULT_THRESHOLD * 100.0
+                crate::judge::noise::DEFAULT_THRESHOLD * 100.0
             ),
         };
         summary_section(
@@ -117,7 +119,7 @@ pub(super) fn summary_section(
         .iter()
         .filter(|l| {
             l.change.as_ref().map(|c| c.outputs.verdict)
-                == Some(crate::measure::outputs::OutputVerdict::Changed)
+                == Some(crate::judge::outputs::OutputVerdict::Changed)
         })
         .count();
     let _ = writeln!(
@@ -346,7 +348,7 @@ pub(super) fn runs_table(h: &mut String, folders: &[PathBuf], rows: &[DbRow]) {
 /// The output verdict of a benchmark against its previous run as a badge (`OUTPUTS CHANGED`
 /// red, with why in its title; `same` and `within numerical noise` plain).
 pub(super) fn outputs_badge(c: &Option<crate::output::summary::Change>) -> String {
-    use crate::measure::outputs::OutputVerdict;
+    use crate::judge::outputs::OutputVerdict;
     let word = summary::outputs_cell(c);
     match c.as_ref().map(|c| (c.outputs.verdict, &c.outputs.why)) {
         Some((OutputVerdict::Changed, why)) => format!(

@@ -26,10 +26,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::judge::noise::{threshold_for, NoiseProfile};
+use crate::judge::speed::{judge, Verdict, RESAMPLES, SEED};
 use crate::measure::stats::bootstrap_median_ci;
-use crate::output::compare::{judge, Verdict, RESAMPLES, SEED};
 use crate::output::db::{Db, DbTarget};
-use crate::output::noise::{self, NoiseProfile};
+use crate::output::noise;
 use crate::output::record::{Kind, Record};
 use crate::output::runs::{list_runs, read_run};
 use crate::output::summary::{self, Change, Line};
@@ -80,19 +81,6 @@ pub fn bench_id(r: &Record) -> String {
         format!("{}/{}-{}", r.scenario, r.device, r.dtype)
     } else {
         r.id.clone()
-    }
-}
-
-/// The noise threshold of benchmark `id` with a machine's profile: the rule of
-/// `harness::noise_threshold` (peak-bytes groups are deterministic: the floor; else the
-/// profile's measured threshold, else the default).
-pub fn threshold(profile: Option<&NoiseProfile>, id: &str) -> f64 {
-    if id.starts_with("checkpoint_memory/") {
-        return noise::FLOOR;
-    }
-    match profile {
-        Some(p) => p.threshold(id).0,
-        None => noise::DEFAULT_THRESHOLD,
     }
 }
 
@@ -188,15 +176,9 @@ impl Cache {
         key: String,
         f: impl FnOnce() -> (Verdict, Option<(f64, f64)>),
     ) -> (Verdict, Option<(f64, f64)>) {
+        // The verdict as its serde name (`insufficient-samples`), the interval.
         let parse = |v: &serde_json::Value| -> Option<(Verdict, Option<(f64, f64)>)> {
-            let verdict = match v.get(0)?.as_str()? {
-                "regression" => Verdict::Regression,
-                "improvement" => Verdict::Improvement,
-                "unchanged" => Verdict::Unchanged,
-                "insufficient-samples" => Verdict::InsufficientSamples,
-                "undecided" => Verdict::Undecided,
-                _ => return None,
-            };
+            let verdict = serde_json::from_value(v.get(0)?.clone()).ok()?;
             Some((verdict, serde_json::from_value(v.get(1)?.clone()).ok()?))
         };
         if let Some(v) = self.map.get(&key).and_then(parse) {
@@ -359,7 +341,7 @@ fn benches<'a>(
                 .map(|p| p.row);
             let change = prev.map(|prev| {
                 // Noise profiles are stored per hardware fingerprint.
-                let t = threshold(profile(&r.record.hardware.fingerprint()).as_ref(), &id);
+                let t = threshold_for(profile(&r.record.hardware.fingerprint()).as_ref(), &id).0;
                 let (verdict, ci) = cache.judged(
                     format!(
                         "v|{}|{}|{}|{}|{machine}|{t}",
@@ -373,7 +355,7 @@ fn benches<'a>(
                     ci,
                     verdict,
                     threshold: t,
-                    outputs: crate::measure::outputs::judge(
+                    outputs: crate::judge::outputs::judge(
                         prev.record.outputs.as_ref(),
                         r.record.outputs.as_ref(),
                     ),
@@ -455,14 +437,10 @@ fn day_time(ts: &str) -> String {
     t.chars().take(16).collect()
 }
 
-/// The CSS class and word of a verdict.
+/// The CSS class and word of a verdict (`judge::speed::Verdict::words`).
 fn verdict_badge(c: &Option<Change>) -> (&'static str, &'static str) {
-    match c.as_ref().map(|c| c.verdict) {
-        Some(Verdict::Regression) => ("slower", "SLOWER"),
-        Some(Verdict::Improvement) => ("faster", "faster"),
-        Some(Verdict::Unchanged) => ("noise", "within noise"),
-        Some(Verdict::InsufficientSamples) => ("", "too few samples"),
-        Some(Verdict::Undecided) => ("noise", "undecided (within run-to-run noise)"),
+    match c.as_ref().map(|c| c.verdict.words()) {
+        Some(w) => (w.class, w.badge),
         None => ("", "first run here"),
     }
 }

@@ -306,12 +306,13 @@ pub(super) fn paired_row(p: &PairedRun, r: &serde_json::Value, prefix: &str) -> 
             .unwrap_or_default()
     };
     let verdict = s(r.get("verdict"));
-    let class = match verdict.as_str() {
-        "Regression" => "slower",
-        "Improvement" => "faster",
-        "Unchanged" => "noise",
-        _ => "",
-    };
+    // The stored word read back (`judge::paired::PairedVerdict`), coloured as the speed verdict
+    // it reads as; an open one (Undecided, too few pairs) or an unknown word has no colour.
+    let class = verdict
+        .parse::<crate::judge::paired::PairedVerdict>()
+        .ok()
+        .and_then(|v| v.speed())
+        .map_or("", |v| v.words().class);
     // `ci` (with `confidence`) since the sequential design; `ci95` in older folders.
     let ci = r
         .get("ci")
