@@ -72,6 +72,15 @@ pub(super) static FAMILY: GgufFamily = GgufFamily {
     }],
 };
 
+/// The fixture's q/k weights are scaled by this beyond the writer's sharpening: with the
+/// writer's alone (and q/k biases of std 0.5) NeoX RoPE in place of the interleaved one moved
+/// the fixture's logits by a mean KLD of 5e-8 and its PPL ratio to 1.00025 (limit 1.00022):
+/// a negative control that failed by a hair; with this scale (and q/k biases of std 0.1) it
+/// fails at a PPL ratio of 1.00122 against 0.99972 .. 1.00028 (its KLD, 4.1e-7, stays under
+/// the gate's 1e-4 floor), while the right model gives 1.00000 and a mean KLD of 9.7e-9
+/// (measured 2026-11-27).
+pub const QK: f64 = 3.0;
+
 /// The Llama fixture as a StarCoder2 file as llama.cpp's converter writes one
 /// (StarCoder2Model): `starcoder2.*` keys with `attention.layer_norm_epsilon` (LayerNorm, not
 /// RMS), no `rope.freq_base` (10000 by default) and no `attention.key_length` /
@@ -79,9 +88,11 @@ pub(super) static FAMILY: GgufFamily = GgufFamily {
 /// (the writer sharpens q/k), `attn_output`, `ffn_up`, `ffn_down` with biases, `attn_norm`
 /// and `ffn_norm` with biases, no `ffn_gate` (a GELU MLP); the final norm's bias; the logits
 /// as the base has them (no `output.bias`). Biases are seeded (std 0.5: a model that dropped
-/// them computes visibly different logits).
+/// them computes visibly different logits), q/k's smaller and q/k's weights scaled by
+/// [`QK`] beyond the writer's sharpening, so that positions matter to the logits.
 fn fixture(p: &mut Parts) -> Result<()> {
     p.retarget("llama", "starcoder2");
+    let qk_std = 0.1;
     let eps = p
         .metadata
         .iter()
@@ -109,8 +120,12 @@ fn fixture(p: &mut Parts) -> Result<()> {
     };
     for l in 0..p.cfg_u("num_hidden_layers") {
         let n = |x: &str| format!("blk.{l}.{x}");
-        p.put(n("attn_q.bias"), bias(hidden)?);
-        p.put(n("attn_k.bias"), bias(kv)?);
+        let q = (p.take(&n("attn_q.weight"))? * QK)?;
+        p.put(n("attn_q.weight"), q);
+        let k = (p.take(&n("attn_k.weight"))? * QK)?;
+        p.put(n("attn_k.weight"), k);
+        p.put(n("attn_q.bias"), (bias(hidden)? * (qk_std / 0.5))?);
+        p.put(n("attn_k.bias"), (bias(kv)? * (qk_std / 0.5))?);
         p.put(n("attn_v.bias"), bias(kv)?);
         p.put(n("attn_output.bias"), bias(hidden)?);
         p.put(n("attn_norm.bias"), bias(hidden)?);
