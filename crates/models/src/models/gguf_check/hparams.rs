@@ -1,8 +1,14 @@
 //! The checks of [`super::check_arch`]: hyper-parameters read as llama.cpp reads them, the
 //! tensors an architecture expects with the shapes they imply, and the file against them.
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+
+use super::{arch_spec, bad};
+use crate::error::Result;
+use crate::models::families::spec::*;
 
 /// The hyper-parameters the shapes are computed from (read and range-checked).
 #[derive(Debug, Clone, Default)]

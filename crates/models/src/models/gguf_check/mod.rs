@@ -23,11 +23,11 @@
 //! Y`), which the CLI turns into exit status 2. docs/gguf-validation.md lists the checks beside
 //! llama.cpp's.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
 
 use crate::error::{one_line, Error, Result};
@@ -35,8 +35,6 @@ use crate::error::{one_line, Error, Result};
 mod hparams;
 pub use crate::models::families::spec::*;
 pub use hparams::*;
-#[allow(unused_imports)]
-use hparams::*;
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::weights(path.display(), reason)
@@ -602,6 +600,7 @@ pub fn guard<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::gguf_file::Value;
 
     fn content(md: Vec<(&str, Value)>, tensors: Vec<(String, Vec<usize>)>) -> Content {
         use candle_core::quantized::gguf_file::{TensorInfo, VersionedMagic};
