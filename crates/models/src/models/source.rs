@@ -70,7 +70,19 @@ pub const WEIGHT_SEED: u64 = 0x5EED_0001;
 const FIXTURE_FORMAT: &str = "modelbench-fixture-v1";
 pub const FIXTURE_ORG: &str = "modelbench";
 
-pub const SOURCES_HELP: &str = "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<llama|llama3|qwen2|qwen3|gemma3|mixtral|qwen3moe|glm4|phi3|phi2|lfm2|starcoder2>>[?impl=modelbench|candle-transformers], or a directory with config.json + *.safetensors";
+/// The model references the suite takes, for messages and `modelbench list` (the GGUF fixtures
+/// and implementations from the family table).
+pub fn sources_help() -> String {
+    let fixtures: Vec<&str> = crate::models::families::GGUF_FAMILIES
+        .iter()
+        .flat_map(|f| f.fixtures.iter().map(|x| x.name))
+        .collect();
+    format!(
+        "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<{}>>[?impl={}], or a directory with config.json + *.safetensors",
+        fixtures.join("|"),
+        crate::models::quantized::GgufImpl::ALLOWED.replace(", ", "|")
+    )
+}
 
 /// Where scripts/fetch-offline-models.sh installs the real tokenizers, per family.
 pub const REAL_TOKENIZERS: [(Family, &str); 3] = [
@@ -113,7 +125,10 @@ impl ModelRef {
             reason,
         };
         if s.is_empty() {
-            return Err(bad(format!("empty model reference; use {SOURCES_HELP}")));
+            return Err(bad(format!(
+                "empty model reference; use {}",
+                sources_help()
+            )));
         }
         if let Some(f) = s.strip_prefix("fixture:") {
             let fam: Family = f.parse().map_err(bad)?;
@@ -153,7 +168,10 @@ impl ModelRef {
             return Ok(ModelRef::Dir(PathBuf::from(s)));
         }
         if s.contains(':') {
-            return Err(bad(format!("unknown source prefix; use {SOURCES_HELP}")));
+            return Err(bad(format!(
+                "unknown source prefix; use {}",
+                sources_help()
+            )));
         }
         let (repo, revision) = match s.split_once('@') {
             Some((r, rev)) if !rev.is_empty() => (r, rev),
@@ -172,7 +190,8 @@ impl ModelRef {
                 revision: revision.to_string(),
             }),
             _ => Err(bad(format!(
-                "not a hub id (owner/name) nor an existing directory; use {SOURCES_HELP}"
+                "not a hub id (owner/name) nor an existing directory; use {}",
+                sources_help()
             ))),
         }
     }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::engine::scenario::{Scenario, Tier};
-use crate::models::source::{fixture_cache_dir, hub_cache_dir, offline, SOURCES_HELP, SYNTHETIC};
+use crate::models::source::{fixture_cache_dir, hub_cache_dir, offline, sources_help, SYNTHETIC};
 
 pub fn list() -> crate::Result<()> {
     println!("Scenarios (prompt/new tokens, sampling):");
@@ -34,7 +34,7 @@ pub fn list() -> crate::Result<()> {
                 .join(", gguf:fixture:")
         );
     }
-    println!("\nModel sources: {SOURCES_HELP}");
+    println!("\nModel sources: {}", sources_help());
     println!(
         "  synthetic shapes: {}",
         SYNTHETIC

@@ -10,25 +10,25 @@ use candle_core::DType;
 use crate::engine::scenario::{Scenario, Tier, SCENARIO_NAMES};
 use crate::error::{Error, Result};
 use crate::measure::device::{parse_dtype, DeviceSpec, DTYPES_ALLOWED};
-use crate::models::source::{ModelRef, SOURCES_HELP};
+use crate::models::source::{sources_help, ModelRef};
 
 pub fn parse_models(list: &str, knob: &str) -> Result<Vec<(String, ModelRef)>> {
     let mut out = Vec::new();
     for m in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-        let r =
-            ModelRef::parse(m).map_err(|e| Error::knob(knob, list, e.to_string(), SOURCES_HELP))?;
+        let r = ModelRef::parse(m)
+            .map_err(|e| Error::knob(knob, list, e.to_string(), sources_help()))?;
         if out.iter().any(|(l, _): &(String, ModelRef)| l == m) {
             return Err(Error::knob(
                 knob,
                 list,
                 format!("`{m}` is listed twice"),
-                SOURCES_HELP,
+                sources_help(),
             ));
         }
         out.push((m.to_string(), r));
     }
     if out.is_empty() {
-        return Err(Error::knob(knob, list, "no models", SOURCES_HELP));
+        return Err(Error::knob(knob, list, "no models", sources_help()));
     }
     Ok(out)
 }
