@@ -652,7 +652,9 @@ fn rewrite_vocab(
     dst: &Path,
     edit: impl FnOnce(&mut std::collections::HashMap<String, Value>),
 ) {
-    let mut f = std::fs::File::open(src).unwrap();
+    // Buffered both ways: candle reads and writes field by field, and a vocabulary is a few
+    // hundred thousand strings (unbuffered, one name's copy took about a second of syscalls).
+    let mut f = std::io::BufReader::new(std::fs::File::open(src).unwrap());
     let ct = gguf_file::Content::read(&mut f).unwrap();
     assert!(
         ct.tensor_infos.is_empty(),
@@ -662,8 +664,9 @@ fn rewrite_vocab(
     let mut md = ct.metadata.clone();
     edit(&mut md);
     let mdr: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut w = std::fs::File::create(dst).unwrap();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(dst).unwrap());
     gguf_file::write(&mut w, &mdr, &[]).unwrap();
+    std::io::Write::flush(&mut w).unwrap();
 }
 
 /// The first index where two id lists differ, with a little context, for the failure text.

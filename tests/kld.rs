@@ -262,23 +262,33 @@ fn fast_weights_fallback_is_labelled_apart_and_passes_the_kld_gate() {
 /// 0.99843: passes (552 s); with the project's, `modelbench verify`: 1.02e-3, same top-1
 /// 98.24%, PPL ratio 1.00171: passes.
 #[test]
-fn real_qwen2_and_llama_files_pass_the_kld_gate() {
-    const REAL: &[(&str, &str)] = &[
-        (
-            "gguf:modelbench-offline/SmolLM2-135M-Instruct-GGUF",
-            "fixtures/reference/SmolLM2-135M-Instruct.Q4_1.ruth.kld.json",
-        ),
-        (
-            "gguf:modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF",
-            "fixtures/reference/Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.ruth.kld.json",
-        ),
-    ];
-    for (label, reference) in REAL {
-        let Some((v, _)) = gate_on(label, None, reference) else {
-            return;
-        };
-        assert!(v.passed, "{label} fails the KLD gate:\n{}", table(&v));
-    }
+fn real_qwen2_file_passes_the_kld_gate() {
+    real_file_passes(
+        "gguf:modelbench-offline/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+        "fixtures/reference/Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.ruth.kld.json",
+    );
+}
+
+/// SmolLM2-135M Q4_1 through candle's quantized path. Out of CI's per-commit run since
+/// 2026-11-28: candle 0.11.1 has no SIMD kernel for Q4_1, so its 1,024 positions took 150-350
+/// s of every CI run, the largest single test; the same file's numerics stay gated per commit
+/// through the f32 path (`dequantized_real_llama_passes_the_gate_and_its_permuted_copy_fails`,
+/// the same reference) and the llama family's quantized path on its fixture
+/// (tests/families.rs). Run with `cargo test --test kld -- --ignored real_llama_q4_1`.
+#[test]
+#[ignore = "candle has no SIMD Q4_1 kernel: 150-350 s on 2 cores, over CI's per-commit budget; run with --ignored"]
+fn real_llama_q4_1_file_passes_the_kld_gate() {
+    real_file_passes(
+        "gguf:modelbench-offline/SmolLM2-135M-Instruct-GGUF",
+        "fixtures/reference/SmolLM2-135M-Instruct.Q4_1.ruth.kld.json",
+    );
+}
+
+fn real_file_passes(label: &str, reference: &str) {
+    let Some((v, _)) = gate_on(label, None, reference) else {
+        return;
+    };
+    assert!(v.passed, "{label} fails the KLD gate:\n{}", table(&v));
 }
 
 /// The non-quantized path on a real Llama-architecture file: SmolLM2-135M Q4_1 written as a

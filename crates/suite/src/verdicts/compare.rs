@@ -179,6 +179,7 @@ fn profile_flagged(flagged: &[&Row], (base, new): Commits) -> Result<()> {
         .join(format!("{}-profile", crate::util::time::stamp()));
     std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
     let mut lines = format!("per-op profiles: base {nb}, new {nn}\n");
+    let mut flames = super::profile::Flames::default();
     for r in flagged {
         let Ok(sc) = crate::engine::scenario::Scenario::by_name(&r.scenario) else {
             let l = format!("{}: no profile (not a generation scenario)", r.id);
@@ -189,6 +190,7 @@ fn profile_flagged(flagged: &[&Row], (base, new): Commits) -> Result<()> {
         };
         let tag = format!("{}-decode", sc.name);
         let l = super::profile::profile(
+            &mut flames,
             (&eb, &en),
             None,
             &r.model,

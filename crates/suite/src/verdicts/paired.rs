@@ -586,6 +586,7 @@ pub fn profile_regressions(
 ) -> Result<String> {
     let scen = scenarios(&o.suite)?;
     let mut profiles = String::new();
+    let mut flames = super::profile::Flames::default();
     for m in metrics
         .iter()
         .filter(|m| m.verdict == PairedVerdict::Regression)
@@ -603,6 +604,7 @@ pub fn profile_regressions(
             continue;
         }
         let line = super::profile::profile(
+            &mut flames,
             (ea, eb),
             o.inject.as_deref(),
             &o.model,

@@ -15,6 +15,7 @@ use crate::Result;
 /// enumerate) gives a line saying so instead.
 #[allow(clippy::too_many_arguments)]
 pub fn profile(
+    flames: &mut Flames,
     (base_exe, new_exe): (&Path, &Path),
     inject: Option<&str>,
     model: &str,
@@ -63,8 +64,47 @@ pub fn profile(
             Ok((b, n)) => format!("{what}: {}", ops::grew_most_line(&b, &n, threshold)),
             Err(e) => format!("{what}: not available ({e:#})"),
         };
-    let flame = flame_graphs((base_exe, new_exe), inject, model, scenario, dir, tag);
+    let flame = match flames.reuse(model, scenario, dir, tag) {
+        Some(line) => line,
+        None => {
+            let line = flame_graphs((base_exe, new_exe), inject, model, scenario, dir, tag);
+            flames
+                .0
+                .push((model.into(), scenario.into(), tag.into(), line.clone()));
+            line
+        }
+    };
     format!("{ops_line}\nflame graphs of {tag}: {flame}")
+}
+
+/// The flame graphs drawn so far in one comparison, by model and scenario: a flame graph is of
+/// `run --scenario S` (both phases), so a scenario flagged in prefill and in decode is sampled
+/// once and its files copied under the second tag (two `perf record` runs and a `perf script`
+/// each saved, about 45 s of fixture:gemma3's short scenario on the 2-core VM).
+#[derive(Default)]
+pub struct Flames(Vec<(String, String, String, String)>);
+
+impl Flames {
+    /// The line for `tag` when `model`'s `scenario` was already drawn (its files copied to
+    /// `tag`'s names), or None where it was not, or was not available, or a copy failed.
+    fn reuse(&self, model: &str, scenario: &str, dir: &Path, tag: &str) -> Option<String> {
+        let (_, _, first, line) = self
+            .0
+            .iter()
+            .find(|(m, s, _, l)| m == model && s == scenario && !l.starts_with("not available"))?;
+        for side in ["base", "new"] {
+            for ext in ["svg", "folded"] {
+                std::fs::copy(
+                    dir.join(format!("flame-{first}-{side}.{ext}")),
+                    dir.join(format!("flame-{tag}-{side}.{ext}")),
+                )
+                .ok()?;
+            }
+        }
+        Some(format!(
+            "the perf runs of {first} (one run of scenario {scenario} covers both phases), copied as flame-{tag}-base/new.svg: {line}"
+        ))
+    }
 }
 
 /// Why `perf` cannot sample here (None: it can): one `perf record -e cpu-clock` of `true`.
@@ -136,8 +176,12 @@ pub fn flame_graphs(
                         .unwrap_or("no message")
                 );
             }
+            // `--no-inline`: an inlined function's samples count in the function it was
+            // inlined into. With inline frames resolved (perf 6.1 runs addr2line per frame)
+            // one side of fixture:llama's short scenario took 55 s of `perf script` on the
+            // 2-core VM, against 0.65 s without (2026-11-28).
             let script = std::process::Command::new("perf")
-                .args(["script", "-i"])
+                .args(["script", "--no-inline", "-i"])
                 .arg(&data)
                 .output()
                 .map_err(|e| fail!("{name}: cannot start perf script: {e}"))?;
