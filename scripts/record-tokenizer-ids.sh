@@ -62,7 +62,7 @@ doc = {
         "script": "scripts/record-tokenizer-ids.sh",
         "recorded_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "files": {k: os.path.basename(v) for k, v in files.items()},
-        "fixture_note": "the gguf:fixture:* files are written by crates/models/src/models/gguf_fixture.rs (v3); changing their vocabulary makes these ids stale, and the test then fails until they are recorded again",
+        "fixture_note": "the gguf:fixture:* files are written by crates/models/src/models/families/fixture.rs (v3); changing their vocabulary makes these ids stale, and the test then fails until they are recorded again",
     },
     "texts": texts,
     "ids": out,

@@ -13,10 +13,10 @@ use batched::{alone_and_batched, assert_bit_equal, chunks_of, failed_step, max_d
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
 use modelbench::models::batched::BatchedLm;
-use modelbench::models::gemma3_quantized::{Batched, ModelWeights, SeqCache, SeqStep};
-use modelbench::models::loading::open;
 use modelbench::models::own_weights;
-use modelbench::models::source::ModelRef;
+use modelbench::models::quantized::gemma3::{Batched, ModelWeights, SeqCache, SeqStep};
+use modelbench::models::sources::loading::open;
+use modelbench::models::sources::ModelRef;
 use modelbench::models::CausalLm;
 
 const REAL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";

@@ -17,9 +17,9 @@ use candle_core::{DType, Device};
 use serde_json::{json, Value};
 
 use modelbench::engine::scenario::prepare;
-use modelbench::models::loading::open;
-use modelbench::models::source::{ModelRef, Resolved};
-use modelbench::models::tokenizer::{bos_id, load};
+use modelbench::models::sources::loading::open;
+use modelbench::models::sources::{ModelRef, Resolved};
+use modelbench::models::tokenizers::{bos_id, load};
 use modelbench::models::{Family, Weights};
 use modelbench::serving::chat::{chat_prompt, check_messages, ChatFormat};
 use modelbench::serving::server::{self, Options, Running};

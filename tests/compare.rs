@@ -303,8 +303,12 @@ fn compare_flags_a_truly_slower_run_and_not_a_rerun() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("mid-llama");
     std::fs::create_dir_all(&model).unwrap();
-    modelbench::models::source::write_fixture(modelbench::models::Family::Llama, MID_LLAMA, &model)
-        .unwrap();
+    modelbench::models::sources::write_fixture(
+        modelbench::models::Family::Llama,
+        MID_LLAMA,
+        &model,
+    )
+    .unwrap();
     let reports = tmp.path().join("reports");
     let fast = run(&reports, &model, "fast", "2");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

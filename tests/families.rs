@@ -24,8 +24,9 @@ use std::path::Path;
 use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{Device, Tensor};
 use gguf_file::Value;
-use modelbench::models::llama_quantized::{ModelWeights, Wrong};
-use modelbench::models::quantized::{load_with, GgufImpl};
+use modelbench::models::families::GgufImpl;
+use modelbench::models::quantized::llama::{ModelWeights, Wrong};
+use modelbench::models::sources::gguf::load_with;
 use modelbench::models::{families, own_weights, CausalLm, ModelMeta};
 use modelbench::workloads::kld::{run_kld_gate, table, KldReference};
 
@@ -354,11 +355,11 @@ fn gemma3_fixture_matches_llama_cpp() {
 /// A bias tensor the project's implementation would not apply is refused in one line naming
 /// it, not run as a model without it: the qwen2 fixture with `blk.0.attn_v.bias` renamed to
 /// `blk.0.attn_output.bias` (Qwen2 has q/k/v biases only), and the same file unchanged runs.
-/// The file checks (`gguf_check`: a tensor no model of the family reads) refuse it first; the
+/// The file checks (`families::check`: a tensor no model of the family reads) refuse it first; the
 /// implementation refuses such a file by itself too (`ModelWeights::from_gguf`, below).
 #[test]
 fn a_bias_the_implementation_does_not_apply_is_refused() {
-    let src = modelbench::models::source::gguf_fixture_named("qwen2").unwrap();
+    let src = modelbench::models::sources::gguf_fixture_named("qwen2").unwrap();
     let dst = mutated_path(&src, "qwen2-output-bias");
     write_mutated(&src, &dst, |_, ts| {
         let t = ts
@@ -435,7 +436,7 @@ fn files_candle_refuses_run_on_the_project_implementation() {
         return;
     }
     for (name, what, f, names) in CANDLE_REFUSES {
-        let src = modelbench::models::source::gguf_fixture_named(name).unwrap();
+        let src = modelbench::models::sources::gguf_fixture_named(name).unwrap();
         let dst = mutated_path(&src, &format!("{name}-candle-refuses"));
         write_mutated(&src, &dst, *f);
         let err = match load_with(&dst, CANDLE, &Device::Cpu, Some(N_CTX)) {
@@ -471,7 +472,7 @@ fn files_candle_refuses_run_on_the_project_implementation() {
 /// project's implementation, which applies the factors.
 #[test]
 fn llama3_files_run_on_the_implementation_that_applies_rope_freqs() {
-    let path = modelbench::models::source::gguf_fixture_named("llama3").unwrap();
+    let path = modelbench::models::sources::gguf_fixture_named("llama3").unwrap();
     let err = match load_with(&path, CANDLE, &Device::Cpu, Some(64)) {
         Ok(_) => panic!("candle-transformers' quantized_llama accepted rope_freqs.weight"),
         Err(e) => e.to_string(),
@@ -510,7 +511,7 @@ fn glm4_fixture_matches_llama_cpp() {
 fn qwen3moe_fixture_matches_llama_cpp() {
     // What a decode step reads: the file's tensors, of the experts 2 of 8 (the fixture's
     // 8 experts of 32 rows, Q8_0: 34 bytes a block of 32).
-    let path = modelbench::models::source::gguf_fixture_named("qwen3moe").unwrap();
+    let path = modelbench::models::sources::gguf_fixture_named("qwen3moe").unwrap();
     let m = load_with(&path, None, &Device::Cpu, Some(64)).unwrap();
     let meta = m.meta();
     assert_eq!(meta.experts, Some((8, 2)));
@@ -585,7 +586,7 @@ fn qwen3moe_fixture_matches_llama_cpp() {
 /// this fails: drop `split_stacked_experts` then.
 #[test]
 fn candle_quantized_llama_reads_experts_only_per_expert() {
-    let path = modelbench::models::source::gguf_fixture_named("mixtral").unwrap();
+    let path = modelbench::models::sources::gguf_fixture_named("mixtral").unwrap();
     let mut f = std::fs::File::open(&path).unwrap();
     let ct = gguf_file::Content::read(&mut f).unwrap();
     let e = match candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
@@ -913,7 +914,7 @@ fn phi2_gap_is_ggml_f16_gelu() {
 #[test]
 fn candle_lfm2_conv_state_bugs_are_routed_around() {
     use candle_transformers::models::quantized_lfm2::ModelWeights;
-    let path = modelbench::models::source::gguf_fixture_named("lfm2").unwrap();
+    let path = modelbench::models::sources::gguf_fixture_named("lfm2").unwrap();
     let raw = || {
         let mut f = std::fs::File::open(&path).unwrap();
         let ct = gguf_file::Content::read(&mut f).unwrap();

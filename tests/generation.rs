@@ -41,12 +41,13 @@ fn greedy_and_seeded_sampling_reproduce() {
         let mut m = fixture(fam);
         let vocab = m.model.meta().vocab;
         let prompt = Prompt::Ids(prompt_ids(32, vocab, 7, 0));
-        let run = |m: &mut modelbench::models::loading::Loaded, p: SamplingParams, seed| {
-            let mut s = Sampler::new(p, seed);
-            generate(m.model.as_mut(), &prompt, 24, &mut s, None)
-                .unwrap()
-                .tokens
-        };
+        let run =
+            |m: &mut modelbench::models::sources::loading::Loaded, p: SamplingParams, seed| {
+                let mut s = Sampler::new(p, seed);
+                generate(m.model.as_mut(), &prompt, 24, &mut s, None)
+                    .unwrap()
+                    .tokens
+            };
         let greedy = SamplingParams::GREEDY;
         assert_eq!(
             run(&mut m, greedy, 1),

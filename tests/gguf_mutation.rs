@@ -8,7 +8,7 @@
 //! the field or tensor.
 //!
 //! The layout of the files is parsed here, independently of the code under test
-//! (crates/models/src/models/gguf_check/), from the GGUF spec.
+//! (crates/models/src/models/gguf/check.rs and families/check.rs), from the GGUF spec.
 //!
 //! `cargo test --test gguf_mutation` runs a few hundred cases; the long run
 //! (`cargo test --test gguf_mutation -- --ignored --nocapture long_run`) 6,000; the real Gemma
@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use modelbench::engine::scenario::prepare;
-use modelbench::models::source::ModelRef;
-use modelbench::models::{gguf_tokenizer, quantized, CausalLm, Weights};
+use modelbench::models::sources::ModelRef;
+use modelbench::models::{gguf, sources, tokenizers, CausalLm, Weights};
 
 #[path = "gguf_mutation/layout.rs"]
 mod layout;
@@ -413,10 +413,11 @@ fn run_one(path: &Path, limit: Duration) -> Outcome {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let r = std::panic::catch_unwind(|| -> modelbench::error::Result<()> {
-            let mut m: Box<dyn CausalLm> = quantized::load_with(&p, None, &Device::Cpu, Some(64))?;
-            let ct = quantized::read_header(&p)?;
-            if gguf_tokenizer::has_tokenizer(&ct) {
-                gguf_tokenizer::from_content(&p, &ct)?;
+            let mut m: Box<dyn CausalLm> =
+                sources::gguf::load_with(&p, None, &Device::Cpu, Some(64))?;
+            let ct = gguf::check::read_header(&p)?;
+            if tokenizers::gguf::has_tokenizer(&ct) {
+                tokenizers::gguf::from_content(&p, &ct)?;
             }
             m.forward(&[1, 2], 0)?;
             Ok(())
@@ -703,7 +704,7 @@ fn real_gemma3_each_named_class_is_refused_naming_the_field() {
 
 /// Load time of the real Gemma 3 270M before and after validation, as a paired comparison:
 /// `old` is main 0e845c9's path (candle's reader on the unbuffered file, then the project's
-/// Gemma 3 built from it, as `load_with` did), `new` is `quantized::load_with` (bounded scan,
+/// Gemma 3 built from it, as `load_with` did), `new` is `sources::gguf::load_with` (bounded scan,
 /// buffered candle read, architecture checks, guarded build). Runs alternate (ABBA order) so
 /// drift cancels; prints the mean of each and the mean paired difference with its 95%
 /// t-interval. Not a pass/fail check: `cargo test --release --test gguf_mutation -- --ignored
@@ -732,8 +733,8 @@ fn load_time_paired() {
         } else {
             candle_core::quantized::gguf_file::Content::read(&mut f).unwrap()
         };
-        let meta = quantized::describe_impl(p, &ct, cap, None).unwrap();
-        let m = modelbench::models::gemma3_quantized::ModelWeights::from_gguf(
+        let meta = sources::gguf::describe_impl(p, &ct, cap, None).unwrap();
+        let m = modelbench::models::quantized::gemma3::ModelWeights::from_gguf(
             ct,
             &mut f,
             &Device::Cpu,
@@ -746,7 +747,7 @@ fn load_time_paired() {
     };
     let new = |p: &Path| -> f64 {
         let t = Instant::now();
-        let m = quantized::load_with(p, None, &Device::Cpu, cap).unwrap();
+        let m = sources::gguf::load_with(p, None, &Device::Cpu, cap).unwrap();
         let s = t.elapsed().as_secs_f64();
         drop(m);
         s
@@ -811,7 +812,12 @@ fn open_dir(d: &Path) -> Result<(), String> {
     let r = ModelRef::parse(&s).map_err(|e| e.to_string())?;
     prepare(&s, &r, &[])
         .and_then(|res| {
-            modelbench::models::loading::open(res, &Device::Cpu, candle_core::DType::F32, Some(64))
+            modelbench::models::sources::loading::open(
+                res,
+                &Device::Cpu,
+                candle_core::DType::F32,
+                Some(64),
+            )
         })
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -898,16 +904,17 @@ fn real_files_pass_the_checks_and_run() {
                 ),
             );
         };
-        let ct = modelbench::models::gguf_check::validate_gguf(&path)
+        let ct = modelbench::models::families::check::validate_gguf(&path)
             .unwrap_or_else(|e| panic!("{label}: {e}"));
-        let (h, expected) = modelbench::models::gguf_check::expected_tensors(arch, &ct).unwrap();
+        let (h, expected) =
+            modelbench::models::families::check::expected_tensors(arch, &ct).unwrap();
         eprintln!(
             "{label}: {arch}, {} blocks, {} tensors expected (optional ones absent allowed), {} in the file",
             h.n_layer,
             expected.len(),
             ct.tensor_infos.len()
         );
-        let mut m = quantized::load_with(&path, None, &Device::Cpu, Some(64))
+        let mut m = sources::gguf::load_with(&path, None, &Device::Cpu, Some(64))
             .unwrap_or_else(|e| panic!("{label}: {e}"));
         let logits = m.forward(&[1, 2], 0).unwrap();
         let v: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
-use modelbench::models::loading::open;
-use modelbench::models::source::{resolve_in, HubEnv, ModelRef};
-use modelbench::models::{gguf_tokenizer, quantized, tokenizer, Family};
+use modelbench::models::sources::loading::open;
+use modelbench::models::sources::{resolve_in, HubEnv, ModelRef};
+use modelbench::models::{gguf, sources, tokenizers, Family};
 
 use common::rewrite;
 
@@ -63,7 +63,7 @@ fn expected(r: &Recorded, file: &str) -> Option<Vec<Vec<u32>>> {
 
 /// Every text through `tok` as llama-tokenize runs it (add_special = the file's add_bos_token
 /// through the template, special tokens parsed), against the recorded ids.
-fn compare(name: &str, tok: &tokenizers::Tokenizer, r: &Recorded, want: &[Vec<u32>]) {
+fn compare(name: &str, tok: &::tokenizers::Tokenizer, r: &Recorded, want: &[Vec<u32>]) {
     assert_eq!(want.len(), r.texts.len(), "{name}: recorded rows");
     let mut bad = Vec::new();
     for (text, want) in r.texts.iter().zip(want) {
@@ -89,12 +89,12 @@ fn fixture_tokenizers_give_llama_cpp_ids() {
     let r = recorded();
     for fam in [Family::Llama, Family::Qwen3, Family::Gemma3] {
         let name = format!("gguf:fixture:{fam}");
-        let path = modelbench::models::source::gguf_fixture(fam).unwrap();
+        let path = modelbench::models::sources::gguf_fixture(fam).unwrap();
         assert!(
             !path.with_file_name("tokenizer.json").exists(),
             "{name}: the fixture's tokenizer must come from its metadata"
         );
-        let tok = tokenizer::load(&path).unwrap();
+        let tok = tokenizers::load(&path).unwrap();
         let want = expected(&r, &name).unwrap_or_else(|| panic!("no ids recorded for {name}"));
         compare(&name, &tok, &r, &want);
     }
@@ -109,24 +109,24 @@ fn bos_follows_add_bos_token() {
         (Family::Qwen3, None),
         (Family::Gemma3, Some(2)),
     ] {
-        let path = modelbench::models::source::gguf_fixture(fam).unwrap();
-        let tok = tokenizer::load(&path).unwrap();
-        assert_eq!(tokenizer::bos_id(&tok), bos, "{fam}");
+        let path = modelbench::models::sources::gguf_fixture(fam).unwrap();
+        let tok = tokenizers::load(&path).unwrap();
+        assert_eq!(tokenizers::bos_id(&tok), bos, "{fam}");
     }
     // Flip the llama fixture's add_bos_token: no BOS, although `<|begin_of_text|>` is there.
     let tmp = tempfile::tempdir().unwrap();
     let p = rewrite(Family::Llama, tmp.path(), |md, _| {
         md.insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(false));
     });
-    let tok = tokenizer::load(&p).unwrap();
-    assert_eq!(tokenizer::bos_id(&tok), None);
+    let tok = tokenizers::load(&p).unwrap();
+    assert_eq!(tokenizers::bos_id(&tok), None);
     assert_eq!(tok.token_to_id("<|begin_of_text|>"), Some(128000));
     // Without the key, llama.cpp's default for the llama-bpe pre-tokenizer: BOS.
     let p = rewrite(Family::Llama, tmp.path(), |md, _| {
         md.remove("tokenizer.ggml.add_bos_token");
     });
     assert_eq!(
-        tokenizer::bos_id(&tokenizer::load(&p).unwrap()),
+        tokenizers::bos_id(&tokenizers::load(&p).unwrap()),
         Some(128000)
     );
 }
@@ -153,8 +153,8 @@ fn real_gemma3_tokenizer_from_metadata_gives_llama_cpp_ids() {
     let want = expected(&r, "gemma-3-270m-Q4_K_M.gguf")
         .expect("the real Gemma 3 is installed but no ids are recorded for it: run scripts/record-tokenizer-ids.sh");
     // The metadata's tokenizer, not the tokenizer.json beside the file.
-    let ct = quantized::read_header(&path).unwrap();
-    let tok = gguf_tokenizer::from_content(&path, &ct).unwrap();
+    let ct = gguf::check::read_header(&path).unwrap();
+    let tok = tokenizers::gguf::from_content(&path, &ct).unwrap();
     compare("gemma-3-270m-Q4_K_M.gguf", &tok, &r, &want);
 }
 
@@ -163,8 +163,8 @@ fn real_gemma3_tokenizer_from_metadata_gives_llama_cpp_ids() {
 #[test]
 fn real_gemma3_is_labelled_q4_k_m() {
     let Some(path) = real_gemma() else { return };
-    let ct = quantized::read_header(&path).unwrap();
-    let m = quantized::describe(&path, &ct, Family::Gemma3, Some(64)).unwrap();
+    let ct = gguf::check::read_header(&path).unwrap();
+    let m = sources::gguf::describe(&path, &ct, Family::Gemma3, Some(64)).unwrap();
     assert_eq!(m.dtype, "gguf-q4_k_m");
     let g = m.provenance.gguf.unwrap();
     assert_eq!(g.file_type, Some(15));
@@ -206,9 +206,9 @@ fn one_line_err<T>(r: modelbench::error::Result<T>) -> String {
 
 #[test]
 fn fixtures_are_labelled_by_file_type_and_without_it_by_their_weights() {
-    let path = modelbench::models::source::gguf_fixture(Family::Qwen3).unwrap();
-    let ct = quantized::read_header(&path).unwrap();
-    let g = quantized::weights_info(&ct);
+    let path = modelbench::models::sources::gguf_fixture(Family::Qwen3).unwrap();
+    let ct = gguf::check::read_header(&path).unwrap();
+    let g = sources::gguf::weights_info(&ct);
     assert_eq!((g.label.as_str(), g.file_type), ("q8_0", Some(7)));
     assert_eq!(g.label_source, "general.file_type = 7");
     assert!(g.tensor_types["Q8_0"].count > 0 && g.tensor_types["F32"].count > 0);
@@ -224,7 +224,7 @@ fn fixtures_are_labelled_by_file_type_and_without_it_by_their_weights() {
         *t = candle_core::quantized::QTensor::quantize(&f, candle_core::quantized::GgmlDType::F16)
             .unwrap();
     });
-    let g = quantized::weights_info(&quantized::read_header(&p).unwrap());
+    let g = sources::gguf::weights_info(&gguf::check::read_header(&p).unwrap());
     assert_eq!(g.label, "q8_0");
     assert!(
         g.label_source
@@ -242,7 +242,7 @@ fn fixtures_are_labelled_by_file_type_and_without_it_by_their_weights() {
         info.provenance.gguf.as_ref().unwrap().tensor_types["F16"].count,
         1
     );
-    assert_eq!(info.tokenizer, gguf_tokenizer::SOURCE_GGUF);
+    assert_eq!(info.tokenizer, tokenizers::gguf::SOURCE_GGUF);
 }
 
 /// A tokenizer.json beside the file overrides the metadata, and the record says which.
@@ -252,15 +252,15 @@ fn tokenizer_json_beside_the_file_overrides_the_metadata() {
     let p = rewrite(Family::Llama, tmp.path(), |_, _| {});
     let hub = HubEnv::from_env();
     let res = resolve_in(&gguf_ref(&p), "x", &hub).unwrap();
-    assert_eq!(res.tokenizer_kind, gguf_tokenizer::SOURCE_GGUF);
+    assert_eq!(res.tokenizer_kind, tokenizers::gguf::SOURCE_GGUF);
     assert_eq!(res.tokenizer.as_deref(), Some(p.as_path()));
     std::fs::write(
         p.with_file_name("tokenizer.json"),
-        tokenizer::fixture_tokenizer_json(128256),
+        tokenizers::fixture_tokenizer_json(128256),
     )
     .unwrap();
     let res = resolve_in(&gguf_ref(&p), "x", &hub).unwrap();
-    assert_eq!(res.tokenizer_kind, gguf_tokenizer::SOURCE_BESIDE);
+    assert_eq!(res.tokenizer_kind, tokenizers::gguf::SOURCE_BESIDE);
     assert_eq!(res.tokenizer, Some(p.with_file_name("tokenizer.json")));
 }
 
@@ -373,7 +373,7 @@ fn unsupported_gguf_files_are_refused_in_one_line() {
     let p = rewrite(Family::Llama, tmp.path(), |_, _| {});
     std::fs::write(
         p.with_file_name("tokenizer.json"),
-        tokenizer::fixture_tokenizer_json(200_000),
+        tokenizers::fixture_tokenizer_json(200_000),
     )
     .unwrap();
     let e = one_line_err(load(&p));
@@ -422,7 +422,7 @@ fn recorded_fixture_ids_are_current() {
     let r = recorded();
     let tmp = tempfile::tempdir().unwrap();
     for fam in [Family::Llama, Family::Qwen3, Family::Gemma3] {
-        let path = modelbench::models::source::gguf_fixture(fam).unwrap();
+        let path = modelbench::models::sources::gguf_fixture(fam).unwrap();
         let want = expected(&r, &format!("gguf:fixture:{fam}")).unwrap();
         for i in [0, r.texts.len() - 1] {
             let tf = tmp.path().join(format!("{fam}-{i}.txt"));
@@ -516,14 +516,14 @@ fn read_vectors(gguf: &Path) -> Option<Vec<(String, Vec<u32>)>> {
 }
 
 /// The tokenizer of a vocabulary-only GGUF as the project builds it.
-fn vocab_tokenizer(path: &Path) -> modelbench::error::Result<tokenizers::Tokenizer> {
-    let ct = quantized::read_header(path)?;
-    gguf_tokenizer::from_content(path, &ct)
+fn vocab_tokenizer(path: &Path) -> modelbench::error::Result<::tokenizers::Tokenizer> {
+    let ct = gguf::check::read_header(path)?;
+    tokenizers::gguf::from_content(path, &ct)
 }
 
 /// The inputs whose ids differ, as test-tokenizer-0 compares them: add_special = false,
 /// parse_special = false.
-fn vector_failures(tok: &tokenizers::Tokenizer, vectors: &[(String, Vec<u32>)]) -> Vec<String> {
+fn vector_failures(tok: &::tokenizers::Tokenizer, vectors: &[(String, Vec<u32>)]) -> Vec<String> {
     let mut tok = tok.clone();
     tok.set_encode_special_tokens(true);
     let mut bad = Vec::new();
@@ -686,8 +686,8 @@ fn first_difference(want: &[u32], got: &[u32]) -> String {
     )
 }
 
-fn rule_of(name: &str) -> gguf_tokenizer::PreRule {
-    gguf_tokenizer::llama_cpp_pre::rule(Some(name)).unwrap()
+fn rule_of(name: &str) -> tokenizers::gguf::PreRule {
+    tokenizers::gguf::llama_cpp_pre::rule(Some(name)).unwrap()
 }
 
 #[test]
@@ -734,8 +734,8 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
             (text_path.clone(), text.clone())
         };
         let want = llama_tokenize_ids(&bin, &dst, &text_path);
-        let tok = tokenizer::load(&dst).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let bos = tokenizer::bos_id(&tok).is_some();
+        let tok = tokenizers::load(&dst).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let bos = tokenizers::bos_id(&tok).is_some();
         let got = tok.encode(text.as_str(), bos).unwrap().get_ids().to_vec();
         let row = format!("{name}={}:{}", rule.pre_type, want.len());
         let diff = (got != want).then(|| {
@@ -749,7 +749,7 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
     };
     // One worker per core (2 to 4), in a pool of its own (not the global one candle and
     // tokenizers use); `collect` keeps PRE_NAMES' order.
-    let names = gguf_tokenizer::PRE_NAMES;
+    let names = tokenizers::gguf::PRE_NAMES;
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 4);
@@ -765,8 +765,8 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
     let bad: Vec<String> = results.into_iter().filter_map(|(_, d)| d).collect();
     eprintln!(
         "{} names, {} agree with llama-tokenize on {} ({} bytes): {}",
-        gguf_tokenizer::PRE_NAMES.len(),
-        gguf_tokenizer::PRE_NAMES.len() - bad.len(),
+        tokenizers::gguf::PRE_NAMES.len(),
+        tokenizers::gguf::PRE_NAMES.len() - bad.len(),
         text_path.display(),
         text.len(),
         table.join(" ")
@@ -807,8 +807,8 @@ fn real_gguf_tokenizers_match_llama_tokenize_on_the_shipped_text() {
             }
         };
         let want = llama_tokenize_ids(&bin, &path, &text_path);
-        let ct = quantized::read_header(&path).unwrap();
-        let tok = gguf_tokenizer::from_content(&path, &ct).unwrap();
+        let ct = gguf::check::read_header(&path).unwrap();
+        let tok = tokenizers::gguf::from_content(&path, &ct).unwrap();
         let got = tok.encode(text.as_str(), true).unwrap().get_ids().to_vec();
         assert!(
             got == want,
@@ -840,17 +840,17 @@ fn exported_tokenizer_json_gives_the_same_ids() {
         let vectors = read_vectors(&f).unwrap();
         let json = tmp.path().join(format!("{name}.json"));
         vocab_tokenizer(&f).unwrap().save(&json, false).unwrap();
-        let tok = tokenizers::Tokenizer::from_file(&json).unwrap();
+        let tok = ::tokenizers::Tokenizer::from_file(&json).unwrap();
         let bad = vector_failures(&tok, &vectors);
         assert!(bad.is_empty(), "{name} from tokenizer.json: {bad:?}");
     }
 }
 
-/// `modelbench tokenize` gives what the benchmarks' path gives (tokenizer::load, encode,
+/// `modelbench tokenize` gives what the benchmarks' path gives (tokenizers::load, encode,
 /// BOS from bos_id), in llama-tokenize's shapes, and refuses bad input in one line.
 #[test]
 fn tokenize_command_prints_the_benchmarks_ids() {
-    let path = modelbench::models::source::gguf_fixture(Family::Llama).unwrap();
+    let path = modelbench::models::sources::gguf_fixture(Family::Llama).unwrap();
     let model = format!("gguf:{}", path.display());
     let text = "Hello <|begin_of_text|> world 12345";
     let run = |args: &[&str]| {
@@ -860,9 +860,9 @@ fn tokenize_command_prints_the_benchmarks_ids() {
             .output()
             .unwrap()
     };
-    let tok = tokenizer::load(&path).unwrap();
-    let mut want = tokenizer::encode(&tok, text).unwrap();
-    want.insert(0, tokenizer::bos_id(&tok).unwrap());
+    let tok = tokenizers::load(&path).unwrap();
+    let mut want = tokenizers::encode(&tok, text).unwrap();
+    want.insert(0, tokenizers::bos_id(&tok).unwrap());
     let out = run(&["--prompt", text, "--ids"]);
     assert!(
         out.status.success(),

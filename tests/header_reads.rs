@@ -2,12 +2,12 @@
 //! the file's header once, when its reference is resolved; the preflight, the scenario check,
 //! the tokenizer and the loader use the header that travels with the resolved source
 //! (`Resolved::gguf`). Every read is counted where it happens: the project's bounded scan and
-//! candle's `Content::read` (`gguf_check::header_reads`), so one `generate` must count exactly
+//! candle's `Content::read` (`gguf::check::header_reads`), so one `generate` must count exactly
 //! one of each. One test in its own binary: the counter is process-wide.
 
 use clap::Parser;
-use modelbench::models::gguf_check::header_reads;
-use modelbench::models::source::{resolve, ModelRef};
+use modelbench::models::gguf::check::header_reads;
+use modelbench::models::sources::{resolve, ModelRef};
 
 #[derive(Parser)]
 struct Cli {
@@ -32,7 +32,7 @@ fn one_generate_reads_each_gguf_header_once() {
             panic!("{model} is not a GGUF file")
         };
         let before = header_reads();
-        modelbench::models::quantized::read_header(path).unwrap();
+        modelbench::models::gguf::check::read_header(path).unwrap();
         assert_eq!(header_reads() - before, 2, "{model}: read_header");
         let cli = Cli::try_parse_from([
             "generate",

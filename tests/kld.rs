@@ -13,8 +13,8 @@ mod common;
 
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
-use modelbench::models::loading::{open, Loaded};
-use modelbench::models::source::ModelRef;
+use modelbench::models::sources::loading::{open, Loaded};
+use modelbench::models::sources::ModelRef;
 use modelbench::workloads::kld::{run_kld_gate, table, KldReference, KldVerdict};
 
 const MODEL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
@@ -60,7 +60,7 @@ fn gate_on(label: &str, served: Option<bool>, reference: &str) -> Option<(KldVer
         panic!("a GGUF")
     };
     assert_eq!(
-        modelbench::models::quality::file_sha256(path).unwrap(),
+        modelbench::util::fsio::file_sha256(path).unwrap(),
         r.provenance["gguf"]["sha256"].as_str().unwrap(),
         "{label}: the installed GGUF is not the file the reference was made from"
     );
@@ -93,15 +93,15 @@ fn corrected_gemma3_passes_the_kld_gate() {
         DType::F32,
     )
     .unwrap();
-    modelbench::models::quality::save(&key, v.passed, serde_json::to_value(&v).unwrap()).unwrap();
-    let q = modelbench::models::quality::verdict_value(MODEL, Ok(key.clone()));
+    modelbench::output::quality::save(&key, v.passed, serde_json::to_value(&v).unwrap()).unwrap();
+    let q = modelbench::output::quality::verdict_value(MODEL, Ok(key.clone()));
     assert_eq!(q["status"], "passed");
-    let other = modelbench::models::quality::VerdictKey {
+    let other = modelbench::output::quality::VerdictKey {
         device: "cuda:0".into(),
         ..key
     };
     assert_eq!(
-        modelbench::models::quality::verdict_value(MODEL, Ok(other))["status"],
+        modelbench::output::quality::verdict_value(MODEL, Ok(other))["status"],
         "not checked"
     );
 }
@@ -314,7 +314,7 @@ fn dequantized_real_llama_passes_the_gate_and_its_permuted_copy_fails() {
     let reference = KldReference::load(std::path::Path::new(REF)).unwrap();
     let tmp = tempfile::tempdir_in(modelbench::util::fsio::target_dir()).unwrap();
     let good = tmp.path().join("smollm2-f32");
-    modelbench::models::dequantize::gguf_to_hf(gguf, None, &good).unwrap();
+    modelbench::models::sources::dequantize::gguf_to_hf(gguf, None, &good).unwrap();
     let bad = tmp.path().join("smollm2-f32-permuted");
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::copy(good.join("config.json"), bad.join("config.json")).unwrap();

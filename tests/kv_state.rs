@@ -9,8 +9,8 @@ mod common;
 use candle_core::{DType, Device};
 use modelbench::engine::generate::prompt_ids;
 use modelbench::engine::scenario::prepare;
-use modelbench::models::loading::{open, Loaded};
-use modelbench::models::source::ModelRef;
+use modelbench::models::sources::loading::{open, Loaded};
+use modelbench::models::sources::ModelRef;
 use modelbench::models::{CausalLm, Restored};
 
 fn load(r: &str) -> Loaded {

@@ -1,4 +1,4 @@
-//! The project's own quantized Llama and Qwen3 (`modelbench::models::llama_quantized`,
+//! The project's own quantized Llama and Qwen3 (`modelbench::models::quantized::llama`,
 //! `gguf:<file>?impl=modelbench`): against candle-transformers' quantized models on the same
 //! GGUF file, and continuous batching (a request's greedy tokens and logits do not depend on
 //! what else is in the batch). On the project's Q8_0 fixtures (`gguf:fixture:llama`,
@@ -15,13 +15,14 @@ use batched::{
 };
 use candle_core::Device;
 use modelbench::engine::sampling::argmax;
-use modelbench::models::llama_quantized::{Batched, ModelWeights, Wrong};
-use modelbench::models::quantized::{load_with, GgufImpl};
-use modelbench::models::quantized_parts::SingleSeq;
+use modelbench::models::families::GgufImpl;
+use modelbench::models::quantized::llama::{Batched, ModelWeights, Wrong};
+use modelbench::models::quantized::parts::SingleSeq;
+use modelbench::models::sources::gguf::load_with;
 use modelbench::models::{own_weights, CausalLm, Family};
 
 fn fixture(fam: Family) -> PathBuf {
-    modelbench::models::source::gguf_fixture(fam).unwrap()
+    modelbench::models::sources::gguf_fixture(fam).unwrap()
 }
 
 fn load(path: &std::path::Path, imp: GgufImpl, cap: usize) -> Box<dyn CausalLm> {
@@ -309,7 +310,7 @@ fn experts_and_fused_weights_alone_and_batched_are_bit_equal() {
         "lfm2",
         "starcoder2",
     ] {
-        let path = modelbench::models::source::gguf_fixture_named(name).unwrap();
+        let path = modelbench::models::sources::gguf_fixture_named(name).unwrap();
         let mut single = load(&path, GgufImpl::Modelbench, 512);
         let moe = matches!(name, "qwen3moe" | "mixtral");
         assert_eq!(single.meta().experts.is_some(), moe, "{name}");

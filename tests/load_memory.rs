@@ -32,8 +32,8 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 use modelbench::engine::scenario::prepare;
-use modelbench::models::loading::open;
-use modelbench::models::source::ModelRef;
+use modelbench::models::sources::loading::open;
+use modelbench::models::sources::ModelRef;
 use modelbench::models::Weights;
 
 /// The limit of issue 43.
@@ -385,7 +385,10 @@ fn child_measures_one_load() {
         loaded.tokenizer.is_some(),
         "the tokenizer is part of the load"
     );
-    println!("{}", modelbench::models::loading::load_line(&loaded));
+    println!(
+        "{}",
+        modelbench::models::sources::loading::load_line(&loaded)
+    );
     let l = &loaded.load;
     println!(
         "LOAD-MEMORY {at_load} {} {}",

@@ -3,8 +3,8 @@
 
 use candle_core::Device;
 use modelbench::measure::memory::{heap_current, heap_peak, reset_peak};
-use modelbench::models::psann::train::grads;
-use modelbench::models::psann::{random_ids, Base, PsannConfig, PsannLm};
+use modelbench::models::training::psann::train::grads;
+use modelbench::models::training::psann::{random_ids, Base, PsannConfig, PsannLm};
 
 #[global_allocator]
 static ALLOC: modelbench::measure::memory::CountingAlloc =

@@ -713,7 +713,7 @@ fn the_torch_worker_runs_given_ids_at_the_threads_and_attention_asked_for() {
     let Some(python) = installed(Peer::Torch, "not set up") else {
         return;
     };
-    use modelbench::models::source::{resolve, ModelRef};
+    use modelbench::models::sources::{resolve, ModelRef};
     let res = resolve(&ModelRef::parse("fixture:llama").unwrap(), "fixture:llama").unwrap();
     let modelbench::models::Weights::Safetensors(files) = &res.weights else {
         panic!("fixture:llama is safetensors")
@@ -746,7 +746,7 @@ fn the_torch_worker_runs_given_ids_at_the_threads_and_attention_asked_for() {
     assert_eq!(a.trial.generated_ids, b.trial.generated_ids, "greedy");
     assert_eq!(a.trial.cache.as_deref(), Some("DynamicCache"));
     // The same work: candle's greedy tokens from the same ids on the same weights, in f32.
-    let mut candle = modelbench::models::loading::open_with(
+    let mut candle = modelbench::models::sources::loading::open_with(
         res.clone(),
         &candle_core::Device::Cpu,
         candle_core::DType::F32,

@@ -4,8 +4,8 @@
 use candle_core::{DType, Device};
 use modelbench::engine::perplexity::{chunked_perplexity_with, perplexity_with, Progress};
 use modelbench::engine::scenario::prepare;
-use modelbench::models::loading::open;
-use modelbench::models::source::ModelRef;
+use modelbench::models::sources::loading::open;
+use modelbench::models::sources::ModelRef;
 
 #[test]
 fn progress_counts_every_window_and_token() {

@@ -2,8 +2,8 @@
 //! gradient checkpointing.
 
 use candle_core::{Device, Module, Tensor};
-use modelbench::models::psann::train::{grads, TrainConfig, Trainer};
-use modelbench::models::psann::{
+use modelbench::models::training::psann::train::{grads, TrainConfig, Trainer};
+use modelbench::models::training::psann::{
     gpu03_shape, random_ids, softplus_inverse, Base, PsannConfig, PsannLm,
 };
 
@@ -120,7 +120,7 @@ fn sine_param_matches_its_formula() {
     );
     assert!((a_raw - 0.541_324_9).abs() < 1e-6 && (d_raw - (-4.600_166)).abs() < 1e-4);
     let sp = |x: f32| (1.0 + x.exp()).ln();
-    let act = modelbench::models::psann::SineParam {
+    let act = modelbench::models::training::psann::SineParam {
         a_raw: Tensor::full(a_raw, 128, &Device::Cpu).unwrap(),
         f_raw: Tensor::full(f_raw, 128, &Device::Cpu).unwrap(),
         d_raw: Tensor::full(d_raw, 128, &Device::Cpu).unwrap(),

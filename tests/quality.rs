@@ -17,8 +17,8 @@ mod common;
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
 use modelbench::judge::quality::MIN_AGREEMENT;
-use modelbench::models::loading::{open, Loaded};
-use modelbench::models::source::ModelRef;
+use modelbench::models::sources::loading::{open, Loaded};
+use modelbench::models::sources::ModelRef;
 use modelbench::workloads::quality::{run_gate, Reference};
 
 const MODEL: &str = "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF";
@@ -41,7 +41,7 @@ fn load(label: &str) -> Option<Loaded> {
     }
 }
 
-fn gate(label: &str) -> Option<modelbench::models::quality::Verdict> {
+fn gate(label: &str) -> Option<modelbench::output::quality::Verdict> {
     let mut m = load(label)?;
     let implementation = m.model.meta().provenance.implementation.clone();
     let v = run_gate(
@@ -111,20 +111,20 @@ fn tokenizer_json_encodes_as_llama_cpp_does() {
         Err(e) => return common::skip_real_model(e),
     };
     let tok =
-        modelbench::models::tokenizer::load(&res.tokenizer.expect("tokenizer beside the GGUF"))
+        modelbench::models::tokenizers::load(&res.tokenizer.expect("tokenizer beside the GGUF"))
             .unwrap();
     let tok = &tok;
     let r = reference();
     for p in &r.greedy.prompts {
         let mut ids = vec![2u32];
-        ids.extend(modelbench::models::tokenizer::encode(tok, &p.prompt).unwrap());
+        ids.extend(modelbench::models::tokenizers::encode(tok, &p.prompt).unwrap());
         assert_eq!(ids, p.prompt_token_ids, "{:?}", p.prompt);
     }
     // llama-perplexity reads the file with its one trailing newline removed.
     let text = modelbench::engine::generate::CORPUS;
     let text = text.strip_suffix('\n').unwrap_or(text);
     let mut ids = vec![2u32];
-    ids.extend(modelbench::models::tokenizer::encode(tok, text).unwrap());
+    ids.extend(modelbench::models::tokenizers::encode(tok, text).unwrap());
     assert_eq!(ids.len(), r.corpus.token_ids.len());
     assert_eq!(ids, r.corpus.token_ids);
 }
@@ -145,7 +145,8 @@ fn dequantized_gemma3_through_candle_transformers_passes_the_gate() {
     };
     let out = modelbench::util::fsio::target_dir().join("modelbench-dequantized/gemma-3-270m");
     if !out.join("config.json").is_file() {
-        modelbench::models::dequantize::gguf_to_hf(path, res.tokenizer.as_deref(), &out).unwrap();
+        modelbench::models::sources::dequantize::gguf_to_hf(path, res.tokenizer.as_deref(), &out)
+            .unwrap();
     }
     let Some(v) = gate(&out.display().to_string()) else {
         return;

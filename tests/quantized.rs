@@ -5,8 +5,8 @@ mod common;
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
 use modelbench::engine::scenario::Scenario;
-use modelbench::models::loading::open;
-use modelbench::models::source::ModelRef;
+use modelbench::models::sources::loading::open;
+use modelbench::models::sources::ModelRef;
 
 #[test]
 fn gguf_fixtures_generate_and_their_kv_cache_is_exact() {
@@ -36,7 +36,7 @@ fn gguf_fixtures_generate_and_their_kv_cache_is_exact() {
     }
 }
 
-// ---- Gemma 3: the project's own quantized model (modelbench::models::gemma3_quantized) ----
+// ---- Gemma 3: the project's own quantized model (modelbench::models::quantized::gemma3) ----
 
 use candle_core::quantized::gguf_file;
 use modelbench::models::{CausalLm, Family};
@@ -46,12 +46,12 @@ use modelbench::models::{CausalLm, Family};
 /// of the fixture was 0 and no comparison on it could fail). 2 layers: layer 0 sliding with a
 /// window of 64, layer 1 global.
 fn gemma3_unit_norms() -> String {
-    let path = modelbench::models::source::gguf_fixture(Family::Gemma3).unwrap();
+    let path = modelbench::models::sources::gguf_fixture(Family::Gemma3).unwrap();
     let mut f = std::fs::File::open(&path).unwrap();
     let ct = gguf_file::Content::read(&mut f).unwrap();
     let norm = ct
         // Not output_norm or the q/k norms: the fixture writer scales those to sharpen the
-        // fixture (gguf_fixture::sharpen).
+        // fixture (families::fixture::sharpen).
         .tensor(&mut f, "blk.0.attn_norm.weight", &Device::Cpu)
         .unwrap();
     let w: Vec<f32> = norm.dequantize(&Device::Cpu).unwrap().to_vec1().unwrap();
@@ -63,7 +63,7 @@ fn gemma3_unit_norms() -> String {
 }
 
 /// A Gemma 3 GGUF reference loaded on the CPU, built for `cap` positions.
-fn gemma3(reference: &str, cap: usize) -> modelbench::models::loading::Loaded {
+fn gemma3(reference: &str, cap: usize) -> modelbench::models::sources::loading::Loaded {
     let res = prepare(reference, &ModelRef::parse(reference).unwrap(), &[]).unwrap();
     open(res, &Device::Cpu, DType::F32, Some(cap)).unwrap()
 }
@@ -112,7 +112,7 @@ fn gemma3_gguf_is_the_projects_own_model_and_exact_past_the_window() {
         msg.contains("modelbench, candle-transformers") && !msg.contains('\n'),
         "{msg}"
     );
-    // impl=modelbench exists for Llama and Qwen3 too (models::llama_quantized); the default
+    // impl=modelbench exists for Llama and Qwen3 too (models::quantized::llama); the default
     // of those families stays candle-transformers'.
     for fam in ["llama", "qwen3"] {
         let r = format!("gguf:fixture:{fam}?impl=modelbench");
@@ -339,7 +339,7 @@ fn window_ok(q: usize, k: usize, w: Option<usize>) -> bool {
 
 #[test]
 fn gemma3_matches_a_dequantized_f32_reference_with_its_sliding_window() {
-    use modelbench::models::gemma3_quantized::attends;
+    use modelbench::models::quantized::gemma3::attends;
     // The mask function states the semantics: a window of 64 sees the token and 63 before it.
     assert!(attends(63, 0, Some(64)) && !attends(64, 0, Some(64)) && attends(64, 1, Some(64)));
     let r = Reference::load(&gemma3_unit_norms());
@@ -362,7 +362,7 @@ fn gemma3_matches_a_dequantized_f32_reference_with_its_sliding_window() {
         let got = run(m, &toks, &chunks);
         let (d, s) = max_diff(&want, &got);
         // Q8_0 activations in candle's quantized matmuls against f32 here. The limit was 2e-2
-        // of the scale; the sharpened fixture (gguf_fixture::sharpen: q/k norms x3, so the
+        // of the scale; the sharpened fixture (families::fixture::sharpen: q/k norms x3, so the
         // attention scores x9) amplifies the activation rounding: measured 2.46% (0.120 at
         // scale 4.89) on 2026-11-25, so the limit is now 4e-2, loosened after that failure.
         assert!(
@@ -383,10 +383,10 @@ fn gemma3_matches_a_dequantized_f32_reference_with_its_sliding_window() {
 /// difference Q8 activation quantization makes (measured ~1.5% of the logit scale).
 #[test]
 fn dequantized_gemma3_fixture_matches_the_quantized_model() {
-    let gguf = modelbench::models::source::gguf_fixture(Family::Gemma3).unwrap();
+    let gguf = modelbench::models::sources::gguf_fixture(Family::Gemma3).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("gemma3-f32");
-    modelbench::models::dequantize::gguf_to_hf(&gguf, None, &out).unwrap();
+    modelbench::models::sources::dequantize::gguf_to_hf(&gguf, None, &out).unwrap();
     let dir = out.display().to_string();
     let mut a = gemma3(&gemma3_unit_norms(), 256);
     let mut b = {
@@ -400,8 +400,8 @@ fn dequantized_gemma3_fixture_matches_the_quantized_model() {
     }
     let check = |n: usize,
                  pos: usize,
-                 a: &mut modelbench::models::loading::Loaded,
-                 b: &mut modelbench::models::loading::Loaded| {
+                 a: &mut modelbench::models::sources::loading::Loaded,
+                 b: &mut modelbench::models::sources::loading::Loaded| {
         let la = common::logits(&a.model.forward(&toks[pos..pos + n], pos).unwrap());
         let lb = common::logits(&b.model.forward(&toks[pos..pos + n], pos).unwrap());
         let scale = lb.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
@@ -545,7 +545,7 @@ fn dequantized_qwen2_and_llama_fixtures_match_the_quantized_model() {
             panic!("{r}: a GGUF")
         };
         let out = tmp.path().join(fx);
-        modelbench::models::dequantize::gguf_to_hf(gguf, None, &out).unwrap();
+        modelbench::models::sources::dequantize::gguf_to_hf(gguf, None, &out).unwrap();
         let cfg = std::fs::read_to_string(out.join("config.json")).unwrap();
         assert!(cfg.contains("\"modelbench_gguf\""), "{cfg}");
         let good = worst_gap(&r, &out);

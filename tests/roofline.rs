@@ -5,7 +5,7 @@ mod common;
 use candle_core::DType;
 use modelbench::measure::calibration::Calibration;
 use modelbench::models::describe;
-use modelbench::models::source::{resolve, ModelRef};
+use modelbench::models::sources::{resolve, ModelRef};
 use modelbench::workloads::work::{roofline, Work};
 
 fn llama_1b(dtype: DType) -> modelbench::models::ModelMeta {

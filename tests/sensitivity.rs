@@ -15,8 +15,8 @@ mod common;
 
 use std::fmt::Write as _;
 
-use modelbench::models::llama_quantized::Wrong;
-use modelbench::models::quantized::GgufImpl;
+use modelbench::models::families::GgufImpl;
+use modelbench::models::quantized::llama::Wrong;
 use modelbench::workloads::kld::KldVerdict;
 
 #[path = "families/kld_gate.rs"]
@@ -25,8 +25,8 @@ use kld_gate::*;
 
 const OWN: Option<GgufImpl> = Some(GgufImpl::Modelbench);
 
-/// The fixtures the project's generic decoder (`llama_quantized`) runs; Gemma 3 has its own
-/// (`gemma3_quantized`), without the deviations.
+/// The fixtures the project's generic decoder (`quantized::llama`) runs; Gemma 3 has its own
+/// (`quantized::gemma3`), without the deviations.
 const FIXTURES: [&str; 10] = [
     "llama", "llama3", "mixtral", "qwen2", "qwen3", "qwen3moe", "phi3", "glm4", "phi2", "lfm2",
 ];
@@ -47,7 +47,7 @@ const REAL: [(&str, &str); 2] = [
 
 /// A real file's path, or None after the skip rule (not installed).
 fn real_file(label: &str) -> Option<std::path::PathBuf> {
-    use modelbench::models::source::ModelRef;
+    use modelbench::models::sources::ModelRef;
     use modelbench::models::Weights;
     let r = ModelRef::parse(label).unwrap();
     match modelbench::engine::scenario::prepare(label, &r, &[]) {
@@ -119,7 +119,7 @@ fn write_sensitivity_table() {
          Written by `cargo test --test sensitivity -- --ignored write_sensitivity_table` \
          (tests/sensitivity.rs): each held-out deviation (issue 61 item 4: small, plausible bugs \
          that no fixture was shaped against) injected into the project's GGUF implementation \
-         (`llama_quantized::Wrong`), judged by `verify`'s gate against llama.cpp on each fixture \
+         (`quantized::llama::Wrong`), judged by `verify`'s gate against llama.cpp on each fixture \
          that implementation runs (limits unchanged: llama.cpp against itself, floor 1e-4). \
          A deviation that PASSES is a blind spot of that fixture, listed with its KLD; \
          \"no effect\" means the figures are bit-identical to the unchanged model's (the family \

@@ -11,8 +11,8 @@ use candle_core::{DType, Device};
 use serde_json::{json, Value};
 
 use modelbench::engine::scenario::prepare;
-use modelbench::models::loading::open;
-use modelbench::models::source::ModelRef;
+use modelbench::models::sources::loading::open;
+use modelbench::models::sources::ModelRef;
 use modelbench::serving::server::{self, Options, Running};
 
 /// Loads `reference` and starts a server on it as `modelbench serve` does (the implementation
@@ -26,8 +26,9 @@ fn start_described(
     let r = ModelRef::parse(reference).map_err(|e| e.to_string())?;
     let mut res = prepare(reference, &r, &[]).map_err(|e| e.to_string())?;
     server::choose_impl(&mut res, o.max_batch);
-    let tok = modelbench::models::tokenizer::load(res.tokenizer_path().map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let tok =
+        modelbench::models::tokenizers::load(res.tokenizer_path().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     let loaded = open(res, &Device::Cpu, DType::F32, Some(512)).map_err(|e| e.to_string())?;
     let p = server::prepare(loaded.model, &o).map_err(|e| e.to_string())?;
     let describe = p.describe.clone();
@@ -40,8 +41,9 @@ fn start_described(
 fn start(reference: &str, f: impl FnOnce(&mut Options)) -> Result<Running, String> {
     let r = ModelRef::parse(reference).map_err(|e| e.to_string())?;
     let res = prepare(reference, &r, &[]).map_err(|e| e.to_string())?;
-    let tok = modelbench::models::tokenizer::load(res.tokenizer_path().map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let tok =
+        modelbench::models::tokenizers::load(res.tokenizer_path().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     let loaded = open(res, &Device::Cpu, DType::F32, Some(512)).map_err(|e| e.to_string())?;
     let mut o = Options::new(reference, 512);
     f(&mut o);

@@ -17,8 +17,8 @@ use candle_core::{DType, Device};
 use serde_json::{json, Value};
 
 use modelbench::engine::scenario::prepare;
-use modelbench::models::loading::open;
-use modelbench::models::source::ModelRef;
+use modelbench::models::sources::loading::open;
+use modelbench::models::sources::ModelRef;
 use modelbench::serving::server::{self, Options};
 
 const MODEL: &str = "gguf:fixture:gemma3";
@@ -59,7 +59,7 @@ fn soak_saturated_with_bad_requests() {
         .unwrap_or(20.0);
     let r = ModelRef::parse(MODEL).unwrap();
     let res = prepare(MODEL, &r, &[]).unwrap();
-    let tok = modelbench::models::tokenizer::load(res.tokenizer_path().unwrap()).unwrap();
+    let tok = modelbench::models::tokenizers::load(res.tokenizer_path().unwrap()).unwrap();
     let loaded = open(res, &Device::Cpu, DType::F32, Some(256)).unwrap();
     let mut o = Options::new(MODEL, 256);
     o.max_batch = Some(4);

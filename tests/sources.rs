@@ -8,8 +8,8 @@ use candle_core::{DType, Device};
 use common::fixture_snapshot;
 use modelbench::engine::scenario::prepare;
 use modelbench::engine::scenario::Scenario;
-use modelbench::models::loading::open;
-use modelbench::models::source::{resolve, resolve_in, HubEnv, ModelRef};
+use modelbench::models::sources::loading::open;
+use modelbench::models::sources::{resolve, resolve_in, HubEnv, ModelRef};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

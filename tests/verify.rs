@@ -29,7 +29,7 @@ fn text(o: &Output) -> String {
 }
 
 fn gemma_installed() -> bool {
-    let r = modelbench::models::source::ModelRef::parse(MODEL).unwrap();
+    let r = modelbench::models::sources::ModelRef::parse(MODEL).unwrap();
     match modelbench::engine::scenario::prepare(MODEL, &r, &[]) {
         Ok(_) => true,
         Err(e) => {

@@ -5,8 +5,8 @@ use std::process::{Command, Output};
 
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
-use modelbench::models::loading::{open, Loaded};
-use modelbench::models::source::ModelRef;
+use modelbench::models::sources::loading::{open, Loaded};
+use modelbench::models::sources::ModelRef;
 
 /// The `modelbench` binary of this build, nothing set.
 pub fn bin() -> Command {
@@ -123,9 +123,9 @@ pub fn fixture(family: &str) -> Loaded {
 /// The snapshot folder of a fixture (config.json, model.safetensors, tokenizer.json).
 pub fn fixture_snapshot(family: &str) -> std::path::PathBuf {
     let fam: modelbench::models::Family = family.parse().unwrap();
-    let (repo, rev) = modelbench::models::source::ensure_fixture(fam).unwrap();
-    modelbench::models::source::cached_file(
-        &modelbench::models::source::fixture_cache_dir(),
+    let (repo, rev) = modelbench::models::sources::ensure_fixture(fam).unwrap();
+    modelbench::models::sources::cached_file(
+        &modelbench::models::sources::fixture_cache_dir(),
         &repo,
         &rev,
         "config.json",
@@ -348,7 +348,7 @@ pub fn rewrite(
         &mut Vec<(String, candle_core::quantized::QTensor)>,
     ),
 ) -> std::path::PathBuf {
-    let src = modelbench::models::source::gguf_fixture(fam).unwrap();
+    let src = modelbench::models::sources::gguf_fixture(fam).unwrap();
     let mut f = std::fs::File::open(&src).unwrap();
     let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
     let mut tensors: Vec<(String, candle_core::quantized::QTensor)> = ct

@@ -8,11 +8,12 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use modelbench::models::llama_quantized::{ModelWeights, Wrong};
-use modelbench::models::quality::file_sha256;
-use modelbench::models::quantized::{load_with, GgufImpl};
-use modelbench::models::quantized_parts::SingleSeq;
+use modelbench::models::families::GgufImpl;
+use modelbench::models::quantized::llama::{ModelWeights, Wrong};
+use modelbench::models::quantized::parts::SingleSeq;
+use modelbench::models::sources::gguf::load_with;
 use modelbench::models::{own_weights, CausalLm, ModelMeta};
+use modelbench::util::fsio::file_sha256;
 use modelbench::workloads::kld::{
     reference_command, run_kld_gate, table, KldReference, KldVerdict,
 };
@@ -36,7 +37,7 @@ pub fn have_llama_cpp() -> bool {
 
 /// The fixture file and llama.cpp's reference for it (made once per file and corpus).
 pub fn reference(name: &str) -> (PathBuf, KldReference) {
-    let gguf = modelbench::models::source::gguf_fixture_named(name).unwrap();
+    let gguf = modelbench::models::sources::gguf_fixture_named(name).unwrap();
     let r = reference_of(&gguf);
     (gguf, r)
 }

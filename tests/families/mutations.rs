@@ -103,7 +103,7 @@ pub(super) fn rope_other_half(md: &mut Vec<(String, Value)>, ts: &mut [(String, 
 /// Where a mutated copy of `src` tagged `tag` is written (under target/, keyed by the
 /// source file's hash so a changed fixture gets new copies).
 pub(super) fn mutated_path(src: &Path, tag: &str) -> std::path::PathBuf {
-    let sha = modelbench::models::quality::file_sha256(src).unwrap();
+    let sha = modelbench::util::fsio::file_sha256(src).unwrap();
     modelbench::util::fsio::target_dir()
         .join("modelbench-verify")
         .join("controls")

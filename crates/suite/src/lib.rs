@@ -13,8 +13,8 @@
 //! [`models`]) <- `modelbench-measure` ([`judge`] <- [`measure`], [`util`], [`error`]) and
 //! `modelbench-kernels` (inside `models`). Every verdict is made in [`judge`].
 //!
-//! Data flows: knobs ([`config`]) -> plans -> [`models::source::resolve`] ->
-//! [`models::loading::open`] -> a [`workloads::Workload`] run by the one trial loop
+//! Data flows: knobs ([`config`]) -> plans -> [`models::sources::resolve`] ->
+//! [`models::sources::loading::open`] -> a [`workloads::Workload`] run by the one trial loop
 //! ([`workloads::TrialLoop`]) under criterion ([`harness`]) or the CLI -> one record builder
 //! per workload -> [`output`].
 

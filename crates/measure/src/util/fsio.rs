@@ -134,3 +134,49 @@ mod name_tests {
         assert!(ba.starts_with("peer--xxx"));
     }
 }
+
+/// sha256 of a file, cached by (path, size, mtime) under target/modelbench-quality/hashes/
+/// so a generation run does not hash gigabytes each time.
+pub fn file_sha256(path: &std::path::Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let md = std::fs::metadata(path).map_err(Error::io(path))?;
+    let mtime = md
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut h = sha2::Sha256::new();
+    h.update(format!("{}\0{}\0{mtime}", abs.display(), md.len()).as_bytes());
+    let cache = target_dir()
+        .join("modelbench-quality")
+        .join("hashes")
+        .join(&hex(&h.finalize())[..32]);
+    if let Ok(s) = std::fs::read_to_string(&cache) {
+        let s = s.trim();
+        if s.len() == 64 {
+            return Ok(s.to_string());
+        }
+    }
+    let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(Error::io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let out = hex(&h.finalize());
+    // A cache that cannot be written only costs a re-hash next time.
+    let _ = atomic_write(&cache, out.as_bytes());
+    Ok(out)
+}
+
+/// Lower-case hex digits of `b`.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

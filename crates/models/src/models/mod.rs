@@ -16,28 +16,16 @@ use crate::util::fill::Filler;
 
 mod arch;
 pub mod attention;
-pub mod backbone;
 pub mod batched;
-pub mod dequantize;
 pub mod families;
-pub mod gemma3_quantized;
-pub mod ggml_types;
-pub mod gguf_check;
-pub mod gguf_fixture;
-pub mod gguf_read;
-pub mod gguf_tokenizer;
+pub mod gguf;
 pub use modelbench_kernels::host_ops;
-pub mod layers;
-pub mod llama_quantized;
-pub mod loading;
 pub mod moe;
-pub mod psann;
 pub use modelbench_kernels::q8_matmul;
-pub mod quality;
 pub mod quantized;
-pub mod quantized_parts;
-pub mod source;
-pub mod tokenizer;
+pub mod sources;
+pub mod tokenizers;
+pub mod training;
 pub use arch::Arch;
 
 /// A model under benchmark: a KV cache that can be reset, and a forward that returns the
@@ -84,7 +72,7 @@ pub trait CausalLm: Send {
         None
     }
     /// The project's own weights behind this model (a clone sharing the tensors, e.g. a
-    /// [`gemma3_quantized::ModelWeights`]), for tests that drive an implementation directly;
+    /// [`quantized::gemma3::ModelWeights`]), for tests that drive an implementation directly;
     /// None for other models. See [`own_weights`].
     fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
         None
@@ -290,7 +278,7 @@ pub struct Provenance {
     /// common type of the 2-D weights where that is missing) and a histogram of the tensor
     /// types (type -> count and bytes). None for other weights and in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gguf: Option<quantized::GgufWeights>,
+    pub gguf: Option<sources::gguf::GgufWeights>,
 }
 
 /// Where weights come from.
@@ -322,17 +310,17 @@ pub fn load(
     config: &serde_json::Value,
     config_path: &str,
     weights: &Weights,
-    gguf: Option<&quantized::GgufSource>,
+    gguf: Option<&sources::gguf::GgufSource>,
     opts: &LoadOptions,
 ) -> Result<Box<dyn CausalLm>> {
     if let Weights::Gguf(path) = weights {
         let (dev, cap) = (&opts.device, opts.context_cap);
         return match gguf {
             Some(g) => {
-                let ct = gguf_read::copy_content(&g.header);
-                quantized::load_header(path, ct, g.imp, dev, cap)
+                let ct = gguf::read::copy_content(&g.header);
+                sources::gguf::load_header(path, ct, g.imp, dev, cap)
             }
-            None => quantized::load_with(path, None, dev, cap),
+            None => sources::gguf::load_with(path, None, dev, cap),
         };
     }
     let (arch, expected, meta) =
@@ -346,7 +334,7 @@ pub fn load(
         Weights::Safetensors(paths) => {
             let st = open_safetensors(paths)?;
             check_tensors(&st, &expected, paths)?;
-            gguf_check::check_safetensors(
+            gguf::check::check_safetensors(
                 config_path,
                 config,
                 &st,

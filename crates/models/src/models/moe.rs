@@ -215,7 +215,7 @@ impl MoeBlock {
 /// `x` (T, hidden) and its `routing`; `expert(e, rows)` runs expert `e` on the rows routed to
 /// it, (n, hidden) -> (n, hidden). Each expert that received tokens runs once, its outputs
 /// weighted and added back in expert order. Shared by [`MoeBlock`] and the project's quantized
-/// mixture-of-experts models ([`super::llama_quantized`]).
+/// mixture-of-experts models ([`super::quantized::llama`]).
 pub fn dispatch(
     x: &Tensor,
     routing: &Routing,

@@ -20,7 +20,7 @@ pub fn dequantize(model: &str, out: &Path) -> crate::Result<()> {
         "--out {}: already holds a model (config.json); choose an empty folder",
         out.display()
     );
-    crate::models::dequantize::gguf_to_hf(path, res.tokenizer.as_deref(), out)?;
+    crate::models::sources::dequantize::gguf_to_hf(path, res.tokenizer.as_deref(), out)?;
     println!(
         "wrote {} (f32 safetensors, config.json{}); use it as --model {}; check it with `modelbench verify --model {}`",
         out.display(),
@@ -38,7 +38,7 @@ pub fn dequantize(model: &str, out: &Path) -> crate::Result<()> {
 /// `modelbench synth-gguf`: `synthetic:<name>` as an F16 GGUF file (seeded weights, real
 /// shapes, the fixture tokenizer at the real vocabulary size).
 pub fn synth_gguf(model: &str, out: &Path, ty: &str) -> crate::Result<()> {
-    use crate::models::gguf_fixture::SYNTHETIC_TYPES;
+    use crate::models::families::fixture::SYNTHETIC_TYPES;
     let Some((_, matrix)) = SYNTHETIC_TYPES.iter().find(|(n, _)| *n == ty) else {
         bail!(
             "--type {ty}: unknown type (allowed: {})",
@@ -50,7 +50,7 @@ pub fn synth_gguf(model: &str, out: &Path, ty: &str) -> crate::Result<()> {
         );
     };
     let names = || {
-        crate::models::source::SYNTHETIC
+        crate::models::sources::SYNTHETIC
             .iter()
             .map(|(n, _)| format!("synthetic:{n}"))
             .collect::<Vec<_>>()
@@ -62,7 +62,7 @@ pub fn synth_gguf(model: &str, out: &Path, ty: &str) -> crate::Result<()> {
             names()
         );
     };
-    let Some((_, config)) = crate::models::source::SYNTHETIC
+    let Some((_, config)) = crate::models::sources::SYNTHETIC
         .iter()
         .find(|(n, _)| *n == name)
     else {
@@ -81,9 +81,9 @@ pub fn synth_gguf(model: &str, out: &Path, ty: &str) -> crate::Result<()> {
         "--out {}: name the file *.gguf",
         out.display()
     );
-    let res = prepare(model, &crate::models::source::ModelRef::parse(model)?, &[])?;
+    let res = prepare(model, &crate::models::sources::ModelRef::parse(model)?, &[])?;
     let t0 = std::time::Instant::now();
-    crate::models::source::write_synthetic(res.family, name, config, *matrix, out)?;
+    crate::models::sources::write_synthetic(res.family, name, config, *matrix, out)?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     println!(
         "wrote {} ({:.2} GB, {ty} matrices, {} family, seeded weights) in {:.1} s{}",

@@ -8,8 +8,8 @@ use crate::config::plans::parse_models;
 use crate::engine::generate::{generate_with, Prompt};
 use crate::engine::sampling::Sampler;
 use crate::engine::scenario::prepare;
-use crate::models::loading::{load_line, open};
-use crate::models::tokenizer::{bos_id, encode, StreamDecoder};
+use crate::models::sources::loading::{load_line, open};
+use crate::models::tokenizers::{bos_id, encode, StreamDecoder};
 
 use crate::app::args::{device_and_dtype, GenerateArgs};
 

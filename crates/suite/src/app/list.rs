@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::engine::scenario::{Scenario, Tier};
-use crate::models::source::{fixture_cache_dir, hub_cache_dir, offline, sources_help, SYNTHETIC};
+use crate::models::sources::{fixture_cache_dir, hub_cache_dir, offline, sources_help, SYNTHETIC};
 
 pub fn list() -> crate::Result<()> {
     println!("Scenarios (prompt/new tokens, sampling):");

@@ -5,7 +5,7 @@ use crate::app::Context;
 use crate::config::plans::parse_models;
 use crate::engine::perplexity::Windowing;
 use crate::engine::scenario::prepare;
-use crate::models::loading::open;
+use crate::models::sources::loading::open;
 use crate::output::report::{reports_root, RunDir};
 
 use crate::app::args::TargetArgs;
@@ -85,15 +85,15 @@ pub fn perplexity(a: &PerplexityArgs) -> Result<()> {
         .tokenizer
         .as_ref()
         .expect("loaded with the tokenizer");
-    let bos = crate::models::tokenizer::bos_id(tok);
+    let bos = crate::models::tokenizers::bos_id(tok);
     let ids = match windowing {
-        Windowing::Sliding { .. } => crate::models::tokenizer::encode(tok, &text)?,
+        Windowing::Sliding { .. } => crate::models::tokenizers::encode(tok, &text)?,
         Windowing::LlamaCpp => {
             // As llama-perplexity reads the file: one trailing newline removed, the whole text
             // tokenized once with <bos> first when the model has one.
             let text = text.strip_suffix('\n').unwrap_or(&text);
             let mut ids: Vec<u32> = bos.into_iter().collect();
-            ids.extend(crate::models::tokenizer::encode(tok, text)?);
+            ids.extend(crate::models::tokenizers::encode(tok, text)?);
             ensure!(
                 ids.len() >= 2 * seq_len,
                 "--seq-len {seq_len}: {} is {} tokens and llama-perplexity's windowing needs at least 2 x seq-len = {}; use --seq-len {} or less, or a longer text",
@@ -106,7 +106,7 @@ pub fn perplexity(a: &PerplexityArgs) -> Result<()> {
         }
     };
     // After the input checks: a bad --seq-len is one line, not the load figures and an error.
-    eprintln!("{}", crate::models::loading::load_line(&loaded));
+    eprintln!("{}", crate::models::sources::loading::load_line(&loaded));
     let mut w = crate::workloads::perplexity::Perplexity {
         loaded: &mut loaded,
         text_name: file

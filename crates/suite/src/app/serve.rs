@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::config::plans::parse_models;
 use crate::engine::scenario::prepare;
-use crate::models::loading::{load_line, open};
+use crate::models::sources::loading::{load_line, open};
 use crate::serving::chat::ChatFormat;
 use crate::serving::server::{self, Options};
 
@@ -118,11 +118,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let precision = opts.dtype.clone();
     let weight_bytes = loaded.model.meta().weight_bytes;
     let prepared = server::prepare(loaded.model, &opts)?;
-    crate::models::loading::extend_to_now(&mut loaded.load);
+    crate::models::sources::loading::extend_to_now(&mut loaded.load);
     eprintln!(
         "modelbench serve: prepared for serving ({}): {}",
         prepared.describe,
-        crate::models::loading::memory_phrase(&loaded.load, weight_bytes)
+        crate::models::sources::loading::memory_phrase(&loaded.load, weight_bytes)
     );
     let describe = prepared.describe.clone();
     let running = server::start(prepared, tok, &opts, addr)?;

@@ -1,7 +1,7 @@
 //! `modelbench tokenize`: a prompt or a file through a model's tokenizer, in the shape of
 //! llama.cpp's `llama-tokenize` (`--ids` prints `[id, id, ...]`; otherwise one
 //! `id -> 'piece'` line per token), so any file's tokens can be checked against llama.cpp by
-//! hand. The tokenizer is the one the benchmarks use (`models::tokenizer::load` on the
+//! hand. The tokenizer is the one the benchmarks use (`models::tokenizers::load` on the
 //! resolved model: a tokenizer.json beside a GGUF file, else the file's metadata), and so is
 //! the encoding (`tokenizer::encode`, BOS from `tokenizer::bos_id`).
 
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::config::plans::parse_models;
 use crate::engine::scenario::prepare;
-use crate::models::tokenizer::{bos_id, decode, encode, load};
+use crate::models::tokenizers::{bos_id, decode, encode, load};
 use clap::Args;
 
 #[derive(Args, Debug)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::app::Context;
 use crate::config::plans::check_label;
 use crate::config::train as tcfg;
-use crate::models::psann::Base;
+use crate::models::training::psann::Base;
 use crate::output::report::{reports_root, zip_run, RunDir};
 use crate::workloads::train::{
     leaderboard_md, run, shootout_csv, Corpus, ShootoutRow, TrainSpec, Training,

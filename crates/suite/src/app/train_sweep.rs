@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use crate::config::plans::check_label;
 use crate::config::values::{parse_dtypes, parse_list};
-use crate::models::psann::{Base, PsannConfig};
+use crate::models::training::psann::{Base, PsannConfig};
 use crate::output::report::{reports_root, zip_run, RunDir};
 use crate::workloads::psann::{sweep_point, SweepRow};
 

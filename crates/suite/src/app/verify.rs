@@ -17,10 +17,11 @@ use crate::app::Context;
 use crate::config::plans::parse_models;
 use crate::engine::perplexity::Progress;
 use crate::engine::scenario::prepare;
-use crate::models::loading::open;
-use crate::models::quality::{file_sha256, save};
+use crate::models::sources::loading::open;
 use crate::models::Weights;
+use crate::output::quality::save;
 use crate::serving::server::{served_loaded, Options};
+use crate::util::fsio::file_sha256;
 use crate::workloads::kld::{reference_command, run_kld_gate, table, KldReference};
 use clap::Args;
 
@@ -245,7 +246,10 @@ pub fn verify(a: &VerifyArgs) -> crate::Result<ExitCode> {
         o.fast_weights = a.fast.fast_weights;
         loaded = served_loaded(loaded, &o)?;
     }
-    eprintln!("verify: {}", crate::models::loading::load_line(&loaded));
+    eprintln!(
+        "verify: {}",
+        crate::models::sources::loading::load_line(&loaded)
+    );
     let implementation = loaded.model.meta().provenance.implementation.clone();
     let mut print = |p: &Progress| eprintln!("verify: {}", p.line());
     let v = run_kld_gate(

@@ -8,7 +8,7 @@ use candle_core::DType;
 use crate::engine::scenario::{Scenario, Tier};
 use crate::error::{Error, Result};
 use crate::measure::device::DeviceSpec;
-use crate::models::source::ModelRef;
+use crate::models::sources::ModelRef;
 
 use super::knobs;
 pub use super::values::*;
@@ -85,7 +85,7 @@ impl Plan {
     /// construction the benches and `modelbench run` share).
     pub fn generation<'a>(
         &self,
-        loaded: &'a mut crate::models::loading::Loaded,
+        loaded: &'a mut crate::models::sources::loading::Loaded,
         s: &'a Scenario,
         calibration: Option<crate::measure::calibration::Calibration>,
     ) -> crate::workloads::generation::Generation<'a> {
@@ -341,7 +341,7 @@ pub fn moe_grid(
 pub struct PsannPlan {
     /// `default` or `gpu03`.
     pub grid: String,
-    pub bases: Vec<crate::models::psann::Base>,
+    pub bases: Vec<crate::models::training::psann::Base>,
     pub batch_tokens: Vec<usize>,
     /// Batch tokens of the train-step group (empty: no train steps).
     pub train_tokens: Vec<usize>,
@@ -422,7 +422,7 @@ impl PsannPlan {
         tokens
             .iter()
             .map(|&n| {
-                let (b, t) = crate::models::psann::gpu03_shape(n, self.max_t, self.max_b);
+                let (b, t) = crate::models::training::psann::gpu03_shape(n, self.max_t, self.max_b);
                 (n, b, t)
             })
             .collect()

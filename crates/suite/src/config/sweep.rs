@@ -13,7 +13,7 @@ use super::plans::from_validated_env;
 use super::values::{parse_accelerator, parse_dtype_knob, parse_families, parse_list};
 use crate::error::{Error, Result};
 use crate::measure::device::DeviceSpec;
-use crate::models::backbone::{BackboneConfig, Family};
+use crate::models::training::backbone::{BackboneConfig, Family};
 use crate::workloads::arch::PointSpec;
 
 /// Keys a queue config may set, with what they mean (README lists them).

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::measure::device::{parse_dtype, DeviceSpec};
-use crate::models::psann::Base;
+use crate::models::training::psann::Base;
 use crate::workloads::train::TrainSpec;
 
 /// Keys a config may set, with what they mean (README lists them).

@@ -10,7 +10,7 @@ use candle_core::DType;
 use crate::engine::scenario::{Scenario, Tier, SCENARIO_NAMES};
 use crate::error::{Error, Result};
 use crate::measure::device::{parse_dtype, DeviceSpec, DTYPES_ALLOWED};
-use crate::models::source::{sources_help, ModelRef};
+use crate::models::sources::{sources_help, ModelRef};
 
 pub fn parse_models(list: &str, knob: &str) -> Result<Vec<(String, ModelRef)>> {
     let mut out = Vec::new();
@@ -184,8 +184,8 @@ pub fn parse_grid(v: &str) -> Result<&'static str> {
     }
 }
 
-pub fn parse_bases(v: &str) -> Result<Vec<crate::models::psann::Base>> {
-    use crate::models::psann::Base;
+pub fn parse_bases(v: &str) -> Result<Vec<crate::models::training::psann::Base>> {
+    use crate::models::training::psann::Base;
     let mut bases = Vec::new();
     for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
         bases.push(Base::parse(b).ok_or_else(|| {
@@ -297,15 +297,18 @@ pub fn parse_depths(v: &str, knob: &str) -> Result<Vec<usize>> {
 
 /// A comma list of backbone families (the original sweep's names `omni_mixture`, `hybrid_transformer`
 /// too), duplicates dropped.
-pub fn parse_families(v: &str, name: &str) -> Result<Vec<crate::models::backbone::Family>> {
+pub fn parse_families(
+    v: &str,
+    name: &str,
+) -> Result<Vec<crate::models::training::backbone::Family>> {
     let mut out = Vec::new();
     for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let f = crate::models::backbone::Family::parse(p).ok_or_else(|| {
+        let f = crate::models::training::backbone::Family::parse(p).ok_or_else(|| {
             Error::knob(
                 name,
                 v,
                 format!("unknown architecture `{p}`"),
-                crate::models::backbone::Family::ALLOWED,
+                crate::models::training::backbone::Family::ALLOWED,
             )
         })?;
         if !out.contains(&f) {
@@ -317,7 +320,7 @@ pub fn parse_families(v: &str, name: &str) -> Result<Vec<crate::models::backbone
             name,
             v,
             "empty list",
-            crate::models::backbone::Family::ALLOWED,
+            crate::models::training::backbone::Family::ALLOWED,
         ));
     }
     Ok(out)

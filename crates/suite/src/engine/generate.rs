@@ -12,7 +12,7 @@ use crate::engine::scenario::Scenario;
 use crate::error::{Error, Result};
 use crate::measure::device::sync;
 use crate::measure::inject;
-use crate::models::tokenizer::{decode, encode, StreamDecoder};
+use crate::models::tokenizers::{decode, encode, StreamDecoder};
 use crate::models::CausalLm;
 
 /// Token ids below this are kept out of synthetic prompts (special tokens of the fixture

@@ -19,7 +19,7 @@ use crate::engine::scenario::Scenario;
 use crate::error::{Error, Result};
 use crate::measure::memory;
 use crate::models::attention::Attention;
-use crate::models::source::Resolved;
+use crate::models::sources::Resolved;
 use crate::models::{ModelMeta, Weights};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub fn meta_of(res: &Resolved, dtype: DType, context_cap: usize) -> Result<Model
     match &res.weights {
         Weights::Gguf(p) => {
             let g = res.gguf_source()?;
-            crate::models::quantized::describe_impl(p, &g.header, Some(context_cap), g.imp)
+            crate::models::sources::gguf::describe_impl(p, &g.header, Some(context_cap), g.imp)
         }
         _ => crate::models::describe(
             res.family,
@@ -165,7 +165,7 @@ pub fn check_scenarios(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::source::{resolve, ModelRef};
+    use crate::models::sources::{resolve, ModelRef};
 
     fn llama_1b() -> ModelMeta {
         let res = resolve(&ModelRef::parse("synthetic:llama-3.2-1b").unwrap(), "l").unwrap();

@@ -43,7 +43,7 @@ pub fn probe_ids(tok: Option<&Tokenizer>, vocab: usize, len: usize) -> Result<(V
     let n = SEQUENCES * len;
     let (ids, from) = match tok {
         Some(t) => {
-            let ids: Vec<u32> = crate::models::tokenizer::encode(t, TEXT)?
+            let ids: Vec<u32> = crate::models::tokenizers::encode(t, TEXT)?
                 .into_iter()
                 .filter(|&i| (i as usize) < vocab)
                 .take(n)
@@ -208,7 +208,7 @@ pub type Probes = std::sync::Mutex<std::collections::BTreeMap<String, Probe>>;
 /// The probe of `loaded` from `probes`, taken (and said through `say`) the first time.
 pub fn once(
     probes: &Probes,
-    loaded: &mut crate::models::loading::Loaded,
+    loaded: &mut crate::models::sources::loading::Loaded,
     say: &dyn Fn(&str),
 ) -> Result<Probe> {
     let label = loaded.resolved.label.clone();

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::engine::sampling::SamplingParams;
 use crate::error::{Error, Result};
-use crate::models::source::{resolve, ModelRef, Resolved};
+use crate::models::sources::{resolve, ModelRef, Resolved};
 use crate::models::Arch;
 
 #[derive(Debug, Clone, Serialize)]
@@ -221,7 +221,7 @@ pub fn prepare(label: &str, r: &ModelRef, scenarios: &[Scenario]) -> Result<Reso
     let max_context = match &res.weights {
         crate::models::Weights::Gguf(p) => {
             let g = res.gguf_source()?;
-            let meta = crate::models::quantized::describe_impl(p, &g.header, None, g.imp)?;
+            let meta = crate::models::sources::gguf::describe_impl(p, &g.header, None, g.imp)?;
             meta.max_context.min(meta.built_context)
         }
         _ => Arch::from_json(res.family, &res.config, &res.config_path)?.max_context(),

@@ -9,6 +9,7 @@ pub mod instructions;
 pub mod noise;
 pub mod peers;
 pub mod plot;
+pub mod quality;
 pub mod record;
 pub mod report;
 pub mod runs;

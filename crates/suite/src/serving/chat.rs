@@ -27,8 +27,8 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
-use crate::models::source::Resolved;
-use crate::models::tokenizer::encode;
+use crate::models::sources::Resolved;
+use crate::models::tokenizers::encode;
 use crate::models::Weights;
 
 /// The template's name inside its environment.
@@ -81,7 +81,7 @@ fn token_text(v: Option<&Value>) -> Option<String> {
 /// The template of a GGUF file's metadata, with its BOS and EOS token texts (None: no
 /// `tokenizer.chat_template`).
 pub fn from_gguf(path: &Path, tok: &Tokenizer) -> Result<Option<Found>> {
-    from_header(path, &crate::models::quantized::read_header(path)?, tok)
+    from_header(path, &crate::models::gguf::check::read_header(path)?, tok)
 }
 
 /// [`from_gguf`] on a header already read.
@@ -90,7 +90,7 @@ pub fn from_header(
     ct: &candle_core::quantized::gguf_file::Content,
     tok: &Tokenizer,
 ) -> Result<Option<Found>> {
-    let (template, bos, eos) = crate::models::gguf_tokenizer::chat_metadata(path, ct)?;
+    let (template, bos, eos) = crate::models::tokenizers::gguf::chat_metadata(path, ct)?;
     Ok(template.map(|template| Found {
         source: format!(
             "GGUF metadata `tokenizer.chat_template` of {}",
@@ -572,7 +572,7 @@ impl ChatFormat {
 }
 
 /// Token ids of a prompt as the server runs it: BOS first when the tokenizer has one it puts
-/// first (`bos`, [`crate::models::tokenizer::bos_id`]) and the text does not already begin
+/// first (`bos`, [`crate::models::tokenizers::bos_id`]) and the text does not already begin
 /// with it.
 pub fn prompt_ids(tok: &Tokenizer, bos: Option<u32>, text: &str) -> Result<Vec<u32>> {
     let mut ids = encode(tok, text)?;

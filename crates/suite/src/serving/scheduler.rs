@@ -22,7 +22,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::engine::sampling::{Sampler, SamplingParams};
 use crate::error::Result;
 pub use crate::models::batched::{host, StepModel, Work};
-use crate::models::tokenizer::{decode, eos_ids, StreamDecoder};
+use crate::models::tokenizers::{decode, eos_ids, StreamDecoder};
 use crate::models::CausalLm;
 
 /// Any other model: one sequence at a time, the whole prompt in one forward (the models'

@@ -22,9 +22,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::error::{Error, Result};
 use crate::models::batched::BatchOptions;
-use crate::models::quantized::GgufImpl;
-use crate::models::source::Resolved;
-use crate::models::tokenizer::bos_id;
+use crate::models::families::GgufImpl;
+use crate::models::sources::Resolved;
+use crate::models::tokenizers::bos_id;
 use crate::models::CausalLm;
 use crate::models::Weights;
 use crate::serving::chat::{chat_prompt, prompt_ids, ChatFormat};
@@ -308,18 +308,18 @@ pub fn served(model: Box<dyn CausalLm>, o: &Options) -> Result<Served> {
 /// `l` with its model replaced by [`served`]`(model, o)` (file and tokenizer kept; the load's
 /// memory figures extended over the preparation, e.g. `--fast-weights`' repack).
 pub fn served_loaded(
-    l: crate::models::loading::Loaded,
+    l: crate::models::sources::loading::Loaded,
     o: &Options,
-) -> Result<crate::models::loading::Loaded> {
-    let crate::models::loading::Loaded {
+) -> Result<crate::models::sources::loading::Loaded> {
+    let crate::models::sources::loading::Loaded {
         resolved,
         model,
         tokenizer,
         mut load,
     } = l;
     let model = Box::new(served(model, o)?);
-    crate::models::loading::extend_to_now(&mut load);
-    Ok(crate::models::loading::Loaded {
+    crate::models::sources::loading::extend_to_now(&mut load);
+    Ok(crate::models::sources::loading::Loaded {
         resolved,
         model,
         tokenizer,

@@ -58,7 +58,7 @@ pub fn fixture_cache() -> std::path::PathBuf {
 /// Resolves `model` here, before any Candle build: a bad reference is one line now, and a
 /// fixture is written once into [`fixture_cache`] by this build, for every build after.
 pub fn model_ready(model: &str) -> Result<()> {
-    let r = crate::models::source::ModelRef::parse(model).map_err(|e| fail!("--model: {e}"))?;
+    let r = crate::models::sources::ModelRef::parse(model).map_err(|e| fail!("--model: {e}"))?;
     crate::engine::scenario::prepare(model, &r, &[])?;
     Ok(())
 }

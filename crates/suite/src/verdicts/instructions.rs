@@ -265,7 +265,7 @@ fn count_one(
     cmd.envs(mi::WORKER_ENV)
         .env(
             "MODELBENCH_FIXTURE_CACHE",
-            crate::models::source::fixture_cache_dir(),
+            crate::models::sources::fixture_cache_dir(),
         )
         .stdin(Stdio::null());
     let t = Instant::now();
@@ -357,7 +357,7 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
     let models = parse_models(&a.model, "--model")?;
     let (label, r) = &models[0];
     let res = prepare(label, r, std::slice::from_ref(&s))?;
-    let mut loaded = crate::models::loading::open(
+    let mut loaded = crate::models::sources::loading::open(
         res,
         &candle_core::Device::Cpu,
         candle_core::DType::F32,
@@ -399,7 +399,7 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
 /// On the pool's thread: one uncounted warm-up generation (first-call costs: lazy statics,
 /// kernel dispatch, the arena's first growth), then the two counted ones.
 fn counted(
-    loaded: &mut crate::models::loading::Loaded,
+    loaded: &mut crate::models::sources::loading::Loaded,
     s: &Scenario,
     prompt: &Prompt,
     seed: u64,

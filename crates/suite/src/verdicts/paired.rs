@@ -558,7 +558,7 @@ fn stored_verdict(out: &str) -> Option<KldVerdict> {
         .split(" (key: ")
         .next()?;
     let text = std::fs::read_to_string(path).ok()?;
-    let stored: crate::models::quality::StoredVerdict = serde_json::from_str(&text).ok()?;
+    let stored: crate::output::quality::StoredVerdict = serde_json::from_str(&text).ok()?;
     serde_json::from_value(stored.verdict).ok()
 }
 
@@ -702,8 +702,8 @@ mod tests {
             crate::workloads::kld::table(v)
         );
         if let Some(p) = stored {
-            let doc = crate::models::quality::StoredVerdict {
-                key: crate::models::quality::VerdictKey {
+            let doc = crate::output::quality::StoredVerdict {
+                key: crate::output::quality::VerdictKey {
                     file_sha256: "ab".repeat(32),
                     implementation: "i".into(),
                     device: "cpu".into(),

@@ -1,5 +1,5 @@
 //! The architecture sweep (group `arch_sweep`, `modelbench sweep`): one backbone
-//! family ([`crate::models::backbone`]) at one model dim, depth and horizon count, as a
+//! family ([`crate::models::training::backbone`]) at one model dim, depth and horizon count, as a
 //! forward of B x T tokens (`fwd`) or one train step (`train`: forward, mean cross-entropy over
 //! the horizon heads, backward, AdamW). The batch of B sequences of T + horizons seeded random
 //! ids is built once, outside the timed region; a sample is one sequence.
@@ -15,8 +15,8 @@ use crate::measure::calibration::{compute_only, Calibration};
 use crate::measure::device::DeviceSpec;
 use crate::measure::stats::percentiles;
 use crate::measure::timing::time_region;
-use crate::models::backbone::{Backbone, BackboneConfig, BackboneTrainer, Family};
-use crate::models::psann::random_ids;
+use crate::models::training::backbone::{Backbone, BackboneConfig, BackboneTrainer, Family};
+use crate::models::training::psann::random_ids;
 use crate::output::arch_table::ArchRow;
 use crate::output::record::{Kind, Precision, Record};
 

@@ -13,8 +13,8 @@ use crate::error::Result;
 use crate::measure::device::DeviceSpec;
 use crate::measure::memory;
 use crate::measure::stats::median;
-use crate::models::psann::train::{TrainConfig, Trainer};
-use crate::models::psann::{random_ids, Base, PsannConfig, PsannLm};
+use crate::models::training::psann::train::{TrainConfig, Trainer};
+use crate::models::training::psann::{random_ids, Base, PsannConfig, PsannLm};
 use crate::output::record::{Kind, Precision, Record};
 
 use super::{Measured, Target, Workload};

@@ -15,7 +15,7 @@ use crate::measure::device::{sync, DeviceSpec};
 use crate::measure::inject;
 use crate::measure::memory;
 use crate::measure::stats::{median, percentiles};
-use crate::models::loading::Loaded;
+use crate::models::sources::loading::Loaded;
 use crate::models::{CausalLm, KvState};
 use crate::output::record::{GenMetrics, Kind, Record};
 
@@ -349,7 +349,7 @@ pub fn write_artifacts(run: &mut crate::output::report::RunDir) -> Result<()> {
 /// [`run_suite`](super::suite::run_suite), then [`write_artifacts`].
 pub struct DepthSuite {
     /// (label as written, parsed reference)
-    pub models: Vec<(String, crate::models::source::ModelRef)>,
+    pub models: Vec<(String, crate::models::sources::ModelRef)>,
     pub depths: Vec<usize>,
     pub prompt: usize,
     pub gen: usize,
@@ -376,7 +376,7 @@ impl DepthSuite {
 }
 
 impl super::suite::Suite for DepthSuite {
-    type Case = crate::models::source::Resolved;
+    type Case = crate::models::sources::Resolved;
     type Loaded = Loaded;
     type Work<'a> = Depth<'a>;
 
@@ -426,14 +426,14 @@ impl super::suite::Suite for DepthSuite {
 
     fn load(&self, res: Self::Case, say: &dyn super::suite::Say) -> Result<Loaded> {
         say.loading(&res.label, &res.source);
-        let loaded = crate::models::loading::open_with(
+        let loaded = crate::models::sources::loading::open_with(
             res,
             &self.dev,
             self.dtype,
             Some(self.context_cap()),
             self.attention,
         )?;
-        say.say(&crate::models::loading::load_line(&loaded));
+        say.say(&crate::models::sources::loading::load_line(&loaded));
         Ok(loaded)
     }
 

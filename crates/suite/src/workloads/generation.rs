@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::measure::calibration::Calibration;
 use crate::measure::device::DeviceSpec;
 use crate::measure::memory;
-use crate::models::loading::Loaded;
+use crate::models::sources::loading::Loaded;
 use crate::output::record::{gen_metrics, Kind, ModelInfo, Precision, Record};
 
 use super::{Measured, Target, Workload};
@@ -26,14 +26,14 @@ pub fn precision_of(loaded: &Loaded, dtype: candle_core::DType) -> Precision {
 }
 
 /// The quality-verdict key of a loaded model run on `device` in `dtype`
-/// ([`crate::models::quality::VerdictKey`]): its weights file's sha256, implementation,
+/// ([`crate::output::quality::VerdictKey`]): its weights file's sha256, implementation,
 /// device, precision and this build's commit.
 pub fn verdict_key(
     loaded: &Loaded,
     device: DeviceSpec,
     dtype: candle_core::DType,
-) -> std::result::Result<crate::models::quality::VerdictKey, String> {
-    crate::models::quality::VerdictKey::of(
+) -> std::result::Result<crate::output::quality::VerdictKey, String> {
+    crate::output::quality::VerdictKey::of(
         &loaded.resolved.weights,
         &loaded.model.meta().provenance.implementation,
         &device.to_string(),
@@ -146,7 +146,7 @@ impl Workload for Generation<'_> {
             ids: self.ids.clone(),
             probe: self.probe.clone(),
         });
-        r.quality = Some(crate::models::quality::verdict_value(
+        r.quality = Some(crate::output::quality::verdict_value(
             &self.loaded.resolved.label,
             verdict_key(self.loaded, self.device, self.dtype),
         ));
@@ -199,7 +199,7 @@ pub fn model_info(l: &Loaded) -> ModelInfo {
 /// `modelbench run` both run it through [`run_suite`](super::suite::run_suite).
 pub struct GenerationSuite {
     /// (label as written, parsed reference)
-    pub models: Vec<(String, crate::models::source::ModelRef)>,
+    pub models: Vec<(String, crate::models::sources::ModelRef)>,
     pub scenarios: Vec<Scenario>,
     pub device: DeviceSpec,
     /// The opened device.
@@ -215,7 +215,7 @@ pub struct GenerationSuite {
 }
 
 impl super::suite::Suite for GenerationSuite {
-    type Case = crate::models::source::Resolved;
+    type Case = crate::models::sources::Resolved;
     type Loaded = Loaded;
     type Work<'a> = Generation<'a>;
 
@@ -242,14 +242,14 @@ impl super::suite::Suite for GenerationSuite {
     fn load(&self, res: Self::Case, say: &dyn super::suite::Say) -> Result<Loaded> {
         let label = res.label.clone();
         say.loading(&label, &res.source);
-        let loaded = crate::models::loading::open_with(
+        let loaded = crate::models::sources::loading::open_with(
             res,
             &self.dev,
             self.dtype,
             Some(self.context_cap),
             self.attention,
         )?;
-        say.say(&crate::models::loading::load_line(&loaded));
+        say.say(&crate::models::sources::loading::load_line(&loaded));
         if let Some(w) = loaded.model.meta().provenance.exact_context {
             for s in self.scenarios.iter().filter(|s| s.context_needed() > w) {
                 say.say(&format!("warning: {label} / {}: {} positions exceed the {w} this model computes exactly; timings are valid, outputs past {w} are degraded", s.name, s.context_needed()));

@@ -14,7 +14,7 @@ use crate::engine::sampling::{Sampler, SamplingParams};
 use crate::error::{Error, Result};
 use crate::measure::device::DeviceSpec;
 use crate::measure::stats::{bootstrap_median_ci, median};
-use crate::models::loading::Loaded;
+use crate::models::sources::loading::Loaded;
 use crate::output::record::{Kind, Record};
 
 use super::generation::{model_info, precision_of};
@@ -270,10 +270,10 @@ pub fn run_group<D: super::suite::Driver>(
         let label = format!("fixture:{fam}");
         let res = crate::engine::scenario::prepare(
             &label,
-            &crate::models::source::ModelRef::parse(&label)?,
+            &crate::models::sources::ModelRef::parse(&label)?,
             &[],
         )?;
-        let mut l = crate::models::loading::open(res, &s.dev, s.dtype, Some(256))?;
+        let mut l = crate::models::sources::loading::open(res, &s.dev, s.dtype, Some(256))?;
         let vocab = l.model.meta().vocab;
         let info = model_info(&l);
         let mut w = Overhead {

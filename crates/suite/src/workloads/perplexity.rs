@@ -9,7 +9,7 @@ use crate::engine::perplexity::{
 };
 use crate::error::Result;
 use crate::measure::device::DeviceSpec;
-use crate::models::loading::Loaded;
+use crate::models::sources::loading::Loaded;
 use crate::output::record::{Kind, Record};
 
 use super::generation::{model_info, precision_of};

@@ -16,8 +16,8 @@ use crate::error::{one_line, Error, Result};
 use crate::measure::calibration::{compute_only, Calibration};
 use crate::measure::device::DeviceSpec;
 use crate::measure::timing::time_region;
-use crate::models::psann::train::{TrainConfig, Trainer};
-use crate::models::psann::{random_ids, Base, PsannConfig, PsannLm};
+use crate::models::training::psann::train::{TrainConfig, Trainer};
+use crate::models::training::psann::{random_ids, Base, PsannConfig, PsannLm};
 use crate::output::record::{Kind, Precision, Record};
 
 use super::{Measured, Target, Workload};

@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::judge::quality::{
     self as judge, best_agreement, near_tie, MIN_AGREEMENT, PPL_TOLERANCE,
 };
-use crate::models::quality::{PromptAgreement, Verdict};
 use crate::models::CausalLm;
+use crate::output::quality::{PromptAgreement, Verdict};
 
 /// Which llama.cpp made a reference, from the reference file's `provenance`: "llama.cpp
 /// <commit> (llama-cpp-python <version> sdist), <date>".

@@ -22,8 +22,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::measure::device::DeviceSpec;
 use crate::measure::timing::time_region;
-use crate::models::psann::train::{TrainConfig, Trainer};
-use crate::models::psann::{Base, PsannConfig, PsannLm};
+use crate::models::training::psann::train::{TrainConfig, Trainer};
+use crate::models::training::psann::{Base, PsannConfig, PsannLm};
 use crate::output::record::{Kind, Precision, Record};
 
 use super::{Measured, Target, Workload};
@@ -295,7 +295,7 @@ impl Training {
             let (x, y) = batch_tensors(&self.corpus.val, c, t, &self.dev)?;
             let logits = self.tr.model.forward(&x)?.detach();
             let tokens = (c.len() * t) as u64;
-            let l = crate::models::psann::train::loss(&logits, &y)?.to_scalar::<f32>()?;
+            let l = crate::models::training::psann::train::loss(&logits, &y)?.to_scalar::<f32>()?;
             nll += l as f64 * tokens as f64;
             let hit = logits
                 .argmax(D::Minus1)?

@@ -4,14 +4,15 @@
 
 use candle_transformers::models::quantized_gemma3;
 
+use super::fixture::GgufFixture;
 use super::own::{self, OwnModel};
 use super::spec::*;
 use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, Build, GgufFamily, Implementation, Positions};
 use crate::error::{one_line, Result};
 use crate::models::batched::{BatchOptions, Slots, StepModel};
-use crate::models::gemma3_quantized::{self, Batched, ModelWeights};
-use crate::models::gguf_fixture::GgufFixture;
+use crate::models::quantized;
+use crate::models::quantized::gemma3::{Batched, ModelWeights};
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
@@ -69,7 +70,7 @@ pub(super) static FAMILY: GgufFamily = GgufFamily {
             "attn_v.bias",
         ],
     },
-    // Gemma 3 runs on its own decoder (crate::models::gemma3_quantized), not the generic one.
+    // Gemma 3 runs on its own decoder (crate::models::quantized::gemma3), not the generic one.
     layout: None,
     implementations: &[OWN, CANDLE],
     fixtures: &[GgufFixture {
@@ -99,7 +100,7 @@ const OWN: Implementation = Implementation {
     },
     positions: Positions::Asked,
     refuses: |_, ct| {
-        gemma3_quantized::Config::from_gguf(ct)
+        quantized::gemma3::Config::from_gguf(ct)
             .err()
             .map(|e| one_line(&e.to_string()))
     },

@@ -1,6 +1,6 @@
 //! `glm4` (GLM-4-0414: sandwich norms around attention and MLP, a fused gate-up projection,
 //! q/k/v biases, interleaved RoPE on the first half of each head): candle's quantized GLM-4 by
-//! default; the project's own ([`crate::models::llama_quantized`]: it batches, its forward is
+//! default; the project's own ([`crate::models::quantized::llama`]: it batches, its forward is
 //! traced by `ops`, and it rotates `rope.dimension_count` dimensions as the file says) with
 //! `?impl=modelbench` or where candle's refuses the file.
 
@@ -8,13 +8,13 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::DType;
 use candle_transformers::models::quantized_glm4;
 
+use super::fixture::{seeded_normal, GgufFixture, Parts};
 use super::llama::OWN;
 use super::spec::*;
 use super::GgufImpl;
 use super::{candle, md_f32, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
-use crate::models::gguf_fixture::{seeded_normal, GgufFixture, Parts};
-use crate::models::llama_quantized::layout::{
+use crate::models::quantized::llama::layout::{
     Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
 };
 use crate::models::Family;

@@ -1,7 +1,7 @@
 //! `lfm2` (LiquidAI LFM2: blocks that are either a gated short convolution or grouped-query
 //! attention with per-head q/k norms, a SwiGLU MLP each; which is which comes from the
 //! per-block `head_count_kv`, 0 for a convolution block): candle-transformers' quantized_lfm2
-//! by default; the project's own ([`crate::models::llama_quantized`]: each sequence's
+//! by default; the project's own ([`crate::models::quantized::llama`]: each sequence's
 //! convolution state in its own cache, so prompts run in chunks and sequences batch; its
 //! forward is traced by `ops`) with `?impl=modelbench`.
 
@@ -9,14 +9,14 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_lfm2;
 
+use super::fixture::{seeded_normal, seeded_tensor, GgufFixture, Parts};
 use super::llama::OWN;
 use super::spec::*;
 use super::{refuses_any_rope_scaling, Build, GgufFamily, GgufImpl, GgufModel};
 use super::{Implementation, Positions};
 use crate::error::Result;
-use crate::models::gguf_fixture::{seeded_normal, seeded_tensor, GgufFixture, Parts};
-use crate::models::gguf_read::copy_content;
-use crate::models::llama_quantized::layout::{
+use crate::models::gguf::read::copy_content;
+use crate::models::quantized::llama::layout::{
     Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
 };
 use crate::models::Family;

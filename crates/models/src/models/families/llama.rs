@@ -1,22 +1,23 @@
 //! `llama` (Llama 2 / 3.x, Mistral, SmolLM, TinyLlama: what differs is metadata): candle's
-//! quantized Llama by default; the project's own ([`crate::models::llama_quantized`], which
+//! quantized Llama by default; the project's own ([`crate::models::quantized::llama`], which
 //! batches and applies Llama 3.x `rope_freqs.weight` and linear scaling) where candle's refuses
 //! the file or `?impl=modelbench` asks for it.
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_transformers::models::quantized_llama;
 
+use super::fixture::{GgufFixture, Parts};
 use super::own::{self, OwnModel};
 use super::spec::*;
 use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, Build, GgufFamily, Implementation, Positions};
 use crate::error::Result;
 use crate::models::batched::{BatchOptions, Slots, StepModel};
-use crate::models::gguf_fixture::{GgufFixture, Parts};
-use crate::models::llama_quantized::layout::{
+use crate::models::quantized;
+use crate::models::quantized::llama::layout::{
     Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
 };
-use crate::models::llama_quantized::{self, Batched, ModelWeights};
+use crate::models::quantized::llama::{Batched, ModelWeights};
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {
@@ -95,10 +96,10 @@ const MIXTRAL_USED: usize = 2;
 /// The Llama fixture in Mixtral's form, as llama.cpp's converter writes a Mixtral: a `llama`
 /// file with `llama.expert_count` / `llama.expert_used_count`, every block's SwiGLU replaced
 /// by a router (`ffn_gate_inp`, F32) and stacked experts (`ffn_{gate,up,down}_exps`, Q8_0) of
-/// `feed_forward_length` each ([`crate::models::gguf_fixture::to_experts`]).
+/// `feed_forward_length` each ([`super::fixture::to_experts`]).
 fn mixtral_fixture(p: &mut Parts) -> Result<()> {
     let ff = p.cfg_u("intermediate_size");
-    crate::models::gguf_fixture::to_experts(p, MIXTRAL_EXPERTS, ff, 0x313A)?;
+    super::fixture::to_experts(p, MIXTRAL_EXPERTS, ff, 0x313A)?;
     p.set("llama.expert_count", Value::U32(MIXTRAL_EXPERTS as u32));
     p.set("llama.expert_used_count", Value::U32(MIXTRAL_USED as u32));
     p.set(
@@ -214,7 +215,7 @@ const CANDLE: Implementation = Implementation {
     exact_context: |_| None,
     one_token_after_start: false,
     build: |mut b| {
-        crate::models::gguf_read::split_stacked_experts(&mut b.ct)?;
+        crate::models::gguf::read::split_stacked_experts(&mut b.ct)?;
         let m = quantized_llama::ModelWeights::from_gguf(b.ct, b.file, b.device)?;
         Ok(candle::boxed(
             m,
@@ -233,7 +234,7 @@ pub(super) const OWN: Implementation = Implementation {
         let arch = super::md_str(ct, "general.architecture").unwrap_or_default();
         let experts = super::decoder_of(ct)
             .ok()
-            .and_then(|fam| llama_quantized::Config::from_gguf(ct, &fam).ok())
+            .and_then(|fam| quantized::llama::Config::from_gguf(ct, &fam).ok())
             .and_then(|c| c.experts)
             .map(|e| format!("; {} experts, top-{}", e.count, e.used))
             .unwrap_or_default();
@@ -249,7 +250,7 @@ pub(super) const OWN: Implementation = Implementation {
 /// Whether the project's implementation refuses the file (its config reader says why).
 pub(super) fn own_refuses(ct: &Content) -> Option<String> {
     match super::decoder_of(ct) {
-        Ok(fam) => llama_quantized::Config::from_gguf(ct, &fam)
+        Ok(fam) => quantized::llama::Config::from_gguf(ct, &fam)
             .err()
             .map(|e| crate::error::one_line(&e.to_string())),
         Err(why) => Some(why),

@@ -13,18 +13,18 @@ use std::any::Any;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
-use super::batched::{BatchOptions, StepModel};
-use super::gguf_fixture::GgufFixture;
-use super::llama_quantized::{FamilyLayout, Layout};
-use super::Family;
 use crate::error::Result;
+use crate::models::batched::{BatchOptions, StepModel};
+use crate::models::quantized::llama::{FamilyLayout, Layout};
+use crate::models::Family;
+use fixture::GgufFixture;
 use spec::{ArchSpec, Rot};
 
 /// Which code runs a GGUF model (`gguf:...?impl=<name>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgufImpl {
-    /// The project's own model: [`super::gemma3_quantized`] for Gemma 3,
-    /// [`super::llama_quantized`] for Llama (with or without experts), Qwen2, Qwen3 and
+    /// The project's own model: [`super::quantized::gemma3`] for Gemma 3,
+    /// [`super::quantized::llama`] for Llama (with or without experts), Qwen2, Qwen3 and
     /// Qwen3-MoE.
     Modelbench,
     /// candle-transformers 0.11.1's quantized model of the family.
@@ -68,6 +68,8 @@ impl GgufImpl {
 }
 
 mod candle;
+pub mod check;
+pub mod fixture;
 mod gemma3;
 mod glm4;
 mod lfm2;
@@ -158,7 +160,7 @@ pub struct GgufFamily {
     pub arch: &'static str,
     pub family: Family,
     /// What a file of the family must hold (keys and their types, tensors and shapes), as
-    /// llama.cpp loads it: the GGUF validation's entry ([`crate::models::gguf_check`]).
+    /// llama.cpp loads it: the GGUF validation's entry ([`crate::models::families::check`]).
     pub spec: ArchSpec,
     /// What the project's generic decoder reads to run it ([`Layout`]); None where the family
     /// has a decoder of its own (Gemma 3).
@@ -334,7 +336,7 @@ pub fn any_has(imp: GgufImpl) -> bool {
 mod tests {
     use super::spec::D;
     use super::*;
-    use crate::models::llama_quantized::layout::{Biases, ExpertsRule, MlpKind, NormKind};
+    use crate::models::quantized::llama::layout::{Biases, ExpertsRule, MlpKind, NormKind};
 
     /// Whether the family's spec expects (or accepts) a tensor named `name` (`{}` for the
     /// block number), by its table or its fused/separate q/k/v projections with their biases.
@@ -462,7 +464,7 @@ mod tests {
     /// the family records state them.
     #[test]
     fn each_family_reads_only_its_biases() {
-        use crate::models::llama_quantized::layout::{Biases, Layout};
+        use crate::models::quantized::llama::layout::{Biases, Layout};
         let layout = |arch: &str| -> Layout {
             by_arch(arch)
                 .and_then(|f| f.layout)

@@ -6,7 +6,7 @@ use candle_core::{Result, Tensor};
 
 use super::{Build, GgufModel};
 use crate::models::batched::{BatchOptions, StepModel};
-use crate::models::quantized_parts::SingleSeq;
+use crate::models::quantized::parts::SingleSeq;
 
 /// What a project's implementation provides (its weights are shared by clones).
 pub(super) trait OwnModel: SingleSeq + Clone + Send + 'static {

@@ -1,7 +1,7 @@
 //! `phi2` (Phi-2: LayerNorm with biases, attention and MLP in parallel from the same norm,
 //! partial rotary embedding over the first `rope.dimension_count` dimensions of each head,
 //! GELU MLP, biases everywhere): candle-transformers' quantized_phi by default; the project's
-//! own ([`crate::models::llama_quantized`]: it batches, its forward is traced by `ops`, and it
+//! own ([`crate::models::quantized::llama`]: it batches, its forward is traced by `ops`, and it
 //! runs the files candle's refuses for separate q/k/v, fewer KV heads or another RoPE base)
 //! with `?impl=modelbench` or where candle's refuses the file.
 
@@ -9,13 +9,13 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::Tensor;
 use candle_transformers::models::quantized_phi;
 
+use super::fixture::{seeded_tensor, GgufFixture, Parts, SHARPEN_QK};
 use super::llama::OWN;
 use super::spec::*;
 use super::GgufImpl;
 use super::{candle, md_f32, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
-use crate::models::gguf_fixture::{seeded_tensor, GgufFixture, Parts, SHARPEN_QK};
-use crate::models::llama_quantized::layout::{
+use crate::models::quantized::llama::layout::{
     Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
 };
 use crate::models::Family;

@@ -1,6 +1,6 @@
 //! `phi3` (Phi-3 / Phi-3.5 mini: Llama's block with a fused `attn_qkv` and a fused gate+up
 //! `ffn_up`, NeoX RoPE): candle-transformers' quantized Phi-3 by default; the project's own
-//! ([`crate::models::llama_quantized`], the fused weights read as their parts; it batches,
+//! ([`crate::models::quantized::llama`], the fused weights read as their parts; it batches,
 //! its forward is traced by `ops`, and it runs the files candle's refuses for their RoPE base,
 //! a tied output or separate q/k/v) where candle's refuses the file or `?impl=modelbench`
 //! asks for it.
@@ -9,16 +9,16 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::Tensor;
 use candle_transformers::models::quantized_phi3;
 
+use super::fixture::{GgufFixture, Parts, SHARPEN_QK};
 use super::llama::OWN;
 use super::spec::*;
 use super::GgufImpl;
 use super::{candle, md_f32, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
-use crate::models::gguf_fixture::{GgufFixture, Parts, SHARPEN_QK};
-use crate::models::gguf_tokenizer::{TYPE_CONTROL, TYPE_UNKNOWN};
-use crate::models::llama_quantized::layout::{
+use crate::models::quantized::llama::layout::{
     Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
 };
+use crate::models::tokenizers::gguf::{TYPE_CONTROL, TYPE_UNKNOWN};
 use crate::models::Family;
 
 pub(super) static FAMILY: GgufFamily = GgufFamily {

@@ -7,13 +7,13 @@
 
 use candle_transformers::models::quantized_qwen2;
 
+use super::fixture::{seeded_normal, GgufFixture, Parts};
 use super::llama::OWN;
 use super::spec::*;
 use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
-use crate::models::gguf_fixture::{seeded_normal, GgufFixture, Parts};
-use crate::models::llama_quantized::layout::{
+use crate::models::quantized::llama::layout::{
     Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
 };
 use crate::models::Family;

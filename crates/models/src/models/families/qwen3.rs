@@ -3,12 +3,12 @@
 
 use candle_transformers::models::quantized_qwen3;
 
+use super::fixture::GgufFixture;
 use super::llama::OWN;
 use super::spec::*;
 use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
-use crate::models::gguf_fixture::GgufFixture;
-use crate::models::llama_quantized::layout::{
+use crate::models::quantized::llama::layout::{
     Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
 };
 use crate::models::Family;

@@ -1,6 +1,6 @@
 //! `qwen3moe` (Qwen3-30B-A3B-shaped: Qwen3's attention with per-head q/k norms, every block's
 //! MLP a softmax-routed top-k mixture with the k weights renormalised): the project's own
-//! ([`crate::models::llama_quantized`], candle's quantized matmuls, one per expert; it runs on
+//! ([`crate::models::quantized::llama`], candle's quantized matmuls, one per expert; it runs on
 //! every device and batches) by default, and candle's quantized Qwen3-MoE with
 //! `?impl=candle-transformers`. candle's computes its experts with
 //! `candle_nn::moe::moe_gemm_gguf`, a CUDA kernel only (on the CPU candle-nn 0.11.1 bails
@@ -12,14 +12,14 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::quantized_qwen3_moe::GGUFQWenMoE;
 
+use super::fixture::{GgufFixture, Parts};
 use super::llama::OWN;
 use super::spec::*;
 use super::GgufImpl;
 use super::{candle, refuses_any_rope_scaling, GgufFamily, Implementation, Positions};
 use crate::error::Result;
-use crate::models::gguf_fixture::{GgufFixture, Parts};
-use crate::models::gguf_read::copy_content;
-use crate::models::llama_quantized::layout::{
+use crate::models::gguf::read::copy_content;
+use crate::models::quantized::llama::layout::{
     Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
 };
 use crate::models::Family;
@@ -84,10 +84,10 @@ const EXPERT_FF: usize = 32;
 /// The Qwen3 fixture as a Qwen3-MoE file as llama.cpp's converter writes one
 /// (Qwen3MoeModel): `qwen3moe.*` keys with expert_count, expert_used_count and
 /// expert_feed_forward_length, every block's SwiGLU replaced by a router and stacked experts
-/// ([`crate::models::gguf_fixture::to_experts`]).
+/// ([`super::fixture::to_experts`]).
 fn fixture(p: &mut Parts) -> Result<()> {
     p.retarget("qwen3", "qwen3moe");
-    crate::models::gguf_fixture::to_experts(p, EXPERTS, EXPERT_FF, 0x03E0)?;
+    super::fixture::to_experts(p, EXPERTS, EXPERT_FF, 0x03E0)?;
     p.set("qwen3moe.expert_count", Value::U32(EXPERTS as u32));
     p.set("qwen3moe.expert_used_count", Value::U32(USED as u32));
     p.set(

@@ -1,7 +1,7 @@
 //! The vocabulary of a family's spec: what llama.cpp's loader expects of a file of the
 //! architecture (one [`ArchSpec`] per family, `GgufFamily::spec`: its keys, tensors and
 //! shapes), and the parts several families share. The GGUF validation
-//! ([`crate::models::gguf_check`]) checks files against it.
+//! ([`crate::models::families::check`]) checks files against it.
 
 /// llama.cpp's LLAMA_MAX_LAYERS.
 pub const MAX_LAYERS: u64 = 512;

@@ -2,17 +2,17 @@
 //! StarCoder2): sequential pre-norm blocks with LayerNorms with biases, biases on every
 //! projection, a GELU MLP without a gate, NeoX RoPE over the whole head. candle-transformers
 //! 0.11.1 has no quantized StarCoder2, so the project's generic decoder
-//! ([`crate::models::llama_quantized`]) is its only implementation: the family is this record
+//! ([`crate::models::quantized::llama`]) is its only implementation: the family is this record
 //! (llama.cpp 0c1e570 `src/models/starcoder2.cpp`) and no code of its own.
 
 use candle_core::quantized::gguf_file::Value;
 
+use super::fixture::{seeded_tensor, GgufFixture, Parts};
 use super::llama::OWN;
 use super::spec::*;
 use super::GgufFamily;
 use crate::error::Result;
-use crate::models::gguf_fixture::{seeded_tensor, GgufFixture, Parts};
-use crate::models::llama_quantized::layout::{
+use crate::models::quantized::llama::layout::{
     Biases, ExpertsRule, Layout, MlpKind, NormKind, RopeLayout,
 };
 use crate::models::Family;

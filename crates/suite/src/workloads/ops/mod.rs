@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::measure::device::sync;
 use crate::measure::inject::{around_op, profile_start, profile_take};
 use crate::measure::stats::{bootstrap_median_ci, median};
-use crate::models::quantized::dtype_name;
+use crate::models::gguf::ggml_types::dtype_name;
 use crate::models::CausalLm;
 
 mod ggml;
@@ -506,9 +506,9 @@ pub fn ids_of(program: &Path) -> std::path::PathBuf {
 /// Resolves `label` for the per-op table: a GGUF model on the project's own implementation
 /// (whose forward traces its ops): `?impl=modelbench` unless the reference names another,
 /// which is refused with the fix. Returns the resolved model and the file.
-pub fn ops_model(label: &str) -> Result<(crate::models::source::Resolved, std::path::PathBuf)> {
-    use crate::models::quantized::GgufImpl;
-    let r = crate::models::source::ModelRef::parse(label)?;
+pub fn ops_model(label: &str) -> Result<(crate::models::sources::Resolved, std::path::PathBuf)> {
+    use crate::models::families::GgufImpl;
+    let r = crate::models::sources::ModelRef::parse(label)?;
     let mut res = crate::engine::scenario::prepare(label, &r, &[])?;
     let path = match &res.weights {
         crate::models::Weights::Gguf(p) => p.clone(),
@@ -556,15 +556,15 @@ pub fn open_for_ops(
     label: &str,
     plan: &OpsPlan,
     spec: crate::measure::device::DeviceSpec,
-) -> Result<(crate::models::loading::Loaded, Hparams, Device)> {
+) -> Result<(crate::models::sources::loading::Loaded, Hparams, Device)> {
     let (res, path) = ops_model(label)?;
     let hp = match &res.gguf {
         Some(g) => Hparams::of(&g.header),
-        None => Hparams::of(&crate::models::quantized::read_header(&path)?),
+        None => Hparams::of(&crate::models::gguf::check::read_header(&path)?),
     };
     let dev = spec.open()?;
     let dtype = spec.default_dtype();
-    let loaded = crate::models::loading::open(res, &dev, dtype, Some(plan.context()))?;
+    let loaded = crate::models::sources::loading::open(res, &dev, dtype, Some(plan.context()))?;
     Ok((loaded, hp, dev))
 }
 

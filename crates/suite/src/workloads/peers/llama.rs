@@ -465,7 +465,7 @@ pub fn gguf_type_of(desc: &str) -> String {
 /// and the peers table printed. Without llama.cpp, or with candle's two thread pools apart, a
 /// one-line skip: the run itself never depends on it.
 pub fn llama_peer_rows(
-    models: &[(String, crate::models::source::ModelRef)],
+    models: &[(String, crate::models::sources::ModelRef)],
     scenarios: &[Scenario],
     seed: u64,
     run: &mut crate::output::report::RunDir,

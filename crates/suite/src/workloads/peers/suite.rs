@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use crate::engine::generate::{prompt_ids, Trace};
 use crate::error::{Error, Result};
 use crate::measure::threads::{CandlePools, ThreadUse, Ticks};
-use crate::models::loading::Loaded;
-use crate::models::source::Resolved;
+use crate::models::sources::loading::Loaded;
+use crate::models::sources::Resolved;
 use crate::models::Weights;
 use crate::output::record::{Engine, Precision, Record};
 use crate::workloads::generation::{Generation, GenerationSuite};
@@ -208,12 +208,12 @@ fn torch_model_dir(res: &Resolved, dtype: candle_core::DType, say: &dyn Say) -> 
             ));
             let config = serde_json::to_string_pretty(&res.config)
                 .map_err(|e| Error::Report(format!("{}: config: {e}", res.label)))?;
-            crate::models::source::write_seeded(res.family, &config, &tmp, dtype)?;
+            crate::models::sources::write_seeded(res.family, &config, &tmp, dtype)?;
             let done = tmp.join("modelbench-export.json");
             std::fs::write(
                 &done,
                 json!({"model": res.label, "seed": seed, "dtype": dtype.as_str(),
-                    "written_by": "modelbench peers (models::source::write_seeded)"})
+                    "written_by": "modelbench peers (models::sources::write_seeded)"})
                 .to_string(),
             )
             .map_err(Error::io(&done))?;

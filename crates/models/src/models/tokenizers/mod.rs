@@ -1,11 +1,17 @@
-//! Tokenizers: the project's own fixture tokenizer (a word-level vocabulary of exactly the
-//! model's size, so LM-head and sampling costs stay realistic) and streaming detokenization.
+//! Tokenizers: loading one (a tokenizer.json, or the one a GGUF file carries in its metadata,
+//! [`gguf`]), the project's own fixture tokenizer (a word-level vocabulary of exactly the
+//! model's size, so LM-head and sampling costs stay realistic), encoding, decoding and
+//! streaming detokenization. The external `tokenizers` crate is `::tokenizers` wherever this
+//! module's name is in scope.
 
 use std::path::Path;
 
+use candle_core::quantized::gguf_file::Content;
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
+
+pub mod gguf;
 
 /// Ids 0..3 of the fixture tokenizer are special.
 pub const FIXTURE_SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
@@ -57,23 +63,20 @@ pub fn fixture_tokenizer_json(vocab_size: usize) -> String {
 }
 
 /// Loads a tokenizer.json, or, given a GGUF file, builds the tokenizer its metadata carries
-/// (see [`crate::models::gguf_tokenizer`]).
+/// (see [`gguf`]).
 pub fn load(path: &Path) -> Result<Tokenizer> {
     load_resolved(path, None)
 }
 
 /// [`load`], where a GGUF tokenizer is built from the header its resolved source carries
-/// (`gguf`) rather than read again.
-pub fn load_resolved(
-    path: &Path,
-    gguf: Option<&crate::models::quantized::GgufSource>,
-) -> Result<Tokenizer> {
-    if crate::models::gguf_tokenizer::is_gguf(path) {
-        return match gguf {
-            Some(g) => crate::models::gguf_tokenizer::from_content(path, &g.header),
+/// (`header`: its `GgufSource`'s) rather than read again.
+pub fn load_resolved(path: &Path, header: Option<&Content>) -> Result<Tokenizer> {
+    if gguf::is_gguf(path) {
+        return match header {
+            Some(ct) => gguf::from_content(path, ct),
             None => {
-                let ct = crate::models::quantized::read_header(path)?;
-                crate::models::gguf_tokenizer::from_content(path, &ct)
+                let ct = crate::models::gguf::check::read_header(path)?;
+                gguf::from_content(path, &ct)
             }
         };
     }

@@ -1,5 +1,5 @@
-//! What the project's two quantized implementations (Gemma 3: [`super::gemma3_quantized`];
-//! the other families: [`super::llama_quantized`]) share, written once: a decoder layer's
+//! What the project's two quantized implementations (Gemma 3: [`crate::models::quantized::gemma3`];
+//! the other families: [`crate::models::quantized::llama`]) share, written once: a decoder layer's
 //! projection names as llama.cpp's GGUF files spell them, the quantized token embedding
 //! ([`Embedding`]), the model's ends as read from a file (token embedding, final norm, lm_head), RoPE tables, the single-sequence interface
 //! ([`SingleSeq`]), and a batched step's sequence caches,
@@ -11,8 +11,8 @@ use candle_core::quantized::{ggml_file, gguf_file, QMatMul, QTensor};
 use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
 
-use super::batched::SeqStep;
-use super::q8_matmul::PackedQ8_0;
+use crate::models::batched::SeqStep;
+use crate::models::q8_matmul::PackedQ8_0;
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
 // each op of its kind (`traced!`); unset, one relaxed atomic load per op.
 use crate::measure::trace::{self, Arg, Describe};
@@ -203,7 +203,7 @@ pub fn open_gguf<'a, R: std::io::Read + std::io::Seek>(
     if context == 0 {
         bail!("the model must be built for at least one position");
     }
-    let mut get = move |name: &str| crate::models::gguf_read::tensor(ct, reader, name, device);
+    let mut get = move |name: &str| crate::models::gguf::read::tensor(ct, reader, name, device);
     let ends = read_ends(ct, &mut get, norm, device)?;
     Ok((get, ends))
 }

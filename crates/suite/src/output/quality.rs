@@ -1,6 +1,8 @@
 //! The quality gate's verdicts, kept beside the build (target/modelbench-quality/) so
 //! generation records of the same model can carry them (MLPerf pairs speed with accuracy):
-//! only under the exact key they were measured for ([`VerdictKey`]).
+//! only under the exact key they were measured for ([`VerdictKey`]). The hash of a weights
+//! file ([`crate::util::fsio::file_sha256`]) is the util layer's, shared with the models
+//! layer's GGUF-to-HF conversion.
 
 use std::path::PathBuf;
 
@@ -69,7 +71,7 @@ fn dir() -> PathBuf {
 pub struct VerdictKey {
     /// sha256 of the weights file (GGUF) or of its shards' sha256s in order (safetensors).
     pub file_sha256: String,
-    /// [`super::ModelMeta::implementation`].
+    /// [`crate::models::ModelMeta::implementation`].
     pub implementation: String,
     /// `cpu`, `cuda:0`.
     pub device: String,
@@ -83,17 +85,23 @@ impl VerdictKey {
     /// The key of a loaded model in this build; None (with why) when its weights are no file
     /// (synthetic seeded weights) or cannot be hashed.
     pub fn of(
-        weights: &super::Weights,
+        weights: &crate::models::Weights,
         implementation: &str,
         device: &str,
         dtype: &str,
     ) -> std::result::Result<VerdictKey, String> {
         let file_sha256 = match weights {
-            super::Weights::Gguf(p) => file_sha256(p).map_err(|e| e.to_string())?,
-            super::Weights::Safetensors(ps) => {
+            crate::models::Weights::Gguf(p) => {
+                crate::util::fsio::file_sha256(p).map_err(|e| e.to_string())?
+            }
+            crate::models::Weights::Safetensors(ps) => {
                 let mut h = Sha256::new();
                 for p in ps {
-                    h.update(file_sha256(p).map_err(|e| e.to_string())?.as_bytes());
+                    h.update(
+                        crate::util::fsio::file_sha256(p)
+                            .map_err(|e| e.to_string())?
+                            .as_bytes(),
+                    );
                 }
                 // config.json beside them is part of the model: the same weights with another
                 // rope_scaling (say) are another model, with a verdict of its own.
@@ -104,11 +112,15 @@ impl VerdictKey {
                     .filter(|c| c.is_file())
                 {
                     h.update(b"config.json");
-                    h.update(file_sha256(&c).map_err(|e| e.to_string())?.as_bytes());
+                    h.update(
+                        crate::util::fsio::file_sha256(&c)
+                            .map_err(|e| e.to_string())?
+                            .as_bytes(),
+                    );
                 }
-                hex(&h.finalize())
+                crate::util::fsio::hex(&h.finalize())
             }
-            super::Weights::Seeded(_) => {
+            crate::models::Weights::Seeded(_) => {
                 return Err("seeded synthetic weights are no file to check".into())
             }
         };
@@ -124,9 +136,10 @@ impl VerdictKey {
     fn file(&self) -> PathBuf {
         let mut h = Sha256::new();
         h.update(serde_json::to_string(self).expect("json").as_bytes());
-        dir()
-            .join("verdicts")
-            .join(format!("{}.json", &hex(&h.finalize())[..32]))
+        dir().join("verdicts").join(format!(
+            "{}.json",
+            &crate::util::fsio::hex(&h.finalize())[..32]
+        ))
     }
 }
 
@@ -144,48 +157,6 @@ pub fn this_commit() -> String {
         b.git_commit
     }
 }
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// sha256 of a file, cached by (path, size, mtime) under target/modelbench-quality/hashes/
-/// so a generation run does not hash gigabytes each time.
-pub fn file_sha256(path: &std::path::Path) -> crate::Result<String> {
-    use std::io::Read;
-    let md = std::fs::metadata(path).map_err(crate::Error::io(path))?;
-    let mtime = md
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut h = Sha256::new();
-    h.update(format!("{}\0{}\0{mtime}", abs.display(), md.len()).as_bytes());
-    let cache = dir().join("hashes").join(&hex(&h.finalize())[..32]);
-    if let Ok(s) = std::fs::read_to_string(&cache) {
-        let s = s.trim();
-        if s.len() == 64 {
-            return Ok(s.to_string());
-        }
-    }
-    let mut f = std::fs::File::open(path).map_err(crate::Error::io(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(crate::Error::io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let out = hex(&h.finalize());
-    // A cache that cannot be written only costs a re-hash next time.
-    let _ = crate::util::fsio::atomic_write(&cache, out.as_bytes());
-    Ok(out)
-}
-
 /// A stored verdict: its key and the gate's report (the KL-divergence gate's
 /// `workloads::kld::KldVerdict`, as JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,7 +263,7 @@ mod tests {
         std::fs::write(&st, b"weights").unwrap();
         let key = || {
             VerdictKey::of(
-                &super::super::Weights::Safetensors(vec![st.clone()]),
+                &crate::models::Weights::Safetensors(vec![st.clone()]),
                 "i",
                 "cpu",
                 "f32",

@@ -27,8 +27,8 @@ use candle_nn::{linear, linear_no_bias, AdamW, Init, Linear, Optimizer, ParamsAd
 use serde::Serialize;
 
 use super::layers::{rope_qkv, softplus, Ctx, CtxCache, RmsNorm};
-use super::moe::{top_k_routing, MoeBlock, MoeConfig, SwiGlu};
 use crate::error::{Error, Result};
+use crate::models::moe::{top_k_routing, MoeBlock, MoeConfig, SwiGlu};
 use crate::util::fill::Filler;
 
 /// A backbone family.

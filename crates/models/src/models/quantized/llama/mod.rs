@@ -73,8 +73,8 @@ pub use layout::{FamilyLayout, Layout};
 pub use step::Batched;
 pub use wrong::Wrong;
 
-use super::gemma3_quantized::Embedding;
-use super::quantized_parts::{forward_start, norm, SingleSeq};
+use crate::models::quantized::gemma3::Embedding;
+use crate::models::quantized::parts::{forward_start, norm, SingleSeq};
 use attention::Rope;
 use modelbench_measure::traced;
 
@@ -181,10 +181,10 @@ pub enum LayerCache {
 
 /// The cache of one sequence: every layer's keys and values (or convolution inputs) at this
 /// sequence's positions.
-pub type SeqCache = super::quantized_parts::SeqCache<LayerCache>;
+pub type SeqCache = crate::models::quantized::parts::SeqCache<LayerCache>;
 
-/// One sequence's share of a batched step ([`super::batched::SeqStep`] over this model's cache).
-pub type SeqStep<'a> = super::batched::SeqStep<'a, SeqCache>;
+/// One sequence's share of a batched step ([`crate::models::batched::SeqStep`] over this model's cache).
+pub type SeqStep<'a> = crate::models::batched::SeqStep<'a, SeqCache>;
 
 /// Each sequence's causal mask over its own cache (None for a single token).
 type Masks = Vec<Option<Tensor>>;
@@ -260,7 +260,7 @@ impl SingleSeq for ModelWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::gemma3_quantized::Proj;
+    use crate::models::quantized::gemma3::Proj;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::IndexOp;
 

@@ -8,14 +8,8 @@
 //!    the last tensor but its padding. Only then does candle 0.11.1's `Content::read` see the
 //!    file (it allocates from the counts it reads: a dimension of 2^62 is a `capacity overflow`
 //!    panic there, `general.alignment` = 0 a division by zero).
-//! 2. [`check_arch`]: per-architecture expectations modelled on llama.cpp's loader
-//!    (`src/llama-model.cpp` `load_hparams`, `crates/models/src/models/<arch>.cpp` `load_arch_tensors`,
-//!    `llama_model_loader::create_tensor` / `done_getting_tensors`): the hyper-parameters of
-//!    family table's [`ArchSpec`]s present where required, of the type llama.cpp reads them as, finite and in range;
-//!    every tensor the architecture expects present with the shape they imply; every tensor in
-//!    the file used (an extra tensor, e.g. a block past `block_count`, is refused). The table is
-//!    data: one [`ArchSpec`] per architecture, in its family's file
-//!    ([`crate::models::families`]).
+//! 2. the architecture's checks against its family's spec
+//!    ([`crate::models::families::check`]; it sits above the family table it reads).
 //! 3. [`guard`]: whatever candle does with a file that passed is run under `catch_unwind`, so a
 //!    panic ends in one line (a bug of ours: please report it), never a crash.
 //!
@@ -32,11 +26,7 @@ use candle_core::quantized::GgmlDType;
 
 use crate::error::{one_line, Error, Result};
 
-mod hparams;
-pub use crate::models::families::spec::*;
-pub use hparams::*;
-
-fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
+pub(crate) fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::weights(path.display(), reason)
 }
 
@@ -46,7 +36,6 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 pub const MAX_NAME: usize = 64;
 /// ggml's GGML_MAX_DIMS.
 pub const MAX_DIMS: u32 = 4;
-pub use crate::models::families::spec::{MAX_CONTEXT, MAX_EXPERTS, MAX_LAYERS};
 /// The largest metadata key accepted (no GGUF key is near it).
 const MAX_KEY: u64 = 1 << 16;
 
@@ -494,16 +483,11 @@ pub fn read_checked(path: &Path) -> Result<(Scan, Content)> {
     Ok((s, ct))
 }
 
-/// The spec of `arch` (its family's, [`crate::models::families`]).
-pub fn arch_spec(arch: &str) -> Option<&'static ArchSpec> {
-    crate::models::families::by_arch(arch).map(|f| &f.spec)
-}
-
-/// Bounded scan, then candle's reader, then the architecture's checks ([`check_arch`]).
-pub fn validate_gguf(path: &Path) -> Result<Content> {
-    let (_, ct) = read_checked(path)?;
-    check_arch(path, &ct)?;
-    Ok(ct)
+/// Reads the header (metadata and tensor table) of a GGUF file: the bounded [`scan`] (counts,
+/// lengths, dimensions, offsets and alignment against the file's size, llama.cpp's layout
+/// rules), then candle's reader.
+pub fn read_header(path: &Path) -> Result<Content> {
+    read_checked(path).map(|(_, ct)| ct)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,100 +584,6 @@ pub fn guard<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::gguf_file::Value;
-
-    fn content(md: Vec<(&str, Value)>, tensors: Vec<(String, Vec<usize>)>) -> Content {
-        use candle_core::quantized::gguf_file::{TensorInfo, VersionedMagic};
-        Content {
-            magic: VersionedMagic::GgufV3,
-            metadata: md.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-            tensor_infos: tensors
-                .into_iter()
-                .map(|(n, ne)| {
-                    let mut d = ne;
-                    d.reverse();
-                    (
-                        n,
-                        TensorInfo {
-                            ggml_dtype: GgmlDType::F32,
-                            shape: candle_core::Shape::from(d),
-                            offset: 0,
-                        },
-                    )
-                })
-                .collect(),
-            tensor_data_offset: 0,
-        }
-    }
-
-    /// A 2-block llama (ggml order shapes): embd 8, 2 heads of 4, 1 KV head, ff 16, vocab 10.
-    fn llama(block_count: u32, extra: &[(&str, Vec<usize>)]) -> Content {
-        let md = vec![
-            ("general.architecture", Value::String("llama".into())),
-            ("llama.context_length", Value::U32(64)),
-            ("llama.embedding_length", Value::U32(8)),
-            ("llama.block_count", Value::U32(block_count)),
-            ("llama.feed_forward_length", Value::U32(16)),
-            ("llama.attention.head_count", Value::U32(2)),
-            ("llama.attention.head_count_kv", Value::U32(1)),
-            ("llama.rope.dimension_count", Value::U32(4)),
-            ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-            ("llama.vocab_size", Value::U32(10)),
-        ];
-        let mut ts: Vec<(String, Vec<usize>)> = vec![
-            ("token_embd.weight".into(), vec![8, 10]),
-            ("output_norm.weight".into(), vec![8]),
-        ];
-        let per = [
-            ("attn_norm.weight", vec![8]),
-            ("attn_q.weight", vec![8, 8]),
-            ("attn_k.weight", vec![8, 4]),
-            ("attn_v.weight", vec![8, 4]),
-            ("attn_output.weight", vec![8, 8]),
-            ("ffn_norm.weight", vec![8]),
-            ("ffn_gate.weight", vec![8, 16]),
-            ("ffn_down.weight", vec![16, 8]),
-            ("ffn_up.weight", vec![8, 16]),
-        ];
-        for b in 0..2 {
-            for (n, s) in &per {
-                ts.push((format!("blk.{b}.{n}"), s.clone()));
-            }
-        }
-        ts.extend(extra.iter().map(|(n, s)| (n.to_string(), s.clone())));
-        content(md, ts)
-    }
-
-    #[test]
-    fn a_consistent_file_passes_and_each_contradiction_names_its_field() {
-        check_arch_inner(&llama(2, &[])).unwrap();
-        let e = check_arch_inner(&llama(1, &[])).unwrap_err();
-        assert!(e.contains("block 1 is past `llama.block_count` = 1"), "{e}");
-        let e = check_arch_inner(&llama(3, &[])).unwrap_err();
-        assert!(
-            e.contains("`llama.block_count` = 3 says block 2 exists"),
-            "{e}"
-        );
-        let e = check_arch_inner(&llama(2, &[("blk.0.attn_q.bias", vec![8])])).unwrap_err();
-        assert!(e.contains("do not read it"), "{e}");
-        let mut c = llama(2, &[]);
-        c.metadata
-            .insert("llama.feed_forward_length".into(), Value::U32(32));
-        let e = check_arch_inner(&c).unwrap_err();
-        assert!(e.contains("llama.feed_forward_length"), "{e}");
-        let mut c = llama(2, &[]);
-        c.metadata.insert(
-            "llama.attention.layer_norm_rms_epsilon".into(),
-            Value::F32(f32::NAN),
-        );
-        let e = check_arch_inner(&c).unwrap_err();
-        assert!(e.contains("layer_norm_rms_epsilon` holds NaN"), "{e}");
-        let mut c = llama(2, &[]);
-        c.metadata
-            .insert("llama.attention.head_count".into(), Value::U64(2));
-        let e = check_arch_inner(&c).unwrap_err();
-        assert!(e.contains("is of type u64"), "{e}");
-    }
 
     #[test]
     fn the_scan_bounds_counts_and_offsets_by_the_file() {

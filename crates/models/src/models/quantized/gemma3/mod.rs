@@ -39,13 +39,13 @@ use candle_transformers::quantized_nn::RmsNorm;
 
 // An op-scoped injected slowdown (`MODELBENCH_INJECT_SLOWDOWN=op:KIND:..`, issue 31) wraps
 // each op of its kind; unset, one relaxed atomic load per op.
-use super::host_ops;
-use super::q8_matmul::{self, PackedK, PackedQ8_0};
-pub use super::quantized_parts::Embedding;
-use super::quantized_parts::{
+use crate::measure::inject::around_op as op;
+use crate::models::host_ops;
+use crate::models::q8_matmul::{self, PackedK, PackedQ8_0};
+pub use crate::models::quantized::parts::Embedding;
+use crate::models::quantized::parts::{
     forward_start, norm, open_gguf, read_projections, residual, RopeTables, SingleSeq, PROJECTIONS,
 };
-use crate::measure::inject::around_op as op;
 use modelbench_measure::traced;
 
 mod batched;
@@ -249,7 +249,7 @@ impl Cache {
         match self {
             Cache::Global(c) => {
                 let out = op("kv_cache", || c.append(&k, &v))?;
-                super::quantized_parts::note_append(c, &k, &v);
+                crate::models::quantized::parts::note_append(c, &k, &v);
                 Ok(out)
             }
             Cache::Sliding(c) => {

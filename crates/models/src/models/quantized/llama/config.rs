@@ -86,7 +86,7 @@ impl Config {
                 }
                 let per_block = per_block
                     .iter()
-                    .map(|v| crate::models::gguf_tokenizer::as_u32(v).map(|x| x as usize))
+                    .map(|v| crate::models::tokenizers::gguf::as_u32(v).map(|x| x as usize))
                     .collect::<Option<Vec<_>>>()
                     .filter(|v| v.len() == layers);
                 let Some(per_block) = per_block else {

@@ -1,19 +1,19 @@
-//! GGUF models: reading a file's header, describing it, and loading it through the
-//! model-family table ([`super::families`]), which says which implementation runs each
+//! GGUF models: describing a file (its header read by [`crate::models::gguf::check`]) and
+//! loading it through the model-family table ([`crate::models::families`]), which says which implementation runs each
 //! architecture (candle-transformers' quantized models, or the project's own
-//! [`super::llama_quantized`] / [`super::gemma3_quantized`], which batch).
+//! [`crate::models::quantized::llama`] / [`crate::models::quantized::gemma3`], which batch).
 
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
-use super::batched::{BatchOptions, StepModel};
-use super::families::{self, GgufFamily, GgufModel, Implementation, Positions};
-use super::{CausalLm, Family, ModelMeta, Provenance};
 use crate::error::{one_line, Error, Result};
-
-pub use super::families::GgufImpl;
+use crate::models::batched::{BatchOptions, StepModel};
+use crate::models::families::{self, GgufFamily, GgufImpl, GgufModel, Implementation, Positions};
+use crate::models::gguf::check::read_header;
+use crate::models::gguf::ggml_types::dtype_name;
+use crate::models::{CausalLm, Family, ModelMeta, Provenance};
 
 fn gguf_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::weights(path.display(), reason)
@@ -21,25 +21,16 @@ fn gguf_err(path: &Path, reason: impl std::fmt::Display) -> Error {
 
 /// A GGUF file's header, read and checked once when its reference is resolved, and the
 /// implementation `?impl=` named: what travels with a resolved source
-/// ([`super::source::Resolved::gguf`]) to the preflight, the tokenizer and the loader, none of
+/// ([`crate::models::sources::Resolved::gguf`]) to the preflight, the tokenizer and the loader, none of
 /// which reads the file's header again.
 #[derive(Debug, Clone)]
 pub struct GgufSource {
-    /// Shared by clones of the resolved source; copied ([`super::gguf_check::copy_content`])
+    /// Shared by clones of the resolved source; copied ([`crate::models::gguf::read::copy_content`])
     /// only where a builder consumes it.
     pub header: std::sync::Arc<Content>,
     /// `?impl=` (None: the file's default, [`GgufFamily::default_for`]).
     pub imp: Option<GgufImpl>,
 }
-
-/// Reads the header (metadata and tensor table) of a GGUF file: the bounded scan of
-/// [`super::gguf_check`] (counts, lengths, dimensions, offsets and alignment against the file's
-/// size, llama.cpp's layout rules), then candle's reader.
-pub fn read_header(path: &Path) -> Result<Content> {
-    super::gguf_check::read_checked(path).map(|(_, ct)| ct)
-}
-
-pub use super::ggml_types::{dtype_name, ggml_type_name, CANDLE_TYPES};
 
 /// llama.cpp's name of a `general.file_type` (include/llama.h, `enum llama_ftype`, and
 /// `llama_model_ftype_name`), as the precision label spells it (`q4_k_m`).
@@ -377,7 +368,7 @@ pub fn load_header(
     context_cap: Option<usize>,
 ) -> Result<Box<dyn CausalLm>> {
     let fam = family_entry(path, &ct)?;
-    super::gguf_check::check_arch(path, &ct)?;
+    crate::models::families::check::check_arch(path, &ct)?;
     let chosen = choose(path, &ct, fam, imp)?;
     let meta = describe_impl(path, &ct, context_cap, Some(chosen.imp))?;
     if chosen.positions == Positions::FromMetadata {
@@ -387,7 +378,7 @@ pub fn load_header(
         );
     }
     let mut f = std::fs::File::open(path).map_err(Error::io(path))?;
-    let m = super::gguf_check::guard(path, "building the model", || {
+    let m = crate::models::gguf::check::guard(path, "building the model", || {
         (chosen.build)(families::Build {
             ct,
             file: &mut f,

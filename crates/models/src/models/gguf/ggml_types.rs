@@ -1,5 +1,5 @@
 //! ggml's tensor-type names and the types candle reads: shared by the GGUF validation
-//! ([`super::gguf_check`]) and the GGUF models ([`super::quantized`]).
+//! ([`crate::models::gguf::check`]) and the GGUF models ([`crate::models::sources::gguf`]).
 
 /// The tensor types candle 0.11.1 reads and runs (quantized matmuls on CPU and CUDA).
 pub const CANDLE_TYPES: &str =

@@ -2,12 +2,12 @@
 //! one matmul per weight per step for every token of every sequence, attention per sequence.
 
 use super::*;
-use crate::models::quantized_parts::{last_logits, step_input};
+use crate::models::quantized::parts::{last_logits, step_input};
 
 /// The KV cache of one sequence of a batched forward ([`Batched`]): every layer's keys and
 /// values at this sequence's own positions, laid out as the single-sequence cache is (its
 /// sliding layers hold the last `min(pos, window - 1)` positions).
-pub type SeqCache = crate::models::quantized_parts::SeqCache<Cache>;
+pub type SeqCache = crate::models::quantized::parts::SeqCache<Cache>;
 
 /// One sequence's share of a batched step ([`crate::models::batched::SeqStep`] over this model's cache).
 pub type SeqStep<'a> = crate::models::batched::SeqStep<'a, SeqCache>;
@@ -514,7 +514,7 @@ impl crate::models::batched::BatchedLm for Batched {
     }
     fn fork_seq(&self, seq: &SeqCache) -> Option<Result<SeqCache>> {
         Some(seq.fork(|l| match l {
-            Cache::Global(c) => crate::models::quantized_parts::copy_kv(c).map(Cache::Global),
+            Cache::Global(c) => crate::models::quantized::parts::copy_kv(c).map(Cache::Global),
             // Cut and concatenated into new tensors each step, never written in place.
             Cache::Sliding(kv) => Ok(Cache::Sliding(kv.clone())),
         }))

@@ -23,12 +23,13 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 
-use super::families::llama::llama3_rope_factors;
-use super::families::md_str;
-use super::gguf_fixture::hf_name;
-use super::quantized::{family, read_header};
-use super::Family;
 use crate::error::{Error, Result};
+use crate::models::families::fixture::hf_name;
+use crate::models::families::llama::llama3_rope_factors;
+use crate::models::families::md_str;
+use crate::models::gguf::check::read_header;
+use crate::models::sources::gguf::family;
+use crate::models::Family;
 
 /// The families `gguf_to_hf` writes.
 pub const FAMILIES: &str = "gemma3, qwen2, llama";
@@ -227,7 +228,7 @@ pub fn gguf_to_hf(gguf: &Path, tokenizer: Option<&Path>, out: &Path) -> Result<(
         "modelbench_source": format!("dequantized from {}", gguf.display()),
         "modelbench_gguf": {
             "path": std::fs::canonicalize(gguf).unwrap_or_else(|_| gguf.to_path_buf()),
-            "sha256": super::quality::file_sha256(gguf)?,
+            "sha256": crate::util::fsio::file_sha256(gguf)?,
         },
     });
     let own = match fam {
@@ -302,9 +303,9 @@ pub fn gguf_to_hf(gguf: &Path, tokenizer: Option<&Path>, out: &Path) -> Result<(
     std::fs::rename(&tmp, &st).map_err(Error::io(&st))?;
     if let Some(t) = tokenizer {
         let dst = out.join("tokenizer.json");
-        if crate::models::gguf_tokenizer::is_gguf(t) {
+        if crate::models::tokenizers::gguf::is_gguf(t) {
             // The tokenizer of the GGUF metadata, written out as a tokenizer.json.
-            crate::models::tokenizer::load(t)?
+            crate::models::tokenizers::load(t)?
                 .save(&dst, false)
                 .map_err(|e| Error::Tokenizer {
                     path: dst.display().to_string(),

@@ -8,13 +8,13 @@ use candle_transformers::quantized_nn::RmsNorm;
 use super::attention::Rope;
 use super::layout::{Biases, FamilyLayout, MlpKind, NormKind, RopeLayout};
 use super::{Config, Layer, Mixer, Mlp, ModelWeights, Norm, Weights, ROUTER};
-use crate::models::quantized_parts::{open_gguf, PROJECTION_NAMES};
+use crate::models::quantized::parts::{open_gguf, PROJECTION_NAMES};
 
 /// A file's fused weights as the separate projections the rest of the model reads: each
 /// block's `attn_qkv` (rows Q, K, V: Phi-3, Phi-2, GLM-4 files that have one) as `attn_q`,
 /// `attn_k`, `attn_v`, and for the gated MLPs of Phi-3 and GLM-4 the `ffn_up` that holds
 /// gate rows, then up rows (HF's `gate_up_proj`) as `ffn_gate` and `ffn_up`
-/// ([`crate::models::gguf_read::split_fused_rows`]: byte ranges of the fused tensors, nothing copied).
+/// ([`crate::models::gguf::read::split_fused_rows`]: byte ranges of the fused tensors, nothing copied).
 /// A file with separate tensors is read as it is. A fused bias (`attn_qkv.bias`) is split
 /// when it is read ([`qkv_biases`]).
 fn split_fused(ct: &mut gguf_file::Content, cfg: &Config) -> Result<()> {
@@ -25,7 +25,7 @@ fn split_fused(ct: &mut gguf_file::Content, cfg: &Config) -> Result<()> {
         let n = |x: &str| format!("blk.{i}.{x}.weight");
         if ct.tensor_infos.contains_key(&n("attn_qkv")) {
             let parts = [(n("attn_q"), q), (n("attn_k"), kv), (n("attn_v"), kv)];
-            crate::models::gguf_read::split_fused_rows(ct, &n("attn_qkv"), &parts)?;
+            crate::models::gguf::read::split_fused_rows(ct, &n("attn_qkv"), &parts)?;
         }
         if gated_up && !ct.tensor_infos.contains_key(&n("ffn_gate")) {
             let Some(info) = ct.tensor_infos.get(&n("ffn_up")) else {
@@ -39,7 +39,7 @@ fn split_fused(ct: &mut gguf_file::Content, cfg: &Config) -> Result<()> {
                 );
             }
             let parts = [(n("ffn_gate"), rows / 2), (n("ffn_up"), rows / 2)];
-            crate::models::gguf_read::split_fused_rows(ct, &n("ffn_up"), &parts)?;
+            crate::models::gguf::read::split_fused_rows(ct, &n("ffn_up"), &parts)?;
         }
     }
     Ok(())
@@ -124,7 +124,7 @@ impl ModelWeights {
         if cfg.experts.is_some() {
             // Each expert as a 2-D tensor of its own (`blk.N.ffn_gate.E.weight`), at its
             // offset in the stacked `ffn_gate_exps`: one quantized matmul per expert.
-            crate::models::gguf_read::split_stacked_experts(&mut ct)?;
+            crate::models::gguf::read::split_stacked_experts(&mut ct)?;
         }
         let final_norm = lay.final_norm;
         let (mut get, (embed, norm_w, output)) = open_gguf(

@@ -1,4 +1,16 @@
-//! The checks of [`super::check_arch`]: hyper-parameters read as llama.cpp reads them, the
+//! A GGUF file against its family's spec: step 2 of the GGUF validation (steps 1 and 3, the
+//! bounded scan of the header and the panic guard, are [`crate::models::gguf::check`]'s; this
+//! step reads the family table, so it sits in families/, above the format code the table's
+//! implementations use).
+//!
+//! [`check_arch`]: per-architecture expectations modelled on llama.cpp's loader
+//! (`src/llama-model.cpp` `load_hparams`, `crates/models/src/models/<arch>.cpp` `load_arch_tensors`,
+//! `llama_model_loader::create_tensor` / `done_getting_tensors`): the hyper-parameters of the
+//! family table's [`ArchSpec`]s present where required, of the type llama.cpp reads them as,
+//! finite and in range; every tensor the architecture expects present with the shape they
+//! imply; every tensor in the file used (an extra tensor, e.g. a block past `block_count`, is
+//! refused). The table is data: one [`ArchSpec`] per architecture, in its family's file
+//! ([`crate::models::families`]). Here: hyper-parameters read as llama.cpp reads them, the
 //! tensors an architecture expects with the shapes they imply, and the file against them.
 
 use std::collections::{BTreeSet, HashMap};
@@ -6,9 +18,9 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 
-use super::{arch_spec, bad};
+use super::spec::*;
 use crate::error::Result;
-use crate::models::families::spec::*;
+use crate::models::gguf::check::{bad, read_checked};
 
 /// The hyper-parameters the shapes are computed from (read and range-checked).
 #[derive(Debug, Clone, Default)]
@@ -546,4 +558,115 @@ pub(super) fn last_block(ct: &Content) -> Option<u64> {
                 .and_then(|(b, _)| b.parse::<u64>().ok())
         })
         .max()
+}
+
+/// The spec of `arch` (its family's, [`crate::models::families`]).
+pub fn arch_spec(arch: &str) -> Option<&'static ArchSpec> {
+    crate::models::families::by_arch(arch).map(|f| &f.spec)
+}
+
+/// Bounded scan, then candle's reader, then the architecture's checks ([`check_arch`]).
+pub fn validate_gguf(path: &Path) -> Result<Content> {
+    let (_, ct) = read_checked(path)?;
+    check_arch(path, &ct)?;
+    Ok(ct)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::GgmlDType;
+
+    fn content(md: Vec<(&str, Value)>, tensors: Vec<(String, Vec<usize>)>) -> Content {
+        use candle_core::quantized::gguf_file::{TensorInfo, VersionedMagic};
+        Content {
+            magic: VersionedMagic::GgufV3,
+            metadata: md.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            tensor_infos: tensors
+                .into_iter()
+                .map(|(n, ne)| {
+                    let mut d = ne;
+                    d.reverse();
+                    (
+                        n,
+                        TensorInfo {
+                            ggml_dtype: GgmlDType::F32,
+                            shape: candle_core::Shape::from(d),
+                            offset: 0,
+                        },
+                    )
+                })
+                .collect(),
+            tensor_data_offset: 0,
+        }
+    }
+
+    /// A 2-block llama (ggml order shapes): embd 8, 2 heads of 4, 1 KV head, ff 16, vocab 10.
+    fn llama(block_count: u32, extra: &[(&str, Vec<usize>)]) -> Content {
+        let md = vec![
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.context_length", Value::U32(64)),
+            ("llama.embedding_length", Value::U32(8)),
+            ("llama.block_count", Value::U32(block_count)),
+            ("llama.feed_forward_length", Value::U32(16)),
+            ("llama.attention.head_count", Value::U32(2)),
+            ("llama.attention.head_count_kv", Value::U32(1)),
+            ("llama.rope.dimension_count", Value::U32(4)),
+            ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+            ("llama.vocab_size", Value::U32(10)),
+        ];
+        let mut ts: Vec<(String, Vec<usize>)> = vec![
+            ("token_embd.weight".into(), vec![8, 10]),
+            ("output_norm.weight".into(), vec![8]),
+        ];
+        let per = [
+            ("attn_norm.weight", vec![8]),
+            ("attn_q.weight", vec![8, 8]),
+            ("attn_k.weight", vec![8, 4]),
+            ("attn_v.weight", vec![8, 4]),
+            ("attn_output.weight", vec![8, 8]),
+            ("ffn_norm.weight", vec![8]),
+            ("ffn_gate.weight", vec![8, 16]),
+            ("ffn_down.weight", vec![16, 8]),
+            ("ffn_up.weight", vec![8, 16]),
+        ];
+        for b in 0..2 {
+            for (n, s) in &per {
+                ts.push((format!("blk.{b}.{n}"), s.clone()));
+            }
+        }
+        ts.extend(extra.iter().map(|(n, s)| (n.to_string(), s.clone())));
+        content(md, ts)
+    }
+
+    #[test]
+    fn a_consistent_file_passes_and_each_contradiction_names_its_field() {
+        check_arch_inner(&llama(2, &[])).unwrap();
+        let e = check_arch_inner(&llama(1, &[])).unwrap_err();
+        assert!(e.contains("block 1 is past `llama.block_count` = 1"), "{e}");
+        let e = check_arch_inner(&llama(3, &[])).unwrap_err();
+        assert!(
+            e.contains("`llama.block_count` = 3 says block 2 exists"),
+            "{e}"
+        );
+        let e = check_arch_inner(&llama(2, &[("blk.0.attn_q.bias", vec![8])])).unwrap_err();
+        assert!(e.contains("do not read it"), "{e}");
+        let mut c = llama(2, &[]);
+        c.metadata
+            .insert("llama.feed_forward_length".into(), Value::U32(32));
+        let e = check_arch_inner(&c).unwrap_err();
+        assert!(e.contains("llama.feed_forward_length"), "{e}");
+        let mut c = llama(2, &[]);
+        c.metadata.insert(
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(f32::NAN),
+        );
+        let e = check_arch_inner(&c).unwrap_err();
+        assert!(e.contains("layer_norm_rms_epsilon` holds NaN"), "{e}");
+        let mut c = llama(2, &[]);
+        c.metadata
+            .insert("llama.attention.head_count".into(), Value::U64(2));
+        let e = check_arch_inner(&c).unwrap_err();
+        assert!(e.contains("is of type u64"), "{e}");
+    }
 }

@@ -9,7 +9,7 @@ use tokenizers::Tokenizer;
 use crate::error::Result;
 use crate::measure::memory;
 use crate::models::attention::Attention;
-use crate::models::source::Resolved;
+use crate::models::sources::Resolved;
 use crate::models::{self, CausalLm};
 
 /// The cost of loading a model.
@@ -88,7 +88,7 @@ pub fn open_with(
     let tokenizer = res
         .tokenizer
         .as_deref()
-        .map(|p| crate::models::tokenizer::load_resolved(p, res.gguf.as_ref()))
+        .map(|p| crate::models::tokenizers::load_resolved(p, res.gguf.as_ref().map(|g| &*g.header)))
         .transpose()?;
     let tok_peak = rss_before.and(memory::rss()).map(|(_, hwm)| hwm);
     // What the tokenizer's load freed (its file's text, parse temporaries) goes back to the
@@ -169,7 +169,7 @@ pub fn extend_to_now(l: &mut LoadStats) {
 /// a 262144-row embedding).
 pub fn check_vocab(tok: &Tokenizer, path: &std::path::Path, rows: usize) -> Result<()> {
     let n = tok.get_vocab_size(false);
-    let bos = crate::models::tokenizer::bos_id(tok);
+    let bos = crate::models::tokenizers::bos_id(tok);
     let bad = if n > rows {
         Some(format!("has {n} tokens"))
     } else {

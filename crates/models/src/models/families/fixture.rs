@@ -10,11 +10,11 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device};
 
-use super::gguf_tokenizer::{
-    self, TYPE_BYTE, TYPE_CONTROL, TYPE_NORMAL, TYPE_UNKNOWN, TYPE_UNUSED, TYPE_USER_DEFINED,
-};
-use super::Family;
 use crate::error::{one_line, Error, Result};
+use crate::models::tokenizers::gguf::{
+    TYPE_BYTE, TYPE_CONTROL, TYPE_NORMAL, TYPE_UNKNOWN, TYPE_UNUSED, TYPE_USER_DEFINED,
+};
+use crate::models::Family;
 
 /// GGUF name -> HF checkpoint name: the inverse of [`gguf_name`] for the layers a model has.
 pub fn hf_name(family: Family, gguf: &str, layers: usize) -> Option<String> {
@@ -159,7 +159,7 @@ fn metadata(family: Family, c: &serde_json::Value) -> Vec<(String, Value)> {
 }
 
 /// The text the fixture vocabularies are trained on (English, German, Chinese, code).
-pub const TOKENIZER_CORPUS: &str = include_str!("../../../../fixtures/tokenizer/corpus.txt");
+pub const TOKENIZER_CORPUS: &str = include_str!("../../../../../fixtures/tokenizer/corpus.txt");
 /// Merges learned per fixture vocabulary.
 const FIXTURE_MERGES: usize = 800;
 
@@ -258,8 +258,9 @@ pub fn tokenizer_metadata(family: Family, vocab: usize) -> Result<Vec<(String, V
         Family::Llama | Family::Qwen3 => {
             let llama = family == Family::Llama;
             let pre = if llama { "llama-bpe" } else { "qwen2" };
-            let (regexes, _, _) = gguf_tokenizer::bpe_pre(Some(pre)).expect("implemented");
-            let pt = gguf_tokenizer::bpe_pre_tokenizer(&regexes)?;
+            let (regexes, _, _) =
+                crate::models::tokenizers::gguf::bpe_pre(Some(pre)).expect("implemented");
+            let pt = crate::models::tokenizers::gguf::bpe_pre_tokenizer(&regexes)?;
             let mut pts = tokenizers::PreTokenizedString::from(TOKENIZER_CORPUS);
             tokenizers::PreTokenizer::pre_tokenize(&pt, &mut pts)
                 .map_err(|e| Error::Report(format!("fixture pre-tokenizer: {e}")))?;
@@ -271,7 +272,7 @@ pub fn tokenizer_metadata(family: Family, vocab: usize) -> Result<Vec<(String, V
                 .into_iter()
                 .map(|(w, _, _)| w.chars().map(String::from).collect())
                 .collect();
-            for c in gguf_tokenizer::byte_chars() {
+            for c in crate::models::tokenizers::gguf::byte_chars() {
                 v.push(&c.to_string(), TYPE_NORMAL, 0.0);
             }
             for (a, b) in learn_merges(&counted(words), FIXTURE_MERGES) {
@@ -409,7 +410,7 @@ pub fn tokenizer_metadata(family: Family, vocab: usize) -> Result<Vec<(String, V
 }
 
 /// A quantized fixture (`gguf:fixture:<name>`), declared by its family's entry in the family
-/// table ([`super::families`]): the safetensors fixture of `base` quantized to Q8_0 with
+/// table ([`crate::models::families`]): the safetensors fixture of `base` quantized to Q8_0 with
 /// llama.cpp's names and metadata, then changed by `adapt` into this family's file (its
 /// architecture name, its own tensors and metadata).
 pub struct GgufFixture {
@@ -556,7 +557,7 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
     Ok(out)
 }
 
-/// The types [`crate::models::source::write_synthetic`] writes matrices in, by the name `synth-gguf --type` takes.
+/// The types [`crate::models::sources::write_synthetic`] writes matrices in, by the name `synth-gguf --type` takes.
 pub const SYNTHETIC_TYPES: [(&str, GgmlDType); 3] = [
     ("f16", GgmlDType::F16),
     ("q8_0", GgmlDType::Q8_0),
@@ -774,9 +775,9 @@ mod tests {
                 .map(|(_, v)| v.to_u32().unwrap())
                 .unwrap()
         };
-        let real = include_str!("../../../../fixtures/synthetic/gemma-3-1b/config.json");
+        let real = include_str!("../../../../../fixtures/synthetic/gemma-3-1b/config.json");
         assert_eq!(pattern(real), 6);
-        let fixture = include_str!("../../../../fixtures/models/gemma3/config.json");
+        let fixture = include_str!("../../../../../fixtures/models/gemma3/config.json");
         let want: serde_json::Value = serde_json::from_str(fixture).unwrap();
         assert_eq!(
             pattern(fixture) as u64,

@@ -2,6 +2,11 @@
 //! a family, a config.json, weights and (optionally) a tokenizer.json. Fixtures are written
 //! once into an HF-cache layout under target/ and then found through hf-hub like any
 //! downloaded model.
+//!
+//! The room also holds what a resolved source becomes: [`loading`] (a resolved source opened
+//! into a model and tokenizer, with load timings and memory), [`gguf`] (a GGUF file loaded
+//! through the family table: the implementation chosen, the model described and built) and
+//! [`dequantize`] (a GGUF file written back as an HF checkpoint).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +16,10 @@ use serde_json::Value;
 use crate::error::{one_line, Error, Result};
 use crate::models::{Arch, Family, Weights};
 use crate::util::fill::Filler;
+
+pub mod dequantize;
+pub mod gguf;
+pub mod loading;
 
 /// A parsed `--model` / MODELBENCH_MODELS value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,34 +41,34 @@ pub enum ModelRef {
 pub const SYNTHETIC: [(&str, &str); 3] = [
     (
         "llama-3.2-1b",
-        include_str!("../../../../fixtures/synthetic/llama-3.2-1b/config.json"),
+        include_str!("../../../../../fixtures/synthetic/llama-3.2-1b/config.json"),
     ),
     (
         "qwen3-1.7b",
-        include_str!("../../../../fixtures/synthetic/qwen3-1.7b/config.json"),
+        include_str!("../../../../../fixtures/synthetic/qwen3-1.7b/config.json"),
     ),
     (
         "gemma-3-1b",
-        include_str!("../../../../fixtures/synthetic/gemma-3-1b/config.json"),
+        include_str!("../../../../../fixtures/synthetic/gemma-3-1b/config.json"),
     ),
 ];
 
 const FIXTURES: [(Family, &str); 4] = [
     (
         Family::Llama,
-        include_str!("../../../../fixtures/models/llama/config.json"),
+        include_str!("../../../../../fixtures/models/llama/config.json"),
     ),
     (
         Family::Qwen3,
-        include_str!("../../../../fixtures/models/qwen3/config.json"),
+        include_str!("../../../../../fixtures/models/qwen3/config.json"),
     ),
     (
         Family::Qwen3Moe,
-        include_str!("../../../../fixtures/models/qwen3-moe/config.json"),
+        include_str!("../../../../../fixtures/models/qwen3-moe/config.json"),
     ),
     (
         Family::Gemma3,
-        include_str!("../../../../fixtures/models/gemma3/config.json"),
+        include_str!("../../../../../fixtures/models/gemma3/config.json"),
     ),
 ];
 
@@ -80,7 +89,7 @@ pub fn sources_help() -> String {
     format!(
         "fixture:<llama|qwen3|qwen3-moe|gemma3>, synthetic:<llama-3.2-1b|qwen3-1.7b|gemma-3-1b>, <owner>/<repo>[@revision], gguf:<file | cached repo | fixture:<{}>>[?impl={}], or a directory with config.json + *.safetensors",
         fixtures.join("|"),
-        crate::models::quantized::GgufImpl::ALLOWED.replace(", ", "|")
+        crate::models::families::GgufImpl::ALLOWED.replace(", ", "|")
     )
 }
 
@@ -201,8 +210,8 @@ impl ModelRef {
 /// chosen with a `?impl=<modelbench|candle-transformers>` suffix (None: the family's default).
 pub fn split_gguf_impl(
     g: &str,
-) -> std::result::Result<(&str, Option<crate::models::quantized::GgufImpl>), String> {
-    use crate::models::quantized::GgufImpl;
+) -> std::result::Result<(&str, Option<crate::models::families::GgufImpl>), String> {
+    use crate::models::families::GgufImpl;
     let Some((spec, query)) = g.split_once('?') else {
         return Ok((g, None));
     };
@@ -234,17 +243,17 @@ pub struct Resolved {
     /// `gguf-metadata` or `tokenizer.json beside the file`), or `none (why)`.
     pub tokenizer_kind: String,
     /// A GGUF file's header, read once here, and its `?impl=` (None for other weights).
-    pub gguf: Option<crate::models::quantized::GgufSource>,
+    pub gguf: Option<crate::models::sources::gguf::GgufSource>,
 }
 
 impl Resolved {
     /// The header a GGUF reference was resolved with (an error for other weights, or for a
     /// `Resolved` built by hand without one).
-    pub fn gguf_source(&self) -> Result<&crate::models::quantized::GgufSource> {
+    pub fn gguf_source(&self) -> Result<&crate::models::sources::gguf::GgufSource> {
         self.gguf.as_ref().ok_or_else(|| {
             Error::weights(
                 &self.label,
-                "not a GGUF model resolved by models::source::resolve (no header travels with it)",
+                "not a GGUF model resolved by models::sources::resolve (no header travels with it)",
             )
         })
     }
@@ -567,8 +576,8 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
             if !file.is_file() {
                 return Err(Error::weights(file.display(), "GGUF file is missing"));
             }
-            let ct = crate::models::quantized::read_header(&file)?;
-            let entry = crate::models::quantized::family_entry(&file, &ct)?;
+            let ct = crate::models::gguf::check::read_header(&file)?;
+            let entry = crate::models::sources::gguf::family_entry(&file, &ct)?;
             let family = entry.family;
             if let Some(i) = imp.filter(|i| entry.implementation(*i).is_none()) {
                 return Err(Error::ModelRef {
@@ -584,7 +593,7 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
             // A tokenizer.json beside the file overrides the tokenizer in its metadata; a
             // family's stock tokenizer is never guessed (a Llama-architecture GGUF can carry
             // any vocabulary).
-            use crate::models::gguf_tokenizer::{self as gt, GgufVocab};
+            use crate::models::tokenizers::gguf::{self as gt, GgufVocab};
             let tok = file.with_file_name("tokenizer.json");
             let (tokenizer, tokenizer_kind) = if tok.is_file() {
                 (Some(tok), gt::SOURCE_BESIDE.to_string())
@@ -604,7 +613,7 @@ pub fn resolve_in(r: &ModelRef, label: &str, hub: &HubEnv) -> Result<Resolved> {
                 tokenizer_kind,
                 tokenizer,
                 weights: Weights::Gguf(file),
-                gguf: Some(crate::models::quantized::GgufSource {
+                gguf: Some(crate::models::sources::gguf::GgufSource {
                     header: std::sync::Arc::new(ct),
                     imp,
                 }),
@@ -757,7 +766,7 @@ pub fn gguf_fixture(family: Family) -> Result<PathBuf> {
 
 /// `gguf:fixture:<name>`: a fixture of the family table ([`crate::models::families`]), made
 /// from its base family's safetensors fixture and written as GGUF (once, under the fixture
-/// cache's parent, by [`crate::models::gguf_fixture`]); returns the .gguf path.
+/// cache's parent, by [`crate::models::families::fixture`]); returns the .gguf path.
 pub fn gguf_fixture_named(name: &str) -> Result<PathBuf> {
     let fx = crate::models::families::fixture(name).ok_or_else(|| Error::ModelRef {
         reference: format!("gguf:fixture:{name}"),
@@ -777,7 +786,7 @@ pub fn gguf_fixture_named(name: &str) -> Result<PathBuf> {
         .unwrap_or(Path::new("."))
         .join("gguf")
         .join(format!("{}-{}", fx.name, &rev[..12]));
-    crate::models::gguf_fixture::ensure(fx, &snapshot, &dir)
+    crate::models::families::fixture::ensure(fx, &snapshot, &dir)
 }
 
 /// Writes config.json and model.safetensors holding the seeded weights ([`WEIGHT_SEED`]) in
@@ -820,16 +829,16 @@ pub fn write_fixture(family: Family, config_text: &str, dir: &Path) -> Result<()
     let vocab = arch.meta(0, candle_core::DType::F32).vocab;
     std::fs::write(
         dir.join("tokenizer.json"),
-        crate::models::tokenizer::fixture_tokenizer_json(vocab),
+        crate::models::tokenizers::fixture_tokenizer_json(vocab),
     )
     .map_err(Error::io(dir))?;
     Ok(())
 }
 
 /// Writes `synthetic:<name>` (a real model's shapes, the seeded weights the synthetic source
-/// computes with, in bf16) as a GGUF file at `out` the way [`crate::models::gguf_fixture::ensure`] writes a fixture (llama.cpp's
+/// computes with, in bf16) as a GGUF file at `out` the way [`crate::models::families::fixture::ensure`] writes a fixture (llama.cpp's
 /// names and metadata, the fixture tokenizer at the model's real vocabulary size, sharpened),
-/// with matrices in `matrix` ([`crate::models::gguf_fixture::SYNTHETIC_TYPES`]: F16, the input of `llama-quantize`, which
+/// with matrices in `matrix` ([`crate::models::families::fixture::SYNTHETIC_TYPES`]: F16, the input of `llama-quantize`, which
 /// makes the Q4_K_M files at real shapes that the GPU run compares candle and llama.cpp on
 /// (issue 60); Q8_0; or Q4_K throughout, with llama-quantize's q5_0 fallback where 256 does not
 /// divide a row: llama.cpp's file type Q4_K_S), quantized on every core. Llama 3.2's
@@ -847,14 +856,14 @@ pub fn write_synthetic(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
     let r = write_seeded(family, config_text, &tmp, candle_core::DType::BF16).and_then(|()| {
-        crate::models::gguf_fixture::write_from_snapshot(
+        crate::models::families::fixture::write_from_snapshot(
             family,
             &tmp,
             None,
             matrix,
             Some(format!(
                 "modelbench synthetic {name} (seeded weights, {})",
-                crate::models::gguf_fixture::type_name(matrix)
+                crate::models::families::fixture::type_name(matrix)
             )),
             out,
         )
@@ -872,7 +881,7 @@ mod tests {
     /// folder left behind.
     #[test]
     fn synthetic_files_hold_f16_matrices_and_the_tokenizer() {
-        let config = include_str!("../../../../fixtures/models/llama/config.json");
+        let config = include_str!("../../../../../fixtures/models/llama/config.json");
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("tiny-F16.gguf");
         write_synthetic(
@@ -915,7 +924,7 @@ mod tests {
 
     #[test]
     fn gguf_references_take_an_impl_option() {
-        use crate::models::quantized::GgufImpl;
+        use crate::models::families::GgufImpl;
         assert_eq!(split_gguf_impl("a/b").unwrap(), ("a/b", None));
         assert_eq!(
             split_gguf_impl("a/b@main?impl=candle-transformers").unwrap(),

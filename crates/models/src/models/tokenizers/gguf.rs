@@ -58,7 +58,6 @@ pub const TYPE_USER_DEFINED: i32 = 4;
 pub const TYPE_UNUSED: i32 = 5;
 pub const TYPE_BYTE: i32 = 6;
 
-#[path = "tokenizers/llama_cpp_pre.rs"]
 pub mod llama_cpp_pre;
 pub use llama_cpp_pre::{PreRule, NAMES as PRE_NAMES};
 
@@ -755,7 +754,7 @@ pub fn chat_metadata(
     ))
 }
 
-/// Whether `path` is a GGUF file (its magic), so [`crate::models::tokenizer::load`] builds its
+/// Whether `path` is a GGUF file (its magic), so [`crate::models::tokenizers::load`] builds its
 /// tokenizer from the metadata.
 pub fn is_gguf(path: &Path) -> bool {
     use std::io::Read;

@@ -6,7 +6,7 @@ use candle_transformers::quantized_nn::RmsNorm;
 
 use super::{Config, LayerCache, Masks, SeqStep, Weights, Wrong};
 use crate::measure::inject::around_op as op;
-use crate::models::quantized_parts::{norm, note_append, RopeTables, Span};
+use crate::models::quantized::parts::{norm, note_append, RopeTables, Span};
 use modelbench_measure::traced;
 
 /// RoPE tables for `positions` positions, applied in the family's layout to the first

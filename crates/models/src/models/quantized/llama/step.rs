@@ -8,8 +8,8 @@ use candle_nn::kv_cache::KvCache;
 
 use super::{Config, LayerCache, Masks, Mixer, ModelWeights, SeqCache, SeqStep, Weights, Wrong};
 use crate::measure::inject::around_op as op;
-use crate::models::gemma3_quantized::{attention_mask, Proj};
-use crate::models::quantized_parts::{last_logits, norm, residual, step_input};
+use crate::models::quantized::gemma3::{attention_mask, Proj};
+use crate::models::quantized::parts::{last_logits, norm, residual, step_input};
 use modelbench_measure::traced;
 
 impl Weights {
@@ -138,7 +138,7 @@ impl Weights {
 }
 
 /// Continuous batching over the quantized Llama / Qwen3 (`modelbench serve --max-batch`), in
-/// the shape of the project's Gemma 3 ([`crate::models::gemma3_quantized::Batched`]): every token of
+/// the shape of the project's Gemma 3 ([`crate::models::quantized::gemma3::Batched`]): every token of
 /// every sequence in a step goes through each weight matmul together, and attention runs per
 /// sequence against that sequence's own cache, with its own positions, RoPE and causal mask,
 /// exactly as [`ModelWeights::forward`] runs one sequence of the same chunk (the same code).
@@ -227,7 +227,7 @@ impl crate::models::batched::BatchedLm for Batched {
 
     fn fork_seq(&self, seq: &SeqCache) -> Option<Result<SeqCache>> {
         Some(seq.fork(|l| match l {
-            LayerCache::Kv(c) => crate::models::quantized_parts::copy_kv(c).map(LayerCache::Kv),
+            LayerCache::Kv(c) => crate::models::quantized::parts::copy_kv(c).map(LayerCache::Kv),
             // Replaced by each step, never written in place: sharing it is a copy.
             LayerCache::Conv(t) => Ok(LayerCache::Conv(t.clone())),
         }))

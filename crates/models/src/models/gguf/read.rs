@@ -91,7 +91,7 @@ where
 /// expert of a stacked tensor is a contiguous byte range, so the stacked file is presented to
 /// candle as per-expert tensors at those offsets: no byte of the file changes, candle's own
 /// code computes. The project's own mixture-of-experts models read their experts the same
-/// way, one 2-D quantized matmul each ([`super::llama_quantized`]).
+/// way, one 2-D quantized matmul each ([`crate::models::quantized::llama`]).
 pub fn split_stacked_experts(ct: &mut Content) -> candle_core::Result<()> {
     let stacked: Vec<_> = ct
         .tensor_infos
