@@ -68,9 +68,12 @@ pub fn profile(
         Some(line) => line,
         None => {
             let line = flame_graphs((base_exe, new_exe), inject, model, scenario, dir, tag);
-            flames
-                .0
-                .push((model.into(), scenario.into(), tag.into(), line.clone()));
+            flames.0.push(Drawn {
+                model: model.into(),
+                scenario: scenario.into(),
+                tag: tag.into(),
+                line: line.clone(),
+            });
             line
         }
     };
@@ -82,16 +85,25 @@ pub fn profile(
 /// once and its files copied under the second tag (two `perf record` runs and a `perf script`
 /// each saved, about 45 s of fixture:gemma3's short scenario on the 2-core VM).
 #[derive(Default)]
-pub struct Flames(Vec<(String, String, String, String)>);
+pub struct Flames(Vec<Drawn>);
+
+/// One drawn pair of flame graphs: whose, under which tag, and the line printed for it.
+struct Drawn {
+    model: String,
+    scenario: String,
+    tag: String,
+    line: String,
+}
 
 impl Flames {
     /// The line for `tag` when `model`'s `scenario` was already drawn (its files copied to
     /// `tag`'s names), or None where it was not, or was not available, or a copy failed.
     fn reuse(&self, model: &str, scenario: &str, dir: &Path, tag: &str) -> Option<String> {
-        let (_, _, first, line) = self
-            .0
-            .iter()
-            .find(|(m, s, _, l)| m == model && s == scenario && !l.starts_with("not available"))?;
+        let Drawn {
+            tag: first, line, ..
+        } = self.0.iter().find(|d| {
+            d.model == model && d.scenario == scenario && !d.line.starts_with("not available")
+        })?;
         for side in ["base", "new"] {
             for ext in ["svg", "folded"] {
                 std::fs::copy(
