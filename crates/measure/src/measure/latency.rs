@@ -43,6 +43,14 @@ pub struct RequestTiming {
     /// the server returned: what the output verdict compares between two loads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_sha256: Option<String>,
+    /// Which turn of its conversation (0 first) in a multi-turn load; None: a lone request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<usize>,
+    /// Prompt tokens the server says it did not run again (its prefix cache:
+    /// `usage.prompt_tokens_details.cached_tokens`, or llama-server's `timings.cache_n`);
+    /// None: not reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<usize>,
 }
 
 impl RequestTiming {
@@ -256,6 +264,59 @@ pub fn summarize_load(reqs: &[RequestTiming], slo: Option<&Slo>) -> LoadSummary 
             t_ok && p_ok
         }),
     }
+}
+
+/// One turn of the conversations of a multi-turn load: its successful requests' prompt
+/// lengths, the prompt tokens the server took from its cache, TTFT and E2E.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnSummary {
+    /// 1 for the first turn.
+    pub turn: usize,
+    pub requests: usize,
+    pub errors: usize,
+    pub prompt_tokens_mean: Option<f64>,
+    /// Mean over the requests whose server reported it; None where none did.
+    pub cached_tokens_mean: Option<f64>,
+    /// Cached prompt tokens over prompt tokens, summed over those requests.
+    pub cached_share: Option<f64>,
+    pub ttft_ms: Option<Percentiles>,
+    pub e2e_ms: Option<Percentiles>,
+}
+
+/// The requests of a multi-turn load by turn (requests without a turn left out).
+pub fn summarize_turns(reqs: &[RequestTiming]) -> Vec<TurnSummary> {
+    let turns = reqs
+        .iter()
+        .filter_map(|r| r.turn)
+        .max()
+        .map_or(0, |t| t + 1);
+    let ms = |v: Vec<f64>| percentiles(&v.iter().map(|x| x * 1e3).collect::<Vec<_>>());
+    (0..turns)
+        .map(|t| {
+            let all: Vec<&RequestTiming> = reqs.iter().filter(|r| r.turn == Some(t)).collect();
+            let ok: Vec<&&RequestTiming> = all.iter().filter(|r| r.ok()).collect();
+            let prompts: Vec<f64> = ok
+                .iter()
+                .filter_map(|r| r.prompt_tokens.map(|p| p as f64))
+                .collect();
+            let both: Vec<(f64, f64)> = ok
+                .iter()
+                .filter_map(|r| Some((r.cached_tokens? as f64, r.prompt_tokens? as f64)))
+                .collect();
+            let cached: f64 = both.iter().map(|b| b.0).sum();
+            let prompt: f64 = both.iter().map(|b| b.1).sum();
+            TurnSummary {
+                turn: t + 1,
+                requests: all.len(),
+                errors: all.len() - ok.len(),
+                prompt_tokens_mean: percentiles(&prompts).map(|p| p.mean),
+                cached_tokens_mean: (!both.is_empty()).then(|| cached / both.len() as f64),
+                cached_share: (prompt > 0.0).then(|| cached / prompt),
+                ttft_ms: ms(ok.iter().filter_map(|r| r.ttft_s).collect()),
+                e2e_ms: ms(ok.iter().filter_map(|r| r.e2e_s).collect()),
+            }
+        })
+        .collect()
 }
 
 /// Exponential inter-arrival gaps of a Poisson process at `rate` per second, seeded

@@ -36,10 +36,12 @@ pub trait BatchedLm: Send {
     /// What computes a step (implementation, kernels, weights that run a lone row as two),
     /// for `serve`'s start line and records: the model says what it is.
     fn describe(&self) -> String;
-    /// A copy of `seq` that goes on by itself (buffers of its own: what one later writes the
-    /// other never sees), for several choices of one request from one prefill; None where the
-    /// model cannot copy a cache.
-    fn fork_seq(&self, _seq: &Self::Seq) -> Option<candle_core::Result<Self::Seq>> {
+    /// A copy of the first `len` positions of `seq` (at most those it holds) that goes on by
+    /// itself (buffers of its own: what one later writes the other never sees): for several
+    /// choices of one request from one prefill (the whole sequence), and for a prompt that
+    /// begins with what a cache holds (prefix caching). None where the model cannot copy a
+    /// cache, or cannot keep only those positions (a sliding window that lost them).
+    fn fork_seq(&self, _seq: &Self::Seq, _len: usize) -> Option<candle_core::Result<Self::Seq>> {
         None
     }
 }
@@ -66,10 +68,18 @@ pub trait StepModel: Send {
     fn step(&mut self, work: &[Work<'_>]) -> Result<Vec<Option<Vec<f32>>>>;
     /// What computes a step (see [`BatchedLm::describe`]).
     fn describe(&self) -> String;
-    /// Slot `to` becomes a copy of slot `from` (its positions and cache), going on by itself
-    /// ([`BatchedLm::fork_seq`]); false where the model cannot copy a sequence.
-    fn fork(&mut self, _from: usize, _to: usize) -> Result<bool> {
+    /// Slot `to` becomes a copy of the first `len` positions of slot `from` (`usize::MAX`: all
+    /// of them), going on by itself ([`BatchedLm::fork_seq`]); `from` may be `to` (the slot
+    /// keeps only its first `len` positions). False where the model cannot copy a sequence or
+    /// keep only those positions; slot `to` is then unchanged.
+    fn fork(&mut self, _from: usize, _to: usize, _len: usize) -> Result<bool> {
         Ok(false)
+    }
+    /// Whether a slot's cache, once its sequence ends, may be continued by the next sequence
+    /// it takes (prefix caching: the scheduler calls [`StepModel::start`] only for a slot it
+    /// does not continue). False: every sequence starts from [`StepModel::start`].
+    fn keeps_prefixes(&self) -> bool {
+        false
     }
 }
 
@@ -149,14 +159,17 @@ impl<B: BatchedLm> StepModel for Slots<B> {
     fn describe(&self) -> String {
         self.model.describe()
     }
-    fn fork(&mut self, from: usize, to: usize) -> Result<bool> {
+    fn keeps_prefixes(&self) -> bool {
+        true
+    }
+    fn fork(&mut self, from: usize, to: usize, len: usize) -> Result<bool> {
         let n = self.caches.len();
-        if from >= n || to >= n || from == to {
+        if from >= n || to >= n {
             return Err(Error::Serving(format!(
-                "fork of slot {from} into slot {to}: slots are 0..{n} and must differ"
+                "fork of slot {from} into slot {to}: slots are 0..{n}"
             )));
         }
-        match self.model.fork_seq(&self.caches[from]) {
+        match self.model.fork_seq(&self.caches[from], len) {
             None => Ok(false),
             Some(copy) => {
                 self.caches[to] = copy.map_err(|e| Error::Serving(one_line(&e.to_string())))?;

@@ -62,6 +62,23 @@ pub struct LoadArgs {
     /// Do not write a run folder.
     #[arg(long)]
     pub no_save: bool,
+    /// Turns per conversation (GuideLLM's `turns`): each user runs conversations whose turn k
+    /// sends the whole conversation so far (prefix, earlier prompts, the server's answers)
+    /// and a new prompt of --prompt-tokens; TTFT and cached prompt tokens by turn. Closed loop.
+    #[arg(long, default_value_t = 1)]
+    pub turns: usize,
+    /// A shared system prefix of about this many tokens before every conversation
+    /// (GuideLLM's `prefix_tokens`; 0: none).
+    #[arg(long, default_value_t = 0)]
+    pub prefix_tokens: usize,
+    /// How many different prefixes (conversation n uses prefix n mod this; GuideLLM's
+    /// `prefix_count`).
+    #[arg(long, default_value_t = 1)]
+    pub prefix_count: usize,
+    /// Runs of every level, each with fresh prompts and seeds: mean, 95% t-interval and CV
+    /// per figure across them (AIPerf's --num-profile-runs).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
 }
 
 pub fn load(a: LoadArgs) -> crate::Result<()> {
@@ -88,6 +105,10 @@ pub fn load(a: LoadArgs) -> crate::Result<()> {
         timeout: a.timeout,
         label,
         no_save: a.no_save,
+        turns: a.turns,
+        prefix_tokens: a.prefix_tokens,
+        prefix_count: a.prefix_count,
+        runs: a.runs,
     })?;
     Ok(())
 }

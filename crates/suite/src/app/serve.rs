@@ -58,6 +58,11 @@ pub struct ServeArgs {
     /// Seed of requests that give none (request n uses seed + n).
     #[arg(long, default_value = crate::config::knobs::default_of("MODELBENCH_SEED"))]
     pub seed: u64,
+    /// Turn prefix caching off: every prompt runs whole (by default a prompt reuses the keys
+    /// and values a slot's cache holds of its start, as llama-server's `cache_prompt` and
+    /// vLLM's automatic prefix caching do; a request's `"cache_prompt": false` opts out alone).
+    #[arg(long)]
+    pub no_prefix_cache: bool,
     #[command(flatten)]
     pub fast: FastWeightsArg,
 }
@@ -76,6 +81,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         dtype: String::new(),
         fast_weights: a.fast.fast_weights,
         chat: std::sync::Arc::new(ChatFormat::role_lines()),
+        prefix_cache: !a.no_prefix_cache,
     };
     opts.check()?;
     let (spec, dtype) = device_and_dtype(&a.device, a.dtype.as_deref())?;

@@ -25,8 +25,12 @@ use serde_json::{json, Value};
 
 use crate::engine::generate::CORPUS;
 use crate::error::{Error, Result};
-use crate::measure::latency::{parse_duration_s, poisson_gaps, summarize_load, RequestTiming, Slo};
+use crate::measure::latency::{
+    parse_duration_s, poisson_gaps, summarize_load, summarize_turns, LoadSummary, RequestTiming,
+    Slo, TurnSummary,
+};
 use crate::measure::outputs::{hash_text, Ids, Outputs};
+use crate::measure::stats::mean_interval;
 use crate::measure::stats::percentiles;
 use crate::output::record::{GenMetrics, Harness, Kind, Precision, Record};
 use crate::output::report::{reports_root, RunDir};
@@ -37,6 +41,9 @@ use crate::output::serving::{load_csv, load_table, scaling_table, sweep_png};
 pub const MAX_DURATION_S: f64 = 3600.0;
 pub const MAX_REQUESTS: usize = 100_000;
 pub const MAX_CONCURRENCY: usize = 1024;
+/// Most turns of a conversation, and most runs of a level.
+pub const MAX_TURNS: usize = 100;
+pub const MAX_RUNS: usize = 50;
 /// The closed-loop sweep when neither concurrency nor rate is given.
 pub const DEFAULT_CONCURRENCY: &str = "1,2,4,8,16";
 /// `--rate auto`: the first rate (requests/s), doubled per level, at most this many levels.
@@ -83,6 +90,16 @@ pub struct LoadOptions {
     /// Run folder suffix (already checked).
     pub label: Option<String>,
     pub no_save: bool,
+    /// Turns per conversation (1: lone requests). Turn k sends the conversation so far (the
+    /// shared prefix, every earlier prompt and the server's answers to them) and a new prompt
+    /// of `prompt_tokens`, as GuideLLM's `turns`.
+    pub turns: usize,
+    /// A system prefix of about this many tokens before every conversation (GuideLLM's
+    /// `prefix_tokens`; 0: none), one of `prefix_count` different ones.
+    pub prefix_tokens: usize,
+    pub prefix_count: usize,
+    /// Runs of every level, each with fresh seeds (seed + run): intervals across them.
+    pub runs: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -117,20 +134,60 @@ struct Client {
     words: Vec<&'static str>,
     prompt_words: usize,
     seed: u64,
+    turns: usize,
+    /// Words of each shared prefix (0: none), and how many different prefixes.
+    prefix_words: usize,
+    prefix_count: usize,
 }
+
+/// One message of a conversation: the user's prompt or the server's answer.
+type Turn = (String, String);
 
 impl Client {
     /// The prompt of request `i`: `prompt_words` words of the corpus from a seeded offset.
     fn prompt(&self, i: u64) -> String {
-        let start = (splitmix(self.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize)
-            % self.words.len();
-        (0..self.prompt_words)
+        self.text(
+            self.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            self.prompt_words,
+        )
+    }
+
+    /// `words` words of the corpus from an offset drawn from `key`.
+    fn text(&self, key: u64, words: usize) -> String {
+        let start = (splitmix(key) as usize) % self.words.len();
+        (0..words)
             .map(|k| self.words[(start + k) % self.words.len()])
             .collect::<Vec<_>>()
             .join(" ")
     }
 
+    /// Conversation `conv`'s shared prefix (one of `prefix_count`), None without one.
+    fn prefix(&self, conv: u64) -> Option<String> {
+        (self.prefix_words > 0).then(|| {
+            let which = conv % self.prefix_count.max(1) as u64;
+            self.text(
+                !self.seed ^ which.wrapping_mul(0xD1B5_4A32_D192_ED03),
+                self.prefix_words,
+            )
+        })
+    }
+
     fn body(&self, prompt: &str, max_tokens: usize, stream: bool, i: u64) -> Value {
+        self.conversation_body(None, &[], prompt, max_tokens, stream, i)
+    }
+
+    /// A request continuing a conversation: the prefix (the chat API's system message), the
+    /// earlier turns (prompt, answer) and the new prompt; for the completions API the same
+    /// texts one after another, a blank line before each prompt.
+    fn conversation_body(
+        &self,
+        prefix: Option<&str>,
+        history: &[Turn],
+        prompt: &str,
+        max_tokens: usize,
+        stream: bool,
+        i: u64,
+    ) -> Value {
         let mut b = json!({
             "model": self.model, "max_tokens": max_tokens, "temperature": self.temperature,
             "seed": self.seed.wrapping_add(i), "ignore_eos": true, "stream": stream,
@@ -139,9 +196,29 @@ impl Client {
             b["stream_options"] = json!({"include_usage": true});
         }
         if self.chat {
-            b["messages"] = json!([{"role": "user", "content": prompt}]);
+            let mut m: Vec<Value> = Vec::new();
+            if let Some(p) = prefix {
+                m.push(json!({"role": "system", "content": p}));
+            }
+            for (u, a) in history {
+                m.push(json!({"role": "user", "content": u}));
+                m.push(json!({"role": "assistant", "content": a}));
+            }
+            m.push(json!({"role": "user", "content": prompt}));
+            b["messages"] = Value::Array(m);
         } else {
-            b["prompt"] = json!(prompt);
+            let mut t = String::new();
+            if let Some(p) = prefix {
+                t.push_str(p);
+                t.push_str("\n\n");
+            }
+            for (u, a) in history {
+                t.push_str(u);
+                t.push_str(a);
+                t.push_str("\n\n");
+            }
+            t.push_str(prompt);
+            b["prompt"] = json!(t);
         }
         b
     }
@@ -175,7 +252,53 @@ impl Client {
     /// One streamed request, timed from just before it is sent.
     fn run(&self, i: u64, t0: Instant) -> RequestTiming {
         let prompt = self.prompt(i);
-        let body = self.body(&prompt, self.max_tokens, true, i).to_string();
+        let body = self.body(&prompt, self.max_tokens, true, i);
+        self.send(body, i, t0).0
+    }
+
+    /// Conversation `conv` (its requests numbered `first`, `first + 1`, ...): each turn once
+    /// the answer to the one before has ended, while `go` says the level goes on. A failed
+    /// turn ends the conversation (the next would lack its answer).
+    fn conversation(
+        &self,
+        conv: u64,
+        first: u64,
+        t0: Instant,
+        go: &dyn Fn() -> bool,
+    ) -> Vec<RequestTiming> {
+        let prefix = self.prefix(conv);
+        let mut history: Vec<Turn> = Vec::new();
+        let mut out = Vec::new();
+        for t in 0..self.turns {
+            if t > 0 && !go() {
+                break;
+            }
+            let i = first + t as u64;
+            let prompt = self.prompt(i);
+            let body = self.conversation_body(
+                prefix.as_deref(),
+                &history,
+                &prompt,
+                self.max_tokens,
+                true,
+                i,
+            );
+            let (mut r, text) = self.send(body, i, t0);
+            r.turn = Some(t);
+            let failed = !r.ok();
+            out.push(r);
+            if failed {
+                break;
+            }
+            history.push((prompt, text));
+        }
+        out
+    }
+
+    /// Sends one streamed request body (request number `i`), timed from just before it is
+    /// sent; returns the timing and the text the server streamed.
+    fn send(&self, body: Value, i: u64, t0: Instant) -> (RequestTiming, String) {
+        let body = body.to_string();
         let sent = Instant::now();
         let mut r = RequestTiming {
             sent_s: sent.duration_since(t0).as_secs_f64(),
@@ -192,7 +315,7 @@ impl Client {
             Ok(resp) => resp,
             Err(e) => {
                 r.error = Some(describe(e));
-                return r;
+                return (r, text);
             }
         };
         let mut chunks = 0usize;
@@ -203,7 +326,7 @@ impl Client {
                 Ok(l) => l,
                 Err(e) => {
                     r.error = Some(format!("reading the stream: {e}"));
-                    return r;
+                    return (r, text);
                 }
             };
             let Some(data) = line.strip_prefix("data:").map(str::trim) else {
@@ -217,12 +340,12 @@ impl Client {
                 Ok(v) => v,
                 Err(e) => {
                     r.error = Some(format!("bad SSE chunk ({e}): {data:.120}"));
-                    return r;
+                    return (r, text);
                 }
             };
             if let Some(m) = v.get("error") {
                 r.error = Some(format!("server error in stream: {m}"));
-                return r;
+                return (r, text);
             }
             let c = &v["choices"][0];
             let piece = c["text"]
@@ -239,6 +362,13 @@ impl Client {
             if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                 usage_out = u["completion_tokens"].as_u64().map(|n| n as usize);
                 r.prompt_tokens = u["prompt_tokens"].as_u64().map(|n| n as usize);
+                r.cached_tokens = u["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .map(|n| n as usize);
+            }
+            // llama-server also says it in its timings (prompt tokens taken from its cache).
+            if let Some(n) = v["timings"]["cache_n"].as_u64() {
+                r.cached_tokens.get_or_insert(n as usize);
             }
             if let Some(s) = v.get("modelbench").filter(|s| s.is_object()) {
                 r.server = Some(s.clone());
@@ -255,7 +385,7 @@ impl Client {
         } else {
             r.text_sha256 = Some(hash_text(&text));
         }
-        r
+        (r, text)
     }
 }
 
@@ -284,6 +414,7 @@ fn splitmix(mut x: u64) -> u64 {
 fn run_level(c: &Arc<Client>, mode: Mode, stop: Stop, base: u64) -> Vec<RequestTiming> {
     let out = Arc::new(Mutex::new(Vec::new()));
     let issued = Arc::new(AtomicUsize::new(0));
+    let turns = c.turns.max(1);
     let t0 = Instant::now();
     let deadline = |stop: Stop| match stop {
         Stop::Duration(d) => d,
@@ -296,13 +427,15 @@ fn run_level(c: &Arc<Client>, mode: Mode, stop: Stop, base: u64) -> Vec<RequestT
                 return None;
             }
             let n = issued.fetch_add(1, Ordering::Relaxed);
+            // In conversations, the requests of a conversation count as one start.
             let cap = match stop {
-                Stop::Requests(k) => k,
+                Stop::Requests(k) => k.div_ceil(turns),
                 Stop::Duration(_) => MAX_REQUESTS,
             };
             (n < cap).then_some(base + n as u64)
         }
     };
+    let go = move || t0.elapsed().as_secs_f64() < deadline(stop);
     match mode {
         Mode::Closed(n) => {
             let handles: Vec<_> = (0..n)
@@ -312,8 +445,15 @@ fn run_level(c: &Arc<Client>, mode: Mode, stop: Stop, base: u64) -> Vec<RequestT
                     let may_start = may_start.clone();
                     std::thread::spawn(move || {
                         while let Some(i) = may_start() {
-                            let r = c.run(i, t0);
-                            out.lock().expect("lock").push(r);
+                            if turns > 1 {
+                                // Conversation n's requests are numbered n * turns + t.
+                                let n = i - base;
+                                let rs = c.conversation(n, base + n * turns as u64, t0, &go);
+                                out.lock().expect("lock").extend(rs);
+                            } else {
+                                let r = c.run(i, t0);
+                                out.lock().expect("lock").push(r);
+                            }
                         }
                     })
                 })
@@ -437,6 +577,26 @@ pub fn load(a: &LoadOptions) -> Result<()> {
     ensure!(a.prompt_tokens >= 1, "--prompt-tokens must be at least 1");
     ensure!(a.max_tokens >= 1, "--max-tokens must be at least 1");
     ensure!(
+        (1..=MAX_TURNS).contains(&a.turns),
+        "--turns {}: must be in 1..={MAX_TURNS}",
+        a.turns
+    );
+    ensure!(
+        (1..=1000).contains(&a.prefix_count),
+        "--prefix-count {}: must be in 1..=1000",
+        a.prefix_count
+    );
+    ensure!(
+        (1..=MAX_RUNS).contains(&a.runs),
+        "--runs {}: must be in 1..={MAX_RUNS}",
+        a.runs
+    );
+    ensure!(
+        a.turns == 1 || a.rate.is_none(),
+        "--turns {}: conversations run as closed-loop users (--concurrency); open-loop arrivals (--rate) send lone requests (leave --turns out)",
+        a.turns
+    );
+    ensure!(
         a.temperature >= 0.0 && a.temperature <= 2.0,
         "--temperature {}: must be in [0, 2]",
         a.temperature
@@ -492,6 +652,7 @@ pub fn load(a: &LoadOptions) -> Result<()> {
     };
     let mut run = RunDir::new(&reports_root(), a.label.as_deref());
     let mut requests_jsonl = String::new();
+    let mut runs_md = String::new();
     for (ti, (name, url)) in targets.iter().enumerate() {
         let who = name.clone().unwrap_or_else(|| a.model.clone());
         if targets.len() > 1 {
@@ -542,6 +703,9 @@ pub fn load(a: &LoadOptions) -> Result<()> {
             words,
             prompt_words: a.prompt_tokens,
             seed: a.seed,
+            turns: a.turns,
+            prefix_words: 0,
+            prefix_count: a.prefix_count,
         };
         // Reach the prompt length in the server's tokens.
         let mut measured = None;
@@ -579,6 +743,15 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                 _ => "",
             }
         );
+        // The shared prefix at the words-per-token ratio the prompt probe measured.
+        if a.prefix_tokens > 0 {
+            let ratio = measured.map_or(1.0, |m| client.prompt_words as f64 / m.max(1) as f64);
+            client.prefix_words = ((a.prefix_tokens as f64 * ratio).round() as usize).max(1);
+            println!(
+                "prefix: {} words ({} different prefixes), about {} tokens",
+                client.prefix_words, a.prefix_count, a.prefix_tokens
+            );
+        }
         let client = Arc::new(client);
         let count = match &levels {
             Levels::Fixed(m) => m.len(),
@@ -589,144 +762,181 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                 Levels::Fixed(m) => m[li],
                 Levels::AutoRate => Mode::Open(AUTO_RATE_START * f64::from(1u32 << li)),
             };
-            let base = ((ti as u64) << 40) + ((li as u64 + 1) << 32);
-            for w in 0..a.warmup {
-                let r = client.run(base - 1 - w as u64, Instant::now());
-                if let Some(e) = r.error {
-                    bail!("{who}: warm-up request failed: {e}");
+            let mut per_run: Vec<LoadSummary> = Vec::new();
+            for run_i in 0..a.runs {
+                // Run r's requests are numbered from its own base: fresh prompts and seeds, the
+                // same ones in run r of another load with the same seed.
+                let base = ((ti as u64) << 40) + ((li as u64 + 1) << 32) + ((run_i as u64) << 24);
+                for w in 0..a.warmup {
+                    let r = client.run(base - 1 - w as u64, Instant::now());
+                    if let Some(e) = r.error {
+                        bail!("{who}: warm-up request failed: {e}");
+                    }
                 }
-            }
-            println!(
-                "level {}: {} ...",
-                mode.name(),
-                match stop {
-                    Stop::Duration(d) => format!("{d} s"),
-                    Stop::Requests(k) => format!("{k} requests"),
-                }
-            );
-            let reqs = run_level(&client, mode, stop, base);
-            let summary = summarize_load(&reqs, slo.as_ref());
-            let errors: Vec<&str> = reqs.iter().filter_map(|r| r.error.as_deref()).collect();
-            if !errors.is_empty() {
-                eprintln!(
-                    "{} of {} requests failed; first: {}",
-                    errors.len(),
-                    reqs.len(),
-                    errors[0]
+                println!(
+                    "level {}{}: {} ...",
+                    mode.name(),
+                    if a.runs > 1 {
+                        format!(", run {} of {}", run_i + 1, a.runs)
+                    } else {
+                        String::new()
+                    },
+                    match stop {
+                        Stop::Duration(d) => format!("{d} s"),
+                        Stop::Requests(k) => format!("{k} requests"),
+                    }
                 );
-            }
-            let ok: Vec<&RequestTiming> = reqs.iter().filter(|r| r.ok()).collect();
-            let reported: Vec<f64> = ok
-                .iter()
-                .filter_map(|r| r.prompt_tokens.map(|p| p as f64))
-                .collect();
-            // Only successful requests enter the samples.
-            let e2e: Vec<f64> = ok.iter().filter_map(|r| r.e2e_s).collect();
-            let server_stat = |k: &str| -> Option<f64> {
-                let v: Vec<f64> = ok
-                    .iter()
-                    .filter_map(|r| r.server.as_ref().and_then(|s| s[k].as_f64()))
-                    .collect();
-                percentiles(&v).map(|p| p.mean)
-            };
-            let mut rec =
-                Record::from_samples(Kind::ServingLoad, "serving-load", e2e, a.max_tokens as u64);
-            rec.harness = Harness::Cli;
-            rec.id = format!("serving-load/{}/{}", mode.name(), who);
-            rec.model.label = who.clone();
-            rec.model.source = url.clone();
-            rec.device = entry
-                .as_ref()
-                .and_then(|m| m["modelbench"]["device"].as_str())
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "remote".into());
-            // Only our server says what precision it runs; another server's is not guessed.
-            rec.dtype = entry
-                .as_ref()
-                .and_then(|m| m["modelbench"]["dtype"].as_str())
-                .and_then(Precision::parse)
-                .unwrap_or(Precision::Unreported);
-            rec.prompt_tokens = a.prompt_tokens;
-            rec.new_tokens = a.max_tokens;
-            rec.seed = a.seed;
-            rec.eos_ignored = true;
-            rec.sampling_desc = if a.temperature > 0.0 {
-                format!("temp={}", a.temperature)
-            } else {
-                "greedy".into()
-            };
-            rec.tok_s = summary.output_tok_s;
-            rec.shape = json!({"endpoint": a.endpoint, "prompt_tokens": a.prompt_tokens,
-                "max_tokens": a.max_tokens, "level": mode.name()});
-            rec.gen = Some(GenMetrics {
-                ttft_ms: summary.ttft_ms,
-                tpot_ms: summary.tpot_ms,
-                itl_ms: summary.itl_ms,
-                prefill_tok_s: None,
-                decode_tok_s: None,
-                tokenize_ms: None,
-                ..Default::default()
-            });
-            // What the server returned (issue 59): request k's text, k from 0 in this level (its
-            // prompt and seed are a function of k), as a hash; the output verdict of `compare`
-            // between two loads reads it like a benchmark's generated ids.
-            let mut texts: Vec<(u64, String)> = reqs
-                .iter()
-                .filter_map(|r| Some((r.request?.checked_sub(base)?, r.text_sha256.clone()?)))
-                .collect();
-            texts.sort();
-            let mut ids = Ids::default();
-            for (k, h) in texts {
-                ids.push_text_hash(k, h);
-            }
-            rec.outputs = (!ids.trials.is_empty()).then_some(Outputs { ids, probe: None });
-            rec.extra = json!({
-                "level": mode.name(),
-                "server": who,
-                "mode": match mode { Mode::Closed(_) => "closed-loop", Mode::Open(_) => "open-loop-poisson" },
-                "concurrency": match mode { Mode::Closed(n) => json!(n), Mode::Open(_) => Value::Null },
-                "rate": match mode { Mode::Open(r) => json!(r), Mode::Closed(_) => Value::Null },
-                "url": url,
-                "endpoint": a.endpoint,
-                "stop": match stop { Stop::Duration(d) => json!({"duration_s": d}), Stop::Requests(k) => json!({"requests": k}) },
-                "warmup": a.warmup,
-                "prompt_words": client.prompt_words,
-                "prompt_tokens_probe": measured,
-                "prompt_tokens_measured": percentiles(&reported).map(|p| p.mean),
-                "prompt_tokens_min": reported.iter().copied().reduce(f64::min),
-                "prompt_tokens_max": reported.iter().copied().reduce(f64::max),
-                "server_queue_ms_mean": server_stat("queue_ms"),
-                "server_batch_mean": server_stat("batch_mean"),
-                "slo": slo.as_ref().map(|s| s.describe()),
-                "slo_preset": a.slo_preset,
-                "summary": summary,
-                "first_errors": errors.iter().take(5).collect::<Vec<_>>(),
-            });
-            for r in &reqs {
-                let mut v = serde_json::to_value(r).map_err(|e| Error::Serving(e.to_string()))?;
-                v["level"] = json!(mode.name());
-                v["server"] = json!(who);
-                requests_jsonl.push_str(&v.to_string());
-                requests_jsonl.push('\n');
-            }
-            println!(
-                "  {} requests ({} errors) in {:.1} s: {} req/s, {} output tok/s{}",
-                summary.requests,
-                summary.errors,
-                summary.duration_s,
-                crate::output::report::na(summary.request_s, 2),
-                crate::output::report::na(summary.output_tok_s, 1),
-                match server_stat("batch_mean") {
-                    Some(b) => format!(", server batch mean {b:.2}"),
-                    None => String::new(),
+                let reqs = run_level(&client, mode, stop, base);
+                let summary = summarize_load(&reqs, slo.as_ref());
+                let errors: Vec<&str> = reqs.iter().filter_map(|r| r.error.as_deref()).collect();
+                if !errors.is_empty() {
+                    eprintln!(
+                        "{} of {} requests failed; first: {}",
+                        errors.len(),
+                        reqs.len(),
+                        errors[0]
+                    );
                 }
-            );
-            if a.no_save {
-                run.push_unsaved(rec);
-            } else {
-                run.push(rec)?;
-                run.put_file("requests.jsonl", requests_jsonl.clone().into_bytes())?;
+                let ok: Vec<&RequestTiming> = reqs.iter().filter(|r| r.ok()).collect();
+                let reported: Vec<f64> = ok
+                    .iter()
+                    .filter_map(|r| r.prompt_tokens.map(|p| p as f64))
+                    .collect();
+                // Only successful requests enter the samples.
+                let e2e: Vec<f64> = ok.iter().filter_map(|r| r.e2e_s).collect();
+                let server_stat = |k: &str| -> Option<f64> {
+                    let v: Vec<f64> = ok
+                        .iter()
+                        .filter_map(|r| r.server.as_ref().and_then(|s| s[k].as_f64()))
+                        .collect();
+                    percentiles(&v).map(|p| p.mean)
+                };
+                let mut rec = Record::from_samples(
+                    Kind::ServingLoad,
+                    "serving-load",
+                    e2e,
+                    a.max_tokens as u64,
+                );
+                rec.harness = Harness::Cli;
+                rec.id = format!("serving-load/{}/{}", mode.name(), who);
+                if a.runs > 1 {
+                    rec.id.push_str(&format!("/run{}", run_i + 1));
+                }
+                let turns = summarize_turns(&reqs);
+                rec.model.label = who.clone();
+                rec.model.source = url.clone();
+                rec.device = entry
+                    .as_ref()
+                    .and_then(|m| m["modelbench"]["device"].as_str())
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "remote".into());
+                // Only our server says what precision it runs; another server's is not guessed.
+                rec.dtype = entry
+                    .as_ref()
+                    .and_then(|m| m["modelbench"]["dtype"].as_str())
+                    .and_then(Precision::parse)
+                    .unwrap_or(Precision::Unreported);
+                rec.prompt_tokens = a.prompt_tokens;
+                rec.new_tokens = a.max_tokens;
+                rec.seed = a.seed;
+                rec.eos_ignored = true;
+                rec.sampling_desc = if a.temperature > 0.0 {
+                    format!("temp={}", a.temperature)
+                } else {
+                    "greedy".into()
+                };
+                rec.tok_s = summary.output_tok_s;
+                rec.shape = json!({"endpoint": a.endpoint, "prompt_tokens": a.prompt_tokens,
+                "max_tokens": a.max_tokens, "level": mode.name()});
+                rec.gen = Some(GenMetrics {
+                    ttft_ms: summary.ttft_ms,
+                    tpot_ms: summary.tpot_ms,
+                    itl_ms: summary.itl_ms,
+                    prefill_tok_s: None,
+                    decode_tok_s: None,
+                    tokenize_ms: None,
+                    ..Default::default()
+                });
+                // What the server returned (issue 59): request k's text, k from 0 in this level (its
+                // prompt and seed are a function of k), as a hash; the output verdict of `compare`
+                // between two loads reads it like a benchmark's generated ids.
+                let mut texts: Vec<(u64, String)> = reqs
+                    .iter()
+                    .filter_map(|r| Some((r.request?.checked_sub(base)?, r.text_sha256.clone()?)))
+                    .collect();
+                texts.sort();
+                let mut ids = Ids::default();
+                for (k, h) in texts {
+                    ids.push_text_hash(k, h);
+                }
+                rec.outputs = (!ids.trials.is_empty()).then_some(Outputs { ids, probe: None });
+                rec.extra = json!({
+                    "level": mode.name(),
+                    "server": who,
+                    "mode": match mode { Mode::Closed(_) => "closed-loop", Mode::Open(_) => "open-loop-poisson" },
+                    "concurrency": match mode { Mode::Closed(n) => json!(n), Mode::Open(_) => Value::Null },
+                    "rate": match mode { Mode::Open(r) => json!(r), Mode::Closed(_) => Value::Null },
+                    "url": url,
+                    "endpoint": a.endpoint,
+                    "stop": match stop { Stop::Duration(d) => json!({"duration_s": d}), Stop::Requests(k) => json!({"requests": k}) },
+                    "warmup": a.warmup,
+                    "prompt_words": client.prompt_words,
+                    "prompt_tokens_probe": measured,
+                    "prompt_tokens_measured": percentiles(&reported).map(|p| p.mean),
+                    "prompt_tokens_min": reported.iter().copied().reduce(f64::min),
+                    "prompt_tokens_max": reported.iter().copied().reduce(f64::max),
+                    "server_queue_ms_mean": server_stat("queue_ms"),
+                    "server_batch_mean": server_stat("batch_mean"),
+                    "slo": slo.as_ref().map(|s| s.describe()),
+                    "slo_preset": a.slo_preset,
+                    "summary": summary,
+                    "first_errors": errors.iter().take(5).collect::<Vec<_>>(),
+                    "run": run_i + 1,
+                    "runs": a.runs,
+                    "turns": a.turns,
+                    "prefix_tokens": a.prefix_tokens,
+                    "prefix_count": a.prefix_count,
+                    "prefix_words": client.prefix_words,
+                    "by_turn": turns.clone(),
+                    "cached_tokens_reported": reqs.iter().any(|r| r.cached_tokens.is_some()),
+                });
+                for r in &reqs {
+                    let mut v =
+                        serde_json::to_value(r).map_err(|e| Error::Serving(e.to_string()))?;
+                    v["level"] = json!(mode.name());
+                    v["server"] = json!(who);
+                    requests_jsonl.push_str(&v.to_string());
+                    requests_jsonl.push('\n');
+                }
+                println!(
+                    "  {} requests ({} errors) in {:.1} s: {} req/s, {} output tok/s{}",
+                    summary.requests,
+                    summary.errors,
+                    summary.duration_s,
+                    crate::output::report::na(summary.request_s, 2),
+                    crate::output::report::na(summary.output_tok_s, 1),
+                    match server_stat("batch_mean") {
+                        Some(b) => format!(", server batch mean {b:.2}"),
+                        None => String::new(),
+                    }
+                );
+                if a.no_save {
+                    run.push_unsaved(rec);
+                } else {
+                    run.push(rec)?;
+                    run.put_file("requests.jsonl", requests_jsonl.clone().into_bytes())?;
+                }
+                if !turns.is_empty() && a.turns > 1 {
+                    println!("{}", turn_table(&turns));
+                }
+                per_run.push(summary);
             }
+            if a.runs > 1 {
+                let t = runs_table(&per_run);
+                println!("  across {} runs (mean [95% t-interval], CV):\n{t}", a.runs);
+                runs_md.push_str(&format!("### {who}, {}\n\n{t}\n", mode.name()));
+            }
+            let summary = per_run.last().cloned().unwrap_or_default();
             if let (Levels::AutoRate, Mode::Open(rate)) = (&levels, mode) {
                 if saturated(rate, summary.request_s, summary.errors) {
                     println!("  saturated at {rate}/s (completed under 80% of the offered rate, or errors): rate sweep ends");
@@ -749,8 +959,14 @@ pub fn load(a: &LoadOptions) -> Result<()> {
         run.put_file(
             "load.md",
             format!(
-                "# modelbench load against {}\n\n{table}\n## Scaling\n\nx c=1: output tok/s over the same server's c=1 level.\n\n{scaling}",
-                a.url
+                "# modelbench load against {}\n\n{table}\n## Scaling\n\nx c=1: output tok/s over the same server's c=1 level.\n\n{scaling}{}{}",
+                a.url,
+                turns_md(run.records()),
+                if runs_md.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n## Across runs\n\nEach level run {} times with fresh prompts and seeds: the mean, its 95% Student-t interval and the coefficient of variation (sample sd / mean) of each run's figure.\n\n{runs_md}", a.runs)
+                }
             )
             .into_bytes(),
         )?;
@@ -761,6 +977,104 @@ pub fn load(a: &LoadOptions) -> Result<()> {
         println!("run folder: {}", run.path.display());
     }
     Ok(())
+}
+
+/// The by-turn table of a multi-turn level: prompt length, cached prompt tokens (as the
+/// server reports them), TTFT and E2E per turn.
+fn turn_table(turns: &[TurnSummary]) -> String {
+    let f = |x: Option<f64>, d: usize| crate::output::report::na(x, d);
+    let mut t = String::from("| turn | requests | errors | prompt tokens | cached tokens | cached share | TTFT p50 ms | TTFT mean ms | E2E p50 ms |\n|---|---|---|---|---|---|---|---|---|\n");
+    for x in turns {
+        t.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            x.turn,
+            x.requests,
+            x.errors,
+            f(x.prompt_tokens_mean, 1),
+            f(x.cached_tokens_mean, 1),
+            f(x.cached_share.map(|c| c * 100.0), 1)
+                + if x.cached_share.is_some() { "%" } else { "" },
+            f(x.ttft_ms.map(|p| p.p50), 1),
+            f(x.ttft_ms.map(|p| p.mean), 1),
+            f(x.e2e_ms.map(|p| p.p50), 1),
+        ));
+    }
+    t
+}
+
+/// load.md's by-turn section: one table per multi-turn record.
+fn turns_md(records: &[crate::output::record::Record]) -> String {
+    let mut s = String::new();
+    for r in records {
+        let Some(turns) = r
+            .extra
+            .get("by_turn")
+            .and_then(|v| serde_json::from_value::<Vec<TurnSummary>>(v.clone()).ok())
+            .filter(|t| t.len() > 1)
+        else {
+            continue;
+        };
+        if s.is_empty() {
+            s.push_str("\n## By turn\n\nEach conversation's turn k sends the conversation so far and a new prompt; cached tokens are the prompt tokens the server says it did not run again (`usage.prompt_tokens_details.cached_tokens`, llama-server's `timings.cache_n`).\n\n");
+        }
+        s.push_str(&format!("### {}\n\n{}\n", r.id, turn_table(&turns)));
+    }
+    s
+}
+
+/// Each figure across the runs of one level: mean [95% t-interval], CV.
+fn runs_table(runs: &[LoadSummary]) -> String {
+    let rows: [(&str, Vec<f64>); 6] = [
+        (
+            "output tok/s",
+            runs.iter().filter_map(|x| x.output_tok_s).collect(),
+        ),
+        (
+            "requests/s",
+            runs.iter().filter_map(|x| x.request_s).collect(),
+        ),
+        (
+            "tok/s per user",
+            runs.iter().filter_map(|x| x.tok_s_per_user).collect(),
+        ),
+        (
+            "TTFT p50 ms",
+            runs.iter()
+                .filter_map(|x| x.ttft_ms.map(|p| p.p50))
+                .collect(),
+        ),
+        (
+            "TPOT p50 ms",
+            runs.iter()
+                .filter_map(|x| x.tpot_ms.map(|p| p.p50))
+                .collect(),
+        ),
+        (
+            "E2E p50 ms",
+            runs.iter()
+                .filter_map(|x| x.e2e_ms.map(|p| p.p50))
+                .collect(),
+        ),
+    ];
+    let mut t =
+        String::from("| figure | runs | mean | 95% interval | CV |\n|---|---|---|---|---|\n");
+    for (name, v) in rows {
+        match mean_interval(&v) {
+            Some(m) => t.push_str(&format!(
+                "| {name} | {} | {:.2} | [{:.2}, {:.2}] | {} |\n",
+                m.n,
+                m.mean,
+                m.lo,
+                m.hi,
+                m.cv.map_or("n/a".into(), |c| format!("{:.1}%", c * 100.0))
+            )),
+            None => t.push_str(&format!(
+                "| {name} | {} | not available (fewer than 2 runs measured it) | | |\n",
+                v.len()
+            )),
+        }
+    }
+    t
 }
 
 #[cfg(test)]

@@ -86,6 +86,8 @@ pub struct Req {
     pub n: usize,
     /// Log-probabilities asked for, with this many alternatives per token.
     pub logprobs: Option<usize>,
+    /// llama-server's `cache_prompt` (default true): the prompt may reuse cached positions.
+    pub cache_prompt: bool,
 }
 
 pub fn parse(v: &Value, api: Api) -> Result<Req, Box<Response>> {
@@ -285,6 +287,7 @@ pub fn parse(v: &Value, api: Api) -> Result<Req, Box<Response>> {
         include_usage,
         n,
         logprobs,
+        cache_prompt: flag("cache_prompt", true)?,
     })
 }
 
@@ -398,8 +401,11 @@ pub fn logprobs_json(api: Api, tokens: &[TokenLogprobs], offset: usize) -> Value
     }
 }
 
-pub fn usage(p: usize, c: usize) -> Value {
-    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+/// OpenAI's usage object: prompt tokens (`cached`: how many of them came from the prefix
+/// cache, as `prompt_tokens_details.cached_tokens`) and completion tokens.
+pub fn usage(p: usize, cached: usize, c: usize) -> Value {
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+           "prompt_tokens_details": {"cached_tokens": cached}})
 }
 
 pub fn sse(v: &Value) -> Bytes {
@@ -407,10 +413,11 @@ pub fn sse(v: &Value) -> Bytes {
 }
 
 /// What a request saw in the server (`modelbench` extension of the final chunk and body):
-/// queue time, and the sequences in the steps that ran it.
+/// queue time, the sequences in the steps that ran it, and the prompt tokens the prefix cache
+/// gave it.
 pub fn stats(f: &Finished) -> Value {
     json!({"queue_ms": (f.queue_ms * 1e3).round() / 1e3, "batch_mean": (f.batch_mean * 1e3).round() / 1e3,
-           "batch_max": f.batch_max, "steps": f.steps})
+           "batch_max": f.batch_max, "steps": f.steps, "cached_tokens": f.cached_tokens})
 }
 
 /// 503 with `Retry-After` (seconds): the queue is full.

@@ -24,6 +24,7 @@ use crate::error::Result;
 pub use crate::models::batched::{host, StepModel, Work};
 use crate::models::tokenizers::{decode, eos_ids, StreamDecoder};
 use crate::models::CausalLm;
+use crate::serving::prefix::{Held, Placement};
 
 /// Any other model: one sequence at a time, the whole prompt in one forward (the models'
 /// `CausalLm::forward` takes one sequence).
@@ -101,6 +102,9 @@ pub struct Finished {
     /// `length` or `stop`.
     pub finish: &'static str,
     pub prompt_tokens: usize,
+    /// Prompt tokens not run again: their keys and values came from the prefix cache
+    /// (OpenAI's `usage.prompt_tokens_details.cached_tokens`).
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
     /// From entering the queue to taking a slot.
     pub queue_ms: f64,
@@ -127,6 +131,10 @@ pub struct Job {
     pub logprobs: Option<usize>,
     pub tx: UnboundedSender<Event>,
     pub queued: Instant,
+    /// Whether the prompt may reuse what a slot's cache holds (llama-server's `cache_prompt`,
+    /// true unless the request says false; nothing is reused when the server's prefix cache
+    /// is off).
+    pub cache_prompt: bool,
 }
 
 /// The scheduler's settings.
@@ -138,6 +146,9 @@ pub struct Limits {
     pub max_batch_tokens: usize,
     /// Prefill chunk length (prompts are cut at multiples of it).
     pub prefill_chunk: usize,
+    /// Prefix caching (serving/prefix.rs): a prompt reuses the positions a slot's cache holds
+    /// of its start, where the model can keep a finished sequence's cache.
+    pub prefix_cache: bool,
 }
 
 /// Counters for `/metrics` (Prometheus text) and the log.
@@ -160,6 +171,12 @@ pub struct Metrics {
     pub admitted: AtomicU64,
     pub queued: AtomicUsize,
     pub running: AtomicUsize,
+    /// Prompts that reused cached positions, prompts that could have but found none, the
+    /// positions reused, and the caches copied for it.
+    pub prefix_hits: AtomicU64,
+    pub prefix_misses: AtomicU64,
+    pub prefix_reused_tokens: AtomicU64,
+    pub prefix_copies: AtomicU64,
 }
 
 /// The `/metrics` rows, one a line: name (after `modelbench_`), Prometheus type, help; in
@@ -181,7 +198,11 @@ queue_time_mean_ms gauge time from queue to slot, mean over admitted requests
 requests_queued gauge requests waiting for a slot
 requests_running gauge requests in a slot
 max_batch gauge --max-batch
-max_batch_tokens gauge --max-batch-tokens";
+max_batch_tokens gauge --max-batch-tokens
+prefix_cache_hits_total counter prompts that reused positions a slot's cache held
+prefix_cache_misses_total counter prompts that could reuse cached positions but found none
+prefix_cache_reused_tokens_total counter prompt tokens not run again (their keys and values reused)
+prefix_cache_copies_total counter caches copied for reuse (from a running sequence, or cut to a prefix)";
 
 impl Metrics {
     /// Prometheus text exposition.
@@ -189,7 +210,7 @@ impl Metrics {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let steps = g(&self.steps);
         let mean = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
-        let values: [String; 17] = [
+        let values: [String; 21] = [
             g(&self.accepted).to_string(),
             g(&self.rejected_full).to_string(),
             g(&self.rejected_invalid).to_string(),
@@ -207,6 +228,10 @@ impl Metrics {
             self.running.load(Ordering::Relaxed).to_string(),
             limits.max_batch.to_string(),
             limits.max_batch_tokens.to_string(),
+            g(&self.prefix_hits).to_string(),
+            g(&self.prefix_misses).to_string(),
+            g(&self.prefix_reused_tokens).to_string(),
+            g(&self.prefix_copies).to_string(),
         ];
         let mut s = String::new();
         debug_assert_eq!(METRICS.lines().count(), values.len());
@@ -222,7 +247,7 @@ impl Metrics {
 }
 
 /// The sequences at positions `gone` of `active` leave it, their slots back in `free`.
-fn leave(active: &mut Vec<Active<'_>>, free: &mut Vec<usize>, gone: &[usize]) {
+fn leave(active: &mut Vec<Active<'_>>, free: &mut Vec<usize>, held: &mut Held, gone: &[usize]) {
     if gone.is_empty() {
         return;
     }
@@ -232,9 +257,17 @@ fn leave(active: &mut Vec<Active<'_>>, free: &mut Vec<usize>, gone: &[usize]) {
         k += 1;
         if !keep {
             free.push(a.slot);
+            held.freed(a.slot);
         }
         keep
     });
+}
+
+/// Takes slot `slot` out of `free`.
+fn take(free: &mut Vec<usize>, slot: usize) {
+    if let Some(k) = free.iter().position(|&s| s == slot) {
+        free.remove(k);
+    }
 }
 
 /// How a request ended, the worst of its choices' ends (for `/metrics`).
@@ -274,8 +307,10 @@ struct Active<'t> {
     /// Choices still to make from this sequence once its prompt is in (n - 1 for choice 0).
     forks: usize,
     slot: usize,
-    /// Prompt tokens run so far.
+    /// Prompt tokens run so far (from the reused ones on).
     fed: usize,
+    /// Prompt tokens whose keys and values were reused from a slot's cache.
+    cached: usize,
     /// Prompt and generated tokens (the sampler's context).
     context: Vec<u32>,
     generated: usize,
@@ -322,6 +357,7 @@ impl<'t> Active<'t> {
         Finished {
             finish,
             prompt_tokens: self.job().ids.len(),
+            cached_tokens: self.cached,
             completion_tokens: self.generated,
             queue_ms: self.queue_ms,
             batch_mean: if self.steps == 0 {
@@ -343,6 +379,7 @@ impl<'t> Active<'t> {
             forks: 0,
             slot,
             fed: self.fed,
+            cached: self.cached,
             context: self.context.clone(),
             generated: 0,
             sampler: Sampler::new(
@@ -384,7 +421,9 @@ pub fn run(
     } else {
         usize::MAX
     };
-    let mut free: Vec<usize> = (0..slots).rev().collect();
+    let mut free: Vec<usize> = (0..slots).collect();
+    let mut held = Held::new(slots);
+    let reuse = limits.prefix_cache && model.keeps_prefixes();
     let mut active: Vec<Active<'_>> = Vec::new();
     // Choices that could not be copied from their first sequence: they prefill by themselves,
     // before any newer request.
@@ -395,6 +434,7 @@ pub fn run(
             if a.job().tx.is_closed() {
                 a.client_gone(&metrics);
                 free.push(a.slot);
+                held.freed(a.slot);
                 false
             } else {
                 true
@@ -441,14 +481,37 @@ pub fn run(
                 end(ENDED_GONE); // the client left while this waited
                 continue;
             }
-            let slot = free.pop().expect("a free slot");
-            if let Err(e) = model.start(slot) {
-                let _ = req.job.tx.send(Event::Failed(e.to_string()));
-                end(ENDED_FAILED);
-                free.push(slot);
-                continue;
+            // The slot: the one whose cache holds the longest start of the prompt (or a copy
+            // of a running sequence's), else the least recently freed (serving/prefix.rs).
+            let busy: Vec<usize> = active.iter().map(|a| a.slot).collect();
+            let asks = reuse && req.job.cache_prompt;
+            let choice = held.choose(&free, &busy, &req.job.ids, asks);
+            take(&mut free, choice.slot());
+            let placed = match held.place(choice, model.as_mut()) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = req.job.tx.send(Event::Failed(e.to_string()));
+                    end(ENDED_FAILED);
+                    held.clear(choice.slot());
+                    free.push(choice.slot());
+                    continue;
+                }
+            };
+            if asks {
+                let c = if placed.reused > 0 {
+                    &metrics.prefix_hits
+                } else {
+                    &metrics.prefix_misses
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .prefix_reused_tokens
+                    .fetch_add(placed.reused as u64, Ordering::Relaxed);
+                if placed.copied {
+                    metrics.prefix_copies.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            active.push(admit(req, index, slot, &metrics, &tok));
+            active.push(admit(req, index, placed, &metrics, &tok));
         }
         metrics.running.store(active.len(), Ordering::Relaxed);
         if active.is_empty() {
@@ -467,7 +530,10 @@ pub fn run(
             if a.prompt_done() {
                 continue;
             }
-            let to = a.job().ids.len().min(a.fed.saturating_add(chunk));
+            // Chunks end at multiples of the chunk length whatever a prefix reused, so the
+            // positions after the first boundary run as they would without the cache.
+            let boundary = (a.fed / chunk).saturating_add(1).saturating_mul(chunk);
+            let to = a.job().ids.len().min(boundary);
             let n = to - a.fed;
             if n > budget && !plan.is_empty() {
                 break; // oldest first: a later prompt does not overtake this one
@@ -516,36 +582,44 @@ pub fn run(
                     let a = &active[i];
                     let _ = a.job().tx.send(Event::Failed(msg.clone()));
                     a.end(ENDED_FAILED, &metrics);
+                    held.clear(a.slot);
                 }
                 let gone: Vec<usize> = plan.iter().map(|p| p.0).collect();
-                leave(&mut active, &mut free, &gone);
+                leave(&mut active, &mut free, &mut held, &gone);
                 continue;
             }
         };
         let mut ended: Vec<usize> = Vec::new();
         // Choices copied from a sequence whose prompt just went in, with their first logits.
         let mut born: Vec<(Active<'_>, Vec<f32>)> = Vec::new();
-        for (&(i, _, to), l) in plan.iter().zip(logits) {
+        for (&(i, from, to), l) in plan.iter().zip(logits) {
             let a = &mut active[i];
             a.steps += 1;
             a.batch_sum += n_seq;
             a.batch_max = a.batch_max.max(n_seq);
             if !a.prompt_done() {
+                held.ran(a.slot, &a.job().ids[from..to]);
                 a.fed = to;
+            } else if let Some(&last) = a.context.last() {
+                held.ran(a.slot, &[last]);
             }
             let Some(mut l) = l else { continue };
             if a.forks > 0 {
                 for index in a.index + 1..=a.index + a.forks {
-                    let copied = match free.pop() {
-                        Some(slot) => match model.fork(a.slot, slot) {
-                            Ok(true) => Some(slot),
-                            Ok(false) => {
-                                free.push(slot);
-                                None
+                    let oldest = match free.is_empty() {
+                        true => None,
+                        false => Some(held.choose(&free, &[], &[], false).slot()),
+                    };
+                    let copied = match oldest {
+                        Some(slot) => match model.fork(a.slot, slot, usize::MAX) {
+                            Ok(true) => {
+                                take(&mut free, slot);
+                                held.copied(a.slot, slot, usize::MAX);
+                                Some(slot)
                             }
+                            Ok(false) => None,
                             Err(e) => {
                                 eprintln!("fork of a sequence failed ({e}): its choice {index} prefills by itself");
-                                free.push(slot);
                                 None
                             }
                         },
@@ -563,11 +637,12 @@ pub fn run(
                 ended.push(i);
             }
         }
-        leave(&mut active, &mut free, &ended);
+        leave(&mut active, &mut free, &mut held, &ended);
         for (mut a, mut l) in born {
             let after = sample_one(&mut a, &mut l, &eos, &tok);
             if settle(&mut a, after, &metrics) {
                 free.push(a.slot);
+                held.freed(a.slot);
             } else {
                 active.push(a);
             }
@@ -629,11 +704,12 @@ fn settle(a: &mut Active<'_>, after: After, metrics: &Metrics) -> bool {
     }
 }
 
-/// Choice `index` of a request taking slot `slot` (its prompt still to run).
+/// Choice `index` of a request placed in a slot (its prompt still to run from the positions
+/// the slot's cache gave it).
 fn admit<'t>(
     req: Arc<Request>,
     index: usize,
-    slot: usize,
+    placed: Placement,
     metrics: &Metrics,
     tok: &'t Tokenizer,
 ) -> Active<'t> {
@@ -649,14 +725,15 @@ fn admit<'t>(
         .prompt_tokens
         .fetch_add(job.ids.len() as u64, Ordering::Relaxed);
     Active {
-        slot,
+        slot: placed.slot,
         index,
         forks: if index == 0 {
             job.n.saturating_sub(1)
         } else {
             0
         },
-        fed: 0,
+        fed: placed.reused,
+        cached: placed.reused,
         context: job.ids.clone(),
         generated: 0,
         sampler: Sampler::new(job.sampling, job.seed.wrapping_add(index as u64)),

@@ -73,6 +73,9 @@ pub struct Options {
     /// How chat messages become a prompt: the model's chat template
     /// ([`ChatFormat::for_model`]), or the "role: content" fallback.
     pub chat: Arc<ChatFormat>,
+    /// Prefix caching (serving/prefix.rs; on by default, as llama-server's `cache_prompt` and
+    /// vLLM's automatic prefix caching are).
+    pub prefix_cache: bool,
 }
 
 impl Options {
@@ -89,6 +92,7 @@ impl Options {
             dtype: "unreported".into(),
             fast_weights: false,
             chat: Arc::new(ChatFormat::role_lines()),
+            prefix_cache: true,
         }
     }
 
@@ -197,12 +201,18 @@ pub fn prepare(mut model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
                 max_batch: slots,
                 max_batch_tokens: o.max_batch_tokens,
                 prefill_chunk: o.prefill_chunk,
+                prefix_cache: o.prefix_cache,
             },
             batched: true,
             describe: format!(
-                "continuous batching: up to {slots} sequences and {} tokens per step, prefill chunks of {}; {}",
+                "continuous batching: up to {slots} sequences and {} tokens per step, prefill chunks of {}, prefix cache {}; {}",
                 o.max_batch_tokens,
                 o.prefill_chunk,
+                if o.prefix_cache {
+                    "on (each slot's last sequence; --no-prefix-cache turns it off)"
+                } else {
+                    "off"
+                },
                 b.describe()
             ),
             model: b,
@@ -248,8 +258,9 @@ pub fn prepare(mut model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
             max_batch: 1,
             max_batch_tokens: usize::MAX,
             prefill_chunk: usize::MAX,
+            prefix_cache: false,
         },
-        describe: "batch 1 (FIFO): this model runs one sequence per forward".into(),
+        describe: "batch 1 (FIFO): this model runs one sequence per forward, no prefix cache (it has no batched form to keep a finished sequence's cache)".into(),
     })
 }
 
@@ -696,6 +707,7 @@ fn validate_and_queue(s: &Shared, body: Bytes, api: Api) -> Parts {
         logprobs: req.logprobs,
         tx,
         queued: Instant::now(),
+        cache_prompt: req.cache_prompt,
     };
     // Counted before the send: the model thread may take it (and count it down) at once.
     s.metrics.queued.fetch_add(1, Ordering::Relaxed);
@@ -808,6 +820,7 @@ fn stream_response(how: Collect, rx: UnboundedReceiver<Event>, include_usage: bo
                             u["choices"] = json!([]);
                             u["usage"] = usage(
                                 done[0].prompt_tokens,
+                                done[0].cached_tokens,
                                 done.iter().map(|f| f.completion_tokens).sum(),
                             );
                             out.extend_from_slice(&sse(&u));
@@ -894,7 +907,7 @@ async fn collect_response(how: Collect, mut rx: UnboundedReceiver<Event>) -> Res
         StatusCode::OK,
         json!({"id": meta.id, "object": meta.object(false), "created": meta.created,
                "model": meta.model, "choices": choices,
-               "usage": usage(done[0].prompt_tokens, done.iter().map(|f| f.completion_tokens).sum()),
+               "usage": usage(done[0].prompt_tokens, done[0].cached_tokens, done.iter().map(|f| f.completion_tokens).sum()),
                "modelbench": stats(&done[0])}),
     )
 }

@@ -156,12 +156,23 @@ pub fn note_append(c: &candle_nn::kv_cache::KvCache, k: &Tensor, v: &Tensor) {
     });
 }
 
-/// A copy of `c` with buffers of its own (a clone shares them, and an append writes into them
-/// in place): the positions it holds, in a fresh cache of the same length.
-pub fn copy_kv(c: &candle_nn::kv_cache::KvCache) -> Result<candle_nn::kv_cache::KvCache> {
-    let mut out = candle_nn::kv_cache::KvCache::new(c.k_cache().dim(), c.k_cache().max_seq_len());
+/// A copy of the first `len` positions of `c` (at most those it holds) with buffers of its own
+/// (a clone shares them, and an append writes into them in place), in a fresh cache of the
+/// same length.
+pub fn copy_kv(
+    c: &candle_nn::kv_cache::KvCache,
+    len: usize,
+) -> Result<candle_nn::kv_cache::KvCache> {
+    let dim = c.k_cache().dim();
+    let mut out = candle_nn::kv_cache::KvCache::new(dim, c.k_cache().max_seq_len());
     if let (Some(k), Some(v)) = (c.k()?, c.v()?) {
-        out.append(&k.contiguous()?, &v.contiguous()?)?;
+        let len = len.min(k.dim(dim)?);
+        if len > 0 {
+            out.append(
+                &k.narrow(dim, 0, len)?.contiguous()?,
+                &v.narrow(dim, 0, len)?.contiguous()?,
+            )?;
+        }
     }
     Ok(out)
 }
@@ -323,12 +334,23 @@ impl<L> SeqCache<L> {
         self.pos
     }
 
-    /// A copy going on by itself: each layer's cache through `copy`, the same positions.
-    pub(crate) fn fork(&self, copy: impl Fn(&L) -> Result<L>) -> Result<Self> {
-        Ok(Self {
-            layers: self.layers.iter().map(copy).collect::<Result<_>>()?,
-            pos: self.pos,
-        })
+    /// A copy of this sequence's first `len` positions (at most those it holds) going on by
+    /// itself: each layer's cache through `copy(layer, len)`. None where a layer cannot keep
+    /// only those positions (then nothing is copied).
+    pub(crate) fn fork(
+        &self,
+        len: usize,
+        copy: impl Fn(&L, usize) -> Option<Result<L>>,
+    ) -> Option<Result<Self>> {
+        let len = len.min(self.pos);
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            match copy(l, len)? {
+                Ok(l) => layers.push(l),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(Self { layers, pos: len }))
     }
 }
 

@@ -512,11 +512,34 @@ impl crate::models::batched::BatchedLm for Batched {
             (false, _) => format!("the project's quantized gemma3 on the bench path's kernels{lone_rows}"),
         }
     }
-    fn fork_seq(&self, seq: &SeqCache) -> Option<Result<SeqCache>> {
-        Some(seq.fork(|l| match l {
-            Cache::Global(c) => crate::models::quantized::parts::copy_kv(c).map(Cache::Global),
-            // Cut and concatenated into new tensors each step, never written in place.
-            Cache::Sliding(kv) => Ok(Cache::Sliding(kv.clone())),
-        }))
+    fn fork_seq(&self, seq: &SeqCache, len: usize) -> Option<Result<SeqCache>> {
+        let pos = seq.pos();
+        // A sliding layer keeps the last `window - 1` positions (all a next query sees).
+        let keep = self.model.cfg.sliding_window.max(1) - 1;
+        seq.fork(len, |l, len| match l {
+            Cache::Global(c) => {
+                Some(crate::models::quantized::parts::copy_kv(c, len).map(Cache::Global))
+            }
+            Cache::Sliding(None) => Some(Ok(Cache::Sliding(None))),
+            // Cut and concatenated into new tensors each step, never written in place: a
+            // narrowed view is a copy. It holds positions pos - held .. pos; a sequence of
+            // `len` positions keeps len - min(len, keep) .. len, which must be among them.
+            Cache::Sliding(Some((k, v))) => {
+                let held = match k.dim(2) {
+                    Ok(h) => h,
+                    Err(e) => return Some(Err(e)),
+                };
+                let from = len - len.min(keep);
+                let first = pos - held;
+                if from < first {
+                    return None;
+                }
+                if len == from {
+                    return Some(Ok(Cache::Sliding(None)));
+                }
+                let cut = |t: &Tensor| t.narrow(2, from - first, len - from);
+                Some(cut(k).and_then(|k| Ok(Cache::Sliding(Some((k, cut(v)?))))))
+            }
+        })
     }
 }

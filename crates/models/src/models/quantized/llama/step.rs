@@ -225,11 +225,15 @@ impl crate::models::batched::BatchedLm for Batched {
         )
     }
 
-    fn fork_seq(&self, seq: &SeqCache) -> Option<Result<SeqCache>> {
-        Some(seq.fork(|l| match l {
-            LayerCache::Kv(c) => crate::models::quantized::parts::copy_kv(c).map(LayerCache::Kv),
-            // Replaced by each step, never written in place: sharing it is a copy.
-            LayerCache::Conv(t) => Ok(LayerCache::Conv(t.clone())),
-        }))
+    fn fork_seq(&self, seq: &SeqCache, len: usize) -> Option<Result<SeqCache>> {
+        let whole = len >= seq.pos();
+        seq.fork(len, |l, len| match l {
+            LayerCache::Kv(c) => {
+                Some(crate::models::quantized::parts::copy_kv(c, len).map(LayerCache::Kv))
+            }
+            // Replaced by each step, never written in place: sharing it is a copy. It holds the
+            // last inputs of the whole sequence, so only the whole sequence can be kept.
+            LayerCache::Conv(t) => whole.then(|| Ok(LayerCache::Conv(t.clone()))),
+        })
     }
 }
