@@ -183,10 +183,12 @@ fn completion_stream_is_openai_sse() {
     assert_eq!(chunks[5]["choices"][0]["finish_reason"], "length");
     assert_eq!(chunks[5]["choices"][0]["text"], "");
     assert_eq!(chunks[6]["choices"], json!([]));
-    // "a b c d" is 4 words of the fixture's word-level vocabulary (no BOS token)
+    // "a b c d" is 4 words of the fixture's word-level vocabulary (no BOS token); none of
+    // them came from a prefix cache (this one-sequence model keeps none).
     assert_eq!(
         chunks[6]["usage"],
-        json!({"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9})
+        json!({"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9,
+               "prompt_tokens_details": {"cached_tokens": 0}})
     );
 
     // Greedy and the same prompt: the non-streamed body has the same text.
@@ -202,7 +204,8 @@ fn completion_stream_is_openai_sse() {
     assert_eq!(v["choices"][0]["finish_reason"], "length");
     assert_eq!(
         v["usage"],
-        json!({"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9})
+        json!({"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9,
+               "prompt_tokens_details": {"cached_tokens": 0}})
     );
 }
 
@@ -730,4 +733,114 @@ fn gguf_llama_serves_concurrent_requests_batched() {
         1,
         "{err}"
     );
+}
+
+/// A `modelbench load` of 3-turn conversations with a shared 48-token prefix (c=2, 12 requests,
+/// greedy) against `url` into `reports`; returns the run folder.
+fn conversation_load(url: &str, model: &str, reports: &Path, label: &str) -> PathBuf {
+    let o = common::modelbench_cmd(reports)
+        .args([
+            "load",
+            "--url",
+            url,
+            "--model",
+            model,
+            "--prompt-tokens",
+            "24",
+            "--max-tokens",
+            "8",
+            "--concurrency",
+            "2",
+            "--requests",
+            "12",
+            "--turns",
+            "3",
+            "--prefix-tokens",
+            "48",
+            "--warmup",
+            "0",
+            "--label",
+            label,
+        ])
+        .output()
+        .expect("run load");
+    assert!(o.status.success(), "{}", common::stdout_and_stderr(&o));
+    common::run_folder(reports, label)
+}
+
+/// Prefix caching (issue 62): the same conversations against one fixture served with the
+/// cache on and with `--no-prefix-cache`. With it on, every later turn reuses cached prompt
+/// tokens (the server's `usage.prompt_tokens_details.cached_tokens`, its `/metrics`); with it
+/// off none does (reported as 0, not missing). The texts are the output verdict's evidence:
+/// equal request by request (these families' reused positions compute bit-alike; measured,
+/// docs/serving.md), and `compare` of the two loads finds no changed output. load.md has
+/// the by-turn table.
+#[test]
+fn prefix_cache_reuses_later_turns_and_keeps_every_text() {
+    for model in ["gguf:fixture:llama", "gguf:fixture:qwen3"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let reports = tmp.path().join("reports");
+        let metric = |s: &Server, name: &str| -> u64 {
+            let body = ureq::get(&format!("{}/metrics", s.url))
+                .call()
+                .expect("metrics")
+                .into_string()
+                .expect("body");
+            body.lines()
+                .find_map(|l| l.strip_prefix(&format!("modelbench_{name} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+        };
+        let on = server_with(model, &["--max-batch", "4"]);
+        assert!(on.line.contains("prefix cache on"), "{}", on.line);
+        let a = conversation_load(&on.url, model, &reports, "prefix-on");
+        let (hits, reused) = (
+            metric(&on, "prefix_cache_hits_total"),
+            metric(&on, "prefix_cache_reused_tokens_total"),
+        );
+        drop(on);
+        let off = server_with(model, &["--max-batch", "4", "--no-prefix-cache"]);
+        let b = conversation_load(&off.url, model, &reports, "prefix-off");
+        assert_eq!(metric(&off, "prefix_cache_hits_total"), 0);
+        assert_eq!(metric(&off, "prefix_cache_reused_tokens_total"), 0);
+        drop(off);
+        let requests = |run: &Path| -> Vec<Value> {
+            let mut v: Vec<Value> = std::fs::read_to_string(run.join("requests.jsonl"))
+                .expect("requests.jsonl")
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+                .collect();
+            v.sort_by_key(|r| r["request"].as_u64());
+            v
+        };
+        let (ra, rb) = (requests(&a), requests(&b));
+        assert_eq!(ra.len(), 12, "{model}: 4 conversations of 3 turns");
+        let cached = |r: &Value| r["cached_tokens"].as_u64().expect("cached_tokens reported");
+        let mut later_reused = 0;
+        for r in &ra {
+            let turn = r["turn"].as_u64().expect("turn");
+            if turn > 0 {
+                assert!(cached(r) > 0, "{model}: a later turn reused nothing: {r}");
+                later_reused += cached(r);
+            }
+            assert!(cached(r) < r["prompt_tokens"].as_u64().unwrap());
+        }
+        assert!(hits >= 8 && reused >= later_reused, "{model}: {hits} hits, {reused} reused");
+        assert!(rb.iter().all(|r| cached(r) == 0), "{model}: cache off reused");
+        for (x, y) in ra.iter().zip(&rb) {
+            assert_eq!(x["request"], y["request"]);
+            assert_eq!(
+                x["text_sha256"], y["text_sha256"],
+                "{model}: request {} answered otherwise with the cache on",
+                x["request"]
+            );
+        }
+        let (_, out) = common::code_and_output(&common::modelbench(
+            &reports,
+            &["compare", b.to_str().unwrap(), a.to_str().unwrap()],
+        ));
+        assert!(out.contains(" 0 OUTPUTS CHANGED"), "{model}: {out}");
+        let md = std::fs::read_to_string(a.join("load.md")).expect("load.md");
+        assert!(md.contains("## By turn") && md.contains("| 3 | 4 | 0 |"), "{md}");
+    }
 }
