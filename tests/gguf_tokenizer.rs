@@ -1057,17 +1057,19 @@ fn special_documents(tokens: &[String], ids: &[usize]) -> [(String, bool); 2] {
     ]
 }
 
-/// llama-tokenize's ids of `text_file` with the given settings.
+/// llama-tokenize's ids of `text_file` with the given settings, and the end-of-generation
+/// set it reports after loading the vocabulary (`print_info: EOG token = <id>`, at log
+/// verbosity 4; the load's own `printing all EOG tokens` comes before its `</s>` rule).
 fn llama_tokenize_with(
     bin: &Path,
     gguf: &Path,
     text_file: &Path,
     bos: bool,
     parse: bool,
-) -> Vec<u32> {
+) -> (Vec<u32>, Vec<u32>) {
     let mut c = std::process::Command::new(bin);
     c.arg("-m").arg(gguf).arg("-f").arg(text_file);
-    c.args(["--ids", "--log-disable", "--no-escape"]);
+    c.args(["--ids", "--log-verbosity", "4", "--no-escape"]);
     if !bos {
         c.arg("--no-bos");
     }
@@ -1083,34 +1085,72 @@ fn llama_tokenize_with(
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().rfind(|l| l.starts_with('[')).unwrap();
-    serde_json::from_str(line).unwrap()
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut eog: Vec<u32> = stderr
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" print_info: EOG token")?;
+            rest.split_once("= ")?.1.split_once(' ')?.0.parse().ok()
+        })
+        .collect();
+    eog.sort_unstable();
+    (serde_json::from_str(line).unwrap(), eog)
+}
+
+/// What one vocabulary gave: paragraphs (embedded tokens), llama.cpp ids compared, the
+/// differences (documents, and the end-of-generation set).
+struct SpecialOutcome {
+    paragraphs: usize,
+    ids: usize,
+    bad: Vec<String>,
 }
 
 /// One vocabulary's documents, both parse-special settings, through llama-tokenize and the
-/// project's tokenizer: (texts compared, ids compared, the differences).
+/// project's tokenizer, and its end-of-generation set against the one llama.cpp logs.
+/// `ascii`: with the documents' ideographic spaces (U+3000) made ASCII spaces.
 fn special_token_differences(
     bin: &Path,
     gguf: &Path,
     tmp: &Path,
-) -> Result<(usize, usize, Vec<String>), String> {
+    ascii: bool,
+) -> Result<SpecialOutcome, String> {
     let name = gguf.file_name().unwrap().to_string_lossy().to_string();
     let ct = gguf::check::read_header(gguf).map_err(|e| e.to_string())?;
     let (tokens, types) = tokens_and_types(&ct);
     let ids = special_sample(&ct, &tokens, &types);
-    let tok = tokenizers::gguf::from_content(gguf, &ct).map_err(|e| e.to_string())?;
+    let vocab = tokenizers::gguf::GgufVocab::read(gguf, &ct).map_err(|e| e.to_string())?;
+    let tok = vocab.build(gguf).map_err(|e| e.to_string())?;
     let wants_bos = tokenizers::bos_id(&tok).is_some();
     let (mut n_ids, mut bad) = (0, Vec::new());
     for (d, (text, bos)) in special_documents(&tokens, &ids).iter().enumerate() {
-        let file = tmp.join(format!("{name}-{d}.txt"));
-        std::fs::write(&file, text).unwrap();
+        let text = if ascii {
+            text.replace('\u{3000}', " ")
+        } else {
+            text.clone()
+        };
+        let file = tmp.join(format!("{name}-{d}-{ascii}.txt"));
+        std::fs::write(&file, &text).unwrap();
         for parse in [true, false] {
-            let want = llama_tokenize_with(bin, gguf, &file, *bos, parse);
+            let (want, eog) = llama_tokenize_with(bin, gguf, &file, *bos, parse);
+            if d == 0 && parse && eog != vocab.eog {
+                let text_of = |ids: &[u32]| -> Vec<String> {
+                    ids.iter()
+                        .map(|&i| format!("{i} {:?}", tokens[i as usize]))
+                        .collect()
+                };
+                bad.push(format!(
+                    "{name}: end-of-generation set: llama.cpp {:?}, ours {:?}",
+                    text_of(&eog),
+                    text_of(&vocab.eog)
+                ));
+            }
             let mut t = tok.clone();
             t.set_encode_special_tokens(!parse);
             let enc = t.encode(text.as_str(), *bos && wants_bos).unwrap();
             let got = enc.get_ids();
             n_ids += want.len();
             if got != want.as_slice() {
+                // Where in the text: the offset of our first differing token.
                 let i = want.iter().zip(got).position(|(a, b)| a != b);
                 let i = i.unwrap_or(want.len().min(got.len()));
                 let at = enc
@@ -1127,20 +1167,35 @@ fn special_token_differences(
             }
         }
     }
-    Ok((ids.len(), n_ids, bad))
+    Ok(SpecialOutcome {
+        paragraphs: ids.len(),
+        ids: n_ids,
+        bad,
+    })
 }
+
+/// Shipped vocabularies the project refuses, and why (not a difference of ids).
+const NOT_BUILT: &[(&str, &str)] = &[(
+    "ggml-vocab-nomic-bert-moe.gguf",
+    "tokenizer model `t5` (UGM) is not implemented",
+)];
+
+/// Vocabularies whose documents differ from llama.cpp for a stated reason: they must differ
+/// as built, and match exactly with the documents' ideographic spaces made ASCII spaces.
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[(
+    "ggml-vocab-phi-3.gguf",
+    "llama.cpp strips only ASCII whitespace (isspace) after an RSTRIP token; the tokenizers \
+     crate's AddedToken rstrip strips Unicode White_Space, so `<|end|>\u{3000}x` loses the \
+     U+3000 here",
+)];
 
 /// Every `ggml-vocab-*.gguf` llama.cpp ships and the real files the project installs: texts
 /// embedding each vocabulary's own special-token strings, with and without parse-special,
-/// give llama-tokenize's ids exactly. The vocabularies the project cannot build are named
-/// with the reason, and must be exactly [`NOT_BUILT`].
+/// give llama-tokenize's ids exactly, and the vocabulary's end-of-generation set is
+/// llama.cpp's. The vocabularies the project cannot build must be exactly [`NOT_BUILT`];
+/// those in [`KNOWN_DIFFERENCES`] must differ as built and match without non-ASCII whitespace.
 #[test]
 fn special_token_strings_in_text_match_llama_tokenize() {
-    /// Shipped vocabularies the project refuses, and why (not a difference of ids).
-    const NOT_BUILT: &[(&str, &str)] = &[(
-        "ggml-vocab-nomic-bert-moe.gguf",
-        "tokenizer model `t5` (UGM) is not implemented",
-    )];
     let Some(dir) = vocab_dir() else { return };
     let Some(bin) = llama_tokenize_bin() else {
         return;
@@ -1167,36 +1222,68 @@ fn special_token_strings_in_text_match_llama_tokenize() {
             Err(e) => common::skip_real_model(e),
         }
     }
+    // Each vocabulary as built, and those with a known difference once more with ASCII
+    // whitespace only.
+    let mut jobs: Vec<(String, PathBuf, bool)> = files
+        .iter()
+        .map(|(n, p)| (n.clone(), p.clone(), false))
+        .collect();
+    for (n, p) in &files {
+        if KNOWN_DIFFERENCES.iter().any(|(k, _)| k == n) {
+            jobs.push((n.clone(), p.clone(), true));
+        }
+    }
     let tmp = tempfile::tempdir().unwrap();
     let t0 = std::time::Instant::now();
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 4);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(
-            std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .clamp(2, 4),
-        )
+        .num_threads(workers)
         .build()
         .unwrap();
-    let results: Vec<(String, Result<(usize, usize, Vec<String>), String>)> = pool.install(|| {
+    let results: Vec<_> = pool.install(|| {
         use rayon::prelude::*;
-        files
-            .par_iter()
-            .map(|(name, p)| (name.clone(), special_token_differences(&bin, p, tmp.path())))
+        jobs.par_iter()
+            .map(|(n, p, ascii)| {
+                let r = special_token_differences(&bin, p, tmp.path(), *ascii);
+                (n.clone(), *ascii, r)
+            })
             .collect()
     });
-    let (mut n_vocabs, mut n_texts, mut n_ids) = (0, 0, 0);
+    let (mut n_vocabs, mut n_paragraphs, mut n_ids, mut n_docs) = (0, 0, 0, 0);
     let (mut bad, mut not_built, mut rows) = (Vec::new(), Vec::new(), Vec::new());
-    for (name, r) in results {
+    for (name, ascii, r) in results {
+        let known = KNOWN_DIFFERENCES.iter().find(|(k, _)| *k == name);
         match r {
-            Ok((tokens, ids, diffs)) => {
-                n_vocabs += 1;
-                n_texts += tokens;
-                n_ids += ids;
+            Ok(o) => {
+                let label = if ascii {
+                    format!("{name} (U+3000 made ASCII)")
+                } else {
+                    name.clone()
+                };
                 rows.push(format!(
-                    "{name}: {tokens} tokens, {ids} ids, {} differ",
-                    diffs.len()
+                    "{label}: {} tokens embedded, {} ids, {} differences",
+                    o.paragraphs,
+                    o.ids,
+                    o.bad.len()
                 ));
-                bad.extend(diffs);
+                if !ascii {
+                    n_vocabs += 1;
+                    n_paragraphs += o.paragraphs;
+                    n_ids += o.ids;
+                    n_docs += 4;
+                }
+                match (known, ascii) {
+                    (Some((_, why)), false) => {
+                        if o.bad.is_empty() {
+                            bad.push(format!("{name}: listed as differing ({why}) but matches: take it out of KNOWN_DIFFERENCES"));
+                        } else {
+                            eprintln!("known difference, {name}: {why}:\n  {}", o.bad.join("\n  "));
+                        }
+                    }
+                    _ => bad.extend(o.bad),
+                }
             }
             Err(e) => {
                 rows.push(format!("{name}: not built: {e}"));
@@ -1205,19 +1292,19 @@ fn special_token_strings_in_text_match_llama_tokenize() {
         }
     }
     eprintln!(
-        "special-token strings in text: {n_vocabs} vocabularies built, {n_texts} paragraphs (one per embedded token) in 2 documents each, 2 parse-special settings, {n_ids} llama.cpp ids in {:.0?}; {} documents differ\n  {}",
+        "special-token strings in text: {n_vocabs} vocabularies built, {n_paragraphs} embedded tokens (a paragraph each) in {n_docs} documents x 2 parse-special settings, {n_ids} llama.cpp ids, in {:.0?}; {} differences\n  {}",
         t0.elapsed(),
         bad.len(),
         rows.join("\n  ")
     );
-    let expected_not_built: Vec<String> = NOT_BUILT.iter().map(|(n, _)| n.to_string()).collect();
+    let expected: Vec<String> = NOT_BUILT.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(
-        not_built, expected_not_built,
-        "vocabularies not built (expected: {NOT_BUILT:?})"
+        not_built, expected,
+        "vocabularies not built ({NOT_BUILT:?})"
     );
     assert!(
         bad.is_empty(),
-        "{} documents differ from llama-tokenize:\n{}",
+        "{} differences from llama.cpp:\n{}",
         bad.len(),
         bad.join("\n")
     );
