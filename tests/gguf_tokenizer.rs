@@ -627,23 +627,7 @@ fn shipped_text() -> (PathBuf, String) {
 /// llama-tokenize's ids of `text_file` with `gguf` (BOS as the file says, special tokens
 /// parsed: the tool's defaults).
 fn llama_tokenize_ids(bin: &Path, gguf: &Path, text_file: &Path) -> Vec<u32> {
-    let out = std::process::Command::new(bin)
-        .arg("-m")
-        .arg(gguf)
-        .arg("-f")
-        .arg(text_file)
-        .args(["--ids", "--log-disable", "--no-escape"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "llama-tokenize on {}: {}",
-        gguf.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().rfind(|l| l.starts_with('[')).unwrap();
-    serde_json::from_str(line).unwrap()
+    llama_tokenize_with(bin, gguf, text_file, true, true).0
 }
 
 /// A copy of a vocabulary GGUF with some metadata changed.

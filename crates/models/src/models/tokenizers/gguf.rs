@@ -14,10 +14,12 @@
 //! - `tokenizer.ggml.model = "bert"` (WPM): llama.cpp's word split, `▁` before each word,
 //!   longest match, with its lowercasing and accent stripping.
 //!
-//! Tokens of type CONTROL and UNKNOWN are special added tokens and USER_DEFINED ones plain
-//! added tokens matched in the raw text: llama.cpp splits both out of the text before the
-//! model runs (`llama-tokenize` parses special tokens by default, as `encode` does here;
-//! `set_encode_special_tokens(true)` is its `--no-parse-special`). BOS is put first exactly
+//! Special-token strings are split out of the text by the token attributes llama.cpp's
+//! vocabulary load leaves ([`llama_cpp_attrs`]: the file's types, then its overrides by token
+//! text): tokens with CONTROL or UNKNOWN are special added tokens, those with USER_DEFINED
+//! alone plain added tokens matched in the raw text (`llama-tokenize` parses special tokens by
+//! default, as `encode` does here; `set_encode_special_tokens(true)` is its
+//! `--no-parse-special`, which leaves only the plain ones split out). BOS is put first exactly
 //! when `tokenizer.ggml.add_bos_token` says so, or by llama.cpp's default when it is absent.
 //! Checked against llama.cpp's own test vectors and `llama-tokenize` (tests/gguf_tokenizer.rs).
 
