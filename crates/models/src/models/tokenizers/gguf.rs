@@ -14,10 +14,12 @@
 //! - `tokenizer.ggml.model = "bert"` (WPM): llama.cpp's word split, `▁` before each word,
 //!   longest match, with its lowercasing and accent stripping.
 //!
-//! Tokens of type CONTROL and UNKNOWN are special added tokens and USER_DEFINED ones plain
-//! added tokens matched in the raw text: llama.cpp splits both out of the text before the
-//! model runs (`llama-tokenize` parses special tokens by default, as `encode` does here;
-//! `set_encode_special_tokens(true)` is its `--no-parse-special`). BOS is put first exactly
+//! Special-token strings are split out of the text by the token attributes llama.cpp's
+//! vocabulary load leaves ([`llama_cpp_attrs`]: the file's types, then its overrides by token
+//! text): tokens with CONTROL or UNKNOWN are special added tokens, those with USER_DEFINED
+//! alone plain added tokens matched in the raw text (`llama-tokenize` parses special tokens by
+//! default, as `encode` does here; `set_encode_special_tokens(true)` is its
+//! `--no-parse-special`, which leaves only the plain ones split out). BOS is put first exactly
 //! when `tokenizer.ggml.add_bos_token` says so, or by llama.cpp's default when it is absent.
 //! Checked against llama.cpp's own test vectors and `llama-tokenize` (tests/gguf_tokenizer.rs).
 
@@ -58,6 +60,7 @@ pub const TYPE_USER_DEFINED: i32 = 4;
 pub const TYPE_UNUSED: i32 = 5;
 pub const TYPE_BYTE: i32 = 6;
 
+pub mod llama_cpp_attrs;
 pub mod llama_cpp_pre;
 pub use llama_cpp_pre::{PreRule, NAMES as PRE_NAMES};
 
@@ -164,10 +167,13 @@ pub struct GgufVocab {
     pub add_space_prefix: bool,
     /// `tokenizer.ggml.remove_extra_whitespaces` (SentencePiece; refused when set).
     pub remove_extra_whitespaces: bool,
-    /// Special tokens llama.cpp strips the whitespace left / right of, by model name
-    /// (`llama_vocab::impl::load`, "set attributes by model/tokenizer/architecture name").
-    pub lstrip: Vec<u32>,
-    pub rstrip: Vec<u32>,
+    /// WPM: the separator llama.cpp puts last when it adds special tokens
+    /// (`tokenizer.ggml.seperator_token_id`, default 102).
+    pub sep: Option<u32>,
+    /// Every token's attributes (`llama_token_attr` bits) as llama.cpp's load leaves them,
+    /// and its end-of-generation set ([`llama_cpp_attrs`]).
+    pub attrs: Vec<u32>,
+    pub eog: Vec<u32>,
     /// WPM: `tokenizer.ggml.normalizer.lowercase` (default true) and `.strip_accents`
     /// (default: as lowercase).
     pub lowercase: bool,
@@ -406,7 +412,26 @@ impl GgufVocab {
                 format!("`tokenizer.ggml.remove_extra_whitespaces` is not implemented; {FIX}"),
             ));
         }
-        let (lstrip, rstrip) = strip_attrs(ct, &tokens, &types, pre.as_deref());
+        let sep = if model == "bert" {
+            id("seperator_token_id", Some(102))?
+        } else {
+            None
+        };
+        let s = |k: &str| match md.get(k) {
+            Some(Value::String(s)) => s.as_str(),
+            _ => "",
+        };
+        let llama_cpp_attrs::Attrs { attrs, eog } = llama_cpp_attrs::load(
+            &tokens,
+            &types,
+            |k| id(k, None).ok().flatten(),
+            eos,
+            &llama_cpp_attrs::Names {
+                model_name: s("general.name"),
+                pre: pre.as_deref().unwrap_or(""),
+                arch: s("general.architecture"),
+            },
+        );
         let norm = |k: &str| match md.get(&format!("tokenizer.ggml.normalizer.{k}")) {
             Some(Value::Bool(b)) => Some(*b),
             _ => None,
@@ -430,8 +455,9 @@ impl GgufVocab {
             add_bos,
             add_eos,
             remove_extra_whitespaces,
-            lstrip,
-            rstrip,
+            sep,
+            attrs,
+            eog,
         })
     }
 
@@ -445,25 +471,28 @@ impl GgufVocab {
         } else {
             self.build_spm(path)?
         };
-        let mut special = Vec::new();
+        let mut special_tokens = Vec::new();
         let mut user = Vec::new();
-        for (i, (t, ty)) in self.tokens.iter().zip(&self.types).enumerate() {
-            let i = i as u32;
-            let strip = |a: AddedToken| {
-                a.lstrip(self.lstrip.contains(&i))
-                    .rstrip(self.rstrip.contains(&i))
-            };
-            match *ty {
-                TYPE_CONTROL | TYPE_UNKNOWN => {
-                    special.push(strip(AddedToken::from(t.clone(), true)))
-                }
-                TYPE_USER_DEFINED => {
-                    user.push(strip(AddedToken::from(t.clone(), false).normalized(false)))
-                }
-                _ => {}
+        // llama.cpp splits out of the text every token with CONTROL, UNKNOWN or USER_DEFINED,
+        // the first two only with parse_special: special added tokens here, which
+        // `set_encode_special_tokens(true)` leaves as text.
+        for (t, &a) in self.tokens.iter().zip(&self.attrs) {
+            use llama_cpp_attrs::{LSTRIP, PARSE_SPECIAL_ONLY, RSTRIP, SPLIT};
+            if a & SPLIT == 0 {
+                continue;
+            }
+            let special = a & PARSE_SPECIAL_ONLY != 0;
+            let added = AddedToken::from(t.clone(), special)
+                .normalized(false)
+                .lstrip(a & LSTRIP != 0)
+                .rstrip(a & RSTRIP != 0);
+            if special {
+                special_tokens.push(added);
+            } else {
+                user.push(added);
             }
         }
-        tok.add_special_tokens(special)
+        tok.add_special_tokens(special_tokens)
             .map_err(|x| e("special tokens", x.to_string()))?;
         tok.add_tokens(user)
             .map_err(|x| e("user-defined tokens", x.to_string()))?;
@@ -478,6 +507,16 @@ impl GgufVocab {
             specials.push((b, i));
         }
         single.push("$A".to_string());
+        // llama.cpp's WPM puts the separator last whenever it adds special tokens (as
+        // llama-tokenize does exactly when BOS is wanted).
+        if self.add_bos && self.model == "bert" {
+            if let Some((b, i)) = name(self.sep) {
+                single.push(b.clone());
+                if !specials.iter().any(|(_, j)| *j == i) {
+                    specials.push((b, i));
+                }
+            }
+        }
         if self.add_eos {
             let (b, i) = name(self.eos).expect("checked in read");
             single.push(b.clone());
@@ -687,48 +726,6 @@ impl GgufVocab {
 /// Single-character words of llama.cpp's WPM: punctuation, ASCII symbols, CJK ideographs
 /// (its `is_chinese_char` ranges).
 const WPM_SPLIT: &str = r"[\p{P}\$\+<=>\^`\|~\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}\x{2B740}-\x{2B81F}\x{2B920}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}]";
-
-/// llama.cpp's per-token lstrip/rstrip set by model name: `<mask>` lstrip for the jina-v2
-/// pre-tokenizers and nomic-bert-moe / jina-bert-v3; every special token rstrip (but
-/// `<unk>`, `<s>`, `<|endoftext|>`) for a `general.name` containing phi-3 / phi3; `[MASK]`
-/// lstrip for modern-bert.
-fn strip_attrs(
-    ct: &Content,
-    tokens: &[String],
-    types: &[i32],
-    pre: Option<&str>,
-) -> (Vec<u32>, Vec<u32>) {
-    let s = |k: &str| match ct.metadata.get(k) {
-        Some(Value::String(s)) => s.clone(),
-        _ => String::new(),
-    };
-    let name = s("general.name").to_lowercase();
-    let arch = s("general.architecture");
-    let pre = pre.unwrap_or("");
-    let find = |t: &str| tokens.iter().position(|x| x == t).map(|i| i as u32);
-    let any = |s: &str, subs: &[&str]| subs.iter().any(|x| s.contains(x));
-    let (mut l, mut r) = (Vec::new(), Vec::new());
-    if any(pre, &["jina-v2-de", "jina-v2-es", "jina-v2-code"])
-        || any(&arch, &["nomic-bert-moe", "jina-bert-v3"])
-    {
-        l.extend(find("<mask>"));
-    } else if any(&name, &["phi-3", "phi3"]) {
-        for (i, ty) in types.iter().enumerate() {
-            if matches!(*ty, TYPE_CONTROL | TYPE_USER_DEFINED | TYPE_UNKNOWN) {
-                r.push(i as u32);
-            }
-        }
-        r.extend(find("</s>"));
-        let keep: Vec<u32> = ["<unk>", "<s>", "<|endoftext|>"]
-            .iter()
-            .filter_map(|t| find(t))
-            .collect();
-        r.retain(|i| !keep.contains(i));
-    } else if any(&name, &["modern-bert"]) {
-        l.extend(find("[MASK]"));
-    }
-    (l, r)
-}
 
 /// The tokenizer of a GGUF file's metadata.
 pub fn from_content(path: &Path, ct: &Content) -> Result<Tokenizer> {

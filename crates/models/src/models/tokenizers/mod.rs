@@ -121,22 +121,26 @@ pub fn bos_id(tok: &Tokenizer) -> Option<u32> {
     tok.token_to_id("<|begin_of_text|>")
 }
 
-/// End-of-sequence tokens the tokenizer knows, by their usual names (`</s>` of Llama 2 and the
-/// fixture tokenizer, Gemma's `<eos>` and `<end_of_turn>`, Llama 3's `<|end_of_text|>` and
-/// `<|eot_id|>`, Qwen's `<|endoftext|>` and `<|im_end|>`). Empty when it knows none.
+/// The tokens that end generation, by llama.cpp's rules on token texts
+/// ([`gguf::llama_cpp_attrs`]: its end-of-generation texts such as `</s>`, `<eos>`,
+/// `<end_of_turn>`, `<|eot_id|>`, `<|eom_id|>`, `<|end_of_text|>`, `<|endoftext|>`,
+/// `<|im_end|>`, the FIM pad / repo / separator tokens, and its `<|end|>` / `</s>`
+/// exceptions). A GGUF file's own set ([`gguf::GgufVocab::eog`]) adds the ids its metadata
+/// names (EOS, EOT, EOM, FIM); that one is llama.cpp's exactly. Empty when it knows none.
 pub fn eos_ids(tok: &Tokenizer) -> Vec<u32> {
-    [
-        "</s>",
-        "<eos>",
-        "<end_of_turn>",
-        "<|end_of_text|>",
-        "<|eot_id|>",
-        "<|endoftext|>",
-        "<|im_end|>",
-    ]
-    .iter()
-    .filter_map(|n| tok.token_to_id(n))
-    .collect()
+    let vocab = tok.get_vocab(true);
+    let n = vocab.values().map(|&i| i as usize + 1).max().unwrap_or(0);
+    let mut tokens = vec![String::new(); n];
+    for (t, i) in vocab {
+        tokens[i as usize] = t;
+    }
+    let types = vec![gguf::TYPE_NORMAL; n];
+    let names = gguf::llama_cpp_attrs::Names {
+        model_name: "",
+        pre: "",
+        arch: "",
+    };
+    gguf::llama_cpp_attrs::load(&tokens, &types, |_| None, None, &names).eog
 }
 
 /// Streaming detokenizer: emits the text each new token adds, decoding only a short window
@@ -198,6 +202,12 @@ mod tests {
         let n = 5000;
         let set: std::collections::HashSet<_> = (0..n).map(fixture_word).collect();
         assert_eq!(set.len(), n);
+    }
+
+    #[test]
+    fn eos_ids_follow_llama_cpp_texts() {
+        let tok: Tokenizer = fixture_tokenizer_json(1000).parse().unwrap();
+        assert_eq!(eos_ids(&tok), vec![2], "</s>");
     }
 
     #[test]
