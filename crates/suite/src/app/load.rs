@@ -79,6 +79,11 @@ pub struct LoadArgs {
     /// per figure across them (AIPerf's --num-profile-runs).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
+    /// Send `"cache_prompt": false` with every request: the server's prefix cache is not used
+    /// (llama-server and `modelbench serve` honour it), to measure it against the same load
+    /// with the cache.
+    #[arg(long)]
+    pub no_cache_prompt: bool,
 }
 
 pub fn load(a: LoadArgs) -> crate::Result<()> {
@@ -109,6 +114,7 @@ pub fn load(a: LoadArgs) -> crate::Result<()> {
         prefix_tokens: a.prefix_tokens,
         prefix_count: a.prefix_count,
         runs: a.runs,
+        no_cache_prompt: a.no_cache_prompt,
     })?;
     Ok(())
 }

@@ -100,6 +100,9 @@ pub struct LoadOptions {
     pub prefix_count: usize,
     /// Runs of every level, each with fresh seeds (seed + run): intervals across them.
     pub runs: usize,
+    /// Send `"cache_prompt": false` (llama-server's and `modelbench serve`'s per-request
+    /// opt-out of prompt reuse): the same server measured without its prefix cache.
+    pub no_cache_prompt: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -135,6 +138,7 @@ struct Client {
     prompt_words: usize,
     seed: u64,
     turns: usize,
+    no_cache_prompt: bool,
     /// Words of each shared prefix (0: none), and how many different prefixes.
     prefix_words: usize,
     prefix_count: usize,
@@ -194,6 +198,9 @@ impl Client {
         });
         if stream {
             b["stream_options"] = json!({"include_usage": true});
+        }
+        if self.no_cache_prompt {
+            b["cache_prompt"] = json!(false);
         }
         if self.chat {
             let mut m: Vec<Value> = Vec::new();
@@ -704,6 +711,7 @@ pub fn load(a: &LoadOptions) -> Result<()> {
             prompt_words: a.prompt_tokens,
             seed: a.seed,
             turns: a.turns,
+            no_cache_prompt: a.no_cache_prompt,
             prefix_words: 0,
             prefix_count: a.prefix_count,
         };
@@ -848,6 +856,12 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                 rec.tok_s = summary.output_tok_s;
                 rec.shape = json!({"endpoint": a.endpoint, "prompt_tokens": a.prompt_tokens,
                 "max_tokens": a.max_tokens, "level": mode.name()});
+            // A conversation load is another benchmark than lone requests of the same length.
+            if a.turns > 1 || a.prefix_tokens > 0 {
+                rec.shape["turns"] = json!(a.turns);
+                rec.shape["prefix_tokens"] = json!(a.prefix_tokens);
+                rec.shape["prefix_count"] = json!(a.prefix_count);
+            }
                 rec.gen = Some(GenMetrics {
                     ttft_ms: summary.ttft_ms,
                     tpot_ms: summary.tpot_ms,
@@ -897,6 +911,7 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     "prefix_tokens": a.prefix_tokens,
                     "prefix_count": a.prefix_count,
                     "prefix_words": client.prefix_words,
+                "cache_prompt": !a.no_cache_prompt,
                     "by_turn": turns.clone(),
                     "cached_tokens_reported": reqs.iter().any(|r| r.cached_tokens.is_some()),
                 });
