@@ -825,8 +825,14 @@ fn prefix_cache_reuses_later_turns_and_keeps_every_text() {
             }
             assert!(cached(r) < r["prompt_tokens"].as_u64().unwrap());
         }
-        assert!(hits >= 8 && reused >= later_reused, "{model}: {hits} hits, {reused} reused");
-        assert!(rb.iter().all(|r| cached(r) == 0), "{model}: cache off reused");
+        assert!(
+            hits >= 8 && reused >= later_reused,
+            "{model}: {hits} hits, {reused} reused"
+        );
+        assert!(
+            rb.iter().all(|r| cached(r) == 0),
+            "{model}: cache off reused"
+        );
         for (x, y) in ra.iter().zip(&rb) {
             assert_eq!(x["request"], y["request"]);
             assert_eq!(
@@ -841,6 +847,9 @@ fn prefix_cache_reuses_later_turns_and_keeps_every_text() {
         ));
         assert!(out.contains(" 0 OUTPUTS CHANGED"), "{model}: {out}");
         let md = std::fs::read_to_string(a.join("load.md")).expect("load.md");
-        assert!(md.contains("## By turn") && md.contains("| 3 | 4 | 0 |"), "{md}");
+        assert!(
+            md.contains("## By turn") && md.contains("| 3 | 4 | 0 |"),
+            "{md}"
+        );
     }
 }

@@ -63,6 +63,12 @@ pub struct ServeArgs {
     /// vLLM's automatic prefix caching do; a request's `"cache_prompt": false` opts out alone).
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// Let the prefix cache reuse positions a decode step computed (an earlier answer's
+    /// tokens), as llama-server does: more reuse in conversations, but those keys and values
+    /// differ from a prefill's in rounding, so outputs may differ from the cache off (measured:
+    /// docs/serving.md). Default: only prefill-computed positions (outputs as without it).
+    #[arg(long, conflicts_with = "no_prefix_cache")]
+    pub prefix_cache_decoded: bool,
     #[command(flatten)]
     pub fast: FastWeightsArg,
 }
@@ -82,6 +88,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         fast_weights: a.fast.fast_weights,
         chat: std::sync::Arc::new(ChatFormat::role_lines()),
         prefix_cache: !a.no_prefix_cache,
+        prefix_cache_decoded: a.prefix_cache_decoded,
     };
     opts.check()?;
     let (spec, dtype) = device_and_dtype(&a.device, a.dtype.as_deref())?;

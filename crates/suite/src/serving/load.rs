@@ -856,12 +856,12 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                 rec.tok_s = summary.output_tok_s;
                 rec.shape = json!({"endpoint": a.endpoint, "prompt_tokens": a.prompt_tokens,
                 "max_tokens": a.max_tokens, "level": mode.name()});
-            // A conversation load is another benchmark than lone requests of the same length.
-            if a.turns > 1 || a.prefix_tokens > 0 {
-                rec.shape["turns"] = json!(a.turns);
-                rec.shape["prefix_tokens"] = json!(a.prefix_tokens);
-                rec.shape["prefix_count"] = json!(a.prefix_count);
-            }
+                // A conversation load is another benchmark than lone requests of the same length.
+                if a.turns > 1 || a.prefix_tokens > 0 {
+                    rec.shape["turns"] = json!(a.turns);
+                    rec.shape["prefix_tokens"] = json!(a.prefix_tokens);
+                    rec.shape["prefix_count"] = json!(a.prefix_count);
+                }
                 rec.gen = Some(GenMetrics {
                     ttft_ms: summary.ttft_ms,
                     tpot_ms: summary.tpot_ms,

@@ -23,6 +23,14 @@ use crate::models::batched::StepModel;
 /// The tokens each slot's cache holds, in order, and when each slot was last freed.
 pub struct Held {
     tokens: Vec<Vec<u32>>,
+    /// Per slot: how many of its first tokens a prefill chunk computed (the rest were decode
+    /// steps, whose keys and values differ from a prefill's in rounding: measured, and only
+    /// reused when `decoded` says so).
+    prefilled: Vec<usize>,
+    /// Reuse positions a decode step computed too (llama-server's behaviour; outputs may then
+    /// differ from the cache off). False: only prefill-computed positions, which compute
+    /// bit-alike (outputs as with the cache off).
+    decoded: bool,
     /// The order in which free slots were freed (oldest first).
     clock: u64,
     freed_at: Vec<u64>,
@@ -46,17 +54,22 @@ pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl Held {
-    pub fn new(slots: usize) -> Held {
+    pub fn new(slots: usize, decoded: bool) -> Held {
         Held {
             tokens: vec![Vec::new(); slots],
+            prefilled: vec![0; slots],
+            decoded,
             clock: 0,
             freed_at: vec![0; slots],
         }
     }
 
-    /// Slot `slot`'s cache took `tokens` (a step ran them).
-    pub fn ran(&mut self, slot: usize, tokens: &[u32]) {
+    /// Slot `slot`'s cache took `tokens` (a step ran them: a prefill chunk, or one decode).
+    pub fn ran(&mut self, slot: usize, tokens: &[u32], prefill: bool) {
         if let Some(t) = self.tokens.get_mut(slot) {
+            if prefill && self.prefilled[slot] == t.len() {
+                self.prefilled[slot] += tokens.len();
+            }
             t.extend_from_slice(tokens);
         }
     }
@@ -65,12 +78,14 @@ impl Held {
     pub fn clear(&mut self, slot: usize) {
         if let Some(t) = self.tokens.get_mut(slot) {
             t.clear();
+            self.prefilled[slot] = 0;
         }
     }
 
     /// Slot `to` now holds a copy of the first `len` tokens of slot `from`.
     pub fn copied(&mut self, from: usize, to: usize, len: usize) {
         let t: Vec<u32> = self.tokens[from][..len.min(self.tokens[from].len())].to_vec();
+        self.prefilled[to] = self.prefilled[from].min(t.len());
         self.tokens[to] = t;
     }
 
@@ -95,7 +110,14 @@ impl Held {
         if !reuse || cap == 0 {
             return Choice::Start(oldest);
         }
-        let lcp = |s: usize| common_prefix(&self.tokens[s], ids).min(cap);
+        let lcp = |s: usize| {
+            let usable = if self.decoded {
+                cap
+            } else {
+                cap.min(self.prefilled[s])
+            };
+            common_prefix(&self.tokens[s], ids).min(usable)
+        };
         // Longest first, then least recently freed.
         let best_free = free
             .iter()
@@ -189,9 +211,9 @@ mod tests {
     use super::*;
 
     fn held(slots: &[&[u32]]) -> Held {
-        let mut h = Held::new(slots.len());
+        let mut h = Held::new(slots.len(), false);
         for (s, t) in slots.iter().enumerate() {
-            h.ran(s, t);
+            h.ran(s, t, true);
             h.freed(s);
         }
         h
@@ -251,6 +273,28 @@ mod tests {
             h.choose(&[1, 2], &[0], &[5, 6, 7], true),
             Choice::Continue { slot: 1, len: 2 }
         );
+    }
+
+    #[test]
+    fn decoded_positions_are_reused_only_when_asked() {
+        for decoded in [false, true] {
+            let mut h = Held::new(1, decoded);
+            h.ran(0, &[1, 2, 3], true);
+            h.ran(0, &[4], false);
+            h.ran(0, &[5], false);
+            h.freed(0);
+            let got = h.choose(&[0], &[], &[1, 2, 3, 4, 5, 6], true);
+            let want = if decoded {
+                Choice::Continue { slot: 0, len: 5 }
+            } else {
+                Choice::Copy {
+                    from: 0,
+                    to: 0,
+                    len: 3,
+                }
+            };
+            assert_eq!(got, want, "decoded {decoded}");
+        }
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub struct Limits {
     /// Prefix caching (serving/prefix.rs): a prompt reuses the positions a slot's cache holds
     /// of its start, where the model can keep a finished sequence's cache.
     pub prefix_cache: bool,
+    /// Reuse positions a decode step computed too (see serving/prefix.rs).
+    pub prefix_cache_decoded: bool,
 }
 
 /// Counters for `/metrics` (Prometheus text) and the log.
@@ -422,7 +424,7 @@ pub fn run(
         usize::MAX
     };
     let mut free: Vec<usize> = (0..slots).collect();
-    let mut held = Held::new(slots);
+    let mut held = Held::new(slots, limits.prefix_cache_decoded);
     let reuse = limits.prefix_cache && model.keeps_prefixes();
     let mut active: Vec<Active<'_>> = Vec::new();
     // Choices that could not be copied from their first sequence: they prefill by themselves,
@@ -598,10 +600,10 @@ pub fn run(
             a.batch_sum += n_seq;
             a.batch_max = a.batch_max.max(n_seq);
             if !a.prompt_done() {
-                held.ran(a.slot, &a.job().ids[from..to]);
+                held.ran(a.slot, &a.job().ids[from..to], true);
                 a.fed = to;
             } else if let Some(&last) = a.context.last() {
-                held.ran(a.slot, &[last]);
+                held.ran(a.slot, &[last], false);
             }
             let Some(mut l) = l else { continue };
             if a.forks > 0 {

@@ -76,6 +76,8 @@ pub struct Options {
     /// Prefix caching (serving/prefix.rs; on by default, as llama-server's `cache_prompt` and
     /// vLLM's automatic prefix caching are).
     pub prefix_cache: bool,
+    /// Reuse positions a decode step computed too (`--prefix-cache-decoded`).
+    pub prefix_cache_decoded: bool,
 }
 
 impl Options {
@@ -93,6 +95,7 @@ impl Options {
             fast_weights: false,
             chat: Arc::new(ChatFormat::role_lines()),
             prefix_cache: true,
+            prefix_cache_decoded: false,
         }
     }
 
@@ -202,16 +205,17 @@ pub fn prepare(mut model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
                 max_batch_tokens: o.max_batch_tokens,
                 prefill_chunk: o.prefill_chunk,
                 prefix_cache: o.prefix_cache,
+                prefix_cache_decoded: o.prefix_cache_decoded,
             },
             batched: true,
             describe: format!(
                 "continuous batching: up to {slots} sequences and {} tokens per step, prefill chunks of {}, prefix cache {}; {}",
                 o.max_batch_tokens,
                 o.prefill_chunk,
-                if o.prefix_cache {
-                    "on (each slot's last sequence; --no-prefix-cache turns it off)"
-                } else {
-                    "off"
+                match (o.prefix_cache, o.prefix_cache_decoded) {
+                    (true, false) => "on (each slot's last sequence, prefill-computed positions: outputs as without it; --no-prefix-cache turns it off)",
+                    (true, true) => "on (each slot's last sequence, decode-computed positions too: outputs may differ from the cache off)",
+                    (false, _) => "off",
                 },
                 b.describe()
             ),
@@ -259,6 +263,7 @@ pub fn prepare(mut model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
             max_batch_tokens: usize::MAX,
             prefill_chunk: usize::MAX,
             prefix_cache: false,
+            prefix_cache_decoded: false,
         },
         describe: "batch 1 (FIFO): this model runs one sequence per forward, no prefix cache (it has no batched form to keep a finished sequence's cache)".into(),
     })
