@@ -457,13 +457,12 @@ fn tiny_load_run_writes_records_table_and_plot() {
 /// `modelbench load` of `model` against `url` (4 greedy requests of 6 tokens at c=2) into
 /// `reports`; returns the run folder.
 fn load_once(url: &str, model: &str, reports: &Path, label: &str) -> PathBuf {
-    let o = common::modelbench_cmd(reports)
-        .args([
-            "load",
-            "--url",
-            url,
-            "--model",
-            model,
+    load_with(
+        url,
+        model,
+        reports,
+        label,
+        &[
             "--prompt-tokens",
             "16",
             "--max-tokens",
@@ -474,9 +473,16 @@ fn load_once(url: &str, model: &str, reports: &Path, label: &str) -> PathBuf {
             "4",
             "--warmup",
             "1",
-            "--label",
-            label,
-        ])
+        ],
+    )
+}
+
+/// `modelbench load --url URL --model MODEL --label LABEL ARGS...` into `reports` (it must
+/// succeed); returns the run folder.
+fn load_with(url: &str, model: &str, reports: &Path, label: &str, args: &[&str]) -> PathBuf {
+    let o = common::modelbench_cmd(reports)
+        .args(["load", "--url", url, "--model", model, "--label", label])
+        .args(args)
         .output()
         .expect("run load");
     assert!(o.status.success(), "{}", common::stdout_and_stderr(&o));
@@ -738,13 +744,12 @@ fn gguf_llama_serves_concurrent_requests_batched() {
 /// A `modelbench load` of 3-turn conversations with a shared 48-token prefix (c=2, 12 requests,
 /// greedy) against `url` into `reports`; returns the run folder.
 fn conversation_load(url: &str, model: &str, reports: &Path, label: &str) -> PathBuf {
-    let o = common::modelbench_cmd(reports)
-        .args([
-            "load",
-            "--url",
-            url,
-            "--model",
-            model,
+    load_with(
+        url,
+        model,
+        reports,
+        label,
+        &[
             "--prompt-tokens",
             "24",
             "--max-tokens",
@@ -759,13 +764,8 @@ fn conversation_load(url: &str, model: &str, reports: &Path, label: &str) -> Pat
             "48",
             "--warmup",
             "0",
-            "--label",
-            label,
-        ])
-        .output()
-        .expect("run load");
-    assert!(o.status.success(), "{}", common::stdout_and_stderr(&o));
-    common::run_folder(reports, label)
+        ],
+    )
 }
 
 /// Prefix caching (issue 62): the same conversations against one fixture served with the
