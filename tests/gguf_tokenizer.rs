@@ -734,13 +734,7 @@ fn every_pre_tokenizer_name_matches_llama_tokenize() {
     // One worker per core (2 to 4), in a pool of its own (not the global one candle and
     // tokenizers use); `collect` keeps PRE_NAMES' order.
     let names = tokenizers::gguf::PRE_NAMES;
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 4);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
-        .build()
-        .unwrap();
+    let pool = worker_pool();
     let results: Vec<(String, Option<String>)> = pool.install(|| {
         use rayon::prelude::*;
         names.par_iter().map(|name| check(name)).collect()
@@ -1219,13 +1213,7 @@ fn special_token_strings_in_text_match_llama_tokenize() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let t0 = std::time::Instant::now();
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 4);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
-        .build()
-        .unwrap();
+    let pool = worker_pool();
     let results: Vec<_> = pool.install(|| {
         use rayon::prelude::*;
         jobs.par_iter()
@@ -1292,4 +1280,16 @@ fn special_token_strings_in_text_match_llama_tokenize() {
         bad.len(),
         bad.join("\n")
     );
+}
+
+/// One worker per core (2 to 4), in a pool of its own (not the global one candle and
+/// tokenizers use).
+fn worker_pool() -> rayon::ThreadPool {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 4);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()
+        .unwrap()
 }
