@@ -154,6 +154,7 @@ pub fn run_scenario(
         calibration: None,
         probe: None,
         ids: Default::default(),
+        step_gate: None,
     };
     w.iterate(0).unwrap().1
 }

@@ -99,6 +99,7 @@ impl Plan {
             calibration,
             probe: None,
             ids: Default::default(),
+            step_gate: None,
         }
     }
 

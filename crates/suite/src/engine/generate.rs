@@ -161,7 +161,8 @@ pub fn generate_with(
     })
 }
 
-/// The one generation loop: [`generate_with`] where `on_token` returns whether to go on.
+/// The one generation loop: [`generate_with`] where `on_token` returns whether to go on
+/// (its own time is outside the clock).
 /// `false` ends the generation after that token (the server's EOS, stop strings and clients
 /// that went away); the trace then holds the tokens generated so far. The benchmarks always
 /// go on, so their length stays fixed.
@@ -216,12 +217,15 @@ pub fn generate_until(
         let prev = token_times.last().copied().unwrap_or(Duration::ZERO);
         inject::after_step(token_times.is_empty(), start.elapsed().saturating_sub(prev));
         token_times.push(start.elapsed());
-        // Outside the timed region: the clock's origin moves on by the check's duration.
+        // Outside the timed region: the clock's origin moves on by the check's and the
+        // caller's duration (`on_token`: a paired worker waiting for its turn, a terminal
+        // printing the text), so each step's time is the model's.
         let paused = Instant::now();
         non_finite_steps += usize::from(has_non_finite(&logits)?);
-        start += paused.elapsed();
         context.push(next);
-        if !on_token(next) {
+        let go_on = on_token(next);
+        start += paused.elapsed();
+        if !go_on {
             break;
         }
         input.clear();

@@ -45,7 +45,7 @@ pub struct BisectArgs {
     /// Benchmark id (`medium/cpu-f32/fixture:llama`) or its group (`medium`).
     #[arg(long)]
     pub bench: String,
-    /// Slowdown that counts as a regression, e.g. 5% or 0.05 (default 5%; with --paired 2%).
+    /// Slowdown that counts as a regression, e.g. 5% or 0.05 (default 5%; with --paired 1%).
     #[arg(long)]
     pub threshold: Option<String>,
     /// Shell command that builds the checked-out commit (failure: the commit is skipped).
@@ -59,7 +59,7 @@ pub struct BisectArgs {
     pub run: String,
     /// Paired verdicts: GOOD's and each commit's modelbench run side by side as workers
     /// (`compare --paired`) on the benchmark's scenario and model (`--bench
-    /// medium/cpu-f32/fixture:llama`, or a scenario: fixture:llama); default threshold 2%.
+    /// medium/cpu-f32/fixture:llama`, or a scenario: fixture:llama); default threshold 1%.
     #[arg(long)]
     pub paired: bool,
     /// With --paired: pairs per comparison (with --max-pairs above it: per look).
@@ -120,7 +120,9 @@ pub(crate) fn paired_target(bench: &str, pairs: usize, max_pairs: usize) -> Resu
     o.pairs = pairs;
     o.max_pairs = max_pairs.max(pairs);
     o.stop_on_regression = o.max_pairs > pairs;
-    o.blocks = o.blocks.min(pairs / 2).max(1);
+    // One pair a block of fresh workers, as `compare --paired` (issue 64: blocks, not pairs,
+    // are the unit of evidence once pairs run in lockstep).
+    o.blocks = pairs;
     check(&o)?;
     Ok(o)
 }
@@ -339,7 +341,7 @@ impl Drop for Restore {
     }
 }
 
-/// `--threshold` as given and as a fraction: default 5%, or 2% for a paired bisection (a
+/// `--threshold` as given and as a fraction: default 5%, or 1% for a paired bisection (a
 /// Candle one included).
 pub(crate) fn threshold(a: &BisectArgs) -> Result<(String, f64)> {
     let threshold = match (&a.threshold, a.paired || a.candle_repo.is_some()) {
@@ -553,10 +555,10 @@ mod tests {
             (o.suite.as_str(), o.model.as_str()),
             ("medium", "fixture:qwen3")
         );
-        assert_eq!((o.pairs, o.max_pairs, o.blocks), (20, 20, 10));
+        assert_eq!((o.pairs, o.max_pairs, o.blocks), (20, 20, 20));
         assert!(!o.stop_on_regression);
         let o = paired_target("short", 60, 60).unwrap();
-        assert_eq!((o.model.as_str(), o.blocks), ("fixture:llama", 12));
+        assert_eq!((o.model.as_str(), o.blocks), ("fixture:llama", 60));
         // More looks than one: they stop at the first regression.
         let o = paired_target("short/cpu-f32/gguf:owner/repo-GGUF", 60, 240).unwrap();
         assert_eq!(o.model, "gguf:owner/repo-GGUF");

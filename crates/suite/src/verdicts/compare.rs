@@ -28,7 +28,7 @@ pub struct CompareArgs {
     pub base: PathBuf,
     pub new: PathBuf,
     /// Slowdown that counts as a regression, e.g. 5% or 0.05 (default 5%; with --paired
-    /// 2%, see README's paired comparisons).
+    /// 1%, see docs/verdicts.md "Lockstep pairs").
     #[arg(long)]
     pub threshold: Option<String>,
     /// Compare runs taken on different hardware or with different build settings

@@ -61,7 +61,7 @@ struct ContinuousConfig {
     /// stored runs cannot enter this verdict.
     #[serde(default)]
     paired_base: Option<String>,
-    /// The paired comparison's threshold (default 2%).
+    /// The paired comparison's threshold (default 1%).
     #[serde(default)]
     paired_threshold: Option<String>,
 }

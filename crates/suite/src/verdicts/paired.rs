@@ -30,11 +30,11 @@ use crate::judge::kld;
 use crate::judge::outputs::{OutputJudgement, OutputVerdict};
 use crate::judge::paired::{block_sizes, design, stop, verdict, Design, Look, PairedVerdict};
 use crate::judge::speed::parse_threshold;
-use crate::measure::paired::{a_first, paired_ratio_at, ratios, PairedRatio};
+use crate::measure::paired::{a_first, paired_ratio_blocked, ratios, PairedRatio, MIN_BLOCKS};
 use crate::output::report::reports_root;
 use crate::util::fsio::atomic_write;
 use crate::verdicts::build::{build_side_with, candle_source, resolve};
-use crate::verdicts::worker::{scenarios, Worker};
+use crate::verdicts::worker::{huge_pages_of, lockstep_pair, scenarios, Worker};
 use crate::workloads::kld::{table_rows, KldVerdict, TableRow};
 use crate::workloads::ops::Phase;
 use crate::{Error, Result};
@@ -54,15 +54,15 @@ pub struct PairedOpts {
     #[arg(long = "paired-suite", default_value = crate::config::knobs::default_of("MODELBENCH_TIER"))]
     pub suite: String,
     /// With --paired: pairs per scenario in each look of the sequential design (module docs).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 30)]
     pub pairs: usize,
     /// With --paired: the cap on pairs per scenario; looks of --pairs until every metric is
     /// decided or the cap (or --max-minutes) is reached. Equal to --pairs: one fixed look.
-    #[arg(long = "max-pairs", default_value_t = 240)]
+    #[arg(long = "max-pairs", default_value_t = 60)]
     pub max_pairs: usize,
-    /// With --paired: stop after the look that passes this many minutes (metrics still open
-    /// are "Undecided").
-    #[arg(long = "max-minutes", default_value_t = 10.0)]
+    /// With --paired: do not start a look that would end past this many minutes (predicted
+    /// from the last look's time; metrics still open are "Undecided").
+    #[arg(long = "max-minutes", default_value_t = 5.0)]
     pub max_minutes: f64,
     /// With --paired: stop after the first look that flags any metric as a regression (a gate
     /// asking only "did it get slower?"). The false-alarm bound is unchanged: each look's
@@ -72,8 +72,10 @@ pub struct PairedOpts {
     pub stop_on_regression: bool,
     /// With --paired: each look's pairs are split into this many blocks, each with freshly
     /// started workers (alternating which starts first), so a per-process offset is not a
-    /// bias.
-    #[arg(long, default_value_t = 12)]
+    /// bias; the intervals resample whole blocks (from 5 blocks on), so it widens them. The
+    /// default is one pair a block: measured with lockstep pairs, the pairs of one block
+    /// agree to 0.5-1.7% while blocks differ by 2-5% (docs/verdicts.md).
+    #[arg(long, default_value_t = 30)]
     pub blocks: usize,
     /// With --paired: MODELBENCH_INJECT_SLOWDOWN for NEW's worker only (calibration, e.g.
     /// decode:5%).
@@ -96,6 +98,17 @@ pub struct PairedOpts {
     /// With --paired: build NEW (a commit) against this Candle (as --base-candle).
     #[arg(long = "new-candle", value_name = "VERSION|PATH")]
     pub new_candle: Option<String>,
+    /// With --paired: each pair runs the two trials one after the other, whole (the design
+    /// before issue 64), instead of in lockstep: A's and B's decode steps alternating, each
+    /// worker's clock stopped while it waits. Builds whose worker cannot run lockstep get
+    /// whole trials anyway (the table says which).
+    #[arg(long = "whole-trials")]
+    pub whole_trials: bool,
+    /// With --paired: do not ask glibc's malloc for transparent huge pages in the workers
+    /// (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, given to both sides alike; without it each
+    /// process draws a speed offset of up to 40% at start on a VM: docs/verdicts.md).
+    #[arg(long = "no-huge-pages")]
+    pub no_huge_pages: bool,
     /// Per-op tables and flame graphs of each flagged scenario (always from the command line;
     /// a Candle bisection makes them once, for the first bad commit).
     #[arg(skip = true)]
@@ -110,24 +123,28 @@ impl PairedOpts {
             paired: true,
             model: model.to_string(),
             suite: suite.to_string(),
-            pairs: 60,
-            max_pairs: 240,
-            max_minutes: 10.0,
+            pairs: 30,
+            max_pairs: 60,
+            max_minutes: 5.0,
             stop_on_regression: false,
-            blocks: 12,
+            blocks: 30,
             inject: None,
             inject_numeric: None,
             no_reference: true,
             base_candle: None,
             new_candle: None,
+            whole_trials: false,
+            no_huge_pages: false,
             profile: true,
         }
     }
 }
 
 /// The paired gate's default threshold: a per-pair median ratio whose whole interval lies
-/// beyond 2% (measured A/A intervals and the 5% decode calibration are in README).
-pub const DEFAULT_THRESHOLD: &str = "2%";
+/// beyond 1%. 2% until issue 64: lockstep pairs and huge pages made the decode intervals of
+/// 40 pairs about +-0.6% (docs/verdicts.md, "Lockstep pairs"), so a 2% slowdown is flagged
+/// and an unchanged build reads Unchanged.
+pub const DEFAULT_THRESHOLD: &str = "1%";
 
 const METRICS: [&str; 3] = ["e2e", "prefill", "decode"];
 
@@ -297,15 +314,20 @@ pub fn run_paired(
         [vec![Vec::new(); scen.len()], vec![Vec::new(); scen.len()]];
     let mut probes: [Option<crate::measure::outputs::Probe>; 2] = [None, None];
     let mut probed = false;
+    // Whether each block ran in lockstep, and each side's huge pages (first block's workers).
+    let mut pairing: Vec<bool> = Vec::new();
+    let mut huge: Option<[Option<(u64, u64)>; 2]> = None;
     let (mut i, mut blk, mut done, mut look) = (0, 0, 0, 0);
     let target = (o.model.as_str(), o.suite.as_str());
-    let estimate = |a: &[Vec<[f64; 3]>], b: &[Vec<[f64; 3]>]| {
+    // The pairs of each block so far (every scenario has the same), for the cluster bootstrap.
+    let mut block_pairs: Vec<usize> = Vec::new();
+    let estimate = |a: &[Vec<[f64; 3]>], b: &[Vec<[f64; 3]>], blocks: &[usize]| {
         let mut rows = Vec::new();
         for (k, s) in scen.iter().enumerate() {
             for (m, metric) in METRICS.iter().enumerate() {
                 let xa: Vec<f64> = a[k].iter().map(|x| x[m]).collect();
                 let xb: Vec<f64> = b[k].iter().map(|x| x[m]).collect();
-                let p = paired_ratio_at(&ratios(&xa, &xb), confidence);
+                let p = paired_ratio_blocked(&ratios(&xa, &xb), blocks, confidence);
                 rows.push((s.name.clone(), metric.to_string(), p, xa, xb));
             }
         }
@@ -313,39 +335,53 @@ pub fn run_paired(
     };
     let (rows, stopped) = loop {
         look += 1;
+        let look_t0 = std::time::Instant::now();
         let n_look = o.pairs.min(o.max_pairs - done);
         for &n in &block_sizes(n_look, o.blocks) {
             let b_env = (o.inject.as_deref(), o.inject_numeric.as_deref());
+            let hp = !o.no_huge_pages;
             let (mut wa, mut wb) = if blk % 2 == 0 {
-                let wa = Worker::start("A", ea, target, (None, None), &scratch)?;
-                (wa, Worker::start("B", eb, target, b_env, &scratch)?)
+                let wa = Worker::start("A", ea, target, (None, None), hp, &scratch)?;
+                (wa, Worker::start("B", eb, target, b_env, hp, &scratch)?)
             } else {
-                let wb = Worker::start("B", eb, target, b_env, &scratch)?;
-                (Worker::start("A", ea, target, (None, None), &scratch)?, wb)
+                let wb = Worker::start("B", eb, target, b_env, hp, &scratch)?;
+                (
+                    Worker::start("A", ea, target, (None, None), hp, &scratch)?,
+                    wb,
+                )
             };
             blk += 1;
             if !probed {
                 probes = [wa.probe()?, wb.probe()?];
                 probed = true;
             }
+            let lockstep = !o.whole_trials && wa.can_lockstep && wb.can_lockstep;
+            pairing.push(lockstep);
+            block_pairs.push(n);
             for _ in 0..n {
                 for (k, s) in scen.iter().enumerate() {
-                    let order: [usize; 2] = if a_first(i) { [0, 1] } else { [1, 0] };
-                    for side in order {
-                        let (x, h) = if side == 0 {
-                            wa.trial(&s.name)?
-                        } else {
-                            wb.trial(&s.name)?
-                        };
+                    let got = if lockstep {
+                        lockstep_pair(&mut wa, &mut wb, &s.name, a_first(i))?
+                    } else if a_first(i) {
+                        let x = wa.trial(&s.name)?;
+                        [x, wb.trial(&s.name)?]
+                    } else {
+                        let y = wb.trial(&s.name)?;
+                        [wa.trial(&s.name)?, y]
+                    };
+                    for (side, (x, h)) in got.into_iter().enumerate() {
                         [&mut a, &mut b][side][k].push(x);
                         ids[side][k].push(h);
                     }
                 }
                 i += 1;
             }
+            if huge.is_none() {
+                huge = Some([huge_pages_of(wa.pid()), huge_pages_of(wb.pid())]);
+            }
         }
         done += n_look;
-        let rows = estimate(&a, &b);
+        let rows = estimate(&a, &b, &block_pairs);
         let verdicts: Vec<PairedVerdict> =
             rows.iter().map(|(_, _, p, _, _)| verdict(p, t)).collect();
         let open = crate::judge::paired::open(&verdicts);
@@ -360,7 +396,8 @@ pub fn run_paired(
         let at = Look {
             done,
             max_pairs: o.max_pairs,
-            out_of_time: t0.elapsed() >= cap,
+            // Predicted: the next look takes about as long as this one did.
+            out_of_time: t0.elapsed() + look_t0.elapsed() > cap,
             stop_on_regression: o.stop_on_regression,
         };
         if let Some(why) = stop(&verdicts, at) {
@@ -403,8 +440,44 @@ pub fn run_paired(
         .iter()
         .filter(|(_, _, p, _, _)| verdict(p) == PairedVerdict::Undecided)
         .count();
+    let boot = if block_pairs.len() >= MIN_BLOCKS {
+        "intervals resample blocks"
+    } else {
+        "intervals resample pairs (fewer than 5 blocks: blind to per-process offsets)"
+    };
+    let locked = pairing.iter().filter(|&&l| l).count();
+    let pairing_desc = if locked == pairing.len() {
+        "lockstep (A's and B's decode steps alternating)".to_string()
+    } else if locked == 0 {
+        format!(
+            "whole trials{}",
+            if o.whole_trials {
+                ""
+            } else {
+                " (a worker cannot run lockstep: a build from before issue 64)"
+            }
+        )
+    } else {
+        format!("lockstep in {locked} of {} blocks", pairing.len())
+    };
+    let huge_desc = if o.no_huge_pages {
+        "huge pages off (--no-huge-pages)".to_string()
+    } else {
+        let side = |x: Option<(u64, u64)>| match x {
+            Some((h, a)) => format!("{} of {} MiB", h >> 20, a >> 20),
+            None => "not available".into(),
+        };
+        match huge {
+            Some([ha, hb]) => format!(
+                "malloc asked for huge pages (A {}, B {} anonymous memory in them)",
+                side(ha),
+                side(hb)
+            ),
+            None => "malloc asked for huge pages".into(),
+        }
+    };
     md.push_str(&format!(
-        "{regressions} regression(s), {undecided} undecided (threshold {:.1}%; {:.2}% intervals at each of at most {looks} look(s), 95% overall; stopped after look {look} at {stopped}; model {}, {done} pairs per scenario in {blk} blocks of fresh workers, ABBA order, {:.0} s)\n",
+        "{regressions} regression(s), {undecided} undecided (threshold {:.1}%; {:.2}% intervals at each of at most {looks} look(s), 95% overall; stopped after look {look} at {stopped}; model {}, {done} pairs per scenario in {blk} blocks of fresh workers, {boot}, ABBA order, {pairing_desc}, {huge_desc}, {:.0} s)\n",
         t * 100.0,
         100.0 * confidence,
         o.model,
@@ -440,7 +513,8 @@ pub fn run_paired(
     let doc = serde_json::json!({"base": na, "new": nb, "inject": o.inject,
         "inject_numeric": o.inject_numeric, "against_llama_cpp": reference, "outputs": outputs.iter().map(|(s, j)| serde_json::json!({"scenario": s, "verdict": j})).collect::<Vec<_>>(), "threshold": t,
         "model": o.model, "pairs": done, "looks": look, "max_looks": looks,
-        "confidence": confidence, "stopped": stopped,
+        "confidence": confidence, "stopped": stopped, "pairing": pairing_desc, "blocks": block_pairs, "interval": boot,
+        "huge_pages": huge_desc,
         "hardware": crate::measure::hardware::context().hardware.fingerprint(), "rows": json});
     atomic_write(
         &out.join("paired.json"),

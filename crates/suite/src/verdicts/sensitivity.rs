@@ -40,7 +40,7 @@ pub struct SensitivityArgs {
     #[arg(long, default_value = "all")]
     pub phase: String,
     /// The compare gate's threshold (as `modelbench compare --threshold`; default 5%, with
-    /// --paired 2%).
+    /// --paired 1%).
     #[arg(long)]
     pub threshold: Option<String>,
     /// Measure the paired gate instead (`compare --paired`: this executable as both workers,

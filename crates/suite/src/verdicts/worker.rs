@@ -79,9 +79,12 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
     let io = |e: std::io::Error| fail!("worker: {e}");
     // `ready probe`: this worker also answers `probe` (issue 59's output probe, taken when the
     // parent asks: once per side of a paired comparison, never inside a timed trial).
-    writeln!(out, "ready probe").map_err(io)?;
+    // `lockstep`: it also runs a trial one token at a time at the parent's word (issue 64).
+    writeln!(out, "ready probe lockstep").map_err(io)?;
     out.flush().map_err(io)?;
-    for line in std::io::stdin().lock().lines() {
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    while let Some(line) = lines.next() {
         let line = line.map_err(io)?;
         if line.trim() == "probe" {
             let probe =
@@ -95,16 +98,30 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
             out.flush().map_err(io)?;
             continue;
         }
-        let name = line.strip_prefix("run ").unwrap_or("").trim();
+        let (name, lockstep) = match line.strip_prefix("lockstep ") {
+            Some(n) => (n.trim(), true),
+            None => (line.strip_prefix("run ").unwrap_or("").trim(), false),
+        };
         let i = scen
             .iter()
             .position(|s| s.name == name)
             .with_context(|| format!("worker: unknown request `{line}`"))?;
         let mut w = plan.generation(&mut loaded, &scen[i], None);
+        if lockstep {
+            // After each token, with the clock stopped: say `tok` and wait for `go` (the
+            // other side's step runs meanwhile). Anything else ends the trial.
+            let (o, l) = (&mut out, &mut lines);
+            w.step_gate = Some(Box::new(move |_| {
+                writeln!(o, "tok").is_ok()
+                    && o.flush().is_ok()
+                    && matches!(l.next(), Some(Ok(g)) if g.trim() == "go")
+            }));
+        }
         loops[i].call(1, &mut |t| {
             use crate::workloads::Workload;
             w.iterate(t)
         });
+        drop(w);
         let tr = loops[i]
             .last_outs()
             .first()
@@ -113,10 +130,13 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         let ttft = tr.ttft().as_secs_f64();
         let tpot = tr.tpot().map(|d| d.as_secs_f64()).unwrap_or(f64::NAN);
         let ids = crate::measure::outputs::hash_ids(&tr.tokens);
+        // Every decode step's seconds (the gaps between tokens), for estimators finer than
+        // the trial's mean (issue 64).
+        let steps: Vec<f64> = tr.itl().iter().map(|d| d.as_secs_f64()).collect();
         writeln!(
             out,
             "{}",
-            serde_json::json!({"e2e": e2e, "prefill": ttft, "decode": tpot, "ids": ids})
+            serde_json::json!({"e2e": e2e, "prefill": ttft, "decode": tpot, "ids": ids, "steps": steps})
         )
         .map_err(io)?;
         out.flush().map_err(io)?;
@@ -133,6 +153,32 @@ pub struct Worker {
     err_path: PathBuf,
     /// Whether the worker answers `probe` (builds from before the output verdict do not).
     pub can_probe: bool,
+    /// Whether the worker runs `lockstep` trials (builds from before issue 64 do not).
+    pub can_lockstep: bool,
+}
+
+/// glibc's tunable that makes malloc ask for transparent huge pages (glibc 2.35 and later;
+/// older ones ignore it). Measured on the 2-core EPYC VM (issue 64): without it, two processes
+/// of one binary decoded the fixture 3.7 to 5.2 ms a token, an offset drawn at start and kept
+/// for the process's life (sd of a block's mean log ratio 0.25); with it, 2.8-3.4 ms and
+/// 0.016-0.027. Both sides of a pair get it alike.
+pub const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
+
+/// The anonymous memory of process `pid` backed by transparent huge pages, and all of it,
+/// in bytes (Linux's /proc/PID/smaps_rollup; None where unreadable).
+pub fn huge_pages_of(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kb = |key: &str| -> Option<u64> {
+        let l = s.lines().find(|l| l.starts_with(key))?;
+        l[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
+    };
+    Some((kb("AnonHugePages:")?, kb("Anonymous:")?))
 }
 
 impl Worker {
@@ -144,6 +190,7 @@ impl Worker {
         exe: &Path,
         (model, suite): (&str, &str),
         (inject, numeric): (Option<&str>, Option<&str>),
+        huge_pages: bool,
         scratch: &Path,
     ) -> Result<Worker> {
         let err_path = scratch.join(format!("worker-{side}.stderr"));
@@ -161,6 +208,13 @@ impl Worker {
         if let Some(n) = numeric {
             c.env("MODELBENCH_INJECT_NUMERIC", n);
         }
+        if huge_pages {
+            let t = match std::env::var("GLIBC_TUNABLES") {
+                Ok(v) if !v.is_empty() => format!("{v}:{HUGE_PAGES_TUNABLE}"),
+                _ => HUGE_PAGES_TUNABLE.to_string(),
+            };
+            c.env("GLIBC_TUNABLES", t);
+        }
         let mut child = c
             .spawn()
             .with_context(|| format!("{side}: cannot start {}", exe.display()))?;
@@ -173,14 +227,24 @@ impl Worker {
             stdout,
             err_path,
             can_probe: false,
+            can_lockstep: false,
         };
         let l = w.line()?;
+        let mut words = l.split_whitespace();
         ensure!(
-            l == "ready" || l == "ready probe",
+            words.next() == Some("ready"),
             "{side}: worker said `{l}` instead of ready"
         );
-        w.can_probe = l == "ready probe";
+        for word in words {
+            w.can_probe |= word == "probe";
+            w.can_lockstep |= word == "lockstep";
+        }
         Ok(w)
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The worker's output probe; None from a build that cannot take one.
@@ -224,19 +288,73 @@ impl Worker {
     /// One trial of `scenario`: seconds of end-to-end, prefill and decode (per token), and
     /// the hash of its generated ids (None: a build from before the output verdict).
     pub fn trial(&mut self, scenario: &str) -> Result<([f64; 3], Option<String>)> {
+        self.send(&format!("run {scenario}"))?;
+        let l = self.line()?;
+        self.parse_trial(&l)
+    }
+
+    fn send(&mut self, what: &str) -> Result<()> {
         let side = self.side;
         let io = |e: std::io::Error| fail!("{side} worker: {e}");
-        writeln!(self.stdin, "run {scenario}").map_err(io)?;
-        self.stdin.flush().map_err(io)?;
-        let l = self.line()?;
+        writeln!(self.stdin, "{what}").map_err(io)?;
+        self.stdin.flush().map_err(io)
+    }
+
+    fn parse_trial(&self, l: &str) -> Result<([f64; 3], Option<String>)> {
         let v: serde_json::Value =
-            serde_json::from_str(&l).with_context(|| format!("{}: bad reply `{l}`", self.side))?;
+            serde_json::from_str(l).with_context(|| format!("{}: bad reply `{l}`", self.side))?;
         let g = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         Ok((
             [g("e2e"), g("prefill"), g("decode")],
             v["ids"].as_str().map(String::from),
         ))
     }
+}
+
+/// One trial of `scenario` on each worker in lockstep (issue 64): the two prefills one after
+/// the other, then each decode step of one side followed by the same step of the other, the
+/// order alternating ABBA by step (`first`: the side that starts), so the two trials see the
+/// machine of the same milliseconds, not of seconds apart. Each worker's clock stops while it
+/// waits. Returns each side's trial as [`Worker::trial`] does, [A, B].
+pub fn lockstep_pair(
+    a: &mut Worker,
+    b: &mut Worker,
+    scenario: &str,
+    a_starts: bool,
+) -> Result<[([f64; 3], Option<String>); 2]> {
+    let w = [a, b];
+    let mut res: [Option<([f64; 3], Option<String>)>; 2] = [None, None];
+    let first = usize::from(!a_starts);
+    for side in [first, 1 - first] {
+        w[side].send(&format!("lockstep {scenario}"))?;
+        let l = w[side].line()?;
+        ensure!(
+            l == "tok",
+            "{}: worker answered `{l}` to lockstep",
+            w[side].side
+        );
+    }
+    let mut step = 0usize;
+    while res.iter().any(Option::is_none) {
+        let lead = if crate::measure::paired::a_first(step) {
+            first
+        } else {
+            1 - first
+        };
+        for side in [lead, 1 - lead] {
+            if res[side].is_some() {
+                continue;
+            }
+            w[side].send("go")?;
+            let l = w[side].line()?;
+            if l != "tok" {
+                res[side] = Some(w[side].parse_trial(&l)?);
+            }
+        }
+        step += 1;
+    }
+    let [ra, rb] = res;
+    Ok([ra.context("A: no trial")?, rb.context("B: no trial")?])
 }
 
 impl Drop for Worker {

@@ -58,7 +58,13 @@ pub struct Generation<'a> {
     pub probe: Option<crate::measure::outputs::Probe>,
     /// The generated ids of every trial so far, trial 0 first (the record's outputs).
     pub ids: crate::measure::outputs::Ids,
+    /// Called after every token with the clock stopped (a paired worker in lockstep waits
+    /// there for its turn; `verdicts::worker`). None: the plain loop.
+    pub step_gate: Option<StepGate<'a>>,
 }
+
+/// What [`Generation::step_gate`] holds: called with each token, false ends the trial.
+pub type StepGate<'a> = Box<dyn FnMut(u32) -> bool + 'a>;
 
 impl Workload for Generation<'_> {
     type Out = Trace;
@@ -95,13 +101,23 @@ impl Workload for Generation<'_> {
             trial,
         )?;
         let mut sampler = Sampler::new(s.sampling, self.seed ^ trial);
-        let t = generate(
-            l.model.as_mut(),
-            &prompt,
-            s.new_tokens,
-            &mut sampler,
-            l.tokenizer.as_ref(),
-        )?;
+        let t = match self.step_gate.as_mut() {
+            None => generate(
+                l.model.as_mut(),
+                &prompt,
+                s.new_tokens,
+                &mut sampler,
+                l.tokenizer.as_ref(),
+            )?,
+            Some(gate) => crate::engine::generate::generate_until(
+                l.model.as_mut(),
+                &prompt,
+                s.new_tokens,
+                &mut sampler,
+                l.tokenizer.as_ref(),
+                &mut **gate,
+            )?,
+        };
         self.ids.push(trial, &t.tokens);
         Ok((t.e2e(), t))
     }
@@ -297,6 +313,7 @@ impl super::suite::Suite for GenerationSuite {
             calibration: self.calibration.clone(),
             probe: Some(probe),
             ids: Default::default(),
+            step_gate: None,
         })
     }
 
