@@ -63,26 +63,8 @@ pub fn paired_ratio(r: &[f64]) -> PairedRatio {
 /// The paired estimate with an interval at `confidence` (e.g. 0.9875 for each of four looks
 /// of a sequential design that keeps 95% overall).
 pub fn paired_ratio_at(r: &[f64], confidence: f64) -> PairedRatio {
-    let tail = (1.0 - confidence) / 2.0;
-    let ci = (r.len() >= MIN_PAIRS).then(|| {
-        let mut rng = StdRng::seed_from_u64(SEED);
-        let mut buf = vec![0.0; r.len()];
-        let mut meds = Vec::with_capacity(RESAMPLES);
-        for _ in 0..RESAMPLES {
-            for x in buf.iter_mut() {
-                *x = r[rng.random_range(0..r.len())];
-            }
-            meds.push(median(&buf));
-        }
-        meds.sort_by(f64::total_cmp);
-        (percentile(&meds, tail), percentile(&meds, 1.0 - tail))
-    });
-    PairedRatio {
-        pairs: r.len(),
-        ratio: if r.is_empty() { f64::NAN } else { median(r) },
-        ci,
-        confidence,
-    }
+    let spans: Vec<&[f64]> = r.chunks(1).collect();
+    bootstrap(r, &spans, confidence)
 }
 
 /// Fewer blocks than this: [`paired_ratio_blocked`] resamples pairs, not blocks.
@@ -92,7 +74,7 @@ pub const MIN_BLOCKS: usize = 5;
 /// pairs of each block, in order; they sum to `r.len()`): the bootstrap resamples whole
 /// blocks (a cluster bootstrap), so the interval holds the speed offset each process draws at
 /// start, which all pairs of a block share. Measured on the 2-core VM with lockstep pairs
-/// (issue 64): pairs within a block spread 0.5-1.7% (sd of the log ratio), block means 1-2%,
+/// (issue 64): pairs within a block spread 0.5-1.7% (sd of the log ratio), block means 1-5%,
 /// so an interval over pairs alone was too narrow. With fewer than [`MIN_BLOCKS`] blocks the
 /// offsets cannot be estimated and the pairs are resampled (the caller says so).
 pub fn paired_ratio_blocked(r: &[f64], blocks: &[usize], confidence: f64) -> PairedRatio {
@@ -105,6 +87,12 @@ pub fn paired_ratio_blocked(r: &[f64], blocks: &[usize], confidence: f64) -> Pai
         spans.push(&r[at..at + n]);
         at += n;
     }
+    bootstrap(r, &spans, confidence)
+}
+
+/// The median of `r` with a percentile bootstrap interval that resamples `spans` (pairs, or
+/// blocks of pairs) with replacement, seeded.
+fn bootstrap(r: &[f64], spans: &[&[f64]], confidence: f64) -> PairedRatio {
     let tail = (1.0 - confidence) / 2.0;
     let ci = (r.len() >= MIN_PAIRS).then(|| {
         let mut rng = StdRng::seed_from_u64(SEED);
