@@ -219,6 +219,23 @@ pub fn device_available_bytes() -> Option<u64> {
     Some(g.vram_total_bytes.saturating_sub(used))
 }
 
+/// The anonymous memory of process `pid` backed by transparent huge pages, and all of it,
+/// in bytes (Linux's /proc/PID/smaps_rollup; None where unreadable).
+pub fn huge_pages_of(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kb = |key: &str| -> Option<u64> {
+        let l = s.lines().find(|l| l.starts_with(key))?;
+        l[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
+    };
+    Some((kb("AnonHugePages:")?, kb("Anonymous:")?))
+}
+
 #[cfg(test)]
 mod available_tests {
     #[test]

@@ -164,23 +164,6 @@ pub struct Worker {
 /// 0.016-0.027. Both sides of a pair get it alike.
 pub const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
 
-/// The anonymous memory of process `pid` backed by transparent huge pages, and all of it,
-/// in bytes (Linux's /proc/PID/smaps_rollup; None where unreadable).
-pub fn huge_pages_of(pid: u32) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let kb = |key: &str| -> Option<u64> {
-        let l = s.lines().find(|l| l.starts_with(key))?;
-        l[key.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .map(|k| k * 1024)
-    };
-    Some((kb("AnonHugePages:")?, kb("Anonymous:")?))
-}
-
 impl Worker {
     /// Starts `exe`'s worker on `(model, suite)` (`inject`: its slowdown; `numeric`: its
     /// `MODELBENCH_INJECT_NUMERIC`) and waits for its `ready` (`ready probe` where the build
