@@ -366,6 +366,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // First: glibc reads its tunables at start, so huge pages need a fresh start.
+    modelbench::measure::memory::reexec_with_huge_pages();
     modelbench::util::llama_cpp::avoid_amx_fault();
     // Before any thread exists: candle re-reads the CPU count on every f32 matmul otherwise.
     modelbench::measure::threads::pin_rayon_count();

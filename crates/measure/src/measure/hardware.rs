@@ -249,7 +249,7 @@ pub fn hardware() -> Hardware {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Build {
     pub git_commit: String,
     pub git_dirty: String,
@@ -264,15 +264,26 @@ pub struct Build {
     /// candle-core's version from Cargo.lock.
     #[serde(default)]
     pub candle: String,
+    /// Not a compile setting but a process one that moves timings as much: whether the
+    /// process allocated in transparent huge pages (`on (THP madvise)`, `off (THP madvise)`:
+    /// measure::memory::huge_pages_setting). Empty in records written before it existed.
+    #[serde(default)]
+    pub huge_pages: String,
 }
 
 impl Build {
     /// The settings that make two builds' timings incomparable, each `name: a vs b`, for
-    /// those that differ: profile, features, rustflags (target-cpu), rustc, candle version and
-    /// CUDA. Not the commit (what a comparison is for) nor the dirty flag. A field one side
+    /// those that differ: profile, features, rustflags (target-cpu), rustc, candle version,
+    /// CUDA, and the process's huge pages (a run setting, `MODELBENCH_HUGE_PAGES`; a record
+    /// from before the field ran without them, and reads as `off`). Not the commit (what a comparison is for) nor the dirty flag. A field one side
     /// does not record (an older record) is not compared.
     pub fn differences(&self, other: &Build) -> Vec<String> {
         let mut out = Vec::new();
+        let huge = |b: &Build| {
+            let on = b.huge_pages.starts_with("on");
+            if on { "on" } else { "off" }.to_string()
+        };
+        let (ha, hb) = (huge(self), huge(other));
         for (name, a, b) in [
             ("profile", &self.profile, &other.profile),
             ("features", &self.features, &other.features),
@@ -280,6 +291,7 @@ impl Build {
             ("rustc", &self.rustc, &other.rustc),
             ("candle", &self.candle, &other.candle),
             ("cuda", &self.cuda, &other.cuda),
+            ("huge pages", &ha, &hb),
         ] {
             let known = |s: &str| !s.is_empty() && s != "unknown";
             if a != b && (known(a) && known(b) || name == "features" || name == "cuda") {
@@ -309,6 +321,7 @@ pub fn build() -> Build {
         crate_version: env!("CARGO_PKG_VERSION").into(),
         cuda: env!("BUILDINFO_CUDA").into(),
         candle: env!("BUILDINFO_CANDLE").into(),
+        huge_pages: crate::measure::memory::huge_pages_setting(),
     }
 }
 
@@ -326,4 +339,28 @@ pub fn context() -> &'static RunContext {
         hardware: hardware(),
         build: build(),
     })
+}
+
+#[cfg(test)]
+mod build_differences_tests {
+    use super::Build;
+
+    #[test]
+    fn huge_pages_on_and_off_differ_and_an_older_record_reads_as_off() {
+        let with = |h: &str| Build {
+            huge_pages: h.into(),
+            ..Build::default()
+        };
+        let on = with("on (THP madvise)");
+        assert_eq!(
+            on.differences(&with("off (THP madvise)")),
+            vec!["huge pages: `on` vs `off`".to_string()]
+        );
+        assert_eq!(
+            on.differences(&with("")),
+            vec!["huge pages: `on` vs `off`".to_string()]
+        );
+        assert!(on.differences(&with("on (THP always)")).is_empty());
+        assert!(with("").differences(&with("off (no THP)")).is_empty());
+    }
 }

@@ -146,11 +146,14 @@ pub fn callgrind_args(out: &Path, log: &Path) -> Vec<String> {
 }
 
 /// The environment the worker runs with: one thread in rayon's global pool and in candle's,
-/// and no per-thread malloc cache (see the module docs).
-pub const WORKER_ENV: [(&str, &str); 3] = [
+/// and no per-thread malloc cache (see the module docs). No huge pages either: the binary
+/// would restart itself to get them (measure::memory::reexec_with_huge_pages), and valgrind
+/// does not follow that exec.
+pub const WORKER_ENV: [(&str, &str); 4] = [
     ("RAYON_NUM_THREADS", "1"),
     ("CANDLE_NUM_THREADS", "1"),
     ("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0"),
+    (crate::measure::memory::HUGE_PAGES_KNOB, "0"),
 ];
 
 /// The `totals:` (or `summary:`) instruction count of one callgrind dump.

@@ -219,6 +219,125 @@ pub fn device_available_bytes() -> Option<u64> {
     Some(g.vram_total_bytes.saturating_sub(used))
 }
 
+/// glibc's tunable that makes malloc ask for transparent huge pages (`madvise(MADV_HUGEPAGE)`
+/// on its heap and mmap'd chunks; glibc 2.35 and later, older ones ignore it). Measured on the
+/// 2-core EPYC VM (issue 64, and docs/verdicts.md "Huge pages for every timed process"):
+/// without it each process of one binary draws a speed at start and keeps it for its life
+/// (the f32 Llama fixture decoded 3.7 to 5.2 ms a token in four workers; sd of a block's mean
+/// log ratio 0.25); with it, 2.8-3.4 ms and 0.016-0.027.
+pub const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
+
+/// The knob that turns huge pages off (`0`, `false`, `no`, `off`); the knob table
+/// (config::knobs) declares it, [`reexec_with_huge_pages`] reads it before anything else runs.
+pub const HUGE_PAGES_KNOB: &str = "MODELBENCH_HUGE_PAGES";
+
+/// Whether a value of [`HUGE_PAGES_KNOB`] turns huge pages off.
+pub fn huge_pages_knob_off(v: Option<&str>) -> bool {
+    matches!(
+        v.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("0" | "false" | "no" | "off")
+    )
+}
+
+/// `GLIBC_TUNABLES` with [`HUGE_PAGES_TUNABLE`] added to what it held (tunables are joined
+/// by `:`).
+pub fn tunables_with_huge_pages(existing: Option<&str>) -> String {
+    match existing {
+        Some(v) if !v.is_empty() => format!("{v}:{HUGE_PAGES_TUNABLE}"),
+        _ => HUGE_PAGES_TUNABLE.to_string(),
+    }
+}
+
+/// `GLIBC_TUNABLES` without any `glibc.malloc.hugetlb` setting (None: nothing is left).
+pub fn tunables_without_huge_pages(existing: &str) -> Option<String> {
+    let kept: Vec<&str> = existing
+        .split(':')
+        .filter(|t| !t.is_empty() && !t.starts_with("glibc.malloc.hugetlb="))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(":"))
+}
+
+/// Whether `GLIBC_TUNABLES` asks malloc for huge pages (`glibc.malloc.hugetlb=1` or `=2`).
+pub fn tunables_ask_huge_pages(tunables: &str) -> bool {
+    tunables
+        .split(':')
+        .any(|t| t.starts_with("glibc.malloc.hugetlb=") && !t.ends_with("=0"))
+}
+
+/// The kernel's transparent-huge-page mode (`always`, `madvise` or `never`: the bracketed
+/// word of /sys/kernel/mm/transparent_hugepage/enabled); None where there is no such file.
+pub fn thp_mode() -> Option<String> {
+    let s = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    parse_thp_mode(&s)
+}
+
+fn parse_thp_mode(s: &str) -> Option<String> {
+    let (_, rest) = s.split_once('[')?;
+    let (mode, _) = rest.split_once(']')?;
+    Some(mode.to_string())
+}
+
+/// Restarts this process with [`HUGE_PAGES_TUNABLE`] in its environment, as the first thing
+/// `main` does (the CLI and every bench), so every timed process of the suite allocates its
+/// weights, KV cache and activations in huge pages: glibc reads its tunables once, at start,
+/// so the process must begin with them. Nothing happens when `GLIBC_TUNABLES` already sets
+/// `glibc.malloc.hugetlb`, when [`HUGE_PAGES_KNOB`] is off, when the kernel's THP mode is
+/// `never` or unknown (nothing to gain), or off Linux. The same pid goes on (exec), with the
+/// same arguments; should exec fail, the process goes on without huge pages and says so.
+pub fn reexec_with_huge_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        if huge_pages_knob_off(std::env::var(HUGE_PAGES_KNOB).ok().as_deref()) {
+            return;
+        }
+        let existing = std::env::var("GLIBC_TUNABLES").ok();
+        if existing
+            .as_deref()
+            .is_some_and(|t| t.split(':').any(|t| t.starts_with("glibc.malloc.hugetlb=")))
+        {
+            return;
+        }
+        if !matches!(thp_mode().as_deref(), Some("always" | "madvise")) {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let mut args = std::env::args_os();
+        let mut c = std::process::Command::new(exe);
+        if let Some(a0) = args.next() {
+            c.arg0(a0);
+        }
+        let err = c
+            .args(args)
+            .env(
+                "GLIBC_TUNABLES",
+                tunables_with_huge_pages(existing.as_deref()),
+            )
+            .exec();
+        eprintln!(
+            "warning: could not restart with {HUGE_PAGES_TUNABLE} ({err}); running without huge pages"
+        );
+    }
+}
+
+/// This process's huge-page setting as records store it (`Build::huge_pages`): `on` when
+/// its `GLIBC_TUNABLES` asks malloc for huge pages and the kernel grants them (THP `always` or
+/// `madvise`), else `off`; with the kernel's mode, e.g. `on (THP madvise)`.
+pub fn huge_pages_setting() -> String {
+    let asked = std::env::var("GLIBC_TUNABLES")
+        .ok()
+        .is_some_and(|t| tunables_ask_huge_pages(&t));
+    match thp_mode() {
+        Some(m) => {
+            let on = asked && (m == "always" || m == "madvise");
+            format!("{} (THP {m})", if on { "on" } else { "off" })
+        }
+        None => "off (no THP)".to_string(),
+    }
+}
+
 /// The anonymous memory of process `pid` backed by transparent huge pages, and all of it,
 /// in bytes (Linux's /proc/PID/smaps_rollup; None where unreadable).
 pub fn huge_pages_of(pid: u32) -> Option<(u64, u64)> {
@@ -234,6 +353,42 @@ pub fn huge_pages_of(pid: u32) -> Option<(u64, u64)> {
             .map(|k| k * 1024)
     };
     Some((kb("AnonHugePages:")?, kb("Anonymous:")?))
+}
+
+#[cfg(test)]
+mod huge_pages_tests {
+    use super::*;
+
+    #[test]
+    fn tunables_gain_and_lose_the_huge_page_setting() {
+        assert_eq!(tunables_with_huge_pages(None), HUGE_PAGES_TUNABLE);
+        assert_eq!(
+            tunables_with_huge_pages(Some("glibc.malloc.tcache_count=0")),
+            "glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1"
+        );
+        assert_eq!(
+            tunables_without_huge_pages("glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1"),
+            Some("glibc.malloc.tcache_count=0".to_string())
+        );
+        assert_eq!(tunables_without_huge_pages(HUGE_PAGES_TUNABLE), None);
+        assert!(tunables_ask_huge_pages("a=1:glibc.malloc.hugetlb=2"));
+        assert!(!tunables_ask_huge_pages("glibc.malloc.hugetlb=0"));
+        assert!(!tunables_ask_huge_pages("glibc.malloc.tcache_count=0"));
+    }
+
+    #[test]
+    fn reads_the_kernel_mode_and_the_knob() {
+        assert_eq!(
+            parse_thp_mode("always [madvise] never\n").as_deref(),
+            Some("madvise")
+        );
+        assert_eq!(parse_thp_mode("[never]").as_deref(), Some("never"));
+        assert_eq!(parse_thp_mode("garbage"), None);
+        assert!(huge_pages_knob_off(Some("0")));
+        assert!(huge_pages_knob_off(Some("Off")));
+        assert!(!huge_pages_knob_off(Some("1")));
+        assert!(!huge_pages_knob_off(None));
+    }
 }
 
 #[cfg(test)]

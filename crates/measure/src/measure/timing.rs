@@ -38,6 +38,9 @@ pub struct Measured<O> {
     /// activations) over the measured calls; None on CPU or where the pool cannot be read
     /// (see [`TrialLoop::on_device`]).
     pub device_peak_bytes: Option<u64>,
+    /// This process's anonymous memory in transparent huge pages, and all of it, read after
+    /// the measured calls (measure::memory::huge_pages_of); None where /proc cannot be read.
+    pub huge_page_bytes: Option<(u64, u64)>,
     /// GPU power and energy of the measured calls ("not available" without NVML).
     pub power: Power,
 }
@@ -157,6 +160,7 @@ impl<O> TrialLoop<O> {
             first_trial: skipped,
             heap_peak_bytes: None,
             device_peak_bytes: None,
+            huge_page_bytes: crate::measure::memory::huge_pages_of(std::process::id()),
             power: meter.reading(tokens_per_iter),
         };
         for c in self.calls.into_iter().skip(n - keep) {

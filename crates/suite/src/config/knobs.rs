@@ -426,6 +426,15 @@ pub const KNOBS: &[Knob] = &[
         examples: ("lm_head:0.5%", "lm_head:big"),
     },
     Knob {
+        name: "MODELBENCH_HUGE_PAGES",
+        scope: Scope::Paths,
+        values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",
+        default: Value("1"),
+        doc: "every bench and CLI process restarts itself once at start with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, so its weights, KV cache and activations sit in transparent huge pages (kernel THP `madvise` or `always`); without them each process draws a speed at start and keeps it (measured: docs/verdicts.md, \"Huge pages for every timed process\"). `0` runs without; records store the setting (`build.huge_pages`, and the huge-page MiB measured) and `compare` refuses runs that differ in it",
+        check: |v| ok(p::parse_bool(v, "MODELBENCH_HUGE_PAGES")),
+        examples: ("0", "sometimes"),
+    },
+    Knob {
         name: "MODELBENCH_FAST_WEIGHTS_FALLBACK",
         scope: Scope::Paths,
         values: "`1`, `true`, `yes`, `on` / `0`, `false`, `no`, `off`",

@@ -36,6 +36,8 @@ pub use crate::config::knobs::Bench;
 /// write the run's summary.md, and, from the invocation's last bench, print the summary.
 /// Bad input is one line on stderr and exit status 2.
 pub fn main(bench: Bench) {
+    // First: glibc reads its tunables at start, so huge pages need a fresh start.
+    crate::measure::memory::reexec_with_huge_pages();
     crate::measure::threads::pin_rayon_count();
     crate::output::plot::register_fonts();
     let t = Instant::now();

@@ -213,8 +213,9 @@ pub fn compare_runs(
     };
     if !force && !forced.is_empty() {
         return Err(Error::Report(format!(
-            "{base_name} and {new_name} come from different build settings ({}); rebuild one \
-             side with the other's settings, or pass --force",
+            "{base_name} and {new_name} come from different build settings ({}); rebuild (or, \
+             for huge pages, rerun with MODELBENCH_HUGE_PAGES) one side with the other's \
+             settings, or pass --force",
             forced.join("; ")
         )));
     }

@@ -180,6 +180,11 @@ pub struct Memory {
     /// record's `extra.method`). None: not measured.
     #[serde(default)]
     pub gpu_peak_bytes: Option<u64>,
+    /// The process's anonymous memory in transparent huge pages, and all of it, read after
+    /// the trials (/proc/self/smaps_rollup): what shows that `build.huge_pages` took effect.
+    /// None: not measured (a peer's or a load client's record) or not readable here.
+    #[serde(default)]
+    pub host_huge_page_bytes: Option<(u64, u64)>,
 }
 
 /// Per-token metrics of a generation benchmark (vLLM definitions; see README).
@@ -333,6 +338,7 @@ impl Record {
         let mut r = Record::from_samples(kind, scenario, m.sample_s.clone(), tokens_per_sample);
         r.power = m.power.clone();
         r.memory.host_peak_bytes = m.heap_peak_bytes;
+        r.memory.host_huge_page_bytes = m.huge_page_bytes;
         r
     }
 

@@ -403,6 +403,24 @@ pub fn other_table(records: &[Record]) -> String {
     s
 }
 
+/// The run's huge-page setting and what the first record that measured it read, e.g. `on
+/// (THP madvise): 80 of 84 MiB ...`; "not recorded" for records older than the field.
+fn huge_pages_text(r: &Record, records: &[Record]) -> String {
+    let setting = if r.build.huge_pages.is_empty() {
+        "not recorded"
+    } else {
+        &r.build.huge_pages
+    };
+    match records.iter().find_map(|r| r.memory.host_huge_page_bytes) {
+        Some((huge, all)) => format!(
+            "{setting}: {} of {} MiB anonymous memory in huge pages",
+            huge >> 20,
+            all >> 20
+        ),
+        None => format!("{setting}: huge-page MiB not available"),
+    }
+}
+
 pub fn markdown(dir: &Path, records: &[Record]) -> String {
     let mut s = String::new();
     let name = dir
@@ -414,7 +432,7 @@ pub fn markdown(dir: &Path, records: &[Record]) -> String {
         let _ = writeln!(s, "**Hardware**: {}\n", r.hardware.describe());
         let _ = writeln!(
             s,
-            "**Build**: {} (dirty: {}), {}, features [{}], rustflags `{}`, {}{}\n",
+            "**Build**: {} (dirty: {}), {}, features [{}], rustflags `{}`, {}{}; huge pages {}\n",
             r.build.git_commit,
             r.build.git_dirty,
             r.build.rustc,
@@ -425,7 +443,8 @@ pub fn markdown(dir: &Path, records: &[Record]) -> String {
                 String::new()
             } else {
                 format!(", {}", r.build.cuda)
-            }
+            },
+            huge_pages_text(r, records)
         );
     }
     if records.iter().any(|r| r.kind == Kind::Generation) {

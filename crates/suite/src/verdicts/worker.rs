@@ -9,6 +9,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use crate::app::Context;
 use crate::config::plans::{parse_models, Common, Plan};
 use crate::engine::scenario::{prepare, Scenario, Tier};
+use crate::measure::memory as mem;
 use crate::measure::timing::TrialLoop;
 use crate::models::sources::loading::open_with;
 use crate::{Error, Result};
@@ -157,13 +158,6 @@ pub struct Worker {
     pub can_lockstep: bool,
 }
 
-/// glibc's tunable that makes malloc ask for transparent huge pages (glibc 2.35 and later;
-/// older ones ignore it). Measured on the 2-core EPYC VM (issue 64): without it, two processes
-/// of one binary decoded the fixture 3.7 to 5.2 ms a token, an offset drawn at start and kept
-/// for the process's life (sd of a block's mean log ratio 0.25); with it, 2.8-3.4 ms and
-/// 0.016-0.027. Both sides of a pair get it alike.
-pub const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
-
 impl Worker {
     /// Starts `exe`'s worker on `(model, suite)` (`inject`: its slowdown; `numeric`: its
     /// `MODELBENCH_INJECT_NUMERIC`) and waits for its `ready` (`ready probe` where the build
@@ -191,12 +185,27 @@ impl Worker {
         if let Some(n) = numeric {
             c.env("MODELBENCH_INJECT_NUMERIC", n);
         }
+        // Both sides alike (measure::memory::HUGE_PAGES_TUNABLE): this process may hold the
+        // tunable already (it restarted itself with it), so "off" removes it and tells the
+        // worker not to restart itself with it.
+        let tunables = std::env::var("GLIBC_TUNABLES").ok();
         if huge_pages {
-            let t = match std::env::var("GLIBC_TUNABLES") {
-                Ok(v) if !v.is_empty() => format!("{v}:{HUGE_PAGES_TUNABLE}"),
-                _ => HUGE_PAGES_TUNABLE.to_string(),
+            c.env_remove(mem::HUGE_PAGES_KNOB);
+            if !tunables
+                .as_deref()
+                .is_some_and(mem::tunables_ask_huge_pages)
+            {
+                c.env(
+                    "GLIBC_TUNABLES",
+                    mem::tunables_with_huge_pages(tunables.as_deref()),
+                );
+            }
+        } else {
+            c.env(mem::HUGE_PAGES_KNOB, "0");
+            match tunables.as_deref().map(mem::tunables_without_huge_pages) {
+                Some(Some(t)) => c.env("GLIBC_TUNABLES", t),
+                _ => c.env_remove("GLIBC_TUNABLES"),
             };
-            c.env("GLIBC_TUNABLES", t);
         }
         let mut child = c
             .spawn()

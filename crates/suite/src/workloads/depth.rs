@@ -211,6 +211,7 @@ impl Workload for Depth<'_> {
         );
         r.power = m.power.clone();
         r.memory.host_peak_bytes = m.heap_peak_bytes;
+        r.memory.host_huge_page_bytes = m.huge_page_bytes;
         r.memory.gpu_peak_bytes = m.device_peak_bytes;
         r.memory.host_method = if memory::heap_current().is_some() {
             "counting global allocator: peak live heap over the measured iterations (model, filled KV cache and its snapshot included)".into()

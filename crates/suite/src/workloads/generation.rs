@@ -133,6 +133,7 @@ impl Workload for Generation<'_> {
         );
         r.power = m.power.clone();
         r.memory.host_peak_bytes = m.heap_peak_bytes;
+        r.memory.host_huge_page_bytes = m.huge_page_bytes;
         r.memory.gpu_peak_bytes = m.device_peak_bytes;
         r.model = model_info(self.loaded);
         r.dtype = self.target().precision;

@@ -84,6 +84,7 @@ impl Workload for Perplexity<'_> {
             p.tokens_scored as u64,
         );
         r.power = m.power.clone();
+        r.memory.host_huge_page_bytes = m.huge_page_bytes;
         r.model = model_info(self.loaded);
         r.shape = serde_json::json!({"text": self.text_name, "seq_len": self.seq_len,
             "windowing": self.windowing.name(), "stride": p.stride, "tokens": self.ids.len()});
