@@ -50,9 +50,28 @@ pub fn failed(f: Findings, allowed: Allowed) -> bool {
         || (!allowed.missing && f.missing > 0)
 }
 
+/// `continuous`'s rule for the regressions of a comparison of two stored runs: they count only
+/// as far as a paired comparison of the two builds, taken now (both sides in the same
+/// minutes, `compare --paired`), confirms them. Two runs minutes apart differ by the machine's
+/// drift (measured 2026-11-28: an unchanged rerun 1.38x slower than the config's first run,
+/// beyond the ±28% its five earlier runs spread), which no threshold on stored runs can tell
+/// from a slower build. `confirmed`: how many of the flagged benchmarks the paired comparison
+/// flagged too; None: they could not be checked paired (an ad-hoc shape, a baseline built from
+/// an uncommitted tree, confirmation turned off) and the unpaired verdict stands.
+pub fn after_confirmation(f: Findings, confirmed: Option<usize>) -> Findings {
+    match confirmed {
+        Some(n) => Findings {
+            regressions: n.min(f.regressions),
+            ..f
+        },
+        None => f,
+    }
+}
+
 /// `continuous`: fails when the paired comparison (if one ran) or any comparison of runs (the
 /// previous run, the baseline) fails, with nothing allowed.
 pub fn continuous_failed(paired: Option<Findings>, runs: &[Findings]) -> bool {
+    // `runs` hold their regressions after `after_confirmation`.
     paired.is_some_and(|p| failed(p, Allowed::NONE))
         || runs.iter().any(|f| failed(*f, Allowed::NONE))
 }
@@ -95,6 +114,31 @@ mod tests {
         outputs_changed: 0,
         missing: 0,
     };
+
+    #[test]
+    fn only_confirmed_regressions_of_stored_runs_fail_continuous() {
+        let two = Findings {
+            regressions: 2,
+            ..CLEAN
+        };
+        // Not confirmed: drift, the run passes; one confirmed: it fails; not checkable: the
+        // unpaired verdict stands. Changed outputs fail whatever the confirmation says.
+        assert!(!continuous_failed(
+            None,
+            &[after_confirmation(two, Some(0))]
+        ));
+        assert!(continuous_failed(None, &[after_confirmation(two, Some(1))]));
+        assert_eq!(after_confirmation(two, Some(5)).regressions, 2);
+        assert!(continuous_failed(None, &[after_confirmation(two, None)]));
+        let changed = Findings {
+            outputs_changed: 1,
+            ..two
+        };
+        assert!(continuous_failed(
+            None,
+            &[after_confirmation(changed, Some(0))]
+        ));
+    }
 
     #[test]
     fn a_comparison_fails_on_each_finding_unless_allowed_and_passes_when_clean() {

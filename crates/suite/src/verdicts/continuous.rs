@@ -64,6 +64,17 @@ struct ContinuousConfig {
     /// The paired comparison's threshold (default 1%).
     #[serde(default)]
     paired_threshold: Option<String>,
+    /// Confirm each regression against a stored run (the previous run, the baseline) by a
+    /// paired comparison of that run's build with this one on the flagged model and scenario
+    /// before it fails the run (`judge::gate::after_confirmation`); default true. The
+    /// stored run's commit is built once (`compare`'s worktree build) unless it is this
+    /// very build.
+    #[serde(default = "yes")]
+    confirm_paired: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_suite() -> String {
@@ -230,7 +241,19 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
             None
         }
     };
-    let (r_step, r_drift) = (step.regressions(), drift.as_ref().map(|d| d.regressions()));
+    // Each flagged benchmark confirmed (or not) by a paired comparison of the two builds.
+    let mut memo = Confirmations::new();
+    let how = Confirm {
+        enabled: c.confirm_paired,
+        ad_hoc: c.prompt_tokens.is_some() || c.max_new_tokens.is_some(),
+        threshold: paired_t,
+    };
+    let step_f = confirm(&step, &prev, &how, &mut memo)?;
+    let drift_f = match (&drift, &baseline) {
+        (Some(d), Some(b)) => Some(confirm(d, b, &how, &mut memo)?),
+        _ => None,
+    };
+    let (r_step, r_drift) = (step_f.regressions, drift_f.map(|d| d.regressions));
     println!(
         "continuous `{}`: {r_step} regression(s) against the previous run, {} against the baseline",
         c.name,
@@ -244,11 +267,128 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
     if missing > 0 {
         println!("continuous `{}`: {missing} benchmark(s) of an earlier run missing from this one: fails", c.name);
     }
-    let runs: Vec<Findings> = std::iter::once(&step)
-        .chain(drift.as_ref())
-        .map(Comparison::findings)
-        .collect();
+    let runs: Vec<Findings> = std::iter::once(step_f).chain(drift_f).collect();
     Ok(exit_code(continuous_failed(paired, &runs)))
+}
+
+/// How `continuous` confirms regressions against stored runs.
+struct Confirm {
+    enabled: bool,
+    /// The config sets prompt_tokens / max_new_tokens: the paired workers run named
+    /// scenarios only.
+    ad_hoc: bool,
+    threshold: f64,
+}
+
+/// Paired confirmations taken in this run: (stored run's commit, model, scenario) -> flagged.
+type Confirmations = std::collections::BTreeMap<(String, String, String), bool>;
+
+/// The comparison's findings after each flagged benchmark was checked by a paired comparison
+/// of the stored run's build (`base_dir`) against this executable on that model and
+/// scenario (`judge::gate::after_confirmation` decides what counts). Prints one line per
+/// flagged benchmark, and why none could be checked where that is so.
+fn confirm(
+    cmp: &Comparison,
+    base_dir: &Path,
+    how: &Confirm,
+    memo: &mut Confirmations,
+) -> Result<Findings> {
+    use crate::judge::gate::after_confirmation;
+    use crate::judge::paired::PairedVerdict;
+    use crate::judge::speed::Verdict;
+    let f = cmp.findings();
+    let flagged: Vec<&crate::output::compare::Row> = cmp
+        .rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Regression)
+        .collect();
+    if flagged.is_empty() {
+        return Ok(f);
+    }
+    let stands = |why: &str| {
+        println!(
+            "{} regression(s) against {} not confirmed paired ({why}): the unpaired verdict stands",
+            flagged.len(),
+            base_dir.display()
+        );
+        Ok(after_confirmation(f, None))
+    };
+    if !how.enabled {
+        return stands("`confirm_paired` is false");
+    }
+    if how.ad_hoc {
+        return stands("the config's prompt_tokens / max_new_tokens make an ad-hoc scenario; paired workers run named ones");
+    }
+    let me = crate::measure::hardware::build();
+    let Some(base) = read_run(base_dir)?.first().map(|r| r.build.clone()) else {
+        return stands("the stored run holds no records");
+    };
+    let this = std::env::current_exe().context("cannot find this executable")?;
+    let short = |c: &str| c.chars().take(10).collect::<String>();
+    let (exe, name) = if base.git_commit == me.git_commit
+        && base.git_dirty == "false"
+        && me.git_dirty == "false"
+    {
+        (
+            this.clone(),
+            format!(
+                "the stored run's build ({}, this build)",
+                short(&base.git_commit)
+            ),
+        )
+    } else if base.git_dirty != "false"
+        || base.git_commit.is_empty()
+        || base.git_commit == "unknown"
+    {
+        return stands(&format!(
+            "its build came from an uncommitted tree of {}, which cannot be rebuilt",
+            short(&base.git_commit)
+        ));
+    } else {
+        match executable(Path::new(&base.git_commit), "stored run") {
+            Ok(e) => e,
+            Err(e) => return stands(&format!("building {} failed: {e}", short(&base.git_commit))),
+        }
+    };
+    let mut confirmed = 0;
+    for r in flagged {
+        let key = (base.git_commit.clone(), r.model.clone(), r.scenario.clone());
+        let yes = match memo.get(&key) {
+            Some(y) => *y,
+            None => {
+                let mut o = PairedOpts::for_model(&r.model, &r.scenario);
+                // A run made with an injected slowdown is confirmed with it on this side.
+                o.inject = crate::measure::inject::current().map(|i| i.to_string());
+                o.profile = false;
+                let p = run_paired((&exe, &name), (&this, "this build"), how.threshold, &o)?;
+                let yes = p
+                    .metrics
+                    .iter()
+                    .any(|m| m.scenario == r.scenario && m.verdict == PairedVerdict::Regression);
+                let rows: Vec<String> = p
+                    .metrics
+                    .iter()
+                    .filter(|m| m.scenario == r.scenario)
+                    .map(|m| m.describe())
+                    .collect();
+                println!(
+                    "paired check of {} {} against {name}: {} ({})",
+                    r.model,
+                    r.scenario,
+                    if yes {
+                        "confirmed"
+                    } else {
+                        "not confirmed: machine drift between the runs"
+                    },
+                    rows.join("; ")
+                );
+                memo.insert(key, yes);
+                yes
+            }
+        };
+        confirmed += usize::from(yes);
+    }
+    Ok(after_confirmation(f, Some(confirmed)))
 }
 
 /// The run-to-run noise the new run `dir` is judged against: this machine's profile, and
