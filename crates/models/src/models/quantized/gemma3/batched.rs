@@ -453,8 +453,17 @@ impl crate::models::batched::BatchedLm for Batched {
                             .reshape((1, s.kv_heads, rep * len, keys))
                     })?;
                 }
+                // On the host on every CPU path, not only --fast-weights: candle's CPU
+                // softmax sums a row's first len & !31 entries in SIMD lanes and the rest one
+                // by one, so a position's weights depend on how many keys its chunk ended
+                // at (masked keys add exact zeros either way). A prompt whose earlier
+                // positions were computed in another chunk (prefix-cache reuse, another
+                // --prefill-chunk) then read other bits: measured 2026-11-28 on Gemma 3 270M,
+                // up to 0.42 nats on the next token's top-20 log-probabilities with the cache
+                // against without, 0.54 for chunk 40 against 256; 0 for both with the
+                // host's row-order sum (docs/serving.md, "Which positions are reused").
                 let att = op("softmax", || {
-                    if self.fast && att.device().is_cpu() {
+                    if att.device().is_cpu() {
                         host_ops::softmax_last_dim(&att)
                     } else {
                         candle_nn::ops::softmax_last_dim(&att)
@@ -509,7 +518,7 @@ impl crate::models::batched::BatchedLm for Batched {
         match (self.fast, packed) {
             (true, p) if p > 0 => format!("the project's quantized gemma3 with --fast-weights: {p} weights (the lm_head included) on the project's AVX-512 VNNI kernels (Q8_0/Q5_0 against per-32 activation blocks, Q4_K/Q6_K per-256, as ggml), GELU and softmax on the host{lone_rows}"),
             (true, _) => format!("the project's quantized gemma3 with --fast-weights: Q5_0 weights as Q8_0 on candle's kernels (this CPU lacks AVX-512 VNNI for the project's Q8_0 kernel){lone_rows}"),
-            (false, _) => format!("the project's quantized gemma3 on the bench path's kernels{lone_rows}"),
+            (false, _) => format!("the project's quantized gemma3 on the bench path's kernels, attention softmax on the host (row-order sums: the same bits whatever the chunk){lone_rows}"),
         }
     }
     fn fork_seq(&self, seq: &SeqCache, len: usize) -> Option<Result<SeqCache>> {
