@@ -94,7 +94,7 @@ const OWN: Implementation = Implementation {
     // verdict's key, which must not change with a run's context length.
     label: |ct| {
         format!(
-        "modelbench quantized_gemma3 (GELU-tanh MLP, sliding window of {} in prefill and decode): candle-transformers 0.11.1 quantized_gemma3 uses SiLU and no decode window",
+        "modelbench quantized_gemma3 (GELU-tanh MLP, sliding window of {} in prefill and decode, attention softmax summed in row order on the CPU): candle-transformers 0.11.1 quantized_gemma3 uses SiLU and no decode window",
         window(ct).unwrap_or(0)
     )
     },

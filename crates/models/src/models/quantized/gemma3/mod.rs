@@ -374,8 +374,14 @@ impl Layer {
                     .reshape((b, kv, rows, keys))
             })?;
         }
+        // Row-order sums on the host (CPU): a position's weights are then the same bits
+        // whatever key count its chunk ended at, as in the batched path (batched.rs says why).
         let att = traced!("softmax", "softmax_last_dim", [att], {
-            candle_nn::ops::softmax_last_dim(att)
+            if att.device().is_cpu() {
+                host_ops::softmax_last_dim(att)
+            } else {
+                candle_nn::ops::softmax_last_dim(att)
+            }
         })?;
         let out = traced!("attn_av", "scores v", [att, v], att.matmul(v))?
             .reshape((b, s.heads, len, s.head_dim))?
