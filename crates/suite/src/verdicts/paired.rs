@@ -461,21 +461,20 @@ pub fn run_paired(
     } else {
         format!("lockstep in {locked} of {} blocks", pairing.len())
     };
+    // What each side had in huge pages, measured either way: with `--no-huge-pages` it
+    // shows that the setting held (0 MiB).
+    let side = |x: Option<(u64, u64)>| match x {
+        Some((h, a)) => format!("{} of {} MiB", h >> 20, a >> 20),
+        None => "not available".into(),
+    };
+    let measured = match huge {
+        Some([ha, hb]) => format!(" (A {}, B {} anonymous memory in them)", side(ha), side(hb)),
+        None => String::new(),
+    };
     let huge_desc = if o.no_huge_pages {
-        "huge pages off (--no-huge-pages)".to_string()
+        format!("huge pages off (--no-huge-pages){measured}")
     } else {
-        let side = |x: Option<(u64, u64)>| match x {
-            Some((h, a)) => format!("{} of {} MiB", h >> 20, a >> 20),
-            None => "not available".into(),
-        };
-        match huge {
-            Some([ha, hb]) => format!(
-                "malloc asked for huge pages (A {}, B {} anonymous memory in them)",
-                side(ha),
-                side(hb)
-            ),
-            None => "malloc asked for huge pages".into(),
-        }
+        format!("malloc asked for huge pages{measured}")
     };
     md.push_str(&format!(
         "{regressions} regression(s), {undecided} undecided (threshold {:.1}%; {:.2}% intervals at each of at most {looks} look(s), 95% overall; stopped after look {look} at {stopped}; model {}, {done} pairs per scenario in {blk} blocks of fresh workers, {boot}, ABBA order, {pairing_desc}, {huge_desc}, {:.0} s)\n",
