@@ -242,7 +242,7 @@ pub fn continuous(config: &Path, force: bool) -> Result<ExitCode> {
         }
     };
     // Each flagged benchmark confirmed (or not) by a paired comparison of the two builds.
-    let mut memo = Confirmations::new();
+    let mut memo = Confirmations::default();
     let how = Confirm {
         enabled: c.confirm_paired,
         ad_hoc: c.prompt_tokens.is_some() || c.max_new_tokens.is_some(),
@@ -280,8 +280,14 @@ struct Confirm {
     threshold: f64,
 }
 
-/// Paired confirmations taken in this run: (stored run's commit, model, scenario) -> flagged.
-type Confirmations = std::collections::BTreeMap<(String, String, String), bool>;
+/// What this run's confirmations already hold, so the previous run and the baseline share
+/// them: each (stored run's commit, model, scenario) checked -> flagged, and each stored
+/// commit's executable, built once.
+#[derive(Default)]
+struct Confirmations {
+    checked: std::collections::BTreeMap<(String, String, String), bool>,
+    built: std::collections::BTreeMap<String, (PathBuf, String)>,
+}
 
 /// The comparison's findings after each flagged benchmark was checked by a paired comparison
 /// of the stored run's build (`base_dir`) against this executable on that model and
@@ -319,7 +325,7 @@ fn confirm(
     if how.ad_hoc {
         return stands("the config's prompt_tokens / max_new_tokens make an ad-hoc scenario; paired workers run named ones");
     }
-    let me = crate::measure::hardware::build();
+    let me = &crate::measure::hardware::context().build;
     let Some(base) = read_run(base_dir)?.first().map(|r| r.build.clone()) else {
         return stands("the stored run holds no records");
     };
@@ -344,16 +350,21 @@ fn confirm(
             "its build came from an uncommitted tree of {}, which cannot be rebuilt",
             short(&base.git_commit)
         ));
+    } else if let Some(e) = memo.built.get(&base.git_commit) {
+        e.clone()
     } else {
         match executable(Path::new(&base.git_commit), "stored run") {
-            Ok(e) => e,
+            Ok(e) => {
+                memo.built.insert(base.git_commit.clone(), e.clone());
+                e
+            }
             Err(e) => return stands(&format!("building {} failed: {e}", short(&base.git_commit))),
         }
     };
     let mut confirmed = 0;
     for r in flagged {
         let key = (base.git_commit.clone(), r.model.clone(), r.scenario.clone());
-        let yes = match memo.get(&key) {
+        let yes = match memo.checked.get(&key) {
             Some(y) => *y,
             None => {
                 let mut o = PairedOpts::for_model(&r.model, &r.scenario);
@@ -382,7 +393,7 @@ fn confirm(
                     },
                     rows.join("; ")
                 );
-                memo.insert(key, yes);
+                memo.checked.insert(key, yes);
                 yes
             }
         };
