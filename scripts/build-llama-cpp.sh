@@ -23,6 +23,10 @@
 #                      timed greedy generation from given prompt token ids, with the KV-cache
 #                      type and flash-attention setting asked for, printing every token's time,
 #                      the load time and per-thread CPU time as JSON
+#   llama-logits       the full-precision reference of the KLD gate (issue 61; source
+#                      scripts/llama-logits.cpp, kept as <dir>/llama-logits.cpp): llama.cpp's
+#                      full-vocabulary f32 logits at llama-perplexity's scored positions, and
+#                      `--to-f32`, a GGUF rewritten with every tensor in F32 by ggml
 #   test-backend-ops   llama.cpp's tests/test-backend-ops.cpp (`modelbench ops --peer llama.cpp`,
 #                      issue 31: its `perf` mode times one ggml op at a given shape), compiled
 #                      against the same static ggml libraries, with one change: the CPU
@@ -100,8 +104,10 @@ fi
 case $dest in /*) ;; *) dest=$PWD/$dest ;; esac
 
 timed_src=$repo/scripts/llama-timed-ids.cpp
+logits_src=$repo/scripts/llama-logits.cpp
 if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/${TOOLS[3]}" ] && [ -x "$dest/bin/llama-bench" ] \
    && [ -x "$dest/bin/llama-timed-ids" ] && cmp -s "$timed_src" "$dest/llama-timed-ids.cpp" \
+   && [ -x "$dest/bin/llama-logits" ] && cmp -s "$logits_src" "$dest/llama-logits.cpp" \
    && [ -x "$dest/bin/test-backend-ops" ] && [ -s "$dest/ggml-ids.txt" ] \
    && [ -s "$dest/vocab/LICENSE" ]; then
   echo "already built: llama.cpp $LLAMA_CPP_COMMIT (llama-cpp-python $VERSION) in $dest"
@@ -203,16 +209,20 @@ fi
 # --- end of the test-vector block -------------------------------------------------------------
 
 if [ -s "$dest/build-info.json" ] && [ -s "$dest/lib/libllama.a" ] && [ -d "$dest/include" ]; then
-  # A complete build whose llama-timed-ids is missing or older than scripts/llama-timed-ids.cpp:
-  # compile only that program against the build's own static libraries.
+  # A complete build whose llama-timed-ids or llama-logits is missing or older than its source
+  # in scripts/: compile only those programs against the build's own static libraries.
   command -v g++ >/dev/null || { echo "error: g++ is required (apt-get install -y g++)" >&2; exit 2; }
   l=$dest/lib
-  g++ -std=c++17 -O2 -I "$dest/include" "$timed_src" -o "$dest/bin/llama-timed-ids.tmp" \
-    -Wl,--start-group "$l/libllama.a" "$l/libggml.a" "$l/libggml-cpu.a" "$l/libggml-base.a" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
-    || { echo "error: compiling llama-timed-ids failed" >&2; exit 1; }
-  mv "$dest/bin/llama-timed-ids.tmp" "$dest/bin/llama-timed-ids"
-  cp "$timed_src" "$dest/llama-timed-ids.cpp"
-  echo "compiled llama-timed-ids against the build in $dest"
+  for prog in llama-timed-ids llama-logits; do
+    psrc=$repo/scripts/$prog.cpp
+    if [ -x "$dest/bin/$prog" ] && cmp -s "$psrc" "$dest/$prog.cpp"; then continue; fi
+    g++ -std=c++17 -O2 -I "$dest/include" "$psrc" -o "$dest/bin/$prog.tmp" \
+      -Wl,--start-group "$l/libllama.a" "$l/libggml.a" "$l/libggml-cpu.a" "$l/libggml-base.a" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
+      || { echo "error: compiling $prog failed" >&2; exit 1; }
+    mv "$dest/bin/$prog.tmp" "$dest/bin/$prog"
+    cp "$psrc" "$dest/$prog.cpp"
+    echo "compiled $prog against the build in $dest"
+  done
   if [ ! -x "$dest/bin/test-backend-ops" ] || [ ! -s "$dest/ggml-ids.txt" ]; then
     # A build from before issue 31: only test-backend-ops.cpp is needed from the sdist.
     need_tbo=$dest.tbo-partial
@@ -493,6 +503,9 @@ g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$work/llama-greedy-
 g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$timed_src" \
   -o "$work/llama-timed-ids" -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
   >"$work/timed.log" 2>&1 || { echo "error: compiling llama-timed-ids failed; see $work/timed.log" >&2; exit 1; }
+g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$logits_src" \
+  -o "$work/llama-logits" -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
+  >"$work/logits.log" 2>&1 || { echo "error: compiling llama-logits failed; see $work/logits.log" >&2; exit 1; }
 mkdir -p "$work/tbo/bin"
 build_backend_ops "$src/tests/test-backend-ops.cpp" "$src/ggml/include" "$libdir" "$work/tbo/bin"
 
@@ -504,6 +517,8 @@ cp "$work/llama-greedy-ids" "$out/bin/"
 cp "$work/llama-greedy-ids.cpp" "$out/"
 cp "$work/llama-timed-ids" "$out/bin/"
 cp "$timed_src" "$out/llama-timed-ids.cpp"
+cp "$work/llama-logits" "$out/bin/"
+cp "$logits_src" "$out/llama-logits.cpp"
 cp "$work/tbo/bin/test-backend-ops" "$work/tbo/bin/ggml-ids" "$out/bin/"
 cp "$work/tbo/test-backend-ops.cpp" "$work/tbo/ggml-ids.txt" "$out/"
 mkdir -p "$out/lib" "$out/include"
@@ -547,7 +562,7 @@ info = {
     "system_info": open(work + "/system-info.txt").read().strip(),
     "cpu": cpu,
     "machine": platform.machine(),
-    "binaries": sorted("""${TOOLS[*]}""".split() + ["llama-greedy-ids", "llama-timed-ids", "test-backend-ops", "ggml-ids"]),
+    "binaries": sorted("""${TOOLS[*]}""".split() + ["llama-greedy-ids", "llama-timed-ids", "llama-logits", "test-backend-ops", "ggml-ids"]),
     "timed_tool": "bin/llama-timed-ids, source llama-timed-ids.cpp (scripts/llama-timed-ids.cpp), compiled like llama-greedy-ids",
     "backend": "$backend",
     "cuda_architectures": "${cuda_cap}" or None,

@@ -98,6 +98,23 @@ fn verify_computes_a_reference_for_a_gguf_fixture_with_llama_cpp() {
     );
 }
 
+/// `verify --full-precision` (issue 61 items 2-3) on a fixture: llama.cpp's F32 rewrite and
+/// f32 logits, the limits from llama.cpp against itself, the project's implementation PASSES.
+/// (That the same gate FAILS held-out deviations: tests/sensitivity.rs.)
+#[test]
+fn verify_full_precision_passes_the_llama_fixture() {
+    if common::llama_cpp_program("llama-logits").is_none() {
+        return;
+    }
+    let o = verify(&["--model", "gguf:fixture:llama", "--full-precision"]);
+    let t = text(&o);
+    eprintln!("{t}");
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("at full precision (F32 weights)"), "{t}");
+    assert!(t.contains("llama.cpp: 1 thread"), "{t}");
+    assert!(t.contains("verdict: PASSED"), "{t}");
+}
+
 #[test]
 fn verify_rejects_bad_input_in_one_line() {
     for (m, says) in [

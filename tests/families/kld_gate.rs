@@ -17,6 +17,7 @@ use modelbench::util::fsio::file_sha256;
 use modelbench::workloads::kld::{
     reference_command, run_kld_gate, table, KldReference, KldVerdict,
 };
+use modelbench::workloads::kld_full::{run_full_gate, FullReference, FullVerdict};
 
 pub const N_CTX: usize = 512;
 pub const CHUNKS: usize = 2;
@@ -44,9 +45,17 @@ pub fn reference(name: &str) -> (PathBuf, KldReference) {
 
 /// llama.cpp's reference for the GGUF at `gguf` (made once per file and corpus).
 pub fn reference_of(gguf: &Path) -> KldReference {
+    reference_on(gguf, CORPUS)
+}
+
+/// The held-out text (docs/quality.md): what the full-precision gate is judged on.
+pub const HELD_OUT_CORPUS: &str = "fixtures/corpus/kjv-ruth-1-4.txt";
+
+/// llama.cpp's 16-bit reference of `gguf` over `corpus` (made once, cached under target/).
+pub fn reference_on(gguf: &Path, corpus: &str) -> KldReference {
     let name = gguf.display().to_string();
     let gguf = gguf.to_path_buf();
-    let corpus = root().join(CORPUS);
+    let corpus = root().join(corpus);
     let sha = file_sha256(&gguf).unwrap();
     let corpus_sha = file_sha256(&corpus).unwrap();
     let cached = modelbench::util::fsio::target_dir()
@@ -68,6 +77,64 @@ pub fn reference_of(gguf: &Path) -> KldReference {
 }
 
 /// The project's Llama / Qwen2 / Qwen3 made wrong in one way, behind `CausalLm`.
+/// The full-precision reference of `gguf` (its F32 rewrite, llama.cpp's f32 logits) at the
+/// positions of its 16-bit reference over the held-out text; made once, cached under target/.
+pub fn full_reference(gguf: &Path) -> FullReference {
+    FullReference::make(
+        gguf,
+        reference_on(gguf, HELD_OUT_CORPUS),
+        &llama_cpp(),
+        &modelbench::util::fsio::target_dir().join("modelbench-verify/full"),
+    )
+    .unwrap()
+}
+
+/// The project's implementation on the F32 rewrite, as is or with `wrong`, judged by the
+/// full-precision gate.
+pub fn full_gate(r: &FullReference, wrong: Option<Wrong>) -> FullVerdict {
+    full_gate_with(r, GgufImpl::Modelbench, wrong)
+}
+
+/// The full-precision gate on implementation `imp` (`wrong` needs the project's).
+pub fn full_gate_with(r: &FullReference, imp: GgufImpl, wrong: Option<Wrong>) -> FullVerdict {
+    let mut m = load_with(
+        &r.f32_gguf,
+        Some(imp),
+        &Device::Cpu,
+        Some(r.positions.n_ctx),
+    )
+    .unwrap();
+    let mut label = m.meta().provenance.implementation.clone();
+    if let Some(w) = wrong {
+        let own = own_weights::<ModelWeights>(&*m).expect("the project's implementation");
+        label = format!("{label} [wrong: {w:?}]");
+        m = Box::new(WrongLm {
+            m: own.wrong(w).unwrap(),
+            meta: m.meta().clone(),
+            device: Device::Cpu,
+        });
+    }
+    let v = run_full_gate(
+        m.as_mut(),
+        &r.f32_gguf.display().to_string(),
+        &label,
+        r,
+        None,
+    )
+    .unwrap();
+    eprintln!(
+        "{label}: {} mean KLD {:.3e} p99 {:.3e} p99.9 {:.3e} top-1 {:.2}% PPL ratio {:.6}; {}",
+        if v.passed { "PASSED" } else { "FAILED" },
+        v.ours.mean_kld,
+        v.ours.kld_p99,
+        v.ours.kld_p999,
+        v.ours.same_top1_percent,
+        v.ours.ppl_ratio,
+        v.thresholds.how
+    );
+    v
+}
+
 pub struct WrongLm {
     m: ModelWeights,
     meta: ModelMeta,

@@ -64,6 +64,14 @@ pub struct VerifyArgs {
     /// scripts/build-llama-cpp.sh).
     #[arg(long)]
     pub llama_cpp: Option<PathBuf>,
+    /// Judge at full precision (issue 61): llama.cpp rewrites the GGUF with every tensor in
+    /// F32, its f32 logits over the whole vocabulary are the reference (an exact KLD, no
+    /// 16-bit floor), and the limits are llama.cpp against itself under perturbations
+    /// legitimate for an f32 implementation; the model runs the same F32 file. Catches
+    /// architecture bugs (RoPE base +0.5%, RoPE tables in f16, epsilon x10) that the
+    /// quantized file's activation-rounding noise hides: docs/quality-full-precision.md.
+    #[arg(long, conflicts_with_all = ["served", "fast_weights"])]
+    pub full_precision: bool,
     /// Compute the reference again even when a cached one exists.
     #[arg(long)]
     pub fresh_reference: bool,
@@ -238,6 +246,9 @@ pub fn verify(a: &VerifyArgs) -> crate::Result<ExitCode> {
         sha
     );
 
+    if a.full_precision {
+        return full_precision(a, l, &gguf, reference, res.config.get("modelbench_gguf"));
+    }
     let dev = spec.open_for("--device")?;
     let mut loaded = open(res, &dev, dt, Some(a.n_ctx))?;
     if a.served || a.fast.fast_weights {
@@ -281,5 +292,73 @@ pub fn verify(a: &VerifyArgs) -> crate::Result<ExitCode> {
         key.dtype,
         key.commit
     );
+    Ok(crate::judge::gate::exit_code(!v.passed))
+}
+
+/// `verify --full-precision`: the model's implementation on llama.cpp's F32 rewrite of `gguf`,
+/// judged against llama.cpp's f32 logits at the reference's positions (workloads::kld_full).
+fn full_precision(
+    a: &VerifyArgs,
+    label: &str,
+    gguf: &Path,
+    positions: KldReference,
+    folder: Option<&serde_json::Value>,
+) -> crate::Result<ExitCode> {
+    use crate::workloads::kld_full::{run_full_gate, table, FullReference};
+    ensure!(
+        folder.is_none() && a.reference_gguf.is_none(),
+        "--full-precision judges a GGUF's implementation on llama.cpp's F32 rewrite of that file; --model {label} is a folder: give the GGUF itself"
+    );
+    let (spec, dt, _) = a.target.resolve()?;
+    let dir = a
+        .llama_cpp
+        .clone()
+        .unwrap_or_else(crate::util::llama_cpp::dir);
+    ensure_llama_cpp(&dir)?;
+    eprintln!(
+        "verify: full precision: llama.cpp's F32 rewrite and its f32 logits (5 runs; cached) ..."
+    );
+    let t = Instant::now();
+    let r = FullReference::make(
+        gguf,
+        positions,
+        &dir,
+        &crate::util::fsio::target_dir().join("modelbench-verify/full"),
+    )?;
+    eprintln!(
+        "verify: {} ({:.0} s)",
+        r.f32_gguf.display(),
+        t.elapsed().as_secs_f64()
+    );
+    // The same implementation choice (`?impl=`) on the F32 file.
+    let f32_label = match label.split_once('?') {
+        Some((_, q)) => format!("gguf:{}?{q}", r.f32_gguf.display()),
+        None => format!("gguf:{}", r.f32_gguf.display()),
+    };
+    let models = parse_models(&f32_label, "--model")?;
+    let (fl, fr) = &models[0];
+    let res = prepare(fl, fr, &[])?;
+    let dev = spec.open_for("--device")?;
+    let mut loaded = open(res, &dev, dt, Some(r.positions.n_ctx))?;
+    eprintln!(
+        "verify: {}",
+        crate::models::sources::loading::load_line(&loaded)
+    );
+    let implementation = loaded.model.meta().provenance.implementation.clone();
+    let mut print = |p: &Progress| eprintln!("verify: {}", p.line());
+    let v = run_full_gate(
+        loaded.model.as_mut(),
+        label,
+        &implementation,
+        &r,
+        Some(&mut print),
+    )?;
+    println!(
+        "{label} [{implementation}] at full precision (F32 weights) on {spec}, {}",
+        dt.as_str()
+    );
+    println!("reference: {}", v.reference);
+    println!("thresholds: {}", v.thresholds.how);
+    println!("{}", table(&v));
     Ok(crate::judge::gate::exit_code(!v.passed))
 }

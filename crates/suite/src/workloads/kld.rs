@@ -178,11 +178,12 @@ impl KldReference {
     }
 }
 
-struct Row {
-    kld: f64,
-    same_top1: bool,
-    target_logprob: f64,
-    non_finite: bool,
+/// One scored position's figures.
+pub(crate) struct Row {
+    pub kld: f64,
+    pub same_top1: bool,
+    pub target_logprob: f64,
+    pub non_finite: bool,
 }
 
 /// KL(P || Q) of the (K+1)-outcome coarse-graining: P's top-K and the rest of its mass, Q at
@@ -201,7 +202,7 @@ pub fn topk_kld(ref_logprobs: &[f64], logprobs: &[f64]) -> f64 {
     kld + p_r * (p_r.ln() - q_r.ln())
 }
 
-fn stats(rows: &[Row], reference_target: &[f64]) -> KldStats {
+pub(crate) fn stats(rows: &[Row], reference_target: &[f64]) -> KldStats {
     let n = rows.len().max(1) as f64;
     let mut k: Vec<f64> = rows.iter().map(|r| r.kld).collect();
     k.sort_by(f64::total_cmp);

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod depth;
 pub mod generation;
 pub mod kld;
+pub mod kld_full;
 pub mod moe;
 pub mod ops;
 pub mod overhead;
