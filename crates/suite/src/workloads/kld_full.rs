@@ -461,7 +461,13 @@ pub fn table(v: &FullVerdict) -> String {
     out.push_str("  ok\n");
     for c in &v.checks {
         let ours = fig(&c.name, &v.ours);
-        out.push_str(&format!("{:<28} {:>12} {:>24}", c.name, ours, c.limit));
+        // The PPL band is a few 1e-6 wide here: its bounds as ratios would all print 1.0000.
+        let limit = if c.name.starts_with("PPL") {
+            format!("|ln| <= {}", num(v.thresholds.max_abs_ln_ppl_ratio))
+        } else {
+            c.limit.clone()
+        };
+        out.push_str(&format!("{:<28} {:>12} {:>24}", c.name, ours, limit));
         for (_, s) in &v.llama_cpp_self {
             out.push_str(&format!(" | {}", fig(&c.name, s)));
         }
