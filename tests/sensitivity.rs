@@ -15,6 +15,7 @@ mod common;
 
 use std::fmt::Write as _;
 
+use modelbench::judge::kld::{Check, KldStats};
 use modelbench::models::families::GgufImpl;
 use modelbench::models::quantized::llama::Wrong;
 use modelbench::workloads::kld::KldVerdict;
@@ -66,25 +67,29 @@ fn real_file(label: &str) -> Option<std::path::PathBuf> {
 /// One cell: FAILED/PASSED, the mean KLD and what failed; "no effect" when the deviated
 /// model's figures are bit-identical to the unchanged one's (the family lacks the piece).
 fn cell(v: &KldVerdict, unchanged: &KldVerdict) -> String {
-    if v.ours.mean_kld.to_bits() == unchanged.ours.mean_kld.to_bits()
-        && v.ours.ppl.to_bits() == unchanged.ours.ppl.to_bits()
+    cell_of((&v.ours, &v.checks, v.passed), &unchanged.ours)
+}
+
+/// One cell of the full-precision table, in the same words.
+fn full_cell(v: &FullVerdict, unchanged: &FullVerdict) -> String {
+    cell_of((&v.ours, &v.checks, v.passed), &unchanged.ours)
+}
+
+fn cell_of((ours, checks, passed): (&KldStats, &[Check], bool), unchanged: &KldStats) -> String {
+    if ours.mean_kld.to_bits() == unchanged.mean_kld.to_bits()
+        && ours.ppl.to_bits() == unchanged.ppl.to_bits()
     {
         return "no effect (not in this family)".into();
     }
-    let failed: Vec<&str> = v
-        .checks
+    let failed: Vec<&str> = checks
         .iter()
         .filter(|c| !c.passed)
         .map(|c| c.name.as_str())
         .collect();
-    if v.passed {
-        format!("**PASSED** (KLD {:.2e})", v.ours.mean_kld)
+    if passed {
+        format!("**PASSED** (KLD {:.2e})", ours.mean_kld)
     } else {
-        format!(
-            "FAILED (KLD {:.2e}; {})",
-            v.ours.mean_kld,
-            failed.join(", ")
-        )
+        format!("FAILED (KLD {:.2e}; {})", ours.mean_kld, failed.join(", "))
     }
 }
 
@@ -215,30 +220,6 @@ fn held_out_deviations_fail_on_the_llama_fixture() {
             w.describe(),
             cell(&v, &unchanged)
         );
-    }
-}
-
-/// One cell of the full-precision table.
-fn full_cell(v: &FullVerdict, unchanged: &FullVerdict) -> String {
-    if v.ours.mean_kld.to_bits() == unchanged.ours.mean_kld.to_bits()
-        && v.ours.ppl.to_bits() == unchanged.ours.ppl.to_bits()
-    {
-        return "no effect (not in this family)".into();
-    }
-    let failed: Vec<&str> = v
-        .checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| c.name.as_str())
-        .collect();
-    if v.passed {
-        format!("**PASSED** (KLD {:.2e})", v.ours.mean_kld)
-    } else {
-        format!(
-            "FAILED (KLD {:.2e}; {})",
-            v.ours.mean_kld,
-            failed.join(", ")
-        )
     }
 }
 

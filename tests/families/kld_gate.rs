@@ -97,23 +97,7 @@ pub fn full_gate(r: &FullReference, wrong: Option<Wrong>) -> FullVerdict {
 
 /// The full-precision gate on implementation `imp` (`wrong` needs the project's).
 pub fn full_gate_with(r: &FullReference, imp: GgufImpl, wrong: Option<Wrong>) -> FullVerdict {
-    let mut m = load_with(
-        &r.f32_gguf,
-        Some(imp),
-        &Device::Cpu,
-        Some(r.positions.n_ctx),
-    )
-    .unwrap();
-    let mut label = m.meta().provenance.implementation.clone();
-    if let Some(w) = wrong {
-        let own = own_weights::<ModelWeights>(&*m).expect("the project's implementation");
-        label = format!("{label} [wrong: {w:?}]");
-        m = Box::new(WrongLm {
-            m: own.wrong(w).unwrap(),
-            meta: m.meta().clone(),
-            device: Device::Cpu,
-        });
-    }
+    let (mut m, label) = load_maybe_wrong(&r.f32_gguf, Some(imp), r.positions.n_ctx, wrong);
     let v = run_full_gate(
         m.as_mut(),
         &r.f32_gguf.display().to_string(),
@@ -133,6 +117,30 @@ pub fn full_gate_with(r: &FullReference, imp: GgufImpl, wrong: Option<Wrong>) ->
         v.thresholds.how
     );
     v
+}
+
+/// The GGUF at `path` on implementation `imp`, made wrong by `wrong` (the project's
+/// implementation only), and its label.
+pub fn load_maybe_wrong(
+    path: &Path,
+    imp: Option<GgufImpl>,
+    n_ctx: usize,
+    wrong: Option<Wrong>,
+) -> (Box<dyn CausalLm>, String) {
+    let m = load_with(path, imp, &Device::Cpu, Some(n_ctx)).unwrap();
+    let label = m.meta().provenance.implementation.clone();
+    match wrong {
+        None => (m, label),
+        Some(w) => {
+            let own = own_weights::<ModelWeights>(&*m).expect("the project's implementation");
+            let wrong = WrongLm {
+                m: own.wrong(w).unwrap(),
+                meta: m.meta().clone(),
+                device: Device::Cpu,
+            };
+            (Box::new(wrong), format!("{label} [wrong: {w:?}]"))
+        }
+    }
 }
 
 pub struct WrongLm {
@@ -164,17 +172,7 @@ pub fn gate(
     imp: Option<GgufImpl>,
     wrong: Option<Wrong>,
 ) -> KldVerdict {
-    let mut m = load_with(path, imp, &Device::Cpu, Some(N_CTX)).unwrap();
-    let mut label = m.meta().provenance.implementation.clone();
-    if let Some(w) = wrong {
-        let own = own_weights::<ModelWeights>(&*m).expect("the project's implementation");
-        label = format!("{label} [wrong: {w:?}]");
-        m = Box::new(WrongLm {
-            m: own.wrong(w).unwrap(),
-            meta: m.meta().clone(),
-            device: Device::Cpu,
-        });
-    }
+    let (mut m, label) = load_maybe_wrong(path, imp, N_CTX, wrong);
     let v = run_kld_gate(
         m.as_mut(),
         &path.display().to_string(),
