@@ -305,49 +305,32 @@ impl FullReference {
         Ok(r)
     }
 
-    /// The base run's ln-probability of each scored position's next id.
-    fn base_target_logprobs(&self) -> Vec<f64> {
-        let r = &self.positions;
-        let per_chunk = r.n_ctx - r.n_ctx / 2 - 1;
-        (0..r.positions())
-            .map(|i| {
-                let (k, j) = (i / per_chunk, r.n_ctx / 2 + i % per_chunk);
-                let next = r.token_ids[k * r.n_ctx + j + 1] as usize;
-                log_softmax(self.base.row(i))[next]
-            })
-            .collect()
-    }
-
     /// `other` against the base run, by the gate's exact estimator.
     pub fn compare(&self, other: &FullLogits) -> KldStats {
-        let targets = self.base_target_logprobs();
         let r = &self.positions;
         let per_chunk = r.n_ctx - r.n_ctx / 2 - 1;
-        let rows: Vec<Row> = (0..r.positions())
+        let (rows, targets): (Vec<Row>, Vec<f64>) = (0..r.positions())
             .map(|i| {
                 let (k, j) = (i / per_chunk, r.n_ctx / 2 + i % per_chunk);
                 let next = r.token_ids[k * r.n_ctx + j + 1] as usize;
                 row(self.base.row(i), other.row(i), next)
             })
-            .collect();
+            .unzip();
         stats(&rows, &targets)
-    }
-
-    /// llama.cpp against itself under each legitimate perturbation.
-    pub fn self_comparisons(&self) -> Vec<(String, KldStats)> {
-        self.legitimate.clone()
     }
 }
 
-/// One position: the base's logits `p`, ours `q`, the next id.
-fn row(p: &[f32], q: &[f32], next: usize) -> Row {
+/// One position: the base's logits `p`, ours `q`, the next id; and the base's
+/// ln-probability of the next id (the perplexity ratio's reference side).
+fn row(p: &[f32], q: &[f32], next: usize) -> (Row, f64) {
     let (lp, lq) = (log_softmax(p), log_softmax(&q[..p.len()]));
-    Row {
+    let r = Row {
         kld: full_kld(&lp, &lq),
         same_top1: argmax(p) == argmax(&q[..p.len()]),
         target_logprob: lq[next],
         non_finite: q.iter().any(|x| !x.is_finite()),
-    }
+    };
+    (r, lp[next])
 }
 
 fn run(c: &mut Command) -> Result<()> {
@@ -402,7 +385,7 @@ pub fn run_full_gate(
     }
     let per_chunk = p.n_ctx - p.n_ctx / 2 - 1;
     let bos = if p.add_bos { p.bos_id } else { None };
-    let mut rows = Vec::with_capacity(p.positions());
+    let (mut rows, mut targets) = (Vec::new(), Vec::new());
     for_each_scored_position(
         model,
         &p.token_ids,
@@ -413,12 +396,14 @@ pub fn run_full_gate(
         |k, j, logits, target| {
             let i = k * per_chunk + (j - p.n_ctx / 2);
             let l = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
-            rows.push(row(r.base.row(i), &l, target as usize));
+            let (one, base_target) = row(r.base.row(i), &l, target as usize);
+            rows.push(one);
+            targets.push(base_target);
             Ok(())
         },
     )?;
-    let ours = stats(&rows, &r.base_target_logprobs());
-    let selfs = r.self_comparisons();
+    let ours = stats(&rows, &targets);
+    let selfs = r.legitimate.clone();
     let half = r.half_precision.clone();
     let t = thresholds_full(&selfs);
     let Decision { checks, passed } = decide(&ours, &t);
