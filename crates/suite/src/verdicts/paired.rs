@@ -341,15 +341,14 @@ pub fn run_paired(
         for &n in &block_sizes(n_look, o.blocks) {
             let b_env = (o.inject.as_deref(), o.inject_numeric.as_deref());
             let hp = !o.no_huge_pages;
+            // Both started at once (their loads overlap), which one first alternating.
+            let (sa, sb) = (("A", ea, (None, None)), ("B", eb, b_env));
             let (mut wa, mut wb) = if blk % 2 == 0 {
-                let wa = Worker::start("A", ea, target, (None, None), hp, &scratch)?;
-                (wa, Worker::start("B", eb, target, b_env, hp, &scratch)?)
+                let [wa, wb] = Worker::start_two(sa, sb, target, hp, &scratch)?;
+                (wa, wb)
             } else {
-                let wb = Worker::start("B", eb, target, b_env, hp, &scratch)?;
-                (
-                    Worker::start("A", ea, target, (None, None), hp, &scratch)?,
-                    wb,
-                )
+                let [wb, wa] = Worker::start_two(sb, sa, target, hp, &scratch)?;
+                (wa, wb)
             };
             blk += 1;
             if !probed {
