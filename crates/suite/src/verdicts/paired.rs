@@ -35,7 +35,7 @@ use crate::measure::paired::{a_first, paired_ratio_blocked, ratios, PairedRatio,
 use crate::output::report::reports_root;
 use crate::util::fsio::atomic_write;
 use crate::verdicts::build::{build_side_with, candle_source, resolve};
-use crate::verdicts::worker::{lockstep_pair, scenarios, Worker};
+use crate::verdicts::worker::{balance, lockstep_pair, scenarios, Worker};
 use crate::workloads::kld::{table_rows, KldVerdict, TableRow};
 use crate::workloads::ops::Phase;
 use crate::{Error, Result};
@@ -357,6 +357,10 @@ pub fn run_paired(
             }
             let lockstep = !o.whole_trials && wa.can_lockstep && wb.can_lockstep;
             pairing.push(lockstep);
+            if wa.can_lockstep && wb.can_lockstep {
+                // The side that runs last alternates by block (`blk` counts this block).
+                balance(&mut wa, &mut wb, &scen[0].name, blk % 2 == 1)?;
+            }
             block_pairs.push(n);
             for _ in 0..n {
                 for (k, s) in scen.iter().enumerate() {
