@@ -164,6 +164,9 @@ impl CausalLm for WrongLm {
     fn device(&self) -> &Device {
         &self.device
     }
+    fn match_ggml_gelu(&mut self) -> bool {
+        self.m.match_ggml_gelu()
+    }
 }
 
 pub fn gate(

@@ -153,6 +153,9 @@ impl CausalLm for WithAttention {
     fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
         self.inner.own_weights()
     }
+    fn match_ggml_gelu(&mut self) -> bool {
+        self.inner.match_ggml_gelu()
+    }
 }
 
 #[cfg(test)]

@@ -77,6 +77,13 @@ pub trait CausalLm: Send {
     fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
         None
     }
+    /// From now on computes GELU as llama.cpp's CPU backend does ([`quantized::parts::Gelu`]:
+    /// ggml's f16 table), for a like-for-like judgement against llama.cpp at full precision
+    /// (`verify --full-precision`); returns whether it did: false for a model without GELU or
+    /// whose implementation cannot (candle-transformers' models). Never set in a benchmark.
+    fn match_ggml_gelu(&mut self) -> bool {
+        false
+    }
 }
 
 /// The project's own weights of type `T` behind `m` (see [`CausalLm::own_weights`]).

@@ -364,10 +364,17 @@ pub struct FullVerdict {
     pub thresholds: Thresholds,
     pub checks: Vec<Check>,
     pub reference: String,
+    /// Whether the judged run computed GELU as llama.cpp's CPU backend does (ggml's f16
+    /// table; [`CausalLm::match_ggml_gelu`]): every family with a GELU MLP on the project's
+    /// implementation.
+    pub ggml_gelu: bool,
 }
 
 /// Runs `model` (loaded from the reference's F32 GGUF) over the scored positions and judges it
-/// by the full-precision limits.
+/// by the full-precision limits. Like for like: where the model has a GELU MLP and can, it
+/// computes GELU from here on as llama.cpp's CPU backend does (ggml's f16 table), since the
+/// table alone moves llama.cpp's logits far past its own f32 noise (Phi-2 fixture: 6.0e-10
+/// against 1.7e-12); the verdict says so.
 pub fn run_full_gate(
     model: &mut dyn CausalLm,
     label: &str,
@@ -376,6 +383,7 @@ pub fn run_full_gate(
     progress: OnProgress<'_>,
 ) -> Result<FullVerdict> {
     let p = &r.positions;
+    let ggml_gelu = model.match_ggml_gelu();
     if model.meta().vocab < r.base.n_vocab {
         return Err(Error::Report(format!(
             "{label}: the model's vocabulary ({}) is smaller than llama.cpp's ({}): not the same model",
@@ -417,11 +425,17 @@ pub fn run_full_gate(
         thresholds: t,
         checks,
         reference: format!(
-            "{} (F32 rewrite by llama.cpp; {}), base run: {}",
+            "{} (F32 rewrite by llama.cpp; {}), base run: {}{}",
             r.f32_gguf.display(),
             r.source,
-            r.base.settings
+            r.base.settings,
+            if ggml_gelu {
+                "; the judged run computed GELU as llama.cpp's CPU backend does (ggml's f16 table), like for like"
+            } else {
+                ""
+            }
         ),
+        ggml_gelu,
     })
 }
 

@@ -153,6 +153,9 @@ impl OwnModel for ModelWeights {
         }
         Ok(m)
     }
+    fn match_ggml_gelu(&mut self) -> bool {
+        ModelWeights::match_ggml_gelu(self)
+    }
     fn batch(self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         Ok(Box::new(Slots::new(
             Batched::new(self, o.fast_weights)?,

@@ -262,6 +262,9 @@ impl OwnModel for ModelWeights {
         let fam = super::decoder_of(&b.ct).map_err(candle_core::Error::Msg)?;
         ModelWeights::from_gguf(b.ct, &fam, b.file, b.device, b.context)
     }
+    fn match_ggml_gelu(&mut self) -> bool {
+        ModelWeights::match_ggml_gelu(self)
+    }
     fn batch(self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         if o.fast_weights {
             return Err(crate::error::Error::Serving(format!(

@@ -109,6 +109,10 @@ pub trait GgufModel: Send {
     fn own_weights(&self) -> Option<Box<dyn Any + Send>> {
         None
     }
+    /// See [`crate::models::CausalLm::match_ggml_gelu`].
+    fn match_ggml_gelu(&mut self) -> bool {
+        false
+    }
 }
 
 /// What a builder gets: the parsed header, the open file, the device, and the positions to

@@ -15,6 +15,10 @@ pub(super) trait OwnModel: SingleSeq + Clone + Send + 'static {
     /// `o.fast_weights` it is the last holder of its weights, so a weight the batched form
     /// re-encodes can be freed once re-encoded).
     fn batch(self, o: &BatchOptions) -> crate::error::Result<Box<dyn StepModel>>;
+    /// See [`crate::models::CausalLm::match_ggml_gelu`].
+    fn match_ggml_gelu(&mut self) -> bool {
+        false
+    }
 }
 
 /// The model, or None once `--fast-weights` moved its weights into a batched form.
@@ -58,5 +62,8 @@ impl<M: OwnModel> GgufModel for Own<M> {
     }
     fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
         Some(Box::new(self.0.clone()?))
+    }
+    fn match_ggml_gelu(&mut self) -> bool {
+        self.0.as_mut().is_some_and(M::match_ggml_gelu)
     }
 }

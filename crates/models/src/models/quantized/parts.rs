@@ -121,6 +121,38 @@ impl Describe for Embedding {
     }
 }
 
+/// How an implementation computes GELU (tanh approximation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Gelu {
+    /// In f32, as candle's `gelu` (every benchmark, server and default run).
+    #[default]
+    Exact,
+    /// As llama.cpp's CPU backend (ggml-cpu/vec.h, `GGML_GELU_FP16`, also in its GEGLU): an
+    /// input at or below -10 gives 0, at or above 10 itself, any other is rounded to f16 and
+    /// looked up in a table of f16 GELU values, so `f16(gelu(f16(x)))`. Only for judging the
+    /// rest of a model against llama.cpp's f32 logits like for like (`verify
+    /// --full-precision`): measured on the Phi-2 fixture, the table alone moves llama.cpp's
+    /// logits by a mean KLD of 6.0e-10, 350 times its own f32 noise (docs/quality.md).
+    GgmlF16,
+}
+
+impl Gelu {
+    /// GELU of `x` (any float dtype; the result has `x`'s dtype).
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Gelu::Exact => x.gelu(),
+            Gelu::GgmlF16 => {
+                let x32 = x.to_dtype(DType::F32)?;
+                let f16 = |t: &Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
+                let table = f16(&f16(&x32)?.gelu()?)?;
+                let y = x32.ge(10f64)?.where_cond(&x32, &table)?;
+                let y = x32.le(-10f64)?.where_cond(&x32.zeros_like()?, &y)?;
+                y.to_dtype(x.dtype())
+            }
+        }
+    }
+}
+
 /// `n` (an RmsNorm the forward calls `what`) over `x`, a traced op.
 pub fn norm(what: &'static str, n: &RmsNorm, x: &Tensor) -> Result<Tensor> {
     traced!("rms_norm", what, [n, x], n.forward(x))
@@ -417,4 +449,63 @@ pub fn last_logits(
         out[i] = Some(logits.i((0, j))?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod gelu_tests {
+    use super::*;
+
+    /// ggml's table entry for `x`, computed here in f64 from ggml-cpu's formula
+    /// (`0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2)))`) with `half`'s rounding.
+    fn ggml(x: f32) -> f32 {
+        if x <= -10.0 {
+            return 0.0;
+        }
+        if x >= 10.0 {
+            return x;
+        }
+        let r = half::f16::from_f32(x).to_f64();
+        let g = 0.5
+            * r
+            * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * r * (1.0 + 0.044715 * r * r)).tanh());
+        half::f16::from_f64(g).to_f32()
+    }
+
+    #[test]
+    fn ggml_gelu_rounds_through_f16_and_keeps_the_ends_exact() {
+        let xs: Vec<f32> = vec![
+            -12.5, -10.0, -9.99, -3.3, -0.7001, -1e-3, 0.0, 1e-4, 0.3, 0.7001, 1.2345, 2.5, 9.99,
+            10.0, 12.3,
+        ];
+        let t = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap();
+        let got = Gelu::GgmlF16.apply(&t).unwrap().to_vec1::<f32>().unwrap();
+        let exact = Gelu::Exact.apply(&t).unwrap().to_vec1::<f32>().unwrap();
+        for (x, g) in xs.iter().zip(&got) {
+            // An f32 tanh and an f64 one can round to neighbouring f16 values.
+            let want = ggml(*x);
+            // One f16 step at `want` (the next value away from zero).
+            let b = half::f16::from_f32(want).to_bits();
+            let ulp = (half::f16::from_bits(b.wrapping_add(1)).to_f32() - want).abs();
+            assert!(
+                *g == want || (g - want).abs() <= ulp,
+                "x {x}: got {g}, ggml {want}"
+            );
+            if *x > -10.0 && *x < 10.0 {
+                assert_eq!(
+                    *g,
+                    half::f16::from_f32(*g).to_f32(),
+                    "x {x}: {g} is not an f16 value"
+                );
+            }
+        }
+        // The ends: 0 at or below -10, x itself (not rounded to f16) at or above 10.
+        assert_eq!(got[0], 0.0);
+        assert_eq!(got[1], 0.0);
+        assert_eq!(got[14], 12.3);
+        assert_eq!(got[13], 10.0);
+        // And it is not the exact GELU: the rounding shows.
+        assert!(got.iter().zip(&exact).any(|(g, e)| g != e));
+        // Exact is candle's gelu.
+        assert_eq!(exact, t.gelu().unwrap().to_vec1::<f32>().unwrap());
+    }
 }

@@ -466,6 +466,9 @@ impl CausalLm for QuantizedLm {
     fn own_weights(&self) -> Option<Box<dyn std::any::Any + Send>> {
         self.m.own_weights()
     }
+    fn match_ggml_gelu(&mut self) -> bool {
+        self.m.match_ggml_gelu()
+    }
 }
 
 impl QuantizedLm {

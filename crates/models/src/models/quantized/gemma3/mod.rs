@@ -44,7 +44,8 @@ use crate::models::host_ops;
 use crate::models::q8_matmul::{self, PackedK, PackedQ8_0};
 pub use crate::models::quantized::parts::Embedding;
 use crate::models::quantized::parts::{
-    forward_start, norm, open_gguf, read_projections, residual, RopeTables, SingleSeq, PROJECTIONS,
+    forward_start, norm, open_gguf, read_projections, residual, Gelu, RopeTables, SingleSeq,
+    PROJECTIONS,
 };
 use modelbench_measure::traced;
 
@@ -290,6 +291,8 @@ struct Layer {
     down: QMatMul,
     window: Option<usize>,
     cache: Cache,
+    /// [`Gelu::Exact`] but for `verify --full-precision` ([`ModelWeights::match_ggml_gelu`]).
+    gelu: Gelu,
 }
 
 struct Shape {
@@ -396,7 +399,8 @@ impl Layer {
     fn mlp(&self, x: &Tensor) -> Result<Tensor> {
         let gate = traced!("matmul", "ffn_gate", [w = self.gate, x], w.forward(x))?;
         // tanh approximation, as Gemma 3
-        let gate = traced!("activation", "gelu (tanh)", [gate], gate.gelu())?;
+        let gelu = self.gelu;
+        let gate = traced!("activation", "gelu (tanh)", [gate], gelu.apply(gate))?;
         let up = traced!("matmul", "ffn_up", [w = self.up, x], w.forward(x))?;
         let h = traced!("mul", "gate * up", [gate, up], gate.mul(up))?;
         traced!("matmul", "ffn_down", [w = self.down, h], w.forward(h))
@@ -426,6 +430,15 @@ pub struct ModelWeights {
 }
 
 impl ModelWeights {
+    /// GELU from now on as llama.cpp's CPU backend computes it in its GEGLU
+    /// ([`Gelu::GgmlF16`]; the single-sequence forward only, not [`Batched`]).
+    pub fn match_ggml_gelu(&mut self) -> bool {
+        for l in &mut self.layers {
+            l.gelu = Gelu::GgmlF16;
+        }
+        true
+    }
+
     /// Loads the model, built for `context` positions (RoPE tables and global caches).
     pub fn from_gguf<R: std::io::Seek + std::io::Read>(
         ct: gguf_file::Content,
@@ -470,6 +483,7 @@ impl ModelWeights {
                 } else {
                     Cache::Global(KvCache::new(2, context))
                 },
+                gelu: Gelu::Exact,
             });
         }
         let rope_local = Rope::new(cfg.head_dim, cfg.rope_base_local, 1.0, context, device)?;

@@ -291,6 +291,7 @@ impl ModelWeights {
             context,
             device: device.clone(),
             wrong: None,
+            gelu: Default::default(),
         };
         let cache = w.new_seq();
         Ok(Self { w, cache })

@@ -22,7 +22,8 @@ impl Weights {
             ),
             Mlp::Gelu => {
                 let up = proj(li, at, x)?;
-                let g = traced!("activation", "gelu (tanh)", [up], up.gelu())?;
+                let gelu = self.gelu;
+                let g = traced!("activation", "gelu (tanh)", [up], gelu.apply(up))?;
                 proj(li, at + 1, &g)
             }
             Mlp::Experts(ex) => self.experts(li, ex, x, proj),

@@ -74,7 +74,7 @@ pub use step::Batched;
 pub use wrong::Wrong;
 
 use crate::models::quantized::gemma3::Embedding;
-use crate::models::quantized::parts::{forward_start, norm, SingleSeq};
+use crate::models::quantized::parts::{forward_start, norm, Gelu, SingleSeq};
 use attention::Rope;
 use modelbench_measure::traced;
 
@@ -167,6 +167,9 @@ struct Weights {
     /// Test side only: a deliberately wrong variant (to show that a comparison against
     /// another implementation can fail); None in every model the suite runs.
     wrong: Option<Wrong>,
+    /// How the GELU MLP (Phi-2) computes GELU: [`Gelu::Exact`] but for `verify
+    /// --full-precision` ([`ModelWeights::match_ggml_gelu`]).
+    gelu: Gelu,
     /// `rope_freqs.weight` as read (Llama 3.x), to rebuild the tables for a wrong variant.
     factors: Option<Vec<f32>>,
 }
@@ -199,6 +202,16 @@ pub struct ModelWeights {
 impl ModelWeights {
     pub fn config(&self) -> &Config {
         &self.w.cfg
+    }
+
+    /// GELU from now on as llama.cpp's CPU backend computes it ([`Gelu::GgmlF16`]); false
+    /// (nothing changed) for a family without a GELU MLP.
+    pub fn match_ggml_gelu(&mut self) -> bool {
+        let has = matches!(self.w.mlp, Mlp::Gelu);
+        if has {
+            self.w.gelu = Gelu::GgmlF16;
+        }
+        has
     }
 
     /// Positions the model was built for.
