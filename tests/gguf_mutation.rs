@@ -812,12 +812,12 @@ fn open_dir(d: &Path) -> Result<(), String> {
     let r = ModelRef::parse(&s).map_err(|e| e.to_string())?;
     prepare(&s, &r, &[])
         .and_then(|res| {
-            modelbench::models::sources::loading::open(
+            Ok(modelbench::models::sources::loading::open(
                 res,
                 &Device::Cpu,
                 candle_core::DType::F32,
                 Some(64),
-            )
+            )?)
         })
         .map(|_| ())
         .map_err(|e| e.to_string())

@@ -76,11 +76,12 @@ fn broken_dir(edit: impl FnOnce(&Path)) -> (tempfile::TempDir, String) {
 
 fn load_err(dir: &str) -> String {
     let r = ModelRef::parse(dir).unwrap();
-    let e =
-        match prepare(dir, &r, &[]).and_then(|res| open(res, &Device::Cpu, DType::F32, Some(64))) {
-            Ok(_) => panic!("{dir} loaded"),
-            Err(e) => e.to_string(),
-        };
+    let e = match prepare(dir, &r, &[])
+        .and_then(|res| Ok(open(res, &Device::Cpu, DType::F32, Some(64))?))
+    {
+        Ok(_) => panic!("{dir} loaded"),
+        Err(e) => e.to_string(),
+    };
     assert!(!e.contains('\n'), "one line: {e}");
     e
 }

@@ -301,14 +301,14 @@ pub struct NanOn {
 }
 
 impl modelbench::models::CausalLm for NanOn {
-    fn reset(&mut self) -> modelbench::error::Result<()> {
+    fn reset(&mut self) -> modelbench::models::Result<()> {
         self.inner.reset()
     }
     fn forward(
         &mut self,
         tokens: &[u32],
         pos: usize,
-    ) -> modelbench::error::Result<candle_core::Tensor> {
+    ) -> modelbench::models::Result<candle_core::Tensor> {
         let l = self.inner.forward(tokens, pos)?;
         let k = self.calls;
         self.calls += 1;

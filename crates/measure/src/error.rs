@@ -1,5 +1,9 @@
-//! The library's error type. Every variant renders as one line that names the thing that is
-//! wrong and, where there is one, how to fix it.
+//! The measurement layer's error type: only what this crate itself can get wrong (a knob, a
+//! file, a child process, valgrind, thread counts, a Candle source, candle itself). Each layer
+//! above has its own enum that wraps the one below (`modelbench_models::Error::Measure`,
+//! `modelbench_suite::Error::Models`), so a variant lives where its errors are made. Every
+//! variant renders as one line that names the thing that is wrong and, where there is one,
+//! how to fix it.
 
 use std::path::PathBuf;
 
@@ -16,47 +20,6 @@ pub enum Error {
         allowed: String,
     },
 
-    /// A model reference that does not parse into any source.
-    #[error("model `{reference}`: {reason}")]
-    ModelRef { reference: String, reason: String },
-
-    /// A file the hub cache should hold but does not.
-    #[error("{file} of {repo} is not in the Hugging Face cache {cache}: {hint}")]
-    CacheMiss {
-        repo: String,
-        file: String,
-        cache: PathBuf,
-        hint: String,
-    },
-
-    /// Any other failure to talk to the hub.
-    #[error("hub: {repo}: {reason}")]
-    Hub { repo: String, reason: String },
-
-    /// A config.json that does not describe a model the suite can build.
-    #[error("{path}: invalid config for {family}: {reason}")]
-    Config {
-        path: String,
-        family: String,
-        reason: String,
-    },
-
-    /// Weights that are missing, truncated or do not match the config.
-    #[error("{path}: {reason}")]
-    Weights { path: String, reason: String },
-
-    /// A tokenizer that cannot be loaded or used.
-    #[error("tokenizer {path}: {reason}")]
-    Tokenizer { path: String, reason: String },
-
-    /// A scenario that cannot run on a model (e.g. longer than its context).
-    #[error("scenario `{scenario}` on {model}: {reason}")]
-    Scenario {
-        scenario: String,
-        model: String,
-        reason: String,
-    },
-
     /// Reading or writing a file.
     #[error("{path}: {source}")]
     Io {
@@ -65,17 +28,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A report or record that cannot be read or compared.
+    /// A measurement that could not be taken or kept (a child process that failed, a buffer
+    /// that could not be had, a calibration that could not be written): what and why.
     #[error("{0}")]
-    Report(String),
-
-    /// The results database (see output::db): what failed, on which database.
-    #[error("database {0}")]
-    Db(String),
-
-    /// Training hit a NaN or infinite value (see workloads::train).
-    #[error("training stopped at step {step}: {tensor} is NaN or infinite (lower lr, or check the data and the initialisation)")]
-    NonFinite { step: usize, tensor: String },
+    Measure(String),
 
     /// Counting instructions under valgrind (see measure::instructions): what failed, and
     /// the fix.
@@ -94,17 +50,6 @@ pub enum Error {
 
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
-
-    /// Serving (`serve`, `load`; see serving/): a bad flag or a server that cannot be
-    /// reached, named with its fix.
-    #[error("{0}")]
-    Serving(String),
-
-    /// A command (the suite's app and verdicts layers): a flag or config file that cannot be
-    /// used, or a step that failed (git, cargo, a worker process, an A/B build), named with
-    /// its fix, in one line.
-    #[error("{0}")]
-    Command(String),
 }
 
 impl Error {
@@ -125,13 +70,6 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Error::Io { path, source }
-    }
-
-    pub fn weights(path: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
-        Error::Weights {
-            path: path.to_string(),
-            reason: one_line(&reason.to_string()),
-        }
     }
 }
 

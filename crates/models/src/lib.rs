@@ -3,10 +3,14 @@
 //! transformers' models and the project's batched ones, and model sources (fixture,
 //! synthetic, HF cache, folder, GGUF file). See [`models`].
 //!
-//! Below it: `modelbench-measure` (re-exported here as [`error`], [`util`], [`measure`],
-//! [`judge`], so `crate::measure::x` reads as it does in every layer) and `modelbench-kernels` (as
-//! `models::q8_matmul`, `models::host_ops`).
+//! Below it: `modelbench-measure` (re-exported here as [`util`], [`measure`], [`judge`], so
+//! `crate::measure::x` reads as it does in every layer; its error type is wrapped by this
+//! crate's own [`error`]) and `modelbench-kernels` (as `models::q8_matmul`,
+//! `models::host_ops`).
 
-pub use modelbench_measure::{error, judge, measure, util, Error, Result};
+pub use modelbench_measure::{judge, measure, util};
+
+pub mod error;
+pub use error::{Error, Result};
 
 pub mod models;

@@ -10,15 +10,19 @@
 //! [`app`] <- [`verdicts`]
 //!
 //! Below it, crates the compiler keeps apart: `modelbench-models` (re-exported as
-//! [`models`]) <- `modelbench-measure` ([`judge`] <- [`measure`], [`util`], [`error`]) and
-//! `modelbench-kernels` (inside `models`). Every verdict is made in [`judge`].
+//! [`models`]) <- `modelbench-measure` ([`judge`] <- [`measure`], [`util`]) and
+//! `modelbench-kernels` (inside `models`). Every verdict is made in [`judge`]. Each crate has
+//! its own error type and wraps the one below ([`error`]).
 //!
 //! Data flows: knobs ([`config`]) -> plans -> [`models::sources::resolve`] ->
 //! [`models::sources::loading::open`] -> a [`workloads::Workload`] run by the one trial loop
 //! ([`workloads::TrialLoop`]) under criterion ([`harness`]) or the CLI -> one record builder
 //! per workload -> [`output`].
 
-pub use modelbench_models::{error, judge, measure, models, util, Error, Result};
+pub use modelbench_models::{judge, measure, models, util};
+
+pub mod error;
+pub use error::{Error, Result};
 
 pub mod engine;
 

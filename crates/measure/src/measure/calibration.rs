@@ -249,7 +249,7 @@ pub fn streaming_read(passes: usize) -> Result<(f64, String)> {
     let chunk = (1usize << 20).min(n.div_ceil(threads).div_ceil(8) * 8); // u64s: 8 MiB
     let mut buf: Vec<u64> = Vec::new();
     buf.try_reserve_exact(n)
-        .map_err(|e| Error::Report(format!("streaming buffer of {bytes} bytes: {e}")))?;
+        .map_err(|e| Error::Measure(format!("streaming buffer of {bytes} bytes: {e}")))?;
     // First touch: every page is written (in parallel, in the chunks the passes read), so no
     // pass reads the kernel's shared zero page.
     buf.resize(n, 0);
@@ -468,7 +468,7 @@ pub fn calibrate(spec: DeviceSpec, dtypes: &[DType]) -> Result<Calibration> {
     crate::util::fsio::atomic_write(
         &machine_json(),
         serde_json::to_string_pretty(&all)
-            .map_err(|e| Error::Report(e.to_string()))?
+            .map_err(|e| Error::Measure(e.to_string()))?
             .as_bytes(),
     )?;
     Ok(merged)

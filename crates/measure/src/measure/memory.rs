@@ -122,10 +122,10 @@ pub fn reset_device_peak(dev: &candle_core::Device) -> bool {
 
 /// Peak device-pool bytes in use during `f` above those in use before it (None where
 /// [`device_pool`] is None). The device is synchronized before and after `f`.
-pub fn device_peak_during<T>(
+pub fn device_peak_during<T, E: From<crate::error::Error>>(
     dev: &candle_core::Device,
-    f: impl FnOnce() -> crate::error::Result<T>,
-) -> crate::error::Result<(T, Option<u64>)> {
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<(T, Option<u64>), E> {
     crate::measure::device::sync(dev)?;
     let before = device_pool(dev).map(|(cur, _)| cur);
     let reset = reset_device_peak(dev);

@@ -88,7 +88,7 @@ pub fn wait_measured(
     let wall_s = t0.elapsed().as_secs_f64();
     let stderr = stderr();
     if rc != pid {
-        return Err(Error::Report(format!(
+        return Err(Error::Measure(format!(
             "{} {what}: waiting for it failed: {}",
             program.display(),
             std::io::Error::last_os_error()
@@ -106,7 +106,7 @@ pub fn wait_measured(
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("");
-        return Err(Error::Report(format!(
+        return Err(Error::Measure(format!(
             "{} {what} failed ({how}): {last}",
             program.display()
         )));

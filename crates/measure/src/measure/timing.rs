@@ -45,17 +45,18 @@ pub struct Measured<O> {
     pub power: Power,
 }
 
-/// Runs iterations of one benchmark and keeps what each call measured.
-pub struct TrialLoop<O> {
+/// Runs iterations of one benchmark and keeps what each call measured. `E` is the caller's
+/// error type (each layer has its own; the loop only keeps the first one and hands it back).
+pub struct TrialLoop<O, E = Error> {
     next_trial: u64,
     calls: Vec<Call<O>>,
-    error: Option<Error>,
+    error: Option<E>,
     meter: PowerMeter,
     /// Where the device-pool peak is read (None: not read).
     device: Option<candle_core::Device>,
 }
 
-impl<O> Default for TrialLoop<O> {
+impl<O, E> Default for TrialLoop<O, E> {
     fn default() -> Self {
         TrialLoop {
             next_trial: 0,
@@ -67,7 +68,7 @@ impl<O> Default for TrialLoop<O> {
     }
 }
 
-impl<O> TrialLoop<O> {
+impl<O, E> TrialLoop<O, E> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -87,7 +88,7 @@ impl<O> TrialLoop<O> {
     pub fn call(
         &mut self,
         iters: u64,
-        iteration: &mut dyn FnMut(u64) -> Result<(Duration, O)>,
+        iteration: &mut dyn FnMut(u64) -> Result<(Duration, O), E>,
     ) -> Duration {
         if self.error.is_some() {
             return Duration::from_nanos(iters.max(1));
@@ -139,7 +140,7 @@ impl<O> TrialLoop<O> {
     /// The last `keep` calls (criterion: its measured samples, after the warm-up calls; the
     /// CLI: the trials after its warm-up). None when fewer calls ran (criterion's test and
     /// list modes, or a benchmark filtered out): nothing was measured then.
-    pub fn finish(self, keep: usize, tokens_per_iter: u64) -> Result<Option<Measured<O>>> {
+    pub fn finish(self, keep: usize, tokens_per_iter: u64) -> Result<Option<Measured<O>>, E> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -184,10 +185,10 @@ impl<O> TrialLoop<O> {
 }
 
 /// Runs `f` as a timed region: the clock stops after the device is synchronised.
-pub fn time_region<T>(
+pub fn time_region<T, E: From<Error>>(
     dev: &candle_core::Device,
-    f: impl FnOnce() -> Result<T>,
-) -> Result<(Duration, T)> {
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<(Duration, T), E> {
     crate::measure::device::sync(dev)?;
     let t = std::time::Instant::now();
     let out = f()?;
@@ -220,7 +221,7 @@ mod tests {
         l.call(1, &mut |_| Ok((Duration::from_millis(1), ())));
         assert!(l.finish(2, 1).unwrap().is_none());
         let mut l: TrialLoop<()> = TrialLoop::new();
-        l.call(1, &mut |_| Err(Error::Report("boom".into())));
+        l.call(1, &mut |_| Err(Error::Measure("boom".into())));
         let mut ran = false;
         l.call(1, &mut |_| {
             ran = true;

@@ -288,7 +288,7 @@ fn input(tokens: &[u32], dev: &Device) -> candle_core::Result<Tensor> {
 }
 
 fn wrap(e: candle_core::Error) -> Error {
-    Error::Candle(candle_core::Error::Msg(one_line(&e.to_string())))
+    Error::from(candle_core::Error::Msg(one_line(&e.to_string())))
 }
 
 /// A candle-transformers model whose KV cache is a real snapshot when cloned: its cache grows

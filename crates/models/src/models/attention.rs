@@ -127,7 +127,7 @@ impl CausalLm for WithAttention {
             last = Some(self.inner.forward(c, p)?);
             p += c.len();
         }
-        last.ok_or_else(|| Error::Report("forward of zero tokens".into()))
+        last.ok_or_else(|| Error::Model("forward of zero tokens".into()))
     }
     fn meta(&self) -> &ModelMeta {
         &self.meta

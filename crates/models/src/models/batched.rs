@@ -127,7 +127,7 @@ impl<B: BatchedLm> StepModel for Slots<B> {
                 *c = fresh;
                 Ok(())
             }
-            None => Err(Error::Serving(format!(
+            None => Err(Error::Model(format!(
                 "slot {slot} of {} does not exist",
                 self.caches.len()
             ))),
@@ -141,7 +141,7 @@ impl<B: BatchedLm> StepModel for Slots<B> {
             let cache = taken
                 .get_mut(w.slot)
                 .and_then(Option::take)
-                .ok_or_else(|| Error::Serving(format!("slot {} twice in one step", w.slot)))?;
+                .ok_or_else(|| Error::Model(format!("slot {} twice in one step", w.slot)))?;
             seqs.push(SeqStep {
                 cache,
                 tokens: w.tokens,
@@ -151,7 +151,7 @@ impl<B: BatchedLm> StepModel for Slots<B> {
         let out = self
             .model
             .forward(&mut seqs)
-            .map_err(|e| Error::Serving(one_line(&e.to_string())))?;
+            .map_err(|e| Error::Model(one_line(&e.to_string())))?;
         out.iter()
             .map(|o| o.as_ref().map(host).transpose())
             .collect()
@@ -165,14 +165,14 @@ impl<B: BatchedLm> StepModel for Slots<B> {
     fn fork(&mut self, from: usize, to: usize, len: usize) -> Result<bool> {
         let n = self.caches.len();
         if from >= n || to >= n {
-            return Err(Error::Serving(format!(
+            return Err(Error::Model(format!(
                 "fork of slot {from} into slot {to}: slots are 0..{n}"
             )));
         }
         match self.model.fork_seq(&self.caches[from], len) {
             None => Ok(false),
             Some(copy) => {
-                self.caches[to] = copy.map_err(|e| Error::Serving(one_line(&e.to_string())))?;
+                self.caches[to] = copy.map_err(|e| Error::Model(one_line(&e.to_string())))?;
                 Ok(true)
             }
         }

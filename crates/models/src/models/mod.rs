@@ -11,7 +11,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{one_line, Error, Result};
+use crate::error::one_line;
+/// The model layer's error and result (crate::error), here beside the traits that return them.
+pub use crate::error::{Error, Result};
 use crate::util::fill::Filler;
 
 mod arch;
@@ -45,7 +47,7 @@ pub trait CausalLm: Send {
     /// A copy of the KV cache as it is now, to [`restore`](CausalLm::restore) later (the
     /// depth workload fills a cache once per depth and restores it between repetitions).
     fn snapshot(&mut self) -> Result<KvState> {
-        Err(Error::Report(format!(
+        Err(Error::Model(format!(
             "{}: KV snapshot not implemented for this model",
             self.meta().provenance.implementation
         )))
@@ -54,7 +56,7 @@ pub trait CausalLm: Send {
     /// after a fresh fill. Returns how it was restored.
     fn restore(&mut self, s: &KvState) -> Result<Restored> {
         let _ = s;
-        Err(Error::Report(format!(
+        Err(Error::Model(format!(
             "{}: KV restore not implemented for this model",
             self.meta().provenance.implementation
         )))
@@ -132,7 +134,7 @@ impl KvState {
     /// The saved state as the type its model stored (an error for another model's state).
     pub fn get<T: 'static>(&self) -> Result<&T> {
         self.inner.downcast_ref::<T>().ok_or_else(|| {
-            Error::Report("KV state restored into a different model than it was taken from".into())
+            Error::Model("KV state restored into a different model than it was taken from".into())
         })
     }
 }

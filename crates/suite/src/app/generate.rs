@@ -62,7 +62,7 @@ pub fn generate(a: GenerateArgs) -> crate::Result<()> {
     )?;
     let _ = writeln!(out);
     if let Some(e) = err {
-        return Err(e);
+        return Err(e.into());
     }
     let ttft = trace.ttft().as_secs_f64();
     let decode = (trace.e2e() - trace.ttft()).as_secs_f64();

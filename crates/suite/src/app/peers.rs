@@ -163,7 +163,7 @@ pub fn peers(a: PeersArgs) -> crate::Result<()> {
             warnings.push(w);
             pools.matmul
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let peer_threads = a.peer_threads.unwrap_or(candle_threads);
     ensure!(peer_threads >= 1, "--peer-threads must be at least 1");

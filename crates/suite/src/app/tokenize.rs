@@ -142,7 +142,7 @@ pub fn tokenize(a: TokenizeArgs) -> crate::Result<()> {
                 (t.elapsed().as_secs_f64(), k)
             })
             .map(|(s, k)| k.map(|_| s))
-            .collect::<crate::error::Result<_>>()?;
+            .collect::<modelbench_models::Result<_>>()?;
         secs.sort_by(f64::total_cmp);
         let med = secs[n / 2];
         eprintln!(

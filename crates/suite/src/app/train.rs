@@ -19,7 +19,9 @@ use crate::app::args::TrainArgs;
 fn spec_of(a: &TrainArgs, default: &str) -> crate::Result<TrainSpec> {
     let path = a.config.clone().unwrap_or_else(|| PathBuf::from(default));
     let mut s = tcfg::load(&path).map_err(|e| match e {
-        crate::error::Error::Io { path, source } => fail!(
+        crate::Error::Models(modelbench_models::Error::Measure(
+            modelbench_measure::Error::Io { path, source },
+        )) => fail!(
             "--config {}: {source} (the shipped configs are under configs/)",
             path.display()
         ),
@@ -43,7 +45,7 @@ fn spec_of(a: &TrainArgs, default: &str) -> crate::Result<TrainSpec> {
 }
 
 fn open(s: &TrainSpec) -> crate::Result<candle_core::Device> {
-    s.device.open_for("device (training config)")
+    Ok(s.device.open_for("device (training config)")?)
 }
 
 fn one(

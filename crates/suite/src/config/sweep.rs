@@ -77,10 +77,12 @@ pub struct Overrides {
 /// Reads `key: value` lines; an unknown key, a duplicate or a line that is not `key: value` is
 /// a one-line error naming the file and line.
 pub fn parse_queue_file(path: &Path, text: &str) -> Result<BTreeMap<String, (usize, String)>> {
-    let bad = |line: usize, reason: String| Error::Config {
-        path: format!("{}:{line}", path.display()),
-        family: "architecture sweep".into(),
-        reason,
+    let bad = |line: usize, reason: String| {
+        Error::from(modelbench_models::Error::Config {
+            path: format!("{}:{line}", path.display()),
+            family: "architecture sweep".into(),
+            reason,
+        })
     };
     let mut out = BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
@@ -213,14 +215,16 @@ impl SweepPlan {
             attention_every: num("attention_every", 4)?,
         };
         for c in plan.configs() {
-            c.validate().map_err(|e| Error::Config {
-                path: if src.is_empty() {
-                    "modelbench sweep".into()
-                } else {
-                    src.clone()
-                },
-                family: c.family.name().into(),
-                reason: format!("d{} L{} h{}: {e}", c.d_model, c.depth, c.horizons),
+            c.validate().map_err(|e| {
+                Error::from(modelbench_models::Error::Config {
+                    path: if src.is_empty() {
+                        "modelbench sweep".into()
+                    } else {
+                        src.clone()
+                    },
+                    family: c.family.name().into(),
+                    reason: format!("d{} L{} h{}: {e}", c.d_model, c.depth, c.horizons),
+                })
             })?;
         }
         Ok(plan)

@@ -62,10 +62,12 @@ enum Val {
 }
 
 fn parse_flat(path: &Path, text: &str) -> Result<BTreeMap<String, (usize, Val)>> {
-    let bad = |line: usize, reason: String| Error::Config {
-        path: format!("{}:{line}", path.display()),
-        family: "training".into(),
-        reason,
+    let bad = |line: usize, reason: String| {
+        Error::from(modelbench_models::Error::Config {
+            path: format!("{}:{line}", path.display()),
+            family: "training".into(),
+            reason,
+        })
     };
     let mut out = BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
@@ -164,10 +166,12 @@ pub fn parse(path: &Path, text: &str) -> Result<TrainSpec> {
     let mut s = default_spec();
     let mut dtype_set = false;
     for (k, (line, v)) in &kv {
-        let bad = |reason: String| Error::Config {
-            path: format!("{}:{line}", path.display()),
-            family: "training".into(),
-            reason: format!("{k}: {reason}"),
+        let bad = |reason: String| {
+            Error::from(modelbench_models::Error::Config {
+                path: format!("{}:{line}", path.display()),
+                family: "training".into(),
+                reason: format!("{k}: {reason}"),
+            })
         };
         let num = || match v {
             Val::Num(n) => Ok(n.as_str()),
@@ -236,10 +240,12 @@ pub fn parse(path: &Path, text: &str) -> Result<TrainSpec> {
     if !dtype_set {
         s.dtype = s.device.default_dtype();
     }
-    s.model_config().validate().map_err(|e| Error::Config {
-        path: path.display().to_string(),
-        family: "training".into(),
-        reason: e,
+    s.model_config().validate().map_err(|e| {
+        Error::from(modelbench_models::Error::Config {
+            path: path.display().to_string(),
+            family: "training".into(),
+            reason: e,
+        })
     })?;
     Ok(s)
 }

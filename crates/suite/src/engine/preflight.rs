@@ -85,15 +85,20 @@ pub fn meta_of(res: &Resolved, dtype: DType, context_cap: usize) -> Result<Model
     match &res.weights {
         Weights::Gguf(p) => {
             let g = res.gguf_source()?;
-            crate::models::sources::gguf::describe_impl(p, &g.header, Some(context_cap), g.imp)
+            Ok(crate::models::sources::gguf::describe_impl(
+                p,
+                &g.header,
+                Some(context_cap),
+                g.imp,
+            )?)
         }
-        _ => crate::models::describe(
+        _ => Ok(crate::models::describe(
             res.family,
             &res.config,
             &res.config_path,
             dtype,
             Some(context_cap),
-        ),
+        )?),
     }
 }
 

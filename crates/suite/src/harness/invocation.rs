@@ -106,7 +106,7 @@ fn read_marker(p: &Path) -> Option<Marker> {
 
 fn write_marker(p: &Path, m: &Marker) -> Result<()> {
     let json = serde_json::to_vec_pretty(m).map_err(|e| Error::Report(e.to_string()))?;
-    atomic_write(p, &json)
+    Ok(atomic_write(p, &json)?)
 }
 
 /// Removes markers of cargo processes that are gone (or whose pid now names another process).

@@ -19,12 +19,13 @@ use crate::config::plans::{Common, DepthPlan, MoePlan, Plan, PsannPlan};
 use crate::error::Result;
 use crate::judge::noise::{threshold_for, NoiseProfile, Source, DEFAULT_THRESHOLD};
 use crate::measure::memory;
-use crate::measure::timing::{Measured, TrialLoop, SAMPLE_SIZE};
+use crate::measure::timing::{Measured, SAMPLE_SIZE};
 use crate::output::noise;
 use crate::output::record::Harness;
 use crate::output::report::{reports_root, RunDir};
 use crate::workloads::checkpoint::Checkpoint;
 use crate::workloads::suite::{run_suite, Driver};
+use crate::workloads::TrialLoop;
 use crate::workloads::{stamp, Workload};
 
 pub mod invocation;

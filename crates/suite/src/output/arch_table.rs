@@ -213,7 +213,10 @@ pub fn parquet_bytes(rows: &[ArchRow]) -> Result<Vec<u8>> {
 /// Writes the rows to `path` as parquet, atomically (a failed write leaves nothing
 /// half-written).
 pub fn write_parquet(path: &Path, rows: &[ArchRow]) -> Result<()> {
-    crate::util::fsio::atomic_write(path, &parquet_bytes(rows)?)
+    Ok(crate::util::fsio::atomic_write(
+        path,
+        &parquet_bytes(rows)?,
+    )?)
 }
 
 fn na(v: Option<f64>, prec: usize) -> String {

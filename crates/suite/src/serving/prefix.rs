@@ -158,7 +158,7 @@ impl Held {
             })
         };
         match choice {
-            Choice::Start(slot) => start(self, model, slot),
+            Choice::Start(slot) => Ok(start(self, model, slot)?),
             Choice::Continue { slot, len } => Ok(Placement {
                 slot,
                 reused: len,
@@ -173,12 +173,12 @@ impl Held {
                         copied: true,
                     })
                 }
-                Ok(false) => start(self, model, to),
+                Ok(false) => Ok(start(self, model, to)?),
                 Err(e) => {
                     eprintln!(
                         "prefix cache: copying {len} positions of slot {from} failed ({e}); the prompt runs whole"
                     );
-                    start(self, model, to)
+                    Ok(start(self, model, to)?)
                 }
             },
         }

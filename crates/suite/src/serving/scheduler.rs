@@ -20,7 +20,6 @@ use tokenizers::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::sampling::{Sampler, SamplingParams};
-use crate::error::Result;
 pub use crate::models::batched::{host, StepModel, Work};
 use crate::models::tokenizers::{decode, eos_ids, StreamDecoder};
 use crate::models::CausalLm;
@@ -46,11 +45,11 @@ impl StepModel for Single {
     fn chunked(&self) -> bool {
         false
     }
-    fn start(&mut self, _slot: usize) -> Result<()> {
+    fn start(&mut self, _slot: usize) -> modelbench_models::Result<()> {
         self.pos = 0;
         self.model.reset()
     }
-    fn step(&mut self, work: &[Work<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+    fn step(&mut self, work: &[Work<'_>]) -> modelbench_models::Result<Vec<Option<Vec<f32>>>> {
         let mut out = Vec::with_capacity(work.len());
         for w in work {
             let l = self.model.forward(w.tokens, self.pos)?;

@@ -344,19 +344,25 @@ pub fn served_loaded(
 }
 
 impl CausalLm for Served {
-    fn reset(&mut self) -> Result<()> {
+    fn reset(&mut self) -> modelbench_models::Result<()> {
         self.pos = 0;
         self.model.start(0)
     }
 
-    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<candle_core::Tensor> {
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        pos: usize,
+    ) -> modelbench_models::Result<candle_core::Tensor> {
         if tokens.is_empty() {
-            return Err(Error::Serving("forward of zero tokens".into()));
+            return Err(modelbench_models::Error::Model(
+                "forward of zero tokens".into(),
+            ));
         }
         if pos == 0 {
             self.reset()?;
         } else if pos != self.pos {
-            return Err(Error::Serving(format!(
+            return Err(modelbench_models::Error::Model(format!(
                 "forward at position {pos} but the sequence holds {} positions (reset, or continue at {})",
                 self.pos, self.pos
             )));
@@ -378,7 +384,8 @@ impl CausalLm for Served {
             done = end;
         }
         self.pos += tokens.len();
-        let l = last.ok_or_else(|| Error::Serving("the step returned no logits".into()))?;
+        let l = last
+            .ok_or_else(|| modelbench_models::Error::Model("the step returned no logits".into()))?;
         let n = l.len();
         Ok(candle_core::Tensor::from_vec(l, n, &self.device)?)
     }

@@ -10,8 +10,8 @@ use crate::app::Context;
 use crate::config::plans::{parse_models, Common, Plan};
 use crate::engine::scenario::{prepare, Scenario, Tier};
 use crate::measure::memory as mem;
-use crate::measure::timing::TrialLoop;
 use crate::models::sources::loading::open_with;
+use crate::workloads::TrialLoop;
 use crate::{Error, Result};
 
 /// `modelbench worker`: what `compare --paired` starts. Loads the model, warms each scenario

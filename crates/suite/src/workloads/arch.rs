@@ -14,11 +14,11 @@ use crate::error::Result;
 use crate::measure::calibration::{compute_only, Calibration};
 use crate::measure::device::DeviceSpec;
 use crate::measure::stats::percentiles;
-use crate::measure::timing::time_region;
 use crate::models::training::backbone::{Backbone, BackboneConfig, BackboneTrainer, Family};
 use crate::models::training::psann::random_ids;
 use crate::output::arch_table::ArchRow;
 use crate::output::record::{Kind, Precision, Record};
+use crate::workloads::time_region;
 
 use super::suite::Setup;
 use super::{Measured, Target, Workload};
@@ -130,7 +130,7 @@ impl Workload for ArchStep {
                     Ok(None)
                 })
             }
-            Step::Train(tr) => time_region(&self.dev, || tr.step(seq).map(Some)),
+            Step::Train(tr) => time_region(&self.dev, || Ok(tr.step(seq).map(Some)?)),
         }
     }
 

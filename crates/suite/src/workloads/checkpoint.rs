@@ -120,7 +120,7 @@ impl Workload for Checkpoint {
     fn iterate(&mut self, _trial: u64) -> Result<(Duration, Option<u64>)> {
         crate::measure::device::sync(&self.dev)?;
         if self.device != DeviceSpec::Cpu {
-            let (d, peak) = memory::device_peak_during(&self.dev, || {
+            let (d, peak) = crate::workloads::device_peak_during(&self.dev, || {
                 let t = std::time::Instant::now();
                 self.tr.step(&self.ids, &self.targets)?;
                 crate::measure::device::sync(&self.dev)?;

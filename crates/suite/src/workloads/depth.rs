@@ -122,7 +122,7 @@ impl<'a> Depth<'a> {
         let s = self.state.as_ref().expect("filled");
         let how = self.loaded.model.restore(s)?;
         self.restores.insert(how.name());
-        sync(self.loaded.model.device())
+        Ok(sync(self.loaded.model.device())?)
     }
 }
 

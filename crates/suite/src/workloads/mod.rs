@@ -8,7 +8,27 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::measure::device::DeviceSpec;
-pub use crate::measure::timing::{Measured, TrialLoop, SAMPLE_SIZE};
+pub use crate::measure::timing::{Measured, SAMPLE_SIZE};
+
+/// The one trial loop (measure::timing), holding this crate's error.
+pub type TrialLoop<O> = crate::measure::timing::TrialLoop<O, crate::Error>;
+
+/// [`crate::measure::timing::time_region`] for a region that fails with this crate's error.
+pub fn time_region<T>(
+    dev: &candle_core::Device,
+    f: impl FnOnce() -> crate::Result<T>,
+) -> crate::Result<(std::time::Duration, T)> {
+    crate::measure::timing::time_region(dev, f)
+}
+
+/// [`crate::measure::memory::device_peak_during`] for a region that fails with this crate's
+/// error.
+pub fn device_peak_during<T>(
+    dev: &candle_core::Device,
+    f: impl FnOnce() -> crate::Result<T>,
+) -> crate::Result<(T, Option<u64>)> {
+    crate::measure::memory::device_peak_during(dev, f)
+}
 use crate::output::record::{Harness, Precision, Record};
 
 pub mod arch;

@@ -9,9 +9,9 @@ use candle_core::{Device, Module, Tensor};
 use crate::error::Result;
 use crate::measure::calibration::{compute_only, Calibration};
 use crate::measure::device::DeviceSpec;
-use crate::measure::timing::time_region;
 use crate::models::moe::{dense_reference, seeded_input, MoeBlock, MoeConfig, SwiGlu};
 use crate::output::record::{Kind, Precision, Record};
+use crate::workloads::time_region;
 
 use super::suite::Setup;
 use super::{Measured, Target, Workload};

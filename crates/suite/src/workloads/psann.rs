@@ -15,10 +15,10 @@ use candle_core::{DType, Device, Tensor};
 use crate::error::{one_line, Error, Result};
 use crate::measure::calibration::{compute_only, Calibration};
 use crate::measure::device::DeviceSpec;
-use crate::measure::timing::time_region;
 use crate::models::training::psann::train::{TrainConfig, Trainer};
 use crate::models::training::psann::{random_ids, Base, PsannConfig, PsannLm};
 use crate::output::record::{Kind, Precision, Record};
+use crate::workloads::time_region;
 
 use super::{Measured, Target, Workload};
 
@@ -209,7 +209,7 @@ impl Workload for Psann {
                 Ok((d, ()))
             }
             Step::Train(tr) => {
-                let (d, stats) = time_region(&self.dev, || tr.step_checked(ids, targets))?;
+                let (d, stats) = time_region(&self.dev, || Ok(tr.step_checked(ids, targets)?))?;
                 self.steps += 1;
                 match stats.non_finite {
                     Some(tensor) => Err(Error::NonFinite {
@@ -338,7 +338,7 @@ pub fn dtype_refusal(e: &Error, dtype: DType, device: DeviceSpec) -> Option<Stri
             _ => None,
         }
     }
-    let Error::Candle(c) = e else { return None };
+    let c = e.as_candle()?;
     let (d, op) = unsupported(c)?;
     (d == dtype && dtype != DType::F32).then(|| {
         format!(
@@ -584,14 +584,14 @@ mod tests {
     #[test]
     fn only_the_devices_missing_dtype_is_a_refusal() {
         let cpu = DeviceSpec::Cpu;
-        let bf16 = Error::Candle(
+        let bf16 = Error::from(
             candle_core::Error::UnsupportedDTypeForOp(DType::BF16, "matmul")
                 .context("autocast")
                 .with_path("x"),
         );
         let r = dtype_refusal(&bf16, DType::BF16, cpu).unwrap();
         assert_eq!(r, "bf16 cannot run on cpu: candle has no bf16 matmul there");
-        let f32 = Error::Candle(candle_core::Error::UnsupportedDTypeForOp(
+        let f32 = Error::from(candle_core::Error::UnsupportedDTypeForOp(
             DType::F32,
             "matmul",
         ));

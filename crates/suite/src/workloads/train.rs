@@ -21,10 +21,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::measure::device::DeviceSpec;
-use crate::measure::timing::time_region;
 use crate::models::training::psann::train::{TrainConfig, Trainer};
 use crate::models::training::psann::{Base, PsannConfig, PsannLm};
 use crate::output::record::{Kind, Precision, Record};
+use crate::workloads::time_region;
 
 use super::{Measured, Target, Workload};
 
@@ -212,10 +212,12 @@ fn batch_tensors(
 
 impl Training {
     pub fn new(spec: TrainSpec, corpus: Corpus, dev: &Device) -> Result<Training> {
-        let bad = |reason: String| Error::Config {
-            path: "training config".into(),
-            family: spec.base.name().into(),
-            reason,
+        let bad = |reason: String| {
+            Error::from(modelbench_models::Error::Config {
+                path: "training config".into(),
+                family: spec.base.name().into(),
+                reason,
+            })
         };
         let cfg = spec.model_config();
         if spec.batch == 0 || spec.seq_len == 0 || spec.epochs == 0 || spec.val_every == 0 {
@@ -474,7 +476,7 @@ impl Workload for Training {
         let lr = self.spec.lr_at(n, self.total_steps);
         self.tr.set_lr(lr);
         let tr = &mut self.tr;
-        let (d, st) = time_region(&self.dev, || tr.step_checked(&x, &y))?;
+        let (d, st) = time_region(&self.dev, || Ok(tr.step_checked(&x, &y)?))?;
         if let Some(tensor) = st.non_finite {
             return Err(Error::NonFinite { step: n, tensor });
         }
@@ -531,8 +533,8 @@ impl Workload for Training {
 /// every step counts), calling `progress(step, training)` after each.
 pub fn run(w: &mut Training, progress: &mut dyn FnMut(&Training)) -> Result<Record> {
     let steps = w.total_steps;
-    let mut l: crate::measure::timing::TrialLoop<()> =
-        crate::measure::timing::TrialLoop::new().on_device(w.pool_device());
+    let mut l: crate::workloads::TrialLoop<()> =
+        crate::workloads::TrialLoop::new().on_device(w.pool_device());
     for _ in 0..steps {
         let before = w.step;
         l.call(1, &mut |trial| w.iterate(trial));

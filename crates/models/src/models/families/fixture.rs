@@ -263,7 +263,7 @@ pub fn tokenizer_metadata(family: Family, vocab: usize) -> Result<Vec<(String, V
             let pt = crate::models::tokenizers::gguf::bpe_pre_tokenizer(&regexes)?;
             let mut pts = tokenizers::PreTokenizedString::from(TOKENIZER_CORPUS);
             tokenizers::PreTokenizer::pre_tokenize(&pt, &mut pts)
-                .map_err(|e| Error::Report(format!("fixture pre-tokenizer: {e}")))?;
+                .map_err(|e| Error::Model(format!("fixture pre-tokenizer: {e}")))?;
             let words: Vec<Vec<String>> = pts
                 .get_splits(
                     tokenizers::OffsetReferential::Original,
@@ -382,7 +382,7 @@ pub fn tokenizer_metadata(family: Family, vocab: usize) -> Result<Vec<(String, V
         }
     }
     if v.tokens.len() != vocab {
-        return Err(Error::Report(format!(
+        return Err(Error::Model(format!(
             "fixture vocabulary of {family} has {} tokens, the model {vocab}",
             v.tokens.len()
         )));
@@ -464,7 +464,7 @@ impl Parts {
             .tensors
             .iter()
             .position(|(n, _)| n == name)
-            .ok_or_else(|| Error::Report(format!("fixture base has no tensor `{name}`")))?;
+            .ok_or_else(|| Error::Model(format!("fixture base has no tensor `{name}`")))?;
         Ok(self.tensors.remove(i).1)
     }
     /// A copy of the tensor `name` (an error naming it when absent).
@@ -473,7 +473,7 @@ impl Parts {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, t)| t.clone())
-            .ok_or_else(|| Error::Report(format!("fixture base has no tensor `{name}`")))
+            .ok_or_else(|| Error::Model(format!("fixture base has no tensor `{name}`")))
     }
     /// Adds a tensor.
     pub fn put(&mut self, name: impl Into<String>, t: candle_core::Tensor) {
@@ -587,7 +587,7 @@ pub(crate) fn write_from_snapshot(
     let config: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(get("config.json")).map_err(Error::io(get("config.json")))?,
     )
-    .map_err(|e| Error::Report(e.to_string()))?;
+    .map_err(|e| Error::Model(e.to_string()))?;
     let st = get("model.safetensors");
     let tensors: HashMap<String, candle_core::Tensor> =
         candle_core::safetensors::load(&st, &Device::Cpu)?;

@@ -267,7 +267,7 @@ impl OwnModel for ModelWeights {
     }
     fn batch(self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         if o.fast_weights {
-            return Err(crate::error::Error::Serving(format!(
+            return Err(crate::error::Error::Model(format!(
                 "--fast-weights: it re-encodes the project's Gemma 3 weights; the project's quantized {} has no such variant; leave --fast-weights out",
                 self.config().arch
             )));

@@ -51,7 +51,7 @@ pub fn unpermute_rope_rows(t: &Tensor, heads: usize) -> Result<Tensor> {
     let rows = dims[0];
     let rest: usize = dims[1..].iter().product();
     if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
-        return Err(Error::Report(format!(
+        return Err(Error::Model(format!(
             "cannot undo the RoPE row permutation: {rows} rows, {heads} heads"
         )));
     }
@@ -320,7 +320,8 @@ pub fn gguf_to_hf(gguf: &Path, tokenizer: Option<&Path>, out: &Path) -> Result<(
         serde_json::to_string_pretty(&config)
             .expect("json")
             .as_bytes(),
-    )
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -437,9 +437,9 @@ impl CausalLm for QuantizedLm {
             Saved::Copy(m) => {
                 let copy = m
                     .lock()
-                    .map_err(|_| Error::Report("KV snapshot poisoned".into()))?
+                    .map_err(|_| Error::Model("KV snapshot poisoned".into()))?
                     .snapshot()
-                    .ok_or_else(|| Error::Report("KV snapshot cannot be copied".into()))?;
+                    .ok_or_else(|| Error::Model("KV snapshot cannot be copied".into()))?;
                 self.m = copy;
                 self.len = s.depth();
                 self.history.truncate(self.len);
@@ -480,6 +480,6 @@ impl QuantizedLm {
         self.m
             .forward(&x, pos)
             .and_then(|l| l.flatten_all())
-            .map_err(|e| Error::Candle(candle_core::Error::Msg(one_line(&e.to_string()))))
+            .map_err(|e| Error::from(candle_core::Error::Msg(one_line(&e.to_string()))))
     }
 }

@@ -742,10 +742,9 @@ pub fn ensure_fixture(family: Family) -> Result<(String, String)> {
             // Another writer won the race; its snapshot is identical.
             let _ = std::fs::remove_dir_all(&tmp);
             if !snap.join("model.safetensors").is_file() {
-                return Err(Error::Io {
-                    path: snap,
-                    source: std::io::Error::other("cannot install the fixture snapshot"),
-                });
+                return Err(Error::io(snap)(std::io::Error::other(
+                    "cannot install the fixture snapshot",
+                )));
             }
         }
     }
@@ -777,9 +776,10 @@ pub fn gguf_fixture_named(name: &str) -> Result<PathBuf> {
     })?;
     let (repo, rev) = ensure_fixture(fx.base)?;
     let cache = fixture_cache_dir();
-    let snapshot = cached_snapshot(&cache, &repo, &rev).ok_or_else(|| Error::Io {
-        path: cache.clone(),
-        source: std::io::Error::other(format!("the fixture snapshot {repo}@{rev} is missing")),
+    let snapshot = cached_snapshot(&cache, &repo, &rev).ok_or_else(|| {
+        Error::io(cache.clone())(std::io::Error::other(format!(
+            "the fixture snapshot {repo}@{rev} is missing"
+        )))
     })?;
     let dir = cache
         .parent()

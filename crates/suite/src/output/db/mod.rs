@@ -24,9 +24,7 @@ use crate::error::{Error, Result};
 use crate::output::record::Record;
 
 mod schema;
-pub use schema::*;
-#[allow(unused_imports)]
-use schema::*;
+pub use schema::{latest_version, row_values, Dialect, Migration, Ty, Val, COLUMNS, MIGRATIONS};
 
 /// The environment knob naming the database (see [`DbTarget::parse`]).
 pub const ENV: &str = "MODELBENCH_DB";

@@ -1,5 +1,7 @@
-#[allow(unused_imports)]
-use super::*;
+//! The results database's schema: the SQL values and dialects, the columns a record becomes,
+//! and the migrations between versions.
+
+use crate::output::record::Record;
 
 /// A value bound to or read from a query. Parameters carry their SQL type even when NULL
 /// (PostgreSQL needs it); results read as NULL are [`Val::Null`].

@@ -1,7 +1,21 @@
 //! The index page: the newest run's summary table, the flagged list, every benchmark, the run folders.
 
-use super::*;
-use crate::output::runs::{run_state, RunState};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::page::machine_cell;
+use super::sections::{sections, PairedRun};
+use super::{
+    criterion_report, day_time, esc, foot, head, machine_identity, nav, relative, short,
+    verdict_badge, Bench, DbRow,
+};
+use crate::judge::noise::{threshold_for, NoiseProfile};
+use crate::judge::speed::Verdict;
+use crate::output::noise;
+use crate::output::record::Record;
+use crate::output::runs::{list_runs, read_run, run_state, RunState};
+use crate::output::summary::{self, Change, Line};
 
 /// The index page.
 pub(super) fn index_page(

@@ -1,6 +1,8 @@
 //! Markdown and CSV as HTML, for the reports a run wrote as text.
 
-use super::*;
+use std::fmt::Write as _;
+
+use super::esc;
 
 /// Markdown as the run folders write it (headings, paragraphs, pipe tables, `code`) in HTML.
 pub fn markdown_html(md: &str) -> String {

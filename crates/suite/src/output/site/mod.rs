@@ -22,7 +22,6 @@ pub mod style;
 pub mod svg;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -32,18 +31,17 @@ use crate::measure::stats::bootstrap_median_ci;
 use crate::output::db::{Db, DbTarget};
 use crate::output::noise;
 use crate::output::record::{Kind, Record};
-use crate::output::runs::{list_runs, read_run};
-use crate::output::summary::{self, Change, Line};
+use crate::output::summary::{self, Change};
 use crate::util::fsio::atomic_write;
 
 mod index;
-use index::*;
-mod sections;
-use sections::*;
-mod page;
-use page::*;
 mod markup;
-pub use markup::*;
+mod page;
+mod sections;
+use index::index_page;
+pub use markup::{csv_html, markdown_html};
+use page::bench_page;
+use sections::paired_runs;
 
 /// The folder under the reports root holding the pages, stylesheet and script.
 pub const DIR: &str = "site";
@@ -269,7 +267,7 @@ pub fn write(root: &Path) -> Result<()> {
                 .as_bytes(),
         );
     }
-    atomic_write(&root.join("index.html"), index.as_bytes())
+    Ok(atomic_write(&root.join("index.html"), index.as_bytes())?)
 }
 
 /// The benchmarks of the database, sorted by id, each with its points in run order and their

@@ -1,6 +1,17 @@
 //! One benchmark's page: its history chart, the same as a table, and its paired comparisons.
 
-use super::*;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::sections::{paired_row, PairedRun};
+use super::{
+    criterion_report, day_time, esc, foot, head, nav, relative, short, subject, svg, verdict_badge,
+    Bench, HistPoint, DIR,
+};
+use crate::judge::speed::Verdict;
+use crate::output::record::Kind;
+use crate::output::summary;
 
 /// The page of one benchmark.
 pub(super) fn bench_page(

@@ -1,7 +1,13 @@
 //! The index page's sections, each shown only when a run produced its data (peers, ops, quality,
 //! serving, depth, PSANN grid, training, paired comparisons).
 
-use super::*;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::index::file_name;
+use super::{csv_html, esc, markdown_html};
+use crate::output::record::Record;
+use crate::output::runs::read_run;
 
 /// A section of what else runs produced: the newest folder holding `marker`.
 pub(super) struct Section {

@@ -7,10 +7,16 @@
 //! traces its forward (the project's Gemma 3, Llama, Qwen2, Qwen3, Qwen3-MoE, Phi-3, Phi-2, GLM-4,
 //! LFM2) has its table.
 
-#[allow(unused_imports)]
-use super::*;
-use crate::measure::trace::{self, Arg, ArgType, Traced};
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Tensor};
 use modelbench_measure::traced;
+
+use super::ggml::{fbits, ggml_type};
+use super::{check_order, Bench, GgmlOp, OpRow, OpsPlan, OpsSet, Phase, Src};
+use crate::engine::generate::prompt_ids;
+use crate::error::{Error, Result};
+use crate::measure::trace::{self, Arg, ArgType, Traced};
+use crate::models::CausalLm;
 
 /// The activations a row keeps for its replays at most (its weights are the model's own and
 /// cost nothing). A long prefill's attention scores are large; past this a row replays the
@@ -57,7 +63,8 @@ pub fn traced_ops(model: &mut dyn CausalLm, plan: &OpsPlan, hp: Hparams) -> Resu
     };
     trace::start();
     let step = model.forward(&ids, pos).and_then(|logits| {
-        traced!("sampling", "argmax + to host", [logits], argmax(logits)).map_err(Error::from)
+        traced!("sampling", "argmax + to host", [logits], argmax(logits))
+            .map_err(modelbench_models::Error::from)
     });
     let ops = trace::take();
     step?;

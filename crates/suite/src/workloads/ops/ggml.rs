@@ -1,5 +1,13 @@
-#[allow(unused_imports)]
-use super::*;
+//! The ops table in ggml's terms: ggml's type and op ids, each row as a line of llama.cpp's
+//! `test-backend-ops --test-file` format, and ggml's own times of the same ops read back
+//! (`modelbench ops --peer llama.cpp`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::OpRow;
+use crate::error::{Error, Result};
+use crate::models::gguf::ggml_types::dtype_name;
 
 pub(super) fn ggml_err(e: impl std::fmt::Display) -> Error {
     Error::Report(format!("ops: {e}"))

@@ -32,8 +32,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file;
-use candle_core::{DType, Device, Tensor};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::generate::{generate, prompt_ids, Prompt};
@@ -42,21 +41,15 @@ use crate::error::{Error, Result};
 use crate::measure::device::sync;
 use crate::measure::inject::{around_op, profile_start, profile_take};
 use crate::measure::stats::{bootstrap_median_ci, median};
-use crate::models::gguf::ggml_types::dtype_name;
 use crate::models::CausalLm;
 
 mod ggml;
-pub use ggml::*;
-#[allow(unused_imports)]
-use ggml::*;
+pub use ggml::{ggml_line, parse_backend_ops, run_backend_ops, GgmlIds, GgmlOp, Src};
 mod forward;
-pub use forward::*;
-#[allow(unused_imports)]
-use forward::*;
+use forward::pick;
+pub use forward::{rows_of, traced_ops, Hparams};
 mod render;
-pub use render::*;
-#[allow(unused_imports)]
-use render::*;
+pub use render::{grew_most, grew_most_line};
 
 /// Which step of a generation the table is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,7 +340,10 @@ pub fn profile_steps(model: &mut dyn CausalLm, plan: &OpsPlan, trials: usize) ->
         let mut step = |model: &mut dyn CausalLm, ids: &[u32], pos: usize| -> Result<u32> {
             profile_start();
             let t = Instant::now();
-            let next = model.forward(ids, pos).and_then(|l| pick(&l));
+            let next = model
+                .forward(ids, pos)
+                .map_err(Error::from)
+                .and_then(|l| pick(&l));
             let wall = t.elapsed();
             let kinds = profile_take();
             let next = next?;

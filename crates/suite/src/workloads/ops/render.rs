@@ -1,5 +1,8 @@
-#[allow(unused_imports)]
-use super::*;
+//! The ops table as text: its sums and coverage against the measured step, the table of rows
+//! (alone and in the forward's order), and the rows that grew most between two tables.
+
+use super::{OpRow, OpsTable};
+use crate::measure::stats::median;
 
 impl OpsTable {
     /// Sum over the rows of calls x time per call (us).

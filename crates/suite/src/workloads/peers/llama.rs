@@ -1,5 +1,26 @@
-#[allow(unused_imports)]
-use super::*;
+//! llama.cpp as a peer: its settings (KV type, flash attention, GPU layers), the
+//! `llama-timed-ids` program's arguments and output, and the peer records built from them.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::torch::{json_line, peer_trace, token_times_ok};
+use super::{
+    check_threads, missing_program, peer_model, scenario_skip, set_workload, skip_line, stamp_like,
+    Peer,
+};
+use crate::engine::generate::Trace;
+use crate::engine::scenario::Scenario;
+use crate::error::{Error, Result};
+use crate::measure::process::{run_measured, ProcessUse};
+use crate::measure::stats::median;
+use crate::measure::threads::ThreadUse;
+use crate::output::record::{
+    gen_metrics, trial_rates, Engine, Harness, Kind, ModelInfo, Precision, Record,
+};
 
 // ---------------------------------------------------------------- llama.cpp (llama-timed-ids)
 

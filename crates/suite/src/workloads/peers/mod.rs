@@ -24,32 +24,27 @@
 //! measured around or reported by its process.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub mod suite;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::engine::generate::Trace;
 use crate::engine::scenario::Scenario;
 use crate::error::{Error, Result};
-use crate::measure::process::{run_measured, ProcessUse};
-use crate::measure::stats::median;
-use crate::measure::threads::ThreadUse;
 use crate::models::Provenance;
-use crate::output::record::{
-    gen_metrics, trial_rates, Engine, Harness, Kind, ModelInfo, Precision, Record,
-};
+use crate::output::record::{ModelInfo, Precision, Record};
 
 mod llama;
-pub use llama::*;
-#[allow(unused_imports)]
-use llama::*;
+pub use llama::{
+    build_info_of, gguf_type_of, interleave_order, llama_peer_record, llama_peer_rows,
+    llama_record, llama_timed_args, parse_llama_timed, run_llama_timed, setting_label, LlamaOut,
+    LlamaRun, LlamaSetting,
+};
 mod torch;
-pub use torch::*;
-#[allow(unused_imports)]
-use torch::*;
+pub use torch::{
+    parse_torch_hello, parse_torch_trial, torch_record, torch_script, torch_setting_label,
+    TorchHello, TorchRun, TorchSetting, TorchTrial, TorchWorker,
+};
 
 /// The candle version modelbench is built on (Cargo.lock; a test keeps them equal).
 pub const CANDLE_VERSION: &str = "0.11.1";

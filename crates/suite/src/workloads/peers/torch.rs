@@ -1,5 +1,21 @@
-#[allow(unused_imports)]
-use super::*;
+//! PyTorch (transformers) as a peer: its settings, the `peer_torch.py` worker's protocol and
+//! the peer records built from what it reports.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{peer_model, set_workload, Peer};
+use crate::engine::generate::Trace;
+use crate::engine::scenario::Scenario;
+use crate::error::{Error, Result};
+use crate::measure::process::ProcessUse;
+use crate::measure::threads::ThreadUse;
+use crate::output::record::{
+    gen_metrics, trial_rates, Engine, Harness, Kind, ModelInfo, Precision, Record,
+};
 
 // ---------------------------------------------------------------- PyTorch (peer_torch.py)
 
@@ -265,7 +281,7 @@ impl TorchWorker {
                 &self.what,
             );
             return Err(match ended {
-                Err(e) => e,
+                Err(e) => e.into(),
                 Ok(_) => Error::Report(format!(
                     "{} {}: ended without answering",
                     self.program.display(),
@@ -314,13 +330,13 @@ impl TorchWorker {
     pub fn finish(mut self) -> Result<ProcessUse> {
         drop(self.stdin.take());
         let stderr = self.stderr.take();
-        crate::measure::process::wait_measured(
+        Ok(crate::measure::process::wait_measured(
             &mut self.child,
             self.started,
             move || stderr.and_then(|h| h.join().ok()).unwrap_or_default(),
             &self.program,
             &self.what,
-        )
+        )?)
     }
 }
 
