@@ -130,7 +130,7 @@ fn run_report_export_and_compare() {
     assert_eq!(rec.samples_s.len(), 5);
     assert_eq!(rec.harness, modelbench::output::record::Harness::Cli);
     assert!(rec.gen.as_ref().unwrap().ttft_ms.is_some());
-    assert!(rec.model.load_seconds > 0.0);
+    assert!(rec.model.load_seconds.is_some_and(|s| s > 0.0));
     assert!(rec.memory.host_peak_bytes.unwrap() > rec.model.weight_bytes);
     // report re-renders the same README
     let before = std::fs::read_to_string(a.join("README.md")).unwrap();

@@ -59,7 +59,7 @@ fn a_recorded_llama_timed_ids_run_becomes_a_peer_record() {
     };
     let meta = ModelInfo {
         label: "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF".into(),
-        load_seconds: 99.0, // candle's: must not be copied
+        load_seconds: Some(99.0), // candle's: must not be copied
         layers: 18,
         ..Default::default()
     };
@@ -77,7 +77,7 @@ fn a_recorded_llama_timed_ids_run_becomes_a_peer_record() {
     assert_eq!(r.extra["setting_label"], "llama.cpp (KV f32, FA off)");
     // Its own model file, type, load time and memory; candle's structure of the same file.
     assert_eq!(r.model.source, out.model);
-    assert_eq!(r.model.load_seconds, out.load_s);
+    assert_eq!(r.model.load_seconds, Some(out.load_s));
     assert_eq!(r.model.layers, 18);
     assert_eq!(r.dtype.name(), "gguf-q4_k_m");
     assert_eq!(r.memory.host_peak_bytes, Some(300 << 20));
@@ -151,7 +151,7 @@ fn a_recorded_torch_worker_run_becomes_a_peer_record() {
     ];
     let meta = ModelInfo {
         label: "fixture:llama".into(),
-        load_seconds: 99.0, // candle's: must not be copied
+        load_seconds: Some(99.0), // candle's: must not be copied
         layers: 2,
         ..Default::default()
     };
@@ -178,7 +178,7 @@ fn a_recorded_torch_worker_run_becomes_a_peer_record() {
     assert_eq!(r.extra["setting_label"], "torch (f32, attention eager)");
     assert_eq!(r.extra["setting"], "attn-eager");
     // Its own load time, memory and dtype; candle's structure of the same weights.
-    assert_eq!(r.model.load_seconds, h.load_s);
+    assert_eq!(r.model.load_seconds, Some(h.load_s));
     assert_eq!(r.model.layers, 2);
     assert_eq!(r.model.provenance.attention, "eager");
     assert!(r

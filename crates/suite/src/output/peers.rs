@@ -159,7 +159,7 @@ fn row(r: &Record, candle: Option<(&PeerRow, &Record)>) -> PeerRow {
             .get("thread_warning")
             .and_then(|v| v.as_str())
             .map(str::to_string),
-        load_s: Some(r.model.load_seconds).filter(|x| x.is_finite() && *x > 0.0),
+        load_s: r.model.load_seconds,
     };
     if let Some((c, crec)) = candle {
         let pair = r.extra.get("interleaved").and_then(|v| v.as_bool()) == Some(true);

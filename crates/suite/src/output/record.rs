@@ -148,7 +148,11 @@ pub struct ModelInfo {
     pub built_context: usize,
     pub prefill_mode: String,
     pub tokenizer: String,
-    pub load_seconds: f64,
+    /// Seconds the load took (tokenizer and weights); None where nothing was loaded (a
+    /// workload that builds its model in memory) or a peer that did not say. Records written
+    /// before it was optional said 0 for "not measured" and read back as None.
+    #[serde(default, deserialize_with = "measured_seconds")]
+    pub load_seconds: Option<f64>,
     pub load_heap_peak_bytes: Option<u64>,
     pub load_rss_peak_bytes: Option<u64>,
     /// The peak's rise over the resident set before the load (tokenizer and weights).
@@ -163,6 +167,13 @@ pub struct ModelInfo {
     /// (`exact_context`, `implementation`, `attention`, `gguf`: the record's last model fields).
     #[serde(flatten)]
     pub provenance: crate::models::Provenance,
+}
+
+/// A duration read from a record: a positive finite number, else None (older records wrote 0
+/// for a duration that was not measured).
+fn measured_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v: Option<f64> = Option::deserialize(d)?;
+    Ok(v.filter(|s| s.is_finite() && *s > 0.0))
 }
 
 /// Memory of the timed region.
@@ -472,7 +483,28 @@ pub fn gen_metrics(traces: &[Trace]) -> GenMetrics {
 
 #[cfg(test)]
 mod tests {
-    use super::Precision;
+    use super::{ModelInfo, Precision};
+
+    /// A load that was not measured is null, not 0: written as null, and the 0 older records
+    /// wrote for it reads back as None; a measured load reads back as itself.
+    #[test]
+    fn an_unmeasured_load_is_null_and_an_old_zero_reads_as_none() {
+        let none = ModelInfo::default();
+        let v = serde_json::to_value(&none).unwrap();
+        assert_eq!(v["load_seconds"], serde_json::Value::Null);
+        let mut old = v.clone();
+        old["load_seconds"] = serde_json::json!(0.0);
+        let back: ModelInfo = serde_json::from_value(old).unwrap();
+        assert_eq!(back.load_seconds, None);
+        let mut measured = v.clone();
+        measured["load_seconds"] = serde_json::json!(1.25);
+        let back: ModelInfo = serde_json::from_value(measured).unwrap();
+        assert_eq!(back.load_seconds, Some(1.25));
+        let mut missing = v;
+        missing.as_object_mut().unwrap().remove("load_seconds");
+        let back: ModelInfo = serde_json::from_value(missing).unwrap();
+        assert_eq!(back.load_seconds, None);
+    }
 
     #[test]
     fn precision_names_round_trip_and_unknown_is_not_f32() {

@@ -261,7 +261,7 @@ pub fn csv(records: &[Record]) -> String {
             opt_num(g.prefill_tok_s, 3),
             opt_num(g.decode_tok_s, 3),
             // Only generation-style records load a model.
-            opt_num((r.model.load_seconds > 0.0).then_some(r.model.load_seconds), 3),
+            opt_num(r.model.load_seconds, 3),
             r.memory.host_peak_bytes.map(|b| b.to_string()).unwrap_or_default(),
             r.memory.gpu_peak_bytes.map(|b| b.to_string()).unwrap_or_default(),
             opt_num(r.power.mean_w, 2),

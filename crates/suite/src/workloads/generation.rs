@@ -201,7 +201,7 @@ pub fn model_info(l: &Loaded) -> ModelInfo {
         built_context: m.built_context,
         prefill_mode: m.prefill.clone(),
         tokenizer: l.resolved.tokenizer_kind.clone(),
-        load_seconds: l.load.seconds,
+        load_seconds: Some(l.load.seconds),
         load_heap_peak_bytes: l.load.heap_peak_bytes,
         load_rss_peak_bytes: l.load.rss_peak_bytes,
         load_rss_rise_bytes: l.load.rss_rise_bytes,

@@ -322,7 +322,7 @@ mod tests {
             label: "fixture:llama".into(),
             family: "llama".into(),
             params: 8_282_432,
-            load_seconds: 0.1,
+            load_seconds: Some(0.1),
             vocab: 1000,
             ..ModelInfo::default()
         };

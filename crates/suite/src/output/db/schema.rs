@@ -307,9 +307,7 @@ pub fn row_values(run: &str, seq: usize, r: &Record) -> Vec<Val> {
     row.extend(g.latency_percentiles().into_iter().map(fin));
     row.extend([fin(g.prefill_tok_s), fin(g.decode_tok_s)]);
     // Only records that loaded a model have a load time.
-    row.push(real(
-        (r.model.load_seconds > 0.0).then_some(r.model.load_seconds),
-    ));
+    row.push(real(r.model.load_seconds));
     row.extend(
         [
             r.memory.host_peak_bytes,

@@ -170,7 +170,7 @@ pub fn peer_model(
 ) -> ModelInfo {
     ModelInfo {
         tokenizer: "none (given token ids)".into(),
-        load_seconds,
+        load_seconds: Some(load_seconds).filter(|s| s.is_finite() && *s > 0.0),
         load_heap_peak_bytes: None,
         load_rss_peak_bytes: None,
         load_rss_rise_bytes: None,
