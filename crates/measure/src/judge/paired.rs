@@ -171,10 +171,54 @@ pub fn block_sizes(pairs: usize, blocks: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Why a metric is Undecided, from its interval and the threshold `t` (None where it is
+/// decided or has too few pairs): an interval wider than the threshold cannot read Unchanged
+/// at any estimate, so more pairs are what decides it; a narrower one that still holds an edge
+/// of the band (1 - t or 1 + t) is of a change about the threshold's size.
+pub fn undecided_why(p: &PairedRatio, t: f64) -> Option<String> {
+    if verdict(p, t) != PairedVerdict::Undecided {
+        return None;
+    }
+    let (lo, hi) = p.ci?;
+    let half = (hi - lo) / 2.0;
+    Some(if half > t {
+        format!(
+            "its interval [{lo:.3}, {hi:.3}] is ±{:.1}% wide, wider than the ±{:.1}% threshold: more pairs (--max-pairs, --max-minutes) narrow it",
+            100.0 * half,
+            100.0 * t
+        )
+    } else {
+        let edge = if hi > 1.0 + t { 1.0 + t } else { 1.0 - t };
+        format!(
+            "its interval [{lo:.3}, {hi:.3}] (±{:.1}%) holds the threshold's edge {edge:.3}: a change about the threshold's size",
+            100.0 * half
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use PairedVerdict::*;
+
+    /// The reason is the interval's: too wide for the threshold, or narrow but on its edge;
+    /// a decided metric has none.
+    #[test]
+    fn an_undecided_metric_says_why_and_a_decided_one_does_not() {
+        let t = 0.01;
+        assert_eq!(undecided_why(&ratio(Some((1.011, 1.03))), t), None);
+        assert_eq!(undecided_why(&ratio(Some((0.995, 1.005))), t), None);
+        assert_eq!(undecided_why(&ratio(None), t), None);
+        let wide = undecided_why(&ratio(Some((0.96, 1.04))), t).unwrap();
+        assert!(
+            wide.contains("±4.0% wide, wider than the ±1.0% threshold"),
+            "{wide}"
+        );
+        let edge = undecided_why(&ratio(Some((1.003, 1.015))), t).unwrap();
+        assert!(edge.contains("holds the threshold's edge 1.010"), "{edge}");
+        let low = undecided_why(&ratio(Some((0.985, 0.997))), t).unwrap();
+        assert!(low.contains("edge 0.990"), "{low}");
+    }
 
     fn ratio(ci: Option<(f64, f64)>) -> PairedRatio {
         PairedRatio {

@@ -40,11 +40,26 @@ pub struct Power {
     pub max_w: Option<f64>,
     /// Energy of the timed region (all measured samples together), joules.
     pub energy_j: Option<f64>,
-    /// Seconds the meter ran (the measured routine calls or trials).
-    pub timed_s: f64,
-    /// Tokens generated (or processed) in that time.
-    pub tokens: u64,
+    /// Seconds the meter ran (the measured routine calls or trials); None where no power
+    /// sample was taken. Records written before it was optional said 0 and read back as None.
+    #[serde(default, deserialize_with = "positive")]
+    pub timed_s: Option<f64>,
+    /// Tokens generated (or processed) in that time; None where no power sample was taken
+    /// (older records: 0).
+    #[serde(default, deserialize_with = "positive")]
+    pub tokens: Option<u64>,
     pub j_per_token: Option<f64>,
+}
+
+/// A count or duration read from a record: a positive number, else None (records written before
+/// these were optional said 0 for "no sample taken").
+fn positive<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + PartialOrd + Default,
+{
+    let v: Option<T> = Option::deserialize(d)?;
+    Ok(v.filter(|x| *x > T::default()))
 }
 
 impl Power {
@@ -362,9 +377,9 @@ fn reading_of(segments: &[Segment], tokens_per_item: u64) -> Power {
         samples: watts.len(),
         mean_w: Some(watts.iter().sum::<f64>() / watts.len() as f64),
         max_w: watts.iter().copied().reduce(f64::max),
-        timed_s: seconds,
+        timed_s: Some(seconds),
         energy_j: Some(energy_j),
-        tokens,
+        tokens: Some(tokens),
         j_per_token: (tokens > 0).then(|| energy_j / tokens as f64),
     }
 }
@@ -391,6 +406,25 @@ mod tests {
         }
     }
 
+    /// Without a sample the time and tokens are null, not 0; the 0 of older records reads
+    /// back as None, and a measured reading round-trips.
+    #[test]
+    fn no_sample_is_null_and_an_old_zero_reads_as_none() {
+        let none = Power::not_available("not available (test)");
+        let v = serde_json::to_value(&none).unwrap();
+        assert_eq!(v["timed_s"], serde_json::Value::Null);
+        assert_eq!(v["tokens"], serde_json::Value::Null);
+        let mut old = v;
+        old["timed_s"] = serde_json::json!(0.0);
+        old["tokens"] = serde_json::json!(0);
+        let back: Power = serde_json::from_value(old).unwrap();
+        assert_eq!((back.timed_s, back.tokens), (None, None));
+        let p = reading_of(&[seg(&[100.0], 2.0, None, 2)], 64);
+        let back: Power = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert_eq!((p.timed_s, p.tokens), (Some(2.0), Some(128)));
+    }
+
     #[test]
     fn energy_from_the_counter_when_every_segment_has_it() {
         let p = reading_of(
@@ -404,7 +438,8 @@ mod tests {
         assert_eq!(p.mean_w, Some(200.0));
         assert_eq!(p.max_w, Some(300.0));
         assert_eq!(p.energy_j, Some(750.0));
-        assert_eq!(p.tokens, 3 * 64);
+        assert_eq!(p.tokens, Some(3 * 64));
+        assert_eq!(p.timed_s, Some(3.0));
         assert!((p.j_per_token.unwrap() - 750.0 / 192.0).abs() < 1e-12);
         assert!(p.method.contains("counter"), "{}", p.method);
     }

@@ -28,7 +28,9 @@ use std::process::ExitCode;
 use crate::judge::gate::{self, Allowed, Findings};
 use crate::judge::kld;
 use crate::judge::outputs::{OutputJudgement, OutputVerdict};
-use crate::judge::paired::{block_sizes, design, stop, verdict, Design, Look, PairedVerdict};
+use crate::judge::paired::{
+    block_sizes, design, stop, undecided_why, verdict, Design, Look, PairedVerdict,
+};
 use crate::judge::speed::parse_threshold;
 use crate::measure::memory::huge_pages_of;
 use crate::measure::paired::{a_first, paired_ratio_blocked, ratios, PairedRatio, MIN_BLOCKS};
@@ -318,6 +320,10 @@ pub fn run_paired(
     // Whether each block ran in lockstep, and each side's huge pages (first block's workers).
     let mut pairing: Vec<bool> = Vec::new();
     let mut huge: Option<[Option<(u64, u64)>; 2]> = None;
+    // Each block's huge pages of both sides, read after its pairs: a worker that did not get
+    // them runs at another speed (on the AVX-512 VM of 2026-11-29 about one worker in three
+    // had none), which no pairing inside the block can cancel.
+    let mut huge_blocks: Vec<[Option<(u64, u64)>; 2]> = Vec::new();
     let (mut i, mut blk, mut done, mut look) = (0, 0, 0, 0);
     let target = (o.model.as_str(), o.suite.as_str());
     // The pairs of each block so far (every scenario has the same), for the cluster bootstrap.
@@ -380,9 +386,9 @@ pub fn run_paired(
                 }
                 i += 1;
             }
-            if huge.is_none() {
-                huge = Some([huge_pages_of(wa.pid()), huge_pages_of(wb.pid())]);
-            }
+            let read = [huge_pages_of(wa.pid()), huge_pages_of(wb.pid())];
+            huge.get_or_insert(read);
+            huge_blocks.push(read);
         }
         done += n_look;
         let rows = estimate(&a, &b, &block_pairs);
@@ -437,7 +443,7 @@ pub fn run_paired(
         json.push(
             serde_json::json!({"scenario": s, "metric": m, "pairs": p.pairs, "ratio": p.ratio,
             "ci": p.ci.map(|(l, h)| [l, h]), "confidence": p.confidence, "verdict": v,
-            "a_s": xa, "b_s": xb}),
+            "why": undecided_why(p, t), "a_s": xa, "b_s": xb}),
         );
     }
     let undecided = rows
@@ -474,10 +480,21 @@ pub fn run_paired(
         Some([ha, hb]) => format!(" (A {}, B {} anonymous memory in them)", side(ha), side(hb)),
         None => String::new(),
     };
+    // Blocks whose two workers differ in huge pages: one with over half its anonymous memory
+    // in them, the other under half.
+    let mostly = |x: Option<(u64, u64)>| x.map(|(h, a)| a > 0 && 2 * h > a);
+    let read_blocks: Vec<[bool; 2]> = huge_blocks
+        .iter()
+        .filter_map(|[x, y]| Some([mostly(*x)?, mostly(*y)?]))
+        .collect();
+    let unequal = read_blocks.iter().filter(|[x, y]| x != y).count();
     let huge_desc = if o.no_huge_pages {
         format!("huge pages off (--no-huge-pages){measured}")
     } else {
-        format!("malloc asked for huge pages{measured}")
+        format!(
+            "malloc asked for huge pages{measured}; the two sides unequal in them in {unequal} of {} blocks read",
+            read_blocks.len()
+        )
     };
     md.push_str(&format!(
         "{regressions} regression(s), {undecided} undecided (threshold {:.1}%; {:.2}% intervals at each of at most {looks} look(s), 95% overall; stopped after look {look} at {stopped}; model {}, {done} pairs per scenario in {blk} blocks of fresh workers, {boot}, ABBA order, {pairing_desc}, {huge_desc}, {:.0} s)\n",
@@ -486,6 +503,18 @@ pub fn run_paired(
         o.model,
         t0.elapsed().as_secs_f64()
     ));
+    // Why each open metric is open (the judge's reason), and, for prefill under lockstep
+    // pairing, how its pairs were formed: one forward per trial, paired trial by trial.
+    for (sn, m, p, _, _) in &rows {
+        if let Some(why) = undecided_why(p, t) {
+            let how = if m == "prefill" && locked > 0 {
+                "; prefill is one forward per trial, paired trial by trial (lockstep alternates decode steps only)"
+            } else {
+                ""
+            };
+            md.push_str(&format!("undecided: {sn} {m}: {why}{how}\n"));
+        }
+    }
     // The output verdict of each scenario, from the same pairs.
     let mut outputs = Vec::new();
     for (k, s) in scen.iter().enumerate() {
@@ -518,6 +547,7 @@ pub fn run_paired(
         "model": o.model, "pairs": done, "looks": look, "max_looks": looks,
         "confidence": confidence, "stopped": stopped, "pairing": pairing_desc, "blocks": block_pairs, "interval": boot,
         "huge_pages": huge_desc,
+        "huge_pages_blocks": huge_blocks.iter().map(|s| s.map(|x| x.map(|(h, a)| [h, a]))).collect::<Vec<_>>(),
         "hardware": crate::measure::hardware::context().hardware.fingerprint(), "rows": json});
     atomic_write(
         &out.join("paired.json"),

@@ -132,9 +132,10 @@ impl Workload for Overhead<'_> {
         // The meter runs over whole iterations: five loops of LENGTHS.1 tokens each (the
         // untimed bare loop, two engine and two bare loops), so that is the energy's
         // denominator, not the one loop criterion's time is of.
-        if let Some(e) = r.power.energy_j {
-            r.power.tokens *= LOOPS_PER_ITER;
-            r.power.j_per_token = (r.power.tokens > 0).then(|| e / r.power.tokens as f64);
+        if let (Some(e), Some(t)) = (r.power.energy_j, r.power.tokens) {
+            let t = t * LOOPS_PER_ITER;
+            r.power.tokens = Some(t);
+            r.power.j_per_token = (t > 0).then(|| e / t as f64);
             r.power.method = format!(
                 "{}; per token of all {LOOPS_PER_ITER} loops of each iteration (1 untimed bare, 2 engine, 2 bare)",
                 r.power.method
