@@ -355,9 +355,36 @@ pub fn huge_pages_of(pid: u32) -> Option<(u64, u64)> {
     Some((kb("AnonHugePages:")?, kb("Anonymous:")?))
 }
 
+/// Whether a reading of [`huge_pages_of`] has most of the anonymous memory in huge pages
+/// (over half); None where it is unreadable or the process has none.
+pub fn mostly_huge(reading: Option<(u64, u64)>) -> Option<bool> {
+    reading
+        .filter(|&(_, anon)| anon > 0)
+        .map(|(huge, anon)| 2 * huge > anon)
+}
+
+/// Two processes that differ in huge pages: one with most of its memory in them, the other
+/// not (False where either reading is missing).
+pub fn unequal_huge(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> bool {
+    matches!((mostly_huge(a), mostly_huge(b)), (Some(x), Some(y)) if x != y)
+}
+
 #[cfg(test)]
 mod huge_pages_tests {
     use super::*;
+
+    /// The AVX-512 VM's readings of 2026-11-29: 0 of 132 MiB against 124 of 133 is unequal;
+    /// two alike (both with, both without) and an unreadable one are not.
+    #[test]
+    fn workers_differ_in_huge_pages_only_when_one_has_most_and_the_other_not() {
+        let mib = |h: u64, a: u64| Some((h << 20, a << 20));
+        assert!(unequal_huge(mib(0, 132), mib(124, 133)));
+        assert!(unequal_huge(mib(126, 134), mib(0, 132)));
+        assert!(!unequal_huge(mib(124, 133), mib(128, 134)));
+        assert!(!unequal_huge(mib(0, 132), mib(0, 132)));
+        assert!(!unequal_huge(None, mib(124, 133)));
+        assert_eq!(mostly_huge(mib(0, 0)), None);
+    }
 
     #[test]
     fn tunables_gain_and_lose_the_huge_page_setting() {

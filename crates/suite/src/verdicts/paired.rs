@@ -32,7 +32,7 @@ use crate::judge::paired::{
     block_sizes, design, stop, undecided_why, verdict, Design, Look, PairedVerdict,
 };
 use crate::judge::speed::parse_threshold;
-use crate::measure::memory::huge_pages_of;
+use crate::measure::memory::{huge_pages_of, unequal_huge};
 use crate::measure::paired::{a_first, paired_ratio_blocked, ratios, PairedRatio, MIN_BLOCKS};
 use crate::output::report::reports_root;
 use crate::util::fsio::atomic_write;
@@ -142,6 +142,10 @@ impl PairedOpts {
         }
     }
 }
+
+/// How many times a block's two workers are started again when they come up unequal in huge
+/// pages (`measure::memory::unequal_huge`), before the block runs as it is.
+const MAX_HUGE_RESTARTS: usize = 2;
 
 /// The paired gate's default threshold: a per-pair median ratio whose whole interval lies
 /// beyond 1%. 2% until issue 64: lockstep pairs and huge pages made the decode intervals of
@@ -324,6 +328,7 @@ pub fn run_paired(
     // them runs at another speed (on the AVX-512 VM of 2026-11-29 about one worker in three
     // had none), which no pairing inside the block can cancel.
     let mut huge_blocks: Vec<[Option<(u64, u64)>; 2]> = Vec::new();
+    let mut huge_restarts = 0;
     let (mut i, mut blk, mut done, mut look) = (0, 0, 0, 0);
     let target = (o.model.as_str(), o.suite.as_str());
     // The pairs of each block so far (every scenario has the same), for the cluster bootstrap.
@@ -349,13 +354,29 @@ pub fn run_paired(
             let hp = !o.no_huge_pages;
             // Both started at once (their loads overlap), which one first alternating.
             let (sa, sb) = (("A", ea, (None, None)), ("B", eb, b_env));
-            let (mut wa, mut wb) = if blk % 2 == 0 {
-                let [wa, wb] = Worker::start_two(sa, sb, target, hp, &scratch)?;
-                (wa, wb)
-            } else {
-                let [wb, wa] = Worker::start_two(sb, sa, target, hp, &scratch)?;
-                (wa, wb)
+            let start = || -> Result<(Worker, Worker)> {
+                Ok(if blk % 2 == 0 {
+                    let [wa, wb] = Worker::start_two(sa, sb, target, hp, &scratch)?;
+                    (wa, wb)
+                } else {
+                    let [wb, wa] = Worker::start_two(sb, sa, target, hp, &scratch)?;
+                    (wa, wb)
+                })
             };
+            // Two workers unequal in huge pages (one with most of its memory in them, the
+            // other not) differ in speed by more than a pair can cancel: both start again, at
+            // most MAX_HUGE_RESTARTS times a block; the report counts the restarts.
+            let (mut wa, mut wb) = start()?;
+            let mut tries = 0;
+            while hp
+                && tries < MAX_HUGE_RESTARTS
+                && unequal_huge(huge_pages_of(wa.pid()), huge_pages_of(wb.pid()))
+            {
+                drop((wa, wb));
+                (wa, wb) = start()?;
+                tries += 1;
+            }
+            huge_restarts += tries;
             blk += 1;
             if !probed {
                 probes = [wa.probe()?, wb.probe()?];
@@ -480,20 +501,21 @@ pub fn run_paired(
         Some([ha, hb]) => format!(" (A {}, B {} anonymous memory in them)", side(ha), side(hb)),
         None => String::new(),
     };
-    // Blocks whose two workers differ in huge pages: one with over half its anonymous memory
-    // in them, the other under half.
-    let mostly = |x: Option<(u64, u64)>| x.map(|(h, a)| a > 0 && 2 * h > a);
-    let read_blocks: Vec<[bool; 2]> = huge_blocks
+    // Blocks whose two workers differ in huge pages after their pairs: one with over half
+    // its anonymous memory in them, the other under half.
+    let read_blocks = huge_blocks
         .iter()
-        .filter_map(|[x, y]| Some([mostly(*x)?, mostly(*y)?]))
-        .collect();
-    let unequal = read_blocks.iter().filter(|[x, y]| x != y).count();
+        .filter(|[x, y]| x.is_some() && y.is_some())
+        .count();
+    let unequal = huge_blocks
+        .iter()
+        .filter(|[x, y]| unequal_huge(*x, *y))
+        .count();
     let huge_desc = if o.no_huge_pages {
         format!("huge pages off (--no-huge-pages){measured}")
     } else {
         format!(
-            "malloc asked for huge pages{measured}; the two sides unequal in them in {unequal} of {} blocks read",
-            read_blocks.len()
+            "malloc asked for huge pages{measured}; the two sides unequal in them in {unequal} of {read_blocks} blocks read (blocks started again because their workers came up unequal: {huge_restarts})"
         )
     };
     md.push_str(&format!(
@@ -547,6 +569,7 @@ pub fn run_paired(
         "model": o.model, "pairs": done, "looks": look, "max_looks": looks,
         "confidence": confidence, "stopped": stopped, "pairing": pairing_desc, "blocks": block_pairs, "interval": boot,
         "huge_pages": huge_desc,
+        "huge_page_restarts": huge_restarts,
         "huge_pages_blocks": huge_blocks.iter().map(|s| s.map(|x| x.map(|(h, a)| [h, a]))).collect::<Vec<_>>(),
         "hardware": crate::measure::hardware::context().hardware.fingerprint(), "rows": json});
     atomic_write(
