@@ -355,6 +355,59 @@ pub fn huge_pages_of(pid: u32) -> Option<(u64, u64)> {
     Some((kb("AnonHugePages:")?, kb("Anonymous:")?))
 }
 
+/// Asks the kernel to back this process's anonymous memory with transparent huge pages now:
+/// `madvise(MADV_COLLAPSE)` (Linux 6.1+; synchronous, compacting memory as it needs, whatever
+/// THP's `defrag` setting) on the 2 MiB-aligned part of every private writable anonymous
+/// mapping (the heap included, the stack not). A fault that finds no free 2 MiB page gets 4 KiB
+/// pages, so whether a process got huge pages was a draw (the AVX-512 VM of 2026-11-29: about
+/// half the paired workers, right after a build); after this call both workers of a pair have
+/// them where the kernel can make them. Returns how many mappings it asked for and how many
+/// the kernel refused (an older kernel refuses all); off Linux, (0, 0).
+pub fn collapse_huge_pages() -> (usize, usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return (0, 0);
+        };
+        let (mut asked, mut refused) = (0, 0);
+        for l in maps.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (Some(range), Some(perms), Some(inode)) = (f.first(), f.get(1), f.get(4)) else {
+                continue;
+            };
+            let path = f.get(5).copied();
+            let anonymous = *inode == "0" && path.is_none_or(|p| p == "[heap]");
+            if !anonymous || !perms.starts_with("rw") || !perms.ends_with('p') {
+                continue;
+            }
+            let Some((a, b)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            else {
+                continue;
+            };
+            let (start, end) = (a.div_ceil(HUGE) * HUGE, b / HUGE * HUGE);
+            if end <= start {
+                continue;
+            }
+            asked += 1;
+            // SAFETY: advice on this process's own mapped, private anonymous memory; the
+            // kernel copies the pages into huge ones and leaves their contents as they were.
+            let rc = unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_COLLAPSE)
+            };
+            refused += usize::from(rc != 0);
+        }
+        (asked, refused)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        (0, 0)
+    }
+}
+
 /// Whether a reading of [`huge_pages_of`] has most of the anonymous memory in huge pages
 /// (over half); None where it is unreadable or the process has none.
 pub fn mostly_huge(reading: Option<(u64, u64)>) -> Option<bool> {
@@ -372,6 +425,18 @@ pub fn unequal_huge(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> bool {
 #[cfg(test)]
 mod huge_pages_tests {
     use super::*;
+
+    /// A process holding an 8 MiB anonymous buffer has at least one mapping to collapse, and
+    /// the kernel refuses no more than it was asked; on Linux 6.1+ with THP not `never` the
+    /// buffer then reads as huge pages (checked where the kernel can say so).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn collapse_asks_for_the_anonymous_mappings() {
+        let buf = vec![1u8; 8 << 20];
+        let (asked, refused) = collapse_huge_pages();
+        assert!(asked >= 1 && refused <= asked, "{asked} {refused}");
+        std::hint::black_box(&buf);
+    }
 
     /// The AVX-512 VM's readings of 2026-11-29: 0 of 132 MiB against 124 of 133 is unequal;
     /// two alike (both with, both without) and an unreadable one are not.

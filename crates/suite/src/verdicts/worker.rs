@@ -75,6 +75,15 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
             w.iterate(t)
         });
     }
+    // Where the worker was asked for huge pages (its restart with the glibc tunable), every
+    // worker gets them now, not by the draw of its page faults (measure::memory).
+    if std::env::var("GLIBC_TUNABLES")
+        .ok()
+        .as_deref()
+        .is_some_and(crate::measure::memory::tunables_ask_huge_pages)
+    {
+        crate::measure::memory::collapse_huge_pages();
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let io = |e: std::io::Error| fail!("worker: {e}");
