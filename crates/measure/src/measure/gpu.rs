@@ -42,24 +42,13 @@ pub struct Power {
     pub energy_j: Option<f64>,
     /// Seconds the meter ran (the measured routine calls or trials); None where no power
     /// sample was taken. Records written before it was optional said 0 and read back as None.
-    #[serde(default, deserialize_with = "positive")]
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
     pub timed_s: Option<f64>,
     /// Tokens generated (or processed) in that time; None where no power sample was taken
     /// (older records: 0).
-    #[serde(default, deserialize_with = "positive")]
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
     pub tokens: Option<u64>,
     pub j_per_token: Option<f64>,
-}
-
-/// A count or duration read from a record: a positive number, else None (records written before
-/// these were optional said 0 for "no sample taken").
-fn positive<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de> + PartialOrd + Default,
-{
-    let v: Option<T> = Option::deserialize(d)?;
-    Ok(v.filter(|x| *x > T::default()))
 }
 
 impl Power {

@@ -16,3 +16,15 @@ pub fn root() -> &'static std::path::Path {
         .and_then(std::path::Path::parent)
         .unwrap_or(here)
 }
+
+/// serde's reader of a count or duration in a record: a positive number, else None (records
+/// written before such fields were optional said 0 for "not measured"). For
+/// `#[serde(default, deserialize_with = "...")]` on an `Option` field.
+pub fn positive_or_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + PartialOrd + Default,
+{
+    let v: Option<T> = serde::Deserialize::deserialize(d)?;
+    Ok(v.filter(|x| *x > T::default()))
+}

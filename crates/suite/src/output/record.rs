@@ -151,7 +151,7 @@ pub struct ModelInfo {
     /// Seconds the load took (tokenizer and weights); None where nothing was loaded (a
     /// workload that builds its model in memory) or a peer that did not say. Records written
     /// before it was optional said 0 for "not measured" and read back as None.
-    #[serde(default, deserialize_with = "measured_seconds")]
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
     pub load_seconds: Option<f64>,
     pub load_heap_peak_bytes: Option<u64>,
     pub load_rss_peak_bytes: Option<u64>,
@@ -167,13 +167,6 @@ pub struct ModelInfo {
     /// (`exact_context`, `implementation`, `attention`, `gguf`: the record's last model fields).
     #[serde(flatten)]
     pub provenance: crate::models::Provenance,
-}
-
-/// A duration read from a record: a positive finite number, else None (older records wrote 0
-/// for a duration that was not measured).
-fn measured_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    let v: Option<f64> = Option::deserialize(d)?;
-    Ok(v.filter(|s| s.is_finite() && *s > 0.0))
 }
 
 /// Memory of the timed region.

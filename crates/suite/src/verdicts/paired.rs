@@ -321,9 +321,8 @@ pub fn run_paired(
         [vec![Vec::new(); scen.len()], vec![Vec::new(); scen.len()]];
     let mut probes: [Option<crate::measure::outputs::Probe>; 2] = [None, None];
     let mut probed = false;
-    // Whether each block ran in lockstep, and each side's huge pages (first block's workers).
+    // Whether each block ran in lockstep.
     let mut pairing: Vec<bool> = Vec::new();
-    let mut huge: Option<[Option<(u64, u64)>; 2]> = None;
     // Each block's huge pages of both sides, read after its pairs: a worker that did not get
     // them runs at another speed (on the AVX-512 VM of 2026-11-29 about one worker in three
     // had none), which no pairing inside the block can cancel.
@@ -408,7 +407,6 @@ pub fn run_paired(
                 i += 1;
             }
             let read = [huge_pages_of(wa.pid()), huge_pages_of(wb.pid())];
-            huge.get_or_insert(read);
             huge_blocks.push(read);
         }
         done += n_look;
@@ -497,7 +495,7 @@ pub fn run_paired(
         Some((h, a)) => format!("{} of {} MiB", h >> 20, a >> 20),
         None => "not available".into(),
     };
-    let measured = match huge {
+    let measured = match huge_blocks.first().copied() {
         Some([ha, hb]) => format!(" (A {}, B {} anonymous memory in them)", side(ha), side(hb)),
         None => String::new(),
     };
