@@ -150,11 +150,11 @@ pub struct WrongLm {
 }
 
 impl CausalLm for WrongLm {
-    fn reset(&mut self) -> modelbench::error::Result<()> {
+    fn reset(&mut self) -> modelbench::models::Result<()> {
         self.m.reset();
         Ok(())
     }
-    fn forward(&mut self, tokens: &[u32], pos: usize) -> modelbench::error::Result<Tensor> {
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> modelbench::models::Result<Tensor> {
         let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         Ok(self.m.forward(&x, pos)?)
     }
