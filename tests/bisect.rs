@@ -282,7 +282,9 @@ fn bisect_candle_repo_skips_the_broken_commit_and_names_the_slowed_one() {
     let ops = repo.join("candle-nn/src/ops.rs");
     let text = |p: &Path| std::fs::read_to_string(p).unwrap();
     let original = text(&lib);
-    let edits: [(&str, Box<dyn Fn()>); 6] = [
+    // One commit each: its subject and the edit that makes it.
+    type Edit<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let edits: [Edit; 6] = [
         ("candle-nn 0.11.1 as published", Box::new(|| {})),
         (
             "a comment",

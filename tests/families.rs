@@ -381,8 +381,7 @@ fn a_bias_the_implementation_does_not_apply_is_refused() {
     let ct = gguf_file::Content::read(&mut f).unwrap();
     let fam = families::decoder_of(&ct).unwrap();
     let e = ModelWeights::from_gguf(ct, &fam, &mut f, &Device::Cpu, 64)
-        .err()
-        .expect("refused by the implementation")
+        .expect_err("refused by the implementation")
         .to_string();
     assert!(
         e.contains("blk.0.attn_output.bias") && e.contains("does not apply"),
@@ -830,11 +829,11 @@ impl Phi2Ref {
 }
 
 impl CausalLm for Phi2Ref {
-    fn reset(&mut self) -> modelbench::error::Result<()> {
+    fn reset(&mut self) -> modelbench::models::Result<()> {
         self.history.clear();
         Ok(())
     }
-    fn forward(&mut self, tokens: &[u32], pos: usize) -> modelbench::error::Result<Tensor> {
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> modelbench::models::Result<Tensor> {
         self.history.truncate(pos);
         self.history.extend_from_slice(tokens);
         Ok(self.logits(&self.history)?)

@@ -76,6 +76,8 @@ pub(super) fn swap_gate_up(_: &mut Vec<(String, Value)>, ts: &mut [(String, QTen
     );
 }
 
+// The `Mutation` signature (tests/families.rs): some mutations add metadata.
+#[allow(clippy::ptr_arg)]
 pub(super) fn rope_other_half(md: &mut Vec<(String, Value)>, ts: &mut [(String, QTensor)]) {
     let hd = md_u32(md, "glm4.attention.key_length");
     map_tensors(
