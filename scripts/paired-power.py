@@ -6,6 +6,10 @@ after `--`). Prints a Markdown table (flagged tries, decode verdicts, interval w
 and keeps every try's paired.json path and figures in OUT.jsonl.
 
     scripts/paired-power.py EXE OUT.jsonl TRIES 0 1 2 3 5 [-- --whole-trials]
+    scripts/paired-power.py --table OUT.jsonl
+
+The second form prints the table of every try OUT.jsonl holds (a series stopped early, or
+resumed by running the first form again with the same OUT.jsonl: tries are appended).
 
 EXE is a release `modelbench` (both sides run it; the injection is B's only). Nothing else
 should run on the cores: that is what the table is about. About 5 minutes a try."""
@@ -13,6 +17,10 @@ import json, re, subprocess, sys, time, statistics as st
 
 def main():
     args = sys.argv[1:]
+    if args[:1] == ['--table'] and len(args) == 2:
+        rows = [json.loads(l) for l in open(args[1]) if l.strip()]
+        pcts = sorted({r['pct'] for r in rows})
+        return table(rows, [('%g' % p) for p in pcts])
     extra = []
     if '--' in args:
         k = args.index('--'); extra = args[k + 1:]; args = args[:k]
@@ -37,14 +45,18 @@ def main():
                 pre = {x['scenario']: x for x in d['rows'] if x['metric'] == 'prefill'}
                 row = {'pct': float(p), 'try': t, 'exit': r.returncode, 'seconds': round(secs),
                        'pairs': d['pairs'], 'stopped': d['stopped'], 'pairing': d.get('pairing'),
-                       'threshold': d['threshold'], 'paired_json': m.group(1) + '/paired.json',
+                       'threshold': d['threshold'], 'huge_page_restarts': d.get('huge_page_restarts'),
+                       'paired_json': m.group(1) + '/paired.json',
                        'decode': {s: [x['ratio'], x['ci'], x['verdict']] for s, x in dec.items()},
                        'prefill': {s: [x['ratio'], x['ci'], x['verdict']] for s, x in pre.items()}}
                 f.write(json.dumps(row) + '\n'); f.flush(); rows.append(row)
                 print(f"{p}% try {t}: exit {r.returncode}, {secs:.0f} s, " + ', '.join(
                     f"{s} decode {v[0]:.3f}x [{v[1][0]:.3f}, {v[1][1]:.3f}] {v[2]}" for s, v in row['decode'].items()),
                     file=sys.stderr, flush=True)
-    print('| injected decode slowdown | tries | flagged (exit 1) | decode verdicts (both scenarios) | median decode interval half-width | prefill decided | median time a try |')
+    table(rows, pcts)
+
+def table(rows, pcts):
+    print('| injected decode slowdown | tries | flagged (exit 1) | decode verdicts (both scenarios) | median decode interval half-width | prefill decided | median time a try (range) |')
     print('|---|---:|---:|---|---:|---:|---:|')
     for p in pcts:
         rr = [r for r in rows if r['pct'] == float(p)]
@@ -58,6 +70,7 @@ def main():
         pn = sum(len(r['prefill']) for r in rr)
         print(f"| {'A/A' if float(p) == 0 else p + '%'} | {len(rr)} | {sum(r['exit'] == 1 for r in rr)} | "
               + ', '.join(f'{k} {n}' for k, n in sorted(v.items())) +
-              f" | ±{st.median(hw):.2f}% | {pd} of {pn} | {st.median(r['seconds'] for r in rr):.0f} s |")
+              f" | ±{st.median(hw):.2f}% | {pd} of {pn} | {st.median(r['seconds'] for r in rr):.0f} s"
+              f" ({min(r['seconds'] for r in rr)}-{max(r['seconds'] for r in rr)}) |")
 
 main()
