@@ -4,8 +4,8 @@
 # (`guidellm benchmark run --rate-type concurrent`), then `modelbench load` again, so each of
 # GuideLLM's figures stands between two of ours taken just before and after (what the machine
 # drifted by in between shows as the difference of our two). Prints one Markdown table: per
-# level, output tok/s, requests/s, TTFT p50, ITL p50 and E2E p50 of each run, and each tool's
-# own count of prompt tokens.
+# level, output tok/s, requests/s, TTFT p50, the per-token time p50 and E2E p50 of each run,
+# and each tool's own count of prompt tokens.
 #
 # What each tool counts (docs/serving.md, "GuideLLM beside modelbench load"):
 # - modelbench load: prompts of --prompt-tokens in the server's tokens (checked against the
@@ -15,7 +15,12 @@
 # - GuideLLM: synthetic prompts of prompt_tokens in --processor's tokenizer (here the
 #   tokenizer package of the same model family), `max_tokens` = output_tokens, concurrent
 #   streams, --max-seconds per level; its own token counts come from the server's usage where
-#   the server sends it.
+#   the server sends it. Requests still running when a level's time ends are "incomplete"
+#   and left out of its figures.
+# - The per-token time compared is the same arithmetic in both: (last token - first token) /
+#   (output tokens - 1) per request, which `modelbench load` calls TPOT and GuideLLM 0.3.1
+#   calls ITL (its TPOT divides by all output tokens; our ITL pools the gaps between
+#   chunks). Both send `max_tokens` with `ignore_eos: true`, stream, and ask for usage.
 #
 # Measure on a quiet machine (the server and both clients share its cores).
 #
@@ -162,7 +167,7 @@ def ours(tag):
         lv = int(''.join(ch for ch in r['level'] if ch.isdigit()))
         f = lambda k: float(r[k]) if r[k] else None
         rows[lv] = dict(tok_s=f('output_tok_s'), req_s=f('request_s'), ttft=f('ttft_p50_ms'),
-                        itl=f('itl_p50_ms'), e2e=f('e2e_p50_ms'), n=int(r['completed']),
+                        tok=f('tpot_p50_ms'), e2e=f('e2e_p50_ms'), n=int(r['completed']),
                         prompt=f('prompt_tokens_measured'))
     return rows
 
@@ -175,14 +180,14 @@ def guide():
         s = lambda k, q='median': m[k]['successful'][q]
         rows[lv] = dict(tok_s=s('output_tokens_per_second', 'mean'),
                         req_s=s('requests_per_second', 'mean'), ttft=s('time_to_first_token_ms'),
-                        itl=s('inter_token_latency_ms'), e2e=s('request_latency') * 1000.0,
+                        tok=s('inter_token_latency_ms'), e2e=s('request_latency') * 1000.0,
                         n=b['request_totals']['successful'],
                         prompt=s('prompt_token_count', 'mean'))
     return rows
 
 a, g, b = ours('before'), guide(), ours('after')
 fmt = lambda v, p=1: '-' if v is None else f'{v:.{p}f}'
-print('| c | tool | requests | prompt tokens (its count) | output tok/s | requests/s | TTFT p50 ms | ITL p50 ms | E2E p50 ms |')
+print('| c | tool | requests | prompt tokens (its count) | output tok/s | requests/s | TTFT p50 ms | per-token p50 ms (ours: TPOT, GuideLLM: ITL) | E2E p50 ms |')
 print('|---:|---|---:|---:|---:|---:|---:|---:|---:|')
 for lv in levels:
     for name, t in (('modelbench load (before)', a), ('GuideLLM', g), ('modelbench load (after)', b)):
@@ -191,6 +196,6 @@ for lv in levels:
             print(f'| {lv} | {name} | not measured | | | | | | |')
             continue
         print(f"| {lv} | {name} | {r['n']} | {fmt(r['prompt'])} | {fmt(r['tok_s'])} | {fmt(r['req_s'], 3)} | "
-              f"{fmt(r['ttft'], 0)} | {fmt(r['itl'], 1)} | {fmt(r['e2e'], 0)} |")
+              f"{fmt(r['ttft'], 0)} | {fmt(r['tok'], 1)} | {fmt(r['e2e'], 0)} |")
 EOF
 echo "raw outputs and logs: $work" >&2
