@@ -36,25 +36,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dest=${1:-${OPENAI_CLIENT_DIR:-$repo/target/openai-client/$VERSION}}
 case $dest in /*) ;; *) dest=$PWD/$dest ;; esac
 
-command -v python3 >/dev/null || { echo "error: python3 is required" >&2; exit 2; }
-python3 -m pip --version >/dev/null 2>&1 || { echo "error: python3 -m pip is required" >&2; exit 2; }
-
+# shellcheck source=scripts/pip-pinned.sh
+. "$repo/scripts/pip-pinned.sh"
 check() { PYTHONPATH=$1 python3 -c "import openai, sys; sys.exit(openai.__version__ != '$VERSION')" 2>/dev/null; }
-
-if [ -d "$dest" ] && check "$dest"; then
-  echo "already installed: openai $VERSION in $dest"
-  exit 0
-fi
-work=$dest.partial
-rm -rf "$work"
-mkdir -p "$work"
-echo "installing openai $VERSION (${#PINS[@]} pinned packages) into $dest ..."
-if ! python3 -m pip install --quiet --disable-pip-version-check --no-deps --only-binary :all: \
-     --no-warn-script-location --target "$work" "${PINS[@]}" >"$work.log" 2>&1; then
-  echo "error: pip install of ${PINS[*]} failed: $(grep -v '^WARNING' "$work.log" | tail -1)" >&2
-  exit 1
-fi
-check "$work" || { echo "error: openai $VERSION installed into $work does not import (python3 $(python3 -V 2>&1))" >&2; exit 1; }
-rm -rf "$dest" "$work.log"
-mv "$work" "$dest"
-echo "installed openai $VERSION -> $dest"
+pip_pinned_install openai "$VERSION" "$dest" "${PINS[@]}"
