@@ -5,7 +5,9 @@
 # GuideLLM's figures stands between two of ours taken just before and after (what the machine
 # drifted by in between shows as the difference of our two). Prints one Markdown table: per
 # level, output tok/s, requests/s, TTFT p50, the per-token time p50 and E2E p50 of each run,
-# and each tool's own count of prompt tokens.
+# and each tool's own count of prompt tokens. With --server llama-server the second run is
+# not like for like: the same --seed sends the same prompts, and llama-server's prompt cache
+# (cache_prompt, on by default) reuses them; compare GuideLLM with the first run there.
 #
 # What each tool counts (docs/serving.md, "GuideLLM beside modelbench load"):
 # - modelbench load: prompts of --prompt-tokens in the server's tokens (checked against the
