@@ -33,12 +33,18 @@ fn server() -> Server {
     server_with("fixture:llama", &[])
 }
 
-/// A server of `model` with `extra` flags (see [`server`]).
+/// A server of `model` with `extra` flags (see [`server`]; `--context 512` unless `extra`
+/// gives one).
 fn server_with(model: &str, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("serve.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_modelbench"))
-        .args(["serve", "--model", model, "--port", "0", "--context", "512"])
+        .args(["serve", "--model", model, "--port", "0"])
+        .args(if extra.contains(&"--context") {
+            &[][..]
+        } else {
+            &["--context", "512"][..]
+        })
         .args(extra)
         .env("MODELBENCH_REPORTS", dir.path())
         .stdout(Stdio::piped())
@@ -850,6 +856,131 @@ fn prefix_cache_reuses_later_turns_and_keeps_every_text() {
         assert!(
             md.contains("## By turn") && md.contains("| 3 | 4 | 0 |"),
             "{md}"
+        );
+    }
+}
+
+/// `load --dataset` (issue 62): prompts from the shipped ShareGPT-shaped file
+/// (fixtures/datasets/kjv-conversations.jsonl, written by scripts/make-conversations.py): two
+/// turns of each conversation drawn, the second sending the first, the server's answer and the
+/// next user message, so it is longer; the prompts' own lengths (as the server counts them)
+/// vary and the record's prompt length is their mean. The same load again sends the same
+/// conversations (seeded). A bad file, or --dataset beside --prompt-tokens, is one line and
+/// no run folder.
+#[test]
+fn a_dataset_load_sends_its_conversations_as_turns() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let reports = tmp.path().join("reports");
+    // The fixture's tokenizer counts about 3 tokens a word: two turns of the file's longest
+    // conversations need more than the other tests' 512 positions.
+    let s = server_with("gguf:fixture:llama", &["--max-batch", "2", "--context", "2048"]);
+    let ds = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/datasets/kjv-conversations.jsonl"
+    );
+    let args = [
+        "--dataset",
+        ds,
+        "--turns",
+        "2",
+        "--max-tokens",
+        "4",
+        "--concurrency",
+        "2",
+        "--requests",
+        "12",
+        "--warmup",
+        "0",
+    ];
+    let runs = [
+        load_with(&s.url, "gguf:fixture:llama", &reports, "dataset-a", &args),
+        load_with(&s.url, "gguf:fixture:llama", &reports, "dataset-b", &args),
+    ];
+    let requests = |run: &Path| -> Vec<Value> {
+        let mut v: Vec<Value> = std::fs::read_to_string(run.join("requests.jsonl"))
+            .expect("requests.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+            .collect();
+        v.sort_by_key(|r| r["request"].as_u64());
+        v
+    };
+    let (ra, rb) = (requests(&runs[0]), requests(&runs[1]));
+    assert_eq!(ra.len(), 12, "6 conversations of 2 turns: {ra:?}");
+    let len = |r: &Value| r["prompt_tokens"].as_u64().expect("prompt_tokens reported");
+    for pair in ra.chunks(2) {
+        assert_eq!((&pair[0]["turn"], &pair[1]["turn"]), (&json!(0), &json!(1)));
+        assert!(pair.iter().all(|r| r["error"].is_null()), "{pair:?}");
+        assert!(
+            len(&pair[1]) > len(&pair[0]) + 4,
+            "turn 2 carries turn 1, its answer and a new message: {pair:?}"
+        );
+    }
+    let lengths: std::collections::BTreeSet<u64> = ra.iter().map(len).collect();
+    assert!(
+        lengths.len() >= 6,
+        "the file's prompts have their own lengths: {lengths:?}"
+    );
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!((len(x), &x["text_sha256"]), (len(y), &y["text_sha256"]));
+    }
+    let rec: Value = serde_json::from_str(
+        std::fs::read_to_string(runs[0].join("results.jsonl"))
+            .expect("results.jsonl")
+            .lines()
+            .next()
+            .expect("a record"),
+    )
+    .expect("record");
+    let mean = ra.iter().map(len).sum::<u64>() as f64 / ra.len() as f64;
+    assert_eq!(rec["prompt_tokens"], json!(mean.round() as u64), "{rec}");
+    assert_eq!(rec["extra"]["dataset"]["conversations"], 32, "{rec}");
+    assert_eq!(rec["shape"]["prompt_tokens"], Value::Null, "{rec}");
+    assert_eq!(
+        rec["shape"]["dataset_sha256"], rec["extra"]["dataset"]["sha256"],
+        "{rec}"
+    );
+    drop(s);
+    // Bad input: one line, exit 2, no run folder.
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"prompt\": \"a\"}\n{\"messages\": [{\"role\": \"tool\", \"content\": \"x\"}]}\n",
+    )
+    .unwrap();
+    let bad_s = bad.to_str().unwrap();
+    for (extra, want) in [
+        (vec!["--dataset", bad_s], "line 2: unknown role \"tool\""),
+        (
+            vec!["--dataset", "/nonexistent/c.jsonl"],
+            "--dataset /nonexistent/c.jsonl: ",
+        ),
+        (
+            vec!["--dataset", ds, "--prompt-tokens", "16"],
+            "exclude each other",
+        ),
+        (
+            vec!["--dataset", ds, "--prefix-tokens", "16"],
+            "exclude each other",
+        ),
+    ] {
+        let empty = tmp.path().join("empty-reports");
+        let o = common::modelbench_cmd(&empty)
+            .args(["load", "--url", "http://127.0.0.1:9", "--model", "m"])
+            .args(["--concurrency", "1", "--requests", "1"])
+            .args(&extra)
+            .output()
+            .expect("run load");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{extra:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(want),
+            "{extra:?}: {err}"
+        );
+        assert!(
+            !empty.exists() || std::fs::read_dir(&empty).unwrap().next().is_none(),
+            "{extra:?}: a run folder was left"
         );
     }
 }

@@ -19,9 +19,10 @@ pub struct LoadArgs {
     /// `completions` (/v1/completions) or `chat` (/v1/chat/completions).
     #[arg(long, default_value = "completions")]
     pub endpoint: String,
-    /// Prompt length in the server's tokens (see docs/serving.md: how it is reached and checked).
-    #[arg(long, default_value_t = 128)]
-    pub prompt_tokens: usize,
+    /// Prompt length in the server's tokens (see docs/serving.md: how it is reached and
+    /// checked). Default 128; not with --dataset.
+    #[arg(long)]
+    pub prompt_tokens: Option<usize>,
     /// Output tokens per request (`max_tokens`, sent with `ignore_eos: true`).
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
@@ -84,6 +85,14 @@ pub struct LoadArgs {
     /// with the cache.
     #[arg(long)]
     pub no_cache_prompt: bool,
+    /// Prompts from a file of conversations instead of corpus words: JSON Lines (or one JSON
+    /// array) of ShareGPT `{"conversations": [...]}`, OpenAI `{"messages": [...]}` or
+    /// `{"prompt": "..."}` entries, drawn with the seed; each request sends a conversation's
+    /// system message and first user message, or with --turns N its first N user messages as
+    /// turns (the server's own answers in between). E.g.
+    /// fixtures/datasets/kjv-conversations.jsonl (docs/serving.md).
+    #[arg(long, value_name = "FILE")]
+    pub dataset: Option<std::path::PathBuf>,
 }
 
 pub fn load(a: LoadArgs) -> crate::Result<()> {
@@ -92,11 +101,17 @@ pub fn load(a: LoadArgs) -> crate::Result<()> {
         .as_deref()
         .map(|l| crate::config::plans::check_label(l, "--label"))
         .transpose()?;
+    if let (Some(d), Some(_)) = (&a.dataset, a.prompt_tokens) {
+        return Err(crate::error::Error::Serving(format!(
+            "--dataset {} and --prompt-tokens exclude each other: a dataset's prompts have their own lengths",
+            d.display()
+        )));
+    }
     run_load(&LoadOptions {
         url: a.url,
         model: a.model,
         endpoint: a.endpoint,
-        prompt_tokens: a.prompt_tokens,
+        prompt_tokens: a.prompt_tokens.unwrap_or(128),
         max_tokens: a.max_tokens,
         concurrency: a.concurrency,
         rate: a.rate,
@@ -115,6 +130,7 @@ pub fn load(a: LoadArgs) -> crate::Result<()> {
         prefix_count: a.prefix_count,
         runs: a.runs,
         no_cache_prompt: a.no_cache_prompt,
+        dataset: a.dataset,
     })?;
     Ok(())
 }

@@ -51,6 +51,8 @@ pub(super) struct Client {
     /// Words of each shared prefix (0: none), and how many different prefixes.
     pub(super) prefix_words: usize,
     pub(super) prefix_count: usize,
+    /// `--dataset`: the prompts (and system messages) come from its conversations.
+    pub(super) dataset: Option<super::dataset::Dataset>,
 }
 
 /// One message of a conversation: the user's prompt or the server's answer.
@@ -165,16 +167,31 @@ impl Client {
         Ok(v["usage"]["prompt_tokens"].as_u64().map(|n| n as usize))
     }
 
-    /// One streamed request, timed from just before it is sent.
+    /// One streamed request, timed from just before it is sent (with `--dataset`: the first
+    /// user message of the conversation drawn for `i`, after its system message).
     pub(super) fn run(&self, i: u64, t0: Instant) -> RequestTiming {
-        let prompt = self.prompt(i);
-        let body = self.body(&prompt, self.max_tokens, true, i);
+        let body = match &self.dataset {
+            Some(d) => {
+                let c = d.pick(self.seed, i);
+                self.conversation_body(
+                    c.system.as_deref(),
+                    &[],
+                    &c.prompts[0],
+                    self.max_tokens,
+                    true,
+                    i,
+                )
+            }
+            None => self.body(&self.prompt(i), self.max_tokens, true, i),
+        };
         self.send(body, i, t0).0
     }
 
     /// Conversation `conv` (its requests numbered `first`, `first + 1`, ...): each turn once
     /// the answer to the one before has ended, while `go` says the level goes on. A failed
-    /// turn ends the conversation (the next would lack its answer).
+    /// turn ends the conversation (the next would lack its answer). With `--dataset` the
+    /// conversation drawn for `first`: its system message and at most `turns` of its user
+    /// messages.
     fn conversation(
         &self,
         conv: u64,
@@ -182,15 +199,22 @@ impl Client {
         t0: Instant,
         go: &dyn Fn() -> bool,
     ) -> Vec<RequestTiming> {
-        let prefix = self.prefix(conv);
+        let picked = self.dataset.as_ref().map(|d| d.pick(self.seed, first));
+        let (prefix, turns) = match picked {
+            Some(c) => (c.system.clone(), c.prompts.len().min(self.turns)),
+            None => (self.prefix(conv), self.turns),
+        };
         let mut history: Vec<Turn> = Vec::new();
         let mut out = Vec::new();
-        for t in 0..self.turns {
+        for t in 0..turns {
             if t > 0 && !go() {
                 break;
             }
             let i = first + t as u64;
-            let prompt = self.prompt(i);
+            let prompt = match picked {
+                Some(c) => c.prompts[t].clone(),
+                None => self.prompt(i),
+            };
             let body = self.conversation_body(
                 prefix.as_deref(),
                 &history,

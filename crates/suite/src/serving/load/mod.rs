@@ -34,6 +34,7 @@ use crate::output::report::{reports_root, RunDir};
 use crate::output::serving::{load_csv, load_table, scaling_table, sweep_png};
 
 mod client;
+pub mod dataset;
 use client::{describe, run_level, Client, Mode, Stop};
 
 /// Longest a load level may run, and most requests it may send: load tests stop by
@@ -103,6 +104,9 @@ pub struct LoadOptions {
     /// Send `"cache_prompt": false` (llama-server's and `modelbench serve`'s per-request
     /// opt-out of prompt reuse): the same server measured without its prefix cache.
     pub no_cache_prompt: bool,
+    /// Prompts from this file of conversations ([`dataset`]) instead of `prompt_tokens` corpus
+    /// words (then `prompt_tokens` and `prefix_tokens` are not used: the caller refuses them).
+    pub dataset: Option<std::path::PathBuf>,
 }
 
 fn parse_list<T: std::str::FromStr>(s: &str, flag: &str) -> Result<Vec<T>> {
@@ -199,7 +203,33 @@ pub fn load(a: &LoadOptions) -> Result<()> {
         "--temperature {}: must be in [0, 2]",
         a.temperature
     );
+    ensure!(
+        a.dataset.is_none() || a.prefix_tokens == 0,
+        "--dataset and --prefix-tokens exclude each other: a dataset's system messages are its prefixes"
+    );
     let targets = parse_targets(&a.url)?;
+    // Read before anything is sent or written: a bad file is one line and no run folder.
+    let dataset = a
+        .dataset
+        .as_deref()
+        .map(dataset::Dataset::read)
+        .transpose()?;
+    if let Some(d) = &dataset {
+        let (users, most) = d.turns();
+        println!(
+            "dataset {} (sha256 {}): {} conversations, {} user messages (at most {} in one){}",
+            d.path,
+            d.sha256,
+            d.conversations.len(),
+            users,
+            most,
+            if a.turns > 1 {
+                format!("; each conversation runs at most {} turns", a.turns)
+            } else {
+                "; each request sends a conversation's first user message".into()
+            }
+        );
+    }
     let levels = match (&a.concurrency, &a.rate) {
         (Some(_), Some(_)) => bail!("--concurrency and --rate exclude each other"),
         (None, Some(r)) if r.trim() == "auto" => Levels::AutoRate,
@@ -305,10 +335,12 @@ pub fn load(a: &LoadOptions) -> Result<()> {
             no_cache_prompt: a.no_cache_prompt,
             prefix_words: 0,
             prefix_count: a.prefix_count,
+            dataset: dataset.clone(),
         };
-        // Reach the prompt length in the server's tokens.
+        // Reach the prompt length in the server's tokens (a dataset's prompts have their own).
         let mut measured = None;
-        for _ in 0..8 {
+        let probes = if dataset.is_some() { 0 } else { 8 };
+        for _ in 0..probes {
             let p = client.probe(&client.prompt(u64::MAX - 1))?;
             let Some(p) = p else {
                 eprintln!("warning: the server reports no usage.prompt_tokens: prompt length not verified ({} words sent)", client.prompt_words);
@@ -329,19 +361,21 @@ pub fn load(a: &LoadOptions) -> Result<()> {
             }
             client.prompt_words = next;
         }
-        println!(
-            "prompt: {} words -> {} prompt tokens as the server counts them (asked {}){}",
-            client.prompt_words,
-            measured
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| "not available".into()),
-            a.prompt_tokens,
-            match measured {
-                Some(m) if m != a.prompt_tokens =>
-                    " (closest reached; every request's real length is recorded)",
-                _ => "",
-            }
-        );
+        if dataset.is_none() {
+            println!(
+                "prompt: {} words -> {} prompt tokens as the server counts them (asked {}){}",
+                client.prompt_words,
+                measured
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "not available".into()),
+                a.prompt_tokens,
+                match measured {
+                    Some(m) if m != a.prompt_tokens =>
+                        " (closest reached; every request's real length is recorded)",
+                    _ => "",
+                }
+            );
+        }
         // The shared prefix at the words-per-token ratio the prompt probe measured.
         if a.prefix_tokens > 0 {
             let ratio = measured.map_or(1.0, |m| client.prompt_words as f64 / m.max(1) as f64);
@@ -435,7 +469,12 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     .and_then(|m| m["modelbench"]["dtype"].as_str())
                     .and_then(Precision::parse)
                     .unwrap_or(Precision::Unreported);
-                rec.prompt_tokens = a.prompt_tokens;
+                // A dataset's prompts: their mean length as the server counted them (0 where
+                // it reports none; extra's prompt_tokens_measured is then null).
+                rec.prompt_tokens = match &dataset {
+                    Some(_) => percentiles(&reported).map_or(0, |p| p.mean.round() as usize),
+                    None => a.prompt_tokens,
+                };
                 rec.new_tokens = a.max_tokens;
                 rec.seed = a.seed;
                 rec.eos_ignored = true;
@@ -452,6 +491,11 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     rec.shape["turns"] = json!(a.turns);
                     rec.shape["prefix_tokens"] = json!(a.prefix_tokens);
                     rec.shape["prefix_count"] = json!(a.prefix_count);
+                }
+                // So is a dataset's: the file (by its hash) is the workload.
+                if let Some(d) = &dataset {
+                    rec.shape["prompt_tokens"] = Value::Null;
+                    rec.shape["dataset_sha256"] = json!(d.sha256);
                 }
                 rec.gen = Some(GenMetrics {
                     ttft_ms: summary.ttft_ms,
@@ -505,6 +549,8 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                 "cache_prompt": !a.no_cache_prompt,
                     "by_turn": turns.clone(),
                     "cached_tokens_reported": reqs.iter().any(|r| r.cached_tokens.is_some()),
+                    "dataset": dataset.as_ref().map(|d| json!({"file": d.path, "sha256": d.sha256,
+                        "conversations": d.conversations.len()})),
                 });
                 for r in &reqs {
                     let mut v =
