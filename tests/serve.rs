@@ -873,7 +873,10 @@ fn a_dataset_load_sends_its_conversations_as_turns() {
     let reports = tmp.path().join("reports");
     // The fixture's tokenizer counts about 3 tokens a word: two turns of the file's longest
     // conversations need more than the other tests' 512 positions.
-    let s = server_with("gguf:fixture:llama", &["--max-batch", "2", "--context", "2048"]);
+    let s = server_with(
+        "gguf:fixture:llama",
+        &["--max-batch", "2", "--context", "2048"],
+    );
     let ds = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/datasets/kjv-conversations.jsonl"

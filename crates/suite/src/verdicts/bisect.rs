@@ -62,13 +62,15 @@ pub struct BisectArgs {
     /// medium/cpu-f32/fixture:llama`, or a scenario: fixture:llama); default threshold 1%.
     #[arg(long)]
     pub paired: bool,
-    /// With --paired: pairs per comparison (with --max-pairs above it: per look).
-    #[arg(long, default_value_t = 60)]
+    /// With --paired: pairs per comparison (with --max-pairs above it: per look). Default 30,
+    /// as a look of `compare --paired`.
+    #[arg(long, default_value_t = 30)]
     pub pairs: usize,
     /// With --paired: the cap on pairs per comparison, in looks of --pairs until every metric
     /// is decided or one regressed (`compare --paired --stop-on-regression`). Default: 4 x
-    /// --pairs. A metric still Undecided at the cap counts as good for a commit and skips the
-    /// commit for --candle-repo. Equal to --pairs: one fixed look.
+    /// --pairs (a step judges one scenario, where `compare --paired` has two). A metric still
+    /// Undecided at the cap counts as good for a commit and skips the commit for
+    /// --candle-repo. Equal to --pairs: one fixed look.
     #[arg(long = "max-pairs")]
     pub max_pairs: Option<usize>,
     /// Bisect a Candle git history instead of this repository's: GOOD and BAD are revisions of
@@ -96,7 +98,9 @@ fn build_cmd(build: &Option<String>, paired: bool) -> String {
     })
 }
 
-/// `--max-pairs` of a paired bisection, commits or Candle's: as given, else 4 x `--pairs`.
+/// `--max-pairs` of a paired bisection, commits or Candle's: as given, else 4 x `--pairs`
+/// (with the default 30: up to four looks of 30 one-pair blocks; two looks missed a +2% BAD
+/// in 1 of 5 whole bisections, docs/verdicts.md, `scripts/bisect-power.py`).
 pub(crate) fn max_pairs(given: Option<usize>, pairs: usize) -> usize {
     given.unwrap_or(4 * pairs)
 }
