@@ -747,6 +747,17 @@ fn gguf_llama_serves_concurrent_requests_batched() {
     );
 }
 
+/// A load's requests.jsonl, in request-number order.
+fn requests(run: &Path) -> Vec<Value> {
+    let mut v: Vec<Value> = std::fs::read_to_string(run.join("requests.jsonl"))
+        .expect("requests.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .collect();
+    v.sort_by_key(|r| r["request"].as_u64());
+    v
+}
+
 /// A `modelbench load` of 3-turn conversations with a shared 48-token prefix (c=2, 12 requests,
 /// greedy) against `url` into `reports`; returns the run folder.
 fn conversation_load(url: &str, model: &str, reports: &Path, label: &str) -> PathBuf {
@@ -810,15 +821,6 @@ fn prefix_cache_reuses_later_turns_and_keeps_every_text() {
         assert_eq!(metric(&off, "prefix_cache_hits_total"), 0);
         assert_eq!(metric(&off, "prefix_cache_reused_tokens_total"), 0);
         drop(off);
-        let requests = |run: &Path| -> Vec<Value> {
-            let mut v: Vec<Value> = std::fs::read_to_string(run.join("requests.jsonl"))
-                .expect("requests.jsonl")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("json"))
-                .collect();
-            v.sort_by_key(|r| r["request"].as_u64());
-            v
-        };
         let (ra, rb) = (requests(&a), requests(&b));
         assert_eq!(ra.len(), 12, "{model}: 4 conversations of 3 turns");
         let cached = |r: &Value| r["cached_tokens"].as_u64().expect("cached_tokens reported");
@@ -899,15 +901,6 @@ fn a_dataset_load_sends_its_conversations_as_turns() {
         load_with(&s.url, "gguf:fixture:llama", &reports, "dataset-a", &args),
         load_with(&s.url, "gguf:fixture:llama", &reports, "dataset-b", &args),
     ];
-    let requests = |run: &Path| -> Vec<Value> {
-        let mut v: Vec<Value> = std::fs::read_to_string(run.join("requests.jsonl"))
-            .expect("requests.jsonl")
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).expect("json"))
-            .collect();
-        v.sort_by_key(|r| r["request"].as_u64());
-        v
-    };
     let (ra, rb) = (requests(&runs[0]), requests(&runs[1]));
     assert_eq!(ra.len(), 12, "6 conversations of 2 turns: {ra:?}");
     let len = |r: &Value| r["prompt_tokens"].as_u64().expect("prompt_tokens reported");
