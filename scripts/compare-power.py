@@ -15,8 +15,8 @@ committed profiles are). Prints a Markdown table; every try is appended to OUT.j
 (fixture:qwen3, short) for the whole series, on the same two cores. (`modelbench sensitivity`
 measures the gate's power in one process; this drives the CLI exactly as tests/compare.rs's
 end-to-end test does: default `run`, default `compare` with the machine's noise profile.)
-Stopping it with a signal leaves the --load loop running: kill it too."""
-import json, os, re, subprocess, sys, tempfile, time, statistics as st
+Stopping it (Ctrl-C or SIGTERM) stops the --load loop too."""
+import json, os, re, signal, subprocess, sys, tempfile, time, statistics as st
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,6 +63,8 @@ def main():
                                f'"{exe}" run --model fixture:qwen3 --scenario short --label bg >/dev/null 2>&1; '
                                f'rm -rf "$d"/*; done'], start_new_session=True)
     rows = []
+    # A SIGTERM (pkill) ends the series through `finally`, which stops the --load loop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         with open(out, 'a') as f:
             for t in range(tries):
