@@ -16,7 +16,6 @@
 use std::path::Path;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -57,11 +56,8 @@ impl Dataset {
         let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
         let text =
             std::str::from_utf8(&bytes).map_err(|e| fail(format!("not UTF-8 text ({e})")))?;
-        let sha256: String = Sha256::digest(&bytes)
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        // The first 16 hex digits of the file's sha256, as every text hash of the records.
+        let sha256 = crate::measure::outputs::hash_text(text);
         let conversations = parse(text).map_err(fail)?;
         Ok(Dataset {
             path: name,
