@@ -131,7 +131,7 @@ fn run_report_export_and_compare() {
     assert_eq!(rec.harness, modelbench::output::record::Harness::Cli);
     assert!(rec.gen.as_ref().unwrap().ttft_ms.is_some());
     assert!(rec.model.load_seconds.is_some_and(|s| s > 0.0));
-    assert!(rec.memory.host_peak_bytes.unwrap() > rec.model.weight_bytes);
+    assert!(rec.memory.host_peak_bytes.unwrap() > rec.model.weight_bytes.unwrap());
     // report re-renders the same README
     let before = std::fs::read_to_string(a.join("README.md")).unwrap();
     // GPU fields: measured where NVML answers, "not available" (never a number) where not.

@@ -30,8 +30,8 @@ fn record(cpu: &str, commit: &str, ts: &str, model: &str, samples: &[f64]) -> Re
     r.model.label = model.into();
     r.dtype = Precision::Float(candle_core::DType::F32);
     r.device = "cpu".into();
-    r.prompt_tokens = 64;
-    r.new_tokens = 64;
+    r.prompt_tokens = Some(64);
+    r.new_tokens = Some(64);
     r.sampling_desc = "greedy".into();
     r.shape = serde_json::json!({"prompt": 64, "gen": 64, "batch": 1});
     r.hardware.cpu = cpu.into();

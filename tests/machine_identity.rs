@@ -26,8 +26,8 @@ fn record(id: Option<CpuIdentity>, samples: &[f64]) -> Record {
     r.model.label = "fixture:llama".into();
     r.dtype = Precision::Float(candle_core::DType::F32);
     r.device = "cpu".into();
-    r.prompt_tokens = 64;
-    r.new_tokens = 64;
+    r.prompt_tokens = Some(64);
+    r.new_tokens = Some(64);
     r.sampling_desc = "greedy".into();
     r.hardware.cpu = "AMD EPYC".into();
     r.hardware.cores = 2;

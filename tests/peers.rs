@@ -60,7 +60,7 @@ fn a_recorded_llama_timed_ids_run_becomes_a_peer_record() {
     let meta = ModelInfo {
         label: "gguf:modelbench-offline/gemma-3-270m-Q4_K_M-GGUF".into(),
         load_seconds: Some(99.0), // candle's: must not be copied
-        layers: 18,
+        layers: Some(18),
         ..Default::default()
     };
     let setting = LlamaSetting::matched("f32", false);
@@ -78,7 +78,7 @@ fn a_recorded_llama_timed_ids_run_becomes_a_peer_record() {
     // Its own model file, type, load time and memory; candle's structure of the same file.
     assert_eq!(r.model.source, out.model);
     assert_eq!(r.model.load_seconds, Some(out.load_s));
-    assert_eq!(r.model.layers, 18);
+    assert_eq!(r.model.layers, Some(18));
     assert_eq!(r.dtype.name(), "gguf-q4_k_m");
     assert_eq!(r.memory.host_peak_bytes, Some(300 << 20));
     assert!(r.model.provenance.implementation.starts_with("llama.cpp"));
@@ -152,7 +152,7 @@ fn a_recorded_torch_worker_run_becomes_a_peer_record() {
     let meta = ModelInfo {
         label: "fixture:llama".into(),
         load_seconds: Some(99.0), // candle's: must not be copied
-        layers: 2,
+        layers: Some(2),
         ..Default::default()
     };
     let process = ProcessUse {
@@ -179,7 +179,7 @@ fn a_recorded_torch_worker_run_becomes_a_peer_record() {
     assert_eq!(r.extra["setting"], "attn-eager");
     // Its own load time, memory and dtype; candle's structure of the same weights.
     assert_eq!(r.model.load_seconds, Some(h.load_s));
-    assert_eq!(r.model.layers, 2);
+    assert_eq!(r.model.layers, Some(2));
     assert_eq!(r.model.provenance.attention, "eager");
     assert!(r
         .model
@@ -914,8 +914,11 @@ fn peers_alternate_with_candles_trials_on_its_prompt_ids() {
         for r in 0..trials {
             let ids = modelbench::engine::generate::prompt_ids(
                 s.prompt_tokens,
-                candle.model.vocab,
-                candle.seed,
+                candle
+                    .model
+                    .vocab
+                    .expect("a generation record carries its vocabulary"),
+                candle.seed.expect("a generation record carries its seed"),
                 (warmup + r) as u64,
             );
             let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();

@@ -11,8 +11,8 @@ fn record(scenario: &str, model: &str, samples: &[f64], tokens: u64) -> Record {
     r.model.label = model.into();
     r.dtype = Precision::Float(candle_core::DType::F32);
     r.device = "cpu".into();
-    r.prompt_tokens = 64;
-    r.new_tokens = tokens as usize;
+    r.prompt_tokens = Some(64);
+    r.new_tokens = Some(tokens as usize);
     r.sampling_desc = "greedy".into();
     r
 }

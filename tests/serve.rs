@@ -936,6 +936,13 @@ fn a_dataset_load_sends_its_conversations_as_turns() {
         rec["shape"]["dataset_sha256"], rec["extra"]["dataset"]["sha256"],
         "{rec}"
     );
+    // The hash is the file's sha256 (its first 16 hex digits) as coreutils computes it.
+    let sum = std::process::Command::new("sha256sum")
+        .arg(ds)
+        .output()
+        .expect("sha256sum (coreutils)");
+    let sum = String::from_utf8(sum.stdout).unwrap();
+    assert_eq!(rec["shape"]["dataset_sha256"], json!(&sum[..16]), "{sum}");
     drop(s);
     // Bad input: one line, exit 2, no run folder.
     let bad = tmp.path().join("bad.jsonl");

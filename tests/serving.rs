@@ -273,8 +273,8 @@ fn level(
     let mut r = Record::from_samples(Kind::ServingLoad, "serving-load", vec![1.0; 20], 64);
     r.id = format!("serving-load/c={c}/{server}");
     r.model.label = server.into();
-    r.prompt_tokens = 128;
-    r.new_tokens = 64;
+    r.prompt_tokens = Some(128);
+    r.new_tokens = Some(64);
     r.tok_s = Some(tok_s);
     r.extra = json!({"level": format!("c={c}"), "server": server, "mode": "closed-loop",
         "concurrency": c, "slo": "ttft<=2000ms,tpot<=100ms", "summary": summary});

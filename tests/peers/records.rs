@@ -11,8 +11,8 @@ pub(super) fn rec(
 ) -> Record {
     let mut r = Record::from_samples(kind, "short", samples.to_vec(), 64);
     r.model.label = "m".into();
-    r.prompt_tokens = 64;
-    r.new_tokens = 64;
+    r.prompt_tokens = Some(64);
+    r.new_tokens = Some(64);
     r.engine = Some(Engine {
         name: engine.into(),
         version: format!("{engine} 1"),

@@ -17,9 +17,14 @@ pub mod serving;
 pub mod site;
 pub mod summary;
 
+/// A count (tokens, a seed), or `n/a` where the workload has none (tables).
+/// (These helpers are here, not in `report`, so that `report` and the views it shows share
+/// them without an import cycle.)
+pub fn na_count(v: Option<impl std::fmt::Display>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "n/a".into())
+}
+
 /// A number with `prec` decimals, or `n/a` when it was not measured (tables).
-/// (Here, not in `report`, so that `report` and the views it shows share it without an
-/// import cycle.)
 pub fn na(v: Option<f64>, prec: usize) -> String {
     v.filter(|x| x.is_finite())
         .map(|x| format!("{x:.prec$}"))

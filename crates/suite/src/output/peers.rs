@@ -41,8 +41,8 @@ pub fn ratio(candle: Option<f64>, peer: Option<f64>) -> Option<f64> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerRow {
     pub scenario: String,
-    pub prompt_tokens: usize,
-    pub new_tokens: usize,
+    pub prompt_tokens: Option<usize>,
+    pub new_tokens: Option<usize>,
     pub engine: String,
     pub version: String,
     pub dtype: String,
@@ -247,8 +247,8 @@ pub fn peers_table(records: &[Record]) -> String {
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
-            r.prompt_tokens,
-            r.new_tokens,
+            super::na_count(r.prompt_tokens),
+            super::na_count(r.new_tokens),
             r.label,
             r.dtype,
             threads_cell(&r),

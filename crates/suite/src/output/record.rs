@@ -139,13 +139,25 @@ pub struct ModelInfo {
     pub label: String,
     pub source: String,
     pub family: String,
-    pub params: u64,
-    pub weight_bytes: u64,
-    pub layers: usize,
-    pub hidden: usize,
-    pub vocab: usize,
-    pub max_context: usize,
-    pub built_context: usize,
+    /// The model's sizes, as the model states them. None where the record does not know
+    /// them (a load test against a server, a peer that did not say, a workload without that
+    /// piece); records written before they were optional said 0 and read back as None.
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
+    pub params: Option<u64>,
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
+    pub weight_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
+    pub layers: Option<usize>,
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
+    pub hidden: Option<usize>,
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
+    pub vocab: Option<usize>,
+    /// The longest context the model accepts, and the one it was built for (None: a model
+    /// without a context limit, e.g. the MoE layer or PSANN grid, or not known).
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
+    pub max_context: Option<usize>,
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
+    pub built_context: Option<usize>,
     pub prefill_mode: String,
     pub tokenizer: String,
     /// Seconds the load took (tokenizer and weights); None where nothing was loaded (a
@@ -264,11 +276,19 @@ pub struct Record {
     pub model: ModelInfo,
     pub dtype: Precision,
     pub device: String,
-    pub prompt_tokens: usize,
-    pub new_tokens: usize,
+    /// Prompt length (sequence length for training and forward grids) in tokens; None where
+    /// the workload has none or a server reported none: never a 0 for "not applicable".
+    /// Records written before it was optional said 0 and read back as None.
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
+    pub prompt_tokens: Option<usize>,
+    /// Tokens generated per trial; None where the workload generates none.
+    #[serde(default, deserialize_with = "crate::util::positive_or_none")]
+    pub new_tokens: Option<usize>,
     pub sampling: Option<SamplingParams>,
     pub sampling_desc: String,
-    pub seed: u64,
+    /// The seed the workload ran with; None where it draws nothing at random.
+    #[serde(default)]
+    pub seed: Option<u64>,
     /// Generation length is fixed: EOS never stops a run.
     pub eos_ignored: bool,
     /// The timed region includes tokenization and streaming detokenization.
@@ -366,11 +386,11 @@ impl Record {
             model: ModelInfo::default(),
             dtype: Precision::default(),
             device: String::new(),
-            prompt_tokens: 0,
-            new_tokens: 0,
+            prompt_tokens: None,
+            new_tokens: None,
             sampling: None,
             sampling_desc: String::new(),
-            seed: 0,
+            seed: None,
             eos_ignored: false,
             pipeline: false,
             tokens_per_sample,

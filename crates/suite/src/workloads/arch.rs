@@ -144,13 +144,13 @@ impl Workload for ArchStep {
         );
         r.model.label = format!("{} d{} L{} h{}", c.family, c.d_model, c.depth, c.horizons);
         r.model.family = c.family.name().into();
-        r.model.params = self.params;
-        r.model.weight_bytes = self.params * self.dtype.size_in_bytes() as u64;
-        r.model.layers = c.depth;
-        r.model.hidden = c.d_model;
-        r.model.vocab = c.vocab;
-        r.seed = self.seed;
-        r.prompt_tokens = self.seq_len;
+        r.model.params = Some(self.params);
+        r.model.weight_bytes = Some(self.params * self.dtype.size_in_bytes() as u64);
+        r.model.layers = Some(c.depth);
+        r.model.hidden = Some(c.d_model);
+        r.model.vocab = Some(c.vocab);
+        r.seed = Some(self.seed);
+        r.prompt_tokens = Some(self.seq_len);
         r.shape = serde_json::json!({"family": c.family.name(), "d_model": c.d_model, "depth": c.depth,
             "horizons": c.horizons, "B": self.batch, "T": self.seq_len, "train": self.train()});
         r.extra = serde_json::json!({

@@ -146,8 +146,8 @@ impl Workload for Checkpoint {
         );
         r.model.label = LABEL.into();
         r.model.family = "psann".into();
-        r.model.params = self.cfg.param_count();
-        r.seed = self.seed;
+        r.model.params = Some(self.cfg.param_count());
+        r.seed = Some(self.seed);
         r.shape = serde_json::json!({"batch": BATCH, "seq_len": SEQ, "vocab": VOCAB, "grad_checkpoint": self.ckpt});
         let peaks: Vec<f64> = m.outs.iter().flatten().map(|&p| p as f64).collect();
         let peak = (!peaks.is_empty() && peaks.len() == m.outs.len()).then(|| median(&peaks));

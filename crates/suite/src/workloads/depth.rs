@@ -221,10 +221,10 @@ impl Workload for Depth<'_> {
         r.model = model_info(self.loaded);
         r.dtype = self.target().precision;
         r.device = self.device.to_string();
-        r.prompt_tokens = self.prompt;
-        r.new_tokens = self.gen;
+        r.prompt_tokens = Some(self.prompt);
+        r.new_tokens = Some(self.gen);
         r.sampling_desc = "greedy".into();
-        r.seed = self.seed;
+        r.seed = Some(self.seed);
         r.eos_ignored = true;
         // The generated ids and the model's probe (issue 59).
         r.outputs = Some(crate::measure::outputs::Outputs {
@@ -319,8 +319,8 @@ pub fn write_artifacts(run: &mut crate::output::report::RunDir) -> Result<()> {
             r.dtype,
             r.model.provenance.attention,
             depth,
-            r.prompt_tokens,
-            r.new_tokens,
+            r.prompt_tokens.map_or(String::new(), |v| v.to_string()),
+            r.new_tokens.map_or(String::new(), |v| v.to_string()),
             cell(g.prefill_tok_s),
             cell(g.decode_tok_s)
         ));

@@ -138,13 +138,13 @@ impl Workload for Generation<'_> {
         r.model = model_info(self.loaded);
         r.dtype = self.target().precision;
         r.device = self.device.to_string();
-        r.prompt_tokens = s.prompt_tokens;
-        r.new_tokens = s.new_tokens;
+        r.prompt_tokens = Some(s.prompt_tokens);
+        r.new_tokens = Some(s.new_tokens);
         r.sampling = Some(s.sampling);
         r.sampling_desc = s.sampling.describe();
         r.shape = serde_json::json!({"prompt_tokens": s.prompt_tokens, "new_tokens": s.new_tokens,
             "pipeline": s.pipeline});
-        r.seed = self.seed;
+        r.seed = Some(self.seed);
         r.eos_ignored = true;
         r.pipeline = s.pipeline;
         let g = gen_metrics(&m.outs);
@@ -188,17 +188,21 @@ impl Workload for Generation<'_> {
 
 pub fn model_info(l: &Loaded) -> ModelInfo {
     let m = l.model.meta();
+    // A size the model does not state (0) is recorded as not known, never as 0.
+    fn stated<T: Default + PartialOrd>(v: T) -> Option<T> {
+        (v > T::default()).then_some(v)
+    }
     ModelInfo {
         label: l.resolved.label.clone(),
         source: l.resolved.source.clone(),
         family: m.family.to_string(),
-        params: m.params,
-        weight_bytes: m.weight_bytes,
-        layers: m.layers,
-        hidden: m.hidden,
-        vocab: m.vocab,
-        max_context: m.max_context,
-        built_context: m.built_context,
+        params: stated(m.params),
+        weight_bytes: stated(m.weight_bytes),
+        layers: stated(m.layers),
+        hidden: stated(m.hidden),
+        vocab: stated(m.vocab),
+        max_context: stated(m.max_context),
+        built_context: stated(m.built_context),
         prefill_mode: m.prefill.clone(),
         tokenizer: l.resolved.tokenizer_kind.clone(),
         load_seconds: Some(l.load.seconds),

@@ -134,14 +134,14 @@ impl Workload for Moe {
         } else {
             format!("MoE {}", self.point())
         };
-        r.model.params = if dense {
+        r.model.params = Some(if dense {
             self.active_params()
         } else {
             (cfg.hidden * cfg.num_experts
                 + cfg.num_experts * 3 * cfg.hidden * cfg.expert_intermediate) as u64
-        };
-        r.seed = self.seed;
-        r.prompt_tokens = self.tokens;
+        });
+        r.seed = Some(self.seed);
+        r.prompt_tokens = Some(self.tokens);
         r.shape = serde_json::json!({"hidden": cfg.hidden, "expert_intermediate": cfg.expert_intermediate,
             "num_experts": if dense { 0 } else { cfg.num_experts }, "top_k": cfg.top_k, "tokens": self.tokens});
         r.extra = serde_json::json!({
@@ -195,4 +195,42 @@ pub fn run_grid<D: super::suite::Driver>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A workload that routes tokens but prompts and generates nothing records its token
+    /// count and seed, and null (never 0) for what it does not have: no generated tokens, no
+    /// context limit, no vocabulary, no layers.
+    #[test]
+    fn a_moe_record_has_no_placeholder_zeros() {
+        let s = Setup {
+            device: DeviceSpec::Cpu,
+            dev: Device::Cpu,
+            dtype: candle_core::DType::F32,
+            seed: 7,
+            calibration: None,
+        };
+        let mut w = Moe::new(MoeConfig::new(16, 8, 4, 2), false, 3, &s).unwrap();
+        let r = crate::workloads::run_trials(&mut w, 0, 1).unwrap();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["prompt_tokens"], 3, "{v}");
+        assert_eq!(v["seed"], 7, "{v}");
+        assert!(v["model"]["params"].as_u64().is_some_and(|p| p > 0), "{v}");
+        assert!(v["new_tokens"].is_null(), "{v}");
+        for null in ["layers", "vocab", "max_context", "built_context"] {
+            assert!(v["model"][null].is_null(), "model.{null}: {v}");
+        }
+        // The record reads back as written; one written before these were optional (0 for
+        // "none") reads back as None.
+        let back: Record = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, r);
+        let mut old = v;
+        old["new_tokens"] = 0.into();
+        old["model"]["max_context"] = 0.into();
+        let old: Record = serde_json::from_value(old).unwrap();
+        assert_eq!((old.new_tokens, old.model.max_context), (None, None));
+    }
 }

@@ -142,9 +142,9 @@ impl Workload for Overhead<'_> {
             );
         }
         r.model = model_info(self.loaded);
-        r.seed = self.seed;
-        r.prompt_tokens = LENGTHS.0;
-        r.new_tokens = LENGTHS.1;
+        r.seed = Some(self.seed);
+        r.prompt_tokens = Some(LENGTHS.0);
+        r.new_tokens = Some(LENGTHS.1);
         r.shape = serde_json::json!({"prompt_tokens": LENGTHS.0, "new_tokens": LENGTHS.1});
         let ratios: Vec<f64> = m.outs.iter().map(|(e, b)| e / b).collect();
         let engine: Vec<f64> = m.outs.iter().map(|p| p.0).collect();
@@ -249,7 +249,7 @@ impl Workload for SamplingCost {
             r.model = model.clone();
         }
         r.model.label = self.label.clone();
-        r.model.vocab = self.logits.len();
+        r.model.vocab = Some(self.logits.len());
         r.sampling = Some(self.params);
         r.sampling_desc = self.params.describe();
         r.shape = serde_json::json!({"vocab": self.logits.len(), "context": self.context.len()});
@@ -322,20 +322,20 @@ mod tests {
         let info = ModelInfo {
             label: "fixture:llama".into(),
             family: "llama".into(),
-            params: 8_282_432,
+            params: Some(8_282_432),
             load_seconds: Some(0.1),
-            vocab: 1000,
+            vocab: Some(1000),
             ..ModelInfo::default()
         };
         let mut w = SamplingCost::new("fixture:llama", "sampled", 1000, 7)
             .unwrap()
             .of_model(info);
         let r = crate::workloads::run_trials(&mut w, 0, 2).unwrap();
-        assert_eq!(r.model.params, 8_282_432);
+        assert_eq!(r.model.params, Some(8_282_432));
         assert_eq!(r.model.family, "llama");
-        assert_eq!(r.model.vocab, 1000);
+        assert_eq!(r.model.vocab, Some(1000));
         let mut bare = SamplingCost::new("fixture:llama", "sampled", 1000, 7).unwrap();
         let r = crate::workloads::run_trials(&mut bare, 0, 2).unwrap();
-        assert_eq!((r.model.params, r.model.vocab), (0, 1000));
+        assert_eq!((r.model.params, r.model.vocab), (None, Some(1000)));
     }
 }

@@ -232,13 +232,13 @@ impl Workload for Psann {
         let mut r = Record::from_measured(kind, &scenario, m, self.tokens_per_iter());
         r.model.label = self.base.name().into();
         r.model.family = "psann".into();
-        r.model.params = cfg.param_count();
-        r.model.weight_bytes = cfg.param_count() * 4;
-        r.model.layers = cfg.n_layers;
-        r.model.hidden = cfg.d_model;
-        r.model.vocab = cfg.vocab;
-        r.seed = self.seed;
-        r.prompt_tokens = self.t;
+        r.model.params = Some(cfg.param_count());
+        r.model.weight_bytes = Some(cfg.param_count() * 4);
+        r.model.layers = Some(cfg.n_layers);
+        r.model.hidden = Some(cfg.d_model);
+        r.model.vocab = Some(cfg.vocab);
+        r.seed = Some(self.seed);
+        r.prompt_tokens = Some(self.t);
         r.shape = serde_json::json!({"grid": self.grid, "batch_tokens": self.n, "B": self.b, "T": self.t,
             "d_model": cfg.d_model, "n_layers": cfg.n_layers});
         r.extra = serde_json::json!({

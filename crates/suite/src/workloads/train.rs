@@ -510,14 +510,14 @@ impl Workload for Training {
         let cfg = &self.cfg;
         r.model.label = self.spec.base.name().into();
         r.model.family = "psann".into();
-        r.model.params = cfg.param_count();
-        r.model.weight_bytes = cfg.param_count() * 4;
-        r.model.layers = cfg.n_layers;
-        r.model.hidden = cfg.d_model;
-        r.model.vocab = cfg.vocab;
+        r.model.params = Some(cfg.param_count());
+        r.model.weight_bytes = Some(cfg.param_count() * 4);
+        r.model.layers = Some(cfg.n_layers);
+        r.model.hidden = Some(cfg.d_model);
+        r.model.vocab = Some(cfg.vocab);
         r.model.tokenizer = "bytes".into();
-        r.seed = self.spec.seed;
-        r.prompt_tokens = self.spec.seq_len;
+        r.seed = Some(self.spec.seed);
+        r.prompt_tokens = Some(self.spec.seq_len);
         r.shape = serde_json::json!({"B": self.spec.batch, "T": self.spec.seq_len,
             "d_model": cfg.d_model, "n_layers": cfg.n_layers, "steps": self.logs.len()});
         r.extra = serde_json::json!({

@@ -294,8 +294,8 @@ pub fn row_values(run: &str, seq: usize, r: &Record) -> Vec<Val> {
             crate::output::record::Harness::Cli => "cli",
         }),
         Val::text(&engine),
-        Val::int(r.prompt_tokens as i64),
-        Val::int(r.new_tokens as i64),
+        Val::Int(r.prompt_tokens.and_then(|v| i64::try_from(v).ok())),
+        Val::Int(r.new_tokens.and_then(|v| i64::try_from(v).ok())),
         Val::int(r.tokens_per_sample as i64),
         Val::int(r.stats.n as i64),
     ];

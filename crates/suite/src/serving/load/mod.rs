@@ -337,31 +337,31 @@ pub fn load(a: &LoadOptions) -> Result<()> {
             prefix_count: a.prefix_count,
             dataset: dataset.clone(),
         };
-        // Reach the prompt length in the server's tokens (a dataset's prompts have their own).
+        // Reach the prompt length in the server's tokens (a dataset's prompts have their own:
+        // no probe, and every request's reported length is recorded).
         let mut measured = None;
-        let probes = if dataset.is_some() { 0 } else { 8 };
-        for _ in 0..probes {
-            let p = client.probe(&client.prompt(u64::MAX - 1))?;
-            let Some(p) = p else {
-                eprintln!("warning: the server reports no usage.prompt_tokens: prompt length not verified ({} words sent)", client.prompt_words);
-                break;
-            };
-            measured = Some(p);
-            if p == a.prompt_tokens {
-                break;
-            }
-            let w = client.prompt_words as f64 * a.prompt_tokens as f64 / p as f64;
-            let mut next = w.round().max(1.0) as usize;
-            if next == client.prompt_words {
-                next = if p > a.prompt_tokens {
-                    next.saturating_sub(1).max(1)
-                } else {
-                    next + 1
-                };
-            }
-            client.prompt_words = next;
-        }
         if dataset.is_none() {
+            for _ in 0..8 {
+                let p = client.probe(&client.prompt(u64::MAX - 1))?;
+                let Some(p) = p else {
+                    eprintln!("warning: the server reports no usage.prompt_tokens: prompt length not verified ({} words sent)", client.prompt_words);
+                    break;
+                };
+                measured = Some(p);
+                if p == a.prompt_tokens {
+                    break;
+                }
+                let w = client.prompt_words as f64 * a.prompt_tokens as f64 / p as f64;
+                let mut next = w.round().max(1.0) as usize;
+                if next == client.prompt_words {
+                    next = if p > a.prompt_tokens {
+                        next.saturating_sub(1).max(1)
+                    } else {
+                        next + 1
+                    };
+                }
+                client.prompt_words = next;
+            }
             println!(
                 "prompt: {} words -> {} prompt tokens as the server counts them (asked {}){}",
                 client.prompt_words,
@@ -469,14 +469,14 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     .and_then(|m| m["modelbench"]["dtype"].as_str())
                     .and_then(Precision::parse)
                     .unwrap_or(Precision::Unreported);
-                // A dataset's prompts: their mean length as the server counted them (0 where
-                // it reports none; extra's prompt_tokens_measured is then null).
+                // A dataset's prompts: their mean length as the server counted them (None
+                // where it reports none).
                 rec.prompt_tokens = match &dataset {
-                    Some(_) => percentiles(&reported).map_or(0, |p| p.mean.round() as usize),
-                    None => a.prompt_tokens,
+                    Some(_) => percentiles(&reported).map(|p| p.mean.round() as usize),
+                    None => Some(a.prompt_tokens),
                 };
-                rec.new_tokens = a.max_tokens;
-                rec.seed = a.seed;
+                rec.new_tokens = Some(a.max_tokens);
+                rec.seed = Some(a.seed);
                 rec.eos_ignored = true;
                 rec.sampling_desc = if a.temperature > 0.0 {
                     format!("temp={}", a.temperature)

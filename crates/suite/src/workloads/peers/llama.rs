@@ -246,14 +246,15 @@ pub fn llama_peer_record(
     ids_file: &Path,
 ) -> Result<Record> {
     let setting = LlamaSetting::matched("f32", false);
+    let vocab = candle.model.vocab.ok_or_else(|| {
+        crate::Error::Report(format!(
+            "the candle record of `{}` names no vocabulary size, so llama.cpp cannot be given its prompt ids",
+            candle.model.label
+        ))
+    })?;
     let runs = (0..reps)
         .map(|k| {
-            let ids = crate::engine::generate::prompt_ids(
-                s.prompt_tokens,
-                candle.model.vocab,
-                seed,
-                k as u64,
-            );
+            let ids = crate::engine::generate::prompt_ids(s.prompt_tokens, vocab, seed, k as u64);
             run_llama_timed(
                 bin,
                 gguf,
@@ -378,9 +379,9 @@ pub fn llama_record(
     r.model = ModelInfo {
         source: o.model.clone(),
         family: o.model_desc.clone(),
-        params: o.model_n_params,
-        weight_bytes: o.model_size_bytes,
-        built_context: o.n_ctx,
+        params: (o.model_n_params > 0).then_some(o.model_n_params),
+        weight_bytes: (o.model_size_bytes > 0).then_some(o.model_size_bytes),
+        built_context: (o.n_ctx > 0).then_some(o.n_ctx),
         prefill_mode: format!("one batch of {} (n_ubatch {})", o.n_batch, o.n_ubatch),
         ..peer_model(
             model_meta.clone(),

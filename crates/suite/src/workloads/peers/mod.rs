@@ -189,8 +189,8 @@ pub fn peer_model(
 /// Sets what a peer record takes from its scenario `s`: the token counts and the sampling
 /// (greedy, generating past EOS as candle's trials do).
 pub fn set_workload(r: &mut Record, s: &Scenario) {
-    r.prompt_tokens = s.prompt_tokens;
-    r.new_tokens = s.new_tokens;
+    r.prompt_tokens = Some(s.prompt_tokens);
+    r.new_tokens = Some(s.new_tokens);
     r.sampling = Some(s.sampling);
     r.sampling_desc = s.sampling.describe();
     r.eos_ignored = true;
