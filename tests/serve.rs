@@ -148,6 +148,103 @@ fn health_and_models() {
     assert_eq!(m["data"][0]["object"], "model");
 }
 
+/// llama-server's `/tokenize` and `/detokenize`: the ids the completion endpoint runs (with
+/// `add_special`, as many as its `usage.prompt_tokens`), special-token texts parsed only when
+/// asked, pieces that spell the text, ids back to the text, and bad bodies a 400 naming the
+/// field.
+#[test]
+fn tokenize_and_detokenize_as_llama_server() {
+    // A GGUF file's tokenizer (Llama 3's vocabulary, BOS first, as llama-server loads it).
+    let s = server_with("gguf:fixture:llama", &[]);
+    let text = "In the beginning God created the heaven and the earth.";
+    let ids = |v: &Value| -> Vec<u64> {
+        v["tokens"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tokens: {v}"))
+            .iter()
+            .map(|x| x.as_u64().expect("an id"))
+            .collect()
+    };
+    let (c, plain) = post_json(&s, "/tokenize", json!({"content": text}));
+    assert_eq!(c, 200, "{plain}");
+    let plain = ids(&plain);
+    let (_, with_bos) = post_json(
+        &s,
+        "/tokenize",
+        json!({"content": text, "add_special": true}),
+    );
+    let with_bos = ids(&with_bos);
+    assert_eq!(with_bos.len(), plain.len() + 1, "BOS first");
+    assert_eq!(&with_bos[1..], &plain[..]);
+    // The completion endpoint counts the same prompt as many tokens.
+    let (c, done) = post_json(
+        &s,
+        "/v1/completions",
+        json!({"model": "gguf:fixture:llama", "prompt": text, "max_tokens": 1, "temperature": 0}),
+    );
+    assert_eq!(c, 200, "{done}");
+    assert_eq!(done["usage"]["prompt_tokens"], with_bos.len(), "{done}");
+    // Ids back to the text; pieces spell it.
+    let (c, back) = post_json(&s, "/detokenize", json!({"tokens": plain}));
+    assert_eq!((c, back["content"].as_str()), (200, Some(text)), "{back}");
+    let (_, pieces) = post_json(
+        &s,
+        "/tokenize",
+        json!({"content": text, "with_pieces": true}),
+    );
+    let pieces = pieces["tokens"].as_array().expect("pieces").clone();
+    assert_eq!(
+        pieces
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        plain
+    );
+    let spelled: String = pieces
+        .iter()
+        .map(|p| p["piece"].as_str().expect("a piece").to_string())
+        .collect();
+    assert_eq!(spelled, text);
+    // The BOS text in the content: one token only with parse_special (llama-server's default).
+    let (_, bos_text) = post_json(&s, "/detokenize", json!({"tokens": [with_bos[0]]}));
+    let bos_text = bos_text["content"].as_str().expect("BOS text").to_string();
+    assert!(bos_text.starts_with('<'), "{bos_text}");
+    let (_, parsed) = post_json(&s, "/tokenize", json!({"content": bos_text}));
+    assert_eq!(ids(&parsed), [with_bos[0]], "{bos_text}");
+    let (_, literal) = post_json(
+        &s,
+        "/tokenize",
+        json!({"content": bos_text, "parse_special": false}),
+    );
+    let literal = ids(&literal);
+    assert!(
+        literal.len() > 1 && !literal.contains(&with_bos[0]),
+        "{bos_text} as text: {literal:?}"
+    );
+    // The shared tokenizer is unchanged by that request.
+    let (_, again) = post_json(&s, "/tokenize", json!({"content": bos_text}));
+    assert_eq!(ids(&again), [with_bos[0]]);
+    // Bad bodies: 400, the field named.
+    for (path, body, param) in [
+        ("/tokenize", json!({"text": "x"}), "content"),
+        (
+            "/tokenize",
+            json!({"content": "x", "add_special": "yes"}),
+            "add_special",
+        ),
+        ("/detokenize", json!({"tokens": [1, -2]}), "tokens"),
+        (
+            "/detokenize",
+            json!({"tokens": [4_000_000_000u64]}),
+            "tokens",
+        ),
+    ] {
+        let (c, v) = post_json(&s, path, body.clone());
+        assert_eq!(c, 400, "{path} {body}: {v}");
+        check_error(&v, "invalid_request_error", Some(param), None);
+    }
+}
+
 #[test]
 fn completion_stream_is_openai_sse() {
     let s = server();
@@ -943,6 +1040,83 @@ fn a_dataset_load_sends_its_conversations_as_turns() {
         .expect("sha256sum (coreutils)");
     let sum = String::from_utf8(sum.stdout).unwrap();
     assert_eq!(rec["shape"]["dataset_sha256"], json!(&sum[..16]), "{sum}");
+
+    // --dataset-output-lengths: each request asks for (and, ignoring EOS, gets) as many tokens
+    // as the file's answer to its message, in the server's own tokens. Four conversations
+    // whose prompts have different lengths, so a request's reported prompt length says which
+    // one it drew.
+    let with_answers = tmp.path().join("answers.jsonl");
+    let mut lines = String::new();
+    let mut by_prompt_len = std::collections::BTreeMap::new();
+    for (i, answer_words) in [5usize, 12, 25, 40].into_iter().enumerate() {
+        let prompt = vec!["amen"; 2 + 4 * i].join(" ");
+        let answer = vec!["light"; answer_words].join(" ");
+        let count = |content: &str, bos: bool| {
+            let (c, v) = post_json(
+                &s,
+                "/tokenize",
+                json!({"content": content, "add_special": bos}),
+            );
+            assert_eq!(c, 200, "{v}");
+            v["tokens"].as_array().expect("tokens").len() as u64
+        };
+        by_prompt_len.insert(count(&prompt, true), count(&answer, false));
+        lines.push_str(
+            &json!({"conversations": [{"from": "human", "value": prompt},
+                                      {"from": "gpt", "value": answer}]})
+            .to_string(),
+        );
+        lines.push('\n');
+    }
+    assert_eq!(
+        by_prompt_len.len(),
+        4,
+        "distinct prompt lengths: {by_prompt_len:?}"
+    );
+    std::fs::write(&with_answers, &lines).unwrap();
+    let run = load_with(
+        &s.url,
+        "gguf:fixture:llama",
+        tmp.path(),
+        "lengths",
+        &[
+            "--dataset",
+            with_answers.to_str().unwrap(),
+            "--dataset-output-lengths",
+            "--concurrency",
+            "2",
+            "--requests",
+            "8",
+            "--warmup",
+            "0",
+        ],
+    );
+    let reqs = requests(&run);
+    assert_eq!(reqs.len(), 8);
+    let mut asked = std::collections::BTreeSet::new();
+    for r in &reqs {
+        let want = by_prompt_len[&len(r)];
+        assert_eq!(r["max_tokens"], want, "{r}");
+        assert_eq!(r["output_tokens"], want, "{r}");
+        asked.insert(want);
+    }
+    assert!(asked.len() >= 2, "the answers' lengths vary: {asked:?}");
+    let rec: Value = serde_json::from_str(
+        std::fs::read_to_string(run.join("results.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let mean = reqs
+        .iter()
+        .map(|r| r["max_tokens"].as_f64().unwrap())
+        .sum::<f64>()
+        / 8.0;
+    assert_eq!(rec["new_tokens"], json!(mean.round() as u64), "{rec}");
+    assert_eq!(rec["shape"]["output_lengths"], "dataset", "{rec}");
+    assert_eq!(rec["shape"]["max_tokens"], Value::Null, "{rec}");
     drop(s);
     // Bad input: one line, exit 2, no run folder.
     let bad = tmp.path().join("bad.jsonl");
@@ -966,6 +1140,12 @@ fn a_dataset_load_sends_its_conversations_as_turns() {
             vec!["--dataset", ds, "--prefix-tokens", "16"],
             "exclude each other",
         ),
+        // The shipped file has no answers: the first conversation's first message is named.
+        (
+            vec!["--dataset", ds, "--dataset-output-lengths"],
+            "line 1: user message 1 has no answer after it in the file",
+        ),
+        (vec!["--dataset-output-lengths"], "needs --dataset FILE"),
     ] {
         let empty = tmp.path().join("empty-reports");
         let o = common::modelbench_cmd(&empty)

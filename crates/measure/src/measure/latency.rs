@@ -46,6 +46,10 @@ pub struct RequestTiming {
     /// Which turn of its conversation (0 first) in a multi-turn load; None: a lone request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn: Option<usize>,
+    /// The `max_tokens` the request asked for, where a load varies it (`load
+    /// --dataset-output-lengths`); None: the level's fixed `--max-tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<usize>,
     /// Prompt tokens the server says it did not run again (its prefix cache:
     /// `usage.prompt_tokens_details.cached_tokens`, or llama-server's `timings.cache_n`);
     /// None: not reported.

@@ -93,6 +93,11 @@ pub struct LoadArgs {
     /// fixtures/datasets/kjv-conversations.jsonl (docs/serving.md).
     #[arg(long, value_name = "FILE")]
     pub dataset: Option<std::path::PathBuf>,
+    /// With --dataset: each turn asks for as many tokens as the file's answer to it has
+    /// (vLLM's default for ShareGPT), counted by the server's /tokenize (llama-server and
+    /// `modelbench serve` have it), instead of --max-tokens; still with `ignore_eos`.
+    #[arg(long)]
+    pub dataset_output_lengths: bool,
 }
 
 pub fn load(a: LoadArgs) -> crate::Result<()> {
@@ -131,6 +136,7 @@ pub fn load(a: LoadArgs) -> crate::Result<()> {
         runs: a.runs,
         no_cache_prompt: a.no_cache_prompt,
         dataset: a.dataset,
+        dataset_output_lengths: a.dataset_output_lengths,
     })?;
     Ok(())
 }

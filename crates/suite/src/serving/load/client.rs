@@ -53,6 +53,9 @@ pub(super) struct Client {
     pub(super) prefix_count: usize,
     /// `--dataset`: the prompts (and system messages) come from its conversations.
     pub(super) dataset: Option<super::dataset::Dataset>,
+    /// `--dataset-output-lengths`: per conversation of the dataset, the `max_tokens` of each
+    /// turn (its answer's length in the server's tokens); None: `max_tokens` for every request.
+    pub(super) output_lengths: Option<Vec<Vec<usize>>>,
 }
 
 /// One message of a conversation: the user's prompt or the server's answer.
@@ -167,17 +170,50 @@ impl Client {
         Ok(v["usage"]["prompt_tokens"].as_u64().map(|n| n as usize))
     }
 
+    /// The number of tokens of `text` as the server counts them (its `/tokenize`: llama-server's
+    /// and `modelbench serve`'s; special-token texts parsed, no BOS).
+    pub(super) fn count_tokens(&self, text: &str) -> Result<usize> {
+        let url = format!("{}/tokenize", self.url);
+        let fail = |m: String| {
+            Error::Serving(format!(
+                "--dataset-output-lengths: {url}: {m} (the answers' lengths are counted by the server's /tokenize, which llama-server and modelbench serve have; leave the flag out to send --max-tokens)"
+            ))
+        };
+        let resp = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(&json!({"content": text, "add_special": false}).to_string())
+            .map_err(|e| fail(describe(e)))?;
+        let body = resp.into_string().map_err(|e| fail(e.to_string()))?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| fail(format!("not JSON: {e}")))?;
+        v["tokens"]
+            .as_array()
+            .map(|t| t.len())
+            .ok_or_else(|| fail(format!("no `tokens` array in {body:.120}")))
+    }
+
+    /// The `max_tokens` of turn `t` of dataset conversation `conv` (`--max-tokens` without
+    /// `--dataset-output-lengths`).
+    fn max_tokens_of(&self, conv: Option<usize>, t: usize) -> usize {
+        match (&self.output_lengths, conv) {
+            (Some(l), Some(c)) => l[c][t],
+            _ => self.max_tokens,
+        }
+    }
+
     /// One streamed request, timed from just before it is sent (with `--dataset`: the first
     /// user message of the conversation drawn for `i`, after its system message).
     pub(super) fn run(&self, i: u64, t0: Instant) -> RequestTiming {
         let body = match &self.dataset {
             Some(d) => {
-                let c = d.pick(self.seed, i);
+                let k = d.pick_index(self.seed, i);
+                let c = &d.conversations[k];
                 self.conversation_body(
                     c.system.as_deref(),
                     &[],
                     &c.prompts[0],
-                    self.max_tokens,
+                    self.max_tokens_of(Some(k), 0),
                     true,
                     i,
                 )
@@ -199,7 +235,15 @@ impl Client {
         t0: Instant,
         go: &dyn Fn() -> bool,
     ) -> Vec<RequestTiming> {
-        let picked = self.dataset.as_ref().map(|d| d.pick(self.seed, first));
+        let k = self
+            .dataset
+            .as_ref()
+            .map(|d| d.pick_index(self.seed, first));
+        let picked = self
+            .dataset
+            .as_ref()
+            .zip(k)
+            .map(|(d, k)| &d.conversations[k]);
         let (prefix, turns) = match picked {
             Some(c) => (c.system.clone(), c.prompts.len().min(self.turns)),
             None => (self.prefix(conv), self.turns),
@@ -219,7 +263,7 @@ impl Client {
                 prefix.as_deref(),
                 &history,
                 &prompt,
-                self.max_tokens,
+                self.max_tokens_of(k, t),
                 true,
                 i,
             );
@@ -238,11 +282,13 @@ impl Client {
     /// Sends one streamed request body (request number `i`), timed from just before it is
     /// sent; returns the timing and the text the server streamed.
     fn send(&self, body: Value, i: u64, t0: Instant) -> (RequestTiming, String) {
+        let asked = body["max_tokens"].as_u64().map(|n| n as usize);
         let body = body.to_string();
         let sent = Instant::now();
         let mut r = RequestTiming {
             sent_s: sent.duration_since(t0).as_secs_f64(),
             request: Some(i),
+            max_tokens: asked.filter(|_| self.output_lengths.is_some()),
             ..Default::default()
         };
         let mut text = String::new();

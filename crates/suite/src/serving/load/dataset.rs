@@ -8,9 +8,10 @@
 //! - one prompt: `{"prompt": "..."}`
 //!
 //! What a load sends of it: the system message (if any) as the conversation's prefix and the
-//! user messages in order, one a turn; the answers a file holds are read and left out: turn k's
-//! history holds the server's own answers, as a real conversation would (and as `--turns`
-//! without a dataset does). Which conversation a request or conversation takes is drawn from
+//! user messages in order, one a turn; the answers a file holds are not sent: turn k's history
+//! holds the server's own answers, as a real conversation would (and as `--turns` without a
+//! dataset does). With `--dataset-output-lengths` each turn asks for as many tokens as the
+//! file's answer to it has (vLLM's default for ShareGPT), counted by the server's `/tokenize`. Which conversation a request or conversation takes is drawn from
 //! the seed and its request number, with replacement (vLLM samples ShareGPT the same way).
 
 use std::path::Path;
@@ -23,11 +24,15 @@ use crate::error::{Error, Result};
 pub const MAX_CONVERSATIONS: usize = 1_000_000;
 pub const MAX_BYTES: u64 = 2 << 30;
 
-/// One conversation of a dataset: its system message and its user messages.
+/// One conversation of a dataset: its system message, its user messages and the file's answer
+/// to each (the first assistant message after it; None where the file has none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conversation {
     pub system: Option<String>,
     pub prompts: Vec<String>,
+    pub answers: Vec<Option<String>>,
+    /// Where it is in the file (`line 3`, `entry 3`), for messages.
+    pub origin: String,
 }
 
 /// A dataset file read and checked.
@@ -68,8 +73,37 @@ impl Dataset {
 
     /// The conversation request (or conversation) `key` takes: drawn from the seed and the key.
     pub fn pick(&self, seed: u64, key: u64) -> &Conversation {
+        &self.conversations[self.pick_index(seed, key)]
+    }
+
+    /// The index of [`Dataset::pick`]'s conversation.
+    pub fn pick_index(&self, seed: u64, key: u64) -> usize {
         let h = super::client::splitmix(seed ^ key.wrapping_mul(0xA24B_AED4_963E_E407));
-        &self.conversations[(h % self.conversations.len() as u64) as usize]
+        (h % self.conversations.len() as u64) as usize
+    }
+
+    /// The answers a load of at most `turns` turns a conversation uses, each conversation's in
+    /// turn order; an error naming the first conversation whose answer is missing or empty.
+    pub fn answers(&self, turns: usize) -> std::result::Result<Vec<Vec<&str>>, String> {
+        self.conversations
+            .iter()
+            .map(|c| {
+                (0..c.prompts.len().min(turns))
+                    .map(|t| {
+                        c.answers[t]
+                            .as_deref()
+                            .filter(|a| !a.trim().is_empty())
+                            .ok_or_else(|| {
+                                format!(
+                                    "{}: user message {} has no answer after it in the file",
+                                    c.origin,
+                                    t + 1
+                                )
+                            })
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// User messages in all, and the most in one conversation.
@@ -86,7 +120,8 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Conversation>, String> {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| format!("not a JSON array of conversations: {e}"))?;
         for (i, c) in v.as_array().into_iter().flatten().enumerate() {
-            out.push(conversation(c).map_err(|m| format!("entry {}: {m}", i + 1))?);
+            let origin = format!("entry {}", i + 1);
+            out.push(conversation(c, &origin).map_err(|m| format!("{origin}: {m}"))?);
             if out.len() > MAX_CONVERSATIONS {
                 return Err(format!("more than {MAX_CONVERSATIONS} conversations"));
             }
@@ -98,7 +133,8 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Conversation>, String> {
             }
             let c: Value = serde_json::from_str(line)
                 .map_err(|e| format!("line {}: not JSON ({e})", i + 1))?;
-            out.push(conversation(&c).map_err(|m| format!("line {}: {m}", i + 1))?);
+            let origin = format!("line {}", i + 1);
+            out.push(conversation(&c, &origin).map_err(|m| format!("{origin}: {m}"))?);
             if out.len() > MAX_CONVERSATIONS {
                 return Err(format!("more than {MAX_CONVERSATIONS} conversations"));
             }
@@ -110,8 +146,9 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Conversation>, String> {
     Ok(out)
 }
 
-/// One entry: ShareGPT's `conversations`, OpenAI's `messages` or a lone `prompt`.
-fn conversation(v: &Value) -> std::result::Result<Conversation, String> {
+/// One entry: ShareGPT's `conversations`, OpenAI's `messages` or a lone `prompt` (with an
+/// optional `completion`, its answer).
+fn conversation(v: &Value, origin: &str) -> std::result::Result<Conversation, String> {
     let text = |x: &Value, key: &str| -> std::result::Result<String, String> {
         x[key]
             .as_str()
@@ -123,9 +160,15 @@ fn conversation(v: &Value) -> std::result::Result<Conversation, String> {
     } else if let Some(l) = v["messages"].as_array() {
         (l, "role", "content")
     } else if v["prompt"].is_string() {
+        let answer = match &v["completion"] {
+            Value::Null => None,
+            _ => Some(text(v, "completion")?),
+        };
         return Ok(Conversation {
             system: None,
             prompts: vec![text(v, "prompt")?],
+            answers: vec![answer],
+            origin: origin.into(),
         });
     } else {
         return Err(
@@ -135,6 +178,8 @@ fn conversation(v: &Value) -> std::result::Result<Conversation, String> {
     let mut c = Conversation {
         system: None,
         prompts: Vec::new(),
+        answers: Vec::new(),
+        origin: origin.into(),
     };
     for m in list {
         let who = m[who_key]
@@ -147,10 +192,17 @@ fn conversation(v: &Value) -> std::result::Result<Conversation, String> {
                 }
                 c.system = Some(text(m, text_key)?);
             }
-            "human" | "user" => c.prompts.push(text(m, text_key)?),
-            // Answers: read (checked to be text) and left out; the server answers itself.
+            "human" | "user" => {
+                c.prompts.push(text(m, text_key)?);
+                c.answers.push(None);
+            }
+            // Answers: checked to be text and kept as the answer to the user message before
+            // them (the first one after it); never sent: the server answers itself.
             "gpt" | "assistant" | "chatgpt" | "bing" | "bard" | "model" => {
-                text(m, text_key)?;
+                let a = text(m, text_key)?;
+                if let Some(slot @ None) = c.answers.last_mut() {
+                    *slot = Some(a);
+                }
             }
             other => {
                 return Err(format!(
@@ -162,7 +214,14 @@ fn conversation(v: &Value) -> std::result::Result<Conversation, String> {
     if c.prompts.iter().all(|p| p.trim().is_empty()) {
         return Err("no user message with text".into());
     }
-    c.prompts.retain(|p| !p.trim().is_empty());
+    let (prompts, answers) = c
+        .prompts
+        .into_iter()
+        .zip(c.answers)
+        .filter(|(p, _)| !p.trim().is_empty())
+        .unzip();
+    c.prompts = prompts;
+    c.answers = answers;
     Ok(c)
 }
 
@@ -181,6 +240,12 @@ mod tests {
         assert_eq!(c.len(), 3);
         assert_eq!(c[0].system.as_deref(), Some("Be brief."));
         assert_eq!(c[0].prompts, ["One?", "Two?"]);
+        assert_eq!(c[0].answers, [Some("1".to_string()), None]);
+        assert_eq!(c[1].answers, [Some("3".to_string())]);
+        assert_eq!(
+            (c[2].answers.as_slice(), c[2].origin.as_str()),
+            (&[None][..], "line 4")
+        );
         assert_eq!(
             (c[1].system.as_ref(), &c[1].prompts[..]),
             (None, &["Three?".to_string()][..])
@@ -194,7 +259,17 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        assert_eq!(parse(&arr).unwrap(), c);
+        let from_array = parse(&arr).unwrap();
+        assert_eq!(
+            from_array
+                .iter()
+                .map(|x| (&x.system, &x.prompts, &x.answers))
+                .collect::<Vec<_>>(),
+            c.iter()
+                .map(|x| (&x.system, &x.prompts, &x.answers))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(from_array[2].origin, "entry 3");
     }
 
     #[test]
@@ -232,6 +307,8 @@ mod tests {
                 .map(|i| Conversation {
                     system: None,
                     prompts: vec![i.to_string()],
+                    answers: vec![None],
+                    origin: format!("line {}", i + 1),
                 })
                 .collect(),
         };
@@ -246,5 +323,32 @@ mod tests {
         );
         let other: Vec<&str> = (0..64).map(|k| d.pick(8, k).prompts[0].as_str()).collect();
         assert_ne!(picks, other, "another seed, other picks");
+    }
+
+    /// The answers a load uses: each user message's, the first after it; a missing or empty
+    /// one is named by its line and turn; answers past the turns used are not needed.
+    #[test]
+    fn answers_pair_with_their_user_messages() {
+        let t = r#"{"conversations": [{"from": "human", "value": "A"}, {"from": "gpt", "value": "a1"}, {"from": "gpt", "value": "a2"}, {"from": "human", "value": "B"}, {"from": "gpt", "value": "b"}]}
+{"messages": [{"role": "user", "content": "C"}, {"role": "assistant", "content": "c"}, {"role": "user", "content": "D"}]}
+{"prompt": "E", "completion": "e"}
+"#;
+        let d = Dataset {
+            path: "x".into(),
+            sha256: String::new(),
+            conversations: parse(t).unwrap(),
+        };
+        assert_eq!(
+            d.conversations[0].answers,
+            [Some("a1".to_string()), Some("b".to_string())]
+        );
+        assert_eq!(d.answers(1).unwrap(), [vec!["a1"], vec!["c"], vec!["e"]]);
+        let e = d.answers(2).unwrap_err();
+        assert_eq!(
+            e,
+            "line 2: user message 2 has no answer after it in the file"
+        );
+        let bad = parse("{\"prompt\": \"E\", \"completion\": 3}").unwrap_err();
+        assert!(bad.contains("completion"), "{bad}");
     }
 }

@@ -107,6 +107,9 @@ pub struct LoadOptions {
     /// Prompts from this file of conversations ([`dataset`]) instead of `prompt_tokens` corpus
     /// words (then `prompt_tokens` and `prefix_tokens` are not used: the caller refuses them).
     pub dataset: Option<std::path::PathBuf>,
+    /// Each turn's `max_tokens` is the length of the dataset's answer to it in the server's
+    /// tokens (vLLM's ShareGPT default) instead of `max_tokens`.
+    pub dataset_output_lengths: bool,
 }
 
 fn parse_list<T: std::str::FromStr>(s: &str, flag: &str) -> Result<Vec<T>> {
@@ -208,12 +211,26 @@ pub fn load(a: &LoadOptions) -> Result<()> {
         "--dataset and --prefix-tokens exclude each other: a dataset's system messages are its prefixes"
     );
     let targets = parse_targets(&a.url)?;
+    ensure!(
+        a.dataset.is_some() || !a.dataset_output_lengths,
+        "--dataset-output-lengths needs --dataset FILE (the lengths are its answers')"
+    );
     // Read before anything is sent or written: a bad file is one line and no run folder.
     let dataset = a
         .dataset
         .as_deref()
         .map(dataset::Dataset::read)
         .transpose()?;
+    // The answers the output lengths come from, checked before anything is sent.
+    let answers: Option<Vec<Vec<&str>>> = match &dataset {
+        Some(d) if a.dataset_output_lengths => Some(d.answers(a.turns).map_err(|m| {
+            Error::Serving(format!(
+                "--dataset-output-lengths: --dataset {}: {m} (give every user message an answer, or leave the flag out to send --max-tokens)",
+                d.path
+            ))
+        })?),
+        _ => None,
+    };
     if let Some(d) = &dataset {
         let (users, most) = d.turns();
         println!(
@@ -336,6 +353,7 @@ pub fn load(a: &LoadOptions) -> Result<()> {
             prefix_words: 0,
             prefix_count: a.prefix_count,
             dataset: dataset.clone(),
+            output_lengths: None,
         };
         // Reach the prompt length in the server's tokens (a dataset's prompts have their own:
         // no probe, and every request's reported length is recorded).
@@ -375,6 +393,35 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     _ => "",
                 }
             );
+        }
+        // Each answer's length in this server's tokens (its /tokenize), once per distinct text.
+        if let Some(answers) = &answers {
+            let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+            let mut lengths = Vec::with_capacity(answers.len());
+            for conv in answers {
+                let mut l = Vec::with_capacity(conv.len());
+                for &text in conv {
+                    let n = match seen.get(text) {
+                        Some(&n) => n,
+                        None => {
+                            let n = client.count_tokens(text)?.max(1);
+                            seen.insert(text, n);
+                            n
+                        }
+                    };
+                    l.push(n);
+                }
+                lengths.push(l);
+            }
+            let all: Vec<f64> = lengths.iter().flatten().map(|&n| n as f64).collect();
+            println!(
+                "output lengths: {} answers counted by {url}/tokenize: mean {:.1}, min {}, max {} tokens",
+                seen.len(),
+                all.iter().sum::<f64>() / all.len().max(1) as f64,
+                all.iter().copied().fold(f64::INFINITY, f64::min),
+                all.iter().copied().fold(0.0, f64::max),
+            );
+            client.output_lengths = Some(lengths);
         }
         // The shared prefix at the words-per-token ratio the prompt probe measured.
         if a.prefix_tokens > 0 {
@@ -444,11 +491,24 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                         .collect();
                     percentiles(&v).map(|p| p.mean)
                 };
+                // The output tokens asked for: --max-tokens, or with the dataset's lengths the
+                // mean of what the level's requests asked (None, and no samples, when it sent
+                // none).
+                let asked: Vec<f64> = reqs
+                    .iter()
+                    .filter_map(|r| r.max_tokens.map(|n| n as f64))
+                    .collect();
+                let asked_mean = percentiles(&asked).map(|p| p.mean);
+                let new_tokens = match (&client.output_lengths, asked_mean) {
+                    (Some(_), Some(m)) => Some(m.round().max(1.0) as usize),
+                    (Some(_), None) => None,
+                    (None, _) => Some(a.max_tokens),
+                };
                 let mut rec = Record::from_samples(
                     Kind::ServingLoad,
                     "serving-load",
                     e2e,
-                    a.max_tokens as u64,
+                    new_tokens.unwrap_or(0) as u64,
                 );
                 rec.harness = Harness::Cli;
                 rec.id = format!("serving-load/{}/{}", mode.name(), who);
@@ -475,7 +535,7 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     Some(_) => percentiles(&reported).map(|p| p.mean.round() as usize),
                     None => Some(a.prompt_tokens),
                 };
-                rec.new_tokens = Some(a.max_tokens);
+                rec.new_tokens = new_tokens;
                 rec.seed = Some(a.seed);
                 rec.eos_ignored = true;
                 rec.sampling_desc = if a.temperature > 0.0 {
@@ -496,6 +556,11 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                 if let Some(d) = &dataset {
                     rec.shape["prompt_tokens"] = Value::Null;
                     rec.shape["dataset_sha256"] = json!(d.sha256);
+                }
+                // And lengths from the answers are another benchmark than a fixed length.
+                if client.output_lengths.is_some() {
+                    rec.shape["max_tokens"] = Value::Null;
+                    rec.shape["output_lengths"] = json!("dataset");
                 }
                 rec.gen = Some(GenMetrics {
                     ttft_ms: summary.ttft_ms,
@@ -551,6 +616,12 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     "cached_tokens_reported": reqs.iter().any(|r| r.cached_tokens.is_some()),
                     "dataset": dataset.as_ref().map(|d| json!({"file": d.path, "sha256": d.sha256,
                         "conversations": d.conversations.len()})),
+                    "output_lengths": client.output_lengths.as_ref().map(|_| json!({
+                        "from": "the dataset's answers, counted by the server's /tokenize",
+                        "max_tokens_mean": asked_mean,
+                        "max_tokens_min": asked.iter().copied().reduce(f64::min),
+                        "max_tokens_max": asked.iter().copied().reduce(f64::max),
+                    })),
                 });
                 for r in &reqs {
                     let mut v =
