@@ -882,6 +882,83 @@ fn conversation_load(url: &str, model: &str, reports: &Path, label: &str) -> Pat
     )
 }
 
+/// Open-loop conversations (`--rate` with `--turns`): conversations arrive at the rate and
+/// each one's turns follow one another (turn t+1 sent once turn t's answer has ended, its
+/// prompt carrying the earlier turns); the record says its rate counts conversations. `--rate
+/// auto` beside `--turns` is one line.
+#[test]
+fn open_loop_conversations_keep_their_turns_in_order() {
+    let s = server();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = load_with(
+        &s.url,
+        "fixture:llama",
+        tmp.path(),
+        "open-conv",
+        &[
+            "--prompt-tokens",
+            "16",
+            "--max-tokens",
+            "4",
+            "--rate",
+            "4",
+            "--requests",
+            "9",
+            "--turns",
+            "3",
+            "--warmup",
+            "0",
+        ],
+    );
+    let reqs = requests(&run);
+    assert_eq!(reqs.len(), 9, "{reqs:?}");
+    // Requests are numbered conversation by conversation, turn by turn.
+    for conv in reqs.chunks(3) {
+        for (t, pair) in conv.windows(2).enumerate() {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert_eq!(
+                (a["turn"].as_u64(), b["turn"].as_u64()),
+                (Some(t as u64), Some(t as u64 + 1))
+            );
+            let ended = a["sent_s"].as_f64().unwrap() + a["e2e_s"].as_f64().unwrap();
+            assert!(
+                b["sent_s"].as_f64().unwrap() >= ended - 1e-3,
+                "turn {} sent before turn {t} ended: {a} {b}",
+                t + 1
+            );
+            assert!(
+                b["prompt_tokens"].as_u64() > a["prompt_tokens"].as_u64(),
+                "a later turn carries the earlier ones: {a} {b}"
+            );
+        }
+    }
+    let rec: Value = serde_json::from_str(
+        std::fs::read_to_string(run.join("results.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["extra"]["mode"], "open-loop-poisson", "{rec}");
+    assert_eq!(rec["extra"]["rate_unit"], "conversations/s", "{rec}");
+    assert_eq!(
+        rec["extra"]["by_turn"].as_array().map(|t| t.len()),
+        Some(3),
+        "{rec}"
+    );
+    let empty = tmp.path().join("empty-reports");
+    let o = common::modelbench_cmd(&empty)
+        .args(["load", "--url", &s.url, "--model", "fixture:llama"])
+        .args(["--rate", "auto", "--turns", "2", "--requests", "2"])
+        .output()
+        .expect("run load");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--rate auto"), "{err}");
+}
+
 /// Prefix caching (issue 62): the same conversations against one fixture served with the
 /// cache on and with `--no-prefix-cache`. With it on, every later turn reuses cached prompt
 /// tokens (the server's `usage.prompt_tokens_details.cached_tokens`, its `/metrics`); with it

@@ -474,9 +474,19 @@ pub(super) fn run_level(c: &Arc<Client>, mode: Mode, stop: Stop, base: u64) -> V
                 }
                 in_flight.fetch_add(1, Ordering::Relaxed);
                 let (c, out, fl) = (c.clone(), out.clone(), in_flight.clone());
+                let go = go.clone();
                 handles.push(std::thread::spawn(move || {
-                    let r = c.run(i, t0);
-                    out.lock().expect("lock").push(r);
+                    if turns > 1 {
+                        // A conversation arrives; its turns follow one another as a user's
+                        // do (each once the answer before it has ended), numbered as in
+                        // the closed loop.
+                        let n = i - base;
+                        let rs = c.conversation(n, base + n * turns as u64, t0, &go);
+                        out.lock().expect("lock").extend(rs);
+                    } else {
+                        let r = c.run(i, t0);
+                        out.lock().expect("lock").push(r);
+                    }
                     fl.fetch_sub(1, Ordering::Relaxed);
                 }));
             }

@@ -197,8 +197,8 @@ pub fn load(a: &LoadOptions) -> Result<()> {
         a.runs
     );
     ensure!(
-        a.turns == 1 || a.rate.is_none(),
-        "--turns {}: conversations run as closed-loop users (--concurrency); open-loop arrivals (--rate) send lone requests (leave --turns out)",
+        a.turns == 1 || a.rate.as_deref().map(str::trim) != Some("auto"),
+        "--turns {} with --rate auto: the saturation search counts lone requests; give conversation rates (--rate 0.5,1,...) or --concurrency",
         a.turns
     );
     ensure!(
@@ -590,6 +590,13 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     "mode": match mode { Mode::Closed(_) => "closed-loop", Mode::Open(_) => "open-loop-poisson" },
                     "concurrency": match mode { Mode::Closed(n) => json!(n), Mode::Open(_) => Value::Null },
                     "rate": match mode { Mode::Open(r) => json!(r), Mode::Closed(_) => Value::Null },
+                    // With --turns, an open loop's arrivals are conversations (their turns
+                    // follow one another), so its rate is conversations/s.
+                    "rate_unit": match mode {
+                        Mode::Open(_) if a.turns > 1 => json!("conversations/s"),
+                        Mode::Open(_) => json!("requests/s"),
+                        Mode::Closed(_) => Value::Null,
+                    },
                     "url": url,
                     "endpoint": a.endpoint,
                     "stop": match stop { Stop::Duration(d) => json!({"duration_s": d}), Stop::Requests(k) => json!({"requests": k}) },
