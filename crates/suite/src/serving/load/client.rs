@@ -474,7 +474,6 @@ pub(super) fn run_level(c: &Arc<Client>, mode: Mode, stop: Stop, base: u64) -> V
                 }
                 in_flight.fetch_add(1, Ordering::Relaxed);
                 let (c, out, fl) = (c.clone(), out.clone(), in_flight.clone());
-                let go = go.clone();
                 handles.push(std::thread::spawn(move || {
                     if turns > 1 {
                         // A conversation arrives; its turns follow one another as a user's
