@@ -912,6 +912,12 @@ fn open_loop_conversations_keep_their_turns_in_order() {
     );
     let reqs = requests(&run);
     assert_eq!(reqs.len(), 9, "{reqs:?}");
+    // Each request names its target and keeps what this server said about it.
+    for r in &reqs {
+        assert_eq!(r["server"], "fixture:llama", "{r}");
+        assert!(r["server_report"]["steps"].as_u64() >= Some(1), "{r}");
+        assert!(r["server_report"]["queue_ms"].is_number(), "{r}");
+    }
     // Requests are numbered conversation by conversation, turn by turn.
     for conv in reqs.chunks(3) {
         for (t, pair) in conv.windows(2).enumerate() {

@@ -86,6 +86,13 @@ pub trait CausalLm: Send {
     fn match_ggml_gelu(&mut self) -> bool {
         false
     }
+    /// From now on computes the attention softmax with candle's CPU kernel instead of the
+    /// row-order sum the project's models use (whose bits do not depend on where a prefill
+    /// chunk ended), for a like-for-like comparison with candle-transformers' models
+    /// (tests/llama_batching.rs); returns whether it did. Never set in a benchmark or server.
+    fn match_candle_softmax(&mut self) -> bool {
+        false
+    }
 }
 
 /// The project's own weights of type `T` behind `m` (see [`CausalLm::own_weights`]).

@@ -113,6 +113,10 @@ pub trait GgufModel: Send {
     fn match_ggml_gelu(&mut self) -> bool {
         false
     }
+    /// See [`crate::models::CausalLm::match_candle_softmax`].
+    fn match_candle_softmax(&mut self) -> bool {
+        false
+    }
 }
 
 /// What a builder gets: the parsed header, the open file, the device, and the positions to

@@ -19,6 +19,10 @@ pub(super) trait OwnModel: SingleSeq + Clone + Send + 'static {
     fn match_ggml_gelu(&mut self) -> bool {
         false
     }
+    /// See [`crate::models::CausalLm::match_candle_softmax`].
+    fn match_candle_softmax(&mut self) -> bool {
+        false
+    }
 }
 
 /// The model, or None once `--fast-weights` moved its weights into a batched form.
@@ -65,5 +69,8 @@ impl<M: OwnModel> GgufModel for Own<M> {
     }
     fn match_ggml_gelu(&mut self) -> bool {
         self.0.as_mut().is_some_and(M::match_ggml_gelu)
+    }
+    fn match_candle_softmax(&mut self) -> bool {
+        self.0.as_mut().is_some_and(M::match_candle_softmax)
     }
 }

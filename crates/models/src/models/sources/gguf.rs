@@ -469,6 +469,9 @@ impl CausalLm for QuantizedLm {
     fn match_ggml_gelu(&mut self) -> bool {
         self.m.match_ggml_gelu()
     }
+    fn match_candle_softmax(&mut self) -> bool {
+        self.m.match_candle_softmax()
+    }
 }
 
 impl QuantizedLm {

@@ -634,6 +634,11 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     let mut v =
                         serde_json::to_value(r).map_err(|e| Error::Serving(e.to_string()))?;
                     v["level"] = json!(mode.name());
+                    // `server` names the target; what the server said about the request
+                    // (`modelbench serve`'s queue time, batch sizes, steps) stays beside it.
+                    if let Some(report) = r.server.as_ref() {
+                        v["server_report"] = report.clone();
+                    }
                     v["server"] = json!(who);
                     requests_jsonl.push_str(&v.to_string());
                     requests_jsonl.push('\n');

@@ -144,8 +144,19 @@ impl Weights {
                         .reshape((1, kv_heads, rep * len, keys))
                 })?;
             }
+            // On the host on the CPU, as Gemma 3's: candle's CPU softmax sums a row's first
+            // len & !31 entries in SIMD lanes and the rest one by one, so a position's
+            // weights depend on where its prefill chunk ended (masked keys add exact zeros
+            // either way). With prefix-cache reuse, a position computed in turn 1's chunk then
+            // read other bits than the same position computed without the cache: Qwen2.5-Coder
+            // 0.5B conversations answered 1 of 8 later turns otherwise (docs/serving.md).
+            let row_order = att.device().is_cpu() && !self.candle_softmax;
             let att = traced!("softmax", "softmax_last_dim", [att], {
-                candle_nn::ops::softmax_last_dim(att)
+                if row_order {
+                    modelbench_kernels::host_ops::softmax_last_dim(att)
+                } else {
+                    candle_nn::ops::softmax_last_dim(att)
+                }
             })?;
             let out = traced!("attn_av", "scores v", [att, v], att.matmul(v))?
                 .reshape((1, heads, len, hd))?

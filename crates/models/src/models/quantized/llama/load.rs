@@ -292,6 +292,7 @@ impl ModelWeights {
             device: device.clone(),
             wrong: None,
             gelu: Default::default(),
+            candle_softmax: false,
         };
         let cache = w.new_seq();
         Ok(Self { w, cache })

@@ -170,6 +170,9 @@ struct Weights {
     /// How the GELU MLP (Phi-2) computes GELU: [`Gelu::Exact`] but for `verify
     /// --full-precision` ([`ModelWeights::match_ggml_gelu`]).
     gelu: Gelu,
+    /// The attention softmax on the CPU: the host's row-order sum (false), or candle's
+    /// kernel (true: [`ModelWeights::match_candle_softmax`], tests only).
+    candle_softmax: bool,
     /// `rope_freqs.weight` as read (Llama 3.x), to rebuild the tables for a wrong variant.
     factors: Option<Vec<f32>>,
 }
@@ -212,6 +215,13 @@ impl ModelWeights {
             self.w.gelu = Gelu::GgmlF16;
         }
         has
+    }
+
+    /// The attention softmax from now on as candle-transformers' models compute it (candle's
+    /// CPU kernel), for a like-for-like comparison with them.
+    pub fn match_candle_softmax(&mut self) -> bool {
+        self.w.candle_softmax = true;
+        true
     }
 
     /// Positions the model was built for.
