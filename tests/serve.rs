@@ -845,6 +845,12 @@ fn gguf_llama_serves_concurrent_requests_batched() {
 }
 
 /// A load's requests.jsonl, in request-number order.
+/// The first record of a run folder's results.jsonl.
+fn first_record(run: &Path) -> Value {
+    let text = std::fs::read_to_string(run.join("results.jsonl")).expect("results.jsonl");
+    serde_json::from_str(text.lines().next().expect("a record")).expect("record")
+}
+
 fn requests(run: &Path) -> Vec<Value> {
     let mut v: Vec<Value> = std::fs::read_to_string(run.join("requests.jsonl"))
         .expect("requests.jsonl")
@@ -938,14 +944,7 @@ fn open_loop_conversations_keep_their_turns_in_order() {
             );
         }
     }
-    let rec: Value = serde_json::from_str(
-        std::fs::read_to_string(run.join("results.jsonl"))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let rec = first_record(&run);
     assert_eq!(rec["extra"]["mode"], "open-loop-poisson", "{rec}");
     assert_eq!(rec["extra"]["rate_unit"], "conversations/s", "{rec}");
     assert_eq!(
@@ -1100,14 +1099,7 @@ fn a_dataset_load_sends_its_conversations_as_turns() {
     for (x, y) in ra.iter().zip(&rb) {
         assert_eq!((len(x), &x["text_sha256"]), (len(y), &y["text_sha256"]));
     }
-    let rec: Value = serde_json::from_str(
-        std::fs::read_to_string(runs[0].join("results.jsonl"))
-            .expect("results.jsonl")
-            .lines()
-            .next()
-            .expect("a record"),
-    )
-    .expect("record");
+    let rec = first_record(&runs[0]);
     let mean = ra.iter().map(len).sum::<u64>() as f64 / ra.len() as f64;
     assert_eq!(rec["prompt_tokens"], json!(mean.round() as u64), "{rec}");
     assert_eq!(rec["extra"]["dataset"]["conversations"], 32, "{rec}");
@@ -1184,14 +1176,7 @@ fn a_dataset_load_sends_its_conversations_as_turns() {
         asked.insert(want);
     }
     assert!(asked.len() >= 2, "the answers' lengths vary: {asked:?}");
-    let rec: Value = serde_json::from_str(
-        std::fs::read_to_string(run.join("results.jsonl"))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let rec = first_record(&run);
     let mean = reqs
         .iter()
         .map(|r| r["max_tokens"].as_f64().unwrap())

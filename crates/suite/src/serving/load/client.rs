@@ -279,6 +279,17 @@ impl Client {
         out
     }
 
+    /// Start `i` of a level whose requests are numbered from `base`: one request, or with
+    /// `--turns N` conversation `i - base`, its requests numbered `base + n * N + t`.
+    fn start(&self, i: u64, base: u64, t0: Instant, go: &dyn Fn() -> bool) -> Vec<RequestTiming> {
+        if self.turns > 1 {
+            let n = i - base;
+            self.conversation(n, base + n * self.turns as u64, t0, go)
+        } else {
+            vec![self.run(i, t0)]
+        }
+    }
+
     /// Sends one streamed request body (request number `i`), timed from just before it is
     /// sent; returns the timing and the text the server streamed.
     fn send(&self, body: Value, i: u64, t0: Instant) -> (RequestTiming, String) {
@@ -431,15 +442,8 @@ pub(super) fn run_level(c: &Arc<Client>, mode: Mode, stop: Stop, base: u64) -> V
                     let may_start = may_start.clone();
                     std::thread::spawn(move || {
                         while let Some(i) = may_start() {
-                            if turns > 1 {
-                                // Conversation n's requests are numbered n * turns + t.
-                                let n = i - base;
-                                let rs = c.conversation(n, base + n * turns as u64, t0, &go);
-                                out.lock().expect("lock").extend(rs);
-                            } else {
-                                let r = c.run(i, t0);
-                                out.lock().expect("lock").push(r);
-                            }
+                            let rs = c.start(i, base, t0, &go);
+                            out.lock().expect("lock").extend(rs);
                         }
                     })
                 })
@@ -474,18 +478,11 @@ pub(super) fn run_level(c: &Arc<Client>, mode: Mode, stop: Stop, base: u64) -> V
                 }
                 in_flight.fetch_add(1, Ordering::Relaxed);
                 let (c, out, fl) = (c.clone(), out.clone(), in_flight.clone());
+                // An arrival is a request, or with --turns a conversation whose turns follow
+                // one another as a user's do (each once the answer before it has ended).
                 handles.push(std::thread::spawn(move || {
-                    if turns > 1 {
-                        // A conversation arrives; its turns follow one another as a user's
-                        // do (each once the answer before it has ended), numbered as in
-                        // the closed loop.
-                        let n = i - base;
-                        let rs = c.conversation(n, base + n * turns as u64, t0, &go);
-                        out.lock().expect("lock").extend(rs);
-                    } else {
-                        let r = c.run(i, t0);
-                        out.lock().expect("lock").push(r);
-                    }
+                    let rs = c.start(i, base, t0, &go);
+                    out.lock().expect("lock").extend(rs);
                     fl.fetch_sub(1, Ordering::Relaxed);
                 }));
             }
