@@ -74,28 +74,12 @@ fn greedy(m: &mut dyn CausalLm, prompt: &[u32], n_new: usize) -> Vec<u32> {
 /// which rounds the angles; llama.cpp and this project's implementation compute them in f32).
 /// The project's model ignores the key.
 fn with_f32_tables(fam: Family, dir: &std::path::Path) -> PathBuf {
-    use candle_core::quantized::gguf_file::{self, Value};
-    let src = fixture(fam);
-    let mut f = std::fs::File::open(&src).unwrap();
-    let ct = gguf_file::Content::read(&mut f).unwrap();
-    let mut md: Vec<(String, Value)> = ct.metadata.clone().into_iter().collect();
-    md.push(("general.dtype".into(), Value::U32(0)));
-    let mut names: Vec<String> = ct.tensor_infos.keys().cloned().collect();
-    names.sort();
-    let ts: Vec<(String, candle_core::quantized::QTensor)> = names
-        .into_iter()
-        .map(|n| {
-            let t = ct.tensor(&mut f, &n, &Device::Cpu).unwrap();
-            (n, t)
-        })
-        .collect();
-    let out = dir.join(format!("{fam}-f32-tables.gguf"));
-    let mut w = std::fs::File::create(&out).unwrap();
-    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &candle_core::quantized::QTensor)> =
-        ts.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut w, &md_refs, &t_refs).unwrap();
-    out
+    common::rewrite(fam, dir, |md, _| {
+        md.insert(
+            "general.dtype".into(),
+            candle_core::quantized::gguf_file::Value::U32(0),
+        );
+    })
 }
 
 const FAMILIES: [Family; 2] = [Family::Llama, Family::Qwen3];

@@ -350,7 +350,20 @@ pub fn rewrite(
     ),
 ) -> std::path::PathBuf {
     let src = modelbench::models::sources::gguf_fixture(fam).unwrap();
-    let mut f = std::fs::File::open(&src).unwrap();
+    rewrite_file(&src, dir, edit)
+}
+
+/// Writes a copy of the GGUF file `src` into `dir` with its metadata and tensors edited
+/// (tensors sorted by name, as the fixture writer does).
+pub fn rewrite_file(
+    src: &Path,
+    dir: &Path,
+    edit: impl FnOnce(
+        &mut std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>,
+        &mut Vec<(String, candle_core::quantized::QTensor)>,
+    ),
+) -> std::path::PathBuf {
+    let mut f = std::fs::File::open(src).unwrap();
     let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
     let mut tensors: Vec<(String, candle_core::quantized::QTensor)> = ct
         .tensor_infos
