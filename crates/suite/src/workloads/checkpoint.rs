@@ -147,6 +147,13 @@ impl Workload for Checkpoint {
         r.model.label = LABEL.into();
         r.model.family = "psann".into();
         r.model.params = Some(self.cfg.param_count());
+        // As the PSANN grid's records say them: f32 master weights, the model's sizes, the
+        // sequence length as the prompt.
+        r.model.weight_bytes = Some(self.cfg.param_count() * 4);
+        r.model.layers = Some(self.cfg.n_layers);
+        r.model.hidden = Some(self.cfg.d_model);
+        r.model.vocab = Some(self.cfg.vocab);
+        r.prompt_tokens = Some(SEQ);
         r.seed = Some(self.seed);
         r.shape = serde_json::json!({"batch": BATCH, "seq_len": SEQ, "vocab": VOCAB, "grad_checkpoint": self.ckpt});
         let peaks: Vec<f64> = m.outs.iter().flatten().map(|&p| p as f64).collect();

@@ -140,6 +140,11 @@ impl Workload for Moe {
             (cfg.hidden * cfg.num_experts
                 + cfg.num_experts * 3 * cfg.hidden * cfg.expert_intermediate) as u64
         });
+        r.model.weight_bytes = r
+            .model
+            .params
+            .map(|p| p * self.dtype.size_in_bytes() as u64);
+        r.model.hidden = Some(cfg.hidden);
         r.seed = Some(self.seed);
         r.prompt_tokens = Some(self.tokens);
         r.shape = serde_json::json!({"hidden": cfg.hidden, "expert_intermediate": cfg.expert_intermediate,
@@ -219,6 +224,12 @@ mod tests {
         assert_eq!(v["prompt_tokens"], 3, "{v}");
         assert_eq!(v["seed"], 7, "{v}");
         assert!(v["model"]["params"].as_u64().is_some_and(|p| p > 0), "{v}");
+        assert_eq!(v["model"]["hidden"], 16, "{v}");
+        assert_eq!(
+            v["model"]["weight_bytes"].as_u64(),
+            v["model"]["params"].as_u64().map(|p| p * 4),
+            "{v}"
+        );
         assert!(v["new_tokens"].is_null(), "{v}");
         for null in ["layers", "vocab", "max_context", "built_context"] {
             assert!(v["model"][null].is_null(), "model.{null}: {v}");
