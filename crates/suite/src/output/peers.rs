@@ -21,13 +21,7 @@ use crate::output::record::{Kind, Record, TrialRates};
 /// What every peers table says about how it was measured (`{machine}`: the machine).
 pub const PEERS_NOTE: &str = "Ratios are candle / peer (above 1: candle is faster). llama.cpp and PyTorch ran in alternation with candle, repetition by repetition (A B, B A, ...), from the same prompt token ids, crediting the same generated tokens; each ratio is the median of the per-repetition ratios with its bootstrap 95% interval [low, high]. Machine: {machine}.";
 
-/// A number with `prec` decimals, or `n/a` when it was not measured (as report's tables; kept
-/// here so that report, which shows this table, and this module do not import each other).
-fn na(v: Option<f64>, prec: usize) -> String {
-    v.filter(|x| x.is_finite())
-        .map(|x| format!("{x:.prec$}"))
-        .unwrap_or_else(|| "n/a".into())
-}
+use super::na;
 
 /// candle / peer for a higher-is-better rate; None when either was not measured.
 pub fn ratio(candle: Option<f64>, peer: Option<f64>) -> Option<f64> {
