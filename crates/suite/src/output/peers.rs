@@ -14,14 +14,13 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use super::na;
 use crate::error::{Error, Result};
 use crate::measure::paired::{paired_ratio, ratios, PairedRatio, MIN_PAIRS};
 use crate::output::record::{Kind, Record, TrialRates};
 
 /// What every peers table says about how it was measured (`{machine}`: the machine).
 pub const PEERS_NOTE: &str = "Ratios are candle / peer (above 1: candle is faster). llama.cpp and PyTorch ran in alternation with candle, repetition by repetition (A B, B A, ...), from the same prompt token ids, crediting the same generated tokens; each ratio is the median of the per-repetition ratios with its bootstrap 95% interval [low, high]. Machine: {machine}.";
-
-use super::na;
 
 /// candle / peer for a higher-is-better rate; None when either was not measured.
 pub fn ratio(candle: Option<f64>, peer: Option<f64>) -> Option<f64> {
