@@ -43,6 +43,9 @@ pub struct Dataset {
     /// sha256 of the file's bytes, first 16 hex digits: which file a record's figures came from.
     pub sha256: String,
     pub conversations: Vec<Conversation>,
+    /// Entries without a user message with text (ShareGPT has empty ones), left out as vLLM
+    /// leaves them out.
+    pub skipped: usize,
 }
 
 impl Dataset {
@@ -63,11 +66,12 @@ impl Dataset {
             std::str::from_utf8(&bytes).map_err(|e| fail(format!("not UTF-8 text ({e})")))?;
         // The first 16 hex digits of the file's sha256, as every text hash of the records.
         let sha256 = crate::measure::outputs::hash_text(text);
-        let conversations = parse(text).map_err(fail)?;
+        let (conversations, skipped) = parse(text).map_err(fail)?;
         Ok(Dataset {
             path: name,
             sha256,
             conversations,
+            skipped,
         })
     }
 
@@ -113,15 +117,20 @@ impl Dataset {
     }
 }
 
-/// The conversations of a file's text (JSON Lines, or one JSON array).
-pub fn parse(text: &str) -> std::result::Result<Vec<Conversation>, String> {
+/// The conversations of a file's text (JSON Lines, or one JSON array), and how many entries
+/// were left out for having no user message with text.
+pub fn parse(text: &str) -> std::result::Result<(Vec<Conversation>, usize), String> {
     let mut out = Vec::new();
+    let mut skipped = 0;
     if text.trim_start().starts_with('[') {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| format!("not a JSON array of conversations: {e}"))?;
         for (i, c) in v.as_array().into_iter().flatten().enumerate() {
             let origin = format!("entry {}", i + 1);
-            out.push(conversation(c, &origin).map_err(|m| format!("{origin}: {m}"))?);
+            match conversation(c, &origin).map_err(|m| format!("{origin}: {m}"))? {
+                Some(c) => out.push(c),
+                None => skipped += 1,
+            }
             if out.len() > MAX_CONVERSATIONS {
                 return Err(format!("more than {MAX_CONVERSATIONS} conversations"));
             }
@@ -134,21 +143,25 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Conversation>, String> {
             let c: Value = serde_json::from_str(line)
                 .map_err(|e| format!("line {}: not JSON ({e})", i + 1))?;
             let origin = format!("line {}", i + 1);
-            out.push(conversation(&c, &origin).map_err(|m| format!("{origin}: {m}"))?);
+            match conversation(&c, &origin).map_err(|m| format!("{origin}: {m}"))? {
+                Some(c) => out.push(c),
+                None => skipped += 1,
+            }
             if out.len() > MAX_CONVERSATIONS {
                 return Err(format!("more than {MAX_CONVERSATIONS} conversations"));
             }
         }
     }
     if out.is_empty() {
-        return Err("holds no conversation (JSON Lines: one {\"conversations\": [...]} or {\"messages\": [...]} a line)".into());
+        return Err(format!("holds no conversation with a user message ({skipped} without one; JSON Lines: one {{\"conversations\": [...]}} or {{\"messages\": [...]}} a line)"));
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// One entry: ShareGPT's `conversations`, OpenAI's `messages` or a lone `prompt` (with an
-/// optional `completion`, its answer).
-fn conversation(v: &Value, origin: &str) -> std::result::Result<Conversation, String> {
+/// optional `completion`, its answer); None for one without a user message with text (left
+/// out, as vLLM's ShareGPT sampler leaves out conversations of fewer than two messages).
+fn conversation(v: &Value, origin: &str) -> std::result::Result<Option<Conversation>, String> {
     let text = |x: &Value, key: &str| -> std::result::Result<String, String> {
         x[key]
             .as_str()
@@ -164,12 +177,16 @@ fn conversation(v: &Value, origin: &str) -> std::result::Result<Conversation, St
             Value::Null => None,
             _ => Some(text(v, "completion")?),
         };
-        return Ok(Conversation {
+        let prompt = text(v, "prompt")?;
+        if prompt.trim().is_empty() {
+            return Ok(None);
+        }
+        return Ok(Some(Conversation {
             system: None,
-            prompts: vec![text(v, "prompt")?],
+            prompts: vec![prompt],
             answers: vec![answer],
             origin: origin.into(),
-        });
+        }));
     } else {
         return Err(
             "neither `conversations` (ShareGPT), `messages` (OpenAI) nor `prompt` is there".into(),
@@ -212,7 +229,7 @@ fn conversation(v: &Value, origin: &str) -> std::result::Result<Conversation, St
         }
     }
     if c.prompts.iter().all(|p| p.trim().is_empty()) {
-        return Err("no user message with text".into());
+        return Ok(None);
     }
     let (prompts, answers) = c
         .prompts
@@ -222,7 +239,7 @@ fn conversation(v: &Value, origin: &str) -> std::result::Result<Conversation, St
         .unzip();
     c.prompts = prompts;
     c.answers = answers;
-    Ok(c)
+    Ok(Some(c))
 }
 
 #[cfg(test)]
@@ -236,8 +253,8 @@ mod tests {
 
 {"prompt": "Four?"}
 "#;
-        let c = parse(t).unwrap();
-        assert_eq!(c.len(), 3);
+        let (c, skipped) = parse(t).unwrap();
+        assert_eq!((c.len(), skipped), (3, 0));
         assert_eq!(c[0].system.as_deref(), Some("Be brief."));
         assert_eq!(c[0].prompts, ["One?", "Two?"]);
         assert_eq!(c[0].answers, [Some("1".to_string()), None]);
@@ -259,7 +276,7 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        let from_array = parse(&arr).unwrap();
+        let (from_array, _) = parse(&arr).unwrap();
         assert_eq!(
             from_array
                 .iter()
@@ -277,8 +294,8 @@ mod tests {
         for (t, want) in [
             ("{\"prompt\": \"a\"}\nnot json\n", "line 2: not JSON"),
             (
-                "{\"conversations\": [{\"from\": \"gpt\", \"value\": \"x\"}]}",
-                "line 1: no user message",
+                "{\"conversations\": [{\"from\": \"gpt\", \"value\": \"x\"}]}\n{\"conversations\": []}",
+                "holds no conversation with a user message (2 without one",
             ),
             (
                 "{\"messages\": [{\"role\": \"tool\", \"content\": \"x\"}]}",
@@ -290,6 +307,8 @@ mod tests {
             ),
             ("{\"text\": \"x\"}", "line 1: neither `conversations`"),
             ("\n\n", "holds no conversation"),
+            // A bad entry is an error even beside good ones; an empty one is not.
+            ("{\"prompt\": \"a\"}\n{\"conversations\": []}\n{\"x\": 1}", "line 3: neither"),
             ("[{\"prompt\": \"a\"}, {\"x\": 1}]", "entry 2: neither"),
         ] {
             let e = parse(t).unwrap_err();
@@ -311,6 +330,7 @@ mod tests {
                     origin: format!("line {}", i + 1),
                 })
                 .collect(),
+            skipped: 0,
         };
         let picks: Vec<&str> = (0..64).map(|k| d.pick(7, k).prompts[0].as_str()).collect();
         let again: Vec<&str> = (0..64).map(|k| d.pick(7, k).prompts[0].as_str()).collect();
@@ -336,7 +356,8 @@ mod tests {
         let d = Dataset {
             path: "x".into(),
             sha256: String::new(),
-            conversations: parse(t).unwrap(),
+            conversations: parse(t).unwrap().0,
+            skipped: 0,
         };
         assert_eq!(
             d.conversations[0].answers,
@@ -350,5 +371,18 @@ mod tests {
         );
         let bad = parse("{\"prompt\": \"E\", \"completion\": 3}").unwrap_err();
         assert!(bad.contains("completion"), "{bad}");
+    }
+
+    /// Real ShareGPT files hold entries without a user message (empty `conversations`, or
+    /// answers only): they are left out and counted, not an error.
+    #[test]
+    fn entries_without_a_user_message_are_left_out_and_counted() {
+        let t = "{\"conversations\": []}\n{\"conversations\": [{\"from\": \"gpt\", \"value\": \"hi\"}]}\n{\"conversations\": [{\"from\": \"human\", \"value\": \"A\"}]}\n{\"prompt\": \"  \"}\n";
+        let (c, skipped) = parse(t).unwrap();
+        assert_eq!((c.len(), skipped), (1, 3));
+        assert_eq!(
+            (c[0].prompts[0].as_str(), c[0].origin.as_str()),
+            ("A", "line 3")
+        );
     }
 }

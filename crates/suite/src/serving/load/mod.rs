@@ -234,12 +234,20 @@ pub fn load(a: &LoadOptions) -> Result<()> {
     if let Some(d) = &dataset {
         let (users, most) = d.turns();
         println!(
-            "dataset {} (sha256 {}): {} conversations, {} user messages (at most {} in one){}",
+            "dataset {} (sha256 {}): {} conversations, {} user messages (at most {} in one){}{}",
             d.path,
             d.sha256,
             d.conversations.len(),
             users,
             most,
+            if d.skipped > 0 {
+                format!(
+                    "; {} entries without a user message left out (as vLLM does)",
+                    d.skipped
+                )
+            } else {
+                String::new()
+            },
             if a.turns > 1 {
                 format!("; each conversation runs at most {} turns", a.turns)
             } else {
@@ -622,7 +630,7 @@ pub fn load(a: &LoadOptions) -> Result<()> {
                     "by_turn": turns.clone(),
                     "cached_tokens_reported": reqs.iter().any(|r| r.cached_tokens.is_some()),
                     "dataset": dataset.as_ref().map(|d| json!({"file": d.path, "sha256": d.sha256,
-                        "conversations": d.conversations.len()})),
+                        "conversations": d.conversations.len(), "skipped_without_user_message": d.skipped})),
                     "output_lengths": client.output_lengths.as_ref().map(|_| json!({
                         "from": "the dataset's answers, counted by the server's /tokenize",
                         "max_tokens_mean": asked_mean,
