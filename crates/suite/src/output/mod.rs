@@ -24,6 +24,11 @@ pub fn na_count(v: Option<impl std::fmt::Display>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "n/a".into())
 }
 
+/// A CSV cell of a count: empty where the workload has none.
+pub fn csv_count(v: Option<impl std::fmt::Display>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
 /// A number with `prec` decimals, or `n/a` when it was not measured (tables).
 pub fn na(v: Option<f64>, prec: usize) -> String {
     v.filter(|x| x.is_finite())

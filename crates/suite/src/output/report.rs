@@ -210,11 +210,6 @@ pub fn write_artifacts(dir: &Path, records: &[Record]) -> Result<()> {
     Ok(())
 }
 
-/// A CSV cell of a count: empty where the workload has none (as [`opt_num`]).
-fn csv_count(v: Option<impl std::fmt::Display>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_default()
-}
-
 fn opt_num(v: Option<f64>, digits: usize) -> String {
     v.map(|v| format!("{v:.digits$}")).unwrap_or_default()
 }
@@ -252,10 +247,10 @@ pub fn csv(records: &[Record]) -> String {
             r.model.family,
             r.dtype,
             r.device,
-            csv_count(r.prompt_tokens),
-            csv_count(r.new_tokens),
+            super::csv_count(r.prompt_tokens),
+            super::csv_count(r.new_tokens),
             q(&r.sampling_desc),
-            csv_count(r.seed),
+            super::csv_count(r.seed),
             r.stats.n,
             r.stats.median,
             r.stats.mean,
@@ -273,7 +268,7 @@ pub fn csv(records: &[Record]) -> String {
             opt_num(r.power.max_w, 2),
             opt_num(r.power.energy_j, 3),
             opt_num(r.power.j_per_token, 6),
-            csv_count(r.model.params),
+            super::csv_count(r.model.params),
             r.build.git_commit,
         );
     }

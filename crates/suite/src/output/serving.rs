@@ -83,11 +83,11 @@ pub fn load_csv(records: &[Record]) -> String {
             s,
             "{},{level},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.model.label,
-            r.prompt_tokens.map_or(String::new(), |v| v.to_string()),
+            super::csv_count(r.prompt_tokens),
             o(r.extra
                 .get("prompt_tokens_measured")
                 .and_then(|v| v.as_f64())),
-            r.new_tokens.map_or(String::new(), |v| v.to_string()),
+            super::csv_count(r.new_tokens),
             x.requests,
             x.completed,
             x.errors,

@@ -319,8 +319,8 @@ pub fn write_artifacts(run: &mut crate::output::report::RunDir) -> Result<()> {
             r.dtype,
             r.model.provenance.attention,
             depth,
-            r.prompt_tokens.map_or(String::new(), |v| v.to_string()),
-            r.new_tokens.map_or(String::new(), |v| v.to_string()),
+            crate::output::csv_count(r.prompt_tokens),
+            crate::output::csv_count(r.new_tokens),
             cell(g.prefill_tok_s),
             cell(g.decode_tok_s)
         ));
