@@ -3,6 +3,8 @@
 //! MODELBENCH_DEPTH_MODELS, MODELBENCH_ATTENTION (README).
 
 fn main() {
+    // The output probe's thread-count perturbation runs this build's CLI (engine::probe).
+    modelbench::engine::probe::use_exe(env!("CARGO_BIN_EXE_modelbench"));
     modelbench::harness::main(modelbench::harness::Bench::Depth);
 }
 

@@ -69,7 +69,16 @@ fn a_numeric_change_is_outputs_changed_and_a_rerun_is_same() {
     let (pb, ps) = (ob.probe.as_ref().unwrap(), os.probe.as_ref().unwrap());
     assert_eq!(pb.positions.len(), 64);
     assert_ne!(pb.logits_sha256, ps.logits_sha256);
-    assert!(pb.noise.is_some());
+    // The model's own noise includes another thread count, taken by a second process of
+    // this build (bit-identical on fixture:llama: candle splits work by output rows; the
+    // single-token steps read ~3e-17). The scaled run's second process scales too: else its
+    // noise would be the 0.5% change itself (mean KLD ~1.9e-9).
+    for p in [pb, ps] {
+        let n = p.noise.as_ref().expect("the probe keeps its noise");
+        assert!(n.perturbation.contains("another thread count ("), "{n:?}");
+        assert!(n.not_measured.is_empty(), "{n:?}");
+        assert!(n.max_kld < 1e-12, "{n:?}");
+    }
 
     let (code, out) = compare(&reports, &base, &again, &[]);
     assert_eq!(code, 0, "an unchanged rerun:\n{out}");
@@ -93,5 +102,76 @@ fn a_numeric_change_is_outputs_changed_and_a_rerun_is_same() {
         "probe: {:.3} s for {} positions (noise included)",
         pb.seconds,
         pb.positions.len()
+    );
+}
+
+/// The thread-count perturbation both ways, through the library: a second process of this
+/// build probes `gguf:fixture:llama` at another thread count. Left alone it is bit-identical
+/// (noise 0); told to scale its logits by 0.5% (`MODELBENCH_INJECT_NUMERIC` set on the second
+/// process only) its noise is not, so a difference there would widen the limits; a second
+/// process that fails is "not measured", with why, never a 0.
+#[test]
+fn the_thread_count_perturbation_sees_what_a_second_process_computes() {
+    use modelbench::engine::probe::{child_noise, probe_command, take, Opening};
+    let models = modelbench::config::plans::parse_models("gguf:fixture:llama", "--model").unwrap();
+    let (label, r) = &models[0];
+    let res = modelbench::engine::scenario::prepare(label, r, &[]).unwrap();
+    let dev = candle_core::Device::Cpu;
+    let mut loaded = modelbench::models::sources::loading::open_with(
+        res,
+        &dev,
+        candle_core::DType::F32,
+        Some(256),
+        Default::default(),
+    )
+    .unwrap();
+    let probe = take(loaded.model.as_mut(), loaded.tokenizer.as_ref()).unwrap();
+    let opening = Opening {
+        device: modelbench::measure::device::DeviceSpec::Cpu,
+        dtype: candle_core::DType::F32,
+        attention: Default::default(),
+    };
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_modelbench"));
+    let one = |c: &mut std::process::Command| {
+        c.env("RAYON_NUM_THREADS", "1")
+            .env("CANDLE_NUM_THREADS", "1")
+            .env("HF_HUB_OFFLINE", "1");
+    };
+    let mut c = probe_command(exe, &loaded, &opening);
+    one(&mut c);
+    let same = child_noise(&probe, c, "one thread").unwrap();
+    assert!(same.identical, "{same:?}");
+    assert_eq!((same.mean_kld, same.max_kld, same.top1), (0.0, 0.0, 1.0));
+
+    let mut c = probe_command(exe, &loaded, &opening);
+    one(&mut c);
+    c.env("MODELBENCH_INJECT_NUMERIC", "lm_head:0.5%");
+    let scaled = child_noise(&probe, c, "one thread, logits x1.005").unwrap();
+    assert!(!scaled.identical, "{scaled:?}");
+    assert!(
+        scaled.mean_kld > 0.0 && scaled.max_kld >= scaled.mean_kld,
+        "{scaled:?}"
+    );
+    eprintln!("second process with lm_head:0.5%: {scaled:?}");
+
+    let mut c = std::process::Command::new(exe);
+    c.args([
+        "probe",
+        "--bare",
+        "--json",
+        "--model",
+        "fixture:no-such-family",
+    ]);
+    let why = child_noise(&probe, c, "x").unwrap_err();
+    assert!(why.starts_with("the second process failed"), "{why}");
+    let n = probe
+        .noise
+        .clone()
+        .unwrap()
+        .without("another thread count", &why);
+    assert_eq!(n.not_measured.len(), 1);
+    assert!(
+        n.not_measured[0].contains("fixture:no-such-family"),
+        "{n:?}"
     );
 }

@@ -55,7 +55,14 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     (
         "Models",
-        &["list", "generate", "tokenize", "verify", "dequantize"],
+        &[
+            "list",
+            "generate",
+            "tokenize",
+            "probe",
+            "verify",
+            "dequantize",
+        ],
     ),
     ("Serving", &["serve", "load", "power", "memory"]),
     ("Training", &["train", "train-sweep", "sweep"]),
@@ -342,6 +349,14 @@ enum Cmd {
     /// counted generations (1 and N tokens).
     #[command(hide = true)]
     InstructionsWorker(verdicts::instructions::WorkerArgs),
+    /// A model's output probe: what it computes, and its own numerical noise.
+    ///
+    /// The output probe every generation record keeps (issue 59): the model's
+    /// log-probabilities over 2 x 64 positions of the held-out verdict text, the sha256 of
+    /// every logit, and its own numerical noise (prefill as single-token steps, batched
+    /// sequences, another thread count in a second process). --json prints it as records
+    /// keep it.
+    Probe(app::probe::ProbeArgs),
     /// KL-divergence quality gate of a GGUF against llama.cpp; exit 1 on failure.
     ///
     /// The KL-divergence quality gate for a GGUF against llama.cpp on the same file: mean KLD,
@@ -418,6 +433,7 @@ fn main() -> ExitCode {
         Cmd::InstructionsWorker(a) => ok(verdicts::instructions::worker(a)),
         Cmd::Perplexity(a) => ok(app::perplexity::perplexity(&a)),
         Cmd::Verify(a) => app::verify::verify(&a),
+        Cmd::Probe(a) => ok(app::probe::probe(a)),
         Cmd::Noise(a) => ok(verdicts::noise::noise_cmd(&a)),
         Cmd::Sensitivity(a) => ok(verdicts::sensitivity::sensitivity(&a)),
         Cmd::Calibrate {

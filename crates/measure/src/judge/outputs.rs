@@ -168,12 +168,20 @@ pub fn judge(base: Option<&Outputs>, new: Option<&Outputs>) -> OutputJudgement {
             first_id_differing.map_or("beyond the kept ids".to_string(), |p| p.to_string())
         ));
     }
+    let mut unmeasured: Vec<&str> = nb.not_measured.iter().map(String::as_str).collect();
+    unmeasured.extend(nn.not_measured.iter().map(String::as_str));
+    unmeasured.dedup();
     let noise_of = format!(
-        "noise: {} (mean KLD {:.3e}, max {:.3e}, top-1 {:.2}%)",
+        "noise: {} (mean KLD {:.3e}, max {:.3e}, top-1 {:.2}%{})",
         nb.perturbation,
         lim_mean,
         lim_max,
-        100.0 * lim_top1
+        100.0 * lim_top1,
+        if unmeasured.is_empty() {
+            String::new()
+        } else {
+            format!("; not measured: {}", unmeasured.join("; "))
+        }
     );
     if outside.is_empty() {
         j.verdict = OutputVerdict::WithinNoise;
@@ -218,6 +226,8 @@ mod tests {
                 mean_kld: m,
                 max_kld: x,
                 top1: t,
+                not_measured: Vec::new(),
+                parts: Vec::new(),
             }),
             seconds: 0.0,
         }

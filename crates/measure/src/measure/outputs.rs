@@ -143,6 +143,13 @@ pub struct Noise {
     pub max_kld: f64,
     /// Share of positions whose top-1 id stayed.
     pub top1: f64,
+    /// Perturbations that could not be taken, each with why (e.g. the thread count, where
+    /// no second process could be started): the limits above are without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_measured: Vec<String>,
+    /// Each perturbation's own figures where these limits join several ([`Noise::and`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Noise>,
 }
 
 /// A model's log-probabilities over fixed positions of a held-out text.
@@ -255,6 +262,8 @@ pub fn noise(perturbation: &str, main: &Probe, perturbed: &[Position], identical
         mean_kld: if identical { 0.0 } else { d.mean_kld },
         max_kld: if identical { 0.0 } else { d.max_kld },
         top1: if identical { 1.0 } else { d.top1 },
+        not_measured: Vec::new(),
+        parts: Vec::new(),
     }
 }
 
@@ -262,13 +271,46 @@ impl Noise {
     /// The noise of two perturbations together: the larger limits of the two (a "same model"
     /// probe may differ as much as either perturbation moves it).
     pub fn and(self, other: Noise) -> Noise {
+        let parts = [self.clone().into_parts(), other.clone().into_parts()].concat();
         Noise {
             perturbation: format!("{}; {}", self.perturbation, other.perturbation),
             identical: self.identical && other.identical,
             mean_kld: self.mean_kld.max(other.mean_kld),
             max_kld: self.max_kld.max(other.max_kld),
             top1: self.top1.min(other.top1),
+            not_measured: [self.not_measured, other.not_measured].concat(),
+            parts,
         }
+    }
+
+    /// The single perturbations these limits join (itself when it is one).
+    fn into_parts(mut self) -> Vec<Noise> {
+        if self.parts.is_empty() {
+            self.not_measured.clear();
+            vec![self]
+        } else {
+            self.parts
+        }
+    }
+
+    /// `bit-identical`, or its figures.
+    pub fn figures(&self) -> String {
+        if self.identical {
+            "bit-identical".into()
+        } else {
+            format!(
+                "mean KLD {:.3e}, max {:.3e}, top-1 {:.1}%",
+                self.mean_kld,
+                self.max_kld,
+                100.0 * self.top1
+            )
+        }
+    }
+
+    /// These limits, with a perturbation that could not be taken (`what: why`) named.
+    pub fn without(mut self, what: &str, why: &str) -> Noise {
+        self.not_measured.push(format!("{what}: {why}"));
+        self
     }
 }
 
@@ -294,6 +336,41 @@ pub(crate) mod tests {
                 scale * ((x >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0)
             })
             .collect()
+    }
+
+    /// Joined perturbations: the larger limits, each one's own figures kept, one that could
+    /// not be taken named (and not joined as a 0).
+    #[test]
+    fn joined_noise_keeps_each_perturbation_and_what_was_not_measured() {
+        let p = |name: &str, m: f64, x: f64, t: f64| Noise {
+            perturbation: name.into(),
+            identical: m == 0.0,
+            mean_kld: m,
+            max_kld: x,
+            top1: t,
+            not_measured: Vec::new(),
+            parts: Vec::new(),
+        };
+        let n = p("a", 1e-8, 1e-7, 1.0)
+            .and(p("b", 0.0, 0.0, 1.0))
+            .without("c", "no second process")
+            .and(p("d", 1e-9, 1e-6, 0.5));
+        assert_eq!((n.mean_kld, n.max_kld, n.top1), (1e-8, 1e-6, 0.5));
+        assert!(!n.identical);
+        assert_eq!(n.perturbation, "a; b; d");
+        let names: Vec<&str> = n.parts.iter().map(|q| q.perturbation.as_str()).collect();
+        assert_eq!(names, ["a", "b", "d"]);
+        assert_eq!(n.parts[0].mean_kld, 1e-8);
+        assert_eq!(n.parts[1].figures(), "bit-identical");
+        assert_eq!(n.not_measured, ["c: no second process"]);
+        // Stored and read back; a record without the new fields reads as before.
+        let back: Noise = serde_json::from_str(&serde_json::to_string(&n).unwrap()).unwrap();
+        assert_eq!(back, n);
+        let old: Noise = serde_json::from_str(
+            r#"{"perturbation":"a","identical":true,"mean_kld":0.0,"max_kld":0.0,"top1":1.0}"#,
+        )
+        .unwrap();
+        assert!(old.parts.is_empty() && old.not_measured.is_empty());
     }
 
     #[test]

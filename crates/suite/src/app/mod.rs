@@ -25,6 +25,7 @@ pub mod ops_table;
 pub mod peers;
 pub mod perplexity;
 pub mod power;
+pub mod probe;
 pub mod report;
 pub mod run;
 pub mod serve;

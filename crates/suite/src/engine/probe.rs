@@ -14,7 +14,10 @@
 //! shapes, other summation orders), and, where the model has a batched form (`serve
 //! --max-batch`), the sequences side by side in one batched step each (prefilled together,
 //! then decoded together). What they do to the probe, the larger of the two, is the limit of
-//! "same model" for this build ([`crate::measure::outputs::Noise`]).
+//! "same model" for this build ([`crate::measure::outputs::Noise`]). And at another thread
+//! count ([`with_threads`]): candle's pools fix their thread count when first used, so a
+//! second process (`modelbench probe --bare` at half this one's count, the same build and
+//! model) takes the probe's positions there.
 
 use std::time::Instant;
 
@@ -78,32 +81,7 @@ fn host(l: &candle_core::Tensor) -> Result<Vec<f32>> {
 /// with probes of that length).
 pub fn take(model: &mut dyn CausalLm, tok: Option<&Tokenizer>) -> Result<Probe> {
     let t0 = Instant::now();
-    let built = model.meta().built_context;
-    let len = if built >= 4 { LEN.min(built) } else { LEN };
-    let prefill = if len == LEN { PREFILL } else { len / 2 };
-    let (ids, text) = probe_ids(tok, model.meta().vocab, len)?;
-    let mut hash = LogitsHash::default();
-    let mut positions = Vec::new();
-    for seq in ids.chunks(len) {
-        model.reset()?;
-        let mut keep = |l: candle_core::Tensor| -> Result<()> {
-            let v = host(&l)?;
-            hash.update(&v);
-            positions.push(Position::of_logits(&v, PROBE_TOP_K));
-            Ok(())
-        };
-        keep(forward(model, &seq[..prefill], 0)?)?;
-        for (i, &id) in seq.iter().enumerate().take(len - 1).skip(prefill) {
-            keep(forward(model, &[id], i)?)?;
-        }
-    }
-    let mut probe = Probe {
-        text,
-        logits_sha256: hash.finish(),
-        positions,
-        noise: None,
-        seconds: 0.0,
-    };
+    let (mut probe, ids, len, prefill) = positions(model, tok)?;
     // The noise: the same positions, every id its own step from position 0.
     let mut hash = LogitsHash::default();
     let mut perturbed = Vec::new();
@@ -138,6 +116,48 @@ pub fn take(model: &mut dyn CausalLm, tok: Option<&Tokenizer>) -> Result<Probe> 
     probe.noise = Some(n);
     probe.seconds = t0.elapsed().as_secs_f64();
     Ok(probe)
+}
+
+/// The probe's positions alone, without its noise (what `modelbench probe --bare` prints for
+/// a parent's thread-count perturbation).
+pub fn take_bare(model: &mut dyn CausalLm, tok: Option<&Tokenizer>) -> Result<Probe> {
+    Ok(positions(model, tok)?.0)
+}
+
+/// The probe's positions (KV cache left reset), its ids, sequence length and prefill length.
+fn positions(
+    model: &mut dyn CausalLm,
+    tok: Option<&Tokenizer>,
+) -> Result<(Probe, Vec<u32>, usize, usize)> {
+    let t0 = Instant::now();
+    let built = model.meta().built_context;
+    let len = if built >= 4 { LEN.min(built) } else { LEN };
+    let prefill = if len == LEN { PREFILL } else { len / 2 };
+    let (ids, text) = probe_ids(tok, model.meta().vocab, len)?;
+    let mut hash = LogitsHash::default();
+    let mut positions = Vec::new();
+    for seq in ids.chunks(len) {
+        model.reset()?;
+        let mut keep = |l: candle_core::Tensor| -> Result<()> {
+            let v = host(&l)?;
+            hash.update(&v);
+            positions.push(Position::of_logits(&v, PROBE_TOP_K));
+            Ok(())
+        };
+        keep(forward(model, &seq[..prefill], 0)?)?;
+        for (i, &id) in seq.iter().enumerate().take(len - 1).skip(prefill) {
+            keep(forward(model, &[id], i)?)?;
+        }
+    }
+    model.reset()?;
+    let probe = Probe {
+        text,
+        logits_sha256: hash.finish(),
+        positions,
+        noise: None,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    Ok((probe, ids, len, prefill))
 }
 
 /// The probe's positions with the [`SEQUENCES`] sequences in one batched step each (both
@@ -205,10 +225,153 @@ fn batched_positions(
 /// every timed region, then shared by its workloads (generation and depth suites).
 pub type Probes = std::sync::Mutex<std::collections::BTreeMap<String, Probe>>;
 
+/// How the probed model was opened: what a second process needs to open it the same way.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    pub device: crate::measure::device::DeviceSpec,
+    pub dtype: DType,
+    pub attention: crate::models::attention::Attention,
+}
+
+static EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// The `modelbench` executable of this build, for the thread-count probe's second process:
+/// what a bench names (`env!("CARGO_BIN_EXE_modelbench")`); the CLI is it already.
+pub fn use_exe(path: impl Into<std::path::PathBuf>) {
+    let _ = EXE.set(path.into());
+}
+
+fn exe() -> std::result::Result<std::path::PathBuf, String> {
+    if let Some(p) = EXE.get() {
+        return Ok(p.clone());
+    }
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    if me.file_stem().and_then(|s| s.to_str()) == Some("modelbench") {
+        return Ok(me);
+    }
+    Err(format!(
+        "{} is not the modelbench CLI and none was named (a bench calls engine::probe::use_exe)",
+        me.display()
+    ))
+}
+
+/// What the thread-count perturbation is called in a probe's noise.
+pub const THREADS: &str = "another thread count";
+
+/// `probe` with its noise at another thread count added: the same build (this process's
+/// `modelbench`) opens the same model in a second process at half this one's thread count (2
+/// where this one runs 1) and takes the probe's positions; what that does to the probe joins
+/// the limits of "same model". Where that cannot be done the noise says so
+/// ([`crate::measure::outputs::Noise::not_measured`]) and keeps the other perturbations.
+pub fn with_threads(
+    mut probe: Probe,
+    loaded: &crate::models::sources::loading::Loaded,
+    opening: &Opening,
+) -> Probe {
+    let t = Instant::now();
+    let threads =
+        thread_command(loaded, opening).and_then(|(c, what)| child_noise(&probe, c, &what));
+    probe.noise = match (probe.noise.take(), threads) {
+        (Some(n), Ok(t)) => Some(n.and(t)),
+        (Some(n), Err(why)) => Some(n.without(THREADS, &why)),
+        (None, Ok(t)) => Some(t),
+        (None, Err(_)) => None,
+    };
+    probe.seconds += t.elapsed().as_secs_f64();
+    probe
+}
+
+/// The second process of [`with_threads`] and what it perturbs.
+fn thread_command(
+    loaded: &crate::models::sources::loading::Loaded,
+    opening: &Opening,
+) -> std::result::Result<(std::process::Command, String), String> {
+    if opening.device != crate::measure::device::DeviceSpec::Cpu {
+        return Err(format!(
+            "a {} run (candle's CPU thread count does not enter its kernels)",
+            opening.device
+        ));
+    }
+    let ours = crate::measure::threads::CandlePools::current()
+        .agreed()
+        .map_err(|e| e.to_string())?;
+    let theirs = if ours > 1 { ours / 2 } else { 2 };
+    let mut c = probe_command(&exe()?, loaded, opening);
+    c.env("RAYON_NUM_THREADS", theirs.to_string())
+        .env("CANDLE_NUM_THREADS", theirs.to_string());
+    Ok((
+        c,
+        format!(
+            "{THREADS} ({theirs} thread{} instead of {ours}, a second process)",
+            if theirs == 1 { "" } else { "s" }
+        ),
+    ))
+}
+
+/// `EXE probe --bare --json` for `loaded`'s model as `opening` opened it (label, dtype,
+/// attention, the context it was built for) and with this process's numeric injection.
+pub fn probe_command(
+    exe: &std::path::Path,
+    loaded: &crate::models::sources::loading::Loaded,
+    opening: &Opening,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(exe);
+    c.args(["probe", "--bare", "--json", "--model"])
+        .arg(&loaded.resolved.label)
+        .args(["--device", &opening.device.to_string()])
+        .args(["--dtype", opening.dtype.as_str()])
+        .args(["--attention", &opening.attention.name()])
+        .args(["--context", &loaded.model.meta().built_context.to_string()])
+        .stdin(std::process::Stdio::null());
+    match crate::measure::inject::current_numeric() {
+        Some(n) => c.env("MODELBENCH_INJECT_NUMERIC", n.to_string()),
+        None => c.env_remove("MODELBENCH_INJECT_NUMERIC"),
+    };
+    c
+}
+
+/// Runs `child` (a `probe --bare --json`) and measures what its positions do to `probe`: the
+/// noise of `perturbation`; Err with why when the child failed or probed other positions.
+pub fn child_noise(
+    probe: &Probe,
+    mut child: std::process::Command,
+    perturbation: &str,
+) -> std::result::Result<crate::measure::outputs::Noise, String> {
+    let out = child
+        .output()
+        .map_err(|e| format!("cannot start {:?}: {e}", child.get_program()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "the second process failed ({}): {}",
+            out.status,
+            err.lines().last().unwrap_or("no message")
+        ));
+    }
+    let theirs: Probe = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("the second process printed no probe: {e}"))?;
+    if theirs.text != probe.text || theirs.positions.len() != probe.positions.len() {
+        return Err(format!(
+            "the second process probed other positions ({}, {} positions; here {}, {})",
+            theirs.text,
+            theirs.positions.len(),
+            probe.text,
+            probe.positions.len()
+        ));
+    }
+    Ok(noise(
+        perturbation,
+        probe,
+        &theirs.positions,
+        theirs.logits_sha256 == probe.logits_sha256,
+    ))
+}
+
 /// The probe of `loaded` from `probes`, taken (and said through `say`) the first time.
 pub fn once(
     probes: &Probes,
     loaded: &mut crate::models::sources::loading::Loaded,
+    opening: &Opening,
     say: &dyn Fn(&str),
 ) -> Result<Probe> {
     let label = loaded.resolved.label.clone();
@@ -216,25 +379,35 @@ pub fn once(
         return Ok(p);
     }
     let p = take(loaded.model.as_mut(), loaded.tokenizer.as_ref())?;
-    let n = p.noise.as_ref();
-    say(&format!(
-        "output probe of {label}: {} positions in {:.2} s; own noise ({}): {}",
-        p.positions.len(),
-        p.seconds,
-        n.map_or("-", |n| n.perturbation.as_str()),
-        n.map_or("not measured".to_string(), |n| if n.identical {
-            "bit-identical".to_string()
-        } else {
-            format!(
-                "mean KLD {:.3e}, max {:.3e}, top-1 {:.1}%",
-                n.mean_kld,
-                n.max_kld,
-                100.0 * n.top1
-            )
-        })
-    ));
+    let p = with_threads(p, loaded, opening);
+    say(&describe(&label, &p));
     if let Ok(mut m) = probes.lock() {
         m.insert(label, p.clone());
     }
     Ok(p)
+}
+
+/// `output probe of LABEL: N positions in S s; own noise: FIGURES (each perturbation: its
+/// figures; not measured: ...)`.
+pub fn describe(label: &str, p: &Probe) -> String {
+    let head = format!(
+        "output probe of {label}: {} positions in {:.2} s; own noise",
+        p.positions.len(),
+        p.seconds
+    );
+    let Some(n) = p.noise.as_ref() else {
+        return format!("{head}: not measured");
+    };
+    let mut each: Vec<String> = if n.parts.is_empty() {
+        vec![n.perturbation.clone()]
+    } else {
+        n.parts
+            .iter()
+            .map(|q| format!("{}: {}", q.perturbation, q.figures()))
+            .collect()
+    };
+    if !n.not_measured.is_empty() {
+        each.push(format!("not measured: {}", n.not_measured.join("; ")));
+    }
+    format!("{head}: {} ({})", n.figures(), each.join("; "))
 }

@@ -99,6 +99,15 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         if line.trim() == "probe" {
             let probe =
                 crate::engine::probe::take(loaded.model.as_mut(), loaded.tokenizer.as_ref())?;
+            let probe = crate::engine::probe::with_threads(
+                probe,
+                &loaded,
+                &crate::engine::probe::Opening {
+                    device: plan.common.device,
+                    dtype: plan.common.dtype,
+                    attention: plan.common.attention,
+                },
+            );
             writeln!(
                 out,
                 "probe {}",
