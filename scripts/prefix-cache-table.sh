@@ -12,10 +12,12 @@
 # Usage: scripts/prefix-cache-table.sh [--files gemma,qwen] [--turns 5] [--concurrency 4]
 #          [--requests 40] [--prompt-tokens 64] [--max-tokens 32] [--prefix-tokens 256]
 #          [--threads 2] [--port 18400] [--bin PATH] [--llama-cpp DIR] [--servers ours,llama-server]
+#          [--ours-flags "--swa-full"]
 #   --files: gemma (Gemma 3 270M Q4_K_M), qwen (Qwen2.5-Coder-0.5B-Instruct Q4_K_M): the
 #            snapshots scripts/fetch-offline-models.sh installs in the Hugging Face cache
 #   --bin: a modelbench binary (default: `cargo build --release` and its target/release binary)
 #   --llama-cpp: scripts/build-llama-cpp.sh's folder (default $LLAMA_CPP_DIR)
+#   --ours-flags: more flags for `modelbench serve` (split at spaces), e.g. --swa-full
 # Server logs and each load's output go to target/prefix-cache-table/; the run folders are
 # under target-reports/ (labels prefix-<file>-<cache|nocache>).
 set -euo pipefail
@@ -24,7 +26,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 files=gemma,qwen turns=5 conc=4 requests=40 prompt=64 out=32 prefix=256 threads=2
-port=18400 bin="" llama="${LLAMA_CPP_DIR:-}" servers=ours,llama-server
+port=18400 bin="" llama="${LLAMA_CPP_DIR:-}" servers=ours,llama-server ours_flags=""
 die() {
     echo "prefix-cache-table.sh: $*" >&2
     exit 2
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
     --bin) bin=$2 ;;
     --llama-cpp) llama=$2 ;;
     --servers) servers=$2 ;;
+    --ours-flags) ours_flags=$2 ;;
     *) die "unknown flag $1 (see the usage at the top of $0)" ;;
     esac
     shift 2
@@ -109,7 +112,7 @@ for f in "${file_list[@]}"; do
         ours)
             CANDLE_NUM_THREADS=$threads RAYON_NUM_THREADS=$threads HF_HUB_OFFLINE=1 \
                 "$bin" serve --model "$model_ref" --host 127.0.0.1 --port "$port" \
-                --max-batch "$conc" --context 4096 >"$log" 2>&1 &
+                --max-batch "$conc" --context 4096 $ours_flags >"$log" 2>&1 &
             ;;
         llama-server)
             [ -x "$llama/bin/llama-server" ] || die "no llama-server under '$llama': build it with scripts/build-llama-cpp.sh and pass --llama-cpp DIR (or --servers ours)"

@@ -44,7 +44,7 @@ fn check(reference: &str, cap: usize, lens: &[usize], chunk: usize, n_new: usize
         Err(e) => return common::skip_real_model(format!("{reference}: {e}")),
     };
     let w = own_weights::<ModelWeights>(&*m).expect("the project's Gemma 3");
-    let b = Batched::new(w, fast).unwrap();
+    let b = Batched::new(w, fast, false).unwrap();
     eprintln!(
         "{reference} (fast weights: {fast}): {:?} weights run a lone row as two / on the project's kernels",
         b.adapted_weights()
@@ -131,10 +131,73 @@ fn real_gemma3_270m_with_fast_weights_alone_and_batched_are_bit_equal() {
 #[test]
 fn a_step_past_the_context_is_an_error_not_a_panic() {
     let m = load("gguf:fixture:gemma3", 64).unwrap();
-    let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap(), false).unwrap();
+    let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap(), false, false).unwrap();
     let (e, c) = failed_step(&b, 65);
     assert!(e.contains("exceed the 64 positions"), "{e}");
     assert_eq!(c.pos(), 0);
+}
+
+/// `serve --swa-full`: the sliding layers keep every position. Both ways on the fixture
+/// (window 64): a 150-position sequence forked at 100 cannot be without it (its sliding
+/// layers hold positions 87..150 only) and can with it; the fork continued with the same
+/// chunk computes the original's logits bit for bit; and the logits with every position kept
+/// are bit-equal to those with the window's alone (attention sees the same keys).
+#[test]
+fn swa_full_lets_a_prompt_longer_than_the_window_be_reused_with_the_same_outputs() {
+    let m = load("gguf:fixture:gemma3", 512).unwrap();
+    let p = modelbench::engine::generate::prompt_ids(150, m.meta().vocab, 7, 0);
+    let step = |b: &Batched, c: &mut SeqCache, t: &[u32]| -> Vec<f32> {
+        b.forward(&mut [SeqStep {
+            cache: c,
+            tokens: t,
+            logits: true,
+        }])
+        .unwrap()
+        .remove(0)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+    };
+    let mut last = Vec::new();
+    for full in [false, true] {
+        let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap(), false, full).unwrap();
+        let mut a = b.new_seq();
+        step(&b, &mut a, &p[..100]);
+        let whole = step(&b, &mut a, &p[100..]);
+        assert_eq!(a.pos(), 150);
+        match (full, b.fork_seq(&a, 100)) {
+            (false, None) => {}
+            (false, Some(_)) => panic!("without --swa-full the window lost positions 37..87"),
+            (true, None) => panic!("with --swa-full every position is kept"),
+            (true, Some(f)) => {
+                let mut f = f.unwrap();
+                assert_eq!(f.pos(), 100);
+                let again = step(&b, &mut f, &p[100..]);
+                assert!(
+                    again
+                        .iter()
+                        .zip(&whole)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "the fork continued computes the original's logits"
+                );
+            }
+        }
+        assert!(
+            b.describe().contains("--swa-full") == full,
+            "{}",
+            b.describe()
+        );
+        last.push(whole);
+    }
+    assert!(
+        last[0]
+            .iter()
+            .zip(&last[1])
+            .all(|(x, y)| x.to_bits() == y.to_bits()),
+        "every position kept, the window's alone seen: the same logits"
+    );
 }
 
 /// Step times of the batched forward on the real Gemma 3 270M (not a pass/fail check; run
@@ -163,7 +226,7 @@ fn step_times() {
         1.0 / bench
     );
     for fast in [false, true] {
-        let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap(), fast).unwrap();
+        let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap(), fast, false).unwrap();
         for n in [1usize, 2, 4, 8] {
             let mut caches: Vec<SeqCache> = (0..n).map(|_| b.new_seq()).collect();
             for c in caches.iter_mut() {

@@ -971,22 +971,82 @@ fn open_loop_conversations_keep_their_turns_in_order() {
 /// equal request by request (these families' reused positions compute bit-alike; measured,
 /// docs/serving.md), and `compare` of the two loads finds no changed output. load.md has
 /// the by-turn table.
+/// A counter of the server's `/metrics`.
+fn metric(s: &Server, name: &str) -> u64 {
+    let body = ureq::get(&format!("{}/metrics", s.url))
+        .call()
+        .expect("metrics")
+        .into_string()
+        .expect("body");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("modelbench_{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+/// `serve --swa-full` (llama-server's flag) on `gguf:fixture:gemma3`, whose sliding layers see
+/// 64 positions: the same 3-turn conversations (prompts of 72-140 tokens) with the sliding
+/// layers keeping only the window, keeping every position, and with no prefix cache. With the
+/// window alone a finished turn cannot be cut back to its prompt (its start has left the
+/// sliding layers), so later turns reuse little; with --swa-full every later turn reuses its
+/// conversation's previous prompt. Every answer is the same text in all three.
+#[test]
+fn swa_full_reuses_prompts_longer_than_the_window_and_keeps_every_text() {
+    let model = "gguf:fixture:gemma3";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let reports = tmp.path().join("reports");
+    let run = |flags: &[&str], label: &str| {
+        let s = server_with(model, flags);
+        let run = conversation_load(&s.url, model, &reports, label);
+        (
+            run,
+            s.line.clone(),
+            metric(&s, "prefix_cache_reused_tokens_total"),
+        )
+    };
+    let (window, _, reused_window) = run(&["--max-batch", "4"], "window");
+    let (full, line, reused_full) = run(&["--max-batch", "4", "--swa-full"], "full");
+    let (off, _, reused_off) = run(&["--max-batch", "4", "--no-prefix-cache"], "off");
+    assert!(line.contains("--swa-full"), "{line}");
+    assert_eq!(reused_off, 0);
+    assert!(
+        reused_full > reused_window,
+        "--swa-full reused {reused_full} tokens, the window alone {reused_window}"
+    );
+    let (rw, rf, ro) = (requests(&window), requests(&full), requests(&off));
+    let cached = |r: &Value| r["cached_tokens"].as_u64().expect("cached_tokens reported");
+    for r in &rf {
+        if r["turn"].as_u64().expect("turn") > 0 {
+            assert!(
+                cached(r) >= 64,
+                "--swa-full: a later turn reused less than the window: {r}"
+            );
+        }
+    }
+    for ((w, f), o) in rw.iter().zip(&rf).zip(&ro) {
+        assert_eq!(
+            (&w["request"], &f["request"]),
+            (&o["request"], &o["request"])
+        );
+        assert_eq!(
+            w["text_sha256"], o["text_sha256"],
+            "window vs off: {}",
+            o["request"]
+        );
+        assert_eq!(
+            f["text_sha256"], o["text_sha256"],
+            "--swa-full vs off: {}",
+            o["request"]
+        );
+    }
+    eprintln!("reused tokens: window {reused_window}, --swa-full {reused_full}");
+}
+
 #[test]
 fn prefix_cache_reuses_later_turns_and_keeps_every_text() {
     for model in ["gguf:fixture:llama", "gguf:fixture:qwen3"] {
         let tmp = tempfile::tempdir().expect("tempdir");
         let reports = tmp.path().join("reports");
-        let metric = |s: &Server, name: &str| -> u64 {
-            let body = ureq::get(&format!("{}/metrics", s.url))
-                .call()
-                .expect("metrics")
-                .into_string()
-                .expect("body");
-            body.lines()
-                .find_map(|l| l.strip_prefix(&format!("modelbench_{name} ")))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in {body}"))
-        };
         let on = server_with(model, &["--max-batch", "4"]);
         assert!(on.line.contains("prefix cache on"), "{}", on.line);
         let a = conversation_load(&on.url, model, &reports, "prefix-on");

@@ -53,6 +53,11 @@ pub struct BatchOptions {
     pub slots: usize,
     /// The project's own CPU kernels for the weights where the family has them.
     pub fast_weights: bool,
+    /// Sliding-window layers keep every position (`serve --swa-full`, as llama-server's flag
+    /// names it), so a cached prompt longer than the window can be reused; attention still
+    /// sees the window alone, so outputs are unchanged. Families without a sliding window
+    /// ignore it.
+    pub swa_full: bool,
 }
 
 /// A model as the scheduler drives it: `slots` sequences, each with its own cache.

@@ -69,6 +69,13 @@ pub struct ServeArgs {
     /// docs/serving.md). Default: only prefill-computed positions (outputs as without it).
     #[arg(long, conflicts_with = "no_prefix_cache")]
     pub prefix_cache_decoded: bool,
+    /// Sliding-window layers (Gemma 3's) keep every position, as llama-server's --swa-full:
+    /// the prefix cache can then reuse a prompt longer than the window (without it a slot's
+    /// sliding layers hold only the last window - 1 positions, so a longer prompt's start is
+    /// gone). Attention still sees the window alone: outputs are unchanged; memory of those
+    /// layers' caches grows to the whole context, as the global layers' do.
+    #[arg(long)]
+    pub swa_full: bool,
     #[command(flatten)]
     pub fast: FastWeightsArg,
 }
@@ -89,6 +96,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         chat: std::sync::Arc::new(ChatFormat::role_lines()),
         prefix_cache: !a.no_prefix_cache,
         prefix_cache_decoded: a.prefix_cache_decoded,
+        swa_full: a.swa_full,
     };
     opts.check()?;
     let (spec, dtype) = device_and_dtype(&a.device, a.dtype.as_deref())?;

@@ -175,6 +175,7 @@ fn batched_positions(
     let Some(b) = model.batched(&BatchOptions {
         slots: SEQUENCES,
         fast_weights: false,
+        swa_full: false,
     }) else {
         return Ok(None);
     };

@@ -78,6 +78,9 @@ pub struct Options {
     pub prefix_cache: bool,
     /// Reuse positions a decode step computed too (`--prefix-cache-decoded`).
     pub prefix_cache_decoded: bool,
+    /// Sliding-window layers keep every position (`--swa-full`): prompts longer than the
+    /// window reusable by the prefix cache (see [`BatchOptions::swa_full`]).
+    pub swa_full: bool,
 }
 
 impl Options {
@@ -96,6 +99,7 @@ impl Options {
             chat: Arc::new(ChatFormat::role_lines()),
             prefix_cache: true,
             prefix_cache_decoded: false,
+            swa_full: false,
         }
     }
 
@@ -196,6 +200,7 @@ pub fn prepare(mut model: Box<dyn CausalLm>, o: &Options) -> Result<Prepared> {
     let asked = BatchOptions {
         slots,
         fast_weights: o.fast_weights,
+        swa_full: o.swa_full,
     };
     if let Some(b) = model.batched(&asked) {
         let b = b?;

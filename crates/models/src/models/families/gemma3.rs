@@ -158,7 +158,7 @@ impl OwnModel for ModelWeights {
     }
     fn batch(self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         Ok(Box::new(Slots::new(
-            Batched::new(self, o.fast_weights)?,
+            Batched::new(self, o.fast_weights, o.swa_full)?,
             o.slots,
         )))
     }

@@ -27,6 +27,9 @@ pub struct Batched {
     model: ModelWeights,
     /// `--fast-weights`: also GELU and softmax on the host ([`host_ops`]).
     fast: bool,
+    /// `--swa-full`: the sliding layers' caches keep every position, as the global ones do
+    /// (a step still attends to the window alone: the same keys as without it).
+    swa_full: bool,
     /// Per layer, the seven projections as the batched path runs them.
     projs: Vec<[Proj; PROJECTIONS]>,
     output: Proj,
@@ -291,7 +294,7 @@ impl Batched {
     /// over) the file's form is freed then and the two are never all held at once; a tied
     /// lm_head is repacked from the file ([`lm_head_from_file`]). The single-sequence forward
     /// of the wrapped model is not used again (its re-encoded weights are gone).
-    pub fn new(mut model: ModelWeights, fast: bool) -> Result<Self> {
+    pub fn new(mut model: ModelWeights, fast: bool, swa_full: bool) -> Result<Self> {
         model.reset();
         let dev = model.device.clone();
         let mut projs = Vec::with_capacity(model.layers.len());
@@ -334,6 +337,7 @@ impl Batched {
         Ok(Self {
             model,
             fast,
+            swa_full,
             projs,
             output,
         })
@@ -371,8 +375,8 @@ impl crate::models::batched::BatchedLm for Batched {
                 .layers
                 .iter()
                 .map(|l| match l.cache {
-                    Cache::Global(_) => Cache::Global(KvCache::new(2, self.model.context)),
-                    Cache::Sliding(_) => Cache::Sliding(None),
+                    Cache::Sliding(_) if !self.swa_full => Cache::Sliding(None),
+                    _ => Cache::Global(KvCache::new(2, self.model.context)),
                 })
                 .collect(),
         )
@@ -435,7 +439,16 @@ impl crate::models::batched::BatchedLm for Batched {
                 let q = op("rope", || rope.apply(&q, pos))?;
                 let k = op("rope", || rope.apply(&k, pos))?;
                 let (k, v) = op("kv_cache", || {
-                    let (k, v) = sq.cache.layers[li].update(k, v, window)?;
+                    let (mut k, mut v) = sq.cache.layers[li].update(k, v, window)?;
+                    // A sliding layer with every position kept (--swa-full) attends to the
+                    // same keys as one that keeps the window: the last `window - 1` before
+                    // this step's, as its mask was built for.
+                    let seen = pos.min(window - 1) + len;
+                    let held = k.dim(2)?;
+                    if sliding && held > seen {
+                        k = k.narrow(2, held - seen, seen)?;
+                        v = v.narrow(2, held - seen, seen)?;
+                    }
                     Ok::<_, candle_core::Error>((k.contiguous()?, v.contiguous()?))
                 })?;
                 let keys = k.dim(2)?;
@@ -511,10 +524,16 @@ impl crate::models::batched::BatchedLm for Batched {
 
     fn describe(&self) -> String {
         let (lone, packed) = self.adapted_weights();
-        let lone_rows = match lone {
+        let mut lone_rows = match lone {
             0 => String::new(),
             n => format!(", {n} weights run a lone row as two (batch-independent results)"),
         };
+        if self.swa_full {
+            lone_rows.push_str(&format!(
+                ", sliding-window layers keep every position (--swa-full: prompts longer than the {}-position window reusable)",
+                self.model.cfg.sliding_window
+            ));
+        }
         match (self.fast, packed) {
             (true, p) if p > 0 => format!("the project's quantized gemma3 with --fast-weights: {p} weights (the lm_head included) on the project's AVX-512 VNNI kernels (Q8_0/Q5_0 against per-32 activation blocks, Q4_K/Q6_K per-256, as ggml), GELU and softmax on the host{lone_rows}"),
             (true, _) => format!("the project's quantized gemma3 with --fast-weights: Q5_0 weights as Q8_0 on candle's kernels (this CPU lacks AVX-512 VNNI for the project's Q8_0 kernel){lone_rows}"),
