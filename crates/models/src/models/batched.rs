@@ -54,8 +54,9 @@ pub struct BatchOptions {
     /// The project's own CPU kernels for the weights where the family has them.
     pub fast_weights: bool,
     /// Sliding-window layers keep every position (`serve --swa-full`, as llama-server's flag
-    /// names it), so a cached prompt longer than the window can be reused; attention still
-    /// sees the window alone, so outputs are unchanged. Families without a sliding window
+    /// names it), so a cached prompt longer than the window can be reused; attention masks
+    /// them to the window (the same keys weigh in; past the window their sums may round
+    /// otherwise than with the window's keys alone). Families without a sliding window
     /// ignore it.
     pub swa_full: bool,
 }

@@ -72,8 +72,9 @@ pub struct ServeArgs {
     /// Sliding-window layers (Gemma 3's) keep every position, as llama-server's --swa-full:
     /// the prefix cache can then reuse a prompt longer than the window (without it a slot's
     /// sliding layers hold only the last window - 1 positions, so a longer prompt's start is
-    /// gone). Attention still sees the window alone: outputs are unchanged; memory of those
-    /// layers' caches grows to the whole context, as the global layers' do.
+    /// gone). They attend over every position masked to the window, as the global layers
+    /// attend: answers are the same with the cache on and off; memory and attention work of
+    /// those layers grow with the context, as the global layers' do.
     #[arg(long)]
     pub swa_full: bool,
     #[command(flatten)]

@@ -27,8 +27,8 @@ pub struct Batched {
     model: ModelWeights,
     /// `--fast-weights`: also GELU and softmax on the host ([`host_ops`]).
     fast: bool,
-    /// `--swa-full`: the sliding layers' caches keep every position, as the global ones do
-    /// (a step still attends to the window alone: the same keys as without it).
+    /// `--swa-full`: the sliding layers' caches keep every position, as the global ones do,
+    /// and attend over all of them masked to the window (the masks in `forward`).
     swa_full: bool,
     /// Per layer, the seven projections as the batched path runs them.
     projs: Vec<[Proj; PROJECTIONS]>,
@@ -404,11 +404,20 @@ impl crate::models::batched::BatchedLm for Batched {
                     .map(|v| Tensor::from_vec(v, (len, n_k), &m.device))
                     .transpose()
             };
-            // The sliding layers' caches hold the last `window - 1` positions at most.
+            // The sliding layers' caches hold the last `window - 1` positions at most; with
+            // --swa-full they hold every position and attend over all of them, as the global
+            // layers do, masked to the window: each key then sits at the same place in its
+            // row whatever position the step starts at (with the window's keys alone the row
+            // would start at `pos - window + 1`, and att x V would add the same terms in
+            // other SIMD lanes: another last bit for a prompt whose start a cache reused).
             let sl = pos.min(window - 1);
             masks.push((
                 mk(0, pos + len, None)?,
-                mk(pos - sl, sl + len, Some(window))?,
+                if self.swa_full {
+                    mk(0, pos + len, Some(window))?
+                } else {
+                    mk(pos - sl, sl + len, Some(window))?
+                },
             ));
         }
         let shape = Shape::of(&m.cfg);
@@ -439,16 +448,7 @@ impl crate::models::batched::BatchedLm for Batched {
                 let q = op("rope", || rope.apply(&q, pos))?;
                 let k = op("rope", || rope.apply(&k, pos))?;
                 let (k, v) = op("kv_cache", || {
-                    let (mut k, mut v) = sq.cache.layers[li].update(k, v, window)?;
-                    // A sliding layer with every position kept (--swa-full) attends to the
-                    // same keys as one that keeps the window: the last `window - 1` before
-                    // this step's, as its mask was built for.
-                    let seen = pos.min(window - 1) + len;
-                    let held = k.dim(2)?;
-                    if sliding && held > seen {
-                        k = k.narrow(2, held - seen, seen)?;
-                        v = v.narrow(2, held - seen, seen)?;
-                    }
+                    let (k, v) = sq.cache.layers[li].update(k, v, window)?;
                     Ok::<_, candle_core::Error>((k.contiguous()?, v.contiguous()?))
                 })?;
                 let keys = k.dim(2)?;
@@ -483,7 +483,7 @@ impl crate::models::batched::BatchedLm for Batched {
                     }
                 })?;
                 outs.push(op("attn_av", || {
-                    att.matmul(&v)?
+                    host_ops::attention_values(&att, &v)?
                         .reshape((1, s.heads, len, s.head_dim))?
                         .transpose(1, 2)?
                         .reshape((1, len, s.heads * s.head_dim))

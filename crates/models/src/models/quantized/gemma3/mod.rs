@@ -386,9 +386,12 @@ impl Layer {
                 candle_nn::ops::softmax_last_dim(att)
             }
         })?;
-        let out = traced!("attn_av", "scores v", [att, v], att.matmul(v))?
-            .reshape((b, s.heads, len, s.head_dim))?
-            .transpose(1, 2)?;
+        // Summed over fixed blocks of keys (the same bits whatever a chunk's key count).
+        let out = traced!("attn_av", "scores v", [att, v], {
+            host_ops::attention_values(att, v)
+        })?
+        .reshape((b, s.heads, len, s.head_dim))?
+        .transpose(1, 2)?;
         let hidden = s.heads * s.head_dim;
         let out = traced!("copy", "attention output transpose", [out], {
             out.reshape((b, len, hidden))

@@ -158,9 +158,17 @@ impl Weights {
                     candle_nn::ops::softmax_last_dim(att)
                 }
             })?;
-            let out = traced!("attn_av", "scores v", [att, v], att.matmul(v))?
-                .reshape((1, heads, len, hd))?
-                .transpose(1, 2)?;
+            // Summed over fixed blocks of keys (the same bits whatever a chunk's key count),
+            // with the row-order softmax; candle's one matmul beside candle's softmax.
+            let out = traced!("attn_av", "scores v", [att, v], {
+                if row_order {
+                    modelbench_kernels::host_ops::attention_values(att, v)
+                } else {
+                    att.matmul(v)
+                }
+            })?
+            .reshape((1, heads, len, hd))?
+            .transpose(1, 2)?;
             outs.push(traced!("copy", "attention output transpose", [out], {
                 out.reshape((1, len, heads * hd))
             })?);
