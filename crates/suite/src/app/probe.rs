@@ -61,12 +61,7 @@ pub fn probe(a: ProbeArgs) -> Result<()> {
         take_bare(loaded.model.as_mut(), loaded.tokenizer.as_ref())?
     } else {
         let p = take(loaded.model.as_mut(), loaded.tokenizer.as_ref())?;
-        let opening = Opening {
-            device,
-            dtype,
-            attention,
-        };
-        with_threads(p, &loaded, &opening)
+        with_threads(p, &loaded, &Opening::of(device, dtype, attention))
     };
     if a.json {
         let s = serde_json::to_string(&p).map_err(|e| Error::Command(format!("probe: {e}")))?;

@@ -234,6 +234,20 @@ pub struct Opening {
     pub attention: crate::models::attention::Attention,
 }
 
+impl Opening {
+    pub fn of(
+        device: crate::measure::device::DeviceSpec,
+        dtype: DType,
+        attention: crate::models::attention::Attention,
+    ) -> Opening {
+        Opening {
+            device,
+            dtype,
+            attention,
+        }
+    }
+}
+
 static EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// The `modelbench` executable of this build, for the thread-count probe's second process:

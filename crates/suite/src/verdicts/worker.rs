@@ -102,11 +102,11 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
             let probe = crate::engine::probe::with_threads(
                 probe,
                 &loaded,
-                &crate::engine::probe::Opening {
-                    device: plan.common.device,
-                    dtype: plan.common.dtype,
-                    attention: plan.common.attention,
-                },
+                &crate::engine::probe::Opening::of(
+                    plan.common.device,
+                    plan.common.dtype,
+                    plan.common.attention,
+                ),
             );
             writeln!(
                 out,

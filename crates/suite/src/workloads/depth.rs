@@ -449,16 +449,8 @@ impl super::suite::Suite for DepthSuite {
         say: &dyn super::suite::Say,
     ) -> Result<Depth<'a>> {
         // The output probe, once per model, outside every timed region (issue 59).
-        let probe = crate::engine::probe::once(
-            &self.probes,
-            loaded,
-            &crate::engine::probe::Opening {
-                device: self.device,
-                dtype: self.dtype,
-                attention: self.attention,
-            },
-            &|l| say.say(l),
-        )?;
+        let opening = crate::engine::probe::Opening::of(self.device, self.dtype, self.attention);
+        let probe = crate::engine::probe::once(&self.probes, loaded, &opening, &|l| say.say(l))?;
         let mut d = Depth::new(
             loaded,
             self.depths[p],

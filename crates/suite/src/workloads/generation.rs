@@ -308,16 +308,8 @@ impl super::suite::Suite for GenerationSuite {
         say: &dyn super::suite::Say,
     ) -> Result<Generation<'a>> {
         // The output probe, once per model, outside every timed region (issue 59).
-        let probe = crate::engine::probe::once(
-            &self.probes,
-            loaded,
-            &crate::engine::probe::Opening {
-                device: self.device,
-                dtype: self.dtype,
-                attention: self.attention,
-            },
-            &|l| say.say(l),
-        )?;
+        let opening = crate::engine::probe::Opening::of(self.device, self.dtype, self.attention);
+        let probe = crate::engine::probe::once(&self.probes, loaded, &opening, &|l| say.say(l))?;
         Ok(Generation {
             loaded,
             scenario: &self.scenarios[p],
