@@ -116,10 +116,27 @@ for f in "${file_list[@]}"; do
             ;;
         llama-server)
             [ -x "$llama/bin/llama-server" ] || die "no llama-server under '$llama': build it with scripts/build-llama-cpp.sh and pass --llama-cpp DIR (or --servers ours)"
+            # llama-server reads a chat template from the GGUF only (else ChatML); where the file
+            # has none and its snapshot's tokenizer_config.json has one (what our server
+            # renders), it gets the same template, so both servers see the same prompts.
+            tmpl=$out_dir/$f-chat_template.jinja
+            template=()
+            if python3 - "$gguf" "$tmpl" <<'PY'; then template=(--chat-template-file "$tmpl"); fi
+import json, os, sys
+gguf, out = sys.argv[1], sys.argv[2]
+with open(gguf, 'rb') as f:
+    if b'tokenizer.chat_template' in f.read(64 << 20):
+        sys.exit(1)
+cfg = os.path.join(os.path.dirname(gguf), 'tokenizer_config.json')
+t = json.load(open(cfg)).get('chat_template') if os.path.exists(cfg) else None
+if not isinstance(t, str):
+    sys.exit(1)
+open(out, 'w').write(t)
+PY
             # LLAMA_ARG_REPACK=false: ggml's AMX repacking faults on some CPUs (tests/chat_template.rs).
             LLAMA_ARG_REPACK=false "$llama/bin/llama-server" -m "$gguf" --alias "$model_ref" \
                 --host 127.0.0.1 --port "$port" -c $((conc * 4096)) -np "$conc" \
-                -t "$threads" -tb "$threads" --jinja >"$log" 2>&1 &
+                -t "$threads" -tb "$threads" --jinja "${template[@]}" >"$log" 2>&1 &
             ;;
         *) die "--servers: unknown server '$server' (ours, llama-server)" ;;
         esac
