@@ -24,7 +24,7 @@ pub struct ProbeArgs {
     /// f32, f16 or bf16 (default: the device's).
     #[arg(long)]
     pub dtype: Option<String>,
-    /// eager or flash.
+    /// The attention backend: eager, flash (CUDA builds), chunked or chunked:N.
     #[arg(long, default_value = "eager")]
     pub attention: String,
     /// Positions to build the model for (a run builds its longest scenario's; the probe
