@@ -137,6 +137,26 @@ fn a_step_past_the_context_is_an_error_not_a_panic() {
     assert_eq!(c.pos(), 0);
 }
 
+/// One batched step of one sequence: the last token's logits.
+fn step_logits(b: &Batched, c: &mut SeqCache, t: &[u32]) -> Vec<f32> {
+    b.forward(&mut [SeqStep {
+        cache: c,
+        tokens: t,
+        logits: true,
+    }])
+    .unwrap()
+    .remove(0)
+    .unwrap()
+    .flatten_all()
+    .unwrap()
+    .to_vec1::<f32>()
+    .unwrap()
+}
+
+fn bit_equal(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// `serve --swa-full`: the sliding layers keep every position. Both ways on the fixture
 /// (window 64): a 150-position sequence forked at 100 cannot be without it (its sliding
 /// layers hold positions 87..150 only) and can with it; the fork continued computes the
@@ -147,36 +167,21 @@ fn a_step_past_the_context_is_an_error_not_a_panic() {
 fn swa_full_lets_a_prompt_longer_than_the_window_be_reused_with_the_same_outputs() {
     let m = load("gguf:fixture:gemma3", 512).unwrap();
     let p = modelbench::engine::generate::prompt_ids(150, m.meta().vocab, 7, 0);
-    let step = |b: &Batched, c: &mut SeqCache, t: &[u32]| -> Vec<f32> {
-        b.forward(&mut [SeqStep {
-            cache: c,
-            tokens: t,
-            logits: true,
-        }])
-        .unwrap()
-        .remove(0)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-    };
-    let bits = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
     for full in [false, true] {
         let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap(), false, full).unwrap();
         let mut a = b.new_seq();
-        step(&b, &mut a, &p[..100]);
-        let whole = step(&b, &mut a, &p[100..]);
+        step_logits(&b, &mut a, &p[..100]);
+        let whole = step_logits(&b, &mut a, &p[100..]);
         assert_eq!(a.pos(), 150);
         if !full {
             // Reported, not asserted: with the window's keys alone the row starts where the
             // step starts (what --swa-full's frame avoids).
             let mut c = b.new_seq();
-            step(&b, &mut c, &p[..128]);
-            let other = step(&b, &mut c, &p[128..]);
+            step_logits(&b, &mut c, &p[..128]);
+            let other = step_logits(&b, &mut c, &p[128..]);
             eprintln!(
                 "window only: 0..128, 128..150 against 0..100, 100..150 bit-equal: {}",
-                bits(&other, &whole)
+                bit_equal(&other, &whole)
             );
         }
         match (full, b.fork_seq(&a, 100)) {
@@ -186,16 +191,16 @@ fn swa_full_lets_a_prompt_longer_than_the_window_be_reused_with_the_same_outputs
             (true, Some(f)) => {
                 let mut f = f.unwrap();
                 assert_eq!(f.pos(), 100);
-                let again = step(&b, &mut f, &p[100..]);
+                let again = step_logits(&b, &mut f, &p[100..]);
                 assert!(
-                    bits(&again, &whole),
+                    bit_equal(&again, &whole),
                     "the fork continued computes the original's logits"
                 );
                 let mut c = b.new_seq();
-                step(&b, &mut c, &p[..128]);
-                let other = step(&b, &mut c, &p[128..]);
+                step_logits(&b, &mut c, &p[..128]);
+                let other = step_logits(&b, &mut c, &p[128..]);
                 assert!(
-                    bits(&other, &whole),
+                    bit_equal(&other, &whole),
                     "other chunks, other bits past the window"
                 );
             }
@@ -225,28 +230,17 @@ fn real_gemma3_270m_swa_full_keeps_the_same_bits_whatever_the_chunks() {
     let p = modelbench::engine::generate::prompt_ids(700, m.meta().vocab, 13, 0);
     let last = |b: &Batched, cuts: &[usize]| -> Vec<f32> {
         let mut c = b.new_seq();
-        let mut out = None;
+        let mut out = Vec::new();
         for w in cuts.windows(2) {
-            out = b
-                .forward(&mut [SeqStep {
-                    cache: &mut c,
-                    tokens: &p[w[0]..w[1]],
-                    logits: true,
-                }])
-                .unwrap()
-                .remove(0);
+            out = step_logits(b, &mut c, &p[w[0]..w[1]]);
         }
-        out.unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
+        out
     };
     for full in [false, true] {
         let b = Batched::new(own_weights::<ModelWeights>(&*m).unwrap(), false, full).unwrap();
         let a = last(&b, &[0, 256, 512, 700]);
         let c = last(&b, &[0, 256, 512, 579, 700]);
-        let same = a.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits());
+        let same = bit_equal(&a, &c);
         let (d, scale) = max_diff(&a, &c);
         eprintln!("--swa-full {full}: other chunks bit-equal: {same} (max |diff| {d:.3e} at logit scale {scale:.2})");
         if full {

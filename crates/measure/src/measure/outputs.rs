@@ -271,16 +271,17 @@ impl Noise {
     /// The noise of two perturbations together: the larger limits of the two (a "same model"
     /// probe may differ as much as either perturbation moves it).
     pub fn and(self, other: Noise) -> Noise {
-        let parts = [self.clone().into_parts(), other.clone().into_parts()].concat();
-        Noise {
+        let mut joined = Noise {
             perturbation: format!("{}; {}", self.perturbation, other.perturbation),
             identical: self.identical && other.identical,
             mean_kld: self.mean_kld.max(other.mean_kld),
             max_kld: self.max_kld.max(other.max_kld),
             top1: self.top1.min(other.top1),
-            not_measured: [self.not_measured, other.not_measured].concat(),
-            parts,
-        }
+            not_measured: [&self.not_measured[..], &other.not_measured[..]].concat(),
+            parts: Vec::new(),
+        };
+        joined.parts = [self.into_parts(), other.into_parts()].concat();
+        joined
     }
 
     /// The single perturbations these limits join (itself when it is one).
