@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use modelbench::models::families::GgufImpl;
+use modelbench::models::quantized::gemma3;
 use modelbench::models::quantized::llama::{ModelWeights, Wrong};
 use modelbench::models::quantized::parts::SingleSeq;
 use modelbench::models::sources::gguf::load_with;
@@ -98,14 +99,12 @@ pub fn full_gate(r: &FullReference, wrong: Option<Wrong>) -> FullVerdict {
 /// The full-precision gate on implementation `imp` (`wrong` needs the project's).
 pub fn full_gate_with(r: &FullReference, imp: GgufImpl, wrong: Option<Wrong>) -> FullVerdict {
     let (mut m, label) = load_maybe_wrong(&r.f32_gguf, Some(imp), r.positions.n_ctx, wrong);
-    let v = run_full_gate(
-        m.as_mut(),
-        &r.f32_gguf.display().to_string(),
-        &label,
-        r,
-        None,
-    )
-    .unwrap();
+    full_gate_on(r, m.as_mut(), &label)
+}
+
+/// The full-precision gate on `m` (loaded from the reference's F32 rewrite), labelled `label`.
+pub fn full_gate_on(r: &FullReference, m: &mut dyn CausalLm, label: &str) -> FullVerdict {
+    let v = run_full_gate(m, &r.f32_gguf.display().to_string(), label, r, None).unwrap();
     eprintln!(
         "{label}: {} mean KLD {:.3e} p99 {:.3e} p99.9 {:.3e} top-1 {:.2}% PPL ratio {:.6}; {}",
         if v.passed { "PASSED" } else { "FAILED" },
@@ -120,7 +119,8 @@ pub fn full_gate_with(r: &FullReference, imp: GgufImpl, wrong: Option<Wrong>) ->
 }
 
 /// The GGUF at `path` on implementation `imp`, made wrong by `wrong` (the project's
-/// implementation only), and its label.
+/// implementations only: the generic decoder takes every [`Wrong`], Gemma 3's the table's),
+/// and its label.
 pub fn load_maybe_wrong(
     path: &Path,
     imp: Option<GgufImpl>,
@@ -132,9 +132,15 @@ pub fn load_maybe_wrong(
     match wrong {
         None => (m, label),
         Some(w) => {
-            let own = own_weights::<ModelWeights>(&*m).expect("the project's implementation");
+            let inner = if let Some(own) = own_weights::<ModelWeights>(&*m) {
+                Inner::Generic(own.wrong(w).unwrap())
+            } else if let Some(own) = own_weights::<gemma3::ModelWeights>(&*m) {
+                Inner::Gemma3(own.wrong(w).unwrap())
+            } else {
+                panic!("{label}: not one of the project's implementations; cannot be made wrong")
+            };
             let wrong = WrongLm {
-                m: own.wrong(w).unwrap(),
+                m: inner,
                 meta: m.meta().clone(),
                 device: Device::Cpu,
             };
@@ -143,26 +149,77 @@ pub fn load_maybe_wrong(
     }
 }
 
+/// A project's decoder made wrong.
+enum Inner {
+    Generic(ModelWeights),
+    Gemma3(gemma3::ModelWeights),
+}
+
+impl Inner {
+    fn seq(&mut self) -> &mut dyn SingleSeq {
+        match self {
+            Inner::Generic(m) => m,
+            Inner::Gemma3(m) => m,
+        }
+    }
+}
+
 pub struct WrongLm {
-    m: ModelWeights,
+    m: Inner,
     meta: ModelMeta,
     device: Device,
 }
 
 impl CausalLm for WrongLm {
     fn reset(&mut self) -> modelbench::models::Result<()> {
-        self.m.reset();
+        self.m.seq().reset();
         Ok(())
     }
     fn forward(&mut self, tokens: &[u32], pos: usize) -> modelbench::models::Result<Tensor> {
         let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        Ok(self.m.forward(&x, pos)?)
+        // The last position's logits: (vocab), as every `CausalLm` gives them (Gemma 3's
+        // decoder returns them per batch row, (1, vocab)).
+        let l = self.m.seq().forward(&x, pos)?;
+        Ok(if l.rank() == 2 { l.squeeze(0)? } else { l })
     }
     fn meta(&self) -> &ModelMeta {
         &self.meta
     }
     fn device(&self) -> &Device {
         &self.device
+    }
+    fn match_ggml_gelu(&mut self) -> bool {
+        match &mut self.m {
+            Inner::Generic(m) => m.match_ggml_gelu(),
+            Inner::Gemma3(m) => m.match_ggml_gelu(),
+        }
+    }
+}
+
+/// A right model computed another legitimate way (the sensitivity table's rows that must
+/// pass): every forward of several tokens (the context before the scored positions) run in
+/// pieces of `piece` tokens, 1 being single-token decode steps.
+pub struct InPieces {
+    pub m: Box<dyn CausalLm>,
+    pub piece: usize,
+}
+
+impl CausalLm for InPieces {
+    fn reset(&mut self) -> modelbench::models::Result<()> {
+        self.m.reset()
+    }
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> modelbench::models::Result<Tensor> {
+        let mut out = None;
+        for (i, c) in tokens.chunks(self.piece).enumerate() {
+            out = Some(self.m.forward(c, pos + i * self.piece)?);
+        }
+        Ok(out.expect("at least one token"))
+    }
+    fn meta(&self) -> &ModelMeta {
+        self.m.meta()
+    }
+    fn device(&self) -> &Device {
+        self.m.device()
     }
     fn match_ggml_gelu(&mut self) -> bool {
         self.m.match_ggml_gelu()

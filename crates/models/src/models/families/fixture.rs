@@ -548,7 +548,8 @@ pub fn ensure(fx: &GgufFixture, snapshot: &Path, dir: &Path) -> Result<PathBuf> 
     // v3: the tokenizer in the metadata, general.file_type.
     // v4: sharpened ([`sharpen`]) so the KL-divergence gate can tell right from wrong.
     // v7: the llama3 fixture's rope_freqs from an original context of 64 (was 256).
-    let out = dir.join(format!("fixture-{}-q8_0-v7.gguf", fx.name));
+    // v8: the glm4 fixture's q/k weights x3 (`glm4::GLM4_QK`); the others' bytes unchanged.
+    let out = dir.join(format!("fixture-{}-q8_0-v8.gguf", fx.name));
     if out.is_file() {
         return Ok(out);
     }

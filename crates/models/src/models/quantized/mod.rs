@@ -8,3 +8,4 @@
 pub mod gemma3;
 pub mod llama;
 pub mod parts;
+pub mod wrong;

@@ -295,6 +295,12 @@ impl Batched {
     /// lm_head is repacked from the file ([`lm_head_from_file`]). The single-sequence forward
     /// of the wrapped model is not used again (its re-encoded weights are gone).
     pub fn new(mut model: ModelWeights, fast: bool, swa_full: bool) -> Result<Self> {
+        if let Some(w) = model.wrong {
+            candle_core::bail!(
+                "a Gemma 3 made wrong (`{}`) runs single-sequence only, not batched",
+                w.describe()
+            );
+        }
         model.reset();
         let dev = model.device.clone();
         let mut projs = Vec::with_capacity(model.layers.len());

@@ -47,6 +47,9 @@ use crate::models::quantized::parts::{
     forward_start, norm, open_gguf, read_projections, residual, Gelu, RopeTables, SingleSeq,
     PROJECTIONS,
 };
+use crate::models::quantized::wrong::{
+    channel_zero, eps_times_10, head_zero, one_position_off, Wrong,
+};
 use modelbench_measure::traced;
 
 mod batched;
@@ -212,6 +215,13 @@ pub fn attention_mask(
 pub struct Rope(RopeTables);
 
 impl Rope {
+    /// The same tables rounded to f16 ([`Wrong::RopeF16`]).
+    fn rounded_to_f16(&self) -> Result<Self> {
+        Ok(Self(self.0.rounded_to_f16()?))
+    }
+}
+
+impl Rope {
     pub fn new(
         head_dim: usize,
         base: f32,
@@ -301,6 +311,9 @@ struct Shape {
     head_dim: usize,
     scale: f64,
     attn_softcap: Option<f64>,
+    /// The deliberately wrong variant, test side ([`ModelWeights::wrong`]); None in every
+    /// model the suite runs.
+    wrong: Option<Wrong>,
 }
 
 impl Shape {
@@ -311,7 +324,13 @@ impl Shape {
             head_dim: cfg.head_dim,
             scale: 1.0 / (cfg.head_dim as f64).sqrt(),
             attn_softcap: cfg.attn_logit_softcapping,
+            wrong: None,
         }
+    }
+
+    /// Whether `w` is the wrong variant (in layer `li` where it touches one layer only).
+    fn is(&self, w: Wrong) -> bool {
+        self.wrong == Some(w)
     }
 }
 
@@ -323,9 +342,11 @@ impl Layer {
         }
     }
 
-    /// Attention of `x` (b, len, hidden) at positions `pos..`; `mask` (len, keys) additive.
+    /// Attention of layer `li` on `x` (b, len, hidden) at positions `pos..`; `mask` (len,
+    /// keys) additive.
     fn attention(
         &mut self,
+        li: usize,
         x: &Tensor,
         pos: usize,
         rope: &Rope,
@@ -339,9 +360,17 @@ impl Layer {
         let q = q.reshape((b, len, s.heads, s.head_dim))?;
         let k = k.reshape((b, len, s.kv_heads, s.head_dim))?;
         let v = v.reshape((b, len, s.kv_heads, s.head_dim))?;
-        let q = norm("attn_q_norm", &self.q_norm, &q)?.transpose(1, 2)?;
+        let (q, k) = if s.is(Wrong::SkipQkNorm) {
+            (q, k)
+        } else {
+            (
+                norm("attn_q_norm", &self.q_norm, &q)?,
+                norm("attn_k_norm", &self.k_norm, &k)?,
+            )
+        };
+        let q = q.transpose(1, 2)?;
         let q = traced!("copy", "q transpose", [q], q.contiguous())?;
-        let k = norm("attn_k_norm", &self.k_norm, &k)?.transpose(1, 2)?;
+        let k = k.transpose(1, 2)?;
         let k = traced!("copy", "k, v transpose", [k], k.contiguous())?;
         let v = v.transpose(1, 2)?;
         let v = traced!("copy", "k, v transpose", [v], v.contiguous())?;
@@ -353,6 +382,11 @@ impl Layer {
             traced!("copy", "k, v from the cache", [k], k.contiguous())?,
             traced!("copy", "k, v from the cache", [v], v.contiguous())?,
         );
+        let (k, v) = if s.is(Wrong::KvOneOff) {
+            (one_position_off(&k)?, one_position_off(&v)?)
+        } else {
+            (k, v)
+        };
 
         // Grouped-query attention without copying K/V: the `rep` query heads of one KV head
         // (heads kv*rep .. kv*rep+rep, as repeat_kv orders them) become rows of one matmul.
@@ -360,8 +394,14 @@ impl Layer {
         let q = q.reshape((b, s.kv_heads, rep * len, s.head_dim))?;
         let kt = k.t()?;
         let att = traced!("attn_qk", "q k^T", [q, kt], q.matmul(kt))?;
-        let mut att = traced!("scale", "scores * 1/sqrt(head_dim)", [att, c = s.scale], {
-            att.affine(*c, 0.)
+        let scale = s.scale
+            * if s.is(Wrong::AttnScaleUp1Pct) {
+                1.01
+            } else {
+                1.0
+            };
+        let mut att = traced!("scale", "scores * 1/sqrt(head_dim)", [att, scale], {
+            att.affine(*scale, 0.)
         })?;
         if let Some(cap) = s.attn_softcap {
             att = traced!("activation", "attention logit soft-cap", [att, cap], {
@@ -396,17 +436,32 @@ impl Layer {
         let out = traced!("copy", "attention output transpose", [out], {
             out.reshape((b, len, hidden))
         })?;
+        let out = if li == 0 && s.is(Wrong::HeadZero) {
+            head_zero(&out, s.heads, s.head_dim)?
+        } else {
+            out
+        };
         traced!("matmul", "attn_output", [w = self.wo, out], w.forward(out))
     }
 
-    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
+    /// Layer `li`'s MLP on `x`.
+    fn mlp(&self, li: usize, x: &Tensor, s: &Shape) -> Result<Tensor> {
         let gate = traced!("matmul", "ffn_gate", [w = self.gate, x], w.forward(x))?;
+        let up = traced!("matmul", "ffn_up", [w = self.up, x], w.forward(x))?;
+        let (gate, up) = if s.is(Wrong::GateUpSwap) {
+            (up, gate)
+        } else {
+            (gate, up)
+        };
         // tanh approximation, as Gemma 3
         let gelu = self.gelu;
         let gate = traced!("activation", "gelu (tanh)", [gate], gelu.apply(gate))?;
-        let up = traced!("matmul", "ffn_up", [w = self.up, x], w.forward(x))?;
         let h = traced!("mul", "gate * up", [gate, up], gate.mul(up))?;
-        traced!("matmul", "ffn_down", [w = self.down, h], w.forward(h))
+        let m = traced!("matmul", "ffn_down", [w = self.down, h], w.forward(h))?;
+        if li == 0 && s.is(Wrong::MlpChannelZero) {
+            return channel_zero(&m);
+        }
+        Ok(m)
     }
 }
 
@@ -430,6 +485,8 @@ pub struct ModelWeights {
     /// The file the model was read from and where its `token_embd.weight` starts in it, for
     /// `--fast-weights` to repack a tied lm_head from the file ([`Batched::new`]).
     embd_source: Option<(Arc<std::fs::File>, u64)>,
+    /// Test side only: a deliberately wrong variant ([`ModelWeights::wrong`]).
+    wrong: Option<Wrong>,
 }
 
 impl ModelWeights {
@@ -510,7 +567,70 @@ impl ModelWeights {
             sliding_len: 0,
             device: device.clone(),
             embd_source: None,
+            wrong: None,
         })
+    }
+
+    /// Test side: the model made deliberately wrong in one way, for the KLD gate's measured
+    /// sensitivity (tests/sensitivity.rs): the table's deviations ([`Wrong::HELD_OUT`],
+    /// [`Wrong::CONTROLS_LISTED`]); the generic decoder's family controls are refused.
+    /// Single-sequence only: [`Batched`] refuses a wrong model.
+    pub fn wrong(mut self, w: Wrong) -> Result<Self> {
+        match w {
+            Wrong::RopeBaseUpHalfPct => {
+                let (hd, ctx, dev) = (self.cfg.head_dim, self.context, &self.device);
+                self.rope_local = Rope::new(hd, self.cfg.rope_base_local * 1.005, 1.0, ctx, dev)?;
+                let (base, scale) = (self.cfg.rope_base * 1.005, self.cfg.rope_scale_global);
+                self.rope_global = Rope::new(hd, base, scale, ctx, dev)?;
+            }
+            Wrong::RopeF16 => {
+                self.rope_local = self.rope_local.rounded_to_f16()?;
+                self.rope_global = self.rope_global.rounded_to_f16()?;
+            }
+            Wrong::AttnScaleUp1Pct
+            | Wrong::EpsTimes10
+            | Wrong::NormL0Up2Pct
+            | Wrong::HeadZero
+            | Wrong::GateUpSwap
+            | Wrong::MlpChannelZero
+            | Wrong::KvOneOff
+            | Wrong::SkipQkNorm => {}
+            Wrong::OtherRopeLayout
+            | Wrong::ZeroBias
+            | Wrong::DropRopeFreqs
+            | Wrong::NoExpertRenorm
+            | Wrong::SkipPostNorms
+            | Wrong::ReverseConvTaps => {
+                bail!(
+                    "`{}` is not a deviation of the Gemma 3 decoder",
+                    w.describe()
+                )
+            }
+        }
+        self.wrong = Some(w);
+        Ok(self)
+    }
+
+    /// `n` over `x` as the wrong variant changes it: epsilon x10 on every norm of a block and
+    /// the output norm ([`Wrong::EpsTimes10`]); layer 0's post-attention norm x1.02
+    /// ([`Wrong::NormL0Up2Pct`]; `li` the layer, `usize::MAX` for another norm). Not the
+    /// attention norm, as in the generic decoder: in Gemma 3 its scale is renormalised away
+    /// (the q/k norms rescale q and k, the post-attention norm the output scaled through v),
+    /// so x1.02 there moves the logits only through the norms' epsilon (measured on the
+    /// fixture's F32 rewrite: mean KLD 2.2e-8, under the gate's limit, 2026-11-29).
+    fn normed(
+        wrong: Option<Wrong>,
+        eps: f64,
+        (what, n): (&'static str, &RmsNorm),
+        x: &Tensor,
+        li: usize,
+    ) -> Result<Tensor> {
+        let y = norm(what, n, x)?;
+        match wrong {
+            Some(Wrong::EpsTimes10) => eps_times_10(&y, x, eps),
+            Some(Wrong::NormL0Up2Pct) if li == 0 && what == "post_attention_norm" => y * 1.02,
+            _ => Ok(y),
+        }
     }
 
     /// Keeps `file` (the one the model was read from) and the offset of its
@@ -586,27 +706,33 @@ impl SingleSeq for ModelWeights {
             self.sliding_len + len,
             Some(window),
         )?;
-        let shape = Shape::of(&self.cfg);
-        for layer in self.layers.iter_mut() {
+        let shape = Shape {
+            wrong: self.wrong,
+            ..Shape::of(&self.cfg)
+        };
+        let (wrong, eps) = (self.wrong, self.cfg.rms_norm_eps);
+        let nm =
+            |n: (&'static str, &RmsNorm), x: &Tensor, li: usize| Self::normed(wrong, eps, n, x, li);
+        for (li, layer) in self.layers.iter_mut().enumerate() {
             let (rope, mask) = if layer.window.is_some() {
                 (&self.rope_local, sliding_mask.as_ref())
             } else {
                 (&self.rope_global, global_mask.as_ref())
             };
-            let a = norm("attn_norm", &layer.attn_norm, &h)?;
-            let a = layer.attention(&a, index_pos, rope, mask, &shape)?;
-            let a = norm("post_attention_norm", &layer.post_attn_norm, &a)?;
+            let a = nm(("attn_norm", &layer.attn_norm), &h, li)?;
+            let a = layer.attention(li, &a, index_pos, rope, mask, &shape)?;
+            let a = nm(("post_attention_norm", &layer.post_attn_norm), &a, li)?;
             h = residual(&a, &h)?;
-            let x = norm("ffn_norm", &layer.ffn_norm, &h)?;
-            let m = layer.mlp(&x)?;
-            let m = norm("post_ffw_norm", &layer.post_ffn_norm, &m)?;
+            let x = nm(("ffn_norm", &layer.ffn_norm), &h, li)?;
+            let m = layer.mlp(li, &x, &shape)?;
+            let m = nm(("post_ffw_norm", &layer.post_ffn_norm), &m, li)?;
             h = residual(&m, &h)?;
         }
         self.pos = index_pos + len;
         self.sliding_len = (self.sliding_len + len).min(window - 1);
 
         let last = h.i((.., len - 1, ..))?.reshape((b, self.cfg.hidden))?;
-        let last = norm("output_norm", &self.norm, &last)?;
+        let last = nm(("output_norm", &self.norm), &last, usize::MAX)?;
         let mut logits = traced!(
             "lm_head",
             "output",

@@ -7,6 +7,7 @@ use candle_transformers::quantized_nn::RmsNorm;
 use super::{Config, LayerCache, Masks, SeqStep, Weights, Wrong};
 use crate::measure::inject::around_op as op;
 use crate::models::quantized::parts::{norm, note_append, RopeTables, Span};
+use crate::models::quantized::wrong::{head_zero, one_position_off};
 use modelbench_measure::traced;
 
 /// RoPE tables for `positions` positions, applied in the family's layout to the first
@@ -127,6 +128,11 @@ impl Weights {
                 traced!("copy", "k, v from the cache", [k], k.contiguous())?,
                 traced!("copy", "k, v from the cache", [v], v.contiguous())?,
             );
+            let (k, v) = if self.wrong == Some(Wrong::KvOneOff) {
+                (one_position_off(&k)?, one_position_off(&v)?)
+            } else {
+                (k, v)
+            };
             // Grouped-query attention without copying K/V: the `rep` query heads of one
             // KV head (heads kv*rep .. kv*rep+rep, as repeat_kv orders them) become rows
             // of one matmul.
@@ -179,8 +185,7 @@ impl Weights {
             traced!("copy", "sequences cat", [outs], Tensor::cat(outs, 1))?
         };
         let out = if li == 0 && self.wrong == Some(Wrong::HeadZero) {
-            let keep: Vec<f32> = (0..heads * hd).map(|i| (i >= hd) as u8 as f32).collect();
-            out.broadcast_mul(&Tensor::new(keep, out.device())?)?
+            head_zero(&out, heads, hd)?
         } else {
             out
         };

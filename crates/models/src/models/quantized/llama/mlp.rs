@@ -3,6 +3,7 @@
 use candle_core::{DType, Result, Tensor};
 
 use super::{expert_proj, Experts, Mlp, Weights, Wrong, ROUTER};
+use crate::models::quantized::wrong::channel_zero;
 use modelbench_measure::traced;
 
 impl Weights {
@@ -29,9 +30,7 @@ impl Weights {
             Mlp::Experts(ex) => self.experts(li, ex, x, proj),
         }?;
         if li == 0 && self.wrong == Some(Wrong::MlpChannelZero) {
-            let hidden = m.dim(2)?;
-            let keep: Vec<f32> = (0..hidden).map(|i| (i > 0) as u8 as f32).collect();
-            return m.broadcast_mul(&Tensor::new(keep, m.device())?);
+            return channel_zero(&m);
         }
         Ok(m)
     }
