@@ -517,6 +517,99 @@ fn full_precision_gate_catches_every_deviation_on_the_gemma3_fixture() {
     both_ways_on_fixture("gemma3");
 }
 
+/// One real file's row in CI (issue 61: the fixture rows and one real file): the real
+/// SmolLM2-135M Q4_1 at full precision (llama.cpp's F32 rewrite), the smallest of the three.
+/// The unchanged implementation and the context as single-token decode steps PASS; RoPE tables
+/// in f16 (the smallest deviation of the table on this file, which the 16-bit gate passes) and
+/// the KV cache read one position off FAIL.
+#[test]
+fn full_precision_gate_on_a_real_file_both_ways() {
+    if !have_llama_cpp() || common::llama_cpp_program("llama-logits").is_none() {
+        return;
+    }
+    let Some(gguf) = real_file(REAL[0].1) else {
+        return;
+    };
+    let r = full_reference(&gguf);
+    let unchanged = full_gate(&r, None);
+    assert!(unchanged.passed, "unchanged: {:?}", unchanged.checks);
+    let (row, way) = LEGITIMATE[0];
+    let steps = legitimate(REAL[0].0, &r, row, way);
+    let v = steps
+        .verdict
+        .as_ref()
+        .expect("the project's implementation runs");
+    assert!(v.passed, "{row}: {}", legit_cell(&steps, &unchanged));
+    for w in [Wrong::RopeF16, Wrong::KvOneOff] {
+        let v = full_gate(&r, Some(w));
+        assert!(!v.passed, "{}: {}", w.describe(), full_cell(&v, &unchanged));
+    }
+}
+
+/// Why the real Gemma 3 270M's full-precision limit is wide (docs/quality.md): the project's
+/// Gemma 3 decoder against itself, the context batched against as single-token steps, with
+/// GELU exact and with ggml's f16 table (what the gate runs, like llama.cpp's CPU backend).
+/// Measured 2026-11-29: exact 4.2e-12 mean KLD, the table 2.8e-7 (llama.cpp's own
+/// micro-batch-1 figure on the file: 3.0e-7): the table turns the two paths' different
+/// summation orders into whole f16 steps. A measurement, printed, not a check.
+#[test]
+#[ignore = "a measurement for docs/quality.md (about 2 minutes, release)"]
+fn gelu_table_amplifies_the_order_noise_on_the_real_gemma3() {
+    use modelbench::models::sources::gguf::load_with;
+    use modelbench::models::CausalLm;
+    use modelbench::workloads::kld_full::{full_kld, log_softmax};
+    if !have_llama_cpp() || common::llama_cpp_program("llama-logits").is_none() {
+        return;
+    }
+    let Some(gguf) = real_file(REAL[2].1) else {
+        return;
+    };
+    let r = full_reference(&gguf);
+    let p = &r.positions;
+    let bos = if p.add_bos { p.bos_id } else { None };
+    let rows = |m: &mut dyn CausalLm| {
+        let mut out = Vec::new();
+        modelbench::engine::perplexity::for_each_scored_position(
+            m,
+            &p.token_ids,
+            p.n_ctx,
+            bos,
+            1,
+            None,
+            |_, _, l, _| {
+                let l = l.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+                out.push(log_softmax(&l));
+                Ok(())
+            },
+        )
+        .unwrap();
+        out
+    };
+    for table in [false, true] {
+        let load =
+            || load_with(&r.f32_gguf, OWN, &candle_core::Device::Cpu, Some(p.n_ctx)).unwrap();
+        let (mut a, mut b) = (
+            load(),
+            InPieces {
+                m: load(),
+                piece: 1,
+            },
+        );
+        if table {
+            assert!(a.match_ggml_gelu() && b.match_ggml_gelu());
+        }
+        let (ra, rb) = (rows(a.as_mut()), rows(&mut b));
+        let k: Vec<f64> = ra.iter().zip(&rb).map(|(x, y)| full_kld(x, y)).collect();
+        eprintln!(
+            "GELU {}: batched context against single-token steps: mean KLD {:.3e}, max {:.3e} over {} positions",
+            if table { "as ggml's f16 table" } else { "exact" },
+            k.iter().sum::<f64>() / k.len() as f64,
+            k.iter().copied().fold(0.0, f64::max),
+            k.len()
+        );
+    }
+}
+
 /// The full-precision gate on GGUF fixture `name`: unchanged and the legitimate variants
 /// (but a known deviation of candle's) PASS, every applicable deviation FAILS.
 fn both_ways_on_fixture(name: &str) {
