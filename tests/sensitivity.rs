@@ -517,6 +517,15 @@ fn full_precision_gate_catches_every_deviation_on_the_gemma3_fixture() {
     both_ways_on_fixture("gemma3");
 }
 
+/// The full-precision reference of real file `REAL[i]`, or None after the skip rule (llama.cpp
+/// or the file not installed).
+fn real_full_reference(i: usize) -> Option<FullReference> {
+    if !have_llama_cpp() || common::llama_cpp_program("llama-logits").is_none() {
+        return None;
+    }
+    real_file(REAL[i].1).map(|gguf| full_reference(&gguf))
+}
+
 /// One real file's row in CI (issue 61: the fixture rows and one real file): the real
 /// SmolLM2-135M Q4_1 at full precision (llama.cpp's F32 rewrite), the smallest of the three.
 /// The unchanged implementation and the context as single-token decode steps PASS; RoPE tables
@@ -524,13 +533,9 @@ fn full_precision_gate_catches_every_deviation_on_the_gemma3_fixture() {
 /// the KV cache read one position off FAIL.
 #[test]
 fn full_precision_gate_on_a_real_file_both_ways() {
-    if !have_llama_cpp() || common::llama_cpp_program("llama-logits").is_none() {
-        return;
-    }
-    let Some(gguf) = real_file(REAL[0].1) else {
+    let Some(r) = real_full_reference(0) else {
         return;
     };
-    let r = full_reference(&gguf);
     let unchanged = full_gate(&r, None);
     assert!(unchanged.passed, "unchanged: {:?}", unchanged.checks);
     let (row, way) = LEGITIMATE[0];
@@ -558,13 +563,9 @@ fn gelu_table_amplifies_the_order_noise_on_the_real_gemma3() {
     use modelbench::models::sources::gguf::load_with;
     use modelbench::models::CausalLm;
     use modelbench::workloads::kld_full::{full_kld, log_softmax};
-    if !have_llama_cpp() || common::llama_cpp_program("llama-logits").is_none() {
-        return;
-    }
-    let Some(gguf) = real_file(REAL[2].1) else {
+    let Some(r) = real_full_reference(2) else {
         return;
     };
-    let r = full_reference(&gguf);
     let p = &r.positions;
     let bos = if p.add_bos { p.bos_id } else { None };
     let rows = |m: &mut dyn CausalLm| {
