@@ -219,9 +219,7 @@ impl Rope {
     fn rounded_to_f16(&self) -> Result<Self> {
         Ok(Self(self.0.rounded_to_f16()?))
     }
-}
 
-impl Rope {
     pub fn new(
         head_dim: usize,
         base: f32,
@@ -328,7 +326,7 @@ impl Shape {
         }
     }
 
-    /// Whether `w` is the wrong variant (in layer `li` where it touches one layer only).
+    /// Whether the model is made wrong in way `w`.
     fn is(&self, w: Wrong) -> bool {
         self.wrong == Some(w)
     }
