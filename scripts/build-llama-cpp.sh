@@ -27,6 +27,14 @@
 #                      scripts/llama-logits.cpp, kept as <dir>/llama-logits.cpp): llama.cpp's
 #                      full-vocabulary f32 logits at llama-perplexity's scored positions, and
 #                      `--to-f32`, a GGUF rewritten with every tensor in F32 by ggml
+#   llama-logits-exact-gelu  the same program linked against a second libggml-cpu.a compiled
+#                      from the same source with one line removed: `#define GGML_GELU_FP16` in
+#                      ggml/src/ggml-cpu/vec.h, so GELU (and GEGLU) are computed in f32 by
+#                      ggml's own ggml_gelu_f32 instead of read from a table of f16 values; the
+#                      full-precision reference of the KLD gate (issue 61: the table turns
+#                      summation-order noise into whole f16 steps, 2.8e-7 mean KLD on the real
+#                      Gemma 3 270M against 4.2e-12 exact); that library is kept as
+#                      <dir>/lib/exact-gelu/libggml-cpu.a. CPU builds only
 #   test-backend-ops   llama.cpp's tests/test-backend-ops.cpp (`modelbench ops --peer llama.cpp`,
 #                      issue 31: its `perf` mode times one ggml op at a given shape), compiled
 #                      against the same static ggml libraries, with one change: the CPU
@@ -108,6 +116,7 @@ logits_src=$repo/scripts/llama-logits.cpp
 if [ -s "$dest/build-info.json" ] && [ -x "$dest/bin/llama-greedy-ids" ] && [ -x "$dest/bin/${TOOLS[3]}" ] && [ -x "$dest/bin/llama-bench" ] \
    && [ -x "$dest/bin/llama-timed-ids" ] && cmp -s "$timed_src" "$dest/llama-timed-ids.cpp" \
    && [ -x "$dest/bin/llama-logits" ] && cmp -s "$logits_src" "$dest/llama-logits.cpp" \
+   && { [ -n "$cuda_cap" ] || [ -x "$dest/bin/llama-logits-exact-gelu" ]; } \
    && [ -x "$dest/bin/test-backend-ops" ] && [ -s "$dest/ggml-ids.txt" ] \
    && [ -s "$dest/vocab/LICENSE" ]; then
   echo "already built: llama.cpp $LLAMA_CPP_COMMIT (llama-cpp-python $VERSION) in $dest"
@@ -177,6 +186,83 @@ C
   rm -rf "$tmp"
 }
 
+# cmake, pinned, private to a build: installed into $1 (if not there) and named by $cmake.
+get_cmake() {
+  local cmake_home=$1
+  case $(uname -m) in
+    x86_64) cmake_sha=$CMAKE_WHEEL_SHA256_X86_64 ;;
+    aarch64) cmake_sha=$CMAKE_WHEEL_SHA256_AARCH64 ;;
+    *) echo "error: no pinned cmake wheel for $(uname -m)" >&2; exit 2 ;;
+  esac
+  if [ ! -x "$cmake_home/bin/cmake" ]; then
+    rm -rf "$cmake_home" "$cmake_home.tmp" && mkdir -p "$cmake_home.tmp"
+    printf 'cmake==%s --hash=sha256:%s\n' "$CMAKE_VERSION" "$cmake_sha" > "$cmake_home.tmp/req.txt"
+    python3 -m pip install --quiet --no-deps --only-binary :all: --require-hashes --no-warn-script-location \
+      --target "$cmake_home.tmp/site" -r "$cmake_home.tmp/req.txt" >"$cmake_home.tmp/pip.log" 2>&1 \
+      || { echo "error: pip install of cmake==$CMAKE_VERSION failed: $(tail -1 "$cmake_home.tmp/pip.log")" >&2; exit 1; }
+    [ -x "$cmake_home.tmp/site/cmake/data/bin/cmake" ] || { echo "error: the cmake wheel has no cmake/data/bin/cmake" >&2; exit 1; }
+    mv "$cmake_home.tmp/site/cmake/data" "$cmake_home"
+    rm -rf "$cmake_home.tmp"
+  fi
+  cmake=$cmake_home/bin/cmake
+  "$cmake" --version >/dev/null || { echo "error: $cmake does not run" >&2; exit 1; }
+}
+
+# The exact-GELU CPU library and llama-logits-exact-gelu (see the top): $1 = vendor/llama.cpp of
+# the sdist (its vec.h is patched in place; call after the main build), $2 = a folder for the
+# second build, $3 = the folder holding libllama.a, libggml.a and libggml-base.a of the main
+# build, $4 = the folder for lib/exact-gelu/libggml-cpu.a and bin/llama-logits-exact-gelu.
+build_exact_gelu() {
+  local src=$1 b=$2 libs=$3 out=$4 vec=$1/ggml/src/ggml-cpu/vec.h
+  if grep -qx '#define GGML_GELU_FP16' "$vec"; then
+    sed -i 's|^#define GGML_GELU_FP16$|/* modelbench: GGML_GELU_FP16 not defined (exact GELU; scripts/build-llama-cpp.sh) */|' "$vec"
+  fi
+  grep -q '^/\* modelbench: GGML_GELU_FP16 not defined' "$vec" && ! grep -q '^#define GGML_GELU_FP16$' "$vec" \
+    || { echo "error: $vec does not define GGML_GELU_FP16 where this script expects" >&2; exit 1; }
+  echo "building the exact-GELU libggml-cpu.a with -j$JOBS (log: $b.log) ..."
+  "$cmake" -S "$src" -B "$b" "${cmake_flags[@]}" >"$b.log" 2>&1 \
+    && "$cmake" --build "$b" --config Release -j"$JOBS" --target ggml-cpu >>"$b.log" 2>&1 \
+    || { echo "error: the exact-GELU ggml-cpu build failed; see the end of $b.log" >&2; exit 1; }
+  mkdir -p "$out/lib/exact-gelu" "$out/bin"
+  cp "$b/ggml/src/libggml-cpu.a" "$out/lib/exact-gelu/libggml-cpu.a"
+  link_logits_exact_gelu "$src/include" "$src/ggml/include" "$libs" "$out"
+}
+# llama-logits-exact-gelu into $4/bin from scripts/llama-logits.cpp, headers $1 and $2, the
+# main build's libllama.a, libggml.a, libggml-base.a in $3 and $4/lib/exact-gelu/libggml-cpu.a.
+link_logits_exact_gelu() {
+  local l=$3
+  g++ -std=c++17 -O2 -I "$1" -I "$2" "$logits_src" -o "$4/bin/llama-logits-exact-gelu.tmp" \
+    -Wl,--start-group "$l/libllama.a" "$l/libggml.a" "$4/lib/exact-gelu/libggml-cpu.a" "$l/libggml-base.a" -Wl,--end-group \
+    -fopenmp -lpthread -ldl -lm || { echo "error: compiling llama-logits-exact-gelu failed" >&2; exit 1; }
+  mv "$4/bin/llama-logits-exact-gelu.tmp" "$4/bin/llama-logits-exact-gelu"
+}
+
+# The cmake flags of a build (step 4 below; also the exact-GELU library's).
+cmake_flags=(
+  -DCMAKE_BUILD_TYPE=Release
+  -DBUILD_SHARED_LIBS=OFF
+  -DGGML_NATIVE=ON
+  -DGGML_CPU=ON
+  -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BACKEND_DL=OFF
+  -DLLAMA_OPENSSL=OFF
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF
+  -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
+)
+if [ -n "$cuda_cap" ]; then
+  cmake_flags=(
+    -DCMAKE_BUILD_TYPE=Release
+    -DBUILD_SHARED_LIBS=ON
+    "-DCMAKE_BUILD_RPATH=\$ORIGIN/../lib:\$ORIGIN"
+    -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+    -DGGML_CPU=ON
+    -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cuda_cap" -DCMAKE_CUDA_COMPILER="$CUDA_HOME/bin/nvcc"
+    -DCUDAToolkit_ROOT="$CUDA_HOME"
+    -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BACKEND_DL=OFF
+    -DLLAMA_OPENSSL=OFF
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
+  )
+fi
 # --- llama.cpp's tokenizer test vectors (issue 42) ------------------------------------------
 # <dir>/vocab keeps llama.cpp's models/ggml-vocab-*.gguf (vocabulary-only GGUFs) and their
 # .gguf.inp/.gguf.out test vectors (tests/test-tokenizer-0.cpp), with llama.cpp's LICENSE (MIT):
@@ -220,9 +306,29 @@ if [ -s "$dest/build-info.json" ] && [ -s "$dest/lib/libllama.a" ] && [ -d "$des
       -Wl,--start-group "$l/libllama.a" "$l/libggml.a" "$l/libggml-cpu.a" "$l/libggml-base.a" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
       || { echo "error: compiling $prog failed" >&2; exit 1; }
     mv "$dest/bin/$prog.tmp" "$dest/bin/$prog"
+    if [ "$prog" = llama-logits ] && [ -s "$dest/lib/exact-gelu/libggml-cpu.a" ]; then
+      link_logits_exact_gelu "$dest/include" "$dest/include" "$l" "$dest"
+    fi
     cp "$psrc" "$dest/$prog.cpp"
     echo "compiled $prog against the build in $dest"
   done
+  if [ -z "$cuda_cap" ] && { [ ! -s "$dest/lib/exact-gelu/libggml-cpu.a" ] || [ ! -x "$dest/bin/llama-logits-exact-gelu" ]; }; then
+    # A build from before the exact-GELU reference: the sdist's source and cmake again, and
+    # only the ggml-cpu library compiled (a few minutes on 2 cores).
+    need_eg=$dest.exact-gelu-partial
+    mkdir -p "$need_eg"
+    fetch_sdist "$need_eg"
+    get_cmake "$need_eg/cmake"
+    if [ ! -s "$need_eg/src/llama_cpp_python-$VERSION/vendor/llama.cpp/CMakeLists.txt" ]; then
+      rm -rf "$need_eg/src" && mkdir -p "$need_eg/src"
+      tar -xzf "$need_eg/dl/$SDIST" -C "$need_eg/src" "llama_cpp_python-$VERSION/vendor/llama.cpp" \
+        || { echo "error: the sdist has no vendor/llama.cpp" >&2; exit 1; }
+    fi
+    export GIT_CEILING_DIRECTORIES=$need_eg/src
+    build_exact_gelu "$need_eg/src/llama_cpp_python-$VERSION/vendor/llama.cpp" "$need_eg/build" "$l" "$dest"
+    rm -rf "$need_eg"
+    echo "compiled llama-logits-exact-gelu against the build in $dest"
+  fi
   if [ ! -x "$dest/bin/test-backend-ops" ] || [ ! -s "$dest/ggml-ids.txt" ]; then
     # A build from before issue 31: only test-backend-ops.cpp is needed from the sdist.
     need_tbo=$dest.tbo-partial
@@ -260,24 +366,7 @@ started=$(date +%s)
 fetch_sdist "$work"
 
 # 2. cmake, pinned, private to this build.
-case $(uname -m) in
-  x86_64) cmake_sha=$CMAKE_WHEEL_SHA256_X86_64 ;;
-  aarch64) cmake_sha=$CMAKE_WHEEL_SHA256_AARCH64 ;;
-  *) echo "error: no pinned cmake wheel for $(uname -m)" >&2; exit 2 ;;
-esac
-cmake_home=$work/cmake
-if [ ! -x "$cmake_home/bin/cmake" ]; then
-  rm -rf "$cmake_home" "$work/cmake.tmp" && mkdir -p "$work/cmake.tmp"
-  printf 'cmake==%s --hash=sha256:%s\n' "$CMAKE_VERSION" "$cmake_sha" > "$work/cmake.tmp/req.txt"
-  python3 -m pip install --quiet --no-deps --only-binary :all: --require-hashes --no-warn-script-location \
-    --target "$work/cmake.tmp/site" -r "$work/cmake.tmp/req.txt" >"$work/cmake.tmp/pip.log" 2>&1 \
-    || { echo "error: pip install of cmake==$CMAKE_VERSION failed: $(tail -1 "$work/cmake.tmp/pip.log")" >&2; exit 1; }
-  [ -x "$work/cmake.tmp/site/cmake/data/bin/cmake" ] || { echo "error: the cmake wheel has no cmake/data/bin/cmake" >&2; exit 1; }
-  mv "$work/cmake.tmp/site/cmake/data" "$cmake_home"
-  rm -rf "$work/cmake.tmp"
-fi
-cmake=$cmake_home/bin/cmake
-"$cmake" --version >/dev/null || { echo "error: $cmake does not run" >&2; exit 1; }
+get_cmake "$work/cmake"
 
 # 3. Source.
 src=$work/src/llama_cpp_python-$VERSION/vendor/llama.cpp
@@ -299,32 +388,7 @@ if command -v git >/dev/null && [ -e "$src/.git" ]; then
   commit_subject=$(git -C "$src" log -1 --format=%s)
 fi
 
-# 4. Configure and build.
-cmake_flags=(
-  -DCMAKE_BUILD_TYPE=Release
-  -DBUILD_SHARED_LIBS=OFF
-  -DGGML_NATIVE=ON
-  -DGGML_CPU=ON
-  -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BACKEND_DL=OFF
-  -DLLAMA_OPENSSL=OFF
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF
-  -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
-)
-if [ -n "$cuda_cap" ]; then
-  cmake_flags=(
-    -DCMAKE_BUILD_TYPE=Release
-    -DBUILD_SHARED_LIBS=ON
-    "-DCMAKE_BUILD_RPATH=\$ORIGIN/../lib:\$ORIGIN"
-    -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-    -DGGML_CPU=ON
-    -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cuda_cap" -DCMAKE_CUDA_COMPILER="$CUDA_HOME/bin/nvcc"
-    -DCUDAToolkit_ROOT="$CUDA_HOME"
-    -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BACKEND_DL=OFF
-    -DLLAMA_OPENSSL=OFF
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF
-    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
-  )
-fi
+# 4. Configure and build (cmake_flags: above).
 # (LLAMA_CURL no longer exists in this llama.cpp: its downloader is built on cpp-httplib and
 # LLAMA_OPENSSL=OFF leaves it without HTTPS; the tools are only ever given local files.)
 build=$work/build
@@ -506,6 +570,11 @@ g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$timed_src" \
 g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$logits_src" \
   -o "$work/llama-logits" -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
   >"$work/logits.log" 2>&1 || { echo "error: compiling llama-logits failed; see $work/logits.log" >&2; exit 1; }
+if [ -z "$cuda_cap" ]; then
+  # (vec.h patched in place: the main build is done; test-backend-ops below does not use it.)
+  mkdir -p "$work/eg"
+  build_exact_gelu "$src" "$work/build-exact-gelu" "$libdir" "$work/eg"
+fi
 mkdir -p "$work/tbo/bin"
 build_backend_ops "$src/tests/test-backend-ops.cpp" "$src/ggml/include" "$libdir" "$work/tbo/bin"
 
@@ -518,6 +587,11 @@ cp "$work/llama-greedy-ids.cpp" "$out/"
 cp "$work/llama-timed-ids" "$out/bin/"
 cp "$timed_src" "$out/llama-timed-ids.cpp"
 cp "$work/llama-logits" "$out/bin/"
+if [ -z "$cuda_cap" ]; then
+  cp "$work/eg/bin/llama-logits-exact-gelu" "$out/bin/"
+  mkdir -p "$out/lib/exact-gelu"
+  cp "$work/eg/lib/exact-gelu/libggml-cpu.a" "$out/lib/exact-gelu/"
+fi
 cp "$logits_src" "$out/llama-logits.cpp"
 cp "$work/tbo/bin/test-backend-ops" "$work/tbo/bin/ggml-ids" "$out/bin/"
 cp "$work/tbo/test-backend-ops.cpp" "$work/tbo/ggml-ids.txt" "$out/"
@@ -562,7 +636,8 @@ info = {
     "system_info": open(work + "/system-info.txt").read().strip(),
     "cpu": cpu,
     "machine": platform.machine(),
-    "binaries": sorted("""${TOOLS[*]}""".split() + ["llama-greedy-ids", "llama-timed-ids", "llama-logits", "test-backend-ops", "ggml-ids"]),
+    "binaries": sorted("""${TOOLS[*]}""".split() + ["llama-greedy-ids", "llama-timed-ids", "llama-logits", "test-backend-ops", "ggml-ids"] + ([] if "$cuda_cap" else ["llama-logits-exact-gelu"])),
+    "exact_gelu_tool": None if "$cuda_cap" else "bin/llama-logits-exact-gelu: llama-logits.cpp against lib/exact-gelu/libggml-cpu.a, compiled from the same source and flags without '#define GGML_GELU_FP16' (ggml-cpu/vec.h): GELU in f32, no f16 table",
     "timed_tool": "bin/llama-timed-ids, source llama-timed-ids.cpp (scripts/llama-timed-ids.cpp), compiled like llama-greedy-ids",
     "backend": "$backend",
     "cuda_architectures": "${cuda_cap}" or None,

@@ -18,7 +18,7 @@ use modelbench::util::fsio::file_sha256;
 use modelbench::workloads::kld::{
     reference_command, run_kld_gate, table, KldReference, KldVerdict,
 };
-use modelbench::workloads::kld_full::{run_full_gate, FullReference, FullVerdict};
+use modelbench::workloads::kld_full::{run_full_gate, FullReference, FullVerdict, RefGelu};
 
 pub const N_CTX: usize = 512;
 pub const CHUNKS: usize = 2;
@@ -81,11 +81,17 @@ pub fn reference_on(gguf: &Path, corpus: &str) -> KldReference {
 /// The full-precision reference of `gguf` (its F32 rewrite, llama.cpp's f32 logits) at the
 /// positions of its 16-bit reference over the held-out text; made once, cached under target/.
 pub fn full_reference(gguf: &Path) -> FullReference {
-    FullReference::make(
+    full_reference_with(gguf, RefGelu::Exact)
+}
+
+/// [`full_reference`] with llama.cpp's GELU as `gelu` says.
+pub fn full_reference_with(gguf: &Path, gelu: RefGelu) -> FullReference {
+    FullReference::make_with(
         gguf,
         reference_on(gguf, HELD_OUT_CORPUS),
         &llama_cpp(),
         &modelbench::util::fsio::target_dir().join("modelbench-verify/full"),
+        gelu,
     )
     .unwrap()
 }

@@ -110,6 +110,31 @@ fn argmax(l: &[f32]) -> usize {
         .0
 }
 
+/// How the reference's llama.cpp computes GELU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefGelu {
+    /// In f32 (`bin/llama-logits-exact-gelu`: the ggml CPU library compiled without
+    /// `GGML_GELU_FP16`, scripts/build-llama-cpp.sh), as every implementation here computes it
+    /// in every benchmark: the gate's reference. Families without GELU read the same bits from
+    /// either build (measured on the Llama fixture).
+    Exact,
+    /// From ggml's table of f16 values (`bin/llama-logits`, llama.cpp's CPU backend as shipped);
+    /// the judged run then computes GELU the same way ([`CausalLm::match_ggml_gelu`]). Kept to
+    /// show what the table alone does: it turns summation-order noise into whole f16 steps
+    /// (the real Gemma 3 270M: llama.cpp's own micro-batch-1 run 3.0e-7 mean KLD with the
+    /// table), wide enough to hide a RoPE base off by 0.5%.
+    GgmlTable,
+}
+
+impl RefGelu {
+    fn program(self) -> &'static str {
+        match self {
+            RefGelu::Exact => "llama-logits-exact-gelu",
+            RefGelu::GgmlTable => "llama-logits",
+        }
+    }
+}
+
 /// The full-precision reference of one GGUF: its F32 rewrite, llama.cpp's base run on it and
 /// its runs under legitimate perturbations, at the positions of `positions`.
 pub struct FullReference {
@@ -124,6 +149,8 @@ pub struct FullReference {
     pub half_precision: Vec<(String, KldStats)>,
     /// "llama.cpp <commit> (llama-cpp-python <version>)".
     pub source: String,
+    /// How its llama.cpp computed GELU.
+    pub gelu: RefGelu,
 }
 
 /// One llama-logits run: a name for the file and its settings.
@@ -165,14 +192,26 @@ const HALF: [Setting; 2] = [
 
 impl FullReference {
     /// Makes (or reads from `cache`) the full-precision reference of `gguf` at the positions
-    /// of `positions`, with the llama.cpp build in `llama_cpp` (its `llama-logits`).
+    /// of `positions`, with the llama.cpp build in `llama_cpp` (its `llama-logits-exact-gelu`:
+    /// [`RefGelu::Exact`]).
     pub fn make(
         gguf: &Path,
         positions: KldReference,
         llama_cpp: &Path,
         cache: &Path,
     ) -> Result<FullReference> {
-        let tool = llama_cpp.join("bin/llama-logits");
+        FullReference::make_with(gguf, positions, llama_cpp, cache, RefGelu::Exact)
+    }
+
+    /// [`FullReference::make`] with GELU computed as `gelu` says.
+    pub fn make_with(
+        gguf: &Path,
+        positions: KldReference,
+        llama_cpp: &Path,
+        cache: &Path,
+        gelu: RefGelu,
+    ) -> Result<FullReference> {
+        let tool = llama_cpp.join("bin").join(gelu.program());
         if !tool.is_file() {
             return Err(Error::Report(format!(
                 "{}: missing; run scripts/build-llama-cpp.sh (it compiles scripts/llama-logits.cpp against the build)",
@@ -201,10 +240,14 @@ impl FullReference {
         let kept = llama_cpp.join("llama-logits.cpp");
         let tool_sha = crate::util::fsio::file_sha256(if kept.is_file() { &kept } else { &tool })?;
         let dir = cache.join(format!(
-            "{}-{}-{}-c{}x{}",
+            "{}-{}-{}{}-c{}x{}",
             &sha[..16.min(sha.len())],
             &ids_sha[..16],
             &tool_sha[..8],
+            match gelu {
+                RefGelu::Exact => "-eg",
+                RefGelu::GgmlTable => "",
+            },
             positions.n_ctx,
             positions.n_chunks
         ));
@@ -261,6 +304,7 @@ impl FullReference {
             legitimate: vec![],
             half_precision: vec![],
             source: String::new(),
+            gelu,
         };
         // A perturbed run is kept as its figures against the base run (`<name>.stats.json`);
         // its logits (n_vocab x positions x 4 bytes: 100-500 MB) are deleted once compared.
@@ -295,9 +339,14 @@ impl FullReference {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
         let source = format!(
-            "llama.cpp {} (llama-cpp-python {} sdist)",
+            "llama.cpp {} (llama-cpp-python {} sdist), {}",
             info["llama_cpp_commit"].as_str().unwrap_or("?"),
-            info["llama_cpp_python_version"].as_str().unwrap_or("?")
+            info["llama_cpp_python_version"].as_str().unwrap_or("?"),
+            match gelu {
+                RefGelu::Exact =>
+                    "GELU in f32 (its CPU library built without GGML_GELU_FP16: llama-logits-exact-gelu)",
+                RefGelu::GgmlTable => "GELU from ggml's f16 table (the CPU backend as shipped)",
+            }
         );
         r.legitimate = legitimate;
         r.half_precision = half_precision;
@@ -364,17 +413,19 @@ pub struct FullVerdict {
     pub thresholds: Thresholds,
     pub checks: Vec<Check>,
     pub reference: String,
-    /// Whether the judged run computed GELU as llama.cpp's CPU backend does (ggml's f16
-    /// table; [`CausalLm::match_ggml_gelu`]): every family with a GELU MLP on the project's
-    /// implementation.
+    /// Whether the judged run computed GELU from ggml's f16 table
+    /// ([`CausalLm::match_ggml_gelu`]): only against a [`RefGelu::GgmlTable`] reference, on an
+    /// implementation that can. Against the gate's reference ([`RefGelu::Exact`]) both sides
+    /// compute GELU in f32, the benchmarks' code path.
     pub ggml_gelu: bool,
 }
 
 /// Runs `model` (loaded from the reference's F32 GGUF) over the scored positions and judges it
-/// by the full-precision limits. Like for like: where the model has a GELU MLP and can, it
-/// computes GELU from here on as llama.cpp's CPU backend does (ggml's f16 table), since the
-/// table alone moves llama.cpp's logits far past its own f32 noise (Phi-2 fixture: 6.0e-10
-/// against 1.7e-12); the verdict says so.
+/// by the full-precision limits. Like for like: against the exact-GELU reference the model runs
+/// as in every benchmark; against a [`RefGelu::GgmlTable`] one it computes GELU from here on as
+/// llama.cpp's shipped CPU backend does (ggml's f16 table), where it can, since the table alone
+/// moves llama.cpp's logits far past its own f32 noise (Phi-2 fixture: 6.0e-10 against
+/// 1.7e-12); the verdict says which.
 pub fn run_full_gate(
     model: &mut dyn CausalLm,
     label: &str,
@@ -383,7 +434,7 @@ pub fn run_full_gate(
     progress: OnProgress<'_>,
 ) -> Result<FullVerdict> {
     let p = &r.positions;
-    let ggml_gelu = model.match_ggml_gelu();
+    let ggml_gelu = r.gelu == RefGelu::GgmlTable && model.match_ggml_gelu();
     if model.meta().vocab < r.base.n_vocab {
         return Err(Error::Report(format!(
             "{label}: the model's vocabulary ({}) is smaller than llama.cpp's ({}): not the same model",

@@ -227,11 +227,14 @@ impl Rope {
         positions: usize,
         dev: &Device,
     ) -> Result<Self> {
-        let inv: Vec<f32> = (0..head_dim)
-            .step_by(2)
-            .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32) / scale)
-            .collect();
-        Ok(Self(RopeTables::new(&inv, positions, dev)?))
+        Ok(Self(RopeTables::new(
+            base,
+            1.0 / scale,
+            head_dim,
+            None,
+            positions,
+            dev,
+        )?))
     }
 
     /// `x`: (b, heads, len, head_dim), contiguous, at positions `pos..pos+len`.

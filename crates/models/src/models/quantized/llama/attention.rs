@@ -24,7 +24,7 @@ impl Rope {
     /// `factors`: llama.cpp's per-pair frequency divisors (`rope_freqs.weight`, Llama 3.x),
     /// one per rotated pair; `scale` multiplies every frequency (linear scaling: 1 / factor).
     /// Pair `i` of the `rot` rotated dimensions turns at `base^(-2i/rot)`, as ggml's rope
-    /// with `n_dims = rot`.
+    /// with `n_dims = rot` (its angles computed as ggml does: [`RopeTables::new`]).
     pub(super) fn new(
         cfg: &Config,
         factors: Option<&[f32]>,
@@ -45,15 +45,8 @@ impl Rope {
                 bail!("rope_freqs.weight holds {bad}: every factor must be finite and positive");
             }
         }
-        let inv: Vec<f32> = (0..rot)
-            .step_by(2)
-            .map(|i| {
-                let ff = factors.map_or(1.0, |f| f[i / 2]);
-                cfg.rope_freq_scale / (base.powf(i as f32 / rot as f32) * ff)
-            })
-            .collect();
         Ok(Self {
-            tables: RopeTables::new(&inv, positions, dev)?,
+            tables: RopeTables::new(base, cfg.rope_freq_scale, rot, factors, positions, dev)?,
             interleaved,
             rot,
         })
