@@ -307,7 +307,9 @@ const LEGITIMATE: [(&str, Way); 3] = [
 fn candle_known(name: &str) -> Option<&'static str> {
     match name {
         "qwen3" => Some("candle's RoPE tables in f16 (docs/quality.md)"),
-        n if n.contains("Gemma") || n == "gemma3" => Some("candle's MLP applies SiLU, not GELU (docs/models.md)"),
+        n if n.contains("Gemma") || n == "gemma3" => {
+            Some("candle's MLP applies SiLU, not GELU (docs/models.md)")
+        }
         _ => None,
     }
 }
@@ -680,8 +682,15 @@ fn phi2_gelu_is_judged_exact_against_exact_and_the_table_is_seen() {
     let r = full_reference(&gguf);
     for imp in [GgufImpl::Modelbench, GgufImpl::CandleTransformers] {
         let v = full_gate_with(&r, imp, None);
-        assert!(!v.ggml_gelu, "{imp:?} took ggml's table against the exact reference");
-        assert!(v.passed, "{imp:?} (exact GELU) against llama.cpp's exact GELU: {:?}", v.checks);
+        assert!(
+            !v.ggml_gelu,
+            "{imp:?} took ggml's table against the exact reference"
+        );
+        assert!(
+            v.passed,
+            "{imp:?} (exact GELU) against llama.cpp's exact GELU: {:?}",
+            v.checks
+        );
         eprintln!(
             "Phi-2 {imp:?} against llama.cpp's exact GELU: mean KLD {:.3e}, limit {:.3e}",
             v.ours.mean_kld, v.thresholds.max_mean_kld
@@ -689,8 +698,15 @@ fn phi2_gelu_is_judged_exact_against_exact_and_the_table_is_seen() {
     }
     let t = full_reference_with(&gguf, RefGelu::GgmlTable);
     let ours = full_gate_with(&t, GgufImpl::Modelbench, None);
-    assert!(ours.ggml_gelu, "the project's Phi-2 did not take ggml's GELU");
-    assert!(ours.passed, "the project's Phi-2 with ggml's GELU: {:?}", ours.checks);
+    assert!(
+        ours.ggml_gelu,
+        "the project's Phi-2 did not take ggml's GELU"
+    );
+    assert!(
+        ours.passed,
+        "the project's Phi-2 with ggml's GELU: {:?}",
+        ours.checks
+    );
     let candle = full_gate_with(&t, GgufImpl::CandleTransformers, None);
     assert!(!candle.ggml_gelu);
     assert!(
