@@ -156,8 +156,8 @@ impl CausalLm for WithAttention {
     fn match_ggml_gelu(&mut self) -> bool {
         self.inner.match_ggml_gelu()
     }
-    fn match_candle_softmax(&mut self) -> bool {
-        self.inner.match_candle_softmax()
+    fn match_candle_arithmetic(&mut self) -> bool {
+        self.inner.match_candle_arithmetic()
     }
 }
 

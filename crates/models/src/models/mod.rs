@@ -90,7 +90,7 @@ pub trait CausalLm: Send {
     /// row-order sum the project's models use (whose bits do not depend on where a prefill
     /// chunk ended), for a like-for-like comparison with candle-transformers' models
     /// (tests/llama_batching.rs); returns whether it did. Never set in a benchmark or server.
-    fn match_candle_softmax(&mut self) -> bool {
+    fn match_candle_arithmetic(&mut self) -> bool {
         false
     }
 }

@@ -265,8 +265,8 @@ impl OwnModel for ModelWeights {
     fn match_ggml_gelu(&mut self) -> bool {
         ModelWeights::match_ggml_gelu(self)
     }
-    fn match_candle_softmax(&mut self) -> bool {
-        ModelWeights::match_candle_softmax(self)
+    fn match_candle_arithmetic(&mut self) -> bool {
+        ModelWeights::match_candle_arithmetic(self)
     }
     fn batch(self, o: &BatchOptions) -> Result<Box<dyn StepModel>> {
         if o.fast_weights {

@@ -113,8 +113,8 @@ pub trait GgufModel: Send {
     fn match_ggml_gelu(&mut self) -> bool {
         false
     }
-    /// See [`crate::models::CausalLm::match_candle_softmax`].
-    fn match_candle_softmax(&mut self) -> bool {
+    /// See [`crate::models::CausalLm::match_candle_arithmetic`].
+    fn match_candle_arithmetic(&mut self) -> bool {
         false
     }
 }

@@ -19,8 +19,8 @@ pub(super) trait OwnModel: SingleSeq + Clone + Send + 'static {
     fn match_ggml_gelu(&mut self) -> bool {
         false
     }
-    /// See [`crate::models::CausalLm::match_candle_softmax`].
-    fn match_candle_softmax(&mut self) -> bool {
+    /// See [`crate::models::CausalLm::match_candle_arithmetic`].
+    fn match_candle_arithmetic(&mut self) -> bool {
         false
     }
 }
@@ -70,7 +70,7 @@ impl<M: OwnModel> GgufModel for Own<M> {
     fn match_ggml_gelu(&mut self) -> bool {
         self.0.as_mut().is_some_and(M::match_ggml_gelu)
     }
-    fn match_candle_softmax(&mut self) -> bool {
-        self.0.as_mut().is_some_and(M::match_candle_softmax)
+    fn match_candle_arithmetic(&mut self) -> bool {
+        self.0.as_mut().is_some_and(M::match_candle_arithmetic)
     }
 }

@@ -285,6 +285,21 @@ impl RopeTables {
         })
     }
 
+    /// The tables from each rotated pair's inverse frequency `inv_freq`, each angle computed
+    /// directly as `p * inv_freq` (candle-transformers' models' formula; the project's decoders
+    /// use it only to compare with them like for like: [`RopeTables::new`] is theirs).
+    pub fn direct(inv_freq: &[f32], positions: usize, dev: &Device) -> Result<Self> {
+        let inv = Tensor::new(inv_freq, dev)?;
+        let t = Tensor::arange(0u32, positions as u32, dev)?
+            .to_dtype(DType::F32)?
+            .reshape((positions, 1))?;
+        let freqs = t.matmul(&inv.reshape((1, inv.elem_count()))?)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+        })
+    }
+
     /// The tables of `n_dims` rotated dimensions (`n_dims / 2` pairs) for `positions`
     /// positions, each angle computed as ggml's CPU rope computes it (ggml-cpu/ops.cpp,
     /// `ggml_rope_cache_init` and `rope_yarn` without YaRN): in f32, `theta = p`, then for each

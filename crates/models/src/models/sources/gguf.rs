@@ -469,8 +469,8 @@ impl CausalLm for QuantizedLm {
     fn match_ggml_gelu(&mut self) -> bool {
         self.m.match_ggml_gelu()
     }
-    fn match_candle_softmax(&mut self) -> bool {
-        self.m.match_candle_softmax()
+    fn match_candle_arithmetic(&mut self) -> bool {
+        self.m.match_candle_arithmetic()
     }
 }
 

@@ -52,6 +52,29 @@ impl Rope {
         })
     }
 
+    /// The same rotation with each angle computed directly, `p * inv_freq`, as
+    /// candle-transformers' models compute it (for a like-for-like comparison with them).
+    pub(super) fn candle_angles(
+        &self,
+        cfg: &Config,
+        factors: Option<&[f32]>,
+        positions: usize,
+        dev: &Device,
+    ) -> Result<Self> {
+        let (rot, base) = (self.rot, cfg.rope_base);
+        let inv: Vec<f32> = (0..rot)
+            .step_by(2)
+            .map(|i| {
+                let ff = factors.map_or(1.0, |f| f[i / 2]);
+                cfg.rope_freq_scale / (base.powf(i as f32 / rot as f32) * ff)
+            })
+            .collect();
+        Ok(Self {
+            tables: RopeTables::direct(&inv, positions, dev)?,
+            ..self.clone()
+        })
+    }
+
     /// `x`: (b, heads, len, head_dim), contiguous, at positions `pos..pos+len`.
     pub(super) fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
         let hd = x.dim(3)?;

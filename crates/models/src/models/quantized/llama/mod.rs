@@ -171,7 +171,7 @@ struct Weights {
     /// --full-precision` ([`ModelWeights::match_ggml_gelu`]).
     gelu: Gelu,
     /// The attention softmax on the CPU: the host's row-order sum (false), or candle's
-    /// kernel (true: [`ModelWeights::match_candle_softmax`], tests only).
+    /// kernel (true: [`ModelWeights::match_candle_arithmetic`], tests only).
     candle_softmax: bool,
     /// `rope_freqs.weight` as read (Llama 3.x), to rebuild the tables for a wrong variant.
     factors: Option<Vec<f32>>,
@@ -217,11 +217,22 @@ impl ModelWeights {
         has
     }
 
-    /// The attention softmax from now on as candle-transformers' models compute it (candle's
-    /// CPU kernel), for a like-for-like comparison with them.
-    pub fn match_candle_softmax(&mut self) -> bool {
-        self.w.candle_softmax = true;
-        true
+    /// The attention softmax (candle's CPU kernel) and the RoPE angles (`p * inv_freq`) from
+    /// now on as candle-transformers' models compute them, for a like-for-like comparison with
+    /// them. Call it before [`ModelWeights::wrong`] (the tables are rebuilt from the config).
+    pub fn match_candle_arithmetic(&mut self) -> bool {
+        let w = &self.w;
+        match w
+            .rope
+            .candle_angles(&w.cfg, w.factors.as_deref(), w.context, &w.device)
+        {
+            Ok(r) => {
+                self.w.rope = r;
+                self.w.candle_softmax = true;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Positions the model was built for.
