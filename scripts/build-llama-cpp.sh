@@ -208,33 +208,44 @@ get_cmake() {
   "$cmake" --version >/dev/null || { echo "error: $cmake does not run" >&2; exit 1; }
 }
 
+# ggml's f16 GELU table in the source $1 (vendor/llama.cpp) `on` (as shipped: vec.h defines
+# GGML_GELU_FP16) or `off` (the line replaced by a comment), checked either way.
+gelu_table() {
+  local vec=$1/ggml/src/ggml-cpu/vec.h mark='/* modelbench: GGML_GELU_FP16 not defined (exact GELU; scripts/build-llama-cpp.sh) */'
+  if [ "$2" = off ]; then
+    sed -i "s|^#define GGML_GELU_FP16\$|$mark|" "$vec"
+    grep -qxF "$mark" "$vec" && ! grep -qx '#define GGML_GELU_FP16' "$vec"
+  else
+    sed -i "s|^/\* modelbench: GGML_GELU_FP16 not defined .*\$|#define GGML_GELU_FP16|" "$vec"
+    grep -qx '#define GGML_GELU_FP16' "$vec" && ! grep -qF "$mark" "$vec"
+  fi || { echo "error: $vec does not define GGML_GELU_FP16 where this script expects" >&2; exit 1; }
+}
+
 # The exact-GELU CPU library and llama-logits-exact-gelu (see the top): $1 = vendor/llama.cpp of
 # the sdist (its vec.h is patched in place; call after the main build), $2 = a folder for the
-# second build, $3 = the folder holding libllama.a, libggml.a and libggml-base.a of the main
-# build, $4 = the folder for lib/exact-gelu/libggml-cpu.a and bin/llama-logits-exact-gelu.
+# second build, $3 = the main build's libllama.a, $4 = the folder holding its libggml.a and
+# libggml-base.a, $5 = the folder for lib/exact-gelu/libggml-cpu.a and bin/llama-logits-exact-gelu.
 build_exact_gelu() {
-  local src=$1 b=$2 libs=$3 out=$4 vec=$1/ggml/src/ggml-cpu/vec.h
-  if grep -qx '#define GGML_GELU_FP16' "$vec"; then
-    sed -i 's|^#define GGML_GELU_FP16$|/* modelbench: GGML_GELU_FP16 not defined (exact GELU; scripts/build-llama-cpp.sh) */|' "$vec"
-  fi
-  grep -q '^/\* modelbench: GGML_GELU_FP16 not defined' "$vec" && ! grep -q '^#define GGML_GELU_FP16$' "$vec" \
-    || { echo "error: $vec does not define GGML_GELU_FP16 where this script expects" >&2; exit 1; }
+  local src=$1 b=$2 llama_a=$3 libs=$4 out=$5
+  gelu_table "$src" off
   echo "building the exact-GELU libggml-cpu.a with -j$JOBS (log: $b.log) ..."
   "$cmake" -S "$src" -B "$b" "${cmake_flags[@]}" >"$b.log" 2>&1 \
     && "$cmake" --build "$b" --config Release -j"$JOBS" --target ggml-cpu >>"$b.log" 2>&1 \
-    || { echo "error: the exact-GELU ggml-cpu build failed; see the end of $b.log" >&2; exit 1; }
+    || { gelu_table "$src" on; echo "error: the exact-GELU ggml-cpu build failed; see the end of $b.log" >&2; exit 1; }
+  gelu_table "$src" on
   mkdir -p "$out/lib/exact-gelu" "$out/bin"
   cp "$b/ggml/src/libggml-cpu.a" "$out/lib/exact-gelu/libggml-cpu.a"
-  link_logits_exact_gelu "$src/include" "$src/ggml/include" "$libs" "$out"
+  link_logits_exact_gelu "$src/include" "$src/ggml/include" "$llama_a" "$libs" "$out"
 }
-# llama-logits-exact-gelu into $4/bin from scripts/llama-logits.cpp, headers $1 and $2, the
-# main build's libllama.a, libggml.a, libggml-base.a in $3 and $4/lib/exact-gelu/libggml-cpu.a.
+# llama-logits-exact-gelu into $5/bin from scripts/llama-logits.cpp, headers $1 and $2, the
+# main build's libllama.a ($3), libggml.a and libggml-base.a (in $4) and
+# $5/lib/exact-gelu/libggml-cpu.a.
 link_logits_exact_gelu() {
-  local l=$3
-  g++ -std=c++17 -O2 -I "$1" -I "$2" "$logits_src" -o "$4/bin/llama-logits-exact-gelu.tmp" \
-    -Wl,--start-group "$l/libllama.a" "$l/libggml.a" "$4/lib/exact-gelu/libggml-cpu.a" "$l/libggml-base.a" -Wl,--end-group \
+  local l=$4 out=$5
+  g++ -std=c++17 -O2 -I "$1" -I "$2" "$logits_src" -o "$out/bin/llama-logits-exact-gelu.tmp" \
+    -Wl,--start-group "$3" "$l/libggml.a" "$out/lib/exact-gelu/libggml-cpu.a" "$l/libggml-base.a" -Wl,--end-group \
     -fopenmp -lpthread -ldl -lm || { echo "error: compiling llama-logits-exact-gelu failed" >&2; exit 1; }
-  mv "$4/bin/llama-logits-exact-gelu.tmp" "$4/bin/llama-logits-exact-gelu"
+  mv "$out/bin/llama-logits-exact-gelu.tmp" "$out/bin/llama-logits-exact-gelu"
 }
 
 # The cmake flags of a build (step 4 below; also the exact-GELU library's).
@@ -307,7 +318,7 @@ if [ -s "$dest/build-info.json" ] && [ -s "$dest/lib/libllama.a" ] && [ -d "$des
       || { echo "error: compiling $prog failed" >&2; exit 1; }
     mv "$dest/bin/$prog.tmp" "$dest/bin/$prog"
     if [ "$prog" = llama-logits ] && [ -s "$dest/lib/exact-gelu/libggml-cpu.a" ]; then
-      link_logits_exact_gelu "$dest/include" "$dest/include" "$l" "$dest"
+      link_logits_exact_gelu "$dest/include" "$dest/include" "$l/libllama.a" "$l" "$dest"
     fi
     cp "$psrc" "$dest/$prog.cpp"
     echo "compiled $prog against the build in $dest"
@@ -325,7 +336,7 @@ if [ -s "$dest/build-info.json" ] && [ -s "$dest/lib/libllama.a" ] && [ -d "$des
         || { echo "error: the sdist has no vendor/llama.cpp" >&2; exit 1; }
     fi
     export GIT_CEILING_DIRECTORIES=$need_eg/src
-    build_exact_gelu "$need_eg/src/llama_cpp_python-$VERSION/vendor/llama.cpp" "$need_eg/build" "$l" "$dest"
+    build_exact_gelu "$need_eg/src/llama_cpp_python-$VERSION/vendor/llama.cpp" "$need_eg/build" "$l/libllama.a" "$l" "$dest"
     rm -rf "$need_eg"
     echo "compiled llama-logits-exact-gelu against the build in $dest"
   fi
@@ -374,6 +385,8 @@ if [ ! -s "$src/CMakeLists.txt" ]; then
   rm -rf "$work/src" && mkdir -p "$work/src"
   tar -xzf "$work/dl/$SDIST" -C "$work/src"
 fi
+# (A partial build stopped inside the exact-GELU step may have left vec.h without the table.)
+gelu_table "$src" on
 grep -q "^- feat: update llama.cpp to ggml-org/llama.cpp@${LLAMA_CPP_COMMIT:0:9}" \
   "$work/src/llama_cpp_python-$VERSION/CHANGELOG.md" \
   || { echo "error: the sdist's CHANGELOG.md does not name llama.cpp@${LLAMA_CPP_COMMIT:0:9}" >&2; exit 1; }
@@ -571,9 +584,9 @@ g++ -std=c++17 -O2 -I "$src/include" -I "$src/ggml/include" "$logits_src" \
   -o "$work/llama-logits" -Wl,--start-group "${libs[@]}" -Wl,--end-group -fopenmp -lpthread -ldl -lm \
   >"$work/logits.log" 2>&1 || { echo "error: compiling llama-logits failed; see $work/logits.log" >&2; exit 1; }
 if [ -z "$cuda_cap" ]; then
-  # (vec.h patched in place: the main build is done; test-backend-ops below does not use it.)
+  # (vec.h patched in place for this step only, then restored.)
   mkdir -p "$work/eg"
-  build_exact_gelu "$src" "$work/build-exact-gelu" "$libdir" "$work/eg"
+  build_exact_gelu "$src" "$work/build-exact-gelu" "$build/src/libllama.a" "$libdir" "$work/eg"
 fi
 mkdir -p "$work/tbo/bin"
 build_backend_ops "$src/tests/test-backend-ops.cpp" "$src/ggml/include" "$libdir" "$work/tbo/bin"
