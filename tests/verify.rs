@@ -115,6 +115,48 @@ fn verify_full_precision_passes_the_llama_fixture() {
     assert!(t.contains("verdict: PASSED"), "{t}");
 }
 
+/// A dequantized folder (`modelbench dequantize`: f32 safetensors, run by candle-transformers'
+/// Qwen2) judged at full precision against llama.cpp's F32 rewrite of the GGUF it came from,
+/// both ways: unchanged it PASSES (the 16-bit gate, against llama.cpp's 8-bit activations,
+/// FAILS this correct f32 path: top-1 93.1%, issue 61); with its config.json's `rope_theta`
+/// raised by 0.5% (which the 16-bit gate passed on the Llama fixture) it FAILS.
+#[test]
+fn verify_full_precision_judges_a_dequantized_folder_both_ways() {
+    if common::llama_cpp_program("llama-logits").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("qwen2");
+    let o = common::bin()
+        .args(["dequantize", "--model", "gguf:fixture:qwen2", "--out"])
+        .arg(&folder)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let f = folder.to_str().unwrap();
+    let o = verify(&["--model", f, "--full-precision"]);
+    let t = text(&o);
+    eprintln!("{t}");
+    assert!(o.status.success(), "the unchanged folder: {t}");
+    assert!(
+        t.contains("candle-transformers") && t.contains("verdict: PASSED"),
+        "{t}"
+    );
+    let cfg_path = folder.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let theta = cfg["rope_theta"]
+        .as_f64()
+        .expect("config.json has rope_theta");
+    cfg["rope_theta"] = serde_json::json!(theta * 1.005);
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    let o = verify(&["--model", f, "--full-precision"]);
+    let t = text(&o);
+    eprintln!("{t}");
+    assert_eq!(o.status.code(), Some(1), "rope_theta x1.005: {t}");
+    assert!(t.contains("verdict: FAILED"), "{t}");
+}
+
 #[test]
 fn verify_rejects_bad_input_in_one_line() {
     for (m, says) in [

@@ -247,7 +247,8 @@ pub fn verify(a: &VerifyArgs) -> crate::Result<ExitCode> {
     );
 
     if a.full_precision {
-        return full_precision(a, l, &gguf, reference, res.config.get("modelbench_gguf"));
+        let folder = !matches!(res.weights, Weights::Gguf(_));
+        return full_precision(a, l, &gguf, reference, folder.then_some(res));
     }
     let dev = spec.open_for("--device")?;
     let mut loaded = open(res, &dev, dt, Some(a.n_ctx))?;
@@ -295,20 +296,17 @@ pub fn verify(a: &VerifyArgs) -> crate::Result<ExitCode> {
     Ok(crate::judge::gate::exit_code(!v.passed))
 }
 
-/// `verify --full-precision`: the model's implementation on llama.cpp's F32 rewrite of `gguf`,
-/// judged against llama.cpp's f32 logits at the reference's positions (workloads::kld_full).
+/// `verify --full-precision`: the model's implementation on llama.cpp's F32 rewrite of `gguf`
+/// (or, for a folder model, `folder`: its f32 weights, `gguf` dequantized), judged against
+/// llama.cpp's f32 logits of that rewrite at the reference's positions (workloads::kld_full).
 fn full_precision(
     a: &VerifyArgs,
     label: &str,
     gguf: &Path,
     positions: KldReference,
-    folder: Option<&serde_json::Value>,
+    folder: Option<crate::models::sources::Resolved>,
 ) -> crate::Result<ExitCode> {
     use crate::workloads::kld_full::{run_full_gate, table, FullReference};
-    ensure!(
-        folder.is_none() && a.reference_gguf.is_none(),
-        "--full-precision judges a GGUF's implementation on llama.cpp's F32 rewrite of that file; --model {label} is a folder: give the GGUF itself"
-    );
     let (spec, dt, _) = a.target.resolve()?;
     let dir = a
         .llama_cpp
@@ -330,14 +328,20 @@ fn full_precision(
         r.f32_gguf.display(),
         t.elapsed().as_secs_f64()
     );
-    // The same implementation choice (`?impl=`) on the F32 file.
-    let f32_label = match label.split_once('?') {
-        Some((_, q)) => format!("gguf:{}?{q}", r.f32_gguf.display()),
-        None => format!("gguf:{}", r.f32_gguf.display()),
+    let res = match folder {
+        // A folder's weights are the GGUF's, dequantized: judged as they are.
+        Some(res) => res,
+        None => {
+            // The same implementation choice (`?impl=`) on the F32 file.
+            let f32_label = match label.split_once('?') {
+                Some((_, q)) => format!("gguf:{}?{q}", r.f32_gguf.display()),
+                None => format!("gguf:{}", r.f32_gguf.display()),
+            };
+            let models = parse_models(&f32_label, "--model")?;
+            let (fl, fr) = &models[0];
+            prepare(fl, fr, &[])?
+        }
     };
-    let models = parse_models(&f32_label, "--model")?;
-    let (fl, fr) = &models[0];
-    let res = prepare(fl, fr, &[])?;
     let dev = spec.open_for("--device")?;
     let mut loaded = open(res, &dev, dt, Some(r.positions.n_ctx))?;
     eprintln!(
