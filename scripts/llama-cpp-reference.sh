@@ -13,8 +13,10 @@
 #                and no flash attention (closest to an f32 implementation), plus a no-BOS
 #                diagnostic run
 #   greedy       for five prompts: prompt ids (BOS included), 32 argmax token ids and their
-#                text, the top-1/top-2 logit margin of every step, in both settings, and a
-#                cross-check of the text against llama.cpp's own llama-simple example
+#                text, the top-1/top-2 logit margin of every step, in both settings, the same
+#                with the weights as F32 tensors (llama-logits --to-f32: the same numbers, no
+#                8-bit quantized activations in the dot products), and a cross-check of the
+#                text against llama.cpp's own llama-simple example
 #
 # Needs scripts/build-llama-cpp.sh (its build folder) and scripts/fetch-offline-models.sh (the
 # GGUF). Runs on 2 threads (-t 2) and takes about 6-8 minutes on 2 cores.
@@ -62,7 +64,7 @@ need python3 "to write the JSON"
 need sha256sum "coreutils"
 
 bin=$llama/bin
-for t in llama-perplexity llama-tokenize llama-simple llama-greedy-ids; do
+for t in llama-perplexity llama-tokenize llama-simple llama-greedy-ids llama-logits; do
   [ -x "$bin/$t" ] && [ -s "$llama/build-info.json" ] \
     || { echo "error: no llama.cpp build in $llama (missing bin/$t or build-info.json); run scripts/build-llama-cpp.sh" >&2; exit 2; }
 done
@@ -151,12 +153,18 @@ fi
 
 # 3. Greedy continuations: llama-greedy-ids with an f32 KV cache and no flash attention, the
 # same with llama.cpp's defaults (f16 KV cache, flash attention auto), and llama-simple
-# (llama.cpp's own greedy example, default settings, text only, stops at EOS).
+# (llama.cpp's own greedy example, default settings, text only, stops at EOS). Then the first
+# again on the model's F32 rewrite (every tensor dequantized exactly; llama-logits --to-f32):
+# the precision of activations as the one change (ggml quantizes activations to 8 bits in a
+# quantized matrix product, not in an F32 one).
+echo "F32 rewrite of the GGUF ..."
+run to_f32 "$bin/llama-logits" --to-f32 "$model" "$tmp/model-f32.gguf" -t $THREADS || fail to_f32
 i=0
 for p in "${PROMPTS[@]}"; do
   echo "greedy: $p"
   run "greedy_f32kv_$i" "$bin/llama-greedy-ids" -m "$model" -t $THREADS -n $N_PREDICT --kv-f32 --fa off -p "$p" || fail "greedy_f32kv_$i"
   run "greedy_default_$i" "$bin/llama-greedy-ids" -m "$model" -t $THREADS -n $N_PREDICT -p "$p" || fail "greedy_default_$i"
+  run "greedy_f32weights_$i" "$bin/llama-greedy-ids" -m "$tmp/model-f32.gguf" -t $THREADS -n $N_PREDICT --kv-f32 --fa off -p "$p" || fail "greedy_f32weights_$i"
   run "simple_$i" "$bin/llama-simple" -m "$model" -n $N_PREDICT "$p" || fail "simple_$i"
   i=$((i + 1))
 done
@@ -316,7 +324,8 @@ greedy = []
 for i, p in enumerate(prompts):
     pids, f32, _ = greedy_run(f"greedy_f32kv_{i}")
     pids2, dflt, pieces = greedy_run(f"greedy_default_{i}")
-    if pids != pids2:
+    pids3, f32w, _ = greedy_run(f"greedy_f32weights_{i}")
+    if pids != pids2 or pids != pids3:
         fail(f"prompt {i}: the two runs tokenized the prompt differently")
     a, b = f32["generated_token_ids"], dflt["generated_token_ids"]
     agree = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
@@ -338,6 +347,7 @@ for i, p in enumerate(prompts):
             "text": simple_text,
             "matches": simple_text == expect,
         }),
+        llama_cpp_f32_weights=f32w,
     ))
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
@@ -371,7 +381,7 @@ doc = {
     },
     "perplexity": perplexity_doc,
     "greedy": {
-        "how": "llama-greedy-ids (built by scripts/build-llama-cpp.sh against the same libllama; source in the build folder): the prompt is tokenized with llama_tokenize(add_special=true, parse_special=false), so <bos>=2 is prepended; it is decoded in one batch, then every step takes the argmax of the last position's logits (lowest id on a tie; no sampler: no temperature, penalties, top-k or top-p) and feeds it back, 32 steps, never stopping at EOS (eog_positions lists any end-of-generation token produced). The top-level ids are from an f32 KV cache without flash attention (closest to an f32 implementation); llama_cpp_defaults are from llama.cpp's default f16 KV cache with flash attention. top1_minus_top2_logit is each step's margin: the two settings part ways only at small margins, and a gate should expect another correct implementation to do the same there.",
+        "how": "llama-greedy-ids (built by scripts/build-llama-cpp.sh against the same libllama; source in the build folder): the prompt is tokenized with llama_tokenize(add_special=true, parse_special=false), so <bos>=2 is prepended; it is decoded in one batch, then every step takes the argmax of the last position's logits (lowest id on a tie; no sampler: no temperature, penalties, top-k or top-p) and feeds it back, 32 steps, never stopping at EOS (eog_positions lists any end-of-generation token produced). The top-level ids are from an f32 KV cache without flash attention (closest to an f32 implementation); llama_cpp_defaults are from llama.cpp's default f16 KV cache with flash attention; llama_cpp_f32_weights from the top-level settings on the GGUF's F32 rewrite (llama-logits --to-f32: every tensor dequantized exactly, so the one change is the precision of activations, which ggml quantizes to 8 bits in a quantized matrix product). top1_minus_top2_logit is each step's margin: how far it moves between these settings while they still see the same context, and the margins where they part ways, are the numerical noise a gate should expect of another correct implementation.",
         "n_predict": n_predict,
         "threads": threads,
         "prompts": greedy,

@@ -540,13 +540,12 @@ fn full_precision_gate_on_a_real_file_both_ways() {
 /// The real Gemma 3 270M's two cells that passed against llama.cpp's GELU table (RoPE base
 /// +0.5%: 3.1e-6, RoPE tables in f16: 9.1e-7, against a limit of 2.9e-5 from the table's own
 /// noise): against llama.cpp with GELU in f32 they FAIL, while the unchanged decoder and the
-/// context as single-token steps PASS (measured with ggml's RoPE angles in the Gemma 3
-/// decoder: 5.6e-12). Not in CI (its F32 reference is 1.1 GB and five llama.cpp runs; the
-/// decoder runs four times over 510 positions of a 262k vocabulary). FAILS on its unchanged
-/// row while the Gemma 3 decoder computes the angles directly (2.95e-10 against 1.85e-10;
-/// docs/quality.md says why it does).
+/// context as single-token steps PASS (5.6e-12 with ggml's RoPE angles, which the Gemma 3
+/// decoder uses; with the direct formula it read 2.95e-10 against the limit
+/// of 1.85e-10). Not in CI (its F32 reference is 1.1 GB and five llama.cpp runs; the decoder
+/// runs four times over 510 positions of a 262k vocabulary).
 #[test]
-#[ignore = "the real Gemma 3 270M at full precision (about 3 minutes, release); fails while the Gemma 3 decoder computes RoPE angles directly (docs/quality.md)"]
+#[ignore = "the real Gemma 3 270M at full precision (about 3 minutes, release; a 1.1 GB F32 reference)"]
 fn full_precision_gate_sees_rope_deviations_on_the_real_gemma3() {
     real_file_both_ways(2, &[Wrong::RopeBaseUpHalfPct, Wrong::RopeF16]);
 }

@@ -49,13 +49,27 @@ pub struct PromptAgreement {
     /// logit there.
     #[serde(default)]
     pub tie_margin: Option<f64>,
+    /// Fed the reference's own tokens (teacher forcing on llama.cpp's f32-KV-cache run): the
+    /// steps whose argmax is the reference's token. None in verdicts written before the check.
+    #[serde(default)]
+    pub forced_agree: Option<usize>,
+    /// The teacher-forced steps whose argmax differs from the reference's where its margin is
+    /// not a near-tie (`judge::quality::confident_misses`).
+    #[serde(default)]
+    pub confident_misses: Vec<usize>,
 }
 
 impl PromptAgreement {
-    /// At least `min` leading tokens agree, or the first difference is at a reference near-tie
-    /// (`judge::quality::prompt_ok`).
+    /// At least `min` leading tokens agree, or the first difference is at a reference near-tie,
+    /// and no confident miss under teacher forcing (`judge::quality::prompt_ok`).
     pub fn ok(&self, min: usize) -> bool {
-        crate::judge::quality::prompt_ok(self.agree, self.of, min, self.tie_margin)
+        crate::judge::quality::prompt_ok(
+            self.agree,
+            self.of,
+            min,
+            self.tie_margin,
+            self.confident_misses.len(),
+        )
     }
 }
 

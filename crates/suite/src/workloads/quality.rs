@@ -80,6 +80,11 @@ pub struct RefPrompt {
     /// the top-level ids are from an f32 KV cache without flash attention.
     #[serde(default)]
     pub llama_cpp_defaults: Option<RefRun>,
+    /// The top-level settings on the GGUF's F32 rewrite (every tensor dequantized exactly):
+    /// f32 activations in the matrix products instead of ggml's 8-bit quantized ones.
+    /// Absent from references written before 2026-11-29 (then the default run alone).
+    #[serde(default)]
+    pub llama_cpp_f32_weights: Option<RefRun>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,20 +105,24 @@ impl Reference {
         })
     }
 
-    /// The near-tie margin, measured from llama.cpp against itself: the largest top-1 minus
-    /// top-2 logit margin (of either run) at a step where llama.cpp's two settings (f32 KV cache
-    /// without flash attention; its f16-cache, flash-attention default) pick different tokens,
-    /// and at least `judge::quality::TIE_MARGIN` ([`crate::judge::quality::tie_margin`]). A
-    /// margin llama.cpp's own settings can overturn is within the numerical noise of a correct
-    /// implementation. Taken from the reference file only, never from the implementation being
-    /// checked.
+    /// The near-tie margin, measured from llama.cpp against itself: the largest movement of a
+    /// step's top-1 minus top-2 logit margin between llama.cpp's f32-KV-cache run (without
+    /// flash attention) and each other legitimate setting of the same prompt (its f16-cache,
+    /// flash-attention default; the same weights as F32 tensors, i.e. f32 activations in the
+    /// matrix products), while both runs see the same context, and the margins where they
+    /// part ways ([`judge::margin_noise`]); at least `judge::quality::TIE_MARGIN`. A margin
+    /// llama.cpp's own settings move by is within the numerical noise of a correct
+    /// implementation. Taken from the reference file only, never from the implementation
+    /// being checked.
     pub fn tie_margin(&self) -> f64 {
-        judge::tie_margin(self.greedy.prompts.iter().filter_map(|p| {
-            let d = p.llama_cpp_defaults.as_ref()?;
-            let i = agreement(&p.generated_token_ids, &d.generated_token_ids);
-            let a = p.top1_minus_top2_logit.get(i)?;
-            let b = d.top1_minus_top2_logit.get(i)?;
-            Some(a.max(*b))
+        judge::tie_margin(self.greedy.prompts.iter().flat_map(|p| {
+            let base = (&p.generated_token_ids[..], &p.top1_minus_top2_logit[..]);
+            [&p.llama_cpp_defaults, &p.llama_cpp_f32_weights]
+                .into_iter()
+                .flatten()
+                .filter_map(move |r| {
+                    judge::margin_noise(base, (&r.generated_token_ids, &r.top1_minus_top2_logit))
+                })
         }))
     }
 
@@ -128,11 +137,29 @@ pub fn agreement(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// The model's argmax at each step of `reference` (one per reference token), fed the prompt and
+/// then the reference's own tokens (teacher forcing), through the engine's forward path.
+fn teacher_forced(model: &mut dyn CausalLm, prompt: &[u32], reference: &[u32]) -> Result<Vec<u32>> {
+    model.reset()?;
+    let mut out = Vec::with_capacity(reference.len());
+    let mut pos = 0;
+    let mut feed = prompt.to_vec();
+    for &next in reference {
+        let logits = crate::engine::generate::forward(model, &feed, pos)?;
+        let logits: Vec<f32> = logits.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        out.push(crate::engine::sampling::argmax(&logits));
+        pos += feed.len();
+        feed = vec![next];
+    }
+    Ok(out)
+}
+
 /// Runs the gate on a loaded model: llama-perplexity's chunked perplexity on the reference's
 /// own corpus ids (the model's function, independent of tokenizers), and greedy continuations
-/// of the reference's prompt ids. A prompt's agreement is the longer of its agreement with
-/// llama.cpp's default run and with its f32-KV-cache run (the two differ from each other at
-/// near-ties of the top two logits).
+/// of the reference's prompt ids. A prompt's agreement is the best of its agreements with
+/// llama.cpp's runs (f32 KV cache; its default f16 cache with flash attention; F32 weights),
+/// which differ from each other at near-ties of the top two logits; and teacher-forced on the
+/// f32-KV-cache run's tokens, every step that is not a near-tie must pick the same token.
 pub fn run_gate(
     model: &mut dyn CausalLm,
     label: &str,
@@ -164,7 +191,10 @@ pub fn run_gate(
         // Against each llama.cpp setting: leading agreement, and whether the first difference
         // falls on that run's near-tie; the best of them counts.
         let mut alts = vec![(&rp.generated_token_ids, &rp.top1_minus_top2_logit)];
-        if let Some(d) = &rp.llama_cpp_defaults {
+        for d in [&rp.llama_cpp_defaults, &rp.llama_cpp_f32_weights]
+            .into_iter()
+            .flatten()
+        {
             alts.push((&d.generated_token_ids, &d.top1_minus_top2_logit));
         }
         let judged: Vec<(usize, Option<f64>)> = alts
@@ -174,12 +204,29 @@ pub fn run_gate(
                 (agree, near_tie(agree, n, margins, tie_margin))
             })
             .collect();
-        let (agree, tie_margin) = best_agreement(&judged, n).expect("one run");
+        let (agree, at_tie) = best_agreement(&judged, n).expect("one run");
+        // Fed llama.cpp's own tokens: every step is judged, not only those before the first
+        // difference.
+        let reference_ids = &rp.generated_token_ids[..n.min(rp.generated_token_ids.len())];
+        let forced = teacher_forced(model, &rp.prompt_token_ids, reference_ids)?;
         prompts.push(PromptAgreement {
             prompt: rp.prompt.clone(),
             agree,
             of: n,
-            tie_margin,
+            tie_margin: at_tie,
+            forced_agree: Some(
+                forced
+                    .iter()
+                    .zip(reference_ids)
+                    .filter(|(a, b)| a == b)
+                    .count(),
+            ),
+            confident_misses: judge::confident_misses(
+                &forced,
+                reference_ids,
+                &rp.top1_minus_top2_logit,
+                tie_margin,
+            ),
         });
     }
     let perplexity_ok = judge::perplexity_ok(p.perplexity, run.ppl);
@@ -222,8 +269,9 @@ mod tests {
     }
 
     #[test]
-    fn tie_margin_is_where_llama_cpp_disagrees_with_itself() {
-        // Runs part at step 2: margins 0.01 and 0.3 there; the larger counts.
+    fn tie_margin_is_how_far_llama_cpp_moves_its_own_margins() {
+        // Prompt 1: the runs part at step 2 (margins 0.01 and 0.3 there; 0.1 moves before it);
+        // prompt 2: the runs never part, step 1's margin moves by 0.5.
         let r = reference(serde_json::json!([
             prompt(
                 &[1, 2, 3, 4],
@@ -238,13 +286,27 @@ mod tests {
                 &[5.0, 0.7, 0.1, 0.1]
             ),
         ]));
+        assert!((r.tie_margin() - 0.5).abs() < 1e-12, "{}", r.tie_margin());
+        // Without prompt 2, the parting margin counts.
+        let r = reference(serde_json::json!([prompt(
+            &[1, 2, 3, 4],
+            &[1.0, 2.0, 0.01, 1.0],
+            &[1, 2, 9, 9],
+            &[1.1, 1.9, 0.3, 1.0]
+        )]));
         assert_eq!(r.tie_margin(), 0.3);
-        // Runs that never part: the floor.
+        // The F32-weights run counts like the default one.
+        let mut p = prompt(&[1, 2], &[0.5, 0.5], &[1, 2], &[0.5, 0.5]);
+        p["llama_cpp_f32_weights"] =
+            serde_json::json!({"generated_token_ids": [1, 2], "top1_minus_top2_logit": [0.5, 1.5]});
+        let r = reference(serde_json::json!([p]));
+        assert_eq!(r.tie_margin(), 1.0);
+        // Runs that hardly move: the floor.
         let r = reference(serde_json::json!([prompt(
             &[1, 2],
             &[0.5, 0.5],
             &[1, 2],
-            &[0.4, 0.6]
+            &[0.5, 0.51]
         )]));
         assert_eq!(r.tie_margin(), judge::TIE_MARGIN);
     }

@@ -227,20 +227,18 @@ impl Rope {
         positions: usize,
         dev: &Device,
     ) -> Result<Self> {
-        // The angles computed directly (`p * inv_freq`), not as ggml's running product
-        // (`RopeTables::new`, the generic decoder's): with ggml's angles this decoder reads
-        // 5.6e-12 against llama.cpp's f32 logits on the real Gemma 3 270M's F32 rewrite (the
-        // direct formula 2.95e-10, over that file's full-precision limit of 1.85e-10), but on
-        // the quantized file its greedy continuation of "The capital of France is" left
-        // llama.cpp's after 6 tokens at a llama.cpp margin of 0.267 (the quality gate asks for
-        // 8, or a first difference at a near-tie: 0.193), where the direct formula agrees for
-        // 11 and then parts at a near-tie (2026-11-29; docs/quality.md). Kept until the
-        // gate's near-tie margin covers the precision of activations (issue 61 item 3).
-        let inv: Vec<f32> = (0..head_dim)
-            .step_by(2)
-            .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32) / scale)
-            .collect();
-        Ok(Self(RopeTables::direct(&inv, positions, dev)?))
+        // ggml's angles (its running product, as the generic decoder): 5.6e-12 mean KLD
+        // against llama.cpp's f32 logits on the real Gemma 3 270M's F32 rewrite, where the
+        // direct formula (`p * inv_freq`, candle's) reads 2.95e-10, over that file's
+        // full-precision limit of 1.85e-10 (2026-11-29; docs/quality-full-precision.md).
+        Ok(Self(RopeTables::new(
+            base,
+            1.0 / scale,
+            head_dim,
+            None,
+            positions,
+            dev,
+        )?))
     }
 
     /// `x`: (b, heads, len, head_dim), contiguous, at positions `pos..pos+len`.
