@@ -13,6 +13,8 @@
 //! MODELBENCH_REQUIRE_QUALITY=1 (CI sets it after a successful fetch) or under CI=true.
 
 mod common;
+#[path = "families/kld_gate.rs"]
+mod kld_gate;
 
 use candle_core::{DType, Device};
 use modelbench::engine::scenario::prepare;
@@ -44,14 +46,16 @@ fn load(label: &str) -> Option<Loaded> {
 fn gate(label: &str) -> Option<modelbench::output::quality::Verdict> {
     let mut m = load(label)?;
     let implementation = m.model.meta().provenance.implementation.clone();
-    let v = run_gate(
-        m.model.as_mut(),
-        label,
-        &implementation,
-        &reference(),
-        REFERENCE,
-    )
-    .unwrap();
+    Some(gate_on(m.model.as_mut(), label, &implementation))
+}
+
+/// The gate on a loaded model, printed.
+fn gate_on(
+    m: &mut dyn modelbench::models::CausalLm,
+    label: &str,
+    implementation: &str,
+) -> modelbench::output::quality::Verdict {
+    let v = run_gate(m, label, implementation, &reference(), REFERENCE).unwrap();
     eprintln!(
         "{label} [{implementation}]: perplexity {:.4} vs llama.cpp {:.4} (n_ctx {}, tolerance {:.0}%); greedy agreement {} (near-tie below {:.3}); passed {}",
         v.perplexity,
@@ -78,7 +82,7 @@ fn gate(label: &str) -> Option<modelbench::output::quality::Verdict> {
         v.near_tie_margin.unwrap_or(f64::NAN),
         v.passed
     );
-    Some(v)
+    v
 }
 
 #[test]
@@ -110,6 +114,52 @@ fn upstream_candle_gemma3_fails_the_gate() {
     assert!(
         !v.passed,
         "negative control: candle-transformers' quantized_gemma3 (SiLU MLP) must fail the gate"
+    );
+}
+
+/// The gate judged on deviations it was not shaped on (its near-tie margin and teacher-forced
+/// rule were set on the unchanged decoder and candle's SiLU Gemma 3 only): the project's Gemma 3
+/// decoder on the real Q4_K_M file made wrong in each of the sensitivity table's ways
+/// (docs/quality-sensitivity.md). A measurement for docs/quality.md, printed; it asserts only
+/// that every deviation ran.
+#[test]
+#[ignore = "a measurement for docs/quality.md (about 8 minutes, release)"]
+fn quality_gate_on_held_out_deviations() {
+    use modelbench::models::families::GgufImpl;
+    use modelbench::models::quantized::llama::Wrong;
+    let r = ModelRef::parse(MODEL).unwrap();
+    let res = match prepare(MODEL, &r, &[]) {
+        Ok(res) => res,
+        Err(e) => return common::skip_real_model(e),
+    };
+    let modelbench::models::Weights::Gguf(path) = &res.weights else {
+        panic!("a GGUF reference")
+    };
+    let (mut rows, mut reference_ppl) = (Vec::new(), f64::NAN);
+    for w in Wrong::HELD_OUT.into_iter().chain(Wrong::CONTROLS_LISTED) {
+        let (mut m, label) =
+            kld_gate::load_maybe_wrong(path, Some(GgufImpl::Modelbench), 1024, Some(w));
+        let v = gate_on(m.as_mut(), MODEL, &label);
+        let misses: usize = v.prompts.iter().map(|p| p.confident_misses.len()).sum();
+        let short = v.prompts.iter().filter(|p| !p.ok(MIN_AGREEMENT)).count();
+        reference_ppl = v.reference_perplexity;
+        rows.push(format!(
+            "| {} | {:.4} ({}) | {} of {} prompts fail; {misses} confident misses | {} |",
+            w.describe(),
+            v.perplexity,
+            if v.perplexity_ok { "ok" } else { "off" },
+            short,
+            v.prompts.len(),
+            if v.passed { "PASSED" } else { "FAILED" }
+        ));
+    }
+    eprintln!(
+        "| deviation | perplexity (llama.cpp {reference_ppl:.4}) | greedy | verdict |\n|---|---|---|---|\n{}",
+        rows.join("\n")
+    );
+    assert_eq!(
+        rows.len(),
+        Wrong::HELD_OUT.len() + Wrong::CONTROLS_LISTED.len()
     );
 }
 

@@ -31,8 +31,9 @@ pub struct Verdict {
     pub prompts: Vec<PromptAgreement>,
     /// Every prompt must agree on at least this many tokens.
     pub min_agreement: usize,
-    /// A first difference at a reference step with a smaller top-1/top-2 margin is a near-tie
-    /// (measured from llama.cpp's own two settings; see the reference's `tie_margin`).
+    /// A first difference (or a teacher-forced miss) at a reference step with a smaller
+    /// top-1/top-2 margin is a near-tie (how far llama.cpp's own settings move a step's
+    /// margin; see the reference's `tie_margin`).
     #[serde(default)]
     pub near_tie_margin: Option<f64>,
     pub checked_at: String,
