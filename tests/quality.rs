@@ -43,6 +43,22 @@ fn load(label: &str) -> Option<Loaded> {
     }
 }
 
+/// The real file's GGUF and its tokenizer.json, or None (skipped by the common rule).
+fn real_gguf() -> Option<(std::path::PathBuf, Option<std::path::PathBuf>)> {
+    let r = ModelRef::parse(MODEL).unwrap();
+    let res = match prepare(MODEL, &r, &[]) {
+        Ok(res) => res,
+        Err(e) => {
+            common::skip_real_model(e);
+            return None;
+        }
+    };
+    let modelbench::models::Weights::Gguf(path) = res.weights else {
+        panic!("a GGUF reference")
+    };
+    Some((path, res.tokenizer))
+}
+
 fn gate(label: &str) -> Option<modelbench::output::quality::Verdict> {
     let mut m = load(label)?;
     let implementation = m.model.meta().provenance.implementation.clone();
@@ -127,14 +143,8 @@ fn upstream_candle_gemma3_fails_the_gate() {
 fn quality_gate_on_held_out_deviations() {
     use modelbench::models::families::GgufImpl;
     use modelbench::models::quantized::llama::Wrong;
-    let r = ModelRef::parse(MODEL).unwrap();
-    let res = match prepare(MODEL, &r, &[]) {
-        Ok(res) => res,
-        Err(e) => return common::skip_real_model(e),
-    };
-    let modelbench::models::Weights::Gguf(path) = &res.weights else {
-        panic!("a GGUF reference")
-    };
+    let Some((path, _)) = real_gguf() else { return };
+    let path = &path;
     let (mut rows, mut reference_ppl) = (Vec::new(), f64::NAN);
     for w in Wrong::HELD_OUT.into_iter().chain(Wrong::CONTROLS_LISTED) {
         let (mut m, label) =
@@ -195,17 +205,13 @@ fn tokenizer_json_encodes_as_llama_cpp_does() {
 #[test]
 #[ignore = "writes a 1 GB f32 copy of the model; run with --ignored"]
 fn dequantized_gemma3_through_candle_transformers_passes_the_gate() {
-    let r = ModelRef::parse(MODEL).unwrap();
-    let res = match prepare(MODEL, &r, &[]) {
-        Ok(res) => res,
-        Err(e) => return common::skip_real_model(e),
+    let Some((path, tokenizer)) = real_gguf() else {
+        return;
     };
-    let modelbench::models::Weights::Gguf(path) = &res.weights else {
-        panic!("a GGUF reference")
-    };
+    let path = &path;
     let out = modelbench::util::fsio::target_dir().join("modelbench-dequantized/gemma-3-270m");
     if !out.join("config.json").is_file() {
-        modelbench::models::sources::dequantize::gguf_to_hf(path, res.tokenizer.as_deref(), &out)
+        modelbench::models::sources::dequantize::gguf_to_hf(path, tokenizer.as_deref(), &out)
             .unwrap();
     }
     let Some(v) = gate(&out.display().to_string()) else {
