@@ -17,3 +17,4 @@ pub mod prefix;
 pub mod protocol;
 pub mod scheduler;
 pub mod server;
+mod tokens;
