@@ -139,11 +139,11 @@ pub fn context_for(asked: Option<usize>, model_context: usize) -> Result<usize> 
     }
 }
 
-pub(super) struct Shared {
+struct Shared {
     name: String,
-    pub(super) chat: Arc<ChatFormat>,
-    pub(super) tok: Arc<Tokenizer>,
-    pub(super) bos: Option<u32>,
+    chat: Arc<ChatFormat>,
+    tok: Arc<Tokenizer>,
+    bos: Option<u32>,
     context: usize,
     max_queue: usize,
     queue: std::sync::mpsc::SyncSender<Job>,
@@ -473,6 +473,11 @@ pub fn start(p: Prepared, tok: Tokenizer, o: &Options, addr: SocketAddr) -> Resu
         limits,
         metrics: metrics.clone(),
     });
+    let texts = super::tokens::routes(super::tokens::Texts {
+        chat: shared.chat.clone(),
+        tok: shared.tok.clone(),
+        bos: shared.bos,
+    });
     let app = Router::new()
         .route(
             "/health",
@@ -482,9 +487,6 @@ pub fn start(p: Prepared, tok: Tokenizer, o: &Options, addr: SocketAddr) -> Resu
         .route("/v1/models", get(models_handler))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
-        .route("/apply-template", post(super::tokens::apply_template))
-        .route("/tokenize", post(super::tokens::tokenize))
-        .route("/detokenize", post(super::tokens::detokenize))
         .fallback(|uri: axum::http::Uri| async move {
             error(
                 StatusCode::NOT_FOUND,
@@ -494,7 +496,8 @@ pub fn start(p: Prepared, tok: Tokenizer, o: &Options, addr: SocketAddr) -> Resu
                 Some("not_found"),
             )
         })
-        .with_state(shared);
+        .with_state(shared)
+        .merge(texts);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()

@@ -1,7 +1,7 @@
 //! llama-server's utility endpoints beside the OpenAI ones (`POST /apply-template`,
 //! `/tokenize`, `/detokenize`): the chat template and the tokenizer exactly as the completion
 //! and chat endpoints use them, so a client can compare prompts token by token with
-//! llama-server's. Routed by [`super::server::start`].
+//! llama-server's. [`routes`] are merged into [`super::server::start`]'s router.
 
 use std::sync::Arc;
 
@@ -9,16 +9,34 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
 use serde_json::{json, Value};
+use tokenizers::Tokenizer;
 
-use super::chat::{chat_prompt, prompt_ids};
+use super::chat::{chat_prompt, prompt_ids, ChatFormat};
 use super::protocol::{bad, json_response, parse, Api, Prompt};
-use super::server::Shared;
+
+/// What the endpoints use of the server: the chat endpoint's template, tokenizer and BOS.
+pub(super) struct Texts {
+    pub(super) chat: Arc<ChatFormat>,
+    pub(super) tok: Arc<Tokenizer>,
+    pub(super) bos: Option<u32>,
+}
+
+/// The three routes, with their own state.
+pub(super) fn routes(t: Texts) -> Router {
+    Router::new()
+        .route("/apply-template", post(apply_template))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+        .with_state(Arc::new(t))
+}
 
 /// llama-server's `POST /apply-template`: a chat request's prompt as the chat endpoint makes
 /// it, `{"prompt": text}` (the model's chat template rendered; a leading BOS text dropped where
 /// the tokenizer puts BOS first), without running it.
-pub(super) async fn apply_template(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn apply_template(State(s): State<Arc<Texts>>, body: Bytes) -> Response {
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return bad(format!("malformed JSON body: {e}"), None),
@@ -53,7 +71,7 @@ pub(super) async fn apply_template(State(s): State<Arc<Shared>>, body: Bytes) ->
 /// token), "with_pieces" (default false)}` in; `{"tokens": [id, ...]}`, or with pieces
 /// `{"tokens": [{"id", "piece"}, ...]}`, out. The tokenizer and encoding are the completion
 /// endpoint's.
-pub(super) async fn tokenize(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn tokenize(State(s): State<Arc<Texts>>, body: Bytes) -> Response {
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return bad(format!("malformed JSON body: {e}"), None),
@@ -110,7 +128,7 @@ pub(super) async fn tokenize(State(s): State<Arc<Shared>>, body: Bytes) -> Respo
 }
 
 /// llama-server's `POST /detokenize`: `{"tokens": [id, ...]}` in, `{"content": text}` out.
-pub(super) async fn detokenize(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn detokenize(State(s): State<Arc<Texts>>, body: Bytes) -> Response {
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return bad(format!("malformed JSON body: {e}"), None),
